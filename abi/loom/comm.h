@@ -1,0 +1,96 @@
+/*
+ * comm.h - collectives between ranks (LOOM_KIND_COMM): local (one process), gloo, nccl.
+ *
+ * A comm plugin moves bytes and decides nothing. Buffers are on the device the plugin was
+ * created for. Every collective can run blocking (request == NULL) or asynchronously (it
+ * writes a request to wait on). Every wait honours the setup's timeout: a peer that is gone
+ * or stuck becomes LOOM_E_TIMEOUT or LOOM_E_COMM with a message naming the peer, never a
+ * hang. Collectives on one instance MUST be issued in the same order on every rank.
+ *
+ * Canonical order: a SUM over ranks is computed in rank order (((r0 + r1) + r2) + ...), so
+ * the result is bitwise identical whatever the algorithm or world size; plugins that cannot
+ * guarantee it for some operation say so by leaving LOOM_COMM_ORDERED_SUM out of `flags`.
+ */
+#ifndef LOOM_COMM_H
+#define LOOM_COMM_H
+
+#include "loom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOOM_REDUCE_SUM 1
+#define LOOM_REDUCE_MAX 2
+#define LOOM_REDUCE_MIN 3
+
+/* Everything needed to join a group. Built by the host from RANK, WORLD_SIZE, MASTER_ADDR... */
+typedef struct loom_comm_setup {
+    LOOM_STRUCT_HEADER;
+    int32_t rank;
+    int32_t world_size;
+    int32_t local_rank;
+    int32_t local_world_size;
+    const char *master_addr;  /* rendezvous host                                           */
+    int32_t master_port;      /* rendezvous TCP port                                       */
+    uint32_t device;          /* LOOM_DEVICE_* of the buffers                              */
+    double timeout_seconds;   /* for rendezvous and every collective (--ddp_timeout)       */
+} loom_comm_setup;
+
+typedef struct loom_comm loom_comm;                 /* plugin-private instance */
+typedef struct loom_comm_request loom_comm_request; /* plugin-private pending operation */
+
+/* loom_comm_vtable.flags */
+#define LOOM_COMM_ORDERED_SUM 1u   /* SUM results are in canonical rank order               */
+
+typedef struct loom_comm_vtable {
+    LOOM_STRUCT_HEADER;
+    uint32_t flags;   /* LOOM_COMM_*                                                        */
+    uint32_t reserved1;
+
+    /* Required. Join the group (rendezvous, connect every peer). Init thread only. */
+    loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
+                          const loom_comm_setup *setup, loom_comm **out);
+    /* Required. Leave the group; pending requests are abandoned. NULL is a no-op. */
+    void (*destroy)(loom_comm *self);
+
+    /* Required. In-place all-reduce of count elements of dtype. `request`: NULL = blocking;
+     * otherwise *request receives a handle for wait(). One thread per instance (a plugin
+     * may run the transfer on its own threads). */
+    loom_status (*all_reduce)(loom_comm *self, void *buffer, size_t count, uint32_t dtype,
+                              uint32_t op, loom_comm_request **request);
+    /* Required. send holds world_size * count elements; rank r receives the reduction of
+     * block r into recv (count elements). */
+    loom_status (*reduce_scatter)(loom_comm *self, const void *send, void *recv, size_t count,
+                                  uint32_t dtype, uint32_t op, loom_comm_request **request);
+    /* Required. send holds count elements; recv receives world_size * count, rank order. */
+    loom_status (*all_gather)(loom_comm *self, const void *send, void *recv, size_t count,
+                              uint32_t dtype, loom_comm_request **request);
+    /* Required. buffer of `root` is copied to every rank. */
+    loom_status (*broadcast)(loom_comm *self, void *buffer, size_t count, uint32_t dtype,
+                             int32_t root, loom_comm_request **request);
+    /* Required. The reduction lands in `buffer` of `root`; other ranks' buffers are scratch. */
+    loom_status (*reduce)(loom_comm *self, void *buffer, size_t count, uint32_t dtype,
+                          uint32_t op, int32_t root, loom_comm_request **request);
+    /* Required. send holds world_size blocks of count; block r goes to rank r; recv receives
+     * block `rank` of every rank, in rank order. */
+    loom_status (*all_to_all)(loom_comm *self, const void *send, void *recv, size_t count,
+                              uint32_t dtype, loom_comm_request **request);
+    /* Required. */
+    loom_status (*barrier)(loom_comm *self);
+    /* Required. Block until the request is done (or the timeout passes) and free it. */
+    loom_status (*wait)(loom_comm *self, loom_comm_request *request);
+
+    /* ABI 1.1+: append below. */
+} loom_comm_vtable;
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+LOOM_STATIC_ASSERT(sizeof(loom_comm_setup) == 56, "loom_comm_setup layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_comm_vtable, create) == 24, "comm vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_comm_vtable) == 104, "comm vtable layout changed");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_COMM_H */

@@ -1,0 +1,270 @@
+/*
+ * loom.h - what every loom plugin kind shares: ABI versions, status codes, dtypes, devices,
+ * tensor views, configuration getters, the host-services table, the plugin descriptor and the
+ * single entry symbol.
+ *
+ * This header is the contract between the loom core ("the host") and a plugin. It is
+ * self-contained C11 (compiles as C++ too), includes only <stddef.h> and <stdint.h>, and
+ * has no bool or enum in any struct layout: every field has a fixed size.
+ *
+ * Versioning (see DESIGN.md "The ABI"):
+ *   - Every struct that crosses the boundary starts with LOOM_STRUCT_HEADER: the ABI
+ *     major/minor it was built against and its own sizeof. A host MUST reject a different
+ *     major; a lower minor is accepted, and struct_size tells which members exist.
+ *   - Members are only ever appended, under a comment naming the minor that added them.
+ *     Nothing is reordered, resized or reused; status codes, dtypes and kinds are never
+ *     renumbered. Read an optional member through LOOM_HAS().
+ *   - _Static_assert()s at the end of each header freeze the layout of ABI 1.0: moving a
+ *     member fails to compile.
+ *
+ * Ownership, in one sentence: whoever allocates frees, through the same allocator; whatever
+ * is passed into a call is borrowed for that call only unless the member's comment says
+ * otherwise; strings a plugin returns are static or live as long as the instance.
+ *
+ * Threading labels used on every member: "MT-safe" (any thread, concurrently),
+ * "one thread per instance" (calls on one instance never overlap), "init thread only"
+ * (the thread that loaded the plugin, before training threads start).
+ */
+#ifndef LOOM_LOOM_H
+#define LOOM_LOOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Versions                                                                                 */
+
+#define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
+#define LOOM_ABI_MINOR 0 /* compatible change: members appended; older plugins keep loading */
+
+/* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
+ * as the builder of the struct saw it; the reader never touches bytes past it. */
+#define LOOM_STRUCT_HEADER \
+    uint32_t abi_major;    \
+    uint32_t abi_minor;    \
+    uint32_t struct_size;  \
+    uint32_t reserved0
+
+/* Fill a header for struct type T (for designated initialisers: { LOOM_HEADER_INIT(T), ... }). */
+#define LOOM_HEADER_INIT(T) \
+    .abi_major = LOOM_ABI_MAJOR, .abi_minor = LOOM_ABI_MINOR, .struct_size = sizeof(T), .reserved0 = 0
+
+/* True when member m lies inside the struct_size of *p (built against an older header, a
+ * struct may be shorter than T) AND is non-zero. Use it for every optional member. */
+#define LOOM_HAS(p, T, m) \
+    ((p)->struct_size >= offsetof(T, m) + sizeof(((T *)0)->m) && (p)->m)
+
+/* True when member m lies inside struct_size, whatever its value (for data members where
+ * zero is meaningful). */
+#define LOOM_HAS_FIELD(p, T, m) ((p)->struct_size >= offsetof(T, m) + sizeof(((T *)0)->m))
+
+#if defined(_WIN32)
+#define LOOM_EXPORT __declspec(dllexport)
+#else
+#define LOOM_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Status codes: 0 is success; never renumbered, only appended.                             */
+
+typedef int32_t loom_status;
+#define LOOM_OK 0
+#define LOOM_E_INVALID 1      /* bad argument or configuration value                       */
+#define LOOM_E_NOMEM 2        /* allocation failed                                         */
+#define LOOM_E_UNSUPPORTED 3  /* this plugin or device cannot do what was asked            */
+#define LOOM_E_DEVICE 4       /* the device (CUDA, ...) reported an error                  */
+#define LOOM_E_INTERNAL 5     /* a bug or an exception caught at the boundary              */
+#define LOOM_E_IO 6           /* a file could not be read or written                       */
+#define LOOM_E_FORMAT 7       /* a file or message is malformed or truncated               */
+#define LOOM_E_NOT_FOUND 8    /* a key, file, symbol or plugin does not exist              */
+#define LOOM_E_ABI 9          /* incompatible ABI version or struct                        */
+#define LOOM_E_COMM 10        /* a collective failed: peer gone, connection refused        */
+#define LOOM_E_TIMEOUT 11     /* a collective or rendezvous did not finish in time         */
+#define LOOM_E_OVERFLOW 12    /* a non-finite value where a finite one was needed          */
+#define LOOM_E_STOP 13        /* not an error: the plugin asks the trainer to stop cleanly */
+
+/* ---------------------------------------------------------------------------------------- */
+/* Data types and devices. Values are never renumbered.                                     */
+
+#define LOOM_DTYPE_INVALID 0
+#define LOOM_DTYPE_F32 1
+#define LOOM_DTYPE_F16 2
+#define LOOM_DTYPE_BF16 3
+#define LOOM_DTYPE_I32 4
+#define LOOM_DTYPE_I64 5
+#define LOOM_DTYPE_U16 6
+#define LOOM_DTYPE_U8 7
+#define LOOM_DTYPE_F64 8
+
+#define LOOM_DEVICE_CPU 0
+#define LOOM_DEVICE_CUDA 1
+
+#define LOOM_MAX_DIMS 8
+
+/* A view of memory the caller owns: no ownership moves with it. Row-major and contiguous
+ * unless the user of the view documents otherwise. data is on `device`. */
+typedef struct loom_tensor_view {
+    LOOM_STRUCT_HEADER;
+    void *data;              /* borrowed; NULL for an empty view                            */
+    uint32_t dtype;          /* LOOM_DTYPE_*                                                */
+    uint32_t device;         /* LOOM_DEVICE_*                                               */
+    int32_t device_index;    /* which GPU for CUDA; 0 for CPU                               */
+    uint32_t ndim;           /* number of valid entries in shape, 0..LOOM_MAX_DIMS          */
+    int64_t shape[LOOM_MAX_DIMS];
+} loom_tensor_view;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Plugin kinds. Never renumbered.                                                          */
+
+#define LOOM_KIND_OPTIMIZER 1
+#define LOOM_KIND_SCHEDULER 2
+#define LOOM_KIND_SHARDING 3
+#define LOOM_KIND_PRECISION 4
+#define LOOM_KIND_CALLBACK 5
+#define LOOM_KIND_COMM 6
+#define LOOM_KIND_MODEL 7
+
+/* ---------------------------------------------------------------------------------------- */
+/* Configuration: a plugin reads its own section through the getters of loom_host_api.     */
+
+/* Opaque, read-only view of one plugin's configuration section. Borrowed: valid during
+ * create() only; a plugin copies what it needs. */
+typedef struct loom_config loom_config;
+
+#define LOOM_PARAM_BOOL 1
+#define LOOM_PARAM_INT 2    /* int64_t                                                      */
+#define LOOM_PARAM_FLOAT 3  /* double                                                       */
+#define LOOM_PARAM_STRING 4
+
+/* One accepted configuration key. A plugin lists them in its descriptor (terminated by an
+ * entry with key == NULL); the host rejects any other key with an error naming the key, the
+ * plugin and the closest accepted key, and prints the table for `loom plugins --help NAME`. */
+typedef struct loom_param_spec {
+    const char *key;           /* lowercase, [a-z0-9_]                                       */
+    uint32_t type;             /* LOOM_PARAM_*                                               */
+    uint32_t reserved0;
+    const char *default_value; /* as text ("0.9", "true", "linear"); NULL: no default        */
+    const char *doc;           /* one line                                                   */
+} loom_param_spec;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Host services: the only way a plugin reaches the core. Plugins never link against libloom. */
+
+/* Opaque host context; one per plugin instance, passed back in every upcall. */
+typedef struct loom_host loom_host;
+
+#define LOOM_LOG_ERROR 0
+#define LOOM_LOG_WARNING 1
+#define LOOM_LOG_INFO 2
+#define LOOM_LOG_DEBUG 3
+
+/* Results of the config getters. */
+#define LOOM_CFG_ABSENT 0  /* the key is not set and the spec has no default                */
+#define LOOM_CFG_PRESENT 1 /* *out was written                                              */
+#define LOOM_CFG_WRONG_TYPE (-1) /* the key is set to a value of another type; *out untouched */
+
+typedef struct loom_host_api {
+    LOOM_STRUCT_HEADER;
+
+    /* Allocate `bytes` bytes aligned to `align` (a power of two, >= sizeof(void*); 0 means
+     * 64) on `device` (LOOM_DEVICE_*, with device_index). Returns NULL on failure. The memory
+     * is counted in the run's memory report. Free it with free_memory. MT-safe. */
+    void *(*alloc)(loom_host *host, size_t bytes, size_t align, uint32_t device, int32_t device_index);
+    /* Free memory from alloc. NULL is a no-op. MT-safe. */
+    void (*free_memory)(loom_host *host, void *ptr);
+
+    /* Log one line (no trailing newline needed) at LOOM_LOG_*; the host prefixes the plugin's
+     * name and, in distributed runs, the rank. MT-safe. */
+    void (*log)(loom_host *host, uint32_t level, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+        ;
+    /* Record an error message for the current thread, tagged with the plugin's name, and
+     * return `code` so a plugin writes `return api->fail(h, LOOM_E_INVALID, "...")`. MT-safe. */
+    loom_status (*fail)(loom_host *host, loom_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+        ;
+
+    /* Typed configuration getters on the plugin's own section. They return LOOM_CFG_PRESENT
+     * and write *out, LOOM_CFG_ABSENT (no value and no default), or LOOM_CFG_WRONG_TYPE.
+     * An int is accepted by cfg_f64; a string is valid while the config is. MT-safe. */
+    int (*cfg_f64)(const loom_config *cfg, const char *key, double *out);
+    int (*cfg_i64)(const loom_config *cfg, const char *key, int64_t *out);
+    int (*cfg_bool)(const loom_config *cfg, const char *key, int32_t *out);
+    int (*cfg_str)(const loom_config *cfg, const char *key, const char **out);
+    /* The index-th key set in the section (sorted), or NULL past the end. MT-safe. */
+    const char *(*cfg_key)(const loom_config *cfg, size_t index);
+
+    /* A named host service table, or NULL if this host lacks it or its minor version is
+     * below min_minor. The pointer is owned by the host and valid for the run.
+     * Names: "loom.kernels/1" -> const loom_kernels_api * (kernels.h). MT-safe. */
+    const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);
+
+    /* Deterministic random numbers: the stream `stream` (a plugin picks any constant) of the
+     * run's seed, advanced by `offset` draws. Fills n floats from N(mean, std). Same seed,
+     * stream and offset give the same numbers on every host. MT-safe. */
+    void (*random_normal)(loom_host *host, uint64_t stream, uint64_t offset, float *out, size_t n,
+                          float mean, float std);
+
+    /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
+    int32_t (*num_threads)(loom_host *host);
+
+    /* ABI 1.1+: append below; never reorder or remove. */
+} loom_host_api;
+
+/* ---------------------------------------------------------------------------------------- */
+/* The plugin descriptor and the entry symbol.                                              */
+
+typedef struct loom_plugin_desc {
+    LOOM_STRUCT_HEADER;
+    uint32_t kind;                  /* LOOM_KIND_*                                           */
+    uint32_t reserved1;
+    const char *name;               /* unique per kind, lowercase: "adamw", "zero2"          */
+    const char *version;            /* the plugin's own version, informational: "1.0.0"      */
+    const char *summary;            /* one line for `loom plugins`                           */
+    const void *vtable;             /* -> static const loom_<kind>_vtable of this kind       */
+    const loom_param_spec *params;  /* accepted configuration keys, {NULL}-terminated; NULL = none */
+} loom_plugin_desc;
+
+/* The one symbol a plugin exports. Returns descriptor number `index` (0, 1, ...) or NULL
+ * past the end; one shared object may carry several plugins. It MUST have no side effects
+ * and return static data; host_abi_major lets a plugin built for several majors pick one.
+ * Re-entrant. */
+typedef const loom_plugin_desc *(*loom_plugin_query_fn)(uint32_t host_abi_major, uint32_t index);
+#define LOOM_PLUGIN_QUERY_SYMBOL "loom_plugin_query"
+
+#ifndef LOOM_HOST_SIDE
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index);
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Layout freeze for ABI 1.0 (64-bit targets).                                              */
+
+#if defined(__cplusplus)
+#define LOOM_STATIC_ASSERT static_assert
+#else
+#define LOOM_STATIC_ASSERT _Static_assert
+#endif
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+LOOM_STATIC_ASSERT(sizeof(loom_tensor_view) == 104, "loom_tensor_view layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_tensor_view, shape) == 40, "loom_tensor_view layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_param_spec) == 32, "loom_param_spec layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_host_api, alloc) == 16, "loom_host_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_host_api, num_threads) == 104, "loom_host_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_host_api) == 112, "loom_host_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_plugin_desc, vtable) == 48, "loom_plugin_desc layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_plugin_desc) == 64, "loom_plugin_desc layout changed");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_LOOM_H */

@@ -1,0 +1,102 @@
+/*
+ * optimizer.h - the update rule (LOOM_KIND_OPTIMIZER).
+ *
+ * An optimizer sees spans: contiguous pieces of one parameter tensor in fp32 (the master
+ * copy), with the tensor's name and full shape, the span's offset inside it, its gradient
+ * (already unscaled, NOT yet clipped: multiply by step->grad_scale) and its state slots.
+ * Under ZeRO a tensor may be split across ranks, so a rank sees only part of it; an
+ * optimizer that needs whole tensors or per-tensor norms says so in `flags`.
+ *
+ * State memory belongs to the host: the optimizer declares how many fp32 values it keeps per
+ * parameter element (state_slots, e.g. 2 for Adam's m and v) and the host allocates them,
+ * zero-initialised, exactly for the owned spans, saves them in checkpoints under
+ * state_names[i], and restores them on resume. This is what makes optimizer memory follow the
+ * ZeRO formulas by construction.
+ */
+#ifndef LOOM_OPTIMIZER_H
+#define LOOM_OPTIMIZER_H
+
+#include "loom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOOM_MAX_STATE_SLOTS 4
+
+/* loom_span.flags */
+#define LOOM_SPAN_NO_DECAY 1u   /* bias or norm weight: weight decay does not apply          */
+
+/* One contiguous piece of one parameter tensor. Built by the host; borrowed per call. */
+typedef struct loom_span {
+    LOOM_STRUCT_HEADER;
+    const char *name;               /* the tensor's name, HF-style ("fc1.weight")           */
+    int64_t tensor_numel;           /* elements in the whole tensor                         */
+    int64_t offset;                 /* first element of the span inside the tensor          */
+    int64_t numel;                  /* elements in the span                                 */
+    uint32_t ndim;                  /* the whole tensor's shape                             */
+    uint32_t flags;                 /* LOOM_SPAN_*                                          */
+    int64_t shape[LOOM_MAX_DIMS];
+    float *param;                   /* fp32 master values of the span, updated in place     */
+    const float *grad;              /* fp32 gradient of the span (unscaled, unclipped)      */
+    float *state[LOOM_MAX_STATE_SLOTS]; /* state_slots arrays of numel floats; rest NULL    */
+    double weight_decay;            /* this span's group value (0 for LOOM_SPAN_NO_DECAY)   */
+    uint32_t group;                 /* parameter group index (0 = decay, 1 = no decay)      */
+    uint32_t reserved1;
+} loom_span;
+
+/* What one optimizer step needs besides the spans. Built by the host; borrowed per call. */
+typedef struct loom_optimizer_step {
+    LOOM_STRUCT_HEADER;
+    int64_t step;          /* 1 for the first update; counts only steps actually taken       */
+    double lr;             /* learning rate from the scheduler for this step                 */
+    double grad_scale;     /* multiply every gradient by this (clipping, 1.0 = none)         */
+    double momentum;       /* scheduler's momentum (beta1 for Adam family); NaN = keep own   */
+} loom_optimizer_step;
+
+/* loom_optimizer_vtable.flags */
+#define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u /* spans are whole tensors (adafactor): the host
+                                                 refuses shardings that split tensors      */
+#define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor norms (lamb): the host passes
+                                                 norms reduced across ranks (ABI 1.1+)     */
+
+typedef struct loom_optimizer loom_optimizer; /* plugin-private instance */
+
+typedef struct loom_optimizer_vtable {
+    LOOM_STRUCT_HEADER;
+    uint32_t state_slots;            /* fp32 values of state per parameter element, <= 4    */
+    uint32_t flags;                  /* LOOM_OPTIMIZER_*                                    */
+    const char *const *state_names;  /* state_slots names for checkpoints ("exp_avg", ...)  */
+
+    /* Required. Create an instance from the plugin's config section (borrowed during the
+     * call). On failure returns a status, leaves *out NULL and reports through api->fail.
+     * Init thread only. */
+    loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
+                          loom_optimizer **out);
+    /* Required. Free the instance; NULL is a no-op. Init thread only. */
+    void (*destroy)(loom_optimizer *self);
+    /* Required. Update every span in place: param and state. `spans` are the owned spans of
+     * this rank, in flat-buffer order, the same list at every step. One thread per instance. */
+    loom_status (*step)(loom_optimizer *self, const loom_span *spans, size_t n_spans,
+                        const loom_optimizer_step *step);
+    /* Optional (NULL: the hyper-parameters are not logged). Write the value of a named
+     * hyper-parameter ("beta1", "eps", "weight_decay") for the resolved-config log. Returns
+     * LOOM_E_NOT_FOUND for a name it does not have. One thread per instance. */
+    loom_status (*get_hparam)(loom_optimizer *self, const char *name, double *out);
+
+    /* ABI 1.1+: append below. */
+} loom_optimizer_vtable;
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+LOOM_STATIC_ASSERT(offsetof(loom_span, shape) == 56, "loom_span layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_span, param) == 120, "loom_span layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_span) == 184, "loom_span layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 48, "loom_optimizer_step layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_optimizer_vtable, create) == 32, "optimizer vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_vtable) == 64, "optimizer vtable layout changed");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_OPTIMIZER_H */

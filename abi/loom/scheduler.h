@@ -1,0 +1,61 @@
+/*
+ * scheduler.h - the learning rate (and momentum) of each step (LOOM_KIND_SCHEDULER).
+ *
+ * A scheduler is a pure function of the scheduler step count t (0 before the first optimizer
+ * step, +1 after every step actually taken; skipped fp16 steps do not advance it). The host
+ * keeps t, saves it in checkpoints and asks for value(t): nothing else needs saving, so a
+ * resumed run gets exactly the values an uninterrupted run would. HF's schedules are LambdaLR
+ * multipliers of the base learning rate; DeepSpeed's give the learning rate directly; both
+ * fit: value() returns the learning rate itself.
+ */
+#ifndef LOOM_SCHEDULER_H
+#define LOOM_SCHEDULER_H
+
+#include "loom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What the trainer knows when the scheduler is created. Built by the host; borrowed. */
+typedef struct loom_schedule_setup {
+    LOOM_STRUCT_HEADER;
+    double base_lr;        /* --learning_rate                                                */
+    int64_t total_steps;   /* optimizer steps of the whole run (max_steps or derived)        */
+    int64_t warmup_steps;  /* resolved: --warmup_steps if > 0, else ceil(ratio * total)      */
+} loom_schedule_setup;
+
+/* The values for one step. Written by the plugin. */
+typedef struct loom_schedule_value {
+    LOOM_STRUCT_HEADER;
+    double lr;             /* learning rate for the step                                     */
+    double momentum;       /* momentum / beta1 for the step; NaN when the schedule has none  */
+} loom_schedule_value;
+
+typedef struct loom_scheduler loom_scheduler; /* plugin-private instance */
+
+typedef struct loom_scheduler_vtable {
+    LOOM_STRUCT_HEADER;
+    /* Required. Create from the config section (e.g. num_cycles, power, lr_end) and the
+     * setup. Init thread only. */
+    loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
+                          const loom_schedule_setup *setup, loom_scheduler **out);
+    /* Required. NULL is a no-op. Init thread only. */
+    void (*destroy)(loom_scheduler *self);
+    /* Required. The values at scheduler step t >= 0. out->struct_size is set by the host; the
+     * plugin writes lr and momentum only. Pure: the same t gives the same values. MT-safe. */
+    loom_status (*value)(const loom_scheduler *self, int64_t t, loom_schedule_value *out);
+
+    /* ABI 1.1+: append below. */
+} loom_scheduler_vtable;
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+LOOM_STATIC_ASSERT(sizeof(loom_schedule_setup) == 40, "loom_schedule_setup layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_schedule_value) == 32, "loom_schedule_value layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_scheduler_vtable) == 40, "scheduler vtable layout changed");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_SCHEDULER_H */

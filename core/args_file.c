@@ -1,0 +1,231 @@
+/* args_file.c - --config FILE.json: a JSON object of the same names as the flags. Stricter
+ * than Python's json module on purpose: a duplicate key (which json.load silently resolves
+ * to the last one) is an error, and so is a value of the wrong type. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args_internal.h"
+#include "error.h"
+
+/* The whole file, NUL-terminated; read in chunks so pipes (--config <(...)) work too. */
+static loom_status read_text(const char *path, char **out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return loom_error(LOOM_E_IO, "cannot open config file '%s': %s", path, strerror(errno));
+    size_t len = 0, cap = 0;
+    char *text = NULL;
+    for (;;) {
+        if (cap - len < 4096) {
+            char *grown = realloc(text, cap = cap ? cap * 2 : 8192);
+            if (!grown) {
+                free(text);
+                fclose(f);
+                return loom_error(LOOM_E_NOMEM, "out of memory reading '%s'", path);
+            }
+            text = grown;
+        }
+        size_t got = fread(text + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        free(text);
+        return loom_error(LOOM_E_IO, "cannot read config file '%s'", path);
+    }
+    text[len] = '\0';
+    *out = text;
+    return LOOM_OK;
+}
+
+int loom__json_find_duplicate(const cJSON *value, char *buf, size_t size)
+{
+    if (!cJSON_IsObject(value) && !cJSON_IsArray(value)) return 0;
+    size_t index = 0;
+    for (const cJSON *a = value->child; a; a = a->next, index++) {
+        /* cJSON keeps every member, duplicates included, as siblings. */
+        for (const cJSON *b = a->next; cJSON_IsObject(value) && b; b = b->next) {
+            if (strcmp(a->string, b->string) == 0) {
+                snprintf(buf, size, "%s", a->string);
+                return -1;
+            }
+        }
+        if (loom__json_find_duplicate(a, buf, size) < 0) {
+            char inner[512];
+            snprintf(inner, sizeof inner, "%s", buf);
+            if (cJSON_IsObject(value))
+                snprintf(buf, size, "%s.%s", a->string, inner);
+            else
+                snprintf(buf, size, "[%zu].%s", index, inner);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *json_type_name(const cJSON *v)
+{
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    return "an invalid value";
+}
+
+static loom_status wrong_type(const loom__arg_desc *d, const char *path, const char *expected, const cJSON *v)
+{
+    return loom_error(LOOM_E_INVALID, "%s in %s: expected %s, got %s", d->name, path, expected, json_type_name(v));
+}
+
+/* A JSON number that is an integer an int64 holds exactly (not the None sentinel). */
+static int json_integer(const cJSON *v, int64_t *out)
+{
+    if (!cJSON_IsNumber(v)) return -1;
+    double x = v->valuedouble;
+    if (x != floor(x) || !(x > -9.2233720368547758e18 && x < 9.2233720368547758e18)) return -1;
+    *out = (int64_t)x;
+    return 0;
+}
+
+static loom_status set_list(loom_string_list *list, const loom__arg_desc *d, const cJSON *v, const char *path)
+{
+    loom__list_clear(list);
+    if (cJSON_IsNull(v)) return LOOM_OK;
+    /* HF turns report_to: "wandb" into ["wandb"]; do the same for every list. */
+    if (cJSON_IsString(v)) return loom__list_append(list, v->valuestring);
+    if (!cJSON_IsArray(v)) return wrong_type(d, path, "an array of strings", v);
+    for (const cJSON *item = v->child; item; item = item->next) {
+        if (!cJSON_IsString(item)) return wrong_type(d, path, "an array of strings", item);
+        loom_status st = loom__list_append(list, item->valuestring);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
+static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const cJSON *v, const char *path)
+{
+    void *field = loom__arg_field(args, d);
+    int optional = d->kind == LOOM__K_OPT_BOOL || d->kind == LOOM__K_OPT_INT;
+    switch (d->kind) {
+    case LOOM__K_BOOL:
+    case LOOM__K_OPT_BOOL:
+        if (optional && cJSON_IsNull(v))
+            *(int32_t *)field = -1;
+        else if (cJSON_IsBool(v))
+            *(int32_t *)field = cJSON_IsTrue(v);
+        else
+            return wrong_type(d, path, optional ? "true, false or null" : "true or false", v);
+        return LOOM_OK;
+    case LOOM__K_INT:
+    case LOOM__K_OPT_INT: {
+        int64_t x;
+        if (optional && cJSON_IsNull(v))
+            *(int64_t *)field = LOOM_ARG_NONE_INT;
+        else if (json_integer(v, &x) == 0)
+            *(int64_t *)field = x;
+        else if (cJSON_IsNumber(v))
+            return loom_error(LOOM_E_INVALID, "%s in %s: expected an integer, got %.17g", d->name, path,
+                              v->valuedouble);
+        else
+            return wrong_type(d, path, optional ? "an integer or null" : "an integer", v);
+        return LOOM_OK;
+    }
+    case LOOM__K_FLOAT:
+        if (!cJSON_IsNumber(v)) return wrong_type(d, path, "a number", v);
+        if (!isfinite(v->valuedouble))
+            return loom_error(LOOM_E_INVALID, "%s in %s: expected a finite number", d->name, path);
+        *(double *)field = v->valuedouble;
+        return LOOM_OK;
+    case LOOM__K_STRING: {
+        if (cJSON_IsNull(v)) return loom__arg_set_string(field, NULL);
+        if (cJSON_IsString(v)) return loom__arg_set_string(field, v->valuestring);
+        if (!cJSON_IsObject(v) || !loom__arg_is_dict(d))
+            return wrong_type(d, path, loom__arg_is_dict(d) ? "a string or an object" : "a string", v);
+        char *compact = cJSON_PrintUnformatted(v);
+        if (!compact) return loom_error(LOOM_E_NOMEM, "out of memory");
+        loom_status st = loom__arg_set_string(field, compact);
+        cJSON_free(compact);
+        return st;
+    }
+    case LOOM__K_LIST:
+        return set_list(field, d, v, path);
+    }
+    return LOOM_OK;
+}
+
+/* An unknown key keeps its value as text for the plugins: a string as is, anything else
+ * printed compactly. An object is a section: {"adamw": {"beta1": 0.9}} is "adamw.beta1". */
+static loom_status add_unknown(loom_args *args, const char *key, const cJSON *v, const char *path)
+{
+    if (cJSON_IsObject(v)) {
+        for (const cJSON *c = v->child; c; c = c->next) {
+            size_t n = strlen(key) + strlen(c->string) + 2;
+            char *sub = malloc(n);
+            if (!sub) return loom_error(LOOM_E_NOMEM, "out of memory");
+            snprintf(sub, n, "%s.%s", key, c->string);
+            loom_status st = add_unknown(args, sub, c, path);
+            free(sub);
+            if (st != LOOM_OK) return st;
+        }
+        return LOOM_OK;
+    }
+    if (cJSON_IsString(v)) return loom__args_add_unknown(args, key, v->valuestring, path);
+    char *text = cJSON_PrintUnformatted(v);
+    if (!text) return loom_error(LOOM_E_NOMEM, "out of memory");
+    loom_status st = loom__args_add_unknown(args, key, text, path);
+    cJSON_free(text);
+    return st;
+}
+
+static loom_status malformed(const char *path, const char *text, const char *at)
+{
+    int line = 1, column = 1;
+    for (const char *p = text; at && p < at && *p; p++) {
+        if (*p == '\n')
+            line++, column = 1;
+        else
+            column++;
+    }
+    return loom_error(LOOM_E_FORMAT, "%s:%d:%d: malformed JSON", path, line, column);
+}
+
+loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_origin *origin)
+{
+    char *text = NULL;
+    loom_status st = read_text(path, &text);
+    if (st != LOOM_OK) return st;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
+    if (!root) {
+        st = malformed(path, text, end);
+        free(text);
+        return st;
+    }
+    free(text);
+    char dup[512];
+    if (!cJSON_IsObject(root)) {
+        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of arguments, got %s", path, json_type_name(root));
+    } else if (loom__json_find_duplicate(root, dup, sizeof dup) < 0) {
+        st = loom_error(LOOM_E_INVALID, "duplicate key '%s' in %s", dup, path);
+    }
+    for (const cJSON *c = root->child; st == LOOM_OK && c; c = c->next) {
+        const loom__arg_desc *d = loom__arg_find(c->string);
+        if (d && d - loom__arg_table == LOOM__ARG_config) {
+            st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
+        } else if (d) {
+            st = set_from_json(args, d, c, path);
+            origin->source[d - loom__arg_table] = path;
+        } else {
+            st = add_unknown(args, c->string, c, path);
+        }
+    }
+    cJSON_Delete(root);
+    return st;
+}

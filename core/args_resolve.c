@@ -1,0 +1,338 @@
+/* args_resolve.c - what HF's TrainingArguments.__post_init__ does once every value is in:
+ * refuse what loom cannot do yet, warn about what it ignores, apply aliases and derived
+ * defaults, and check values, each error naming the argument, the value and its source. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "args_internal.h"
+#include "error.h"
+
+#define COUNT(a) (sizeof(a) / sizeof *(a))
+#define ROW(name) (&loom__arg_table[LOOM__ARG_##name])
+#define SOURCE(name) (origin->source[LOOM__ARG_##name])
+
+static const char *const strategies[] = {"no", "steps", "epoch"};
+static const char *const schedulers[] = {"linear",     "cosine",   "cosine_with_restarts",
+                                         "polynomial", "constant", "constant_with_warmup"};
+static const char *const schedulers_later[] = {"inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+                                               "cosine_warmup_with_min_lr", "warmup_stable_decay"};
+/* "adam" is loom's plain Adam plugin; "adamw" is our short name of adamw_torch. */
+static const char *const optimizers[] = {"adamw_torch", "adamw_hf", "adam", "sgd", "adamw"};
+/* HF's other OptimizerNames: accepted as names, refused as "not supported yet". */
+static const char *const optimizers_later[] = {"adafactor",
+                                               "adamw_torch_fused",
+                                               "adamw_torch_xla",
+                                               "adamw_torch_npu_fused",
+                                               "adamw_apex_fused",
+                                               "adamw_anyprecision",
+                                               "adamw_torch_4bit",
+                                               "adamw_torch_8bit",
+                                               "adamw_bnb_8bit",
+                                               "adamw_8bit",
+                                               "adagrad",
+                                               "lion_8bit",
+                                               "lion_32bit",
+                                               "paged_adamw_32bit",
+                                               "paged_adamw_8bit",
+                                               "paged_lion_32bit",
+                                               "paged_lion_8bit",
+                                               "rmsprop",
+                                               "rmsprop_bnb",
+                                               "rmsprop_bnb_8bit",
+                                               "rmsprop_bnb_32bit",
+                                               "galore_adamw",
+                                               "galore_adamw_8bit",
+                                               "galore_adafactor",
+                                               "galore_adamw_layerwise",
+                                               "galore_adamw_8bit_layerwise",
+                                               "galore_adafactor_layerwise",
+                                               "lomo",
+                                               "adalomo",
+                                               "grokadamw",
+                                               "schedule_free_adamw",
+                                               "schedule_free_sgd",
+                                               "schedule_free_radam",
+                                               "ademamix",
+                                               "ademamix_8bit",
+                                               "paged_ademamix_32bit",
+                                               "paged_ademamix_8bit",
+                                               "apollo_adamw",
+                                               "apollo_adamw_layerwise",
+                                               "stable_adamw",
+                                               "lion",
+                                               "lamb"};
+/* HF integrations with no loom equivalent: ignored with a warning rather than refused, so a
+ * script written for HF runs unchanged. */
+static const char *const integrations_absent[] = {"azure_ml", "comet_ml",   "mlflow",  "wandb", "neptune", "clearml",
+                                                  "dagshub",  "codecarbon", "dvclive", "flyte", "swanlab", "trackio"};
+
+static int member(const char *s, const char *const *set, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (strcmp(s, set[i]) == 0) return 1;
+    return 0;
+}
+
+/* "a, b, c" into buf. */
+static const char *joined(const char *const *set, size_t n, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", set[i]);
+    return buf;
+}
+
+static loom_status check_status(const loom_args *args, const loom__arg_origin *origin)
+{
+    char where[512];
+    for (size_t i = 0; i < LOOM__ARG_COUNT; i++) {
+        const loom__arg_desc *d = &loom__arg_table[i];
+        if (d->status == LOOM_ARG_SUPPORTED || loom__arg_is_default(args, d)) continue;
+        if (d->status == LOOM_ARG_NOT_YET)
+            return loom_error(LOOM_E_UNSUPPORTED, "--%s is not supported yet (%s); given%s", d->name, d->note,
+                              loom__where(origin->source[i], where, sizeof where));
+        if (*d->note)
+            fprintf(stderr, "loom: warning: --%s has no effect here (%s)\n", d->name, d->note);
+        else
+            fprintf(stderr, "loom: warning: --%s has no effect here\n", d->name);
+    }
+    for (size_t i = 0; i < args->report_to.count; i++)
+        if (member(args->report_to.items[i], integrations_absent, COUNT(integrations_absent)))
+            fprintf(stderr,
+                    "loom: warning: --report_to %s has no effect here (loom reports to tensorboard and jsonl)\n",
+                    args->report_to.items[i]);
+    return LOOM_OK;
+}
+
+static loom_status check_enum(const loom__arg_desc *d, const char *value, const char *source, const char *const *ok,
+                              size_t n_ok, const char *const *later, size_t n_later)
+{
+    if (member(value, ok, n_ok)) return LOOM_OK;
+    char where[512], list[512];
+    if (member(value, later, n_later))
+        return loom_error(LOOM_E_UNSUPPORTED, "--%s %s%s is not supported yet (supported: %s)", d->name, value,
+                          loom__where(source, where, sizeof where), joined(ok, n_ok, list, sizeof list));
+    return loom_error(LOOM_E_INVALID, "--%s '%s'%s is not one of: %s", d->name, value ? value : "none",
+                      loom__where(source, where, sizeof where), joined(ok, n_ok, list, sizeof list));
+}
+
+/* lr_scheduler_kwargs is a dict in HF; on the command line it is JSON text. Keep it as
+ * compact JSON of an object so consumers parse one form. */
+static loom_status normalise_kwargs(loom_args *args, const loom__arg_origin *origin)
+{
+    char where[512], dup[512];
+    const char *text = args->lr_scheduler_kwargs ? args->lr_scheduler_kwargs : "{}";
+    cJSON *v = cJSON_Parse(text);
+    loom_status st = LOOM_OK;
+    if (!cJSON_IsObject(v))
+        st = loom_error(LOOM_E_INVALID,
+                        "--lr_scheduler_kwargs '%s'%s: expected a JSON object such as '{\"num_cycles\": 2}'", text,
+                        loom__where(SOURCE(lr_scheduler_kwargs), where, sizeof where));
+    else if (loom__json_find_duplicate(v, dup, sizeof dup) < 0)
+        st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs%s: duplicate key '%s'",
+                        loom__where(SOURCE(lr_scheduler_kwargs), where, sizeof where), dup);
+    char *compact = st == LOOM_OK ? cJSON_PrintUnformatted(v) : NULL;
+    if (st == LOOM_OK && !compact) st = loom_error(LOOM_E_NOMEM, "out of memory");
+    if (st == LOOM_OK) st = loom__arg_set_string(&args->lr_scheduler_kwargs, compact);
+    cJSON_free(compact);
+    cJSON_Delete(v);
+    return st;
+}
+
+static loom_status apply_aliases(loom_args *args, loom__arg_origin *origin)
+{
+    char where[512];
+    loom_status st;
+    if (args->eval_strategy) {
+        if ((st = check_enum(ROW(eval_strategy), args->eval_strategy, SOURCE(eval_strategy), strategies,
+                             COUNT(strategies), NULL, 0)) != LOOM_OK)
+            return st;
+        /* One argument under two names: the command line beats the file; two different
+         * values from the same place are a contradiction. */
+        const char *alias_src = SOURCE(eval_strategy), *main_src = SOURCE(evaluation_strategy);
+        int alias_cli = alias_src == LOOM__SRC_CLI, main_cli = main_src == LOOM__SRC_CLI;
+        int differ = !args->evaluation_strategy || strcmp(args->eval_strategy, args->evaluation_strategy) != 0;
+        if (main_src && differ && alias_cli == main_cli)
+            return loom_error(LOOM_E_INVALID,
+                              "--eval_strategy %s and --evaluation_strategy %s disagree%s (they are "
+                              "one argument under two names)",
+                              args->eval_strategy, args->evaluation_strategy ? args->evaluation_strategy : "none",
+                              loom__where(alias_src, where, sizeof where));
+        if (!main_src || alias_cli || !main_cli) {
+            if ((st = loom__arg_set_string(&args->evaluation_strategy, args->eval_strategy)) != LOOM_OK) return st;
+            SOURCE(evaluation_strategy) = alias_src;
+        }
+    }
+    if (args->adafactor) {
+        if ((st = loom__arg_set_string(&args->optim, "adafactor")) != LOOM_OK) return st;
+        SOURCE(optim) = SOURCE(adafactor);
+    }
+    if (args->optim && strcmp(args->optim, "adamw") == 0 &&
+        (st = loom__arg_set_string(&args->optim, "adamw_torch")) != LOOM_OK)
+        return st;
+
+    struct {
+        int64_t *from, *to;
+        const char *from_name, *to_name;
+        int from_index, to_index;
+    } gpu[] = {
+        {&args->per_gpu_train_batch_size, &args->per_device_train_batch_size, "per_gpu_train_batch_size",
+         "per_device_train_batch_size", LOOM__ARG_per_gpu_train_batch_size, LOOM__ARG_per_device_train_batch_size},
+        {&args->per_gpu_eval_batch_size, &args->per_device_eval_batch_size, "per_gpu_eval_batch_size",
+         "per_device_eval_batch_size", LOOM__ARG_per_gpu_eval_batch_size, LOOM__ARG_per_device_eval_batch_size},
+    };
+    for (size_t i = 0; i < COUNT(gpu); i++) {
+        if (*gpu[i].from == LOOM_ARG_NONE_INT) continue;
+        if (*gpu[i].from < 1)
+            return loom_error(LOOM_E_INVALID, "--%s %lld%s: must be >= 1", gpu[i].from_name, (long long)*gpu[i].from,
+                              loom__where(origin->source[gpu[i].from_index], where, sizeof where));
+        fprintf(stderr, "loom: warning: --%s is deprecated; it overrides --%s, use that instead\n", gpu[i].from_name,
+                gpu[i].to_name);
+        *gpu[i].to = *gpu[i].from;
+        origin->source[gpu[i].to_index] = origin->source[gpu[i].from_index];
+    }
+    return LOOM_OK;
+}
+
+static loom_status check_enums(const loom_args *args, const loom__arg_origin *origin)
+{
+    static const char *const best[] = {"best"};
+    loom_status st;
+    if ((st = check_enum(ROW(evaluation_strategy), args->evaluation_strategy, SOURCE(evaluation_strategy), strategies,
+                         COUNT(strategies), NULL, 0)) != LOOM_OK ||
+        (st = check_enum(ROW(logging_strategy), args->logging_strategy, SOURCE(logging_strategy), strategies,
+                         COUNT(strategies), NULL, 0)) != LOOM_OK ||
+        (st = check_enum(ROW(save_strategy), args->save_strategy, SOURCE(save_strategy), strategies, COUNT(strategies),
+                         best, COUNT(best))) != LOOM_OK ||
+        (st = check_enum(ROW(lr_scheduler_type), args->lr_scheduler_type, SOURCE(lr_scheduler_type), schedulers,
+                         COUNT(schedulers), schedulers_later, COUNT(schedulers_later))) != LOOM_OK)
+        return st;
+    return check_enum(ROW(optim), args->optim, SOURCE(optim), optimizers, COUNT(optimizers), optimizers_later,
+                      COUNT(optimizers_later));
+}
+
+/* HF: a LOCAL_RANK set by the launcher (torchrun) wins over --local_rank. */
+static loom_status local_rank_from_env(loom_args *args)
+{
+    const char *env = getenv("LOCAL_RANK");
+    int64_t rank;
+    if (!env || !*env) return LOOM_OK;
+    if (loom__parse_int(env, &rank) != 0)
+        return loom_error(LOOM_E_INVALID, "LOCAL_RANK='%s' in the environment is not an integer", env);
+    if (rank != -1) args->local_rank = rank;
+    return LOOM_OK;
+}
+
+/* HF expands "~" in output_dir and logging_dir (a JSON file gets no shell expansion). */
+static loom_status expand_home(char **path)
+{
+    const char *home = getenv("HOME");
+    if (!*path || !home || !((*path)[0] == '~' && ((*path)[1] == '/' || (*path)[1] == '\0'))) return LOOM_OK;
+    size_t n = strlen(home) + strlen(*path);
+    char *full = malloc(n);
+    if (!full) return loom_error(LOOM_E_NOMEM, "out of memory");
+    snprintf(full, n, "%s%s", home, *path + 1);
+    free(*path);
+    *path = full;
+    return LOOM_OK;
+}
+
+/* HF's runs/<date>_<host>, placed under output_dir so a run's logs stay with its
+ * checkpoints whatever the working folder. */
+static loom_status default_logging_dir(loom_args *args)
+{
+    char host[256] = "localhost", stamp[64];
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%d_%H-%M-%S", &tm);
+    const char *base = args->output_dir && *args->output_dir ? args->output_dir : NULL;
+    size_t n = (base ? strlen(base) + 1 : 0) + strlen("runs/") + strlen(stamp) + 1 + strlen(host) + 1;
+    char *dir = malloc(n);
+    if (!dir) return loom_error(LOOM_E_NOMEM, "out of memory");
+    snprintf(dir, n, "%s%sruns/%s_%s", base ? base : "", base ? "/" : "", stamp, host);
+    free(args->logging_dir);
+    args->logging_dir = dir;
+    return LOOM_OK;
+}
+
+static loom_status derive(loom_args *args)
+{
+    loom_status st;
+    if ((st = expand_home(&args->output_dir)) != LOOM_OK || (st = expand_home(&args->logging_dir)) != LOOM_OK)
+        return st;
+    if (args->do_eval < 0 && strcmp(args->evaluation_strategy, "no") != 0) args->do_eval = 1;
+    if (args->eval_steps == LOOM_ARG_NONE_INT) args->eval_steps = args->logging_steps;
+    if ((!args->run_name || !*args->run_name) && args->output_dir &&
+        (st = loom__arg_set_string(&args->run_name, args->output_dir)) != LOOM_OK)
+        return st;
+    if (!args->logging_dir || !*args->logging_dir) return default_logging_dir(args);
+    return LOOM_OK;
+}
+
+/* One range rule: `ok` false -> "--name value<where>: rule". */
+static loom_status require(int ok, const loom_args *args, const loom__arg_origin *origin, int index, const char *rule)
+{
+    if (ok) return LOOM_OK;
+    const loom__arg_desc *d = &loom__arg_table[index];
+    char where[512];
+    char *value = loom__arg_format(args, d);
+    loom_status st = loom_error(LOOM_E_INVALID, "--%s %s%s: %s", d->name, value ? value : "?",
+                                loom__where(origin->source[index], where, sizeof where), rule);
+    free(value);
+    return st;
+}
+
+static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
+{
+    int steps_eval = strcmp(a->evaluation_strategy, "steps") == 0;
+    loom_status st;
+#define REQUIRE(cond, name, rule)                                                                                      \
+    if ((st = require(cond, a, o, LOOM__ARG_##name, rule)) != LOOM_OK) return st
+    REQUIRE(a->per_device_train_batch_size >= 1, per_device_train_batch_size, "must be >= 1");
+    REQUIRE(a->per_device_eval_batch_size >= 1, per_device_eval_batch_size, "must be >= 1");
+    REQUIRE(a->gradient_accumulation_steps >= 1, gradient_accumulation_steps, "must be >= 1");
+    REQUIRE(a->learning_rate >= 0, learning_rate, "must be >= 0");
+    REQUIRE(a->weight_decay >= 0, weight_decay, "must be >= 0");
+    REQUIRE(a->adam_beta1 >= 0 && a->adam_beta1 < 1, adam_beta1, "must be in [0, 1)");
+    REQUIRE(a->adam_beta2 >= 0 && a->adam_beta2 < 1, adam_beta2, "must be in [0, 1)");
+    REQUIRE(a->adam_epsilon >= 0, adam_epsilon, "must be >= 0");
+    REQUIRE(a->num_train_epochs >= 0, num_train_epochs, "must be >= 0");
+    REQUIRE(a->warmup_ratio >= 0 && a->warmup_ratio <= 1, warmup_ratio, "must be in [0, 1]");
+    REQUIRE(a->warmup_steps >= 0, warmup_steps, "must be >= 0");
+    REQUIRE(a->logging_steps > 0 || strcmp(a->logging_strategy, "steps") != 0, logging_steps,
+            "must be > 0 when logging_strategy is steps");
+    if (steps_eval && a->eval_steps <= 0 && !o->source[LOOM__ARG_eval_steps])
+        return loom_error(LOOM_E_INVALID,
+                          "evaluation_strategy steps needs eval_steps > 0 (it defaults to "
+                          "logging_steps, %lld here): give --eval_steps",
+                          (long long)a->logging_steps);
+    REQUIRE(a->eval_steps > 0 || !steps_eval, eval_steps, "must be > 0 when evaluation_strategy is steps");
+    REQUIRE(a->save_steps > 0 || strcmp(a->save_strategy, "steps") != 0, save_steps,
+            "must be > 0 when save_strategy is steps");
+    REQUIRE(a->save_total_limit == LOOM_ARG_NONE_INT || a->save_total_limit >= 0, save_total_limit, "must be >= 0");
+    REQUIRE(a->ddp_timeout > 0, ddp_timeout, "must be > 0 (seconds)");
+    REQUIRE(a->num_threads >= 0, num_threads, "must be >= 0 (0 = automatic)");
+    REQUIRE(a->local_rank >= -1, local_rank, "must be >= -1");
+#undef REQUIRE
+    return LOOM_OK;
+}
+
+loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
+{
+    loom_status st;
+    if ((st = check_status(args, origin)) != LOOM_OK) return st;
+    if ((st = normalise_kwargs(args, origin)) != LOOM_OK) return st;
+    if ((st = apply_aliases(args, origin)) != LOOM_OK) return st;
+    if ((st = check_enums(args, origin)) != LOOM_OK) return st;
+    if ((st = local_rank_from_env(args)) != LOOM_OK) return st;
+    if ((st = derive(args)) != LOOM_OK) return st;
+    return check_ranges(args, origin);
+}

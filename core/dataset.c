@@ -1,0 +1,207 @@
+/*
+ * dataset.c - datasets over data files, the per-epoch order, and batch loading.
+ */
+#include "dataset.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "data_classification.h"
+#include "error.h"
+
+/* ---- classification files ---------------------------------------------------------------- */
+
+static loom_status classification_fill(const loom_dataset *self, const int64_t *indices, int64_t n, void *inputs,
+                                       int32_t *labels, int64_t *n_targets)
+{
+    const loom_classification_data *data = self->context;
+    float *out = inputs;
+    int64_t features = (int64_t)data->n_features;
+    int64_t targets = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t row = indices[i];
+        if (row < 0 || row >= self->n_examples)
+            return loom_error(LOOM_E_INTERNAL, "example %lld outside the dataset", (long long)row);
+        memcpy(out + i * features, data->features + row * features, (size_t)features * sizeof(float));
+        labels[i] = data->labels[row];
+        targets += data->labels[row] != -100;
+    }
+    *n_targets = targets;
+    return LOOM_OK;
+}
+
+static void classification_destroy(loom_dataset *self)
+{
+    if (!self) return;
+    loom_classification_free(self->context);
+    free(self->context);
+    free(self);
+}
+
+loom_status loom_dataset_open(const char *path, loom_dataset **out)
+{
+    *out = NULL;
+    if (!path || !*path) return loom_error(LOOM_E_INVALID, "no data file given");
+    loom_classification_data *data = calloc(1, sizeof *data);
+    loom_dataset *ds = calloc(1, sizeof *ds);
+    if (!data || !ds) {
+        free(data);
+        free(ds);
+        return loom_error(LOOM_E_NOMEM, "out of memory opening %s", path);
+    }
+    loom_status st = loom_classification_load(path, data);
+    if (st != LOOM_OK) {
+        free(data);
+        free(ds);
+        return st;
+    }
+    ds->n_examples = (int64_t)data->n_samples;
+    ds->input_dtype = LOOM_DTYPE_F32;
+    ds->input_ndim = 1;
+    ds->input_shape[0] = data->n_features;
+    ds->labels_per_example = 1;
+    ds->fill = classification_fill;
+    ds->destroy = classification_destroy;
+    ds->context = data;
+    ds->n_features = data->n_features;
+    ds->n_classes = data->n_classes;
+    *out = ds;
+    return LOOM_OK;
+}
+
+/* ---- loader ------------------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
+                                 int drop_last, uint64_t seed)
+{
+    memset(dl, 0, sizeof *dl);
+    if (batch_size < 1) return loom_error(LOOM_E_INVALID, "batch size must be >= 1, got %lld", (long long)batch_size);
+    dl->dataset = ds;
+    dl->batch_size = batch_size;
+    dl->shuffle = shuffle;
+    dl->drop_last = drop_last;
+    dl->seed = seed;
+    dl->world_size = 1;
+    dl->epoch = -1;
+    return LOOM_OK;
+}
+
+void loom_dataloader_free(loom_dataloader *dl)
+{
+    free(dl->order);
+    dl->order = NULL;
+}
+
+/* Examples this rank sees per epoch: every rank the same count (DistributedSampler pads by
+ * wrapping around), so no rank waits at an epoch's end for another. */
+static int64_t examples_per_rank(const loom_dataloader *dl)
+{
+    int64_t n = dl->dataset->n_examples;
+    int64_t world = dl->world_size > 0 ? dl->world_size : 1;
+    return (n + world - 1) / world;
+}
+
+int64_t loom_dataloader_len(const loom_dataloader *dl)
+{
+    int64_t n = examples_per_rank(dl);
+    return dl->drop_last ? n / dl->batch_size : (n + dl->batch_size - 1) / dl->batch_size;
+}
+
+loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch)
+{
+    int64_t n = dl->dataset->n_examples;
+    int64_t per_rank = examples_per_rank(dl);
+    int64_t world = dl->world_size > 0 ? dl->world_size : 1;
+    if (!dl->order) {
+        dl->order = malloc((size_t)(per_rank > 0 ? per_rank : 1) * sizeof *dl->order);
+        if (!dl->order) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
+    }
+    int64_t *perm = malloc((size_t)(n > 0 ? n : 1) * sizeof *perm);
+    if (!perm) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    if (dl->shuffle) {
+        uint64_t state = dl->seed * 0x100000001b3ull ^ (uint64_t)epoch * 0x9e3779b97f4a7c15ull;
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
+            int64_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+    }
+    for (int64_t i = 0; i < per_rank; i++) {
+        int64_t global = i * world + dl->rank;
+        dl->order[i] = n > 0 ? perm[global % n] : 0;
+    }
+    free(perm);
+    dl->order_len = per_rank;
+    dl->epoch = epoch;
+    return LOOM_OK;
+}
+
+loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *ds, int64_t capacity)
+{
+    memset(buf, 0, sizeof *buf);
+    int64_t example = 1;
+    for (uint32_t d = 0; d < ds->input_ndim; d++) example *= ds->input_shape[d];
+    size_t elem = ds->input_dtype == LOOM_DTYPE_F32 || ds->input_dtype == LOOM_DTYPE_I32 ? 4 : 8;
+    buf->inputs = calloc((size_t)(capacity * example), elem);
+    buf->labels = calloc((size_t)(capacity * ds->labels_per_example), sizeof *buf->labels);
+    if (!buf->inputs || !buf->labels) {
+        loom_batch_buffer_free(buf);
+        return loom_error(LOOM_E_NOMEM, "out of memory for a batch of %lld", (long long)capacity);
+    }
+    buf->capacity = capacity;
+    loom_batch *b = &buf->batch;
+    b->struct_size = sizeof *b;
+    b->abi_major = LOOM_ABI_MAJOR;
+    b->abi_minor = LOOM_ABI_MINOR;
+    b->inputs.struct_size = sizeof b->inputs;
+    b->inputs.abi_major = LOOM_ABI_MAJOR;
+    b->inputs.data = buf->inputs;
+    b->inputs.dtype = ds->input_dtype;
+    b->inputs.device = LOOM_DEVICE_CPU;
+    b->inputs.ndim = 1 + ds->input_ndim;
+    for (uint32_t d = 0; d < ds->input_ndim; d++) b->inputs.shape[1 + d] = ds->input_shape[d];
+    b->labels.struct_size = sizeof b->labels;
+    b->labels.abi_major = LOOM_ABI_MAJOR;
+    b->labels.data = buf->labels;
+    b->labels.dtype = LOOM_DTYPE_I32;
+    b->labels.device = LOOM_DEVICE_CPU;
+    b->labels.ndim = ds->labels_per_example == 1 ? 1 : 2;
+    b->labels.shape[1] = ds->labels_per_example;
+    return LOOM_OK;
+}
+
+void loom_batch_buffer_free(loom_batch_buffer *buf)
+{
+    free(buf->inputs);
+    free(buf->labels);
+    buf->inputs = NULL;
+    buf->labels = NULL;
+}
+
+loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf)
+{
+    int64_t begin = index * dl->batch_size;
+    int64_t end = begin + dl->batch_size;
+    if (end > dl->order_len) end = dl->order_len;
+    if (begin >= end) return loom_error(LOOM_E_INTERNAL, "batch %lld past the end of the epoch", (long long)index);
+    int64_t n = end - begin;
+    if (n > buf->capacity) return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n, (long long)buf->capacity);
+    int64_t targets = 0;
+    loom_status st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
+    if (st != LOOM_OK) return st;
+    buf->batch.batch_size = n;
+    buf->batch.n_targets = targets;
+    buf->batch.inputs.shape[0] = n;
+    buf->batch.labels.shape[0] = n;
+    return LOOM_OK;
+}

@@ -1,0 +1,73 @@
+/*
+ * dataset.h - examples the trainer iterates over, and the data loader that batches them.
+ *
+ * A dataset is a numbered list of examples that can copy any subset of them into batch
+ * buffers. The loader decides the order: a permutation per epoch drawn from (seed, epoch), so
+ * the order of epoch e is the same in every run and on every rank, and resuming at step N
+ * never needs to replay earlier batches (the order is recomputed, not iterated).
+ */
+#ifndef LOOM_CORE_DATASET_H
+#define LOOM_CORE_DATASET_H
+
+#include <loom/model.h>
+
+typedef struct loom_dataset loom_dataset;
+struct loom_dataset {
+    int64_t n_examples;
+    uint32_t input_dtype;            /* LOOM_DTYPE_* of inputs                                */
+    uint32_t input_ndim;             /* dims of ONE example's inputs                          */
+    int64_t input_shape[LOOM_MAX_DIMS];
+    int64_t labels_per_example;      /* I32 labels per example (1 for classification)        */
+    /* Copy examples indices[0..n) into inputs (n * example size) and labels (n *
+     * labels_per_example); return the number of labels != -100 through *n_targets. */
+    loom_status (*fill)(const loom_dataset *self, const int64_t *indices, int64_t n, void *inputs,
+                        int32_t *labels, int64_t *n_targets);
+    /* Free the dataset (and this struct). */
+    void (*destroy)(loom_dataset *self);
+    void *context;
+    /* Classification only: number of features and classes (for the model's mapped config). */
+    int64_t n_features;
+    int64_t n_classes;
+};
+
+/* Open a data file for `model` kind. Classification files (LOOMCLS1) for now. */
+loom_status loom_dataset_open(const char *path, loom_dataset **out);
+
+/* A loader: batches of batch_size examples in the epoch's order. */
+typedef struct loom_dataloader {
+    const loom_dataset *dataset;
+    int64_t batch_size;
+    int32_t shuffle;
+    int32_t drop_last;
+    uint64_t seed;
+    /* Ranks: this rank reads a disjoint shard (every rank the same number of batches). */
+    int32_t rank;
+    int32_t world_size;
+    /* Current epoch's order (owned). */
+    int64_t *order;
+    int64_t order_len;
+    int64_t epoch;
+} loom_dataloader;
+
+loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
+                                 int drop_last, uint64_t seed);
+void loom_dataloader_free(loom_dataloader *dl);
+/* Batches per epoch (HF: len(dataloader)). */
+int64_t loom_dataloader_len(const loom_dataloader *dl);
+/* Compute the order of `epoch` (a permutation of (seed, epoch) when shuffling). */
+loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch);
+
+/* Buffers for one batch, sized for the loader's batch size (owned). */
+typedef struct loom_batch_buffer {
+    loom_batch batch;     /* views into the buffers below */
+    void *inputs;
+    int32_t *labels;
+    int64_t capacity;     /* rows */
+} loom_batch_buffer;
+
+loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *ds, int64_t capacity);
+void loom_batch_buffer_free(loom_batch_buffer *buf);
+/* Load batch `index` (0-based) of the current epoch into buf. */
+loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf);
+
+#endif

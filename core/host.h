@@ -1,0 +1,36 @@
+/*
+ * host.h - the host-services table the core lends to every plugin instance (loom_host_api of
+ * abi/loom/loom.h), and the per-instance host context behind it.
+ */
+#ifndef LOOM_CORE_HOST_H
+#define LOOM_CORE_HOST_H
+
+#include <loom/loom.h>
+
+/* The table passed to every plugin create(). Static; valid for the process. */
+const loom_host_api *loom_host_api_table(void);
+
+/* A host context for one plugin instance: log lines and errors are tagged with plugin_name.
+ * Owned by the caller; destroy after the plugin instance. */
+loom_host *loom_host_create(const char *plugin_name);
+void loom_host_destroy(loom_host *host);
+
+/* Process-wide settings the host services read. */
+void loom_host_set_seed(uint64_t seed);                /* random_normal's run seed (default 42) */
+void loom_host_set_threads(int32_t threads);           /* num_threads() (default: all cores)    */
+void loom_host_set_rank(int32_t rank);                 /* log prefix in distributed runs; -1 off */
+void loom_host_set_log_level(uint32_t level);          /* LOOM_LOG_*; default LOOM_LOG_INFO     */
+
+/* Bytes currently allocated through api->alloc, and the peak, for the memory report. */
+uint64_t loom_host_allocated_bytes(void);
+uint64_t loom_host_peak_allocated_bytes(void);
+
+/* The generator behind random_normal: counter-based, so element i of (seed, stream) is the
+ * same whichever thread or rank computes it. */
+void loom_random_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out, size_t n, float mean,
+                        float std);
+
+/* The core's own logging, same format as plugins' ("loom: " prefix). */
+void loom_log(uint32_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

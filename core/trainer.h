@@ -1,0 +1,178 @@
+/*
+ * trainer.h - loom_trainer, HF's Trainer in C.
+ *
+ * A program creates a trainer from run arguments, may replace any hook (the C form of
+ * subclassing Trainer: set trainer->hooks.compute_loss = my_loss), then calls
+ * loom_trainer_train / _evaluate / _predict. `loom train` is exactly that with no hook
+ * replaced. Every hook has a default that does what HF's does; a replacement may call the
+ * default (loom_trainer_default_hooks()) for the parts it does not change.
+ *
+ * Plugins: the trainer loads one model, optimizer, scheduler, precision, sharding and comm
+ * plugin, and any number of callbacks, from the arguments (--model, --optim,
+ * --lr_scheduler_type, --plugin NAME...), each configured through its own section.
+ *
+ * Threading: a trainer is used from one thread.
+ */
+#ifndef LOOM_CORE_TRAINER_H
+#define LOOM_CORE_TRAINER_H
+
+#include <loom/callback.h>
+#include <loom/comm.h>
+#include <loom/model.h>
+#include <loom/optimizer.h>
+#include <loom/precision.h>
+#include <loom/scheduler.h>
+#include <loom/sharding.h>
+
+#include "args.h"
+#include "dataset.h"
+#include "plugin_loader.h"
+
+typedef struct loom_trainer loom_trainer;
+
+/* A set of named numbers (a log entry, evaluation metrics). Keys are copied. */
+#define LOOM_METRICS_MAX 64
+typedef struct loom_metrics {
+    size_t count;
+    char keys[LOOM_METRICS_MAX][64];
+    double values[LOOM_METRICS_MAX];
+} loom_metrics;
+
+void loom_metrics_clear(loom_metrics *m);
+/* Set (or replace) key. Returns LOOM_E_NOMEM when full. */
+loom_status loom_metrics_set(loom_metrics *m, const char *key, double value);
+/* 1 and *value when present. */
+int loom_metrics_get(const loom_metrics *m, const char *key, double *value);
+
+/* Predictions of one evaluation / prediction run, kept for compute_metrics and for writing. */
+typedef struct loom_predictions {
+    float *outputs;      /* n_rows * row_size model outputs (logits) */
+    int32_t *labels;     /* n_rows labels                            */
+    int64_t n_rows;
+    int64_t row_size;
+} loom_predictions;
+
+typedef struct loom_trainer_hooks {
+    /* The loaders. Defaults: train shuffled with the seed (drop_last from the arguments),
+     * eval/test in order, from --train_file / --validation_file / --test_file. */
+    loom_status (*get_train_dataloader)(loom_trainer *t, loom_dataloader *out);
+    loom_status (*get_eval_dataloader)(loom_trainer *t, loom_dataloader *out);
+    loom_status (*get_test_dataloader)(loom_trainer *t, loom_dataloader *out);
+    /* Record one log entry: append to state's log_history, fire on_log. */
+    loom_status (*log)(loom_trainer *t, const loom_metrics *logs);
+    /* Create the optimizer and scheduler plugin instances for num_training_steps. */
+    loom_status (*create_optimizer_and_scheduler)(loom_trainer *t, int64_t num_training_steps);
+    /* The loss of a batch from the model's outputs (logits), as a SUM over targets, and, when
+     * doutputs is not NULL, its gradient with respect to the outputs (same shape as outputs,
+     * d(loss_sum)/d(outputs)). NULL (the default) = the model's own loss; overriding needs a
+     * model with backward_outputs. */
+    loom_status (*compute_loss)(loom_trainer *t, const loom_batch *batch, const loom_tensor_view *outputs,
+                                double *loss_sum, float *doutputs);
+    /* Forward + backward of one micro-batch with the given seed (loss_scale / global count);
+     * returns the batch's loss sum. */
+    loom_status (*training_step)(loom_trainer *t, const loom_batch *batch, float seed, double *loss_sum);
+    /* Forward only: loss, targets, correct, and outputs when `outputs` is not NULL. */
+    loom_status (*prediction_step)(loom_trainer *t, const loom_batch *batch, loom_forward_result *result,
+                                   loom_tensor_view *outputs);
+    /* Evaluate on the eval loader: fills metrics "<prefix>_loss", "<prefix>_accuracy" (when the
+     * model counts correct predictions), "<prefix>_runtime", "<prefix>_samples_per_second",
+     * plus compute_metrics'; fires on_evaluate and logs them. */
+    loom_status (*evaluate)(loom_trainer *t, const char *metric_key_prefix, loom_metrics *metrics);
+    /* Predict on the test loader: predictions (owned by the caller: free with
+     * loom_predictions_free) and "test_*" metrics when labels exist. */
+    loom_status (*predict)(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
+    /* Optional (NULL: none). Extra metrics from the predictions of an evaluation. */
+    loom_status (*compute_metrics)(loom_trainer *t, const loom_predictions *predictions, const char *prefix,
+                                   loom_metrics *metrics);
+    /* Free for the user's hooks. */
+    void *user_data;
+} loom_trainer_hooks;
+
+/* One created plugin: its descriptor, host context, instance and vtable. */
+typedef struct loom_plugin_instance {
+    const loom_plugin *plugin;
+    loom_host *host;
+    void *instance;
+    const void *vtable;
+    loom_config *config;            /* the resolved section (owned); set before the instance */
+} loom_plugin_instance;
+
+#define LOOM_MAX_CALLBACKS 16
+
+struct loom_trainer {
+    loom_args args;                 /* resolved arguments (owned)                            */
+    loom_trainer_hooks hooks;
+
+    loom_plugin_instance model, optimizer, scheduler, precision, sharding, comm;
+    loom_plugin_instance callbacks[LOOM_MAX_CALLBACKS];
+    size_t n_callbacks;
+
+    loom_trainer_state state;
+    loom_trainer_control control;
+    int32_t rank, world_size, local_rank, local_world_size;
+
+    /* Data (owned). */
+    loom_dataset *train_dataset, *eval_dataset, *test_dataset;
+
+    /* Parameters: one flat buffer (model dtype), the tensor table. */
+    void *params;
+    int64_t total_numel;
+    size_t n_tensors;
+    loom_param_info *tensors;
+    int64_t *tensor_offsets;        /* n_tensors + 1                                         */
+    int64_t max_batch_size;
+    int bound;                      /* model/params/plugins bound                            */
+
+    /* Owned ranges and optimizer spans built on them (owned). */
+    const loom_range *owned;
+    size_t n_owned;
+    loom_span *spans;
+    size_t n_spans;
+    size_t *span_range;             /* owned range of each span                              */
+    int64_t *span_flat_begin;       /* flat index of each span's first element               */
+    float *optimizer_state;         /* state_slots * owned elements                          */
+    uint64_t optimizer_state_bytes;
+
+    /* Scheduler step counter: optimizer steps actually taken. */
+    int64_t scheduler_step;
+    double last_lr;
+    double last_grad_norm;
+
+    loom_host *core_host;           /* the core's own allocations are counted through it     */
+
+    /* log_history as a cJSON array (owned; cJSON *). */
+    void *log_history;
+    char *best_model_checkpoint;
+};
+
+/* Create a trainer from parsed arguments (moved into the trainer: do not free args after).
+ * Loads the plugins and opens the data files; does not allocate parameters yet. */
+loom_status loom_trainer_create(loom_args *args, loom_trainer **out);
+void loom_trainer_destroy(loom_trainer *t);
+
+/* The default hooks (what loom_trainer_create installs). */
+const loom_trainer_hooks *loom_trainer_default_hooks(void);
+
+/* Allocate parameters, optimizer states and activations and initialise (or load) the model.
+ * Called by train/evaluate/predict when needed; idempotent. */
+loom_status loom_trainer_prepare(loom_trainer *t);
+
+/* HF's trainer.train(): the whole training loop. */
+loom_status loom_trainer_train(loom_trainer *t);
+/* HF's trainer.evaluate() / predict() (call the hooks). */
+loom_status loom_trainer_evaluate(loom_trainer *t, loom_metrics *metrics);
+loom_status loom_trainer_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
+void loom_predictions_free(loom_predictions *p);
+
+/* Save the model (model.safetensors + config.json) into dir. */
+loom_status loom_trainer_save_model(loom_trainer *t, const char *dir);
+/* End of training, as HF's trainer.save_model() + save_state(): the model, the arguments and
+ * trainer_state.json into output_dir (world process zero only). */
+loom_status loom_trainer_save_final(loom_trainer *t);
+/* Write output_dir/predictions.txt ("index\tprediction" lines, argmax of each row). */
+loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path);
+
+/* Fire one callback event to every callback plugin. */
+loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metrics *metrics, const char *text);
+
+#endif

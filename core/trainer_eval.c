@@ -1,0 +1,179 @@
+/*
+ * trainer_eval.c - evaluate() and predict(): forward passes over the eval or test loader,
+ * losses summed over targets and divided once by their count, accuracy when the model counts
+ * correct predictions, and the user's compute_metrics.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "trainer_internal.h"
+
+void loom_predictions_free(loom_predictions *p)
+{
+    free(p->outputs);
+    free(p->labels);
+    memset(p, 0, sizeof *p);
+}
+
+/* One pass over a loader: sums, and the predictions when keep != NULL. */
+typedef struct pass_totals {
+    double loss_sum;
+    int64_t targets;
+    int64_t correct;     /* -1: the model does not count */
+    int64_t examples;
+    int64_t batches;
+    double seconds;
+} pass_totals;
+
+static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, loom_predictions *keep, pass_totals *totals)
+{
+    memset(totals, 0, sizeof *totals);
+    totals->correct = 0;
+    int counts_correct = 1;
+    loom_batch_buffer buf;
+    loom_status st = loom_batch_buffer_init(&buf, dl->dataset, dl->batch_size);
+    if (st != LOOM_OK) return st;
+    if ((st = loom_dataloader_set_epoch(dl, 0)) != LOOM_OK) goto done;
+    int64_t n_batches = loom_dataloader_len(dl);
+    int64_t row_size = 0;
+    const loom_model_vtable *mv = t->model.vtable;
+    int64_t shape[LOOM_MAX_DIMS];
+    uint32_t ndim = 0;
+    if ((st = mv->output_shape(t->model.instance, shape, &ndim)) != LOOM_OK) goto done;
+    row_size = 1;
+    for (uint32_t d = 0; d < ndim; d++) row_size *= shape[d];
+    if (keep) {
+        int64_t rows = n_batches * dl->batch_size;
+        keep->outputs = malloc((size_t)(rows * row_size) * sizeof(float) + 1);
+        keep->labels = malloc((size_t)rows * sizeof(int32_t) + 1);
+        keep->row_size = row_size;
+        keep->n_rows = 0;
+        if (!keep->outputs || !keep->labels) {
+            st = loom_error(LOOM_E_NOMEM, "out of memory for %lld predictions", (long long)rows);
+            goto done;
+        }
+    }
+    double start = loom_now_seconds();
+    for (int64_t b = 0; b < n_batches; b++) {
+        if ((st = loom_dataloader_load(dl, b, &buf)) != LOOM_OK) goto done;
+        loom_forward_result result = {LOOM_HEADER_INIT(loom_forward_result)};
+        loom_tensor_view outputs = {LOOM_HEADER_INIT(loom_tensor_view)};
+        loom_tensor_view *out_view = NULL;
+        if (keep) {
+            outputs.data = keep->outputs + keep->n_rows * row_size;
+            outputs.dtype = LOOM_DTYPE_F32;
+            outputs.ndim = ndim + 1;
+            outputs.shape[0] = buf.batch.batch_size;
+            memcpy(outputs.shape + 1, shape, ndim * sizeof *shape);
+            out_view = &outputs;
+        }
+        if ((st = t->hooks.prediction_step(t, &buf.batch, &result, out_view)) != LOOM_OK) goto done;
+        if (keep) {
+            memcpy(keep->labels + keep->n_rows, buf.labels, (size_t)buf.batch.batch_size * sizeof(int32_t));
+            keep->n_rows += buf.batch.batch_size;
+        }
+        totals->loss_sum += result.loss_sum;
+        totals->targets += result.n_targets;
+        if (result.n_correct < 0) counts_correct = 0;
+        else totals->correct += result.n_correct;
+        totals->examples += buf.batch.batch_size;
+        totals->batches++;
+        if ((st = loom_trainer_fire(t, LOOM_EVENT_PREDICTION_STEP, NULL, NULL)) != LOOM_OK) goto done;
+    }
+    totals->seconds = loom_now_seconds() - start;
+    if (!counts_correct) totals->correct = -1;
+done:
+    loom_batch_buffer_free(&buf);
+    return st;
+}
+
+static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals, const char *prefix,
+                                     const loom_predictions *predictions, loom_metrics *metrics)
+{
+    char key[96];
+    loom_metrics_clear(metrics);
+    if (totals->targets > 0) {
+        double loss = totals->loss_sum / (double)totals->targets;
+        snprintf(key, sizeof key, "%s_loss", prefix);
+        loom_metrics_set(metrics, key, loss);
+        if (!t->args.prediction_loss_only && totals->correct >= 0) {
+            snprintf(key, sizeof key, "%s_accuracy", prefix);
+            loom_metrics_set(metrics, key, (double)totals->correct / (double)totals->targets);
+        }
+    }
+    if (t->hooks.compute_metrics && predictions && !t->args.prediction_loss_only) {
+        loom_status st = t->hooks.compute_metrics(t, predictions, prefix, metrics);
+        if (st != LOOM_OK) return st;
+    }
+    snprintf(key, sizeof key, "%s_runtime", prefix);
+    loom_metrics_set(metrics, key, totals->seconds);
+    snprintf(key, sizeof key, "%s_samples_per_second", prefix);
+    loom_metrics_set(metrics, key, totals->seconds > 0 ? (double)totals->examples / totals->seconds : 0.0);
+    snprintf(key, sizeof key, "%s_steps_per_second", prefix);
+    loom_metrics_set(metrics, key, totals->seconds > 0 ? (double)totals->batches / totals->seconds : 0.0);
+    return LOOM_OK;
+}
+
+loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix, loom_metrics *metrics)
+{
+    loom_status st = loom_trainer_prepare(t);
+    if (st != LOOM_OK) return st;
+    loom_dataloader dl;
+    if ((st = t->hooks.get_eval_dataloader(t, &dl)) != LOOM_OK) return st;
+    loom_predictions predictions = {0};
+    pass_totals totals;
+    st = run_pass(t, &dl, t->hooks.compute_metrics ? &predictions : NULL, &totals);
+    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, metric_key_prefix, &predictions, metrics);
+    loom_predictions_free(&predictions);
+    loom_dataloader_free(&dl);
+    if (st != LOOM_OK) return st;
+    if (t->state.global_step > 0 || t->state.epoch > 0) loom_metrics_set(metrics, "epoch", t->state.epoch);
+    if ((st = t->hooks.log(t, metrics)) != LOOM_OK) return st;
+    return loom_trainer_fire(t, LOOM_EVENT_EVALUATE, metrics, NULL);
+}
+
+loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics)
+{
+    loom_status st = loom_trainer_prepare(t);
+    if (st != LOOM_OK) return st;
+    loom_dataloader dl;
+    if ((st = t->hooks.get_test_dataloader(t, &dl)) != LOOM_OK) return st;
+    pass_totals totals;
+    st = run_pass(t, &dl, predictions, &totals);
+    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, "test", predictions, metrics);
+    loom_dataloader_free(&dl);
+    if (st != LOOM_OK) return st;
+    return loom_trainer_fire(t, LOOM_EVENT_PREDICT, metrics, NULL);
+}
+
+loom_status loom_trainer_evaluate(loom_trainer *t, loom_metrics *metrics)
+{
+    return t->hooks.evaluate(t, "eval", metrics);
+}
+
+loom_status loom_trainer_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics)
+{
+    memset(predictions, 0, sizeof *predictions);
+    return t->hooks.predict(t, predictions, metrics);
+}
+
+loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path)
+{
+    (void)t;
+    FILE *f = fopen(path, "w");
+    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write predictions", path);
+    fprintf(f, "index\tprediction\n");
+    for (int64_t i = 0; i < p->n_rows; i++) {
+        const float *row = p->outputs + i * p->row_size;
+        int64_t best = 0;
+        for (int64_t c = 1; c < p->row_size; c++)
+            if (row[c] > row[best]) best = c;
+        fprintf(f, "%lld\t%lld\n", (long long)i, (long long)best);
+    }
+    if (fclose(f) != 0) return loom_error(LOOM_E_IO, "%s: write failed", path);
+    return LOOM_OK;
+}

@@ -1,0 +1,31 @@
+/*
+ * trainer_internal.h - what the trainer's source files share and nothing outside core/ uses.
+ */
+#ifndef LOOM_CORE_TRAINER_INTERNAL_H
+#define LOOM_CORE_TRAINER_INTERNAL_H
+
+#include "trainer.h"
+
+/* Default hooks (trainer_setup.c, trainer_eval.c, trainer_loop.c). */
+loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps);
+loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *out);
+loom_status loom_default_get_eval_dataloader(loom_trainer *t, loom_dataloader *out);
+loom_status loom_default_get_test_dataloader(loom_trainer *t, loom_dataloader *out);
+loom_status loom_default_log(loom_trainer *t, const loom_metrics *logs);
+loom_status loom_default_training_step(loom_trainer *t, const loom_batch *batch, float seed, double *loss_sum);
+loom_status loom_default_prediction_step(loom_trainer *t, const loom_batch *batch, loom_forward_result *result,
+                                         loom_tensor_view *outputs);
+loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix, loom_metrics *metrics);
+loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
+
+/* The grad sink the model writes into, wired to the sharding plugin. */
+void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
+
+/* Checkpoints and the state file (trainer_save.c). */
+loom_status loom_trainer_save_checkpoint(loom_trainer *t);
+loom_status loom_trainer_write_state(loom_trainer *t, const char *dir);
+
+/* Seconds on a monotonic clock. */
+double loom_now_seconds(void);
+
+#endif

@@ -1,0 +1,384 @@
+/*
+ * trainer_loop.c - train(): epochs, gradient accumulation, the step protocol of DESIGN.md
+ * (count -> forward/backward -> finish grads -> unscale + overflow -> norm + clip -> optimizer
+ * -> cast -> publish -> schedule), HF's DefaultFlowCallback (when to log, evaluate, save, stop),
+ * and callback dispatch.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "host.h"
+#include "trainer_internal.h"
+
+double loom_now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- callbacks --------------------------------------------------------------------------- */
+
+loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metrics *metrics, const char *text)
+{
+    loom_metric items[LOOM_METRICS_MAX];
+    loom_event_payload payload = {LOOM_HEADER_INIT(loom_event_payload)};
+    if (metrics) {
+        for (size_t i = 0; i < metrics->count; i++) items[i] = (loom_metric){metrics->keys[i], metrics->values[i]};
+        payload.metrics = items;
+        payload.n_metrics = metrics->count;
+    }
+    payload.text = text;
+    for (size_t i = 0; i < t->n_callbacks; i++) {
+        const loom_callback_vtable *cv = t->callbacks[i].vtable;
+        loom_status st = cv->on_event(t->callbacks[i].instance, event, &t->state, &t->control, &payload);
+        if (st != LOOM_OK) {
+            if (!*loom_error_message())
+                loom_error(st, "callback '%s' failed (%s)", t->callbacks[i].plugin->desc->name, loom_status_string(st));
+            return st;
+        }
+    }
+    /* HF's CallbackHandler resets these after the matching events. */
+    switch (event) {
+    case LOOM_EVENT_LOG: t->control.should_log = 0; break;
+    case LOOM_EVENT_EVALUATE: t->control.should_evaluate = 0; break;
+    case LOOM_EVENT_SAVE: t->control.should_save = 0; break;
+    default: break;
+    }
+    return LOOM_OK;
+}
+
+loom_status loom_default_log(loom_trainer *t, const loom_metrics *logs)
+{
+    cJSON *entry = cJSON_CreateObject();
+    if (!entry) return loom_error(LOOM_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < logs->count; i++) cJSON_AddNumberToObject(entry, logs->keys[i], logs->values[i]);
+    if (!cJSON_GetObjectItemCaseSensitive(entry, "epoch")) cJSON_AddNumberToObject(entry, "epoch", t->state.epoch);
+    cJSON_AddNumberToObject(entry, "step", (double)t->state.global_step);
+    cJSON_AddItemToArray(t->log_history, entry);
+    return loom_trainer_fire(t, LOOM_EVENT_LOG, logs, NULL);
+}
+
+/* ---- the default hooks ------------------------------------------------------------------- */
+
+static const loom_trainer_hooks default_hooks = {
+    .get_train_dataloader = loom_default_get_train_dataloader,
+    .get_eval_dataloader = loom_default_get_eval_dataloader,
+    .get_test_dataloader = loom_default_get_test_dataloader,
+    .log = loom_default_log,
+    .create_optimizer_and_scheduler = loom_default_create_optimizer_and_scheduler,
+    .compute_loss = NULL,
+    .training_step = loom_default_training_step,
+    .prediction_step = loom_default_prediction_step,
+    .evaluate = loom_default_evaluate,
+    .predict = loom_default_predict,
+    .compute_metrics = NULL,
+    .user_data = NULL,
+};
+
+const loom_trainer_hooks *loom_trainer_default_hooks(void) { return &default_hooks; }
+
+/* ---- one optimizer step ------------------------------------------------------------------ */
+
+/* The global L2 norm in one canonical order: partial sums in double over fixed blocks of the
+ * flat index space, added in block order, so the value does not depend on how the buffer is
+ * partitioned into ranges or spans. */
+#define LOOM_NORM_BLOCK 16384
+
+static double owned_squared_norm(loom_trainer *t, float *const *grads)
+{
+    double total = 0.0;
+    for (size_t r = 0; r < t->n_owned; r++) {
+        const float *g = grads[r];
+        int64_t begin = t->owned[r].begin, end = t->owned[r].end;
+        for (int64_t block = begin; block < end;) {
+            int64_t stop = (block / LOOM_NORM_BLOCK + 1) * LOOM_NORM_BLOCK;
+            if (stop > end) stop = end;
+            double partial = 0.0;
+            const float *x = g + (block - begin);
+            int64_t n = stop - block;
+#pragma omp simd reduction(+ : partial)
+            for (int64_t i = 0; i < n; i++) partial += (double)x[i] * (double)x[i];
+            total += partial;
+            block = stop;
+        }
+    }
+    return total;
+}
+
+static loom_status comm_sum(loom_trainer *t, double *value)
+{
+    const loom_comm_vtable *cv = t->comm.vtable;
+    return cv->all_reduce(t->comm.instance, value, 1, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
+}
+
+/* After backward: overflow, norm, clip, update, cast, publish. *taken = 0 on a skipped step. */
+static loom_status optimizer_step(loom_trainer *t, int *taken)
+{
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    const loom_scheduler_vtable *schv = t->scheduler.vtable;
+    loom_status st = sv->finish_grads(t->sharding.instance);
+    if (st != LOOM_OK) return st;
+
+    void *owned_grads[64];
+    float *master_params[64], *master_grads[64];
+    if (t->n_owned > 64) return loom_error(LOOM_E_UNSUPPORTED, "more than 64 owned ranges");
+    for (size_t r = 0; r < t->n_owned; r++) {
+        if ((st = sv->owned_grads(t->sharding.instance, r, &owned_grads[r])) != LOOM_OK) return st;
+        if ((st = pv->master(t->precision.instance, r, owned_grads[r], &master_params[r], &master_grads[r])) != LOOM_OK)
+            return st;
+    }
+    int32_t overflow = 0;
+    if ((st = pv->unscale(t->precision.instance, owned_grads, t->n_owned, &overflow)) != LOOM_OK) return st;
+    double flag = overflow;
+    const loom_comm_vtable *cv = t->comm.vtable;
+    if ((st = cv->all_reduce(t->comm.instance, &flag, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL)) != LOOM_OK) return st;
+    overflow = flag > 0;
+    if ((st = pv->update_scale(t->precision.instance, overflow)) != LOOM_OK) return st;
+    *taken = !overflow;
+    if (overflow) {
+        t->state.skipped_steps++;
+        loom_log(LOOM_LOG_WARNING, "step %lld: non-finite gradients, step skipped (loss scale now %g)",
+                 (long long)t->state.global_step + 1, pv->loss_scale(t->precision.instance));
+        return LOOM_OK;
+    }
+
+    double squared = owned_squared_norm(t, master_grads);
+    if ((st = comm_sum(t, &squared)) != LOOM_OK) return st;
+    double norm = sqrt(squared);
+    t->last_grad_norm = norm;
+    double clip = 1.0;
+    if (t->args.max_grad_norm > 0) {
+        /* torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), capped at 1. */
+        double coefficient = t->args.max_grad_norm / (norm + 1e-6);
+        if (coefficient < 1.0) clip = coefficient;
+    }
+
+    loom_schedule_value value = {LOOM_HEADER_INIT(loom_schedule_value)};
+    if ((st = schv->value(t->scheduler.instance, t->scheduler_step, &value)) != LOOM_OK) return st;
+    for (size_t s = 0; s < t->n_spans; s++) {
+        size_t r = t->span_range[s];
+        int64_t at = t->span_flat_begin[s] - t->owned[r].begin;
+        t->spans[s].param = master_params[r] + at;
+        t->spans[s].grad = master_grads[r] + at;
+    }
+    loom_optimizer_step step = {LOOM_HEADER_INIT(loom_optimizer_step)};
+    step.step = t->scheduler_step + 1;
+    step.lr = value.lr;
+    t->last_lr = value.lr;
+    step.grad_scale = clip;
+    step.momentum = value.momentum;
+    if ((st = ov->step(t->optimizer.instance, t->spans, t->n_spans, &step)) != LOOM_OK) return st;
+    if ((st = pv->cast_to_model(t->precision.instance)) != LOOM_OK) return st;
+    if ((st = sv->publish_params(t->sharding.instance)) != LOOM_OK) return st;
+    t->scheduler_step++;
+    return LOOM_OK;
+}
+
+static double current_lr(loom_trainer *t)
+{
+    const loom_scheduler_vtable *schv = t->scheduler.vtable;
+    loom_schedule_value value = {LOOM_HEADER_INIT(loom_schedule_value)};
+    if (schv->value(t->scheduler.instance, t->scheduler_step, &value) != LOOM_OK) return NAN;
+    return value.lr;
+}
+
+/* ---- logging, evaluation and saving at step boundaries ------------------------------------ */
+
+typedef struct loss_tracker {
+    double since_log;     /* sum of step losses since the last log entry */
+    int64_t steps_since_log;
+    double total;         /* sum of all step losses, for train_loss      */
+    int64_t steps;
+} loss_tracker;
+
+static loom_status maybe_log_save_evaluate(loom_trainer *t, loss_tracker *losses)
+{
+    loom_status st;
+    if (t->control.should_log && losses->steps_since_log > 0) {
+        loom_metrics logs;
+        loom_metrics_clear(&logs);
+        loom_metrics_set(&logs, "loss", losses->since_log / (double)losses->steps_since_log);
+        loom_metrics_set(&logs, "grad_norm", t->last_grad_norm);
+        /* HF logs get_last_lr() after scheduler.step(): the rate of the NEXT step. */
+        loom_metrics_set(&logs, "learning_rate", current_lr(t));
+        if (t->state.skipped_steps > 0 || t->state.loss_scale != 1.0) {
+            loom_metrics_set(&logs, "loss_scale", t->state.loss_scale);
+            loom_metrics_set(&logs, "skipped_steps", (double)t->state.skipped_steps);
+        }
+        loom_metrics_set(&logs, "epoch", t->state.epoch);
+        losses->since_log = 0;
+        losses->steps_since_log = 0;
+        if ((st = t->hooks.log(t, &logs)) != LOOM_OK) return st;
+    }
+    t->control.should_log = 0;
+    if (t->control.should_evaluate) {
+        t->control.should_evaluate = 0;
+        if (t->eval_dataset) {
+            loom_metrics metrics;
+            if ((st = t->hooks.evaluate(t, "eval", &metrics)) != LOOM_OK) return st;
+        }
+    }
+    if (t->control.should_save) {
+        if ((st = loom_trainer_save_checkpoint(t)) != LOOM_OK) return st;
+        if ((st = loom_trainer_fire(t, LOOM_EVENT_SAVE, NULL, t->best_model_checkpoint)) != LOOM_OK) return st;
+        t->control.should_save = 0;
+    }
+    return LOOM_OK;
+}
+
+/* HF's DefaultFlowCallback.on_step_end. */
+static void default_flow_step_end(loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    int64_t step = t->state.global_step;
+    if (step == 1 && a->logging_first_step) t->control.should_log = 1;
+    if (strcmp(a->logging_strategy, "steps") == 0 && a->logging_steps > 0 && step % a->logging_steps == 0)
+        t->control.should_log = 1;
+    if (strcmp(a->evaluation_strategy, "steps") == 0 && t->state.eval_steps > 0 && step % t->state.eval_steps == 0)
+        t->control.should_evaluate = 1;
+    if (strcmp(a->save_strategy, "steps") == 0 && a->save_steps > 0 && step % a->save_steps == 0)
+        t->control.should_save = 1;
+    if (step >= t->state.max_steps) t->control.should_training_stop = 1;
+}
+
+/* HF's DefaultFlowCallback.on_epoch_end. */
+static void default_flow_epoch_end(loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    if (strcmp(a->logging_strategy, "epoch") == 0) t->control.should_log = 1;
+    if (strcmp(a->evaluation_strategy, "epoch") == 0) t->control.should_evaluate = 1;
+    if (strcmp(a->save_strategy, "epoch") == 0) t->control.should_save = 1;
+}
+
+/* ---- train ------------------------------------------------------------------------------- */
+
+loom_status loom_trainer_train(loom_trainer *t)
+{
+    loom_status st = loom_trainer_prepare(t);
+    if (st != LOOM_OK) return st;
+    const loom_args *a = &t->args;
+    loom_dataloader dl;
+    if ((st = t->hooks.get_train_dataloader(t, &dl)) != LOOM_OK) return st;
+    int64_t batches_per_epoch = loom_dataloader_len(&dl);
+    if (batches_per_epoch < 1) {
+        loom_dataloader_free(&dl);
+        return loom_error(LOOM_E_INVALID, "--train_file %s: %lld examples make no batch of %lld (dataloader_drop_last)",
+                          a->train_file, (long long)dl.dataset->n_examples, (long long)dl.batch_size);
+    }
+    int64_t ga = a->gradient_accumulation_steps;
+    /* An epoch's last optimizer step takes the leftover micro-batches (current HF): every
+     * example is seen once per epoch and none carries over into the next. */
+    int64_t updates_per_epoch = (batches_per_epoch + ga - 1) / ga;
+    int64_t max_steps, num_epochs;
+    if (a->max_steps > 0) {
+        max_steps = a->max_steps;
+        num_epochs = (max_steps + updates_per_epoch - 1) / updates_per_epoch;
+    } else {
+        max_steps = (int64_t)ceil(a->num_train_epochs * (double)updates_per_epoch);
+        num_epochs = (int64_t)ceil(a->num_train_epochs);
+    }
+    t->state.max_steps = max_steps;
+    t->state.num_train_epochs = (double)num_epochs;
+    if ((st = t->hooks.create_optimizer_and_scheduler(t, max_steps)) != LOOM_OK) {
+        loom_dataloader_free(&dl);
+        return st;
+    }
+
+    loom_batch_buffer *micro = calloc((size_t)ga, sizeof *micro);
+    if (!micro) {
+        loom_dataloader_free(&dl);
+        return loom_error(LOOM_E_NOMEM, "out of memory");
+    }
+    for (int64_t m = 0; m < ga && st == LOOM_OK; m++) st = loom_batch_buffer_init(&micro[m], dl.dataset, dl.batch_size);
+
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    loss_tracker losses = {0};
+    int64_t examples_seen = 0;
+    double start = loom_now_seconds();
+    t->control.should_training_stop = 0;
+    if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
+    if (st == LOOM_OK) loom_log(LOOM_LOG_INFO, "training: %lld examples, %lld epochs, %lld steps (batch %lld x %lld accumulation x %d ranks)",
+                                (long long)dl.dataset->n_examples, (long long)num_epochs, (long long)max_steps,
+                                (long long)dl.batch_size, (long long)ga, t->world_size);
+
+    for (int64_t epoch = 0; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop; epoch++) {
+        if ((st = loom_dataloader_set_epoch(&dl, epoch)) != LOOM_OK) break;
+        t->control.should_epoch_stop = 0;
+        if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_BEGIN, NULL, NULL)) != LOOM_OK) break;
+        for (int64_t u = 0; u < updates_per_epoch && t->state.global_step < max_steps; u++) {
+            int64_t first = u * ga;
+            int64_t n_micro = batches_per_epoch - first < ga ? batches_per_epoch - first : ga;
+            /* The whole accumulated batch's target count, over all ranks, is known before
+             * backward: it is the one normaliser of the loss. */
+            double count = 0;
+            for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
+                st = loom_dataloader_load(&dl, first + m, &micro[m]);
+                count += (double)micro[m].batch.n_targets;
+            }
+            if (st != LOOM_OK || (st = comm_sum(t, &count)) != LOOM_OK) break;
+            if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_BEGIN, NULL, NULL)) != LOOM_OK) break;
+            double scale = pv->loss_scale(t->precision.instance);
+            float seed = count > 0 ? (float)(scale / count) : 0.0f;
+            double step_loss = 0;
+            for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
+                if ((st = sv->begin_micro_batch(t->sharding.instance, (int32_t)m, m == n_micro - 1)) != LOOM_OK) break;
+                double loss_sum = 0;
+                if ((st = t->hooks.training_step(t, &micro[m].batch, seed, &loss_sum)) != LOOM_OK) break;
+                step_loss += loss_sum;
+                examples_seen += micro[m].batch.batch_size;
+                if (m < n_micro - 1) st = loom_trainer_fire(t, LOOM_EVENT_SUBSTEP_END, NULL, NULL);
+            }
+            if (st != LOOM_OK) break;
+            int taken = 0;
+            if ((st = optimizer_step(t, &taken)) != LOOM_OK) break;
+            if ((st = sv->zero_grads(t->sharding.instance)) != LOOM_OK) break;
+            if ((st = comm_sum(t, &step_loss)) != LOOM_OK) break;
+            double mean_loss = count > 0 ? step_loss / count : 0.0;
+            losses.since_log += mean_loss;
+            losses.steps_since_log++;
+            losses.total += mean_loss;
+            losses.steps++;
+
+            t->state.global_step++;
+            t->state.epoch = (double)epoch + (double)(u + 1) / (double)updates_per_epoch;
+            t->state.loss_scale = pv->loss_scale(t->precision.instance);
+            t->state.elapsed_seconds = loom_now_seconds() - start;
+            t->state.num_input_tokens_seen += (int64_t)count;
+            default_flow_step_end(t);
+            if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
+            if ((st = maybe_log_save_evaluate(t, &losses)) != LOOM_OK) break;
+            if (t->control.should_epoch_stop || t->control.should_training_stop) break;
+        }
+        if (st != LOOM_OK) break;
+        default_flow_epoch_end(t);
+        if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_END, NULL, NULL)) != LOOM_OK) break;
+        if ((st = maybe_log_save_evaluate(t, &losses)) != LOOM_OK) break;
+    }
+
+    for (int64_t m = 0; m < ga; m++) loom_batch_buffer_free(&micro[m]);
+    free(micro);
+    loom_dataloader_free(&dl);
+    if (st != LOOM_OK) return st;
+
+    double runtime = loom_now_seconds() - start;
+    t->state.elapsed_seconds = runtime;
+    loom_metrics final;
+    loom_metrics_clear(&final);
+    loom_metrics_set(&final, "train_runtime", runtime);
+    loom_metrics_set(&final, "train_samples_per_second", runtime > 0 ? (double)examples_seen / runtime : 0);
+    loom_metrics_set(&final, "train_steps_per_second", runtime > 0 ? (double)t->state.global_step / runtime : 0);
+    loom_metrics_set(&final, "total_flos", t->state.total_flos);
+    loom_metrics_set(&final, "train_loss", losses.steps > 0 ? losses.total / (double)losses.steps : 0.0);
+    loom_metrics_set(&final, "epoch", t->state.epoch);
+    if ((st = t->hooks.log(t, &final)) != LOOM_OK) return st;
+    return loom_trainer_fire(t, LOOM_EVENT_TRAIN_END, NULL, NULL);
+}

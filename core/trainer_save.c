@@ -1,0 +1,277 @@
+/*
+ * trainer_save.c - what a run leaves on disk, in HF's layout:
+ *   output_dir/model.safetensors + config.json       the final model (save_model)
+ *   output_dir/trainer_state.json                    TrainerState with log_history
+ *   output_dir/training_args.json                    the resolved arguments
+ *   output_dir/checkpoint-N/                         model, optimizer.safetensors,
+ *                                                    scheduler.json, rng_state.json,
+ *                                                    trainer_state.json, training_args.json
+ * A checkpoint is written into checkpoint-N.tmp and renamed when complete, so a crash never
+ * leaves a half checkpoint that looks whole; save_total_limit deletes the oldest afterwards.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "plugin_config.h"
+#include "safetensors.h"
+#include "trainer_internal.h"
+
+static loom_status write_json(const char *dir, const char *name, cJSON *json)
+{
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, dir, name);
+    if (st != LOOM_OK) return st;
+    char *text = cJSON_Print(json);
+    if (!text) return loom_error(LOOM_E_NOMEM, "out of memory writing %s", path);
+    /* cJSON indents with tabs; HF writes indent=2. Raw tabs only occur as layout (a tab inside
+     * a string is escaped), so each becomes two spaces, or one after a key's colon. */
+    size_t len = strlen(text), n = 0;
+    char *pretty = malloc(2 * len + 2);
+    if (!pretty) {
+        cJSON_free(text);
+        return loom_error(LOOM_E_NOMEM, "out of memory writing %s", path);
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] != '\t') pretty[n++] = text[i];
+        else if (i > 0 && text[i - 1] == ':') pretty[n++] = ' ';
+        else pretty[n++] = ' ', pretty[n++] = ' ';
+    }
+    pretty[n++] = '\n';
+    cJSON_free(text);
+    st = loom_write_file_atomic(path, pretty, n);
+    free(pretty);
+    return st;
+}
+
+/* config.json: the model plugin's name as model_type and its resolved section, typed. */
+static cJSON *model_config_json(const loom_trainer *t)
+{
+    cJSON *json = cJSON_CreateObject();
+    const loom_plugin_desc *desc = t->model.plugin->desc;
+    cJSON_AddStringToObject(json, "model_type", desc->name);
+    for (const loom_param_spec *s = desc->params; s && s->key; s++) {
+        double f;
+        int64_t i;
+        int32_t b;
+        const char *str;
+        switch (s->type) {
+        case LOOM_PARAM_FLOAT:
+            if (loom_config_f64(t->model.config, s->key, &f) == LOOM_CFG_PRESENT) cJSON_AddNumberToObject(json, s->key, f);
+            break;
+        case LOOM_PARAM_INT:
+            if (loom_config_i64(t->model.config, s->key, &i) == LOOM_CFG_PRESENT) cJSON_AddNumberToObject(json, s->key, (double)i);
+            break;
+        case LOOM_PARAM_BOOL:
+            if (loom_config_bool(t->model.config, s->key, &b) == LOOM_CFG_PRESENT) cJSON_AddBoolToObject(json, s->key, b);
+            break;
+        default:
+            if (loom_config_str(t->model.config, s->key, &str) == LOOM_CFG_PRESENT) cJSON_AddStringToObject(json, s->key, str);
+            break;
+        }
+    }
+    return json;
+}
+
+loom_status loom_trainer_save_model(loom_trainer *t, const char *dir)
+{
+    loom_status st = loom_mkdir_p(dir);
+    if (st != LOOM_OK) return st;
+    loom_st_tensor *tensors = calloc(t->n_tensors ? t->n_tensors : 1, sizeof *tensors);
+    if (!tensors) return loom_error(LOOM_E_NOMEM, "out of memory");
+    const float *params = t->params;
+    for (size_t i = 0; i < t->n_tensors; i++) {
+        tensors[i].name = t->tensors[i].name;
+        tensors[i].dtype = LOOM_DTYPE_F32;
+        tensors[i].ndim = t->tensors[i].ndim;
+        memcpy(tensors[i].shape, t->tensors[i].shape, sizeof tensors[i].shape);
+        tensors[i].data = params + t->tensor_offsets[i];
+        tensors[i].nbytes = (uint64_t)(t->tensor_offsets[i + 1] - t->tensor_offsets[i]) * sizeof(float);
+    }
+    char path[4096];
+    const char *metadata[] = {"format", "pt"};
+    st = loom_path_join(path, sizeof path, dir, "model.safetensors");
+    if (st == LOOM_OK) st = loom_safetensors_write(path, tensors, t->n_tensors, metadata, 1);
+    free(tensors);
+    if (st != LOOM_OK) return st;
+    cJSON *config = model_config_json(t);
+    st = write_json(dir, "config.json", config);
+    cJSON_Delete(config);
+    return st;
+}
+
+static void add_number_or_null(cJSON *json, const char *key, double v)
+{
+    if (isfinite(v)) cJSON_AddNumberToObject(json, key, v);
+    else cJSON_AddNullToObject(json, key);
+}
+
+loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
+{
+    const loom_trainer_state *s = &t->state;
+    /* Keys in sorted order, as HF's json.dumps(sort_keys=True). */
+    cJSON *json = cJSON_CreateObject();
+    add_number_or_null(json, "best_metric", s->best_metric);
+    if (t->best_model_checkpoint) cJSON_AddStringToObject(json, "best_model_checkpoint", t->best_model_checkpoint);
+    else cJSON_AddNullToObject(json, "best_model_checkpoint");
+    cJSON_AddNumberToObject(json, "epoch", s->epoch);
+    cJSON_AddNumberToObject(json, "eval_steps", (double)s->eval_steps);
+    cJSON_AddNumberToObject(json, "global_step", (double)s->global_step);
+    cJSON_AddBoolToObject(json, "is_hyper_param_search", 0);
+    cJSON_AddBoolToObject(json, "is_local_process_zero", s->is_local_process_zero);
+    cJSON_AddBoolToObject(json, "is_world_process_zero", s->is_world_process_zero);
+    cJSON_AddItemReferenceToObject(json, "log_history", t->log_history);
+    cJSON_AddNumberToObject(json, "logging_steps", (double)s->logging_steps);
+    cJSON_AddNumberToObject(json, "max_steps", (double)s->max_steps);
+    cJSON_AddNumberToObject(json, "num_input_tokens_seen", (double)s->num_input_tokens_seen);
+    cJSON_AddNumberToObject(json, "num_train_epochs", s->num_train_epochs);
+    cJSON_AddNumberToObject(json, "save_steps", (double)s->save_steps);
+    cJSON_AddNumberToObject(json, "skipped_steps", (double)s->skipped_steps);
+    cJSON_AddNumberToObject(json, "total_flos", s->total_flos);
+    cJSON_AddNumberToObject(json, "train_batch_size", (double)s->train_batch_size);
+    cJSON_AddNullToObject(json, "trial_name");
+    cJSON_AddNullToObject(json, "trial_params");
+    loom_status st = write_json(dir, "trainer_state.json", json);
+    cJSON_Delete(json);
+    return st;
+}
+
+static loom_status write_training_args(loom_trainer *t, const char *dir)
+{
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, dir, "training_args.json");
+    if (st != LOOM_OK) return st;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write", tmp);
+    st = loom_args_write_json(&t->args, f);
+    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_IO, "%s: write failed", tmp);
+    if (st == LOOM_OK && rename(tmp, path) != 0) st = loom_error(LOOM_E_IO, "%s: cannot rename into place", path);
+    return st;
+}
+
+/* Optimizer state slots of every owned span, named "<tensor>.<state>", with the span's offset
+ * in the tensor in the name when it is only part of it (a sharded run). */
+static loom_status write_optimizer_state(loom_trainer *t, const char *dir)
+{
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    uint32_t slots = ov->state_slots;
+    size_t n = t->n_spans * slots;
+    loom_st_tensor *tensors = calloc(n ? n : 1, sizeof *tensors);
+    char (*names)[256] = calloc(n ? n : 1, sizeof *names);
+    if (!tensors || !names) {
+        free(tensors);
+        free(names);
+        return loom_error(LOOM_E_NOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (size_t s = 0; s < t->n_spans; s++) {
+        const loom_span *span = &t->spans[s];
+        for (uint32_t slot = 0; slot < slots; slot++, k++) {
+            const char *state_name = ov->state_names ? ov->state_names[slot] : "state";
+            if (span->numel == span->tensor_numel)
+                snprintf(names[k], sizeof names[k], "%s.%s", span->name, state_name);
+            else
+                snprintf(names[k], sizeof names[k], "%s.%s@%lld", span->name, state_name, (long long)span->offset);
+            tensors[k].name = names[k];
+            tensors[k].dtype = LOOM_DTYPE_F32;
+            tensors[k].ndim = 1;
+            tensors[k].shape[0] = span->numel;
+            tensors[k].data = span->state[slot];
+            tensors[k].nbytes = (uint64_t)span->numel * sizeof(float);
+        }
+    }
+    char path[4096], step_text[32];
+    snprintf(step_text, sizeof step_text, "%lld", (long long)t->scheduler_step);
+    const char *metadata[] = {"optimizer", t->optimizer.plugin->desc->name, "step", step_text};
+    loom_status st = loom_path_join(path, sizeof path, dir, "optimizer.safetensors");
+    if (st == LOOM_OK) st = loom_safetensors_write(path, tensors, k, metadata, 2);
+    free(tensors);
+    free(names);
+    return st;
+}
+
+static loom_status write_small_states(loom_trainer *t, const char *dir)
+{
+    cJSON *scheduler = cJSON_CreateObject();
+    cJSON_AddStringToObject(scheduler, "scheduler", t->scheduler.plugin->desc->name);
+    cJSON_AddNumberToObject(scheduler, "step", (double)t->scheduler_step);
+    cJSON_AddNumberToObject(scheduler, "last_lr", t->last_lr);
+    loom_status st = write_json(dir, "scheduler.json", scheduler);
+    cJSON_Delete(scheduler);
+    if (st != LOOM_OK) return st;
+    /* Every random choice of a run derives from (seed, epoch, step): that is the whole state. */
+    cJSON *rng = cJSON_CreateObject();
+    cJSON_AddNumberToObject(rng, "seed", (double)t->args.seed);
+    cJSON_AddNumberToObject(rng, "epoch", t->state.epoch);
+    cJSON_AddNumberToObject(rng, "global_step", (double)t->state.global_step);
+    st = write_json(dir, "rng_state.json", rng);
+    cJSON_Delete(rng);
+    if (st != LOOM_OK) return st;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
+    if ((st = pv->get_state(t->precision.instance, &ps)) != LOOM_OK) return st;
+    cJSON *scaler = cJSON_CreateObject();
+    cJSON_AddStringToObject(scaler, "precision", t->precision.plugin->desc->name);
+    cJSON_AddNumberToObject(scaler, "loss_scale", ps.loss_scale);
+    cJSON_AddNumberToObject(scaler, "iteration", (double)ps.iteration);
+    cJSON_AddNumberToObject(scaler, "last_overflow", (double)ps.last_overflow);
+    cJSON_AddNumberToObject(scaler, "growth_tracker", (double)ps.growth_tracker);
+    cJSON_AddNumberToObject(scaler, "hysteresis_left", (double)ps.hysteresis_left);
+    cJSON_AddNumberToObject(scaler, "skipped_steps", (double)t->state.skipped_steps);
+    st = write_json(dir, "scaler.json", scaler);
+    cJSON_Delete(scaler);
+    return st;
+}
+
+static loom_status rotate_checkpoints(loom_trainer *t)
+{
+    if (t->args.save_total_limit == LOOM_ARG_NONE_INT || t->args.save_total_limit <= 0) return LOOM_OK;
+    int64_t *steps = NULL;
+    size_t n = 0;
+    loom_status st = loom_list_checkpoints(t->args.output_dir, &steps, &n);
+    if (st != LOOM_OK) return st;
+    size_t keep = (size_t)t->args.save_total_limit;
+    for (size_t i = 0; n > keep && i < n - keep && st == LOOM_OK; i++) {
+        char name[64], path[4096];
+        snprintf(name, sizeof name, "checkpoint-%lld", (long long)steps[i]);
+        st = loom_path_join(path, sizeof path, t->args.output_dir, name);
+        if (st == LOOM_OK && t->best_model_checkpoint && strcmp(path, t->best_model_checkpoint) == 0) continue;
+        if (st == LOOM_OK) st = loom_remove_tree(path);
+    }
+    free(steps);
+    return st;
+}
+
+loom_status loom_trainer_save_checkpoint(loom_trainer *t)
+{
+    if (!t->state.is_world_process_zero) return LOOM_OK;
+    char name[64], final_dir[4096], tmp_dir[4200];
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)t->state.global_step);
+    loom_status st = loom_path_join(final_dir, sizeof final_dir, t->args.output_dir, name);
+    if (st != LOOM_OK) return st;
+    snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
+    loom_remove_tree(tmp_dir);
+    if ((st = loom_trainer_save_model(t, tmp_dir)) != LOOM_OK) return st;
+    if ((st = write_optimizer_state(t, tmp_dir)) != LOOM_OK) return st;
+    if ((st = write_small_states(t, tmp_dir)) != LOOM_OK) return st;
+    if ((st = write_training_args(t, tmp_dir)) != LOOM_OK) return st;
+    if ((st = loom_trainer_write_state(t, tmp_dir)) != LOOM_OK) return st;
+    loom_remove_tree(final_dir);
+    if ((st = loom_rename_dir_atomic(tmp_dir, final_dir)) != LOOM_OK) return st;
+    return rotate_checkpoints(t);
+}
+
+loom_status loom_trainer_save_final(loom_trainer *t)
+{
+    if (!t->state.is_world_process_zero) return LOOM_OK;
+    loom_status st = loom_trainer_save_model(t, t->args.output_dir);
+    if (st == LOOM_OK) st = write_training_args(t, t->args.output_dir);
+    if (st == LOOM_OK) st = loom_trainer_write_state(t, t->args.output_dir);
+    return st;
+}

@@ -1,0 +1,635 @@
+/*
+ * trainer_setup.c - creating a trainer: choosing and configuring the plugins from the run
+ * arguments, opening the data, and (prepare) laying out parameters, gradients, master weights
+ * and optimizer states once, before step 1.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "host.h"
+#include "plugin_config.h"
+#include "safetensors.h"
+#include "trainer.h"
+#include "trainer_internal.h"
+
+/* ---- which plugin for which kind --------------------------------------------------------- */
+
+/* HF's --optim names -> our optimizer plugins. */
+static const char *optimizer_plugin_for(const char *optim)
+{
+    if (strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
+    if (strcmp(optim, "adamw_hf") == 0) return "adamw_hf";
+    if (strcmp(optim, "adam") == 0) return "adam";
+    if (strcmp(optim, "sgd") == 0) return "sgd";
+    return optim;
+}
+
+static loom_status load_plugin(const char *spec, uint32_t kind, const loom_plugin **out)
+{
+    loom_status st = loom_plugin_load(spec, kind, out);
+    return st;
+}
+
+/* The names the run arguments accept, for "did you mean" on an unknown flag. */
+static const char *const argument_names[] = {
+#define LOOM_ARG(kind, name, default_text, status, note, doc) #name,
+#include "training_args.def"
+#undef LOOM_ARG
+};
+
+static loom_status report_unused_flags(const loom_trainer *t, const unsigned char *used,
+                                       const loom_plugin *const *plugins, size_t n_plugins)
+{
+    const loom_args *a = &t->args;
+    for (size_t i = 0; i < a->unknown_keys.count; i++) {
+        if (used[i]) continue;
+        const char *key = a->unknown_keys.items[i];
+        const char *source = i < a->unknown_sources.count ? a->unknown_sources.items[i] : "the command line";
+        /* Candidates: every argument name and every key of every loaded plugin, plain and
+         * qualified; 1024 is far above what a run loads. */
+        const char *names[1024];
+        char qualified[512][96];
+        size_t n = 0, nq = 0;
+        for (size_t k = 0; k < sizeof argument_names / sizeof *argument_names && n < 1024; k++)
+            names[n++] = argument_names[k];
+        for (size_t p = 0; p < n_plugins; p++) {
+            const loom_plugin_desc *d = plugins[p]->desc;
+            for (const loom_param_spec *s = d->params; s && s->key && n + 2 < 1024 && nq < 512; s++) {
+                names[n++] = s->key;
+                snprintf(qualified[nq], sizeof qualified[nq], "%s.%s", d->name, s->key);
+                names[n++] = qualified[nq++];
+            }
+        }
+        const char *closest = loom_closest_name(key, names, n);
+        if (closest)
+            return loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s); did you mean --%s?", key, source, closest);
+        return loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s): not a training argument nor a key of a loaded plugin (see `loom train --help`, `loom plugins`)",
+                          key, source);
+    }
+    return LOOM_OK;
+}
+
+/* config.json of a saved model: its model_type picks the plugin, every other key is mapped
+ * into the model's section (the user's flags still win). */
+typedef struct saved_model_config {
+    char *model_type;
+    loom_config_default *entries;
+    size_t n;
+    cJSON *json;
+    char **texts;
+} saved_model_config;
+
+static void saved_model_config_free(saved_model_config *c)
+{
+    for (size_t i = 0; i < c->n; i++) free(c->texts[i]);
+    free(c->texts);
+    free(c->entries);
+    free(c->model_type);
+    cJSON_Delete(c->json);
+    memset(c, 0, sizeof *c);
+}
+
+static loom_status read_saved_model_config(const char *dir, saved_model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, dir, "config.json");
+    if (st != LOOM_OK) return st;
+    char *text = NULL;
+    size_t len = 0;
+    st = loom_read_file(path, &text, &len);
+    if (st != LOOM_OK) return loom_error_context(st, "--model_name_or_path %s", dir);
+    c->json = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(c->json)) return loom_error(LOOM_E_FORMAT, "%s: not a JSON object", path);
+    size_t count = (size_t)cJSON_GetArraySize(c->json);
+    c->entries = calloc(count + 1, sizeof *c->entries);
+    c->texts = calloc(count + 1, sizeof *c->texts);
+    if (!c->entries || !c->texts) return loom_error(LOOM_E_NOMEM, "out of memory");
+    for (cJSON *item = c->json->child; item; item = item->next) {
+        if (strcmp(item->string, "model_type") == 0) {
+            if (!cJSON_IsString(item)) return loom_error(LOOM_E_FORMAT, "%s: model_type is not a string", path);
+            c->model_type = strdup(item->valuestring);
+            continue;
+        }
+        if (strncmp(item->string, "_", 1) == 0 || strcmp(item->string, "architectures") == 0) continue;
+        char *value = cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
+        if (cJSON_IsBool(item)) {
+            free(value);
+            value = strdup(cJSON_IsTrue(item) ? "true" : "false");
+        }
+        c->texts[c->n] = value;
+        c->entries[c->n].key = item->string;
+        c->entries[c->n].value = value;
+        c->n++;
+    }
+    if (!c->model_type) return loom_error(LOOM_E_FORMAT, "%s: no model_type", path);
+    return LOOM_OK;
+}
+
+/* slot->config must be set (the section is owned by the slot from then on). */
+static loom_status create_instance(loom_plugin_instance *slot, const loom_plugin *plugin, const void *setup)
+{
+    const loom_host_api *api = loom_host_api_table();
+    const loom_config *config = slot->config;
+    slot->plugin = plugin;
+    slot->vtable = plugin->desc->vtable;
+    slot->host = loom_host_create(plugin->desc->name);
+    if (!slot->host) return loom_error(LOOM_E_NOMEM, "out of memory");
+    loom_status st = LOOM_E_INTERNAL;
+    void *instance = NULL;
+    switch (plugin->desc->kind) {
+    case LOOM_KIND_MODEL:
+        st = ((const loom_model_vtable *)slot->vtable)->create(slot->host, api, config, (loom_model **)&instance);
+        break;
+    case LOOM_KIND_PRECISION:
+        st = ((const loom_precision_vtable *)slot->vtable)->create(slot->host, api, config, (loom_precision **)&instance);
+        break;
+    case LOOM_KIND_CALLBACK:
+        st = ((const loom_callback_vtable *)slot->vtable)->create(slot->host, api, config, (loom_callback **)&instance);
+        break;
+    case LOOM_KIND_COMM:
+        st = ((const loom_comm_vtable *)slot->vtable)->create(slot->host, api, config, setup, (loom_comm **)&instance);
+        break;
+    case LOOM_KIND_SHARDING:
+        st = ((const loom_sharding_vtable *)slot->vtable)->create(slot->host, api, config, setup, (loom_sharding **)&instance);
+        break;
+    case LOOM_KIND_OPTIMIZER:
+        st = ((const loom_optimizer_vtable *)slot->vtable)->create(slot->host, api, config, (loom_optimizer **)&instance);
+        break;
+    case LOOM_KIND_SCHEDULER:
+        st = ((const loom_scheduler_vtable *)slot->vtable)->create(slot->host, api, config, setup, (loom_scheduler **)&instance);
+        break;
+    }
+    if (st != LOOM_OK) {
+        if (!*loom_error_message()) loom_error(st, "%s: create failed (%s)", plugin->desc->name, loom_status_string(st));
+        return st;
+    }
+    slot->instance = instance;
+    return LOOM_OK;
+}
+
+/* The shortest decimal that reads back as the same double ("0.9", not "0.90000000000000002"). */
+static void format_shortest(char *buf, size_t size, double v)
+{
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(buf, size, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+static int env_int(const char *name, int fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return fallback;
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    return (end && !*end) ? (int)x : fallback;
+}
+
+static loom_status open_dataset(const char *path, const char *flag, loom_dataset **out)
+{
+    loom_status st = loom_dataset_open(path, out);
+    if (st != LOOM_OK) return loom_error_context(st, "--%s", flag);
+    return LOOM_OK;
+}
+
+loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
+{
+    *out = NULL;
+    loom_trainer *t = calloc(1, sizeof *t);
+    if (!t) return loom_error(LOOM_E_NOMEM, "out of memory");
+    t->args = *args;
+    memset(args, 0, sizeof *args);
+    t->hooks = *loom_trainer_default_hooks();
+    t->core_host = loom_host_create("loom");
+    t->log_history = cJSON_CreateArray();
+    loom_args *a = &t->args;
+    loom_status st = LOOM_OK;
+    saved_model_config saved = {0};
+    unsigned char *used = calloc(a->unknown_keys.count + 1, 1);
+    if (!t->core_host || !t->log_history || !used) {
+        st = loom_error(LOOM_E_NOMEM, "out of memory");
+        goto done;
+    }
+
+    t->rank = env_int("RANK", 0);
+    t->world_size = env_int("WORLD_SIZE", 1);
+    t->local_rank = env_int("LOCAL_RANK", a->local_rank >= 0 ? (int)a->local_rank : 0);
+    t->local_world_size = env_int("LOCAL_WORLD_SIZE", t->world_size);
+    loom_host_set_seed((uint64_t)a->seed);
+    if (a->num_threads > 0) loom_host_set_threads((int32_t)a->num_threads);
+    if (t->world_size > 1) loom_host_set_rank(t->rank);
+
+    st = loom_loader_init((const char *const *)a->plugin_dir.items, a->plugin_dir.count);
+    if (st != LOOM_OK) goto done;
+
+    /* Data first: the model's sizes may come from it. */
+    if (a->do_train && (st = open_dataset(a->train_file, "train_file", &t->train_dataset)) != LOOM_OK) goto done;
+    if (a->do_eval == 1 && a->validation_file && *a->validation_file &&
+        (st = open_dataset(a->validation_file, "validation_file", &t->eval_dataset)) != LOOM_OK)
+        goto done;
+    if (a->do_predict && (st = open_dataset(a->test_file, "test_file", &t->test_dataset)) != LOOM_OK) goto done;
+
+    if (a->model_name_or_path && *a->model_name_or_path &&
+        (st = read_saved_model_config(a->model_name_or_path, &saved)) != LOOM_OK)
+        goto done;
+
+    /* Defaults per kind, then --plugin overrides (callbacks add). */
+    const loom_plugin *model = NULL, *optimizer = NULL, *scheduler = NULL, *precision = NULL, *sharding = NULL,
+                      *comm = NULL, *callbacks[LOOM_MAX_CALLBACKS];
+    size_t n_callbacks = 0;
+    const char *model_spec = saved.model_type ? saved.model_type : a->model;
+    if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
+    if ((st = load_plugin(optimizer_plugin_for(a->optim), LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
+    if ((st = load_plugin(a->lr_scheduler_type, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
+    if ((st = load_plugin("fp32", LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
+    if ((st = load_plugin("none", LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
+    if ((st = load_plugin("local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
+    if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
+        goto done;
+    for (size_t i = 0; i < a->plugin.count; i++) {
+        const loom_plugin *p = NULL;
+        if ((st = load_plugin(a->plugin.items[i], 0, &p)) != LOOM_OK) goto done;
+        switch (p->desc->kind) {
+        case LOOM_KIND_MODEL: model = p; break;
+        case LOOM_KIND_OPTIMIZER: optimizer = p; break;
+        case LOOM_KIND_SCHEDULER: scheduler = p; break;
+        case LOOM_KIND_PRECISION: precision = p; break;
+        case LOOM_KIND_SHARDING: sharding = p; break;
+        case LOOM_KIND_COMM: comm = p; break;
+        case LOOM_KIND_CALLBACK:
+            if (n_callbacks == LOOM_MAX_CALLBACKS) {
+                st = loom_error(LOOM_E_INVALID, "more than %d callbacks", LOOM_MAX_CALLBACKS);
+                goto done;
+            }
+            callbacks[n_callbacks++] = p;
+            break;
+        default:
+            st = loom_error(LOOM_E_INVALID, "--plugin %s: unknown plugin kind %u", a->plugin.items[i], p->desc->kind);
+            goto done;
+        }
+    }
+
+    /* Configuration sections: mapped values from the run arguments, then the user's flags. */
+    char text[6][64];
+    loom_config_default model_mapped[256];
+    size_t n_model = 0;
+    const loom_dataset *shape_source = t->train_dataset ? t->train_dataset : t->eval_dataset ? t->eval_dataset : t->test_dataset;
+    if (shape_source && shape_source->n_classes > 0) {
+        snprintf(text[0], sizeof text[0], "%lld", (long long)shape_source->n_features);
+        snprintf(text[1], sizeof text[1], "%lld", (long long)shape_source->n_classes);
+        model_mapped[n_model++] = (loom_config_default){"input_size", text[0]};
+        model_mapped[n_model++] = (loom_config_default){"num_classes", text[1]};
+    }
+    for (size_t i = 0; i < saved.n && n_model < 256; i++) model_mapped[n_model++] = saved.entries[i];
+    format_shortest(text[2], sizeof text[2], a->learning_rate);
+    format_shortest(text[3], sizeof text[3], a->adam_beta1);
+    format_shortest(text[4], sizeof text[4], a->adam_beta2);
+    format_shortest(text[5], sizeof text[5], a->adam_epsilon);
+    char wd[64];
+    format_shortest(wd, sizeof wd, a->weight_decay);
+    const loom_config_default optimizer_mapped[] = {
+        {"lr", text[2]}, {"beta1", text[3]}, {"beta2", text[4]}, {"eps", text[5]}, {"weight_decay", wd},
+    };
+
+    /* --lr_scheduler_kwargs '{"num_cycles": 2}' maps onto the scheduler's keys. */
+    loom_config_default scheduler_mapped[32];
+    size_t n_scheduler = 0;
+    cJSON *kwargs = NULL;
+    char *kwarg_texts[32] = {0};
+    if (a->lr_scheduler_kwargs && *a->lr_scheduler_kwargs) {
+        kwargs = cJSON_Parse(a->lr_scheduler_kwargs);
+        if (!cJSON_IsObject(kwargs)) {
+            cJSON_Delete(kwargs);
+            st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: not a JSON object: %s", a->lr_scheduler_kwargs);
+            goto done;
+        }
+        for (cJSON *item = kwargs->child; item && n_scheduler < 32; item = item->next) {
+            kwarg_texts[n_scheduler] = cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
+            scheduler_mapped[n_scheduler] = (loom_config_default){item->string, kwarg_texts[n_scheduler]};
+            n_scheduler++;
+        }
+    }
+
+    t->model.plugin = model;
+    t->optimizer.plugin = optimizer;
+    t->scheduler.plugin = scheduler;
+    t->precision.plugin = precision;
+    t->sharding.plugin = sharding;
+    t->comm.plugin = comm;
+    int configs_ok = (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
+                     (t->optimizer.config = loom_config_build(optimizer->desc, optimizer_mapped, 5, a, used)) &&
+                     (t->scheduler.config = loom_config_build(scheduler->desc, scheduler_mapped, n_scheduler, a, used)) &&
+                     (t->precision.config = loom_config_build(precision->desc, NULL, 0, a, used)) &&
+                     (t->sharding.config = loom_config_build(sharding->desc, NULL, 0, a, used)) &&
+                     (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
+    for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
+        t->callbacks[i].plugin = callbacks[i];
+        configs_ok = (t->callbacks[i].config = loom_config_build(callbacks[i]->desc, NULL, 0, a, used)) != NULL;
+        t->n_callbacks = i + 1;
+    }
+    for (size_t i = 0; configs_ok && i < n_scheduler; i++) {
+        /* A kwarg the scheduler does not declare is a mistake, not a silent no-op. */
+        int declared = 0;
+        for (const loom_param_spec *s = scheduler->desc->params; s && s->key; s++) declared |= !strcmp(s->key, scheduler_mapped[i].key);
+        if (!declared) {
+            st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: scheduler '%s' has no key '%s'", scheduler->desc->name,
+                            scheduler_mapped[i].key);
+            break;
+        }
+    }
+    for (size_t i = 0; i < n_scheduler; i++) free(kwarg_texts[i]);
+    cJSON_Delete(kwargs);
+    if (!configs_ok) st = LOOM_E_INVALID;
+    if (st != LOOM_OK) goto done;
+    {
+        const loom_plugin *all[6 + LOOM_MAX_CALLBACKS] = {model, optimizer, scheduler, precision, sharding, comm};
+        for (size_t i = 0; i < n_callbacks; i++) all[6 + i] = callbacks[i];
+        if ((st = report_unused_flags(t, used, all, 6 + n_callbacks)) != LOOM_OK) goto done;
+    }
+
+    /* Instances that need nothing from the training setup: model, precision, callbacks, comm.
+     * Sharding needs the parameter layout (prepare), optimizer and scheduler the step count
+     * (create_optimizer_and_scheduler). */
+    if ((st = create_instance(&t->model, model, NULL)) != LOOM_OK) goto done;
+    if ((st = create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
+    for (size_t i = 0; i < n_callbacks; i++)
+        if ((st = create_instance(&t->callbacks[i], callbacks[i], NULL)) != LOOM_OK) goto done;
+    {
+        loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup)};
+        setup.rank = t->rank;
+        setup.world_size = t->world_size;
+        setup.local_rank = t->local_rank;
+        setup.local_world_size = t->local_world_size;
+        setup.master_addr = getenv("MASTER_ADDR") ? getenv("MASTER_ADDR") : "127.0.0.1";
+        setup.master_port = env_int("MASTER_PORT", 29500);
+        setup.device = LOOM_DEVICE_CPU;
+        setup.timeout_seconds = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
+        if ((st = create_instance(&t->comm, comm, &setup)) != LOOM_OK) goto done;
+    }
+    t->sharding.vtable = sharding->desc->vtable;
+    t->optimizer.vtable = optimizer->desc->vtable;
+    t->scheduler.vtable = scheduler->desc->vtable;
+
+done:
+    free(used);
+    saved_model_config_free(&saved);
+    if (st != LOOM_OK) {
+        loom_trainer_destroy(t);
+        return st;
+    }
+    t->state = (loom_trainer_state){LOOM_HEADER_INIT(loom_trainer_state)};
+    t->state.is_world_process_zero = t->rank == 0;
+    t->state.is_local_process_zero = t->local_rank == 0;
+    t->state.best_metric = 0.0 / 0.0;
+    t->state.output_dir = t->args.output_dir;
+    t->state.logging_steps = t->args.logging_steps;
+    t->state.eval_steps = t->args.eval_steps == LOOM_ARG_NONE_INT ? t->args.logging_steps : t->args.eval_steps;
+    t->state.save_steps = t->args.save_steps;
+    t->state.train_batch_size = t->args.per_device_train_batch_size;
+    t->state.loss_scale = 1.0;
+    t->control = (loom_trainer_control){LOOM_HEADER_INIT(loom_trainer_control)};
+    *out = t;
+    return loom_trainer_fire(t, LOOM_EVENT_INIT_END, NULL, NULL);
+}
+
+/* ---- prepare: memory, once ---------------------------------------------------------------- */
+
+static loom_status load_saved_params(loom_trainer *t, const char *dir)
+{
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, dir, "model.safetensors");
+    if (st != LOOM_OK) return st;
+    loom_safetensors *file = NULL;
+    if ((st = loom_safetensors_open(path, &file)) != LOOM_OK) return st;
+    float *params = t->params;
+    for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
+        loom_st_tensor tensor;
+        const loom_param_info *info = &t->tensors[i];
+        if ((st = loom_safetensors_find(file, info->name, &tensor)) != LOOM_OK) break;
+        int same = tensor.dtype == LOOM_DTYPE_F32 && tensor.ndim == info->ndim;
+        for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
+        if (!same) {
+            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' has another dtype or shape than the model's", path, info->name);
+            break;
+        }
+        memcpy(params + t->tensor_offsets[i], tensor.data, tensor.nbytes);
+    }
+    loom_safetensors_close(file);
+    return st;
+}
+
+loom_status loom_trainer_prepare(loom_trainer *t)
+{
+    if (t->bound) return LOOM_OK;
+    const loom_host_api *api = loom_host_api_table();
+    const loom_model_vtable *mv = t->model.vtable;
+    loom_model *model = t->model.instance;
+
+    t->n_tensors = mv->param_count(model);
+    t->tensors = calloc(t->n_tensors ? t->n_tensors : 1, sizeof *t->tensors);
+    t->tensor_offsets = calloc(t->n_tensors + 1, sizeof *t->tensor_offsets);
+    if (!t->tensors || !t->tensor_offsets) return loom_error(LOOM_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < t->n_tensors; i++) {
+        loom_param_info *info = &t->tensors[i];
+        *info = (loom_param_info){LOOM_HEADER_INIT(loom_param_info)};
+        loom_status st = mv->param_info(model, i, info);
+        if (st != LOOM_OK) return st;
+        int64_t numel = 1;
+        for (uint32_t d = 0; d < info->ndim; d++) numel *= info->shape[d];
+        t->tensor_offsets[i + 1] = t->tensor_offsets[i] + numel;
+    }
+    t->total_numel = t->tensor_offsets[t->n_tensors];
+
+    const loom_precision_vtable *pv = t->precision.vtable;
+    loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
+    loom_status st = pv->describe(t->precision.instance, &pinfo);
+    if (st != LOOM_OK) return st;
+    if (pinfo.param_dtype != LOOM_DTYPE_F32)
+        return loom_error(LOOM_E_UNSUPPORTED, "precision '%s' wants 16-bit parameters: not supported yet (issue 6)",
+                          t->precision.plugin->desc->name);
+
+    t->params = api->alloc(t->core_host, (size_t)t->total_numel * sizeof(float) + 1, 0, LOOM_DEVICE_CPU, 0);
+    if (!t->params) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
+    if (t->args.model_name_or_path && *t->args.model_name_or_path)
+        st = load_saved_params(t, t->args.model_name_or_path);
+    else
+        st = mv->init_params(model, t->params);
+    if (st != LOOM_OK) return st;
+
+    /* Sharding: its plugin and config were chosen by create(). */
+    loom_sharding_setup setup = {LOOM_HEADER_INIT(loom_sharding_setup)};
+    setup.rank = t->rank;
+    setup.world_size = t->world_size;
+    setup.total_numel = t->total_numel;
+    setup.n_tensors = t->n_tensors;
+    setup.tensor_offsets = t->tensor_offsets;
+    setup.params = t->params;
+    setup.param_dtype = pinfo.param_dtype;
+    setup.device = LOOM_DEVICE_CPU;
+    setup.comm = t->comm.instance;
+    setup.comm_vtable = t->comm.vtable;
+    setup.gradient_accumulation_steps = (int32_t)t->args.gradient_accumulation_steps;
+    setup.optimizer_flags = ((const loom_optimizer_vtable *)t->optimizer.vtable)->flags;
+    st = create_instance(&t->sharding, t->sharding.plugin, &setup);
+    if (st != LOOM_OK) return st;
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    if ((st = sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned)) != LOOM_OK) return st;
+
+    t->max_batch_size = t->args.per_device_train_batch_size > t->args.per_device_eval_batch_size
+                            ? t->args.per_device_train_batch_size
+                            : t->args.per_device_eval_batch_size;
+    loom_model_binding binding = {LOOM_HEADER_INIT(loom_model_binding)};
+    binding.params = t->params;
+    binding.param_dtype = pinfo.param_dtype;
+    binding.compute_dtype = pinfo.compute_dtype;
+    binding.device = LOOM_DEVICE_CPU;
+    binding.max_batch_size = t->max_batch_size;
+    binding.kernels = api->service(t->core_host, "loom.kernels.cpu/1", 0);
+    if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
+
+    loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
+    pbinding.params = t->params;
+    pbinding.owned = t->owned;
+    pbinding.n_owned = t->n_owned;
+    pbinding.device = LOOM_DEVICE_CPU;
+    if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
+    t->bound = 1;
+    return LOOM_OK;
+}
+
+/* ---- optimizer, scheduler and spans ------------------------------------------------------ */
+
+static loom_status build_spans(loom_trainer *t)
+{
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    double weight_decay = t->args.weight_decay;
+    if (LOOM_HAS(ov, loom_optimizer_vtable, get_hparam)) {
+        double v;
+        if (ov->get_hparam(t->optimizer.instance, "weight_decay", &v) == LOOM_OK) weight_decay = v;
+    }
+    size_t count = 0;
+    int64_t owned_numel = 0;
+    for (size_t r = 0; r < t->n_owned; r++) {
+        owned_numel += t->owned[r].end - t->owned[r].begin;
+        for (size_t i = 0; i < t->n_tensors; i++)
+            if (t->tensor_offsets[i] < t->owned[r].end && t->tensor_offsets[i + 1] > t->owned[r].begin) count++;
+    }
+    uint32_t slots = ov->state_slots;
+    if (slots > LOOM_MAX_STATE_SLOTS)
+        return loom_error(LOOM_E_ABI, "optimizer '%s' asks for %u state slots (max %d)", t->optimizer.plugin->desc->name,
+                          slots, LOOM_MAX_STATE_SLOTS);
+    const loom_host_api *api = loom_host_api_table();
+    t->optimizer_state_bytes = (uint64_t)slots * (uint64_t)owned_numel * sizeof(float);
+    if (slots) {
+        t->optimizer_state = api->alloc(t->core_host, t->optimizer_state_bytes, 0, LOOM_DEVICE_CPU, 0);
+        if (!t->optimizer_state) return loom_error(LOOM_E_NOMEM, "out of memory for optimizer states");
+        memset(t->optimizer_state, 0, t->optimizer_state_bytes);
+    }
+    t->spans = calloc(count ? count : 1, sizeof *t->spans);
+    t->span_range = calloc(count ? count : 1, sizeof *t->span_range);
+    t->span_flat_begin = calloc(count ? count : 1, sizeof *t->span_flat_begin);
+    if (!t->spans || !t->span_range || !t->span_flat_begin) return loom_error(LOOM_E_NOMEM, "out of memory");
+    size_t s = 0;
+    int64_t state_offset = 0;
+    for (size_t r = 0; r < t->n_owned; r++) {
+        for (size_t i = 0; i < t->n_tensors; i++) {
+            int64_t b = t->tensor_offsets[i] > t->owned[r].begin ? t->tensor_offsets[i] : t->owned[r].begin;
+            int64_t e = t->tensor_offsets[i + 1] < t->owned[r].end ? t->tensor_offsets[i + 1] : t->owned[r].end;
+            if (b >= e) continue;
+            loom_span *span = &t->spans[s++];
+            const loom_param_info *info = &t->tensors[i];
+            *span = (loom_span){LOOM_HEADER_INIT(loom_span)};
+            span->name = info->name;
+            span->tensor_numel = t->tensor_offsets[i + 1] - t->tensor_offsets[i];
+            span->offset = b - t->tensor_offsets[i];
+            span->numel = e - b;
+            span->ndim = info->ndim;
+            memcpy(span->shape, info->shape, sizeof span->shape);
+            int no_decay = (info->flags & LOOM_PARAM_NO_DECAY) != 0;
+            span->flags = no_decay ? LOOM_SPAN_NO_DECAY : 0;
+            span->group = (uint32_t)no_decay;
+            span->weight_decay = no_decay ? 0.0 : weight_decay;
+            for (uint32_t k = 0; k < slots; k++)
+                span->state[k] = t->optimizer_state + (int64_t)k * owned_numel + state_offset;
+            state_offset += span->numel;
+            t->span_range[s - 1] = r;
+            t->span_flat_begin[s - 1] = b;
+        }
+    }
+    t->n_spans = s;
+    return LOOM_OK;
+}
+
+loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps)
+{
+    loom_status st = create_instance(&t->optimizer, t->optimizer.plugin, NULL);
+    if (st != LOOM_OK) return st;
+    loom_schedule_setup setup = {LOOM_HEADER_INIT(loom_schedule_setup)};
+    setup.base_lr = t->args.learning_rate;
+    setup.total_steps = num_training_steps;
+    setup.warmup_steps = t->args.warmup_steps > 0 ? t->args.warmup_steps
+                                                  : (int64_t)ceil(t->args.warmup_ratio * (double)num_training_steps);
+    st = create_instance(&t->scheduler, t->scheduler.plugin, &setup);
+    if (st != LOOM_OK) return st;
+    return build_spans(t);
+}
+
+/* ---- teardown ---------------------------------------------------------------------------- */
+
+static void destroy_instance(loom_plugin_instance *slot)
+{
+    if (slot->instance && slot->plugin) {
+        switch (slot->plugin->desc->kind) {
+        case LOOM_KIND_MODEL: ((const loom_model_vtable *)slot->vtable)->destroy(slot->instance); break;
+        case LOOM_KIND_OPTIMIZER: ((const loom_optimizer_vtable *)slot->vtable)->destroy(slot->instance); break;
+        case LOOM_KIND_SCHEDULER: ((const loom_scheduler_vtable *)slot->vtable)->destroy(slot->instance); break;
+        case LOOM_KIND_PRECISION: ((const loom_precision_vtable *)slot->vtable)->destroy(slot->instance); break;
+        case LOOM_KIND_SHARDING: ((const loom_sharding_vtable *)slot->vtable)->destroy(slot->instance); break;
+        case LOOM_KIND_CALLBACK: ((const loom_callback_vtable *)slot->vtable)->destroy(slot->instance); break;
+        case LOOM_KIND_COMM: ((const loom_comm_vtable *)slot->vtable)->destroy(slot->instance); break;
+        default: break;
+        }
+    }
+    loom_host_destroy(slot->host);
+    loom_config_free(slot->config);
+    memset(slot, 0, sizeof *slot);
+}
+
+void loom_trainer_destroy(loom_trainer *t)
+{
+    if (!t) return;
+    const loom_host_api *api = loom_host_api_table();
+    /* Users of the communicator and the parameters go first. */
+    for (size_t i = 0; i < LOOM_MAX_CALLBACKS; i++) destroy_instance(&t->callbacks[i]);
+    destroy_instance(&t->optimizer);
+    destroy_instance(&t->scheduler);
+    destroy_instance(&t->sharding);
+    destroy_instance(&t->precision);
+    destroy_instance(&t->model);
+    destroy_instance(&t->comm);
+    if (t->core_host) {
+        api->free_memory(t->core_host, t->params);
+        api->free_memory(t->core_host, t->optimizer_state);
+    }
+    loom_host_destroy(t->core_host);
+    if (t->train_dataset) t->train_dataset->destroy(t->train_dataset);
+    if (t->eval_dataset) t->eval_dataset->destroy(t->eval_dataset);
+    if (t->test_dataset) t->test_dataset->destroy(t->test_dataset);
+    free(t->tensors);
+    free(t->tensor_offsets);
+    free(t->spans);
+    free(t->span_range);
+    free(t->span_flat_begin);
+    cJSON_Delete(t->log_history);
+    free(t->best_model_checkpoint);
+    loom_args_free(&t->args);
+    free(t);
+}

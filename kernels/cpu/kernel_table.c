@@ -1,0 +1,21 @@
+/*
+ * kernel_table.c - the CPU kernel table the host lends to plugins
+ * (LOOM_KERNELS_CPU_SERVICE).
+ */
+#include "lk_cpu.h"
+
+static const loom_kernels_api lk_cpu_table = {
+    LOOM_HEADER_INIT(loom_kernels_api),
+    .device = LOOM_DEVICE_CPU,
+    .sgemm = lk_sgemm,
+    .linear_forward = lk_linear_forward,
+    .linear_backward = lk_linear_backward,
+    .relu_forward = lk_relu_forward,
+    .relu_backward = lk_relu_backward,
+    .gelu_forward = lk_gelu_forward,
+    .gelu_backward = lk_gelu_backward,
+    .softmax_cross_entropy_forward = lk_softmax_cross_entropy_forward,
+    .softmax_cross_entropy_backward = lk_softmax_cross_entropy_backward,
+};
+
+const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

@@ -1,0 +1,101 @@
+/*
+ * adamw.c - torch.optim.AdamW (PyTorch >= 1.6, amsgrad=False), REFERENCE.md §4.
+ *
+ * Per element, with g = grad * grad_scale, t = step->step (1 for the first update),
+ * wd = span->weight_decay, lr = step->lr, b1 = step->momentum if not NaN else beta1:
+ *     p *= 1 - lr*wd                                   (decoupled decay, BEFORE the update)
+ *     m  = b1*m + (1-b1)*g
+ *     v  = b2*v + (1-b2)*g*g
+ *     p -= (lr / (1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ * Source: torch/optim/adamw.py, _single_tensor_adamw.
+ *
+ * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
+ * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
+ */
+#include "adam_common.h"
+
+typedef struct adamw_coef {
+    int threads;
+    float grad_scale, decay, beta1, one_minus_beta1, beta2, one_minus_beta2;
+    float step_size, bias2_sqrt, eps;
+} adamw_coef;
+
+static void adamw_span(float *restrict p, const float *restrict g, float *restrict m,
+                       float *restrict v, int64_t n, const adamw_coef c)
+{
+#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * c.grad_scale;
+        float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
+        float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * c.decay - c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.eps));
+    }
+}
+
+static loom_status adamw_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
+                              const loom_optimizer_step *step)
+{
+    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
+    double b1;
+    if (st || (st = adam_step_beta1(self, step, &b1)) ||
+        (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
+        return st;
+    double t = (double)step->step;
+    adamw_coef c = {
+        .threads = self->threads,
+        .grad_scale = (float)step->grad_scale,
+        .beta1 = (float)b1,
+        .one_minus_beta1 = (float)(1.0 - b1),
+        .beta2 = (float)self->beta2,
+        .one_minus_beta2 = (float)(1.0 - self->beta2),
+        .step_size = (float)(step->lr / (1.0 - pow(b1, t))),
+        .bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t)),
+        .eps = (float)self->eps,
+    };
+    for (size_t i = 0; i < n_spans; i++) {
+        const loom_span *s = optim_span_at(spans, i);
+        c.decay = (float)(1.0 - step->lr * s->weight_decay);
+        adamw_span(s->param, s->grad, s->state[0], s->state[1], s->numel, c);
+    }
+    return LOOM_OK;
+}
+
+static loom_status adamw_create(loom_host *host, const loom_host_api *api,
+                                const loom_config *config, loom_optimizer **out)
+{
+    return adam_create(host, api, config, 0, out);
+}
+
+static const loom_optimizer_vtable adamw_vtable = {
+    LOOM_HEADER_INIT(loom_optimizer_vtable),
+    .state_slots = ADAM_STATE_SLOTS,
+    .flags = 0,
+    .state_names = adam_state_names,
+    .create = adamw_create,
+    .destroy = adam_destroy,
+    .step = adamw_step,
+    .get_hparam = adam_get_hparam,
+};
+
+static const loom_param_spec adamw_params[] = {
+    ADAM_PARAM_SPECS,
+    {.key = NULL},
+};
+
+static const loom_plugin_desc adamw_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_OPTIMIZER,
+    .name = "adamw",
+    .version = "1.0.0",
+    .summary = "torch.optim.AdamW: Adam with decoupled weight decay",
+    .vtable = &adamw_vtable,
+    .params = adamw_params,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
+    return index == 0 ? &adamw_desc : NULL;
+}

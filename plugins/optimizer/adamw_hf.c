@@ -1,0 +1,118 @@
+/*
+ * adamw_hf.c - HF transformers.AdamW (v4.2 optimization.py; later deprecated and removed),
+ * REFERENCE.md §4. The Trainer's default optimizer of that era ("adamw_hf").
+ *
+ * Per element, with g = grad * grad_scale, t = step->step (1 for the first update),
+ * wd = span->weight_decay, lr = step->lr, b1 = step->momentum if not NaN else beta1:
+ *     m  = b1*m + (1-b1)*g
+ *     v  = b2*v + (1-b2)*g*g
+ *     step_size = lr;  if correct_bias: step_size *= sqrt(1-b2^t) / (1-b1^t)
+ *     p -= step_size * m / (sqrt(v) + eps)             (eps NOT bias-corrected, unlike torch)
+ *     p -= lr*wd*p                                     (decay AFTER the update, on the new p)
+ * Source: transformers/optimization.py, class AdamW.step (v4.2).
+ *
+ * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
+ * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
+ */
+#include "adam_common.h"
+
+typedef struct adamw_hf_coef {
+    int threads;
+    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
+    float step_size, eps, decay_rate;
+} adamw_hf_coef;
+
+static void adamw_hf_span(float *restrict p, const float *restrict g, float *restrict m,
+                          float *restrict v, int64_t n, const adamw_hf_coef c)
+{
+#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * c.grad_scale;
+        float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
+        float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.eps));
+        /* HF writes p.add_(p, alpha=-lr*wd): p + (-lr*wd)*p, kept in that form. */
+        p[i] = pi + c.decay_rate * pi;
+    }
+}
+
+static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
+                                 const loom_optimizer_step *step)
+{
+    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
+    double b1;
+    if (st || (st = adam_step_beta1(self, step, &b1)) ||
+        (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
+        return st;
+    double t = (double)step->step;
+    double step_size = step->lr;
+    if (self->correct_bias)
+        step_size *= sqrt(1.0 - pow(self->beta2, t)) / (1.0 - pow(b1, t));
+    adamw_hf_coef c = {
+        .threads = self->threads,
+        .grad_scale = (float)step->grad_scale,
+        .beta1 = (float)b1,
+        .one_minus_beta1 = (float)(1.0 - b1),
+        .beta2 = (float)self->beta2,
+        .one_minus_beta2 = (float)(1.0 - self->beta2),
+        .step_size = (float)step_size,
+        .eps = (float)self->eps,
+    };
+    for (size_t i = 0; i < n_spans; i++) {
+        const loom_span *s = optim_span_at(spans, i);
+        c.decay_rate = (float)(-step->lr * s->weight_decay);
+        adamw_hf_span(s->param, s->grad, s->state[0], s->state[1], s->numel, c);
+    }
+    return LOOM_OK;
+}
+
+static loom_status adamw_hf_create(loom_host *host, const loom_host_api *api,
+                                   const loom_config *config, loom_optimizer **out)
+{
+    return adam_create(host, api, config, 1, out);
+}
+
+static loom_status adamw_hf_get_hparam(loom_optimizer *self, const char *name, double *out)
+{
+    if (self && name && out && !strcmp(name, "correct_bias")) {
+        *out = self->correct_bias ? 1.0 : 0.0;
+        return LOOM_OK;
+    }
+    return adam_get_hparam(self, name, out);
+}
+
+static const loom_optimizer_vtable adamw_hf_vtable = {
+    LOOM_HEADER_INIT(loom_optimizer_vtable),
+    .state_slots = ADAM_STATE_SLOTS,
+    .flags = 0,
+    .state_names = adam_state_names,
+    .create = adamw_hf_create,
+    .destroy = adam_destroy,
+    .step = adamw_hf_step,
+    .get_hparam = adamw_hf_get_hparam,
+};
+
+static const loom_param_spec adamw_hf_params[] = {
+    ADAM_PARAM_SPECS,
+    {.key = "correct_bias", .type = LOOM_PARAM_BOOL, .default_value = "true",
+     .doc = "divide the step by the bias corrections of m and v (BERT's original Adam: false)"},
+    {.key = NULL},
+};
+
+static const loom_plugin_desc adamw_hf_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_OPTIMIZER,
+    .name = "adamw_hf",
+    .version = "1.0.0",
+    .summary = "HF transformers.AdamW: eps outside the bias correction, decay after the update",
+    .vtable = &adamw_hf_vtable,
+    .params = adamw_hf_params,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
+    return index == 0 ? &adamw_hf_desc : NULL;
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages loom builds and tests with (as root, or through sudo).
+# Skips apt entirely when everything is already there.
+set -euo pipefail
+packages=(build-essential cmake pkg-config libcjson-dev libltdl-dev libopenblas-dev python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds, and runs every ctest suite; then the unit
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/install-deps.sh"
+"$root/scripts/build.sh" "$root/build"
+(cd "$root/build" && ctest --output-on-failure -j2)
+if [ "${LOOM_SKIP_SANITIZERS:-0}" != 1 ]; then
+  CMAKE_BUILD_TYPE=Debug "$root/scripts/build.sh" "$root/build-asan" -DLOOM_SANITIZE=ON -DLOOM_CUDA=OFF
+  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 -L unit)
+fi

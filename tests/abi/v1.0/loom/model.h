@@ -1,0 +1,146 @@
+/*
+ * model.h - parameters, forward and backward (LOOM_KIND_MODEL).
+ *
+ * The model declares its parameter list; the host lays the parameters out in ONE flat buffer
+ * in that order (tensor i at the sum of the sizes before it) and lends the model a pointer
+ * to it. The model never allocates parameters or gradients: gradients are written into memory
+ * the host hands out range by range through a loom_grad_sink during backward, which is how the
+ * sharding plugin overlaps communication with the rest of backward (DDP buckets, ZeRO-2
+ * reduce-scatter) and why ZeRO-2 never needs a full gradient buffer.
+ *
+ * Loss convention (DESIGN.md "The step protocol"): forward returns the SUM of the per-target
+ * losses and the number of targets; backward takes the seed d(total)/d(sum), which the host
+ * computes once as loss_scale / (targets in the whole accumulated global batch). That is the
+ * one place where accumulation, world size and loss scale meet.
+ */
+#ifndef LOOM_MODEL_H
+#define LOOM_MODEL_H
+
+#include "loom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* loom_param_info.flags */
+#define LOOM_PARAM_NO_DECAY 1u   /* bias / norm weight: excluded from weight decay (as HF) */
+
+/* One parameter tensor, as the model declares it. Written by the plugin. */
+typedef struct loom_param_info {
+    LOOM_STRUCT_HEADER;
+    const char *name;             /* HF-style, unique; static or owned by the instance     */
+    uint32_t ndim;
+    uint32_t flags;               /* LOOM_PARAM_*                                          */
+    int64_t shape[LOOM_MAX_DIMS];
+} loom_param_info;
+
+/* What the model reads from a batch. Built by the host; borrowed per call.
+ * inputs: model-specific (mlp: F32 [B, features]; token models: I32 [B, T]).
+ * labels: I32, [B] or [B, T]; -100 marks a position that is not a target. */
+typedef struct loom_batch {
+    LOOM_STRUCT_HEADER;
+    loom_tensor_view inputs;
+    loom_tensor_view labels;
+    int64_t batch_size;          /* rows in this batch (<= the bound batch size)           */
+    int64_t n_targets;           /* labels != -100 in this batch                           */
+} loom_batch;
+
+/* How the host binds a model to memory and sizes before the first step. Borrowed. */
+typedef struct loom_model_binding {
+    LOOM_STRUCT_HEADER;
+    void *params;                /* flat parameter buffer, param_dtype, on device; lent for
+                                    the model's lifetime; the host updates it between steps */
+    uint32_t param_dtype;        /* LOOM_DTYPE_* of params (and of gradients)              */
+    uint32_t compute_dtype;      /* LOOM_DTYPE_* for matrix products                       */
+    uint32_t device;             /* LOOM_DEVICE_*                                          */
+    int32_t device_index;
+    int64_t max_batch_size;      /* the largest batch forward/backward will see            */
+    const void *kernels;         /* const loom_kernels_api * for `device`                  */
+} loom_model_binding;
+
+/* Where backward puts gradients. Built by the host; borrowed during backward().
+ * The model calls acquire for a range of the flat parameter index space [begin, end) (whole
+ * tensors, in any order), ACCUMULATES (+=) the gradients of those elements into the returned
+ * memory (param_dtype), then calls release for the same range once those gradients are final
+ * for this micro-batch. Ranges acquired must not overlap until released. A model should
+ * release the last layer first, as soon as it is done, so communication overlaps compute. */
+typedef struct loom_grad_sink {
+    LOOM_STRUCT_HEADER;
+    void *context;  /* host's */
+    loom_status (*acquire)(void *context, int64_t begin, int64_t end, void **memory);
+    loom_status (*release)(void *context, int64_t begin, int64_t end);
+} loom_grad_sink;
+
+/* What forward reports. Written by the plugin. */
+typedef struct loom_forward_result {
+    LOOM_STRUCT_HEADER;
+    double loss_sum;             /* sum of per-target losses (not a mean)                  */
+    int64_t n_targets;           /* targets counted in loss_sum                            */
+    int64_t n_correct;           /* targets whose argmax prediction equals the label; -1 if
+                                    the model has no notion of accuracy                    */
+} loom_forward_result;
+
+typedef struct loom_model loom_model; /* plugin-private instance */
+
+typedef struct loom_model_vtable {
+    LOOM_STRUCT_HEADER;
+
+    /* Required. Create from the config section (sizes: n_layer, hidden sizes...).
+     * Init thread only. */
+    loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
+                          loom_model **out);
+    /* Required. NULL is a no-op. */
+    void (*destroy)(loom_model *self);
+
+    /* Required. Number of parameter tensors; their order is the flat buffer's order. */
+    size_t (*param_count)(const loom_model *self);
+    /* Required. Describe parameter tensor i (< param_count). out->struct_size set by host. */
+    loom_status (*param_info)(const loom_model *self, size_t i, loom_param_info *out);
+
+    /* Required. Fill a fresh initialisation of ALL parameters into `params` (fp32, flat
+     * layout) using api->random_normal, so every rank and every run with the same seed gets
+     * the same values. */
+    loom_status (*init_params)(loom_model *self, float *params);
+
+    /* Required. Bind to the flat parameters and allocate activations for max_batch_size. Called
+     * once before the first forward. */
+    loom_status (*bind)(loom_model *self, const loom_model_binding *binding);
+    /* Optional (NULL: 0). Bytes of activations bind() allocated, for the memory budget. */
+    size_t (*activation_bytes)(const loom_model *self);
+
+    /* Required. Forward pass on a batch. Keeps what backward needs. If `outputs` is not NULL,
+     * writes the per-row output (mlp: logits [B, classes], F32) into it; outputs->shape says
+     * its capacity. One thread per instance. */
+    loom_status (*forward)(loom_model *self, const loom_batch *batch, loom_forward_result *result,
+                           loom_tensor_view *outputs);
+    /* Required. Backward of the last forward on the same batch: d(objective)/d(loss_sum) is
+     * `seed`. Gradients go to `sink` (see loom_grad_sink). One thread per instance. */
+    loom_status (*backward)(loom_model *self, const loom_batch *batch, float seed,
+                            const loom_grad_sink *sink);
+    /* Required. Shape of one row of forward's outputs (mlp: [classes]); fills out_shape and
+     * returns its ndim through *ndim. */
+    loom_status (*output_shape)(const loom_model *self, int64_t *out_shape, uint32_t *ndim);
+
+    /* Optional (NULL: the trainer's compute_loss hook cannot be overridden for this model).
+     * Backward of the last forward from a gradient of its outputs instead of its own loss:
+     * doutputs has the shape forward wrote into `outputs` and holds d(objective)/d(outputs)
+     * (already multiplied by the seed). Gradients go to `sink` as in backward(). */
+    loom_status (*backward_outputs)(loom_model *self, const loom_batch *batch,
+                                    const loom_tensor_view *doutputs, const loom_grad_sink *sink);
+
+    /* ABI 1.1+: append below. */
+} loom_model_vtable;
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+LOOM_STATIC_ASSERT(sizeof(loom_param_info) == 96, "loom_param_info layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_batch) == 240, "loom_batch layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 56, "loom_model_binding layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 104, "model vtable layout changed");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_MODEL_H */

@@ -1,0 +1,112 @@
+/*
+ * sharding.h - who owns which parameters, gradients and optimizer states, and which
+ * collectives move them (LOOM_KIND_SHARDING): none, ddp, sharded_ddp, zero1, zero2.
+ *
+ * Everything is expressed on the flat parameter index space [0, total_numel) of the model's
+ * parameter list (model.h). A sharding plugin:
+ *   1. partitions that space: each rank owns a list of ranges (zero1/zero2: an even split of
+ *      the flat buffer, tensors may straddle ranks; sharded_ddp: whole tensors assigned
+ *      greedily by size; ddp/none: every rank owns everything). The host allocates fp32
+ *      master params (precision) and optimizer state exactly for the owned ranges.
+ *   2. serves gradient memory during backward (grad_acquire / grad_release, wired to the
+ *      model's loom_grad_sink) and starts the collective for a bucket as soon as it is full:
+ *      ddp all-reduces on the last micro-batch, zero2 reduce-scatters into the owner at once,
+ *      sharded_ddp reduces to the owner;
+ *   3. finish_grads(): waits for every collective; the owned gradients are then complete in
+ *      the memory owned_grads() points to;
+ *   4. publish_params(): after the update, makes every rank's model-dtype copy whole again
+ *      (zero1/zero2: all-gather; sharded_ddp: broadcast from owners; ddp: nothing).
+ * Reductions are SUMs in canonical rank order (comm.h); the loss seed already carries the
+ * 1/global-count factor, so no plugin divides by the world size.
+ */
+#ifndef LOOM_SHARDING_H
+#define LOOM_SHARDING_H
+
+#include "comm.h"
+#include "loom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A range [begin, end) of the flat parameter index space. */
+typedef struct loom_range {
+    int64_t begin;
+    int64_t end;
+} loom_range;
+
+/* What the host tells the plugin at creation. Built by the host; borrowed during create()
+ * except where noted. */
+typedef struct loom_sharding_setup {
+    LOOM_STRUCT_HEADER;
+    int32_t rank;
+    int32_t world_size;
+    int64_t total_numel;              /* elements in the flat parameter buffer             */
+    size_t n_tensors;
+    const int64_t *tensor_offsets;    /* n_tensors + 1 offsets: tensor i is [o[i], o[i+1])  */
+    void *params;                     /* flat model-dtype parameters; lent for the run     */
+    uint32_t param_dtype;             /* dtype of params and of gradients                  */
+    uint32_t device;
+    loom_comm *comm;                  /* lent for the run                                  */
+    const loom_comm_vtable *comm_vtable;
+    int32_t gradient_accumulation_steps;
+    uint32_t optimizer_flags;         /* LOOM_OPTIMIZER_* of the chosen optimizer          */
+} loom_sharding_setup;
+
+/* The memory the plugin holds, for the budget printed before step 1. Written by the plugin. */
+typedef struct loom_sharding_memory {
+    LOOM_STRUCT_HEADER;
+    uint64_t gradient_bytes;   /* gradient storage of this rank (full or owned partition)     */
+    uint64_t bucket_bytes;     /* communication buckets                                       */
+} loom_sharding_memory;
+
+typedef struct loom_sharding loom_sharding; /* plugin-private instance */
+
+typedef struct loom_sharding_vtable {
+    LOOM_STRUCT_HEADER;
+
+    /* Required. Decide the partition and allocate gradient storage and buckets. */
+    loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
+                          const loom_sharding_setup *setup, loom_sharding **out);
+    /* Required. NULL is a no-op. */
+    void (*destroy)(loom_sharding *self);
+
+    /* Required. The ranges `rank` owns (any rank, so the host can compute every rank's
+     * budget and checkpoint layout), sorted, non-overlapping. *ranges stays owned by the
+     * instance and valid until destroy. MT-safe. */
+    loom_status (*owned_ranges)(const loom_sharding *self, int32_t rank, const loom_range **ranges,
+                                size_t *n_ranges);
+    /* Required. Memory report. */
+    loom_status (*memory)(const loom_sharding *self, loom_sharding_memory *out);
+
+    /* Required. Start of a micro-batch: micro (0-based) of the accumulation,
+     * last != 0 on the final micro-batch before an optimizer step. */
+    loom_status (*begin_micro_batch)(loom_sharding *self, int32_t micro, int32_t last);
+    /* Required. Gradient memory for [begin, end) (param_dtype): holds what earlier
+     * micro-batches accumulated there, or zeros. See loom_grad_sink. One thread. */
+    loom_status (*grad_acquire)(loom_sharding *self, int64_t begin, int64_t end, void **memory);
+    /* Required. The gradients of [begin, end) are final for this micro-batch. */
+    loom_status (*grad_release)(loom_sharding *self, int64_t begin, int64_t end);
+    /* Required. Wait for every collective of the step. Afterwards owned_grads() is complete. */
+    loom_status (*finish_grads)(loom_sharding *self);
+    /* Required. Gradient memory of owned range i (param_dtype, the range's length): the
+     * summed gradient after finish_grads. Valid until the next begin_micro_batch(micro=0). */
+    loom_status (*owned_grads)(loom_sharding *self, size_t range_index, void **memory);
+    /* Required. Zero the gradients for the next accumulation (after the optimizer step). */
+    loom_status (*zero_grads)(loom_sharding *self);
+    /* Required. The owned ranges of `params` were updated: make every rank's copy whole. */
+    loom_status (*publish_params)(loom_sharding *self);
+
+    /* ABI 1.1+: append below. */
+} loom_sharding_vtable;
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 88, "loom_sharding_setup layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 32, "loom_sharding_memory layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 104, "sharding vtable layout changed");
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_SHARDING_H */

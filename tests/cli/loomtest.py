@@ -1,0 +1,77 @@
+"""Helpers for the end-to-end tests: run the built `loom`, make data, read outputs."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import unittest
+
+BIN = os.environ.get("LOOM_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin"))
+LOOM = os.path.join(BIN, "loom")
+BUILD = os.environ.get("LOOM_BUILD_DIR", os.path.join(BIN, ".."))
+SOURCE = os.environ.get("LOOM_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def run(*args, check=True, env=None, timeout=240):
+    """Run a program; return (returncode, stdout, stderr)."""
+    full_env = dict(os.environ)
+    full_env.pop("LOOM_PLUGIN_PATH", None)
+    if env:
+        full_env.update(env)
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p.returncode, p.stdout, p.stderr
+
+
+def loom(*args, **kw):
+    return run(LOOM, *args, **kw)
+
+
+def read_safetensors(path):
+    """name -> (dtype, shape, list of floats); an independent reader (struct + json only)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    base = 8 + n
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = t["data_offsets"]
+        assert t["dtype"] == "F32", t
+        values = list(struct.unpack(f"<{(e - b) // 4}f", blob[base + b:base + e]))
+        out[name] = (t["dtype"], t["shape"], values)
+    return out
+
+
+class LoomTestCase(unittest.TestCase):
+    data_kind = "spirals"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="loomtest-")
+        cls.data = os.path.join(cls.tmp, "data")
+        if cls.data_kind == "spirals":
+            loom("make-data", "--kind", "spirals", "--n_samples", "3000", "--n_features", "2", "--n_classes", "3",
+                 "--seed", "3", "--output_dir", cls.data)
+        else:
+            loom("make-data", "--kind", "blobs", "--n_samples", "2000", "--n_features", "6", "--n_classes", "4",
+                 "--seed", "5", "--output_dir", cls.data)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def out(self, name):
+        return os.path.join(self.tmp, name)
+
+    def train_args(self, out, *extra):
+        return ["train", "--output_dir", out, "--overwrite_output_dir", "--train_file",
+                os.path.join(self.data, "train.bin"), "--disable_tqdm", *extra]
+
+    def state(self, out):
+        with open(os.path.join(out, "trainer_state.json")) as f:
+            return json.load(f)

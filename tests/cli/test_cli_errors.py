@@ -1,0 +1,100 @@
+"""Bad input: one line saying what and where, exit status 2, never a crash."""
+import os
+
+from loomtest import BUILD, LoomTestCase, loom
+
+
+class ErrorTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def assert_error(self, args, *expected, status=2, env=None):
+        code, stdout, stderr = loom(*args, check=False, env=env)
+        self.assertEqual(code, status, f"{args}: exit {code}\nstdout:{stdout}\nstderr:{stderr}")
+        lines = [l for l in stderr.splitlines() if l.strip() and not l.startswith("loom: warning:")]
+        self.assertEqual(len(lines), 1, f"{args}: want one error line, got:\n{stderr}")
+        self.assertTrue(lines[0].startswith("loom: error: "), lines[0])
+        for text in expected:
+            self.assertIn(text, lines[0])
+        return lines[0]
+
+    def args(self, *extra):
+        return self.train_args(self.out("bad"), *extra)
+
+    def test_unknown_flag_suggests_the_closest(self):
+        self.assert_error(self.args("--learnig_rate", "1e-3"), "--learnig_rate", "did you mean --learning_rate")
+
+    def test_unknown_plugin_key_names_key_and_plugin(self):
+        self.assert_error(self.args("--mlp.hiden_sizes", "8"), "hiden_sizes", "'mlp'", "hidden_sizes")
+        self.assert_error(self.args("--adamw.beta3", "0.9"), "beta3", "'adamw'")
+
+    def test_bad_values(self):
+        self.assert_error(self.args("--evaluation_strategy", "sometimes"), "evaluation_strategy", "sometimes", "steps")
+        self.assert_error(self.args("--max_steps", "12x"), "max_steps", "12x")
+        self.assert_error(self.args("--gradient_accumulation_steps", "0"), "gradient_accumulation_steps")
+        self.assert_error(self.args("--mlp.hidden_sizes", "8,x"), "hidden_sizes")
+        self.assert_error(self.args("stray"), "stray")
+
+    def test_feature_of_a_later_issue_is_refused_only_when_set(self):
+        self.assert_error(self.args("--fp16"), "--fp16", "not supported yet")
+        self.assert_error(self.args("--deepspeed", "ds.json"), "--deepspeed", "not supported yet")
+        code, _, _ = loom(*self.args("--fp16", "false", "--max_steps", "1"), check=False)
+        self.assertEqual(code, 0)
+
+    def test_malformed_and_duplicate_json(self):
+        bad = os.path.join(self.tmp, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"learning_rate": 0.1,,}')
+        self.assert_error(self.args("--config", bad), bad)
+        dup = os.path.join(self.tmp, "dup.json")
+        with open(dup, "w") as f:
+            f.write('{"learning_rate": 0.1, "max_steps": 3, "learning_rate": 0.2}')
+        self.assert_error(self.args("--config", dup), dup, "learning_rate", "duplicate")
+        typed = os.path.join(self.tmp, "typed.json")
+        with open(typed, "w") as f:
+            f.write('{"max_steps": "many"}')
+        self.assert_error(self.args("--config", typed), "max_steps", typed)
+
+    def test_bad_data_files(self):
+        good = os.path.join(self.data, "train.bin")
+        with open(good, "rb") as f:
+            blob = f.read()
+        truncated = os.path.join(self.tmp, "truncated.bin")
+        with open(truncated, "wb") as f:
+            f.write(blob[: len(blob) // 2])
+        self.assert_error(self.train_args(self.out("t"), "--train_file", truncated), truncated, "truncated")
+        foreign = os.path.join(self.tmp, "foreign.bin")
+        with open(foreign, "wb") as f:
+            f.write(b"GIF89a" + bytes(100))
+        self.assert_error(self.train_args(self.out("f"), "--train_file", foreign), foreign, "magic")
+        self.assert_error(self.train_args(self.out("m"), "--train_file", os.path.join(self.tmp, "missing.bin")),
+                          "missing.bin")
+
+    def test_output_dir_is_protected(self):
+        out = self.out("protected")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "keep.txt"), "w") as f:
+            f.write("precious")
+        self.assert_error(["train", "--output_dir", out, "--train_file", os.path.join(self.data, "train.bin")],
+                          out, "--overwrite_output_dir")
+        with open(os.path.join(out, "keep.txt")) as f:
+            self.assertEqual(f.read(), "precious")
+
+    def test_plugin_errors(self):
+        fixtures = os.path.join(BUILD, "tests", "fixtures")
+        self.assert_error(self.args("--plugin", "nosuch"), "nosuch", "plugins")
+        self.assert_error(self.args("--lr_scheduler_type", "linear", "--optim", "sgd", "--plugin", "adamw",
+                                    "--model", "linear"), "linear", "scheduler", "model")
+        self.assert_error(self.args("--plugin", os.path.join(fixtures, "abi_major.so")), "ABI 2", "ABI 1")
+        self.assert_error(self.args("--plugin", os.path.join(fixtures, "no_entry.so")), "loom_plugin_query")
+        self.assert_error(self.args("--plugin", os.path.join(fixtures, "undefined_symbol.so")),
+                          "undefined symbol: loom_missing_function")
+        self.assert_error(self.args("--plugin", "x"), "x", env={"LOOM_PLUGIN_PATH": "/nonexistent/dir"})
+
+    def test_unknown_command_and_missing_arguments(self):
+        code, _, stderr = loom("frobnicate", check=False)
+        self.assertEqual(code, 2)
+        self.assertIn("unknown command", stderr)
+        self.assert_error(["train", "--train_file", os.path.join(self.data, "train.bin")], "--output_dir")
+        self.assert_error(["train", "--output_dir", self.out("nodata")], "train_file")
+        self.assert_error(["predict", "--model_name_or_path", self.out("never-trained"), "--test_file",
+                           os.path.join(self.data, "test.bin")], "never-trained")

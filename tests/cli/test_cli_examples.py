@@ -1,0 +1,63 @@
+"""The examples a user copies: a custom loss in C, and a plugin built out of tree."""
+import os
+import shutil
+
+from loomtest import BIN, BUILD, SOURCE, LoomTestCase, loom, read_safetensors, run
+
+
+class ExamplesTest(LoomTestCase):
+    def common(self):
+        return ("--max_steps", "25", "--logging_steps", "5", "--learning_rate", "1e-2", "--seed", "11")
+
+    def test_custom_loss_with_unit_weights_equals_the_default_loss(self):
+        default, custom = self.out("default"), self.out("custom")
+        loom(*self.train_args(default, *self.common()))
+        run(os.path.join(BIN, "custom_loss"), "--class_weights", "1,1,1",
+            *self.train_args(custom, *self.common())[1:])
+        a = read_safetensors(os.path.join(default, "model.safetensors"))
+        b = read_safetensors(os.path.join(custom, "model.safetensors"))
+        for name in a:
+            worst = max(abs(x - y) for x, y in zip(a[name][2], b[name][2]))
+            self.assertLess(worst, 1e-5, name)
+        la = [e["loss"] for e in self.state(default)["log_history"] if "loss" in e]
+        lb = [e["loss"] for e in self.state(custom)["log_history"] if "loss" in e]
+        for x, y in zip(la, lb):
+            self.assertAlmostEqual(x, y, delta=1e-5)
+
+    def test_custom_loss_weights_change_training(self):
+        default, weighted = self.out("default2"), self.out("weighted")
+        loom(*self.train_args(default, *self.common()))
+        run(os.path.join(BIN, "custom_loss"), "--class_weights", "1,8,1",
+            *self.train_args(weighted, *self.common())[1:])
+        a = read_safetensors(os.path.join(default, "model.safetensors"))
+        b = read_safetensors(os.path.join(weighted, "model.safetensors"))
+        self.assertGreater(max(abs(x - y) for x, y in zip(a["classifier.bias"][2], b["classifier.bias"][2])), 1e-4)
+        # The class with the large weight gets its bias pushed up relative to the others.
+        self.assertGreater(b["classifier.bias"][2][1] - a["classifier.bias"][2][1],
+                           b["classifier.bias"][2][0] - a["classifier.bias"][2][0])
+
+    def test_out_of_tree_plugin_against_the_installed_headers(self):
+        prefix = os.path.join(self.tmp, "prefix")
+        run("cmake", "--install", BUILD, "--prefix", prefix)
+        self.assertTrue(os.path.exists(os.path.join(prefix, "include", "loom", "optimizer.h")))
+        build = os.path.join(self.tmp, "lion-build")
+        run("cmake", "-S", os.path.join(SOURCE, "examples", "out_of_tree_plugin"), "-B", build,
+            f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release")
+        run("cmake", "--build", build)
+        plugin = os.path.join(build, "example_lion.so")
+        self.assertTrue(os.path.exists(plugin))
+        # The installed command finds its own plugins beside its library, and loads the new one.
+        installed = os.path.join(prefix, "bin", "loom")
+        out = self.out("lion")
+        _, stdout, _ = run(installed, *self.train_args(out, "--plugin", plugin, "--max_steps", "60",
+                                                        "--logging_steps", "10", "--learning_rate", "3e-3",
+                                                        "--example_lion.beta2", "0.98"))
+        self.assertIn("[optimizer] example_lion", stdout)
+        self.assertIn("example_lion.beta2 = 0.98", stdout)
+        self.assertIn(os.path.join(prefix, "lib"), stdout)  # default plugins came from the install
+        losses = [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
+        self.assertLess(losses[-1], losses[0])
+        _, listing, _ = run("pkg-config", "--cflags", "loom", env={"PKG_CONFIG_PATH": os.path.join(prefix, "lib", "pkgconfig")})
+        include = listing.split()[0][2:]
+        self.assertEqual(os.path.realpath(include), os.path.realpath(os.path.join(prefix, "include")))
+        shutil.rmtree(prefix, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""What a run leaves on disk: HF's layout, readable by an independent reader."""
+import json
+import os
+import re
+
+from loomtest import LoomTestCase, loom, read_safetensors
+
+
+class OutputsTest(LoomTestCase):
+    data_kind = "blobs"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.run_dir = os.path.join(cls.tmp, "run")
+        loom("train", "--output_dir", cls.run_dir, "--train_file", os.path.join(cls.data, "train.bin"),
+             "--validation_file", os.path.join(cls.data, "validation.bin"), "--evaluation_strategy", "steps",
+             "--eval_steps", "15", "--max_steps", "30", "--logging_steps", "10", "--save_steps", "10",
+             "--save_total_limit", "2", "--learning_rate", "5e-3", "--disable_tqdm")
+
+    def test_trainer_state_is_hf_shaped(self):
+        with open(os.path.join(self.run_dir, "trainer_state.json")) as f:
+            text = f.read()
+        state = json.loads(text)
+        self.assertEqual(list(state), sorted(state))
+        for key in ("best_metric", "best_model_checkpoint", "epoch", "global_step", "is_world_process_zero",
+                    "log_history", "logging_steps", "max_steps", "num_train_epochs", "save_steps", "total_flos",
+                    "train_batch_size"):
+            self.assertIn(key, state)
+        self.assertEqual(state["global_step"], 30)
+        self.assertEqual(state["max_steps"], 30)
+        history = state["log_history"]
+        train_logs = [e for e in history if "loss" in e]
+        self.assertEqual([e["step"] for e in train_logs], [10, 20, 30])
+        for e in train_logs:
+            self.assertEqual(set(e) >= {"loss", "learning_rate", "epoch", "step", "grad_norm"}, True)
+        self.assertEqual([e["step"] for e in history if "eval_loss" in e], [15, 30])
+        self.assertIn("train_runtime", history[-1])
+        self.assertTrue(text.startswith('{\n  "best_metric"'))
+
+    def test_checkpoints_rotate_and_are_complete(self):
+        names = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint"))
+        self.assertEqual(names, ["checkpoint-20", "checkpoint-30"])
+        for name in names:
+            files = set(os.listdir(os.path.join(self.run_dir, name)))
+            self.assertTrue({"model.safetensors", "config.json", "optimizer.safetensors", "scheduler.json",
+                             "rng_state.json", "trainer_state.json", "training_args.json"} <= files, files)
+        final = read_safetensors(os.path.join(self.run_dir, "model.safetensors"))
+        last = read_safetensors(os.path.join(self.run_dir, "checkpoint-30", "model.safetensors"))
+        self.assertEqual(final, last)
+        earlier = read_safetensors(os.path.join(self.run_dir, "checkpoint-20", "model.safetensors"))
+        self.assertNotEqual(earlier["classifier.weight"][2], last["classifier.weight"][2])
+        optimizer = read_safetensors(os.path.join(self.run_dir, "checkpoint-30", "optimizer.safetensors"))
+        for name, (_, shape, _) in final.items():
+            numel = 1
+            for d in shape:
+                numel *= d
+            for slot in ("exp_avg", "exp_avg_sq"):
+                self.assertEqual(optimizer[f"{name}.{slot}"][1], [numel])
+        self.assertTrue(all(v >= 0 for v in optimizer["classifier.weight.exp_avg_sq"][2]))
+        with open(os.path.join(self.run_dir, "checkpoint-30", "scheduler.json")) as f:
+            self.assertEqual(json.load(f)["step"], 30)
+        self.assertFalse([n for n in os.listdir(self.run_dir) if n.endswith(".tmp")])
+
+    def test_model_layout_and_config(self):
+        weights = read_safetensors(os.path.join(self.run_dir, "model.safetensors"))
+        self.assertEqual(weights["layers.0.weight"][1], [64, 6])
+        self.assertEqual(weights["layers.0.bias"][1], [64])
+        self.assertEqual(weights["classifier.weight"][1], [4, 64])
+        with open(os.path.join(self.run_dir, "config.json")) as f:
+            config = json.load(f)
+        self.assertEqual(config["model_type"], "mlp")
+        self.assertEqual((config["input_size"], config["num_classes"]), (6, 4))
+        with open(os.path.join(self.run_dir, "training_args.json")) as f:
+            args = json.load(f)
+        self.assertEqual(args["learning_rate"], 5e-3)
+        self.assertEqual(args["save_total_limit"], 2)
+
+    def test_predict_writes_predictions_that_match_the_reported_accuracy(self):
+        _, stdout, _ = loom("predict", "--model_name_or_path", self.run_dir, "--test_file",
+                            os.path.join(self.data, "test.bin"), "--disable_tqdm")
+        reported = float(re.search(r"test_accuracy\s+=\s+([0-9.e+-]+)", stdout).group(1))
+        with open(os.path.join(self.run_dir, "predictions.txt")) as f:
+            rows = [line.split("\t") for line in f.read().splitlines()[1:]]
+        self.assertEqual(len(rows), 200)
+        labels = read_labels(os.path.join(self.data, "test.bin"))
+        correct = sum(int(p) == y for (_, p), y in zip(rows, labels))
+        self.assertAlmostEqual(correct / len(labels), reported, places=5)
+        self.assertGreater(reported, 0.8)
+
+    def test_evaluate_a_saved_model(self):
+        _, stdout, _ = loom("evaluate", "--model_name_or_path", self.run_dir, "--validation_file",
+                            os.path.join(self.data, "validation.bin"), "--disable_tqdm")
+        self.assertIn("eval_loss", stdout)
+        with open(os.path.join(self.run_dir, "trainer_state.json")) as f:
+            last_eval = [e for e in json.load(f)["log_history"] if "eval_loss" in e][-1]
+        got = float(re.search(r"eval_loss\s+=\s+([0-9.e+-]+)", stdout).group(1))
+        self.assertAlmostEqual(got, last_eval["eval_loss"], places=5)
+
+    def test_plugins_command_lists_every_shipped_plugin(self):
+        _, stdout, _ = loom("plugins")
+        for kind, name in (("optimizer", "adamw"), ("optimizer", "adamw_hf"), ("optimizer", "adam"),
+                           ("optimizer", "sgd"), ("scheduler", "constant"), ("scheduler", "constant_with_warmup"),
+                           ("scheduler", "linear"), ("scheduler", "cosine"), ("scheduler", "cosine_with_restarts"),
+                           ("scheduler", "polynomial"), ("precision", "fp32"), ("sharding", "none"),
+                           ("comm", "local"), ("callback", "printer"), ("callback", "progress"), ("model", "mlp")):
+            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+1\.0\s+\S+{name}\.so")
+        _, stdout, _ = loom("plugins", "--help", "adamw")
+        self.assertIn("--adamw.beta1", stdout)
+
+
+def read_labels(path):
+    import struct
+    with open(path, "rb") as f:
+        blob = f.read()
+    _, _, features, _, _, n = struct.unpack("<8sIIIIQ", blob[:32])
+    offset = 32 + 4 * n * features
+    return list(struct.unpack(f"<{n}i", blob[offset:offset + 4 * n]))

@@ -1,0 +1,123 @@
+"""Training end to end: the loss falls, accumulation is exact, the schedule is HF's, plugins swap."""
+import json
+import math
+import os
+
+from loomtest import LoomTestCase, loom, read_safetensors
+
+
+class TrainTest(LoomTestCase):
+    def test_loss_falls_and_model_learns(self):
+        out = self.out("learn")
+        _, stdout, _ = loom(*self.train_args(out, "--validation_file", os.path.join(self.data, "validation.bin"),
+                                             "--do_eval", "--num_train_epochs", "20", "--learning_rate", "3e-3",
+                                             "--per_device_train_batch_size", "32", "--logging_steps", "100",
+                                             "--mlp.hidden_sizes", "64,64"))
+        logs = [e for e in self.state(out)["log_history"] if "loss" in e]
+        self.assertGreater(len(logs), 5)
+        self.assertLess(logs[-1]["loss"], 0.5 * logs[0]["loss"])
+        self.assertLess(logs[-1]["loss"], 0.35)
+        self.assertIn("eval_accuracy", stdout)
+        with open(os.path.join(out, "eval_results.json")) as f:
+            self.assertGreater(json.load(f)["eval_accuracy"], 0.85)
+
+    def run_accumulated(self, name, batch, accumulation):
+        out = self.out(name)
+        loom(*self.train_args(out, "--per_device_train_batch_size", str(batch), "--gradient_accumulation_steps",
+                              str(accumulation), "--max_steps", "40", "--logging_steps", "1", "--learning_rate", "1e-2",
+                              "--weight_decay", "0.1", "--max_grad_norm", "0.5", "--warmup_steps", "4"))
+        losses = [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
+        return losses, read_safetensors(os.path.join(out, "model.safetensors"))
+
+    def test_gradient_accumulation_equals_the_bigger_batch(self):
+        # Each optimizer step sees the same 32 examples; the loss is normalised over the whole
+        # accumulated batch in one place, so only float round-off may differ.
+        base_losses, base = self.run_accumulated("ga1", 32, 1)
+        for batch, accumulation in ((16, 2), (8, 4)):
+            losses, params = self.run_accumulated(f"ga{accumulation}", batch, accumulation)
+            self.assertEqual(len(losses), 40)
+            for a, b in zip(losses, base_losses):
+                self.assertAlmostEqual(a, b, delta=1e-5 * max(1.0, abs(b)))
+            for name, (_, shape, values) in base.items():
+                self.assertEqual(params[name][1], shape)
+                worst = max(abs(x - y) for x, y in zip(params[name][2], values))
+                self.assertLess(worst, 1e-4, name)
+
+    def test_logged_learning_rate_follows_linear_schedule(self):
+        out = self.out("schedule")
+        base, warmup, total = 0.01, 5, 20
+        loom(*self.train_args(out, "--learning_rate", str(base), "--warmup_steps", str(warmup), "--max_steps",
+                              str(total), "--logging_steps", "1"))
+        logs = [e for e in self.state(out)["log_history"] if "learning_rate" in e]
+        self.assertEqual([e["step"] for e in logs], list(range(1, total + 1)))
+        for e in logs:
+            t = e["step"]  # HF logs get_last_lr() after scheduler.step(): the factor at t = step
+            factor = t / max(1, warmup) if t < warmup else max(0.0, (total - t) / max(1, total - warmup))
+            self.assertAlmostEqual(e["learning_rate"], base * factor, places=12)
+
+    def test_cosine_schedule_with_warmup_ratio(self):
+        out = self.out("cosine")
+        loom(*self.train_args(out, "--learning_rate", "0.02", "--warmup_ratio", "0.25", "--max_steps", "10",
+                              "--logging_steps", "1", "--lr_scheduler_type", "cosine"))
+        warmup = math.ceil(0.25 * 10)
+        for e in self.state(out)["log_history"]:
+            if "learning_rate" not in e:
+                continue
+            t = e["step"]
+            if t < warmup:
+                factor = t / warmup
+            else:
+                p = (t - warmup) / (10 - warmup)
+                factor = max(0.0, 0.5 * (1 + math.cos(math.pi * 0.5 * 2 * p)))
+            self.assertAlmostEqual(e["learning_rate"], 0.02 * factor, places=12)
+
+    def test_swapping_optimizer_and_scheduler_plugins(self):
+        adamw, sgd = self.out("adamw"), self.out("sgd")
+        common = ("--max_steps", "15", "--logging_steps", "1", "--learning_rate", "0.05")
+        loom(*self.train_args(adamw, *common))
+        scheduler_path = os.path.join(os.environ.get("LOOM_BUILD_DIR", ""), "plugins", "constant.so")
+        _, stdout, _ = loom(*self.train_args(sgd, *common, "--plugin", "sgd.so", "--plugin", scheduler_path,
+                                             "--sgd.momentum", "0.9"))
+        self.assertIn("[optimizer] sgd", stdout)
+        self.assertIn("sgd.momentum = 0.9", stdout)
+        rates = {e["learning_rate"] for e in self.state(sgd)["log_history"] if "learning_rate" in e}
+        self.assertEqual(rates, {0.05})
+        a = read_safetensors(os.path.join(adamw, "model.safetensors"))
+        b = read_safetensors(os.path.join(sgd, "model.safetensors"))
+        self.assertNotEqual(a["classifier.weight"][2], b["classifier.weight"][2])
+
+    def test_optim_argument_selects_hf_variants(self):
+        for optim, plugin in (("adamw_hf", "adamw_hf"), ("adam", "adam"), ("sgd", "sgd"), ("adamw_torch", "adamw")):
+            out = self.out(f"optim-{optim}")
+            _, stdout, _ = loom(*self.train_args(out, "--optim", optim, "--max_steps", "3"))
+            self.assertIn(f"[optimizer] {plugin} ", stdout)
+
+    def test_config_file_with_command_line_override(self):
+        out = self.out("config")
+        config = os.path.join(self.tmp, "args.json")
+        with open(config, "w") as f:
+            json.dump({"learning_rate": 0.1, "max_steps": 6, "logging_steps": 2, "lr_scheduler_type": "constant",
+                       "mlp.hidden_sizes": "16"}, f)
+        loom(*self.train_args(out, "--config", config, "--learning_rate", "0.02"))
+        state = self.state(out)
+        self.assertEqual(state["global_step"], 6)
+        self.assertEqual({e["learning_rate"] for e in state["log_history"] if "learning_rate" in e}, {0.02})
+        weights = read_safetensors(os.path.join(out, "model.safetensors"))
+        self.assertEqual(weights["layers.0.weight"][1], [16, 2])
+
+    def test_epochs_steps_and_drop_last(self):
+        out = self.out("epochs")
+        loom(*self.train_args(out, "--num_train_epochs", "2", "--per_device_train_batch_size", "7",
+                              "--gradient_accumulation_steps", "3", "--logging_steps", "1000"))
+        # 2400 training examples: 343 batches of 7 -> 115 optimizer steps per epoch (the last
+        # takes the one leftover micro-batch).
+        state = self.state(out)
+        self.assertEqual(state["global_step"], 230)
+        self.assertEqual(state["epoch"], 2.0)
+        out = self.out("drop")
+        loom(*self.train_args(out, "--num_train_epochs", "1", "--per_device_train_batch_size", "7",
+                              "--dataloader_drop_last"))
+        self.assertEqual(self.state(out)["global_step"], 342)
+        out = self.out("fraction")
+        loom(*self.train_args(out, "--num_train_epochs", "0.5", "--per_device_train_batch_size", "24"))
+        self.assertEqual(self.state(out)["global_step"], 50)

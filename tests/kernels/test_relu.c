@@ -1,0 +1,50 @@
+/* test_relu.c - lk_relu_* against the definition and finite differences. */
+#include "kernel_test.h"
+#include "lk_cpu.h"
+
+static void test_forward(int64_t n)
+{
+    float *x = test_alloc(n), *y = test_alloc(n);
+    test_fill(x, n, -2.0f, 2.0f);
+    x[0] = 0.0f;
+    x[n - 1] = -0.0f;
+    lk_relu_forward(y, x, n);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += y[i] != (x[i] > 0.0f ? x[i] : 0.0f);
+    CHECK(bad == 0);
+    free(x), free(y);
+}
+
+static void test_backward(void)
+{
+    /* Keep every input further than FD_EPS from the kink at 0. */
+    enum { N = 23 };
+    float x[N];
+    for (int i = 0; i < N; i++) {
+        const float u = test_uniform(0.05f, 2.0f);
+        x[i] = i % 2 ? u : -u;
+    }
+    CHECK(test_unary_backward(lk_relu_forward, lk_relu_backward, x, N) == 0);
+
+    /* At exactly 0 the derivative is 0, and a large array takes the threaded path. */
+    const int64_t n = 100003;
+    float *xs = test_alloc(n), *dout = test_alloc(n), *d = test_alloc(n);
+    test_fill(xs, n, -1.0f, 1.0f);
+    test_fill(dout, n, -1.0f, 1.0f);
+    xs[5] = 0.0f;
+    for (int64_t i = 0; i < n; i++) d[i] = 1.0f;
+    lk_relu_backward(d, xs, dout, n);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += d[i] != 1.0f + (xs[i] > 0.0f ? dout[i] : 0.0f);
+    CHECK(bad == 0);
+    CHECK(d[5] == 1.0f);
+    free(xs), free(dout), free(d);
+}
+
+int main(void)
+{
+    test_forward(17);
+    test_forward(100003);
+    test_backward();
+    return test_finish("test_relu");
+}

@@ -1,0 +1,184 @@
+/* optim_harness.c - see optim_harness.h. */
+#include "optim_harness.h"
+
+#include "error.h"
+#include "host.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+loom_status optim_open(optim_fixture *f, const char *name, const char *const *kv)
+{
+    static int loader_ready;
+    memset(f, 0, sizeof *f);
+    loom_status st = LOOM_OK;
+    if (!loader_ready && !(st = loom_loader_init(NULL, 0)))
+        loader_ready = 1;
+    if (!st)
+        st = loom_plugin_load(name, LOOM_KIND_OPTIMIZER, &f->plugin);
+    if (st) {
+        fprintf(stderr, "loading %s: %s\n", name, loom_error_message());
+        return st;
+    }
+    f->vt = f->plugin->desc->vtable;
+    f->config = loom_config_from_spec(f->plugin->desc);
+    if (!f->config) {
+        fprintf(stderr, "config of %s: %s\n", name, loom_error_message());
+        return LOOM_E_INVALID;
+    }
+    for (size_t i = 0; kv && kv[i]; i += 2) {
+        if ((st = loom_config_set(f->config, kv[i], kv[i + 1]))) {
+            fprintf(stderr, "%s.%s = %s: %s\n", name, kv[i], kv[i + 1], loom_error_message());
+            return st;
+        }
+    }
+    f->host = loom_host_create(name);
+    st = f->vt->create(f->host, loom_host_api_table(), f->config, &f->opt);
+    if (st)
+        fprintf(stderr, "create %s: %s\n", name, loom_error_message());
+    return st;
+}
+
+void optim_close(optim_fixture *f)
+{
+    if (f->vt && f->opt)
+        f->vt->destroy(f->opt);
+    loom_config_free(f->config);
+    if (f->host)
+        loom_host_destroy(f->host);
+    memset(f, 0, sizeof *f);
+}
+
+loom_span optim_span(const char *name, float *param, const float *grad, float *const *state,
+                     uint32_t slots, int64_t numel, double weight_decay)
+{
+    loom_span s = {
+        LOOM_HEADER_INIT(loom_span),
+        .name = name,
+        .tensor_numel = numel,
+        .offset = 0,
+        .numel = numel,
+        .ndim = 1,
+        .flags = weight_decay == 0 ? LOOM_SPAN_NO_DECAY : 0,
+        .shape = {numel},
+        .param = param,
+        .grad = grad,
+        .weight_decay = weight_decay,
+        .group = weight_decay == 0 ? 1 : 0,
+    };
+    for (uint32_t k = 0; k < slots; k++)
+        s.state[k] = state[k];
+    return s;
+}
+
+loom_optimizer_step optim_step_args(int64_t t, double lr, double grad_scale, double momentum)
+{
+    return (loom_optimizer_step){
+        LOOM_HEADER_INIT(loom_optimizer_step),
+        .step = t,
+        .lr = lr,
+        .grad_scale = grad_scale,
+        .momentum = momentum,
+    };
+}
+
+int optim_hparam_is(const optim_fixture *f, const char *key, double want)
+{
+    double got = NAN, other = NAN;
+    loom_status st = f->vt->get_hparam(f->opt, key, &got);
+    loom_status unknown = f->vt->get_hparam(f->opt, "no_such_hparam", &other);
+    if (st == LOOM_OK && got == want && unknown == LOOM_E_NOT_FOUND)
+        return 1;
+    fprintf(stderr, "get_hparam(%s): status %d, %.17g (want %.17g); unknown name: status %d\n",
+            key, (int)st, got, want, (int)unknown);
+    return 0;
+}
+
+float optim_test_grad(int64_t i, int64_t t)
+{
+    /* Mixed signs and magnitudes, different at every step. */
+    return (float)(0.4 * sin(0.9 * (double)i + 1.7 * (double)t) + 0.05 * (double)(i % 3) - 0.02);
+}
+
+float optim_test_param(int64_t i)
+{
+    return (float)(0.5 * cos(0.3 * (double)i) + 0.1);
+}
+
+static int close_enough(double got, double want, double rtol, double atol)
+{
+    return fabs(got - want) <= atol + rtol * fabs(want);
+}
+
+int optim_compare(const optim_fixture *f, const optim_compare_args *a)
+{
+    uint32_t slots = f->vt->state_slots;
+    int64_t n = a->n_decay + a->n_nodecay;
+    float *param = malloc((size_t)n * sizeof *param);
+    float *grad = calloc((size_t)n, sizeof *grad);
+    float *state = calloc((size_t)n * (slots ? slots : 1), sizeof *state);
+    double *rp = malloc((size_t)n * sizeof *rp);
+    double *rs = calloc((size_t)n * LOOM_MAX_STATE_SLOTS, sizeof *rs);
+    size_t stride = sizeof(loom_span) + a->span_pad;
+    unsigned char *span_mem = calloc(2, stride);
+    int mismatches = 0;
+    if (!param || !grad || !state || !rp || !rs || !span_mem) {
+        mismatches = -1;
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        param[i] = optim_test_param(i);
+        rp[i] = param[i];
+    }
+    /* Host layout: slot k of the whole owned range is one array; a span points into it. */
+    const int64_t first[2] = {0, a->n_decay}, count[2] = {a->n_decay, a->n_nodecay};
+    const char *names[2] = {"w", "b"};
+    const double decay[2] = {a->wd, 0.0};
+    for (int s = 0; s < 2; s++) {
+        float *st[LOOM_MAX_STATE_SLOTS] = {0};
+        for (uint32_t k = 0; k < slots; k++)
+            st[k] = state + (size_t)k * (size_t)n + (size_t)first[s];
+        loom_span span = optim_span(names[s], param + first[s], grad + first[s], st, slots,
+                                    count[s], decay[s]);
+        span.struct_size = (uint32_t)stride;
+        memcpy(span_mem + (size_t)s * stride, &span, sizeof span);
+    }
+    for (size_t j = 0; j < a->n_steps; j++) {
+        const loom_optimizer_step *step = &a->steps[j];
+        for (int64_t i = 0; i < n; i++)
+            grad[i] = optim_test_grad(i, step->step);
+        loom_status st = f->vt->step(f->opt, (const loom_span *)span_mem, 2, step);
+        if (st) {
+            fprintf(stderr, "step %lld: status %d: %s\n", (long long)step->step, (int)st,
+                    loom_error_message());
+            mismatches = -1;
+            goto done;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            double g = (double)grad[i] * step->grad_scale;
+            double *ri = rs + (size_t)i * LOOM_MAX_STATE_SLOTS;
+            a->ref(a->hparams, step, i < a->n_decay ? a->wd : 0.0, g, &rp[i], ri);
+            int bad = !close_enough(param[i], rp[i], a->rtol, a->atol);
+            for (uint32_t k = 0; k < slots; k++)
+                bad |= !close_enough(state[(size_t)k * (size_t)n + (size_t)i], ri[k], a->rtol,
+                                     a->atol);
+            if (bad && mismatches++ < 10) {
+                fprintf(stderr, "step %lld element %lld: param %.9g want %.9g", (long long)step->step,
+                        (long long)i, (double)param[i], rp[i]);
+                for (uint32_t k = 0; k < slots; k++)
+                    fprintf(stderr, "; state%u %.9g want %.9g", k,
+                            (double)state[(size_t)k * (size_t)n + (size_t)i], ri[k]);
+                fprintf(stderr, "\n");
+            }
+        }
+    }
+done:
+    free(param);
+    free(grad);
+    free(state);
+    free(rp);
+    free(rs);
+    free(span_mem);
+    return mismatches;
+}

@@ -1,0 +1,213 @@
+/*
+ * command_train.c - `loom train`, `loom evaluate`, `loom predict`: what HF's example scripts do
+ * around the Trainer (run_glue.py and friends): parse the arguments, guard output_dir, log the
+ * resolved configuration, train / evaluate / predict, and save.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "error.h"
+#include "fileutil.h"
+#include "host.h"
+#include "plugin_config.h"
+#include "trainer.h"
+
+static void print_help(void)
+{
+    printf("usage: loom train --output_dir DIR --train_file FILE [--ARGUMENT VALUE ...]\n\n"
+           "Arguments (HF TrainingArguments names and defaults; '(later)' = accepted, not supported yet):\n");
+#define LOOM_ARG(kind, name, default_text, status, note, doc) \
+    printf("  --%-32s %-8s default %-12s %s%s%s%s\n", #name, #kind, *(default_text) ? (default_text) : "-", doc, \
+           (status) == LOOM_ARG_NOT_YET ? " (later: " : (status) == LOOM_ARG_NO_EFFECT ? " (no effect here)" : "", \
+           (status) == LOOM_ARG_NOT_YET ? (note) : "", (status) == LOOM_ARG_NOT_YET ? ")" : "");
+#include "training_args.def"
+#undef LOOM_ARG
+    printf("\nPlugin keys: --<plugin>.<key> VALUE (or --<key> VALUE when the key is the plugin's own);\n"
+           "`loom plugins --help NAME` lists a plugin's keys.\n");
+}
+
+static void print_metrics(const char *title, const loom_metrics *m)
+{
+    printf("***** %s metrics *****\n", title);
+    for (size_t i = 0; i < m->count; i++) printf("  %-28s = %.6g\n", m->keys[i], m->values[i]);
+    fflush(stdout);
+}
+
+/* HF's trainer.save_metrics(split): <split>_results.json, merged into all_results.json. */
+static loom_status save_metrics(const loom_trainer *t, const char *split, const loom_metrics *m)
+{
+    if (!t->state.is_world_process_zero) return LOOM_OK;
+    char name[64], path[4096];
+    snprintf(name, sizeof name, "%s_results.json", split);
+    loom_status st = loom_path_join(path, sizeof path, t->args.output_dir, name);
+    if (st != LOOM_OK) return st;
+    cJSON *json = cJSON_CreateObject();
+    for (size_t i = 0; i < m->count; i++) cJSON_AddNumberToObject(json, m->keys[i], m->values[i]);
+    char *text = cJSON_Print(json);
+    st = text ? loom_write_file_atomic(path, text, strlen(text)) : loom_error(LOOM_E_NOMEM, "out of memory");
+    cJSON_free(text);
+    cJSON_Delete(json);
+    if (st != LOOM_OK) return st;
+    /* all_results.json: what is there already plus these. */
+    char all_path[4096], *old = NULL;
+    size_t old_len = 0;
+    if ((st = loom_path_join(all_path, sizeof all_path, t->args.output_dir, "all_results.json")) != LOOM_OK) return st;
+    cJSON *all = loom_read_file(all_path, &old, &old_len) == LOOM_OK ? cJSON_Parse(old) : NULL;
+    free(old);
+    loom_error_clear();
+    if (!cJSON_IsObject(all)) {
+        cJSON_Delete(all);
+        all = cJSON_CreateObject();
+    }
+    for (size_t i = 0; i < m->count; i++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(all, m->keys[i]);
+        cJSON_AddNumberToObject(all, m->keys[i], m->values[i]);
+    }
+    text = cJSON_Print(all);
+    st = text ? loom_write_file_atomic(all_path, text, strlen(text)) : loom_error(LOOM_E_NOMEM, "out of memory");
+    cJSON_free(text);
+    cJSON_Delete(all);
+    return st;
+}
+
+static void print_resolved(const loom_trainer *t)
+{
+    if (!t->state.is_world_process_zero) return;
+    printf("loom: resolved configuration (arguments that differ from HF's defaults, then plugin sections):\n");
+    loom_args_print_nondefault(&t->args, stdout);
+    const loom_plugin_instance *slots[] = {&t->model, &t->optimizer, &t->scheduler, &t->precision, &t->sharding, &t->comm};
+    for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
+        printf("  [%s] %s (%s)\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name,
+               slots[i]->plugin->path);
+        loom_config_print(slots[i]->config, stdout);
+    }
+    for (size_t i = 0; i < t->n_callbacks; i++) {
+        printf("  [callback] %s (%s)\n", t->callbacks[i].plugin->desc->name, t->callbacks[i].plugin->path);
+        loom_config_print(t->callbacks[i].config, stdout);
+    }
+    fflush(stdout);
+}
+
+static loom_status save_resolved(const loom_trainer *t)
+{
+    if (!t->state.is_world_process_zero) return LOOM_OK;
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, t->args.output_dir, "resolved_config.txt");
+    if (st != LOOM_OK) return st;
+    FILE *f = fopen(path, "w");
+    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write", path);
+    fprintf(f, "# loom resolved configuration\n[arguments]\n");
+    st = loom_args_write_json(&t->args, f);
+    const loom_plugin_instance *slots[] = {&t->model, &t->optimizer, &t->scheduler, &t->precision, &t->sharding, &t->comm};
+    for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
+        fprintf(f, "[%s %s]\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name);
+        loom_config_print(slots[i]->config, f);
+    }
+    for (size_t i = 0; i < t->n_callbacks; i++) {
+        fprintf(f, "[callback %s]\n", t->callbacks[i].plugin->desc->name);
+        loom_config_print(t->callbacks[i].config, f);
+    }
+    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_IO, "%s: write failed", path);
+    return st;
+}
+
+int loom_command_train(const char *mode, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            print_help();
+            return 0;
+        }
+    loom_args args;
+    loom_args_init(&args);
+    loom_status st = loom_args_parse(&args, argc, argv);
+    if (st != LOOM_OK) {
+        loom_args_free(&args);
+        return loom_command_fail(st);
+    }
+    int training = !strcmp(mode, "train");
+    if (training) args.do_train = 1;
+    if (!strcmp(mode, "evaluate")) args.do_eval = 1;
+    if (!strcmp(mode, "predict")) args.do_predict = 1;
+    if (!training && (!args.output_dir || !*args.output_dir) && args.model_name_or_path && *args.model_name_or_path) {
+        free(args.output_dir);
+        args.output_dir = strdup(args.model_name_or_path);
+    }
+    if (!args.output_dir || !*args.output_dir) {
+        loom_args_free(&args);
+        return loom_command_fail(loom_error(LOOM_E_INVALID, "--output_dir is required"));
+    }
+    if (training && !args.overwrite_output_dir) {
+        int empty = 1;
+        if ((st = loom_dir_is_empty(args.output_dir, &empty)) == LOOM_OK && !empty)
+            st = loom_error(LOOM_E_INVALID,
+                            "output directory (%s) already exists and is not empty: use --overwrite_output_dir to overcome",
+                            args.output_dir);
+        if (st != LOOM_OK) {
+            loom_args_free(&args);
+            return loom_command_fail(st);
+        }
+    }
+    if ((st = loom_mkdir_p(args.output_dir)) != LOOM_OK) {
+        loom_args_free(&args);
+        return loom_command_fail(st);
+    }
+
+    loom_trainer *t = NULL;
+    if ((st = loom_trainer_create(&args, &t)) != LOOM_OK) {
+        loom_args_free(&args);
+        return loom_command_fail(st);
+    }
+    print_resolved(t);
+    if (training && (st = save_resolved(t)) != LOOM_OK) goto fail;
+
+    if (t->args.do_train) {
+        if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;
+        if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
+        if (t->state.is_world_process_zero)
+            printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json)\n", t->args.output_dir);
+    }
+    if (t->args.do_eval == 1 && t->eval_dataset) {
+        loom_metrics metrics;
+        if ((st = loom_trainer_evaluate(t, &metrics)) != LOOM_OK) goto fail_running;
+        if (t->state.is_world_process_zero) print_metrics("eval", &metrics);
+        if ((st = save_metrics(t, "eval", &metrics)) != LOOM_OK) goto fail_running;
+    } else if (!strcmp(mode, "evaluate")) {
+        st = loom_error(LOOM_E_INVALID, "loom evaluate needs --validation_file");
+        goto fail;
+    }
+    if (t->args.do_predict) {
+        loom_predictions predictions;
+        loom_metrics metrics;
+        if ((st = loom_trainer_predict(t, &predictions, &metrics)) != LOOM_OK) goto fail_running;
+        char path[4096];
+        st = loom_path_join(path, sizeof path, t->args.output_dir, "predictions.txt");
+        if (st == LOOM_OK && t->state.is_world_process_zero) st = loom_trainer_write_predictions(t, &predictions, path);
+        loom_predictions_free(&predictions);
+        if (st != LOOM_OK) goto fail_running;
+        if ((st = save_metrics(t, "test", &metrics)) != LOOM_OK) goto fail_running;
+        if (t->state.is_world_process_zero) {
+            print_metrics("test", &metrics);
+            printf("loom: wrote %s\n", path);
+        }
+    }
+    loom_trainer_destroy(t);
+    loom_loader_shutdown();
+    return 0;
+
+fail:
+    {
+        int code = loom_command_fail(st);
+        loom_trainer_destroy(t);
+        return code;
+    }
+fail_running:
+    {
+        int code = loom_command_fail(st);
+        loom_trainer_destroy(t);
+        return code == 2 ? 2 : 1;
+    }
+}

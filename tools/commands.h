@@ -1,0 +1,17 @@
+/*
+ * commands.h - the sub-commands of `loom`. Each returns the process exit status:
+ * 0 success, 2 bad input (arguments, configuration, data, plugins), 1 a failure while running.
+ */
+#ifndef LOOM_TOOLS_COMMANDS_H
+#define LOOM_TOOLS_COMMANDS_H
+
+#include <loom/loom.h>
+
+int loom_command_train(const char *mode, int argc, char **argv); /* mode: train | evaluate | predict */
+int loom_command_plugins(int argc, char **argv);
+int loom_command_make_data(int argc, char **argv);
+
+/* Print "loom: error: <message>" and return the exit status for `status`. */
+int loom_command_fail(loom_status status);
+
+#endif

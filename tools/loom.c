@@ -1,0 +1,64 @@
+/*
+ * loom.c - the `loom` command: dispatch to a sub-command.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "error.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: loom COMMAND [ARGS...]\n"
+            "\n"
+            "commands:\n"
+            "  train      train a model (HF TrainingArguments: --output_dir, --train_file, --learning_rate, ...)\n"
+            "  evaluate   evaluate a saved model (--model_name_or_path, --validation_file)\n"
+            "  predict    predict with a saved model (--model_name_or_path, --test_file)\n"
+            "  plugins    list the plugins found, or describe one (--help NAME)\n"
+            "  make-data  write a synthetic classification data set (blobs, spirals)\n"
+            "  version    print the version and ABI\n"
+            "\n"
+            "`loom train --help` lists every training argument.\n");
+}
+
+int loom_command_fail(loom_status status)
+{
+    const char *message = loom_error_message();
+    fprintf(stderr, "loom: error: %s\n", *message ? message : loom_status_string(status));
+    switch (status) {
+    case LOOM_E_INVALID:
+    case LOOM_E_NOT_FOUND:
+    case LOOM_E_ABI:
+    case LOOM_E_FORMAT:
+    case LOOM_E_IO:
+    case LOOM_E_UNSUPPORTED: return 2;
+    default: return 1;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *command = argv[1];
+    if (!strcmp(command, "train") || !strcmp(command, "evaluate") || !strcmp(command, "eval") ||
+        !strcmp(command, "predict"))
+        return loom_command_train(!strcmp(command, "eval") ? "evaluate" : command, argc - 2, argv + 2);
+    if (!strcmp(command, "plugins")) return loom_command_plugins(argc - 2, argv + 2);
+    if (!strcmp(command, "make-data")) return loom_command_make_data(argc - 2, argv + 2);
+    if (!strcmp(command, "version") || !strcmp(command, "--version")) {
+        printf("loom %s (plugin ABI %d.%d)\n", LOOM_VERSION_STRING, LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
+        return 0;
+    }
+    if (!strcmp(command, "help") || !strcmp(command, "--help") || !strcmp(command, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "loom: error: unknown command '%s'\n", command);
+    usage(stderr);
+    return 2;
+}
