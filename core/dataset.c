@@ -3,10 +3,13 @@
  */
 #include "dataset.h"
 
+#include <glob.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "data_classification.h"
+#include "data_tokens.h"
 #include "error.h"
 
 /* ---- classification files ---------------------------------------------------------------- */
@@ -38,10 +41,45 @@ static void classification_destroy(loom_dataset *self)
     free(self);
 }
 
-loom_status loom_dataset_open(const char *path, loom_dataset **out)
+loom_status loom_dataset_sniff(const char *path, int *format)
+{
+    if (!path || !*path) return loom_error(LOOM_E_INVALID, "no data file given");
+    const char *first = path;
+    glob_t matches = {0};
+    if (strpbrk(path, "*?[")) {
+        if (glob(path, 0, NULL, &matches) != 0 || matches.gl_pathc == 0) {
+            globfree(&matches);
+            return loom_error(LOOM_E_NOT_FOUND, "%s: no file matches", path);
+        }
+        first = matches.gl_pathv[0];
+    }
+    unsigned char head[8] = {0};
+    FILE *f = fopen(first, "rb");
+    size_t got = f ? fread(head, 1, sizeof head, f) : 0;
+    if (f) fclose(f);
+    loom_status st = LOOM_OK;
+    if (!f)
+        st = loom_error(LOOM_E_NOT_FOUND, "%s: cannot open", first);
+    else if (got == 8 && memcmp(head, "LOOMCLS1", 8) == 0)
+        *format = LOOM_DATA_CLASSIFICATION;
+    else if (got >= 4 && (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
+        *format = LOOM_DATA_TOKENS;
+    else
+        st = loom_error(LOOM_E_FORMAT, "%s: not a loom classification file (LOOMCLS1) nor an llm.c token shard (bad magic)", first);
+    globfree(&matches);
+    return st;
+}
+
+loom_status loom_dataset_open(const char *path, int64_t block_size, loom_dataset **out)
 {
     *out = NULL;
-    if (!path || !*path) return loom_error(LOOM_E_INVALID, "no data file given");
+    int format = 0;
+    loom_status st = loom_dataset_sniff(path, &format);
+    if (st != LOOM_OK) return st;
+    if (format == LOOM_DATA_TOKENS) {
+        if (block_size < 1) return loom_error(LOOM_E_INVALID, "%s: token data needs a block size >= 1", path);
+        return loom_token_dataset_open(path, block_size, out);
+    }
     loom_classification_data *data = calloc(1, sizeof *data);
     loom_dataset *ds = calloc(1, sizeof *ds);
     if (!data || !ds) {
@@ -49,7 +87,7 @@ loom_status loom_dataset_open(const char *path, loom_dataset **out)
         free(ds);
         return loom_error(LOOM_E_NOMEM, "out of memory opening %s", path);
     }
-    loom_status st = loom_classification_load(path, data);
+    st = loom_classification_load(path, data);
     if (st != LOOM_OK) {
         free(data);
         free(ds);

@@ -30,8 +30,16 @@ struct loom_dataset {
     int64_t n_classes;
 };
 
-/* Open a data file for `model` kind. Classification files (LOOMCLS1) for now. */
-loom_status loom_dataset_open(const char *path, loom_dataset **out);
+/* Data file formats. */
+#define LOOM_DATA_CLASSIFICATION 1 /* LOOMCLS1 (core/data_classification.h)                 */
+#define LOOM_DATA_TOKENS 2         /* llm.c token shards (core/data_tokens.h), one or a glob  */
+
+/* Which format `path` holds (a glob: its first match), by the file's first bytes. */
+loom_status loom_dataset_sniff(const char *path, int *format);
+
+/* Open a data file: classification files as they are; token shards cut into examples of
+ * block_size tokens (ignored for classification). */
+loom_status loom_dataset_open(const char *path, int64_t block_size, loom_dataset **out);
 
 /* A loader: batches of batch_size examples in the epoch's order. */
 typedef struct loom_dataloader {

@@ -137,6 +137,8 @@ struct loom_trainer {
     int64_t scheduler_step;
     double last_lr;
     double last_grad_norm;
+    double *norm_partials;          /* per-block partial sums of the gradient norm (owned)   */
+    int64_t norm_partials_len;
 
     loom_host *core_host;           /* the core's own allocations are counted through it     */
 

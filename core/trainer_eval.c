@@ -92,7 +92,7 @@ done:
 }
 
 static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals, const char *prefix,
-                                     const loom_predictions *predictions, loom_metrics *metrics)
+                                     const loom_predictions *predictions, int language_model, loom_metrics *metrics)
 {
     char key[96];
     loom_metrics_clear(metrics);
@@ -100,6 +100,11 @@ static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals,
         double loss = totals->loss_sum / (double)totals->targets;
         snprintf(key, sizeof key, "%s_loss", prefix);
         loom_metrics_set(metrics, key, loss);
+        /* HF's run_clm reports exp(eval_loss) as "perplexity". */
+        if (language_model) {
+            snprintf(key, sizeof key, "%s", strcmp(prefix, "eval") == 0 ? "perplexity" : "test_perplexity");
+            loom_metrics_set(metrics, key, exp(loss));
+        }
         if (!t->args.prediction_loss_only && totals->correct >= 0) {
             snprintf(key, sizeof key, "%s_accuracy", prefix);
             loom_metrics_set(metrics, key, (double)totals->correct / (double)totals->targets);
@@ -127,7 +132,8 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
     loom_predictions predictions = {0};
     pass_totals totals;
     st = run_pass(t, &dl, t->hooks.compute_metrics ? &predictions : NULL, &totals);
-    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, metric_key_prefix, &predictions, metrics);
+    if (st == LOOM_OK)
+        st = totals_to_metrics(t, &totals, metric_key_prefix, &predictions, dl.dataset->labels_per_example > 1, metrics);
     loom_predictions_free(&predictions);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
@@ -143,8 +149,10 @@ loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions,
     loom_dataloader dl;
     if ((st = t->hooks.get_test_dataloader(t, &dl)) != LOOM_OK) return st;
     pass_totals totals;
-    st = run_pass(t, &dl, predictions, &totals);
-    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, "test", predictions, metrics);
+    /* A language model's outputs are [T, vocab] per example: scoring keeps only the metrics. */
+    int language_model = dl.dataset->labels_per_example > 1;
+    st = run_pass(t, &dl, language_model ? NULL : predictions, &totals);
+    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, "test", predictions, language_model, metrics);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
     return loom_trainer_fire(t, LOOM_EVENT_PREDICT, metrics, NULL);

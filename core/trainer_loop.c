@@ -86,8 +86,8 @@ const loom_trainer_hooks *loom_trainer_default_hooks(void) { return &default_hoo
 /* ---- one optimizer step ------------------------------------------------------------------ */
 
 /* The global L2 norm in one canonical order: partial sums in double over fixed blocks of the
- * flat index space, added in block order, so the value does not depend on how the buffer is
- * partitioned into ranges or spans. */
+ * flat index space (computed in parallel), added in block order, so the value depends neither on
+ * the thread count nor on how the buffer is partitioned into ranges or spans. */
 #define LOOM_NORM_BLOCK 16384
 
 static double owned_squared_norm(loom_trainer *t, float *const *grads)
@@ -96,17 +96,27 @@ static double owned_squared_norm(loom_trainer *t, float *const *grads)
     for (size_t r = 0; r < t->n_owned; r++) {
         const float *g = grads[r];
         int64_t begin = t->owned[r].begin, end = t->owned[r].end;
-        for (int64_t block = begin; block < end;) {
-            int64_t stop = (block / LOOM_NORM_BLOCK + 1) * LOOM_NORM_BLOCK;
-            if (stop > end) stop = end;
-            double partial = 0.0;
-            const float *x = g + (block - begin);
-            int64_t n = stop - block;
-#pragma omp simd reduction(+ : partial)
-            for (int64_t i = 0; i < n; i++) partial += (double)x[i] * (double)x[i];
-            total += partial;
-            block = stop;
+        int64_t first = begin / LOOM_NORM_BLOCK, last = (end - 1) / LOOM_NORM_BLOCK;
+        int64_t n_blocks = end > begin ? last - first + 1 : 0;
+        if (n_blocks > t->norm_partials_len) {
+            free(t->norm_partials);
+            t->norm_partials = malloc((size_t)n_blocks * sizeof *t->norm_partials);
+            t->norm_partials_len = t->norm_partials ? n_blocks : 0;
+            if (!t->norm_partials) return NAN;
         }
+        double *partials = t->norm_partials;
+#pragma omp parallel for schedule(static) if (n_blocks > 4)
+        for (int64_t b = 0; b < n_blocks; b++) {
+            int64_t lo = (first + b) * LOOM_NORM_BLOCK, hi = lo + LOOM_NORM_BLOCK;
+            if (lo < begin) lo = begin;
+            if (hi > end) hi = end;
+            const float *x = g + (lo - begin);
+            double partial = 0.0;
+#pragma omp simd reduction(+ : partial)
+            for (int64_t i = 0; i < hi - lo; i++) partial += (double)x[i] * (double)x[i];
+            partials[b] = partial;
+        }
+        for (int64_t b = 0; b < n_blocks; b++) total += partials[b];
     }
     return total;
 }
@@ -137,10 +147,12 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     }
     int32_t overflow = 0;
     if ((st = pv->unscale(t->precision.instance, owned_grads, t->n_owned, &overflow)) != LOOM_OK) return st;
-    double flag = overflow;
-    const loom_comm_vtable *cv = t->comm.vtable;
-    if ((st = cv->all_reduce(t->comm.instance, &flag, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL)) != LOOM_OK) return st;
-    overflow = flag > 0;
+    /* One collective decides both the norm and the overflow: a rank that saw inf/NaN (its
+     * precision plugin said so, or its squares are not finite) contributes inf, and a sum is
+     * finite only if every term is. */
+    double squared = overflow ? INFINITY : owned_squared_norm(t, master_grads);
+    if ((st = comm_sum(t, &squared)) != LOOM_OK) return st;
+    overflow = !isfinite(squared);
     if ((st = pv->update_scale(t->precision.instance, overflow)) != LOOM_OK) return st;
     *taken = !overflow;
     if (overflow) {
@@ -150,8 +162,6 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
         return LOOM_OK;
     }
 
-    double squared = owned_squared_norm(t, master_grads);
-    if ((st = comm_sum(t, &squared)) != LOOM_OK) return st;
     double norm = sqrt(squared);
     t->last_grad_norm = norm;
     double clip = 1.0;

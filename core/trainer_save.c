@@ -77,6 +77,34 @@ static cJSON *model_config_json(const loom_trainer *t)
     return json;
 }
 
+/* HF saves the tokenizer beside the model: vocab.json + merges.txt from --tokenizer_name (which
+ * must have them) or from the model folder the run started from (if it has them). */
+static loom_status copy_tokenizer_files(const loom_trainer *t, const char *dir)
+{
+    const char *source = t->args.tokenizer_name && *t->args.tokenizer_name ? t->args.tokenizer_name : NULL;
+    int required = source != NULL;
+    if (!source) source = t->args.model_name_or_path && *t->args.model_name_or_path ? t->args.model_name_or_path : NULL;
+    if (!source || strcmp(source, dir) == 0) return LOOM_OK;
+    static const char *const names[] = {"vocab.json", "merges.txt"};
+    for (size_t i = 0; i < 2; i++) {
+        char from[4096], to[4096];
+        loom_status st = loom_path_join(from, sizeof from, source, names[i]);
+        if (st == LOOM_OK) st = loom_path_join(to, sizeof to, dir, names[i]);
+        if (st != LOOM_OK) return st;
+        char *data = NULL;
+        size_t len = 0;
+        st = loom_read_file(from, &data, &len);
+        if (st == LOOM_E_NOT_FOUND && !required) {
+            loom_error_clear();
+            continue;
+        }
+        if (st == LOOM_OK) st = loom_write_file_atomic(to, data, len);
+        free(data);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_save_model(loom_trainer *t, const char *dir)
 {
     loom_status st = loom_mkdir_p(dir);
@@ -101,6 +129,7 @@ loom_status loom_trainer_save_model(loom_trainer *t, const char *dir)
     cJSON *config = model_config_json(t);
     st = write_json(dir, "config.json", config);
     cJSON_Delete(config);
+    if (st == LOOM_OK) st = copy_tokenizer_files(t, dir);
     return st;
 }
 

@@ -118,7 +118,9 @@ static loom_status read_saved_model_config(const char *dir, saved_model_config *
             c->model_type = strdup(item->valuestring);
             continue;
         }
-        if (strncmp(item->string, "_", 1) == 0 || strcmp(item->string, "architectures") == 0) continue;
+        /* HF configs carry private keys, lists and nulls ("n_inner": null = the default). */
+        if (strncmp(item->string, "_", 1) == 0 || cJSON_IsNull(item) || cJSON_IsArray(item) || cJSON_IsObject(item))
+            continue;
         char *value = cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
         if (cJSON_IsBool(item)) {
             free(value);
@@ -193,11 +195,44 @@ static int env_int(const char *name, int fallback)
     return (end && !*end) ? (int)x : fallback;
 }
 
-static loom_status open_dataset(const char *path, const char *flag, loom_dataset **out)
+/* Open a data file of `format` (others are left for later); block_size for token data. */
+static loom_status open_dataset(const char *path, const char *flag, int only_format, int64_t block_size,
+                                loom_dataset **out)
 {
-    loom_status st = loom_dataset_open(path, out);
+    if (*out) return LOOM_OK;
+    int format = 0;
+    loom_status st = loom_dataset_sniff(path, &format);
+    if (st == LOOM_OK && format != only_format) return LOOM_OK;
+    if (st == LOOM_OK) st = loom_dataset_open(path, block_size, out);
     if (st != LOOM_OK) return loom_error_context(st, "--%s", flag);
     return LOOM_OK;
+}
+
+/* Open the run's data files of one format: classification before the model exists (its sizes
+ * come from the data), token data after (its example length comes from the model). */
+static loom_status open_datasets(loom_trainer *t, int format, int64_t block_size)
+{
+    const loom_args *a = &t->args;
+    loom_status st = LOOM_OK;
+    if (a->do_train) st = open_dataset(a->train_file, "train_file", format, block_size, &t->train_dataset);
+    if (st == LOOM_OK && a->do_eval == 1 && a->validation_file && *a->validation_file)
+        st = open_dataset(a->validation_file, "validation_file", format, block_size, &t->eval_dataset);
+    if (st == LOOM_OK && a->do_predict && !a->generate)
+        st = open_dataset(a->test_file, "test_file", format, block_size, &t->test_dataset);
+    return st;
+}
+
+/* Token data: examples of --block_size tokens, or the model's context length. */
+static loom_status open_token_datasets(loom_trainer *t)
+{
+    int64_t block = t->args.block_size;
+    int64_t positions = 0;
+    if (loom_config_i64(t->model.config, "n_positions", &positions) == LOOM_CFG_PRESENT && block <= 0) block = positions;
+    if (positions > 0 && block > positions)
+        return loom_error(LOOM_E_INVALID, "--block_size %lld is longer than the model's n_positions %lld",
+                          (long long)block, (long long)positions);
+    if (block <= 0) block = 1024;
+    return open_datasets(t, LOOM_DATA_TOKENS, block);
 }
 
 loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
@@ -230,12 +265,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     st = loom_loader_init((const char *const *)a->plugin_dir.items, a->plugin_dir.count);
     if (st != LOOM_OK) goto done;
 
-    /* Data first: the model's sizes may come from it. */
-    if (a->do_train && (st = open_dataset(a->train_file, "train_file", &t->train_dataset)) != LOOM_OK) goto done;
-    if (a->do_eval == 1 && a->validation_file && *a->validation_file &&
-        (st = open_dataset(a->validation_file, "validation_file", &t->eval_dataset)) != LOOM_OK)
-        goto done;
-    if (a->do_predict && (st = open_dataset(a->test_file, "test_file", &t->test_dataset)) != LOOM_OK) goto done;
+    /* Classification data first: the model's sizes come from it. */
+    if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) goto done;
 
     if (a->model_name_or_path && *a->model_name_or_path &&
         (st = read_saved_model_config(a->model_name_or_path, &saved)) != LOOM_OK)
@@ -359,6 +390,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
      * Sharding needs the parameter layout (prepare), optimizer and scheduler the step count
      * (create_optimizer_and_scheduler). */
     if ((st = create_instance(&t->model, model, NULL)) != LOOM_OK) goto done;
+    if ((st = open_token_datasets(t)) != LOOM_OK) goto done;
     if ((st = create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
     for (size_t i = 0; i < n_callbacks; i++)
         if ((st = create_instance(&t->callbacks[i], callbacks[i], NULL)) != LOOM_OK) goto done;
@@ -413,7 +445,15 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir)
     for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
         loom_st_tensor tensor;
         const loom_param_info *info = &t->tensors[i];
-        if ((st = loom_safetensors_find(file, info->name, &tensor)) != LOOM_OK) break;
+        st = loom_safetensors_find(file, info->name, &tensor);
+        /* Files saved from a base model (HF GPT2Model, the hub's gpt2) lack the "transformer."
+         * prefix of the LM-head model's names. */
+        const char *dot = strchr(info->name, '.');
+        if (st == LOOM_E_NOT_FOUND && dot && strncmp(info->name, "transformer.", 12) == 0) {
+            loom_error_clear();
+            st = loom_safetensors_find(file, dot + 1, &tensor);
+        }
+        if (st != LOOM_OK) break;
         int same = tensor.dtype == LOOM_DTYPE_F32 && tensor.ndim == info->ndim;
         for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
         if (!same) {
@@ -486,6 +526,8 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     t->max_batch_size = t->args.per_device_train_batch_size > t->args.per_device_eval_batch_size
                             ? t->args.per_device_train_batch_size
                             : t->args.per_device_eval_batch_size;
+    int generating_only = t->args.generate && !t->args.do_train && !t->eval_dataset;
+    if (generating_only) t->max_batch_size = 1; /* decoding has its own cache: no batch activations */
     loom_model_binding binding = {LOOM_HEADER_INIT(loom_model_binding)};
     binding.params = t->params;
     binding.param_dtype = pinfo.param_dtype;
@@ -493,6 +535,11 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     binding.device = LOOM_DEVICE_CPU;
     binding.max_batch_size = t->max_batch_size;
     binding.kernels = api->service(t->core_host, "loom.kernels.cpu/1", 0);
+    const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
+    for (size_t i = 0; i < 3; i++)
+        if (sequences[i] && sequences[i]->labels_per_example > 1 && sequences[i]->input_shape[0] > binding.max_sequence_length)
+            binding.max_sequence_length = sequences[i]->input_shape[0];
+    if (generating_only) binding.max_sequence_length = 1;
     if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
 
     loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
@@ -628,6 +675,7 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->spans);
     free(t->span_range);
     free(t->span_flat_begin);
+    free(t->norm_partials);
     cJSON_Delete(t->log_history);
     free(t->best_model_checkpoint);
     loom_args_free(&t->args);

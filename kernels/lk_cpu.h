@@ -14,9 +14,45 @@
 
 #include <loom/kernels.h>
 
+#include <math.h>
+#include <string.h>
+
 /* Below this many elements of work a loop stays on the calling thread: an OpenMP fork/join
  * costs a few microseconds, about what 32k simple float operations take. */
 #define LK_OMP_MIN_WORK 32768
+
+/* exp(x) in a form GCC vectorises inside `omp simd` loops (glibc's expf stays a scalar call
+ * without -ffast-math, and softmax over a 50k vocabulary spends most of its time there).
+ * Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Cephes' degree-6 polynomial, then scaling
+ * by 2^n built in the exponent bits: within 2 ulp of expf over [-87.3, 88.3]. Below -87.3 it
+ * returns 0 (expf gives a subnormal < 1.2e-38 there: harmless for softmax weights); above
+ * 88.3 it saturates at about 2.1e38 instead of overflowing; NaN in gives NaN out.
+ * GCC only vectorises the clamps (compare + blend) in a file built with -fno-trapping-math
+ * (our kernels never unmask FP traps), hence the `#pragma GCC optimize` in its users. */
+static inline float lk_expf(float x)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float xc = x < -87.3f ? -87.3f : x; /* comparisons are false for NaN: it passes through */
+    xc = xc > 88.3f ? 88.3f : xc;
+    const float j = xc * 1.44269504088896341f + magic;
+    const float n = j - magic;
+    const float r = fmaf(n, 2.12194440e-4f, fmaf(n, -0.693359375f, xc));
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    const float y = fmaf(p * r, r, r) + 1.0f;
+    /* n's integer value sits in j's low mantissa bits; unsigned arithmetic keeps the garbage
+     * a NaN leaves there well defined. */
+    uint32_t bits;
+    memcpy(&bits, &j, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < -87.3f ? 0.0f : y * scale;
+}
 
 /* The table for api->service(host, LOOM_KERNELS_CPU_SERVICE, 0). Static; valid forever. */
 const loom_kernels_api *lk_cpu_kernel_table(void);
@@ -40,10 +76,40 @@ void lk_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t 
 
 /* cross_entropy.c. Labels are in [0, C) or -100 (ignored: loss 0, no gradient). A label
  * outside both is a caller bug the kernel cannot report: it gets a NaN loss (so the run's
- * non-finite check stops it) and no gradient, and memory outside the row is never touched. */
+ * non-finite check stops it) and no gradient, and memory outside the row is never touched.
+ * probs may alias logits (the softmax then runs in place). */
 void lk_softmax_cross_entropy_forward(float *probs, float *losses, const float *logits,
                                       const int32_t *labels, int64_t B, int64_t C);
 void lk_softmax_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
                                        float scale, int64_t B, int64_t C);
+
+/* encoder.c. Token ids must lie in [0, vocab) of the caller's wte; the kernel cannot check. */
+void lk_encoder_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe,
+                        int64_t B, int64_t T, int64_t C);
+void lk_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                         int64_t B, int64_t T, int64_t C);
+
+/* layernorm.c. mean and rstd may be NULL in the forward (inference: nothing to save). */
+void lk_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int64_t N, int64_t C, float eps);
+void lk_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int64_t N, int64_t C);
+
+/* conv1d.c (HF Conv1D: weight [IC, OC]). */
+void lk_conv1d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int64_t N, int64_t IC, int64_t OC);
+void lk_conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int64_t N, int64_t IC, int64_t OC);
+
+/* attention.c. C must be a multiple of NH. */
+void lk_attention_forward(float *out, float *att, const float *qkv, int64_t B, int64_t T,
+                          int64_t C, int64_t NH);
+void lk_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                           int64_t B, int64_t T, int64_t C, int64_t NH);
+
+/* elementwise.c */
+void lk_add(float *out, const float *a, const float *b, int64_t n);
+void lk_accumulate(float *dst, const float *src, int64_t n);
 
 #endif

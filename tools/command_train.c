@@ -11,6 +11,8 @@
 #include "commands.h"
 #include "error.h"
 #include "fileutil.h"
+#include "generate.h"
+#include "tokenizer_bpe.h"
 #include "host.h"
 #include "plugin_config.h"
 #include "trainer.h"
@@ -114,6 +116,46 @@ static loom_status save_resolved(const loom_trainer *t)
     return st;
 }
 
+/* `loom predict --generate --prompt TEXT`: encode, decode step by step, print the text. */
+static loom_status run_generation(loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    const char *dir = a->tokenizer_name && *a->tokenizer_name ? a->tokenizer_name : a->model_name_or_path;
+    if (!dir || !*dir) return loom_error(LOOM_E_INVALID, "--generate needs --model_name_or_path (or --tokenizer_name)");
+    if (!a->prompt || !*a->prompt) return loom_error(LOOM_E_INVALID, "--generate needs --prompt TEXT");
+    char vocab[4096], merges[4096];
+    loom_status st = loom_path_join(vocab, sizeof vocab, dir, "vocab.json");
+    if (st == LOOM_OK) st = loom_path_join(merges, sizeof merges, dir, "merges.txt");
+    loom_bpe *bpe = NULL;
+    if (st == LOOM_OK) st = loom_bpe_load(vocab, merges, &bpe);
+    if (st != LOOM_OK) return st;
+    int32_t *prompt = NULL, *generated = NULL;
+    size_t n_prompt = 0, n_generated = 0;
+    st = loom_bpe_encode(bpe, a->prompt, strlen(a->prompt), &prompt, &n_prompt);
+    loom_generation_config config = {
+        .max_new_tokens = a->max_new_tokens,
+        .do_sample = a->do_sample,
+        .temperature = a->temperature,
+        .top_k = a->top_k,
+        .top_p = a->top_p,
+        .seed = (uint64_t)a->seed,
+        .eos_token_id = loom_bpe_eot(bpe),
+    };
+    if (st == LOOM_OK) st = loom_trainer_generate(t, prompt, n_prompt, &config, &generated, &n_generated);
+    char *text = NULL;
+    size_t len = 0;
+    if (st == LOOM_OK) st = loom_bpe_decode(bpe, generated, n_generated, &text, &len);
+    if (st == LOOM_OK && t->state.is_world_process_zero) {
+        printf("%s%.*s\n", a->prompt, (int)len, text);
+        fflush(stdout);
+    }
+    free(text);
+    free(prompt);
+    free(generated);
+    loom_bpe_free(bpe);
+    return st;
+}
+
 int loom_command_train(const char *mode, int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
@@ -161,7 +203,7 @@ int loom_command_train(const char *mode, int argc, char **argv)
         loom_args_free(&args);
         return loom_command_fail(st);
     }
-    print_resolved(t);
+    if (training) print_resolved(t);
     if (training && (st = save_resolved(t)) != LOOM_OK) goto fail;
 
     if (t->args.do_train) {
@@ -179,19 +221,23 @@ int loom_command_train(const char *mode, int argc, char **argv)
         st = loom_error(LOOM_E_INVALID, "loom evaluate needs --validation_file");
         goto fail;
     }
-    if (t->args.do_predict) {
+    if (t->args.do_predict && t->args.generate) {
+        if ((st = run_generation(t)) != LOOM_OK) goto fail_running;
+    } else if (t->args.do_predict) {
         loom_predictions predictions;
         loom_metrics metrics;
         if ((st = loom_trainer_predict(t, &predictions, &metrics)) != LOOM_OK) goto fail_running;
         char path[4096];
         st = loom_path_join(path, sizeof path, t->args.output_dir, "predictions.txt");
-        if (st == LOOM_OK && t->state.is_world_process_zero) st = loom_trainer_write_predictions(t, &predictions, path);
+        if (st == LOOM_OK && t->state.is_world_process_zero && predictions.n_rows > 0)
+            st = loom_trainer_write_predictions(t, &predictions, path);
+        int predictions_written = predictions.n_rows > 0;
         loom_predictions_free(&predictions);
         if (st != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "test", &metrics)) != LOOM_OK) goto fail_running;
         if (t->state.is_world_process_zero) {
             print_metrics("test", &metrics);
-            printf("loom: wrote %s\n", path);
+            if (predictions_written) printf("loom: wrote %s\n", path);
         }
     }
     loom_trainer_destroy(t);

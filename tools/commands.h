@@ -10,6 +10,8 @@
 int loom_command_train(const char *mode, int argc, char **argv); /* mode: train | evaluate | predict */
 int loom_command_plugins(int argc, char **argv);
 int loom_command_make_data(int argc, char **argv);
+int loom_command_convert(int argc, char **argv);
+int loom_command_tokenize(int argc, char **argv);
 
 /* Print "loom: error: <message>" and return the exit status for `status`. */
 int loom_command_fail(loom_status status);

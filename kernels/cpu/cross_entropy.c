@@ -1,7 +1,13 @@
 /*
  * cross_entropy.c - row-wise softmax fused with the cross-entropy loss, and its backward.
- * Labels of -100 (PyTorch's ignore_index) mark rows that are not targets.
+ * Labels of -100 (PyTorch's ignore_index) mark rows that are not targets. probs may alias
+ * logits: each row reads everything it needs from its logits before overwriting them.
  */
+/* Let GCC if-convert lk_expf's clamps into vector blends: -fno-trapping-math only drops the
+ * assumption that FP exceptions trap (they never do here); results are unchanged. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "lk_cpu.h"
 
 #include <math.h>
@@ -18,24 +24,34 @@ void lk_softmax_cross_entropy_forward(float *probs, float *losses, const float *
         /* Subtracting the row max keeps every exponent <= 0: no overflow, and the largest
          * term is exactly 1, so the sum cannot underflow to 0 either. */
         float max = -INFINITY;
+#pragma omp simd reduction(max : max)
         for (int64_t c = 0; c < C; c++) max = x[c] > max ? x[c] : max;
-        double sum = 0.0; /* double: a 50k-class row sums many small terms */
+        /* probs may alias logits: read the target's logit before the row is overwritten. */
+        const int32_t label = labels[b];
+        const int valid = label >= 0 && label < C;
+        const float x_label = valid ? x[label] : 0.0f;
+        /* double: a 50k-class row sums many small terms. The simd reduction keeps one
+         * partial sum per lane (a fixed order, so still deterministic) instead of one serial
+         * chain of dependent adds, and lk_expf vectorises where expf is a scalar call. */
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < C; c++) {
-            p[c] = expf(x[c] - max);
-            sum += p[c];
+            const float e = lk_expf(x[c] - max);
+            p[c] = e;
+            sum += e;
         }
         const float inv = (float)(1.0 / sum);
+#pragma omp simd
         for (int64_t c = 0; c < C; c++) p[c] *= inv;
 
-        const int32_t label = labels[b];
         if (label == LK_IGNORE_INDEX) {
             losses[b] = 0.0f;
-        } else if (label < 0 || label >= C) {
+        } else if (!valid) {
             losses[b] = NAN;
         } else {
             /* -log p[label] written as log(sum) - (x - max): finite even when p[label]
              * underflows to 0 in float. */
-            losses[b] = (float)(log(sum) - (double)(x[label] - max));
+            losses[b] = (float)(log(sum) - (double)(x_label - max));
         }
     }
 }
@@ -49,6 +65,7 @@ void lk_softmax_cross_entropy_backward(float *dlogits, const float *probs, const
         if (label < 0 || label >= C) continue; /* ignored (or invalid: no gradient) */
         const float *p = probs + b * C;
         float *d = dlogits + b * C;
+#pragma omp simd
         for (int64_t c = 0; c < C; c++) d[c] += scale * p[c];
         d[label] -= scale;
     }

@@ -16,6 +16,16 @@ static const loom_kernels_api lk_cpu_table = {
     .gelu_backward = lk_gelu_backward,
     .softmax_cross_entropy_forward = lk_softmax_cross_entropy_forward,
     .softmax_cross_entropy_backward = lk_softmax_cross_entropy_backward,
+    .encoder_forward = lk_encoder_forward,
+    .encoder_backward = lk_encoder_backward,
+    .layernorm_forward = lk_layernorm_forward,
+    .layernorm_backward = lk_layernorm_backward,
+    .conv1d_forward = lk_conv1d_forward,
+    .conv1d_backward = lk_conv1d_backward,
+    .attention_forward = lk_attention_forward,
+    .attention_backward = lk_attention_backward,
+    .add = lk_add,
+    .accumulate = lk_accumulate,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

@@ -5,7 +5,6 @@
  * A non-finite gradient cannot be fixed by a scale here, so instead of letting NaN spread into
  * every parameter (what plain PyTorch does) the run stops with a message naming the step.
  */
-#include <math.h>
 #include <string.h>
 
 #include <loom/precision.h>
@@ -82,19 +81,12 @@ static double fp32_loss_scale(const loom_precision *self)
     return 1.0;
 }
 
-static loom_status fp32_unscale(loom_precision *self_, void *const *owned_grads, size_t n, int32_t *overflow)
+/* Nothing to unscale, and nothing to check here: the host computes the global gradient norm
+ * anyway and treats a non-finite one as an overflow, which saves a pass over every gradient. */
+static loom_status fp32_unscale(loom_precision *self, void *const *owned_grads, size_t n, int32_t *overflow)
 {
-    fp32_precision *self = (fp32_precision *)self_;
-    int32_t bad = 0;
-    for (size_t r = 0; r < n && r < self->n_owned; r++) {
-        const float *g = owned_grads[r];
-        int64_t len = self->owned[r].end - self->owned[r].begin;
-        /* A sum is finite only if every term is: one pass, no branch in the loop. */
-        float sum = 0.0f;
-        for (int64_t i = 0; i < len; i++) sum += g[i] * 0.0f;
-        if (!isfinite(sum)) bad = 1;
-    }
-    *overflow = bad;
+    (void)self, (void)owned_grads, (void)n;
+    *overflow = 0;
     return LOOM_OK;
 }
 

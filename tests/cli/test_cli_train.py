@@ -121,3 +121,33 @@ class TrainTest(LoomTestCase):
         out = self.out("fraction")
         loom(*self.train_args(out, "--num_train_epochs", "0.5", "--per_device_train_batch_size", "24"))
         self.assertEqual(self.state(out)["global_step"], 50)
+
+
+class CallbackTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def test_events_in_hf_order_and_control_flags_steer_the_loop(self):
+        out, trace = self.out("trace"), os.path.join(self.tmp, "trace.txt")
+        plugin = os.path.join(os.environ.get("LOOM_BUILD_DIR", ""), "tests", "trainer-fixtures", "trace_callback.so")
+        loom(*self.train_args(out, "--plugin", plugin, "--trace_callback.trace_file", trace,
+                              "--trace_callback.stop_at_step", "7", "--trace_callback.log_at_step", "3",
+                              "--logging_steps", "5", "--gradient_accumulation_steps", "2",
+                              "--validation_file", os.path.join(self.data, "validation.bin"),
+                              "--evaluation_strategy", "steps", "--eval_steps", "4", "--save_steps", "6"))
+        with open(trace) as f:
+            events = [line.split()[:2] for line in f.read().splitlines()]
+        names = [e[0] for e in events]
+        self.assertEqual(names[:4], ["init_end", "train_begin", "epoch_begin", "step_begin"])
+        self.assertEqual(names[4:6], ["substep_end", "step_end"])   # 2 micro-batches per step
+        end = names.index("train_end")
+        self.assertEqual(names[end - 1], "log")                     # train_runtime, train_loss...
+        self.assertEqual([n for n in names[end + 1:] if n != "prediction_step"], ["log", "evaluate"])
+        self.assertGreater(names.count("prediction_step"), 0)       # one per evaluation batch
+        state = self.state(out)
+        self.assertEqual(state["global_step"], 7)                  # stopped by the callback
+        logged = [int(s) for n, s in events if n == "log"]
+        self.assertEqual(logged, [3, 4, 5, 7, 7])  # own flag at 3, eval at 4, logging_steps at 5, final
+        self.assertEqual([int(s) for n, s in events if n == "evaluate"], [4, 7])
+        self.assertEqual([int(s) for n, s in events if n == "save"], [6])
+        self.assertEqual(names.count("step_end"), 7)
+        self.assertEqual(names.count("substep_end"), 7)

@@ -1,5 +1,6 @@
 /* test_cross_entropy.c - fused softmax + cross-entropy against a double-precision reference,
- * with an ignored row (-100), extreme logits, finite differences and accumulation. */
+ * with an ignored row (-100), extreme logits, finite differences, accumulation, and probs
+ * aliasing logits (in place). */
 #include "kernel_test.h"
 #include "lk_cpu.h"
 
@@ -134,6 +135,46 @@ static void test_large(void)
     free(logits), free(probs), free(losses), free(d), free(labels);
 }
 
+/* probs aliasing logits (softmax in place) gives bitwise the same probs and losses as
+ * separate buffers, ignored and out-of-range rows included. */
+static void test_aliased(int64_t B, int64_t C)
+{
+    float *logits = test_alloc(B * C), *probs = test_alloc(B * C), *losses = test_alloc(B);
+    float *inplace = test_alloc(B * C), *losses2 = test_alloc(B);
+    int32_t *labels = malloc((size_t)B * sizeof *labels);
+    test_fill(logits, B * C, -6.0f, 6.0f);
+    for (int64_t b = 0; b < B; b++) labels[b] = (int32_t)(test_rng_next() % (uint64_t)C);
+    labels[0] = -100;
+    if (B > 2) labels[1] = (int32_t)C; /* invalid: NaN loss either way */
+    memcpy(inplace, logits, (size_t)(B * C) * sizeof *inplace);
+    lk_softmax_cross_entropy_forward(probs, losses, logits, labels, B, C);
+    lk_softmax_cross_entropy_forward(inplace, losses2, inplace, labels, B, C);
+    CHECK(memcmp(probs, inplace, (size_t)(B * C) * sizeof *probs) == 0);
+    int bad = 0;
+    for (int64_t b = 0; b < B; b++)
+        bad += !(losses[b] == losses2[b] || (isnan(losses[b]) && isnan(losses2[b])));
+    CHECK(bad == 0);
+    free(logits), free(probs), free(losses), free(inplace), free(losses2), free(labels);
+}
+
+/* lk_expf (the softmax's vectorisable exp): within 2 ulp of exp over its range, exactly 1 at 0
+ * (the row max's term), 0 below -87.3 and for -inf (masked logits), NaN for NaN. */
+static void test_expf(void)
+{
+    double worst = 0.0;
+    for (int i = 0; i <= 2000000; i++) {
+        const float x = -87.0f + 175.0f * (float)i / 2000000.0f;
+        const double ref = exp((double)x), got = lk_expf(x);
+        const double err = fabs(got - ref) / ref;
+        worst = err > worst ? err : worst;
+    }
+    CHECK(worst <= 2.5e-7); /* 2 ulp = 2^-22 relative at worst */
+    CHECK(lk_expf(0.0f) == 1.0f);
+    CHECK(lk_expf(-87.5f) == 0.0f && lk_expf(-1000.0f) == 0.0f && lk_expf(-INFINITY) == 0.0f);
+    CHECK(isnan(lk_expf(NAN)));
+    CHECK(isfinite(lk_expf(1000.0f)) && lk_expf(1000.0f) > 1e38f);
+}
+
 int main(void)
 {
     test_forward(4, 3);
@@ -141,5 +182,8 @@ int main(void)
     test_extremes();
     test_backward();
     test_large();
+    test_expf();
+    test_aliased(6, 11);
+    test_aliased(700, 97); /* threaded */
     return test_finish("test_cross_entropy");
 }

@@ -21,6 +21,16 @@ int main(void)
     CHECK(k->gelu_backward == lk_gelu_backward);
     CHECK(k->softmax_cross_entropy_forward == lk_softmax_cross_entropy_forward);
     CHECK(k->softmax_cross_entropy_backward == lk_softmax_cross_entropy_backward);
+    CHECK(k->encoder_forward == lk_encoder_forward);
+    CHECK(k->encoder_backward == lk_encoder_backward);
+    CHECK(k->layernorm_forward == lk_layernorm_forward);
+    CHECK(k->layernorm_backward == lk_layernorm_backward);
+    CHECK(k->conv1d_forward == lk_conv1d_forward);
+    CHECK(k->conv1d_backward == lk_conv1d_backward);
+    CHECK(k->attention_forward == lk_attention_forward);
+    CHECK(k->attention_backward == lk_attention_backward);
+    CHECK(k->add == lk_add);
+    CHECK(k->accumulate == lk_accumulate);
     /* Every function slot is set: the table has no optional members in ABI 1.0. */
     for (size_t off = offsetof(loom_kernels_api, sgemm); off < sizeof *k; off += sizeof(void *)) {
         void *slot;

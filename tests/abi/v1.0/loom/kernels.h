@@ -29,7 +29,8 @@ typedef struct loom_kernels_api {
     uint32_t reserved1;
 
     /* C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major, op = transpose when trans_* != 0;
-     * lda/ldb/ldc are row strides in elements. */
+     * lda/ldb/ldc are row strides in elements. With beta == 0, C is not read (BLAS semantics:
+     * it may hold garbage, even NaN). */
     void (*sgemm)(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc);
@@ -50,19 +51,57 @@ typedef struct loom_kernels_api {
     void (*gelu_backward)(float *dinp, const float *inp, const float *dout, int64_t n);
 
     /* Row-wise softmax of logits[B,C] into probs[B,C], and losses[b] = -log probs[b, label]
-     * (0 where labels[b] == -100, the ignore index). Returns nothing; sum losses yourself. */
+     * (0 where labels[b] == -100, the ignore index). Returns nothing; sum losses yourself.
+     * probs may alias logits (the softmax is then done in place, saving B*C floats). */
     void (*softmax_cross_entropy_forward)(float *probs, float *losses, const float *logits,
                                           const int32_t *labels, int64_t B, int64_t C);
     /* dlogits[b,:] += scale * (probs[b,:] - onehot(labels[b])) for rows not ignored. */
     void (*softmax_cross_entropy_backward)(float *dlogits, const float *probs,
                                            const int32_t *labels, float scale, int64_t B, int64_t C);
 
+    /* ---- transformer kernels (GPT-2). N = rows (B * T). ---- */
+
+    /* out[B,T,C] = wte[tokens[b,t], :] + wpe[t, :]. */
+    void (*encoder_forward)(float *out, const int32_t *tokens, const float *wte, const float *wpe,
+                            int64_t B, int64_t T, int64_t C);
+    /* dwte[tokens[b,t], :] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:] (either may be NULL). */
+    void (*encoder_backward)(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                             int64_t B, int64_t T, int64_t C);
+    /* Layer normalisation over the last dimension of inp[N, C]:
+     * out = (inp - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps) (biased variance).
+     * Saves mean[N] and rstd[N] for the backward. */
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int64_t N, int64_t C, float eps);
+    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *inp, const float *weight, const float *mean,
+                               const float *rstd, int64_t N, int64_t C);
+    /* HF's Conv1D layout: out[N, OC] = inp[N, IC] @ weight[IC, OC] + bias[OC] (bias may be NULL).
+     * dinp[N,IC] += dout @ weight^T; dweight[IC,OC] += inp^T @ dout; dbias[OC] += sum_n dout. */
+    void (*conv1d_forward)(float *out, const float *inp, const float *weight, const float *bias,
+                           int64_t N, int64_t IC, int64_t OC);
+    void (*conv1d_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int64_t N, int64_t IC, int64_t OC);
+    /* Causal multi-head self-attention. qkv[B,T,3C] holds q, k, v (each C = NH heads x C/NH)
+     * for every position; out[B,T,C] = concat over heads of softmax(q k^T / sqrt(hs)) v with
+     * position t attending to 0..t. att[B,NH,T,T] receives the softmax probabilities (rows
+     * t: entries > t are zero) for the backward. */
+    void (*attention_forward)(float *out, float *att, const float *qkv, int64_t B, int64_t T,
+                              int64_t C, int64_t NH);
+    /* dqkv[B,T,3C] += gradient of the attention from dout[B,T,C], given the forward's qkv and
+     * att. Needs no scratch memory from the caller. */
+    void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
+                               int64_t B, int64_t T, int64_t C, int64_t NH);
+    /* out[i] = a[i] + b[i] (out may alias a or b). */
+    void (*add)(float *out, const float *a, const float *b, int64_t n);
+    /* dst[i] += src[i]. */
+    void (*accumulate)(float *dst, const float *src, int64_t n);
+
     /* ABI 1.1+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 96, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 176, "loom_kernels_api layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -36,7 +36,9 @@ typedef struct loom_param_info {
 
 /* What the model reads from a batch. Built by the host; borrowed per call.
  * inputs: model-specific (mlp: F32 [B, features]; token models: I32 [B, T]).
- * labels: I32, [B] or [B, T]; -100 marks a position that is not a target. */
+ * labels: I32, [B] or [B, T]; -100 marks a position that is not a target. For token models the
+ * labels are ALREADY SHIFTED: labels[b, t] is the target of position t (the host's data loader
+ * builds them so), and the model does not shift them again as HF's forward does. */
 typedef struct loom_batch {
     LOOM_STRUCT_HEADER;
     loom_tensor_view inputs;
@@ -56,6 +58,8 @@ typedef struct loom_model_binding {
     int32_t device_index;
     int64_t max_batch_size;      /* the largest batch forward/backward will see            */
     const void *kernels;         /* const loom_kernels_api * for `device`                  */
+    int64_t max_sequence_length; /* sequence models: the longest T a batch will have
+                                    (inputs [B, T]); 0 = the data is not sequences         */
 } loom_model_binding;
 
 /* Where backward puts gradients. Built by the host; borrowed during backward().
@@ -109,16 +113,17 @@ typedef struct loom_model_vtable {
     size_t (*activation_bytes)(const loom_model *self);
 
     /* Required. Forward pass on a batch. Keeps what backward needs. If `outputs` is not NULL,
-     * writes the per-row output (mlp: logits [B, classes], F32) into it; outputs->shape says
-     * its capacity. One thread per instance. */
+     * writes the per-row output (mlp: logits [B, classes]; token models: logits [B, S, V] with
+     * S >= T the row stride, padded positions zeroed) as F32 into it; outputs->shape says its
+     * capacity. One thread per instance. */
     loom_status (*forward)(loom_model *self, const loom_batch *batch, loom_forward_result *result,
                            loom_tensor_view *outputs);
     /* Required. Backward of the last forward on the same batch: d(objective)/d(loss_sum) is
      * `seed`. Gradients go to `sink` (see loom_grad_sink). One thread per instance. */
     loom_status (*backward)(loom_model *self, const loom_batch *batch, float seed,
                             const loom_grad_sink *sink);
-    /* Required. Shape of one row of forward's outputs (mlp: [classes]); fills out_shape and
-     * returns its ndim through *ndim. */
+    /* Required. Shape of one row of forward's outputs (mlp: [classes]; a language model:
+     * [T, vocab_size]); fills out_shape and returns its ndim through *ndim. */
     loom_status (*output_shape)(const loom_model *self, int64_t *out_shape, uint32_t *ndim);
 
     /* Optional (NULL: the trainer's compute_loss hook cannot be overridden for this model).
@@ -128,16 +133,26 @@ typedef struct loom_model_vtable {
     loom_status (*backward_outputs)(loom_model *self, const loom_batch *batch,
                                     const loom_tensor_view *doutputs, const loom_grad_sink *sink);
 
+    /* Optional (NULL: the model cannot generate). Incremental decoding with a key/value cache,
+     * for generation. decode_begin clears the cache and makes room for max_positions tokens
+     * (at most the model's context; memory allocated here, once per generation, through the
+     * host). decode_step feeds n tokens at the next positions and writes the logits of the LAST
+     * one into logits (vocab_size floats, the last dimension of output_shape). The parameters
+     * are read as bound; a forward/backward in between invalidates nothing but is not allowed
+     * to run concurrently. One thread per instance. */
+    loom_status (*decode_begin)(loom_model *self, int64_t max_positions);
+    loom_status (*decode_step)(loom_model *self, const int32_t *tokens, int64_t n, float *logits);
+
     /* ABI 1.1+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_param_info) == 96, "loom_param_info layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_batch) == 240, "loom_batch layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 56, "loom_model_binding layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 104, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 120, "model vtable layout changed");
 #endif
 
 #ifdef __cplusplus

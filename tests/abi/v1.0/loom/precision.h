@@ -73,7 +73,9 @@ typedef struct loom_precision_vtable {
     double (*loss_scale)(const loom_precision *self);
     /* Required. Unscale owned gradients into the fp32 master gradients (divide by the scale,
      * converting from param_dtype) and report whether any is inf or NaN through *overflow
-     * (0/1, this rank only). owned_grads[i] is sharding's owned_grads() of range i. */
+     * (0/1, this rank only). owned_grads[i] is sharding's owned_grads() of range i. The host
+     * also computes the global norm of the master gradients and treats a non-finite norm as an
+     * overflow, so a plugin that converts nothing may leave the check to that. */
     loom_status (*unscale)(loom_precision *self, void *const *owned_grads, size_t n,
                            int32_t *overflow);
     /* Required. The global overflow decision (1: the step is skipped). Updates the scale.

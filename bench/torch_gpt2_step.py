@@ -1,0 +1,98 @@
+"""The PyTorch side of bench/gpt2_step: the same GPT-2 (pre-LN blocks, fused qkv, GELU tanh,
+tied LM head, GPT-2 init) trained the same way (AdamW lr 1e-4, no clipping, random tokens, a new
+batch every step), timed step by step. Prints one JSON line. Run with Debian's /usr/bin/python3.
+
+  torch_gpt2_step.py --config gpt2-mini --B 8 --T 64 --threads 2 --warmup 3 --steps 10
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+p = argparse.ArgumentParser()
+p.add_argument("--config", default="gpt2-mini")
+p.add_argument("--B", type=int, default=8)
+p.add_argument("--T", type=int, default=64)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--warmup", type=int, default=3)
+p.add_argument("--steps", type=int, default=10)
+a = p.parse_args()
+# Debian's torch uses the system OpenBLAS, whose pool only listens to the environment.
+os.environ["OPENBLAS_NUM_THREADS"] = str(a.threads)
+os.environ["OMP_NUM_THREADS"] = str(a.threads)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+SIZES = {"gpt2": (12, 12, 768, 50257, 1024), "gpt2-mini": (4, 4, 256, 50257, 256), "gpt2-nano": (2, 2, 64, 512, 64)}
+L, H, C, V, P = SIZES[a.config]
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+        self.c_attn, self.attn_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+        self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)
+        att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        x = x + self.attn_proj((att @ v).transpose(1, 2).reshape(B, T, C))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(P, C)
+        self.h = nn.ModuleList(Block() for _ in range(L))
+        self.ln_f = nn.LayerNorm(C)
+        for name, p_ in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p_)
+            elif "ln" in name:
+                nn.init.ones_(p_)
+            else:
+                std = 0.02 / math.sqrt(2 * L) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p_, 0.0, std)
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        logits = self.ln_f(x) @ self.wte.weight.t()
+        return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+
+
+torch.set_num_threads(a.threads)
+torch.manual_seed(1234)
+model = GPT()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+gen = torch.Generator().manual_seed(1234)
+times = []
+for step in range(a.warmup + a.steps):
+    tokens = torch.randint(0, V, (a.B, a.T + 1), generator=gen)
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss = model(tokens[:, :-1], tokens[:, 1:])
+    loss.backward()
+    opt.step()
+    if step >= a.warmup:
+        times.append(time.perf_counter() - t0)
+n_params = sum(p_.numel() for p_ in model.parameters())
+median = statistics.median(times)
+flops_token = 6 * (n_params - P * C) + 12 * L * C * a.T
+print(json.dumps(dict(side="torch", config=a.config, n_params=n_params, B=a.B, T=a.T, threads=a.threads,
+                      steps=a.steps, ms_min=1e3 * min(times), ms_median=1e3 * median, ms_max=1e3 * max(times),
+                      tok_per_s_median=a.B * a.T / median,
+                      model_gflops_per_s_median=flops_token * a.B * a.T / median * 1e-9,
+                      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      torch=torch.__version__, OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", ""))))

@@ -1,0 +1,104 @@
+/*
+ * lk_cuda.h - the CUDA kernels (lk_*_cuda): the same contracts and signatures as the CPU
+ * kernels in lk_cpu.h (abi/loom/kernels.h states each one), with every tensor pointer a
+ * device pointer on the calling thread's current device. tests/gpu/test_cuda_kernels checks
+ * each against its CPU twin.
+ *
+ * Execution: every call is enqueued on the legacy default stream (stream 0) of the current
+ * device and returns without waiting, so calls from one thread run in order; copy results
+ * back with cudaMemcpy (which waits) or call lk_cuda_synchronize(). Matrix products use
+ * cuBLAS in plain fp32 (no TF32) through one lazily created handle per thread and device.
+ *
+ * Errors: nothing here throws, aborts or exits. A CUDA or cuBLAS failure (a launch error, a
+ * bad argument cuBLAS rejects, no device at all) is recorded in a per-thread slot and the
+ * call returns with its outputs unspecified; read it with lk_cuda_last_error(). Errors that
+ * happen later, while a kernel runs, surface at the next synchronising call
+ * (lk_cuda_synchronize, cudaMemcpy).
+ */
+#ifndef LOOM_LK_CUDA_H
+#define LOOM_LK_CUDA_H
+
+#include <loom/kernels.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The table for api->service(host, LOOM_KERNELS_CUDA_SERVICE, 0) (device LOOM_DEVICE_CUDA).
+ * Static; valid forever. Getting it needs no GPU; calling through it does. */
+const loom_kernels_api *lk_cuda_kernel_table(void);
+
+/* 1 when the CUDA runtime sees at least one device, 0 otherwise (no GPU, no driver, a driver
+ * too old for this runtime). Never aborts and records nothing. */
+int lk_cuda_available(void);
+
+/* The most recent error recorded on this thread ("lk_sgemm_cuda: cuBLAS
+ * CUBLAS_STATUS_INVALID_VALUE ..."), or NULL when none was recorded since the thread started
+ * or since lk_cuda_clear_error(). The string is this thread's: it stays valid until the next
+ * error is recorded on the thread or the error is cleared. */
+const char *lk_cuda_last_error(void);
+void lk_cuda_clear_error(void);
+
+/* Waits for all work on the current device. 0 when everything so far succeeded; -1 when the
+ * wait failed or an error is recorded on this thread (see lk_cuda_last_error). */
+int lk_cuda_synchronize(void);
+
+/* matmul.cu. lk_sgemm_cuda is cublasSgemm on row-major operands. */
+void lk_sgemm_cuda(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* linear.cu */
+void lk_linear_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, int64_t B, int64_t IC,
+                            int64_t OC);
+void lk_linear_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                             const float *weight, int64_t B, int64_t IC, int64_t OC);
+
+/* relu.cu */
+void lk_relu_forward_cuda(float *out, const float *inp, int64_t n);
+void lk_relu_backward_cuda(float *dinp, const float *inp, const float *dout, int64_t n);
+
+/* gelu.cu */
+void lk_gelu_forward_cuda(float *out, const float *inp, int64_t n);
+void lk_gelu_backward_cuda(float *dinp, const float *inp, const float *dout, int64_t n);
+
+/* cross_entropy.cu. labels is a device array. Labels in [0, C) or -100 (ignored: loss 0, no
+ * gradient); any other label gets a NaN loss and no gradient, as on the CPU. probs may alias
+ * logits (in place). */
+void lk_softmax_cross_entropy_forward_cuda(float *probs, float *losses, const float *logits, const int32_t *labels,
+                                           int64_t B, int64_t C);
+void lk_softmax_cross_entropy_backward_cuda(float *dlogits, const float *probs, const int32_t *labels, float scale,
+                                            int64_t B, int64_t C);
+
+/* linear.cu (HF Conv1D: weight [IC, OC]). */
+void lk_conv1d_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t IC,
+                            int64_t OC);
+void lk_conv1d_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                             const float *weight, int64_t N, int64_t IC, int64_t OC);
+
+/* encoder.cu. tokens is a device array of ids in [0, vocab). The backward is deterministic
+ * (no atomics) and adds in the CPU's order. */
+void lk_encoder_forward_cuda(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B,
+                             int64_t T, int64_t C);
+void lk_encoder_backward_cuda(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int64_t B, int64_t T,
+                              int64_t C);
+
+/* layernorm.cu. mean and rstd may be NULL in the forward. */
+void lk_layernorm_forward_cuda(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                               const float *bias, int64_t N, int64_t C, float eps);
+void lk_layernorm_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                const float *weight, const float *mean, const float *rstd, int64_t N, int64_t C);
+
+/* attention.cu. C must be a multiple of NH. The backward uses a per-thread device scratch
+ * buffer of B * NH * T floats that the library allocates (and keeps) itself. */
+void lk_attention_forward_cuda(float *out, float *att, const float *qkv, int64_t B, int64_t T, int64_t C, int64_t NH);
+void lk_attention_backward_cuda(float *dqkv, const float *dout, const float *qkv, const float *att, int64_t B,
+                                int64_t T, int64_t C, int64_t NH);
+
+/* elementwise.cu */
+void lk_add_cuda(float *out, const float *a, const float *b, int64_t n);
+void lk_accumulate_cuda(float *dst, const float *src, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOM_LK_CUDA_H */

@@ -1,0 +1,528 @@
+/*
+ * gpt2.c - the "gpt2" model: HF's GPT2LMHeadModel, written the llm.c way (forward/backward
+ * pairs over activations carved out of one allocation), computed with the host's kernels.
+ *
+ *   tokens [B, T] -> wte[token] + wpe[t] -> L x { x += attn.c_proj(attention(ln_1(x)));
+ *   x += mlp.c_proj(gelu(mlp.c_fc(ln_2(x)))) } -> ln_f -> logits = x @ wte^T [B, T, V]
+ *   -> softmax cross-entropy against I32 labels [B, T] (-100: not a target).
+ *
+ * Labels are aligned with the positions (llm.c's targets): labels[b, t] is the token that
+ * should follow inputs[b, t]. The data pipeline shifts; the model does not (HF shifts inside
+ * GPT2LMHeadModel.forward because its labels are a copy of input_ids). That keeps the host's
+ * count of targets (labels != -100 in the batch) equal to the model's.
+ *
+ * Memory (bind, once): llm.c's activations less attproj/fcproj (the projections are written
+ * into the residual buffers and the residual added in place), the logits [N, V] with the
+ * softmax done in place, and a backward scratch of 2 N C + N (max(F, 3C) + max(F, C)) floats
+ * that also holds the first rows of the dlogits: no [N, V] gradient buffer of its own (see
+ * logits_ext in gpt2.h). Nothing is allocated per step.
+ */
+#include "gpt2.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Fewest rows per softmax-cross-entropy backward call: the kernel parallelises over rows. */
+#define GPT2_MIN_CE_CHUNK 8
+
+static int64_t round_up(int64_t n) { return (n + GPT2_ALIGN_FLOATS - 1) / GPT2_ALIGN_FLOATS * GPT2_ALIGN_FLOATS; }
+static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+static void gpt2_destroy(loom_model *self)
+{
+    if (!self) return;
+    const loom_host_api *api = self->api;
+    gpt2_decode_free(self);
+    api->free_memory(self->host, self->activations);
+    api->free_memory(self->host, self->layers);
+    gpt2_free_tensors(self);
+    api->free_memory(self->host, self);
+}
+
+static loom_status gpt2_create(loom_host *host, const loom_host_api *api, const loom_config *config,
+                               loom_model **out)
+{
+    if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");
+    *out = NULL;
+    loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
+    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    memset(self, 0, sizeof *self);
+    self->host = host;
+    self->api = api;
+    const loom_status st = gpt2_configure(self, config);
+    if (st != LOOM_OK) {
+        gpt2_destroy(self);
+        return st;
+    }
+    *out = self;
+    return LOOM_OK;
+}
+
+/* ---- binding ------------------------------------------------------------------------- */
+
+static const char *dtype_name(uint32_t dtype)
+{
+    switch (dtype) {
+    case LOOM_DTYPE_F32: return "f32";
+    case LOOM_DTYPE_F16: return "f16";
+    case LOOM_DTYPE_BF16: return "bf16";
+    case LOOM_DTYPE_F64: return "f64";
+    default: return "a non-float dtype";
+    }
+}
+
+static int complete_kernels(const loom_kernels_api *k)
+{
+    return k && LOOM_HAS(k, loom_kernels_api, accumulate) && k->sgemm && k->linear_forward &&
+           k->linear_backward && k->gelu_forward && k->gelu_backward && k->softmax_cross_entropy_forward &&
+           k->softmax_cross_entropy_backward && k->encoder_forward && k->encoder_backward &&
+           k->layernorm_forward && k->layernorm_backward && k->conv1d_forward && k->conv1d_backward &&
+           k->attention_forward && k->attention_backward && k->add;
+}
+
+/* Floats of the activations for B rows of T tokens, and the cross-entropy chunk R. */
+static int64_t activation_floats(const loom_model *self, int64_t B, int64_t T, int64_t *ce_chunk)
+{
+    const int64_t C = self->C, F = self->F, V = self->V, N = B * T;
+    const int64_t per_layer = 5 * round_up(N * C) + 4 * round_up(N) + round_up(3 * N * C) +
+                              round_up(B * self->NH * T * T) + 2 * round_up(N * F);
+    const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
+    const int64_t R = min_i64(N, max_i64(GPT2_MIN_CE_CHUNK, ab / V));
+    *ce_chunk = R;
+    return round_up(N * C) + self->L * per_layer              /* encoded, blocks            */
+           + round_up(N * C) + 2 * round_up(N) + round_up(N)  /* lnf, mean, rstd, losses    */
+           + 2 * round_up(N * C)                              /* dres, dln                  */
+           + round_up(max_i64(ab, R * V)) + round_up(N * V);  /* dA dB / dlogits head, logits */
+}
+
+static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding)
+{
+    const loom_host_api *api = self->api;
+    if (!binding || !LOOM_HAS_FIELD(binding, loom_model_binding, kernels))
+        return api->fail(self->host, LOOM_E_ABI, "bind: binding missing or too small");
+    if (binding->param_dtype != LOOM_DTYPE_F32 || binding->compute_dtype != LOOM_DTYPE_F32)
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "parameters in %s, compute in %s: gpt2 runs in f32 only for now",
+                         dtype_name(binding->param_dtype), dtype_name(binding->compute_dtype));
+    if (binding->device != LOOM_DEVICE_CPU)
+        return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: gpt2 runs on the CPU only for now",
+                         binding->device);
+    if (!binding->params) return api->fail(self->host, LOOM_E_INVALID, "bind: params is NULL");
+    if (binding->max_batch_size < 1)
+        return api->fail(self->host, LOOM_E_INVALID, "bind: max_batch_size is %lld",
+                         (long long)binding->max_batch_size);
+    int64_t T = LOOM_HAS_FIELD(binding, loom_model_binding, max_sequence_length) ? binding->max_sequence_length : 0;
+    if (T == 0) T = self->P;
+    if (T < 0 || T > self->P)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "bind: max_sequence_length %lld is outside [1, n_positions = %lld]", (long long)T,
+                         (long long)self->P);
+
+    const loom_kernels_api *k = binding->kernels;
+    if (!k) k = api->service(self->host, LOOM_KERNELS_CPU_SERVICE, 0);
+    if (!complete_kernels(k))
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "the host lends no complete %s kernel table (gpt2 needs the transformer kernels)",
+                         LOOM_KERNELS_CPU_SERVICE);
+    if (k->device != binding->device)
+        return api->fail(self->host, LOOM_E_INVALID, "kernels for device %u, parameters on device %u",
+                         k->device, binding->device);
+
+    const int64_t B = binding->max_batch_size;
+    /* Everything below is a product of at most three sizes; check the largest in double. */
+    const double per_token = 2.0 * (double)self->V +
+                             (double)self->L * ((double)self->NH * (double)T + 12.0 * (double)(self->C + self->F));
+    const double estimate = (double)B * (double)T * per_token;
+    if (estimate > 0x1p44)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "activations for batch %lld x %lld tokens do not fit in memory", (long long)B, (long long)T);
+    int64_t R = 0;
+    const int64_t total = activation_floats(self, B, T, &R);
+
+    /* A second bind replaces the first; until it succeeds the model is unbound. */
+    api->free_memory(self->host, self->activations);
+    self->activations = NULL;
+    self->activation_bytes = 0;
+    self->k = NULL;
+    self->fwd_B = 0;
+    if (!self->layers) {
+        self->layers = api->alloc(self->host, (size_t)self->L * sizeof *self->layers, 0, LOOM_DEVICE_CPU, 0);
+        if (!self->layers) return api->fail(self->host, LOOM_E_NOMEM, "out of memory");
+    }
+    float *p = api->alloc(self->host, (size_t)total * sizeof(float), 64, binding->device, binding->device_index);
+    if (!p)
+        return api->fail(self->host, LOOM_E_NOMEM,
+                         "out of memory for activations (%lld bytes: batch %lld x %lld tokens)",
+                         (long long)(total * (int64_t)sizeof(float)), (long long)B, (long long)T);
+    self->activations = p;
+    self->activation_bytes = (size_t)total * sizeof(float);
+
+    const int64_t C = self->C, F = self->F, V = self->V, N = B * T;
+#define TAKE(n) (p += round_up(n), p - round_up(n))
+    self->encoded = TAKE(N * C);
+    for (int64_t l = 0; l < self->L; l++) {
+        gpt2_layer_acts *a = &self->layers[l];
+        a->ln1 = TAKE(N * C);
+        a->ln1_mean = TAKE(N);
+        a->ln1_rstd = TAKE(N);
+        a->qkv = TAKE(3 * N * C);
+        a->atty = TAKE(N * C);
+        a->att = TAKE(B * self->NH * T * T);
+        a->residual2 = TAKE(N * C);
+        a->ln2 = TAKE(N * C);
+        a->ln2_mean = TAKE(N);
+        a->ln2_rstd = TAKE(N);
+        a->fch = TAKE(N * F);
+        a->fch_gelu = TAKE(N * F);
+        a->residual3 = TAKE(N * C);
+    }
+    self->lnf = TAKE(N * C);
+    self->lnf_mean = TAKE(N);
+    self->lnf_rstd = TAKE(N);
+    self->losses = TAKE(N);
+    self->dres = TAKE(N * C);
+    self->dln = TAKE(N * C);
+    const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
+    float *region = TAKE(max_i64(ab, R * V));
+    self->dA = region;
+    self->dB = region + round_up(N * max_i64(F, 3 * C));
+    self->logits = TAKE(N * V);
+#undef TAKE
+    self->logits_ext = self->logits - R * V; /* inside `region`: R * V <= its size */
+    self->ce_chunk = R;
+    if (p != (float *)self->activations + total)
+        return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
+
+    self->k = k;
+    self->params = binding->params;
+    self->max_batch = B;
+    self->max_T = T;
+    return LOOM_OK;
+}
+
+static size_t gpt2_activation_bytes(const loom_model *self) { return self->activation_bytes; }
+
+static loom_status gpt2_output_shape(const loom_model *self, int64_t *out_shape, uint32_t *ndim)
+{
+    if (!out_shape || !ndim)
+        return self->api->fail(self->host, LOOM_E_INVALID, "output_shape: NULL argument");
+    out_shape[0] = self->max_T > 0 ? self->max_T : self->P;
+    out_shape[1] = self->V;
+    *ndim = 2;
+    return LOOM_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------- */
+
+/* Check the batch: I32 inputs [B, T] (and labels [B, T] when given) on the CPU, within the
+ * bound sizes, token ids in [0, V), labels in [0, V) or -100 (B * T reads: nothing next to a
+ * step). Sets *B and *T. */
+static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_t *B_out, int64_t *T_out)
+{
+    const loom_host_api *api = self->api;
+    if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "forward/backward before bind");
+    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
+        return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
+    const loom_tensor_view *x = &batch->inputs;
+    if (x->dtype != LOOM_DTYPE_I32 || x->ndim != 2 || !x->data || x->device != LOOM_DEVICE_CPU)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "inputs must be i32 token ids [batch, sequence] on the CPU (got dtype %u, ndim %u)",
+                         x->dtype, x->ndim);
+    const int64_t B = batch->batch_size, T = x->shape[1];
+    if (B < 1 || B > self->max_batch)
+        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
+                         (long long)B, (long long)self->max_batch);
+    if (x->shape[0] != B)
+        return api->fail(self->host, LOOM_E_INVALID, "inputs have %lld rows, the batch says %lld",
+                         (long long)x->shape[0], (long long)B);
+    if (T > self->P)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "sequence of %lld tokens is longer than n_positions = %lld (the model's context)",
+                         (long long)T, (long long)self->P);
+    if (T < 1 || T > self->max_T)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "sequence of %lld tokens: must be in [1, %lld] (the bound max_sequence_length)",
+                         (long long)T, (long long)self->max_T);
+    const loom_tensor_view *y = &batch->labels;
+    if (y->data && (y->dtype != LOOM_DTYPE_I32 || y->ndim != 2 || y->shape[0] != B || y->shape[1] != T ||
+                    y->device != LOOM_DEVICE_CPU))
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "labels must be i32 [%lld, %lld] on the CPU like the inputs (got dtype %u, ndim %u)",
+                         (long long)B, (long long)T, y->dtype, y->ndim);
+    /* The kernels cannot report a bad id: it would read outside wte or give a NaN loss. */
+    const int32_t *tokens = x->data, *labels = y->data;
+    const int64_t V = self->V;
+    for (int64_t i = 0; i < B * T; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return api->fail(self->host, LOOM_E_INVALID,
+                             "token id %d at row %lld, position %lld is outside the vocabulary [0, %lld)",
+                             tokens[i], (long long)(i / T), (long long)(i % T), (long long)V);
+        if (labels && labels[i] != GPT2_IGNORE_INDEX && (labels[i] < 0 || labels[i] >= V))
+            return api->fail(self->host, LOOM_E_INVALID,
+                             "label %d at row %lld, position %lld is outside the vocabulary [0, %lld) "
+                             "(and not -100, the ignore index)",
+                             labels[i], (long long)(i / T), (long long)(i % T), (long long)V);
+    }
+    *B_out = B;
+    *T_out = T;
+    return LOOM_OK;
+}
+
+/* Check a [B, >= T, V] f32 view of per-position outputs (or their gradient); *stride gets the
+ * rows per batch entry (its shape[1]). */
+static loom_status check_outputs(loom_model *self, const loom_tensor_view *v, const char *what, int64_t B,
+                                 int64_t T, int64_t *stride)
+{
+    if (v->dtype != LOOM_DTYPE_F32 || v->ndim != 3 || !v->data || v->device != LOOM_DEVICE_CPU ||
+        v->shape[0] != B || v->shape[1] < T || v->shape[2] != self->V)
+        return self->api->fail(self->host, LOOM_E_INVALID,
+                               "%s must be f32 [%lld, >= %lld, %lld] on the CPU (batch, positions, vocab)", what,
+                               (long long)B, (long long)T, (long long)self->V);
+    *stride = v->shape[1];
+    return LOOM_OK;
+}
+
+static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
+                                loom_tensor_view *outputs)
+{
+    int64_t B = 0, T = 0, stride = 0;
+    loom_status st = check_batch(self, batch, &B, &T);
+    if (st) return st;
+    if (outputs && (st = check_outputs(self, outputs, "outputs", B, T, &stride))) return st;
+    self->fwd_B = 0;
+    const loom_kernels_api *k = self->k;
+    const int64_t C = self->C, F = self->F, V = self->V, NH = self->NH, N = B * T;
+    const int32_t *tokens = batch->inputs.data, *labels = batch->labels.data;
+    const float eps = self->eps;
+
+    k->encoder_forward(self->encoded, tokens, gpt2_wte(self), gpt2_wpe(self), B, T, C);
+    const float *residual = self->encoded;
+    for (int64_t l = 0; l < self->L; l++) {
+        gpt2_layer_acts *a = &self->layers[l];
+        k->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
+                             gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
+        k->conv1d_forward(a->qkv, a->ln1, gpt2_lp(self, l, GPT2_QKV_W), gpt2_lp(self, l, GPT2_QKV_B), N, C, 3 * C);
+        k->attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        k->conv1d_forward(a->residual2, a->atty, gpt2_lp(self, l, GPT2_ATTPROJ_W), gpt2_lp(self, l, GPT2_ATTPROJ_B),
+                          N, C, C);
+        k->add(a->residual2, a->residual2, residual, N * C);
+        k->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
+                             gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
+        k->conv1d_forward(a->fch, a->ln2, gpt2_lp(self, l, GPT2_FC_W), gpt2_lp(self, l, GPT2_FC_B), N, C, F);
+        k->gelu_forward(a->fch_gelu, a->fch, N * F);
+        k->conv1d_forward(a->residual3, a->fch_gelu, gpt2_lp(self, l, GPT2_FCPROJ_W),
+                          gpt2_lp(self, l, GPT2_FCPROJ_B), N, F, C);
+        k->add(a->residual3, a->residual3, a->residual2, N * C);
+        residual = a->residual3;
+    }
+    const float *lnf_w = self->params + gpt2_lnf_offset(self);
+    k->layernorm_forward(self->lnf, self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, eps);
+    /* The tied LM head: logits[N, V] = lnf @ wte^T, wte being [V, C] = linear's [OC, IC]. */
+    k->linear_forward(self->logits, self->lnf, gpt2_wte(self), NULL, N, C, V);
+
+    if (outputs) { /* before the softmax overwrites the logits */
+        float *out = outputs->data;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(out + b * stride * V, self->logits + b * T * V, (size_t)(T * V) * sizeof(float));
+            if (stride > T) memset(out + (b * stride + T) * V, 0, (size_t)((stride - T) * V) * sizeof(float));
+        }
+    }
+    double loss_sum = 0.0;
+    int64_t n_targets = 0;
+    self->fwd_has_probs = 0;
+    if (labels) {
+        k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, N, V);
+        for (int64_t i = 0; i < N; i++) {
+            if (labels[i] == GPT2_IGNORE_INDEX) continue;
+            loss_sum += self->losses[i];
+            n_targets++;
+        }
+        self->fwd_has_probs = 1;
+    }
+    if (result) {
+        result->loss_sum = loss_sum;
+        result->n_targets = n_targets;
+        result->n_correct = -1;
+    }
+    self->fwd_B = B;
+    self->fwd_T = T;
+    return LOOM_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------ */
+
+static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t begin, int64_t end, float **g)
+{
+    void *memory = NULL;
+    const loom_status st = sink->acquire(sink->context, begin, end, &memory);
+    if (st) return st;
+    if (!memory)
+        return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory for [%lld, %lld)",
+                               (long long)begin, (long long)end);
+    *g = memory;
+    return LOOM_OK;
+}
+
+/* Everything after d(loss)/d(logits) = dlogits [N, V] (row-major, contiguous). */
+static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const float *dlogits,
+                                        const loom_grad_sink *sink)
+{
+    const loom_kernels_api *k = self->k;
+    const int64_t B = self->fwd_B, T = self->fwd_T, N = B * T;
+    const int64_t C = self->C, F = self->F, V = self->V, NH = self->NH;
+    const int32_t *tokens = batch->inputs.data;
+    const float *wte = gpt2_wte(self);
+    float *dres = self->dres, *dln = self->dln, *dA = self->dA, *dB = self->dB;
+    loom_status st;
+
+    /* wte gets gradients from the LM head now and from the encoder at the very end: its range
+     * (with wpe's, adjacent) is held for the whole backward and released last. */
+    const int64_t emb_end = (V + self->P) * C;
+    float *demb = NULL;
+    if ((st = acquire(self, sink, 0, emb_end, &demb))) return st;
+    float *dwte = demb, *dwpe = demb + V * C;
+    k->linear_backward(NULL, dwte, NULL, dlogits, self->lnf, wte, N, C, V);  /* dwte += dlogits^T lnf */
+    k->sgemm(0, 0, N, C, V, 1.0f, dlogits, V, wte, C, 0.0f, dln, C);          /* dlnf = dlogits wte   */
+
+    const int64_t lnf_begin = gpt2_lnf_offset(self);
+    float *dlnf_w = NULL;
+    if ((st = acquire(self, sink, lnf_begin, lnf_begin + 2 * C, &dlnf_w))) return st;
+    memset(dres, 0, (size_t)(N * C) * sizeof *dres);
+    const float *lnf_w = self->params + lnf_begin;
+    k->layernorm_backward(dres, dlnf_w, dlnf_w + C, dln, self->layers[self->L - 1].residual3, lnf_w,
+                          self->lnf_mean, self->lnf_rstd, N, C);
+    if ((st = sink->release(sink->context, lnf_begin, lnf_begin + 2 * C))) return st;
+
+    for (int64_t l = self->L - 1; l >= 0; l--) {
+        const gpt2_layer_acts *a = &self->layers[l];
+        const float *residual = l > 0 ? self->layers[l - 1].residual3 : self->encoded;
+        const int64_t begin = gpt2_layer_offset(self, l), end = begin + self->layer_size;
+        float *g = NULL;
+        if ((st = acquire(self, sink, begin, end, &g))) return st;
+#define DP(which) (g + (self->tensors[2 + l * GPT2_LAYER_TENSORS + (which)].offset - begin))
+#define P(which) gpt2_lp(self, l, which)
+        /* MLP. dres is d(residual3) here, which is also d(c_proj output). */
+        k->sgemm(0, 1, N, F, C, 1.0f, dres, C, P(GPT2_FCPROJ_W), C, 0.0f, dA, F); /* d fch_gelu */
+        k->conv1d_backward(NULL, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B), dres, a->fch_gelu, P(GPT2_FCPROJ_W), N, F, C);
+        memset(dB, 0, (size_t)(N * F) * sizeof *dB);
+        k->gelu_backward(dB, a->fch, dA, N * F);                                     /* d fch     */
+        k->sgemm(0, 1, N, C, F, 1.0f, dB, F, P(GPT2_FC_W), F, 0.0f, dln, C);       /* d ln2     */
+        k->conv1d_backward(NULL, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, P(GPT2_FC_W), N, C, F);
+        k->layernorm_backward(dres, DP(GPT2_LN2_W), DP(GPT2_LN2_B), dln, a->residual2, P(GPT2_LN2_W), a->ln2_mean,
+                              a->ln2_rstd, N, C);
+        /* Attention. dres is now d(residual2), also d(attn.c_proj output). */
+        k->sgemm(0, 1, N, C, C, 1.0f, dres, C, P(GPT2_ATTPROJ_W), C, 0.0f, dB, C); /* d atty    */
+        k->conv1d_backward(NULL, DP(GPT2_ATTPROJ_W), DP(GPT2_ATTPROJ_B), dres, a->atty, P(GPT2_ATTPROJ_W), N, C, C);
+        memset(dA, 0, (size_t)(N * 3 * C) * sizeof *dA);
+        k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);                  /* d qkv     */
+        k->sgemm(0, 1, N, C, 3 * C, 1.0f, dA, 3 * C, P(GPT2_QKV_W), 3 * C, 0.0f, dln, C); /* d ln1 */
+        k->conv1d_backward(NULL, DP(GPT2_QKV_W), DP(GPT2_QKV_B), dA, a->ln1, P(GPT2_QKV_W), N, C, 3 * C);
+        k->layernorm_backward(dres, DP(GPT2_LN1_W), DP(GPT2_LN1_B), dln, residual, P(GPT2_LN1_W), a->ln1_mean,
+                              a->ln1_rstd, N, C);
+#undef DP
+#undef P
+        /* This block's gradients are final: hand them over before the next block's, so the
+         * sink's communication overlaps the rest of backward. */
+        if ((st = sink->release(sink->context, begin, end))) return st;
+    }
+    k->encoder_backward(dwte, dwpe, dres, tokens, B, T, C);
+    return sink->release(sink->context, 0, emb_end);
+}
+
+static loom_status check_sink(loom_model *self, const loom_grad_sink *sink)
+{
+    if (!sink || !LOOM_HAS_FIELD(sink, loom_grad_sink, release) || !sink->acquire || !sink->release)
+        return self->api->fail(self->host, LOOM_E_INVALID, "backward: no gradient sink");
+    return LOOM_OK;
+}
+
+static loom_status gpt2_backward(loom_model *self, const loom_batch *batch, float seed, const loom_grad_sink *sink)
+{
+    int64_t B = 0, T = 0;
+    loom_status st = check_batch(self, batch, &B, &T);
+    if (st) return st;
+    const int32_t *labels = batch->labels.data;
+    if (!labels || !self->fwd_has_probs || self->fwd_B != B || self->fwd_T != T)
+        return self->api->fail(self->host, LOOM_E_INVALID,
+                               "backward needs a forward with labels on the same batch first");
+    if ((st = check_sink(self, sink))) return st;
+    const int64_t V = self->V, N = B * T, R = self->ce_chunk;
+
+    /* dlogits = seed * (probs - onehot(labels)), R rows at a time, each chunk written R rows
+     * before the probs it reads (rows already consumed): dlogits end in logits_ext rows
+     * [0, N), with no [N, V] buffer of their own and no aliasing inside a kernel call. */
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+        const int64_t rows = min_i64(R, N - r0);
+        float *d = self->logits_ext + r0 * V;
+        memset(d, 0, (size_t)(rows * V) * sizeof *d);
+        self->k->softmax_cross_entropy_backward(d, self->logits + r0 * V, labels + r0, seed, rows, V);
+    }
+    self->fwd_has_probs = 0; /* the probabilities are gone */
+    st = backward_from_logits(self, batch, self->logits_ext, sink);
+    self->fwd_B = 0;
+    return st;
+}
+
+static loom_status gpt2_backward_outputs(loom_model *self, const loom_batch *batch,
+                                         const loom_tensor_view *doutputs, const loom_grad_sink *sink)
+{
+    int64_t B = 0, T = 0, stride = 0;
+    loom_status st = check_batch(self, batch, &B, &T);
+    if (st) return st;
+    if (self->fwd_B != B || self->fwd_T != T)
+        return self->api->fail(self->host, LOOM_E_INVALID, "backward_outputs needs a forward on the same batch first");
+    if (!doutputs) return self->api->fail(self->host, LOOM_E_INVALID, "backward_outputs: doutputs is NULL");
+    if ((st = check_outputs(self, doutputs, "doutputs", B, T, &stride))) return st;
+    if ((st = check_sink(self, sink))) return st;
+    const int64_t V = self->V;
+    const float *dlogits = doutputs->data;
+    if (stride != T) { /* padded positions: gather the rows the forward had */
+        for (int64_t b = 0; b < B; b++)
+            memcpy(self->logits_ext + b * T * V, dlogits + b * stride * V, (size_t)(T * V) * sizeof(float));
+        dlogits = self->logits_ext;
+        self->fwd_has_probs = 0;
+    }
+    st = backward_from_logits(self, batch, dlogits, sink);
+    self->fwd_B = 0;
+    return st;
+}
+
+/* ---- descriptor ---------------------------------------------------------------------- */
+
+static const loom_model_vtable gpt2_vtable = {
+    LOOM_HEADER_INIT(loom_model_vtable),
+    .create = gpt2_create,
+    .destroy = gpt2_destroy,
+    .param_count = gpt2_param_count,
+    .param_info = gpt2_param_info,
+    .init_params = gpt2_init_params,
+    .bind = gpt2_bind,
+    .activation_bytes = gpt2_activation_bytes,
+    .forward = gpt2_forward,
+    .backward = gpt2_backward,
+    .output_shape = gpt2_output_shape,
+    .backward_outputs = gpt2_backward_outputs,
+    .decode_begin = gpt2_decode_begin,
+    .decode_step = gpt2_decode_step,
+};
+
+static const loom_plugin_desc gpt2_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_MODEL,
+    .name = "gpt2",
+    .version = "1.0.0",
+    .summary = "GPT-2 language model (HF GPT2LMHeadModel: names, shapes, init), tied LM head, KV-cache decoding",
+    .vtable = &gpt2_vtable,
+    .params = gpt2_param_specs,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
+    (void)host_abi_major;
+    return index == 0 ? &gpt2_desc : NULL;
+}

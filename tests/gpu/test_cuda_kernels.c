@@ -1,0 +1,639 @@
+/*
+ * test_cuda_kernels.c - every CUDA kernel (lk_*_cuda) against its CPU twin (lk_*), on the
+ * same random inputs, one line per case:
+ *
+ *   PASS sgemm NT 37x53x61 alpha=0.7 beta=0.3  n=2072  max_abs=1.91e-06 rel=2.87e-07 tol=1e-04
+ *
+ * max_abs is the largest |gpu - cpu| over every output of the case; rel is, per output tensor,
+ * its largest |gpu - cpu| divided by its largest |cpu| (a normwise relative error: an
+ * elementwise one is meaningless where the reference is near 0), worst tensor shown.
+ * Non-finite values must match exactly (NaN where the CPU has NaN). Tolerances: 1e-4 for fp32
+ * kernels, 1e-3 for products whose inner dimension is large (their rounding grows with sqrt(K)
+ * and the two BLAS sum in different orders). A case also fails when the CUDA side records an
+ * error. Backward passes start from non-zero gradients, so a kernel that overwrites instead of
+ * accumulating fails.
+ *
+ * Exits 0 when every case passes, 1 otherwise, and 77 (skipped) when there is no GPU.
+ */
+#include <math.h>
+
+#include "gpu_test.h"
+
+#define TOL_F32 1e-4
+#define TOL_LARGE_K 1e-3
+
+static int passed, failed;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Comparison                                                                               */
+
+typedef struct {
+    double max_abs, max_rel; /* over all tensors of the case; max_rel is per tensor */
+    int64_t n, mismatched_nonfinite;
+} cmp_t;
+
+/* Adds one output tensor. Its relative error is taken against its own largest |cpu| value,
+ * so a large tensor (losses of 100) cannot hide the error of a small one (probabilities). */
+static void cmp_add(cmp_t *c, const float *gpu, const float *cpu, int64_t n)
+{
+    double max_abs = 0.0, max_ref = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gpu[i], r = cpu[i];
+        if (!isfinite(g) || !isfinite(r)) {
+            const int same = (isnan(g) && isnan(r)) || g == r;
+            if (!same) c->mismatched_nonfinite++;
+            continue;
+        }
+        const double d = fabs((double)g - (double)r);
+        if (d > max_abs) max_abs = d;
+        if (fabs((double)r) > max_ref) max_ref = fabs((double)r);
+    }
+    const double rel = max_abs / (max_ref > 0.0 ? max_ref : 1.0);
+    if (max_abs > c->max_abs) c->max_abs = max_abs;
+    if (rel > c->max_rel) c->max_rel = rel;
+    c->n += n;
+}
+
+/* Prints the case's line and counts it. */
+static void cmp_report(const cmp_t *c, const char *name, double tol)
+{
+    const int sync_ok = lk_cuda_synchronize() == 0;
+    const char *err = lk_cuda_last_error();
+    const double rel = c->max_rel;
+    const int ok = sync_ok && !err && c->mismatched_nonfinite == 0 && rel <= tol;
+    printf("%s %-44s n=%-9lld max_abs=%.2e rel=%.2e tol=%.0e", ok ? "PASS" : "FAIL", name, (long long)c->n, c->max_abs,
+           rel, tol);
+    if (c->mismatched_nonfinite) printf(" non-finite mismatches=%lld", (long long)c->mismatched_nonfinite);
+    if (err) printf(" cuda error: %s", err);
+    printf("\n");
+    fflush(stdout);
+    lk_cuda_clear_error();
+    if (ok)
+        passed++;
+    else
+        failed++;
+}
+
+/* A boolean check that is not a numeric comparison. */
+static void check(int ok, const char *name, const char *detail)
+{
+    printf("%s %-44s %s\n", ok ? "PASS" : "FAIL", name, detail ? detail : "");
+    if (ok)
+        passed++;
+    else
+        failed++;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* sgemm                                                                                    */
+
+/* op(A) is M x K, op(B) is K x N; every operand gets `pad` extra columns of row stride so a
+ * kernel that assumes packed rows fails. C starts random (or NaN when beta == 0: BLAS must
+ * not read it then). */
+static void case_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta, int64_t pad,
+                       double tol)
+{
+    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K;
+    const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
+    const int64_t lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+    const int64_t na = a_rows * lda, nb = b_rows * ldb, nc = M * ldc;
+    float *A = gt_rand(na, -1.0f, 1.0f), *B = gt_rand(nb, -1.0f, 1.0f);
+    float *C = gt_rand(nc, -1.0f, 1.0f);
+    if (beta == 0.0f)
+        for (int64_t i = 0; i < nc; i++)
+            C[i] = NAN;
+    float *dA = gt_device_f(A, na), *dB = gt_device_f(B, nb), *dC = gt_device_f(C, nc);
+
+    lk_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    lk_sgemm_cuda(ta, tb, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
+    float *gC = gt_fetch(dC, nc);
+
+    /* Only the M x N block is defined output; the padding columns must be left alone, and
+     * they are compared too (both sides keep their initial values). */
+    cmp_t c = {0};
+    cmp_add(&c, gC, C, nc);
+    char name[96];
+    snprintf(name, sizeof name, "sgemm %c%c %lldx%lldx%lld alpha=%g beta=%g", ta ? 'T' : 'N', tb ? 'T' : 'N',
+             (long long)M, (long long)N, (long long)K, alpha, beta);
+    cmp_report(&c, name, tol);
+    cudaFree(dA), cudaFree(dB), cudaFree(dC);
+    free(A), free(B), free(C), free(gC);
+}
+
+static void test_sgemm(void)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            case_sgemm(ta, tb, 37, 53, 61, 0.7f, 0.3f, 3, TOL_F32);
+    case_sgemm(0, 0, 1, 1, 1, 1.0f, 0.0f, 0, TOL_F32);
+    case_sgemm(0, 1, 29, 31, 17, 1.0f, 0.0f, 1, TOL_F32); /* beta 0: C (NaN) is not read */
+    case_sgemm(0, 1, 64, 96, 4096, 1.0f, 1.0f, 0, TOL_LARGE_K);
+    case_sgemm(1, 0, 96, 64, 4096, 0.5f, 1.0f, 0, TOL_LARGE_K);
+    case_sgemm(0, 0, 13, 11, 0, 1.0f, 0.5f, 2, TOL_F32); /* K = 0: C = beta C */
+    case_sgemm(0, 0, 13, 11, 0, 1.0f, 0.0f, 2, TOL_F32); /* K = 0, beta 0: zeros, no NaN */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* linear                                                                                   */
+
+static void case_linear_forward(int64_t B, int64_t IC, int64_t OC, int with_bias, double tol)
+{
+    float *inp = gt_rand(B * IC, -1.0f, 1.0f), *w = gt_rand(OC * IC, -0.5f, 0.5f);
+    float *bias = with_bias ? gt_rand(OC, -1.0f, 1.0f) : NULL;
+    float *out = gt_rand(B * OC, -1.0f, 1.0f);
+    for (int64_t i = 0; i < B * OC; i++)
+        out[i] = NAN; /* must be overwritten, never read */
+    float *d_inp = gt_device_f(inp, B * IC), *d_w = gt_device_f(w, OC * IC);
+    float *d_bias = with_bias ? gt_device_f(bias, OC) : NULL;
+    float *d_out = gt_device_f(out, B * OC);
+
+    lk_linear_forward(out, inp, w, bias, B, IC, OC);
+    lk_linear_forward_cuda(d_out, d_inp, d_w, d_bias, B, IC, OC);
+    float *g = gt_fetch(d_out, B * OC);
+
+    cmp_t c = {0};
+    cmp_add(&c, g, out, B * OC);
+    char name[96];
+    snprintf(name, sizeof name, "linear_forward B=%lld IC=%lld OC=%lld%s", (long long)B, (long long)IC, (long long)OC,
+             with_bias ? "" : " no bias");
+    cmp_report(&c, name, tol);
+    cudaFree(d_inp), cudaFree(d_w), cudaFree(d_bias), cudaFree(d_out);
+    free(inp), free(w), free(bias), free(out), free(g);
+}
+
+/* which: bit 0 dinp, bit 1 dweight, bit 2 dbias (a missing one is passed as NULL). */
+static void case_linear_backward(int64_t B, int64_t IC, int64_t OC, int which, double tol)
+{
+    float *inp = gt_rand(B * IC, -1.0f, 1.0f), *w = gt_rand(OC * IC, -0.5f, 0.5f);
+    float *dout = gt_rand(B * OC, -1.0f, 1.0f);
+    float *dinp = gt_rand(B * IC, -1.0f, 1.0f), *dw = gt_rand(OC * IC, -1.0f, 1.0f);
+    float *db = gt_rand(OC, -1.0f, 1.0f);
+    float *d_inp = gt_device_f(inp, B * IC), *d_w = gt_device_f(w, OC * IC);
+    float *d_dout = gt_device_f(dout, B * OC), *d_dinp = gt_device_f(dinp, B * IC);
+    float *d_dw = gt_device_f(dw, OC * IC), *d_db = gt_device_f(db, OC);
+
+    lk_linear_backward(which & 1 ? dinp : NULL, which & 2 ? dw : NULL, which & 4 ? db : NULL, dout, inp, w, B, IC, OC);
+    lk_linear_backward_cuda(which & 1 ? d_dinp : NULL, which & 2 ? d_dw : NULL, which & 4 ? d_db : NULL, d_dout, d_inp,
+                            d_w, B, IC, OC);
+    float *g_dinp = gt_fetch(d_dinp, B * IC), *g_dw = gt_fetch(d_dw, OC * IC);
+    float *g_db = gt_fetch(d_db, OC);
+
+    cmp_t c = {0};
+    /* Skipped gradients must come back untouched: they are compared too. */
+    cmp_add(&c, g_dinp, dinp, B * IC);
+    cmp_add(&c, g_dw, dw, OC * IC);
+    cmp_add(&c, g_db, db, OC);
+    char name[96];
+    snprintf(name, sizeof name, "linear_backward B=%lld IC=%lld OC=%lld %s%s%s", (long long)B, (long long)IC,
+             (long long)OC, which & 1 ? "dinp " : "", which & 2 ? "dweight " : "", which & 4 ? "dbias" : "");
+    cmp_report(&c, name, tol);
+    cudaFree(d_inp), cudaFree(d_w), cudaFree(d_dout), cudaFree(d_dinp), cudaFree(d_dw), cudaFree(d_db);
+    free(inp), free(w), free(dout), free(dinp), free(dw), free(db);
+    free(g_dinp), free(g_dw), free(g_db);
+}
+
+static void test_linear(void)
+{
+    case_linear_forward(33, 70, 45, 1, TOL_F32);
+    case_linear_forward(33, 70, 45, 0, TOL_F32);
+    case_linear_forward(5, 0, 7, 1, TOL_F32); /* IC = 0: out = bias */
+    case_linear_forward(256, 768, 2304, 1, TOL_LARGE_K);
+    case_linear_backward(33, 70, 45, 7, TOL_F32);
+    case_linear_backward(33, 70, 45, 2, TOL_F32);
+    case_linear_backward(33, 70, 45, 5, TOL_F32);
+    case_linear_backward(1000, 3, 5, 4, TOL_F32); /* dbias over many rows */
+    case_linear_backward(512, 768, 768, 7, TOL_LARGE_K);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Elementwise: relu, gelu                                                                  */
+
+typedef void (*unary_fwd)(float *out, const float *inp, int64_t n);
+typedef void (*unary_bwd)(float *dinp, const float *inp, const float *dout, int64_t n);
+
+static void case_unary(const char *op, unary_fwd cpu_fwd, unary_fwd gpu_fwd, unary_bwd cpu_bwd, unary_bwd gpu_bwd,
+                       int64_t n, float lo, float hi)
+{
+    float *x = gt_rand(n, lo, hi), *dout = gt_rand(n, -1.0f, 1.0f);
+    float *dinp = gt_rand(n, -1.0f, 1.0f), *out = gt_host((size_t)n * sizeof *out);
+    for (int64_t i = 0; i < n && i < 16; i++)
+        x[i] = (float)(i - 8) * 0.0f;                                          /* exact zeros */
+    if (n > 20) x[16] = 10.0f, x[17] = -10.0f, x[18] = 9.99f, x[19] = -10.01f; /* GELU's guard */
+    float *d_x = gt_device_f(x, n), *d_dout = gt_device_f(dout, n);
+    float *d_dinp = gt_device_f(dinp, n), *d_out = gt_device_f(NULL, n);
+
+    char name[96];
+    cpu_fwd(out, x, n);
+    gpu_fwd(d_out, d_x, n);
+    float *g = gt_fetch(d_out, n);
+    cmp_t c = {0};
+    cmp_add(&c, g, out, n);
+    snprintf(name, sizeof name, "%s_forward n=%lld x in [%g, %g)", op, (long long)n, lo, hi);
+    cmp_report(&c, name, TOL_F32);
+    free(g);
+
+    cpu_bwd(dinp, x, dout, n);
+    gpu_bwd(d_dinp, d_x, d_dout, n);
+    g = gt_fetch(d_dinp, n);
+    cmp_t cb = {0};
+    cmp_add(&cb, g, dinp, n);
+    snprintf(name, sizeof name, "%s_backward n=%lld x in [%g, %g)", op, (long long)n, lo, hi);
+    cmp_report(&cb, name, TOL_F32);
+    free(g);
+
+    cudaFree(d_x), cudaFree(d_dout), cudaFree(d_dinp), cudaFree(d_out);
+    free(x), free(dout), free(dinp), free(out);
+}
+
+static void test_elementwise(void)
+{
+    case_unary("relu", lk_relu_forward, lk_relu_forward_cuda, lk_relu_backward, lk_relu_backward_cuda, 100003, -3.0f,
+               3.0f);
+    case_unary("relu", lk_relu_forward, lk_relu_forward_cuda, lk_relu_backward, lk_relu_backward_cuda, 7, -3.0f, 3.0f);
+    case_unary("gelu", lk_gelu_forward, lk_gelu_forward_cuda, lk_gelu_backward, lk_gelu_backward_cuda, 100003, -12.0f,
+               12.0f);
+    case_unary("gelu", lk_gelu_forward, lk_gelu_forward_cuda, lk_gelu_backward, lk_gelu_backward_cuda, 4000000, -4.0f,
+               4.0f);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* softmax + cross-entropy                                                                  */
+
+/* in_place: probs aliases logits on both devices (the contract allows it). */
+static void case_cross_entropy(int64_t B, int64_t C, float spread, int in_place)
+{
+    float *logits = gt_rand(B * C, -spread, spread);
+    int32_t *labels = gt_host((size_t)B * sizeof *labels);
+    for (int64_t b = 0; b < B; b++)
+        labels[b] = (int32_t)(gt_rng_next() % (uint64_t)C);
+    if (B > 4) labels[1] = -100, labels[2] = -100;         /* ignored rows */
+    if (B > 4) labels[3] = (int32_t)C + 3, labels[4] = -5; /* invalid: NaN loss, no gradient */
+    float *probs = gt_host((size_t)(B * C) * sizeof *probs), *losses = gt_host((size_t)B * sizeof *losses);
+    float *dlogits = gt_rand(B * C, -1.0f, 1.0f);
+    float *d_logits = gt_device_f(logits, B * C), *d_probs = gt_device_f(NULL, B * C);
+    float *d_losses = gt_device_f(NULL, B), *d_dlogits = gt_device_f(dlogits, B * C);
+    int32_t *d_labels = gt_device(labels, (size_t)B * sizeof *labels);
+    const float scale = 1.0f / (float)B;
+
+    if (in_place) {
+        memcpy(probs, logits, (size_t)(B * C) * sizeof *probs);
+        lk_softmax_cross_entropy_forward(probs, losses, probs, labels, B, C);
+        gt_cuda(cudaMemcpy(d_probs, d_logits, (size_t)(B * C) * sizeof *probs, cudaMemcpyDeviceToDevice),
+                "cudaMemcpy on device");
+        lk_softmax_cross_entropy_forward_cuda(d_probs, d_losses, d_probs, d_labels, B, C);
+    } else {
+        lk_softmax_cross_entropy_forward(probs, losses, logits, labels, B, C);
+        lk_softmax_cross_entropy_forward_cuda(d_probs, d_losses, d_logits, d_labels, B, C);
+    }
+    float *g_probs = gt_fetch(d_probs, B * C), *g_losses = gt_fetch(d_losses, B);
+    cmp_t c = {0};
+    cmp_add(&c, g_probs, probs, B * C);
+    cmp_add(&c, g_losses, losses, B);
+    char name[96];
+    snprintf(name, sizeof name, "softmax_cross_entropy_forward B=%lld C=%lld%s", (long long)B, (long long)C,
+             in_place ? " in place" : "");
+    cmp_report(&c, name, TOL_F32);
+
+    /* Both backward passes start from the CPU's probabilities, so this compares the backward
+     * kernels alone. */
+    gt_cuda(cudaMemcpy(d_probs, probs, (size_t)(B * C) * sizeof *probs, cudaMemcpyHostToDevice),
+            "cudaMemcpy to device");
+    lk_softmax_cross_entropy_backward(dlogits, probs, labels, scale, B, C);
+    lk_softmax_cross_entropy_backward_cuda(d_dlogits, d_probs, d_labels, scale, B, C);
+    float *g_dlogits = gt_fetch(d_dlogits, B * C);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dlogits, dlogits, B * C);
+    snprintf(name, sizeof name, "softmax_cross_entropy_backward B=%lld C=%lld", (long long)B, (long long)C);
+    cmp_report(&cb, name, TOL_F32);
+
+    cudaFree(d_logits), cudaFree(d_probs), cudaFree(d_losses), cudaFree(d_dlogits), cudaFree(d_labels);
+    free(logits), free(labels), free(probs), free(losses), free(dlogits);
+    free(g_probs), free(g_losses), free(g_dlogits);
+}
+
+static void test_cross_entropy(void)
+{
+    case_cross_entropy(67, 50257, 10.0f, 0); /* GPT-2's vocabulary */
+    case_cross_entropy(67, 50257, 10.0f, 1);
+    case_cross_entropy(1000, 10, 3.0f, 0); /* short rows */
+    case_cross_entropy(1000, 10, 3.0f, 1);
+    case_cross_entropy(9, 777, 80.0f, 0); /* exp(80) overflows without the max subtraction */
+    case_cross_entropy(1, 1, 1.0f, 0);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* conv1d (HF Conv1D, weight [IC, OC])                                                      */
+
+static void case_conv1d(int64_t N, int64_t IC, int64_t OC, int with_bias, int which, double tol)
+{
+    float *inp = gt_rand(N * IC, -1.0f, 1.0f), *w = gt_rand(IC * OC, -0.5f, 0.5f);
+    float *bias = gt_rand(OC, -1.0f, 1.0f), *out = gt_host((size_t)(N * OC) * sizeof *out);
+    float *dout = gt_rand(N * OC, -1.0f, 1.0f), *dinp = gt_rand(N * IC, -1.0f, 1.0f);
+    float *dw = gt_rand(IC * OC, -1.0f, 1.0f), *db = gt_rand(OC, -1.0f, 1.0f);
+    float *d_inp = gt_device_f(inp, N * IC), *d_w = gt_device_f(w, IC * OC);
+    float *d_bias = gt_device_f(bias, OC), *d_out = gt_device_f(NULL, N * OC);
+    float *d_dout = gt_device_f(dout, N * OC), *d_dinp = gt_device_f(dinp, N * IC);
+    float *d_dw = gt_device_f(dw, IC * OC), *d_db = gt_device_f(db, OC);
+    char name[96];
+
+    lk_conv1d_forward(out, inp, w, with_bias ? bias : NULL, N, IC, OC);
+    lk_conv1d_forward_cuda(d_out, d_inp, d_w, with_bias ? d_bias : NULL, N, IC, OC);
+    float *g = gt_fetch(d_out, N * OC);
+    cmp_t c = {0};
+    cmp_add(&c, g, out, N * OC);
+    snprintf(name, sizeof name, "conv1d_forward N=%lld IC=%lld OC=%lld%s", (long long)N, (long long)IC, (long long)OC,
+             with_bias ? "" : " no bias");
+    cmp_report(&c, name, tol);
+    free(g);
+
+    lk_conv1d_backward(which & 1 ? dinp : NULL, which & 2 ? dw : NULL, which & 4 ? db : NULL, dout, inp, w, N, IC, OC);
+    lk_conv1d_backward_cuda(which & 1 ? d_dinp : NULL, which & 2 ? d_dw : NULL, which & 4 ? d_db : NULL, d_dout, d_inp,
+                            d_w, N, IC, OC);
+    float *g_dinp = gt_fetch(d_dinp, N * IC), *g_dw = gt_fetch(d_dw, IC * OC), *g_db = gt_fetch(d_db, OC);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dinp, dinp, N * IC);
+    cmp_add(&cb, g_dw, dw, IC * OC);
+    cmp_add(&cb, g_db, db, OC);
+    snprintf(name, sizeof name, "conv1d_backward N=%lld IC=%lld OC=%lld %s%s%s", (long long)N, (long long)IC,
+             (long long)OC, which & 1 ? "dinp " : "", which & 2 ? "dweight " : "", which & 4 ? "dbias" : "");
+    cmp_report(&cb, name, tol);
+
+    cudaFree(d_inp), cudaFree(d_w), cudaFree(d_bias), cudaFree(d_out), cudaFree(d_dout);
+    cudaFree(d_dinp), cudaFree(d_dw), cudaFree(d_db);
+    free(inp), free(w), free(bias), free(out), free(dout), free(dinp), free(dw), free(db);
+    free(g_dinp), free(g_dw), free(g_db);
+}
+
+static void test_conv1d(void)
+{
+    case_conv1d(33, 70, 45, 1, 7, TOL_F32);
+    case_conv1d(33, 70, 45, 0, 6, TOL_F32);
+    case_conv1d(256, 768, 2304, 1, 7, TOL_LARGE_K); /* GPT-2's c_attn over 256 tokens */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* encoder                                                                                  */
+
+static void case_encoder(int64_t B, int64_t T, int64_t C, int64_t V)
+{
+    const int64_t BT = B * T;
+    int32_t *tokens = gt_host((size_t)BT * sizeof *tokens);
+    for (int64_t i = 0; i < BT; i++)
+        tokens[i] = (int32_t)(gt_rng_next() % (uint64_t)V);
+    float *wte = gt_rand(V * C, -1.0f, 1.0f), *wpe = gt_rand(T * C, -1.0f, 1.0f);
+    float *out = gt_host((size_t)(BT * C) * sizeof *out), *dout = gt_rand(BT * C, -1.0f, 1.0f);
+    float *dwte = gt_rand(V * C, -1.0f, 1.0f), *dwpe = gt_rand(T * C, -1.0f, 1.0f);
+    int32_t *d_tokens = gt_device(tokens, (size_t)BT * sizeof *tokens);
+    float *d_wte = gt_device_f(wte, V * C), *d_wpe = gt_device_f(wpe, T * C);
+    float *d_out = gt_device_f(NULL, BT * C), *d_dout = gt_device_f(dout, BT * C);
+    float *d_dwte = gt_device_f(dwte, V * C), *d_dwpe = gt_device_f(dwpe, T * C);
+    char name[96];
+
+    lk_encoder_forward(out, tokens, wte, wpe, B, T, C);
+    lk_encoder_forward_cuda(d_out, d_tokens, d_wte, d_wpe, B, T, C);
+    float *g = gt_fetch(d_out, BT * C);
+    cmp_t c = {0};
+    cmp_add(&c, g, out, BT * C);
+    snprintf(name, sizeof name, "encoder_forward B=%lld T=%lld C=%lld V=%lld", (long long)B, (long long)T, (long long)C,
+             (long long)V);
+    cmp_report(&c, name, TOL_F32);
+    free(g);
+
+    lk_encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
+    lk_encoder_backward_cuda(d_dwte, d_dwpe, d_dout, d_tokens, B, T, C);
+    float *g_dwte = gt_fetch(d_dwte, V * C), *g_dwpe = gt_fetch(d_dwpe, T * C);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dwte, dwte, V * C);
+    cmp_add(&cb, g_dwpe, dwpe, T * C);
+    snprintf(name, sizeof name, "encoder_backward B=%lld T=%lld C=%lld V=%lld", (long long)B, (long long)T,
+             (long long)C, (long long)V);
+    cmp_report(&cb, name, TOL_F32);
+
+    cudaFree(d_tokens), cudaFree(d_wte), cudaFree(d_wpe), cudaFree(d_out), cudaFree(d_dout);
+    cudaFree(d_dwte), cudaFree(d_dwpe);
+    free(tokens), free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe);
+    free(g_dwte), free(g_dwpe);
+}
+
+static void test_encoder(void)
+{
+    case_encoder(4, 64, 96, 50);   /* ids repeat a lot */
+    case_encoder(8, 300, 40, 500); /* B*T past one shared-memory tile of ids */
+    case_encoder(2, 1024, 768, 50257);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* layernorm                                                                                */
+
+static void case_layernorm(int64_t N, int64_t C, float offset, int which)
+{
+    float *x = gt_rand(N * C, offset - 1.0f, offset + 1.0f);
+    float *w = gt_rand(C, 0.5f, 1.5f), *bias = gt_rand(C, -1.0f, 1.0f);
+    float *out = gt_host((size_t)(N * C) * sizeof *out), *mean = gt_host((size_t)N * sizeof *mean);
+    float *rstd = gt_host((size_t)N * sizeof *rstd), *dout = gt_rand(N * C, -1.0f, 1.0f);
+    float *dinp = gt_rand(N * C, -1.0f, 1.0f), *dw = gt_rand(C, -1.0f, 1.0f), *db = gt_rand(C, -1.0f, 1.0f);
+    float *d_x = gt_device_f(x, N * C), *d_w = gt_device_f(w, C), *d_bias = gt_device_f(bias, C);
+    float *d_out = gt_device_f(NULL, N * C), *d_mean = gt_device_f(NULL, N), *d_rstd = gt_device_f(NULL, N);
+    float *d_dout = gt_device_f(dout, N * C), *d_dinp = gt_device_f(dinp, N * C);
+    float *d_dw = gt_device_f(dw, C), *d_db = gt_device_f(db, C);
+    const float eps = 1e-5f;
+    char name[96];
+
+    lk_layernorm_forward(out, mean, rstd, x, w, bias, N, C, eps);
+    lk_layernorm_forward_cuda(d_out, d_mean, d_rstd, d_x, d_w, d_bias, N, C, eps);
+    float *g_out = gt_fetch(d_out, N * C), *g_mean = gt_fetch(d_mean, N), *g_rstd = gt_fetch(d_rstd, N);
+    cmp_t c = {0};
+    cmp_add(&c, g_out, out, N * C);
+    cmp_add(&c, g_mean, mean, N);
+    cmp_add(&c, g_rstd, rstd, N);
+    snprintf(name, sizeof name, "layernorm_forward N=%lld C=%lld mean~%g", (long long)N, (long long)C, offset);
+    cmp_report(&c, name, TOL_F32);
+
+    /* The backward runs on the CPU's mean and rstd on both sides: it is compared alone. */
+    gt_cuda(cudaMemcpy(d_mean, mean, (size_t)N * sizeof *mean, cudaMemcpyHostToDevice), "cudaMemcpy");
+    gt_cuda(cudaMemcpy(d_rstd, rstd, (size_t)N * sizeof *rstd, cudaMemcpyHostToDevice), "cudaMemcpy");
+    lk_layernorm_backward(which & 1 ? dinp : NULL, which & 2 ? dw : NULL, which & 4 ? db : NULL, dout, x, w, mean, rstd,
+                          N, C);
+    lk_layernorm_backward_cuda(which & 1 ? d_dinp : NULL, which & 2 ? d_dw : NULL, which & 4 ? d_db : NULL, d_dout, d_x,
+                               d_w, d_mean, d_rstd, N, C);
+    float *g_dinp = gt_fetch(d_dinp, N * C), *g_dw = gt_fetch(d_dw, C), *g_db = gt_fetch(d_db, C);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dinp, dinp, N * C);
+    cmp_add(&cb, g_dw, dw, C);
+    cmp_add(&cb, g_db, db, C);
+    snprintf(name, sizeof name, "layernorm_backward N=%lld C=%lld %s%s%s", (long long)N, (long long)C,
+             which & 1 ? "dinp " : "", which & 2 ? "dweight " : "", which & 4 ? "dbias" : "");
+    cmp_report(&cb, name, N > 1000 ? TOL_LARGE_K : TOL_F32);
+
+    cudaFree(d_x), cudaFree(d_w), cudaFree(d_bias), cudaFree(d_out), cudaFree(d_mean);
+    cudaFree(d_rstd), cudaFree(d_dout), cudaFree(d_dinp), cudaFree(d_dw), cudaFree(d_db);
+    free(x), free(w), free(bias), free(out), free(mean), free(rstd), free(dout), free(dinp);
+    free(dw), free(db), free(g_out), free(g_mean), free(g_rstd), free(g_dinp), free(g_dw), free(g_db);
+}
+
+static void test_layernorm(void)
+{
+    case_layernorm(77, 768, 0.0f, 7);
+    case_layernorm(77, 768, 100.0f, 7); /* |mean| >> std: the corrected variance */
+    case_layernorm(5, 13, 0.0f, 1);
+    case_layernorm(4096, 768, 0.0f, 6); /* dweight/dbias over many rows */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* attention                                                                                */
+
+static void case_attention(int64_t B, int64_t T, int64_t C, int64_t NH, double tol)
+{
+    const int64_t nqkv = B * T * 3 * C, nout = B * T * C, natt = B * NH * T * T;
+    float *qkv = gt_rand(nqkv, -1.0f, 1.0f), *out = gt_host((size_t)nout * sizeof *out);
+    float *att = gt_host((size_t)natt * sizeof *att), *dout = gt_rand(nout, -1.0f, 1.0f);
+    float *dqkv = gt_rand(nqkv, -1.0f, 1.0f);
+    float *d_qkv = gt_device_f(qkv, nqkv), *d_out = gt_device_f(NULL, nout);
+    float *d_att = gt_rand(natt, 5.0f, 6.0f); /* garbage the forward must overwrite entirely */
+    float *dd_att = gt_device_f(d_att, natt);
+    float *d_dout = gt_device_f(dout, nout), *d_dqkv = gt_device_f(dqkv, nqkv);
+    char name[96];
+
+    lk_attention_forward(out, att, qkv, B, T, C, NH);
+    lk_attention_forward_cuda(d_out, dd_att, d_qkv, B, T, C, NH);
+    float *g_out = gt_fetch(d_out, nout), *g_att = gt_fetch(dd_att, natt);
+    cmp_t c = {0};
+    cmp_add(&c, g_out, out, nout);
+    cmp_add(&c, g_att, att, natt);
+    snprintf(name, sizeof name, "attention_forward B=%lld T=%lld C=%lld NH=%lld", (long long)B, (long long)T,
+             (long long)C, (long long)NH);
+    cmp_report(&c, name, tol);
+
+    gt_cuda(cudaMemcpy(dd_att, att, (size_t)natt * sizeof *att, cudaMemcpyHostToDevice), "cudaMemcpy");
+    lk_attention_backward(dqkv, dout, qkv, att, B, T, C, NH);
+    lk_attention_backward_cuda(d_dqkv, d_dout, d_qkv, dd_att, B, T, C, NH);
+    float *g_dqkv = gt_fetch(d_dqkv, nqkv);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dqkv, dqkv, nqkv);
+    snprintf(name, sizeof name, "attention_backward B=%lld T=%lld C=%lld NH=%lld", (long long)B, (long long)T,
+             (long long)C, (long long)NH);
+    cmp_report(&cb, name, tol);
+
+    cudaFree(d_qkv), cudaFree(d_out), cudaFree(dd_att), cudaFree(d_dout), cudaFree(d_dqkv);
+    free(qkv), free(out), free(att), free(dout), free(dqkv), free(d_att), free(g_out), free(g_att);
+    free(g_dqkv);
+}
+
+static void test_attention(void)
+{
+    case_attention(2, 37, 48, 4, TOL_F32);        /* hs = 12, T not a multiple of 32 */
+    case_attention(1, 5, 600, 2, TOL_F32);        /* hs = 300: more than one register sweep */
+    case_attention(2, 256, 768, 12, TOL_LARGE_K); /* GPT-2 small heads (hs = 64) */
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* add, accumulate                                                                          */
+
+static void test_add_accumulate(void)
+{
+    const int64_t n = 300007;
+    float *a = gt_rand(n, -1.0f, 1.0f), *b = gt_rand(n, -1.0f, 1.0f), *out = gt_host((size_t)n * sizeof *out);
+    float *d_a = gt_device_f(a, n), *d_b = gt_device_f(b, n), *d_out = gt_device_f(NULL, n);
+
+    lk_add(out, a, b, n);
+    lk_add_cuda(d_out, d_a, d_b, n);
+    float *g = gt_fetch(d_out, n);
+    char name[64];
+    cmp_t c = {0};
+    cmp_add(&c, g, out, n);
+    snprintf(name, sizeof name, "add n=%lld", (long long)n);
+    cmp_report(&c, name, TOL_F32);
+    free(g);
+
+    lk_add(a, a, b, n); /* out aliases a */
+    lk_add_cuda(d_a, d_a, d_b, n);
+    g = gt_fetch(d_a, n);
+    cmp_t ca = {0};
+    cmp_add(&ca, g, a, n);
+    snprintf(name, sizeof name, "add n=%lld in place", (long long)n);
+    cmp_report(&ca, name, TOL_F32);
+    free(g);
+
+    lk_accumulate(b, a, n);
+    lk_accumulate_cuda(d_b, d_a, n);
+    g = gt_fetch(d_b, n);
+    cmp_t cc = {0};
+    cmp_add(&cc, g, b, n);
+    snprintf(name, sizeof name, "accumulate n=%lld", (long long)n);
+    cmp_report(&cc, name, TOL_F32);
+    free(g);
+
+    cudaFree(d_a), cudaFree(d_b), cudaFree(d_out);
+    free(a), free(b), free(out);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The table and error reporting                                                            */
+
+/* Needs no GPU: runs before the skip. */
+static void test_table(void)
+{
+    const loom_kernels_api *k = lk_cuda_kernel_table();
+    int ok = k != NULL && k == lk_cuda_kernel_table() && k->abi_major == LOOM_ABI_MAJOR &&
+             k->abi_minor == LOOM_ABI_MINOR && k->struct_size == sizeof(loom_kernels_api) &&
+             k->device == LOOM_DEVICE_CUDA && k->sgemm == lk_sgemm_cuda &&
+             k->linear_forward == lk_linear_forward_cuda && k->linear_backward == lk_linear_backward_cuda &&
+             k->relu_forward == lk_relu_forward_cuda && k->relu_backward == lk_relu_backward_cuda &&
+             k->gelu_forward == lk_gelu_forward_cuda && k->gelu_backward == lk_gelu_backward_cuda &&
+             k->softmax_cross_entropy_forward == lk_softmax_cross_entropy_forward_cuda &&
+             k->softmax_cross_entropy_backward == lk_softmax_cross_entropy_backward_cuda &&
+             k->encoder_forward == lk_encoder_forward_cuda && k->encoder_backward == lk_encoder_backward_cuda &&
+             k->layernorm_forward == lk_layernorm_forward_cuda && k->layernorm_backward == lk_layernorm_backward_cuda &&
+             k->conv1d_forward == lk_conv1d_forward_cuda && k->conv1d_backward == lk_conv1d_backward_cuda &&
+             k->attention_forward == lk_attention_forward_cuda && k->attention_backward == lk_attention_backward_cuda &&
+             k->add == lk_add_cuda && k->accumulate == lk_accumulate_cuda;
+    for (size_t off = offsetof(loom_kernels_api, sgemm); k && off < sizeof *k; off += sizeof(void *)) {
+        void *slot;
+        memcpy(&slot, (const char *)k + off, sizeof slot);
+        ok = ok && slot != NULL;
+    }
+    check(ok, "kernel_table", "device CUDA, every slot set to its lk_*_cuda");
+    check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
+}
+
+/* A bad argument is recorded, not fatal, and clearing works. */
+static void test_errors(void)
+{
+    float *d = gt_device_f(NULL, 64);
+    /* lda 3 < K 4 for an untransposed row-major A: cuBLAS rejects it. */
+    lk_sgemm_cuda(0, 0, 4, 4, 4, 1.0f, d, 3, d + 16, 4, 0.0f, d + 32, 4);
+    const char *err = lk_cuda_last_error();
+    check(err != NULL && strstr(err, "lk_sgemm_cuda") != NULL, "error recorded (bad lda)",
+          err ? err : "nothing recorded");
+    lk_cuda_clear_error();
+    check(lk_cuda_last_error() == NULL && lk_cuda_synchronize() == 0, "error cleared", NULL);
+    cudaFree(d);
+}
+
+int main(void)
+{
+    test_table();
+    if (failed) {
+        printf("%d passed, %d failed\n", passed, failed);
+        return 1;
+    }
+    gt_require_gpu("test_cuda_kernels");
+    struct cudaDeviceProp prop;
+    int dev = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+        printf("device %d: %s (sm_%d%d)\n", dev, prop.name, prop.major, prop.minor);
+
+    test_sgemm();
+    test_linear();
+    test_elementwise();
+    test_cross_entropy();
+    test_conv1d();
+    test_encoder();
+    test_layernorm();
+    test_attention();
+    test_add_accumulate();
+    test_errors();
+
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

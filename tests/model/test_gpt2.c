@@ -1,0 +1,869 @@
+/* test_gpt2.c - the gpt2 model plugin, loaded with dlopen() from the build's plugin folder and
+ * driven through its vtable by the test host of test_host.h (no libloom needed):
+ *   (a) the parameter list: HF names, shapes, no-decay flags, flat layout;
+ *   (b) forward loss and logits against a naive double-precision GPT-2 written here;
+ *   (c) every parameter tensor's gradient against central differences of seed * loss_sum,
+ *       through the real grad-sink protocol, with an ignored label and gradients accumulated
+ *       onto non-zero memory; backward_outputs against backward;
+ *   (d) the sink's order: wte/wpe acquired first, ln_f released, then block 1, block 0, and
+ *       wte/wpe last;
+ *   (e) decode_step one token at a time and in chunks against the full forward's logits;
+ *   (f) init statistics (scaled residual projections), biases 0, LayerNorm weights 1;
+ *   (g) errors: bad token, bad label, too long a sequence, bad configurations, binding. */
+#include <dlfcn.h>
+#include <loom/model.h>
+
+#include "test_host.h"
+#include "test_util.h"
+
+#ifndef GPT2_PLUGIN_PATH
+#error "GPT2_PLUGIN_PATH must name the built gpt2.so"
+#endif
+
+static const loom_model_vtable *vt;
+static const loom_plugin_desc *desc;
+static loom_host host;
+
+/* ---- a host log that counts warnings ----------------------------------------------------- */
+
+static int warnings;
+static char last_warning[512];
+
+static void counting_log(loom_host *h, uint32_t level, const char *fmt, ...)
+{
+    (void)h;
+    va_list ap;
+    va_start(ap, fmt);
+    if (level == LOOM_LOG_WARNING) {
+        warnings++;
+        vsnprintf(last_warning, sizeof last_warning, fmt, ap);
+    }
+    va_end(ap);
+}
+
+static loom_host_api api;
+
+/* ---- grad sink that records the protocol ------------------------------------------------- */
+
+typedef struct range {
+    int64_t begin, end;
+} range;
+
+typedef struct sink_ctx {
+    float *grads;
+    int64_t n;
+    range open[8];       /* acquired, not yet released */
+    int n_open;
+    range acquired[64];  /* in acquire order */
+    int n_acquired;
+    range released[64];  /* in release order */
+    int n_released;
+    int violations;      /* overlap, bad range, release without acquire */
+} sink_ctx;
+
+static loom_status sink_acquire(void *context, int64_t begin, int64_t end, void **memory)
+{
+    sink_ctx *s = context;
+    if (begin < 0 || end > s->n || begin >= end || s->n_open == 8 || s->n_acquired == 64) {
+        s->violations++;
+        return LOOM_E_INVALID;
+    }
+    for (int i = 0; i < s->n_open; i++) {
+        if (begin < s->open[i].end && s->open[i].begin < end) s->violations++;
+    }
+    s->open[s->n_open++] = (range){begin, end};
+    s->acquired[s->n_acquired++] = (range){begin, end};
+    *memory = s->grads + begin;
+    return LOOM_OK;
+}
+
+static loom_status sink_release(void *context, int64_t begin, int64_t end)
+{
+    sink_ctx *s = context;
+    int found = -1;
+    for (int i = 0; i < s->n_open; i++) {
+        if (s->open[i].begin == begin && s->open[i].end == end) found = i;
+    }
+    if (found < 0 || s->n_released == 64) {
+        s->violations++;
+        return LOOM_E_INVALID;
+    }
+    s->open[found] = s->open[--s->n_open];
+    s->released[s->n_released++] = (range){begin, end};
+    return LOOM_OK;
+}
+
+static void sink_init(sink_ctx *s, float *grads, int64_t n, loom_grad_sink *sink)
+{
+    memset(s, 0, sizeof *s);
+    s->grads = grads;
+    s->n = n;
+    *sink = (loom_grad_sink){LOOM_HEADER_INIT(loom_grad_sink), .context = s, .acquire = sink_acquire,
+                             .release = sink_release};
+}
+
+/* ---- configurations and views ------------------------------------------------------------ */
+
+typedef struct gcfg {
+    const char *vocab, *positions, *embd, *layer, *head;
+} gcfg;
+
+static const gcfg TINY = {"37", "16", "12", "2", "3"};
+
+static loom_config make_cfg(gcfg g)
+{
+    loom_config cfg = {.spec = desc->params};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"vocab_size", LOOM_PARAM_INT, g.vocab};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"n_positions", LOOM_PARAM_INT, g.positions};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"n_embd", LOOM_PARAM_INT, g.embd};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"n_layer", LOOM_PARAM_INT, g.layer};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"n_head", LOOM_PARAM_INT, g.head};
+    return cfg;
+}
+
+static loom_tensor_view view(void *data, uint32_t dtype, uint32_t ndim, int64_t d0, int64_t d1, int64_t d2)
+{
+    loom_tensor_view v = {LOOM_HEADER_INIT(loom_tensor_view), .data = data, .dtype = dtype,
+                          .device = LOOM_DEVICE_CPU, .ndim = ndim};
+    v.shape[0] = d0;
+    v.shape[1] = d1;
+    v.shape[2] = d2;
+    return v;
+}
+
+static loom_batch make_batch(int32_t *tokens, int32_t *labels, int64_t B, int64_t T)
+{
+    loom_batch b = {LOOM_HEADER_INIT(loom_batch), .batch_size = B};
+    b.inputs = view(tokens, LOOM_DTYPE_I32, 2, B, T, 0);
+    b.labels = view(labels, LOOM_DTYPE_I32, 2, B, T, 0);
+    for (int64_t i = 0; labels && i < B * T; i++) b.n_targets += labels[i] != -100;
+    return b;
+}
+
+static loom_model_binding make_binding(float *params, int64_t max_batch, int64_t max_T)
+{
+    return (loom_model_binding){LOOM_HEADER_INIT(loom_model_binding), .params = params,
+                                .param_dtype = LOOM_DTYPE_F32, .compute_dtype = LOOM_DTYPE_F32,
+                                .device = LOOM_DEVICE_CPU, .max_batch_size = max_batch,
+                                .kernels = NULL, .max_sequence_length = max_T};
+}
+
+/* The model as the test sees it: sizes and every tensor's offset, from param_info alone. */
+typedef struct net {
+    int64_t V, P, C, L, F, NH;
+    size_t n_tensors;
+    int64_t offset[256], size[256];
+    int64_t n_params;
+} net;
+
+static net describe(loom_model *m, int64_t NH)
+{
+    net n = {0};
+    n.n_tensors = vt->param_count(m);
+    int64_t offset = 0;
+    for (size_t i = 0; i < n.n_tensors && i < 256; i++) {
+        loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
+        CHECK(vt->param_info(m, i, &info) == LOOM_OK);
+        n.offset[i] = offset;
+        n.size[i] = info.ndim == 2 ? info.shape[0] * info.shape[1] : info.shape[0];
+        offset += n.size[i];
+        if (i == 0) n.V = info.shape[0], n.C = info.shape[1];
+        if (i == 1) n.P = info.shape[0];
+        if (i == 2 + 8) n.F = info.shape[1]; /* mlp.c_fc.weight [C, F] */
+    }
+    n.L = ((int64_t)n.n_tensors - 4) / 12;
+    n.NH = NH;
+    n.n_params = offset;
+    return n;
+}
+
+/* ---- the reference: a naive double-precision GPT-2 ---------------------------------------- */
+
+static void ref_layernorm(double *out, const double *x, const float *w, const float *b, int64_t C)
+{
+    double mean = 0.0, var = 0.0;
+    for (int64_t c = 0; c < C; c++) mean += x[c];
+    mean /= (double)C;
+    for (int64_t c = 0; c < C; c++) var += (x[c] - mean) * (x[c] - mean);
+    var /= (double)C;
+    const double rstd = 1.0 / sqrt(var + 1e-5);
+    for (int64_t c = 0; c < C; c++) out[c] = (x[c] - mean) * rstd * w[c] + b[c];
+}
+
+/* out[OC] = in[IC] @ w[IC, OC] + b (HF Conv1D) */
+static void ref_conv1d(double *out, const double *in, const float *w, const float *b, int64_t IC, int64_t OC)
+{
+    for (int64_t o = 0; o < OC; o++) {
+        double s = b[o];
+        for (int64_t i = 0; i < IC; i++) s += in[i] * w[i * OC + o];
+        out[o] = s;
+    }
+}
+
+/* Logits [B, T, V] (may be NULL) and the summed CE loss over labels != -100. */
+static double reference_forward(const net *n, const float *params, const int32_t *tokens, const int32_t *labels,
+                                int64_t B, int64_t T, double *logits_out)
+{
+    const int64_t C = n->C, F = n->F, V = n->V, NH = n->NH, hs = C / NH;
+    double *x = calloc((size_t)(T * C), sizeof *x), *ln = calloc((size_t)(T * C), sizeof *x);
+    double *qkv = calloc((size_t)(T * 3 * C), sizeof *x), *y = calloc((size_t)(T * C), sizeof *x);
+    double *h = calloc((size_t)F, sizeof *x), *tmp = calloc((size_t)(C > V ? C : V), sizeof *x);
+    double loss = 0.0;
+    const float *wte = params + n->offset[0], *wpe = params + n->offset[1];
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t c = 0; c < C; c++) x[t * C + c] = (double)wte[tokens[b * T + t] * C + c] + wpe[t * C + c];
+        for (int64_t l = 0; l < n->L; l++) {
+            const float *p[12];
+            for (int j = 0; j < 12; j++) p[j] = params + n->offset[2 + l * 12 + j];
+            for (int64_t t = 0; t < T; t++) {
+                ref_layernorm(ln + t * C, x + t * C, p[0], p[1], C);
+                ref_conv1d(qkv + t * 3 * C, ln + t * C, p[2], p[3], C, 3 * C);
+            }
+            for (int64_t hd = 0; hd < NH; hd++) {
+                for (int64_t t = 0; t < T; t++) {
+                    double att[64], max = -INFINITY, sum = 0.0;
+                    for (int64_t s = 0; s <= t; s++) {
+                        double d = 0.0;
+                        for (int64_t i = 0; i < hs; i++) d += qkv[t * 3 * C + hd * hs + i] * qkv[s * 3 * C + C + hd * hs + i];
+                        att[s] = d / sqrt((double)hs);
+                        max = att[s] > max ? att[s] : max;
+                    }
+                    for (int64_t s = 0; s <= t; s++) sum += att[s] = exp(att[s] - max);
+                    for (int64_t i = 0; i < hs; i++) {
+                        double acc = 0.0;
+                        for (int64_t s = 0; s <= t; s++) acc += att[s] / sum * qkv[s * 3 * C + 2 * C + hd * hs + i];
+                        y[t * C + hd * hs + i] = acc;
+                    }
+                }
+            }
+            for (int64_t t = 0; t < T; t++) {
+                ref_conv1d(tmp, y + t * C, p[4], p[5], C, C);
+                for (int64_t c = 0; c < C; c++) x[t * C + c] += tmp[c];
+                ref_layernorm(ln + t * C, x + t * C, p[6], p[7], C);
+                ref_conv1d(h, ln + t * C, p[8], p[9], C, F);
+                for (int64_t i = 0; i < F; i++) {
+                    const double u = h[i];
+                    h[i] = 0.5 * u * (1.0 + tanh(sqrt(2.0 / M_PI) * (u + 0.044715 * u * u * u)));
+                }
+                ref_conv1d(tmp, h, p[10], p[11], F, C);
+                for (int64_t c = 0; c < C; c++) x[t * C + c] += tmp[c];
+            }
+        }
+        const float *lnf = params + n->offset[n->n_tensors - 2];
+        for (int64_t t = 0; t < T; t++) {
+            ref_layernorm(ln + t * C, x + t * C, lnf, lnf + C, C);
+            double max = -INFINITY, sum = 0.0;
+            for (int64_t v = 0; v < V; v++) {
+                double s = 0.0;
+                for (int64_t c = 0; c < C; c++) s += ln[t * C + c] * wte[v * C + c];
+                tmp[v] = s;
+                max = s > max ? s : max;
+                if (logits_out) logits_out[(b * T + t) * V + v] = s;
+            }
+            for (int64_t v = 0; v < V; v++) sum += exp(tmp[v] - max);
+            const int32_t label = labels ? labels[b * T + t] : -100;
+            if (label != -100) loss += log(sum) + max - tmp[label];
+        }
+    }
+    free(x), free(ln), free(qkv), free(y), free(h), free(tmp);
+    return loss;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+/* Parameters worth testing with: the init, plus non-trivial biases and LayerNorm weights (so
+ * a bias or gain routed to the wrong place shows), and weights large enough that gradients
+ * are well above float noise. */
+static void interesting_params(loom_model *m, const net *n, float *params)
+{
+    CHECK(vt->init_params(m, params) == LOOM_OK);
+    for (size_t i = 0; i < n->n_tensors; i++) {
+        float *p = params + n->offset[i];
+        for (int64_t j = 0; j < n->size[i]; j++) {
+            const float wiggle = (float)sin(0.37 * (double)j + 1.3 * (double)i);
+            if (i < 2) p[j] *= 10.0f;                      /* wte, wpe: std 0.2 */
+            else if (p[j] == 1.0f) p[j] = 1.0f + 0.2f * wiggle; /* LayerNorm weights */
+            else if (p[j] == 0.0f) p[j] = 0.1f * wiggle;        /* biases */
+            else p[j] *= 8.0f;
+        }
+    }
+}
+
+static void make_tokens(int32_t *tokens, int32_t *labels, int64_t B, int64_t T, int64_t V)
+{
+    for (int64_t i = 0; i < B * T; i++) {
+        tokens[i] = (int32_t)((i * 7 + 3) % V);
+        labels[i] = (int32_t)((i * 11 + 5) % V);
+    }
+    labels[2] = -100; /* one position that is not a target */
+}
+
+static int fails_with(loom_status got, loom_status want, const char *needle)
+{
+    const int ok = got == want && strstr(host.last_error, needle) != NULL;
+    if (!ok)
+        fprintf(stderr, "expected status %d mentioning \"%s\", got %d: %s\n", want, needle, got, host.last_error);
+    return ok;
+}
+
+/* ---- (a) descriptor and parameter list ----------------------------------------------------- */
+
+static void test_descriptor(void)
+{
+    CHECK(desc->abi_major == LOOM_ABI_MAJOR);
+    CHECK(desc->kind == LOOM_KIND_MODEL);
+    CHECK(strcmp(desc->name, "gpt2") == 0);
+    CHECK(vt->struct_size == sizeof(loom_model_vtable));
+    CHECK(vt->create && vt->destroy && vt->param_count && vt->param_info && vt->init_params && vt->bind &&
+          vt->forward && vt->backward && vt->output_shape && vt->activation_bytes && vt->backward_outputs &&
+          vt->decode_begin && vt->decode_step);
+    static const char *const keys[] = {"vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
+                                       "layer_norm_epsilon", "initializer_range", "activation_function",
+                                       "resid_pdrop", "embd_pdrop", "attn_pdrop", "tie_word_embeddings"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        int found = 0;
+        for (const loom_param_spec *s = desc->params; s->key; s++) found += strcmp(s->key, keys[i]) == 0;
+        CHECK(found == 1);
+    }
+}
+
+static void test_params(void)
+{
+    loom_config cfg = make_cfg(TINY);
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    CHECK(vt->param_count(m) == 2 + 2 * 12 + 2);
+    const int64_t C = 12, V = 37, P = 16, F = 48;
+    typedef struct wanted {
+        const char *name;
+        uint32_t ndim;
+        int64_t d0, d1;
+        uint32_t flags;
+    } wanted;
+    wanted want[28] = {{"transformer.wte.weight", 2, V, C, 0}, {"transformer.wpe.weight", 2, P, C, 0}};
+    for (int l = 0; l < 2; l++) {
+        static const char *const suffix[12] = {"ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
+                                               "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
+                                               "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
+                                               "mlp.c_proj.bias"};
+        const int64_t shape[12][2] = {{C, 0}, {C, 0}, {C, 3 * C}, {3 * C, 0}, {C, C}, {C, 0},
+                                      {C, 0}, {C, 0}, {C, F},     {F, 0},     {F, C}, {C, 0}};
+        static char names[2][12][64];
+        for (int j = 0; j < 12; j++) {
+            snprintf(names[l][j], 64, "transformer.h.%d.%s", l, suffix[j]);
+            want[2 + l * 12 + j].name = names[l][j];
+            want[2 + l * 12 + j].ndim = shape[j][1] ? 2 : 1;
+            want[2 + l * 12 + j].d0 = shape[j][0];
+            want[2 + l * 12 + j].d1 = shape[j][1];
+            /* HF's rule: no decay for biases and LayerNorm weights. */
+            want[2 + l * 12 + j].flags = (shape[j][1] == 0) ? LOOM_PARAM_NO_DECAY : 0;
+        }
+    }
+    want[26] = (wanted){"transformer.ln_f.weight", 1, C, 0, LOOM_PARAM_NO_DECAY};
+    want[27] = (wanted){"transformer.ln_f.bias", 1, C, 0, LOOM_PARAM_NO_DECAY};
+    for (size_t i = 0; i < 28; i++) {
+        loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
+        CHECK(vt->param_info(m, i, &info) == LOOM_OK);
+        if (strcmp(info.name, want[i].name) != 0) fprintf(stderr, "tensor %zu: %s, want %s\n", i, info.name, want[i].name);
+        CHECK(strcmp(info.name, want[i].name) == 0);
+        CHECK(info.ndim == want[i].ndim);
+        CHECK(info.shape[0] == want[i].d0);
+        CHECK(info.shape[1] == want[i].d1);
+        CHECK(info.flags == want[i].flags);
+        CHECK(info.struct_size == sizeof(loom_param_info));
+    }
+    loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
+    CHECK(vt->param_info(m, 28, &info) == LOOM_E_INVALID);
+    const net n = describe(m, 3);
+    CHECK(n.n_params == (V + P) * C + 2 * (2 * C + 3 * C * C + 3 * C + C * C + C + 2 * C + C * F + F + F * C + C) + 2 * C);
+    int64_t shape[LOOM_MAX_DIMS] = {0};
+    uint32_t ndim = 0;
+    CHECK(vt->output_shape(m, shape, &ndim) == LOOM_OK);
+    CHECK(ndim == 2 && shape[0] == P && shape[1] == V); /* before bind: the whole context */
+    vt->destroy(m);
+}
+
+/* ---- (b) forward, (c) gradients, (d) sink order ------------------------------------------- */
+
+static void test_forward_backward(gcfg g, int64_t B, int64_t T, int64_t max_T)
+{
+    loom_config cfg = make_cfg(g);
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    const int64_t NH = atoi(g.head);
+    const net n = describe(m, NH);
+    const int64_t V = n.V;
+    float *params = malloc(sizeof(float) * (size_t)n.n_params);
+    float *grads = malloc(sizeof(float) * (size_t)n.n_params);
+    float *grads0 = malloc(sizeof(float) * (size_t)n.n_params);
+    float *grads_out = malloc(sizeof(float) * (size_t)n.n_params);
+    interesting_params(m, &n, params);
+    loom_model_binding bind = make_binding(params, B, max_T);
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+    CHECK(vt->activation_bytes(m) > 0);
+    int64_t shape[LOOM_MAX_DIMS] = {0};
+    uint32_t ndim = 0;
+    CHECK(vt->output_shape(m, shape, &ndim) == LOOM_OK);
+    CHECK(ndim == 2 && shape[0] == (max_T ? max_T : n.P) && shape[1] == V);
+
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(B * T)), *labels = malloc(sizeof(int32_t) * (size_t)(B * T));
+    make_tokens(tokens, labels, B, T, V);
+    loom_batch batch = make_batch(tokens, labels, B, T);
+
+    /* (b) forward, with the logits written to a [B, T + 2, V] outputs view (padded rows). */
+    const int64_t S = T + 2;
+    float *logits = malloc(sizeof(float) * (size_t)(B * S * V));
+    for (int64_t i = 0; i < B * S * V; i++) logits[i] = NAN;
+    loom_tensor_view outputs = view(logits, LOOM_DTYPE_F32, 3, B, S, V);
+    loom_forward_result res = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, &batch, &res, &outputs) == LOOM_OK);
+    double *ref_logits = malloc(sizeof(double) * (size_t)(B * T * V));
+    const double ref_loss = reference_forward(&n, params, tokens, labels, B, T, ref_logits);
+    CHECK_CLOSE(res.loss_sum, ref_loss, 1e-4, 1e-5);
+    CHECK(res.n_targets == B * T - 1);
+    CHECK(res.n_correct == -1);
+    int bad = 0;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t < S; t++) {
+            for (int64_t v = 0; v < V; v++) {
+                const float got = logits[(b * S + t) * V + v];
+                const double want = t < T ? ref_logits[(b * T + t) * V + v] : 0.0;
+                bad += !(fabs(got - want) <= 1e-4 + 1e-4 * fabs(want));
+            }
+        }
+    }
+    CHECK(bad == 0);
+
+    /* (c) backward into a sink whose memory already holds values: the model must add. */
+    const float seed = 0.7f;
+    for (int64_t i = 0; i < n.n_params; i++) grads0[i] = grads[i] = 0.01f * (float)(i % 7) - 0.03f;
+    sink_ctx sc;
+    loom_grad_sink sink;
+    sink_init(&sc, grads, n.n_params, &sink);
+    CHECK(vt->backward(m, &batch, seed, &sink) == LOOM_OK);
+
+    /* (d) protocol: wte+wpe (adjacent) acquired first and released last; ln_f released
+     * first; then block L-1 .. 0, each as one range of its twelve tensors; nothing open. */
+    const int64_t emb_end = n.offset[2], lnf_begin = n.offset[n.n_tensors - 2];
+    CHECK(sc.violations == 0);
+    CHECK(sc.n_open == 0);
+    CHECK(sc.n_released == (int)n.L + 2);
+    CHECK(sc.n_acquired == (int)n.L + 2);
+    CHECK(sc.acquired[0].begin == 0 && sc.acquired[0].end == emb_end);
+    CHECK(sc.released[0].begin == lnf_begin && sc.released[0].end == n.n_params);
+    for (int64_t r = 1; r <= n.L && r < sc.n_released; r++) {
+        const int64_t l = n.L - r;
+        CHECK(sc.released[r].begin == n.offset[2 + l * 12]);
+        CHECK(sc.released[r].end == n.offset[2 + (l + 1) * 12]);
+    }
+    if (sc.n_released == n.L + 2) {
+        CHECK(sc.released[n.L + 1].begin == 0 && sc.released[n.L + 1].end == emb_end);
+    }
+
+    /* Every tensor: all entries of small ones, a spread sample of large ones. */
+    bad = 0;
+    int checked = 0;
+    double gnorm = 0.0;
+    const float eps = 1e-2f;
+    for (size_t ti = 0; ti < n.n_tensors; ti++) {
+        const int64_t size = n.size[ti], samples = size <= 48 ? size : 24;
+        double tensor_norm = 0.0;
+        for (int64_t s = 0; s < samples; s++) {
+            const int64_t j = size <= 48 ? s : (s * 7919 + (int64_t)ti * 31) % size;
+            const int64_t i = n.offset[ti] + j;
+            const float p0 = params[i];
+            loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+            params[i] = p0 + eps;
+            CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
+            const double lp = r.loss_sum;
+            params[i] = p0 - eps;
+            CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
+            const double lm = r.loss_sum;
+            params[i] = p0;
+            const double numeric = (double)seed * (lp - lm) / (2.0 * (double)eps);
+            const double analytic = (double)grads[i] - grads0[i];
+            tensor_norm += fabs(analytic);
+            checked++;
+            if (!(fabs(analytic - numeric) <= 2e-3 + 2e-2 * fabs(numeric))) {
+                if (bad++ < 10)
+                    fprintf(stderr, "V=%lld grad of %zu[%lld]: analytic %.6g, numeric %.6g\n", (long long)V, ti,
+                            (long long)j, analytic, numeric);
+            }
+        }
+        if (!(tensor_norm > 0.0)) fprintf(stderr, "tensor %zu has no gradient\n", ti);
+        CHECK(tensor_norm > 0.0); /* no tensor left out of backward */
+        gnorm += tensor_norm;
+    }
+    CHECK(bad == 0);
+    CHECK(checked > 300);
+    CHECK(gnorm > 1.0);
+
+    /* backward_outputs with d(outputs) = seed * (softmax - onehot) equals backward(seed),
+     * both from the padded [B, T + 2, V] layout and from a dense [B, T, V] one. */
+    for (int dense = 0; dense < 2; dense++) {
+        const int64_t SS = dense ? T : S;
+        float *dout = calloc((size_t)(B * SS * V), sizeof(float));
+        loom_tensor_view out2 = view(logits, LOOM_DTYPE_F32, 3, B, SS, V);
+        CHECK(vt->forward(m, &batch, &res, &out2) == LOOM_OK);
+        for (int64_t b = 0; b < B; b++) {
+            for (int64_t t = 0; t < T; t++) {
+                const int32_t label = labels[b * T + t];
+                if (label == -100) continue;
+                const float *row = logits + (b * SS + t) * V;
+                double max = -INFINITY, sum = 0.0;
+                for (int64_t v = 0; v < V; v++) max = row[v] > max ? row[v] : max;
+                for (int64_t v = 0; v < V; v++) sum += exp(row[v] - max);
+                for (int64_t v = 0; v < V; v++)
+                    dout[(b * SS + t) * V + v] = (float)(seed * (exp(row[v] - max) / sum - (v == label)));
+            }
+        }
+        memcpy(grads_out, grads0, sizeof(float) * (size_t)n.n_params);
+        sink_init(&sc, grads_out, n.n_params, &sink);
+        loom_tensor_view dview = view(dout, LOOM_DTYPE_F32, 3, B, SS, V);
+        CHECK(vt->backward_outputs(m, &batch, &dview, &sink) == LOOM_OK);
+        CHECK(sc.violations == 0 && sc.n_open == 0 && sc.n_released == (int)n.L + 2);
+        bad = 0;
+        for (int64_t i = 0; i < n.n_params; i++) {
+            const double a = (double)grads_out[i] - grads0[i], b = (double)grads[i] - grads0[i];
+            bad += !(fabs(a - b) <= 1e-4 + 1e-3 * fabs(b));
+        }
+        CHECK(bad == 0);
+        /* A second backward without a new forward is refused (its state is consumed). */
+        CHECK(fails_with(vt->backward_outputs(m, &batch, &dview, &sink), LOOM_E_INVALID, "forward"));
+        free(dout);
+    }
+
+    /* A forward without labels predicts; backward then has nothing to start from. */
+    loom_batch predict = make_batch(tokens, NULL, B, T);
+    CHECK(vt->forward(m, &predict, &res, &outputs) == LOOM_OK);
+    CHECK(res.loss_sum == 0.0 && res.n_targets == 0);
+    CHECK_CLOSE(logits[V + 1], ref_logits[V + 1], 1e-4, 1e-4);
+    CHECK(fails_with(vt->backward(m, &batch, seed, &sink), LOOM_E_INVALID, "forward with labels"));
+
+    /* Same losses after a second bind with the kernels passed in the binding. */
+    bind.kernels = lk_cpu_kernel_table();
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+    loom_forward_result r2 = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, &batch, &r2, NULL) == LOOM_OK);
+    CHECK_CLOSE(r2.loss_sum, ref_loss, 1e-4, 1e-5);
+
+    vt->destroy(m);
+    free(params), free(grads), free(grads0), free(grads_out), free(tokens), free(labels), free(logits);
+    free(ref_logits);
+}
+
+/* ---- (e) decoding ------------------------------------------------------------------------- */
+
+static void test_decode(gcfg g, int64_t T, const int64_t *chunks, int n_chunks)
+{
+    loom_config cfg = make_cfg(g);
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    const net n = describe(m, atoi(g.head));
+    const int64_t V = n.V, B = 2;
+    float *params = malloc(sizeof(float) * (size_t)n.n_params);
+    interesting_params(m, &n, params);
+    loom_model_binding bind = make_binding(params, B, T);
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+    CHECK(fails_with(vt->decode_step(m, (int32_t[]){1}, 1, (float[64]){0}), LOOM_E_INVALID, "decode_begin"));
+
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(B * T)), *labels = malloc(sizeof(int32_t) * (size_t)(B * T));
+    make_tokens(tokens, labels, B, T, V);
+    loom_batch batch = make_batch(tokens, NULL, B, T);
+    float *full = malloc(sizeof(float) * (size_t)(B * T * V)), *logits = malloc(sizeof(float) * (size_t)V);
+    loom_tensor_view outputs = view(full, LOOM_DTYPE_F32, 3, B, T, V);
+    loom_forward_result res = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, &batch, &res, &outputs) == LOOM_OK);
+
+    for (int64_t b = 0; b < B; b++) {
+        /* One token at a time: every position's logits. */
+        CHECK(vt->decode_begin(m, T) == LOOM_OK);
+        int bad = 0;
+        for (int64_t t = 0; t < T; t++) {
+            CHECK(vt->decode_step(m, tokens + b * T + t, 1, logits) == LOOM_OK);
+            for (int64_t v = 0; v < V; v++) {
+                const float want = full[(b * T + t) * V + v];
+                bad += !(fabs(logits[v] - want) <= 1e-4 + 1e-4 * fabs(want));
+            }
+        }
+        CHECK(bad == 0);
+        /* The cache is full: one more position is refused. */
+        CHECK(fails_with(vt->decode_step(m, tokens, 1, logits), LOOM_E_INVALID, "beyond"));
+
+        /* In chunks (a fresh begin clears the cache): the last token of each chunk. */
+        CHECK(vt->decode_begin(m, T) == LOOM_OK);
+        int64_t at = 0;
+        bad = 0;
+        for (int c = 0; c < n_chunks; c++) {
+            CHECK(vt->decode_step(m, tokens + b * T + at, chunks[c], logits) == LOOM_OK);
+            at += chunks[c];
+            for (int64_t v = 0; v < V; v++) {
+                const float want = full[(b * T + at - 1) * V + v];
+                bad += !(fabs(logits[v] - want) <= 1e-4 + 1e-4 * fabs(want));
+            }
+        }
+        CHECK(at == T);
+        CHECK(bad == 0);
+    }
+    CHECK(fails_with(vt->decode_begin(m, n.P + 1), LOOM_E_INVALID, "n_positions"));
+    CHECK(vt->decode_begin(m, 4) == LOOM_OK);
+    CHECK(fails_with(vt->decode_step(m, tokens, 5, logits), LOOM_E_INVALID, "beyond"));
+    int32_t bad_token = (int32_t)V;
+    CHECK(fails_with(vt->decode_step(m, &bad_token, 1, logits), LOOM_E_INVALID, "vocabulary"));
+    vt->destroy(m);
+    free(params), free(tokens), free(labels), free(full), free(logits);
+}
+
+/* ---- (f) initialisation -------------------------------------------------------------------- */
+
+static double sample_std(const float *p, int64_t n, double *mean_out)
+{
+    double s = 0.0, ss = 0.0;
+    for (int64_t i = 0; i < n; i++) s += p[i], ss += (double)p[i] * p[i];
+    const double mean = s / (double)n;
+    *mean_out = mean;
+    return sqrt(ss / (double)n - mean * mean);
+}
+
+static void test_init(void)
+{
+    loom_config cfg = make_cfg((gcfg){"300", "64", "64", "8", "4"});
+    cfg.entries[cfg.n++] = (test_cfg_entry){"initializer_range", LOOM_PARAM_FLOAT, "0.05"};
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    const net n = describe(m, 4);
+    float *a = malloc(sizeof(float) * (size_t)n.n_params), *b = malloc(sizeof(float) * (size_t)n.n_params);
+    for (int64_t i = 0; i < n.n_params; i++) a[i] = b[i] = NAN;
+    CHECK(vt->init_params(m, a) == LOOM_OK);
+    CHECK(vt->init_params(m, b) == LOOM_OK);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)n.n_params) == 0); /* deterministic, all written */
+
+    const double init_std = 0.05, residual = 0.05 / sqrt(2.0 * 8);
+    /* Pool each kind over the layers; 8 x 4096 draws pin the std to about 1%. */
+    float *pool = malloc(sizeof(float) * (size_t)n.n_params);
+    for (int j = 0; j < 12; j++) {
+        int64_t count = 0;
+        for (int64_t l = 0; l < n.L; l++) {
+            const size_t ti = 2 + (size_t)l * 12 + (size_t)j;
+            memcpy(pool + count, a + n.offset[ti], sizeof(float) * (size_t)n.size[ti]);
+            count += n.size[ti];
+        }
+        double mean, std = sample_std(pool, count, &mean);
+        int all_one = 1, all_zero = 1;
+        for (int64_t i = 0; i < count; i++) all_one &= pool[i] == 1.0f, all_zero &= pool[i] == 0.0f;
+        switch (j) {
+        case 0: case 6: CHECK(all_one); break;                          /* ln_1/ln_2 weight */
+        case 1: case 3: case 5: case 7: case 9: case 11: CHECK(all_zero); break; /* biases */
+        case 4: case 10: /* attn.c_proj.weight, mlp.c_proj.weight: scaled residual init */
+            CHECK_CLOSE(std, residual, 0, 0.03);
+            CHECK(fabs(mean) < 0.05 * residual);
+            break;
+        default: /* c_attn, c_fc */
+            CHECK_CLOSE(std, init_std, 0, 0.03);
+            CHECK(fabs(mean) < 0.05 * init_std);
+        }
+    }
+    double mean;
+    CHECK_CLOSE(sample_std(a + n.offset[0], n.size[0], &mean), init_std, 0, 0.03); /* wte */
+    CHECK_CLOSE(sample_std(a + n.offset[1], n.size[1], &mean), init_std, 0, 0.05); /* wpe */
+    const float *lnf = a + n.offset[n.n_tensors - 2];
+    int lnf_ok = 1;
+    for (int64_t c = 0; c < n.C; c++) lnf_ok &= lnf[c] == 1.0f && lnf[n.C + c] == 0.0f;
+    CHECK(lnf_ok);
+    /* Tensors draw from their own streams: two layers' c_attn weights differ. */
+    CHECK(a[n.offset[2 + 2]] != a[n.offset[2 + 12 + 2]]);
+    free(a), free(b), free(pool);
+    vt->destroy(m);
+}
+
+/* ---- (g) errors ------------------------------------------------------------------------------ */
+
+static void test_errors(void)
+{
+    loom_model *m = NULL;
+    loom_config cfg = make_cfg((gcfg){"37", "16", "10", "2", "3"});
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_INVALID, "multiple of n_head"));
+    CHECK(m == NULL);
+    cfg = make_cfg((gcfg){"0", "16", "12", "2", "3"});
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_INVALID, "vocab_size"));
+    cfg = make_cfg((gcfg){"37", "16", "12", "-1", "3"});
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_INVALID, "n_layer"));
+    cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"activation_function", LOOM_PARAM_STRING, "relu"};
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_UNSUPPORTED, "activation_function \"relu\""));
+    cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"tie_word_embeddings", LOOM_PARAM_BOOL, "false"};
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_UNSUPPORTED, "tie_word_embeddings"));
+    cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"n_inner", LOOM_PARAM_INT, "-4"};
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_INVALID, "n_inner"));
+    cfg = make_cfg(TINY);
+    cfg.entries[0].type = LOOM_PARAM_STRING; /* vocab_size "37" as a string */
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_INVALID, "vocab_size"));
+    cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"attn_pdrop", LOOM_PARAM_FLOAT, "1.5"};
+    CHECK(fails_with(vt->create(&host, &api, &cfg, &m), LOOM_E_INVALID, "attn_pdrop"));
+    CHECK(host.live_allocations == 0); /* failed creates leak nothing */
+
+    /* HF configs carry dropout 0.1: accepted with ONE warning. */
+    cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"resid_pdrop", LOOM_PARAM_FLOAT, "0.1"};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"embd_pdrop", LOOM_PARAM_FLOAT, "0.1"};
+    cfg.entries[cfg.n++] = (test_cfg_entry){"attn_pdrop", LOOM_PARAM_FLOAT, "0.1"};
+    warnings = 0;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    CHECK(warnings == 1);
+    CHECK(strstr(last_warning, "dropout is not implemented: training without it") != NULL);
+    vt->destroy(m);
+    m = NULL;
+    warnings = 0;
+    cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"n_inner", LOOM_PARAM_INT, "20"};
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    CHECK(warnings == 0);
+    loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
+    CHECK(m && vt->param_info(m, 2 + 8, &info) == LOOM_OK && info.shape[1] == 20); /* c_fc [C, n_inner] */
+    vt->destroy(m);
+
+    /* Defaults are GPT-2 124M's. */
+    loom_config defaults = {.spec = desc->params};
+    CHECK(vt->create(&host, &api, &defaults, &m) == LOOM_OK);
+    if (m) {
+        int64_t total = 0;
+        for (size_t i = 0; i < vt->param_count(m); i++) {
+            CHECK(vt->param_info(m, i, &info) == LOOM_OK);
+            total += info.ndim == 2 ? info.shape[0] * info.shape[1] : info.shape[0];
+        }
+        CHECK(vt->param_count(m) == 2 + 12 * 12 + 2);
+        CHECK(total == 124439808); /* HF's GPT2LMHeadModel("gpt2").num_parameters() */
+        vt->destroy(m);
+    }
+
+    cfg = make_cfg(TINY);
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    const net n = describe(m, 3);
+    float *params = calloc((size_t)n.n_params, sizeof(float));
+    CHECK(vt->init_params(m, params) == LOOM_OK);
+    int32_t tokens[2 * 7], labels[2 * 7];
+    make_tokens(tokens, labels, 2, 7, 37);
+    loom_batch batch = make_batch(tokens, labels, 2, 7);
+    loom_forward_result res = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "before bind"));
+    CHECK(fails_with(vt->decode_begin(m, 4), LOOM_E_INVALID, "before bind"));
+
+    loom_model_binding bind = make_binding(params, 2, 7);
+    bind.param_dtype = LOOM_DTYPE_BF16;
+    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "bf16"));
+    bind.param_dtype = LOOM_DTYPE_F32;
+    bind.device = LOOM_DEVICE_CUDA;
+    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "CPU"));
+    bind.device = LOOM_DEVICE_CPU;
+    bind.max_sequence_length = 17;
+    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_INVALID, "n_positions"));
+    bind.max_sequence_length = 0; /* 0: the whole context */
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+    int64_t shape[LOOM_MAX_DIMS];
+    uint32_t ndim;
+    CHECK(vt->output_shape(m, shape, &ndim) == LOOM_OK && ndim == 2 && shape[0] == 16 && shape[1] == 37);
+    bind.max_sequence_length = 7;
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+
+    sink_ctx sc;
+    loom_grad_sink sink;
+    float grads[1];
+    sink_init(&sc, grads, 1, &sink);
+    CHECK(fails_with(vt->backward(m, &batch, 1.0f, &sink), LOOM_E_INVALID, "forward"));
+
+    tokens[9] = 37;
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "token id 37 at row 1, position 2"));
+    tokens[9] = -1;
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "token id -1"));
+    tokens[9] = 3;
+    labels[4] = 40;
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "label 40 at row 0, position 4"));
+    labels[4] = 1;
+    batch.batch_size = 3;
+    batch.inputs.shape[0] = 3;
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "batch of 3"));
+    batch.batch_size = 2;
+    batch.inputs.shape[0] = 2;
+    batch.labels.shape[1] = 6;
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "labels"));
+    batch.labels.shape[1] = 7;
+    batch.inputs.dtype = LOOM_DTYPE_F32;
+    CHECK(fails_with(vt->forward(m, &batch, &res, NULL), LOOM_E_INVALID, "i32"));
+    batch.inputs.dtype = LOOM_DTYPE_I32;
+    float small[2 * 7 * 36];
+    loom_tensor_view outputs = view(small, LOOM_DTYPE_F32, 3, 2, 7, 36);
+    CHECK(fails_with(vt->forward(m, &batch, &res, &outputs), LOOM_E_INVALID, "outputs"));
+    CHECK(vt->forward(m, &batch, &res, NULL) == LOOM_OK);
+
+    /* Longer than the context (n_positions 16) and than the bound length. */
+    int32_t long_tokens[17] = {0};
+    loom_batch longer = make_batch(long_tokens, NULL, 1, 17);
+    CHECK(fails_with(vt->forward(m, &longer, &res, NULL), LOOM_E_INVALID, "n_positions = 16"));
+    longer = make_batch(long_tokens, NULL, 1, 8);
+    CHECK(fails_with(vt->forward(m, &longer, &res, NULL), LOOM_E_INVALID, "max_sequence_length"));
+
+    vt->destroy(m);
+    free(params);
+    vt->destroy(NULL);
+    CHECK(host.live_allocations == 0);
+}
+
+/* The activation memory of GPT-2 124M at B = 4, T = 64 (bind only: nothing is computed). */
+static void report_gpt2_124m_memory(void)
+{
+    loom_config defaults = {.spec = desc->params};
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &defaults, &m) == LOOM_OK);
+    if (!m) return;
+    float dummy[16];
+    loom_model_binding bind = make_binding(dummy, 4, 64); /* params are only read by forward */
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+    const size_t bytes = vt->activation_bytes(m);
+    printf("gpt2 124M activations at B=4, T=64: %zu bytes (%.1f MiB)\n", bytes, (double)bytes / (1 << 20));
+    CHECK(bytes > 0 && bytes < (size_t)400 << 20);
+    vt->destroy(m);
+}
+
+int main(void)
+{
+    void *so = dlopen(GPT2_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
+    if (!so) {
+        fprintf(stderr, "dlopen %s: %s\n", GPT2_PLUGIN_PATH, dlerror());
+        return 1;
+    }
+    loom_plugin_query_fn query = (loom_plugin_query_fn)dlsym(so, LOOM_PLUGIN_QUERY_SYMBOL);
+    CHECK(query != NULL);
+    if (!query) return test_finish("test_gpt2");
+    desc = query(LOOM_ABI_MAJOR, 0);
+    CHECK(desc != NULL);
+    CHECK(query(LOOM_ABI_MAJOR, 1) == NULL);
+    if (!desc) return test_finish("test_gpt2");
+    vt = desc->vtable;
+    api = test_host_api;
+    api.log = counting_log;
+
+    test_descriptor();
+    test_params();
+    /* The brief's tiny model, B = 2, T = 7, bound for T up to 9 (shorter batches work). */
+    test_forward_backward(TINY, 2, 7, 9);
+    /* A vocabulary large enough that the cross-entropy backward runs in several chunks. */
+    test_forward_backward((gcfg){"500", "16", "12", "1", "2"}, 2, 7, 7);
+    test_decode(TINY, 7, (const int64_t[]){3, 3, 1}, 3);
+    /* More tokens in one step than the decoder's chunk (64), and a 4-layer model. */
+    test_decode((gcfg){"37", "80", "8", "4", "2"}, 70, (const int64_t[]){66, 1, 3}, 3);
+    test_init();
+    test_errors();
+    report_gpt2_124m_memory();
+    CHECK(host.live_allocations == 0);
+    dlclose(so);
+    return test_finish("test_gpt2");
+}

@@ -1,0 +1,229 @@
+/*
+ * command_tokenize.c - `loom tokenize`: encode a text file with GPT-2's BPE into llm.c token
+ * shards (core/data_tokens.h): OUT/train.bin and OUT/validation.bin, the validation split
+ * being the LAST fraction of the tokens. Also prints the ids of a string (--text) or decodes
+ * ids (--decode), for debugging and tests.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands.h"
+#include "data_tokens.h"
+#include "error.h"
+#include "fileutil.h"
+#include "tokenizer_bpe.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: loom tokenize --input FILE.txt --vocab_dir DIR --output_dir OUT\n"
+            "                     [--validation_fraction 0.1] [--append_eot]\n"
+            "       loom tokenize --vocab_dir DIR --print (--text \"...\" | --input FILE)\n"
+            "       loom tokenize --vocab_dir DIR --decode \"ids...\"\n"
+            "\n"
+            "Encodes with GPT-2's byte-level BPE (DIR holds vocab.json + merges.txt, or encoder.json +\n"
+            "vocab.bpe; scripts/fetch-data.sh fetches them) and writes llm.c token shards OUT/train.bin\n"
+            "and OUT/validation.bin (the last --validation_fraction of the tokens). --append_eot adds\n"
+            "<|endoftext|> after the text. --print writes the ids on one line; --decode writes the text.\n"
+            "--vocab_dir defaults to $LOOM_DATA_DIR/gpt2.\n");
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static loom_status write_split(const char *dir, const char *name, const uint16_t *tokens, uint64_t n)
+{
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, dir, name);
+    if (st == LOOM_OK) st = loom_tokens_write(path, tokens, n);
+    if (st == LOOM_OK) printf("wrote %s: %llu tokens\n", path, (unsigned long long)n);
+    return st;
+}
+
+/* --decode "15496 995": ids separated by spaces or commas. */
+static int decode_ids(const loom_bpe *bpe, const char *text)
+{
+    size_t n = 0, cap = 16;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    const char *p = text;
+    while (ids) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n' || *p == '[' || *p == ']') p++;
+        if (!*p) break;
+        char *end = NULL;
+        const long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX) {
+            free(ids);
+            fprintf(stderr, "loom: error: tokenize: --decode: '%s' is not a list of token ids\n", text);
+            return 2;
+        }
+        if (n == cap) {
+            int32_t *more = realloc(ids, 2 * cap * sizeof *ids);
+            if (!more) break;
+            ids = more, cap *= 2;
+        }
+        ids[n++] = (int32_t)v;
+        p = end;
+    }
+    if (!ids) return loom_command_fail(loom_error(LOOM_E_NOMEM, "tokenize: out of memory"));
+    char *out = NULL;
+    size_t len = 0;
+    loom_status st = loom_bpe_decode(bpe, ids, n, &out, &len);
+    free(ids);
+    if (st != LOOM_OK) return loom_command_fail(st);
+    fwrite(out, 1, len, stdout);
+    fputc('\n', stdout);
+    free(out);
+    return 0;
+}
+
+static int print_ids(const loom_bpe *bpe, const char *text, size_t len)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    loom_status st = loom_bpe_encode(bpe, text, len, &ids, &n);
+    if (st != LOOM_OK) return loom_command_fail(st);
+    for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
+    return 0;
+}
+
+int loom_command_tokenize(int argc, char **argv)
+{
+    const char *input = NULL, *vocab_dir = NULL, *output = NULL, *text = NULL, *decode = NULL;
+    double validation_fraction = 0.1;
+    int append_eot = 0, print = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(flag, "--append_eot")) {
+            append_eot = 1;
+            continue;
+        }
+        if (!strcmp(flag, "--print")) {
+            print = 1;
+            continue;
+        }
+        int ok = value != NULL;
+        if (ok && !strcmp(flag, "--input")) input = value;
+        else if (ok && !strcmp(flag, "--vocab_dir")) vocab_dir = value;
+        else if (ok && !strcmp(flag, "--output_dir")) output = value;
+        else if (ok && !strcmp(flag, "--text")) text = value;
+        else if (ok && !strcmp(flag, "--decode")) decode = value;
+        else if (ok && !strcmp(flag, "--validation_fraction")) {
+            char *end = NULL;
+            validation_fraction = strtod(value, &end);
+            ok = *value && !*end && validation_fraction >= 0 && validation_fraction < 1;
+        } else ok = 0;
+        if (!ok) {
+            fprintf(stderr, "loom: error: tokenize: bad argument '%s'%s%s\n", flag, value ? " " : "", value ? value : "");
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    char default_vocab[4096];
+    if (!vocab_dir && getenv("LOOM_DATA_DIR") &&
+        loom_path_join(default_vocab, sizeof default_vocab, getenv("LOOM_DATA_DIR"), "gpt2") == LOOM_OK)
+        vocab_dir = default_vocab;
+    if (!vocab_dir) {
+        fprintf(stderr, "loom: error: tokenize: --vocab_dir is required (or set LOOM_DATA_DIR)\n");
+        return 2;
+    }
+    if (text) print = 1;
+    if (!decode && !input && !text) {
+        fprintf(stderr, "loom: error: tokenize: give --input FILE (or --text \"...\" / --decode \"ids\")\n");
+        usage(stderr);
+        return 2;
+    }
+    if (!decode && !print && !output) {
+        fprintf(stderr, "loom: error: tokenize: --output_dir is required\n");
+        return 2;
+    }
+
+    loom_bpe *bpe = NULL;
+    loom_status st = loom_bpe_load_dir(vocab_dir, &bpe);
+    if (st != LOOM_OK) return loom_command_fail(st);
+    int rc = 0;
+    if (decode) {
+        rc = decode_ids(bpe, decode);
+        goto out;
+    }
+    if (text) {
+        rc = print_ids(bpe, text, strlen(text));
+        goto out;
+    }
+
+    char *data = NULL;
+    size_t len = 0;
+    st = loom_read_file(input, &data, &len);
+    if (st != LOOM_OK) {
+        rc = loom_command_fail(st);
+        goto out;
+    }
+    if (print) {
+        rc = print_ids(bpe, data, len);
+        free(data);
+        goto out;
+    }
+    const double t0 = now_seconds();
+    int32_t *ids = NULL;
+    size_t n = 0;
+    st = loom_bpe_encode(bpe, data, len, &ids, &n);
+    free(data);
+    if (st != LOOM_OK) {
+        rc = loom_command_fail(loom_error_context(st, "%s", input));
+        goto out;
+    }
+    const double seconds = now_seconds() - t0;
+    const int32_t eot = loom_bpe_eot(bpe);
+    if (append_eot && eot < 0) {
+        free(ids);
+        rc = loom_command_fail(loom_error(LOOM_E_INVALID, "%s: the vocabulary has no <|endoftext|> token for --append_eot",
+                                          vocab_dir));
+        goto out;
+    }
+    const size_t total = n + (append_eot ? 1 : 0);
+    uint16_t *tokens = malloc((total ? total : 1) * sizeof *tokens);
+    if (!tokens) {
+        free(ids);
+        rc = loom_command_fail(loom_error(LOOM_E_NOMEM, "tokenize: out of memory for %zu tokens", total));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] > UINT16_MAX) { /* a vocabulary of more than 65536 tokens */
+            free(ids);
+            free(tokens);
+            rc = loom_command_fail(loom_error(LOOM_E_UNSUPPORTED, "%s: token id %d does not fit llm.c's uint16 shards",
+                                              vocab_dir, (int)ids[i]));
+            goto out;
+        }
+        tokens[i] = (uint16_t)ids[i];
+    }
+    free(ids);
+    if (append_eot) tokens[n] = (uint16_t)eot;
+    printf("tokenized %s: %zu bytes -> %zu tokens%s (%.2f bytes/token, %.2f s)\n", input, len, total,
+           append_eot ? " incl. <|endoftext|>" : "", total ? (double)len / (double)total : 0.0, seconds);
+
+    const uint64_t n_val = (uint64_t)(validation_fraction * (double)total);
+    const uint64_t n_train = total - n_val;
+    st = loom_mkdir_p(output);
+    if (st == LOOM_OK) st = write_split(output, "train.bin", tokens, n_train);
+    if (st == LOOM_OK && n_val) st = write_split(output, "validation.bin", tokens + n_train, n_val);
+    if (st == LOOM_OK && !n_val) printf("no validation split (--validation_fraction %g of %zu tokens)\n",
+                                        validation_fraction, total);
+    free(tokens);
+    if (st != LOOM_OK) rc = loom_command_fail(st);
+out:
+    loom_bpe_free(bpe);
+    return rc;
+}
