@@ -5,6 +5,7 @@
 #include "host.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,11 +13,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <loom/comm.h>
 #include <loom/kernels.h>
 
 #include "error.h"
 #include "lk_cpu.h"
 #include "plugin_config.h"
+#include "store.h"
 
 struct loom_host {
     char plugin_name[64];
@@ -28,11 +31,13 @@ static int32_t run_rank = -1;
 static uint32_t run_log_level = LOOM_LOG_INFO;
 static _Atomic uint64_t allocated_bytes;
 static _Atomic uint64_t peak_bytes;
+static loom_store_client *_Atomic run_store;
 
 void loom_host_set_seed(uint64_t seed) { run_seed = seed; }
 void loom_host_set_threads(int32_t threads) { run_threads = threads; }
 void loom_host_set_rank(int32_t rank) { run_rank = rank; }
 void loom_host_set_log_level(uint32_t level) { run_log_level = level; }
+void loom_host_set_store(loom_store_client *store) { atomic_store(&run_store, store); }
 uint64_t loom_host_allocated_bytes(void) { return atomic_load(&allocated_bytes); }
 uint64_t loom_host_peak_allocated_bytes(void) { return atomic_load(&peak_bytes); }
 
@@ -129,6 +134,52 @@ static loom_status host_fail(loom_host *host, loom_status code, const char *fmt,
     return loom_error(code, "%s: %s", host ? host->plugin_name : "plugin", message);
 }
 
+/* The "loom.store/1" service: the run's store client (loom_host_set_store). Errors come
+ * from the client through loom_error. */
+static loom_store_client *store_or_fail(void)
+{
+    loom_store_client *store = atomic_load(&run_store);
+    if (!store) loom_error(LOOM_E_COMM, "no rendezvous store is connected (a one-process run has none)");
+    return store;
+}
+
+static loom_status store_set(loom_host *host, const char *key, const void *value, size_t size)
+{
+    (void)host;
+    loom_store_client *store = store_or_fail();
+    return store ? loom_store_set(store, key, value, size) : LOOM_E_COMM;
+}
+
+static loom_status store_get(loom_host *host, const char *key, void *value, size_t capacity, size_t *size,
+                             double timeout_seconds)
+{
+    (void)host;
+    loom_store_client *store = store_or_fail();
+    return store ? loom_store_get(store, key, value, capacity, size, timeout_seconds) : LOOM_E_COMM;
+}
+
+static loom_status store_add(loom_host *host, const char *key, int64_t delta, int64_t *value)
+{
+    (void)host;
+    loom_store_client *store = store_or_fail();
+    return store ? loom_store_add(store, key, delta, value) : LOOM_E_COMM;
+}
+
+static loom_status store_wait(loom_host *host, const char *const *keys, size_t n, double timeout_seconds)
+{
+    (void)host;
+    loom_store_client *store = store_or_fail();
+    return store ? loom_store_wait(store, keys, n, timeout_seconds) : LOOM_E_COMM;
+}
+
+static const loom_store_api store_api = {
+    LOOM_HEADER_INIT(loom_store_api),
+    .set = store_set,
+    .get = store_get,
+    .add = store_add,
+    .wait = store_wait,
+};
+
 static const void *host_service(loom_host *host, const char *name, uint32_t min_minor)
 {
     (void)host;
@@ -137,6 +188,8 @@ static const void *host_service(loom_host *host, const char *name, uint32_t min_
         const loom_kernels_api *table = lk_cpu_kernel_table();
         return table->abi_minor >= min_minor ? table : NULL;
     }
+    if (strcmp(name, LOOM_STORE_SERVICE) == 0)
+        return atomic_load(&run_store) && store_api.abi_minor >= min_minor ? &store_api : NULL;
     return NULL;
 }
 
@@ -175,8 +228,9 @@ static int32_t host_num_threads(loom_host *host)
 {
     (void)host;
     if (run_threads > 0) return run_threads;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 0 ? (int32_t)cores : 1;
+    /* OMP_NUM_THREADS (which `loom launch` sets per rank) or all cores. */
+    int threads = omp_get_max_threads();
+    return threads > 0 ? threads : 1;
 }
 
 static const loom_host_api host_api = {

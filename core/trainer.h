@@ -27,6 +27,7 @@
 #include "args.h"
 #include "dataset.h"
 #include "plugin_loader.h"
+#include "ranks.h"
 
 typedef struct loom_trainer loom_trainer;
 
@@ -108,6 +109,9 @@ struct loom_trainer {
     size_t n_callbacks;
 
     loom_trainer_state state;
+    loom_ranks ranks;                  /* where this process stands in the run                */
+    struct loom_store_server *store_server; /* rank 0 of a multi-process run (owned)          */
+    struct loom_store_client *store_client; /* every rank of a multi-process run (owned)      */
     loom_trainer_control control;
     int32_t rank, world_size, local_rank, local_world_size;
 
@@ -138,6 +142,12 @@ struct loom_trainer {
     double last_lr;
     double last_grad_norm;
     double *norm_partials;          /* per-block partial sums of the gradient norm (owned)   */
+    struct loom_norm_range {        /* the owned elements no lower rank also owns: counted in
+                                       the global norm by this rank only (owned)              */
+        int64_t begin, end;
+        size_t owned_index;
+    } *norm_ranges;
+    size_t n_norm_ranges;
     int64_t norm_partials_len;
 
     loom_host *core_host;           /* the core's own allocations are counted through it     */

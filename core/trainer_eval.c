@@ -85,7 +85,16 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, loom_predictio
         if ((st = loom_trainer_fire(t, LOOM_EVENT_PREDICTION_STEP, NULL, NULL)) != LOOM_OK) goto done;
     }
     totals->seconds = loom_now_seconds() - start;
-    if (!counts_correct) totals->correct = -1;
+    /* Every rank scored its shard: the metrics are over the whole set. */
+    double sums[5] = {totals->loss_sum, (double)totals->targets, (double)totals->correct, (double)totals->examples,
+                      counts_correct ? 0.0 : 1.0};
+    const loom_comm_vtable *cv = t->comm.vtable;
+    if ((st = cv->all_reduce(t->comm.instance, sums, 5, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL)) != LOOM_OK) goto done;
+    totals->loss_sum = sums[0];
+    totals->targets = (int64_t)sums[1];
+    totals->correct = (int64_t)sums[2];
+    totals->examples = (int64_t)sums[3];
+    if (sums[4] > 0) totals->correct = -1;
 done:
     loom_batch_buffer_free(&buf);
     return st;

@@ -93,9 +93,11 @@ const loom_trainer_hooks *loom_trainer_default_hooks(void) { return &default_hoo
 static double owned_squared_norm(loom_trainer *t, float *const *grads)
 {
     double total = 0.0;
-    for (size_t r = 0; r < t->n_owned; r++) {
-        const float *g = grads[r];
-        int64_t begin = t->owned[r].begin, end = t->owned[r].end;
+    for (size_t k = 0; k < t->n_norm_ranges; k++) {
+        /* Only the elements this rank is responsible for (replicated ones count once). */
+        size_t r = t->norm_ranges[k].owned_index;
+        int64_t begin = t->norm_ranges[k].begin, end = t->norm_ranges[k].end;
+        const float *g = grads[r] + (begin - t->owned[r].begin);
         int64_t first = begin / LOOM_NORM_BLOCK, last = (end - 1) / LOOM_NORM_BLOCK;
         int64_t n_blocks = end > begin ? last - first + 1 : 0;
         if (n_blocks > t->norm_partials_len) {
@@ -316,7 +318,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     double start = loom_now_seconds();
     t->control.should_training_stop = 0;
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
-    if (st == LOOM_OK) loom_log(LOOM_LOG_INFO, "training: %lld examples, %lld epochs, %lld steps (batch %lld x %lld accumulation x %d ranks)",
+    if (st == LOOM_OK && t->state.is_world_process_zero) loom_log(LOOM_LOG_INFO, "training: %lld examples, %lld epochs, %lld steps (batch %lld x %lld accumulation x %d ranks)",
                                 (long long)dl.dataset->n_examples, (long long)num_epochs, (long long)max_steps,
                                 (long long)dl.batch_size, (long long)ga, t->world_size);
 

@@ -5,6 +5,7 @@
  */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,9 @@
 #include "fileutil.h"
 #include "host.h"
 #include "plugin_config.h"
+#include "ranks.h"
 #include "safetensors.h"
+#include "store.h"
 #include "trainer.h"
 #include "trainer_internal.h"
 
@@ -186,15 +189,6 @@ static void format_shortest(char *buf, size_t size, double v)
     }
 }
 
-static int env_int(const char *name, int fallback)
-{
-    const char *v = getenv(name);
-    if (!v || !*v) return fallback;
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    return (end && !*end) ? (int)x : fallback;
-}
-
 /* Open a data file of `format` (others are left for later); block_size for token data. */
 static loom_status open_dataset(const char *path, const char *flag, int only_format, int64_t block_size,
                                 loom_dataset **out)
@@ -254,13 +248,23 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         goto done;
     }
 
-    t->rank = env_int("RANK", 0);
-    t->world_size = env_int("WORLD_SIZE", 1);
-    t->local_rank = env_int("LOCAL_RANK", a->local_rank >= 0 ? (int)a->local_rank : 0);
-    t->local_world_size = env_int("LOCAL_WORLD_SIZE", t->world_size);
+    /* Who we are: torchrun / loom launch, mpirun or srun variables, or one process. */
+    if ((st = loom_ranks_detect(&t->ranks)) != LOOM_OK) goto done;
+    t->rank = t->ranks.rank;
+    t->world_size = t->ranks.world_size;
+    t->local_rank = t->ranks.local_rank;
+    t->local_world_size = t->ranks.local_world_size;
+    if (a->num_threads > 0) omp_set_num_threads((int)a->num_threads);
+    if (t->world_size > 1) {
+        /* Rank 0 serves the rendezvous store; every rank joins before any plugin needs it. */
+        double timeout = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
+        if ((st = loom_store_rendezvous(t->rank, t->world_size, t->ranks.master_addr, t->ranks.master_port, timeout,
+                                        &t->store_server, &t->store_client)) != LOOM_OK)
+            goto done;
+        loom_host_set_store(t->store_client);
+    }
     loom_host_set_seed((uint64_t)a->seed);
     if (a->num_threads > 0) loom_host_set_threads((int32_t)a->num_threads);
-    if (t->world_size > 1) loom_host_set_rank(t->rank);
 
     st = loom_loader_init((const char *const *)a->plugin_dir.items, a->plugin_dir.count);
     if (st != LOOM_OK) goto done;
@@ -281,8 +285,14 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if ((st = load_plugin(optimizer_plugin_for(a->optim), LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->lr_scheduler_type, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
     if ((st = load_plugin("fp32", LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
-    if ((st = load_plugin("none", LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
-    if ((st = load_plugin("local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
+    /* One process: no communication. Several: DDP over Gloo (--ddp_backend picks another). */
+    const char *backend = a->ddp_backend && *a->ddp_backend ? a->ddp_backend : "gloo";
+    if (strcmp(backend, "nccl") == 0) {
+        st = loom_error(LOOM_E_INVALID, "--ddp_backend nccl is not supported yet (the CUDA issue brings it)");
+        goto done;
+    }
+    if ((st = load_plugin(t->world_size > 1 ? "ddp" : "none", LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
+    if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;
     for (size_t i = 0; i < a->plugin.count; i++) {
@@ -355,11 +365,15 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     t->precision.plugin = precision;
     t->sharding.plugin = sharding;
     t->comm.plugin = comm;
+    char bucket[32];
+    snprintf(bucket, sizeof bucket, "%lld", (long long)a->ddp_bucket_cap_mb);
+    const loom_config_default sharding_mapped[] = {{"bucket_cap_mb", bucket}};
+    size_t n_sharding = a->ddp_bucket_cap_mb != LOOM_ARG_NONE_INT ? 1 : 0;
     int configs_ok = (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
                      (t->optimizer.config = loom_config_build(optimizer->desc, optimizer_mapped, 5, a, used)) &&
                      (t->scheduler.config = loom_config_build(scheduler->desc, scheduler_mapped, n_scheduler, a, used)) &&
                      (t->precision.config = loom_config_build(precision->desc, NULL, 0, a, used)) &&
-                     (t->sharding.config = loom_config_build(sharding->desc, NULL, 0, a, used)) &&
+                     (t->sharding.config = loom_config_build(sharding->desc, sharding_mapped, n_sharding, a, used)) &&
                      (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
         t->callbacks[i].plugin = callbacks[i];
@@ -400,8 +414,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         setup.world_size = t->world_size;
         setup.local_rank = t->local_rank;
         setup.local_world_size = t->local_world_size;
-        setup.master_addr = getenv("MASTER_ADDR") ? getenv("MASTER_ADDR") : "127.0.0.1";
-        setup.master_port = env_int("MASTER_PORT", 29500);
+        setup.master_addr = t->ranks.master_addr;
+        setup.master_port = t->ranks.master_port;
         setup.device = LOOM_DEVICE_CPU;
         setup.timeout_seconds = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
         if ((st = create_instance(&t->comm, comm, &setup)) != LOOM_OK) goto done;
@@ -466,6 +480,48 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir)
     return st;
 }
 
+/* The global gradient norm counts each element once: this rank takes its owned ranges minus
+ * whatever a lower rank owns too (DDP replicates everything: rank 0 counts it all; a partition
+ * like ZeRO's: every rank counts its own). */
+static loom_status compute_norm_ranges(loom_trainer *t)
+{
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    size_t capacity = t->n_owned + 1;
+    t->norm_ranges = calloc(capacity, sizeof *t->norm_ranges);
+    if (!t->norm_ranges) return loom_error(LOOM_E_NOMEM, "out of memory");
+    t->n_norm_ranges = 0;
+    for (size_t r = 0; r < t->n_owned; r++) {
+        /* Pieces of owned range r not covered by a lower rank, found by sweeping its start. */
+        int64_t at = t->owned[r].begin, end = t->owned[r].end;
+        while (at < end) {
+            int64_t covered_to = at, next_cover = end;
+            for (int32_t other = 0; other < t->rank; other++) {
+                const loom_range *theirs = NULL;
+                size_t n = 0;
+                loom_status st = sv->owned_ranges(t->sharding.instance, other, &theirs, &n);
+                if (st != LOOM_OK) return st;
+                for (size_t i = 0; i < n; i++) {
+                    if (theirs[i].begin <= at && theirs[i].end > covered_to) covered_to = theirs[i].end;
+                    if (theirs[i].begin > at && theirs[i].begin < next_cover) next_cover = theirs[i].begin;
+                }
+            }
+            if (covered_to > at) {
+                at = covered_to < end ? covered_to : end;
+                continue;
+            }
+            if (t->n_norm_ranges == capacity) {
+                void *grown = realloc(t->norm_ranges, 2 * capacity * sizeof *t->norm_ranges);
+                if (!grown) return loom_error(LOOM_E_NOMEM, "out of memory");
+                t->norm_ranges = grown;
+                capacity *= 2;
+            }
+            t->norm_ranges[t->n_norm_ranges++] = (struct loom_norm_range){at, next_cover, r};
+            at = next_cover;
+        }
+    }
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_prepare(loom_trainer *t)
 {
     if (t->bound) return LOOM_OK;
@@ -522,6 +578,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     if (st != LOOM_OK) return st;
     const loom_sharding_vtable *sv = t->sharding.vtable;
     if ((st = sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned)) != LOOM_OK) return st;
+    if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
 
     t->max_batch_size = t->args.per_device_train_batch_size > t->args.per_device_eval_batch_size
                             ? t->args.per_device_train_batch_size
@@ -662,6 +719,21 @@ void loom_trainer_destroy(loom_trainer *t)
     destroy_instance(&t->precision);
     destroy_instance(&t->model);
     destroy_instance(&t->comm);
+    if (t->store_client) {
+        /* Rank 0 serves the store: it must outlive every other rank's last use of it. A short
+         * wait: after a failure the others may never arrive. */
+        char saved[2048]; /* teardown must not replace the error that caused it */
+        snprintf(saved, sizeof saved, "%s", loom_error_message());
+        int64_t arrived = 0;
+        if (loom_store_add(t->store_client, "loom/finished", 1, &arrived) == LOOM_OK && arrived == t->world_size)
+            loom_store_set(t->store_client, "loom/finished/all", "1", 1);
+        const char *all = "loom/finished/all";
+        if (t->rank == 0) loom_store_wait(t->store_client, &all, 1, 5.0);
+        loom_error(LOOM_OK, "%s", saved);
+        loom_host_set_store(NULL);
+        loom_store_close(t->store_client);
+    }
+    loom_store_server_stop(t->store_server);
     if (t->core_host) {
         api->free_memory(t->core_host, t->params);
         api->free_memory(t->core_host, t->optimizer_state);
@@ -676,6 +748,7 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->span_range);
     free(t->span_flat_begin);
     free(t->norm_partials);
+    free(t->norm_ranges);
     cJSON_Delete(t->log_history);
     free(t->best_model_checkpoint);
     loom_args_free(&t->args);

@@ -37,6 +37,30 @@ typedef struct loom_comm_setup {
     double timeout_seconds;   /* for rendezvous and every collective (--ddp_timeout)       */
 } loom_comm_setup;
 
+/* The rendezvous store: a key-value store every rank of the run reaches, served by rank 0 at
+ * MASTER_ADDR:MASTER_PORT (as torchrun's TCP store). A comm plugin exchanges its connection
+ * details through it. Obtain it with api->service(host, LOOM_STORE_SERVICE, 0); NULL in a
+ * one-process run. The table is owned by the host and valid for the run; all members MT-safe.
+ * Every wait honours timeout_seconds and fails with LOOM_E_TIMEOUT naming the key and the
+ * store's address, never hangs; a store that cannot be reached is LOOM_E_COMM. */
+#define LOOM_STORE_SERVICE "loom.store/1"
+
+typedef struct loom_store_api {
+    LOOM_STRUCT_HEADER;
+    /* Set key (a NUL-terminated string) to size bytes of value (copied). */
+    loom_status (*set)(loom_host *host, const char *key, const void *value, size_t size);
+    /* Wait until key exists, then copy min(capacity, its size) bytes into value and write its
+     * full size to *size (a caller with too small a buffer calls again). */
+    loom_status (*get)(loom_host *host, const char *key, void *value, size_t capacity, size_t *size,
+                       double timeout_seconds);
+    /* Atomically add delta to the integer stored at key (a missing key counts as 0) and write
+     * the new value to *value. */
+    loom_status (*add)(loom_host *host, const char *key, int64_t delta, int64_t *value);
+    /* Whether every key of keys[0..n) exists, waiting up to timeout_seconds for them. */
+    loom_status (*wait)(loom_host *host, const char *const *keys, size_t n, double timeout_seconds);
+    /* ABI 1.1+: append below. */
+} loom_store_api;
+
 typedef struct loom_comm loom_comm;                 /* plugin-private instance */
 typedef struct loom_comm_request loom_comm_request; /* plugin-private pending operation */
 
@@ -86,6 +110,7 @@ typedef struct loom_comm_vtable {
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_comm_setup) == 56, "loom_comm_setup layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_store_api) == 48, "loom_store_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_comm_vtable, create) == 24, "comm vtable layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_comm_vtable) == 104, "comm vtable layout changed");
 #endif

@@ -1,0 +1,259 @@
+/*
+ * ddp.c - data parallelism as torch's DistributedDataParallel does it: every rank holds the
+ * whole model and all of its gradients; gradients are summed over ranks in buckets of about
+ * bucket_cap_mb, each all-reduce starting as soon as backward has released the bucket's
+ * gradients (the last layer first), so communication overlaps the rest of backward. Under
+ * gradient accumulation the buckets are only reduced on the last micro-batch. No division by
+ * the world size: the loss seed already carries 1 / (targets of the global batch).
+ *
+ * A bucket is a contiguous piece of the flat gradient buffer reduced in place: models release
+ * their layers last to first, and consecutive releases that meet (the new range ends where the
+ * bucket begins) grow the bucket downwards; anything else closes it. Whatever was never
+ * released is reduced by finish_grads, so a model that releases nothing is merely slower.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <loom/sharding.h>
+
+#define DDP_MAX_PENDING 4096
+
+typedef struct ddp_sharding {
+    loom_host *host;
+    const loom_host_api *api;
+    loom_comm *comm;
+    const loom_comm_vtable *cv;
+    int32_t rank, world;
+    loom_range owned;
+    int64_t total;
+    size_t element_size;
+    uint32_t dtype;
+    unsigned char *grads;
+    int64_t bucket_elements;
+    int32_t last_micro;
+    /* The open bucket [lo, hi), empty when lo == hi. */
+    int64_t lo, hi;
+    /* Reduced (or in flight) ranges of this step and their requests, in issue order. */
+    loom_range reduced[DDP_MAX_PENDING];
+    loom_comm_request *requests[DDP_MAX_PENDING];
+    size_t n_reduced;
+} ddp_sharding;
+
+static const loom_param_spec ddp_params[] = {
+    {"bucket_cap_mb", LOOM_PARAM_FLOAT, 0, "25", "gradient bucket size in MB (--ddp_bucket_cap_mb)"},
+    {NULL, 0, 0, NULL, NULL},
+};
+
+static size_t dtype_size(uint32_t dtype)
+{
+    switch (dtype) {
+    case LOOM_DTYPE_F32: return 4;
+    case LOOM_DTYPE_F16:
+    case LOOM_DTYPE_BF16: return 2;
+    default: return 0;
+    }
+}
+
+static void ddp_destroy(loom_sharding *self_)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    if (!self) return;
+    for (size_t i = 0; i < self->n_reduced; i++)
+        if (self->requests[i]) self->cv->wait(self->comm, self->requests[i]);
+    self->api->free_memory(self->host, self->grads);
+    self->api->free_memory(self->host, self);
+}
+
+static loom_status ddp_create(loom_host *host, const loom_host_api *api, const loom_config *config,
+                              const loom_sharding_setup *setup, loom_sharding **out)
+{
+    *out = NULL;
+    size_t element = dtype_size(setup->param_dtype);
+    if (!element) return api->fail(host, LOOM_E_UNSUPPORTED, "unsupported parameter dtype %u", setup->param_dtype);
+    if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "ddp needs a communicator");
+    double cap_mb = 25;
+    api->cfg_f64(config, "bucket_cap_mb", &cap_mb);
+    if (!(cap_mb > 0)) return api->fail(host, LOOM_E_INVALID, "bucket_cap_mb must be > 0, got %g", cap_mb);
+    ddp_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
+    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    memset(self, 0, sizeof *self);
+    self->host = host;
+    self->api = api;
+    self->comm = setup->comm;
+    self->cv = setup->comm_vtable;
+    self->rank = setup->rank;
+    self->world = setup->world_size;
+    self->total = setup->total_numel;
+    self->owned.begin = 0;
+    self->owned.end = setup->total_numel;
+    self->element_size = element;
+    self->dtype = setup->param_dtype;
+    self->bucket_elements = (int64_t)(cap_mb * 1024.0 * 1024.0 / (double)element);
+    if (self->bucket_elements < 1) self->bucket_elements = 1;
+    self->grads = api->alloc(host, (size_t)setup->total_numel * element + 1, 0, setup->device, 0);
+    if (!self->grads) {
+        ddp_destroy((loom_sharding *)self);
+        return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
+    }
+    memset(self->grads, 0, (size_t)setup->total_numel * element);
+    *out = (loom_sharding *)self;
+    return LOOM_OK;
+}
+
+static loom_status ddp_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
+                                    size_t *n_ranges)
+{
+    const ddp_sharding *self = (const ddp_sharding *)self_;
+    if (rank < 0 || rank >= self->world)
+        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
+    *ranges = &self->owned; /* DDP replicates: every rank owns everything */
+    *n_ranges = 1;
+    return LOOM_OK;
+}
+
+static loom_status ddp_memory(const loom_sharding *self_, loom_sharding_memory *out)
+{
+    const ddp_sharding *self = (const ddp_sharding *)self_;
+    out->gradient_bytes = (uint64_t)self->total * self->element_size;
+    out->bucket_bytes = 0; /* buckets are reduced in place in the gradient buffer */
+    return LOOM_OK;
+}
+
+/* Start the all-reduce of [lo, hi). */
+static loom_status launch(ddp_sharding *self, int64_t lo, int64_t hi)
+{
+    if (lo >= hi) return LOOM_OK;
+    if (self->n_reduced == DDP_MAX_PENDING)
+        return self->api->fail(self->host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step", DDP_MAX_PENDING);
+    size_t i = self->n_reduced++;
+    self->reduced[i].begin = lo;
+    self->reduced[i].end = hi;
+    self->requests[i] = NULL;
+    return self->cv->all_reduce(self->comm, self->grads + (size_t)lo * self->element_size, (size_t)(hi - lo),
+                                self->dtype, LOOM_REDUCE_SUM, &self->requests[i]);
+}
+
+static loom_status close_bucket(ddp_sharding *self)
+{
+    loom_status st = launch(self, self->lo, self->hi);
+    self->lo = self->hi = 0;
+    return st;
+}
+
+static loom_status ddp_begin_micro_batch(loom_sharding *self_, int32_t micro, int32_t last)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    (void)micro;
+    self->last_micro = last;
+    self->lo = self->hi = 0;
+    return LOOM_OK;
+}
+
+static loom_status ddp_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    if (begin < 0 || end > self->total || begin > end)
+        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
+                               (long long)begin, (long long)end, (long long)self->total);
+    *memory = self->grads + (size_t)begin * self->element_size;
+    return LOOM_OK;
+}
+
+static loom_status ddp_grad_release(loom_sharding *self_, int64_t begin, int64_t end)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    if (!self->last_micro || begin >= end) return LOOM_OK; /* accumulate locally until the last */
+    loom_status st = LOOM_OK;
+    if (self->lo < self->hi && end != self->lo) st = close_bucket(self);
+    if (st != LOOM_OK) return st;
+    if (self->lo == self->hi) {
+        self->lo = begin;
+        self->hi = end;
+    } else {
+        self->lo = begin;
+    }
+    if (self->hi - self->lo >= self->bucket_elements) st = close_bucket(self);
+    return st;
+}
+
+static int compare_ranges(const void *a, const void *b)
+{
+    const loom_range *x = a, *y = b;
+    return (x->begin > y->begin) - (x->begin < y->begin);
+}
+
+static loom_status ddp_finish_grads(loom_sharding *self_)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    loom_status st = close_bucket(self);
+    /* Gaps nobody released: reduce them now, in flat order (the same on every rank). */
+    size_t issued = self->n_reduced;
+    loom_range sorted[DDP_MAX_PENDING];
+    memcpy(sorted, self->reduced, issued * sizeof *sorted);
+    qsort(sorted, issued, sizeof *sorted, compare_ranges);
+    int64_t at = 0;
+    for (size_t i = 0; st == LOOM_OK && i <= issued; i++) {
+        int64_t next = i < issued ? sorted[i].begin : self->total;
+        if (next > at) st = launch(self, at, next);
+        if (i < issued && sorted[i].end > at) at = sorted[i].end;
+    }
+    for (size_t i = 0; i < self->n_reduced; i++) {
+        loom_status w = self->requests[i] ? self->cv->wait(self->comm, self->requests[i]) : LOOM_OK;
+        self->requests[i] = NULL;
+        if (st == LOOM_OK) st = w;
+    }
+    self->n_reduced = 0;
+    return st;
+}
+
+static loom_status ddp_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    *memory = self->grads;
+    return LOOM_OK;
+}
+
+static loom_status ddp_zero_grads(loom_sharding *self_)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    memset(self->grads, 0, (size_t)self->total * self->element_size);
+    return LOOM_OK;
+}
+
+static loom_status ddp_publish_params(loom_sharding *self)
+{
+    (void)self; /* every rank applied the same update to the same parameters */
+    return LOOM_OK;
+}
+
+static const loom_sharding_vtable ddp_vtable = {
+    LOOM_HEADER_INIT(loom_sharding_vtable),
+    .create = ddp_create,
+    .destroy = ddp_destroy,
+    .owned_ranges = ddp_owned_ranges,
+    .memory = ddp_memory,
+    .begin_micro_batch = ddp_begin_micro_batch,
+    .grad_acquire = ddp_grad_acquire,
+    .grad_release = ddp_grad_release,
+    .finish_grads = ddp_finish_grads,
+    .owned_grads = ddp_owned_grads,
+    .zero_grads = ddp_zero_grads,
+    .publish_params = ddp_publish_params,
+};
+
+static const loom_plugin_desc ddp_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_SHARDING,
+    .name = "ddp",
+    .version = "1.0.0",
+    .summary = "data parallel: replicated model, bucketed all-reduce overlapping backward",
+    .vtable = &ddp_vtable,
+    .params = ddp_params,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    (void)host_abi_major;
+    return index == 0 ? &ddp_desc : NULL;
+}

@@ -1,0 +1,728 @@
+/*
+ * test_comm_gloo.c - the gloo communicator between real processes on 127.0.0.1.
+ *
+ * The parent picks an ephemeral port and forks N = 2, 3, 4 rank processes; each loads the
+ * plugin through the core loader, joins the rendezvous store (rank 0 serves it), creates the
+ * communicator and checks every collective against the value it computes itself:
+ *   - all_reduce SUM bitwise equal to the rank-order sum of non-associative values, for
+ *     count < world, uneven and even counts, small (allgather) and large (alltoall) paths;
+ *     MAX/MIN; f64, i32, i64 (wrap-around), u8, f16 and bf16 (fp32 accumulation, one rounding);
+ *   - reduce_scatter, all_gather (also in place), broadcast from root 1, reduce to root 2,
+ *     all_to_all, barrier, and three asynchronous all_reduces waited in order with a blocking
+ *     one issued between them.
+ * Then the failure case: 3 ranks, rank 2 exits before an all_reduce; ranks 0 and 1 must get
+ * LOOM_E_COMM or LOOM_E_TIMEOUT within the 3 s timeout and refuse the next operation.
+ * In-process: a one-rank communicator without a store, and the error without a store.
+ * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
+ */
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <loom/comm.h>
+
+#include "error.h"
+#include "host.h"
+#include "plugin_config.h"
+#include "plugin_loader.h"
+#include "store.h"
+#include "test_util.h"
+
+static const loom_comm_vtable *vt;
+static const loom_plugin *plugin;
+static int my_rank = -1;
+
+#define RCHECK(cond)                                                                                      \
+    do {                                                                                                  \
+        test_checks++;                                                                                    \
+        if (!(cond)) {                                                                                    \
+            test_failures++;                                                                              \
+            fprintf(stderr, "[rank %d] %s:%d: CHECK failed: %s\n", my_rank, __FILE__, __LINE__, #cond);   \
+        }                                                                                                 \
+    } while (0)
+
+#define OK(call)                                                                                          \
+    do {                                                                                                  \
+        loom_status st_ = (call);                                                                         \
+        test_checks++;                                                                                    \
+        if (st_ != LOOM_OK) {                                                                             \
+            test_failures++;                                                                              \
+            fprintf(stderr, "[rank %d] %s:%d: %s -> %d: %s\n", my_rank, __FILE__, __LINE__, #call, st_,   \
+                    loom_error_message());                                                                \
+        }                                                                                                 \
+    } while (0)
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        perror("free_port");
+        exit(2);
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Values and their expected reductions                                                      */
+
+/* 1e8, -1e8 and a small term in turn: associated another way, the small term is absorbed by
+ * 1e8 (whose ulp is 8) or survives, so only the rank-order sum matches bitwise. */
+static float f32_value(int r, size_t i)
+{
+    switch ((r + i) % 3) {
+    case 0: return 1e8f;
+    case 1: return -1e8f;
+    default: return 1.0f + (float)((i + (size_t)r) % 13) * 0.25f;
+    }
+}
+
+static double f64_value(int r, size_t i)
+{
+    switch ((r + 2 * i) % 3) {
+    case 0: return 1e17;
+    case 1: return 1.0 + (double)(i % 11) * 0.125;
+    default: return -1e17;
+    }
+}
+
+/* near the top of the range, so the sums wrap around (as two's complement, computed unsigned) */
+static uint32_t i32_value(int r, size_t i) { return (uint32_t)INT32_MAX - (uint32_t)(i % 1000) + (uint32_t)r; }
+static uint64_t i64_value(int r, size_t i) { return (uint64_t)INT64_MAX - (uint64_t)i + (uint64_t)r * 3; }
+
+static float mixed_value(int r, size_t i) { return (float)((r * 7919 + (long)i * 104729) % 1001) - 500.0f; }
+
+static float round_to_bits(float x, int significant_bits)
+{
+    if (x == 0.0f) return x;
+    int e;
+    frexpf(x, &e);
+    const float ulp = ldexpf(1.0f, e - significant_bits);
+    return nearbyintf(x / ulp) * ulp;
+}
+
+/* exact encodings of normal values (the test only uses exactly representable ones) */
+static uint16_t half_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const int32_t exponent = (int32_t)((u >> 23) & 0xffu) - 127 + 15;
+    return (uint16_t)(sign | ((uint32_t)exponent << 10) | ((u >> 13) & 0x3ffu));
+}
+
+static float half_value(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t u = sign;
+    if (exponent) u |= ((exponent - 15 + 127) << 23) | ((uint32_t)(h & 0x3ffu) << 13);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static float bf16_value(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* f16/bf16: rank 0 holds a large value, the others small ones that a 16-bit running sum would
+ * round away but an fp32 sum keeps. */
+static float small_float_value(int r, size_t i, float big)
+{
+    return r == 0 ? big + (float)(2 * (i % 8)) : 1.0f + 0.5f * (float)((i + (size_t)r) % 3);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The checks one rank runs                                                                  */
+
+typedef struct rank_ctx {
+    int rank, world;
+    loom_comm *comm;
+} rank_ctx;
+
+static void check_all_reduce_f32(rank_ctx *c, size_t count)
+{
+    float *buf = xmalloc(count * sizeof *buf);
+    for (size_t i = 0; i < count; i++) buf[i] = f32_value(c->rank, i);
+    OK(vt->all_reduce(c->comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
+    size_t wrong = 0, reorder_differs = 0;
+    for (size_t i = 0; i < count; i++) {
+        float want = f32_value(0, i);
+        for (int r = 1; r < c->world; r++) want += f32_value(r, i);
+        /* the same terms associated the other way: r0 + (r1 + (r2 + ...)) */
+        float right = f32_value(c->world - 1, i);
+        for (int r = c->world - 2; r >= 0; r--) right = f32_value(r, i) + right;
+        if (memcmp(&buf[i], &want, sizeof want) != 0) {
+            if (wrong++ < 3)
+                fprintf(stderr, "[rank %d] all_reduce f32 count %zu: [%zu] = %.9g, want %.9g\n", c->rank, count, i,
+                        (double)buf[i], (double)want);
+        }
+        if (right != want) reorder_differs++;
+    }
+    RCHECK(wrong == 0);
+    /* the values are chosen so that the order matters (with 3+ ranks) */
+    if (c->world >= 3 && count >= 8) RCHECK(reorder_differs > 0);
+    free(buf);
+}
+
+static void check_max_min(rank_ctx *c, size_t count)
+{
+    float *mx = xmalloc(count * sizeof *mx), *mn = xmalloc(count * sizeof *mn);
+    for (size_t i = 0; i < count; i++) mx[i] = mn[i] = mixed_value(c->rank, i);
+    OK(vt->all_reduce(c->comm, mx, count, LOOM_DTYPE_F32, LOOM_REDUCE_MAX, NULL));
+    OK(vt->all_reduce(c->comm, mn, count, LOOM_DTYPE_F32, LOOM_REDUCE_MIN, NULL));
+    size_t wrong = 0;
+    for (size_t i = 0; i < count; i++) {
+        float hi = mixed_value(0, i), lo = hi;
+        for (int r = 1; r < c->world; r++) {
+            hi = fmaxf(hi, mixed_value(r, i));
+            lo = fminf(lo, mixed_value(r, i));
+        }
+        if (mx[i] != hi || mn[i] != lo) wrong++;
+    }
+    RCHECK(wrong == 0);
+    free(mx);
+    free(mn);
+}
+
+static void check_other_dtypes(rank_ctx *c, size_t count)
+{
+    const int w = c->world, me = c->rank;
+    double *d = xmalloc(count * sizeof *d);
+    int32_t *i32 = xmalloc(count * sizeof *i32);
+    int64_t *i64 = xmalloc(count * sizeof *i64);
+    uint8_t *u8 = xmalloc(count);
+    uint16_t *h = xmalloc(count * 2), *b = xmalloc(count * 2), *hmax = xmalloc(count * 2);
+    for (size_t i = 0; i < count; i++) {
+        d[i] = f64_value(me, i);
+        i32[i] = (int32_t)i32_value(me, i);
+        i64[i] = (int64_t)i64_value(me, i);
+        u8[i] = (uint8_t)(me * 100 + i);
+        h[i] = half_bits(small_float_value(me, i, 2048.0f));
+        b[i] = bf16_bits(small_float_value(me, i, 256.0f));
+        hmax[i] = half_bits(mixed_value(me, i));
+    }
+    OK(vt->all_reduce(c->comm, d, count, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, i32, count, LOOM_DTYPE_I32, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, i64, count, LOOM_DTYPE_I64, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, u8, count, LOOM_DTYPE_U8, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, h, count, LOOM_DTYPE_F16, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, b, count, LOOM_DTYPE_BF16, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, hmax, count, LOOM_DTYPE_F16, LOOM_REDUCE_MAX, NULL));
+    size_t wrong[7] = {0};
+    for (size_t i = 0; i < count; i++) {
+        double wd = f64_value(0, i);
+        uint32_t w32 = 0;
+        uint64_t w64 = 0;
+        uint8_t w8 = 0;
+        float wh = 0.0f, wb = 0.0f, whmax = mixed_value(0, i);
+        for (int r = 0; r < w; r++) {
+            if (r > 0) wd += f64_value(r, i);
+            w32 += i32_value(r, i);
+            w64 += i64_value(r, i);
+            w8 = (uint8_t)(w8 + (uint8_t)(r * 100 + i));
+            wh += small_float_value(r, i, 2048.0f);
+            wb += small_float_value(r, i, 256.0f);
+            whmax = fmaxf(whmax, mixed_value(r, i));
+        }
+        if (memcmp(&d[i], &wd, sizeof wd) != 0) wrong[0]++;
+        if ((uint32_t)i32[i] != w32) wrong[1]++;
+        if ((uint64_t)i64[i] != w64) wrong[2]++;
+        if (u8[i] != w8) wrong[3]++;
+        if (half_value(h[i]) != round_to_bits(wh, 11)) {
+            if (wrong[4]++ < 3)
+                fprintf(stderr, "[rank %d] f16 [%zu] = %g want %g\n", me, i, (double)half_value(h[i]),
+                        (double)round_to_bits(wh, 11));
+        }
+        if (bf16_value(b[i]) != round_to_bits(wb, 8)) wrong[5]++;
+        if (half_value(hmax[i]) != whmax) wrong[6]++;
+    }
+    for (int k = 0; k < 7; k++) {
+        if (wrong[k]) fprintf(stderr, "[rank %d] dtype case %d: %zu wrong of %zu\n", me, k, wrong[k], count);
+        RCHECK(wrong[k] == 0);
+    }
+    free(d), free(i32), free(i64), free(u8), free(h), free(b), free(hmax);
+}
+
+static void check_reduce_scatter(rank_ctx *c, size_t count)
+{
+    const int w = c->world;
+    float *send = xmalloc((size_t)w * count * sizeof *send), *recv = xmalloc(count * sizeof *recv);
+    for (size_t j = 0; j < (size_t)w * count; j++) send[j] = f32_value(c->rank, j);
+    OK(vt->reduce_scatter(c->comm, send, recv, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
+    size_t wrong = 0;
+    for (size_t i = 0; i < count; i++) {
+        const size_t j = (size_t)c->rank * count + i;
+        float want = f32_value(0, j);
+        for (int r = 1; r < w; r++) want += f32_value(r, j);
+        if (memcmp(&recv[i], &want, sizeof want) != 0) wrong++;
+    }
+    RCHECK(wrong == 0);
+    free(send);
+    free(recv);
+}
+
+static void check_all_gather(rank_ctx *c, size_t count)
+{
+    const int w = c->world;
+    int32_t *send = xmalloc(count * sizeof *send), *recv = xmalloc((size_t)w * count * sizeof *recv);
+    for (size_t i = 0; i < count; i++) send[i] = c->rank * 1000003 + (int32_t)i;
+    OK(vt->all_gather(c->comm, send, recv, count, LOOM_DTYPE_I32, NULL));
+    size_t wrong = 0;
+    for (int r = 0; r < w; r++)
+        for (size_t i = 0; i < count; i++)
+            if (recv[(size_t)r * count + i] != r * 1000003 + (int32_t)i) wrong++;
+    RCHECK(wrong == 0);
+    /* in place: the send block is this rank's slot of recv */
+    memset(recv, 0, (size_t)w * count * sizeof *recv);
+    memcpy(recv + (size_t)c->rank * count, send, count * sizeof *send);
+    OK(vt->all_gather(c->comm, recv + (size_t)c->rank * count, recv, count, LOOM_DTYPE_I32, NULL));
+    wrong = 0;
+    for (int r = 0; r < w; r++)
+        for (size_t i = 0; i < count; i++)
+            if (recv[(size_t)r * count + i] != r * 1000003 + (int32_t)i) wrong++;
+    RCHECK(wrong == 0);
+    free(send);
+    free(recv);
+}
+
+static void check_broadcast(rank_ctx *c, size_t count, int root)
+{
+    double *buf = xmalloc(count * sizeof *buf);
+    for (size_t i = 0; i < count; i++) buf[i] = c->rank * 1e6 + (double)i;
+    OK(vt->broadcast(c->comm, buf, count, LOOM_DTYPE_F64, root, NULL));
+    size_t wrong = 0;
+    for (size_t i = 0; i < count; i++)
+        if (buf[i] != root * 1e6 + (double)i) wrong++;
+    RCHECK(wrong == 0);
+    free(buf);
+}
+
+static void check_reduce(rank_ctx *c, size_t count, int root)
+{
+    float *buf = xmalloc(count * sizeof *buf);
+    for (size_t i = 0; i < count; i++) buf[i] = f32_value(c->rank, i + 1);
+    OK(vt->reduce(c->comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, root, NULL));
+    if (c->rank == root) {
+        size_t wrong = 0;
+        for (size_t i = 0; i < count; i++) {
+            float want = f32_value(0, i + 1);
+            for (int r = 1; r < c->world; r++) want += f32_value(r, i + 1);
+            if (memcmp(&buf[i], &want, sizeof want) != 0) wrong++;
+        }
+        RCHECK(wrong == 0);
+    }
+    free(buf);
+}
+
+static void check_all_to_all(rank_ctx *c, size_t count)
+{
+    const int w = c->world;
+    int64_t *send = xmalloc((size_t)w * count * sizeof *send), *recv = xmalloc((size_t)w * count * sizeof *recv);
+    for (int r = 0; r < w; r++)
+        for (size_t i = 0; i < count; i++) send[(size_t)r * count + i] = c->rank * 1000000 + r * 10000 + (int64_t)i;
+    OK(vt->all_to_all(c->comm, send, recv, count, LOOM_DTYPE_I64, NULL));
+    size_t wrong = 0;
+    for (int r = 0; r < w; r++)
+        for (size_t i = 0; i < count; i++)
+            if (recv[(size_t)r * count + i] != r * 1000000 + c->rank * 10000 + (int64_t)i) wrong++;
+    RCHECK(wrong == 0);
+    free(send);
+    free(recv);
+}
+
+static int f32_matches_sum(const float *buf, size_t count, int world, size_t shift)
+{
+    for (size_t i = 0; i < count; i++) {
+        float want = f32_value(0, i + shift);
+        for (int r = 1; r < world; r++) want += f32_value(r, i + shift);
+        if (memcmp(&buf[i], &want, sizeof want) != 0) return 0;
+    }
+    return 1;
+}
+
+static void check_async(rank_ctx *c)
+{
+    const size_t counts[4] = {200003, 17, (size_t)c->world * 50000, 3001};
+    float *bufs[4];
+    for (int k = 0; k < 4; k++) {
+        bufs[k] = xmalloc(counts[k] * sizeof(float));
+        for (size_t i = 0; i < counts[k]; i++) bufs[k][i] = f32_value(c->rank, i + (size_t)k);
+    }
+    loom_comm_request *req[3] = {NULL, NULL, NULL};
+    OK(vt->all_reduce(c->comm, bufs[0], counts[0], LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req[0]));
+    OK(vt->all_reduce(c->comm, bufs[1], counts[1], LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req[1]));
+    OK(vt->all_reduce(c->comm, bufs[2], counts[2], LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req[2]));
+    RCHECK(req[0] && req[1] && req[2]);
+    /* a blocking call queues behind them, so it cannot overtake */
+    OK(vt->all_reduce(c->comm, bufs[3], counts[3], LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
+    RCHECK(f32_matches_sum(bufs[3], counts[3], c->world, 3));
+    for (int k = 0; k < 3; k++) {
+        OK(vt->wait(c->comm, req[k]));
+        RCHECK(f32_matches_sum(bufs[k], counts[k], c->world, (size_t)k));
+    }
+    /* nothing to move: no request, and wait(NULL) is fine */
+    loom_comm_request *none = (loom_comm_request *)1;
+    OK(vt->all_reduce(c->comm, bufs[0], 0, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &none));
+    RCHECK(none == NULL);
+    OK(vt->wait(c->comm, none));
+    for (int k = 0; k < 4; k++) free(bufs[k]);
+}
+
+static void check_argument_errors(rank_ctx *c)
+{
+    float x = 1.0f;
+    RCHECK(vt->all_reduce(c->comm, &x, 1, 99, LOOM_REDUCE_SUM, NULL) == LOOM_E_INVALID);
+    RCHECK(strstr(loom_error_message(), "dtype") != NULL);
+    RCHECK(vt->all_reduce(c->comm, &x, 1, LOOM_DTYPE_F32, 42, NULL) == LOOM_E_UNSUPPORTED);
+    RCHECK(vt->broadcast(c->comm, &x, 1, LOOM_DTYPE_F32, c->world, NULL) == LOOM_E_INVALID);
+    RCHECK(vt->reduce(c->comm, &x, 1, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, -1, NULL) == LOOM_E_INVALID);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Rank processes                                                                            */
+
+typedef struct joined {
+    loom_store_server *server;
+    loom_store_client *client;
+    loom_host *host;
+    loom_config *config;
+} joined;
+
+/* Rendezvous through the store, then create the communicator (unless comm is NULL). */
+static loom_status join(int rank, int world, int port, double timeout, joined *j, loom_comm **comm)
+{
+    memset(j, 0, sizeof *j);
+    loom_status st = loom_store_rendezvous(rank, world, "127.0.0.1", port, 10.0, &j->server, &j->client);
+    if (st != LOOM_OK) return st;
+    loom_host_set_store(j->client);
+    j->host = loom_host_create("gloo");
+    j->config = loom_config_from_spec(plugin->desc);
+    char text[32];
+    snprintf(text, sizeof text, "%g", timeout);
+    if (j->config) loom_config_set(j->config, "timeout_seconds", text);
+    if (j->config && rank == 1) loom_config_set(j->config, "hostname", "127.0.0.1"); /* given, not derived */
+    if (!comm) return LOOM_OK;
+    loom_comm_setup setup = {
+        LOOM_HEADER_INIT(loom_comm_setup),
+        .rank = rank,
+        .world_size = world,
+        .local_rank = rank,
+        .local_world_size = world,
+        .master_addr = "127.0.0.1",
+        .master_port = port,
+        .device = LOOM_DEVICE_CPU,
+        .timeout_seconds = 60.0,
+    };
+    return vt->create(j->host, loom_host_api_table(), j->config, &setup, comm);
+}
+
+static void leave(joined *j)
+{
+    loom_host_set_store(NULL);
+    loom_store_close(j->client);
+    loom_store_server_stop(j->server);
+    loom_config_free(j->config);
+    loom_host_destroy(j->host);
+}
+
+static int rank_main(int rank, int world, int port)
+{
+    my_rank = rank;
+    alarm(30);
+    joined j;
+    rank_ctx c = {.rank = rank, .world = world, .comm = NULL};
+    loom_status st = join(rank, world, port, 10.0, &j, &c.comm);
+    if (st != LOOM_OK) {
+        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
+        return 1;
+    }
+    const size_t w = (size_t)world;
+    const size_t counts[] = {1, w - 1, 7, 1000, w * 40000, w * 40000 + 1, w * 40000 + w - 1};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++)
+        if (counts[k]) check_all_reduce_f32(&c, counts[k]);
+    check_max_min(&c, 5);
+    check_max_min(&c, w * 40000 + 3);
+    check_other_dtypes(&c, 1001);
+    check_other_dtypes(&c, w * 70000 + 1);
+    check_reduce_scatter(&c, 5);
+    check_reduce_scatter(&c, 100001);
+    check_all_gather(&c, 3);
+    check_all_gather(&c, 50001);
+    check_broadcast(&c, 9, 1);
+    check_broadcast(&c, 300001, 1);
+    const int reduce_root = world > 2 ? 2 : 1;
+    check_reduce(&c, 11, reduce_root);
+    check_reduce(&c, w * 40000 + 1, reduce_root);
+    check_all_to_all(&c, 4);
+    check_all_to_all(&c, 30001);
+    check_async(&c);
+    check_argument_errors(&c);
+    OK(vt->barrier(c.comm));
+    vt->destroy(c.comm);
+    leave(&j);
+    return test_failures ? 1 : 0;
+}
+
+/* 3 ranks; rank 2 leaves without a word; 0 and 1 must fail fast, not hang. */
+static int failure_rank_main(int rank, int world, int port)
+{
+    my_rank = rank;
+    alarm(30);
+    joined j;
+    loom_comm *comm = NULL;
+    loom_status st = join(rank, world, port, 3.0, &j, &comm);
+    if (st != LOOM_OK) {
+        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
+        return 1;
+    }
+    float buf[1000];
+    for (int i = 0; i < 1000; i++) buf[i] = (float)i;
+    OK(vt->all_reduce(comm, buf, 1000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL)); /* everyone is there */
+    OK(vt->barrier(comm));
+    if (rank == 2) _exit(0); /* dies: no destroy, no goodbye */
+    usleep(200 * 1000);      /* let it go */
+
+    float big[100000];
+    for (int i = 0; i < 100000; i++) big[i] = 1.0f;
+    const double t0 = now_seconds();
+    st = vt->all_reduce(comm, big, 100000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    const double elapsed = now_seconds() - t0;
+    fprintf(stderr, "[rank %d] all_reduce with a dead peer: status %d after %.2f s: %s\n", rank, st, elapsed,
+            loom_error_message());
+    RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
+    RCHECK(elapsed < 3.0 + 1.5);
+    RCHECK(strstr(loom_error_message(), "all_reduce") != NULL);
+    RCHECK(strstr(loom_error_message(), "peer rank may have died") != NULL || strstr(loom_error_message(), "timed out"));
+    /* the communicator is out of step now: the next operation reports the first failure at once */
+    const double t1 = now_seconds();
+    loom_comm_request *req = NULL;
+    st = vt->all_reduce(comm, big, 10, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req);
+    if (st == LOOM_OK) st = vt->wait(comm, req);
+    RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
+    RCHECK(strstr(loom_error_message(), "failed earlier") != NULL);
+    RCHECK(vt->barrier(comm) != LOOM_OK);
+    RCHECK(now_seconds() - t1 < 0.5);
+    const double t2 = now_seconds();
+    vt->destroy(comm);
+    RCHECK(now_seconds() - t2 < 2.0);
+    leave(&j);
+    return test_failures ? 1 : 0;
+}
+
+static void *die_soon(void *arg)
+{
+    usleep((useconds_t)(intptr_t)arg);
+    _exit(0);
+    return NULL;
+}
+
+/* 3 ranks; rank 2 dies in the middle of a 64 MB all_reduce, while its peers are writing to it:
+ * they must get an error, not be killed by SIGPIPE (the test leaves SIGPIPE's default action). */
+static int midway_rank_main(int rank, int world, int port)
+{
+    my_rank = rank;
+    alarm(30);
+    joined j;
+    loom_comm *comm = NULL;
+    loom_status st = join(rank, world, port, 3.0, &j, &comm);
+    if (st != LOOM_OK) {
+        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
+        return 1;
+    }
+    const size_t n = 16u << 20;
+    float *big = xmalloc(n * sizeof *big);
+    for (size_t i = 0; i < n; i++) big[i] = 1.0f;
+    OK(vt->barrier(comm));
+    if (rank == 2) {
+        pthread_t killer;
+        pthread_create(&killer, NULL, die_soon, (void *)(intptr_t)30000);
+    }
+    const double t0 = now_seconds();
+    st = vt->all_reduce(comm, big, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    const double elapsed = now_seconds() - t0;
+    if (rank == 2) _exit(0); /* finished before the killer thread: nothing was tested on this run */
+    fprintf(stderr, "[rank %d] 64 MB all_reduce, peer died midway: status %d after %.2f s: %s\n", rank, st, elapsed,
+            st ? loom_error_message() : "");
+    RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
+    RCHECK(elapsed < 3.0 + 1.5);
+    vt->destroy(comm);
+    free(big);
+    leave(&j);
+    return test_failures ? 1 : 0;
+}
+
+/* 3 ranks reach the store but rank 2 never creates its communicator: 0 and 1 must fail the
+ * rendezvous with LOOM_E_TIMEOUT after the 2 s timeout, not wait forever. */
+static int absent_rank_main(int rank, int world, int port)
+{
+    my_rank = rank;
+    alarm(30);
+    joined j;
+    loom_comm *comm = NULL;
+    const double t0 = now_seconds();
+    loom_status st = join(rank, world, port, 2.0, &j, rank == 2 ? NULL : &comm);
+    if (rank == 2) {
+        usleep(3500 * 1000); /* stays connected to the store, creates nothing */
+        leave(&j);
+        return st == LOOM_OK ? 0 : 1;
+    }
+    const double elapsed = now_seconds() - t0;
+    fprintf(stderr, "[rank %d] create without rank 2: status %d after %.2f s: %s\n", rank, st, elapsed,
+            loom_error_message());
+    RCHECK(st == LOOM_E_TIMEOUT);
+    RCHECK(comm == NULL);
+    RCHECK(elapsed > 1.5 && elapsed < 2.0 + 1.5);
+    leave(&j);
+    return test_failures ? 1 : 0;
+}
+
+typedef int (*rank_fn)(int rank, int world, int port);
+
+/* Fork world ranks running fn; 1 if every one exited 0. */
+static int run_group(const char *name, int world, rank_fn fn)
+{
+    const int port = free_port();
+    const double t0 = now_seconds();
+    fflush(NULL); /* or the children print the parent's buffered lines again */
+    pid_t pids[8];
+    for (int r = 0; r < world; r++) {
+        pids[r] = fork();
+        if (pids[r] < 0) {
+            perror("fork");
+            exit(2);
+        }
+        if (pids[r] == 0) {
+            test_failures = test_checks = 0; /* this process's own count */
+            const int rc = fn(r, world, port);
+            fflush(NULL);
+            exit(rc); /* exit, not _exit: LeakSanitizer checks each rank in sanitizer builds */
+        }
+    }
+    int ok = 1;
+    for (int r = 0; r < world; r++) {
+        int status = 0;
+        if (waitpid(pids[r], &status, 0) < 0) {
+            perror("waitpid");
+            ok = 0;
+            continue;
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            if (WIFSIGNALED(status))
+                fprintf(stderr, "%s, %d ranks: rank %d killed by signal %d\n", name, world, r, WTERMSIG(status));
+            else
+                fprintf(stderr, "%s, %d ranks: rank %d exited %d\n", name, world, r, WEXITSTATUS(status));
+            ok = 0;
+        }
+    }
+    printf("%s, %d ranks: %s in %.2f s\n", name, world, ok ? "ok" : "FAILED", now_seconds() - t0);
+    return ok;
+}
+
+/* In-process: one rank needs no store; more ranks without one is an error that says what to do. */
+static void check_single_process(void)
+{
+    my_rank = 0;
+    loom_host *host = loom_host_create("gloo");
+    loom_config *config = loom_config_from_spec(plugin->desc);
+    loom_comm_setup setup = {
+        LOOM_HEADER_INIT(loom_comm_setup),
+        .rank = 0,
+        .world_size = 1,
+        .master_addr = NULL,
+        .device = LOOM_DEVICE_CPU,
+        .timeout_seconds = 5.0,
+    };
+    loom_comm *comm = NULL;
+    OK(vt->create(host, loom_host_api_table(), config, &setup, &comm));
+    if (comm) {
+        float x[5] = {1, 2, 3, 4, 5}, y[5] = {0};
+        OK(vt->all_reduce(comm, x, 5, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
+        CHECK(x[0] == 1 && x[4] == 5);
+        OK(vt->all_gather(comm, x, y, 5, LOOM_DTYPE_F32, NULL));
+        CHECK(y[0] == 1 && y[4] == 5);
+        OK(vt->reduce_scatter(comm, x, y, 5, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
+        CHECK(y[2] == 3);
+        OK(vt->barrier(comm));
+        vt->destroy(comm);
+    }
+
+    setup.world_size = 2;
+    setup.master_addr = "127.0.0.1";
+    setup.master_port = 1;
+    comm = (loom_comm *)1;
+    CHECK(vt->create(host, loom_host_api_table(), config, &setup, &comm) == LOOM_E_INVALID);
+    CHECK(comm == NULL);
+    CHECK(strstr(loom_error_message(), "rendezvous store") != NULL);
+    CHECK(strstr(loom_error_message(), "loom launch") != NULL);
+
+    setup.device = LOOM_DEVICE_CUDA;
+    CHECK(vt->create(host, loom_host_api_table(), config, &setup, &comm) == LOOM_E_UNSUPPORTED);
+    loom_config_free(config);
+    loom_host_destroy(host);
+}
+
+int main(void)
+{
+    alarm(60); /* the whole test; each rank has its own 30 s */
+    signal(SIGPIPE, SIG_DFL); /* the plugin must survive dead peers without the process ignoring SIGPIPE */
+    if (loom_loader_init(NULL, 0) != LOOM_OK || loom_plugin_load("gloo", LOOM_KIND_COMM, &plugin) != LOOM_OK) {
+        fprintf(stderr, "cannot load the gloo plugin: %s\n", loom_error_message());
+        return 1;
+    }
+    vt = plugin->desc->vtable;
+    CHECK(vt->flags & LOOM_COMM_ORDERED_SUM);
+
+    /* fork before this process starts any thread of its own */
+    CHECK(run_group("collectives", 2, rank_main));
+    CHECK(run_group("collectives", 3, rank_main));
+    CHECK(run_group("collectives", 4, rank_main));
+    CHECK(run_group("rank 2 dies", 3, failure_rank_main));
+    CHECK(run_group("rank 2 dies mid-transfer", 3, midway_rank_main));
+    CHECK(run_group("rank 2 never creates", 3, absent_rank_main));
+    check_single_process();
+    return test_finish("test_comm_gloo");
+}

@@ -1,0 +1,290 @@
+"""`loom launch`: real processes started through the built `loom`, with tests/launch/fake_rank
+standing in for a trainer rank (see fake_rank.c for its actions)."""
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("LOOM_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin"))
+LOOM = os.path.join(BIN, "loom")
+FAKE = os.environ.get("FAKE_RANK", os.path.join(BIN, "..", "tests", "launch", "fake_rank"))
+
+
+def launch(*args, env=None, timeout=60):
+    """Run `loom launch ARGS`; return (code, stdout, stderr, seconds)."""
+    full_env = dict(os.environ)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "OMP_NUM_THREADS"):
+        full_env.pop(name, None)
+    if env:
+        full_env.update(env)
+    start = time.monotonic()
+    p = subprocess.run([LOOM, "launch", *[str(a) for a in args]], capture_output=True, text=True, env=full_env,
+                       timeout=timeout)
+    return p.returncode, p.stdout, p.stderr, time.monotonic() - start
+
+
+def by_rank(text):
+    """'[rank N] line' lines -> {N: [line, ...]}; any other line fails."""
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"\[rank (\d+)\] (.*)", line)
+        assert m, f"unprefixed line {line!r} in:\n{text}"
+        out.setdefault(int(m.group(1)), []).append(m.group(2))
+    return out
+
+
+def pids(text):
+    return [int(m) for m in re.findall(r"pid=(\d+)", text)]
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class LaunchTest(unittest.TestCase):
+    def test_environment_of_three_ranks(self):
+        code, out, err, _ = launch("--nproc_per_node", "3", FAKE, "env", env={"OMP_NUM_THREADS": "5"})
+        self.assertEqual(code, 0, err)
+        lines = by_rank(out)
+        self.assertEqual(sorted(lines), [0, 1, 2])
+        for r in range(3):
+            self.assertEqual(lines[r], [f"RANK={r} WORLD_SIZE=3 LOCAL_RANK={r} LOCAL_WORLD_SIZE=3 "
+                                        f"MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 OMP_NUM_THREADS=5"])
+        self.assertNotIn("OMP_NUM_THREADS", err)  # the user's value is kept, silently
+
+    def test_environment_of_a_second_node(self):
+        code, out, err, _ = launch("--nproc_per_node=3", "--nnodes", "2", "--node_rank", "1", "--master_addr",
+                                   "10.1.2.3", "--master-port", "4567", "--", FAKE, "env")
+        self.assertEqual(code, 0, err)
+        lines = by_rank(out)
+        self.assertEqual(sorted(lines), [3, 4, 5])
+        cores = len(os.sched_getaffinity(0))
+        for r in range(3, 6):
+            self.assertEqual(lines[r], [f"RANK={r} WORLD_SIZE=6 LOCAL_RANK={r - 3} LOCAL_WORLD_SIZE=3 "
+                                        f"MASTER_ADDR=10.1.2.3 MASTER_PORT=4567 OMP_NUM_THREADS={max(1, cores // 3)}"])
+        notes = [l for l in err.splitlines() if "OMP_NUM_THREADS" in l]
+        self.assertEqual(len(notes), 1, err)  # said once, not once per rank
+
+    def test_deepspeed_spelling_and_defaults(self):
+        code, out, err, _ = launch("--num_gpus", "2", FAKE, "env")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(sorted(by_rank(out)), [0, 1])
+        code, out, err, _ = launch(FAKE, "env")  # one rank by default, no OMP note
+        self.assertEqual(code, 0, err)
+        self.assertEqual(by_rank(out)[0][0].split()[:4],
+                         ["RANK=0", "WORLD_SIZE=1", "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=1"])
+        self.assertEqual(err, "")
+
+    def test_loom_subcommands_run_this_binary(self):
+        for command in (["version"], ["loom", "version"]):
+            code, out, err, _ = launch("--nproc_per_node", "2", *command)
+            self.assertEqual(code, 0, err)
+            lines = by_rank(out)
+            self.assertEqual(sorted(lines), [0, 1])
+            for r in (0, 1):
+                self.assertTrue(lines[r][0].startswith("loom "), out)
+
+    def test_path_lookup_and_streams(self):
+        code, out, err, _ = launch("--nproc_per_node", "2", "sh", "-c", "echo out $RANK; echo err $RANK >&2")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(by_rank(out), {0: ["out 0"], 1: ["out 1"]})
+        err_lines = by_rank("\n".join(l for l in err.splitlines() if not l.startswith("loom launch:")))
+        self.assertEqual(err_lines, {0: ["err 0"], 1: ["err 1"]})
+
+    def test_lines_never_interleave(self):
+        code, out, err, _ = launch("--nproc_per_node", "3", FAKE, "partial=40", "noeol=tail")
+        self.assertEqual(code, 0, err)
+        lines = by_rank(out)
+        for r in range(3):
+            want = [f"line {k} of rank {r}: begin-middle-end {r}" for k in range(40)] + ["tail"]
+            self.assertEqual(lines[r], want)
+
+    def test_carriage_returns(self):
+        p = subprocess.run([LOOM, "launch", "--nproc_per_node", "2", FAKE, "cr", "out=done"], capture_output=True,
+                           env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # rank 0 redraws live, each segment prefixed; other ranks show the bar's last state only.
+        out = p.stdout
+        for line in (b"[rank 1] 100%\n", b"[rank 1] done\n"):
+            self.assertEqual(out.count(line), 1, out)
+            out = out.replace(line, b"")
+        self.assertEqual(out, b"[rank 0] 10%\r[rank 0] 50%\r[rank 0] 100%\n[rank 0] done\n")
+
+    def test_all_succeed(self):
+        code, _, err, _ = launch("--nproc_per_node", "3", FAKE, "sleep=0.2", "@2:sleep=0.3")
+        self.assertEqual(code, 0, err)
+
+    def test_a_failing_rank_stops_the_others(self):
+        code, out, err, seconds = launch("--nproc_per_node", "3", FAKE, "pid", "@1:sleep=0.3", "@1:exit=3",
+                                         "sleep=60")
+        self.assertEqual(code, 3, err)
+        self.assertLess(seconds, 8)
+        reports = [l for l in err.splitlines() if l.startswith("loom launch:") and "OMP_NUM_THREADS" not in l]
+        self.assertEqual(reports, ["loom launch: rank 1 exited with status 3; stopping the other ranks"])
+        self.assertEqual(len(pids(out)), 3)
+        for pid in pids(out):
+            self.assertTrue(gone(pid), pid)
+
+    def test_a_rank_killed_by_a_signal(self):
+        code, _, err, seconds = launch("--nproc_per_node", "2", FAKE, "@0:sleep=0.2", "@0:signal=6", "sleep=60")
+        self.assertEqual(code, 128 + 6, err)
+        self.assertLess(seconds, 8)
+        self.assertIn("loom launch: rank 0 exited with signal SIGABRT; stopping the other ranks", err)
+
+    def test_a_rank_ignoring_sigterm_gets_sigkill(self):
+        code, out, err, seconds = launch("--nproc_per_node", "3", "--timeout", "1", FAKE, "@0:ignore-term", "pid",
+                                         "@2:sleep=0.3", "@2:exit=4", "sleep=60")
+        self.assertEqual(code, 4, err)
+        self.assertGreaterEqual(seconds, 1.0)
+        self.assertLess(seconds, 8)
+        self.assertIn("rank 0 still running 1 s after being told to stop; sending SIGKILL", err)
+        for pid in pids(out):
+            self.assertTrue(gone(pid), pid)
+
+    def test_exec_failure_in_a_rank_is_127(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            bogus = os.path.join(tmp, "not-a-program")
+            with open(bogus, "wb") as f:
+                f.write(b"\x7fELF garbage")
+            os.chmod(bogus, 0o755)
+            code, out, err, seconds = launch("--nproc_per_node", "2", bogus)
+        self.assertEqual(code, 127, err)
+        self.assertIn("cannot run", err)
+        self.assertIn("exited with status 127", err)
+
+    def interrupt(self, sig, want, *extra):
+        env = dict(os.environ)
+        env.pop("OMP_NUM_THREADS", None)
+        # A background job of a script starts with SIGINT ignored, and so would the launcher.
+        p = subprocess.Popen([LOOM, "launch", "--nproc_per_node", "3", *extra, FAKE, "pid", "sleep=60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        seen = []
+        deadline = time.monotonic() + 20
+        while len(seen) < 3 and time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            seen += pids(line)
+        self.assertEqual(len(seen), 3)
+        start = time.monotonic()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, want, err)
+        self.assertLess(time.monotonic() - start, 8)
+        for pid in seen:
+            self.assertTrue(gone(pid), pid)
+        return err
+
+    def test_sigint_stops_everything(self):
+        err = self.interrupt(signal.SIGINT, 130)
+        self.assertIn("got SIGINT", err)
+
+    def test_sigterm_stops_everything(self):
+        self.interrupt(signal.SIGTERM, 143)
+
+    def test_sigint_then_sigkill_for_a_stubborn_rank(self):
+        env = dict(os.environ)
+        p = subprocess.Popen([LOOM, "launch", "--nproc_per_node", "2", "--timeout", "0.5", FAKE, "@1:ignore-term",
+                              "pid", "sleep=60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        seen = []
+        while len(seen) < 2:
+            line = p.stdout.readline()
+            self.assertTrue(line)
+            seen += pids(line)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 143, err)
+        self.assertIn("rank 1 still running", err)
+        for pid in seen:
+            self.assertTrue(gone(pid), pid)
+
+    def test_ctrl_c_at_a_terminal_reaches_each_rank_once(self):
+        # The terminal signals the whole foreground process group, ranks included; the launcher
+        # must not forward a second SIGINT. The ranks here survive SIGINT and exit 0 on their own.
+        try:
+            import pty
+            pid, fd = pty.fork()
+        except OSError as e:
+            self.skipTest(f"no pseudo-terminal: {e}")
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.execv(LOOM, [LOOM, "launch", "--nproc_per_node", "2", FAKE, "count-int", "pid", "sleep=1.5",
+                                "out=bye"])
+            finally:
+                os._exit(99)
+        out = b""
+        deadline = time.monotonic() + 20
+        sent = False
+        while time.monotonic() < deadline:
+            if not sent and out.count(b"pid=") == 2:
+                os.write(fd, b"\x03")
+                sent = True
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertTrue(sent, text)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 130, text)
+        for r in (0, 1):
+            self.assertEqual(text.count(f"[rank {r}] SIGINT"), 1, text)
+            self.assertIn(f"[rank {r}] bye", text)
+
+    def assert_error(self, *args):
+        code, out, err, _ = launch(*args)
+        self.assertEqual(code, 2, f"{args}: {err}")
+        self.assertEqual(out, "")
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, f"{args}: want one line, got:\n{err}")
+        self.assertTrue(lines[0].startswith("loom: error: launch: "), lines[0])
+        return lines[0]
+
+    def test_bad_options(self):
+        self.assertIn("--bogus", self.assert_error("--bogus", "1", FAKE))
+        self.assertIn("-x", self.assert_error("-x", FAKE))
+        self.assertIn("'0'", self.assert_error("--nproc_per_node", "0", FAKE))
+        self.assertIn("'two'", self.assert_error("--nproc_per_node", "two", FAKE))
+        self.assertIn("'2x'", self.assert_error("--nnodes", "2x", FAKE))
+        self.assertIn("--node_rank", self.assert_error("--nnodes", "2", "--node_rank", "2", FAKE))
+        self.assertIn("'70000'", self.assert_error("--master_port", "70000", FAKE))
+        self.assertIn("--timeout", self.assert_error("--timeout", "-1", FAKE))
+        self.assertIn("needs a value", self.assert_error("--nproc_per_node"))
+        self.assertIn("no command", self.assert_error("--nproc_per_node", "2"))
+        self.assertIn("no command", self.assert_error("--nproc_per_node", "2", "--"))
+
+    def test_missing_command(self):
+        self.assertIn("'no-such-command-xyz' not found", self.assert_error("no-such-command-xyz"))
+        self.assertIn("not found", self.assert_error("--", "/nonexistent/prog", "x"))
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = os.path.join(tmp, "plain")
+            open(plain, "w").close()
+            self.assertIn("not an executable", self.assert_error(plain))
+
+    def test_help(self):
+        p = subprocess.run([LOOM, "launch", "--help"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("--nproc_per_node", p.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()

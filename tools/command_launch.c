@@ -1,0 +1,709 @@
+/*
+ * command_launch.c - `loom launch`: torchrun's interface. Starts --nproc_per_node ranks of
+ * COMMAND on this node, each with the environment core/ranks.h reads, relays their output
+ * line by line with a "[rank N] " prefix, and stops them all when one fails or when the
+ * launcher is interrupted.
+ *
+ *   loom launch [--nproc_per_node N | --num_gpus N] [--nnodes M] [--node_rank R]
+ *               [--master_addr A] [--master_port P] [--timeout SECONDS] [--] COMMAND [ARGS...]
+ *
+ * Options also take "--opt=value" and dashes ("--nproc-per-node"). The first argument that is
+ * not an option starts COMMAND. COMMAND "loom" or a bare sub-command name ("train", ...) runs
+ * this same loom binary (/proc/self/exe); anything else is looked up in PATH (or taken as a
+ * path when it holds a '/'), before any rank starts.
+ *
+ * Children: rank = node_rank * nproc + local (GROUP_RANK = node_rank is set too, as torchrun
+ * does). They stay in the launcher's process group (a Ctrl-C at the terminal reaches them
+ * directly; the launcher signals each by pid), get the launcher's stdin, and die with SIGKILL
+ * if the launcher itself dies (PR_SET_PDEATHSIG). OMP_NUM_THREADS = max(1, cores /
+ * nproc) when nproc > 1 and the user did not set it (said once on stderr). A failing exec is
+ * reported by the child ("loom launch: rank N: cannot run ...") with exit status 127.
+ *
+ * Output: every child's stdout and stderr come through pipes read with poll(); whole lines
+ * are written with one write() each, prefixed "[rank N] ", stdout to stdout and stderr to
+ * stderr, so lines of different ranks never interleave. A partial line waits for its newline
+ * or the end of the stream (then a newline is added). Carriage returns (progress bars):
+ *   - rank 0 (stdout and stderr): '\r' ends a segment like '\n' does, so each redraw is
+ *     passed through at once as "[rank 0] <bar>\r" and the bar redraws in place ("\r\n" stays
+ *     one line end);
+ *   - other ranks: '\r' discards what came before it on the line, so a bar that redraws many
+ *     times yields only its last state, once the line ends - what a terminal would show.
+ * A line longer than 64 KiB is passed on in pieces (only the first is prefixed).
+ *
+ * Failure: the first child to exit non-zero or by a signal is reported once ("loom launch:
+ * rank N exited with status S; stopping the other ranks"), the others get SIGTERM, and those
+ * still running --timeout seconds later get SIGKILL. The launcher exits with that rank's
+ * status (128 + signal for a signal). SIGINT, SIGTERM or SIGHUP to the launcher is forwarded
+ * to the ranks (unless the terminal sent it: then they already have it), followed by the same
+ * grace and SIGKILL, and the launcher exits 128 + signal (130, 143, 129). A second signal
+ * during the grace sends SIGKILL at once. SIGINT or SIGHUP ignored when the launcher starts
+ * (nohup, a background job) stays ignored, by the launcher and by the ranks; the ranks start
+ * with the signal dispositions the launcher was given. Bad options or an unknown COMMAND: one
+ * line, exit 2.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+
+extern char **environ;
+
+#define LINE_CAP (64 * 1024)
+#define MAX_PROCS 4096
+
+/* Bare words that name a sub-command of this binary (keep in step with loom.c). */
+static const char *const SUBCOMMANDS[] = {"train",     "evaluate", "eval",     "predict", "plugins",
+                                          "make-data", "convert",  "tokenize", "version"};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: loom launch [options] [--] COMMAND [ARGS...]\n"
+                 "\n"
+                 "Start the ranks of COMMAND on this node, the way torchrun does.\n"
+                 "\n"
+                 "options:\n"
+                 "  --nproc_per_node N   ranks on this node (also --num_gpus; default 1)\n"
+                 "  --nnodes M           nodes in the job (also --num_nodes; default 1)\n"
+                 "  --node_rank R        this node's index, 0 <= R < M (default 0)\n"
+                 "  --master_addr A      host of rank 0's rendezvous store (default 127.0.0.1)\n"
+                 "  --master_port P      its port (default 29500)\n"
+                 "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks (default 10)\n"
+                 "\n"
+                 "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT\n"
+                 "(and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a bare sub-command\n"
+                 "(`train`, ...) runs this loom binary. Output lines are prefixed \"[rank N] \".\n"
+                 "If a rank fails the others are stopped and its exit status is returned.\n");
+}
+
+/* ---- options --------------------------------------------------------------------------- */
+
+typedef struct launch_options {
+    long nproc, nnodes, node_rank, master_port;
+    const char *master_addr;
+    double timeout;
+} launch_options;
+
+static int parse_long(const char *text, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || errno || v < lo || v > hi || text[0] == ' ' || text[0] == '+') return 0;
+    *out = v;
+    return 1;
+}
+
+/* Parse options; *first is the index of COMMAND. Returns -1 to go on, else an exit status. */
+static int parse_options(int argc, char **argv, launch_options *o, int *first)
+{
+    int i = 0;
+    for (; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--")) {
+            i++;
+            break;
+        }
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (arg[0] != '-' || !arg[1]) break; /* COMMAND starts here */
+        /* "--name", "--name=value"; dashes inside the name read as underscores. */
+        char name[64];
+        const char *eq = strchr(arg, '=');
+        size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (arg[1] != '-' || n >= sizeof name) {
+            fprintf(stderr, "loom: error: launch: unknown option '%s' (see loom launch --help)\n", arg);
+            return 2;
+        }
+        for (size_t k = 0; k < n; k++)
+            name[k] = k >= 2 && arg[k] == '-' ? '_' : arg[k];
+        name[n] = 0;
+        const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+        int known = 1, ok = value != NULL;
+        if (!strcmp(name, "--nproc_per_node") || !strcmp(name, "--num_gpus"))
+            ok = ok && parse_long(value, 1, MAX_PROCS, &o->nproc);
+        else if (!strcmp(name, "--nnodes") || !strcmp(name, "--num_nodes"))
+            ok = ok && parse_long(value, 1, 1L << 20, &o->nnodes);
+        else if (!strcmp(name, "--node_rank"))
+            ok = ok && parse_long(value, 0, 1L << 20, &o->node_rank);
+        else if (!strcmp(name, "--master_port"))
+            ok = ok && parse_long(value, 1, 65535, &o->master_port);
+        else if (!strcmp(name, "--master_addr")) {
+            ok = ok && *value && strlen(value) < 256;
+            if (ok) o->master_addr = value;
+        } else if (!strcmp(name, "--timeout")) {
+            char *end = NULL;
+            double t = ok ? strtod(value, &end) : 0;
+            ok = ok && *value && !*end && t >= 0 && t <= 1e6;
+            if (ok) o->timeout = t;
+        } else
+            known = 0;
+        if (!known) {
+            fprintf(stderr, "loom: error: launch: unknown option '%.*s' (see loom launch --help)\n", (int)n, arg);
+            return 2;
+        }
+        if (!value) {
+            fprintf(stderr, "loom: error: launch: %s needs a value\n", name);
+            return 2;
+        }
+        if (!ok) {
+            const char *want = !strcmp(name, "--master_port")   ? "a port number (1-65535)"
+                               : !strcmp(name, "--node_rank")   ? "an integer >= 0"
+                               : !strcmp(name, "--timeout")     ? "a number of seconds >= 0"
+                               : !strcmp(name, "--master_addr") ? "a host name or address"
+                               : !strcmp(name, "--nproc_per_node") || !strcmp(name, "--num_gpus")
+                                   ? "an integer in 1..4096"
+                                   : "an integer >= 1";
+            fprintf(stderr, "loom: error: launch: %s wants %s, got '%s'\n", name, want, value);
+            return 2;
+        }
+    }
+    if (o->node_rank >= o->nnodes) {
+        fprintf(stderr,
+                "loom: error: launch: --node_rank %ld is out of range for --nnodes %ld (0 <= node_rank < nnodes)\n",
+                o->node_rank, o->nnodes);
+        return 2;
+    }
+    if (o->nproc * o->nnodes > INT32_MAX) {
+        fprintf(stderr, "loom: error: launch: --nproc_per_node x --nnodes is too large\n");
+        return 2;
+    }
+    if (i >= argc) {
+        fprintf(stderr,
+                "loom: error: launch: no command to run (usage: loom launch [options] [--] COMMAND [ARGS...])\n");
+        return 2;
+    }
+    *first = i;
+    return -1;
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+static int is_executable_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Resolve COMMAND to a path to exec; also says whether it is this loom binary. Returns 0 and
+ * prints one error line when it cannot be run. */
+static int resolve_command(const char *word, char *path, size_t cap, int *self, int *subcommand)
+{
+    *self = *subcommand = 0;
+    for (size_t k = 0; k < sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0]; k++)
+        if (!strcmp(word, SUBCOMMANDS[k])) *subcommand = 1;
+    if (*subcommand || !strcmp(word, "loom")) {
+        ssize_t n = readlink("/proc/self/exe", path, cap - 1);
+        if (n <= 0 || (size_t)n >= cap - 1) {
+            fprintf(stderr, "loom: error: launch: cannot find this loom binary (/proc/self/exe): %s\n",
+                    strerror(errno));
+            return 0;
+        }
+        path[n] = 0;
+        *self = 1;
+        return 1;
+    }
+    if (strchr(word, '/')) {
+        if (!is_executable_file(word)) {
+            fprintf(stderr, "loom: error: launch: command '%s' %s\n", word,
+                    access(word, F_OK) ? "not found" : "is not an executable file");
+            return 0;
+        }
+        snprintf(path, cap, "%s", word);
+        return 1;
+    }
+    const char *dirs = getenv("PATH");
+    if (!dirs) dirs = "/usr/local/bin:/usr/bin:/bin";
+    while (1) {
+        const char *colon = strchr(dirs, ':');
+        size_t n = colon ? (size_t)(colon - dirs) : strlen(dirs);
+        int w = n ? snprintf(path, cap, "%.*s/%s", (int)n, dirs, word) : snprintf(path, cap, "./%s", word);
+        if (w > 0 && (size_t)w < cap && is_executable_file(path)) return 1;
+        if (!colon) break;
+        dirs = colon + 1;
+    }
+    fprintf(stderr, "loom: error: launch: command '%s' not found in PATH\n", word);
+    return 0;
+}
+
+/* ---- signals ---------------------------------------------------------------------------- */
+
+static int signal_pipe[2] = {-1, -1};
+static const int HANDLED[] = {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE};
+static struct sigaction saved_actions[sizeof HANDLED / sizeof HANDLED[0]];
+
+/* Two bytes per signal: the number, and 1 when a process sent it (kill, SI_USER) rather than
+ * the terminal or the kernel - only then do the ranks, which share our process group, still
+ * need it forwarded. */
+static void on_signal(int sig, siginfo_t *info, void *context)
+{
+    (void)context;
+    int saved = errno;
+    unsigned char msg[2] = {(unsigned char)sig,
+                            (unsigned char)(info && (info->si_code == SI_USER || info->si_code == SI_QUEUE))};
+    ssize_t w = write(signal_pipe[1], msg, sizeof msg);
+    (void)w;
+    errno = saved;
+}
+
+static int install_signals(void)
+{
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK)) return 0;
+    for (size_t k = 0; k < sizeof HANDLED / sizeof HANDLED[0]; k++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(HANDLED[k], NULL, &saved_actions[k])) return 0;
+        /* Ignored at start (nohup, a background job of a script): stays ignored, here and in
+         * the ranks, as shells and nohup intend. */
+        if ((HANDLED[k] == SIGINT || HANDLED[k] == SIGHUP) && saved_actions[k].sa_handler == SIG_IGN) continue;
+        if (HANDLED[k] == SIGPIPE)
+            sa.sa_handler = SIG_IGN; /* a closed stdout must not stop the ranks */
+        else {
+            sa.sa_sigaction = on_signal;
+            sa.sa_flags = SA_SIGINFO | SA_RESTART | (HANDLED[k] == SIGCHLD ? SA_NOCLDSTOP : 0);
+        }
+        if (sigaction(HANDLED[k], &sa, NULL)) return 0;
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, HANDLED[k]);
+        sigprocmask(SIG_UNBLOCK, &one, NULL);
+    }
+    return 1;
+}
+
+static void restore_signals(void)
+{
+    for (size_t k = 0; k < sizeof HANDLED / sizeof HANDLED[0]; k++)
+        sigaction(HANDLED[k], &saved_actions[k], NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static const char *signal_name(int sig, char *buf, size_t cap)
+{
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev)
+        snprintf(buf, cap, "SIG%s", abbrev);
+    else
+        snprintf(buf, cap, "%d", sig);
+    return buf;
+}
+
+/* ---- output relay ----------------------------------------------------------------------- */
+
+typedef struct stream {
+    int fd;     /* read end, -1 when closed */
+    int out_fd; /* 1 or 2 */
+    int rank;
+    int live_cr;    /* rank 0: '\r' ends a segment */
+    int mid_line;   /* a piece of an over-long line went out unterminated */
+    int pending_cr; /* a '\r' was the last byte seen */
+    char prefix[32];
+    size_t prefix_len;
+    char *buf;
+    size_t len;
+} stream;
+
+static void write_all(int fd, const char *data, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, data, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return; /* EPIPE and the like: the output is dropped, the ranks go on */
+        data += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Write the buffered segment (prefixed unless it continues a piece) plus `end`, in one write. */
+static void emit(stream *s, const char *end, size_t end_len)
+{
+    static char out[LINE_CAP + 64];
+    size_t n = 0;
+    if (!s->mid_line) {
+        memcpy(out, s->prefix, s->prefix_len);
+        n = s->prefix_len;
+    }
+    memcpy(out + n, s->buf, s->len);
+    n += s->len;
+    memcpy(out + n, end, end_len);
+    n += end_len;
+    write_all(s->out_fd, out, n);
+    s->len = 0;
+    s->mid_line = end_len == 0;
+}
+
+static void relay_bytes(stream *s, const char *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = data[i];
+        if (s->pending_cr) {
+            s->pending_cr = 0;
+            if (c == '\n') {
+                if (s->live_cr)
+                    write_all(s->out_fd, "\n", 1); /* the "[rank 0] ...\r" already went */
+                else
+                    emit(s, "\r\n", 2);
+                continue;
+            }
+            if (!s->live_cr) s->len = 0; /* a redraw: forget the text it overwrites */
+        }
+        if (c == '\n')
+            emit(s, "\n", 1);
+        else if (c == '\r') {
+            s->pending_cr = 1;
+            if (s->live_cr) emit(s, "\r", 1);
+        } else {
+            s->buf[s->len++] = c;
+            if (s->len == LINE_CAP) emit(s, "", 0);
+        }
+    }
+}
+
+/* End of stream: flush a partial line with a newline added, close. */
+static void close_stream(stream *s)
+{
+    if (s->fd < 0) return;
+    if (s->pending_cr && s->live_cr)
+        write_all(s->out_fd, "\n", 1); /* leave the last redraw standing */
+    else if (s->pending_cr)
+        emit(s, "\n", 1);
+    else if (s->len || s->mid_line)
+        emit(s, "\n", 1);
+    s->pending_cr = 0;
+    close(s->fd);
+    s->fd = -1;
+}
+
+/* Read what is there (non-blocking). Returns 0 when the stream ended. */
+static int drain(stream *s)
+{
+    char chunk[16384];
+    while (s->fd >= 0) {
+        ssize_t r = read(s->fd, chunk, sizeof chunk);
+        if (r > 0) {
+            relay_bytes(s, chunk, (size_t)r);
+            continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;
+        close_stream(s); /* EOF or error */
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- ranks ------------------------------------------------------------------------------ */
+
+typedef struct child {
+    pid_t pid; /* 0 once reaped */
+    int rank;
+    int status; /* wait status once reaped */
+    int killed; /* SIGKILL sent */
+    stream out, err;
+} child;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* environ with our variables replaced or added. Strings are leaked into the (short-lived) launcher. */
+static char **child_environment(const launch_options *o, long local, const char *omp)
+{
+    const char *names[] = {"RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=", "LOCAL_WORLD_SIZE=",
+                           "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "OMP_NUM_THREADS="};
+    const size_t n_names = sizeof names / sizeof names[0];
+    size_t count = 0;
+    while (environ[count])
+        count++;
+    char **envp = calloc(count + n_names + 1, sizeof *envp);
+    if (!envp) return NULL;
+    size_t k = 0;
+    for (size_t e = 0; e < count; e++) {
+        int ours = 0;
+        for (size_t m = 0; m < n_names; m++)
+            if (!strncmp(environ[e], names[m], strlen(names[m])) && (m < n_names - 1 || omp)) ours = 1;
+        if (!ours) envp[k++] = environ[e];
+    }
+    char value[512];
+    long values[] = {o->node_rank * o->nproc + local, o->nnodes * o->nproc, local, o->nproc};
+    for (size_t m = 0; m < n_names; m++) {
+        if (m < 4)
+            snprintf(value, sizeof value, "%s%ld", names[m], values[m]);
+        else if (m == 4)
+            snprintf(value, sizeof value, "%s%s", names[m], o->master_addr);
+        else if (m == 5)
+            snprintf(value, sizeof value, "%s%ld", names[m], o->master_port);
+        else if (m == 6)
+            snprintf(value, sizeof value, "%s%ld", names[m], o->node_rank);
+        else if (omp)
+            snprintf(value, sizeof value, "%s%s", names[m], omp);
+        else
+            continue;
+        envp[k] = strdup(value);
+        if (!envp[k++]) return NULL;
+    }
+    envp[k] = NULL;
+    return envp;
+}
+
+/* Fork one rank. Returns 0 and prints a line on failure. */
+static int spawn(child *c, const char *path, char **argv, char **envp)
+{
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC)) return 0;
+    if (pipe2(err, O_CLOEXEC)) {
+        close(out[0]);
+        close(out[1]);
+        return 0;
+    }
+    pid_t launcher = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(out[0]), close(out[1]), close(err[0]), close(err[1]);
+        return 0;
+    }
+    if (pid == 0) {
+        restore_signals();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != launcher) _exit(127);
+        if (dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) _exit(127);
+        execve(path, argv, envp);
+        char msg[4096 + 256];
+        int n =
+            snprintf(msg, sizeof msg, "loom launch: rank %d: cannot run '%s': %s\n", c->rank, path, strerror(errno));
+        if (n > 0) write_all(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK);
+    fcntl(err[0], F_SETFL, fcntl(err[0], F_GETFL) | O_NONBLOCK);
+    c->pid = pid;
+    c->out.fd = out[0];
+    c->err.fd = err[0];
+    return 1;
+}
+
+static void signal_all(child *children, int n, int sig)
+{
+    for (int i = 0; i < n; i++)
+        if (children[i].pid > 0) {
+            kill(children[i].pid, sig);
+            if (sig == SIGKILL) children[i].killed = 1;
+        }
+}
+
+static int exit_code_of(int status)
+{
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return 1;
+}
+
+int loom_command_launch(int argc, char **argv)
+{
+    launch_options o = {
+        .nproc = 1, .nnodes = 1, .node_rank = 0, .master_port = 29500, .master_addr = "127.0.0.1", .timeout = 10.0};
+    int first = 0, rc = parse_options(argc, argv, &o, &first);
+    if (rc >= 0) return rc;
+
+    char path[PATH_MAX];
+    int self = 0, subcommand = 0;
+    if (!resolve_command(argv[first], path, sizeof path, &self, &subcommand)) return 2;
+
+    /* argv of a rank: a sub-command word becomes "loom WORD ARGS..."; "loom ..." stays. */
+    int n_args = argc - first;
+    char **child_argv = calloc((size_t)n_args + 2, sizeof *child_argv);
+    if (!child_argv) return loom_command_fail(LOOM_E_NOMEM);
+    int a = 0;
+    if (subcommand) child_argv[a++] = "loom";
+    for (int k = first; k < argc; k++)
+        child_argv[a++] = argv[k];
+    child_argv[a] = NULL;
+
+    const char *omp = NULL;
+    char omp_value[32];
+    if (o.nproc > 1 && !getenv("OMP_NUM_THREADS")) {
+        int cores = cpu_count();
+        long threads = cores / o.nproc > 1 ? cores / o.nproc : 1;
+        snprintf(omp_value, sizeof omp_value, "%ld", threads);
+        omp = omp_value;
+        fprintf(stderr,
+                "loom launch: setting OMP_NUM_THREADS=%ld for each rank (%d cores / %ld ranks); "
+                "set it yourself to tune\n",
+                threads, cores, o.nproc);
+    }
+
+    int n = (int)o.nproc;
+    child *children = calloc((size_t)n, sizeof *children);
+    char *buffers = malloc((size_t)n * 2 * LINE_CAP);
+    struct pollfd *fds = calloc((size_t)n * 2 + 1, sizeof *fds);
+    stream **fd_streams = calloc((size_t)n * 2 + 1, sizeof *fd_streams);
+    if (!children || !buffers || !fds || !fd_streams) return loom_command_fail(LOOM_E_NOMEM);
+    if (!install_signals()) {
+        fprintf(stderr, "loom: error: launch: cannot install signal handlers: %s\n", strerror(errno));
+        return 1;
+    }
+
+    int exit_code = 0, shutting_down = 0, alive = 0;
+    double kill_deadline = 0, reaped_all_at = 0;
+    for (int i = 0; i < n; i++) {
+        child *c = &children[i];
+        c->rank = (int)(o.node_rank * o.nproc + i);
+        stream *ss[2] = {&c->out, &c->err};
+        for (int k = 0; k < 2; k++) {
+            ss[k]->fd = -1;
+            ss[k]->out_fd = k + 1;
+            ss[k]->rank = c->rank;
+            ss[k]->live_cr = c->rank == 0;
+            ss[k]->buf = buffers + ((size_t)i * 2 + (size_t)k) * LINE_CAP;
+            ss[k]->prefix_len = (size_t)snprintf(ss[k]->prefix, sizeof ss[k]->prefix, "[rank %d] ", c->rank);
+        }
+        char **envp = child_environment(&o, i, omp);
+        if (!envp || !spawn(c, path, child_argv, envp)) {
+            fprintf(stderr, "loom launch: cannot start rank %d: %s; stopping the other ranks\n", c->rank,
+                    strerror(errno));
+            exit_code = 1;
+            shutting_down = 1;
+            signal_all(children, i, SIGTERM);
+            kill_deadline = now_seconds() + o.timeout;
+            break;
+        }
+        alive++;
+    }
+
+    for (;;) {
+        /* Reap whoever exited (the SIGCHLD byte only wakes poll up). */
+        for (int i = 0; i < n; i++) {
+            child *c = &children[i];
+            if (c->pid <= 0) continue;
+            int status = 0;
+            pid_t r = waitpid(c->pid, &status, WNOHANG);
+            if (r != c->pid) continue;
+            c->pid = 0;
+            c->status = status;
+            alive--;
+            drain(&c->out); /* its last words come before the report */
+            drain(&c->err);
+            int failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+            if (failed && !shutting_down) {
+                char name[32];
+                exit_code = exit_code_of(status);
+                if (WIFSIGNALED(status))
+                    fprintf(stderr, "loom launch: rank %d exited with signal %s%s\n", c->rank,
+                            signal_name(WTERMSIG(status), name, sizeof name),
+                            alive ? "; stopping the other ranks" : "");
+                else
+                    fprintf(stderr, "loom launch: rank %d exited with status %d%s\n", c->rank, WEXITSTATUS(status),
+                            alive ? "; stopping the other ranks" : "");
+                shutting_down = 1;
+                signal_all(children, n, SIGTERM);
+                kill_deadline = now_seconds() + o.timeout;
+            }
+        }
+        double now = now_seconds();
+        if (alive == 0 && reaped_all_at == 0) reaped_all_at = now;
+        if (shutting_down && alive > 0 && now >= kill_deadline) {
+            int any = 0;
+            for (int i = 0; i < n; i++)
+                if (children[i].pid > 0 && !children[i].killed) any = 1;
+            if (any) {
+                char list[256] = "";
+                size_t len = 0;
+                for (int i = 0; i < n && len < sizeof list - 16; i++)
+                    if (children[i].pid > 0 && !children[i].killed)
+                        len +=
+                            (size_t)snprintf(list + len, sizeof list - len, "%s%d", len ? ", " : "", children[i].rank);
+                fprintf(stderr, "loom launch: rank%s %s still running %g s after being told to stop; sending SIGKILL\n",
+                        strchr(list, ',') ? "s" : "", list, o.timeout);
+                signal_all(children, n, SIGKILL);
+            }
+        }
+
+        /* Poll: the signal pipe and every open stream. */
+        int nfds = 0;
+        fds[nfds].fd = signal_pipe[0];
+        fds[nfds].events = POLLIN;
+        fd_streams[nfds++] = NULL;
+        for (int i = 0; i < n; i++) {
+            stream *ss[2] = {&children[i].out, &children[i].err};
+            for (int k = 0; k < 2; k++)
+                if (ss[k]->fd >= 0) {
+                    fds[nfds].fd = ss[k]->fd;
+                    fds[nfds].events = POLLIN;
+                    fd_streams[nfds++] = ss[k];
+                }
+        }
+        if (alive == 0) {
+            /* Every rank is gone: take what is still in the pipes, but do not wait long for
+             * descendants that may hold them open. */
+            if (nfds == 1 || now - reaped_all_at > 2.0) break;
+        }
+        int timeout_ms = -1;
+        if (alive == 0)
+            timeout_ms = 100;
+        else if (shutting_down && now < kill_deadline)
+            timeout_ms = (int)((kill_deadline - now) * 1000) + 1;
+        else if (shutting_down)
+            timeout_ms = 200; /* after SIGKILL: waiting for the reaper */
+        int ready = poll(fds, (nfds_t)nfds, timeout_ms);
+        if (ready < 0 && errno != EINTR) break;
+        if (ready == 0 && alive == 0) break;
+        if (ready <= 0) continue;
+
+        if (fds[0].revents & POLLIN) {
+            unsigned char msg[2];
+            while (read(signal_pipe[0], msg, sizeof msg) == (ssize_t)sizeof msg) {
+                int sig = msg[0], from_process = msg[1];
+                if (sig == SIGCHLD) continue;
+                if (!shutting_down) {
+                    shutting_down = 1;
+                    exit_code = 128 + sig;
+                    char name[32];
+                    if (alive)
+                        fprintf(stderr, "loom launch: got %s; stopping the ranks\n",
+                                signal_name(sig, name, sizeof name));
+                    if (from_process) signal_all(children, n, sig);
+                    kill_deadline = now_seconds() + o.timeout;
+                } else if (alive) {
+                    fprintf(stderr, "loom launch: second signal; sending SIGKILL\n");
+                    signal_all(children, n, SIGKILL);
+                }
+            }
+        }
+        for (int f = 1; f < nfds; f++)
+            if (fds[f].revents & (POLLIN | POLLHUP | POLLERR)) drain(fd_streams[f]);
+    }
+    for (int i = 0; i < n; i++) {
+        close_stream(&children[i].out);
+        close_stream(&children[i].err);
+    }
+    return exit_code;
+}
