@@ -57,7 +57,7 @@ static int compare_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *config_name = "gpt2-mini";
-    int B = 8, T = 64, threads = 2, warmup = 3, steps = 10;
+    int B = 8, T = 64, threads = 2, warmup = 3, steps = 10, overlap_report = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--config")) config_name = argv[i + 1];
         else if (!strcmp(argv[i], "--B")) B = atoi(argv[i + 1]);
@@ -65,6 +65,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ddp_overlap_report")) overlap_report = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_gpt2_step: unknown argument %s\n", argv[i]);
             return 2;
@@ -79,7 +80,7 @@ int main(int argc, char **argv)
     }
 
     /* Random tokens, enough for every step to get a fresh batch. */
-    char dir[] = "/tmp/loom-bench-XXXXXX";
+    char dir[] = "/tmp/loom-bench-XXXXXX"; /* one per rank under loom launch */
     if (!mkdtemp(dir)) return 1;
     char shard[256], out[256];
     snprintf(shard, sizeof shard, "%s/random.bin", dir);
@@ -112,9 +113,15 @@ int main(int argc, char **argv)
                       "--save_strategy", "no", "--disable_tqdm", "--learning_rate", "1e-4",
                       "--lr_scheduler_type", "constant", "--max_grad_norm", "0", "--dataloader_drop_last"};
     int args_c = (int)(sizeof args_v / sizeof *args_v);
+    char *with_report[sizeof args_v / sizeof *args_v + 2];
+    if (overlap_report) {
+        memcpy(with_report, args_v, sizeof args_v);
+        with_report[args_c++] = "--ddp.report_overlap";
+        with_report[args_c++] = "true";
+    }
     loom_args args;
     loom_args_init(&args);
-    if (st == LOOM_OK) st = loom_args_parse(&args, args_c, args_v);
+    if (st == LOOM_OK) st = loom_args_parse(&args, args_c, overlap_report ? with_report : args_v);
     args.do_train = 1;
     loom_trainer *t = NULL;
     if (st == LOOM_OK) st = loom_trainer_create(&args, &t);

@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <loom/sharding.h>
 
@@ -37,10 +38,16 @@ typedef struct ddp_sharding {
     loom_range reduced[DDP_MAX_PENDING];
     loom_comm_request *requests[DDP_MAX_PENDING];
     size_t n_reduced;
+    /* Overlap accounting (report_overlap): per step, the window from the first bucket's
+     * all-reduce to the last one's completion, and the part of it finish_grads waited. */
+    int32_t report_overlap;
+    double first_launch, window_seconds, exposed_seconds;
+    int64_t steps;
 } ddp_sharding;
 
 static const loom_param_spec ddp_params[] = {
     {"bucket_cap_mb", LOOM_PARAM_FLOAT, 0, "25", "gradient bucket size in MB (--ddp_bucket_cap_mb)"},
+    {"report_overlap", LOOM_PARAM_BOOL, 0, "false", "log at the end how much of the all-reduce time backward hid"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -54,10 +61,23 @@ static size_t dtype_size(uint32_t dtype)
     }
 }
 
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void ddp_destroy(loom_sharding *self_)
 {
     ddp_sharding *self = (ddp_sharding *)self_;
     if (!self) return;
+    if (self->report_overlap && self->steps > 0 && self->window_seconds > 0)
+        self->api->log(self->host, LOOM_LOG_INFO,
+                       "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward",
+                       (long long)self->steps, 1e3 * self->window_seconds / (double)self->steps,
+                       1e3 * self->exposed_seconds / (double)self->steps,
+                       100.0 * (1.0 - self->exposed_seconds / self->window_seconds));
     for (size_t i = 0; i < self->n_reduced; i++)
         if (self->requests[i]) self->cv->wait(self->comm, self->requests[i]);
     self->api->free_memory(self->host, self->grads);
@@ -73,6 +93,8 @@ static loom_status ddp_create(loom_host *host, const loom_host_api *api, const l
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "ddp needs a communicator");
     double cap_mb = 25;
     api->cfg_f64(config, "bucket_cap_mb", &cap_mb);
+    int32_t report = 0;
+    api->cfg_bool(config, "report_overlap", &report);
     if (!(cap_mb > 0)) return api->fail(host, LOOM_E_INVALID, "bucket_cap_mb must be > 0, got %g", cap_mb);
     ddp_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
@@ -88,6 +110,7 @@ static loom_status ddp_create(loom_host *host, const loom_host_api *api, const l
     self->owned.end = setup->total_numel;
     self->element_size = element;
     self->dtype = setup->param_dtype;
+    self->report_overlap = report;
     self->bucket_elements = (int64_t)(cap_mb * 1024.0 * 1024.0 / (double)element);
     if (self->bucket_elements < 1) self->bucket_elements = 1;
     self->grads = api->alloc(host, (size_t)setup->total_numel * element + 1, 0, setup->device, 0);
@@ -125,6 +148,7 @@ static loom_status launch(ddp_sharding *self, int64_t lo, int64_t hi)
     if (lo >= hi) return LOOM_OK;
     if (self->n_reduced == DDP_MAX_PENDING)
         return self->api->fail(self->host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step", DDP_MAX_PENDING);
+    if (self->n_reduced == 0 && self->report_overlap) self->first_launch = now_seconds();
     size_t i = self->n_reduced++;
     self->reduced[i].begin = lo;
     self->reduced[i].end = hi;
@@ -185,6 +209,8 @@ static int compare_ranges(const void *a, const void *b)
 static loom_status ddp_finish_grads(loom_sharding *self_)
 {
     ddp_sharding *self = (ddp_sharding *)self_;
+    double finish_start = self->report_overlap ? now_seconds() : 0;
+    int any_overlap = self->n_reduced > 0;
     loom_status st = close_bucket(self);
     /* Gaps nobody released: reduce them now, in flat order (the same on every rank). */
     size_t issued = self->n_reduced;
@@ -201,6 +227,12 @@ static loom_status ddp_finish_grads(loom_sharding *self_)
         loom_status w = self->requests[i] ? self->cv->wait(self->comm, self->requests[i]) : LOOM_OK;
         self->requests[i] = NULL;
         if (st == LOOM_OK) st = w;
+    }
+    if (self->report_overlap && any_overlap) {
+        double end = now_seconds();
+        self->window_seconds += end - self->first_launch;
+        self->exposed_seconds += end - finish_start;
+        self->steps++;
     }
     self->n_reduced = 0;
     return st;

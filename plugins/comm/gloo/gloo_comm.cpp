@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -75,6 +76,7 @@ constexpr double kDefaultTimeoutSeconds = 1800.0; /* when neither the setup nor 
 constexpr double kWaitGraceSeconds = 5.0;          /* wait() allows this beyond Gloo's own timeouts */
 constexpr size_t kSmallBytes = 256 * 1024;         /* world * bytes up to this: allgather + reduce  */
 constexpr size_t kScratchRound = 1 << 20;          /* scratch grows in whole MiB                    */
+constexpr size_t kPieceBytes = 32u << 20;          /* all_reduce works through pieces of this size  */
 
 std::atomic<unsigned long> instance_counter{0};
 
@@ -435,12 +437,11 @@ bool overlaps(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
     return pa < pb + b_bytes && pb < pa + a_bytes;
 }
 
-/* In place: every rank's buffer ends up holding the rank-ordered reduction. */
-void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op)
+/* One piece of an all_reduce, in place. */
+void all_reduce_piece(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op)
 {
     const int world = self->world, rank = self->rank;
     const size_t es = loom_gloo::dtype_size(dtype), bytes = count * es;
-    if (world == 1) return;
 
     if (count < (size_t)world || bytes * world <= kSmallBytes) {
         /* Small: one allgather of the whole buffer, every rank reduces all of it. */
@@ -482,6 +483,32 @@ void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype
     gloo::AllgathervOptions gather(self->context);
     gather.setOutput(data, gather_bytes);
     gloo::allgatherv(gather);
+}
+
+/* In place: every rank's buffer ends up holding the rank-ordered reduction. Each element is
+ * reduced on its own, so the buffer can go through in pieces: the scratch stays within
+ * kPieceBytes whatever the buffer's size. */
+size_t piece_elements(int world, uint32_t dtype)
+{
+    const char *env = getenv("TMP_PIECE_MB");
+    const size_t piece_bytes = env ? (size_t)atol(env) << 20 : kPieceBytes;
+    const size_t piece = piece_bytes / loom_gloo::dtype_size(dtype) / world * world;
+    return piece ? piece : (size_t)world;
+}
+
+/* Gloo operations an all_reduce of count elements runs (each bounded by the timeout). */
+int all_reduce_phases(int world, size_t count, uint32_t dtype)
+{
+    const size_t piece = piece_elements(world, dtype);
+    return (int)std::min<size_t>(2 * ((count + piece - 1) / piece), 1 << 20);
+}
+
+void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op)
+{
+    if (self->world == 1) return;
+    const size_t es = loom_gloo::dtype_size(dtype), piece = piece_elements(self->world, dtype);
+    for (size_t start = 0; start < count; start += piece)
+        all_reduce_piece(self, data + start * es, std::min(piece, count - start), dtype, op);
 }
 
 void run_reduce_scatter(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype, uint32_t op)
@@ -774,7 +801,7 @@ loom_status gloo_all_reduce(loom_comm *self, void *buffer, size_t count, uint32_
         if (status == LOOM_OK) status = check_pointers(self, "all_reduce", count, buffer, buffer);
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
-        return submit(self, make_job(describe("all_reduce", op, count, dtype), 2,
+        return submit(self, make_job(describe("all_reduce", op, count, dtype), all_reduce_phases(self->world, count, dtype),
                                      [=](loom_comm *c) { run_all_reduce(c, data, count, dtype, op); }),
                       request);
     });
@@ -841,7 +868,7 @@ loom_status gloo_reduce(loom_comm *self, void *buffer, size_t count, uint32_t dt
         if (status == LOOM_OK) status = check_pointers(self, "reduce", count, buffer, buffer);
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
-        return submit(self, make_job(describe("reduce", op, count, dtype), 2,
+        return submit(self, make_job(describe("reduce", op, count, dtype), all_reduce_phases(self->world, count, dtype),
                                      [=](loom_comm *c) { run_all_reduce(c, data, count, dtype, op); }),
                       request);
     });
