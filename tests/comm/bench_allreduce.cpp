@@ -38,7 +38,8 @@ extern "C" {
 
 #include "gloo_comm_internal.h"
 
-namespace {
+namespace
+{
 
 int free_port()
 {
@@ -85,14 +86,14 @@ void ring_all_reduce(const std::shared_ptr<gloo::Context> &context, float *buf, 
     gloo::allreduce(opts);
 }
 
-#define DIE_IF(cond, ...)                                                                                \
-    do {                                                                                                 \
-        if (cond) {                                                                                      \
-            std::fprintf(stderr, "[rank %d] ", rank);                                                    \
-            std::fprintf(stderr, __VA_ARGS__);                                                           \
-            std::fprintf(stderr, ": %s\n", loom_error_message());                                        \
-            return 1;                                                                                    \
-        }                                                                                                \
+#define DIE_IF(cond, ...)                                                                                              \
+    do {                                                                                                               \
+        if (cond) {                                                                                                    \
+            std::fprintf(stderr, "[rank %d] ", rank);                                                                  \
+            std::fprintf(stderr, __VA_ARGS__);                                                                         \
+            std::fprintf(stderr, ": %s\n", loom_error_message());                                                      \
+            return 1;                                                                                                  \
+        }                                                                                                              \
     } while (0)
 
 int rank_main(int rank, const Options &o, int port)
@@ -131,7 +132,8 @@ int rank_main(int rank, const Options &o, int port)
         const size_t n = (size_t)(mb * 1024 * 1024 / 4);
         const size_t bytes = n * 4;
         std::vector<float> a(n), b(n);
-        for (size_t i = 0; i < n; i++) a[i] = b[i] = (float)((i * 2654435761u + (size_t)rank * 97) % 1000) * 0.001f;
+        for (size_t i = 0; i < n; i++)
+            a[i] = b[i] = (float)((i * 2654435761u + (size_t)rank * 97) % 1000) * 0.001f;
 
         /* correctness with 2 ranks: the same sum either way */
         DIE_IF(vt->all_reduce(comm, a.data(), n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "all_reduce");
@@ -148,7 +150,8 @@ int rank_main(int rank, const Options &o, int port)
         for (int r = 0; r < o.reps; r++) {
             DIE_IF(vt->barrier(comm) != LOOM_OK, "barrier");
             double t0 = seconds_now();
-            DIE_IF(vt->all_reduce(comm, a.data(), n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "all_reduce");
+            DIE_IF(vt->all_reduce(comm, a.data(), n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK,
+                   "all_reduce");
             times[2 * r] = seconds_now() - t0;
             DIE_IF(vt->barrier(comm) != LOOM_OK, "barrier");
             t0 = seconds_now();
@@ -158,7 +161,8 @@ int rank_main(int rank, const Options &o, int port)
         DIE_IF(vt->all_reduce(comm, times.data(), times.size(), LOOM_DTYPE_F64, LOOM_REDUCE_MAX, nullptr) != LOOM_OK,
                "max of times");
         std::vector<double> plugin, ring;
-        for (int r = 0; r < o.reps; r++) plugin.push_back(times[2 * r]), ring.push_back(times[2 * r + 1]);
+        for (int r = 0; r < o.reps; r++)
+            plugin.push_back(times[2 * r]), ring.push_back(times[2 * r + 1]);
         const double tp = median(plugin), tr = median(ring);
         if (rank == 0) {
             std::printf("%-8g %12.2f %10.3f %12.2f %10.3f %8.3f\n", mb, 1e3 * tp, factor * bytes / tp / 1e9, 1e3 * tr,

@@ -10,8 +10,11 @@
  *   - reduce_scatter, all_gather (also in place), broadcast from root 1, reduce to root 2,
  *     all_to_all, barrier, and three asynchronous all_reduces waited in order with a blocking
  *     one issued between them.
- * Then the failure case: 3 ranks, rank 2 exits before an all_reduce; ranks 0 and 1 must get
- * LOOM_E_COMM or LOOM_E_TIMEOUT within the 3 s timeout and refuse the next operation.
+ * Then the failures, 3 ranks each: rank 2 exits before an all_reduce (ranks 0 and 1 must get
+ * LOOM_E_COMM or LOOM_E_TIMEOUT within the 3 s timeout and refuse the next operation at once);
+ * rank 2 dies in the middle of a 64 MB all_reduce (an error within the timeout, no SIGPIPE
+ * death); rank 2 reaches the store but never creates its communicator (the others' create
+ * fails with LOOM_E_TIMEOUT after the 2 s timeout).
  * In-process: a one-rank communicator without a store, and the error without a store.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
@@ -42,24 +45,24 @@ static const loom_comm_vtable *vt;
 static const loom_plugin *plugin;
 static int my_rank = -1;
 
-#define RCHECK(cond)                                                                                      \
-    do {                                                                                                  \
-        test_checks++;                                                                                    \
-        if (!(cond)) {                                                                                    \
-            test_failures++;                                                                              \
-            fprintf(stderr, "[rank %d] %s:%d: CHECK failed: %s\n", my_rank, __FILE__, __LINE__, #cond);   \
-        }                                                                                                 \
+#define RCHECK(cond)                                                                                                   \
+    do {                                                                                                               \
+        test_checks++;                                                                                                 \
+        if (!(cond)) {                                                                                                 \
+            test_failures++;                                                                                           \
+            fprintf(stderr, "[rank %d] %s:%d: CHECK failed: %s\n", my_rank, __FILE__, __LINE__, #cond);                \
+        }                                                                                                              \
     } while (0)
 
-#define OK(call)                                                                                          \
-    do {                                                                                                  \
-        loom_status st_ = (call);                                                                         \
-        test_checks++;                                                                                    \
-        if (st_ != LOOM_OK) {                                                                             \
-            test_failures++;                                                                              \
-            fprintf(stderr, "[rank %d] %s:%d: %s -> %d: %s\n", my_rank, __FILE__, __LINE__, #call, st_,   \
-                    loom_error_message());                                                                \
-        }                                                                                                 \
+#define OK(call)                                                                                                       \
+    do {                                                                                                               \
+        loom_status st_ = (call);                                                                                      \
+        test_checks++;                                                                                                 \
+        if (st_ != LOOM_OK) {                                                                                          \
+            test_failures++;                                                                                           \
+            fprintf(stderr, "[rank %d] %s:%d: %s -> %d: %s\n", my_rank, __FILE__, __LINE__, #call, st_,                \
+                    loom_error_message());                                                                             \
+        }                                                                                                              \
     } while (0)
 
 static double now_seconds(void)
@@ -101,26 +104,41 @@ static void *xmalloc(size_t bytes)
 static float f32_value(int r, size_t i)
 {
     switch ((r + i) % 3) {
-    case 0: return 1e8f;
-    case 1: return -1e8f;
-    default: return 1.0f + (float)((i + (size_t)r) % 13) * 0.25f;
+    case 0:
+        return 1e8f;
+    case 1:
+        return -1e8f;
+    default:
+        return 1.0f + (float)((i + (size_t)r) % 13) * 0.25f;
     }
 }
 
 static double f64_value(int r, size_t i)
 {
     switch ((r + 2 * i) % 3) {
-    case 0: return 1e17;
-    case 1: return 1.0 + (double)(i % 11) * 0.125;
-    default: return -1e17;
+    case 0:
+        return 1e17;
+    case 1:
+        return 1.0 + (double)(i % 11) * 0.125;
+    default:
+        return -1e17;
     }
 }
 
 /* near the top of the range, so the sums wrap around (as two's complement, computed unsigned) */
-static uint32_t i32_value(int r, size_t i) { return (uint32_t)INT32_MAX - (uint32_t)(i % 1000) + (uint32_t)r; }
-static uint64_t i64_value(int r, size_t i) { return (uint64_t)INT64_MAX - (uint64_t)i + (uint64_t)r * 3; }
+static uint32_t i32_value(int r, size_t i)
+{
+    return (uint32_t)INT32_MAX - (uint32_t)(i % 1000) + (uint32_t)r;
+}
+static uint64_t i64_value(int r, size_t i)
+{
+    return (uint64_t)INT64_MAX - (uint64_t)i + (uint64_t)r * 3;
+}
 
-static float mixed_value(int r, size_t i) { return (float)((r * 7919 + (long)i * 104729) % 1001) - 500.0f; }
+static float mixed_value(int r, size_t i)
+{
+    return (float)((r * 7919 + (long)i * 104729) % 1001) - 500.0f;
+}
 
 static float round_to_bits(float x, int significant_bits)
 {
@@ -186,15 +204,18 @@ typedef struct rank_ctx {
 static void check_all_reduce_f32(rank_ctx *c, size_t count)
 {
     float *buf = xmalloc(count * sizeof *buf);
-    for (size_t i = 0; i < count; i++) buf[i] = f32_value(c->rank, i);
+    for (size_t i = 0; i < count; i++)
+        buf[i] = f32_value(c->rank, i);
     OK(vt->all_reduce(c->comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
     size_t wrong = 0, reorder_differs = 0;
     for (size_t i = 0; i < count; i++) {
         float want = f32_value(0, i);
-        for (int r = 1; r < c->world; r++) want += f32_value(r, i);
+        for (int r = 1; r < c->world; r++)
+            want += f32_value(r, i);
         /* the same terms associated the other way: r0 + (r1 + (r2 + ...)) */
         float right = f32_value(c->world - 1, i);
-        for (int r = c->world - 2; r >= 0; r--) right = f32_value(r, i) + right;
+        for (int r = c->world - 2; r >= 0; r--)
+            right = f32_value(r, i) + right;
         if (memcmp(&buf[i], &want, sizeof want) != 0) {
             if (wrong++ < 3)
                 fprintf(stderr, "[rank %d] all_reduce f32 count %zu: [%zu] = %.9g, want %.9g\n", c->rank, count, i,
@@ -211,7 +232,8 @@ static void check_all_reduce_f32(rank_ctx *c, size_t count)
 static void check_max_min(rank_ctx *c, size_t count)
 {
     float *mx = xmalloc(count * sizeof *mx), *mn = xmalloc(count * sizeof *mn);
-    for (size_t i = 0; i < count; i++) mx[i] = mn[i] = mixed_value(c->rank, i);
+    for (size_t i = 0; i < count; i++)
+        mx[i] = mn[i] = mixed_value(c->rank, i);
     OK(vt->all_reduce(c->comm, mx, count, LOOM_DTYPE_F32, LOOM_REDUCE_MAX, NULL));
     OK(vt->all_reduce(c->comm, mn, count, LOOM_DTYPE_F32, LOOM_REDUCE_MIN, NULL));
     size_t wrong = 0;
@@ -291,13 +313,15 @@ static void check_reduce_scatter(rank_ctx *c, size_t count)
 {
     const int w = c->world;
     float *send = xmalloc((size_t)w * count * sizeof *send), *recv = xmalloc(count * sizeof *recv);
-    for (size_t j = 0; j < (size_t)w * count; j++) send[j] = f32_value(c->rank, j);
+    for (size_t j = 0; j < (size_t)w * count; j++)
+        send[j] = f32_value(c->rank, j);
     OK(vt->reduce_scatter(c->comm, send, recv, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
     size_t wrong = 0;
     for (size_t i = 0; i < count; i++) {
         const size_t j = (size_t)c->rank * count + i;
         float want = f32_value(0, j);
-        for (int r = 1; r < w; r++) want += f32_value(r, j);
+        for (int r = 1; r < w; r++)
+            want += f32_value(r, j);
         if (memcmp(&recv[i], &want, sizeof want) != 0) wrong++;
     }
     RCHECK(wrong == 0);
@@ -309,7 +333,8 @@ static void check_all_gather(rank_ctx *c, size_t count)
 {
     const int w = c->world;
     int32_t *send = xmalloc(count * sizeof *send), *recv = xmalloc((size_t)w * count * sizeof *recv);
-    for (size_t i = 0; i < count; i++) send[i] = c->rank * 1000003 + (int32_t)i;
+    for (size_t i = 0; i < count; i++)
+        send[i] = c->rank * 1000003 + (int32_t)i;
     OK(vt->all_gather(c->comm, send, recv, count, LOOM_DTYPE_I32, NULL));
     size_t wrong = 0;
     for (int r = 0; r < w; r++)
@@ -332,7 +357,8 @@ static void check_all_gather(rank_ctx *c, size_t count)
 static void check_broadcast(rank_ctx *c, size_t count, int root)
 {
     double *buf = xmalloc(count * sizeof *buf);
-    for (size_t i = 0; i < count; i++) buf[i] = c->rank * 1e6 + (double)i;
+    for (size_t i = 0; i < count; i++)
+        buf[i] = c->rank * 1e6 + (double)i;
     OK(vt->broadcast(c->comm, buf, count, LOOM_DTYPE_F64, root, NULL));
     size_t wrong = 0;
     for (size_t i = 0; i < count; i++)
@@ -344,13 +370,15 @@ static void check_broadcast(rank_ctx *c, size_t count, int root)
 static void check_reduce(rank_ctx *c, size_t count, int root)
 {
     float *buf = xmalloc(count * sizeof *buf);
-    for (size_t i = 0; i < count; i++) buf[i] = f32_value(c->rank, i + 1);
+    for (size_t i = 0; i < count; i++)
+        buf[i] = f32_value(c->rank, i + 1);
     OK(vt->reduce(c->comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, root, NULL));
     if (c->rank == root) {
         size_t wrong = 0;
         for (size_t i = 0; i < count; i++) {
             float want = f32_value(0, i + 1);
-            for (int r = 1; r < c->world; r++) want += f32_value(r, i + 1);
+            for (int r = 1; r < c->world; r++)
+                want += f32_value(r, i + 1);
             if (memcmp(&buf[i], &want, sizeof want) != 0) wrong++;
         }
         RCHECK(wrong == 0);
@@ -363,7 +391,8 @@ static void check_all_to_all(rank_ctx *c, size_t count)
     const int w = c->world;
     int64_t *send = xmalloc((size_t)w * count * sizeof *send), *recv = xmalloc((size_t)w * count * sizeof *recv);
     for (int r = 0; r < w; r++)
-        for (size_t i = 0; i < count; i++) send[(size_t)r * count + i] = c->rank * 1000000 + r * 10000 + (int64_t)i;
+        for (size_t i = 0; i < count; i++)
+            send[(size_t)r * count + i] = c->rank * 1000000 + r * 10000 + (int64_t)i;
     OK(vt->all_to_all(c->comm, send, recv, count, LOOM_DTYPE_I64, NULL));
     size_t wrong = 0;
     for (int r = 0; r < w; r++)
@@ -378,7 +407,8 @@ static int f32_matches_sum(const float *buf, size_t count, int world, size_t shi
 {
     for (size_t i = 0; i < count; i++) {
         float want = f32_value(0, i + shift);
-        for (int r = 1; r < world; r++) want += f32_value(r, i + shift);
+        for (int r = 1; r < world; r++)
+            want += f32_value(r, i + shift);
         if (memcmp(&buf[i], &want, sizeof want) != 0) return 0;
     }
     return 1;
@@ -390,7 +420,8 @@ static void check_async(rank_ctx *c)
     float *bufs[4];
     for (int k = 0; k < 4; k++) {
         bufs[k] = xmalloc(counts[k] * sizeof(float));
-        for (size_t i = 0; i < counts[k]; i++) bufs[k][i] = f32_value(c->rank, i + (size_t)k);
+        for (size_t i = 0; i < counts[k]; i++)
+            bufs[k][i] = f32_value(c->rank, i + (size_t)k);
     }
     loom_comm_request *req[3] = {NULL, NULL, NULL};
     OK(vt->all_reduce(c->comm, bufs[0], counts[0], LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req[0]));
@@ -409,7 +440,8 @@ static void check_async(rank_ctx *c)
     OK(vt->all_reduce(c->comm, bufs[0], 0, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &none));
     RCHECK(none == NULL);
     OK(vt->wait(c->comm, none));
-    for (int k = 0; k < 4; k++) free(bufs[k]);
+    for (int k = 0; k < 4; k++)
+        free(bufs[k]);
 }
 
 static void check_argument_errors(rank_ctx *c)
@@ -520,14 +552,16 @@ static int failure_rank_main(int rank, int world, int port)
         return 1;
     }
     float buf[1000];
-    for (int i = 0; i < 1000; i++) buf[i] = (float)i;
+    for (int i = 0; i < 1000; i++)
+        buf[i] = (float)i;
     OK(vt->all_reduce(comm, buf, 1000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL)); /* everyone is there */
     OK(vt->barrier(comm));
     if (rank == 2) _exit(0); /* dies: no destroy, no goodbye */
     usleep(200 * 1000);      /* let it go */
 
     float big[100000];
-    for (int i = 0; i < 100000; i++) big[i] = 1.0f;
+    for (int i = 0; i < 100000; i++)
+        big[i] = 1.0f;
     const double t0 = now_seconds();
     st = vt->all_reduce(comm, big, 100000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
     const double elapsed = now_seconds() - t0;
@@ -536,7 +570,8 @@ static int failure_rank_main(int rank, int world, int port)
     RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
     RCHECK(elapsed < 3.0 + 1.5);
     RCHECK(strstr(loom_error_message(), "all_reduce") != NULL);
-    RCHECK(strstr(loom_error_message(), "peer rank may have died") != NULL || strstr(loom_error_message(), "timed out"));
+    RCHECK(strstr(loom_error_message(), "peer rank may have died") != NULL ||
+           strstr(loom_error_message(), "timed out"));
     /* the communicator is out of step now: the next operation reports the first failure at once */
     const double t1 = now_seconds();
     loom_comm_request *req = NULL;
@@ -577,7 +612,8 @@ static int midway_rank_main(int rank, int world, int port)
     }
     const size_t n = 16u << 20;
     float *big = xmalloc(n * sizeof *big);
-    for (size_t i = 0; i < n; i++) big[i] = 1.0f;
+    for (size_t i = 0; i < n; i++)
+        big[i] = 1.0f;
     OK(vt->barrier(comm));
     if (rank == 2) {
         pthread_t killer;
@@ -709,7 +745,7 @@ static void check_single_process(void)
 
 int main(void)
 {
-    alarm(60); /* the whole test; each rank has its own 30 s */
+    alarm(60);                /* the whole test; each rank has its own 30 s */
     signal(SIGPIPE, SIG_DFL); /* the plugin must survive dead peers without the process ignoring SIGPIPE */
     if (loom_loader_init(NULL, 0) != LOOM_OK || loom_plugin_load("gloo", LOOM_KIND_COMM, &plugin) != LOOM_OK) {
         fprintf(stderr, "cannot load the gloo plugin: %s\n", loom_error_message());

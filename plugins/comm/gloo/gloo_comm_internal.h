@@ -9,11 +9,13 @@
 
 #include <loom/comm.h>
 
-namespace gloo {
+namespace gloo
+{
 class Context;
 }
 
-namespace loom_gloo {
+namespace loom_gloo
+{
 
 /* The plugin's descriptor (the one loom_plugin_query returns). */
 const loom_plugin_desc *descriptor();

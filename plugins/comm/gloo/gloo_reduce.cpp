@@ -15,9 +15,11 @@
 
 #include <loom/comm.h>
 
-namespace loom_gloo {
+namespace loom_gloo
+{
 
-namespace {
+namespace
+{
 
 constexpr size_t kChunk = 1024;
 
@@ -48,10 +50,12 @@ void combine_rows(T *dst, const T *rows, size_t n, size_t stride, int world, Com
         T *d = dst + base;
         const T *r0 = rows + base;
         const T *r1 = rows + stride + base;
-        for (size_t i = 0; i < m; i++) d[i] = combine(r0[i], r1[i]);
+        for (size_t i = 0; i < m; i++)
+            d[i] = combine(r0[i], r1[i]);
         for (int r = 2; r < world; r++) {
             const T *row = rows + (size_t)r * stride + base;
-            for (size_t i = 0; i < m; i++) d[i] = combine(d[i], row[i]);
+            for (size_t i = 0; i < m; i++)
+                d[i] = combine(d[i], row[i]);
         }
     }
 }
@@ -87,9 +91,14 @@ template <typename T> void reduce_native(void *dst, const void *rows, size_t n, 
             combine_rows(d, s, n, stride, world, [](T a, T b) { return a + b; });
         }
         break;
-    case LOOM_REDUCE_MAX: combine_rows(d, s, n, stride, world, max_of<T>); break;
-    case LOOM_REDUCE_MIN: combine_rows(d, s, n, stride, world, min_of<T>); break;
-    default: break;
+    case LOOM_REDUCE_MAX:
+        combine_rows(d, s, n, stride, world, max_of<T>);
+        break;
+    case LOOM_REDUCE_MIN:
+        combine_rows(d, s, n, stride, world, min_of<T>);
+        break;
+    default:
+        break;
     }
 }
 
@@ -110,12 +119,15 @@ void reduce_16(void *dst, const void *rows, size_t n, size_t stride, int world, 
             const size_t m = std::min(kChunk, n - base);
             const uint16_t *r0 = s + base;
             const uint16_t *r1 = s + stride + base;
-            for (size_t i = 0; i < m; i++) acc[i] = to_float(r0[i]) + to_float(r1[i]);
+            for (size_t i = 0; i < m; i++)
+                acc[i] = to_float(r0[i]) + to_float(r1[i]);
             for (int r = 2; r < world; r++) {
                 const uint16_t *row = s + (size_t)r * stride + base;
-                for (size_t i = 0; i < m; i++) acc[i] += to_float(row[i]);
+                for (size_t i = 0; i < m; i++)
+                    acc[i] += to_float(row[i]);
             }
-            for (size_t i = 0; i < m; i++) d[base + i] = from_float(acc[i]);
+            for (size_t i = 0; i < m; i++)
+                d[base + i] = from_float(acc[i]);
         }
         return;
     }
@@ -167,7 +179,10 @@ uint16_t float_to_half(float f)
     return (uint16_t)((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
 }
 
-float bf16_to_float(uint16_t b) { return f32_from_bits((uint32_t)b << 16); }
+float bf16_to_float(uint16_t b)
+{
+    return f32_from_bits((uint32_t)b << 16);
+}
 
 uint16_t float_to_bf16(float f)
 {
@@ -181,39 +196,57 @@ size_t dtype_size(uint32_t dtype)
 {
     switch (dtype) {
     case LOOM_DTYPE_F64:
-    case LOOM_DTYPE_I64: return 8;
+    case LOOM_DTYPE_I64:
+        return 8;
     case LOOM_DTYPE_F32:
-    case LOOM_DTYPE_I32: return 4;
+    case LOOM_DTYPE_I32:
+        return 4;
     case LOOM_DTYPE_F16:
     case LOOM_DTYPE_BF16:
-    case LOOM_DTYPE_U16: return 2;
-    case LOOM_DTYPE_U8: return 1;
-    default: return 0;
+    case LOOM_DTYPE_U16:
+        return 2;
+    case LOOM_DTYPE_U8:
+        return 1;
+    default:
+        return 0;
     }
 }
 
 const char *dtype_name(uint32_t dtype)
 {
     switch (dtype) {
-    case LOOM_DTYPE_F32: return "f32";
-    case LOOM_DTYPE_F16: return "f16";
-    case LOOM_DTYPE_BF16: return "bf16";
-    case LOOM_DTYPE_I32: return "i32";
-    case LOOM_DTYPE_I64: return "i64";
-    case LOOM_DTYPE_U16: return "u16";
-    case LOOM_DTYPE_U8: return "u8";
-    case LOOM_DTYPE_F64: return "f64";
-    default: return "?";
+    case LOOM_DTYPE_F32:
+        return "f32";
+    case LOOM_DTYPE_F16:
+        return "f16";
+    case LOOM_DTYPE_BF16:
+        return "bf16";
+    case LOOM_DTYPE_I32:
+        return "i32";
+    case LOOM_DTYPE_I64:
+        return "i64";
+    case LOOM_DTYPE_U16:
+        return "u16";
+    case LOOM_DTYPE_U8:
+        return "u8";
+    case LOOM_DTYPE_F64:
+        return "f64";
+    default:
+        return "?";
     }
 }
 
 const char *op_name(uint32_t op)
 {
     switch (op) {
-    case LOOM_REDUCE_SUM: return "sum";
-    case LOOM_REDUCE_MAX: return "max";
-    case LOOM_REDUCE_MIN: return "min";
-    default: return "?";
+    case LOOM_REDUCE_SUM:
+        return "sum";
+    case LOOM_REDUCE_MAX:
+        return "max";
+    case LOOM_REDUCE_MIN:
+        return "min";
+    default:
+        return "?";
     }
 }
 
@@ -225,15 +258,32 @@ bool op_supported(uint32_t dtype, uint32_t op)
 void reduce_rows(void *dst, const void *rows, size_t n, size_t stride, int world, uint32_t dtype, uint32_t op)
 {
     switch (dtype) {
-    case LOOM_DTYPE_F32: reduce_native<float>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_F64: reduce_native<double>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_I32: reduce_native<int32_t>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_I64: reduce_native<int64_t>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_U16: reduce_native<uint16_t>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_U8: reduce_native<uint8_t>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_F16: reduce_16<half_to_float, float_to_half>(dst, rows, n, stride, world, op); break;
-    case LOOM_DTYPE_BF16: reduce_16<bf16_to_float, float_to_bf16>(dst, rows, n, stride, world, op); break;
-    default: break;
+    case LOOM_DTYPE_F32:
+        reduce_native<float>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_F64:
+        reduce_native<double>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_I32:
+        reduce_native<int32_t>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_I64:
+        reduce_native<int64_t>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_U16:
+        reduce_native<uint16_t>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_U8:
+        reduce_native<uint8_t>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_F16:
+        reduce_16<half_to_float, float_to_half>(dst, rows, n, stride, world, op);
+        break;
+    case LOOM_DTYPE_BF16:
+        reduce_16<bf16_to_float, float_to_bf16>(dst, rows, n, stride, world, op);
+        break;
+    default:
+        break;
     }
 }
 

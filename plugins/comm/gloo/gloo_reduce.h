@@ -10,7 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace loom_gloo {
+namespace loom_gloo
+{
 
 /* Bytes per element of a LOOM_DTYPE_*; 0 for an unknown dtype. */
 size_t dtype_size(uint32_t dtype);
