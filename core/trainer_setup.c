@@ -281,6 +281,15 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
                       *comm = NULL, *callbacks[LOOM_MAX_CALLBACKS];
     size_t n_callbacks = 0;
     const char *model_spec = saved.model_type ? saved.model_type : a->model;
+    if (!model_spec || !*model_spec) {
+        /* No model named: the data says which (text -> gpt2, features -> mlp). */
+        const char *files[] = {a->train_file, a->validation_file, a->test_file};
+        int format = LOOM_DATA_CLASSIFICATION;
+        for (size_t i = 0; i < 3; i++)
+            if (files[i] && *files[i] && loom_dataset_sniff(files[i], &format) == LOOM_OK) break;
+        loom_error_clear();
+        model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : "mlp";
+    }
     if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
     if ((st = load_plugin(optimizer_plugin_for(a->optim), LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->lr_scheduler_type, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
