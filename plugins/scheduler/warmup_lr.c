@@ -1,0 +1,68 @@
+/*
+ * warmup_lr.c - DeepSpeed WarmupLR (deepspeed/runtime/lr_schedules.py), REFERENCE.md §3b.
+ * Keys are DeepSpeed's "scheduler.params" names. i = t (see ds_common.h for the mapping and
+ * DeepSpeed's own one-step lag); N = max(2, warmup_num_steps) as DeepSpeed HEAD clamps it
+ * (v0.3.10 divided by log(1) = 0 when N == 1).
+ *
+ *     gamma(t) = t < N ? (warmup_type == "log" ? log(t + 1) / log(N) : t / N) : 1
+ *     lr(t)    = warmup_min_lr + (warmup_max_lr - warmup_min_lr) * gamma(t),  momentum = NaN
+ *
+ * Differences from DeepSpeed, all refusals at create(): warmup_num_steps <= 0 (HEAD raises
+ * too), warmup_max_lr < warmup_min_lr, a negative or non-finite lr, and an unknown
+ * warmup_type (HEAD warns and falls back to "log"). warmup_max_lr defaults to 0.001 as in
+ * v0.3.10; HEAD's default None (the optimizer's lr) is the ds_config translator's business.
+ */
+#include "ds_common.h"
+
+static void warmup_lr_eval(const loom_scheduler *self, int64_t t, double *lr, double *momentum)
+{
+    double gamma;
+    if (!ds_warmup_gamma(self, t, &gamma))
+        gamma = 1.0;
+    *lr = self->min_lr + (self->max_lr - self->min_lr) * gamma;
+    *momentum = NAN;
+}
+
+static loom_status warmup_lr_create(loom_host *host, const loom_host_api *api,
+                                    const loom_config *config, const loom_schedule_setup *setup,
+                                    loom_scheduler **out)
+{
+    return ds_create(host, api, config, setup, warmup_lr_eval, ds_warmup_configure, out);
+}
+
+static const loom_scheduler_vtable warmup_lr_vtable = {
+    LOOM_HEADER_INIT(loom_scheduler_vtable),
+    .create = warmup_lr_create,
+    .destroy = ds_destroy,
+    .value = ds_value,
+};
+
+static const loom_param_spec warmup_lr_params[] = {
+    {.key = "warmup_min_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+     .doc = "learning rate at step 0"},
+    {.key = "warmup_max_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.001",
+     .doc = "learning rate from step warmup_num_steps on"},
+    {.key = "warmup_num_steps", .type = LOOM_PARAM_INT, .default_value = "1000",
+     .doc = "steps of the warmup (>= 1; values below 2 act as 2, as in DeepSpeed)"},
+    {.key = "warmup_type", .type = LOOM_PARAM_STRING, .default_value = "log",
+     .doc = "shape of the warmup: log (DeepSpeed's default) or linear"},
+    {.key = NULL},
+};
+
+static const loom_plugin_desc warmup_lr_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_SCHEDULER,
+    .name = "warmup_lr",
+    .version = "1.0.0",
+    .summary = "DeepSpeed WarmupLR: log or linear warmup from warmup_min_lr to warmup_max_lr, "
+               "then constant",
+    .vtable = &warmup_lr_vtable,
+    .params = warmup_lr_params,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
+    (void)host_abi_major;
+    return index == 0 ? &warmup_lr_desc : NULL;
+}
