@@ -139,6 +139,7 @@ struct loom_trainer {
 
     /* Scheduler step counter: optimizer steps actually taken. */
     int64_t scheduler_step;
+    uint64_t budget_bytes;          /* the memory budget printed before step 1               */
     double last_lr;
     double last_grad_norm;
     double *norm_partials;          /* per-block partial sums of the gradient norm (owned)   */

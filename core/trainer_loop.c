@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "error.h"
@@ -270,6 +271,34 @@ static void default_flow_epoch_end(loom_trainer *t)
     if (strcmp(a->save_strategy, "epoch") == 0) t->control.should_save = 1;
 }
 
+/* ---- the memory budget ------------------------------------------------------------------- */
+
+/* What this rank holds, from the same sizes the buffers were allocated with, printed before step
+ * 1 on every rank (a ZeRO strategy shows its savings here, byte for byte). */
+static loom_status print_memory_budget(loom_trainer *t)
+{
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    const loom_model_vtable *mv = t->model.vtable;
+    loom_sharding_memory sharding = {LOOM_HEADER_INIT(loom_sharding_memory)};
+    loom_status st = sv->memory(t->sharding.instance, &sharding);
+    if (st != LOOM_OK) return st;
+    uint64_t parameters = (uint64_t)t->total_numel * sizeof(float);
+    uint64_t master = pv->master_bytes(t->precision.instance);
+    uint64_t activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
+    uint64_t total = parameters + sharding.gradient_bytes + master + t->optimizer_state_bytes + sharding.bucket_bytes +
+                     activations;
+    t->budget_bytes = total;
+    loom_log(LOOM_LOG_INFO,
+             "memory budget, rank %d of %d (%lld parameters): parameters %llu B, gradients %llu B, master weights %llu B, "
+             "optimizer states %llu B, communication buckets %llu B, activations %llu B, total %llu B (%.1f MiB)",
+             t->rank, t->world_size, (long long)t->total_numel, (unsigned long long)parameters,
+             (unsigned long long)sharding.gradient_bytes, (unsigned long long)master,
+             (unsigned long long)t->optimizer_state_bytes, (unsigned long long)sharding.bucket_bytes,
+             (unsigned long long)activations, (unsigned long long)total, (double)total / 1048576.0);
+    return LOOM_OK;
+}
+
 /* ---- train ------------------------------------------------------------------------------- */
 
 loom_status loom_trainer_train(loom_trainer *t)
@@ -317,6 +346,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     int64_t examples_seen = 0;
     double start = loom_now_seconds();
     t->control.should_training_stop = 0;
+    if (st == LOOM_OK) st = print_memory_budget(t);
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
     if (st == LOOM_OK && t->state.is_world_process_zero) loom_log(LOOM_LOG_INFO, "training: %lld examples, %lld epochs, %lld steps (batch %lld x %lld accumulation x %d ranks)",
                                 (long long)dl.dataset->n_examples, (long long)num_epochs, (long long)max_steps,
@@ -392,5 +422,9 @@ loom_status loom_trainer_train(loom_trainer *t)
     loom_metrics_set(&final, "train_loss", losses.steps > 0 ? losses.total / (double)losses.steps : 0.0);
     loom_metrics_set(&final, "epoch", t->state.epoch);
     if ((st = t->hooks.log(t, &final)) != LOOM_OK) return st;
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) == 0)
+        loom_log(LOOM_LOG_INFO, "peak resident memory, rank %d: %.1f MiB (the budget above: %.1f MiB)", t->rank,
+                 (double)usage.ru_maxrss / 1024.0, (double)t->budget_bytes / 1048576.0);
     return loom_trainer_fire(t, LOOM_EVENT_TRAIN_END, NULL, NULL);
 }

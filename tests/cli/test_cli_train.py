@@ -151,3 +151,27 @@ class CallbackTest(LoomTestCase):
         self.assertEqual([int(s) for n, s in events if n == "save"], [6])
         self.assertEqual(names.count("step_end"), 7)
         self.assertEqual(names.count("substep_end"), 7)
+
+
+class MemoryBudgetTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def budget(self, out, *extra):
+        import re
+        _, stdout, _ = loom(*self.train_args(out, "--max_steps", "2", *extra))
+        line = next(l for l in stdout.splitlines() if "memory budget" in l)
+        numbers = {name: int(value) for name, value in re.findall(r"([a-z ]+) (\d+) B", line)}
+        psi = sum(math.prod(shape) for _, shape, _ in read_safetensors(os.path.join(out, "model.safetensors")).values())
+        return {k.strip(): v for k, v in numbers.items()}, psi
+
+    def test_budget_follows_the_formulas(self):
+        b, psi = self.budget(self.out("adamw"))
+        self.assertEqual(b["parameters"], 4 * psi)
+        self.assertEqual(b["gradients"], 4 * psi)
+        self.assertEqual(b["optimizer states"], 8 * psi)          # Adam: m and v, fp32
+        self.assertEqual(b["master weights"], 0)                  # fp32: the parameters are the master copy
+        self.assertEqual(b["total"], 16 * psi + b["activations"] + b["communication buckets"])
+        b, psi = self.budget(self.out("sgdm"), "--optim", "sgd", "--sgd.momentum", "0.9")
+        self.assertEqual(b["optimizer states"], 4 * psi)
+        b, psi = self.budget(self.out("sgd"), "--optim", "sgd")
+        self.assertEqual(b["optimizer states"], 4 * psi)          # the buffer slot exists even at momentum 0
