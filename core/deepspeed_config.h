@@ -181,7 +181,8 @@ typedef struct loom_ds_config {
         char *type;              /* DeepSpeed's name (owned): as written, or the mapped one */
         int total_steps_pending; /* total_num_steps waits for T */
         int warmup_steps_pending;/* warmup_num_steps waits for ceil(warmup_ratio * T) */
-        int64_t total_num_steps_explicit; /* a number given in the file, else -1 */
+        int64_t total_num_steps_explicit;  /* a number given in the file, else -1 */
+        int64_t warmup_num_steps_explicit; /* likewise (checked again when T is known) */
         double warmup_ratio;     /* --warmup_ratio, for the pending warmup */
         int64_t warmup_steps;    /* --warmup_steps */
     } scheduler;

@@ -6,6 +6,10 @@
 
 #include "trainer.h"
 
+/* Create the plugin instance of a slot whose plugin and config are set; setup is the kind's
+ * setup struct (comm, sharding, scheduler) or NULL (trainer_setup.c). */
+loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_plugin *plugin, const void *setup);
+
 /* Default hooks (trainer_setup.c, trainer_eval.c, trainer_loop.c). */
 loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps);
 loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *out);

@@ -16,7 +16,6 @@
 #include "host.h"
 #include "plugin_config.h"
 #include "ranks.h"
-#include "safetensors.h"
 #include "store.h"
 #include "trainer.h"
 #include "trainer_internal.h"
@@ -139,7 +138,7 @@ static loom_status read_saved_model_config(const char *dir, saved_model_config *
 }
 
 /* slot->config must be set (the section is owned by the slot from then on). */
-static loom_status create_instance(loom_plugin_instance *slot, const loom_plugin *plugin, const void *setup)
+loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_plugin *plugin, const void *setup)
 {
     const loom_host_api *api = loom_host_api_table();
     const loom_config *config = slot->config;
@@ -412,11 +411,11 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     /* Instances that need nothing from the training setup: model, precision, callbacks, comm.
      * Sharding needs the parameter layout (prepare), optimizer and scheduler the step count
      * (create_optimizer_and_scheduler). */
-    if ((st = create_instance(&t->model, model, NULL)) != LOOM_OK) goto done;
+    if ((st = loom_trainer_create_instance(&t->model, model, NULL)) != LOOM_OK) goto done;
     if ((st = open_token_datasets(t)) != LOOM_OK) goto done;
-    if ((st = create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
+    if ((st = loom_trainer_create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
     for (size_t i = 0; i < n_callbacks; i++)
-        if ((st = create_instance(&t->callbacks[i], callbacks[i], NULL)) != LOOM_OK) goto done;
+        if ((st = loom_trainer_create_instance(&t->callbacks[i], callbacks[i], NULL)) != LOOM_OK) goto done;
     {
         loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup)};
         setup.rank = t->rank;
@@ -427,7 +426,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         setup.master_port = t->ranks.master_port;
         setup.device = LOOM_DEVICE_CPU;
         setup.timeout_seconds = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
-        if ((st = create_instance(&t->comm, comm, &setup)) != LOOM_OK) goto done;
+        if ((st = loom_trainer_create_instance(&t->comm, comm, &setup)) != LOOM_OK) goto done;
     }
     t->sharding.vtable = sharding->desc->vtable;
     t->optimizer.vtable = optimizer->desc->vtable;
@@ -453,246 +452,6 @@ done:
     t->control = (loom_trainer_control){LOOM_HEADER_INIT(loom_trainer_control)};
     *out = t;
     return loom_trainer_fire(t, LOOM_EVENT_INIT_END, NULL, NULL);
-}
-
-/* ---- prepare: memory, once ---------------------------------------------------------------- */
-
-static loom_status load_saved_params(loom_trainer *t, const char *dir)
-{
-    char path[4096];
-    loom_status st = loom_path_join(path, sizeof path, dir, "model.safetensors");
-    if (st != LOOM_OK) return st;
-    loom_safetensors *file = NULL;
-    if ((st = loom_safetensors_open(path, &file)) != LOOM_OK) return st;
-    float *params = t->params;
-    for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
-        loom_st_tensor tensor;
-        const loom_param_info *info = &t->tensors[i];
-        st = loom_safetensors_find(file, info->name, &tensor);
-        /* Files saved from a base model (HF GPT2Model, the hub's gpt2) lack the "transformer."
-         * prefix of the LM-head model's names. */
-        const char *dot = strchr(info->name, '.');
-        if (st == LOOM_E_NOT_FOUND && dot && strncmp(info->name, "transformer.", 12) == 0) {
-            loom_error_clear();
-            st = loom_safetensors_find(file, dot + 1, &tensor);
-        }
-        if (st != LOOM_OK) break;
-        int same = tensor.dtype == LOOM_DTYPE_F32 && tensor.ndim == info->ndim;
-        for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
-        if (!same) {
-            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' has another dtype or shape than the model's", path, info->name);
-            break;
-        }
-        memcpy(params + t->tensor_offsets[i], tensor.data, tensor.nbytes);
-    }
-    loom_safetensors_close(file);
-    return st;
-}
-
-/* The global gradient norm counts each element once: this rank takes its owned ranges minus
- * whatever a lower rank owns too (DDP replicates everything: rank 0 counts it all; a partition
- * like ZeRO's: every rank counts its own). */
-static loom_status compute_norm_ranges(loom_trainer *t)
-{
-    const loom_sharding_vtable *sv = t->sharding.vtable;
-    size_t capacity = t->n_owned + 1;
-    t->norm_ranges = calloc(capacity, sizeof *t->norm_ranges);
-    if (!t->norm_ranges) return loom_error(LOOM_E_NOMEM, "out of memory");
-    t->n_norm_ranges = 0;
-    for (size_t r = 0; r < t->n_owned; r++) {
-        /* Pieces of owned range r not covered by a lower rank, found by sweeping its start. */
-        int64_t at = t->owned[r].begin, end = t->owned[r].end;
-        while (at < end) {
-            int64_t covered_to = at, next_cover = end;
-            for (int32_t other = 0; other < t->rank; other++) {
-                const loom_range *theirs = NULL;
-                size_t n = 0;
-                loom_status st = sv->owned_ranges(t->sharding.instance, other, &theirs, &n);
-                if (st != LOOM_OK) return st;
-                for (size_t i = 0; i < n; i++) {
-                    if (theirs[i].begin <= at && theirs[i].end > covered_to) covered_to = theirs[i].end;
-                    if (theirs[i].begin > at && theirs[i].begin < next_cover) next_cover = theirs[i].begin;
-                }
-            }
-            if (covered_to > at) {
-                at = covered_to < end ? covered_to : end;
-                continue;
-            }
-            if (t->n_norm_ranges == capacity) {
-                void *grown = realloc(t->norm_ranges, 2 * capacity * sizeof *t->norm_ranges);
-                if (!grown) return loom_error(LOOM_E_NOMEM, "out of memory");
-                t->norm_ranges = grown;
-                capacity *= 2;
-            }
-            t->norm_ranges[t->n_norm_ranges++] = (struct loom_norm_range){at, next_cover, r};
-            at = next_cover;
-        }
-    }
-    return LOOM_OK;
-}
-
-loom_status loom_trainer_prepare(loom_trainer *t)
-{
-    if (t->bound) return LOOM_OK;
-    const loom_host_api *api = loom_host_api_table();
-    const loom_model_vtable *mv = t->model.vtable;
-    loom_model *model = t->model.instance;
-
-    t->n_tensors = mv->param_count(model);
-    t->tensors = calloc(t->n_tensors ? t->n_tensors : 1, sizeof *t->tensors);
-    t->tensor_offsets = calloc(t->n_tensors + 1, sizeof *t->tensor_offsets);
-    if (!t->tensors || !t->tensor_offsets) return loom_error(LOOM_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < t->n_tensors; i++) {
-        loom_param_info *info = &t->tensors[i];
-        *info = (loom_param_info){LOOM_HEADER_INIT(loom_param_info)};
-        loom_status st = mv->param_info(model, i, info);
-        if (st != LOOM_OK) return st;
-        int64_t numel = 1;
-        for (uint32_t d = 0; d < info->ndim; d++) numel *= info->shape[d];
-        t->tensor_offsets[i + 1] = t->tensor_offsets[i] + numel;
-    }
-    t->total_numel = t->tensor_offsets[t->n_tensors];
-
-    const loom_precision_vtable *pv = t->precision.vtable;
-    loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
-    loom_status st = pv->describe(t->precision.instance, &pinfo);
-    if (st != LOOM_OK) return st;
-    if (pinfo.param_dtype != LOOM_DTYPE_F32)
-        return loom_error(LOOM_E_UNSUPPORTED, "precision '%s' wants 16-bit parameters: not supported yet (issue 6)",
-                          t->precision.plugin->desc->name);
-
-    t->params = api->alloc(t->core_host, (size_t)t->total_numel * sizeof(float) + 1, 0, LOOM_DEVICE_CPU, 0);
-    if (!t->params) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
-    if (t->args.model_name_or_path && *t->args.model_name_or_path)
-        st = load_saved_params(t, t->args.model_name_or_path);
-    else
-        st = mv->init_params(model, t->params);
-    if (st != LOOM_OK) return st;
-
-    /* Sharding: its plugin and config were chosen by create(). */
-    loom_sharding_setup setup = {LOOM_HEADER_INIT(loom_sharding_setup)};
-    setup.rank = t->rank;
-    setup.world_size = t->world_size;
-    setup.total_numel = t->total_numel;
-    setup.n_tensors = t->n_tensors;
-    setup.tensor_offsets = t->tensor_offsets;
-    setup.params = t->params;
-    setup.param_dtype = pinfo.param_dtype;
-    setup.device = LOOM_DEVICE_CPU;
-    setup.comm = t->comm.instance;
-    setup.comm_vtable = t->comm.vtable;
-    setup.gradient_accumulation_steps = (int32_t)t->args.gradient_accumulation_steps;
-    setup.optimizer_flags = ((const loom_optimizer_vtable *)t->optimizer.vtable)->flags;
-    st = create_instance(&t->sharding, t->sharding.plugin, &setup);
-    if (st != LOOM_OK) return st;
-    const loom_sharding_vtable *sv = t->sharding.vtable;
-    if ((st = sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned)) != LOOM_OK) return st;
-    if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
-
-    t->max_batch_size = t->args.per_device_train_batch_size > t->args.per_device_eval_batch_size
-                            ? t->args.per_device_train_batch_size
-                            : t->args.per_device_eval_batch_size;
-    int generating_only = t->args.generate && !t->args.do_train && !t->eval_dataset;
-    if (generating_only) t->max_batch_size = 1; /* decoding has its own cache: no batch activations */
-    loom_model_binding binding = {LOOM_HEADER_INIT(loom_model_binding)};
-    binding.params = t->params;
-    binding.param_dtype = pinfo.param_dtype;
-    binding.compute_dtype = pinfo.compute_dtype;
-    binding.device = LOOM_DEVICE_CPU;
-    binding.max_batch_size = t->max_batch_size;
-    binding.kernels = api->service(t->core_host, "loom.kernels.cpu/1", 0);
-    const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
-    for (size_t i = 0; i < 3; i++)
-        if (sequences[i] && sequences[i]->labels_per_example > 1 && sequences[i]->input_shape[0] > binding.max_sequence_length)
-            binding.max_sequence_length = sequences[i]->input_shape[0];
-    if (generating_only) binding.max_sequence_length = 1;
-    if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
-
-    loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
-    pbinding.params = t->params;
-    pbinding.owned = t->owned;
-    pbinding.n_owned = t->n_owned;
-    pbinding.device = LOOM_DEVICE_CPU;
-    if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
-    t->bound = 1;
-    return LOOM_OK;
-}
-
-/* ---- optimizer, scheduler and spans ------------------------------------------------------ */
-
-static loom_status build_spans(loom_trainer *t)
-{
-    const loom_optimizer_vtable *ov = t->optimizer.vtable;
-    double weight_decay = t->args.weight_decay;
-    if (LOOM_HAS(ov, loom_optimizer_vtable, get_hparam)) {
-        double v;
-        if (ov->get_hparam(t->optimizer.instance, "weight_decay", &v) == LOOM_OK) weight_decay = v;
-    }
-    size_t count = 0;
-    int64_t owned_numel = 0;
-    for (size_t r = 0; r < t->n_owned; r++) {
-        owned_numel += t->owned[r].end - t->owned[r].begin;
-        for (size_t i = 0; i < t->n_tensors; i++)
-            if (t->tensor_offsets[i] < t->owned[r].end && t->tensor_offsets[i + 1] > t->owned[r].begin) count++;
-    }
-    uint32_t slots = ov->state_slots;
-    if (slots > LOOM_MAX_STATE_SLOTS)
-        return loom_error(LOOM_E_ABI, "optimizer '%s' asks for %u state slots (max %d)", t->optimizer.plugin->desc->name,
-                          slots, LOOM_MAX_STATE_SLOTS);
-    const loom_host_api *api = loom_host_api_table();
-    t->optimizer_state_bytes = (uint64_t)slots * (uint64_t)owned_numel * sizeof(float);
-    if (slots) {
-        t->optimizer_state = api->alloc(t->core_host, t->optimizer_state_bytes, 0, LOOM_DEVICE_CPU, 0);
-        if (!t->optimizer_state) return loom_error(LOOM_E_NOMEM, "out of memory for optimizer states");
-        memset(t->optimizer_state, 0, t->optimizer_state_bytes);
-    }
-    t->spans = calloc(count ? count : 1, sizeof *t->spans);
-    t->span_range = calloc(count ? count : 1, sizeof *t->span_range);
-    t->span_flat_begin = calloc(count ? count : 1, sizeof *t->span_flat_begin);
-    if (!t->spans || !t->span_range || !t->span_flat_begin) return loom_error(LOOM_E_NOMEM, "out of memory");
-    size_t s = 0;
-    int64_t state_offset = 0;
-    for (size_t r = 0; r < t->n_owned; r++) {
-        for (size_t i = 0; i < t->n_tensors; i++) {
-            int64_t b = t->tensor_offsets[i] > t->owned[r].begin ? t->tensor_offsets[i] : t->owned[r].begin;
-            int64_t e = t->tensor_offsets[i + 1] < t->owned[r].end ? t->tensor_offsets[i + 1] : t->owned[r].end;
-            if (b >= e) continue;
-            loom_span *span = &t->spans[s++];
-            const loom_param_info *info = &t->tensors[i];
-            *span = (loom_span){LOOM_HEADER_INIT(loom_span)};
-            span->name = info->name;
-            span->tensor_numel = t->tensor_offsets[i + 1] - t->tensor_offsets[i];
-            span->offset = b - t->tensor_offsets[i];
-            span->numel = e - b;
-            span->ndim = info->ndim;
-            memcpy(span->shape, info->shape, sizeof span->shape);
-            int no_decay = (info->flags & LOOM_PARAM_NO_DECAY) != 0;
-            span->flags = no_decay ? LOOM_SPAN_NO_DECAY : 0;
-            span->group = (uint32_t)no_decay;
-            span->weight_decay = no_decay ? 0.0 : weight_decay;
-            for (uint32_t k = 0; k < slots; k++)
-                span->state[k] = t->optimizer_state + (int64_t)k * owned_numel + state_offset;
-            state_offset += span->numel;
-            t->span_range[s - 1] = r;
-            t->span_flat_begin[s - 1] = b;
-        }
-    }
-    t->n_spans = s;
-    return LOOM_OK;
-}
-
-loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps)
-{
-    loom_status st = create_instance(&t->optimizer, t->optimizer.plugin, NULL);
-    if (st != LOOM_OK) return st;
-    loom_schedule_setup setup = {LOOM_HEADER_INIT(loom_schedule_setup)};
-    setup.base_lr = t->args.learning_rate;
-    setup.total_steps = num_training_steps;
-    setup.warmup_steps = t->args.warmup_steps > 0 ? t->args.warmup_steps
-                                                  : (int64_t)ceil(t->args.warmup_ratio * (double)num_training_steps);
-    st = create_instance(&t->scheduler, t->scheduler.plugin, &setup);
-    if (st != LOOM_OK) return st;
-    return build_spans(t);
 }
 
 /* ---- teardown ---------------------------------------------------------------------------- */
