@@ -186,7 +186,7 @@ static loom_status write_training_args(loom_trainer *t, const char *dir)
 
 /* Optimizer state slots of every owned span, named "<tensor>.<state>", with the span's offset
  * in the tensor in the name when it is only part of it (a sharded run). */
-static loom_status write_optimizer_state(loom_trainer *t, const char *dir)
+static loom_status write_optimizer_state(loom_trainer *t, const char *dir, const char *file_name)
 {
     const loom_optimizer_vtable *ov = t->optimizer.vtable;
     uint32_t slots = ov->state_slots;
@@ -218,7 +218,7 @@ static loom_status write_optimizer_state(loom_trainer *t, const char *dir)
     char path[4096], step_text[32];
     snprintf(step_text, sizeof step_text, "%lld", (long long)t->scheduler_step);
     const char *metadata[] = {"optimizer", t->optimizer.plugin->desc->name, "step", step_text};
-    loom_status st = loom_path_join(path, sizeof path, dir, "optimizer.safetensors");
+    loom_status st = loom_path_join(path, sizeof path, dir, file_name);
     if (st == LOOM_OK) st = loom_safetensors_write(path, tensors, k, metadata, 2);
     free(tensors);
     free(names);
@@ -277,20 +277,52 @@ static loom_status rotate_checkpoints(loom_trainer *t)
     return st;
 }
 
+/* Whether optimizer states are partitioned over ranks (ZeRO, sharded DDP): then every rank
+ * writes its own shard, as DeepSpeed writes zero_pp_rank_R files. */
+static loom_status states_are_sharded(loom_trainer *t, int *sharded)
+{
+    double mine = !(t->n_owned == 1 && t->owned[0].begin == 0 && t->owned[0].end == t->total_numel);
+    const loom_comm_vtable *cv = t->comm.vtable;
+    loom_status st = cv->all_reduce(t->comm.instance, &mine, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+    *sharded = t->world_size > 1 && mine > 0;
+    return st;
+}
+
 loom_status loom_trainer_save_checkpoint(loom_trainer *t)
 {
-    if (!t->state.is_world_process_zero) return LOOM_OK;
     char name[64], final_dir[4096], tmp_dir[4200];
     snprintf(name, sizeof name, "checkpoint-%lld", (long long)t->state.global_step);
     loom_status st = loom_path_join(final_dir, sizeof final_dir, t->args.output_dir, name);
     if (st != LOOM_OK) return st;
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
-    loom_remove_tree(tmp_dir);
-    if ((st = loom_trainer_save_model(t, tmp_dir)) != LOOM_OK) return st;
-    if ((st = write_optimizer_state(t, tmp_dir)) != LOOM_OK) return st;
-    if ((st = write_small_states(t, tmp_dir)) != LOOM_OK) return st;
-    if ((st = write_training_args(t, tmp_dir)) != LOOM_OK) return st;
-    if ((st = loom_trainer_write_state(t, tmp_dir)) != LOOM_OK) return st;
+    int sharded = 0;
+    if ((st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
+    const loom_comm_vtable *cv = t->comm.vtable;
+    int zero = t->state.is_world_process_zero;
+    if (zero) {
+        loom_remove_tree(tmp_dir);
+        st = loom_trainer_save_model(t, tmp_dir);
+        if (st == LOOM_OK && !sharded) st = write_optimizer_state(t, tmp_dir, "optimizer.safetensors");
+        if (st == LOOM_OK) st = write_small_states(t, tmp_dir);
+        if (st == LOOM_OK) st = write_training_args(t, tmp_dir);
+        if (st == LOOM_OK) st = loom_trainer_write_state(t, tmp_dir);
+    }
+    if (sharded) {
+        /* Rank 0 made the folder; each rank adds its shard; rank 0 renames when all are in. A
+         * failure anywhere is agreed on, so no rank waits for a rename that will not come. */
+        double failed = st != LOOM_OK;
+        loom_status agreed = cv->all_reduce(t->comm.instance, &failed, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+        if (agreed != LOOM_OK) return agreed;
+        if (failed > 0) return st != LOOM_OK ? st : loom_error(LOOM_E_IO, "rank 0 could not write %s", tmp_dir);
+        char shard[96];
+        snprintf(shard, sizeof shard, "optimizer.rank-%d-of-%d.safetensors", t->rank, t->world_size);
+        st = write_optimizer_state(t, tmp_dir, shard);
+        failed = st != LOOM_OK;
+        agreed = cv->all_reduce(t->comm.instance, &failed, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+        if (agreed != LOOM_OK) return agreed;
+        if (failed > 0) return st != LOOM_OK ? st : loom_error(LOOM_E_IO, "a rank could not write its shard into %s", tmp_dir);
+    }
+    if (!zero || st != LOOM_OK) return st;
     loom_remove_tree(final_dir);
     if ((st = loom_rename_dir_atomic(tmp_dir, final_dir)) != LOOM_OK) return st;
     return rotate_checkpoints(t);

@@ -1,7 +1,9 @@
 """Data parallelism with real processes over Gloo on loopback: N ranks equal one rank with the
 same global batch, a dead rank stops everyone with a message, a wrong port fails cleanly, and
 two ranks in two network namespaces talk across a real interface."""
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -175,3 +177,48 @@ class NamespaceTest(LoomTestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class ShardingTest(LoomTestCase):
+    """ZeRO-1 and FairScale-style sharded DDP train the same model as DDP, with the optimizer
+    states split over the ranks (the memory budget shows it) and checkpointed shard by shard."""
+    data_kind = "blobs"
+
+    def launch(self, name, world, *extra):
+        out = self.out(name)
+        _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(),
+                           *self.train_args(out, "--train_file", os.path.join(self.data, "train.bin"),
+                                            "--per_device_train_batch_size", str(32 // world), "--max_steps", "20",
+                                            "--logging_steps", "1", "--gradient_accumulation_steps", "2",
+                                            "--max_grad_norm", "0.5", "--learning_rate", "1e-2", "--weight_decay",
+                                            "0.01", "--save_steps", "10", "--ddp_timeout", "30", *extra))
+        losses = [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
+        budgets = {}
+        for line in stdout.splitlines():
+            m = re.search(r"\[rank (\d+)\] loom: memory budget.*optimizer states (\d+) B", line)
+            if m:
+                budgets[int(m.group(1))] = int(m.group(2))
+        return out, losses, read_safetensors(os.path.join(out, "model.safetensors")), budgets
+
+    def test_zero1_and_sharded_ddp_match_ddp(self):
+        _, ddp_losses, ddp_params, ddp_budget = self.launch("ddp", 2)
+        psi = sum(math.prod(shape) for _, shape, _ in ddp_params.values())
+        self.assertEqual(ddp_budget, {0: 8 * psi, 1: 8 * psi})
+        for plugin in ("zero1", "sharded_ddp"):
+            for world in (2, 4):
+                out, losses, params, budget = self.launch(f"{plugin}{world}", world, "--plugin", plugin)
+                for x, y in zip(losses, ddp_losses):
+                    self.assertAlmostEqual(x, y, delta=2e-5 * max(1.0, abs(y)))
+                for name in params:
+                    worst = max(abs(x - y) for x, y in zip(params[name][2], ddp_params[name][2]))
+                    self.assertLess(worst, 2e-5, f"{plugin} x{world} {name}")
+                self.assertEqual(sum(budget.values()), 8 * psi)   # every state element on exactly one rank
+                if plugin == "zero1":
+                    part = -(-psi // world)
+                    self.assertEqual(budget[0], 8 * part)         # Adam's 8 bytes for a 1/N partition
+                shards = sorted(n for n in os.listdir(os.path.join(out, "checkpoint-20")) if n.startswith("optimizer"))
+                self.assertEqual(shards, [f"optimizer.rank-{r}-of-{world}.safetensors" for r in range(world)])
+                states = {}
+                for shard in shards:
+                    states.update(read_safetensors(os.path.join(out, "checkpoint-20", shard)))
+                self.assertEqual(sum(len(v[2]) for v in states.values()), 2 * psi)

@@ -1,0 +1,223 @@
+/*
+ * zero1.c - ZeRO stage 1 (DeepSpeed's P_os): the flat parameter buffer is split evenly over the
+ * ranks (tensors may straddle ranks); each rank keeps fp32 master weights and optimizer states
+ * for its partition only, so optimizer memory is 1/N of DDP's. Gradients stay whole during
+ * backward (as in DeepSpeed stage 1) and are reduce-scattered into the owner's partition once,
+ * at the end of the accumulation; after the update the partitions are all-gathered back into
+ * every rank's parameters, in pieces of allgather_bucket_size elements.
+ *
+ * Partition r is [r P, min((r+1) P, total)) with P = ceil(total / N); the last partitions may
+ * be shorter or empty. The gradient buffer is padded to N P so the reduce-scatter sees equal
+ * blocks. Sums are the communicator's canonical rank-order sums; no division by N (the loss
+ * seed carries 1 / targets of the global batch).
+ */
+#include <string.h>
+
+#include <loom/optimizer.h>
+#include <loom/sharding.h>
+
+typedef struct zero1_sharding {
+    loom_host *host;
+    const loom_host_api *api;
+    loom_comm *comm;
+    const loom_comm_vtable *cv;
+    int32_t rank, world;
+    int64_t total, partition;   /* P */
+    loom_range *ranges;         /* ranges[r] = partition of rank r */
+    size_t element_size;
+    uint32_t dtype;
+    float *params;              /* the trainer's flat parameters (fp32 in ABI 1.0 hosts)     */
+    unsigned char *grads;       /* N P elements: whole gradients, padded                     */
+    unsigned char *owned;       /* P elements: this rank's summed gradients                  */
+    float *gather_send, *gather_recv; /* allgather pieces: c and N c elements              */
+    int64_t gather_elements;    /* c                                                          */
+} zero1_sharding;
+
+static const loom_param_spec zero1_params[] = {
+    {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000",
+     "elements per rank gathered at once after the update (DeepSpeed's allgather_bucket_size)"},
+    {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000", "accepted for DeepSpeed configs; stage 1 reduces once"},
+    {NULL, 0, 0, NULL, NULL},
+};
+
+static void zero1_destroy(loom_sharding *self_)
+{
+    zero1_sharding *self = (zero1_sharding *)self_;
+    if (!self) return;
+    const loom_host_api *api = self->api;
+    api->free_memory(self->host, self->grads);
+    api->free_memory(self->host, self->owned);
+    api->free_memory(self->host, self->gather_send);
+    api->free_memory(self->host, self->gather_recv);
+    api->free_memory(self->host, self->ranges);
+    api->free_memory(self->host, self);
+}
+
+static loom_status zero1_create(loom_host *host, const loom_host_api *api, const loom_config *config,
+                                const loom_sharding_setup *setup, loom_sharding **out)
+{
+    *out = NULL;
+    if (setup->param_dtype != LOOM_DTYPE_F32)
+        return api->fail(host, LOOM_E_UNSUPPORTED, "zero1 supports fp32 parameters in this version");
+    if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "zero1 needs a communicator");
+    if (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS)
+        return api->fail(host, LOOM_E_UNSUPPORTED,
+                         "this optimizer needs whole tensors; zero1 splits tensors across ranks (use sharded_ddp)");
+    int64_t bucket = 500000000;
+    api->cfg_i64(config, "allgather_bucket_size", &bucket);
+    if (bucket < 1) return api->fail(host, LOOM_E_INVALID, "allgather_bucket_size must be >= 1");
+    zero1_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
+    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    memset(self, 0, sizeof *self);
+    self->host = host;
+    self->api = api;
+    self->comm = setup->comm;
+    self->cv = setup->comm_vtable;
+    self->rank = setup->rank;
+    self->world = setup->world_size;
+    self->total = setup->total_numel;
+    self->partition = (setup->total_numel + setup->world_size - 1) / setup->world_size;
+    self->element_size = sizeof(float);
+    self->dtype = setup->param_dtype;
+    self->params = setup->params;
+    self->gather_elements = bucket < self->partition ? bucket : self->partition;
+    if (self->gather_elements < 1) self->gather_elements = 1;
+    size_t padded = (size_t)self->partition * (size_t)self->world;
+    self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
+    self->grads = api->alloc(host, padded * self->element_size + 1, 0, setup->device, 0);
+    self->owned = api->alloc(host, (size_t)self->partition * self->element_size + 1, 0, setup->device, 0);
+    self->gather_send = api->alloc(host, (size_t)self->gather_elements * sizeof(float), 0, setup->device, 0);
+    self->gather_recv =
+        api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * sizeof(float), 0, setup->device, 0);
+    if (!self->ranges || !self->grads || !self->owned || !self->gather_send || !self->gather_recv) {
+        zero1_destroy((loom_sharding *)self);
+        return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
+    }
+    for (int32_t r = 0; r < self->world; r++) {
+        int64_t b = (int64_t)r * self->partition, e = b + self->partition;
+        self->ranges[r].begin = b < self->total ? b : self->total;
+        self->ranges[r].end = e < self->total ? e : self->total;
+    }
+    memset(self->grads, 0, padded * self->element_size);
+    memset(self->owned, 0, (size_t)self->partition * self->element_size);
+    *out = (loom_sharding *)self;
+    return LOOM_OK;
+}
+
+static loom_status zero1_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
+                                      size_t *n_ranges)
+{
+    const zero1_sharding *self = (const zero1_sharding *)self_;
+    if (rank < 0 || rank >= self->world)
+        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
+    *ranges = &self->ranges[rank];
+    *n_ranges = self->ranges[rank].end > self->ranges[rank].begin ? 1 : 0;
+    return LOOM_OK;
+}
+
+static loom_status zero1_memory(const loom_sharding *self_, loom_sharding_memory *out)
+{
+    const zero1_sharding *self = (const zero1_sharding *)self_;
+    out->gradient_bytes = (uint64_t)self->partition * (uint64_t)self->world * self->element_size;
+    /* The owned gradient partition and the all-gather pieces. */
+    out->bucket_bytes = (uint64_t)self->partition * self->element_size +
+                        (uint64_t)self->gather_elements * (uint64_t)(self->world + 1) * sizeof(float);
+    return LOOM_OK;
+}
+
+static loom_status zero1_begin_micro_batch(loom_sharding *self, int32_t micro, int32_t last)
+{
+    (void)self, (void)micro, (void)last;
+    return LOOM_OK;
+}
+
+static loom_status zero1_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
+{
+    zero1_sharding *self = (zero1_sharding *)self_;
+    if (begin < 0 || end > self->total || begin > end)
+        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
+                               (long long)begin, (long long)end, (long long)self->total);
+    *memory = self->grads + (size_t)begin * self->element_size;
+    return LOOM_OK;
+}
+
+static loom_status zero1_grad_release(loom_sharding *self, int64_t begin, int64_t end)
+{
+    (void)self, (void)begin, (void)end; /* stage 1 reduces once, at the end of the accumulation */
+    return LOOM_OK;
+}
+
+static loom_status zero1_finish_grads(loom_sharding *self_)
+{
+    zero1_sharding *self = (zero1_sharding *)self_;
+    return self->cv->reduce_scatter(self->comm, self->grads, self->owned, (size_t)self->partition, self->dtype,
+                                    LOOM_REDUCE_SUM, NULL);
+}
+
+static loom_status zero1_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
+{
+    zero1_sharding *self = (zero1_sharding *)self_;
+    if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    *memory = self->owned;
+    return LOOM_OK;
+}
+
+static loom_status zero1_zero_grads(loom_sharding *self_)
+{
+    zero1_sharding *self = (zero1_sharding *)self_;
+    memset(self->grads, 0, (size_t)self->partition * (size_t)self->world * self->element_size);
+    return LOOM_OK;
+}
+
+/* Every rank's updated partition back into every rank's parameters, piece by piece. */
+static loom_status zero1_publish_params(loom_sharding *self_)
+{
+    zero1_sharding *self = (zero1_sharding *)self_;
+    int64_t P = self->partition, c = self->gather_elements;
+    for (int64_t at = 0; at < P; at += c) {
+        int64_t n = P - at < c ? P - at : c;
+        /* My piece, zero-padded past the end of the buffer. */
+        int64_t mine = (int64_t)self->rank * P + at;
+        for (int64_t i = 0; i < n; i++) self->gather_send[i] = mine + i < self->total ? self->params[mine + i] : 0.0f;
+        loom_status st = self->cv->all_gather(self->comm, self->gather_send, self->gather_recv, (size_t)n,
+                                              LOOM_DTYPE_F32, NULL);
+        if (st != LOOM_OK) return st;
+        for (int32_t r = 0; r < self->world; r++) {
+            int64_t theirs = (int64_t)r * P + at;
+            int64_t keep = self->total - theirs < n ? self->total - theirs : n;
+            if (keep > 0) memcpy(self->params + theirs, self->gather_recv + (int64_t)r * n, (size_t)keep * sizeof(float));
+        }
+    }
+    return LOOM_OK;
+}
+
+static const loom_sharding_vtable zero1_vtable = {
+    LOOM_HEADER_INIT(loom_sharding_vtable),
+    .create = zero1_create,
+    .destroy = zero1_destroy,
+    .owned_ranges = zero1_owned_ranges,
+    .memory = zero1_memory,
+    .begin_micro_batch = zero1_begin_micro_batch,
+    .grad_acquire = zero1_grad_acquire,
+    .grad_release = zero1_grad_release,
+    .finish_grads = zero1_finish_grads,
+    .owned_grads = zero1_owned_grads,
+    .zero_grads = zero1_zero_grads,
+    .publish_params = zero1_publish_params,
+};
+
+static const loom_plugin_desc zero1_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_SHARDING,
+    .name = "zero1",
+    .version = "1.0.0",
+    .summary = "ZeRO stage 1: optimizer states and master weights partitioned evenly over ranks",
+    .vtable = &zero1_vtable,
+    .params = zero1_params,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    (void)host_abi_major;
+    return index == 0 ? &zero1_desc : NULL;
+}
