@@ -90,7 +90,8 @@ static loom_status add_bool(loom_ds_plugin_choice *c, const char *key, int v)
 
 static void choice_free(loom_ds_plugin_choice *c)
 {
-    for (size_t i = 0; i < c->n_entries; i++) free((char *)(uintptr_t)c->entries[i].value);
+    for (size_t i = 0; i < c->n_entries; i++)
+        free((char *)(uintptr_t)c->entries[i].value);
     memset(c, 0, sizeof *c);
 }
 
@@ -111,12 +112,13 @@ static loom_status check_keys(const ctx *c, const cJSON *obj, const char *prefix
             if (strcmp(a->string, b->string) == 0)
                 return loom_error(LOOM_E_INVALID, "%s: duplicate key '%s%s'", c->file, prefix, a->string);
         int known = 0;
-        for (size_t i = 0; i < n && !known; i++) known = strcmp(a->string, allowed[i]) == 0;
+        for (size_t i = 0; i < n && !known; i++)
+            known = strcmp(a->string, allowed[i]) == 0;
         if (known) continue;
         const char *closest = loom_closest_name(a->string, allowed, n);
         if (closest)
-            return loom_error(LOOM_E_INVALID, "%s: unknown key '%s%s'; did you mean '%s%s'?", c->file, prefix, a->string,
-                              prefix, closest);
+            return loom_error(LOOM_E_INVALID, "%s: unknown key '%s%s'; did you mean '%s%s'?", c->file, prefix,
+                              a->string, prefix, closest);
         char list[1024] = "";
         size_t len = 0;
         for (size_t i = 0; i < n && len + 1 < sizeof list; i++)
@@ -141,11 +143,16 @@ typedef struct value {
 static const char *kind_name(kind k)
 {
     switch (k) {
-    case K_INT: return "an integer";
-    case K_NUM: return "a number";
-    case K_BOOL: return "true or false";
-    case K_STR: return "a string";
-    default: return "an object";
+    case K_INT:
+        return "an integer";
+    case K_NUM:
+        return "a number";
+    case K_BOOL:
+        return "true or false";
+    case K_STR:
+        return "a string";
+    default:
+        return "an object";
     }
 }
 
@@ -160,7 +167,8 @@ static loom_status get(const ctx *c, const cJSON *obj, const char *prefix, const
     v->json = j;
     if (is_auto(j) && k != K_STR) {
         if (!allow_auto)
-            return loom_error(LOOM_E_INVALID, "%s: %s%s: \"auto\" is not allowed here (no command-line counterpart); expected %s",
+            return loom_error(LOOM_E_INVALID,
+                              "%s: %s%s: \"auto\" is not allowed here (no command-line counterpart); expected %s",
                               c->file, prefix, key, kind_name(k));
         v->is_auto = 1;
         return LOOM_OK;
@@ -215,8 +223,8 @@ static loom_status need_nonneg(const ctx *c, const char *prefix, const char *key
 
 static loom_status mismatch_int(const ctx *c, const char *key, int64_t ds, const char *flag, int64_t hf)
 {
-    return loom_error(LOOM_E_INVALID, "%s=%lld in %s but --%s %lld (use \"auto\" or make them agree)", key, (long long)ds,
-                      c->file, flag, (long long)hf);
+    return loom_error(LOOM_E_INVALID, "%s=%lld in %s but --%s %lld (use \"auto\" or make them agree)", key,
+                      (long long)ds, c->file, flag, (long long)hf);
 }
 
 static loom_status mismatch_double(const ctx *c, const char *key, double ds, const char *flag, double hf)
@@ -224,7 +232,8 @@ static loom_status mismatch_double(const ctx *c, const char *key, double ds, con
     char a[64], b[64];
     format_double(a, sizeof a, ds);
     format_double(b, sizeof b, hf);
-    return loom_error(LOOM_E_INVALID, "%s=%s in %s but --%s %s (use \"auto\" or make them agree)", key, a, c->file, flag, b);
+    return loom_error(LOOM_E_INVALID, "%s=%s in %s but --%s %s (use \"auto\" or make them agree)", key, a, c->file,
+                      flag, b);
 }
 
 /* A float value: "auto" -> hf; a number must equal hf; absent -> absent_value. */
@@ -270,7 +279,8 @@ static loom_status parse_batch(ctx *c, const cJSON *root)
         return mismatch_int(c, "train_micro_batch_size_per_gpu", micro.i, "per_device_train_batch_size",
                             a->per_device_train_batch_size);
     if (ga.present && !ga.is_auto && ga.i != a->gradient_accumulation_steps)
-        return mismatch_int(c, "gradient_accumulation_steps", ga.i, "gradient_accumulation_steps", a->gradient_accumulation_steps);
+        return mismatch_int(c, "gradient_accumulation_steps", ga.i, "gradient_accumulation_steps",
+                            a->gradient_accumulation_steps);
     cfg->train_micro_batch_size_per_gpu = a->per_device_train_batch_size;
     cfg->gradient_accumulation_steps = a->gradient_accumulation_steps;
     cfg->train_batch_size = a->per_device_train_batch_size * a->gradient_accumulation_steps * cfg->world_size;
@@ -296,18 +306,29 @@ static loom_status parse_batch(ctx *c, const cJSON *root)
     cfg->wall_clock_breakdown = wcb.present ? wcb.b : 0;
     cfg->zero_allow_untested_optimizer = untested.present ? untested.b : 0;
     if (prescale.present && prescale.b)
-        return loom_error(LOOM_E_UNSUPPORTED, "%s: prescale_gradients true is not supported (loom averages gradients once, after the reduction)",
-                          c->file);
+        return loom_error(
+            LOOM_E_UNSUPPORTED,
+            "%s: prescale_gradients true is not supported (loom averages gradients once, after the reduction)",
+            c->file);
     if (predivide.present && predivide.d != 1.0)
-        return loom_error(LOOM_E_UNSUPPORTED, "%s: gradient_predivide_factor %g is not supported (only 1.0)", c->file, predivide.d);
+        return loom_error(LOOM_E_UNSUPPORTED, "%s: gradient_predivide_factor %g is not supported (only 1.0)", c->file,
+                          predivide.d);
     cfg->prescale_gradients = 0;
     cfg->gradient_predivide_factor = 1.0;
     return LOOM_OK;
 }
 
-static const char *const zero_keys[] = {"stage", "allgather_partitions", "allgather_bucket_size", "reduce_scatter",
-                                        "reduce_bucket_size", "overlap_comm", "contiguous_gradients", "cpu_offload",
-                                        "load_from_fp32_weights", "elastic_checkpoint", "offload_optimizer"};
+static const char *const zero_keys[] = {"stage",
+                                        "allgather_partitions",
+                                        "allgather_bucket_size",
+                                        "reduce_scatter",
+                                        "reduce_bucket_size",
+                                        "overlap_comm",
+                                        "contiguous_gradients",
+                                        "cpu_offload",
+                                        "load_from_fp32_weights",
+                                        "elastic_checkpoint",
+                                        "offload_optimizer"};
 static const char *const offload_keys[] = {"device", "pin_memory"};
 
 static loom_status parse_zero(ctx *c, const cJSON *root)
@@ -338,9 +359,11 @@ static loom_status parse_zero(ctx *c, const cJSON *root)
         return st;
     int s = stage.present ? (int)stage.i : 0;
     if (stage.present && stage.i == 3)
-        return loom_error(LOOM_E_UNSUPPORTED, "%s: zero_optimization.stage 3: ZeRO-3 is not supported (use stage 0, 1 or 2)", c->file);
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization.stage 3: ZeRO-3 is not supported (use stage 0, 1 or 2)", c->file);
     if (stage.present && (stage.i < 0 || stage.i > 2))
-        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.stage: expected 0, 1 or 2, got %lld", c->file, (long long)stage.i);
+        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.stage: expected 0, 1 or 2, got %lld", c->file,
+                          (long long)stage.i);
     cfg->zero.stage = s;
     cfg->zero.allgather_partitions = agp.present ? agp.b : 1;
     cfg->zero.allgather_bucket_size = agb.present ? agb.i : 500000000;
@@ -364,23 +387,29 @@ static loom_status parse_zero(ctx *c, const cJSON *root)
             if (strcmp(dev.s, "cpu") == 0)
                 cpu = 1;
             else if (strcmp(dev.s, "none") != 0)
-                return loom_error(strcmp(dev.s, "nvme") == 0 ? LOOM_E_UNSUPPORTED : LOOM_E_INVALID,
-                                  "%s: zero_optimization.offload_optimizer.device \"%s\": supported devices are \"cpu\" and \"none\"",
-                                  c->file, dev.s);
+                return loom_error(
+                    strcmp(dev.s, "nvme") == 0 ? LOOM_E_UNSUPPORTED : LOOM_E_INVALID,
+                    "%s: zero_optimization.offload_optimizer.device \"%s\": supported devices are \"cpu\" and \"none\"",
+                    c->file, dev.s);
         }
         if (off.present && off.b != cpu)
-            return loom_error(LOOM_E_INVALID, "%s: zero_optimization.cpu_offload %s disagrees with offload_optimizer.device \"%s\"",
+            return loom_error(LOOM_E_INVALID,
+                              "%s: zero_optimization.cpu_offload %s disagrees with offload_optimizer.device \"%s\"",
                               c->file, off.b ? "true" : "false", dev.present ? dev.s : "none");
         cfg->zero.offload_optimizer_present = 1;
         cfg->zero.offload_pin_memory = pin.present ? pin.b : 0;
         cfg->zero.cpu_offload = cpu;
     }
     if (s == 1 && !cfg->zero.reduce_scatter)
-        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.reduce_scatter false with stage 1: ZeRO-1 requires reduce_scatter true (DeepSpeed asserts it)",
+        return loom_error(LOOM_E_INVALID,
+                          "%s: zero_optimization.reduce_scatter false with stage 1: ZeRO-1 requires reduce_scatter "
+                          "true (DeepSpeed asserts it)",
                           c->file);
     if (cfg->zero.cpu_offload && s != 2)
-        return loom_error(LOOM_E_INVALID, "%s: zero_optimization: CPU offload (cpu_offload / offload_optimizer) requires stage 2, got stage %d",
-                          c->file, s);
+        return loom_error(
+            LOOM_E_INVALID,
+            "%s: zero_optimization: CPU offload (cpu_offload / offload_optimizer) requires stage 2, got stage %d",
+            c->file, s);
 
     loom_ds_plugin_choice *ch = &cfg->sharding;
     ch->plugin = s == 0 ? "ddp" : s == 1 ? "zero1" : "zero2";
@@ -390,7 +419,8 @@ static loom_status parse_zero(ctx *c, const cJSON *root)
         (st = add_bool(ch, "reduce_scatter", cfg->zero.reduce_scatter)) != LOOM_OK ||
         (st = add_int(ch, "reduce_bucket_size", cfg->zero.reduce_bucket_size)) != LOOM_OK ||
         (st = add_bool(ch, "overlap_comm", cfg->zero.overlap_comm)) != LOOM_OK ||
-        (st = add_bool(ch, "contiguous_gradients", cfg->zero.contiguous_gradients || cfg->zero.cpu_offload)) != LOOM_OK ||
+        (st = add_bool(ch, "contiguous_gradients", cfg->zero.contiguous_gradients || cfg->zero.cpu_offload)) !=
+            LOOM_OK ||
         (st = add_bool(ch, "cpu_offload", cfg->zero.cpu_offload)) != LOOM_OK ||
         (st = add_bool(ch, "load_from_fp32_weights", cfg->zero.load_from_fp32_weights)) != LOOM_OK ||
         (st = add_bool(ch, "elastic_checkpoint", cfg->zero.elastic_checkpoint)) != LOOM_OK)
@@ -451,7 +481,8 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
         (st = get(c, sec.json, p, "type", K_STR, 0, &type)) != LOOM_OK ||
         (st = get(c, sec.json, p, "params", K_OBJ, 0, &params)) != LOOM_OK)
         return st;
-    if (!type.present) return loom_error(LOOM_E_INVALID, "%s: optimizer.type is missing (Adam, AdamW, Lamb or OneBitAdam)", c->file);
+    if (!type.present)
+        return loom_error(LOOM_E_INVALID, "%s: optimizer.type is missing (Adam, AdamW, Lamb or OneBitAdam)", c->file);
     cfg->optimizer.present = 1;
     if (!(cfg->optimizer.type = dup_text(type.s))) return loom_error(LOOM_E_NOMEM, "out of memory");
     enum { ADAM, ADAMW, LAMB, ONEBIT } t;
@@ -464,17 +495,22 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
     else if (strcasecmp(type.s, "onebitadam") == 0)
         t = ONEBIT;
     else
-        return loom_error(LOOM_E_UNSUPPORTED, "%s: optimizer.type \"%s\" is not supported (supported: Adam, AdamW, Lamb, OneBitAdam)",
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: optimizer.type \"%s\" is not supported (supported: Adam, AdamW, Lamb, OneBitAdam)",
                           c->file, type.s);
 
     const cJSON *pj = params.json;
     const char *pp = "optimizer.params.";
     if (pj && cJSON_GetObjectItemCaseSensitive(pj, "max_grad_norm"))
-        return loom_error(LOOM_E_INVALID, "%s: optimizer.params.max_grad_norm is not accepted (DeepSpeed rejects it): use gradient_clipping",
-                          c->file);
+        return loom_error(
+            LOOM_E_INVALID,
+            "%s: optimizer.params.max_grad_norm is not accepted (DeepSpeed rejects it): use gradient_clipping",
+            c->file);
     static const char *const adam_keys[] = {"lr", "betas", "eps", "weight_decay", "torch_adam", "adam_w_mode"};
-    static const char *const lamb_keys[] = {"lr", "betas", "eps", "weight_decay", "max_coeff", "min_coeff", "bias_correction"};
-    static const char *const onebit_keys[] = {"lr", "betas", "eps", "weight_decay", "freeze_step", "cuda_aware", "comm_backend_name"};
+    static const char *const lamb_keys[] = {"lr",        "betas",          "eps", "weight_decay", "max_coeff",
+                                            "min_coeff", "bias_correction"};
+    static const char *const onebit_keys[] = {
+        "lr", "betas", "eps", "weight_decay", "freeze_step", "cuda_aware", "comm_backend_name"};
     if (pj) {
         if (t == ADAM || t == ADAMW)
             st = check_keys(c, pj, pp, adam_keys, COUNT(adam_keys));
@@ -487,7 +523,8 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
     /* Absent keys take DeepSpeed's defaults (lr 1e-3), as DeepSpeed does with the section. */
     if ((st = merge_double(c, pj, pp, "lr", "learning_rate", a->learning_rate, 1e-3, &cfg->optimizer.lr)) != LOOM_OK ||
         (st = merge_double(c, pj, pp, "eps", "adam_epsilon", a->adam_epsilon, 1e-8, &cfg->optimizer.eps)) != LOOM_OK ||
-        (st = merge_double(c, pj, pp, "weight_decay", "weight_decay", a->weight_decay, 0.0, &cfg->optimizer.weight_decay)) != LOOM_OK)
+        (st = merge_double(c, pj, pp, "weight_decay", "weight_decay", a->weight_decay, 0.0,
+                           &cfg->optimizer.weight_decay)) != LOOM_OK)
         return st;
     cfg->optimizer.beta1 = 0.9;
     cfg->optimizer.beta2 = 0.999;
@@ -497,8 +534,8 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
         cfg->optimizer.beta2 = a->adam_beta2;
     } else if (betas) {
         if (!cJSON_IsArray(betas) || cJSON_GetArraySize(betas) != 2)
-            return loom_error(LOOM_E_INVALID, "%s: optimizer.params.betas: expected [beta1, beta2] or \"auto\", got %s", c->file,
-                              cJSON_IsArray(betas) ? "an array of another length" : json_type_name(betas));
+            return loom_error(LOOM_E_INVALID, "%s: optimizer.params.betas: expected [beta1, beta2] or \"auto\", got %s",
+                              c->file, cJSON_IsArray(betas) ? "an array of another length" : json_type_name(betas));
         double hf[2] = {a->adam_beta1, a->adam_beta2}, *dst[2] = {&cfg->optimizer.beta1, &cfg->optimizer.beta2};
         const char *flags[2] = {"adam_beta1", "adam_beta2"};
         for (int i = 0; i < 2; i++) {
@@ -508,7 +545,8 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
             if (is_auto(b)) {
                 *dst[i] = hf[i];
             } else if (!cJSON_IsNumber(b)) {
-                return loom_error(LOOM_E_INVALID, "%s: %s: expected a number or \"auto\", got %s", c->file, key, json_type_name(b));
+                return loom_error(LOOM_E_INVALID, "%s: %s: expected a number or \"auto\", got %s", c->file, key,
+                                  json_type_name(b));
             } else if (b->valuedouble != hf[i]) {
                 return mismatch_double(c, key, b->valuedouble, flags[i], hf[i]);
             } else {
@@ -525,8 +563,10 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
         if ((st = get(c, pj, pp, "adam_w_mode", K_BOOL, 0, &v)) != LOOM_OK) return st;
         cfg->optimizer.adam_w_mode = v.present ? v.b : 1;
         if (t == ADAMW && !cfg->optimizer.adam_w_mode)
-            return loom_error(LOOM_E_INVALID, "%s: optimizer.params.adam_w_mode false contradicts type AdamW (use type Adam for L2 weight decay)",
-                              c->file);
+            return loom_error(
+                LOOM_E_INVALID,
+                "%s: optimizer.params.adam_w_mode false contradicts type AdamW (use type Adam for L2 weight decay)",
+                c->file);
         ch->plugin = cfg->optimizer.adam_w_mode ? "adamw" : "adam";
         return add_common_optimizer_entries(cfg);
     }
@@ -560,7 +600,9 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
     if (ca.present) cfg->optimizer.cuda_aware = ca.b;
     if (cb.present) {
         if (strcmp(cb.s, "nccl") != 0 && strcmp(cb.s, "mpi") != 0)
-            return loom_error(LOOM_E_INVALID, "%s: optimizer.params.comm_backend_name \"%s\": expected \"nccl\" or \"mpi\"", c->file, cb.s);
+            return loom_error(LOOM_E_INVALID,
+                              "%s: optimizer.params.comm_backend_name \"%s\": expected \"nccl\" or \"mpi\"", c->file,
+                              cb.s);
         free(cfg->optimizer.comm_backend_name);
         if (!(cfg->optimizer.comm_backend_name = dup_text(cb.s))) return loom_error(LOOM_E_NOMEM, "out of memory");
     }
@@ -579,13 +621,23 @@ typedef struct sched_param {
     kind k;
 } sched_param;
 
-static const sched_param warmup_params[] = {
-    {"warmup_min_lr", K_NUM}, {"warmup_max_lr", K_NUM}, {"warmup_num_steps", K_INT}, {"warmup_type", K_STR}, {"total_num_steps", K_INT}};
-static const sched_param one_cycle_params[] = {
-    {"cycle_min_lr", K_NUM},          {"cycle_max_lr", K_NUM},           {"decay_lr_rate", K_NUM},
-    {"cycle_first_step_size", K_INT}, {"cycle_second_step_size", K_INT}, {"cycle_first_stair_count", K_INT},
-    {"cycle_second_stair_count", K_INT}, {"decay_step_size", K_INT},     {"cycle_momentum", K_BOOL},
-    {"cycle_min_mom", K_NUM},         {"cycle_max_mom", K_NUM},          {"decay_mom_rate", K_NUM}};
+static const sched_param warmup_params[] = {{"warmup_min_lr", K_NUM},
+                                            {"warmup_max_lr", K_NUM},
+                                            {"warmup_num_steps", K_INT},
+                                            {"warmup_type", K_STR},
+                                            {"total_num_steps", K_INT}};
+static const sched_param one_cycle_params[] = {{"cycle_min_lr", K_NUM},
+                                               {"cycle_max_lr", K_NUM},
+                                               {"decay_lr_rate", K_NUM},
+                                               {"cycle_first_step_size", K_INT},
+                                               {"cycle_second_step_size", K_INT},
+                                               {"cycle_first_stair_count", K_INT},
+                                               {"cycle_second_stair_count", K_INT},
+                                               {"decay_step_size", K_INT},
+                                               {"cycle_momentum", K_BOOL},
+                                               {"cycle_min_mom", K_NUM},
+                                               {"cycle_max_mom", K_NUM},
+                                               {"decay_mom_rate", K_NUM}};
 static const sched_param range_test_params[] = {{"lr_range_test_min_lr", K_NUM},
                                                 {"lr_range_test_step_size", K_INT},
                                                 {"lr_range_test_step_rate", K_NUM},
@@ -618,7 +670,8 @@ static loom_status map_scheduler_from_args(ctx *c)
     if (!(cfg->scheduler.type = dup_text(type))) return loom_error(LOOM_E_NOMEM, "out of memory");
     loom_status st;
     int64_t w = args_warmup_steps(a);
-    if ((st = add_double(ch, "warmup_min_lr", 0.0)) != LOOM_OK || (st = add_double(ch, "warmup_max_lr", a->learning_rate)) != LOOM_OK)
+    if ((st = add_double(ch, "warmup_min_lr", 0.0)) != LOOM_OK ||
+        (st = add_double(ch, "warmup_max_lr", a->learning_rate)) != LOOM_OK)
         return st;
     if (w >= 0)
         st = add_int(ch, "warmup_num_steps", w);
@@ -653,7 +706,8 @@ static loom_status parse_scheduler(ctx *c, const cJSON *root)
         (st = get(c, sec.json, p, "params", K_OBJ, 0, &params)) != LOOM_OK)
         return st;
     if (!type.present)
-        return loom_error(LOOM_E_INVALID, "%s: scheduler.type is missing (WarmupLR, WarmupDecayLR, OneCycle or LRRangeTest)", c->file);
+        return loom_error(LOOM_E_INVALID,
+                          "%s: scheduler.type is missing (WarmupLR, WarmupDecayLR, OneCycle or LRRangeTest)", c->file);
     cfg->scheduler.present = 1;
     if (!(cfg->scheduler.type = dup_text(type.s))) return loom_error(LOOM_E_NOMEM, "out of memory");
     loom_ds_plugin_choice *ch = &cfg->scheduler_choice;
@@ -670,42 +724,52 @@ static loom_status parse_scheduler(ctx *c, const cJSON *root)
     } else {
         const char *names[] = {"WarmupLR", "WarmupDecayLR", "OneCycle", "LRRangeTest"};
         const char *closest = loom_closest_name(type.s, names, COUNT(names));
-        return loom_error(LOOM_E_UNSUPPORTED, "%s: scheduler.type \"%s\" is not supported%s%s%s (supported: WarmupLR, WarmupDecayLR, OneCycle, LRRangeTest)",
-                          c->file, type.s, closest ? "; did you mean \"" : "", closest ? closest : "", closest ? "\"?" : "");
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: scheduler.type \"%s\" is not supported%s%s%s (supported: WarmupLR, WarmupDecayLR, "
+                          "OneCycle, LRRangeTest)",
+                          c->file, type.s, closest ? "; did you mean \"" : "", closest ? closest : "",
+                          closest ? "\"?" : "");
     }
     const char *keys[16];
-    for (size_t i = 0; i < n; i++) keys[i] = table[i].key;
+    for (size_t i = 0; i < n; i++)
+        keys[i] = table[i].key;
     const cJSON *pj = params.json;
     const char *pp = "scheduler.params.";
     if (pj && (st = check_keys(c, pj, pp, keys, n)) != LOOM_OK) return st;
 
     for (size_t i = 0; i < n; i++) {
         const char *key = table[i].key;
-        int autoable = !strcmp(key, "warmup_min_lr") || !strcmp(key, "warmup_max_lr") || !strcmp(key, "warmup_num_steps") ||
-                       !strcmp(key, "total_num_steps");
+        int autoable = !strcmp(key, "warmup_min_lr") || !strcmp(key, "warmup_max_lr") ||
+                       !strcmp(key, "warmup_num_steps") || !strcmp(key, "total_num_steps");
         const cJSON *raw = pj ? cJSON_GetObjectItemCaseSensitive(pj, key) : NULL;
-        if (raw && cJSON_IsNull(raw) && (!strcmp(key, "cycle_second_step_size") || !strcmp(key, "cycle_second_stair_count")))
+        if (raw && cJSON_IsNull(raw) &&
+            (!strcmp(key, "cycle_second_step_size") || !strcmp(key, "cycle_second_stair_count")))
             continue; /* None: DeepSpeed uses the first's value */
         value v;
         if ((st = get(c, pj, pp, key, table[i].k, autoable, &v)) != LOOM_OK) return st;
         if (!v.present) {
             if (!strcmp(key, "total_num_steps"))
-                return loom_error(LOOM_E_INVALID, "%s: scheduler.params.total_num_steps is required for WarmupDecayLR (a number or \"auto\")",
-                                  c->file);
+                return loom_error(
+                    LOOM_E_INVALID,
+                    "%s: scheduler.params.total_num_steps is required for WarmupDecayLR (a number or \"auto\")",
+                    c->file);
             continue;
         }
         if (table[i].k == K_INT && (st = need_min_int(c, pp, key, &v, 0)) != LOOM_OK) return st;
         if (!strcmp(key, "warmup_type") && strcmp(v.s, "log") && strcmp(v.s, "linear"))
-            return loom_error(LOOM_E_INVALID, "%s: scheduler.params.warmup_type \"%s\": expected \"log\" or \"linear\"", c->file, v.s);
+            return loom_error(LOOM_E_INVALID, "%s: scheduler.params.warmup_type \"%s\": expected \"log\" or \"linear\"",
+                              c->file, v.s);
         if (!strcmp(key, "warmup_min_lr")) {
             st = add_double(ch, key, v.is_auto ? 0.0 : v.d);
         } else if (!strcmp(key, "warmup_max_lr")) {
-            if (!v.is_auto && v.d != a->learning_rate) return mismatch_double(c, "scheduler.params.warmup_max_lr", v.d, "learning_rate", a->learning_rate);
+            if (!v.is_auto && v.d != a->learning_rate)
+                return mismatch_double(c, "scheduler.params.warmup_max_lr", v.d, "learning_rate", a->learning_rate);
             st = add_double(ch, key, a->learning_rate);
         } else if (!strcmp(key, "warmup_num_steps")) {
             int64_t w = args_warmup_steps(a);
             if (!v.is_auto) {
-                if (w >= 0 && v.i != w) return mismatch_int(c, "scheduler.params.warmup_num_steps", v.i, "warmup_steps", w);
+                if (w >= 0 && v.i != w)
+                    return mismatch_int(c, "scheduler.params.warmup_num_steps", v.i, "warmup_steps", w);
                 cfg->scheduler.warmup_num_steps_explicit = v.i;
                 st = add_int(ch, key, v.i);
             } else if (w >= 0) {
@@ -736,11 +800,20 @@ static loom_status parse_scheduler(ctx *c, const cJSON *root)
     return LOOM_OK;
 }
 
-static const char *const fp16_keys[] = {"enabled", "loss_scale", "initial_scale_power", "loss_scale_window",
+static const char *const fp16_keys[] = {"enabled",    "loss_scale",     "initial_scale_power",   "loss_scale_window",
                                         "hysteresis", "min_loss_scale", "consecutive_hysteresis"};
-static const char *const amp_keys[] = {"enabled", "opt_level", "cast_model_type", "patch_torch_functions",
-                                       "keep_batchnorm_fp32", "master_weights", "loss_scale", "cast_model_outputs",
-                                       "num_losses", "verbosity", "min_loss_scale", "max_loss_scale"};
+static const char *const amp_keys[] = {"enabled",
+                                       "opt_level",
+                                       "cast_model_type",
+                                       "patch_torch_functions",
+                                       "keep_batchnorm_fp32",
+                                       "master_weights",
+                                       "loss_scale",
+                                       "cast_model_outputs",
+                                       "num_losses",
+                                       "verbosity",
+                                       "min_loss_scale",
+                                       "max_loss_scale"};
 
 static int args_fp16_apex(const loom_args *a)
 {
@@ -753,7 +826,8 @@ static loom_status parse_precision(ctx *c, const cJSON *root)
     const loom_args *a = c->args;
     loom_status st;
     value f, am, bf;
-    if ((st = get(c, root, "", "fp16", K_OBJ, 0, &f)) != LOOM_OK || (st = get(c, root, "", "amp", K_OBJ, 0, &am)) != LOOM_OK ||
+    if ((st = get(c, root, "", "fp16", K_OBJ, 0, &f)) != LOOM_OK ||
+        (st = get(c, root, "", "amp", K_OBJ, 0, &am)) != LOOM_OK ||
         (st = get(c, root, "", "bf16", K_OBJ, 0, &bf)) != LOOM_OK)
         return st;
 
@@ -771,22 +845,26 @@ static loom_status parse_precision(ctx *c, const cJSON *root)
         value en, ls, isp, lsw, hy, mls, ch;
         if ((st = check_keys(c, j, p, fp16_keys, COUNT(fp16_keys))) != LOOM_OK ||
             (st = get(c, j, p, "enabled", K_BOOL, 1, &en)) != LOOM_OK ||
-            (st = get(c, j, p, "loss_scale", K_NUM, 0, &ls)) != LOOM_OK || (st = need_nonneg(c, p, "loss_scale", &ls)) != LOOM_OK ||
+            (st = get(c, j, p, "loss_scale", K_NUM, 0, &ls)) != LOOM_OK ||
+            (st = need_nonneg(c, p, "loss_scale", &ls)) != LOOM_OK ||
             (st = get(c, j, p, "initial_scale_power", K_INT, 0, &isp)) != LOOM_OK ||
             (st = need_min_int(c, p, "initial_scale_power", &isp, 0)) != LOOM_OK ||
             (st = get(c, j, p, "loss_scale_window", K_INT, 0, &lsw)) != LOOM_OK ||
             (st = need_min_int(c, p, "loss_scale_window", &lsw, 1)) != LOOM_OK ||
-            (st = get(c, j, p, "hysteresis", K_INT, 0, &hy)) != LOOM_OK || (st = need_min_int(c, p, "hysteresis", &hy, 1)) != LOOM_OK ||
+            (st = get(c, j, p, "hysteresis", K_INT, 0, &hy)) != LOOM_OK ||
+            (st = need_min_int(c, p, "hysteresis", &hy, 1)) != LOOM_OK ||
             (st = get(c, j, p, "min_loss_scale", K_NUM, 0, &mls)) != LOOM_OK ||
             (st = need_nonneg(c, p, "min_loss_scale", &mls)) != LOOM_OK ||
             (st = get(c, j, p, "consecutive_hysteresis", K_BOOL, 0, &ch)) != LOOM_OK)
             return st;
         if (isp.present && isp.i > 127)
-            return loom_error(LOOM_E_INVALID, "%s: fp16.initial_scale_power %lld: 2^power does not fit a float (max 127)", c->file,
+            return loom_error(LOOM_E_INVALID,
+                              "%s: fp16.initial_scale_power %lld: 2^power does not fit a float (max 127)", c->file,
                               (long long)isp.i);
         cfg->fp16.enabled = en.present ? (en.is_auto ? a->fp16 && !args_fp16_apex(a) : en.b) : 0;
         if (ls.present) cfg->fp16.loss_scale = ls.d;
-        if (isp.present) cfg->fp16.initial_scale_power = (int)isp.i, cfg->fp16.explicit_mask |= LOOM_DS_FP16_INITIAL_SCALE_POWER;
+        if (isp.present)
+            cfg->fp16.initial_scale_power = (int)isp.i, cfg->fp16.explicit_mask |= LOOM_DS_FP16_INITIAL_SCALE_POWER;
         if (lsw.present) cfg->fp16.loss_scale_window = lsw.i, cfg->fp16.explicit_mask |= LOOM_DS_FP16_LOSS_SCALE_WINDOW;
         if (hy.present) cfg->fp16.hysteresis = (int)hy.i, cfg->fp16.explicit_mask |= LOOM_DS_FP16_HYSTERESIS;
         if (mls.present) cfg->fp16.min_loss_scale = mls.d, cfg->fp16.explicit_mask |= LOOM_DS_FP16_MIN_LOSS_SCALE;
@@ -804,19 +882,23 @@ static loom_status parse_precision(ctx *c, const cJSON *root)
         const cJSON *j = am.json;
         value en, ol;
         if ((st = check_keys(c, j, p, amp_keys, COUNT(amp_keys))) != LOOM_OK ||
-            (st = get(c, j, p, "enabled", K_BOOL, 1, &en)) != LOOM_OK || (st = get(c, j, p, "opt_level", K_STR, 0, &ol)) != LOOM_OK)
+            (st = get(c, j, p, "enabled", K_BOOL, 1, &en)) != LOOM_OK ||
+            (st = get(c, j, p, "opt_level", K_STR, 0, &ol)) != LOOM_OK)
             return st;
         cfg->amp.enabled = en.present ? (en.is_auto ? args_fp16_apex(a) : en.b) : 0;
         if (ol.present && strcmp(ol.s, "auto") != 0) {
             if (strlen(ol.s) != 2 || ol.s[0] != 'O' || ol.s[1] < '0' || ol.s[1] > '3')
-                return loom_error(LOOM_E_INVALID, "%s: amp.opt_level \"%s\": expected O0, O1, O2, O3 or \"auto\"", c->file, ol.s);
+                return loom_error(LOOM_E_INVALID, "%s: amp.opt_level \"%s\": expected O0, O1, O2, O3 or \"auto\"",
+                                  c->file, ol.s);
             free(cfg->amp.opt_level);
             if (!(cfg->amp.opt_level = dup_text(ol.s))) return loom_error(LOOM_E_NOMEM, "out of memory");
         }
         for (const cJSON *k = j->child; k; k = k->next) {
             if (!strcmp(k->string, "enabled") || !strcmp(k->string, "opt_level")) continue;
             if (is_auto(k))
-                return loom_error(LOOM_E_INVALID, "%s: amp.%s: \"auto\" is not allowed here (no command-line counterpart)", c->file, k->string);
+                return loom_error(LOOM_E_INVALID,
+                                  "%s: amp.%s: \"auto\" is not allowed here (no command-line counterpart)", c->file,
+                                  k->string);
             const char *key = NULL;
             for (size_t i = 0; i < COUNT(amp_keys); i++)
                 if (!strcmp(amp_keys[i], k->string)) key = amp_keys[i];
@@ -840,24 +922,41 @@ static loom_status parse_precision(ctx *c, const cJSON *root)
     }
 
     if (cfg->fp16.enabled && cfg->amp.enabled)
-        return loom_error(LOOM_E_INVALID, "%s: fp16.enabled and amp.enabled are both true: choose one (DeepSpeed asserts it)", c->file);
+        return loom_error(LOOM_E_INVALID,
+                          "%s: fp16.enabled and amp.enabled are both true: choose one (DeepSpeed asserts it)", c->file);
     if (cfg->bf16.enabled && (cfg->fp16.enabled || cfg->amp.enabled))
         return loom_error(LOOM_E_INVALID, "%s: bf16.enabled and %s.enabled are both true: choose one", c->file,
                           cfg->fp16.enabled ? "fp16" : "amp");
     if (cfg->amp.enabled && cfg->zero.stage > 0)
-        return loom_error(LOOM_E_INVALID, "%s: amp (apex) cannot be combined with ZeRO stage %d (DeepSpeed asserts it); use fp16 instead",
-                          c->file, cfg->zero.stage);
-    if (cfg->optimizer_choice.plugin && !strcmp(cfg->optimizer_choice.plugin, "lamb") && cfg->fp16.enabled && cfg->fp16.loss_scale > 0)
-        return loom_error(LOOM_E_INVALID, "%s: Lamb needs dynamic loss scaling: fp16.loss_scale must be 0 (DeepSpeed asserts it)", c->file);
+        return loom_error(
+            LOOM_E_INVALID,
+            "%s: amp (apex) cannot be combined with ZeRO stage %d (DeepSpeed asserts it); use fp16 instead", c->file,
+            cfg->zero.stage);
+    if (cfg->optimizer_choice.plugin && !strcmp(cfg->optimizer_choice.plugin, "lamb") && cfg->fp16.enabled &&
+        cfg->fp16.loss_scale > 0)
+        return loom_error(LOOM_E_INVALID,
+                          "%s: Lamb needs dynamic loss scaling: fp16.loss_scale must be 0 (DeepSpeed asserts it)",
+                          c->file);
     return LOOM_OK;
 }
 
 /* ---- load / free / resolve ---------------------------------------------------------------- */
 
-static const char *const top_keys[] = {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                                       "gradient_clipping", "steps_per_print", "wall_clock_breakdown",
-                                       "zero_allow_untested_optimizer", "prescale_gradients", "gradient_predivide_factor",
-                                       "zero_optimization", "optimizer", "scheduler", "fp16", "amp", "bf16"};
+static const char *const top_keys[] = {"train_batch_size",
+                                       "train_micro_batch_size_per_gpu",
+                                       "gradient_accumulation_steps",
+                                       "gradient_clipping",
+                                       "steps_per_print",
+                                       "wall_clock_breakdown",
+                                       "zero_allow_untested_optimizer",
+                                       "prescale_gradients",
+                                       "gradient_predivide_factor",
+                                       "zero_optimization",
+                                       "optimizer",
+                                       "scheduler",
+                                       "fp16",
+                                       "amp",
+                                       "bf16"};
 
 void loom_ds_config_free(loom_ds_config *cfg)
 {
@@ -870,7 +969,8 @@ void loom_ds_config_free(loom_ds_config *cfg)
     free(cfg->optimizer.comm_backend_name);
     free(cfg->scheduler.type);
     free(cfg->amp.opt_level);
-    for (size_t i = 0; i < cfg->amp.n_passthrough; i++) free(cfg->amp.passthrough_values[i]);
+    for (size_t i = 0; i < cfg->amp.n_passthrough; i++)
+        free(cfg->amp.passthrough_values[i]);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -894,7 +994,7 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
     char *text = NULL;
     size_t len = 0;
     loom_status st = loom_read_file(path, &text, &len);
-    if (st != LOOM_OK) return loom_error_context(st, "--deepspeed %s", path);
+    if (st != LOOM_OK) return loom_error_context(st, "--deepspeed");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
@@ -905,7 +1005,8 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
     free(text);
     ctx c = {path, args, out};
     if (!cJSON_IsObject(root)) {
-        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object (a DeepSpeed config), got %s", path, json_type_name(root));
+        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object (a DeepSpeed config), got %s", path,
+                        json_type_name(root));
         goto done;
     }
     out->world_size = world_size;
@@ -913,9 +1014,10 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
         st = loom_error(LOOM_E_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = check_keys(&c, root, "", top_keys, COUNT(top_keys))) != LOOM_OK || (st = parse_batch(&c, root)) != LOOM_OK ||
-        (st = parse_zero(&c, root)) != LOOM_OK || (st = parse_optimizer(&c, root)) != LOOM_OK ||
-        (st = parse_scheduler(&c, root)) != LOOM_OK || (st = parse_precision(&c, root)) != LOOM_OK)
+    if ((st = check_keys(&c, root, "", top_keys, COUNT(top_keys))) != LOOM_OK ||
+        (st = parse_batch(&c, root)) != LOOM_OK || (st = parse_zero(&c, root)) != LOOM_OK ||
+        (st = parse_optimizer(&c, root)) != LOOM_OK || (st = parse_scheduler(&c, root)) != LOOM_OK ||
+        (st = parse_precision(&c, root)) != LOOM_OK)
         goto done;
 done:
     cJSON_Delete(root);
@@ -925,16 +1027,23 @@ done:
 
 loom_status loom_ds_config_resolve_steps(loom_ds_config *cfg, int64_t total_steps)
 {
-    if (total_steps <= 0) return loom_error(LOOM_E_INVALID, "%s: total optimizer steps %lld must be > 0", cfg->path, (long long)total_steps);
+    if (total_steps <= 0)
+        return loom_error(LOOM_E_INVALID, "%s: total optimizer steps %lld must be > 0", cfg->path,
+                          (long long)total_steps);
     loom_ds_plugin_choice *ch = &cfg->scheduler_choice;
     if (cfg->scheduler.total_num_steps_explicit >= 0 && cfg->scheduler.total_num_steps_explicit != total_steps)
-        return loom_error(LOOM_E_INVALID, "scheduler.params.total_num_steps=%lld in %s but the run has %lld optimizer steps (use \"auto\" or make them agree)",
+        return loom_error(LOOM_E_INVALID,
+                          "scheduler.params.total_num_steps=%lld in %s but the run has %lld optimizer steps (use "
+                          "\"auto\" or make them agree)",
                           (long long)cfg->scheduler.total_num_steps_explicit, cfg->path, (long long)total_steps);
     int64_t warmup = cfg->scheduler.warmup_steps > 0 ? cfg->scheduler.warmup_steps
                                                      : (int64_t)ceil(cfg->scheduler.warmup_ratio * (double)total_steps);
     if (cfg->scheduler.warmup_num_steps_explicit >= 0 && cfg->scheduler.warmup_num_steps_explicit != warmup)
-        return loom_error(LOOM_E_INVALID, "scheduler.params.warmup_num_steps=%lld in %s but --warmup_ratio %g gives %lld steps (use \"auto\" or make them agree)",
-                          (long long)cfg->scheduler.warmup_num_steps_explicit, cfg->path, cfg->scheduler.warmup_ratio, (long long)warmup);
+        return loom_error(LOOM_E_INVALID,
+                          "scheduler.params.warmup_num_steps=%lld in %s but --warmup_ratio %g gives %lld steps (use "
+                          "\"auto\" or make them agree)",
+                          (long long)cfg->scheduler.warmup_num_steps_explicit, cfg->path, cfg->scheduler.warmup_ratio,
+                          (long long)warmup);
     char buf[32];
     loom_config_default *e;
     if (cfg->scheduler.total_steps_pending && (e = find_entry(ch, "total_num_steps"))) {
@@ -1039,7 +1148,8 @@ static cJSON *build_json(const loom_ds_config *cfg)
     cJSON_AddNumberToObject(root, "gradient_clipping", cfg->gradient_clipping);
     cJSON_AddNumberToObject(root, "steps_per_print", (double)cfg->steps_per_print);
     cJSON_AddBoolToObject(root, "wall_clock_breakdown", cfg->wall_clock_breakdown);
-    cJSON_AddBoolToObject(root, "zero_allow_untested_optimizer", cfg->zero_allow_untested_optimizer || !cfg->optimizer.present);
+    cJSON_AddBoolToObject(root, "zero_allow_untested_optimizer",
+                          cfg->zero_allow_untested_optimizer || !cfg->optimizer.present);
 
     cJSON *z = cJSON_AddObjectToObject(root, "zero_optimization");
     if (z) {
@@ -1065,10 +1175,10 @@ static cJSON *build_json(const loom_ds_config *cfg)
     const char *plugin = cfg->optimizer_choice.plugin ? cfg->optimizer_choice.plugin : "adamw";
     const char *type = cfg->optimizer.type;
     if (!type) {
-        type = !strcmp(plugin, "adam")                                       ? "Adam"
+        type = !strcmp(plugin, "adam")                                   ? "Adam"
                : !strcmp(plugin, "adamw") || !strcmp(plugin, "adamw_hf") ? "AdamW"
-               : !strcmp(plugin, "sgd")                                      ? "SGD"
-                                                                             : plugin;
+               : !strcmp(plugin, "sgd")                                  ? "SGD"
+                                                                         : plugin;
     }
     cJSON *o = cJSON_AddObjectToObject(root, "optimizer");
     cJSON *op = o ? (cJSON_AddStringToObject(o, "type", type), cJSON_AddObjectToObject(o, "params")) : NULL;
@@ -1096,9 +1206,11 @@ static cJSON *build_json(const loom_ds_config *cfg)
 
     if (cfg->scheduler_choice.plugin) {
         cJSON *s = cJSON_AddObjectToObject(root, "scheduler");
-        cJSON *sp = s ? (cJSON_AddStringToObject(s, "type", cfg->scheduler.type), cJSON_AddObjectToObject(s, "params")) : NULL;
+        cJSON *sp =
+            s ? (cJSON_AddStringToObject(s, "type", cfg->scheduler.type), cJSON_AddObjectToObject(s, "params")) : NULL;
         for (size_t i = 0; sp && i < cfg->scheduler_choice.n_entries; i++)
-            cJSON_AddItemToObject(sp, cfg->scheduler_choice.entries[i].key, entry_json(cfg->scheduler_choice.entries[i].value));
+            cJSON_AddItemToObject(sp, cfg->scheduler_choice.entries[i].key,
+                                  entry_json(cfg->scheduler_choice.entries[i].value));
     }
 
     cJSON *f = cJSON_AddObjectToObject(root, "fp16");
@@ -1106,8 +1218,10 @@ static cJSON *build_json(const loom_ds_config *cfg)
         cJSON_AddBoolToObject(f, "enabled", cfg->fp16.enabled);
         if (cfg->fp16.present) cJSON_AddNumberToObject(f, "loss_scale", cfg->fp16.loss_scale);
         unsigned m = cfg->fp16.explicit_mask;
-        if (m & LOOM_DS_FP16_INITIAL_SCALE_POWER) cJSON_AddNumberToObject(f, "initial_scale_power", cfg->fp16.initial_scale_power);
-        if (m & LOOM_DS_FP16_LOSS_SCALE_WINDOW) cJSON_AddNumberToObject(f, "loss_scale_window", (double)cfg->fp16.loss_scale_window);
+        if (m & LOOM_DS_FP16_INITIAL_SCALE_POWER)
+            cJSON_AddNumberToObject(f, "initial_scale_power", cfg->fp16.initial_scale_power);
+        if (m & LOOM_DS_FP16_LOSS_SCALE_WINDOW)
+            cJSON_AddNumberToObject(f, "loss_scale_window", (double)cfg->fp16.loss_scale_window);
         if (m & LOOM_DS_FP16_HYSTERESIS) cJSON_AddNumberToObject(f, "hysteresis", cfg->fp16.hysteresis);
         if (m & LOOM_DS_FP16_MIN_LOSS_SCALE) cJSON_AddNumberToObject(f, "min_loss_scale", cfg->fp16.min_loss_scale);
         if (cfg->fp16.consecutive_hysteresis_present)

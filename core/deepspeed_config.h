@@ -32,8 +32,8 @@
  * HF's "DeepSpeed config values that mismatch TrainingArguments values": this holds for the
  * batch sizes, gradient_clipping, the optimizer's lr/betas/eps/weight_decay and the
  * scheduler's warmup_max_lr/warmup_num_steps (and total_num_steps, checked when T is known).
- * fp16/amp/bf16 "enabled" numbers are kept as written (the precision decision is the
- * trainer's).
+ * fp16/amp/bf16 "enabled" given as true/false is kept as written (the precision decision is
+ * the trainer's).
  *
  * Schema (v0.3.10 defaults in parentheses):
  *   top level: train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps
@@ -138,11 +138,11 @@ typedef struct loom_ds_config {
     int64_t train_micro_batch_size_per_gpu;
     int64_t gradient_accumulation_steps;
     double gradient_clipping;
-    int64_t steps_per_print;            /* 10 */
-    int wall_clock_breakdown;           /* 0 */
-    int zero_allow_untested_optimizer;  /* as written (0 when absent) */
-    int prescale_gradients;             /* always 0 once loaded */
-    double gradient_predivide_factor;   /* always 1.0 once loaded */
+    int64_t steps_per_print;           /* 10 */
+    int wall_clock_breakdown;          /* 0 */
+    int zero_allow_untested_optimizer; /* as written (0 when absent) */
+    int prescale_gradients;            /* always 0 once loaded */
+    double gradient_predivide_factor;  /* always 1.0 once loaded */
 
     struct {
         int present; /* the section was in the file */
@@ -162,9 +162,9 @@ typedef struct loom_ds_config {
     loom_ds_plugin_choice sharding; /* "ddp" | "zero1" | "zero2" */
 
     struct {
-        int present;       /* the section was in the file; else from --optim */
-        char *type;        /* as written (owned), NULL when absent */
-        int adam_w_mode;   /* Adam/AdamW: 1 unless adam_w_mode false */
+        int present;     /* the section was in the file; else from --optim */
+        char *type;      /* as written (owned), NULL when absent */
+        int adam_w_mode; /* Adam/AdamW: 1 unless adam_w_mode false */
         int torch_adam;
         double lr, beta1, beta2, eps, weight_decay;
         double max_coeff, min_coeff; /* Lamb: 10.0, 0.01 */
@@ -176,36 +176,36 @@ typedef struct loom_ds_config {
     loom_ds_plugin_choice optimizer_choice; /* "adamw" | "adam" | "lamb" | "onebit_adam" | --optim's */
 
     struct {
-        int present;             /* the section was in the file */
-        int from_args;           /* mapped from --lr_scheduler_type (no section) */
-        char *type;              /* DeepSpeed's name (owned): as written, or the mapped one */
-        int total_steps_pending; /* total_num_steps waits for T */
-        int warmup_steps_pending;/* warmup_num_steps waits for ceil(warmup_ratio * T) */
+        int present;                       /* the section was in the file */
+        int from_args;                     /* mapped from --lr_scheduler_type (no section) */
+        char *type;                        /* DeepSpeed's name (owned): as written, or the mapped one */
+        int total_steps_pending;           /* total_num_steps waits for T */
+        int warmup_steps_pending;          /* warmup_num_steps waits for ceil(warmup_ratio * T) */
         int64_t total_num_steps_explicit;  /* a number given in the file, else -1 */
         int64_t warmup_num_steps_explicit; /* likewise (checked again when T is known) */
-        double warmup_ratio;     /* --warmup_ratio, for the pending warmup */
-        int64_t warmup_steps;    /* --warmup_steps */
+        double warmup_ratio;               /* --warmup_ratio, for the pending warmup */
+        int64_t warmup_steps;              /* --warmup_steps */
     } scheduler;
     loom_ds_plugin_choice scheduler_choice; /* plugin NULL: keep loom's HF scheduler */
 
     struct {
         int present;
         int enabled;
-        double loss_scale;           /* 0 = dynamic */
-        int initial_scale_power;     /* 32 */
-        int64_t loss_scale_window;   /* 1000 */
-        int hysteresis;              /* 2 */
-        double min_loss_scale;       /* 1 */
-        int consecutive_hysteresis;  /* 0 */
+        double loss_scale;          /* 0 = dynamic */
+        int initial_scale_power;    /* 32 */
+        int64_t loss_scale_window;  /* 1000 */
+        int hysteresis;             /* 2 */
+        double min_loss_scale;      /* 1 */
+        int consecutive_hysteresis; /* 0 */
         int consecutive_hysteresis_present;
-        unsigned explicit_mask;      /* LOOM_DS_FP16_* bits */
+        unsigned explicit_mask; /* LOOM_DS_FP16_* bits */
     } fp16;
 
     struct {
         int present;
         int enabled;
-        char *opt_level;       /* "O1" (owned) */
-        size_t n_passthrough;  /* apex keys: key (static) = value as compact JSON (owned) */
+        char *opt_level;      /* "O1" (owned) */
+        size_t n_passthrough; /* apex keys: key (static) = value as compact JSON (owned) */
         const char *passthrough_keys[16];
         char *passthrough_values[16];
     } amp;

@@ -142,13 +142,20 @@ struct loom_trainer {
     uint64_t budget_bytes;          /* the memory budget printed before step 1               */
     double last_lr;
     double last_grad_norm;
-    double *norm_partials;          /* per-block partial sums of the gradient norm (owned)   */
     struct loom_norm_range {        /* the owned elements no lower rank also owns: counted in
                                        the global norm by this rank only (owned)              */
         int64_t begin, end;
         size_t owned_index;
     } *norm_ranges;
     size_t n_norm_ranges;
+    int64_t n_norm_pieces;          /* canonical pieces of the flat buffer (block x tensor)  */
+    double *norm_piece_sums;        /* one per piece (owned)                                 */
+    struct loom_norm_work {         /* this rank's share: piece index and element range      */
+        int64_t piece, begin, end;
+        size_t owned_index;
+    } *norm_work;
+    size_t n_norm_work;
+    double *norm_work_sums;         /* one per work item (owned)                             */
     int64_t norm_partials_len;
 
     loom_host *core_host;           /* the core's own allocations are counted through it     */

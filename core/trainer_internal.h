@@ -29,6 +29,10 @@ void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 loom_status loom_trainer_save_checkpoint(loom_trainer *t);
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir);
 
+/* The block size of the canonical gradient-norm pieces (elements). Sharding plugins that cut the
+ * flat buffer only at multiples of it (or at tensor boundaries) get bitwise-identical norms. */
+#define LOOM_NORM_BLOCK 16384
+
 /* Seconds on a monotonic clock. */
 double loom_now_seconds(void);
 

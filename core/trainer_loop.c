@@ -86,42 +86,40 @@ const loom_trainer_hooks *loom_trainer_default_hooks(void) { return &default_hoo
 
 /* ---- one optimizer step ------------------------------------------------------------------ */
 
-/* The global L2 norm in one canonical order: partial sums in double over fixed blocks of the
- * flat index space (computed in parallel), added in block order, so the value depends neither on
- * the thread count nor on how the buffer is partitioned into ranges or spans. */
-#define LOOM_NORM_BLOCK 16384
-
-static double owned_squared_norm(loom_trainer *t, float *const *grads)
+/* The global L2 norm in one canonical order. The flat buffer is cut into pieces: fixed blocks of
+ * LOOM_NORM_BLOCK elements further cut at tensor boundaries (trainer_prepare.c). Each piece's sum
+ * of squares is computed in one pass by the one rank responsible for it (in parallel over
+ * pieces), the per-piece sums are combined across ranks by an all-reduce in which every other
+ * rank contributes an exact zero, and the pieces are added in order. The result is therefore the
+ * same bits whatever the thread count, the world size or the sharding strategy, as long as the
+ * strategy cuts the buffer only at piece boundaries (ddp, sharded_ddp's whole tensors and zero1's
+ * block-aligned partitions all do). A non-finite value anywhere makes the result non-finite. */
+static loom_status global_squared_norm(loom_trainer *t, float *const *grads, int overflow, double *out)
 {
-    double total = 0.0;
-    for (size_t k = 0; k < t->n_norm_ranges; k++) {
-        /* Only the elements this rank is responsible for (replicated ones count once). */
-        size_t r = t->norm_ranges[k].owned_index;
-        int64_t begin = t->norm_ranges[k].begin, end = t->norm_ranges[k].end;
-        const float *g = grads[r] + (begin - t->owned[r].begin);
-        int64_t first = begin / LOOM_NORM_BLOCK, last = (end - 1) / LOOM_NORM_BLOCK;
-        int64_t n_blocks = end > begin ? last - first + 1 : 0;
-        if (n_blocks > t->norm_partials_len) {
-            free(t->norm_partials);
-            t->norm_partials = malloc((size_t)n_blocks * sizeof *t->norm_partials);
-            t->norm_partials_len = t->norm_partials ? n_blocks : 0;
-            if (!t->norm_partials) return NAN;
-        }
-        double *partials = t->norm_partials;
-#pragma omp parallel for schedule(static) if (n_blocks > 4)
-        for (int64_t b = 0; b < n_blocks; b++) {
-            int64_t lo = (first + b) * LOOM_NORM_BLOCK, hi = lo + LOOM_NORM_BLOCK;
-            if (lo < begin) lo = begin;
-            if (hi > end) hi = end;
-            const float *x = g + (lo - begin);
-            double partial = 0.0;
+    double *partials = t->norm_piece_sums;
+    memset(partials, 0, (size_t)t->n_norm_pieces * sizeof *partials);
+    const struct loom_norm_work *work = t->norm_work;
+    double *work_sums = t->norm_work_sums;
+    int64_t n_work = (int64_t)t->n_norm_work;
+#pragma omp parallel for schedule(dynamic, 8) if (n_work > 4)
+    for (int64_t w = 0; w < n_work; w++) {
+        const float *x = grads[work[w].owned_index] + (work[w].begin - t->owned[work[w].owned_index].begin);
+        double partial = 0.0;
 #pragma omp simd reduction(+ : partial)
-            for (int64_t i = 0; i < hi - lo; i++) partial += (double)x[i] * (double)x[i];
-            partials[b] = partial;
-        }
-        for (int64_t b = 0; b < n_blocks; b++) total += partials[b];
+        for (int64_t i = 0; i < work[w].end - work[w].begin; i++) partial += (double)x[i] * (double)x[i];
+        work_sums[w] = partial;
     }
-    return total;
+    for (int64_t w = 0; w < n_work; w++) partials[work[w].piece] += work_sums[w];
+    if (overflow && t->n_norm_pieces > 0) partials[0] = INFINITY;
+    loom_status st = LOOM_OK;
+    if (t->world_size > 1) {
+        const loom_comm_vtable *cv = t->comm.vtable;
+        st = cv->all_reduce(t->comm.instance, partials, (size_t)t->n_norm_pieces, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
+    }
+    double total = 0.0;
+    for (int64_t p = 0; p < t->n_norm_pieces; p++) total += partials[p];
+    *out = overflow ? INFINITY : total;
+    return st;
 }
 
 static loom_status comm_sum(loom_trainer *t, double *value)
@@ -153,8 +151,8 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     /* One collective decides both the norm and the overflow: a rank that saw inf/NaN (its
      * precision plugin said so, or its squares are not finite) contributes inf, and a sum is
      * finite only if every term is. */
-    double squared = overflow ? INFINITY : owned_squared_norm(t, master_grads);
-    if ((st = comm_sum(t, &squared)) != LOOM_OK) return st;
+    double squared = 0;
+    if ((st = global_squared_norm(t, master_grads, overflow, &squared)) != LOOM_OK) return st;
     overflow = !isfinite(squared);
     if ((st = pv->update_scale(t->precision.instance, overflow)) != LOOM_OK) return st;
     *taken = !overflow;

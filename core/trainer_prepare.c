@@ -49,6 +49,52 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir)
     return st;
 }
 
+/* The canonical pieces of the global norm (trainer_loop.c): blocks of LOOM_NORM_BLOCK elements
+ * cut at tensor boundaries, numbered in flat order; and this rank's work: its norm ranges cut at
+ * piece boundaries. */
+static loom_status build_norm_pieces(loom_trainer *t)
+{
+    int64_t pieces = 0;
+    for (size_t i = 0; i < t->n_tensors; i++) {
+        int64_t b = t->tensor_offsets[i], e = t->tensor_offsets[i + 1];
+        if (e > b) pieces += (e - 1) / LOOM_NORM_BLOCK - b / LOOM_NORM_BLOCK + 1;
+    }
+    t->n_norm_pieces = pieces;
+    t->norm_piece_sums = calloc((size_t)(pieces > 0 ? pieces : 1), sizeof *t->norm_piece_sums);
+    size_t capacity = (size_t)pieces + t->n_norm_ranges + 1;
+    t->norm_work = calloc(capacity, sizeof *t->norm_work);
+    t->norm_work_sums = calloc(capacity, sizeof *t->norm_work_sums);
+    if (!t->norm_piece_sums || !t->norm_work || !t->norm_work_sums) return loom_error(LOOM_E_NOMEM, "out of memory");
+    /* Walk pieces and norm ranges together, both in flat order. */
+    int64_t piece = 0;
+    size_t k = 0, n = 0;
+    for (size_t i = 0; i < t->n_tensors; i++) {
+        int64_t tb = t->tensor_offsets[i], te = t->tensor_offsets[i + 1];
+        for (int64_t lo = tb; lo < te; piece++) {
+            int64_t hi = (lo / LOOM_NORM_BLOCK + 1) * LOOM_NORM_BLOCK;
+            if (hi > te) hi = te;
+            while (k < t->n_norm_ranges && t->norm_ranges[k].end <= lo) k++;
+            for (size_t j = k; j < t->n_norm_ranges && t->norm_ranges[j].begin < hi; j++) {
+                int64_t a = lo > t->norm_ranges[j].begin ? lo : t->norm_ranges[j].begin;
+                int64_t z = hi < t->norm_ranges[j].end ? hi : t->norm_ranges[j].end;
+                if (a >= z) continue;
+                if (n == capacity) {
+                    void *grown = realloc(t->norm_work, 2 * capacity * sizeof *t->norm_work);
+                    void *grown_sums = grown ? realloc(t->norm_work_sums, 2 * capacity * sizeof *t->norm_work_sums) : NULL;
+                    if (grown) t->norm_work = grown;
+                    if (!grown || !grown_sums) return loom_error(LOOM_E_NOMEM, "out of memory");
+                    t->norm_work_sums = grown_sums;
+                    capacity *= 2;
+                }
+                t->norm_work[n++] = (struct loom_norm_work){piece, a, z, t->norm_ranges[j].owned_index};
+            }
+            lo = hi;
+        }
+    }
+    t->n_norm_work = n;
+    return LOOM_OK;
+}
+
 /* The global gradient norm counts each element once: this rank takes its owned ranges minus
  * whatever a lower rank owns too (DDP replicates everything: rank 0 counts it all; a partition
  * like ZeRO's: every rank counts its own). */
@@ -88,7 +134,7 @@ static loom_status compute_norm_ranges(loom_trainer *t)
             at = next_cover;
         }
     }
-    return LOOM_OK;
+    return build_norm_pieces(t);
 }
 
 loom_status loom_trainer_prepare(loom_trainer *t)

@@ -515,8 +515,10 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->spans);
     free(t->span_range);
     free(t->span_flat_begin);
-    free(t->norm_partials);
     free(t->norm_ranges);
+    free(t->norm_piece_sums);
+    free(t->norm_work);
+    free(t->norm_work_sums);
     cJSON_Delete(t->log_history);
     free(t->best_model_checkpoint);
     loom_args_free(&t->args);

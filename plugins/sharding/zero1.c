@@ -6,8 +6,8 @@
  * at the end of the accumulation; after the update the partitions are all-gathered back into
  * every rank's parameters, in pieces of allgather_bucket_size elements.
  *
- * Partition r is [r P, min((r+1) P, total)) with P = ceil(total / N); the last partitions may
- * be shorter or empty. The gradient buffer is padded to N P so the reduce-scatter sees equal
+ * Partition r is [r P, min((r+1) P, total)) with P = ceil(total / N) rounded up to a multiple of
+ * 16384 elements (the host's canonical norm block); the last partitions may be shorter or empty. The gradient buffer is padded to N P so the reduce-scatter sees equal
  * blocks. Sums are the communicator's canonical rank-order sums; no division by N (the loss
  * seed carries 1 / targets of the global batch).
  */
@@ -15,6 +15,8 @@
 
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
+
+#define ZERO1_ALIGN 16384
 
 typedef struct zero1_sharding {
     loom_host *host;
@@ -76,7 +78,10 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     self->rank = setup->rank;
     self->world = setup->world_size;
     self->total = setup->total_numel;
-    self->partition = (setup->total_numel + setup->world_size - 1) / setup->world_size;
+    /* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements),
+     * so every canonical norm piece has one owner and the norm is the same bits as DDP's. */
+    int64_t even = (setup->total_numel + setup->world_size - 1) / setup->world_size;
+    self->partition = (even + ZERO1_ALIGN - 1) / ZERO1_ALIGN * ZERO1_ALIGN;
     self->element_size = sizeof(float);
     self->dtype = setup->param_dtype;
     self->params = setup->params;
