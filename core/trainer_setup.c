@@ -299,7 +299,9 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         st = loom_error(LOOM_E_INVALID, "--ddp_backend nccl is not supported yet (the CUDA issue brings it)");
         goto done;
     }
-    if ((st = load_plugin(t->world_size > 1 ? "ddp" : "none", LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
+    const char *sharding_name = t->world_size > 1 ? "ddp" : "none";
+    if (a->sharded_ddp) sharding_name = "sharded_ddp"; /* HF v4.2's --sharded_ddp */
+    if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
     if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;

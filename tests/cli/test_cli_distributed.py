@@ -237,14 +237,17 @@ class ParityTest(LoomTestCase):
             files = {}
             for plugin in ("ddp", "zero1", "sharded_ddp"):
                 out = self.out(f"parity-{plugin}-{world}")
-                run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(),
-                    *self.train_args(out, "--plugin", plugin, "--model", "gpt2", "--gpt2.n_layer", "2",
+                # HF's own flag for FairScale's strategy; --plugin for the others.
+                choose = ["--sharded_ddp"] if plugin == "sharded_ddp" else ["--plugin", plugin]
+                _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(),
+                    *self.train_args(out, *choose, "--model", "gpt2", "--gpt2.n_layer", "2",
                                      "--gpt2.n_head", "2", "--gpt2.n_embd", "64", "--gpt2.vocab_size", "512",
                                      "--gpt2.n_positions", "64", "--block_size", "32", "--train_file", tokens,
                                      "--per_device_train_batch_size", str(8 // world), "--max_steps", "30",
                                      "--gradient_accumulation_steps", "2", "--max_grad_norm", "0.5",
                                      "--weight_decay", "0.1", "--learning_rate", "3e-3", "--logging_steps", "1",
                                      "--ddp_timeout", "30"))
+                self.assertIn(f"[sharding] {plugin} ", stdout)            # really that strategy
                 with open(os.path.join(out, "model.safetensors"), "rb") as f:
                     files[plugin] = f.read()
                 losses = [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
