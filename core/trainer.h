@@ -110,6 +110,7 @@ struct loom_trainer {
 
     loom_trainer_state state;
     loom_ranks ranks;                  /* where this process stands in the run                */
+    struct loom_ds_config *ds;         /* --deepspeed's merged configuration (owned) or NULL   */
     struct loom_store_server *store_server; /* rank 0 of a multi-process run (owned)          */
     struct loom_store_client *store_client; /* every rank of a multi-process run (owned)      */
     loom_trainer_control control;

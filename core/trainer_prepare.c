@@ -12,6 +12,8 @@
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
+#include "deepspeed_config.h"
+#include "plugin_config.h"
 #include "safetensors.h"
 #include "trainer_internal.h"
 
@@ -291,6 +293,15 @@ loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t
 {
     loom_status st = loom_trainer_create_instance(&t->optimizer, t->optimizer.plugin, NULL);
     if (st != LOOM_OK) return st;
+    /* A ds_config's scheduler values that waited for the run's length (total_num_steps "auto",
+     * warmup from --warmup_ratio). */
+    if (t->ds && t->ds->scheduler_choice.plugin) {
+        if ((st = loom_ds_config_resolve_steps(t->ds, num_training_steps)) != LOOM_OK) return st;
+        for (size_t i = 0; i < t->ds->scheduler_choice.n_entries; i++) {
+            const loom_config_default *e = &t->ds->scheduler_choice.entries[i];
+            if (e->value && (st = loom_config_set(t->scheduler.config, e->key, e->value)) != LOOM_OK) return st;
+        }
+    }
     loom_schedule_setup setup = {LOOM_HEADER_INIT(loom_schedule_setup)};
     setup.base_lr = t->args.learning_rate;
     setup.total_steps = num_training_steps;

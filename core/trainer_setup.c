@@ -16,6 +16,7 @@
 #include "host.h"
 #include "plugin_config.h"
 #include "ranks.h"
+#include "deepspeed_config.h"
 #include "store.h"
 #include "trainer.h"
 #include "trainer_internal.h"
@@ -228,6 +229,30 @@ static loom_status open_token_datasets(loom_trainer *t)
     return open_datasets(t, LOOM_DATA_TOKENS, block);
 }
 
+/* --deepspeed ds_config.json: read and merge it with the arguments (conflicts are errors), and
+ * refuse what this build cannot do yet rather than run something else. */
+static loom_status load_deepspeed(loom_trainer *t)
+{
+    loom_args *a = &t->args;
+    t->ds = calloc(1, sizeof *t->ds);
+    if (!t->ds) return loom_error(LOOM_E_NOMEM, "out of memory");
+    loom_status st = loom_ds_config_load(a->deepspeed, a, t->world_size, t->ds);
+    if (st != LOOM_OK) return st;
+    const loom_ds_config *ds = t->ds;
+    if ((ds->fp16.present && ds->fp16.enabled) || (ds->amp.present && ds->amp.enabled) ||
+        (ds->bf16.present && ds->bf16.enabled))
+        return loom_error(LOOM_E_INVALID, "%s: fp16/amp/bf16 enabled: mixed precision is not supported yet (precision "
+                          "plugins: issue 6); set \"enabled\": false or \"auto\" without --fp16", a->deepspeed);
+    if (strcmp(ds->sharding.plugin, "zero2") == 0)
+        return loom_error(LOOM_E_INVALID, "%s: ZeRO stage 2 is not supported yet (zero2 plugin: issue 5); stages 0 and 1 are",
+                          a->deepspeed);
+    const char *optimizer = ds->optimizer_choice.plugin;
+    if (optimizer && (strcmp(optimizer, "lamb") == 0 || strcmp(optimizer, "onebit_adam") == 0))
+        return loom_error(LOOM_E_INVALID, "%s: optimizer %s is not supported yet (issue 5)", a->deepspeed, optimizer);
+    a->max_grad_norm = ds->gradient_clipping;
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
 {
     *out = NULL;
@@ -265,6 +290,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     loom_host_set_seed((uint64_t)a->seed);
     if (a->num_threads > 0) loom_host_set_threads((int32_t)a->num_threads);
 
+    if (a->deepspeed && *a->deepspeed && (st = load_deepspeed(t)) != LOOM_OK) goto done;
+
     st = loom_loader_init((const char *const *)a->plugin_dir.items, a->plugin_dir.count);
     if (st != LOOM_OK) goto done;
 
@@ -290,8 +317,11 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : "mlp";
     }
     if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
-    if ((st = load_plugin(optimizer_plugin_for(a->optim), LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
-    if ((st = load_plugin(a->lr_scheduler_type, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
+    const char *optimizer_name = optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;
+    if (t->ds && t->ds->optimizer_choice.plugin) optimizer_name = optimizer_plugin_for(t->ds->optimizer_choice.plugin);
+    if (t->ds && t->ds->scheduler_choice.plugin) scheduler_name = t->ds->scheduler_choice.plugin;
+    if ((st = load_plugin(optimizer_name, LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
+    if ((st = load_plugin(scheduler_name, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
     if ((st = load_plugin("fp32", LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
     /* One process: no communication. Several: DDP over Gloo (--ddp_backend picks another). */
     const char *backend = a->ddp_backend && *a->ddp_backend ? a->ddp_backend : "gloo";
@@ -301,6 +331,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     }
     const char *sharding_name = t->world_size > 1 ? "ddp" : "none";
     if (a->sharded_ddp) sharding_name = "sharded_ddp"; /* HF v4.2's --sharded_ddp */
+    if (t->ds && strcmp(t->ds->sharding.plugin, "ddp") != 0) sharding_name = t->ds->sharding.plugin;
     if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
     if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
@@ -379,11 +410,20 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     snprintf(bucket, sizeof bucket, "%lld", (long long)a->ddp_bucket_cap_mb);
     const loom_config_default sharding_mapped[] = {{"bucket_cap_mb", bucket}};
     size_t n_sharding = a->ddp_bucket_cap_mb != LOOM_ARG_NONE_INT ? 1 : 0;
+    /* A ds_config's sections replace the mapping from the arguments (it already merged them). */
+    const loom_config_default *opt_entries = optimizer_mapped, *sched_entries = scheduler_mapped,
+                              *shard_entries = sharding_mapped;
+    size_t n_opt = 5, n_sched = n_scheduler, n_shard = n_sharding;
+    if (t->ds && t->ds->optimizer.present) opt_entries = t->ds->optimizer_choice.entries, n_opt = t->ds->optimizer_choice.n_entries;
+    if (t->ds && t->ds->scheduler_choice.plugin)
+        sched_entries = t->ds->scheduler_choice.entries, n_sched = t->ds->scheduler_choice.n_entries;
+    if (t->ds && strcmp(sharding->desc->name, t->ds->sharding.plugin) == 0)
+        shard_entries = t->ds->sharding.entries, n_shard = t->ds->sharding.n_entries;
     int configs_ok = (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
-                     (t->optimizer.config = loom_config_build(optimizer->desc, optimizer_mapped, 5, a, used)) &&
-                     (t->scheduler.config = loom_config_build(scheduler->desc, scheduler_mapped, n_scheduler, a, used)) &&
+                     (t->optimizer.config = loom_config_build(optimizer->desc, opt_entries, n_opt, a, used)) &&
+                     (t->scheduler.config = loom_config_build(scheduler->desc, sched_entries, n_sched, a, used)) &&
                      (t->precision.config = loom_config_build(precision->desc, NULL, 0, a, used)) &&
-                     (t->sharding.config = loom_config_build(sharding->desc, sharding_mapped, n_sharding, a, used)) &&
+                     (t->sharding.config = loom_config_build(sharding->desc, shard_entries, n_shard, a, used)) &&
                      (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
         t->callbacks[i].plugin = callbacks[i];
@@ -518,6 +558,8 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->span_range);
     free(t->span_flat_begin);
     free(t->norm_ranges);
+    if (t->ds) loom_ds_config_free(t->ds);
+    free(t->ds);
     free(t->norm_piece_sums);
     free(t->norm_work);
     free(t->norm_work_sums);

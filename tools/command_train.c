@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "deepspeed_config.h"
 #include "fileutil.h"
 #include "generate.h"
 #include "tokenizer_bpe.h"
@@ -89,6 +90,11 @@ static void print_resolved(const loom_trainer *t)
     for (size_t i = 0; i < t->n_callbacks; i++) {
         printf("  [callback] %s (%s)\n", t->callbacks[i].plugin->desc->name, t->callbacks[i].plugin->path);
         loom_config_print(t->callbacks[i].config, stdout);
+    }
+    if (t->ds) {
+        printf("  [deepspeed] %s merged with the arguments (\"auto\" resolved; total steps once known):\n",
+               t->args.deepspeed);
+        loom_ds_config_write_json(t->ds, stdout);
     }
     fflush(stdout);
 }

@@ -169,7 +169,8 @@ static inline loom_status ds_warmup_configure(loom_scheduler *self, const loom_c
         (st = ds_read_f64(self, config, "warmup_max_lr", 0.0, &self->max_lr)) ||
         (st = ds_check_order(self, "warmup_min_lr", self->min_lr, "warmup_max_lr",
                              self->max_lr)) ||
-        (st = ds_read_i64(self, config, "warmup_num_steps", 1, &n)) ||
+        /* 0 is what HF's mapping passes for a run without warmup: clamped like 1. */
+        (st = ds_read_i64(self, config, "warmup_num_steps", 0, &n)) ||
         (st = ds_cfg_status(self, "warmup_type", self->api->cfg_str(config, "warmup_type", &type),
                             "a string")))
         return st;

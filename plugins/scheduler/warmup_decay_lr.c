@@ -67,7 +67,7 @@ static const loom_param_spec warmup_decay_lr_params[] = {
     {.key = "warmup_max_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.001",
      .doc = "learning rate at step warmup_num_steps"},
     {.key = "warmup_num_steps", .type = LOOM_PARAM_INT, .default_value = "1000",
-     .doc = "steps of the warmup (>= 1; values below 2 act as 2, as in DeepSpeed)"},
+     .doc = "steps of the warmup (>= 0; values below 2 act as 2, as in DeepSpeed)"},
     {.key = "warmup_type", .type = LOOM_PARAM_STRING, .default_value = "log",
      .doc = "shape of the warmup: log (DeepSpeed's default) or linear"},
     {.key = NULL},

@@ -7,8 +7,8 @@
  *     gamma(t) = t < N ? (warmup_type == "log" ? log(t + 1) / log(N) : t / N) : 1
  *     lr(t)    = warmup_min_lr + (warmup_max_lr - warmup_min_lr) * gamma(t),  momentum = NaN
  *
- * Differences from DeepSpeed, all refusals at create(): warmup_num_steps <= 0 (HEAD raises
- * too), warmup_max_lr < warmup_min_lr, a negative or non-finite lr, and an unknown
+ * Differences from DeepSpeed, all refusals at create(): warmup_num_steps < 0 (0, which HF's
+ * mapping of a run without warmup passes, is clamped to 2 like 1), warmup_max_lr < warmup_min_lr, a negative or non-finite lr, and an unknown
  * warmup_type (HEAD warns and falls back to "log"). warmup_max_lr defaults to 0.001 as in
  * v0.3.10; HEAD's default None (the optimizer's lr) is the ds_config translator's business.
  */
@@ -43,7 +43,7 @@ static const loom_param_spec warmup_lr_params[] = {
     {.key = "warmup_max_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.001",
      .doc = "learning rate from step warmup_num_steps on"},
     {.key = "warmup_num_steps", .type = LOOM_PARAM_INT, .default_value = "1000",
-     .doc = "steps of the warmup (>= 1; values below 2 act as 2, as in DeepSpeed)"},
+     .doc = "steps of the warmup (>= 0; values below 2 act as 2, as in DeepSpeed)"},
     {.key = "warmup_type", .type = LOOM_PARAM_STRING, .default_value = "log",
      .doc = "shape of the warmup: log (DeepSpeed's default) or linear"},
     {.key = NULL},

@@ -35,10 +35,20 @@ typedef struct zero1_sharding {
     int64_t gather_elements;    /* c                                                          */
 } zero1_sharding;
 
+/* DeepSpeed's zero_optimization keys. Each does what its name says or is refused: stage 1 has
+ * no backward-time communication, so the stage-2 keys must keep values that mean nothing here. */
 static const loom_param_spec zero1_params[] = {
     {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000",
      "elements per rank gathered at once after the update (DeepSpeed's allgather_bucket_size)"},
-    {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000", "accepted for DeepSpeed configs; stage 1 reduces once"},
+    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true", "gather updated partitions with all-gather (false: broadcasts; not supported)"},
+    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true", "reduce gradients with a reduce-scatter (stage 1 requires it, as DeepSpeed)"},
+    {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
+     "stage 1 reduces the whole gradient once per step, in the communicator's own pieces"},
+    {"overlap_comm", LOOM_PARAM_BOOL, 0, "false", "stage 2 only: stage 1 communicates after backward"},
+    {"contiguous_gradients", LOOM_PARAM_BOOL, 0, "false", "stage 1's gradients are one contiguous buffer already"},
+    {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "stage 2 only (DeepSpeed's ZeRO-Offload)"},
+    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true", "resume from the fp32 master weights (the only copy in fp32 runs)"},
+    {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -66,8 +76,17 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
         return api->fail(host, LOOM_E_UNSUPPORTED,
                          "this optimizer needs whole tensors; zero1 splits tensors across ranks (use sharded_ddp)");
     int64_t bucket = 500000000;
+    int32_t allgather = 1, reduce_scatter = 1, overlap = 0, offload = 0;
     api->cfg_i64(config, "allgather_bucket_size", &bucket);
+    api->cfg_bool(config, "allgather_partitions", &allgather);
+    api->cfg_bool(config, "reduce_scatter", &reduce_scatter);
+    api->cfg_bool(config, "overlap_comm", &overlap);
+    api->cfg_bool(config, "cpu_offload", &offload);
     if (bucket < 1) return api->fail(host, LOOM_E_INVALID, "allgather_bucket_size must be >= 1");
+    if (!allgather) return api->fail(host, LOOM_E_UNSUPPORTED, "allgather_partitions false (broadcasts) is not supported");
+    if (!reduce_scatter) return api->fail(host, LOOM_E_INVALID, "ZeRO stage 1 needs reduce_scatter true (as DeepSpeed)");
+    if (overlap) return api->fail(host, LOOM_E_INVALID, "overlap_comm applies to stage 2: stage 1 communicates after backward");
+    if (offload) return api->fail(host, LOOM_E_INVALID, "cpu_offload needs ZeRO stage 2 (as DeepSpeed)");
     zero1_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);

@@ -36,7 +36,8 @@ class ErrorTest(LoomTestCase):
 
     def test_feature_of_a_later_issue_is_refused_only_when_set(self):
         self.assert_error(self.args("--fp16"), "--fp16", "not supported yet")
-        self.assert_error(self.args("--deepspeed", "ds.json"), "--deepspeed", "not supported yet")
+        self.assert_error(self.args("--label_smoothing_factor", "0.1"), "--label_smoothing_factor", "not supported yet")
+        self.assert_error(self.args("--deepspeed", "nosuch.json"), "--deepspeed", "nosuch.json")
         code, _, _ = loom(*self.args("--fp16", "false", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0)
 

@@ -355,7 +355,7 @@ static void check_errors(void)
 #define WKV(...) ((const char *const[]){__VA_ARGS__, decay ? "total_num_steps" : NULL, "5000", NULL})
         check_refused(name, WKV("warmup_type", "cosine"), "warmup_type");
         check_refused(name, WKV("warmup_type", "Log"), "warmup_type");
-        check_refused(name, WKV("warmup_num_steps", "0"), "warmup_num_steps");
+        check_refused(name, WKV("warmup_num_steps", "-1"), "warmup_num_steps");
         check_refused(name, WKV("warmup_num_steps", "-5"), "warmup_num_steps");
         check_refused(name, WKV("warmup_num_steps", "ten"), "warmup_num_steps");
         check_refused(name, WKV("warmup_min_lr", "-1e-3"), "warmup_min_lr");

@@ -1,0 +1,70 @@
+"""--deepspeed ds_config.json as HF users pass it: the merged configuration drives the plugins;
+what this build cannot do yet is refused in one line instead of silently done differently."""
+import json
+import os
+import socket
+
+from loomtest import LOOM, SOURCE, LoomTestCase, loom, run
+
+EXAMPLES = os.path.join(SOURCE, "examples", "deepspeed")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DeepSpeedTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def write(self, name, config):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            json.dump(config, f)
+        return path
+
+    def test_zero1_example_config_runs_with_two_ranks(self):
+        out = self.out("zero1")
+        _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(),
+                           *self.train_args(out, "--deepspeed", os.path.join(EXAMPLES, "ds_zero1.json"),
+                                            "--per_device_train_batch_size", "16", "--max_steps", "20",
+                                            "--logging_steps", "1", "--learning_rate", "1e-2", "--warmup_steps", "4",
+                                            "--ddp_timeout", "30"))
+        self.assertIn("[sharding] zero1 ", stdout)
+        self.assertIn("[scheduler] warmup_decay_lr ", stdout)
+        self.assertIn("zero1.allgather_bucket_size = 200000000", stdout)
+        self.assertIn('"stage": 1', stdout)                      # the merged configuration is logged
+        logs = [e for e in self.state(out)["log_history"] if "learning_rate" in e]
+        for e in logs:                                              # WarmupDecayLR after its warmup
+            t = e["step"]
+            if t >= 4:
+                self.assertAlmostEqual(e["learning_rate"], 1e-2 * max(0, (20 - t) / (20 - 4)), places=12)
+        losses = [e["loss"] for e in logs]
+        self.assertLess(losses[-1], losses[0])
+
+    def test_stage0_adam_without_adamw_mode(self):
+        path = self.write("adam.json", {"zero_optimization": {"stage": 0}, "gradient_clipping": "auto",
+                                        "optimizer": {"type": "Adam", "params": {"lr": 0.001, "adam_w_mode": False}}})
+        _, stdout, _ = loom(*self.train_args(self.out("adam"), "--deepspeed", path, "--max_steps", "3",
+                                             "--learning_rate", "0.001"))
+        self.assertIn("[optimizer] adam ", stdout)
+
+    def assert_refused(self, config, *expected):
+        path = self.write("refused.json", config)
+        code, _, stderr = loom(*self.train_args(self.out("refused"), "--deepspeed", path,
+                                                "--per_device_train_batch_size", "8"), check=False)
+        self.assertEqual(code, 2, stderr)
+        lines = [l for l in stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, stderr)
+        for text in expected:
+            self.assertIn(text, lines[0])
+
+    def test_refusals_are_one_line(self):
+        with open(os.path.join(EXAMPLES, "ds_zero2.json")) as f:
+            self.assert_refused(json.load(f), "stage 2", "not supported yet")
+        self.assert_refused({"fp16": {"enabled": True}}, "fp16", "not supported yet")
+        self.assert_refused({"train_micro_batch_size_per_gpu": 16}, "16", "8")
+        self.assert_refused({"zero_optimization": {"stage": 1, "reduce_bucket_sise": 5}}, "reduce_bucket_size")
+        self.assert_refused({"optimizer": {"type": "Lamb", "params": {"lr": "auto"}}}, "lamb", "not supported yet")
+        self.assert_refused({"zero_optimization": {"stage": 1, "overlap_comm": True}}, "overlap_comm")
