@@ -191,6 +191,8 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     setup.comm_vtable = t->comm.vtable;
     setup.gradient_accumulation_steps = (int32_t)t->args.gradient_accumulation_steps;
     setup.optimizer_flags = ((const loom_optimizer_vtable *)t->optimizer.vtable)->flags;
+    setup.max_grad_elements = LOOM_HAS(mv, loom_model_vtable, max_grad_elements) ? mv->max_grad_elements(model)
+                                                                                  : t->total_numel;
     st = loom_trainer_create_instance(&t->sharding, t->sharding.plugin, &setup);
     if (st != LOOM_OK) return st;
     const loom_sharding_vtable *sv = t->sharding.vtable;

@@ -243,9 +243,6 @@ static loom_status load_deepspeed(loom_trainer *t)
         (ds->bf16.present && ds->bf16.enabled))
         return loom_error(LOOM_E_INVALID, "%s: fp16/amp/bf16 enabled: mixed precision is not supported yet (precision "
                           "plugins: issue 6); set \"enabled\": false or \"auto\" without --fp16", a->deepspeed);
-    if (strcmp(ds->sharding.plugin, "zero2") == 0)
-        return loom_error(LOOM_E_INVALID, "%s: ZeRO stage 2 is not supported yet (zero2 plugin: issue 5); stages 0 and 1 are",
-                          a->deepspeed);
     const char *optimizer = ds->optimizer_choice.plugin;
     if (optimizer && (strcmp(optimizer, "lamb") == 0 || strcmp(optimizer, "onebit_adam") == 0))
         return loom_error(LOOM_E_INVALID, "%s: optimizer %s is not supported yet (issue 5)", a->deepspeed, optimizer);

@@ -143,6 +143,12 @@ typedef struct loom_model_vtable {
     loom_status (*decode_begin)(loom_model *self, int64_t max_positions);
     loom_status (*decode_step)(loom_model *self, const int32_t *tokens, int64_t n, float *logits);
 
+    /* Optional (NULL: the host assumes the whole parameter count). The most gradient elements
+     * backward holds acquired at the same time (grad_sink ranges acquired and not yet released),
+     * so a sharding plugin that keeps only a partition of the gradients (ZeRO-2) can size its
+     * scratch before step 1. MT-safe. */
+    int64_t (*max_grad_elements)(const loom_model *self);
+
     /* ABI 1.1+: append below. */
 } loom_model_vtable;
 
@@ -152,7 +158,7 @@ LOOM_STATIC_ASSERT(sizeof(loom_batch) == 240, "loom_batch layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 120, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 128, "model vtable layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -51,6 +51,7 @@ typedef struct loom_sharding_setup {
     const loom_comm_vtable *comm_vtable;
     int32_t gradient_accumulation_steps;
     uint32_t optimizer_flags;         /* LOOM_OPTIMIZER_* of the chosen optimizer          */
+    int64_t max_grad_elements;        /* the model's max_grad_elements (or total_numel)    */
 } loom_sharding_setup;
 
 /* The memory the plugin holds, for the budget printed before step 1. Written by the plugin. */
@@ -101,7 +102,7 @@ typedef struct loom_sharding_vtable {
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 88, "loom_sharding_setup layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 96, "loom_sharding_setup layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 32, "loom_sharding_memory layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 104, "sharding vtable layout changed");
 #endif

@@ -493,6 +493,13 @@ static loom_status gpt2_backward_outputs(loom_model *self, const loom_batch *bat
 
 /* ---- descriptor ---------------------------------------------------------------------- */
 
+/* backward holds the embeddings' range the whole time, plus ln_f's or one block's. */
+static int64_t gpt2_max_grad_elements(const loom_model *self)
+{
+    int64_t held = self->layer_size > 2 * self->C ? self->layer_size : 2 * self->C;
+    return (self->V + self->P) * self->C + held;
+}
+
 static const loom_model_vtable gpt2_vtable = {
     LOOM_HEADER_INIT(loom_model_vtable),
     .create = gpt2_create,
@@ -505,6 +512,7 @@ static const loom_model_vtable gpt2_vtable = {
     .forward = gpt2_forward,
     .backward = gpt2_backward,
     .output_shape = gpt2_output_shape,
+    .max_grad_elements = gpt2_max_grad_elements,
     .backward_outputs = gpt2_backward_outputs,
     .decode_begin = gpt2_decode_begin,
     .decode_step = gpt2_decode_step,

@@ -536,6 +536,17 @@ static loom_status mlp_output_shape(const loom_model *self, int64_t *out_shape, 
 
 /* ---- descriptor ---------------------------------------------------------------------- */
 
+/* backward holds one layer's range at a time. */
+static int64_t mlp_max_grad_elements(const loom_model *self)
+{
+    int64_t most = 0;
+    for (int64_t l = 0; l < self->n_layers; l++) {
+        int64_t n = self->layers[l].out * self->layers[l].in + self->layers[l].out;
+        if (n > most) most = n;
+    }
+    return most;
+}
+
 static const loom_model_vtable mlp_vtable = {
     LOOM_HEADER_INIT(loom_model_vtable),
     .create = mlp_create,
@@ -549,6 +560,7 @@ static const loom_model_vtable mlp_vtable = {
     .backward = mlp_backward,
     .output_shape = mlp_output_shape,
     .backward_outputs = mlp_backward_outputs,
+    .max_grad_elements = mlp_max_grad_elements,
 };
 
 static const loom_param_spec mlp_params[] = {

@@ -16,7 +16,7 @@
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
 
-#define ZERO1_ALIGN 16384
+#include "zero_common.h"
 
 typedef struct zero1_sharding {
     loom_host *host;
@@ -97,17 +97,18 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     self->rank = setup->rank;
     self->world = setup->world_size;
     self->total = setup->total_numel;
-    /* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements),
-     * so every canonical norm piece has one owner and the norm is the same bits as DDP's. */
-    int64_t even = (setup->total_numel + setup->world_size - 1) / setup->world_size;
-    self->partition = (even + ZERO1_ALIGN - 1) / ZERO1_ALIGN * ZERO1_ALIGN;
     self->element_size = sizeof(float);
     self->dtype = setup->param_dtype;
     self->params = setup->params;
+    self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
+    if (!self->ranges) {
+        zero1_destroy((loom_sharding *)self);
+        return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    }
+    self->partition = zero_partition(self->total, self->world, self->ranges);
     self->gather_elements = bucket < self->partition ? bucket : self->partition;
     if (self->gather_elements < 1) self->gather_elements = 1;
     size_t padded = (size_t)self->partition * (size_t)self->world;
-    self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
     self->grads = api->alloc(host, padded * self->element_size + 1, 0, setup->device, 0);
     self->owned = api->alloc(host, (size_t)self->partition * self->element_size + 1, 0, setup->device, 0);
     self->gather_send = api->alloc(host, (size_t)self->gather_elements * sizeof(float), 0, setup->device, 0);
@@ -116,11 +117,6 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     if (!self->ranges || !self->grads || !self->owned || !self->gather_send || !self->gather_recv) {
         zero1_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
-    }
-    for (int32_t r = 0; r < self->world; r++) {
-        int64_t b = (int64_t)r * self->partition, e = b + self->partition;
-        self->ranges[r].begin = b < self->total ? b : self->total;
-        self->ranges[r].end = e < self->total ? e : self->total;
     }
     memset(self->grads, 0, padded * self->element_size);
     memset(self->owned, 0, (size_t)self->partition * self->element_size);
@@ -197,22 +193,8 @@ static loom_status zero1_zero_grads(loom_sharding *self_)
 static loom_status zero1_publish_params(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    int64_t P = self->partition, c = self->gather_elements;
-    for (int64_t at = 0; at < P; at += c) {
-        int64_t n = P - at < c ? P - at : c;
-        /* My piece, zero-padded past the end of the buffer. */
-        int64_t mine = (int64_t)self->rank * P + at;
-        for (int64_t i = 0; i < n; i++) self->gather_send[i] = mine + i < self->total ? self->params[mine + i] : 0.0f;
-        loom_status st = self->cv->all_gather(self->comm, self->gather_send, self->gather_recv, (size_t)n,
-                                              LOOM_DTYPE_F32, NULL);
-        if (st != LOOM_OK) return st;
-        for (int32_t r = 0; r < self->world; r++) {
-            int64_t theirs = (int64_t)r * P + at;
-            int64_t keep = self->total - theirs < n ? self->total - theirs : n;
-            if (keep > 0) memcpy(self->params + theirs, self->gather_recv + (int64_t)r * n, (size_t)keep * sizeof(float));
-        }
-    }
-    return LOOM_OK;
+    return zero_publish(self->comm, self->cv, self->params, self->total, self->partition, self->rank, self->world,
+                        self->gather_elements, self->gather_send, self->gather_recv);
 }
 
 static const loom_sharding_vtable zero1_vtable = {

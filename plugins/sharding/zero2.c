@@ -1,0 +1,337 @@
+/*
+ * zero2.c - ZeRO stage 2 (DeepSpeed's P_os+g): zero1's partition of optimizer states and master
+ * weights, plus gradient partitioning: a rank keeps only its own partition of the gradients
+ * (accumulated over the micro-batches, one contiguous buffer). During backward the model's
+ * gradients land in a scratch arena sized before step 1 from the model's max_grad_elements;
+ * as soon as backward releases a range, each owner's piece of it is reduced to that owner (as
+ * DeepSpeed stage 2 does, on every micro-batch) and the arena space is reused. After the update
+ * the partitions are all-gathered back, as in zero1.
+ *
+ * Sums are the communicator's rank-order sums, so with one micro-batch per step zero2's gradients
+ * are the same bits as ddp's. Under accumulation DeepSpeed's order (sum over ranks per
+ * micro-batch, then over micro-batches) differs from ddp's (micro-batches first, ranks at the
+ * end): the results agree to round-off, not bit for bit.
+ */
+#include <string.h>
+
+#include <loom/optimizer.h>
+#include <loom/sharding.h>
+
+#include "zero_common.h"
+
+#define ZERO2_MAX_HELD 64
+#define LOOM_ZERO2_MAX_WORLD 256
+
+typedef struct held_range {
+    int64_t arena_offset, begin, end; /* arena [arena_offset, + end - begin) holds [begin, end) */
+    int32_t released;                 /* reductions in flight (overlap_comm)                  */
+    uint64_t sequence;                /* release order: completions add in this order         */
+    int32_t owner_piece;              /* which of the pieces below is this rank's, or -1      */
+    loom_comm_request *requests[LOOM_ZERO2_MAX_WORLD];
+    int64_t own_begin, own_end;       /* this rank's piece of [begin, end)                     */
+} held_range;
+
+typedef struct zero2_sharding {
+    loom_host *host;
+    const loom_host_api *api;
+    loom_comm *comm;
+    const loom_comm_vtable *cv;
+    int32_t rank, world;
+    int64_t total, partition;
+    loom_range *ranges;
+    float *params;
+    float *owned;                 /* P: this rank's accumulated gradients                    */
+    float *arena;                 /* max_grad_elements: gradients backward is producing       */
+    int64_t arena_elements;
+    held_range held[ZERO2_MAX_HELD]; /* sorted by arena_offset                               */
+    size_t n_held;
+    uint64_t releases;            /* release counter, for the order of completions            */
+    int32_t use_reduce;           /* reduce_scatter true: reduce to owner; false: all-reduce  */
+    int32_t overlap;              /* overlap_comm: reductions run while backward goes on      */
+    float *gather_send, *gather_recv;
+    int64_t gather_elements;
+} zero2_sharding;
+
+static const loom_param_spec zero2_params[] = {
+    {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000", "elements per rank gathered at once after the update"},
+    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true", "gather updated partitions with all-gather (false: not supported)"},
+    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true", "reduce each piece to its owner (false: all-reduce it, as DeepSpeed)"},
+    {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
+     "the pieces reduced are the ranges backward releases (a layer), so this is accepted as a bound only"},
+    {"overlap_comm", LOOM_PARAM_BOOL, 0, "false",
+     "reduce asynchronously while backward goes on (the arena space is reused once the reduction is done)"},
+    {"contiguous_gradients", LOOM_PARAM_BOOL, 0, "false", "the owned gradients are one contiguous buffer either way"},
+    {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "on the CPU the states already live on the host (said once)"},
+    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true", "resume from the fp32 master weights"},
+    {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"},
+    {NULL, 0, 0, NULL, NULL},
+};
+
+static void zero2_destroy(loom_sharding *self_)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    if (!self) return;
+    const loom_host_api *api = self->api;
+    for (size_t i = 0; i < self->n_held; i++)
+        for (int32_t r = 0; r < self->world; r++)
+            if (self->held[i].requests[r]) self->cv->wait(self->comm, self->held[i].requests[r]);
+    api->free_memory(self->host, self->ranges);
+    api->free_memory(self->host, self->owned);
+    api->free_memory(self->host, self->arena);
+    api->free_memory(self->host, self->gather_send);
+    api->free_memory(self->host, self->gather_recv);
+    api->free_memory(self->host, self);
+}
+
+static loom_status zero2_create(loom_host *host, const loom_host_api *api, const loom_config *config,
+                                const loom_sharding_setup *setup, loom_sharding **out)
+{
+    *out = NULL;
+    if (setup->param_dtype != LOOM_DTYPE_F32)
+        return api->fail(host, LOOM_E_UNSUPPORTED, "zero2 supports fp32 parameters in this version");
+    if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "zero2 needs a communicator");
+    if (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS)
+        return api->fail(host, LOOM_E_UNSUPPORTED,
+                         "this optimizer needs whole tensors; zero2 splits tensors across ranks (use sharded_ddp)");
+    int64_t bucket = 500000000;
+    int32_t allgather = 1, reduce_scatter = 1, overlap = 0, offload = 0;
+    api->cfg_i64(config, "allgather_bucket_size", &bucket);
+    api->cfg_bool(config, "allgather_partitions", &allgather);
+    api->cfg_bool(config, "reduce_scatter", &reduce_scatter);
+    api->cfg_bool(config, "overlap_comm", &overlap);
+    api->cfg_bool(config, "cpu_offload", &offload);
+    if (bucket < 1) return api->fail(host, LOOM_E_INVALID, "allgather_bucket_size must be >= 1");
+    if (!allgather) return api->fail(host, LOOM_E_UNSUPPORTED, "allgather_partitions false (broadcasts) is not supported");
+    if (setup->world_size > LOOM_ZERO2_MAX_WORLD)
+        return api->fail(host, LOOM_E_UNSUPPORTED, "zero2 supports up to %d ranks", LOOM_ZERO2_MAX_WORLD);
+    if (offload) api->log(host, LOOM_LOG_INFO, "cpu_offload: on the CPU, optimizer states and the step already run on the host");
+    zero2_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
+    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    memset(self, 0, sizeof *self);
+    self->host = host;
+    self->api = api;
+    self->comm = setup->comm;
+    self->cv = setup->comm_vtable;
+    self->rank = setup->rank;
+    self->world = setup->world_size;
+    self->total = setup->total_numel;
+    self->params = setup->params;
+    self->use_reduce = reduce_scatter;
+    self->overlap = overlap;
+    self->arena_elements = setup->max_grad_elements > 0 && setup->max_grad_elements < setup->total_numel
+                               ? setup->max_grad_elements
+                               : setup->total_numel;
+    self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
+    if (!self->ranges) {
+        zero2_destroy((loom_sharding *)self);
+        return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    }
+    self->partition = zero_partition(self->total, self->world, self->ranges);
+    self->gather_elements = bucket < self->partition ? bucket : self->partition;
+    if (self->gather_elements < 1) self->gather_elements = 1;
+    self->owned = api->alloc(host, (size_t)self->partition * sizeof(float) + 1, 0, setup->device, 0);
+    self->arena = api->alloc(host, (size_t)self->arena_elements * sizeof(float) + 1, 0, setup->device, 0);
+    self->gather_send = api->alloc(host, (size_t)self->gather_elements * sizeof(float), 0, setup->device, 0);
+    self->gather_recv =
+        api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * sizeof(float), 0, setup->device, 0);
+    if (!self->owned || !self->arena || !self->gather_send || !self->gather_recv) {
+        zero2_destroy((loom_sharding *)self);
+        return api->fail(host, LOOM_E_NOMEM, "out of memory for the gradient partition and arena");
+    }
+    memset(self->owned, 0, (size_t)self->partition * sizeof(float));
+    *out = (loom_sharding *)self;
+    return LOOM_OK;
+}
+
+static loom_status zero2_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
+                                      size_t *n_ranges)
+{
+    const zero2_sharding *self = (const zero2_sharding *)self_;
+    if (rank < 0 || rank >= self->world)
+        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
+    *ranges = &self->ranges[rank];
+    *n_ranges = self->ranges[rank].end > self->ranges[rank].begin ? 1 : 0;
+    return LOOM_OK;
+}
+
+static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory *out)
+{
+    const zero2_sharding *self = (const zero2_sharding *)self_;
+    out->gradient_bytes = (uint64_t)self->partition * sizeof(float);
+    out->bucket_bytes = ((uint64_t)self->arena_elements + (uint64_t)self->gather_elements * (uint64_t)(self->world + 1)) *
+                        sizeof(float);
+    return LOOM_OK;
+}
+
+static loom_status zero2_begin_micro_batch(loom_sharding *self, int32_t micro, int32_t last)
+{
+    (void)self, (void)micro, (void)last;
+    return LOOM_OK;
+}
+
+/* Wait for the reductions of released range `slot`, add this rank's piece into its partition
+ * and give the arena space back. */
+static loom_status complete(zero2_sharding *self, size_t slot)
+{
+    held_range *h = &self->held[slot];
+    loom_status st = LOOM_OK;
+    for (int32_t r = 0; r < self->world; r++) {
+        if (!h->requests[r]) continue;
+        loom_status w = self->cv->wait(self->comm, h->requests[r]);
+        h->requests[r] = NULL;
+        if (st == LOOM_OK) st = w;
+    }
+    if (st == LOOM_OK && h->own_end > h->own_begin) {
+        const float *piece = self->arena + h->arena_offset + (h->own_begin - h->begin);
+        float *into = self->owned + (h->own_begin - self->ranges[self->rank].begin);
+        for (int64_t i = 0; i < h->own_end - h->own_begin; i++) into[i] += piece[i];
+    }
+    memmove(&self->held[slot], &self->held[slot + 1], (self->n_held - slot - 1) * sizeof *self->held);
+    self->n_held--;
+    return st;
+}
+
+/* Complete released ranges in the order they were released, so a partition's sum over
+ * micro-batches is added in the same order with or without overlap_comm. */
+static loom_status complete_released(zero2_sharding *self)
+{
+    for (;;) {
+        size_t oldest = self->n_held;
+        for (size_t slot = 0; slot < self->n_held; slot++)
+            if (self->held[slot].released && (oldest == self->n_held || self->held[slot].sequence < self->held[oldest].sequence))
+                oldest = slot;
+        if (oldest == self->n_held) return LOOM_OK;
+        loom_status st = complete(self, oldest);
+        if (st != LOOM_OK) return st;
+    }
+}
+
+/* First fit in the arena among the held ranges (sorted by arena offset). */
+static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    if (begin < 0 || end > self->total || begin > end)
+        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
+                               (long long)begin, (long long)end, (long long)self->total);
+    int64_t need = end - begin, at = 0;
+    size_t slot = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        at = 0;
+        for (slot = 0; slot < self->n_held; slot++) {
+            if (self->held[slot].arena_offset - at >= need) break;
+            at = self->held[slot].arena_offset + (self->held[slot].end - self->held[slot].begin);
+        }
+        if (self->arena_elements - at >= need && self->n_held < ZERO2_MAX_HELD) break;
+        /* No room: the ranges still being reduced must finish first. */
+        loom_status st = complete_released(self);
+        if (st != LOOM_OK) return st;
+        if (attempt == 1)
+            return self->api->fail(self->host, LOOM_E_INVALID,
+                                   "backward holds more gradients at once than the model's max_grad_elements (%lld)",
+                                   (long long)self->arena_elements);
+    }
+    memmove(&self->held[slot + 1], &self->held[slot], (self->n_held - slot) * sizeof *self->held);
+    memset(&self->held[slot], 0, sizeof self->held[slot]);
+    self->held[slot].arena_offset = at;
+    self->held[slot].begin = begin;
+    self->held[slot].end = end;
+    self->n_held++;
+    memset(self->arena + at, 0, (size_t)need * sizeof(float));
+    *memory = self->arena + at;
+    return LOOM_OK;
+}
+
+/* Each owner's piece of the released range goes to it now; the owner adds it to its partition
+ * when the reduction is done (at once, or later with overlap_comm). */
+static loom_status zero2_grad_release(loom_sharding *self_, int64_t begin, int64_t end)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    size_t slot = 0;
+    while (slot < self->n_held &&
+           !(self->held[slot].begin == begin && self->held[slot].end == end && !self->held[slot].released))
+        slot++;
+    if (slot == self->n_held)
+        return self->api->fail(self->host, LOOM_E_INVALID, "release of [%lld, %lld), which was not acquired",
+                               (long long)begin, (long long)end);
+    held_range *h = &self->held[slot];
+    float *grads = self->arena + h->arena_offset;
+    h->released = 1;
+    h->sequence = self->releases++;
+    loom_status st = LOOM_OK;
+    for (int32_t r = 0; r < self->world && st == LOOM_OK; r++) {
+        int64_t b = begin > self->ranges[r].begin ? begin : self->ranges[r].begin;
+        int64_t e = end < self->ranges[r].end ? end : self->ranges[r].end;
+        if (b >= e) continue;
+        if (r == self->rank) h->own_begin = b, h->own_end = e;
+        float *piece = grads + (b - begin);
+        loom_comm_request **request = self->overlap ? &h->requests[r] : NULL;
+        st = self->use_reduce
+                 ? self->cv->reduce(self->comm, piece, (size_t)(e - b), LOOM_DTYPE_F32, LOOM_REDUCE_SUM, r, request)
+                 : self->cv->all_reduce(self->comm, piece, (size_t)(e - b), LOOM_DTYPE_F32, LOOM_REDUCE_SUM, request);
+    }
+    if (st != LOOM_OK) return st;
+    return self->overlap ? LOOM_OK : complete(self, slot);
+}
+
+static loom_status zero2_finish_grads(loom_sharding *self_)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    loom_status st = complete_released(self);
+    if (st == LOOM_OK && self->n_held)
+        return self->api->fail(self->host, LOOM_E_INVALID, "%zu gradient ranges were acquired and never released",
+                               self->n_held);
+    return st;
+}
+
+static loom_status zero2_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    *memory = self->owned;
+    return LOOM_OK;
+}
+
+static loom_status zero2_zero_grads(loom_sharding *self_)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    memset(self->owned, 0, (size_t)self->partition * sizeof(float));
+    return LOOM_OK;
+}
+
+static loom_status zero2_publish_params(loom_sharding *self_)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    return zero_publish(self->comm, self->cv, self->params, self->total, self->partition, self->rank, self->world,
+                        self->gather_elements, self->gather_send, self->gather_recv);
+}
+
+static const loom_sharding_vtable zero2_vtable = {
+    LOOM_HEADER_INIT(loom_sharding_vtable),
+    .create = zero2_create,
+    .destroy = zero2_destroy,
+    .owned_ranges = zero2_owned_ranges,
+    .memory = zero2_memory,
+    .begin_micro_batch = zero2_begin_micro_batch,
+    .grad_acquire = zero2_grad_acquire,
+    .grad_release = zero2_grad_release,
+    .finish_grads = zero2_finish_grads,
+    .owned_grads = zero2_owned_grads,
+    .zero_grads = zero2_zero_grads,
+    .publish_params = zero2_publish_params,
+};
+
+static const loom_plugin_desc zero2_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_SHARDING,
+    .name = "zero2",
+    .version = "1.0.0",
+    .summary = "ZeRO stage 2: zero1 plus gradients kept only for the owned partition, reduced to owners during backward",
+    .vtable = &zero2_vtable,
+    .params = zero2_params,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    (void)host_abi_major;
+    return index == 0 ? &zero2_desc : NULL;
+}

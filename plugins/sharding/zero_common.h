@@ -1,0 +1,50 @@
+/*
+ * zero_common.h - what ZeRO stages 1 and 2 share (each plugin is its own .so, so this is
+ * header-only): the block-aligned even partition of the flat buffer and the all-gather that
+ * puts every rank's updated partition back into every rank's parameters.
+ */
+#ifndef LOOM_PLUGINS_ZERO_COMMON_H
+#define LOOM_PLUGINS_ZERO_COMMON_H
+
+#include <string.h>
+
+#include <loom/sharding.h>
+
+/* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements), so
+ * every canonical norm piece has one owner and the norm is the same bits as DDP's. */
+#define ZERO_ALIGN 16384
+
+/* P = ceil(total / world) rounded up to ZERO_ALIGN; ranges[r] = [r P, min((r+1) P, total)). */
+static inline int64_t zero_partition(int64_t total, int32_t world, loom_range *ranges)
+{
+    int64_t even = (total + world - 1) / world;
+    int64_t P = (even + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
+    for (int32_t r = 0; r < world; r++) {
+        int64_t b = (int64_t)r * P, e = b + P;
+        ranges[r].begin = b < total ? b : total;
+        ranges[r].end = e < total ? e : total;
+    }
+    return P;
+}
+
+/* All-gather the partitions of params (total elements, partitions of P) in pieces of at most c
+ * elements per rank through send (c) and recv (world c) scratch. */
+static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *cv, float *params, int64_t total,
+                                       int64_t P, int32_t rank, int32_t world, int64_t c, float *send, float *recv)
+{
+    for (int64_t at = 0; at < P; at += c) {
+        int64_t n = P - at < c ? P - at : c;
+        int64_t mine = (int64_t)rank * P + at;
+        for (int64_t i = 0; i < n; i++) send[i] = mine + i < total ? params[mine + i] : 0.0f;
+        loom_status st = cv->all_gather(comm, send, recv, (size_t)n, LOOM_DTYPE_F32, NULL);
+        if (st != LOOM_OK) return st;
+        for (int32_t r = 0; r < world; r++) {
+            int64_t theirs = (int64_t)r * P + at;
+            int64_t keep = total - theirs < n ? total - theirs : n;
+            if (keep > 0) memcpy(params + theirs, recv + (int64_t)r * n, (size_t)keep * sizeof(float));
+        }
+    }
+    return LOOM_OK;
+}
+
+#endif
