@@ -113,15 +113,20 @@ int main(int argc, char **argv)
                       "--save_strategy", "no", "--disable_tqdm", "--learning_rate", "1e-4",
                       "--lr_scheduler_type", "constant", "--max_grad_norm", "0", "--dataloader_drop_last"};
     int args_c = (int)(sizeof args_v / sizeof *args_v);
-    char *with_report[sizeof args_v / sizeof *args_v + 2];
+    char *with_report[sizeof args_v / sizeof *args_v + 4];
+    memcpy(with_report, args_v, sizeof args_v);
     if (overlap_report) {
-        memcpy(with_report, args_v, sizeof args_v);
         with_report[args_c++] = "--ddp.report_overlap";
         with_report[args_c++] = "true";
     }
+    /* bench/sharding_step picks the strategy through the environment (loom launch passes it). */
+    if (getenv("LOOM_BENCH_PLUGIN")) {
+        with_report[args_c++] = "--plugin";
+        with_report[args_c++] = getenv("LOOM_BENCH_PLUGIN");
+    }
     loom_args args;
     loom_args_init(&args);
-    if (st == LOOM_OK) st = loom_args_parse(&args, args_c, overlap_report ? with_report : args_v);
+    if (st == LOOM_OK) st = loom_args_parse(&args, args_c, with_report);
     args.do_train = 1;
     loom_trainer *t = NULL;
     if (st == LOOM_OK) st = loom_trainer_create(&args, &t);

@@ -21,6 +21,7 @@ p.add_argument("--world", type=int, default=2)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--steps", type=int, default=10)
+p.add_argument("--zero1", action="store_true", help="ZeroRedundancyOptimizer(AdamW) instead of AdamW")
 a = p.parse_args()
 os.environ["OPENBLAS_NUM_THREADS"] = str(a.threads)
 os.environ["OMP_NUM_THREADS"] = str(a.threads)
@@ -37,7 +38,12 @@ def worker(rank, port):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=a.world)
     torch.manual_seed(1234)
     model = torch.nn.parallel.DistributedDataParallel(build(a.config))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    if a.zero1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+        opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.AdamW, lr=1e-4,
+                                      betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     V = SIZES[a.config][3]
     gen = torch.Generator().manual_seed(1234 + rank)
     times = []
@@ -52,7 +58,7 @@ def worker(rank, port):
             times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     if rank == 0:
-        print(json.dumps(dict(side="torch-ddp", config=a.config, world=a.world, B=a.B, T=a.T, threads=a.threads,
+        print(json.dumps(dict(side="torch-zero1" if a.zero1 else "torch-ddp", config=a.config, world=a.world, B=a.B, T=a.T, threads=a.threads,
                               ms_median=1e3 * median, tok_per_s_median=a.world * a.B * a.T / median,
                               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                               torch=torch.__version__)), flush=True)
