@@ -135,6 +135,11 @@ struct loom_trainer {
     size_t n_spans;
     size_t *span_range;             /* owned range of each span                              */
     int64_t *span_flat_begin;       /* flat index of each span's first element               */
+    loom_span *stat_spans;          /* spans cut to the norm ranges, for partial_stats (owned) */
+    size_t *stat_span_of;           /* the span each stat span is a piece of                 */
+    int64_t *stat_flat_begin;
+    size_t n_stat_spans;
+    double *tensor_stats;           /* n_tensors x the optimizer's tensor_stats (owned)      */
     float *optimizer_state;         /* state_slots * owned elements                          */
     uint64_t optimizer_state_bytes;
 

@@ -186,6 +186,25 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     t->last_lr = value.lr;
     step.grad_scale = clip;
     step.momentum = value.momentum;
+    if (t->tensor_stats) {
+        /* Whole-tensor statistics (LAMB): each element counted by one rank, summed in rank order. */
+        size_t n_stats = t->n_tensors * ov->tensor_stats;
+        memset(t->tensor_stats, 0, n_stats * sizeof *t->tensor_stats);
+        for (size_t s = 0; s < t->n_stat_spans; s++) {
+            size_t whole = t->stat_span_of[s];
+            int64_t skip = t->stat_flat_begin[s] - t->span_flat_begin[whole];
+            t->stat_spans[s].param = t->spans[whole].param + skip;
+            t->stat_spans[s].grad = t->spans[whole].grad + skip;
+        }
+        if ((st = ov->partial_stats(t->optimizer.instance, t->stat_spans, t->n_stat_spans, &step, t->tensor_stats)) != LOOM_OK)
+            return st;
+        const loom_comm_vtable *comm = t->comm.vtable;
+        if (t->world_size > 1 &&
+            (st = comm->all_reduce(t->comm.instance, t->tensor_stats, n_stats, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL)) != LOOM_OK)
+            return st;
+        step.tensor_stats = t->tensor_stats;
+        step.n_tensors = t->n_tensors;
+    }
     if ((st = ov->step(t->optimizer.instance, t->spans, t->n_spans, &step)) != LOOM_OK) return st;
     if ((st = pv->cast_to_model(t->precision.instance)) != LOOM_OK) return st;
     if ((st = sv->publish_params(t->sharding.instance)) != LOOM_OK) return st;

@@ -230,6 +230,8 @@ loom_status loom_trainer_prepare(loom_trainer *t)
 
 /* ---- optimizer, scheduler and spans ------------------------------------------------------ */
 
+static loom_status build_stat_spans(loom_trainer *t);
+
 static loom_status build_spans(loom_trainer *t)
 {
     const loom_optimizer_vtable *ov = t->optimizer.vtable;
@@ -279,6 +281,7 @@ static loom_status build_spans(loom_trainer *t)
             int no_decay = (info->flags & LOOM_PARAM_NO_DECAY) != 0;
             span->flags = no_decay ? LOOM_SPAN_NO_DECAY : 0;
             span->group = (uint32_t)no_decay;
+            span->tensor_index = (uint32_t)i;
             span->weight_decay = no_decay ? 0.0 : weight_decay;
             for (uint32_t k = 0; k < slots; k++)
                 span->state[k] = t->optimizer_state + (int64_t)k * owned_numel + state_offset;
@@ -288,6 +291,43 @@ static loom_status build_spans(loom_trainer *t)
         }
     }
     t->n_spans = s;
+    return build_stat_spans(t);
+}
+
+/* For optimizers that need whole-tensor statistics: the spans cut to this rank's norm ranges, so
+ * each element is counted by exactly one rank (DDP's replicas count once). */
+static loom_status build_stat_spans(loom_trainer *t)
+{
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    if (!LOOM_HAS(ov, loom_optimizer_vtable, partial_stats) || !LOOM_HAS_FIELD(ov, loom_optimizer_vtable, tensor_stats) ||
+        ov->tensor_stats == 0)
+        return LOOM_OK;
+    size_t capacity = t->n_spans + t->n_norm_ranges + 1, n = 0;
+    t->stat_spans = calloc(capacity, sizeof *t->stat_spans);
+    t->stat_span_of = calloc(capacity, sizeof *t->stat_span_of);
+    t->stat_flat_begin = calloc(capacity, sizeof *t->stat_flat_begin);
+    t->tensor_stats = calloc(t->n_tensors * ov->tensor_stats + 1, sizeof *t->tensor_stats);
+    if (!t->stat_spans || !t->stat_span_of || !t->stat_flat_begin || !t->tensor_stats)
+        return loom_error(LOOM_E_NOMEM, "out of memory");
+    for (size_t s = 0; s < t->n_spans; s++) {
+        int64_t b = t->span_flat_begin[s], e = b + t->spans[s].numel;
+        for (size_t k = 0; k < t->n_norm_ranges; k++) {
+            int64_t lo = b > t->norm_ranges[k].begin ? b : t->norm_ranges[k].begin;
+            int64_t hi = e < t->norm_ranges[k].end ? e : t->norm_ranges[k].end;
+            if (lo >= hi) continue;
+            if (n == capacity) return loom_error(LOOM_E_INTERNAL, "more statistic spans than expected");
+            loom_span *piece = &t->stat_spans[n];
+            *piece = t->spans[s];
+            piece->offset += lo - b;
+            piece->numel = hi - lo;
+            for (uint32_t slot = 0; slot < LOOM_MAX_STATE_SLOTS; slot++)
+                if (piece->state[slot]) piece->state[slot] += lo - b;
+            t->stat_span_of[n] = s;
+            t->stat_flat_begin[n] = lo;
+            n++;
+        }
+    }
+    t->n_stat_spans = n;
     return LOOM_OK;
 }
 

@@ -244,7 +244,7 @@ static loom_status load_deepspeed(loom_trainer *t)
         return loom_error(LOOM_E_INVALID, "%s: fp16/amp/bf16 enabled: mixed precision is not supported yet (precision "
                           "plugins: issue 6); set \"enabled\": false or \"auto\" without --fp16", a->deepspeed);
     const char *optimizer = ds->optimizer_choice.plugin;
-    if (optimizer && (strcmp(optimizer, "lamb") == 0 || strcmp(optimizer, "onebit_adam") == 0))
+    if (optimizer && strcmp(optimizer, "onebit_adam") == 0)
         return loom_error(LOOM_E_INVALID, "%s: optimizer %s is not supported yet (issue 5)", a->deepspeed, optimizer);
     a->max_grad_norm = ds->gradient_clipping;
     return LOOM_OK;
@@ -554,6 +554,10 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->spans);
     free(t->span_range);
     free(t->span_flat_begin);
+    free(t->stat_spans);
+    free(t->stat_span_of);
+    free(t->stat_flat_begin);
+    free(t->tensor_stats);
     free(t->norm_ranges);
     if (t->ds) loom_ds_config_free(t->ds);
     free(t->ds);

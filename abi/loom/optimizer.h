@@ -42,7 +42,7 @@ typedef struct loom_span {
     float *state[LOOM_MAX_STATE_SLOTS]; /* state_slots arrays of numel floats; rest NULL    */
     double weight_decay;            /* this span's group value (0 for LOOM_SPAN_NO_DECAY)   */
     uint32_t group;                 /* parameter group index (0 = decay, 1 = no decay)      */
-    uint32_t reserved1;
+    uint32_t tensor_index;          /* the tensor's index in the model's parameter list     */
 } loom_span;
 
 /* What one optimizer step needs besides the spans. Built by the host; borrowed per call. */
@@ -52,13 +52,18 @@ typedef struct loom_optimizer_step {
     double lr;             /* learning rate from the scheduler for this step                 */
     double grad_scale;     /* multiply every gradient by this (clipping, 1.0 = none)         */
     double momentum;       /* scheduler's momentum (beta1 for Adam family); NaN = keep own   */
+    /* Per-tensor statistics over the WHOLE tensors, for optimizers with tensor_stats > 0:
+     * tensor_stats[i * tensor_stats + k] is statistic k of tensor i (partial_stats' sums over
+     * every rank, added in rank order); NULL otherwise. n_tensors entries of tensor_stats. */
+    const double *tensor_stats;
+    uint64_t n_tensors;
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
 #define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u /* spans are whole tensors (adafactor): the host
                                                  refuses shardings that split tensors      */
-#define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor norms (lamb): the host passes
-                                                 norms reduced across ranks (ABI 1.1+)     */
+#define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor statistics (lamb): see
+                                                 tensor_stats / partial_stats below        */
 
 typedef struct loom_optimizer loom_optimizer; /* plugin-private instance */
 
@@ -84,6 +89,19 @@ typedef struct loom_optimizer_vtable {
      * LOOM_E_NOT_FOUND for a name it does not have. One thread per instance. */
     loom_status (*get_hparam)(loom_optimizer *self, const char *name, double *out);
 
+    /* Optional (0 / NULL: none). Statistics the update needs over whole tensors when a rank may
+     * hold only part of one (LAMB's ||p|| and ||update|| for its trust ratio): tensor_stats
+     * doubles per tensor. Before each step the host zeroes n_tensors * tensor_stats doubles,
+     * calls partial_stats with the spans this rank is responsible for (each element is counted
+     * by exactly one rank) and the step's values, which ADDS each span's partial sums at
+     * sums[span.tensor_index * tensor_stats + k]; it then sums them over ranks and passes the
+     * totals to step() in loom_optimizer_step.tensor_stats. partial_stats must not change any
+     * state. One thread per instance. */
+    uint32_t tensor_stats;
+    uint32_t reserved2;
+    loom_status (*partial_stats)(loom_optimizer *self, const loom_span *spans, size_t n_spans,
+                                 const loom_optimizer_step *step, double *sums);
+
     /* ABI 1.1+: append below. */
 } loom_optimizer_vtable;
 
@@ -91,9 +109,9 @@ typedef struct loom_optimizer_vtable {
 LOOM_STATIC_ASSERT(offsetof(loom_span, shape) == 56, "loom_span layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_span, param) == 120, "loom_span layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_span) == 184, "loom_span layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 48, "loom_optimizer_step layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 64, "loom_optimizer_step layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_optimizer_vtable, create) == 32, "optimizer vtable layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_optimizer_vtable) == 64, "optimizer vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_vtable) == 80, "optimizer vtable layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -77,5 +77,5 @@ class DeepSpeedTest(LoomTestCase):
         self.assert_refused({"fp16": {"enabled": True}}, "fp16", "not supported yet")
         self.assert_refused({"train_micro_batch_size_per_gpu": 16}, "16", "8")
         self.assert_refused({"zero_optimization": {"stage": 1, "reduce_bucket_sise": 5}}, "reduce_bucket_size")
-        self.assert_refused({"optimizer": {"type": "Lamb", "params": {"lr": "auto"}}}, "lamb", "not supported yet")
+        self.assert_refused({"optimizer": {"type": "OneBitAdam", "params": {"lr": "auto"}}}, "onebit_adam", "not supported yet")
         self.assert_refused({"zero_optimization": {"stage": 1, "overlap_comm": True}}, "overlap_comm")

@@ -296,3 +296,34 @@ class Zero2Test(LoomTestCase):
         self.assertEqual(z2o, z2)
         for name in ddp_params:
             self.assertLess(max(abs(x - y) for x, y in zip(ddp_params[name][2], z2_params[name][2])), 2e-5, name)
+
+
+class LambTest(LoomTestCase):
+    """LAMB's trust ratio needs whole-tensor norms: under ZeRO a tensor is split over ranks and
+    the host sums the pieces' statistics across them, so every strategy trains the same model."""
+    data_kind = "blobs"
+
+    def test_lamb_under_each_strategy(self):
+        tokens = os.path.join(self.tmp, "lamb.bin")
+        write_tokens(tokens, 20000, 512, 17)
+        results = {}
+        for plugin, world in (("ddp", 1), ("ddp", 2), ("zero1", 2), ("zero2", 2), ("sharded_ddp", 2)):
+            out = self.out(f"lamb-{plugin}-{world}")
+            args = self.train_args(out, "--plugin", "lamb", "--model", "gpt2", "--gpt2.n_layer", "2",
+                                   "--gpt2.n_head", "2", "--gpt2.n_embd", "64", "--gpt2.vocab_size", "512",
+                                   "--gpt2.n_positions", "64", "--block_size", "32", "--train_file", tokens,
+                                   "--per_device_train_batch_size", str(8 // world), "--max_steps", "10",
+                                   "--learning_rate", "1e-2", "--weight_decay", "0.01", "--logging_steps", "1",
+                                   "--ddp_timeout", "30")
+            if world == 1:
+                _, stdout, _ = loom(*args)
+            else:
+                _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(), *args,
+                                   "--plugin", plugin)
+            self.assertIn("[optimizer] lamb ", stdout)
+            results[(plugin, world)] = read_safetensors(os.path.join(out, "model.safetensors"))
+        base = results[("ddp", 1)]
+        for key, params in results.items():
+            for name in base:
+                worst = max(abs(x - y) for x, y in zip(base[name][2], params[name][2]))
+                self.assertLess(worst, 5e-5, f"{key} {name}")
