@@ -68,7 +68,7 @@ static void test_old_abi(void)
     CHECK(p->desc->struct_size == offsetof(loom_plugin_desc, params) + sizeof(void *));
     const loom_optimizer_vtable *vt = p->desc->vtable;
     CHECK(vt->abi_major == 1 && vt->abi_minor == 0);
-    CHECK(vt->struct_size == offsetof(loom_optimizer_vtable, get_hparam) + sizeof(void *));
+    CHECK(vt->struct_size == offsetof(loom_optimizer_vtable, partial_stats) + sizeof(void *));
     CHECK(!LOOM_HAS(vt, loom_optimizer_vtable, get_hparam)); /* optional, left NULL */
     check_sgd_step(p, 0.0);
 }
