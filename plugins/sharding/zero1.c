@@ -69,24 +69,14 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
                                 const loom_sharding_setup *setup, loom_sharding **out)
 {
     *out = NULL;
-    if (setup->param_dtype != LOOM_DTYPE_F32)
-        return api->fail(host, LOOM_E_UNSUPPORTED, "zero1 supports fp32 parameters in this version");
-    if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "zero1 needs a communicator");
-    if (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS)
-        return api->fail(host, LOOM_E_UNSUPPORTED,
-                         "this optimizer needs whole tensors; zero1 splits tensors across ranks (use sharded_ddp)");
-    int64_t bucket = 500000000;
-    int32_t allgather = 1, reduce_scatter = 1, overlap = 0, offload = 0;
-    api->cfg_i64(config, "allgather_bucket_size", &bucket);
-    api->cfg_bool(config, "allgather_partitions", &allgather);
-    api->cfg_bool(config, "reduce_scatter", &reduce_scatter);
-    api->cfg_bool(config, "overlap_comm", &overlap);
-    api->cfg_bool(config, "cpu_offload", &offload);
-    if (bucket < 1) return api->fail(host, LOOM_E_INVALID, "allgather_bucket_size must be >= 1");
-    if (!allgather) return api->fail(host, LOOM_E_UNSUPPORTED, "allgather_partitions false (broadcasts) is not supported");
-    if (!reduce_scatter) return api->fail(host, LOOM_E_INVALID, "ZeRO stage 1 needs reduce_scatter true (as DeepSpeed)");
-    if (overlap) return api->fail(host, LOOM_E_INVALID, "overlap_comm applies to stage 2: stage 1 communicates after backward");
-    if (offload) return api->fail(host, LOOM_E_INVALID, "cpu_offload needs ZeRO stage 2 (as DeepSpeed)");
+    zero_options o;
+    loom_status st = zero_read_options(host, api, config, setup, "zero1", &o);
+    if (st != LOOM_OK) return st;
+    if (!o.reduce_scatter) return api->fail(host, LOOM_E_INVALID, "ZeRO stage 1 needs reduce_scatter true (as DeepSpeed)");
+    if (o.overlap_comm)
+        return api->fail(host, LOOM_E_INVALID, "overlap_comm applies to stage 2: stage 1 communicates after backward");
+    if (o.cpu_offload) return api->fail(host, LOOM_E_INVALID, "cpu_offload needs ZeRO stage 2 (as DeepSpeed)");
+    int64_t bucket = o.allgather_bucket_size;
     zero1_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);

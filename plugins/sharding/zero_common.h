@@ -8,11 +8,42 @@
 
 #include <string.h>
 
+#include <loom/optimizer.h>
 #include <loom/sharding.h>
 
 /* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements), so
  * every canonical norm piece has one owner and the norm is the same bits as DDP's. */
 #define ZERO_ALIGN 16384
+
+/* DeepSpeed's zero_optimization keys as both stages read them; each stage refuses the values
+ * that would mean something it does not do. */
+typedef struct zero_options {
+    int64_t allgather_bucket_size;
+    int32_t allgather_partitions, reduce_scatter, overlap_comm, cpu_offload;
+} zero_options;
+
+/* The checks every stage shares (dtype, communicator, whole-tensor optimizers, bucket sizes),
+ * then the options. `stage` names the plugin in messages. */
+static inline loom_status zero_read_options(loom_host *host, const loom_host_api *api, const loom_config *config,
+                                            const loom_sharding_setup *setup, const char *stage, zero_options *o)
+{
+    if (setup->param_dtype != LOOM_DTYPE_F32)
+        return api->fail(host, LOOM_E_UNSUPPORTED, "%s supports fp32 parameters in this version", stage);
+    if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "%s needs a communicator", stage);
+    if (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS)
+        return api->fail(host, LOOM_E_UNSUPPORTED,
+                         "this optimizer needs whole tensors; %s splits tensors across ranks (use sharded_ddp)", stage);
+    *o = (zero_options){500000000, 1, 1, 0, 0};
+    api->cfg_i64(config, "allgather_bucket_size", &o->allgather_bucket_size);
+    api->cfg_bool(config, "allgather_partitions", &o->allgather_partitions);
+    api->cfg_bool(config, "reduce_scatter", &o->reduce_scatter);
+    api->cfg_bool(config, "overlap_comm", &o->overlap_comm);
+    api->cfg_bool(config, "cpu_offload", &o->cpu_offload);
+    if (o->allgather_bucket_size < 1) return api->fail(host, LOOM_E_INVALID, "allgather_bucket_size must be >= 1");
+    if (!o->allgather_partitions)
+        return api->fail(host, LOOM_E_UNSUPPORTED, "allgather_partitions false (broadcasts) is not supported");
+    return LOOM_OK;
+}
 
 /* P = ceil(total / world) rounded up to ZERO_ALIGN; ranges[r] = [r P, min((r+1) P, total)). */
 static inline int64_t zero_partition(int64_t total, int32_t world, loom_range *ranges)
