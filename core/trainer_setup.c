@@ -333,6 +333,12 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;
+    /* --report_to tensorboard (or all): HF's TensorBoardCallback. */
+    int tensorboard = 0;
+    for (size_t i = 0; i < a->report_to.count; i++)
+        tensorboard |= !strcmp(a->report_to.items[i], "tensorboard") || !strcmp(a->report_to.items[i], "all");
+    if (tensorboard && (st = load_plugin("tensorboard", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
+        goto done;
     for (size_t i = 0; i < a->plugin.count; i++) {
         const loom_plugin *p = NULL;
         if ((st = load_plugin(a->plugin.items[i], 0, &p)) != LOOM_OK) goto done;
@@ -424,7 +430,10 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
                      (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
         t->callbacks[i].plugin = callbacks[i];
-        configs_ok = (t->callbacks[i].config = loom_config_build(callbacks[i]->desc, NULL, 0, a, used)) != NULL;
+        const loom_config_default log_dir[] = {{"log_dir", a->logging_dir}};
+        int is_tensorboard = strcmp(callbacks[i]->desc->name, "tensorboard") == 0;
+        configs_ok = (t->callbacks[i].config =
+                          loom_config_build(callbacks[i]->desc, is_tensorboard ? log_dir : NULL, is_tensorboard, a, used)) != NULL;
         t->n_callbacks = i + 1;
     }
     for (size_t i = 0; configs_ok && i < n_scheduler; i++) {

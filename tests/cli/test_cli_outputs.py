@@ -116,3 +116,101 @@ def read_labels(path):
     _, _, features, _, _, n = struct.unpack("<8sIIIIQ", blob[:32])
     offset = 32 + 4 * n * features
     return list(struct.unpack(f"<{n}i", blob[offset:offset + 4 * n]))
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked(crc):
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def varint(buf, i):
+    shift = value = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def fields(buf):
+    """(field number, wire type, value) of a protocol buffer message."""
+    import struct
+    i = 0
+    while i < len(buf):
+        key, i = varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = varint(buf, i)
+        elif wire == 1:
+            value, i = struct.unpack("<d", buf[i:i + 8])[0], i + 8
+        elif wire == 5:
+            value, i = struct.unpack("<f", buf[i:i + 4])[0], i + 4
+        else:
+            n, i = varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        yield number, wire, value
+
+
+def read_events(path):
+    """[(step, {tag: value})] from a TensorBoard event file, checking every CRC."""
+    import struct
+    with open(path, "rb") as f:
+        blob = f.read()
+    events, i = [], 0
+    while i < len(blob):
+        (n,) = struct.unpack("<Q", blob[i:i + 8])
+        (length_crc,) = struct.unpack("<I", blob[i + 8:i + 12])
+        assert length_crc == masked(crc32c(blob[i:i + 8])), "length CRC"
+        data = blob[i + 12:i + 12 + n]
+        (data_crc,) = struct.unpack("<I", blob[i + 12 + n:i + 16 + n])
+        assert data_crc == masked(crc32c(data)), "data CRC"
+        i += 16 + n
+        step, scalars, version = 0, {}, None
+        for number, _, value in fields(data):
+            if number == 2:
+                step = value
+            elif number == 3:
+                version = value
+            elif number == 5:
+                for _, _, v in fields(value):
+                    parts = {num: val for num, _, val in fields(v)}
+                    scalars[parts[1].decode()] = parts[2]
+        events.append((step, scalars, version))
+    return events
+
+
+class TensorBoardTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def test_report_to_tensorboard_writes_hf_tagged_scalars(self):
+        out = self.out("tb")
+        logs = os.path.join(self.tmp, "tblogs")
+        loom(*self.train_args(out, "--report_to", "tensorboard", "--logging_dir", logs, "--max_steps", "12",
+                              "--logging_steps", "4", "--validation_file", os.path.join(self.data, "validation.bin"),
+                              "--evaluation_strategy", "steps", "--eval_steps", "6"))
+        files = [f for f in os.listdir(logs) if f.startswith("events.out.tfevents.")]
+        self.assertEqual(len(files), 1)
+        events = read_events(os.path.join(logs, files[0]))
+        self.assertEqual(events[0][2], b"brain.Event:2")
+        with open(os.path.join(out, "trainer_state.json")) as f:
+            history = json.load(f)["log_history"]
+        train = [(s, v) for s, v, _ in events if "train/loss" in v]
+        self.assertEqual([s for s, _ in train], [e["step"] for e in history if "loss" in e])
+        for (s, v), e in zip(train, [e for e in history if "loss" in e]):
+            self.assertAlmostEqual(v["train/loss"], e["loss"], places=5)
+            self.assertAlmostEqual(v["train/learning_rate"], e["learning_rate"], places=9)
+        evals = [(s, v) for s, v, _ in events if "eval/loss" in v]
+        self.assertEqual([s for s, _ in evals], [6, 12, 12])   # eval_steps, and the final evaluation
+        code, _, stderr = loom(*self.train_args(self.out("tb2"), "--report_to", "tensorbored"), check=False)
+        self.assertEqual(code, 2)
+        self.assertIn("tensorbored", stderr)
