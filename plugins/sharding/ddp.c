@@ -17,6 +17,8 @@
 
 #include <loom/sharding.h>
 
+#include "sharding_common.h"
+
 #define DDP_MAX_PENDING 4096
 
 typedef struct ddp_sharding {
@@ -176,9 +178,8 @@ static loom_status ddp_begin_micro_batch(loom_sharding *self_, int32_t micro, in
 static loom_status ddp_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
 {
     ddp_sharding *self = (ddp_sharding *)self_;
-    if (begin < 0 || end > self->total || begin > end)
-        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
-                               (long long)begin, (long long)end, (long long)self->total);
+    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
+    if (st != LOOM_OK) return st;
     *memory = self->grads + (size_t)begin * self->element_size;
     return LOOM_OK;
 }

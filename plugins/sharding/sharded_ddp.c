@@ -14,6 +14,8 @@
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
 
+#include "sharding_common.h"
+
 #define SHARDED_MAX_PENDING 8192
 
 typedef struct sharded_sharding {
@@ -145,9 +147,8 @@ static loom_status sharded_begin_micro_batch(loom_sharding *self_, int32_t micro
 static loom_status sharded_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
 {
     sharded_sharding *self = (sharded_sharding *)self_;
-    if (begin < 0 || end > self->total || begin > end)
-        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
-                               (long long)begin, (long long)end, (long long)self->total);
+    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
+    if (st != LOOM_OK) return st;
     *memory = self->grads + begin;
     return LOOM_OK;
 }

@@ -16,6 +16,8 @@
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
 
+#include "sharding_common.h"
+
 #include "zero_common.h"
 
 typedef struct zero1_sharding {
@@ -118,11 +120,7 @@ static loom_status zero1_owned_ranges(const loom_sharding *self_, int32_t rank, 
                                       size_t *n_ranges)
 {
     const zero1_sharding *self = (const zero1_sharding *)self_;
-    if (rank < 0 || rank >= self->world)
-        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
-    *ranges = &self->ranges[rank];
-    *n_ranges = self->ranges[rank].end > self->ranges[rank].begin ? 1 : 0;
-    return LOOM_OK;
+    return sharding_one_range(self->host, self->api, self->ranges, self->world, rank, ranges, n_ranges);
 }
 
 static loom_status zero1_memory(const loom_sharding *self_, loom_sharding_memory *out)
@@ -144,9 +142,8 @@ static loom_status zero1_begin_micro_batch(loom_sharding *self, int32_t micro, i
 static loom_status zero1_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    if (begin < 0 || end > self->total || begin > end)
-        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
-                               (long long)begin, (long long)end, (long long)self->total);
+    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
+    if (st != LOOM_OK) return st;
     *memory = self->grads + (size_t)begin * self->element_size;
     return LOOM_OK;
 }

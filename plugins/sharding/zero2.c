@@ -17,6 +17,8 @@
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
 
+#include "sharding_common.h"
+
 #include "zero_common.h"
 
 #define ZERO2_MAX_HELD 64
@@ -137,11 +139,7 @@ static loom_status zero2_owned_ranges(const loom_sharding *self_, int32_t rank, 
                                       size_t *n_ranges)
 {
     const zero2_sharding *self = (const zero2_sharding *)self_;
-    if (rank < 0 || rank >= self->world)
-        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
-    *ranges = &self->ranges[rank];
-    *n_ranges = self->ranges[rank].end > self->ranges[rank].begin ? 1 : 0;
-    return LOOM_OK;
+    return sharding_one_range(self->host, self->api, self->ranges, self->world, rank, ranges, n_ranges);
 }
 
 static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory *out)
@@ -200,9 +198,8 @@ static loom_status complete_released(zero2_sharding *self)
 static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    if (begin < 0 || end > self->total || begin > end)
-        return self->api->fail(self->host, LOOM_E_INVALID, "gradient range [%lld, %lld) outside [0, %lld)",
-                               (long long)begin, (long long)end, (long long)self->total);
+    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
+    if (st != LOOM_OK) return st;
     int64_t need = end - begin, at = 0;
     size_t slot = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -213,7 +210,7 @@ static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64
         }
         if (self->arena_elements - at >= need && self->n_held < ZERO2_MAX_HELD) break;
         /* No room: the ranges still being reduced must finish first. */
-        loom_status st = complete_released(self);
+        st = complete_released(self);
         if (st != LOOM_OK) return st;
         if (attempt == 1)
             return self->api->fail(self->host, LOOM_E_INVALID,
