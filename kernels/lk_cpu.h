@@ -112,4 +112,22 @@ void lk_attention_backward(float *dqkv, const float *dout, const float *qkv, con
 void lk_add(float *out, const float *a, const float *b, int64_t n);
 void lk_accumulate(float *dst, const float *src, int64_t n);
 
+/* convert.c. Bit-exact with F16C / AVX512_BF16 whichever path the CPU takes. A dtype other
+ * than LOOM_DTYPE_F32, _F16 or _BF16 makes either call do nothing (callers validate). */
+void lk_convert(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
+void lk_accumulate_f32(void *dst, uint32_t dst_dtype, const float *src, int64_t n);
+
+/* gemm_mixed.c. bf16 x bf16 on oneDNN where the build and CPU allow (LOOM_BF16_GEMM=fp32 in
+ * the environment turns that off), else widen to f32 and lk_sgemm. Unknown dtypes: nothing. */
+void lk_gemm_mixed(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const void *A, uint32_t a_dtype, int64_t lda, const void *B, uint32_t b_dtype,
+                   int64_t ldb, float beta, float *C, int64_t ldc);
+/* Always the widening path (what every lk_gemm_mixed call runs without oneDNN). */
+void lk_gemm_mixed_fp32(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K,
+                        float alpha, const void *A, uint32_t a_dtype, int64_t lda, const void *B,
+                        uint32_t b_dtype, int64_t ldb, float beta, float *C, int64_t ldc);
+/* What the last lk_gemm_mixed / _fp32 call ran: "sgemm" (both f32), "fp32" (widened), or
+ * "onednn:<implementation>". For tests and benchmarks; not synchronised. */
+const char *lk_gemm_mixed_last_path(void);
+
 #endif

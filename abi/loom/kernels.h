@@ -96,12 +96,34 @@ typedef struct loom_kernels_api {
     /* dst[i] += src[i]. */
     void (*accumulate)(float *dst, const float *src, int64_t n);
 
-    /* ABI 1.1+: append below. */
+    /* ---- ABI 1.1: 16-bit storage and mixed-precision matrix products. Check with
+     * LOOM_HAS(k, loom_kernels_api, gemm_mixed) before use: a 1.0 host lends none of these. ---- */
+
+    /* dst[i] = src[i] converted from src_dtype to dst_dtype, each one of LOOM_DTYPE_F32, _F16,
+     * _BF16 (equal dtypes copy). Narrowing rounds to nearest, ties to even, exactly like the
+     * hardware instructions (F16C vcvtps2ph with imm 0, AVX512_BF16 vcvtneps2bf16): NaN stays
+     * NaN (quiet), f16 overflow gives +-inf, f16 subnormals are kept. dst and src must not
+     * overlap unless they are the same pointer with equal element sizes. */
+    void (*convert)(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
+    /* dst[i] = round(dst[i] + src[i]) with dst in dst_dtype (F32, F16 or BF16): adds an f32
+     * partial result into 16-bit storage, computing in f32 and rounding once (nearest even). */
+    void (*accumulate_f32)(void *dst, uint32_t dst_dtype, const float *src, int64_t n);
+    /* Like sgemm, with A and B stored as a_dtype / b_dtype (each F32, F16 or BF16) and C in f32:
+     * C[M,N] = alpha * op(A) @ op(B) + beta * C, products accumulated in f32. BF16 x BF16 runs
+     * as a true bf16 product (oneDNN's AVX512_BF16 / AMX kernels) when the CPU and the build
+     * have them; every other combination, and bf16 without them, converts the inputs to f32
+     * and runs sgemm, which gives the same products up to summation order (f16 on the CPU
+     * always takes that path). Not reentrant with itself: call from one thread at a time. */
+    void (*gemm_mixed)(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const void *A, uint32_t a_dtype, int64_t lda, const void *B, uint32_t b_dtype,
+                       int64_t ldb, float beta, float *C, int64_t ldc);
+
+    /* ABI 1.2+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 176, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 200, "loom_kernels_api layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -39,7 +39,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 0 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 1 /* compatible change: members appended; older plugins keep loading */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

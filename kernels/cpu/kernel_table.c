@@ -26,6 +26,9 @@ static const loom_kernels_api lk_cpu_table = {
     .attention_backward = lk_attention_backward,
     .add = lk_add,
     .accumulate = lk_accumulate,
+    .convert = lk_convert,
+    .accumulate_f32 = lk_accumulate_f32,
+    .gemm_mixed = lk_gemm_mixed,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

@@ -31,7 +31,11 @@ int main(void)
     CHECK(k->attention_backward == lk_attention_backward);
     CHECK(k->add == lk_add);
     CHECK(k->accumulate == lk_accumulate);
-    /* Every function slot is set: the table has no optional members in ABI 1.0. */
+    CHECK(k->convert == lk_convert);
+    CHECK(k->accumulate_f32 == lk_accumulate_f32);
+    CHECK(k->gemm_mixed == lk_gemm_mixed);
+    CHECK(LOOM_HAS(k, loom_kernels_api, gemm_mixed));
+    /* Every function slot is set: the CPU table lends every member, the ABI 1.1 ones included. */
     for (size_t off = offsetof(loom_kernels_api, sgemm); off < sizeof *k; off += sizeof(void *)) {
         void *slot;
         memcpy(&slot, (const char *)k + off, sizeof slot);
