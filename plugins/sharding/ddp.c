@@ -53,16 +53,6 @@ static const loom_param_spec ddp_params[] = {
     {NULL, 0, 0, NULL, NULL},
 };
 
-static size_t dtype_size(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16: return 2;
-    default: return 0;
-    }
-}
-
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -90,8 +80,9 @@ static loom_status ddp_create(loom_host *host, const loom_host_api *api, const l
                               const loom_sharding_setup *setup, loom_sharding **out)
 {
     *out = NULL;
-    size_t element = dtype_size(setup->param_dtype);
-    if (!element) return api->fail(host, LOOM_E_UNSUPPORTED, "unsupported parameter dtype %u", setup->param_dtype);
+    size_t element = 0;
+    loom_status st = sharding_element_size(host, api, setup->param_dtype, &element);
+    if (st != LOOM_OK) return st;
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "ddp needs a communicator");
     double cap_mb = 25;
     api->cfg_f64(config, "bucket_cap_mb", &cap_mb);

@@ -18,16 +18,6 @@ typedef struct none_sharding {
     unsigned char *grads;
 } none_sharding;
 
-static size_t dtype_size(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16: return 2;
-    default: return 0;
-    }
-}
-
 static void none_destroy(loom_sharding *self_)
 {
     none_sharding *self = (none_sharding *)self_;
@@ -45,8 +35,9 @@ static loom_status none_create(loom_host *host, const loom_host_api *api, const 
         return api->fail(host, LOOM_E_INVALID,
                          "sharding 'none' runs one process, but the world size is %d: use --plugin ddp",
                          setup->world_size);
-    size_t element = dtype_size(setup->param_dtype);
-    if (!element) return api->fail(host, LOOM_E_UNSUPPORTED, "unsupported parameter dtype %u", setup->param_dtype);
+    size_t element = 0;
+    loom_status st = sharding_element_size(host, api, setup->param_dtype, &element);
+    if (st != LOOM_OK) return st;
     none_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);

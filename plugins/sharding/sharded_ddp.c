@@ -30,8 +30,10 @@ typedef struct sharded_sharding {
     int32_t *owner;           /* per tensor */
     loom_range *all_ranges;   /* every rank's owned tensors, rank by rank, merged when adjacent */
     size_t *first_range;      /* world + 1 indices into all_ranges */
-    float *params;
-    float *grads;
+    size_t element_size;      /* bytes per element of dtype */
+    uint32_t dtype;           /* param_dtype: of params, gradients and every collective */
+    unsigned char *params;
+    unsigned char *grads;
     int32_t last_micro;
     loom_comm_request *pending[SHARDED_MAX_PENDING];
     size_t n_pending;
@@ -59,8 +61,9 @@ static loom_status sharded_create(loom_host *host, const loom_host_api *api, con
 {
     (void)config;
     *out = NULL;
-    if (setup->param_dtype != LOOM_DTYPE_F32)
-        return api->fail(host, LOOM_E_UNSUPPORTED, "sharded_ddp supports fp32 parameters in this version");
+    size_t element = 0;
+    loom_status st = sharding_element_size(host, api, setup->param_dtype, &element);
+    if (st != LOOM_OK) return st;
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "sharded_ddp needs a communicator");
     sharded_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
@@ -73,13 +76,15 @@ static loom_status sharded_create(loom_host *host, const loom_host_api *api, con
     self->world = setup->world_size;
     self->total = setup->total_numel;
     self->n_tensors = setup->n_tensors;
+    self->element_size = element;
+    self->dtype = setup->param_dtype;
     self->params = setup->params;
     size_t n = setup->n_tensors;
     self->offsets = api->alloc(host, (n + 1) * sizeof *self->offsets, 0, LOOM_DEVICE_CPU, 0);
     self->owner = api->alloc(host, (n + 1) * sizeof *self->owner, 0, LOOM_DEVICE_CPU, 0);
     self->all_ranges = api->alloc(host, (n + 1) * sizeof *self->all_ranges, 0, LOOM_DEVICE_CPU, 0);
     self->first_range = api->alloc(host, ((size_t)self->world + 1) * sizeof *self->first_range, 0, LOOM_DEVICE_CPU, 0);
-    self->grads = api->alloc(host, (size_t)self->total * sizeof(float) + 1, 0, setup->device, 0);
+    self->grads = api->alloc(host, (size_t)self->total * element + 1, 0, setup->device, 0);
     self->reduced = api->alloc(host, n + 1, 0, LOOM_DEVICE_CPU, 0);
     int64_t *load = api->alloc(host, (size_t)self->world * sizeof *load, 0, LOOM_DEVICE_CPU, 0);
     if (!self->offsets || !self->owner || !self->all_ranges || !self->first_range || !self->grads || !self->reduced ||
@@ -111,7 +116,7 @@ static loom_status sharded_create(loom_host *host, const loom_host_api *api, con
         }
     }
     self->first_range[self->world] = k;
-    memset(self->grads, 0, (size_t)self->total * sizeof(float));
+    memset(self->grads, 0, (size_t)self->total * element);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -130,7 +135,7 @@ static loom_status sharded_owned_ranges(const loom_sharding *self_, int32_t rank
 static loom_status sharded_memory(const loom_sharding *self_, loom_sharding_memory *out)
 {
     const sharded_sharding *self = (const sharded_sharding *)self_;
-    out->gradient_bytes = (uint64_t)self->total * sizeof(float);
+    out->gradient_bytes = (uint64_t)self->total * self->element_size;
     out->bucket_bytes = 0;
     return LOOM_OK;
 }
@@ -149,7 +154,7 @@ static loom_status sharded_grad_acquire(loom_sharding *self_, int64_t begin, int
     sharded_sharding *self = (sharded_sharding *)self_;
     loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
     if (st != LOOM_OK) return st;
-    *memory = self->grads + begin;
+    *memory = self->grads + (size_t)begin * self->element_size;
     return LOOM_OK;
 }
 
@@ -163,8 +168,8 @@ static loom_status reduce_tensor(sharded_sharding *self, size_t i)
         return self->api->fail(self->host, LOOM_E_INTERNAL, "more than %d pending reductions", SHARDED_MAX_PENDING);
     loom_comm_request **request = &self->pending[self->n_pending++];
     *request = NULL;
-    return self->cv->reduce(self->comm, self->grads + b, (size_t)(e - b), LOOM_DTYPE_F32, LOOM_REDUCE_SUM,
-                            self->owner[i], request);
+    return self->cv->reduce(self->comm, self->grads + (size_t)b * self->element_size, (size_t)(e - b), self->dtype,
+                            LOOM_REDUCE_SUM, self->owner[i], request);
 }
 
 /* Tensors wholly inside a released range go to their owner now. */
@@ -200,14 +205,14 @@ static loom_status sharded_owned_grads(loom_sharding *self_, size_t range_index,
     sharded_sharding *self = (sharded_sharding *)self_;
     size_t first = self->first_range[self->rank], count = self->first_range[self->rank + 1] - first;
     if (range_index >= count) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
-    *memory = self->grads + self->all_ranges[first + range_index].begin;
+    *memory = self->grads + (size_t)self->all_ranges[first + range_index].begin * self->element_size;
     return LOOM_OK;
 }
 
 static loom_status sharded_zero_grads(loom_sharding *self_)
 {
     sharded_sharding *self = (sharded_sharding *)self_;
-    memset(self->grads, 0, (size_t)self->total * sizeof(float));
+    memset(self->grads, 0, (size_t)self->total * self->element_size);
     return LOOM_OK;
 }
 
@@ -218,8 +223,8 @@ static loom_status sharded_publish_params(loom_sharding *self_)
     for (int32_t r = 0; r < self->world; r++) {
         for (size_t k = self->first_range[r]; k < self->first_range[r + 1]; k++) {
             const loom_range *range = &self->all_ranges[k];
-            loom_status st = self->cv->broadcast(self->comm, self->params + range->begin,
-                                                 (size_t)(range->end - range->begin), LOOM_DTYPE_F32, r, NULL);
+            loom_status st = self->cv->broadcast(self->comm, self->params + (size_t)range->begin * self->element_size,
+                                                 (size_t)(range->end - range->begin), self->dtype, r, NULL);
             if (st != LOOM_OK) return st;
         }
     }

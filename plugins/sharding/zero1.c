@@ -30,11 +30,11 @@ typedef struct zero1_sharding {
     loom_range *ranges;         /* ranges[r] = partition of rank r */
     size_t element_size;
     uint32_t dtype;
-    float *params;              /* the trainer's flat parameters (fp32 in ABI 1.0 hosts)     */
+    unsigned char *params;      /* the trainer's flat parameters (param_dtype)               */
     unsigned char *grads;       /* N P elements: whole gradients, padded                     */
     unsigned char *owned;       /* P elements: this rank's summed gradients                  */
-    float *gather_send, *gather_recv; /* allgather pieces: c and N c elements              */
-    int64_t gather_elements;    /* c                                                          */
+    unsigned char *gather_send, *gather_recv; /* allgather pieces: c and N c elements      */
+    int64_t gather_elements;    /* c (elements, whatever the dtype)                           */
 } zero1_sharding;
 
 /* DeepSpeed's zero_optimization keys. Each does what its name says or is refused: stage 1 has
@@ -89,7 +89,7 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     self->rank = setup->rank;
     self->world = setup->world_size;
     self->total = setup->total_numel;
-    self->element_size = sizeof(float);
+    self->element_size = o.element_size;
     self->dtype = setup->param_dtype;
     self->params = setup->params;
     self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
@@ -103,9 +103,9 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     size_t padded = (size_t)self->partition * (size_t)self->world;
     self->grads = api->alloc(host, padded * self->element_size + 1, 0, setup->device, 0);
     self->owned = api->alloc(host, (size_t)self->partition * self->element_size + 1, 0, setup->device, 0);
-    self->gather_send = api->alloc(host, (size_t)self->gather_elements * sizeof(float), 0, setup->device, 0);
-    self->gather_recv =
-        api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * sizeof(float), 0, setup->device, 0);
+    self->gather_send = api->alloc(host, (size_t)self->gather_elements * self->element_size, 0, setup->device, 0);
+    self->gather_recv = api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * self->element_size, 0,
+                                   setup->device, 0);
     if (!self->ranges || !self->grads || !self->owned || !self->gather_send || !self->gather_recv) {
         zero1_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
@@ -129,7 +129,7 @@ static loom_status zero1_memory(const loom_sharding *self_, loom_sharding_memory
     out->gradient_bytes = (uint64_t)self->partition * (uint64_t)self->world * self->element_size;
     /* The owned gradient partition and the all-gather pieces. */
     out->bucket_bytes = (uint64_t)self->partition * self->element_size +
-                        (uint64_t)self->gather_elements * (uint64_t)(self->world + 1) * sizeof(float);
+                        (uint64_t)self->gather_elements * (uint64_t)(self->world + 1) * self->element_size;
     return LOOM_OK;
 }
 
@@ -181,7 +181,8 @@ static loom_status zero1_publish_params(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
     return zero_publish(self->comm, self->cv, self->params, self->total, self->partition, self->rank, self->world,
-                        self->gather_elements, self->gather_send, self->gather_recv);
+                        self->gather_elements, self->element_size, self->dtype, self->gather_send,
+                        self->gather_recv);
 }
 
 static const loom_sharding_vtable zero1_vtable = {

@@ -10,7 +10,10 @@
  * Sums are the communicator's rank-order sums, so with one micro-batch per step zero2's gradients
  * are the same bits as ddp's. Under accumulation DeepSpeed's order (sum over ranks per
  * micro-batch, then over micro-batches) differs from ddp's (micro-batches first, ranks at the
- * end): the results agree to round-off, not bit for bit.
+ * end): the results agree to round-off, not bit for bit. With 16-bit gradients the
+ * communicator sums in fp32 and rounds once, and each micro-batch's reduced piece is added to
+ * the 16-bit partition in fp32 with one more rounding (zero_accumulate), so under accumulation
+ * zero2 rounds once per micro-batch where ddp's model rounds once per local accumulation.
  */
 #include <string.h>
 
@@ -41,16 +44,19 @@ typedef struct zero2_sharding {
     int32_t rank, world;
     int64_t total, partition;
     loom_range *ranges;
-    float *params;
-    float *owned;                 /* P: this rank's accumulated gradients                    */
-    float *arena;                 /* max_grad_elements: gradients backward is producing       */
-    int64_t arena_elements;
+    size_t element_size;          /* bytes per element of dtype                               */
+    uint32_t dtype;               /* param_dtype: of params, gradients and every collective   */
+    const loom_kernels_api *kernels; /* the host's: 16-bit accumulation (zero_accumulate)     */
+    unsigned char *params;
+    unsigned char *owned;         /* P elements: this rank's accumulated gradients            */
+    unsigned char *arena;         /* max_grad_elements: gradients backward is producing       */
+    int64_t arena_elements;       /* offsets into the arena below are in elements too         */
     held_range held[ZERO2_MAX_HELD]; /* sorted by arena_offset                               */
     size_t n_held;
     uint64_t releases;            /* release counter, for the order of completions            */
     int32_t use_reduce;           /* reduce_scatter true: reduce to owner; false: all-reduce  */
     int32_t overlap;              /* overlap_comm: reductions run while backward goes on      */
-    float *gather_send, *gather_recv;
+    unsigned char *gather_send, *gather_recv;
     int64_t gather_elements;
 } zero2_sharding;
 
@@ -107,6 +113,14 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     self->rank = setup->rank;
     self->world = setup->world_size;
     self->total = setup->total_numel;
+    self->element_size = o.element_size;
+    self->dtype = setup->param_dtype;
+    self->kernels = api->service(host, LOOM_KERNELS_CPU_SERVICE, 0);
+    if (self->dtype != LOOM_DTYPE_F32 && !(LOOM_HAS(self->kernels, loom_kernels_api, accumulate_f32) &&
+                                           self->kernels->convert)) {
+        zero2_destroy((loom_sharding *)self);
+        return api->fail(host, LOOM_E_UNSUPPORTED, "16-bit gradients need the host's 16-bit kernels (ABI 1.1)");
+    }
     self->params = setup->params;
     self->use_reduce = reduce_scatter;
     self->overlap = overlap;
@@ -121,16 +135,17 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     self->partition = zero_partition(self->total, self->world, self->ranges);
     self->gather_elements = bucket < self->partition ? bucket : self->partition;
     if (self->gather_elements < 1) self->gather_elements = 1;
-    self->owned = api->alloc(host, (size_t)self->partition * sizeof(float) + 1, 0, setup->device, 0);
-    self->arena = api->alloc(host, (size_t)self->arena_elements * sizeof(float) + 1, 0, setup->device, 0);
-    self->gather_send = api->alloc(host, (size_t)self->gather_elements * sizeof(float), 0, setup->device, 0);
+    size_t element = self->element_size;
+    self->owned = api->alloc(host, (size_t)self->partition * element + 1, 0, setup->device, 0);
+    self->arena = api->alloc(host, (size_t)self->arena_elements * element + 1, 0, setup->device, 0);
+    self->gather_send = api->alloc(host, (size_t)self->gather_elements * element, 0, setup->device, 0);
     self->gather_recv =
-        api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * sizeof(float), 0, setup->device, 0);
+        api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * element, 0, setup->device, 0);
     if (!self->owned || !self->arena || !self->gather_send || !self->gather_recv) {
         zero2_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for the gradient partition and arena");
     }
-    memset(self->owned, 0, (size_t)self->partition * sizeof(float));
+    memset(self->owned, 0, (size_t)self->partition * element);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -145,9 +160,9 @@ static loom_status zero2_owned_ranges(const loom_sharding *self_, int32_t rank, 
 static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory *out)
 {
     const zero2_sharding *self = (const zero2_sharding *)self_;
-    out->gradient_bytes = (uint64_t)self->partition * sizeof(float);
+    out->gradient_bytes = (uint64_t)self->partition * self->element_size;
     out->bucket_bytes = ((uint64_t)self->arena_elements + (uint64_t)self->gather_elements * (uint64_t)(self->world + 1)) *
-                        sizeof(float);
+                        self->element_size;
     return LOOM_OK;
 }
 
@@ -170,9 +185,10 @@ static loom_status complete(zero2_sharding *self, size_t slot)
         if (st == LOOM_OK) st = w;
     }
     if (st == LOOM_OK && h->own_end > h->own_begin) {
-        const float *piece = self->arena + h->arena_offset + (h->own_begin - h->begin);
-        float *into = self->owned + (h->own_begin - self->ranges[self->rank].begin);
-        for (int64_t i = 0; i < h->own_end - h->own_begin; i++) into[i] += piece[i];
+        size_t element = self->element_size;
+        const unsigned char *piece = self->arena + (size_t)(h->arena_offset + (h->own_begin - h->begin)) * element;
+        unsigned char *into = self->owned + (size_t)(h->own_begin - self->ranges[self->rank].begin) * element;
+        zero_accumulate(self->kernels, into, piece, h->own_end - h->own_begin, self->dtype);
     }
     memmove(&self->held[slot], &self->held[slot + 1], (self->n_held - slot - 1) * sizeof *self->held);
     self->n_held--;
@@ -223,8 +239,8 @@ static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64
     self->held[slot].begin = begin;
     self->held[slot].end = end;
     self->n_held++;
-    memset(self->arena + at, 0, (size_t)need * sizeof(float));
-    *memory = self->arena + at;
+    memset(self->arena + (size_t)at * self->element_size, 0, (size_t)need * self->element_size);
+    *memory = self->arena + (size_t)at * self->element_size;
     return LOOM_OK;
 }
 
@@ -241,7 +257,7 @@ static loom_status zero2_grad_release(loom_sharding *self_, int64_t begin, int64
         return self->api->fail(self->host, LOOM_E_INVALID, "release of [%lld, %lld), which was not acquired",
                                (long long)begin, (long long)end);
     held_range *h = &self->held[slot];
-    float *grads = self->arena + h->arena_offset;
+    unsigned char *grads = self->arena + (size_t)h->arena_offset * self->element_size;
     h->released = 1;
     h->sequence = self->releases++;
     loom_status st = LOOM_OK;
@@ -250,11 +266,11 @@ static loom_status zero2_grad_release(loom_sharding *self_, int64_t begin, int64
         int64_t e = end < self->ranges[r].end ? end : self->ranges[r].end;
         if (b >= e) continue;
         if (r == self->rank) h->own_begin = b, h->own_end = e;
-        float *piece = grads + (b - begin);
+        unsigned char *piece = grads + (size_t)(b - begin) * self->element_size;
         loom_comm_request **request = self->overlap ? &h->requests[r] : NULL;
         st = self->use_reduce
-                 ? self->cv->reduce(self->comm, piece, (size_t)(e - b), LOOM_DTYPE_F32, LOOM_REDUCE_SUM, r, request)
-                 : self->cv->all_reduce(self->comm, piece, (size_t)(e - b), LOOM_DTYPE_F32, LOOM_REDUCE_SUM, request);
+                 ? self->cv->reduce(self->comm, piece, (size_t)(e - b), self->dtype, LOOM_REDUCE_SUM, r, request)
+                 : self->cv->all_reduce(self->comm, piece, (size_t)(e - b), self->dtype, LOOM_REDUCE_SUM, request);
     }
     if (st != LOOM_OK) return st;
     return self->overlap ? LOOM_OK : complete(self, slot);
@@ -281,7 +297,7 @@ static loom_status zero2_owned_grads(loom_sharding *self_, size_t range_index, v
 static loom_status zero2_zero_grads(loom_sharding *self_)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    memset(self->owned, 0, (size_t)self->partition * sizeof(float));
+    memset(self->owned, 0, (size_t)self->partition * self->element_size);
     return LOOM_OK;
 }
 
@@ -289,7 +305,8 @@ static loom_status zero2_publish_params(loom_sharding *self_)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
     return zero_publish(self->comm, self->cv, self->params, self->total, self->partition, self->rank, self->world,
-                        self->gather_elements, self->gather_send, self->gather_recv);
+                        self->gather_elements, self->element_size, self->dtype, self->gather_send,
+                        self->gather_recv);
 }
 
 static const loom_sharding_vtable zero2_vtable = {

@@ -6,10 +6,14 @@
 #ifndef LOOM_PLUGINS_ZERO_COMMON_H
 #define LOOM_PLUGINS_ZERO_COMMON_H
 
+#include <stdint.h>
 #include <string.h>
 
 #include <loom/optimizer.h>
+#include <loom/kernels.h>
 #include <loom/sharding.h>
+
+#include "sharding_common.h"
 
 /* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements), so
  * every canonical norm piece has one owner and the norm is the same bits as DDP's. */
@@ -18,8 +22,9 @@
 /* DeepSpeed's zero_optimization keys as both stages read them; each stage refuses the values
  * that would mean something it does not do. */
 typedef struct zero_options {
-    int64_t allgather_bucket_size;
+    int64_t allgather_bucket_size; /* elements, whatever the dtype (DeepSpeed's meaning) */
     int32_t allgather_partitions, reduce_scatter, overlap_comm, cpu_offload;
+    size_t element_size;           /* bytes per parameter / gradient element            */
 } zero_options;
 
 /* The checks every stage shares (dtype, communicator, whole-tensor optimizers, bucket sizes),
@@ -27,13 +32,14 @@ typedef struct zero_options {
 static inline loom_status zero_read_options(loom_host *host, const loom_host_api *api, const loom_config *config,
                                             const loom_sharding_setup *setup, const char *stage, zero_options *o)
 {
-    if (setup->param_dtype != LOOM_DTYPE_F32)
-        return api->fail(host, LOOM_E_UNSUPPORTED, "%s supports fp32 parameters in this version", stage);
+    size_t element = 0;
+    loom_status st = sharding_element_size(host, api, setup->param_dtype, &element);
+    if (st != LOOM_OK) return st;
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "%s needs a communicator", stage);
     if (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS)
         return api->fail(host, LOOM_E_UNSUPPORTED,
                          "this optimizer needs whole tensors; %s splits tensors across ranks (use sharded_ddp)", stage);
-    *o = (zero_options){500000000, 1, 1, 0, 0};
+    *o = (zero_options){500000000, 1, 1, 0, 0, element};
     api->cfg_i64(config, "allgather_bucket_size", &o->allgather_bucket_size);
     api->cfg_bool(config, "allgather_partitions", &o->allgather_partitions);
     api->cfg_bool(config, "reduce_scatter", &o->reduce_scatter);
@@ -58,24 +64,58 @@ static inline int64_t zero_partition(int64_t total, int32_t world, loom_range *r
     return P;
 }
 
-/* All-gather the partitions of params (total elements, partitions of P) in pieces of at most c
- * elements per rank through send (c) and recv (world c) scratch. */
-static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *cv, float *params, int64_t total,
-                                       int64_t P, int32_t rank, int32_t world, int64_t c, float *send, float *recv)
+/* All-gather the partitions of params (total elements of `element` bytes, partitions of P) in
+ * pieces of at most c elements per rank through send (c elements) and recv (world c) scratch.
+ * Pure data movement: the bits each owner wrote are the bits every rank gets. */
+static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *cv, void *params_, int64_t total,
+                                       int64_t P, int32_t rank, int32_t world, int64_t c, size_t element,
+                                       uint32_t dtype, void *send_, void *recv_)
 {
+    uint8_t *params = params_, *send = send_;
+    const uint8_t *recv = recv_;
     for (int64_t at = 0; at < P; at += c) {
         int64_t n = P - at < c ? P - at : c;
         int64_t mine = (int64_t)rank * P + at;
-        for (int64_t i = 0; i < n; i++) send[i] = mine + i < total ? params[mine + i] : 0.0f;
-        loom_status st = cv->all_gather(comm, send, recv, (size_t)n, LOOM_DTYPE_F32, NULL);
+        int64_t have = total - mine < n ? total - mine : n;
+        if (have < 0) have = 0;
+        /* The padding past the end of the buffer travels as zeros; receivers drop it. */
+        if (have > 0) memcpy(send, params + (size_t)mine * element, (size_t)have * element);
+        if (have < n) memset(send + (size_t)have * element, 0, (size_t)(n - have) * element);
+        loom_status st = cv->all_gather(comm, send, recv_, (size_t)n, dtype, NULL);
         if (st != LOOM_OK) return st;
         for (int32_t r = 0; r < world; r++) {
             int64_t theirs = (int64_t)r * P + at;
             int64_t keep = total - theirs < n ? total - theirs : n;
-            if (keep > 0) memcpy(params + theirs, recv + (int64_t)r * n, (size_t)keep * sizeof(float));
+            if (keep > 0)
+                memcpy(params + (size_t)theirs * element, recv + (size_t)r * (size_t)n * element,
+                       (size_t)keep * element);
         }
     }
     return LOOM_OK;
+}
+
+/* into[i] += piece[i] over n elements of dtype. 16-bit values add in fp32 and round once
+ * (the host's kernels, the same rounding as the communicator's), as a 16-bit gradient
+ * accumulated by the model would; adding a reduced piece to an owned gradient that is still
+ * zero gives the piece's bits back (except -0, which becomes +0 as in fp32), so with one
+ * micro-batch the result is the communicator's sum unchanged. */
+static inline void zero_accumulate(const loom_kernels_api *k, void *into_, const void *piece_, int64_t n,
+                                   uint32_t dtype)
+{
+    if (dtype == LOOM_DTYPE_F32) {
+        float *into = into_;
+        const float *piece = piece_;
+        for (int64_t i = 0; i < n; i++) into[i] += piece[i];
+        return;
+    }
+    float wide[2048];
+    char *into = into_;
+    const char *piece = piece_;
+    for (int64_t i = 0; i < n; i += 2048) {
+        const int64_t m = n - i < 2048 ? n - i : 2048;
+        k->convert(wide, LOOM_DTYPE_F32, piece + (size_t)i * 2, dtype, m);
+        k->accumulate_f32(into + (size_t)i * 2, dtype, wide, m);
+    }
 }
 
 #endif
