@@ -1,0 +1,226 @@
+/* master_weights.c - see master_weights.h. */
+#include "master_weights.h"
+
+#include <string.h>
+
+/* Above this many elements the unscale loop is spread over OpenMP threads; below it the
+ * fork/join costs more than one core's pass (the loop runs at memory speed). */
+#define MW_PARALLEL_MIN ((int64_t)1 << 16)
+
+static size_t dtype_size(uint32_t dtype)
+{
+    return dtype == LOOM_DTYPE_F32 ? 4 : 2;
+}
+
+static int64_t range_len(const master_weights *mw, size_t i)
+{
+    return mw->owned[i].end - mw->owned[i].begin;
+}
+
+static void *model_at(const master_weights *mw, size_t i)
+{
+    return (char *)mw->params + (size_t)mw->owned[i].begin * dtype_size(mw->param_dtype);
+}
+
+void mw_init(master_weights *mw, loom_host *host, const loom_host_api *api, const char *who, int layout,
+             uint32_t param_dtype)
+{
+    memset(mw, 0, sizeof *mw);
+    mw->host = host;
+    mw->api = api;
+    mw->who = who;
+    mw->layout = layout;
+    mw->param_dtype = param_dtype;
+    int32_t threads = api->num_threads ? api->num_threads(host) : 1;
+    mw->threads = threads > 0 ? (int)threads : 1;
+}
+
+void mw_release(master_weights *mw)
+{
+    for (size_t i = 0; i < mw->n_owned; i++) {
+        if (mw->master_params) mw->api->free_memory(mw->host, mw->master_params[i]);
+        if (mw->master_grads) mw->api->free_memory(mw->host, mw->master_grads[i]);
+    }
+    mw->api->free_memory(mw->host, mw->master_params);
+    mw->api->free_memory(mw->host, mw->master_grads);
+    mw->master_params = mw->master_grads = NULL;
+    mw->params = NULL;
+    mw->owned = NULL;
+    mw->n_owned = 0;
+    mw->bytes = 0;
+}
+
+static loom_status check_binding(master_weights *mw, const loom_precision_binding *b)
+{
+    const loom_host_api *api = mw->api;
+    if (!b || !LOOM_HAS_FIELD(b, loom_precision_binding, device))
+        return api->fail(mw->host, LOOM_E_ABI, "bind: binding missing or too small");
+    if (b->device != LOOM_DEVICE_CPU)
+        return api->fail(mw->host, LOOM_E_UNSUPPORTED, "%s keeps its master weights on the CPU only (device %u asked)",
+                         mw->who, b->device);
+    if (b->n_owned > 0 && (!b->owned || !b->params))
+        return api->fail(mw->host, LOOM_E_INVALID, "bind: %zu owned ranges but no %s", b->n_owned,
+                         b->owned ? "parameters" : "range array");
+    for (size_t i = 0; i < b->n_owned; i++)
+        if (b->owned[i].begin < 0 || b->owned[i].end < b->owned[i].begin)
+            return api->fail(mw->host, LOOM_E_INVALID, "bind: owned range %zu is [%lld, %lld)", i,
+                             (long long)b->owned[i].begin, (long long)b->owned[i].end);
+    return LOOM_OK;
+}
+
+static const char *dtype_name(uint32_t dtype)
+{
+    switch (dtype) {
+    case LOOM_DTYPE_F32:
+        return "f32";
+    case LOOM_DTYPE_F16:
+        return "f16";
+    case LOOM_DTYPE_BF16:
+        return "bf16";
+    default:
+        return "?";
+    }
+}
+
+static loom_status find_convert(master_weights *mw)
+{
+    const loom_kernels_api *k = mw->api->service ? mw->api->service(mw->host, LOOM_KERNELS_CPU_SERVICE, 0) : NULL;
+    if (!k || !LOOM_HAS(k, loom_kernels_api, convert))
+        return mw->api->fail(
+            mw->host, LOOM_E_UNSUPPORTED,
+            "%s needs the host's f32<->%s conversion kernel (loom_kernels_api.convert, ABI 1.1) for its "
+            "fp32 master weights, and this host's CPU kernel table %s",
+            mw->who, dtype_name(mw->param_dtype), k ? "has none" : "is missing");
+    mw->k = k;
+    return LOOM_OK;
+}
+
+loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
+{
+    loom_status st = check_binding(mw, b);
+    if (st) return st;
+    if (mw->layout == MW_IN_PLACE && mw->param_dtype != LOOM_DTYPE_F32)
+        return mw->api->fail(mw->host, LOOM_E_INTERNAL, "%s: no master copy of %s parameters", mw->who,
+                             dtype_name(mw->param_dtype));
+    if (mw->layout != MW_IN_PLACE && (st = find_convert(mw))) return st;
+    mw_release(mw);
+    mw->params = b->params;
+    mw->owned = b->owned;
+    mw->n_owned = b->n_owned;
+    if (mw->layout == MW_IN_PLACE || b->n_owned == 0) return LOOM_OK;
+
+    const loom_host_api *api = mw->api;
+    size_t n = b->n_owned;
+    mw->master_params = api->alloc(mw->host, n * sizeof(float *), 0, LOOM_DEVICE_CPU, 0);
+    mw->master_grads = api->alloc(mw->host, n * sizeof(float *), 0, LOOM_DEVICE_CPU, 0);
+    if (!mw->master_params || !mw->master_grads) goto nomem;
+    memset(mw->master_params, 0, n * sizeof(float *));
+    memset(mw->master_grads, 0, n * sizeof(float *));
+    for (size_t i = 0; i < n; i++) {
+        int64_t len = range_len(mw, i);
+        size_t bytes = (size_t)(len > 0 ? len : 1) * sizeof(float); /* alloc(0) is not promised to work */
+        mw->master_params[i] = api->alloc(mw->host, bytes, 0, LOOM_DEVICE_CPU, 0);
+        mw->master_grads[i] = api->alloc(mw->host, bytes, 0, LOOM_DEVICE_CPU, 0);
+        if (!mw->master_params[i] || !mw->master_grads[i]) goto nomem;
+        memset(mw->master_grads[i], 0, bytes);
+        if (len > 0) mw->k->convert(mw->master_params[i], LOOM_DTYPE_F32, model_at(mw, i), mw->param_dtype, len);
+        mw->bytes += 2 * (uint64_t)len * sizeof(float);
+    }
+    return LOOM_OK;
+nomem:;
+    uint64_t want = 0;
+    for (size_t i = 0; i < n; i++)
+        want += 2 * (uint64_t)range_len(mw, i) * sizeof(float);
+    mw_release(mw);
+    return api->fail(mw->host, LOOM_E_NOMEM, "out of memory for %llu bytes of fp32 master weights and gradients",
+                     (unsigned long long)want);
+}
+
+uint64_t mw_bytes(const master_weights *mw)
+{
+    return mw->bytes;
+}
+
+loom_status mw_master(master_weights *mw, size_t i, void *owned_grad, float **params, float **grads)
+{
+    if (i >= mw->n_owned)
+        return mw->api->fail(mw->host, LOOM_E_INVALID, "no owned range %zu (%zu bound)", i, mw->n_owned);
+    if (mw->layout == MW_IN_PLACE) {
+        *params = (float *)model_at(mw, i);
+        *grads = owned_grad;
+    } else {
+        *params = mw->master_params[i];
+        *grads = mw->master_grads[i];
+    }
+    return LOOM_OK;
+}
+
+/* g *= inv and report any inf/NaN in the result, in one pass. The test reads the exponent
+ * bits, so it vectorises and still holds under -ffinite-math-only. */
+static int scale_and_check(float *restrict g, int64_t n, float inv, int threads)
+{
+    uint32_t bad = 0;
+#pragma omp parallel for simd reduction(| : bad) if (parallel : n > MW_PARALLEL_MIN) num_threads(threads)
+    for (int64_t i = 0; i < n; i++) {
+        float v = g[i] * inv;
+        g[i] = v;
+        uint32_t u;
+        memcpy(&u, &v, sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+static int check_only(const float *restrict g, int64_t n, int threads)
+{
+    uint32_t bad = 0;
+#pragma omp parallel for simd reduction(| : bad) if (parallel : n > MW_PARALLEL_MIN) num_threads(threads)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &g[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, double scale, int32_t *overflow)
+{
+    if (!overflow) return mw->api->fail(mw->host, LOOM_E_INVALID, "unscale: overflow is NULL");
+    *overflow = 0;
+    if (n != mw->n_owned)
+        return mw->api->fail(mw->host, LOOM_E_INVALID, "unscale: %zu gradient ranges for %zu owned ranges", n,
+                             mw->n_owned);
+    /* torch's unscale_: multiply by the fp32 reciprocal (exact for the power-of-two scales
+     * the dynamic rules produce). */
+    float inv = (float)(1.0 / scale);
+    /* fp32 parameters at scale 1 (apex O0): nothing to divide, and the host's global norm
+     * already turns a non-finite gradient into an overflow, so skip the pass. */
+    if (mw->layout == MW_IN_PLACE && inv == 1.0f) return LOOM_OK;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t len = range_len(mw, i);
+        if (len == 0) continue;
+        if (!owned_grads || !owned_grads[i])
+            return mw->api->fail(mw->host, LOOM_E_INVALID, "unscale: no gradient for owned range %zu", i);
+        float *g = owned_grads[i];
+        if (mw->layout != MW_IN_PLACE) {
+            if (mw->layout == MW_ROUNDED)
+                mw->k->convert(mw->master_params[i], LOOM_DTYPE_F32, model_at(mw, i), mw->param_dtype, len);
+            g = mw->master_grads[i];
+            mw->k->convert(g, LOOM_DTYPE_F32, owned_grads[i], mw->param_dtype, len);
+        }
+        bad |= inv == 1.0f ? check_only(g, len, mw->threads) : scale_and_check(g, len, inv, mw->threads);
+    }
+    *overflow = bad;
+    return LOOM_OK;
+}
+
+loom_status mw_cast_to_model(master_weights *mw)
+{
+    if (mw->layout == MW_IN_PLACE) return LOOM_OK;
+    for (size_t i = 0; i < mw->n_owned; i++) {
+        int64_t len = range_len(mw, i);
+        if (len > 0) mw->k->convert(model_at(mw, i), mw->param_dtype, mw->master_params[i], LOOM_DTYPE_F32, len);
+    }
+    return LOOM_OK;
+}
