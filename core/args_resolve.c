@@ -208,7 +208,19 @@ static loom_status apply_aliases(loom_args *args, loom__arg_origin *origin)
 static loom_status check_enums(const loom_args *args, const loom__arg_origin *origin)
 {
     static const char *const best[] = {"best"};
+    static const char *const fp16_backends[] = {"auto", "amp", "apex"};
+    static const char *const opt_levels[] = {"O0", "O1", "O2", "O3"};
     loom_status st;
+    if ((st = check_enum(ROW(fp16_backend), args->fp16_backend, SOURCE(fp16_backend), fp16_backends,
+                         COUNT(fp16_backends), NULL, 0)) != LOOM_OK ||
+        (st = check_enum(ROW(fp16_opt_level), args->fp16_opt_level, SOURCE(fp16_opt_level), opt_levels,
+                         COUNT(opt_levels), NULL, 0)) != LOOM_OK)
+        return st;
+    if (args->fp16 && args->bf16) {
+        char where[512];
+        return loom_error(LOOM_E_INVALID, "--fp16 and --bf16 are both set%s: pick one precision",
+                          loom__where(SOURCE(bf16), where, sizeof where));
+    }
     if ((st = check_enum(ROW(evaluation_strategy), args->evaluation_strategy, SOURCE(evaluation_strategy), strategies,
                          COUNT(strategies), NULL, 0)) != LOOM_OK ||
         (st = check_enum(ROW(logging_strategy), args->logging_strategy, SOURCE(logging_strategy), strategies,

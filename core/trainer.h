@@ -121,6 +121,9 @@ struct loom_trainer {
 
     /* Parameters: one flat buffer (model dtype), the tensor table. */
     void *params;
+    uint32_t param_dtype;           /* LOOM_DTYPE_* the precision plugin chose for params/grads */
+    uint32_t has_master;            /* the precision plugin keeps f32 master weights          */
+    size_t param_size;              /* bytes per parameter element                           */
     int64_t total_numel;
     size_t n_tensors;
     loom_param_info *tensors;

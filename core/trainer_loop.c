@@ -154,12 +154,16 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     double squared = 0;
     if ((st = global_squared_norm(t, master_grads, overflow, &squared)) != LOOM_OK) return st;
     overflow = !isfinite(squared);
+    double attempted = pv->loss_scale(t->precision.instance);
     if ((st = pv->update_scale(t->precision.instance, overflow)) != LOOM_OK) return st;
     *taken = !overflow;
     if (overflow) {
+        /* Skipped: parameters, optimizer states and the schedule stay where they were (the
+         * scheduler counts steps taken, as DeepSpeed's skipped lr_scheduler.step). */
         t->state.skipped_steps++;
-        loom_log(LOOM_LOG_WARNING, "step %lld: non-finite gradients, step skipped (loss scale now %g)",
-                 (long long)t->state.global_step + 1, pv->loss_scale(t->precision.instance));
+        if (t->state.is_world_process_zero)
+            loom_log(LOOM_LOG_WARNING, "step %lld: overflow (inf/NaN gradients), step skipped. Attempted loss scale: %g, "
+                     "next: %g", (long long)t->state.global_step + 1, attempted, pv->loss_scale(t->precision.instance));
         return LOOM_OK;
     }
 
@@ -239,7 +243,8 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t, loss_tracker *losses
         loom_metrics_set(&logs, "grad_norm", t->last_grad_norm);
         /* HF logs get_last_lr() after scheduler.step(): the rate of the NEXT step. */
         loom_metrics_set(&logs, "learning_rate", current_lr(t));
-        if (t->state.skipped_steps > 0 || t->state.loss_scale != 1.0) {
+        if (t->state.skipped_steps > 0 || t->state.loss_scale != 1.0 ||
+            strcmp(t->precision.plugin->desc->name, "fp32") != 0) {
             loom_metrics_set(&logs, "loss_scale", t->state.loss_scale);
             loom_metrics_set(&logs, "skipped_steps", (double)t->state.skipped_steps);
         }
@@ -300,19 +305,28 @@ static loom_status print_memory_budget(loom_trainer *t)
     loom_sharding_memory sharding = {LOOM_HEADER_INIT(loom_sharding_memory)};
     loom_status st = sv->memory(t->sharding.instance, &sharding);
     if (st != LOOM_OK) return st;
-    uint64_t parameters = (uint64_t)t->total_numel * sizeof(float);
-    uint64_t master = pv->master_bytes(t->precision.instance);
+    uint64_t parameters = (uint64_t)t->total_numel * t->param_size;
+    /* The ZeRO paper's K counts the f32 master weights with the optimizer states (K = 12 for
+     * mixed-precision Adam); the f32 gradients the step reads are a workspace beside them. */
+    uint64_t owned_numel = 0;
+    for (size_t r = 0; r < t->n_owned; r++) owned_numel += (uint64_t)(t->owned[r].end - t->owned[r].begin);
+    uint64_t master_all = pv->master_bytes(t->precision.instance);
+    uint64_t master = t->has_master ? owned_numel * sizeof(float) : 0;
+    if (master > master_all) master = master_all;
+    uint64_t workspace = master_all - master;
     uint64_t activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
-    uint64_t total = parameters + sharding.gradient_bytes + master + t->optimizer_state_bytes + sharding.bucket_bytes +
-                     activations;
+    uint64_t model_states = parameters + sharding.gradient_bytes + master + t->optimizer_state_bytes;
+    uint64_t total = model_states + workspace + sharding.bucket_bytes + activations;
     t->budget_bytes = total;
     loom_log(LOOM_LOG_INFO,
-             "memory budget, rank %d of %d (%lld parameters): parameters %llu B, gradients %llu B, master weights %llu B, "
-             "optimizer states %llu B, communication buckets %llu B, activations %llu B, total %llu B (%.1f MiB)",
-             t->rank, t->world_size, (long long)t->total_numel, (unsigned long long)parameters,
-             (unsigned long long)sharding.gradient_bytes, (unsigned long long)master,
-             (unsigned long long)t->optimizer_state_bytes, (unsigned long long)sharding.bucket_bytes,
-             (unsigned long long)activations, (unsigned long long)total, (double)total / 1048576.0);
+             "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu B, "
+             "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
+             "activations %llu B, total %llu B (%.1f MiB)",
+             t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
+             (unsigned long long)parameters, (unsigned long long)sharding.gradient_bytes, (unsigned long long)master,
+             (unsigned long long)t->optimizer_state_bytes, (unsigned long long)model_states,
+             (unsigned long long)workspace, (unsigned long long)sharding.bucket_bytes, (unsigned long long)activations,
+             (unsigned long long)total, (double)total / 1048576.0);
     return LOOM_OK;
 }
 

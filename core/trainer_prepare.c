@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <loom/kernels.h>
+
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
@@ -19,14 +21,16 @@
 
 /* ---- prepare: memory, once ---------------------------------------------------------------- */
 
-static loom_status load_saved_params(loom_trainer *t, const char *dir)
+/* Read model.safetensors of `dir` into `params` (f32, flat): f32, f16 and bf16 files alike
+ * (a 16-bit run saves its 16-bit weights). */
+static loom_status load_saved_params(loom_trainer *t, const char *dir, float *params)
 {
     char path[4096];
     loom_status st = loom_path_join(path, sizeof path, dir, "model.safetensors");
     if (st != LOOM_OK) return st;
     loom_safetensors *file = NULL;
     if ((st = loom_safetensors_open(path, &file)) != LOOM_OK) return st;
-    float *params = t->params;
+    const loom_kernels_api *k = loom_host_api_table()->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
     for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
         loom_st_tensor tensor;
         const loom_param_info *info = &t->tensors[i];
@@ -39,13 +43,17 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir)
             st = loom_safetensors_find(file, dot + 1, &tensor);
         }
         if (st != LOOM_OK) break;
-        int same = tensor.dtype == LOOM_DTYPE_F32 && tensor.ndim == info->ndim;
+        int floating = tensor.dtype == LOOM_DTYPE_F32 || tensor.dtype == LOOM_DTYPE_F16 || tensor.dtype == LOOM_DTYPE_BF16;
+        int same = floating && tensor.ndim == info->ndim;
         for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
         if (!same) {
-            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' has another dtype or shape than the model's", path, info->name);
+            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' has another dtype or shape than the model's (f32, f16 or bf16)",
+                            path, info->name);
             break;
         }
-        memcpy(params + t->tensor_offsets[i], tensor.data, tensor.nbytes);
+        int64_t numel = t->tensor_offsets[i + 1] - t->tensor_offsets[i];
+        if (tensor.dtype == LOOM_DTYPE_F32) memcpy(params + t->tensor_offsets[i], tensor.data, tensor.nbytes);
+        else k->convert(params + t->tensor_offsets[i], LOOM_DTYPE_F32, tensor.data, tensor.dtype, numel);
     }
     loom_safetensors_close(file);
     return st;
@@ -165,16 +173,28 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
     loom_status st = pv->describe(t->precision.instance, &pinfo);
     if (st != LOOM_OK) return st;
-    if (pinfo.param_dtype != LOOM_DTYPE_F32)
-        return loom_error(LOOM_E_UNSUPPORTED, "precision '%s' wants 16-bit parameters: not supported yet (issue 6)",
-                          t->precision.plugin->desc->name);
+    const loom_kernels_api *kernels = api->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
+    if (pinfo.param_dtype != LOOM_DTYPE_F32 && pinfo.param_dtype != LOOM_DTYPE_F16 && pinfo.param_dtype != LOOM_DTYPE_BF16)
+        return loom_error(LOOM_E_UNSUPPORTED, "precision '%s' asks for parameter dtype %u: f32, f16 or bf16 only",
+                          t->precision.plugin->desc->name, pinfo.param_dtype);
+    t->param_dtype = pinfo.param_dtype;
+    t->has_master = pinfo.has_master != 0;
+    t->param_size = pinfo.param_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
 
-    t->params = api->alloc(t->core_host, (size_t)t->total_numel * sizeof(float) + 1, 0, LOOM_DEVICE_CPU, 0);
-    if (!t->params) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
+    /* The model initialises (or a file holds) f32; a 16-bit run keeps the rounded values only. */
+    float *initial = NULL;
+    t->params = api->alloc(t->core_host, (size_t)t->total_numel * t->param_size + 1, 0, LOOM_DEVICE_CPU, 0);
+    if (t->params && t->param_dtype != LOOM_DTYPE_F32) initial = malloc((size_t)t->total_numel * sizeof(float) + 1);
+    else initial = t->params;
+    if (!t->params || !initial) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
     if (t->args.model_name_or_path && *t->args.model_name_or_path)
-        st = load_saved_params(t, t->args.model_name_or_path);
+        st = load_saved_params(t, t->args.model_name_or_path, initial);
     else
-        st = mv->init_params(model, t->params);
+        st = mv->init_params(model, initial);
+    if (initial != t->params) {
+        if (st == LOOM_OK) kernels->convert(t->params, t->param_dtype, initial, LOOM_DTYPE_F32, t->total_numel);
+        free(initial);
+    }
     if (st != LOOM_OK) return st;
 
     /* Sharding: its plugin and config were chosen by create(). */
@@ -210,7 +230,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     binding.compute_dtype = pinfo.compute_dtype;
     binding.device = LOOM_DEVICE_CPU;
     binding.max_batch_size = t->max_batch_size;
-    binding.kernels = api->service(t->core_host, "loom.kernels.cpu/1", 0);
+    binding.kernels = kernels;
     const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
     for (size_t i = 0; i < 3; i++)
         if (sequences[i] && sequences[i]->labels_per_example > 1 && sequences[i]->input_shape[0] > binding.max_sequence_length)

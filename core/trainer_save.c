@@ -111,14 +111,16 @@ loom_status loom_trainer_save_model(loom_trainer *t, const char *dir)
     if (st != LOOM_OK) return st;
     loom_st_tensor *tensors = calloc(t->n_tensors ? t->n_tensors : 1, sizeof *tensors);
     if (!tensors) return loom_error(LOOM_E_NOMEM, "out of memory");
-    const float *params = t->params;
+    /* In the parameters' own dtype, as DeepSpeed saves a half-precision module (the f32 master
+     * weights of a mixed-precision run go with the optimizer states). */
+    const char *params = t->params;
     for (size_t i = 0; i < t->n_tensors; i++) {
         tensors[i].name = t->tensors[i].name;
-        tensors[i].dtype = LOOM_DTYPE_F32;
+        tensors[i].dtype = t->param_dtype;
         tensors[i].ndim = t->tensors[i].ndim;
         memcpy(tensors[i].shape, t->tensors[i].shape, sizeof tensors[i].shape);
-        tensors[i].data = params + t->tensor_offsets[i];
-        tensors[i].nbytes = (uint64_t)(t->tensor_offsets[i + 1] - t->tensor_offsets[i]) * sizeof(float);
+        tensors[i].data = params + (size_t)t->tensor_offsets[i] * t->param_size;
+        tensors[i].nbytes = (uint64_t)(t->tensor_offsets[i + 1] - t->tensor_offsets[i]) * t->param_size;
     }
     char path[4096];
     const char *metadata[] = {"format", "pt"};
@@ -184,12 +186,29 @@ static loom_status write_training_args(loom_trainer *t, const char *dir)
     return st;
 }
 
+/* The f32 master weights of owned range r (NULL when the precision plugin keeps none). */
+static loom_status master_weights(loom_trainer *t, size_t r, const float **out)
+{
+    *out = NULL;
+    if (!t->has_master) return LOOM_OK;
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    void *owned_grad = NULL;
+    float *master = NULL, *master_grad = NULL;
+    loom_status st = sv->owned_grads(t->sharding.instance, r, &owned_grad);
+    if (st == LOOM_OK) st = pv->master(t->precision.instance, r, owned_grad, &master, &master_grad);
+    *out = master;
+    return st;
+}
+
 /* Optimizer state slots of every owned span, named "<tensor>.<state>", with the span's offset
- * in the tensor in the name when it is only part of it (a sharded run). */
+ * in the tensor in the name when it is only part of it (a sharded run); with a mixed-precision
+ * plugin also its f32 master weights as "<tensor>.fp32_master" (DeepSpeed keeps them in its
+ * optimizer checkpoint too). */
 static loom_status write_optimizer_state(loom_trainer *t, const char *dir, const char *file_name)
 {
     const loom_optimizer_vtable *ov = t->optimizer.vtable;
-    uint32_t slots = ov->state_slots;
+    uint32_t slots = ov->state_slots + (t->has_master ? 1 : 0);
     size_t n = t->n_spans * slots;
     loom_st_tensor *tensors = calloc(n ? n : 1, sizeof *tensors);
     char (*names)[256] = calloc(n ? n : 1, sizeof *names);
@@ -201,8 +220,19 @@ static loom_status write_optimizer_state(loom_trainer *t, const char *dir, const
     size_t k = 0;
     for (size_t s = 0; s < t->n_spans; s++) {
         const loom_span *span = &t->spans[s];
+        const float *master = NULL;
+        if (t->has_master) {
+            loom_status st = master_weights(t, t->span_range[s], &master);
+            if (st != LOOM_OK) {
+                free(tensors);
+                free(names);
+                return st;
+            }
+            if (master) master += t->span_flat_begin[s] - t->owned[t->span_range[s]].begin;
+        }
         for (uint32_t slot = 0; slot < slots; slot++, k++) {
-            const char *state_name = ov->state_names ? ov->state_names[slot] : "state";
+            int is_master = slot == ov->state_slots;
+            const char *state_name = is_master ? "fp32_master" : ov->state_names ? ov->state_names[slot] : "state";
             if (span->numel == span->tensor_numel)
                 snprintf(names[k], sizeof names[k], "%s.%s", span->name, state_name);
             else
@@ -211,7 +241,7 @@ static loom_status write_optimizer_state(loom_trainer *t, const char *dir, const
             tensors[k].dtype = LOOM_DTYPE_F32;
             tensors[k].ndim = 1;
             tensors[k].shape[0] = span->numel;
-            tensors[k].data = span->state[slot];
+            tensors[k].data = is_master ? master : span->state[slot];
             tensors[k].nbytes = (uint64_t)span->numel * sizeof(float);
         }
     }

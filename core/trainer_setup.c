@@ -239,15 +239,81 @@ static loom_status load_deepspeed(loom_trainer *t)
     loom_status st = loom_ds_config_load(a->deepspeed, a, t->world_size, t->ds);
     if (st != LOOM_OK) return st;
     const loom_ds_config *ds = t->ds;
-    if ((ds->fp16.present && ds->fp16.enabled) || (ds->amp.present && ds->amp.enabled) ||
-        (ds->bf16.present && ds->bf16.enabled))
-        return loom_error(LOOM_E_INVALID, "%s: fp16/amp/bf16 enabled: mixed precision is not supported yet (precision "
-                          "plugins: issue 6); set \"enabled\": false or \"auto\" without --fp16", a->deepspeed);
     const char *optimizer = ds->optimizer_choice.plugin;
     if (optimizer && strcmp(optimizer, "onebit_adam") == 0)
         return loom_error(LOOM_E_INVALID, "%s: optimizer %s is not supported yet (issue 5)", a->deepspeed, optimizer);
     a->max_grad_norm = ds->gradient_clipping;
     return LOOM_OK;
+}
+
+/* Which precision plugin runs, and the configuration mapped onto it:
+ *   a ds_config's fp16 section -> amp with DeepSpeed's dynamic scaler and the section's values
+ *     (hysteresis honoured whether or not the dynamic keys are written: no v0.3.10 trap);
+ *   its amp section -> apex at amp.opt_level; its bf16 section -> bf16;
+ *   else --bf16 -> bf16; --fp16 -> amp with torch's GradScaler (HF's native AMP), or apex at
+ *     --fp16_opt_level with --fp16_backend apex;
+ *   a run that does not train with --fp16_full_eval / --bf16_full_eval -> amp / bf16, so
+ *     evaluate and predict run on 16-bit weights;
+ *   otherwise fp32. --plugin <precision>.so replaces the choice (its keys from --key flags). */
+typedef struct precision_choice {
+    const char *plugin;
+    loom_config_default entries[16];
+    size_t n;
+    char text[16][64];
+} precision_choice;
+
+static void choice_add(precision_choice *c, const char *key, const char *value)
+{
+    if (c->n < 16) c->entries[c->n++] = (loom_config_default){key, value};
+}
+
+static void choice_add_number(precision_choice *c, const char *key, double value)
+{
+    if (c->n >= 16) return;
+    format_shortest(c->text[c->n], sizeof c->text[c->n], value);
+    choice_add(c, key, c->text[c->n]);
+}
+
+static void choose_precision(const loom_trainer *t, precision_choice *c)
+{
+    const loom_args *a = &t->args;
+    const loom_ds_config *ds = t->ds;
+    c->plugin = "fp32";
+    c->n = 0;
+    if (ds && ds->fp16.enabled) {
+        c->plugin = "amp";
+        choice_add(c, "scaler", "deepspeed");
+        choice_add_number(c, "loss_scale", ds->fp16.loss_scale);
+        choice_add_number(c, "initial_scale_power", ds->fp16.initial_scale_power);
+        choice_add_number(c, "loss_scale_window", (double)ds->fp16.loss_scale_window);
+        choice_add_number(c, "hysteresis", ds->fp16.hysteresis);
+        choice_add_number(c, "min_loss_scale", ds->fp16.min_loss_scale);
+        choice_add(c, "consecutive_hysteresis", ds->fp16.consecutive_hysteresis ? "true" : "false");
+        return;
+    }
+    if (ds && ds->amp.enabled) {
+        c->plugin = "apex";
+        choice_add(c, "opt_level", ds->amp.opt_level);
+        for (size_t i = 0; i < ds->amp.n_passthrough; i++)
+            if (!strcmp(ds->amp.passthrough_keys[i], "loss_scale") || !strcmp(ds->amp.passthrough_keys[i], "min_loss_scale") ||
+                !strcmp(ds->amp.passthrough_keys[i], "max_loss_scale"))
+                choice_add(c, ds->amp.passthrough_keys[i], ds->amp.passthrough_values[i]);
+        return;
+    }
+    if (ds && ds->bf16.enabled) {
+        c->plugin = "bf16";
+        return;
+    }
+    if (ds) return; /* the file decided (its sections default to the arguments) */
+    if (a->bf16 || (!a->do_train && a->bf16_full_eval)) {
+        c->plugin = "bf16";
+    } else if (a->fp16 && a->fp16_backend && strcmp(a->fp16_backend, "apex") == 0) {
+        c->plugin = "apex";
+        choice_add(c, "opt_level", a->fp16_opt_level);
+    } else if (a->fp16 || (!a->do_train && a->fp16_full_eval)) {
+        c->plugin = "amp";
+        choice_add(c, "scaler", "torch");
+    }
 }
 
 loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
@@ -319,7 +385,9 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if (t->ds && t->ds->scheduler_choice.plugin) scheduler_name = t->ds->scheduler_choice.plugin;
     if ((st = load_plugin(optimizer_name, LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
     if ((st = load_plugin(scheduler_name, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
-    if ((st = load_plugin("fp32", LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
+    precision_choice precision_mapped;
+    choose_precision(t, &precision_mapped);
+    if ((st = load_plugin(precision_mapped.plugin, LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
     /* One process: no communication. Several: DDP over Gloo (--ddp_backend picks another). */
     const char *backend = a->ddp_backend && *a->ddp_backend ? a->ddp_backend : "gloo";
     if (strcmp(backend, "nccl") == 0) {
@@ -425,7 +493,9 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     int configs_ok = (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
                      (t->optimizer.config = loom_config_build(optimizer->desc, opt_entries, n_opt, a, used)) &&
                      (t->scheduler.config = loom_config_build(scheduler->desc, sched_entries, n_sched, a, used)) &&
-                     (t->precision.config = loom_config_build(precision->desc, NULL, 0, a, used)) &&
+                     (t->precision.config = loom_config_build(
+                          precision->desc, strcmp(precision->desc->name, precision_mapped.plugin) ? NULL : precision_mapped.entries,
+                          strcmp(precision->desc->name, precision_mapped.plugin) ? 0 : precision_mapped.n, a, used)) &&
                      (t->sharding.config = loom_config_build(sharding->desc, shard_entries, n_shard, a, used)) &&
                      (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {

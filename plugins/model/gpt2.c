@@ -37,6 +37,7 @@ static void gpt2_destroy(loom_model *self)
     if (!self) return;
     const loom_host_api *api = self->api;
     gpt2_decode_free(self);
+    gpt2_mixed_free(self);
     api->free_memory(self->host, self->activations);
     api->free_memory(self->host, self->layers);
     gpt2_free_tensors(self);
@@ -104,10 +105,13 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     const loom_host_api *api = self->api;
     if (!binding || !LOOM_HAS_FIELD(binding, loom_model_binding, kernels))
         return api->fail(self->host, LOOM_E_ABI, "bind: binding missing or too small");
-    if (binding->param_dtype != LOOM_DTYPE_F32 || binding->compute_dtype != LOOM_DTYPE_F32)
+    const uint32_t pd = binding->param_dtype, cd = binding->compute_dtype;
+    const int float_dtype_p = pd == LOOM_DTYPE_F32 || pd == LOOM_DTYPE_F16 || pd == LOOM_DTYPE_BF16;
+    const int float_dtype_c = cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_F16 || cd == LOOM_DTYPE_BF16;
+    if (!float_dtype_p || !float_dtype_c)
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
-                         "parameters in %s, compute in %s: gpt2 runs in f32 only for now",
-                         dtype_name(binding->param_dtype), dtype_name(binding->compute_dtype));
+                         "parameters in %s, compute in %s: gpt2 takes f32, f16 or bf16 for each",
+                         dtype_name(pd), dtype_name(cd));
     if (binding->device != LOOM_DEVICE_CPU)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: gpt2 runs on the CPU only for now",
                          binding->device);
@@ -131,6 +135,11 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     if (k->device != binding->device)
         return api->fail(self->host, LOOM_E_INVALID, "kernels for device %u, parameters on device %u",
                          k->device, binding->device);
+    const int mixed = pd != LOOM_DTYPE_F32 || cd != LOOM_DTYPE_F32;
+    if (mixed && !(LOOM_HAS(k, loom_kernels_api, gemm_mixed) && k->convert && k->accumulate_f32))
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "parameters in %s, compute in %s need the kernel table's 16-bit functions (ABI 1.1), "
+                         "which this host's %s lacks", dtype_name(pd), dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
 
     const int64_t B = binding->max_batch_size;
     /* Everything below is a product of at most three sizes; check the largest in double. */
@@ -197,8 +206,18 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     if (p != (float *)self->activations + total)
         return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
 
-    self->k = k;
     self->params = binding->params;
+    self->param_dtype = pd;
+    self->compute_dtype = cd;
+    self->mixed = mixed;
+    self->param_size = pd == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+    self->k = k;
+    loom_status st = gpt2_mixed_bind(self, max_i64(N, GPT2_DECODE_CHUNK));
+    if (st != LOOM_OK) {
+        self->k = NULL;
+        return st;
+    }
+    self->activation_bytes += self->mixed_state.bytes;
     self->max_batch = B;
     self->max_T = T;
     return LOOM_OK;
@@ -299,30 +318,29 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
     const int32_t *tokens = batch->inputs.data, *labels = batch->labels.data;
     const float eps = self->eps;
 
-    k->encoder_forward(self->encoded, tokens, gpt2_wte(self), gpt2_wpe(self), B, T, C);
+    gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
+    gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
     const float *residual = self->encoded;
     for (int64_t l = 0; l < self->L; l++) {
         gpt2_layer_acts *a = &self->layers[l];
         k->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
                              gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
-        k->conv1d_forward(a->qkv, a->ln1, gpt2_lp(self, l, GPT2_QKV_W), gpt2_lp(self, l, GPT2_QKV_B), N, C, 3 * C);
+        gpt2_mm_forward(self, a->qkv, a->ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
         k->attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
-        k->conv1d_forward(a->residual2, a->atty, gpt2_lp(self, l, GPT2_ATTPROJ_W), gpt2_lp(self, l, GPT2_ATTPROJ_B),
-                          N, C, C);
+        gpt2_mm_forward(self, a->residual2, a->atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
         k->add(a->residual2, a->residual2, residual, N * C);
         k->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
                              gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
-        k->conv1d_forward(a->fch, a->ln2, gpt2_lp(self, l, GPT2_FC_W), gpt2_lp(self, l, GPT2_FC_B), N, C, F);
+        gpt2_mm_forward(self, a->fch, a->ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
         k->gelu_forward(a->fch_gelu, a->fch, N * F);
-        k->conv1d_forward(a->residual3, a->fch_gelu, gpt2_lp(self, l, GPT2_FCPROJ_W),
-                          gpt2_lp(self, l, GPT2_FCPROJ_B), N, F, C);
+        gpt2_mm_forward(self, a->residual3, a->fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
         k->add(a->residual3, a->residual3, a->residual2, N * C);
         residual = a->residual3;
     }
-    const float *lnf_w = self->params + gpt2_lnf_offset(self);
+    const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
     k->layernorm_forward(self->lnf, self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, eps);
     /* The tied LM head: logits[N, V] = lnf @ wte^T, wte being [V, C] = linear's [OC, IC]. */
-    k->linear_forward(self->logits, self->lnf, gpt2_wte(self), NULL, N, C, V);
+    gpt2_head_forward(self, self->logits, self->lnf, N);
 
     if (outputs) { /* before the softmax overwrites the logits */
         float *out = outputs->data;
@@ -355,7 +373,7 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
 
 /* ---- backward ------------------------------------------------------------------------ */
 
-static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t begin, int64_t end, float **g)
+static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t begin, int64_t end, void **g)
 {
     void *memory = NULL;
     const loom_status st = sink->acquire(sink->context, begin, end, &memory);
@@ -367,69 +385,73 @@ static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t
     return LOOM_OK;
 }
 
-/* Everything after d(loss)/d(logits) = dlogits [N, V] (row-major, contiguous). */
-static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const float *dlogits,
+/* Everything after d(loss)/d(logits) = dlogits [N, V] (row-major, contiguous; f32, or
+ * compute_dtype in a mixed-precision run). */
+static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const void *dlogits,
                                         const loom_grad_sink *sink)
 {
     const loom_kernels_api *k = self->k;
     const int64_t B = self->fwd_B, T = self->fwd_T, N = B * T;
     const int64_t C = self->C, F = self->F, V = self->V, NH = self->NH;
     const int32_t *tokens = batch->inputs.data;
-    const float *wte = gpt2_wte(self);
     float *dres = self->dres, *dln = self->dln, *dA = self->dA, *dB = self->dB;
     loom_status st;
 
     /* wte gets gradients from the LM head now and from the encoder at the very end: its range
      * (with wpe's, adjacent) is held for the whole backward and released last. */
     const int64_t emb_end = (V + self->P) * C;
-    float *demb = NULL;
+    void *demb = NULL;
     if ((st = acquire(self, sink, 0, emb_end, &demb))) return st;
-    float *dwte = demb, *dwpe = demb + V * C;
-    k->linear_backward(NULL, dwte, NULL, dlogits, self->lnf, wte, N, C, V);  /* dwte += dlogits^T lnf */
-    k->sgemm(0, 0, N, C, V, 1.0f, dlogits, V, wte, C, 0.0f, dln, C);          /* dlnf = dlogits wte   */
+    void *dwte = demb, *dwpe = (char *)demb + (size_t)(V * C) * self->param_size;
+    gpt2_head_backward(self, dln, dwte, dlogits, self->lnf, N);
 
     const int64_t lnf_begin = gpt2_lnf_offset(self);
-    float *dlnf_w = NULL;
-    if ((st = acquire(self, sink, lnf_begin, lnf_begin + 2 * C, &dlnf_w))) return st;
+    void *lnf_memory = NULL;
+    if ((st = acquire(self, sink, lnf_begin, lnf_begin + 2 * C, &lnf_memory))) return st;
     memset(dres, 0, (size_t)(N * C) * sizeof *dres);
-    const float *lnf_w = self->params + lnf_begin;
+    const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
+    float *dlnf_w = gpt2_grad_begin(self, lnf_memory, 2 * C);
     k->layernorm_backward(dres, dlnf_w, dlnf_w + C, dln, self->layers[self->L - 1].residual3, lnf_w,
                           self->lnf_mean, self->lnf_rstd, N, C);
+    gpt2_grad_end(self, lnf_memory, 2 * C);
     if ((st = sink->release(sink->context, lnf_begin, lnf_begin + 2 * C))) return st;
 
     for (int64_t l = self->L - 1; l >= 0; l--) {
         const gpt2_layer_acts *a = &self->layers[l];
         const float *residual = l > 0 ? self->layers[l - 1].residual3 : self->encoded;
         const int64_t begin = gpt2_layer_offset(self, l), end = begin + self->layer_size;
-        float *g = NULL;
-        if ((st = acquire(self, sink, begin, end, &g))) return st;
+        void *memory = NULL;
+        if ((st = acquire(self, sink, begin, end, &memory))) return st;
+        float *g = gpt2_grad_begin(self, memory, end - begin);
 #define DP(which) (g + (self->tensors[2 + l * GPT2_LAYER_TENSORS + (which)].offset - begin))
 #define P(which) gpt2_lp(self, l, which)
+#define W(which) gpt2_layer_tensor(l, which)
         /* MLP. dres is d(residual3) here, which is also d(c_proj output). */
-        k->sgemm(0, 1, N, F, C, 1.0f, dres, C, P(GPT2_FCPROJ_W), C, 0.0f, dA, F); /* d fch_gelu */
-        k->conv1d_backward(NULL, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B), dres, a->fch_gelu, P(GPT2_FCPROJ_W), N, F, C);
+        gpt2_mm_backward(self, dA, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B), dres, a->fch_gelu, W(GPT2_FCPROJ_W), N, F,
+                         C); /* dA = d fch_gelu */
         memset(dB, 0, (size_t)(N * F) * sizeof *dB);
         k->gelu_backward(dB, a->fch, dA, N * F);                                     /* d fch     */
-        k->sgemm(0, 1, N, C, F, 1.0f, dB, F, P(GPT2_FC_W), F, 0.0f, dln, C);       /* d ln2     */
-        k->conv1d_backward(NULL, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, P(GPT2_FC_W), N, C, F);
+        gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */
         k->layernorm_backward(dres, DP(GPT2_LN2_W), DP(GPT2_LN2_B), dln, a->residual2, P(GPT2_LN2_W), a->ln2_mean,
                               a->ln2_rstd, N, C);
         /* Attention. dres is now d(residual2), also d(attn.c_proj output). */
-        k->sgemm(0, 1, N, C, C, 1.0f, dres, C, P(GPT2_ATTPROJ_W), C, 0.0f, dB, C); /* d atty    */
-        k->conv1d_backward(NULL, DP(GPT2_ATTPROJ_W), DP(GPT2_ATTPROJ_B), dres, a->atty, P(GPT2_ATTPROJ_W), N, C, C);
+        gpt2_mm_backward(self, dB, DP(GPT2_ATTPROJ_W), DP(GPT2_ATTPROJ_B), dres, a->atty, W(GPT2_ATTPROJ_W), N, C,
+                         C); /* dB = d atty */
         memset(dA, 0, (size_t)(N * 3 * C) * sizeof *dA);
         k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);                  /* d qkv     */
-        k->sgemm(0, 1, N, C, 3 * C, 1.0f, dA, 3 * C, P(GPT2_QKV_W), 3 * C, 0.0f, dln, C); /* d ln1 */
-        k->conv1d_backward(NULL, DP(GPT2_QKV_W), DP(GPT2_QKV_B), dA, a->ln1, P(GPT2_QKV_W), N, C, 3 * C);
+        gpt2_mm_backward(self, dln, DP(GPT2_QKV_W), DP(GPT2_QKV_B), dA, a->ln1, W(GPT2_QKV_W), N, C,
+                         3 * C); /* d ln1 */
         k->layernorm_backward(dres, DP(GPT2_LN1_W), DP(GPT2_LN1_B), dln, residual, P(GPT2_LN1_W), a->ln1_mean,
                               a->ln1_rstd, N, C);
 #undef DP
 #undef P
+#undef W
+        gpt2_grad_end(self, memory, end - begin);
         /* This block's gradients are final: hand them over before the next block's, so the
          * sink's communication overlaps the rest of backward. */
         if ((st = sink->release(sink->context, begin, end))) return st;
     }
-    k->encoder_backward(dwte, dwpe, dres, tokens, B, T, C);
+    gpt2_embed_backward(self, dwte, dwpe, dres, tokens, B, T);
     return sink->release(sink->context, 0, emb_end);
 }
 
@@ -455,14 +477,21 @@ static loom_status gpt2_backward(loom_model *self, const loom_batch *batch, floa
     /* dlogits = seed * (probs - onehot(labels)), R rows at a time, each chunk written R rows
      * before the probs it reads (rows already consumed): dlogits end in logits_ext rows
      * [0, N), with no [N, V] buffer of their own and no aliasing inside a kernel call. */
+    /* Mixed precision: each f32 chunk is made in logits_ext's first R rows, then cast to
+     * compute_dtype into the logits buffer from its start: the 16-bit rows [r0, r0 + rows) land
+     * on bytes of f32 rows below (r0 + rows) / 2, whose probabilities are already consumed. */
+    const size_t cs = self->compute_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
     for (int64_t r0 = 0; r0 < N; r0 += R) {
         const int64_t rows = min_i64(R, N - r0);
-        float *d = self->logits_ext + r0 * V;
+        float *d = self->logits_ext + (self->mixed ? 0 : r0 * V);
         memset(d, 0, (size_t)(rows * V) * sizeof *d);
         self->k->softmax_cross_entropy_backward(d, self->logits + r0 * V, labels + r0, seed, rows, V);
+        if (self->mixed)
+            self->k->convert((char *)self->logits + (size_t)(r0 * V) * cs, self->compute_dtype, d, LOOM_DTYPE_F32,
+                             rows * V);
     }
     self->fwd_has_probs = 0; /* the probabilities are gone */
-    st = backward_from_logits(self, batch, self->logits_ext, sink);
+    st = backward_from_logits(self, batch, self->mixed ? (const void *)self->logits : self->logits_ext, sink);
     self->fwd_B = 0;
     return st;
 }
@@ -480,6 +509,16 @@ static loom_status gpt2_backward_outputs(loom_model *self, const loom_batch *bat
     if ((st = check_sink(self, sink))) return st;
     const int64_t V = self->V;
     const float *dlogits = doutputs->data;
+    if (self->mixed) { /* cast into the logits buffer, row by row of the batch */
+        const size_t cs = self->compute_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+        for (int64_t b = 0; b < B; b++)
+            self->k->convert((char *)self->logits + (size_t)(b * T * V) * cs, self->compute_dtype,
+                             dlogits + b * stride * V, LOOM_DTYPE_F32, T * V);
+        self->fwd_has_probs = 0;
+        st = backward_from_logits(self, batch, self->logits, sink);
+        self->fwd_B = 0;
+        return st;
+    }
     if (stride != T) { /* padded positions: gather the rows the forward had */
         for (int64_t b = 0; b < B; b++)
             memcpy(self->logits_ext + b * T * V, dlogits + b * stride * V, (size_t)(T * V) * sizeof(float));

@@ -4,6 +4,7 @@
  *   gpt2.c         bind, forward, backward, backward_outputs, the descriptor
  *   gpt2_params.c  configuration, the parameter list (HF names), init_params
  *   gpt2_decode.c  decode_begin / decode_step: generation with a key/value cache
+ *   gpt2_mixed.c   products, embeddings and gradient accumulation in the bound dtypes
  *
  * Sizes follow llm.c: V vocab, P positions, C channels, L layers, NH heads, F = n_inner
  * (4C by default), B batch rows, T sequence length, N = B * T rows of activations.
@@ -22,6 +23,8 @@
 #define GPT2_LAYER_TENSORS 12
 /* Every activation buffer starts on a 64-byte boundary (a cache line, an AVX-512 vector). */
 #define GPT2_ALIGN_FLOATS 16
+/* Tokens a decoding pass runs at once (gpt2_decode.c). */
+#define GPT2_DECODE_CHUNK 64
 
 /* One parameter tensor: its HF name, shape and place in the flat buffer. */
 typedef struct gpt2_tensor {
@@ -51,6 +54,28 @@ typedef struct gpt2_layer_acts {
     float *fch, *fch_gelu;            /* [N, F] mlp.c_fc output, and its GELU                 */
     float *residual3;                 /* [N, C] residual2 + mlp.c_proj(fch_gelu): block out   */
 } gpt2_layer_acts;
+
+/* What the 16-bit precisions need besides the activations (gpt2_mixed.c); one allocation.
+ * Activations, layernorm, softmax, attention and the loss stay f32; matrix products take their
+ * inputs in compute_dtype and accumulate in f32; gradients are computed in f32 and added into
+ * the param_dtype gradient memory once per block (one rounding per micro-batch). */
+typedef struct gpt2_mixed_state {
+    void *memory;
+    size_t bytes;
+    float *small;                /* f32 copies of every tensor that is not a matrix (wpe,
+                                    biases, layernorms), refreshed before each use           */
+    int64_t *small_at;           /* [n_tensors] offset in `small`, -1 for matrices            */
+    int64_t rows;                /* rows cast_a / cast_b hold                                 */
+    int64_t width;               /* columns they hold: max(F, 3C)                              */
+    void *cast_a;                /* [rows, width] compute_dtype: a product's left input       */
+    void *cast_b;                /* [rows, width] compute_dtype: a product's output gradient  */
+    void *cast_w;                /* [width, C] or [C, width] compute_dtype weights (only when
+                                    param_dtype differs: apex O1)                             */
+    float *grad;                 /* [grad_floats] f32 gradients of one block / head chunk     */
+    int64_t grad_floats;
+    int64_t head_chunk;          /* vocabulary rows per LM-head product (width)               */
+    float *ones;                 /* [rows] of 1: bias gradients as a product                  */
+} gpt2_mixed_state;
 
 /* The key/value cache and scratch of generation (gpt2_decode.c); one allocation. */
 typedef struct gpt2_decode_state {
@@ -87,7 +112,11 @@ struct loom_model {
 
     /* Set by bind(). */
     const loom_kernels_api *k;
-    const float *params;
+    const void *params;          /* flat, param_dtype                                         */
+    uint32_t param_dtype, compute_dtype;
+    int32_t mixed;               /* either dtype is not f32: the paths of gpt2_mixed.c        */
+    size_t param_size;           /* bytes per parameter element                               */
+    gpt2_mixed_state mixed_state;
     int64_t max_batch, max_T;
     void *activations;           /* one allocation carved into everything below               */
     size_t activation_bytes;
@@ -120,21 +149,64 @@ loom_status gpt2_param_info(const loom_model *self, size_t i, loom_param_info *o
 loom_status gpt2_init_params(loom_model *self, float *params);
 extern const loom_param_spec gpt2_param_specs[];
 
-/* Parameter pointers, bound. */
-static inline const float *gpt2_wte(const loom_model *self) { return self->params; }
-static inline const float *gpt2_wpe(const loom_model *self) { return self->params + self->V * self->C; }
+/* Tensor indices: wte 0, wpe 1, block l's `which` (GPT2_LN1_W...), ln_f weight and bias. */
+#define GPT2_WTE 0
+#define GPT2_WPE 1
+static inline size_t gpt2_layer_tensor(int64_t l, int which) { return (size_t)(2 + l * GPT2_LAYER_TENSORS + which); }
+static inline size_t gpt2_lnf_tensor(const loom_model *self) { return self->n_tensors - 2; }
+
 static inline int64_t gpt2_layer_offset(const loom_model *self, int64_t l)
 {
-    return self->tensors[2 + l * GPT2_LAYER_TENSORS].offset;
-}
-static inline const float *gpt2_lp(const loom_model *self, int64_t l, int which)
-{
-    return self->params + self->tensors[2 + l * GPT2_LAYER_TENSORS + which].offset;
+    return self->tensors[gpt2_layer_tensor(l, 0)].offset;
 }
 static inline int64_t gpt2_lnf_offset(const loom_model *self)
 {
-    return self->tensors[self->n_tensors - 2].offset;
+    return self->tensors[gpt2_lnf_tensor(self)].offset;
 }
+/* Tensor i as stored (param_dtype), for the matrix products. */
+static inline const void *gpt2_raw(const loom_model *self, size_t i)
+{
+    return (const char *)self->params + (size_t)self->tensors[i].offset * self->param_size;
+}
+/* Tensor i in f32: the parameters themselves in f32 runs, else the copy gpt2_mixed_stage made
+ * (every tensor but the matrices). */
+static inline const float *gpt2_f32(const loom_model *self, size_t i)
+{
+    if (self->param_dtype == LOOM_DTYPE_F32) return (const float *)self->params + self->tensors[i].offset;
+    return self->mixed_state.small + self->mixed_state.small_at[i];
+}
+static inline const float *gpt2_lp(const loom_model *self, int64_t l, int which)
+{
+    return gpt2_f32(self, gpt2_layer_tensor(l, which));
+}
+
+/* gpt2_mixed.c: products and embeddings in whichever dtypes bind() chose. With f32 params and
+ * compute they call exactly the f32 kernels; otherwise see gpt2_mixed_state. */
+int gpt2_is_matrix(const loom_model *self, size_t i);
+loom_status gpt2_mixed_bind(loom_model *self, int64_t rows);
+void gpt2_mixed_free(loom_model *self);
+void gpt2_mixed_stage(loom_model *self);
+/* out[N, OC] = inp[N, IC] @ W + bias (Conv1D layout W [IC, OC]); w, b are tensor indices. */
+void gpt2_mm_forward(loom_model *self, float *out, const float *inp, size_t w, size_t b, int64_t N, int64_t IC,
+                     int64_t OC);
+/* dinp[N, IC] = dout @ W^T (overwritten; skipped when NULL); dW += inp^T dout; db += sum dout,
+ * with dW, db f32 (see gpt2_grad_begin). */
+void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const float *dout, const float *inp,
+                      size_t w, int64_t N, int64_t IC, int64_t OC);
+/* The tied head: logits[N, V] = lnf @ wte^T; backward: dlnf = dlogits @ wte (overwritten),
+ * dwte += dlogits^T lnf into the param_dtype gradient memory. dlogits [N, V] are f32 in f32
+ * runs and compute_dtype otherwise (gpt2.c casts them as it makes them). */
+void gpt2_head_forward(loom_model *self, float *logits, const float *lnf, int64_t N);
+void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *dlogits, const float *lnf, int64_t N);
+/* out[B, T, C] = wte[token] + wpe[position0 + t]; backward accumulates into the param_dtype
+ * gradient memory of wte and wpe. */
+void gpt2_embed_forward(loom_model *self, float *out, const int32_t *tokens, int64_t position0, int64_t B, int64_t T);
+void gpt2_embed_backward(loom_model *self, void *dwte, void *dwpe, const float *dout, const int32_t *tokens, int64_t B,
+                         int64_t T);
+/* Gradients of `count` elements: f32 memory to accumulate them in (the sink's own memory in
+ * f32 runs, a zeroed scratch otherwise), then added into the sink's memory by gpt2_grad_end. */
+float *gpt2_grad_begin(loom_model *self, void *sink_memory, int64_t count);
+void gpt2_grad_end(loom_model *self, void *sink_memory, int64_t count);
 
 /* gpt2_decode.c */
 loom_status gpt2_decode_begin(loom_model *self, int64_t max_positions);

@@ -15,8 +15,6 @@
 #include <math.h>
 #include <string.h>
 
-#define GPT2_DECODE_CHUNK 64
-
 static int64_t round_up(int64_t n) { return (n + GPT2_ALIGN_FLOATS - 1) / GPT2_ALIGN_FLOATS * GPT2_ALIGN_FLOATS; }
 
 void gpt2_decode_free(loom_model *self)
@@ -81,12 +79,12 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
     const int64_t C = self->C, F = self->F, NH = self->NH, hs = C / NH, S = pos + q;
     const float eps = self->eps, scale = 1.0f / sqrtf((float)hs);
 
-    k->encoder_forward(d->x, tokens, gpt2_wte(self), gpt2_wpe(self) + pos * C, 1, q, C);
+    gpt2_embed_forward(self, d->x, tokens, pos, 1, q);
     for (int64_t l = 0; l < self->L; l++) {
         float *kv = d->kv + l * d->max_positions * 2 * C;
         k->layernorm_forward(d->ln, d->mean, d->rstd, d->x, gpt2_lp(self, l, GPT2_LN1_W), gpt2_lp(self, l, GPT2_LN1_B),
                              q, C, eps);
-        k->conv1d_forward(d->qkv, d->ln, gpt2_lp(self, l, GPT2_QKV_W), gpt2_lp(self, l, GPT2_QKV_B), q, C, 3 * C);
+        gpt2_mm_forward(self, d->qkv, d->ln, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), q, C, 3 * C);
         for (int64_t i = 0; i < q; i++) /* k and v are adjacent in a qkv row: one copy */
             memcpy(kv + (pos + i) * 2 * C, d->qkv + i * 3 * C + C, (size_t)(2 * C) * sizeof(float));
         for (int64_t h = 0; h < NH; h++) {
@@ -100,13 +98,13 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
             k->softmax_cross_entropy_forward(d->scores, d->losses, d->scores, d->ignore, q, S);
             k->sgemm(0, 0, q, hs, S, 1.0f, d->scores, S, kv + C + h * hs, 2 * C, 0.0f, d->atty + h * hs, C);
         }
-        k->conv1d_forward(d->ln, d->atty, gpt2_lp(self, l, GPT2_ATTPROJ_W), gpt2_lp(self, l, GPT2_ATTPROJ_B), q, C, C);
+        gpt2_mm_forward(self, d->ln, d->atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), q, C, C);
         k->add(d->x, d->x, d->ln, q * C);
         k->layernorm_forward(d->ln, d->mean, d->rstd, d->x, gpt2_lp(self, l, GPT2_LN2_W), gpt2_lp(self, l, GPT2_LN2_B),
                              q, C, eps);
-        k->conv1d_forward(d->fch, d->ln, gpt2_lp(self, l, GPT2_FC_W), gpt2_lp(self, l, GPT2_FC_B), q, C, F);
+        gpt2_mm_forward(self, d->fch, d->ln, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), q, C, F);
         k->gelu_forward(d->fch_gelu, d->fch, q * F);
-        k->conv1d_forward(d->ln, d->fch_gelu, gpt2_lp(self, l, GPT2_FCPROJ_W), gpt2_lp(self, l, GPT2_FCPROJ_B), q, F, C);
+        gpt2_mm_forward(self, d->ln, d->fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), q, F, C);
         k->add(d->x, d->x, d->ln, q * C);
     }
 }
@@ -128,6 +126,7 @@ loom_status gpt2_decode_step(loom_model *self, const int32_t *tokens, int64_t n,
             return api->fail(self->host, LOOM_E_INVALID, "decode_step: token id %d is outside the vocabulary [0, %lld)",
                              tokens[i], (long long)self->V);
     }
+    gpt2_mixed_stage(self); /* the parameters may have changed since the last call */
     int64_t q = 0;
     for (int64_t done = 0; done < n; done += q) {
         q = n - done < d->chunk ? n - done : d->chunk;
@@ -136,8 +135,8 @@ loom_status gpt2_decode_step(loom_model *self, const int32_t *tokens, int64_t n,
     }
     /* Only the last token's logits: ln_f of its row, then the tied head. */
     const int64_t C = self->C;
-    const float *lnf_w = self->params + gpt2_lnf_offset(self);
+    const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
     self->k->layernorm_forward(d->ln, d->mean, d->rstd, d->x + (q - 1) * C, lnf_w, lnf_w + C, 1, C, self->eps);
-    self->k->linear_forward(logits, d->ln, gpt2_wte(self), NULL, 1, C, self->V);
+    gpt2_head_forward(self, logits, d->ln, 1);
     return LOOM_OK;
 }

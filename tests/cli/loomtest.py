@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -29,6 +30,23 @@ def loom(*args, **kw):
     return run(LOOM, *args, **kw)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_tokens(path, n, vocab, seed):
+    """n pseudo-random token ids below vocab, in llm.c's .bin layout (a generator of its own)."""
+    state, tokens = seed, []
+    for _ in range(n):
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        tokens.append((state >> 33) % vocab)
+    header = [20240520, 1, n] + [0] * 253
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *header) + struct.pack(f"<{n}H", *tokens))
+
+
 def read_safetensors(path):
     """name -> (dtype, shape, list of floats); an independent reader (struct + json only)."""
     with open(path, "rb") as f:
@@ -41,8 +59,16 @@ def read_safetensors(path):
         if name == "__metadata__":
             continue
         b, e = t["data_offsets"]
-        assert t["dtype"] == "F32", t
-        values = list(struct.unpack(f"<{(e - b) // 4}f", blob[base + b:base + e]))
+        raw = blob[base + b:base + e]
+        if t["dtype"] == "F32":
+            values = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        elif t["dtype"] == "F16":
+            values = list(struct.unpack(f"<{len(raw) // 2}e", raw))
+        elif t["dtype"] == "BF16":  # the high half of an f32
+            halves = struct.unpack(f"<{len(raw) // 2}H", raw)
+            values = list(struct.unpack(f"<{len(halves)}f", struct.pack(f"<{len(halves)}I", *(h << 16 for h in halves))))
+        else:
+            raise AssertionError(f"unexpected dtype {t}")
         out[name] = (t["dtype"], t["shape"], values)
     return out
 

@@ -2,17 +2,11 @@
 what this build cannot do yet is refused in one line instead of silently done differently."""
 import json
 import os
-import socket
 
-from loomtest import LOOM, SOURCE, LoomTestCase, loom, run
+from loomtest import LOOM, LoomTestCase, SOURCE, free_port, loom, run
 
 EXAMPLES = os.path.join(SOURCE, "examples", "deepspeed")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DeepSpeedTest(LoomTestCase):
@@ -74,7 +68,7 @@ class DeepSpeedTest(LoomTestCase):
 
     def test_refusals_are_one_line(self):
         self.assert_refused({"zero_optimization": {"stage": 3}}, "ZeRO-3")
-        self.assert_refused({"fp16": {"enabled": True}}, "fp16", "not supported yet")
+        self.assert_refused({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "bf16.enabled", "fp16")
         self.assert_refused({"train_micro_batch_size_per_gpu": 16}, "16", "8")
         self.assert_refused({"zero_optimization": {"stage": 1, "reduce_bucket_sise": 5}}, "reduce_bucket_size")
         self.assert_refused({"optimizer": {"type": "OneBitAdam", "params": {"lr": "auto"}}}, "onebit_adam", "not supported yet")

@@ -6,33 +6,17 @@ import os
 import re
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
-from loomtest import BUILD, LOOM, LoomTestCase, loom, read_safetensors, run
+from loomtest import BUILD, LOOM, LoomTestCase, free_port, loom, read_safetensors, run, write_tokens
 
 TRACE = os.path.join(BUILD, "tests", "trainer-fixtures", "trace_callback.so")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_tokens(path, n, vocab, seed):
-    state, tokens = seed, []
-    for _ in range(n):
-        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
-        tokens.append((state >> 33) % vocab)
-    header = [20240520, 1, n] + [0] * 253
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *header) + struct.pack(f"<{n}H", *tokens))
 
 
 class DistributedTest(LoomTestCase):

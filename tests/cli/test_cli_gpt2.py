@@ -153,6 +153,28 @@ class Gpt2Test(unittest.TestCase):
         others = {generate("--do_sample", "--top_p", "0.95", "--seed", str(s)) for s in range(4)}
         self.assertGreater(len(others), 1)
 
+    def test_fp16_and_bf16_end_within_two_percent_of_fp32(self):
+        with open(os.path.join(self.run_dir, "eval_results.json")) as f:
+            fp32 = json.load(f)["eval_loss"]
+        for flag, dtype in (("--fp16", "F16"), ("--bf16", "BF16")):
+            out = os.path.join(self.tmp, "run" + flag[2:])
+            _, stdout, _ = loom("train", *MODEL, "--output_dir", out, "--train_file", os.path.join(self.data, "train.bin"),
+                                "--validation_file", os.path.join(self.data, "validation.bin"), "--tokenizer_name", VOCAB,
+                                "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--warmup_steps", "5",
+                                "--max_steps", "60", "--logging_steps", "10", "--evaluation_strategy", "steps",
+                                "--eval_steps", "30", "--disable_tqdm", flag)
+            with open(os.path.join(out, "eval_results.json")) as f:
+                ours = json.load(f)["eval_loss"]
+            self.assertLess(abs(ours - fp32), 0.02 * fp32, flag)
+            self.assertIn("'loss_scale'", stdout)
+            weights = read_safetensors(os.path.join(out, "model.safetensors"))
+            self.assertEqual({w[0] for w in weights.values()}, {dtype})        # saved in its own dtype
+            loaded, _ = self.evaluate(out)                                      # an f32 run reads it back
+            self.assertLess(abs(loaded - ours), 0.01 * ours)
+            text = loom("predict", "--generate", "--prompt", "Call me", "--model_name_or_path", out,
+                        "--max_new_tokens", "8", flag + "_full_eval")[1].strip()
+            self.assertTrue(text.startswith("Call me"), text)             # greedy may end at <|endoftext|>
+
     def test_token_data_errors(self):
         bad = os.path.join(self.tmp, "bad.bin")
         with open(os.path.join(self.data, "train.bin"), "rb") as f:

@@ -104,7 +104,7 @@ class OutputsTest(LoomTestCase):
                            ("scheduler", "linear"), ("scheduler", "cosine"), ("scheduler", "cosine_with_restarts"),
                            ("scheduler", "polynomial"), ("precision", "fp32"), ("sharding", "none"),
                            ("comm", "local"), ("callback", "printer"), ("callback", "progress"), ("model", "mlp")):
-            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+1\.0\s+\S+{name}\.so")
+            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+1\.1\s+\S+{name}\.so")
         _, stdout, _ = loom("plugins", "--help", "adamw")
         self.assertIn("--adamw.beta1", stdout)
 

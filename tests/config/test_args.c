@@ -327,10 +327,15 @@ static void test_validation(void)
 static void test_status_columns(void)
 {
     loom_args a;
-    CHECK(PARSE(&a, "--fp16") == LOOM_E_UNSUPPORTED);
-    CHECK(CONTAINS(loom_error_message(), "--fp16 is not supported yet (precision plugins: issue 6)"));
+    CHECK(PARSE(&a, "--group_by_length") == LOOM_E_UNSUPPORTED);
+    CHECK(CONTAINS(loom_error_message(), "--group_by_length is not supported yet (length-grouped sampling: later)"));
     loom_args_free(&a);
-    CHECK(PARSE(&a, "--fp16", "false") == LOOM_OK);
+    CHECK(PARSE(&a, "--group_by_length", "false") == LOOM_OK);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--fp16", "--bf16") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "--fp16 and --bf16 are both set"));
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--fp16", "--fp16_backend", "apex", "--fp16_opt_level", "O2") == LOOM_OK);
     loom_args_free(&a);
     CHECK(PARSE(&a, "--adafactor") == LOOM_E_UNSUPPORTED);
     CHECK(CONTAINS(loom_error_message(), "adafactor: issue 5"));

@@ -758,8 +758,8 @@ static void test_errors(void)
     CHECK(fails_with(vt->decode_begin(m, 4), LOOM_E_INVALID, "before bind"));
 
     loom_model_binding bind = make_binding(params, 2, 7);
-    bind.param_dtype = LOOM_DTYPE_BF16;
-    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "bf16"));
+    bind.param_dtype = LOOM_DTYPE_F64;
+    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "f64"));
     bind.param_dtype = LOOM_DTYPE_F32;
     bind.device = LOOM_DEVICE_CUDA;
     CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "CPU"));
