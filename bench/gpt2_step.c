@@ -3,6 +3,7 @@
  * timed step by step: the loom side of bench/gpt2_step.
  *
  *   bench_gpt2_step --config gpt2|gpt2-mini|gpt2-nano --B 4 --T 64 --threads 2 --warmup 3 --steps 10
+ *                   [--precision fp32|bf16|fp16]
  *
  * A step is measured from the start of one step's forward to the start of the next (so it
  * includes backward, clipping off, the AdamW update and loading the batch), over random tokens
@@ -57,6 +58,7 @@ static int compare_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *config_name = "gpt2-mini";
+    const char *precision = "fp32";
     int B = 8, T = 64, threads = 2, warmup = 3, steps = 10, overlap_report = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--config")) config_name = argv[i + 1];
@@ -66,6 +68,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--ddp_overlap_report")) overlap_report = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--precision")) precision = argv[i + 1];
         else {
             fprintf(stderr, "bench_gpt2_step: unknown argument %s\n", argv[i]);
             return 2;
@@ -74,7 +77,8 @@ int main(int argc, char **argv)
     const bench_config *cfg = NULL;
     for (size_t i = 0; i < sizeof configs / sizeof *configs; i++)
         if (!strcmp(configs[i].name, config_name)) cfg = &configs[i];
-    if (!cfg || B < 1 || T < 1 || T > cfg->positions || steps < 1 || warmup < 0) {
+    int known_precision = !strcmp(precision, "fp32") || !strcmp(precision, "bf16") || !strcmp(precision, "fp16");
+    if (!cfg || B < 1 || T < 1 || T > cfg->positions || steps < 1 || warmup < 0 || !known_precision) {
         fprintf(stderr, "bench_gpt2_step: bad configuration\n");
         return 2;
     }
@@ -113,12 +117,13 @@ int main(int argc, char **argv)
                       "--save_strategy", "no", "--disable_tqdm", "--learning_rate", "1e-4",
                       "--lr_scheduler_type", "constant", "--max_grad_norm", "0", "--dataloader_drop_last"};
     int args_c = (int)(sizeof args_v / sizeof *args_v);
-    char *with_report[sizeof args_v / sizeof *args_v + 4];
+    char *with_report[sizeof args_v / sizeof *args_v + 6];
     memcpy(with_report, args_v, sizeof args_v);
     if (overlap_report) {
         with_report[args_c++] = "--ddp.report_overlap";
         with_report[args_c++] = "true";
     }
+    if (strcmp(precision, "fp32") != 0) with_report[args_c++] = strcmp(precision, "bf16") == 0 ? "--bf16" : "--fp16";
     /* bench/sharding_step picks the strategy through the environment (loom launch passes it). */
     if (getenv("LOOM_BENCH_PLUGIN")) {
         with_report[args_c++] = "--plugin";
@@ -154,10 +159,10 @@ int main(int argc, char **argv)
     double n_params = (double)t->total_numel, n_mm = n_params - (double)cfg->positions * cfg->embd;
     double flops_token = 6 * n_mm + 12.0 * cfg->layers * cfg->embd * T;
     double tokens_step = (double)B * T;
-    printf("{\"side\": \"loom\", \"config\": \"%s\", \"n_params\": %.0f, \"B\": %d, \"T\": %d, \"threads\": %d, "
+    printf("{\"side\": \"loom\", \"precision\": \"%s\", \"config\": \"%s\", \"n_params\": %.0f, \"B\": %d, \"T\": %d, \"threads\": %d, "
            "\"steps\": %lld, \"ms_min\": %.2f, \"ms_median\": %.2f, \"ms_max\": %.2f, \"tok_per_s_median\": %.1f, "
            "\"model_gflops_per_s_median\": %.1f, \"peak_rss_mb\": %.1f, \"OPENBLAS_CORETYPE\": \"%s\"}\n",
-           cfg->name, n_params, B, T, threads, (long long)measured, 1e3 * times[0], 1e3 * median,
+           precision, cfg->name, n_params, B, T, threads, (long long)measured, 1e3 * times[0], 1e3 * median,
            1e3 * times[measured - 1], tokens_step / median, flops_token * tokens_step / median * 1e-9,
            (double)usage.ru_maxrss / 1024.0, getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "");
     loom_trainer_destroy(t);

@@ -243,6 +243,16 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     pbinding.owned = t->owned;
     pbinding.n_owned = t->n_owned;
     pbinding.device = LOOM_DEVICE_CPU;
+    /* The precision plugin's f32 gradients exist only during the step, when the model's
+     * activations hold nothing: lend it those (the model says how much it has). */
+    if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only) {
+        size_t bytes = 0;
+        void *scratch = mv->step_scratch(model, &bytes);
+        if (scratch && ((uintptr_t)scratch % sizeof(float)) == 0) {
+            pbinding.grad_workspace = scratch;
+            pbinding.grad_workspace_floats = bytes / sizeof(float);
+        }
+    }
     if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
     t->bound = 1;
     return LOOM_OK;

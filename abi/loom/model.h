@@ -149,7 +149,15 @@ typedef struct loom_model_vtable {
      * scratch before step 1. MT-safe. */
     int64_t (*max_grad_elements)(const loom_model *self);
 
-    /* ABI 1.1+: append below. */
+    /* ---- ABI 1.1 ---- */
+
+    /* Optional (NULL: none). Memory of the model's own that holds nothing from the end of
+     * backward() / backward_outputs() until the next forward(), decode_begin() or bind(): its
+     * activations. The host lends it out for the optimizer step (a mixed-precision plugin's
+     * f32 gradients) instead of allocating more. Sets *bytes (0 and NULL: none). MT-safe. */
+    void *(*step_scratch)(loom_model *self, size_t *bytes);
+
+    /* ABI 1.2+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
@@ -158,7 +166,7 @@ LOOM_STATIC_ASSERT(sizeof(loom_batch) == 240, "loom_batch layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 128, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 136, "model vtable layout changed");
 #endif
 
 #ifdef __cplusplus

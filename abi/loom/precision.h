@@ -36,6 +36,13 @@ typedef struct loom_precision_binding {
     size_t n_owned;
     uint32_t device;
     int32_t device_index;
+    /* ABI 1.1 (check with LOOM_HAS_FIELD). Optional: f32 memory of grad_workspace_floats
+     * elements the plugin may use for its f32 master gradients instead of allocating its own
+     * (NULL: allocate). It holds them only from unscale() to the end of that step: between
+     * steps the host lends it to others (it is the model's activation memory). Not counted in
+     * master_bytes(). */
+    float *grad_workspace;
+    size_t grad_workspace_floats;
 } loom_precision_binding;
 
 /* Loss-scaler state, for logs and checkpoints. Written by the plugin / restored by host. */
@@ -62,7 +69,9 @@ typedef struct loom_precision_vtable {
     /* Required. Allocate fp32 master weights for the owned ranges, initialised from params
      * (which hold the model's initial values, converted to param_dtype by the host). */
     loom_status (*bind)(loom_precision *self, const loom_precision_binding *binding);
-    /* Required. Bytes of master weights allocated (0 for fp32), for the memory budget. */
+    /* Required. Bytes the plugin allocated for master weights and their f32 gradients (0 for
+     * fp32; the gradients not counted when they live in the binding's grad_workspace), for
+     * the memory budget. */
     uint64_t (*master_bytes)(const loom_precision *self);
     /* Required. fp32 master parameters and the fp32 gradient buffer of owned range i.
      * Without a master copy these point into the model's params and the owned gradients.
@@ -94,7 +103,7 @@ typedef struct loom_precision_vtable {
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_precision_info) == 32, "loom_precision_info layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_precision_binding) == 48, "loom_precision_binding layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_precision_binding) == 64, "loom_precision_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_precision_state) == 56, "loom_precision_state layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_precision_vtable) == 112, "precision vtable layout changed");
 #endif

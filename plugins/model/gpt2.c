@@ -225,6 +225,14 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
 
 static size_t gpt2_activation_bytes(const loom_model *self) { return self->activation_bytes; }
 
+/* Every activation is rewritten by the next forward before it is read: between a backward and
+ * the next forward the whole buffer is free for the host's optimizer step. */
+static void *gpt2_step_scratch(loom_model *self, size_t *bytes)
+{
+    *bytes = self->activations ? (size_t)(self->activation_bytes - self->mixed_state.bytes) : 0;
+    return self->activations;
+}
+
 static loom_status gpt2_output_shape(const loom_model *self, int64_t *out_shape, uint32_t *ndim)
 {
     if (!out_shape || !ndim)
@@ -555,6 +563,7 @@ static const loom_model_vtable gpt2_vtable = {
     .backward_outputs = gpt2_backward_outputs,
     .decode_begin = gpt2_decode_begin,
     .decode_step = gpt2_decode_step,
+    .step_scratch = gpt2_step_scratch,
 };
 
 static const loom_plugin_desc gpt2_desc = {

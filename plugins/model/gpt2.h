@@ -73,7 +73,7 @@ typedef struct gpt2_mixed_state {
                                     param_dtype differs: apex O1)                             */
     float *grad;                 /* [grad_floats] f32 gradients of one block / head chunk     */
     int64_t grad_floats;
-    int64_t head_chunk;          /* vocabulary rows per LM-head product (width)               */
+    int64_t head_chunk;          /* vocabulary rows per LM-head product                       */
     float *ones;                 /* [rows] of 1: bias gradients as a product                  */
 } gpt2_mixed_state;
 

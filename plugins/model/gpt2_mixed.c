@@ -48,12 +48,13 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     int64_t small = 0;
     for (size_t i = 0; i < self->n_tensors; i++)
         if (!gpt2_is_matrix(self, i)) small += self->tensors[i].size;
+    const int convert_weights = self->param_dtype != self->compute_dtype;
     m->rows = rows;
     m->width = width;
-    m->head_chunk = width;
-    /* f32 gradients of a block, of a chunk of the head's vocabulary rows, of wpe, of ln_f. */
+    /* f32 gradients of a block, of a chunk of the head's vocabulary rows, of wpe, of ln_f;
+     * the head's chunks as large as that buffer allows (fewer, larger products). */
     m->grad_floats = max_i64(max_i64(self->layer_size, width * C), max_i64(self->P * C, 2 * C));
-    const int convert_weights = self->param_dtype != self->compute_dtype;
+    m->head_chunk = convert_weights ? width : m->grad_floats / C; /* cast_w holds width x C */
     size_t at = 0;
 #define ALIGN64(n) (((n) + 63) & ~(size_t)63)
     const size_t small_at = at;

@@ -39,7 +39,7 @@ void mw_release(master_weights *mw)
 {
     for (size_t i = 0; i < mw->n_owned; i++) {
         if (mw->master_params) mw->api->free_memory(mw->host, mw->master_params[i]);
-        if (mw->master_grads) mw->api->free_memory(mw->host, mw->master_grads[i]);
+        if (mw->master_grads && !mw->lent_grads) mw->api->free_memory(mw->host, mw->master_grads[i]);
     }
     mw->api->free_memory(mw->host, mw->master_params);
     mw->api->free_memory(mw->host, mw->master_grads);
@@ -48,6 +48,7 @@ void mw_release(master_weights *mw)
     mw->owned = NULL;
     mw->n_owned = 0;
     mw->bytes = 0;
+    mw->lent_grads = 0;
 }
 
 static loom_status check_binding(master_weights *mw, const loom_precision_binding *b)
@@ -116,15 +117,30 @@ loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
     if (!mw->master_params || !mw->master_grads) goto nomem;
     memset(mw->master_params, 0, n * sizeof(float *));
     memset(mw->master_grads, 0, n * sizeof(float *));
+    /* The f32 gradients live in the host's workspace when it lends one large enough: they
+     * are only needed from unscale to the end of the step. */
+    int64_t owned_total = 0;
+    for (size_t i = 0; i < n; i++) owned_total += range_len(mw, i);
+    float *workspace = NULL;
+    if (LOOM_HAS_FIELD(b, loom_precision_binding, grad_workspace_floats) && b->grad_workspace &&
+        b->grad_workspace_floats >= (size_t)owned_total)
+        workspace = b->grad_workspace;
+    mw->lent_grads = workspace != NULL;
     for (size_t i = 0; i < n; i++) {
         int64_t len = range_len(mw, i);
         size_t bytes = (size_t)(len > 0 ? len : 1) * sizeof(float); /* alloc(0) is not promised to work */
         mw->master_params[i] = api->alloc(mw->host, bytes, 0, LOOM_DEVICE_CPU, 0);
-        mw->master_grads[i] = api->alloc(mw->host, bytes, 0, LOOM_DEVICE_CPU, 0);
+        if (workspace) {
+            mw->master_grads[i] = workspace;
+            workspace += len;
+        } else {
+            mw->master_grads[i] = api->alloc(mw->host, bytes, 0, LOOM_DEVICE_CPU, 0);
+            if (mw->master_grads[i]) memset(mw->master_grads[i], 0, bytes);
+            mw->bytes += (uint64_t)len * sizeof(float);
+        }
         if (!mw->master_params[i] || !mw->master_grads[i]) goto nomem;
-        memset(mw->master_grads[i], 0, bytes);
         if (len > 0) mw->k->convert(mw->master_params[i], LOOM_DTYPE_F32, model_at(mw, i), mw->param_dtype, len);
-        mw->bytes += 2 * (uint64_t)len * sizeof(float);
+        mw->bytes += (uint64_t)len * sizeof(float);
     }
     return LOOM_OK;
 nomem:;
@@ -171,18 +187,6 @@ static int scale_and_check(float *restrict g, int64_t n, float inv, int threads)
     return bad != 0;
 }
 
-static int check_only(const float *restrict g, int64_t n, int threads)
-{
-    uint32_t bad = 0;
-#pragma omp parallel for simd reduction(| : bad) if (parallel : n > MW_PARALLEL_MIN) num_threads(threads)
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &g[i], sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
-}
-
 loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, double scale, int32_t *overflow)
 {
     if (!overflow) return mw->api->fail(mw->host, LOOM_E_INVALID, "unscale: overflow is NULL");
@@ -209,7 +213,9 @@ loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, d
             g = mw->master_grads[i];
             mw->k->convert(g, LOOM_DTYPE_F32, owned_grads[i], mw->param_dtype, len);
         }
-        bad |= inv == 1.0f ? check_only(g, len, mw->threads) : scale_and_check(g, len, inv, mw->threads);
+        /* At scale 1 the widening keeps every inf and NaN, and the host's global norm turns
+         * them into an overflow: a pass of its own would only repeat that. */
+        if (inv != 1.0f) bad |= scale_and_check(g, len, inv, mw->threads);
     }
     *overflow = bad;
     return LOOM_OK;

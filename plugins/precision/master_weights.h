@@ -14,6 +14,8 @@
  *                 nothing below fp16 resolution survives from one step to the next.
  * Memory: master_bytes counts both the fp32 parameters and the fp32 gradients (4 + 4 bytes
  * per owned element), since both exist only because of this plugin; MW_IN_PLACE holds none.
+ * When the host lends a gradient workspace (loom_precision_binding.grad_workspace, the model's
+ * activations, dead during the step) the gradients live there and only the parameters count.
  */
 #ifndef LOOM_PLUGINS_MASTER_WEIGHTS_H
 #define LOOM_PLUGINS_MASTER_WEIGHTS_H
@@ -37,7 +39,8 @@ typedef struct master_weights {
     const loom_range *owned;   /* lent for the run                                       */
     size_t n_owned;
     float **master_params; /* per range; NULL for MW_IN_PLACE                        */
-    float **master_grads;
+    float **master_grads;  /* allocated, or pieces of the binding's grad_workspace   */
+    int lent_grads;        /* master_grads are the host's workspace (not freed here)  */
     uint64_t bytes;
 } master_weights;
 

@@ -96,6 +96,7 @@ class PrecisionTest(LoomTestCase):
             b = {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+) (\d+) B", line)}
             psi = int(re.search(r"\((\d+) parameters", line).group(1))
             self.assertEqual(b["parameters"], 2 * psi)                         # 16-bit weights
+            self.assertEqual(b["gradient workspace"], 0)                       # lent: the activations
             states = b["master weights"] + b["optimizer states"]               # K = 12: f32 master, m, v
             if sharding == "none":
                 self.assertEqual(b["gradients"], 2 * psi)
