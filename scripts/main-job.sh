@@ -19,6 +19,6 @@ out="$root/runs/gpt2-moby-dick"
   --tokenizer_name "$deps/gpt2" --output_dir "$out" --overwrite_output_dir \
   --per_device_train_batch_size 8 --learning_rate 1e-3 --warmup_steps 50 --weight_decay 0.1 \
   --max_steps "${LOOM_MAIN_JOB_STEPS:-1500}" --logging_steps 50 \
-  --evaluation_strategy steps --eval_steps 250 --save_steps 500 --save_total_limit 2
+  --evaluation_strategy steps --eval_steps 250 --save_steps 500 --save_total_limit 2 ${LOOM_MAIN_JOB_ARGS:-}
 "$loom" predict --generate --model_name_or_path "$out" --prompt "Call me" \
   --max_new_tokens 60 --do_sample --temperature 0.8 --top_k 40 --seed 1

@@ -2,8 +2,10 @@
  * zero1.c - ZeRO stage 1 (DeepSpeed's P_os): the flat parameter buffer is split evenly over the
  * ranks (tensors may straddle ranks); each rank keeps fp32 master weights and optimizer states
  * for its partition only, so optimizer memory is 1/N of DDP's. Gradients stay whole during
- * backward (as in DeepSpeed stage 1) and are reduce-scattered into the owner's partition once,
- * at the end of the accumulation; after the update the partitions are all-gathered back into
+ * backward (as in DeepSpeed stage 1) and each partition is reduced to its owner once, at the
+ * end of the accumulation (a reduce-scatter, as one rooted reduce per owner: the communicator's
+ * reduce works through bounded pieces, where one reduce-scatter of the whole buffer would need
+ * scratch the size of every rank's gradients); after the update the partitions are all-gathered back into
  * every rank's parameters, in pieces of allgather_bucket_size elements.
  *
  * Partition r is [r P, min((r+1) P, total)) with P = ceil(total / N) rounded up to a multiple of
@@ -32,7 +34,6 @@ typedef struct zero1_sharding {
     uint32_t dtype;
     unsigned char *params;      /* the trainer's flat parameters (param_dtype)               */
     unsigned char *grads;       /* N P elements: whole gradients, padded                     */
-    unsigned char *owned;       /* P elements: this rank's summed gradients                  */
     unsigned char *gather_send, *gather_recv; /* allgather pieces: c and N c elements      */
     int64_t gather_elements;    /* c (elements, whatever the dtype)                           */
 } zero1_sharding;
@@ -60,7 +61,6 @@ static void zero1_destroy(loom_sharding *self_)
     if (!self) return;
     const loom_host_api *api = self->api;
     api->free_memory(self->host, self->grads);
-    api->free_memory(self->host, self->owned);
     api->free_memory(self->host, self->gather_send);
     api->free_memory(self->host, self->gather_recv);
     api->free_memory(self->host, self->ranges);
@@ -102,16 +102,14 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     if (self->gather_elements < 1) self->gather_elements = 1;
     size_t padded = (size_t)self->partition * (size_t)self->world;
     self->grads = api->alloc(host, padded * self->element_size + 1, 0, setup->device, 0);
-    self->owned = api->alloc(host, (size_t)self->partition * self->element_size + 1, 0, setup->device, 0);
     self->gather_send = api->alloc(host, (size_t)self->gather_elements * self->element_size, 0, setup->device, 0);
     self->gather_recv = api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * self->element_size, 0,
                                    setup->device, 0);
-    if (!self->ranges || !self->grads || !self->owned || !self->gather_send || !self->gather_recv) {
+    if (!self->ranges || !self->grads || !self->gather_send || !self->gather_recv) {
         zero1_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
     }
     memset(self->grads, 0, padded * self->element_size);
-    memset(self->owned, 0, (size_t)self->partition * self->element_size);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -127,9 +125,8 @@ static loom_status zero1_memory(const loom_sharding *self_, loom_sharding_memory
 {
     const zero1_sharding *self = (const zero1_sharding *)self_;
     out->gradient_bytes = (uint64_t)self->partition * (uint64_t)self->world * self->element_size;
-    /* The owned gradient partition and the all-gather pieces. */
-    out->bucket_bytes = (uint64_t)self->partition * self->element_size +
-                        (uint64_t)self->gather_elements * (uint64_t)(self->world + 1) * self->element_size;
+    /* The all-gather pieces (the owned gradients are this rank's block of the buffer above). */
+    out->bucket_bytes = (uint64_t)self->gather_elements * (uint64_t)(self->world + 1) * self->element_size;
     return LOOM_OK;
 }
 
@@ -157,15 +154,20 @@ static loom_status zero1_grad_release(loom_sharding *self, int64_t begin, int64_
 static loom_status zero1_finish_grads(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    return self->cv->reduce_scatter(self->comm, self->grads, self->owned, (size_t)self->partition, self->dtype,
-                                    LOOM_REDUCE_SUM, NULL);
+    /* Rank-order sums either way: the same bits as a reduce-scatter or ddp's all-reduce. */
+    for (int32_t r = 0; r < self->world; r++) {
+        unsigned char *block = self->grads + (size_t)r * (size_t)self->partition * self->element_size;
+        loom_status st = self->cv->reduce(self->comm, block, (size_t)self->partition, self->dtype, LOOM_REDUCE_SUM, r, NULL);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
 }
 
 static loom_status zero1_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
     if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
-    *memory = self->owned;
+    *memory = self->grads + (size_t)self->rank * (size_t)self->partition * self->element_size;
     return LOOM_OK;
 }
 

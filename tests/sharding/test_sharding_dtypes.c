@@ -360,7 +360,7 @@ static void check_memory(rank_ctx *c, instance *in, const char *plugin, uint32_t
         RCHECK(m.bucket_bytes == 0);
     } else if (strcmp(plugin, "zero1") == 0) {
         RCHECK(m.gradient_bytes == P * world * es);
-        RCHECK(m.bucket_bytes == (P + gather * (world + 1)) * es);
+        RCHECK(m.bucket_bytes == gather * (world + 1) * es); /* owned gradients: its block of the buffer */
     } else {
         RCHECK(m.gradient_bytes == P * es);
         RCHECK(m.bucket_bytes == (LARGEST_TENSOR + gather * (world + 1)) * es);

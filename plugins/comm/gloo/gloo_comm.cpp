@@ -55,6 +55,7 @@
 #include <gloo/alltoallv.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
+#include <gloo/gather.h>
 #include <gloo/common/error.h>
 #include <gloo/common/logging.h>
 #include <gloo/rendezvous/context.h>
@@ -82,6 +83,8 @@ constexpr size_t kScratchRound = 1 << 20;         /* scratch grows in whole MiB 
  * with 2 ranks (2-core VM, loopback, noisy): pieces of 8 / 32 MiB cost ~1.45x / ~1.1x the time
  * of whole-buffer operations at 64-256 MB (each piece loses Gloo's own pipelining). */
 constexpr size_t kPieceBytes = 256u << 20;
+/* reduce gathers every rank's piece at the root: its scratch holds world pieces. */
+constexpr size_t kReducePieceBytes = 32u << 20;
 
 std::atomic<unsigned long> instance_counter{0};
 
@@ -541,6 +544,43 @@ void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype
         all_reduce_piece(self, data + start * es, std::min(piece, count - start), dtype, op);
 }
 
+size_t reduce_piece_elements(int world, uint32_t dtype)
+{
+    const size_t piece = kReducePieceBytes / loom_gloo::dtype_size(dtype) / (size_t)world;
+    return piece ? piece : 1;
+}
+
+/* A rooted reduce: every rank's piece is gathered at the root, which sums the rows in rank
+ * order, the very arithmetic all_reduce does for each element, so the root gets the same bits.
+ * Only the root's link carries data, one way: two reductions to two different roots (ZeRO-2's
+ * pieces) use both directions of a link where two all-reduces would each use both. */
+void run_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op, int32_t root)
+{
+    const int world = self->world;
+    if (world == 1) return;
+    const size_t es = loom_gloo::dtype_size(dtype), piece = reduce_piece_elements(world, dtype);
+    for (size_t start = 0; start < count; start += piece) {
+        const size_t n = std::min(piece, count - start), bytes = n * es;
+        uint8_t *chunk = data + start * es;
+        gloo::GatherOptions gather(self->context);
+        gather.setInput(chunk, bytes);
+        uint8_t *rows = nullptr;
+        if (self->rank == root) {
+            rows = scratch(self, bytes * world);
+            gather.setOutput(rows, bytes * world);
+        }
+        gather.setRoot(root);
+        gloo::gather(gather);
+        if (self->rank == root) loom_gloo::reduce_rows(chunk, rows, n, n, world, dtype, op);
+    }
+}
+
+int reduce_phases(int world, size_t count, uint32_t dtype)
+{
+    const size_t piece = reduce_piece_elements(world, dtype);
+    return (int)std::min<size_t>((count + piece - 1) / piece, 1 << 20);
+}
+
 void run_reduce_scatter(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype, uint32_t op)
 {
     const int world = self->world;
@@ -890,9 +930,6 @@ loom_status gloo_broadcast(loom_comm *self, void *buffer, size_t count, uint32_t
     });
 }
 
-/* The rank-ordered all-reduce serves reduce too: every rank's buffer gets the result, which
- * the ABI allows (other ranks' buffers are scratch), and it moves no more through the root
- * than a gather to the root would. */
 loom_status gloo_reduce(loom_comm *self, void *buffer, size_t count, uint32_t dtype, uint32_t op, int32_t root,
                         loom_comm_request **request)
 {
@@ -904,8 +941,8 @@ loom_status gloo_reduce(loom_comm *self, void *buffer, size_t count, uint32_t dt
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
         return submit(self,
-                      make_job(describe("reduce", op, count, dtype), all_reduce_phases(self->world, count, dtype),
-                               [=](loom_comm *c) { run_all_reduce(c, data, count, dtype, op); }),
+                      make_job(describe("reduce", op, count, dtype), reduce_phases(self->world, count, dtype),
+                               [=](loom_comm *c) { run_reduce(c, data, count, dtype, op, root); }),
                       request);
     });
 }
