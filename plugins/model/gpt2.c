@@ -85,17 +85,22 @@ static int complete_kernels(const loom_kernels_api *k)
            k->attention_forward && k->attention_backward && k->add;
 }
 
+/* Floats that n elements of a product's input take: half as many in a mixed-precision run,
+ * which keeps them (ln1, atty, ln2, fch_gelu, lnf) only in the 16-bit compute dtype. */
+static int64_t input_floats(int mixed, int64_t n) { return mixed ? (n + 1) / 2 : n; }
+
 /* Floats of the activations for B rows of T tokens, and the cross-entropy chunk R. */
-static int64_t activation_floats(const loom_model *self, int64_t B, int64_t T, int64_t *ce_chunk)
+static int64_t activation_floats(const loom_model *self, int mixed, int64_t B, int64_t T, int64_t *ce_chunk)
 {
     const int64_t C = self->C, F = self->F, V = self->V, N = B * T;
-    const int64_t per_layer = 5 * round_up(N * C) + 4 * round_up(N) + round_up(3 * N * C) +
-                              round_up(B * self->NH * T * T) + 2 * round_up(N * F);
+    const int64_t per_layer = 2 * round_up(N * C) + 3 * round_up(input_floats(mixed, N * C)) + 4 * round_up(N) +
+                              round_up(3 * N * C) + round_up(B * self->NH * T * T) + round_up(N * F) +
+                              round_up(input_floats(mixed, N * F));
     const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
     const int64_t R = min_i64(N, max_i64(GPT2_MIN_CE_CHUNK, ab / V));
     *ce_chunk = R;
     return round_up(N * C) + self->L * per_layer              /* encoded, blocks            */
-           + round_up(N * C) + 2 * round_up(N) + round_up(N)  /* lnf, mean, rstd, losses    */
+           + round_up(input_floats(mixed, N * C)) + 2 * round_up(N) + round_up(N) /* lnf, ...   */
            + 2 * round_up(N * C)                              /* dres, dln                  */
            + round_up(max_i64(ab, R * V)) + round_up(N * V);  /* dA dB / dlogits head, logits */
 }
@@ -150,7 +155,7 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         return api->fail(self->host, LOOM_E_INVALID,
                          "activations for batch %lld x %lld tokens do not fit in memory", (long long)B, (long long)T);
     int64_t R = 0;
-    const int64_t total = activation_floats(self, B, T, &R);
+    const int64_t total = activation_floats(self, mixed, B, T, &R);
 
     /* A second bind replaces the first; until it succeeds the model is unbound. */
     api->free_memory(self->host, self->activations);
@@ -175,21 +180,21 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->encoded = TAKE(N * C);
     for (int64_t l = 0; l < self->L; l++) {
         gpt2_layer_acts *a = &self->layers[l];
-        a->ln1 = TAKE(N * C);
+        a->ln1 = TAKE(input_floats(mixed, N * C));
         a->ln1_mean = TAKE(N);
         a->ln1_rstd = TAKE(N);
         a->qkv = TAKE(3 * N * C);
-        a->atty = TAKE(N * C);
+        a->atty = TAKE(input_floats(mixed, N * C));
         a->att = TAKE(B * self->NH * T * T);
         a->residual2 = TAKE(N * C);
-        a->ln2 = TAKE(N * C);
+        a->ln2 = TAKE(input_floats(mixed, N * C));
         a->ln2_mean = TAKE(N);
         a->ln2_rstd = TAKE(N);
         a->fch = TAKE(N * F);
-        a->fch_gelu = TAKE(N * F);
+        a->fch_gelu = TAKE(input_floats(mixed, N * F));
         a->residual3 = TAKE(N * C);
     }
-    self->lnf = TAKE(N * C);
+    self->lnf = TAKE(input_floats(mixed, N * C));
     self->lnf_mean = TAKE(N);
     self->lnf_rstd = TAKE(N);
     self->losses = TAKE(N);
@@ -329,26 +334,36 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
     gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
     gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
     const float *residual = self->encoded;
+    /* A product's input (ln1, atty, ln2, fch_gelu, lnf) is kept in the dtype the product reads:
+     * a mixed run makes it in f32 in dA (free until backward) and keeps the 16-bit cast only. */
+    float *scratch = self->dA;
+#define OUT(kept) (self->mixed ? scratch : (kept))
     for (int64_t l = 0; l < self->L; l++) {
         gpt2_layer_acts *a = &self->layers[l];
-        k->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
+        k->layernorm_forward(OUT(a->ln1), a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
                              gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
-        gpt2_mm_forward(self, a->qkv, a->ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
-        k->attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
-        gpt2_mm_forward(self, a->residual2, a->atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
+        const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
+        gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
+        k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
+        const void *atty = gpt2_keep(self, a->atty, OUT(a->atty), N * C);
+        gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
         k->add(a->residual2, a->residual2, residual, N * C);
-        k->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
+        k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
                              gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
-        gpt2_mm_forward(self, a->fch, a->ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
-        k->gelu_forward(a->fch_gelu, a->fch, N * F);
-        gpt2_mm_forward(self, a->residual3, a->fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
+        const void *ln2 = gpt2_keep(self, a->ln2, OUT(a->ln2), N * C);
+        gpt2_mm_forward(self, a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
+        k->gelu_forward(OUT(a->fch_gelu), a->fch, N * F);
+        const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
+        gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
         k->add(a->residual3, a->residual3, a->residual2, N * C);
         residual = a->residual3;
     }
     const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
-    k->layernorm_forward(self->lnf, self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, eps);
+    k->layernorm_forward(OUT(self->lnf), self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, eps);
+    const void *lnf = gpt2_keep(self, self->lnf, OUT(self->lnf), N * C);
+#undef OUT
     /* The tied LM head: logits[N, V] = lnf @ wte^T, wte being [V, C] = linear's [OC, IC]. */
-    gpt2_head_forward(self, self->logits, self->lnf, N);
+    gpt2_head_forward(self, self->logits, lnf, N);
 
     if (outputs) { /* before the softmax overwrites the logits */
         float *out = outputs->data;

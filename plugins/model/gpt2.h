@@ -45,6 +45,8 @@ enum {
 /* Saved activations of one block for one forward (llm.c's list less attproj / fcproj, which
  * the backward never reads: the projections are written straight into the residuals). */
 typedef struct gpt2_layer_acts {
+    /* ln1, atty, ln2, fch_gelu (and the model's lnf) are products' inputs: f32, or only their
+     * 16-bit compute_dtype cast in a mixed-precision run (half the floats; gpt2_keep).       */
     float *ln1, *ln1_mean, *ln1_rstd; /* [N, C], [N], [N]                                     */
     float *qkv;                       /* [N, 3C]                                              */
     float *atty;                      /* [N, C] attention output before c_proj                */
@@ -186,18 +188,23 @@ int gpt2_is_matrix(const loom_model *self, size_t i);
 loom_status gpt2_mixed_bind(loom_model *self, int64_t rows);
 void gpt2_mixed_free(loom_model *self);
 void gpt2_mixed_stage(loom_model *self);
+/* A product's input (`inp`, `lnf` below) is in the run's input dtype: f32 in f32 runs,
+ * compute_dtype in mixed runs. gpt2_keep makes it from f32 x into `kept` (n elements; returns x
+ * itself in f32 runs); gpt2_cast casts into the scratch (decoding: at most rows x width). */
+const void *gpt2_keep(loom_model *self, void *kept, const float *x, int64_t n);
+const void *gpt2_cast(loom_model *self, const float *x, int64_t n);
 /* out[N, OC] = inp[N, IC] @ W + bias (Conv1D layout W [IC, OC]); w, b are tensor indices. */
-void gpt2_mm_forward(loom_model *self, float *out, const float *inp, size_t w, size_t b, int64_t N, int64_t IC,
+void gpt2_mm_forward(loom_model *self, float *out, const void *inp, size_t w, size_t b, int64_t N, int64_t IC,
                      int64_t OC);
 /* dinp[N, IC] = dout @ W^T (overwritten; skipped when NULL); dW += inp^T dout; db += sum dout,
  * with dW, db f32 (see gpt2_grad_begin). */
-void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const float *dout, const float *inp,
+void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const float *dout, const void *inp,
                       size_t w, int64_t N, int64_t IC, int64_t OC);
 /* The tied head: logits[N, V] = lnf @ wte^T; backward: dlnf = dlogits @ wte (overwritten),
  * dwte += dlogits^T lnf into the param_dtype gradient memory. dlogits [N, V] are f32 in f32
  * runs and compute_dtype otherwise (gpt2.c casts them as it makes them). */
-void gpt2_head_forward(loom_model *self, float *logits, const float *lnf, int64_t N);
-void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *dlogits, const float *lnf, int64_t N);
+void gpt2_head_forward(loom_model *self, float *logits, const void *lnf, int64_t N);
+void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *dlogits, const void *lnf, int64_t N);
 /* out[B, T, C] = wte[token] + wpe[position0 + t]; backward accumulates into the param_dtype
  * gradient memory of wte and wpe. */
 void gpt2_embed_forward(loom_model *self, float *out, const int32_t *tokens, int64_t position0, int64_t B, int64_t T);

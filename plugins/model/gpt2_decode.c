@@ -84,7 +84,7 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
         float *kv = d->kv + l * d->max_positions * 2 * C;
         k->layernorm_forward(d->ln, d->mean, d->rstd, d->x, gpt2_lp(self, l, GPT2_LN1_W), gpt2_lp(self, l, GPT2_LN1_B),
                              q, C, eps);
-        gpt2_mm_forward(self, d->qkv, d->ln, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), q, C, 3 * C);
+        gpt2_mm_forward(self, d->qkv, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), q, C, 3 * C);
         for (int64_t i = 0; i < q; i++) /* k and v are adjacent in a qkv row: one copy */
             memcpy(kv + (pos + i) * 2 * C, d->qkv + i * 3 * C + C, (size_t)(2 * C) * sizeof(float));
         for (int64_t h = 0; h < NH; h++) {
@@ -98,13 +98,13 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
             k->softmax_cross_entropy_forward(d->scores, d->losses, d->scores, d->ignore, q, S);
             k->sgemm(0, 0, q, hs, S, 1.0f, d->scores, S, kv + C + h * hs, 2 * C, 0.0f, d->atty + h * hs, C);
         }
-        gpt2_mm_forward(self, d->ln, d->atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), q, C, C);
+        gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->atty, q * C), gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), q, C, C);
         k->add(d->x, d->x, d->ln, q * C);
         k->layernorm_forward(d->ln, d->mean, d->rstd, d->x, gpt2_lp(self, l, GPT2_LN2_W), gpt2_lp(self, l, GPT2_LN2_B),
                              q, C, eps);
-        gpt2_mm_forward(self, d->fch, d->ln, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), q, C, F);
+        gpt2_mm_forward(self, d->fch, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), q, C, F);
         k->gelu_forward(d->fch_gelu, d->fch, q * F);
-        gpt2_mm_forward(self, d->ln, d->fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), q, F, C);
+        gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->fch_gelu, q * F), gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), q, F, C);
         k->add(d->x, d->x, d->ln, q * C);
     }
 }
@@ -137,6 +137,6 @@ loom_status gpt2_decode_step(loom_model *self, const int32_t *tokens, int64_t n,
     const int64_t C = self->C;
     const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
     self->k->layernorm_forward(d->ln, d->mean, d->rstd, d->x + (q - 1) * C, lnf_w, lnf_w + C, 1, C, self->eps);
-    gpt2_head_forward(self, logits, d->ln, 1);
+    gpt2_head_forward(self, logits, gpt2_cast(self, d->ln, C), 1);
     return LOOM_OK;
 }

@@ -133,7 +133,21 @@ static void add_bias_rows(float *out, const float *bias, int64_t N, int64_t OC)
     for (int64_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
 }
 
-void gpt2_mm_forward(loom_model *self, float *out, const float *inp, size_t w, size_t b, int64_t N, int64_t IC,
+const void *gpt2_keep(loom_model *self, void *kept, const float *x, int64_t n)
+{
+    if (!self->mixed) return x;
+    self->k->convert(kept, self->compute_dtype, x, LOOM_DTYPE_F32, n);
+    return kept;
+}
+
+const void *gpt2_cast(loom_model *self, const float *x, int64_t n)
+{
+    if (!self->mixed) return x;
+    self->k->convert(self->mixed_state.cast_a, self->compute_dtype, x, LOOM_DTYPE_F32, n);
+    return self->mixed_state.cast_a;
+}
+
+void gpt2_mm_forward(loom_model *self, float *out, const void *inp, size_t w, size_t b, int64_t N, int64_t IC,
                      int64_t OC)
 {
     const loom_kernels_api *k = self->k;
@@ -141,19 +155,14 @@ void gpt2_mm_forward(loom_model *self, float *out, const float *inp, size_t w, s
         k->conv1d_forward(out, inp, gpt2_f32(self, w), gpt2_f32(self, b), N, IC, OC);
         return;
     }
-    gpt2_mixed_state *m = &self->mixed_state;
     const uint32_t cd = self->compute_dtype;
     /* Bias first, then the product adds to it (beta 1): no second pass over out. */
     add_bias_rows(out, gpt2_f32(self, b), N, OC);
     const void *W = weights(self, gpt2_raw(self, w), IC * OC);
-    for (int64_t r0 = 0; r0 < N; r0 += m->rows) {
-        const int64_t rows = N - r0 < m->rows ? N - r0 : m->rows;
-        const void *A = cast_rows(self, m->cast_a, inp + r0 * IC, rows, IC, IC);
-        k->gemm_mixed(0, 0, rows, OC, IC, 1.0f, A, cd, IC, W, cd, OC, 1.0f, out + r0 * OC, OC);
-    }
+    k->gemm_mixed(0, 0, N, OC, IC, 1.0f, inp, cd, IC, W, cd, OC, 1.0f, out, OC);
 }
 
-void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const float *dout, const float *inp,
+void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const float *dout, const void *inp,
                       size_t w, int64_t N, int64_t IC, int64_t OC)
 {
     const loom_kernels_api *k = self->k;
@@ -168,9 +177,8 @@ void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const
     const void *W = weights(self, gpt2_raw(self, w), IC * OC);
     /* N <= m->rows in training (bind sized the scratch for the whole batch). */
     const void *dY = cast_rows(self, m->cast_b, dout, N, OC, OC);
-    const void *X = cast_rows(self, m->cast_a, inp, N, IC, IC);
     if (dinp) k->gemm_mixed(0, 1, N, IC, OC, 1.0f, dY, cd, OC, W, cd, OC, 0.0f, dinp, IC);
-    k->gemm_mixed(1, 0, IC, OC, N, 1.0f, X, cd, IC, dY, cd, OC, 1.0f, dW, OC);
+    k->gemm_mixed(1, 0, IC, OC, N, 1.0f, inp, cd, IC, dY, cd, OC, 1.0f, dW, OC);
     k->sgemm(0, 0, 1, OC, N, 1.0f, m->ones, N, dout, OC, 1.0f, db, OC); /* db += 1^T dout */
 }
 
@@ -182,7 +190,7 @@ static int whole_head(const loom_model *self)
     return self->param_dtype == self->compute_dtype && self->compute_dtype == LOOM_DTYPE_BF16;
 }
 
-void gpt2_head_forward(loom_model *self, float *logits, const float *lnf, int64_t N)
+void gpt2_head_forward(loom_model *self, float *logits, const void *lnf, int64_t N)
 {
     const loom_kernels_api *k = self->k;
     const int64_t C = self->C, V = self->V;
@@ -194,22 +202,18 @@ void gpt2_head_forward(loom_model *self, float *logits, const float *lnf, int64_
     const uint32_t cd = self->compute_dtype;
     const size_t ps = self->param_size;
     const char *wte = gpt2_raw(self, GPT2_WTE);
-    for (int64_t r0 = 0; r0 < N; r0 += m->rows) {
-        const int64_t rows = N - r0 < m->rows ? N - r0 : m->rows;
-        const void *A = cast_rows(self, m->cast_a, lnf + r0 * C, rows, C, C);
-        if (whole_head(self)) { /* one product over the whole vocabulary */
-            k->gemm_mixed(0, 1, rows, V, C, 1.0f, A, cd, C, wte, cd, C, 0.0f, logits + r0 * V, V);
-            continue;
-        }
-        for (int64_t v0 = 0; v0 < V; v0 += m->head_chunk) {
-            const int64_t vc = V - v0 < m->head_chunk ? V - v0 : m->head_chunk;
-            const void *W = weights(self, wte + (size_t)(v0 * C) * ps, vc * C);
-            k->gemm_mixed(0, 1, rows, vc, C, 1.0f, A, cd, C, W, cd, C, 0.0f, logits + r0 * V + v0, V);
-        }
+    if (whole_head(self)) { /* one product over the whole vocabulary */
+        k->gemm_mixed(0, 1, N, V, C, 1.0f, lnf, cd, C, wte, cd, C, 0.0f, logits, V);
+        return;
+    }
+    for (int64_t v0 = 0; v0 < V; v0 += m->head_chunk) {
+        const int64_t vc = V - v0 < m->head_chunk ? V - v0 : m->head_chunk;
+        const void *W = weights(self, wte + (size_t)(v0 * C) * ps, vc * C);
+        k->gemm_mixed(0, 1, N, vc, C, 1.0f, lnf, cd, C, W, cd, C, 0.0f, logits + v0, V);
     }
 }
 
-void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *dlogits, const float *lnf, int64_t N)
+void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *dlogits, const void *lnf, int64_t N)
 {
     const loom_kernels_api *k = self->k;
     const int64_t C = self->C, V = self->V;
@@ -223,7 +227,7 @@ void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *d
     const uint32_t cd = self->compute_dtype;
     const size_t ps = self->param_size, cs = dtype_size(cd);
     const char *wte = gpt2_raw(self, GPT2_WTE), *dY = dlogits;
-    const void *X = cast_rows(self, m->cast_a, lnf, N, C, C);
+    const void *X = lnf;
     const int whole = whole_head(self);
     if (whole) k->gemm_mixed(0, 0, N, C, V, 1.0f, dY, cd, V, wte, cd, C, 0.0f, dlnf, C); /* dlnf = dlogits wte */
     /* dwte by chunks of vocabulary rows: an f32 chunk, then one rounding into the gradients. */
