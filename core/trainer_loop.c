@@ -190,6 +190,10 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     t->last_lr = value.lr;
     step.grad_scale = clip;
     step.momentum = value.momentum;
+    step.comm = t->comm.instance;
+    step.comm_vtable = t->comm.vtable;
+    step.rank = t->rank;
+    step.world_size = t->world_size;
     if (t->tensor_stats) {
         /* Whole-tensor statistics (LAMB): each element counted by one rank, summed in rank order. */
         size_t n_stats = t->n_tensors * ov->tensor_stats;
@@ -214,6 +218,22 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     if ((st = sv->publish_params(t->sharding.instance)) != LOOM_OK) return st;
     t->scheduler_step++;
     return LOOM_OK;
+}
+
+/* Before the first micro-batch of a step: an optimizer that exchanges its own compressed state
+ * (1-bit Adam after its warm-up) gets this rank's own gradients; the sharding plugin then
+ * communicates nothing (trainer_setup.c refused shardings that cannot). */
+static loom_status choose_reduction(loom_trainer *t)
+{
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    if (!LOOM_HAS(ov, loom_optimizer_vtable, local_gradients)) return LOOM_OK;
+    int32_t local = ov->local_gradients(t->optimizer.instance, t->scheduler_step + 1) != 0;
+    if (!LOOM_HAS(sv, loom_sharding_vtable, set_reduction))
+        return local ? loom_error(LOOM_E_UNSUPPORTED, "sharding '%s' cannot keep gradients local for optimizer '%s'",
+                                  t->sharding.plugin->desc->name, t->optimizer.plugin->desc->name)
+                     : LOOM_OK;
+    return sv->set_reduction(t->sharding.instance, !local);
 }
 
 static double current_lr(loom_trainer *t)
@@ -402,6 +422,7 @@ loom_status loom_trainer_train(loom_trainer *t)
             double scale = pv->loss_scale(t->precision.instance);
             float seed = count > 0 ? (float)(scale / count) : 0.0f;
             double step_loss = 0;
+            if ((st = choose_reduction(t)) != LOOM_OK) break;
             for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
                 if ((st = sv->begin_micro_batch(t->sharding.instance, (int32_t)m, m == n_micro - 1)) != LOOM_OK) break;
                 double loss_sum = 0;

@@ -239,9 +239,6 @@ static loom_status load_deepspeed(loom_trainer *t)
     loom_status st = loom_ds_config_load(a->deepspeed, a, t->world_size, t->ds);
     if (st != LOOM_OK) return st;
     const loom_ds_config *ds = t->ds;
-    const char *optimizer = ds->optimizer_choice.plugin;
-    if (optimizer && strcmp(optimizer, "onebit_adam") == 0)
-        return loom_error(LOOM_E_INVALID, "%s: optimizer %s is not supported yet (issue 5)", a->deepspeed, optimizer);
     a->max_grad_norm = ds->gradient_clipping;
     return LOOM_OK;
 }
@@ -549,6 +546,17 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     t->sharding.vtable = sharding->desc->vtable;
     t->optimizer.vtable = optimizer->desc->vtable;
     t->scheduler.vtable = scheduler->desc->vtable;
+    {
+        /* An optimizer that communicates itself (1-bit Adam) needs its steps' gradients left
+         * local, which only a replicating sharding can do; say so before any work. */
+        const loom_optimizer_vtable *ov = t->optimizer.vtable;
+        const loom_sharding_vtable *sv = t->sharding.vtable;
+        if (LOOM_HAS(ov, loom_optimizer_vtable, local_gradients) && !LOOM_HAS(sv, loom_sharding_vtable, set_reduction)) {
+            st = loom_error(LOOM_E_INVALID, "%s needs --plugin ddp (DeepSpeed runs 1-bit Adam with ZeRO stage 0), not "
+                            "sharding '%s'", optimizer->desc->name, sharding->desc->name);
+            goto done;
+        }
+    }
 
 done:
     free(used);

@@ -16,6 +16,7 @@
 #ifndef LOOM_OPTIMIZER_H
 #define LOOM_OPTIMIZER_H
 
+#include "comm.h"
 #include "loom.h"
 
 #ifdef __cplusplus
@@ -57,6 +58,18 @@ typedef struct loom_optimizer_step {
      * every rank, added in rank order); NULL otherwise. n_tensors entries of tensor_stats. */
     const double *tensor_stats;
     uint64_t n_tensors;
+
+    /* ---- ABI 1.1 (check with LOOM_HAS_FIELD) ---- */
+
+    /* The run's communicator, for optimizers that communicate themselves (see
+     * local_gradients below); lent for this call only, NULL in a host that does not give one.
+     * Collectives issued on it from step() run on the trainer's thread, between the host's own
+     * collectives, so every rank MUST issue the same ones in the same order. world_size is the
+     * number of ranks (1 in a one-process run, where comm is the "local" communicator). */
+    loom_comm *comm;
+    const loom_comm_vtable *comm_vtable;
+    int32_t rank;
+    int32_t world_size;
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
@@ -102,16 +115,31 @@ typedef struct loom_optimizer_vtable {
     loom_status (*partial_stats)(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                                  const loom_optimizer_step *step, double *sums);
 
-    /* ABI 1.1+: append below. */
+    /* ---- ABI 1.1 ---- */
+
+    /* Optional (NULL: always 0). Returns 1 when optimizer step `step` (1-based, counting steps
+     * taken, the loom_optimizer_step.step that step() will receive) wants each rank's OWN
+     * gradients instead of their sum over ranks: the host then keeps that step's gradients
+     * local (loom_sharding_vtable.set_reduction(0)) and the optimizer exchanges what it needs
+     * itself through loom_optimizer_step.comm (1-bit Adam after its warm-up). A local gradient
+     * keeps the global normalisation: it is this rank's sum over its examples divided by the
+     * targets of the WHOLE global batch. Asked before the first micro-batch of every step;
+     * must depend on `step` and the configuration only, so every rank answers the same. The
+     * host refuses a sharding plugin without set_reduction for an optimizer that has this
+     * member. Must not change any state. One thread per instance. */
+    int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
+
+    /* ABI 1.2+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_span, shape) == 56, "loom_span layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_span, param) == 120, "loom_span layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_span) == 184, "loom_span layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 64, "loom_optimizer_step layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_optimizer_step, comm) == 64, "loom_optimizer_step layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 88, "loom_optimizer_step layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_optimizer_vtable, create) == 32, "optimizer vtable layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_optimizer_vtable) == 80, "optimizer vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_vtable) == 88, "optimizer vtable layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -98,13 +98,25 @@ typedef struct loom_sharding_vtable {
     /* Required. The owned ranges of `params` were updated: make every rank's copy whole. */
     loom_status (*publish_params)(loom_sharding *self);
 
-    /* ABI 1.1+: append below. */
+    /* ---- ABI 1.1 ---- */
+
+    /* Optional (NULL: gradients are always reduced; the host then refuses optimizers that ask
+     * for local gradients, see loom_optimizer_vtable.local_gradients). Called by the host
+     * before the first micro-batch of an optimizer step (before begin_micro_batch(micro=0)),
+     * on every rank alike; the setting holds until the next call. enabled = 1: the normal
+     * reduction. enabled = 0: this step's gradients stay local: grad_release and finish_grads
+     * communicate nothing and owned_grads returns this rank's own accumulated gradients (still
+     * carrying the seed's 1 / global-count factor). Only meaningful where every rank owns
+     * everything (ddp, none). One thread per instance. */
+    loom_status (*set_reduction)(loom_sharding *self, int32_t enabled);
+
+    /* ABI 1.2+: append below. */
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 96, "loom_sharding_setup layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 32, "loom_sharding_memory layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 104, "sharding vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 112, "sharding vtable layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -10,6 +10,9 @@
  * their layers last to first, and consecutive releases that meet (the new range ends where the
  * bucket begins) grow the bucket downwards; anything else closes it. Whatever was never
  * released is reduced by finish_grads, so a model that releases nothing is merely slower.
+ *
+ * set_reduction(0) (ABI 1.1) turns the reduction off for a step: the gradients then stay this
+ * rank's own, for an optimizer that exchanges compressed state instead (1-bit Adam).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,7 @@ typedef struct ddp_sharding {
     unsigned char *grads;
     int64_t bucket_elements;
     int32_t last_micro;
+    int32_t local; /* set_reduction(0): this step communicates nothing */
     /* The open bucket [lo, hi), empty when lo == hi. */
     int64_t lo, hi;
     /* Reduced (or in flight) ranges of this step and their requests, in issue order. */
@@ -178,7 +182,7 @@ static loom_status ddp_grad_acquire(loom_sharding *self_, int64_t begin, int64_t
 static loom_status ddp_grad_release(loom_sharding *self_, int64_t begin, int64_t end)
 {
     ddp_sharding *self = (ddp_sharding *)self_;
-    if (!self->last_micro || begin >= end) return LOOM_OK; /* accumulate locally until the last */
+    if (self->local || !self->last_micro || begin >= end) return LOOM_OK; /* accumulate locally until the last */
     loom_status st = LOOM_OK;
     if (self->lo < self->hi && end != self->lo) st = close_bucket(self);
     if (st != LOOM_OK) return st;
@@ -201,6 +205,7 @@ static int compare_ranges(const void *a, const void *b)
 static loom_status ddp_finish_grads(loom_sharding *self_)
 {
     ddp_sharding *self = (ddp_sharding *)self_;
+    if (self->local) return LOOM_OK; /* nothing was launched: grad_release kept it all local */
     double finish_start = self->report_overlap ? now_seconds() : 0;
     int any_overlap = self->n_reduced > 0;
     loom_status st = close_bucket(self);
@@ -251,6 +256,16 @@ static loom_status ddp_publish_params(loom_sharding *self)
     return LOOM_OK;
 }
 
+static loom_status ddp_set_reduction(loom_sharding *self_, int32_t enabled)
+{
+    ddp_sharding *self = (ddp_sharding *)self_;
+    /* Switching mid-step would leave some buckets summed and others not. */
+    if (self->n_reduced > 0 || self->lo < self->hi)
+        return self->api->fail(self->host, LOOM_E_INVALID, "set_reduction called while gradients are being reduced");
+    self->local = !enabled;
+    return LOOM_OK;
+}
+
 static const loom_sharding_vtable ddp_vtable = {
     LOOM_HEADER_INIT(loom_sharding_vtable),
     .create = ddp_create,
@@ -264,6 +279,7 @@ static const loom_sharding_vtable ddp_vtable = {
     .owned_grads = ddp_owned_grads,
     .zero_grads = ddp_zero_grads,
     .publish_params = ddp_publish_params,
+    .set_reduction = ddp_set_reduction,
 };
 
 static const loom_plugin_desc ddp_desc = {

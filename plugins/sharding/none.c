@@ -123,6 +123,12 @@ static loom_status none_publish_params(loom_sharding *self)
     return LOOM_OK;
 }
 
+static loom_status none_set_reduction(loom_sharding *self, int32_t enabled)
+{
+    (void)self, (void)enabled; /* one rank: its own gradients are the reduced ones */
+    return LOOM_OK;
+}
+
 static const loom_sharding_vtable none_vtable = {
     LOOM_HEADER_INIT(loom_sharding_vtable),
     .create = none_create,
@@ -136,6 +142,7 @@ static const loom_sharding_vtable none_vtable = {
     .owned_grads = none_owned_grads,
     .zero_grads = none_zero_grads,
     .publish_params = none_publish_params,
+    .set_reduction = none_set_reduction,
 };
 
 static const loom_plugin_desc none_desc = {

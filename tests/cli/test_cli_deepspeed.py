@@ -56,6 +56,42 @@ class DeepSpeedTest(LoomTestCase):
                                              "--learning_rate", "0.001"))
         self.assertIn("[optimizer] adam ", stdout)
 
+    def onebit_run(self, name, freeze_step):
+        # eps 1e-4: v frozen after only 4 warm-up steps is ~0 where gradients were ~0, and m / eps
+        # then diverges (DeepSpeed advises freeze_step at 15-25% of the run; 12 steps cannot).
+        path = self.write(name + ".json", {"optimizer": {"type": "OneBitAdam", "params": {
+            "lr": 1e-3, "eps": 1e-4, "freeze_step": freeze_step}}, "zero_optimization": {"stage": 0}})
+        out = self.out(name)
+        _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(),
+                           *self.train_args(out, "--deepspeed", path, "--learning_rate", "1e-3", "--adam_epsilon",
+                                            "1e-4", "--per_device_train_batch_size", "16", "--max_steps", "12",
+                                            "--logging_steps", "1", "--ddp_timeout", "30"))
+        losses = [e["loss"] for e in self.state(out)["log_history"] if "learning_rate" in e]
+        self.assertEqual(len(losses), 12)
+        return stdout, losses
+
+    def test_onebit_adam_two_ranks(self):
+        stdout, losses = self.onebit_run("onebit", 4)
+        self.assertIn("[optimizer] onebit_adam ", stdout)
+        self.assertIn("[sharding] ddp ", stdout)
+        self.assertIn("onebit_adam.freeze_step = 4", stdout)
+        self.assertIn("step 5: freeze_step 4 reached", stdout)     # the switch, logged once by rank 0
+        self.assertEqual(stdout.count("freeze_step 4 reached"), 1)
+        self.assertTrue(all(l == l and abs(l) < 1e6 for l in losses), losses)
+        self.assertLess(sum(losses[-3:]) / 3, sum(losses[:3]) / 3)
+        self.assertLess(losses[-1], losses[0])
+        # The logged loss of step k is computed before update k: the first freeze_step + 1 of them
+        # see warm-up updates only, the same as a run that never leaves the warm-up; the next one
+        # sees the first compressed update.
+        _, warmup_only = self.onebit_run("onebit_warmup", 1000)
+        for a, b in zip(losses[:5], warmup_only[:5]):
+            self.assertAlmostEqual(a, b, delta=1e-6 * abs(b))
+        self.assertNotAlmostEqual(losses[5], warmup_only[5], delta=1e-6 * abs(warmup_only[5]))
+
+    def test_onebit_adam_refuses_zero2(self):
+        self.assert_refused({"optimizer": {"type": "OneBitAdam", "params": {"freeze_step": 4}},
+                             "zero_optimization": {"stage": 2}}, "onebit_adam needs --plugin ddp", "'zero2'")
+
     def assert_refused(self, config, *expected):
         path = self.write("refused.json", config)
         code, _, stderr = loom(*self.train_args(self.out("refused"), "--deepspeed", path,
@@ -71,5 +107,4 @@ class DeepSpeedTest(LoomTestCase):
         self.assert_refused({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "bf16.enabled", "fp16")
         self.assert_refused({"train_micro_batch_size_per_gpu": 16}, "16", "8")
         self.assert_refused({"zero_optimization": {"stage": 1, "reduce_bucket_sise": 5}}, "reduce_bucket_size")
-        self.assert_refused({"optimizer": {"type": "OneBitAdam", "params": {"lr": "auto"}}}, "onebit_adam", "not supported yet")
         self.assert_refused({"zero_optimization": {"stage": 1, "overlap_comm": True}}, "overlap_comm")

@@ -39,6 +39,7 @@
 #include "plugin_loader.h"
 #include "store.h"
 #include "test_util.h"
+#include "test_ranks.h"
 
 static int my_rank = -1;
 
@@ -82,19 +83,6 @@ static void *xmalloc(size_t bytes)
     return p;
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("free_port");
-        exit(2);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Values, encodings and the expected sums (independent of the plugins' own conversions)     */
@@ -518,36 +506,6 @@ static int rank_main(int rank, int world, int port)
     return test_failures ? 1 : 0;
 }
 
-static int run_group(int world)
-{
-    const int port = free_port();
-    fflush(NULL);
-    pid_t pids[8];
-    for (int r = 0; r < world; r++) {
-        pids[r] = fork();
-        if (pids[r] < 0) {
-            perror("fork");
-            exit(2);
-        }
-        if (pids[r] == 0) {
-            test_failures = test_checks = 0;
-            const int rc = rank_main(r, world, port);
-            printf("[rank %d of %d] %d checks, %d failed\n", r, world, test_checks, test_failures);
-            fflush(NULL);
-            exit(rc);
-        }
-    }
-    int ok = 1;
-    for (int r = 0; r < world; r++) {
-        int status = 0;
-        if (waitpid(pids[r], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "%d ranks: rank %d failed (status %#x)\n", world, r, status);
-            ok = 0;
-        }
-    }
-    printf("sharding dtypes, %d ranks: %s\n", world, ok ? "ok" : "FAILED");
-    return ok;
-}
 
 int main(void)
 {
@@ -557,7 +515,7 @@ int main(void)
         return 1;
     }
     /* fork before this process starts any thread of its own */
-    CHECK(run_group(2));
-    CHECK(run_group(3));
+    CHECK(test_run_ranks("sharding dtypes", 2, rank_main));
+    CHECK(test_run_ranks("sharding dtypes", 3, rank_main));
     return test_finish("test_sharding_dtypes");
 }
