@@ -124,6 +124,7 @@ struct loom_trainer {
     uint32_t param_dtype;           /* LOOM_DTYPE_* the precision plugin chose for params/grads */
     uint32_t has_master;            /* the precision plugin keeps f32 master weights          */
     size_t param_size;              /* bytes per parameter element                           */
+    int64_t params_capacity;        /* elements params has room for (>= total_numel)         */
     int64_t total_numel;
     size_t n_tensors;
     loom_param_info *tensors;
@@ -149,6 +150,7 @@ struct loom_trainer {
     /* Scheduler step counter: optimizer steps actually taken. */
     int64_t scheduler_step;
     uint64_t budget_bytes;          /* the memory budget printed before step 1               */
+    uint64_t baseline_bytes;        /* resident before prepare(): code, libraries, data       */
     double last_lr;
     double last_grad_norm;
     struct loom_norm_range {        /* the owned elements no lower rank also owns: counted in

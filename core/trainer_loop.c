@@ -336,17 +336,17 @@ static loom_status print_memory_budget(loom_trainer *t)
     uint64_t workspace = master_all - master;
     uint64_t activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
     uint64_t model_states = parameters + sharding.gradient_bytes + master + t->optimizer_state_bytes;
-    uint64_t total = model_states + workspace + sharding.bucket_bytes + activations;
+    uint64_t total = model_states + workspace + sharding.bucket_bytes + activations + t->baseline_bytes;
     t->budget_bytes = total;
     loom_log(LOOM_LOG_INFO,
              "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu B, "
              "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
-             "activations %llu B, total %llu B (%.1f MiB)",
+             "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB)",
              t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
              (unsigned long long)parameters, (unsigned long long)sharding.gradient_bytes, (unsigned long long)master,
              (unsigned long long)t->optimizer_state_bytes, (unsigned long long)model_states,
              (unsigned long long)workspace, (unsigned long long)sharding.bucket_bytes, (unsigned long long)activations,
-             (unsigned long long)total, (double)total / 1048576.0);
+             (unsigned long long)t->baseline_bytes, (unsigned long long)total, (double)total / 1048576.0);
     return LOOM_OK;
 }
 

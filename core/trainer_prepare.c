@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <loom/kernels.h>
 
@@ -147,9 +148,23 @@ static loom_status compute_norm_ranges(loom_trainer *t)
     return build_norm_pieces(t);
 }
 
+/* Resident bytes of this process now (code, libraries, datasets, the communicator's
+ * connections), from /proc/self/statm; 0 where there is none. */
+static uint64_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    int n = f ? fscanf(f, "%llu %llu", &size, &resident) : 0;
+    if (f) fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
+}
+
 loom_status loom_trainer_prepare(loom_trainer *t)
 {
     if (t->bound) return LOOM_OK;
+    /* What the process holds before the run's own buffers: the memory budget starts from it. */
+    t->baseline_bytes = resident_bytes();
     const loom_host_api *api = loom_host_api_table();
     const loom_model_vtable *mv = t->model.vtable;
     loom_model *model = t->model.instance;
@@ -183,10 +198,16 @@ loom_status loom_trainer_prepare(loom_trainer *t)
 
     /* The model initialises (or a file holds) f32; a 16-bit run keeps the rounded values only. */
     float *initial = NULL;
-    t->params = api->alloc(t->core_host, (size_t)t->total_numel * t->param_size + 1, 0, LOOM_DEVICE_CPU, 0);
+    /* Room for world x 16384-aligned partitions, so ZeRO can all-gather them in place (the
+     * tail past total_numel is zero and belongs to nobody). */
+    const int64_t quantum = (int64_t)t->world_size * LOOM_NORM_BLOCK;
+    t->params_capacity = t->world_size > 1 ? (t->total_numel + quantum - 1) / quantum * quantum : t->total_numel;
+    t->params = api->alloc(t->core_host, (size_t)t->params_capacity * t->param_size + 1, 0, LOOM_DEVICE_CPU, 0);
     if (t->params && t->param_dtype != LOOM_DTYPE_F32) initial = malloc((size_t)t->total_numel * sizeof(float) + 1);
     else initial = t->params;
     if (!t->params || !initial) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
+    memset((char *)t->params + (size_t)t->total_numel * t->param_size, 0,
+           (size_t)(t->params_capacity - t->total_numel) * t->param_size + 1);
     if (t->args.model_name_or_path && *t->args.model_name_or_path)
         st = load_saved_params(t, t->args.model_name_or_path, initial);
     else
@@ -211,6 +232,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     setup.comm_vtable = t->comm.vtable;
     setup.gradient_accumulation_steps = (int32_t)t->args.gradient_accumulation_steps;
     setup.optimizer_flags = ((const loom_optimizer_vtable *)t->optimizer.vtable)->flags;
+    setup.params_capacity = t->params_capacity;
     setup.max_grad_elements = LOOM_HAS(mv, loom_model_vtable, max_grad_elements) ? mv->max_grad_elements(model)
                                                                                   : t->total_numel;
     st = loom_trainer_create_instance(&t->sharding, t->sharding.plugin, &setup);

@@ -43,7 +43,7 @@ extern "C" {
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed (16-bit storage and products);
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
- *      sharding.h set_reduction. */
+ *      sharding.h set_reduction and loom_sharding_setup.params_capacity. */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

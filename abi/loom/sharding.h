@@ -52,6 +52,10 @@ typedef struct loom_sharding_setup {
     int32_t gradient_accumulation_steps;
     uint32_t optimizer_flags;         /* LOOM_OPTIMIZER_* of the chosen optimizer          */
     int64_t max_grad_elements;        /* the model's max_grad_elements (or total_numel)    */
+    /* ABI 1.1 (check with LOOM_HAS_FIELD). Elements `params` has room for (>= total_numel;
+     * the host rounds it up to a multiple of world_size x 16384 and zeroes the tail), so a
+     * plugin whose partitions are contiguous can all-gather them in place. 0: total_numel. */
+    int64_t params_capacity;
 } loom_sharding_setup;
 
 /* The memory the plugin holds, for the budget printed before step 1. Written by the plugin. */
@@ -114,7 +118,7 @@ typedef struct loom_sharding_vtable {
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 96, "loom_sharding_setup layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 104, "loom_sharding_setup layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 32, "loom_sharding_memory layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 112, "sharding vtable layout changed");
 #endif

@@ -135,14 +135,16 @@ static loom_status ddp_memory(const loom_sharding *self_, loom_sharding_memory *
 {
     const ddp_sharding *self = (const ddp_sharding *)self_;
     out->gradient_bytes = (uint64_t)self->total * self->element_size;
-    out->bucket_bytes = 0; /* buckets are reduced in place in the gradient buffer */
+    /* Buckets are reduced in place in the gradient buffer, but an all-reduce needs room to
+     * receive the other ranks' pieces of one: the communicator holds up to a bucket. */
+    const int64_t bucket = self->bucket_elements < self->total ? self->bucket_elements : self->total;
+    out->bucket_bytes = self->world > 1 ? (uint64_t)bucket * self->element_size : 0;
     return LOOM_OK;
 }
 
 /* Start the all-reduce of [lo, hi). */
-static loom_status launch(ddp_sharding *self, int64_t lo, int64_t hi)
+static loom_status launch_one(ddp_sharding *self, int64_t lo, int64_t hi)
 {
-    if (lo >= hi) return LOOM_OK;
     if (self->n_reduced == DDP_MAX_PENDING)
         return self->api->fail(self->host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step", DDP_MAX_PENDING);
     if (self->n_reduced == 0 && self->report_overlap) self->first_launch = now_seconds();
@@ -152,6 +154,17 @@ static loom_status launch(ddp_sharding *self, int64_t lo, int64_t hi)
     self->requests[i] = NULL;
     return self->cv->all_reduce(self->comm, self->grads + (size_t)lo * self->element_size, (size_t)(hi - lo),
                                 self->dtype, LOOM_REDUCE_SUM, &self->requests[i]);
+}
+
+/* [lo, hi) in all-reduces of at most a bucket each: a range backward releases whole (the
+ * embeddings) does not make the communicator hold a receive buffer larger than the bucket the
+ * memory budget counts. The sums are element by element, so the split changes no bit. */
+static loom_status launch(ddp_sharding *self, int64_t lo, int64_t hi)
+{
+    loom_status st = LOOM_OK;
+    for (int64_t b = lo; b < hi && st == LOOM_OK; b += self->bucket_elements)
+        st = launch_one(self, b, hi - b < self->bucket_elements ? hi : b + self->bucket_elements);
+    return st;
 }
 
 static loom_status close_bucket(ddp_sharding *self)

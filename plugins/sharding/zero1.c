@@ -98,14 +98,18 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
         return api->fail(host, LOOM_E_NOMEM, "out of memory");
     }
     self->partition = zero_partition(self->total, self->world, self->ranges);
-    self->gather_elements = bucket < self->partition ? bucket : self->partition;
-    if (self->gather_elements < 1) self->gather_elements = 1;
+    /* In place (no gather buffers) when the host's params have room for every partition. */
+    const int in_place = zero_gather_in_place(setup, self->partition, bucket);
+    self->gather_elements = in_place ? 0 : bucket < self->partition ? bucket : self->partition;
+    if (!in_place && self->gather_elements < 1) self->gather_elements = 1;
     size_t padded = (size_t)self->partition * (size_t)self->world;
     self->grads = api->alloc(host, padded * self->element_size + 1, 0, setup->device, 0);
-    self->gather_send = api->alloc(host, (size_t)self->gather_elements * self->element_size, 0, setup->device, 0);
-    self->gather_recv = api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * self->element_size, 0,
-                                   setup->device, 0);
-    if (!self->ranges || !self->grads || !self->gather_send || !self->gather_recv) {
+    if (!in_place) {
+        self->gather_send = api->alloc(host, (size_t)self->gather_elements * self->element_size, 0, setup->device, 0);
+        self->gather_recv = api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * self->element_size, 0,
+                                       setup->device, 0);
+    }
+    if (!self->ranges || !self->grads || (!in_place && (!self->gather_send || !self->gather_recv))) {
         zero1_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
     }

@@ -64,15 +64,26 @@ static inline int64_t zero_partition(int64_t total, int32_t world, loom_range *r
     return P;
 }
 
+/* Whether the partitions can be all-gathered in place, straight into params: one piece covers a
+ * partition (allgather_bucket_size >= P, DeepSpeed's default 5e8 usually does) and the host's
+ * params buffer has room for world P elements. Then no gather buffers exist at all. */
+static inline int zero_gather_in_place(const loom_sharding_setup *setup, int64_t P, int64_t bucket)
+{
+    return LOOM_HAS_FIELD(setup, loom_sharding_setup, params_capacity) &&
+           setup->params_capacity >= (int64_t)setup->world_size * P && bucket >= P;
+}
+
 /* All-gather the partitions of params (total elements of `element` bytes, partitions of P) in
- * pieces of at most c elements per rank through send (c elements) and recv (world c) scratch.
- * Pure data movement: the bits each owner wrote are the bits every rank gets. */
+ * pieces of at most c elements per rank through send (c elements) and recv (world c) scratch,
+ * or, with send NULL (zero_gather_in_place), in one all-gather inside params. Pure data
+ * movement: the bits each owner wrote are the bits every rank gets. */
 static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *cv, void *params_, int64_t total,
                                        int64_t P, int32_t rank, int32_t world, int64_t c, size_t element,
                                        uint32_t dtype, void *send_, void *recv_)
 {
     uint8_t *params = params_, *send = send_;
     const uint8_t *recv = recv_;
+    if (!send) return cv->all_gather(comm, params + (size_t)rank * (size_t)P * element, params, (size_t)P, dtype, NULL);
     for (int64_t at = 0; at < P; at += c) {
         int64_t n = P - at < c ? P - at : c;
         int64_t mine = (int64_t)rank * P + at;

@@ -186,16 +186,21 @@ typedef struct variant {
     const char *plugin;
     const char *keys[3], *values[3];
     int reduces_each_micro; /* zero2: the accumulation is summed over ranks per micro-batch */
+    int in_place;           /* params has room for world P: the all-gather runs inside it  */
 } variant;
 
 static const variant variants[] = {
-    {"ddp", {NULL}, {NULL}, 0},
-    {"zero1", {"allgather_bucket_size"}, {"5000"}, 0},
-    {"zero2", {"allgather_bucket_size"}, {"5000"}, 1},
-    {"zero2", {"allgather_bucket_size", "overlap_comm"}, {"5000", "true"}, 1},
-    {"zero2", {"allgather_bucket_size", "reduce_scatter"}, {"5000", "false"}, 1},
-    {"sharded_ddp", {NULL}, {NULL}, 0},
+    {"ddp", {NULL}, {NULL}, 0, 0},
+    {"zero1", {"allgather_bucket_size"}, {"5000"}, 0, 0},
+    {"zero2", {"allgather_bucket_size"}, {"5000"}, 1, 0},
+    {"zero2", {"allgather_bucket_size", "overlap_comm"}, {"5000", "true"}, 1, 0},
+    {"zero2", {"allgather_bucket_size", "reduce_scatter"}, {"5000", "false"}, 1, 0},
+    {"sharded_ddp", {NULL}, {NULL}, 0, 0},
+    {"zero1", {NULL}, {NULL}, 0, 1},
+    {"zero2", {"overlap_comm"}, {"true"}, 1, 1},
 };
+/* Room for world x P elements at any world size here (P <= 32768 for 2 ranks). */
+#define CAPACITY 65536
 #define N_VARIANTS (sizeof variants / sizeof variants[0])
 
 typedef struct rank_ctx {
@@ -238,6 +243,7 @@ static loom_status create_instance(rank_ctx *c, const variant *v, uint32_t dtype
         .gradient_accumulation_steps = 2,
         .optimizer_flags = 0,
         .max_grad_elements = LARGEST_TENSOR,
+        .params_capacity = v->in_place ? CAPACITY : 0,
     };
     return in->sv->create(in->host, loom_host_api_table(), in->config, &setup, &in->sharding);
 }
@@ -336,14 +342,18 @@ static void check_publish(rank_ctx *c, instance *in, uint32_t dtype, uint8_t *pa
 }
 
 /* The report scales with the element size; bucket sizes stay element counts. */
-static void check_memory(rank_ctx *c, instance *in, const char *plugin, uint32_t dtype)
+static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t dtype)
 {
+    const char *plugin = v->plugin;
     const uint64_t es = element_size(dtype), world = (uint64_t)c->world;
     const uint64_t even = (TOTAL + world - 1) / world, P = (even + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
-    const uint64_t gather = GATHER_BUCKET < P ? GATHER_BUCKET : P;
+    const uint64_t gather = v->in_place ? 0 : GATHER_BUCKET < P ? GATHER_BUCKET : P; /* in place: no buffers */
     loom_sharding_memory m = {LOOM_HEADER_INIT(loom_sharding_memory)};
     OK(in->sv->memory(in->sharding, &m));
-    if (strcmp(plugin, "ddp") == 0 || strcmp(plugin, "sharded_ddp") == 0) {
+    if (strcmp(plugin, "ddp") == 0) {
+        RCHECK(m.gradient_bytes == TOTAL * es);
+        RCHECK(m.bucket_bytes == TOTAL * es); /* the communicator's receive room: a bucket (25 MB) > TOTAL */
+    } else if (strcmp(plugin, "sharded_ddp") == 0) {
         RCHECK(m.gradient_bytes == TOTAL * es);
         RCHECK(m.bucket_bytes == 0);
     } else if (strcmp(plugin, "zero1") == 0) {
@@ -358,8 +368,8 @@ static void check_memory(rank_ctx *c, instance *in, const char *plugin, uint32_t
 static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *seen_one, uint8_t *seen_acc, int first)
 {
     const size_t es = element_size(dtype);
-    uint8_t *params = xmalloc((size_t)TOTAL * es);
-    memset(params, 0, (size_t)TOTAL * es);
+    uint8_t *params = xmalloc((size_t)CAPACITY * es);
+    memset(params, 0, (size_t)CAPACITY * es);
     uint8_t *seen = xmalloc((size_t)TOTAL * es);
     instance in;
     loom_status st = create_instance(c, v, dtype, params, &in);
@@ -370,7 +380,7 @@ static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *
         free(params), free(seen);
         return;
     }
-    check_memory(c, &in, v->plugin, dtype);
+    check_memory(c, &in, v, dtype);
 
     /* Step 1: one micro-batch. */
     const int one[1] = {0};
@@ -438,7 +448,7 @@ static void check_refusals(rank_ctx *c)
     const char *plugins[] = {"none", "ddp", "zero1", "zero2", "sharded_ddp"};
     uint8_t params[8];
     for (size_t p = 0; p < sizeof plugins / sizeof plugins[0]; p++) {
-        const variant v = {plugins[p], {NULL}, {NULL}, 0};
+        const variant v = {plugins[p], {NULL}, {NULL}, 0, 0};
         instance in;
         rank_ctx one = *c;
         if (strcmp(plugins[p], "none") == 0) one.world = 1, one.rank = 0; /* none refuses worlds > 1 first */

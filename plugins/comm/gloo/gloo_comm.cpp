@@ -84,7 +84,7 @@ constexpr size_t kScratchRound = 1 << 20;         /* scratch grows in whole MiB 
  * of whole-buffer operations at 64-256 MB (each piece loses Gloo's own pipelining). */
 constexpr size_t kPieceBytes = 256u << 20;
 /* reduce gathers every rank's piece at the root: its scratch holds world pieces. */
-constexpr size_t kReducePieceBytes = 32u << 20;
+constexpr size_t kReducePieceBytes = 8u << 20;
 
 std::atomic<unsigned long> instance_counter{0};
 
