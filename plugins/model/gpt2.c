@@ -434,6 +434,7 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
     memset(dres, 0, (size_t)(N * C) * sizeof *dres);
     const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
     float *dlnf_w = gpt2_grad_begin(self, lnf_memory, 2 * C);
+    gpt2_grad_zero(self, dlnf_w, 2 * C);
     k->layernorm_backward(dres, dlnf_w, dlnf_w + C, dln, self->layers[self->L - 1].residual3, lnf_w,
                           self->lnf_mean, self->lnf_rstd, N, C);
     gpt2_grad_end(self, lnf_memory, 2 * C);
@@ -446,6 +447,12 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
         void *memory = NULL;
         if ((st = acquire(self, sink, begin, end, &memory))) return st;
         float *g = gpt2_grad_begin(self, memory, end - begin);
+        /* Biases and layernorm parameters are accumulated into; the weight products write
+         * theirs whole. */
+        for (int which = 0; which < GPT2_LAYER_TENSORS; which++) {
+            const size_t i = gpt2_layer_tensor(l, which);
+            if (!gpt2_is_matrix(self, i)) gpt2_grad_zero(self, g + (self->tensors[i].offset - begin), self->tensors[i].size);
+        }
 #define DP(which) (g + (self->tensors[2 + l * GPT2_LAYER_TENSORS + (which)].offset - begin))
 #define P(which) gpt2_lp(self, l, which)
 #define W(which) gpt2_layer_tensor(l, which)

@@ -211,8 +211,13 @@ void gpt2_embed_forward(loom_model *self, float *out, const int32_t *tokens, int
 void gpt2_embed_backward(loom_model *self, void *dwte, void *dwpe, const float *dout, const int32_t *tokens, int64_t B,
                          int64_t T);
 /* Gradients of `count` elements: f32 memory to accumulate them in (the sink's own memory in
- * f32 runs, a zeroed scratch otherwise), then added into the sink's memory by gpt2_grad_end. */
+ * f32 runs, a scratch otherwise), then added into the sink's memory by gpt2_grad_end.
+ * gpt2_grad_fresh says whether that memory starts unwritten (a scratch: products may write it
+ * with beta 0, and only what kernels accumulate into must be zeroed, by gpt2_grad_zero) or
+ * holds earlier gradients to add to (the sink's own memory). */
 float *gpt2_grad_begin(loom_model *self, void *sink_memory, int64_t count);
+int gpt2_grad_fresh(const loom_model *self);
+void gpt2_grad_zero(loom_model *self, float *g, int64_t count);
 void gpt2_grad_end(loom_model *self, void *sink_memory, int64_t count);
 
 /* gpt2_decode.c */

@@ -178,7 +178,8 @@ void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const
     /* N <= m->rows in training (bind sized the scratch for the whole batch). */
     const void *dY = cast_rows(self, m->cast_b, dout, N, OC, OC);
     if (dinp) k->gemm_mixed(0, 1, N, IC, OC, 1.0f, dY, cd, OC, W, cd, OC, 0.0f, dinp, IC);
-    k->gemm_mixed(1, 0, IC, OC, N, 1.0f, inp, cd, IC, dY, cd, OC, 1.0f, dW, OC);
+    /* A fresh scratch is written, not added to: no zeroing pass over the weight gradient. */
+    k->gemm_mixed(1, 0, IC, OC, N, 1.0f, inp, cd, IC, dY, cd, OC, gpt2_grad_fresh(self) ? 0.0f : 1.0f, dW, OC);
     k->sgemm(0, 0, 1, OC, N, 1.0f, m->ones, N, dout, OC, 1.0f, db, OC); /* db += 1^T dout */
 }
 
@@ -240,7 +241,7 @@ void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *d
         }
         char *dst = (char *)dwte + (size_t)(v0 * C) * ps;
         float *g = gpt2_grad_begin(self, dst, vc * C);
-        k->gemm_mixed(1, 0, vc, C, N, 1.0f, dYc, cd, V, X, cd, C, 1.0f, g, C);
+        k->gemm_mixed(1, 0, vc, C, N, 1.0f, dYc, cd, V, X, cd, C, gpt2_grad_fresh(self) ? 0.0f : 1.0f, g, C);
         gpt2_grad_end(self, dst, vc * C);
     }
 }
@@ -276,6 +277,7 @@ void gpt2_embed_backward(loom_model *self, void *dwte, void *dwpe, const float *
     /* wpe: the positions' sums in f32, then one rounding each. wte: a row per token, in the
      * batch's order (a repeated token rounds once per occurrence, the same on every run). */
     float *g = gpt2_grad_begin(self, dwpe, T * C);
+    gpt2_grad_zero(self, g, T * C);
     for (int64_t b = 0; b < B; b++) k->accumulate(g, dout + b * T * C, T * C);
     gpt2_grad_end(self, dwpe, T * C);
     for (int64_t i = 0; i < B * T; i++)
@@ -285,9 +287,16 @@ void gpt2_embed_backward(loom_model *self, void *dwte, void *dwpe, const float *
 
 float *gpt2_grad_begin(loom_model *self, void *sink_memory, int64_t count)
 {
+    (void)count;
     if (self->param_dtype == LOOM_DTYPE_F32) return sink_memory;
-    memset(self->mixed_state.grad, 0, (size_t)count * sizeof(float));
     return self->mixed_state.grad;
+}
+
+int gpt2_grad_fresh(const loom_model *self) { return self->param_dtype != LOOM_DTYPE_F32; }
+
+void gpt2_grad_zero(loom_model *self, float *g, int64_t count)
+{
+    if (gpt2_grad_fresh(self)) memset(g, 0, (size_t)count * sizeof(float));
 }
 
 void gpt2_grad_end(loom_model *self, void *sink_memory, int64_t count)
