@@ -115,6 +115,8 @@ void lk_accumulate(float *dst, const float *src, int64_t n);
 /* convert.c. Bit-exact with F16C / AVX512_BF16 whichever path the CPU takes. A dtype other
  * than LOOM_DTYPE_F32, _F16 or _BF16 makes either call do nothing (callers validate). */
 void lk_convert(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
+void lk_softmax_cross_entropy_backward_cast(void *dlogits, uint32_t dtype, const float *probs, const int32_t *labels,
+                                            float scale, int64_t B, int64_t C);
 void lk_accumulate_f32(void *dst, uint32_t dst_dtype, const float *src, int64_t n);
 
 /* gemm_mixed.c. bf16 x bf16 on oneDNN where the build and CPU allow (LOOM_BF16_GEMM=fp32 in

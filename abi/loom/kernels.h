@@ -117,13 +117,21 @@ typedef struct loom_kernels_api {
     void (*gemm_mixed)(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const void *A, uint32_t a_dtype, int64_t lda, const void *B, uint32_t b_dtype,
                        int64_t ldb, float beta, float *C, int64_t ldc);
+    /* dlogits[b,:] = dtype(scale * (probs[b,:] - onehot(labels[b]))), WRITTEN (not accumulated)
+     * in dtype (F32, F16 or BF16), rounded once; rows whose label is ignored (-100) or invalid
+     * get zeros. Equal bit for bit to zeroing, softmax_cross_entropy_backward and convert, in
+     * one pass: a mixed-precision model's dlogits straight from the f32 probabilities. dlogits
+     * and probs must not overlap. */
+    void (*softmax_cross_entropy_backward_cast)(void *dlogits, uint32_t dtype, const float *probs,
+                                                const int32_t *labels, float scale, int64_t B,
+                                                int64_t C);
 
     /* ABI 1.2+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 200, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 208, "loom_kernels_api layout changed");
 #endif
 
 #ifdef __cplusplus

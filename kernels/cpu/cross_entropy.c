@@ -70,3 +70,32 @@ void lk_softmax_cross_entropy_backward(float *dlogits, const float *probs, const
         d[label] -= scale;
     }
 }
+
+/* The same arithmetic as zeroing + lk_softmax_cross_entropy_backward (0 + scale p is scale p;
+ * the label's entry then loses scale), made in a small f32 block that stays in L1 and cast from
+ * there: one pass over the probabilities, no f32 copy of the gradient. */
+void lk_softmax_cross_entropy_backward_cast(void *dlogits, uint32_t dtype, const float *probs, const int32_t *labels,
+                                            float scale, int64_t B, int64_t C)
+{
+    enum { BLOCK = 1024 };
+    const size_t es = dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+#pragma omp parallel for if (B * C >= LK_OMP_MIN_WORK)
+    for (int64_t b = 0; b < B; b++) {
+        float block[BLOCK];
+        const float *p = probs + b * C;
+        char *d = (char *)dlogits + (size_t)(b * C) * es;
+        const int32_t label = labels[b];
+        const int valid = label >= 0 && label < C;
+        for (int64_t c0 = 0; c0 < C; c0 += BLOCK) {
+            const int64_t m = C - c0 < BLOCK ? C - c0 : BLOCK;
+            if (valid) {
+#pragma omp simd
+                for (int64_t j = 0; j < m; j++) block[j] = scale * p[c0 + j];
+                if (label >= c0 && label < c0 + m) block[label - c0] -= scale;
+            } else {
+                for (int64_t j = 0; j < m; j++) block[j] = 0.0f;
+            }
+            lk_convert(d + (size_t)c0 * es, dtype, block, LOOM_DTYPE_F32, m);
+        }
+    }
+}

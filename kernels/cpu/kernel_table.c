@@ -29,6 +29,7 @@ static const loom_kernels_api lk_cpu_table = {
     .convert = lk_convert,
     .accumulate_f32 = lk_accumulate_f32,
     .gemm_mixed = lk_gemm_mixed,
+    .softmax_cross_entropy_backward_cast = lk_softmax_cross_entropy_backward_cast,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

@@ -141,7 +141,8 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         return api->fail(self->host, LOOM_E_INVALID, "kernels for device %u, parameters on device %u",
                          k->device, binding->device);
     const int mixed = pd != LOOM_DTYPE_F32 || cd != LOOM_DTYPE_F32;
-    if (mixed && !(LOOM_HAS(k, loom_kernels_api, gemm_mixed) && k->convert && k->accumulate_f32))
+    if (mixed && !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_backward_cast) && k->gemm_mixed && k->convert &&
+                   k->accumulate_f32))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s need the kernel table's 16-bit functions (ABI 1.1), "
                          "which this host's %s lacks", dtype_name(pd), dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
@@ -492,6 +493,28 @@ static loom_status check_sink(loom_model *self, const loom_grad_sink *sink)
     return LOOM_OK;
 }
 
+/* Mixed precision: dlogits in compute_dtype, made from the f32 probabilities into the same
+ * buffer from its start. 16-bit rows [r0, r0 + rows) take the bytes of f32 rows [r0 / 2,
+ * (r0 + rows) / 2), all consumed already when rows <= r0; so the chunks grow with r0 (each call
+ * reads and writes disjoint memory), and the first one goes through logits_ext's first rows,
+ * free scratch, before it is copied into place. */
+static void mixed_dlogits(loom_model *self, const int32_t *labels, float seed, int64_t N)
+{
+    const int64_t V = self->V;
+    const size_t cs = self->compute_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+    char *out = (char *)self->logits;
+    const int64_t first = min_i64(N, max_i64(1, min_i64(2 * self->ce_chunk, 64)));
+    self->k->softmax_cross_entropy_backward_cast(self->logits_ext, self->compute_dtype, self->logits, labels, seed,
+                                                 first, V);
+    memcpy(out, self->logits_ext, (size_t)(first * V) * cs);
+    for (int64_t r0 = first; r0 < N;) {
+        const int64_t rows = min_i64(N - r0, r0);
+        self->k->softmax_cross_entropy_backward_cast(out + (size_t)(r0 * V) * cs, self->compute_dtype,
+                                                     self->logits + r0 * V, labels + r0, seed, rows, V);
+        r0 += rows;
+    }
+}
+
 static loom_status gpt2_backward(loom_model *self, const loom_batch *batch, float seed, const loom_grad_sink *sink)
 {
     int64_t B = 0, T = 0;
@@ -507,21 +530,18 @@ static loom_status gpt2_backward(loom_model *self, const loom_batch *batch, floa
     /* dlogits = seed * (probs - onehot(labels)), R rows at a time, each chunk written R rows
      * before the probs it reads (rows already consumed): dlogits end in logits_ext rows
      * [0, N), with no [N, V] buffer of their own and no aliasing inside a kernel call. */
-    /* Mixed precision: each f32 chunk is made in logits_ext's first R rows, then cast to
-     * compute_dtype into the logits buffer from its start: the 16-bit rows [r0, r0 + rows) land
-     * on bytes of f32 rows below (r0 + rows) / 2, whose probabilities are already consumed. */
-    const size_t cs = self->compute_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
-    /* The mixed path only needs the f32 chunk until it is cast: chunks of a few rows stay in
-     * the L2 cache through the zeroing, the kernel and the cast (1 MiB per thread). */
-    const int64_t step = self->mixed ? min_i64(R, max_i64(2, 2 * ((1 << 20) / (V * (int64_t)sizeof(float))))) : R;
-    for (int64_t r0 = 0; r0 < N; r0 += step) {
-        const int64_t rows = min_i64(step, N - r0);
-        float *d = self->logits_ext + (self->mixed ? 0 : r0 * V);
+    if (self->mixed) {
+        mixed_dlogits(self, labels, seed, N);
+        self->fwd_has_probs = 0;
+        st = backward_from_logits(self, batch, self->logits, sink);
+        self->fwd_B = 0;
+        return st;
+    }
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+        const int64_t rows = min_i64(R, N - r0);
+        float *d = self->logits_ext + r0 * V;
         memset(d, 0, (size_t)(rows * V) * sizeof *d);
         self->k->softmax_cross_entropy_backward(d, self->logits + r0 * V, labels + r0, seed, rows, V);
-        if (self->mixed)
-            self->k->convert((char *)self->logits + (size_t)(r0 * V) * cs, self->compute_dtype, d, LOOM_DTYPE_F32,
-                             rows * V);
     }
     self->fwd_has_probs = 0; /* the probabilities are gone */
     st = backward_from_logits(self, batch, self->mixed ? (const void *)self->logits : self->logits_ext, sink);

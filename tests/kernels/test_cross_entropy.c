@@ -159,6 +159,40 @@ static void test_aliased(int64_t B, int64_t C)
 
 /* lk_expf (the softmax's vectorisable exp): within 2 ulp of exp over its range, exactly 1 at 0
  * (the row max's term), 0 below -87.3 and for -inf (masked logits), NaN for NaN. */
+/* The cast backward equals zeroing, the f32 backward and a convert, bit for bit, in every
+ * dtype; ignored rows are zeros. */
+static void test_backward_cast(void)
+{
+    const int64_t B = 9, C = 2500; /* rows longer than the kernel's block */
+    float *logits = test_alloc(B * C), *probs = test_alloc(B * C), *losses = test_alloc(B);
+    float *want32 = test_alloc(B * C), *got32 = test_alloc(B * C);
+    uint16_t *want16 = malloc((size_t)(B * C) * 2), *got16 = malloc((size_t)(B * C) * 2);
+    int32_t labels[9];
+    test_fill(logits, B * C, -6.0f, 6.0f);
+    for (int64_t b = 0; b < B; b++) labels[b] = (int32_t)(test_rng_next() % (uint64_t)C);
+    labels[3] = -100;
+    labels[5] = C - 1; /* in the last, short block */
+    lk_softmax_cross_entropy_forward(probs, losses, logits, labels, B, C);
+    const float scale = 37.5f;
+    memset(want32, 0, (size_t)(B * C) * sizeof(float));
+    lk_softmax_cross_entropy_backward(want32, probs, labels, scale, B, C);
+    lk_softmax_cross_entropy_backward_cast(got32, LOOM_DTYPE_F32, probs, labels, scale, B, C);
+    CHECK(memcmp(want32, got32, (size_t)(B * C) * sizeof(float)) == 0);
+    const uint32_t dtypes[2] = {LOOM_DTYPE_BF16, LOOM_DTYPE_F16};
+    for (int k = 0; k < 2; k++) {
+        lk_convert(want16, dtypes[k], want32, LOOM_DTYPE_F32, B * C);
+        memset(got16, 0xAB, (size_t)(B * C) * 2);
+        lk_softmax_cross_entropy_backward_cast(got16, dtypes[k], probs, labels, scale, B, C);
+        CHECK(memcmp(want16, got16, (size_t)(B * C) * 2) == 0);
+        int zeros = 1;
+        for (int64_t c = 0; c < C; c++) zeros &= got16[3 * C + c] == 0;
+        CHECK(zeros);
+    }
+    free(want16);
+    free(got16);
+    free(logits), free(probs), free(losses), free(want32), free(got32);
+}
+
 static void test_expf(void)
 {
     double worst = 0.0;
@@ -182,6 +216,7 @@ int main(void)
     test_extremes();
     test_backward();
     test_large();
+    test_backward_cast();
     test_expf();
     test_aliased(6, 11);
     test_aliased(700, 97); /* threaded */
