@@ -40,7 +40,7 @@ extern "C" {
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
 #define LOOM_ABI_MINOR 1 /* compatible change: members appended; older plugins keep loading */
-/* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed (16-bit storage and products);
+/* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
  *      sharding.h set_reduction and loom_sharding_setup.params_capacity. */
