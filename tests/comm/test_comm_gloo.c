@@ -18,17 +18,13 @@
  * In-process: a one-rank communicator without a store, and the error without a store.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,51 +36,12 @@
 #include "plugin_loader.h"
 #include "store.h"
 #include "test_util.h"
+#include "test_ranks.h"
 
 static const loom_comm_vtable *vt;
 static const loom_plugin *plugin;
-static int my_rank = -1;
 
-#define RCHECK(cond)                                                                                                   \
-    do {                                                                                                               \
-        test_checks++;                                                                                                 \
-        if (!(cond)) {                                                                                                 \
-            test_failures++;                                                                                           \
-            fprintf(stderr, "[rank %d] %s:%d: CHECK failed: %s\n", my_rank, __FILE__, __LINE__, #cond);                \
-        }                                                                                                              \
-    } while (0)
 
-#define OK(call)                                                                                                       \
-    do {                                                                                                               \
-        loom_status st_ = (call);                                                                                      \
-        test_checks++;                                                                                                 \
-        if (st_ != LOOM_OK) {                                                                                          \
-            test_failures++;                                                                                           \
-            fprintf(stderr, "[rank %d] %s:%d: %s -> %d: %s\n", my_rank, __FILE__, __LINE__, #call, st_,                \
-                    loom_error_message());                                                                             \
-        }                                                                                                              \
-    } while (0)
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("free_port");
-        exit(2);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static void *xmalloc(size_t bytes)
 {
@@ -503,7 +460,6 @@ static void leave(joined *j)
 
 static int rank_main(int rank, int world, int port)
 {
-    my_rank = rank;
     alarm(30);
     joined j;
     rank_ctx c = {.rank = rank, .world = world, .comm = NULL};
@@ -542,7 +498,6 @@ static int rank_main(int rank, int world, int port)
 /* 3 ranks; rank 2 leaves without a word; 0 and 1 must fail fast, not hang. */
 static int failure_rank_main(int rank, int world, int port)
 {
-    my_rank = rank;
     alarm(30);
     joined j;
     loom_comm *comm = NULL;
@@ -562,9 +517,9 @@ static int failure_rank_main(int rank, int world, int port)
     float big[100000];
     for (int i = 0; i < 100000; i++)
         big[i] = 1.0f;
-    const double t0 = now_seconds();
+    const double t0 = test_now_seconds();
     st = vt->all_reduce(comm, big, 100000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
-    const double elapsed = now_seconds() - t0;
+    const double elapsed = test_now_seconds() - t0;
     fprintf(stderr, "[rank %d] all_reduce with a dead peer: status %d after %.2f s: %s\n", rank, st, elapsed,
             loom_error_message());
     RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
@@ -573,17 +528,17 @@ static int failure_rank_main(int rank, int world, int port)
     RCHECK(strstr(loom_error_message(), "peer rank may have died") != NULL ||
            strstr(loom_error_message(), "timed out"));
     /* the communicator is out of step now: the next operation reports the first failure at once */
-    const double t1 = now_seconds();
+    const double t1 = test_now_seconds();
     loom_comm_request *req = NULL;
     st = vt->all_reduce(comm, big, 10, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req);
     if (st == LOOM_OK) st = vt->wait(comm, req);
     RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
     RCHECK(strstr(loom_error_message(), "failed earlier") != NULL);
     RCHECK(vt->barrier(comm) != LOOM_OK);
-    RCHECK(now_seconds() - t1 < 0.5);
-    const double t2 = now_seconds();
+    RCHECK(test_now_seconds() - t1 < 0.5);
+    const double t2 = test_now_seconds();
     vt->destroy(comm);
-    RCHECK(now_seconds() - t2 < 2.0);
+    RCHECK(test_now_seconds() - t2 < 2.0);
     leave(&j);
     return test_failures ? 1 : 0;
 }
@@ -601,7 +556,6 @@ static void *die_soon(void *arg)
  * once, but a pending send only at its timeout. */
 static int midway_rank_main(int rank, int world, int port)
 {
-    my_rank = rank;
     alarm(30);
     joined j;
     loom_comm *comm = NULL;
@@ -619,9 +573,9 @@ static int midway_rank_main(int rank, int world, int port)
         pthread_t killer;
         pthread_create(&killer, NULL, die_soon, (void *)(intptr_t)30000);
     }
-    const double t0 = now_seconds();
+    const double t0 = test_now_seconds();
     st = vt->all_reduce(comm, big, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
-    const double elapsed = now_seconds() - t0;
+    const double elapsed = test_now_seconds() - t0;
     if (rank == 2) _exit(0); /* finished before the killer thread: nothing was tested on this run */
     fprintf(stderr, "[rank %d] 64 MB all_reduce, peer died midway: status %d after %.2f s: %s\n", rank, st, elapsed,
             st ? loom_error_message() : "");
@@ -637,18 +591,17 @@ static int midway_rank_main(int rank, int world, int port)
  * rendezvous with LOOM_E_TIMEOUT after the 2 s timeout, not wait forever. */
 static int absent_rank_main(int rank, int world, int port)
 {
-    my_rank = rank;
     alarm(30);
     joined j;
     loom_comm *comm = NULL;
-    const double t0 = now_seconds();
+    const double t0 = test_now_seconds();
     loom_status st = join(rank, world, port, 2.0, &j, rank == 2 ? NULL : &comm);
     if (rank == 2) {
         usleep(3500 * 1000); /* stays connected to the store, creates nothing */
         leave(&j);
         return st == LOOM_OK ? 0 : 1;
     }
-    const double elapsed = now_seconds() - t0;
+    const double elapsed = test_now_seconds() - t0;
     fprintf(stderr, "[rank %d] create without rank 2: status %d after %.2f s: %s\n", rank, st, elapsed,
             loom_error_message());
     RCHECK(st == LOOM_E_TIMEOUT);
@@ -658,52 +611,11 @@ static int absent_rank_main(int rank, int world, int port)
     return test_failures ? 1 : 0;
 }
 
-typedef int (*rank_fn)(int rank, int world, int port);
-
-/* Fork world ranks running fn; 1 if every one exited 0. */
-static int run_group(const char *name, int world, rank_fn fn)
-{
-    const int port = free_port();
-    const double t0 = now_seconds();
-    fflush(NULL); /* or the children print the parent's buffered lines again */
-    pid_t pids[8];
-    for (int r = 0; r < world; r++) {
-        pids[r] = fork();
-        if (pids[r] < 0) {
-            perror("fork");
-            exit(2);
-        }
-        if (pids[r] == 0) {
-            test_failures = test_checks = 0; /* this process's own count */
-            const int rc = fn(r, world, port);
-            fflush(NULL);
-            exit(rc); /* exit, not _exit: LeakSanitizer checks each rank in sanitizer builds */
-        }
-    }
-    int ok = 1;
-    for (int r = 0; r < world; r++) {
-        int status = 0;
-        if (waitpid(pids[r], &status, 0) < 0) {
-            perror("waitpid");
-            ok = 0;
-            continue;
-        }
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            if (WIFSIGNALED(status))
-                fprintf(stderr, "%s, %d ranks: rank %d killed by signal %d\n", name, world, r, WTERMSIG(status));
-            else
-                fprintf(stderr, "%s, %d ranks: rank %d exited %d\n", name, world, r, WEXITSTATUS(status));
-            ok = 0;
-        }
-    }
-    printf("%s, %d ranks: %s in %.2f s\n", name, world, ok ? "ok" : "FAILED", now_seconds() - t0);
-    return ok;
-}
 
 /* In-process: one rank needs no store; more ranks without one is an error that says what to do. */
 static void check_single_process(void)
 {
-    my_rank = 0;
+    test_rank = 0;
     loom_host *host = loom_host_create("gloo");
     loom_config *config = loom_config_from_spec(plugin->desc);
     loom_comm_setup setup = {
@@ -755,12 +667,12 @@ int main(void)
     CHECK(vt->flags & LOOM_COMM_ORDERED_SUM);
 
     /* fork before this process starts any thread of its own */
-    CHECK(run_group("collectives", 2, rank_main));
-    CHECK(run_group("collectives", 3, rank_main));
-    CHECK(run_group("collectives", 4, rank_main));
-    CHECK(run_group("rank 2 dies", 3, failure_rank_main));
-    CHECK(run_group("rank 2 dies mid-transfer", 3, midway_rank_main));
-    CHECK(run_group("rank 2 never creates", 3, absent_rank_main));
+    CHECK(test_run_ranks("collectives", 2, rank_main));
+    CHECK(test_run_ranks("collectives", 3, rank_main));
+    CHECK(test_run_ranks("collectives", 4, rank_main));
+    CHECK(test_run_ranks("rank 2 dies", 3, failure_rank_main));
+    CHECK(test_run_ranks("rank 2 dies mid-transfer", 3, midway_rank_main));
+    CHECK(test_run_ranks("rank 2 never creates", 3, absent_rank_main));
     check_single_process();
     return test_finish("test_comm_gloo");
 }

@@ -11,14 +11,10 @@
  * momenta, recompressed by the chunk's server. Every process has a hard alarm(), so a hang fails
  * instead of blocking ctest.
  */
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <loom/comm.h>
@@ -95,29 +91,10 @@ static void reference_step(reference *r, int t, double lr)
 static int rank_main(int rank, int world, int port)
 {
     alarm(60);
-    loom_store_server *server = NULL;
-    loom_store_client *client = NULL;
-    if (loom_store_rendezvous(rank, world, "127.0.0.1", port, 20.0, &server, &client) != LOOM_OK) {
-        fprintf(stderr, "[rank %d] rendezvous: %s\n", rank, loom_error_message());
-        return 1;
-    }
-    loom_host_set_store(client);
-    const loom_plugin *gloo = NULL;
-    if (loom_plugin_load("gloo", LOOM_KIND_COMM, &gloo) != LOOM_OK) {
-        fprintf(stderr, "[rank %d] cannot load gloo: %s\n", rank, loom_error_message());
-        return 1;
-    }
-    const loom_comm_vtable *cv = gloo->desc->vtable;
-    loom_host *host = loom_host_create("gloo");
-    loom_config *config = loom_config_from_spec(gloo->desc);
-    loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup), .rank = rank, .world_size = world,
-                             .local_rank = rank, .local_world_size = world, .master_addr = "127.0.0.1",
-                             .master_port = port, .device = LOOM_DEVICE_CPU, .timeout_seconds = 30.0};
-    loom_comm *comm = NULL;
-    if (cv->create(host, loom_host_api_table(), config, &setup, &comm) != LOOM_OK) {
-        fprintf(stderr, "[rank %d] comm: %s\n", rank, loom_error_message());
-        return 1;
-    }
+    test_gloo ranks;
+    if (!test_gloo_open(&ranks, rank, world, port)) return 1;
+    loom_comm *comm = ranks.comm;
+    const loom_comm_vtable *cv = ranks.cv;
 
     static const char *const kv[] = {"beta1", "0.85", "eps", "1e-6", "freeze_step", "0", NULL};
     optim_fixture f;
@@ -162,13 +139,7 @@ static int rank_main(int rank, int world, int port)
     for (int k = 1; k < world; k++) CHECK(memcmp(gathered, gathered + k * N, sizeof p) == 0);
 
     optim_close(&f);
-    CHECK(cv->barrier(comm) == LOOM_OK);
-    cv->destroy(comm);
-    loom_config_free(config);
-    loom_host_destroy(host);
-    loom_host_set_store(NULL);
-    loom_store_close(client);
-    loom_store_server_stop(server);
+    test_gloo_close(&ranks);
     return test_failures ? 1 : 0;
 }
 

@@ -18,16 +18,12 @@
  *   - an unsupported dtype is refused with a message naming it.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <loom/comm.h>
@@ -41,27 +37,6 @@
 #include "test_util.h"
 #include "test_ranks.h"
 
-static int my_rank = -1;
-
-#define RCHECK(cond)                                                                                                   \
-    do {                                                                                                               \
-        test_checks++;                                                                                                 \
-        if (!(cond)) {                                                                                                 \
-            test_failures++;                                                                                           \
-            fprintf(stderr, "[rank %d] %s:%d: CHECK failed: %s\n", my_rank, __FILE__, __LINE__, #cond);                \
-        }                                                                                                              \
-    } while (0)
-
-#define OK(call)                                                                                                       \
-    do {                                                                                                               \
-        loom_status st_ = (call);                                                                                      \
-        test_checks++;                                                                                                 \
-        if (st_ != LOOM_OK) {                                                                                          \
-            test_failures++;                                                                                           \
-            fprintf(stderr, "[rank %d] %s:%d: %s -> %d: %s\n", my_rank, __FILE__, __LINE__, #call, st_,                \
-                    loom_error_message());                                                                             \
-        }                                                                                                              \
-    } while (0)
 
 /* A flat buffer of 5 tensors, one of them a single element; zero1/zero2 cut it at multiples of
  * 16384 elements, so tensors straddle partitions and the last partition is short (2 ranks) or
@@ -466,38 +441,10 @@ static void check_refusals(rank_ctx *c)
 
 static int rank_main(int rank, int world, int port)
 {
-    my_rank = rank;
     alarm(60);
-    loom_store_server *server = NULL;
-    loom_store_client *client = NULL;
-    if (loom_store_rendezvous(rank, world, "127.0.0.1", port, 20.0, &server, &client) != LOOM_OK) {
-        fprintf(stderr, "[rank %d] rendezvous: %s\n", rank, loom_error_message());
-        return 1;
-    }
-    loom_host_set_store(client);
-    const loom_plugin *gloo = NULL;
-    if (loom_plugin_load("gloo", LOOM_KIND_COMM, &gloo) != LOOM_OK) {
-        fprintf(stderr, "[rank %d] cannot load gloo: %s\n", rank, loom_error_message());
-        return 1;
-    }
-    rank_ctx c = {.rank = rank, .world = world, .cv = gloo->desc->vtable};
-    loom_host *host = loom_host_create("gloo");
-    loom_config *config = loom_config_from_spec(gloo->desc);
-    loom_comm_setup setup = {
-        LOOM_HEADER_INIT(loom_comm_setup),
-        .rank = rank,
-        .world_size = world,
-        .local_rank = rank,
-        .local_world_size = world,
-        .master_addr = "127.0.0.1",
-        .master_port = port,
-        .device = LOOM_DEVICE_CPU,
-        .timeout_seconds = 30.0,
-    };
-    if (c.cv->create(host, loom_host_api_table(), config, &setup, &c.comm) != LOOM_OK) {
-        fprintf(stderr, "[rank %d] comm: %s\n", rank, loom_error_message());
-        return 1;
-    }
+    test_gloo g;
+    if (!test_gloo_open(&g, rank, world, port)) return 1;
+    rank_ctx c = {.rank = rank, .world = world, .comm = g.comm, .cv = g.cv};
     const uint32_t dtypes[] = {LOOM_DTYPE_F32, LOOM_DTYPE_F16, LOOM_DTYPE_BF16};
     uint8_t *seen_one = xmalloc((size_t)TOTAL * 4), *seen_acc = xmalloc((size_t)TOTAL * 4);
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++)
@@ -506,13 +453,7 @@ static int rank_main(int rank, int world, int port)
     check_values_discriminate(world);
     check_refusals(&c);
     free(seen_one), free(seen_acc);
-    OK(c.cv->barrier(c.comm));
-    c.cv->destroy(c.comm);
-    loom_config_free(config);
-    loom_host_destroy(host);
-    loom_host_set_store(NULL);
-    loom_store_close(client);
-    loom_store_server_stop(server);
+    test_gloo_close(&g);
     return test_failures ? 1 : 0;
 }
 
