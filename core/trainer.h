@@ -123,6 +123,7 @@ struct loom_trainer {
     void *params;
     uint32_t param_dtype;           /* LOOM_DTYPE_* the precision plugin chose for params/grads */
     uint32_t has_master;            /* the precision plugin keeps f32 master weights          */
+    uint32_t mixed_precision;       /* parameters or products not in f32: logs carry the scale */
     size_t param_size;              /* bytes per parameter element                           */
     int64_t params_capacity;        /* elements params has room for (>= total_numel)         */
     int64_t total_numel;

@@ -263,8 +263,7 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t, loss_tracker *losses
         loom_metrics_set(&logs, "grad_norm", t->last_grad_norm);
         /* HF logs get_last_lr() after scheduler.step(): the rate of the NEXT step. */
         loom_metrics_set(&logs, "learning_rate", current_lr(t));
-        if (t->state.skipped_steps > 0 || t->state.loss_scale != 1.0 ||
-            strcmp(t->precision.plugin->desc->name, "fp32") != 0) {
+        if (t->mixed_precision || t->state.skipped_steps > 0 || t->state.loss_scale != 1.0) {
             loom_metrics_set(&logs, "loss_scale", t->state.loss_scale);
             loom_metrics_set(&logs, "skipped_steps", (double)t->state.skipped_steps);
         }

@@ -194,6 +194,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
                           t->precision.plugin->desc->name, pinfo.param_dtype);
     t->param_dtype = pinfo.param_dtype;
     t->has_master = pinfo.has_master != 0;
+    t->mixed_precision = pinfo.param_dtype != LOOM_DTYPE_F32 || pinfo.compute_dtype != LOOM_DTYPE_F32;
     t->param_size = pinfo.param_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
 
     /* The model initialises (or a file holds) f32; a 16-bit run keeps the rounded values only. */
