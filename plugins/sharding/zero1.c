@@ -23,19 +23,9 @@
 #include "zero_common.h"
 
 typedef struct zero1_sharding {
-    loom_host *host;
-    const loom_host_api *api;
-    loom_comm *comm;
-    const loom_comm_vtable *cv;
-    int32_t rank, world;
-    int64_t total, partition;   /* P */
-    loom_range *ranges;         /* ranges[r] = partition of rank r */
-    size_t element_size;
-    uint32_t dtype;
-    unsigned char *params;      /* the trainer's flat parameters (param_dtype)               */
-    unsigned char *grads;       /* N P elements: whole gradients, padded                     */
-    unsigned char *gather_send, *gather_recv; /* allgather pieces: c and N c elements      */
-    int64_t gather_elements;    /* c (elements, whatever the dtype)                           */
+    zero_base z;                /* first: the layout, partition and all-gather                */
+    unsigned char *grads;       /* N P elements: whole gradients, padded; the owned gradients
+                                   are this rank's block of it                                */
 } zero1_sharding;
 
 /* DeepSpeed's zero_optimization keys. Each does what its name says or is refused: stage 1 has
@@ -59,12 +49,11 @@ static void zero1_destroy(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
     if (!self) return;
-    const loom_host_api *api = self->api;
-    api->free_memory(self->host, self->grads);
-    api->free_memory(self->host, self->gather_send);
-    api->free_memory(self->host, self->gather_recv);
-    api->free_memory(self->host, self->ranges);
-    api->free_memory(self->host, self);
+    loom_host *host = self->z.host;
+    const loom_host_api *api = self->z.api;
+    api->free_memory(host, self->grads);
+    zero_base_release(&self->z);
+    api->free_memory(host, self);
 }
 
 static loom_status zero1_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -78,42 +67,20 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     if (o.overlap_comm)
         return api->fail(host, LOOM_E_INVALID, "overlap_comm applies to stage 2: stage 1 communicates after backward");
     if (o.cpu_offload) return api->fail(host, LOOM_E_INVALID, "cpu_offload needs ZeRO stage 2 (as DeepSpeed)");
-    int64_t bucket = o.allgather_bucket_size;
     zero1_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
-    self->comm = setup->comm;
-    self->cv = setup->comm_vtable;
-    self->rank = setup->rank;
-    self->world = setup->world_size;
-    self->total = setup->total_numel;
-    self->element_size = o.element_size;
-    self->dtype = setup->param_dtype;
-    self->params = setup->params;
-    self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
-    if (!self->ranges) {
+    if ((st = zero_base_init(&self->z, host, api, setup, &o)) != LOOM_OK) {
         zero1_destroy((loom_sharding *)self);
-        return api->fail(host, LOOM_E_NOMEM, "out of memory");
+        return st;
     }
-    self->partition = zero_partition(self->total, self->world, self->ranges);
-    /* In place (no gather buffers) when the host's params have room for every partition. */
-    const int in_place = zero_gather_in_place(setup, self->partition, bucket);
-    self->gather_elements = in_place ? 0 : bucket < self->partition ? bucket : self->partition;
-    if (!in_place && self->gather_elements < 1) self->gather_elements = 1;
-    size_t padded = (size_t)self->partition * (size_t)self->world;
-    self->grads = api->alloc(host, padded * self->element_size + 1, 0, setup->device, 0);
-    if (!in_place) {
-        self->gather_send = api->alloc(host, (size_t)self->gather_elements * self->element_size, 0, setup->device, 0);
-        self->gather_recv = api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * self->element_size, 0,
-                                       setup->device, 0);
-    }
-    if (!self->ranges || !self->grads || (!in_place && (!self->gather_send || !self->gather_recv))) {
+    const size_t bytes = (size_t)self->z.partition * (size_t)self->z.world * self->z.element_size;
+    self->grads = api->alloc(host, bytes + 1, 0, setup->device, 0);
+    if (!self->grads) {
         zero1_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
     }
-    memset(self->grads, 0, padded * self->element_size);
+    memset(self->grads, 0, bytes);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -121,16 +88,15 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
 static loom_status zero1_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
                                       size_t *n_ranges)
 {
-    const zero1_sharding *self = (const zero1_sharding *)self_;
-    return sharding_one_range(self->host, self->api, self->ranges, self->world, rank, ranges, n_ranges);
+    return zero_base_owned_ranges(&((const zero1_sharding *)self_)->z, rank, ranges, n_ranges);
 }
 
 static loom_status zero1_memory(const loom_sharding *self_, loom_sharding_memory *out)
 {
     const zero1_sharding *self = (const zero1_sharding *)self_;
-    out->gradient_bytes = (uint64_t)self->partition * (uint64_t)self->world * self->element_size;
+    out->gradient_bytes = (uint64_t)self->z.partition * (uint64_t)self->z.world * self->z.element_size;
     /* The all-gather pieces (the owned gradients are this rank's block of the buffer above). */
-    out->bucket_bytes = (uint64_t)self->gather_elements * (uint64_t)(self->world + 1) * self->element_size;
+    out->bucket_bytes = zero_base_gather_bytes(&self->z);
     return LOOM_OK;
 }
 
@@ -143,9 +109,9 @@ static loom_status zero1_begin_micro_batch(loom_sharding *self, int32_t micro, i
 static loom_status zero1_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
+    loom_status st = sharding_check_range(self->z.host, self->z.api, begin, end, self->z.total);
     if (st != LOOM_OK) return st;
-    *memory = self->grads + (size_t)begin * self->element_size;
+    *memory = self->grads + (size_t)begin * self->z.element_size;
     return LOOM_OK;
 }
 
@@ -159,9 +125,10 @@ static loom_status zero1_finish_grads(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
     /* Rank-order sums either way: the same bits as a reduce-scatter or ddp's all-reduce. */
-    for (int32_t r = 0; r < self->world; r++) {
-        unsigned char *block = self->grads + (size_t)r * (size_t)self->partition * self->element_size;
-        loom_status st = self->cv->reduce(self->comm, block, (size_t)self->partition, self->dtype, LOOM_REDUCE_SUM, r, NULL);
+    for (int32_t r = 0; r < self->z.world; r++) {
+        unsigned char *block = self->grads + (size_t)r * (size_t)self->z.partition * self->z.element_size;
+        loom_status st =
+            self->z.cv->reduce(self->z.comm, block, (size_t)self->z.partition, self->z.dtype, LOOM_REDUCE_SUM, r, NULL);
         if (st != LOOM_OK) return st;
     }
     return LOOM_OK;
@@ -170,25 +137,22 @@ static loom_status zero1_finish_grads(loom_sharding *self_)
 static loom_status zero1_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
-    *memory = self->grads + (size_t)self->rank * (size_t)self->partition * self->element_size;
+    if (range_index != 0) return self->z.api->fail(self->z.host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    *memory = self->grads + (size_t)self->z.rank * (size_t)self->z.partition * self->z.element_size;
     return LOOM_OK;
 }
 
 static loom_status zero1_zero_grads(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    memset(self->grads, 0, (size_t)self->partition * (size_t)self->world * self->element_size);
+    memset(self->grads, 0, (size_t)self->z.partition * (size_t)self->z.world * self->z.element_size);
     return LOOM_OK;
 }
 
-/* Every rank's updated partition back into every rank's parameters, piece by piece. */
+/* Every rank's updated partition back into every rank's parameters. */
 static loom_status zero1_publish_params(loom_sharding *self_)
 {
-    zero1_sharding *self = (zero1_sharding *)self_;
-    return zero_publish(self->comm, self->cv, self->params, self->total, self->partition, self->rank, self->world,
-                        self->gather_elements, self->element_size, self->dtype, self->gather_send,
-                        self->gather_recv);
+    return zero_base_publish(&((zero1_sharding *)self_)->z);
 }
 
 static const loom_sharding_vtable zero1_vtable = {

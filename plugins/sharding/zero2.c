@@ -37,17 +37,8 @@ typedef struct held_range {
 } held_range;
 
 typedef struct zero2_sharding {
-    loom_host *host;
-    const loom_host_api *api;
-    loom_comm *comm;
-    const loom_comm_vtable *cv;
-    int32_t rank, world;
-    int64_t total, partition;
-    loom_range *ranges;
-    size_t element_size;          /* bytes per element of dtype                               */
-    uint32_t dtype;               /* param_dtype: of params, gradients and every collective   */
+    zero_base z;                  /* first: the layout, partition and all-gather              */
     const loom_kernels_api *kernels; /* the host's: 16-bit accumulation (zero_accumulate)     */
-    unsigned char *params;
     unsigned char *owned;         /* P elements: this rank's accumulated gradients            */
     unsigned char *arena;         /* max_grad_elements: gradients backward is producing       */
     int64_t arena_elements;       /* offsets into the arena below are in elements too         */
@@ -56,8 +47,6 @@ typedef struct zero2_sharding {
     uint64_t releases;            /* release counter, for the order of completions            */
     int32_t use_reduce;           /* reduce_scatter true: reduce to owner; false: all-reduce  */
     int32_t overlap;              /* overlap_comm: reductions run while backward goes on      */
-    unsigned char *gather_send, *gather_recv;
-    int64_t gather_elements;
 } zero2_sharding;
 
 static const loom_param_spec zero2_params[] = {
@@ -79,16 +68,15 @@ static void zero2_destroy(loom_sharding *self_)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
     if (!self) return;
-    const loom_host_api *api = self->api;
+    loom_host *host = self->z.host;
+    const loom_host_api *api = self->z.api;
     for (size_t i = 0; i < self->n_held; i++)
-        for (int32_t r = 0; r < self->world; r++)
-            if (self->held[i].requests[r]) self->cv->wait(self->comm, self->held[i].requests[r]);
-    api->free_memory(self->host, self->ranges);
-    api->free_memory(self->host, self->owned);
-    api->free_memory(self->host, self->arena);
-    api->free_memory(self->host, self->gather_send);
-    api->free_memory(self->host, self->gather_recv);
-    api->free_memory(self->host, self);
+        for (int32_t r = 0; r < self->z.world; r++)
+            if (self->held[i].requests[r]) self->z.cv->wait(self->z.comm, self->held[i].requests[r]);
+    api->free_memory(host, self->owned);
+    api->free_memory(host, self->arena);
+    zero_base_release(&self->z);
+    api->free_memory(host, self);
 }
 
 static loom_status zero2_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -98,58 +86,33 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     zero_options o;
     loom_status st = zero_read_options(host, api, config, setup, "zero2", &o);
     if (st != LOOM_OK) return st;
-    int64_t bucket = o.allgather_bucket_size;
-    int32_t reduce_scatter = o.reduce_scatter, overlap = o.overlap_comm;
     if (o.cpu_offload) api->log(host, LOOM_LOG_INFO, "cpu_offload: on the CPU, optimizer states and the step already run on the host");
     if (setup->world_size > LOOM_ZERO2_MAX_WORLD)
         return api->fail(host, LOOM_E_UNSUPPORTED, "zero2 supports up to %d ranks", LOOM_ZERO2_MAX_WORLD);
+    const loom_kernels_api *kernels = api->service(host, LOOM_KERNELS_CPU_SERVICE, 0);
+    if (setup->param_dtype != LOOM_DTYPE_F32 && !(LOOM_HAS(kernels, loom_kernels_api, accumulate_f32) && kernels->convert))
+        return api->fail(host, LOOM_E_UNSUPPORTED, "16-bit gradients need the host's 16-bit kernels (ABI 1.1)");
     zero2_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
-    self->comm = setup->comm;
-    self->cv = setup->comm_vtable;
-    self->rank = setup->rank;
-    self->world = setup->world_size;
-    self->total = setup->total_numel;
-    self->element_size = o.element_size;
-    self->dtype = setup->param_dtype;
-    self->kernels = api->service(host, LOOM_KERNELS_CPU_SERVICE, 0);
-    if (self->dtype != LOOM_DTYPE_F32 && !(LOOM_HAS(self->kernels, loom_kernels_api, accumulate_f32) &&
-                                           self->kernels->convert)) {
+    if ((st = zero_base_init(&self->z, host, api, setup, &o)) != LOOM_OK) {
         zero2_destroy((loom_sharding *)self);
-        return api->fail(host, LOOM_E_UNSUPPORTED, "16-bit gradients need the host's 16-bit kernels (ABI 1.1)");
+        return st;
     }
-    self->params = setup->params;
-    self->use_reduce = reduce_scatter;
-    self->overlap = overlap;
+    self->kernels = kernels;
+    self->use_reduce = o.reduce_scatter;
+    self->overlap = o.overlap_comm;
     self->arena_elements = setup->max_grad_elements > 0 && setup->max_grad_elements < setup->total_numel
                                ? setup->max_grad_elements
                                : setup->total_numel;
-    self->ranges = api->alloc(host, (size_t)self->world * sizeof *self->ranges, 0, LOOM_DEVICE_CPU, 0);
-    if (!self->ranges) {
-        zero2_destroy((loom_sharding *)self);
-        return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    }
-    self->partition = zero_partition(self->total, self->world, self->ranges);
-    /* In place (no gather buffers) when the host's params have room for every partition. */
-    const int in_place = zero_gather_in_place(setup, self->partition, bucket);
-    self->gather_elements = in_place ? 0 : bucket < self->partition ? bucket : self->partition;
-    if (!in_place && self->gather_elements < 1) self->gather_elements = 1;
-    size_t element = self->element_size;
-    self->owned = api->alloc(host, (size_t)self->partition * element + 1, 0, setup->device, 0);
+    const size_t element = self->z.element_size;
+    self->owned = api->alloc(host, (size_t)self->z.partition * element + 1, 0, setup->device, 0);
     self->arena = api->alloc(host, (size_t)self->arena_elements * element + 1, 0, setup->device, 0);
-    if (!in_place) {
-        self->gather_send = api->alloc(host, (size_t)self->gather_elements * element, 0, setup->device, 0);
-        self->gather_recv =
-            api->alloc(host, (size_t)self->gather_elements * (size_t)self->world * element, 0, setup->device, 0);
-    }
-    if (!self->owned || !self->arena || (!in_place && (!self->gather_send || !self->gather_recv))) {
+    if (!self->owned || !self->arena) {
         zero2_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory for the gradient partition and arena");
     }
-    memset(self->owned, 0, (size_t)self->partition * element);
+    memset(self->owned, 0, (size_t)self->z.partition * element);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -157,16 +120,14 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
 static loom_status zero2_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
                                       size_t *n_ranges)
 {
-    const zero2_sharding *self = (const zero2_sharding *)self_;
-    return sharding_one_range(self->host, self->api, self->ranges, self->world, rank, ranges, n_ranges);
+    return zero_base_owned_ranges(&((const zero2_sharding *)self_)->z, rank, ranges, n_ranges);
 }
 
 static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory *out)
 {
     const zero2_sharding *self = (const zero2_sharding *)self_;
-    out->gradient_bytes = (uint64_t)self->partition * self->element_size;
-    out->bucket_bytes = ((uint64_t)self->arena_elements + (uint64_t)self->gather_elements * (uint64_t)(self->world + 1)) *
-                        self->element_size;
+    out->gradient_bytes = (uint64_t)self->z.partition * self->z.element_size;
+    out->bucket_bytes = (uint64_t)self->arena_elements * self->z.element_size + zero_base_gather_bytes(&self->z);
     return LOOM_OK;
 }
 
@@ -182,17 +143,17 @@ static loom_status complete(zero2_sharding *self, size_t slot)
 {
     held_range *h = &self->held[slot];
     loom_status st = LOOM_OK;
-    for (int32_t r = 0; r < self->world; r++) {
+    for (int32_t r = 0; r < self->z.world; r++) {
         if (!h->requests[r]) continue;
-        loom_status w = self->cv->wait(self->comm, h->requests[r]);
+        loom_status w = self->z.cv->wait(self->z.comm, h->requests[r]);
         h->requests[r] = NULL;
         if (st == LOOM_OK) st = w;
     }
     if (st == LOOM_OK && h->own_end > h->own_begin) {
-        size_t element = self->element_size;
+        size_t element = self->z.element_size;
         const unsigned char *piece = self->arena + (size_t)(h->arena_offset + (h->own_begin - h->begin)) * element;
-        unsigned char *into = self->owned + (size_t)(h->own_begin - self->ranges[self->rank].begin) * element;
-        zero_accumulate(self->kernels, into, piece, h->own_end - h->own_begin, self->dtype);
+        unsigned char *into = self->owned + (size_t)(h->own_begin - self->z.ranges[self->z.rank].begin) * element;
+        zero_accumulate(self->kernels, into, piece, h->own_end - h->own_begin, self->z.dtype);
     }
     memmove(&self->held[slot], &self->held[slot + 1], (self->n_held - slot - 1) * sizeof *self->held);
     self->n_held--;
@@ -218,7 +179,7 @@ static loom_status complete_released(zero2_sharding *self)
 static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
+    loom_status st = sharding_check_range(self->z.host, self->z.api, begin, end, self->z.total);
     if (st != LOOM_OK) return st;
     int64_t need = end - begin, at = 0;
     size_t slot = 0;
@@ -233,7 +194,7 @@ static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64
         st = complete_released(self);
         if (st != LOOM_OK) return st;
         if (attempt == 1)
-            return self->api->fail(self->host, LOOM_E_INVALID,
+            return self->z.api->fail(self->z.host, LOOM_E_INVALID,
                                    "backward holds more gradients at once than the model's max_grad_elements (%lld)",
                                    (long long)self->arena_elements);
     }
@@ -243,8 +204,8 @@ static loom_status zero2_grad_acquire(loom_sharding *self_, int64_t begin, int64
     self->held[slot].begin = begin;
     self->held[slot].end = end;
     self->n_held++;
-    memset(self->arena + (size_t)at * self->element_size, 0, (size_t)need * self->element_size);
-    *memory = self->arena + (size_t)at * self->element_size;
+    memset(self->arena + (size_t)at * self->z.element_size, 0, (size_t)need * self->z.element_size);
+    *memory = self->arena + (size_t)at * self->z.element_size;
     return LOOM_OK;
 }
 
@@ -258,23 +219,23 @@ static loom_status zero2_grad_release(loom_sharding *self_, int64_t begin, int64
            !(self->held[slot].begin == begin && self->held[slot].end == end && !self->held[slot].released))
         slot++;
     if (slot == self->n_held)
-        return self->api->fail(self->host, LOOM_E_INVALID, "release of [%lld, %lld), which was not acquired",
+        return self->z.api->fail(self->z.host, LOOM_E_INVALID, "release of [%lld, %lld), which was not acquired",
                                (long long)begin, (long long)end);
     held_range *h = &self->held[slot];
-    unsigned char *grads = self->arena + (size_t)h->arena_offset * self->element_size;
+    unsigned char *grads = self->arena + (size_t)h->arena_offset * self->z.element_size;
     h->released = 1;
     h->sequence = self->releases++;
     loom_status st = LOOM_OK;
-    for (int32_t r = 0; r < self->world && st == LOOM_OK; r++) {
-        int64_t b = begin > self->ranges[r].begin ? begin : self->ranges[r].begin;
-        int64_t e = end < self->ranges[r].end ? end : self->ranges[r].end;
+    for (int32_t r = 0; r < self->z.world && st == LOOM_OK; r++) {
+        int64_t b = begin > self->z.ranges[r].begin ? begin : self->z.ranges[r].begin;
+        int64_t e = end < self->z.ranges[r].end ? end : self->z.ranges[r].end;
         if (b >= e) continue;
-        if (r == self->rank) h->own_begin = b, h->own_end = e;
-        unsigned char *piece = grads + (size_t)(b - begin) * self->element_size;
+        if (r == self->z.rank) h->own_begin = b, h->own_end = e;
+        unsigned char *piece = grads + (size_t)(b - begin) * self->z.element_size;
         loom_comm_request **request = self->overlap ? &h->requests[r] : NULL;
         st = self->use_reduce
-                 ? self->cv->reduce(self->comm, piece, (size_t)(e - b), self->dtype, LOOM_REDUCE_SUM, r, request)
-                 : self->cv->all_reduce(self->comm, piece, (size_t)(e - b), self->dtype, LOOM_REDUCE_SUM, request);
+                 ? self->z.cv->reduce(self->z.comm, piece, (size_t)(e - b), self->z.dtype, LOOM_REDUCE_SUM, r, request)
+                 : self->z.cv->all_reduce(self->z.comm, piece, (size_t)(e - b), self->z.dtype, LOOM_REDUCE_SUM, request);
     }
     if (st != LOOM_OK) return st;
     return self->overlap ? LOOM_OK : complete(self, slot);
@@ -285,7 +246,7 @@ static loom_status zero2_finish_grads(loom_sharding *self_)
     zero2_sharding *self = (zero2_sharding *)self_;
     loom_status st = complete_released(self);
     if (st == LOOM_OK && self->n_held)
-        return self->api->fail(self->host, LOOM_E_INVALID, "%zu gradient ranges were acquired and never released",
+        return self->z.api->fail(self->z.host, LOOM_E_INVALID, "%zu gradient ranges were acquired and never released",
                                self->n_held);
     return st;
 }
@@ -293,7 +254,7 @@ static loom_status zero2_finish_grads(loom_sharding *self_)
 static loom_status zero2_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    if (range_index != 0) return self->z.api->fail(self->z.host, LOOM_E_INVALID, "no owned range %zu", range_index);
     *memory = self->owned;
     return LOOM_OK;
 }
@@ -301,16 +262,13 @@ static loom_status zero2_owned_grads(loom_sharding *self_, size_t range_index, v
 static loom_status zero2_zero_grads(loom_sharding *self_)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    memset(self->owned, 0, (size_t)self->partition * self->element_size);
+    memset(self->owned, 0, (size_t)self->z.partition * self->z.element_size);
     return LOOM_OK;
 }
 
 static loom_status zero2_publish_params(loom_sharding *self_)
 {
-    zero2_sharding *self = (zero2_sharding *)self_;
-    return zero_publish(self->comm, self->cv, self->params, self->total, self->partition, self->rank, self->world,
-                        self->gather_elements, self->element_size, self->dtype, self->gather_send,
-                        self->gather_recv);
+    return zero_base_publish(&((zero2_sharding *)self_)->z);
 }
 
 static const loom_sharding_vtable zero2_vtable = {

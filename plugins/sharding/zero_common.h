@@ -105,6 +105,73 @@ static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *
     return LOOM_OK;
 }
 
+/* What zero1 and zero2 share: the run's layout, the even partition and the all-gather of the
+ * updated partitions (in place, or through send/recv pieces of gather_elements). */
+typedef struct zero_base {
+    loom_host *host;
+    const loom_host_api *api;
+    loom_comm *comm;
+    const loom_comm_vtable *cv;
+    int32_t rank, world;
+    int64_t total, partition;     /* elements; P = partition                                   */
+    loom_range *ranges;           /* ranges[r] = partition of rank r                           */
+    size_t element_size;          /* bytes per element of dtype                                */
+    uint32_t dtype;               /* param_dtype: of params, gradients and every collective    */
+    unsigned char *params;        /* the trainer's flat parameters (lent for the run)          */
+    unsigned char *gather_send, *gather_recv; /* c and N c elements; NULL when in place         */
+    int64_t gather_elements;      /* c; 0 when in place                                        */
+} zero_base;
+
+/* Fill b from the setup and allocate the ranges and gather pieces. On failure reports through
+ * api->fail; the caller then releases b with zero_base_release. */
+static inline loom_status zero_base_init(zero_base *b, loom_host *host, const loom_host_api *api,
+                                         const loom_sharding_setup *setup, const zero_options *o)
+{
+    *b = (zero_base){.host = host, .api = api, .comm = setup->comm, .cv = setup->comm_vtable, .rank = setup->rank,
+                     .world = setup->world_size, .total = setup->total_numel, .element_size = o->element_size,
+                     .dtype = setup->param_dtype, .params = setup->params};
+    b->ranges = api->alloc(host, (size_t)b->world * sizeof *b->ranges, 0, LOOM_DEVICE_CPU, 0);
+    if (!b->ranges) return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    b->partition = zero_partition(b->total, b->world, b->ranges);
+    /* In place (no gather buffers) when the host's params have room for every partition. */
+    const int64_t bucket = o->allgather_bucket_size;
+    if (zero_gather_in_place(setup, b->partition, bucket)) return LOOM_OK;
+    b->gather_elements = bucket < b->partition ? bucket : b->partition;
+    if (b->gather_elements < 1) b->gather_elements = 1;
+    b->gather_send = api->alloc(host, (size_t)b->gather_elements * b->element_size, 0, setup->device, 0);
+    b->gather_recv =
+        api->alloc(host, (size_t)b->gather_elements * (size_t)b->world * b->element_size, 0, setup->device, 0);
+    if (!b->gather_send || !b->gather_recv)
+        return api->fail(host, LOOM_E_NOMEM, "out of memory for the all-gather pieces (%lld elements)",
+                         (long long)b->gather_elements);
+    return LOOM_OK;
+}
+
+static inline void zero_base_release(zero_base *b)
+{
+    b->api->free_memory(b->host, b->ranges);
+    b->api->free_memory(b->host, b->gather_send);
+    b->api->free_memory(b->host, b->gather_recv);
+}
+
+/* Bytes of the all-gather pieces (0 in place), for the memory report. */
+static inline uint64_t zero_base_gather_bytes(const zero_base *b)
+{
+    return (uint64_t)b->gather_elements * (uint64_t)(b->world + 1) * b->element_size;
+}
+
+static inline loom_status zero_base_publish(zero_base *b)
+{
+    return zero_publish(b->comm, b->cv, b->params, b->total, b->partition, b->rank, b->world, b->gather_elements,
+                        b->element_size, b->dtype, b->gather_send, b->gather_recv);
+}
+
+static inline loom_status zero_base_owned_ranges(const zero_base *b, int32_t rank, const loom_range **ranges,
+                                                 size_t *n_ranges)
+{
+    return sharding_one_range(b->host, b->api, b->ranges, b->world, rank, ranges, n_ranges);
+}
+
 /* into[i] += piece[i] over n elements of dtype. 16-bit values add in fp32 and round once
  * (the host's kernels, the same rounding as the communicator's), as a 16-bit gradient
  * accumulated by the model would; adding a reduced piece to an owned gradient that is still
