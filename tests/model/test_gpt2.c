@@ -47,62 +47,7 @@ static loom_host_api api;
 
 /* ---- grad sink that records the protocol ------------------------------------------------- */
 
-typedef struct range {
-    int64_t begin, end;
-} range;
-
-typedef struct sink_ctx {
-    float *grads;
-    int64_t n;
-    range open[8];       /* acquired, not yet released */
-    int n_open;
-    range acquired[64];  /* in acquire order */
-    int n_acquired;
-    range released[64];  /* in release order */
-    int n_released;
-    int violations;      /* overlap, bad range, release without acquire */
-} sink_ctx;
-
-static loom_status sink_acquire(void *context, int64_t begin, int64_t end, void **memory)
-{
-    sink_ctx *s = context;
-    if (begin < 0 || end > s->n || begin >= end || s->n_open == 8 || s->n_acquired == 64) {
-        s->violations++;
-        return LOOM_E_INVALID;
-    }
-    for (int i = 0; i < s->n_open; i++) {
-        if (begin < s->open[i].end && s->open[i].begin < end) s->violations++;
-    }
-    s->open[s->n_open++] = (range){begin, end};
-    s->acquired[s->n_acquired++] = (range){begin, end};
-    *memory = s->grads + begin;
-    return LOOM_OK;
-}
-
-static loom_status sink_release(void *context, int64_t begin, int64_t end)
-{
-    sink_ctx *s = context;
-    int found = -1;
-    for (int i = 0; i < s->n_open; i++) {
-        if (s->open[i].begin == begin && s->open[i].end == end) found = i;
-    }
-    if (found < 0 || s->n_released == 64) {
-        s->violations++;
-        return LOOM_E_INVALID;
-    }
-    s->open[found] = s->open[--s->n_open];
-    s->released[s->n_released++] = (range){begin, end};
-    return LOOM_OK;
-}
-
-static void sink_init(sink_ctx *s, float *grads, int64_t n, loom_grad_sink *sink)
-{
-    memset(s, 0, sizeof *s);
-    s->grads = grads;
-    s->n = n;
-    *sink = (loom_grad_sink){LOOM_HEADER_INIT(loom_grad_sink), .context = s, .acquire = sink_acquire,
-                             .release = sink_release};
-}
+#include "sink_recorder.h"
 
 /* ---- configurations and views ------------------------------------------------------------ */
 
@@ -837,26 +782,6 @@ static void report_gpt2_124m_memory(void)
 
 /* ---- mixed precision: the same step in 16-bit ---------------------------------------------- */
 
-/* A sink over 16-bit (or f32) gradient memory: acquire hands out element offsets as bytes. */
-typedef struct sink16 {
-    unsigned char *grads;
-    size_t element;
-} sink16;
-
-static loom_status sink16_acquire(void *context, int64_t begin, int64_t end, void **memory)
-{
-    sink16 *s = context;
-    (void)end;
-    *memory = s->grads + (size_t)begin * s->element;
-    return LOOM_OK;
-}
-
-static loom_status sink16_release(void *context, int64_t begin, int64_t end)
-{
-    (void)context, (void)begin, (void)end;
-    return LOOM_OK;
-}
-
 /* One forward/backward with parameters in param_dtype and products in compute_dtype against
  * the f32 model on the same (rounded) parameters: the loss within 1%, every tensor's gradient
  * within 1% (relative L2; bf16 measures 0.55% at worst, a stale scratch ~1.3%) and pointing the
@@ -898,9 +823,9 @@ static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char 
     sink_ctx s32;
     loom_grad_sink sink32;
     sink_init(&s32, g32, n.n_params, &sink32);
-    sink16 s16 = {raw, es};
-    loom_grad_sink sink = {LOOM_HEADER_INIT(loom_grad_sink), .context = &s16, .acquire = sink16_acquire,
-                           .release = sink16_release};
+    sink_ctx s16;
+    loom_grad_sink sink;
+    sink_init_bytes(&s16, raw, es, n.n_params, &sink);
     const float seed = 1.0f / (float)batch.n_targets;
     CHECK(vt->backward(m32, &batch, seed, &sink32) == LOOM_OK);
     CHECK(vt->backward(m16, &batch, seed, &sink) == LOOM_OK);
@@ -909,6 +834,7 @@ static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char 
     CHECK(vt->forward(m16, &batch, &r16, NULL) == LOOM_OK);
     CHECK(vt->backward(m16, &batch, seed, &sink) == LOOM_OK);
     k->convert(twice, LOOM_DTYPE_F32, raw, param_dtype, n.n_params);
+    CHECK(s16.violations == 0 && s16.n_open == 0 && s16.n_released == s16.n_acquired); /* the same protocol */
     int bad = 0;
     for (size_t t = 0; t < n.n_tensors; t++) {
         double diff = 0, norm = 0, dot = 0, norm16 = 0, diff2 = 0;

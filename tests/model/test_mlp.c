@@ -23,59 +23,7 @@ static loom_host host;
 
 /* ---- grad sink that records the protocol ---------------------------------------------- */
 
-typedef struct range {
-    int64_t begin, end;
-} range;
-
-typedef struct sink_ctx {
-    float *grads;
-    int64_t n;
-    range open[8];      /* acquired, not yet released */
-    int n_open;
-    range released[16]; /* in release order */
-    int n_released;
-    int violations;     /* overlap, bad range, release without acquire */
-} sink_ctx;
-
-static loom_status sink_acquire(void *context, int64_t begin, int64_t end, void **memory)
-{
-    sink_ctx *s = context;
-    if (begin < 0 || end > s->n || begin >= end || s->n_open == 8) {
-        s->violations++;
-        return LOOM_E_INVALID;
-    }
-    for (int i = 0; i < s->n_open; i++) {
-        if (begin < s->open[i].end && s->open[i].begin < end) s->violations++;
-    }
-    s->open[s->n_open++] = (range){begin, end};
-    *memory = s->grads + begin;
-    return LOOM_OK;
-}
-
-static loom_status sink_release(void *context, int64_t begin, int64_t end)
-{
-    sink_ctx *s = context;
-    int found = -1;
-    for (int i = 0; i < s->n_open; i++) {
-        if (s->open[i].begin == begin && s->open[i].end == end) found = i;
-    }
-    if (found < 0 || s->n_released == 16) {
-        s->violations++;
-        return LOOM_E_INVALID;
-    }
-    s->open[found] = s->open[--s->n_open];
-    s->released[s->n_released++] = (range){begin, end};
-    return LOOM_OK;
-}
-
-static void sink_init(sink_ctx *s, float *grads, int64_t n, loom_grad_sink *sink)
-{
-    memset(s, 0, sizeof *s);
-    s->grads = grads;
-    s->n = n;
-    *sink = (loom_grad_sink){LOOM_HEADER_INIT(loom_grad_sink), .context = s,
-                             .acquire = sink_acquire, .release = sink_release};
-}
+#include "sink_recorder.h"
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
