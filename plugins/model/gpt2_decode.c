@@ -67,6 +67,9 @@ loom_status gpt2_decode_begin(loom_model *self, int64_t max_positions)
     d->ignore = (int32_t *)TAKE(Q);
 #undef TAKE
     for (int64_t i = 0; i < Q; i++) d->ignore[i] = GPT2_IGNORE_INDEX;
+    /* The f32 copies of the small tensors, once per generation (the parameters do not change
+     * while it runs; a forward in between restages the same values). */
+    gpt2_mixed_stage(self);
     return LOOM_OK;
 }
 
@@ -126,7 +129,6 @@ loom_status gpt2_decode_step(loom_model *self, const int32_t *tokens, int64_t n,
             return api->fail(self->host, LOOM_E_INVALID, "decode_step: token id %d is outside the vocabulary [0, %lld)",
                              tokens[i], (long long)self->V);
     }
-    gpt2_mixed_stage(self); /* the parameters may have changed since the last call */
     int64_t q = 0;
     for (int64_t done = 0; done < n; done += q) {
         q = n - done < d->chunk ? n - done : d->chunk;
