@@ -218,7 +218,7 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->mixed = mixed;
     self->param_size = pd == LOOM_DTYPE_F32 ? sizeof(float) : 2;
     self->k = k;
-    loom_status st = gpt2_mixed_bind(self, max_i64(N, GPT2_DECODE_CHUNK));
+    loom_status st = gpt2_mixed_bind(self, N);
     if (st != LOOM_OK) {
         self->k = NULL;
         return st;

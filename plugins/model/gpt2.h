@@ -67,9 +67,10 @@ typedef struct gpt2_mixed_state {
     float *small;                /* f32 copies of every tensor that is not a matrix (wpe,
                                     biases, layernorms), refreshed before each use           */
     int64_t *small_at;           /* [n_tensors] offset in `small`, -1 for matrices            */
-    int64_t rows;                /* rows cast_a / cast_b hold                                 */
-    int64_t width;               /* columns they hold: max(F, 3C)                              */
-    void *cast_a;                /* [rows, width] compute_dtype: a product's left input       */
+    int64_t rows;                /* rows of a batch (N): what cast_b and ones hold            */
+    int64_t width;               /* columns of the casts: max(F, 3C)                           */
+    void *cast_a;                /* [GPT2_DECODE_CHUNK, width] compute_dtype: a decoding
+                                    chunk's product input (gpt2_cast)                         */
     void *cast_b;                /* [rows, width] compute_dtype: a product's output gradient  */
     void *cast_w;                /* [width, C] or [C, width] compute_dtype weights (only when
                                     param_dtype differs: apex O1)                             */

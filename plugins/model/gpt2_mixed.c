@@ -37,7 +37,7 @@ void gpt2_mixed_free(loom_model *self)
     memset(&self->mixed_state, 0, sizeof self->mixed_state);
 }
 
-/* Sizes the scratch for products of at most `rows` rows (a batch's N, or a decoding chunk). */
+/* Sizes the scratch for a batch of `rows` rows (N) and for decoding chunks. */
 loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
 {
     gpt2_mixed_free(self);
@@ -51,6 +51,7 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     const int convert_weights = self->param_dtype != self->compute_dtype;
     m->rows = rows;
     m->width = width;
+    const int64_t decode_rows = GPT2_DECODE_CHUNK;
     /* f32 gradients of a block, of a chunk of the head's vocabulary rows, of wpe, of ln_f;
      * the head's chunks as large as that buffer allows (fewer, larger products). */
     m->grad_floats = max_i64(max_i64(self->layer_size, width * C), max_i64(self->P * C, 2 * C));
@@ -62,7 +63,7 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     const size_t index_at = at;
     at += ALIGN64(self->n_tensors * sizeof(int64_t));
     const size_t a_at = at;
-    at += ALIGN64((size_t)(rows * width) * cs);
+    at += ALIGN64((size_t)(decode_rows * width) * cs);
     const size_t b_at = at;
     at += ALIGN64((size_t)(rows * width) * cs);
     const size_t w_at = at;
@@ -105,19 +106,6 @@ void gpt2_mixed_stage(loom_model *self)
         if (m->small_at[i] >= 0)
             self->k->convert(m->small + m->small_at[i], LOOM_DTYPE_F32, gpt2_raw(self, i), self->param_dtype,
                              self->tensors[i].size);
-}
-
-/* Cast rows x cols of f32 (row stride ld) into dst [rows, cols] compute_dtype. */
-static void *cast_rows(loom_model *self, void *dst, const float *src, int64_t rows, int64_t cols, int64_t ld)
-{
-    const size_t cs = dtype_size(self->compute_dtype);
-    if (ld == cols) {
-        self->k->convert(dst, self->compute_dtype, src, LOOM_DTYPE_F32, rows * cols);
-        return dst;
-    }
-    for (int64_t r = 0; r < rows; r++)
-        self->k->convert((char *)dst + (size_t)(r * cols) * cs, self->compute_dtype, src + r * ld, LOOM_DTYPE_F32, cols);
-    return dst;
 }
 
 /* n elements of tensor memory (param_dtype) as compute_dtype: the memory itself, or a copy. */
@@ -175,8 +163,9 @@ void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const
     gpt2_mixed_state *m = &self->mixed_state;
     const uint32_t cd = self->compute_dtype;
     const void *W = weights(self, gpt2_raw(self, w), IC * OC);
-    /* N <= m->rows in training (bind sized the scratch for the whole batch). */
-    const void *dY = cast_rows(self, m->cast_b, dout, N, OC, OC);
+    /* N <= m->rows (bind sized the scratch for the whole batch). */
+    k->convert(m->cast_b, cd, dout, LOOM_DTYPE_F32, N * OC);
+    const void *dY = m->cast_b;
     if (dinp) k->gemm_mixed(0, 1, N, IC, OC, 1.0f, dY, cd, OC, W, cd, OC, 0.0f, dinp, IC);
     /* A fresh scratch is written, not added to: no zeroing pass over the weight gradient. */
     k->gemm_mixed(1, 0, IC, OC, N, 1.0f, inp, cd, IC, dY, cd, OC, gpt2_grad_fresh(self) ? 0.0f : 1.0f, dW, OC);
