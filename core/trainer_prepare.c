@@ -44,7 +44,7 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir, float *pa
             st = loom_safetensors_find(file, dot + 1, &tensor);
         }
         if (st != LOOM_OK) break;
-        int floating = tensor.dtype == LOOM_DTYPE_F32 || tensor.dtype == LOOM_DTYPE_F16 || tensor.dtype == LOOM_DTYPE_BF16;
+        int floating = loom_dtype_is_param(tensor.dtype);
         int same = floating && tensor.ndim == info->ndim;
         for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
         if (!same) {
@@ -189,13 +189,13 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     loom_status st = pv->describe(t->precision.instance, &pinfo);
     if (st != LOOM_OK) return st;
     const loom_kernels_api *kernels = api->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
-    if (pinfo.param_dtype != LOOM_DTYPE_F32 && pinfo.param_dtype != LOOM_DTYPE_F16 && pinfo.param_dtype != LOOM_DTYPE_BF16)
+    if (!loom_dtype_is_param(pinfo.param_dtype))
         return loom_error(LOOM_E_UNSUPPORTED, "precision '%s' asks for parameter dtype %u: f32, f16 or bf16 only",
                           t->precision.plugin->desc->name, pinfo.param_dtype);
     t->param_dtype = pinfo.param_dtype;
     t->has_master = pinfo.has_master != 0;
     t->mixed_precision = pinfo.param_dtype != LOOM_DTYPE_F32 || pinfo.compute_dtype != LOOM_DTYPE_F32;
-    t->param_size = pinfo.param_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+    t->param_size = loom_dtype_size(pinfo.param_dtype);
 
     /* The model initialises (or a file holds) f32; a 16-bit run keeps the rounded values only. */
     float *initial = NULL;

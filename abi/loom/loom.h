@@ -43,7 +43,8 @@ extern "C" {
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
- *      sharding.h set_reduction and loom_sharding_setup.params_capacity. */
+ *      sharding.h set_reduction and loom_sharding_setup.params_capacity;
+ *      loom.h loom_dtype_size / loom_dtype_name / loom_dtype_is_param (header-only). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -103,6 +104,44 @@ typedef int32_t loom_status;
 #define LOOM_DTYPE_U16 6
 #define LOOM_DTYPE_U8 7
 #define LOOM_DTYPE_F64 8
+
+/* Header-only helpers (nothing to link; ABI 1.1): bytes per element of a LOOM_DTYPE_* (0 for
+ * an unknown one), its short name ("f32", "bf16", ...; "unknown"), and whether it is a dtype
+ * model parameters and gradients may have (f32, f16, bf16). */
+static inline size_t loom_dtype_size(uint32_t dtype)
+{
+    switch (dtype) {
+    case LOOM_DTYPE_F64:
+    case LOOM_DTYPE_I64: return 8;
+    case LOOM_DTYPE_F32:
+    case LOOM_DTYPE_I32: return 4;
+    case LOOM_DTYPE_F16:
+    case LOOM_DTYPE_BF16:
+    case LOOM_DTYPE_U16: return 2;
+    case LOOM_DTYPE_U8: return 1;
+    default: return 0;
+    }
+}
+
+static inline const char *loom_dtype_name(uint32_t dtype)
+{
+    switch (dtype) {
+    case LOOM_DTYPE_F32: return "f32";
+    case LOOM_DTYPE_F16: return "f16";
+    case LOOM_DTYPE_BF16: return "bf16";
+    case LOOM_DTYPE_I32: return "i32";
+    case LOOM_DTYPE_I64: return "i64";
+    case LOOM_DTYPE_U16: return "u16";
+    case LOOM_DTYPE_U8: return "u8";
+    case LOOM_DTYPE_F64: return "f64";
+    default: return "unknown";
+    }
+}
+
+static inline int loom_dtype_is_param(uint32_t dtype)
+{
+    return dtype == LOOM_DTYPE_F32 || dtype == LOOM_DTYPE_F16 || dtype == LOOM_DTYPE_BF16;
+}
 
 #define LOOM_DEVICE_CPU 0
 #define LOOM_DEVICE_CUDA 1

@@ -250,15 +250,8 @@ static void from_f32_span(void *dst, uint32_t dst_dtype, const float *src, int64
     else memcpy(dst, src, (size_t)n * sizeof *src);
 }
 
-static size_t dtype_size(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16: return 2;
-    default: return 0;
-    }
-}
+/* Only the dtypes these conversions know; 0 makes the calls below do nothing. */
+static size_t dtype_size(uint32_t dtype) { return loom_dtype_is_param(dtype) ? loom_dtype_size(dtype) : 0; }
 
 static void convert_span(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype,
                          int64_t n, int isa)

@@ -28,15 +28,7 @@
 static pthread_mutex_t lk_gemm_lock = PTHREAD_MUTEX_INITIALIZER;
 static char lk_gemm_path[80] = "none";
 
-static size_t elem_size(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16: return 2;
-    default: return 0;
-    }
-}
+static size_t elem_size(uint32_t dtype) { return loom_dtype_is_param(dtype) ? loom_dtype_size(dtype) : 0; }
 
 static void set_path(const char *what, const char *detail)
 {

@@ -12,20 +12,6 @@ typedef struct local_comm {
     const loom_host_api *api;
 } local_comm;
 
-static size_t dtype_size(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F64:
-    case LOOM_DTYPE_I64: return 8;
-    case LOOM_DTYPE_F32:
-    case LOOM_DTYPE_I32: return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16:
-    case LOOM_DTYPE_U16: return 2;
-    case LOOM_DTYPE_U8: return 1;
-    default: return 0;
-    }
-}
 
 static void local_destroy(loom_comm *self_)
 {
@@ -52,7 +38,7 @@ static loom_status local_create(loom_host *host, const loom_host_api *api, const
 
 static loom_status check_dtype(local_comm *self, uint32_t dtype)
 {
-    if (!dtype_size(dtype)) return self->api->fail(self->host, LOOM_E_INVALID, "unknown dtype %u", dtype);
+    if (!loom_dtype_size(dtype)) return self->api->fail(self->host, LOOM_E_INVALID, "unknown dtype %u", dtype);
     return LOOM_OK;
 }
 
@@ -61,7 +47,7 @@ static loom_status copy_once(local_comm *self, const void *send, void *recv, siz
 {
     loom_status st = check_dtype(self, dtype);
     if (st != LOOM_OK) return st;
-    if (send != recv && count) memmove(recv, send, count * dtype_size(dtype));
+    if (send != recv && count) memmove(recv, send, count * loom_dtype_size(dtype));
     if (request) *request = NULL;
     return LOOM_OK;
 }

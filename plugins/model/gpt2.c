@@ -65,16 +65,6 @@ static loom_status gpt2_create(loom_host *host, const loom_host_api *api, const 
 
 /* ---- binding ------------------------------------------------------------------------- */
 
-static const char *dtype_name(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return "f32";
-    case LOOM_DTYPE_F16: return "f16";
-    case LOOM_DTYPE_BF16: return "bf16";
-    case LOOM_DTYPE_F64: return "f64";
-    default: return "a non-float dtype";
-    }
-}
 
 static int complete_kernels(const loom_kernels_api *k)
 {
@@ -111,12 +101,10 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     if (!binding || !LOOM_HAS_FIELD(binding, loom_model_binding, kernels))
         return api->fail(self->host, LOOM_E_ABI, "bind: binding missing or too small");
     const uint32_t pd = binding->param_dtype, cd = binding->compute_dtype;
-    const int float_dtype_p = pd == LOOM_DTYPE_F32 || pd == LOOM_DTYPE_F16 || pd == LOOM_DTYPE_BF16;
-    const int float_dtype_c = cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_F16 || cd == LOOM_DTYPE_BF16;
-    if (!float_dtype_p || !float_dtype_c)
+    if (!loom_dtype_is_param(pd) || !loom_dtype_is_param(cd))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s: gpt2 takes f32, f16 or bf16 for each",
-                         dtype_name(pd), dtype_name(cd));
+                         loom_dtype_name(pd), loom_dtype_name(cd));
     if (binding->device != LOOM_DEVICE_CPU)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: gpt2 runs on the CPU only for now",
                          binding->device);
@@ -145,7 +133,7 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
                    k->accumulate_f32))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s need the kernel table's 16-bit functions (ABI 1.1), "
-                         "which this host's %s lacks", dtype_name(pd), dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
+                         "which this host's %s lacks", loom_dtype_name(pd), loom_dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
 
     const int64_t B = binding->max_batch_size;
     /* Everything below is a product of at most three sizes; check the largest in double. */
@@ -216,7 +204,7 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->param_dtype = pd;
     self->compute_dtype = cd;
     self->mixed = mixed;
-    self->param_size = pd == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+    self->param_size = loom_dtype_size(pd);
     self->k = k;
     loom_status st = gpt2_mixed_bind(self, N);
     if (st != LOOM_OK) {
@@ -501,7 +489,7 @@ static loom_status check_sink(loom_model *self, const loom_grad_sink *sink)
 static void mixed_dlogits(loom_model *self, const int32_t *labels, float seed, int64_t N)
 {
     const int64_t V = self->V;
-    const size_t cs = self->compute_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+    const size_t cs = loom_dtype_size(self->compute_dtype);
     char *out = (char *)self->logits;
     const int64_t first = min_i64(N, max_i64(1, min_i64(2 * self->ce_chunk, 64)));
     self->k->softmax_cross_entropy_backward_cast(self->logits_ext, self->compute_dtype, self->logits, labels, seed,
@@ -563,7 +551,7 @@ static loom_status gpt2_backward_outputs(loom_model *self, const loom_batch *bat
     const int64_t V = self->V;
     const float *dlogits = doutputs->data;
     if (self->mixed) { /* cast into the logits buffer, row by row of the batch */
-        const size_t cs = self->compute_dtype == LOOM_DTYPE_F32 ? sizeof(float) : 2;
+        const size_t cs = loom_dtype_size(self->compute_dtype);
         for (int64_t b = 0; b < B; b++)
             self->k->convert((char *)self->logits + (size_t)(b * T * V) * cs, self->compute_dtype,
                              dlogits + b * stride * V, LOOM_DTYPE_F32, T * V);

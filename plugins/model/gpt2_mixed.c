@@ -21,7 +21,6 @@
 
 static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static size_t dtype_size(uint32_t dtype) { return dtype == LOOM_DTYPE_F32 ? 4 : 2; }
 
 int gpt2_is_matrix(const loom_model *self, size_t i)
 {
@@ -44,7 +43,7 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     if (!self->mixed) return LOOM_OK;
     gpt2_mixed_state *m = &self->mixed_state;
     const int64_t C = self->C, width = max_i64(self->F, 3 * C);
-    const size_t cs = dtype_size(self->compute_dtype);
+    const size_t cs = loom_dtype_size(self->compute_dtype);
     int64_t small = 0;
     for (size_t i = 0; i < self->n_tensors; i++)
         if (!gpt2_is_matrix(self, i)) small += self->tensors[i].size;
@@ -215,7 +214,7 @@ void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *d
     }
     gpt2_mixed_state *m = &self->mixed_state;
     const uint32_t cd = self->compute_dtype;
-    const size_t ps = self->param_size, cs = dtype_size(cd);
+    const size_t ps = self->param_size, cs = loom_dtype_size(cd);
     const char *wte = gpt2_raw(self, GPT2_WTE), *dY = dlogits;
     const void *X = lnf;
     const int whole = whole_head(self);

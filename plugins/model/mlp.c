@@ -255,16 +255,6 @@ static loom_status mlp_init_params(loom_model *self, float *params)
 
 /* ---- binding ------------------------------------------------------------------------- */
 
-static const char *dtype_name(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return "f32";
-    case LOOM_DTYPE_F16: return "f16";
-    case LOOM_DTYPE_BF16: return "bf16";
-    case LOOM_DTYPE_F64: return "f64";
-    default: return "a non-float dtype";
-    }
-}
 
 static int64_t round_up(int64_t n) { return (n + MLP_ALIGN_FLOATS - 1) / MLP_ALIGN_FLOATS * MLP_ALIGN_FLOATS; }
 
@@ -276,7 +266,7 @@ static loom_status mlp_bind(loom_model *self, const loom_model_binding *binding)
     if (binding->param_dtype != LOOM_DTYPE_F32 || binding->compute_dtype != LOOM_DTYPE_F32)
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s: mlp runs in f32 only for now",
-                         dtype_name(binding->param_dtype), dtype_name(binding->compute_dtype));
+                         loom_dtype_name(binding->param_dtype), loom_dtype_name(binding->compute_dtype));
     if (binding->device != LOOM_DEVICE_CPU)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: mlp runs on the CPU only for now",
                          binding->device);

@@ -7,10 +7,6 @@
  * fork/join costs more than one core's pass (the loop runs at memory speed). */
 #define MW_PARALLEL_MIN ((int64_t)1 << 16)
 
-static size_t dtype_size(uint32_t dtype)
-{
-    return dtype == LOOM_DTYPE_F32 ? 4 : 2;
-}
 
 static int64_t range_len(const master_weights *mw, size_t i)
 {
@@ -19,7 +15,7 @@ static int64_t range_len(const master_weights *mw, size_t i)
 
 static void *model_at(const master_weights *mw, size_t i)
 {
-    return (char *)mw->params + (size_t)mw->owned[i].begin * dtype_size(mw->param_dtype);
+    return (char *)mw->params + (size_t)mw->owned[i].begin * loom_dtype_size(mw->param_dtype);
 }
 
 void mw_init(master_weights *mw, loom_host *host, const loom_host_api *api, const char *who, int layout,
@@ -69,19 +65,6 @@ static loom_status check_binding(master_weights *mw, const loom_precision_bindin
     return LOOM_OK;
 }
 
-static const char *dtype_name(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32:
-        return "f32";
-    case LOOM_DTYPE_F16:
-        return "f16";
-    case LOOM_DTYPE_BF16:
-        return "bf16";
-    default:
-        return "?";
-    }
-}
 
 static loom_status find_convert(master_weights *mw)
 {
@@ -91,7 +74,7 @@ static loom_status find_convert(master_weights *mw)
             mw->host, LOOM_E_UNSUPPORTED,
             "%s needs the host's f32<->%s conversion kernel (loom_kernels_api.convert, ABI 1.1) for its "
             "fp32 master weights, and this host's CPU kernel table %s",
-            mw->who, dtype_name(mw->param_dtype), k ? "has none" : "is missing");
+            mw->who, loom_dtype_name(mw->param_dtype), k ? "has none" : "is missing");
     mw->k = k;
     return LOOM_OK;
 }
@@ -102,7 +85,7 @@ loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
     if (st) return st;
     if (mw->layout == MW_IN_PLACE && mw->param_dtype != LOOM_DTYPE_F32)
         return mw->api->fail(mw->host, LOOM_E_INTERNAL, "%s: no master copy of %s parameters", mw->who,
-                             dtype_name(mw->param_dtype));
+                             loom_dtype_name(mw->param_dtype));
     if (mw->layout != MW_IN_PLACE && (st = find_convert(mw))) return st;
     mw_release(mw);
     mw->params = b->params;

@@ -11,27 +11,7 @@
  * plugin stores. Buffers are sized with it; bucket sizes stay element counts, as in DeepSpeed. */
 static inline size_t sharding_dtype_size(uint32_t dtype)
 {
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16: return 2;
-    default: return 0;
-    }
-}
-
-static inline const char *sharding_dtype_name(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32: return "f32";
-    case LOOM_DTYPE_F16: return "f16";
-    case LOOM_DTYPE_BF16: return "bf16";
-    case LOOM_DTYPE_I32: return "i32";
-    case LOOM_DTYPE_I64: return "i64";
-    case LOOM_DTYPE_U16: return "u16";
-    case LOOM_DTYPE_U8: return "u8";
-    case LOOM_DTYPE_F64: return "f64";
-    default: return "unknown";
-    }
+    return loom_dtype_is_param(dtype) ? loom_dtype_size(dtype) : 0;
 }
 
 /* The element size of setup->param_dtype, or a failure that names the dtype (the host
@@ -43,7 +23,7 @@ static inline loom_status sharding_element_size(loom_host *host, const loom_host
     if (!*element)
         return api->fail(host, LOOM_E_UNSUPPORTED,
                          "unsupported parameter dtype %u (%s): parameters and gradients must be f32, f16 or bf16",
-                         (unsigned)dtype, sharding_dtype_name(dtype));
+                         (unsigned)dtype, loom_dtype_name(dtype));
     return LOOM_OK;
 }
 

@@ -62,10 +62,6 @@ static void *xmalloc(size_t bytes)
 /* ---------------------------------------------------------------------------------------- */
 /* Values, encodings and the expected sums (independent of the plugins' own conversions)     */
 
-static size_t element_size(uint32_t dtype)
-{
-    return dtype == LOOM_DTYPE_F32 ? 4 : 2;
-}
 
 static const char *dtype_label(uint32_t dtype)
 {
@@ -269,7 +265,7 @@ static void backward(rank_ctx *c, instance *in, uint32_t dtype, int salt, int mi
 static int64_t check_owned(rank_ctx *c, instance *in, const variant *v, uint32_t dtype, const int *salts, int n_salts,
                            uint8_t *seen)
 {
-    const size_t es = element_size(dtype);
+    const size_t es = loom_dtype_size(dtype);
     const loom_range *ranges = NULL;
     size_t n_ranges = 0;
     OK(in->sv->owned_ranges(in->sharding, c->rank, &ranges, &n_ranges));
@@ -299,7 +295,7 @@ static int64_t check_owned(rank_ctx *c, instance *in, const variant *v, uint32_t
 /* Owners write the parameters, others garbage; after the publish every rank holds the owners'. */
 static void check_publish(rank_ctx *c, instance *in, uint32_t dtype, uint8_t *params)
 {
-    const size_t es = element_size(dtype);
+    const size_t es = loom_dtype_size(dtype);
     const loom_range *ranges = NULL;
     size_t n_ranges = 0;
     OK(in->sv->owned_ranges(in->sharding, c->rank, &ranges, &n_ranges));
@@ -320,7 +316,7 @@ static void check_publish(rank_ctx *c, instance *in, uint32_t dtype, uint8_t *pa
 static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t dtype)
 {
     const char *plugin = v->plugin;
-    const uint64_t es = element_size(dtype), world = (uint64_t)c->world;
+    const uint64_t es = loom_dtype_size(dtype), world = (uint64_t)c->world;
     const uint64_t even = (TOTAL + world - 1) / world, P = (even + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
     const uint64_t gather = v->in_place ? 0 : GATHER_BUCKET < P ? GATHER_BUCKET : P; /* in place: no buffers */
     loom_sharding_memory m = {LOOM_HEADER_INIT(loom_sharding_memory)};
@@ -342,7 +338,7 @@ static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t d
 
 static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *seen_one, uint8_t *seen_acc, int first)
 {
-    const size_t es = element_size(dtype);
+    const size_t es = loom_dtype_size(dtype);
     uint8_t *params = xmalloc((size_t)CAPACITY * es);
     memset(params, 0, (size_t)CAPACITY * es);
     uint8_t *seen = xmalloc((size_t)TOTAL * es);

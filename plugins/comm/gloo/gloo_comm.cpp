@@ -233,9 +233,9 @@ std::string describe(const char *name, uint32_t op, size_t count, uint32_t dtype
     char text[160];
     if (op)
         std::snprintf(text, sizeof text, "%s(%s, %zu x %s)", name, loom_gloo::op_name(op), count,
-                      loom_gloo::dtype_name(dtype));
+                      loom_dtype_name(dtype));
     else
-        std::snprintf(text, sizeof text, "%s(%zu x %s)", name, count, loom_gloo::dtype_name(dtype));
+        std::snprintf(text, sizeof text, "%s(%zu x %s)", name, count, loom_dtype_name(dtype));
     return text;
 }
 
@@ -475,7 +475,7 @@ bool overlaps(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
 void all_reduce_piece(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op)
 {
     const int world = self->world, rank = self->rank;
-    const size_t es = loom_gloo::dtype_size(dtype), bytes = count * es;
+    const size_t es = loom_dtype_size(dtype), bytes = count * es;
 
     if (count < (size_t)world || bytes * world <= kSmallBytes) {
         /* Small: one allgather of the whole buffer, every rank reduces all of it. */
@@ -525,7 +525,7 @@ void all_reduce_piece(loom_comm *self, uint8_t *data, size_t count, uint32_t dty
  * kPieceBytes whatever the buffer's size. */
 size_t piece_elements(int world, uint32_t dtype)
 {
-    const size_t piece = kPieceBytes / loom_gloo::dtype_size(dtype) / world * world;
+    const size_t piece = kPieceBytes / loom_dtype_size(dtype) / world * world;
     return piece ? piece : (size_t)world;
 }
 
@@ -539,14 +539,14 @@ int all_reduce_phases(int world, size_t count, uint32_t dtype)
 void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op)
 {
     if (self->world == 1) return;
-    const size_t es = loom_gloo::dtype_size(dtype), piece = piece_elements(self->world, dtype);
+    const size_t es = loom_dtype_size(dtype), piece = piece_elements(self->world, dtype);
     for (size_t start = 0; start < count; start += piece)
         all_reduce_piece(self, data + start * es, std::min(piece, count - start), dtype, op);
 }
 
 size_t reduce_piece_elements(int world, uint32_t dtype)
 {
-    const size_t piece = kReducePieceBytes / loom_gloo::dtype_size(dtype) / (size_t)world;
+    const size_t piece = kReducePieceBytes / loom_dtype_size(dtype) / (size_t)world;
     return piece ? piece : 1;
 }
 
@@ -558,7 +558,7 @@ void run_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, ui
 {
     const int world = self->world;
     if (world == 1) return;
-    const size_t es = loom_gloo::dtype_size(dtype), piece = reduce_piece_elements(world, dtype);
+    const size_t es = loom_dtype_size(dtype), piece = reduce_piece_elements(world, dtype);
     for (size_t start = 0; start < count; start += piece) {
         const size_t n = std::min(piece, count - start), bytes = n * es;
         uint8_t *chunk = data + start * es;
@@ -584,7 +584,7 @@ int reduce_phases(int world, size_t count, uint32_t dtype)
 void run_reduce_scatter(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype, uint32_t op)
 {
     const int world = self->world;
-    const size_t bytes = count * loom_gloo::dtype_size(dtype);
+    const size_t bytes = count * loom_dtype_size(dtype);
     uint8_t *rows = scratch(self, bytes * world);
     gloo::AlltoallOptions exchange(self->context);
     exchange.setInput(const_cast<uint8_t *>(send), bytes * world);
@@ -596,7 +596,7 @@ void run_reduce_scatter(loom_comm *self, const uint8_t *send, uint8_t *recv, siz
 void run_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype)
 {
     const int world = self->world;
-    const size_t bytes = count * loom_gloo::dtype_size(dtype);
+    const size_t bytes = count * loom_dtype_size(dtype);
     gloo::AllgatherOptions gather(self->context);
     if (send == recv + self->rank * bytes) {
         /* in place */
@@ -614,14 +614,14 @@ void run_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t 
 void run_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root)
 {
     gloo::BroadcastOptions cast(self->context);
-    cast.setOutput(data, count * loom_gloo::dtype_size(dtype));
+    cast.setOutput(data, count * loom_dtype_size(dtype));
     cast.setRoot(root);
     gloo::broadcast(cast);
 }
 
 void run_all_to_all(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype)
 {
-    const size_t bytes = count * loom_gloo::dtype_size(dtype) * self->world;
+    const size_t bytes = count * loom_dtype_size(dtype) * self->world;
     const uint8_t *from = send;
     if (overlaps(send, bytes, recv, bytes)) {
         uint8_t *copy = scratch(self, bytes);
@@ -785,7 +785,7 @@ loom_status create_instance(loom_host *host, const loom_host_api *api, const loo
 
 loom_status check_dtype(loom_comm *self, const char *name, uint32_t dtype)
 {
-    if (!loom_gloo::dtype_size(dtype))
+    if (!loom_dtype_size(dtype))
         return self->api->fail(self->host, LOOM_E_INVALID, "%s: unknown dtype %u", name, (unsigned)dtype);
     return LOOM_OK;
 }

@@ -192,49 +192,6 @@ uint16_t float_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-size_t dtype_size(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F64:
-    case LOOM_DTYPE_I64:
-        return 8;
-    case LOOM_DTYPE_F32:
-    case LOOM_DTYPE_I32:
-        return 4;
-    case LOOM_DTYPE_F16:
-    case LOOM_DTYPE_BF16:
-    case LOOM_DTYPE_U16:
-        return 2;
-    case LOOM_DTYPE_U8:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-const char *dtype_name(uint32_t dtype)
-{
-    switch (dtype) {
-    case LOOM_DTYPE_F32:
-        return "f32";
-    case LOOM_DTYPE_F16:
-        return "f16";
-    case LOOM_DTYPE_BF16:
-        return "bf16";
-    case LOOM_DTYPE_I32:
-        return "i32";
-    case LOOM_DTYPE_I64:
-        return "i64";
-    case LOOM_DTYPE_U16:
-        return "u16";
-    case LOOM_DTYPE_U8:
-        return "u8";
-    case LOOM_DTYPE_F64:
-        return "f64";
-    default:
-        return "?";
-    }
-}
 
 const char *op_name(uint32_t op)
 {
@@ -252,7 +209,7 @@ const char *op_name(uint32_t op)
 
 bool op_supported(uint32_t dtype, uint32_t op)
 {
-    return dtype_size(dtype) != 0 && (op == LOOM_REDUCE_SUM || op == LOOM_REDUCE_MAX || op == LOOM_REDUCE_MIN);
+    return loom_dtype_size(dtype) != 0 && (op == LOOM_REDUCE_SUM || op == LOOM_REDUCE_MAX || op == LOOM_REDUCE_MIN);
 }
 
 void reduce_rows(void *dst, const void *rows, size_t n, size_t stride, int world, uint32_t dtype, uint32_t op)

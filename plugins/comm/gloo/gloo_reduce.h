@@ -13,12 +13,6 @@
 namespace loom_gloo
 {
 
-/* Bytes per element of a LOOM_DTYPE_*; 0 for an unknown dtype. */
-size_t dtype_size(uint32_t dtype);
-
-/* "f32", "bf16", ...; "?" for an unknown dtype. */
-const char *dtype_name(uint32_t dtype);
-
 /* "sum", "max", "min"; "?" otherwise. */
 const char *op_name(uint32_t op);
 
