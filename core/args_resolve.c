@@ -288,6 +288,15 @@ static loom_status derive(loom_args *args)
         return st;
     if (args->do_eval < 0 && strcmp(args->evaluation_strategy, "no") != 0) args->do_eval = 1;
     if (args->eval_steps == LOOM_ARG_NONE_INT) args->eval_steps = args->logging_steps;
+    /* HF's __post_init__: the best model is judged by the loss unless told otherwise, and a
+     * metric whose name ends in "loss" is better when lower. */
+    if (args->load_best_model_at_end && (!args->metric_for_best_model || !*args->metric_for_best_model) &&
+        (st = loom__arg_set_string(&args->metric_for_best_model, "loss")) != LOOM_OK)
+        return st;
+    if (args->greater_is_better < 0 && args->metric_for_best_model && *args->metric_for_best_model) {
+        size_t n = strlen(args->metric_for_best_model);
+        args->greater_is_better = !(n >= 4 && strcmp(args->metric_for_best_model + n - 4, "loss") == 0);
+    }
     if ((!args->run_name || !*args->run_name) && args->output_dir &&
         (st = loom__arg_set_string(&args->run_name, args->output_dir)) != LOOM_OK)
         return st;
@@ -336,6 +345,13 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->save_steps > 0 || strcmp(a->save_strategy, "steps") != 0, save_steps,
             "must be > 0 when save_strategy is steps");
     REQUIRE(a->save_total_limit == LOOM_ARG_NONE_INT || a->save_total_limit >= 0, save_total_limit, "must be >= 0");
+    /* HF's rules for load_best_model_at_end: the best checkpoint must exist when it is chosen. */
+    REQUIRE(!a->load_best_model_at_end || strcmp(a->evaluation_strategy, a->save_strategy) == 0, load_best_model_at_end,
+            "requires the save and evaluation strategies to match (--save_strategy and --evaluation_strategy)");
+    REQUIRE(!a->load_best_model_at_end || strcmp(a->evaluation_strategy, "no") != 0, load_best_model_at_end,
+            "requires an evaluation strategy (steps or epoch)");
+    REQUIRE(!a->load_best_model_at_end || strcmp(a->save_strategy, "steps") != 0 || a->save_steps % a->eval_steps == 0,
+            load_best_model_at_end, "requires --save_steps to be a round multiple of --eval_steps");
     REQUIRE(a->ddp_timeout > 0, ddp_timeout, "must be > 0 (seconds)");
     REQUIRE(a->num_threads >= 0, num_threads, "must be >= 0 (0 = automatic)");
     REQUIRE(a->local_rank >= -1, local_rank, "must be >= -1");

@@ -100,6 +100,15 @@ typedef struct loom_plugin_instance {
 
 #define LOOM_MAX_CALLBACKS 16
 
+/* The running sums behind the logged "loss" and the final "train_loss"; saved with a checkpoint
+ * so that a resumed run logs the same numbers as one that never stopped. */
+typedef struct loom_loss_tracker {
+    double since_log;               /* sum of step losses since the last log entry           */
+    int64_t steps_since_log;
+    double total;                   /* sum of all step losses, for train_loss                */
+    int64_t steps;
+} loom_loss_tracker;
+
 struct loom_trainer {
     loom_args args;                 /* resolved arguments (owned)                            */
     loom_trainer_hooks hooks;
@@ -175,6 +184,11 @@ struct loom_trainer {
     /* log_history as a cJSON array (owned; cJSON *). */
     void *log_history;
     char *best_model_checkpoint;
+
+    loom_loss_tracker losses;
+    char *resume_dir;               /* the checkpoint train() resumes from, or NULL (owned)  */
+    int64_t flops_per_token;        /* 6 x the parameters that are not embeddings (HF)       */
+    loom_metrics train_metrics;     /* train()'s final metrics, for train_results.json       */
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).

@@ -27,7 +27,22 @@ void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 
 /* Checkpoints and the state file (trainer_save.c). */
 loom_status loom_trainer_save_checkpoint(loom_trainer *t);
+/* output_dir/checkpoint-<global_step>: the folder a save of this step writes. */
+loom_status loom_trainer_checkpoint_dir(const loom_trainer *t, char *out, size_t size);
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir);
+/* The f32 master weights of owned range r (NULL when the precision plugin keeps none). */
+loom_status loom_trainer_master_weights(loom_trainer *t, size_t r, float **out);
+
+/* Resume (trainer_resume.c): find and check the checkpoint --resume_from_checkpoint names and
+ * take its seed (before the data loader and prepare(), which then load its model); restore
+ * every other state once the optimizer and scheduler exist. */
+loom_status loom_trainer_find_resume(loom_trainer *t);
+loom_status loom_trainer_restore(loom_trainer *t);
+
+/* Best model (trainer_best.c): after an evaluation, HF's _determine_best_metric; at the end of
+ * training, load_best_model_at_end. */
+loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics);
+loom_status loom_trainer_load_best(loom_trainer *t);
 
 /* The block size of the canonical gradient-norm pieces (elements). Sharding plugins that cut the
  * flat buffer only at multiples of it (or at tensor boundaries) get bitwise-identical norms. */

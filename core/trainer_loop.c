@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "checkpoint_dir.h"
 #include "error.h"
 #include "host.h"
 #include "trainer_internal.h"
@@ -246,15 +247,9 @@ static double current_lr(loom_trainer *t)
 
 /* ---- logging, evaluation and saving at step boundaries ------------------------------------ */
 
-typedef struct loss_tracker {
-    double since_log;     /* sum of step losses since the last log entry */
-    int64_t steps_since_log;
-    double total;         /* sum of all step losses, for train_loss      */
-    int64_t steps;
-} loss_tracker;
-
-static loom_status maybe_log_save_evaluate(loom_trainer *t, loss_tracker *losses)
+static loom_status maybe_log_save_evaluate(loom_trainer *t)
 {
+    loom_loss_tracker *losses = &t->losses;
     loom_status st;
     if (t->control.should_log && losses->steps_since_log > 0) {
         loom_metrics logs;
@@ -278,11 +273,14 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t, loss_tracker *losses
         if (t->eval_dataset) {
             loom_metrics metrics;
             if ((st = t->hooks.evaluate(t, "eval", &metrics)) != LOOM_OK) return st;
+            if ((st = loom_trainer_track_best(t, &metrics)) != LOOM_OK) return st;
         }
     }
     if (t->control.should_save) {
+        char folder[4096];
+        if ((st = loom_trainer_checkpoint_dir(t, folder, sizeof folder)) != LOOM_OK) return st;
         if ((st = loom_trainer_save_checkpoint(t)) != LOOM_OK) return st;
-        if ((st = loom_trainer_fire(t, LOOM_EVENT_SAVE, NULL, t->best_model_checkpoint)) != LOOM_OK) return st;
+        if ((st = loom_trainer_fire(t, LOOM_EVENT_SAVE, NULL, folder)) != LOOM_OK) return st;
         t->control.should_save = 0;
     }
     return LOOM_OK;
@@ -351,9 +349,33 @@ static loom_status print_memory_budget(loom_trainer *t)
 
 /* ---- train ------------------------------------------------------------------------------- */
 
+static double round_to(double x, int digits)
+{
+    double scale = pow(10.0, digits);
+    return round(x * scale) / scale;
+}
+
+/* Tokens of a batch for HF's flops estimate: token-id inputs count each id, other inputs one per
+ * example (an MLP's true cost is 6 x parameters per example). */
+static int64_t batch_tokens(const loom_batch *batch)
+{
+    if (batch->inputs.dtype == LOOM_DTYPE_I32 && batch->inputs.ndim == 2) return batch->batch_size * batch->inputs.shape[1];
+    return batch->batch_size;
+}
+
 loom_status loom_trainer_train(loom_trainer *t)
 {
-    loom_status st = loom_trainer_prepare(t);
+    /* The checkpoint to resume from decides the seed (so the data loader's order) and the
+     * weights prepare() loads. */
+    loom_status st = loom_trainer_find_resume(t);
+    if (st == LOOM_OK && t->state.is_world_process_zero) {
+        int removed = 0;
+        st = loom_checkpoint_remove_leftovers(t->args.output_dir, &removed);
+        if (st == LOOM_OK && removed > 0)
+            loom_log(LOOM_LOG_INFO, "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save",
+                     removed);
+    }
+    if (st == LOOM_OK) st = loom_trainer_prepare(t);
     if (st != LOOM_OK) return st;
     const loom_args *a = &t->args;
     loom_dataloader dl;
@@ -389,11 +411,15 @@ loom_status loom_trainer_train(loom_trainer *t)
         return loom_error(LOOM_E_NOMEM, "out of memory");
     }
     for (int64_t m = 0; m < ga && st == LOOM_OK; m++) st = loom_batch_buffer_init(&micro[m], dl.dataset, dl.batch_size);
+    if (st == LOOM_OK) st = loom_trainer_restore(t);
+    /* Where the data stands: the sampler's order is a function of (seed, epoch), so a resumed
+     * run jumps there instead of replaying the loader. */
+    int64_t first_epoch = t->state.global_step / updates_per_epoch;
+    int64_t skip_updates = t->args.ignore_data_skip ? 0 : t->state.global_step % updates_per_epoch;
 
     const loom_sharding_vtable *sv = t->sharding.vtable;
     const loom_precision_vtable *pv = t->precision.vtable;
-    loss_tracker losses = {0};
-    int64_t examples_seen = 0;
+    int64_t examples_seen = 0, tokens_seen = 0, first_step = t->state.global_step;
     double start = loom_now_seconds();
     t->control.should_training_stop = 0;
     if (st == LOOM_OK) st = print_memory_budget(t);
@@ -402,11 +428,12 @@ loom_status loom_trainer_train(loom_trainer *t)
                                 (long long)dl.dataset->n_examples, (long long)num_epochs, (long long)max_steps,
                                 (long long)dl.batch_size, (long long)ga, t->world_size);
 
-    for (int64_t epoch = 0; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop; epoch++) {
+    for (int64_t epoch = first_epoch; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop; epoch++) {
         if ((st = loom_dataloader_set_epoch(&dl, epoch)) != LOOM_OK) break;
         t->control.should_epoch_stop = 0;
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_BEGIN, NULL, NULL)) != LOOM_OK) break;
-        for (int64_t u = 0; u < updates_per_epoch && t->state.global_step < max_steps; u++) {
+        for (int64_t u = epoch == first_epoch ? skip_updates : 0; u < updates_per_epoch && t->state.global_step < max_steps;
+             u++) {
             int64_t first = u * ga;
             int64_t n_micro = batches_per_epoch - first < ga ? batches_per_epoch - first : ga;
             /* The whole accumulated batch's target count, over all ranks, is known before
@@ -421,6 +448,7 @@ loom_status loom_trainer_train(loom_trainer *t)
             double scale = pv->loss_scale(t->precision.instance);
             float seed = count > 0 ? (float)(scale / count) : 0.0f;
             double step_loss = 0;
+            int64_t step_tokens = 0;
             if ((st = choose_reduction(t)) != LOOM_OK) break;
             for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
                 if ((st = sv->begin_micro_batch(t->sharding.instance, (int32_t)m, m == n_micro - 1)) != LOOM_OK) break;
@@ -428,6 +456,7 @@ loom_status loom_trainer_train(loom_trainer *t)
                 if ((st = t->hooks.training_step(t, &micro[m].batch, seed, &loss_sum)) != LOOM_OK) break;
                 step_loss += loss_sum;
                 examples_seen += micro[m].batch.batch_size;
+                step_tokens += batch_tokens(&micro[m].batch);
                 if (m < n_micro - 1) st = loom_trainer_fire(t, LOOM_EVENT_SUBSTEP_END, NULL, NULL);
             }
             if (st != LOOM_OK) break;
@@ -436,10 +465,15 @@ loom_status loom_trainer_train(loom_trainer *t)
             if ((st = sv->zero_grads(t->sharding.instance)) != LOOM_OK) break;
             if ((st = comm_sum(t, &step_loss)) != LOOM_OK) break;
             double mean_loss = count > 0 ? step_loss / count : 0.0;
-            losses.since_log += mean_loss;
-            losses.steps_since_log++;
-            losses.total += mean_loss;
-            losses.steps++;
+            t->losses.since_log += mean_loss;
+            t->losses.steps_since_log++;
+            t->losses.total += mean_loss;
+            t->losses.steps++;
+            /* HF's floating_point_ops: 6 x (non-embedding) parameters x tokens, over all ranks
+             * (each sees as many batches of the same size). */
+            step_tokens *= t->world_size;
+            tokens_seen += step_tokens;
+            t->state.total_flos += (double)t->flops_per_token * (double)step_tokens;
 
             t->state.global_step++;
             t->state.epoch = (double)epoch + (double)(u + 1) / (double)updates_per_epoch;
@@ -448,13 +482,13 @@ loom_status loom_trainer_train(loom_trainer *t)
             t->state.num_input_tokens_seen += (int64_t)count;
             default_flow_step_end(t);
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
-            if ((st = maybe_log_save_evaluate(t, &losses)) != LOOM_OK) break;
+            if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;
             if (t->control.should_epoch_stop || t->control.should_training_stop) break;
         }
         if (st != LOOM_OK) break;
         default_flow_epoch_end(t);
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_END, NULL, NULL)) != LOOM_OK) break;
-        if ((st = maybe_log_save_evaluate(t, &losses)) != LOOM_OK) break;
+        if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;
     }
 
     for (int64_t m = 0; m < ga; m++) loom_batch_buffer_free(&micro[m]);
@@ -462,17 +496,24 @@ loom_status loom_trainer_train(loom_trainer *t)
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
 
+    if ((st = loom_trainer_load_best(t)) != LOOM_OK) return st;
     double runtime = loom_now_seconds() - start;
     t->state.elapsed_seconds = runtime;
-    loom_metrics final;
-    loom_metrics_clear(&final);
-    loom_metrics_set(&final, "train_runtime", runtime);
-    loom_metrics_set(&final, "train_samples_per_second", runtime > 0 ? (double)examples_seen / runtime : 0);
-    loom_metrics_set(&final, "train_steps_per_second", runtime > 0 ? (double)t->state.global_step / runtime : 0);
-    loom_metrics_set(&final, "total_flos", t->state.total_flos);
-    loom_metrics_set(&final, "train_loss", losses.steps > 0 ? losses.total / (double)losses.steps : 0.0);
-    loom_metrics_set(&final, "epoch", t->state.epoch);
-    if ((st = t->hooks.log(t, &final)) != LOOM_OK) return st;
+    /* HF's speed_metrics (rounded as it rounds them), over the steps this process ran: after a
+     * resume, the rates of this part of the run, not of the planned whole as HF reports. */
+    loom_metrics *final = &t->train_metrics;
+    int64_t steps_run = t->state.global_step - first_step;
+    loom_metrics_clear(final);
+    loom_metrics_set(final, "train_runtime", round_to(runtime, 4));
+    loom_metrics_set(final, "train_samples_per_second",
+                     runtime > 0 ? round_to((double)examples_seen * t->world_size / runtime, 3) : 0);
+    loom_metrics_set(final, "train_steps_per_second", runtime > 0 ? round_to((double)steps_run / runtime, 3) : 0);
+    if (a->include_tokens_per_second)
+        loom_metrics_set(final, "train_tokens_per_second", runtime > 0 ? round_to((double)tokens_seen / runtime, 3) : 0);
+    loom_metrics_set(final, "total_flos", t->state.total_flos);
+    loom_metrics_set(final, "train_loss", t->losses.steps > 0 ? t->losses.total / (double)t->losses.steps : 0.0);
+    loom_metrics_set(final, "epoch", t->state.epoch);
+    if ((st = t->hooks.log(t, final)) != LOOM_OK) return st;
     struct rusage usage;
     if (getrusage(RUSAGE_SELF, &usage) == 0)
         loom_log(LOOM_LOG_INFO, "peak resident memory, rank %d: %.1f MiB (the budget above: %.1f MiB)", t->rank,

@@ -183,6 +183,10 @@ loom_status loom_trainer_prepare(loom_trainer *t)
         t->tensor_offsets[i + 1] = t->tensor_offsets[i] + numel;
     }
     t->total_numel = t->tensor_offsets[t->n_tensors];
+    int64_t embedding_numel = 0;
+    for (size_t i = 0; i < t->n_tensors; i++)
+        if (t->tensors[i].flags & LOOM_PARAM_EMBEDDING) embedding_numel += t->tensor_offsets[i + 1] - t->tensor_offsets[i];
+    t->flops_per_token = 6 * (t->total_numel - embedding_numel);
 
     const loom_precision_vtable *pv = t->precision.vtable;
     loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
@@ -209,7 +213,10 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     if (!t->params || !initial) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
     memset((char *)t->params + (size_t)t->total_numel * t->param_size, 0,
            (size_t)(t->params_capacity - t->total_numel) * t->param_size + 1);
-    if (t->args.model_name_or_path && *t->args.model_name_or_path)
+    /* A resumed run starts from its checkpoint's weights; a warm start from the model folder. */
+    if (t->resume_dir)
+        st = load_saved_params(t, t->resume_dir, initial);
+    else if (t->args.model_name_or_path && *t->args.model_name_or_path)
         st = load_saved_params(t, t->args.model_name_or_path, initial);
     else
         st = mv->init_params(model, initial);

@@ -6,15 +6,18 @@
  *   output_dir/checkpoint-N/                         model, optimizer.safetensors,
  *                                                    scheduler.json, rng_state.json,
  *                                                    trainer_state.json, training_args.json
- * A checkpoint is written into checkpoint-N.tmp and renamed when complete, so a crash never
- * leaves a half checkpoint that looks whole; save_total_limit deletes the oldest afterwards.
+ * A checkpoint is written into checkpoint-N.tmp, sealed with a manifest of every file's size and
+ * checksum (checkpoint_dir.c), and renamed when complete, so a crash never leaves a half
+ * checkpoint that looks whole; save_total_limit deletes the oldest afterwards.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint_dir.h"
 #include "error.h"
 #include "fileutil.h"
 #include "plugin_config.h"
@@ -186,8 +189,7 @@ static loom_status write_training_args(loom_trainer *t, const char *dir)
     return st;
 }
 
-/* The f32 master weights of owned range r (NULL when the precision plugin keeps none). */
-static loom_status master_weights(loom_trainer *t, size_t r, const float **out)
+loom_status loom_trainer_master_weights(loom_trainer *t, size_t r, float **out)
 {
     *out = NULL;
     if (!t->has_master) return LOOM_OK;
@@ -220,9 +222,9 @@ static loom_status write_optimizer_state(loom_trainer *t, const char *dir, const
     size_t k = 0;
     for (size_t s = 0; s < t->n_spans; s++) {
         const loom_span *span = &t->spans[s];
-        const float *master = NULL;
+        float *master = NULL;
         if (t->has_master) {
-            loom_status st = master_weights(t, t->span_range[s], &master);
+            loom_status st = loom_trainer_master_weights(t, t->span_range[s], &master);
             if (st != LOOM_OK) {
                 free(tensors);
                 free(names);
@@ -285,9 +287,22 @@ static loom_status write_small_states(loom_trainer *t, const char *dir)
     cJSON_AddNumberToObject(scaler, "skipped_steps", (double)t->state.skipped_steps);
     st = write_json(dir, "scaler.json", scaler);
     cJSON_Delete(scaler);
+    if (st != LOOM_OK) return st;
+    /* The running loss sums (trainer_resume.c): cJSON prints a double with as many digits as
+     * it takes to read the same bits back. */
+    cJSON *losses = cJSON_CreateObject();
+    cJSON_AddNumberToObject(losses, "since_log", t->losses.since_log);
+    cJSON_AddNumberToObject(losses, "steps_since_log", (double)t->losses.steps_since_log);
+    cJSON_AddNumberToObject(losses, "total", t->losses.total);
+    cJSON_AddNumberToObject(losses, "steps", (double)t->losses.steps);
+    st = write_json(dir, "loss_tracker.json", losses);
+    cJSON_Delete(losses);
     return st;
 }
 
+/* HF's _rotate_checkpoints: keep the save_total_limit newest, but never the best checkpoint
+ * (moved next to the newest in the deletion order) nor the newest one (with a limit of 1 and a
+ * best that is not the newest, two are kept). */
 static loom_status rotate_checkpoints(loom_trainer *t)
 {
     if (t->args.save_total_limit == LOOM_ARG_NONE_INT || t->args.save_total_limit <= 0) return LOOM_OK;
@@ -295,15 +310,29 @@ static loom_status rotate_checkpoints(loom_trainer *t)
     size_t n = 0;
     loom_status st = loom_list_checkpoints(t->args.output_dir, &steps, &n);
     if (st != LOOM_OK) return st;
-    size_t keep = (size_t)t->args.save_total_limit;
-    for (size_t i = 0; n > keep && i < n - keep && st == LOOM_OK; i++) {
-        char name[64], path[4096];
+    char (*paths)[4096] = calloc(n ? n : 1, sizeof *paths);
+    if (!paths) {
+        free(steps);
+        return loom_error(LOOM_E_NOMEM, "out of memory");
+    }
+    size_t best = n;
+    for (size_t i = 0; i < n && st == LOOM_OK; i++) {
+        char name[64];
         snprintf(name, sizeof name, "checkpoint-%lld", (long long)steps[i]);
-        st = loom_path_join(path, sizeof path, t->args.output_dir, name);
-        if (st == LOOM_OK && t->best_model_checkpoint && strcmp(path, t->best_model_checkpoint) == 0) continue;
-        if (st == LOOM_OK) st = loom_remove_tree(path);
+        st = loom_path_join(paths[i], sizeof paths[i], t->args.output_dir, name);
+        if (t->best_model_checkpoint && strcmp(paths[i], t->best_model_checkpoint) == 0) best = i;
     }
     free(steps);
+    int64_t keep = t->args.save_total_limit;
+    if (st == LOOM_OK && best < n) {
+        char moved[4096];
+        memcpy(moved, paths[best], sizeof moved);
+        for (size_t i = best; i + 2 < n; i++) memcpy(paths[i], paths[i + 1], sizeof paths[i]);
+        if (best + 2 < n) memcpy(paths[n - 2], moved, sizeof moved);
+        if (keep == 1 && strcmp(paths[n - 1], t->best_model_checkpoint) != 0) keep = 2;
+    }
+    for (size_t i = 0; st == LOOM_OK && (int64_t)n > keep && i < n - (size_t)keep; i++) st = loom_remove_tree(paths[i]);
+    free(paths);
     return st;
 }
 
@@ -318,44 +347,74 @@ static loom_status states_are_sharded(loom_trainer *t, int *sharded)
     return st;
 }
 
+/* Tests only: LOOM_TEST_KILL_DURING_SAVE=N kills rank 0 with SIGKILL while checkpoint-N is half
+ * written (its files in the .tmp folder, no manifest yet), the moment a crash costs the most. */
+static void maybe_die_for_a_test(const loom_trainer *t)
+{
+    const char *at = getenv("LOOM_TEST_KILL_DURING_SAVE");
+    if (at && *at && strtoll(at, NULL, 10) == t->state.global_step) raise(SIGKILL);
+}
+
+static loom_status agree(loom_trainer *t, loom_status st, const char *what, const char *dir)
+{
+    const loom_comm_vtable *cv = t->comm.vtable;
+    double failed = st != LOOM_OK;
+    loom_status agreed = cv->all_reduce(t->comm.instance, &failed, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+    if (agreed != LOOM_OK) return agreed;
+    if (failed > 0) return st != LOOM_OK ? st : loom_error(LOOM_E_IO, "%s %s", what, dir);
+    return LOOM_OK;
+}
+
+loom_status loom_trainer_checkpoint_dir(const loom_trainer *t, char *out, size_t size)
+{
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint-%lld", (long long)t->state.global_step);
+    return loom_path_join(out, size, t->args.output_dir, name);
+}
+
+/* Everything rank 0 writes into the folder (all but the optimizer shards of other ranks). */
+static loom_status write_rank0_files(loom_trainer *t, const char *dir, int sharded)
+{
+    loom_remove_tree(dir);
+    loom_status st = loom_trainer_save_model(t, dir);
+    if (st == LOOM_OK && !sharded) st = write_optimizer_state(t, dir, "optimizer.safetensors");
+    if (st == LOOM_OK) st = write_small_states(t, dir);
+    if (st == LOOM_OK) st = write_training_args(t, dir);
+    if (st == LOOM_OK) st = loom_trainer_write_state(t, dir);
+    return st;
+}
+
 loom_status loom_trainer_save_checkpoint(loom_trainer *t)
 {
-    char name[64], final_dir[4096], tmp_dir[4200];
-    snprintf(name, sizeof name, "checkpoint-%lld", (long long)t->state.global_step);
-    loom_status st = loom_path_join(final_dir, sizeof final_dir, t->args.output_dir, name);
+    char final_dir[4096], tmp_dir[4200];
+    loom_status st = loom_trainer_checkpoint_dir(t, final_dir, sizeof final_dir);
     if (st != LOOM_OK) return st;
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
     int sharded = 0;
     if ((st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
-    const loom_comm_vtable *cv = t->comm.vtable;
     int zero = t->state.is_world_process_zero;
-    if (zero) {
-        loom_remove_tree(tmp_dir);
-        st = loom_trainer_save_model(t, tmp_dir);
-        if (st == LOOM_OK && !sharded) st = write_optimizer_state(t, tmp_dir, "optimizer.safetensors");
-        if (st == LOOM_OK) st = write_small_states(t, tmp_dir);
-        if (st == LOOM_OK) st = write_training_args(t, tmp_dir);
-        if (st == LOOM_OK) st = loom_trainer_write_state(t, tmp_dir);
-    }
+    if (zero) st = write_rank0_files(t, tmp_dir, sharded);
     if (sharded) {
-        /* Rank 0 made the folder; each rank adds its shard; rank 0 renames when all are in. A
+        /* Rank 0 made the folder; each rank adds its shard; rank 0 seals it when all are in. A
          * failure anywhere is agreed on, so no rank waits for a rename that will not come. */
-        double failed = st != LOOM_OK;
-        loom_status agreed = cv->all_reduce(t->comm.instance, &failed, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
-        if (agreed != LOOM_OK) return agreed;
-        if (failed > 0) return st != LOOM_OK ? st : loom_error(LOOM_E_IO, "rank 0 could not write %s", tmp_dir);
+        if ((st = agree(t, st, "rank 0 could not write", tmp_dir)) != LOOM_OK) goto failed;
         char shard[96];
         snprintf(shard, sizeof shard, "optimizer.rank-%d-of-%d.safetensors", t->rank, t->world_size);
         st = write_optimizer_state(t, tmp_dir, shard);
-        failed = st != LOOM_OK;
-        agreed = cv->all_reduce(t->comm.instance, &failed, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
-        if (agreed != LOOM_OK) return agreed;
-        if (failed > 0) return st != LOOM_OK ? st : loom_error(LOOM_E_IO, "a rank could not write its shard into %s", tmp_dir);
+        if ((st = agree(t, st, "a rank could not write its shard into", tmp_dir)) != LOOM_OK) goto failed;
     }
-    if (!zero || st != LOOM_OK) return st;
-    loom_remove_tree(final_dir);
-    if ((st = loom_rename_dir_atomic(tmp_dir, final_dir)) != LOOM_OK) return st;
+    if (!zero) return st;
+    if (st != LOOM_OK) goto failed;
+    maybe_die_for_a_test(t);
+    /* The manifest is the seal: written last, it makes the folder complete. */
+    if ((st = loom_checkpoint_write_manifest(tmp_dir)) != LOOM_OK) goto failed;
+    if ((st = loom_checkpoint_install(tmp_dir, final_dir)) != LOOM_OK) goto failed;
     return rotate_checkpoints(t);
+failed:
+    /* No litter: a half folder is never left to be mistaken for, or fill the disk beside, the
+     * complete ones. */
+    if (zero) loom_remove_tree(tmp_dir);
+    return st;
 }
 
 loom_status loom_trainer_save_final(loom_trainer *t)

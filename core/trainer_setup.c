@@ -653,6 +653,7 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->norm_work_sums);
     cJSON_Delete(t->log_history);
     free(t->best_model_checkpoint);
+    free(t->resume_dir);
     loom_args_free(&t->args);
     free(t);
 }

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "checkpoint_dir.h"
 #include "commands.h"
 #include "error.h"
 #include "deepspeed_config.h"
@@ -190,10 +192,25 @@ int loom_command_train(const char *mode, int argc, char **argv)
     }
     if (training && !args.overwrite_output_dir) {
         int empty = 1;
-        if ((st = loom_dir_is_empty(args.output_dir, &empty)) == LOOM_OK && !empty)
-            st = loom_error(LOOM_E_INVALID,
-                            "output directory (%s) already exists and is not empty: use --overwrite_output_dir to overcome",
-                            args.output_dir);
+        char last[4096];
+        if ((st = loom_dir_is_empty(args.output_dir, &empty)) == LOOM_OK && !empty) {
+            /* HF's example scripts: a run dir with a checkpoint is a run to continue. */
+            if (loom_checkpoint_latest(args.output_dir, last, sizeof last) == LOOM_OK) {
+                const char *given = args.resume_from_checkpoint;
+                const char *rank = getenv("RANK");
+                if (!given || !*given || !strcasecmp(given, "false")) {
+                    if (!rank || !strcmp(rank, "0")) printf("loom: checkpoint detected, resuming training at %s. To avoid this, change --output_dir or add "
+                           "--overwrite_output_dir to train from scratch.\n", last);
+                    free(args.resume_from_checkpoint);
+                    if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
+                }
+            } else {
+                loom_error_clear();
+                st = loom_error(LOOM_E_INVALID,
+                                "output directory (%s) already exists and is not empty: use --overwrite_output_dir to overcome",
+                                args.output_dir);
+            }
+        }
         if (st != LOOM_OK) {
             loom_args_free(&args);
             return loom_command_fail(st);
@@ -215,8 +232,10 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (t->args.do_train) {
         if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;
         if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
+        if ((st = save_metrics(t, "train", &t->train_metrics)) != LOOM_OK) goto fail_running;
         if (t->state.is_world_process_zero)
-            printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json)\n", t->args.output_dir);
+            printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json, train_results.json)\n",
+                   t->args.output_dir);
     }
     if (t->args.do_eval == 1 && t->eval_dataset) {
         loom_metrics metrics;

@@ -24,6 +24,9 @@ extern "C" {
 
 /* loom_param_info.flags */
 #define LOOM_PARAM_NO_DECAY 1u   /* bias / norm weight: excluded from weight decay (as HF) */
+#define LOOM_PARAM_EMBEDDING 2u  /* an embedding table (token or position): left out of HF's
+                                    floating_point_ops estimate, 6 x non-embedding parameters
+                                    x tokens. Since ABI 1.2; a host of 1.0/1.1 ignores it. */
 
 /* One parameter tensor, as the model declares it. Written by the plugin. */
 typedef struct loom_param_info {

@@ -161,8 +161,8 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     self->tensors = api->alloc(host, count * sizeof *self->tensors, 0, LOOM_DEVICE_CPU, 0);
     if (!self->tensors) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self->tensors, 0, count * sizeof *self->tensors);
-    add_tensor(self, "transformer.wte.weight", V, C, 0);
-    add_tensor(self, "transformer.wpe.weight", P, C, 0);
+    add_tensor(self, "transformer.wte.weight", V, C, LOOM_PARAM_EMBEDDING);
+    add_tensor(self, "transformer.wpe.weight", P, C, LOOM_PARAM_EMBEDDING);
     for (int64_t l = 0; l < L; l++) {
         static const struct {
             const char *suffix;

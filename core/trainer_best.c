@@ -1,0 +1,79 @@
+/*
+ * trainer_best.c - the best model, as HF's Trainer keeps it (docs/checkpoints.md, "Best model"):
+ * after each evaluation the metric named by metric_for_best_model ("eval_" prefixed when it is
+ * not) is compared with state.best_metric (greater or less by greater_is_better; the first
+ * evaluation always wins), and a better one records best_metric and the checkpoint folder of
+ * this step as best_model_checkpoint, whether or not this step saves (which is why
+ * load_best_model_at_end requires the save and evaluation strategies to match). Rotation never
+ * deletes that folder (trainer_save.c), and load_best_model_at_end reloads its weights after
+ * the last step.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "host.h"
+#include "safetensors.h"
+#include "trainer_internal.h"
+
+loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics)
+{
+    const char *name = t->args.metric_for_best_model;
+    if (!name || !*name) return LOOM_OK;
+    char key[80];
+    snprintf(key, sizeof key, "%s%s", strncmp(name, "eval_", 5) == 0 ? "" : "eval_", name);
+    double value;
+    if (!loom_metrics_get(metrics, key, &value)) {
+        char available[512] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < metrics->count && used + 2 < sizeof available; i++)
+            used += (size_t)snprintf(available + used, sizeof available - used, "%s%s", i ? ", " : "", metrics->keys[i]);
+        return loom_error(LOOM_E_INVALID, "--metric_for_best_model %s: the evaluation has no '%s' (it has: %s)", name, key,
+                          available);
+    }
+    int greater = t->args.greater_is_better == 1;
+    double best = t->state.best_metric;
+    if (isnan(best)) best = greater ? -INFINITY : INFINITY;
+    if (!(greater ? value > best : value < best)) return LOOM_OK;
+    char folder[64], path[4096];
+    snprintf(folder, sizeof folder, "checkpoint-%lld", (long long)t->state.global_step);
+    loom_status st = loom_path_join(path, sizeof path, t->args.output_dir, folder);
+    if (st != LOOM_OK) return st;
+    char *copy = strdup(path);
+    if (!copy) return loom_error(LOOM_E_NOMEM, "out of memory");
+    free(t->best_model_checkpoint);
+    t->best_model_checkpoint = copy;
+    t->state.best_model_checkpoint = copy;
+    t->state.best_metric = value;
+    return LOOM_OK;
+}
+
+loom_status loom_trainer_load_best(loom_trainer *t)
+{
+    if (!t->args.load_best_model_at_end || !t->best_model_checkpoint) return LOOM_OK;
+    char path[4096];
+    loom_status st = loom_path_join(path, sizeof path, t->best_model_checkpoint, "model.safetensors");
+    if (st != LOOM_OK) return st;
+    loom_safetensors *file = NULL;
+    if ((st = loom_safetensors_open(path, &file)) != LOOM_OK)
+        return loom_error_context(st, "load_best_model_at_end");
+    /* The checkpoint holds the parameters in this run's own dtype: a byte copy restores them. */
+    for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
+        loom_st_tensor tensor;
+        if ((st = loom_safetensors_find(file, t->tensors[i].name, &tensor)) != LOOM_OK) break;
+        uint64_t bytes = (uint64_t)(t->tensor_offsets[i + 1] - t->tensor_offsets[i]) * t->param_size;
+        if (tensor.dtype != t->param_dtype || tensor.nbytes != bytes) {
+            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' differs in dtype or size from this run's", path,
+                            t->tensors[i].name);
+            break;
+        }
+        memcpy((char *)t->params + (size_t)t->tensor_offsets[i] * t->param_size, tensor.data, bytes);
+    }
+    loom_safetensors_close(file);
+    if (st == LOOM_OK && t->state.is_world_process_zero)
+        loom_log(LOOM_LOG_INFO, "loading best model from %s (score: %g)", t->best_model_checkpoint, t->state.best_metric);
+    return st;
+}
