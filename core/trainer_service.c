@@ -78,6 +78,8 @@ static const char *svc_optimizer_name(loom_host *host)
     return t->optimizer.plugin ? t->optimizer.plugin->desc->name : NULL;
 }
 
+static loom_status svc_learning_rate(loom_host *host, double *next, double *last, int64_t *steps);
+
 static loom_status svc_optimizer_hparam(loom_host *host, const char *name, double *out)
 {
     const loom_trainer *t = trainer_of(host);
@@ -88,6 +90,13 @@ static loom_status svc_optimizer_hparam(loom_host *host, const char *name, doubl
         return LOOM_OK;
     loom_error_clear();
     if (t->optimizer.config && loom_config_f64(t->optimizer.config, name, out) == LOOM_CFG_PRESENT) return LOOM_OK;
+    /* The rate is the scheduler's, as in HF's param_groups: "lr" the next step's (once the
+     * scheduler exists), "initial_lr" the peak it scales. */
+    if (strcmp(name, "initial_lr") == 0 || (strcmp(name, "lr") == 0 && !t->scheduler.instance)) {
+        *out = t->args.learning_rate;
+        return LOOM_OK;
+    }
+    if (strcmp(name, "lr") == 0) return svc_learning_rate(host, out, NULL, NULL);
     return loom_error(LOOM_E_NOT_FOUND, "optimizer '%s' has no hyper-parameter '%s'", svc_optimizer_name(host), name);
 }
 

@@ -170,9 +170,11 @@ typedef struct loom_trainer_api {
 
     /* The optimizer plugin's name ("adamw"); valid for the run. */
     const char *(*optimizer_name)(loom_host *host);
-    /* A hyper-parameter of the optimizer ("lr", "beta1", "eps", "weight_decay", ... as its
-     * plugin names them): the optimizer's own value when it reports one, else its resolved
-     * configuration. LOOM_E_NOT_FOUND for a name it has neither way. */
+    /* A hyper-parameter of the optimizer ("beta1", "eps", "weight_decay", ... as its plugin
+     * names them): the optimizer's own value when it reports one, else its resolved
+     * configuration; "lr" is the rate of the next step (HF's param_groups[0]["lr"]; before
+     * training starts, the peak) and "initial_lr" the peak rate the schedule scales.
+     * LOOM_E_NOT_FOUND for a name it has none of these ways. */
     loom_status (*optimizer_hparam)(loom_host *host, const char *name, double *out);
     /* Name of state slot `slot` ("exp_avg", "exp_avg_sq"); NULL past the last slot. */
     const char *(*optimizer_state_name)(loom_host *host, uint32_t slot);

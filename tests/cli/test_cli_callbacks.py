@@ -106,7 +106,8 @@ class TrainerServiceTest(LoomTestCase):
         self.assertEqual([r["step"] for r in saves], [10, 20, 30])
         for r in saves:
             self.assertEqual(r["optimizer"], "adamw")
-            self.assertEqual(r["hparams"], {"lr": lr, "beta1": 0.85, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
+            self.assertAlmostEqual(r["hparams"].pop("lr"), lr * (steps - r["step"]) / steps, delta=1e-15)
+            self.assertEqual(r["hparams"], {"initial_lr": lr, "beta1": 0.85, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
             self.assertEqual((r["missing_hparam"], r["missing_tensor"]), (8, 8))  # LOOM_E_NOT_FOUND
             self.assertEqual(r["states"], ["exp_avg", "exp_avg_sq"])
             model = raw_tensors(os.path.join(r["folder"], "model.safetensors"))
