@@ -104,10 +104,10 @@ typedef struct loom_callback_vtable {
     /* Optional (NULL: nothing to keep across a resume). HF's ExportableState.state(): set *json
      * to a JSON object {"args": {...}, "attributes": {...}}: the configuration the instance was
      * created with, and what it has accumulated since. The text is owned by the instance and
-     * stays valid until the next call on it or destroy. Called on every rank, each time the
-     * trainer writes trainer_state.json (each checkpoint, the end of training); rank 0's is
-     * the one written. A non-OK status fails that save with the plugin's message (api->fail).
-     * Training thread only. */
+     * stays valid until the next call on it or destroy. Called on the world process zero
+     * each time the trainer writes trainer_state.json (each checkpoint, the end of training).
+     * A non-OK status, or text that is not a JSON object, leaves this callback out of that
+     * file with a warning (everything else still saves). Training thread only. */
     loom_status (*save_state)(loom_callback *self, const char **json);
     /* Optional (NULL: nothing is restored). On resume, the object save_state wrote for this
      * instance (or an HF checkpoint wrote for the same state_name), borrowed for the call.
