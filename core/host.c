@@ -1,6 +1,7 @@
 /*
  * host.c - the services a plugin gets from the core: memory, logging, errors, configuration
- * getters, named services (the kernel tables) and deterministic random numbers.
+ * getters, named services (the kernel tables, the store, the trainer) and deterministic random
+ * numbers.
  */
 #include "host.h"
 
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <loom/callback.h>
 #include <loom/comm.h>
 #include <loom/kernels.h>
 
@@ -23,6 +25,8 @@
 
 struct loom_host {
     char plugin_name[64];
+    void *trainer;              /* the trainer behind "loom.trainer/1", or NULL            */
+    const loom_trainer_api *trainer_api;
 };
 
 static uint64_t run_seed = 42;
@@ -49,6 +53,14 @@ loom_host *loom_host_create(const char *plugin_name)
 }
 
 void loom_host_destroy(loom_host *host) { free(host); }
+
+void loom_host_set_trainer(loom_host *host, void *trainer, const loom_trainer_api *table)
+{
+    host->trainer = trainer;
+    host->trainer_api = table;
+}
+
+void *loom_host_trainer(const loom_host *host) { return host ? host->trainer : NULL; }
 
 /* Each block carries its size and alignment just before the pointer handed out, so free needs
  * no lookup table and the run's byte count is exact. */
@@ -182,8 +194,9 @@ static const loom_store_api store_api = {
 
 static const void *host_service(loom_host *host, const char *name, uint32_t min_minor)
 {
-    (void)host;
     if (!name) return NULL;
+    if (strcmp(name, LOOM_TRAINER_SERVICE) == 0)
+        return host && host->trainer_api && host->trainer_api->abi_minor >= min_minor ? host->trainer_api : NULL;
     if (strcmp(name, LOOM_KERNELS_CPU_SERVICE) == 0) {
         const loom_kernels_api *table = lk_cpu_kernel_table();
         return table->abi_minor >= min_minor ? table : NULL;

@@ -15,6 +15,13 @@ const loom_host_api *loom_host_api_table(void);
 loom_host *loom_host_create(const char *plugin_name);
 void loom_host_destroy(loom_host *host);
 
+/* Lend the "loom.trainer/1" service to the instance behind `host` (callbacks): api->service
+ * returns `table`, whose members find `trainer` again through loom_host_trainer. Set before
+ * the instance's create(); NULL table (the default): no such service. */
+typedef struct loom_trainer_api loom_trainer_api;
+void loom_host_set_trainer(loom_host *host, void *trainer, const loom_trainer_api *table);
+void *loom_host_trainer(const loom_host *host);
+
 /* Process-wide settings the host services read. */
 void loom_host_set_seed(uint64_t seed);                /* random_normal's run seed (default 42) */
 void loom_host_set_threads(int32_t threads);           /* num_threads() (default: all cores)    */

@@ -91,11 +91,13 @@ typedef struct loom_trainer_hooks {
 
 /* One created plugin: its descriptor, host context, instance and vtable. */
 typedef struct loom_plugin_instance {
-    const loom_plugin *plugin;
+    const loom_plugin *plugin;      /* NULL for a program's own callback (below)             */
     loom_host *host;
     void *instance;
     const void *vtable;
     loom_config *config;            /* the resolved section (owned); set before the instance */
+    char name[64];                  /* a program's own callback (loom_trainer_add_callback_
+                                       instance): its name; the program owns its instance    */
 } loom_plugin_instance;
 
 #define LOOM_MAX_CALLBACKS 16
@@ -181,6 +183,13 @@ struct loom_trainer {
 
     loom_host *core_host;           /* the core's own allocations are counted through it     */
 
+    /* Where the train loader stands, for the "loom.trainer/1" service (train() keeps them;
+     * train_batches == 0: training has not started). */
+    int64_t train_batches;          /* batches per epoch on this rank                        */
+    int64_t updates_per_epoch;
+    int64_t data_epoch;             /* 0-based epoch in progress                             */
+    int64_t data_batch;             /* batches of it consumed                                */
+
     /* log_history as a cJSON array (owned; cJSON *). */
     void *log_history;
     char *best_model_checkpoint;
@@ -217,6 +226,34 @@ loom_status loom_trainer_save_model(loom_trainer *t, const char *dir);
 loom_status loom_trainer_save_final(loom_trainer *t);
 /* Write output_dir/predictions.txt ("index\tprediction" lines, argmax of each row). */
 loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path);
+
+/* ---- callbacks: HF's add_callback / pop_callback / remove_callback ------------------------
+ * Not from inside an event (the list must not change while it is being walked). A callback
+ * is named by its plugin's name ("early_stopping"), or by the name given to
+ * add_callback_instance; `name` and `instance` pick one: the first callback with that name,
+ * or the one whose instance pointer is `instance` (set exactly one of the two). */
+
+/* Load callback plugin `plugin` (a name or a path, as --plugin takes), configure it from the
+ * run's --<plugin>.<key> flags and its defaults, create it and append it to the list. A
+ * second instance of a plugin already there is added with a warning, as HF does. */
+loom_status loom_trainer_add_callback(loom_trainer *t, const char *plugin);
+/* Append a callback the program implements: on_event (and save_state / load_state when the
+ * vtable's struct_size has them) are called as for a plugin; create and destroy are not. The
+ * program keeps ownership of `instance` and must keep it (and vtable) alive while listed. */
+loom_status loom_trainer_add_callback_instance(loom_trainer *t, const char *name, const loom_callback_vtable *vtable,
+                                               loom_callback *instance);
+/* Take a callback out of the list and hand it to the caller in *out (owned by the caller from
+ * then on: loom_trainer_callback_destroy frees it; its instance may be added again with
+ * add_callback_instance meanwhile). LOOM_E_NOT_FOUND (loom_error set) when none matches. */
+loom_status loom_trainer_pop_callback(loom_trainer *t, const char *name, const loom_callback *instance,
+                                      loom_plugin_instance *out);
+/* Take a callback out of the list and destroy it (a program's own instance is only unlisted).
+ * LOOM_E_NOT_FOUND (loom_error set) when none matches. */
+loom_status loom_trainer_remove_callback(loom_trainer *t, const char *name, const loom_callback *instance);
+/* Free a popped callback: the plugin instance, its host context and configuration. */
+void loom_trainer_callback_destroy(loom_plugin_instance *popped);
+/* The callback's name: its plugin's, or the one given to add_callback_instance. */
+const char *loom_trainer_callback_name(const loom_plugin_instance *slot);
 
 /* Fire one callback event to every callback plugin. */
 loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metrics *metrics, const char *text);

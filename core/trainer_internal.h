@@ -44,6 +44,26 @@ loom_status loom_trainer_restore(loom_trainer *t);
 loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics);
 loom_status loom_trainer_load_best(loom_trainer *t);
 
+/* Callbacks (trainer_callbacks.c). create_callback creates slot's instance from `plugin`
+ * (slot->config set, ownership taken) with the trainer service lent to it; callback_config
+ * builds a callback plugin's section from the run arguments (`used` as loom_config_build). */
+loom_status loom_trainer_create_callback(loom_trainer *t, loom_plugin_instance *slot, const loom_plugin *plugin);
+loom_config *loom_trainer_callback_config(const loom_trainer *t, const loom_plugin *plugin, unsigned char *used);
+/* HF's TrainerState.stateful_callbacks: {state_name: {"args": .., "attributes": ..} or a list of
+ * them when several instances share a name}, from every callback with save_state; NULL when no
+ * callback keeps state (a callback whose save_state fails is left out with a warning). Owned
+ * by the caller. */
+struct cJSON;
+struct cJSON *loom_trainer_callbacks_state(const loom_trainer *t);
+/* Resume: hand each stored entry to the callbacks of that state name (in list order, a list's
+ * items one each) through load_state. NULL is nothing to restore; names no callback has are
+ * ignored with a warning ("TrainerControl", which HF stores, silently). A load_state failure
+ * is returned with the plugin's message. */
+loom_status loom_trainer_callbacks_restore(loom_trainer *t, const struct cJSON *stateful_callbacks);
+
+/* The "loom.trainer/1" table lent to callbacks (trainer_service.c). */
+const struct loom_trainer_api *loom_trainer_service_table(void);
+
 /* The block size of the canonical gradient-norm pieces (elements). Sharding plugins that cut the
  * flat buffer only at multiples of it (or at tensor boundaries) get bitwise-identical norms. */
 #define LOOM_NORM_BLOCK 16384

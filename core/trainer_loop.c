@@ -41,7 +41,7 @@ loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metric
         loom_status st = cv->on_event(t->callbacks[i].instance, event, &t->state, &t->control, &payload);
         if (st != LOOM_OK) {
             if (!*loom_error_message())
-                loom_error(st, "callback '%s' failed (%s)", t->callbacks[i].plugin->desc->name, loom_status_string(st));
+                loom_error(st, "callback '%s' failed (%s)", loom_trainer_callback_name(&t->callbacks[i]), loom_status_string(st));
             return st;
         }
     }
@@ -390,6 +390,8 @@ loom_status loom_trainer_train(loom_trainer *t)
     /* An epoch's last optimizer step takes the leftover micro-batches (current HF): every
      * example is seen once per epoch and none carries over into the next. */
     int64_t updates_per_epoch = (batches_per_epoch + ga - 1) / ga;
+    t->train_batches = batches_per_epoch;
+    t->updates_per_epoch = updates_per_epoch;
     int64_t max_steps, num_epochs;
     if (a->max_steps > 0) {
         max_steps = a->max_steps;
@@ -431,6 +433,8 @@ loom_status loom_trainer_train(loom_trainer *t)
     for (int64_t epoch = first_epoch; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop; epoch++) {
         if ((st = loom_dataloader_set_epoch(&dl, epoch)) != LOOM_OK) break;
         t->control.should_epoch_stop = 0;
+        t->data_epoch = epoch;
+        t->data_batch = epoch == first_epoch ? skip_updates * ga : 0;
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_BEGIN, NULL, NULL)) != LOOM_OK) break;
         for (int64_t u = epoch == first_epoch ? skip_updates : 0; u < updates_per_epoch && t->state.global_step < max_steps;
              u++) {
@@ -457,6 +461,7 @@ loom_status loom_trainer_train(loom_trainer *t)
                 step_loss += loss_sum;
                 examples_seen += micro[m].batch.batch_size;
                 step_tokens += batch_tokens(&micro[m].batch);
+                t->data_batch = first + m + 1;
                 if (m < n_micro - 1) st = loom_trainer_fire(t, LOOM_EVENT_SUBSTEP_END, NULL, NULL);
             }
             if (st != LOOM_OK) break;

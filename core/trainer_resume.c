@@ -120,6 +120,8 @@ static loom_status restore_trainer_state(loom_trainer *t, const char *dir)
         cJSON_Delete(t->log_history);
         t->log_history = history;
         history = NULL;
+        /* Callbacks that keep state (early stopping's patience counter), HF's layout. */
+        st = loom_trainer_callbacks_restore(t, cJSON_GetObjectItemCaseSensitive(json, "stateful_callbacks"));
     }
     cJSON_Delete(history);
     cJSON_Delete(json);

@@ -165,6 +165,8 @@ loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
     cJSON_AddNumberToObject(json, "num_train_epochs", s->num_train_epochs);
     cJSON_AddNumberToObject(json, "save_steps", (double)s->save_steps);
     cJSON_AddNumberToObject(json, "skipped_steps", (double)s->skipped_steps);
+    cJSON *stateful = loom_trainer_callbacks_state(t);
+    if (stateful) cJSON_AddItemToObject(json, "stateful_callbacks", stateful);
     cJSON_AddNumberToObject(json, "total_flos", s->total_flos);
     cJSON_AddNumberToObject(json, "train_batch_size", (double)s->train_batch_size);
     cJSON_AddNullToObject(json, "trial_name");

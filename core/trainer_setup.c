@@ -145,7 +145,7 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
     const loom_config *config = slot->config;
     slot->plugin = plugin;
     slot->vtable = plugin->desc->vtable;
-    slot->host = loom_host_create(plugin->desc->name);
+    if (!slot->host) slot->host = loom_host_create(plugin->desc->name); /* callbacks bring theirs */
     if (!slot->host) return loom_error(LOOM_E_NOMEM, "out of memory");
     loom_status st = LOOM_E_INTERNAL;
     void *instance = NULL;
@@ -497,10 +497,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
                      (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
         t->callbacks[i].plugin = callbacks[i];
-        const loom_config_default log_dir[] = {{"log_dir", a->logging_dir}};
-        int is_tensorboard = strcmp(callbacks[i]->desc->name, "tensorboard") == 0;
-        configs_ok = (t->callbacks[i].config =
-                          loom_config_build(callbacks[i]->desc, is_tensorboard ? log_dir : NULL, is_tensorboard, a, used)) != NULL;
+        configs_ok = (t->callbacks[i].config = loom_trainer_callback_config(t, callbacks[i], used)) != NULL;
         t->n_callbacks = i + 1;
     }
     for (size_t i = 0; configs_ok && i < n_scheduler; i++) {
@@ -530,7 +527,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if ((st = open_token_datasets(t)) != LOOM_OK) goto done;
     if ((st = loom_trainer_create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
     for (size_t i = 0; i < n_callbacks; i++)
-        if ((st = loom_trainer_create_instance(&t->callbacks[i], callbacks[i], NULL)) != LOOM_OK) goto done;
+        if ((st = loom_trainer_create_callback(t, &t->callbacks[i], callbacks[i])) != LOOM_OK) goto done;
     {
         loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup)};
         setup.rank = t->rank;

@@ -95,14 +95,155 @@ typedef struct loom_callback_vtable {
     loom_status (*on_event)(loom_callback *self, uint32_t event, const loom_trainer_state *state,
                             loom_trainer_control *control, const loom_event_payload *payload);
 
-    /* ABI 1.1+: append below. */
+    /* ---- ABI 1.2 (read through LOOM_HAS: a 1.0/1.1 plugin's vtable ends above) ---- */
+
+    /* Optional (NULL: the descriptor's name). The key of this callback's entry in
+     * trainer_state.json's "stateful_callbacks". HF's class name ("EarlyStoppingCallback")
+     * lets loom and HF read each other's checkpoints. Static string. */
+    const char *state_name;
+    /* Optional (NULL: nothing to keep across a resume). HF's ExportableState.state(): set *json
+     * to a JSON object {"args": {...}, "attributes": {...}}: the configuration the instance was
+     * created with, and what it has accumulated since. The text is owned by the instance and
+     * stays valid until the next call on it or destroy. Called on the world process zero
+     * each time the trainer writes trainer_state.json (each checkpoint, the end of training).
+     * A non-OK status, or text that is not a JSON object, leaves this callback out of that
+     * file with a warning (everything else still saves). Training thread only. */
+    loom_status (*save_state)(loom_callback *self, const char **json);
+    /* Optional (NULL: nothing is restored). On resume, the object save_state wrote for this
+     * instance (or an HF checkpoint wrote for the same state_name), borrowed for the call.
+     * Called after create and before TRAIN_BEGIN, on every rank. MUST ignore members it does
+     * not know; api->service's "loom.trainer/1" json_number reads values without a JSON
+     * library. A value it cannot use is LOOM_E_FORMAT through api->fail, which stops the
+     * resume. Training thread only. */
+    loom_status (*load_state)(loom_callback *self, const char *json);
+
+    /* ABI 1.3+: append below. */
 } loom_callback_vtable;
+
+/* ---------------------------------------------------------------------------------------- */
+/* The trainer service (ABI 1.2): what HF hands a callback as **kwargs (model, optimizer,
+ * lr_scheduler, train/eval dataloaders, tokenizer, args) and state.log_history, read-only.
+ *
+ *   const loom_trainer_api *tr = api->service(host, LOOM_TRAINER_SERVICE, 0);
+ *
+ * from create() or any event. The host lends it to callback instances the trainer created
+ * (NULL for other plugin kinds and outside a trainer); pointer owned by the host, valid for
+ * the instance's life. Every member is Required (non-NULL) in this minor; every member takes
+ * the instance's own `host` and is called from the training thread only (the thread that
+ * delivers events). Nothing a callback receives here may be written through; views and
+ * strings are borrowed until the event (or create) returns unless a member says otherwise. */
+#define LOOM_TRAINER_SERVICE "loom.trainer/1"
+
+/* Sizes and positions of the data loaders (HF: len(train_dataloader), the epoch and the step
+ * in it). The caller initialises the header (LOOM_HEADER_INIT): the host writes only members
+ * that lie inside the caller's struct_size. -1: not known (yet). */
+typedef struct loom_trainer_data {
+    LOOM_STRUCT_HEADER;
+    int64_t train_examples;      /* examples in the training set; -1 without one             */
+    int64_t train_batches;       /* len(train_dataloader) on this rank, per epoch; -1 before
+                                    training starts                                         */
+    int64_t eval_examples;       /* examples in the validation set; -1 without one           */
+    int64_t eval_batches;        /* len(eval_dataloader) on this rank; -1 without one         */
+    int64_t epoch;               /* 0-based epoch the train loader is in; -1 before the first */
+    int64_t batch;               /* batches of that epoch this rank has consumed so far      */
+    int64_t updates_per_epoch;   /* optimizer steps per epoch; -1 before training starts     */
+    int64_t gradient_accumulation_steps;
+} loom_trainer_data;
+
+typedef struct loom_trainer_api {
+    LOOM_STRUCT_HEADER;
+
+    /* -- the model's parameters (HF kwargs["model"]) -- */
+
+    /* Number of parameter tensors; 0 until the trainer has allocated them (training,
+     * evaluation or prediction starts; INIT_END sees 0). */
+    int64_t (*num_tensors)(loom_host *host);
+    /* Tensor `index` (0 .. num_tensors-1, the model's order): *name (may be NULL; valid for the
+     * run) and a view of its current values in the parameters' dtype, on view->device. The host
+     * writes the whole view, header included. view->data is read-only and valid until the
+     * event returns (each optimizer step rewrites it). LOOM_E_NOT_FOUND past the end. */
+    loom_status (*tensor)(loom_host *host, int64_t index, const char **name, loom_tensor_view *view);
+    /* The same by name ("fc1.weight"); LOOM_E_NOT_FOUND for a name the model lacks. */
+    loom_status (*find_tensor)(loom_host *host, const char *name, loom_tensor_view *view);
+
+    /* -- the optimizer (HF kwargs["optimizer"]) -- */
+
+    /* The optimizer plugin's name ("adamw"); valid for the run. */
+    const char *(*optimizer_name)(loom_host *host);
+    /* A hyper-parameter of the optimizer ("beta1", "eps", "weight_decay", ... as its plugin
+     * names them): the optimizer's own value when it reports one, else its resolved
+     * configuration; "lr" is the rate of the next step (HF's param_groups[0]["lr"]; before
+     * training starts, the peak) and "initial_lr" the peak rate the schedule scales.
+     * LOOM_E_NOT_FOUND for a name it has none of these ways. */
+    loom_status (*optimizer_hparam)(loom_host *host, const char *name, double *out);
+    /* Name of state slot `slot` ("exp_avg", "exp_avg_sq"); NULL past the last slot. */
+    const char *(*optimizer_state_name)(loom_host *host, uint32_t slot);
+    /* Piece `piece` (0, 1, ...) of this rank's state `state` of tensor `tensor`: a 1-D f32 view
+     * of the piece and, in *offset (may be NULL), the index of its first element in the
+     * flattened tensor. Unsharded runs hold one piece per tensor, the whole tensor; under ZeRO a
+     * rank holds the part of a tensor it owns (maybe none). Read-only, valid until the event
+     * returns. LOOM_E_NOT_FOUND for an unknown tensor or state, or past the last piece;
+     * LOOM_E_UNSUPPORTED before the optimizer exists (training has not started). */
+    loom_status (*optimizer_state)(loom_host *host, const char *tensor, const char *state, uint32_t piece,
+                                   loom_tensor_view *view, int64_t *offset);
+
+    /* -- the schedule (HF kwargs["lr_scheduler"]) -- */
+
+    /* Any pointer may be NULL. *next: the rate of the next optimizer step, HF's
+     * lr_scheduler.get_last_lr()[0] and the "learning_rate" of a log entry; *last: the rate
+     * the last optimizer step used (NaN before the first); *steps: optimizer steps taken (the
+     * scheduler's counter; skipped fp16 steps do not count). LOOM_E_UNSUPPORTED before the
+     * scheduler exists (training has not started). */
+    loom_status (*learning_rate)(loom_host *host, double *next, double *last, int64_t *steps);
+
+    /* -- the data loaders (HF kwargs["train_dataloader"], ["eval_dataloader"]) -- */
+
+    /* Fill *out (see loom_trainer_data). LOOM_E_ABI when out's header is not initialised. */
+    loom_status (*data)(loom_host *host, loom_trainer_data *out);
+
+    /* -- the tokenizer (HF kwargs["tokenizer"]) -- */
+
+    /* The folder holding the run's tokenizer files (vocab.json, merges.txt): --tokenizer_name,
+     * else --model_name_or_path when it holds them; NULL when the run has none. Valid for the
+     * run. */
+    const char *(*tokenizer_folder)(loom_host *host);
+
+    /* -- the state and the arguments (HF state.log_history, args) -- */
+
+    /* Number of entries in log_history. */
+    int64_t (*log_history_len)(loom_host *host);
+    /* log_history[first:] as a JSON array (HF's trainer_state.json "log_history"), written into
+     * buffer with a terminating NUL. *length (required) receives the text's length without
+     * the NUL. buffer may be NULL when capacity is 0. Returns LOOM_E_NOMEM without writing
+     * when capacity < *length + 1: call again with a larger buffer. first > len gives "[]". */
+    loom_status (*log_history)(loom_host *host, int64_t first, char *buffer, size_t capacity, size_t *length);
+    /* The resolved training argument `name` (HF's TrainingArguments name: "metric_for_best_model",
+     * "evaluation_strategy", "greater_is_better", ...) as text: numbers in shortest form, "true"/
+     * "false", "none" for None, list items separated by spaces. Same buffer protocol as
+     * log_history. LOOM_E_NOT_FOUND for a name that is not an argument. */
+    loom_status (*argument)(loom_host *host, const char *name, char *buffer, size_t capacity, size_t *length);
+
+    /* -- a helper: read JSON text without linking a JSON library -- */
+
+    /* The number at `path` in the JSON text `json`: member names and array indices joined by
+     * '.' ("attributes.early_stopping_patience_counter", "3.eval_loss"); true/false read as
+     * 1/0. LOOM_E_FORMAT when json does not parse, LOOM_E_NOT_FOUND when the path leads
+     * nowhere or to something that is not a number or a boolean. MT-safe. */
+    loom_status (*json_number)(loom_host *host, const char *json, const char *path, double *out);
+
+    /* ABI 1.3+: append below. */
+} loom_trainer_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_trainer_state) == 152, "loom_trainer_state layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_trainer_control) == 40, "loom_trainer_control layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_event_payload) == 40, "loom_event_payload layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_callback_vtable) == 40, "callback vtable layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_callback_vtable, on_event) == 32, "callback vtable layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_callback_vtable, state_name) == 40, "callback vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_callback_vtable) == 64, "callback vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_trainer_data) == 80, "loom_trainer_data layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_trainer_api, num_tensors) == 16, "loom_trainer_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_trainer_api) == 128, "loom_trainer_api layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -39,12 +39,15 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 1 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 2 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
  *      sharding.h set_reduction and loom_sharding_setup.params_capacity;
- *      loom.h loom_dtype_size / loom_dtype_name / loom_dtype_is_param (header-only). */
+ *      loom.h loom_dtype_size / loom_dtype_name / loom_dtype_is_param (header-only).
+ * 1.2: callback.h the "loom.trainer/1" service (loom_trainer_api, loom_trainer_data) and
+ *      loom_callback_vtable state_name / save_state / load_state (stateful callbacks);
+ *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -247,7 +250,9 @@ typedef struct loom_host_api {
 
     /* A named host service table, or NULL if this host lacks it or its minor version is
      * below min_minor. The pointer is owned by the host and valid for the run.
-     * Names: "loom.kernels/1" -> const loom_kernels_api * (kernels.h). MT-safe. */
+     * Names: "loom.kernels/1" -> const loom_kernels_api * (kernels.h); "loom.store/1" ->
+     * const loom_store_api * (comm.h); "loom.trainer/1" -> const loom_trainer_api *
+     * (callback.h, ABI 1.2: callbacks only). MT-safe. */
     const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);
 
     /* Deterministic random numbers: the stream `stream` (a plugin picks any constant) of the

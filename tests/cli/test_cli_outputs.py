@@ -103,8 +103,9 @@ class OutputsTest(LoomTestCase):
                            ("optimizer", "sgd"), ("scheduler", "constant"), ("scheduler", "constant_with_warmup"),
                            ("scheduler", "linear"), ("scheduler", "cosine"), ("scheduler", "cosine_with_restarts"),
                            ("scheduler", "polynomial"), ("precision", "fp32"), ("sharding", "none"),
-                           ("comm", "local"), ("callback", "printer"), ("callback", "progress"), ("model", "mlp")):
-            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+1\.1\s+\S+{name}\.so")
+                           ("comm", "local"), ("callback", "printer"), ("callback", "progress"), ("callback", "early_stopping"),
+                           ("model", "mlp")):
+            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+1\.2\s+\S+{name}\.so")
         _, stdout, _ = loom("plugins", "--help", "adamw")
         self.assertIn("--adamw.beta1", stdout)
 

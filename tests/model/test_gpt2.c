@@ -289,7 +289,8 @@ static void test_params(void)
         int64_t d0, d1;
         uint32_t flags;
     } wanted;
-    wanted want[28] = {{"transformer.wte.weight", 2, V, C, 0}, {"transformer.wpe.weight", 2, P, C, 0}};
+    wanted want[28] = {{"transformer.wte.weight", 2, V, C, LOOM_PARAM_EMBEDDING},
+                       {"transformer.wpe.weight", 2, P, C, LOOM_PARAM_EMBEDDING}};
     for (int l = 0; l < 2; l++) {
         static const char *const suffix[12] = {"ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
                                                "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
