@@ -125,7 +125,7 @@ static void format_rate(char *buf, size_t size, int64_t done, double elapsed)
     if (done <= 0 || elapsed <= 0)
         snprintf(buf, size, "?it/s");
     else if (done >= elapsed)
-        snprintf(buf, size, "%.2fit/s", (double)done / elapsed);
+        snprintf(buf, size, done >= 100 * elapsed ? "%.0fit/s" : "%.2fit/s", (double)done / elapsed);
     else
         snprintf(buf, size, "%.2fs/it", elapsed / (double)done);
 }
@@ -164,8 +164,11 @@ static void render(char *out, size_t cap, int width, const char *label, int64_t 
             return;
         }
     }
-    /* No room for a bar: the numbers alone (tail holds no extras now), cut as a last resort. */
+    /* No room for a bar: the numbers alone (tail holds no extras now), the label cut to four
+     * letters ("Eval"), and the whole cut as a last resort. */
     snprintf(out, cap, "%s%s", prefix, tail);
+    if ((int)strlen(out) > width && label && strlen(label) > 4)
+        snprintf(out, cap, "%.4s%s%s", label, prefix + strlen(label), tail);
     if (width >= 0 && (size_t)width < cap && (int)strlen(out) > width) out[width] = 0;
 }
 
