@@ -500,14 +500,24 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
                           strcmp(precision->desc->name, precision_mapped.plugin) ? 0 : precision_mapped.n, a, used)) &&
                      (t->sharding.config = loom_config_build(sharding->desc, shard_entries, n_shard, a, used)) &&
                      (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
+    /* TensorBoard also records the arguments (text and hparams), as HF's callback does. */
+    char *args_json = NULL;
+    size_t args_json_len = 0;
+    FILE *args_stream = open_memstream(&args_json, &args_json_len);
+    if (args_stream) {
+        if (loom_args_write_json(a, args_stream) != LOOM_OK) loom_error_clear();
+        fclose(args_stream);
+        if (args_json) cJSON_Minify(args_json); /* one line in the resolved configuration */
+    }
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
         t->callbacks[i].plugin = callbacks[i];
-        const loom_config_default log_dir[] = {{"log_dir", a->logging_dir}};
+        const loom_config_default tb_mapped[] = {{"log_dir", a->logging_dir}, {"args_json", args_json ? args_json : ""}};
         int is_tensorboard = strcmp(callbacks[i]->desc->name, "tensorboard") == 0;
-        configs_ok = (t->callbacks[i].config =
-                          loom_config_build(callbacks[i]->desc, is_tensorboard ? log_dir : NULL, is_tensorboard, a, used)) != NULL;
+        configs_ok = (t->callbacks[i].config = loom_config_build(callbacks[i]->desc, is_tensorboard ? tb_mapped : NULL,
+                                                                 is_tensorboard ? 2 : 0, a, used)) != NULL;
         t->n_callbacks = i + 1;
     }
+    free(args_json);
     for (size_t i = 0; configs_ok && i < n_scheduler; i++) {
         /* A kwarg the scheduler does not declare is a mistake, not a silent no-op. */
         int declared = 0;

@@ -184,7 +184,12 @@ def read_events(path):
             elif number == 5:
                 for _, _, v in fields(value):
                     parts = {num: val for num, _, val in fields(v)}
-                    scalars[parts[1].decode()] = parts[2]
+                    if 2 in parts:
+                        scalars[parts[1].decode()] = parts[2]
+                    else:  # a plugin's value: (plugin name, content, tensor)
+                        plugin = dict((num, val) for num, _, val in fields(dict(
+                            (num, val) for num, _, val in fields(parts[9]))[1]))
+                        scalars[parts[1].decode()] = (plugin[1].decode(), plugin.get(2), parts.get(8))
         events.append((step, scalars, version))
     return events
 
@@ -211,6 +216,35 @@ class TensorBoardTest(LoomTestCase):
             self.assertAlmostEqual(v["train/learning_rate"], e["learning_rate"], places=9)
         evals = [(s, v) for s, v, _ in events if "eval/loss" in v]
         self.assertEqual([s for s, _ in evals], [6, 12, 12])   # eval_steps, and the final evaluation
+        # HF's TensorBoardCallback also logs the epoch, the arguments as text, and the hparams.
+        for (s, v), e in zip(train, [e for e in history if "loss" in e]):
+            self.assertAlmostEqual(v["train/epoch"], e["epoch"], places=5)
+        plugins = {tag: value for _, v, _ in events for tag, value in v.items() if isinstance(value, tuple)}
+        plugin, _, tensor = plugins["args/text_summary"]
+        self.assertEqual(plugin, "text")
+        tensor = {num: val for num, _, val in fields(tensor)}
+        self.assertEqual(tensor[1], 7)  # DT_STRING
+        args = json.loads(tensor[8])
+        self.assertEqual(args["output_dir"], out)
+        self.assertEqual(args["logging_steps"], 4)
+        plugin, content, _ = plugins["_hparams_/experiment"]
+        self.assertEqual(plugin, "hparams")
+        experiment = dict((n, v) for n, _, v in fields(content))[2]
+        infos = {}
+        for n, _, info in fields(experiment):
+            info = {k: v for k, _, v in fields(info)}
+            infos[info[1].decode()] = info[4]
+        self.assertEqual(infos["learning_rate"], 3)  # FLOAT64
+        self.assertEqual(infos["output_dir"], 1)  # STRING
+        _, content, _ = plugins["_hparams_/session_start_info"]
+        start = dict((n, v) for n, _, v in fields(content))[3]
+        values = {}
+        for n, _, entry in fields(start):
+            if n == 1:
+                entry = {k: v for k, _, v in fields(entry)}
+                values[entry[1].decode()] = {k: v for k, _, v in fields(entry[2])}
+        self.assertEqual(values["learning_rate"][2], args["learning_rate"])
+        self.assertEqual(values["output_dir"][3].decode(), out)
         code, _, stderr = loom(*self.train_args(self.out("tb2"), "--report_to", "tensorbored"), check=False)
         self.assertEqual(code, 2)
         self.assertIn("tensorbored", stderr)
