@@ -80,7 +80,12 @@ class OutputsTest(LoomTestCase):
         _, stdout, _ = loom("predict", "--model_name_or_path", self.run_dir, "--test_file",
                             os.path.join(self.data, "test.bin"), "--disable_tqdm")
         reported = float(re.search(r"test_accuracy\s+=\s+([0-9.e+-]+)", stdout).group(1))
-        with open(os.path.join(self.run_dir, "predictions.txt")) as f:
+        # Without --output_dir the outputs go to RUN/predict, and say so; the run's own stay.
+        predictions = os.path.join(self.run_dir, "predict", "predictions.txt")
+        self.assertIn(f"loom: wrote {predictions}", stdout)
+        self.assertIn(os.path.join(self.run_dir, "predict", "test_results.json"), stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.run_dir, "predictions.txt")))
+        with open(predictions) as f:
             rows = [line.split("\t") for line in f.read().splitlines()[1:]]
         self.assertEqual(len(rows), 200)
         labels = read_labels(os.path.join(self.data, "test.bin"))
@@ -89,6 +94,8 @@ class OutputsTest(LoomTestCase):
         self.assertGreater(reported, 0.8)
 
     def test_evaluate_a_saved_model(self):
+        run_files = {n: open(os.path.join(self.run_dir, n), "rb").read() for n in os.listdir(self.run_dir)
+                     if n.endswith(".json") or n.endswith(".jsonl")}
         _, stdout, _ = loom("evaluate", "--model_name_or_path", self.run_dir, "--validation_file",
                             os.path.join(self.data, "validation.bin"), "--disable_tqdm")
         self.assertIn("eval_loss", stdout)
@@ -96,6 +103,17 @@ class OutputsTest(LoomTestCase):
             last_eval = [e for e in json.load(f)["log_history"] if "eval_loss" in e][-1]
         got = float(re.search(r"eval_loss\s+=\s+([0-9.e+-]+)", stdout).group(1))
         self.assertAlmostEqual(got, last_eval["eval_loss"], places=5)
+        # The training run's results are untouched; the evaluation's are in RUN/evaluate.
+        for name, blob in run_files.items():
+            self.assertEqual(open(os.path.join(self.run_dir, name), "rb").read(), blob, name)
+        written = os.path.join(self.run_dir, "evaluate", "eval_results.json")
+        self.assertIn(f"loom: wrote {written}", stdout)
+        with open(written) as f:
+            self.assertAlmostEqual(json.load(f)["eval_loss"], got, places=5)
+        # --output_dir naming the run itself is the way to update its results.
+        _, stdout, _ = loom("evaluate", "--model_name_or_path", self.run_dir, "--output_dir", self.run_dir,
+                            "--validation_file", os.path.join(self.data, "validation.bin"), "--disable_tqdm")
+        self.assertIn(f"loom: wrote {os.path.join(self.run_dir, 'eval_results.json')}", stdout)
 
     def test_plugins_command_lists_every_shipped_plugin(self):
         _, stdout, _ = loom("plugins")
