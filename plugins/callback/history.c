@@ -19,6 +19,8 @@
 
 #include <loom/callback.h>
 
+#include "make_dirs.h"
+
 typedef struct history {
     loom_host *host;
     const loom_host_api *api;
@@ -82,6 +84,10 @@ static loom_status open_file(history *self, const loom_trainer_state *state, int
 {
     if (self->fd >= 0) return LOOM_OK;
     if (!state->output_dir || !*state->output_dir) return LOOM_OK;
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", state->output_dir);
+    if (make_dirs(folder) != 0)
+        return self->api->fail(self->host, LOOM_E_IO, "%s: cannot create: %s", folder, strerror(errno));
     snprintf(self->path, sizeof self->path, "%s/log_history.jsonl", state->output_dir);
     if (!fresh && state->global_step > 0) {
         loom_status st = keep_until(self, state->global_step);

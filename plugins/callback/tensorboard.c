@@ -28,6 +28,8 @@
 
 #include <loom/callback.h>
 
+#include "make_dirs.h"
+
 typedef struct tensorboard {
     loom_host *host;
     const loom_host_api *api;
@@ -110,18 +112,6 @@ static loom_status write_record(tensorboard *self, const pb *event)
         fflush(self->file) != 0)
         return self->api->fail(self->host, LOOM_E_IO, "%s: write failed", self->path);
     return LOOM_OK;
-}
-
-static int make_dirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        int failed = mkdir(path, 0777) != 0 && errno != EEXIST;
-        *p = '/';
-        if (failed) return -1;
-    }
-    return mkdir(path, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 static loom_status tensorboard_create(loom_host *host, const loom_host_api *api, const loom_config *config,
