@@ -101,16 +101,16 @@ static loom_status check_status(const loom_args *args, const loom__arg_origin *o
         else
             fprintf(stderr, "loom: warning: --%s has no effect here\n", d->name);
     }
-    static const char *const integrations_present[] = {"tensorboard", "all", "none"};
+    static const char *const integrations_present[] = {"tensorboard", "html", "all", "none"};
     for (size_t i = 0; i < args->report_to.count; i++)
         if (!member(args->report_to.items[i], integrations_absent, COUNT(integrations_absent)) &&
             !member(args->report_to.items[i], integrations_present, COUNT(integrations_present)))
-            return loom_error(LOOM_E_INVALID, "--report_to %s: unknown integration (tensorboard, all, none, or one of HF's)",
+            return loom_error(LOOM_E_INVALID, "--report_to %s: unknown integration (tensorboard, html, all, none, or one of HF's)",
                               args->report_to.items[i]);
     for (size_t i = 0; i < args->report_to.count; i++)
         if (member(args->report_to.items[i], integrations_absent, COUNT(integrations_absent)))
             fprintf(stderr,
-                    "loom: warning: --report_to %s has no effect here (loom reports to tensorboard)\n",
+                    "loom: warning: --report_to %s has no effect here (loom reports to tensorboard and html)\n",
                     args->report_to.items[i]);
     return LOOM_OK;
 }

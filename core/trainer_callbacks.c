@@ -44,10 +44,21 @@ void loom_trainer_callback_destroy(loom_plugin_instance *popped)
 
 loom_config *loom_trainer_callback_config(const loom_trainer *t, const loom_plugin *plugin, unsigned char *used)
 {
-    /* TensorBoard writes where HF's --logging_dir says. */
-    const loom_config_default log_dir[] = {{"log_dir", t->args.logging_dir}};
-    int is_tensorboard = strcmp(plugin->desc->name, "tensorboard") == 0;
-    return loom_config_build(plugin->desc, is_tensorboard ? log_dir : NULL, is_tensorboard, &t->args, used);
+    if (strcmp(plugin->desc->name, "tensorboard") != 0) return loom_config_build(plugin->desc, NULL, 0, &t->args, used);
+    /* TensorBoard writes where HF's --logging_dir says, and records the arguments (text and
+     * hparams) as HF's callback does. */
+    char *args_json = NULL;
+    size_t args_json_len = 0;
+    FILE *stream = open_memstream(&args_json, &args_json_len);
+    if (stream) {
+        if (loom_args_write_json(&t->args, stream) != LOOM_OK) loom_error_clear();
+        fclose(stream);
+        if (args_json) cJSON_Minify(args_json); /* one line in the resolved configuration */
+    }
+    const loom_config_default mapped[] = {{"log_dir", t->args.logging_dir}, {"args_json", args_json ? args_json : ""}};
+    loom_config *config = loom_config_build(plugin->desc, mapped, 2, &t->args, used);
+    free(args_json);
+    return config;
 }
 
 loom_status loom_trainer_create_callback(loom_trainer *t, loom_plugin_instance *slot, const loom_plugin *plugin)

@@ -29,7 +29,8 @@ typedef struct pass_totals {
     double seconds;
 } pass_totals;
 
-static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, loom_predictions *keep, pass_totals *totals)
+static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *prefix, loom_predictions *keep,
+                            pass_totals *totals)
 {
     memset(totals, 0, sizeof *totals);
     totals->correct = 0;
@@ -57,6 +58,12 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, loom_predictio
             goto done;
         }
     }
+    /* PREDICTION_STEP tells callbacks how long the pass is ("<prefix>_batches"): progress bars. */
+    loom_metrics length;
+    char key[96];
+    loom_metrics_clear(&length);
+    snprintf(key, sizeof key, "%s_batches", prefix);
+    loom_metrics_set(&length, key, (double)n_batches);
     double start = loom_now_seconds();
     for (int64_t b = 0; b < n_batches; b++) {
         if ((st = loom_dataloader_load(dl, b, &buf)) != LOOM_OK) goto done;
@@ -82,7 +89,7 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, loom_predictio
         else totals->correct += result.n_correct;
         totals->examples += buf.batch.batch_size;
         totals->batches++;
-        if ((st = loom_trainer_fire(t, LOOM_EVENT_PREDICTION_STEP, NULL, NULL)) != LOOM_OK) goto done;
+        if ((st = loom_trainer_fire(t, LOOM_EVENT_PREDICTION_STEP, &length, NULL)) != LOOM_OK) goto done;
     }
     totals->seconds = loom_now_seconds() - start;
     /* Every rank scored its shard: the metrics are over the whole set. */
@@ -140,7 +147,7 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
     if ((st = t->hooks.get_eval_dataloader(t, &dl)) != LOOM_OK) return st;
     loom_predictions predictions = {0};
     pass_totals totals;
-    st = run_pass(t, &dl, t->hooks.compute_metrics ? &predictions : NULL, &totals);
+    st = run_pass(t, &dl, metric_key_prefix, t->hooks.compute_metrics ? &predictions : NULL, &totals);
     if (st == LOOM_OK)
         st = totals_to_metrics(t, &totals, metric_key_prefix, &predictions, dl.dataset->labels_per_example > 1, metrics);
     loom_predictions_free(&predictions);
@@ -160,7 +167,7 @@ loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions,
     pass_totals totals;
     /* A language model's outputs are [T, vocab] per example: scoring keeps only the metrics. */
     int language_model = dl.dataset->labels_per_example > 1;
-    st = run_pass(t, &dl, language_model ? NULL : predictions, &totals);
+    st = run_pass(t, &dl, "test", language_model ? NULL : predictions, &totals);
     if (st == LOOM_OK) st = totals_to_metrics(t, &totals, "test", predictions, language_model, metrics);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;

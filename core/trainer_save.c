@@ -51,13 +51,18 @@ static loom_status write_json(const char *dir, const char *name, cJSON *json)
     return st;
 }
 
-/* config.json: the model plugin's name as model_type and its resolved section, typed. */
+/* config.json: the model plugin's name as model_type and its resolved section, typed; a string
+ * param "architectures" becomes HF's one-element list. */
 static cJSON *model_config_json(const loom_trainer *t)
 {
     cJSON *json = cJSON_CreateObject();
     const loom_plugin_desc *desc = t->model.plugin->desc;
     cJSON_AddStringToObject(json, "model_type", desc->name);
+    const char *architecture = NULL; /* HF's class name, a model's "architectures" string param */
+    if (loom_config_str(t->model.config, "architectures", &architecture) == LOOM_CFG_PRESENT && *architecture)
+        cJSON_AddItemToObject(json, "architectures", cJSON_CreateStringArray(&architecture, 1));
     for (const loom_param_spec *s = desc->params; s && s->key; s++) {
+        if (!strcmp(s->key, "architectures")) continue;
         double f;
         int64_t i;
         int32_t b;

@@ -398,12 +398,17 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;
-    /* --report_to tensorboard (or all): HF's TensorBoardCallback. */
-    int tensorboard = 0;
-    for (size_t i = 0; i < a->report_to.count; i++)
+    /* Every run: log_history.jsonl, written as it happens (loom plot reads it). */
+    if ((st = load_plugin("history", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK) goto done;
+    /* --report_to tensorboard (or all): HF's TensorBoardCallback; html (or all): curves.html. */
+    int tensorboard = 0, html = 0;
+    for (size_t i = 0; i < a->report_to.count; i++) {
         tensorboard |= !strcmp(a->report_to.items[i], "tensorboard") || !strcmp(a->report_to.items[i], "all");
+        html |= !strcmp(a->report_to.items[i], "html") || !strcmp(a->report_to.items[i], "all");
+    }
     if (tensorboard && (st = load_plugin("tensorboard", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;
+    if (html && (st = load_plugin("curves", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK) goto done;
     for (size_t i = 0; i < a->plugin.count; i++) {
         const loom_plugin *p = NULL;
         if ((st = load_plugin(a->plugin.items[i], 0, &p)) != LOOM_OK) goto done;

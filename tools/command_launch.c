@@ -4,8 +4,16 @@
  * line by line with a "[rank N] " prefix, and stops them all when one fails or when the
  * launcher is interrupted.
  *
- *   loom launch [--nproc_per_node N | --num_gpus N] [--nnodes M] [--node_rank R]
- *               [--master_addr A] [--master_port P] [--timeout SECONDS] [--] COMMAND [ARGS...]
+ *   loom launch [--nproc_per_node N|auto|cpu|gpu | --num_gpus N] [--nnodes M] [--node_rank R]
+ *               [--master_addr A] [--master_port P] [--rdzv_endpoint HOST[:PORT]] [--standalone]
+ *               [--timeout SECONDS] [--] COMMAND [ARGS...]
+ *
+ * torchrun's shortcuts: --nproc_per_node auto is the GPUs when there are any (/dev/nvidiaN),
+ * else the cores (cpu and gpu pick one); --master_port 0 picks a free port here and passes it
+ * on (one node only: the others could not know it); --rdzv_endpoint sets the address and port
+ * at once (port 29400 when left out, as torchrun); --standalone is one node on 127.0.0.1 with
+ * a free port. --rdzv_backend and --rdzv_id are accepted and ignored (the store is rank 0's).
+ * What auto and port 0 chose is said once on stderr.
  *
  * Options also take "--opt=value" and dashes ("--nproc-per-node"). The first argument that is
  * not an option starts COMMAND. COMMAND "loom" or a bare sub-command name ("train", ...) runs
@@ -18,6 +26,10 @@
  * if the launcher itself dies (PR_SET_PDEATHSIG). OMP_NUM_THREADS = max(1, cores /
  * nproc) when nproc > 1 and the user did not set it (said once on stderr). A failing exec is
  * reported by the child ("loom launch: rank N: cannot run ...") with exit status 127.
+ *
+ * A terminal: when the launcher's stdout is one, rank 0 gets LOOM_PROGRESS_TTY (its device)
+ * and LOOM_PROGRESS_INDENT (the prefix's width), so its progress bar is drawn, fitted to this
+ * terminal, through the relay (plugins/callback/progress.c).
  *
  * Output: every child's stdout and stderr come through pipes read with poll(); whole lines
  * are written with one write() each, prefixed "[rank N] ", stdout to stdout and stderr to
@@ -44,6 +56,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -51,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -74,11 +89,14 @@ static void usage(FILE *out)
                  "Start the ranks of COMMAND on this node, the way torchrun does.\n"
                  "\n"
                  "options:\n"
-                 "  --nproc_per_node N   ranks on this node (also --num_gpus; default 1)\n"
+                 "  --nproc_per_node N   ranks on this node (also --num_gpus; default 1); auto: the\n"
+                 "                       GPUs if any, else the cores; cpu: the cores; gpu: the GPUs\n"
                  "  --nnodes M           nodes in the job (also --num_nodes; default 1)\n"
                  "  --node_rank R        this node's index, 0 <= R < M (default 0)\n"
                  "  --master_addr A      host of rank 0's rendezvous store (default 127.0.0.1)\n"
-                 "  --master_port P      its port (default 29500)\n"
+                 "  --master_port P      its port (default 29500; 0: a free one, one node only)\n"
+                 "  --rdzv_endpoint H:P  --master_addr H --master_port P (P defaults to 29400)\n"
+                 "  --standalone         one node on 127.0.0.1 with a free port\n"
                  "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks (default 10)\n"
                  "\n"
                  "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT\n"
@@ -93,6 +111,9 @@ typedef struct launch_options {
     long nproc, nnodes, node_rank, master_port;
     const char *master_addr;
     double timeout;
+    const char *nproc_word; /* auto, cpu, gpu; NULL: nproc is a number */
+    int standalone;
+    char rdzv_host[256];
 } launch_options;
 
 static int parse_long(const char *text, long lo, long hi, long *out)
@@ -102,6 +123,31 @@ static int parse_long(const char *text, long lo, long hi, long *out)
     long v = strtol(text, &end, 10);
     if (!*text || *end || errno || v < lo || v > hi || text[0] == ' ' || text[0] == '+') return 0;
     *out = v;
+    return 1;
+}
+
+/* HOST, HOST:PORT or [V6]:PORT into master_addr / master_port. */
+static int parse_endpoint(const char *text, launch_options *o)
+{
+    const char *colon = strrchr(text, ':'), *host = text;
+    size_t host_len = strlen(text);
+    long port = 29400;
+    if (text[0] == '[') { /* [::1]:port */
+        const char *close = strchr(text, ']');
+        if (!close || (close[1] && close[1] != ':')) return 0;
+        host = text + 1;
+        host_len = (size_t)(close - host);
+        colon = close[1] ? close + 1 : NULL;
+    } else if (colon && strchr(text, ':') != colon)
+        colon = NULL; /* a bare IPv6 address */
+    else if (colon)
+        host_len = (size_t)(colon - text);
+    if (colon && !parse_long(colon + 1, 0, 65535, &port)) return 0;
+    if (!host_len || host_len >= sizeof o->rdzv_host) return 0;
+    memcpy(o->rdzv_host, host, host_len);
+    o->rdzv_host[host_len] = 0;
+    o->master_addr = o->rdzv_host;
+    o->master_port = port;
     return 1;
 }
 
@@ -131,16 +177,32 @@ static int parse_options(int argc, char **argv, launch_options *o, int *first)
         for (size_t k = 0; k < n; k++)
             name[k] = k >= 2 && arg[k] == '-' ? '_' : arg[k];
         name[n] = 0;
+        if (!strcmp(name, "--standalone")) {
+            if (eq) {
+                fprintf(stderr, "loom: error: launch: --standalone takes no value\n");
+                return 2;
+            }
+            o->standalone = 1;
+            continue;
+        }
         const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
         int known = 1, ok = value != NULL;
-        if (!strcmp(name, "--nproc_per_node") || !strcmp(name, "--num_gpus"))
+        if (!strcmp(name, "--nproc_per_node") && value &&
+            (!strcmp(value, "auto") || !strcmp(value, "cpu") || !strcmp(value, "gpu")))
+            o->nproc_word = value;
+        else if (!strcmp(name, "--nproc_per_node") || !strcmp(name, "--num_gpus")) {
             ok = ok && parse_long(value, 1, MAX_PROCS, &o->nproc);
+            o->nproc_word = NULL;
+        } else if (!strcmp(name, "--rdzv_endpoint")) {
+            ok = ok && parse_endpoint(value, o);
+        } else if (!strcmp(name, "--rdzv_backend") || !strcmp(name, "--rdzv_id"))
+            ;
         else if (!strcmp(name, "--nnodes") || !strcmp(name, "--num_nodes"))
             ok = ok && parse_long(value, 1, 1L << 20, &o->nnodes);
         else if (!strcmp(name, "--node_rank"))
             ok = ok && parse_long(value, 0, 1L << 20, &o->node_rank);
         else if (!strcmp(name, "--master_port"))
-            ok = ok && parse_long(value, 1, 65535, &o->master_port);
+            ok = ok && parse_long(value, 0, 65535, &o->master_port);
         else if (!strcmp(name, "--master_addr")) {
             ok = ok && *value && strlen(value) < 256;
             if (ok) o->master_addr = value;
@@ -160,16 +222,30 @@ static int parse_options(int argc, char **argv, launch_options *o, int *first)
             return 2;
         }
         if (!ok) {
-            const char *want = !strcmp(name, "--master_port")   ? "a port number (1-65535)"
+            const char *want = !strcmp(name, "--master_port")     ? "a port number (0-65535; 0: a free one)"
+                               : !strcmp(name, "--rdzv_endpoint") ? "HOST or HOST:PORT"
                                : !strcmp(name, "--node_rank")   ? "an integer >= 0"
                                : !strcmp(name, "--timeout")     ? "a number of seconds >= 0"
                                : !strcmp(name, "--master_addr") ? "a host name or address"
-                               : !strcmp(name, "--nproc_per_node") || !strcmp(name, "--num_gpus")
-                                   ? "an integer in 1..4096"
+                               : !strcmp(name, "--nproc_per_node") ? "an integer in 1..4096, auto, cpu or gpu"
+                               : !strcmp(name, "--num_gpus")       ? "an integer in 1..4096"
                                    : "an integer >= 1";
             fprintf(stderr, "loom: error: launch: %s wants %s, got '%s'\n", name, want, value);
             return 2;
         }
+    }
+    if (o->standalone) {
+        if (o->nnodes != 1) {
+            fprintf(stderr, "loom: error: launch: --standalone is one node; --nnodes %ld contradicts it\n", o->nnodes);
+            return 2;
+        }
+        o->master_addr = "127.0.0.1";
+        o->master_port = 0;
+    }
+    if (o->master_port == 0 && o->nnodes > 1) {
+        fprintf(stderr, "loom: error: launch: --master_port 0 (a free port) needs --nnodes 1: the other nodes "
+                        "could not know it\n");
+        return 2;
     }
     if (o->node_rank >= o->nnodes) {
         fprintf(stderr,
@@ -433,11 +509,74 @@ static int cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* NVIDIA GPUs, counted by their device files: the launcher links no CUDA. */
+static int gpu_count(void)
+{
+    int n = 0;
+    char path[32];
+    for (int k = 0; k < 64; k++) {
+        snprintf(path, sizeof path, "/dev/nvidia%d", k);
+        if (access(path, F_OK) == 0) n++;
+    }
+    return n;
+}
+
+/* A port nobody listens on now, as torchrun finds one: bind to port 0 and ask. 0 on failure. */
+static long free_port(const char *host)
+{
+    struct addrinfo hints, *found = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    if (getaddrinfo(host, "0", &hints, &found) != 0) return 0;
+    long port = 0;
+    for (struct addrinfo *a = found; a && !port; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        struct sockaddr_storage bound;
+        socklen_t len = sizeof bound;
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && getsockname(fd, (struct sockaddr *)&bound, &len) == 0)
+            port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                     : ((struct sockaddr_in *)&bound)->sin_port);
+        close(fd);
+    }
+    freeaddrinfo(found);
+    return port;
+}
+
+/* --nproc_per_node auto|cpu|gpu and --master_port 0 made concrete. Returns 0 after one line. */
+static int resolve_auto(launch_options *o)
+{
+    if (o->nproc_word) {
+        int gpus = gpu_count(), cores = cpu_count();
+        int want_gpu = !strcmp(o->nproc_word, "gpu") || (!strcmp(o->nproc_word, "auto") && gpus > 0);
+        if (want_gpu && gpus == 0) {
+            fprintf(stderr, "loom: error: launch: --nproc_per_node gpu: no GPU found (/dev/nvidia0 ...)\n");
+            return 0;
+        }
+        o->nproc = want_gpu ? gpus : cores > MAX_PROCS ? MAX_PROCS : cores;
+        fprintf(stderr, "loom launch: --nproc_per_node %s: %ld ranks (%s)\n", o->nproc_word, o->nproc,
+                want_gpu ? "GPUs" : "cores");
+    }
+    if (o->master_port == 0) {
+        o->master_port = free_port(o->master_addr);
+        if (!o->master_port) {
+            fprintf(stderr, "loom: error: launch: --master_port 0: cannot find a free port on %s: %s\n", o->master_addr,
+                    strerror(errno));
+            return 0;
+        }
+        fprintf(stderr, "loom launch: --master_port 0: using port %ld\n", o->master_port);
+    }
+    return 1;
+}
+
 /* environ with our variables replaced or added. Strings are leaked into the (short-lived) launcher. */
-static char **child_environment(const launch_options *o, long local, const char *omp)
+static char **child_environment(const launch_options *o, long local, const char *omp, const char *tty,
+                                int indent)
 {
     const char *names[] = {"RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=", "LOCAL_WORLD_SIZE=",
-                           "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "OMP_NUM_THREADS="};
+                           "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "LOOM_PROGRESS_TTY=",
+                           "LOOM_PROGRESS_INDENT=", "OMP_NUM_THREADS="};
     const size_t n_names = sizeof names / sizeof names[0];
     size_t count = 0;
     while (environ[count])
@@ -462,6 +601,12 @@ static char **child_environment(const launch_options *o, long local, const char 
             snprintf(value, sizeof value, "%s%ld", names[m], o->master_port);
         else if (m == 6)
             snprintf(value, sizeof value, "%s%ld", names[m], o->node_rank);
+        else if (m == 7 && tty)
+            snprintf(value, sizeof value, "%s%s", names[m], tty);
+        else if (m == 8 && tty)
+            snprintf(value, sizeof value, "%s%d", names[m], indent);
+        else if (m < 9)
+            continue;
         else if (omp)
             snprintf(value, sizeof value, "%s%s", names[m], omp);
         else
@@ -534,6 +679,7 @@ int loom_command_launch(int argc, char **argv)
     int first = 0, rc = parse_options(argc, argv, &o, &first);
     if (rc >= 0) return rc;
 
+    if (!resolve_auto(&o)) return 2;
     char path[PATH_MAX];
     int self = 0, subcommand = 0;
     if (!resolve_command(argv[first], path, sizeof path, &self, &subcommand)) return 2;
@@ -586,7 +732,9 @@ int loom_command_launch(int argc, char **argv)
             ss[k]->buf = buffers + ((size_t)i * 2 + (size_t)k) * LINE_CAP;
             ss[k]->prefix_len = (size_t)snprintf(ss[k]->prefix, sizeof ss[k]->prefix, "[rank %d] ", c->rank);
         }
-        char **envp = child_environment(&o, i, omp);
+        /* Rank 0 draws its progress bar for our terminal (the relay passes '\r' through). */
+        const char *tty = c->rank == 0 && isatty(STDOUT_FILENO) ? ttyname(STDOUT_FILENO) : NULL;
+        char **envp = child_environment(&o, i, omp, tty, (int)c->out.prefix_len);
         if (!envp || !spawn(c, path, child_argv, envp)) {
             fprintf(stderr, "loom launch: cannot start rank %d: %s; stopping the other ranks\n", c->rank,
                     strerror(errno));

@@ -75,6 +75,7 @@ static loom_status save_metrics(const loom_trainer *t, const char *split, const 
     st = text ? loom_write_file_atomic(all_path, text, strlen(text)) : loom_error(LOOM_E_NOMEM, "out of memory");
     cJSON_free(text);
     cJSON_Delete(all);
+    if (st == LOOM_OK) printf("loom: wrote %s and %s\n", path, all_path);
     return st;
 }
 
@@ -182,9 +183,13 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (training) args.do_train = 1;
     if (!strcmp(mode, "evaluate")) args.do_eval = 1;
     if (!strcmp(mode, "predict")) args.do_predict = 1;
+    /* evaluate / predict without --output_dir: a folder of their own inside the model's
+     * (RUN/evaluate, RUN/predict), so a training run's results are never overwritten unless
+     * --output_dir names the run itself. */
     if (!training && (!args.output_dir || !*args.output_dir) && args.model_name_or_path && *args.model_name_or_path) {
+        char own[4096];
         free(args.output_dir);
-        args.output_dir = strdup(args.model_name_or_path);
+        args.output_dir = loom_path_join(own, sizeof own, args.model_name_or_path, mode) == LOOM_OK ? strdup(own) : NULL;
     }
     if (!args.output_dir || !*args.output_dir) {
         loom_args_free(&args);

@@ -14,6 +14,7 @@ int loom_command_convert(int argc, char **argv);
 int loom_command_tokenize(int argc, char **argv);
 int loom_command_launch(int argc, char **argv); /* torchrun: start the ranks of a command */
 int loom_command_consolidate(int argc, char **argv); /* zero_to_fp32: shards into one f32 model */
+int loom_command_plot(int argc, char **argv);   /* training curves: PNG + HTML */
 
 /* Print "loom: error: <message>" and return the exit status for `status`. */
 int loom_command_fail(loom_status status);

@@ -22,6 +22,7 @@ static void usage(FILE *out)
             "  tokenize   encode a text file with GPT-2's BPE into llm.c token shards\n"
             "  launch     start N ranks of a command, torchrun-style (--nproc_per_node N -- loom train ...)\n"
             "  consolidate  join a checkpoint's f32 master weights into one f32 model (zero_to_fp32)\n"
+            "  plot       draw training curves (PNG + HTML page): loom plot RUN_DIR...\n"
             "  version    print the version and ABI\n"
             "\n"
             "`loom train --help` lists every training argument.\n");
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
     if (!strcmp(command, "tokenize")) return loom_command_tokenize(argc - 2, argv + 2);
     if (!strcmp(command, "launch")) return loom_command_launch(argc - 2, argv + 2);
     if (!strcmp(command, "consolidate")) return loom_command_consolidate(argc - 2, argv + 2);
+    if (!strcmp(command, "plot")) return loom_command_plot(argc - 2, argv + 2);
     if (!strcmp(command, "version") || !strcmp(command, "--version")) {
         printf("loom %s (plugin ABI %d.%d)\n", LOOM_VERSION_STRING, LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
         return 0;

@@ -28,7 +28,7 @@ extern "C" {
 #define LOOM_EVENT_EVALUATE 9        /* payload->metrics: eval_loss, ...                     */
 #define LOOM_EVENT_SAVE 10           /* payload->text: the checkpoint folder                 */
 #define LOOM_EVENT_LOG 11            /* payload->metrics: loss, learning_rate, epoch, ...    */
-#define LOOM_EVENT_PREDICTION_STEP 12
+#define LOOM_EVENT_PREDICTION_STEP 12 /* payload->metrics (1.1+): "<prefix>_batches", the pass length */
 #define LOOM_EVENT_PREDICT 13        /* payload->metrics: test_* metrics                     */
 
 /* HF's TrainerState, as far as a callback needs it. Owned by the host; borrowed per event. */
@@ -76,7 +76,7 @@ typedef struct loom_metric {
 /* Event-specific data. Owned by the host; borrowed per event. */
 typedef struct loom_event_payload {
     LOOM_STRUCT_HEADER;
-    const loom_metric *metrics;   /* LOG, EVALUATE, PREDICT; NULL otherwise                  */
+    const loom_metric *metrics;   /* LOG, EVALUATE, PREDICT, PREDICTION_STEP; else NULL     */
     size_t n_metrics;
     const char *text;             /* SAVE: checkpoint folder; NULL otherwise                 */
 } loom_event_payload;

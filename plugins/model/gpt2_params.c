@@ -52,6 +52,17 @@ const loom_param_spec gpt2_param_specs[] = {
      .doc = "dropout on attention probabilities: not implemented, a non-zero value only warns"},
     {.key = "tie_word_embeddings", .type = LOOM_PARAM_BOOL, .default_value = "true",
      .doc = "the LM head shares transformer.wte.weight (false is not supported)"},
+    /* What HF writes in a GPT-2 config.json beside the sizes; informational here. */
+    {.key = "architectures", .type = LOOM_PARAM_STRING, .default_value = "GPT2LMHeadModel",
+     .doc = "HF class named in config.json's architectures (informational)"},
+    {.key = "bos_token_id", .type = LOOM_PARAM_INT, .default_value = "50256",
+     .doc = "beginning-of-text token id written to config.json (informational)"},
+    {.key = "eos_token_id", .type = LOOM_PARAM_INT, .default_value = "50256",
+     .doc = "end-of-text token id written to config.json (informational)"},
+    {.key = "scale_attn_weights", .type = LOOM_PARAM_BOOL, .default_value = "true",
+     .doc = "attention scores divided by sqrt(head size), as always here (false is not supported)"},
+    {.key = "use_cache", .type = LOOM_PARAM_BOOL, .default_value = "true",
+     .doc = "HF's key-value cache flag, written to config.json (informational)"},
     {.key = NULL},
 };
 
@@ -139,6 +150,9 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     if (!tie)
         return api->fail(host, LOOM_E_UNSUPPORTED,
                          "tie_word_embeddings false is not supported: the LM head is transformer.wte.weight");
+    int32_t scaled = 1;
+    if (api->cfg_bool(config, "scale_attn_weights", &scaled) == LOOM_CFG_WRONG_TYPE || !scaled)
+        return api->fail(host, LOOM_E_UNSUPPORTED, "scale_attn_weights must be true: attention divides by sqrt(head size)");
     if (dropout[0] > 0.0 || dropout[1] > 0.0 || dropout[2] > 0.0)
         api->log(host, LOOM_LOG_WARNING,
                  "dropout is not implemented: training without it (resid_pdrop %g, embd_pdrop %g, attn_pdrop %g)",

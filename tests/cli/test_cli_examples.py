@@ -40,6 +40,27 @@ class ExamplesTest(LoomTestCase):
         prefix = os.path.join(self.tmp, "prefix")
         run("cmake", "--install", BUILD, "--prefix", prefix)
         self.assertTrue(os.path.exists(os.path.join(prefix, "include", "loom", "optimizer.h")))
+        # Only the public headers: the ABI and the embedding ones (trainer.h and what it includes).
+        core = os.path.join(prefix, "include", "loom", "core")
+        self.assertEqual(sorted(os.listdir(core)), ["args.h", "dataset.h", "error.h", "plugin_loader.h", "ranks.h",
+                                                    "trainer.h", "training_args.def"])
+        # Relocatable: no absolute path in the CMake package; a moved prefix still resolves.
+        config_dir = os.path.join(prefix, "lib", "cmake", "loom")
+        for name in os.listdir(config_dir):
+            with open(os.path.join(config_dir, name)) as f:
+                text = f.read()
+            self.assertNotIn("/usr/local", text, name)
+            self.assertNotIn(prefix, text, name)
+        moved = os.path.join(self.tmp, "moved")
+        shutil.copytree(prefix, moved, symlinks=True)
+        probe = os.path.join(self.tmp, "probe")
+        os.makedirs(probe)
+        with open(os.path.join(probe, "CMakeLists.txt"), "w") as f:
+            f.write("cmake_minimum_required(VERSION 3.20)\nproject(probe LANGUAGES C)\nfind_package(loom REQUIRED)\n"
+                    "message(STATUS \"plugins=${LOOM_PLUGIN_DIR}\")\n")
+        _, stdout, _ = run("cmake", "-S", probe, "-B", os.path.join(probe, "build"), f"-DCMAKE_PREFIX_PATH={moved}")
+        self.assertIn(f"plugins={os.path.join(moved, 'lib', 'loom', 'plugins')}", stdout)
+        shutil.rmtree(moved, ignore_errors=True)
         build = os.path.join(self.tmp, "lion-build")
         run("cmake", "-S", os.path.join(SOURCE, "examples", "out_of_tree_plugin"), "-B", build,
             f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release")

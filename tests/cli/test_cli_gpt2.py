@@ -80,6 +80,12 @@ class Gpt2Test(unittest.TestCase):
         self.assertEqual(config["model_type"], "gpt2")
         self.assertEqual((config["n_layer"], config["n_head"], config["n_embd"]), (2, 2, 64))
         self.assertEqual((config["vocab_size"], config["n_positions"]), (50257, 64))
+        # The keys HF's GPT2Config writes, so transformers reads the folder as a GPT-2 LM.
+        self.assertEqual(config["architectures"], ["GPT2LMHeadModel"])
+        self.assertEqual((config["bos_token_id"], config["eos_token_id"]), (50256, 50256))
+        for key in ("activation_function", "layer_norm_epsilon", "initializer_range", "resid_pdrop", "embd_pdrop",
+                    "attn_pdrop", "scale_attn_weights", "use_cache", "tie_word_embeddings"):
+            self.assertIn(key, config)
         weights = read_safetensors(os.path.join(self.run_dir, "model.safetensors"))
         self.assertEqual(weights["transformer.wte.weight"][1], [50257, 64])
         self.assertEqual(weights["transformer.wpe.weight"][1], [64, 64])

@@ -80,7 +80,12 @@ class OutputsTest(LoomTestCase):
         _, stdout, _ = loom("predict", "--model_name_or_path", self.run_dir, "--test_file",
                             os.path.join(self.data, "test.bin"), "--disable_tqdm")
         reported = float(re.search(r"test_accuracy\s+=\s+([0-9.e+-]+)", stdout).group(1))
-        with open(os.path.join(self.run_dir, "predictions.txt")) as f:
+        # Without --output_dir the outputs go to RUN/predict, and say so; the run's own stay.
+        predictions = os.path.join(self.run_dir, "predict", "predictions.txt")
+        self.assertIn(f"loom: wrote {predictions}", stdout)
+        self.assertIn(os.path.join(self.run_dir, "predict", "test_results.json"), stdout)
+        self.assertFalse(os.path.exists(os.path.join(self.run_dir, "predictions.txt")))
+        with open(predictions) as f:
             rows = [line.split("\t") for line in f.read().splitlines()[1:]]
         self.assertEqual(len(rows), 200)
         labels = read_labels(os.path.join(self.data, "test.bin"))
@@ -89,6 +94,8 @@ class OutputsTest(LoomTestCase):
         self.assertGreater(reported, 0.8)
 
     def test_evaluate_a_saved_model(self):
+        run_files = {n: open(os.path.join(self.run_dir, n), "rb").read() for n in os.listdir(self.run_dir)
+                     if n.endswith(".json") or n.endswith(".jsonl")}
         _, stdout, _ = loom("evaluate", "--model_name_or_path", self.run_dir, "--validation_file",
                             os.path.join(self.data, "validation.bin"), "--disable_tqdm")
         self.assertIn("eval_loss", stdout)
@@ -96,6 +103,17 @@ class OutputsTest(LoomTestCase):
             last_eval = [e for e in json.load(f)["log_history"] if "eval_loss" in e][-1]
         got = float(re.search(r"eval_loss\s+=\s+([0-9.e+-]+)", stdout).group(1))
         self.assertAlmostEqual(got, last_eval["eval_loss"], places=5)
+        # The training run's results are untouched; the evaluation's are in RUN/evaluate.
+        for name, blob in run_files.items():
+            self.assertEqual(open(os.path.join(self.run_dir, name), "rb").read(), blob, name)
+        written = os.path.join(self.run_dir, "evaluate", "eval_results.json")
+        self.assertIn(f"loom: wrote {written}", stdout)
+        with open(written) as f:
+            self.assertAlmostEqual(json.load(f)["eval_loss"], got, places=5)
+        # --output_dir naming the run itself is the way to update its results.
+        _, stdout, _ = loom("evaluate", "--model_name_or_path", self.run_dir, "--output_dir", self.run_dir,
+                            "--validation_file", os.path.join(self.data, "validation.bin"), "--disable_tqdm")
+        self.assertIn(f"loom: wrote {os.path.join(self.run_dir, 'eval_results.json')}", stdout)
 
     def test_plugins_command_lists_every_shipped_plugin(self):
         _, stdout, _ = loom("plugins")
@@ -185,7 +203,12 @@ def read_events(path):
             elif number == 5:
                 for _, _, v in fields(value):
                     parts = {num: val for num, _, val in fields(v)}
-                    scalars[parts[1].decode()] = parts[2]
+                    if 2 in parts:
+                        scalars[parts[1].decode()] = parts[2]
+                    else:  # a plugin's value: (plugin name, content, tensor)
+                        plugin = dict((num, val) for num, _, val in fields(dict(
+                            (num, val) for num, _, val in fields(parts[9]))[1]))
+                        scalars[parts[1].decode()] = (plugin[1].decode(), plugin.get(2), parts.get(8))
         events.append((step, scalars, version))
     return events
 
@@ -212,6 +235,35 @@ class TensorBoardTest(LoomTestCase):
             self.assertAlmostEqual(v["train/learning_rate"], e["learning_rate"], places=9)
         evals = [(s, v) for s, v, _ in events if "eval/loss" in v]
         self.assertEqual([s for s, _ in evals], [6, 12, 12])   # eval_steps, and the final evaluation
+        # HF's TensorBoardCallback also logs the epoch, the arguments as text, and the hparams.
+        for (s, v), e in zip(train, [e for e in history if "loss" in e]):
+            self.assertAlmostEqual(v["train/epoch"], e["epoch"], places=5)
+        plugins = {tag: value for _, v, _ in events for tag, value in v.items() if isinstance(value, tuple)}
+        plugin, _, tensor = plugins["args/text_summary"]
+        self.assertEqual(plugin, "text")
+        tensor = {num: val for num, _, val in fields(tensor)}
+        self.assertEqual(tensor[1], 7)  # DT_STRING
+        args = json.loads(tensor[8])
+        self.assertEqual(args["output_dir"], out)
+        self.assertEqual(args["logging_steps"], 4)
+        plugin, content, _ = plugins["_hparams_/experiment"]
+        self.assertEqual(plugin, "hparams")
+        experiment = dict((n, v) for n, _, v in fields(content))[2]
+        infos = {}
+        for n, _, info in fields(experiment):
+            info = {k: v for k, _, v in fields(info)}
+            infos[info[1].decode()] = info[4]
+        self.assertEqual(infos["learning_rate"], 3)  # FLOAT64
+        self.assertEqual(infos["output_dir"], 1)  # STRING
+        _, content, _ = plugins["_hparams_/session_start_info"]
+        start = dict((n, v) for n, _, v in fields(content))[3]
+        values = {}
+        for n, _, entry in fields(start):
+            if n == 1:
+                entry = {k: v for k, _, v in fields(entry)}
+                values[entry[1].decode()] = {k: v for k, _, v in fields(entry[2])}
+        self.assertEqual(values["learning_rate"][2], args["learning_rate"])
+        self.assertEqual(values["output_dir"][3].decode(), out)
         code, _, stderr = loom(*self.train_args(self.out("tb2"), "--report_to", "tensorbored"), check=False)
         self.assertEqual(code, 2)
         self.assertIn("tensorbored", stderr)

@@ -286,5 +286,73 @@ class LaunchTest(unittest.TestCase):
         self.assertIn("--nproc_per_node", p.stdout)
 
 
+
+def env_of(out):
+    """{rank: {NAME: value}} from fake_rank's env lines."""
+    return {r: dict(item.split("=", 1) for item in lines[0].split()) for r, lines in by_rank(out).items()}
+
+
+class TorchrunSurfaceTest(unittest.TestCase):
+    def test_master_port_0_picks_one_free_port_for_all_ranks(self):
+        code, out, err, _ = launch("--nproc_per_node", "2", "--master_port", "0", FAKE, "env")
+        self.assertEqual(code, 0, err)
+        ports = {e["MASTER_PORT"] for e in env_of(out).values()}
+        self.assertEqual(len(ports), 1)
+        port = int(ports.pop())
+        self.assertGreater(port, 0)
+        self.assertIn(f"--master_port 0: using port {port}", err)
+        import socket
+        with socket.socket() as s:  # nobody holds it: the ranks' store can bind it
+            s.bind(("127.0.0.1", port))
+
+    def test_standalone_is_one_local_node_with_a_free_port(self):
+        code, out, err, _ = launch("--standalone", "--nproc_per_node", "2", FAKE, "env")
+        self.assertEqual(code, 0, err)
+        envs = env_of(out)
+        self.assertEqual(sorted(envs), [0, 1])
+        self.assertEqual({e["MASTER_ADDR"] for e in envs.values()}, {"127.0.0.1"})
+        self.assertEqual({e["WORLD_SIZE"] for e in envs.values()}, {"2"})
+        self.assertNotEqual(envs[0]["MASTER_PORT"], "0")
+        code, _, err, _ = launch("--standalone", "--nnodes", "2", FAKE, "env")
+        self.assertEqual(code, 2)
+        self.assertIn("--standalone", err)
+        code, _, err, _ = launch("--standalone=yes", FAKE, "env")
+        self.assertEqual(code, 2)
+
+    @unittest.skipIf(os.path.exists("/dev/nvidia0"), "GPUs here: auto counts GPUs")
+    def test_nproc_per_node_auto_is_the_cores_without_gpus(self):
+        cores = len(os.sched_getaffinity(0))
+        for word in ("auto", "cpu"):
+            code, out, err, _ = launch("--nproc_per_node", word, "--master_port", "0", FAKE, "env")
+            self.assertEqual(code, 0, err)
+            self.assertEqual(sorted(env_of(out)), list(range(cores)))
+            self.assertIn(f"--nproc_per_node {word}: {cores} ranks (cores)", err)
+        code, _, err, _ = launch("--nproc_per_node", "gpu", FAKE, "env")
+        self.assertEqual(code, 2)
+        self.assertIn("no GPU", err)
+        code, _, err, _ = launch("--nproc_per_node", "many", FAKE, "env")
+        self.assertEqual(code, 2)
+        self.assertIn("auto", err)
+
+    def test_rdzv_endpoint_sets_address_and_port(self):
+        for flag, value, addr, port in (("--rdzv-endpoint", "10.0.0.7:4321", "10.0.0.7", "4321"),
+                                        ("--rdzv_endpoint", "node1", "node1", "29400"),
+                                        ("--rdzv_endpoint", "[::1]:5000", "::1", "5000")):
+            with self.subTest(flag=flag, value=value):
+                code, out, err, _ = launch(flag, value, "--rdzv_backend", "c10d", "--rdzv_id", "job", FAKE, "env")
+                self.assertEqual(code, 0, err)
+                e = env_of(out)[0]
+                self.assertEqual((e["MASTER_ADDR"], e["MASTER_PORT"]), (addr, port))
+        for bad in (":80", "host:port", "host:70000", "[::1"):
+            code, _, err, _ = launch("--rdzv_endpoint", bad, FAKE, "env")
+            self.assertEqual(code, 2, bad)
+            self.assertIn("--rdzv_endpoint", err)
+
+    def test_master_port_0_needs_one_node(self):
+        code, _, err, _ = launch("--nnodes", "2", "--master_port", "0", FAKE, "env")
+        self.assertEqual(code, 2)
+        self.assertIn("--master_port 0", err)
+
+
 if __name__ == "__main__":
     unittest.main()

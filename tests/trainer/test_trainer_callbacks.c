@@ -80,7 +80,9 @@ static void test_add_pop_remove(void)
     CHECK(t != NULL);
     if (!t) return;
     size_t n0 = t->n_callbacks;
-    CHECK(n0 == 1 && strcmp(loom_trainer_callback_name(&t->callbacks[0]), "printer") == 0);
+    /* The defaults: the printer (--disable_tqdm) and the log_history.jsonl writer. */
+    CHECK(n0 == 2 && strcmp(loom_trainer_callback_name(&t->callbacks[0]), "printer") == 0 &&
+          strcmp(loom_trainer_callback_name(&t->callbacks[1]), "history") == 0);
 
     CHECK(loom_trainer_add_callback(t, "early_stopping") == LOOM_OK);
     if (t->n_callbacks == n0) fprintf(stderr, "add_callback: %s\n", loom_error_message());
