@@ -57,6 +57,26 @@ class ErrorTest(LoomTestCase):
             f.write('{"max_steps": "many"}')
         self.assert_error(self.args("--config", typed), "max_steps", typed)
 
+    def test_unbounded_inputs_are_refused(self):
+        # A device or FIFO where a file belongs: refused at once (no hang, no flood of memory).
+        fifo = os.path.join(self.tmp, "fifo.json")
+        os.mkfifo(fifo)
+        self.assert_error(self.args("--config", "/dev/zero"), "--config", "/dev/zero", "device")
+        self.assert_error(self.args("--config", fifo), "--config", fifo, "FIFO")
+        self.assert_error(self.args("--deepspeed", "/dev/zero"), "--deepspeed", "/dev/zero", "device")
+        self.assert_error(self.args("--train_file", fifo), fifo, "regular file")
+        huge = os.path.join(self.tmp, "huge.json")
+        with open(huge, "wb") as f:
+            f.truncate(17 << 20)  # sparse: over the 16 MiB a config may have
+        self.assert_error(self.args("--config", huge), "--config", huge, "bytes")
+
+    def test_counts_out_of_range_name_the_argument(self):
+        self.assert_error(self.args("--num_train_epochs", "1e18"), "--num_train_epochs", "1e6")
+        self.assert_error(self.args("--per_device_train_batch_size", "100000000000"), "--per_device_train_batch_size")
+        self.assert_error(self.args("--gradient_accumulation_steps", "99999999999"), "--gradient_accumulation_steps")
+        self.assert_error(self.args("--num_threads", "1000000"), "--num_threads")
+        self.assert_error(self.args("--ddp_timeout", "9999999999"), "--ddp_timeout")
+
     def test_bad_data_files(self):
         good = os.path.join(self.data, "train.bin")
         with open(good, "rb") as f:
