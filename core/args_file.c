@@ -10,36 +10,17 @@
 
 #include "args_internal.h"
 #include "error.h"
+#include "fileutil.h"
 
-/* The whole file, NUL-terminated; read in chunks so pipes (--config <(...)) work too. */
+/* A --config file is a few KiB of JSON; this bounds what a wrong path (/dev/zero, a huge file)
+ * can cost. FIFOs and devices are refused by loom_read_file_max. */
+#define CONFIG_MAX_BYTES (16u << 20)
+
 static loom_status read_text(const char *path, char **out)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_error(LOOM_E_IO, "cannot open config file '%s': %s", path, strerror(errno));
-    size_t len = 0, cap = 0;
-    char *text = NULL;
-    for (;;) {
-        if (cap - len < 4096) {
-            char *grown = realloc(text, cap = cap ? cap * 2 : 8192);
-            if (!grown) {
-                free(text);
-                fclose(f);
-                return loom_error(LOOM_E_NOMEM, "out of memory reading '%s'", path);
-            }
-            text = grown;
-        }
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        free(text);
-        return loom_error(LOOM_E_IO, "cannot read config file '%s'", path);
-    }
-    text[len] = '\0';
-    *out = text;
+    size_t len = 0;
+    loom_status st = loom_read_file_max(path, CONFIG_MAX_BYTES, out, &len);
+    if (st != LOOM_OK) return loom_error_context(st == LOOM_E_NOT_FOUND ? LOOM_E_IO : st, "--config");
     return LOOM_OK;
 }
 

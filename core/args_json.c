@@ -2,6 +2,7 @@
  * (json.dumps(indent=2, sort_keys=True)): keys sorted at every level, two-space indent,
  * floats as Python's repr, None as null, tokens redacted. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,7 +235,10 @@ loom_status loom_args_write_json(const loom_args *args, FILE *out)
         st = write_value(out, args, d);
     }
     fputs("\n}\n", out);
+    /* The caller names the file (loom_error_context); say why here: ENOSPC, EIO... */
+    errno = 0;
     if (st == LOOM_OK && (fflush(out) != 0 || ferror(out)))
-        st = loom_error(LOOM_E_IO, "cannot write the arguments as JSON");
+        st = loom_error(LOOM_E_IO, "cannot write the arguments as JSON: %s",
+                        errno ? strerror(errno) : "write error");
     return st;
 }

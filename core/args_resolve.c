@@ -304,6 +304,10 @@ static loom_status derive(loom_args *args)
     return LOOM_OK;
 }
 
+/* The largest batch size, accumulation, block or token count accepted (2^24). */
+#define COUNT_MAX (INT64_C(1) << 24)
+#define COUNT_MAX_TEXT "16777216"
+
 /* One range rule: `ok` false -> "--name value<where>: rule". */
 static loom_status require(int ok, const loom_args *args, const loom__arg_origin *origin, int index, const char *rule)
 {
@@ -323,15 +327,26 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     loom_status st;
 #define REQUIRE(cond, name, rule)                                                                                      \
     if ((st = require(cond, a, o, LOOM__ARG_##name, rule)) != LOOM_OK) return st
-    REQUIRE(a->per_device_train_batch_size >= 1, per_device_train_batch_size, "must be >= 1");
-    REQUIRE(a->per_device_eval_batch_size >= 1, per_device_eval_batch_size, "must be >= 1");
-    REQUIRE(a->gradient_accumulation_steps >= 1, gradient_accumulation_steps, "must be >= 1");
+    /* Counts have upper bounds too, so that products of them (samples per step, total steps,
+     * bytes) stay far from overflowing int64 or size_t. */
+    REQUIRE(a->per_device_train_batch_size >= 1 && a->per_device_train_batch_size <= COUNT_MAX,
+            per_device_train_batch_size, "must be >= 1 and <= " COUNT_MAX_TEXT);
+    REQUIRE(a->per_device_eval_batch_size >= 1 && a->per_device_eval_batch_size <= COUNT_MAX,
+            per_device_eval_batch_size, "must be >= 1 and <= " COUNT_MAX_TEXT);
+    REQUIRE(a->gradient_accumulation_steps >= 1 && a->gradient_accumulation_steps <= COUNT_MAX,
+            gradient_accumulation_steps, "must be >= 1 and <= " COUNT_MAX_TEXT);
+    REQUIRE(a->block_size >= 0 && a->block_size <= COUNT_MAX, block_size, "must be >= 0 and <= " COUNT_MAX_TEXT);
+    REQUIRE(a->max_new_tokens >= 0 && a->max_new_tokens <= COUNT_MAX, max_new_tokens,
+            "must be >= 0 and <= " COUNT_MAX_TEXT);
+    REQUIRE(a->top_k >= 0, top_k, "must be >= 0 (0 = all tokens)");
+    REQUIRE(a->ddp_bucket_cap_mb == LOOM_ARG_NONE_INT || (a->ddp_bucket_cap_mb >= 1 && a->ddp_bucket_cap_mb <= 65536),
+            ddp_bucket_cap_mb, "must be in [1, 65536] (MB)");
     REQUIRE(a->learning_rate >= 0, learning_rate, "must be >= 0");
     REQUIRE(a->weight_decay >= 0, weight_decay, "must be >= 0");
     REQUIRE(a->adam_beta1 >= 0 && a->adam_beta1 < 1, adam_beta1, "must be in [0, 1)");
     REQUIRE(a->adam_beta2 >= 0 && a->adam_beta2 < 1, adam_beta2, "must be in [0, 1)");
     REQUIRE(a->adam_epsilon >= 0, adam_epsilon, "must be >= 0");
-    REQUIRE(a->num_train_epochs >= 0, num_train_epochs, "must be >= 0");
+    REQUIRE(a->num_train_epochs >= 0 && a->num_train_epochs <= 1e6, num_train_epochs, "must be >= 0 and <= 1e6");
     REQUIRE(a->warmup_ratio >= 0 && a->warmup_ratio <= 1, warmup_ratio, "must be in [0, 1]");
     REQUIRE(a->warmup_steps >= 0, warmup_steps, "must be >= 0");
     REQUIRE(a->logging_steps > 0 || strcmp(a->logging_strategy, "steps") != 0, logging_steps,
@@ -352,8 +367,8 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
             "requires an evaluation strategy (steps or epoch)");
     REQUIRE(!a->load_best_model_at_end || strcmp(a->save_strategy, "steps") != 0 || a->save_steps % a->eval_steps == 0,
             load_best_model_at_end, "requires --save_steps to be a round multiple of --eval_steps");
-    REQUIRE(a->ddp_timeout > 0, ddp_timeout, "must be > 0 (seconds)");
-    REQUIRE(a->num_threads >= 0, num_threads, "must be >= 0 (0 = automatic)");
+    REQUIRE(a->ddp_timeout > 0 && a->ddp_timeout <= 30 * 24 * 3600, ddp_timeout, "must be > 0 and <= 2592000 (30 days, in seconds)");
+    REQUIRE(a->num_threads >= 0 && a->num_threads <= 4096, num_threads, "must be >= 0 and <= 4096 (0 = automatic)");
     REQUIRE(a->local_rank >= -1, local_rank, "must be >= -1");
 #undef REQUIRE
     return LOOM_OK;

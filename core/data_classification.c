@@ -5,6 +5,7 @@
 #include "data_classification.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,8 +193,20 @@ loom_status loom_classification_load(const char *path, loom_classification_data 
     if (!out) return loom_error(LOOM_E_INVALID, "loom_classification_load: out is NULL");
     memset(out, 0, sizeof *out);
     if (!path || !*path) return loom_error(LOOM_E_INVALID, "no classification data file given");
-    FILE *f = fopen(path, "rb");
-    if (!f) return loom_error(LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* Regular files only: O_NONBLOCK so that a FIFO cannot hold open() before the check. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return loom_error(LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return loom_error(LOOM_E_IO, "%s: not a regular file (a FIFO, device or folder)", path);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return loom_error(LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
     const loom_status st = load_file(path, f, out);
     fclose(f);
     if (st != LOOM_OK) loom_classification_free(out);

@@ -139,7 +139,8 @@ static int has_glob_magic(const char *s)
 /* Map and validate one shard. */
 static loom_status open_shard(const char *path, shard *s)
 {
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must reach the regular-file check below, not wait in open(). */
+    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return loom_error(errno == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -149,7 +150,7 @@ static loom_status open_shard(const char *path, shard *s)
         goto done;
     }
     if (!S_ISREG(sb.st_mode)) {
-        st = loom_error(LOOM_E_IO, "%s: not a regular file", path);
+        st = loom_error(LOOM_E_IO, "%s: not a regular file (a FIFO, device or folder)", path);
         goto done;
     }
     const uint64_t size = (uint64_t)sb.st_size;

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data_classification.h"
 #include "data_tokens.h"
 #include "error.h"
+#include "fileutil.h"
 
 /* ---- classification files ---------------------------------------------------------------- */
 
@@ -54,17 +56,19 @@ loom_status loom_dataset_sniff(const char *path, int *format)
         first = matches.gl_pathv[0];
     }
     unsigned char head[8] = {0};
-    FILE *f = fopen(first, "rb");
-    size_t got = f ? fread(head, 1, sizeof head, f) : 0;
-    if (f) fclose(f);
-    loom_status st = LOOM_OK;
-    if (!f)
-        st = loom_error(LOOM_E_NOT_FOUND, "%s: cannot open", first);
-    else if (got == 8 && memcmp(head, "LOOMCLS1", 8) == 0)
+    int fd = -1;
+    uint64_t size = 0;
+    loom_status st = loom_open_regular(first, &fd, &size);
+    ssize_t got = 0;
+    if (st == LOOM_OK) {
+        got = pread(fd, head, sizeof head, 0);
+        close(fd);
+    }
+    if (st == LOOM_OK && got == 8 && memcmp(head, "LOOMCLS1", 8) == 0)
         *format = LOOM_DATA_CLASSIFICATION;
-    else if (got >= 4 && (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
+    else if (st == LOOM_OK && got >= 4 && (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
         *format = LOOM_DATA_TOKENS;
-    else
+    else if (st == LOOM_OK)
         st = loom_error(LOOM_E_FORMAT, "%s: not a loom classification file (LOOMCLS1) nor an llm.c token shard (bad magic)", first);
     globfree(&matches);
     return st;

@@ -156,40 +156,79 @@ loom_status loom_write_file_atomic(const char *path, const void *data, size_t le
 
 /* --------------------------------------------------------------------------------------- */
 
-loom_status loom_read_file(const char *path, char **data, size_t *len)
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode)) return "a folder";
+    if (S_ISFIFO(mode)) return "a FIFO (pipe)";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+loom_status loom_open_regular(const char *path, int *fd, uint64_t *size)
+{
+    *fd = -1;
+    *size = 0;
+    /* O_NONBLOCK: opening a FIFO nobody writes to must not wait; cleared below. */
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (f < 0) {
+        int err = errno;
+        return loom_error(err == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path, strerror(err));
+    }
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int err = errno;
+        close(f);
+        return loom_error(LOOM_E_IO, "%s: cannot stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(f);
+        if (S_ISDIR(sb.st_mode)) return loom_error(LOOM_E_IO, "%s: is a folder, not a file", path);
+        return loom_error(LOOM_E_IO, "%s: is %s, not a regular file: give a file", path, file_kind(sb.st_mode));
+    }
+    int flags = fcntl(f, F_GETFL);
+    if (flags >= 0) fcntl(f, F_SETFL, flags & ~O_NONBLOCK);
+    *fd = f;
+    *size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+    return LOOM_OK;
+}
+
+loom_status loom_read_file_max(const char *path, size_t max_bytes, char **data, size_t *len)
 {
     *data = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        return loom_error(err == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path,
-                          strerror(err));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int err = errno;
+    int fd;
+    uint64_t size;
+    loom_status st = loom_open_regular(path, &fd, &size);
+    if (st != LOOM_OK) return st;
+    if (size > max_bytes) {
         close(fd);
-        return loom_error(LOOM_E_IO, "%s: cannot stat: %s", path, strerror(err));
+        return loom_error(LOOM_E_IO, "%s: %llu bytes, more than the %zu this file may have", path,
+                          (unsigned long long)size, max_bytes);
     }
-    if (S_ISDIR(sb.st_mode)) {
-        close(fd);
-        return loom_error(LOOM_E_IO, "%s: is a folder, not a file", path);
-    }
-    /* st_size is only a hint: /proc files say 0, and a file may grow while we read it. */
-    size_t cap = (S_ISREG(sb.st_mode) && sb.st_size > 0) ? (size_t)sb.st_size + 1 : 4096;
+    /* st_size is only a hint: a file may grow while we read it, never past max_bytes here. */
+    if (max_bytes > SIZE_MAX - 2) max_bytes = SIZE_MAX - 2;
+    size_t cap = (size_t)size + 2 < 4096 ? 4096 : (size_t)size + 2;
     size_t used = 0;
     char *buf = malloc(cap);
-    loom_status st = buf ? LOOM_OK : loom_error(LOOM_E_NOMEM, "%s: out of memory for %zu bytes", path, cap);
+    st = buf ? LOOM_OK : loom_error(LOOM_E_NOMEM, "%s: out of memory for %zu bytes", path, cap);
     while (st == LOOM_OK) {
         if (used + 1 >= cap) {
-            char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            /* Room for max_bytes + 1 bytes tells a file of exactly max_bytes from a longer one. */
+            if (used > max_bytes) {
+                st = loom_error(LOOM_E_IO, "%s: grew past the %zu bytes this file may have while being read", path,
+                                max_bytes);
+                break;
+            }
+            size_t grown = cap > (max_bytes + 2) / 2 ? max_bytes + 2 : cap * 2;
+            char *bigger = realloc(buf, grown);
             if (!bigger) {
-                st = loom_error(LOOM_E_NOMEM, "%s: out of memory growing to %zu bytes", path, cap * 2);
+                st = loom_error(LOOM_E_NOMEM, "%s: out of memory growing to %zu bytes", path, grown);
                 break;
             }
             buf = bigger;
-            cap *= 2;
+            cap = grown;
         }
         ssize_t r = read(fd, buf + used, cap - 1 - used);
         if (r < 0) {
@@ -203,6 +242,8 @@ loom_status loom_read_file(const char *path, char **data, size_t *len)
         }
     }
     close(fd);
+    if (st == LOOM_OK && used > max_bytes)
+        st = loom_error(LOOM_E_IO, "%s: grew past the %zu bytes this file may have while being read", path, max_bytes);
     if (st != LOOM_OK) {
         free(buf);
         return st;
@@ -211,6 +252,11 @@ loom_status loom_read_file(const char *path, char **data, size_t *len)
     *data = buf;
     *len = used;
     return LOOM_OK;
+}
+
+loom_status loom_read_file(const char *path, char **data, size_t *len)
+{
+    return loom_read_file_max(path, LOOM_READ_FILE_MAX, data, len);
 }
 
 /* --------------------------------------------------------------------------------------- */

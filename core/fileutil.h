@@ -32,9 +32,22 @@ loom_status loom_write_file_atomicv(const char *path, const loom_file_part *part
 /* loom_write_file_atomicv with one part. */
 loom_status loom_write_file_atomic(const char *path, const void *data, size_t len);
 
-/* Read the whole file into a malloc'd buffer with a NUL appended (not counted in *len); the
- * caller frees *data. A missing file is LOOM_E_NOT_FOUND (callers probing optional files
- * tell it from a real I/O error), anything else LOOM_E_IO. */
+/* The most loom_read_file reads: configuration, tokenizer and JSON files are far smaller. */
+#define LOOM_READ_FILE_MAX (256u << 20)
+
+/* Open `path` for reading, as a regular file only: a FIFO, device, socket or folder is
+ * LOOM_E_IO "PATH: is a FIFO, not a regular file" (opening never blocks, so `mkfifo` or
+ * /dev/zero cannot hang or flood the caller). A missing file is LOOM_E_NOT_FOUND. On success
+ * *fd is a blocking, close-on-exec descriptor and *size the file's size. */
+loom_status loom_open_regular(const char *path, int *fd, uint64_t *size);
+
+/* Read the whole regular file (loom_open_regular) of at most max_bytes into a malloc'd buffer
+ * with a NUL appended (not counted in *len); the caller frees *data. A larger file is
+ * LOOM_E_IO naming its size and the limit, before anything is allocated. */
+loom_status loom_read_file_max(const char *path, size_t max_bytes, char **data, size_t *len);
+
+/* loom_read_file_max with LOOM_READ_FILE_MAX. A missing file is LOOM_E_NOT_FOUND (callers
+ * probing optional files tell it from a real I/O error), anything else LOOM_E_IO. */
 loom_status loom_read_file(const char *path, char **data, size_t *len);
 
 /* Delete `path` and, if it is a folder, everything below it. Symbolic links are removed, never

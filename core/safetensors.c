@@ -537,7 +537,8 @@ loom_status loom_safetensors_open(const char *path, loom_safetensors **out)
         return loom_error(LOOM_E_NOMEM, "%s: out of memory", path);
     }
     loom_status s = LOOM_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must reach the regular-file check below, not wait in open(). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat sb;
     if (fd < 0) {
         int err = errno;
@@ -545,7 +546,7 @@ loom_status loom_safetensors_open(const char *path, loom_safetensors **out)
     } else if (fstat(fd, &sb) != 0) {
         s = loom_error(LOOM_E_IO, "%s: cannot stat: %s", path, strerror(errno));
     } else if (!S_ISREG(sb.st_mode)) {
-        s = loom_error(LOOM_E_IO, "%s: not a regular file", path);
+        s = loom_error(LOOM_E_IO, "%s: not a regular file (a FIFO, device or folder)", path);
     } else if (sb.st_size < 8) {
         s = loom_error(LOOM_E_FORMAT, "%s: truncated: %jd bytes, a safetensors file starts with an 8-byte header length",
                        path, (intmax_t)sb.st_size);

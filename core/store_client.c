@@ -3,7 +3,7 @@
  * the ranks of a run. Every socket wait is a poll() bounded by the operation's deadline;
  * sends use MSG_NOSIGNAL, so a server that went away is an error, never SIGPIPE or a hang.
  * A connection whose exchange failed half-way is closed (it may be out of step); the next
- * operation opens another.
+ * operation opens another. Every new connection proves the job's secret first (store.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +33,7 @@ struct loom_store_client {
     int port;
     char where[300];
     double op_timeout;
+    char *secret; /* NULL: the empty key */
     pthread_mutex_t lock;
     int idle[IDLE_MAX];
     int nidle;
@@ -207,6 +208,9 @@ static void describe_failure(char *out, size_t size, int err, int gai)
         snprintf(out, size, "%s", strerror(err ? err : ETIMEDOUT));
 }
 
+enum { HS_OK, HS_RETRY, HS_FATAL };
+static int handshake(loom_store_client *c, int fd, double deadline, loom_status *st);
+
 /* A first connection: retry with backoff until the deadline (the server may start later). */
 static loom_status connect_retrying(loom_store_client *c, double timeout, int *out)
 {
@@ -215,8 +219,15 @@ static loom_status connect_retrying(loom_store_client *c, double timeout, int *o
     for (;;) {
         int fd = connect_once(c->host, c->port, deadline, &err, &gai);
         if (fd >= 0) {
-            *out = fd;
-            return LOOM_OK;
+            loom_status st = LOOM_OK;
+            int hs = handshake(c, fd, deadline, &st);
+            if (hs == HS_OK) {
+                *out = fd;
+                return LOOM_OK;
+            }
+            close(fd);
+            if (hs == HS_FATAL) return st;
+            err = ECONNRESET;
         }
         double now = store_now();
         if (now >= deadline) break;
@@ -244,7 +255,15 @@ static loom_status acquire(loom_store_client *c, double deadline, int *fd)
     if (*fd >= 0) return LOOM_OK;
     int err = 0, gai = 0;
     *fd = connect_once(c->host, c->port, deadline, &err, &gai);
-    if (*fd >= 0) return LOOM_OK;
+    if (*fd >= 0) {
+        loom_status st = LOOM_OK;
+        int hs = handshake(c, *fd, deadline, &st);
+        if (hs == HS_OK) return LOOM_OK;
+        close(*fd);
+        *fd = -1;
+        if (hs == HS_FATAL) return st;
+        err = ECONNRESET;
+    }
     char why[200];
     describe_failure(why, sizeof why, err, gai);
     return loom_error(LOOM_E_COMM, "cannot reach the rendezvous store at %s (did rank 0 exit?): %s", c->where, why);
@@ -349,7 +368,7 @@ static loom_status recv_reply(exchange *x, uint32_t *body_len, uint8_t *status)
     if (st) return st;
     *body_len = store_get_u32(head);
     *status = head[4];
-    if (*body_len == 0 || *body_len > LOOM_STORE_MAX_FRAME || *status > STORE_BAD_VALUE)
+    if (*body_len == 0 || *body_len > LOOM_STORE_MAX_FRAME || *status > STORE_REFUSED)
         return loom_error(LOOM_E_COMM, "rendezvous store at %s: malformed reply to %s (is something else on that port?)",
                           x->c->where, x->what);
     return LOOM_OK;
@@ -359,6 +378,60 @@ static loom_status malformed(exchange *x)
 {
     return loom_error(LOOM_E_COMM, "rendezvous store at %s: malformed reply to %s (is something else on that port?)",
                       x->c->where, x->what);
+}
+
+/* Prove the secret on a new connection (store.h). HS_RETRY: the server closed it without
+ * a word (it was full, or is going away); HS_FATAL: *st says why it cannot work. */
+static int handshake(loom_store_client *c, int fd, double deadline, loom_status *st)
+{
+    exchange x = {.c = c, .fd = fd, .deadline = deadline, .waited = fmax(deadline - store_now(), 0.0),
+                  .what = "the handshake"};
+    unsigned char challenge[4 + STORE_CHALLENGE_LEN];
+    if ((*st = recv_all(&x, challenge, 4)) != LOOM_OK) return *st == LOOM_E_COMM ? HS_RETRY : HS_FATAL;
+    if (store_get_u32(challenge) != STORE_CHALLENGE_LEN || (*st = recv_all(&x, challenge + 4, STORE_CHALLENGE_LEN)) ||
+        memcmp(challenge + 4, STORE_MAGIC, STORE_MAGIC_LEN) != 0) {
+        *st = loom_error(LOOM_E_COMM,
+                         "%s does not answer as a loom rendezvous store (is something else on that port, or an older "
+                         "loom?)",
+                         c->where);
+        return HS_FATAL;
+    }
+    const unsigned char *server_nonce = challenge + 4 + STORE_MAGIC_LEN;
+    unsigned char hello[4 + STORE_HELLO_LEN];
+    store_put_u32(hello, STORE_HELLO_LEN);
+    hello[4] = STORE_OP_HELLO;
+    unsigned char *client_nonce = hello + 5;
+    if (!store_random(client_nonce, STORE_NONCE_LEN) ||
+        !store_mac(c->secret, "client", server_nonce, client_nonce, hello + 5 + STORE_NONCE_LEN)) {
+        *st = loom_error(LOOM_E_INTERNAL, "rendezvous store at %s: cannot compute the handshake", c->where);
+        return HS_FATAL;
+    }
+    uint32_t len;
+    uint8_t status;
+    if ((*st = send_all(&x, hello, sizeof hello)) != LOOM_OK || (*st = recv_reply(&x, &len, &status)) != LOOM_OK)
+        return *st == LOOM_E_COMM && !strstr(loom_error_message(), "malformed") ? HS_RETRY : HS_FATAL;
+    if (status == STORE_REFUSED && len == 1) {
+        *st = loom_error(LOOM_E_COMM,
+                         "the rendezvous store at %s refused this process: its %s is not the job's (set the same "
+                         "value for every rank, or none on a single node)",
+                         c->where, LOOM_STORE_SECRET_ENV);
+        return HS_FATAL;
+    }
+    unsigned char proof[STORE_MAC_LEN], want[STORE_MAC_LEN];
+    if (status != STORE_OK || len != STORE_WELCOME_LEN || (*st = recv_all(&x, proof, sizeof proof)) != LOOM_OK ||
+        !store_mac(c->secret, "server", client_nonce, server_nonce, want) || !store_mac_equal(proof, want)) {
+        *st = loom_error(LOOM_E_COMM,
+                         "the process serving %s does not know the job's secret (another job on this port?)", c->where);
+        return HS_FATAL;
+    }
+    return HS_OK;
+}
+
+/* The answer FULL to a set or add. */
+static loom_status full(exchange *x)
+{
+    return loom_error(LOOM_E_NOMEM, "rendezvous store at %s: %s: the store holds as many bytes as it may", x->c->where,
+                      x->what);
 }
 
 /* Open an exchange: check the key, take a connection. */
@@ -411,14 +484,17 @@ loom_status loom_store_set(loom_store_client *c, const char *key, const void *va
     unsigned char *head = request_head(STORE_OP_SET, key, 8, size, &head_size);
     if (!head) return loom_error(LOOM_E_NOMEM, "rendezvous store: %s: out of memory", what);
     store_put_u64(head + head_size - 8, size);
+    uint32_t len = 0;
+    uint8_t status = 0;
     if ((st = acquire(c, x.deadline, &x.fd)) == LOOM_OK && (st = send_all(&x, head, head_size)) == LOOM_OK &&
         (st = send_all(&x, value, size)) == LOOM_OK) {
-        uint32_t len;
-        uint8_t status;
-        if ((st = recv_reply(&x, &len, &status)) == LOOM_OK && (len != 1 || status != STORE_OK)) st = malformed(&x);
+        if ((st = recv_reply(&x, &len, &status)) == LOOM_OK && len == 1 && status == STORE_FULL)
+            st = full(&x);
+        else if (st == LOOM_OK && (len != 1 || status != STORE_OK))
+            st = malformed(&x);
     }
     free(head);
-    release(c, x.fd, st == LOOM_OK);
+    release(c, x.fd, st == LOOM_OK || (st == LOOM_E_NOMEM && len == 1 && status == STORE_FULL));
     return st;
 }
 
@@ -484,6 +560,8 @@ loom_status loom_store_add(loom_store_client *c, const char *key, int64_t delta,
             st = loom_error(LOOM_E_INVALID,
                             "rendezvous store at %s: %s: the value there is not an integer, or the sum overflows",
                             c->where, what);
+        } else if (status == STORE_FULL && len == 1) {
+            st = full(&x);
         } else if (status != STORE_OK || len != 9) {
             st = malformed(&x);
         } else {
@@ -492,7 +570,7 @@ loom_status loom_store_add(loom_store_client *c, const char *key, int64_t delta,
         }
     }
     free(head);
-    release(c, x.fd, st == LOOM_OK || (st == LOOM_E_INVALID && len == 1));
+    release(c, x.fd, st == LOOM_OK || (len == 1 && (st == LOOM_E_INVALID || st == LOOM_E_NOMEM)));
     return st;
 }
 
@@ -573,7 +651,8 @@ loom_status loom_store_wait(loom_store_client *c, const char *const *keys, size_
 /* ------------------------------------------------------------------------------------------ */
 /* Connect and close.                                                                        */
 
-loom_status loom_store_connect(const char *addr, int port, double timeout_seconds, loom_store_client **out)
+loom_status loom_store_connect(const char *addr, int port, const char *secret, double timeout_seconds,
+                               loom_store_client **out)
 {
     if (!out) return loom_error(LOOM_E_INVALID, "loom_store_connect: out is NULL");
     *out = NULL;
@@ -596,11 +675,17 @@ loom_status loom_store_connect(const char *addr, int port, double timeout_second
     double t = clamp_timeout(timeout_seconds, 0);
     c->op_timeout = t > 0 ? t : DEFAULT_OP_TIMEOUT;
     if (t <= 0) t = 1.0;
+    if (secret && *secret && !(c->secret = strdup(secret))) {
+        free(c);
+        return loom_error(LOOM_E_NOMEM, "rendezvous store: out of memory");
+    }
     pthread_mutex_init(&c->lock, NULL);
     int fd = -1;
     loom_status st = connect_retrying(c, t, &fd);
     if (st) {
         pthread_mutex_destroy(&c->lock);
+        store_forget(c->secret);
+        free(c->secret);
         free(c);
         return st;
     }
@@ -614,6 +699,8 @@ void loom_store_close(loom_store_client *c)
     if (!c) return;
     for (int i = 0; i < c->nidle; i++) close(c->idle[i]);
     pthread_mutex_destroy(&c->lock);
+    store_forget(c->secret);
+    free(c->secret);
     free(c);
 }
 
@@ -651,13 +738,27 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
     if (!addr || !*addr) return loom_error(LOOM_E_INVALID, "rendezvous: no address (is MASTER_ADDR set?)");
     if (port <= 0 || port > 65535)
         return loom_error(LOOM_E_INVALID, "rendezvous: port %d is out of range (is MASTER_PORT right?)", port);
+    const char *secret = getenv(LOOM_STORE_SECRET_ENV), *bind = getenv("LOOM_STORE_BIND");
+    if (secret && !*secret) secret = NULL;
+    if (!bind || !*bind) bind = addr;
+    if (secret && strlen(secret) < LOOM_STORE_MIN_SECRET)
+        return loom_error(LOOM_E_INVALID,
+                          "%s has %zu characters; it needs at least %u (export %s=$(openssl rand -hex 32), the same "
+                          "for every rank)",
+                          LOOM_STORE_SECRET_ENV, strlen(secret), LOOM_STORE_MIN_SECRET, LOOM_STORE_SECRET_ENV);
+    if (!secret && !(loopback_literal(addr) && (rank != 0 || loopback_literal(bind))))
+        return loom_error(LOOM_E_INVALID,
+                          "rendezvous at %s: %s is not set, and a store on an address other than loopback would admit "
+                          "anyone who reaches it: export %s=$(openssl rand -hex 32) with the same value for every rank "
+                          "(loom launch does this itself on a single node)",
+                          addr, LOOM_STORE_SECRET_ENV, LOOM_STORE_SECRET_ENV);
     double timeout = clamp_timeout(timeout_seconds, DEFAULT_OP_TIMEOUT);
     double start = store_now(), deadline = start + timeout;
 
     loom_store_server *server = NULL;
     loom_status st;
     if (rank == 0) {
-        st = loom_store_server_start(loopback_literal(addr) ? addr : NULL, port, &server);
+        st = loom_store_server_start(bind, port, secret, NULL, &server);
         if (st) {
             /* The message names the address the ranks were told, not the wildcard. */
             char where[300];
@@ -669,7 +770,7 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
         }
     }
     loom_store_client *client = NULL;
-    st = loom_store_connect(addr, port, timeout, &client);
+    st = loom_store_connect(addr, port, secret, timeout, &client);
     if (st) {
         loom_store_server_stop(server);
         return st;

@@ -1,11 +1,13 @@
 /*
  * store_internal.h - what the store's server and client share: op and status codes of the
- * wire protocol (documented in store.h), little-endian encoding, the monotonic clock and
- * address formatting.
+ * wire protocol (documented in store.h), the handshake (store_auth.c), little-endian
+ * encoding, the monotonic clock and address formatting.
  */
 #ifndef LOOM_CORE_STORE_INTERNAL_H
 #define LOOM_CORE_STORE_INTERNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,8 +15,34 @@
 
 #include "store.h"
 
-enum { STORE_OP_SET = 1, STORE_OP_GET = 2, STORE_OP_ADD = 3, STORE_OP_WAIT = 4 };
-enum { STORE_OK = 0, STORE_TIMEOUT = 1, STORE_BAD_VALUE = 2 };
+enum { STORE_OP_SET = 1, STORE_OP_GET = 2, STORE_OP_ADD = 3, STORE_OP_WAIT = 4, STORE_OP_HELLO = 16 };
+enum { STORE_OK = 0, STORE_TIMEOUT = 1, STORE_BAD_VALUE = 2, STORE_FULL = 3, STORE_REFUSED = 4 };
+
+/* The handshake (store.h): challenge body = magic + server nonce; hello body = op + client
+ * nonce + client MAC; welcome body = status + server MAC. */
+#define STORE_MAGIC "LOOMSTR1"
+#define STORE_MAGIC_LEN 8
+#define STORE_NONCE_LEN 32
+#define STORE_MAC_LEN 32
+#define STORE_CHALLENGE_LEN (STORE_MAGIC_LEN + STORE_NONCE_LEN)
+#define STORE_HELLO_LEN (1 + STORE_NONCE_LEN + STORE_MAC_LEN)
+#define STORE_WELCOME_LEN (1 + STORE_MAC_LEN)
+
+/* HMAC-SHA256 keyed by the secret (NULL: the empty key) over label, first nonce, second
+ * nonce. The client proves itself with label "client" over (server nonce, client nonce), the
+ * server with "server" over (client nonce, server nonce), so neither proof replays as the
+ * other. False only if libcrypto fails. */
+bool store_mac(const char *secret, const char *label, const unsigned char *first, const unsigned char *second,
+               unsigned char mac[STORE_MAC_LEN]);
+
+/* Whether two MACs are equal, in time that does not depend on where they differ. */
+bool store_mac_equal(const unsigned char *a, const unsigned char *b);
+
+/* Overwrite a secret (NUL-terminated; NULL is a no-op) before its memory is freed. */
+void store_forget(char *secret);
+
+/* n unpredictable bytes from the kernel (getrandom). False if it has none to give. */
+bool store_random(unsigned char *out, size_t n);
 
 /* The longest wait a request carries (30 days), so deadlines never overflow. */
 #define STORE_MAX_TIMEOUT_MS (30ull * 24 * 3600 * 1000)

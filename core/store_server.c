@@ -5,7 +5,14 @@
  * input until a SET/ADD satisfies it or its deadline passes. Nothing here trusts a length: a
  * malformed frame drops its connection, and a connection's buffers grow only with the bytes
  * it actually sent.
+ *
+ * Admission: a new connection gets a challenge and may send nothing but the one small hello
+ * frame that answers it, within the auth timeout; until then it costs one descriptor and a
+ * few bytes, and the oldest such connection makes room when max_pending are waiting.
+ * Strangers are dropped and counted (logged at the 1st, 2nd, 4th, 8th... and in total when
+ * the server stops, so a flood cannot flood the log too).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,6 +24,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,6 +35,7 @@
 
 #define READ_CHUNK (64u * 1024u)        /* bytes read ahead of the frame being assembled  */
 #define KEEP_BUFFER (1024u * 1024u)     /* buffers above this shrink once drained          */
+#define ENTRY_OVERHEAD 64u              /* bytes an entry costs besides its key and value  */
 
 typedef struct entry {
     struct entry *next;
@@ -43,6 +52,13 @@ typedef struct conn {
     bool dead;                 /* drop at the end of this round                                 */
     bool parked;               /* the frame at the head of `in` is a GET/WAIT waiting for keys  */
     int64_t deadline_ms;       /* of the parked request                                         */
+    bool admitted;             /* proved the job's secret                                       */
+    bool closing;              /* drop once `out` is sent (a refusal)                           */
+    int64_t admit_by_ms;       /* a connection not admitted by then is dropped                  */
+    int64_t partial_since_ms;  /* when the unfinished frame at the head of `in` began; 0: none  */
+    const char *why;           /* why a stranger is dropped, for the log                        */
+    unsigned char nonce[STORE_NONCE_LEN];
+    char peer[64];
     unsigned char *in;
     size_t in_len, in_cap;
     unsigned char *out;
@@ -60,6 +76,11 @@ struct loom_store_server {
     conn **conns;
     size_t nconns, conns_cap;
     int64_t accept_paused_until;
+    char *secret;              /* NULL: the empty key (loopback only, see store.h)               */
+    loom_store_limits limits;  /* with the defaults filled in                                    */
+    uint64_t stored;           /* bytes the table holds, ENTRY_OVERHEAD per entry included        */
+    uint64_t refused;          /* strangers dropped (read by other threads: atomic)              */
+    uint64_t turned_away;      /* connections closed at once because max_connections were open  */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -99,28 +120,34 @@ static bool grow_table(loom_store_server *s)
     return true;
 }
 
-/* Set key to a copy of value. False when out of memory (the old value is kept). */
-static bool put_entry(loom_store_server *s, const unsigned char *key, uint32_t len, const unsigned char *value,
-                      uint64_t value_len)
+enum { PUT_OK, PUT_NOMEM, PUT_FULL };
+
+/* Set key to a copy of value: PUT_OK, PUT_NOMEM, or PUT_FULL when the table would hold more
+ * than max_stored bytes (the old value is kept in both failures). */
+static int put_entry(loom_store_server *s, const unsigned char *key, uint32_t len, const unsigned char *value,
+                     uint64_t value_len)
 {
-    unsigned char *copy = malloc(value_len ? value_len : 1);
-    if (!copy) return false;
-    if (value_len) memcpy(copy, value, value_len);
     entry *e = find_entry(s, key, len);
+    uint64_t after = s->stored + value_len - (e ? e->value_len : 0) + (e ? 0 : ENTRY_OVERHEAD + len);
+    if (after > s->limits.max_stored) return PUT_FULL;
+    unsigned char *copy = malloc(value_len ? value_len : 1);
+    if (!copy) return PUT_NOMEM;
+    if (value_len) memcpy(copy, value, value_len);
     if (e) {
         free(e->value);
         e->value = copy;
         e->value_len = value_len;
-        return true;
+        s->stored = after;
+        return PUT_OK;
     }
     if (s->nentries + 1 > s->nbuckets && !grow_table(s)) {
         free(copy);
-        return false;
+        return PUT_NOMEM;
     }
     e = malloc(sizeof *e + len);
     if (!e) {
         free(copy);
-        return false;
+        return PUT_NOMEM;
     }
     e->hash = hash_key(key, len);
     e->key_len = len;
@@ -130,7 +157,8 @@ static bool put_entry(loom_store_server *s, const unsigned char *key, uint32_t l
     e->next = s->buckets[e->hash & (s->nbuckets - 1)];
     s->buckets[e->hash & (s->nbuckets - 1)] = e;
     s->nentries++;
-    return true;
+    s->stored = after;
+    return PUT_OK;
 }
 
 static void free_table(loom_store_server *s)
@@ -145,6 +173,7 @@ static void free_table(loom_store_server *s)
     free(s->buckets);
     s->buckets = NULL;
     s->nbuckets = s->nentries = 0;
+    s->stored = 0;
 }
 
 /* A counter's value: decimal text, optional '-', no spaces. */
@@ -268,21 +297,27 @@ static void flush_out(conn *c)
 }
 
 /* Bytes of the frame at the head of `in` (header included) once its header has arrived;
- * 4 before. SIZE_MAX for a frame length out of bounds. */
+ * 4 before. SIZE_MAX for a frame length out of bounds: before admission, anything but the
+ * hello's exact length. */
 static size_t head_frame_size(const conn *c)
 {
     if (c->in_len < 4) return 4;
     uint32_t len = store_get_u32(c->in);
+    if (!c->admitted) return len == STORE_HELLO_LEN ? 4 + (size_t)len : SIZE_MAX;
     if (len == 0 || len > LOOM_STORE_MAX_FRAME) return SIZE_MAX;
     return 4 + (size_t)len;
 }
 
-/* Whether to poll for more input: up to the frame being assembled plus READ_CHUNK ahead. */
+/* How far ahead of the frame being assembled input is read: nothing past the hello before
+ * admission. */
+static size_t read_ahead(const conn *c) { return c->admitted ? READ_CHUNK : 0; }
+
+/* Whether to poll for more input: up to the frame being assembled plus what is read ahead. */
 static bool wants_input(const conn *c)
 {
-    if (c->eof || c->dead) return false;
+    if (c->eof || c->dead || c->closing) return false;
     size_t need = head_frame_size(c);
-    return need != SIZE_MAX && c->in_len < need + READ_CHUNK;
+    return need != SIZE_MAX && c->in_len < need + read_ahead(c);
 }
 
 static void read_input(conn *c)
@@ -293,7 +328,7 @@ static void read_input(conn *c)
             c->dead = true;
             return;
         }
-        size_t limit = need + READ_CHUNK;
+        size_t limit = need + read_ahead(c);
         if (c->in_len >= limit) return;
         /* Grow with what actually arrived (at most doubling), never to a length a peer claims. */
         size_t want = c->in_len + READ_CHUNK + (c->in_len < limit - c->in_len ? c->in_len : 0);
@@ -352,7 +387,11 @@ static int run_request(loom_store_server *s, conn *c, const unsigned char *body,
     switch (op) {
     case STORE_OP_SET:
         if (!take_key(&cur, &key, &key_len) || !take_blob(&cur, &value, &value_len) || cur.left) return RUN_BAD;
-        if (!put_entry(s, key, key_len, value, value_len)) return RUN_BAD;
+        switch (put_entry(s, key, key_len, value, value_len)) {
+        case PUT_NOMEM: return RUN_BAD;
+        case PUT_FULL: begin_reply(c, STORE_FULL, 1); return RUN_DONE;
+        default: break;
+        }
         *mutated = true;
         begin_reply(c, STORE_OK, 1);
         return RUN_DONE;
@@ -381,7 +420,11 @@ static int run_request(loom_store_server *s, conn *c, const unsigned char *body,
         }
         char text[24];
         int n = snprintf(text, sizeof text, "%lld", (long long)sum);
-        if (!put_entry(s, key, key_len, (const unsigned char *)text, (uint64_t)n)) return RUN_BAD;
+        switch (put_entry(s, key, key_len, (const unsigned char *)text, (uint64_t)n)) {
+        case PUT_NOMEM: return RUN_BAD;
+        case PUT_FULL: begin_reply(c, STORE_FULL, 1); return RUN_DONE;
+        default: break;
+        }
         *mutated = true;
         if ((p = begin_reply(c, STORE_OK, 1 + 8)) != NULL) store_put_u64(p, (uint64_t)sum);
         return RUN_DONE;
@@ -426,19 +469,53 @@ static int64_t request_deadline(const unsigned char *body, size_t len)
     return store_now_ms() + (int64_t)ms;
 }
 
+/* Count a stranger and say so in the log at the 1st, 2nd, 4th, 8th... */
+static void count_stranger(loom_store_server *s, const conn *c, const char *why)
+{
+    uint64_t n = __atomic_add_fetch(&s->refused, 1, __ATOMIC_RELAXED);
+    if ((n & (n - 1)) == 0)
+        loom_log(LOOM_LOG_WARNING, "rendezvous store on %s: dropped a connection from %s that %s (%llu so far)", s->where,
+                 c->peer, why, (unsigned long long)n);
+}
+
+/* The hello at the head of c->in: admit c and answer with the server's proof, or refuse it
+ * (a REFUSED answer, then the connection is closed). */
+static void admit(loom_store_server *s, conn *c)
+{
+    const unsigned char *body = c->in + 4;
+    unsigned char want[STORE_MAC_LEN], proof[STORE_MAC_LEN];
+    if (body[0] != STORE_OP_HELLO || !store_mac(s->secret, "client", c->nonce, body + 1, want) ||
+        !store_mac_equal(want, body + 1 + STORE_NONCE_LEN) || !store_mac(s->secret, "server", body + 1, c->nonce, proof)) {
+        c->why = "did not prove the job's secret";
+        c->closing = true;
+        begin_reply(c, STORE_REFUSED, 1);
+        return;
+    }
+    unsigned char *p = begin_reply(c, STORE_OK, STORE_WELCOME_LEN);
+    if (p) memcpy(p, proof, STORE_MAC_LEN);
+    c->admitted = true;
+}
+
 /* Run the frames buffered on c while its previous replies are out and nothing is parked.
  * `expired`: a parked request whose deadline passed is answered TIMEOUT. Returns whether a
  * frame was consumed; *mutated when the table changed (parked requests may now be ready). */
 static bool run_connection(loom_store_server *s, conn *c, bool expired, bool *mutated)
 {
     bool progress = false;
-    while (!c->dead && c->out_len == 0) {
+    while (!c->dead && !c->closing && c->out_len == 0) {
         size_t frame = head_frame_size(c);
         if (frame == SIZE_MAX) {
+            if (!c->admitted) c->why = "sent something other than the store's hello";
             c->dead = true;
             break;
         }
         if (c->in_len < frame) break;
+        if (!c->admitted) {
+            admit(s, c);
+            consume_head(c, frame);
+            flush_out(c);
+            continue;
+        }
         int r = run_request(s, c, c->in + 4, frame - 4, expired && c->parked, mutated);
         if (r == RUN_BAD) {
             c->dead = true;
@@ -491,12 +568,51 @@ static bool expire_parked(loom_store_server *s, int64_t now)
 /* ------------------------------------------------------------------------------------------ */
 /* The thread.                                                                               */
 
-static void close_conn(conn *c)
+/* Close c; a connection that never proved the secret is counted as a stranger. */
+static void close_conn(loom_store_server *s, conn *c, bool stopping)
 {
+    if (!c->admitted && !stopping) count_stranger(s, c, c->why ? c->why : "closed before proving the job's secret");
     close(c->fd);
     free(c->in);
     free(c->out);
     free(c);
+}
+
+/* Make room for a new connection still to prove the secret: when max_pending wait already,
+ * the oldest of them goes. */
+static void evict_oldest_pending(loom_store_server *s)
+{
+    size_t pending = 0, oldest = SIZE_MAX;
+    for (size_t i = 0; i < s->nconns; i++) {
+        const conn *c = s->conns[i];
+        if (c->admitted) continue;
+        pending++;
+        if (oldest == SIZE_MAX || c->admit_by_ms < s->conns[oldest]->admit_by_ms) oldest = i;
+    }
+    if (pending < s->limits.max_pending || oldest == SIZE_MAX) return;
+    conn *c = s->conns[oldest];
+    c->why = "was still to prove the job's secret when newer connections came";
+    close_conn(s, c, false);
+    memmove(s->conns + oldest, s->conns + oldest + 1, (s->nconns - oldest - 1) * sizeof *s->conns);
+    s->nconns--;
+}
+
+static void describe_peer(int fd, char *out, size_t size)
+{
+    struct sockaddr_storage a;
+    socklen_t len = sizeof a;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (getpeername(fd, (struct sockaddr *)&a, &len) == 0) {
+        if (a.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&a)->sin_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&a)->sin_port);
+        } else if (a.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a)->sin6_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&a)->sin6_port);
+        }
+    }
+    store_format_address(out, size, host, port);
 }
 
 static void accept_clients(loom_store_server *s)
@@ -513,6 +629,18 @@ static void accept_clients(loom_store_server *s)
             }
             return;
         }
+        if (s->nconns >= s->limits.max_connections) {
+            /* Full: closed at once, so the descriptors in use stay bounded. */
+            close(fd);
+            uint64_t n = ++s->turned_away;
+            if ((n & (n - 1)) == 0)
+                loom_log(LOOM_LOG_WARNING,
+                         "rendezvous store on %s: %zu connections are open, the most it keeps; closed a new one "
+                         "(%llu so far)",
+                         s->where, s->nconns, (unsigned long long)n);
+            continue;
+        }
+        evict_oldest_pending(s);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conn *c = calloc(1, sizeof *c);
@@ -530,8 +658,59 @@ static void accept_clients(loom_store_server *s)
             continue;
         }
         c->fd = fd;
+        c->admit_by_ms = store_now_ms() + (int64_t)(s->limits.auth_timeout * 1000.0);
+        describe_peer(fd, c->peer, sizeof c->peer);
+        unsigned char *p = NULL;
+        if (!store_random(c->nonce, sizeof c->nonce) || !(p = begin_reply(c, 0, STORE_CHALLENGE_LEN))) {
+            close(fd);
+            free(c->out);
+            free(c);
+            continue;
+        }
+        /* The challenge is a frame like a reply: its first byte is the magic's 'L'. */
+        memcpy(p - 1, STORE_MAGIC, STORE_MAGIC_LEN);
+        memcpy(p - 1 + STORE_MAGIC_LEN, c->nonce, STORE_NONCE_LEN);
+        flush_out(c);
         s->conns[s->nconns++] = c;
     }
+}
+
+/* Mark the strangers whose time to prove the secret is up, and the admitted connections that
+ * left a frame half-sent for longer than frame_timeout; returns the earliest moment one of
+ * these may next fall due (INT64_MAX: none). */
+static int64_t enforce_deadlines(loom_store_server *s, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    int64_t frame_ms = (int64_t)(s->limits.frame_timeout * 1000.0);
+    for (size_t i = 0; i < s->nconns; i++) {
+        conn *c = s->conns[i];
+        if (c->dead) continue;
+        if (!c->admitted) {
+            if (c->admit_by_ms <= now) {
+                c->why = "did not prove the job's secret in time";
+                c->dead = true;
+            } else if (c->admit_by_ms < next) {
+                next = c->admit_by_ms;
+            }
+            continue;
+        }
+        size_t need = head_frame_size(c);
+        bool partial = c->in_len > 0 && need != SIZE_MAX && c->in_len < need;
+        if (!partial) {
+            c->partial_since_ms = 0;
+            continue;
+        }
+        if (!c->partial_since_ms) c->partial_since_ms = now;
+        if (now - c->partial_since_ms >= frame_ms) {
+            loom_log(LOOM_LOG_WARNING,
+                     "rendezvous store on %s: dropped the connection from %s: it left a frame half-sent for %g s",
+                     s->where, c->peer, s->limits.frame_timeout);
+            c->dead = true;
+        } else if (c->partial_since_ms + frame_ms < next) {
+            next = c->partial_since_ms + frame_ms;
+        }
+    }
+    return next;
 }
 
 static void *serve(void *arg)
@@ -542,13 +721,15 @@ static void *serve(void *arg)
     for (;;) {
         int64_t now = store_now_ms();
         run_all(s, expire_parked(s, now));
+        int64_t due = enforce_deadlines(s, now);
 
         /* Drop the connections that are done. */
         size_t kept = 0;
         for (size_t i = 0; i < s->nconns; i++) {
             conn *c = s->conns[i];
-            if (c->dead || (c->eof && !c->parked && c->out_len == 0 && head_frame_size(c) > c->in_len))
-                close_conn(c);
+            if (c->dead || (c->closing && c->out_len == 0) ||
+                (c->eof && !c->parked && c->out_len == 0 && head_frame_size(c) > c->in_len))
+                close_conn(s, c, false);
             else
                 s->conns[kept++] = c;
         }
@@ -564,7 +745,7 @@ static void *serve(void *arg)
             fds = f;
             fds_cap = n * 2;
         }
-        int64_t wake_at = INT64_MAX;
+        int64_t wake_at = due;
         fds[0] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
         if (s->accept_paused_until > now) {
@@ -606,7 +787,7 @@ static void *serve(void *arg)
         if (fds[1].fd >= 0 && (fds[1].revents & POLLIN)) accept_clients(s);
     }
     free(fds);
-    for (size_t i = 0; i < s->nconns; i++) close_conn(s->conns[i]);
+    for (size_t i = 0; i < s->nconns; i++) close_conn(s, s->conns[i], true);
     s->nconns = 0;
     return NULL;
 }
@@ -632,7 +813,25 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int *err)
     return fd;
 }
 
-loom_status loom_store_server_start(const char *addr, int port, loom_store_server **out)
+/* The limits asked for, with the defaults (store.h) for what was left 0. */
+static loom_store_limits fill_limits(const loom_store_limits *asked)
+{
+    loom_store_limits l = asked ? *asked : (loom_store_limits){0};
+    if (!l.max_connections) {
+        /* Half the descriptors the process may open: the rest stay for checkpoints and peers. */
+        struct rlimit rl;
+        size_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur : 8192;
+        l.max_connections = fds / 2 < 16 ? 16 : fds / 2 > 4096 ? 4096 : fds / 2;
+    }
+    if (!l.max_pending) l.max_pending = 64;
+    if (!(l.auth_timeout > 0)) l.auth_timeout = 5.0;
+    if (!(l.frame_timeout > 0)) l.frame_timeout = 120.0;
+    if (!l.max_stored) l.max_stored = 1ull << 30;
+    return l;
+}
+
+loom_status loom_store_server_start(const char *addr, int port, const char *secret, const loom_store_limits *limits,
+                                    loom_store_server **out)
 {
     if (!out) return loom_error(LOOM_E_INVALID, "loom_store_server_start: out is NULL");
     *out = NULL;
@@ -669,6 +868,11 @@ loom_status loom_store_server_start(const char *addr, int port, loom_store_serve
     if (fd < 0) {
         if (err == EADDRINUSE)
             return loom_error(LOOM_E_COMM, "cannot serve the rendezvous store on %s: address in use", where);
+        if (err == EADDRNOTAVAIL)
+            return loom_error(LOOM_E_COMM,
+                              "cannot serve the rendezvous store on %s: not an address of this host (set LOOM_STORE_BIND "
+                              "to the local address to listen on)",
+                              where);
         return loom_error(LOOM_E_COMM, "cannot serve the rendezvous store on %s: %s", where, strerror(err));
     }
 
@@ -678,6 +882,12 @@ loom_status loom_store_server_start(const char *addr, int port, loom_store_serve
         return loom_error(LOOM_E_NOMEM, "cannot serve the rendezvous store on %s: out of memory", where);
     }
     s->listen_fd = fd;
+    s->limits = fill_limits(limits);
+    if (secret && *secret && !(s->secret = strdup(secret))) {
+        close(fd);
+        free(s);
+        return loom_error(LOOM_E_NOMEM, "cannot serve the rendezvous store on %s: out of memory", where);
+    }
     struct sockaddr_storage bound;
     socklen_t bound_len = sizeof bound;
     s->port = port;
@@ -691,6 +901,7 @@ loom_status loom_store_server_start(const char *addr, int port, loom_store_serve
     if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         int e = errno;
         close(fd);
+        free(s->secret);
         free(s);
         return loom_error(LOOM_E_COMM, "cannot serve the rendezvous store on %s: pipe: %s", where, strerror(e));
     }
@@ -699,6 +910,7 @@ loom_status loom_store_server_start(const char *addr, int port, loom_store_serve
         close(fd);
         close(s->wake[0]);
         close(s->wake[1]);
+        free(s->secret);
         free(s);
         return loom_error(LOOM_E_COMM, "cannot serve the rendezvous store on %s: cannot start its thread: %s", where,
                           strerror(e));
@@ -709,6 +921,11 @@ loom_status loom_store_server_start(const char *addr, int port, loom_store_serve
 
 int loom_store_server_port(const loom_store_server *server) { return server ? server->port : -1; }
 
+uint64_t loom_store_server_refused(const loom_store_server *server)
+{
+    return server ? __atomic_load_n(&server->refused, __ATOMIC_RELAXED) : 0;
+}
+
 void loom_store_server_stop(loom_store_server *server)
 {
     if (!server) return;
@@ -717,10 +934,17 @@ void loom_store_server_stop(loom_store_server *server)
         w = write(server->wake[1], "x", 1);
     } while (w < 0 && errno == EINTR);
     pthread_join(server->thread, NULL);
+    if (server->refused || server->turned_away)
+        loom_log(LOOM_LOG_INFO,
+                 "rendezvous store on %s: dropped %llu connection(s) that did not prove the job's secret and closed "
+                 "%llu over the connection limit",
+                 server->where, (unsigned long long)server->refused, (unsigned long long)server->turned_away);
     close(server->listen_fd);
     close(server->wake[0]);
     close(server->wake[1]);
     free_table(server);
+    store_forget(server->secret);
+    free(server->secret);
     free(server->conns);
     free(server);
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "fileutil.h"
@@ -384,12 +385,8 @@ loom_status loom_bpe_load(const char *vocab_json, const char *merges_txt, loom_b
     return LOOM_OK;
 }
 
-static int file_exists(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f) fclose(f);
-    return f != NULL;
-}
+/* Without opening it: a FIFO under that name must not block here (loading refuses it). */
+static int file_exists(const char *path) { return access(path, F_OK) == 0; }
 
 loom_status loom_bpe_load_dir(const char *dir, loom_bpe **out)
 {

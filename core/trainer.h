@@ -26,6 +26,7 @@
 
 #include "args.h"
 #include "dataset.h"
+#include "memory_check.h"
 #include "plugin_loader.h"
 #include "ranks.h"
 
@@ -163,6 +164,7 @@ struct loom_trainer {
     int64_t scheduler_step;
     uint64_t budget_bytes;          /* the memory budget printed before step 1               */
     uint64_t baseline_bytes;        /* resident before prepare(): code, libraries, data       */
+    loom_memory_room memory_room;   /* what the process may hold, measured before prepare()   */
     double last_lr;
     double last_grad_norm;
     struct loom_norm_range {        /* the owned elements no lower rank also owns: counted in

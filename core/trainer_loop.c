@@ -344,7 +344,7 @@ static loom_status print_memory_budget(loom_trainer *t)
              (unsigned long long)t->optimizer_state_bytes, (unsigned long long)model_states,
              (unsigned long long)workspace, (unsigned long long)sharding.bucket_bytes, (unsigned long long)activations,
              (unsigned long long)t->baseline_bytes, (unsigned long long)total, (double)total / 1048576.0);
-    return LOOM_OK;
+    return loom_memory_check(&t->memory_room, total, t->rank, "the memory budget above");
 }
 
 /* ---- train ------------------------------------------------------------------------------- */

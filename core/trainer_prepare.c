@@ -160,11 +160,32 @@ static uint64_t resident_bytes(void)
     return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
 }
 
+/* Before the parameters are allocated: what every strategy needs at least (the parameters,
+ * an f32 copy while initialising a 16-bit run, this rank's share of gradients and master
+ * weights, the process so far) against the room; the whole budget is checked before step 1. */
+static loom_status check_memory_floor(const loom_trainer *t)
+{
+    double numel = (double)t->total_numel, world = (double)t->world_size;
+    double params = (double)t->params_capacity * (double)t->param_size;
+    double init_copy = t->param_dtype != LOOM_DTYPE_F32 ? numel * 4.0 : 0;
+    double grads = numel * (double)t->param_size / world, master = t->has_master ? numel * 4.0 / world : 0;
+    double need = params + init_copy + grads + master + (double)t->baseline_bytes;
+    char what[320];
+    snprintf(what, sizeof what,
+             "the model (%lld parameters: %.1f MiB of parameters, at least %.1f MiB of gradients and master weights "
+             "on this rank, %.1f MiB held before the run)",
+             (long long)t->total_numel, (params + init_copy) / 1048576.0, (grads + master) / 1048576.0,
+             (double)t->baseline_bytes / 1048576.0);
+    return loom_memory_check(&t->memory_room, need >= 1.8e19 ? UINT64_MAX : (uint64_t)need, t->rank, what);
+}
+
 loom_status loom_trainer_prepare(loom_trainer *t)
 {
     if (t->bound) return LOOM_OK;
     /* What the process holds before the run's own buffers: the memory budget starts from it. */
     t->baseline_bytes = resident_bytes();
+    loom_status room_st = loom_memory_room_read("", t->baseline_bytes, &t->memory_room);
+    if (room_st != LOOM_OK) return room_st;
     const loom_host_api *api = loom_host_api_table();
     const loom_model_vtable *mv = t->model.vtable;
     loom_model *model = t->model.instance;
@@ -207,6 +228,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
      * tail past total_numel is zero and belongs to nobody). */
     const int64_t quantum = (int64_t)t->world_size * LOOM_NORM_BLOCK;
     t->params_capacity = t->world_size > 1 ? (t->total_numel + quantum - 1) / quantum * quantum : t->total_numel;
+    if ((st = check_memory_floor(t)) != LOOM_OK) return st;
     t->params = api->alloc(t->core_host, (size_t)t->params_capacity * t->param_size + 1, 0, LOOM_DEVICE_CPU, 0);
     if (t->params && t->param_dtype != LOOM_DTYPE_F32) initial = malloc((size_t)t->total_numel * sizeof(float) + 1);
     else initial = t->params;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every ctest suite; then the unit
-# suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer, and the threaded parts under
+# ThreadSanitizer.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/install-deps.sh"
@@ -12,4 +13,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ "${LOOM_SKIP_SANITIZERS:-0}" != 1 ]; then
   CMAKE_BUILD_TYPE=Debug "$root/scripts/build.sh" "$root/build-asan" -DLOOM_SANITIZE=ON -DLOOM_CUDA=OFF
   (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 -L unit)
+  # ThreadSanitizer over the threaded parts only (the rendezvous store, the gloo plugin and the
+  # launcher, dead-peer paths included): just their targets are built, to keep the step short.
+  cmake -S "$root" -B "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_TSAN=ON -DLOOM_CUDA=OFF >/dev/null
+  cmake --build "$root/build-tsan" -j"$(nproc)" --target loom loom_command gloo fake_rank test_store \
+    test_store_rendezvous test_store_admission test_comm_gloo test_ranks
+  (cd "$root/build-tsan" && TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$root/tests/tsan.supp" \
+    ctest --output-on-failure -j1 -L tsan)
 fi

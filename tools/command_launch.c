@@ -66,6 +66,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -102,7 +103,13 @@ static void usage(FILE *out)
                  "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT\n"
                  "(and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a bare sub-command\n"
                  "(`train`, ...) runs this loom binary. Output lines are prefixed \"[rank N] \".\n"
-                 "If a rank fails the others are stopped and its exit status is returned.\n");
+                 "If a rank fails the others are stopped and its exit status is returned.\n"
+                 "\n"
+                 "The rendezvous store admits only this job's ranks: they must know LOOM_STORE_SECRET.\n"
+                 "On one node loom launch makes a random one for each job; with --nnodes > 1 export the\n"
+                 "same value on every node first (export LOOM_STORE_SECRET=$(openssl rand -hex 32)).\n"
+                 "Ranks started by mpirun, srun or by hand need it too (mpirun -x LOOM_STORE_SECRET;\n"
+                 "srun passes the environment); without it only a loopback MASTER_ADDR is allowed.\n");
 }
 
 /* ---- options --------------------------------------------------------------------------- */
@@ -672,6 +679,41 @@ static int exit_code_of(int status)
     return 1;
 }
 
+/* The job's secret for the rendezvous store, put in this process's environment so every rank
+ * inherits it: the one given, else on a single node a fresh random one (32 bytes as hex). Nodes
+ * cannot agree on a random one, so several nodes need it given. Returns 0 on success, else an
+ * exit status. */
+static int set_store_secret(const launch_options *o)
+{
+    const char *given = getenv("LOOM_STORE_SECRET");
+    if (given && *given) return 0;
+    if (o->nnodes > 1) {
+        fprintf(stderr,
+                "loom: error: launch: --nnodes %ld needs the same LOOM_STORE_SECRET on every node: run "
+                "export LOOM_STORE_SECRET=$(openssl rand -hex 32) and pass it to each node's loom launch\n",
+                o->nnodes);
+        return 2;
+    }
+    unsigned char raw[32];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            fprintf(stderr, "loom: error: launch: cannot make the job's secret: getrandom: %s\n", strerror(errno));
+            return 1;
+        }
+        got += (size_t)r;
+    }
+    char hex[2 * sizeof raw + 1];
+    for (size_t i = 0; i < sizeof raw; i++) snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    if (setenv("LOOM_STORE_SECRET", hex, 1) != 0) {
+        fprintf(stderr, "loom: error: launch: cannot set LOOM_STORE_SECRET: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
 int loom_command_launch(int argc, char **argv)
 {
     launch_options o = {
@@ -683,6 +725,7 @@ int loom_command_launch(int argc, char **argv)
     char path[PATH_MAX];
     int self = 0, subcommand = 0;
     if (!resolve_command(argv[first], path, sizeof path, &self, &subcommand)) return 2;
+    if ((rc = set_store_secret(&o)) != 0) return rc;
 
     /* argv of a rank: a sub-command word becomes "loom WORD ARGS..."; "loom ..." stays. */
     int n_args = argc - first;

@@ -4,6 +4,7 @@
  * resolved configuration, train / evaluate / predict, and save.
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,9 +110,10 @@ static loom_status save_resolved(const loom_trainer *t)
     loom_status st = loom_path_join(path, sizeof path, t->args.output_dir, "resolved_config.txt");
     if (st != LOOM_OK) return st;
     FILE *f = fopen(path, "w");
-    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write", path);
+    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(f, "# loom resolved configuration\n[arguments]\n");
     st = loom_args_write_json(&t->args, f);
+    if (st != LOOM_OK) st = loom_error_context(st, "%s", path);
     const loom_plugin_instance *slots[] = {&t->model, &t->optimizer, &t->scheduler, &t->precision, &t->sharding, &t->comm};
     for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
         fprintf(f, "[%s %s]\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name);
@@ -121,7 +123,7 @@ static loom_status save_resolved(const loom_trainer *t)
         fprintf(f, "[callback %s]\n", t->callbacks[i].plugin->desc->name);
         loom_config_print(t->callbacks[i].config, f);
     }
-    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_IO, "%s: write failed", path);
+    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_IO, "%s: write failed: %s", path, strerror(errno));
     return st;
 }
 

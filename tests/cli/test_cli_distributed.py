@@ -145,7 +145,8 @@ class NamespaceTest(LoomTestCase):
         procs = []
         for rank, ns in enumerate((self.A, self.B)):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
-                       MASTER_ADDR="10.77.0.1", MASTER_PORT="29777", OMP_NUM_THREADS="1")
+                       MASTER_ADDR="10.77.0.1", MASTER_PORT="29777", OMP_NUM_THREADS="1",
+                       LOOM_STORE_SECRET="namespace-test-secret-0123456789")
             procs.append(subprocess.Popen(["ip", "netns", "exec", ns, LOOM,
                                            *self.train_args(self.out(f"ns{rank}"), *args)],
                                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

@@ -9,7 +9,10 @@ class ErrorTest(LoomTestCase):
 
     def assert_error(self, args, *expected, status=2, env=None):
         code, stdout, stderr = loom(*args, check=False, env=env)
-        self.assertEqual(code, status, f"{args}: exit {code}\nstdout:{stdout}\nstderr:{stderr}")
+        if status is None:  # any failure
+            self.assertNotEqual(code, 0, f"{args}: exit 0\nstdout:{stdout}\nstderr:{stderr}")
+        else:
+            self.assertEqual(code, status, f"{args}: exit {code}\nstdout:{stdout}\nstderr:{stderr}")
         lines = [l for l in stderr.splitlines() if l.strip() and not l.startswith("loom: warning:")]
         self.assertEqual(len(lines), 1, f"{args}: want one error line, got:\n{stderr}")
         self.assertTrue(lines[0].startswith("loom: error: "), lines[0])
@@ -56,6 +59,47 @@ class ErrorTest(LoomTestCase):
         with open(typed, "w") as f:
             f.write('{"max_steps": "many"}')
         self.assert_error(self.args("--config", typed), "max_steps", typed)
+
+    def test_unbounded_inputs_are_refused(self):
+        # A device or FIFO where a file belongs: refused at once (no hang, no flood of memory).
+        fifo = os.path.join(self.tmp, "fifo.json")
+        os.mkfifo(fifo)
+        self.assert_error(self.args("--config", "/dev/zero"), "--config", "/dev/zero", "device")
+        self.assert_error(self.args("--config", fifo), "--config", fifo, "FIFO")
+        self.assert_error(self.args("--deepspeed", "/dev/zero"), "--deepspeed", "/dev/zero", "device")
+        self.assert_error(self.args("--train_file", fifo), fifo, "regular file")
+        huge = os.path.join(self.tmp, "huge.json")
+        with open(huge, "wb") as f:
+            f.truncate(17 << 20)  # sparse: over the 16 MiB a config may have
+        self.assert_error(self.args("--config", huge), "--config", huge, "bytes")
+
+    def test_counts_out_of_range_name_the_argument(self):
+        self.assert_error(self.args("--num_train_epochs", "1e18"), "--num_train_epochs", "1e6")
+        self.assert_error(self.args("--per_device_train_batch_size", "100000000000"), "--per_device_train_batch_size")
+        self.assert_error(self.args("--gradient_accumulation_steps", "99999999999"), "--gradient_accumulation_steps")
+        self.assert_error(self.args("--num_threads", "1000000"), "--num_threads")
+        self.assert_error(self.args("--ddp_timeout", "9999999999"), "--ddp_timeout")
+
+    def test_a_run_that_cannot_fit_is_refused_up_front(self):
+        # LOOM_MEMORY_LIMIT states the room (as a cgroup limit would): a 900M-parameter model is
+        # refused before anything is allocated; a 4M-parameter one passes that floor but not its
+        # whole budget (Adam's states, activations); with room it trains.
+        big = self.args("--max_steps", "1", "--mlp.hidden_sizes", "30000,30000")
+        line = self.assert_error(big, "900360004 parameters", "512.0 MiB", "LOOM_MEMORY_LIMIT=512M",
+                                 "--per_device_train_batch_size", "ZeRO", status=None,
+                                 env=dict(os.environ, LOOM_MEMORY_LIMIT="512M"))
+        self.assertIn("rank 0", line)
+        mid = self.args("--max_steps", "1", "--mlp.hidden_sizes", "2000,2000")
+        code, _, err = loom(*mid, check=False, env={"LOOM_MEMORY_LIMIT": "60M"})
+        errors = [l for l in err.splitlines() if l.startswith("loom: error:")]
+        self.assertNotEqual(code, 0, err)
+        self.assertEqual(len(errors), 1, err)
+        self.assertIn("the memory budget above needs", errors[0])
+        self.assertIn("may use 60.0 MiB", errors[0])
+        code, _, err = loom(*mid, check=False, env=dict(os.environ, LOOM_MEMORY_LIMIT="64G"))
+        self.assertEqual(code, 0, err)
+        self.assert_error(mid, "LOOM_MEMORY_LIMIT", "lots", env=dict(os.environ, LOOM_MEMORY_LIMIT="lots"),
+                          status=None)
 
     def test_bad_data_files(self):
         good = os.path.join(self.data, "train.bin")

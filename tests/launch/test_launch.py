@@ -19,7 +19,7 @@ def launch(*args, env=None, timeout=60):
     """Run `loom launch ARGS`; return (code, stdout, stderr, seconds)."""
     full_env = dict(os.environ)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "OMP_NUM_THREADS"):
+                 "OMP_NUM_THREADS", "LOOM_STORE_SECRET"):
         full_env.pop(name, None)
     if env:
         full_env.update(env)
@@ -64,7 +64,8 @@ class LaunchTest(unittest.TestCase):
 
     def test_environment_of_a_second_node(self):
         code, out, err, _ = launch("--nproc_per_node=3", "--nnodes", "2", "--node_rank", "1", "--master_addr",
-                                   "10.1.2.3", "--master-port", "4567", "--", FAKE, "env")
+                                   "10.1.2.3", "--master-port", "4567", "--", FAKE, "env",
+                                   env={"LOOM_STORE_SECRET": "s" * 32})
         self.assertEqual(code, 0, err)
         lines = by_rank(out)
         self.assertEqual(sorted(lines), [3, 4, 5])
@@ -74,6 +75,25 @@ class LaunchTest(unittest.TestCase):
                                         f"MASTER_ADDR=10.1.2.3 MASTER_PORT=4567 OMP_NUM_THREADS={max(1, cores // 3)}"])
         notes = [l for l in err.splitlines() if "OMP_NUM_THREADS" in l]
         self.assertEqual(len(notes), 1, err)  # said once, not once per rank
+
+    def test_store_secret(self):
+        # One node: a fresh random secret per job, the same for every rank of the job.
+        show = ["sh", "-c", "echo secret=$LOOM_STORE_SECRET"]
+        secrets = []
+        for _ in range(2):
+            code, out, err, _ = launch("--nproc_per_node", "2", *show)
+            self.assertEqual(code, 0, err)
+            lines = by_rank(out)
+            self.assertEqual(lines[0], lines[1])
+            self.assertRegex(lines[0][0], r"^secret=[0-9a-f]{64}$")
+            secrets.append(lines[0][0])
+        self.assertNotEqual(secrets[0], secrets[1])
+        # A secret given is passed on as it is.
+        code, out, err, _ = launch("--nproc_per_node", "2", *show, env={"LOOM_STORE_SECRET": "given" * 4})
+        self.assertEqual(by_rank(out)[1], ["secret=" + "given" * 4])
+        # Several nodes cannot agree on a random one: it must be given.
+        line = self.assert_error("--nnodes", "2", "--node_rank", "0", FAKE, "env")
+        self.assertIn("LOOM_STORE_SECRET", line)
 
     def test_deepspeed_spelling_and_defaults(self):
         code, out, err, _ = launch("--num_gpus", "2", FAKE, "env")
@@ -284,6 +304,7 @@ class LaunchTest(unittest.TestCase):
         p = subprocess.run([LOOM, "launch", "--help"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0)
         self.assertIn("--nproc_per_node", p.stdout)
+        self.assertIn("LOOM_STORE_SECRET", p.stdout)
 
 
 

@@ -125,6 +125,36 @@ static void test_write_read(void)
     CHECK(error_names(at("a")));
 }
 
+/* Bounded reads: a file over the limit, a FIFO with no writer and a device are refused at
+ * once with a message naming them; a file of exactly the limit is read whole. */
+static void test_bounded_read(void)
+{
+    char *data = NULL;
+    size_t len = 0;
+    touch(at("ten"), "0123456789");
+    CHECK(loom_read_file_max(at("ten"), 10, &data, &len) == LOOM_OK && len == 10 && data && data[10] == '\0');
+    free(data);
+    data = NULL;
+    CHECK(loom_read_file_max(at("ten"), 9, &data, &len) == LOOM_E_IO && data == NULL);
+    CHECK(error_names(at("ten")) && strstr(loom_error_message(), "10 bytes") && strstr(loom_error_message(), " 9 "));
+
+    CHECK(mkfifo(at("fifo"), 0600) == 0);
+    CHECK(loom_read_file(at("fifo"), &data, &len) == LOOM_E_IO && data == NULL); /* returns: no writer needed */
+    CHECK(error_names(at("fifo")) && strstr(loom_error_message(), "FIFO"));
+    if (exists("/dev/zero")) {
+        CHECK(loom_read_file("/dev/zero", &data, &len) == LOOM_E_IO && data == NULL);
+        CHECK(strstr(loom_error_message(), "/dev/zero") && strstr(loom_error_message(), "character device"));
+    }
+    int fd = -1;
+    uint64_t size = 0;
+    CHECK(loom_open_regular(at("ten"), &fd, &size) == LOOM_OK && fd >= 0 && size == 10);
+    if (fd >= 0) close(fd);
+    CHECK(loom_open_regular(at("fifo"), &fd, &size) == LOOM_E_IO && fd == -1);
+    CHECK(loom_open_regular(at("nothing-here"), &fd, &size) == LOOM_E_NOT_FOUND);
+    unlink(at("fifo"));
+    unlink(at("ten"));
+}
+
 static void test_remove_tree(void)
 {
     CHECK(loom_mkdir_p(at("t/x/y/z")) == LOOM_OK);
@@ -264,6 +294,7 @@ int main(void)
     }
     test_mkdir_p();
     test_write_read();
+    test_bounded_read();
     test_remove_tree();
     test_dir_is_empty();
     test_rename_dir();

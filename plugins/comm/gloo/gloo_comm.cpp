@@ -20,7 +20,11 @@
  * Failures: every Gloo operation is bounded by the context's timeout. A peer that died closes
  * its sockets and the pending operation fails at once (LOOM_E_COMM); one that stopped
  * answering makes it time out (LOOM_E_TIMEOUT). After any failure the ranks are out of step,
- * so the instance refuses further operations with the first error.
+ * so the instance refuses further operations with the first error, and it closes its
+ * connections before the failure is reported: Gloo's device thread may still be completing a
+ * receive into the caller's buffer, and only a closed pair is sure to touch it no more. A
+ * caller that gives up on an operation still running likewise closes them and waits for the
+ * operation to end before it returns (and frees its buffers).
  *
  * The ABI boundary: this file is the only C++ in loom. Every vtable entry catches every
  * exception; nothing unwinds into the host.
@@ -316,6 +320,20 @@ Clock::duration seconds(double s)
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
+/* Close every connection of the context, so that Gloo's device thread touches no buffer of
+ * this instance any more (closing a pair waits for the device loop to let go of it); an
+ * operation still running fails at once. Call without self->mutex held. */
+void close_transport(loom_comm *self)
+{
+    std::shared_ptr<gloo::Context> context = self->context;
+    if (!context) return;
+    try {
+        context->closeConnections();
+    } catch (...) {
+        /* already closed or half torn down: nothing is left to wait for */
+    }
+}
+
 /* Run a job the caller has marked running (lock held on entry and on return). */
 void execute(loom_comm *self, const std::shared_ptr<Job> &job, std::unique_lock<std::mutex> &lock)
 {
@@ -331,6 +349,7 @@ void execute(loom_comm *self, const std::shared_ptr<Job> &job, std::unique_lock<
     } catch (...) {
         status = classify(self, job->what, message);
     }
+    if (status != LOOM_OK) close_transport(self); /* before anyone may free the job's buffers */
 
     lock.lock();
     self->running.reset();
@@ -386,6 +405,12 @@ loom_status wait_job(loom_comm *self, const std::shared_ptr<Job> &job)
                 self->broken_status = LOOM_E_TIMEOUT;
                 self->broken = text;
             }
+            /* The running operation may be writing into this caller's buffer: stop the
+             * transport and let the operation fail before the caller gets its buffer back. */
+            lock.unlock();
+            close_transport(self);
+            lock.lock();
+            self->cv.wait_until(lock, Clock::now() + seconds(kWaitGraceSeconds), [self] { return !self->running; });
             lock.unlock();
             return self->api->fail(self->host, LOOM_E_TIMEOUT, "%s", text);
         }
