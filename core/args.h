@@ -113,6 +113,9 @@ void loom_args_print_resolved(const loom_args *args, FILE *out, int given_only);
 /* "command line", the --config path, the --deepspeed path, or "default", for one row. */
 const char *loom_args_origin_text(const loom_args *args, size_t row);
 
+/* Python's str(round(v, digits)) (HF rounds logged metrics so: 0.6931, 3.0, 1e-05). */
+void loom_format_rounded(double v, int digits, char *buf, size_t size);
+
 /* The closest of `candidates` (n of them) to `word` by edit distance, or NULL if none is
  * within a sensible distance (<= max(2, strlen/3)). */
 const char *loom_closest_name(const char *word, const char *const *candidates, size_t n);

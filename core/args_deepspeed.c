@@ -192,7 +192,17 @@ static loom_status adopt_precision(adopt_ctx *c, const cJSON *root)
     }
     if ((st = adopt_string(c, "amp.opt_level", item(amp, "opt_level"), LOOM__ARG_fp16_opt_level)) != LOOM_OK) return st;
     const cJSON *bf16 = item(item(root, "bf16"), "enabled");
-    return adopt_bool(c, "bf16.enabled", bf16, LOOM__ARG_bf16, a->bf16);
+    if ((st = adopt_bool(c, "bf16.enabled", bf16, LOOM__ARG_bf16, a->bf16)) != LOOM_OK) return st;
+    if (!a->fp16 || !a->bf16 || (!c->key_of[LOOM__ARG_fp16] && !c->key_of[LOOM__ARG_bf16])) return LOOM_OK;
+    /* Two precisions, at least one of them from the file: say which keys and flags. */
+    char where[512];
+    if (c->key_of[LOOM__ARG_fp16] && c->key_of[LOOM__ARG_bf16])
+        return loom_error(LOOM_E_INVALID, "%s: bf16.enabled and %s are both true: choose one", c->file,
+                          c->key_of[LOOM__ARG_fp16]);
+    int from_file = c->key_of[LOOM__ARG_bf16] ? LOOM__ARG_bf16 : LOOM__ARG_fp16;
+    int flag = from_file == LOOM__ARG_bf16 ? LOOM__ARG_fp16 : LOOM__ARG_bf16;
+    return loom_error(LOOM_E_INVALID, "%s=true in %s but --%s%s: choose one precision", c->key_of[from_file], c->file,
+                      loom__arg_table[flag].name, loom__where(c->origin->source[flag], where, sizeof where));
 }
 
 loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin)

@@ -79,11 +79,13 @@ static void usage(FILE *out)
                  "  --node_rank R        this node's index, 0 <= R < M (default 0)\n"
                  "  --master_addr A      host of rank 0's rendezvous store (default 127.0.0.1)\n"
                  "  --master_port P      its port (default 29500)\n"
-                 "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks (default 10)\n"
+                 "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks\n"
+                 "                       (default 10)\n"
                  "\n"
-                 "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT\n"
-                 "(and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a bare sub-command\n"
-                 "(`train`, ...) runs this loom binary. Output lines are prefixed \"[rank N] \".\n"
+                 "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,\n"
+                 "MASTER_PORT (and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a\n"
+                 "bare sub-command (`train`, ...) runs this loom binary. Output lines are\n"
+                 "prefixed \"[rank N] \".\n"
                  "If a rank fails the others are stopped and its exit status is returned.\n");
 }
 
