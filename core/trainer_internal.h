@@ -29,6 +29,11 @@ void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 loom_status loom_trainer_save_checkpoint(loom_trainer *t);
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir);
 
+/* Before step 1: the start-up block on rank 0 and, at debug level, each rank's memory budget
+ * in bytes; sets t->budget_bytes (trainer_startup.c). */
+loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *dl, int64_t num_epochs,
+                                       int64_t max_steps, int64_t updates_per_epoch);
+
 /* The block size of the canonical gradient-norm pieces (elements). Sharding plugins that cut the
  * flat buffer only at multiples of it (or at tensor boundaries) get bitwise-identical norms. */
 #define LOOM_NORM_BLOCK 16384
