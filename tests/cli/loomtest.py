@@ -95,8 +95,9 @@ class LoomTestCase(unittest.TestCase):
         return os.path.join(self.tmp, name)
 
     def train_args(self, out, *extra):
+        # --verbose: the tests read the full resolved configuration and the byte-exact budgets.
         return ["train", "--output_dir", out, "--overwrite_output_dir", "--train_file",
-                os.path.join(self.data, "train.bin"), "--disable_tqdm", *extra]
+                os.path.join(self.data, "train.bin"), "--disable_tqdm", "--verbose", *extra]
 
     def state(self, out):
         with open(os.path.join(out, "trainer_state.json")) as f:

@@ -95,7 +95,7 @@ class OutputsTest(LoomTestCase):
         with open(os.path.join(self.run_dir, "trainer_state.json")) as f:
             last_eval = [e for e in json.load(f)["log_history"] if "eval_loss" in e][-1]
         got = float(re.search(r"eval_loss\s+=\s+([0-9.e+-]+)", stdout).group(1))
-        self.assertAlmostEqual(got, last_eval["eval_loss"], places=5)
+        self.assertAlmostEqual(got, last_eval["eval_loss"], delta=0.5e-4 + 1e-12)   # printed as HF rounds it
 
     def test_plugins_command_lists_every_shipped_plugin(self):
         _, stdout, _ = loom("plugins")
