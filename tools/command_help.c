@@ -197,6 +197,7 @@ void loom_help_train(const char *mode)
     printf("\nOther options:\n");
     loom_help_wrap(stdout,
                    "--verbose prints the full resolved configuration (also written to "
-                   "<output_dir>/resolved_config.txt) and the per-rank memory budget in bytes.",
+                   "<output_dir>/resolved_config.txt) and the per-rank memory budget in bytes; "
+                   "LOOM_VERBOSE=1 in the environment does the same.",
                    0, 2, width);
 }

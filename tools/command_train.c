@@ -176,7 +176,8 @@ int loom_command_train(const char *mode, int argc, char **argv)
             return 0;
         }
     /* --verbose is the command's, not a training argument: take it out before parsing. */
-    int verbose = 0, n = 0;
+    const char *env = getenv("LOOM_VERBOSE");
+    int verbose = env && *env && strcmp(env, "0") != 0, n = 0;
     char **rest = malloc((size_t)(argc + 1) * sizeof *rest);
     if (!rest) return loom_command_fail(loom_error(LOOM_E_NOMEM, "out of memory"));
     for (int i = 0; i < argc; i++) {

@@ -18,6 +18,9 @@ def run(*args, check=True, env=None, timeout=240):
     """Run a program; return (returncode, stdout, stderr)."""
     full_env = dict(os.environ)
     full_env.pop("LOOM_PLUGIN_PATH", None)
+    # As --verbose: the tests read the full resolved configuration and the byte-exact budgets
+    # from the output (test_cli_startup turns it off to see what a person sees).
+    full_env.setdefault("LOOM_VERBOSE", "1")
     if env:
         full_env.update(env)
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout)
@@ -95,9 +98,8 @@ class LoomTestCase(unittest.TestCase):
         return os.path.join(self.tmp, name)
 
     def train_args(self, out, *extra):
-        # --verbose: the tests read the full resolved configuration and the byte-exact budgets.
         return ["train", "--output_dir", out, "--overwrite_output_dir", "--train_file",
-                os.path.join(self.data, "train.bin"), "--disable_tqdm", "--verbose", *extra]
+                os.path.join(self.data, "train.bin"), "--disable_tqdm", *extra]
 
     def state(self, out):
         with open(os.path.join(out, "trainer_state.json")) as f:

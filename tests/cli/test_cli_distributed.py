@@ -30,7 +30,7 @@ class DistributedTest(LoomTestCase):
 
     def run_world(self, name, world, batch, *args):
         out = self.out(name)
-        common = ["train", "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "--verbose", "--ddp_timeout", "30",
+        common = ["train", "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "--ddp_timeout", "30",
                   "--per_device_train_batch_size", str(batch), *args]
         if world == 1:
             loom(*common)

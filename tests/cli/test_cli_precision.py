@@ -38,7 +38,7 @@ class PrecisionTest(LoomTestCase):
         common = ["--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "--ddp_timeout", "30",
                   "--train_file", self.tokens, "--per_device_train_batch_size", "4", "--learning_rate", "3e-3",
                   "--logging_steps", "1", "--seed", "5", *NANO, *args]
-        head = [program] if program else [LOOM, "train", "--verbose"]
+        head = [program] if program else [LOOM, "train"]
         if world > 1:
             head = [LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(), *head]
         code, stdout, stderr = run(*head, *common, check=check)

@@ -6,7 +6,12 @@ import json
 import os
 import re
 
-from loomtest import LoomTestCase, loom
+from loomtest import LoomTestCase, loom as verbose_loom
+
+
+def loom(*args, **kw):
+    """What a person sees: no LOOM_VERBOSE (the other tests turn it on)."""
+    return verbose_loom(*args, env={"LOOM_VERBOSE": "0"}, **kw)
 
 COMMANDS = ["train", "evaluate", "predict", "plugins", "make-data", "convert", "tokenize", "launch", "version", "help"]
 
