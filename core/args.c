@@ -175,7 +175,16 @@ loom_status loom_args_parse(loom_args *args, int argc, char **argv)
         if ((st = loom__args_load_file(args, args->config, &origin)) != LOOM_OK) return st;
     }
     if ((st = parse_command_line(args, &origin, argc, argv)) != LOOM_OK) return st;
-    return loom__args_resolve(args, &origin);
+    if (args->deepspeed && *args->deepspeed && (st = loom__args_adopt_deepspeed(args, &origin)) != LOOM_OK) return st;
+    if ((st = loom__args_resolve(args, &origin)) != LOOM_OK) return st;
+    for (size_t i = 0; i < LOOM__ARG_COUNT; i++) {
+        const char *source = origin.source[i];
+        args->origin[i] = !source                                        ? LOOM_ARG_FROM_DEFAULT
+                          : source == LOOM__SRC_CLI                      ? LOOM_ARG_FROM_COMMAND_LINE
+                          : args->config && !strcmp(source, args->config) ? LOOM_ARG_FROM_CONFIG_FILE
+                                                                         : LOOM_ARG_FROM_DEEPSPEED_FILE;
+    }
+    return LOOM_OK;
 }
 
 void loom_args_print_nondefault(const loom_args *args, FILE *out)
@@ -186,5 +195,28 @@ void loom_args_print_nondefault(const loom_args *args, FILE *out)
         char *text = loom__arg_format(args, d);
         fprintf(out, "  --%s %s\n", d->name, text ? text : "?");
         free(text);
+    }
+}
+
+const char *loom_args_origin_text(const loom_args *args, size_t row)
+{
+    switch (row < LOOM__ARG_COUNT ? args->origin[row] : LOOM_ARG_FROM_DEFAULT) {
+    case LOOM_ARG_FROM_COMMAND_LINE: return "command line";
+    case LOOM_ARG_FROM_CONFIG_FILE: return args->config ? args->config : "--config";
+    case LOOM_ARG_FROM_DEEPSPEED_FILE: return args->deepspeed ? args->deepspeed : "--deepspeed";
+    default: return "default";
+    }
+}
+
+void loom_args_print_resolved(const loom_args *args, FILE *out, int given_only)
+{
+    for (int pass = 0; pass < (given_only ? 1 : 2); pass++) {
+        for (size_t i = 0; i < LOOM__ARG_COUNT; i++) {
+            const loom__arg_desc *d = &loom__arg_table[i];
+            if ((args->origin[i] == LOOM_ARG_FROM_DEFAULT) != (pass == 1)) continue;
+            char *text = loom__arg_format(args, d);
+            fprintf(out, "  --%-30s %-24s (%s)\n", d->name, text ? text : "?", loom_args_origin_text(args, i));
+            free(text);
+        }
     }
 }

@@ -33,6 +33,24 @@ typedef struct loom_string_list {
     size_t count;
 } loom_string_list;
 
+/* LOOM__ARG_<name>: a row's index in training_args.def; LOOM__ARG_COUNT rows. */
+enum {
+#define LOOM_ARG(kind, name, default_text, status, note, doc) LOOM__ARG_##name,
+#include "training_args.def"
+#undef LOOM_ARG
+    LOOM__ARG_COUNT
+};
+
+/* Where a resolved value came from (loom_args.origin[row]): its default (HF's, or one HF
+ * derives, such as eval_steps from logging_steps), the command line, the --config file, or
+ * the --deepspeed file (a value written there wins over a default; see deepspeed_config.h). */
+typedef enum loom_arg_origin {
+    LOOM_ARG_FROM_DEFAULT = 0,
+    LOOM_ARG_FROM_COMMAND_LINE,
+    LOOM_ARG_FROM_CONFIG_FILE,
+    LOOM_ARG_FROM_DEEPSPEED_FILE
+} loom_arg_origin;
+
 /* What becomes of a non-default value (third-to-last column of training_args.def). */
 #define LOOM_ARG_SUPPORTED 0 /* implemented                                                 */
 #define LOOM_ARG_NOT_YET 1   /* accepted; a non-default value is an error "not supported
@@ -59,6 +77,9 @@ typedef struct loom_args {
     loom_string_list unknown_values;
     /* Where each unknown key came from ("command line" or the JSON file path). Owned. */
     loom_string_list unknown_sources;
+    /* Where each argument's value came from (loom_arg_origin), set by loom_args_parse. A
+     * value is "given" when it is not LOOM_ARG_FROM_DEFAULT. */
+    unsigned char origin[LOOM__ARG_COUNT];
 } loom_args;
 
 /* Defaults for every field (HF's). */
@@ -83,6 +104,17 @@ loom_status loom_args_write_json(const loom_args *args, FILE *out);
 /* One "--name value" line per argument that differs from its default, for the resolved-
  * configuration log at start. */
 void loom_args_print_nondefault(const loom_args *args, FILE *out);
+
+/* The resolved configuration with provenance: one line per argument,
+ * "  --name value    (command line | <config path> | <deepspeed path> | default)", the ones
+ * given (or taken from a file) first, then every default unless `given_only`. */
+void loom_args_print_resolved(const loom_args *args, FILE *out, int given_only);
+
+/* "command line", the --config path, the --deepspeed path, or "default", for one row. */
+const char *loom_args_origin_text(const loom_args *args, size_t row);
+
+/* Python's str(round(v, digits)) (HF rounds logged metrics so: 0.6931, 3.0, 1e-05). */
+void loom_format_rounded(double v, int digits, char *buf, size_t size);
 
 /* The closest of `candidates` (n of them) to `word` by edit distance, or NULL if none is
  * within a sensible distance (<= max(2, strlen/3)). */

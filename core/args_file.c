@@ -196,10 +196,17 @@ loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_or
     } else if (loom__json_find_duplicate(root, dup, sizeof dup) < 0) {
         st = loom_error(LOOM_E_INVALID, "duplicate key '%s' in %s", dup, path);
     }
+    /* A run's own training_args.json (it has "plugin_flags") is accepted as it is: its
+     * "config" only records the file that run read, whose values it already holds, and its
+     * plugin_flags are the plugin keys that run was given. */
+    const cJSON *plugin_flags = st == LOOM_OK ? cJSON_GetObjectItemCaseSensitive(root, "plugin_flags") : NULL;
+    int run_record = cJSON_IsObject(plugin_flags);
     for (const cJSON *c = root->child; st == LOOM_OK && c; c = c->next) {
         const loom__arg_desc *d = loom__arg_find(c->string);
-        if (d && d - loom__arg_table == LOOM__ARG_config) {
-            st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
+        if (run_record && c == plugin_flags) {
+            for (const cJSON *f = c->child; st == LOOM_OK && f; f = f->next) st = add_unknown(args, f->string, f, path);
+        } else if (d && d - loom__arg_table == LOOM__ARG_config) {
+            if (!run_record) st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
         } else if (d) {
             st = set_from_json(args, d, c, path);
             origin->source[d - loom__arg_table] = path;

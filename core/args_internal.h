@@ -32,14 +32,6 @@ typedef struct loom__arg_desc {
     size_t offset; /* of the field in loom_args */
 } loom__arg_desc;
 
-/* LOOM__ARG_<name>: a row's index in the table. */
-enum {
-#define LOOM_ARG(kind, name, default_text, status, note, doc) LOOM__ARG_##name,
-#include "training_args.def"
-#undef LOOM_ARG
-    LOOM__ARG_COUNT
-};
-
 extern const loom__arg_desc loom__arg_table[LOOM__ARG_COUNT];
 
 /* Where each value came from while parsing: LOOM__SRC_CLI, the config file's path (owned by
@@ -107,6 +99,11 @@ loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_or
  * path in buf (args_file.c). */
 struct cJSON;
 int loom__json_find_duplicate(const struct cJSON *value, char *buf, size_t size);
+
+/* --deepspeed FILE: the file's values for the arguments it maps replace their defaults;
+ * a given argument that disagrees is an error (args_deepspeed.c). A file that cannot be read
+ * or parsed is left for loom_ds_config_load to report. */
+loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin);
 
 /* HF's __post_init__: derived defaults, aliases, checks (args_resolve.c). */
 loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin);

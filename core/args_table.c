@@ -376,3 +376,13 @@ void loom__format_double(double v, char *buf, size_t size)
     *o = '\0';
     snprintf(buf, size, "%s", out);
 }
+
+void loom_format_rounded(double v, int digits, char *buf, size_t size)
+{
+    char fixed[400];
+    if (isfinite(v) && fabs(v) < 1e16) {
+        snprintf(fixed, sizeof fixed, "%.*f", digits, v);
+        v = strtod(fixed, NULL);
+    }
+    loom__format_double(v, buf, size);
+}

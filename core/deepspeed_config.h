@@ -34,6 +34,15 @@
  * scheduler's warmup_max_lr/warmup_num_steps (and total_num_steps, checked when T is known).
  * fp16/amp/bf16 "enabled" given as true/false is kept as written (the precision decision is
  * the trainer's).
+ * Before any of this, loom_args_parse (args_deepspeed.c) lets the file win over defaults: each
+ * number or true/false the file writes for a key above replaces its argument's default
+ * (lr -> --learning_rate, betas -> --adam_beta1/2, eps, weight_decay, gradient_clipping ->
+ * --max_grad_norm, the batch sizes, warmup_max_lr -> --learning_rate, warmup_num_steps ->
+ * --warmup_steps unless --warmup_ratio was given, WarmupDecayLR's total_num_steps ->
+ * --max_steps unless --num_train_epochs was given, fp16/amp/bf16 enabled and amp.opt_level), so
+ * by the time the file is loaded here a disagreement can only come from an argument the user
+ * gave; that is the one-line error, naming the key, the flag, both values and where the flag
+ * came from. train_batch_size is checked, never adopted (it depends on the world size).
  *
  * Schema (v0.3.10 defaults in parentheses):
  *   top level: train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps

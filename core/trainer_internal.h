@@ -64,6 +64,11 @@ loom_status loom_trainer_callbacks_restore(loom_trainer *t, const struct cJSON *
 /* The "loom.trainer/1" table lent to callbacks (trainer_service.c). */
 const struct loom_trainer_api *loom_trainer_service_table(void);
 
+/* Before step 1: the start-up block on rank 0 and, at debug level, each rank's memory budget
+ * in bytes; sets t->budget_bytes (trainer_startup.c). */
+loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *dl, int64_t num_epochs,
+                                       int64_t max_steps, int64_t updates_per_epoch);
+
 /* The block size of the canonical gradient-norm pieces (elements). Sharding plugins that cut the
  * flat buffer only at multiples of it (or at tensor boundaries) get bitwise-identical norms. */
 #define LOOM_NORM_BLOCK 16384

@@ -310,43 +310,6 @@ static void default_flow_epoch_end(loom_trainer *t)
     if (strcmp(a->save_strategy, "epoch") == 0) t->control.should_save = 1;
 }
 
-/* ---- the memory budget ------------------------------------------------------------------- */
-
-/* What this rank holds, from the same sizes the buffers were allocated with, printed before step
- * 1 on every rank (a ZeRO strategy shows its savings here, byte for byte). */
-static loom_status print_memory_budget(loom_trainer *t)
-{
-    const loom_sharding_vtable *sv = t->sharding.vtable;
-    const loom_precision_vtable *pv = t->precision.vtable;
-    const loom_model_vtable *mv = t->model.vtable;
-    loom_sharding_memory sharding = {LOOM_HEADER_INIT(loom_sharding_memory)};
-    loom_status st = sv->memory(t->sharding.instance, &sharding);
-    if (st != LOOM_OK) return st;
-    uint64_t parameters = (uint64_t)t->total_numel * t->param_size;
-    /* The ZeRO paper's K counts the f32 master weights with the optimizer states (K = 12 for
-     * mixed-precision Adam); the f32 gradients the step reads are a workspace beside them. */
-    uint64_t owned_numel = 0;
-    for (size_t r = 0; r < t->n_owned; r++) owned_numel += (uint64_t)(t->owned[r].end - t->owned[r].begin);
-    uint64_t master_all = pv->master_bytes(t->precision.instance);
-    uint64_t master = t->has_master ? owned_numel * sizeof(float) : 0;
-    if (master > master_all) master = master_all;
-    uint64_t workspace = master_all - master;
-    uint64_t activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
-    uint64_t model_states = parameters + sharding.gradient_bytes + master + t->optimizer_state_bytes;
-    uint64_t total = model_states + workspace + sharding.bucket_bytes + activations + t->baseline_bytes;
-    t->budget_bytes = total;
-    loom_log(LOOM_LOG_INFO,
-             "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu B, "
-             "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
-             "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB)",
-             t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
-             (unsigned long long)parameters, (unsigned long long)sharding.gradient_bytes, (unsigned long long)master,
-             (unsigned long long)t->optimizer_state_bytes, (unsigned long long)model_states,
-             (unsigned long long)workspace, (unsigned long long)sharding.bucket_bytes, (unsigned long long)activations,
-             (unsigned long long)t->baseline_bytes, (unsigned long long)total, (double)total / 1048576.0);
-    return loom_memory_check(&t->memory_room, total, t->rank, "the memory budget above");
-}
-
 /* ---- train ------------------------------------------------------------------------------- */
 
 static double round_to(double x, int digits)
@@ -424,11 +387,8 @@ loom_status loom_trainer_train(loom_trainer *t)
     int64_t examples_seen = 0, tokens_seen = 0, first_step = t->state.global_step;
     double start = loom_now_seconds();
     t->control.should_training_stop = 0;
-    if (st == LOOM_OK) st = print_memory_budget(t);
+    if (st == LOOM_OK) st = loom_trainer_print_startup(t, &dl, num_epochs, max_steps, updates_per_epoch);
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
-    if (st == LOOM_OK && t->state.is_world_process_zero) loom_log(LOOM_LOG_INFO, "training: %lld examples, %lld epochs, %lld steps (batch %lld x %lld accumulation x %d ranks)",
-                                (long long)dl.dataset->n_examples, (long long)num_epochs, (long long)max_steps,
-                                (long long)dl.batch_size, (long long)ga, t->world_size);
 
     for (int64_t epoch = first_epoch; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop; epoch++) {
         if ((st = loom_dataloader_set_epoch(&dl, epoch)) != LOOM_OK) break;

@@ -229,6 +229,35 @@ static loom_status open_token_datasets(loom_trainer *t)
     return open_datasets(t, LOOM_DATA_TOKENS, block);
 }
 
+/* HF refuses an evaluation that cannot happen (Trainer.__init__: an evaluation strategy with no
+ * eval_dataset; the example scripts: --do_eval without a validation set) rather than train
+ * and silently never evaluate. Token data already refuses a file without one example. */
+static loom_status check_evaluation(const loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    if (a->do_eval != 1) return LOOM_OK;
+    int by_strategy = strcmp(a->evaluation_strategy, "no") != 0 && a->origin[LOOM__ARG_do_eval] == LOOM_ARG_FROM_DEFAULT;
+    if (!a->validation_file || !*a->validation_file) {
+        if (by_strategy)
+            return loom_error(LOOM_E_INVALID,
+                              "--evaluation_strategy %s needs validation data: give --validation_file (or "
+                              "--evaluation_strategy no)",
+                              a->evaluation_strategy);
+        return loom_error(LOOM_E_INVALID, "--do_eval needs validation data: give --validation_file");
+    }
+    if (!t->eval_dataset) return LOOM_OK; /* opened later (token data), checked again then */
+    int64_t n = t->eval_dataset->n_examples, world = t->world_size > 0 ? t->world_size : 1;
+    if (n < 1)
+        return loom_error(LOOM_E_INVALID, "--validation_file %s holds no example: nothing to evaluate",
+                          a->validation_file);
+    if (a->dataloader_drop_last && (n + world - 1) / world < a->per_device_eval_batch_size)
+        return loom_error(LOOM_E_INVALID,
+                          "--validation_file %s: %lld examples over %lld rank(s) make no evaluation batch of "
+                          "--per_device_eval_batch_size %lld with --dataloader_drop_last",
+                          a->validation_file, (long long)n, (long long)world, (long long)a->per_device_eval_batch_size);
+    return LOOM_OK;
+}
+
 /* --deepspeed ds_config.json: read and merge it with the arguments (conflicts are errors), and
  * refuse what this build cannot do yet rather than run something else. */
 static loom_status load_deepspeed(loom_trainer *t)
@@ -357,6 +386,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
 
     /* Classification data first: the model's sizes come from it. */
     if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) goto done;
+    if ((st = check_evaluation(t)) != LOOM_OK) goto done;
 
     if (a->model_name_or_path && *a->model_name_or_path &&
         (st = read_saved_model_config(a->model_name_or_path, &saved)) != LOOM_OK)
@@ -530,6 +560,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
      * (create_optimizer_and_scheduler). */
     if ((st = loom_trainer_create_instance(&t->model, model, NULL)) != LOOM_OK) goto done;
     if ((st = open_token_datasets(t)) != LOOM_OK) goto done;
+    if ((st = check_evaluation(t)) != LOOM_OK) goto done;
     if ((st = loom_trainer_create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
     for (size_t i = 0; i < n_callbacks; i++)
         if ((st = loom_trainer_create_callback(t, &t->callbacks[i], callbacks[i])) != LOOM_OK) goto done;

@@ -23,9 +23,11 @@
 static void print_help(void)
 {
     printf("usage: loom consolidate CHECKPOINT OUTPUT_DIR\n\n"
-           "Join a checkpoint's f32 master weights (per-rank shards under ZeRO / sharded DDP) into one\n"
-           "f32 model.safetensors in OUTPUT_DIR, with config.json and the tokenizer files: what\n"
-           "DeepSpeed's zero_to_fp32.py does. A run without master weights (fp32) has its model copied.\n");
+           "Join a checkpoint's f32 master weights (per-rank shards under ZeRO or sharded\n"
+           "DDP) into one f32 model.safetensors in OUTPUT_DIR, with config.json and the\n"
+           "tokenizer files: what DeepSpeed's zero_to_fp32.py does. A run without master\n"
+           "weights (fp32) has its model copied. The checkpoint is checked against its\n"
+           "manifest first.\n");
 }
 
 static loom_status copy_if_present(const char *from_dir, const char *to_dir, const char *name)

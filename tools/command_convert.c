@@ -267,8 +267,9 @@ int loom_command_convert(int argc, char **argv)
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
             printf("usage: loom convert --from llmc --input MODEL.bin --output_dir DIR\n"
-                   "  Convert an llm.c GPT-2 checkpoint (fp32 or bf16) into DIR/model.safetensors and\n"
-                   "  DIR/config.json, as HF's GPT2LMHeadModel and `loom train --model_name_or_path DIR` load them.\n");
+                   "  Convert an llm.c GPT-2 checkpoint (fp32 or bf16) into DIR/model.safetensors\n"
+                   "  and DIR/config.json, as HF's GPT2LMHeadModel and\n"
+                   "  `loom train --model_name_or_path DIR` load them.\n");
             return 0;
         }
         if (!value) return usage_error("missing value after", flag);

@@ -80,8 +80,8 @@ extern char **environ;
 #define MAX_PROCS 4096
 
 /* Bare words that name a sub-command of this binary (keep in step with loom.c). */
-static const char *const SUBCOMMANDS[] = {"train",     "evaluate", "eval",     "predict", "plugins",
-                                          "make-data", "convert",  "tokenize", "version"};
+static const char *const SUBCOMMANDS[] = {"train",    "evaluate", "eval",    "predict",     "plugins", "make-data",
+                                          "convert",  "tokenize", "plot",    "consolidate", "version"};
 
 static void usage(FILE *out)
 {
@@ -90,26 +90,30 @@ static void usage(FILE *out)
                  "Start the ranks of COMMAND on this node, the way torchrun does.\n"
                  "\n"
                  "options:\n"
-                 "  --nproc_per_node N   ranks on this node (also --num_gpus; default 1); auto: the\n"
-                 "                       GPUs if any, else the cores; cpu: the cores; gpu: the GPUs\n"
+                 "  --nproc_per_node N   ranks on this node (also --num_gpus; default 1); auto:\n"
+                 "                       the GPUs if any, else the cores; cpu: the cores; gpu: the\n"
+                 "                       GPUs\n"
                  "  --nnodes M           nodes in the job (also --num_nodes; default 1)\n"
                  "  --node_rank R        this node's index, 0 <= R < M (default 0)\n"
                  "  --master_addr A      host of rank 0's rendezvous store (default 127.0.0.1)\n"
                  "  --master_port P      its port (default 29500; 0: a free one, one node only)\n"
                  "  --rdzv_endpoint H:P  --master_addr H --master_port P (P defaults to 29400)\n"
                  "  --standalone         one node on 127.0.0.1 with a free port\n"
-                 "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks (default 10)\n"
+                 "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks\n"
+                 "                       (default 10)\n"
                  "\n"
-                 "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT\n"
-                 "(and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a bare sub-command\n"
-                 "(`train`, ...) runs this loom binary. Output lines are prefixed \"[rank N] \".\n"
+                 "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,\n"
+                 "MASTER_PORT (and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a\n"
+                 "bare sub-command (`train`, ...) runs this loom binary. Output lines are\n"
+                 "prefixed \"[rank N] \".\n"
                  "If a rank fails the others are stopped and its exit status is returned.\n"
                  "\n"
-                 "The rendezvous store admits only this job's ranks: they must know LOOM_STORE_SECRET.\n"
-                 "On one node loom launch makes a random one for each job; with --nnodes > 1 export the\n"
-                 "same value on every node first (export LOOM_STORE_SECRET=$(openssl rand -hex 32)).\n"
-                 "Ranks started by mpirun, srun or by hand need it too (mpirun -x LOOM_STORE_SECRET;\n"
-                 "srun passes the environment); without it only a loopback MASTER_ADDR is allowed.\n");
+                 "The rendezvous store admits only this job's ranks: they must know\n"
+                 "LOOM_STORE_SECRET. On one node loom launch makes a random one for each job;\n"
+                 "with --nnodes > 1 export the same value on every node first\n"
+                 "(export LOOM_STORE_SECRET=$(openssl rand -hex 32)). Ranks started by mpirun,\n"
+                 "srun or by hand need it too (mpirun -x LOOM_STORE_SECRET; srun passes the\n"
+                 "environment); without it only a loopback MASTER_ADDR is allowed.\n");
 }
 
 /* ---- options --------------------------------------------------------------------------- */

@@ -40,6 +40,18 @@ int loom_command_make_data(int argc, char **argv)
     const char *kind = "blobs", *output = NULL;
     uint64_t n_samples = 4000, n_features = 8, n_classes = 4, seed = 42;
     double validation_fraction = 0.1, test_fraction = 0.1;
+    static const char usage[] =
+        "usage: loom make-data --output_dir DIR [--kind blobs|spirals] [--n_samples N]\n"
+        "       [--n_features F] [--n_classes C] [--seed S] [--validation_fraction 0.1]\n"
+        "       [--test_fraction 0.1]\n";
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("%s\nWrites DIR/train.bin, validation.bin and test.bin: a synthetic classification\n"
+                   "data set (Gaussian blobs or interleaved spirals) that loom train reads.\n",
+                   usage);
+            return 0;
+        }
+    }
     for (int i = 0; i < argc; i++) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = value != NULL;
@@ -53,10 +65,8 @@ int loom_command_make_data(int argc, char **argv)
         else if (ok && !strcmp(flag, "--test_fraction")) test_fraction = atof(value);
         else ok = 0;
         if (!ok) {
-            fprintf(stderr, "loom: error: make-data: bad argument '%s'%s%s\n"
-                            "usage: loom make-data --output_dir DIR [--kind blobs|spirals] [--n_samples N] [--n_features F]\n"
-                            "       [--n_classes C] [--seed S] [--validation_fraction 0.1] [--test_fraction 0.1]\n",
-                    flag, value ? " " : "", value ? value : "");
+            fprintf(stderr, "loom: error: make-data: bad argument '%s'%s%s\n%s", flag, value ? " " : "",
+                    value ? value : "", usage);
             return 2;
         }
         i++;

@@ -15,13 +15,15 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: loom plot RUN_DIR [RUN_DIR...] [--output_dir DIR] [--width PIXELS] [--height PIXELS]\n"
+    fprintf(out, "usage: loom plot RUN_DIR [RUN_DIR...] [--output_dir DIR]\n"
+                 "                 [--width PIXELS] [--height PIXELS]\n"
                  "\n"
-                 "Draw the training curves (loss, eval_loss, learning_rate, grad_norm and every other\n"
-                 "logged metric against the step) of one or several runs, from each run's\n"
-                 "log_history.jsonl (or trainer_state.json). Writes curves_<metric>.png per metric and\n"
-                 "curves.html (the same charts as inline SVG; opens in a browser without a server)\n"
-                 "into DIR, by default the first RUN_DIR. Default size 800x500 pixels.\n");
+                 "Draw the training curves (loss, eval_loss, learning_rate, grad_norm and every\n"
+                 "other logged metric against the step) of one or several runs, from each run's\n"
+                 "log_history.jsonl (or trainer_state.json). Writes curves_<metric>.png per\n"
+                 "metric and curves.html (the same charts as inline SVG; opens in a browser\n"
+                 "without a server) into DIR, by default the first RUN_DIR. Default size 800x500\n"
+                 "pixels.\n");
 }
 
 static int parse_size(const char *name, const char *value, int *out)

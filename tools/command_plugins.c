@@ -46,6 +46,13 @@ int loom_command_plugins(int argc, char **argv)
     const char *dirs[64] = {0};
     size_t n_dirs = 0;
     for (int i = 0; i < argc; i++) {
+        if ((!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) && i + 1 == argc) {
+            printf("usage: loom plugins [--plugin_dir DIR]... [--help NAME]\n\n"
+                   "Lists the plugins found on the search path (the build or install folder,\n"
+                   "LOOM_PLUGIN_PATH, each --plugin_dir) with kind, version, ABI and path;\n"
+                   "--help NAME describes one plugin and its configuration keys.\n");
+            return 0;
+        }
         if (!strcmp(argv[i], "--help") && i + 1 < argc) help = argv[++i];
         else if (!strcmp(argv[i], "--plugin_dir") && i + 1 < argc && n_dirs < 64) dirs[n_dirs++] = argv[++i];
         else {

@@ -23,10 +23,11 @@ static void usage(FILE *out)
             "       loom tokenize --vocab_dir DIR --print (--text \"...\" | --input FILE)\n"
             "       loom tokenize --vocab_dir DIR --decode \"ids...\"\n"
             "\n"
-            "Encodes with GPT-2's byte-level BPE (DIR holds vocab.json + merges.txt, or encoder.json +\n"
-            "vocab.bpe; scripts/fetch-data.sh fetches them) and writes llm.c token shards OUT/train.bin\n"
-            "and OUT/validation.bin (the last --validation_fraction of the tokens). --append_eot adds\n"
-            "<|endoftext|> after the text. --print writes the ids on one line; --decode writes the text.\n"
+            "Encodes with GPT-2's byte-level BPE (DIR holds vocab.json + merges.txt, or\n"
+            "encoder.json + vocab.bpe; scripts/fetch-data.sh fetches them) and writes llm.c\n"
+            "token shards OUT/train.bin and OUT/validation.bin (the last\n"
+            "--validation_fraction of the tokens). --append_eot adds <|endoftext|> after the\n"
+            "text. --print writes the ids on one line; --decode writes the text.\n"
             "--vocab_dir defaults to $LOOM_DATA_DIR/gpt2.\n");
 }
 

@@ -21,24 +21,31 @@
 #include "plugin_config.h"
 #include "trainer.h"
 
-static void print_help(void)
+/* HF's metrics_format + log_metrics: runtimes as h:mm:ss.cc, total_flos in GF, other floats
+ * rounded to 4 decimals, keys and values in aligned columns. The JSON files keep every digit. */
+static void format_metric(const char *key, double v, char *buf, size_t size)
 {
-    printf("usage: loom train --output_dir DIR --train_file FILE [--ARGUMENT VALUE ...]\n\n"
-           "Arguments (HF TrainingArguments names and defaults; '(later)' = accepted, not supported yet):\n");
-#define LOOM_ARG(kind, name, default_text, status, note, doc) \
-    printf("  --%-32s %-8s default %-12s %s%s%s%s\n", #name, #kind, *(default_text) ? (default_text) : "-", doc, \
-           (status) == LOOM_ARG_NOT_YET ? " (later: " : (status) == LOOM_ARG_NO_EFFECT ? " (no effect here)" : "", \
-           (status) == LOOM_ARG_NOT_YET ? (note) : "", (status) == LOOM_ARG_NOT_YET ? ")" : "");
-#include "training_args.def"
-#undef LOOM_ARG
-    printf("\nPlugin keys: --<plugin>.<key> VALUE (or --<key> VALUE when the key is the plugin's own);\n"
-           "`loom plugins --help NAME` lists a plugin's keys.\n");
+    if (strstr(key, "_runtime")) {
+        long long s = (long long)v;
+        snprintf(buf, size, "%lld:%02lld:%02lld.%02d", s / 3600, s / 60 % 60, s % 60, (int)((v - (double)s) * 100));
+    } else if (!strcmp(key, "total_flos")) {
+        snprintf(buf, size, "%lldGF", (long long)v >> 30);
+    } else {
+        loom_format_rounded(v, 4, buf, size);
+    }
 }
 
 static void print_metrics(const char *title, const loom_metrics *m)
 {
+    char values[LOOM_METRICS_MAX][64];
+    int key_width = 0, value_width = 0;
+    for (size_t i = 0; i < m->count; i++) {
+        format_metric(m->keys[i], m->values[i], values[i], sizeof values[i]);
+        if ((int)strlen(m->keys[i]) > key_width) key_width = (int)strlen(m->keys[i]);
+        if ((int)strlen(values[i]) > value_width) value_width = (int)strlen(values[i]);
+    }
     printf("***** %s metrics *****\n", title);
-    for (size_t i = 0; i < m->count; i++) printf("  %-28s = %.6g\n", m->keys[i], m->values[i]);
+    for (size_t i = 0; i < m->count; i++) printf("  %-*s = %*s\n", key_width, m->keys[i], value_width, values[i]);
     fflush(stdout);
 }
 
@@ -80,50 +87,49 @@ static loom_status save_metrics(const loom_trainer *t, const char *split, const 
     return st;
 }
 
-static void print_resolved(const loom_trainer *t)
+/* The plugins chosen, their sections, and the merged DeepSpeed configuration. */
+static void print_plugins(const loom_trainer *t, FILE *out)
 {
-    if (!t->state.is_world_process_zero) return;
-    printf("loom: resolved configuration (arguments that differ from HF's defaults, then plugin sections):\n");
-    loom_args_print_nondefault(&t->args, stdout);
     const loom_plugin_instance *slots[] = {&t->model, &t->optimizer, &t->scheduler, &t->precision, &t->sharding, &t->comm};
     for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
-        printf("  [%s] %s (%s)\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name,
-               slots[i]->plugin->path);
-        loom_config_print(slots[i]->config, stdout);
+        fprintf(out, "  [%s] %s (%s)\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name,
+                slots[i]->plugin->path);
+        loom_config_print(slots[i]->config, out);
     }
     for (size_t i = 0; i < t->n_callbacks; i++) {
-        printf("  [callback] %s (%s)\n", t->callbacks[i].plugin->desc->name, t->callbacks[i].plugin->path);
-        loom_config_print(t->callbacks[i].config, stdout);
+        fprintf(out, "  [callback] %s (%s)\n", loom_trainer_callback_name(&t->callbacks[i]),
+                t->callbacks[i].plugin ? t->callbacks[i].plugin->path : "the program");
+        loom_config_print(t->callbacks[i].config, out);
     }
     if (t->ds) {
-        printf("  [deepspeed] %s merged with the arguments (\"auto\" resolved; total steps once known):\n",
-               t->args.deepspeed);
-        loom_ds_config_write_json(t->ds, stdout);
+        fprintf(out, "  [deepspeed] %s merged with the arguments (\"auto\" resolved; total steps once known):\n",
+                t->args.deepspeed);
+        loom_ds_config_write_json(t->ds, out);
     }
-    fflush(stdout);
 }
 
-static loom_status save_resolved(const loom_trainer *t)
+/* The whole resolved configuration: every argument with where its value came from (the ones
+ * given or taken from a file first), then the plugins. */
+static void print_resolved(const loom_trainer *t, FILE *out)
+{
+    fprintf(out, "loom: resolved configuration (value, then where it came from: command line, a file, or default):\n");
+    loom_args_print_resolved(&t->args, out, 0);
+    print_plugins(t, out);
+    fflush(out);
+}
+
+/* <output_dir>/resolved_config.txt always; the terminal too with --verbose. */
+static loom_status save_resolved(const loom_trainer *t, int verbose)
 {
     if (!t->state.is_world_process_zero) return LOOM_OK;
+    if (verbose) print_resolved(t, stdout);
     char path[4096];
     loom_status st = loom_path_join(path, sizeof path, t->args.output_dir, "resolved_config.txt");
     if (st != LOOM_OK) return st;
     FILE *f = fopen(path, "w");
     if (!f) return loom_error(LOOM_E_IO, "%s: cannot write: %s", path, strerror(errno));
-    fprintf(f, "# loom resolved configuration\n[arguments]\n");
-    st = loom_args_write_json(&t->args, f);
-    if (st != LOOM_OK) st = loom_error_context(st, "%s", path);
-    const loom_plugin_instance *slots[] = {&t->model, &t->optimizer, &t->scheduler, &t->precision, &t->sharding, &t->comm};
-    for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
-        fprintf(f, "[%s %s]\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name);
-        loom_config_print(slots[i]->config, f);
-    }
-    for (size_t i = 0; i < t->n_callbacks; i++) {
-        fprintf(f, "[callback %s]\n", t->callbacks[i].plugin->desc->name);
-        loom_config_print(t->callbacks[i].config, f);
-    }
-    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_IO, "%s: write failed: %s", path, strerror(errno));
+    print_resolved(t, f);
+    if (fclose(f) != 0) st = loom_error(LOOM_E_IO, "%s: write failed: %s", path, strerror(errno));
     return st;
 }
 
@@ -171,12 +177,25 @@ int loom_command_train(const char *mode, int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            print_help();
+            loom_help_train(mode);
             return 0;
         }
+    /* --verbose is the command's, not a training argument: take it out before parsing. */
+    const char *env = getenv("LOOM_VERBOSE");
+    int verbose = env && *env && strcmp(env, "0") != 0, n = 0;
+    char **rest = malloc((size_t)(argc + 1) * sizeof *rest);
+    if (!rest) return loom_command_fail(loom_error(LOOM_E_NOMEM, "out of memory"));
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) verbose = 1;
+        else rest[n++] = argv[i];
+    }
+    if (verbose) loom_host_set_log_level(LOOM_LOG_DEBUG);
     loom_args args;
     loom_args_init(&args);
-    loom_status st = loom_args_parse(&args, argc, argv);
+    loom_status st = loom_args_parse(&args, n, rest);
+    free(rest);
+    /* Flags nothing can take come first: a misspelt required flag is a typo, not a missing one. */
+    if (st == LOOM_OK) st = loom_command_check_unknown(&args);
     if (st != LOOM_OK) {
         loom_args_free(&args);
         return loom_command_fail(st);
@@ -185,6 +204,10 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (training) args.do_train = 1;
     if (!strcmp(mode, "evaluate")) args.do_eval = 1;
     if (!strcmp(mode, "predict")) args.do_predict = 1;
+    if (!strcmp(mode, "evaluate") && (!args.validation_file || !*args.validation_file)) {
+        loom_args_free(&args);
+        return loom_command_fail(loom_error(LOOM_E_INVALID, "loom evaluate needs --validation_file"));
+    }
     /* evaluate / predict without --output_dir: a folder of their own inside the model's
      * (RUN/evaluate, RUN/predict), so a training run's results are never overwritten unless
      * --output_dir names the run itself. */
@@ -233,8 +256,7 @@ int loom_command_train(const char *mode, int argc, char **argv)
         loom_args_free(&args);
         return loom_command_fail(st);
     }
-    if (training) print_resolved(t);
-    if (training && (st = save_resolved(t)) != LOOM_OK) goto fail;
+    if (training && (st = save_resolved(t, verbose)) != LOOM_OK) goto fail;
 
     if (t->args.do_train) {
         if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;

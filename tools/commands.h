@@ -6,6 +6,7 @@
 #define LOOM_TOOLS_COMMANDS_H
 
 #include <loom/loom.h>
+#include <stdio.h>
 
 int loom_command_train(const char *mode, int argc, char **argv); /* mode: train | evaluate | predict */
 int loom_command_plugins(int argc, char **argv);
@@ -15,6 +16,18 @@ int loom_command_tokenize(int argc, char **argv);
 int loom_command_launch(int argc, char **argv); /* torchrun: start the ranks of a command */
 int loom_command_consolidate(int argc, char **argv); /* zero_to_fp32: shards into one f32 model */
 int loom_command_plot(int argc, char **argv);   /* training curves: PNG + HTML */
+
+/* Report a flag that is no training argument and that no plugin found could take, with the
+ * closest valid name, before anything else checks the run (command_unknown.c). */
+struct loom_args;
+loom_status loom_command_check_unknown(const struct loom_args *args);
+
+/* Help text (command_help.c): the terminal's width (80 when stdout is not a terminal); `text`
+ * wrapped at `width` from `column` (what the line holds already), continuation lines indented
+ * by `indent`; `loom train|evaluate|predict --help`. */
+int loom_help_width(void);
+void loom_help_wrap(FILE *out, const char *text, int column, int indent, int width);
+void loom_help_train(const char *mode);
 
 /* Print "loom: error: <message>" and return the exit status for `status`. */
 int loom_command_fail(loom_status status);

@@ -5,7 +5,11 @@
 #include <string.h>
 
 #include "commands.h"
+#include "args.h"
 #include "error.h"
+
+static const char *const commands[] = {"train",    "evaluate", "predict", "plugins",     "make-data", "convert",
+                                       "tokenize", "launch",   "plot",    "consolidate", "version",   "help"};
 
 static void usage(FILE *out)
 {
@@ -13,19 +17,21 @@ static void usage(FILE *out)
             "usage: loom COMMAND [ARGS...]\n"
             "\n"
             "commands:\n"
-            "  train      train a model (HF TrainingArguments: --output_dir, --train_file, --learning_rate, ...)\n"
+            "  train      train a model (HF TrainingArguments: --output_dir, --train_file,\n"
+            "             --learning_rate, ...)\n"
             "  evaluate   evaluate a saved model (--model_name_or_path, --validation_file)\n"
             "  predict    predict with a saved model (--model_name_or_path, --test_file)\n"
             "  plugins    list the plugins found, or describe one (--help NAME)\n"
             "  make-data  write a synthetic classification data set (blobs, spirals)\n"
-            "  convert    turn an llm.c GPT-2 checkpoint into an HF model folder (--from llmc --input --output_dir)\n"
+            "  convert    turn an llm.c GPT-2 checkpoint into an HF model folder\n"
             "  tokenize   encode a text file with GPT-2's BPE into llm.c token shards\n"
-            "  launch     start N ranks of a command, torchrun-style (--nproc_per_node N -- loom train ...)\n"
-            "  consolidate  join a checkpoint's f32 master weights into one f32 model (zero_to_fp32)\n"
-            "  plot       draw training curves (PNG + HTML page): loom plot RUN_DIR...\n"
+            "  launch     start N ranks of a command, torchrun-style\n"
+            "  consolidate  join a checkpoint's shards into one f32 model (zero_to_fp32)\n"
+            "  plot       draw training curves of runs (PNG + an HTML page)\n"
             "  version    print the version and ABI\n"
             "\n"
-            "`loom train --help` lists every training argument.\n");
+            "`loom COMMAND --help` describes a command; `loom train --help` lists every\n"
+            "training argument.\n");
 }
 
 int loom_command_fail(loom_status status)
@@ -68,7 +74,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    fprintf(stderr, "loom: error: unknown command '%s'\n", command);
-    usage(stderr);
+    const char *closest = loom_closest_name(command, commands, sizeof commands / sizeof *commands);
+    if (closest)
+        fprintf(stderr, "loom: error: unknown command '%s'; did you mean '%s'? (see `loom help`)\n", command, closest);
+    else
+        fprintf(stderr, "loom: error: unknown command '%s' (see `loom help`)\n", command);
     return 2;
 }

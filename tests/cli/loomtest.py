@@ -18,6 +18,9 @@ def run(*args, check=True, env=None, timeout=240):
     """Run a program; return (returncode, stdout, stderr)."""
     full_env = dict(os.environ)
     full_env.pop("LOOM_PLUGIN_PATH", None)
+    # As --verbose: the tests read the full resolved configuration and the byte-exact budgets
+    # from the output (test_cli_startup turns it off to see what a person sees).
+    full_env.setdefault("LOOM_VERBOSE", "1")
     if env:
         full_env.update(env)
     p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout)

@@ -1,0 +1,121 @@
+/*
+ * trainer_startup.c - what a run says before step 1: one short block on rank 0 (model,
+ * parameters, device, world size, precision, strategy, data, steps, and the memory budget as a
+ * small table in MiB/GiB), and, at debug level (`--verbose`), every rank's budget in bytes.
+ * The figures are the sizes the buffers were allocated with, so a ZeRO strategy shows its
+ * savings here exactly.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "host.h"
+#include "trainer_internal.h"
+
+typedef struct budget {
+    uint64_t parameters, gradients, master, optimizer, model_states, workspace, buckets, activations, baseline, total;
+} budget;
+
+static loom_status measure(loom_trainer *t, budget *b)
+{
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    const loom_model_vtable *mv = t->model.vtable;
+    loom_sharding_memory sharding = {LOOM_HEADER_INIT(loom_sharding_memory)};
+    loom_status st = sv->memory(t->sharding.instance, &sharding);
+    if (st != LOOM_OK) return st;
+    b->parameters = (uint64_t)t->total_numel * t->param_size;
+    /* The ZeRO paper's K counts the f32 master weights with the optimizer states (K = 12 for
+     * mixed-precision Adam); the f32 gradients the step reads are a workspace beside them. */
+    uint64_t owned_numel = 0;
+    for (size_t r = 0; r < t->n_owned; r++) owned_numel += (uint64_t)(t->owned[r].end - t->owned[r].begin);
+    uint64_t master_all = pv->master_bytes(t->precision.instance);
+    b->master = t->has_master ? owned_numel * sizeof(float) : 0;
+    if (b->master > master_all) b->master = master_all;
+    b->workspace = master_all - b->master;
+    b->gradients = sharding.gradient_bytes;
+    b->optimizer = t->optimizer_state_bytes;
+    b->buckets = sharding.bucket_bytes;
+    b->activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
+    b->baseline = t->baseline_bytes;
+    b->model_states = b->parameters + b->gradients + b->master + b->optimizer;
+    b->total = b->model_states + b->workspace + b->buckets + b->activations + b->baseline;
+    return LOOM_OK;
+}
+
+/* "4.5 KiB" / "12.3 MiB" / "1.25 GiB" / "0 B". */
+static const char *size_text(uint64_t bytes, char *buf, size_t size)
+{
+    if (bytes == 0) snprintf(buf, size, "0 B");
+    else if (bytes < (1ull << 20)) snprintf(buf, size, "%.1f KiB", (double)bytes / 1024.0);
+    else if (bytes < (1ull << 30)) snprintf(buf, size, "%.1f MiB", (double)bytes / 1048576.0);
+    else snprintf(buf, size, "%.2f GiB", (double)bytes / 1073741824.0);
+    return buf;
+}
+
+/* 124,439,808 */
+static const char *grouped(int64_t n, char *buf, size_t size)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
+    for (int i = 0; i < len && o + 2 < (int)size; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static const char *plural(int64_t n, const char *word, char *buf, size_t size)
+{
+    snprintf(buf, size, "%lld %s%s", (long long)n, word, n == 1 ? "" : "s");
+    return buf;
+}
+
+loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *dl, int64_t num_epochs,
+                                       int64_t max_steps, int64_t updates_per_epoch)
+{
+    budget b;
+    loom_status st = measure(t, &b);
+    if (st != LOOM_OK) return st;
+    t->budget_bytes = b.total;
+    loom_log(LOOM_LOG_DEBUG,
+             "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu B, "
+             "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
+             "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB)",
+             t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
+             (unsigned long long)b.parameters, (unsigned long long)b.gradients, (unsigned long long)b.master,
+             (unsigned long long)b.optimizer, (unsigned long long)b.model_states, (unsigned long long)b.workspace,
+             (unsigned long long)b.buckets, (unsigned long long)b.activations, (unsigned long long)b.baseline,
+             (unsigned long long)b.total, (double)b.total / 1048576.0);
+    if ((st = loom_memory_check(&t->memory_room, b.total, t->rank, "the memory budget")) != LOOM_OK) return st;
+    if (!t->state.is_world_process_zero) return LOOM_OK;
+
+    const loom_args *a = &t->args;
+    char n1[48], n2[48], w1[48], w2[48], w3[48], s[8][24];
+    printf("loom: model      %s, %s parameters\n", t->model.plugin->desc->name, grouped(t->total_numel, n1, sizeof n1));
+    printf("loom: device     cpu, %d threads per rank, world size %d\n", omp_get_max_threads(), t->world_size);
+    printf("loom: precision  %s; strategy %s", t->precision.plugin->desc->name, t->sharding.plugin->desc->name);
+    if (t->ds) printf(" (--deepspeed %s)", a->deepspeed);
+    printf("\n");
+    printf("loom: data       %s of %s", plural(dl->dataset->n_examples, "training example", w1, sizeof w1), a->train_file);
+    if (t->eval_dataset)
+        printf("; %s of %s", plural(t->eval_dataset->n_examples, "evaluation example", w2, sizeof w2),
+               a->validation_file);
+    printf("\n");
+    printf("loom: steps      %lld over %s (%s per epoch; batch %lld x %lld accumulation x %s)\n",
+           (long long)max_steps, plural(num_epochs, "epoch", w1, sizeof w1), grouped(updates_per_epoch, n2, sizeof n2),
+           (long long)dl->batch_size, (long long)a->gradient_accumulation_steps,
+           plural(t->world_size, "rank", w3, sizeof w3));
+    printf("loom: memory     budget of rank 0 (--verbose: every rank, in bytes)\n"
+           "                 parameters     %10s   gradients      %10s\n"
+           "                 master weights %10s   optimizer      %10s\n"
+           "                 activations    %10s   buckets        %10s\n"
+           "                 workspace      %10s   process        %10s\n"
+           "                 total          %10s\n",
+           size_text(b.parameters, s[0], 24), size_text(b.gradients, s[1], 24), size_text(b.master, s[2], 24),
+           size_text(b.optimizer, s[3], 24), size_text(b.activations, s[4], 24), size_text(b.buckets, s[5], 24),
+           size_text(b.workspace, s[6], 24), size_text(b.baseline, s[7], 24), size_text(b.total, n1, sizeof n1));
+    fflush(stdout);
+    return LOOM_OK;
+}
