@@ -11,7 +11,7 @@
  * wrong type is an error naming the expected type. Every message is one line starting with the
  * file's path (loom_error()).
  *
- * "auto" and the command line (HF v4.6+ rules; REFERENCE.md 6d):
+ * "auto" and the command line (HF v4.6+ rules; docs/semantics/deepspeed.md#hf-integration):
  *   train_micro_batch_size_per_gpu  "auto"/absent -> --per_device_train_batch_size
  *   gradient_accumulation_steps     "auto"/absent -> --gradient_accumulation_steps
  *   train_batch_size                "auto"/absent -> micro * GA * world_size; a number must

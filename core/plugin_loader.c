@@ -4,7 +4,7 @@
  * Two tables live here: the files opened (keyed by real path, so one file reached through
  * two spellings is opened and checked once) and the loom_plugin records handed out (keyed by
  * descriptor, which is static data of its file, so loading the same plugin twice returns the
- * same record). Nothing is ever closed: plugin code may run until exit (ABI rule 5).
+ * same record). Nothing is ever closed: plugin code may run until exit (docs/architecture.md#never-unload).
  */
 #include "plugin_loader.h"
 
@@ -73,7 +73,7 @@ const char *loom_kind_name(uint32_t kind)
 
 /* The ABI 1.0 size of each kind's vtable. The host calls required members without checking
  * struct_size, so a shorter vtable must be refused here rather than read past its end. A kind
- * this host does not know only needs a header (ABI rule 10). */
+ * this host does not know only needs a header (docs/architecture.md#unknown-is-not-an-error). */
 static size_t vtable_min_size(uint32_t kind)
 {
     switch (kind) {

@@ -6,7 +6,7 @@
  * (LOOM_BUILD_PLUGIN_DIR, compiled in), the install prefix's plugin folder
  * (LOOM_INSTALL_PLUGIN_DIR), each folder of $LOOM_PLUGIN_PATH (':'-separated), then each
  * --plugin_dir. A path is loaded as is. Plugins are opened with lt_dladvise_local so they
- * cannot interpose each other's symbols, and are never unloaded before exit (ABI rule 5).
+ * cannot interpose each other's symbols, and are never unloaded before exit (docs/architecture.md#never-unload).
  *
  * Every failure is one line naming what was looked for and where, with the real reason:
  * libltdl says "file not found" for an undefined symbol or a missing dependency, so the

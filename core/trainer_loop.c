@@ -1,5 +1,5 @@
 /*
- * trainer_loop.c - train(): epochs, gradient accumulation, the step protocol of DESIGN.md
+ * trainer_loop.c - train(): epochs, gradient accumulation, the step protocol (docs/architecture.md#step-protocol)
  * (count -> forward/backward -> finish grads -> unscale + overflow -> norm + clip -> optimizer
  * -> cast -> publish -> schedule), HF's DefaultFlowCallback (when to log, evaluate, save, stop),
  * and callback dispatch.

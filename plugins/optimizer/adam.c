@@ -1,5 +1,5 @@
 /*
- * adam.c - torch.optim.Adam (amsgrad=False), weight decay as L2, REFERENCE.md §4.
+ * adam.c - torch.optim.Adam (amsgrad=False), weight decay as L2, docs/semantics/optimizers.md#adam-torch.
  *
  * Per element, with g = grad * grad_scale, t = step->step (1 for the first update),
  * wd = span->weight_decay, lr = step->lr, b1 = step->momentum if not NaN else beta1:

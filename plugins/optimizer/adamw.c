@@ -1,5 +1,5 @@
 /*
- * adamw.c - torch.optim.AdamW (PyTorch >= 1.6, amsgrad=False), REFERENCE.md §4.
+ * adamw.c - torch.optim.AdamW (PyTorch >= 1.6, amsgrad=False), docs/semantics/optimizers.md#adamw-torch.
  *
  * Per element, with g = grad * grad_scale, t = step->step (1 for the first update),
  * wd = span->weight_decay, lr = step->lr, b1 = step->momentum if not NaN else beta1:

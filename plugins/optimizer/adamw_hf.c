@@ -1,6 +1,6 @@
 /*
  * adamw_hf.c - HF transformers.AdamW (v4.2 optimization.py; later deprecated and removed),
- * REFERENCE.md §4. The Trainer's default optimizer of that era ("adamw_hf").
+ * docs/semantics/optimizers.md#adamw-hf. The Trainer's default optimizer of that era ("adamw_hf").
  *
  * Per element, with g = grad * grad_scale, t = step->step (1 for the first update),
  * wd = span->weight_decay, lr = step->lr, b1 = step->momentum if not NaN else beta1:

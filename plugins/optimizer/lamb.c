@@ -1,5 +1,5 @@
 /*
- * lamb.c - DeepSpeed's FusedLamb (REFERENCE.md §4; deepspeed/ops/lamb, csrc/lamb), per tensor:
+ * lamb.c - DeepSpeed's FusedLamb (docs/semantics/optimizers.md#lamb; deepspeed/ops/lamb, csrc/lamb), per tensor:
  *     g = grad * grad_scale
  *     m = b1*m + (1-b1)*g ;  v = b2*v + (1-b2)*g*g
  *     denom = eps_inside_sqrt ? sqrt(v + eps) : sqrt(v) + eps          (UNcorrected v)

@@ -1,5 +1,5 @@
 /*
- * onebit_adam.c - DeepSpeed's 1-bit Adam (OneBitAdam, REFERENCE.md §4;
+ * onebit_adam.c - DeepSpeed's 1-bit Adam (OneBitAdam, docs/semantics/optimizers.md#onebit-adam;
  * deepspeed/runtime/fp16/onebit_adam.py, v0.3.10). With g = grad * grad_scale, b1 = beta1 (or
  * the scheduler's momentum), wd = span->weight_decay, lr = step->lr, t = step->step:
  *

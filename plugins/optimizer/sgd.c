@@ -1,5 +1,5 @@
 /*
- * sgd.c - torch.optim.SGD (maximize=False), REFERENCE.md §4 notation.
+ * sgd.c - torch.optim.SGD (maximize=False), docs/semantics/optimizers.md#sgd notation.
  *
  * Per element, with g = grad * grad_scale, wd = span->weight_decay, lr = step->lr,
  * mu = step->momentum if not NaN else momentum, damp = dampening:

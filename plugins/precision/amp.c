@@ -1,6 +1,7 @@
 /*
  * amp.c - fp16 mixed precision: fp16 parameters, gradients and matrix products, fp32 master
- * weights for the owned ranges, and a dynamic loss scale (REFERENCE.md §5a, §5c).
+ * weights for the owned ranges, and a dynamic loss scale (docs/semantics/precision.md#deepspeed-loss-scaler,
+ * docs/semantics/precision.md#grad-scaler).
  *
  * Two scalers, chosen by `scaler`:
  *   torch      (default) torch.cuda.amp.GradScaler, what HF Trainer's --fp16 uses with the

@@ -1,5 +1,5 @@
 /*
- * apex.c - NVIDIA apex amp's opt levels (REFERENCE.md §5b), as DeepSpeed's "amp" section and
+ * apex.c - NVIDIA apex amp's opt levels (docs/semantics/precision.md#apex), as DeepSpeed's "amp" section and
  * HF's --fp16_backend apex --fp16_opt_level select them.
  *
  *   level  params  matmuls  master weights                      default loss scale

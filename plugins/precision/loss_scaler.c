@@ -144,7 +144,7 @@ int ls_at_min(const loss_scaler *s)
     }
 }
 
-/* DynamicLossScaler.update_scale, ZeRO path (REFERENCE.md §5a), line for line. */
+/* DynamicLossScaler.update_scale, ZeRO path (docs/semantics/precision.md#deepspeed-loss-scaler), line for line. */
 static void update_deepspeed(loss_scaler *s, int overflow)
 {
     const loss_scaler_config *c = &s->cfg;

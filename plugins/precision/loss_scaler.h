@@ -2,7 +2,7 @@
  * loss_scaler.h - the loss scale and what an overflow does to it, as plain C with no host
  * calls, so the rules can be tested step by step (tests/precision/test_loss_scaler.c).
  *
- * Four rules (REFERENCE.md §5):
+ * Four rules (docs/semantics/precision.md):
  *   LS_NONE       no scaling: the scale is 1.0 for ever (bf16, apex O0/O3).
  *   LS_STATIC     a fixed scale (DeepSpeed loss_scale > 0, apex loss_scale=<number>).
  *   LS_DEEPSPEED  DeepSpeed v0.3.10 DynamicLossScaler, the ZeRO path: hysteresis (delayed

@@ -1,5 +1,5 @@
 /*
- * constant.c - HF get_constant_schedule (transformers/optimization.py), REFERENCE.md §3a.
+ * constant.c - HF get_constant_schedule (transformers/optimization.py), docs/semantics/schedulers.md#constant.
  *
  *     f(t) = 1,   lr(t) = base_lr * f(t)
  *

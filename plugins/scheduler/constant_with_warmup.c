@@ -1,6 +1,6 @@
 /*
  * constant_with_warmup.c - HF get_constant_schedule_with_warmup (transformers/optimization.py),
- * REFERENCE.md §3a. W = setup->warmup_steps.
+ * docs/semantics/schedulers.md#constant-with-warmup. W = setup->warmup_steps.
  *
  *     f(t) = t < W ? t / max(1, W) : 1,   lr(t) = base_lr * f(t)
  */

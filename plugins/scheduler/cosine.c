@@ -1,7 +1,7 @@
 /*
- * cosine.c - HF get_cosine_schedule_with_warmup (transformers/optimization.py), REFERENCE.md
- * §3a. W = setup->warmup_steps, T = setup->total_steps, c = num_cycles (default 0.5: one half
- * cosine from 1 down to 0 over T - W steps).
+ * cosine.c - HF get_cosine_schedule_with_warmup (transformers/optimization.py),
+ * docs/semantics/schedulers.md#cosine. W = setup->warmup_steps, T = setup->total_steps, c = num_cycles (default 0.5:
+ * one half cosine from 1 down to 0 over T - W steps).
  *
  *     t < W:  f(t) = t / max(1, W)
  *     else:   p = (t - W) / max(1, T - W);  f(t) = max(0, 0.5 * (1 + cos(pi * c * 2 * p)))

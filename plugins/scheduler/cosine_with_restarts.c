@@ -1,6 +1,6 @@
 /*
  * cosine_with_restarts.c - HF get_cosine_with_hard_restarts_schedule_with_warmup
- * (transformers/optimization.py), REFERENCE.md §3a. W = setup->warmup_steps,
+ * (transformers/optimization.py), docs/semantics/schedulers.md#cosine-with-restarts. W = setup->warmup_steps,
  * T = setup->total_steps, c = num_cycles (default 1).
  *
  *     t < W:  f(t) = t / max(1, W)

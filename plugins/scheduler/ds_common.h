@@ -2,7 +2,7 @@
  * ds_common.h - what the DeepSpeed schedules of this folder share (warmup_lr, warmup_decay_lr,
  * one_cycle, lr_range_test): the instance, typed and checked config reads, and value().
  *
- * DeepSpeed's schedules (deepspeed/runtime/lr_schedules.py, REFERENCE.md §3b) give the
+ * DeepSpeed's schedules (deepspeed/runtime/lr_schedules.py, docs/semantics/schedulers.md#deepspeed-schedules) give the
  * learning rate itself, not a multiplier of --learning_rate: setup->base_lr is not used.
  * Their keys are DeepSpeed's parameter names, so a ds_config.json "scheduler.params" section
  * maps onto them one to one.

@@ -1,6 +1,6 @@
 /*
- * linear.c - HF get_linear_schedule_with_warmup (transformers/optimization.py), REFERENCE.md
- * §3a. W = setup->warmup_steps, T = setup->total_steps.
+ * linear.c - HF get_linear_schedule_with_warmup (transformers/optimization.py),
+ * docs/semantics/schedulers.md#linear. W = setup->warmup_steps, T = setup->total_steps.
  *
  *     f(t) = t < W ? t / max(1, W) : max(0, (T - t) / max(1, T - W)),   lr(t) = base_lr * f(t)
  */

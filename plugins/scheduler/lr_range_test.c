@@ -1,7 +1,7 @@
 /*
- * lr_range_test.c - DeepSpeed LRRangeTest (deepspeed/runtime/lr_schedules.py), REFERENCE.md
- * §3b, with DeepSpeed HEAD's (i + 1). Keys are DeepSpeed's "scheduler.params" names. i = t
- * (see ds_common.h for the mapping and DeepSpeed's own one-step lag):
+ * lr_range_test.c - DeepSpeed LRRangeTest (deepspeed/runtime/lr_schedules.py),
+ * docs/semantics/schedulers.md#lr-range-test, with DeepSpeed HEAD's (i + 1). Keys are DeepSpeed's "scheduler.params"
+ * names. i = t (see ds_common.h for the mapping and DeepSpeed's own one-step lag):
  *
  *     interval(t) = lr_range_test_staircase ? floor((t + 1) / lr_range_test_step_size)
  *                                           : (t + 1) / lr_range_test_step_size

@@ -1,5 +1,5 @@
 /*
- * one_cycle.c - DeepSpeed OneCycle (deepspeed/runtime/lr_schedules.py), REFERENCE.md §3b, with
+ * one_cycle.c - DeepSpeed OneCycle (deepspeed/runtime/lr_schedules.py), docs/semantics/schedulers.md#one-cycle, with
  * DeepSpeed HEAD's formulas: the cycle position uses i + 1 and the post-cycle decay divides.
  * Keys are DeepSpeed's "scheduler.params" names. i = t (see ds_common.h for the mapping and
  * DeepSpeed's own one-step lag). S1 = cycle_first_step_size, S2 = cycle_second_step_size

@@ -1,6 +1,6 @@
 /*
  * polynomial.c - HF get_polynomial_decay_schedule_with_warmup (transformers/optimization.py),
- * REFERENCE.md §3a. W = setup->warmup_steps, T = setup->total_steps, lr_init = base_lr
+ * docs/semantics/schedulers.md#polynomial. W = setup->warmup_steps, T = setup->total_steps, lr_init = base_lr
  * (HF: optimizer.defaults["lr"]), which must be > lr_end as in HF.
  *
  *     t < W:   f(t) = t / max(1, W)

@@ -1,7 +1,7 @@
 /*
  * warmup_decay_lr.c - DeepSpeed WarmupDecayLR (deepspeed/runtime/lr_schedules.py),
- * REFERENCE.md §3b: WarmupLR's warmup, then a linear decay to 0 at total_num_steps. Keys are
- * DeepSpeed's "scheduler.params" names. i = t (see ds_common.h for the mapping and DeepSpeed's
+ * docs/semantics/schedulers.md#warmup-decay-lr: WarmupLR's warmup, then a linear decay to 0 at total_num_steps. Keys
+ * are DeepSpeed's "scheduler.params" names. i = t (see ds_common.h for the mapping and DeepSpeed's
  * own one-step lag); N = max(2, warmup_num_steps) as DeepSpeed HEAD clamps it.
  *
  *     t < N:   gamma(t) = warmup_type == "log" ? log(t + 1) / log(N) : t / N

@@ -1,5 +1,5 @@
 /*
- * warmup_lr.c - DeepSpeed WarmupLR (deepspeed/runtime/lr_schedules.py), REFERENCE.md §3b.
+ * warmup_lr.c - DeepSpeed WarmupLR (deepspeed/runtime/lr_schedules.py), docs/semantics/schedulers.md#warmup-lr.
  * Keys are DeepSpeed's "scheduler.params" names. i = t (see ds_common.h for the mapping and
  * DeepSpeed's own one-step lag); N = max(2, warmup_num_steps) as DeepSpeed HEAD clamps it
  * (v0.3.10 divided by log(1) = 0 when N == 1).

@@ -9,8 +9,8 @@
  * so it can reach the context behind the plugin instance. fp32 SUM; per size: warm-up calls,
  * then reps rounds alternating plugin and ring, each call preceded by a barrier; a call's time
  * is the maximum over ranks; medians. busbw = bytes / time * 2 (world - 1) / world (the
- * nccl-tests convention), so it compares with peers/gloo_allreduce.py. With 2 ranks both
- * results must be bitwise equal (a sum of two is the same in any order); that is checked.
+ * nccl-tests convention), so it compares with PyTorch's gloo all-reduce (docs/benchmarks.md#allreduce). With 2 ranks
+ * both results must be bitwise equal (a sum of two is the same in any order); that is checked.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -34,7 +34,7 @@ loom_optimizer_step optim_step_args(int64_t t, double lr, double grad_scale, dou
  * not the test's: test_util.h keeps one per translation unit.) */
 int optim_hparam_is(const optim_fixture *f, const char *key, double want);
 
-/* One element of the rule in double precision, written in the test from REFERENCE.md:
+/* One element of the rule in double precision, written in the test from docs/semantics/optimizers.md:
  * update *p and state[0..slots) given the already scaled gradient g and the span's decay wd. */
 typedef void (*optim_ref_fn)(const void *hparams, const loom_optimizer_step *step, double wd,
                              double g, double *p, double *state);

@@ -1,6 +1,6 @@
 /*
  * test_adam.c - the adam plugin, loaded through the core loader, against torch.optim.Adam's
- * rule with L2 weight decay (REFERENCE.md §4) evaluated here in double precision, and against
+ * rule with L2 weight decay (docs/semantics/optimizers.md#adam-torch) evaluated here in double precision, and against
  * hand arithmetic.
  */
 #include "error.h"

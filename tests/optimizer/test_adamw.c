@@ -1,6 +1,6 @@
 /*
  * test_adamw.c - the adamw plugin, loaded through the core loader, against torch.optim.AdamW's
- * rule (REFERENCE.md §4) evaluated here in double precision, and against hand arithmetic.
+ * rule (docs/semantics/optimizers.md#adamw-torch) evaluated here in double precision, and against hand arithmetic.
  */
 #include "error.h"
 #include "optim_harness.h"
@@ -12,7 +12,7 @@ typedef struct adam_hp {
     double beta1, beta2, eps;
 } adam_hp;
 
-/* torch.optim.AdamW, one element, straight from REFERENCE.md §4. */
+/* torch.optim.AdamW, one element, straight from docs/semantics/optimizers.md#adamw-torch. */
 static void ref_adamw(const void *hparams, const loom_optimizer_step *step, double wd, double g,
                       double *p, double *state)
 {

@@ -1,6 +1,6 @@
 /*
  * test_adamw_hf.c - the adamw_hf plugin, loaded through the core loader, against HF
- * transformers.AdamW (REFERENCE.md §4) evaluated here in double precision, and against hand
+ * transformers.AdamW (docs/semantics/optimizers.md#adamw-hf) evaluated here in double precision, and against hand
  * arithmetic that separates it from torch's AdamW (eps placement, decay order).
  */
 #include "error.h"

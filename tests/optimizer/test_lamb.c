@@ -1,4 +1,4 @@
-/* LAMB against a double-precision transcription of DeepSpeed's FusedLamb (REFERENCE.md §4), and
+/* LAMB against a double-precision transcription of DeepSpeed's FusedLamb (docs/semantics/optimizers.md#lamb), and
  * the whole-tensor statistics protocol: a tensor split into two spans (as ZeRO splits it across
  * ranks), whose partial sums are added, updates exactly as the whole tensor does. */
 #include <math.h>

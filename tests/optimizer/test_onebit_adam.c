@@ -1,6 +1,6 @@
 /*
- * test_onebit_adam.c - the onebit_adam plugin (DeepSpeed's 1-bit Adam, REFERENCE.md §4), loaded
- * through the core loader: the warm-up against Adam without bias correction in double precision,
+ * test_onebit_adam.c - the onebit_adam plugin (DeepSpeed's 1-bit Adam, docs/semantics/optimizers.md#onebit-adam),
+ * loaded through the core loader: the warm-up against Adam without bias correction in double precision,
  * and the compressed stage on one rank (the "local" communicator: worker compression, then
  * server compression of the one chunk) against a hand transcription of CompressedAllreduce,
  * padding and error feedback included.
@@ -75,7 +75,7 @@ static double sign1(double x)
     return x >= 0 ? 1.0 : -1.0; /* sign 0 counts as +1 */
 }
 
-/* CompressedAllreduce of m over one rank, by the formulas of REFERENCE.md §4. */
+/* CompressedAllreduce of m over one rank, by the formulas of docs/semantics/optimizers.md#onebit-adam. */
 static void ref_compressed_allreduce(ref_compress *r, double *m)
 {
     double x[PADDED], squares = 0;

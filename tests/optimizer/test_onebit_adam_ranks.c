@@ -1,7 +1,7 @@
 /*
  * test_onebit_adam_ranks.c - 1-bit Adam's CompressedAllreduce between real rank processes over
- * the gloo communicator, against a transcription of REFERENCE.md §4 that simulates every worker
- * and every server in double precision.
+ * the gloo communicator, against a transcription of docs/semantics/optimizers.md#onebit-adam that simulates every
+ * worker and every server in double precision.
  *
  * The parent forks 2 and then 3 ranks. 3 ranks pad 40 elements to a multiple of
  * W * lcm(W, 8) = 72 (W * 8 would give 48), in chunks of 24 that do not fall on the span

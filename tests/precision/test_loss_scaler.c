@@ -1,7 +1,8 @@
 /*
  * test_loss_scaler.c - the loss-scale rules of plugins/precision/loss_scaler.c, step by step,
- * against sequences worked out by hand from REFERENCE.md §5a (DeepSpeed DynamicLossScaler,
- * ZeRO path), §5b (apex LossScaler) and §5c (torch GradScaler).
+ * against sequences worked out by hand from docs/semantics/precision.md#deepspeed-loss-scaler (DeepSpeed
+ * DynamicLossScaler, ZeRO path), docs/semantics/precision.md#apex (apex LossScaler) and
+ * docs/semantics/precision.md#grad-scaler (torch GradScaler).
  */
 #include <math.h>
 #include <string.h>

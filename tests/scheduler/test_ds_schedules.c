@@ -1,8 +1,8 @@
 /*
  * test_ds_schedules.c - DeepSpeed's schedules as loom plugins (warmup_lr, warmup_decay_lr,
- * one_cycle, lr_range_test), loaded through the core loader, against REFERENCE.md §3b's
- * formulas (DeepSpeed HEAD, i = t) written out again here in double, over the steps where the
- * schedules change shape; then hand-computed literals and the configs they refuse.
+ * one_cycle, lr_range_test), loaded through the core loader, against the formulas of
+ * docs/semantics/schedulers.md#deepspeed-schedules (DeepSpeed HEAD, i = t) written out again here in double, over the
+ * steps where the schedules change shape; then hand-computed literals and the configs they refuse.
  */
 #include "error.h"
 #include "host.h"

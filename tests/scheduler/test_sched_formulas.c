@@ -1,6 +1,6 @@
 /*
  * test_sched_formulas.c - every HF schedule plugin, loaded through the core loader, against
- * the formulas of REFERENCE.md §3a written out again here, over the steps where schedules
+ * the formulas of docs/semantics/schedulers.md#hf-schedules written out again here, over the steps where schedules
  * change shape (t = 0, 1, W-1, W, W+1, mid, T-1, T, T+5) for several (W, T) setups.
  */
 #include "sched_harness.h"
@@ -18,7 +18,7 @@ static double warm(int64_t t, int64_t W)
     return (double)t / (double)(W > 1 ? W : 1);
 }
 
-/* REFERENCE.md §3a: the LambdaLR multiplier f(t); lr = base_lr * f(t). */
+/* docs/semantics/schedulers.md#hf-schedules: the LambdaLR multiplier f(t); lr = base_lr * f(t). */
 static double ref_factor(const char *name, int64_t t, int64_t W, int64_t T, double lr_init,
                          const case_params *c)
 {

@@ -1,7 +1,7 @@
 /*
  * test_sched_literals.c - the HF schedule plugins against values worked out by hand (base
  * learning rate 1e-3 throughout). Complements test_sched_formulas, which re-evaluates the
- * formulas: a shared misreading of REFERENCE.md would pass there but not here.
+ * formulas: a shared misreading of docs/semantics/schedulers.md would pass there but not here.
  */
 #include "sched_harness.h"
 #include "test_util.h"

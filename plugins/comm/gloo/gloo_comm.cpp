@@ -9,7 +9,7 @@
  * whatever the world size. An all-reduce is an ordered reduce-scatter - gloo::alltoall hands
  * each rank every rank's copy of its block, which it sums locally in rank order - followed by
  * gloo::allgather. That moves the same bytes as a ring all-reduce, and measured as fast on this
- * machine (DESIGN.md, peers/README.md), while Gloo's own ring is not reproducible. Small
+ * machine (docs/benchmarks.md#allreduce), while Gloo's own ring is not reproducible. Small
  * buffers take one gloo::allgather of the whole buffer and a local reduction instead.
  *
  * Threads: Gloo operations on one context must never overlap, so each instance runs its

@@ -7,7 +7,7 @@
  * self-contained C11 (compiles as C++ too), includes only <stddef.h> and <stdint.h>, and
  * has no bool or enum in any struct layout: every field has a fixed size.
  *
- * Versioning (see DESIGN.md "The ABI"):
+ * Versioning (see docs/architecture.md#abi-versioning):
  *   - Every struct that crosses the boundary starts with LOOM_STRUCT_HEADER: the ABI
  *     major/minor it was built against and its own sizeof. A host MUST reject a different
  *     major; a lower minor is accepted, and struct_size tells which members exist.

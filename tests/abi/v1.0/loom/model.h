@@ -8,7 +8,7 @@
  * sharding plugin overlaps communication with the rest of backward (DDP buckets, ZeRO-2
  * reduce-scatter) and why ZeRO-2 never needs a full gradient buffer.
  *
- * Loss convention (DESIGN.md "The step protocol"): forward returns the SUM of the per-target
+ * Loss convention (docs/architecture.md#loss-normalisation): forward returns the SUM of the per-target
  * losses and the number of targets; backward takes the seed d(total)/d(sum), which the host
  * computes once as loss_scale / (targets in the whole accumulated global batch). That is the
  * one place where accumulation, world size and loss scale meet.
