@@ -7,6 +7,7 @@ data files' headers and trainer_state.json.
 import json
 import math
 import os
+import shutil
 import struct
 
 from loomtest import BUILD, LoomTestCase, loom
@@ -183,6 +184,27 @@ class EarlyStoppingTest(LoomTestCase):
                     kept = json.load(f)["stateful_callbacks"]["EarlyStoppingCallback"]
                 self.assertEqual(kept["attributes"]["early_stopping_patience_counter"],
                                  hf_stop_step(evals[:-1], 10**9, threshold)[1])
+
+    def test_patience_survives_a_resume(self):
+        out, state, evals, _ = self.run_early("es-full", 3, 0.0, 0.5)
+        expected, _ = hf_stop_step(evals, 3, 0.0)
+        self.assertEqual(state["global_step"], expected)
+        # Resume from the step before the stop, where the patience counter is already running.
+        before = expected - 1
+        with open(os.path.join(out, f"checkpoint-{before}", "trainer_state.json")) as f:
+            counter = json.load(f)["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"][
+                "early_stopping_patience_counter"]
+        self.assertGreater(counter, 0)
+        half = self.out("es-half")
+        shutil.rmtree(half, ignore_errors=True)
+        os.makedirs(half)
+        shutil.copytree(os.path.join(out, f"checkpoint-{before}"), os.path.join(half, f"checkpoint-{before}"))
+        _, resumed, _, _ = self.run_early("es-half", 3, 0.0, 0.5, "--resume_from_checkpoint",
+                                          os.path.join(half, f"checkpoint-{before}"))
+        self.assertEqual(resumed["global_step"], expected)   # a fresh counter would run 3 more evaluations
+        with open(os.path.join(out, "model.safetensors"), "rb") as f, \
+                open(os.path.join(half, "model.safetensors"), "rb") as g:
+            self.assertEqual(f.read(), g.read())
 
     def test_requires_evaluation(self):
         code, _, stderr = loom(*self.train_args(self.out("noeval"), "--plugin", "early_stopping",
