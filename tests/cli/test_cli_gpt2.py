@@ -135,7 +135,7 @@ class Gpt2Test(unittest.TestCase):
             shutil.copy(os.path.join(VOCAB, name), hub)
         loaded, _ = self.evaluate(hub)
         with open(os.path.join(self.run_dir, "eval_results.json")) as f:
-            self.assertAlmostEqual(loaded, json.load(f)["eval_loss"], delta=1e-5)
+            self.assertAlmostEqual(loaded, json.load(f)["eval_loss"], delta=0.5e-4 + 1e-12)  # printed as HF rounds it
         out = os.path.join(self.tmp, "finetuned")
         loom("train", "--model_name_or_path", hub, "--output_dir", out, "--train_file",
              os.path.join(self.data, "train.bin"), "--block_size", "32", "--max_steps", "5", "--logging_steps", "1",
