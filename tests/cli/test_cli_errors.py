@@ -94,7 +94,7 @@ class ErrorTest(LoomTestCase):
         errors = [l for l in err.splitlines() if l.startswith("loom: error:")]
         self.assertNotEqual(code, 0, err)
         self.assertEqual(len(errors), 1, err)
-        self.assertIn("the memory budget above needs", errors[0])
+        self.assertIn("the memory budget needs", errors[0])
         self.assertIn("may use 60.0 MiB", errors[0])
         code, _, err = loom(*mid, check=False, env=dict(os.environ, LOOM_MEMORY_LIMIT="64G"))
         self.assertEqual(code, 0, err)
