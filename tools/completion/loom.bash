@@ -1,0 +1,19 @@
+# bash completion for loom: commands, then the flags each command's --help lists (so the
+# completion knows exactly the arguments of the installed loom, plugins' keys aside).
+_loom()
+{
+    local cur="${COMP_WORDS[COMP_CWORD]}"
+    local cmd="${COMP_WORDS[1]}"
+    if [[ $COMP_CWORD -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "train evaluate predict plugins make-data convert tokenize launch consolidate plot version help" -- "$cur"))
+        return
+    fi
+    if [[ "$cur" == --* ]]; then
+        local flags
+        flags=$("${COMP_WORDS[0]}" "$cmd" --help 2>/dev/null | grep -oE -- '--[a-z][a-z0-9_.-]*' | sort -u)
+        COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+        return
+    fi
+    COMPREPLY=($(compgen -f -- "$cur"))
+}
+complete -o filenames -F _loom loom
