@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "data_classification.h"
+#include "data_seq2seq.h"
 #include "data_tokens.h"
 #include "error.h"
 #include "fileutil.h"
@@ -68,8 +69,11 @@ loom_status loom_dataset_sniff(const char *path, int *format)
         *format = LOOM_DATA_CLASSIFICATION;
     else if (st == LOOM_OK && got >= 4 && (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
         *format = LOOM_DATA_TOKENS;
+    else if (st == LOOM_OK && got >= 1 && loom_seq2seq_sniff(head, (size_t)got))
+        *format = LOOM_DATA_SEQ2SEQ;
     else if (st == LOOM_OK)
-        st = loom_error(LOOM_E_FORMAT, "%s: not a loom classification file (LOOMCLS1) nor an llm.c token shard (bad magic)", first);
+        st = loom_error(LOOM_E_FORMAT, "%s: not a loom classification file (LOOMCLS1), an llm.c token shard (bad magic) "
+                        "nor JSON lines of input_ids/labels", first);
     globfree(&matches);
     return st;
 }
@@ -80,6 +84,7 @@ loom_status loom_dataset_open(const char *path, int64_t block_size, loom_dataset
     int format = 0;
     loom_status st = loom_dataset_sniff(path, &format);
     if (st != LOOM_OK) return st;
+    if (format == LOOM_DATA_SEQ2SEQ) return loom_seq2seq_dataset_open(path, out);
     if (format == LOOM_DATA_TOKENS) {
         if (block_size < 1) return loom_error(LOOM_E_INVALID, "%s: token data needs a block size >= 1", path);
         return loom_token_dataset_open(path, block_size, out);
@@ -196,7 +201,8 @@ loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *d
     size_t elem = ds->input_dtype == LOOM_DTYPE_F32 || ds->input_dtype == LOOM_DTYPE_I32 ? 4 : 8;
     buf->inputs = calloc((size_t)(capacity * example), elem);
     buf->labels = calloc((size_t)(capacity * ds->labels_per_example), sizeof *buf->labels);
-    if (!buf->inputs || !buf->labels) {
+    if (ds->collate) buf->attention_mask = calloc((size_t)(capacity * example), sizeof *buf->attention_mask);
+    if (!buf->inputs || !buf->labels || (ds->collate && !buf->attention_mask)) {
         loom_batch_buffer_free(buf);
         return loom_error(LOOM_E_NOMEM, "out of memory for a batch of %lld", (long long)capacity);
     }
@@ -219,6 +225,11 @@ loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *d
     b->labels.device = LOOM_DEVICE_CPU;
     b->labels.ndim = ds->labels_per_example == 1 ? 1 : 2;
     b->labels.shape[1] = ds->labels_per_example;
+    if (ds->collate) {
+        b->attention_mask = b->inputs;
+        b->attention_mask.data = buf->attention_mask;
+        b->attention_mask.dtype = LOOM_DTYPE_I32;
+    }
     return LOOM_OK;
 }
 
@@ -226,8 +237,10 @@ void loom_batch_buffer_free(loom_batch_buffer *buf)
 {
     free(buf->inputs);
     free(buf->labels);
+    free(buf->attention_mask);
     buf->inputs = NULL;
     buf->labels = NULL;
+    buf->attention_mask = NULL;
 }
 
 loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf)
@@ -238,6 +251,7 @@ loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_
     if (begin >= end) return loom_error(LOOM_E_INTERNAL, "batch %lld past the end of the epoch", (long long)index);
     int64_t n = end - begin;
     if (n > buf->capacity) return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n, (long long)buf->capacity);
+    if (dl->dataset->collate) return dl->dataset->collate(dl->dataset, dl->order + begin, n, buf);
     int64_t targets = 0;
     loom_status st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
     if (st != LOOM_OK) return st;

@@ -12,6 +12,7 @@
 #include <loom/model.h>
 
 typedef struct loom_dataset loom_dataset;
+struct loom_batch_buffer;
 struct loom_dataset {
     int64_t n_examples;
     uint32_t input_dtype;            /* LOOM_DTYPE_* of inputs                                */
@@ -28,11 +29,19 @@ struct loom_dataset {
     /* Classification only: number of features and classes (for the model's mapped config). */
     int64_t n_features;
     int64_t n_classes;
+    /* Variable-length data (NULL: every example has input_shape and labels_per_example, and
+     * fill() copies them): pads examples indices[0..n) into buf as one batch, each side to its
+     * longest row (docs/seq2seq.md#batches), and sets buf->batch's shapes, attention mask and
+     * n_targets. input_shape[0] and labels_per_example are then the longest row of the data,
+     * which sizes the buffers. */
+    loom_status (*collate)(const loom_dataset *self, const int64_t *indices, int64_t n,
+                           struct loom_batch_buffer *buf);
 };
 
 /* Data file formats. */
 #define LOOM_DATA_CLASSIFICATION 1 /* LOOMCLS1 (core/data_classification.h)                 */
 #define LOOM_DATA_TOKENS 2         /* llm.c token shards (core/data_tokens.h), one or a glob  */
+#define LOOM_DATA_SEQ2SEQ 3        /* JSON lines of {"input_ids", "labels"} (core/data_seq2seq.h) */
 
 /* Which format `path` holds (a glob: its first match), by the file's first bytes. */
 loom_status loom_dataset_sniff(const char *path, int *format);
@@ -71,6 +80,7 @@ typedef struct loom_batch_buffer {
     void *inputs;
     int32_t *labels;
     int64_t capacity;     /* rows */
+    int32_t *attention_mask; /* variable-length data only (dataset->collate): like inputs   */
 } loom_batch_buffer;
 
 loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *ds, int64_t capacity);

@@ -320,6 +320,17 @@ static double round_to(double x, int digits)
 
 /* Tokens of a batch for HF's flops estimate: token-id inputs count each id, other inputs one per
  * example (an MLP's true cost is 6 x parameters per example). */
+/* The dropout seed of micro-batch m of the step being taken: a function of (seed, step,
+ * micro-batch, rank) only, so a resumed run draws the same masks (docs/checkpoints.md). */
+static uint64_t dropout_seed(const loom_trainer *t, int64_t m)
+{
+    uint64_t z = (uint64_t)t->args.seed * 0x9e3779b97f4a7c15ull ^ (uint64_t)t->state.global_step * 0xbf58476d1ce4e5b9ull ^
+                 (uint64_t)m * 0x94d049bb133111ebull ^ (uint64_t)t->rank << 48;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 static int64_t batch_tokens(const loom_batch *batch)
 {
     if (batch->inputs.dtype == LOOM_DTYPE_I32 && batch->inputs.ndim == 2) return batch->batch_size * batch->inputs.shape[1];
@@ -417,6 +428,8 @@ loom_status loom_trainer_train(loom_trainer *t)
             for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
                 if ((st = sv->begin_micro_batch(t->sharding.instance, (int32_t)m, m == n_micro - 1)) != LOOM_OK) break;
                 double loss_sum = 0;
+                micro[m].batch.training = 1;
+                micro[m].batch.dropout_seed = dropout_seed(t, m);
                 if ((st = t->hooks.training_step(t, &micro[m].batch, seed, &loss_sum)) != LOOM_OK) break;
                 step_loss += loss_sum;
                 examples_seen += micro[m].batch.batch_size;

@@ -284,9 +284,13 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     binding.max_batch_size = t->max_batch_size;
     binding.kernels = kernels;
     const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 3; i++) {
         if (sequences[i] && sequences[i]->labels_per_example > 1 && sequences[i]->input_shape[0] > binding.max_sequence_length)
             binding.max_sequence_length = sequences[i]->input_shape[0];
+        /* Pair data: sources and targets each up to the bound length (docs/seq2seq.md#batches). */
+        if (sequences[i] && sequences[i]->collate && sequences[i]->labels_per_example > binding.max_sequence_length)
+            binding.max_sequence_length = sequences[i]->labels_per_example;
+    }
     if (generating_only) binding.max_sequence_length = 1;
     if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
 

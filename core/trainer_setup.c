@@ -386,6 +386,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
 
     /* Classification data first: the model's sizes come from it. */
     if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) goto done;
+    if ((st = open_datasets(t, LOOM_DATA_SEQ2SEQ, 0)) != LOOM_OK) goto done;
     if ((st = check_evaluation(t)) != LOOM_OK) goto done;
 
     if (a->model_name_or_path && *a->model_name_or_path &&
@@ -398,13 +399,13 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     size_t n_callbacks = 0;
     const char *model_spec = saved.model_type ? saved.model_type : a->model;
     if (!model_spec || !*model_spec) {
-        /* No model named: the data says which (text -> gpt2, features -> mlp). */
+        /* No model named: the data says which (text -> gpt2, pairs -> t5, features -> mlp). */
         const char *files[] = {a->train_file, a->validation_file, a->test_file};
         int format = LOOM_DATA_CLASSIFICATION;
         for (size_t i = 0; i < 3; i++)
             if (files[i] && *files[i] && loom_dataset_sniff(files[i], &format) == LOOM_OK) break;
         loom_error_clear();
-        model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : "mlp";
+        model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : format == LOOM_DATA_SEQ2SEQ ? "t5" : "mlp";
     }
     if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
     const char *optimizer_name = optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;

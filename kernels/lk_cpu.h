@@ -108,6 +108,21 @@ void lk_attention_forward(float *out, float *att, const float *qkv, int64_t B, i
 void lk_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            int64_t B, int64_t T, int64_t C, int64_t NH);
 
+/* rmsnorm.c (T5LayerNorm). rstd may be NULL in the forward. */
+void lk_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N,
+                        int64_t C, float eps);
+void lk_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                         const float *weight, const float *rstd, int64_t N, int64_t C);
+
+/* mha.c: attention over separate q, k, v with bias, key mask and optional causality. A
+ * malloc failure inside the backward (Tk floats per thread) leaves its gradients unwritten. */
+void lk_mha_forward(float *out, float *att, const float *q, const float *k, const float *v, const float *bias,
+                    const int32_t *key_mask, int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS,
+                    int64_t kv_rows, float scale, int32_t causal, float dropout, uint64_t dropout_seed);
+void lk_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float *dout, const float *q,
+                     const float *k, const float *v, const float *att, int64_t B, int64_t NH, int64_t Tq,
+                     int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float dropout, uint64_t dropout_seed);
+
 /* elementwise.c */
 void lk_add(float *out, const float *a, const float *b, int64_t n);
 void lk_accumulate(float *dst, const float *src, int64_t n);

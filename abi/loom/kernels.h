@@ -23,6 +23,20 @@ extern "C" {
 #define LOOM_KERNELS_CPU_SERVICE "loom.kernels.cpu/1"
 #define LOOM_KERNELS_CUDA_SERVICE "loom.kernels.cuda/1"
 
+/* Dropout's keep decision for element `index` of a tensor under `seed` with drop probability
+ * p (header-only, ABI 1.3): a counter-based hash, so a forward and its backward, every device
+ * and every thread count draw the same mask without storing it. Kept elements are scaled by
+ * 1 / (1 - p) by the caller. p <= 0 keeps everything. */
+static inline int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
+{
+    if (p <= 0.0f) return 1;
+    uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * 0x1p-24f >= p; /* 24 uniform bits in [0, 1) */
+}
+
 typedef struct loom_kernels_api {
     LOOM_STRUCT_HEADER;
     uint32_t device;   /* LOOM_DEVICE_* these kernels run on                                */
@@ -126,12 +140,48 @@ typedef struct loom_kernels_api {
                                                 const int32_t *labels, float scale, int64_t B,
                                                 int64_t C);
 
-    /* ABI 1.2+: append below. */
+    /* ---- ABI 1.3: T5's kernels (docs/seq2seq.md#kernels). Check with
+     * LOOM_HAS(k, loom_kernels_api, mha_backward) before use: a 1.2 host lends none of these,
+     * and a device table may leave them NULL until it implements them. ---- */
+
+    /* RMS normalisation over the last dimension of inp[N, C], no mean and no bias (T5LayerNorm):
+     * out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps). Saves rstd[N] for the
+     * backward (rstd may be NULL: inference). out may alias inp. */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight,
+                            int64_t N, int64_t C, float eps);
+    /* dinp[N, C] += d(out)/d(inp) applied to dout; dweight[C] += sum_n dout * inp * rstd. */
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                             const float *weight, const float *rstd, int64_t N, int64_t C);
+    /* Multi-head attention over separate projections: q[B, Tq, NH*HS]; k and v [B, kv_rows,
+     * NH*HS] of which the first Tk rows per batch entry are read (kv_rows >= Tk: a KV cache
+     * with room to grow). For head h, query i, key j:
+     *   score = scale * q_i . k_j + bias[h, i, j]   (bias [NH, Tq, Tk], shared by the batch; NULL: 0)
+     * and key j is left out when key_mask[b, j] == 0 (key_mask I32 [B, Tk]; NULL: none) or,
+     * with causal != 0, when j > i + Tk - Tq (queries are the last Tq positions).
+     * att[B, NH, Tq, Tk] receives the softmax probabilities (0 where left out; a query with no
+     * key left gets an all-zero row and a zero output); out[B, Tq, NH*HS] = att' @ v per head,
+     * att' = att with dropout: element e of att (its index in [B, NH, Tq, Tk]) is kept and
+     * scaled by 1 / (1 - dropout) when loom_dropout_keep(dropout_seed, e, dropout), else 0
+     * (dropout 0: att' = att; att itself always holds the probabilities before dropout). */
+    void (*mha_forward)(float *out, float *att, const float *q, const float *k, const float *v,
+                        const float *bias, const int32_t *key_mask, int64_t B, int64_t NH,
+                        int64_t Tq, int64_t Tk, int64_t HS, int64_t kv_rows, float scale,
+                        int32_t causal, float dropout, uint64_t dropout_seed);
+    /* Gradients of mha_forward from dout[B, Tq, NH*HS], given its q, k, v, att and the same
+     * dropout and seed: dq, dk, dv (shapes of q, k, v; rows past Tk untouched) and
+     * dbias[NH, Tq, Tk] (summed over the batch) accumulate; any may be NULL. Needs no scratch
+     * memory from the caller. */
+    void (*mha_backward)(float *dq, float *dk, float *dv, float *dbias, const float *dout,
+                         const float *q, const float *k, const float *v, const float *att,
+                         int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS,
+                         int64_t kv_rows, float scale, float dropout, uint64_t dropout_seed);
+
+    /* ABI 1.4+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 208, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, rmsnorm_forward) == 208, "loom_kernels_api layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -39,7 +39,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 2 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 3 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -47,7 +47,12 @@ extern "C" {
  *      loom.h loom_dtype_size / loom_dtype_name / loom_dtype_is_param (header-only).
  * 1.2: callback.h the "loom.trainer/1" service (loom_trainer_api, loom_trainer_data) and
  *      loom_callback_vtable state_name / save_state / load_state (stateful callbacks);
- *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out). */
+ *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out).
+ * 1.3: model.h loom_batch attention_mask / decoder_input_ids / dropout_seed / training
+ *      (variable-length and encoder-decoder batches, dropout); kernels.h rmsnorm_forward /
+ *      rmsnorm_backward / mha_forward / mha_backward (T5: RMS norm, attention with a
+ *      position bias, key padding mask, optional causality and dropout) and the header-only
+ *      loom_dropout_keep. */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

@@ -48,6 +48,30 @@ typedef struct loom_batch {
     loom_tensor_view labels;
     int64_t batch_size;          /* rows in this batch (<= the bound batch size)           */
     int64_t n_targets;           /* labels != -100 in this batch                           */
+
+    /* ---- ABI 1.3: variable-length batches, encoder-decoder models, stochastic layers.
+     * A 1.2 host builds a 240-byte batch: read these through LOOM_HAS_FIELD. A batch padded
+     * to its longest row (docs/seq2seq.md#batches) has inputs [B, S] and labels [B, T] with S
+     * and T this batch's lengths (row strides S and T), which may differ from each other and
+     * from one batch to the next; both are at most the bound max_sequence_length. ---- */
+
+    /* Optional (data NULL: every input position is a token). I32 [B, S] like inputs: 1 where
+     * inputs[b, s] is a token, 0 where it is padding; a model attends to no padded key and
+     * ignores padded positions. Built by the host; borrowed per call. */
+    loom_tensor_view attention_mask;
+    /* Optional (data NULL: an encoder-decoder model derives them from labels by shifting
+     * right, decoder_start_token_id first and -100 read as the pad id, as HF's T5 does).
+     * I32 [B, T] like labels: the decoder's input tokens, position t predicting labels[b, t].
+     * Unused by decoder-only models. Built by the host; borrowed per call. */
+    loom_tensor_view decoder_input_ids;
+    /* Seed of this micro-batch's stochastic layers (dropout): a function of the run's seed,
+     * the global step and the micro-batch index (docs/checkpoints.md#what-a-resume-restores),
+     * so a resumed run draws the same masks. Meaningful only when `training` is 1. */
+    uint64_t dropout_seed;
+    /* 1: the forward of a training step (dropout on); 0: evaluation, prediction, generation
+     * (dropout off, as HF's model.eval()). A 1.2 host leaves this out: treat it as 0. */
+    uint32_t training;
+    uint32_t reserved1;          /* 0                                                       */
 } loom_batch;
 
 /* How the host binds a model to memory and sizes before the first step. Borrowed. */
@@ -160,12 +184,12 @@ typedef struct loom_model_vtable {
      * f32 gradients) instead of allocating more. Sets *bytes (0 and NULL: none). MT-safe. */
     void *(*step_scratch)(loom_model *self, size_t *bytes);
 
-    /* ABI 1.2+: append below. */
+    /* ABI 1.3+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_param_info) == 96, "loom_param_info layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_batch) == 240, "loom_batch layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_batch, attention_mask) == 240, "loom_batch layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");

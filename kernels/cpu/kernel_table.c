@@ -30,6 +30,10 @@ static const loom_kernels_api lk_cpu_table = {
     .accumulate_f32 = lk_accumulate_f32,
     .gemm_mixed = lk_gemm_mixed,
     .softmax_cross_entropy_backward_cast = lk_softmax_cross_entropy_backward_cast,
+    .rmsnorm_forward = lk_rmsnorm_forward,
+    .rmsnorm_backward = lk_rmsnorm_backward,
+    .mha_forward = lk_mha_forward,
+    .mha_backward = lk_mha_backward,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

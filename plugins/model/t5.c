@@ -1,0 +1,638 @@
+/*
+ * t5.c - the "t5" model: HF's T5ForConditionalGeneration (docs/seq2seq.md#t5), forward and
+ * backward on the host's kernels, over padded batches with attention masks.
+ *
+ *   encoder: x = dropout(shared[input_ids]); per block
+ *            x += dropout(o(attention(rms(x), bias_bidirectional, key mask)));
+ *            x += dropout(wo(dropout(act(wi(rms(x))))));
+ *            enc = dropout(rms_final(x))
+ *   decoder: y = dropout(shared[shift_right(labels)]); per block self-attention (causal bias),
+ *            cross-attention on enc (no bias, the encoder's mask), feed-forward, as above;
+ *            logits = lm_head(dropout(rms_final(y)) [* d_model^-0.5 when tied])
+ *   loss:    softmax cross-entropy against labels (-100 ignored), summed.
+ * Attention is unscaled (T5 folds 1/sqrt(d_kv) into its initialisation); every block reads the
+ * relative position bias of block 0. Dropout is on only in a training forward and draws its
+ * masks from the batch's dropout_seed (loom_dropout_keep), so backward recomputes them.
+ *
+ * Memory: bind allocates every activation once for max_batch_size x max_sequence_length on
+ * both sides; nothing is allocated per step. Parameters and gradients are f32; the model
+ * holds the whole gradient range during backward (the shared embedding collects gradients
+ * from the LM head first and from both embeddings last).
+ */
+#include "t5.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define T5_ALIGN 16
+static int64_t round_up(int64_t n) { return (n + T5_ALIGN - 1) / T5_ALIGN * T5_ALIGN; }
+static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Dropout sites: one stream per (side, block, place). */
+enum { SITE_EMBED, SITE_FINAL, SITE_SA_PROBS, SITE_SA_OUT, SITE_CA_PROBS, SITE_CA_OUT, SITE_FF_HIDDEN, SITE_FF_OUT };
+static uint64_t site(const loom_model *self, int side, int64_t block, int which)
+{
+    return t5_site_seed(self->fwd_seed, (uint64_t)side << 40 | (uint64_t)(block + 1) << 8 | (uint64_t)which);
+}
+static float drop_p(const loom_model *self) { return self->fwd_training ? (float)self->dropout : 0.0f; }
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+static void t5_destroy(loom_model *self)
+{
+    if (!self) return;
+    const loom_host_api *api = self->api;
+    api->free_memory(self->host, self->activations);
+    t5_free_tensors(self);
+    api->free_memory(self->host, self);
+}
+
+static loom_status t5_create(loom_host *host, const loom_host_api *api, const loom_config *config, loom_model **out)
+{
+    if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");
+    *out = NULL;
+    loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
+    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
+    memset(self, 0, sizeof *self);
+    self->host = host;
+    self->api = api;
+    const loom_status st = t5_configure(self, config);
+    if (st != LOOM_OK) {
+        t5_destroy(self);
+        return st;
+    }
+    *out = self;
+    return LOOM_OK;
+}
+
+/* ---- binding ------------------------------------------------------------------------- */
+
+static int64_t block_floats(const loom_model *self, int decoder, int64_t B, int64_t T)
+{
+    const int64_t N = B * T, D = self->D, E = self->E, F = self->F, H = self->H;
+    int64_t n = 4 * round_up(N * D) + 2 * round_up(N) + 4 * round_up(N * E) + round_up(B * H * T * T) +
+                (self->gated ? 3 : 2) * round_up(N * F);
+    if (decoder) n += 2 * round_up(N * D) + round_up(N) + 4 * round_up(N * E) + round_up(B * H * T * T);
+    return n;
+}
+
+static float *take(float **p, int64_t n)
+{
+    float *r = *p;
+    *p += round_up(n);
+    return r;
+}
+
+static void carve_side(loom_model *self, t5_side *side, int decoder, float **p, int64_t B, int64_t T)
+{
+    const int64_t N = B * T, D = self->D, E = self->E, F = self->F, H = self->H;
+    for (int64_t l = 0; l < side->L; l++) {
+        t5_block_acts *a = &side->acts[l];
+        memset(a, 0, sizeof *a);
+        a->in = take(p, N * D);
+        a->ln_sa = take(p, N * D);
+        a->rstd_sa = take(p, N);
+        a->q = take(p, N * E);
+        a->k = take(p, N * E);
+        a->v = take(p, N * E);
+        a->ctx = take(p, N * E);
+        a->att = take(p, B * H * T * T);
+        a->mid = take(p, N * D);
+        a->ln_ff = take(p, N * D);
+        a->rstd_ff = take(p, N);
+        a->h0 = take(p, N * F);
+        a->h1 = self->gated ? take(p, N * F) : NULL;
+        a->act = take(p, N * F);
+        if (decoder) {
+            a->ln_ca = take(p, N * D);
+            a->rstd_ca = take(p, N);
+            a->cq = take(p, N * E);
+            a->ck = take(p, N * E);
+            a->cv = take(p, N * E);
+            a->cctx = take(p, N * E);
+            a->catt = take(p, B * H * T * T);
+            a->mid2 = take(p, N * D);
+        }
+    }
+    memset(&side->acts[side->L], 0, sizeof side->acts[side->L]);
+    side->acts[side->L].in = take(p, N * D);
+    side->final_ln = take(p, N * D);
+    side->final_rstd = take(p, N);
+    side->out = take(p, N * D);
+    side->bias = take(p, H * T * T);
+}
+
+static int64_t side_floats(const loom_model *self, const t5_side *side, int decoder, int64_t B, int64_t T)
+{
+    const int64_t N = B * T;
+    return side->L * block_floats(self, decoder, B, T) + 3 * round_up(N * self->D) + round_up(N) +
+           round_up(self->H * T * T);
+}
+
+static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
+{
+    const loom_host_api *api = self->api;
+    if (!binding || !LOOM_HAS_FIELD(binding, loom_model_binding, kernels))
+        return api->fail(self->host, LOOM_E_ABI, "bind: binding missing or too small");
+    if (binding->param_dtype != LOOM_DTYPE_F32 || binding->compute_dtype != LOOM_DTYPE_F32)
+        return api->fail(self->host, LOOM_E_UNSUPPORTED, "parameters in %s, compute in %s: t5 runs in f32 only for now",
+                         loom_dtype_name(binding->param_dtype), loom_dtype_name(binding->compute_dtype));
+    if (binding->device != LOOM_DEVICE_CPU)
+        return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: t5 runs on the CPU only for now", binding->device);
+    if (!binding->params) return api->fail(self->host, LOOM_E_INVALID, "bind: params is NULL");
+    if (binding->max_batch_size < 1)
+        return api->fail(self->host, LOOM_E_INVALID, "bind: max_batch_size is %lld", (long long)binding->max_batch_size);
+    int64_t T = LOOM_HAS_FIELD(binding, loom_model_binding, max_sequence_length) ? binding->max_sequence_length : 0;
+    if (T == 0) T = self->n_positions;
+    if (T < 0 || T > self->n_positions)
+        return api->fail(self->host, LOOM_E_INVALID, "bind: max_sequence_length %lld is outside [1, n_positions = %lld]",
+                         (long long)T, (long long)self->n_positions);
+    const loom_kernels_api *k = binding->kernels;
+    if (!k) k = api->service(self->host, LOOM_KERNELS_CPU_SERVICE, 0);
+    if (!k || !LOOM_HAS(k, loom_kernels_api, mha_backward) || !k->rmsnorm_forward || !k->rmsnorm_backward ||
+        !k->mha_forward || !k->linear_forward || !k->linear_backward || !k->relu_forward || !k->gelu_forward ||
+        !k->softmax_cross_entropy_forward)
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "the host's kernel table lacks T5's kernels (rmsnorm, mha: ABI 1.3)");
+    const int64_t B = binding->max_batch_size, N = B * T, D = self->D, E = self->E, F = self->F, V = self->V;
+    const double estimate = (double)N * ((double)V + (double)(self->enc.L + self->dec.L) *
+                                                         (20.0 * (double)(D + E + F) + 2.0 * (double)self->H * (double)T));
+    if (estimate > 0x1p40)
+        return api->fail(self->host, LOOM_E_INVALID, "activations for batch %lld x %lld tokens do not fit in memory",
+                         (long long)B, (long long)T);
+    const int64_t wide = max_i64(F, max_i64(D, E));
+    const int64_t total = side_floats(self, &self->enc, 0, B, T) + side_floats(self, &self->dec, 1, B, T) +
+                          round_up(N * V) + round_up(N) + round_up(N) /* dec_ids */ + 3 * round_up(N * D) /* dy dln denc */ +
+                          3 * round_up(N * wide) /* dA dB tmp */ + 4 * round_up(N * E) /* dq dk dv dctx */ +
+                          round_up(self->H * T * T);
+    api->free_memory(self->host, self->activations);
+    self->activations = NULL;
+    self->k = NULL;
+    self->fwd_B = 0;
+    float *p = api->alloc(self->host, (size_t)total * sizeof(float), 64, LOOM_DEVICE_CPU, 0);
+    if (!p)
+        return api->fail(self->host, LOOM_E_NOMEM, "out of memory for activations (%lld bytes: batch %lld x %lld tokens)",
+                         (long long)(total * 4), (long long)B, (long long)T);
+    self->activations = p;
+    self->activation_bytes = (size_t)total * sizeof(float);
+    carve_side(self, &self->enc, 0, &p, B, T);
+    carve_side(self, &self->dec, 1, &p, B, T);
+    self->logits = take(&p, N * V);
+    self->losses = take(&p, N);
+    self->dec_ids = (int32_t *)take(&p, N);
+    self->dy = take(&p, N * D);
+    self->dln = take(&p, N * D);
+    self->denc = take(&p, N * D);
+    self->dA = take(&p, N * wide);
+    self->dB = take(&p, N * wide);
+    self->tmp = take(&p, N * wide);
+    self->dq = take(&p, N * E);
+    self->dk = take(&p, N * E);
+    self->dv = take(&p, N * E);
+    self->dctx = take(&p, N * E);
+    self->dbias = take(&p, self->H * T * T);
+    if (p != (float *)self->activations + total)
+        return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
+    self->params = binding->params;
+    self->k = k;
+    self->max_batch = B;
+    self->max_T = T;
+    return LOOM_OK;
+}
+
+static size_t t5_activation_bytes(const loom_model *self) { return self->activation_bytes; }
+
+static void *t5_step_scratch(loom_model *self, size_t *bytes)
+{
+    *bytes = self->activations ? self->activation_bytes : 0;
+    return self->activations;
+}
+
+static loom_status t5_output_shape(const loom_model *self, int64_t *out_shape, uint32_t *ndim)
+{
+    if (!out_shape || !ndim) return self->api->fail(self->host, LOOM_E_INVALID, "output_shape: NULL argument");
+    out_shape[0] = self->max_T > 0 ? self->max_T : self->n_positions;
+    out_shape[1] = self->V;
+    *ndim = 2;
+    return LOOM_OK;
+}
+
+/* ---- checks -------------------------------------------------------------------------- */
+
+static loom_status check_ids(loom_model *self, const int32_t *ids, int64_t n, int64_t T, const char *what, int ignore_ok)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (ignore_ok && ids[i] == T5_IGNORE_INDEX) continue;
+        if (ids[i] < 0 || ids[i] >= self->V)
+            return self->api->fail(self->host, LOOM_E_INVALID, "%s %d at row %lld, position %lld is outside the vocabulary [0, %lld)%s",
+                                   what, ids[i], (long long)(i / T), (long long)(i % T), (long long)self->V,
+                                   ignore_ok ? " (and not -100, the ignore index)" : "");
+    }
+    return LOOM_OK;
+}
+
+static int view_ok(const loom_tensor_view *v, int64_t B)
+{
+    return v->data && v->dtype == LOOM_DTYPE_I32 && v->ndim == 2 && v->shape[0] == B && v->device == LOOM_DEVICE_CPU;
+}
+
+/* Check the batch and read its shapes: inputs [B, S] (mask alike), labels and/or decoder inputs
+ * [B, T]. Fills self->dec_ids. */
+static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_t *B_out, int64_t *S_out, int64_t *T_out,
+                               const int32_t **mask_out)
+{
+    const loom_host_api *api = self->api;
+    if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "forward/backward before bind");
+    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets)) return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
+    const int64_t B = batch->batch_size;
+    if (B < 1 || B > self->max_batch)
+        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)", (long long)B,
+                         (long long)self->max_batch);
+    if (!view_ok(&batch->inputs, B))
+        return api->fail(self->host, LOOM_E_INVALID, "inputs must be i32 token ids [%lld, source length] on the CPU", (long long)B);
+    const int64_t S = batch->inputs.shape[1];
+    const int has13 = LOOM_HAS_FIELD(batch, loom_batch, reserved1);
+    const loom_tensor_view *dv = has13 && batch->decoder_input_ids.data ? &batch->decoder_input_ids : NULL;
+    const loom_tensor_view *lv = batch->labels.data ? &batch->labels : NULL;
+    if (!dv && !lv) return api->fail(self->host, LOOM_E_INVALID, "an encoder-decoder batch needs labels or decoder_input_ids");
+    if (lv && !view_ok(lv, B)) return api->fail(self->host, LOOM_E_INVALID, "labels must be i32 [%lld, target length] on the CPU", (long long)B);
+    if (dv && !view_ok(dv, B))
+        return api->fail(self->host, LOOM_E_INVALID, "decoder_input_ids must be i32 [%lld, target length] on the CPU", (long long)B);
+    const int64_t T = dv ? dv->shape[1] : lv->shape[1];
+    if (lv && lv->shape[1] != T)
+        return api->fail(self->host, LOOM_E_INVALID, "labels have %lld positions, decoder_input_ids %lld", (long long)lv->shape[1],
+                         (long long)T);
+    if (S < 1 || T < 1 || S > self->max_T || T > self->max_T)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "source of %lld and target of %lld tokens: each must be in [1, %lld] (the bound max_sequence_length)",
+                         (long long)S, (long long)T, (long long)self->max_T);
+    const int32_t *mask = NULL;
+    if (has13 && batch->attention_mask.data) {
+        const loom_tensor_view *m = &batch->attention_mask;
+        if (!view_ok(m, B) || m->shape[1] != S)
+            return api->fail(self->host, LOOM_E_INVALID, "attention_mask must be i32 [%lld, %lld] like the inputs", (long long)B, (long long)S);
+        mask = m->data;
+    }
+    loom_status st;
+    if ((st = check_ids(self, batch->inputs.data, B * S, S, "token id", 0))) return st;
+    if (lv && (st = check_ids(self, lv->data, B * T, T, "label", 1))) return st;
+    if (dv) {
+        if ((st = check_ids(self, dv->data, B * T, T, "decoder input id", 0))) return st;
+        memcpy(self->dec_ids, dv->data, (size_t)(B * T) * sizeof(int32_t));
+    } else {
+        /* HF's _shift_right: decoder_start_token_id first, -100 read as the pad id. */
+        const int32_t *labels = lv->data;
+        for (int64_t b = 0; b < B; b++) {
+            self->dec_ids[b * T] = self->start_id;
+            for (int64_t t = 1; t < T; t++) {
+                const int32_t y = labels[b * T + t - 1];
+                self->dec_ids[b * T + t] = y == T5_IGNORE_INDEX ? self->pad_id : y;
+            }
+        }
+    }
+    *B_out = B, *S_out = S, *T_out = T, *mask_out = mask;
+    return LOOM_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------- */
+
+static void linear(const loom_model *self, float *out, const float *inp, size_t w, int64_t N, int64_t IC, int64_t OC)
+{
+    self->k->linear_forward(out, inp, t5_p(self, w), NULL, N, IC, OC);
+}
+
+/* One block of `side` over a [B, T] side; enc/enc_mask/S: the encoder output for the decoder's
+ * cross-attention. Writes the next block's input. */
+static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, int64_t T, const int32_t *mask,
+                          const float *enc, const int32_t *enc_mask, int64_t S)
+{
+    const loom_kernels_api *k = self->k;
+    t5_side *side = decoder ? &self->dec : &self->enc;
+    const t5_block *w = &side->blocks[l];
+    t5_block_acts *a = &side->acts[l];
+    const int64_t N = B * T, D = self->D, E = self->E, F = self->F, H = self->H;
+    const float eps = (float)self->eps, p = drop_p(self);
+    const int sd = decoder;
+
+    k->rmsnorm_forward(a->ln_sa, a->rstd_sa, a->in, t5_p(self, w->ln_sa), N, D, eps);
+    linear(self, a->q, a->ln_sa, w->q, N, D, E);
+    linear(self, a->k, a->ln_sa, w->k, N, D, E);
+    linear(self, a->v, a->ln_sa, w->v, N, D, E);
+    k->mha_forward(a->ctx, a->att, a->q, a->k, a->v, side->bias, decoder ? NULL : mask, B, H, T, T, self->KV, T, 1.0f,
+                   decoder, p, site(self, sd, l, SITE_SA_PROBS));
+    linear(self, self->tmp, a->ctx, w->o, N, E, D);
+    memcpy(a->mid, a->in, (size_t)(N * D) * sizeof(float));
+    t5_add_dropout(a->mid, self->tmp, N * D, p, site(self, sd, l, SITE_SA_OUT));
+    const float *res = a->mid;
+    if (decoder) {
+        k->rmsnorm_forward(a->ln_ca, a->rstd_ca, a->mid, t5_p(self, w->ln_ca), N, D, eps);
+        linear(self, a->cq, a->ln_ca, w->cq, N, D, E);
+        linear(self, a->ck, enc, w->ck, B * S, D, E);
+        linear(self, a->cv, enc, w->cv, B * S, D, E);
+        k->mha_forward(a->cctx, a->catt, a->cq, a->ck, a->cv, NULL, enc_mask, B, H, T, S, self->KV, S, 1.0f, 0, p,
+                       site(self, sd, l, SITE_CA_PROBS));
+        linear(self, self->tmp, a->cctx, w->co, N, E, D);
+        memcpy(a->mid2, a->mid, (size_t)(N * D) * sizeof(float));
+        t5_add_dropout(a->mid2, self->tmp, N * D, p, site(self, sd, l, SITE_CA_OUT));
+        res = a->mid2;
+    }
+    k->rmsnorm_forward(a->ln_ff, a->rstd_ff, res, t5_p(self, w->ln_ff), N, D, eps);
+    linear(self, a->h0, a->ln_ff, w->wi0, N, D, F);
+    if (self->gated) {
+        linear(self, a->h1, a->ln_ff, w->wi1, N, D, F);
+        k->gelu_forward(a->act, a->h0, N * F);
+        for (int64_t i = 0; i < N * F; i++) a->act[i] *= a->h1[i];
+    } else {
+        k->relu_forward(a->act, a->h0, N * F);
+    }
+    t5_dropout(a->act, N * F, p, site(self, sd, l, SITE_FF_HIDDEN));
+    linear(self, self->tmp, a->act, w->wo, N, F, D);
+    float *next = side->acts[l + 1].in;
+    memcpy(next, res, (size_t)(N * D) * sizeof(float));
+    t5_add_dropout(next, self->tmp, N * D, p, site(self, sd, l, SITE_FF_OUT));
+}
+
+/* Embeddings, blocks and the final norm of one side; side->out gets its output. */
+static void side_forward(loom_model *self, int decoder, const int32_t *ids, int64_t B, int64_t T, const int32_t *mask,
+                         const float *enc, const int32_t *enc_mask, int64_t S)
+{
+    t5_side *side = decoder ? &self->dec : &self->enc;
+    const int64_t N = B * T, D = self->D;
+    const float p = drop_p(self);
+    t5_embed_forward(side->acts[0].in, ids, t5_p(self, self->shared), N, D);
+    t5_dropout(side->acts[0].in, N * D, p, site(self, decoder, -1, SITE_EMBED));
+    if (side->L > 0)
+        t5_bias_forward(side->bias, t5_p(self, side->blocks[0].rel), self->H, T, T, !decoder, self->NB, self->MD);
+    for (int64_t l = 0; l < side->L; l++) block_forward(self, decoder, l, B, T, mask, enc, enc_mask, S);
+    self->k->rmsnorm_forward(side->final_ln, side->final_rstd, side->acts[side->L].in, t5_p(self, side->final_norm), N, D,
+                             (float)self->eps);
+    memcpy(side->out, side->final_ln, (size_t)(N * D) * sizeof(float));
+    t5_dropout(side->out, N * D, p, site(self, decoder, -1, SITE_FINAL));
+    if (decoder && self->tied) { /* Mesh TensorFlow's rescale before the tied LM head */
+        const float s = 1.0f / sqrtf((float)D);
+        for (int64_t i = 0; i < N * D; i++) side->out[i] *= s;
+    }
+}
+
+static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result, loom_tensor_view *outputs)
+{
+    int64_t B = 0, S = 0, T = 0;
+    const int32_t *mask = NULL;
+    loom_status st = check_batch(self, batch, &B, &S, &T, &mask);
+    if (st) return st;
+    const int64_t V = self->V, Nd = B * T;
+    if (outputs && (outputs->dtype != LOOM_DTYPE_F32 || outputs->ndim != 3 || !outputs->data || outputs->shape[0] != B ||
+                    outputs->shape[1] < T || outputs->shape[2] != V))
+        return self->api->fail(self->host, LOOM_E_INVALID, "outputs must be f32 [%lld, >= %lld, %lld] (batch, positions, vocab)",
+                               (long long)B, (long long)T, (long long)V);
+    self->fwd_B = 0;
+    self->fwd_training = LOOM_HAS_FIELD(batch, loom_batch, reserved1) && batch->training == 1;
+    self->fwd_seed = self->fwd_training ? batch->dropout_seed : 0;
+    side_forward(self, 0, batch->inputs.data, B, S, mask, NULL, NULL, 0);
+    side_forward(self, 1, self->dec_ids, B, T, NULL, self->enc.out, mask, S);
+    linear(self, self->logits, self->dec.out, self->lm_head, Nd, self->D, V);
+    if (outputs) {
+        const int64_t stride = outputs->shape[1];
+        float *out = outputs->data;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(out + b * stride * V, self->logits + b * T * V, (size_t)(T * V) * sizeof(float));
+            if (stride > T) memset(out + (b * stride + T) * V, 0, (size_t)((stride - T) * V) * sizeof(float));
+        }
+    }
+    double loss_sum = 0;
+    int64_t n_targets = 0;
+    self->fwd_probs = 0;
+    const int32_t *labels = batch->labels.data;
+    if (labels) {
+        self->k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, Nd, V);
+        for (int64_t i = 0; i < Nd; i++) {
+            if (labels[i] == T5_IGNORE_INDEX) continue;
+            loss_sum += self->losses[i];
+            n_targets++;
+        }
+        self->fwd_probs = 1;
+    }
+    if (result) {
+        result->loss_sum = loss_sum;
+        result->n_targets = n_targets;
+        result->n_correct = -1;
+    }
+    self->fwd_B = B, self->fwd_S = S, self->fwd_T = T;
+    return LOOM_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------ */
+
+static void zero(float *p, int64_t n) { memset(p, 0, (size_t)n * sizeof *p); }
+
+static void lin_back(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp, int64_t N,
+                     int64_t IC, int64_t OC)
+{
+    self->k->linear_backward(dinp, G + self->tensors[w].offset, NULL, dout, inp, t5_p(self, w), N, IC, OC);
+}
+
+/* dy: d(block output) in, d(block input) out; denc collects the cross-attention's gradient
+ * of the encoder output, dbias the relative bias's. */
+static void block_backward(loom_model *self, float *G, int decoder, int64_t l, int64_t B, int64_t T, const float *enc,
+                           int64_t S)
+{
+    const loom_kernels_api *k = self->k;
+    t5_side *side = decoder ? &self->dec : &self->enc;
+    const t5_block *w = &side->blocks[l];
+    const t5_block_acts *a = &side->acts[l];
+    const int64_t N = B * T, D = self->D, E = self->E, F = self->F, H = self->H, KV = self->KV;
+    const float p = drop_p(self);
+    const int sd = decoder;
+    float *dy = self->dy, *dln = self->dln, *tmp = self->tmp, *dA = self->dA, *dB = self->dB;
+    const float *res = decoder ? a->mid2 : a->mid;
+
+    /* feed-forward */
+    memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
+    t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_FF_OUT));
+    zero(dA, N * F);
+    lin_back(self, G, dA, w->wo, tmp, a->act, N, F, D);
+    t5_dropout(dA, N * F, p, site(self, sd, l, SITE_FF_HIDDEN));
+    zero(dln, N * D);
+    if (self->gated) {
+        k->gelu_forward(dB, a->h0, N * F); /* gelu(h0), then d h1 */
+        for (int64_t i = 0; i < N * F; i++) {
+            const float g = dA[i];
+            dA[i] = g * a->h1[i];
+            dB[i] = g * dB[i];
+        }
+        zero(tmp, N * F);
+        k->gelu_backward(tmp, a->h0, dA, N * F);
+        lin_back(self, G, dln, w->wi0, tmp, a->ln_ff, N, D, F);
+        lin_back(self, G, dln, w->wi1, dB, a->ln_ff, N, D, F);
+    } else {
+        zero(dB, N * F);
+        k->relu_backward(dB, a->h0, dA, N * F);
+        lin_back(self, G, dln, w->wi0, dB, a->ln_ff, N, D, F);
+    }
+    k->rmsnorm_backward(dy, G + self->tensors[w->ln_ff].offset, dln, res, t5_p(self, w->ln_ff), a->rstd_ff, N, D);
+
+    if (decoder) { /* cross-attention */
+        memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
+        t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_CA_OUT));
+        zero(self->dctx, N * E);
+        lin_back(self, G, self->dctx, w->co, tmp, a->cctx, N, E, D);
+        zero(self->dq, N * E);
+        zero(self->dk, B * S * E);
+        zero(self->dv, B * S * E);
+        k->mha_backward(self->dq, self->dk, self->dv, NULL, self->dctx, a->cq, a->ck, a->cv, a->catt, B, H, T, S, KV, S, 1.0f, p,
+                        site(self, sd, l, SITE_CA_PROBS));
+        zero(dln, N * D);
+        lin_back(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
+        lin_back(self, G, self->denc, w->ck, self->dk, enc, B * S, D, E);
+        lin_back(self, G, self->denc, w->cv, self->dv, enc, B * S, D, E);
+        k->rmsnorm_backward(dy, G + self->tensors[w->ln_ca].offset, dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N, D);
+    }
+
+    /* self-attention */
+    memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
+    t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_SA_OUT));
+    zero(self->dctx, N * E);
+    lin_back(self, G, self->dctx, w->o, tmp, a->ctx, N, E, D);
+    zero(self->dq, N * E);
+    zero(self->dk, N * E);
+    zero(self->dv, N * E);
+    k->mha_backward(self->dq, self->dk, self->dv, self->dbias, self->dctx, a->q, a->k, a->v, a->att, B, H, T, T, KV, T, 1.0f, p,
+                    site(self, sd, l, SITE_SA_PROBS));
+    zero(dln, N * D);
+    lin_back(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
+    lin_back(self, G, dln, w->k, self->dk, a->ln_sa, N, D, E);
+    lin_back(self, G, dln, w->v, self->dv, a->ln_sa, N, D, E);
+    k->rmsnorm_backward(dy, G + self->tensors[w->ln_sa].offset, dln, a->in, t5_p(self, w->ln_sa), a->rstd_sa, N, D);
+}
+
+/* d(side->out) in dln -> parameters of the side; returns with dy = d(embeddings). */
+static void side_backward(loom_model *self, float *G, int decoder, const int32_t *ids, int64_t B, int64_t T, const float *enc,
+                          int64_t S)
+{
+    t5_side *side = decoder ? &self->dec : &self->enc;
+    const int64_t N = B * T, D = self->D, H = self->H;
+    const float p = drop_p(self);
+    t5_dropout(self->dln, N * D, p, site(self, decoder, -1, SITE_FINAL));
+    zero(self->dy, N * D);
+    self->k->rmsnorm_backward(self->dy, G + self->tensors[side->final_norm].offset, self->dln, side->acts[side->L].in,
+                              t5_p(self, side->final_norm), side->final_rstd, N, D);
+    zero(self->dbias, H * T * T);
+    for (int64_t l = side->L - 1; l >= 0; l--) block_backward(self, G, decoder, l, B, T, enc, S);
+    if (side->L > 0)
+        t5_bias_backward(G + self->tensors[side->blocks[0].rel].offset, self->dbias, H, T, T, !decoder, self->NB, self->MD);
+    t5_dropout(self->dy, N * D, p, site(self, decoder, -1, SITE_EMBED));
+    t5_embed_backward(G + self->tensors[self->shared].offset, self->dy, ids, N, D);
+}
+
+/* Everything after d(loss)/d(logits), which is in self->logits [B*T, V]. */
+static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const loom_grad_sink *sink)
+{
+    const int64_t B = self->fwd_B, S = self->fwd_S, T = self->fwd_T, Nd = B * T, D = self->D;
+    void *memory = NULL;
+    loom_status st = sink->acquire(sink->context, 0, self->total, &memory);
+    if (st) return st;
+    if (!memory) return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory");
+    float *G = memory;
+    zero(self->dln, Nd * D);
+    lin_back(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
+    if (self->tied) {
+        const float s = 1.0f / sqrtf((float)D);
+        for (int64_t i = 0; i < Nd * D; i++) self->dln[i] *= s;
+    }
+    zero(self->denc, B * S * D);
+    side_backward(self, G, 1, self->dec_ids, B, T, self->enc.out, S);
+    memcpy(self->dln, self->denc, (size_t)(B * S * D) * sizeof(float));
+    side_backward(self, G, 0, batch->inputs.data, B, S, NULL, 0);
+    self->fwd_B = 0;
+    return sink->release(sink->context, 0, self->total);
+}
+
+static loom_status check_backward(loom_model *self, const loom_batch *batch, const loom_grad_sink *sink)
+{
+    int64_t B = 0, S = 0, T = 0;
+    const int32_t *mask = NULL;
+    const int64_t fB = self->fwd_B, fS = self->fwd_S, fT = self->fwd_T;
+    loom_status st = check_batch(self, batch, &B, &S, &T, &mask);
+    if (st) return st;
+    if (fB != B || fS != S || fT != T)
+        return self->api->fail(self->host, LOOM_E_INVALID, "backward needs a forward on the same batch first");
+    if (!sink || !LOOM_HAS_FIELD(sink, loom_grad_sink, release) || !sink->acquire || !sink->release)
+        return self->api->fail(self->host, LOOM_E_INVALID, "backward: no gradient sink");
+    return LOOM_OK;
+}
+
+static loom_status t5_backward(loom_model *self, const loom_batch *batch, float seed, const loom_grad_sink *sink)
+{
+    loom_status st = check_backward(self, batch, sink);
+    if (st) return st;
+    const int32_t *labels = batch->labels.data;
+    if (!labels || !self->fwd_probs)
+        return self->api->fail(self->host, LOOM_E_INVALID, "backward needs a forward with labels on the same batch first");
+    const int64_t N = self->fwd_B * self->fwd_T, V = self->V;
+    for (int64_t i = 0; i < N; i++) { /* dlogits = seed * (probs - onehot), in place */
+        float *row = self->logits + i * V;
+        if (labels[i] == T5_IGNORE_INDEX) {
+            zero(row, V);
+            continue;
+        }
+        for (int64_t v = 0; v < V; v++) row[v] *= seed;
+        row[labels[i]] -= seed;
+    }
+    self->fwd_probs = 0;
+    return backward_from_logits(self, batch, sink);
+}
+
+static loom_status t5_backward_outputs(loom_model *self, const loom_batch *batch, const loom_tensor_view *doutputs,
+                                       const loom_grad_sink *sink)
+{
+    loom_status st = check_backward(self, batch, sink);
+    if (st) return st;
+    const int64_t B = self->fwd_B, T = self->fwd_T, V = self->V;
+    if (!doutputs || doutputs->dtype != LOOM_DTYPE_F32 || doutputs->ndim != 3 || !doutputs->data || doutputs->shape[0] != B ||
+        doutputs->shape[1] < T || doutputs->shape[2] != V)
+        return self->api->fail(self->host, LOOM_E_INVALID, "doutputs must be f32 [%lld, >= %lld, %lld]", (long long)B,
+                               (long long)T, (long long)V);
+    const float *d = doutputs->data;
+    for (int64_t b = 0; b < B; b++)
+        memcpy(self->logits + b * T * V, d + b * doutputs->shape[1] * V, (size_t)(T * V) * sizeof(float));
+    self->fwd_probs = 0;
+    return backward_from_logits(self, batch, sink);
+}
+
+static int64_t t5_max_grad_elements(const loom_model *self) { return self->total; }
+
+/* ---- descriptor ---------------------------------------------------------------------- */
+
+static const loom_model_vtable t5_vtable = {
+    LOOM_HEADER_INIT(loom_model_vtable),
+    .create = t5_create,
+    .destroy = t5_destroy,
+    .param_count = t5_param_count,
+    .param_info = t5_param_info,
+    .init_params = t5_init_params,
+    .bind = t5_bind,
+    .activation_bytes = t5_activation_bytes,
+    .forward = t5_forward,
+    .backward = t5_backward,
+    .output_shape = t5_output_shape,
+    .backward_outputs = t5_backward_outputs,
+    .max_grad_elements = t5_max_grad_elements,
+    .step_scratch = t5_step_scratch,
+};
+
+static const loom_plugin_desc t5_desc = {
+    LOOM_HEADER_INIT(loom_plugin_desc),
+    .kind = LOOM_KIND_MODEL,
+    .name = "t5",
+    .version = "0.1.0",
+    .summary = "T5 encoder-decoder (HF T5ForConditionalGeneration: v1.0 and v1.1 names, shapes, init), padded batches, dropout",
+    .vtable = &t5_vtable,
+    .params = t5_param_specs,
+};
+
+LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
+{
+    (void)host_abi_major;
+    return index == 0 ? &t5_desc : NULL;
+}

@@ -1,0 +1,107 @@
+"""loom train/evaluate on pair files (docs/seq2seq.md): the t5 model picked from the data, a
+loss that falls, evaluation without dropout that a warm start reproduces, a resume that ends
+exactly where an uninterrupted run with dropout does, and bad pair files named by line."""
+import json
+import os
+import random
+import shutil
+import tempfile
+import unittest
+
+from loomtest import loom
+
+TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
+        "--num_layers", "2", "--dropout_rate", "0.1"]
+
+
+def write_pairs(path, n, seed):
+    """Reverse a sequence of 1-6 tokens: sources and targets of different lengths per row."""
+    r = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            s = [r.randint(3, 12) for _ in range(r.randint(1, 6))]
+            f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
+
+
+def history(out):
+    with open(os.path.join(out, "trainer_state.json")) as f:
+        return json.load(f)["log_history"]
+
+
+class Seq2Seq(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="loomtest-s2s-")
+        cls.train_file = os.path.join(cls.tmp, "train.jsonl")
+        cls.dev_file = os.path.join(cls.tmp, "dev.jsonl")
+        write_pairs(cls.train_file, 320, 1)
+        write_pairs(cls.dev_file, 40, 2)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def train(self, out, *extra, check=True):
+        return loom("train", "--train_file", self.train_file, "--validation_file", self.dev_file, "--output_dir", out,
+                    "--overwrite_output_dir", "--disable_tqdm", "true", "--per_device_train_batch_size", "16",
+                    "--learning_rate", "3e-3", "--seed", "11", *TINY, *extra, check=check)
+
+    def test_train_evaluate_warm_start(self):
+        out = os.path.join(self.tmp, "run")
+        self.train(out, "--do_train", "--do_eval", "--num_train_epochs", "6", "--logging_steps", "20")
+        losses = [e["loss"] for e in history(out) if "loss" in e]
+        self.assertLess(losses[-1], 0.8 * losses[0])
+        with open(os.path.join(out, "config.json")) as f:
+            config = json.load(f)
+        self.assertEqual(config["model_type"], "t5")
+        self.assertEqual(config["architectures"], ["T5ForConditionalGeneration"])
+        with open(os.path.join(out, "eval_results.json")) as f:
+            eval_loss = json.load(f)["eval_loss"]
+        # The saved folder evaluates to the same loss: dropout is off in evaluation.
+        again = os.path.join(self.tmp, "again")
+        loom("evaluate", "--model_name_or_path", out, "--validation_file", self.dev_file, "--output_dir", again,
+             "--disable_tqdm", "true")
+        with open(os.path.join(again, "eval_results.json")) as f:
+            self.assertEqual(json.load(f)["eval_loss"], eval_loss)
+
+    def test_resume_is_exact_with_dropout(self):
+        full = os.path.join(self.tmp, "full")
+        self.train(full, "--do_train", "--max_steps", "12", "--logging_steps", "1", "--save_steps", "6")
+        part = os.path.join(self.tmp, "part")
+        self.train(part, "--do_train", "--max_steps", "12", "--logging_steps", "1", "--save_steps", "6")
+        shutil.rmtree(os.path.join(part, "checkpoint-12"))
+        self.train(part, "--do_train", "--max_steps", "12", "--logging_steps", "1", "--save_steps", "6",
+                   "--resume_from_checkpoint", os.path.join(part, "checkpoint-6"))
+        a = [e["loss"] for e in history(full) if "loss" in e]
+        b = [e["loss"] for e in history(part) if "loss" in e]
+        self.assertEqual(a[-1], b[-1])
+        # another seed draws other dropout masks (and data order): other losses
+        other = os.path.join(self.tmp, "other")
+        self.train(other, "--do_train", "--max_steps", "12", "--logging_steps", "1", "--seed", "12")
+        self.assertNotEqual([e["loss"] for e in history(other) if "loss" in e][-1], a[-1])
+
+    def test_bad_pair_files(self):
+        cases = [('{"input_ids": [3, 1]}\n', ":1: no \"labels\""),
+                 ('{"input_ids": [3, 1], "labels": [4, 1]}\n{"input_ids": [], "labels": [4]}\n', ":2: \"input_ids\" must be a non-empty"),
+                 ('{"input_ids": [3, 1], "labels": [4, 1.5]}\n', ":1: \"labels\"[1] is not a token id"),
+                 ('{"input_ids": [3, 1], "labels": [4, 1]}\n[1, 2]\n', ":2: not a JSON object")]
+        for i, (text, message) in enumerate(cases):
+            path = os.path.join(self.tmp, "bad%d.jsonl" % i)
+            with open(path, "w") as f:
+                f.write(text)
+            code, stdout, stderr = loom("train", "--train_file", path, "--do_train", "--output_dir",
+                                        os.path.join(self.tmp, "bad"), "--overwrite_output_dir", *TINY, check=False)
+            self.assertNotEqual(code, 0)
+            self.assertIn(path + message, stderr)
+        # a token the vocabulary does not cover
+        path = os.path.join(self.tmp, "oov.jsonl")
+        with open(path, "w") as f:
+            f.write('{"input_ids": [3, 40, 1], "labels": [4, 1]}\n')
+        code, _, stderr = loom("train", "--train_file", path, "--do_train", "--output_dir", os.path.join(self.tmp, "bad"),
+                               "--overwrite_output_dir", *TINY, check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("token id 40 at row 0, position 1 is outside the vocabulary [0, 16)", stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
