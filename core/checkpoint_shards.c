@@ -3,6 +3,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,39 @@ static loom_status parse_entries(loom_shard_set *s, loom_safetensors *file)
         }
         e->offset = offset;
         e->numel = t.shape[0];
+        if (e->numel > INT64_MAX - e->offset) { /* its elements' indices must fit an int64 */
+            loom_status bad = loom_error(LOOM_E_FORMAT, "%s: entry '%s' ends past the largest index",
+                                         loom_safetensors_path(file), t.name);
+            free(e->tensor);
+            free(e->state);
+            return bad;
+        }
         e->data = t.data;
         s->n_entries++;
+    }
+    return LOOM_OK;
+}
+
+static int compare_entries(const void *pa, const void *pb)
+{
+    const shard_entry *a = pa, *b = pb;
+    int c = strcmp(a->tensor, b->tensor);
+    if (!c) c = strcmp(a->state, b->state);
+    if (!c) c = (a->offset > b->offset) - (a->offset < b->offset);
+    return c;
+}
+
+/* Every element has one owner when written, and loom_shard_set_read counts elements to know
+ * that all were found: two pieces of one state that overlap (a damaged or forged file) would
+ * let a gap pass for found. */
+static loom_status check_overlaps(loom_shard_set *s, const char *dir)
+{
+    qsort(s->entries, s->n_entries, sizeof *s->entries, compare_entries);
+    for (size_t i = 1; i < s->n_entries; i++) {
+        const shard_entry *a = &s->entries[i - 1], *b = &s->entries[i];
+        if (!strcmp(a->tensor, b->tensor) && !strcmp(a->state, b->state) && a->offset + a->numel > b->offset)
+            return loom_error(LOOM_E_FORMAT, "%s: optimizer state '%s.%s' has overlapping pieces at elements %lld and %lld",
+                              dir, a->tensor, a->state, (long long)a->offset, (long long)b->offset);
     }
     return LOOM_OK;
 }
@@ -123,6 +155,7 @@ loom_status loom_shard_set_open(const char *dir, loom_shard_set **out)
             if (!s->files[r])
                 st = loom_error(LOOM_E_FORMAT, "%s: optimizer.rank-%d-of-%d.safetensors is missing", dir, r, s->n_files);
     }
+    if (st == LOOM_OK) st = check_overlaps(s, dir);
     if (st != LOOM_OK) {
         loom_shard_set_close(s);
         return st;

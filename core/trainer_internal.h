@@ -38,6 +38,8 @@ loom_status loom_trainer_master_weights(loom_trainer *t, size_t r, float **out);
  * every other state once the optimizer and scheduler exist. */
 loom_status loom_trainer_find_resume(loom_trainer *t);
 loom_status loom_trainer_restore(loom_trainer *t);
+/* Tests only: die at a step (LOOM_TEST_EXIT_AT_STEP, trainer_save.c). */
+void loom_trainer_test_exit(const loom_trainer *t);
 
 /* Best model (trainer_best.c): after an evaluation, HF's _determine_best_metric; at the end of
  * training, load_best_model_at_end. */

@@ -461,6 +461,7 @@ loom_status loom_trainer_train(loom_trainer *t)
             default_flow_step_end(t);
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
             if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;
+            loom_trainer_test_exit(t);
             if (t->control.should_epoch_stop || t->control.should_training_stop) break;
         }
         if (st != LOOM_OK) break;

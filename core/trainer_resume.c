@@ -32,34 +32,8 @@
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
+#include "resume_state.h"
 #include "trainer_internal.h"
-
-static loom_status read_json(const char *dir, const char *name, cJSON **out)
-{
-    char path[4096];
-    loom_status st = loom_path_join(path, sizeof path, dir, name);
-    if (st != LOOM_OK) return st;
-    char *text = NULL;
-    size_t len = 0;
-    if ((st = loom_read_file(path, &text, &len)) != LOOM_OK) return st;
-    *out = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(*out)) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        return loom_error(LOOM_E_FORMAT, "%s: not a JSON object", path);
-    }
-    return LOOM_OK;
-}
-
-/* A number member; LOOM_E_FORMAT naming file and key when absent or not a number. */
-static loom_status number(const cJSON *json, const char *file, const char *key, double *out)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
-    if (!cJSON_IsNumber(item)) return loom_error(LOOM_E_FORMAT, "%s: \"%s\" is missing or not a number", file, key);
-    *out = item->valuedouble;
-    return LOOM_OK;
-}
 
 static int is_false(const char *s) { return !s || !*s || !strcasecmp(s, "false") || !strcasecmp(s, "none"); }
 
@@ -77,122 +51,67 @@ loom_status loom_trainer_find_resume(loom_trainer *t)
         strcpy(dir, arg);
         if ((st = loom_checkpoint_verify(dir)) != LOOM_OK) return loom_error_context(st, "--resume_from_checkpoint");
     }
-    cJSON *rng = NULL;
-    double seed = 0;
-    if ((st = read_json(dir, "rng_state.json", &rng)) == LOOM_OK) st = number(rng, "rng_state.json", "seed", &seed);
-    cJSON_Delete(rng);
-    if (st != LOOM_OK) return st;
-    if ((int64_t)seed != t->args.seed) {
+    int64_t seed = 0;
+    if ((st = loom_resume_read_seed(dir, &seed)) != LOOM_OK) return st;
+    if (seed != t->args.seed) {
         if (t->state.is_world_process_zero)
             loom_log(LOOM_LOG_WARNING, "%s was written with --seed %lld: resuming with it (not %lld), so that the data order "
                      "goes on where it stopped", dir, (long long)seed, (long long)t->args.seed);
-        t->args.seed = (int64_t)seed;
+        t->args.seed = seed;
     }
     if (!(t->resume_dir = strdup(dir))) return loom_error(LOOM_E_NOMEM, "out of memory");
     return LOOM_OK;
 }
 
-static loom_status restore_trainer_state(loom_trainer *t, const char *dir)
+static loom_status restore_trainer_state(loom_trainer *t, loom_resume_state *rs)
 {
-    cJSON *json = NULL;
-    loom_status st = read_json(dir, "trainer_state.json", &json);
-    if (st != LOOM_OK) return st;
-    const char *file = "trainer_state.json";
-    double global_step = 0, epoch = 0, total_flos = 0, tokens = 0;
-    if (st == LOOM_OK) st = number(json, file, "global_step", &global_step);
-    if (st == LOOM_OK) st = number(json, file, "epoch", &epoch);
-    if (st == LOOM_OK) st = number(json, file, "total_flos", &total_flos);
-    cJSON *history = cJSON_DetachItemFromObjectCaseSensitive(json, "log_history");
-    if (st == LOOM_OK && !cJSON_IsArray(history)) st = loom_error(LOOM_E_FORMAT, "%s/%s: no log_history array", dir, file);
-    if (st == LOOM_OK) {
-        /* Older files have no token count: it restarts from 0 then. */
-        if (number(json, file, "num_input_tokens_seen", &tokens) != LOOM_OK) loom_error_clear();
-        const cJSON *best = cJSON_GetObjectItemCaseSensitive(json, "best_metric");
-        const cJSON *best_dir = cJSON_GetObjectItemCaseSensitive(json, "best_model_checkpoint");
-        t->state.global_step = (int64_t)global_step;
-        t->state.epoch = epoch;
-        t->state.total_flos = total_flos;
-        t->state.num_input_tokens_seen = (int64_t)tokens;
-        t->state.best_metric = cJSON_IsNumber(best) ? best->valuedouble : NAN;
-        free(t->best_model_checkpoint);
-        t->best_model_checkpoint = cJSON_IsString(best_dir) ? strdup(best_dir->valuestring) : NULL;
-        t->state.best_model_checkpoint = t->best_model_checkpoint;
-        cJSON_Delete(t->log_history);
-        t->log_history = history;
-        history = NULL;
-        /* Callbacks that keep state (early stopping's patience counter), HF's layout. */
-        st = loom_trainer_callbacks_restore(t, cJSON_GetObjectItemCaseSensitive(json, "stateful_callbacks"));
-    }
-    cJSON_Delete(history);
-    cJSON_Delete(json);
-    return st;
+    t->state.global_step = rs->global_step;
+    t->state.epoch = rs->epoch;
+    t->state.total_flos = rs->total_flos;
+    t->state.num_input_tokens_seen = rs->num_input_tokens_seen;
+    t->state.best_metric = rs->best_metric;
+    free(t->best_model_checkpoint);
+    t->best_model_checkpoint = rs->best_model_checkpoint;
+    rs->best_model_checkpoint = NULL;
+    t->state.best_model_checkpoint = t->best_model_checkpoint;
+    cJSON_Delete(t->log_history);
+    t->log_history = rs->log_history;
+    rs->log_history = NULL;
+    /* Callbacks that keep state (early stopping's patience counter), HF's layout. */
+    return loom_trainer_callbacks_restore(t, rs->stateful_callbacks);
 }
 
-static loom_status restore_small_states(loom_trainer *t, const char *dir)
+static loom_status restore_small_states(loom_trainer *t, const char *dir, const loom_resume_state *rs)
 {
-    cJSON *json = NULL;
-    double v = 0;
-    loom_status st = read_json(dir, "scheduler.json", &json);
-    if (st == LOOM_OK) st = number(json, "scheduler.json", "step", &v);
-    if (st == LOOM_OK) {
-        t->scheduler_step = (int64_t)v;
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(json, "scheduler");
-        const char *mine = t->scheduler.plugin->desc->name;
-        if (cJSON_IsString(name) && strcmp(name->valuestring, mine) != 0 && t->state.is_world_process_zero)
-            loom_log(LOOM_LOG_WARNING, "%s was written with scheduler '%s'; going on with '%s' from its step %lld", dir,
-                     name->valuestring, mine, (long long)t->scheduler_step);
-        if (number(json, "scheduler.json", "last_lr", &v) == LOOM_OK) t->last_lr = v;
-        else loom_error_clear();
-    }
-    cJSON_Delete(json);
-    json = NULL;
-    if (st != LOOM_OK) return st;
+    t->scheduler_step = rs->scheduler_step;
+    const char *mine = t->scheduler.plugin->desc->name;
+    if (rs->scheduler && strcmp(rs->scheduler, mine) != 0 && t->state.is_world_process_zero)
+        loom_log(LOOM_LOG_WARNING, "%s was written with scheduler '%s'; going on with '%s' from its step %lld", dir,
+                 rs->scheduler, mine, (long long)t->scheduler_step);
+    if (rs->has_last_lr) t->last_lr = rs->last_lr;
 
     /* The loss scaler: only the precision that wrote it can take it back. */
-    if ((st = read_json(dir, "scaler.json", &json)) != LOOM_OK) return st;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(json, "precision");
-    const char *mine = t->precision.plugin->desc->name;
-    if (!cJSON_IsString(name) || strcmp(name->valuestring, mine) != 0)
-        st = loom_error(LOOM_E_INVALID, "%s was written with precision '%s'; resuming it with '%s' is not supported", dir,
-                        cJSON_IsString(name) ? name->valuestring : "?", mine);
+    mine = t->precision.plugin->desc->name;
+    if (!rs->precision || strcmp(rs->precision, mine) != 0)
+        return loom_error(LOOM_E_INVALID, "%s was written with precision '%s'; resuming it with '%s' is not supported", dir,
+                          rs->precision ? rs->precision : "?", mine);
     loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
-    const char *file = "scaler.json";
-    double scale = 1, iteration = 0, last_overflow = 0, growth = 0, hysteresis = 0, skipped = 0;
-    if (st == LOOM_OK) st = number(json, file, "loss_scale", &scale);
-    if (st == LOOM_OK) st = number(json, file, "iteration", &iteration);
-    if (st == LOOM_OK) st = number(json, file, "last_overflow", &last_overflow);
-    if (st == LOOM_OK) st = number(json, file, "growth_tracker", &growth);
-    if (st == LOOM_OK) st = number(json, file, "hysteresis_left", &hysteresis);
-    if (st == LOOM_OK) st = number(json, file, "skipped_steps", &skipped);
-    cJSON_Delete(json);
-    json = NULL;
-    if (st != LOOM_OK) return st;
     const loom_precision_vtable *pv = t->precision.vtable;
-    if ((st = pv->get_state(t->precision.instance, &ps)) != LOOM_OK) return st;
-    ps.loss_scale = scale;
-    ps.iteration = (int64_t)iteration;
-    ps.last_overflow = (int64_t)last_overflow;
-    ps.growth_tracker = (int64_t)growth;
-    ps.hysteresis_left = (int64_t)hysteresis;
+    loom_status st = pv->get_state(t->precision.instance, &ps);
+    if (st != LOOM_OK) return st;
+    ps.loss_scale = rs->loss_scale;
+    ps.iteration = rs->iteration;
+    ps.last_overflow = rs->last_overflow;
+    ps.growth_tracker = rs->growth_tracker;
+    ps.hysteresis_left = rs->hysteresis_left;
     if ((st = pv->set_state(t->precision.instance, &ps)) != LOOM_OK) return st;
-    t->state.skipped_steps = (int64_t)skipped;
+    t->state.skipped_steps = rs->skipped_steps;
     t->state.loss_scale = pv->loss_scale(t->precision.instance);
 
     /* The running loss sums (absent in a checkpoint of an older loom: they restart at 0, as HF's). */
     memset(&t->losses, 0, sizeof t->losses);
-    if (read_json(dir, "loss_tracker.json", &json) != LOOM_OK) {
-        loom_error_clear();
-        return LOOM_OK;
-    }
-    double since = 0, n_since = 0, total = 0, n_total = 0;
-    file = "loss_tracker.json";
-    st = number(json, file, "since_log", &since);
-    if (st == LOOM_OK) st = number(json, file, "steps_since_log", &n_since);
-    if (st == LOOM_OK) st = number(json, file, "total", &total);
-    if (st == LOOM_OK) st = number(json, file, "steps", &n_total);
-    cJSON_Delete(json);
-    if (st != LOOM_OK) return st;
-    t->losses = (loom_loss_tracker){since, (int64_t)n_since, total, (int64_t)n_total};
+    if (rs->has_losses)
+        t->losses = (loom_loss_tracker){rs->loss_since_log, rs->steps_since_log, rs->loss_total, rs->steps_total};
     return LOOM_OK;
 }
 
@@ -234,8 +153,11 @@ loom_status loom_trainer_restore(loom_trainer *t)
 {
     if (!t->resume_dir) return LOOM_OK;
     const char *dir = t->resume_dir;
-    loom_status st = restore_trainer_state(t, dir);
-    if (st == LOOM_OK) st = restore_small_states(t, dir);
+    loom_resume_state rs;
+    loom_status st = loom_resume_state_read(dir, &rs);
+    if (st == LOOM_OK) st = restore_trainer_state(t, &rs);
+    if (st == LOOM_OK) st = restore_small_states(t, dir, &rs);
+    loom_resume_state_free(&rs);
     if (st == LOOM_OK) st = restore_optimizer(t, dir);
     if (st != LOOM_OK) return st;
     if (t->state.is_world_process_zero)

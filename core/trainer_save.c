@@ -362,6 +362,22 @@ static void maybe_die_for_a_test(const loom_trainer *t)
     if (at && *at && strtoll(at, NULL, 10) == t->state.global_step) raise(SIGKILL);
 }
 
+/* Tests only: LOOM_TEST_EXIT_AT_STEP="R:S0,S1,..." kills rank R with SIGKILL at the end of
+ * step S_a of attempt a (LOOM_RESTART_COUNT, loom launch --max_restarts), after that step's
+ * checkpoint if it has one; attempts past the list run through. */
+void loom_trainer_test_exit(const loom_trainer *t)
+{
+    const char *spec = getenv("LOOM_TEST_EXIT_AT_STEP"), *count = getenv("LOOM_RESTART_COUNT");
+    if (!spec || !*spec) return;
+    char *p = NULL;
+    long long rank = strtoll(spec, &p, 10), attempt = count ? strtoll(count, NULL, 10) : 0;
+    if (rank != t->rank || *p != ':') return;
+    for (long long a = 0; *p && a <= attempt; a++) {
+        long long step = strtoll(p + 1, &p, 10);
+        if (a == attempt && step == t->state.global_step) raise(SIGKILL);
+    }
+}
+
 static loom_status agree(loom_trainer *t, loom_status st, const char *what, const char *dir)
 {
     const loom_comm_vtable *cv = t->comm.vtable;

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
+#include "model_config.h"
 #include "plugin_config.h"
 #include "ranks.h"
 #include "deepspeed_config.h"
@@ -75,66 +76,6 @@ static loom_status report_unused_flags(const loom_trainer *t, const unsigned cha
         return loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s): not a training argument nor a key of a loaded plugin (see `loom train --help`, `loom plugins`)",
                           key, source);
     }
-    return LOOM_OK;
-}
-
-/* config.json of a saved model: its model_type picks the plugin, every other key is mapped
- * into the model's section (the user's flags still win). */
-typedef struct saved_model_config {
-    char *model_type;
-    loom_config_default *entries;
-    size_t n;
-    cJSON *json;
-    char **texts;
-} saved_model_config;
-
-static void saved_model_config_free(saved_model_config *c)
-{
-    for (size_t i = 0; i < c->n; i++) free(c->texts[i]);
-    free(c->texts);
-    free(c->entries);
-    free(c->model_type);
-    cJSON_Delete(c->json);
-    memset(c, 0, sizeof *c);
-}
-
-static loom_status read_saved_model_config(const char *dir, saved_model_config *c)
-{
-    memset(c, 0, sizeof *c);
-    char path[4096];
-    loom_status st = loom_path_join(path, sizeof path, dir, "config.json");
-    if (st != LOOM_OK) return st;
-    char *text = NULL;
-    size_t len = 0;
-    st = loom_read_file(path, &text, &len);
-    if (st != LOOM_OK) return loom_error_context(st, "--model_name_or_path %s", dir);
-    c->json = cJSON_ParseWithLength(text, len);
-    free(text);
-    if (!cJSON_IsObject(c->json)) return loom_error(LOOM_E_FORMAT, "%s: not a JSON object", path);
-    size_t count = (size_t)cJSON_GetArraySize(c->json);
-    c->entries = calloc(count + 1, sizeof *c->entries);
-    c->texts = calloc(count + 1, sizeof *c->texts);
-    if (!c->entries || !c->texts) return loom_error(LOOM_E_NOMEM, "out of memory");
-    for (cJSON *item = c->json->child; item; item = item->next) {
-        if (strcmp(item->string, "model_type") == 0) {
-            if (!cJSON_IsString(item)) return loom_error(LOOM_E_FORMAT, "%s: model_type is not a string", path);
-            c->model_type = strdup(item->valuestring);
-            continue;
-        }
-        /* HF configs carry private keys, lists and nulls ("n_inner": null = the default). */
-        if (strncmp(item->string, "_", 1) == 0 || cJSON_IsNull(item) || cJSON_IsArray(item) || cJSON_IsObject(item))
-            continue;
-        char *value = cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
-        if (cJSON_IsBool(item)) {
-            free(value);
-            value = strdup(cJSON_IsTrue(item) ? "true" : "false");
-        }
-        c->texts[c->n] = value;
-        c->entries[c->n].key = item->string;
-        c->entries[c->n].value = value;
-        c->n++;
-    }
-    if (!c->model_type) return loom_error(LOOM_E_FORMAT, "%s: no model_type", path);
     return LOOM_OK;
 }
 
@@ -354,7 +295,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     t->log_history = cJSON_CreateArray();
     loom_args *a = &t->args;
     loom_status st = LOOM_OK;
-    saved_model_config saved = {0};
+    loom_saved_model_config saved = {0};
     unsigned char *used = calloc(a->unknown_keys.count + 1, 1);
     if (!t->core_host || !t->log_history || !used) {
         st = loom_error(LOOM_E_NOMEM, "out of memory");
@@ -390,7 +331,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if ((st = check_evaluation(t)) != LOOM_OK) goto done;
 
     if (a->model_name_or_path && *a->model_name_or_path &&
-        (st = read_saved_model_config(a->model_name_or_path, &saved)) != LOOM_OK)
+        (st = loom_saved_model_config_read(a->model_name_or_path, &saved)) != LOOM_OK)
         goto done;
 
     /* Defaults per kind, then --plugin overrides (callbacks add). */
@@ -594,7 +535,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
 
 done:
     free(used);
-    saved_model_config_free(&saved);
+    loom_saved_model_config_free(&saved);
     if (st != LOOM_OK) {
         loom_trainer_destroy(t);
         return st;

@@ -21,3 +21,12 @@ if [ "${LOOM_SKIP_SANITIZERS:-0}" != 1 ]; then
   (cd "$root/build-tsan" && TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$root/tests/tsan.supp" \
     ctest --output-on-failure -j1 -L tsan)
 fi
+# The fuzz targets (clang, ASan + UBSan): each parser a file or a peer reaches, LOOM_FUZZ_SECONDS
+# (default 20) each over its seed corpus (docs/fuzzing.md). Needs clang; LOOM_SKIP_FUZZ=1 skips.
+if [ "${LOOM_SKIP_FUZZ:-0}" != 1 ]; then
+  if command -v clang >/dev/null; then
+    "$root/scripts/fuzz.sh" "$root/build-fuzz" "${LOOM_FUZZ_SECONDS:-20}"
+  else
+    echo "warning: clang is missing: the fuzz targets were not built or run" >&2
+  fi
+fi

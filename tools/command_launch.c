@@ -73,6 +73,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "launch.h"
 
 extern char **environ;
 
@@ -101,6 +102,9 @@ static void usage(FILE *out)
                  "  --standalone         one node on 127.0.0.1 with a free port\n"
                  "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks\n"
                  "                       (default 10)\n"
+                 "  --max_restarts K     when a rank fails, stop the others and start the job\n"
+                 "                       again, up to K times (default 0); `loom train` then\n"
+                 "                       resumes from the newest complete checkpoint\n"
                  "\n"
                  "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,\n"
                  "MASTER_PORT (and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a\n"
@@ -346,8 +350,16 @@ static void on_signal(int sig, siginfo_t *info, void *context)
     errno = saved;
 }
 
+/* The signal that stopped the last attempt (0: none), so restarts stop when the user stops us,
+ * and whether it started any rank (a bad option or COMMAND is not retried). */
+static int launch_signalled, launch_started;
+
+int loom_launch_signalled(void) { return launch_signalled; }
+int loom_launch_started(void) { return launch_started; }
+
 static int install_signals(void)
 {
+    if (signal_pipe[0] >= 0) return 1; /* installed by an earlier attempt (--max_restarts) */
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK)) return 0;
     for (size_t k = 0; k < sizeof HANDLED / sizeof HANDLED[0]; k++) {
         struct sigaction sa;
@@ -718,8 +730,10 @@ static int set_store_secret(const launch_options *o)
     return 0;
 }
 
-int loom_command_launch(int argc, char **argv)
+/* One attempt of the job (launch_restarts.c runs it again after a failure). */
+int loom_launch_attempt(int argc, char **argv)
 {
+    launch_signalled = launch_started = 0;
     launch_options o = {
         .nproc = 1, .nnodes = 1, .node_rank = 0, .master_port = 29500, .master_addr = "127.0.0.1", .timeout = 10.0};
     int first = 0, rc = parse_options(argc, argv, &o, &first);
@@ -792,6 +806,7 @@ int loom_command_launch(int argc, char **argv)
             break;
         }
         alive++;
+        launch_started = 1;
     }
 
     for (;;) {
@@ -878,6 +893,7 @@ int loom_command_launch(int argc, char **argv)
             while (read(signal_pipe[0], msg, sizeof msg) == (ssize_t)sizeof msg) {
                 int sig = msg[0], from_process = msg[1];
                 if (sig == SIGCHLD) continue;
+                launch_signalled = sig;
                 if (!shutting_down) {
                     shutting_down = 1;
                     exit_code = 128 + sig;

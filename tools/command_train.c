@@ -220,7 +220,12 @@ int loom_command_train(const char *mode, int argc, char **argv)
         loom_args_free(&args);
         return loom_command_fail(loom_error(LOOM_E_INVALID, "--output_dir is required"));
     }
-    if (training && !args.overwrite_output_dir) {
+    /* A restart by `loom launch --max_restarts` (docs/checkpoints.md#restarts) goes on from the
+     * newest complete checkpoint even under --overwrite_output_dir, which only the first attempt
+     * obeys; without a checkpoint yet it starts over. */
+    const char *restart = getenv("LOOM_RESTART_COUNT");
+    int restarted = restart && *restart && strcmp(restart, "0") != 0;
+    if (training && (!args.overwrite_output_dir || restarted)) {
         int empty = 1;
         char last[4096];
         if ((st = loom_dir_is_empty(args.output_dir, &empty)) == LOOM_OK && !empty) {
@@ -228,12 +233,18 @@ int loom_command_train(const char *mode, int argc, char **argv)
             if (loom_checkpoint_latest(args.output_dir, last, sizeof last) == LOOM_OK) {
                 const char *given = args.resume_from_checkpoint;
                 const char *rank = getenv("RANK");
-                if (!given || !*given || !strcasecmp(given, "false")) {
+                if (restarted) {
+                    if (!rank || !strcmp(rank, "0")) printf("loom: restart %s: resuming training at %s\n", restart, last);
+                    free(args.resume_from_checkpoint);
+                    if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
+                } else if (!given || !*given || !strcasecmp(given, "false")) {
                     if (!rank || !strcmp(rank, "0")) printf("loom: checkpoint detected, resuming training at %s. To avoid this, change --output_dir or add "
                            "--overwrite_output_dir to train from scratch.\n", last);
                     free(args.resume_from_checkpoint);
                     if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
                 }
+            } else if (restarted) {
+                loom_error_clear(); /* the first attempt had the folder to itself */
             } else {
                 loom_error_clear();
                 st = loom_error(LOOM_E_INVALID,

@@ -9,6 +9,7 @@
  * still uses the instructions the CPU has).
  */
 #include "lk_cpu.h"
+#include "cpu_features.h"
 
 #include <immintrin.h>
 
@@ -30,8 +31,8 @@ static int lk_convert_isa(void)
     return LK_ISA_SCALAR;
 #else
     if (__builtin_cpu_supports("avx512f"))
-        return __builtin_cpu_supports("avx512bf16") ? LK_ISA_AVX512_BF16 : LK_ISA_AVX512;
-    if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c")) return LK_ISA_F16C;
+        return lk_cpu_has_avx512_bf16() ? LK_ISA_AVX512_BF16 : LK_ISA_AVX512;
+    if (lk_cpu_has_f16c()) return LK_ISA_F16C;
     return LK_ISA_SCALAR;
 #endif
 }

@@ -13,6 +13,7 @@
  * to compare the two or to time them.
  */
 #include "lk_cpu.h"
+#include "cpu_features.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -166,7 +167,7 @@ static int dnnl_ready(void)
     const char *force = getenv("LOOM_BF16_GEMM");
     if (force && strcmp(force, "fp32") == 0) return 0;
     /* Every CPU with AMX also has AVX512_BF16; the second test is for completeness. */
-    if (!__builtin_cpu_supports("avx512bf16") && !__builtin_cpu_supports("amx-bf16")) return 0;
+    if (!lk_cpu_has_avx512_bf16() && !lk_cpu_has_amx_bf16()) return 0;
     dnnl_status_t st = dnnl_engine_create(&lk_dnnl_engine, dnnl_cpu, 0);
     if (st != dnnl_success) {
         dnnl_warn("engine creation", st);

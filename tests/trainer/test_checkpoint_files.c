@@ -94,6 +94,16 @@ static void test_shards(void)
     CHECK(loom_safetensors_write(p, bad, 1, meta, 1) == LOOM_OK);
     CHECK(loom_shard_set_open(dir, &s) == LOOM_E_FORMAT && !s);
     CHECK(strstr(loom_error_message(), "nodot") != NULL);
+    /* Pieces that overlap would let a gap count as found; an offset whose end overflows an
+     * int64 (found by fuzz_optimizer_shards) is refused before any read adds to it. */
+    loom_st_tensor overlap[] = {vec("w.m@0", a, 4, 0), vec("w.m@2", a, 4, 0)};
+    CHECK(loom_safetensors_write(p, overlap, 2, meta, 1) == LOOM_OK);
+    CHECK(loom_shard_set_open(dir, &s) == LOOM_E_FORMAT && !s);
+    CHECK(strstr(loom_error_message(), "overlapping pieces") != NULL);
+    loom_st_tensor far[] = {vec("w.m@9223372036854775807", a, 4, 0)};
+    CHECK(loom_safetensors_write(p, far, 1, meta, 1) == LOOM_OK);
+    CHECK(loom_shard_set_open(dir, &s) == LOOM_E_FORMAT && !s);
+    CHECK(strstr(loom_error_message(), "past the largest index") != NULL);
 }
 
 static void test_manifest(void)

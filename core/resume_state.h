@@ -1,0 +1,52 @@
+/*
+ * resume_state.h - the small JSON state files of a checkpoint (docs/checkpoints.md), read into
+ * plain values before anything of the trainer changes: trainer_state.json, scheduler.json,
+ * scaler.json, rng_state.json and loss_tracker.json. Every number that becomes a count or a
+ * step is checked to be an integer in range, so a damaged file is an error naming the file and
+ * the key, never an undefined conversion.
+ */
+#ifndef LOOM_CORE_RESUME_STATE_H
+#define LOOM_CORE_RESUME_STATE_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <loom/loom.h>
+
+typedef struct loom_resume_state {
+    /* trainer_state.json */
+    int64_t global_step;
+    double epoch;
+    double total_flos;
+    int64_t num_input_tokens_seen;   /* 0 when the file predates it                        */
+    double best_metric;              /* NAN when absent                                    */
+    char *best_model_checkpoint;     /* NULL when absent; owned                            */
+    cJSON *log_history;              /* an array; owned                                    */
+    cJSON *stateful_callbacks;       /* the object, or NULL when absent; owned             */
+    /* scheduler.json */
+    int64_t scheduler_step;
+    char *scheduler;                 /* the plugin that wrote it, or NULL; owned           */
+    double last_lr;
+    bool has_last_lr;
+    /* scaler.json */
+    char *precision;                 /* the plugin that wrote it, or NULL; owned           */
+    double loss_scale;
+    int64_t iteration, last_overflow, growth_tracker, hysteresis_left, skipped_steps;
+    /* loss_tracker.json (absent in a checkpoint of an older loom: has_losses false) */
+    bool has_losses;
+    double loss_since_log, loss_total;
+    int64_t steps_since_log, steps_total;
+} loom_resume_state;
+
+/* The seed of DIR/rng_state.json (an integer in int64 range). */
+loom_status loom_resume_read_seed(const char *dir, int64_t *seed);
+
+/* Read the files above from DIR into *out (zeroed first; free with loom_resume_state_free,
+ * also on failure). LOOM_E_FORMAT naming the file and key for a missing or ill-typed value;
+ * the errors of loom_read_file for a file that cannot be read. */
+loom_status loom_resume_state_read(const char *dir, loom_resume_state *out);
+
+void loom_resume_state_free(loom_resume_state *s);
+
+#endif
