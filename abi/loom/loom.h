@@ -39,7 +39,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 2 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 3 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -47,7 +47,9 @@ extern "C" {
  *      loom.h loom_dtype_size / loom_dtype_name / loom_dtype_is_param (header-only).
  * 1.2: callback.h the "loom.trainer/1" service (loom_trainer_api, loom_trainer_data) and
  *      loom_callback_vtable state_name / save_state / load_state (stateful callbacks);
- *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out). */
+ *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out).
+ * 1.3: backend.h LOOM_KIND_BACKEND (a device as a plugin: memory, streams, copies, its kernel
+ *      table); the host serves "loom.kernels.cuda/1" when a CUDA backend is bound. */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -173,6 +175,7 @@ typedef struct loom_tensor_view {
 #define LOOM_KIND_CALLBACK 5
 #define LOOM_KIND_COMM 6
 #define LOOM_KIND_MODEL 7
+#define LOOM_KIND_BACKEND 8 /* ABI 1.3, backend.h */
 
 /* ---------------------------------------------------------------------------------------- */
 /* Configuration: a plugin reads its own section through the getters of loom_host_api.     */
@@ -250,7 +253,8 @@ typedef struct loom_host_api {
 
     /* A named host service table, or NULL if this host lacks it or its minor version is
      * below min_minor. The pointer is owned by the host and valid for the run.
-     * Names: "loom.kernels/1" -> const loom_kernels_api * (kernels.h); "loom.store/1" ->
+     * Names: "loom.kernels.cpu/1" -> const loom_kernels_api * (kernels.h);
+     * "loom.kernels.cuda/1" -> the bound CUDA backend's table (ABI 1.3; NULL without one); "loom.store/1" ->
      * const loom_store_api * (comm.h); "loom.trainer/1" -> const loom_trainer_api *
      * (callback.h, ABI 1.2: callbacks only). MT-safe. */
     const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);
