@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "host.h"
@@ -69,13 +70,23 @@ loom_status loom_device_choose(const loom_device_request *req, uint32_t backend_
     return LOOM_OK;
 }
 
+/* Whether the NVIDIA kernel module is loaded. Checked before a run that did not name a backend
+ * opens the cuda plugin: that plugin maps the CUDA runtime and cuBLAS (hundreds of MiB of
+ * code), which a CPU run on a machine with the toolkit but no GPU should not carry. */
+static int nvidia_kernel_driver(void)
+{
+    return access("/proc/driver/nvidia/version", F_OK) == 0 || access("/dev/nvidiactl", F_OK) == 0;
+}
+
 loom_status loom_device_open(const loom_plugin *backend, int named, int no_cuda, int local_rank, int local_world_size,
                              const loom_config *config)
 {
     if (dev.vt) return loom_error(LOOM_E_INTERNAL, "a device is already bound");
     loom_device_request req = {.no_cuda = no_cuda, .named = named, .local_rank = local_rank,
                                .local_world_size = local_world_size, .probe = LOOM_E_NOT_FOUND};
-    if (!backend && !no_cuda) {
+    if (!backend && !no_cuda && !nvidia_kernel_driver()) {
+        loom_log(LOOM_LOG_DEBUG, "device: cpu (no NVIDIA kernel driver: neither /proc/driver/nvidia/version nor /dev/nvidiactl)");
+    } else if (!backend && !no_cuda) {
         /* Not named: use the GPU when the cuda plugin is installed and says one is usable. */
         if (loom_plugin_load("cuda", LOOM_KIND_BACKEND, &backend) != LOOM_OK) {
             loom_log(LOOM_LOG_DEBUG, "device: cpu (no usable cuda backend: %s)", loom_error_message());

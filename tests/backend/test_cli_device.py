@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
 from loomtest import BUILD, loom, write_tokens  # noqa: E402
 
-FIXTURES = os.environ.get("LOOM_FIXTURE_DIR", os.path.join(BUILD, "tests", "fixtures"))
+FIXTURES = os.environ.get("LOOM_FIXTURE_DIR", os.path.join(BUILD, "tests", "backend_fixtures"))
 FAKE = os.path.join(FIXTURES, "fake_gpu.so")
 NANO = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.n_embd", "64",
         "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
