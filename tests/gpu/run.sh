@@ -74,13 +74,14 @@ gpu=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU [0-9]'; then gpu=1; fi
 archs="${LOOM_CUDA_ARCHITECTURES:-native}"
 [ "$gpu" = 0 ] && [ "$archs" = native ] && archs="90-real" # nothing to detect: compile for the H100
+mkdir -p "$build"
 step "configure $build (CUDA architectures $archs)"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON -DLOOM_CUDA_ARCHITECTURES="$archs" \
-  "${cmake_args[@]}" > "$build.configure.log" 2>&1 || { tail -30 "$build.configure.log"; die "configure failed"; }
+  "${cmake_args[@]}" > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; die "configure failed"; }
 step "build"
 targets=()
 for t in ${LOOM_GPU_TARGETS:-}; do targets+=(--target "$t"); done
-cmake --build "$build" -j"$(nproc)" "${targets[@]}" > "$build.build.log" 2>&1 || { tail -40 "$build.build.log"; die "build failed"; }
+cmake --build "$build" -j"$(nproc)" "${targets[@]}" > "$build/build.log" 2>&1 || { tail -40 "$build/build.log"; die "build failed"; }
 
 if [ "$gpu" = 0 ]; then
   echo "tests/gpu/run.sh: built; no GPU visible (nvidia-smi lists none): GPU checks skipped"
