@@ -12,6 +12,7 @@
 #include "data_classification.h"
 #include "data_seq2seq.h"
 #include "data_tokens.h"
+#include "device.h"
 #include "error.h"
 #include "fileutil.h"
 
@@ -207,22 +208,36 @@ loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *d
         return loom_error(LOOM_E_NOMEM, "out of memory for a batch of %lld", (long long)capacity);
     }
     buf->capacity = capacity;
+    /* A device run stages each batch into device memory allocated here, once: the model reads
+     * the device copies (docs/gpu.md#data). */
+    uint32_t device = loom_device_current();
+    if (device != LOOM_DEVICE_CPU) {
+        buf->device_inputs = loom_device_alloc((size_t)(capacity * example) * elem, device, loom_device_index());
+        buf->device_labels = loom_device_alloc((size_t)(capacity * ds->labels_per_example) * sizeof *buf->labels, device,
+                                               loom_device_index());
+        if (!buf->device_inputs || !buf->device_labels) {
+            loom_batch_buffer_free(buf);
+            return loom_error(LOOM_E_NOMEM, "out of device memory for a batch of %lld", (long long)capacity);
+        }
+    }
     loom_batch *b = &buf->batch;
     b->struct_size = sizeof *b;
     b->abi_major = LOOM_ABI_MAJOR;
     b->abi_minor = LOOM_ABI_MINOR;
     b->inputs.struct_size = sizeof b->inputs;
     b->inputs.abi_major = LOOM_ABI_MAJOR;
-    b->inputs.data = buf->inputs;
+    b->inputs.data = buf->device_inputs ? buf->device_inputs : buf->inputs;
     b->inputs.dtype = ds->input_dtype;
-    b->inputs.device = LOOM_DEVICE_CPU;
+    b->inputs.device = device;
+    b->inputs.device_index = loom_device_index();
     b->inputs.ndim = 1 + ds->input_ndim;
     for (uint32_t d = 0; d < ds->input_ndim; d++) b->inputs.shape[1 + d] = ds->input_shape[d];
     b->labels.struct_size = sizeof b->labels;
     b->labels.abi_major = LOOM_ABI_MAJOR;
-    b->labels.data = buf->labels;
+    b->labels.data = buf->device_labels ? buf->device_labels : buf->labels;
     b->labels.dtype = LOOM_DTYPE_I32;
-    b->labels.device = LOOM_DEVICE_CPU;
+    b->labels.device = device;
+    b->labels.device_index = loom_device_index();
     b->labels.ndim = ds->labels_per_example == 1 ? 1 : 2;
     b->labels.shape[1] = ds->labels_per_example;
     if (ds->collate) {
@@ -238,9 +253,13 @@ void loom_batch_buffer_free(loom_batch_buffer *buf)
     free(buf->inputs);
     free(buf->labels);
     free(buf->attention_mask);
+    loom_device_free(buf->device_inputs);
+    loom_device_free(buf->device_labels);
     buf->inputs = NULL;
     buf->labels = NULL;
     buf->attention_mask = NULL;
+    buf->device_inputs = NULL;
+    buf->device_labels = NULL;
 }
 
 loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf)
@@ -255,6 +274,15 @@ loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_
     int64_t targets = 0;
     loom_status st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
     if (st != LOOM_OK) return st;
+    if (buf->device_inputs) {
+        /* Filled on the host, then staged (the copy waits: the batch is read next). */
+        size_t in_bytes = (size_t)n * (buf->batch.inputs.dtype == LOOM_DTYPE_F32 || buf->batch.inputs.dtype == LOOM_DTYPE_I32 ? 4 : 8);
+        for (uint32_t d = 1; d < buf->batch.inputs.ndim; d++) in_bytes *= (size_t)buf->batch.inputs.shape[d];
+        size_t label_bytes = (size_t)n * (size_t)dl->dataset->labels_per_example * sizeof *buf->labels;
+        if ((st = loom_device_copy(buf->device_inputs, buf->inputs, in_bytes, LOOM_COPY_HOST_TO_DEVICE)) != LOOM_OK ||
+            (st = loom_device_copy(buf->device_labels, buf->labels, label_bytes, LOOM_COPY_HOST_TO_DEVICE)) != LOOM_OK)
+            return st;
+    }
     buf->batch.batch_size = n;
     buf->batch.n_targets = targets;
     buf->batch.inputs.shape[0] = n;

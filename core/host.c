@@ -18,6 +18,7 @@
 #include <loom/comm.h>
 #include <loom/kernels.h>
 
+#include "device.h"
 #include "error.h"
 #include "lk_cpu.h"
 #include "plugin_config.h"
@@ -67,8 +68,8 @@ void *loom_host_trainer(const loom_host *host) { return host ? host->trainer : N
 static void *host_alloc(loom_host *host, size_t bytes, size_t align, uint32_t device, int32_t device_index)
 {
     (void)host;
-    (void)device_index;
-    if (device != LOOM_DEVICE_CPU) return NULL;
+    /* A device's memory comes from the bound backend (device.c), aligned to >= 256. */
+    if (device != LOOM_DEVICE_CPU) return align <= 256 ? loom_device_alloc(bytes, device, device_index) : NULL;
     if (align == 0) align = 64;
     if (align < 16 || (align & (align - 1)) != 0) return NULL;
     void *base = NULL;
@@ -86,7 +87,7 @@ static void *host_alloc(loom_host *host, size_t bytes, size_t align, uint32_t de
 static void host_free(loom_host *host, void *ptr)
 {
     (void)host;
-    if (!ptr) return;
+    if (!ptr || loom_device_free(ptr)) return;
     unsigned char *user = ptr;
     uint64_t align = ((uint64_t *)user)[-1];
     uint64_t bytes = ((uint64_t *)user)[-2];
@@ -200,6 +201,10 @@ static const void *host_service(loom_host *host, const char *name, uint32_t min_
     if (strcmp(name, LOOM_KERNELS_CPU_SERVICE) == 0) {
         const loom_kernels_api *table = lk_cpu_kernel_table();
         return table->abi_minor >= min_minor ? table : NULL;
+    }
+    if (strcmp(name, LOOM_KERNELS_CUDA_SERVICE) == 0) {
+        const loom_kernels_api *table = loom_device_current() == LOOM_DEVICE_CUDA ? loom_device_kernels() : NULL;
+        return table && table->abi_minor >= min_minor ? table : NULL;
     }
     if (strcmp(name, LOOM_STORE_SERVICE) == 0)
         return atomic_load(&run_store) && store_api.abi_minor >= min_minor ? &store_api : NULL;

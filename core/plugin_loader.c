@@ -10,6 +10,7 @@
 
 #include "error.h"
 
+#include <loom/backend.h>
 #include <loom/callback.h>
 #include <loom/comm.h>
 #include <loom/model.h>
@@ -67,6 +68,7 @@ const char *loom_kind_name(uint32_t kind)
     case LOOM_KIND_CALLBACK: return "callback";
     case LOOM_KIND_COMM: return "comm";
     case LOOM_KIND_MODEL: return "model";
+    case LOOM_KIND_BACKEND: return "backend";
     default: return "unknown";
     }
 }
@@ -84,6 +86,7 @@ static size_t vtable_min_size(uint32_t kind)
     case LOOM_KIND_CALLBACK: return END_OF(loom_callback_vtable, on_event);
     case LOOM_KIND_COMM: return END_OF(loom_comm_vtable, wait);
     case LOOM_KIND_MODEL: return END_OF(loom_model_vtable, output_shape);
+    case LOOM_KIND_BACKEND: return END_OF(loom_backend_vtable, kernels);
     default: return sizeof(struct_header);
     }
 }

@@ -200,6 +200,11 @@ struct loom_trainer {
     char *resume_dir;               /* the checkpoint train() resumes from, or NULL (owned)  */
     int64_t flops_per_token;        /* 6 x the parameters that are not embeddings (HF)       */
     loom_metrics train_metrics;     /* train()'s final metrics, for train_results.json       */
+
+    /* The compute device (trainer_device.c; docs/gpu.md#device-selection). */
+    const struct loom_plugin *backend_plugin; /* a backend named with --plugin, or NULL      */
+    uint32_t device;                /* LOOM_DEVICE_* of parameters, gradients, states, batches */
+    int32_t device_index;
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).

@@ -78,4 +78,8 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
 /* Seconds on a monotonic clock. */
 double loom_now_seconds(void);
 
+/* The run's device (trainer_device.c): HF's rules over --no_cuda/--use_cpu, a backend named
+ * with --plugin and LOCAL_RANK; sets t->device and t->device_index. */
+loom_status loom_trainer_open_device(loom_trainer *t);
+
 #endif

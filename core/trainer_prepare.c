@@ -16,6 +16,7 @@
 #include "fileutil.h"
 #include "host.h"
 #include "deepspeed_config.h"
+#include "device.h"
 #include "plugin_config.h"
 #include "safetensors.h"
 #include "trainer_internal.h"
@@ -229,7 +230,9 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     const int64_t quantum = (int64_t)t->world_size * LOOM_NORM_BLOCK;
     t->params_capacity = t->world_size > 1 ? (t->total_numel + quantum - 1) / quantum * quantum : t->total_numel;
     if ((st = check_memory_floor(t)) != LOOM_OK) return st;
-    t->params = api->alloc(t->core_host, (size_t)t->params_capacity * t->param_size + 1, 0, LOOM_DEVICE_CPU, 0);
+    /* On a device: its memory, which this version's backends let the CPU address (the
+     * initialisation below and the step write it from the host: docs/gpu.md#what-runs-where). */
+    t->params = api->alloc(t->core_host, (size_t)t->params_capacity * t->param_size + 1, 0, t->device, t->device_index);
     if (t->params && t->param_dtype != LOOM_DTYPE_F32) initial = malloc((size_t)t->total_numel * sizeof(float) + 1);
     else initial = t->params;
     if (!t->params || !initial) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
@@ -257,7 +260,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     setup.tensor_offsets = t->tensor_offsets;
     setup.params = t->params;
     setup.param_dtype = pinfo.param_dtype;
-    setup.device = LOOM_DEVICE_CPU;
+    setup.device = t->device;
     setup.comm = t->comm.instance;
     setup.comm_vtable = t->comm.vtable;
     setup.gradient_accumulation_steps = (int32_t)t->args.gradient_accumulation_steps;
@@ -280,9 +283,10 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     binding.params = t->params;
     binding.param_dtype = pinfo.param_dtype;
     binding.compute_dtype = pinfo.compute_dtype;
-    binding.device = LOOM_DEVICE_CPU;
+    binding.device = t->device;
+    binding.device_index = t->device_index;
     binding.max_batch_size = t->max_batch_size;
-    binding.kernels = kernels;
+    binding.kernels = loom_device_kernels();
     const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
     for (size_t i = 0; i < 3; i++) {
         if (sequences[i] && sequences[i]->labels_per_example > 1 && sequences[i]->input_shape[0] > binding.max_sequence_length)
@@ -298,7 +302,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     pbinding.params = t->params;
     pbinding.owned = t->owned;
     pbinding.n_owned = t->n_owned;
-    pbinding.device = LOOM_DEVICE_CPU;
+    pbinding.device = t->device;
     /* The precision plugin's f32 gradients exist only during the step, when the model's
      * activations hold nothing: lend it those (the model says how much it has). */
     if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only) {
@@ -340,7 +344,7 @@ static loom_status build_spans(loom_trainer *t)
     const loom_host_api *api = loom_host_api_table();
     t->optimizer_state_bytes = (uint64_t)slots * (uint64_t)owned_numel * sizeof(float);
     if (slots) {
-        t->optimizer_state = api->alloc(t->core_host, t->optimizer_state_bytes, 0, LOOM_DEVICE_CPU, 0);
+        t->optimizer_state = api->alloc(t->core_host, t->optimizer_state_bytes, 0, t->device, t->device_index);
         if (!t->optimizer_state) return loom_error(LOOM_E_NOMEM, "out of memory for optimizer states");
         memset(t->optimizer_state, 0, t->optimizer_state_bytes);
     }

@@ -18,6 +18,7 @@
 #include "plugin_config.h"
 #include "ranks.h"
 #include "deepspeed_config.h"
+#include "device.h"
 #include "store.h"
 #include "trainer.h"
 #include "trainer_internal.h"
@@ -391,6 +392,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         case LOOM_KIND_PRECISION: precision = p; break;
         case LOOM_KIND_SHARDING: sharding = p; break;
         case LOOM_KIND_COMM: comm = p; break;
+        case LOOM_KIND_BACKEND: t->backend_plugin = p; break;
         case LOOM_KIND_CALLBACK:
             if (n_callbacks == LOOM_MAX_CALLBACKS) {
                 st = loom_error(LOOM_E_INVALID, "more than %d callbacks", LOOM_MAX_CALLBACKS);
@@ -403,6 +405,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
             goto done;
         }
     }
+
+    if ((st = loom_trainer_open_device(t)) != LOOM_OK) goto done;
 
     /* Configuration sections: mapped values from the run arguments, then the user's flags. */
     char text[6][64];
@@ -608,6 +612,7 @@ void loom_trainer_destroy(loom_trainer *t)
         api->free_memory(t->core_host, t->optimizer_state);
     }
     loom_host_destroy(t->core_host);
+    loom_device_close();
     if (t->train_dataset) t->train_dataset->destroy(t->train_dataset);
     if (t->eval_dataset) t->eval_dataset->destroy(t->eval_dataset);
     if (t->test_dataset) t->test_dataset->destroy(t->test_dataset);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "device.h"
 #include "host.h"
 #include "trainer_internal.h"
 
@@ -94,7 +95,13 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
     const loom_args *a = &t->args;
     char n1[48], n2[48], w1[48], w2[48], w3[48], s[8][24];
     printf("loom: model      %s, %s parameters\n", t->model.plugin->desc->name, grouped(t->total_numel, n1, sizeof n1));
-    printf("loom: device     cpu, %d threads per rank, world size %d\n", omp_get_max_threads(), t->world_size);
+    if (t->device == LOOM_DEVICE_CPU) {
+        printf("loom: device     cpu, %d threads per rank, world size %d\n", omp_get_max_threads(), t->world_size);
+    } else {
+        char where[256];
+        loom_device_describe(where, sizeof where);
+        printf("loom: device     %s, world size %d\n", where, t->world_size);
+    }
     printf("loom: precision  %s; strategy %s", t->precision.plugin->desc->name, t->sharding.plugin->desc->name);
     if (t->ds) printf(" (--deepspeed %s)", a->deepspeed);
     printf("\n");
@@ -116,6 +123,12 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
            size_text(b.parameters, s[0], 24), size_text(b.gradients, s[1], 24), size_text(b.master, s[2], 24),
            size_text(b.optimizer, s[3], 24), size_text(b.activations, s[4], 24), size_text(b.buckets, s[5], 24),
            size_text(b.workspace, s[6], 24), size_text(b.baseline, s[7], 24), size_text(b.total, n1, sizeof n1));
+    /* What the device really holds before step 1: every buffer above that lives there, and
+     * the staged batches. Nothing is allocated on it inside a step. */
+    if (t->device != LOOM_DEVICE_CPU)
+        printf("                 on the device  %10s   in %llu allocations (%llu B)\n",
+               size_text(loom_device_allocated_bytes(), s[0], 24), (unsigned long long)loom_device_allocations(),
+               (unsigned long long)loom_device_allocated_bytes());
     fflush(stdout);
     return LOOM_OK;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "error.h"
 #include "trainer_internal.h"
 
@@ -111,7 +112,9 @@ loom_status loom_default_training_step(loom_trainer *t, const loom_batch *batch,
     if (!t->hooks.compute_loss) {
         if ((st = mv->forward(model, batch, &result, NULL)) != LOOM_OK) return st;
         *loss_sum = result.loss_sum;
-        return mv->backward(model, batch, seed, &sink);
+        if ((st = mv->backward(model, batch, seed, &sink)) != LOOM_OK) return st;
+        /* The step reads the gradients on the host; a kernel's error surfaces here. */
+        return loom_device_synchronize();
     }
     /* A custom loss: the model gives outputs, the hook the loss and its gradient. */
     if (!LOOM_HAS(mv, loom_model_vtable, backward_outputs))
@@ -140,6 +143,7 @@ loom_status loom_default_prediction_step(loom_trainer *t, const loom_batch *batc
         outputs = &own;
     }
     if ((st = mv->forward(t->model.instance, batch, result, outputs)) != LOOM_OK) return st;
+    if ((st = loom_device_synchronize()) != LOOM_OK) return st;
     if (t->hooks.compute_loss) {
         double loss_sum = 0;
         if ((st = t->hooks.compute_loss(t, batch, outputs, &loss_sum, NULL)) != LOOM_OK) return st;

@@ -28,6 +28,10 @@ extern "C" {
  * Static; valid forever. Getting it needs no GPU; calling through it does. */
 const loom_kernels_api *lk_cuda_kernel_table(void);
 
+/* The same kernels, each waiting for its work before it returns (the cuda backend's table
+ * while the CPU reads managed memory between kernels: docs/gpu.md#what-runs-where). */
+const loom_kernels_api *lk_cuda_synchronous_kernel_table(void);
+
 /* 1 when the CUDA runtime sees at least one device, 0 otherwise (no GPU, no driver, a driver
  * too old for this runtime). Never aborts and records nothing. */
 int lk_cuda_available(void);
@@ -97,6 +101,17 @@ void lk_attention_backward_cuda(float *dqkv, const float *dout, const float *qkv
 /* elementwise.cu */
 void lk_add_cuda(float *out, const float *a, const float *b, int64_t n);
 void lk_accumulate_cuda(float *dst, const float *src, int64_t n);
+
+/* mixed.cu: the ABI 1.1 members (16-bit storage, f32 accumulation), contracts as in kernels.h.
+ * gemm_mixed runs equal 16-bit input types on cuBLAS (cublasGemmEx, CUBLAS_COMPUTE_32F) and
+ * widens unequal ones to f32 in the per-thread workspace. */
+void lk_convert_cuda(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
+void lk_accumulate_f32_cuda(void *dst, uint32_t dst_dtype, const float *src, int64_t n);
+void lk_gemm_mixed_cuda(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                        uint32_t a_dtype, int64_t lda, const void *B, uint32_t b_dtype, int64_t ldb, float beta, float *C,
+                        int64_t ldc);
+void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
+                                                 const int32_t *labels, float scale, int64_t B, int64_t C);
 
 #ifdef __cplusplus
 }

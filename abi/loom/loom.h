@@ -52,7 +52,9 @@ extern "C" {
  *      (variable-length and encoder-decoder batches, dropout); kernels.h rmsnorm_forward /
  *      rmsnorm_backward / mha_forward / mha_backward (T5: RMS norm, attention with a
  *      position bias, key padding mask, optional causality and dropout) and the header-only
- *      loom_dropout_keep. */
+ *      loom_dropout_keep;
+ *      backend.h LOOM_KIND_BACKEND (a device as a plugin: memory, streams, copies, its kernel
+ *      table); the host serves "loom.kernels.cuda/1" when a CUDA backend is bound. */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -178,6 +180,7 @@ typedef struct loom_tensor_view {
 #define LOOM_KIND_CALLBACK 5
 #define LOOM_KIND_COMM 6
 #define LOOM_KIND_MODEL 7
+#define LOOM_KIND_BACKEND 8 /* ABI 1.3, backend.h */
 
 /* ---------------------------------------------------------------------------------------- */
 /* Configuration: a plugin reads its own section through the getters of loom_host_api.     */
@@ -255,7 +258,8 @@ typedef struct loom_host_api {
 
     /* A named host service table, or NULL if this host lacks it or its minor version is
      * below min_minor. The pointer is owned by the host and valid for the run.
-     * Names: "loom.kernels/1" -> const loom_kernels_api * (kernels.h); "loom.store/1" ->
+     * Names: "loom.kernels.cpu/1" -> const loom_kernels_api * (kernels.h);
+     * "loom.kernels.cuda/1" -> the bound CUDA backend's table (ABI 1.3; NULL without one); "loom.store/1" ->
      * const loom_store_api * (comm.h); "loom.trainer/1" -> const loom_trainer_api *
      * (callback.h, ABI 1.2: callbacks only). MT-safe. */
     const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);

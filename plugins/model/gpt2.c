@@ -105,9 +105,9 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s: gpt2 takes f32, f16 or bf16 for each",
                          loom_dtype_name(pd), loom_dtype_name(cd));
-    if (binding->device != LOOM_DEVICE_CPU)
-        return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: gpt2 runs on the CPU only for now",
-                         binding->device);
+    /* Any device whose kernel table the host lends (checked below). The host-side reads here
+     * (token ids, the loss sum) rely on ABI 1.3's promise that a bound device's memory is
+     * CPU-addressable between kernel calls (abi/loom/backend.h). */
     if (!binding->params) return api->fail(self->host, LOOM_E_INVALID, "bind: params is NULL");
     if (binding->max_batch_size < 1)
         return api->fail(self->host, LOOM_E_INVALID, "bind: max_batch_size is %lld",
@@ -249,10 +249,11 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
     if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
         return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
     const loom_tensor_view *x = &batch->inputs;
-    if (x->dtype != LOOM_DTYPE_I32 || x->ndim != 2 || !x->data || x->device != LOOM_DEVICE_CPU)
+    if (x->dtype != LOOM_DTYPE_I32 || x->ndim != 2 || !x->data || x->device != self->k->device)
         return api->fail(self->host, LOOM_E_INVALID,
-                         "inputs must be i32 token ids [batch, sequence] on the CPU (got dtype %u, ndim %u)",
-                         x->dtype, x->ndim);
+                         "inputs must be i32 token ids [batch, sequence] on the model's device (got dtype %u, ndim %u, "
+                         "device %u)",
+                         x->dtype, x->ndim, x->device);
     const int64_t B = batch->batch_size, T = x->shape[1];
     if (B < 1 || B > self->max_batch)
         return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
@@ -270,9 +271,9 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
                          (long long)T, (long long)self->max_T);
     const loom_tensor_view *y = &batch->labels;
     if (y->data && (y->dtype != LOOM_DTYPE_I32 || y->ndim != 2 || y->shape[0] != B || y->shape[1] != T ||
-                    y->device != LOOM_DEVICE_CPU))
+                    y->device != x->device))
         return api->fail(self->host, LOOM_E_INVALID,
-                         "labels must be i32 [%lld, %lld] on the CPU like the inputs (got dtype %u, ndim %u)",
+                         "labels must be i32 [%lld, %lld] on the device of the inputs (got dtype %u, ndim %u)",
                          (long long)B, (long long)T, y->dtype, y->ndim);
     /* The kernels cannot report a bad id: it would read outside wte or give a NaN loss. */
     const int32_t *tokens = x->data, *labels = y->data;

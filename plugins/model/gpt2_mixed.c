@@ -72,7 +72,8 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     const size_t ones_at = at;
     at += ALIGN64((size_t)rows * sizeof(float));
 #undef ALIGN64
-    char *memory = self->api->alloc(self->host, at, 64, LOOM_DEVICE_CPU, 0);
+    /* On the model's device: the kernels read and write these buffers. */
+    char *memory = self->api->alloc(self->host, at, 64, self->k->device, 0);
     if (!memory)
         return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)", at);
     m->memory = memory;

@@ -52,9 +52,9 @@ static loom_status check_binding(master_weights *mw, const loom_precision_bindin
     const loom_host_api *api = mw->api;
     if (!b || !LOOM_HAS_FIELD(b, loom_precision_binding, device))
         return api->fail(mw->host, LOOM_E_ABI, "bind: binding missing or too small");
-    if (b->device != LOOM_DEVICE_CPU)
-        return api->fail(mw->host, LOOM_E_UNSUPPORTED, "%s keeps its master weights on the CPU only (device %u asked)",
-                         mw->who, b->device);
+    /* Master weights stay in host memory whatever the device: the step that reads them runs
+     * on the CPU, and ABI 1.3 promises a bound device's memory is CPU-addressable
+     * (abi/loom/backend.h, docs/gpu.md#what-runs-where). */
     if (b->n_owned > 0 && (!b->owned || !b->params))
         return api->fail(mw->host, LOOM_E_INVALID, "bind: %zu owned ranges but no %s", b->n_owned,
                          b->owned ? "parameters" : "range array");

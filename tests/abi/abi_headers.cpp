@@ -9,6 +9,7 @@
 #include <loom/precision.h>
 #include <loom/scheduler.h>
 #include <loom/sharding.h>
+#include <loom/backend.h>
 
 #include "abi_layout.h"
 

@@ -1,66 +1,115 @@
 #!/usr/bin/env bash
-# The GPU check, in one command, for a machine WITH an NVIDIA GPU (CI has none and skips it):
-#   tests/gpu/run.sh [BUILD_DIR (default: build-gpu)]
-# Installs missing Debian packages, configures BUILD_DIR with -DLOOM_CUDA=ON, builds the CUDA
-# kernel library and the GPU programs, runs `ctest -L gpu` (every CUDA kernel against its CPU
-# twin), then prints the sgemm benchmark table (also saved to BUILD_DIR/bench_cuda_kernels.txt).
+# The GPU check in one command, for a GPU machine as ours are: the CUDA toolkit, the driver,
+# PyTorch, but NO apt and NO network. Everything loom builds with comes along as Debian
+# packages fetched beforehand (tests/gpu/fetch-debs.sh, on a machine with network) into the
+# git-ignored tests/gpu/debs, and is unpacked here with dpkg -x into BUILD_DIR/prefix.
 #
-# Fails (non-zero) when no GPU is visible, and when the GPU test reports itself skipped: this
-# script only runs where a GPU is expected, so "no GPU" is an error here, not a skip.
+#   tests/gpu/run.sh [BUILD_DIR (default: build-gpu)]
+#
+# Steps: unpack the .debs (skipped when the machine already has the -dev packages), configure
+# with -DLOOM_CUDA=ON against that prefix, build, then, when a GPU is visible:
+#   1. ctest -L gpu: every CUDA kernel against its CPU twin (tests/gpu/test_cuda_kernels);
+#   2. test_backend: the cuda backend probes, binds and allocates on the real device;
+#   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2);
+#   4. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
+#   5. the CUDA kernel benchmark (bench_cuda_kernels).
+# With no GPU it exits 77 (skipped) right after the build, which is how the CPU-side steps are
+# checked on a machine without one.
+#
+# With the device tool: fetch the .debs here first, then carry the folder (it is git-ignored,
+# so it only travels when named):  run(command="tests/gpu/run.sh", carry=["tests/gpu/debs"]).
 #
 # Environment:
 #   LOOM_CUDA_ARCHITECTURES  what to compile for (default: native, this machine's GPU only)
-#   LOOM_GPU_BUILD_ALL=1     build the whole tree, not just the GPU programs
+#   LOOM_GPU_TARGETS         build only these targets (default: everything)
+#   LOOM_GPU_DEBS            the folder of .debs (default: tests/gpu/debs)
 #   LOOM_BENCH_SECONDS       seconds per benchmark measurement (default 0.3)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 build="${1:-$root/build-gpu}"
-
+debs="${LOOM_GPU_DEBS:-$root/tests/gpu/debs}"
+start=$SECONDS
 die() { echo "tests/gpu/run.sh: FAILED: $*" >&2; exit 1; }
+step() { echo "== [$((SECONDS - start))s] $*"; }
 
-# 1. A GPU must be visible.
-command -v nvidia-smi >/dev/null 2>&1 || die "nvidia-smi not found: no NVIDIA driver on this machine"
-gpus="$(nvidia-smi -L 2>&1)" || die "nvidia-smi failed: $gpus"
-echo "$gpus" | grep -q '^GPU [0-9]' || die "nvidia-smi lists no GPU: $gpus"
-echo "== GPUs"
-echo "$gpus"
-nvidia-smi --query-gpu=driver_version --format=csv,noheader | sed 's/^/driver: /' | head -1
+# ---- 1. Build dependencies from the carried .debs (never apt here).
+cmake_args=()
+if [ -d "$debs" ] && ls "$debs"/*.deb >/dev/null 2>&1; then
+  prefix="$build/prefix"
+  if [ ! -f "$prefix/.unpacked" ] || [ "$debs/MANIFEST" -nt "$prefix/.unpacked" ]; then
+    step "unpack $(ls "$debs"/*.deb | wc -l) .debs into $prefix"
+    rm -rf "$prefix" && mkdir -p "$prefix"
+    for deb in "$debs"/*.deb; do
+      if command -v dpkg >/dev/null 2>&1; then dpkg -x "$deb" "$prefix"
+      else (cd "$prefix" && ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -x -f - --auto-compress 2>/dev/null \
+              || ar p "$deb" "$(ar t "$deb" | grep '^data.tar')" | tar -xJf -); fi
+    done
+    touch "$prefix/.unpacked"
+  fi
+  arch="$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"
+  usr="$prefix/usr"
+  # cmake and pkgconf from the bundle when the machine has none; pkg-config sees only the
+  # bundle's .pc files, their /usr paths moved under the prefix by the sysroot.
+  export PATH="$PATH:$usr/bin"
+  # (openblas.pc lives in the OpenMP build's folder: dpkg -x makes no alternatives links.)
+  export PKG_CONFIG_LIBDIR="$usr/lib/$arch/pkgconfig:$usr/lib/$arch/openblas-openmp/pkgconfig:$usr/share/pkgconfig:$usr/lib/pkgconfig"
+  export PKG_CONFIG_SYSROOT_DIR="$prefix"
+  export LD_LIBRARY_PATH="$usr/lib/$arch/openblas-openmp:$usr/lib/$arch:${LD_LIBRARY_PATH:-}"
+  cmake_args+=(-DCMAKE_PREFIX_PATH="$usr" -DOPENSSL_ROOT_DIR="$usr" -DCMAKE_LIBRARY_ARCHITECTURE="$arch"
+               -DCMAKE_BUILD_RPATH="$usr/lib/$arch/openblas-openmp;$usr/lib/$arch")
+else
+  step "no .debs in $debs: using the machine's own packages (tests/gpu/fetch-debs.sh makes the bundle)"
+fi
+command -v cmake >/dev/null 2>&1 || die "no cmake: run tests/gpu/fetch-debs.sh where there is network and carry tests/gpu/debs"
 
-# 2. Build dependencies, and a CUDA compiler (not a Debian package here: the toolkit is NVIDIA's).
-"$root/scripts/install-deps.sh"
-nvcc_args=()
+# ---- 2. A CUDA compiler: NVIDIA's toolkit, not a Debian package.
 if ! command -v nvcc >/dev/null 2>&1; then
   for c in /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc; do
-    if [ -x "$c" ]; then nvcc_args=(-DCMAKE_CUDA_COMPILER="$c"); break; fi
+    if [ -x "$c" ]; then cmake_args+=(-DCMAKE_CUDA_COMPILER="$c"); break; fi
   done
-  [ ${#nvcc_args[@]} -gt 0 ] || die "no nvcc on PATH or under /usr/local/cuda*: install the CUDA toolkit"
 fi
 
-# 3. Configure and build.
-echo "== configure $build"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON \
-  -DLOOM_CUDA_ARCHITECTURES="${LOOM_CUDA_ARCHITECTURES:-native}" "${nvcc_args[@]}" >/dev/null
-echo "== build"
-if [ "${LOOM_GPU_BUILD_ALL:-0}" = 1 ]; then
-  cmake --build "$build" -j"$(nproc)"
+# ---- 3. Configure and build.
+gpu=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU [0-9]'; then gpu=1; fi
+archs="${LOOM_CUDA_ARCHITECTURES:-native}"
+[ "$gpu" = 0 ] && [ "$archs" = native ] && archs="90-real" # nothing to detect: compile for the H100
+mkdir -p "$build"
+step "configure $build (CUDA architectures $archs)"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLOOM_CUDA=ON -DLOOM_CUDA_ARCHITECTURES="$archs" \
+  "${cmake_args[@]}" > "$build/configure.log" 2>&1 || { tail -30 "$build/configure.log"; die "configure failed"; }
+step "build"
+targets=()
+for t in ${LOOM_GPU_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j"$(nproc)" "${targets[@]}" > "$build/build.log" 2>&1 || { tail -40 "$build/build.log"; die "build failed"; }
+
+if [ "$gpu" = 0 ]; then
+  echo "tests/gpu/run.sh: built; no GPU visible (nvidia-smi lists none): GPU checks skipped"
+  exit 77
+fi
+step "GPUs"
+nvidia-smi -L
+nvidia-smi --query-gpu=driver_version,memory.total --format=csv,noheader | head -1
+
+# ---- 4. The checks.
+step "ctest -L gpu (every CUDA kernel against its CPU twin) and test_backend"
+(cd "$build" && ctest -L gpu -R 'test_cuda_kernels' --no-tests=error --output-on-failure) 2>&1 | tee "$build/ctest-gpu.log" \
+  || die "GPU kernel tests failed"
+grep -q "Skipped" "$build/ctest-gpu.log" && die "the GPU test was skipped although nvidia-smi sees a GPU (driver too old?)"
+"$build/tests/backend/test_backend" || die "test_backend failed on the GPU"
+
+step "gpt2-nano, 20 steps, GPU vs CPU"
+python3 "$root/tests/gpu/compare_losses.py" "$build" || die "GPU and CPU loss trajectories differ"
+
+if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+  step "compute-sanitizer --tool memcheck (3 steps)"
+  sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+  LOOM_SANITIZER="$sanitizer" python3 "$root/tests/gpu/compare_losses.py" "$build" --memcheck \
+    || die "compute-sanitizer found errors"
 else
-  cmake --build "$build" -j"$(nproc)" --target test_cuda_kernels bench_cuda_kernels
+  echo "compute-sanitizer not found: memcheck skipped"
 fi
 
-# 4. The GPU test. A skip (exit 77) means the CUDA runtime saw no device although nvidia-smi
-# did (typically a driver older than the toolkit): that is a failure here.
-echo "== ctest -L gpu"
-log="$build/ctest-gpu.log"
-if ! (cd "$build" && ctest -L gpu --no-tests=error --output-on-failure) 2>&1 | tee "$log"; then
-  die "GPU tests failed (log: $log)"
-fi
-if grep -q "Skipped" "$log"; then
-  die "the GPU test was skipped: the CUDA runtime sees no device (driver too old for this toolkit?)"
-fi
-
-# 5. The benchmark.
-echo "== bench_cuda_kernels"
-if ! "$build/tests/gpu/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt"; then
-  die "the benchmark failed"
-fi
-echo "tests/gpu/run.sh: OK"
+step "bench_cuda_kernels"
+"$build/tests/gpu/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt" || die "the benchmark failed"
+step "tests/gpu/run.sh: OK"

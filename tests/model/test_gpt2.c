@@ -709,8 +709,8 @@ static void test_errors(void)
     bind.param_dtype = LOOM_DTYPE_F64;
     CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "f64"));
     bind.param_dtype = LOOM_DTYPE_F32;
-    bind.device = LOOM_DEVICE_CUDA;
-    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_UNSUPPORTED, "CPU"));
+    bind.device = LOOM_DEVICE_CUDA; /* the CPU table for parameters on a GPU */
+    CHECK(fails_with(vt->bind(m, &bind), LOOM_E_INVALID, "kernels for device"));
     bind.device = LOOM_DEVICE_CPU;
     bind.max_sequence_length = 17;
     CHECK(fails_with(vt->bind(m, &bind), LOOM_E_INVALID, "n_positions"));

@@ -1,0 +1,39 @@
+/*
+ * trainer_device.c - where a run computes (docs/gpu.md#device-selection): HF's rules applied
+ * to this run's flags, the backend's one-line refusal when it was named and cannot run, and
+ * the one limit of this version: the step (optimizers, loss scaling, the gradient norm,
+ * checkpoints) still runs on the CPU, so a backend must lend memory the CPU can address
+ * (docs/gpu.md#what-runs-where).
+ */
+#include <string.h>
+
+#include <loom/backend.h>
+
+#include "device.h"
+#include "error.h"
+#include "host.h"
+#include "trainer_internal.h"
+
+loom_status loom_trainer_open_device(loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    int no_cuda = a->no_cuda || a->use_cpu;
+    /* Under a launcher LOCAL_RANK picks the device; one process takes the first. */
+    int launched = t->ranks.source && strcmp(t->ranks.source, "single process") != 0;
+    int local_rank = launched ? t->local_rank : -1;
+    loom_status st = loom_device_open(t->backend_plugin, t->backend_plugin != NULL, no_cuda, local_rank,
+                                      t->local_world_size, NULL);
+    if (st != LOOM_OK) return st;
+    t->device = loom_device_current();
+    t->device_index = loom_device_index();
+    if (t->device == LOOM_DEVICE_CPU) return LOOM_OK;
+    const loom_backend_vtable *vt = loom_device_backend(NULL);
+    if (!(vt->flags & LOOM_BACKEND_HOST_ACCESSIBLE))
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "the device's memory is not addressable by the CPU, and the optimizer step, loss scaling and "
+                          "checkpoints still run on the CPU (docs/gpu.md#what-runs-where): add --no_cuda");
+    char where[256];
+    loom_device_describe(where, sizeof where);
+    loom_log(LOOM_LOG_DEBUG, "device: %s", where);
+    return LOOM_OK;
+}

@@ -1,0 +1,108 @@
+"""The trainer on a device without a GPU: fake_gpu.so (host memory that checks every kernel
+pointer) stands in for one. A run on it must match the CPU run step for step, keep every
+buffer the model's kernels touch on the device, allocate nothing there after the start-up
+report, and stage each batch with copies. The refusals (named backend that cannot run,
+--no_cuda beside it, the real cuda backend without a driver) are one line each."""
+import ctypes.util
+import os
+import re
+import shutil
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
+from loomtest import BUILD, loom, write_tokens  # noqa: E402
+
+FIXTURES = os.environ.get("LOOM_FIXTURE_DIR", os.path.join(BUILD, "tests", "backend_fixtures"))
+FAKE = os.path.join(FIXTURES, "fake_gpu.so")
+NANO = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.n_embd", "64",
+        "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
+
+
+def losses(stdout):
+    return [float(x) for x in re.findall(r"'loss': ([0-9.e+-]+)", stdout)]
+
+
+def read_report(path):
+    with open(path) as f:
+        return dict(line.split(" ", 1) for line in f.read().splitlines())
+
+
+class DeviceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="loomdevice-")
+        cls.tokens = os.path.join(cls.tmp, "train.bin")
+        write_tokens(cls.tokens, 8000, 512, 7)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def train(self, name, *extra, env=None, check=True):
+        out = os.path.join(self.tmp, name)
+        return loom("train", "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "--train_file",
+                    self.tokens, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+                    "--max_steps", "6", "--logging_steps", "1", "--learning_rate", "3e-3", "--seed", "3",
+                    "--save_strategy", "no", *NANO, *extra, env=env, check=check)
+
+    def device_run(self, name, *extra):
+        report = os.path.join(self.tmp, name + ".report")
+        _, stdout, stderr = self.train(name, "--plugin", FAKE, *extra, env={"LOOM_FAKE_GPU_REPORT": report})
+        return stdout, read_report(report)
+
+    def check_placement(self, stdout, report, steps, micro):
+        self.assertIn("loom: device     cuda:0 (Fake GPU 0, 8.0 GiB, sm_90, driver 13.0, runtime 13.0)", stdout)
+        # Every pointer a kernel got was device memory.
+        self.assertEqual(report["host_pointers"], "0", report["last_bad"])
+        # Everything was allocated before step 1: the start-up figure is the device's peak, and
+        # no allocation came after it.
+        m = re.search(r"on the device +[0-9.]+ [KMG]?i?B +in (\d+) allocations \((\d+) B\)", stdout)
+        self.assertIsNotNone(m, stdout)
+        self.assertEqual(int(report["allocations"]), int(m.group(1)))
+        self.assertEqual(int(report["peak"]), int(m.group(2)))
+        # Two copies (tokens, labels) per micro-batch, none the other way.
+        self.assertEqual(int(report["h2d"]), 2 * steps * micro)
+        self.assertEqual(report["d2h"], "0")
+
+    def test_fp32_on_the_device_matches_the_cpu(self):
+        _, cpu, _ = self.train("cpu")
+        stdout, report = self.device_run("fake")
+        self.check_placement(stdout, report, 6, 2)
+        self.assertEqual(len(losses(cpu)), 6)
+        self.assertEqual(losses(stdout), losses(cpu))
+
+    def test_bf16_on_the_device_matches_the_cpu(self):
+        _, cpu, _ = self.train("cpu_bf16", "--bf16")
+        stdout, report = self.device_run("fake_bf16", "--bf16")
+        self.check_placement(stdout, report, 6, 2)
+        self.assertEqual(losses(stdout), losses(cpu))
+
+    def test_no_cuda_runs_on_the_cpu(self):
+        _, stdout, _ = self.train("no_cuda", "--no_cuda")
+        self.assertIn("loom: device     cpu", stdout)
+
+    def test_refusals_are_one_line(self):
+        code, _, err = self.train("both", "--plugin", FAKE, "--no_cuda", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("--plugin fake_gpu names a GPU backend but --no_cuda/--use_cpu asks for the CPU", err)
+        code, _, err = self.train("none", "--plugin", FAKE, env={"LOOM_FAKE_GPU_COUNT": "0"}, check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("--plugin fake_gpu cannot run here: fake_gpu: no GPU visible (LOOM_FAKE_GPU_COUNT=0)", err)
+        self.assertEqual(len([l for l in err.splitlines() if "error" in l]), 1, err)
+
+    @unittest.skipUnless(os.environ.get("LOOM_HAVE_CUDA") == "ON", "the cuda backend was not built")
+    def test_cuda_without_a_driver(self):
+        if ctypes.util.find_library("cuda") and os.path.exists("/dev/nvidiactl"):
+            self.skipTest("this machine has an NVIDIA driver")
+        code, _, err = self.train("cuda", "--plugin", "cuda", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertRegex(err, r"--plugin cuda cannot run here: cuda: (no NVIDIA driver|no GPU visible)")
+        # Not named: the same machine trains on the CPU.
+        _, stdout, _ = self.train("auto")
+        self.assertIn("loom: device     cpu", stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
