@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 typedef struct early_stopping {
     loom_host *host;
@@ -228,8 +229,4 @@ static const loom_plugin_desc early_stopping_desc = {
     .params = early_stopping_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &early_stopping_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&early_stopping_desc)

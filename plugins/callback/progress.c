@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "log_format.h"
 
@@ -296,8 +297,4 @@ static const loom_plugin_desc progress_desc = {
     .params = progress_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &progress_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&progress_desc)

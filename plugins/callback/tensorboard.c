@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "make_dirs.h"
 
@@ -340,8 +341,4 @@ static const loom_plugin_desc tensorboard_desc = {
     .params = tensorboard_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &tensorboard_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&tensorboard_desc)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <loom/comm.h>
+#include <loom/plugin.h>
 
 typedef struct local_comm {
     loom_host *host;
@@ -129,8 +130,4 @@ static const loom_plugin_desc local_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &local_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&local_desc)

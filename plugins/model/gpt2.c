@@ -17,6 +17,8 @@
  * that also holds the first rows of the dlogits: no [N, V] gradient buffer of its own (see
  * logits_ext in gpt2.h). Nothing is allocated per step.
  */
+#include <loom/plugin.h>
+
 #include "gpt2.h"
 
 #include <math.h>
@@ -609,9 +611,4 @@ static const loom_plugin_desc gpt2_desc = {
     .params = gpt2_param_specs,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    (void)host_abi_major;
-    return index == 0 ? &gpt2_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&gpt2_desc)

@@ -15,6 +15,8 @@
  */
 #include "gpt2.h"
 
+#include <loom/plugin.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,20 +70,6 @@ const loom_param_spec gpt2_param_specs[] = {
 
 /* ---- configuration ------------------------------------------------------------------- */
 
-static loom_status read_int(loom_model *self, const loom_config *cfg, const char *key, int64_t *out)
-{
-    if (self->api->cfg_i64(cfg, key, out) == LOOM_CFG_WRONG_TYPE)
-        return self->api->fail(self->host, LOOM_E_INVALID, "%s must be an integer", key);
-    return LOOM_OK; /* absent: the caller's default stays */
-}
-
-static loom_status read_float(loom_model *self, const loom_config *cfg, const char *key, double *out)
-{
-    if (self->api->cfg_f64(cfg, key, out) == LOOM_CFG_WRONG_TYPE)
-        return self->api->fail(self->host, LOOM_E_INVALID, "%s must be a number", key);
-    return LOOM_OK;
-}
-
 static loom_status positive(loom_model *self, const char *key, int64_t v)
 {
     if (v > 0) return LOOM_OK;
@@ -110,14 +98,17 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     double eps = 1e-5, init = 0.02, dropout[3] = {0.0, 0.0, 0.0};
     static const char *const dropout_keys[3] = {"resid_pdrop", "embd_pdrop", "attn_pdrop"};
     loom_status st;
-    if ((st = read_int(self, config, "vocab_size", &V)) || (st = read_int(self, config, "n_positions", &P)) ||
-        (st = read_int(self, config, "n_embd", &C)) || (st = read_int(self, config, "n_layer", &L)) ||
-        (st = read_int(self, config, "n_head", &NH)) || (st = read_int(self, config, "n_inner", &F)) ||
-        (st = read_float(self, config, "layer_norm_epsilon", &eps)) ||
-        (st = read_float(self, config, "initializer_range", &init)))
+    if ((st = loom_cfg_opt_i64(host, api, config, "vocab_size", &V)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_positions", &P)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_embd", &C)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_layer", &L)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_head", &NH)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_inner", &F)) ||
+        (st = loom_cfg_opt_f64(host, api, config, "layer_norm_epsilon", &eps)) ||
+        (st = loom_cfg_opt_f64(host, api, config, "initializer_range", &init)))
         return st;
     for (int i = 0; i < 3; i++) {
-        if ((st = read_float(self, config, dropout_keys[i], &dropout[i]))) return st;
+        if ((st = loom_cfg_opt_f64(host, api, config, dropout_keys[i], &dropout[i]))) return st;
         if (!(dropout[i] >= 0.0 && dropout[i] < 1.0))
             return api->fail(host, LOOM_E_INVALID, "%s is %g: must be in [0, 1)", dropout_keys[i], dropout[i]);
     }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <loom/optimizer.h>
+#include <loom/plugin.h>
 
 #include "optim_common.h"
 
@@ -55,14 +56,14 @@ static loom_status lamb_create(loom_host *host, const loom_host_api *api, const 
     self->host = host;
     self->api = api;
     loom_status st;
-    if ((st = optim_read_f64(host, api, config, "beta1", &self->beta1)) ||
-        (st = optim_read_f64(host, api, config, "beta2", &self->beta2)) ||
-        (st = optim_read_f64(host, api, config, "eps", &self->eps)) ||
-        (st = optim_read_f64(host, api, config, "weight_decay", &self->weight_decay)) ||
-        (st = optim_read_f64(host, api, config, "max_coeff", &self->max_coeff)) ||
-        (st = optim_read_f64(host, api, config, "min_coeff", &self->min_coeff)) ||
-        (st = optim_read_bool(host, api, config, "bias_correction", &self->bias_correction)) ||
-        (st = optim_read_bool(host, api, config, "eps_inside_sqrt", &self->eps_inside_sqrt))) {
+    if ((st = loom_cfg_need_f64(host, api, config, "beta1", &self->beta1)) ||
+        (st = loom_cfg_need_f64(host, api, config, "beta2", &self->beta2)) ||
+        (st = loom_cfg_need_f64(host, api, config, "eps", &self->eps)) ||
+        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &self->weight_decay)) ||
+        (st = loom_cfg_need_f64(host, api, config, "max_coeff", &self->max_coeff)) ||
+        (st = loom_cfg_need_f64(host, api, config, "min_coeff", &self->min_coeff)) ||
+        (st = loom_cfg_need_bool(host, api, config, "bias_correction", &self->bias_correction)) ||
+        (st = loom_cfg_need_bool(host, api, config, "eps_inside_sqrt", &self->eps_inside_sqrt))) {
         api->free_memory(host, self);
         return st;
     }
@@ -202,8 +203,4 @@ static const loom_plugin_desc lamb_desc = {
     .params = lamb_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &lamb_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&lamb_desc)

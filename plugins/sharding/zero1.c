@@ -17,6 +17,7 @@
 
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
+#include <loom/plugin.h>
 
 #include "sharding_common.h"
 
@@ -180,8 +181,4 @@ static const loom_plugin_desc zero1_desc = {
     .params = zero1_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &zero1_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&zero1_desc)

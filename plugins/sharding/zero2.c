@@ -19,6 +19,7 @@
 
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
+#include <loom/plugin.h>
 
 #include "sharding_common.h"
 
@@ -296,8 +297,4 @@ static const loom_plugin_desc zero2_desc = {
     .params = zero2_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &zero2_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&zero2_desc)
