@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "args_internal.h"
+#include "json_util.h"
 #include "error.h"
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))

@@ -264,3 +264,9 @@ const char *loom_config_key(const loom_config *cfg, size_t index)
     }
     return NULL;
 }
+
+const char *loom__optimizer_plugin_for(const char *optim)
+{
+    if (!optim || strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
+    return optim;
+}

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
+#include "json_util.h"
 #include "plugin_config.h"
 #include "ranks.h"
 #include "deepspeed_config.h"
@@ -22,16 +23,6 @@
 #include "trainer_internal.h"
 
 /* ---- which plugin for which kind --------------------------------------------------------- */
-
-/* HF's --optim names -> our optimizer plugins. */
-static const char *optimizer_plugin_for(const char *optim)
-{
-    if (strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
-    if (strcmp(optim, "adamw_hf") == 0) return "adamw_hf";
-    if (strcmp(optim, "adam") == 0) return "adam";
-    if (strcmp(optim, "sgd") == 0) return "sgd";
-    return optim;
-}
 
 static loom_status load_plugin(const char *spec, uint32_t kind, const loom_plugin **out)
 {
@@ -180,15 +171,6 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
     return LOOM_OK;
 }
 
-/* The shortest decimal that reads back as the same double ("0.9", not "0.90000000000000002"). */
-static void format_shortest(char *buf, size_t size, double v)
-{
-    for (int digits = 6; digits <= 17; digits++) {
-        snprintf(buf, size, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
 /* Open a data file of `format` (others are left for later); block_size for token data. */
 static loom_status open_dataset(const char *path, const char *flag, int only_format, int64_t block_size,
                                 loom_dataset **out)
@@ -296,7 +278,7 @@ static void choice_add(precision_choice *c, const char *key, const char *value)
 static void choice_add_number(precision_choice *c, const char *key, double value)
 {
     if (c->n >= 16) return;
-    format_shortest(c->text[c->n], sizeof c->text[c->n], value);
+    loom__format_shortest(c->text[c->n], sizeof c->text[c->n], value);
     choice_add(c, key, c->text[c->n]);
 }
 
@@ -407,8 +389,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : "mlp";
     }
     if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
-    const char *optimizer_name = optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;
-    if (t->ds && t->ds->optimizer_choice.plugin) optimizer_name = optimizer_plugin_for(t->ds->optimizer_choice.plugin);
+    const char *optimizer_name = loom__optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;
+    if (t->ds && t->ds->optimizer_choice.plugin) optimizer_name = loom__optimizer_plugin_for(t->ds->optimizer_choice.plugin);
     if (t->ds && t->ds->scheduler_choice.plugin) scheduler_name = t->ds->scheduler_choice.plugin;
     if ((st = load_plugin(optimizer_name, LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
     if ((st = load_plugin(scheduler_name, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
@@ -474,12 +456,12 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         model_mapped[n_model++] = (loom_config_default){"num_classes", text[1]};
     }
     for (size_t i = 0; i < saved.n && n_model < 256; i++) model_mapped[n_model++] = saved.entries[i];
-    format_shortest(text[2], sizeof text[2], a->learning_rate);
-    format_shortest(text[3], sizeof text[3], a->adam_beta1);
-    format_shortest(text[4], sizeof text[4], a->adam_beta2);
-    format_shortest(text[5], sizeof text[5], a->adam_epsilon);
+    loom__format_shortest(text[2], sizeof text[2], a->learning_rate);
+    loom__format_shortest(text[3], sizeof text[3], a->adam_beta1);
+    loom__format_shortest(text[4], sizeof text[4], a->adam_beta2);
+    loom__format_shortest(text[5], sizeof text[5], a->adam_epsilon);
     char wd[64];
-    format_shortest(wd, sizeof wd, a->weight_decay);
+    loom__format_shortest(wd, sizeof wd, a->weight_decay);
     const loom_config_default optimizer_mapped[] = {
         {"lr", text[2]}, {"beta1", text[3]}, {"beta2", text[4]}, {"eps", text[5]}, {"weight_decay", wd},
     };
