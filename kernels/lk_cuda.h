@@ -69,7 +69,7 @@ void lk_softmax_cross_entropy_forward_cuda(float *probs, float *losses, const fl
 void lk_softmax_cross_entropy_backward_cuda(float *dlogits, const float *probs, const int32_t *labels, float scale,
                                             int64_t B, int64_t C);
 
-/* linear.cu (HF Conv1D: weight [IC, OC]). */
+/* conv1d.cu (HF Conv1D: weight [IC, OC]). */
 void lk_conv1d_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t IC,
                             int64_t OC);
 void lk_conv1d_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
