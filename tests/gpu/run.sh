@@ -60,7 +60,7 @@ fi
 
 # 5. The benchmark.
 echo "== bench_cuda_kernels"
-if ! "$build/tests/gpu/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt"; then
+if ! "$build/bench/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt"; then
   die "the benchmark failed"
 fi
 echo "tests/gpu/run.sh: OK"
