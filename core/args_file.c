@@ -27,7 +27,8 @@ static loom_status read_text(const char *path, char **out)
 
 static loom_status wrong_type(const loom__arg_desc *d, const char *path, const char *expected, const cJSON *v)
 {
-    return loom_error(LOOM_E_INVALID, "%s in %s: expected %s, got %s", d->name, path, expected, loom__json_type_name(v));
+    return loom_error(LOOM_E_INVALID, "%s in %s: expected %s, got %s", d->name, path, expected,
+                      loom__json_type_name(v));
 }
 
 /* A JSON number that is an integer an int64 holds exactly (not the None sentinel). */
@@ -145,7 +146,8 @@ loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_or
     free(text);
     char dup[512];
     if (!cJSON_IsObject(root)) {
-        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of arguments, got %s", path, loom__json_type_name(root));
+        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of arguments, got %s", path,
+                        loom__json_type_name(root));
     } else if (loom__json_find_duplicate(root, dup, sizeof dup) < 0) {
         st = loom_error(LOOM_E_INVALID, "duplicate key '%s' in %s", dup, path);
     }
@@ -159,7 +161,8 @@ loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_or
         if (run_record && c == plugin_flags) {
             for (const cJSON *f = c->child; st == LOOM_OK && f; f = f->next) st = add_unknown(args, f->string, f, path);
         } else if (d && d - loom__arg_table == LOOM__ARG_config) {
-            if (!run_record) st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
+            if (!run_record)
+                st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
         } else if (d) {
             st = set_from_json(args, d, c, path);
             origin->source[d - loom__arg_table] = path;

@@ -66,10 +66,12 @@ loom_status loom_dataset_sniff(const char *path, int *format)
     }
     if (st == LOOM_OK && got == 8 && memcmp(head, "LOOMCLS1", 8) == 0)
         *format = LOOM_DATA_CLASSIFICATION;
-    else if (st == LOOM_OK && got >= 4 && (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
+    else if (st == LOOM_OK && got >= 4 &&
+             (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
         *format = LOOM_DATA_TOKENS;
     else if (st == LOOM_OK)
-        st = loom_error(LOOM_E_FORMAT, "%s: not a loom classification file (LOOMCLS1) nor an llm.c token shard (bad magic)", first);
+        st = loom_error(LOOM_E_FORMAT,
+                        "%s: not a loom classification file (LOOMCLS1) nor an llm.c token shard (bad magic)", first);
     globfree(&matches);
     return st;
 }
@@ -237,7 +239,9 @@ loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_
     if (end > dl->order_len) end = dl->order_len;
     if (begin >= end) return loom_error(LOOM_E_INTERNAL, "batch %lld past the end of the epoch", (long long)index);
     int64_t n = end - begin;
-    if (n > buf->capacity) return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n, (long long)buf->capacity);
+    if (n > buf->capacity)
+        return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n,
+                          (long long)buf->capacity);
     int64_t targets = 0;
     loom_status st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
     if (st != LOOM_OK) return st;

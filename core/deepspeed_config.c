@@ -508,7 +508,8 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
     } else if (betas) {
         if (!cJSON_IsArray(betas) || cJSON_GetArraySize(betas) != 2)
             return loom_error(LOOM_E_INVALID, "%s: optimizer.params.betas: expected [beta1, beta2] or \"auto\", got %s",
-                              c->file, cJSON_IsArray(betas) ? "an array of another length" : loom__json_type_name(betas));
+                              c->file,
+                              cJSON_IsArray(betas) ? "an array of another length" : loom__json_type_name(betas));
         double hf[2] = {a->adam_beta1, a->adam_beta2}, *dst[2] = {&cfg->optimizer.beta1, &cfg->optimizer.beta2};
         const char *flags[2] = {"adam_beta1", "adam_beta2"};
         for (int i = 0; i < 2; i++) {

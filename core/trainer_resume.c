@@ -84,8 +84,10 @@ loom_status loom_trainer_find_resume(loom_trainer *t)
     if (st != LOOM_OK) return st;
     if ((int64_t)seed != t->args.seed) {
         if (t->state.is_world_process_zero)
-            loom_log(LOOM_LOG_WARNING, "%s was written with --seed %lld: resuming with it (not %lld), so that the data order "
-                     "goes on where it stopped", dir, (long long)seed, (long long)t->args.seed);
+            loom_log(LOOM_LOG_WARNING,
+                     "%s was written with --seed %lld: resuming with it (not %lld), so that the data order "
+                     "goes on where it stopped",
+                     dir, (long long)seed, (long long)t->args.seed);
         t->args.seed = (int64_t)seed;
     }
     if (!(t->resume_dir = strdup(dir))) return loom_error(LOOM_E_NOMEM, "out of memory");
@@ -103,7 +105,8 @@ static loom_status restore_trainer_state(loom_trainer *t, const char *dir)
     if (st == LOOM_OK) st = number(json, file, "epoch", &epoch);
     if (st == LOOM_OK) st = number(json, file, "total_flos", &total_flos);
     cJSON *history = cJSON_DetachItemFromObjectCaseSensitive(json, "log_history");
-    if (st == LOOM_OK && !cJSON_IsArray(history)) st = loom_error(LOOM_E_FORMAT, "%s/%s: no log_history array", dir, file);
+    if (st == LOOM_OK && !cJSON_IsArray(history))
+        st = loom_error(LOOM_E_FORMAT, "%s/%s: no log_history array", dir, file);
     if (st == LOOM_OK) {
         /* Older files have no token count: it restarts from 0 then. */
         if (number(json, file, "num_input_tokens_seen", &tokens) != LOOM_OK) loom_error_clear();
@@ -153,8 +156,8 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir)
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(json, "precision");
     const char *mine = t->precision.plugin->desc->name;
     if (!cJSON_IsString(name) || strcmp(name->valuestring, mine) != 0)
-        st = loom_error(LOOM_E_INVALID, "%s was written with precision '%s'; resuming it with '%s' is not supported", dir,
-                        cJSON_IsString(name) ? name->valuestring : "?", mine);
+        st = loom_error(LOOM_E_INVALID, "%s was written with precision '%s'; resuming it with '%s' is not supported",
+                        dir, cJSON_IsString(name) ? name->valuestring : "?", mine);
     loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
     const char *file = "scaler.json";
     double scale = 1, iteration = 0, last_overflow = 0, growth = 0, hysteresis = 0, skipped = 0;

@@ -113,7 +113,8 @@ static inline int test_gloo_open(test_gloo *g, int rank, int world, int port)
     loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup), .rank = rank, .world_size = world,
                              .local_rank = rank, .local_world_size = world, .master_addr = "127.0.0.1",
                              .master_port = port, .device = LOOM_DEVICE_CPU, .timeout_seconds = 30.0};
-    if (!g->host || !g->config || g->cv->create(g->host, loom_host_api_table(), g->config, &setup, &g->comm) != LOOM_OK) {
+    if (!g->host || !g->config ||
+        g->cv->create(g->host, loom_host_api_table(), g->config, &setup, &g->comm) != LOOM_OK) {
         fprintf(stderr, "[rank %d] comm: %s\n", rank, loom_error_message());
         return 0;
     }

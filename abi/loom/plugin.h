@@ -35,7 +35,7 @@
     {                                                                                                                  \
         static const loom_plugin_desc *const loom_plugin_descs_[] = {__VA_ARGS__};                                     \
         (void)host_abi_major;                                                                                          \
-        return index < sizeof loom_plugin_descs_ / sizeof loom_plugin_descs_[0] ? loom_plugin_descs_[index] : 0;      \
+        return index < sizeof loom_plugin_descs_ / sizeof loom_plugin_descs_[0] ? loom_plugin_descs_[index] : 0;       \
     }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -50,10 +50,8 @@
 static inline loom_status loom_cfg_result(loom_host *host, const loom_host_api *api, const char *key, int r,
                                           const char *want, int required)
 {
-    if (r == LOOM_CFG_PRESENT || (r == LOOM_CFG_ABSENT && !required))
-        return LOOM_OK;
-    if (r == LOOM_CFG_WRONG_TYPE)
-        return api->fail(host, LOOM_E_INVALID, "config key '%s': not %s", key, want);
+    if (r == LOOM_CFG_PRESENT || (r == LOOM_CFG_ABSENT && !required)) return LOOM_OK;
+    if (r == LOOM_CFG_WRONG_TYPE) return api->fail(host, LOOM_E_INVALID, "config key '%s': not %s", key, want);
     return api->fail(host, LOOM_E_INVALID, "config key '%s' is required", key);
 }
 

@@ -59,7 +59,8 @@ static double now_seconds(void)
 
 static const loom_param_spec progress_params[] = {
     {"refresh_seconds", LOOM_PARAM_FLOAT, 0, "0.1", "minimum time between redraws of the bar on a terminal"},
-    {"plain_every", LOOM_PARAM_INT, 0, "0", "without a terminal: a progress line every N steps (0 = at log entries only)"},
+    {"plain_every", LOOM_PARAM_INT, 0, "0",
+     "without a terminal: a progress line every N steps (0 = at log entries only)"},
     {"force_terminal", LOOM_PARAM_BOOL, 0, "false",
      "draw the live bar even when stdout is not a terminal (width from COLUMNS, else 80)"},
     {NULL, 0, 0, NULL, NULL},
@@ -154,7 +155,8 @@ static void render(char *out, size_t cap, int width, const char *label, int64_t 
         size_t n = (size_t)snprintf(tail, sizeof tail, " %s [%s", counts, spent);
         if (total > 0) n += (size_t)snprintf(tail + n, sizeof tail - n, "<%s", left);
         n += (size_t)snprintf(tail + n, sizeof tail - n, ", %s", rate);
-        for (int e = 0; e < keep && n < sizeof tail; e++) n += (size_t)snprintf(tail + n, sizeof tail - n, ", %s", extras[e]);
+        for (int e = 0; e < keep && n < sizeof tail; e++)
+            n += (size_t)snprintf(tail + n, sizeof tail - n, ", %s", extras[e]);
         if (n < sizeof tail) snprintf(tail + n, sizeof tail - n, "]");
         int bar = width - (int)strlen(prefix) - 2 - (int)strlen(tail);
         if (total > 0 && bar >= 5) {

@@ -41,7 +41,8 @@ typedef struct tensorboard {
 
 static const loom_param_spec tensorboard_params[] = {
     {"log_dir", LOOM_PARAM_STRING, 0, NULL, "folder of the event file (--logging_dir)"},
-    {"args_json", LOOM_PARAM_STRING, 0, "", "the run's arguments as JSON, written as text and hparams (the trainer passes them)"},
+    {"args_json", LOOM_PARAM_STRING, 0, "",
+     "the run's arguments as JSON, written as text and hparams (the trainer passes them)"},
     {NULL, 0, 0, NULL, NULL},
 };
 

@@ -76,7 +76,8 @@ static loom_status local_all_gather(loom_comm *self, const void *send, void *rec
 static loom_status local_broadcast(loom_comm *self, void *buffer, size_t count, uint32_t dtype, int32_t root,
                                    loom_comm_request **request)
 {
-    if (root != 0) return ((local_comm *)self)->api->fail(((local_comm *)self)->host, LOOM_E_INVALID, "no rank %d", root);
+    if (root != 0)
+        return ((local_comm *)self)->api->fail(((local_comm *)self)->host, LOOM_E_INVALID, "no rank %d", root);
     return copy_once((local_comm *)self, buffer, buffer, count, dtype, request);
 }
 

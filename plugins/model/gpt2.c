@@ -135,7 +135,8 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
                    k->accumulate_f32))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s need the kernel table's 16-bit functions (ABI 1.1), "
-                         "which this host's %s lacks", loom_dtype_name(pd), loom_dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
+                         "which this host's %s lacks",
+                         loom_dtype_name(pd), loom_dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
 
     const int64_t B = binding->max_batch_size;
     /* Everything below is a product of at most three sizes; check the largest in double. */
@@ -334,10 +335,12 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
         k->layernorm_forward(OUT(a->ln1), a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
                              gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
         const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
-        gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
+        gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C,
+                        3 * C);
         k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
         const void *atty = gpt2_keep(self, a->atty, OUT(a->atty), N * C);
-        gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
+        gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W),
+                        gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
         k->add(a->residual2, a->residual2, residual, N * C);
         k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
                              gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
@@ -345,7 +348,8 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
         gpt2_mm_forward(self, a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
         k->gelu_forward(OUT(a->fch_gelu), a->fch, N * F);
         const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
-        gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
+        gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
+                        gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
         k->add(a->residual3, a->residual3, a->residual2, N * C);
         residual = a->residual3;
     }
@@ -442,7 +446,8 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
          * theirs whole. */
         for (int which = 0; which < GPT2_LAYER_TENSORS; which++) {
             const size_t i = gpt2_layer_tensor(l, which);
-            if (!gpt2_is_matrix(self, i)) gpt2_grad_zero(self, g + (self->tensors[i].offset - begin), self->tensors[i].size);
+            if (!gpt2_is_matrix(self, i))
+                gpt2_grad_zero(self, g + (self->tensors[i].offset - begin), self->tensors[i].size);
         }
 #define DP(which) (g + (self->tensors[2 + l * GPT2_LAYER_TENSORS + (which)].offset - begin))
 #define P(which) gpt2_lp(self, l, which)

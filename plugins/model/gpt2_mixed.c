@@ -74,7 +74,8 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
 #undef ALIGN64
     char *memory = self->api->alloc(self->host, at, 64, LOOM_DEVICE_CPU, 0);
     if (!memory)
-        return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)", at);
+        return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)",
+                               at);
     m->memory = memory;
     m->bytes = at;
     m->small = (float *)(memory + small_at);

@@ -116,10 +116,12 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
         (st = positive(self, "n_embd", C)) || (st = positive(self, "n_layer", L)) ||
         (st = positive(self, "n_head", NH)))
         return st;
-    if (F < 0) return api->fail(host, LOOM_E_INVALID, "n_inner is %lld: must be positive, or 0 for 4 * n_embd", (long long)F);
+    if (F < 0)
+        return api->fail(host, LOOM_E_INVALID, "n_inner is %lld: must be positive, or 0 for 4 * n_embd", (long long)F);
     if (F == 0) F = 4 * C;
     if (C % NH != 0)
-        return api->fail(host, LOOM_E_INVALID, "n_embd %lld is not a multiple of n_head %lld", (long long)C, (long long)NH);
+        return api->fail(host, LOOM_E_INVALID, "n_embd %lld is not a multiple of n_head %lld", (long long)C,
+                         (long long)NH);
     if (V > INT32_MAX)
         return api->fail(host, LOOM_E_INVALID, "vocab_size %lld: token ids are 32-bit", (long long)V);
     if (!(eps > 0.0) || !isfinite(eps))
@@ -143,7 +145,8 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
                          "tie_word_embeddings false is not supported: the LM head is transformer.wte.weight");
     int32_t scaled = 1;
     if (api->cfg_bool(config, "scale_attn_weights", &scaled) == LOOM_CFG_WRONG_TYPE || !scaled)
-        return api->fail(host, LOOM_E_UNSUPPORTED, "scale_attn_weights must be true: attention divides by sqrt(head size)");
+        return api->fail(host, LOOM_E_UNSUPPORTED,
+                         "scale_attn_weights must be true: attention divides by sqrt(head size)");
     if (dropout[0] > 0.0 || dropout[1] > 0.0 || dropout[2] > 0.0)
         api->log(host, LOOM_LOG_WARNING,
                  "dropout is not implemented: training without it (resid_pdrop %g, embd_pdrop %g, attn_pdrop %g)",
@@ -151,9 +154,10 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
 
     /* Sizes: the parameter count (and every product of two sizes) must stay far from
      * int64's limit; 2^46 floats is more memory than any machine has. */
-    const double total = (double)(V + P) * (double)C +
-                         (double)L * (4.0 * (double)C * (double)C + 2.0 * (double)C * (double)F + 9.0 * (double)C + (double)F) +
-                         2.0 * (double)C;
+    const double total =
+        (double)(V + P) * (double)C +
+        (double)L * (4.0 * (double)C * (double)C + 2.0 * (double)C * (double)F + 9.0 * (double)C + (double)F) +
+        2.0 * (double)C;
     if (total > 0x1p46 || (double)F * (double)C > 0x1p46)
         return api->fail(host, LOOM_E_INVALID, "gpt2 configuration too large (%.3g parameters)", total);
     self->V = V, self->P = P, self->C = C, self->L = L, self->NH = NH, self->F = F;

@@ -22,7 +22,8 @@ static loom_status bf16_create(loom_host *host, const loom_host_api *api, const 
         .layout = MW_PERSISTENT,
     };
     ls_config_none(&setup.scaler);
-    loom_status st = loom_cfg_need_i64(host, api, config, "max_overflow_at_min_scale", &setup.scaler.max_overflow_at_min);
+    loom_status st =
+        loom_cfg_need_i64(host, api, config, "max_overflow_at_min_scale", &setup.scaler.max_overflow_at_min);
     return st ? st : mp_create(host, api, &setup, out);
 }
 

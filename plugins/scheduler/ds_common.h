@@ -158,8 +158,7 @@ static inline loom_status ds_warmup_configure(loom_scheduler *self, const loom_c
     int64_t n = 0;
     if ((st = ds_read_f64(self, config, "warmup_min_lr", 0.0, &self->min_lr)) ||
         (st = ds_read_f64(self, config, "warmup_max_lr", 0.0, &self->max_lr)) ||
-        (st = ds_check_order(self, "warmup_min_lr", self->min_lr, "warmup_max_lr",
-                             self->max_lr)) ||
+        (st = ds_check_order(self, "warmup_min_lr", self->min_lr, "warmup_max_lr", self->max_lr)) ||
         /* 0 is what HF's mapping passes for a run without warmup: clamped like 1. */
         (st = ds_read_i64(self, config, "warmup_num_steps", 0, &n)) ||
         (st = loom_cfg_need_str(self->host, self->api, config, "warmup_type", &type)))

@@ -8,8 +8,8 @@
  *     lr(t)    = warmup_min_lr + (warmup_max_lr - warmup_min_lr) * gamma(t),  momentum = NaN
  *
  * Differences from DeepSpeed, all refusals at create(): warmup_num_steps < 0 (0, which HF's
- * mapping of a run without warmup passes, is clamped to 2 like 1), warmup_max_lr < warmup_min_lr, a negative or non-finite lr, and an unknown
- * warmup_type (HEAD warns and falls back to "log"). warmup_max_lr defaults to 0.001 as in
+ * mapping of a run without warmup passes, is clamped to 2 like 1), warmup_max_lr < warmup_min_lr, a negative or
+ * non-finite lr, and an unknown warmup_type (HEAD warns and falls back to "log"). warmup_max_lr defaults to 0.001 as in
  * v0.3.10; HEAD's default None (the optimizer's lr) is the ds_config translator's business.
  */
 #include <loom/plugin.h>

@@ -65,11 +65,12 @@ static void ddp_destroy(loom_sharding *self_)
     ddp_sharding *self = (ddp_sharding *)self_;
     if (!self) return;
     if (self->report_overlap && self->steps > 0 && self->window_seconds > 0)
-        self->base.api->log(self->base.host, LOOM_LOG_INFO,
-                       "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward",
-                       (long long)self->steps, 1e3 * self->window_seconds / (double)self->steps,
-                       1e3 * self->exposed_seconds / (double)self->steps,
-                       100.0 * (1.0 - self->exposed_seconds / self->window_seconds));
+        self->base.api->log(
+            self->base.host, LOOM_LOG_INFO,
+            "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward",
+            (long long)self->steps, 1e3 * self->window_seconds / (double)self->steps,
+            1e3 * self->exposed_seconds / (double)self->steps,
+            100.0 * (1.0 - self->exposed_seconds / self->window_seconds));
     for (size_t i = 0; i < self->n_reduced; i++)
         if (self->requests[i]) self->cv->wait(self->comm, self->requests[i]);
     replicated_free(&self->base);
@@ -135,7 +136,8 @@ static loom_status ddp_memory(const loom_sharding *self_, loom_sharding_memory *
 static loom_status launch_one(ddp_sharding *self, int64_t lo, int64_t hi)
 {
     if (self->n_reduced == DDP_MAX_PENDING)
-        return self->base.api->fail(self->base.host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step", DDP_MAX_PENDING);
+        return self->base.api->fail(self->base.host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step",
+                                    DDP_MAX_PENDING);
     if (self->n_reduced == 0 && self->report_overlap) self->first_launch = now_seconds();
     size_t i = self->n_reduced++;
     self->reduced[i].begin = lo;
@@ -239,7 +241,8 @@ static loom_status ddp_set_reduction(loom_sharding *self_, int32_t enabled)
     ddp_sharding *self = (ddp_sharding *)self_;
     /* Switching mid-step would leave some buckets summed and others not. */
     if (self->n_reduced > 0 || self->lo < self->hi)
-        return self->base.api->fail(self->base.host, LOOM_E_INVALID, "set_reduction called while gradients are being reduced");
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID,
+                                    "set_reduction called while gradients are being reduced");
     self->local = !enabled;
     return LOOM_OK;
 }

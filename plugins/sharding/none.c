@@ -52,7 +52,8 @@ static loom_status none_owned_ranges(const loom_sharding *self_, int32_t rank, c
                                      size_t *n_ranges)
 {
     const none_sharding *self = (const none_sharding *)self_;
-    if (rank != 0) return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no rank %d in a one-process run", rank);
+    if (rank != 0)
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no rank %d in a one-process run", rank);
     *ranges = &self->owned;
     *n_ranges = 1;
     return LOOM_OK;

@@ -18,10 +18,10 @@
 typedef struct replicated_sharding {
     loom_host *host;
     const loom_host_api *api;
-    int64_t total;         /* elements of the flat buffer                                    */
-    size_t element_size;   /* bytes per element of dtype                                     */
-    uint32_t dtype;        /* param_dtype: of parameters, gradients and every collective     */
-    unsigned char *grads;  /* total elements on setup->device, zeroed; owned                 */
+    int64_t total;        /* elements of the flat buffer                                    */
+    size_t element_size;  /* bytes per element of dtype                                     */
+    uint32_t dtype;       /* param_dtype: of parameters, gradients and every collective     */
+    unsigned char *grads; /* total elements on setup->device, zeroed; owned                 */
 } replicated_sharding;
 
 /* Fill the base of an instance (allocated and zeroed by the caller) and allocate its zeroed

@@ -147,11 +147,12 @@ static loom_status reduce_tensor(sharded_sharding *self, size_t i)
     int64_t b = self->offsets[i], e = self->offsets[i + 1];
     if (e == b) return LOOM_OK;
     if (self->n_pending == SHARDED_MAX_PENDING)
-        return self->base.api->fail(self->base.host, LOOM_E_INTERNAL, "more than %d pending reductions", SHARDED_MAX_PENDING);
+        return self->base.api->fail(self->base.host, LOOM_E_INTERNAL, "more than %d pending reductions",
+                                    SHARDED_MAX_PENDING);
     loom_comm_request **request = &self->pending[self->n_pending++];
     *request = NULL;
-    return self->cv->reduce(self->comm, self->base.grads + (size_t)b * self->base.element_size, (size_t)(e - b), self->base.dtype,
-                            LOOM_REDUCE_SUM, self->owner[i], request);
+    return self->cv->reduce(self->comm, self->base.grads + (size_t)b * self->base.element_size, (size_t)(e - b),
+                            self->base.dtype, LOOM_REDUCE_SUM, self->owner[i], request);
 }
 
 /* Tensors wholly inside a released range go to their owner now. */
@@ -186,7 +187,8 @@ static loom_status sharded_owned_grads(loom_sharding *self_, size_t range_index,
 {
     sharded_sharding *self = (sharded_sharding *)self_;
     size_t first = self->first_range[self->rank], count = self->first_range[self->rank + 1] - first;
-    if (range_index >= count) return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    if (range_index >= count)
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no owned range %zu", range_index);
     *memory = self->base.grads + (size_t)self->all_ranges[first + range_index].begin * self->base.element_size;
     return LOOM_OK;
 }
@@ -198,8 +200,9 @@ static loom_status sharded_publish_params(loom_sharding *self_)
     for (int32_t r = 0; r < self->world; r++) {
         for (size_t k = self->first_range[r]; k < self->first_range[r + 1]; k++) {
             const loom_range *range = &self->all_ranges[k];
-            loom_status st = self->cv->broadcast(self->comm, self->params + (size_t)range->begin * self->base.element_size,
-                                                 (size_t)(range->end - range->begin), self->base.dtype, r, NULL);
+            loom_status st =
+                self->cv->broadcast(self->comm, self->params + (size_t)range->begin * self->base.element_size,
+                                    (size_t)(range->end - range->begin), self->base.dtype, r, NULL);
             if (st != LOOM_OK) return st;
         }
     }

@@ -41,8 +41,6 @@
 static const loom_comm_vtable *vt;
 static const loom_plugin *plugin;
 
-
-
 /* ---------------------------------------------------------------------------------------- */
 /* Values and their expected reductions                                                      */
 
@@ -336,7 +334,8 @@ static void check_reduce(rank_ctx *c, size_t count, int root)
 static void check_all_to_all(rank_ctx *c, size_t count)
 {
     const int w = c->world;
-    int64_t *send = test_xmalloc((size_t)w * count * sizeof *send), *recv = test_xmalloc((size_t)w * count * sizeof *recv);
+    int64_t *send = test_xmalloc((size_t)w * count * sizeof *send),
+            *recv = test_xmalloc((size_t)w * count * sizeof *recv);
     for (int r = 0; r < w; r++)
         for (size_t i = 0; i < count; i++)
             send[(size_t)r * count + i] = c->rank * 1000000 + r * 10000 + (int64_t)i;

@@ -147,18 +147,18 @@ static void test_json_file(void)
 {
     loom_args a;
     const char *path = test_temp_file("{\n"
-                                 "  \"learning_rate\": 0.1,\n"
-                                 "  \"per_device_train_batch_size\": 16,\n"
-                                 "  \"do_train\": true,\n"
-                                 "  \"save_total_limit\": null,\n"
-                                 "  \"plugin\": [\"adamw\", \"ddp\"],\n"
-                                 "  \"report_to\": \"tensorboard\",\n"
-                                 "  \"lr_scheduler_kwargs\": {\"num_cycles\": 2, \"power\": 0.5},\n"
-                                 "  \"Learning_Rate\": 7,\n"
-                                 "  \"n_layer\": 2,\n"
-                                 "  \"adamw\": {\"beta1\": 0.95},\n"
-                                 "  \"output_dir\": \"out\"\n"
-                                 "}\n");
+                                      "  \"learning_rate\": 0.1,\n"
+                                      "  \"per_device_train_batch_size\": 16,\n"
+                                      "  \"do_train\": true,\n"
+                                      "  \"save_total_limit\": null,\n"
+                                      "  \"plugin\": [\"adamw\", \"ddp\"],\n"
+                                      "  \"report_to\": \"tensorboard\",\n"
+                                      "  \"lr_scheduler_kwargs\": {\"num_cycles\": 2, \"power\": 0.5},\n"
+                                      "  \"Learning_Rate\": 7,\n"
+                                      "  \"n_layer\": 2,\n"
+                                      "  \"adamw\": {\"beta1\": 0.95},\n"
+                                      "  \"output_dir\": \"out\"\n"
+                                      "}\n");
     CHECK(path && path[0]);
     char saved[64];
     snprintf(saved, sizeof saved, "%s", path);

@@ -48,7 +48,8 @@ static inline double *test_dalloc_from(const float *x, int64_t n)
 {
     double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
     if (!d) abort();
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
+    for (int64_t i = 0; i < n; i++)
+        d[i] = x[i];
     return d;
 }
 

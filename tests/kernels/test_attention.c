@@ -55,7 +55,8 @@ static void ref_backward(double *dqkv, const float *dout, const float *qkv, int6
                 double s = 0.0;
                 for (int64_t t2 = 0; t2 <= t; t2++) {
                     datt[t2] = 0.0;
-                    for (int64_t i = 0; i < hs; i++) datt[t2] += (double)g[i] * qkv[(b * T + t2) * C3 + 2 * C + h * hs + i];
+                    for (int64_t i = 0; i < hs; i++)
+                        datt[t2] += (double)g[i] * qkv[(b * T + t2) * C3 + 2 * C + h * hs + i];
                     s += a[t2] * datt[t2];
                 }
                 for (int64_t t2 = 0; t2 <= t; t2++) {

@@ -48,7 +48,6 @@ static const int64_t offsets[N_TENSORS + 1] = {0, 1000, 17000, 17001, 30000, TOT
 #define GATHER_BUCKET 5000 /* elements: several all-gather pieces, the last one padded */
 #define ZERO_ALIGN 16384
 
-
 /* ---------------------------------------------------------------------------------------- */
 /* Values, encodings and the expected sums (independent of the plugins' own conversions)     */
 

@@ -146,7 +146,8 @@ static void test_attacks_on_a_job(void)
 
     /* Attack as soon as the port opens. */
     int probe = -1;
-    for (double end = test_now_seconds() + 10; probe < 0 && test_now_seconds() < end; test_nap(0.005)) probe = try_connect(port);
+    for (double end = test_now_seconds() + 10; probe < 0 && test_now_seconds() < end; test_nap(0.005))
+        probe = try_connect(port);
     CHECK(probe >= 0);
     close(probe);
 

@@ -219,7 +219,8 @@ int main(void)
         int before = test_failures;
         double t0 = test_now_seconds();
         tests[i].fn();
-        printf("%-20s %s (%.2f s)\n", tests[i].name, test_failures == before ? "ok" : "FAILED", test_now_seconds() - t0);
+        printf("%-20s %s (%.2f s)\n", tests[i].name, test_failures == before ? "ok" : "FAILED",
+               test_now_seconds() - t0);
         fflush(stdout);
     }
     return test_finish("test_store_rendezvous");
