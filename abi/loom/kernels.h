@@ -126,7 +126,7 @@ typedef struct loom_kernels_api {
                                                 const int32_t *labels, float scale, int64_t B,
                                                 int64_t C);
 
-    /* ABI 1.2+: append below. */
+    /* ABI 1.3+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

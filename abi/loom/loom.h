@@ -250,8 +250,9 @@ typedef struct loom_host_api {
 
     /* A named host service table, or NULL if this host lacks it or its minor version is
      * below min_minor. The pointer is owned by the host and valid for the run.
-     * Names: "loom.kernels/1" -> const loom_kernels_api * (kernels.h); "loom.store/1" ->
-     * const loom_store_api * (comm.h); "loom.trainer/1" -> const loom_trainer_api *
+     * Names: "loom.kernels.cpu/1" (LOOM_KERNELS_CPU_SERVICE) -> const loom_kernels_api *
+     * (kernels.h); "loom.store/1" (LOOM_STORE_SERVICE) -> const loom_store_api * (comm.h; NULL
+     * in a one-process run); "loom.trainer/1" (LOOM_TRAINER_SERVICE) -> const loom_trainer_api *
      * (callback.h, ABI 1.2: callbacks only). MT-safe. */
     const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);
 
@@ -264,7 +265,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.1+: append below; never reorder or remove. */
+    /* ABI 1.3+: append below; never reorder or remove. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */

@@ -160,7 +160,7 @@ typedef struct loom_model_vtable {
      * f32 gradients) instead of allocating more. Sets *bytes (0 and NULL: none). MT-safe. */
     void *(*step_scratch)(loom_model *self, size_t *bytes);
 
-    /* ABI 1.2+: append below. */
+    /* ABI 1.3+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
