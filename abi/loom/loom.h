@@ -21,9 +21,24 @@
  * is passed into a call is borrowed for that call only unless the member's comment says
  * otherwise; strings a plugin returns are static or live as long as the instance.
  *
- * Threading labels used on every member: "MT-safe" (any thread, concurrently),
- * "one thread per instance" (calls on one instance never overlap), "init thread only"
- * (the thread that loaded the plugin, before training threads start).
+ * Threading labels: "MT-safe" (any thread, concurrently), "one thread per instance" (calls on
+ * one instance never overlap), "init thread only" (the thread that loaded the plugin, before
+ * training threads start).
+ *
+ * How to read a member's comment. Each says what the member is for and, where it differs from
+ * the rules below, whether it is required, what NULL means, who owns what, its threading label
+ * and the version that added it. Where a comment is silent, these rules apply:
+ *   - Version: a member is in ABI 1.0 unless it sits under a "ABI 1.x" comment (or says so);
+ *     the frozen 1.0 copy in tests/abi/v1.0 is the reference, checked member by member.
+ *   - Vtable members (function pointers a plugin fills): Required; a 1.1+ member is Optional
+ *     and read through LOOM_HAS (NULL or beyond struct_size: the host does without it, as the
+ *     member's comment says). destroy() accepts NULL. Threading: create() on the init thread,
+ *     every other member one thread per instance.
+ *   - Host tables (loom_host_api, service tables): every member is set by the host and MT-safe.
+ *   - Data members of a struct passed into a call: written by the caller, read-only to the
+ *     callee, borrowed for that call; pointers in them are borrowed too, and NULL only where the
+ *     comment says what NULL means. Of a struct a plugin writes (out parameters, info/state
+ *     structs): written by the plugin, owned by the caller.
  */
 #ifndef LOOM_LOOM_H
 #define LOOM_LOOM_H
