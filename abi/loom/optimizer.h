@@ -73,9 +73,9 @@ typedef struct loom_optimizer_step {
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
-#define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u /* spans are whole tensors (a factored second
-                                                 moment needs the whole matrix): the host
-                                                 refuses shardings that split tensors      */
+/* Spans are whole tensors (a factored second moment needs the whole matrix): the host refuses
+ * shardings that split tensors. */
+#define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u
 #define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor statistics (lamb): see
                                                  tensor_stats / partial_stats below        */
 
