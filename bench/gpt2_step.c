@@ -159,7 +159,8 @@ int main(int argc, char **argv)
     double n_params = (double)t->total_numel, n_mm = n_params - (double)cfg->positions * cfg->embd;
     double flops_token = 6 * n_mm + 12.0 * cfg->layers * cfg->embd * T;
     double tokens_step = (double)B * T;
-    printf("{\"side\": \"loom\", \"precision\": \"%s\", \"config\": \"%s\", \"n_params\": %.0f, \"B\": %d, \"T\": %d, \"threads\": %d, "
+    printf("{\"side\": \"loom\", \"precision\": \"%s\", \"config\": \"%s\", \"n_params\": %.0f, \"B\": %d, \"T\": %d, "
+           "\"threads\": %d, "
            "\"steps\": %lld, \"ms_min\": %.2f, \"ms_median\": %.2f, \"ms_max\": %.2f, \"tok_per_s_median\": %.1f, "
            "\"model_gflops_per_s_median\": %.1f, \"peak_rss_mb\": %.1f, \"OPENBLAS_CORETYPE\": \"%s\"}\n",
            precision, cfg->name, n_params, B, T, threads, (long long)measured, 1e3 * times[0], 1e3 * median,

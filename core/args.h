@@ -17,6 +17,8 @@
 #ifndef LOOM_CORE_ARGS_H
 #define LOOM_CORE_ARGS_H
 
+#include "error.h" /* LOOM_API */
+
 #include <loom/loom.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -83,8 +85,8 @@ typedef struct loom_args {
 } loom_args;
 
 /* Defaults for every field (HF's). */
-void loom_args_init(loom_args *args);
-void loom_args_free(loom_args *args);
+LOOM_API void loom_args_init(loom_args *args);
+LOOM_API void loom_args_free(loom_args *args);
 
 /* Parse argv[0..argc) (the arguments after the sub-command) into args, reading --config
  * first so the command line wins. Applies HF's derived defaults after parsing (do_eval when
@@ -95,29 +97,29 @@ void loom_args_free(loom_args *args);
  * (once, to stderr) about a non-default LOOM_ARG_NO_EFFECT one.
  * On error returns a status and sets loom_error() to one line naming the argument and where
  * it came from. */
-loom_status loom_args_parse(loom_args *args, int argc, char **argv);
+LOOM_API loom_status loom_args_parse(loom_args *args, int argc, char **argv);
 
 /* Write the resolved arguments as a JSON object (keys sorted, indent 2, HF's
  * to_json_string style) to `out`. Unknown keys are included under "plugin_flags". */
-loom_status loom_args_write_json(const loom_args *args, FILE *out);
+LOOM_API loom_status loom_args_write_json(const loom_args *args, FILE *out);
 
 /* One "--name value" line per argument that differs from its default, for the resolved-
  * configuration log at start. */
-void loom_args_print_nondefault(const loom_args *args, FILE *out);
+LOOM_API void loom_args_print_nondefault(const loom_args *args, FILE *out);
 
 /* The resolved configuration with provenance: one line per argument,
  * "  --name value    (command line | <config path> | <deepspeed path> | default)", the ones
  * given (or taken from a file) first, then every default unless `given_only`. */
-void loom_args_print_resolved(const loom_args *args, FILE *out, int given_only);
+LOOM_API void loom_args_print_resolved(const loom_args *args, FILE *out, int given_only);
 
 /* "command line", the --config path, the --deepspeed path, or "default", for one row. */
-const char *loom_args_origin_text(const loom_args *args, size_t row);
+LOOM_API const char *loom_args_origin_text(const loom_args *args, size_t row);
 
 /* Python's str(round(v, digits)) (HF rounds logged metrics so: 0.6931, 3.0, 1e-05). */
-void loom_format_rounded(double v, int digits, char *buf, size_t size);
+LOOM_API void loom_format_rounded(double v, int digits, char *buf, size_t size);
 
 /* The closest of `candidates` (n of them) to `word` by edit distance, or NULL if none is
  * within a sensible distance (<= max(2, strlen/3)). */
-const char *loom_closest_name(const char *word, const char *const *candidates, size_t n);
+LOOM_API const char *loom_closest_name(const char *word, const char *const *candidates, size_t n);
 
 #endif

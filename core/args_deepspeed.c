@@ -46,10 +46,11 @@ static loom_status disagree(const adopt_ctx *c, const char *key, const char *fil
         st = loom_error(LOOM_E_INVALID, "%s=%s in %s but %s=%s there: both set --%s (make them agree)", key, file_value,
                         c->file, c->key_of[row], value ? value : "?", d->name);
     else
-        st = loom_error(LOOM_E_INVALID,
-                        "%s=%s in %s but --%s %s%s (write \"auto\" in the file, leave the flag out, or make them agree)",
-                        key, file_value, c->file, d->name, value ? value : "?",
-                        loom__where(c->origin->source[row], where, sizeof where));
+        st =
+            loom_error(LOOM_E_INVALID,
+                       "%s=%s in %s but --%s %s%s (write \"auto\" in the file, leave the flag out, or make them agree)",
+                       key, file_value, c->file, d->name, value ? value : "?",
+                       loom__where(c->origin->source[row], where, sizeof where));
     free(value);
     return st;
 }

@@ -11,6 +11,7 @@
 #include "args_internal.h"
 #include "error.h"
 #include "fileutil.h"
+#include "json_util.h"
 
 /* A --config file is a few KiB of JSON; this bounds what a wrong path (/dev/zero, a huge file)
  * can cost. FIFOs and devices are refused by loom_read_file_max. */
@@ -24,45 +25,10 @@ static loom_status read_text(const char *path, char **out)
     return LOOM_OK;
 }
 
-int loom__json_find_duplicate(const cJSON *value, char *buf, size_t size)
-{
-    if (!cJSON_IsObject(value) && !cJSON_IsArray(value)) return 0;
-    size_t index = 0;
-    for (const cJSON *a = value->child; a; a = a->next, index++) {
-        /* cJSON keeps every member, duplicates included, as siblings. */
-        for (const cJSON *b = a->next; cJSON_IsObject(value) && b; b = b->next) {
-            if (strcmp(a->string, b->string) == 0) {
-                snprintf(buf, size, "%s", a->string);
-                return -1;
-            }
-        }
-        if (loom__json_find_duplicate(a, buf, size) < 0) {
-            char inner[512];
-            snprintf(inner, sizeof inner, "%s", buf);
-            if (cJSON_IsObject(value))
-                snprintf(buf, size, "%s.%s", a->string, inner);
-            else
-                snprintf(buf, size, "[%zu].%s", index, inner);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static const char *json_type_name(const cJSON *v)
-{
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
-
 static loom_status wrong_type(const loom__arg_desc *d, const char *path, const char *expected, const cJSON *v)
 {
-    return loom_error(LOOM_E_INVALID, "%s in %s: expected %s, got %s", d->name, path, expected, json_type_name(v));
+    return loom_error(LOOM_E_INVALID, "%s in %s: expected %s, got %s", d->name, path, expected,
+                      loom__json_type_name(v));
 }
 
 /* A JSON number that is an integer an int64 holds exactly (not the None sentinel). */
@@ -165,18 +131,6 @@ static loom_status add_unknown(loom_args *args, const char *key, const cJSON *v,
     return st;
 }
 
-static loom_status malformed(const char *path, const char *text, const char *at)
-{
-    int line = 1, column = 1;
-    for (const char *p = text; at && p < at && *p; p++) {
-        if (*p == '\n')
-            line++, column = 1;
-        else
-            column++;
-    }
-    return loom_error(LOOM_E_FORMAT, "%s:%d:%d: malformed JSON", path, line, column);
-}
-
 loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_origin *origin)
 {
     char *text = NULL;
@@ -185,14 +139,15 @@ loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_or
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root) {
-        st = malformed(path, text, end);
+        st = loom__json_malformed(path, text, end);
         free(text);
         return st;
     }
     free(text);
     char dup[512];
     if (!cJSON_IsObject(root)) {
-        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of arguments, got %s", path, json_type_name(root));
+        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of arguments, got %s", path,
+                        loom__json_type_name(root));
     } else if (loom__json_find_duplicate(root, dup, sizeof dup) < 0) {
         st = loom_error(LOOM_E_INVALID, "duplicate key '%s' in %s", dup, path);
     }
@@ -206,7 +161,8 @@ loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_or
         if (run_record && c == plugin_flags) {
             for (const cJSON *f = c->child; st == LOOM_OK && f; f = f->next) st = add_unknown(args, f->string, f, path);
         } else if (d && d - loom__arg_table == LOOM__ARG_config) {
-            if (!run_record) st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
+            if (!run_record)
+                st = loom_error(LOOM_E_INVALID, "config in %s: a config file cannot name another one", path);
         } else if (d) {
             st = set_from_json(args, d, c, path);
             origin->source[d - loom__arg_table] = path;

@@ -95,11 +95,6 @@ void loom__format_double(double v, char *buf, size_t size);
 /* Read the --config file at `path` into args (args_file.c). */
 loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_origin *origin);
 
-/* A duplicate key anywhere in a parsed JSON value: 0 if none, else -1 with the dotted key
- * path in buf (args_file.c). */
-struct cJSON;
-int loom__json_find_duplicate(const struct cJSON *value, char *buf, size_t size);
-
 /* --deepspeed FILE: the file's values for the arguments it maps replace their defaults;
  * a given argument that disagrees is an error (args_deepspeed.c). A file that cannot be read
  * or parsed is left for loom_ds_config_load to report. */

@@ -8,42 +8,7 @@
 
 #include "args_internal.h"
 #include "error.h"
-
-static void write_string(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"':
-            fputs("\\\"", out);
-            break;
-        case '\\':
-            fputs("\\\\", out);
-            break;
-        case '\n':
-            fputs("\\n", out);
-            break;
-        case '\r':
-            fputs("\\r", out);
-            break;
-        case '\t':
-            fputs("\\t", out);
-            break;
-        case '\b':
-            fputs("\\b", out);
-            break;
-        case '\f':
-            fputs("\\f", out);
-            break;
-        default:
-            if (*p < 0x20)
-                fprintf(out, "\\u%04x", *p);
-            else
-                fputc(*p, out);
-        }
-    }
-    fputc('"', out);
-}
+#include "json_util.h"
 
 static void newline_indent(FILE *out, int depth)
 {
@@ -79,7 +44,7 @@ static loom_status write_cjson(FILE *out, const cJSON *v, int depth)
             if (i) fputc(',', out);
             newline_indent(out, depth + 1);
             if (object) {
-                write_string(out, items[i]->string);
+                loom__json_write_string(out, items[i]->string);
                 fputs(": ", out);
             }
             st = write_cjson(out, items[i], depth + 1);
@@ -90,7 +55,7 @@ static loom_status write_cjson(FILE *out, const cJSON *v, int depth)
         return st;
     }
     if (cJSON_IsString(v))
-        write_string(out, v->valuestring);
+        loom__json_write_string(out, v->valuestring);
     else if (cJSON_IsBool(v))
         fputs(cJSON_IsTrue(v) ? "true" : "false", out);
     else if (cJSON_IsNumber(v) && v->valuedouble < 1e16 && v->valuedouble > -1e16 &&
@@ -136,7 +101,7 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
         if (loom__arg_is_secret(d)) {
             char *placeholder = loom__arg_format(args, d);
             if (!placeholder) return loom_error(LOOM_E_NOMEM, "out of memory");
-            write_string(out, placeholder);
+            loom__json_write_string(out, placeholder);
             free(placeholder);
             return LOOM_OK;
         }
@@ -146,7 +111,7 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
         if (cJSON_IsObject(dict))
             st = write_cjson(out, dict, 1);
         else
-            write_string(out, s);
+            loom__json_write_string(out, s);
         cJSON_Delete(dict);
         return st;
     }
@@ -160,7 +125,7 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
         for (size_t i = 0; i < l->count; i++) {
             if (i) fputc(',', out);
             newline_indent(out, 2);
-            write_string(out, l->items[i]);
+            loom__json_write_string(out, l->items[i]);
         }
         newline_indent(out, 1);
         fputc(']', out);
@@ -193,9 +158,9 @@ static loom_status write_plugin_flags(FILE *out, const loom_args *args)
     for (size_t i = 0; i < n; i++) {
         if (i) fputc(',', out);
         newline_indent(out, 2);
-        write_string(out, args->unknown_keys.items[order[i]]);
+        loom__json_write_string(out, args->unknown_keys.items[order[i]]);
         fputs(": ", out);
-        write_string(out, args->unknown_values.items[order[i]]);
+        loom__json_write_string(out, args->unknown_values.items[order[i]]);
     }
     newline_indent(out, 1);
     fputc('}', out);
@@ -223,14 +188,14 @@ loom_status loom_args_write_json(const loom_args *args, FILE *out)
         const loom__arg_desc *d = k < LOOM__ARG_COUNT ? &loom__arg_table[order[k]] : NULL;
         if (!flags_done && (!d || strcmp(flags_key, d->name) < 0)) {
             fputs(k ? ",\n  " : "\n  ", out);
-            write_string(out, flags_key);
+            loom__json_write_string(out, flags_key);
             fputs(": ", out);
             st = write_plugin_flags(out, args);
             flags_done = 1;
         }
         if (!d || st != LOOM_OK) continue;
         fputs(flags_done || k ? ",\n  " : "\n  ", out);
-        write_string(out, d->name);
+        loom__json_write_string(out, d->name);
         fputs(": ", out);
         st = write_value(out, args, d);
     }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "args_internal.h"
+#include "json_util.h"
 #include "error.h"
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
@@ -105,7 +106,8 @@ static loom_status check_status(const loom_args *args, const loom__arg_origin *o
     for (size_t i = 0; i < args->report_to.count; i++)
         if (!member(args->report_to.items[i], integrations_absent, COUNT(integrations_absent)) &&
             !member(args->report_to.items[i], integrations_present, COUNT(integrations_present)))
-            return loom_error(LOOM_E_INVALID, "--report_to %s: unknown integration (tensorboard, html, all, none, or one of HF's)",
+            return loom_error(LOOM_E_INVALID,
+                              "--report_to %s: unknown integration (tensorboard, html, all, none, or one of HF's)",
                               args->report_to.items[i]);
     for (size_t i = 0; i < args->report_to.count; i++)
         if (member(args->report_to.items[i], integrations_absent, COUNT(integrations_absent)))
@@ -367,7 +369,8 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
             "requires an evaluation strategy (steps or epoch)");
     REQUIRE(!a->load_best_model_at_end || strcmp(a->save_strategy, "steps") != 0 || a->save_steps % a->eval_steps == 0,
             load_best_model_at_end, "requires --save_steps to be a round multiple of --eval_steps");
-    REQUIRE(a->ddp_timeout > 0 && a->ddp_timeout <= 30 * 24 * 3600, ddp_timeout, "must be > 0 and <= 2592000 (30 days, in seconds)");
+    REQUIRE(a->ddp_timeout > 0 && a->ddp_timeout <= 30 * 24 * 3600, ddp_timeout,
+            "must be > 0 and <= 2592000 (30 days, in seconds)");
     REQUIRE(a->num_threads >= 0 && a->num_threads <= 4096, num_threads, "must be >= 0 and <= 4096 (0 = automatic)");
     REQUIRE(a->local_rank >= -1, local_rank, "must be >= -1");
 #undef REQUIRE

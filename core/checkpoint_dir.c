@@ -29,7 +29,8 @@
 static loom_status hash_file(const char *path, char hex[65], uint64_t *size)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return loom_error(errno == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0)
+        return loom_error(errno == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
@@ -172,7 +173,8 @@ loom_status loom_checkpoint_verify(const char *dir)
         uint64_t size = 0;
         if ((st = loom_path_join(file, sizeof file, dir, name->valuestring)) != LOOM_OK) break;
         if (stat(file, &sb) != 0) {
-            st = loom_error(LOOM_E_FORMAT, "%s: missing from the checkpoint (listed in %s)", file, LOOM_CHECKPOINT_MANIFEST);
+            st = loom_error(LOOM_E_FORMAT, "%s: missing from the checkpoint (listed in %s)", file,
+                            LOOM_CHECKPOINT_MANIFEST);
             break;
         }
         if ((double)sb.st_size != bytes->valuedouble) {
@@ -230,7 +232,8 @@ loom_status loom_checkpoint_remove_leftovers(const char *output_dir, int *remove
 {
     if (removed) *removed = 0;
     DIR *d = opendir(output_dir);
-    if (!d) return errno == ENOENT ? LOOM_OK : loom_error(LOOM_E_IO, "%s: cannot list: %s", output_dir, strerror(errno));
+    if (!d)
+        return errno == ENOENT ? LOOM_OK : loom_error(LOOM_E_IO, "%s: cannot list: %s", output_dir, strerror(errno));
     loom_status st = LOOM_OK;
     struct dirent *e;
     while (st == LOOM_OK && (e = readdir(d)) != NULL) {

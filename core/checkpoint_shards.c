@@ -48,8 +48,8 @@ static loom_status parse_entries(loom_shard_set *s, loom_safetensors *file)
             errno = 0;
             offset = strtoll(at + 1, &end, 10);
         }
-        if (!dot || dot == t.name || dot + 1 == t.name + head || (at && (errno || *end || offset < 0 || end == at + 1)) ||
-            t.dtype != LOOM_DTYPE_F32 || t.ndim != 1)
+        if (!dot || dot == t.name || dot + 1 == t.name + head ||
+            (at && (errno || *end || offset < 0 || end == at + 1)) || t.dtype != LOOM_DTYPE_F32 || t.ndim != 1)
             return loom_error(LOOM_E_FORMAT, "%s: entry '%s' is not an f32 vector named <tensor>.<state>[@offset]",
                               loom_safetensors_path(file), t.name);
         shard_entry *e = &s->entries[s->n_entries];
@@ -93,8 +93,9 @@ static loom_status check_overlaps(loom_shard_set *s, const char *dir)
     for (size_t i = 1; i < s->n_entries; i++) {
         const shard_entry *a = &s->entries[i - 1], *b = &s->entries[i];
         if (!strcmp(a->tensor, b->tensor) && !strcmp(a->state, b->state) && a->offset + a->numel > b->offset)
-            return loom_error(LOOM_E_FORMAT, "%s: optimizer state '%s.%s' has overlapping pieces at elements %lld and %lld",
-                              dir, a->tensor, a->state, (long long)a->offset, (long long)b->offset);
+            return loom_error(LOOM_E_FORMAT,
+                              "%s: optimizer state '%s.%s' has overlapping pieces at elements %lld and %lld", dir,
+                              a->tensor, a->state, (long long)a->offset, (long long)b->offset);
     }
     return LOOM_OK;
 }
@@ -149,11 +150,13 @@ loom_status loom_shard_set_open(const char *dir, loom_shard_set **out)
         }
         if (d) closedir(d);
         if (st == LOOM_OK && world == 0)
-            st = loom_error(LOOM_E_NOT_FOUND, "%s: no optimizer states (optimizer.safetensors or optimizer.rank-R-of-W.safetensors)",
-                            dir);
+            st =
+                loom_error(LOOM_E_NOT_FOUND,
+                           "%s: no optimizer states (optimizer.safetensors or optimizer.rank-R-of-W.safetensors)", dir);
         for (int r = 0; st == LOOM_OK && r < s->n_files; r++)
             if (!s->files[r])
-                st = loom_error(LOOM_E_FORMAT, "%s: optimizer.rank-%d-of-%d.safetensors is missing", dir, r, s->n_files);
+                st =
+                    loom_error(LOOM_E_FORMAT, "%s: optimizer.rank-%d-of-%d.safetensors is missing", dir, r, s->n_files);
     }
     if (st == LOOM_OK) st = check_overlaps(s, dir);
     if (st != LOOM_OK) {
@@ -209,8 +212,8 @@ loom_status loom_shard_set_read(const loom_shard_set *s, const char *tensor, con
     /* Pieces never overlap (each element has one owner when written), so a full count means
      * every element was found. */
     if (covered != numel)
-        return loom_error(LOOM_E_FORMAT, "optimizer state '%s.%s' elements [%lld, %lld): %lld of %lld found in the checkpoint",
-                          tensor, state, (long long)offset, (long long)(offset + numel), (long long)covered,
-                          (long long)numel);
+        return loom_error(LOOM_E_FORMAT,
+                          "optimizer state '%s.%s' elements [%lld, %lld): %lld of %lld found in the checkpoint", tensor,
+                          state, (long long)offset, (long long)(offset + numel), (long long)covered, (long long)numel);
     return LOOM_OK;
 }

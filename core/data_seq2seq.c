@@ -81,9 +81,12 @@ static loom_status read_ids(const char *path, int64_t line, const cJSON *obj, co
                             int32_t **tokens, int64_t *len, int64_t *cap, int32_t *count)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!arr) return loom_error(LOOM_E_FORMAT, "%s:%lld: no \"%s\" (a pair file has input_ids and labels)", path, (long long)line, key);
+    if (!arr)
+        return loom_error(LOOM_E_FORMAT, "%s:%lld: no \"%s\" (a pair file has input_ids and labels)", path,
+                          (long long)line, key);
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0)
-        return loom_error(LOOM_E_FORMAT, "%s:%lld: \"%s\" must be a non-empty list of token ids", path, (long long)line, key);
+        return loom_error(LOOM_E_FORMAT, "%s:%lld: \"%s\" must be a non-empty list of token ids", path, (long long)line,
+                          key);
     int64_t m = cJSON_GetArraySize(arr);
     if (m > INT32_MAX / 2) return loom_error(LOOM_E_FORMAT, "%s:%lld: \"%s\" is too long", path, (long long)line, key);
     if (*len + m > *cap) {
@@ -96,10 +99,11 @@ static loom_status read_ids(const char *path, int64_t line, const cJSON *obj, co
     int64_t j = 0;
     for (const cJSON *v = arr->child; v; v = v->next, j++) {
         double d = cJSON_IsNumber(v) ? v->valuedouble : -1.0;
-        int ok = cJSON_IsNumber(v) && d == (double)(int64_t)d && ((d >= 0 && d <= INT32_MAX) || (allow_ignore && d == -100));
+        int ok =
+            cJSON_IsNumber(v) && d == (double)(int64_t)d && ((d >= 0 && d <= INT32_MAX) || (allow_ignore && d == -100));
         if (!ok)
-            return loom_error(LOOM_E_FORMAT, "%s:%lld: \"%s\"[%lld] is not a token id (an integer in [0, 2^31)%s)", path,
-                              (long long)line, key, (long long)j, allow_ignore ? " or -100" : "");
+            return loom_error(LOOM_E_FORMAT, "%s:%lld: \"%s\"[%lld] is not a token id (an integer in [0, 2^31)%s)",
+                              path, (long long)line, key, (long long)j, allow_ignore ? " or -100" : "");
         (*tokens)[(*len)++] = (int32_t)d;
     }
     *count = (int32_t)m;
@@ -135,8 +139,10 @@ loom_status loom_seq2seq_dataset_open(const char *path, loom_dataset **out)
         cJSON *obj = cJSON_ParseWithLength(q, (size_t)(end - q));
         if (!cJSON_IsObject(obj)) {
             cJSON_Delete(obj);
-            st = loom_error(LOOM_E_FORMAT, "%s:%lld: not a JSON object (a pair file is JSON lines of {\"input_ids\": [...], \"labels\": [...]})",
-                            path, (long long)line);
+            st = loom_error(
+                LOOM_E_FORMAT,
+                "%s:%lld: not a JSON object (a pair file is JSON lines of {\"input_ids\": [...], \"labels\": [...]})",
+                path, (long long)line);
             break;
         }
         if (c->n == cap_ex) {
@@ -150,7 +156,8 @@ loom_status loom_seq2seq_dataset_open(const char *path, loom_dataset **out)
             if (!o || !a || !b) st = loom_error(LOOM_E_NOMEM, "%s: out of memory", path);
         }
         c->offsets[c->n] = n_tok;
-        if (st == LOOM_OK) st = read_ids(path, line, obj, "input_ids", 0, &c->tokens, &n_tok, &cap_tok, &c->src_len[c->n]);
+        if (st == LOOM_OK)
+            st = read_ids(path, line, obj, "input_ids", 0, &c->tokens, &n_tok, &cap_tok, &c->src_len[c->n]);
         if (st == LOOM_OK) st = read_ids(path, line, obj, "labels", 1, &c->tokens, &n_tok, &cap_tok, &c->tgt_len[c->n]);
         cJSON_Delete(obj);
         if (st != LOOM_OK) break;
@@ -160,7 +167,8 @@ loom_status loom_seq2seq_dataset_open(const char *path, loom_dataset **out)
         p = end + 1;
     }
     free(text);
-    if (st == LOOM_OK && c->n == 0) st = loom_error(LOOM_E_FORMAT, "%s: no example (a pair file has one JSON object per line)", path);
+    if (st == LOOM_OK && c->n == 0)
+        st = loom_error(LOOM_E_FORMAT, "%s: no example (a pair file has one JSON object per line)", path);
     if (st != LOOM_OK) {
         seq2seq_destroy(ds);
         return st;

@@ -50,7 +50,8 @@ loom_status loom_tokens_write(const char *path, const uint16_t *tokens, uint64_t
     if (host_is_little_endian()) return loom_write_file_atomicv(path, parts, n ? 2 : 1);
     unsigned char *swapped = malloc(n ? (size_t)n * 2 : 1);
     if (!swapped) return loom_error(LOOM_E_NOMEM, "%s: out of memory for %llu tokens", path, (unsigned long long)n);
-    for (uint64_t i = 0; i < n; i++) swapped[2 * i] = (unsigned char)tokens[i], swapped[2 * i + 1] = (unsigned char)(tokens[i] >> 8);
+    for (uint64_t i = 0; i < n; i++)
+        swapped[2 * i] = (unsigned char)tokens[i], swapped[2 * i + 1] = (unsigned char)(tokens[i] >> 8);
     parts[1].data = swapped;
     loom_status st = loom_write_file_atomicv(path, parts, n ? 2 : 1);
     free(swapped);

@@ -68,13 +68,16 @@ loom_status loom_dataset_sniff(const char *path, int *format)
     }
     if (st == LOOM_OK && got == 8 && memcmp(head, "LOOMCLS1", 8) == 0)
         *format = LOOM_DATA_CLASSIFICATION;
-    else if (st == LOOM_OK && got >= 4 && (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
+    else if (st == LOOM_OK && got >= 4 &&
+             (uint32_t)(head[0] | head[1] << 8 | head[2] << 16 | (uint32_t)head[3] << 24) == 20240520u)
         *format = LOOM_DATA_TOKENS;
     else if (st == LOOM_OK && got >= 1 && loom_seq2seq_sniff(head, (size_t)got))
         *format = LOOM_DATA_SEQ2SEQ;
     else if (st == LOOM_OK)
-        st = loom_error(LOOM_E_FORMAT, "%s: not a loom classification file (LOOMCLS1), an llm.c token shard (bad magic) "
-                        "nor JSON lines of input_ids/labels", first);
+        st = loom_error(LOOM_E_FORMAT,
+                        "%s: not a loom classification file (LOOMCLS1), an llm.c token shard (bad magic) nor JSON "
+                        "lines of input_ids/labels",
+                        first);
     globfree(&matches);
     return st;
 }
@@ -213,8 +216,8 @@ loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *d
     uint32_t device = loom_device_current();
     if (device != LOOM_DEVICE_CPU) {
         buf->device_inputs = loom_device_alloc((size_t)(capacity * example) * elem, device, loom_device_index());
-        buf->device_labels = loom_device_alloc((size_t)(capacity * ds->labels_per_example) * sizeof *buf->labels, device,
-                                               loom_device_index());
+        buf->device_labels = loom_device_alloc((size_t)(capacity * ds->labels_per_example) * sizeof *buf->labels,
+                                               device, loom_device_index());
         if (!buf->device_inputs || !buf->device_labels) {
             loom_batch_buffer_free(buf);
             return loom_error(LOOM_E_NOMEM, "out of device memory for a batch of %lld", (long long)capacity);
@@ -269,14 +272,18 @@ loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_
     if (end > dl->order_len) end = dl->order_len;
     if (begin >= end) return loom_error(LOOM_E_INTERNAL, "batch %lld past the end of the epoch", (long long)index);
     int64_t n = end - begin;
-    if (n > buf->capacity) return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n, (long long)buf->capacity);
+    if (n > buf->capacity)
+        return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n,
+                          (long long)buf->capacity);
     if (dl->dataset->collate) return dl->dataset->collate(dl->dataset, dl->order + begin, n, buf);
     int64_t targets = 0;
     loom_status st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
     if (st != LOOM_OK) return st;
     if (buf->device_inputs) {
         /* Filled on the host, then staged (the copy waits: the batch is read next). */
-        size_t in_bytes = (size_t)n * (buf->batch.inputs.dtype == LOOM_DTYPE_F32 || buf->batch.inputs.dtype == LOOM_DTYPE_I32 ? 4 : 8);
+        size_t in_bytes =
+            (size_t)n *
+            (buf->batch.inputs.dtype == LOOM_DTYPE_F32 || buf->batch.inputs.dtype == LOOM_DTYPE_I32 ? 4 : 8);
         for (uint32_t d = 1; d < buf->batch.inputs.ndim; d++) in_bytes *= (size_t)buf->batch.inputs.shape[d];
         size_t label_bytes = (size_t)n * (size_t)dl->dataset->labels_per_example * sizeof *buf->labels;
         if ((st = loom_device_copy(buf->device_inputs, buf->inputs, in_bytes, LOOM_COPY_HOST_TO_DEVICE)) != LOOM_OK ||

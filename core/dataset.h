@@ -9,6 +9,8 @@
 #ifndef LOOM_CORE_DATASET_H
 #define LOOM_CORE_DATASET_H
 
+#include "error.h" /* LOOM_API */
+
 #include <loom/model.h>
 
 typedef struct loom_dataset loom_dataset;
@@ -44,11 +46,11 @@ struct loom_dataset {
 #define LOOM_DATA_SEQ2SEQ 3        /* JSON lines of {"input_ids", "labels"} (core/data_seq2seq.h) */
 
 /* Which format `path` holds (a glob: its first match), by the file's first bytes. */
-loom_status loom_dataset_sniff(const char *path, int *format);
+LOOM_API loom_status loom_dataset_sniff(const char *path, int *format);
 
 /* Open a data file: classification files as they are; token shards cut into examples of
  * block_size tokens (ignored for classification). */
-loom_status loom_dataset_open(const char *path, int64_t block_size, loom_dataset **out);
+LOOM_API loom_status loom_dataset_open(const char *path, int64_t block_size, loom_dataset **out);
 
 /* A loader: batches of batch_size examples in the epoch's order. */
 typedef struct loom_dataloader {
@@ -66,13 +68,13 @@ typedef struct loom_dataloader {
     int64_t epoch;
 } loom_dataloader;
 
-loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
-                                 int drop_last, uint64_t seed);
-void loom_dataloader_free(loom_dataloader *dl);
+LOOM_API loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
+                                          int drop_last, uint64_t seed);
+LOOM_API void loom_dataloader_free(loom_dataloader *dl);
 /* Batches per epoch (HF: len(dataloader)). */
-int64_t loom_dataloader_len(const loom_dataloader *dl);
+LOOM_API int64_t loom_dataloader_len(const loom_dataloader *dl);
 /* Compute the order of `epoch` (a permutation of (seed, epoch) when shuffling). */
-loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch);
+LOOM_API loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch);
 
 /* Buffers for one batch, sized for the loader's batch size (owned). */
 typedef struct loom_batch_buffer {
@@ -84,9 +86,9 @@ typedef struct loom_batch_buffer {
     int32_t *attention_mask; /* variable-length data only (dataset->collate): like inputs   */
 } loom_batch_buffer;
 
-loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *ds, int64_t capacity);
-void loom_batch_buffer_free(loom_batch_buffer *buf);
+LOOM_API loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *ds, int64_t capacity);
+LOOM_API void loom_batch_buffer_free(loom_batch_buffer *buf);
 /* Load batch `index` (0-based) of the current epoch into buf. */
-loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf);
+LOOM_API loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf);
 
 #endif

@@ -13,6 +13,8 @@
 #include "deepspeed_config.h"
 #include "error.h"
 #include "fileutil.h"
+#include "json_util.h"
+#include "plugin_config.h"
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
 
@@ -24,14 +26,6 @@ typedef struct ctx {
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static void format_double(char *buf, size_t size, double v)
-{
-    for (int digits = 6; digits <= 17; digits++) {
-        snprintf(buf, size, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v) return;
-    }
-}
-
 static char *dup_text(const char *s)
 {
     if (!s) return NULL;
@@ -39,17 +33,6 @@ static char *dup_text(const char *s)
     char *d = malloc(n);
     if (d) memcpy(d, s, n);
     return d;
-}
-
-static const char *json_type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
 }
 
 static int is_auto(const cJSON *v)
@@ -72,7 +55,7 @@ static loom_status add_entry(loom_ds_plugin_choice *c, const char *key, const ch
 static loom_status add_double(loom_ds_plugin_choice *c, const char *key, double v)
 {
     char buf[64];
-    format_double(buf, sizeof buf, v);
+    loom__format_shortest(buf, sizeof buf, v);
     return add_entry(c, key, buf);
 }
 
@@ -199,11 +182,11 @@ static loom_status get(const ctx *c, const cJSON *obj, const char *prefix, const
     if (ok) return LOOM_OK;
     char shown[64] = "";
     if (cJSON_IsNumber(j))
-        format_double(shown, sizeof shown, j->valuedouble);
+        loom__format_shortest(shown, sizeof shown, j->valuedouble);
     else if (cJSON_IsString(j))
         snprintf(shown, sizeof shown, "\"%.40s\"", j->valuestring);
     return loom_error(LOOM_E_INVALID, "%s: %s%s: expected %s%s, got %s%s%s", c->file, prefix, key, kind_name(k),
-                      allow_auto ? " or \"auto\"" : "", json_type_name(j), *shown ? " " : "", shown);
+                      allow_auto ? " or \"auto\"" : "", loom__json_type_name(j), *shown ? " " : "", shown);
 }
 
 static loom_status need_min_int(const ctx *c, const char *prefix, const char *key, const value *v, int64_t min)
@@ -230,8 +213,8 @@ static loom_status mismatch_int(const ctx *c, const char *key, int64_t ds, const
 static loom_status mismatch_double(const ctx *c, const char *key, double ds, const char *flag, double hf)
 {
     char a[64], b[64];
-    format_double(a, sizeof a, ds);
-    format_double(b, sizeof b, hf);
+    loom__format_shortest(a, sizeof a, ds);
+    loom__format_shortest(b, sizeof b, hf);
     return loom_error(LOOM_E_INVALID, "%s=%s in %s but --%s %s (use \"auto\" or make them agree)", key, a, c->file,
                       flag, b);
 }
@@ -428,16 +411,6 @@ static loom_status parse_zero(ctx *c, const cJSON *root)
     return LOOM_OK;
 }
 
-/* HF's --optim names -> loom's optimizer plugins (as trainer_setup.c maps them). */
-static const char *optimizer_plugin_for(const char *optim)
-{
-    if (!optim || strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
-    if (strcmp(optim, "adamw_hf") == 0) return "adamw_hf";
-    if (strcmp(optim, "adam") == 0) return "adam";
-    if (strcmp(optim, "sgd") == 0) return "sgd";
-    return optim;
-}
-
 static loom_status add_common_optimizer_entries(loom_ds_config *cfg)
 {
     loom_ds_plugin_choice *ch = &cfg->optimizer_choice;
@@ -471,7 +444,7 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
         cfg->optimizer.beta2 = a->adam_beta2;
         cfg->optimizer.eps = a->adam_epsilon;
         cfg->optimizer.weight_decay = a->weight_decay;
-        cfg->optimizer_choice.plugin = optimizer_plugin_for(a->optim);
+        cfg->optimizer_choice.plugin = loom__optimizer_plugin_for(a->optim);
         return add_common_optimizer_entries(cfg);
     }
     static const char *const section_keys[] = {"type", "params"};
@@ -535,7 +508,8 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
     } else if (betas) {
         if (!cJSON_IsArray(betas) || cJSON_GetArraySize(betas) != 2)
             return loom_error(LOOM_E_INVALID, "%s: optimizer.params.betas: expected [beta1, beta2] or \"auto\", got %s",
-                              c->file, cJSON_IsArray(betas) ? "an array of another length" : json_type_name(betas));
+                              c->file,
+                              cJSON_IsArray(betas) ? "an array of another length" : loom__json_type_name(betas));
         double hf[2] = {a->adam_beta1, a->adam_beta2}, *dst[2] = {&cfg->optimizer.beta1, &cfg->optimizer.beta2};
         const char *flags[2] = {"adam_beta1", "adam_beta2"};
         for (int i = 0; i < 2; i++) {
@@ -546,7 +520,7 @@ static loom_status parse_optimizer(ctx *c, const cJSON *root)
                 *dst[i] = hf[i];
             } else if (!cJSON_IsNumber(b)) {
                 return loom_error(LOOM_E_INVALID, "%s: %s: expected a number or \"auto\", got %s", c->file, key,
-                                  json_type_name(b));
+                                  loom__json_type_name(b));
             } else if (b->valuedouble != hf[i]) {
                 return mismatch_double(c, key, b->valuedouble, flags[i], hf[i]);
             } else {
@@ -974,18 +948,6 @@ void loom_ds_config_free(loom_ds_config *cfg)
     memset(cfg, 0, sizeof *cfg);
 }
 
-static loom_status malformed(const char *path, const char *text, const char *at)
-{
-    int line = 1, column = 1;
-    for (const char *p = text; at && p < at && *p; p++) {
-        if (*p == '\n')
-            line++, column = 1;
-        else
-            column++;
-    }
-    return loom_error(LOOM_E_FORMAT, "%s:%d:%d: malformed JSON", path, line, column);
-}
-
 loom_status loom_ds_config_load(const char *path, const loom_args *args, int world_size, loom_ds_config *out)
 {
     memset(out, 0, sizeof *out);
@@ -998,7 +960,7 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
-        st = malformed(path, text, end);
+        st = loom__json_malformed(path, text, end);
         free(text);
         return st;
     }
@@ -1006,7 +968,7 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
     ctx c = {path, args, out};
     if (!cJSON_IsObject(root)) {
         st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object (a DeepSpeed config), got %s", path,
-                        json_type_name(root));
+                        loom__json_type_name(root));
         goto done;
     }
     out->world_size = world_size;
@@ -1079,22 +1041,6 @@ static cJSON *entry_json(const char *text)
     return cJSON_CreateString(text);
 }
 
-static void write_string(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", out);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
 static void write_value(FILE *out, const cJSON *v, int depth)
 {
     if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
@@ -1116,7 +1062,7 @@ static void write_value(FILE *out, const cJSON *v, int depth)
         fputc('{', out);
         for (const cJSON *c = v->child; c; c = c->next) {
             fprintf(out, "%s\n%*s", c == v->child ? "" : ",", 2 * (depth + 1), "");
-            write_string(out, c->string);
+            loom__json_write_string(out, c->string);
             fputs(": ", out);
             write_value(out, c, depth + 1);
         }
@@ -1127,10 +1073,10 @@ static void write_value(FILE *out, const cJSON *v, int depth)
         if (floor(d) == d && fabs(d) < 1e15)
             snprintf(buf, sizeof buf, "%lld", (long long)d);
         else
-            format_double(buf, sizeof buf, d);
+            loom__format_shortest(buf, sizeof buf, d);
         fputs(buf, out);
     } else if (cJSON_IsString(v)) {
-        write_string(out, v->valuestring);
+        loom__json_write_string(out, v->valuestring);
     } else if (cJSON_IsBool(v)) {
         fputs(cJSON_IsTrue(v) ? "true" : "false", out);
     } else {

@@ -43,8 +43,10 @@ loom_status loom_device_choose(const loom_device_request *req, uint32_t backend_
     const char *name = req->backend_name ? req->backend_name : "cuda";
     if (req->no_cuda) {
         if (req->named)
-            return loom_error(LOOM_E_INVALID, "--plugin %s names a GPU backend but --no_cuda/--use_cpu asks for the CPU: "
-                                              "drop one of them", name);
+            return loom_error(LOOM_E_INVALID,
+                              "--plugin %s names a GPU backend but --no_cuda/--use_cpu asks for the CPU: "
+                              "drop one of them",
+                              name);
         return LOOM_OK;
     }
     if (req->probe != LOOM_OK || req->device_count < 1) {
@@ -58,8 +60,9 @@ loom_status loom_device_choose(const loom_device_request *req, uint32_t backend_
         /* Several ranks on a node with one device each; HF also lets ranks share the only GPU
          * there is (torch.cuda.set_device(local_rank) fails otherwise), loom says so instead. */
         if (req->local_rank >= req->device_count)
-            return loom_error(LOOM_E_INVALID, "LOCAL_RANK=%d needs %s:%d but %d %s device%s visible (CUDA_VISIBLE_DEVICES, "
-                                              "--num_gpus): start at most %d process%s per node, or add --no_cuda",
+            return loom_error(LOOM_E_INVALID,
+                              "LOCAL_RANK=%d needs %s:%d but %d %s device%s visible (CUDA_VISIBLE_DEVICES, "
+                              "--num_gpus): start at most %d process%s per node, or add --no_cuda",
                               req->local_rank, device_word(backend_device), req->local_rank, req->device_count,
                               device_word(backend_device), req->device_count == 1 ? " is" : "s are", req->device_count,
                               req->device_count == 1 ? "" : "es");
@@ -85,7 +88,8 @@ loom_status loom_device_open(const loom_plugin *backend, int named, int no_cuda,
     loom_device_request req = {.no_cuda = no_cuda, .named = named, .local_rank = local_rank,
                                .local_world_size = local_world_size, .probe = LOOM_E_NOT_FOUND};
     if (!backend && !no_cuda && !nvidia_kernel_driver()) {
-        loom_log(LOOM_LOG_DEBUG, "device: cpu (no NVIDIA kernel driver: neither /proc/driver/nvidia/version nor /dev/nvidiactl)");
+        loom_log(LOOM_LOG_DEBUG,
+                 "device: cpu (no NVIDIA kernel driver: neither /proc/driver/nvidia/version nor /dev/nvidiactl)");
     } else if (!backend && !no_cuda) {
         /* Not named: use the GPU when the cuda plugin is installed and says one is usable. */
         if (loom_plugin_load("cuda", LOOM_KIND_BACKEND, &backend) != LOOM_OK) {
@@ -168,7 +172,10 @@ const loom_backend_vtable *loom_device_backend(loom_backend **instance)
     return dev.vt;
 }
 
-const loom_kernels_api *loom_device_kernels(void) { return dev.vt ? dev.vt->kernels(dev.instance) : lk_cpu_kernel_table(); }
+const loom_kernels_api *loom_device_kernels(void)
+{
+    return dev.vt ? dev.vt->kernels(dev.instance) : lk_cpu_kernel_table();
+}
 
 static void version_text(char *buf, size_t size, int32_t v)
 {

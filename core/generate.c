@@ -89,16 +89,19 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
     if (st != LOOM_OK) return st;
     const loom_model_vtable *mv = t->model.vtable;
     if (!LOOM_HAS(mv, loom_model_vtable, decode_begin) || !LOOM_HAS(mv, loom_model_vtable, decode_step))
-        return loom_error(LOOM_E_UNSUPPORTED, "model '%s' cannot generate (no decode_step)", t->model.plugin->desc->name);
+        return loom_error(LOOM_E_UNSUPPORTED, "model '%s' cannot generate (no decode_step)",
+                          t->model.plugin->desc->name);
     if (n_prompt < 1) return loom_error(LOOM_E_INVALID, "generation needs a prompt of at least one token");
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;
     if ((st = mv->output_shape(t->model.instance, shape, &ndim)) != LOOM_OK) return st;
     int64_t vocab = shape[ndim - 1];
     int64_t context = 0;
-    if (loom_config_i64(t->model.config, "n_positions", &context) != LOOM_CFG_PRESENT) context = (int64_t)n_prompt + config->max_new_tokens;
+    if (loom_config_i64(t->model.config, "n_positions", &context) != LOOM_CFG_PRESENT)
+        context = (int64_t)n_prompt + config->max_new_tokens;
     if ((int64_t)n_prompt > context)
-        return loom_error(LOOM_E_INVALID, "the prompt has %zu tokens; the model's context is %lld", n_prompt, (long long)context);
+        return loom_error(LOOM_E_INVALID, "the prompt has %zu tokens; the model's context is %lld", n_prompt,
+                          (long long)context);
     int64_t total = (int64_t)n_prompt + config->max_new_tokens;
     if (total > context) total = context;
     float *logits = malloc((size_t)vocab * sizeof *logits);

@@ -76,7 +76,8 @@ static void cgroup_room(const char *root, uint64_t resident, loom_memory_room *r
         *c2 = '\0';
         const char *controllers = c1 + 1, *group = c2 + 1;
         int v2 = !strcmp(line, "0") && !*controllers;
-        int v1 = !v2 && (!strcmp(controllers, "memory") || strstr(controllers, "memory,") || strstr(controllers, ",memory"));
+        int v1 =
+            !v2 && (!strcmp(controllers, "memory") || strstr(controllers, "memory,") || strstr(controllers, ",memory"));
         if (!v1 && !v2) continue;
         const char *base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory";
         const char *limit_name = v2 ? "memory.max" : "memory.limit_in_bytes";

@@ -114,8 +114,9 @@ static loom_status unknown_key_error(const loom_config *cfg, const char *key, co
     if (closest)
         return loom_error(LOOM_E_INVALID, "unknown key '%s' for plugin '%s'%s%s%s; did you mean '%s'?", key,
                           cfg->plugin_name, source ? " (from " : "", source ? source : "", source ? ")" : "", closest);
-    return loom_error(LOOM_E_INVALID, "unknown key '%s' for plugin '%s'%s%s%s (it accepts %zu keys: see `loom plugins --help %s`)",
-                      key, cfg->plugin_name, source ? " (from " : "", source ? source : "", source ? ")" : "", n, cfg->plugin_name);
+    return loom_error(
+        LOOM_E_INVALID, "unknown key '%s' for plugin '%s'%s%s%s (it accepts %zu keys: see `loom plugins --help %s`)",
+        key, cfg->plugin_name, source ? " (from " : "", source ? source : "", source ? ")" : "", n, cfg->plugin_name);
 }
 
 static int compare_keys(const void *a, const void *b, void *ctx)
@@ -144,7 +145,8 @@ loom_config *loom_config_from_spec(const loom_plugin_desc *desc)
     for (size_t i = 0; i < n; i++) {
         cfg->entries[i].spec = &params[i];
         cfg->sorted[i] = i;
-        if (params[i].default_value && entry_set(cfg, &cfg->entries[i], params[i].default_value, "the plugin's default") != LOOM_OK) {
+        if (params[i].default_value &&
+            entry_set(cfg, &cfg->entries[i], params[i].default_value, "the plugin's default") != LOOM_OK) {
             loom_config_free(cfg);
             return NULL;
         }
@@ -263,4 +265,10 @@ const char *loom_config_key(const loom_config *cfg, size_t index)
         if (seen++ == index) return e->spec->key;
     }
     return NULL;
+}
+
+const char *loom__optimizer_plugin_for(const char *optim)
+{
+    if (!optim || strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
+    return optim;
 }

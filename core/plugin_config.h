@@ -52,4 +52,8 @@ int loom_config_bool(const loom_config *cfg, const char *key, int32_t *out);
 int loom_config_str(const loom_config *cfg, const char *key, const char **out);
 const char *loom_config_key(const loom_config *cfg, size_t index);
 
+/* The optimizer plugin for HF's --optim name (or a DeepSpeed optimizer already mapped):
+ * adamw_torch and adamw -> "adamw", NULL -> "adamw"; other names are plugin names already. */
+const char *loom__optimizer_plugin_for(const char *optim);
+
 #endif

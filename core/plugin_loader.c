@@ -155,7 +155,11 @@ loom_status loom_loader_init(const char *const *plugin_dirs, size_t n_plugin_dir
      * configured install folder. */
     char self_dir[PATH_MAX] = "";
     Dl_info info;
-    if (dladdr((void *)loom_loader_init, &info) && info.dli_fname && realpath(info.dli_fname, self_dir)) {
+    /* For a program that carries the core statically (the `loom` command) dladdr names the
+     * program as it was invoked (argv[0]), which need not resolve: ask the kernel instead. */
+    const int in_shared_object =
+        dladdr((void *)loom_loader_init, &info) && info.dli_fname && strstr(info.dli_fname, ".so") != NULL;
+    if (in_shared_object ? realpath(info.dli_fname, self_dir) != NULL : realpath("/proc/self/exe", self_dir) != NULL) {
         char *slash = strrchr(self_dir, '/');
         if (slash) *slash = '\0';
     }
@@ -166,6 +170,12 @@ loom_status loom_loader_init(const char *const *plugin_dirs, size_t n_plugin_dir
     int in_build_tree = self_dir[0] && strncmp(self_dir, build_root, strlen(build_root)) == 0;
     char beside[PATH_MAX + 32];
     snprintf(beside, sizeof beside, "%s/loom/plugins", self_dir);
+    /* The `loom` command carries the core statically: it lives in <prefix>/bin, its plugins in
+     * <prefix>/<libdir>/loom/plugins. */
+    char from_bin[2 * PATH_MAX];
+    snprintf(from_bin, sizeof from_bin, "%s/../%s/loom/plugins", self_dir, LOOM_INSTALL_LIBDIR);
+    if (self_dir[0] && !is_dir(beside) && realpath(from_bin, beside) == NULL)
+        snprintf(beside, sizeof beside, "%s/loom/plugins", self_dir);
     if (in_build_tree && is_dir(LOOM_BUILD_PLUGIN_DIR))
         s = add_dir(LOOM_BUILD_PLUGIN_DIR, strlen(LOOM_BUILD_PLUGIN_DIR));
     if (!s && !in_build_tree && self_dir[0] && is_dir(beside))

@@ -15,6 +15,8 @@
 #ifndef LOOM_CORE_PLUGIN_LOADER_H
 #define LOOM_CORE_PLUGIN_LOADER_H
 
+#include "error.h" /* LOOM_API */
+
 #include <loom/loom.h>
 #include <stddef.h>
 
@@ -26,11 +28,11 @@ typedef struct loom_plugin {
 
 /* Set the search folders (--plugin_dir values; may be 0). Call once, on the main thread,
  * before any load. Calls lt_dlinit. */
-loom_status loom_loader_init(const char *const *plugin_dirs, size_t n_plugin_dirs);
+LOOM_API loom_status loom_loader_init(const char *const *plugin_dirs, size_t n_plugin_dirs);
 
 /* The folders searched, in order (built-in ones that exist, LOOM_PLUGIN_PATH, plugin_dirs),
  * joined with ", " into buf, for error messages. */
-void loom_loader_search_path(char *buf, size_t size);
+LOOM_API void loom_loader_search_path(char *buf, size_t size);
 
 /* Load a plugin by spec and pick the descriptor of kind `kind` (LOOM_KIND_*; 0 = the first
  * descriptor whatever its kind) whose name equals the spec's base name if there is one, else
@@ -42,19 +44,19 @@ void loom_loader_search_path(char *buf, size_t size);
  *   LOOM_E_INVALID    it is not of the wanted kind ("x.so is a scheduler plugin, not an optimizer")
  * The returned loom_plugin is owned by the loader (valid until loom_loader_shutdown). The same
  * file loaded twice returns the same handle. */
-loom_status loom_plugin_load(const char *spec, uint32_t kind, const loom_plugin **out);
+LOOM_API loom_status loom_plugin_load(const char *spec, uint32_t kind, const loom_plugin **out);
 
 /* Call fn for every plugin descriptor found in the search folders (every *.so, in search
  * order, then by file name; a name found again later is reported with shadowed = 1). Files
  * that fail to load are reported through fn with desc == NULL and error set. */
 typedef void (*loom_plugin_visit_fn)(void *context, const char *path, const loom_plugin_desc *desc,
                                      int shadowed, const char *error);
-void loom_plugin_foreach(loom_plugin_visit_fn fn, void *context);
+LOOM_API void loom_plugin_foreach(loom_plugin_visit_fn fn, void *context);
 
 /* "optimizer", "scheduler", ... ; "unknown" otherwise. */
-const char *loom_kind_name(uint32_t kind);
+LOOM_API const char *loom_kind_name(uint32_t kind);
 
 /* Forget everything; unloads nothing while plugin code may run (call at exit). */
-void loom_loader_shutdown(void);
+LOOM_API void loom_loader_shutdown(void);
 
 #endif

@@ -24,6 +24,8 @@
 #ifndef LOOM_CORE_RANKS_H
 #define LOOM_CORE_RANKS_H
 
+#include "error.h" /* LOOM_API */
+
 #include <loom/loom.h>
 
 typedef struct loom_ranks {
@@ -38,6 +40,6 @@ typedef struct loom_ranks {
 
 /* Fill *out from the environment. LOOM_OK, or LOOM_E_INVALID with the message set (and *out
  * holding the single-process defaults). */
-loom_status loom_ranks_detect(loom_ranks *out);
+LOOM_API loom_status loom_ranks_detect(loom_ranks *out);
 
 #endif

@@ -133,8 +133,9 @@ static loom_status check_tensor(const char *path, const loom_st_tensor *t, size_
         return loom_error(LOOM_E_INVALID, "%s: a tensor cannot be called '" METADATA_KEY "'", path);
     size_t esize = loom_st_dtype_size(t->dtype);
     if (!esize)
-        return loom_error(LOOM_E_INVALID, "%s: tensor '%s': dtype %" PRIu32 " cannot be stored (known: " KNOWN_DTYPES ")",
-                          path, t->name, t->dtype);
+        return loom_error(LOOM_E_INVALID,
+                          "%s: tensor '%s': dtype %" PRIu32 " cannot be stored (known: " KNOWN_DTYPES ")", path,
+                          t->name, t->dtype);
     if (t->ndim > LOOM_MAX_DIMS)
         return loom_error(LOOM_E_INVALID, "%s: tensor '%s' has %" PRIu32 " dimensions, at most %d are supported", path,
                           t->name, t->ndim, LOOM_MAX_DIMS);
@@ -358,7 +359,8 @@ static loom_status parse_metadata(const char *path, const cJSON *meta)
         return loom_error(LOOM_E_FORMAT, "%s: \"" METADATA_KEY "\" is not an object", path);
     for (const cJSON *kv = meta->child; kv; kv = kv->next)
         if (!cJSON_IsString(kv))
-            return loom_error(LOOM_E_FORMAT, "%s: \"" METADATA_KEY "\" value of '%s' is not a string", path, kv->string);
+            return loom_error(LOOM_E_FORMAT, "%s: \"" METADATA_KEY "\" value of '%s' is not a string", path,
+                              kv->string);
     return LOOM_OK;
 }
 
@@ -402,11 +404,12 @@ static loom_status parse_entry(const char *path, const cJSON *item, st_entry *e)
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2 || !json_uint(offsets->child, &e->begin) ||
         !json_uint(offsets->child->next, &e->end))
-        return loom_error(LOOM_E_FORMAT, "%s: tensor '%s': \"data_offsets\" is not an array of two non-negative integers",
-                          path, name);
+        return loom_error(LOOM_E_FORMAT,
+                          "%s: tensor '%s': \"data_offsets\" is not an array of two non-negative integers", path, name);
     if (e->end < e->begin)
-        return loom_error(LOOM_E_FORMAT, "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin",
-                          path, name, e->begin, e->end);
+        return loom_error(LOOM_E_FORMAT,
+                          "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before they begin", path, name,
+                          e->begin, e->end);
     if (e->end - e->begin != bytes)
         return loom_error(LOOM_E_FORMAT,
                           "%s: tensor '%s': shape %s of %s needs %" PRIu64 " bytes, data_offsets [%" PRIu64
@@ -452,13 +455,15 @@ static loom_status check_coverage(const loom_safetensors *st)
                               path, st->entries[i - 1].name, st->entries[i - 1].begin, st->entries[i - 1].end, e->name,
                               e->begin, e->end);
         if (e->begin > pos)
-            return loom_error(LOOM_E_FORMAT, "%s: data bytes [%" PRIu64 ", %" PRIu64 ") belong to no tensor (gap before '%s')",
-                              path, pos, e->begin, e->name);
+            return loom_error(LOOM_E_FORMAT,
+                              "%s: data bytes [%" PRIu64 ", %" PRIu64 ") belong to no tensor (gap before '%s')", path,
+                              pos, e->begin, e->name);
         pos = e->end;
     }
     if (pos != st->data_len)
-        return loom_error(LOOM_E_FORMAT, "%s: data bytes [%" PRIu64 ", %" PRIu64 ") after the last tensor belong to no tensor",
-                          path, pos, st->data_len);
+        return loom_error(LOOM_E_FORMAT,
+                          "%s: data bytes [%" PRIu64 ", %" PRIu64 ") after the last tensor belong to no tensor", path,
+                          pos, st->data_len);
     return LOOM_OK;
 }
 
@@ -548,8 +553,9 @@ loom_status loom_safetensors_open(const char *path, loom_safetensors **out)
     } else if (!S_ISREG(sb.st_mode)) {
         s = loom_error(LOOM_E_IO, "%s: not a regular file (a FIFO, device or folder)", path);
     } else if (sb.st_size < 8) {
-        s = loom_error(LOOM_E_FORMAT, "%s: truncated: %jd bytes, a safetensors file starts with an 8-byte header length",
-                       path, (intmax_t)sb.st_size);
+        s = loom_error(LOOM_E_FORMAT,
+                       "%s: truncated: %jd bytes, a safetensors file starts with an 8-byte header length", path,
+                       (intmax_t)sb.st_size);
     } else if ((uintmax_t)sb.st_size > SIZE_MAX) {
         s = loom_error(LOOM_E_IO, "%s: too large to map on this machine", path);
     } else {
@@ -573,7 +579,8 @@ loom_status loom_safetensors_open(const char *path, loom_safetensors **out)
         uint64_t after = (uint64_t)st->map_len - 8;
         if (header_len > after) {
             s = loom_error(LOOM_E_FORMAT,
-                           "%s: truncated: header length is %" PRIu64 " bytes, only %" PRIu64 " follow the length field",
+                           "%s: truncated: header length is %" PRIu64 " bytes, only %" PRIu64
+                           " follow the length field",
                            path, header_len, after);
         } else {
             st->data = bytes + 8 + header_len;

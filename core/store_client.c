@@ -369,7 +369,8 @@ static loom_status recv_reply(exchange *x, uint32_t *body_len, uint8_t *status)
     *body_len = store_get_u32(head);
     *status = head[4];
     if (*body_len == 0 || *body_len > LOOM_STORE_MAX_FRAME || *status > STORE_REFUSED)
-        return loom_error(LOOM_E_COMM, "rendezvous store at %s: malformed reply to %s (is something else on that port?)",
+        return loom_error(LOOM_E_COMM,
+                          "rendezvous store at %s: malformed reply to %s (is something else on that port?)",
                           x->c->where, x->what);
     return LOOM_OK;
 }
@@ -441,7 +442,8 @@ static loom_status begin(loom_store_client *c, exchange *x, char *what, size_t w
     if (!c) return loom_error(LOOM_E_INVALID, "rendezvous store: %s on a NULL client", op);
     show_key(x->key, sizeof x->key, key ? key : "(null)");
     snprintf(what, what_size, "%s '%s'", op, x->key);
-    if (!key || !*key) return loom_error(LOOM_E_INVALID, "rendezvous store at %s: %s: the key is empty", c->where, what);
+    if (!key || !*key)
+        return loom_error(LOOM_E_INVALID, "rendezvous store at %s: %s: the key is empty", c->where, what);
     if (strlen(key) > LOOM_STORE_MAX_KEY)
         return loom_error(LOOM_E_INVALID, "rendezvous store at %s: %s: the key is longer than %u bytes", c->where, what,
                           LOOM_STORE_MAX_KEY);
@@ -506,7 +508,8 @@ loom_status loom_store_get(loom_store_client *c, const char *key, void *value, s
     double t = clamp_timeout(timeout_seconds, c ? c->op_timeout : 0);
     loom_status st = begin(c, &x, what, sizeof what, "get", key, t);
     if (st) return st;
-    if (capacity && !value) return loom_error(LOOM_E_INVALID, "rendezvous store at %s: %s: value is NULL", c->where, what);
+    if (capacity && !value)
+        return loom_error(LOOM_E_INVALID, "rendezvous store at %s: %s: value is NULL", c->where, what);
     x.deadline += REPLY_GRACE + 0.05 * t; /* the server answers TIMEOUT itself at t */
     size_t head_size;
     unsigned char *head = request_head(STORE_OP_GET, key, 8, 0, &head_size);
@@ -529,8 +532,8 @@ loom_status loom_store_get(loom_store_client *c, const char *key, void *value, s
                     st = malformed(&x);
                 } else {
                     size_t copy = vlen < capacity ? (size_t)vlen : capacity;
-                    if ((st = recv_all(&x, value, copy)) == LOOM_OK && (st = recv_all(&x, NULL, vlen - copy)) == LOOM_OK &&
-                        size)
+                    if ((st = recv_all(&x, value, copy)) == LOOM_OK &&
+                        (st = recv_all(&x, NULL, vlen - copy)) == LOOM_OK && size)
                         *size = (size_t)vlen;
                 }
             }
@@ -591,8 +594,8 @@ loom_status loom_store_wait(loom_store_client *c, const char *const *keys, size_
         if (st) return st;
         body += 4 + strlen(keys[i]);
         if (body > LOOM_STORE_MAX_FRAME)
-            return loom_error(LOOM_E_INVALID, "rendezvous store at %s: wait for %zu keys: the keys are too long together",
-                              c->where, n);
+            return loom_error(LOOM_E_INVALID,
+                              "rendezvous store at %s: wait for %zu keys: the keys are too long together", c->where, n);
     }
     /* Messages name the first key ("wait for 'a'", or "wait for 'a' and 2 more keys"). */
     char shown[128];
@@ -787,7 +790,8 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
     }
     if ((st = loom_store_add(client, JOINED_KEY, 1, &count)) != LOOM_OK) goto fail;
     if (count > world) {
-        st = loom_error(LOOM_E_INVALID, "rendezvous at %s: %lld ranks joined a world of %d (is WORLD_SIZE the same everywhere?)",
+        st = loom_error(LOOM_E_INVALID,
+                        "rendezvous at %s: %lld ranks joined a world of %d (is WORLD_SIZE the same everywhere?)",
                         client->where, (long long)count, world);
         goto fail;
     }
@@ -807,8 +811,8 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
                 if (loom_store_add(client, GAVE_UP_KEY, 0, &gave_up) != LOOM_OK) break;
             }
         }
-        st = loom_error(LOOM_E_TIMEOUT, "only %lld of %d ranks joined the rendezvous at %s within %g s", (long long)joined,
-                        world, client->where, timeout);
+        st = loom_error(LOOM_E_TIMEOUT, "only %lld of %d ranks joined the rendezvous at %s within %g s",
+                        (long long)joined, world, client->where, timeout);
         goto fail;
     }
     if (st) goto fail;

@@ -474,8 +474,8 @@ static void count_stranger(loom_store_server *s, const conn *c, const char *why)
 {
     uint64_t n = __atomic_add_fetch(&s->refused, 1, __ATOMIC_RELAXED);
     if ((n & (n - 1)) == 0)
-        loom_log(LOOM_LOG_WARNING, "rendezvous store on %s: dropped a connection from %s that %s (%llu so far)", s->where,
-                 c->peer, why, (unsigned long long)n);
+        loom_log(LOOM_LOG_WARNING, "rendezvous store on %s: dropped a connection from %s that %s (%llu so far)",
+                 s->where, c->peer, why, (unsigned long long)n);
 }
 
 /* The hello at the head of c->in: admit c and answer with the server's proof, or refuse it
@@ -485,7 +485,8 @@ static void admit(loom_store_server *s, conn *c)
     const unsigned char *body = c->in + 4;
     unsigned char want[STORE_MAC_LEN], proof[STORE_MAC_LEN];
     if (body[0] != STORE_OP_HELLO || !store_mac(s->secret, "client", c->nonce, body + 1, want) ||
-        !store_mac_equal(want, body + 1 + STORE_NONCE_LEN) || !store_mac(s->secret, "server", body + 1, c->nonce, proof)) {
+        !store_mac_equal(want, body + 1 + STORE_NONCE_LEN) ||
+        !store_mac(s->secret, "server", body + 1, c->nonce, proof)) {
         c->why = "did not prove the job's secret";
         c->closing = true;
         begin_reply(c, STORE_REFUSED, 1);
@@ -845,7 +846,8 @@ loom_status loom_store_server_start(const char *addr, int port, const char *secr
     int fd = -1, err = 0;
     if (any) {
         /* IPv6 wildcard first (it takes IPv4 too when the system allows), then IPv4. */
-        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = in6addr_any};
+        struct sockaddr_in6 a6 = {
+            .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = in6addr_any};
         fd = listen_on((const struct sockaddr *)&a6, sizeof a6, &err);
         if (fd < 0 && err != EADDRINUSE) {
             struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
@@ -869,10 +871,11 @@ loom_status loom_store_server_start(const char *addr, int port, const char *secr
         if (err == EADDRINUSE)
             return loom_error(LOOM_E_COMM, "cannot serve the rendezvous store on %s: address in use", where);
         if (err == EADDRNOTAVAIL)
-            return loom_error(LOOM_E_COMM,
-                              "cannot serve the rendezvous store on %s: not an address of this host (set LOOM_STORE_BIND "
-                              "to the local address to listen on)",
-                              where);
+            return loom_error(
+                LOOM_E_COMM,
+                "cannot serve the rendezvous store on %s: not an address of this host (set LOOM_STORE_BIND "
+                "to the local address to listen on)",
+                where);
         return loom_error(LOOM_E_COMM, "cannot serve the rendezvous store on %s: %s", where, strerror(err));
     }
 

@@ -327,13 +327,14 @@ static loom_status load_merges(loom_bpe *b, const char *path, const int16_t cp_t
         const int32_t merged = vocab_find(vi, buf, (size_t)(la + lb));
         if (left < 0 || right < 0) {
             const int bad = left < 0 ? 0 : 1;
-            st = loom_error(LOOM_E_FORMAT, "%s:%zu: merge \"%.*s %.*s\": \"%.*s\" is not in the vocabulary", path, line_no,
-                            (int)flen[0], field[0], (int)flen[1], field[1], (int)flen[bad], field[bad]);
+            st = loom_error(LOOM_E_FORMAT, "%s:%zu: merge \"%.*s %.*s\": \"%.*s\" is not in the vocabulary", path,
+                            line_no, (int)flen[0], field[0], (int)flen[1], field[1], (int)flen[bad], field[bad]);
             goto done;
         }
         if (merged < 0) {
-            st = loom_error(LOOM_E_FORMAT, "%s:%zu: merge \"%.*s %.*s\": the merged token \"%.*s%.*s\" is not in the vocabulary",
-                            path, line_no, (int)flen[0], field[0], (int)flen[1], field[1], (int)flen[0], field[0],
+            st = loom_error(LOOM_E_FORMAT,
+                            "%s:%zu: merge \"%.*s %.*s\": the merged token \"%.*s%.*s\" is not in the vocabulary", path,
+                            line_no, (int)flen[0], field[0], (int)flen[1], field[1], (int)flen[0], field[0],
                             (int)flen[1], field[1]);
             goto done;
         }

@@ -16,6 +16,8 @@
 #ifndef LOOM_CORE_TRAINER_H
 #define LOOM_CORE_TRAINER_H
 
+#include "error.h" /* LOOM_API */
+
 #include <loom/callback.h>
 #include <loom/comm.h>
 #include <loom/model.h>
@@ -40,11 +42,11 @@ typedef struct loom_metrics {
     double values[LOOM_METRICS_MAX];
 } loom_metrics;
 
-void loom_metrics_clear(loom_metrics *m);
+LOOM_API void loom_metrics_clear(loom_metrics *m);
 /* Set (or replace) key. Returns LOOM_E_NOMEM when full. */
-loom_status loom_metrics_set(loom_metrics *m, const char *key, double value);
+LOOM_API loom_status loom_metrics_set(loom_metrics *m, const char *key, double value);
 /* 1 and *value when present. */
-int loom_metrics_get(const loom_metrics *m, const char *key, double *value);
+LOOM_API int loom_metrics_get(const loom_metrics *m, const char *key, double *value);
 
 /* Predictions of one evaluation / prediction run, kept for compute_metrics and for writing. */
 typedef struct loom_predictions {
@@ -209,30 +211,30 @@ struct loom_trainer {
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).
  * Loads the plugins and opens the data files; does not allocate parameters yet. */
-loom_status loom_trainer_create(loom_args *args, loom_trainer **out);
-void loom_trainer_destroy(loom_trainer *t);
+LOOM_API loom_status loom_trainer_create(loom_args *args, loom_trainer **out);
+LOOM_API void loom_trainer_destroy(loom_trainer *t);
 
 /* The default hooks (what loom_trainer_create installs). */
-const loom_trainer_hooks *loom_trainer_default_hooks(void);
+LOOM_API const loom_trainer_hooks *loom_trainer_default_hooks(void);
 
 /* Allocate parameters, optimizer states and activations and initialise (or load) the model.
  * Called by train/evaluate/predict when needed; idempotent. */
-loom_status loom_trainer_prepare(loom_trainer *t);
+LOOM_API loom_status loom_trainer_prepare(loom_trainer *t);
 
 /* HF's trainer.train(): the whole training loop. */
-loom_status loom_trainer_train(loom_trainer *t);
+LOOM_API loom_status loom_trainer_train(loom_trainer *t);
 /* HF's trainer.evaluate() / predict() (call the hooks). */
-loom_status loom_trainer_evaluate(loom_trainer *t, loom_metrics *metrics);
-loom_status loom_trainer_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
-void loom_predictions_free(loom_predictions *p);
+LOOM_API loom_status loom_trainer_evaluate(loom_trainer *t, loom_metrics *metrics);
+LOOM_API loom_status loom_trainer_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
+LOOM_API void loom_predictions_free(loom_predictions *p);
 
 /* Save the model (model.safetensors + config.json) into dir. */
-loom_status loom_trainer_save_model(loom_trainer *t, const char *dir);
+LOOM_API loom_status loom_trainer_save_model(loom_trainer *t, const char *dir);
 /* End of training, as HF's trainer.save_model() + save_state(): the model, the arguments and
  * trainer_state.json into output_dir (world process zero only). */
-loom_status loom_trainer_save_final(loom_trainer *t);
+LOOM_API loom_status loom_trainer_save_final(loom_trainer *t);
 /* Write output_dir/predictions.txt ("index\tprediction" lines, argmax of each row). */
-loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path);
+LOOM_API loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path);
 
 /* ---- callbacks: HF's add_callback / pop_callback / remove_callback ------------------------
  * Not from inside an event (the list must not change while it is being walked). A callback
@@ -243,26 +245,26 @@ loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictio
 /* Load callback plugin `plugin` (a name or a path, as --plugin takes), configure it from the
  * run's --<plugin>.<key> flags and its defaults, create it and append it to the list. A
  * second instance of a plugin already there is added with a warning, as HF does. */
-loom_status loom_trainer_add_callback(loom_trainer *t, const char *plugin);
+LOOM_API loom_status loom_trainer_add_callback(loom_trainer *t, const char *plugin);
 /* Append a callback the program implements: on_event (and save_state / load_state when the
  * vtable's struct_size has them) are called as for a plugin; create and destroy are not. The
  * program keeps ownership of `instance` and must keep it (and vtable) alive while listed. */
-loom_status loom_trainer_add_callback_instance(loom_trainer *t, const char *name, const loom_callback_vtable *vtable,
-                                               loom_callback *instance);
+LOOM_API loom_status loom_trainer_add_callback_instance(loom_trainer *t, const char *name,
+                                                        const loom_callback_vtable *vtable, loom_callback *instance);
 /* Take a callback out of the list and hand it to the caller in *out (owned by the caller from
  * then on: loom_trainer_callback_destroy frees it; its instance may be added again with
  * add_callback_instance meanwhile). LOOM_E_NOT_FOUND (loom_error set) when none matches. */
-loom_status loom_trainer_pop_callback(loom_trainer *t, const char *name, const loom_callback *instance,
-                                      loom_plugin_instance *out);
+LOOM_API loom_status loom_trainer_pop_callback(loom_trainer *t, const char *name, const loom_callback *instance,
+                                               loom_plugin_instance *out);
 /* Take a callback out of the list and destroy it (a program's own instance is only unlisted).
  * LOOM_E_NOT_FOUND (loom_error set) when none matches. */
-loom_status loom_trainer_remove_callback(loom_trainer *t, const char *name, const loom_callback *instance);
+LOOM_API loom_status loom_trainer_remove_callback(loom_trainer *t, const char *name, const loom_callback *instance);
 /* Free a popped callback: the plugin instance, its host context and configuration. */
-void loom_trainer_callback_destroy(loom_plugin_instance *popped);
+LOOM_API void loom_trainer_callback_destroy(loom_plugin_instance *popped);
 /* The callback's name: its plugin's, or the one given to add_callback_instance. */
-const char *loom_trainer_callback_name(const loom_plugin_instance *slot);
+LOOM_API const char *loom_trainer_callback_name(const loom_plugin_instance *slot);
 
 /* Fire one callback event to every callback plugin. */
-loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metrics *metrics, const char *text);
+LOOM_API loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metrics *metrics, const char *text);
 
 #endif

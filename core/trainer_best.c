@@ -30,9 +30,10 @@ loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics
         char available[512] = "";
         size_t used = 0;
         for (size_t i = 0; i < metrics->count && used + 2 < sizeof available; i++)
-            used += (size_t)snprintf(available + used, sizeof available - used, "%s%s", i ? ", " : "", metrics->keys[i]);
-        return loom_error(LOOM_E_INVALID, "--metric_for_best_model %s: the evaluation has no '%s' (it has: %s)", name, key,
-                          available);
+            used +=
+                (size_t)snprintf(available + used, sizeof available - used, "%s%s", i ? ", " : "", metrics->keys[i]);
+        return loom_error(LOOM_E_INVALID, "--metric_for_best_model %s: the evaluation has no '%s' (it has: %s)", name,
+                          key, available);
     }
     int greater = t->args.greater_is_better == 1;
     double best = t->state.best_metric;
@@ -74,6 +75,7 @@ loom_status loom_trainer_load_best(loom_trainer *t)
     }
     loom_safetensors_close(file);
     if (st == LOOM_OK && t->state.is_world_process_zero)
-        loom_log(LOOM_LOG_INFO, "loading best model from %s (score: %g)", t->best_model_checkpoint, t->state.best_metric);
+        loom_log(LOOM_LOG_INFO, "loading best model from %s (score: %g)", t->best_model_checkpoint,
+                 t->state.best_metric);
     return st;
 }

@@ -87,8 +87,9 @@ static void warn_if_present(const loom_trainer *t, const char *name)
         for (size_t k = 0; k < t->n_callbacks && used < sizeof list; k++)
             used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k ? ", " : "",
                                      loom_trainer_callback_name(&t->callbacks[k]));
-        loom_log(LOOM_LOG_WARNING, "adding callback '%s', but the trainer already has one; the callbacks are now: %s, %s",
-                 name, list, name);
+        loom_log(LOOM_LOG_WARNING,
+                 "adding callback '%s', but the trainer already has one; the callbacks are now: %s, %s", name, list,
+                 name);
         return;
     }
 }
@@ -123,7 +124,8 @@ loom_status loom_trainer_add_callback_instance(loom_trainer *t, const char *name
         return loom_error(LOOM_E_INVALID, "add_callback_instance: a name of 1 to %zu characters is required",
                           sizeof t->callbacks[0].name - 1);
     if (!vtable || !LOOM_HAS(vtable, loom_callback_vtable, on_event) || vtable->abi_major != LOOM_ABI_MAJOR)
-        return loom_error(LOOM_E_ABI, "add_callback_instance '%s': the vtable has no on_event or another ABI major", name);
+        return loom_error(LOOM_E_ABI, "add_callback_instance '%s': the vtable has no on_event or another ABI major",
+                          name);
     loom_status st = room_for_one(t);
     if (st != LOOM_OK) return st;
     warn_if_present(t, name);
@@ -226,7 +228,8 @@ loom_status loom_trainer_callbacks_restore(loom_trainer *t, const cJSON *statefu
             matched = 1;
             if (!item) break; /* more instances than stored states: the rest start afresh */
             if (!cJSON_IsObject(item))
-                return loom_error(LOOM_E_FORMAT, "trainer_state.json: stateful_callbacks.%s is not an object", entry->string);
+                return loom_error(LOOM_E_FORMAT, "trainer_state.json: stateful_callbacks.%s is not an object",
+                                  entry->string);
             const loom_callback_vtable *cv = slot_vtable(slot);
             if (LOOM_HAS(cv, loom_callback_vtable, load_state)) {
                 char *text = cJSON_PrintUnformatted(item);
@@ -250,6 +253,7 @@ loom_status loom_trainer_callbacks_restore(loom_trainer *t, const cJSON *statefu
         }
     }
     if (n_ignored)
-        loom_log(LOOM_LOG_WARNING, "the checkpoint keeps the state of callbacks this run does not have; ignored: %s", ignored);
+        loom_log(LOOM_LOG_WARNING, "the checkpoint keeps the state of callbacks this run does not have; ignored: %s",
+                 ignored);
     return LOOM_OK;
 }

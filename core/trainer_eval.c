@@ -149,7 +149,8 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
     pass_totals totals;
     st = run_pass(t, &dl, metric_key_prefix, t->hooks.compute_metrics ? &predictions : NULL, &totals);
     if (st == LOOM_OK)
-        st = totals_to_metrics(t, &totals, metric_key_prefix, &predictions, dl.dataset->labels_per_example > 1, metrics);
+        st =
+            totals_to_metrics(t, &totals, metric_key_prefix, &predictions, dl.dataset->labels_per_example > 1, metrics);
     loom_predictions_free(&predictions);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;

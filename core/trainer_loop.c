@@ -41,7 +41,8 @@ loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metric
         loom_status st = cv->on_event(t->callbacks[i].instance, event, &t->state, &t->control, &payload);
         if (st != LOOM_OK) {
             if (!*loom_error_message())
-                loom_error(st, "callback '%s' failed (%s)", loom_trainer_callback_name(&t->callbacks[i]), loom_status_string(st));
+                loom_error(st, "callback '%s' failed (%s)", loom_trainer_callback_name(&t->callbacks[i]),
+                           loom_status_string(st));
             return st;
         }
     }
@@ -115,7 +116,8 @@ static loom_status global_squared_norm(loom_trainer *t, float *const *grads, int
     loom_status st = LOOM_OK;
     if (t->world_size > 1) {
         const loom_comm_vtable *cv = t->comm.vtable;
-        st = cv->all_reduce(t->comm.instance, partials, (size_t)t->n_norm_pieces, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
+        st =
+            cv->all_reduce(t->comm.instance, partials, (size_t)t->n_norm_pieces, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
     }
     double total = 0.0;
     for (int64_t p = 0; p < t->n_norm_pieces; p++) total += partials[p];
@@ -163,8 +165,10 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
          * scheduler counts steps taken, as DeepSpeed's skipped lr_scheduler.step). */
         t->state.skipped_steps++;
         if (t->state.is_world_process_zero)
-            loom_log(LOOM_LOG_WARNING, "step %lld: overflow (inf/NaN gradients), step skipped. Attempted loss scale: %g, "
-                     "next: %g", (long long)t->state.global_step + 1, attempted, pv->loss_scale(t->precision.instance));
+            loom_log(LOOM_LOG_WARNING,
+                     "step %lld: overflow (inf/NaN gradients), step skipped. Attempted loss scale: %g, "
+                     "next: %g",
+                     (long long)t->state.global_step + 1, attempted, pv->loss_scale(t->precision.instance));
         return LOOM_OK;
     }
 
@@ -205,11 +209,12 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
             t->stat_spans[s].param = t->spans[whole].param + skip;
             t->stat_spans[s].grad = t->spans[whole].grad + skip;
         }
-        if ((st = ov->partial_stats(t->optimizer.instance, t->stat_spans, t->n_stat_spans, &step, t->tensor_stats)) != LOOM_OK)
+        if ((st = ov->partial_stats(t->optimizer.instance, t->stat_spans, t->n_stat_spans, &step, t->tensor_stats)) !=
+            LOOM_OK)
             return st;
         const loom_comm_vtable *comm = t->comm.vtable;
-        if (t->world_size > 1 &&
-            (st = comm->all_reduce(t->comm.instance, t->tensor_stats, n_stats, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL)) != LOOM_OK)
+        if (t->world_size > 1 && (st = comm->all_reduce(t->comm.instance, t->tensor_stats, n_stats, LOOM_DTYPE_F64,
+                                                        LOOM_REDUCE_SUM, NULL)) != LOOM_OK)
             return st;
         step.tensor_stats = t->tensor_stats;
         step.n_tensors = t->n_tensors;
@@ -324,8 +329,9 @@ static double round_to(double x, int digits)
  * micro-batch, rank) only, so a resumed run draws the same masks (docs/checkpoints.md). */
 static uint64_t dropout_seed(const loom_trainer *t, int64_t m)
 {
-    uint64_t z = (uint64_t)t->args.seed * 0x9e3779b97f4a7c15ull ^ (uint64_t)t->state.global_step * 0xbf58476d1ce4e5b9ull ^
-                 (uint64_t)m * 0x94d049bb133111ebull ^ (uint64_t)t->rank << 48;
+    uint64_t z = (uint64_t)t->args.seed * 0x9e3779b97f4a7c15ull ^
+                 (uint64_t)t->state.global_step * 0xbf58476d1ce4e5b9ull ^ (uint64_t)m * 0x94d049bb133111ebull ^
+                 (uint64_t)t->rank << 48;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
@@ -333,7 +339,8 @@ static uint64_t dropout_seed(const loom_trainer *t, int64_t m)
 
 static int64_t batch_tokens(const loom_batch *batch)
 {
-    if (batch->inputs.dtype == LOOM_DTYPE_I32 && batch->inputs.ndim == 2) return batch->batch_size * batch->inputs.shape[1];
+    if (batch->inputs.dtype == LOOM_DTYPE_I32 && batch->inputs.ndim == 2)
+        return batch->batch_size * batch->inputs.shape[1];
     return batch->batch_size;
 }
 
@@ -346,8 +353,8 @@ loom_status loom_trainer_train(loom_trainer *t)
         int removed = 0;
         st = loom_checkpoint_remove_leftovers(t->args.output_dir, &removed);
         if (st == LOOM_OK && removed > 0)
-            loom_log(LOOM_LOG_INFO, "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save",
-                     removed);
+            loom_log(LOOM_LOG_INFO,
+                     "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save", removed);
     }
     if (st == LOOM_OK) st = loom_trainer_prepare(t);
     if (st != LOOM_OK) return st;
@@ -401,14 +408,15 @@ loom_status loom_trainer_train(loom_trainer *t)
     if (st == LOOM_OK) st = loom_trainer_print_startup(t, &dl, num_epochs, max_steps, updates_per_epoch);
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
 
-    for (int64_t epoch = first_epoch; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop; epoch++) {
+    for (int64_t epoch = first_epoch; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop;
+         epoch++) {
         if ((st = loom_dataloader_set_epoch(&dl, epoch)) != LOOM_OK) break;
         t->control.should_epoch_stop = 0;
         t->data_epoch = epoch;
         t->data_batch = epoch == first_epoch ? skip_updates * ga : 0;
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_BEGIN, NULL, NULL)) != LOOM_OK) break;
-        for (int64_t u = epoch == first_epoch ? skip_updates : 0; u < updates_per_epoch && t->state.global_step < max_steps;
-             u++) {
+        for (int64_t u = epoch == first_epoch ? skip_updates : 0;
+             u < updates_per_epoch && t->state.global_step < max_steps; u++) {
             int64_t first = u * ga;
             int64_t n_micro = batches_per_epoch - first < ga ? batches_per_epoch - first : ga;
             /* The whole accumulated batch's target count, over all ranks, is known before
@@ -488,7 +496,8 @@ loom_status loom_trainer_train(loom_trainer *t)
                      runtime > 0 ? round_to((double)examples_seen * t->world_size / runtime, 3) : 0);
     loom_metrics_set(final, "train_steps_per_second", runtime > 0 ? round_to((double)steps_run / runtime, 3) : 0);
     if (a->include_tokens_per_second)
-        loom_metrics_set(final, "train_tokens_per_second", runtime > 0 ? round_to((double)tokens_seen / runtime, 3) : 0);
+        loom_metrics_set(final, "train_tokens_per_second",
+                         runtime > 0 ? round_to((double)tokens_seen / runtime, 3) : 0);
     loom_metrics_set(final, "total_flos", t->state.total_flos);
     loom_metrics_set(final, "train_loss", t->losses.steps > 0 ? t->losses.total / (double)t->losses.steps : 0.0);
     loom_metrics_set(final, "epoch", t->state.epoch);

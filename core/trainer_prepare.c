@@ -49,8 +49,9 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir, float *pa
         int same = floating && tensor.ndim == info->ndim;
         for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
         if (!same) {
-            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' has another dtype or shape than the model's (f32, f16 or bf16)",
-                            path, info->name);
+            st = loom_error(LOOM_E_FORMAT,
+                            "%s: tensor '%s' has another dtype or shape than the model's (f32, f16 or bf16)", path,
+                            info->name);
             break;
         }
         int64_t numel = t->tensor_offsets[i + 1] - t->tensor_offsets[i];
@@ -92,7 +93,8 @@ static loom_status build_norm_pieces(loom_trainer *t)
                 if (a >= z) continue;
                 if (n == capacity) {
                     void *grown = realloc(t->norm_work, 2 * capacity * sizeof *t->norm_work);
-                    void *grown_sums = grown ? realloc(t->norm_work_sums, 2 * capacity * sizeof *t->norm_work_sums) : NULL;
+                    void *grown_sums =
+                        grown ? realloc(t->norm_work_sums, 2 * capacity * sizeof *t->norm_work_sums) : NULL;
                     if (grown) t->norm_work = grown;
                     if (!grown || !grown_sums) return loom_error(LOOM_E_NOMEM, "out of memory");
                     t->norm_work_sums = grown_sums;
@@ -207,7 +209,8 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     t->total_numel = t->tensor_offsets[t->n_tensors];
     int64_t embedding_numel = 0;
     for (size_t i = 0; i < t->n_tensors; i++)
-        if (t->tensors[i].flags & LOOM_PARAM_EMBEDDING) embedding_numel += t->tensor_offsets[i + 1] - t->tensor_offsets[i];
+        if (t->tensors[i].flags & LOOM_PARAM_EMBEDDING)
+            embedding_numel += t->tensor_offsets[i + 1] - t->tensor_offsets[i];
     t->flops_per_token = 6 * (t->total_numel - embedding_numel);
 
     const loom_precision_vtable *pv = t->precision.vtable;
@@ -235,7 +238,8 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     t->params = api->alloc(t->core_host, (size_t)t->params_capacity * t->param_size + 1, 0, t->device, t->device_index);
     if (t->params && t->param_dtype != LOOM_DTYPE_F32) initial = malloc((size_t)t->total_numel * sizeof(float) + 1);
     else initial = t->params;
-    if (!t->params || !initial) return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
+    if (!t->params || !initial)
+        return loom_error(LOOM_E_NOMEM, "out of memory for %lld parameters", (long long)t->total_numel);
     memset((char *)t->params + (size_t)t->total_numel * t->param_size, 0,
            (size_t)(t->params_capacity - t->total_numel) * t->param_size + 1);
     /* A resumed run starts from its checkpoint's weights; a warm start from the model folder. */
@@ -289,7 +293,8 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     binding.kernels = loom_device_kernels();
     const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
     for (size_t i = 0; i < 3; i++) {
-        if (sequences[i] && sequences[i]->labels_per_example > 1 && sequences[i]->input_shape[0] > binding.max_sequence_length)
+        if (sequences[i] && sequences[i]->labels_per_example > 1 &&
+            sequences[i]->input_shape[0] > binding.max_sequence_length)
             binding.max_sequence_length = sequences[i]->input_shape[0];
         /* Pair data: sources and targets each up to the bound length (docs/seq2seq.md#batches). */
         if (sequences[i] && sequences[i]->collate && sequences[i]->labels_per_example > binding.max_sequence_length)
@@ -339,8 +344,8 @@ static loom_status build_spans(loom_trainer *t)
     }
     uint32_t slots = ov->state_slots;
     if (slots > LOOM_MAX_STATE_SLOTS)
-        return loom_error(LOOM_E_ABI, "optimizer '%s' asks for %u state slots (max %d)", t->optimizer.plugin->desc->name,
-                          slots, LOOM_MAX_STATE_SLOTS);
+        return loom_error(LOOM_E_ABI, "optimizer '%s' asks for %u state slots (max %d)",
+                          t->optimizer.plugin->desc->name, slots, LOOM_MAX_STATE_SLOTS);
     const loom_host_api *api = loom_host_api_table();
     t->optimizer_state_bytes = (uint64_t)slots * (uint64_t)owned_numel * sizeof(float);
     if (slots) {
@@ -389,8 +394,8 @@ static loom_status build_spans(loom_trainer *t)
 static loom_status build_stat_spans(loom_trainer *t)
 {
     const loom_optimizer_vtable *ov = t->optimizer.vtable;
-    if (!LOOM_HAS(ov, loom_optimizer_vtable, partial_stats) || !LOOM_HAS_FIELD(ov, loom_optimizer_vtable, tensor_stats) ||
-        ov->tensor_stats == 0)
+    if (!LOOM_HAS(ov, loom_optimizer_vtable, partial_stats) ||
+        !LOOM_HAS_FIELD(ov, loom_optimizer_vtable, tensor_stats) || ov->tensor_stats == 0)
         return LOOM_OK;
     size_t capacity = t->n_spans + t->n_norm_ranges + 1, n = 0;
     t->stat_spans = calloc(capacity, sizeof *t->stat_spans);

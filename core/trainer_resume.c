@@ -55,8 +55,10 @@ loom_status loom_trainer_find_resume(loom_trainer *t)
     if ((st = loom_resume_read_seed(dir, &seed)) != LOOM_OK) return st;
     if (seed != t->args.seed) {
         if (t->state.is_world_process_zero)
-            loom_log(LOOM_LOG_WARNING, "%s was written with --seed %lld: resuming with it (not %lld), so that the data order "
-                     "goes on where it stopped", dir, (long long)seed, (long long)t->args.seed);
+            loom_log(LOOM_LOG_WARNING,
+                     "%s was written with --seed %lld: resuming with it (not %lld), so that the data order "
+                     "goes on where it stopped",
+                     dir, (long long)seed, (long long)t->args.seed);
         t->args.seed = seed;
     }
     if (!(t->resume_dir = strdup(dir))) return loom_error(LOOM_E_NOMEM, "out of memory");
@@ -93,8 +95,8 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir, const 
     /* The loss scaler: only the precision that wrote it can take it back. */
     mine = t->precision.plugin->desc->name;
     if (!rs->precision || strcmp(rs->precision, mine) != 0)
-        return loom_error(LOOM_E_INVALID, "%s was written with precision '%s'; resuming it with '%s' is not supported", dir,
-                          rs->precision ? rs->precision : "?", mine);
+        return loom_error(LOOM_E_INVALID, "%s was written with precision '%s'; resuming it with '%s' is not supported",
+                          dir, rs->precision ? rs->precision : "?", mine);
     loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
     const loom_precision_vtable *pv = t->precision.vtable;
     loom_status st = pv->get_state(t->precision.instance, &ps);

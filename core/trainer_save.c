@@ -69,16 +69,20 @@ static cJSON *model_config_json(const loom_trainer *t)
         const char *str;
         switch (s->type) {
         case LOOM_PARAM_FLOAT:
-            if (loom_config_f64(t->model.config, s->key, &f) == LOOM_CFG_PRESENT) cJSON_AddNumberToObject(json, s->key, f);
+            if (loom_config_f64(t->model.config, s->key, &f) == LOOM_CFG_PRESENT)
+                cJSON_AddNumberToObject(json, s->key, f);
             break;
         case LOOM_PARAM_INT:
-            if (loom_config_i64(t->model.config, s->key, &i) == LOOM_CFG_PRESENT) cJSON_AddNumberToObject(json, s->key, (double)i);
+            if (loom_config_i64(t->model.config, s->key, &i) == LOOM_CFG_PRESENT)
+                cJSON_AddNumberToObject(json, s->key, (double)i);
             break;
         case LOOM_PARAM_BOOL:
-            if (loom_config_bool(t->model.config, s->key, &b) == LOOM_CFG_PRESENT) cJSON_AddBoolToObject(json, s->key, b);
+            if (loom_config_bool(t->model.config, s->key, &b) == LOOM_CFG_PRESENT)
+                cJSON_AddBoolToObject(json, s->key, b);
             break;
         default:
-            if (loom_config_str(t->model.config, s->key, &str) == LOOM_CFG_PRESENT) cJSON_AddStringToObject(json, s->key, str);
+            if (loom_config_str(t->model.config, s->key, &str) == LOOM_CFG_PRESENT)
+                cJSON_AddStringToObject(json, s->key, str);
             break;
         }
     }

@@ -119,8 +119,8 @@ static loom_status svc_optimizer_state(loom_host *host, const char *tensor, cons
         if (strcmp(svc_optimizer_state_name(host, k), state) == 0) slot = k;
     int64_t i = tensor_index(t, tensor);
     if (slot < 0 || i < 0)
-        return loom_error(LOOM_E_NOT_FOUND, "optimizer '%s' keeps no state '%s' of tensor '%s'", svc_optimizer_name(host),
-                          state ? state : "(null)", tensor ? tensor : "(null)");
+        return loom_error(LOOM_E_NOT_FOUND, "optimizer '%s' keeps no state '%s' of tensor '%s'",
+                          svc_optimizer_name(host), state ? state : "(null)", tensor ? tensor : "(null)");
     uint32_t seen = 0;
     for (size_t s = 0; s < t->n_spans; s++) {
         const loom_span *span = &t->spans[s];
@@ -143,7 +143,8 @@ static loom_status svc_optimizer_state(loom_host *host, const char *tensor, cons
 static loom_status svc_learning_rate(loom_host *host, double *next, double *last, int64_t *steps)
 {
     const loom_trainer *t = trainer_of(host);
-    if (!t->scheduler.instance) return loom_error(LOOM_E_UNSUPPORTED, "the scheduler does not exist before training starts");
+    if (!t->scheduler.instance)
+        return loom_error(LOOM_E_UNSUPPORTED, "the scheduler does not exist before training starts");
     if (next) {
         const loom_scheduler_vtable *schv = t->scheduler.vtable;
         loom_schedule_value value = {LOOM_HEADER_INIT(loom_schedule_value)};

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
+#include "json_util.h"
 #include "model_config.h"
 #include "plugin_config.h"
 #include "ranks.h"
@@ -24,16 +25,6 @@
 #include "trainer_internal.h"
 
 /* ---- which plugin for which kind --------------------------------------------------------- */
-
-/* HF's --optim names -> our optimizer plugins. */
-static const char *optimizer_plugin_for(const char *optim)
-{
-    if (strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
-    if (strcmp(optim, "adamw_hf") == 0) return "adamw_hf";
-    if (strcmp(optim, "adam") == 0) return "adam";
-    if (strcmp(optim, "sgd") == 0) return "sgd";
-    return optim;
-}
 
 static loom_status load_plugin(const char *spec, uint32_t kind, const loom_plugin **out)
 {
@@ -73,8 +64,11 @@ static loom_status report_unused_flags(const loom_trainer *t, const unsigned cha
         }
         const char *closest = loom_closest_name(key, names, n);
         if (closest)
-            return loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s); did you mean --%s?", key, source, closest);
-        return loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s): not a training argument nor a key of a loaded plugin (see `loom train --help`, `loom plugins`)",
+            return loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s); did you mean --%s?", key, source,
+                              closest);
+        return loom_error(LOOM_E_INVALID,
+                          "unknown argument --%s (from %s): not a training argument nor a key of a loaded plugin (see "
+                          "`loom train --help`, `loom plugins`)",
                           key, source);
     }
     return LOOM_OK;
@@ -96,7 +90,8 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
         st = ((const loom_model_vtable *)slot->vtable)->create(slot->host, api, config, (loom_model **)&instance);
         break;
     case LOOM_KIND_PRECISION:
-        st = ((const loom_precision_vtable *)slot->vtable)->create(slot->host, api, config, (loom_precision **)&instance);
+        st = ((const loom_precision_vtable *)slot->vtable)
+                 ->create(slot->host, api, config, (loom_precision **)&instance);
         break;
     case LOOM_KIND_CALLBACK:
         st = ((const loom_callback_vtable *)slot->vtable)->create(slot->host, api, config, (loom_callback **)&instance);
@@ -105,30 +100,25 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
         st = ((const loom_comm_vtable *)slot->vtable)->create(slot->host, api, config, setup, (loom_comm **)&instance);
         break;
     case LOOM_KIND_SHARDING:
-        st = ((const loom_sharding_vtable *)slot->vtable)->create(slot->host, api, config, setup, (loom_sharding **)&instance);
+        st = ((const loom_sharding_vtable *)slot->vtable)
+                 ->create(slot->host, api, config, setup, (loom_sharding **)&instance);
         break;
     case LOOM_KIND_OPTIMIZER:
-        st = ((const loom_optimizer_vtable *)slot->vtable)->create(slot->host, api, config, (loom_optimizer **)&instance);
+        st = ((const loom_optimizer_vtable *)slot->vtable)
+                 ->create(slot->host, api, config, (loom_optimizer **)&instance);
         break;
     case LOOM_KIND_SCHEDULER:
-        st = ((const loom_scheduler_vtable *)slot->vtable)->create(slot->host, api, config, setup, (loom_scheduler **)&instance);
+        st = ((const loom_scheduler_vtable *)slot->vtable)
+                 ->create(slot->host, api, config, setup, (loom_scheduler **)&instance);
         break;
     }
     if (st != LOOM_OK) {
-        if (!*loom_error_message()) loom_error(st, "%s: create failed (%s)", plugin->desc->name, loom_status_string(st));
+        if (!*loom_error_message())
+            loom_error(st, "%s: create failed (%s)", plugin->desc->name, loom_status_string(st));
         return st;
     }
     slot->instance = instance;
     return LOOM_OK;
-}
-
-/* The shortest decimal that reads back as the same double ("0.9", not "0.90000000000000002"). */
-static void format_shortest(char *buf, size_t size, double v)
-{
-    for (int digits = 6; digits <= 17; digits++) {
-        snprintf(buf, size, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v) return;
-    }
 }
 
 /* Open a data file of `format` (others are left for later); block_size for token data. */
@@ -163,7 +153,8 @@ static loom_status open_token_datasets(loom_trainer *t)
 {
     int64_t block = t->args.block_size;
     int64_t positions = 0;
-    if (loom_config_i64(t->model.config, "n_positions", &positions) == LOOM_CFG_PRESENT && block <= 0) block = positions;
+    if (loom_config_i64(t->model.config, "n_positions", &positions) == LOOM_CFG_PRESENT && block <= 0)
+        block = positions;
     if (positions > 0 && block > positions)
         return loom_error(LOOM_E_INVALID, "--block_size %lld is longer than the model's n_positions %lld",
                           (long long)block, (long long)positions);
@@ -178,7 +169,8 @@ static loom_status check_evaluation(const loom_trainer *t)
 {
     const loom_args *a = &t->args;
     if (a->do_eval != 1) return LOOM_OK;
-    int by_strategy = strcmp(a->evaluation_strategy, "no") != 0 && a->origin[LOOM__ARG_do_eval] == LOOM_ARG_FROM_DEFAULT;
+    int by_strategy =
+        strcmp(a->evaluation_strategy, "no") != 0 && a->origin[LOOM__ARG_do_eval] == LOOM_ARG_FROM_DEFAULT;
     if (!a->validation_file || !*a->validation_file) {
         if (by_strategy)
             return loom_error(LOOM_E_INVALID,
@@ -238,7 +230,7 @@ static void choice_add(precision_choice *c, const char *key, const char *value)
 static void choice_add_number(precision_choice *c, const char *key, double value)
 {
     if (c->n >= 16) return;
-    format_shortest(c->text[c->n], sizeof c->text[c->n], value);
+    loom__format_shortest(c->text[c->n], sizeof c->text[c->n], value);
     choice_add(c, key, c->text[c->n]);
 }
 
@@ -263,7 +255,8 @@ static void choose_precision(const loom_trainer *t, precision_choice *c)
         c->plugin = "apex";
         choice_add(c, "opt_level", ds->amp.opt_level);
         for (size_t i = 0; i < ds->amp.n_passthrough; i++)
-            if (!strcmp(ds->amp.passthrough_keys[i], "loss_scale") || !strcmp(ds->amp.passthrough_keys[i], "min_loss_scale") ||
+            if (!strcmp(ds->amp.passthrough_keys[i], "loss_scale") ||
+                !strcmp(ds->amp.passthrough_keys[i], "min_loss_scale") ||
                 !strcmp(ds->amp.passthrough_keys[i], "max_loss_scale"))
                 choice_add(c, ds->amp.passthrough_keys[i], ds->amp.passthrough_values[i]);
         return;
@@ -350,8 +343,9 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : format == LOOM_DATA_SEQ2SEQ ? "t5" : "mlp";
     }
     if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
-    const char *optimizer_name = optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;
-    if (t->ds && t->ds->optimizer_choice.plugin) optimizer_name = optimizer_plugin_for(t->ds->optimizer_choice.plugin);
+    const char *optimizer_name = loom__optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;
+    if (t->ds && t->ds->optimizer_choice.plugin)
+        optimizer_name = loom__optimizer_plugin_for(t->ds->optimizer_choice.plugin);
     if (t->ds && t->ds->scheduler_choice.plugin) scheduler_name = t->ds->scheduler_choice.plugin;
     if ((st = load_plugin(optimizer_name, LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
     if ((st = load_plugin(scheduler_name, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
@@ -369,7 +363,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     if (t->ds && strcmp(t->ds->sharding.plugin, "ddp") != 0) sharding_name = t->ds->sharding.plugin;
     if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
     if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
-    if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
+    if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK,
+                          &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;
     /* Every run: log_history.jsonl, written as it happens (loom plot reads it). */
     if ((st = load_plugin("history", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK) goto done;
@@ -412,7 +407,9 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     char text[6][64];
     loom_config_default model_mapped[256];
     size_t n_model = 0;
-    const loom_dataset *shape_source = t->train_dataset ? t->train_dataset : t->eval_dataset ? t->eval_dataset : t->test_dataset;
+    const loom_dataset *shape_source = t->train_dataset  ? t->train_dataset
+                                       : t->eval_dataset ? t->eval_dataset
+                                                         : t->test_dataset;
     if (shape_source && shape_source->n_classes > 0) {
         snprintf(text[0], sizeof text[0], "%lld", (long long)shape_source->n_features);
         snprintf(text[1], sizeof text[1], "%lld", (long long)shape_source->n_classes);
@@ -420,12 +417,12 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         model_mapped[n_model++] = (loom_config_default){"num_classes", text[1]};
     }
     for (size_t i = 0; i < saved.n && n_model < 256; i++) model_mapped[n_model++] = saved.entries[i];
-    format_shortest(text[2], sizeof text[2], a->learning_rate);
-    format_shortest(text[3], sizeof text[3], a->adam_beta1);
-    format_shortest(text[4], sizeof text[4], a->adam_beta2);
-    format_shortest(text[5], sizeof text[5], a->adam_epsilon);
+    loom__format_shortest(text[2], sizeof text[2], a->learning_rate);
+    loom__format_shortest(text[3], sizeof text[3], a->adam_beta1);
+    loom__format_shortest(text[4], sizeof text[4], a->adam_beta2);
+    loom__format_shortest(text[5], sizeof text[5], a->adam_epsilon);
     char wd[64];
-    format_shortest(wd, sizeof wd, a->weight_decay);
+    loom__format_shortest(wd, sizeof wd, a->weight_decay);
     const loom_config_default optimizer_mapped[] = {
         {"lr", text[2]}, {"beta1", text[3]}, {"beta2", text[4]}, {"eps", text[5]}, {"weight_decay", wd},
     };
@@ -463,19 +460,21 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     const loom_config_default *opt_entries = optimizer_mapped, *sched_entries = scheduler_mapped,
                               *shard_entries = sharding_mapped;
     size_t n_opt = 5, n_sched = n_scheduler, n_shard = n_sharding;
-    if (t->ds && t->ds->optimizer.present) opt_entries = t->ds->optimizer_choice.entries, n_opt = t->ds->optimizer_choice.n_entries;
+    if (t->ds && t->ds->optimizer.present)
+        opt_entries = t->ds->optimizer_choice.entries, n_opt = t->ds->optimizer_choice.n_entries;
     if (t->ds && t->ds->scheduler_choice.plugin)
         sched_entries = t->ds->scheduler_choice.entries, n_sched = t->ds->scheduler_choice.n_entries;
     if (t->ds && strcmp(sharding->desc->name, t->ds->sharding.plugin) == 0)
         shard_entries = t->ds->sharding.entries, n_shard = t->ds->sharding.n_entries;
-    int configs_ok = (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
-                     (t->optimizer.config = loom_config_build(optimizer->desc, opt_entries, n_opt, a, used)) &&
-                     (t->scheduler.config = loom_config_build(scheduler->desc, sched_entries, n_sched, a, used)) &&
-                     (t->precision.config = loom_config_build(
-                          precision->desc, strcmp(precision->desc->name, precision_mapped.plugin) ? NULL : precision_mapped.entries,
-                          strcmp(precision->desc->name, precision_mapped.plugin) ? 0 : precision_mapped.n, a, used)) &&
-                     (t->sharding.config = loom_config_build(sharding->desc, shard_entries, n_shard, a, used)) &&
-                     (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
+    int configs_ok =
+        (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
+        (t->optimizer.config = loom_config_build(optimizer->desc, opt_entries, n_opt, a, used)) &&
+        (t->scheduler.config = loom_config_build(scheduler->desc, sched_entries, n_sched, a, used)) &&
+        (t->precision.config = loom_config_build(
+             precision->desc, strcmp(precision->desc->name, precision_mapped.plugin) ? NULL : precision_mapped.entries,
+             strcmp(precision->desc->name, precision_mapped.plugin) ? 0 : precision_mapped.n, a, used)) &&
+        (t->sharding.config = loom_config_build(sharding->desc, shard_entries, n_shard, a, used)) &&
+        (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
     for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
         t->callbacks[i].plugin = callbacks[i];
         configs_ok = (t->callbacks[i].config = loom_trainer_callback_config(t, callbacks[i], used)) != NULL;
@@ -484,10 +483,11 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     for (size_t i = 0; configs_ok && i < n_scheduler; i++) {
         /* A kwarg the scheduler does not declare is a mistake, not a silent no-op. */
         int declared = 0;
-        for (const loom_param_spec *s = scheduler->desc->params; s && s->key; s++) declared |= !strcmp(s->key, scheduler_mapped[i].key);
+        for (const loom_param_spec *s = scheduler->desc->params; s && s->key; s++)
+            declared |= !strcmp(s->key, scheduler_mapped[i].key);
         if (!declared) {
-            st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: scheduler '%s' has no key '%s'", scheduler->desc->name,
-                            scheduler_mapped[i].key);
+            st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: scheduler '%s' has no key '%s'",
+                            scheduler->desc->name, scheduler_mapped[i].key);
             break;
         }
     }
@@ -530,7 +530,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
          * local, which only a replicating sharding can do; say so before any work. */
         const loom_optimizer_vtable *ov = t->optimizer.vtable;
         const loom_sharding_vtable *sv = t->sharding.vtable;
-        if (LOOM_HAS(ov, loom_optimizer_vtable, local_gradients) && !LOOM_HAS(sv, loom_sharding_vtable, set_reduction)) {
+        if (LOOM_HAS(ov, loom_optimizer_vtable, local_gradients) &&
+            !LOOM_HAS(sv, loom_sharding_vtable, set_reduction)) {
             st = loom_error(LOOM_E_INVALID, "%s needs --plugin ddp (DeepSpeed runs 1-bit Adam with ZeRO stage 0), not "
                             "sharding '%s'", optimizer->desc->name, sharding->desc->name);
             goto done;

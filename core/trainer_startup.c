@@ -80,15 +80,17 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
     loom_status st = measure(t, &b);
     if (st != LOOM_OK) return st;
     t->budget_bytes = b.total;
-    loom_log(LOOM_LOG_DEBUG,
-             "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu B, "
-             "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
-             "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB)",
-             t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
-             (unsigned long long)b.parameters, (unsigned long long)b.gradients, (unsigned long long)b.master,
-             (unsigned long long)b.optimizer, (unsigned long long)b.model_states, (unsigned long long)b.workspace,
-             (unsigned long long)b.buckets, (unsigned long long)b.activations, (unsigned long long)b.baseline,
-             (unsigned long long)b.total, (double)b.total / 1048576.0);
+    loom_log(
+        LOOM_LOG_DEBUG,
+        "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu "
+        "B, "
+        "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
+        "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB)",
+        t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
+        (unsigned long long)b.parameters, (unsigned long long)b.gradients, (unsigned long long)b.master,
+        (unsigned long long)b.optimizer, (unsigned long long)b.model_states, (unsigned long long)b.workspace,
+        (unsigned long long)b.buckets, (unsigned long long)b.activations, (unsigned long long)b.baseline,
+        (unsigned long long)b.total, (double)b.total / 1048576.0);
     if ((st = loom_memory_check(&t->memory_room, b.total, t->rank, "the memory budget")) != LOOM_OK) return st;
     if (!t->state.is_world_process_zero) return LOOM_OK;
 
@@ -105,7 +107,8 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
     printf("loom: precision  %s; strategy %s", t->precision.plugin->desc->name, t->sharding.plugin->desc->name);
     if (t->ds) printf(" (--deepspeed %s)", a->deepspeed);
     printf("\n");
-    printf("loom: data       %s of %s", plural(dl->dataset->n_examples, "training example", w1, sizeof w1), a->train_file);
+    printf("loom: data       %s of %s", plural(dl->dataset->n_examples, "training example", w1, sizeof w1),
+           a->train_file);
     if (t->eval_dataset)
         printf("; %s of %s", plural(t->eval_dataset->n_examples, "evaluation example", w2, sizeof w2),
                a->validation_file);

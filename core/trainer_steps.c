@@ -13,8 +13,9 @@ static loom_status make_loader(loom_trainer *t, const loom_dataset *ds, const ch
                                int shuffle, int drop_last, loom_dataloader *out)
 {
     if (!ds) return loom_error(LOOM_E_INVALID, "no data: give --%s", flag);
-    loom_status st = loom_dataloader_init(out, ds, batch_size, shuffle, drop_last,
-                                          (uint64_t)(t->args.data_seed != LOOM_ARG_NONE_INT ? t->args.data_seed : t->args.seed));
+    loom_status st =
+        loom_dataloader_init(out, ds, batch_size, shuffle, drop_last,
+                             (uint64_t)(t->args.data_seed != LOOM_ARG_NONE_INT ? t->args.data_seed : t->args.seed));
     if (st != LOOM_OK) return st;
     out->rank = t->rank;
     out->world_size = t->world_size;
@@ -118,7 +119,8 @@ loom_status loom_default_training_step(loom_trainer *t, const loom_batch *batch,
     }
     /* A custom loss: the model gives outputs, the hook the loss and its gradient. */
     if (!LOOM_HAS(mv, loom_model_vtable, backward_outputs))
-        return loom_error(LOOM_E_UNSUPPORTED, "model '%s' has no backward_outputs: compute_loss cannot be overridden for it",
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "model '%s' has no backward_outputs: compute_loss cannot be overridden for it",
                           t->model.plugin->desc->name);
     loom_tensor_view outputs;
     if ((st = output_view(t, batch, &outputs)) != LOOM_OK) return st;

@@ -61,6 +61,8 @@ const loom_kernels_api *lk_cpu_kernel_table(void);
 void lk_sgemm(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha,
               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
               int64_t ldc);
+
+/* linear.c */
 void lk_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int64_t B, int64_t IC, int64_t OC);
 void lk_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,

@@ -73,7 +73,7 @@ void lk_softmax_cross_entropy_forward_cuda(float *probs, float *losses, const fl
 void lk_softmax_cross_entropy_backward_cuda(float *dlogits, const float *probs, const int32_t *labels, float scale,
                                             int64_t B, int64_t C);
 
-/* linear.cu (HF Conv1D: weight [IC, OC]). */
+/* conv1d.cu (HF Conv1D: weight [IC, OC]). */
 void lk_conv1d_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t IC,
                             int64_t OC);
 void lk_conv1d_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -108,8 +108,8 @@ void lk_accumulate_cuda(float *dst, const float *src, int64_t n);
 void lk_convert_cuda(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
 void lk_accumulate_f32_cuda(void *dst, uint32_t dst_dtype, const float *src, int64_t n);
 void lk_gemm_mixed_cuda(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
-                        uint32_t a_dtype, int64_t lda, const void *B, uint32_t b_dtype, int64_t ldb, float beta, float *C,
-                        int64_t ldc);
+                        uint32_t a_dtype, int64_t lda, const void *B, uint32_t b_dtype, int64_t ldb, float beta,
+                        float *C, int64_t ldc);
 void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
                                                  const int32_t *labels, float scale, int64_t B, int64_t C);
 

@@ -40,28 +40,6 @@ static int test_rank = -1;
         }                                                                                                              \
     } while (0)
 
-static inline double test_now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* A port nobody listens on right now (the kernel's pick; rank 0 binds it next). */
-static inline int test_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("test_free_port");
-        exit(2);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Fork `world` ranks of rank_main; 1 if every one exited 0. `what` names the group in the
  * summary line. Fork before the parent starts any thread of its own. */
 static inline int test_run_ranks(const char *what, int world, int (*rank_main)(int rank, int world, int port))
@@ -135,7 +113,8 @@ static inline int test_gloo_open(test_gloo *g, int rank, int world, int port)
     loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup), .rank = rank, .world_size = world,
                              .local_rank = rank, .local_world_size = world, .master_addr = "127.0.0.1",
                              .master_port = port, .device = LOOM_DEVICE_CPU, .timeout_seconds = 30.0};
-    if (!g->host || !g->config || g->cv->create(g->host, loom_host_api_table(), g->config, &setup, &g->comm) != LOOM_OK) {
+    if (!g->host || !g->config ||
+        g->cv->create(g->host, loom_host_api_table(), g->config, &setup, &g->comm) != LOOM_OK) {
         fprintf(stderr, "[rank %d] comm: %s\n", rank, loom_error_message());
         return 0;
     }

@@ -94,8 +94,8 @@ static loom_status read_header(const char *path, const int32_t *h, int64_t file_
         return loom_error(LOOM_E_FORMAT,
                           "%s: bad llm.c header (maxT %lld, vocab %lld, padded vocab %lld, layers %lld, heads %lld, "
                           "channels %lld)",
-                          path, (long long)m->maxT, (long long)m->V, (long long)m->Vp, (long long)m->L, (long long)m->NH,
-                          (long long)m->C);
+                          path, (long long)m->maxT, (long long)m->V, (long long)m->Vp, (long long)m->L,
+                          (long long)m->NH, (long long)m->C);
     const int64_t C = m->C, L = m->L;
     const int64_t count = (m->Vp + m->maxT) * C + L * (12 * C * C + 13 * C) + 2 * C;
     const int64_t expected = LLMC_HEADER_BYTES + count * (m->bf16 ? 2 : 4);

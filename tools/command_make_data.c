@@ -80,7 +80,8 @@ int loom_command_make_data(int argc, char **argv)
         return 2;
     }
     loom_classification_data data;
-    loom_status st = loom_classification_generate(&data, kind, n_samples, (uint32_t)n_features, (uint32_t)n_classes, seed);
+    loom_status st =
+        loom_classification_generate(&data, kind, n_samples, (uint32_t)n_features, (uint32_t)n_classes, seed);
     if (st != LOOM_OK) return loom_command_fail(st);
     uint64_t n_val = (uint64_t)(validation_fraction * (double)n_samples);
     uint64_t n_test = (uint64_t)(test_fraction * (double)n_samples);

@@ -126,7 +126,8 @@ int loom_command_tokenize(int argc, char **argv)
             ok = *value && !*end && validation_fraction >= 0 && validation_fraction < 1;
         } else ok = 0;
         if (!ok) {
-            fprintf(stderr, "loom: error: tokenize: bad argument '%s'%s%s\n", flag, value ? " " : "", value ? value : "");
+            fprintf(stderr, "loom: error: tokenize: bad argument '%s'%s%s\n", flag, value ? " " : "",
+                    value ? value : "");
             usage(stderr);
             return 2;
         }
@@ -189,8 +190,8 @@ int loom_command_tokenize(int argc, char **argv)
     const int32_t eot = loom_bpe_eot(bpe);
     if (append_eot && eot < 0) {
         free(ids);
-        rc = loom_command_fail(loom_error(LOOM_E_INVALID, "%s: the vocabulary has no <|endoftext|> token for --append_eot",
-                                          vocab_dir));
+        rc = loom_command_fail(
+            loom_error(LOOM_E_INVALID, "%s: the vocabulary has no <|endoftext|> token for --append_eot", vocab_dir));
         goto out;
     }
     const size_t total = n + (append_eot ? 1 : 0);

@@ -90,7 +90,8 @@ static loom_status save_metrics(const loom_trainer *t, const char *split, const 
 /* The plugins chosen, their sections, and the merged DeepSpeed configuration. */
 static void print_plugins(const loom_trainer *t, FILE *out)
 {
-    const loom_plugin_instance *slots[] = {&t->model, &t->optimizer, &t->scheduler, &t->precision, &t->sharding, &t->comm};
+    const loom_plugin_instance *slots[] = {&t->model,     &t->optimizer, &t->scheduler,
+                                           &t->precision, &t->sharding,  &t->comm};
     for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
         fprintf(out, "  [%s] %s (%s)\n", loom_kind_name(slots[i]->plugin->desc->kind), slots[i]->plugin->desc->name,
                 slots[i]->plugin->path);
@@ -214,7 +215,8 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (!training && (!args.output_dir || !*args.output_dir) && args.model_name_or_path && *args.model_name_or_path) {
         char own[4096];
         free(args.output_dir);
-        args.output_dir = loom_path_join(own, sizeof own, args.model_name_or_path, mode) == LOOM_OK ? strdup(own) : NULL;
+        args.output_dir =
+            loom_path_join(own, sizeof own, args.model_name_or_path, mode) == LOOM_OK ? strdup(own) : NULL;
     }
     if (!args.output_dir || !*args.output_dir) {
         loom_args_free(&args);
@@ -234,12 +236,15 @@ int loom_command_train(const char *mode, int argc, char **argv)
                 const char *given = args.resume_from_checkpoint;
                 const char *rank = getenv("RANK");
                 if (restarted) {
-                    if (!rank || !strcmp(rank, "0")) printf("loom: restart %s: resuming training at %s\n", restart, last);
+                    if (!rank || !strcmp(rank, "0"))
+                        printf("loom: restart %s: resuming training at %s\n", restart, last);
                     free(args.resume_from_checkpoint);
                     if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
                 } else if (!given || !*given || !strcasecmp(given, "false")) {
-                    if (!rank || !strcmp(rank, "0")) printf("loom: checkpoint detected, resuming training at %s. To avoid this, change --output_dir or add "
-                           "--overwrite_output_dir to train from scratch.\n", last);
+                    if (!rank || !strcmp(rank, "0"))
+                        printf("loom: checkpoint detected, resuming training at %s. To avoid this, change --output_dir "
+                               "or add --overwrite_output_dir to train from scratch.\n",
+                               last);
                     free(args.resume_from_checkpoint);
                     if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
                 }
@@ -247,9 +252,10 @@ int loom_command_train(const char *mode, int argc, char **argv)
                 loom_error_clear(); /* the first attempt had the folder to itself */
             } else {
                 loom_error_clear();
-                st = loom_error(LOOM_E_INVALID,
-                                "output directory (%s) already exists and is not empty: use --overwrite_output_dir to overcome",
-                                args.output_dir);
+                st = loom_error(
+                    LOOM_E_INVALID,
+                    "output directory (%s) already exists and is not empty: use --overwrite_output_dir to overcome",
+                    args.output_dir);
             }
         }
         if (st != LOOM_OK) {
@@ -274,7 +280,8 @@ int loom_command_train(const char *mode, int argc, char **argv)
         if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "train", &t->train_metrics)) != LOOM_OK) goto fail_running;
         if (t->state.is_world_process_zero)
-            printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json, train_results.json)\n",
+            printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json, "
+                   "train_results.json)\n",
                    t->args.output_dir);
     }
     if (t->args.do_eval == 1 && t->eval_dataset) {

@@ -109,7 +109,8 @@ loom_status loom_command_check_unknown(const loom_args *args)
         const char *source = i < args->unknown_sources.count ? args->unknown_sources.items[i] : "the command line";
         const char *closest = loom_closest_name(key, (const char *const *)k.keys.items, k.keys.count);
         if (closest)
-            st = loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s); did you mean --%s?", key, source, closest);
+            st =
+                loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s); did you mean --%s?", key, source, closest);
         else
             st = loom_error(LOOM_E_INVALID,
                             "unknown argument --%s (from %s): not a training argument nor a key of any plugin found "

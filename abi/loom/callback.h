@@ -1,6 +1,6 @@
 /*
  * callback.h - observe the training loop and steer it through the control flags
- * (LOOM_KIND_CALLBACK): printer, progress, jsonl, tensorboard, early_stopping, ...
+ * (LOOM_KIND_CALLBACK): printer, progress, history, curves, tensorboard, early_stopping
  *
  * HF's TrainerCallback in C. One entry point receives every event with its id, so a callback
  * built against ABI 1.0 keeps working when later minors add events: it MUST ignore ids it does

@@ -21,9 +21,24 @@
  * is passed into a call is borrowed for that call only unless the member's comment says
  * otherwise; strings a plugin returns are static or live as long as the instance.
  *
- * Threading labels used on every member: "MT-safe" (any thread, concurrently),
- * "one thread per instance" (calls on one instance never overlap), "init thread only"
- * (the thread that loaded the plugin, before training threads start).
+ * Threading labels: "MT-safe" (any thread, concurrently), "one thread per instance" (calls on
+ * one instance never overlap), "init thread only" (the thread that loaded the plugin, before
+ * training threads start).
+ *
+ * How to read a member's comment. Each says what the member is for and, where it differs from
+ * the rules below, whether it is required, what NULL means, who owns what, its threading label
+ * and the version that added it. Where a comment is silent, these rules apply:
+ *   - Version: a member is in ABI 1.0 unless it sits under a "ABI 1.x" comment (or says so);
+ *     the frozen 1.0 copy in tests/abi/v1.0 is the reference, checked member by member.
+ *   - Vtable members (function pointers a plugin fills): Required; a 1.1+ member is Optional
+ *     and read through LOOM_HAS (NULL or beyond struct_size: the host does without it, as the
+ *     member's comment says). destroy() accepts NULL. Threading: create() on the init thread,
+ *     every other member one thread per instance.
+ *   - Host tables (loom_host_api, service tables): every member is set by the host and MT-safe.
+ *   - Data members of a struct passed into a call: written by the caller, read-only to the
+ *     callee, borrowed for that call; pointers in them are borrowed too, and NULL only where the
+ *     comment says what NULL means. Of a struct a plugin writes (out parameters, info/state
+ *     structs): written by the plugin, owned by the caller.
  */
 #ifndef LOOM_LOOM_H
 #define LOOM_LOOM_H
@@ -258,9 +273,10 @@ typedef struct loom_host_api {
 
     /* A named host service table, or NULL if this host lacks it or its minor version is
      * below min_minor. The pointer is owned by the host and valid for the run.
-     * Names: "loom.kernels.cpu/1" -> const loom_kernels_api * (kernels.h);
-     * "loom.kernels.cuda/1" -> the bound CUDA backend's table (ABI 1.3; NULL without one); "loom.store/1" ->
-     * const loom_store_api * (comm.h); "loom.trainer/1" -> const loom_trainer_api *
+     * Names: "loom.kernels.cpu/1" (LOOM_KERNELS_CPU_SERVICE) -> const loom_kernels_api *
+     * (kernels.h); "loom.kernels.cuda/1" -> the bound CUDA backend's table (ABI 1.3; NULL
+     * without one); "loom.store/1" (LOOM_STORE_SERVICE) -> const loom_store_api * (comm.h; NULL
+     * in a one-process run); "loom.trainer/1" (LOOM_TRAINER_SERVICE) -> const loom_trainer_api *
      * (callback.h, ABI 1.2: callbacks only). MT-safe. */
     const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);
 
@@ -273,7 +289,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.1+: append below; never reorder or remove. */
+    /* ABI 1.3+: append below; never reorder or remove. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */

@@ -73,8 +73,9 @@ typedef struct loom_optimizer_step {
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
-#define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u /* spans are whole tensors (adafactor): the host
-                                                 refuses shardings that split tensors      */
+/* Spans are whole tensors (a factored second moment needs the whole matrix): the host refuses
+ * shardings that split tensors. */
+#define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u
 #define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor statistics (lamb): see
                                                  tensor_stats / partial_stats below        */
 
@@ -129,7 +130,7 @@ typedef struct loom_optimizer_vtable {
      * member. Must not change any state. One thread per instance. */
     int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
 
-    /* ABI 1.2+: append below. */
+    /* ABI 1.3+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

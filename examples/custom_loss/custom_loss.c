@@ -114,7 +114,8 @@ int main(int argc, char **argv)
     if (st == LOOM_OK && trainer->eval_dataset) {
         loom_metrics metrics;
         st = loom_trainer_evaluate(trainer, &metrics);
-        for (size_t i = 0; st == LOOM_OK && i < metrics.count; i++) printf("%s = %.6g\n", metrics.keys[i], metrics.values[i]);
+        for (size_t i = 0; st == LOOM_OK && i < metrics.count; i++)
+            printf("%s = %.6g\n", metrics.keys[i], metrics.values[i]);
     }
     if (st != LOOM_OK) fprintf(stderr, "custom_loss: error: %s\n", loom_error_message());
     if (!trainer) loom_args_free(&args);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <loom/optimizer.h>
+#include <loom/plugin.h>
 
 typedef struct lion {
     loom_host *host;
@@ -37,9 +38,13 @@ static loom_status lion_create(loom_host *host, const loom_host_api *api, const 
     memset(self, 0, sizeof *self);
     self->host = host;
     self->api = api;
-    api->cfg_f64(config, "beta1", &self->beta1);
-    api->cfg_f64(config, "beta2", &self->beta2);
-    api->cfg_f64(config, "weight_decay", &self->weight_decay);
+    loom_status st;
+    if ((st = loom_cfg_need_f64(host, api, config, "beta1", &self->beta1)) ||
+        (st = loom_cfg_need_f64(host, api, config, "beta2", &self->beta2)) ||
+        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &self->weight_decay))) {
+        api->free_memory(host, self);
+        return st;
+    }
     if (self->beta1 < 0 || self->beta1 >= 1 || self->beta2 < 0 || self->beta2 >= 1) {
         api->free_memory(host, self);
         return api->fail(host, LOOM_E_INVALID, "betas must be in [0, 1)");
@@ -106,8 +111,4 @@ static const loom_plugin_desc lion_desc = {
     .params = lion_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &lion_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&lion_desc)

@@ -142,7 +142,10 @@ void lk_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float 
 #pragma omp simd
                             for (int64_t d = 0; d < HS; d++) dkj[d] += w * qi[d];
                         }
-                        const float aw = a[j] != 0.0f ? a[j] * keep_factor(dropout_seed, (uint64_t)(((b * NH + h) * Tq + i) * Tk + j), dropout) : 0.0f;
+                        const float aw = a[j] != 0.0f
+                                             ? a[j] * keep_factor(dropout_seed,
+                                                                  (uint64_t)(((b * NH + h) * Tq + i) * Tk + j), dropout)
+                                             : 0.0f;
                         if (dv && aw != 0.0f) {
                             float *dvj = dv + (b * kv_rows + j) * C + h * HS;
 #pragma omp simd

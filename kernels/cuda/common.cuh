@@ -51,6 +51,13 @@ cublasHandle_t lk_cuda_cublas(const char *fn);
  * failure. For kernels whose API takes no scratch from the caller (attention backward). */
 void *lk_cuda_workspace(size_t bytes, const char *fn);
 
+/* The bias of the linear and Conv1D layers (linear.cu). lk_seed_bias writes bias into every
+ * row of out[B, OC] before a product with beta = 1 and returns that beta (0 without a bias,
+ * -1 when the launch failed, recorded); lk_bias_backward adds the column sums of dout[B, OC]
+ * to dbias (nothing when dbias is NULL). */
+float lk_seed_bias(float *out, const float *bias, int64_t B, int64_t OC, const char *fn);
+void lk_bias_backward(float *dbias, const float *dout, int64_t B, int64_t OC, const char *fn);
+
 /* Blocks for a grid-stride loop over n elements with `block` threads each. n must be > 0. */
 static inline unsigned int lk_cuda_grid(int64_t n, int block)
 {

@@ -1,12 +1,13 @@
 /*
- * linear.cu - the linear layers, on lk_sgemm_cuda plus two small kernels for the bias:
+ * linear.cu - nn.Linear on lk_sgemm_cuda, and the two small bias kernels it shares with
+ * conv1d.cu:
  *
  * nn.Linear (weight [OC, IC]):
  *   forward:  out[B,OC]      = inp[B,IC] @ weight^T (+ bias, broadcast over rows)
  *   backward: dinp[B,IC]    += dout[B,OC] @ weight              (sgemm, beta = 1)
  *             dweight[OC,IC]+= dout^T @ inp                     (sgemm, beta = 1)
  *             dbias[OC]     += sum over rows of dout            (column reduction)
- * HF Conv1D (weight [IC, OC], GPT-2's layout): the same with the weight's transposes flipped.
+ * HF Conv1D (conv1d.cu) is the same with the weight's transposes flipped.
  */
 #include "common.cuh"
 
@@ -46,9 +47,8 @@ static __global__ void lk_bias_backward_kernel(float *dbias, const float *dout, 
     }
 }
 
-/* out[b, :] = bias (when there is one) before a product with beta = 1. Returns the beta, or
- * -1 when the launch failed (recorded). */
-static float lk_seed_bias(float *out, const float *bias, int64_t B, int64_t OC, const char *fn)
+/* See common.cuh. */
+float lk_seed_bias(float *out, const float *bias, int64_t B, int64_t OC, const char *fn)
 {
     if (!bias) return 0.0f;
     const dim3 grid(lk_cuda_grid(OC, LK_CUDA_BLOCK), lk_cuda_grid_y(B));
@@ -56,8 +56,7 @@ static float lk_seed_bias(float *out, const float *bias, int64_t B, int64_t OC, 
     return lk_cuda_launched(fn) ? 1.0f : -1.0f;
 }
 
-/* dbias[OC] += column sums of dout[B, OC]. */
-static void lk_bias_backward(float *dbias, const float *dout, int64_t B, int64_t OC, const char *fn)
+void lk_bias_backward(float *dbias, const float *dout, int64_t B, int64_t OC, const char *fn)
 {
     if (!dbias || OC <= 0 || B <= 0) return;
     const dim3 block(LK_BIAS_COLS, LK_BIAS_ROWS);
@@ -81,22 +80,4 @@ extern "C" void lk_linear_backward_cuda(float *dinp, float *dweight, float *dbia
     if (dinp) lk_sgemm_cuda(0, 0, B, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);
     if (dweight) lk_sgemm_cuda(1, 0, OC, IC, B, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
     lk_bias_backward(dbias, dout, B, OC, "lk_linear_backward_cuda");
-}
-
-extern "C" void lk_conv1d_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, int64_t N,
-                                       int64_t IC, int64_t OC)
-{
-    if (N <= 0 || OC <= 0) return;
-    const float beta = lk_seed_bias(out, bias, N, OC, "lk_conv1d_forward_cuda");
-    if (beta < 0.0f) return;
-    lk_sgemm_cuda(0, 0, N, OC, IC, 1.0f, inp, IC, weight, OC, beta, out, OC);
-}
-
-extern "C" void lk_conv1d_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                                        const float *weight, int64_t N, int64_t IC, int64_t OC)
-{
-    /* dinp[N,IC] += dout[N,OC] @ W[IC,OC]^T;  dW[IC,OC] += inp[N,IC]^T @ dout[N,OC] */
-    if (dinp) lk_sgemm_cuda(0, 1, N, IC, OC, 1.0f, dout, OC, weight, OC, 1.0f, dinp, IC);
-    if (dweight) lk_sgemm_cuda(1, 0, IC, OC, N, 1.0f, inp, IC, dout, OC, 1.0f, dweight, OC);
-    lk_bias_backward(dbias, dout, N, OC, "lk_conv1d_backward_cuda");
 }

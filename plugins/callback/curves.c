@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "plot.h"
 
@@ -66,8 +67,4 @@ static const loom_plugin_desc curves_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &curves_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&curves_desc)

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 typedef struct early_stopping {
     loom_host *host;
@@ -93,7 +94,9 @@ static loom_status early_stopping_create(loom_host *host, const loom_host_api *a
                                          loom_callback **out)
 {
     const loom_trainer_api *trainer = api->service(host, LOOM_TRAINER_SERVICE, 2);
-    if (!trainer) return api->fail(host, LOOM_E_UNSUPPORTED, "needs a trainer that lends the loom.trainer/1 service (loom ABI 1.2)");
+    if (!trainer)
+        return api->fail(host, LOOM_E_UNSUPPORTED,
+                         "needs a trainer that lends the loom.trainer/1 service (loom ABI 1.2)");
     int64_t patience = 1;
     double threshold = 0.0;
     if (api->cfg_i64(config, "early_stopping_patience", &patience) == LOOM_CFG_WRONG_TYPE || patience < 0)
@@ -126,7 +129,8 @@ static void early_stopping_destroy(loom_callback *self_)
 
 static int improves(const early_stopping *self, double value, double best, double threshold)
 {
-    return self->greater_is_better ? value > best && value - best > threshold : value < best && best - value > threshold;
+    return self->greater_is_better ? value > best && value - best > threshold
+                                   : value < best && best - value > threshold;
 }
 
 static void check_metric(early_stopping *self, const loom_trainer_state *state, loom_trainer_control *control,
@@ -138,7 +142,8 @@ static void check_metric(early_stopping *self, const loom_trainer_state *state, 
     if (!found) {
         if (!self->warned_missing && state->is_world_process_zero)
             self->api->log(self->host, LOOM_LOG_WARNING,
-                           "the evaluation has no %s (metric_for_best_model), so early stopping is disabled", self->metric);
+                           "the evaluation has no %s (metric_for_best_model), so early stopping is disabled",
+                           self->metric);
         self->warned_missing = 1;
         return;
     }
@@ -164,9 +169,10 @@ static loom_status early_stopping_on_event(loom_callback *self_, uint32_t event,
         /* A resume from a checkpoint that kept no best value of ours. */
         if (isnan(self->best) && isfinite(state->best_metric)) self->best = state->best_metric;
         if (self->warn_no_best_model && state->is_world_process_zero)
-            self->api->log(self->host, LOOM_LOG_WARNING,
-                           "used without --load_best_model_at_end: once training is finished, the best model will not be "
-                           "loaded automatically");
+            self->api->log(
+                self->host, LOOM_LOG_WARNING,
+                "used without --load_best_model_at_end: once training is finished, the best model will not be "
+                "loaded automatically");
         self->warn_no_best_model = 0;
     } else if (event == LOOM_EVENT_EVALUATE) {
         check_metric(self, state, control, payload);
@@ -228,8 +234,4 @@ static const loom_plugin_desc early_stopping_desc = {
     .params = early_stopping_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &early_stopping_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&early_stopping_desc)

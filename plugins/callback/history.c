@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "make_dirs.h"
 
@@ -176,8 +177,4 @@ static const loom_plugin_desc history_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &history_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&history_desc)

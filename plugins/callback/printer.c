@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "log_format.h"
 
@@ -57,8 +58,4 @@ static const loom_plugin_desc printer_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &printer_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&printer_desc)

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "log_format.h"
 
@@ -58,7 +59,8 @@ static double now_seconds(void)
 
 static const loom_param_spec progress_params[] = {
     {"refresh_seconds", LOOM_PARAM_FLOAT, 0, "0.1", "minimum time between redraws of the bar on a terminal"},
-    {"plain_every", LOOM_PARAM_INT, 0, "0", "without a terminal: a progress line every N steps (0 = at log entries only)"},
+    {"plain_every", LOOM_PARAM_INT, 0, "0",
+     "without a terminal: a progress line every N steps (0 = at log entries only)"},
     {"force_terminal", LOOM_PARAM_BOOL, 0, "false",
      "draw the live bar even when stdout is not a terminal (width from COLUMNS, else 80)"},
     {NULL, 0, 0, NULL, NULL},
@@ -153,7 +155,8 @@ static void render(char *out, size_t cap, int width, const char *label, int64_t 
         size_t n = (size_t)snprintf(tail, sizeof tail, " %s [%s", counts, spent);
         if (total > 0) n += (size_t)snprintf(tail + n, sizeof tail - n, "<%s", left);
         n += (size_t)snprintf(tail + n, sizeof tail - n, ", %s", rate);
-        for (int e = 0; e < keep && n < sizeof tail; e++) n += (size_t)snprintf(tail + n, sizeof tail - n, ", %s", extras[e]);
+        for (int e = 0; e < keep && n < sizeof tail; e++)
+            n += (size_t)snprintf(tail + n, sizeof tail - n, ", %s", extras[e]);
         if (n < sizeof tail) snprintf(tail + n, sizeof tail - n, "]");
         int bar = width - (int)strlen(prefix) - 2 - (int)strlen(tail);
         if (total > 0 && bar >= 5) {
@@ -296,8 +299,4 @@ static const loom_plugin_desc progress_desc = {
     .params = progress_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &progress_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&progress_desc)

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <loom/callback.h>
+#include <loom/plugin.h>
 
 #include "make_dirs.h"
 
@@ -40,7 +41,8 @@ typedef struct tensorboard {
 
 static const loom_param_spec tensorboard_params[] = {
     {"log_dir", LOOM_PARAM_STRING, 0, NULL, "folder of the event file (--logging_dir)"},
-    {"args_json", LOOM_PARAM_STRING, 0, "", "the run's arguments as JSON, written as text and hparams (the trainer passes them)"},
+    {"args_json", LOOM_PARAM_STRING, 0, "",
+     "the run's arguments as JSON, written as text and hparams (the trainer passes them)"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -340,8 +342,4 @@ static const loom_plugin_desc tensorboard_desc = {
     .params = tensorboard_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &tensorboard_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&tensorboard_desc)

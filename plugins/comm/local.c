@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <loom/comm.h>
+#include <loom/plugin.h>
 
 typedef struct local_comm {
     loom_host *host;
@@ -75,7 +76,8 @@ static loom_status local_all_gather(loom_comm *self, const void *send, void *rec
 static loom_status local_broadcast(loom_comm *self, void *buffer, size_t count, uint32_t dtype, int32_t root,
                                    loom_comm_request **request)
 {
-    if (root != 0) return ((local_comm *)self)->api->fail(((local_comm *)self)->host, LOOM_E_INVALID, "no rank %d", root);
+    if (root != 0)
+        return ((local_comm *)self)->api->fail(((local_comm *)self)->host, LOOM_E_INVALID, "no rank %d", root);
     return copy_once((local_comm *)self, buffer, buffer, count, dtype, request);
 }
 
@@ -129,8 +131,4 @@ static const loom_plugin_desc local_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &local_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&local_desc)

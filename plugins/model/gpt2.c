@@ -17,6 +17,8 @@
  * that also holds the first rows of the dlogits: no [N, V] gradient buffer of its own (see
  * logits_ext in gpt2.h). Nothing is allocated per step.
  */
+#include <loom/plugin.h>
+
 #include "gpt2.h"
 
 #include <math.h>
@@ -133,7 +135,8 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
                    k->accumulate_f32))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "parameters in %s, compute in %s need the kernel table's 16-bit functions (ABI 1.1), "
-                         "which this host's %s lacks", loom_dtype_name(pd), loom_dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
+                         "which this host's %s lacks",
+                         loom_dtype_name(pd), loom_dtype_name(cd), LOOM_KERNELS_CPU_SERVICE);
 
     const int64_t B = binding->max_batch_size;
     /* Everything below is a product of at most three sizes; check the largest in double. */
@@ -333,10 +336,12 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
         k->layernorm_forward(OUT(a->ln1), a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
                              gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
         const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
-        gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
+        gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C,
+                        3 * C);
         k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
         const void *atty = gpt2_keep(self, a->atty, OUT(a->atty), N * C);
-        gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
+        gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W),
+                        gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
         k->add(a->residual2, a->residual2, residual, N * C);
         k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
                              gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
@@ -344,7 +349,8 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
         gpt2_mm_forward(self, a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
         k->gelu_forward(OUT(a->fch_gelu), a->fch, N * F);
         const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
-        gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
+        gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
+                        gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
         k->add(a->residual3, a->residual3, a->residual2, N * C);
         residual = a->residual3;
     }
@@ -441,7 +447,8 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
          * theirs whole. */
         for (int which = 0; which < GPT2_LAYER_TENSORS; which++) {
             const size_t i = gpt2_layer_tensor(l, which);
-            if (!gpt2_is_matrix(self, i)) gpt2_grad_zero(self, g + (self->tensors[i].offset - begin), self->tensors[i].size);
+            if (!gpt2_is_matrix(self, i))
+                gpt2_grad_zero(self, g + (self->tensors[i].offset - begin), self->tensors[i].size);
         }
 #define DP(which) (g + (self->tensors[2 + l * GPT2_LAYER_TENSORS + (which)].offset - begin))
 #define P(which) gpt2_lp(self, l, which)
@@ -610,9 +617,4 @@ static const loom_plugin_desc gpt2_desc = {
     .params = gpt2_param_specs,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    (void)host_abi_major;
-    return index == 0 ? &gpt2_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&gpt2_desc)

@@ -36,7 +36,8 @@ loom_status gpt2_decode_begin(loom_model *self, int64_t max_positions)
     const loom_host_api *api = self->api;
     if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "decode_begin before bind");
     if (max_positions < 1 || max_positions > self->P)
-        return api->fail(self->host, LOOM_E_INVALID, "decode_begin: max_positions %lld is outside [1, n_positions = %lld]",
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "decode_begin: max_positions %lld is outside [1, n_positions = %lld]",
                          (long long)max_positions, (long long)self->P);
     gpt2_decode_free(self);
     const int64_t C = self->C, L = self->L;
@@ -87,7 +88,8 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
         float *kv = d->kv + l * d->max_positions * 2 * C;
         k->layernorm_forward(d->ln, d->mean, d->rstd, d->x, gpt2_lp(self, l, GPT2_LN1_W), gpt2_lp(self, l, GPT2_LN1_B),
                              q, C, eps);
-        gpt2_mm_forward(self, d->qkv, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), q, C, 3 * C);
+        gpt2_mm_forward(self, d->qkv, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_QKV_W),
+                        gpt2_layer_tensor(l, GPT2_QKV_B), q, C, 3 * C);
         for (int64_t i = 0; i < q; i++) /* k and v are adjacent in a qkv row: one copy */
             memcpy(kv + (pos + i) * 2 * C, d->qkv + i * 3 * C + C, (size_t)(2 * C) * sizeof(float));
         for (int64_t h = 0; h < NH; h++) {
@@ -101,13 +103,16 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
             k->softmax_cross_entropy_forward(d->scores, d->losses, d->scores, d->ignore, q, S);
             k->sgemm(0, 0, q, hs, S, 1.0f, d->scores, S, kv + C + h * hs, 2 * C, 0.0f, d->atty + h * hs, C);
         }
-        gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->atty, q * C), gpt2_layer_tensor(l, GPT2_ATTPROJ_W), gpt2_layer_tensor(l, GPT2_ATTPROJ_B), q, C, C);
+        gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->atty, q * C), gpt2_layer_tensor(l, GPT2_ATTPROJ_W),
+                        gpt2_layer_tensor(l, GPT2_ATTPROJ_B), q, C, C);
         k->add(d->x, d->x, d->ln, q * C);
         k->layernorm_forward(d->ln, d->mean, d->rstd, d->x, gpt2_lp(self, l, GPT2_LN2_W), gpt2_lp(self, l, GPT2_LN2_B),
                              q, C, eps);
-        gpt2_mm_forward(self, d->fch, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), q, C, F);
+        gpt2_mm_forward(self, d->fch, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_FC_W),
+                        gpt2_layer_tensor(l, GPT2_FC_B), q, C, F);
         k->gelu_forward(d->fch_gelu, d->fch, q * F);
-        gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->fch_gelu, q * F), gpt2_layer_tensor(l, GPT2_FCPROJ_W), gpt2_layer_tensor(l, GPT2_FCPROJ_B), q, F, C);
+        gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->fch_gelu, q * F), gpt2_layer_tensor(l, GPT2_FCPROJ_W),
+                        gpt2_layer_tensor(l, GPT2_FCPROJ_B), q, F, C);
         k->add(d->x, d->x, d->ln, q * C);
     }
 }

@@ -75,7 +75,8 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     /* On the model's device: the kernels read and write these buffers. */
     char *memory = self->api->alloc(self->host, at, 64, self->k->device, 0);
     if (!memory)
-        return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)", at);
+        return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)",
+                               at);
     m->memory = memory;
     m->bytes = at;
     m->small = (float *)(memory + small_at);

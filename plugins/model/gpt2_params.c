@@ -15,6 +15,8 @@
  */
 #include "gpt2.h"
 
+#include <loom/plugin.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,20 +70,6 @@ const loom_param_spec gpt2_param_specs[] = {
 
 /* ---- configuration ------------------------------------------------------------------- */
 
-static loom_status read_int(loom_model *self, const loom_config *cfg, const char *key, int64_t *out)
-{
-    if (self->api->cfg_i64(cfg, key, out) == LOOM_CFG_WRONG_TYPE)
-        return self->api->fail(self->host, LOOM_E_INVALID, "%s must be an integer", key);
-    return LOOM_OK; /* absent: the caller's default stays */
-}
-
-static loom_status read_float(loom_model *self, const loom_config *cfg, const char *key, double *out)
-{
-    if (self->api->cfg_f64(cfg, key, out) == LOOM_CFG_WRONG_TYPE)
-        return self->api->fail(self->host, LOOM_E_INVALID, "%s must be a number", key);
-    return LOOM_OK;
-}
-
 static loom_status positive(loom_model *self, const char *key, int64_t v)
 {
     if (v > 0) return LOOM_OK;
@@ -110,14 +98,17 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     double eps = 1e-5, init = 0.02, dropout[3] = {0.0, 0.0, 0.0};
     static const char *const dropout_keys[3] = {"resid_pdrop", "embd_pdrop", "attn_pdrop"};
     loom_status st;
-    if ((st = read_int(self, config, "vocab_size", &V)) || (st = read_int(self, config, "n_positions", &P)) ||
-        (st = read_int(self, config, "n_embd", &C)) || (st = read_int(self, config, "n_layer", &L)) ||
-        (st = read_int(self, config, "n_head", &NH)) || (st = read_int(self, config, "n_inner", &F)) ||
-        (st = read_float(self, config, "layer_norm_epsilon", &eps)) ||
-        (st = read_float(self, config, "initializer_range", &init)))
+    if ((st = loom_cfg_opt_i64(host, api, config, "vocab_size", &V)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_positions", &P)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_embd", &C)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_layer", &L)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_head", &NH)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "n_inner", &F)) ||
+        (st = loom_cfg_opt_f64(host, api, config, "layer_norm_epsilon", &eps)) ||
+        (st = loom_cfg_opt_f64(host, api, config, "initializer_range", &init)))
         return st;
     for (int i = 0; i < 3; i++) {
-        if ((st = read_float(self, config, dropout_keys[i], &dropout[i]))) return st;
+        if ((st = loom_cfg_opt_f64(host, api, config, dropout_keys[i], &dropout[i]))) return st;
         if (!(dropout[i] >= 0.0 && dropout[i] < 1.0))
             return api->fail(host, LOOM_E_INVALID, "%s is %g: must be in [0, 1)", dropout_keys[i], dropout[i]);
     }
@@ -125,10 +116,12 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
         (st = positive(self, "n_embd", C)) || (st = positive(self, "n_layer", L)) ||
         (st = positive(self, "n_head", NH)))
         return st;
-    if (F < 0) return api->fail(host, LOOM_E_INVALID, "n_inner is %lld: must be positive, or 0 for 4 * n_embd", (long long)F);
+    if (F < 0)
+        return api->fail(host, LOOM_E_INVALID, "n_inner is %lld: must be positive, or 0 for 4 * n_embd", (long long)F);
     if (F == 0) F = 4 * C;
     if (C % NH != 0)
-        return api->fail(host, LOOM_E_INVALID, "n_embd %lld is not a multiple of n_head %lld", (long long)C, (long long)NH);
+        return api->fail(host, LOOM_E_INVALID, "n_embd %lld is not a multiple of n_head %lld", (long long)C,
+                         (long long)NH);
     if (V > INT32_MAX)
         return api->fail(host, LOOM_E_INVALID, "vocab_size %lld: token ids are 32-bit", (long long)V);
     if (!(eps > 0.0) || !isfinite(eps))
@@ -152,7 +145,8 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
                          "tie_word_embeddings false is not supported: the LM head is transformer.wte.weight");
     int32_t scaled = 1;
     if (api->cfg_bool(config, "scale_attn_weights", &scaled) == LOOM_CFG_WRONG_TYPE || !scaled)
-        return api->fail(host, LOOM_E_UNSUPPORTED, "scale_attn_weights must be true: attention divides by sqrt(head size)");
+        return api->fail(host, LOOM_E_UNSUPPORTED,
+                         "scale_attn_weights must be true: attention divides by sqrt(head size)");
     if (dropout[0] > 0.0 || dropout[1] > 0.0 || dropout[2] > 0.0)
         api->log(host, LOOM_LOG_WARNING,
                  "dropout is not implemented: training without it (resid_pdrop %g, embd_pdrop %g, attn_pdrop %g)",
@@ -160,9 +154,10 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
 
     /* Sizes: the parameter count (and every product of two sizes) must stay far from
      * int64's limit; 2^46 floats is more memory than any machine has. */
-    const double total = (double)(V + P) * (double)C +
-                         (double)L * (4.0 * (double)C * (double)C + 2.0 * (double)C * (double)F + 9.0 * (double)C + (double)F) +
-                         2.0 * (double)C;
+    const double total =
+        (double)(V + P) * (double)C +
+        (double)L * (4.0 * (double)C * (double)C + 2.0 * (double)C * (double)F + 9.0 * (double)C + (double)F) +
+        2.0 * (double)C;
     if (total > 0x1p46 || (double)F * (double)C > 0x1p46)
         return api->fail(host, LOOM_E_INVALID, "gpt2 configuration too large (%.3g parameters)", total);
     self->V = V, self->P = P, self->C = C, self->L = L, self->NH = NH, self->F = F;

@@ -14,6 +14,7 @@
  */
 #include <loom/kernels.h>
 #include <loom/model.h>
+#include <loom/plugin.h>
 
 #include <errno.h>
 #include <math.h>
@@ -61,14 +62,6 @@ struct loom_model {
 };
 
 /* ---- configuration ------------------------------------------------------------------- */
-
-static loom_status read_int(loom_model *self, const loom_config *cfg, const char *key, int64_t *out)
-{
-    const int r = self->api->cfg_i64(cfg, key, out);
-    if (r == LOOM_CFG_WRONG_TYPE)
-        return self->api->fail(self->host, LOOM_E_INVALID, "%s must be an integer", key);
-    return LOOM_OK; /* absent: the caller's default stays */
-}
 
 /* Parse "64,64" into widths (NULL: count only). "" or blanks only: no hidden layer. Returns
  * the count, or -1 (message recorded) for anything but positive integers between commas. */
@@ -124,8 +117,8 @@ static loom_status mlp_create(loom_host *host, const loom_host_api *api, const l
     self->api = api;
 
     loom_status st;
-    if ((st = read_int(self, config, "input_size", &self->input_size)) ||
-        (st = read_int(self, config, "num_classes", &self->num_classes)))
+    if ((st = loom_cfg_opt_i64(host, api, config, "input_size", &self->input_size)) ||
+        (st = loom_cfg_opt_i64(host, api, config, "num_classes", &self->num_classes)))
         goto fail;
     if (self->input_size <= 0) {
         st = api->fail(host, LOOM_E_INVALID,
@@ -575,8 +568,4 @@ static const loom_plugin_desc mlp_desc = {
     .params = mlp_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &mlp_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&mlp_desc)

@@ -142,12 +142,14 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: t5 runs on the CPU only for now", binding->device);
     if (!binding->params) return api->fail(self->host, LOOM_E_INVALID, "bind: params is NULL");
     if (binding->max_batch_size < 1)
-        return api->fail(self->host, LOOM_E_INVALID, "bind: max_batch_size is %lld", (long long)binding->max_batch_size);
+        return api->fail(self->host, LOOM_E_INVALID, "bind: max_batch_size is %lld",
+                         (long long)binding->max_batch_size);
     int64_t T = LOOM_HAS_FIELD(binding, loom_model_binding, max_sequence_length) ? binding->max_sequence_length : 0;
     if (T == 0) T = self->n_positions;
     if (T < 0 || T > self->n_positions)
-        return api->fail(self->host, LOOM_E_INVALID, "bind: max_sequence_length %lld is outside [1, n_positions = %lld]",
-                         (long long)T, (long long)self->n_positions);
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "bind: max_sequence_length %lld is outside [1, n_positions = %lld]", (long long)T,
+                         (long long)self->n_positions);
     const loom_kernels_api *k = binding->kernels;
     if (!k) k = api->service(self->host, LOOM_KERNELS_CPU_SERVICE, 0);
     if (!k || !LOOM_HAS(k, loom_kernels_api, mha_backward) || !k->rmsnorm_forward || !k->rmsnorm_backward ||
@@ -156,24 +158,26 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "the host's kernel table lacks T5's kernels (rmsnorm, mha: ABI 1.3)");
     const int64_t B = binding->max_batch_size, N = B * T, D = self->D, E = self->E, F = self->F, V = self->V;
-    const double estimate = (double)N * ((double)V + (double)(self->enc.L + self->dec.L) *
-                                                         (20.0 * (double)(D + E + F) + 2.0 * (double)self->H * (double)T));
+    const double estimate =
+        (double)N * ((double)V + (double)(self->enc.L + self->dec.L) *
+                                     (20.0 * (double)(D + E + F) + 2.0 * (double)self->H * (double)T));
     if (estimate > 0x1p40)
         return api->fail(self->host, LOOM_E_INVALID, "activations for batch %lld x %lld tokens do not fit in memory",
                          (long long)B, (long long)T);
     const int64_t wide = max_i64(F, max_i64(D, E));
     const int64_t total = side_floats(self, &self->enc, 0, B, T) + side_floats(self, &self->dec, 1, B, T) +
-                          round_up(N * V) + round_up(N) + round_up(N) /* dec_ids */ + 3 * round_up(N * D) /* dy dln denc */ +
-                          3 * round_up(N * wide) /* dA dB tmp */ + 4 * round_up(N * E) /* dq dk dv dctx */ +
-                          round_up(self->H * T * T);
+                          round_up(N * V) + round_up(N) + round_up(N) /* dec_ids */ +
+                          3 * round_up(N * D) /* dy dln denc */ + 3 * round_up(N * wide) /* dA dB tmp */ +
+                          4 * round_up(N * E) /* dq dk dv dctx */ + round_up(self->H * T * T);
     api->free_memory(self->host, self->activations);
     self->activations = NULL;
     self->k = NULL;
     self->fwd_B = 0;
     float *p = api->alloc(self->host, (size_t)total * sizeof(float), 64, LOOM_DEVICE_CPU, 0);
     if (!p)
-        return api->fail(self->host, LOOM_E_NOMEM, "out of memory for activations (%lld bytes: batch %lld x %lld tokens)",
-                         (long long)(total * 4), (long long)B, (long long)T);
+        return api->fail(self->host, LOOM_E_NOMEM,
+                         "out of memory for activations (%lld bytes: batch %lld x %lld tokens)", (long long)(total * 4),
+                         (long long)B, (long long)T);
     self->activations = p;
     self->activation_bytes = (size_t)total * sizeof(float);
     carve_side(self, &self->enc, 0, &p, B, T);
@@ -220,13 +224,15 @@ static loom_status t5_output_shape(const loom_model *self, int64_t *out_shape, u
 
 /* ---- checks -------------------------------------------------------------------------- */
 
-static loom_status check_ids(loom_model *self, const int32_t *ids, int64_t n, int64_t T, const char *what, int ignore_ok)
+static loom_status check_ids(loom_model *self, const int32_t *ids, int64_t n, int64_t T, const char *what,
+                             int ignore_ok)
 {
     for (int64_t i = 0; i < n; i++) {
         if (ignore_ok && ids[i] == T5_IGNORE_INDEX) continue;
         if (ids[i] < 0 || ids[i] >= self->V)
-            return self->api->fail(self->host, LOOM_E_INVALID, "%s %d at row %lld, position %lld is outside the vocabulary [0, %lld)%s",
-                                   what, ids[i], (long long)(i / T), (long long)(i % T), (long long)self->V,
+            return self->api->fail(self->host, LOOM_E_INVALID,
+                                   "%s %d at row %lld, position %lld is outside the vocabulary [0, %lld)%s", what,
+                                   ids[i], (long long)(i / T), (long long)(i % T), (long long)self->V,
                                    ignore_ok ? " (and not -100, the ignore index)" : "");
     }
     return LOOM_OK;
@@ -239,39 +245,47 @@ static int view_ok(const loom_tensor_view *v, int64_t B)
 
 /* Check the batch and read its shapes: inputs [B, S] (mask alike), labels and/or decoder inputs
  * [B, T]. Fills self->dec_ids. */
-static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_t *B_out, int64_t *S_out, int64_t *T_out,
-                               const int32_t **mask_out)
+static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_t *B_out, int64_t *S_out,
+                               int64_t *T_out, const int32_t **mask_out)
 {
     const loom_host_api *api = self->api;
     if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "forward/backward before bind");
-    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets)) return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
+    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
+        return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
     const int64_t B = batch->batch_size;
     if (B < 1 || B > self->max_batch)
-        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)", (long long)B,
-                         (long long)self->max_batch);
+        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
+                         (long long)B, (long long)self->max_batch);
     if (!view_ok(&batch->inputs, B))
-        return api->fail(self->host, LOOM_E_INVALID, "inputs must be i32 token ids [%lld, source length] on the CPU", (long long)B);
+        return api->fail(self->host, LOOM_E_INVALID, "inputs must be i32 token ids [%lld, source length] on the CPU",
+                         (long long)B);
     const int64_t S = batch->inputs.shape[1];
     const int has13 = LOOM_HAS_FIELD(batch, loom_batch, reserved1);
     const loom_tensor_view *dv = has13 && batch->decoder_input_ids.data ? &batch->decoder_input_ids : NULL;
     const loom_tensor_view *lv = batch->labels.data ? &batch->labels : NULL;
-    if (!dv && !lv) return api->fail(self->host, LOOM_E_INVALID, "an encoder-decoder batch needs labels or decoder_input_ids");
-    if (lv && !view_ok(lv, B)) return api->fail(self->host, LOOM_E_INVALID, "labels must be i32 [%lld, target length] on the CPU", (long long)B);
+    if (!dv && !lv)
+        return api->fail(self->host, LOOM_E_INVALID, "an encoder-decoder batch needs labels or decoder_input_ids");
+    if (lv && !view_ok(lv, B))
+        return api->fail(self->host, LOOM_E_INVALID, "labels must be i32 [%lld, target length] on the CPU",
+                         (long long)B);
     if (dv && !view_ok(dv, B))
-        return api->fail(self->host, LOOM_E_INVALID, "decoder_input_ids must be i32 [%lld, target length] on the CPU", (long long)B);
+        return api->fail(self->host, LOOM_E_INVALID, "decoder_input_ids must be i32 [%lld, target length] on the CPU",
+                         (long long)B);
     const int64_t T = dv ? dv->shape[1] : lv->shape[1];
     if (lv && lv->shape[1] != T)
-        return api->fail(self->host, LOOM_E_INVALID, "labels have %lld positions, decoder_input_ids %lld", (long long)lv->shape[1],
-                         (long long)T);
+        return api->fail(self->host, LOOM_E_INVALID, "labels have %lld positions, decoder_input_ids %lld",
+                         (long long)lv->shape[1], (long long)T);
     if (S < 1 || T < 1 || S > self->max_T || T > self->max_T)
-        return api->fail(self->host, LOOM_E_INVALID,
-                         "source of %lld and target of %lld tokens: each must be in [1, %lld] (the bound max_sequence_length)",
-                         (long long)S, (long long)T, (long long)self->max_T);
+        return api->fail(
+            self->host, LOOM_E_INVALID,
+            "source of %lld and target of %lld tokens: each must be in [1, %lld] (the bound max_sequence_length)",
+            (long long)S, (long long)T, (long long)self->max_T);
     const int32_t *mask = NULL;
     if (has13 && batch->attention_mask.data) {
         const loom_tensor_view *m = &batch->attention_mask;
         if (!view_ok(m, B) || m->shape[1] != S)
-            return api->fail(self->host, LOOM_E_INVALID, "attention_mask must be i32 [%lld, %lld] like the inputs", (long long)B, (long long)S);
+            return api->fail(self->host, LOOM_E_INVALID, "attention_mask must be i32 [%lld, %lld] like the inputs",
+                             (long long)B, (long long)S);
         mask = m->data;
     }
     loom_status st;
@@ -365,8 +379,8 @@ static void side_forward(loom_model *self, int decoder, const int32_t *ids, int6
     if (side->L > 0)
         t5_bias_forward(side->bias, t5_p(self, side->blocks[0].rel), self->H, T, T, !decoder, self->NB, self->MD);
     for (int64_t l = 0; l < side->L; l++) block_forward(self, decoder, l, B, T, mask, enc, enc_mask, S);
-    self->k->rmsnorm_forward(side->final_ln, side->final_rstd, side->acts[side->L].in, t5_p(self, side->final_norm), N, D,
-                             (float)self->eps);
+    self->k->rmsnorm_forward(side->final_ln, side->final_rstd, side->acts[side->L].in, t5_p(self, side->final_norm), N,
+                             D, (float)self->eps);
     memcpy(side->out, side->final_ln, (size_t)(N * D) * sizeof(float));
     t5_dropout(side->out, N * D, p, site(self, decoder, -1, SITE_FINAL));
     if (decoder && self->tied) { /* Mesh TensorFlow's rescale before the tied LM head */
@@ -375,17 +389,19 @@ static void side_forward(loom_model *self, int decoder, const int32_t *ids, int6
     }
 }
 
-static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result, loom_tensor_view *outputs)
+static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
+                              loom_tensor_view *outputs)
 {
     int64_t B = 0, S = 0, T = 0;
     const int32_t *mask = NULL;
     loom_status st = check_batch(self, batch, &B, &S, &T, &mask);
     if (st) return st;
     const int64_t V = self->V, Nd = B * T;
-    if (outputs && (outputs->dtype != LOOM_DTYPE_F32 || outputs->ndim != 3 || !outputs->data || outputs->shape[0] != B ||
-                    outputs->shape[1] < T || outputs->shape[2] != V))
-        return self->api->fail(self->host, LOOM_E_INVALID, "outputs must be f32 [%lld, >= %lld, %lld] (batch, positions, vocab)",
-                               (long long)B, (long long)T, (long long)V);
+    if (outputs && (outputs->dtype != LOOM_DTYPE_F32 || outputs->ndim != 3 || !outputs->data ||
+                    outputs->shape[0] != B || outputs->shape[1] < T || outputs->shape[2] != V))
+        return self->api->fail(self->host, LOOM_E_INVALID,
+                               "outputs must be f32 [%lld, >= %lld, %lld] (batch, positions, vocab)", (long long)B,
+                               (long long)T, (long long)V);
     self->fwd_B = 0;
     self->fwd_training = LOOM_HAS_FIELD(batch, loom_batch, reserved1) && batch->training == 1;
     self->fwd_seed = self->fwd_training ? batch->dropout_seed : 0;
@@ -426,8 +442,8 @@ static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_fo
 
 static void zero(float *p, int64_t n) { memset(p, 0, (size_t)n * sizeof *p); }
 
-static void lin_back(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp, int64_t N,
-                     int64_t IC, int64_t OC)
+static void lin_back(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp,
+                     int64_t N, int64_t IC, int64_t OC)
 {
     self->k->linear_backward(dinp, G + self->tensors[w].offset, NULL, dout, inp, t5_p(self, w), N, IC, OC);
 }
@@ -480,13 +496,14 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
         zero(self->dq, N * E);
         zero(self->dk, B * S * E);
         zero(self->dv, B * S * E);
-        k->mha_backward(self->dq, self->dk, self->dv, NULL, self->dctx, a->cq, a->ck, a->cv, a->catt, B, H, T, S, KV, S, 1.0f, p,
-                        site(self, sd, l, SITE_CA_PROBS));
+        k->mha_backward(self->dq, self->dk, self->dv, NULL, self->dctx, a->cq, a->ck, a->cv, a->catt, B, H, T, S, KV, S,
+                        1.0f, p, site(self, sd, l, SITE_CA_PROBS));
         zero(dln, N * D);
         lin_back(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
         lin_back(self, G, self->denc, w->ck, self->dk, enc, B * S, D, E);
         lin_back(self, G, self->denc, w->cv, self->dv, enc, B * S, D, E);
-        k->rmsnorm_backward(dy, G + self->tensors[w->ln_ca].offset, dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N, D);
+        k->rmsnorm_backward(dy, G + self->tensors[w->ln_ca].offset, dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N,
+                            D);
     }
 
     /* self-attention */
@@ -497,8 +514,8 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
     zero(self->dq, N * E);
     zero(self->dk, N * E);
     zero(self->dv, N * E);
-    k->mha_backward(self->dq, self->dk, self->dv, self->dbias, self->dctx, a->q, a->k, a->v, a->att, B, H, T, T, KV, T, 1.0f, p,
-                    site(self, sd, l, SITE_SA_PROBS));
+    k->mha_backward(self->dq, self->dk, self->dv, self->dbias, self->dctx, a->q, a->k, a->v, a->att, B, H, T, T, KV, T,
+                    1.0f, p, site(self, sd, l, SITE_SA_PROBS));
     zero(dln, N * D);
     lin_back(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->k, self->dk, a->ln_sa, N, D, E);
@@ -507,8 +524,8 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
 }
 
 /* d(side->out) in dln -> parameters of the side; returns with dy = d(embeddings). */
-static void side_backward(loom_model *self, float *G, int decoder, const int32_t *ids, int64_t B, int64_t T, const float *enc,
-                          int64_t S)
+static void side_backward(loom_model *self, float *G, int decoder, const int32_t *ids, int64_t B, int64_t T,
+                          const float *enc, int64_t S)
 {
     t5_side *side = decoder ? &self->dec : &self->enc;
     const int64_t N = B * T, D = self->D, H = self->H;
@@ -520,7 +537,8 @@ static void side_backward(loom_model *self, float *G, int decoder, const int32_t
     zero(self->dbias, H * T * T);
     for (int64_t l = side->L - 1; l >= 0; l--) block_backward(self, G, decoder, l, B, T, enc, S);
     if (side->L > 0)
-        t5_bias_backward(G + self->tensors[side->blocks[0].rel].offset, self->dbias, H, T, T, !decoder, self->NB, self->MD);
+        t5_bias_backward(G + self->tensors[side->blocks[0].rel].offset, self->dbias, H, T, T, !decoder, self->NB,
+                         self->MD);
     t5_dropout(self->dy, N * D, p, site(self, decoder, -1, SITE_EMBED));
     t5_embed_backward(G + self->tensors[self->shared].offset, self->dy, ids, N, D);
 }
@@ -568,7 +586,8 @@ static loom_status t5_backward(loom_model *self, const loom_batch *batch, float 
     if (st) return st;
     const int32_t *labels = batch->labels.data;
     if (!labels || !self->fwd_probs)
-        return self->api->fail(self->host, LOOM_E_INVALID, "backward needs a forward with labels on the same batch first");
+        return self->api->fail(self->host, LOOM_E_INVALID,
+                               "backward needs a forward with labels on the same batch first");
     const int64_t N = self->fwd_B * self->fwd_T, V = self->V;
     for (int64_t i = 0; i < N; i++) { /* dlogits = seed * (probs - onehot), in place */
         float *row = self->logits + i * V;
@@ -589,8 +608,8 @@ static loom_status t5_backward_outputs(loom_model *self, const loom_batch *batch
     loom_status st = check_backward(self, batch, sink);
     if (st) return st;
     const int64_t B = self->fwd_B, T = self->fwd_T, V = self->V;
-    if (!doutputs || doutputs->dtype != LOOM_DTYPE_F32 || doutputs->ndim != 3 || !doutputs->data || doutputs->shape[0] != B ||
-        doutputs->shape[1] < T || doutputs->shape[2] != V)
+    if (!doutputs || doutputs->dtype != LOOM_DTYPE_F32 || doutputs->ndim != 3 || !doutputs->data ||
+        doutputs->shape[0] != B || doutputs->shape[1] < T || doutputs->shape[2] != V)
         return self->api->fail(self->host, LOOM_E_INVALID, "doutputs must be f32 [%lld, >= %lld, %lld]", (long long)B,
                                (long long)T, (long long)V);
     const float *d = doutputs->data;
@@ -626,7 +645,8 @@ static const loom_plugin_desc t5_desc = {
     .kind = LOOM_KIND_MODEL,
     .name = "t5",
     .version = "0.1.0",
-    .summary = "T5 encoder-decoder (HF T5ForConditionalGeneration: v1.0 and v1.1 names, shapes, init), padded batches, dropout",
+    .summary = "T5 encoder-decoder (HF T5ForConditionalGeneration: v1.0 and v1.1 names, shapes, init), padded batches, "
+               "dropout",
     .vtable = &t5_vtable,
     .params = t5_param_specs,
 };

@@ -23,8 +23,8 @@ int64_t t5_relative_bucket(int64_t relative_position, int bidirectional, int64_t
     }
     const int64_t max_exact = n / 2;
     if (relative_position < max_exact) return bucket + relative_position;
-    const float scaled = logf((float)relative_position / (float)max_exact) / logf((float)max_distance / (float)max_exact) *
-                         (float)(n - max_exact);
+    const float scaled = logf((float)relative_position / (float)max_exact) /
+                         logf((float)max_distance / (float)max_exact) * (float)(n - max_exact);
     int64_t large = max_exact + (int64_t)scaled;
     if (large > n - 1) large = n - 1;
     return bucket + large;

@@ -28,38 +28,71 @@ const loom_param_spec t5_param_specs[] = {
     {.key = "d_kv", .type = LOOM_PARAM_INT, .default_value = "64", .doc = "width of one attention head"},
     {.key = "d_ff", .type = LOOM_PARAM_INT, .default_value = "2048", .doc = "width of the feed-forward hidden layer"},
     {.key = "num_layers", .type = LOOM_PARAM_INT, .default_value = "6", .doc = "encoder blocks"},
-    {.key = "num_decoder_layers", .type = LOOM_PARAM_INT, .default_value = NULL,
+    {.key = "num_decoder_layers",
+     .type = LOOM_PARAM_INT,
+     .default_value = NULL,
      .doc = "decoder blocks; unset: num_layers"},
     {.key = "num_heads", .type = LOOM_PARAM_INT, .default_value = "8", .doc = "attention heads"},
-    {.key = "relative_attention_num_buckets", .type = LOOM_PARAM_INT, .default_value = "32",
+    {.key = "relative_attention_num_buckets",
+     .type = LOOM_PARAM_INT,
+     .default_value = "32",
      .doc = "relative position buckets (half per direction in the encoder)"},
-    {.key = "relative_attention_max_distance", .type = LOOM_PARAM_INT, .default_value = "128",
+    {.key = "relative_attention_max_distance",
+     .type = LOOM_PARAM_INT,
+     .default_value = "128",
      .doc = "distance from which all relative positions share the last bucket"},
-    {.key = "dropout_rate", .type = LOOM_PARAM_FLOAT, .default_value = "0.1",
+    {.key = "dropout_rate",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.1",
      .doc = "dropout of embeddings, attention probabilities, residual branches and the FFN (training only)"},
-    {.key = "layer_norm_epsilon", .type = LOOM_PARAM_FLOAT, .default_value = "1e-6", .doc = "epsilon of every RMS norm"},
-    {.key = "initializer_factor", .type = LOOM_PARAM_FLOAT, .default_value = "1.0",
+    {.key = "layer_norm_epsilon",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "1e-6",
+     .doc = "epsilon of every RMS norm"},
+    {.key = "initializer_factor",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "1.0",
      .doc = "scale of every initial std (HF's T5 init)"},
-    {.key = "feed_forward_proj", .type = LOOM_PARAM_STRING, .default_value = "relu",
+    {.key = "feed_forward_proj",
+     .type = LOOM_PARAM_STRING,
+     .default_value = "relu",
      .doc = "relu (T5 v1.0) or gated-gelu (v1.1: gelu_new(wi_0 x) * wi_1 x)"},
-    {.key = "tie_word_embeddings", .type = LOOM_PARAM_BOOL, .default_value = "true",
+    {.key = "tie_word_embeddings",
+     .type = LOOM_PARAM_BOOL,
+     .default_value = "true",
      .doc = "LM head = shared.weight, its input scaled by d_model^-0.5 (v1.0); false: lm_head.weight (v1.1)"},
-    {.key = "decoder_start_token_id", .type = LOOM_PARAM_INT, .default_value = "0",
+    {.key = "decoder_start_token_id",
+     .type = LOOM_PARAM_INT,
+     .default_value = "0",
      .doc = "first decoder input (labels are shifted right behind it)"},
     {.key = "pad_token_id", .type = LOOM_PARAM_INT, .default_value = "0", .doc = "padding id (-100 labels read as it)"},
-    {.key = "eos_token_id", .type = LOOM_PARAM_INT, .default_value = "1", .doc = "end-of-sequence id (generation stops at it)"},
-    {.key = "n_positions", .type = LOOM_PARAM_INT, .default_value = "512",
+    {.key = "eos_token_id",
+     .type = LOOM_PARAM_INT,
+     .default_value = "1",
+     .doc = "end-of-sequence id (generation stops at it)"},
+    {.key = "n_positions",
+     .type = LOOM_PARAM_INT,
+     .default_value = "512",
      .doc = "longest source or target a batch may have (T5 itself has no position limit)"},
     /* What HF writes in a T5 config.json beside the sizes; informational here. */
-    {.key = "architectures", .type = LOOM_PARAM_STRING, .default_value = "T5ForConditionalGeneration",
+    {.key = "architectures",
+     .type = LOOM_PARAM_STRING,
+     .default_value = "T5ForConditionalGeneration",
      .doc = "HF class named in config.json's architectures (informational)"},
     {.key = "is_encoder_decoder", .type = LOOM_PARAM_BOOL, .default_value = "true", .doc = "informational"},
     {.key = "use_cache", .type = LOOM_PARAM_BOOL, .default_value = "true", .doc = "informational"},
-    {.key = "dense_act_fn", .type = LOOM_PARAM_STRING, .default_value = NULL,
+    {.key = "dense_act_fn",
+     .type = LOOM_PARAM_STRING,
+     .default_value = NULL,
      .doc = "newer HF configs' activation name (relu, gelu_new); must agree with feed_forward_proj"},
-    {.key = "is_gated_act", .type = LOOM_PARAM_BOOL, .default_value = NULL,
+    {.key = "is_gated_act",
+     .type = LOOM_PARAM_BOOL,
+     .default_value = NULL,
      .doc = "newer HF configs' gating flag; must agree with feed_forward_proj"},
-    {.key = "output_past", .type = LOOM_PARAM_BOOL, .default_value = NULL, .doc = "old HF configs' cache flag (informational)"},
+    {.key = "output_past",
+     .type = LOOM_PARAM_BOOL,
+     .default_value = NULL,
+     .doc = "old HF configs' cache flag (informational)"},
     {.key = "gradient_checkpointing", .type = LOOM_PARAM_BOOL, .default_value = NULL, .doc = "informational (ignored)"},
     {.key = "classifier_dropout", .type = LOOM_PARAM_FLOAT, .default_value = NULL, .doc = "informational (ignored)"},
     {.key = "transformers_version", .type = LOOM_PARAM_STRING, .default_value = NULL, .doc = "informational"},
@@ -71,7 +104,9 @@ static loom_status read_int(loom_model *self, const loom_config *cfg, const char
 {
     if (self->api->cfg_i64(cfg, key, out) == LOOM_CFG_WRONG_TYPE)
         return self->api->fail(self->host, LOOM_E_INVALID, "%s must be an integer", key);
-    if (*out < lo) return self->api->fail(self->host, LOOM_E_INVALID, "%s = %lld: must be >= %lld", key, (long long)*out, (long long)lo);
+    if (*out < lo)
+        return self->api->fail(self->host, LOOM_E_INVALID, "%s = %lld: must be >= %lld", key, (long long)*out,
+                               (long long)lo);
     return LOOM_OK;
 }
 
@@ -109,7 +144,8 @@ static void add_side(loom_model *self, t5_side *side, const char *prefix, int de
         if (l == 0)
             add_tensor(self, &b->rel, LOOM_PARAM_EMBEDDING, self->NB, self->H,
                        "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", prefix);
-        add_tensor(self, &b->ln_sa, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.0.layer_norm.weight", prefix, (long long)l);
+        add_tensor(self, &b->ln_sa, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.0.layer_norm.weight", prefix,
+                   (long long)l);
         int ff = 1;
         if (decoder) {
             ff = 2;
@@ -117,16 +153,21 @@ static void add_side(loom_model *self, t5_side *side, const char *prefix, int de
             add_tensor(self, &b->ck, 0, E, D, "%s.block.%lld.layer.1.EncDecAttention.k.weight", prefix, (long long)l);
             add_tensor(self, &b->cv, 0, E, D, "%s.block.%lld.layer.1.EncDecAttention.v.weight", prefix, (long long)l);
             add_tensor(self, &b->co, 0, D, E, "%s.block.%lld.layer.1.EncDecAttention.o.weight", prefix, (long long)l);
-            add_tensor(self, &b->ln_ca, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.1.layer_norm.weight", prefix, (long long)l);
+            add_tensor(self, &b->ln_ca, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.1.layer_norm.weight", prefix,
+                       (long long)l);
         }
         if (self->gated) {
-            add_tensor(self, &b->wi0, 0, F, D, "%s.block.%lld.layer.%d.DenseReluDense.wi_0.weight", prefix, (long long)l, ff);
-            add_tensor(self, &b->wi1, 0, F, D, "%s.block.%lld.layer.%d.DenseReluDense.wi_1.weight", prefix, (long long)l, ff);
+            add_tensor(self, &b->wi0, 0, F, D, "%s.block.%lld.layer.%d.DenseReluDense.wi_0.weight", prefix,
+                       (long long)l, ff);
+            add_tensor(self, &b->wi1, 0, F, D, "%s.block.%lld.layer.%d.DenseReluDense.wi_1.weight", prefix,
+                       (long long)l, ff);
         } else {
-            add_tensor(self, &b->wi0, 0, F, D, "%s.block.%lld.layer.%d.DenseReluDense.wi.weight", prefix, (long long)l, ff);
+            add_tensor(self, &b->wi0, 0, F, D, "%s.block.%lld.layer.%d.DenseReluDense.wi.weight", prefix, (long long)l,
+                       ff);
         }
         add_tensor(self, &b->wo, 0, D, F, "%s.block.%lld.layer.%d.DenseReluDense.wo.weight", prefix, (long long)l, ff);
-        add_tensor(self, &b->ln_ff, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.%d.layer_norm.weight", prefix, (long long)l, ff);
+        add_tensor(self, &b->ln_ff, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.%d.layer_norm.weight", prefix,
+                   (long long)l, ff);
     }
     add_tensor(self, &side->final_norm, LOOM_PARAM_NO_DECAY, D, 0, "%s.final_layer_norm.weight", prefix);
 }
@@ -150,12 +191,14 @@ loom_status t5_configure(loom_model *self, const loom_config *cfg)
         return api->fail(self->host, LOOM_E_INVALID, "num_decoder_layers must be an integer");
     if (LD < 0) LD = L;
     if (V > INT32_MAX || D > 65536 || KV > 65536 || F > 1 << 20 || H > 1024 || L > 1024 || LD > 1024 || NB > 1 << 20)
-        return api->fail(self->host, LOOM_E_INVALID, "sizes out of range (vocab_size %lld, d_model %lld, d_ff %lld, ...)",
-                         (long long)V, (long long)D, (long long)F);
-    if (start >= V || pad >= V || eos >= V)
         return api->fail(self->host, LOOM_E_INVALID,
-                         "decoder_start_token_id %lld, pad_token_id %lld, eos_token_id %lld: each must be < vocab_size %lld",
-                         (long long)start, (long long)pad, (long long)eos, (long long)V);
+                         "sizes out of range (vocab_size %lld, d_model %lld, d_ff %lld, ...)", (long long)V,
+                         (long long)D, (long long)F);
+    if (start >= V || pad >= V || eos >= V)
+        return api->fail(
+            self->host, LOOM_E_INVALID,
+            "decoder_start_token_id %lld, pad_token_id %lld, eos_token_id %lld: each must be < vocab_size %lld",
+            (long long)start, (long long)pad, (long long)eos, (long long)V);
     double dropout = 0.1, eps = 1e-6, factor = 1.0;
     if (api->cfg_f64(cfg, "dropout_rate", &dropout) == LOOM_CFG_WRONG_TYPE || !(dropout >= 0 && dropout < 1))
         return api->fail(self->host, LOOM_E_INVALID, "dropout_rate must be a number in [0, 1)");
@@ -172,12 +215,14 @@ loom_status t5_configure(loom_model *self, const loom_config *cfg)
         self->gated = 1;
         self->proj = "gated-gelu";
     } else {
-        return api->fail(self->host, LOOM_E_UNSUPPORTED, "feed_forward_proj '%s': relu (T5) and gated-gelu (T5 v1.1) are supported", proj);
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "feed_forward_proj '%s': relu (T5) and gated-gelu (T5 v1.1) are supported", proj);
     }
     const char *act = NULL;
     if (api->cfg_str(cfg, "dense_act_fn", &act) == LOOM_CFG_PRESENT &&
         strcmp(act, self->gated ? "gelu_new" : "relu") != 0)
-        return api->fail(self->host, LOOM_E_INVALID, "dense_act_fn '%s' disagrees with feed_forward_proj '%s'", act, self->proj);
+        return api->fail(self->host, LOOM_E_INVALID, "dense_act_fn '%s' disagrees with feed_forward_proj '%s'", act,
+                         self->proj);
     int32_t flag = 0;
     if (api->cfg_bool(cfg, "is_gated_act", &flag) == LOOM_CFG_PRESENT && flag != self->gated)
         return api->fail(self->host, LOOM_E_INVALID, "is_gated_act disagrees with feed_forward_proj '%s'", self->proj);

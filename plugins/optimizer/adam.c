@@ -12,6 +12,8 @@
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
  */
+#include <loom/plugin.h>
+
 #include "adam_common.h"
 
 typedef struct adam_coef {
@@ -94,8 +96,4 @@ static const loom_plugin_desc adam_desc = {
     .params = adam_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &adam_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&adam_desc)

@@ -50,13 +50,12 @@ static inline loom_status adam_create(loom_host *host, const loom_host_api *api,
     loom_optimizer o = {.host = host, .api = api, .correct_bias = 1,
                         .threads = optim_threads(host, api)};
     loom_status st;
-    if ((st = optim_read_f64(host, api, config, "beta1", &o.beta1)) ||
-        (st = optim_read_f64(host, api, config, "beta2", &o.beta2)) ||
-        (st = optim_read_f64(host, api, config, "eps", &o.eps)) ||
-        (st = optim_read_f64(host, api, config, "weight_decay", &o.weight_decay)))
+    if ((st = loom_cfg_need_f64(host, api, config, "beta1", &o.beta1)) ||
+        (st = loom_cfg_need_f64(host, api, config, "beta2", &o.beta2)) ||
+        (st = loom_cfg_need_f64(host, api, config, "eps", &o.eps)) ||
+        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &o.weight_decay)))
         return st;
-    if (with_correct_bias && (st = optim_read_bool(host, api, config, "correct_bias", &o.correct_bias)))
-        return st;
+    if (with_correct_bias && (st = loom_cfg_need_bool(host, api, config, "correct_bias", &o.correct_bias))) return st;
     if (!(o.beta1 >= 0 && o.beta1 < 1))
         return api->fail(host, LOOM_E_INVALID, "beta1 = %g: must be in [0, 1)", o.beta1);
     if (!(o.beta2 >= 0 && o.beta2 < 1))

@@ -14,6 +14,8 @@
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
  */
+#include <loom/plugin.h>
+
 #include "adam_common.h"
 
 typedef struct adamw_hf_coef {
@@ -111,8 +113,4 @@ static const loom_plugin_desc adamw_hf_desc = {
     .params = adamw_hf_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &adamw_hf_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&adamw_hf_desc)

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <loom/optimizer.h>
+#include <loom/plugin.h>
 
 #include "optim_common.h"
 
@@ -34,15 +35,27 @@ typedef struct lamb {
 static const char *const lamb_state_names[2] = {"exp_avg", "exp_avg_sq"};
 
 static const loom_param_spec lamb_params[] = {
-    {.key = "lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.001", .doc = "accepted for ds_config; the scheduler gives the rate"},
+    {.key = "lr",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.001",
+     .doc = "accepted for ds_config; the scheduler gives the rate"},
     {.key = "beta1", .type = LOOM_PARAM_FLOAT, .default_value = "0.9", .doc = "first-moment decay"},
     {.key = "beta2", .type = LOOM_PARAM_FLOAT, .default_value = "0.999", .doc = "second-moment decay"},
     {.key = "eps", .type = LOOM_PARAM_FLOAT, .default_value = "1e-08", .doc = "added to the denominator"},
-    {.key = "weight_decay", .type = LOOM_PARAM_FLOAT, .default_value = "0.0", .doc = "inside the update (host resolves per span)"},
+    {.key = "weight_decay",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.0",
+     .doc = "inside the update (host resolves per span)"},
     {.key = "max_coeff", .type = LOOM_PARAM_FLOAT, .default_value = "10.0", .doc = "upper clamp of the trust ratio"},
     {.key = "min_coeff", .type = LOOM_PARAM_FLOAT, .default_value = "0.01", .doc = "lower clamp of the trust ratio"},
-    {.key = "bias_correction", .type = LOOM_PARAM_BOOL, .default_value = "true", .doc = "scale the step by the Adam corrections"},
-    {.key = "eps_inside_sqrt", .type = LOOM_PARAM_BOOL, .default_value = "false", .doc = "sqrt(v + eps) instead of sqrt(v) + eps"},
+    {.key = "bias_correction",
+     .type = LOOM_PARAM_BOOL,
+     .default_value = "true",
+     .doc = "scale the step by the Adam corrections"},
+    {.key = "eps_inside_sqrt",
+     .type = LOOM_PARAM_BOOL,
+     .default_value = "false",
+     .doc = "sqrt(v + eps) instead of sqrt(v) + eps"},
     {.key = NULL},
 };
 
@@ -55,21 +68,22 @@ static loom_status lamb_create(loom_host *host, const loom_host_api *api, const 
     self->host = host;
     self->api = api;
     loom_status st;
-    if ((st = optim_read_f64(host, api, config, "beta1", &self->beta1)) ||
-        (st = optim_read_f64(host, api, config, "beta2", &self->beta2)) ||
-        (st = optim_read_f64(host, api, config, "eps", &self->eps)) ||
-        (st = optim_read_f64(host, api, config, "weight_decay", &self->weight_decay)) ||
-        (st = optim_read_f64(host, api, config, "max_coeff", &self->max_coeff)) ||
-        (st = optim_read_f64(host, api, config, "min_coeff", &self->min_coeff)) ||
-        (st = optim_read_bool(host, api, config, "bias_correction", &self->bias_correction)) ||
-        (st = optim_read_bool(host, api, config, "eps_inside_sqrt", &self->eps_inside_sqrt))) {
+    if ((st = loom_cfg_need_f64(host, api, config, "beta1", &self->beta1)) ||
+        (st = loom_cfg_need_f64(host, api, config, "beta2", &self->beta2)) ||
+        (st = loom_cfg_need_f64(host, api, config, "eps", &self->eps)) ||
+        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &self->weight_decay)) ||
+        (st = loom_cfg_need_f64(host, api, config, "max_coeff", &self->max_coeff)) ||
+        (st = loom_cfg_need_f64(host, api, config, "min_coeff", &self->min_coeff)) ||
+        (st = loom_cfg_need_bool(host, api, config, "bias_correction", &self->bias_correction)) ||
+        (st = loom_cfg_need_bool(host, api, config, "eps_inside_sqrt", &self->eps_inside_sqrt))) {
         api->free_memory(host, self);
         return st;
     }
     if (!(self->beta1 >= 0 && self->beta1 < 1) || !(self->beta2 >= 0 && self->beta2 < 1) || !(self->eps >= 0) ||
         !(self->weight_decay >= 0) || !(self->min_coeff >= 0) || !(self->max_coeff >= self->min_coeff)) {
         api->free_memory(host, self);
-        return api->fail(host, LOOM_E_INVALID, "betas must be in [0, 1), eps, weight_decay >= 0, 0 <= min_coeff <= max_coeff");
+        return api->fail(host, LOOM_E_INVALID,
+                         "betas must be in [0, 1), eps, weight_decay >= 0, 0 <= min_coeff <= max_coeff");
     }
     self->threads = optim_threads(host, api);
     *out = (loom_optimizer *)self;
@@ -95,7 +109,8 @@ static lamb_coef coefficients(const lamb *self, const loom_optimizer_step *step)
 }
 
 /* The update direction of element i from the values m and v will take. */
-static inline float direction(const lamb_coef c, float p, float g, float m, float v, float wd, float *m_new, float *v_new)
+static inline float direction(const lamb_coef c, float p, float g, float m, float v, float wd, float *m_new,
+                              float *v_new)
 {
     float gi = g * c.scale;
     float mi = c.b1 * m + c.one_minus_b1 * gi;
@@ -116,7 +131,8 @@ static loom_status lamb_partial_stats(loom_optimizer *self_, const loom_span *sp
         const float *p = s->param, *g = s->grad, *m = s->state[0], *v = s->state[1];
         float wd = (float)s->weight_decay;
         double pp = 0, uu = 0;
-#pragma omp parallel for simd reduction(+ : pp, uu) if (parallel : s->numel > OPTIM_PARALLEL_MIN) num_threads(self->threads)
+#pragma omp parallel for simd reduction(+ : pp, uu) if (parallel : s->numel > OPTIM_PARALLEL_MIN)                    \
+    num_threads(self->threads)
         for (int64_t i = 0; i < s->numel; i++) {
             float mn, vn;
             float u = direction(c, p[i], g[i], m[i], v[i], wd, &mn, &vn);
@@ -136,7 +152,8 @@ static loom_status lamb_step(loom_optimizer *self_, const loom_span *spans, size
     loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
     if (st || (st = optim_check_spans(self->host, self->api, spans, n_spans, 2))) return st;
     if (!LOOM_HAS_FIELD(step, loom_optimizer_step, n_tensors) || !step->tensor_stats)
-        return self->api->fail(self->host, LOOM_E_ABI, "lamb needs whole-tensor statistics from the host (ABI partial_stats)");
+        return self->api->fail(self->host, LOOM_E_ABI,
+                               "lamb needs whole-tensor statistics from the host (ABI partial_stats)");
     const lamb_coef c = coefficients(self, step);
     double t = (double)step->step, b1 = optim_momentum(step, self->beta1);
     double step_size = self->bias_correction ? step->lr * sqrt(1 - pow(self->beta2, t)) / (1 - pow(b1, t)) : step->lr;
@@ -202,8 +219,4 @@ static const loom_plugin_desc lamb_desc = {
     .params = lamb_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &lamb_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&lamb_desc)

@@ -48,6 +48,7 @@
 
 #include <loom/comm.h>
 #include <loom/optimizer.h>
+#include <loom/plugin.h>
 
 #include "optim_common.h"
 
@@ -125,11 +126,11 @@ static loom_status onebit_create(loom_host *host, const loom_host_api *api, cons
     int32_t cuda_aware = 0;
     const char *backend = NULL;
     loom_status st;
-    if ((st = optim_read_f64(host, api, config, "beta1", &o.beta1)) ||
-        (st = optim_read_f64(host, api, config, "beta2", &o.beta2)) ||
-        (st = optim_read_f64(host, api, config, "eps", &o.eps)) ||
-        (st = optim_read_f64(host, api, config, "weight_decay", &o.weight_decay)) ||
-        (st = optim_read_bool(host, api, config, "cuda_aware", &cuda_aware)))
+    if ((st = loom_cfg_need_f64(host, api, config, "beta1", &o.beta1)) ||
+        (st = loom_cfg_need_f64(host, api, config, "beta2", &o.beta2)) ||
+        (st = loom_cfg_need_f64(host, api, config, "eps", &o.eps)) ||
+        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &o.weight_decay)) ||
+        (st = loom_cfg_need_bool(host, api, config, "cuda_aware", &cuda_aware)))
         return st;
     if (api->cfg_i64(config, "freeze_step", &o.freeze_step) != LOOM_CFG_PRESENT)
         return api->fail(host, LOOM_E_INVALID, "config key 'freeze_step': not an integer");
@@ -432,8 +433,4 @@ static const loom_plugin_desc onebit_desc = {
     .params = onebit_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &onebit_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&onebit_desc)

@@ -1,6 +1,6 @@
 /*
  * optim_common.h - what every optimizer plugin of this folder does the same way: read typed
- * config values, validate a step, walk the host's span array.
+ * config values (through loom/plugin.h), validate a step, walk the host's span array.
  *
  * Header-only (static functions) because each optimizer is its own MODULE and plugins never
  * link anything of the core; every .so gets its own copy.
@@ -9,6 +9,7 @@
 #define LOOM_PLUGINS_OPTIM_COMMON_H
 
 #include <loom/optimizer.h>
+#include <loom/plugin.h>
 
 #include <math.h>
 #include <stdint.h>
@@ -16,28 +17,6 @@
 /* Above this many elements a span's loop is spread over OpenMP threads; below it the fork/join
  * costs more than the update. */
 #define OPTIM_PARALLEL_MIN ((int64_t)1 << 15)
-
-/* The spec carries every default, so a conforming host always answers PRESENT; anything else
- * means a bad value, reported with the key's name. */
-static inline loom_status optim_read_f64(loom_host *host, const loom_host_api *api,
-                                         const loom_config *cfg, const char *key, double *out)
-{
-    int r = api->cfg_f64(cfg, key, out);
-    if (r == LOOM_CFG_PRESENT)
-        return LOOM_OK;
-    return api->fail(host, LOOM_E_INVALID, "config key '%s': %s", key,
-                     r == LOOM_CFG_WRONG_TYPE ? "not a number" : "no value");
-}
-
-static inline loom_status optim_read_bool(loom_host *host, const loom_host_api *api,
-                                          const loom_config *cfg, const char *key, int32_t *out)
-{
-    int r = api->cfg_bool(cfg, key, out);
-    if (r == LOOM_CFG_PRESENT)
-        return LOOM_OK;
-    return api->fail(host, LOOM_E_INVALID, "config key '%s': %s", key,
-                     r == LOOM_CFG_WRONG_TYPE ? "not a boolean" : "no value");
-}
 
 /* Checks shared by every update rule. The bias corrections divide by 1 - beta^t, so t must
  * start at 1; a non-finite lr or clip coefficient would silently turn every weight into NaN. */

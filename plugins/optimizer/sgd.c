@@ -19,6 +19,8 @@
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * State slot: 0 = momentum_buffer, zeroed by the host.
  */
+#include <loom/plugin.h>
+
 #include "optim_common.h"
 
 #include <stdlib.h>
@@ -107,10 +109,10 @@ static loom_status sgd_create(loom_host *host, const loom_host_api *api, const l
     *out = NULL;
     loom_optimizer o = {.host = host, .api = api, .threads = optim_threads(host, api)};
     loom_status st;
-    if ((st = optim_read_f64(host, api, config, "momentum", &o.momentum)) ||
-        (st = optim_read_f64(host, api, config, "dampening", &o.dampening)) ||
-        (st = optim_read_bool(host, api, config, "nesterov", &o.nesterov)) ||
-        (st = optim_read_f64(host, api, config, "weight_decay", &o.weight_decay)))
+    if ((st = loom_cfg_need_f64(host, api, config, "momentum", &o.momentum)) ||
+        (st = loom_cfg_need_f64(host, api, config, "dampening", &o.dampening)) ||
+        (st = loom_cfg_need_bool(host, api, config, "nesterov", &o.nesterov)) ||
+        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &o.weight_decay)))
         return st;
     if (!(o.momentum >= 0 && isfinite(o.momentum)))
         return api->fail(host, LOOM_E_INVALID, "momentum = %g: must be finite and >= 0",
@@ -187,8 +189,4 @@ static const loom_plugin_desc sgd_desc = {
     .params = sgd_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &sgd_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&sgd_desc)

@@ -30,19 +30,19 @@ static loom_status amp_create(loom_host *host, const loom_host_api *api, const l
     ls_config_deepspeed(&ds);
     ls_config_torch(&torch);
     loom_status st;
-    if ((st = mp_read_str(host, api, config, "scaler", &scaler)) ||
-        (st = mp_read_f64(host, api, config, "loss_scale", &loss_scale)) ||
-        (st = mp_read_i64(host, api, config, "initial_scale_power", &power)) ||
-        (st = mp_read_i64(host, api, config, "loss_scale_window", &ds.window)) ||
-        (st = mp_read_i64(host, api, config, "hysteresis", &ds.hysteresis)) ||
-        (st = mp_read_bool(host, api, config, "consecutive_hysteresis", &consecutive)) ||
-        (st = mp_read_f64(host, api, config, "min_loss_scale", &min_loss_scale)) ||
-        (st = mp_read_f64(host, api, config, "init_scale", &init_scale)) ||
-        (st = mp_read_f64(host, api, config, "growth_factor", &torch.growth_factor)) ||
-        (st = mp_read_f64(host, api, config, "backoff_factor", &torch.backoff_factor)) ||
-        (st = mp_read_i64(host, api, config, "growth_interval", &torch.growth_interval)) ||
-        (st = mp_read_f64(host, api, config, "scale_floor", &scale_floor)) ||
-        (st = mp_read_i64(host, api, config, "max_overflow_at_min_scale", &max_at_min)))
+    if ((st = loom_cfg_need_str(host, api, config, "scaler", &scaler)) ||
+        (st = loom_cfg_need_f64(host, api, config, "loss_scale", &loss_scale)) ||
+        (st = loom_cfg_need_i64(host, api, config, "initial_scale_power", &power)) ||
+        (st = loom_cfg_need_i64(host, api, config, "loss_scale_window", &ds.window)) ||
+        (st = loom_cfg_need_i64(host, api, config, "hysteresis", &ds.hysteresis)) ||
+        (st = loom_cfg_need_bool(host, api, config, "consecutive_hysteresis", &consecutive)) ||
+        (st = loom_cfg_need_f64(host, api, config, "min_loss_scale", &min_loss_scale)) ||
+        (st = loom_cfg_need_f64(host, api, config, "init_scale", &init_scale)) ||
+        (st = loom_cfg_need_f64(host, api, config, "growth_factor", &torch.growth_factor)) ||
+        (st = loom_cfg_need_f64(host, api, config, "backoff_factor", &torch.backoff_factor)) ||
+        (st = loom_cfg_need_i64(host, api, config, "growth_interval", &torch.growth_interval)) ||
+        (st = loom_cfg_need_f64(host, api, config, "scale_floor", &scale_floor)) ||
+        (st = loom_cfg_need_i64(host, api, config, "max_overflow_at_min_scale", &max_at_min)))
         return st;
     int use_ds = strcmp(scaler, "deepspeed") == 0;
     if (!use_ds && strcmp(scaler, "torch") != 0)
@@ -124,8 +124,4 @@ static const loom_plugin_desc amp_desc = {
     .params = amp_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &amp_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&amp_desc)

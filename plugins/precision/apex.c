@@ -68,10 +68,10 @@ static loom_status apex_create(loom_host *host, const loom_host_api *api, const 
     double min_scale = 0, max_scale = 0;
     int64_t max_at_min = 0;
     loom_status st;
-    if ((st = mp_read_str(host, api, config, "opt_level", &level_name)) ||
-        (st = mp_read_f64(host, api, config, "min_loss_scale", &min_scale)) ||
-        (st = mp_read_f64(host, api, config, "max_loss_scale", &max_scale)) ||
-        (st = mp_read_i64(host, api, config, "max_overflow_at_min_scale", &max_at_min)))
+    if ((st = loom_cfg_need_str(host, api, config, "opt_level", &level_name)) ||
+        (st = loom_cfg_need_f64(host, api, config, "min_loss_scale", &min_scale)) ||
+        (st = loom_cfg_need_f64(host, api, config, "max_loss_scale", &max_scale)) ||
+        (st = loom_cfg_need_i64(host, api, config, "max_overflow_at_min_scale", &max_at_min)))
         return st;
     const apex_level *level = NULL;
     for (size_t i = 0; i < 4; i++)
@@ -140,8 +140,4 @@ static const loom_plugin_desc apex_desc = {
     .params = apex_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &apex_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&apex_desc)

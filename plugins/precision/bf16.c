@@ -22,7 +22,8 @@ static loom_status bf16_create(loom_host *host, const loom_host_api *api, const 
         .layout = MW_PERSISTENT,
     };
     ls_config_none(&setup.scaler);
-    loom_status st = mp_read_i64(host, api, config, "max_overflow_at_min_scale", &setup.scaler.max_overflow_at_min);
+    loom_status st =
+        loom_cfg_need_i64(host, api, config, "max_overflow_at_min_scale", &setup.scaler.max_overflow_at_min);
     return st ? st : mp_create(host, api, &setup, out);
 }
 
@@ -46,8 +47,4 @@ static const loom_plugin_desc bf16_desc = {
     .params = bf16_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &bf16_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&bf16_desc)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <loom/precision.h>
+#include <loom/plugin.h>
 
 typedef struct fp32_precision {
     loom_host *host;
@@ -155,8 +156,4 @@ static const loom_plugin_desc fp32_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &fp32_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&fp32_desc)

@@ -3,40 +3,6 @@
 
 #include <string.h>
 
-/* The spec carries a default for every key these helpers read, so a conforming host always
- * answers PRESENT; anything else means a value of the wrong type, named by its key. */
-static loom_status read_failed(loom_host *host, const loom_host_api *api, const char *key, int r, const char *want)
-{
-    return api->fail(host, LOOM_E_INVALID, "config key '%s': %s", key, r == LOOM_CFG_WRONG_TYPE ? want : "no value");
-}
-
-loom_status mp_read_f64(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key, double *out)
-{
-    int r = api->cfg_f64(cfg, key, out);
-    return r == LOOM_CFG_PRESENT ? LOOM_OK : read_failed(host, api, key, r, "not a number");
-}
-
-loom_status mp_read_i64(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                        int64_t *out)
-{
-    int r = api->cfg_i64(cfg, key, out);
-    return r == LOOM_CFG_PRESENT ? LOOM_OK : read_failed(host, api, key, r, "not an integer");
-}
-
-loom_status mp_read_bool(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                         int32_t *out)
-{
-    int r = api->cfg_bool(cfg, key, out);
-    return r == LOOM_CFG_PRESENT ? LOOM_OK : read_failed(host, api, key, r, "not a boolean");
-}
-
-loom_status mp_read_str(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                        const char **out)
-{
-    int r = api->cfg_str(cfg, key, out);
-    return r == LOOM_CFG_PRESENT ? LOOM_OK : read_failed(host, api, key, r, "not a string");
-}
-
 loom_status mp_create(loom_host *host, const loom_host_api *api, const mp_setup *setup, loom_precision **out)
 {
     if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");

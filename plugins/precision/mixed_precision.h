@@ -7,6 +7,7 @@
 #ifndef LOOM_PLUGINS_MIXED_PRECISION_H
 #define LOOM_PLUGINS_MIXED_PRECISION_H
 
+#include <loom/plugin.h>
 #include <loom/precision.h>
 
 #include "loss_scaler.h"
@@ -31,16 +32,6 @@ struct loom_precision {
 
 /* Allocate an instance; fails with the scaler's complaint if its configuration is unusable. */
 loom_status mp_create(loom_host *host, const loom_host_api *api, const mp_setup *setup, loom_precision **out);
-
-/* Read a declared key whose spec has a default (anything else is a bad value). */
-loom_status mp_read_f64(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                        double *out);
-loom_status mp_read_i64(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                        int64_t *out);
-loom_status mp_read_bool(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                         int32_t *out);
-loom_status mp_read_str(loom_host *host, const loom_host_api *api, const loom_config *cfg, const char *key,
-                        const char **out);
 
 /* The shared vtable members. */
 void mp_destroy(loom_precision *self);

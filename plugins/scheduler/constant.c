@@ -6,6 +6,8 @@
  * Like HF, the warmup of the setup is ignored: "constant_with_warmup" is the schedule that
  * uses it.
  */
+#include <loom/plugin.h>
+
 #include "sched_common.h"
 
 static double constant_factor(const loom_scheduler *self, int64_t t)
@@ -43,8 +45,4 @@ static const loom_plugin_desc constant_desc = {
     .params = constant_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &constant_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&constant_desc)

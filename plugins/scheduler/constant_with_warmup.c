@@ -4,6 +4,8 @@
  *
  *     f(t) = t < W ? t / max(1, W) : 1,   lr(t) = base_lr * f(t)
  */
+#include <loom/plugin.h>
+
 #include "sched_common.h"
 
 static double constant_with_warmup_factor(const loom_scheduler *self, int64_t t)
@@ -40,8 +42,4 @@ static const loom_plugin_desc constant_with_warmup_desc = {
     .params = constant_with_warmup_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &constant_with_warmup_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&constant_with_warmup_desc)

@@ -8,6 +8,8 @@
  *     lr(t) = base_lr * f(t)
  * As in HF, nothing clamps p past T: with c = 0.5 the rate rises again after the last step.
  */
+#include <loom/plugin.h>
+
 #include "sched_common.h"
 
 static double cosine_factor(const loom_scheduler *self, int64_t t)
@@ -21,7 +23,7 @@ static double cosine_factor(const loom_scheduler *self, int64_t t)
 
 static loom_status cosine_configure(loom_scheduler *self, const loom_config *config)
 {
-    loom_status st = sched_read_f64(self->host, self->api, config, "num_cycles", &self->num_cycles);
+    loom_status st = loom_cfg_need_f64(self->host, self->api, config, "num_cycles", &self->num_cycles);
     if (!st && !isfinite(self->num_cycles))
         st = self->api->fail(self->host, LOOM_E_INVALID, "num_cycles = %g: must be finite",
                              self->num_cycles);
@@ -58,8 +60,4 @@ static const loom_plugin_desc cosine_desc = {
     .params = cosine_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &cosine_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&cosine_desc)

@@ -21,6 +21,7 @@
 #ifndef LOOM_PLUGINS_DS_COMMON_H
 #define LOOM_PLUGINS_DS_COMMON_H
 
+#include <loom/plugin.h>
 #include <loom/scheduler.h>
 
 #include <math.h>
@@ -54,21 +55,11 @@ typedef void (*ds_eval_fn)(const loom_scheduler *self, int64_t t, double *lr, do
 /* Reads and checks the schedule's keys into self. */
 typedef loom_status (*ds_configure_fn)(loom_scheduler *self, const loom_config *config);
 
-static inline loom_status ds_cfg_status(loom_scheduler *self, const char *key, int r,
-                                        const char *type)
-{
-    if (r == LOOM_CFG_PRESENT)
-        return LOOM_OK;
-    if (r == LOOM_CFG_WRONG_TYPE)
-        return self->api->fail(self->host, LOOM_E_INVALID, "config key '%s': not %s", key, type);
-    return self->api->fail(self->host, LOOM_E_INVALID, "config key '%s' is required", key);
-}
-
 /* A float key that must be finite and >= lo. */
 static inline loom_status ds_read_f64(loom_scheduler *self, const loom_config *cfg,
                                       const char *key, double lo, double *out)
 {
-    loom_status st = ds_cfg_status(self, key, self->api->cfg_f64(cfg, key, out), "a number");
+    loom_status st = loom_cfg_need_f64(self->host, self->api, cfg, key, out);
     if (st)
         return st;
     if (!(isfinite(*out) && *out >= lo))
@@ -81,7 +72,7 @@ static inline loom_status ds_read_f64(loom_scheduler *self, const loom_config *c
 static inline loom_status ds_read_i64(loom_scheduler *self, const loom_config *cfg,
                                       const char *key, int64_t lo, int64_t *out)
 {
-    loom_status st = ds_cfg_status(self, key, self->api->cfg_i64(cfg, key, out), "an integer");
+    loom_status st = loom_cfg_need_i64(self->host, self->api, cfg, key, out);
     if (st)
         return st;
     if (*out < lo)
@@ -94,7 +85,7 @@ static inline loom_status ds_read_bool(loom_scheduler *self, const loom_config *
                                        const char *key, int *out)
 {
     int32_t b = 0;
-    loom_status st = ds_cfg_status(self, key, self->api->cfg_bool(cfg, key, &b), "a boolean");
+    loom_status st = loom_cfg_need_bool(self->host, self->api, cfg, key, &b);
     if (!st)
         *out = b != 0;
     return st;
@@ -167,12 +158,10 @@ static inline loom_status ds_warmup_configure(loom_scheduler *self, const loom_c
     int64_t n = 0;
     if ((st = ds_read_f64(self, config, "warmup_min_lr", 0.0, &self->min_lr)) ||
         (st = ds_read_f64(self, config, "warmup_max_lr", 0.0, &self->max_lr)) ||
-        (st = ds_check_order(self, "warmup_min_lr", self->min_lr, "warmup_max_lr",
-                             self->max_lr)) ||
+        (st = ds_check_order(self, "warmup_min_lr", self->min_lr, "warmup_max_lr", self->max_lr)) ||
         /* 0 is what HF's mapping passes for a run without warmup: clamped like 1. */
         (st = ds_read_i64(self, config, "warmup_num_steps", 0, &n)) ||
-        (st = ds_cfg_status(self, "warmup_type", self->api->cfg_str(config, "warmup_type", &type),
-                            "a string")))
+        (st = loom_cfg_need_str(self->host, self->api, config, "warmup_type", &type)))
         return st;
     if (strcmp(type, "log") == 0)
         self->log_warmup = 1;

@@ -4,6 +4,8 @@
  *
  *     f(t) = t < W ? t / max(1, W) : max(0, (T - t) / max(1, T - W)),   lr(t) = base_lr * f(t)
  */
+#include <loom/plugin.h>
+
 #include "sched_common.h"
 
 static double linear_factor(const loom_scheduler *self, int64_t t)
@@ -42,8 +44,4 @@ static const loom_plugin_desc linear_desc = {
     .params = linear_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &linear_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&linear_desc)

@@ -13,6 +13,8 @@
  * lr_range_test_step_size < 1 (DeepSpeed divides by it), a negative or non-finite min lr or
  * step rate.
  */
+#include <loom/plugin.h>
+
 #include "ds_common.h"
 
 static void lr_range_test_eval(const loom_scheduler *self, int64_t t, double *lr,
@@ -73,9 +75,4 @@ static const loom_plugin_desc lr_range_test_desc = {
     .params = lr_range_test_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    (void)host_abi_major;
-    return index == 0 ? &lr_range_test_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&lr_range_test_desc)

@@ -37,6 +37,8 @@
  * momenta or rates, cycle_max_lr < cycle_min_lr, cycle_max_mom < cycle_min_mom, step sizes
  * < 1, negative stair counts or decay_step_size.
  */
+#include <loom/plugin.h>
+
 #include "ds_common.h"
 
 static void one_cycle_eval(const loom_scheduler *self, int64_t t, double *lr, double *momentum)
@@ -155,9 +157,4 @@ static const loom_plugin_desc one_cycle_desc = {
     .params = one_cycle_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    (void)host_abi_major;
-    return index == 0 ? &one_cycle_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&one_cycle_desc)

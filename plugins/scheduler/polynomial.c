@@ -10,6 +10,8 @@
  * One deviation: when T == W, HF divides 0 by 0 at t == T (ZeroDivisionError); here the
  * decay length is max(1, T - W), as in HF's other schedules, which gives f(T) = 1.
  */
+#include <loom/plugin.h>
+
 #include "sched_common.h"
 
 static double polynomial_factor(const loom_scheduler *self, int64_t t)
@@ -29,8 +31,8 @@ static loom_status polynomial_configure(loom_scheduler *self, const loom_config 
     loom_host *host = self->host;
     const loom_host_api *api = self->api;
     loom_status st;
-    if ((st = sched_read_f64(host, api, config, "lr_end", &self->lr_end)) ||
-        (st = sched_read_f64(host, api, config, "power", &self->power)))
+    if ((st = loom_cfg_need_f64(host, api, config, "lr_end", &self->lr_end)) ||
+        (st = loom_cfg_need_f64(host, api, config, "power", &self->power)))
         return st;
     if (!(isfinite(self->lr_end) && self->lr_end >= 0))
         return api->fail(host, LOOM_E_INVALID, "lr_end = %g: must be finite and >= 0",
@@ -77,8 +79,4 @@ static const loom_plugin_desc polynomial_desc = {
     .params = polynomial_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    return index == 0 ? &polynomial_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&polynomial_desc)

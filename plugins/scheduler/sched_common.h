@@ -9,6 +9,7 @@
 #ifndef LOOM_PLUGINS_SCHED_COMMON_H
 #define LOOM_PLUGINS_SCHED_COMMON_H
 
+#include <loom/plugin.h>
 #include <loom/scheduler.h>
 
 #include <math.h>
@@ -32,17 +33,6 @@ struct loom_scheduler {
 typedef double (*sched_factor_fn)(const loom_scheduler *self, int64_t t);
 /* Reads and checks the schedule's own keys into self; NULL for a schedule without keys. */
 typedef loom_status (*sched_configure_fn)(loom_scheduler *self, const loom_config *config);
-
-/* The spec carries every default, so a conforming host always answers PRESENT. */
-static inline loom_status sched_read_f64(loom_host *host, const loom_host_api *api,
-                                         const loom_config *cfg, const char *key, double *out)
-{
-    int r = api->cfg_f64(cfg, key, out);
-    if (r == LOOM_CFG_PRESENT)
-        return LOOM_OK;
-    return api->fail(host, LOOM_E_INVALID, "config key '%s': %s", key,
-                     r == LOOM_CFG_WRONG_TYPE ? "not a number" : "no value");
-}
 
 static inline void sched_destroy(loom_scheduler *self)
 {

@@ -14,6 +14,8 @@
  * checks: total_num_steps missing (DeepSpeed: a required argument) or smaller than
  * warmup_num_steps (DeepSpeed only warns).
  */
+#include <loom/plugin.h>
+
 #include "ds_common.h"
 
 static void warmup_decay_lr_eval(const loom_scheduler *self, int64_t t, double *lr,
@@ -84,9 +86,4 @@ static const loom_plugin_desc warmup_decay_lr_desc = {
     .params = warmup_decay_lr_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    (void)host_abi_major;
-    return index == 0 ? &warmup_decay_lr_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&warmup_decay_lr_desc)

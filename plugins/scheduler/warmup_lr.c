@@ -8,10 +8,12 @@
  *     lr(t)    = warmup_min_lr + (warmup_max_lr - warmup_min_lr) * gamma(t),  momentum = NaN
  *
  * Differences from DeepSpeed, all refusals at create(): warmup_num_steps < 0 (0, which HF's
- * mapping of a run without warmup passes, is clamped to 2 like 1), warmup_max_lr < warmup_min_lr, a negative or non-finite lr, and an unknown
- * warmup_type (HEAD warns and falls back to "log"). warmup_max_lr defaults to 0.001 as in
+ * mapping of a run without warmup passes, is clamped to 2 like 1), warmup_max_lr < warmup_min_lr, a negative or
+ * non-finite lr, and an unknown warmup_type (HEAD warns and falls back to "log"). warmup_max_lr defaults to 0.001 as in
  * v0.3.10; HEAD's default None (the optimizer's lr) is the ds_config translator's business.
  */
+#include <loom/plugin.h>
+
 #include "ds_common.h"
 
 static void warmup_lr_eval(const loom_scheduler *self, int64_t t, double *lr, double *momentum)
@@ -60,9 +62,4 @@ static const loom_plugin_desc warmup_lr_desc = {
     .params = warmup_lr_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    /* Answered whatever the host's major, so the host can name both versions when it rejects. */
-    (void)host_abi_major;
-    return index == 0 ? &warmup_lr_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&warmup_lr_desc)

@@ -19,22 +19,18 @@
 #include <time.h>
 
 #include <loom/sharding.h>
+#include <loom/plugin.h>
 
-#include "sharding_common.h"
+#include "replicated.h"
 
 #define DDP_MAX_PENDING 4096
 
 typedef struct ddp_sharding {
-    loom_host *host;
-    const loom_host_api *api;
+    replicated_sharding base; /* first: the shared vtable members cast to it */
     loom_comm *comm;
     const loom_comm_vtable *cv;
     int32_t rank, world;
     loom_range owned;
-    int64_t total;
-    size_t element_size;
-    uint32_t dtype;
-    unsigned char *grads;
     int64_t bucket_elements;
     int32_t last_micro;
     int32_t local; /* set_reduction(0): this step communicates nothing */
@@ -69,15 +65,16 @@ static void ddp_destroy(loom_sharding *self_)
     ddp_sharding *self = (ddp_sharding *)self_;
     if (!self) return;
     if (self->report_overlap && self->steps > 0 && self->window_seconds > 0)
-        self->api->log(self->host, LOOM_LOG_INFO,
-                       "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward",
-                       (long long)self->steps, 1e3 * self->window_seconds / (double)self->steps,
-                       1e3 * self->exposed_seconds / (double)self->steps,
-                       100.0 * (1.0 - self->exposed_seconds / self->window_seconds));
+        self->base.api->log(
+            self->base.host, LOOM_LOG_INFO,
+            "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward",
+            (long long)self->steps, 1e3 * self->window_seconds / (double)self->steps,
+            1e3 * self->exposed_seconds / (double)self->steps,
+            100.0 * (1.0 - self->exposed_seconds / self->window_seconds));
     for (size_t i = 0; i < self->n_reduced; i++)
         if (self->requests[i]) self->cv->wait(self->comm, self->requests[i]);
-    self->api->free_memory(self->host, self->grads);
-    self->api->free_memory(self->host, self);
+    replicated_free(&self->base);
+    self->base.api->free_memory(self->base.host, self);
 }
 
 static loom_status ddp_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -96,26 +93,19 @@ static loom_status ddp_create(loom_host *host, const loom_host_api *api, const l
     ddp_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
     self->comm = setup->comm;
     self->cv = setup->comm_vtable;
     self->rank = setup->rank;
     self->world = setup->world_size;
-    self->total = setup->total_numel;
     self->owned.begin = 0;
     self->owned.end = setup->total_numel;
-    self->element_size = element;
-    self->dtype = setup->param_dtype;
     self->report_overlap = report;
     self->bucket_elements = (int64_t)(cap_mb * 1024.0 * 1024.0 / (double)element);
     if (self->bucket_elements < 1) self->bucket_elements = 1;
-    self->grads = api->alloc(host, (size_t)setup->total_numel * element + 1, 0, setup->device, 0);
-    if (!self->grads) {
+    if ((st = replicated_init(&self->base, host, api, setup, element)) != LOOM_OK) {
         ddp_destroy((loom_sharding *)self);
-        return api->fail(host, LOOM_E_NOMEM, "out of memory for %lld gradients", (long long)setup->total_numel);
+        return st;
     }
-    memset(self->grads, 0, (size_t)setup->total_numel * element);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -125,7 +115,7 @@ static loom_status ddp_owned_ranges(const loom_sharding *self_, int32_t rank, co
 {
     const ddp_sharding *self = (const ddp_sharding *)self_;
     if (rank < 0 || rank >= self->world)
-        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
     *ranges = &self->owned; /* DDP replicates: every rank owns everything */
     *n_ranges = 1;
     return LOOM_OK;
@@ -134,11 +124,11 @@ static loom_status ddp_owned_ranges(const loom_sharding *self_, int32_t rank, co
 static loom_status ddp_memory(const loom_sharding *self_, loom_sharding_memory *out)
 {
     const ddp_sharding *self = (const ddp_sharding *)self_;
-    out->gradient_bytes = (uint64_t)self->total * self->element_size;
+    out->gradient_bytes = replicated_gradient_bytes(self_);
     /* Buckets are reduced in place in the gradient buffer, but an all-reduce needs room to
      * receive the other ranks' pieces of one: the communicator holds up to a bucket. */
-    const int64_t bucket = self->bucket_elements < self->total ? self->bucket_elements : self->total;
-    out->bucket_bytes = self->world > 1 ? (uint64_t)bucket * self->element_size : 0;
+    const int64_t bucket = self->bucket_elements < self->base.total ? self->bucket_elements : self->base.total;
+    out->bucket_bytes = self->world > 1 ? (uint64_t)bucket * self->base.element_size : 0;
     return LOOM_OK;
 }
 
@@ -146,14 +136,15 @@ static loom_status ddp_memory(const loom_sharding *self_, loom_sharding_memory *
 static loom_status launch_one(ddp_sharding *self, int64_t lo, int64_t hi)
 {
     if (self->n_reduced == DDP_MAX_PENDING)
-        return self->api->fail(self->host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step", DDP_MAX_PENDING);
+        return self->base.api->fail(self->base.host, LOOM_E_INTERNAL, "more than %d gradient buckets in one step",
+                                    DDP_MAX_PENDING);
     if (self->n_reduced == 0 && self->report_overlap) self->first_launch = now_seconds();
     size_t i = self->n_reduced++;
     self->reduced[i].begin = lo;
     self->reduced[i].end = hi;
     self->requests[i] = NULL;
-    return self->cv->all_reduce(self->comm, self->grads + (size_t)lo * self->element_size, (size_t)(hi - lo),
-                                self->dtype, LOOM_REDUCE_SUM, &self->requests[i]);
+    return self->cv->all_reduce(self->comm, self->base.grads + (size_t)lo * self->base.element_size, (size_t)(hi - lo),
+                                self->base.dtype, LOOM_REDUCE_SUM, &self->requests[i]);
 }
 
 /* [lo, hi) in all-reduces of at most a bucket each: a range backward releases whole (the
@@ -180,15 +171,6 @@ static loom_status ddp_begin_micro_batch(loom_sharding *self_, int32_t micro, in
     (void)micro;
     self->last_micro = last;
     self->lo = self->hi = 0;
-    return LOOM_OK;
-}
-
-static loom_status ddp_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
-{
-    ddp_sharding *self = (ddp_sharding *)self_;
-    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
-    if (st != LOOM_OK) return st;
-    *memory = self->grads + (size_t)begin * self->element_size;
     return LOOM_OK;
 }
 
@@ -229,7 +211,7 @@ static loom_status ddp_finish_grads(loom_sharding *self_)
     qsort(sorted, issued, sizeof *sorted, compare_ranges);
     int64_t at = 0;
     for (size_t i = 0; st == LOOM_OK && i <= issued; i++) {
-        int64_t next = i < issued ? sorted[i].begin : self->total;
+        int64_t next = i < issued ? sorted[i].begin : self->base.total;
         if (next > at) st = launch(self, at, next);
         if (i < issued && sorted[i].end > at) at = sorted[i].end;
     }
@@ -248,21 +230,6 @@ static loom_status ddp_finish_grads(loom_sharding *self_)
     return st;
 }
 
-static loom_status ddp_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
-{
-    ddp_sharding *self = (ddp_sharding *)self_;
-    if (range_index != 0) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
-    *memory = self->grads;
-    return LOOM_OK;
-}
-
-static loom_status ddp_zero_grads(loom_sharding *self_)
-{
-    ddp_sharding *self = (ddp_sharding *)self_;
-    memset(self->grads, 0, (size_t)self->total * self->element_size);
-    return LOOM_OK;
-}
-
 static loom_status ddp_publish_params(loom_sharding *self)
 {
     (void)self; /* every rank applied the same update to the same parameters */
@@ -274,7 +241,8 @@ static loom_status ddp_set_reduction(loom_sharding *self_, int32_t enabled)
     ddp_sharding *self = (ddp_sharding *)self_;
     /* Switching mid-step would leave some buckets summed and others not. */
     if (self->n_reduced > 0 || self->lo < self->hi)
-        return self->api->fail(self->host, LOOM_E_INVALID, "set_reduction called while gradients are being reduced");
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID,
+                                    "set_reduction called while gradients are being reduced");
     self->local = !enabled;
     return LOOM_OK;
 }
@@ -286,11 +254,11 @@ static const loom_sharding_vtable ddp_vtable = {
     .owned_ranges = ddp_owned_ranges,
     .memory = ddp_memory,
     .begin_micro_batch = ddp_begin_micro_batch,
-    .grad_acquire = ddp_grad_acquire,
+    .grad_acquire = replicated_grad_acquire,
     .grad_release = ddp_grad_release,
     .finish_grads = ddp_finish_grads,
-    .owned_grads = ddp_owned_grads,
-    .zero_grads = ddp_zero_grads,
+    .owned_grads = replicated_owned_grads_whole,
+    .zero_grads = replicated_zero_grads,
     .publish_params = ddp_publish_params,
     .set_reduction = ddp_set_reduction,
 };
@@ -305,8 +273,4 @@ static const loom_plugin_desc ddp_desc = {
     .params = ddp_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &ddp_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&ddp_desc)

@@ -13,27 +13,23 @@
 
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
+#include <loom/plugin.h>
 
-#include "sharding_common.h"
+#include "replicated.h"
 
 #define SHARDED_MAX_PENDING 8192
 
 typedef struct sharded_sharding {
-    loom_host *host;
-    const loom_host_api *api;
+    replicated_sharding base; /* first: the shared vtable members cast to it */
     loom_comm *comm;
     const loom_comm_vtable *cv;
     int32_t rank, world;
-    int64_t total;
     size_t n_tensors;
     int64_t *offsets;         /* n_tensors + 1 */
     int32_t *owner;           /* per tensor */
     loom_range *all_ranges;   /* every rank's owned tensors, rank by rank, merged when adjacent */
     size_t *first_range;      /* world + 1 indices into all_ranges */
-    size_t element_size;      /* bytes per element of dtype */
-    uint32_t dtype;           /* param_dtype: of params, gradients and every collective */
     unsigned char *params;
-    unsigned char *grads;
     int32_t last_micro;
     loom_comm_request *pending[SHARDED_MAX_PENDING];
     size_t n_pending;
@@ -46,14 +42,14 @@ static void sharded_destroy(loom_sharding *self_)
     if (!self) return;
     for (size_t i = 0; i < self->n_pending; i++)
         if (self->pending[i]) self->cv->wait(self->comm, self->pending[i]);
-    const loom_host_api *api = self->api;
-    api->free_memory(self->host, self->offsets);
-    api->free_memory(self->host, self->owner);
-    api->free_memory(self->host, self->all_ranges);
-    api->free_memory(self->host, self->first_range);
-    api->free_memory(self->host, self->grads);
-    api->free_memory(self->host, self->reduced);
-    api->free_memory(self->host, self);
+    const loom_host_api *api = self->base.api;
+    api->free_memory(self->base.host, self->offsets);
+    api->free_memory(self->base.host, self->owner);
+    api->free_memory(self->base.host, self->all_ranges);
+    api->free_memory(self->base.host, self->first_range);
+    api->free_memory(self->base.host, self->reduced);
+    replicated_free(&self->base);
+    api->free_memory(self->base.host, self);
 }
 
 static loom_status sharded_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -68,27 +64,24 @@ static loom_status sharded_create(loom_host *host, const loom_host_api *api, con
     sharded_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
+    if ((st = replicated_init(&self->base, host, api, setup, element)) != LOOM_OK) {
+        sharded_destroy((loom_sharding *)self);
+        return st;
+    }
     self->comm = setup->comm;
     self->cv = setup->comm_vtable;
     self->rank = setup->rank;
     self->world = setup->world_size;
-    self->total = setup->total_numel;
     self->n_tensors = setup->n_tensors;
-    self->element_size = element;
-    self->dtype = setup->param_dtype;
     self->params = setup->params;
     size_t n = setup->n_tensors;
     self->offsets = api->alloc(host, (n + 1) * sizeof *self->offsets, 0, LOOM_DEVICE_CPU, 0);
     self->owner = api->alloc(host, (n + 1) * sizeof *self->owner, 0, LOOM_DEVICE_CPU, 0);
     self->all_ranges = api->alloc(host, (n + 1) * sizeof *self->all_ranges, 0, LOOM_DEVICE_CPU, 0);
     self->first_range = api->alloc(host, ((size_t)self->world + 1) * sizeof *self->first_range, 0, LOOM_DEVICE_CPU, 0);
-    self->grads = api->alloc(host, (size_t)self->total * element + 1, 0, setup->device, 0);
     self->reduced = api->alloc(host, n + 1, 0, LOOM_DEVICE_CPU, 0);
     int64_t *load = api->alloc(host, (size_t)self->world * sizeof *load, 0, LOOM_DEVICE_CPU, 0);
-    if (!self->offsets || !self->owner || !self->all_ranges || !self->first_range || !self->grads || !self->reduced ||
-        !load) {
+    if (!self->offsets || !self->owner || !self->all_ranges || !self->first_range || !self->reduced || !load) {
         api->free_memory(host, load);
         sharded_destroy((loom_sharding *)self);
         return api->fail(host, LOOM_E_NOMEM, "out of memory");
@@ -116,7 +109,6 @@ static loom_status sharded_create(loom_host *host, const loom_host_api *api, con
         }
     }
     self->first_range[self->world] = k;
-    memset(self->grads, 0, (size_t)self->total * element);
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -126,7 +118,7 @@ static loom_status sharded_owned_ranges(const loom_sharding *self_, int32_t rank
 {
     const sharded_sharding *self = (const sharded_sharding *)self_;
     if (rank < 0 || rank >= self->world)
-        return self->api->fail(self->host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no rank %d in a world of %d", rank, self->world);
     *ranges = self->all_ranges + self->first_range[rank];
     *n_ranges = self->first_range[rank + 1] - self->first_range[rank];
     return LOOM_OK;
@@ -134,8 +126,7 @@ static loom_status sharded_owned_ranges(const loom_sharding *self_, int32_t rank
 
 static loom_status sharded_memory(const loom_sharding *self_, loom_sharding_memory *out)
 {
-    const sharded_sharding *self = (const sharded_sharding *)self_;
-    out->gradient_bytes = (uint64_t)self->total * self->element_size;
+    out->gradient_bytes = replicated_gradient_bytes(self_);
     out->bucket_bytes = 0;
     return LOOM_OK;
 }
@@ -149,15 +140,6 @@ static loom_status sharded_begin_micro_batch(loom_sharding *self_, int32_t micro
     return LOOM_OK;
 }
 
-static loom_status sharded_grad_acquire(loom_sharding *self_, int64_t begin, int64_t end, void **memory)
-{
-    sharded_sharding *self = (sharded_sharding *)self_;
-    loom_status st = sharding_check_range(self->host, self->api, begin, end, self->total);
-    if (st != LOOM_OK) return st;
-    *memory = self->grads + (size_t)begin * self->element_size;
-    return LOOM_OK;
-}
-
 static loom_status reduce_tensor(sharded_sharding *self, size_t i)
 {
     if (self->reduced[i]) return LOOM_OK;
@@ -165,11 +147,12 @@ static loom_status reduce_tensor(sharded_sharding *self, size_t i)
     int64_t b = self->offsets[i], e = self->offsets[i + 1];
     if (e == b) return LOOM_OK;
     if (self->n_pending == SHARDED_MAX_PENDING)
-        return self->api->fail(self->host, LOOM_E_INTERNAL, "more than %d pending reductions", SHARDED_MAX_PENDING);
+        return self->base.api->fail(self->base.host, LOOM_E_INTERNAL, "more than %d pending reductions",
+                                    SHARDED_MAX_PENDING);
     loom_comm_request **request = &self->pending[self->n_pending++];
     *request = NULL;
-    return self->cv->reduce(self->comm, self->grads + (size_t)b * self->element_size, (size_t)(e - b), self->dtype,
-                            LOOM_REDUCE_SUM, self->owner[i], request);
+    return self->cv->reduce(self->comm, self->base.grads + (size_t)b * self->base.element_size, (size_t)(e - b),
+                            self->base.dtype, LOOM_REDUCE_SUM, self->owner[i], request);
 }
 
 /* Tensors wholly inside a released range go to their owner now. */
@@ -204,15 +187,9 @@ static loom_status sharded_owned_grads(loom_sharding *self_, size_t range_index,
 {
     sharded_sharding *self = (sharded_sharding *)self_;
     size_t first = self->first_range[self->rank], count = self->first_range[self->rank + 1] - first;
-    if (range_index >= count) return self->api->fail(self->host, LOOM_E_INVALID, "no owned range %zu", range_index);
-    *memory = self->grads + (size_t)self->all_ranges[first + range_index].begin * self->element_size;
-    return LOOM_OK;
-}
-
-static loom_status sharded_zero_grads(loom_sharding *self_)
-{
-    sharded_sharding *self = (sharded_sharding *)self_;
-    memset(self->grads, 0, (size_t)self->total * self->element_size);
+    if (range_index >= count)
+        return self->base.api->fail(self->base.host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    *memory = self->base.grads + (size_t)self->all_ranges[first + range_index].begin * self->base.element_size;
     return LOOM_OK;
 }
 
@@ -223,8 +200,9 @@ static loom_status sharded_publish_params(loom_sharding *self_)
     for (int32_t r = 0; r < self->world; r++) {
         for (size_t k = self->first_range[r]; k < self->first_range[r + 1]; k++) {
             const loom_range *range = &self->all_ranges[k];
-            loom_status st = self->cv->broadcast(self->comm, self->params + (size_t)range->begin * self->element_size,
-                                                 (size_t)(range->end - range->begin), self->dtype, r, NULL);
+            loom_status st =
+                self->cv->broadcast(self->comm, self->params + (size_t)range->begin * self->base.element_size,
+                                    (size_t)(range->end - range->begin), self->base.dtype, r, NULL);
             if (st != LOOM_OK) return st;
         }
     }
@@ -238,11 +216,11 @@ static const loom_sharding_vtable sharded_vtable = {
     .owned_ranges = sharded_owned_ranges,
     .memory = sharded_memory,
     .begin_micro_batch = sharded_begin_micro_batch,
-    .grad_acquire = sharded_grad_acquire,
+    .grad_acquire = replicated_grad_acquire,
     .grad_release = sharded_grad_release,
     .finish_grads = sharded_finish_grads,
     .owned_grads = sharded_owned_grads,
-    .zero_grads = sharded_zero_grads,
+    .zero_grads = replicated_zero_grads,
     .publish_params = sharded_publish_params,
 };
 
@@ -256,8 +234,4 @@ static const loom_plugin_desc sharded_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &sharded_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&sharded_desc)

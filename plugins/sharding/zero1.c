@@ -9,14 +9,15 @@
  * every rank's parameters, in pieces of allgather_bucket_size elements.
  *
  * Partition r is [r P, min((r+1) P, total)) with P = ceil(total / N) rounded up to a multiple of
- * 16384 elements (the host's canonical norm block); the last partitions may be shorter or empty. The gradient buffer is padded to N P so the reduce-scatter sees equal
- * blocks. Sums are the communicator's canonical rank-order sums; no division by N (the loss
- * seed carries 1 / targets of the global batch).
+ * 16384 elements (the host's canonical norm block); the last partitions may be shorter or empty. The gradient buffer is
+ * padded to N P so the reduce-scatter sees equal blocks. Sums are the communicator's canonical rank-order sums; no
+ * division by N (the loss seed carries 1 / targets of the global batch).
  */
 #include <string.h>
 
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
+#include <loom/plugin.h>
 
 #include "sharding_common.h"
 
@@ -33,14 +34,17 @@ typedef struct zero1_sharding {
 static const loom_param_spec zero1_params[] = {
     {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000",
      "elements per rank gathered at once after the update (DeepSpeed's allgather_bucket_size)"},
-    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true", "gather updated partitions with all-gather (false: broadcasts; not supported)"},
-    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true", "reduce gradients with a reduce-scatter (stage 1 requires it, as DeepSpeed)"},
+    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true",
+     "gather updated partitions with all-gather (false: broadcasts; not supported)"},
+    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true",
+     "reduce gradients with a reduce-scatter (stage 1 requires it, as DeepSpeed)"},
     {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
      "stage 1 reduces the whole gradient once per step, in the communicator's own pieces"},
     {"overlap_comm", LOOM_PARAM_BOOL, 0, "false", "stage 2 only: stage 1 communicates after backward"},
     {"contiguous_gradients", LOOM_PARAM_BOOL, 0, "false", "stage 1's gradients are one contiguous buffer already"},
     {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "stage 2 only (DeepSpeed's ZeRO-Offload)"},
-    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true", "resume from the fp32 master weights (the only copy in fp32 runs)"},
+    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true",
+     "resume from the fp32 master weights (the only copy in fp32 runs)"},
     {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"},
     {NULL, 0, 0, NULL, NULL},
 };
@@ -63,7 +67,8 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     zero_options o;
     loom_status st = zero_read_options(host, api, config, setup, "zero1", &o);
     if (st != LOOM_OK) return st;
-    if (!o.reduce_scatter) return api->fail(host, LOOM_E_INVALID, "ZeRO stage 1 needs reduce_scatter true (as DeepSpeed)");
+    if (!o.reduce_scatter)
+        return api->fail(host, LOOM_E_INVALID, "ZeRO stage 1 needs reduce_scatter true (as DeepSpeed)");
     if (o.overlap_comm)
         return api->fail(host, LOOM_E_INVALID, "overlap_comm applies to stage 2: stage 1 communicates after backward");
     if (o.cpu_offload) return api->fail(host, LOOM_E_INVALID, "cpu_offload needs ZeRO stage 2 (as DeepSpeed)");
@@ -180,8 +185,4 @@ static const loom_plugin_desc zero1_desc = {
     .params = zero1_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &zero1_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&zero1_desc)

@@ -19,6 +19,7 @@
 
 #include <loom/optimizer.h>
 #include <loom/sharding.h>
+#include <loom/plugin.h>
 
 #include "sharding_common.h"
 
@@ -51,8 +52,10 @@ typedef struct zero2_sharding {
 
 static const loom_param_spec zero2_params[] = {
     {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000", "elements per rank gathered at once after the update"},
-    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true", "gather updated partitions with all-gather (false: not supported)"},
-    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true", "reduce each piece to its owner (false: all-reduce it, as DeepSpeed)"},
+    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true",
+     "gather updated partitions with all-gather (false: not supported)"},
+    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true",
+     "reduce each piece to its owner (false: all-reduce it, as DeepSpeed)"},
     {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
      "the pieces reduced are the ranges backward releases (a layer), so this is accepted as a bound only"},
     {"overlap_comm", LOOM_PARAM_BOOL, 0, "false",
@@ -86,11 +89,13 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     zero_options o;
     loom_status st = zero_read_options(host, api, config, setup, "zero2", &o);
     if (st != LOOM_OK) return st;
-    if (o.cpu_offload) api->log(host, LOOM_LOG_INFO, "cpu_offload: on the CPU, optimizer states and the step already run on the host");
+    if (o.cpu_offload)
+        api->log(host, LOOM_LOG_INFO, "cpu_offload: on the CPU, optimizer states and the step already run on the host");
     if (setup->world_size > LOOM_ZERO2_MAX_WORLD)
         return api->fail(host, LOOM_E_UNSUPPORTED, "zero2 supports up to %d ranks", LOOM_ZERO2_MAX_WORLD);
     const loom_kernels_api *kernels = api->service(host, LOOM_KERNELS_CPU_SERVICE, 0);
-    if (setup->param_dtype != LOOM_DTYPE_F32 && !(LOOM_HAS(kernels, loom_kernels_api, accumulate_f32) && kernels->convert))
+    if (setup->param_dtype != LOOM_DTYPE_F32 &&
+        !(LOOM_HAS(kernels, loom_kernels_api, accumulate_f32) && kernels->convert))
         return api->fail(host, LOOM_E_UNSUPPORTED, "16-bit gradients need the host's 16-bit kernels (ABI 1.1)");
     zero2_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
@@ -167,7 +172,8 @@ static loom_status complete_released(zero2_sharding *self)
     for (;;) {
         size_t oldest = self->n_held;
         for (size_t slot = 0; slot < self->n_held; slot++)
-            if (self->held[slot].released && (oldest == self->n_held || self->held[slot].sequence < self->held[oldest].sequence))
+            if (self->held[slot].released &&
+                (oldest == self->n_held || self->held[slot].sequence < self->held[oldest].sequence))
                 oldest = slot;
         if (oldest == self->n_held) return LOOM_OK;
         loom_status st = complete(self, oldest);
@@ -233,9 +239,10 @@ static loom_status zero2_grad_release(loom_sharding *self_, int64_t begin, int64
         if (r == self->z.rank) h->own_begin = b, h->own_end = e;
         unsigned char *piece = grads + (size_t)(b - begin) * self->z.element_size;
         loom_comm_request **request = self->overlap ? &h->requests[r] : NULL;
-        st = self->use_reduce
-                 ? self->z.cv->reduce(self->z.comm, piece, (size_t)(e - b), self->z.dtype, LOOM_REDUCE_SUM, r, request)
-                 : self->z.cv->all_reduce(self->z.comm, piece, (size_t)(e - b), self->z.dtype, LOOM_REDUCE_SUM, request);
+        st =
+            self->use_reduce
+                ? self->z.cv->reduce(self->z.comm, piece, (size_t)(e - b), self->z.dtype, LOOM_REDUCE_SUM, r, request)
+                : self->z.cv->all_reduce(self->z.comm, piece, (size_t)(e - b), self->z.dtype, LOOM_REDUCE_SUM, request);
     }
     if (st != LOOM_OK) return st;
     return self->overlap ? LOOM_OK : complete(self, slot);
@@ -291,13 +298,10 @@ static const loom_plugin_desc zero2_desc = {
     .kind = LOOM_KIND_SHARDING,
     .name = "zero2",
     .version = "1.0.0",
-    .summary = "ZeRO stage 2: zero1 plus gradients kept only for the owned partition, reduced to owners during backward",
+    .summary =
+        "ZeRO stage 2: zero1 plus gradients kept only for the owned partition, reduced to owners during backward",
     .vtable = &zero2_vtable,
     .params = zero2_params,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &zero2_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&zero2_desc)

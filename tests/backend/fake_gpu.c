@@ -150,7 +150,8 @@ static loom_status fake_copy(loom_backend *self, void *dst, const void *src, siz
                              loom_stream *stream)
 {
     (void)stream;
-    if (direction < 1 || direction > 3) return self->api->fail(self->host, LOOM_E_INVALID, "bad direction %u", direction);
+    if (direction < 1 || direction > 3)
+        return self->api->fail(self->host, LOOM_E_INVALID, "bad direction %u", direction);
     int dst_dev = direction != LOOM_COPY_DEVICE_TO_HOST, src_dev = direction != LOOM_COPY_HOST_TO_DEVICE;
     if (on_device(dst) != dst_dev || on_device(src) != src_dev)
         return self->api->fail(self->host, LOOM_E_INVALID, "copy %u: a pointer is on the wrong side", direction);

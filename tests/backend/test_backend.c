@@ -36,14 +36,16 @@ static void selection_rules(void)
     CHECK(loom_device_choose(&r, LOOM_DEVICE_CUDA, &c) == LOOM_OK && c.index == 1);
     r.local_rank = 2;
     CHECK(loom_device_choose(&r, LOOM_DEVICE_CUDA, &c) == LOOM_E_INVALID);
-    CHECK(contains(loom_error_message(), "LOCAL_RANK=2") && contains(loom_error_message(), "2 cuda devices are visible"));
+    CHECK(contains(loom_error_message(), "LOCAL_RANK=2") &&
+          contains(loom_error_message(), "2 cuda devices are visible"));
     /* Nothing usable: the CPU, unless the backend was named. */
     loom_device_request none = {.local_rank = -1, .probe = LOOM_E_UNSUPPORTED, .probe_error = "no NVIDIA driver: x",
                                 .backend_name = "cuda"};
     CHECK(loom_device_choose(&none, LOOM_DEVICE_CUDA, &c) == LOOM_OK && c.device == LOOM_DEVICE_CPU);
     none.named = 1;
     CHECK(loom_device_choose(&none, LOOM_DEVICE_CUDA, &c) == LOOM_E_UNSUPPORTED);
-    CHECK(one_line(loom_error_message()) && contains(loom_error_message(), "--plugin cuda cannot run here: no NVIDIA driver"));
+    CHECK(one_line(loom_error_message()) &&
+          contains(loom_error_message(), "--plugin cuda cannot run here: no NVIDIA driver"));
     /* A probe that succeeds with no device is no device. */
     loom_device_request zero = {.local_rank = -1, .probe = LOOM_OK, .device_count = 0, .named = 1};
     CHECK(loom_device_choose(&zero, LOOM_DEVICE_CUDA, &c) != LOOM_OK && c.device == LOOM_DEVICE_CPU);
@@ -65,12 +67,14 @@ static void refusal_sentences(void)
     /* No driver at all. */
     f = (cuda_probe_facts){.driver_found = 0, .driver_error = "libcuda.so.1: cannot open shared object file",
                            .runtime_version = 13000};
-    CHECK(contains(cuda_explain(&f, buf, sizeof buf), "no NVIDIA driver: libcuda.so.1 cannot be opened (libcuda.so.1: cannot"));
+    CHECK(contains(cuda_explain(&f, buf, sizeof buf),
+                   "no NVIDIA driver: libcuda.so.1 cannot be opened (libcuda.so.1: cannot"));
     CHECK(contains(buf, "--no_cuda") && one_line(buf));
     /* A driver older than the toolkit. */
     f = ok;
     f.driver_version = 12040;
-    CHECK(contains(cuda_explain(&f, buf, sizeof buf), "the NVIDIA driver supports CUDA 12.4, older than the CUDA 13.0"));
+    CHECK(
+        contains(cuda_explain(&f, buf, sizeof buf), "the NVIDIA driver supports CUDA 12.4, older than the CUDA 13.0"));
     CHECK(contains(buf, "CUDA 12 toolkit") && one_line(buf));
     /* No GPU: with and without CUDA_VISIBLE_DEVICES, with and without a runtime error. */
     f = ok;
@@ -109,7 +113,8 @@ static void fake_backend(void)
     float *a = api->alloc(host, 1000 * sizeof(float), 0, LOOM_DEVICE_CUDA, 1);
     float *b = api->alloc(host, 24, 0, LOOM_DEVICE_CUDA, 1);
     CHECK(a && b && ((uintptr_t)a % 256) == 0);
-    CHECK(loom_device_allocated_bytes() == 4024 && loom_device_allocations() == 2 && loom_host_allocated_bytes() == host_before);
+    CHECK(loom_device_allocated_bytes() == 4024 && loom_device_allocations() == 2 &&
+          loom_host_allocated_bytes() == host_before);
     CHECK(api->alloc(host, 16, 512, LOOM_DEVICE_CUDA, 1) == NULL); /* more alignment than promised */
     /* Copies both ways, and a kernel of the device's table on device pointers. */
     float in[1000], out[1000];
@@ -163,7 +168,8 @@ static void cuda_backend(void)
     printf("  --plugin cuda: %s\n", st == LOOM_OK ? "bound" : loom_error_message());
     if (!driver) {
         CHECK(st == LOOM_E_UNSUPPORTED && one_line(loom_error_message()));
-        CHECK(contains(loom_error_message(), "--plugin cuda cannot run here: cuda: no NVIDIA driver: libcuda.so.1 cannot be opened"));
+        CHECK(contains(loom_error_message(),
+                       "--plugin cuda cannot run here: cuda: no NVIDIA driver: libcuda.so.1 cannot be opened"));
         loom_error_clear();
         CHECK(loom_device_open(NULL, 0, 0, -1, 1, NULL) == LOOM_OK && loom_device_current() == LOOM_DEVICE_CPU);
     } else if (st == LOOM_OK) {

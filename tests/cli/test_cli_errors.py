@@ -1,5 +1,6 @@
 """Bad input: one line saying what and where, exit status 2, never a crash."""
 import os
+import re
 
 from loomtest import BUILD, LoomTestCase, loom
 
@@ -90,12 +91,20 @@ class ErrorTest(LoomTestCase):
                                  env=dict(os.environ, LOOM_MEMORY_LIMIT="512M"))
         self.assertIn("rank 0", line)
         mid = self.args("--max_steps", "1", "--mlp.hidden_sizes", "2000,2000")
-        code, _, err = loom(*mid, check=False, env={"LOOM_MEMORY_LIMIT": "60M"})
+        # What the floor and the whole budget need here (the process's own size varies with the
+        # build): the floor's need from its refusal, the budget from --verbose with room.
+        _, _, err = loom(*mid, check=False, env={"LOOM_MEMORY_LIMIT": "1M"})
+        floor = float(re.search(r"needs ([\d.]+) MiB", err).group(1))
+        _, out, _ = loom(*mid, "--verbose", env=dict(os.environ, LOOM_MEMORY_LIMIT="64G"))
+        budget = int(re.search(r"memory budget, rank 0 .* total (\d+) B", out).group(1)) / 1048576
+        self.assertGreater(budget, floor + 8)
+        room = (floor + budget) / 2
+        code, _, err = loom(*mid, check=False, env={"LOOM_MEMORY_LIMIT": f"{room:.0f}M"})
         errors = [l for l in err.splitlines() if l.startswith("loom: error:")]
         self.assertNotEqual(code, 0, err)
         self.assertEqual(len(errors), 1, err)
         self.assertIn("the memory budget needs", errors[0])
-        self.assertIn("may use 60.0 MiB", errors[0])
+        self.assertIn(f"may use {round(room):.1f} MiB", errors[0])
         code, _, err = loom(*mid, check=False, env=dict(os.environ, LOOM_MEMORY_LIMIT="64G"))
         self.assertEqual(code, 0, err)
         self.assert_error(mid, "LOOM_MEMORY_LIMIT", "lots", env=dict(os.environ, LOOM_MEMORY_LIMIT="lots"),

@@ -63,7 +63,7 @@ class ExamplesTest(LoomTestCase):
         shutil.rmtree(moved, ignore_errors=True)
         build = os.path.join(self.tmp, "lion-build")
         run("cmake", "-S", os.path.join(SOURCE, "examples", "out_of_tree_plugin"), "-B", build,
-            f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release")
+            f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release", "-DLOOM_FATAL_WARNINGS=ON")
         run("cmake", "--build", build)
         plugin = os.path.join(build, "example_lion.so")
         self.assertTrue(os.path.exists(plugin))

@@ -147,8 +147,9 @@ class Gpt2Test(unittest.TestCase):
 
     def test_generation(self):
         def generate(*extra):
+            # Not verbose: the generated text is all a quiet run prints.
             _, stdout, _ = loom("predict", "--generate", "--prompt", "Call me", "--model_name_or_path", self.run_dir,
-                                "--max_new_tokens", "12", *extra)
+                                "--max_new_tokens", "12", *extra, env={"LOOM_VERBOSE": "0"})
             return stdout.strip()
         greedy = generate()
         self.assertTrue(greedy.startswith("Call me"))
@@ -178,7 +179,7 @@ class Gpt2Test(unittest.TestCase):
             loaded, _ = self.evaluate(out)                                      # an f32 run reads it back
             self.assertLess(abs(loaded - ours), 0.01 * ours)
             text = loom("predict", "--generate", "--prompt", "Call me", "--model_name_or_path", out,
-                        "--max_new_tokens", "8", flag + "_full_eval")[1].strip()
+                        "--max_new_tokens", "8", flag + "_full_eval", env={"LOOM_VERBOSE": "0"})[1].strip()
             self.assertTrue(text.startswith("Call me"), text)             # greedy may end at <|endoftext|>
 
     def test_token_data_errors(self):

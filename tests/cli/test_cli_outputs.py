@@ -116,14 +116,17 @@ class OutputsTest(LoomTestCase):
         self.assertIn(f"loom: wrote {os.path.join(self.run_dir, 'eval_results.json')}", stdout)
 
     def test_plugins_command_lists_every_shipped_plugin(self):
+        _, version, _ = loom("version")
+        abi = re.search(r"ABI (\d+\.\d+)", version).group(1).replace(".", r"\.")
         _, stdout, _ = loom("plugins")
         for kind, name in (("optimizer", "adamw"), ("optimizer", "adamw_hf"), ("optimizer", "adam"),
                            ("optimizer", "sgd"), ("scheduler", "constant"), ("scheduler", "constant_with_warmup"),
                            ("scheduler", "linear"), ("scheduler", "cosine"), ("scheduler", "cosine_with_restarts"),
                            ("scheduler", "polynomial"), ("precision", "fp32"), ("sharding", "none"),
-                           ("comm", "local"), ("callback", "printer"), ("callback", "progress"), ("callback", "early_stopping"),
-                           ("model", "mlp")):
-            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+1\.2\s+\S+{name}\.so")
+                           ("comm", "local"), ("callback", "printer"), ("callback", "progress"),
+                           ("callback", "early_stopping"), ("callback", "history"), ("callback", "curves"),
+                           ("model", "mlp"), ("model", "gpt2"), ("model", "t5"), ("backend", "cuda")):
+            self.assertRegex(stdout, rf"(?m)^{kind}\s+{name}\s+\S+\s+{abi}\s+\S+{name}\.so")
         _, stdout, _ = loom("plugins", "--help", "adamw")
         self.assertIn("--adamw.beta1", stdout)
 

@@ -41,18 +41,6 @@
 static const loom_comm_vtable *vt;
 static const loom_plugin *plugin;
 
-
-
-static void *xmalloc(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Values and their expected reductions                                                      */
 
@@ -160,7 +148,7 @@ typedef struct rank_ctx {
 
 static void check_all_reduce_f32(rank_ctx *c, size_t count)
 {
-    float *buf = xmalloc(count * sizeof *buf);
+    float *buf = test_xmalloc(count * sizeof *buf);
     for (size_t i = 0; i < count; i++)
         buf[i] = f32_value(c->rank, i);
     OK(vt->all_reduce(c->comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
@@ -188,7 +176,7 @@ static void check_all_reduce_f32(rank_ctx *c, size_t count)
 
 static void check_max_min(rank_ctx *c, size_t count)
 {
-    float *mx = xmalloc(count * sizeof *mx), *mn = xmalloc(count * sizeof *mn);
+    float *mx = test_xmalloc(count * sizeof *mx), *mn = test_xmalloc(count * sizeof *mn);
     for (size_t i = 0; i < count; i++)
         mx[i] = mn[i] = mixed_value(c->rank, i);
     OK(vt->all_reduce(c->comm, mx, count, LOOM_DTYPE_F32, LOOM_REDUCE_MAX, NULL));
@@ -210,11 +198,11 @@ static void check_max_min(rank_ctx *c, size_t count)
 static void check_other_dtypes(rank_ctx *c, size_t count)
 {
     const int w = c->world, me = c->rank;
-    double *d = xmalloc(count * sizeof *d);
-    int32_t *i32 = xmalloc(count * sizeof *i32);
-    int64_t *i64 = xmalloc(count * sizeof *i64);
-    uint8_t *u8 = xmalloc(count);
-    uint16_t *h = xmalloc(count * 2), *b = xmalloc(count * 2), *hmax = xmalloc(count * 2);
+    double *d = test_xmalloc(count * sizeof *d);
+    int32_t *i32 = test_xmalloc(count * sizeof *i32);
+    int64_t *i64 = test_xmalloc(count * sizeof *i64);
+    uint8_t *u8 = test_xmalloc(count);
+    uint16_t *h = test_xmalloc(count * 2), *b = test_xmalloc(count * 2), *hmax = test_xmalloc(count * 2);
     for (size_t i = 0; i < count; i++) {
         d[i] = f64_value(me, i);
         i32[i] = (int32_t)i32_value(me, i);
@@ -269,7 +257,7 @@ static void check_other_dtypes(rank_ctx *c, size_t count)
 static void check_reduce_scatter(rank_ctx *c, size_t count)
 {
     const int w = c->world;
-    float *send = xmalloc((size_t)w * count * sizeof *send), *recv = xmalloc(count * sizeof *recv);
+    float *send = test_xmalloc((size_t)w * count * sizeof *send), *recv = test_xmalloc(count * sizeof *recv);
     for (size_t j = 0; j < (size_t)w * count; j++)
         send[j] = f32_value(c->rank, j);
     OK(vt->reduce_scatter(c->comm, send, recv, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
@@ -289,7 +277,7 @@ static void check_reduce_scatter(rank_ctx *c, size_t count)
 static void check_all_gather(rank_ctx *c, size_t count)
 {
     const int w = c->world;
-    int32_t *send = xmalloc(count * sizeof *send), *recv = xmalloc((size_t)w * count * sizeof *recv);
+    int32_t *send = test_xmalloc(count * sizeof *send), *recv = test_xmalloc((size_t)w * count * sizeof *recv);
     for (size_t i = 0; i < count; i++)
         send[i] = c->rank * 1000003 + (int32_t)i;
     OK(vt->all_gather(c->comm, send, recv, count, LOOM_DTYPE_I32, NULL));
@@ -313,7 +301,7 @@ static void check_all_gather(rank_ctx *c, size_t count)
 
 static void check_broadcast(rank_ctx *c, size_t count, int root)
 {
-    double *buf = xmalloc(count * sizeof *buf);
+    double *buf = test_xmalloc(count * sizeof *buf);
     for (size_t i = 0; i < count; i++)
         buf[i] = c->rank * 1e6 + (double)i;
     OK(vt->broadcast(c->comm, buf, count, LOOM_DTYPE_F64, root, NULL));
@@ -326,7 +314,7 @@ static void check_broadcast(rank_ctx *c, size_t count, int root)
 
 static void check_reduce(rank_ctx *c, size_t count, int root)
 {
-    float *buf = xmalloc(count * sizeof *buf);
+    float *buf = test_xmalloc(count * sizeof *buf);
     for (size_t i = 0; i < count; i++)
         buf[i] = f32_value(c->rank, i + 1);
     OK(vt->reduce(c->comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, root, NULL));
@@ -346,7 +334,8 @@ static void check_reduce(rank_ctx *c, size_t count, int root)
 static void check_all_to_all(rank_ctx *c, size_t count)
 {
     const int w = c->world;
-    int64_t *send = xmalloc((size_t)w * count * sizeof *send), *recv = xmalloc((size_t)w * count * sizeof *recv);
+    int64_t *send = test_xmalloc((size_t)w * count * sizeof *send),
+            *recv = test_xmalloc((size_t)w * count * sizeof *recv);
     for (int r = 0; r < w; r++)
         for (size_t i = 0; i < count; i++)
             send[(size_t)r * count + i] = c->rank * 1000000 + r * 10000 + (int64_t)i;
@@ -376,7 +365,7 @@ static void check_async(rank_ctx *c)
     const size_t counts[4] = {200003, 17, (size_t)c->world * 50000, 3001};
     float *bufs[4];
     for (int k = 0; k < 4; k++) {
-        bufs[k] = xmalloc(counts[k] * sizeof(float));
+        bufs[k] = test_xmalloc(counts[k] * sizeof(float));
         for (size_t i = 0; i < counts[k]; i++)
             bufs[k][i] = f32_value(c->rank, i + (size_t)k);
     }
@@ -565,7 +554,7 @@ static int midway_rank_main(int rank, int world, int port)
         return 1;
     }
     const size_t n = 16u << 20;
-    float *big = xmalloc(n * sizeof *big);
+    float *big = test_xmalloc(n * sizeof *big);
     for (size_t i = 0; i < n; i++)
         big[i] = 1.0f;
     OK(vt->barrier(comm));

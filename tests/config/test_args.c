@@ -24,18 +24,6 @@ static loom_status parse_list(loom_args *a, const char **list)
 }
 
 /* A temporary JSON file holding `text`; the path is overwritten by the next call. */
-static const char *json_file(const char *text)
-{
-    static char path[64];
-    snprintf(path, sizeof path, "/tmp/loom_test_args_XXXXXX");
-    int fd = mkstemp(path);
-    if (fd < 0) return NULL;
-    size_t n = strlen(text);
-    if (write(fd, text, n) != (ssize_t)n) path[0] = '\0';
-    close(fd);
-    return path;
-}
-
 static const char *all_names[] = {
 #define LOOM_ARG(kind, name, default_text, status, note, doc) #name,
 #include "training_args.def"
@@ -158,19 +146,19 @@ static void test_lists(void)
 static void test_json_file(void)
 {
     loom_args a;
-    const char *path = json_file("{\n"
-                                 "  \"learning_rate\": 0.1,\n"
-                                 "  \"per_device_train_batch_size\": 16,\n"
-                                 "  \"do_train\": true,\n"
-                                 "  \"save_total_limit\": null,\n"
-                                 "  \"plugin\": [\"adamw\", \"ddp\"],\n"
-                                 "  \"report_to\": \"tensorboard\",\n"
-                                 "  \"lr_scheduler_kwargs\": {\"num_cycles\": 2, \"power\": 0.5},\n"
-                                 "  \"Learning_Rate\": 7,\n"
-                                 "  \"n_layer\": 2,\n"
-                                 "  \"adamw\": {\"beta1\": 0.95},\n"
-                                 "  \"output_dir\": \"out\"\n"
-                                 "}\n");
+    const char *path = test_temp_file("{\n"
+                                      "  \"learning_rate\": 0.1,\n"
+                                      "  \"per_device_train_batch_size\": 16,\n"
+                                      "  \"do_train\": true,\n"
+                                      "  \"save_total_limit\": null,\n"
+                                      "  \"plugin\": [\"adamw\", \"ddp\"],\n"
+                                      "  \"report_to\": \"tensorboard\",\n"
+                                      "  \"lr_scheduler_kwargs\": {\"num_cycles\": 2, \"power\": 0.5},\n"
+                                      "  \"Learning_Rate\": 7,\n"
+                                      "  \"n_layer\": 2,\n"
+                                      "  \"adamw\": {\"beta1\": 0.95},\n"
+                                      "  \"output_dir\": \"out\"\n"
+                                      "}\n");
     CHECK(path && path[0]);
     char saved[64];
     snprintf(saved, sizeof saved, "%s", path);
@@ -202,50 +190,50 @@ static void test_json_file(void)
 static void test_json_errors(void)
 {
     loom_args a;
-    const char *path = json_file("{\"seed\": 1, \"learning_rate\": 0.1, \"seed\": 2}");
+    const char *path = test_temp_file("{\"seed\": 1, \"learning_rate\": 0.1, \"seed\": 2}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "duplicate key 'seed'") && CONTAINS(loom_error_message(), path));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("{\"lr_scheduler_kwargs\": {\"power\": 1, \"power\": 2}}");
+    path = test_temp_file("{\"lr_scheduler_kwargs\": {\"power\": 1, \"power\": 2}}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "lr_scheduler_kwargs.power"));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("{\n  \"seed\": 1,\n  \"learning_rate\": 0.1,,\n}");
+    path = test_temp_file("{\n  \"seed\": 1,\n  \"learning_rate\": 0.1,,\n}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_FORMAT);
     CHECK(CONTAINS(loom_error_message(), path) && CONTAINS(loom_error_message(), ":3:"));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("{\"learning_rate\": \"high\"}");
+    path = test_temp_file("{\"learning_rate\": \"high\"}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "learning_rate") && CONTAINS(loom_error_message(), path) &&
           CONTAINS(loom_error_message(), "expected a number"));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("{\"learning_rate\": 1e999}");
+    path = test_temp_file("{\"learning_rate\": 1e999}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "finite"));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("{\"per_device_train_batch_size\": 2.5}");
+    path = test_temp_file("{\"per_device_train_batch_size\": 2.5}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "expected an integer"));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("{\"plugin\": [\"adamw\", 3]}");
+    path = test_temp_file("{\"plugin\": [\"adamw\", 3]}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "plugin") && CONTAINS(loom_error_message(), "array of strings"));
     loom_args_free(&a);
     unlink(path);
 
-    path = json_file("[1, 2]");
+    path = test_temp_file("[1, 2]");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_FORMAT);
     CHECK(CONTAINS(loom_error_message(), "object"));
     loom_args_free(&a);
@@ -317,7 +305,7 @@ static void test_validation(void)
     CHECK(CONTAINS(loom_error_message(), "eval_steps"));
     loom_args_free(&a);
 
-    const char *path = json_file("{\"save_strategy\": \"sometimes\"}");
+    const char *path = test_temp_file("{\"save_strategy\": \"sometimes\"}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), path));
     loom_args_free(&a);
@@ -340,7 +328,7 @@ static void test_status_columns(void)
     CHECK(PARSE(&a, "--adafactor") == LOOM_E_UNSUPPORTED);
     CHECK(CONTAINS(loom_error_message(), "adafactor: issue 5"));
     loom_args_free(&a);
-    const char *path = json_file("{\"label_smoothing_factor\": 0.1}");
+    const char *path = test_temp_file("{\"label_smoothing_factor\": 0.1}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_UNSUPPORTED);
     CHECK(CONTAINS(loom_error_message(), "--label_smoothing_factor") && CONTAINS(loom_error_message(), path));
     loom_args_free(&a);
@@ -381,7 +369,7 @@ static void test_derived(void)
     CHECK(PARSE(&a, "--eval_strategy", "epoch", "--evaluation_strategy", "steps") == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "disagree"));
     loom_args_free(&a);
-    const char *path = json_file("{\"evaluation_strategy\": \"steps\"}");
+    const char *path = test_temp_file("{\"evaluation_strategy\": \"steps\"}");
     CHECK(PARSE(&a, "--config", path, "--eval_strategy", "epoch") == LOOM_OK);
     CHECK(strcmp(a.evaluation_strategy, "epoch") == 0);
     loom_args_free(&a);

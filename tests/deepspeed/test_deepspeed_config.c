@@ -15,18 +15,6 @@
 #define CONTAINS(haystack, needle) (strstr((haystack), (needle)) != NULL)
 
 /* A temporary file holding `text`; the path is overwritten by the next call. */
-static const char *json_file(const char *text)
-{
-    static char path[64];
-    snprintf(path, sizeof path, "/tmp/loom_test_ds_XXXXXX");
-    int fd = mkstemp(path);
-    if (fd < 0) return NULL;
-    size_t n = strlen(text);
-    if (write(fd, text, n) != (ssize_t)n) path[0] = '\0';
-    close(fd);
-    return path;
-}
-
 /* Default run arguments (HF's), optionally adjusted by parsing argv. */
 static void args_from(loom_args *a, const char **argv)
 {
@@ -44,7 +32,7 @@ static void args_from(loom_args *a, const char **argv)
 static loom_status load_text(const char *text, const loom_args *a, int world, loom_ds_config *cfg)
 {
     loom_error_clear();
-    const char *path = json_file(text);
+    const char *path = test_temp_file(text);
     loom_status st = loom_ds_config_load(path, a, world, cfg);
     unlink(path);
     return st;

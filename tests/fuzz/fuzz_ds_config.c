@@ -13,7 +13,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fuzz_parse_args("--deepspeed", "ds_config.json", data, size, &args, path, sizeof path) == LOOM_OK) {
         loom_ds_config cfg;
         memset(&cfg, 0, sizeof cfg);
-        if (loom_ds_config_load(path, &args, 2, &cfg) == LOOM_OK && loom_ds_config_resolve_steps(&cfg, 1000) == LOOM_OK &&
+        if (loom_ds_config_load(path, &args, 2, &cfg) == LOOM_OK &&
+            loom_ds_config_resolve_steps(&cfg, 1000) == LOOM_OK &&
             loom_ds_config_write_json(&cfg, fuzz_sink()) != LOOM_OK)
             abort();
         loom_ds_config_free(&cfg);

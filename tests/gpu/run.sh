@@ -111,5 +111,5 @@ else
 fi
 
 step "bench_cuda_kernels"
-"$build/tests/gpu/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt" || die "the benchmark failed"
+"$build/bench/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt" || die "the benchmark failed"
 step "tests/gpu/run.sh: OK"

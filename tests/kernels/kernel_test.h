@@ -43,6 +43,29 @@ static inline float *test_alloc(int64_t n)
     return p;
 }
 
+/* A double copy of n floats, for a reference computed in double. */
+static inline double *test_dalloc_from(const float *x, int64_t n)
+{
+    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    if (!d) abort();
+    for (int64_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+/* How many of got[i] miss want[i] by more than atol + rtol |want[i]|; the first three are
+ * printed. */
+static inline int test_mismatches(const float *got, const double *want, int64_t n, double atol, double rtol)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
+            if (bad++ < 3) fprintf(stderr, "  [%ld] %.9g vs %.9g\n", (long)i, got[i], want[i]);
+        }
+    }
+    return bad;
+}
+
 /* Objective sum(out * w) in double, so the finite difference sees the float outputs'
  * changes and not the rounding of a float sum. */
 static inline double test_dot(const float *out, const float *w, int64_t n)

@@ -55,7 +55,8 @@ static void ref_backward(double *dqkv, const float *dout, const float *qkv, int6
                 double s = 0.0;
                 for (int64_t t2 = 0; t2 <= t; t2++) {
                     datt[t2] = 0.0;
-                    for (int64_t i = 0; i < hs; i++) datt[t2] += (double)g[i] * qkv[(b * T + t2) * C3 + 2 * C + h * hs + i];
+                    for (int64_t i = 0; i < hs; i++)
+                        datt[t2] += (double)g[i] * qkv[(b * T + t2) * C3 + 2 * C + h * hs + i];
                     s += a[t2] * datt[t2];
                 }
                 for (int64_t t2 = 0; t2 <= t; t2++) {
@@ -69,25 +70,6 @@ static void ref_backward(double *dqkv, const float *dout, const float *qkv, int6
                 }
             }
     free(out), free(att), free(datt);
-}
-
-static double *dalloc_from(const float *x, int64_t n)
-{
-    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (!d) abort();
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
-static int mismatches(const float *got, const double *want, int64_t n, double atol, double rtol)
-{
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
-            if (bad++ < 3) fprintf(stderr, "  [%ld] %.9g vs %.9g\n", (long)i, got[i], want[i]);
-        }
-    }
-    return bad;
 }
 
 /* Forward and backward against the reference. amp scales qkv: amp = 30 makes scores of a
@@ -105,17 +87,17 @@ static void test_reference(int64_t B, int64_t T, int64_t C, int64_t NH, float am
     lk_attention_forward(out, att, qkv, B, T, C, NH);
     ref_forward(rout, ratt, qkv, B, T, C, NH);
     const double tol = amp > 1.0f ? 1e-4 * amp : 1e-5;
-    CHECK(mismatches(out, rout, nout, tol, 1e-4) == 0);
-    CHECK(mismatches(att, ratt, natt, tol, 1e-4) == 0);
+    CHECK(test_mismatches(out, rout, nout, tol, 1e-4) == 0);
+    CHECK(test_mismatches(att, ratt, natt, tol, 1e-4) == 0);
     int upper = 0;
     for (int64_t r = 0; r < B * NH * T; r++)
         for (int64_t t2 = r % T + 1; t2 < T; t2++) upper += att[r * T + t2] != 0.0f;
     CHECK(upper == 0);
 
-    double *rd = dalloc_from(dqkv, nqkv);
+    double *rd = test_dalloc_from(dqkv, nqkv);
     lk_attention_backward(dqkv, g, qkv, att, B, T, C, NH);
     ref_backward(rd, g, qkv, B, T, C, NH);
-    CHECK(mismatches(dqkv, rd, nqkv, amp > 1.0f ? 1e-3 * amp : 1e-5, 1e-4) == 0);
+    CHECK(test_mismatches(dqkv, rd, nqkv, amp > 1.0f ? 1e-3 * amp : 1e-5, 1e-4) == 0);
     free(qkv), free(out), free(att), free(g), free(dqkv), free(rout), free(ratt), free(rd);
 }
 

@@ -28,25 +28,6 @@ static void ref_backward(double *dx, double *dw, double *db, const float *g, con
         }
 }
 
-static double *dalloc_from(const float *x, int64_t n)
-{
-    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (!d) abort();
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
-static int mismatches(const float *got, const double *want, int64_t n, double atol, double rtol)
-{
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
-            if (bad++ < 3) fprintf(stderr, "  [%ld] %.9g vs %.9g\n", (long)i, got[i], want[i]);
-        }
-    }
-    return bad;
-}
-
 static void test_reference(int64_t N, int64_t IC, int64_t OC, int with_bias)
 {
     float *x = test_alloc(N * IC), *w = test_alloc(IC * OC), *b = test_alloc(OC);
@@ -66,14 +47,14 @@ static void test_reference(int64_t N, int64_t IC, int64_t OC, int with_bias)
     ref_forward(rout, x, w, bias, N, IC, OC);
     /* Sums of IC products of magnitude <= 1: float rounding grows like sqrt(IC). */
     const double tol = 1e-6 * (double)IC;
-    CHECK(mismatches(out, rout, N * OC, tol, 1e-5) == 0);
+    CHECK(test_mismatches(out, rout, N * OC, tol, 1e-5) == 0);
 
-    double *rdx = dalloc_from(dx, N * IC), *rdw = dalloc_from(dw, IC * OC), *rdb = dalloc_from(db, OC);
+    double *rdx = test_dalloc_from(dx, N * IC), *rdw = test_dalloc_from(dw, IC * OC), *rdb = test_dalloc_from(db, OC);
     lk_conv1d_backward(dx, dw, db, g, x, w, N, IC, OC);
     ref_backward(rdx, rdw, rdb, g, x, w, N, IC, OC);
-    CHECK(mismatches(dx, rdx, N * IC, 1e-6 * (double)OC, 1e-5) == 0);
-    CHECK(mismatches(dw, rdw, IC * OC, 1e-6 * (double)N, 1e-5) == 0);
-    CHECK(mismatches(db, rdb, OC, 1e-6 * (double)N, 1e-5) == 0);
+    CHECK(test_mismatches(dx, rdx, N * IC, 1e-6 * (double)OC, 1e-5) == 0);
+    CHECK(test_mismatches(dw, rdw, IC * OC, 1e-6 * (double)N, 1e-5) == 0);
+    CHECK(test_mismatches(db, rdb, OC, 1e-6 * (double)N, 1e-5) == 0);
     free(x), free(w), free(b), free(out), free(g), free(dx), free(dw), free(db), free(rout);
     free(rdx), free(rdw), free(rdb);
 }

@@ -27,25 +27,6 @@ static void ref_backward(double *dwte, double *dwpe, const float *dout, const in
             }
 }
 
-static double *dalloc_from(const float *x, int64_t n)
-{
-    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (!d) abort();
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
-static int mismatches(const float *got, const double *want, int64_t n, double atol, double rtol)
-{
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
-            if (bad++ < 3) fprintf(stderr, "  [%ld] %.9g vs %.9g\n", (long)i, got[i], want[i]);
-        }
-    }
-    return bad;
-}
-
 /* Tokens drawn from a vocabulary of V with many repeats; token V-1 never appears. */
 static void fill_tokens(int32_t *tok, int64_t n, int64_t V)
 {
@@ -69,14 +50,14 @@ static void test_case(int64_t B, int64_t T, int64_t C, int64_t V)
 
     lk_encoder_forward(out, tok, wte, wpe, B, T, C);
     ref_forward(rout, tok, wte, wpe, B, T, C);
-    CHECK(mismatches(out, rout, N * C, 0.0, 1e-7) == 0);
+    CHECK(test_mismatches(out, rout, N * C, 0.0, 1e-7) == 0);
 
-    double *rdwte = dalloc_from(dwte, V * C), *rdwpe = dalloc_from(dwpe, T * C);
+    double *rdwte = test_dalloc_from(dwte, V * C), *rdwpe = test_dalloc_from(dwpe, T * C);
     const float last_row0 = dwte[(V - 1) * C];
     lk_encoder_backward(dwte, dwpe, dout, tok, B, T, C);
     ref_backward(rdwte, rdwpe, dout, tok, B, T, C);
-    CHECK(mismatches(dwte, rdwte, V * C, 1e-5, 1e-5) == 0);
-    CHECK(mismatches(dwpe, rdwpe, T * C, 1e-5, 1e-5) == 0);
+    CHECK(test_mismatches(dwte, rdwte, V * C, 1e-5, 1e-5) == 0);
+    CHECK(test_mismatches(dwpe, rdwpe, T * C, 1e-5, 1e-5) == 0);
     CHECK(dwte[(V - 1) * C] == last_row0); /* a token not in the batch: row untouched */
 
     free(tok), free(wte), free(wpe), free(out), free(dout), free(dwte), free(dwpe);

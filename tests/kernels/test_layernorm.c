@@ -48,25 +48,6 @@ static void ref_backward(double *dx, double *dw, double *db, const float *g, con
     free(out), free(mean), free(rstd), free(zeros);
 }
 
-static double *dalloc_from(const float *x, int64_t n)
-{
-    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (!d) abort();
-    for (int64_t i = 0; i < n; i++) d[i] = x[i];
-    return d;
-}
-
-static int mismatches(const float *got, const double *want, int64_t n, double atol, double rtol)
-{
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
-            if (bad++ < 3) fprintf(stderr, "  [%ld] %.9g vs %.9g\n", (long)i, got[i], want[i]);
-        }
-    }
-    return bad;
-}
-
 /* Forward and backward against the reference; offset shifts every input (a large mean). */
 static void test_reference(int64_t N, int64_t C, float offset)
 {
@@ -87,17 +68,17 @@ static void test_reference(int64_t N, int64_t C, float offset)
     /* The mean is a float: (x - mean) carries up to half an ulp of |mean| (3e-5 at 1000),
      * times rstd, however the mean was summed. */
     const double floor = 2e-5 + 6e-8 * (double)fabsf(offset) * 1.8;
-    CHECK(mismatches(out, rout, N * C, floor, 1e-5) == 0);
-    CHECK(mismatches(mean, rm, N, 1e-6, 1e-6) == 0);
-    CHECK(mismatches(rstd, rs, N, 0.0, 1e-4) == 0);
+    CHECK(test_mismatches(out, rout, N * C, floor, 1e-5) == 0);
+    CHECK(test_mismatches(mean, rm, N, 1e-6, 1e-6) == 0);
+    CHECK(test_mismatches(rstd, rs, N, 0.0, 1e-4) == 0);
 
-    double *rdx = dalloc_from(dx, N * C), *rdw = dalloc_from(dw, C), *rdb = dalloc_from(db, C);
+    double *rdx = test_dalloc_from(dx, N * C), *rdw = test_dalloc_from(dw, C), *rdb = test_dalloc_from(db, C);
     lk_layernorm_backward(dx, dw, db, g, x, w, mean, rstd, N, C);
     ref_backward(rdx, rdw, rdb, g, x, w, N, C);
     /* dinp subtracts nearly equal terms; its error scales with rstd. */
-    CHECK(mismatches(dx, rdx, N * C, 1e-4, 1e-4) == 0);
-    CHECK(mismatches(dw, rdw, C, 1e-4 * (double)N / 16.0, 1e-4) == 0);
-    CHECK(mismatches(db, rdb, C, 1e-4 * (double)N / 16.0, 1e-4) == 0);
+    CHECK(test_mismatches(dx, rdx, N * C, 1e-4, 1e-4) == 0);
+    CHECK(test_mismatches(dw, rdw, C, 1e-4 * (double)N / 16.0, 1e-4) == 0);
+    CHECK(test_mismatches(db, rdb, C, 1e-4 * (double)N / 16.0, 1e-4) == 0);
     free(x), free(w), free(b), free(out), free(mean), free(rstd), free(g), free(dx), free(dw);
     free(db), free(rout), free(rm), free(rs), free(rdx), free(rdw), free(rdb);
 }

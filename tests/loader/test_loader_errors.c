@@ -66,7 +66,8 @@ int main(void)
         CHECK(p && p->desc->kind == LOOM_KIND_SCHEDULER && strcmp(p->desc->name, "fixture_sched") == 0);
     }
     {
-        const char *parts[] = {FIXTURE("two_plugins.so"), "holds the plugins scheduler 'fixture_two_sched', optimizer 'two_plugins'",
+        const char *parts[] = {FIXTURE("two_plugins.so"),
+                               "holds the plugins scheduler 'fixture_two_sched', optimizer 'two_plugins'",
                                "none is a model plugin", NULL};
         expect_failure("two_plugins", LOOM_KIND_MODEL, LOOM_E_INVALID, parts);
     }

@@ -172,7 +172,8 @@ static double reference_forward(const net *n, const float *params, const int32_t
                     double att[64], max = -INFINITY, sum = 0.0;
                     for (int64_t s = 0; s <= t; s++) {
                         double d = 0.0;
-                        for (int64_t i = 0; i < hs; i++) d += qkv[t * 3 * C + hd * hs + i] * qkv[s * 3 * C + C + hd * hs + i];
+                        for (int64_t i = 0; i < hs; i++)
+                            d += qkv[t * 3 * C + hd * hs + i] * qkv[s * 3 * C + C + hd * hs + i];
                         att[s] = d / sqrt((double)hs);
                         max = att[s] > max ? att[s] : max;
                     }
@@ -314,7 +315,8 @@ static void test_params(void)
     for (size_t i = 0; i < 28; i++) {
         loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
         CHECK(vt->param_info(m, i, &info) == LOOM_OK);
-        if (strcmp(info.name, want[i].name) != 0) fprintf(stderr, "tensor %zu: %s, want %s\n", i, info.name, want[i].name);
+        if (strcmp(info.name, want[i].name) != 0)
+            fprintf(stderr, "tensor %zu: %s, want %s\n", i, info.name, want[i].name);
         CHECK(strcmp(info.name, want[i].name) == 0);
         CHECK(info.ndim == want[i].ndim);
         CHECK(info.shape[0] == want[i].d0);
@@ -325,7 +327,8 @@ static void test_params(void)
     loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
     CHECK(vt->param_info(m, 28, &info) == LOOM_E_INVALID);
     const net n = describe(m, 3);
-    CHECK(n.n_params == (V + P) * C + 2 * (2 * C + 3 * C * C + 3 * C + C * C + C + 2 * C + C * F + F + F * C + C) + 2 * C);
+    CHECK(n.n_params ==
+          (V + P) * C + 2 * (2 * C + 3 * C * C + 3 * C + C * C + C + 2 * C + C * F + F + F * C + C) + 2 * C);
     int64_t shape[LOOM_MAX_DIMS] = {0};
     uint32_t ndim = 0;
     CHECK(vt->output_shape(m, shape, &ndim) == LOOM_OK);

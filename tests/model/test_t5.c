@@ -34,12 +34,19 @@ static loom_model *make(int gated, const char *dropout)
     memset(&cfg, 0, sizeof cfg);
     cfg.spec = desc->params;
     const test_cfg_entry e[] = {
-        {"vocab_size", LOOM_PARAM_INT, "11"}, {"d_model", LOOM_PARAM_INT, "8"}, {"d_kv", LOOM_PARAM_INT, "3"},
-        {"num_heads", LOOM_PARAM_INT, "2"}, {"d_ff", LOOM_PARAM_INT, "12"}, {"num_layers", LOOM_PARAM_INT, "2"},
-        {"num_decoder_layers", LOOM_PARAM_INT, "2"}, {"relative_attention_num_buckets", LOOM_PARAM_INT, "8"},
-        {"relative_attention_max_distance", LOOM_PARAM_INT, "6"}, {"dropout_rate", LOOM_PARAM_FLOAT, dropout},
+        {"vocab_size", LOOM_PARAM_INT, "11"},
+        {"d_model", LOOM_PARAM_INT, "8"},
+        {"d_kv", LOOM_PARAM_INT, "3"},
+        {"num_heads", LOOM_PARAM_INT, "2"},
+        {"d_ff", LOOM_PARAM_INT, "12"},
+        {"num_layers", LOOM_PARAM_INT, "2"},
+        {"num_decoder_layers", LOOM_PARAM_INT, "2"},
+        {"relative_attention_num_buckets", LOOM_PARAM_INT, "8"},
+        {"relative_attention_max_distance", LOOM_PARAM_INT, "6"},
+        {"dropout_rate", LOOM_PARAM_FLOAT, dropout},
         {"feed_forward_proj", LOOM_PARAM_STRING, gated ? "gated-gelu" : "relu"},
-        {"tie_word_embeddings", LOOM_PARAM_BOOL, gated ? "false" : "true"}, {"decoder_start_token_id", LOOM_PARAM_INT, "0"},
+        {"tie_word_embeddings", LOOM_PARAM_BOOL, gated ? "false" : "true"},
+        {"decoder_start_token_id", LOOM_PARAM_INT, "0"},
     };
     for (size_t i = 0; i < sizeof e / sizeof *e; i++) cfg.entries[cfg.n++] = e[i];
     loom_model *m = NULL;
@@ -61,7 +68,7 @@ static int64_t n_params(loom_model *m)
     return n;
 }
 
-static float *bind(loom_model *m, int64_t max_batch, int64_t max_T)
+static float *bind_model(loom_model *m, int64_t max_batch, int64_t max_T)
 {
     const int64_t n = n_params(m);
     float *params = malloc((size_t)n * sizeof *params);
@@ -114,8 +121,9 @@ static void test_names(void)
     CHECK(vt->param_info(m, 5, &info) == LOOM_OK &&
           strcmp(info.name, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight") == 0 &&
           info.shape[0] == 8 && info.shape[1] == 2);
-    CHECK(vt->param_info(m, 1, &info) == LOOM_OK && strcmp(info.name, "encoder.block.0.layer.0.SelfAttention.q.weight") == 0 &&
-          info.shape[0] == 6 && info.shape[1] == 8);
+    CHECK(vt->param_info(m, 1, &info) == LOOM_OK &&
+          strcmp(info.name, "encoder.block.0.layer.0.SelfAttention.q.weight") == 0 && info.shape[0] == 6 &&
+          info.shape[1] == 8);
     size_t n = vt->param_count(m);
     CHECK(vt->param_info(m, n - 1, &info) == LOOM_OK && strcmp(info.name, "decoder.final_layer_norm.weight") == 0);
     /* enc: 2 blocks x 8 + rel + final; dec: 2 x 13 + rel + final; shared */
@@ -125,7 +133,8 @@ static void test_names(void)
     size_t n2 = vt->param_count(m);
     CHECK(n2 == n + 4 + 1);
     CHECK(vt->param_info(m, n2 - 1, &info) == LOOM_OK && strcmp(info.name, "lm_head.weight") == 0);
-    CHECK(vt->param_info(m, 7, &info) == LOOM_OK && strcmp(info.name, "encoder.block.0.layer.1.DenseReluDense.wi_0.weight") == 0);
+    CHECK(vt->param_info(m, 7, &info) == LOOM_OK &&
+          strcmp(info.name, "encoder.block.0.layer.1.DenseReluDense.wi_0.weight") == 0);
     vt->destroy(m);
     /* a config that contradicts itself */
     static loom_config bad;
@@ -144,7 +153,7 @@ static void test_names(void)
 static void test_gradients(int gated, const char *dropout)
 {
     loom_model *m = make(gated, dropout);
-    float *params = bind(m, B, 6);
+    float *params = bind_model(m, B, 6);
     const int64_t n = n_params(m);
     loom_batch batch = make_batch(inputs, mask, labels, B, S, T);
     batch.training = 1;
@@ -196,7 +205,8 @@ static void test_gradients(int gated, const char *dropout)
             }
         }
     }
-    fprintf(stderr, "%s, dropout %s: %d gradients checked, %d at a kink skipped\n", gated ? "gated-gelu" : "relu", dropout, checked, skipped);
+    fprintf(stderr, "%s, dropout %s: %d gradients checked, %d at a kink skipped\n", gated ? "gated-gelu" : "relu",
+            dropout, checked, skipped);
     CHECK(bad == 0 && checked > 100 && skipped < checked / 3);
     /* dropout on: another seed changes the loss; in evaluation (training 0) it is off */
     if (strcmp(dropout, "0.0") != 0) {
@@ -217,7 +227,7 @@ static void test_training(void)
 {
     loom_model *m = make(0, "0.0");
     enum { BB = 8, L = 5 };
-    float *params = bind(m, BB, L + 1);
+    float *params = bind_model(m, BB, L + 1);
     const int64_t n = n_params(m);
     float *g = calloc((size_t)n, sizeof *g), *m1 = calloc((size_t)n, sizeof *m1), *m2 = calloc((size_t)n, sizeof *m2);
     int32_t in[BB * L], lab[BB * L];
@@ -256,13 +266,14 @@ static void test_training(void)
 static void test_errors(void)
 {
     loom_model *m = make(0, "0.0");
-    float *params = bind(m, B, 6);
+    float *params = bind_model(m, B, 6);
     int32_t bad_in[B * S];
     memcpy(bad_in, inputs, sizeof bad_in);
     bad_in[7] = V;
     loom_batch batch = make_batch(bad_in, mask, labels, B, S, T);
     loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
-    CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_E_INVALID && strstr(host.last_error, "token id 11 at row 1, position 2"));
+    CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_E_INVALID &&
+          strstr(host.last_error, "token id 11 at row 1, position 2"));
     int32_t bad_lab[B * T];
     memcpy(bad_lab, labels, sizeof bad_lab);
     bad_lab[2] = -5;
@@ -281,7 +292,7 @@ static void test_errors(void)
 static void dump(const char *path, int gated)
 {
     loom_model *m = make(gated, "0.0");
-    float *params = bind(m, B, 6);
+    float *params = bind_model(m, B, 6);
     loom_batch batch = make_batch(inputs, mask, labels, B, S, T);
     float *logits = calloc(B * T * V, sizeof *logits);
     loom_tensor_view out = {LOOM_HEADER_INIT(loom_tensor_view)};
@@ -296,8 +307,8 @@ static void dump(const char *path, int gated)
         CHECK(!"cannot write the dump");
         return;
     }
-    fprintf(f, "{\"loss_sum\": %.17g, \"n_targets\": %lld, \"B\": %d, \"S\": %d, \"T\": %d,\n\"tensors\": {", r.loss_sum,
-            (long long)r.n_targets, B, S, T);
+    fprintf(f, "{\"loss_sum\": %.17g, \"n_targets\": %lld, \"B\": %d, \"S\": %d, \"T\": %d,\n\"tensors\": {",
+            r.loss_sum, (long long)r.n_targets, B, S, T);
     int64_t off = 0;
     for (size_t i = 0; i < vt->param_count(m); i++) {
         loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};

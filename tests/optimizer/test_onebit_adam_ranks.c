@@ -109,8 +109,10 @@ static int rank_main(int rank, int world, int port)
         state[N + i] = (float)initial_v(i);
         r.v[i] = state[N + i]; /* the reference starts from the same rounded v */
     }
-    float *st_a[3] = {state, state + N, state + 2 * N}, *st_b[3] = {state + SPLIT, state + N + SPLIT, state + 2 * N + SPLIT};
-    loom_span spans[2] = {optim_span("w", p, g, st_a, 3, SPLIT, WD), optim_span("b", p + SPLIT, g + SPLIT, st_b, 3, N - SPLIT, 0.0)};
+    float *st_a[3] = {state, state + N, state + 2 * N},
+          *st_b[3] = {state + SPLIT, state + N + SPLIT, state + 2 * N + SPLIT};
+    loom_span spans[2] = {optim_span("w", p, g, st_a, 3, SPLIT, WD),
+                          optim_span("b", p + SPLIT, g + SPLIT, st_b, 3, N - SPLIT, 0.0)};
     const double lr[3] = {1e-2, 5e-3, 2e-3};
     for (int t = 1; f.opt && t <= 3; t++) {
         for (int i = 0; i < N; i++) g[i] = local_grad(rank, i, t);

@@ -48,17 +48,6 @@ static const int64_t offsets[N_TENSORS + 1] = {0, 1000, 17000, 17001, 30000, TOT
 #define GATHER_BUCKET 5000 /* elements: several all-gather pieces, the last one padded */
 #define ZERO_ALIGN 16384
 
-static void *xmalloc(size_t bytes)
-{
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-
 /* ---------------------------------------------------------------------------------------- */
 /* Values, encodings and the expected sums (independent of the plugins' own conversions)     */
 
@@ -269,7 +258,7 @@ static int64_t check_owned(rank_ctx *c, instance *in, const variant *v, uint32_t
     const loom_range *ranges = NULL;
     size_t n_ranges = 0;
     OK(in->sv->owned_ranges(in->sharding, c->rank, &ranges, &n_ranges));
-    uint8_t *want = xmalloc(es);
+    uint8_t *want = test_xmalloc(es);
     int64_t owned = 0, wrong = 0;
     for (size_t k = 0; k < n_ranges; k++) {
         void *memory = NULL;
@@ -305,7 +294,7 @@ static void check_publish(rank_ctx *c, instance *in, uint32_t dtype, uint8_t *pa
         for (int64_t i = ranges[k].begin; i < ranges[k].end; i++)
             store_value(params, i, param_value(dtype, i), dtype);
     OK(in->sv->publish_params(in->sharding));
-    uint8_t *want = xmalloc((size_t)TOTAL * es);
+    uint8_t *want = test_xmalloc((size_t)TOTAL * es);
     for (int64_t i = 0; i < TOTAL; i++)
         store_value(want, i, param_value(dtype, i), dtype);
     RCHECK(memcmp(params, want, (size_t)TOTAL * es) == 0);
@@ -339,9 +328,9 @@ static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t d
 static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *seen_one, uint8_t *seen_acc, int first)
 {
     const size_t es = loom_dtype_size(dtype);
-    uint8_t *params = xmalloc((size_t)CAPACITY * es);
+    uint8_t *params = test_xmalloc((size_t)CAPACITY * es);
     memset(params, 0, (size_t)CAPACITY * es);
-    uint8_t *seen = xmalloc((size_t)TOTAL * es);
+    uint8_t *seen = test_xmalloc((size_t)TOTAL * es);
     instance in;
     loom_status st = create_instance(c, v, dtype, params, &in);
     if (st != LOOM_OK) {
@@ -442,7 +431,7 @@ static int rank_main(int rank, int world, int port)
     if (!test_gloo_open(&g, rank, world, port)) return 1;
     rank_ctx c = {.rank = rank, .world = world, .comm = g.comm, .cv = g.cv};
     const uint32_t dtypes[] = {LOOM_DTYPE_F32, LOOM_DTYPE_F16, LOOM_DTYPE_BF16};
-    uint8_t *seen_one = xmalloc((size_t)TOTAL * 4), *seen_acc = xmalloc((size_t)TOTAL * 4);
+    uint8_t *seen_one = test_xmalloc((size_t)TOTAL * 4), *seen_acc = test_xmalloc((size_t)TOTAL * 4);
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++)
         for (size_t k = 0; k < N_VARIANTS; k++)
             run_variant(&c, &variants[k], dtypes[d], seen_one, seen_acc, k == 0);

@@ -24,32 +24,6 @@
 #include "store_internal.h"
 #include "test_util.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void nap(double seconds)
-{
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-/* A port nobody listens on (bound, read, closed). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        abort();
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static loom_store_server *start_server(int *port)
 {
     loom_store_server *s = NULL;
@@ -154,7 +128,7 @@ static void *setter(void *arg)
     setter_args *a = arg;
     loom_store_client *c = a->client ? a->client : connect_to(a->port);
     for (int i = 0; i < a->nkeys; i++) {
-        nap(a->delay);
+        test_nap(a->delay);
         if (loom_store_set(c, a->keys[i], "v", 1) != LOOM_OK) fprintf(stderr, "setter: %s\n", loom_error_message());
     }
     if (!a->client) loom_store_close(c);
@@ -173,9 +147,9 @@ static void test_get_blocks(void)
     setter_args a = {.port = port, .delay = 0.2, .keys = {"late"}, .nkeys = 1};
     pthread_t t;
     pthread_create(&t, NULL, setter, &a);
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(loom_store_get(c, "late", buf, sizeof buf, &size, 5.0) == LOOM_OK);
-    double dt = now() - t0;
+    double dt = test_now_seconds() - t0;
     CHECK(size == 1 && buf[0] == 'v');
     CHECK(dt > 0.15 && dt < 2.0);
     pthread_join(t, NULL);
@@ -183,9 +157,9 @@ static void test_get_blocks(void)
     /* The same client from another thread: a parked get does not hold up its set. */
     setter_args b = {.client = c, .delay = 0.1, .keys = {"same"}, .nkeys = 1};
     pthread_create(&t, NULL, setter, &b);
-    t0 = now();
+    t0 = test_now_seconds();
     CHECK(loom_store_get(c, "same", buf, sizeof buf, &size, 5.0) == LOOM_OK);
-    CHECK(now() - t0 < 2.0);
+    CHECK(test_now_seconds() - t0 < 2.0);
     pthread_join(t, NULL);
 
     /* Many parked gets on one key, all woken by one set. */
@@ -274,18 +248,18 @@ static void test_wait(void)
     setter_args a = {.port = port, .delay = 0.05, .keys = {"w/2", "w/0", "w/1"}, .nkeys = 3};
     pthread_t t;
     pthread_create(&t, NULL, setter, &a);
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(loom_store_wait(c, keys, 3, 5.0) == LOOM_OK);
-    double dt = now() - t0;
+    double dt = test_now_seconds() - t0;
     CHECK(dt > 0.1 && dt < 2.0);
     pthread_join(t, NULL);
     CHECK(loom_store_wait(c, keys, 3, 0) == LOOM_OK); /* all there: no waiting */
     CHECK(loom_store_wait(c, keys, 0, 0) == LOOM_OK);
 
     const char *more[3] = {"w/0", "w/missing", "w/1"};
-    t0 = now();
+    t0 = test_now_seconds();
     CHECK(loom_store_wait(c, more, 3, 0.2) == LOOM_E_TIMEOUT);
-    dt = now() - t0;
+    dt = test_now_seconds() - t0;
     CHECK(dt > 0.15 && dt < 1.0);
     CHECK(has(loom_error_message(), "'w/missing'"));
     CHECK(has(loom_error_message(), loom_store_address(c)));
@@ -305,16 +279,16 @@ static void test_timeouts(void)
     char buf[8];
     size_t size = 0;
 
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(loom_store_get(c, "missing", buf, sizeof buf, &size, 0.3) == LOOM_E_TIMEOUT);
-    double dt = now() - t0;
+    double dt = test_now_seconds() - t0;
     CHECK(dt >= 0.28 && dt < 1.0);
     CHECK(has(loom_error_message(), "'missing'"));
     CHECK(has(loom_error_message(), loom_store_address(c)));
 
-    t0 = now();
+    t0 = test_now_seconds();
     CHECK(loom_store_get(c, "missing", buf, sizeof buf, &size, 0) == LOOM_E_TIMEOUT);
-    CHECK(now() - t0 < 0.2);
+    CHECK(test_now_seconds() - t0 < 0.2);
 
     /* The client keeps working after timeouts, and the server forgot the parked requests. */
     CHECK(loom_store_set(c, "missing", "1", 1) == LOOM_OK);
@@ -325,11 +299,11 @@ static void test_timeouts(void)
 
 static void test_nobody_serves(void)
 {
-    int port = free_port();
+    int port = test_free_port();
     loom_store_client *c = NULL;
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(loom_store_connect("127.0.0.1", port, NULL, 0.5, &c) == LOOM_E_TIMEOUT);
-    double dt = now() - t0;
+    double dt = test_now_seconds() - t0;
     CHECK(c == NULL);
     CHECK(dt >= 0.45 && dt < 0.8);
     char where[64];
@@ -339,9 +313,9 @@ static void test_nobody_serves(void)
     CHECK(has(loom_error_message(), "MASTER_PORT"));
 
     /* An unresolvable host name: the same error, within the deadline. */
-    t0 = now();
+    t0 = test_now_seconds();
     CHECK(loom_store_connect("no-such-host.invalid", port, NULL, 0.3, &c) == LOOM_E_TIMEOUT);
-    CHECK(now() - t0 < 1.5);
+    CHECK(test_now_seconds() - t0 < 1.5);
     CHECK(has(loom_error_message(), "no-such-host.invalid"));
 
     /* Port 0 is nothing to connect to. */
@@ -356,7 +330,7 @@ typedef struct late_server_args {
 static void *late_server(void *arg)
 {
     late_server_args *a = arg;
-    nap(0.3);
+    test_nap(0.3);
     if (loom_store_server_start("127.0.0.1", a->port, NULL, NULL, &a->server) != LOOM_OK)
         fprintf(stderr, "late server: %s\n", loom_error_message());
     return NULL;
@@ -364,13 +338,13 @@ static void *late_server(void *arg)
 
 static void test_server_comes_later(void)
 {
-    late_server_args a = {.port = free_port()};
+    late_server_args a = {.port = test_free_port()};
     pthread_t t;
     pthread_create(&t, NULL, late_server, &a);
     loom_store_client *c = NULL;
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(loom_store_connect("127.0.0.1", a.port, NULL, 5.0, &c) == LOOM_OK);
-    CHECK(now() - t0 < 2.0);
+    CHECK(test_now_seconds() - t0 < 2.0);
     pthread_join(t, NULL);
     CHECK(c && loom_store_set(c, "k", "v", 1) == LOOM_OK);
     loom_store_close(c);
@@ -389,9 +363,9 @@ static void *getter(void *arg)
     getter_args *g = arg;
     char buf[8];
     size_t size;
-    double t0 = now();
+    double t0 = test_now_seconds();
     g->status = loom_store_get(g->client, "never", buf, sizeof buf, &size, 5.0);
-    g->seconds = now() - t0;
+    g->seconds = test_now_seconds() - t0;
     snprintf(g->message, sizeof g->message, "%s", loom_error_message());
     return NULL;
 }
@@ -404,16 +378,16 @@ static void test_server_stops(void)
     getter_args g = {.client = c};
     pthread_t t;
     pthread_create(&t, NULL, getter, &g);
-    nap(0.2);
+    test_nap(0.2);
     loom_store_server_stop(s);
     pthread_join(t, NULL);
     CHECK(g.status == LOOM_E_COMM);
     CHECK(g.seconds < 1.0);
     CHECK(has(g.message, loom_store_address(c)));
     /* Later operations fail fast too. */
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(loom_store_set(c, "k", "v", 1) == LOOM_E_COMM);
-    CHECK(now() - t0 < 1.0);
+    CHECK(test_now_seconds() - t0 < 1.0);
     CHECK(has(loom_error_message(), loom_store_address(c)));
     loom_store_close(c);
 }
@@ -460,8 +434,8 @@ static int raw_admitted(int port, const char *secret)
 static int dropped(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    double end = now() + 1.0;
-    while (now() < end) {
+    double end = test_now_seconds() + 1.0;
+    while (test_now_seconds() < end) {
         if (poll(&p, 1, 100) > 0) {
             char b[256];
             ssize_t n = recv(fd, b, sizeof b, 0);
@@ -626,7 +600,7 @@ static void *nonsense_server(void *arg)
         char b[256];
         (void)!send(fd, "HTTP/1.1 400 Bad Request\r\n\r\n", 28, MSG_NOSIGNAL);
         (void)!recv(fd, b, sizeof b, 0);
-        nap(0.2);
+        test_nap(0.2);
         close(fd);
     }
     return NULL;
@@ -744,9 +718,10 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = test_failures;
-        double t0 = now();
+        double t0 = test_now_seconds();
         tests[i].fn();
-        printf("%-20s %s (%.2f s)\n", tests[i].name, test_failures == before ? "ok" : "FAILED", now() - t0);
+        printf("%-20s %s (%.2f s)\n", tests[i].name, test_failures == before ? "ok" : "FAILED",
+               test_now_seconds() - t0);
     }
     return test_finish("test_store");
 }

@@ -30,31 +30,6 @@
 #define SECRET "0123456789abcdef0123456789abcdef"
 #define IDLE_WANTED 1000
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void nap(double seconds)
-{
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        abort();
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* A connection to 127.0.0.1:port, or -1 (nobody listens yet, or out of descriptors). */
 static int try_connect(int port)
 {
@@ -74,8 +49,8 @@ static int try_connect(int port)
 static int dropped_within(int fd, double seconds)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    double end = now() + seconds;
-    while (now() < end) {
+    double end = test_now_seconds() + seconds;
+    while (test_now_seconds() < end) {
         if (poll(&p, 1, 50) > 0) {
             char b[4096];
             ssize_t n = recv(fd, b, sizeof b, 0);
@@ -166,12 +141,13 @@ static void test_attacks_on_a_job(void)
     CHECK(pipe(report) == 0);
     report_fd = report[1];
     setenv(LOOM_STORE_SECRET_ENV, SECRET, 1);
-    int port = free_port();
+    int port = test_free_port();
     pid_t rank0 = spawn_rank(0, port);
 
     /* Attack as soon as the port opens. */
     int probe = -1;
-    for (double end = now() + 10; probe < 0 && now() < end; nap(0.005)) probe = try_connect(port);
+    for (double end = test_now_seconds() + 10; probe < 0 && test_now_seconds() < end; test_nap(0.005))
+        probe = try_connect(port);
     CHECK(probe >= 0);
     close(probe);
 
@@ -341,7 +317,7 @@ static void test_caps(void)
     }
     CHECK(nheld <= 24 && refused_at_once >= 16);
     for (int i = 0; i < nheld; i++) close(held[i]);
-    nap(0.2);
+    test_nap(0.2);
     CHECK(loom_store_get(c, "a", buf, sizeof buf, &size, 1.0) == LOOM_OK && size == 2000);
 
     CHECK(loom_store_server_refused(s) >= 3);
@@ -358,14 +334,14 @@ static void test_rendezvous_needs_a_secret(void)
     CHECK(loom_store_rendezvous(1, 2, "10.1.2.3", 29999, 1.0, &server, &client) == LOOM_E_INVALID);
     CHECK(strstr(loom_error_message(), LOOM_STORE_SECRET_ENV) != NULL);
     setenv("LOOM_STORE_BIND", "*", 1);
-    CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", free_port(), 1.0, &server, &client) == LOOM_E_INVALID);
+    CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", test_free_port(), 1.0, &server, &client) == LOOM_E_INVALID);
     unsetenv("LOOM_STORE_BIND");
     setenv(LOOM_STORE_SECRET_ENV, "short", 1);
-    CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", free_port(), 1.0, &server, &client) == LOOM_E_INVALID);
+    CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", test_free_port(), 1.0, &server, &client) == LOOM_E_INVALID);
     CHECK(strstr(loom_error_message(), "at least 16") != NULL);
     unsetenv(LOOM_STORE_SECRET_ENV);
     /* Loopback without a secret still works (ranks started by hand on one machine). */
-    CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", free_port(), 2.0, &server, &client) == LOOM_OK);
+    CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", test_free_port(), 2.0, &server, &client) == LOOM_OK);
     loom_store_close(client);
     loom_store_server_stop(server);
 }

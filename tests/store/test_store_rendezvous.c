@@ -18,31 +18,6 @@
 #include "store.h"
 #include "test_util.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void nap(double seconds)
-{
-    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        abort();
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* What a child rank does; returns its exit code (0 = as expected). */
 typedef int (*rank_fn)(int rank, int world, int port);
 
@@ -56,13 +31,13 @@ static int run_ranks(const int *ranks, const double *delays, int n, int world, i
     for (int i = 0; i < n; i++) {
         pids[i] = fork();
         if (pids[i] == 0) {
-            nap(delays ? delays[i] : 0);
+            test_nap(delays ? delays[i] : 0);
             _exit(fn(ranks[i], world, port));
         }
         if (pids[i] < 0) abort();
     }
     int bad = 0, left = n;
-    double end = now() + limit;
+    double end = test_now_seconds() + limit;
     while (left > 0) {
         int status;
         pid_t p = waitpid(-1, &status, WNOHANG);
@@ -73,7 +48,7 @@ static int run_ranks(const int *ranks, const double *delays, int n, int world, i
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) bad++;
             continue;
         }
-        if (now() > end) {
+        if (test_now_seconds() > end) {
             fprintf(stderr, "run_ranks: %d processes still running after %.0f s: killing them\n", left, limit);
             for (int i = 0; i < n; i++)
                 if (pids[i] > 0) kill(pids[i], SIGKILL);
@@ -81,7 +56,7 @@ static int run_ranks(const int *ranks, const double *delays, int n, int world, i
                 if (pids[i] > 0) waitpid(pids[i], NULL, 0);
             return bad + left;
         }
-        nap(0.01);
+        test_nap(0.01);
     }
     return bad;
 }
@@ -92,7 +67,7 @@ static int all_join(int rank, int world, int port)
 {
     loom_store_server *server = NULL;
     loom_store_client *client = NULL;
-    double t0 = now();
+    double t0 = test_now_seconds();
     if (loom_store_rendezvous(rank, world, "127.0.0.1", port, 10.0, &server, &client) != LOOM_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, loom_error_message());
         return 1;
@@ -128,13 +103,13 @@ static int all_join(int rank, int world, int port)
     }
     loom_store_close(client);
     loom_store_server_stop(server);
-    if (now() - t0 > 5.0) return 8;
+    if (test_now_seconds() - t0 > 5.0) return 8;
     return 0;
 }
 
 static void test_all_join(void)
 {
-    int port = free_port();
+    int port = test_free_port();
     int ranks[4] = {1, 2, 3, 0};
     double delays[4] = {0, 0.05, 0.1, 0.3}; /* rank 0 last: the others retry until it serves */
     CHECK(run_ranks(ranks, delays, 4, 4, port, all_join, 15.0) == 0);
@@ -148,9 +123,9 @@ static int joins_alone(int rank, int world, int port)
 {
     loom_store_server *server = NULL;
     loom_store_client *client = NULL;
-    double t0 = now();
+    double t0 = test_now_seconds();
     loom_status st = loom_store_rendezvous(rank, world, "127.0.0.1", port, MISSING_TIMEOUT, &server, &client);
-    double dt = now() - t0;
+    double dt = test_now_seconds() - t0;
     const char *m = loom_error_message();
     char where[64];
     snprintf(where, sizeof where, "127.0.0.1:%d", port);
@@ -162,11 +137,11 @@ static int joins_alone(int rank, int world, int port)
 
 static void test_one_missing(void)
 {
-    int port = free_port();
+    int port = test_free_port();
     int ranks[2] = {0, 2}; /* rank 1 never comes */
-    double t0 = now();
+    double t0 = test_now_seconds();
     CHECK(run_ranks(ranks, NULL, 2, 3, port, joins_alone, 10.0) == 0);
-    CHECK(now() - t0 < MISSING_TIMEOUT + 3.0);
+    CHECK(test_now_seconds() - t0 < MISSING_TIMEOUT + 3.0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -186,7 +161,7 @@ static int claims_rank(int rank, int world, int port)
 
 static void test_rank_twice(void)
 {
-    int port = free_port();
+    int port = test_free_port();
     int ranks[3] = {0, 1, 1};
     double delays[3] = {0, 0.05, 0.1};
     CHECK(run_ranks(ranks, delays, 3, 3, port, claims_rank, 10.0) == 0);
@@ -199,7 +174,7 @@ static void test_in_process(void)
     /* World of one: rank 0 serves and joins itself. */
     loom_store_server *server = NULL;
     loom_store_client *client = NULL;
-    int port = free_port();
+    int port = test_free_port();
     CHECK(loom_store_rendezvous(0, 1, "127.0.0.1", port, 2.0, &server, &client) == LOOM_OK);
     CHECK(server && client);
     loom_store_close(client);
@@ -242,9 +217,10 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = test_failures;
-        double t0 = now();
+        double t0 = test_now_seconds();
         tests[i].fn();
-        printf("%-20s %s (%.2f s)\n", tests[i].name, test_failures == before ? "ok" : "FAILED", now() - t0);
+        printf("%-20s %s (%.2f s)\n", tests[i].name, test_failures == before ? "ok" : "FAILED",
+               test_now_seconds() - t0);
         fflush(stdout);
     }
     return test_finish("test_store_rendezvous");

@@ -114,7 +114,8 @@ int main(void)
     CHECK(strstr(out, "loom: error:") && strstr(out, "99999"));
 
     /* Errors: exit 2 and a message naming what is wrong. */
-    snprintf(args, sizeof args, "tokenize --input '%s/none.txt' --vocab_dir '%s/gpt2' --output_dir '%s/o'", dir, data, dir);
+    snprintf(args, sizeof args, "tokenize --input '%s/none.txt' --vocab_dir '%s/gpt2' --output_dir '%s/o'", dir, data,
+             dir);
     CHECK(run(args, out, out_size) == 2);
     CHECK(strstr(out, "none.txt") != NULL);
     snprintf(args, sizeof args, "tokenize --input x --vocab_dir '%s' --output_dir '%s/o'", dir, dir);

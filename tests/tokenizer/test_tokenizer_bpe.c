@@ -179,7 +179,11 @@ int main(void)
     /* "<|endoftext|>" in text is text, not the special token. */
     check_encode(bpe, S("<|endoftext|>"), IDS('<', '|', 'e', 'n', 'd', 'o', 'f', 't', 'e', 'x', 't', '|', '>'));
     /* Every byte round-trips, invalid UTF-8 and NUL included. */
-    check_encode(bpe, S("ab\xff" "ab\xc3" "cd\x80\x80 b\0a"), IDS(M(2), 0xff, M(2), 0xc3, M(0), 0x80, 0x80, M(7), 0, 'a'));
+    check_encode(bpe,
+                 S("ab\xff"
+                   "ab\xc3"
+                   "cd\x80\x80 b\0a"),
+                 IDS(M(2), 0xff, M(2), 0xc3, M(0), 0x80, 0x80, M(7), 0, 'a'));
     check_encode(bpe, S("\xc3\xa9t\xc3\xa9"), NULL);
     check_encode(bpe, S("\xed\xa0\x80 \xc0\x80 \xf4\x90\x80\x80 \xe2\x82"), NULL);
     {

@@ -127,7 +127,8 @@ int main(void)
         "\xf0\x9f\x98\x80",
     };
     size_t n_tricky = 0;
-    for (size_t i = 0; i < sizeof tricky / sizeof tricky[0]; i++) n_tricky += (size_t)roundtrip(bpe, tricky[i], strlen(tricky[i]), NULL);
+    for (size_t i = 0; i < sizeof tricky / sizeof tricky[0]; i++)
+        n_tricky += (size_t)roundtrip(bpe, tricky[i], strlen(tricky[i]), NULL);
     CHECK(n_tricky == sizeof tricky / sizeof tricky[0]);
 
     /* Bytes that are not UTF-8: every one survives. */

@@ -263,10 +263,11 @@ static void test_list_checkpoints(void)
     size_t n = 99;
     CHECK(loom_list_checkpoints(at("no-output"), &steps, &n) == LOOM_OK && n == 0 && steps == NULL);
 
-    const char *dirs[] = {"ck/checkpoint-9", "ck/checkpoint-10", "ck/checkpoint-1", "ck/checkpoint-100",
-                          "ck/checkpoint-0", "ck/checkpoint-abc", "ck/checkpoint-5.tmp", "ck/checkpoint-",
-                          "ck/checkpoint-007", "ck/checkpoint--3", "ck/checkpoint-+4", "ck/checkpoint-99999999999999999999",
-                          "ck/Checkpoint-6", "ck/runs", "ck/real-target"};
+    const char *dirs[] = {"ck/checkpoint-9",     "ck/checkpoint-10", "ck/checkpoint-1",
+                          "ck/checkpoint-100",   "ck/checkpoint-0",  "ck/checkpoint-abc",
+                          "ck/checkpoint-5.tmp", "ck/checkpoint-",   "ck/checkpoint-007",
+                          "ck/checkpoint--3",    "ck/checkpoint-+4", "ck/checkpoint-99999999999999999999",
+                          "ck/Checkpoint-6",     "ck/runs",          "ck/real-target"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
         CHECK(loom_mkdir_p(at(dirs[i])) == LOOM_OK);
     touch(at("ck/checkpoint-3"), "a file, not a checkpoint");

@@ -165,7 +165,8 @@ static void test_round_trip(void)
         loom_safetensors_close(st);
     }
     CHECK(loom_read_file(path, &raw, &len) == LOOM_OK);
-    const char *first = raw && len > 8 ? strstr(raw + 8, "\"format\"") : NULL; /* past the length field, whose zero bytes would end the search */
+    const char *first = raw && len > 8 ? strstr(raw + 8, "\"format\"")
+                                       : NULL; /* past the length field, whose zero bytes would end the search */
     CHECK(first && strstr(first + 1, "\"format\"") == NULL);
     free(raw);
 
@@ -306,7 +307,8 @@ static void craft_json(const char *path, const char *json, size_t data_len)
             loom_safetensors_close(st_);                                                              \
     } while (0)
 
-#define T(name, dtype, shape, b, e) "\"" name "\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
+#define T(name, dtype, shape, b, e)                                                                                    \
+    "\"" name "\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" #b "," #e "]}"
 
 static void test_malformed(void)
 {

@@ -253,7 +253,8 @@ static void test_state_and_restore(void)
 
     /* Round trip into a fresh trainer: the same state, and the same next decision. */
     loom_trainer *resumed = early_stopping_trainer("3");
-    CHECK(resumed && loom_trainer_callbacks_restore(resumed, cJSON_GetObjectItemCaseSensitive(file, "stateful_callbacks")) == LOOM_OK);
+    CHECK(resumed && loom_trainer_callbacks_restore(
+                         resumed, cJSON_GetObjectItemCaseSensitive(file, "stateful_callbacks")) == LOOM_OK);
     cJSON *again = resumed ? loom_trainer_callbacks_state(resumed) : NULL;
     CHECK(cJSON_Compare(again, state, 1));
     cJSON_Delete(again);
@@ -264,10 +265,11 @@ static void test_state_and_restore(void)
 
     /* Counter 2 of patience 3 with best 0.5: the next worse evaluation stops; a fresh callback
      * would not. HF's TrainerControl and unknown names are ignored. */
-    cJSON *stored = cJSON_Parse("{\"EarlyStoppingCallback\": {\"args\": {\"early_stopping_patience\": 3, "
-                                "\"early_stopping_threshold\": 0.0}, \"attributes\": {\"early_stopping_patience_counter\": 2, "
-                                "\"best_metric\": 0.5}}, \"TrainerControl\": {\"args\": {\"should_save\": true}, "
-                                "\"attributes\": {}}, \"SomeoneElsesCallback\": {\"args\": {}, \"attributes\": {}}}");
+    cJSON *stored =
+        cJSON_Parse("{\"EarlyStoppingCallback\": {\"args\": {\"early_stopping_patience\": 3, "
+                    "\"early_stopping_threshold\": 0.0}, \"attributes\": {\"early_stopping_patience_counter\": 2, "
+                    "\"best_metric\": 0.5}}, \"TrainerControl\": {\"args\": {\"should_save\": true}, "
+                    "\"attributes\": {}}, \"SomeoneElsesCallback\": {\"args\": {}, \"attributes\": {}}}");
     const double worse[] = {0.6};
     t = early_stopping_trainer("3");
     CHECK(t && loom_trainer_callbacks_restore(t, stored) == LOOM_OK);
@@ -279,8 +281,9 @@ static void test_state_and_restore(void)
     cJSON_Delete(stored);
 
     /* An HF checkpoint keeps no best value of the callback's: it comes from state.best_metric. */
-    stored = cJSON_Parse("{\"EarlyStoppingCallback\": {\"args\": {\"early_stopping_patience\": 3, "
-                         "\"early_stopping_threshold\": 0.0}, \"attributes\": {\"early_stopping_patience_counter\": 2}}}");
+    stored =
+        cJSON_Parse("{\"EarlyStoppingCallback\": {\"args\": {\"early_stopping_patience\": 3, "
+                    "\"early_stopping_threshold\": 0.0}, \"attributes\": {\"early_stopping_patience_counter\": 2}}}");
     t = early_stopping_trainer("3");
     CHECK(t && loom_trainer_callbacks_restore(t, stored) == LOOM_OK);
     if (t) {
@@ -312,7 +315,8 @@ static void test_state_and_restore(void)
     /* What cannot be restored is refused by name. */
     t = early_stopping_trainer("3");
     if (t) {
-        stored = cJSON_Parse("{\"EarlyStoppingCallback\": {\"attributes\": {\"early_stopping_patience_counter\": -1}}}");
+        stored =
+            cJSON_Parse("{\"EarlyStoppingCallback\": {\"attributes\": {\"early_stopping_patience_counter\": -1}}}");
         CHECK(loom_trainer_callbacks_restore(t, stored) == LOOM_E_FORMAT);
         CHECK(strstr(loom_error_message(), "early_stopping_patience_counter") != NULL);
         cJSON_Delete(stored);

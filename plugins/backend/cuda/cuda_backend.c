@@ -30,7 +30,8 @@ static loom_status cuda_failed(loom_backend *self, cudaError_t err, const char *
 {
     (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
     return self->api->fail(self->host, err == cudaErrorMemoryAllocation ? LOOM_E_NOMEM : LOOM_E_DEVICE,
-                           "%s on cuda:%d: %s (%s)", what, self->device, cudaGetErrorString(err), cudaGetErrorName(err));
+                           "%s on cuda:%d: %s (%s)", what, self->device, cudaGetErrorString(err),
+                           cudaGetErrorName(err));
 }
 
 static loom_status cuda_probe_device(loom_host *host, const loom_host_api *api, int32_t *device_count)
@@ -52,7 +53,8 @@ static loom_status cuda_create(loom_host *host, const loom_host_api *api, const 
     const char *why = cuda_probe(&count, &driver, reason, sizeof reason);
     if (why) return api->fail(host, LOOM_E_UNSUPPORTED, "%s", why);
     if (index < 0 || index >= count)
-        return api->fail(host, LOOM_E_INVALID, "cuda:%d asked for, %d device%s visible", index, count, count == 1 ? "" : "s");
+        return api->fail(host, LOOM_E_INVALID, "cuda:%d asked for, %d device%s visible", index, count,
+                         count == 1 ? "" : "s");
     cudaError_t err = cudaSetDevice(index);
     if (err == cudaSuccess) err = cudaFree(NULL); /* start the context now, not inside step 1 */
     if (err != cudaSuccess)
@@ -81,7 +83,8 @@ static loom_status cuda_device_info(loom_backend *self, loom_device_info *info)
     cudaError_t err = cudaGetDeviceProperties(&prop, self->device);
     if (err != cudaSuccess) return cuda_failed(self, err, "cudaGetDeviceProperties");
     size_t free_bytes = 0, total_bytes = 0;
-    if ((err = cudaMemGetInfo(&free_bytes, &total_bytes)) != cudaSuccess) return cuda_failed(self, err, "cudaMemGetInfo");
+    if ((err = cudaMemGetInfo(&free_bytes, &total_bytes)) != cudaSuccess)
+        return cuda_failed(self, err, "cudaMemGetInfo");
     int runtime = 0;
     (void)cudaRuntimeGetVersion(&runtime);
     size_t len = strnlen(prop.name, sizeof prop.name);

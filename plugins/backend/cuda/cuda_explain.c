@@ -17,8 +17,9 @@ const char *cuda_explain(const cuda_probe_facts *f, char *buf, size_t size)
     /* CUDA's minor-version compatibility: a driver of the runtime's major runs it; an older
      * major cannot. */
     if (f->driver_version > 0 && f->runtime_version > 0 && f->driver_version / 1000 < f->runtime_version / 1000) {
-        snprintf(buf, size, "the NVIDIA driver supports CUDA %d.%d, older than the CUDA %d.%d loom's cuda plugin was built "
-                            "with: update the driver, or rebuild loom with a CUDA %d toolkit",
+        snprintf(buf, size,
+                 "the NVIDIA driver supports CUDA %d.%d, older than the CUDA %d.%d loom's cuda plugin was built "
+                 "with: update the driver, or rebuild loom with a CUDA %d toolkit",
                  f->driver_version / 1000, f->driver_version % 1000 / 10, f->runtime_version / 1000,
                  f->runtime_version % 1000 / 10, f->driver_version / 1000);
         return buf;

@@ -70,6 +70,7 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <loom/comm.h>
+#include <loom/plugin.h>
 
 #include "gloo_comm_internal.h"
 #include "gloo_reduce.h"
@@ -1063,8 +1064,4 @@ std::shared_ptr<gloo::Context> context_of(loom_comm *comm)
 
 } // namespace loom_gloo
 
-extern "C" LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &gloo_desc : nullptr;
-}
+LOOM_PLUGIN_EXPORT(&gloo_desc)

@@ -1,5 +1,5 @@
 /*
- * bench_cuda_kernels.c - sgemm throughput, CUDA (cuBLAS) against the CPU (OpenBLAS), at the
+ * cuda_kernels.c (bench_cuda_kernels) - sgemm throughput, CUDA (cuBLAS) against the CPU (OpenBLAS), at the
  * shapes of a GPT-2 small layer over 4 sequences of 64 tokens (256 rows):
  *
  *   IC x OC x tokens   layer

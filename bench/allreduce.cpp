@@ -1,9 +1,9 @@
 /*
- * bench_allreduce.cpp - all-reduce bandwidth of the gloo plugin against Gloo's own ring
+ * allreduce.cpp (bench_allreduce) - all-reduce bandwidth of the gloo plugin against Gloo's own ring
  * all-reduce (gloo::allreduce with the RING algorithm, what PyTorch's gloo backend runs) on
  * the very same gloo context, between forked processes on 127.0.0.1.
  *
- *   build-dir/tests/comm/bench_allreduce [--world 2] [--reps 5] [--warmup 2] [--sizes 1,16,64,256]
+ *   build-dir/bench/bench_allreduce [--world 2] [--reps 5] [--warmup 2] [--sizes 1,16,64,256]
  *
  * The plugin's sources are compiled into this program (the .so exports loom_plugin_query only),
  * so it can reach the context behind the plugin instance. fp32 SUM; per size: warm-up calls,

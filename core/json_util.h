@@ -1,0 +1,36 @@
+/*
+ * json_util.h - the JSON helpers the configuration readers and writers share (--config,
+ * --deepspeed, training_args.json, the merged ds_config.json): one message format for a parse
+ * error, one name per JSON type, one string escaping, one shortest number form. Internal to
+ * libloom (loom__ prefix: not exported, not installed).
+ */
+#ifndef LOOM_CORE_JSON_UTIL_H
+#define LOOM_CORE_JSON_UTIL_H
+
+#include <loom/loom.h>
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct cJSON;
+
+/* "a string", "a number", "a boolean", "null", "an array", "an object": for "expected X, got Y". */
+const char *loom__json_type_name(const struct cJSON *v);
+
+/* Records "PATH:LINE:COLUMN: malformed JSON" for a parse that stopped at `at` (cJSON's end
+ * pointer into `text`; NULL: 1:1) and returns LOOM_E_FORMAT. */
+loom_status loom__json_malformed(const char *path, const char *text, const char *at);
+
+/* Writes s as a JSON string the way Python's json.dumps does (ensure_ascii=False): '"' and
+ * '\\' escaped, \n \r \t \b \f by name, other control characters as \u00XX, UTF-8 as is. */
+void loom__json_write_string(FILE *out, const char *s);
+
+/* The shortest "%.*g" text (6 to 17 digits) that reads back as the same double: "0.9", not
+ * "0.90000000000000002". Used for values handed on as text (plugin config, messages). */
+void loom__format_shortest(char *buf, size_t size, double v);
+
+/* 0 when no object in `value` (recursively) has a key twice; else -1 with the dotted path of
+ * the first duplicate in buf (cJSON keeps duplicates, json.load keeps the last silently). */
+int loom__json_find_duplicate(const struct cJSON *value, char *buf, size_t size);
+
+#endif

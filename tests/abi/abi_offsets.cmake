@@ -1,0 +1,23 @@
+# Runs the four abi_offsets programs (1.0 C, 1.0 C++, today C, today C++) and compares their
+# tables with abi_members.py --compare: 1.0's C++ table must equal its C table, and every 1.0
+# member must sit at the same offset with the same size in both of today's tables.
+set(dumps)
+set(i 0)
+foreach(program ${PROGRAMS})
+  set(dump ${OUT}/abi_offsets_${i}.txt)
+  execute_process(COMMAND ${program} OUTPUT_FILE ${dump} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${program} failed: ${rc}")
+  endif()
+  list(APPEND dumps ${dump})
+  math(EXPR i "${i} + 1")
+endforeach()
+list(GET dumps 0 v10_c)
+list(GET dumps 1 v10_cpp)
+list(GET dumps 2 now_c)
+list(GET dumps 3 now_cpp)
+execute_process(COMMAND ${PYTHON} ${SCRIPT} --compare ${v10_c} ${v10_cpp} RESULT_VARIABLE rc1)
+execute_process(COMMAND ${PYTHON} ${SCRIPT} --compare ${v10_c} ${now_c} ${now_cpp} RESULT_VARIABLE rc2)
+if(NOT rc1 EQUAL 0 OR NOT rc2 EQUAL 0)
+  message(FATAL_ERROR "ABI layout changed (see above)")
+endif()
