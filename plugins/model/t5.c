@@ -21,6 +21,8 @@
  */
 #include "t5.h"
 
+#include <loom/plugin.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -651,8 +653,4 @@ static const loom_plugin_desc t5_desc = {
     .params = t5_param_specs,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &t5_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&t5_desc)

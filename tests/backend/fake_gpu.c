@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <loom/backend.h>
+#include <loom/plugin.h>
 
 #define MAX_BLOCKS 4096
 
@@ -432,8 +433,4 @@ static const loom_plugin_desc fake_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &fake_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&fake_desc)

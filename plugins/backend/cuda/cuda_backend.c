@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <loom/backend.h>
+#include <loom/plugin.h>
 
 #include "cuda_probe.h"
 #include "lk_cuda.h"
@@ -273,8 +274,4 @@ static const loom_plugin_desc cuda_desc = {
     .params = NULL,
 };
 
-LOOM_EXPORT const loom_plugin_desc *loom_plugin_query(uint32_t host_abi_major, uint32_t index)
-{
-    (void)host_abi_major;
-    return index == 0 ? &cuda_desc : NULL;
-}
+LOOM_PLUGIN_EXPORT(&cuda_desc)
