@@ -1,6 +1,6 @@
 /*
  * command_launch.c - `loom launch`: torchrun's interface. Starts --nproc_per_node ranks of
- * COMMAND on this node, each with the environment core/ranks.h reads, relays their output
+ * COMMAND on this node, each with the environment core/dist/ranks.h reads, relays their output
  * line by line with a "[rank N] " prefix, and stops them all when one fails or when the
  * launcher is interrupted.
  *

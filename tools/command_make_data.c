@@ -1,6 +1,6 @@
 /*
  * command_make_data.c - `loom make-data`: a synthetic classification data set in loom's
- * classification file format (core/data_classification.h), split into train, validation and
+ * classification file format (core/data/data_classification.h), split into train, validation and
  * test files drawn from ONE generator run, so all three share the same classes.
  */
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /*
  * command_tokenize.c - `loom tokenize`: encode a text file with GPT-2's BPE into llm.c token
- * shards (core/data_tokens.h): OUT/train.bin and OUT/validation.bin, the validation split
+ * shards (core/data/data_tokens.h): OUT/train.bin and OUT/validation.bin, the validation split
  * being the LAST fraction of the tokens. Also prints the ids of a string (--text) or decodes
  * ids (--decode), for debugging and tests.
  */

@@ -42,8 +42,13 @@ class ExamplesTest(LoomTestCase):
         self.assertTrue(os.path.exists(os.path.join(prefix, "include", "loom", "optimizer.h")))
         # Only the public headers: the ABI and the embedding ones (trainer.h and what it includes).
         core = os.path.join(prefix, "include", "loom", "core")
-        self.assertEqual(sorted(os.listdir(core)), ["args.h", "dataset.h", "error.h", "plugin_loader.h", "ranks.h",
-                                                    "trainer.h", "training_args.def"])
+        self.assertEqual(sorted(os.listdir(core)), ["args.h", "dataset.h", "error.h", "memory_check.h",
+                                                    "plugin_loader.h", "ranks.h", "trainer.h", "training_args.def"])
+        # ... and they are enough: an embedder's file including trainer.h compiles against them.
+        unit = os.path.join(self.tmp, "embed.c")
+        with open(unit, "w") as f:
+            f.write("#include <trainer.h>\nint main(void) { return loom_trainer_default_hooks() == 0; }\n")
+        run("cc", "-std=c11", "-fsyntax-only", "-I", core, "-I", os.path.join(prefix, "include"), unit)
         # Relocatable: no absolute path in the CMake package; a moved prefix still resolves.
         config_dir = os.path.join(prefix, "lib", "cmake", "loom")
         for name in os.listdir(config_dir):

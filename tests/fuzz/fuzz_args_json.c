@@ -1,5 +1,5 @@
-/* fuzz_args_json.c - a --config file of training arguments (core/args_file.c), resolved as
- * `loom train --config FILE` would, then written back as JSON (core/args_json.c). */
+/* fuzz_args_json.c - a --config file of training arguments (core/config/args_file.c), resolved as
+ * `loom train --config FILE` would, then written back as JSON (core/config/args_json.c). */
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

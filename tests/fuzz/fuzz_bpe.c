@@ -1,4 +1,4 @@
-/* fuzz_bpe.c - GPT-2 BPE files (core/tokenizer_bpe.c): vocab.json, then merges.txt after the
+/* fuzz_bpe.c - GPT-2 BPE files (core/data/tokenizer_bpe.c): vocab.json, then merges.txt after the
  * separator line; a vocabulary that loads encodes a text with every byte and decodes it back. */
 #include "fuzz_util.h"
 #include "tokenizer_bpe.h"

@@ -1,4 +1,4 @@
-/* fuzz_checkpoint.c - a checkpoint folder (core/checkpoint_dir.c): the input is name, content,
+/* fuzz_checkpoint.c - a checkpoint folder (core/io/checkpoint_dir.c): the input is name, content,
  * name, content, ... separated by FUZZ_SEPARATOR, written as the folder's files (the manifest
  * is loom_manifest.json); then loom_checkpoint_verify and loom_checkpoint_latest on it. */
 #include <ctype.h>

@@ -1,4 +1,4 @@
-/* fuzz_classification.c - a LOOMCLS1 classification file (core/data_classification.c). */
+/* fuzz_classification.c - a LOOMCLS1 classification file (core/data/data_classification.c). */
 #include <math.h>
 
 #include "data_classification.h"

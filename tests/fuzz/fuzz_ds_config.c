@@ -1,4 +1,4 @@
-/* fuzz_ds_config.c - a DeepSpeed configuration (core/args_deepspeed.c, core/deepspeed_config.c):
+/* fuzz_ds_config.c - a DeepSpeed configuration (core/config/args_deepspeed.c, core/config/deepspeed_config.c):
  * parsed with the arguments as `loom train --deepspeed FILE` does, merged for two ranks, its
  * pending steps resolved and written back. */
 #include "deepspeed_config.h"

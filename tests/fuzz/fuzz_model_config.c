@@ -1,4 +1,4 @@
-/* fuzz_model_config.c - config.json of a model folder (core/model_config.c). */
+/* fuzz_model_config.c - config.json of a model folder (core/io/model_config.c). */
 #include "fuzz_util.h"
 #include "model_config.h"
 

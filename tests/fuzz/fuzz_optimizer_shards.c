@@ -1,4 +1,4 @@
-/* fuzz_optimizer_shards.c - the optimizer state files of a checkpoint (core/checkpoint_shards.c).
+/* fuzz_optimizer_shards.c - the optimizer state files of a checkpoint (core/io/checkpoint_shards.c).
  * The first input byte picks the layout: optimizer.safetensors alone, or the rank files of a
  * world of 1 to 3 (optimizer.rank-R-of-W.safetensors); the rest is the files' contents,
  * separated by FUZZ_SEPARATOR. Every entry of a set that opens is read back, whole and in

@@ -1,4 +1,4 @@
-/* fuzz_resume_state.c - a checkpoint's JSON state files (core/resume_state.c): the input's
+/* fuzz_resume_state.c - a checkpoint's JSON state files (core/io/resume_state.c): the input's
  * parts, separated by FUZZ_SEPARATOR, are trainer_state.json, scheduler.json, scaler.json,
  * loss_tracker.json and rng_state.json; a missing part is a missing file. */
 #include "fuzz_util.h"

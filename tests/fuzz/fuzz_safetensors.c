@@ -1,4 +1,4 @@
-/* fuzz_safetensors.c - a .safetensors file (core/safetensors.c): open, every tensor, lookups. */
+/* fuzz_safetensors.c - a .safetensors file (core/io/safetensors.c): open, every tensor, lookups. */
 #include "fuzz_util.h"
 #include "safetensors.h"
 

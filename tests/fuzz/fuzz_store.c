@@ -1,4 +1,4 @@
-/* fuzz_store.c - the rendezvous store's wire protocol (core/store_server.c), from a peer's side.
+/* fuzz_store.c - the rendezvous store's wire protocol (core/dist/store_server.c), from a peer's side.
  * Each input is a fresh server on loopback and up to four connections: the input's parts
  * (separated by FUZZ_SEPARATOR) are what each connection sends. The first byte of the input says,
  * bit i, whether connection i first passes the handshake with the job's secret (then its part

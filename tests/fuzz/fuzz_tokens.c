@@ -1,4 +1,4 @@
-/* fuzz_tokens.c - an llm.c token shard (core/data_tokens.c): opened as a dataset, the first and
+/* fuzz_tokens.c - an llm.c token shard (core/data/data_tokens.c): opened as a dataset, the first and
  * last examples read. The first input byte picks the block size. */
 #include "data_tokens.h"
 #include "fuzz_util.h"

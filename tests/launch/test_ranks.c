@@ -1,4 +1,4 @@
-/* test_ranks.c - rank detection (core/ranks.c): every source through setenv, and the errors. */
+/* test_ranks.c - rank detection (core/dist/ranks.c): every source through setenv, and the errors. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
-/* test_data_classification.c - the LOOMCLS1 format and generator (core/data_classification.c,
- * compiled into this test with core/error.c so it runs without libloom): round trip, every
+/* test_data_classification.c - the LOOMCLS1 format and generator (core/data/data_classification.c,
+ * compiled into this test with core/base/error.c so it runs without libloom): round trip, every
  * load error with its message, determinism, and that "blobs" is nearly but not perfectly
  * linearly separable while "spirals" needs a nonlinear model. */
 #include "data_classification.h"

@@ -1,5 +1,5 @@
 /* test_mlp_train.c - the pieces of this folder working together, without libloom: generate a
- * data set (core/data_classification.c), train the mlp plugin on it with plain momentum SGD
+ * data set (core/data/data_classification.c), train the mlp plugin on it with plain momentum SGD
  * through the test host, and check what the generator promises: "spirals" defeats a linear
  * model (hidden_sizes "") but not an MLP, "blobs" is learnt well by either. */
 #include <dlfcn.h>

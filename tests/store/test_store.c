@@ -1,4 +1,4 @@
-/* test_store.c - the rendezvous store (core/store.h) in one process: a server thread and
+/* test_store.c - the rendezvous store (core/dist/store.h) in one process: a server thread and
  * clients over real sockets on 127.0.0.1, ephemeral ports. set/get, a get parked until
  * another thread sets, atomic add from many threads, wait on several keys, timeouts, a port
  * nobody serves, a server stopped under a waiting client, garbage on the wire, the host

@@ -1,4 +1,4 @@
-/* test_store_admission.c - the rendezvous store admits only the job (core/store.h). A 2-rank
+/* test_store_admission.c - the rendezvous store admits only the job (core/dist/store.h). A 2-rank
  * job of real processes (fork, loom_store_rendezvous, LOOM_STORE_SECRET in the environment)
  * while this process plays a stranger on the same host as soon as rank 0's port opens, before
  * rank 1 joins: it connects with a wrong secret and with none, sends `ADD loom/joined +5` and

@@ -1,5 +1,5 @@
-/* test_checkpoint_files.c - checkpoint folders (core/checkpoint_dir.c) and optimizer state
- * shards of any cut (core/checkpoint_shards.c), on files written here. */
+/* test_checkpoint_files.c - checkpoint folders (core/io/checkpoint_dir.c) and optimizer state
+ * shards of any cut (core/io/checkpoint_shards.c), on files written here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* test_memory_check.c - core/memory_check.c on made-up systems: a folder with proc/meminfo,
+/* test_memory_check.c - core/trainer/memory_check.c on made-up systems: a folder with proc/meminfo,
  * proc/self/cgroup and cgroup v1 or v2 files. The room is the smallest of MemAvailable and
  * each limit on the way up less its usage, plus what the process holds; LOOM_MEMORY_LIMIT
  * replaces it; the refusal names the numbers and the knobs. */

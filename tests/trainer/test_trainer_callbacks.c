@@ -1,5 +1,5 @@
 /*
- * test_trainer_callbacks.c - the trainer's callback list (core/trainer_callbacks.c) without a
+ * test_trainer_callbacks.c - the trainer's callback list (core/trainer/trainer_callbacks.c) without a
  * training run: HF's add_callback / pop_callback / remove_callback, the early_stopping plugin's
  * rule on scripted evaluations (hand-worked expectations), and the stateful-callback state
  * written into trainer_state.json and restored on its own, as resume will call it.

@@ -41,9 +41,9 @@ struct loom_dataset {
 };
 
 /* Data file formats. */
-#define LOOM_DATA_CLASSIFICATION 1 /* LOOMCLS1 (core/data_classification.h)                 */
-#define LOOM_DATA_TOKENS 2         /* llm.c token shards (core/data_tokens.h), one or a glob  */
-#define LOOM_DATA_SEQ2SEQ 3        /* JSON lines of {"input_ids", "labels"} (core/data_seq2seq.h) */
+#define LOOM_DATA_CLASSIFICATION 1 /* LOOMCLS1 (core/data/data_classification.h)                 */
+#define LOOM_DATA_TOKENS 2         /* llm.c token shards (core/data/data_tokens.h), one or a glob  */
+#define LOOM_DATA_SEQ2SEQ 3        /* JSON lines of {"input_ids", "labels"} (core/data/data_seq2seq.h) */
 
 /* Which format `path` holds (a glob: its first match), by the file's first bytes. */
 LOOM_API loom_status loom_dataset_sniff(const char *path, int *format);
