@@ -39,7 +39,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 2 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 3 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -47,7 +47,9 @@ extern "C" {
  *      loom.h loom_dtype_size / loom_dtype_name / loom_dtype_is_param (header-only).
  * 1.2: callback.h the "loom.trainer/1" service (loom_trainer_api, loom_trainer_data) and
  *      loom_callback_vtable state_name / save_state / load_state (stateful callbacks);
- *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out). */
+ *      model.h LOOM_PARAM_EMBEDDING (a flag value: HF's flops estimate leaves embeddings out).
+ * 1.3: kernels.h attention_flash_forward / attention_flash_backward / classifier;
+ *      model.h train_step (forward and backward in one call, the seed known up front). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

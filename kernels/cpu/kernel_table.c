@@ -30,6 +30,9 @@ static const loom_kernels_api lk_cpu_table = {
     .accumulate_f32 = lk_accumulate_f32,
     .gemm_mixed = lk_gemm_mixed,
     .softmax_cross_entropy_backward_cast = lk_softmax_cross_entropy_backward_cast,
+    .attention_flash_forward = lk_attention_flash_forward,
+    .attention_flash_backward = lk_attention_flash_backward,
+    .classifier = lk_classifier,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }
