@@ -7,9 +7,11 @@
  * probabilities from lse: P = exp(S - lse), exact up to round-off.
  *
  * Memory is O(T) per head: one thread packs its head's q, k, v (and in the backward dout and
- * the dq accumulator) into contiguous [T, hs] f32 panels, widening bf16/f16 inputs there, and
- * works on [BR, BC] score tiles. The tile products are BLAS calls on packed panels (lk_sgemm):
- * inside the OpenMP region the OpenMP build of OpenBLAS runs them on the calling thread.
+ * the dq accumulator) into contiguous [T, hs] f32 panels, widening bf16/f16 inputs there, plus
+ * k and v transposed, and works on [BR, BC] score tiles. The tile products are register-blocked
+ * loops written here (tile_mm), not BLAS calls: OpenBLAS entered from inside an OpenMP region
+ * contends for its own thread pool (tens of times slower on a loaded machine), and at these
+ * sizes its call and packing overhead would be a large share anyway.
  *
  * Determinism: work is split over (b, h) pairs, each computed by one thread in a fixed tile
  * order, so results do not depend on the thread count. The backward walks key tiles in the
@@ -29,6 +31,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Query rows (BR) and key columns (BC) of a tile. 128 x 128 x hs products are large enough
  * that a BLAS call's fixed cost is a few percent, and a tile (64 KiB) stays in L2. The tests
@@ -45,6 +48,66 @@ static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int dtype_ok(uint32_t dtype)
 {
     return dtype == LOOM_DTYPE_F32 || dtype == LOOM_DTYPE_BF16 || dtype == LOOM_DTYPE_F16;
+}
+
+/* C[M, N] = alpha * A B (+ C when accumulate), B row-major [K, N] (row stride ldb), A's
+ * element (m, k) at A[m * sam + k * sak] (so A or its transpose). Four rows of C by
+ * LK_MM_NB columns at a time stay in registers while k runs; ragged edges take the same loop
+ * with run-time bounds. Every element's sum runs over k in order: deterministic. */
+#define LK_MM_NB 32
+static void tile_mm(float *C, int64_t ldc, const float *A, int64_t sam, int64_t sak, const float *Bm, int64_t ldb,
+                    int64_t M, int64_t N, int64_t K, float alpha, int accumulate)
+{
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const int64_t mb = min_i64(4, M - m0);
+        const float *a0 = A + m0 * sam, *a1 = a0 + (mb > 1 ? sam : 0), *a2 = a0 + (mb > 2 ? 2 * sam : 0),
+                    *a3 = a0 + (mb > 3 ? 3 * sam : 0);
+        for (int64_t n0 = 0; n0 < N; n0 += LK_MM_NB) {
+            float acc[4][LK_MM_NB];
+            memset(acc, 0, sizeof acc);
+            if (N - n0 >= LK_MM_NB) {
+                for (int64_t k = 0; k < K; k++) {
+                    const float *b = Bm + k * ldb + n0;
+                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
+#pragma omp simd
+                    for (int64_t n = 0; n < LK_MM_NB; n++) {
+                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
+                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
+                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
+                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
+                    }
+                }
+            } else {
+                const int64_t nb = N - n0;
+                for (int64_t k = 0; k < K; k++) {
+                    const float *b = Bm + k * ldb + n0;
+                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
+                    for (int64_t n = 0; n < nb; n++) {
+                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
+                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
+                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
+                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
+                    }
+                }
+            }
+            const int64_t nb = min_i64(LK_MM_NB, N - n0);
+            for (int64_t j = 0; j < mb; j++) {
+                float *c = C + (m0 + j) * ldc + n0;
+                if (accumulate)
+                    for (int64_t n = 0; n < nb; n++) c[n] = fmaf(alpha, acc[j][n], c[n]);
+                else
+                    for (int64_t n = 0; n < nb; n++) c[n] = alpha * acc[j][n];
+            }
+        }
+    }
+}
+
+/* dst[i, t] = src[t, i] for a [T, hs] panel: the transposed k or v that S = Q K^T and
+ * dP = dO V^T read row by row. */
+static void transpose(float *dst, const float *src, int64_t T, int64_t hs)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < hs; i++) dst[i * T + t] = src[t * hs + i];
 }
 
 /* dst[t, :] = the hs elements at src + (b T + t) ld + off, as f32. */
@@ -76,8 +139,8 @@ void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_
     const size_t es = loom_dtype_size(dtype);
 #pragma omp parallel if (B * T * T * C >= 2 * LK_OMP_MIN_WORK)
     {
-        float *q = workspace((size_t)(3 * T * hs + LK_FLASH_BR * LK_FLASH_BC + LK_FLASH_BR * hs + 2 * LK_FLASH_BR));
-        float *k = q + T * hs, *v = k + T * hs, *S = v + T * hs, *acc = S + LK_FLASH_BR * LK_FLASH_BC;
+        float *q = workspace((size_t)(4 * T * hs + LK_FLASH_BR * LK_FLASH_BC + LK_FLASH_BR * hs + 2 * LK_FLASH_BR));
+        float *k = q + T * hs, *v = k + T * hs, *kt = v + T * hs, *S = kt + T * hs, *acc = S + LK_FLASH_BR * LK_FLASH_BC;
         float *m = acc + LK_FLASH_BR * hs, *l = m + LK_FLASH_BR;
 #pragma omp for collapse(2) schedule(dynamic)
         for (int64_t b = 0; b < B; b++) {
@@ -86,12 +149,13 @@ void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_
                 pack(q, base, dtype, T, C3, h * hs, hs);
                 pack(k, base, dtype, T, C3, C + h * hs, hs);
                 pack(v, base, dtype, T, C3, 2 * C + h * hs, hs);
+                transpose(kt, k, T, hs);
                 for (int64_t i0 = 0; i0 < T; i0 += LK_FLASH_BR) {
                     const int64_t br = min_i64(LK_FLASH_BR, T - i0), keys = i0 + br;
                     for (int64_t r = 0; r < br; r++) m[r] = -INFINITY, l[r] = 0.0f;
                     for (int64_t j0 = 0; j0 < keys; j0 += LK_FLASH_BC) {
                         const int64_t bc = min_i64(LK_FLASH_BC, keys - j0);
-                        lk_sgemm(0, 1, br, bc, hs, scale, q + i0 * hs, hs, k + j0 * hs, hs, 0.0f, S, LK_FLASH_BC);
+                        tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
                         for (int64_t r = 0; r < br; r++) {
                             float *row = S + r * LK_FLASH_BC, *o = acc + r * hs;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1); /* causal: keys <= t */
@@ -121,7 +185,7 @@ void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_
                             }
                             m[r] = mx;
                         }
-                        lk_sgemm(0, 0, br, hs, bc, 1.0f, S, LK_FLASH_BC, v + j0 * hs, hs, 1.0f, acc, hs);
+                        tile_mm(acc, hs, S, LK_FLASH_BC, 1, v + j0 * hs, hs, br, hs, bc, 1.0f, 1);
                     }
                     for (int64_t r = 0; r < br; r++) {
                         const int64_t t = i0 + r;
@@ -148,8 +212,9 @@ void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv
     const size_t es = loom_dtype_size(dtype);
 #pragma omp parallel if (B * T * T * C >= LK_OMP_MIN_WORK)
     {
-        float *q = workspace((size_t)(5 * T * hs + T + 2 * LK_FLASH_BR * LK_FLASH_BC + 2 * LK_FLASH_BC * hs));
-        float *k = q + T * hs, *v = k + T * hs, *dO = v + T * hs, *dq = dO + T * hs, *D = dq + T * hs;
+        float *q = workspace((size_t)(7 * T * hs + T + 2 * LK_FLASH_BR * LK_FLASH_BC + 2 * LK_FLASH_BC * hs));
+        float *k = q + T * hs, *v = k + T * hs, *dO = v + T * hs, *dq = dO + T * hs, *kt = dq + T * hs;
+        float *vt = kt + T * hs, *D = vt + T * hs;
         float *P = D + T, *dS = P + LK_FLASH_BR * LK_FLASH_BC, *dk = dS + LK_FLASH_BR * LK_FLASH_BC;
         float *dv = dk + LK_FLASH_BC * hs;
 #pragma omp for collapse(2) schedule(dynamic)
@@ -160,6 +225,8 @@ void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv
                 pack(k, base, dtype, T, C3, C + h * hs, hs);
                 pack(v, base, dtype, T, C3, 2 * C + h * hs, hs);
                 pack(dO, dout + b * T * C, LOOM_DTYPE_F32, T, C, h * hs, hs);
+                transpose(kt, k, T, hs);
+                transpose(vt, v, T, hs);
                 const float *L = lse + (b * NH + h) * T;
                 for (int64_t t = 0; t < T; t++) {
                     const float *o = out + (b * T + t) * C + h * hs, *g = dO + t * hs;
@@ -175,8 +242,8 @@ void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv
                     /* Query tiles with a row t >= j0: the one holding j0 and those after. */
                     for (int64_t i0 = j0 / LK_FLASH_BR * LK_FLASH_BR; i0 < T; i0 += LK_FLASH_BR) {
                         const int64_t br = min_i64(LK_FLASH_BR, T - i0);
-                        lk_sgemm(0, 1, br, bc, hs, scale, q + i0 * hs, hs, k + j0 * hs, hs, 0.0f, P, LK_FLASH_BC);
-                        lk_sgemm(0, 1, br, bc, hs, 1.0f, dO + i0 * hs, hs, v + j0 * hs, hs, 0.0f, dS, LK_FLASH_BC);
+                        tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
+                        tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, T, br, bc, hs, 1.0f, 0);
                         for (int64_t r = 0; r < br; r++) {
                             float *p = P + r * LK_FLASH_BC, *ds = dS + r * LK_FLASH_BC;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1);
@@ -188,9 +255,9 @@ void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv
                                 ds[c] = e * (ds[c] - dr) * scale;
                             }
                         }
-                        lk_sgemm(1, 0, bc, hs, br, 1.0f, P, LK_FLASH_BC, dO + i0 * hs, hs, 1.0f, dv, hs);
-                        lk_sgemm(0, 0, br, hs, bc, 1.0f, dS, LK_FLASH_BC, k + j0 * hs, hs, 1.0f, dq + i0 * hs, hs);
-                        lk_sgemm(1, 0, bc, hs, br, 1.0f, dS, LK_FLASH_BC, q + i0 * hs, hs, 1.0f, dk, hs);
+                        tile_mm(dv, hs, P, 1, LK_FLASH_BC, dO + i0 * hs, hs, bc, hs, br, 1.0f, 1);
+                        tile_mm(dq + i0 * hs, hs, dS, LK_FLASH_BC, 1, k + j0 * hs, hs, br, hs, bc, 1.0f, 1);
+                        tile_mm(dk, hs, dS, 1, LK_FLASH_BC, q + i0 * hs, hs, bc, hs, br, 1.0f, 1);
                     }
                     for (int64_t c = 0; c < bc; c++) {
                         float *gk = dqkv + (b * T + j0 + c) * C3 + C + h * hs, *gv = gk + C;
