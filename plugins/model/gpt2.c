@@ -81,6 +81,11 @@ static int complete_kernels(const loom_kernels_api *k)
  * which keeps them (ln1, atty, ln2, fch_gelu, lnf) only in the 16-bit compute dtype. */
 static int64_t input_floats(int mixed, int64_t n) { return mixed ? (n + 1) / 2 : n; }
 
+/* Sequences from which the tiled attention runs (bind's max_sequence_length): at T = 64 both
+ * take well under a millisecond per layer, at T = 256 the tiled one is ~1.5x faster in backward,
+ * at T = 1024 2.5-4x, and it never holds [T, T]. */
+#define GPT2_FLASH_MIN_T 128
+
 /* Rows of the fused classifier's chunk: [128, V] f32 is 26 MB for GPT-2's vocabulary (the
  * [N, V] logits are 206 MB at N = 1024), and 128-row products still run at the GEMM's rate. */
 #define GPT2_CLASSIFIER_ROWS 128
@@ -175,12 +180,14 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     if (estimate > 0x1p44)
         return api->fail(self->host, LOOM_E_INVALID,
                          "activations for batch %lld x %lld tokens do not fit in memory", (long long)B, (long long)T);
-    /* The tiled attention and the fused classifier where the kernel table has them (ABI 1.3);
-     * LOOM_GPT2_ATTENTION=stored / LOOM_GPT2_CLASSIFIER=unfused keep the older paths, for
-     * comparisons and benchmarks. The classifier accumulates dwte in f32: f32 parameters only. */
+    /* The tiled attention and the fused classifier where the kernel table has them (ABI 1.3).
+     * The tiled attention from GPT2_FLASH_MIN_T tokens on: below, the stored probabilities are
+     * small and the row loops slightly faster. LOOM_GPT2_ATTENTION=flash|stored and
+     * LOOM_GPT2_CLASSIFIER=unfused choose a path, for tests, comparisons and benchmarks. The
+     * classifier accumulates dwte in f32: f32 parameters only. */
     const char *env_att = getenv("LOOM_GPT2_ATTENTION"), *env_cls = getenv("LOOM_GPT2_CLASSIFIER");
-    self->flash = LOOM_HAS(k, loom_kernels_api, attention_flash_backward) && k->attention_flash_forward &&
-                  !(env_att && strcmp(env_att, "stored") == 0);
+    const int want_flash = env_att && *env_att ? strcmp(env_att, "flash") == 0 : T >= GPT2_FLASH_MIN_T;
+    self->flash = LOOM_HAS(k, loom_kernels_api, attention_flash_backward) && k->attention_flash_forward && want_flash;
     self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && pd == LOOM_DTYPE_F32 &&
                   (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) && !(env_cls && strcmp(env_cls, "unfused") == 0);
     self->param_dtype = pd;

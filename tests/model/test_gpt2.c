@@ -977,8 +977,13 @@ int main(void)
 
     test_descriptor();
     test_params();
-    /* The brief's tiny model, B = 2, T = 7, bound for T up to 9 (shorter batches work). */
+    /* The brief's tiny model, B = 2, T = 7, bound for T up to 9 (shorter batches work); with
+     * the stored attention (what short sequences take) and with the tiled one. */
     test_forward_backward(TINY, 2, 7, 9);
+    setenv("LOOM_GPT2_ATTENTION", "flash", 1);
+    test_forward_backward(TINY, 2, 7, 9);
+    test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
+    unsetenv("LOOM_GPT2_ATTENTION");
     /* A vocabulary large enough that the cross-entropy backward runs in several chunks. */
     test_forward_backward((gcfg){"500", "16", "12", "1", "2"}, 2, 7, 7);
     test_decode(TINY, 7, (const int64_t[]){3, 3, 1}, 3);
