@@ -12,10 +12,15 @@
  * count of targets (labels != -100 in the batch) equal to the model's.
  *
  * Memory (bind, once): llm.c's activations less attproj/fcproj (the projections are written
- * into the residual buffers and the residual added in place), the logits [N, V] with the
- * softmax done in place, and a backward scratch of 2 N C + N (max(F, 3C) + max(F, C)) floats
- * that also holds the first rows of the dlogits: no [N, V] gradient buffer of its own (see
- * logits_ext in gpt2.h). Nothing is allocated per step.
+ * into the residual buffers and the residual added in place), and a backward scratch of
+ * 2 N C + N (max(F, 3C) + max(F, C)) floats. Two things that grow fast are gone where the
+ * kernel table has the ABI 1.3 kernels: the attention keeps each row's log-sum-exp instead of
+ * the [B, NH, T, T] probabilities (from T = GPT2_FLASH_MIN_T), and the fused classifier works
+ * through the logits in chunks of GPT2_CLASSIFIER_ROWS rows inside the backward scratch instead
+ * of holding [N, V] (f32 parameters). Otherwise the logits [N, V] are kept with the softmax
+ * done in place, the dlogits reusing them (logits_ext in gpt2.h). With gradient checkpointing
+ * the blocks share one set of activations (each block's output is kept) and backward recomputes
+ * them. Nothing is allocated per step; the logits only once, by the calls that return them.
  */
 #include "gpt2.h"
 
@@ -102,6 +107,7 @@ typedef struct gpt2_layout {
     int64_t region;              /* dA, dB and the head's scratch                            */
     int64_t logits;              /* [N, V] when the classifier is not fused                  */
     int64_t wte_cd;              /* compute_dtype wte (fused, compute dtype != param dtype)  */
+    int64_t dwte32;              /* f32 head gradient of wte (fused, 16-bit parameters)      */
     int64_t R;                   /* ce_chunk                                                 */
     int64_t total;
 } gpt2_layout;
@@ -121,6 +127,7 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
     if (self->fused) {
         y.region = max_i64(ab, classifier_floats(mixed, min_i64(N, GPT2_CLASSIFIER_ROWS), V));
         y.wte_cd = mixed && self->param_dtype != self->compute_dtype ? (V * C + 1) / 2 : 0;
+        y.dwte32 = self->param_dtype != LOOM_DTYPE_F32 ? V * C : 0;
     } else {
         y.region = max_i64(ab, y.R * V);
         y.logits = N * V;
@@ -128,7 +135,7 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
     y.total = round_up(N * C) + y.layer_sets * per_layer + self->L * round_up(N * C) /* encoded, blocks, residual3 */
               + round_up(input_floats(mixed, N * C)) + 2 * round_up(N) + round_up(N) /* lnf, ...   */
               + 2 * round_up(N * C)                                                  /* dres, dln  */
-              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd);
+              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd) + round_up(y.dwte32);
     return y;
 }
 
@@ -184,12 +191,13 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
      * The tiled attention from GPT2_FLASH_MIN_T tokens on: below, the stored probabilities are
      * small and the row loops slightly faster. LOOM_GPT2_ATTENTION=flash|stored and
      * LOOM_GPT2_CLASSIFIER=unfused choose a path, for tests, comparisons and benchmarks. The
-     * classifier accumulates dwte in f32: f32 parameters only. */
+     * classifier accumulates dwte in f32: into the gradients themselves when they are f32, else
+     * into an f32 [V, C] copy rounded into them once. */
     const char *env_att = getenv("LOOM_GPT2_ATTENTION"), *env_cls = getenv("LOOM_GPT2_CLASSIFIER");
     const int want_flash = env_att && *env_att ? strcmp(env_att, "flash") == 0 : T >= GPT2_FLASH_MIN_T;
     self->flash = LOOM_HAS(k, loom_kernels_api, attention_flash_backward) && k->attention_flash_forward && want_flash;
-    self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && pd == LOOM_DTYPE_F32 &&
-                  (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) && !(env_cls && strcmp(env_cls, "unfused") == 0);
+    self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
+                  (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0);
     self->param_dtype = pd;
     self->compute_dtype = cd;
     const gpt2_layout y = layout(self, mixed, B, T);
@@ -249,7 +257,6 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->losses = TAKE(N);
     self->dres = TAKE(N * C);
     self->dln = TAKE(N * C);
-    const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
     float *region = TAKE(y.region);
     self->dA = region;
     self->dB = region + round_up(N * max_i64(F, 3 * C));
@@ -257,8 +264,8 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->cls_chunk = min_i64(N, GPT2_CLASSIFIER_ROWS);
     self->logits = y.logits ? TAKE(y.logits) : NULL;
     self->wte_cd = y.wte_cd ? TAKE(y.wte_cd) : NULL;
+    self->dwte32 = y.dwte32 ? TAKE(y.dwte32) : NULL;
 #undef TAKE
-    (void)ab;
     /* Unfused: logits_ext starts inside `region` (R * V <= its size); fused: set when a call
      * needs the logits (head_buffer). */
     self->logits_ext = self->logits ? self->logits - R * V : NULL;
@@ -619,17 +626,29 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
     return backward_trunk(self, batch, demb, sink);
 }
 
+/* The fused classifier with gradients: losses, dln = dlogits wte (written) and wte's head
+ * gradient added into dwte (the sink's param_dtype memory; through dwte32 and one rounding when
+ * that is 16-bit). */
+static void head_gradients(loom_model *self, const void *lnf, const int32_t *labels, float seed, int64_t N, void *dwte)
+{
+    const int64_t C = self->C, V = self->V;
+    memset(self->dln, 0, (size_t)(N * C) * sizeof(float));
+    float *g = self->dwte32 ? self->dwte32 : dwte;
+    if (self->dwte32) memset(g, 0, (size_t)(V * C) * sizeof(float));
+    self->k->classifier(self->losses, self->dln, g, self->cls_scratch, lnf, head_weight(self), head_dtype(self), labels,
+                        seed, N, C, V, self->cls_chunk);
+    if (self->dwte32) self->k->accumulate_f32(dwte, self->param_dtype, g, V * C);
+}
+
 /* The fused classifier's backward: dln = dlogits wte and dwte += dlogits^T lnf, chunk by chunk
  * (recomputing the logits), then the rest. The loss is recomputed too (the same values). */
 static loom_status backward_fused(loom_model *self, const loom_batch *batch, float seed, const loom_grad_sink *sink)
 {
-    const int64_t N = self->fwd_B * self->fwd_T, C = self->C;
+    const int64_t N = self->fwd_B * self->fwd_T;
     void *demb = NULL;
     loom_status st = acquire(self, sink, 0, emb_end(self), &demb);
     if (st) return st;
-    memset(self->dln, 0, (size_t)(N * C) * sizeof(float));
-    self->k->classifier(self->losses, self->dln, demb, self->cls_scratch, self->lnf, head_weight(self),
-                        head_dtype(self), batch->labels.data, seed, N, C, self->V, self->cls_chunk);
+    head_gradients(self, self->lnf, batch->labels.data, seed, N, demb);
     return backward_trunk(self, batch, demb, sink);
 }
 
@@ -755,13 +774,11 @@ static loom_status gpt2_train_step(loom_model *self, const loom_batch *batch, fl
     self->fwd_B = 0;
     self->fwd_has_probs = 0;
     self->fwd_fused = 0;
-    const int64_t N = B * T, C = self->C;
+    const int64_t N = B * T;
     const void *lnf = forward_trunk(self, batch->inputs.data, B, T);
     void *demb = NULL;
     if ((st = acquire(self, sink, 0, emb_end(self), &demb))) return st;
-    memset(self->dln, 0, (size_t)(N * C) * sizeof(float));
-    self->k->classifier(self->losses, self->dln, demb, self->cls_scratch, lnf, head_weight(self), head_dtype(self),
-                        labels, seed, N, C, self->V, self->cls_chunk);
+    head_gradients(self, lnf, labels, seed, N, demb);
     sum_losses(self, labels, N, result);
     self->fwd_B = B;
     self->fwd_T = T;

@@ -139,14 +139,15 @@ struct loom_model {
 
     /* Attention and classifier for long sequences (kernels.h ABI 1.3), chosen at bind. */
     int32_t flash;               /* attention_flash_*: no [T, T] probabilities kept           */
-    int32_t fused;               /* classifier: no [N, V] logits (f32 parameters, f32 or bf16
-                                    compute)                                                  */
+    int32_t fused;               /* classifier: no [N, V] logits (f32 or bf16 compute, with
+                                    f32 parameters or parameters in the compute dtype)        */
     int32_t fwd_fused;           /* the last forward ran the fused classifier's loss only     */
     int32_t recompute;           /* gradient checkpointing: one block's activations kept
                                     (layers[l] share them), recomputed in backward            */
     void *cls_scratch;           /* the classifier's chunk (inside dA/dB's region)            */
     int64_t cls_chunk;           /* its rows                                                  */
     void *wte_cd;                /* wte in compute_dtype when that is not param_dtype         */
+    float *dwte32;               /* [V, C] f32 head gradient of wte, 16-bit parameters        */
     float *losses;               /* [N]                                                       */
     float *dres;                 /* [N, C] gradient of the residual stream                    */
     float *dln;                  /* [N, C] gradient of a layernorm output                     */
