@@ -125,6 +125,16 @@ void lk_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float 
                      const float *k, const float *v, const float *att, int64_t B, int64_t NH, int64_t Tq,
                      int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float dropout, uint64_t dropout_seed);
 
+/* attention_flash.c: the attention without [T, T] (kernels.h states the contract). */
+void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B, int64_t T,
+                                int64_t C, int64_t NH);
+void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype, const float *out,
+                                 const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH);
+
+/* classifier.c: LM head + softmax + loss + dlogits in row chunks (kernels.h). */
+void lk_classifier(float *losses, float *dinp, float *dweight, void *scratch, const void *inp, const void *weight,
+                   uint32_t dtype, const int32_t *labels, float scale, int64_t N, int64_t C, int64_t V, int64_t chunk);
+
 /* elementwise.c */
 void lk_add(float *out, const float *a, const float *b, int64_t n);
 void lk_accumulate(float *dst, const float *src, int64_t n);

@@ -130,7 +130,7 @@ typedef struct loom_backend_vtable {
      * static or living as long as the instance. Its kernels run on the compute stream. */
     const loom_kernels_api *(*kernels)(loom_backend *self);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_backend_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

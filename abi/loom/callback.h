@@ -117,7 +117,7 @@ typedef struct loom_callback_vtable {
      * resume. Training thread only. */
     loom_status (*load_state)(loom_callback *self, const char *json);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_callback_vtable;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -231,7 +231,7 @@ typedef struct loom_trainer_api {
      * nowhere or to something that is not a number or a boolean. MT-safe. */
     loom_status (*json_number)(loom_host *host, const char *json, const char *path, double *out);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_trainer_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

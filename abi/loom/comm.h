@@ -58,7 +58,7 @@ typedef struct loom_store_api {
     loom_status (*add)(loom_host *host, const char *key, int64_t delta, int64_t *value);
     /* Whether every key of keys[0..n) exists, waiting up to timeout_seconds for them. */
     loom_status (*wait)(loom_host *host, const char *const *keys, size_t n, double timeout_seconds);
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_store_api;
 
 typedef struct loom_comm loom_comm;                 /* plugin-private instance */
@@ -105,7 +105,7 @@ typedef struct loom_comm_vtable {
     /* Required. Block until the request is done (or the timeout passes) and free it. */
     loom_status (*wait)(loom_comm *self, loom_comm_request *request);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_comm_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

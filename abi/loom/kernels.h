@@ -176,12 +176,42 @@ typedef struct loom_kernels_api {
                          int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS,
                          int64_t kv_rows, float scale, float dropout, uint64_t dropout_seed);
 
+    /* ---- ABI 1.3: memory-lean attention and classifier for long sequences. Check with
+     * LOOM_HAS(k, loom_kernels_api, classifier) (or the member you use): older hosts lend none. */
+
+    /* The same causal attention as attention_forward, without the [B,NH,T,T] probabilities:
+     * tiled with an online softmax, O(T) memory per head (the kernel allocates its per-thread
+     * workspace itself). qkv [B,T,3C] is stored as qkv_dtype (F32, BF16 or F16; computed in
+     * f32); out [B,T,C] f32 is written; lse [B,NH,T] f32 receives each query row's
+     * log-sum-exp of its scaled scores, all the backward needs besides qkv and out. An unknown
+     * qkv_dtype does nothing. */
+    void (*attention_flash_forward)(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B,
+                                    int64_t T, int64_t C, int64_t NH);
+    /* dqkv[B,T,3C] (f32) += the gradient from dout[B,T,C], recomputing the probabilities from
+     * the forward's qkv, out and lse. Equal to attention_backward up to f32 round-off. */
+    void (*attention_flash_backward)(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
+                                     const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
+                                     int64_t NH);
+    /* The fused classifier: for rows inp[N,C] and a head weight[V,C] (both stored as dtype:
+     * F32, BF16 or F16), `chunk` rows at a time: logits = inp weight^T, losses[n] = the
+     * softmax cross-entropy against labels (as softmax_cross_entropy_forward: 0 for -100), and
+     * when dinp or dweight is not NULL, dlogits = scale (softmax - onehot) (in dtype, rounded
+     * once, as softmax_cross_entropy_backward_cast), dinp[N,C] += dlogits weight and
+     * dweight[V,C] += dlogits^T inp (both f32). No [N,V] buffer: scratch (caller's, any
+     * content) holds chunk*V floats, plus chunk*V 16-bit values after them when dtype is not
+     * F32. Calls gemm_mixed: not reentrant with it. */
+    void (*classifier)(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
+                       const void *weight, uint32_t dtype, const int32_t *labels, float scale, int64_t N,
+                       int64_t C, int64_t V, int64_t chunk);
+
     /* ABI 1.4+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, rmsnorm_forward) == 208, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, attention_flash_forward) == 240, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 264, "loom_kernels_api layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -69,7 +69,10 @@ extern "C" {
  *      position bias, key padding mask, optional causality and dropout) and the header-only
  *      loom_dropout_keep;
  *      backend.h LOOM_KIND_BACKEND (a device as a plugin: memory, streams, copies, its kernel
- *      table); the host serves "loom.kernels.cuda/1" when a CUDA backend is bound. */
+ *      table); the host serves "loom.kernels.cuda/1" when a CUDA backend is bound;
+ *      kernels.h attention_flash_forward / attention_flash_backward / classifier (long
+ *      sequences: no [T, T] probabilities, no [N, V] logits); model.h train_step (forward and
+ *      backward in one call, the seed known up front). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -289,7 +292,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.3+: append below; never reorder or remove. */
+    /* ABI 1.4+: append below; never reorder or remove. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */

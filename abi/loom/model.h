@@ -184,7 +184,17 @@ typedef struct loom_model_vtable {
      * f32 gradients) instead of allocating more. Sets *bytes (0 and NULL: none). MT-safe. */
     void *(*step_scratch)(loom_model *self, size_t *bytes);
 
-    /* ABI 1.3+: append below. */
+    /* ---- ABI 1.3 ---- */
+
+    /* Optional (NULL: the host calls forward then backward). forward(batch, result, NULL)
+     * followed by backward(batch, seed, sink), in one call: knowing the seed before the loss
+     * lets a model fuse its loss with its gradient (gpt2: the classifier never holds the
+     * logits). Same results and the same sink protocol as the two calls. One thread per
+     * instance. */
+    loom_status (*train_step)(loom_model *self, const loom_batch *batch, float seed,
+                              const loom_grad_sink *sink, loom_forward_result *result);
+
+    /* ABI 1.4+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
@@ -193,7 +203,7 @@ LOOM_STATIC_ASSERT(offsetof(loom_batch, attention_mask) == 240, "loom_batch layo
 LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 136, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 144, "model vtable layout changed");
 #endif
 
 #ifdef __cplusplus

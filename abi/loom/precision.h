@@ -98,7 +98,7 @@ typedef struct loom_precision_vtable {
     loom_status (*get_state)(const loom_precision *self, loom_precision_state *out);
     loom_status (*set_state)(loom_precision *self, const loom_precision_state *state);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_precision_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

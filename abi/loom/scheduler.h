@@ -46,7 +46,7 @@ typedef struct loom_scheduler_vtable {
      * plugin writes lr and momentum only. Pure: the same t gives the same values. MT-safe. */
     loom_status (*value)(const loom_scheduler *self, int64_t t, loom_schedule_value *out);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_scheduler_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -114,7 +114,7 @@ typedef struct loom_sharding_vtable {
      * everything (ddp, none). One thread per instance. */
     loom_status (*set_reduction)(loom_sharding *self, int32_t enabled);
 
-    /* ABI 1.3+: append below. */
+    /* ABI 1.4+: append below. */
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -62,7 +62,8 @@ static cJSON *model_config_json(const loom_trainer *t)
     if (loom_config_str(t->model.config, "architectures", &architecture) == LOOM_CFG_PRESENT && *architecture)
         cJSON_AddItemToObject(json, "architectures", cJSON_CreateStringArray(&architecture, 1));
     for (const loom_param_spec *s = desc->params; s && s->key; s++) {
-        if (!strcmp(s->key, "architectures")) continue;
+        /* gradient_checkpointing is how a run trains, not what the model is. */
+        if (!strcmp(s->key, "architectures") || !strcmp(s->key, "gradient_checkpointing")) continue;
         double f;
         int64_t i;
         int32_t b;

@@ -417,6 +417,19 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         model_mapped[n_model++] = (loom_config_default){"num_classes", text[1]};
     }
     for (size_t i = 0; i < saved.n && n_model < 256; i++) model_mapped[n_model++] = saved.entries[i];
+    /* --gradient_checkpointing reaches a model that declares the key (gpt2 recomputes its
+     * blocks in backward); HF's models without support refuse it too. */
+    if (a->gradient_checkpointing && n_model < 256) {
+        int declared = 0;
+        for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
+            declared |= strcmp(s->key, "gradient_checkpointing") == 0;
+        if (!declared) {
+            st = loom_error(LOOM_E_UNSUPPORTED, "--gradient_checkpointing: model '%s' cannot recompute its activations",
+                            model->desc->name);
+            goto done;
+        }
+        model_mapped[n_model++] = (loom_config_default){"gradient_checkpointing", "true"};
+    }
     loom__format_shortest(text[2], sizeof text[2], a->learning_rate);
     loom__format_shortest(text[3], sizeof text[3], a->adam_beta1);
     loom__format_shortest(text[4], sizeof text[4], a->adam_beta2);

@@ -111,6 +111,11 @@ loom_status loom_default_training_step(loom_trainer *t, const loom_batch *batch,
     loom_forward_result result = {LOOM_HEADER_INIT(loom_forward_result)};
     loom_status st;
     if (!t->hooks.compute_loss) {
+        if (LOOM_HAS(mv, loom_model_vtable, train_step)) { /* the same as the two calls, fused */
+            st = mv->train_step(model, batch, seed, &sink, &result);
+            *loss_sum = result.loss_sum;
+            return st;
+        }
         if ((st = mv->forward(model, batch, &result, NULL)) != LOOM_OK) return st;
         *loss_sum = result.loss_sum;
         if ((st = mv->backward(model, batch, seed, &sink)) != LOOM_OK) return st;

@@ -34,6 +34,9 @@ static const loom_kernels_api lk_cpu_table = {
     .rmsnorm_backward = lk_rmsnorm_backward,
     .mha_forward = lk_mha_forward,
     .mha_backward = lk_mha_backward,
+    .attention_flash_forward = lk_attention_flash_forward,
+    .attention_flash_backward = lk_attention_flash_backward,
+    .classifier = lk_classifier,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

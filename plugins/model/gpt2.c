@@ -12,10 +12,15 @@
  * count of targets (labels != -100 in the batch) equal to the model's.
  *
  * Memory (bind, once): llm.c's activations less attproj/fcproj (the projections are written
- * into the residual buffers and the residual added in place), the logits [N, V] with the
- * softmax done in place, and a backward scratch of 2 N C + N (max(F, 3C) + max(F, C)) floats
- * that also holds the first rows of the dlogits: no [N, V] gradient buffer of its own (see
- * logits_ext in gpt2.h). Nothing is allocated per step.
+ * into the residual buffers and the residual added in place), and a backward scratch of
+ * 2 N C + N (max(F, 3C) + max(F, C)) floats. Two things that grow fast are gone where the
+ * kernel table has the ABI 1.3 kernels: the attention keeps each row's log-sum-exp instead of
+ * the [B, NH, T, T] probabilities (from T = GPT2_FLASH_MIN_T), and the fused classifier works
+ * through the logits in chunks of GPT2_CLASSIFIER_ROWS rows inside the backward scratch instead
+ * of holding [N, V] (f32 parameters). Otherwise the logits [N, V] are kept with the softmax
+ * done in place, the dlogits reusing them (logits_ext in gpt2.h). With gradient checkpointing
+ * the blocks share one set of activations (each block's output is kept) and backward recomputes
+ * them. Nothing is allocated per step; the logits only once, by the calls that return them.
  */
 #include <loom/plugin.h>
 
@@ -23,6 +28,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Fewest rows per softmax-cross-entropy backward call: the kernel parallelises over rows. */
@@ -41,6 +47,7 @@ static void gpt2_destroy(loom_model *self)
     gpt2_decode_free(self);
     gpt2_mixed_free(self);
     api->free_memory(self->host, self->activations);
+    api->free_memory(self->host, self->head_memory);
     api->free_memory(self->host, self->layers);
     gpt2_free_tensors(self);
     api->free_memory(self->host, self);
@@ -81,20 +88,57 @@ static int complete_kernels(const loom_kernels_api *k)
  * which keeps them (ln1, atty, ln2, fch_gelu, lnf) only in the 16-bit compute dtype. */
 static int64_t input_floats(int mixed, int64_t n) { return mixed ? (n + 1) / 2 : n; }
 
-/* Floats of the activations for B rows of T tokens, and the cross-entropy chunk R. */
-static int64_t activation_floats(const loom_model *self, int mixed, int64_t B, int64_t T, int64_t *ce_chunk)
+/* Sequences from which the tiled attention runs (bind's max_sequence_length): at T = 64 both
+ * take well under a millisecond per layer, at T = 256 the tiled one is ~1.5x faster in backward,
+ * at T = 1024 2.5-4x, and it never holds [T, T]. */
+#define GPT2_FLASH_MIN_T 128
+
+/* Rows of the fused classifier's chunk: [128, V] f32 is 26 MB for GPT-2's vocabulary (the
+ * [N, V] logits are 206 MB at N = 1024), and 128-row products still run at the GEMM's rate. */
+#define GPT2_CLASSIFIER_ROWS 128
+
+/* Floats of the fused classifier's scratch for chunks of R rows (kernels.h: classifier). */
+static int64_t classifier_floats(int mixed, int64_t R, int64_t V) { return R * V + (mixed ? (R * V + 1) / 2 : 0); }
+
+/* The sizes of everything bind() carves; TAKE in bind follows the same order. self->flash,
+ * fused and recompute are set. */
+typedef struct gpt2_layout {
+    int64_t layer_sets;          /* blocks whose activations are kept: L, or 1 recomputing   */
+    int64_t att;                 /* floats of a block's att                                  */
+    int64_t atty_f32;            /* floats of a block's own f32 attention output (or 0)      */
+    int64_t region;              /* dA, dB and the head's scratch                            */
+    int64_t logits;              /* [N, V] when the classifier is not fused                  */
+    int64_t wte_cd;              /* compute_dtype wte (fused, compute dtype != param dtype)  */
+    int64_t dwte32;              /* f32 head gradient of wte (fused, 16-bit parameters)      */
+    int64_t R;                   /* ce_chunk                                                 */
+    int64_t total;
+} gpt2_layout;
+
+static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t T)
 {
     const int64_t C = self->C, F = self->F, V = self->V, N = B * T;
-    const int64_t per_layer = 2 * round_up(N * C) + 3 * round_up(input_floats(mixed, N * C)) + 4 * round_up(N) +
-                              round_up(3 * N * C) + round_up(B * self->NH * T * T) + round_up(N * F) +
+    gpt2_layout y = {0};
+    y.layer_sets = self->recompute ? 1 : self->L;
+    y.att = self->flash ? B * self->NH * T : B * self->NH * T * T;
+    y.atty_f32 = self->flash && mixed ? N * C : 0;
+    const int64_t per_layer = round_up(N * C) + 3 * round_up(input_floats(mixed, N * C)) + 4 * round_up(N) +
+                              round_up(3 * N * C) + round_up(y.att) + round_up(y.atty_f32) + round_up(N * F) +
                               round_up(input_floats(mixed, N * F));
     const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
-    const int64_t R = min_i64(N, max_i64(GPT2_MIN_CE_CHUNK, ab / V));
-    *ce_chunk = R;
-    return round_up(N * C) + self->L * per_layer              /* encoded, blocks            */
-           + round_up(input_floats(mixed, N * C)) + 2 * round_up(N) + round_up(N) /* lnf, ...   */
-           + 2 * round_up(N * C)                              /* dres, dln                  */
-           + round_up(max_i64(ab, R * V)) + round_up(N * V);  /* dA dB / dlogits head, logits */
+    y.R = min_i64(N, max_i64(GPT2_MIN_CE_CHUNK, ab / V));
+    if (self->fused) {
+        y.region = max_i64(ab, classifier_floats(mixed, min_i64(N, GPT2_CLASSIFIER_ROWS), V));
+        y.wte_cd = mixed && self->param_dtype != self->compute_dtype ? (V * C + 1) / 2 : 0;
+        y.dwte32 = self->param_dtype != LOOM_DTYPE_F32 ? V * C : 0;
+    } else {
+        y.region = max_i64(ab, y.R * V);
+        y.logits = N * V;
+    }
+    y.total = round_up(N * C) + y.layer_sets * per_layer + self->L * round_up(N * C) /* encoded, blocks, residual3 */
+              + round_up(input_floats(mixed, N * C)) + 2 * round_up(N) + round_up(N) /* lnf, ...   */
+              + 2 * round_up(N * C)                                                  /* dres, dln  */
+              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd) + round_up(y.dwte32);
+    return y;
 }
 
 static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding)
@@ -146,11 +190,26 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     if (estimate > 0x1p44)
         return api->fail(self->host, LOOM_E_INVALID,
                          "activations for batch %lld x %lld tokens do not fit in memory", (long long)B, (long long)T);
-    int64_t R = 0;
-    const int64_t total = activation_floats(self, mixed, B, T, &R);
+    /* The tiled attention and the fused classifier where the kernel table has them (ABI 1.3).
+     * The tiled attention from GPT2_FLASH_MIN_T tokens on: below, the stored probabilities are
+     * small and the row loops slightly faster. LOOM_GPT2_ATTENTION=flash|stored and
+     * LOOM_GPT2_CLASSIFIER=unfused choose a path, for tests, comparisons and benchmarks. The
+     * classifier accumulates dwte in f32: into the gradients themselves when they are f32, else
+     * into an f32 [V, C] copy rounded into them once. */
+    const char *env_att = getenv("LOOM_GPT2_ATTENTION"), *env_cls = getenv("LOOM_GPT2_CLASSIFIER");
+    const int want_flash = env_att && *env_att ? strcmp(env_att, "flash") == 0 : T >= GPT2_FLASH_MIN_T;
+    self->flash = LOOM_HAS(k, loom_kernels_api, attention_flash_backward) && k->attention_flash_forward && want_flash;
+    self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
+                  (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0);
+    self->param_dtype = pd;
+    self->compute_dtype = cd;
+    const gpt2_layout y = layout(self, mixed, B, T);
+    const int64_t total = y.total, R = y.R;
 
     /* A second bind replaces the first; until it succeeds the model is unbound. */
     api->free_memory(self->host, self->activations);
+    api->free_memory(self->host, self->head_memory);
+    self->head_memory = NULL;
     self->activations = NULL;
     self->activation_bytes = 0;
     self->k = NULL;
@@ -172,19 +231,28 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->encoded = TAKE(N * C);
     for (int64_t l = 0; l < self->L; l++) {
         gpt2_layer_acts *a = &self->layers[l];
+        a->residual3 = TAKE(N * C); /* every block's output: the next one's input */
+    }
+    for (int64_t l = 0; l < y.layer_sets; l++) {
+        gpt2_layer_acts *a = &self->layers[l];
         a->ln1 = TAKE(input_floats(mixed, N * C));
         a->ln1_mean = TAKE(N);
         a->ln1_rstd = TAKE(N);
         a->qkv = TAKE(3 * N * C);
         a->atty = TAKE(input_floats(mixed, N * C));
-        a->att = TAKE(B * self->NH * T * T);
+        a->att = TAKE(y.att);
+        a->atty_f32 = y.atty_f32 ? TAKE(y.atty_f32) : a->atty;
         a->residual2 = TAKE(N * C);
         a->ln2 = TAKE(input_floats(mixed, N * C));
         a->ln2_mean = TAKE(N);
         a->ln2_rstd = TAKE(N);
         a->fch = TAKE(N * F);
         a->fch_gelu = TAKE(input_floats(mixed, N * F));
-        a->residual3 = TAKE(N * C);
+    }
+    for (int64_t l = y.layer_sets; l < self->L; l++) { /* recomputing: one set for all blocks */
+        float *residual3 = self->layers[l].residual3;
+        self->layers[l] = self->layers[0];
+        self->layers[l].residual3 = residual3;
     }
     self->lnf = TAKE(input_floats(mixed, N * C));
     self->lnf_mean = TAKE(N);
@@ -192,13 +260,18 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->losses = TAKE(N);
     self->dres = TAKE(N * C);
     self->dln = TAKE(N * C);
-    const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
-    float *region = TAKE(max_i64(ab, R * V));
+    float *region = TAKE(y.region);
     self->dA = region;
     self->dB = region + round_up(N * max_i64(F, 3 * C));
-    self->logits = TAKE(N * V);
+    self->cls_scratch = region;
+    self->cls_chunk = min_i64(N, GPT2_CLASSIFIER_ROWS);
+    self->logits = y.logits ? TAKE(y.logits) : NULL;
+    self->wte_cd = y.wte_cd ? TAKE(y.wte_cd) : NULL;
+    self->dwte32 = y.dwte32 ? TAKE(y.dwte32) : NULL;
 #undef TAKE
-    self->logits_ext = self->logits - R * V; /* inside `region`: R * V <= its size */
+    /* Unfused: logits_ext starts inside `region` (R * V <= its size); fused: set when a call
+     * needs the logits (head_buffer). */
+    self->logits_ext = self->logits ? self->logits - R * V : NULL;
     self->ce_chunk = R;
     if (p != (float *)self->activations + total)
         return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
@@ -311,6 +384,104 @@ static loom_status check_outputs(loom_model *self, const loom_tensor_view *v, co
     return LOOM_OK;
 }
 
+/* Block l's forward from `residual` (its input) into its activations and residual3. A product's
+ * input (ln1, atty, ln2, fch_gelu) is kept in the dtype the product reads: a mixed run makes it
+ * in f32 in dA (free outside a block's backward) and keeps the 16-bit cast only. Deterministic:
+ * gradient checkpointing runs it again in backward and gets the same bits. */
+static void block_forward(loom_model *self, int64_t l, const float *residual, int64_t B, int64_t T)
+{
+    const loom_kernels_api *k = self->k;
+    const int64_t C = self->C, F = self->F, NH = self->NH, N = B * T;
+    const float eps = self->eps;
+    gpt2_layer_acts *a = &self->layers[l];
+    float *scratch = self->dA;
+#define OUT(kept) (self->mixed ? scratch : (kept))
+    k->layernorm_forward(OUT(a->ln1), a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
+                         gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
+    const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
+    gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
+    const void *atty;
+    if (self->flash) { /* its backward reads the f32 output: atty_f32 (atty itself in f32 runs) */
+        k->attention_flash_forward(a->atty_f32, a->att, a->qkv, LOOM_DTYPE_F32, B, T, C, NH);
+        atty = gpt2_keep(self, a->atty, a->atty_f32, N * C);
+    } else {
+        k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
+        atty = gpt2_keep(self, a->atty, OUT(a->atty), N * C);
+    }
+    gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W),
+                    gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
+    k->add(a->residual2, a->residual2, residual, N * C);
+    k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
+                         gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
+    const void *ln2 = gpt2_keep(self, a->ln2, OUT(a->ln2), N * C);
+    gpt2_mm_forward(self, a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
+    k->gelu_forward(OUT(a->fch_gelu), a->fch, N * F);
+    const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
+    gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
+                    gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
+    k->add(a->residual3, a->residual3, a->residual2, N * C);
+#undef OUT
+}
+
+/* Embeddings, the blocks and ln_f: returns ln_f's output as the head reads it. */
+static const void *forward_trunk(loom_model *self, const int32_t *tokens, int64_t B, int64_t T)
+{
+    const int64_t C = self->C, N = B * T;
+    gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
+    if (self->wte_cd) /* the fused classifier's weight in compute_dtype, once per step */
+        self->k->convert(self->wte_cd, self->compute_dtype, gpt2_raw(self, GPT2_WTE), self->param_dtype, self->V * C);
+    gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
+    const float *residual = self->encoded;
+    for (int64_t l = 0; l < self->L; l++) {
+        block_forward(self, l, residual, B, T);
+        residual = self->layers[l].residual3;
+    }
+    const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
+    float *out = self->mixed ? self->dA : self->lnf;
+    self->k->layernorm_forward(out, self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, self->eps);
+    return gpt2_keep(self, self->lnf, out, N * C);
+}
+
+/* The fused classifier's operands: wte and the ln_f output in the dtype the head computes in. */
+static const void *head_weight(const loom_model *self)
+{
+    if (!self->mixed) return gpt2_f32(self, GPT2_WTE);
+    return self->wte_cd ? self->wte_cd : gpt2_raw(self, GPT2_WTE);
+}
+static uint32_t head_dtype(const loom_model *self) { return self->mixed ? self->compute_dtype : LOOM_DTYPE_F32; }
+
+/* The unfused head's [R + N, V] buffer (logits_ext): inside the activations when the
+ * classifier is not fused; otherwise allocated once, by the first call that needs all logits
+ * (outputs for a custom loss, backward_outputs). */
+static loom_status head_buffer(loom_model *self)
+{
+    if (self->logits_ext) return LOOM_OK;
+    const int64_t V = self->V, R = self->ce_chunk, N = self->max_batch * self->max_T;
+    const size_t bytes = (size_t)((R + N) * V) * sizeof(float);
+    self->head_memory = self->api->alloc(self->host, bytes, 64, LOOM_DEVICE_CPU, 0);
+    if (!self->head_memory)
+        return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the logits (%zu bytes)", bytes);
+    self->logits_ext = self->head_memory;
+    self->logits = self->logits_ext + R * V;
+    return LOOM_OK;
+}
+
+static void sum_losses(const loom_model *self, const int32_t *labels, int64_t N, loom_forward_result *result)
+{
+    double loss_sum = 0.0;
+    int64_t n_targets = 0;
+    for (int64_t i = 0; labels && i < N; i++) {
+        if (labels[i] == GPT2_IGNORE_INDEX) continue;
+        loss_sum += self->losses[i];
+        n_targets++;
+    }
+    if (result) {
+        result->loss_sum = loss_sum;
+        result->n_targets = n_targets;
+        result->n_correct = -1;
+    }
+}
+
 static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
                                 loom_tensor_view *outputs)
 {
@@ -318,73 +489,40 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
     loom_status st = check_batch(self, batch, &B, &T);
     if (st) return st;
     if (outputs && (st = check_outputs(self, outputs, "outputs", B, T, &stride))) return st;
+    if ((!self->fused || outputs) && (st = head_buffer(self))) return st;
     self->fwd_B = 0;
-    const loom_kernels_api *k = self->k;
-    const int64_t C = self->C, F = self->F, V = self->V, NH = self->NH, N = B * T;
-    const int32_t *tokens = batch->inputs.data, *labels = batch->labels.data;
-    const float eps = self->eps;
-
-    gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
-    gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
-    const float *residual = self->encoded;
-    /* A product's input (ln1, atty, ln2, fch_gelu, lnf) is kept in the dtype the product reads:
-     * a mixed run makes it in f32 in dA (free until backward) and keeps the 16-bit cast only. */
-    float *scratch = self->dA;
-#define OUT(kept) (self->mixed ? scratch : (kept))
-    for (int64_t l = 0; l < self->L; l++) {
-        gpt2_layer_acts *a = &self->layers[l];
-        k->layernorm_forward(OUT(a->ln1), a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
-                             gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
-        const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
-        gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C,
-                        3 * C);
-        k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
-        const void *atty = gpt2_keep(self, a->atty, OUT(a->atty), N * C);
-        gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W),
-                        gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
-        k->add(a->residual2, a->residual2, residual, N * C);
-        k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
-                             gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
-        const void *ln2 = gpt2_keep(self, a->ln2, OUT(a->ln2), N * C);
-        gpt2_mm_forward(self, a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
-        k->gelu_forward(OUT(a->fch_gelu), a->fch, N * F);
-        const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
-        gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
-                        gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
-        k->add(a->residual3, a->residual3, a->residual2, N * C);
-        residual = a->residual3;
-    }
-    const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
-    k->layernorm_forward(OUT(self->lnf), self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, eps);
-    const void *lnf = gpt2_keep(self, self->lnf, OUT(self->lnf), N * C);
-#undef OUT
-    /* The tied LM head: logits[N, V] = lnf @ wte^T, wte being [V, C] = linear's [OC, IC]. */
-    gpt2_head_forward(self, self->logits, lnf, N);
-
-    if (outputs) { /* before the softmax overwrites the logits */
-        float *out = outputs->data;
-        for (int64_t b = 0; b < B; b++) {
-            memcpy(out + b * stride * V, self->logits + b * T * V, (size_t)(T * V) * sizeof(float));
-            if (stride > T) memset(out + (b * stride + T) * V, 0, (size_t)((stride - T) * V) * sizeof(float));
-        }
-    }
-    double loss_sum = 0.0;
-    int64_t n_targets = 0;
     self->fwd_has_probs = 0;
-    if (labels) {
-        k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, N, V);
-        for (int64_t i = 0; i < N; i++) {
-            if (labels[i] == GPT2_IGNORE_INDEX) continue;
-            loss_sum += self->losses[i];
-            n_targets++;
+    self->fwd_fused = 0;
+    const loom_kernels_api *k = self->k;
+    const int64_t C = self->C, V = self->V, N = B * T;
+    const int32_t *tokens = batch->inputs.data, *labels = batch->labels.data;
+    const void *lnf = forward_trunk(self, tokens, B, T);
+
+    if (self->fused && !outputs) {
+        /* The loss alone, chunk by chunk; backward runs the classifier again with the seed
+         * (train_step runs it once). */
+        if (labels) {
+            k->classifier(self->losses, NULL, NULL, self->cls_scratch, lnf, head_weight(self), head_dtype(self), labels,
+                          0.0f, N, C, V, self->cls_chunk);
+            self->fwd_has_probs = 1;
         }
-        self->fwd_has_probs = 1;
+        self->fwd_fused = 1;
+    } else {
+        /* The tied LM head: logits[N, V] = lnf @ wte^T, wte being [V, C] = linear's [OC, IC]. */
+        gpt2_head_forward(self, self->logits, lnf, N);
+        if (outputs) { /* before the softmax overwrites the logits */
+            float *out = outputs->data;
+            for (int64_t b = 0; b < B; b++) {
+                memcpy(out + b * stride * V, self->logits + b * T * V, (size_t)(T * V) * sizeof(float));
+                if (stride > T) memset(out + (b * stride + T) * V, 0, (size_t)((stride - T) * V) * sizeof(float));
+            }
+        }
+        if (labels) {
+            k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, N, V);
+            self->fwd_has_probs = 1;
+        }
     }
-    if (result) {
-        result->loss_sum = loss_sum;
-        result->n_targets = n_targets;
-        result->n_correct = -1;
-    }
+    sum_losses(self, labels, N, result);
     self->fwd_B = B;
     self->fwd_T = T;
     return LOOM_OK;
@@ -404,25 +542,20 @@ static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t
     return LOOM_OK;
 }
 
-/* Everything after d(loss)/d(logits) = dlogits [N, V] (row-major, contiguous; f32, or
- * compute_dtype in a mixed-precision run). */
-static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const void *dlogits,
-                                        const loom_grad_sink *sink)
+/* wte gets gradients from the LM head first and from the encoder at the very end: its range
+ * (with wpe's, adjacent) is acquired before the head and released last. */
+static int64_t emb_end(const loom_model *self) { return (self->V + self->P) * self->C; }
+
+/* Everything after d(loss)/d(ln_f output) = dln, with the embeddings' range acquired (demb). */
+static loom_status backward_trunk(loom_model *self, const loom_batch *batch, void *demb, const loom_grad_sink *sink)
 {
     const loom_kernels_api *k = self->k;
     const int64_t B = self->fwd_B, T = self->fwd_T, N = B * T;
     const int64_t C = self->C, F = self->F, V = self->V, NH = self->NH;
     const int32_t *tokens = batch->inputs.data;
     float *dres = self->dres, *dln = self->dln, *dA = self->dA, *dB = self->dB;
-    loom_status st;
-
-    /* wte gets gradients from the LM head now and from the encoder at the very end: its range
-     * (with wpe's, adjacent) is held for the whole backward and released last. */
-    const int64_t emb_end = (V + self->P) * C;
-    void *demb = NULL;
-    if ((st = acquire(self, sink, 0, emb_end, &demb))) return st;
     void *dwte = demb, *dwpe = (char *)demb + (size_t)(V * C) * self->param_size;
-    gpt2_head_backward(self, dln, dwte, dlogits, self->lnf, N);
+    loom_status st;
 
     const int64_t lnf_begin = gpt2_lnf_offset(self);
     void *lnf_memory = NULL;
@@ -439,6 +572,9 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
     for (int64_t l = self->L - 1; l >= 0; l--) {
         const gpt2_layer_acts *a = &self->layers[l];
         const float *residual = l > 0 ? self->layers[l - 1].residual3 : self->encoded;
+        /* Gradient checkpointing: the blocks share one set of activations, which the forward
+         * left holding the last block's; the others are recomputed from their saved input. */
+        if (self->recompute && l < self->L - 1) block_forward(self, l, residual, B, T);
         const int64_t begin = gpt2_layer_offset(self, l), end = begin + self->layer_size;
         void *memory = NULL;
         if ((st = acquire(self, sink, begin, end, &memory))) return st;
@@ -465,7 +601,10 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
         gpt2_mm_backward(self, dB, DP(GPT2_ATTPROJ_W), DP(GPT2_ATTPROJ_B), dres, a->atty, W(GPT2_ATTPROJ_W), N, C,
                          C); /* dB = d atty */
         memset(dA, 0, (size_t)(N * 3 * C) * sizeof *dA);
-        k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);                  /* d qkv     */
+        if (self->flash)                                                             /* d qkv     */
+            k->attention_flash_backward(dA, dB, a->qkv, LOOM_DTYPE_F32, a->atty_f32, a->att, B, T, C, NH);
+        else
+            k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);
         gpt2_mm_backward(self, dln, DP(GPT2_QKV_W), DP(GPT2_QKV_B), dA, a->ln1, W(GPT2_QKV_W), N, C,
                          3 * C); /* d ln1 */
         k->layernorm_backward(dres, DP(GPT2_LN1_W), DP(GPT2_LN1_B), dln, residual, P(GPT2_LN1_W), a->ln1_mean,
@@ -479,7 +618,45 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
         if ((st = sink->release(sink->context, begin, end))) return st;
     }
     gpt2_embed_backward(self, dwte, dwpe, dres, tokens, B, T);
-    return sink->release(sink->context, 0, emb_end);
+    return sink->release(sink->context, 0, emb_end(self));
+}
+
+/* Everything after d(loss)/d(logits) = dlogits [N, V] (row-major, contiguous; f32, or
+ * compute_dtype in a mixed-precision run). */
+static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const void *dlogits,
+                                        const loom_grad_sink *sink)
+{
+    void *demb = NULL;
+    loom_status st = acquire(self, sink, 0, emb_end(self), &demb);
+    if (st) return st;
+    gpt2_head_backward(self, self->dln, demb, dlogits, self->lnf, self->fwd_B * self->fwd_T);
+    return backward_trunk(self, batch, demb, sink);
+}
+
+/* The fused classifier with gradients: losses, dln = dlogits wte (written) and wte's head
+ * gradient added into dwte (the sink's param_dtype memory; through dwte32 and one rounding when
+ * that is 16-bit). */
+static void head_gradients(loom_model *self, const void *lnf, const int32_t *labels, float seed, int64_t N, void *dwte)
+{
+    const int64_t C = self->C, V = self->V;
+    memset(self->dln, 0, (size_t)(N * C) * sizeof(float));
+    float *g = self->dwte32 ? self->dwte32 : dwte;
+    if (self->dwte32) memset(g, 0, (size_t)(V * C) * sizeof(float));
+    self->k->classifier(self->losses, self->dln, g, self->cls_scratch, lnf, head_weight(self), head_dtype(self), labels,
+                        seed, N, C, V, self->cls_chunk);
+    if (self->dwte32) self->k->accumulate_f32(dwte, self->param_dtype, g, V * C);
+}
+
+/* The fused classifier's backward: dln = dlogits wte and dwte += dlogits^T lnf, chunk by chunk
+ * (recomputing the logits), then the rest. The loss is recomputed too (the same values). */
+static loom_status backward_fused(loom_model *self, const loom_batch *batch, float seed, const loom_grad_sink *sink)
+{
+    const int64_t N = self->fwd_B * self->fwd_T;
+    void *demb = NULL;
+    loom_status st = acquire(self, sink, 0, emb_end(self), &demb);
+    if (st) return st;
+    head_gradients(self, self->lnf, batch->labels.data, seed, N, demb);
+    return backward_trunk(self, batch, demb, sink);
 }
 
 static loom_status check_sink(loom_model *self, const loom_grad_sink *sink)
@@ -522,6 +699,12 @@ static loom_status gpt2_backward(loom_model *self, const loom_batch *batch, floa
                                "backward needs a forward with labels on the same batch first");
     if ((st = check_sink(self, sink))) return st;
     const int64_t V = self->V, N = B * T, R = self->ce_chunk;
+    if (self->fwd_fused) {
+        self->fwd_has_probs = 0;
+        st = backward_fused(self, batch, seed, sink);
+        self->fwd_B = 0;
+        return st;
+    }
 
     /* dlogits = seed * (probs - onehot(labels)), R rows at a time, each chunk written R rows
      * before the probs it reads (rows already consumed): dlogits end in logits_ext rows
@@ -556,6 +739,7 @@ static loom_status gpt2_backward_outputs(loom_model *self, const loom_batch *bat
     if (!doutputs) return self->api->fail(self->host, LOOM_E_INVALID, "backward_outputs: doutputs is NULL");
     if ((st = check_outputs(self, doutputs, "doutputs", B, T, &stride))) return st;
     if ((st = check_sink(self, sink))) return st;
+    if ((st = head_buffer(self))) return st;
     const int64_t V = self->V;
     const float *dlogits = doutputs->data;
     if (self->mixed) { /* cast into the logits buffer, row by row of the batch */
@@ -575,6 +759,37 @@ static loom_status gpt2_backward_outputs(loom_model *self, const loom_batch *bat
         self->fwd_has_probs = 0;
     }
     st = backward_from_logits(self, batch, dlogits, sink);
+    self->fwd_B = 0;
+    return st;
+}
+
+/* forward + backward with the seed known first: the fused classifier runs once, making the
+ * loss, dln and wte's head gradient from each chunk of logits while it is in cache. */
+static loom_status gpt2_train_step(loom_model *self, const loom_batch *batch, float seed, const loom_grad_sink *sink,
+                                   loom_forward_result *result)
+{
+    if (!self->k || !self->fused) {
+        loom_status st = gpt2_forward(self, batch, result, NULL);
+        return st ? st : gpt2_backward(self, batch, seed, sink);
+    }
+    int64_t B = 0, T = 0;
+    loom_status st = check_batch(self, batch, &B, &T);
+    if (st) return st;
+    const int32_t *labels = batch->labels.data;
+    if (!labels) return self->api->fail(self->host, LOOM_E_INVALID, "train_step needs labels");
+    if ((st = check_sink(self, sink))) return st;
+    self->fwd_B = 0;
+    self->fwd_has_probs = 0;
+    self->fwd_fused = 0;
+    const int64_t N = B * T;
+    const void *lnf = forward_trunk(self, batch->inputs.data, B, T);
+    void *demb = NULL;
+    if ((st = acquire(self, sink, 0, emb_end(self), &demb))) return st;
+    head_gradients(self, lnf, labels, seed, N, demb);
+    sum_losses(self, labels, N, result);
+    self->fwd_B = B;
+    self->fwd_T = T;
+    st = backward_trunk(self, batch, demb, sink);
     self->fwd_B = 0;
     return st;
 }
@@ -605,6 +820,7 @@ static const loom_model_vtable gpt2_vtable = {
     .decode_begin = gpt2_decode_begin,
     .decode_step = gpt2_decode_step,
     .step_scratch = gpt2_step_scratch,
+    .train_step = gpt2_train_step,
 };
 
 static const loom_plugin_desc gpt2_desc = {

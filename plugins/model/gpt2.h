@@ -50,7 +50,10 @@ typedef struct gpt2_layer_acts {
     float *ln1, *ln1_mean, *ln1_rstd; /* [N, C], [N], [N]                                     */
     float *qkv;                       /* [N, 3C]                                              */
     float *atty;                      /* [N, C] attention output before c_proj                */
-    float *att;                       /* [B, NH, T, T] softmax probabilities                  */
+    float *att;                       /* [B, NH, T, T] softmax probabilities (stored attention)
+                                         or [B, NH, T] row log-sum-exp (flash attention)      */
+    float *atty_f32;                  /* [N, C] f32 attention output the flash backward reads:
+                                         atty itself unless atty holds a 16-bit cast          */
     float *residual2;                 /* [N, C] residual + attn.c_proj(atty)                  */
     float *ln2, *ln2_mean, *ln2_rstd; /* [N, C], [N], [N]                                     */
     float *fch, *fch_gelu;            /* [N, F] mlp.c_fc output, and its GELU                 */
@@ -131,6 +134,20 @@ struct loom_model {
      * rows R further on, so dlogits end up in rows 0..N without a separate [N, V] buffer. */
     float *logits_ext, *logits;
     int64_t ce_chunk;            /* R                                                         */
+    void *head_memory;           /* logits_ext when the fused classifier runs: allocated only
+                                    by a call that needs the logits (outputs, doutputs)       */
+
+    /* Attention and classifier for long sequences (kernels.h ABI 1.3), chosen at bind. */
+    int32_t flash;               /* attention_flash_*: no [T, T] probabilities kept           */
+    int32_t fused;               /* classifier: no [N, V] logits (f32 or bf16 compute, with
+                                    f32 parameters or parameters in the compute dtype)        */
+    int32_t fwd_fused;           /* the last forward ran the fused classifier's loss only     */
+    int32_t recompute;           /* gradient checkpointing: one block's activations kept
+                                    (layers[l] share them), recomputed in backward            */
+    void *cls_scratch;           /* the classifier's chunk (inside dA/dB's region)            */
+    int64_t cls_chunk;           /* its rows                                                  */
+    void *wte_cd;                /* wte in compute_dtype when that is not param_dtype         */
+    float *dwte32;               /* [V, C] f32 head gradient of wte, 16-bit parameters        */
     float *losses;               /* [N]                                                       */
     float *dres;                 /* [N, C] gradient of the residual stream                    */
     float *dln;                  /* [N, C] gradient of a layernorm output                     */

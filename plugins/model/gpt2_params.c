@@ -65,6 +65,9 @@ const loom_param_spec gpt2_param_specs[] = {
      .doc = "attention scores divided by sqrt(head size), as always here (false is not supported)"},
     {.key = "use_cache", .type = LOOM_PARAM_BOOL, .default_value = "true",
      .doc = "HF's key-value cache flag, written to config.json (informational)"},
+    {.key = "gradient_checkpointing", .type = LOOM_PARAM_BOOL, .default_value = "false",
+     .doc = "recompute each block's activations in backward (keeps one block's): less memory, "
+            "one more forward; --gradient_checkpointing sets it"},
     {.key = NULL},
 };
 
@@ -147,6 +150,10 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     if (api->cfg_bool(config, "scale_attn_weights", &scaled) == LOOM_CFG_WRONG_TYPE || !scaled)
         return api->fail(host, LOOM_E_UNSUPPORTED,
                          "scale_attn_weights must be true: attention divides by sqrt(head size)");
+    int32_t recompute = 0;
+    if (api->cfg_bool(config, "gradient_checkpointing", &recompute) == LOOM_CFG_WRONG_TYPE)
+        return api->fail(host, LOOM_E_INVALID, "gradient_checkpointing must be true or false");
+    self->recompute = recompute != 0;
     if (dropout[0] > 0.0 || dropout[1] > 0.0 || dropout[2] > 0.0)
         api->log(host, LOOM_LOG_WARNING,
                  "dropout is not implemented: training without it (resid_pdrop %g, embd_pdrop %g, attn_pdrop %g)",

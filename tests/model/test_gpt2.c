@@ -487,6 +487,38 @@ static void test_forward_backward(gcfg g, int64_t B, int64_t T, int64_t max_T)
         free(dout);
     }
 
+    /* The fused classifier (ABI 1.3): a forward without outputs keeps no logits and backward
+     * recomputes them chunk by chunk; train_step does both in one pass. The first equals the
+     * unfused backward above up to round-off, train_step equals the first bit for bit, with
+     * the same sink protocol. */
+    if (LOOM_HAS(vt, loom_model_vtable, train_step)) {
+        float *grads_fused = malloc(sizeof(float) * (size_t)n.n_params);
+        memcpy(grads_fused, grads0, sizeof(float) * (size_t)n.n_params);
+        sink_init(&sc, grads_fused, n.n_params, &sink);
+        loom_forward_result rf = {LOOM_HEADER_INIT(loom_forward_result)};
+        CHECK(vt->forward(m, &batch, &rf, NULL) == LOOM_OK);
+        CHECK_CLOSE(rf.loss_sum, ref_loss, 1e-4, 1e-5);
+        CHECK(vt->backward(m, &batch, seed, &sink) == LOOM_OK);
+        CHECK(sc.violations == 0 && sc.n_open == 0 && sc.n_released == (int)n.L + 2);
+        bad = 0;
+        for (int64_t i = 0; i < n.n_params; i++) {
+            const double a = (double)grads_fused[i] - grads0[i], b = (double)grads[i] - grads0[i];
+            bad += !(fabs(a - b) <= 1e-5 + 1e-4 * fabs(b));
+        }
+        CHECK(bad == 0);
+        memcpy(grads_out, grads0, sizeof(float) * (size_t)n.n_params);
+        sink_init(&sc, grads_out, n.n_params, &sink);
+        loom_forward_result rt = {LOOM_HEADER_INIT(loom_forward_result)};
+        CHECK(vt->train_step(m, &batch, seed, &sink, &rt) == LOOM_OK);
+        CHECK(rt.loss_sum == rf.loss_sum && rt.n_targets == rf.n_targets);
+        CHECK(sc.violations == 0 && sc.n_open == 0 && sc.n_released == (int)n.L + 2);
+        CHECK(sc.acquired[0].begin == 0 && sc.acquired[0].end == emb_end);
+        CHECK(memcmp(grads_out, grads_fused, sizeof(float) * (size_t)n.n_params) == 0);
+        /* train_step consumed its state too. */
+        CHECK(fails_with(vt->backward(m, &batch, seed, &sink), LOOM_E_INVALID, "forward"));
+        free(grads_fused);
+    }
+
     /* A forward without labels predicts; backward then has nothing to start from. */
     loom_batch predict = make_batch(tokens, NULL, B, T);
     CHECK(vt->forward(m, &predict, &res, &outputs) == LOOM_OK);
@@ -866,6 +898,68 @@ static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char 
     free(params), free(params16), free(tokens), free(labels), free(g32), free(g16), free(raw), free(twice);
 }
 
+/* ---- gradient checkpointing ------------------------------------------------------------- */
+
+/* gradient_checkpointing = true keeps one block's activations and recomputes the others in
+ * backward: the same loss and the same gradient bits as without, with less activation memory,
+ * through forward + backward and through train_step; in f32 and with bf16 products. */
+static void test_checkpointing(uint32_t param_dtype, uint32_t compute_dtype)
+{
+    const gcfg g = {"41", "16", "12", "3", "3"};
+    const int64_t B = 2, T = 9;
+    loom_model *m[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        loom_config cfg = make_cfg(g);
+        if (i) cfg.entries[cfg.n++] = (test_cfg_entry){"gradient_checkpointing", LOOM_PARAM_BOOL, "true"};
+        CHECK(vt->create(&host, &api, &cfg, &m[i]) == LOOM_OK);
+        if (!m[i]) return;
+    }
+    const net n = describe(m[0], 3);
+    float *params = malloc(sizeof(float) * (size_t)n.n_params);
+    interesting_params(m[0], &n, params);
+    const size_t es = loom_dtype_size(param_dtype);
+    void *stored = malloc(es * (size_t)n.n_params);
+    lk_cpu_kernel_table()->convert(stored, param_dtype, params, LOOM_DTYPE_F32, n.n_params);
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(B * T)), *labels = malloc(sizeof(int32_t) * (size_t)(B * T));
+    make_tokens(tokens, labels, B, T, n.V);
+    loom_batch batch = make_batch(tokens, labels, B, T);
+    unsigned char *grads[2][2];
+    double loss[2][2];
+    size_t bytes[2];
+    for (int i = 0; i < 2; i++) {
+        loom_model_binding bind = make_binding(stored, B, T);
+        bind.param_dtype = param_dtype;
+        bind.compute_dtype = compute_dtype;
+        CHECK(vt->bind(m[i], &bind) == LOOM_OK);
+        bytes[i] = vt->activation_bytes(m[i]);
+        for (int via_step = 0; via_step < 2; via_step++) {
+            grads[i][via_step] = calloc((size_t)n.n_params, es);
+            sink_ctx sc;
+            loom_grad_sink sink;
+            sink_init_bytes(&sc, grads[i][via_step], es, n.n_params, &sink);
+            loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+            if (via_step && LOOM_HAS(vt, loom_model_vtable, train_step)) {
+                CHECK(vt->train_step(m[i], &batch, 0.3f, &sink, &r) == LOOM_OK);
+            } else {
+                CHECK(vt->forward(m[i], &batch, &r, NULL) == LOOM_OK);
+                CHECK(vt->backward(m[i], &batch, 0.3f, &sink) == LOOM_OK);
+            }
+            CHECK(sc.violations == 0 && sc.n_open == 0 && sc.n_released == (int)n.L + 2);
+            loss[i][via_step] = r.loss_sum;
+        }
+    }
+    CHECK(bytes[1] < bytes[0]);
+    for (int via_step = 0; via_step < 2; via_step++) {
+        CHECK(loss[0][via_step] == loss[1][via_step] && loss[0][via_step] > 0.0);
+        CHECK(memcmp(grads[0][via_step], grads[1][via_step], es * (size_t)n.n_params) == 0);
+    }
+    int nonzero = 0;
+    for (int64_t j = 0; j < (int64_t)es * n.n_params; j++) nonzero += grads[1][0][j] != 0;
+    CHECK(nonzero > n.n_params / 2);
+    for (int i = 0; i < 2; i++) vt->destroy(m[i]), free(grads[i][0]), free(grads[i][1]);
+    free(params), free(stored), free(tokens), free(labels);
+}
+
 int main(void)
 {
     void *so = dlopen(GPT2_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
@@ -886,8 +980,13 @@ int main(void)
 
     test_descriptor();
     test_params();
-    /* The brief's tiny model, B = 2, T = 7, bound for T up to 9 (shorter batches work). */
+    /* The brief's tiny model, B = 2, T = 7, bound for T up to 9 (shorter batches work); with
+     * the stored attention (what short sequences take) and with the tiled one. */
     test_forward_backward(TINY, 2, 7, 9);
+    setenv("LOOM_GPT2_ATTENTION", "flash", 1);
+    test_forward_backward(TINY, 2, 7, 9);
+    test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
+    unsetenv("LOOM_GPT2_ATTENTION");
     /* A vocabulary large enough that the cross-entropy backward runs in several chunks. */
     test_forward_backward((gcfg){"500", "16", "12", "1", "2"}, 2, 7, 7);
     test_decode(TINY, 7, (const int64_t[]){3, 3, 1}, 3);
@@ -896,6 +995,10 @@ int main(void)
     test_mixed(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, "bf16");
     test_mixed(LOOM_DTYPE_F16, LOOM_DTYPE_F16, "f16 (amp)");
     test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_F16, "f32 weights, f16 products (apex O1)");
+    test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_BF16, "f32 weights, bf16 products (autocast; fused classifier)");
+    test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_F32);
+    test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
+    test_checkpointing(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16);
     test_init();
     test_errors();
     report_gpt2_124m_memory();
