@@ -231,22 +231,24 @@ int loom_command_train(const char *mode, int argc, char **argv)
         int empty = 1;
         char last[4096];
         if ((st = loom_dir_is_empty(args.output_dir, &empty)) == LOOM_OK && !empty) {
-            /* HF's example scripts: a run dir with a checkpoint is a run to continue. */
-            if (loom_checkpoint_latest(args.output_dir, last, sizeof last) == LOOM_OK) {
+            /* HF's example scripts: a run dir with a checkpoint is a run to continue. Only a look
+             * here: the trainer checks every byte once, when it resumes ("true": the newest
+             * checkpoint that passes, with a warning for each that does not). */
+            if (loom_checkpoint_latest_sealed(args.output_dir, last, sizeof last) == LOOM_OK) {
                 const char *given = args.resume_from_checkpoint;
                 const char *rank = getenv("RANK");
                 if (restarted) {
                     if (!rank || !strcmp(rank, "0"))
                         printf("loom: restart %s: resuming training at %s\n", restart, last);
                     free(args.resume_from_checkpoint);
-                    if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
+                    if (!(args.resume_from_checkpoint = strdup("true"))) st = loom_error(LOOM_E_NOMEM, "out of memory");
                 } else if (!given || !*given || !strcasecmp(given, "false")) {
                     if (!rank || !strcmp(rank, "0"))
                         printf("loom: checkpoint detected, resuming training at %s. To avoid this, change --output_dir "
                                "or add --overwrite_output_dir to train from scratch.\n",
                                last);
                     free(args.resume_from_checkpoint);
-                    if (!(args.resume_from_checkpoint = strdup(last))) st = loom_error(LOOM_E_NOMEM, "out of memory");
+                    if (!(args.resume_from_checkpoint = strdup("true"))) st = loom_error(LOOM_E_NOMEM, "out of memory");
                 }
             } else if (restarted) {
                 loom_error_clear(); /* the first attempt had the folder to itself */

@@ -256,7 +256,19 @@ loom_status loom_checkpoint_remove_leftovers(const char *output_dir, int *remove
     return st;
 }
 
-loom_status loom_checkpoint_latest(const char *output_dir, char *out, size_t size)
+/* A manifest present: sealed, though not yet checked byte for byte. */
+static loom_status sealed(const char *dir)
+{
+    char path[4096];
+    struct stat sb;
+    loom_status st = loom_path_join(path, sizeof path, dir, LOOM_CHECKPOINT_MANIFEST);
+    if (st == LOOM_OK && stat(path, &sb) != 0)
+        st = loom_error(LOOM_E_NOT_FOUND, "%s: incomplete checkpoint (no %s: the save did not finish)", dir,
+                        LOOM_CHECKPOINT_MANIFEST);
+    return st;
+}
+
+static loom_status latest(const char *output_dir, char *out, size_t size, loom_status (*check)(const char *), int warn)
 {
     int64_t *steps = NULL;
     size_t n = 0;
@@ -267,15 +279,25 @@ loom_status loom_checkpoint_latest(const char *output_dir, char *out, size_t siz
         char name[64];
         snprintf(name, sizeof name, "checkpoint-%lld", (long long)steps[i]);
         if ((st = loom_path_join(out, size, output_dir, name)) != LOOM_OK) break;
-        if (loom_checkpoint_verify(out) == LOOM_OK) {
+        if (check(out) == LOOM_OK) {
             found = 1;
             break;
         }
-        loom_log(LOOM_LOG_WARNING, "skipping %s: %s", name, loom_error_message());
+        if (warn) loom_log(LOOM_LOG_WARNING, "skipping %s: %s", name, loom_error_message());
         loom_error_clear();
     }
     free(steps);
     if (st != LOOM_OK) return st;
     if (!found) return loom_error(LOOM_E_NOT_FOUND, "no valid checkpoint found in output directory (%s)", output_dir);
     return LOOM_OK;
+}
+
+loom_status loom_checkpoint_latest(const char *output_dir, char *out, size_t size)
+{
+    return latest(output_dir, out, size, loom_checkpoint_verify, 1);
+}
+
+loom_status loom_checkpoint_latest_sealed(const char *output_dir, char *out, size_t size)
+{
+    return latest(output_dir, out, size, sealed, 0);
 }
