@@ -16,6 +16,7 @@ int loom_command_tokenize(int argc, char **argv);
 int loom_command_launch(int argc, char **argv); /* torchrun: start the ranks of a command */
 int loom_command_consolidate(int argc, char **argv); /* zero_to_fp32: shards into one f32 model */
 int loom_command_plot(int argc, char **argv);   /* training curves: PNG + HTML */
+int loom_command_doctor(int argc, char **argv); /* installation checks, each problem with its fix */
 
 /* Report a flag that is no training argument and that no plugin found could take, with the
  * closest valid name, before anything else checks the run (command_unknown.c). */

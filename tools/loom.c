@@ -8,30 +8,31 @@
 #include "args.h"
 #include "error.h"
 
-static const char *const commands[] = {"train",    "evaluate", "predict", "plugins",     "make-data", "convert",
-                                       "tokenize", "launch",   "plot",    "consolidate", "version",   "help"};
+static const char *const commands[] = {"train",   "evaluate", "predict", "plugins", "make-data",
+                                       "convert", "tokenize", "launch",  "plot",    "consolidate",
+                                       "doctor",  "version",  "help"};
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: loom COMMAND [ARGS...]\n"
-            "\n"
-            "commands:\n"
-            "  train      train a model (HF TrainingArguments: --output_dir, --train_file,\n"
-            "             --learning_rate, ...)\n"
-            "  evaluate   evaluate a saved model (--model_name_or_path, --validation_file)\n"
-            "  predict    predict with a saved model (--model_name_or_path, --test_file)\n"
-            "  plugins    list the plugins found, or describe one (--help NAME)\n"
-            "  make-data  write a synthetic classification data set (blobs, spirals)\n"
-            "  convert    turn an llm.c GPT-2 checkpoint into an HF model folder\n"
-            "  tokenize   encode a text file with GPT-2's BPE into llm.c token shards\n"
-            "  launch     start N ranks of a command, torchrun-style\n"
-            "  consolidate  join a checkpoint's shards into one f32 model (zero_to_fp32)\n"
-            "  plot       draw training curves of runs (PNG + an HTML page)\n"
-            "  version    print the version and ABI\n"
-            "\n"
-            "`loom COMMAND --help` describes a command; `loom train --help` lists every\n"
-            "training argument.\n");
+    fprintf(out, "usage: loom COMMAND [ARGS...]\n"
+                 "\n"
+                 "commands:\n"
+                 "  train      train a model (HF TrainingArguments: --output_dir, --train_file,\n"
+                 "             --learning_rate, ...)\n"
+                 "  evaluate   evaluate a saved model (--model_name_or_path, --validation_file)\n"
+                 "  predict    predict with a saved model (--model_name_or_path, --test_file)\n"
+                 "  plugins    list the plugins found, or describe one (--help NAME)\n"
+                 "  make-data  write a synthetic classification data set (blobs, spirals)\n"
+                 "  convert    turn an llm.c GPT-2 checkpoint into an HF model folder\n"
+                 "  tokenize   encode a text file with GPT-2's BPE into llm.c token shards\n"
+                 "  launch     start N ranks of a command, torchrun-style\n"
+                 "  consolidate  join a checkpoint's shards into one f32 model (zero_to_fp32)\n"
+                 "  plot       draw training curves of runs (PNG + an HTML page)\n"
+                 "  doctor     check the installation: CUDA toolkits, driver, GPUs, plugins\n"
+                 "  version    print the version and ABI\n"
+                 "\n"
+                 "`loom COMMAND --help` describes a command; `loom train --help` lists every\n"
+                 "training argument.\n");
 }
 
 int loom_command_fail(loom_status status)
@@ -66,6 +67,7 @@ int main(int argc, char **argv)
     if (!strcmp(command, "launch")) return loom_command_launch(argc - 2, argv + 2);
     if (!strcmp(command, "consolidate")) return loom_command_consolidate(argc - 2, argv + 2);
     if (!strcmp(command, "plot")) return loom_command_plot(argc - 2, argv + 2);
+    if (!strcmp(command, "doctor")) return loom_command_doctor(argc - 2, argv + 2);
     if (!strcmp(command, "version") || !strcmp(command, "--version")) {
         printf("loom %s (plugin ABI %d.%d)\n", LOOM_VERSION_STRING, LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
         return 0;

@@ -5,7 +5,7 @@ _loom()
     local cur="${COMP_WORDS[COMP_CWORD]}"
     local cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "train evaluate predict plugins make-data convert tokenize launch consolidate plot version help" -- "$cur"))
+        COMPREPLY=($(compgen -W "train evaluate predict plugins make-data convert tokenize launch consolidate plot doctor version help" -- "$cur"))
         return
     fi
     if [[ "$cur" == --* ]]; then
