@@ -113,6 +113,18 @@ void lk_gemm_mixed_cuda(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, 
 void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
                                                  const int32_t *labels, float scale, int64_t B, int64_t C);
 
+/* attention_flash.cu, classifier.cu: the ABI 1.3 members. Flash attention takes heads of up to
+ * 256 dimensions (larger ones are recorded as an error); its backward adds dk and dv with
+ * atomics, so their round-off depends on scheduling. The classifier calls gemm_mixed_cuda and
+ * the cross-entropy kernels, in order on the compute stream. */
+void lk_attention_flash_forward_cuda(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B, int64_t T,
+                                     int64_t C, int64_t NH);
+void lk_attention_flash_backward_cuda(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
+                                      const float *out, const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH);
+void lk_classifier_cuda(float *losses, float *dinp, float *dweight, void *scratch, const void *inp, const void *weight,
+                        uint32_t dtype, const int32_t *labels, float scale, int64_t N, int64_t C, int64_t V,
+                        int64_t chunk);
+
 #ifdef __cplusplus
 }
 #endif

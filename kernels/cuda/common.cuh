@@ -10,6 +10,8 @@
 #define LOOM_KERNELS_CUDA_COMMON_CUH
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -69,6 +71,25 @@ static inline unsigned int lk_cuda_grid(int64_t n, int block)
 static inline unsigned int lk_cuda_grid_y(int64_t rows)
 {
     return (unsigned int)(rows < LK_CUDA_MAX_GRID_Y ? rows : LK_CUDA_MAX_GRID_Y);
+}
+
+/* Element i of a buffer stored as dtype (F32, F16 or BF16), widened to f32; and the store that
+ * rounds to nearest even (keeping NaN, f16 overflowing to inf), as the CPU's conversions do. */
+static __device__ __forceinline__ float lk_load(const void *p, uint32_t dtype, int64_t i)
+{
+    if (dtype == LOOM_DTYPE_F16) return __half2float(((const __half *)p)[i]);
+    if (dtype == LOOM_DTYPE_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static __device__ __forceinline__ void lk_store(void *p, uint32_t dtype, int64_t i, float v)
+{
+    if (dtype == LOOM_DTYPE_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
+    else if (dtype == LOOM_DTYPE_BF16)
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else
+        ((float *)p)[i] = v;
 }
 
 /* ---------------------------------------------------------------------------------------- */

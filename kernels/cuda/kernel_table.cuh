@@ -40,6 +40,9 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.accumulate_f32 = lk_accumulate_f32_cuda;
     t.gemm_mixed = lk_gemm_mixed_cuda;
     t.softmax_cross_entropy_backward_cast = lk_softmax_cross_entropy_backward_cast_cuda;
+    t.attention_flash_forward = lk_attention_flash_forward_cuda;
+    t.attention_flash_backward = lk_attention_flash_backward_cuda;
+    t.classifier = lk_classifier_cuda;
     return t;
 }
 

@@ -5,26 +5,12 @@
  * hardware conversions (__float2half_rn, __float2bfloat16_rn) round to nearest even, keep NaN
  * and overflow f16 to inf, as the CPU's vcvtps2ph / vcvtneps2bf16 do.
  */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include "common.cuh"
 
-static __device__ __forceinline__ float lk_load(const void *p, uint32_t dtype, int64_t i)
+static int lk_storage_dtype(uint32_t d)
 {
-    if (dtype == LOOM_DTYPE_F16) return __half2float(((const __half *)p)[i]);
-    if (dtype == LOOM_DTYPE_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return ((const float *)p)[i];
+    return d == LOOM_DTYPE_F32 || d == LOOM_DTYPE_F16 || d == LOOM_DTYPE_BF16;
 }
-
-static __device__ __forceinline__ void lk_store(void *p, uint32_t dtype, int64_t i, float v)
-{
-    if (dtype == LOOM_DTYPE_F16) ((__half *)p)[i] = __float2half_rn(v);
-    else if (dtype == LOOM_DTYPE_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
-    else ((float *)p)[i] = v;
-}
-
-static int lk_storage_dtype(uint32_t d) { return d == LOOM_DTYPE_F32 || d == LOOM_DTYPE_F16 || d == LOOM_DTYPE_BF16; }
 
 static __global__ void lk_convert_kernel(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n)
 {
@@ -41,8 +27,10 @@ extern "C" void lk_convert_cuda(void *dst, uint32_t dst_dtype, const void *src, 
         return;
     }
     if (dst_dtype == src_dtype) {
-        if (dst != src) lk_cuda_ok(cudaMemcpyAsync(dst, src, (size_t)n * (dst_dtype == LOOM_DTYPE_F32 ? 4 : 2),
-                                                   cudaMemcpyDeviceToDevice, cudaStreamLegacy), fn);
+        if (dst != src)
+            lk_cuda_ok(cudaMemcpyAsync(dst, src, (size_t)n * (dst_dtype == LOOM_DTYPE_F32 ? 4 : 2),
+                                       cudaMemcpyDeviceToDevice, cudaStreamLegacy),
+                       fn);
         return;
     }
     lk_convert_kernel<<<lk_cuda_grid(n, LK_CUDA_BLOCK), LK_CUDA_BLOCK>>>(dst, dst_dtype, src, src_dtype, n);

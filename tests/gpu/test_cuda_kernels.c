@@ -527,6 +527,103 @@ static void test_attention(void)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* flash attention and the fused classifier (ABI 1.3)                                       */
+
+/* A host buffer of n values stored as dtype, from f32 values, and its device copy. */
+static void *stored_as(const float *values, int64_t n, uint32_t dtype, void **device)
+{
+    const size_t bytes = (size_t)n * loom_dtype_size(dtype);
+    void *h = gt_host(bytes);
+    lk_convert(h, dtype, values, LOOM_DTYPE_F32, n);
+    *device = gt_device(h, bytes);
+    return h;
+}
+
+static void case_flash(int64_t B, int64_t T, int64_t C, int64_t NH, uint32_t dtype, double tol)
+{
+    const int64_t nqkv = B * T * 3 * C, nout = B * T * C, nlse = B * NH * T;
+    float *qkv = gt_rand(nqkv, -1.0f, 1.0f), *dout = gt_rand(nout, -1.0f, 1.0f), *dqkv = gt_rand(nqkv, -1.0f, 1.0f);
+    float *out = gt_host((size_t)nout * sizeof *out), *lse = gt_host((size_t)nlse * sizeof *lse);
+    void *d_qkv = NULL;
+    void *h_qkv = stored_as(qkv, nqkv, dtype, &d_qkv);
+    float *d_out = gt_device_f(NULL, nout), *d_lse = gt_device_f(NULL, nlse), *d_dout = gt_device_f(dout, nout);
+    float *d_dqkv = gt_device_f(dqkv, nqkv);
+    char name[112];
+
+    lk_attention_flash_forward(out, lse, h_qkv, dtype, B, T, C, NH);
+    lk_attention_flash_forward_cuda(d_out, d_lse, d_qkv, dtype, B, T, C, NH);
+    float *g_out = gt_fetch(d_out, nout), *g_lse = gt_fetch(d_lse, nlse);
+    cmp_t c = {0};
+    cmp_add(&c, g_out, out, nout);
+    cmp_add(&c, g_lse, lse, nlse);
+    snprintf(name, sizeof name, "attention_flash_forward dtype=%u B=%lld T=%lld C=%lld NH=%lld", dtype, (long long)B,
+             (long long)T, (long long)C, (long long)NH);
+    cmp_report(&c, name, tol);
+
+    /* Both backwards start from the CPU forward's out and lse, so only the backward differs. */
+    gt_cuda(cudaMemcpy(d_out, out, (size_t)nout * sizeof *out, cudaMemcpyHostToDevice), "cudaMemcpy");
+    gt_cuda(cudaMemcpy(d_lse, lse, (size_t)nlse * sizeof *lse, cudaMemcpyHostToDevice), "cudaMemcpy");
+    lk_attention_flash_backward(dqkv, dout, h_qkv, dtype, out, lse, B, T, C, NH);
+    lk_attention_flash_backward_cuda(d_dqkv, d_dout, d_qkv, dtype, d_out, d_lse, B, T, C, NH);
+    float *g_dqkv = gt_fetch(d_dqkv, nqkv);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dqkv, dqkv, nqkv);
+    snprintf(name, sizeof name, "attention_flash_backward dtype=%u B=%lld T=%lld C=%lld NH=%lld", dtype, (long long)B,
+             (long long)T, (long long)C, (long long)NH);
+    cmp_report(&cb, name, tol);
+    check(lk_cuda_last_error() == NULL, "attention_flash: no error recorded", lk_cuda_last_error());
+
+    cudaFree(d_qkv), cudaFree(d_out), cudaFree(d_lse), cudaFree(d_dout), cudaFree(d_dqkv);
+    free(qkv), free(dout), free(dqkv), free(out), free(lse), free(h_qkv), free(g_out), free(g_lse), free(g_dqkv);
+}
+
+static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dtype, double tol)
+{
+    float *inp = gt_rand(N * C, -1.0f, 1.0f), *weight = gt_rand(V * C, -0.5f, 0.5f);
+    float *dinp = gt_rand(N * C, -1.0f, 1.0f), *dweight = gt_rand(V * C, -1.0f, 1.0f);
+    float *losses = gt_host((size_t)N * sizeof *losses);
+    int32_t *labels = gt_host((size_t)N * sizeof *labels);
+    for (int64_t i = 0; i < N; i++)
+        labels[i] = i % 7 == 3 ? -100 : (int32_t)((i * 7919) % V); /* some rows ignored */
+    void *d_inp = NULL, *d_weight = NULL;
+    void *h_inp = stored_as(inp, N * C, dtype, &d_inp), *h_weight = stored_as(weight, V * C, dtype, &d_weight);
+    const size_t scratch_bytes = (size_t)(chunk * V) * (4 + (dtype == LOOM_DTYPE_F32 ? 0 : 2));
+    void *scratch = gt_host(scratch_bytes), *d_scratch = gt_device(NULL, scratch_bytes);
+    float *d_losses = gt_device_f(NULL, N), *d_dinp = gt_device_f(dinp, N * C),
+          *d_dweight = gt_device_f(dweight, V * C);
+    int32_t *d_labels = gt_device(labels, (size_t)N * sizeof *labels);
+    const float scale = 1.0f / (float)N;
+
+    lk_classifier(losses, dinp, dweight, scratch, h_inp, h_weight, dtype, labels, scale, N, C, V, chunk);
+    lk_classifier_cuda(d_losses, d_dinp, d_dweight, d_scratch, d_inp, d_weight, dtype, d_labels, scale, N, C, V, chunk);
+    float *g_losses = gt_fetch(d_losses, N), *g_dinp = gt_fetch(d_dinp, N * C), *g_dweight = gt_fetch(d_dweight, V * C);
+    cmp_t c = {0};
+    cmp_add(&c, g_losses, losses, N);
+    cmp_add(&c, g_dinp, dinp, N * C);
+    cmp_add(&c, g_dweight, dweight, V * C);
+    char name[96];
+    snprintf(name, sizeof name, "classifier dtype=%u N=%lld C=%lld V=%lld chunk=%lld", dtype, (long long)N,
+             (long long)C, (long long)V, (long long)chunk);
+    cmp_report(&c, name, tol);
+    check(lk_cuda_last_error() == NULL, "classifier: no error recorded", lk_cuda_last_error());
+
+    cudaFree(d_inp), cudaFree(d_weight), cudaFree(d_scratch), cudaFree(d_losses), cudaFree(d_dinp);
+    cudaFree(d_dweight), cudaFree(d_labels);
+    free(inp), free(weight), free(dinp), free(dweight), free(losses), free(labels), free(h_inp), free(h_weight);
+    free(scratch), free(g_losses), free(g_dinp), free(g_dweight);
+}
+
+static void test_flash_classifier(void)
+{
+    case_flash(2, 37, 48, 4, LOOM_DTYPE_F32, TOL_F32);        /* hs = 12, T not a multiple of 32 */
+    case_flash(1, 300, 768, 12, LOOM_DTYPE_F32, TOL_LARGE_K); /* GPT-2 heads (hs = 64) */
+    case_flash(1, 130, 256, 2, LOOM_DTYPE_BF16, TOL_LARGE_K); /* hs = 128, 16-bit inputs widened alike */
+    case_flash(1, 64, 128, 2, LOOM_DTYPE_F16, TOL_LARGE_K);
+    case_classifier(37, 48, 1000, 16, LOOM_DTYPE_F32, TOL_LARGE_K); /* chunks of 16, 16, 5 */
+    case_classifier(64, 96, 5003, 64, LOOM_DTYPE_BF16, TOL_LARGE_K);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* add, accumulate                                                                          */
 
 static void test_add_accumulate(void)
@@ -587,8 +684,9 @@ static void test_table(void)
              k->conv1d_forward == lk_conv1d_forward_cuda && k->conv1d_backward == lk_conv1d_backward_cuda &&
              k->attention_forward == lk_attention_forward_cuda && k->attention_backward == lk_attention_backward_cuda &&
              k->add == lk_add_cuda && k->accumulate == lk_accumulate_cuda;
-    /* Every ABI 1.0 and 1.1 slot is set. The 1.3 ones (T5's rmsnorm and mha) are not provided
-     * on CUDA yet: NULL, and a model that needs them refuses to bind, naming them. */
+    /* Every ABI 1.0 and 1.1 slot is set, and flash attention and the classifier of 1.3. T5's
+     * rmsnorm and mha are not provided on CUDA yet: NULL, and a model that needs them refuses
+     * to bind, naming them. */
     for (size_t off = offsetof(loom_kernels_api, sgemm); k && off < offsetof(loom_kernels_api, convert);
          off += sizeof(void *)) {
         void *slot;
@@ -596,8 +694,10 @@ static void test_table(void)
         ok = ok && slot != NULL;
     }
     ok = ok && k && k->convert && k->accumulate_f32 && k->gemm_mixed && k->softmax_cross_entropy_backward_cast &&
+         k->attention_flash_forward == lk_attention_flash_forward_cuda &&
+         k->attention_flash_backward == lk_attention_flash_backward_cuda && k->classifier == lk_classifier_cuda &&
          !k->rmsnorm_forward && !k->mha_forward;
-    check(ok, "kernel_table", "device CUDA, every ABI 1.0 and 1.1 slot set, the 1.3 ones not yet");
+    check(ok, "kernel_table", "device CUDA, every ABI 1.0 and 1.1 slot set, flash attention and classifier of 1.3");
     check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
 }
 
@@ -636,6 +736,7 @@ int main(void)
     test_encoder();
     test_layernorm();
     test_attention();
+    test_flash_classifier();
     test_add_accumulate();
     test_errors();
 
