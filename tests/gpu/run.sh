@@ -101,6 +101,11 @@ grep -q "Skipped" "$build/ctest-gpu.log" && die "the GPU test was skipped althou
 step "gpt2-nano, 20 steps, GPU vs CPU"
 python3 "$root/tests/gpu/compare_losses.py" "$build" || die "GPU and CPU loss trajectories differ"
 
+step "transformers: a loom folder in GPT2LMHeadModel, an HF folder in loom"
+rc=0; python3 "$root/tests/gpu/hf_roundtrip.py" "$build" || rc=$?
+[ "$rc" = 77 ] && echo "transformers or torch not importable here: round trip skipped"
+[ "$rc" = 0 ] || [ "$rc" = 77 ] || die "loom and transformers disagree"
+
 if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
   step "compute-sanitizer --tool memcheck (3 steps)"
   sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
