@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <loom/backend.h>
 #include <loom/kernels.h>
 
 #include "error.h"
@@ -179,7 +180,24 @@ static loom_status check_memory_floor(const loom_trainer *t)
              "on this rank, %.1f MiB held before the run)",
              (long long)t->total_numel, (params + init_copy) / 1048576.0, (grads + master) / 1048576.0,
              (double)t->baseline_bytes / 1048576.0);
-    return loom_memory_check(&t->memory_room, need >= 1.8e19 ? UINT64_MAX : (uint64_t)need, t->rank, what);
+    loom_status st = loom_memory_check(&t->memory_room, need >= 1.8e19 ? UINT64_MAX : (uint64_t)need, t->rank, what);
+    if (st != LOOM_OK || t->device == LOOM_DEVICE_CPU) return st;
+    /* On a device the parameters, gradients and master weights live in its memory: a model
+     * that cannot fit is refused here in one line, not by an allocation failure later. */
+    loom_backend *instance = NULL;
+    const loom_backend_vtable *vt = loom_device_backend(&instance);
+    loom_device_info info = {.struct_size = sizeof info, .abi_major = LOOM_ABI_MAJOR, .abi_minor = LOOM_ABI_MINOR};
+    if (!vt || vt->device_info(instance, &info) != LOOM_OK) return LOOM_OK; /* nothing to compare with */
+    double on_device = params + grads + master;
+    if (on_device <= (double)info.free_bytes) return LOOM_OK;
+    char where[256];
+    loom_device_describe(where, sizeof where);
+    return loom_error(LOOM_E_NOMEM,
+                      "rank %d: the model (%lld parameters) needs at least %.1f MiB of device memory for parameters, "
+                      "gradients and master weights, and %s has %.1f MiB free: use a smaller model, --bf16/--fp16, "
+                      "or ZeRO over more GPUs",
+                      t->rank, (long long)t->total_numel, on_device / 1048576.0, where,
+                      (double)info.free_bytes / 1048576.0);
 }
 
 loom_status loom_trainer_prepare(loom_trainer *t)

@@ -7,7 +7,8 @@
  *
  * Environment: LOOM_FAKE_GPU_COUNT (devices probe() reports; default 1, 0 = "no GPU visible"),
  * LOOM_FAKE_GPU_REPORT (a file destroy() writes "key value" lines to: allocations, bytes,
- * peak, h2d, d2h, d2d copies, host_pointers, last_bad).
+ * peak, h2d, d2h, d2d copies, host_pointers, last_bad), LOOM_FAKE_GPU_MEMORY_MIB (the memory
+ * device_info() reports; default 8 GiB; it limits nothing, it is what the trainer checks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,8 +78,9 @@ static void fake_destroy(loom_backend *self)
 static loom_status fake_device_info(loom_backend *self, loom_device_info *info)
 {
     snprintf(info->name, sizeof info->name, "Fake GPU %d", self->index);
-    info->total_bytes = 8ull << 30;
-    info->free_bytes = info->total_bytes - (uint64_t)fake.bytes;
+    const char *mib = getenv("LOOM_FAKE_GPU_MEMORY_MIB");
+    info->total_bytes = mib && atoll(mib) > 0 ? (uint64_t)atoll(mib) << 20 : 8ull << 30;
+    info->free_bytes = info->total_bytes > (uint64_t)fake.bytes ? info->total_bytes - (uint64_t)fake.bytes : 0;
     info->capability_major = 9;
     info->capability_minor = 0;
     info->driver_version = 13000;

@@ -92,6 +92,19 @@ class DeviceTest(unittest.TestCase):
         self.assertIn("--plugin fake_gpu cannot run here: fake_gpu: no GPU visible (LOOM_FAKE_GPU_COUNT=0)", err)
         self.assertEqual(len([l for l in err.splitlines() if "error" in l]), 1, err)
 
+    def test_a_model_larger_than_the_device_is_refused_before_allocating(self):
+        # nano: 2*64*64*12 + 512*64 + 64*64 + ... parameters; f32 parameters + gradients alone
+        # are over 1 MiB, and the fake reports a 1 MiB device.
+        code, _, err = self.train("small_device", "--plugin", FAKE, env={"LOOM_FAKE_GPU_MEMORY_MIB": "1"},
+                                  check=False)
+        self.assertNotEqual(code, 0)
+        errors = [l for l in err.splitlines() if "error" in l]
+        self.assertEqual(len(errors), 1, err)
+        self.assertRegex(errors[0], r"rank 0: the model \(\d+ parameters\) needs at least [0-9.]+ MiB of device "
+                                    r"memory for parameters, gradients and master weights, and cuda:0 \(Fake GPU 0")
+        self.assertIn("MiB free", errors[0])
+        # With room it trains (the default 8 GiB), as the other tests show.
+
     @unittest.skipUnless(os.environ.get("LOOM_HAVE_CUDA") == "ON", "the cuda backend was not built")
     def test_cuda_without_a_driver(self):
         if ctypes.util.find_library("cuda") and os.path.exists("/dev/nvidiactl"):
