@@ -181,14 +181,14 @@ static loom_status settle(loom_comm *self, const char *what)
     if (state == NCCL_OPS_IN_PROGRESS) {
         abort_comm(self);
         return fail_sticky(self, LOOM_E_TIMEOUT,
-                           "nccl %s did not finish within %g s (--ddp_timeout) on rank %d of %d: a rank is dead "
+                           "%s did not finish within %g s (--ddp_timeout) on rank %d of %d: a rank is dead "
                            "or stuck; the communicator was aborted",
                            what, self->timeout, self->rank, self->world);
     }
     const char *text = nccl_text(self, state);
     abort_comm(self);
     return fail_sticky(self, state == NCCL_OPS_REMOTE_ERROR ? LOOM_E_COMM : LOOM_E_DEVICE,
-                       "nccl %s failed on rank %d of %d: %s; the communicator was aborted", what, self->rank,
+                       "%s failed on rank %d of %d: %s; the communicator was aborted", what, self->rank,
                        self->world, text);
 }
 
@@ -201,7 +201,7 @@ static loom_status wait_done(loom_comm *self, loom_comm_request *req)
         if (q == 0) return LOOM_OK;
         if (q != NCCL_OPS_NOT_READY) {
             abort_comm(self);
-            return fail_sticky(self, LOOM_E_DEVICE, "nccl %s: the device failed on rank %d of %d: %s", req->what,
+            return fail_sticky(self, LOOM_E_DEVICE, "%s: the device failed on rank %d of %d: %s", req->what,
                                self->rank, self->world, cuda_text(self, q));
         }
         int state = NCCL_OPS_SUCCESS;
@@ -210,13 +210,13 @@ static loom_status wait_done(loom_comm *self, loom_comm_request *req)
         if (state != NCCL_OPS_SUCCESS && state != NCCL_OPS_IN_PROGRESS) {
             const char *text = nccl_text(self, state);
             abort_comm(self);
-            return fail_sticky(self, LOOM_E_COMM, "nccl %s failed on rank %d of %d: %s; the communicator was aborted",
+            return fail_sticky(self, LOOM_E_COMM, "%s failed on rank %d of %d: %s; the communicator was aborted",
                                req->what, self->rank, self->world, text);
         }
         if (now_seconds() > req->deadline) {
             abort_comm(self);
             return fail_sticky(self, LOOM_E_TIMEOUT,
-                               "nccl %s did not finish within %g s (--ddp_timeout) on rank %d of %d: a peer is dead "
+                               "%s did not finish within %g s (--ddp_timeout) on rank %d of %d: a peer is dead "
                                "or stuck; the communicator was aborted",
                                req->what, self->timeout, self->rank, self->world);
         }
@@ -247,26 +247,26 @@ static loom_status check_call(loom_comm *self, const char *name, nccl_call *call
     if (st != LOOM_OK) return st;
     call->dtype = nccl_dtype(dtype);
     if (call->dtype < 0)
-        return fail(self, LOOM_E_INVALID, "nccl %s: dtype %s (%u) has no NCCL type", name,
+        return fail(self, LOOM_E_INVALID, "%s: dtype %s (%u) has no NCCL type", name,
                     loom_dtype_name(dtype) ? loom_dtype_name(dtype) : "unknown", dtype);
     if (reduction) {
         call->op = nccl_op(op);
-        if (call->op < 0) return fail(self, LOOM_E_INVALID, "nccl %s: unknown reduction %u", name, op);
+        if (call->op < 0) return fail(self, LOOM_E_INVALID, "%s: unknown reduction %u", name, op);
     }
     if (call->kind == NCCL_KIND_BROADCAST || call->kind == NCCL_KIND_REDUCE) {
         if (call->root < 0 || call->root >= self->world)
-            return fail(self, LOOM_E_INVALID, "nccl %s: root %d is not a rank of %d", name, call->root, self->world);
+            return fail(self, LOOM_E_INVALID, "%s: root %d is not a rank of %d", name, call->root, self->world);
     }
     size_t elem = loom_dtype_size(dtype);
     size_t total = call->count;
     int spread = call->kind == NCCL_KIND_REDUCE_SCATTER || call->kind == NCCL_KIND_ALL_GATHER ||
                  call->kind == NCCL_KIND_ALL_TO_ALL;
     if (spread && total > SIZE_MAX / (size_t)self->world)
-        return fail(self, LOOM_E_INVALID, "nccl %s: %zu x %d ranks elements overflow", name, call->count, self->world);
+        return fail(self, LOOM_E_INVALID, "%s: %zu x %d ranks elements overflow", name, call->count, self->world);
     if (spread) total *= (size_t)self->world;
-    if (total > SIZE_MAX / elem) return fail(self, LOOM_E_INVALID, "nccl %s: %zu elements overflow", name, total);
+    if (total > SIZE_MAX / elem) return fail(self, LOOM_E_INVALID, "%s: %zu elements overflow", name, total);
     if (call->count && (!call->recv || !call->send))
-        return fail(self, LOOM_E_INVALID, "nccl %s: NULL buffer for %zu elements", name, call->count);
+        return fail(self, LOOM_E_INVALID, "%s: NULL buffer for %zu elements", name, call->count);
     return LOOM_OK;
 }
 
@@ -283,12 +283,12 @@ static loom_status run(loom_comm *self, const nccl_call *call, const char *what,
     if (e != 0) {
         req->done = NULL;
         free_request(self, req);
-        return fail_sticky(self, LOOM_E_DEVICE, "nccl %s: cannot create an event: %s", what, cuda_text(self, e));
+        return fail_sticky(self, LOOM_E_DEVICE, "%s: cannot create an event: %s", what, cuda_text(self, e));
     }
     if ((e = self->ops->event_record(self->ready, NULL)) != 0 ||
         (e = self->ops->stream_wait_event(self->stream, self->ready)) != 0) {
         free_request(self, req);
-        return fail_sticky(self, LOOM_E_DEVICE, "nccl %s: cannot order it after the compute stream: %s", what,
+        return fail_sticky(self, LOOM_E_DEVICE, "%s: cannot order it after the compute stream: %s", what,
                            cuda_text(self, e));
     }
     int r = self->ops->issue(self->comm, call, self->stream);
@@ -303,12 +303,12 @@ static loom_status run(loom_comm *self, const nccl_call *call, const char *what,
         free_request(self, req);
         abort_comm(self);
         return fail_sticky(self, r == NCCL_OPS_REMOTE_ERROR ? LOOM_E_COMM : LOOM_E_DEVICE,
-                           "nccl %s failed on rank %d of %d: %s; the communicator was aborted", what, self->rank,
+                           "%s failed on rank %d of %d: %s; the communicator was aborted", what, self->rank,
                            self->world, text);
     }
     if ((e = self->ops->event_record(req->done, self->stream)) != 0) {
         free_request(self, req);
-        return fail_sticky(self, LOOM_E_DEVICE, "nccl %s: cannot record its event: %s", what, cuda_text(self, e));
+        return fail_sticky(self, LOOM_E_DEVICE, "%s: cannot record its event: %s", what, cuda_text(self, e));
     }
     req->deadline = now_seconds() + self->timeout;
     if (request) {
@@ -407,7 +407,7 @@ static loom_status nccl_all_to_all(loom_comm *self, const void *send, void *recv
     loom_status st = check_call(self, "all_to_all", &call, dtype, 0, 0);
     if (st != LOOM_OK) return st;
     if (send == recv && count)
-        return fail(self, LOOM_E_INVALID, "nccl all_to_all: send and recv must be different buffers");
+        return fail(self, LOOM_E_INVALID, "all_to_all: send and recv must be different buffers");
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "all_to_all(%zu x %s per rank)", count, loom_dtype_name(dtype));
@@ -458,13 +458,13 @@ static loom_status exchange_id(loom_comm *self, unsigned long instance, unsigned
     if (self->rank == 0) {
         int r = self->ops->get_unique_id(id);
         if (r != NCCL_OPS_SUCCESS)
-            return fail(self, LOOM_E_DEVICE, "nccl: ncclGetUniqueId failed: %s", nccl_text(self, r));
+            return fail(self, LOOM_E_DEVICE, "ncclGetUniqueId failed: %s", nccl_text(self, r));
     }
     if (self->world == 1) return LOOM_OK;
     const loom_store_api *store = self->api->service(self->host, LOOM_STORE_SERVICE, 0);
     if (!store)
         return fail(self, LOOM_E_INVALID,
-                    "nccl: rank %d of %d has no rendezvous store to exchange NCCL's unique id: start the ranks with "
+                    "rank %d of %d has no rendezvous store to exchange NCCL's unique id: start the ranks with "
                     "loom launch (or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)",
                     self->rank, self->world);
     if (self->rank == 0) return store->set(self->host, key, id, NCCL_OPS_ID_BYTES);
@@ -472,7 +472,7 @@ static loom_status exchange_id(loom_comm *self, unsigned long instance, unsigned
     loom_status st = store->get(self->host, key, id, NCCL_OPS_ID_BYTES, &size, self->timeout);
     if (st != LOOM_OK) return st; /* the store named the key and its address */
     if (size != NCCL_OPS_ID_BYTES)
-        return fail(self, LOOM_E_FORMAT, "nccl: the unique id in the store (%s) has %zu bytes, not %d", key, size,
+        return fail(self, LOOM_E_FORMAT, "the unique id in the store (%s) has %zu bytes, not %d", key, size,
                     NCCL_OPS_ID_BYTES);
     return LOOM_OK;
 }
@@ -487,7 +487,7 @@ static loom_status nccl_create(loom_host *host, const loom_host_api *api, const 
                          "--ddp_backend nccl needs the run on a GPU (NCCL moves GPU memory), and this run's buffers "
                          "are in CPU memory: use --ddp_backend gloo");
     if (setup->world_size < 1 || setup->rank < 0 || setup->rank >= setup->world_size)
-        return api->fail(host, LOOM_E_INVALID, "nccl: rank %d of %d is not a rank", setup->rank, setup->world_size);
+        return api->fail(host, LOOM_E_INVALID, "rank %d of %d is not a rank", setup->rank, setup->world_size);
     char why[512] = "";
     const nccl_ops *ops = nccl_ops_load(why, sizeof why);
     if (!ops) return api->fail(host, LOOM_E_UNSUPPORTED, "%s", why);
@@ -509,14 +509,14 @@ static loom_status nccl_create(loom_host *host, const loom_host_api *api, const 
     if (e == 0) e = ops->event_create(&self->ready);
     if (e == 0) e = ops->device_alloc(&self->scratch, 4);
     if (e != 0) {
-        st = fail(self, LOOM_E_DEVICE, "nccl: cannot create its stream, event or scratch: %s", cuda_text(self, e));
+        st = fail(self, LOOM_E_DEVICE, "cannot create its stream, event or scratch: %s", cuda_text(self, e));
         goto out;
     }
     unsigned char id[NCCL_OPS_ID_BYTES] = {0};
     if ((st = exchange_id(self, instance, id)) != LOOM_OK) goto out;
     int r = ops->comm_init_rank(&self->comm, self->world, id, self->rank);
     if (r != NCCL_OPS_SUCCESS && r != NCCL_OPS_IN_PROGRESS) {
-        st = fail(self, LOOM_E_DEVICE, "nccl: ncclCommInitRankConfig (rank %d of %d) failed: %s", self->rank,
+        st = fail(self, LOOM_E_DEVICE, "ncclCommInitRankConfig (rank %d of %d) failed: %s", self->rank,
                   self->world, nccl_text(self, r));
         abort_comm(self);
         goto out;
