@@ -15,7 +15,8 @@
 #   5. NCCL (when the nccl plugin was built): the plugin's collectives on one rank, then
 #      2 processes on one GPU through loom launch - recent NCCL refuses two ranks on one GPU
 #      ("Duplicate GPU detected"): that is reported, not failed; with 2+ GPUs they run
-#      there - and gpt2-nano trained with --ddp_backend nccl at world size 1;
+#      there - and gpt2-nano trained with --ddp_backend nccl at world size 1 (and on 2 GPUs
+#      through loom launch --num_gpus 2 where there are two);
 #   6. the CUDA kernel benchmark (bench_cuda_kernels).
 # With no GPU it exits 77 (skipped) right after the build, which is how the CPU-side steps are
 # checked on a machine without one.
@@ -151,6 +152,15 @@ PY
     || { cat "$build/nccl-train.log"; die "training with --ddp_backend nccl failed"; }
   cat "$build/nccl-train.log"
   grep -q "cuda:" "$build/nccl-train.log" || die "the nccl run did not train on the GPU"
+  if [ "$(nvidia-smi -L | grep -c '^GPU')" -ge 2 ]; then
+    step "NCCL: gpt2-nano, 5 steps, loom launch --num_gpus 2 (nccl is the default on GPUs)"
+    "$build/bin/loom" launch --num_gpus 2 --master_port 0 train --output_dir "$nccl_tmp/out2" \
+      --train_file "$nccl_tmp/tokens.bin" --model gpt2 --gpt2.n_layer 2 --gpt2.n_head 2 --gpt2.n_embd 64 \
+      --gpt2.vocab_size 512 --gpt2.n_positions 64 --block_size 32 --per_device_train_batch_size 2 --max_steps 5 \
+      --logging_steps 1 --save_strategy no --disable_tqdm --ddp_timeout 60 > "$build/nccl-train2.log" 2>&1 \
+      || { cat "$build/nccl-train2.log"; die "training on 2 GPUs with nccl failed"; }
+    cat "$build/nccl-train2.log"
+  fi
   rm -rf "$nccl_tmp"
 else
   echo "NCCL: the nccl plugin was not built (no nccl.h in the toolkit): NCCL checks skipped"
