@@ -4,9 +4,15 @@
  * line by line with a "[rank N] " prefix, and stops them all when one fails or when the
  * launcher is interrupted.
  *
- *   loom launch [--nproc_per_node N|auto|cpu|gpu | --num_gpus N] [--nnodes M] [--node_rank R]
- *               [--master_addr A] [--master_port P] [--rdzv_endpoint HOST[:PORT]] [--standalone]
- *               [--timeout SECONDS] [--] COMMAND [ARGS...]
+ *   loom launch [--nproc_per_node N|auto|cpu|gpu | --num_gpus N] [--include H:I,J | --exclude H:I]
+ *               [--nnodes M] [--node_rank R] [--master_addr A] [--master_port P]
+ *               [--rdzv_endpoint HOST[:PORT]] [--standalone] [--timeout SECONDS] [--] COMMAND [ARGS...]
+ *
+ * GPUs (DeepSpeed's launcher, launch_gpus.c): on a node with GPUs and no --nproc_per_node
+ * number, one rank per GPU chosen - all visible ones by default, --num_gpus N of them,
+ * --include/--exclude naming them - and every rank gets the chosen list as
+ * CUDA_VISIBLE_DEVICES and binds device LOCAL_RANK of it. Without a GPU --num_gpus N is N
+ * ranks and the default is one, as before (docs/gpu.md#launching-on-gpus).
  *
  * torchrun's shortcuts: --nproc_per_node auto is the GPUs when there are any (/dev/nvidiaN),
  * else the cores (cpu and gpu pick one); --master_port 0 picks a free port here and passes it
@@ -74,6 +80,7 @@
 
 #include "commands.h"
 #include "launch.h"
+#include "launch_gpus.h"
 
 extern char **environ;
 
@@ -91,9 +98,14 @@ static void usage(FILE *out)
                  "Start the ranks of COMMAND on this node, the way torchrun does.\n"
                  "\n"
                  "options:\n"
-                 "  --nproc_per_node N   ranks on this node (also --num_gpus; default 1); auto:\n"
+                 "  --nproc_per_node N   ranks on this node (default: one per GPU, else 1); auto:\n"
                  "                       the GPUs if any, else the cores; cpu: the cores; gpu: the\n"
                  "                       GPUs\n"
+                 "  --num_gpus N         one rank on each of N GPUs (default: every visible GPU;\n"
+                 "                       without a GPU: N ranks on the CPU)\n"
+                 "  --include H:I,J      only these GPUs (DeepSpeed's syntax: localhost:0,2; hosts\n"
+                 "                       joined with @); ids as CUDA_VISIBLE_DEVICES lists them\n"
+                 "  --exclude H:I        every visible GPU but these (not with --include)\n"
                  "  --nnodes M           nodes in the job (also --num_nodes; default 1)\n"
                  "  --node_rank R        this node's index, 0 <= R < M (default 0)\n"
                  "  --master_addr A      host of rank 0's rendezvous store (default 127.0.0.1)\n"
@@ -107,7 +119,8 @@ static void usage(FILE *out)
                  "                       resumes from the newest complete checkpoint\n"
                  "\n"
                  "Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,\n"
-                 "MASTER_PORT (and OMP_NUM_THREADS = cores / N unless set). COMMAND `loom` or a\n"
+                 "MASTER_PORT (and OMP_NUM_THREADS = cores / N unless set); on GPUs also\n"
+                 "CUDA_VISIBLE_DEVICES (the chosen GPUs; each rank binds its LOCAL_RANK). COMMAND `loom` or a\n"
                  "bare sub-command (`train`, ...) runs this loom binary. Output lines are\n"
                  "prefixed \"[rank N] \".\n"
                  "If a rank fails the others are stopped and its exit status is returned.\n"
@@ -127,6 +140,10 @@ typedef struct launch_options {
     const char *master_addr;
     double timeout;
     const char *nproc_word; /* auto, cpu, gpu; NULL: nproc is a number */
+    int nproc_given;        /* --nproc_per_node N */
+    long num_gpus;          /* --num_gpus N; 0: not given */
+    const char *include, *exclude;
+    const char *visible_devices; /* each rank's CUDA_VISIBLE_DEVICES; NULL: left as it is */
     int standalone;
     char rdzv_host[256];
 } launch_options;
@@ -203,12 +220,20 @@ static int parse_options(int argc, char **argv, launch_options *o, int *first)
         const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
         int known = 1, ok = value != NULL;
         if (!strcmp(name, "--nproc_per_node") && value &&
-            (!strcmp(value, "auto") || !strcmp(value, "cpu") || !strcmp(value, "gpu")))
+            (!strcmp(value, "auto") || !strcmp(value, "cpu") || !strcmp(value, "gpu"))) {
             o->nproc_word = value;
-        else if (!strcmp(name, "--nproc_per_node") || !strcmp(name, "--num_gpus")) {
+            o->nproc_given = 0;
+        } else if (!strcmp(name, "--nproc_per_node")) {
             ok = ok && parse_long(value, 1, MAX_PROCS, &o->nproc);
             o->nproc_word = NULL;
-        } else if (!strcmp(name, "--rdzv_endpoint")) {
+            o->nproc_given = 1;
+        } else if (!strcmp(name, "--num_gpus"))
+            ok = ok && parse_long(value, 1, MAX_PROCS, &o->num_gpus);
+        else if (!strcmp(name, "--include"))
+            o->include = value;
+        else if (!strcmp(name, "--exclude"))
+            o->exclude = value;
+        else if (!strcmp(name, "--rdzv_endpoint")) {
             ok = ok && parse_endpoint(value, o);
         } else if (!strcmp(name, "--rdzv_backend") || !strcmp(name, "--rdzv_id"))
             ;
@@ -532,18 +557,6 @@ static int cpu_count(void)
     return n > 0 ? (int)n : 1;
 }
 
-/* NVIDIA GPUs, counted by their device files: the launcher links no CUDA. */
-static int gpu_count(void)
-{
-    int n = 0;
-    char path[32];
-    for (int k = 0; k < 64; k++) {
-        snprintf(path, sizeof path, "/dev/nvidia%d", k);
-        if (access(path, F_OK) == 0) n++;
-    }
-    return n;
-}
-
 /* A port nobody listens on now, as torchrun finds one: bind to port 0 and ask. 0 on failure. */
 static long free_port(const char *host)
 {
@@ -567,11 +580,53 @@ static long free_port(const char *host)
     return port;
 }
 
+/* The ranks' GPUs (launch_gpus.c): on a node with GPUs, unless --nproc_per_node chose a
+ * number or the CPU, one rank per chosen GPU. Returns 0 after one line. */
+static int resolve_gpus(launch_options *o)
+{
+    static launch_gpus chosen;
+    char err[512];
+    int gpus = launch_gpu_count();
+    int filtered = o->num_gpus || o->include || o->exclude;
+    int cpu_word = o->nproc_word && (!strcmp(o->nproc_word, "cpu") || (!strcmp(o->nproc_word, "auto") && !gpus));
+    if ((o->nproc_given || cpu_word) && filtered) {
+        fprintf(stderr, "loom: error: launch: --nproc_per_node %s and --num_gpus/--include/--exclude both choose the "
+                        "ranks: use one\n", o->nproc_word ? o->nproc_word : "N");
+        return 0;
+    }
+    if (o->include && o->exclude) {
+        fprintf(stderr, "loom: error: launch: --include and --exclude cannot be combined (DeepSpeed's rule): name the "
+                        "GPUs with one\n");
+        return 0;
+    }
+    if (gpus == 0) {
+        if (o->include || o->exclude) {
+            fprintf(stderr, "loom: error: launch: %s: no GPU on this node (/dev/nvidia0 ...)\n",
+                    o->include ? "--include" : "--exclude");
+            return 0;
+        }
+        if (o->num_gpus) o->nproc = o->num_gpus; /* as before: N ranks on the CPU */
+        return 1;
+    }
+    if (o->nproc_given || cpu_word) return 1;
+    if (!launch_gpus_select(gpus, o->include, o->exclude, o->num_gpus, &chosen, err, sizeof err)) {
+        fprintf(stderr, "loom: error: launch: %s\n", err);
+        return 0;
+    }
+    o->nproc = chosen.count;
+    o->nproc_word = NULL;
+    o->visible_devices = chosen.visible;
+    fprintf(stderr, "loom launch: %d rank%s on GPU%s %s (CUDA_VISIBLE_DEVICES=%s for every rank; each binds its "
+                    "LOCAL_RANK)\n",
+            chosen.count, chosen.count == 1 ? "" : "s", chosen.count == 1 ? "" : "s", chosen.visible, chosen.visible);
+    return 1;
+}
+
 /* --nproc_per_node auto|cpu|gpu and --master_port 0 made concrete. Returns 0 after one line. */
 static int resolve_auto(launch_options *o)
 {
     if (o->nproc_word) {
-        int gpus = gpu_count(), cores = cpu_count();
+        int gpus = launch_gpu_count(), cores = cpu_count();
         int want_gpu = !strcmp(o->nproc_word, "gpu") || (!strcmp(o->nproc_word, "auto") && gpus > 0);
         if (want_gpu && gpus == 0) {
             fprintf(stderr, "loom: error: launch: --nproc_per_node gpu: no GPU found (/dev/nvidia0 ...)\n");
@@ -597,45 +652,46 @@ static int resolve_auto(launch_options *o)
 static char **child_environment(const launch_options *o, long local, const char *omp, const char *tty,
                                 int indent)
 {
-    const char *names[] = {"RANK=",        "WORLD_SIZE=",  "LOCAL_RANK=", "LOCAL_WORLD_SIZE=",
-                           "MASTER_ADDR=", "MASTER_PORT=", "GROUP_RANK=", "LOOM_PROGRESS_TTY=",
-                           "LOOM_PROGRESS_INDENT=", "OMP_NUM_THREADS="};
-    const size_t n_names = sizeof names / sizeof names[0];
+    char numbers[6][32];
+    snprintf(numbers[0], sizeof numbers[0], "%ld", o->node_rank * o->nproc + local);
+    snprintf(numbers[1], sizeof numbers[1], "%ld", o->nnodes * o->nproc);
+    snprintf(numbers[2], sizeof numbers[2], "%ld", local);
+    snprintf(numbers[3], sizeof numbers[3], "%ld", o->nproc);
+    snprintf(numbers[4], sizeof numbers[4], "%ld", o->master_port);
+    snprintf(numbers[5], sizeof numbers[5], "%ld", o->node_rank);
+    char indent_text[16];
+    snprintf(indent_text, sizeof indent_text, "%d", indent);
+    /* name, value: a NULL value leaves the launcher's own variable (if any) in place. */
+    const char *vars[][2] = {
+        {"RANK", numbers[0]},          {"WORLD_SIZE", numbers[1]},
+        {"LOCAL_RANK", numbers[2]},    {"LOCAL_WORLD_SIZE", numbers[3]},
+        {"MASTER_ADDR", o->master_addr}, {"MASTER_PORT", numbers[4]},
+        {"GROUP_RANK", numbers[5]},    {"LOOM_PROGRESS_TTY", tty},
+        {"LOOM_PROGRESS_INDENT", tty ? indent_text : NULL}, {"OMP_NUM_THREADS", omp},
+        {"CUDA_VISIBLE_DEVICES", o->visible_devices},
+    };
+    const size_t n_vars = sizeof vars / sizeof vars[0];
     size_t count = 0;
     while (environ[count])
         count++;
-    char **envp = calloc(count + n_names + 1, sizeof *envp);
+    char **envp = calloc(count + n_vars + 1, sizeof *envp);
     if (!envp) return NULL;
     size_t k = 0;
     for (size_t e = 0; e < count; e++) {
         int ours = 0;
-        for (size_t m = 0; m < n_names; m++)
-            if (!strncmp(environ[e], names[m], strlen(names[m])) && (m < n_names - 1 || omp)) ours = 1;
+        for (size_t m = 0; m < n_vars; m++) {
+            size_t len = strlen(vars[m][0]);
+            /* the progress variables are always ours (a rank other than 0 must not draw) */
+            int replaced = vars[m][1] || m == 7 || m == 8;
+            if (replaced && !strncmp(environ[e], vars[m][0], len) && environ[e][len] == '=') ours = 1;
+        }
         if (!ours) envp[k++] = environ[e];
     }
-    char value[512];
-    long values[] = {o->node_rank * o->nproc + local, o->nnodes * o->nproc, local, o->nproc};
-    for (size_t m = 0; m < n_names; m++) {
-        if (m < 4)
-            snprintf(value, sizeof value, "%s%ld", names[m], values[m]);
-        else if (m == 4)
-            snprintf(value, sizeof value, "%s%s", names[m], o->master_addr);
-        else if (m == 5)
-            snprintf(value, sizeof value, "%s%ld", names[m], o->master_port);
-        else if (m == 6)
-            snprintf(value, sizeof value, "%s%ld", names[m], o->node_rank);
-        else if (m == 7 && tty)
-            snprintf(value, sizeof value, "%s%s", names[m], tty);
-        else if (m == 8 && tty)
-            snprintf(value, sizeof value, "%s%d", names[m], indent);
-        else if (m < 9)
-            continue;
-        else if (omp)
-            snprintf(value, sizeof value, "%s%s", names[m], omp);
-        else
-            continue;
-        envp[k] = strdup(value);
-        if (!envp[k++]) return NULL;
+    for (size_t m = 0; m < n_vars; m++) {
+        if (!vars[m][1]) continue;
+        size_t len = strlen(vars[m][0]) + strlen(vars[m][1]) + 2;
+        if (!(envp[k] = malloc(len))) return NULL;
+        snprintf(envp[k++], len, "%s=%s", vars[m][0], vars[m][1]);
     }
     envp[k] = NULL;
     return envp;
@@ -730,60 +786,77 @@ static int set_store_secret(const launch_options *o)
     return 0;
 }
 
-/* One attempt of the job (launch_restarts.c runs it again after a failure). */
-int loom_launch_attempt(int argc, char **argv)
+/* The running job: its ranks and the state of stopping them. */
+typedef struct job {
+    child *children;
+    int n;
+    struct pollfd *fds;
+    stream **fd_streams;
+    double timeout;       /* --timeout: grace between SIGTERM and SIGKILL */
+    int exit_code;
+    int shutting_down;
+    int alive;
+    double kill_deadline; /* SIGKILL to whoever still runs after this */
+    double reaped_all_at; /* when the last rank was reaped; 0 before */
+} job;
+
+/* Everything before the first fork: options, GPUs, ports, COMMAND, the secret. Returns -1 to
+ * go on (with *first the index of COMMAND and path its file), else an exit status. */
+static int prepare_options(int argc, char **argv, launch_options *o, int *first, char *path, size_t cap,
+                           int *subcommand)
 {
-    launch_signalled = launch_started = 0;
-    launch_options o = {
-        .nproc = 1, .nnodes = 1, .node_rank = 0, .master_port = 29500, .master_addr = "127.0.0.1", .timeout = 10.0};
-    int first = 0, rc = parse_options(argc, argv, &o, &first);
+    int rc = parse_options(argc, argv, o, first);
     if (rc >= 0) return rc;
+    if (!resolve_gpus(o) || !resolve_auto(o)) return 2;
+    int self = 0;
+    if (!resolve_command(argv[*first], path, cap, &self, subcommand)) return 2;
+    if ((rc = set_store_secret(o)) != 0) return rc;
+    return -1;
+}
 
-    if (!resolve_auto(&o)) return 2;
-    char path[PATH_MAX];
-    int self = 0, subcommand = 0;
-    if (!resolve_command(argv[first], path, sizeof path, &self, &subcommand)) return 2;
-    if ((rc = set_store_secret(&o)) != 0) return rc;
-
-    /* argv of a rank: a sub-command word becomes "loom WORD ARGS..."; "loom ..." stays. */
-    int n_args = argc - first;
-    char **child_argv = calloc((size_t)n_args + 2, sizeof *child_argv);
-    if (!child_argv) return loom_command_fail(LOOM_E_NOMEM);
+/* argv of a rank: a sub-command word becomes "loom WORD ARGS..."; "loom ..." stays. */
+static char **rank_argv(int argc, char **argv, int first, int subcommand)
+{
+    char **child_argv = calloc((size_t)(argc - first) + 2, sizeof *child_argv);
+    if (!child_argv) return NULL;
     int a = 0;
     if (subcommand) child_argv[a++] = "loom";
     for (int k = first; k < argc; k++)
         child_argv[a++] = argv[k];
     child_argv[a] = NULL;
+    return child_argv;
+}
 
-    const char *omp = NULL;
-    char omp_value[32];
-    if (o.nproc > 1 && !getenv("OMP_NUM_THREADS")) {
-        int cores = cpu_count();
-        long threads = cores / o.nproc > 1 ? cores / o.nproc : 1;
-        snprintf(omp_value, sizeof omp_value, "%ld", threads);
-        omp = omp_value;
-        fprintf(stderr,
-                "loom launch: setting OMP_NUM_THREADS=%ld for each rank (%d cores / %ld ranks); "
-                "set it yourself to tune\n",
-                threads, cores, o.nproc);
-    }
+/* OMP_NUM_THREADS for the ranks when several share the cores and the user set none (NULL:
+ * leave it). `buf` holds the value. */
+static const char *omp_threads(const launch_options *o, char *buf, size_t cap)
+{
+    if (o->nproc <= 1 || getenv("OMP_NUM_THREADS")) return NULL;
+    int cores = cpu_count();
+    long threads = cores / o->nproc > 1 ? cores / o->nproc : 1;
+    snprintf(buf, cap, "%ld", threads);
+    fprintf(stderr,
+            "loom launch: setting OMP_NUM_THREADS=%ld for each rank (%d cores / %ld ranks); "
+            "set it yourself to tune\n",
+            threads, cores, o->nproc);
+    return buf;
+}
 
-    int n = (int)o.nproc;
-    child *children = calloc((size_t)n, sizeof *children);
-    char *buffers = malloc((size_t)n * 2 * LINE_CAP);
-    struct pollfd *fds = calloc((size_t)n * 2 + 1, sizeof *fds);
-    stream **fd_streams = calloc((size_t)n * 2 + 1, sizeof *fd_streams);
-    if (!children || !buffers || !fds || !fd_streams) return loom_command_fail(LOOM_E_NOMEM);
-    if (!install_signals()) {
-        fprintf(stderr, "loom: error: launch: cannot install signal handlers: %s\n", strerror(errno));
-        return 1;
-    }
+/* Stop every rank: SIGTERM now, SIGKILL after the grace. */
+static void begin_shutdown(job *j)
+{
+    j->shutting_down = 1;
+    signal_all(j->children, j->n, SIGTERM);
+    j->kill_deadline = now_seconds() + j->timeout;
+}
 
-    int exit_code = 0, shutting_down = 0, alive = 0;
-    double kill_deadline = 0, reaped_all_at = 0;
-    for (int i = 0; i < n; i++) {
-        child *c = &children[i];
-        c->rank = (int)(o.node_rank * o.nproc + i);
+/* Fork every rank with its relay streams. A rank that cannot start stops the others. */
+static void start_ranks(job *j, const launch_options *o, const char *path, char **child_argv, const char *omp,
+                        char *buffers)
+{
+    for (int i = 0; i < j->n; i++) {
+        child *c = &j->children[i];
+        c->rank = (int)(o->node_rank * o->nproc + i);
         stream *ss[2] = {&c->out, &c->err};
         for (int k = 0; k < 2; k++) {
             ss[k]->fd = -1;
@@ -795,126 +868,167 @@ int loom_launch_attempt(int argc, char **argv)
         }
         /* Rank 0 draws its progress bar for our terminal (the relay passes '\r' through). */
         const char *tty = c->rank == 0 && isatty(STDOUT_FILENO) ? ttyname(STDOUT_FILENO) : NULL;
-        char **envp = child_environment(&o, i, omp, tty, (int)c->out.prefix_len);
+        char **envp = child_environment(o, i, omp, tty, (int)c->out.prefix_len);
         if (!envp || !spawn(c, path, child_argv, envp)) {
             fprintf(stderr, "loom launch: cannot start rank %d: %s; stopping the other ranks\n", c->rank,
                     strerror(errno));
-            exit_code = 1;
-            shutting_down = 1;
-            signal_all(children, i, SIGTERM);
-            kill_deadline = now_seconds() + o.timeout;
-            break;
+            j->exit_code = 1;
+            j->shutting_down = 1;
+            signal_all(j->children, i, SIGTERM);
+            j->kill_deadline = now_seconds() + j->timeout;
+            return;
         }
-        alive++;
+        j->alive++;
         launch_started = 1;
     }
+}
 
+/* Reap whoever exited (the SIGCHLD byte only wakes poll up); the first failure stops the rest. */
+static void reap_ranks(job *j)
+{
+    for (int i = 0; i < j->n; i++) {
+        child *c = &j->children[i];
+        if (c->pid <= 0) continue;
+        int status = 0;
+        pid_t r = waitpid(c->pid, &status, WNOHANG);
+        if (r != c->pid) continue;
+        c->pid = 0;
+        c->status = status;
+        j->alive--;
+        drain(&c->out); /* its last words come before the report */
+        drain(&c->err);
+        int failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (!failed || j->shutting_down) continue;
+        char name[32];
+        j->exit_code = exit_code_of(status);
+        if (WIFSIGNALED(status))
+            fprintf(stderr, "loom launch: rank %d exited with signal %s%s\n", c->rank,
+                    signal_name(WTERMSIG(status), name, sizeof name), j->alive ? "; stopping the other ranks" : "");
+        else
+            fprintf(stderr, "loom launch: rank %d exited with status %d%s\n", c->rank, WEXITSTATUS(status),
+                    j->alive ? "; stopping the other ranks" : "");
+        begin_shutdown(j);
+    }
+}
+
+/* After the grace: SIGKILL to the ranks still running, named once. */
+static void kill_stragglers(job *j, double now)
+{
+    if (!j->shutting_down || j->alive == 0 || now < j->kill_deadline) return;
+    char list[256] = "";
+    size_t len = 0;
+    for (int i = 0; i < j->n && len < sizeof list - 16; i++)
+        if (j->children[i].pid > 0 && !j->children[i].killed)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", len ? ", " : "", j->children[i].rank);
+    if (!len) return;
+    fprintf(stderr, "loom launch: rank%s %s still running %g s after being told to stop; sending SIGKILL\n",
+            strchr(list, ',') ? "s" : "", list, j->timeout);
+    signal_all(j->children, j->n, SIGKILL);
+}
+
+/* The poll set: the signal pipe, then every open stream. Returns its size. */
+static int poll_set(job *j)
+{
+    int nfds = 0;
+    j->fds[nfds].fd = signal_pipe[0];
+    j->fds[nfds].events = POLLIN;
+    j->fd_streams[nfds++] = NULL;
+    for (int i = 0; i < j->n; i++) {
+        stream *ss[2] = {&j->children[i].out, &j->children[i].err};
+        for (int k = 0; k < 2; k++)
+            if (ss[k]->fd >= 0) {
+                j->fds[nfds].fd = ss[k]->fd;
+                j->fds[nfds].events = POLLIN;
+                j->fd_streams[nfds++] = ss[k];
+            }
+    }
+    return nfds;
+}
+
+/* Signals to the launcher: the first is forwarded (unless the terminal sent it to everyone),
+ * a second one during the grace kills. */
+static void handle_signals(job *j)
+{
+    unsigned char msg[2];
+    while (read(signal_pipe[0], msg, sizeof msg) == (ssize_t)sizeof msg) {
+        int sig = msg[0], from_process = msg[1];
+        if (sig == SIGCHLD) continue;
+        launch_signalled = sig;
+        if (!j->shutting_down) {
+            j->shutting_down = 1;
+            j->exit_code = 128 + sig;
+            char name[32];
+            if (j->alive) fprintf(stderr, "loom launch: got %s; stopping the ranks\n", signal_name(sig, name, sizeof name));
+            if (from_process) signal_all(j->children, j->n, sig);
+            j->kill_deadline = now_seconds() + j->timeout;
+        } else if (j->alive) {
+            fprintf(stderr, "loom launch: second signal; sending SIGKILL\n");
+            signal_all(j->children, j->n, SIGKILL);
+        }
+    }
+}
+
+/* Relay output, reap, escalate, until every rank is gone and its pipes are drained. */
+static void supervise(job *j)
+{
     for (;;) {
-        /* Reap whoever exited (the SIGCHLD byte only wakes poll up). */
-        for (int i = 0; i < n; i++) {
-            child *c = &children[i];
-            if (c->pid <= 0) continue;
-            int status = 0;
-            pid_t r = waitpid(c->pid, &status, WNOHANG);
-            if (r != c->pid) continue;
-            c->pid = 0;
-            c->status = status;
-            alive--;
-            drain(&c->out); /* its last words come before the report */
-            drain(&c->err);
-            int failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-            if (failed && !shutting_down) {
-                char name[32];
-                exit_code = exit_code_of(status);
-                if (WIFSIGNALED(status))
-                    fprintf(stderr, "loom launch: rank %d exited with signal %s%s\n", c->rank,
-                            signal_name(WTERMSIG(status), name, sizeof name),
-                            alive ? "; stopping the other ranks" : "");
-                else
-                    fprintf(stderr, "loom launch: rank %d exited with status %d%s\n", c->rank, WEXITSTATUS(status),
-                            alive ? "; stopping the other ranks" : "");
-                shutting_down = 1;
-                signal_all(children, n, SIGTERM);
-                kill_deadline = now_seconds() + o.timeout;
-            }
-        }
+        reap_ranks(j);
         double now = now_seconds();
-        if (alive == 0 && reaped_all_at == 0) reaped_all_at = now;
-        if (shutting_down && alive > 0 && now >= kill_deadline) {
-            int any = 0;
-            for (int i = 0; i < n; i++)
-                if (children[i].pid > 0 && !children[i].killed) any = 1;
-            if (any) {
-                char list[256] = "";
-                size_t len = 0;
-                for (int i = 0; i < n && len < sizeof list - 16; i++)
-                    if (children[i].pid > 0 && !children[i].killed)
-                        len +=
-                            (size_t)snprintf(list + len, sizeof list - len, "%s%d", len ? ", " : "", children[i].rank);
-                fprintf(stderr, "loom launch: rank%s %s still running %g s after being told to stop; sending SIGKILL\n",
-                        strchr(list, ',') ? "s" : "", list, o.timeout);
-                signal_all(children, n, SIGKILL);
-            }
-        }
-
-        /* Poll: the signal pipe and every open stream. */
-        int nfds = 0;
-        fds[nfds].fd = signal_pipe[0];
-        fds[nfds].events = POLLIN;
-        fd_streams[nfds++] = NULL;
-        for (int i = 0; i < n; i++) {
-            stream *ss[2] = {&children[i].out, &children[i].err};
-            for (int k = 0; k < 2; k++)
-                if (ss[k]->fd >= 0) {
-                    fds[nfds].fd = ss[k]->fd;
-                    fds[nfds].events = POLLIN;
-                    fd_streams[nfds++] = ss[k];
-                }
-        }
-        if (alive == 0) {
+        if (j->alive == 0 && j->reaped_all_at == 0) j->reaped_all_at = now;
+        kill_stragglers(j, now);
+        int nfds = poll_set(j);
+        if (j->alive == 0) {
             /* Every rank is gone: take what is still in the pipes, but do not wait long for
              * descendants that may hold them open. */
-            if (nfds == 1 || now - reaped_all_at > 2.0) break;
+            if (nfds == 1 || now - j->reaped_all_at > 2.0) break;
         }
         int timeout_ms = -1;
-        if (alive == 0)
+        if (j->alive == 0)
             timeout_ms = 100;
-        else if (shutting_down && now < kill_deadline)
-            timeout_ms = (int)((kill_deadline - now) * 1000) + 1;
-        else if (shutting_down)
+        else if (j->shutting_down && now < j->kill_deadline)
+            timeout_ms = (int)((j->kill_deadline - now) * 1000) + 1;
+        else if (j->shutting_down)
             timeout_ms = 200; /* after SIGKILL: waiting for the reaper */
-        int ready = poll(fds, (nfds_t)nfds, timeout_ms);
+        int ready = poll(j->fds, (nfds_t)nfds, timeout_ms);
         if (ready < 0 && errno != EINTR) break;
-        if (ready == 0 && alive == 0) break;
+        if (ready == 0 && j->alive == 0) break;
         if (ready <= 0) continue;
-
-        if (fds[0].revents & POLLIN) {
-            unsigned char msg[2];
-            while (read(signal_pipe[0], msg, sizeof msg) == (ssize_t)sizeof msg) {
-                int sig = msg[0], from_process = msg[1];
-                if (sig == SIGCHLD) continue;
-                launch_signalled = sig;
-                if (!shutting_down) {
-                    shutting_down = 1;
-                    exit_code = 128 + sig;
-                    char name[32];
-                    if (alive)
-                        fprintf(stderr, "loom launch: got %s; stopping the ranks\n",
-                                signal_name(sig, name, sizeof name));
-                    if (from_process) signal_all(children, n, sig);
-                    kill_deadline = now_seconds() + o.timeout;
-                } else if (alive) {
-                    fprintf(stderr, "loom launch: second signal; sending SIGKILL\n");
-                    signal_all(children, n, SIGKILL);
-                }
-            }
-        }
+        if (j->fds[0].revents & POLLIN) handle_signals(j);
         for (int f = 1; f < nfds; f++)
-            if (fds[f].revents & (POLLIN | POLLHUP | POLLERR)) drain(fd_streams[f]);
+            if (j->fds[f].revents & (POLLIN | POLLHUP | POLLERR)) drain(j->fd_streams[f]);
     }
-    for (int i = 0; i < n; i++) {
-        close_stream(&children[i].out);
-        close_stream(&children[i].err);
+    for (int i = 0; i < j->n; i++) {
+        close_stream(&j->children[i].out);
+        close_stream(&j->children[i].err);
     }
-    return exit_code;
+}
+
+/* One attempt of the job (launch_restarts.c runs it again after a failure). */
+int loom_launch_attempt(int argc, char **argv)
+{
+    launch_signalled = launch_started = 0;
+    launch_options o = {
+        .nproc = 1, .nnodes = 1, .node_rank = 0, .master_port = 29500, .master_addr = "127.0.0.1", .timeout = 10.0};
+    char path[PATH_MAX];
+    int first = 0, subcommand = 0;
+    int rc = prepare_options(argc, argv, &o, &first, path, sizeof path, &subcommand);
+    if (rc >= 0) return rc;
+    char **child_argv = rank_argv(argc, argv, first, subcommand);
+    if (!child_argv) return loom_command_fail(LOOM_E_NOMEM);
+    char omp_value[32];
+    const char *omp = omp_threads(&o, omp_value, sizeof omp_value);
+
+    job j = {.n = (int)o.nproc, .timeout = o.timeout};
+    j.children = calloc((size_t)j.n, sizeof *j.children);
+    char *buffers = malloc((size_t)j.n * 2 * LINE_CAP);
+    j.fds = calloc((size_t)j.n * 2 + 1, sizeof *j.fds);
+    j.fd_streams = calloc((size_t)j.n * 2 + 1, sizeof *j.fd_streams);
+    if (!j.children || !buffers || !j.fds || !j.fd_streams) return loom_command_fail(LOOM_E_NOMEM);
+    if (!install_signals()) {
+        fprintf(stderr, "loom: error: launch: cannot install signal handlers: %s\n", strerror(errno));
+        return 1;
+    }
+    start_ranks(&j, &o, path, child_argv, omp, buffers);
+    supervise(&j);
+    return j.exit_code;
 }

@@ -82,4 +82,13 @@ double loom_now_seconds(void);
  * with --plugin and LOCAL_RANK; sets t->device and t->device_index. */
 loom_status loom_trainer_open_device(loom_trainer *t);
 
+/* The comm plugin of the run once its device is known (trainer_comm.c, docs/gpu.md#nccl):
+ * --ddp_backend, else nccl for several ranks on a GPU, gloo for several on the CPU, local for
+ * one. Refuses nccl on a CPU run in one line. */
+loom_status loom_trainer_comm_name(const loom_trainer *t, const char **name);
+
+/* The device the comm plugin sees its buffers on: the run's device for nccl; the CPU for the
+ * others, which read a GPU run's host-accessible memory as host memory. */
+uint32_t loom_trainer_comm_device(const loom_trainer *t, const loom_plugin *comm);
+
 #endif

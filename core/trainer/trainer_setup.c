@@ -352,17 +352,10 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     precision_choice precision_mapped;
     choose_precision(t, &precision_mapped);
     if ((st = load_plugin(precision_mapped.plugin, LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
-    /* One process: no communication. Several: DDP over Gloo (--ddp_backend picks another). */
-    const char *backend = a->ddp_backend && *a->ddp_backend ? a->ddp_backend : "gloo";
-    if (strcmp(backend, "nccl") == 0) {
-        st = loom_error(LOOM_E_INVALID, "--ddp_backend nccl is not supported yet (the CUDA issue brings it)");
-        goto done;
-    }
     const char *sharding_name = t->world_size > 1 ? "ddp" : "none";
     if (a->sharded_ddp) sharding_name = "sharded_ddp"; /* HF v4.2's --sharded_ddp */
     if (t->ds && strcmp(t->ds->sharding.plugin, "ddp") != 0) sharding_name = t->ds->sharding.plugin;
     if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
-    if ((st = load_plugin(t->world_size > 1 ? backend : "local", LOOM_KIND_COMM, &comm)) != LOOM_OK) goto done;
     if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK,
                           &callbacks[n_callbacks++])) != LOOM_OK)
         goto done;
@@ -402,6 +395,11 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     }
 
     if ((st = loom_trainer_open_device(t)) != LOOM_OK) goto done;
+    /* The comm plugin depends on the device (nccl on a GPU): chosen once it is open. */
+    const char *comm_name = NULL;
+    if (!comm && ((st = loom_trainer_comm_name(t, &comm_name)) != LOOM_OK ||
+                  (st = load_plugin(comm_name, LOOM_KIND_COMM, &comm)) != LOOM_OK))
+        goto done;
 
     /* Configuration sections: mapped values from the run arguments, then the user's flags. */
     char text[6][64];
@@ -531,7 +529,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         setup.local_world_size = t->local_world_size;
         setup.master_addr = t->ranks.master_addr;
         setup.master_port = t->ranks.master_port;
-        setup.device = LOOM_DEVICE_CPU;
+        setup.device = loom_trainer_comm_device(t, comm);
         setup.timeout_seconds = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
         if ((st = loom_trainer_create_instance(&t->comm, comm, &setup)) != LOOM_OK) goto done;
     }

@@ -12,7 +12,12 @@
 #   2. test_backend: the cuda backend probes, binds and allocates on the real device;
 #   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2);
 #   4. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
-#   5. the CUDA kernel benchmark (bench_cuda_kernels).
+#   5. NCCL (when the nccl plugin was built): the plugin's collectives on one rank, then
+#      2 processes on one GPU through loom launch - recent NCCL refuses two ranks on one GPU
+#      ("Duplicate GPU detected"): that is reported, not failed; with 2+ GPUs they run
+#      there - and gpt2-nano trained with --ddp_backend nccl at world size 1 (and on 2 GPUs
+#      through loom launch --num_gpus 2 where there are two);
+#   6. the CUDA kernel benchmark (bench_cuda_kernels).
 # With no GPU it exits 77 (skipped) right after the build, which is how the CPU-side steps are
 # checked on a machine without one.
 #
@@ -113,6 +118,57 @@ if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/comp
     || die "compute-sanitizer found errors"
 else
   echo "compute-sanitizer not found: memcheck skipped"
+fi
+
+if [ -x "$build/tests/comm/test_comm_nccl_plugin" ] && [ -f "$build/plugins/nccl.so" ]; then
+  step "NCCL: one rank, every collective on the real NCCL"
+  "$build/tests/comm/test_comm_nccl_plugin" || die "the nccl plugin failed on one rank"
+
+  step "NCCL: 2 processes via loom launch on $(nvidia-smi -L | grep -c '^GPU') GPU(s)"
+  set +e
+  "$build/bin/loom" launch --nproc_per_node 2 --master_port 0 "$build/tests/comm/test_comm_nccl_plugin" \
+    > "$build/nccl-2ranks.log" 2>&1
+  rc=$?
+  set -e
+  cat "$build/nccl-2ranks.log"
+  if [ "$rc" = 0 ]; then
+    echo "NCCL: 2 ranks passed"
+  elif [ "$rc" = 3 ] && grep -qiE 'duplicate gpu|invalid usage' "$build/nccl-2ranks.log"; then
+    echo "NCCL: refuses 2 ranks on one GPU here (reported, not a failure)"
+  else
+    die "NCCL with 2 ranks failed (exit $rc; see $build/nccl-2ranks.log)"
+  fi
+
+  step "NCCL: gpt2-nano, 5 steps, world size 1, --ddp_backend nccl"
+  nccl_tmp="$(mktemp -d)"
+  python3 - "$nccl_tmp/tokens.bin" <<'PY'
+import random, struct, sys
+random.seed(7)
+with open(sys.argv[1], "wb") as f:  # llm.c's token shard: a 256-int header, then uint16 tokens
+    n = 20000
+    header = [20240520, 1, n] + [0] * 253
+    f.write(struct.pack("<256i", *header))
+    f.write(struct.pack(f"<{n}H", *[random.randrange(512) for _ in range(n)]))
+PY
+  "$build/bin/loom" train --output_dir "$nccl_tmp/out" --train_file "$nccl_tmp/tokens.bin" --model gpt2 \
+    --gpt2.n_layer 2 --gpt2.n_head 2 --gpt2.n_embd 64 --gpt2.vocab_size 512 --gpt2.n_positions 64 \
+    --block_size 32 --per_device_train_batch_size 4 --max_steps 5 --logging_steps 1 --save_strategy no \
+    --disable_tqdm --ddp_backend nccl --ddp_timeout 60 > "$build/nccl-train.log" 2>&1 \
+    || { cat "$build/nccl-train.log"; die "training with --ddp_backend nccl failed"; }
+  cat "$build/nccl-train.log"
+  grep -q "cuda:" "$build/nccl-train.log" || die "the nccl run did not train on the GPU"
+  if [ "$(nvidia-smi -L | grep -c '^GPU')" -ge 2 ]; then
+    step "NCCL: gpt2-nano, 5 steps, loom launch --num_gpus 2 (nccl is the default on GPUs)"
+    "$build/bin/loom" launch --num_gpus 2 --master_port 0 train --output_dir "$nccl_tmp/out2" \
+      --train_file "$nccl_tmp/tokens.bin" --model gpt2 --gpt2.n_layer 2 --gpt2.n_head 2 --gpt2.n_embd 64 \
+      --gpt2.vocab_size 512 --gpt2.n_positions 64 --block_size 32 --per_device_train_batch_size 2 --max_steps 5 \
+      --logging_steps 1 --save_strategy no --disable_tqdm --ddp_timeout 60 > "$build/nccl-train2.log" 2>&1 \
+      || { cat "$build/nccl-train2.log"; die "training on 2 GPUs with nccl failed"; }
+    cat "$build/nccl-train2.log"
+  fi
+  rm -rf "$nccl_tmp"
+else
+  echo "NCCL: the nccl plugin was not built (no nccl.h in the toolkit): NCCL checks skipped"
 fi
 
 step "bench_cuda_kernels"

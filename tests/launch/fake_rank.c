@@ -2,6 +2,7 @@
  * fake_rank.c - a stand-in rank for the `loom launch` tests. Runs its arguments in order:
  *   env            print "RANK=.. WORLD_SIZE=.. LOCAL_RANK=.. LOCAL_WORLD_SIZE=.. MASTER_ADDR=..
  *                  MASTER_PORT=.. OMP_NUM_THREADS=.." on stdout
+ *   gpu            print "LOCAL_RANK=.. WORLD_SIZE=.. CUDA_VISIBLE_DEVICES=.." on stdout
  *   pid            print "pid=N" on stdout
  *   out=TEXT       a line on stdout;  err=TEXT  a line on stderr;  noeol=TEXT  no newline
  *   partial=N      N lines on stdout, each written in three pieces 5 ms apart
@@ -66,6 +67,10 @@ int main(int argc, char **argv)
                      "OMP_NUM_THREADS=%s\n",
                      var("RANK"), var("WORLD_SIZE"), var("LOCAL_RANK"), var("LOCAL_WORLD_SIZE"), var("MASTER_ADDR"),
                      var("MASTER_PORT"), var("OMP_NUM_THREADS"));
+            say(1, line);
+        } else if (!strcmp(a, "gpu")) {
+            snprintf(line, sizeof line, "LOCAL_RANK=%s WORLD_SIZE=%s CUDA_VISIBLE_DEVICES=%s\n", var("LOCAL_RANK"),
+                     var("WORLD_SIZE"), var("CUDA_VISIBLE_DEVICES"));
             say(1, line);
         } else if (!strcmp(a, "pid")) {
             snprintf(line, sizeof line, "pid=%ld\n", (long)getpid());

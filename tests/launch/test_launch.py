@@ -19,8 +19,11 @@ def launch(*args, env=None, timeout=60):
     """Run `loom launch ARGS`; return (code, stdout, stderr, seconds)."""
     full_env = dict(os.environ)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "OMP_NUM_THREADS", "LOOM_STORE_SECRET"):
+                 "OMP_NUM_THREADS", "LOOM_STORE_SECRET", "CUDA_VISIBLE_DEVICES"):
         full_env.pop(name, None)
+    # The GPUs the launcher believes this node has (test-only override of its /dev/nvidiaN
+    # count): none unless a test says, so the CPU behaviour is checked on a GPU machine too.
+    full_env["LOOM_TEST_LAUNCH_GPUS"] = "0"
     if env:
         full_env.update(env)
     start = time.monotonic()
@@ -270,8 +273,8 @@ class LaunchTest(unittest.TestCase):
             self.assertEqual(text.count(f"[rank {r}] SIGINT"), 1, text)
             self.assertIn(f"[rank {r}] bye", text)
 
-    def assert_error(self, *args):
-        code, out, err, _ = launch(*args)
+    def assert_error(self, *args, env=None):
+        code, out, err, _ = launch(*args, env=env)
         self.assertEqual(code, 2, f"{args}: {err}")
         self.assertEqual(out, "")
         lines = err.splitlines()
@@ -340,7 +343,6 @@ class TorchrunSurfaceTest(unittest.TestCase):
         code, _, err, _ = launch("--standalone=yes", FAKE, "env")
         self.assertEqual(code, 2)
 
-    @unittest.skipIf(os.path.exists("/dev/nvidia0"), "GPUs here: auto counts GPUs")
     def test_nproc_per_node_auto_is_the_cores_without_gpus(self):
         cores = len(os.sched_getaffinity(0))
         for word in ("auto", "cpu"):
@@ -373,6 +375,78 @@ class TorchrunSurfaceTest(unittest.TestCase):
         code, _, err, _ = launch("--nnodes", "2", "--master_port", "0", FAKE, "env")
         self.assertEqual(code, 2)
         self.assertIn("--master_port 0", err)
+
+
+class GpuLaunchTest(unittest.TestCase):
+    """DeepSpeed's launcher rules on a node whose GPU count is injected (LOOM_TEST_LAUNCH_GPUS)."""
+    assert_error = LaunchTest.assert_error
+
+    def gpu_ranks(self, gpus, *args, visible=None):
+        env = {"LOOM_TEST_LAUNCH_GPUS": str(gpus)}
+        if visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = visible
+        code, out, err, _ = launch(*args, FAKE, "gpu", env=env)
+        self.assertEqual(code, 0, err)
+        lines = by_rank(out)
+        return [lines[r][0] for r in sorted(lines)], err
+
+    def expect_gpus(self, lines, visible):
+        n = len(visible.split(","))
+        self.assertEqual(lines, [f"LOCAL_RANK={r} WORLD_SIZE={n} CUDA_VISIBLE_DEVICES={visible}" for r in range(n)])
+
+    def test_gpus_default_to_every_visible_gpu(self):
+        lines, err = self.gpu_ranks(4)
+        self.expect_gpus(lines, "0,1,2,3")
+        self.assertIn("4 ranks on GPUs 0,1,2,3", err)
+        lines, _ = self.gpu_ranks(1)
+        self.expect_gpus(lines, "0")
+
+    def test_num_gpus_include_exclude(self):
+        self.expect_gpus(self.gpu_ranks(4, "--num_gpus", "2")[0], "0,1")
+        self.expect_gpus(self.gpu_ranks(4, "--include", "localhost:0,2")[0], "0,2")
+        self.expect_gpus(self.gpu_ranks(4, "--include=localhost:3")[0], "3")
+        self.expect_gpus(self.gpu_ranks(4, "--include", "localhost")[0], "0,1,2,3")
+        self.expect_gpus(self.gpu_ranks(4, "--exclude", "localhost:1")[0], "0,2,3")
+        self.expect_gpus(self.gpu_ranks(4, "--exclude", "localhost:0,3", "--num_gpus", "1")[0], "1")
+
+    def test_cuda_visible_devices_is_respected(self):
+        self.expect_gpus(self.gpu_ranks(4, visible="3,1")[0], "3,1")
+        self.expect_gpus(self.gpu_ranks(4, "--include", "localhost:1", visible="3,1")[0], "1")
+        self.expect_gpus(self.gpu_ranks(4, "--exclude", "localhost:3", visible="3,1,2")[0], "1,2")
+        self.expect_gpus(self.gpu_ranks(4, "--num_gpus", "1", visible="2,0")[0], "2")
+        line = self.assert_error("--include", "localhost:0", FAKE, "gpu",
+                                 env={"LOOM_TEST_LAUNCH_GPUS": "4", "CUDA_VISIBLE_DEVICES": "3,1"})
+        self.assertIn("GPU 0 is not visible (CUDA_VISIBLE_DEVICES=3,1)", line)
+
+    def test_nproc_per_node_number_leaves_the_gpus_alone(self):
+        lines, err = self.gpu_ranks(4, "--nproc_per_node", "2")
+        self.assertEqual(lines, [f"LOCAL_RANK={r} WORLD_SIZE=2 CUDA_VISIBLE_DEVICES=-" for r in range(2)])
+        self.assertNotIn("GPU", err)
+        lines, _ = self.gpu_ranks(2, "--nproc_per_node", "gpu")
+        self.expect_gpus(lines, "0,1")
+
+    def test_without_a_gpu_num_gpus_is_ranks_on_the_cpu(self):
+        lines, err = self.gpu_ranks(0, "--num_gpus", "3")
+        self.assertEqual(lines, [f"LOCAL_RANK={r} WORLD_SIZE=3 CUDA_VISIBLE_DEVICES=-" for r in range(3)])
+        lines, _ = self.gpu_ranks(0)
+        self.assertEqual(lines, ["LOCAL_RANK=0 WORLD_SIZE=1 CUDA_VISIBLE_DEVICES=-"])
+
+    def test_bad_gpu_specs(self):
+        four = {"LOOM_TEST_LAUNCH_GPUS": "4"}
+        cases = [
+            (("--include", "localhost:0", "--exclude", "localhost:1"), "cannot be combined"),
+            (("--include", "worker-7:0"), "unknown host 'worker-7'"),
+            (("--include", "localhost:4"), "GPU 4 is out of range (this node has 4: 0..3)"),
+            (("--include", "localhost:x"), "'x' is not a device index"),
+            (("--include", "localhost:"), "no device index"),
+            (("--exclude", "localhost"), "leaves no GPU"),
+            (("--num_gpus", "5"), "--num_gpus 5: only 4 GPUs visible"),
+            (("--include", "localhost:1,2", "--num_gpus", "3"), "only 2 GPUs left by --include/--exclude"),
+            (("--nproc_per_node", "2", "--num_gpus", "2"), "both choose the ranks"),
+        ]
+        for args, message in cases:
+            self.assertIn(message, self.assert_error(*args, FAKE, "gpu", env=four), args)
+        self.assertIn("--include: no GPU on this node", self.assert_error("--include", "localhost:0", FAKE, "gpu"))
 
 
 if __name__ == "__main__":

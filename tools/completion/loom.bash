@@ -8,6 +8,11 @@ _loom()
         COMPREPLY=($(compgen -W "train evaluate predict plugins make-data convert tokenize launch consolidate plot doctor version help" -- "$cur"))
         return
     fi
+    # Values of the flags that take a word from a fixed list.
+    case "${COMP_WORDS[COMP_CWORD-1]}" in
+        --ddp_backend) COMPREPLY=($(compgen -W "nccl gloo" -- "$cur")); return ;;
+        --include|--exclude) COMPREPLY=($(compgen -W "localhost:" -- "$cur")); compopt -o nospace 2>/dev/null; return ;;
+    esac
     if [[ "$cur" == --* ]]; then
         local flags
         flags=$("${COMP_WORDS[0]}" "$cmd" --help 2>/dev/null | grep -oE -- '--[a-z][a-z0-9_.-]*' | sort -u)
