@@ -51,9 +51,7 @@ typedef struct zero2_sharding {
 } zero2_sharding;
 
 static const loom_param_spec zero2_params[] = {
-    {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000", "elements per rank gathered at once after the update"},
-    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true",
-     "gather updated partitions with all-gather (false: not supported)"},
+    ZERO_SHARED_PARAMS,
     {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true",
      "reduce each piece to its owner (false: all-reduce it, as DeepSpeed)"},
     {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
@@ -62,8 +60,6 @@ static const loom_param_spec zero2_params[] = {
      "reduce asynchronously while backward goes on (the arena space is reused once the reduction is done)"},
     {"contiguous_gradients", LOOM_PARAM_BOOL, 0, "false", "the owned gradients are one contiguous buffer either way"},
     {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "on the CPU the states already live on the host (said once)"},
-    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true", "resume from the fp32 master weights"},
-    {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -78,8 +74,7 @@ static void zero2_destroy(loom_sharding *self_)
             if (self->held[i].requests[r]) self->z.cv->wait(self->z.comm, self->held[i].requests[r]);
     api->free_memory(host, self->owned);
     api->free_memory(host, self->arena);
-    zero_base_release(&self->z);
-    api->free_memory(host, self);
+    zero_instance_free(&self->z);
 }
 
 static loom_status zero2_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -97,13 +92,8 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     if (setup->param_dtype != LOOM_DTYPE_F32 &&
         !(LOOM_HAS(kernels, loom_kernels_api, accumulate_f32) && kernels->convert))
         return api->fail(host, LOOM_E_UNSUPPORTED, "16-bit gradients need the host's 16-bit kernels (ABI 1.1)");
-    zero2_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
-    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    memset(self, 0, sizeof *self);
-    if ((st = zero_base_init(&self->z, host, api, setup, &o)) != LOOM_OK) {
-        zero2_destroy((loom_sharding *)self);
-        return st;
-    }
+    zero2_sharding *self = zero_instance_new(host, api, setup, &o, sizeof *self, &st);
+    if (!self) return st;
     self->kernels = kernels;
     self->use_reduce = o.reduce_scatter;
     self->overlap = o.overlap_comm;
@@ -120,12 +110,6 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     memset(self->owned, 0, (size_t)self->z.partition * element);
     *out = (loom_sharding *)self;
     return LOOM_OK;
-}
-
-static loom_status zero2_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
-                                      size_t *n_ranges)
-{
-    return zero_base_owned_ranges(&((const zero2_sharding *)self_)->z, rank, ranges, n_ranges);
 }
 
 static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory *out)
@@ -261,7 +245,8 @@ static loom_status zero2_finish_grads(loom_sharding *self_)
 static loom_status zero2_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    if (range_index != 0) return self->z.api->fail(self->z.host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    loom_status st = zero_check_range_index(&self->z, range_index);
+    if (st != LOOM_OK) return st;
     *memory = self->owned;
     return LOOM_OK;
 }
@@ -282,7 +267,7 @@ static const loom_sharding_vtable zero2_vtable = {
     LOOM_HEADER_INIT(loom_sharding_vtable),
     .create = zero2_create,
     .destroy = zero2_destroy,
-    .owned_ranges = zero2_owned_ranges,
+    .owned_ranges = zero_owned_ranges,
     .memory = zero2_memory,
     .begin_micro_batch = zero2_begin_micro_batch,
     .grad_acquire = zero2_grad_acquire,
