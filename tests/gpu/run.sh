@@ -12,7 +12,9 @@
 #   2. test_backend: the cuda backend probes, binds and allocates on the real device;
 #   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2);
 #   4. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
-#   5. the CUDA kernel benchmark (bench_cuda_kernels).
+#   5. GPT-2 124M with zero2, with and without cpu_offload: the same losses, the device memory
+#      of each against 2 psi + 2 psi / N, tokens/s of each (tests/gpu/offload_check.py);
+#   6. the CUDA kernel benchmark (bench_cuda_kernels).
 # With no GPU it exits 77 (skipped) right after the build, which is how the CPU-side steps are
 # checked on a machine without one.
 #
@@ -109,6 +111,9 @@ if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/comp
 else
   echo "compute-sanitizer not found: memcheck skipped"
 fi
+
+step "GPT-2 124M, zero2 with and without cpu_offload (device memory, tokens/s, same losses)"
+python3 "$root/tests/gpu/offload_check.py" "$build" || die "zero2 with cpu_offload differs from zero2 on the GPU"
 
 step "bench_cuda_kernels"
 "$build/bench/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt" || die "the benchmark failed"
