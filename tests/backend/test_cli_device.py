@@ -130,6 +130,11 @@ class DeviceTest(unittest.TestCase):
             self.assertEqual(r_plain["d2h"], "0")
             self.assertEqual(int(r_off["h2d"]), 2 * 6 * 2 + 6)
             self.assertGreaterEqual(int(r_off["d2h"]), 1 + 6)
+            # Offload's copies (every d2h, and the updates) ran on a stream of their own, each
+            # ordered after the compute stream by an event; the batches stay on the compute one.
+            self.assertEqual(int(r_off["stream_copies"]), int(r_off["d2h"]) + 6)
+            self.assertEqual(r_off["stream_waits"], r_off["stream_copies"])
+            self.assertEqual(r_plain["stream_copies"], "0")
         self.assertIn("device states", offload[0])
         self.assertIn("host total", offload[0])
         return plain, offload
