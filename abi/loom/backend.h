@@ -133,10 +133,25 @@ typedef struct loom_backend_vtable {
     /* ABI 1.4+: append below. */
 } loom_backend_vtable;
 
+/* ABI 1.4: the bound backend, for plugins that move their own bytes between host and device
+ * (zero2's cpu_offload: pinned buffers, a copy stream, events). Obtain it with
+ * api->service(host, LOOM_BACKEND_SERVICE, 4): NULL on a CPU run (no backend bound). Lives as
+ * long as the run. A plugin may call every member of `vtable` on `instance` except probe,
+ * create and destroy, under the threading rules above (one thread per instance: the thread
+ * that drives the training step); streams, events and memory it creates it destroys. */
+#define LOOM_BACKEND_SERVICE "loom.backend/1"
+
+typedef struct loom_backend_service {
+    LOOM_STRUCT_HEADER;
+    const loom_backend_vtable *vtable; /* the bound backend's                               */
+    loom_backend *instance;            /* the bound device                                   */
+} loom_backend_service;
+
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_backend_vtable, probe) == 24, "backend vtable layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_backend_vtable) == 184, "backend vtable layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_device_info) == 184, "loom_device_info layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_backend_service) == 32, "loom_backend_service layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -54,7 +54,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 3 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 4 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -72,7 +72,10 @@ extern "C" {
  *      table); the host serves "loom.kernels.cuda/1" when a CUDA backend is bound;
  *      kernels.h attention_flash_forward / attention_flash_backward / classifier (long
  *      sequences: no [T, T] probabilities, no [N, V] logits); model.h train_step (forward and
- *      backward in one call, the seed known up front). */
+ *      backward in one call, the seed known up front).
+ * 1.4: sharding.h host_params and loom_sharding_memory.host_bytes (ZeRO-Offload: the owned
+ *      partition stepped in host memory); backend.h the "loom.backend/1" service
+ *      (loom_backend_service: the bound backend for plugins that copy their own bytes). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -280,7 +283,8 @@ typedef struct loom_host_api {
      * (kernels.h); "loom.kernels.cuda/1" -> the bound CUDA backend's table (ABI 1.3; NULL
      * without one); "loom.store/1" (LOOM_STORE_SERVICE) -> const loom_store_api * (comm.h; NULL
      * in a one-process run); "loom.trainer/1" (LOOM_TRAINER_SERVICE) -> const loom_trainer_api *
-     * (callback.h, ABI 1.2: callbacks only). MT-safe. */
+     * (callback.h, ABI 1.2: callbacks only); "loom.backend/1" (LOOM_BACKEND_SERVICE) ->
+     * const loom_backend_service * (backend.h, ABI 1.4; NULL on a CPU run). MT-safe. */
     const void *(*service)(loom_host *host, const char *name, uint32_t min_minor);
 
     /* Deterministic random numbers: the stream `stream` (a plugin picks any constant) of the

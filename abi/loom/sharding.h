@@ -63,6 +63,10 @@ typedef struct loom_sharding_memory {
     LOOM_STRUCT_HEADER;
     uint64_t gradient_bytes;   /* gradient storage of this rank (full or owned partition)     */
     uint64_t bucket_bytes;     /* communication buckets                                       */
+    /* ABI 1.4 (check with LOOM_HAS_FIELD before writing). Host memory the plugin holds beside
+     * the above for ZeRO-Offload: its host copies of the owned parameters and gradients
+     * (host_params, owned_grads). The two members above are on setup->device. 0 otherwise. */
+    uint64_t host_bytes;
 } loom_sharding_memory;
 
 typedef struct loom_sharding loom_sharding; /* plugin-private instance */
@@ -115,12 +119,23 @@ typedef struct loom_sharding_vtable {
     loom_status (*set_reduction)(loom_sharding *self, int32_t enabled);
 
     /* ABI 1.4+: append below. */
+
+    /* ABI 1.4. Optional (NULL, or *memory left NULL: no offload; the host steps the owned
+     * ranges of setup->params where they are). ZeRO-Offload (docs/semantics/deepspeed.md#offload):
+     * host memory, lent until destroy, holding this rank's copy of its owned ranges one after
+     * another (param_dtype, the sum of their lengths), filled from setup->params at create().
+     * The host then runs the optimizer step out of host memory only: it binds the precision
+     * plugin to this copy (its owned ranges rebased to [0, length)), keeps optimizer states in
+     * host memory, and owned_grads() returns host memory. publish_params() copies it into the
+     * owned ranges of setup->params before making them whole. Called once, after create(), on
+     * the init thread. */
+    loom_status (*host_params)(loom_sharding *self, void **memory);
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 104, "loom_sharding_setup layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 32, "loom_sharding_memory layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 112, "sharding vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 40, "loom_sharding_memory layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 120, "sharding vtable layout changed");
 #endif
 
 #ifdef __cplusplus

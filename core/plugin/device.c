@@ -32,6 +32,7 @@ static struct {
     device_block *blocks;
     size_t n_blocks, cap_blocks;
     uint64_t bytes, peak, allocations;
+    loom_backend_service service; /* "loom.backend/1": set with vt, read by plugins      */
 } dev = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *device_word(uint32_t device) { return device == LOOM_DEVICE_CUDA ? "cuda" : "cpu"; }
@@ -139,6 +140,7 @@ loom_status loom_device_open(const loom_plugin *backend, int named, int no_cuda,
     dev.host = host;
     dev.device = choice.device;
     dev.index = choice.index;
+    dev.service = (loom_backend_service){LOOM_HEADER_INIT(loom_backend_service), vt, instance};
     return LOOM_OK;
 }
 
@@ -171,6 +173,8 @@ const loom_backend_vtable *loom_device_backend(loom_backend **instance)
     if (instance) *instance = dev.instance;
     return dev.vt;
 }
+
+const loom_backend_service *loom_device_service(void) { return dev.vt ? &dev.service : NULL; }
 
 const loom_kernels_api *loom_device_kernels(void)
 {

@@ -50,6 +50,8 @@ uint32_t loom_device_current(void);
 int32_t loom_device_index(void);
 /* The bound backend (NULL on the CPU). */
 const loom_backend_vtable *loom_device_backend(loom_backend **instance);
+/* The bound backend as the "loom.backend/1" service lends it to plugins (NULL on the CPU). */
+const loom_backend_service *loom_device_service(void);
 /* The kernel table of the bound device. */
 const loom_kernels_api *loom_device_kernels(void);
 /* "cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90, driver 13.0, runtime 13.0)" or "cpu". */

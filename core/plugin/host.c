@@ -206,6 +206,10 @@ static const void *host_service(loom_host *host, const char *name, uint32_t min_
         const loom_kernels_api *table = loom_device_current() == LOOM_DEVICE_CUDA ? loom_device_kernels() : NULL;
         return table && table->abi_minor >= min_minor ? table : NULL;
     }
+    if (strcmp(name, LOOM_BACKEND_SERVICE) == 0) {
+        const loom_backend_service *bound = loom_device_service();
+        return bound && bound->abi_minor >= min_minor ? bound : NULL;
+    }
     if (strcmp(name, LOOM_STORE_SERVICE) == 0)
         return atomic_load(&run_store) && store_api.abi_minor >= min_minor ? &store_api : NULL;
     return NULL;

@@ -158,6 +158,6 @@ loom_status loom_memory_check(const loom_memory_room *room, uint64_t need_bytes,
                       "rank %d: %s needs %.1f MiB but this process may use %.1f MiB (%s); to fit, use a smaller "
                       "--per_device_train_batch_size (with more --gradient_accumulation_steps), a higher ZeRO stage "
                       "(--plugin zero1 or zero2, or zero_optimization.stage in --deepspeed) over more ranks, 16-bit "
-                      "parameters (--bf16), --gradient_checkpointing, or a smaller model; offload is not in loom yet",
+                      "parameters (--bf16), --gradient_checkpointing, or a smaller model",
                       rank, what, (double)need_bytes / 1048576.0, (double)room->bytes / 1048576.0, room->source);
 }

@@ -160,6 +160,12 @@ struct loom_trainer {
     size_t n_stat_spans;
     double *tensor_stats;           /* n_tensors x the optimizer's tensor_stats (owned)      */
     float *optimizer_state;         /* state_slots * owned elements                          */
+    /* ZeRO-Offload (sharding's host_params, docs/semantics/deepspeed.md#offload): the host copy
+     * of the owned ranges the step updates, lent by the sharding plugin, or NULL; then the
+     * precision plugin is bound to it through offload_owned (the owned ranges rebased into it,
+     * owned) and the optimizer states are host memory. */
+    void *offload_params;
+    loom_range *offload_owned;
     uint64_t optimizer_state_bytes;
 
     /* Scheduler step counter: optimizer steps actually taken. */

@@ -200,6 +200,25 @@ static loom_status check_memory_floor(const loom_trainer *t)
                       (double)info.free_bytes / 1048576.0);
 }
 
+/* ZeRO-Offload: when the sharding plugin steps its partition in host memory, the precision
+ * plugin is bound to that copy, its owned ranges rebased into it (one after another). */
+static loom_status bind_offload(loom_trainer *t)
+{
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    if (!LOOM_HAS(sv, loom_sharding_vtable, host_params)) return LOOM_OK;
+    loom_status st = sv->host_params(t->sharding.instance, &t->offload_params);
+    if (st != LOOM_OK || !t->offload_params) return st;
+    t->offload_owned = calloc(t->n_owned ? t->n_owned : 1, sizeof *t->offload_owned);
+    if (!t->offload_owned) return loom_error(LOOM_E_NOMEM, "out of memory");
+    int64_t at = 0;
+    for (size_t r = 0; r < t->n_owned; r++) {
+        t->offload_owned[r].begin = at;
+        at += t->owned[r].end - t->owned[r].begin;
+        t->offload_owned[r].end = at;
+    }
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_prepare(loom_trainer *t)
 {
     if (t->bound) return LOOM_OK;
@@ -295,6 +314,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     const loom_sharding_vtable *sv = t->sharding.vtable;
     if ((st = sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned)) != LOOM_OK) return st;
     if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
+    if ((st = bind_offload(t)) != LOOM_OK) return st;
 
     t->max_batch_size = t->args.per_device_train_batch_size > t->args.per_device_eval_batch_size
                             ? t->args.per_device_train_batch_size
@@ -322,13 +342,14 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
 
     loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
-    pbinding.params = t->params;
-    pbinding.owned = t->owned;
+    pbinding.params = t->offload_params ? t->offload_params : t->params;
+    pbinding.owned = t->offload_params ? t->offload_owned : t->owned;
     pbinding.n_owned = t->n_owned;
-    pbinding.device = t->device;
+    pbinding.device = t->offload_params ? LOOM_DEVICE_CPU : t->device;
     /* The precision plugin's f32 gradients exist only during the step, when the model's
-     * activations hold nothing: lend it those (the model says how much it has). */
-    if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only) {
+     * activations hold nothing: lend it those (the model says how much it has). Not under
+     * offload: the step runs on the host, and the activations are device memory. */
+    if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only && !t->offload_params) {
         size_t bytes = 0;
         void *scratch = mv->step_scratch(model, &bytes);
         if (scratch && ((uintptr_t)scratch % sizeof(float)) == 0) {
@@ -367,7 +388,9 @@ static loom_status build_spans(loom_trainer *t)
     const loom_host_api *api = loom_host_api_table();
     t->optimizer_state_bytes = (uint64_t)slots * (uint64_t)owned_numel * sizeof(float);
     if (slots) {
-        t->optimizer_state = api->alloc(t->core_host, t->optimizer_state_bytes, 0, t->device, t->device_index);
+        /* Under offload the step runs on the host: its states live there. */
+        uint32_t where = t->offload_params ? LOOM_DEVICE_CPU : t->device;
+        t->optimizer_state = api->alloc(t->core_host, t->optimizer_state_bytes, 0, where, t->device_index);
         if (!t->optimizer_state) return loom_error(LOOM_E_NOMEM, "out of memory for optimizer states");
         memset(t->optimizer_state, 0, t->optimizer_state_bytes);
     }

@@ -633,6 +633,7 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->spans);
     free(t->span_range);
     free(t->span_flat_begin);
+    free(t->offload_owned);
     free(t->stat_spans);
     free(t->stat_span_of);
     free(t->stat_flat_begin);

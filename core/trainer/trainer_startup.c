@@ -15,6 +15,10 @@
 
 typedef struct budget {
     uint64_t parameters, gradients, master, optimizer, model_states, workspace, buckets, activations, baseline, total;
+    /* Where they are: the device's (parameters, gradients, buckets, activations, and the
+     * optimizer states unless offloaded) and the host's (the rest). On the CPU both are host
+     * memory; the split still says what a device would hold. */
+    uint64_t device_states, host_states, device_total, host_total;
 } budget;
 
 static loom_status measure(loom_trainer *t, budget *b)
@@ -39,8 +43,22 @@ static loom_status measure(loom_trainer *t, budget *b)
     b->buckets = sharding.bucket_bytes;
     b->activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
     b->baseline = t->baseline_bytes;
+    /* ZeRO-Offload: the plugin's host copies. Of fp32 parameters that copy is the master copy
+     * the step updates (no precision plugin keeps another); the rest is staging, a workspace. */
+    const int offload = t->offload_params != NULL;
+    uint64_t host_copies = LOOM_HAS_FIELD(&sharding, loom_sharding_memory, host_bytes) ? sharding.host_bytes : 0;
+    if (offload && !t->has_master) {
+        uint64_t copy = owned_numel * t->param_size;
+        b->master = copy < host_copies ? copy : host_copies;
+        host_copies -= b->master;
+    }
+    b->workspace += host_copies;
     b->model_states = b->parameters + b->gradients + b->master + b->optimizer;
     b->total = b->model_states + b->workspace + b->buckets + b->activations + b->baseline;
+    b->device_states = b->parameters + b->gradients + (offload ? 0 : b->optimizer);
+    b->host_states = b->model_states - b->device_states;
+    b->device_total = b->device_states + b->buckets + b->activations;
+    b->host_total = b->total - b->device_total;
     return LOOM_OK;
 }
 
@@ -85,12 +103,14 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
         "memory budget, rank %d of %d (%lld parameters, %s): parameters %llu B, gradients %llu B, master weights %llu "
         "B, "
         "optimizer states %llu B (model states %llu B), f32 gradient workspace %llu B, communication buckets %llu B, "
-        "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB)",
+        "activations %llu B, process before the run %llu B, total %llu B (%.1f MiB); device model states %llu B, "
+        "host model states %llu B, device total %llu B, host total %llu B",
         t->rank, t->world_size, (long long)t->total_numel, t->precision.plugin->desc->name,
         (unsigned long long)b.parameters, (unsigned long long)b.gradients, (unsigned long long)b.master,
         (unsigned long long)b.optimizer, (unsigned long long)b.model_states, (unsigned long long)b.workspace,
         (unsigned long long)b.buckets, (unsigned long long)b.activations, (unsigned long long)b.baseline,
-        (unsigned long long)b.total, (double)b.total / 1048576.0);
+        (unsigned long long)b.total, (double)b.total / 1048576.0, (unsigned long long)b.device_states,
+        (unsigned long long)b.host_states, (unsigned long long)b.device_total, (unsigned long long)b.host_total);
     if ((st = loom_memory_check(&t->memory_room, b.total, t->rank, "the memory budget")) != LOOM_OK) return st;
     if (!t->state.is_world_process_zero) return LOOM_OK;
 
@@ -126,6 +146,12 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
            size_text(b.parameters, s[0], 24), size_text(b.gradients, s[1], 24), size_text(b.master, s[2], 24),
            size_text(b.optimizer, s[3], 24), size_text(b.activations, s[4], 24), size_text(b.buckets, s[5], 24),
            size_text(b.workspace, s[6], 24), size_text(b.baseline, s[7], 24), size_text(b.total, n1, sizeof n1));
+    /* Which of it is the device's and which the host's: what ZeRO-Offload moves. */
+    if (t->device != LOOM_DEVICE_CPU || t->offload_params)
+        printf("                 device states  %10s   host states    %10s\n"
+               "                 device total   %10s   host total     %10s\n",
+               size_text(b.device_states, s[0], 24), size_text(b.host_states, s[1], 24),
+               size_text(b.device_total, s[2], 24), size_text(b.host_total, s[3], 24));
     /* What the device really holds before step 1: every buffer above that lives there, and
      * the staged batches. Nothing is allocated on it inside a step. */
     if (t->device != LOOM_DEVICE_CPU)

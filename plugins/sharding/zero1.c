@@ -32,10 +32,7 @@ typedef struct zero1_sharding {
 /* DeepSpeed's zero_optimization keys. Each does what its name says or is refused: stage 1 has
  * no backward-time communication, so the stage-2 keys must keep values that mean nothing here. */
 static const loom_param_spec zero1_params[] = {
-    {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000",
-     "elements per rank gathered at once after the update (DeepSpeed's allgather_bucket_size)"},
-    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true",
-     "gather updated partitions with all-gather (false: broadcasts; not supported)"},
+    ZERO_SHARED_PARAMS,
     {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true",
      "reduce gradients with a reduce-scatter (stage 1 requires it, as DeepSpeed)"},
     {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
@@ -43,9 +40,6 @@ static const loom_param_spec zero1_params[] = {
     {"overlap_comm", LOOM_PARAM_BOOL, 0, "false", "stage 2 only: stage 1 communicates after backward"},
     {"contiguous_gradients", LOOM_PARAM_BOOL, 0, "false", "stage 1's gradients are one contiguous buffer already"},
     {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "stage 2 only (DeepSpeed's ZeRO-Offload)"},
-    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true",
-     "resume from the fp32 master weights (the only copy in fp32 runs)"},
-    {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -53,11 +47,8 @@ static void zero1_destroy(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
     if (!self) return;
-    loom_host *host = self->z.host;
-    const loom_host_api *api = self->z.api;
-    api->free_memory(host, self->grads);
-    zero_base_release(&self->z);
-    api->free_memory(host, self);
+    self->z.api->free_memory(self->z.host, self->grads);
+    zero_instance_free(&self->z);
 }
 
 static loom_status zero1_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -72,13 +63,8 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     if (o.overlap_comm)
         return api->fail(host, LOOM_E_INVALID, "overlap_comm applies to stage 2: stage 1 communicates after backward");
     if (o.cpu_offload) return api->fail(host, LOOM_E_INVALID, "cpu_offload needs ZeRO stage 2 (as DeepSpeed)");
-    zero1_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
-    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    memset(self, 0, sizeof *self);
-    if ((st = zero_base_init(&self->z, host, api, setup, &o)) != LOOM_OK) {
-        zero1_destroy((loom_sharding *)self);
-        return st;
-    }
+    zero1_sharding *self = zero_instance_new(host, api, setup, &o, sizeof *self, &st);
+    if (!self) return st;
     const size_t bytes = (size_t)self->z.partition * (size_t)self->z.world * self->z.element_size;
     self->grads = api->alloc(host, bytes + 1, 0, setup->device, 0);
     if (!self->grads) {
@@ -88,12 +74,6 @@ static loom_status zero1_create(loom_host *host, const loom_host_api *api, const
     memset(self->grads, 0, bytes);
     *out = (loom_sharding *)self;
     return LOOM_OK;
-}
-
-static loom_status zero1_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
-                                      size_t *n_ranges)
-{
-    return zero_base_owned_ranges(&((const zero1_sharding *)self_)->z, rank, ranges, n_ranges);
 }
 
 static loom_status zero1_memory(const loom_sharding *self_, loom_sharding_memory *out)
@@ -142,7 +122,8 @@ static loom_status zero1_finish_grads(loom_sharding *self_)
 static loom_status zero1_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    if (range_index != 0) return self->z.api->fail(self->z.host, LOOM_E_INVALID, "no owned range %zu", range_index);
+    loom_status st = zero_check_range_index(&self->z, range_index);
+    if (st != LOOM_OK) return st;
     *memory = self->grads + (size_t)self->z.rank * (size_t)self->z.partition * self->z.element_size;
     return LOOM_OK;
 }
@@ -164,7 +145,7 @@ static const loom_sharding_vtable zero1_vtable = {
     LOOM_HEADER_INIT(loom_sharding_vtable),
     .create = zero1_create,
     .destroy = zero1_destroy,
-    .owned_ranges = zero1_owned_ranges,
+    .owned_ranges = zero_owned_ranges,
     .memory = zero1_memory,
     .begin_micro_batch = zero1_begin_micro_batch,
     .grad_acquire = zero1_grad_acquire,

@@ -14,6 +14,12 @@
  * communicator sums in fp32 and rounds once, and each micro-batch's reduced piece is added to
  * the 16-bit partition in fp32 with one more rounding (zero_accumulate), so under accumulation
  * zero2 rounds once per micro-batch where ddp's model rounds once per local accumulation.
+ *
+ * cpu_offload (ZeRO-Offload, zero_offload.h): the owned partition is stepped in host memory.
+ * On the last micro-batch each finished piece of the gradient partition is copied to the host
+ * as its reduction completes; the host binds master weights and optimizer states to host memory
+ * (host_params) and the updated partition goes back to the device before the all-gather. The
+ * copies move bits, so offload changes where the step runs, never its result.
  */
 #include <string.h>
 
@@ -24,6 +30,7 @@
 #include "sharding_common.h"
 
 #include "zero_common.h"
+#include "zero_offload.h"
 
 #define ZERO2_MAX_HELD 64
 #define LOOM_ZERO2_MAX_WORLD 256
@@ -48,12 +55,13 @@ typedef struct zero2_sharding {
     uint64_t releases;            /* release counter, for the order of completions            */
     int32_t use_reduce;           /* reduce_scatter true: reduce to owner; false: all-reduce  */
     int32_t overlap;              /* overlap_comm: reductions run while backward goes on      */
+    int32_t offload;              /* cpu_offload: the step's partition lives on the host      */
+    int32_t last_micro;           /* this micro-batch ends the accumulation                   */
+    zero_offload host_copy;       /* cpu_offload's host copies and copies in flight           */
 } zero2_sharding;
 
 static const loom_param_spec zero2_params[] = {
-    {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000", "elements per rank gathered at once after the update"},
-    {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true",
-     "gather updated partitions with all-gather (false: not supported)"},
+    ZERO_SHARED_PARAMS,
     {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true",
      "reduce each piece to its owner (false: all-reduce it, as DeepSpeed)"},
     {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",
@@ -61,9 +69,9 @@ static const loom_param_spec zero2_params[] = {
     {"overlap_comm", LOOM_PARAM_BOOL, 0, "false",
      "reduce asynchronously while backward goes on (the arena space is reused once the reduction is done)"},
     {"contiguous_gradients", LOOM_PARAM_BOOL, 0, "false", "the owned gradients are one contiguous buffer either way"},
-    {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "on the CPU the states already live on the host (said once)"},
-    {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true", "resume from the fp32 master weights"},
-    {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"},
+    {"cpu_offload", LOOM_PARAM_BOOL, 0, "false",
+     "ZeRO-Offload: master weights, optimizer states and the step on the host CPU; the gradient partition copied "
+     "to the host during backward"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -76,10 +84,10 @@ static void zero2_destroy(loom_sharding *self_)
     for (size_t i = 0; i < self->n_held; i++)
         for (int32_t r = 0; r < self->z.world; r++)
             if (self->held[i].requests[r]) self->z.cv->wait(self->z.comm, self->held[i].requests[r]);
+    zero_offload_release(&self->host_copy);
     api->free_memory(host, self->owned);
     api->free_memory(host, self->arena);
-    zero_base_release(&self->z);
-    api->free_memory(host, self);
+    zero_instance_free(&self->z);
 }
 
 static loom_status zero2_create(loom_host *host, const loom_host_api *api, const loom_config *config,
@@ -89,21 +97,14 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
     zero_options o;
     loom_status st = zero_read_options(host, api, config, setup, "zero2", &o);
     if (st != LOOM_OK) return st;
-    if (o.cpu_offload)
-        api->log(host, LOOM_LOG_INFO, "cpu_offload: on the CPU, optimizer states and the step already run on the host");
     if (setup->world_size > LOOM_ZERO2_MAX_WORLD)
         return api->fail(host, LOOM_E_UNSUPPORTED, "zero2 supports up to %d ranks", LOOM_ZERO2_MAX_WORLD);
     const loom_kernels_api *kernels = api->service(host, LOOM_KERNELS_CPU_SERVICE, 0);
     if (setup->param_dtype != LOOM_DTYPE_F32 &&
         !(LOOM_HAS(kernels, loom_kernels_api, accumulate_f32) && kernels->convert))
         return api->fail(host, LOOM_E_UNSUPPORTED, "16-bit gradients need the host's 16-bit kernels (ABI 1.1)");
-    zero2_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
-    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    memset(self, 0, sizeof *self);
-    if ((st = zero_base_init(&self->z, host, api, setup, &o)) != LOOM_OK) {
-        zero2_destroy((loom_sharding *)self);
-        return st;
-    }
+    zero2_sharding *self = zero_instance_new(host, api, setup, &o, sizeof *self, &st);
+    if (!self) return st;
     self->kernels = kernels;
     self->use_reduce = o.reduce_scatter;
     self->overlap = o.overlap_comm;
@@ -118,14 +119,19 @@ static loom_status zero2_create(loom_host *host, const loom_host_api *api, const
         return api->fail(host, LOOM_E_NOMEM, "out of memory for the gradient partition and arena");
     }
     memset(self->owned, 0, (size_t)self->z.partition * element);
+    self->offload = o.cpu_offload;
+    if (self->offload) {
+        const loom_range *mine = &self->z.ranges[self->z.rank];
+        if ((st = zero_offload_init(&self->host_copy, host, api, setup->params, mine->begin, mine->end - mine->begin,
+                                    element)) != LOOM_OK) {
+            zero2_destroy((loom_sharding *)self);
+            return st;
+        }
+        api->log(host, LOOM_LOG_DEBUG, "cpu_offload: %lld elements of this rank's partition stepped in %s host memory",
+                 (long long)(mine->end - mine->begin), self->host_copy.backend ? "pinned" : "ordinary");
+    }
     *out = (loom_sharding *)self;
     return LOOM_OK;
-}
-
-static loom_status zero2_owned_ranges(const loom_sharding *self_, int32_t rank, const loom_range **ranges,
-                                      size_t *n_ranges)
-{
-    return zero_base_owned_ranges(&((const zero2_sharding *)self_)->z, rank, ranges, n_ranges);
 }
 
 static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory *out)
@@ -133,12 +139,16 @@ static loom_status zero2_memory(const loom_sharding *self_, loom_sharding_memory
     const zero2_sharding *self = (const zero2_sharding *)self_;
     out->gradient_bytes = (uint64_t)self->z.partition * self->z.element_size;
     out->bucket_bytes = (uint64_t)self->arena_elements * self->z.element_size + zero_base_gather_bytes(&self->z);
+    if (LOOM_HAS_FIELD(out, loom_sharding_memory, host_bytes))
+        out->host_bytes = self->offload ? zero_offload_bytes(&self->host_copy) : 0;
     return LOOM_OK;
 }
 
-static loom_status zero2_begin_micro_batch(loom_sharding *self, int32_t micro, int32_t last)
+static loom_status zero2_begin_micro_batch(loom_sharding *self_, int32_t micro, int32_t last)
 {
-    (void)self, (void)micro, (void)last;
+    zero2_sharding *self = (zero2_sharding *)self_;
+    self->last_micro = last != 0;
+    if (micro == 0 && self->offload) zero_offload_begin_step(&self->host_copy);
     return LOOM_OK;
 }
 
@@ -159,6 +169,9 @@ static loom_status complete(zero2_sharding *self, size_t slot)
         const unsigned char *piece = self->arena + (size_t)(h->arena_offset + (h->own_begin - h->begin)) * element;
         unsigned char *into = self->owned + (size_t)(h->own_begin - self->z.ranges[self->z.rank].begin) * element;
         zero_accumulate(self->kernels, into, piece, h->own_end - h->own_begin, self->z.dtype);
+        /* Final for this step: on its way to the host while backward goes on. */
+        if (self->offload && self->last_micro)
+            st = zero_offload_grad_piece(&self->host_copy, self->owned, h->own_begin, h->own_end);
     }
     memmove(&self->held[slot], &self->held[slot + 1], (self->n_held - slot - 1) * sizeof *self->held);
     self->n_held--;
@@ -255,14 +268,16 @@ static loom_status zero2_finish_grads(loom_sharding *self_)
     if (st == LOOM_OK && self->n_held)
         return self->z.api->fail(self->z.host, LOOM_E_INVALID, "%zu gradient ranges were acquired and never released",
                                self->n_held);
+    if (st == LOOM_OK && self->offload) st = zero_offload_finish(&self->host_copy, self->owned);
     return st;
 }
 
 static loom_status zero2_owned_grads(loom_sharding *self_, size_t range_index, void **memory)
 {
     zero2_sharding *self = (zero2_sharding *)self_;
-    if (range_index != 0) return self->z.api->fail(self->z.host, LOOM_E_INVALID, "no owned range %zu", range_index);
-    *memory = self->owned;
+    loom_status st = zero_check_range_index(&self->z, range_index);
+    if (st != LOOM_OK) return st;
+    *memory = self->offload ? self->host_copy.grads : self->owned;
     return LOOM_OK;
 }
 
@@ -275,14 +290,26 @@ static loom_status zero2_zero_grads(loom_sharding *self_)
 
 static loom_status zero2_publish_params(loom_sharding *self_)
 {
-    return zero_base_publish(&((zero2_sharding *)self_)->z);
+    zero2_sharding *self = (zero2_sharding *)self_;
+    if (self->offload) {
+        loom_status st = zero_offload_publish(&self->host_copy, self->z.params);
+        if (st != LOOM_OK) return st;
+    }
+    return zero_base_publish(&self->z);
+}
+
+static loom_status zero2_host_params(loom_sharding *self_, void **memory)
+{
+    zero2_sharding *self = (zero2_sharding *)self_;
+    *memory = self->offload ? self->host_copy.params : NULL;
+    return LOOM_OK;
 }
 
 static const loom_sharding_vtable zero2_vtable = {
     LOOM_HEADER_INIT(loom_sharding_vtable),
     .create = zero2_create,
     .destroy = zero2_destroy,
-    .owned_ranges = zero2_owned_ranges,
+    .owned_ranges = zero_owned_ranges,
     .memory = zero2_memory,
     .begin_micro_batch = zero2_begin_micro_batch,
     .grad_acquire = zero2_grad_acquire,
@@ -291,6 +318,7 @@ static const loom_sharding_vtable zero2_vtable = {
     .owned_grads = zero2_owned_grads,
     .zero_grads = zero2_zero_grads,
     .publish_params = zero2_publish_params,
+    .host_params = zero2_host_params,
 };
 
 static const loom_plugin_desc zero2_desc = {

@@ -1,7 +1,8 @@
 /*
  * zero_common.h - what ZeRO stages 1 and 2 share (each plugin is its own .so, so this is
- * header-only): the block-aligned even partition of the flat buffer and the all-gather that
- * puts every rank's updated partition back into every rank's parameters.
+ * header-only): the keys they read alike, the block-aligned even partition of the flat buffer,
+ * the instance's life cycle, and the all-gather that puts every rank's updated partition back
+ * into every rank's parameters.
  */
 #ifndef LOOM_PLUGINS_ZERO_COMMON_H
 #define LOOM_PLUGINS_ZERO_COMMON_H
@@ -18,6 +19,17 @@
 /* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements), so
  * every canonical norm piece has one owner and the norm is the same bits as DDP's. */
 #define ZERO_ALIGN 16384
+
+/* The zero_optimization keys both stages take with one meaning (each stage's table lists these
+ * beside its own). */
+#define ZERO_SHARED_PARAMS                                                                                       \
+    {"allgather_bucket_size", LOOM_PARAM_INT, 0, "500000000",                                                   \
+     "elements per rank gathered at once after the update (DeepSpeed's allgather_bucket_size)"},                \
+        {"allgather_partitions", LOOM_PARAM_BOOL, 0, "true",                                                    \
+         "gather updated partitions with all-gather (false: broadcasts; not supported)"},                       \
+        {"load_from_fp32_weights", LOOM_PARAM_BOOL, 0, "true",                                                  \
+         "resume from the fp32 master weights (the only copy in fp32 runs)"},                                   \
+        {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"}
 
 /* DeepSpeed's zero_optimization keys as both stages read them; each stage refuses the values
  * that would mean something it does not do. */
@@ -154,6 +166,34 @@ static inline void zero_base_release(zero_base *b)
     b->api->free_memory(b->host, b->gather_recv);
 }
 
+/* A stage's instance: `bytes` of host memory starting with its zero_base, zeroed, the base
+ * filled from the setup. NULL (after api->fail, nothing left allocated) on failure. */
+static inline void *zero_instance_new(loom_host *host, const loom_host_api *api, const loom_sharding_setup *setup,
+                                      const zero_options *o, size_t bytes, loom_status *st)
+{
+    zero_base *b = api->alloc(host, bytes, 0, LOOM_DEVICE_CPU, 0);
+    if (!b) {
+        *st = api->fail(host, LOOM_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    memset(b, 0, bytes);
+    if ((*st = zero_base_init(b, host, api, setup, o)) != LOOM_OK) {
+        zero_base_release(b);
+        api->free_memory(host, b);
+        return NULL;
+    }
+    return b;
+}
+
+/* The last of a stage's destroy: the base's buffers and the instance itself. */
+static inline void zero_instance_free(zero_base *b)
+{
+    loom_host *host = b->host;
+    const loom_host_api *api = b->api;
+    zero_base_release(b);
+    api->free_memory(host, b);
+}
+
 /* Bytes of the all-gather pieces (0 in place), for the memory report. */
 static inline uint64_t zero_base_gather_bytes(const zero_base *b)
 {
@@ -166,10 +206,18 @@ static inline loom_status zero_base_publish(zero_base *b)
                         b->element_size, b->dtype, b->gather_send, b->gather_recv);
 }
 
-static inline loom_status zero_base_owned_ranges(const zero_base *b, int32_t rank, const loom_range **ranges,
-                                                 size_t *n_ranges)
+/* owned_ranges of either stage (its instance starts with the zero_base). */
+static inline loom_status zero_owned_ranges(const loom_sharding *self, int32_t rank, const loom_range **ranges,
+                                            size_t *n_ranges)
 {
+    const zero_base *b = (const zero_base *)self;
     return sharding_one_range(b->host, b->api, b->ranges, b->world, rank, ranges, n_ranges);
+}
+
+/* A stage owns one range: owned_grads of any other index is a caller's bug. */
+static inline loom_status zero_check_range_index(const zero_base *b, size_t range_index)
+{
+    return range_index == 0 ? LOOM_OK : b->api->fail(b->host, LOOM_E_INVALID, "no owned range %zu", range_index);
 }
 
 /* into[i] += piece[i] over n elements of dtype. 16-bit values add in fp32 and round once

@@ -14,7 +14,8 @@
     X(loom_event_payload) X(loom_metric) X(loom_callback_vtable) X(loom_comm_setup)          \
     X(loom_comm_vtable) X(loom_param_info) X(loom_batch) X(loom_model_binding)               \
     X(loom_grad_sink) X(loom_forward_result) X(loom_model_vtable) X(loom_kernels_api)      \
-    X(loom_store_api) X(loom_trainer_data) X(loom_trainer_api)
+    X(loom_store_api) X(loom_trainer_data) X(loom_trainer_api) X(loom_device_info)         \
+    X(loom_backend_vtable) X(loom_backend_service)
 
 #define LOOM_ABI_COUNT_ONE(T) +1
 enum { LOOM_ABI_N_STRUCTS = 0 LOOM_ABI_STRUCTS(LOOM_ABI_COUNT_ONE) };

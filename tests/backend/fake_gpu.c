@@ -7,8 +7,11 @@
  *
  * Environment: LOOM_FAKE_GPU_COUNT (devices probe() reports; default 1, 0 = "no GPU visible"),
  * LOOM_FAKE_GPU_REPORT (a file destroy() writes "key value" lines to: allocations, bytes,
- * peak, h2d, d2h, d2d copies, host_pointers, last_bad), LOOM_FAKE_GPU_MEMORY_MIB (the memory
- * device_info() reports; default 8 GiB; it limits nothing, it is what the trainer checks).
+ * peak, h2d, d2h, d2d copies, stream_copies (copies issued on a stream other than the compute
+ * stream), stream_waits (stream_wait_event calls), pinned_allocations, pinned_peak (bytes of
+ * alloc_pinned memory held at once), host_pointers, last_bad; a "%d" in it becomes the device index, so the ranks
+ * of a launched run write a report each), LOOM_FAKE_GPU_MEMORY_MIB (the memory device_info()
+ * reports; default 8 GiB; it limits nothing, it is what the trainer checks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,7 @@ static struct {
     } blocks[MAX_BLOCKS];
     size_t n_blocks;
     long long allocations, bytes, peak, copies[4], host_pointers;
+    long long pinned_allocations, pinned_bytes, pinned_peak, stream_copies, stream_waits;
     char last_bad[128];
 } fake;
 
@@ -63,12 +67,20 @@ static loom_status fake_create(loom_host *host, const loom_host_api *api, const 
 
 static void fake_destroy(loom_backend *self)
 {
-    const char *path = getenv("LOOM_FAKE_GPU_REPORT");
-    FILE *f = path ? fopen(path, "w") : NULL;
+    const char *env = getenv("LOOM_FAKE_GPU_REPORT");
+    char path[4096] = "";
+    const char *slot = env ? strstr(env, "%d") : NULL;
+    if (slot)
+        snprintf(path, sizeof path, "%.*s%d%s", (int)(slot - env), env, self->index, slot + 2);
+    else if (env)
+        snprintf(path, sizeof path, "%s", env);
+    FILE *f = path[0] ? fopen(path, "w") : NULL;
     if (f) {
         fprintf(f, "device %d\nallocations %lld\nbytes %lld\npeak %lld\nh2d %lld\nd2h %lld\nd2d %lld\n", self->index,
                 fake.allocations, fake.bytes, fake.peak, fake.copies[LOOM_COPY_HOST_TO_DEVICE],
                 fake.copies[LOOM_COPY_DEVICE_TO_HOST], fake.copies[LOOM_COPY_DEVICE_TO_DEVICE]);
+        fprintf(f, "stream_copies %lld\nstream_waits %lld\n", fake.stream_copies, fake.stream_waits);
+        fprintf(f, "pinned_allocations %lld\npinned_peak %lld\n", fake.pinned_allocations, fake.pinned_peak);
         fprintf(f, "host_pointers %lld\nlast_bad %s\n", fake.host_pointers, fake.last_bad[0] ? fake.last_bad : "-");
         fclose(f);
     }
@@ -120,16 +132,26 @@ static void fake_free(loom_backend *self, void *ptr)
         }
 }
 
+/* Pinned blocks carry their size in front, for the report's peak. */
 static void *fake_alloc_pinned(loom_backend *self, size_t bytes)
 {
     (void)self;
-    return malloc(bytes ? bytes : 1);
+    long long *block = malloc(bytes + 16);
+    if (!block) return NULL;
+    block[0] = (long long)bytes;
+    fake.pinned_allocations++;
+    fake.pinned_bytes += (long long)bytes;
+    if (fake.pinned_bytes > fake.pinned_peak) fake.pinned_peak = fake.pinned_bytes;
+    return block + 2;
 }
 
 static void fake_free_pinned(loom_backend *self, void *ptr)
 {
     (void)self;
-    free(ptr);
+    if (!ptr) return;
+    long long *block = (long long *)ptr - 2;
+    fake.pinned_bytes -= block[0];
+    free(block);
 }
 
 static int on_device(const void *p)
@@ -152,7 +174,6 @@ static void check(const char *kernel, const void *p)
 static loom_status fake_copy(loom_backend *self, void *dst, const void *src, size_t bytes, uint32_t direction,
                              loom_stream *stream)
 {
-    (void)stream;
     if (direction < 1 || direction > 3)
         return self->api->fail(self->host, LOOM_E_INVALID, "bad direction %u", direction);
     int dst_dev = direction != LOOM_COPY_DEVICE_TO_HOST, src_dev = direction != LOOM_COPY_HOST_TO_DEVICE;
@@ -160,6 +181,7 @@ static loom_status fake_copy(loom_backend *self, void *dst, const void *src, siz
         return self->api->fail(self->host, LOOM_E_INVALID, "copy %u: a pointer is on the wrong side", direction);
     memmove(dst, src, bytes);
     fake.copies[direction]++;
+    if (stream) fake.stream_copies++;
     return LOOM_OK;
 }
 
@@ -211,6 +233,7 @@ static loom_status fake_stream_wait(loom_backend *self, loom_stream *s, loom_eve
     (void)self;
     (void)s;
     (void)e;
+    fake.stream_waits++;
     return LOOM_OK;
 }
 static loom_status fake_event_sync(loom_backend *self, loom_event *e)

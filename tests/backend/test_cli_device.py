@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
-from loomtest import BUILD, loom, write_tokens  # noqa: E402
+from loomtest import BUILD, LOOM, free_port, loom, write_tokens  # noqa: E402
 
 FIXTURES = os.environ.get("LOOM_FIXTURE_DIR", os.path.join(BUILD, "tests", "backend_fixtures"))
 FAKE = os.path.join(FIXTURES, "fake_gpu.so")
@@ -78,6 +78,72 @@ class DeviceTest(unittest.TestCase):
         stdout, report = self.device_run("fake_bf16", "--bf16")
         self.check_placement(stdout, report, 6, 2)
         self.assertEqual(losses(stdout), losses(cpu))
+
+    def offload_pair(self, world, *extra):
+        """zero2 on the fake GPU without and with cpu_offload: stdout, each rank's report."""
+        runs = {}
+        for name, more in (("plain", []), ("offload", ["--zero2.cpu_offload", "true"])):
+            tag = f"z2-{name}-{world}"
+            out = os.path.join(self.tmp, tag)
+            report = os.path.join(self.tmp, tag + ".%d.report")
+            args = ["train", "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "--train_file",
+                    self.tokens, "--per_device_train_batch_size", str(4 // world), "--gradient_accumulation_steps", "2",
+                    "--max_steps", "6", "--logging_steps", "1", "--learning_rate", "3e-3", "--seed", "3",
+                    "--save_strategy", "no", "--ddp_timeout", "30", *NANO, "--plugin", FAKE, "--plugin", "zero2",
+                    *extra, *more]
+            env = {"LOOM_FAKE_GPU_REPORT": report, "LOOM_FAKE_GPU_COUNT": str(world)}
+            if world > 1:
+                _, stdout, _ = loom("launch", "--nproc_per_node", str(world), "--master_port", str(free_port()), LOOM,
+                                    *args, env=env)
+            else:
+                _, stdout, _ = loom(*args, env=env)
+            runs[name] = (stdout, [read_report(report.replace("%d", str(r))) for r in range(world)])
+        return runs
+
+    def check_offload(self, world, param_bytes, *extra):
+        runs = self.offload_pair(world, *extra)
+        plain, offload = runs["plain"], runs["offload"]
+        self.assertEqual(losses(offload[0]), losses(plain[0]))
+        self.assertEqual(len(losses(offload[0])), 6)
+        for rank in range(world):
+            line = next(l for l in offload[0].splitlines() if f"memory budget, rank {rank} of {world}" in l)
+            b = {k.strip(): int(v) for k, v in re.findall(r"([a-z ]+) (\d+) B", line)}
+            psi = int(re.search(r"\((\d+) parameters", line).group(1))
+            even = -(-psi // world)
+            p = -(-even // 16384) * 16384
+            mine = max(0, min(p, psi - rank * p))
+            # The device holds the weights and the gradient partition: 2 psi + 2 psi / N in 16 bit.
+            self.assertEqual(b["device model states"], param_bytes * psi + param_bytes * p)
+            self.assertEqual(b["host model states"], 12 * mine)
+            r_plain, r_off = plain[1][rank], offload[1][rank]
+            for report in (r_plain, r_off):
+                self.assertEqual(report["host_pointers"], "0", report["last_bad"])
+            # The device's own count: offload took exactly Adam's two f32 moments off it (the
+            # master weights never were on it), and nothing else moved.
+            self.assertEqual(int(r_plain["peak"]) - int(r_off["peak"]), 8 * mine)
+            # The pinned memory: the host copies of the partition's parameters and gradients.
+            self.assertEqual(r_plain["pinned_peak"], "0")
+            self.assertEqual(int(r_off["pinned_peak"]), 2 * param_bytes * mine)
+            # Copies: batches (2 per micro-batch) and one update per step to the device; the
+            # initial partition and at least one gradient piece per step from it.
+            self.assertEqual(int(r_plain["h2d"]), 2 * 6 * 2)
+            self.assertEqual(r_plain["d2h"], "0")
+            self.assertEqual(int(r_off["h2d"]), 2 * 6 * 2 + 6)
+            self.assertGreaterEqual(int(r_off["d2h"]), 1 + 6)
+            # Offload's copies (every d2h, and the updates) ran on a stream of their own, each
+            # ordered after the compute stream by an event; the batches stay on the compute one.
+            self.assertEqual(int(r_off["stream_copies"]), int(r_off["d2h"]) + 6)
+            self.assertEqual(r_off["stream_waits"], r_off["stream_copies"])
+            self.assertEqual(r_plain["stream_copies"], "0")
+        self.assertIn("device states", offload[0])
+        self.assertIn("host total", offload[0])
+        return plain, offload
+
+    def test_offload_keeps_master_and_optimizer_states_off_the_device(self):
+        self.check_offload(1, 2, "--bf16")
+
+    def test_offload_on_two_fake_gpus(self):
+        self.check_offload(2, 4)
 
     def test_no_cuda_runs_on_the_cpu(self):
         _, stdout, _ = self.train("no_cuda", "--no_cuda")

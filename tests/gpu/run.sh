@@ -11,13 +11,16 @@
 #   1. ctest -L gpu: every CUDA kernel against its CPU twin (tests/gpu/test_cuda_kernels);
 #   2. test_backend: the cuda backend probes, binds and allocates on the real device;
 #   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2);
-#   4. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
-#   5. NCCL (when the nccl plugin was built): the plugin's collectives on one rank, then
+#   4. transformers itself: a loom folder in GPT2LMHeadModel, an HF folder in loom (hf_roundtrip.py);
+#   5. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
+#   6. NCCL (when the nccl plugin was built): the plugin's collectives on one rank, then
 #      2 processes on one GPU through loom launch - recent NCCL refuses two ranks on one GPU
 #      ("Duplicate GPU detected"): that is reported, not failed; with 2+ GPUs they run
 #      there - and gpt2-nano trained with --ddp_backend nccl at world size 1 (and on 2 GPUs
 #      through loom launch --num_gpus 2 where there are two);
-#   6. the CUDA kernel benchmark (bench_cuda_kernels).
+#   7. GPT-2 124M with zero2, with and without cpu_offload: the same losses, the device memory
+#      of each against 2 psi + 2 psi / N, tokens/s of each (tests/gpu/offload_check.py);
+#   8. the CUDA kernel benchmark (bench_cuda_kernels).
 # With no GPU it exits 77 (skipped) right after the build, which is how the CPU-side steps are
 # checked on a machine without one.
 #
@@ -170,6 +173,9 @@ PY
 else
   echo "NCCL: the nccl plugin was not built (no nccl.h in the toolkit): NCCL checks skipped"
 fi
+
+step "GPT-2 124M, zero2 with and without cpu_offload (device memory, tokens/s, same losses)"
+python3 "$root/tests/gpu/offload_check.py" "$build" || die "zero2 with cpu_offload differs from zero2 on the GPU"
 
 step "bench_cuda_kernels"
 "$build/bench/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt" || die "the benchmark failed"

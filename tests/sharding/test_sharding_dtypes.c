@@ -15,6 +15,11 @@
  *   - publish_params: every rank writes only its owned ranges (garbage elsewhere), and after
  *     the publish every rank holds the owners' bits everywhere;
  *   - the memory report: gradient and bucket bytes scale with the element size;
+ *   - zero2 with cpu_offload (ZeRO-Offload's bookkeeping on a CPU run): host_params starts as
+ *     the owned range of params, owned_grads() is a host copy holding the same bits as
+ *     without offload, a piece the last micro-batch did not release still reaches the copy,
+ *     publish_params() takes the owned values from the host copy, and host_bytes counts both
+ *     copies;
  *   - an unsupported dtype is refused with a message naming it.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
@@ -158,6 +163,8 @@ static const variant variants[] = {
     {"sharded_ddp", {NULL}, {NULL}, 0, 0},
     {"zero1", {NULL}, {NULL}, 0, 1},
     {"zero2", {"overlap_comm"}, {"true"}, 1, 1},
+    {"zero2", {"allgather_bucket_size", "cpu_offload"}, {"5000", "true"}, 1, 0},
+    {"zero2", {"overlap_comm", "cpu_offload"}, {"true", "true"}, 1, 1},
 };
 /* Room for world x P elements at any world size here (P <= 32768 for 2 ranks). */
 #define CAPACITY 65536
@@ -215,12 +222,13 @@ static void destroy_instance(instance *in)
     loom_host_destroy(in->host);
 }
 
-/* One micro-batch of "backward": tensors last to first, each acquired, added to (fp32 add, one
- * rounding, as a model accumulating in its dtype), released. */
-static void backward(rank_ctx *c, instance *in, uint32_t dtype, int salt, int micro, int last)
+/* One micro-batch of "backward": tensors last to first (but `skip`, -1 for none), each
+ * acquired, added to (fp32 add, one rounding, as a model accumulating in its dtype), released. */
+static void backward_but(rank_ctx *c, instance *in, uint32_t dtype, int salt, int micro, int last, int skip)
 {
     OK(in->sv->begin_micro_batch(in->sharding, micro, last));
     for (int t = N_TENSORS - 1; t >= 0; t--) {
+        if (t == skip) continue;
         void *memory = NULL;
         OK(in->sv->grad_acquire(in->sharding, offsets[t], offsets[t + 1], &memory));
         if (!memory) return;
@@ -247,6 +255,19 @@ static void backward(rank_ctx *c, instance *in, uint32_t dtype, int salt, int mi
         }
         OK(in->sv->grad_release(in->sharding, offsets[t], offsets[t + 1]));
     }
+}
+
+static void backward(rank_ctx *c, instance *in, uint32_t dtype, int salt, int micro, int last)
+{
+    backward_but(c, in, dtype, salt, micro, last, -1);
+}
+
+/* cpu_offload's host copy of the owned parameters, or NULL. */
+static uint8_t *host_params(instance *in)
+{
+    void *memory = NULL;
+    if (LOOM_HAS(in->sv, loom_sharding_vtable, host_params)) OK(in->sv->host_params(in->sharding, &memory));
+    return memory;
 }
 
 /* Compare every owned element with the expectation, and keep the bits in `seen` (TOTAL
@@ -290,9 +311,12 @@ static void check_publish(rank_ctx *c, instance *in, uint32_t dtype, uint8_t *pa
     OK(in->sv->owned_ranges(in->sharding, c->rank, &ranges, &n_ranges));
     for (int64_t i = 0; i < TOTAL; i++)
         store_value(params, i, -(float)(c->rank + 1) * 3.0f, dtype);
+    /* Under offload the step writes the host copy; params' owned range keeps garbage. */
+    uint8_t *host = host_params(in);
+    int64_t at = 0;
     for (size_t k = 0; k < n_ranges; k++)
-        for (int64_t i = ranges[k].begin; i < ranges[k].end; i++)
-            store_value(params, i, param_value(dtype, i), dtype);
+        for (int64_t i = ranges[k].begin; i < ranges[k].end; i++, at++)
+            store_value(host ? host : params, host ? at : i, param_value(dtype, i), dtype);
     OK(in->sv->publish_params(in->sharding));
     uint8_t *want = test_xmalloc((size_t)TOTAL * es);
     for (int64_t i = 0; i < TOTAL; i++)
@@ -323,6 +347,9 @@ static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t d
         RCHECK(m.gradient_bytes == P * es);
         RCHECK(m.bucket_bytes == (LARGEST_TENSOR + gather * (world + 1)) * es);
     }
+    /* cpu_offload: the host copies of this rank's parameters and gradients. */
+    const uint64_t begin = (uint64_t)c->rank * P, mine = begin < TOTAL ? (TOTAL - begin < P ? TOTAL - begin : P) : 0;
+    RCHECK(m.host_bytes == (host_params(in) ? 2 * mine * es : 0));
 }
 
 static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *seen_one, uint8_t *seen_acc, int first)
@@ -330,6 +357,8 @@ static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *
     const size_t es = loom_dtype_size(dtype);
     uint8_t *params = test_xmalloc((size_t)CAPACITY * es);
     memset(params, 0, (size_t)CAPACITY * es);
+    for (int64_t i = 0; i < TOTAL; i++)
+        store_value(params, i, param_value(dtype, i), dtype);
     uint8_t *seen = test_xmalloc((size_t)TOTAL * es);
     instance in;
     loom_status st = create_instance(c, v, dtype, params, &in);
@@ -341,6 +370,13 @@ static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *
         return;
     }
     check_memory(c, &in, v, dtype);
+    const loom_range *ranges = NULL;
+    size_t n_ranges = 0;
+    OK(in.sv->owned_ranges(in.sharding, c->rank, &ranges, &n_ranges));
+    uint8_t *host = host_params(&in);
+    if (host && n_ranges) /* the host copy starts as the owned range of params */
+        RCHECK(memcmp(host, params + (size_t)ranges[0].begin * es,
+                      (size_t)(ranges[0].end - ranges[0].begin) * es) == 0);
 
     /* Step 1: one micro-batch. */
     const int one[1] = {0};
@@ -348,9 +384,6 @@ static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *
     OK(in.sv->finish_grads(in.sharding));
     int64_t owned = check_owned(c, &in, v, dtype, one, 1, seen);
     /* The same bits as every plugin checked before (ddp first) on the elements this one owns. */
-    const loom_range *ranges = NULL;
-    size_t n_ranges = 0;
-    OK(in.sv->owned_ranges(in.sharding, c->rank, &ranges, &n_ranges));
     for (size_t k = 0; k < n_ranges && !first; k++)
         RCHECK(memcmp(seen + (size_t)ranges[k].begin * es, seen_one + (size_t)ranges[k].begin * es,
                       (size_t)(ranges[k].end - ranges[k].begin) * es) == 0);
@@ -371,6 +404,28 @@ static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *
         if (first) memcpy(seen_acc, seen, (size_t)TOTAL * es);
     }
     check_publish(c, &in, dtype, params);
+
+    /* zero2, step 3: the last micro-batch leaves tensor 1 out; its elements hold what the first
+     * micro-batch summed, and that must reach the owned gradients (offload: its host copy). */
+    if (v->reduces_each_micro) {
+        OK(in.sv->zero_grads(in.sharding));
+        backward(c, &in, dtype, 3, 0, 0);
+        backward_but(c, &in, dtype, 4, 1, 1, 1);
+        OK(in.sv->finish_grads(in.sharding));
+        void *memory = NULL;
+        OK(in.sv->owned_grads(in.sharding, 0, &memory));
+        uint8_t *want = test_xmalloc(es);
+        int64_t wrong = 0;
+        const int both[2] = {3, 4};
+        for (size_t k = 0; k < n_ranges && memory; k++)
+            for (int64_t i = ranges[k].begin; i < ranges[k].end; i++) {
+                const int skipped = i >= offsets[1] && i < offsets[2];
+                store_value(want, 0, expected_reduce_each(dtype, c->world, i, both, skipped ? 1 : 2), dtype);
+                wrong += memcmp((uint8_t *)memory + (size_t)(i - ranges[k].begin) * es, want, es) != 0;
+            }
+        RCHECK(wrong == 0);
+        free(want);
+    }
 
     /* Every element is owned by exactly one rank (ddp: by all). */
     int64_t total_owned = owned;
