@@ -40,6 +40,10 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.accumulate_f32 = lk_accumulate_f32_cuda;
     t.gemm_mixed = lk_gemm_mixed_cuda;
     t.softmax_cross_entropy_backward_cast = lk_softmax_cross_entropy_backward_cast_cuda;
+    /* ABI 1.4 label smoothing; classifier_smoothed stays NULL like classifier (docs/gpu.md). */
+    t.softmax_cross_entropy_smoothed_forward = lk_softmax_cross_entropy_smoothed_forward_cuda;
+    t.softmax_cross_entropy_smoothed_backward = lk_softmax_cross_entropy_smoothed_backward_cuda;
+    t.softmax_cross_entropy_smoothed_backward_cast = lk_softmax_cross_entropy_smoothed_backward_cast_cuda;
     return t;
 }
 

@@ -43,6 +43,9 @@ static constexpr loom_kernels_api lk_cuda_make_sync_table()
     t.accumulate_f32 = lk_sync<lk_accumulate_f32_cuda>::call;
     t.gemm_mixed = lk_sync<lk_gemm_mixed_cuda>::call;
     t.softmax_cross_entropy_backward_cast = lk_sync<lk_softmax_cross_entropy_backward_cast_cuda>::call;
+    t.softmax_cross_entropy_smoothed_forward = lk_sync<lk_softmax_cross_entropy_smoothed_forward_cuda>::call;
+    t.softmax_cross_entropy_smoothed_backward = lk_sync<lk_softmax_cross_entropy_smoothed_backward_cuda>::call;
+    t.softmax_cross_entropy_smoothed_backward_cast = lk_sync<lk_softmax_cross_entropy_smoothed_backward_cast_cuda>::call;
     return t;
 }
 
