@@ -141,7 +141,7 @@ static void test_descriptor(void)
           vt->bind && vt->forward && vt->backward && vt->output_shape && vt->activation_bytes);
     int keys = 0;
     for (const loom_param_spec *s = desc->params; s->key; s++) keys++;
-    CHECK(keys == 4);
+    CHECK(keys == 5); /* input_size, num_classes, hidden_sizes, activation, label_smoothing_factor */
 }
 
 static void test_params(void)
