@@ -84,6 +84,14 @@ void lk_softmax_cross_entropy_forward(float *probs, float *losses, const float *
                                       const int32_t *labels, int64_t B, int64_t C);
 void lk_softmax_cross_entropy_backward(float *dlogits, const float *probs, const int32_t *labels,
                                        float scale, int64_t B, int64_t C);
+/* The same with HF's label smoothing (ABI 1.4; smoothing 0: the calls above, bit for bit). */
+void lk_softmax_cross_entropy_smoothed_forward(float *probs, float *losses, const float *logits,
+                                               const int32_t *labels, float smoothing, int64_t B, int64_t C);
+void lk_softmax_cross_entropy_smoothed_backward(float *dlogits, const float *probs, const int32_t *labels,
+                                                float scale, float smoothing, int64_t B, int64_t C);
+void lk_softmax_cross_entropy_smoothed_backward_cast(void *dlogits, uint32_t dtype, const float *probs,
+                                                     const int32_t *labels, float scale, float smoothing, int64_t B,
+                                                     int64_t C);
 
 /* encoder.c. Token ids must lie in [0, vocab) of the caller's wte; the kernel cannot check. */
 void lk_encoder_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe,
@@ -130,10 +138,19 @@ void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_
                                 int64_t C, int64_t NH);
 void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype, const float *out,
                                  const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH);
+/* The same with attention dropout (ABI 1.4; dropout 0: the two above). */
+void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B,
+                                        int64_t T, int64_t C, int64_t NH, float dropout, uint64_t seed);
+void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
+                                         const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
+                                         int64_t NH, float dropout, uint64_t seed);
 
 /* classifier.c: LM head + softmax + loss + dlogits in row chunks (kernels.h). */
 void lk_classifier(float *losses, float *dinp, float *dweight, void *scratch, const void *inp, const void *weight,
                    uint32_t dtype, const int32_t *labels, float scale, int64_t N, int64_t C, int64_t V, int64_t chunk);
+void lk_classifier_smoothed(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
+                            const void *weight, uint32_t dtype, const int32_t *labels, float scale, float smoothing,
+                            int64_t N, int64_t C, int64_t V, int64_t chunk);
 
 /* elementwise.c */
 void lk_add(float *out, const float *a, const float *b, int64_t n);

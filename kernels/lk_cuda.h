@@ -72,6 +72,11 @@ void lk_softmax_cross_entropy_forward_cuda(float *probs, float *losses, const fl
                                            int64_t B, int64_t C);
 void lk_softmax_cross_entropy_backward_cuda(float *dlogits, const float *probs, const int32_t *labels, float scale,
                                             int64_t B, int64_t C);
+/* With HF's label smoothing (ABI 1.4; smoothing 0: the two above). */
+void lk_softmax_cross_entropy_smoothed_forward_cuda(float *probs, float *losses, const float *logits,
+                                                    const int32_t *labels, float smoothing, int64_t B, int64_t C);
+void lk_softmax_cross_entropy_smoothed_backward_cuda(float *dlogits, const float *probs, const int32_t *labels,
+                                                     float scale, float smoothing, int64_t B, int64_t C);
 
 /* conv1d.cu (HF Conv1D: weight [IC, OC]). */
 void lk_conv1d_forward_cuda(float *out, const float *inp, const float *weight, const float *bias, int64_t N, int64_t IC,
@@ -112,6 +117,9 @@ void lk_gemm_mixed_cuda(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, 
                         float *C, int64_t ldc);
 void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
                                                  const int32_t *labels, float scale, int64_t B, int64_t C);
+void lk_softmax_cross_entropy_smoothed_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
+                                                          const int32_t *labels, float scale, float smoothing,
+                                                          int64_t B, int64_t C);
 
 /* attention_flash.cu, classifier.cu: the ABI 1.3 members. Flash attention takes heads of up to
  * 256 dimensions (larger ones are recorded as an error); its backward adds dk and dv with

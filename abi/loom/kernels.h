@@ -205,13 +205,58 @@ typedef struct loom_kernels_api {
                        int64_t C, int64_t V, int64_t chunk);
 
     /* ABI 1.4+: append below. */
+
+    /* ---- ABI 1.4: label smoothing (HF's LabelSmoother, docs/semantics/trainer.md#label-smoothing).
+     * Check with LOOM_HAS(k, loom_kernels_api, <member>) before use: a 1.3 host lends none of
+     * these, and a device table may leave a member NULL until it implements it. With
+     * smoothing eps in [0, 1), a target row's loss is
+     *     (1 - eps) (-log p[label]) + eps mean over the C classes of (-log p[c])
+     * and its gradient with respect to the logits p - (1 - eps) onehot(label) - eps / C.
+     * smoothing 0 gives exactly (bit for bit) the results of the unsmoothed member. ---- */
+
+    /* softmax_cross_entropy_forward with smoothing: the same probs (may alias logits), ignored
+     * rows (-100) a loss of 0, an invalid label NaN. */
+    void (*softmax_cross_entropy_smoothed_forward)(float *probs, float *losses, const float *logits,
+                                                   const int32_t *labels, float smoothing, int64_t B, int64_t C);
+    /* dlogits[b,:] += scale * (probs[b,:] - (1 - smoothing) onehot(labels[b]) - smoothing / C)
+     * for rows not ignored (ignored and invalid rows untouched). */
+    void (*softmax_cross_entropy_smoothed_backward)(float *dlogits, const float *probs, const int32_t *labels,
+                                                    float scale, float smoothing, int64_t B, int64_t C);
+    /* softmax_cross_entropy_backward_cast with smoothing: the gradient above WRITTEN in dtype
+     * (F32, F16 or BF16), rounded once; ignored or invalid rows get zeros; no overlap. */
+    void (*softmax_cross_entropy_smoothed_backward_cast)(void *dlogits, uint32_t dtype, const float *probs,
+                                                         const int32_t *labels, float scale, float smoothing,
+                                                         int64_t B, int64_t C);
+    /* classifier with smoothing: the smoothed losses and, when dinp or dweight is not NULL,
+     * dlogits = scale (softmax - (1 - smoothing) onehot - smoothing / V); everything else
+     * (scratch, dtypes, chunks, not reentrant with gemm_mixed) as classifier. */
+    void (*classifier_smoothed)(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
+                                const void *weight, uint32_t dtype, const int32_t *labels, float scale,
+                                float smoothing, int64_t N, int64_t C, int64_t V, int64_t chunk);
+
+    /* ---- ABI 1.4: attention dropout for the tiled attention (GPT-2's attn_pdrop). Check with
+     * LOOM_HAS(k, loom_kernels_api, attention_flash_backward_dropout): older hosts lend none. ---- */
+
+    /* attention_flash_forward with dropout on the probabilities: element e of the [B, NH, T, T]
+     * probabilities (e = ((b NH + h) T + t) T + s) is kept and scaled by 1 / (1 - dropout) when
+     * loom_dropout_keep(dropout_seed, e, dropout), else 0, before it weights v. lse remains the
+     * log-sum-exp of the undropped scores. dropout 0: attention_flash_forward, bit for bit. */
+    void (*attention_flash_forward_dropout)(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B,
+                                            int64_t T, int64_t C, int64_t NH, float dropout, uint64_t dropout_seed);
+    /* attention_flash_backward of the forward above, given the same dropout and seed: the mask
+     * is drawn again, not stored. dqkv accumulates, as attention_flash_backward. */
+    void (*attention_flash_backward_dropout)(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
+                                             const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
+                                             int64_t NH, float dropout, uint64_t dropout_seed);
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, rmsnorm_forward) == 208, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, attention_flash_forward) == 240, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 264, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, softmax_cross_entropy_smoothed_forward) == 264,
+                   "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 312, "loom_kernels_api layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -75,7 +75,10 @@ extern "C" {
  *      backward in one call, the seed known up front).
  * 1.4: sharding.h host_params and loom_sharding_memory.host_bytes (ZeRO-Offload: the owned
  *      partition stepped in host memory); backend.h the "loom.backend/1" service
- *      (loom_backend_service: the bound backend for plugins that copy their own bytes). */
+ *      (loom_backend_service: the bound backend for plugins that copy their own bytes);
+ *      kernels.h softmax_cross_entropy_smoothed_forward / _backward / _backward_cast and
+ *      classifier_smoothed (HF's label smoothing); attention_flash_forward_dropout /
+ *      attention_flash_backward_dropout (GPT-2's attention dropout, masks drawn again). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

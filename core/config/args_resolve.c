@@ -22,10 +22,9 @@ static const char *const schedulers[] = {"linear",     "cosine",   "cosine_with_
 static const char *const schedulers_later[] = {"inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
                                                "cosine_warmup_with_min_lr", "warmup_stable_decay"};
 /* "adam" is loom's plain Adam plugin; "adamw" is our short name of adamw_torch. */
-static const char *const optimizers[] = {"adamw_torch", "adamw_hf", "adam", "sgd", "adamw"};
+static const char *const optimizers[] = {"adamw_torch", "adamw_hf", "adam", "sgd", "adamw", "adafactor"};
 /* HF's other OptimizerNames: accepted as names, refused as "not supported yet". */
-static const char *const optimizers_later[] = {"adafactor",
-                                               "adamw_torch_fused",
+static const char *const optimizers_later[] = {"adamw_torch_fused",
                                                "adamw_torch_xla",
                                                "adamw_torch_npu_fused",
                                                "adamw_apex_fused",

@@ -63,7 +63,9 @@ static cJSON *model_config_json(const loom_trainer *t)
         cJSON_AddItemToObject(json, "architectures", cJSON_CreateStringArray(&architecture, 1));
     for (const loom_param_spec *s = desc->params; s && s->key; s++) {
         /* gradient_checkpointing is how a run trains, not what the model is. */
-        if (!strcmp(s->key, "architectures") || !strcmp(s->key, "gradient_checkpointing")) continue;
+        if (!strcmp(s->key, "architectures") || !strcmp(s->key, "gradient_checkpointing") ||
+            !strcmp(s->key, "label_smoothing_factor"))
+            continue;
         double f;
         int64_t i;
         int32_t b;

@@ -428,6 +428,20 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         }
         model_mapped[n_model++] = (loom_config_default){"gradient_checkpointing", "true"};
     }
+    /* --label_smoothing_factor: HF's LabelSmoother, inside the model's loss (its kernels). */
+    char smoothing[64];
+    if (a->label_smoothing_factor != 0.0 && n_model < 256) {
+        int declared = 0;
+        for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
+            declared |= strcmp(s->key, "label_smoothing_factor") == 0;
+        if (!declared) {
+            st = loom_error(LOOM_E_UNSUPPORTED, "--label_smoothing_factor: model '%s' has no smoothed loss",
+                            model->desc->name);
+            goto done;
+        }
+        loom__format_shortest(smoothing, sizeof smoothing, a->label_smoothing_factor);
+        model_mapped[n_model++] = (loom_config_default){"label_smoothing_factor", smoothing};
+    }
     loom__format_shortest(text[2], sizeof text[2], a->learning_rate);
     loom__format_shortest(text[3], sizeof text[3], a->adam_beta1);
     loom__format_shortest(text[4], sizeof text[4], a->adam_beta2);
@@ -435,7 +449,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     char wd[64];
     loom__format_shortest(wd, sizeof wd, a->weight_decay);
     const loom_config_default optimizer_mapped[] = {
-        {"lr", text[2]}, {"beta1", text[3]}, {"beta2", text[4]}, {"eps", text[5]}, {"weight_decay", wd},
+        {"lr", text[2]}, {"weight_decay", wd}, {"beta1", text[3]}, {"beta2", text[4]}, {"eps", text[5]},
     };
 
     /* --lr_scheduler_kwargs '{"num_cycles": 2}' maps onto the scheduler's keys. */
@@ -470,7 +484,8 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     /* A ds_config's sections replace the mapping from the arguments (it already merged them). */
     const loom_config_default *opt_entries = optimizer_mapped, *sched_entries = scheduler_mapped,
                               *shard_entries = sharding_mapped;
-    size_t n_opt = 5, n_sched = n_scheduler, n_shard = n_sharding;
+    /* HF's Trainer gives Adafactor lr and the groups' weight decay, not Adam's betas and eps. */
+    size_t n_opt = strcmp(optimizer->desc->name, "adafactor") ? 5 : 2, n_sched = n_scheduler, n_shard = n_sharding;
     if (t->ds && t->ds->optimizer.present)
         opt_entries = t->ds->optimizer_choice.entries, n_opt = t->ds->optimizer_choice.n_entries;
     if (t->ds && t->ds->scheduler_choice.plugin)

@@ -130,9 +130,19 @@ static float *workspace(size_t floats)
     return w;
 }
 
-void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_t dtype, int64_t B, int64_t T,
-                                int64_t C, int64_t NH)
+/* Attention dropout (ABI 1.4): probability e of [B, NH, T, T] is kept, scaled by 1 / (1 - p),
+ * when loom_dropout_keep(seed, e, p); the mask is drawn again in the backward, never stored.
+ * lse stays the undropped softmax's; p = 0 runs the 1.3 arithmetic unchanged. */
+static float drop_factor(uint64_t seed, int64_t b, int64_t h, int64_t NH, int64_t T, int64_t t, int64_t s, float p,
+                         float keep_scale)
 {
+    return loom_dropout_keep(seed, (uint64_t)(((b * NH + h) * T + t) * T + s), p) ? keep_scale : 0.0f;
+}
+
+void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv, uint32_t dtype, int64_t B, int64_t T,
+                                        int64_t C, int64_t NH, float dropout, uint64_t seed)
+{
+    const float keep_scale = dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f;
     if (!dtype_ok(dtype) || B <= 0 || T <= 0) return;
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
@@ -175,6 +185,9 @@ void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_
                                 sum += e;
                             }
                             for (int64_t c = n; c < bc; c++) row[c] = 0.0f;
+                            if (dropout > 0.0f) /* after the sum: l is the undropped softmax's */
+                                for (int64_t c = 0; c < n; c++)
+                                    row[c] *= drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale);
                             if (j0 == 0) { /* the first tile starts the accumulator */
                                 for (int64_t i = 0; i < hs; i++) o[i] = 0.0f;
                                 l[r] = sum;
@@ -204,9 +217,19 @@ void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_
     }
 }
 
-void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv, uint32_t dtype, const float *out,
-                                 const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH)
+void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_t dtype, int64_t B, int64_t T,
+                                int64_t C, int64_t NH)
 {
+    lk_attention_flash_forward_dropout(out, lse, qkv, dtype, B, T, C, NH, 0.0f, 0);
+}
+
+/* With dropout Z (mask times 1 / (1 - p)): dV += (P Z)^T dO, dP = Z (dO V^T), dS = P (dP - D),
+ * D = rowsum(dO O) with O the dropped output (FlashAttention's backward with dropout). */
+void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const void *qkv, uint32_t dtype,
+                                         const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
+                                         int64_t NH, float dropout, uint64_t seed)
+{
+    const float keep_scale = dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f;
     if (!dqkv || !dtype_ok(dtype) || B <= 0 || T <= 0) return;
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
@@ -249,6 +272,16 @@ void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv
                             float *p = P + r * LK_FLASH_BC, *ds = dS + r * LK_FLASH_BC;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1);
                             const float lr = L[i0 + r], dr = D[i0 + r];
+                            if (dropout > 0.0f) {
+                                for (int64_t c = 0; c < bc; c++) {
+                                    const float e = c < n ? lk_expf(p[c] - lr) : 0.0f;
+                                    const float z =
+                                        c < n ? drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale) : 0.0f;
+                                    p[c] = e * z;
+                                    ds[c] = e * (ds[c] * z - dr) * scale;
+                                }
+                                continue;
+                            }
 #pragma omp simd
                             for (int64_t c = 0; c < bc; c++) {
                                 const float e = c < n ? lk_expf(p[c] - lr) : 0.0f;
@@ -277,4 +310,10 @@ void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv
         }
         free(q);
     }
+}
+
+void lk_attention_flash_backward(float *dqkv, const float *dout, const void *qkv, uint32_t dtype, const float *out,
+                                 const float *lse, int64_t B, int64_t T, int64_t C, int64_t NH)
+{
+    lk_attention_flash_backward_dropout(dqkv, dout, qkv, dtype, out, lse, B, T, C, NH, 0.0f, 0);
 }

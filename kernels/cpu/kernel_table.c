@@ -37,6 +37,12 @@ static const loom_kernels_api lk_cpu_table = {
     .attention_flash_forward = lk_attention_flash_forward,
     .attention_flash_backward = lk_attention_flash_backward,
     .classifier = lk_classifier,
+    .softmax_cross_entropy_smoothed_forward = lk_softmax_cross_entropy_smoothed_forward,
+    .softmax_cross_entropy_smoothed_backward = lk_softmax_cross_entropy_smoothed_backward,
+    .softmax_cross_entropy_smoothed_backward_cast = lk_softmax_cross_entropy_smoothed_backward_cast,
+    .classifier_smoothed = lk_classifier_smoothed,
+    .attention_flash_forward_dropout = lk_attention_flash_forward_dropout,
+    .attention_flash_backward_dropout = lk_attention_flash_backward_dropout,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

@@ -22,7 +22,7 @@ static int lk_ce_block(int64_t C)
 }
 
 static __global__ void lk_ce_forward_kernel(float *probs, float *losses, const float *logits, const int32_t *labels,
-                                            int64_t B, int64_t C)
+                                            float smoothing, int64_t B, int64_t C)
 {
     for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
         const float *x = logits + b * C;
@@ -34,6 +34,13 @@ static __global__ void lk_ce_forward_kernel(float *probs, float *losses, const f
         for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
             max = fmaxf(max, x[c]);
         max = lk_block_reduce(max, lk_max_op(), -INFINITY);
+        /* Label smoothing's mean logit (ABI 1.4), before an in-place softmax overwrites x. */
+        float xsum = 0.0f;
+        if (smoothing != 0.0f) {
+            for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+                xsum += x[c];
+            xsum = lk_block_reduce(xsum, lk_sum_op(), 0.0f);
+        }
         /* probs may alias logits: the target's logit is read now; the reduction below
          * synchronises the block before any thread overwrites the row. */
         const int32_t label = labels[b];
@@ -54,15 +61,19 @@ static __global__ void lk_ce_forward_kernel(float *probs, float *losses, const f
                 losses[b] = __int_as_float(0x7fc00000); /* quiet NaN: a caller bug, made loud */
             else
                 /* -log p[label] as log(sum) - (x - max): finite even when p[label] underflows. */
-                losses[b] = logf(sum) - (x_label - max);
+                losses[b] = smoothing == 0.0f
+                                ? logf(sum) - (x_label - max)
+                                : (1.0f - smoothing) * (logf(sum) - (x_label - max)) +
+                                      smoothing * (logf(sum) - (xsum / (float)C - max));
         }
         /* The next row's first reduction synchronises before its shared memory is reused. */
     }
 }
 
 static __global__ void lk_ce_backward_kernel(float *dlogits, const float *probs, const int32_t *labels, float scale,
-                                             int64_t B, int64_t C)
+                                             float smoothing, int64_t B, int64_t C)
 {
+    const float uniform = smoothing / (float)C, target = scale * (1.0f - smoothing);
     for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
         const int32_t label = labels[b];       /* the same for the whole block: no divergence */
         if (label < 0 || label >= C) continue; /* ignored (or invalid: no gradient) */
@@ -71,27 +82,41 @@ static __global__ void lk_ce_backward_kernel(float *dlogits, const float *probs,
         for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
             /* __fmul_rn/__fadd_rn: no fused multiply-add, so each element rounds as the CPU's
              * d += scale * p; d[label] -= scale does. */
-            float v = __fadd_rn(d[c], __fmul_rn(scale, p[c]));
-            if (c == label) v -= scale;
+            float v = __fadd_rn(d[c], __fmul_rn(scale, __fsub_rn(p[c], uniform)));
+            if (c == label) v -= target;
             d[c] = v;
         }
     }
 }
 
-extern "C" void lk_softmax_cross_entropy_forward_cuda(float *probs, float *losses, const float *logits,
-                                                      const int32_t *labels, int64_t B, int64_t C)
+extern "C" void lk_softmax_cross_entropy_smoothed_forward_cuda(float *probs, float *losses, const float *logits,
+                                                               const int32_t *labels, float smoothing, int64_t B,
+                                                               int64_t C)
 {
     if (B <= 0) return;
     const unsigned int grid = (unsigned int)(B < LK_CUDA_MAX_GRID ? B : LK_CUDA_MAX_GRID);
-    lk_ce_forward_kernel<<<grid, lk_ce_block(C)>>>(probs, losses, logits, labels, B, C);
+    lk_ce_forward_kernel<<<grid, lk_ce_block(C)>>>(probs, losses, logits, labels, smoothing, B, C);
     lk_cuda_launched("lk_softmax_cross_entropy_forward_cuda");
+}
+
+extern "C" void lk_softmax_cross_entropy_forward_cuda(float *probs, float *losses, const float *logits,
+                                                      const int32_t *labels, int64_t B, int64_t C)
+{
+    lk_softmax_cross_entropy_smoothed_forward_cuda(probs, losses, logits, labels, 0.0f, B, C);
+}
+
+extern "C" void lk_softmax_cross_entropy_smoothed_backward_cuda(float *dlogits, const float *probs,
+                                                                const int32_t *labels, float scale, float smoothing,
+                                                                int64_t B, int64_t C)
+{
+    if (B <= 0 || C <= 0 || !dlogits) return;
+    const unsigned int grid = (unsigned int)(B < LK_CUDA_MAX_GRID ? B : LK_CUDA_MAX_GRID);
+    lk_ce_backward_kernel<<<grid, lk_ce_block(C)>>>(dlogits, probs, labels, scale, smoothing, B, C);
+    lk_cuda_launched("lk_softmax_cross_entropy_backward_cuda");
 }
 
 extern "C" void lk_softmax_cross_entropy_backward_cuda(float *dlogits, const float *probs, const int32_t *labels,
                                                        float scale, int64_t B, int64_t C)
 {
-    if (B <= 0 || C <= 0 || !dlogits) return;
-    const unsigned int grid = (unsigned int)(B < LK_CUDA_MAX_GRID ? B : LK_CUDA_MAX_GRID);
-    lk_ce_backward_kernel<<<grid, lk_ce_block(C)>>>(dlogits, probs, labels, scale, B, C);
-    lk_cuda_launched("lk_softmax_cross_entropy_backward_cuda");
+    lk_softmax_cross_entropy_smoothed_backward_cuda(dlogits, probs, labels, scale, 0.0f, B, C);
 }

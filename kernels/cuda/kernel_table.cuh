@@ -43,6 +43,10 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.attention_flash_forward = lk_attention_flash_forward_cuda;
     t.attention_flash_backward = lk_attention_flash_backward_cuda;
     t.classifier = lk_classifier_cuda;
+    /* ABI 1.4 label smoothing; classifier_smoothed not yet on CUDA (docs/gpu.md). */
+    t.softmax_cross_entropy_smoothed_forward = lk_softmax_cross_entropy_smoothed_forward_cuda;
+    t.softmax_cross_entropy_smoothed_backward = lk_softmax_cross_entropy_smoothed_backward_cuda;
+    t.softmax_cross_entropy_smoothed_backward_cast = lk_softmax_cross_entropy_smoothed_backward_cast_cuda;
     return t;
 }
 

@@ -102,8 +102,11 @@ extern "C" void lk_gemm_mixed_cuda(int32_t trans_a, int32_t trans_b, int64_t M, 
 /* One block per row: d = scale * p, then the label's entry loses scale, rounded once into
  * dtype, the CPU's arithmetic exactly. */
 static __global__ void lk_ce_backward_cast_kernel(void *dlogits, uint32_t dtype, const float *probs,
-                                                  const int32_t *labels, float scale, int64_t B, int64_t C)
+                                                  const int32_t *labels, float scale, float smoothing, int64_t B,
+                                                  int64_t C)
 {
+    /* Label smoothing (ABI 1.4): with smoothing 0 these are 0 and scale, the unsmoothed bits. */
+    const float uniform = smoothing / (float)C, target = scale * (1.0f - smoothing);
     for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
         const int32_t label = labels[b];
         const int valid = label >= 0 && label < C;
@@ -111,16 +114,17 @@ static __global__ void lk_ce_backward_cast_kernel(void *dlogits, uint32_t dtype,
         for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
             float v = 0.0f;
             if (valid) {
-                v = scale * p[c];
-                if (c == label) v -= scale;
+                v = __fmul_rn(scale, __fsub_rn(p[c], uniform));
+                if (c == label) v -= target;
             }
             lk_store(dlogits, dtype, b * C + c, v);
         }
     }
 }
 
-extern "C" void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
-                                                            const int32_t *labels, float scale, int64_t B, int64_t C)
+extern "C" void lk_softmax_cross_entropy_smoothed_backward_cast_cuda(void *dlogits, uint32_t dtype,
+                                                                     const float *probs, const int32_t *labels,
+                                                                     float scale, float smoothing, int64_t B, int64_t C)
 {
     static const char fn[] = "lk_softmax_cross_entropy_backward_cast_cuda";
     if (B <= 0 || C <= 0) return;
@@ -129,6 +133,12 @@ extern "C" void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint3
         return;
     }
     lk_ce_backward_cast_kernel<<<(unsigned int)(B < LK_CUDA_MAX_GRID ? B : LK_CUDA_MAX_GRID), LK_CUDA_BLOCK>>>(
-        dlogits, dtype, probs, labels, scale, B, C);
+        dlogits, dtype, probs, labels, scale, smoothing, B, C);
     lk_cuda_launched(fn);
+}
+
+extern "C" void lk_softmax_cross_entropy_backward_cast_cuda(void *dlogits, uint32_t dtype, const float *probs,
+                                                            const int32_t *labels, float scale, int64_t B, int64_t C)
+{
+    lk_softmax_cross_entropy_smoothed_backward_cast_cuda(dlogits, dtype, probs, labels, scale, 0.0f, B, C);
 }

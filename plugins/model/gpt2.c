@@ -38,6 +38,49 @@ static int64_t round_up(int64_t n) { return (n + GPT2_ALIGN_FLOATS - 1) / GPT2_A
 static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* ---- dropout ------------------------------------------------------------------------- */
+
+/* HF's GPT-2 dropout sites (docs/semantics/trainer.md#dropout). Masks come from
+ * loom_dropout_keep keyed by the micro-batch's dropout_seed, the layer and the site, and the
+ * element's index: backward and gradient checkpointing draw them again, nothing is stored, and
+ * a resumed run (the same seeds) draws the same ones. */
+enum { GPT2_SITE_EMBD, GPT2_SITE_ATTN, GPT2_SITE_ATTN_RESID, GPT2_SITE_MLP_RESID };
+
+static uint64_t site_seed(const loom_model *self, int64_t layer, int site)
+{
+    uint64_t z = self->fwd_seed ^ (uint64_t)(layer + 2) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(site + 1) * 0xd1b54a32d192ed03ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float drop_p(const loom_model *self, float p) { return self->fwd_training ? p : 0.0f; }
+
+/* x = dropout(x) in place: kept elements times 1 / (1 - p). The backward applies the same. */
+static void dropout_apply(float *x, int64_t n, float p, uint64_t seed)
+{
+    if (p <= 0.0f) return;
+    const float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) x[i] = loom_dropout_keep(seed, (uint64_t)i, p) ? x[i] * scale : 0.0f;
+}
+
+/* The gradient of a dropped-out residual branch: dres masked into `scratch`, or dres itself. */
+static const float *branch_grad(const loom_model *self, const float *dres, float *scratch, int64_t n, int64_t layer,
+                                int site)
+{
+    const float p = drop_p(self, self->resid_pdrop);
+    if (p <= 0.0f) return dres;
+    memcpy(scratch, dres, (size_t)n * sizeof *scratch);
+    dropout_apply(scratch, n, p, site_seed(self, layer, site));
+    return scratch;
+}
+
+static void set_dropout(loom_model *self, const loom_batch *batch)
+{
+    self->fwd_training = LOOM_HAS_FIELD(batch, loom_batch, training) && batch->training != 0;
+    self->fwd_seed = self->fwd_training ? batch->dropout_seed : 0;
+}
+
 /* ---- lifetime ------------------------------------------------------------------------ */
 
 static void gpt2_destroy(loom_model *self)
@@ -174,6 +217,14 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     if (k->device != binding->device)
         return api->fail(self->host, LOOM_E_INVALID, "kernels for device %u, parameters on device %u",
                          k->device, binding->device);
+    if (self->smoothing > 0.0f &&
+        !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_smoothed_backward_cast) &&
+          k->softmax_cross_entropy_smoothed_forward && k->softmax_cross_entropy_smoothed_backward &&
+          k->softmax_cross_entropy_smoothed_backward_cast))
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "label_smoothing_factor %g needs the kernel table's smoothed cross-entropy (ABI 1.4), "
+                         "which this host's table lacks",
+                         (double)self->smoothing);
     const int mixed = pd != LOOM_DTYPE_F32 || cd != LOOM_DTYPE_F32;
     if (mixed && !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_backward_cast) && k->gemm_mixed && k->convert &&
                    k->accumulate_f32))
@@ -197,10 +248,20 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
      * classifier accumulates dwte in f32: into the gradients themselves when they are f32, else
      * into an f32 [V, C] copy rounded into them once. */
     const char *env_att = getenv("LOOM_GPT2_ATTENTION"), *env_cls = getenv("LOOM_GPT2_CLASSIFIER");
-    const int want_flash = env_att && *env_att ? strcmp(env_att, "flash") == 0 : T >= GPT2_FLASH_MIN_T;
+    /* Attention dropout runs in the tiled kernel only (its mask is drawn again in backward). */
+    const int want_flash =
+        self->attn_pdrop > 0.0f || (env_att && *env_att ? strcmp(env_att, "flash") == 0 : T >= GPT2_FLASH_MIN_T);
+    if (self->attn_pdrop > 0.0f && !(LOOM_HAS(k, loom_kernels_api, attention_flash_backward_dropout) &&
+                                     k->attention_flash_forward_dropout && k->attention_flash_backward_dropout))
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "attn_pdrop %g needs the kernel table's attention dropout (ABI 1.4), which this host's "
+                         "table lacks",
+                         (double)self->attn_pdrop);
     self->flash = LOOM_HAS(k, loom_kernels_api, attention_flash_backward) && k->attention_flash_forward && want_flash;
-    self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
-                  (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0);
+    self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && k->classifier &&
+                  (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
+                  (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0) &&
+                  (self->smoothing == 0.0f || (LOOM_HAS(k, loom_kernels_api, classifier_smoothed) && k->classifier_smoothed));
     self->param_dtype = pd;
     self->compute_dtype = cd;
     const gpt2_layout y = layout(self, mixed, B, T);
@@ -401,8 +462,13 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
     const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
     gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
     const void *atty;
+    const float pa = drop_p(self, self->attn_pdrop);
     if (self->flash) { /* its backward reads the f32 output: atty_f32 (atty itself in f32 runs) */
-        k->attention_flash_forward(a->atty_f32, a->att, a->qkv, LOOM_DTYPE_F32, B, T, C, NH);
+        if (pa > 0.0f)
+            k->attention_flash_forward_dropout(a->atty_f32, a->att, a->qkv, LOOM_DTYPE_F32, B, T, C, NH, pa,
+                                               site_seed(self, l, GPT2_SITE_ATTN));
+        else
+            k->attention_flash_forward(a->atty_f32, a->att, a->qkv, LOOM_DTYPE_F32, B, T, C, NH);
         atty = gpt2_keep(self, a->atty, a->atty_f32, N * C);
     } else {
         k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
@@ -410,6 +476,7 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
     }
     gpt2_mm_forward(self, a->residual2, atty, gpt2_layer_tensor(l, GPT2_ATTPROJ_W),
                     gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
+    dropout_apply(a->residual2, N * C, drop_p(self, self->resid_pdrop), site_seed(self, l, GPT2_SITE_ATTN_RESID));
     k->add(a->residual2, a->residual2, residual, N * C);
     k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
                          gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
@@ -419,6 +486,7 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
     const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
     gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
                     gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
+    dropout_apply(a->residual3, N * C, drop_p(self, self->resid_pdrop), site_seed(self, l, GPT2_SITE_MLP_RESID));
     k->add(a->residual3, a->residual3, a->residual2, N * C);
 #undef OUT
 }
@@ -431,6 +499,7 @@ static const void *forward_trunk(loom_model *self, const int32_t *tokens, int64_
     if (self->wte_cd) /* the fused classifier's weight in compute_dtype, once per step */
         self->k->convert(self->wte_cd, self->compute_dtype, gpt2_raw(self, GPT2_WTE), self->param_dtype, self->V * C);
     gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
+    dropout_apply(self->encoded, N * C, drop_p(self, self->embd_pdrop), site_seed(self, -1, GPT2_SITE_EMBD));
     const float *residual = self->encoded;
     for (int64_t l = 0; l < self->L; l++) {
         block_forward(self, l, residual, B, T);
@@ -449,6 +518,29 @@ static const void *head_weight(const loom_model *self)
     return self->wte_cd ? self->wte_cd : gpt2_raw(self, GPT2_WTE);
 }
 static uint32_t head_dtype(const loom_model *self) { return self->mixed ? self->compute_dtype : LOOM_DTYPE_F32; }
+
+/* The loss kernels, with label smoothing when the run asks for it (the smoothed members are
+ * ABI 1.4; bind checked them; without smoothing the 1.0-1.3 members, as before). */
+static void run_classifier(const loom_model *self, float *dinp, float *dweight, const void *lnf, const int32_t *labels,
+                           float scale, int64_t N)
+{
+    const loom_kernels_api *k = self->k;
+    if (self->smoothing > 0.0f)
+        k->classifier_smoothed(self->losses, dinp, dweight, self->cls_scratch, lnf, head_weight(self), head_dtype(self),
+                               labels, scale, self->smoothing, N, self->C, self->V, self->cls_chunk);
+    else
+        k->classifier(self->losses, dinp, dweight, self->cls_scratch, lnf, head_weight(self), head_dtype(self), labels,
+                      scale, N, self->C, self->V, self->cls_chunk);
+}
+static void ce_backward_cast(const loom_model *self, void *dlogits, const float *probs, const int32_t *labels,
+                             float scale, int64_t rows)
+{
+    if (self->smoothing > 0.0f)
+        self->k->softmax_cross_entropy_smoothed_backward_cast(dlogits, self->compute_dtype, probs, labels, scale,
+                                                              self->smoothing, rows, self->V);
+    else
+        self->k->softmax_cross_entropy_backward_cast(dlogits, self->compute_dtype, probs, labels, scale, rows, self->V);
+}
 
 /* The unfused head's [R + N, V] buffer (logits_ext): inside the activations when the
  * classifier is not fused; otherwise allocated once, by the first call that needs all logits
@@ -493,8 +585,9 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
     self->fwd_B = 0;
     self->fwd_has_probs = 0;
     self->fwd_fused = 0;
+    set_dropout(self, batch);
     const loom_kernels_api *k = self->k;
-    const int64_t C = self->C, V = self->V, N = B * T;
+    const int64_t V = self->V, N = B * T;
     const int32_t *tokens = batch->inputs.data, *labels = batch->labels.data;
     const void *lnf = forward_trunk(self, tokens, B, T);
 
@@ -502,8 +595,7 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
         /* The loss alone, chunk by chunk; backward runs the classifier again with the seed
          * (train_step runs it once). */
         if (labels) {
-            k->classifier(self->losses, NULL, NULL, self->cls_scratch, lnf, head_weight(self), head_dtype(self), labels,
-                          0.0f, N, C, V, self->cls_chunk);
+            run_classifier(self, NULL, NULL, lnf, labels, 0.0f, N);
             self->fwd_has_probs = 1;
         }
         self->fwd_fused = 1;
@@ -518,7 +610,11 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
             }
         }
         if (labels) {
-            k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, N, V);
+            if (self->smoothing > 0.0f)
+                k->softmax_cross_entropy_smoothed_forward(self->logits, self->losses, self->logits, labels,
+                                                          self->smoothing, N, V);
+            else
+                k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, N, V);
             self->fwd_has_probs = 1;
         }
     }
@@ -590,18 +686,25 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
 #define P(which) gpt2_lp(self, l, which)
 #define W(which) gpt2_layer_tensor(l, which)
         /* MLP. dres is d(residual3) here, which is also d(c_proj output). */
-        gpt2_mm_backward(self, dA, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B), dres, a->fch_gelu, W(GPT2_FCPROJ_W), N, F,
-                         C); /* dA = d fch_gelu */
+        /* dln is free until the MLP's first product writes it: the masked dres, with dropout. */
+        gpt2_mm_backward(self, dA, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B),
+                         branch_grad(self, dres, dln, N * C, l, GPT2_SITE_MLP_RESID), a->fch_gelu, W(GPT2_FCPROJ_W), N,
+                         F, C); /* dA = d fch_gelu */
         memset(dB, 0, (size_t)(N * F) * sizeof *dB);
         k->gelu_backward(dB, a->fch, dA, N * F);                                     /* d fch     */
         gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */
         k->layernorm_backward(dres, DP(GPT2_LN2_W), DP(GPT2_LN2_B), dln, a->residual2, P(GPT2_LN2_W), a->ln2_mean,
                               a->ln2_rstd, N, C);
         /* Attention. dres is now d(residual2), also d(attn.c_proj output). */
-        gpt2_mm_backward(self, dB, DP(GPT2_ATTPROJ_W), DP(GPT2_ATTPROJ_B), dres, a->atty, W(GPT2_ATTPROJ_W), N, C,
-                         C); /* dB = d atty */
+        gpt2_mm_backward(self, dB, DP(GPT2_ATTPROJ_W), DP(GPT2_ATTPROJ_B),
+                         branch_grad(self, dres, dln, N * C, l, GPT2_SITE_ATTN_RESID), a->atty, W(GPT2_ATTPROJ_W), N,
+                         C, C); /* dB = d atty */
         memset(dA, 0, (size_t)(N * 3 * C) * sizeof *dA);
-        if (self->flash)                                                             /* d qkv     */
+        const float pa = drop_p(self, self->attn_pdrop);
+        if (self->flash && pa > 0.0f)                                                /* d qkv     */
+            k->attention_flash_backward_dropout(dA, dB, a->qkv, LOOM_DTYPE_F32, a->atty_f32, a->att, B, T, C, NH, pa,
+                                                site_seed(self, l, GPT2_SITE_ATTN));
+        else if (self->flash)
             k->attention_flash_backward(dA, dB, a->qkv, LOOM_DTYPE_F32, a->atty_f32, a->att, B, T, C, NH);
         else
             k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);
@@ -617,6 +720,7 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
          * sink's communication overlaps the rest of backward. */
         if ((st = sink->release(sink->context, begin, end))) return st;
     }
+    dropout_apply(dres, N * C, drop_p(self, self->embd_pdrop), site_seed(self, -1, GPT2_SITE_EMBD));
     gpt2_embed_backward(self, dwte, dwpe, dres, tokens, B, T);
     return sink->release(sink->context, 0, emb_end(self));
 }
@@ -642,8 +746,7 @@ static void head_gradients(loom_model *self, const void *lnf, const int32_t *lab
     memset(self->dln, 0, (size_t)(N * C) * sizeof(float));
     float *g = self->dwte32 ? self->dwte32 : dwte;
     if (self->dwte32) memset(g, 0, (size_t)(V * C) * sizeof(float));
-    self->k->classifier(self->losses, self->dln, g, self->cls_scratch, lnf, head_weight(self), head_dtype(self), labels,
-                        seed, N, C, V, self->cls_chunk);
+    run_classifier(self, self->dln, g, lnf, labels, seed, N);
     if (self->dwte32) self->k->accumulate_f32(dwte, self->param_dtype, g, V * C);
 }
 
@@ -677,13 +780,11 @@ static void mixed_dlogits(loom_model *self, const int32_t *labels, float seed, i
     const size_t cs = loom_dtype_size(self->compute_dtype);
     char *out = (char *)self->logits;
     const int64_t first = min_i64(N, max_i64(1, min_i64(2 * self->ce_chunk, 64)));
-    self->k->softmax_cross_entropy_backward_cast(self->logits_ext, self->compute_dtype, self->logits, labels, seed,
-                                                 first, V);
+    ce_backward_cast(self, self->logits_ext, self->logits, labels, seed, first);
     memcpy(out, self->logits_ext, (size_t)(first * V) * cs);
     for (int64_t r0 = first; r0 < N;) {
         const int64_t rows = min_i64(N - r0, r0);
-        self->k->softmax_cross_entropy_backward_cast(out + (size_t)(r0 * V) * cs, self->compute_dtype,
-                                                     self->logits + r0 * V, labels + r0, seed, rows, V);
+        ce_backward_cast(self, out + (size_t)(r0 * V) * cs, self->logits + r0 * V, labels + r0, seed, rows);
         r0 += rows;
     }
 }
@@ -720,7 +821,11 @@ static loom_status gpt2_backward(loom_model *self, const loom_batch *batch, floa
         const int64_t rows = min_i64(R, N - r0);
         float *d = self->logits_ext + r0 * V;
         memset(d, 0, (size_t)(rows * V) * sizeof *d);
-        self->k->softmax_cross_entropy_backward(d, self->logits + r0 * V, labels + r0, seed, rows, V);
+        if (self->smoothing > 0.0f)
+            self->k->softmax_cross_entropy_smoothed_backward(d, self->logits + r0 * V, labels + r0, seed,
+                                                             self->smoothing, rows, V);
+        else
+            self->k->softmax_cross_entropy_backward(d, self->logits + r0 * V, labels + r0, seed, rows, V);
     }
     self->fwd_has_probs = 0; /* the probabilities are gone */
     st = backward_from_logits(self, batch, self->mixed ? (const void *)self->logits : self->logits_ext, sink);
@@ -781,6 +886,7 @@ static loom_status gpt2_train_step(loom_model *self, const loom_batch *batch, fl
     self->fwd_B = 0;
     self->fwd_has_probs = 0;
     self->fwd_fused = 0;
+    set_dropout(self, batch);
     const int64_t N = B * T;
     const void *lnf = forward_trunk(self, batch->inputs.data, B, T);
     void *demb = NULL;

@@ -109,6 +109,8 @@ struct loom_model {
     int64_t V, P, C, L, NH, F;
     float eps;
     double initializer_range;
+    float smoothing;             /* label_smoothing_factor (HF's LabelSmoother epsilon)       */
+    float resid_pdrop, embd_pdrop, attn_pdrop; /* dropout, training forwards only              */
 
     /* Parameter list: wte, wpe, L blocks of GPT2_LAYER_TENSORS, ln_f.weight, ln_f.bias. */
     gpt2_tensor *tensors;
@@ -157,6 +159,8 @@ struct loom_model {
     /* What the last forward left for backward. */
     int64_t fwd_B, fwd_T;        /* 0: nothing to run backward on                             */
     int32_t fwd_has_probs;       /* the CE softmax ran (labels given)                         */
+    int32_t fwd_training;        /* the last forward was a training one: dropout on           */
+    uint64_t fwd_seed;           /* its batch's dropout_seed: backward draws the same masks   */
 
     gpt2_decode_state decode;
 };

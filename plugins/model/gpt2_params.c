@@ -47,11 +47,11 @@ const loom_param_spec gpt2_param_specs[] = {
     {.key = "activation_function", .type = LOOM_PARAM_STRING, .default_value = "gelu_new",
      .doc = "MLP activation: gelu_new (GELU, tanh approximation) is the one supported"},
     {.key = "resid_pdrop", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
-     .doc = "dropout on residual branches: not implemented, a non-zero value only warns"},
+     .doc = "dropout on the attention and MLP outputs before each residual add (training only)"},
     {.key = "embd_pdrop", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
-     .doc = "dropout on the embeddings: not implemented, a non-zero value only warns"},
+     .doc = "dropout on the embeddings (token + position; training only)"},
     {.key = "attn_pdrop", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
-     .doc = "dropout on attention probabilities: not implemented, a non-zero value only warns"},
+     .doc = "dropout on the attention probabilities (training only; runs the tiled attention)"},
     {.key = "tie_word_embeddings", .type = LOOM_PARAM_BOOL, .default_value = "true",
      .doc = "the LM head shares transformer.wte.weight (false is not supported)"},
     /* What HF writes in a GPT-2 config.json beside the sizes; informational here. */
@@ -68,6 +68,9 @@ const loom_param_spec gpt2_param_specs[] = {
     {.key = "gradient_checkpointing", .type = LOOM_PARAM_BOOL, .default_value = "false",
      .doc = "recompute each block's activations in backward (keeps one block's): less memory, "
             "one more forward; --gradient_checkpointing sets it"},
+    {.key = "label_smoothing_factor", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+     .doc = "HF's label smoothing epsilon for the loss (training and evaluation); "
+            "--label_smoothing_factor sets it"},
     {.key = NULL},
 };
 
@@ -154,10 +157,12 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     if (api->cfg_bool(config, "gradient_checkpointing", &recompute) == LOOM_CFG_WRONG_TYPE)
         return api->fail(host, LOOM_E_INVALID, "gradient_checkpointing must be true or false");
     self->recompute = recompute != 0;
-    if (dropout[0] > 0.0 || dropout[1] > 0.0 || dropout[2] > 0.0)
-        api->log(host, LOOM_LOG_WARNING,
-                 "dropout is not implemented: training without it (resid_pdrop %g, embd_pdrop %g, attn_pdrop %g)",
-                 dropout[0], dropout[1], dropout[2]);
+    double smoothing = 0.0;
+    if ((st = loom_cfg_opt_f64(host, api, config, "label_smoothing_factor", &smoothing))) return st;
+    if (!(smoothing >= 0.0 && smoothing < 1.0))
+        return api->fail(host, LOOM_E_INVALID, "label_smoothing_factor is %g: must be in [0, 1)", smoothing);
+    self->smoothing = (float)smoothing;
+    self->resid_pdrop = (float)dropout[0], self->embd_pdrop = (float)dropout[1], self->attn_pdrop = (float)dropout[2];
 
     /* Sizes: the parameter count (and every product of two sizes) must stay far from
      * int64's limit; 2^46 floats is more memory than any machine has. */

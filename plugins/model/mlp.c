@@ -43,6 +43,7 @@ struct loom_model {
     const loom_host_api *api;
     int64_t input_size, num_classes;
     int32_t gelu;            /* 0: ReLU, 1: GELU (tanh)                                       */
+    float smoothing;         /* label_smoothing_factor (HF's LabelSmoother epsilon)           */
     int64_t n_layers;        /* linear layers, the classifier included                        */
     mlp_layer *layers;
     int64_t n_params;        /* elements of the flat buffer                                   */
@@ -145,6 +146,13 @@ static loom_status mlp_create(loom_host *host, const loom_host_api *api, const l
         snprintf(one, sizeof one, "%lld", (long long)w);
         hidden = one;
     }
+    double smoothing = 0.0;
+    if ((st = loom_cfg_opt_f64(host, api, config, "label_smoothing_factor", &smoothing))) goto fail;
+    if (!(smoothing >= 0.0 && smoothing < 1.0)) {
+        st = api->fail(host, LOOM_E_INVALID, "label_smoothing_factor is %g: must be in [0, 1)", smoothing);
+        goto fail;
+    }
+    self->smoothing = (float)smoothing;
     const char *activation = "relu";
     if (api->cfg_str(config, "activation", &activation) == LOOM_CFG_WRONG_TYPE)
         activation = "(not a string)";
@@ -275,6 +283,10 @@ static loom_status mlp_bind(loom_model *self, const loom_model_binding *binding)
         !k->gelu_backward || !k->softmax_cross_entropy_forward)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "the host lends no complete %s kernel table",
                          LOOM_KERNELS_CPU_SERVICE);
+    if (self->smoothing > 0.0f && !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_smoothed_backward) &&
+                                    k->softmax_cross_entropy_smoothed_forward && k->softmax_cross_entropy_smoothed_backward))
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "label_smoothing_factor needs the kernel table's smoothed cross-entropy (ABI 1.4)");
     if (k->device != binding->device)
         return api->fail(self->host, LOOM_E_INVALID, "kernels for device %u, parameters on device %u",
                          k->device, binding->device);
@@ -405,7 +417,10 @@ static loom_status mlp_forward(loom_model *self, const loom_batch *batch, loom_f
     double loss_sum = 0.0;
     int64_t n_targets = 0, n_correct = 0;
     if (labels) {
-        k->softmax_cross_entropy_forward(self->probs, self->losses, logits, labels, B, C);
+        if (self->smoothing > 0.0f)
+            k->softmax_cross_entropy_smoothed_forward(self->probs, self->losses, logits, labels, self->smoothing, B, C);
+        else
+            k->softmax_cross_entropy_forward(self->probs, self->losses, logits, labels, B, C);
         for (int64_t b = 0; b < B; b++) {
             if (labels[b] == MLP_IGNORE_INDEX) continue;
             loss_sum += self->losses[b];
@@ -484,7 +499,10 @@ static loom_status mlp_backward(loom_model *self, const loom_batch *batch, float
     const loom_kernels_api *k = self->k;
 
     memset(self->dz, 0, (size_t)(B * C) * sizeof(float));
-    k->softmax_cross_entropy_backward(self->dz, self->probs, labels, seed, B, C);
+    if (self->smoothing > 0.0f)
+        k->softmax_cross_entropy_smoothed_backward(self->dz, self->probs, labels, seed, self->smoothing, B, C);
+    else
+        k->softmax_cross_entropy_backward(self->dz, self->probs, labels, seed, B, C);
 
     return backward_layers(self, batch, sink);
 }
@@ -555,6 +573,8 @@ static const loom_param_spec mlp_params[] = {
      .doc = "widths of the hidden layers, comma-separated; \"\" for none (logistic regression)"},
     {.key = "activation", .type = LOOM_PARAM_STRING, .default_value = "relu",
      .doc = "activation after each hidden layer: relu or gelu (tanh approximation)"},
+    {.key = "label_smoothing_factor", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+     .doc = "HF's label smoothing epsilon for the loss; --label_smoothing_factor sets it"},
     {.key = NULL},
 };
 

@@ -156,9 +156,11 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
     if (!k) k = api->service(self->host, LOOM_KERNELS_CPU_SERVICE, 0);
     if (!k || !LOOM_HAS(k, loom_kernels_api, mha_backward) || !k->rmsnorm_forward || !k->rmsnorm_backward ||
         !k->mha_forward || !k->linear_forward || !k->linear_backward || !k->relu_forward || !k->gelu_forward ||
-        !k->softmax_cross_entropy_forward)
+        !k->softmax_cross_entropy_forward ||
+        (self->smoothing > 0 && !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_smoothed_forward) &&
+                                  k->softmax_cross_entropy_smoothed_forward)))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
-                         "the host's kernel table lacks T5's kernels (rmsnorm, mha: ABI 1.3)");
+                         "the host's kernel table lacks T5's kernels (rmsnorm, mha: ABI 1.3; label smoothing: 1.4)");
     const int64_t B = binding->max_batch_size, N = B * T, D = self->D, E = self->E, F = self->F, V = self->V;
     const double estimate =
         (double)N * ((double)V + (double)(self->enc.L + self->dec.L) *
@@ -423,7 +425,11 @@ static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_fo
     self->fwd_probs = 0;
     const int32_t *labels = batch->labels.data;
     if (labels) {
-        self->k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, Nd, V);
+        if (self->smoothing > 0) /* HF's label smoothing (ABI 1.4 kernel) */
+            self->k->softmax_cross_entropy_smoothed_forward(self->logits, self->losses, self->logits, labels,
+                                                            self->smoothing, Nd, V);
+        else
+            self->k->softmax_cross_entropy_forward(self->logits, self->losses, self->logits, labels, Nd, V);
         for (int64_t i = 0; i < Nd; i++) {
             if (labels[i] == T5_IGNORE_INDEX) continue;
             loss_sum += self->losses[i];
@@ -591,14 +597,16 @@ static loom_status t5_backward(loom_model *self, const loom_batch *batch, float 
         return self->api->fail(self->host, LOOM_E_INVALID,
                                "backward needs a forward with labels on the same batch first");
     const int64_t N = self->fwd_B * self->fwd_T, V = self->V;
-    for (int64_t i = 0; i < N; i++) { /* dlogits = seed * (probs - onehot), in place */
+    /* dlogits = seed (probs - (1 - eps) onehot - eps / V), in place (eps: label smoothing) */
+    const float uniform = self->smoothing / (float)V, target = seed * (1.0f - self->smoothing);
+    for (int64_t i = 0; i < N; i++) {
         float *row = self->logits + i * V;
         if (labels[i] == T5_IGNORE_INDEX) {
             zero(row, V);
             continue;
         }
-        for (int64_t v = 0; v < V; v++) row[v] *= seed;
-        row[labels[i]] -= seed;
+        for (int64_t v = 0; v < V; v++) row[v] = seed * (row[v] - uniform);
+        row[labels[i]] -= target;
     }
     self->fwd_probs = 0;
     return backward_from_logits(self, batch, sink);

@@ -62,6 +62,7 @@ struct loom_model {
     /* configuration */
     int64_t V, D, KV, F, H, E, NB, MD, n_positions;
     double eps, dropout, init_factor;
+    float smoothing;            /* label_smoothing_factor (HF's LabelSmoother epsilon)     */
     int gated, tied;
     int32_t start_id, pad_id, eos_id;
     const char *proj;           /* "relu" or "gated-gelu" (static) */

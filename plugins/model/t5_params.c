@@ -95,6 +95,8 @@ const loom_param_spec t5_param_specs[] = {
      .doc = "old HF configs' cache flag (informational)"},
     {.key = "gradient_checkpointing", .type = LOOM_PARAM_BOOL, .default_value = NULL, .doc = "informational (ignored)"},
     {.key = "classifier_dropout", .type = LOOM_PARAM_FLOAT, .default_value = NULL, .doc = "informational (ignored)"},
+    {.key = "label_smoothing_factor", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+     .doc = "HF's label smoothing epsilon for the loss; --label_smoothing_factor sets it"},
     {.key = "transformers_version", .type = LOOM_PARAM_STRING, .default_value = NULL, .doc = "informational"},
     {.key = "torch_dtype", .type = LOOM_PARAM_STRING, .default_value = NULL, .doc = "informational"},
     {.key = NULL},
@@ -206,6 +208,11 @@ loom_status t5_configure(loom_model *self, const loom_config *cfg)
         return api->fail(self->host, LOOM_E_INVALID, "layer_norm_epsilon must be a number > 0");
     if (api->cfg_f64(cfg, "initializer_factor", &factor) == LOOM_CFG_WRONG_TYPE || !(factor > 0))
         return api->fail(self->host, LOOM_E_INVALID, "initializer_factor must be a number > 0");
+    double smoothing = 0.0;
+    if (api->cfg_f64(cfg, "label_smoothing_factor", &smoothing) == LOOM_CFG_WRONG_TYPE ||
+        !(smoothing >= 0 && smoothing < 1))
+        return api->fail(self->host, LOOM_E_INVALID, "label_smoothing_factor must be a number in [0, 1)");
+    self->smoothing = (float)smoothing;
     const char *proj = "relu";
     if (api->cfg_str(cfg, "feed_forward_proj", &proj) == LOOM_CFG_WRONG_TYPE) proj = "?";
     if (strcmp(proj, "relu") == 0) {

@@ -27,9 +27,14 @@ static loom_host host;
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
+/* label_smoothing_factor of the models make_cfg builds and of reference_forward's loss (HF's
+ * LabelSmoother); 0: none. */
+static double smoothing;
+
 static loom_config make_cfg(const char *hidden, const char *activation)
 {
     loom_config cfg = {.spec = desc->params};
+    if (smoothing > 0) cfg.entries[cfg.n++] = (test_cfg_entry){"label_smoothing_factor", LOOM_PARAM_FLOAT, "0.25"};
     cfg.entries[cfg.n++] = (test_cfg_entry){"input_size", LOOM_PARAM_INT, "5"};
     cfg.entries[cfg.n++] = (test_cfg_entry){"num_classes", LOOM_PARAM_INT, "3"};
     if (hidden) cfg.entries[cfg.n++] = (test_cfg_entry){"hidden_sizes", LOOM_PARAM_STRING, hidden};
@@ -119,9 +124,11 @@ static double reference_forward(const net *n, const float *params, const float *
             logits[b * CLASSES + c] = act[c];
             if (act[c] > max) max = act[c], best = c;
         }
-        for (int c = 0; c < CLASSES; c++) sum += exp(act[c] - max);
+        double mean = 0.0;
+        for (int c = 0; c < CLASSES; c++) sum += exp(act[c] - max), mean += act[c] / CLASSES;
         if (labels[b] != -100) {
-            loss += log(sum) - (act[labels[b]] - max);
+            const double lse = log(sum) + max;
+            loss += (1.0 - smoothing) * (lse - act[labels[b]]) + smoothing * (lse - mean);
             *n_correct += best == labels[b];
         }
     }
@@ -141,7 +148,7 @@ static void test_descriptor(void)
           vt->bind && vt->forward && vt->backward && vt->output_shape && vt->activation_bytes);
     int keys = 0;
     for (const loom_param_spec *s = desc->params; s->key; s++) keys++;
-    CHECK(keys == 4);
+    CHECK(keys == 5); /* input_size, num_classes, hidden_sizes, activation, label_smoothing_factor */
 }
 
 static void test_params(void)
@@ -416,6 +423,9 @@ int main(void)
     test_gradients("4,3", "gelu");
     test_gradients("", NULL);
     test_gradients("7", "relu");
+    smoothing = 0.25; /* make_cfg's "0.25": the smoothed loss and its finite differences */
+    test_gradients("4,3", "gelu");
+    smoothing = 0.0;
     test_errors();
     CHECK(host.live_allocations == 0);
     dlclose(so);

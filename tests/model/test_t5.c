@@ -27,6 +27,8 @@ enum { B = 3, S = 5, T = 4, V = 11 };
 static const int32_t inputs[B * S] = {3, 4, 5, 6, 1, 7, 2, 1, 0, 0, 9, 8, 10, 1, 0};
 static const int32_t mask[B * S] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0};
 static const int32_t labels[B * T] = {5, 6, 7, 1, 2, 1, -100, -100, 8, 9, 1, -100};
+/* label_smoothing_factor of the models make() builds. */
+static const char *smoothing = "0.0";
 
 static loom_model *make(int gated, const char *dropout)
 {
@@ -47,6 +49,7 @@ static loom_model *make(int gated, const char *dropout)
         {"feed_forward_proj", LOOM_PARAM_STRING, gated ? "gated-gelu" : "relu"},
         {"tie_word_embeddings", LOOM_PARAM_BOOL, gated ? "false" : "true"},
         {"decoder_start_token_id", LOOM_PARAM_INT, "0"},
+        {"label_smoothing_factor", LOOM_PARAM_FLOAT, smoothing},
     };
     for (size_t i = 0; i < sizeof e / sizeof *e; i++) cfg.entries[cfg.n++] = e[i];
     loom_model *m = NULL;
@@ -222,6 +225,36 @@ static void test_gradients(int gated, const char *dropout)
     free(grads);
 }
 
+/* Label smoothing: the loss is HF's LabelSmoother of the model's own logits, computed here. */
+static void test_smoothing(void)
+{
+    smoothing = "0.2";
+    loom_model *m = make(1, "0.0");
+    smoothing = "0.0";
+    float *params = bind_model(m, B, 6);
+    loom_batch batch = make_batch(inputs, mask, labels, B, S, T);
+    float logits[B * T * V];
+    loom_tensor_view out = {LOOM_HEADER_INIT(loom_tensor_view)};
+    out.data = logits, out.dtype = LOOM_DTYPE_F32, out.ndim = 3;
+    out.shape[0] = B, out.shape[1] = T, out.shape[2] = V;
+    loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, &batch, &r, &out) == LOOM_OK);
+    double want = 0.0;
+    for (int i = 0; i < B * T; i++) {
+        if (labels[i] == -100) continue;
+        const float *x = logits + i * V;
+        double max = x[0], sum = 0.0, mean = 0.0;
+        for (int v = 1; v < V; v++) max = fmax(max, x[v]);
+        for (int v = 0; v < V; v++) sum += exp(x[v] - max), mean += x[v] / (double)V;
+        const double lse = max + log(sum);
+        want += 0.8 * (lse - x[labels[i]]) + 0.2 * (lse - mean);
+    }
+    CHECK_CLOSE(r.loss_sum, want, 1e-5, 1e-5);
+    CHECK(r.n_targets == 9);
+    vt->destroy(m);
+    free(params);
+}
+
 /* (c) copy a random sequence: the loss must fall well below its start */
 static void test_training(void)
 {
@@ -360,6 +393,10 @@ int main(int argc, char **argv)
     test_gradients(1, "0.0");
     test_gradients(0, "0.3");
     test_gradients(1, "0.3");
+    smoothing = "0.2"; /* the smoothed gradient, dlogits = p - 0.8 onehot - 0.2 / V */
+    test_gradients(1, "0.0");
+    smoothing = "0.0";
+    test_smoothing();
     test_training();
     test_errors();
     CHECK(host.live_allocations == 0);
