@@ -80,6 +80,27 @@ class Seq2Seq(unittest.TestCase):
         self.train(other, "--do_train", "--max_steps", "12", "--logging_steps", "1", "--seed", "12")
         self.assertNotEqual([e["loss"] for e in history(other) if "loss" in e][-1], a[-1])
 
+    def test_length_grouped_orders_resume_exactly(self):
+        plain = os.path.join(self.tmp, "plain")
+        self.train(plain, "--do_train", "--max_steps", "12", "--logging_steps", "1")
+        random_order = [e["loss"] for e in history(plain) if "loss" in e]
+        for flag in ("--sortish_sampler", "--group_by_length"):
+            name = flag.strip("-")
+            full, part = os.path.join(self.tmp, name + "_full"), os.path.join(self.tmp, name + "_part")
+            args = ("--do_train", "--max_steps", "12", "--logging_steps", "1", "--save_steps", "6", flag)
+            self.train(full, *args)
+            self.train(part, *args)
+            shutil.rmtree(os.path.join(part, "checkpoint-12"))
+            self.train(part, *args, "--resume_from_checkpoint", os.path.join(part, "checkpoint-6"))
+            a = [e["loss"] for e in history(full) if "loss" in e]
+            b = [e["loss"] for e in history(part) if "loss" in e]
+            self.assertEqual(a, b, flag)
+            self.assertNotEqual(a, random_order, flag + " changes the order")
+        code, _, stderr = self.train(os.path.join(self.tmp, "both"), "--do_train", "--max_steps", "1",
+                                     "--sortish_sampler", "--group_by_length", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("--sortish_sampler and --group_by_length are both set", stderr)
+
     def test_bad_pair_files(self):
         cases = [('{"input_ids": [3, 1]}\n', ":1: no \"labels\""),
                  ('{"input_ids": [3, 1], "labels": [4, 1]}\n{"input_ids": [], "labels": [4]}\n', ":2: \"input_ids\" must be a non-empty"),
