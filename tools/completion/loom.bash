@@ -8,6 +8,11 @@ _loom()
         COMPREPLY=($(compgen -W "train evaluate predict plugins make-data convert tokenize launch consolidate plot version help" -- "$cur"))
         return
     fi
+    # Values with a fixed choice (loom tokenize's pair options).
+    case "${COMP_WORDS[COMP_CWORD-1]}" in
+        --source_split|--target_split) COMPREPLY=($(compgen -W "char space" -- "$cur")); return ;;
+        --truncation) COMPREPLY=($(compgen -W "true false" -- "$cur")); return ;;
+    esac
     if [[ "$cur" == --* ]]; then
         local flags
         flags=$("${COMP_WORDS[0]}" "$cmd" --help 2>/dev/null | grep -oE -- '--[a-z][a-z0-9_.-]*' | sort -u)
