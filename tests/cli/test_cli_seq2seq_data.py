@@ -162,6 +162,13 @@ class TokenizePairs(unittest.TestCase):
                       self.fails("--train_file", write_jsonl(self.path("ok.jsonl"), [good]), "--output_dir",
                                  self.path("x"), "--tokenizer_name", junk))
 
+    def test_train_points_text_pairs_to_tokenize(self):
+        path = write_jsonl(self.path("text_pairs.jsonl"), PAIRS)
+        code, _, stderr = loom("train", "--train_file", path, "--do_train", "--output_dir", self.path("tp"),
+                               "--vocab_size", "16", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn(path + ":1: text pairs, not token ids: tokenize them first (loom tokenize --train_file", stderr)
+
     @unittest.skipUnless(shutil.which("spm_train") and shutil.which("spm_encode"),
                          "Debian's sentencepiece (spm_train, spm_encode) is not installed")
     def test_sentencepiece_model_of_a_t5_folder(self):
