@@ -48,26 +48,28 @@ typedef struct options {
 
 void loom_tokenize_pairs_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: loom tokenize --train_file FILE.jsonl [--validation_file FILE.jsonl] [--test_file FILE.jsonl]\n"
-            "                     --output_dir OUT (--tokenizer_name T5_DIR|spiece.model | --char_vocab)\n"
-            "                     [--source_lang en --target_lang ro] [--source_prefix TEXT]\n"
-            "                     [--max_source_length 1024] [--max_target_length 128]\n"
-            "                     [--val_max_target_length N] [--truncation true|false]\n"
-            "                     [--vocab_file FILE] [--source_split char|space] [--target_split char|space]\n"
-            "\n"
-            "Tokenizes text pairs, JSON lines of {\"translation\": {\"en\": ..., \"ro\": ...}} (with\n"
-            "--source_lang/--target_lang) or {\"source\": ..., \"target\": ...}, into the pair files\n"
-            "`loom train` reads: OUT/train.jsonl, OUT/validation.jsonl, OUT/test.jsonl of\n"
-            "{\"input_ids\": [...], \"labels\": [...]}. Each side ends with </s>; a side longer than\n"
-            "its maximum is cut (or refused with --truncation false). --val_max_target_length\n"
-            "(default: --max_target_length) applies to the validation and test files.\n"
-            "--tokenizer_name: a SentencePiece model (the spiece.model of an HF T5 folder).\n"
-            "--char_vocab: a vocabulary of the data's characters (--source_split/--target_split\n"
-            "char, the default) or whitespace-separated tokens (space), written to\n"
-            "OUT/char_vocab.json (or --vocab_file) and reused when that file exists.\n"
-            "Files already tokenized ({\"input_ids\", \"labels\"}) need no tokenizing: give them to\n"
-            "`loom train --train_file` as they are. See docs/seq2seq.md.\n");
+    fprintf(out, "usage: loom tokenize --train_file FILE.jsonl [--validation_file FILE.jsonl]\n"
+                 "         [--test_file FILE.jsonl] --output_dir OUT\n"
+                 "         (--tokenizer_name T5_DIR|spiece.model | --char_vocab)\n"
+                 "         [--source_lang en --target_lang ro] [--source_prefix TEXT]\n"
+                 "         [--max_source_length 1024] [--max_target_length 128]\n"
+                 "         [--val_max_target_length N] [--truncation true|false]\n"
+                 "         [--vocab_file FILE] [--source_split char|space]\n"
+                 "         [--target_split char|space]\n"
+                 "\n"
+                 "Tokenizes text pairs, JSON lines of {\"translation\": {\"en\": ..., \"ro\": ...}}\n"
+                 "(with --source_lang/--target_lang) or {\"source\": ..., \"target\": ...}, into\n"
+                 "the pair files `loom train` reads: OUT/train.jsonl, OUT/validation.jsonl,\n"
+                 "OUT/test.jsonl of {\"input_ids\": [...], \"labels\": [...]}. Each side ends with\n"
+                 "</s>; a side longer than its maximum is cut (or refused with --truncation\n"
+                 "false). --val_max_target_length (default: --max_target_length) applies to the\n"
+                 "validation and test files. --source_prefix goes before every source.\n"
+                 "--tokenizer_name: a SentencePiece model (the spiece.model of an HF T5 folder).\n"
+                 "--char_vocab: a vocabulary of the data's characters (--source_split and\n"
+                 "--target_split char, the default) or whitespace-separated tokens (space),\n"
+                 "written to OUT/char_vocab.json (or --vocab_file) and reused when it exists.\n"
+                 "Files already tokenized ({\"input_ids\", \"labels\"}) need no tokenizing: give\n"
+                 "them to `loom train --train_file` as they are. See docs/seq2seq.md.\n");
 }
 
 static int bad_argument(const char *flag, const char *value)
