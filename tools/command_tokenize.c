@@ -17,18 +17,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: loom tokenize --input FILE.txt --vocab_dir DIR --output_dir OUT\n"
-            "                     [--validation_fraction 0.1] [--append_eot]\n"
-            "       loom tokenize --vocab_dir DIR --print (--text \"...\" | --input FILE)\n"
-            "       loom tokenize --vocab_dir DIR --decode \"ids...\"\n"
-            "\n"
-            "Encodes with GPT-2's byte-level BPE (DIR holds vocab.json + merges.txt, or\n"
-            "encoder.json + vocab.bpe; scripts/fetch-data.sh fetches them) and writes llm.c\n"
-            "token shards OUT/train.bin and OUT/validation.bin (the last\n"
-            "--validation_fraction of the tokens). --append_eot adds <|endoftext|> after the\n"
-            "text. --print writes the ids on one line; --decode writes the text.\n"
-            "--vocab_dir defaults to $LOOM_DATA_DIR/gpt2.\n");
+    fprintf(out, "usage: loom tokenize --input FILE.txt --vocab_dir DIR --output_dir OUT\n"
+                 "                     [--validation_fraction 0.1] [--append_eot]\n"
+                 "       loom tokenize --vocab_dir DIR --print (--text \"...\" | --input FILE)\n"
+                 "       loom tokenize --vocab_dir DIR --decode \"ids...\"\n"
+                 "\n"
+                 "Encodes with GPT-2's byte-level BPE (DIR holds vocab.json + merges.txt, or\n"
+                 "encoder.json + vocab.bpe; scripts/fetch-data.sh fetches them) and writes llm.c\n"
+                 "token shards OUT/train.bin and OUT/validation.bin (the last\n"
+                 "--validation_fraction of the tokens). --append_eot adds <|endoftext|> after the\n"
+                 "text. --print writes the ids on one line; --decode writes the text.\n"
+                 "--vocab_dir defaults to $LOOM_DATA_DIR/gpt2.\n"
+                 "\n");
+    loom_tokenize_pairs_usage(out);
 }
 
 static double now_seconds(void)
@@ -97,6 +98,11 @@ static int print_ids(const loom_bpe *bpe, const char *text, size_t len)
 
 int loom_command_tokenize(int argc, char **argv)
 {
+    /* Text pairs for sequence-to-sequence training (tokenize_pairs.c). */
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--train_file") || !strcmp(argv[i], "--validation_file") ||
+            !strcmp(argv[i], "--test_file"))
+            return loom_tokenize_pairs(argc, argv);
     const char *input = NULL, *vocab_dir = NULL, *output = NULL, *text = NULL, *decode = NULL;
     double validation_fraction = 0.1;
     int append_eot = 0, print = 0;

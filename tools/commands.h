@@ -13,6 +13,8 @@ int loom_command_plugins(int argc, char **argv);
 int loom_command_make_data(int argc, char **argv);
 int loom_command_convert(int argc, char **argv);
 int loom_command_tokenize(int argc, char **argv);
+int loom_tokenize_pairs(int argc, char **argv); /* tokenize --train_file ...: text pairs to pair files */
+void loom_tokenize_pairs_usage(FILE *out);
 int loom_command_launch(int argc, char **argv); /* torchrun: start the ranks of a command */
 int loom_command_consolidate(int argc, char **argv); /* zero_to_fp32: shards into one f32 model */
 int loom_command_plot(int argc, char **argv);   /* training curves: PNG + HTML */

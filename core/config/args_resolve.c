@@ -217,6 +217,11 @@ static loom_status check_enums(const loom_args *args, const loom__arg_origin *or
         (st = check_enum(ROW(fp16_opt_level), args->fp16_opt_level, SOURCE(fp16_opt_level), opt_levels,
                          COUNT(opt_levels), NULL, 0)) != LOOM_OK)
         return st;
+    if (args->sortish_sampler && args->group_by_length) {
+        char where[512];
+        return loom_error(LOOM_E_INVALID, "--sortish_sampler and --group_by_length are both set%s: pick one order",
+                          loom__where(SOURCE(group_by_length), where, sizeof where));
+    }
     if (args->fp16 && args->bf16) {
         char where[512];
         return loom_error(LOOM_E_INVALID, "--fp16 and --bf16 are both set%s: pick one precision",

@@ -81,6 +81,11 @@ static loom_status read_ids(const char *path, int64_t line, const cJSON *obj, co
                             int32_t **tokens, int64_t *len, int64_t *cap, int32_t *count)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!arr &&
+        (cJSON_GetObjectItemCaseSensitive(obj, "source") || cJSON_GetObjectItemCaseSensitive(obj, "translation")))
+        return loom_error(LOOM_E_FORMAT,
+                          "%s:%lld: text pairs, not token ids: tokenize them first (loom tokenize --train_file %s ...)",
+                          path, (long long)line, path);
     if (!arr)
         return loom_error(LOOM_E_FORMAT, "%s:%lld: no \"%s\" (a pair file has input_ids and labels)", path,
                           (long long)line, key);

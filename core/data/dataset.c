@@ -15,6 +15,7 @@
 #include "device.h"
 #include "error.h"
 #include "fileutil.h"
+#include "sampler_length.h"
 
 /* ---- classification files ---------------------------------------------------------------- */
 
@@ -122,14 +123,6 @@ loom_status loom_dataset_open(const char *path, int64_t block_size, loom_dataset
 
 /* ---- loader ------------------------------------------------------------------------------ */
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
                                  int drop_last, uint64_t seed)
 {
@@ -175,17 +168,19 @@ loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch)
         dl->order = malloc((size_t)(per_rank > 0 ? per_rank : 1) * sizeof *dl->order);
         if (!dl->order) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
     }
+    if (dl->shuffle && dl->sampler != LOOM_SAMPLER_RANDOM) {
+        loom_status st = loom_length_order(dl, epoch, dl->order, per_rank);
+        if (st != LOOM_OK) return st;
+        dl->order_len = per_rank;
+        dl->epoch = epoch;
+        return LOOM_OK;
+    }
     int64_t *perm = malloc((size_t)(n > 0 ? n : 1) * sizeof *perm);
     if (!perm) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     if (dl->shuffle) {
-        uint64_t state = dl->seed * 0x100000001b3ull ^ (uint64_t)epoch * 0x9e3779b97f4a7c15ull;
-        for (int64_t i = n - 1; i > 0; i--) {
-            int64_t j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
-            int64_t t = perm[i];
-            perm[i] = perm[j];
-            perm[j] = t;
-        }
+        uint64_t state = loom_order_state(dl->seed, epoch);
+        loom_shuffle(perm, n, &state);
     }
     for (int64_t i = 0; i < per_rank; i++) {
         int64_t global = i * world + dl->rank;

@@ -66,7 +66,14 @@ typedef struct loom_dataloader {
     int64_t *order;
     int64_t order_len;
     int64_t epoch;
+    /* The shuffled order (shuffle != 0): LOOM_SAMPLER_RANDOM (0, a permutation), or one that
+     * batches similar lengths together (core/data/sampler_length.h). */
+    int32_t sampler;
 } loom_dataloader;
+
+#define LOOM_SAMPLER_RANDOM 0          /* RandomSampler / DistributedSampler                 */
+#define LOOM_SAMPLER_SORTISH 1         /* --sortish_sampler: SortishSampler                   */
+#define LOOM_SAMPLER_GROUP_BY_LENGTH 2 /* --group_by_length: LengthGroupedSampler             */
 
 LOOM_API loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
                                           int drop_last, uint64_t seed);

@@ -39,12 +39,12 @@ class ErrorTest(LoomTestCase):
         self.assert_error(self.args("stray"), "stray")
 
     def test_feature_of_a_later_issue_is_refused_only_when_set(self):
-        self.assert_error(self.args("--group_by_length"), "--group_by_length", "not supported yet")
+        self.assert_error(self.args("--past_index", "1"), "--past_index", "not supported yet")
         self.assert_error(self.args("--fp16", "--bf16"), "--fp16 and --bf16")
         self.assert_error(self.args("--fp16", "--fp16_opt_level", "O4"), "fp16_opt_level", "O4")
         self.assert_error(self.args("--eval_delay", "2"), "--eval_delay", "not supported yet")
         self.assert_error(self.args("--deepspeed", "nosuch.json"), "--deepspeed", "nosuch.json")
-        code, _, _ = loom(*self.args("--group_by_length", "false", "--max_steps", "1"), check=False)
+        code, _, _ = loom(*self.args("--past_index", "-1", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0)
 
     def test_malformed_and_duplicate_json(self):

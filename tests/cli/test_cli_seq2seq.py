@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import unittest
 
-from loomtest import loom
+from loomtest import LOOM, free_port, loom, run
 
 TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
         "--num_layers", "2", "--dropout_rate", "0.1"]
@@ -79,6 +79,43 @@ class Seq2Seq(unittest.TestCase):
         other = os.path.join(self.tmp, "other")
         self.train(other, "--do_train", "--max_steps", "12", "--logging_steps", "1", "--seed", "12")
         self.assertNotEqual([e["loss"] for e in history(other) if "loss" in e][-1], a[-1])
+
+    def test_length_grouped_orders_resume_exactly(self):
+        plain = os.path.join(self.tmp, "plain")
+        self.train(plain, "--do_train", "--max_steps", "12", "--logging_steps", "1")
+        random_order = [e["loss"] for e in history(plain) if "loss" in e]
+        for flag in ("--sortish_sampler", "--group_by_length"):
+            name = flag.strip("-")
+            full, part = os.path.join(self.tmp, name + "_full"), os.path.join(self.tmp, name + "_part")
+            args = ("--do_train", "--max_steps", "12", "--logging_steps", "1", "--save_steps", "6", flag)
+            self.train(full, *args)
+            self.train(part, *args)
+            shutil.rmtree(os.path.join(part, "checkpoint-12"))
+            self.train(part, *args, "--resume_from_checkpoint", os.path.join(part, "checkpoint-6"))
+            a = [e["loss"] for e in history(full) if "loss" in e]
+            b = [e["loss"] for e in history(part) if "loss" in e]
+            self.assertEqual(a, b, flag)
+            self.assertNotEqual(a, random_order, flag + " changes the order")
+        code, _, stderr = self.train(os.path.join(self.tmp, "both"), "--do_train", "--max_steps", "1",
+                                     "--sortish_sampler", "--group_by_length", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("--sortish_sampler and --group_by_length are both set", stderr)
+
+    def test_length_grouped_order_under_two_ranks_resumes_exactly(self):
+        def launch(out, *extra):
+            run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(), "train", "--train_file",
+                self.train_file, "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "true",
+                "--ddp_timeout", "60", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--seed",
+                "11", *TINY, "--do_train", "--max_steps", "8", "--logging_steps", "1", "--save_steps", "4", *extra)
+
+        for flag in ("--sortish_sampler", "--group_by_length"):
+            full, part = os.path.join(self.tmp, "ranks_full"), os.path.join(self.tmp, "ranks_part")
+            launch(full, flag)
+            launch(part, flag)
+            shutil.rmtree(os.path.join(part, "checkpoint-8"))
+            launch(part, flag, "--resume_from_checkpoint", os.path.join(part, "checkpoint-4"))
+            self.assertEqual([e["loss"] for e in history(full) if "loss" in e],
+                             [e["loss"] for e in history(part) if "loss" in e], flag)
 
     def test_bad_pair_files(self):
         cases = [('{"input_ids": [3, 1]}\n', ":1: no \"labels\""),

@@ -315,10 +315,13 @@ static void test_validation(void)
 static void test_status_columns(void)
 {
     loom_args a;
-    CHECK(PARSE(&a, "--group_by_length") == LOOM_E_UNSUPPORTED);
-    CHECK(CONTAINS(loom_error_message(), "--group_by_length is not supported yet (length-grouped sampling: later)"));
+    CHECK(PARSE(&a, "--past_index", "1") == LOOM_E_UNSUPPORTED);
+    CHECK(CONTAINS(loom_error_message(), "--past_index is not supported yet (past_index (mems): later)"));
     loom_args_free(&a);
-    CHECK(PARSE(&a, "--group_by_length", "false") == LOOM_OK);
+    CHECK(PARSE(&a, "--past_index", "-1") == LOOM_OK);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--sortish_sampler", "--group_by_length") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "--sortish_sampler and --group_by_length are both set"));
     loom_args_free(&a);
     CHECK(PARSE(&a, "--fp16", "--bf16") == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "--fp16 and --bf16 are both set"));

@@ -12,6 +12,8 @@ _loom()
     case "${COMP_WORDS[COMP_CWORD-1]}" in
         --ddp_backend) COMPREPLY=($(compgen -W "nccl gloo" -- "$cur")); return ;;
         --include|--exclude) COMPREPLY=($(compgen -W "localhost:" -- "$cur")); compopt -o nospace 2>/dev/null; return ;;
+        --source_split|--target_split) COMPREPLY=($(compgen -W "char space" -- "$cur")); return ;;
+        --truncation) COMPREPLY=($(compgen -W "true false" -- "$cur")); return ;;
     esac
     if [[ "$cur" == --* ]]; then
         local flags

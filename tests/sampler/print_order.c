@@ -1,0 +1,43 @@
+/*
+ * print_order.c - prints a training loader's order of one epoch, for test_sampler_orders.py:
+ *   print_order FILE random|sortish|group_by_length BATCH SEED WORLD RANK EPOCH
+ * writes the example indices this rank reads, in order, on one line.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataset.h"
+#include "error.h"
+
+int main(int argc, char **argv)
+{
+    if (argc != 8) {
+        fprintf(stderr, "usage: print_order FILE random|sortish|group_by_length BATCH SEED WORLD RANK EPOCH\n");
+        return 2;
+    }
+    loom_dataset *ds = NULL;
+    loom_status st = loom_dataset_open(argv[1], 0, &ds);
+    if (st != LOOM_OK) {
+        fprintf(stderr, "%s\n", loom_error_message());
+        return 1;
+    }
+    loom_dataloader dl;
+    st = loom_dataloader_init(&dl, ds, atoll(argv[3]), 1, 0, (uint64_t)atoll(argv[4]));
+    dl.sampler = !strcmp(argv[2], "sortish")           ? LOOM_SAMPLER_SORTISH
+                 : !strcmp(argv[2], "group_by_length") ? LOOM_SAMPLER_GROUP_BY_LENGTH
+                                                       : LOOM_SAMPLER_RANDOM;
+    dl.world_size = atoi(argv[5]);
+    dl.rank = atoi(argv[6]);
+    if (st == LOOM_OK) st = loom_dataloader_set_epoch(&dl, atoll(argv[7]));
+    if (st != LOOM_OK) {
+        fprintf(stderr, "%s\n", loom_error_message());
+        return 1;
+    }
+    for (int64_t i = 0; i < dl.order_len; i++)
+        printf(i ? " %lld" : "%lld", (long long)dl.order[i]);
+    printf("\n");
+    loom_dataloader_free(&dl);
+    ds->destroy(ds);
+    return 0;
+}
