@@ -17,17 +17,20 @@
 #include "adam_common.h"
 
 typedef struct adam_coef {
-    int threads;
-    float grad_scale, weight_decay, beta1, one_minus_beta1, beta2, one_minus_beta2;
+    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
     float step_size, bias2_sqrt, eps;
 } adam_coef;
 
-static void adam_span(float *restrict p, const float *restrict g, float *restrict m,
-                      float *restrict v, int64_t n, const adam_coef c)
+static void adam_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+    const adam_coef c = *(const adam_coef *)coef;
+    const float weight_decay = (float)s->weight_decay;
+    float *restrict p = s->param + begin, *restrict m = s->state[0] + begin, *restrict v = s->state[1] + begin;
+    const float *restrict g = s->grad + begin;
+    const int64_t n = end - begin;
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.grad_scale + c.weight_decay * p[i];
+        float gi = g[i] * c.grad_scale + weight_decay * p[i];
         float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
         float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
         m[i] = mi;
@@ -46,7 +49,6 @@ static loom_status adam_step(loom_optimizer *self, const loom_span *spans, size_
         return st;
     double t = (double)step->step;
     adam_coef c = {
-        .threads = self->threads,
         .grad_scale = (float)step->grad_scale,
         .beta1 = (float)b1,
         .one_minus_beta1 = (float)(1.0 - b1),
@@ -56,11 +58,7 @@ static loom_status adam_step(loom_optimizer *self, const loom_span *spans, size_
         .bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t)),
         .eps = (float)self->eps,
     };
-    for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
-        c.weight_decay = (float)s->weight_decay;
-        adam_span(s->param, s->grad, s->state[0], s->state[1], s->numel, c);
-    }
+    optim_for_spans(spans, n_spans, self->threads, adam_piece, &c);
     return LOOM_OK;
 }
 

@@ -17,22 +17,26 @@
 #include "adam_common.h"
 
 typedef struct adamw_coef {
-    int threads;
-    float grad_scale, decay, beta1, one_minus_beta1, beta2, one_minus_beta2;
+    double lr; /* for the per-span decay 1 - lr*wd, rounded to float as before */
+    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
     float step_size, bias2_sqrt, eps;
 } adamw_coef;
 
-static void adamw_span(float *restrict p, const float *restrict g, float *restrict m,
-                       float *restrict v, int64_t n, const adamw_coef c)
+static void adamw_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+    const adamw_coef c = *(const adamw_coef *)coef;
+    const float decay = (float)(1.0 - c.lr * s->weight_decay);
+    float *restrict p = s->param + begin, *restrict m = s->state[0] + begin, *restrict v = s->state[1] + begin;
+    const float *restrict g = s->grad + begin;
+    const int64_t n = end - begin;
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i] * c.grad_scale;
         float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
         float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * c.decay - c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.eps));
+        p[i] = p[i] * decay - c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.eps));
     }
 }
 
@@ -46,7 +50,7 @@ static loom_status adamw_step(loom_optimizer *self, const loom_span *spans, size
         return st;
     double t = (double)step->step;
     adamw_coef c = {
-        .threads = self->threads,
+        .lr = step->lr,
         .grad_scale = (float)step->grad_scale,
         .beta1 = (float)b1,
         .one_minus_beta1 = (float)(1.0 - b1),
@@ -56,11 +60,7 @@ static loom_status adamw_step(loom_optimizer *self, const loom_span *spans, size
         .bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t)),
         .eps = (float)self->eps,
     };
-    for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
-        c.decay = (float)(1.0 - step->lr * s->weight_decay);
-        adamw_span(s->param, s->grad, s->state[0], s->state[1], s->numel, c);
-    }
+    optim_for_spans(spans, n_spans, self->threads, adamw_piece, &c);
     return LOOM_OK;
 }
 

@@ -19,15 +19,19 @@
 #include "adam_common.h"
 
 typedef struct adamw_hf_coef {
-    int threads;
+    double lr; /* for the per-span decay rate -lr*wd, rounded to float as before */
     float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
-    float step_size, eps, decay_rate;
+    float step_size, eps;
 } adamw_hf_coef;
 
-static void adamw_hf_span(float *restrict p, const float *restrict g, float *restrict m,
-                          float *restrict v, int64_t n, const adamw_hf_coef c)
+static void adamw_hf_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+    const adamw_hf_coef c = *(const adamw_hf_coef *)coef;
+    const float decay_rate = (float)(-c.lr * s->weight_decay);
+    float *restrict p = s->param + begin, *restrict m = s->state[0] + begin, *restrict v = s->state[1] + begin;
+    const float *restrict g = s->grad + begin;
+    const int64_t n = end - begin;
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i] * c.grad_scale;
         float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
@@ -36,7 +40,7 @@ static void adamw_hf_span(float *restrict p, const float *restrict g, float *res
         v[i] = vi;
         float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.eps));
         /* HF writes p.add_(p, alpha=-lr*wd): p + (-lr*wd)*p, kept in that form. */
-        p[i] = pi + c.decay_rate * pi;
+        p[i] = pi + decay_rate * pi;
     }
 }
 
@@ -53,7 +57,7 @@ static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, s
     if (self->correct_bias)
         step_size *= sqrt(1.0 - pow(self->beta2, t)) / (1.0 - pow(b1, t));
     adamw_hf_coef c = {
-        .threads = self->threads,
+        .lr = step->lr,
         .grad_scale = (float)step->grad_scale,
         .beta1 = (float)b1,
         .one_minus_beta1 = (float)(1.0 - b1),
@@ -62,11 +66,7 @@ static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, s
         .step_size = (float)step_size,
         .eps = (float)self->eps,
     };
-    for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
-        c.decay_rate = (float)(-step->lr * s->weight_decay);
-        adamw_hf_span(s->param, s->grad, s->state[0], s->state[1], s->numel, c);
-    }
+    optim_for_spans(spans, n_spans, self->threads, adamw_hf_piece, &c);
     return LOOM_OK;
 }
 

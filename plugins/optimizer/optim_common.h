@@ -12,10 +12,11 @@
 #include <loom/plugin.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 
-/* Above this many elements a span's loop is spread over OpenMP threads; below it the fork/join
- * costs more than the update. */
+/* Above this many elements (a span's, or a whole step's for optim_for_spans) the loop is spread
+ * over OpenMP threads; below it the fork/join costs more than the update. */
 #define OPTIM_PARALLEL_MIN ((int64_t)1 << 15)
 
 /* Checks shared by every update rule. The bias corrections divide by 1 - beta^t, so t must
@@ -82,6 +83,44 @@ static inline int optim_threads(loom_host *host, const loom_host_api *api)
 {
     int32_t n = api->num_threads ? api->num_threads(host) : 1;
     return n > 0 ? (int)n : 1;
+}
+
+/* Elements [begin, end) of span s, with the rule's per-step coefficients. */
+typedef void (*optim_piece_fn)(const loom_span *s, int64_t begin, int64_t end, const void *coef);
+
+/* Where thread t of nt starts in `total` elements: equal shares, cut on multiples of 16 floats
+ * (a 64-byte line for aligned arrays) so that neighbours rarely write the same cache line. */
+static inline int64_t optim_share_start(int64_t total, int t, int nt)
+{
+    return t >= nt ? total : (total / 16) * t / nt * 16;
+}
+
+/* Runs fn over every element of every span in ONE parallel region: the spans' elements, end
+ * to end, are cut into `threads` equal contiguous shares, so a thread may finish one span and
+ * start the next, and a step of many small spans still uses every thread for one fork/join
+ * (one region per span paid a fork/join for each, and ran every span below
+ * OPTIM_PARALLEL_MIN on one thread). Each element is updated once, by the same arithmetic
+ * wherever the cuts fall, so the results do not depend on the thread count.
+ * docs/benchmarks.md#adamw-bandwidth. */
+static inline void optim_for_spans(const loom_span *spans, size_t n_spans, int threads,
+                                   optim_piece_fn fn, const void *coef)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < n_spans; i++)
+        total += optim_span_at(spans, i)->numel;
+#pragma omp parallel num_threads(threads) if (threads > 1 && total > OPTIM_PARALLEL_MIN)
+    {
+        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t lo = optim_share_start(total, t, nt), hi = optim_share_start(total, t + 1, nt);
+        int64_t off = 0;
+        for (size_t i = 0; i < n_spans && off < hi; i++) {
+            const loom_span *s = optim_span_at(spans, i);
+            const int64_t b = lo > off ? lo - off : 0, e = hi - off < s->numel ? hi - off : s->numel;
+            if (b < e)
+                fn(s, b, e, coef);
+            off += s->numel;
+        }
+    }
 }
 
 /* The scheduler's momentum (NaN = none) overrides the configured one for this step only. */

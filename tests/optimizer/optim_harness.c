@@ -182,3 +182,69 @@ done:
     free(span_mem);
     return mismatches;
 }
+
+#define AGREE_SPANS 41
+
+int optim_threads_agree(const char *name, const char *const *kv)
+{
+    /* Sizes that put the threads' cuts inside spans, on span edges and around empty spans. */
+    int64_t numel[AGREE_SPANS], total = 0;
+    for (int i = 0; i < AGREE_SPANS; i++) {
+        numel[i] = i % 6 == 0 ? 0 : (i * 7919) % 6007 + 1;
+        if (i == 20) numel[i] = 40000;
+        total += numel[i];
+    }
+    const int counts[4] = {1, 2, 3, 7};
+    const size_t bytes = (size_t)total * sizeof(float);
+    float *first = malloc(bytes * (LOOM_MAX_STATE_SLOTS + 1)), *mine = malloc(bytes * (LOOM_MAX_STATE_SLOTS + 1));
+    float *grad = malloc(bytes);
+    int agree = first && mine && grad;
+    for (int c = 0; c < 4 && agree; c++) {
+        loom_host_set_threads(counts[c]);
+        optim_fixture f;
+        float *buf = c == 0 ? first : mine;
+        if (optim_open(&f, name, kv) != LOOM_OK) {
+            agree = 0;
+            break;
+        }
+        uint32_t slots = f.vt->state_slots;
+        memset(buf, 0, bytes * (slots + 1));
+        loom_span spans[AGREE_SPANS];
+        int64_t off = 0;
+        for (int i = 0; i < AGREE_SPANS; i++) {
+            float *st[LOOM_MAX_STATE_SLOTS] = {0};
+            for (uint32_t k = 0; k < slots && numel[i]; k++)
+                st[k] = buf + (size_t)(k + 1) * (size_t)total + (size_t)off;
+            spans[i] = optim_span("s", numel[i] ? buf + off : NULL, numel[i] ? grad + off : NULL, st, slots,
+                                  numel[i], i % 2 ? 0.0 : 0.01);
+            off += numel[i];
+        }
+        for (int64_t i = 0; i < total; i++)
+            buf[i] = optim_test_param(i);
+        for (int64_t t = 1; t <= 3 && agree; t++) {
+            for (int64_t i = 0; i < total; i++)
+                grad[i] = optim_test_grad(i, t);
+            loom_optimizer_step step = optim_step_args(t, 1e-2, t == 2 ? 0.5 : 1.0, NAN);
+            if (f.vt->step(f.opt, spans, AGREE_SPANS, &step) != LOOM_OK) {
+                fprintf(stderr, "%s, %d threads: step %lld: %s\n", name, counts[c], (long long)t, loom_error_message());
+                agree = 0;
+            }
+        }
+        if (c == 0 && agree && buf[total / 2] == optim_test_param(total / 2)) {
+            fprintf(stderr, "%s: the parameters did not move\n", name);
+            agree = 0;
+        }
+        for (int64_t i = 0; c > 0 && agree && i < total * (int64_t)(slots + 1); i++)
+            if (memcmp(&first[i], &mine[i], sizeof(float))) {
+                fprintf(stderr, "%s, %d threads: element %lld of array %lld is %.9g, with 1 thread %.9g\n", name,
+                        counts[c], (long long)(i % total), (long long)(i / total), (double)mine[i], (double)first[i]);
+                agree = 0;
+            }
+        optim_close(&f);
+    }
+    loom_host_set_threads(0);
+    free(first);
+    free(mine);
+    free(grad);
+    return agree;
+}

@@ -58,6 +58,12 @@ typedef struct optim_compare_args {
 } optim_compare_args;
 int optim_compare(const optim_fixture *f, const optim_compare_args *a);
 
+/* Three steps of `name` (config pairs kv as optim_open) over 41 spans of mixed sizes, empty
+ * ones (with NULL arrays) among them, about 2^17 elements in all, run with 1, 2, 3 and 7
+ * threads. Returns 1 when every thread count leaves param and state with the very bits of the
+ * one-thread run (and the parameters moved), 0 otherwise with the first difference printed. */
+int optim_threads_agree(const char *name, const char *const *kv);
+
 /* The gradient fed at element i of step t by optim_compare (also usable for hand checks). */
 float optim_test_grad(int64_t i, int64_t t);
 float optim_test_param(int64_t i);

@@ -103,5 +103,6 @@ int main(void)
     test_against_reference(5);
     test_against_reference((1 << 15) + 17);
     test_rejections();
+    CHECK(optim_threads_agree("adam", NULL)); /* one parallel region cut across spans */
     return test_finish("test_adam");
 }

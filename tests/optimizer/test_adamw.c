@@ -158,5 +158,6 @@ int main(void)
     test_against_reference((1 << 16) + 3, 0);      /* the OpenMP path */
     test_grad_scale();
     test_rejections();
+    CHECK(optim_threads_agree("adamw", NULL)); /* one parallel region cut across spans */
     return test_finish("test_adamw");
 }

@@ -101,5 +101,6 @@ int main(void)
     static const char *const bad[] = {"correct_bias", "maybe", NULL};
     CHECK(optim_open(&f, "adamw_hf", bad) == LOOM_E_INVALID); /* not a boolean */
     optim_close(&f);
+    CHECK(optim_threads_agree("adamw_hf", NULL)); /* one parallel region cut across spans */
     return test_finish("test_adamw_hf");
 }
