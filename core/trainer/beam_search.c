@@ -288,17 +288,24 @@ static loom_status model_reorder(void *context, const int32_t *rows)
     return md->vt->reorder_cache(md->m, rows);
 }
 
-loom_status loom_trainer_generate_batch(loom_trainer *t, const loom_batch *sources, const loom_beam_config *config,
-                                        int32_t *out, int64_t *lengths)
+loom_status loom_trainer_generation_ids(loom_trainer *t, loom_generation_ids *ids)
 {
     const loom_model_vtable *mv = t->model.vtable;
     if (!LOOM_HAS(mv, loom_model_vtable, reorder_cache) || !mv->generation_ids || !mv->encode || !mv->decode_rows)
         return loom_error(LOOM_E_UNSUPPORTED,
-                          "model '%s' cannot generate from a source (no encode/decode_rows/reorder_cache, ABI 1.4): "
-                          "--predict_with_generate needs an encoder-decoder model such as t5",
+                          "--predict_with_generate: model '%s' cannot generate from a source (it has no encode / "
+                          "decode_rows / reorder_cache, ABI 1.4); use an encoder-decoder model such as t5",
                           t->model.plugin->desc->name);
-    loom_generation_ids ids = {LOOM_HEADER_INIT(loom_generation_ids)};
-    loom_status st = mv->generation_ids(t->model.instance, &ids);
+    *ids = (loom_generation_ids){LOOM_HEADER_INIT(loom_generation_ids)};
+    return mv->generation_ids(t->model.instance, ids);
+}
+
+loom_status loom_trainer_generate_batch(loom_trainer *t, const loom_batch *sources, const loom_beam_config *config,
+                                        int32_t *out, int64_t *lengths)
+{
+    const loom_model_vtable *mv = t->model.vtable;
+    loom_generation_ids ids;
+    loom_status st = loom_trainer_generation_ids(t, &ids);
     if (st != LOOM_OK) return st;
     loom_beam_config c = *config;
     c.decoder_start_token_id = ids.decoder_start_token_id;

@@ -42,6 +42,10 @@ typedef struct loom_decoder_fns {
 loom_status loom_beam_search(const loom_beam_config *config, int64_t batch, int64_t vocab,
                              const loom_decoder_fns *decoder, int32_t *out, int64_t *lengths, double *scores);
 
+/* The model's start, eos and pad ids; LOOM_E_UNSUPPORTED when it cannot generate from a
+ * source (no ABI 1.4 encode / decode_rows / reorder_cache). */
+loom_status loom_trainer_generation_ids(loom_trainer *t, loom_generation_ids *ids);
+
 /* The same over the trainer's model (its ABI 1.4 encode / decode_rows / reorder_cache):
  * encode sources (a batch of the eval or test loader), then search. The ids (start, eos, pad)
  * come from the model's generation_ids; config's are ignored. */

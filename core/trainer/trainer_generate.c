@@ -51,14 +51,7 @@ loom_status loom_generation_pass_init(loom_trainer *t, loom_generation_pass *g, 
 {
     memset(g, 0, sizeof *g);
     loom_beam_config_from_args(&t->args, &g->config);
-    const loom_model_vtable *mv = t->model.vtable;
-    if (!LOOM_HAS(mv, loom_model_vtable, reorder_cache) || !mv->generation_ids || !mv->encode || !mv->decode_rows)
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "--predict_with_generate: model '%s' cannot generate from a source (it has no encode / "
-                          "decode_rows / reorder_cache, ABI 1.4); use an encoder-decoder model such as t5",
-                          t->model.plugin->desc->name);
-    g->ids = (loom_generation_ids){LOOM_HEADER_INIT(loom_generation_ids)};
-    loom_status st = mv->generation_ids(t->model.instance, &g->ids);
+    loom_status st = loom_trainer_generation_ids(t, &g->ids);
     if (st != LOOM_OK) return st;
     if (g->config.num_beams < 1)
         return loom_error(LOOM_E_INVALID, "--generation_num_beams / --num_beams must be >= 1 (got %lld)",
