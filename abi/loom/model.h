@@ -210,9 +210,11 @@ typedef struct loom_model_vtable {
     /* ---- ABI 1.4: encoder-decoder generation with a key/value cache
      * (docs/seq2seq.md#generation). A model fills all four of these or none; a host checks
      * LOOM_HAS(v, loom_model_vtable, reorder_cache) and the other three before use (a 1.3
-     * plugin's vtable is shorter). They use the memory bind() allocated for the encoder, so
-     * a forward/backward in between ends the generation (encode again) and must not run
-     * concurrently. One thread per instance. ---- */
+     * plugin's vtable is shorter). A model may run its encoder in the activations bind()
+     * allocated, so a forward/backward in between may end the generation (encode again),
+     * and none may run concurrently with another call. Errors (LOOM_E_INVALID for bad
+     * arguments or order, LOOM_E_NOMEM) go through the host's fail(). One thread per
+     * instance. ---- */
 
     /* Optional (NULL: the host cannot generate with this model as an encoder-decoder). The
      * decoder start, end-of-sequence and padding ids, as the model's configuration says.
