@@ -93,6 +93,35 @@ class Generate(unittest.TestCase):
         self.assertEqual(metrics["eval_exact_match"], beams["test_exact_match"])
         self.assertEqual(metrics["eval_bleu"], beams["test_bleu"])
 
+    def test_text_through_the_tokenizer(self):
+        """With --tokenizer_name, generated_predictions.txt holds the BPE's text of the ids."""
+        # GPT-2's byte alphabet (bytes_to_unicode), ids chosen so that 3..12 are 'a'..'j'.
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+            list(range(ord("\xae"), ord("\xff") + 1))
+        cs, n = bs[:], 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        byte_char = dict(zip(bs, map(chr, cs)))
+        order = [ord(c) for c in "xyzabcdefghij"] + [b for b in range(256) if chr(b) not in "xyzabcdefghij"]
+        vocab = {byte_char[b]: i for i, b in enumerate(order)}
+        tok = os.path.join(self.tmp, "tok")
+        os.makedirs(tok, exist_ok=True)
+        with open(os.path.join(tok, "vocab.json"), "w") as f:
+            json.dump(vocab, f)
+        with open(os.path.join(tok, "merges.txt"), "w") as f:
+            f.write("#version: 0.2\n")
+        _, ids = self.predict(os.path.join(self.tmp, "ids"), "--generation_max_length", "8")
+        out = os.path.join(self.tmp, "text")
+        loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file, "--output_dir", out,
+             "--disable_tqdm", "true", "--predict_with_generate", "--per_device_eval_batch_size", "8",
+             "--generation_max_length", "8", "--tokenizer_name", tok)
+        with open(os.path.join(out, "generated_predictions.txt")) as f:
+            text = f.read().split("\n")[:-1]
+        self.assertEqual(text, ["".join(chr(order[i]) for i in row) for row in ids])
+
     def test_max_length_cuts(self):
         _, lines = self.predict(os.path.join(self.tmp, "short"), "--max_length", "3", "--num_beams", "2")
         self.assertTrue(all(len(l) <= 2 for l in lines))
