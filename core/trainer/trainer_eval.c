@@ -130,10 +130,6 @@ static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals,
 {
     char key[96];
     loom_metrics_clear(metrics);
-    for (size_t i = 0; i < gen_metrics->count; i++) {
-        loom_status st = loom_metrics_set(metrics, gen_metrics->keys[i], gen_metrics->values[i]);
-        if (st != LOOM_OK) return st;
-    }
     if (totals->targets > 0) {
         double loss = totals->loss_sum / (double)totals->targets;
         snprintf(key, sizeof key, "%s_loss", prefix);
@@ -147,6 +143,10 @@ static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals,
             snprintf(key, sizeof key, "%s_accuracy", prefix);
             loom_metrics_set(metrics, key, (double)totals->correct / (double)totals->targets);
         }
+    }
+    for (size_t i = 0; i < gen_metrics->count; i++) { /* after the loss, as HF orders them */
+        loom_status st = loom_metrics_set(metrics, gen_metrics->keys[i], gen_metrics->values[i]);
+        if (st != LOOM_OK) return st;
     }
     if (t->hooks.compute_metrics && predictions && !t->args.prediction_loss_only) {
         loom_status st = t->hooks.compute_metrics(t, predictions, prefix, metrics);
