@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import unittest
 
-from loomtest import loom
+from loomtest import LOOM, free_port, loom, run
 
 TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
         "--num_layers", "2", "--dropout_rate", "0.0"]
@@ -121,6 +121,25 @@ class Generate(unittest.TestCase):
         with open(os.path.join(out, "generated_predictions.txt")) as f:
             text = f.read().split("\n")[:-1]
         self.assertEqual(text, ["".join(chr(order[i]) for i in row) for row in ids])
+
+    def test_two_ranks_report_the_whole_set(self):
+        """Each rank generates its shard and writes its file; the metrics are over all examples."""
+        one, lines = self.predict(os.path.join(self.tmp, "one"), "--num_beams", "2", "--max_length", "8")
+        out = os.path.join(self.tmp, "two")
+        run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(), LOOM, "predict",
+            "--model_name_or_path", self.model_dir, "--test_file", self.dev_file, "--output_dir", out,
+            "--disable_tqdm", "true", "--predict_with_generate", "--per_device_eval_batch_size", "8",
+            "--num_beams", "2", "--max_length", "8")
+        with open(os.path.join(out, "test_results.json")) as f:
+            two = json.load(f)
+        for key in ("test_bleu", "test_rouge1", "test_rougeL", "test_exact_match", "test_token_error_rate",
+                    "test_gen_len"):
+            self.assertAlmostEqual(two[key], one[key], places=9)
+        shards = []
+        for rank in (0, 1):
+            with open(os.path.join(out, "generated_predictions-rank%d.txt" % rank)) as f:
+                shards.append([[int(x) for x in l.split()] for l in f.read().split("\n")[:-1]])
+        self.assertEqual(sorted(shards[0] + shards[1]), sorted(lines))
 
     def test_max_length_cuts(self):
         _, lines = self.predict(os.path.join(self.tmp, "short"), "--max_length", "3", "--num_beams", "2")
