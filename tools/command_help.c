@@ -83,8 +83,21 @@ static const char *const g_distributed[] = {"local_rank", "ddp_backend", "ddp_ti
                                             "ddp_find_unused_parameters", "sharded_ddp", "fsdp", "fsdp_config",
                                             "tpu_num_cores", "tpu_metrics_debug", NULL};
 static const char *const g_deepspeed[] = {"deepspeed", NULL};
-static const char *const g_generate[] = {"generate", "prompt", "max_new_tokens", "do_sample", "temperature",
-                                         "top_k", "top_p", NULL};
+static const char *const g_generate[] = {"predict_with_generate",
+                                         "generation_max_length",
+                                         "generation_num_beams",
+                                         "max_length",
+                                         "num_beams",
+                                         "length_penalty",
+                                         "early_stopping",
+                                         "generate",
+                                         "prompt",
+                                         "max_new_tokens",
+                                         "do_sample",
+                                         "temperature",
+                                         "top_k",
+                                         "top_p",
+                                         NULL};
 
 static const help_group groups[] = {
     {"Run, model and data", g_run}, {"Training", g_train},   {"Evaluation", g_eval},

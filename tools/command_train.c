@@ -20,6 +20,7 @@
 #include "host.h"
 #include "plugin_config.h"
 #include "trainer.h"
+#include "trainer_generate.h"
 
 /* HF's metrics_format + log_metrics: runtimes as h:mm:ss.cc, total_flos in GF, other floats
  * rounded to 4 decimals, keys and values in aligned columns. The JSON files keep every digit. */
@@ -306,12 +307,27 @@ int loom_command_train(const char *mode, int argc, char **argv)
         if (st == LOOM_OK && t->state.is_world_process_zero && predictions.n_rows > 0)
             st = loom_trainer_write_predictions(t, &predictions, path);
         int predictions_written = predictions.n_rows > 0;
+        /* HF's run_translation / run_summarization: generated_predictions.txt, one line per
+         * example. With several ranks each writes its own shard, -rank<N> in the name. */
+        char gen_path[4096];
+        int generated_written = 0;
+        if (st == LOOM_OK && t->args.predict_with_generate) {
+            char name[64];
+            if (t->world_size > 1)
+                snprintf(name, sizeof name, "generated_predictions-rank%d.txt", (int)t->rank);
+            else
+                snprintf(name, sizeof name, "generated_predictions.txt");
+            st = loom_path_join(gen_path, sizeof gen_path, t->args.output_dir, name);
+            if (st == LOOM_OK) st = loom_write_generated_predictions(&predictions, gen_path);
+            generated_written = st == LOOM_OK;
+        }
         loom_predictions_free(&predictions);
         if (st != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "test", &metrics)) != LOOM_OK) goto fail_running;
         if (t->state.is_world_process_zero) {
             print_metrics("test", &metrics);
             if (predictions_written) printf("loom: wrote %s\n", path);
+            if (generated_written) printf("loom: wrote %s\n", gen_path);
         }
     }
     loom_trainer_destroy(t);

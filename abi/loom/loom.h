@@ -78,7 +78,10 @@ extern "C" {
  *      (loom_backend_service: the bound backend for plugins that copy their own bytes);
  *      kernels.h softmax_cross_entropy_smoothed_forward / _backward / _backward_cast and
  *      classifier_smoothed (HF's label smoothing); attention_flash_forward_dropout /
- *      attention_flash_backward_dropout (GPT-2's attention dropout, masks drawn again). */
+ *      attention_flash_backward_dropout (GPT-2's attention dropout, masks drawn again);
+ *      model.h generation_ids / encode / decode_rows / reorder_cache and loom_generation_ids
+ *      (encoder-decoder generation: the encoder once, the decoder stepped over a key/value
+ *      cache of B x num_beams rows, beam reordering). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

@@ -111,6 +111,17 @@ typedef struct loom_forward_result {
                                     the model has no notion of accuracy                    */
 } loom_forward_result;
 
+/* The token ids generation needs from an encoder-decoder model (HF's config keys of the same
+ * names). Written by the plugin through generation_ids; out->struct_size set by the host.
+ * Since ABI 1.4. */
+typedef struct loom_generation_ids {
+    LOOM_STRUCT_HEADER;
+    int32_t decoder_start_token_id; /* the decoder's first input token                     */
+    int32_t eos_token_id;           /* ends a hypothesis; -1: the model has none           */
+    int32_t pad_token_id;           /* fills a finished row                                */
+    int32_t reserved1;              /* 0                                                   */
+} loom_generation_ids;
+
 typedef struct loom_model loom_model; /* plugin-private instance */
 
 typedef struct loom_model_vtable {
@@ -195,6 +206,42 @@ typedef struct loom_model_vtable {
                               const loom_grad_sink *sink, loom_forward_result *result);
 
     /* ABI 1.4+: append below. */
+
+    /* ---- ABI 1.4: encoder-decoder generation with a key/value cache
+     * (docs/seq2seq.md#generation). A model fills all four of these or none; a host checks
+     * LOOM_HAS(v, loom_model_vtable, reorder_cache) and the other three before use (a 1.3
+     * plugin's vtable is shorter). A model may run its encoder in the activations bind()
+     * allocated, so a forward/backward in between may end the generation (encode again),
+     * and none may run concurrently with another call. Errors (LOOM_E_INVALID for bad
+     * arguments or order, LOOM_E_NOMEM) go through the host's fail(). One thread per
+     * instance. ---- */
+
+    /* Optional (NULL: the host cannot generate with this model as an encoder-decoder). The
+     * decoder start, end-of-sequence and padding ids, as the model's configuration says.
+     * out->struct_size set by the host. MT-safe. Since 1.4. */
+    loom_status (*generation_ids)(const loom_model *self, loom_generation_ids *out);
+    /* Optional (NULL with generation_ids). Run the encoder once over sources->inputs I32
+     * [B, S] (and sources->attention_mask when its data is not NULL; labels and
+     * decoder_input_ids are ignored; B and S within the bound sizes) and start a generation
+     * of B * num_beams decoder rows: row r belongs to source r / num_beams. The cross-attention
+     * keys and values of every decoder block are computed here, once per source; the
+     * self-attention cache is emptied and sized for max_positions decoder tokens (at most the
+     * model's context). Memory for the cache is allocated here through the host and kept
+     * until the next encode or destroy. `sources` is borrowed for the call only. Dropout is
+     * off. Since 1.4. */
+    loom_status (*encode)(loom_model *self, const loom_batch *sources, int64_t num_beams, int64_t max_positions);
+    /* Optional (NULL with generation_ids). Feed one token per row (tokens[B * num_beams],
+     * borrowed) at the next decoder position (the first call: position 0, normally
+     * decoder_start_token_id) and write every row's next-token logits (F32 [B * num_beams,
+     * vocab_size], the caller's memory). Each row attends to its own cached tokens and to its
+     * source. Fails past max_positions or before encode. Since 1.4. */
+    loom_status (*decode_rows)(loom_model *self, const int32_t *tokens, float *logits);
+    /* Optional (NULL with generation_ids). Beam reordering (HF's _reorder_cache): afterwards
+     * row r holds the self-attention cache row rows[r] held before, for every decoder
+     * position fed so far (rows may repeat; I32 [B * num_beams], borrowed). rows[r] must
+     * belong to the same source as r (rows[r] / num_beams == r / num_beams): the cross-
+     * attention keys and values are per source and never move. Since 1.4. */
+    loom_status (*reorder_cache)(loom_model *self, const int32_t *rows);
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
@@ -203,7 +250,9 @@ LOOM_STATIC_ASSERT(offsetof(loom_batch, attention_mask) == 240, "loom_batch layo
 LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 144, "model vtable layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_model_vtable, train_step) == 136, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 176, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_generation_ids) == 32, "loom_generation_ids layout changed");
 #endif
 
 #ifdef __cplusplus

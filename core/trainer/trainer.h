@@ -54,6 +54,15 @@ typedef struct loom_predictions {
     int32_t *labels;     /* n_rows labels                            */
     int64_t n_rows;
     int64_t row_size;
+    /* --predict_with_generate (docs/seq2seq.md#generation): the generated ids of every
+     * example of this rank in order, [n_generated, generated_stride] padded after
+     * generated_lengths[i] (eos included), and their text (decode_tokens, special tokens
+     * left out). NULL / 0 otherwise. */
+    int32_t *generated;
+    int64_t *generated_lengths;
+    int64_t generated_stride;
+    char **generated_texts;
+    int64_t n_generated;
 } loom_predictions;
 
 typedef struct loom_trainer_hooks {
@@ -90,6 +99,12 @@ typedef struct loom_trainer_hooks {
                                    loom_metrics *metrics);
     /* Free for the user's hooks. */
     void *user_data;
+    /* Text of token ids, special tokens already left out (*text malloc'ed, the caller frees):
+     * --predict_with_generate's metrics and generated_predictions.txt. The default decodes with
+     * the run's GPT-2 BPE (vocab.json + merges.txt in --tokenizer_name, else in
+     * --model_name_or_path) and otherwise writes the ids as decimal numbers separated by
+     * spaces. Other tokenizers (SentencePiece, a character vocabulary) plug in here. */
+    loom_status (*decode_tokens)(loom_trainer *t, const int32_t *ids, size_t n, char **text);
 } loom_trainer_hooks;
 
 /* One created plugin: its descriptor, host context, instance and vtable. */
@@ -213,6 +228,11 @@ struct loom_trainer {
     const struct loom_plugin *backend_plugin; /* a backend named with --plugin, or NULL      */
     uint32_t device;                /* LOOM_DEVICE_* of parameters, gradients, states, batches */
     int32_t device_index;
+
+    /* The default decode_tokens' tokenizer, loaded on first use (owned; loom_bpe *), and
+     * whether a load was tried. */
+    void *text_tokenizer;
+    int text_tokenizer_tried;
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).

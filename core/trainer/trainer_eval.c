@@ -10,16 +10,21 @@
 
 #include "error.h"
 #include "fileutil.h"
+#include "trainer_generate.h"
 #include "trainer_internal.h"
 
 void loom_predictions_free(loom_predictions *p)
 {
     free(p->outputs);
     free(p->labels);
+    for (int64_t i = 0; i < p->n_generated; i++)
+        free(p->generated_texts[i]);
+    free(p->generated);
+    free(p->generated_lengths);
+    free(p->generated_texts);
     memset(p, 0, sizeof *p);
 }
 
-/* One pass over a loader: sums, and the predictions when keep != NULL. */
 typedef struct pass_totals {
     double loss_sum;
     int64_t targets;
@@ -29,9 +34,14 @@ typedef struct pass_totals {
     double seconds;
 } pass_totals;
 
+/* One pass over a loader: sums, and the predictions when keep != NULL. With
+ * --predict_with_generate, also generation from every batch (its text metrics into gen_metrics,
+ * its sequences into `generated` when not NULL). */
 static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *prefix, loom_predictions *keep,
-                            pass_totals *totals)
+                            pass_totals *totals, loom_predictions *generated, loom_metrics *gen_metrics)
 {
+    loom_generation_pass gen;
+    memset(&gen, 0, sizeof gen);
     memset(totals, 0, sizeof *totals);
     totals->correct = 0;
     int counts_correct = 1;
@@ -39,6 +49,8 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
     loom_status st = loom_batch_buffer_init(&buf, dl->dataset, dl->batch_size);
     if (st != LOOM_OK) return st;
     if ((st = loom_dataloader_set_epoch(dl, 0)) != LOOM_OK) goto done;
+    if (t->args.predict_with_generate && (st = loom_generation_pass_init(t, &gen, dl->batch_size)) != LOOM_OK)
+        goto done;
     int64_t n_batches = loom_dataloader_len(dl);
     int64_t row_size = 0;
     const loom_model_vtable *mv = t->model.vtable;
@@ -79,6 +91,9 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
             out_view = &outputs;
         }
         if ((st = t->hooks.prediction_step(t, &buf.batch, &result, out_view)) != LOOM_OK) goto done;
+        if (t->args.predict_with_generate &&
+            (st = loom_generation_pass_batch(t, &gen, &buf.batch, generated)) != LOOM_OK)
+            goto done;
         if (keep) {
             memcpy(keep->labels + keep->n_rows, buf.labels, (size_t)buf.batch.batch_size * sizeof(int32_t));
             keep->n_rows += buf.batch.batch_size;
@@ -102,13 +117,16 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
     totals->correct = (int64_t)sums[2];
     totals->examples = (int64_t)sums[3];
     if (sums[4] > 0) totals->correct = -1;
+    if (t->args.predict_with_generate) st = loom_generation_pass_finish(t, &gen, prefix, gen_metrics);
 done:
+    loom_generation_pass_free(&gen);
     loom_batch_buffer_free(&buf);
     return st;
 }
 
 static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals, const char *prefix,
-                                     const loom_predictions *predictions, int language_model, loom_metrics *metrics)
+                                     const loom_predictions *predictions, int language_model,
+                                     const loom_metrics *gen_metrics, loom_metrics *metrics)
 {
     char key[96];
     loom_metrics_clear(metrics);
@@ -125,6 +143,10 @@ static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals,
             snprintf(key, sizeof key, "%s_accuracy", prefix);
             loom_metrics_set(metrics, key, (double)totals->correct / (double)totals->targets);
         }
+    }
+    for (size_t i = 0; i < gen_metrics->count; i++) { /* after the loss, as HF orders them */
+        loom_status st = loom_metrics_set(metrics, gen_metrics->keys[i], gen_metrics->values[i]);
+        if (st != LOOM_OK) return st;
     }
     if (t->hooks.compute_metrics && predictions && !t->args.prediction_loss_only) {
         loom_status st = t->hooks.compute_metrics(t, predictions, prefix, metrics);
@@ -147,10 +169,13 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
     if ((st = t->hooks.get_eval_dataloader(t, &dl)) != LOOM_OK) return st;
     loom_predictions predictions = {0};
     pass_totals totals;
-    st = run_pass(t, &dl, metric_key_prefix, t->hooks.compute_metrics ? &predictions : NULL, &totals);
+    loom_metrics gen_metrics;
+    loom_metrics_clear(&gen_metrics);
+    st = run_pass(t, &dl, metric_key_prefix, t->hooks.compute_metrics ? &predictions : NULL, &totals,
+                  t->hooks.compute_metrics ? &predictions : NULL, &gen_metrics);
     if (st == LOOM_OK)
-        st =
-            totals_to_metrics(t, &totals, metric_key_prefix, &predictions, dl.dataset->labels_per_example > 1, metrics);
+        st = totals_to_metrics(t, &totals, metric_key_prefix, &predictions, dl.dataset->labels_per_example > 1,
+                               &gen_metrics, metrics);
     loom_predictions_free(&predictions);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
@@ -168,8 +193,10 @@ loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions,
     pass_totals totals;
     /* A language model's outputs are [T, vocab] per example: scoring keeps only the metrics. */
     int language_model = dl.dataset->labels_per_example > 1;
-    st = run_pass(t, &dl, "test", language_model ? NULL : predictions, &totals);
-    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, "test", predictions, language_model, metrics);
+    loom_metrics gen_metrics;
+    loom_metrics_clear(&gen_metrics);
+    st = run_pass(t, &dl, "test", language_model ? NULL : predictions, &totals, predictions, &gen_metrics);
+    if (st == LOOM_OK) st = totals_to_metrics(t, &totals, "test", predictions, language_model, &gen_metrics, metrics);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
     return loom_trainer_fire(t, LOOM_EVENT_PREDICT, metrics, NULL);

@@ -82,6 +82,7 @@ static const loom_trainer_hooks default_hooks = {
     .predict = loom_default_predict,
     .compute_metrics = NULL,
     .user_data = NULL,
+    .decode_tokens = loom_default_decode_tokens,
 };
 
 const loom_trainer_hooks *loom_trainer_default_hooks(void) { return &default_hooks; }

@@ -21,6 +21,7 @@
 #include "deepspeed_config.h"
 #include "device.h"
 #include "store.h"
+#include "tokenizer_bpe.h"
 #include "trainer.h"
 #include "trainer_internal.h"
 
@@ -643,6 +644,7 @@ void loom_trainer_destroy(loom_trainer *t)
     if (t->train_dataset) t->train_dataset->destroy(t->train_dataset);
     if (t->eval_dataset) t->eval_dataset->destroy(t->eval_dataset);
     if (t->test_dataset) t->test_dataset->destroy(t->test_dataset);
+    loom_bpe_free(t->text_tokenizer);
     free(t->tensors);
     free(t->tensor_offsets);
     free(t->spans);

@@ -45,6 +45,7 @@ static void t5_destroy(loom_model *self)
 {
     if (!self) return;
     const loom_host_api *api = self->api;
+    t5_decode_free(self);
     api->free_memory(self->host, self->activations);
     t5_free_tensors(self);
     api->free_memory(self->host, self);
@@ -393,6 +394,14 @@ static void side_forward(loom_model *self, int decoder, const int32_t *ids, int6
     }
 }
 
+void t5_encoder_forward(loom_model *self, const int32_t *ids, const int32_t *mask, int64_t B, int64_t S)
+{
+    self->fwd_B = 0;
+    self->fwd_training = 0;
+    self->fwd_seed = 0;
+    side_forward(self, 0, ids, B, S, mask, NULL, NULL, 0);
+}
+
 static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
                               loom_tensor_view *outputs)
 {
@@ -648,6 +657,10 @@ static const loom_model_vtable t5_vtable = {
     .backward_outputs = t5_backward_outputs,
     .max_grad_elements = t5_max_grad_elements,
     .step_scratch = t5_step_scratch,
+    .generation_ids = t5_generation_ids,
+    .encode = t5_encode,
+    .decode_rows = t5_decode_rows,
+    .reorder_cache = t5_reorder_cache,
 };
 
 static const loom_plugin_desc t5_desc = {
@@ -656,7 +669,8 @@ static const loom_plugin_desc t5_desc = {
     .name = "t5",
     .version = "0.1.0",
     .summary = "T5 encoder-decoder (HF T5ForConditionalGeneration: v1.0 and v1.1 names, shapes, init), padded batches, "
-               "dropout",
+               "dropout, "
+               "KV-cache generation",
     .vtable = &t5_vtable,
     .params = t5_param_specs,
 };

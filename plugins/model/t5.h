@@ -3,6 +3,7 @@
  *   t5_params.c  configuration (HF T5Config keys), parameter list (HF names), initialisation
  *   t5.c         binding, forward, backward, the descriptor
  *   t5_ops.c     relative position buckets, dropout, embeddings
+ *   t5_decode.c  generation: the encoder once, the decoder over a key/value cache (ABI 1.4)
  */
 #ifndef LOOM_PLUGIN_T5_H
 #define LOOM_PLUGIN_T5_H
@@ -55,6 +56,16 @@ typedef struct t5_side {
     size_t final_norm;          /* tensor index of final_layer_norm.weight                 */
 } t5_side;
 
+/* A generation (t5_decode.c): B sources, R = B * beams decoder rows, P positions of cache. */
+typedef struct t5_decode_state {
+    void *memory;
+    int64_t B, beams, R, S, P, pos;
+    float *self_k, *self_v;   /* [L][R, P, E]: the decoder's self-attention cache          */
+    float *cross_k, *cross_v; /* [L][B, S, E]: computed once from the encoder output       */
+    int32_t *mask;            /* [B, S] the source mask (1 = token)                        */
+    float *x, *ln, *rstd, *q, *kv, *ctx, *tmp, *h0, *h1, *act, *att, *bias, *moved;
+} t5_decode_state;
+
 struct loom_model {
     loom_host *host;
     const loom_host_api *api;
@@ -87,6 +98,8 @@ struct loom_model {
     int64_t fwd_B, fwd_S, fwd_T;
     int fwd_probs, fwd_training;
     uint64_t fwd_seed;
+
+    t5_decode_state decode;
 };
 
 extern const loom_param_spec t5_param_specs[];
@@ -116,5 +129,15 @@ void t5_dropout(float *x, int64_t n, float p, uint64_t seed);
 void t5_add_dropout(float *dst, const float *src, int64_t n, float p, uint64_t seed);
 void t5_embed_forward(float *out, const int32_t *ids, const float *table, int64_t N, int64_t D);
 void t5_embed_backward(float *dtable, const float *dout, const int32_t *ids, int64_t N, int64_t D);
+
+/* t5.c: the encoder over [B, S] into self->enc.out (dropout off; forward state cleared). */
+void t5_encoder_forward(loom_model *self, const int32_t *ids, const int32_t *mask, int64_t B, int64_t S);
+
+/* t5_decode.c (ABI 1.4 members) */
+void t5_decode_free(loom_model *self);
+loom_status t5_generation_ids(const loom_model *self, loom_generation_ids *out);
+loom_status t5_encode(loom_model *self, const loom_batch *sources, int64_t num_beams, int64_t max_positions);
+loom_status t5_decode_rows(loom_model *self, const int32_t *tokens, float *logits);
+loom_status t5_reorder_cache(loom_model *self, const int32_t *rows);
 
 #endif

@@ -5,7 +5,10 @@
  *       (attention mask, -100 labels), with dropout off and on (the masks come from the
  *       batch's dropout_seed, so the perturbed forwards draw the same ones);
  *   (c) a short training run (Adam, a copy task) whose loss falls;
- *   (d) user errors: ids outside the vocabulary, a mask of the wrong shape.
+ *   (d) user errors: ids outside the vocabulary, a mask of the wrong shape;
+ *   (e) generation (ABI 1.4): the encoder once and the decoder stepped over its key/value
+ *       cache give the logits of the full forward on the same decoder inputs (1e-5), with
+ *       beams whose cache rows are reordered between steps; the reorder's refusals.
  * With --dump FILE CONFIG (relu|gated) it writes the tiny model's parameters, batch, logits and
  * loss as JSON for t5_reference_test.py, which checks them against numpy. */
 #include <dlfcn.h>
@@ -370,6 +373,82 @@ static void dump(const char *path, int gated)
     free(logits);
 }
 
+/* (e) Rows r = source * BEAMS + beam; every step feeds row r a token of its own, and after
+ * step 2 the rows are reordered within their sources. The logits of each step must equal the
+ * full forward's last position on the row's history (inputs repeated per beam). */
+enum { BEAMS = 2, STEPS = 6 };
+static void test_cached_decoding(int gated)
+{
+    loom_model *m = make(gated, "0.1");
+    CHECK(m != NULL);
+    if (!m) return;
+    float *params = bind_model(m, B * BEAMS, 8);
+    enum { R = B * BEAMS };
+    loom_generation_ids ids = {LOOM_HEADER_INIT(loom_generation_ids)};
+    CHECK(vt->generation_ids(m, &ids) == LOOM_OK && ids.decoder_start_token_id == 0 && ids.eos_token_id == 1 &&
+          ids.pad_token_id == 0);
+    int32_t tokens[R], history[R * STEPS], moved[R * STEPS];
+    float *cached = malloc((size_t)(STEPS * R * V) * sizeof(float));
+    CHECK(vt->decode_rows(m, tokens, cached) != LOOM_OK); /* before encode */
+    loom_batch sources = make_batch(inputs, mask, NULL, B, S, 0);
+    sources.labels = (loom_tensor_view){LOOM_HEADER_INIT(loom_tensor_view)};
+    CHECK(vt->encode(m, &sources, BEAMS, STEPS) == LOOM_OK);
+    const int32_t across[R] = {2, 1, 2, 3, 4, 5};
+    CHECK(vt->reorder_cache(m, across) != LOOM_OK); /* row 0 may not take a row of source 1 */
+    for (int t = 0; t < STEPS; t++) {
+        for (int r = 0; r < R; r++)
+            history[r * STEPS + t] = tokens[r] = t == 0 ? 0 : (r * 7 + t * 3) % V;
+        CHECK(vt->decode_rows(m, tokens, cached + (int64_t)t * R * V) == LOOM_OK);
+        if (t == 2) {
+            const int32_t rows[R] = {1, 1, 3, 2, 4, 4};
+            CHECK(vt->reorder_cache(m, rows) == LOOM_OK);
+            memcpy(moved, history, sizeof history);
+            for (int r = 0; r < R; r++)
+                memcpy(history + r * STEPS, moved + rows[r] * STEPS, STEPS * sizeof(int32_t));
+        }
+    }
+    CHECK(vt->decode_rows(m, tokens, cached) != LOOM_OK); /* past max_positions */
+    /* The full forwards, after the generation (a forward ends it). */
+    int32_t in_r[R * S], mask_r[R * S];
+    for (int r = 0; r < R; r++) {
+        memcpy(in_r + r * S, inputs + r / BEAMS * S, S * sizeof(int32_t));
+        memcpy(mask_r + r * S, mask + r / BEAMS * S, S * sizeof(int32_t));
+    }
+    float *full = malloc((size_t)(R * STEPS * V) * sizeof(float));
+    double worst = 0;
+    for (int t = 0; t < STEPS; t++) {
+        /* Histories as they were at step t: before the reorder, the rows' own. */
+        const int32_t *h = t <= 2 ? moved : history;
+        if (t <= 2) {
+            for (int r = 0; r < R; r++)
+                for (int u = 0; u <= t; u++)
+                    moved[r * STEPS + u] = u == 0 ? 0 : (r * 7 + u * 3) % V;
+        }
+        int32_t dec[R * STEPS];
+        for (int r = 0; r < R; r++)
+            memcpy(dec + r * (t + 1), h + r * STEPS, (size_t)(t + 1) * sizeof(int32_t));
+        loom_batch batch = make_batch(in_r, mask_r, NULL, R, S, 0);
+        batch.labels = (loom_tensor_view){LOOM_HEADER_INIT(loom_tensor_view)};
+        view(&batch.decoder_input_ids, dec, R, t + 1);
+        loom_tensor_view out = {LOOM_HEADER_INIT(loom_tensor_view)};
+        out.data = full, out.dtype = LOOM_DTYPE_F32, out.ndim = 3;
+        out.shape[0] = R, out.shape[1] = t + 1, out.shape[2] = V;
+        CHECK(vt->forward(m, &batch, NULL, &out) == LOOM_OK);
+        for (int r = 0; r < R; r++)
+            for (int v = 0; v < V; v++) {
+                const double a = full[(r * (t + 1) + t) * V + v], c = cached[((int64_t)t * R + r) * V + v];
+                const double e = fabs(a - c) / (fabs(a) > 1 ? fabs(a) : 1);
+                if (e > worst) worst = e;
+            }
+    }
+    printf("t5 %s: cached decoding vs full forward, worst relative difference %.3g\n", gated ? "v1.1" : "v1.0", worst);
+    CHECK(worst < 1e-5);
+    free(full);
+    free(cached);
+    free(params);
+    vt->destroy(m);
+}
+
 int main(int argc, char **argv)
 {
     void *so = dlopen(T5_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
@@ -399,6 +478,8 @@ int main(int argc, char **argv)
     test_smoothing();
     test_training();
     test_errors();
+    test_cached_decoding(0);
+    test_cached_decoding(1);
     CHECK(host.live_allocations == 0);
     return test_finish("test_t5");
 }

@@ -1,0 +1,174 @@
+/*
+ * trainer_generate.c - --predict_with_generate (trainer_generate.h; docs/seq2seq.md#generation)
+ * and the default decode_tokens hook.
+ */
+#include "trainer_generate.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "fileutil.h"
+#include "plugin_config.h"
+#include "tokenizer_bpe.h"
+#include "trainer_internal.h"
+
+/* The run's GPT-2 BPE, when --tokenizer_name or --model_name_or_path holds one; else the ids
+ * as numbers. The hook for other tokenizers is trainer.h's decode_tokens. */
+loom_status loom_default_decode_tokens(loom_trainer *t, const int32_t *ids, size_t n, char **text)
+{
+    if (!t->text_tokenizer_tried) {
+        t->text_tokenizer_tried = 1;
+        const char *dir =
+            t->args.tokenizer_name && *t->args.tokenizer_name ? t->args.tokenizer_name : t->args.model_name_or_path;
+        char vocab[4096];
+        if (dir && *dir && loom_path_join(vocab, sizeof vocab, dir, "vocab.json") == LOOM_OK &&
+            access(vocab, R_OK) == 0) {
+            loom_bpe *bpe = NULL;
+            loom_status st = loom_bpe_load_dir(dir, &bpe);
+            if (st != LOOM_OK) return st;
+            t->text_tokenizer = bpe;
+        }
+        loom_error_clear();
+    }
+    if (t->text_tokenizer) {
+        size_t len = 0;
+        return loom_bpe_decode(t->text_tokenizer, ids, n, text, &len);
+    }
+    char *s = malloc(n * 12 + 1), *w = s;
+    if (!s) return loom_error(LOOM_E_NOMEM, "out of memory for generated text");
+    *w = 0;
+    for (size_t i = 0; i < n; i++)
+        w += sprintf(w, i ? " %" PRId32 : "%" PRId32, ids[i]);
+    *text = s;
+    return LOOM_OK;
+}
+
+loom_status loom_generation_pass_init(loom_trainer *t, loom_generation_pass *g, int64_t rows)
+{
+    memset(g, 0, sizeof *g);
+    loom_beam_config_from_args(&t->args, &g->config);
+    loom_status st = loom_trainer_generation_ids(t, &g->ids);
+    if (st != LOOM_OK) return st;
+    if (g->config.num_beams < 1)
+        return loom_error(LOOM_E_INVALID, "--generation_num_beams / --num_beams must be >= 1 (got %lld)",
+                          (long long)g->config.num_beams);
+    if (g->config.max_length < 2)
+        return loom_error(LOOM_E_INVALID,
+                          "--generation_max_length / --max_length must be >= 2 (got %lld): it counts the decoder "
+                          "start token",
+                          (long long)g->config.max_length);
+    int64_t context = 0;
+    if (loom_config_i64(t->model.config, "n_positions", &context) == LOOM_CFG_PRESENT &&
+        g->config.max_length - 1 > context)
+        return loom_error(LOOM_E_INVALID,
+                          "--generation_max_length %lld is longer than the model's n_positions + 1 = %lld",
+                          (long long)g->config.max_length, (long long)(context + 1));
+    g->rows = rows;
+    g->out = malloc((size_t)(rows * (g->config.max_length - 1)) * sizeof *g->out);
+    g->lengths = malloc((size_t)rows * sizeof *g->lengths);
+    if (!g->out || !g->lengths) return loom_error(LOOM_E_NOMEM, "out of memory for generation");
+    return LOOM_OK;
+}
+
+/* ids without the special tokens (HF's skip_special_tokens): start, eos, pad and -100. */
+static size_t strip(const loom_generation_ids *ids, const int32_t *in, int64_t n, int32_t *out)
+{
+    size_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t v = in[i];
+        if (v < 0 || v == ids->eos_token_id || v == ids->pad_token_id || v == ids->decoder_start_token_id) continue;
+        out[m++] = v;
+    }
+    return m;
+}
+
+static loom_status keep_row(loom_predictions *keep, const int32_t *seq, int64_t len, int64_t stride, char *text)
+{
+    if (keep->generated_stride == 0) keep->generated_stride = stride;
+    const int64_t i = keep->n_generated;
+    if ((i & (i - 1)) == 0) { /* grow at powers of two */
+        const int64_t cap = i ? 2 * i : 1;
+        int32_t *g = realloc(keep->generated, (size_t)(cap * stride) * sizeof *g);
+        if (g) keep->generated = g;
+        int64_t *l = realloc(keep->generated_lengths, (size_t)cap * sizeof *l);
+        if (l) keep->generated_lengths = l;
+        char **tx = realloc(keep->generated_texts, (size_t)cap * sizeof *tx);
+        if (tx) keep->generated_texts = tx;
+        if (!g || !l || !tx) return free(text), loom_error(LOOM_E_NOMEM, "out of memory for generated predictions");
+    }
+    memcpy(keep->generated + i * stride, seq, (size_t)stride * sizeof *seq);
+    keep->generated_lengths[i] = len;
+    keep->generated_texts[i] = text;
+    keep->n_generated++;
+    return LOOM_OK;
+}
+
+loom_status loom_generation_pass_batch(loom_trainer *t, loom_generation_pass *g, const loom_batch *batch,
+                                       loom_predictions *keep)
+{
+    const int64_t B = batch->batch_size, G = g->config.max_length - 1;
+    if (B > g->rows)
+        return loom_error(LOOM_E_INTERNAL, "generation: batch of %lld rows, room for %lld", (long long)B,
+                          (long long)g->rows);
+    loom_status st = loom_trainer_generate_batch(t, batch, &g->config, g->out, g->lengths);
+    if (st != LOOM_OK) return st;
+    const int64_t T = batch->labels.data ? batch->labels.shape[1] : 0;
+    const int64_t longest = G > T ? G : T;
+    int32_t *ids = malloc((size_t)(longest + 1) * sizeof *ids);
+    if (!ids) return loom_error(LOOM_E_NOMEM, "out of memory for generation");
+    for (int64_t b = 0; b < B && st == LOOM_OK; b++) {
+        char *hyp = NULL, *ref = NULL;
+        const int32_t *seq = g->out + b * G;
+        st = t->hooks.decode_tokens(t, ids, strip(&g->ids, seq, g->lengths[b], ids), &hyp);
+        if (st == LOOM_OK && T > 0) {
+            const int32_t *labels = (const int32_t *)batch->labels.data + b * T;
+            st = t->hooks.decode_tokens(t, ids, strip(&g->ids, labels, T, ids), &ref);
+            if (st == LOOM_OK) st = loom_text_scores_add(&g->scores, hyp, ref, (double)g->lengths[b]);
+        }
+        free(ref);
+        if (st == LOOM_OK && keep) {
+            st = keep_row(keep, seq, g->lengths[b], G, hyp);
+            hyp = NULL;
+        }
+        free(hyp);
+    }
+    free(ids);
+    return st;
+}
+
+loom_status loom_generation_pass_finish(loom_trainer *t, loom_generation_pass *g, const char *prefix,
+                                        loom_metrics *metrics)
+{
+    double sums[LOOM_TEXT_SCORES_N];
+    memcpy(sums, &g->scores, sizeof sums);
+    const loom_comm_vtable *cv = t->comm.vtable;
+    loom_status st = cv->all_reduce(t->comm.instance, sums, LOOM_TEXT_SCORES_N, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
+    if (st != LOOM_OK) return st;
+    memcpy(&g->scores, sums, sizeof sums);
+    return loom_text_scores_metrics(&g->scores, prefix, metrics);
+}
+
+void loom_generation_pass_free(loom_generation_pass *g)
+{
+    free(g->out);
+    free(g->lengths);
+    memset(g, 0, sizeof *g);
+}
+
+loom_status loom_write_generated_predictions(const loom_predictions *p, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write generated predictions", path);
+    for (int64_t i = 0; i < p->n_generated; i++) {
+        /* One line per example: a newline inside a text would break the count. */
+        for (const char *c = p->generated_texts[i]; *c; c++)
+            fputc(*c == '\n' ? ' ' : *c, f);
+        fputc('\n', f);
+    }
+    if (fclose(f) != 0) return loom_error(LOOM_E_IO, "%s: write failed", path);
+    return LOOM_OK;
+}

@@ -1,0 +1,163 @@
+"""loom evaluate/predict --predict_with_generate (docs/seq2seq.md#generation): a small t5 trained
+to reverse sequences generates them with greedy and beam search; generated_predictions.txt has
+one line per example, in order, and the reported exact match and token error rate are what the
+file and the references give when recomputed here; v4.2's --max_length / --num_beams spellings;
+the one-line refusals."""
+import json
+import os
+import random
+import shutil
+import tempfile
+import unittest
+
+from loomtest import LOOM, free_port, loom, run
+
+TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
+        "--num_layers", "2", "--dropout_rate", "0.0"]
+
+
+def write_pairs(path, n, seed):
+    r = random.Random(seed)
+    rows = []
+    with open(path, "w") as f:
+        for _ in range(n):
+            s = [r.randint(3, 12) for _ in range(r.randint(1, 5))]
+            rows.append(s[::-1])
+            f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
+    return rows
+
+
+def edits(a, b):
+    d = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(b) + 1):
+            cur = min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] != b[j - 1]))
+            prev, d[j] = d[j], cur
+    return d[-1]
+
+
+class Generate(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="loomtest-gen-")
+        cls.train_file = os.path.join(cls.tmp, "train.jsonl")
+        cls.dev_file = os.path.join(cls.tmp, "dev.jsonl")
+        write_pairs(cls.train_file, 320, 1)
+        cls.refs = write_pairs(cls.dev_file, 30, 2)
+        cls.model_dir = os.path.join(cls.tmp, "run")
+        loom("train", "--train_file", cls.train_file, "--output_dir", cls.model_dir, "--do_train", "--disable_tqdm", "true",
+             "--per_device_train_batch_size", "16", "--learning_rate", "5e-3", "--num_train_epochs", "25",
+             "--seed", "3", "--save_strategy", "no", "--logging_steps", "50", *TINY)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def predict(self, out, *extra):
+        loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file, "--output_dir", out,
+             "--disable_tqdm", "true", "--predict_with_generate", "--per_device_eval_batch_size", "8", *extra)
+        with open(os.path.join(out, "test_results.json")) as f:
+            metrics = json.load(f)
+        with open(os.path.join(out, "generated_predictions.txt")) as f:
+            lines = f.read().split("\n")
+        self.assertEqual(lines[-1], "")
+        return metrics, [[int(x) for x in l.split()] for l in lines[:-1]]
+
+    def check_metrics(self, metrics, generated):
+        self.assertEqual(len(generated), len(self.refs))
+        exact = sum(g == r for g, r in zip(generated, self.refs)) / len(self.refs)
+        ter = sum(edits(g, r) for g, r in zip(generated, self.refs)) / sum(len(r) for r in self.refs)
+        self.assertAlmostEqual(metrics["test_exact_match"], exact, places=9)
+        self.assertAlmostEqual(metrics["test_sequence_error_rate"], 1 - exact, places=9)
+        self.assertAlmostEqual(metrics["test_token_error_rate"], ter, places=9)
+        for key in ("test_bleu", "test_rouge1", "test_rouge2", "test_rougeL", "test_gen_len", "test_loss"):
+            self.assertIn(key, metrics)
+
+    def test_greedy_and_beams(self):
+        greedy, g_lines = self.predict(os.path.join(self.tmp, "greedy"), "--generation_max_length", "8")
+        self.check_metrics(greedy, g_lines)
+        beams, b_lines = self.predict(os.path.join(self.tmp, "beams"), "--generation_num_beams", "4",
+                                      "--generation_max_length", "8", "--length_penalty", "1.0")
+        self.check_metrics(beams, b_lines)
+        # The model has learnt the task: most reversals are right.
+        self.assertGreater(beams["test_exact_match"], 0.5)
+        self.assertGreater(beams["test_bleu"], 40)
+        # evaluate reports the same under eval_ with v4.2's spellings
+        ev = os.path.join(self.tmp, "eval")
+        loom("evaluate", "--model_name_or_path", self.model_dir, "--validation_file", self.dev_file, "--output_dir", ev,
+             "--disable_tqdm", "true", "--predict_with_generate", "--num_beams", "4", "--max_length", "8",
+             "--per_device_eval_batch_size", "8")
+        with open(os.path.join(ev, "eval_results.json")) as f:
+            metrics = json.load(f)
+        self.assertEqual(metrics["eval_exact_match"], beams["test_exact_match"])
+        self.assertEqual(metrics["eval_bleu"], beams["test_bleu"])
+
+    def test_text_through_the_tokenizer(self):
+        """With --tokenizer_name, generated_predictions.txt holds the BPE's text of the ids."""
+        # GPT-2's byte alphabet (bytes_to_unicode), ids chosen so that 3..12 are 'a'..'j'.
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+            list(range(ord("\xae"), ord("\xff") + 1))
+        cs, n = bs[:], 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        byte_char = dict(zip(bs, map(chr, cs)))
+        order = [ord(c) for c in "xyzabcdefghij"] + [b for b in range(256) if chr(b) not in "xyzabcdefghij"]
+        vocab = {byte_char[b]: i for i, b in enumerate(order)}
+        tok = os.path.join(self.tmp, "tok")
+        os.makedirs(tok, exist_ok=True)
+        with open(os.path.join(tok, "vocab.json"), "w") as f:
+            json.dump(vocab, f)
+        with open(os.path.join(tok, "merges.txt"), "w") as f:
+            f.write("#version: 0.2\n")
+        _, ids = self.predict(os.path.join(self.tmp, "ids"), "--generation_max_length", "8")
+        out = os.path.join(self.tmp, "text")
+        loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file, "--output_dir", out,
+             "--disable_tqdm", "true", "--predict_with_generate", "--per_device_eval_batch_size", "8",
+             "--generation_max_length", "8", "--tokenizer_name", tok)
+        with open(os.path.join(out, "generated_predictions.txt")) as f:
+            text = f.read().split("\n")[:-1]
+        self.assertEqual(text, ["".join(chr(order[i]) for i in row) for row in ids])
+
+    def test_two_ranks_report_the_whole_set(self):
+        """Each rank generates its shard and writes its file; the metrics are over all examples."""
+        one, lines = self.predict(os.path.join(self.tmp, "one"), "--num_beams", "2", "--max_length", "8")
+        out = os.path.join(self.tmp, "two")
+        run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(), LOOM, "predict",
+            "--model_name_or_path", self.model_dir, "--test_file", self.dev_file, "--output_dir", out,
+            "--disable_tqdm", "true", "--predict_with_generate", "--per_device_eval_batch_size", "8",
+            "--num_beams", "2", "--max_length", "8")
+        with open(os.path.join(out, "test_results.json")) as f:
+            two = json.load(f)
+        for key in ("test_bleu", "test_rouge1", "test_rougeL", "test_exact_match", "test_token_error_rate",
+                    "test_gen_len"):
+            self.assertAlmostEqual(two[key], one[key], places=9)
+        shards = []
+        for rank in (0, 1):
+            with open(os.path.join(out, "generated_predictions-rank%d.txt" % rank)) as f:
+                shards.append([[int(x) for x in l.split()] for l in f.read().split("\n")[:-1]])
+        self.assertEqual(sorted(shards[0] + shards[1]), sorted(lines))
+
+    def test_max_length_cuts(self):
+        _, lines = self.predict(os.path.join(self.tmp, "short"), "--max_length", "3", "--num_beams", "2")
+        self.assertTrue(all(len(l) <= 2 for l in lines))
+
+    def test_refusals(self):
+        out = os.path.join(self.tmp, "bad")
+        code, _, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file,
+                               "--output_dir", out, "--predict_with_generate", "--generation_num_beams", "0",
+                               check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("--generation_num_beams / --num_beams must be >= 1", stderr)
+        code, _, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file,
+                               "--output_dir", out, "--predict_with_generate", "--generation_max_length", "1",
+                               check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("must be >= 2", stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
