@@ -100,6 +100,21 @@ done:
     return st;
 }
 
+/* A pending entry (written "auto" and waiting for the run's length) gets its value. */
+static loom_status resolve_pending(loom_ds_plugin_choice *ch, const char *key, int64_t value, int *pending)
+{
+    loom_config_default *e = find_entry(ch, key);
+    if (!e) return LOOM_OK;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)value);
+    char *v = loom__ds_dup_text(buf);
+    if (!v) return loom_error(LOOM_E_NOMEM, "out of memory");
+    free((char *)(uintptr_t)e->value);
+    e->value = v;
+    *pending = 0;
+    return LOOM_OK;
+}
+
 loom_status loom_ds_config_resolve_steps(loom_ds_config *cfg, int64_t total_steps)
 {
     if (total_steps <= 0)
@@ -119,23 +134,12 @@ loom_status loom_ds_config_resolve_steps(loom_ds_config *cfg, int64_t total_step
                           "\"auto\" or make them agree)",
                           (long long)cfg->scheduler.warmup_num_steps_explicit, cfg->path, cfg->scheduler.warmup_ratio,
                           (long long)warmup);
-    char buf[32];
-    loom_config_default *e;
-    if (cfg->scheduler.total_steps_pending && (e = find_entry(ch, "total_num_steps"))) {
-        snprintf(buf, sizeof buf, "%lld", (long long)total_steps);
-        char *v = loom__ds_dup_text(buf);
-        if (!v) return loom_error(LOOM_E_NOMEM, "out of memory");
-        free((char *)(uintptr_t)e->value);
-        e->value = v;
-        cfg->scheduler.total_steps_pending = 0;
-    }
-    if (cfg->scheduler.warmup_steps_pending && (e = find_entry(ch, "warmup_num_steps"))) {
-        snprintf(buf, sizeof buf, "%lld", (long long)warmup);
-        char *v = loom__ds_dup_text(buf);
-        if (!v) return loom_error(LOOM_E_NOMEM, "out of memory");
-        free((char *)(uintptr_t)e->value);
-        e->value = v;
-        cfg->scheduler.warmup_steps_pending = 0;
-    }
+    loom_status st = LOOM_OK;
+    if (cfg->scheduler.total_steps_pending &&
+        (st = resolve_pending(ch, "total_num_steps", total_steps, &cfg->scheduler.total_steps_pending)) != LOOM_OK)
+        return st;
+    if (cfg->scheduler.warmup_steps_pending &&
+        (st = resolve_pending(ch, "warmup_num_steps", warmup, &cfg->scheduler.warmup_steps_pending)) != LOOM_OK)
+        return st;
     return LOOM_OK;
 }

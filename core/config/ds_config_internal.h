@@ -69,6 +69,11 @@ loom_status loom__ds_mismatch_double(const ds_ctx *c, const char *key, double ds
 loom_status loom__ds_merge_double(const ds_ctx *c, const cJSON *obj, const char *prefix, const char *key,
                                   const char *flag, double hf, double absent_value, double *out);
 
+/* A {"type": ..., "params": {...}} section (optimizer, scheduler): no other key, type a string,
+ * params an object; either may be absent. */
+loom_status loom__ds_get_typed_section(const ds_ctx *c, const cJSON *section, const char *prefix, ds_value *type,
+                                       ds_value *params);
+
 /* ---- the sections, in the order loom_ds_config_load runs them (precision reads zero's stage
  * and the optimizer's choice) ---- */
 

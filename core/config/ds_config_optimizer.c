@@ -210,13 +210,8 @@ loom_status loom__ds_parse_optimizer(ds_ctx *c, const cJSON *root)
         return loom_error(LOOM_E_NOMEM, "out of memory");
     if (!sec.present) return optimizer_from_args(cfg, a);
 
-    static const char *const section_keys[] = {"type", "params"};
-    const char *p = "optimizer.";
     ds_value type, params;
-    if ((st = loom__ds_check_keys(c, sec.json, p, section_keys, COUNT(section_keys))) != LOOM_OK ||
-        (st = loom__ds_get(c, sec.json, p, "type", K_STR, 0, &type)) != LOOM_OK ||
-        (st = loom__ds_get(c, sec.json, p, "params", K_OBJ, 0, &params)) != LOOM_OK)
-        return st;
+    if ((st = loom__ds_get_typed_section(c, sec.json, "optimizer.", &type, &params)) != LOOM_OK) return st;
     if (!type.present)
         return loom_error(LOOM_E_INVALID, "%s: optimizer.type is missing (Adam, AdamW, Lamb or OneBitAdam)", c->file);
     cfg->optimizer.present = 1;

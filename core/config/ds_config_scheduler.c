@@ -168,13 +168,8 @@ loom_status loom__ds_parse_scheduler(ds_ctx *c, const cJSON *root)
     if (st != LOOM_OK) return st;
     if (!sec.present) return map_scheduler_from_args(c);
 
-    static const char *const section_keys[] = {"type", "params"};
-    const char *p = "scheduler.";
     ds_value type, params;
-    if ((st = loom__ds_check_keys(c, sec.json, p, section_keys, COUNT(section_keys))) != LOOM_OK ||
-        (st = loom__ds_get(c, sec.json, p, "type", K_STR, 0, &type)) != LOOM_OK ||
-        (st = loom__ds_get(c, sec.json, p, "params", K_OBJ, 0, &params)) != LOOM_OK)
-        return st;
+    if ((st = loom__ds_get_typed_section(c, sec.json, "scheduler.", &type, &params)) != LOOM_OK) return st;
     if (!type.present)
         return loom_error(LOOM_E_INVALID,
                           "%s: scheduler.type is missing (WarmupLR, WarmupDecayLR, OneCycle or LRRangeTest)", c->file);

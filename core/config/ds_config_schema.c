@@ -204,3 +204,15 @@ loom_status loom__ds_merge_double(const ds_ctx *c, const cJSON *obj, const char 
     }
     return LOOM_OK;
 }
+
+loom_status loom__ds_get_typed_section(const ds_ctx *c, const cJSON *section, const char *prefix, ds_value *type,
+                                       ds_value *params)
+{
+    static const char *const section_keys[] = {"type", "params"};
+    loom_status st;
+    if ((st = loom__ds_check_keys(c, section, prefix, section_keys, COUNT(section_keys))) != LOOM_OK ||
+        (st = loom__ds_get(c, section, prefix, "type", K_STR, 0, type)) != LOOM_OK ||
+        (st = loom__ds_get(c, section, prefix, "params", K_OBJ, 0, params)) != LOOM_OK)
+        return st;
+    return LOOM_OK;
+}

@@ -19,22 +19,21 @@
 #include "adam_common.h"
 
 typedef struct adamw_hf_coef {
-    int threads;
-    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
-    float step_size, eps, decay_rate;
+    adam_moments base;
+    float step_size, decay_rate;
 } adamw_hf_coef;
 
 static void adamw_hf_span(float *restrict p, const float *restrict g, float *restrict m,
                           float *restrict v, int64_t n, const adamw_hf_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.base.threads)
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.grad_scale;
-        float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
-        float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        float gi = g[i] * c.base.grad_scale;
+        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
+        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.eps));
+        float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.base.eps));
         /* HF writes p.add_(p, alpha=-lr*wd): p + (-lr*wd)*p, kept in that form. */
         p[i] = pi + c.decay_rate * pi;
     }
@@ -43,25 +42,12 @@ static void adamw_hf_span(float *restrict p, const float *restrict g, float *res
 static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                                  const loom_optimizer_step *step)
 {
-    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
-    double b1;
-    if (st || (st = adam_step_beta1(self, step, &b1)) ||
-        (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
-        return st;
-    double t = (double)step->step;
+    adamw_hf_coef c;
+    loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
+    if (st) return st;
     double step_size = step->lr;
-    if (self->correct_bias)
-        step_size *= sqrt(1.0 - pow(self->beta2, t)) / (1.0 - pow(b1, t));
-    adamw_hf_coef c = {
-        .threads = self->threads,
-        .grad_scale = (float)step->grad_scale,
-        .beta1 = (float)b1,
-        .one_minus_beta1 = (float)(1.0 - b1),
-        .beta2 = (float)self->beta2,
-        .one_minus_beta2 = (float)(1.0 - self->beta2),
-        .step_size = (float)step_size,
-        .eps = (float)self->eps,
-    };
+    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->beta2, c.base.t)) / (1.0 - pow(c.base.b1, c.base.t));
+    c.step_size = (float)step_size;
     for (size_t i = 0; i < n_spans; i++) {
         const loom_span *s = optim_span_at(spans, i);
         c.decay_rate = (float)(-step->lr * s->weight_decay);
@@ -85,16 +71,7 @@ static loom_status adamw_hf_get_hparam(loom_optimizer *self, const char *name, d
     return adam_get_hparam(self, name, out);
 }
 
-static const loom_optimizer_vtable adamw_hf_vtable = {
-    LOOM_HEADER_INIT(loom_optimizer_vtable),
-    .state_slots = ADAM_STATE_SLOTS,
-    .flags = 0,
-    .state_names = adam_state_names,
-    .create = adamw_hf_create,
-    .destroy = adam_destroy,
-    .step = adamw_hf_step,
-    .get_hparam = adamw_hf_get_hparam,
-};
+static const loom_optimizer_vtable adamw_hf_vtable = ADAM_VTABLE(adamw_hf_create, adamw_hf_step, adamw_hf_get_hparam);
 
 static const loom_param_spec adamw_hf_params[] = {
     ADAM_PARAM_SPECS,
