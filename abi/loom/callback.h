@@ -31,7 +31,9 @@ extern "C" {
 #define LOOM_EVENT_PREDICTION_STEP 12 /* payload->metrics (1.1+): "<prefix>_batches", the pass length */
 #define LOOM_EVENT_PREDICT 13        /* payload->metrics: test_* metrics                     */
 
-/* HF's TrainerState, as far as a callback needs it. Owned by the host; borrowed per event. */
+/* HF's TrainerState, as far as a callback needs it. Owned by the host; borrowed per event
+ * (read-only; strings in it too). Every member Required (always set), since 1.0; the two
+ * strings are NULL only where their comments say. */
 typedef struct loom_trainer_state {
     LOOM_STRUCT_HEADER;
     double epoch;                 /* fractional epoch                                        */
@@ -50,13 +52,14 @@ typedef struct loom_trainer_state {
     int64_t num_input_tokens_seen;
     int64_t skipped_steps;        /* optimizer steps skipped for fp16 overflow               */
     double loss_scale;
-    const char *output_dir;
+    const char *output_dir;       /* never NULL                                              */
     double elapsed_seconds;       /* since train begin                                       */
 } loom_trainer_state;
 
 /* HF's TrainerControl: a callback sets flags; the host acts on them and resets them as HF
  * does (should_log/evaluate/save at each step, should_epoch_stop at each epoch;
- * should_training_stop is sticky). Values 0/1. */
+ * should_training_stop is sticky). Values 0/1. Owned by the host, lent writable per event.
+ * Every member since 1.0; reserved1 is 0. */
 typedef struct loom_trainer_control {
     LOOM_STRUCT_HEADER;
     int32_t should_training_stop;
@@ -67,13 +70,15 @@ typedef struct loom_trainer_control {
     int32_t reserved1;
 } loom_trainer_control;
 
-/* A named number: a log or metrics entry. */
+/* A named number: a log or metrics entry. Plain data (no header), since 1.0; key never NULL,
+ * borrowed with the array that holds it. */
 typedef struct loom_metric {
     const char *key;
     double value;
 } loom_metric;
 
-/* Event-specific data. Owned by the host; borrowed per event. */
+/* Event-specific data. Owned by the host; borrowed per event. Never NULL when passed to
+ * on_event; each member since 1.0 and NULL / 0 where the comment says. */
 typedef struct loom_event_payload {
     LOOM_STRUCT_HEADER;
     const loom_metric *metrics;   /* LOG, EVALUATE, PREDICT, PREDICTION_STEP; else NULL     */
@@ -83,25 +88,29 @@ typedef struct loom_event_payload {
 
 typedef struct loom_callback loom_callback; /* plugin-private instance */
 
+/* Filled by the plugin (static storage, never freed). Members above the 1.2 line since 1.0. */
 typedef struct loom_callback_vtable {
     LOOM_STRUCT_HEADER;
-    /* Required. Init thread only. */
+    /* Required. Create from the config section (borrowed for the call). *out is owned by the
+     * host until destroy(); on failure *out stays NULL and api->fail says why. Init thread
+     * only. */
     loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
                           loom_callback **out);
-    /* Required. NULL is a no-op. */
+    /* Required. Free the instance; destroy(NULL) is a no-op. Init thread only. */
     void (*destroy)(loom_callback *self);
     /* Required. One event. MUST return LOOM_OK for unknown event ids. A non-OK status stops
-     * training with the plugin's message. Training thread only. */
+     * training with the plugin's message. `state` and `payload` are borrowed and never NULL;
+     * `control` is lent writable for the call. Training thread only. */
     loom_status (*on_event)(loom_callback *self, uint32_t event, const loom_trainer_state *state,
                             loom_trainer_control *control, const loom_event_payload *payload);
 
     /* ---- ABI 1.2 (read through LOOM_HAS: a 1.0/1.1 plugin's vtable ends above) ---- */
 
-    /* Optional (NULL: the descriptor's name). The key of this callback's entry in
+    /* Optional, since 1.2 (NULL: the descriptor's name). The key of this callback's entry in
      * trainer_state.json's "stateful_callbacks". HF's class name ("EarlyStoppingCallback")
      * lets loom and HF read each other's checkpoints. Static string. */
     const char *state_name;
-    /* Optional (NULL: nothing to keep across a resume). HF's ExportableState.state(): set *json
+    /* Optional, since 1.2 (NULL: nothing to keep across a resume). HF's ExportableState.state(): set *json
      * to a JSON object {"args": {...}, "attributes": {...}}: the configuration the instance was
      * created with, and what it has accumulated since. The text is owned by the instance and
      * stays valid until the next call on it or destroy. Called on the world process zero
@@ -109,7 +118,7 @@ typedef struct loom_callback_vtable {
      * A non-OK status, or text that is not a JSON object, leaves this callback out of that
      * file with a warning (everything else still saves). Training thread only. */
     loom_status (*save_state)(loom_callback *self, const char **json);
-    /* Optional (NULL: nothing is restored). On resume, the object save_state wrote for this
+    /* Optional, since 1.2 (NULL: nothing is restored). On resume, the object save_state wrote for this
      * instance (or an HF checkpoint wrote for the same state_name), borrowed for the call.
      * Called after create and before TRAIN_BEGIN, on every rank. MUST ignore members it does
      * not know; api->service's "loom.trainer/1" json_number reads values without a JSON
@@ -130,7 +139,7 @@ typedef struct loom_callback_vtable {
  * (NULL for other plugin kinds and outside a trainer); pointer owned by the host, valid for
  * the instance's life. Every member is Required (non-NULL) in this minor; every member takes
  * the instance's own `host` and is called from the training thread only (the thread that
- * delivers events). Nothing a callback receives here may be written through; views and
+ * delivers events); every member since 1.2. Nothing a callback receives here may be written through; views and
  * strings are borrowed until the event (or create) returns unless a member says otherwise. */
 #define LOOM_TRAINER_SERVICE "loom.trainer/1"
 

@@ -24,14 +24,16 @@ extern "C" {
 #define LOOM_REDUCE_MAX 2
 #define LOOM_REDUCE_MIN 3
 
-/* Everything needed to join a group. Built by the host from RANK, WORLD_SIZE, MASTER_ADDR... */
+/* Everything needed to join a group. Built by the host from RANK, WORLD_SIZE, MASTER_ADDR...;
+ * borrowed during create() (copy what you keep). Read on the init thread. Every member
+ * Required, since 1.0. */
 typedef struct loom_comm_setup {
     LOOM_STRUCT_HEADER;
-    int32_t rank;
-    int32_t world_size;
-    int32_t local_rank;
-    int32_t local_world_size;
-    const char *master_addr;  /* rendezvous host                                           */
+    int32_t rank;             /* this rank, 0 <= rank < world_size                         */
+    int32_t world_size;       /* ranks in the group                                        */
+    int32_t local_rank;       /* this rank among those of its machine                      */
+    int32_t local_world_size; /* ranks on this machine                                     */
+    const char *master_addr;  /* rendezvous host; NULL or "" only in a one-process run     */
     int32_t master_port;      /* rendezvous TCP port                                       */
     uint32_t device;          /* LOOM_DEVICE_* of the buffers                              */
     double timeout_seconds;   /* for rendezvous and every collective (--ddp_timeout)       */
@@ -45,6 +47,8 @@ typedef struct loom_comm_setup {
  * store's address, never hangs; a store that cannot be reached is LOOM_E_COMM. */
 #define LOOM_STORE_SERVICE "loom.store/1"
 
+/* Every member Required (set by the host, never NULL), MT-safe, since 1.0; keys and values
+ * passed in are borrowed for the call and copied by the store. */
 typedef struct loom_store_api {
     LOOM_STRUCT_HEADER;
     /* Set key (a NUL-terminated string) to size bytes of value (copied). */
@@ -56,7 +60,8 @@ typedef struct loom_store_api {
     /* Atomically add delta to the integer stored at key (a missing key counts as 0) and write
      * the new value to *value. */
     loom_status (*add)(loom_host *host, const char *key, int64_t delta, int64_t *value);
-    /* Whether every key of keys[0..n) exists, waiting up to timeout_seconds for them. */
+    /* Whether every key of keys[0..n) exists, waiting up to timeout_seconds for them (LOOM_OK:
+     * all do). */
     loom_status (*wait)(loom_host *host, const char *const *keys, size_t n, double timeout_seconds);
     /* ABI 1.4+: append below. */
 } loom_store_api;
@@ -67,15 +72,21 @@ typedef struct loom_comm_request loom_comm_request; /* plugin-private pending op
 /* loom_comm_vtable.flags */
 #define LOOM_COMM_ORDERED_SUM 1u   /* SUM results are in canonical rank order               */
 
+/* Filled by the plugin (static storage, never freed). Every member since 1.0. Buffers passed
+ * to a collective are the caller's, borrowed until the collective is done (the call returns
+ * when blocking; wait() returns otherwise); the caller must not touch them meanwhile. A
+ * request is the plugin's until wait() frees it. */
 typedef struct loom_comm_vtable {
     LOOM_STRUCT_HEADER;
-    uint32_t flags;   /* LOOM_COMM_*                                                        */
-    uint32_t reserved1;
+    uint32_t flags;     /* Required (0: no promise). LOOM_COMM_*                              */
+    uint32_t reserved1; /* 0                                                                */
 
-    /* Required. Join the group (rendezvous, connect every peer). Init thread only. */
+    /* Required. Join the group (rendezvous, connect every peer). *out is owned by the host
+     * until destroy(); on failure *out stays NULL and api->fail says why. Init thread only. */
     loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
                           const loom_comm_setup *setup, loom_comm **out);
-    /* Required. Leave the group; pending requests are abandoned. NULL is a no-op. */
+    /* Required. Leave the group; pending requests are abandoned. NULL is a no-op. Init
+     * thread only. */
     void (*destroy)(loom_comm *self);
 
     /* Required. In-place all-reduce of count elements of dtype. `request`: NULL = blocking;
@@ -84,25 +95,30 @@ typedef struct loom_comm_vtable {
     loom_status (*all_reduce)(loom_comm *self, void *buffer, size_t count, uint32_t dtype,
                               uint32_t op, loom_comm_request **request);
     /* Required. send holds world_size * count elements; rank r receives the reduction of
-     * block r into recv (count elements). */
+     * block r into recv (count elements). `request` and threading as all_reduce. */
     loom_status (*reduce_scatter)(loom_comm *self, const void *send, void *recv, size_t count,
                                   uint32_t dtype, uint32_t op, loom_comm_request **request);
-    /* Required. send holds count elements; recv receives world_size * count, rank order. */
+    /* Required. send holds count elements; recv receives world_size * count, rank order.
+     * `request` and threading as all_reduce. */
     loom_status (*all_gather)(loom_comm *self, const void *send, void *recv, size_t count,
                               uint32_t dtype, loom_comm_request **request);
-    /* Required. buffer of `root` is copied to every rank. */
+    /* Required. buffer of `root` is copied to every rank. `request` and threading as
+     * all_reduce. */
     loom_status (*broadcast)(loom_comm *self, void *buffer, size_t count, uint32_t dtype,
                              int32_t root, loom_comm_request **request);
-    /* Required. The reduction lands in `buffer` of `root`; other ranks' buffers are scratch. */
+    /* Required. The reduction lands in `buffer` of `root`; other ranks' buffers are scratch.
+     * `request` and threading as all_reduce. */
     loom_status (*reduce)(loom_comm *self, void *buffer, size_t count, uint32_t dtype,
                           uint32_t op, int32_t root, loom_comm_request **request);
     /* Required. send holds world_size blocks of count; block r goes to rank r; recv receives
-     * block `rank` of every rank, in rank order. */
+     * block `rank` of every rank, in rank order. `request` and threading as all_reduce. */
     loom_status (*all_to_all)(loom_comm *self, const void *send, void *recv, size_t count,
                               uint32_t dtype, loom_comm_request **request);
-    /* Required. */
+    /* Required. Blocks until every rank has called it (or the timeout passes). One thread
+     * per instance. */
     loom_status (*barrier)(loom_comm *self);
-    /* Required. Block until the request is done (or the timeout passes) and free it. */
+    /* Required. Block until the request is done (or the timeout passes) and free it, even
+     * on failure; `request` is never NULL. One thread per instance. */
     loom_status (*wait)(loom_comm *self, loom_comm_request *request);
 
     /* ABI 1.4+: append below. */

@@ -37,6 +37,11 @@ static inline int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
     return (float)(z >> 40) * 0x1p-24f >= p; /* 24 uniform bits in [0, 1) */
 }
 
+/* Built by the host (or a backend plugin): static storage, never freed; pointers passed to a
+ * kernel are the caller's, borrowed for the call. Members are since 1.0 unless an "ABI 1.1" /
+ * "ABI 1.3" comment above them says otherwise (loom.h's version log lists them). A 1.0 member
+ * is Required (never NULL); a later one is Optional to the reader: read it through LOOM_HAS
+ * (NULL or beyond struct_size: this table lacks it). All MT-safe as said above. */
 typedef struct loom_kernels_api {
     LOOM_STRUCT_HEADER;
     uint32_t device;   /* LOOM_DEVICE_* these kernels run on                                */

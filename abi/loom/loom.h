@@ -248,6 +248,8 @@ typedef struct loom_host loom_host;
 #define LOOM_CFG_PRESENT 1 /* *out was written                                              */
 #define LOOM_CFG_WRONG_TYPE (-1) /* the key is set to a value of another type; *out untouched */
 
+/* Built by the host, lent to a plugin for the life of its instances (never freed by it).
+ * Every member Required (never NULL), since 1.0, MT-safe unless its comment says otherwise. */
 typedef struct loom_host_api {
     LOOM_STRUCT_HEADER;
 
@@ -308,10 +310,13 @@ typedef struct loom_host_api {
 /* ---------------------------------------------------------------------------------------- */
 /* The plugin descriptor and the entry symbol.                                              */
 
+/* Written by the plugin as static data (LOOM_PLUGIN_EXPORT in plugin.h builds it), read by
+ * the host on the thread that loads the plugin; never freed. Every member since 1.0; Required
+ * and never NULL unless its comment says what NULL means. */
 typedef struct loom_plugin_desc {
     LOOM_STRUCT_HEADER;
     uint32_t kind;                  /* LOOM_KIND_*                                           */
-    uint32_t reserved1;
+    uint32_t reserved1;             /* 0                                                     */
     const char *name;               /* unique per kind, lowercase: "adamw", "zero2"          */
     const char *version;            /* the plugin's own version, informational: "1.0.0"      */
     const char *summary;            /* one line for `loom plugins`                           */

@@ -28,26 +28,31 @@ extern "C" {
                                     floating_point_ops estimate, 6 x non-embedding parameters
                                     x tokens. Since ABI 1.2; a host of 1.0/1.1 ignores it. */
 
-/* One parameter tensor, as the model declares it. Written by the plugin. */
+/* One parameter tensor, as the model declares it in param_info(). Written by the plugin into
+ * the host's struct. Every member Required, since 1.0. */
 typedef struct loom_param_info {
     LOOM_STRUCT_HEADER;
-    const char *name;             /* HF-style, unique; static or owned by the instance     */
-    uint32_t ndim;
-    uint32_t flags;               /* LOOM_PARAM_*                                          */
-    int64_t shape[LOOM_MAX_DIMS];
+    const char *name;             /* never NULL; HF-style, unique; static or owned by the
+                                     instance (valid until destroy)                        */
+    uint32_t ndim;                /* 1 <= ndim <= LOOM_MAX_DIMS                             */
+    uint32_t flags;               /* LOOM_PARAM_* (0: none)                                 */
+    int64_t shape[LOOM_MAX_DIMS]; /* the first ndim entries; the rest ignored               */
 } loom_param_info;
 
-/* What the model reads from a batch. Built by the host; borrowed per call.
+/* What the model reads from a batch. Built by the host; the struct and the memory its views
+ * name are borrowed per call (copy what you keep). Read on the trainer's thread.
  * inputs: model-specific (mlp: F32 [B, features]; token models: I32 [B, T]).
  * labels: I32, [B] or [B, T]; -100 marks a position that is not a target. For token models the
  * labels are ALREADY SHIFTED: labels[b, t] is the target of position t (the host's data loader
  * builds them so), and the model does not shift them again as HF's forward does. */
 typedef struct loom_batch {
     LOOM_STRUCT_HEADER;
-    loom_tensor_view inputs;
-    loom_tensor_view labels;
-    int64_t batch_size;          /* rows in this batch (<= the bound batch size)           */
-    int64_t n_targets;           /* labels != -100 in this batch                           */
+    loom_tensor_view inputs; /* Required, data never NULL. Since 1.0.                   */
+    loom_tensor_view labels; /* Required, data never NULL in training and evaluation.
+                                Since 1.0.                                             */
+    int64_t batch_size;      /* Required. Rows in this batch (<= the bound batch size).
+                                Since 1.0.                                             */
+    int64_t n_targets;       /* Required. labels != -100 in this batch. Since 1.0.      */
 
     /* ---- ABI 1.3: variable-length batches, encoder-decoder models, stochastic layers.
      * A 1.2 host builds a 240-byte batch: read these through LOOM_HAS_FIELD. A batch padded
@@ -55,36 +60,41 @@ typedef struct loom_batch {
      * and T this batch's lengths (row strides S and T), which may differ from each other and
      * from one batch to the next; both are at most the bound max_sequence_length. ---- */
 
-    /* Optional (data NULL: every input position is a token). I32 [B, S] like inputs: 1 where
-     * inputs[b, s] is a token, 0 where it is padding; a model attends to no padded key and
-     * ignores padded positions. Built by the host; borrowed per call. */
+    /* Optional, since 1.3 (data NULL or absent: every input position is a token). I32 [B, S]
+     * like inputs: 1 where inputs[b, s] is a token, 0 where it is padding; a model attends to
+     * no padded key and ignores padded positions. Borrowed per call. */
     loom_tensor_view attention_mask;
-    /* Optional (data NULL: an encoder-decoder model derives them from labels by shifting
-     * right, decoder_start_token_id first and -100 read as the pad id, as HF's T5 does).
-     * I32 [B, T] like labels: the decoder's input tokens, position t predicting labels[b, t].
-     * Unused by decoder-only models. Built by the host; borrowed per call. */
+    /* Optional, since 1.3 (data NULL or absent: an encoder-decoder model derives them from
+     * labels by shifting right, decoder_start_token_id first and -100 read as the pad id, as
+     * HF's T5 does). I32 [B, T] like labels: the decoder's input tokens, position t
+     * predicting labels[b, t]. Unused by decoder-only models. Borrowed per call. */
     loom_tensor_view decoder_input_ids;
-    /* Seed of this micro-batch's stochastic layers (dropout): a function of the run's seed,
-     * the global step and the micro-batch index (docs/checkpoints.md#what-a-resume-restores),
-     * so a resumed run draws the same masks. Meaningful only when `training` is 1. */
+    /* Optional, since 1.3 (absent: 0). Seed of this micro-batch's stochastic layers
+     * (dropout): a function of the run's seed, the global step and the micro-batch index
+     * (docs/checkpoints.md#what-a-resume-restores), so a resumed run draws the same masks.
+     * Meaningful only when `training` is 1. */
     uint64_t dropout_seed;
-    /* 1: the forward of a training step (dropout on); 0: evaluation, prediction, generation
-     * (dropout off, as HF's model.eval()). A 1.2 host leaves this out: treat it as 0. */
+    /* Optional, since 1.3 (absent: 0). 1: the forward of a training step (dropout on); 0:
+     * evaluation, prediction, generation (dropout off, as HF's model.eval()). */
     uint32_t training;
-    uint32_t reserved1;          /* 0                                                       */
+    uint32_t reserved1; /* Since 1.3. 0; the model ignores it.                     */
 } loom_batch;
 
-/* How the host binds a model to memory and sizes before the first step. Borrowed. */
+/* How the host binds a model to memory and sizes before the first step. Built by the host;
+ * the struct is borrowed for bind(), the memory named "lent" stays the host's. Every member
+ * Required, since 1.0. */
 typedef struct loom_model_binding {
     LOOM_STRUCT_HEADER;
-    void *params;                /* flat parameter buffer, param_dtype, on device; lent for
-                                    the model's lifetime; the host updates it between steps */
+    void *params;                /* never NULL; flat parameter buffer, param_dtype, on
+                                    device; lent for the model's lifetime; the host updates
+                                    it between steps                                       */
     uint32_t param_dtype;        /* LOOM_DTYPE_* of params (and of gradients)              */
     uint32_t compute_dtype;      /* LOOM_DTYPE_* for matrix products                       */
     uint32_t device;             /* LOOM_DEVICE_*                                          */
-    int32_t device_index;
+    int32_t device_index;        /* device ordinal (0 on the CPU)                          */
     int64_t max_batch_size;      /* the largest batch forward/backward will see            */
-    const void *kernels;         /* const loom_kernels_api * for `device`                  */
+    const void *kernels;         /* never NULL; const loom_kernels_api * for `device`; the
+                                    host's, lent for the model's lifetime, MT-safe         */
     int64_t max_sequence_length; /* sequence models: the longest T a batch will have
                                     (inputs [B, T]); 0 = the data is not sequences         */
 } loom_model_binding;
@@ -94,15 +104,20 @@ typedef struct loom_model_binding {
  * tensors, in any order), ACCUMULATES (+=) the gradients of those elements into the returned
  * memory (param_dtype), then calls release for the same range once those gradients are final
  * for this micro-batch. Ranges acquired must not overlap until released. A model should
- * release the last layer first, as soon as it is done, so communication overlaps compute. */
+ * release the last layer first, as soon as it is done, so communication overlaps compute.
+ * Every member Required and never NULL, since 1.0; acquire and release are called on the
+ * thread that runs backward(), one call at a time. */
 typedef struct loom_grad_sink {
     LOOM_STRUCT_HEADER;
-    void *context;  /* host's */
+    void *context; /* the host's; passed back unchanged as the first argument               */
+    /* The memory written to *memory is the host's (its sharding plugin's), lent until the
+     * matching release. */
     loom_status (*acquire)(void *context, int64_t begin, int64_t end, void **memory);
     loom_status (*release)(void *context, int64_t begin, int64_t end);
 } loom_grad_sink;
 
-/* What forward reports. Written by the plugin. */
+/* What forward reports. Written by the plugin into the host's struct. Every member Required,
+ * since 1.0. */
 typedef struct loom_forward_result {
     LOOM_STRUCT_HEADER;
     double loss_sum;             /* sum of per-target losses (not a mean)                  */
@@ -124,84 +139,102 @@ typedef struct loom_generation_ids {
 
 typedef struct loom_model loom_model; /* plugin-private instance */
 
+/* Filled by the plugin (static storage, never freed). Every member but create and destroy is
+ * called one call at a time per instance (the trainer's thread, or the thread that runs the
+ * evaluation or generation); members marked MT-safe may be called from any thread. */
 typedef struct loom_model_vtable {
     LOOM_STRUCT_HEADER;
 
-    /* Required. Create from the config section (sizes: n_layer, hidden sizes...).
-     * Init thread only. */
+    /* Required, never NULL. Create from the config section (sizes: n_layer, hidden
+     * sizes...; borrowed for the call). *out is owned by the host until it passes it to
+     * destroy(). On failure returns a status, leaves *out NULL and reports through
+     * api->fail. Init thread only. Since 1.0. */
     loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
                           loom_model **out);
-    /* Required. NULL is a no-op. */
+    /* Required, never NULL. Free the instance and all it allocated (never the bound params);
+     * destroy(NULL) is a no-op. Init thread only. Since 1.0. */
     void (*destroy)(loom_model *self);
 
-    /* Required. Number of parameter tensors; their order is the flat buffer's order. */
+    /* Required, never NULL. Number of parameter tensors; their order is the flat buffer's
+     * order. MT-safe. Since 1.0. */
     size_t (*param_count)(const loom_model *self);
-    /* Required. Describe parameter tensor i (< param_count). out->struct_size set by host. */
+    /* Required, never NULL. Describe parameter tensor i (< param_count) into the host's
+     * `out` (struct_size set by the host). MT-safe. Since 1.0. */
     loom_status (*param_info)(const loom_model *self, size_t i, loom_param_info *out);
 
-    /* Required. Fill a fresh initialisation of ALL parameters into `params` (fp32, flat
-     * layout) using api->random_normal, so every rank and every run with the same seed gets
-     * the same values. */
+    /* Required, never NULL. Fill a fresh initialisation of ALL parameters into `params`
+     * (fp32, flat layout; the host's, borrowed for the call) using api->random_normal, so
+     * every rank and every run with the same seed gets the same values. One thread per
+     * instance. Since 1.0. */
     loom_status (*init_params)(loom_model *self, float *params);
 
-    /* Required. Bind to the flat parameters and allocate activations for max_batch_size. Called
-     * once before the first forward. */
+    /* Required, never NULL. Bind to the flat parameters and allocate activations for
+     * max_batch_size (the plugin's until destroy). Called once before the first forward.
+     * One thread per instance. Since 1.0. */
     loom_status (*bind)(loom_model *self, const loom_model_binding *binding);
-    /* Optional (NULL: 0). Bytes of activations bind() allocated, for the memory budget. */
+    /* Optional (NULL: 0). Bytes of activations bind() allocated, for the memory budget.
+     * MT-safe. Since 1.0. */
     size_t (*activation_bytes)(const loom_model *self);
 
-    /* Required. Forward pass on a batch. Keeps what backward needs. If `outputs` is not NULL,
-     * writes the per-row output (mlp: logits [B, classes]; token models: logits [B, S, V] with
-     * S >= T the row stride, padded positions zeroed) as F32 into it; outputs->shape says its
-     * capacity. One thread per instance. */
+    /* Required, never NULL. Forward pass on a batch. Keeps what backward needs. `result` is
+     * the host's, never NULL. If `outputs` is not NULL (the host's memory, borrowed for the
+     * call), writes the per-row output (mlp: logits [B, classes]; token models: logits
+     * [B, S, V] with S >= T the row stride, padded positions zeroed) as F32 into it;
+     * outputs->shape says its capacity. NULL: no outputs wanted. One thread per instance.
+     * Since 1.0. */
     loom_status (*forward)(loom_model *self, const loom_batch *batch, loom_forward_result *result,
                            loom_tensor_view *outputs);
-    /* Required. Backward of the last forward on the same batch: d(objective)/d(loss_sum) is
-     * `seed`. Gradients go to `sink` (see loom_grad_sink). One thread per instance. */
+    /* Required, never NULL. Backward of the last forward on the same batch:
+     * d(objective)/d(loss_sum) is `seed`. Gradients go to `sink` (never NULL, borrowed; see
+     * loom_grad_sink). One thread per instance. Since 1.0. */
     loom_status (*backward)(loom_model *self, const loom_batch *batch, float seed,
                             const loom_grad_sink *sink);
-    /* Required. Shape of one row of forward's outputs (mlp: [classes]; a language model:
-     * [T, vocab_size]); fills out_shape and returns its ndim through *ndim. */
+    /* Required, never NULL. Shape of one row of forward's outputs (mlp: [classes]; a
+     * language model: [T, vocab_size]); fills the caller's out_shape (LOOM_MAX_DIMS entries)
+     * and returns its ndim through *ndim. MT-safe. Since 1.0. */
     loom_status (*output_shape)(const loom_model *self, int64_t *out_shape, uint32_t *ndim);
 
     /* Optional (NULL: the trainer's compute_loss hook cannot be overridden for this model).
      * Backward of the last forward from a gradient of its outputs instead of its own loss:
-     * doutputs has the shape forward wrote into `outputs` and holds d(objective)/d(outputs)
-     * (already multiplied by the seed). Gradients go to `sink` as in backward(). */
+     * doutputs (the host's, borrowed for the call) has the shape forward wrote into
+     * `outputs` and holds d(objective)/d(outputs) (already multiplied by the seed).
+     * Gradients go to `sink` as in backward(). One thread per instance. Since 1.0. */
     loom_status (*backward_outputs)(loom_model *self, const loom_batch *batch,
                                     const loom_tensor_view *doutputs, const loom_grad_sink *sink);
 
-    /* Optional (NULL: the model cannot generate). Incremental decoding with a key/value cache,
-     * for generation. decode_begin clears the cache and makes room for max_positions tokens
-     * (at most the model's context; memory allocated here, once per generation, through the
-     * host). decode_step feeds n tokens at the next positions and writes the logits of the LAST
-     * one into logits (vocab_size floats, the last dimension of output_shape). The parameters
-     * are read as bound; a forward/backward in between invalidates nothing but is not allowed
-     * to run concurrently. One thread per instance. */
+    /* Optional, both or neither (NULL: the model cannot generate). Incremental decoding with
+     * a key/value cache, for generation. decode_begin clears the cache and makes room for
+     * max_positions tokens (at most the model's context; memory allocated here, once per
+     * generation, through the host, the plugin's until destroy). decode_step feeds n tokens
+     * (borrowed) at the next positions and writes the logits of the LAST one into the
+     * caller's logits (vocab_size floats, the last dimension of output_shape). The
+     * parameters are read as bound; a forward/backward in between invalidates nothing but is
+     * not allowed to run concurrently. One thread per instance. Since 1.0. */
     loom_status (*decode_begin)(loom_model *self, int64_t max_positions);
     loom_status (*decode_step)(loom_model *self, const int32_t *tokens, int64_t n, float *logits);
 
-    /* Optional (NULL: the host assumes the whole parameter count). The most gradient elements
-     * backward holds acquired at the same time (grad_sink ranges acquired and not yet released),
-     * so a sharding plugin that keeps only a partition of the gradients (ZeRO-2) can size its
-     * scratch before step 1. MT-safe. */
+    /* Optional (NULL: the host assumes the whole parameter count). The most gradient
+     * elements backward holds acquired at the same time (grad_sink ranges acquired and not
+     * yet released), so a sharding plugin that keeps only a partition of the gradients
+     * (ZeRO-2) can size its scratch before step 1. MT-safe. Since 1.0. */
     int64_t (*max_grad_elements)(const loom_model *self);
 
     /* ---- ABI 1.1 ---- */
 
-    /* Optional (NULL: none). Memory of the model's own that holds nothing from the end of
-     * backward() / backward_outputs() until the next forward(), decode_begin() or bind(): its
-     * activations. The host lends it out for the optimizer step (a mixed-precision plugin's
-     * f32 gradients) instead of allocating more. Sets *bytes (0 and NULL: none). MT-safe. */
+    /* Optional, since 1.1 (NULL or absent: none). Memory of the model's own that holds
+     * nothing from the end of backward() / backward_outputs() until the next forward(),
+     * decode_begin() or bind(): its activations. The host borrows it for the optimizer step
+     * (a mixed-precision plugin's f32 gradients) instead of allocating more; it stays the
+     * plugin's and is never freed by the host. Sets *bytes (0 and NULL: none). MT-safe. */
     void *(*step_scratch)(loom_model *self, size_t *bytes);
 
     /* ---- ABI 1.3 ---- */
 
-    /* Optional (NULL: the host calls forward then backward). forward(batch, result, NULL)
-     * followed by backward(batch, seed, sink), in one call: knowing the seed before the loss
-     * lets a model fuse its loss with its gradient (gpt2: the classifier never holds the
-     * logits). Same results and the same sink protocol as the two calls. One thread per
-     * instance. */
+    /* Optional, since 1.3 (NULL or absent: the host calls forward then backward).
+     * forward(batch, result, NULL) followed by backward(batch, seed, sink), in one call:
+     * knowing the seed before the loss lets a model fuse its loss with its gradient (gpt2:
+     * the classifier never holds the logits). Same results and the same sink protocol as the
+     * two calls; `sink` and `result` never NULL. One thread per instance. */
     loom_status (*train_step)(loom_model *self, const loom_batch *batch, float seed,
                               const loom_grad_sink *sink, loom_forward_result *result);
 

@@ -19,6 +19,7 @@
 #define LOOM_PLUGIN_H
 
 #include "loom.h"
+#include "model.h"
 
 #ifdef __cplusplus
 #define LOOM_EXTERN_C extern "C"
@@ -102,6 +103,24 @@ static inline loom_status loom_cfg_opt_str(loom_host *host, const loom_host_api 
                                            const char *key, const char **out)
 {
     return loom_cfg_result(host, api, key, api->cfg_str(cfg, key, out), "a string", 0);
+}
+
+/* The checks every model makes first in forward(), backward() and train_step(), with the
+ * host's messages: the model is bound (bound != 0), the batch is there and has the ABI 1.0
+ * members, and 1 <= batch_size <= max_batch (the size bind() gave). Records the message through
+ * api->fail and returns its status (LOOM_E_INVALID, or LOOM_E_ABI for a missing or short
+ * batch); LOOM_OK when all hold. Header-only (not an ABI member), since 1.3 of the headers;
+ * MT-safe (reads only its arguments). */
+static inline loom_status loom_model_check_batch(loom_host *host, const loom_host_api *api, int bound,
+                                                 const loom_batch *batch, int64_t max_batch)
+{
+    if (!bound) return api->fail(host, LOOM_E_INVALID, "forward/backward before bind");
+    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
+        return api->fail(host, LOOM_E_ABI, "batch missing or too small");
+    if (batch->batch_size < 1 || batch->batch_size > max_batch)
+        return api->fail(host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
+                         (long long)batch->batch_size, (long long)max_batch);
+    return LOOM_OK;
 }
 
 #endif /* LOOM_PLUGIN_H */

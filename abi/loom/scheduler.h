@@ -17,7 +17,8 @@
 extern "C" {
 #endif
 
-/* What the trainer knows when the scheduler is created. Built by the host; borrowed. */
+/* What the trainer knows when the scheduler is created. Built by the host; borrowed during
+ * create() (copy what you keep). Every member Required, since 1.0. */
 typedef struct loom_schedule_setup {
     LOOM_STRUCT_HEADER;
     double base_lr;        /* --learning_rate                                                */
@@ -25,7 +26,8 @@ typedef struct loom_schedule_setup {
     int64_t warmup_steps;  /* resolved: --warmup_steps if > 0, else ceil(ratio * total)      */
 } loom_schedule_setup;
 
-/* The values for one step. Written by the plugin. */
+/* The values for one step. Written by the plugin into the host's struct. Both members
+ * Required, since 1.0. */
 typedef struct loom_schedule_value {
     LOOM_STRUCT_HEADER;
     double lr;             /* learning rate for the step                                     */
@@ -34,10 +36,12 @@ typedef struct loom_schedule_value {
 
 typedef struct loom_scheduler loom_scheduler; /* plugin-private instance */
 
+/* Filled by the plugin (static storage, never freed). Every member since 1.0. */
 typedef struct loom_scheduler_vtable {
     LOOM_STRUCT_HEADER;
     /* Required. Create from the config section (e.g. num_cycles, power, lr_end) and the
-     * setup. Init thread only. */
+     * setup, both borrowed for the call. *out is owned by the host until destroy(); on
+     * failure *out stays NULL and api->fail says why. Init thread only. */
     loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
                           const loom_schedule_setup *setup, loom_scheduler **out);
     /* Required. NULL is a no-op. Init thread only. */

@@ -29,36 +29,45 @@
 extern "C" {
 #endif
 
-/* A range [begin, end) of the flat parameter index space. */
+/* A range [begin, end) of the flat parameter index space. Plain data (no header), since 1.0:
+ * both members Required, begin <= end. Whoever builds an array of them owns it. */
 typedef struct loom_range {
     int64_t begin;
     int64_t end;
 } loom_range;
 
-/* What the host tells the plugin at creation. Built by the host; borrowed during create()
- * except where noted. */
+/* What the host tells the plugin at creation. Built by the host; the struct is borrowed
+ * during create() only, the memory named "lent for the run" stays the host's and valid until
+ * destroy (the plugin never frees it). Read on the init thread. Members since 1.0 unless
+ * marked; every member Required unless marked. */
 typedef struct loom_sharding_setup {
     LOOM_STRUCT_HEADER;
-    int32_t rank;
-    int32_t world_size;
+    int32_t rank;                     /* this rank, 0 <= rank < world_size                 */
+    int32_t world_size;               /* ranks in the run (1: no communication)            */
     int64_t total_numel;              /* elements in the flat parameter buffer             */
-    size_t n_tensors;
-    const int64_t *tensor_offsets;    /* n_tensors + 1 offsets: tensor i is [o[i], o[i+1])  */
-    void *params;                     /* flat model-dtype parameters; lent for the run     */
+    size_t n_tensors;                 /* parameter tensors of the model                    */
+    const int64_t *tensor_offsets;    /* never NULL; n_tensors + 1 offsets: tensor i is
+                                         [o[i], o[i+1]); borrowed (copy what you keep)     */
+    void *params;                     /* never NULL; flat model-dtype parameters; lent for
+                                         the run                                           */
     uint32_t param_dtype;             /* dtype of params and of gradients                  */
-    uint32_t device;
-    loom_comm *comm;                  /* lent for the run                                  */
-    const loom_comm_vtable *comm_vtable;
-    int32_t gradient_accumulation_steps;
+    uint32_t device;                  /* LOOM_DEVICE_* of params and gradients             */
+    loom_comm *comm;                  /* never NULL (the "local" comm in a one-process
+                                         run); lent for the run                            */
+    const loom_comm_vtable *comm_vtable; /* never NULL; comm's table; lent for the run     */
+    int32_t gradient_accumulation_steps; /* micro-batches per optimizer step, >= 1         */
     uint32_t optimizer_flags;         /* LOOM_OPTIMIZER_* of the chosen optimizer          */
     int64_t max_grad_elements;        /* the model's max_grad_elements (or total_numel)    */
-    /* ABI 1.1 (check with LOOM_HAS_FIELD). Elements `params` has room for (>= total_numel;
-     * the host rounds it up to a multiple of world_size x 16384 and zeroes the tail), so a
-     * plugin whose partitions are contiguous can all-gather them in place. 0: total_numel. */
+    /* Optional, since 1.1 (read with LOOM_HAS_FIELD). Elements `params` has room for
+     * (>= total_numel; the host rounds it up to a multiple of world_size x 16384 and zeroes
+     * the tail), so a plugin whose partitions are contiguous can all-gather them in place.
+     * 0 or absent: total_numel. */
     int64_t params_capacity;
 } loom_sharding_setup;
 
-/* The memory the plugin holds, for the budget printed before step 1. Written by the plugin. */
+/* The memory the plugin holds, for the budget printed before step 1. Written by the plugin
+ * in memory() into the host's struct. Both members Required (0 is a valid answer), since
+ * 1.0. */
 typedef struct loom_sharding_memory {
     LOOM_STRUCT_HEADER;
     uint64_t gradient_bytes;   /* gradient storage of this rank (full or owned partition)     */
@@ -71,51 +80,68 @@ typedef struct loom_sharding_memory {
 
 typedef struct loom_sharding loom_sharding; /* plugin-private instance */
 
+/* Filled by the plugin (static storage, never freed). Every member but create, destroy and
+ * owned_ranges is called on the trainer's thread, one call at a time per instance (the
+ * plugin may run collectives on its comm's threads meanwhile). */
 typedef struct loom_sharding_vtable {
     LOOM_STRUCT_HEADER;
 
-    /* Required. Decide the partition and allocate gradient storage and buckets. */
+    /* Required, never NULL. Decide the partition and allocate gradient storage and buckets
+     * (the plugin's until destroy). *out is owned by the host until it passes it to destroy().
+     * On failure returns a status, leaves *out NULL and reports through api->fail. Init
+     * thread only. Since 1.0. */
     loom_status (*create)(loom_host *host, const loom_host_api *api, const loom_config *config,
                           const loom_sharding_setup *setup, loom_sharding **out);
-    /* Required. NULL is a no-op. */
+    /* Required, never NULL. Free the instance and all it allocated; destroy(NULL) is a
+     * no-op. Init thread only. Since 1.0. */
     void (*destroy)(loom_sharding *self);
 
-    /* Required. The ranges `rank` owns (any rank, so the host can compute every rank's
-     * budget and checkpoint layout), sorted, non-overlapping. *ranges stays owned by the
-     * instance and valid until destroy. MT-safe. */
+    /* Required, never NULL. The ranges `rank` owns (any rank, so the host can compute every
+     * rank's budget and checkpoint layout), sorted, non-overlapping. *ranges stays owned by
+     * the instance and valid until destroy. MT-safe. Since 1.0. */
     loom_status (*owned_ranges)(const loom_sharding *self, int32_t rank, const loom_range **ranges,
                                 size_t *n_ranges);
-    /* Required. Memory report. */
+    /* Required, never NULL. Memory report into the host's `out`. One thread per instance.
+     * Since 1.0. */
     loom_status (*memory)(const loom_sharding *self, loom_sharding_memory *out);
 
-    /* Required. Start of a micro-batch: micro (0-based) of the accumulation,
-     * last != 0 on the final micro-batch before an optimizer step. */
+    /* Required, never NULL. Start of a micro-batch: micro (0-based) of the accumulation,
+     * last != 0 on the final micro-batch before an optimizer step. One thread per instance.
+     * Since 1.0. */
     loom_status (*begin_micro_batch)(loom_sharding *self, int32_t micro, int32_t last);
-    /* Required. Gradient memory for [begin, end) (param_dtype): holds what earlier
-     * micro-batches accumulated there, or zeros. See loom_grad_sink. One thread. */
+    /* Required, never NULL. Gradient memory for [begin, end) (param_dtype) into *memory:
+     * holds what earlier micro-batches accumulated there, or zeros. The plugin's memory,
+     * lent to the model until grad_release of the same range. See loom_grad_sink. One thread
+     * per instance. Since 1.0. */
     loom_status (*grad_acquire)(loom_sharding *self, int64_t begin, int64_t end, void **memory);
-    /* Required. The gradients of [begin, end) are final for this micro-batch. */
+    /* Required, never NULL. The gradients of [begin, end) are final for this micro-batch;
+     * the plugin may start communicating them. One thread per instance. Since 1.0. */
     loom_status (*grad_release)(loom_sharding *self, int64_t begin, int64_t end);
-    /* Required. Wait for every collective of the step. Afterwards owned_grads() is complete. */
+    /* Required, never NULL. Wait for every collective of the step. Afterwards owned_grads()
+     * is complete. One thread per instance. Since 1.0. */
     loom_status (*finish_grads)(loom_sharding *self);
-    /* Required. Gradient memory of owned range i (param_dtype, the range's length): the
-     * summed gradient after finish_grads. Valid until the next begin_micro_batch(micro=0). */
+    /* Required, never NULL. Gradient memory of owned range i (param_dtype, the range's
+     * length) into *memory: the summed gradient after finish_grads. The plugin's memory,
+     * valid until the next begin_micro_batch(micro=0). One thread per instance. Since 1.0. */
     loom_status (*owned_grads)(loom_sharding *self, size_t range_index, void **memory);
-    /* Required. Zero the gradients for the next accumulation (after the optimizer step). */
+    /* Required, never NULL. Zero the gradients for the next accumulation (after the
+     * optimizer step). One thread per instance. Since 1.0. */
     loom_status (*zero_grads)(loom_sharding *self);
-    /* Required. The owned ranges of `params` were updated: make every rank's copy whole. */
+    /* Required, never NULL. The owned ranges of `params` were updated: make every rank's
+     * copy whole. Collective: every rank calls it. One thread per instance. Since 1.0. */
     loom_status (*publish_params)(loom_sharding *self);
 
     /* ---- ABI 1.1 ---- */
 
-    /* Optional (NULL: gradients are always reduced; the host then refuses optimizers that ask
-     * for local gradients, see loom_optimizer_vtable.local_gradients). Called by the host
-     * before the first micro-batch of an optimizer step (before begin_micro_batch(micro=0)),
-     * on every rank alike; the setting holds until the next call. enabled = 1: the normal
-     * reduction. enabled = 0: this step's gradients stay local: grad_release and finish_grads
-     * communicate nothing and owned_grads returns this rank's own accumulated gradients (still
-     * carrying the seed's 1 / global-count factor). Only meaningful where every rank owns
-     * everything (ddp, none). One thread per instance. */
+    /* Optional, since 1.1 (NULL or absent: gradients are always reduced; the host then
+     * refuses optimizers that ask for local gradients, see
+     * loom_optimizer_vtable.local_gradients). Called by the host before the first micro-batch
+     * of an optimizer step (before begin_micro_batch(micro=0)), on every rank alike; the
+     * setting holds until the next call. enabled = 1: the normal reduction. enabled = 0: this
+     * step's gradients stay local: grad_release and finish_grads communicate nothing and
+     * owned_grads returns this rank's own accumulated gradients (still carrying the seed's
+     * 1 / global-count factor). Only meaningful where every rank owns everything (ddp, none).
+     * One thread per instance. */
     loom_status (*set_reduction)(loom_sharding *self, int32_t enabled);
 
     /* ABI 1.4+: append below. */

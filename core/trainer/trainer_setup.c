@@ -278,27 +278,22 @@ static void choose_precision(const loom_trainer *t, precision_choice *c)
     }
 }
 
-loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
-{
-    *out = NULL;
-    loom_trainer *t = calloc(1, sizeof *t);
-    if (!t) return loom_error(LOOM_E_NOMEM, "out of memory");
-    t->args = *args;
-    memset(args, 0, sizeof *args);
-    t->hooks = *loom_trainer_default_hooks();
-    t->core_host = loom_host_create("loom");
-    t->log_history = cJSON_CreateArray();
-    loom_args *a = &t->args;
-    loom_status st = LOOM_OK;
-    loom_saved_model_config saved = {0};
-    unsigned char *used = calloc(a->unknown_keys.count + 1, 1);
-    if (!t->core_host || !t->log_history || !used) {
-        st = loom_error(LOOM_E_NOMEM, "out of memory");
-        goto done;
-    }
+/* ---- loom_trainer_create, step by step ---------------------------------------------------- */
 
-    /* Who we are: torchrun / loom launch, mpirun or srun variables, or one process. */
-    if ((st = loom_ranks_detect(&t->ranks)) != LOOM_OK) goto done;
+/* The plugins a run uses: one per kind, callbacks in the order they run. */
+typedef struct chosen_plugins {
+    const loom_plugin *model, *optimizer, *scheduler, *precision, *sharding, *comm;
+    const loom_plugin *callbacks[LOOM_MAX_CALLBACKS];
+    size_t n_callbacks;
+    precision_choice precision_mapped;
+} chosen_plugins;
+
+/* Who we are: torchrun / loom launch, mpirun or srun variables, or one process. */
+static loom_status join_run(loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    loom_status st = loom_ranks_detect(&t->ranks);
+    if (st != LOOM_OK) return st;
     t->rank = t->ranks.rank;
     t->world_size = t->ranks.world_size;
     t->local_rank = t->ranks.local_rank;
@@ -309,269 +304,360 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
         double timeout = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
         if ((st = loom_store_rendezvous(t->rank, t->world_size, t->ranks.master_addr, t->ranks.master_port, timeout,
                                         &t->store_server, &t->store_client)) != LOOM_OK)
-            goto done;
+            return st;
         loom_host_set_store(t->store_client);
     }
     loom_host_set_seed((uint64_t)a->seed);
     if (a->num_threads > 0) loom_host_set_threads((int32_t)a->num_threads);
+    return LOOM_OK;
+}
 
-    if (a->deepspeed && *a->deepspeed && (st = load_deepspeed(t)) != LOOM_OK) goto done;
-
+/* What the run reads before choosing plugins: the ds_config, the plugin folders, the data whose
+ * shapes size the model (classification data first: the model's sizes come from it), and a
+ * saved model's config.json. */
+static loom_status read_inputs(loom_trainer *t, loom_saved_model_config *saved)
+{
+    const loom_args *a = &t->args;
+    loom_status st = LOOM_OK;
+    if (a->deepspeed && *a->deepspeed && (st = load_deepspeed(t)) != LOOM_OK) return st;
     st = loom_loader_init((const char *const *)a->plugin_dir.items, a->plugin_dir.count);
-    if (st != LOOM_OK) goto done;
+    if (st != LOOM_OK) return st;
+    if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) return st;
+    if ((st = open_datasets(t, LOOM_DATA_SEQ2SEQ, 0)) != LOOM_OK) return st;
+    if ((st = check_evaluation(t)) != LOOM_OK) return st;
+    if (a->model_name_or_path && *a->model_name_or_path)
+        return loom_saved_model_config_read(a->model_name_or_path, saved);
+    return LOOM_OK;
+}
 
-    /* Classification data first: the model's sizes come from it. */
-    if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) goto done;
-    if ((st = open_datasets(t, LOOM_DATA_SEQ2SEQ, 0)) != LOOM_OK) goto done;
-    if ((st = check_evaluation(t)) != LOOM_OK) goto done;
+/* The model a run names, or the one its data asks for (text -> gpt2, pairs -> t5, features ->
+ * mlp). */
+static const char *model_spec_for(const loom_args *a, const loom_saved_model_config *saved)
+{
+    const char *model_spec = saved->model_type ? saved->model_type : a->model;
+    if (model_spec && *model_spec) return model_spec;
+    const char *files[] = {a->train_file, a->validation_file, a->test_file};
+    int format = LOOM_DATA_CLASSIFICATION;
+    for (size_t i = 0; i < 3; i++)
+        if (files[i] && *files[i] && loom_dataset_sniff(files[i], &format) == LOOM_OK) break;
+    loom_error_clear();
+    return format == LOOM_DATA_TOKENS ? "gpt2" : format == LOOM_DATA_SEQ2SEQ ? "t5" : "mlp";
+}
 
-    if (a->model_name_or_path && *a->model_name_or_path &&
-        (st = loom_saved_model_config_read(a->model_name_or_path, &saved)) != LOOM_OK)
-        goto done;
-
-    /* Defaults per kind, then --plugin overrides (callbacks add). */
-    const loom_plugin *model = NULL, *optimizer = NULL, *scheduler = NULL, *precision = NULL, *sharding = NULL,
-                      *comm = NULL, *callbacks[LOOM_MAX_CALLBACKS];
-    size_t n_callbacks = 0;
-    const char *model_spec = saved.model_type ? saved.model_type : a->model;
-    if (!model_spec || !*model_spec) {
-        /* No model named: the data says which (text -> gpt2, pairs -> t5, features -> mlp). */
-        const char *files[] = {a->train_file, a->validation_file, a->test_file};
-        int format = LOOM_DATA_CLASSIFICATION;
-        for (size_t i = 0; i < 3; i++)
-            if (files[i] && *files[i] && loom_dataset_sniff(files[i], &format) == LOOM_OK) break;
-        loom_error_clear();
-        model_spec = format == LOOM_DATA_TOKENS ? "gpt2" : format == LOOM_DATA_SEQ2SEQ ? "t5" : "mlp";
-    }
-    if ((st = load_plugin(model_spec, LOOM_KIND_MODEL, &model)) != LOOM_OK) goto done;
+/* The default plugin of every kind, from the arguments and the ds_config. */
+static loom_status choose_default_plugins(loom_trainer *t, const loom_saved_model_config *saved, chosen_plugins *c)
+{
+    const loom_args *a = &t->args;
+    loom_status st = LOOM_OK;
+    if ((st = load_plugin(model_spec_for(a, saved), LOOM_KIND_MODEL, &c->model)) != LOOM_OK) goto done;
     const char *optimizer_name = loom__optimizer_plugin_for(a->optim), *scheduler_name = a->lr_scheduler_type;
     if (t->ds && t->ds->optimizer_choice.plugin)
         optimizer_name = loom__optimizer_plugin_for(t->ds->optimizer_choice.plugin);
     if (t->ds && t->ds->scheduler_choice.plugin) scheduler_name = t->ds->scheduler_choice.plugin;
-    if ((st = load_plugin(optimizer_name, LOOM_KIND_OPTIMIZER, &optimizer)) != LOOM_OK) goto done;
-    if ((st = load_plugin(scheduler_name, LOOM_KIND_SCHEDULER, &scheduler)) != LOOM_OK) goto done;
-    precision_choice precision_mapped;
-    choose_precision(t, &precision_mapped);
-    if ((st = load_plugin(precision_mapped.plugin, LOOM_KIND_PRECISION, &precision)) != LOOM_OK) goto done;
+    if ((st = load_plugin(optimizer_name, LOOM_KIND_OPTIMIZER, &c->optimizer)) != LOOM_OK) goto done;
+    if ((st = load_plugin(scheduler_name, LOOM_KIND_SCHEDULER, &c->scheduler)) != LOOM_OK) goto done;
+    choose_precision(t, &c->precision_mapped);
+    if ((st = load_plugin(c->precision_mapped.plugin, LOOM_KIND_PRECISION, &c->precision)) != LOOM_OK) goto done;
     const char *sharding_name = t->world_size > 1 ? "ddp" : "none";
     if (a->sharded_ddp) sharding_name = "sharded_ddp"; /* HF v4.2's --sharded_ddp */
     if (t->ds && strcmp(t->ds->sharding.plugin, "ddp") != 0) sharding_name = t->ds->sharding.plugin;
-    if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &sharding)) != LOOM_OK) goto done;
-    if ((st = load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK,
-                          &callbacks[n_callbacks++])) != LOOM_OK)
-        goto done;
+    if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &c->sharding)) != LOOM_OK) goto done;
+done:
+    return st;
+}
+
+/* The callbacks every run has: a printer or a progress bar, the history file, and what
+ * --report_to asks for. */
+static loom_status choose_default_callbacks(const loom_trainer *t, chosen_plugins *c)
+{
+    const loom_args *a = &t->args;
+    loom_status st =
+        load_plugin(a->disable_tqdm == 1 ? "printer" : "progress", LOOM_KIND_CALLBACK, &c->callbacks[c->n_callbacks++]);
+    if (st != LOOM_OK) return st;
     /* Every run: log_history.jsonl, written as it happens (loom plot reads it). */
-    if ((st = load_plugin("history", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK) goto done;
+    if ((st = load_plugin("history", LOOM_KIND_CALLBACK, &c->callbacks[c->n_callbacks++])) != LOOM_OK) return st;
     /* --report_to tensorboard (or all): HF's TensorBoardCallback; html (or all): curves.html. */
     int tensorboard = 0, html = 0;
     for (size_t i = 0; i < a->report_to.count; i++) {
         tensorboard |= !strcmp(a->report_to.items[i], "tensorboard") || !strcmp(a->report_to.items[i], "all");
         html |= !strcmp(a->report_to.items[i], "html") || !strcmp(a->report_to.items[i], "all");
     }
-    if (tensorboard && (st = load_plugin("tensorboard", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK)
-        goto done;
-    if (html && (st = load_plugin("curves", LOOM_KIND_CALLBACK, &callbacks[n_callbacks++])) != LOOM_OK) goto done;
+    if (tensorboard &&
+        (st = load_plugin("tensorboard", LOOM_KIND_CALLBACK, &c->callbacks[c->n_callbacks++])) != LOOM_OK)
+        return st;
+    if (html && (st = load_plugin("curves", LOOM_KIND_CALLBACK, &c->callbacks[c->n_callbacks++])) != LOOM_OK) return st;
+    return LOOM_OK;
+}
+
+/* --plugin overrides the default of its kind (callbacks add). */
+static loom_status apply_plugin_flags(loom_trainer *t, chosen_plugins *c)
+{
+    const loom_args *a = &t->args;
     for (size_t i = 0; i < a->plugin.count; i++) {
         const loom_plugin *p = NULL;
-        if ((st = load_plugin(a->plugin.items[i], 0, &p)) != LOOM_OK) goto done;
+        loom_status st = load_plugin(a->plugin.items[i], 0, &p);
+        if (st != LOOM_OK) return st;
         switch (p->desc->kind) {
-        case LOOM_KIND_MODEL: model = p; break;
-        case LOOM_KIND_OPTIMIZER: optimizer = p; break;
-        case LOOM_KIND_SCHEDULER: scheduler = p; break;
-        case LOOM_KIND_PRECISION: precision = p; break;
-        case LOOM_KIND_SHARDING: sharding = p; break;
-        case LOOM_KIND_COMM: comm = p; break;
+        case LOOM_KIND_MODEL:
+            c->model = p;
+            break;
+        case LOOM_KIND_OPTIMIZER:
+            c->optimizer = p;
+            break;
+        case LOOM_KIND_SCHEDULER:
+            c->scheduler = p;
+            break;
+        case LOOM_KIND_PRECISION:
+            c->precision = p;
+            break;
+        case LOOM_KIND_SHARDING:
+            c->sharding = p;
+            break;
+        case LOOM_KIND_COMM:
+            c->comm = p;
+            break;
         case LOOM_KIND_BACKEND: t->backend_plugin = p; break;
         case LOOM_KIND_CALLBACK:
-            if (n_callbacks == LOOM_MAX_CALLBACKS) {
-                st = loom_error(LOOM_E_INVALID, "more than %d callbacks", LOOM_MAX_CALLBACKS);
-                goto done;
-            }
-            callbacks[n_callbacks++] = p;
+            if (c->n_callbacks == LOOM_MAX_CALLBACKS)
+                return loom_error(LOOM_E_INVALID, "more than %d callbacks", LOOM_MAX_CALLBACKS);
+            c->callbacks[c->n_callbacks++] = p;
             break;
         default:
-            st = loom_error(LOOM_E_INVALID, "--plugin %s: unknown plugin kind %u", a->plugin.items[i], p->desc->kind);
-            goto done;
+            return loom_error(LOOM_E_INVALID, "--plugin %s: unknown plugin kind %u", a->plugin.items[i], p->desc->kind);
         }
     }
+    return LOOM_OK;
+}
 
-    if ((st = loom_trainer_open_device(t)) != LOOM_OK) goto done;
-    /* The comm plugin depends on the device (nccl on a GPU): chosen once it is open. */
-    const char *comm_name = NULL;
-    if (!comm && ((st = loom_trainer_comm_name(t, &comm_name)) != LOOM_OK ||
-                  (st = load_plugin(comm_name, LOOM_KIND_COMM, &comm)) != LOOM_OK))
-        goto done;
+/* The values mapped from the run arguments onto each plugin's section, and the text they
+ * point at (it must outlive loom_config_build). */
+typedef struct mapped_sections {
+    loom_config_default model[256];
+    size_t n_model;
+    char text[7][64];
+    char smoothing[64];
+    loom_config_default optimizer[5];
+    loom_config_default scheduler[32];
+    size_t n_scheduler;
+    char *kwarg_texts[32];
+    loom_config_default sharding[1];
+    size_t n_sharding;
+    char bucket[32];
+    cJSON *kwargs; /* owns the scheduler's keys */
+} mapped_sections;
 
-    /* Configuration sections: mapped values from the run arguments, then the user's flags. */
-    char text[6][64];
-    loom_config_default model_mapped[256];
-    size_t n_model = 0;
+static void mapped_sections_free(mapped_sections *m)
+{
+    for (size_t i = 0; i < m->n_scheduler; i++)
+        free(m->kwarg_texts[i]);
+    cJSON_Delete(m->kwargs);
+}
+
+/* The model's section: the data's shape, a saved config.json, --gradient_checkpointing. */
+static loom_status map_model_section(const loom_trainer *t, const loom_saved_model_config *saved,
+                                     const loom_plugin *model, mapped_sections *m)
+{
     const loom_dataset *shape_source = t->train_dataset  ? t->train_dataset
                                        : t->eval_dataset ? t->eval_dataset
                                                          : t->test_dataset;
     if (shape_source && shape_source->n_classes > 0) {
-        snprintf(text[0], sizeof text[0], "%lld", (long long)shape_source->n_features);
-        snprintf(text[1], sizeof text[1], "%lld", (long long)shape_source->n_classes);
-        model_mapped[n_model++] = (loom_config_default){"input_size", text[0]};
-        model_mapped[n_model++] = (loom_config_default){"num_classes", text[1]};
+        snprintf(m->text[0], sizeof m->text[0], "%lld", (long long)shape_source->n_features);
+        snprintf(m->text[1], sizeof m->text[1], "%lld", (long long)shape_source->n_classes);
+        m->model[m->n_model++] = (loom_config_default){"input_size", m->text[0]};
+        m->model[m->n_model++] = (loom_config_default){"num_classes", m->text[1]};
     }
-    for (size_t i = 0; i < saved.n && n_model < 256; i++) model_mapped[n_model++] = saved.entries[i];
+    for (size_t i = 0; i < saved->n && m->n_model < 256; i++)
+        m->model[m->n_model++] = saved->entries[i];
     /* --gradient_checkpointing reaches a model that declares the key (gpt2 recomputes its
      * blocks in backward); HF's models without support refuse it too. */
-    if (a->gradient_checkpointing && n_model < 256) {
+    if (t->args.gradient_checkpointing && m->n_model < 256) {
         int declared = 0;
         for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
             declared |= strcmp(s->key, "gradient_checkpointing") == 0;
-        if (!declared) {
-            st = loom_error(LOOM_E_UNSUPPORTED, "--gradient_checkpointing: model '%s' cannot recompute its activations",
-                            model->desc->name);
-            goto done;
-        }
-        model_mapped[n_model++] = (loom_config_default){"gradient_checkpointing", "true"};
+        if (!declared)
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "--gradient_checkpointing: model '%s' cannot recompute its activations",
+                              model->desc->name);
+        m->model[m->n_model++] = (loom_config_default){"gradient_checkpointing", "true"};
     }
     /* --label_smoothing_factor: HF's LabelSmoother, inside the model's loss (its kernels). */
-    char smoothing[64];
-    if (a->label_smoothing_factor != 0.0 && n_model < 256) {
+    if (t->args.label_smoothing_factor != 0.0 && m->n_model < 256) {
         int declared = 0;
         for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
             declared |= strcmp(s->key, "label_smoothing_factor") == 0;
-        if (!declared) {
-            st = loom_error(LOOM_E_UNSUPPORTED, "--label_smoothing_factor: model '%s' has no smoothed loss",
-                            model->desc->name);
-            goto done;
-        }
-        loom__format_shortest(smoothing, sizeof smoothing, a->label_smoothing_factor);
-        model_mapped[n_model++] = (loom_config_default){"label_smoothing_factor", smoothing};
+        if (!declared)
+            return loom_error(LOOM_E_UNSUPPORTED, "--label_smoothing_factor: model '%s' has no smoothed loss",
+                              model->desc->name);
+        loom__format_shortest(m->smoothing, sizeof m->smoothing, t->args.label_smoothing_factor);
+        m->model[m->n_model++] = (loom_config_default){"label_smoothing_factor", m->smoothing};
     }
-    loom__format_shortest(text[2], sizeof text[2], a->learning_rate);
-    loom__format_shortest(text[3], sizeof text[3], a->adam_beta1);
-    loom__format_shortest(text[4], sizeof text[4], a->adam_beta2);
-    loom__format_shortest(text[5], sizeof text[5], a->adam_epsilon);
-    char wd[64];
-    loom__format_shortest(wd, sizeof wd, a->weight_decay);
-    const loom_config_default optimizer_mapped[] = {
-        {"lr", text[2]}, {"weight_decay", wd}, {"beta1", text[3]}, {"beta2", text[4]}, {"eps", text[5]},
-    };
+    return LOOM_OK;
+}
 
-    /* --lr_scheduler_kwargs '{"num_cycles": 2}' maps onto the scheduler's keys. */
-    loom_config_default scheduler_mapped[32];
-    size_t n_scheduler = 0;
-    cJSON *kwargs = NULL;
-    char *kwarg_texts[32] = {0};
-    if (a->lr_scheduler_kwargs && *a->lr_scheduler_kwargs) {
-        kwargs = cJSON_Parse(a->lr_scheduler_kwargs);
-        if (!cJSON_IsObject(kwargs)) {
-            cJSON_Delete(kwargs);
-            st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: not a JSON object: %s", a->lr_scheduler_kwargs);
-            goto done;
-        }
-        for (cJSON *item = kwargs->child; item && n_scheduler < 32; item = item->next) {
-            kwarg_texts[n_scheduler] = cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
-            scheduler_mapped[n_scheduler] = (loom_config_default){item->string, kwarg_texts[n_scheduler]};
-            n_scheduler++;
-        }
+/* The optimizer's and sharding's sections from the arguments. */
+static void map_optimizer_and_sharding(const loom_args *a, mapped_sections *m)
+{
+    loom__format_shortest(m->text[2], sizeof m->text[2], a->learning_rate);
+    loom__format_shortest(m->text[3], sizeof m->text[3], a->adam_beta1);
+    loom__format_shortest(m->text[4], sizeof m->text[4], a->adam_beta2);
+    loom__format_shortest(m->text[5], sizeof m->text[5], a->adam_epsilon);
+    loom__format_shortest(m->text[6], sizeof m->text[6], a->weight_decay);
+    /* lr and weight_decay first: Adafactor takes only those two (see build_configs). */
+    static const char *const keys[5] = {"lr", "weight_decay", "beta1", "beta2", "eps"};
+    static const int text_of[5] = {2, 6, 3, 4, 5};
+    for (size_t i = 0; i < 5; i++)
+        m->optimizer[i] = (loom_config_default){keys[i], m->text[text_of[i]]};
+    snprintf(m->bucket, sizeof m->bucket, "%lld", (long long)a->ddp_bucket_cap_mb);
+    m->sharding[0] = (loom_config_default){"bucket_cap_mb", m->bucket};
+    m->n_sharding = a->ddp_bucket_cap_mb != LOOM_ARG_NONE_INT ? 1 : 0;
+}
+
+/* --lr_scheduler_kwargs '{"num_cycles": 2}' maps onto the scheduler's keys. */
+static loom_status map_scheduler_kwargs(const loom_args *a, mapped_sections *m)
+{
+    if (!a->lr_scheduler_kwargs || !*a->lr_scheduler_kwargs) return LOOM_OK;
+    m->kwargs = cJSON_Parse(a->lr_scheduler_kwargs);
+    if (!cJSON_IsObject(m->kwargs))
+        return loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: not a JSON object: %s", a->lr_scheduler_kwargs);
+    for (cJSON *item = m->kwargs->child; item && m->n_scheduler < 32; item = item->next) {
+        m->kwarg_texts[m->n_scheduler] =
+            cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
+        m->scheduler[m->n_scheduler] = (loom_config_default){item->string, m->kwarg_texts[m->n_scheduler]};
+        m->n_scheduler++;
     }
+    return LOOM_OK;
+}
 
-    t->model.plugin = model;
-    t->optimizer.plugin = optimizer;
-    t->scheduler.plugin = scheduler;
-    t->precision.plugin = precision;
-    t->sharding.plugin = sharding;
-    t->comm.plugin = comm;
-    char bucket[32];
-    snprintf(bucket, sizeof bucket, "%lld", (long long)a->ddp_bucket_cap_mb);
-    const loom_config_default sharding_mapped[] = {{"bucket_cap_mb", bucket}};
-    size_t n_sharding = a->ddp_bucket_cap_mb != LOOM_ARG_NONE_INT ? 1 : 0;
-    /* A ds_config's sections replace the mapping from the arguments (it already merged them). */
-    const loom_config_default *opt_entries = optimizer_mapped, *sched_entries = scheduler_mapped,
-                              *shard_entries = sharding_mapped;
+/* A kwarg the scheduler does not declare is a mistake, not a silent no-op. */
+static loom_status check_scheduler_kwargs(const loom_plugin *scheduler, const mapped_sections *m)
+{
+    for (size_t i = 0; i < m->n_scheduler; i++) {
+        int declared = 0;
+        for (const loom_param_spec *s = scheduler->desc->params; s && s->key; s++)
+            declared |= !strcmp(s->key, m->scheduler[i].key);
+        if (!declared)
+            return loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: scheduler '%s' has no key '%s'",
+                              scheduler->desc->name, m->scheduler[i].key);
+    }
+    return LOOM_OK;
+}
+
+/* Every plugin's configuration section: the values mapped from the run arguments (a
+ * ds_config's sections replace them: it already merged them), then the user's flags, which
+ * `used` marks. */
+static loom_status build_configs(loom_trainer *t, const chosen_plugins *c, const mapped_sections *m,
+                                 unsigned char *used)
+{
+    const loom_args *a = &t->args;
+    const loom_config_default *opt_entries = m->optimizer, *sched_entries = m->scheduler, *shard_entries = m->sharding;
     /* HF's Trainer gives Adafactor lr and the groups' weight decay, not Adam's betas and eps. */
-    size_t n_opt = strcmp(optimizer->desc->name, "adafactor") ? 5 : 2, n_sched = n_scheduler, n_shard = n_sharding;
+    size_t n_opt = strcmp(c->optimizer->desc->name, "adafactor") ? 5 : 2, n_sched = m->n_scheduler;
+    size_t n_shard = m->n_sharding;
     if (t->ds && t->ds->optimizer.present)
         opt_entries = t->ds->optimizer_choice.entries, n_opt = t->ds->optimizer_choice.n_entries;
     if (t->ds && t->ds->scheduler_choice.plugin)
         sched_entries = t->ds->scheduler_choice.entries, n_sched = t->ds->scheduler_choice.n_entries;
-    if (t->ds && strcmp(sharding->desc->name, t->ds->sharding.plugin) == 0)
+    if (t->ds && strcmp(c->sharding->desc->name, t->ds->sharding.plugin) == 0)
         shard_entries = t->ds->sharding.entries, n_shard = t->ds->sharding.n_entries;
+    /* The mapped precision values belong to the plugin they were mapped for, not to a --plugin
+     * replacing it. */
+    int own_precision = strcmp(c->precision->desc->name, c->precision_mapped.plugin) == 0;
     int configs_ok =
-        (t->model.config = loom_config_build(model->desc, model_mapped, n_model, a, used)) &&
-        (t->optimizer.config = loom_config_build(optimizer->desc, opt_entries, n_opt, a, used)) &&
-        (t->scheduler.config = loom_config_build(scheduler->desc, sched_entries, n_sched, a, used)) &&
-        (t->precision.config = loom_config_build(
-             precision->desc, strcmp(precision->desc->name, precision_mapped.plugin) ? NULL : precision_mapped.entries,
-             strcmp(precision->desc->name, precision_mapped.plugin) ? 0 : precision_mapped.n, a, used)) &&
-        (t->sharding.config = loom_config_build(sharding->desc, shard_entries, n_shard, a, used)) &&
-        (t->comm.config = loom_config_build(comm->desc, NULL, 0, a, used));
-    for (size_t i = 0; configs_ok && i < n_callbacks; i++) {
-        t->callbacks[i].plugin = callbacks[i];
-        configs_ok = (t->callbacks[i].config = loom_trainer_callback_config(t, callbacks[i], used)) != NULL;
+        (t->model.config = loom_config_build(c->model->desc, m->model, m->n_model, a, used)) &&
+        (t->optimizer.config = loom_config_build(c->optimizer->desc, opt_entries, n_opt, a, used)) &&
+        (t->scheduler.config = loom_config_build(c->scheduler->desc, sched_entries, n_sched, a, used)) &&
+        (t->precision.config = loom_config_build(c->precision->desc, own_precision ? c->precision_mapped.entries : NULL,
+                                                 own_precision ? c->precision_mapped.n : 0, a, used)) &&
+        (t->sharding.config = loom_config_build(c->sharding->desc, shard_entries, n_shard, a, used)) &&
+        (t->comm.config = loom_config_build(c->comm->desc, NULL, 0, a, used));
+    for (size_t i = 0; configs_ok && i < c->n_callbacks; i++) {
+        t->callbacks[i].plugin = c->callbacks[i];
+        configs_ok = (t->callbacks[i].config = loom_trainer_callback_config(t, c->callbacks[i], used)) != NULL;
         t->n_callbacks = i + 1;
     }
-    for (size_t i = 0; configs_ok && i < n_scheduler; i++) {
-        /* A kwarg the scheduler does not declare is a mistake, not a silent no-op. */
-        int declared = 0;
-        for (const loom_param_spec *s = scheduler->desc->params; s && s->key; s++)
-            declared |= !strcmp(s->key, scheduler_mapped[i].key);
-        if (!declared) {
-            st = loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: scheduler '%s' has no key '%s'",
-                            scheduler->desc->name, scheduler_mapped[i].key);
-            break;
-        }
-    }
-    for (size_t i = 0; i < n_scheduler; i++) free(kwarg_texts[i]);
-    cJSON_Delete(kwargs);
-    if (!configs_ok) st = LOOM_E_INVALID;
-    if (st != LOOM_OK) goto done;
-    {
-        const loom_plugin *all[6 + LOOM_MAX_CALLBACKS] = {model, optimizer, scheduler, precision, sharding, comm};
-        for (size_t i = 0; i < n_callbacks; i++) all[6 + i] = callbacks[i];
-        if ((st = report_unused_flags(t, used, all, 6 + n_callbacks)) != LOOM_OK) goto done;
-    }
+    if (!configs_ok) return LOOM_E_INVALID;
+    return LOOM_OK;
+}
 
-    /* Instances that need nothing from the training setup: model, precision, callbacks, comm.
-     * Sharding needs the parameter layout (prepare), optimizer and scheduler the step count
-     * (create_optimizer_and_scheduler). */
-    if ((st = loom_trainer_create_instance(&t->model, model, NULL)) != LOOM_OK) goto done;
-    if ((st = open_token_datasets(t)) != LOOM_OK) goto done;
-    if ((st = check_evaluation(t)) != LOOM_OK) goto done;
-    if ((st = loom_trainer_create_instance(&t->precision, precision, NULL)) != LOOM_OK) goto done;
-    for (size_t i = 0; i < n_callbacks; i++)
-        if ((st = loom_trainer_create_callback(t, &t->callbacks[i], callbacks[i])) != LOOM_OK) goto done;
-    {
-        loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup)};
-        setup.rank = t->rank;
-        setup.world_size = t->world_size;
-        setup.local_rank = t->local_rank;
-        setup.local_world_size = t->local_world_size;
-        setup.master_addr = t->ranks.master_addr;
-        setup.master_port = t->ranks.master_port;
-        setup.device = loom_trainer_comm_device(t, comm);
-        setup.timeout_seconds = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
-        if ((st = loom_trainer_create_instance(&t->comm, comm, &setup)) != LOOM_OK) goto done;
+/* Map, build and check every section; then no flag may be left unused. */
+static loom_status configure_plugins(loom_trainer *t, const loom_saved_model_config *saved, const chosen_plugins *c,
+                                     unsigned char *used)
+{
+    mapped_sections *m = calloc(1, sizeof *m);
+    if (!m) return loom_error(LOOM_E_NOMEM, "out of memory");
+    t->model.plugin = c->model;
+    t->optimizer.plugin = c->optimizer;
+    t->scheduler.plugin = c->scheduler;
+    t->precision.plugin = c->precision;
+    t->sharding.plugin = c->sharding;
+    t->comm.plugin = c->comm;
+    loom_status st = map_model_section(t, saved, c->model, m);
+    if (st == LOOM_OK) {
+        map_optimizer_and_sharding(&t->args, m);
+        st = map_scheduler_kwargs(&t->args, m);
     }
-    t->sharding.vtable = sharding->desc->vtable;
-    t->optimizer.vtable = optimizer->desc->vtable;
-    t->scheduler.vtable = scheduler->desc->vtable;
-    {
-        /* An optimizer that communicates itself (1-bit Adam) needs its steps' gradients left
-         * local, which only a replicating sharding can do; say so before any work. */
-        const loom_optimizer_vtable *ov = t->optimizer.vtable;
-        const loom_sharding_vtable *sv = t->sharding.vtable;
-        if (LOOM_HAS(ov, loom_optimizer_vtable, local_gradients) &&
-            !LOOM_HAS(sv, loom_sharding_vtable, set_reduction)) {
-            st = loom_error(LOOM_E_INVALID, "%s needs --plugin ddp (DeepSpeed runs 1-bit Adam with ZeRO stage 0), not "
-                            "sharding '%s'", optimizer->desc->name, sharding->desc->name);
-            goto done;
-        }
-    }
+    if (st == LOOM_OK) st = build_configs(t, c, m, used);
+    if (st == LOOM_OK) st = check_scheduler_kwargs(c->scheduler, m);
+    mapped_sections_free(m);
+    free(m);
+    if (st != LOOM_OK) return st;
+    const loom_plugin *all[6 + LOOM_MAX_CALLBACKS] = {c->model,     c->optimizer, c->scheduler,
+                                                      c->precision, c->sharding,  c->comm};
+    for (size_t i = 0; i < c->n_callbacks; i++)
+        all[6 + i] = c->callbacks[i];
+    return report_unused_flags(t, used, all, 6 + c->n_callbacks);
+}
 
-done:
-    free(used);
-    loom_saved_model_config_free(&saved);
-    if (st != LOOM_OK) {
-        loom_trainer_destroy(t);
-        return st;
-    }
+/* Instances that need nothing from the training setup: model, precision, callbacks, comm.
+ * Sharding needs the parameter layout (prepare), optimizer and scheduler the step count
+ * (create_optimizer_and_scheduler). Token data opens once the model says its context. */
+static loom_status create_early_instances(loom_trainer *t, const chosen_plugins *c)
+{
+    const loom_args *a = &t->args;
+    loom_status st = loom_trainer_create_instance(&t->model, c->model, NULL);
+    if (st != LOOM_OK) return st;
+    if ((st = open_token_datasets(t)) != LOOM_OK) return st;
+    if ((st = check_evaluation(t)) != LOOM_OK) return st;
+    if ((st = loom_trainer_create_instance(&t->precision, c->precision, NULL)) != LOOM_OK) return st;
+    for (size_t i = 0; i < c->n_callbacks; i++)
+        if ((st = loom_trainer_create_callback(t, &t->callbacks[i], c->callbacks[i])) != LOOM_OK) return st;
+    loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup)};
+    setup.rank = t->rank;
+    setup.world_size = t->world_size;
+    setup.local_rank = t->local_rank;
+    setup.local_world_size = t->local_world_size;
+    setup.master_addr = t->ranks.master_addr;
+    setup.master_port = t->ranks.master_port;
+    setup.device = loom_trainer_comm_device(t, c->comm);
+    setup.timeout_seconds = a->ddp_timeout > 0 ? (double)a->ddp_timeout : 1800.0;
+    if ((st = loom_trainer_create_instance(&t->comm, c->comm, &setup)) != LOOM_OK) return st;
+    t->sharding.vtable = c->sharding->desc->vtable;
+    t->optimizer.vtable = c->optimizer->desc->vtable;
+    t->scheduler.vtable = c->scheduler->desc->vtable;
+    /* An optimizer that communicates itself (1-bit Adam) needs its steps' gradients left
+     * local, which only a replicating sharding can do; say so before any work. */
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    const loom_sharding_vtable *sv = t->sharding.vtable;
+    if (LOOM_HAS(ov, loom_optimizer_vtable, local_gradients) && !LOOM_HAS(sv, loom_sharding_vtable, set_reduction))
+        return loom_error(LOOM_E_INVALID,
+                          "%s needs --plugin ddp (DeepSpeed runs 1-bit Adam with ZeRO stage 0), not sharding '%s'",
+                          c->optimizer->desc->name, c->sharding->desc->name);
+    return LOOM_OK;
+}
+
+/* The comm plugin depends on the device (nccl on a GPU): chosen once it is open, unless a
+ * --plugin named one. */
+static loom_status choose_comm(const loom_trainer *t, chosen_plugins *c)
+{
+    const char *comm_name = NULL;
+    if (c->comm) return LOOM_OK;
+    loom_status st = loom_trainer_comm_name(t, &comm_name);
+    return st != LOOM_OK ? st : load_plugin(comm_name, LOOM_KIND_COMM, &c->comm);
+}
+
+/* HF's TrainerState and TrainerControl before INIT_END. */
+static void init_trainer_state(loom_trainer *t)
+{
     t->state = (loom_trainer_state){LOOM_HEADER_INIT(loom_trainer_state)};
     t->state.is_world_process_zero = t->rank == 0;
     t->state.is_local_process_zero = t->local_rank == 0;
@@ -583,6 +669,39 @@ done:
     t->state.train_batch_size = t->args.per_device_train_batch_size;
     t->state.loss_scale = 1.0;
     t->control = (loom_trainer_control){LOOM_HEADER_INIT(loom_trainer_control)};
+}
+
+loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
+{
+    *out = NULL;
+    loom_trainer *t = calloc(1, sizeof *t);
+    if (!t) return loom_error(LOOM_E_NOMEM, "out of memory");
+    t->args = *args;
+    memset(args, 0, sizeof *args);
+    t->hooks = *loom_trainer_default_hooks();
+    t->core_host = loom_host_create("loom");
+    t->log_history = cJSON_CreateArray();
+    loom_status st = LOOM_OK;
+    loom_saved_model_config saved = {0};
+    chosen_plugins chosen = {0};
+    unsigned char *used = calloc(t->args.unknown_keys.count + 1, 1);
+    if (!t->core_host || !t->log_history || !used) st = loom_error(LOOM_E_NOMEM, "out of memory");
+    if (st == LOOM_OK) st = join_run(t);
+    if (st == LOOM_OK) st = read_inputs(t, &saved);
+    if (st == LOOM_OK) st = choose_default_plugins(t, &saved, &chosen);
+    if (st == LOOM_OK) st = choose_default_callbacks(t, &chosen);
+    if (st == LOOM_OK) st = apply_plugin_flags(t, &chosen);
+    if (st == LOOM_OK) st = loom_trainer_open_device(t);
+    if (st == LOOM_OK) st = choose_comm(t, &chosen);
+    if (st == LOOM_OK) st = configure_plugins(t, &saved, &chosen, used);
+    if (st == LOOM_OK) st = create_early_instances(t, &chosen);
+    free(used);
+    loom_saved_model_config_free(&saved);
+    if (st != LOOM_OK) {
+        loom_trainer_destroy(t);
+        return st;
+    }
+    init_trainer_state(t);
     *out = t;
     return loom_trainer_fire(t, LOOM_EVENT_INIT_END, NULL, NULL);
 }

@@ -345,13 +345,9 @@ static size_t mlp_activation_bytes(const loom_model *self) { return self->activa
 static loom_status check_batch(loom_model *self, const loom_batch *batch)
 {
     const loom_host_api *api = self->api;
-    if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "forward/backward before bind");
-    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
-        return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
+    loom_status st = loom_model_check_batch(self->host, api, self->k != NULL, batch, self->max_batch);
+    if (st != LOOM_OK) return st;
     const int64_t B = batch->batch_size;
-    if (B < 1 || B > self->max_batch)
-        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
-                         (long long)B, (long long)self->max_batch);
     const loom_tensor_view *x = &batch->inputs;
     if (x->dtype != LOOM_DTYPE_F32 || x->ndim != 2 || !x->data || x->device != LOOM_DEVICE_CPU)
         return api->fail(self->host, LOOM_E_INVALID,

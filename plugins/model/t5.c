@@ -254,13 +254,9 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
                                int64_t *T_out, const int32_t **mask_out)
 {
     const loom_host_api *api = self->api;
-    if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "forward/backward before bind");
-    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
-        return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
+    loom_status st = loom_model_check_batch(self->host, api, self->k != NULL, batch, self->max_batch);
+    if (st != LOOM_OK) return st;
     const int64_t B = batch->batch_size;
-    if (B < 1 || B > self->max_batch)
-        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
-                         (long long)B, (long long)self->max_batch);
     if (!view_ok(&batch->inputs, B))
         return api->fail(self->host, LOOM_E_INVALID, "inputs must be i32 token ids [%lld, source length] on the CPU",
                          (long long)B);
@@ -293,7 +289,6 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
                              (long long)B, (long long)S);
         mask = m->data;
     }
-    loom_status st;
     if ((st = check_ids(self, batch->inputs.data, B * S, S, "token id", 0))) return st;
     if (lv && (st = check_ids(self, lv->data, B * T, T, "label", 1))) return st;
     if (dv) {

@@ -17,8 +17,8 @@
 #include "adam_common.h"
 
 typedef struct adam_coef {
-    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
-    float step_size, bias2_sqrt, eps;
+    adam_moments base;
+    float step_size, bias2_sqrt;
 } adam_coef;
 
 static void adam_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
@@ -30,34 +30,23 @@ static void adam_piece(const loom_span *s, int64_t begin, int64_t end, const voi
     const int64_t n = end - begin;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.grad_scale + weight_decay * p[i];
-        float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
-        float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        float gi = g[i] * c.base.grad_scale + weight_decay * p[i];
+        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
+        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] -= c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.eps));
+        p[i] -= c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.base.eps));
     }
 }
 
 static loom_status adam_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                              const loom_optimizer_step *step)
 {
-    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
-    double b1;
-    if (st || (st = adam_step_beta1(self, step, &b1)) ||
-        (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
-        return st;
-    double t = (double)step->step;
-    adam_coef c = {
-        .grad_scale = (float)step->grad_scale,
-        .beta1 = (float)b1,
-        .one_minus_beta1 = (float)(1.0 - b1),
-        .beta2 = (float)self->beta2,
-        .one_minus_beta2 = (float)(1.0 - self->beta2),
-        .step_size = (float)(step->lr / (1.0 - pow(b1, t))),
-        .bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t)),
-        .eps = (float)self->eps,
-    };
+    adam_coef c;
+    loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
+    if (st) return st;
+    c.step_size = (float)(step->lr / (1.0 - pow(c.base.b1, c.base.t)));
+    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, c.base.t));
     optim_for_spans(spans, n_spans, self->threads, adam_piece, &c);
     return LOOM_OK;
 }
@@ -68,16 +57,7 @@ static loom_status adam_plugin_create(loom_host *host, const loom_host_api *api,
     return adam_create(host, api, config, 0, out);
 }
 
-static const loom_optimizer_vtable adam_vtable = {
-    LOOM_HEADER_INIT(loom_optimizer_vtable),
-    .state_slots = ADAM_STATE_SLOTS,
-    .flags = 0,
-    .state_names = adam_state_names,
-    .create = adam_plugin_create,
-    .destroy = adam_destroy,
-    .step = adam_step,
-    .get_hparam = adam_get_hparam,
-};
+static const loom_optimizer_vtable adam_vtable = ADAM_VTABLE(adam_plugin_create, adam_step, adam_get_hparam);
 
 static const loom_param_spec adam_params[] = {
     ADAM_PARAM_SPECS,

@@ -107,4 +107,42 @@ static inline loom_status adam_step_beta1(const loom_optimizer *self,
     return LOOM_OK;
 }
 
+/* What every member's step computes the same way: the checks of the step and its spans, and
+ * the moments' coefficients (each member adds its own step size and decay). */
+typedef struct adam_moments {
+    int threads;
+    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+    double b1, t; /* beta1 of this step (see adam_step_beta1) and the step count, for the step size */
+} adam_moments;
+
+static inline loom_status adam_begin_step(const loom_optimizer *self, const loom_span *spans, size_t n_spans,
+                                          const loom_optimizer_step *step, adam_moments *c)
+{
+    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
+    double b1 = 0.0;
+    if (st || (st = adam_step_beta1(self, step, &b1)) ||
+        (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
+        return st;
+    *c = (adam_moments){
+        .threads = self->threads,
+        .grad_scale = (float)step->grad_scale,
+        .beta1 = (float)b1,
+        .one_minus_beta1 = (float)(1.0 - b1),
+        .beta2 = (float)self->beta2,
+        .one_minus_beta2 = (float)(1.0 - self->beta2),
+        .eps = (float)self->eps,
+        .b1 = b1,
+        .t = (double)step->step,
+    };
+    return LOOM_OK;
+}
+
+/* The vtable of a member: its create, step and get_hparam around the shared state and destroy. */
+#define ADAM_VTABLE(create_fn, step_fn, get_hparam_fn)                                                                 \
+    {                                                                                                                  \
+        LOOM_HEADER_INIT(loom_optimizer_vtable),                                                                       \
+            .state_slots = ADAM_STATE_SLOTS, .flags = 0, .state_names = adam_state_names, .create = create_fn,         \
+            .destroy = adam_destroy, .step = step_fn, .get_hparam = get_hparam_fn,                                     \
+    }
+
 #endif

@@ -19,9 +19,9 @@
 #include "adam_common.h"
 
 typedef struct adamw_hf_coef {
+    adam_moments base;
     double lr; /* for the per-span decay rate -lr*wd, rounded to float as before */
-    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2;
-    float step_size, eps;
+    float step_size;
 } adamw_hf_coef;
 
 static void adamw_hf_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
@@ -33,12 +33,12 @@ static void adamw_hf_piece(const loom_span *s, int64_t begin, int64_t end, const
     const int64_t n = end - begin;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.grad_scale;
-        float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
-        float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        float gi = g[i] * c.base.grad_scale;
+        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
+        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.eps));
+        float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.base.eps));
         /* HF writes p.add_(p, alpha=-lr*wd): p + (-lr*wd)*p, kept in that form. */
         p[i] = pi + decay_rate * pi;
     }
@@ -47,25 +47,13 @@ static void adamw_hf_piece(const loom_span *s, int64_t begin, int64_t end, const
 static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                                  const loom_optimizer_step *step)
 {
-    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
-    double b1;
-    if (st || (st = adam_step_beta1(self, step, &b1)) ||
-        (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
-        return st;
-    double t = (double)step->step;
+    adamw_hf_coef c;
+    loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
+    if (st) return st;
     double step_size = step->lr;
-    if (self->correct_bias)
-        step_size *= sqrt(1.0 - pow(self->beta2, t)) / (1.0 - pow(b1, t));
-    adamw_hf_coef c = {
-        .lr = step->lr,
-        .grad_scale = (float)step->grad_scale,
-        .beta1 = (float)b1,
-        .one_minus_beta1 = (float)(1.0 - b1),
-        .beta2 = (float)self->beta2,
-        .one_minus_beta2 = (float)(1.0 - self->beta2),
-        .step_size = (float)step_size,
-        .eps = (float)self->eps,
-    };
+    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->beta2, c.base.t)) / (1.0 - pow(c.base.b1, c.base.t));
+    c.lr = step->lr;
+    c.step_size = (float)step_size;
     optim_for_spans(spans, n_spans, self->threads, adamw_hf_piece, &c);
     return LOOM_OK;
 }
@@ -85,16 +73,7 @@ static loom_status adamw_hf_get_hparam(loom_optimizer *self, const char *name, d
     return adam_get_hparam(self, name, out);
 }
 
-static const loom_optimizer_vtable adamw_hf_vtable = {
-    LOOM_HEADER_INIT(loom_optimizer_vtable),
-    .state_slots = ADAM_STATE_SLOTS,
-    .flags = 0,
-    .state_names = adam_state_names,
-    .create = adamw_hf_create,
-    .destroy = adam_destroy,
-    .step = adamw_hf_step,
-    .get_hparam = adamw_hf_get_hparam,
-};
+static const loom_optimizer_vtable adamw_hf_vtable = ADAM_VTABLE(adamw_hf_create, adamw_hf_step, adamw_hf_get_hparam);
 
 static const loom_param_spec adamw_hf_params[] = {
     ADAM_PARAM_SPECS,

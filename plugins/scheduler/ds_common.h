@@ -186,4 +186,21 @@ static inline int ds_warmup_gamma(const loom_scheduler *self, int64_t i, double 
     return 1;
 }
 
+/* The vtable of a DeepSpeed schedule: its create around the shared state, destroy and value. */
+#define DS_SCHEDULER_VTABLE(create_fn)                                                                                 \
+    {                                                                                                                  \
+        LOOM_HEADER_INIT(loom_scheduler_vtable), .create = create_fn, .destroy = ds_destroy, .value = ds_value,        \
+    }
+
+/* The warmup keys WarmupLR and WarmupDecayLR share (ds_warmup_configure reads them). */
+#define DS_WARMUP_SHAPE_SPECS                                                                                          \
+    {.key = "warmup_num_steps",                                                                                        \
+     .type = LOOM_PARAM_INT,                                                                                           \
+     .default_value = "1000",                                                                                          \
+     .doc = "steps of the warmup (>= 0; values below 2 act as 2, as in DeepSpeed)"},                                   \
+    {                                                                                                                  \
+        .key = "warmup_type", .type = LOOM_PARAM_STRING, .default_value = "log",                                       \
+        .doc = "shape of the warmup: log (DeepSpeed's default) or linear"                                              \
+    }
+
 #endif

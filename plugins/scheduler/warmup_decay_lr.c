@@ -54,24 +54,22 @@ static loom_status warmup_decay_lr_create(loom_host *host, const loom_host_api *
                      out);
 }
 
-static const loom_scheduler_vtable warmup_decay_lr_vtable = {
-    LOOM_HEADER_INIT(loom_scheduler_vtable),
-    .create = warmup_decay_lr_create,
-    .destroy = ds_destroy,
-    .value = ds_value,
-};
+static const loom_scheduler_vtable warmup_decay_lr_vtable = DS_SCHEDULER_VTABLE(warmup_decay_lr_create);
 
 static const loom_param_spec warmup_decay_lr_params[] = {
-    {.key = "total_num_steps", .type = LOOM_PARAM_INT, .default_value = NULL,
+    {.key = "total_num_steps",
+     .type = LOOM_PARAM_INT,
+     .default_value = NULL,
      .doc = "required: the step at which the lr reaches warmup_min_lr (>= warmup_num_steps)"},
-    {.key = "warmup_min_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+    {.key = "warmup_min_lr",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.0",
      .doc = "learning rate at step 0 and from total_num_steps on"},
-    {.key = "warmup_max_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.001",
+    {.key = "warmup_max_lr",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.001",
      .doc = "learning rate at step warmup_num_steps"},
-    {.key = "warmup_num_steps", .type = LOOM_PARAM_INT, .default_value = "1000",
-     .doc = "steps of the warmup (>= 0; values below 2 act as 2, as in DeepSpeed)"},
-    {.key = "warmup_type", .type = LOOM_PARAM_STRING, .default_value = "log",
-     .doc = "shape of the warmup: log (DeepSpeed's default) or linear"},
+    DS_WARMUP_SHAPE_SPECS,
     {.key = NULL},
 };
 

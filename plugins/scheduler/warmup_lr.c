@@ -32,22 +32,15 @@ static loom_status warmup_lr_create(loom_host *host, const loom_host_api *api,
     return ds_create(host, api, config, setup, warmup_lr_eval, ds_warmup_configure, out);
 }
 
-static const loom_scheduler_vtable warmup_lr_vtable = {
-    LOOM_HEADER_INIT(loom_scheduler_vtable),
-    .create = warmup_lr_create,
-    .destroy = ds_destroy,
-    .value = ds_value,
-};
+static const loom_scheduler_vtable warmup_lr_vtable = DS_SCHEDULER_VTABLE(warmup_lr_create);
 
 static const loom_param_spec warmup_lr_params[] = {
-    {.key = "warmup_min_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
-     .doc = "learning rate at step 0"},
-    {.key = "warmup_max_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.001",
+    {.key = "warmup_min_lr", .type = LOOM_PARAM_FLOAT, .default_value = "0.0", .doc = "learning rate at step 0"},
+    {.key = "warmup_max_lr",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.001",
      .doc = "learning rate from step warmup_num_steps on"},
-    {.key = "warmup_num_steps", .type = LOOM_PARAM_INT, .default_value = "1000",
-     .doc = "steps of the warmup (>= 0; values below 2 act as 2, as in DeepSpeed)"},
-    {.key = "warmup_type", .type = LOOM_PARAM_STRING, .default_value = "log",
-     .doc = "shape of the warmup: log (DeepSpeed's default) or linear"},
+    DS_WARMUP_SHAPE_SPECS,
     {.key = NULL},
 };
 

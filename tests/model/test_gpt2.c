@@ -10,12 +10,12 @@
  *   (e) decode_step one token at a time and in chunks against the full forward's logits;
  *   (f) init statistics (scaled residual projections), biases 0, LayerNorm weights 1;
  *   (g) errors: bad token, bad label, too long a sequence, bad configurations, binding. */
-#include <dlfcn.h>
 #include <math.h>
 #include <loom/kernels.h>
 #include <loom/model.h>
 
 #include "test_host.h"
+#include "open_plugin.h"
 #include "test_util.h"
 
 #ifndef GPT2_PLUGIN_PATH
@@ -1054,17 +1054,8 @@ static void test_dropout(int recompute)
 
 int main(void)
 {
-    void *so = dlopen(GPT2_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
-    if (!so) {
-        fprintf(stderr, "dlopen %s: %s\n", GPT2_PLUGIN_PATH, dlerror());
-        return 1;
-    }
-    loom_plugin_query_fn query = (loom_plugin_query_fn)dlsym(so, LOOM_PLUGIN_QUERY_SYMBOL);
-    CHECK(query != NULL);
-    if (!query) return test_finish("test_gpt2");
-    desc = query(LOOM_ABI_MAJOR, 0);
-    CHECK(desc != NULL);
-    CHECK(query(LOOM_ABI_MAJOR, 1) == NULL);
+    void *so = NULL;
+    desc = open_model_plugin(GPT2_PLUGIN_PATH, &so);
     if (!desc) return test_finish("test_gpt2");
     vt = desc->vtable;
     api = test_host_api;

@@ -3,10 +3,10 @@
  * list, forward against a naive reference, every gradient against central finite differences
  * (through the real grad-sink protocol, with an ignored label), the sink's release order, and
  * the configuration and shape errors. */
-#include <dlfcn.h>
 #include <loom/model.h>
 
 #include "test_host.h"
+#include "open_plugin.h"
 #include "test_util.h"
 
 #ifndef MLP_PLUGIN_PATH
@@ -403,17 +403,8 @@ static void test_errors(void)
 
 int main(void)
 {
-    void *so = dlopen(MLP_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
-    if (!so) {
-        fprintf(stderr, "dlopen %s: %s\n", MLP_PLUGIN_PATH, dlerror());
-        return 1;
-    }
-    loom_plugin_query_fn query = (loom_plugin_query_fn)dlsym(so, LOOM_PLUGIN_QUERY_SYMBOL);
-    CHECK(query != NULL);
-    if (!query) return test_finish("test_mlp");
-    desc = query(LOOM_ABI_MAJOR, 0);
-    CHECK(desc != NULL);
-    CHECK(query(LOOM_ABI_MAJOR, 1) == NULL);
+    void *so = NULL;
+    desc = open_model_plugin(MLP_PLUGIN_PATH, &so);
     if (!desc) return test_finish("test_mlp");
     vt = desc->vtable;
 

@@ -2,11 +2,11 @@
  * data set (core/data/data_classification.c), train the mlp plugin on it with plain momentum SGD
  * through the test host, and check what the generator promises: "spirals" defeats a linear
  * model (hidden_sizes "") but not an MLP, "blobs" is learnt well by either. */
-#include <dlfcn.h>
 #include <loom/model.h>
 
 #include "data_classification.h"
 #include "test_host.h"
+#include "open_plugin.h"
 #include "test_util.h"
 
 #ifndef MLP_PLUGIN_PATH
@@ -104,14 +104,8 @@ static double train(const loom_classification_data *d, const char *hidden, int e
 
 int main(void)
 {
-    void *so = dlopen(MLP_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
-    if (!so) {
-        fprintf(stderr, "dlopen %s: %s\n", MLP_PLUGIN_PATH, dlerror());
-        return 1;
-    }
-    loom_plugin_query_fn query = (loom_plugin_query_fn)dlsym(so, LOOM_PLUGIN_QUERY_SYMBOL);
-    desc = query ? query(LOOM_ABI_MAJOR, 0) : NULL;
-    CHECK(desc != NULL);
+    void *so = NULL;
+    desc = open_model_plugin(MLP_PLUGIN_PATH, &so);
     if (!desc) return test_finish("test_mlp_train");
     vt = desc->vtable;
 

@@ -11,7 +11,6 @@
  *       beams whose cache rows are reordered between steps; the reorder's refusals.
  * With --dump FILE CONFIG (relu|gated) it writes the tiny model's parameters, batch, logits and
  * loss as JSON for t5_reference_test.py, which checks them against numpy. */
-#include <dlfcn.h>
 #include <loom/model.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 
 #include "sink_recorder.h"
 #include "test_host.h"
+#include "open_plugin.h"
 #include "test_util.h"
 
 static const loom_plugin_desc *desc;
@@ -451,14 +451,9 @@ static void test_cached_decoding(int gated)
 
 int main(int argc, char **argv)
 {
-    void *so = dlopen(T5_PLUGIN_PATH, RTLD_NOW | RTLD_LOCAL);
-    if (!so) {
-        fprintf(stderr, "dlopen %s: %s\n", T5_PLUGIN_PATH, dlerror());
-        return 1;
-    }
-    loom_plugin_query_fn query = (loom_plugin_query_fn)dlsym(so, LOOM_PLUGIN_QUERY_SYMBOL);
-    desc = query ? query(LOOM_ABI_MAJOR, 0) : NULL;
-    CHECK(desc != NULL && strcmp(desc->name, "t5") == 0);
+    void *so = NULL;
+    desc = open_model_plugin(T5_PLUGIN_PATH, &so);
+    if (desc) CHECK(strcmp(desc->name, "t5") == 0);
     if (!desc) return test_finish("test_t5");
     vt = desc->vtable;
     if (argc == 4 && strcmp(argv[1], "--dump") == 0) {

@@ -1,5 +1,6 @@
 /* optim_harness.c - see optim_harness.h. */
 #include "optim_harness.h"
+#include "plugin_harness.h"
 
 #include "error.h"
 #include "host.h"
@@ -10,30 +11,10 @@
 
 loom_status optim_open(optim_fixture *f, const char *name, const char *const *kv)
 {
-    static int loader_ready;
     memset(f, 0, sizeof *f);
-    loom_status st = LOOM_OK;
-    if (!loader_ready && !(st = loom_loader_init(NULL, 0)))
-        loader_ready = 1;
-    if (!st)
-        st = loom_plugin_load(name, LOOM_KIND_OPTIMIZER, &f->plugin);
-    if (st) {
-        fprintf(stderr, "loading %s: %s\n", name, loom_error_message());
-        return st;
-    }
+    loom_status st = harness_load(name, LOOM_KIND_OPTIMIZER, kv, &f->plugin, &f->config, &f->host);
+    if (st) return st;
     f->vt = f->plugin->desc->vtable;
-    f->config = loom_config_from_spec(f->plugin->desc);
-    if (!f->config) {
-        fprintf(stderr, "config of %s: %s\n", name, loom_error_message());
-        return LOOM_E_INVALID;
-    }
-    for (size_t i = 0; kv && kv[i]; i += 2) {
-        if ((st = loom_config_set(f->config, kv[i], kv[i + 1]))) {
-            fprintf(stderr, "%s.%s = %s: %s\n", name, kv[i], kv[i + 1], loom_error_message());
-            return st;
-        }
-    }
-    f->host = loom_host_create(name);
     st = f->vt->create(f->host, loom_host_api_table(), f->config, &f->opt);
     if (st)
         fprintf(stderr, "create %s: %s\n", name, loom_error_message());
@@ -44,9 +25,7 @@ void optim_close(optim_fixture *f)
 {
     if (f->vt && f->opt)
         f->vt->destroy(f->opt);
-    loom_config_free(f->config);
-    if (f->host)
-        loom_host_destroy(f->host);
+    harness_release(f->config, f->host);
     memset(f, 0, sizeof *f);
 }
 

@@ -1,5 +1,6 @@
 /* sched_harness.c - see sched_harness.h. */
 #include "sched_harness.h"
+#include "plugin_harness.h"
 
 #include "error.h"
 #include "host.h"
@@ -11,36 +12,16 @@
 loom_status sched_open(sched_fixture *f, const char *name, const char *const *kv, double base_lr,
                        int64_t total_steps, int64_t warmup_steps)
 {
-    static int loader_ready;
     memset(f, 0, sizeof *f);
-    loom_status st = LOOM_OK;
-    if (!loader_ready && !(st = loom_loader_init(NULL, 0)))
-        loader_ready = 1;
-    if (!st)
-        st = loom_plugin_load(name, LOOM_KIND_SCHEDULER, &f->plugin);
-    if (st) {
-        fprintf(stderr, "loading %s: %s\n", name, loom_error_message());
-        return st;
-    }
+    loom_status st = harness_load(name, LOOM_KIND_SCHEDULER, kv, &f->plugin, &f->config, &f->host);
+    if (st) return st;
     f->vt = f->plugin->desc->vtable;
-    f->config = loom_config_from_spec(f->plugin->desc);
-    if (!f->config) {
-        fprintf(stderr, "config of %s: %s\n", name, loom_error_message());
-        return LOOM_E_INVALID;
-    }
-    for (size_t i = 0; kv && kv[i]; i += 2) {
-        if ((st = loom_config_set(f->config, kv[i], kv[i + 1]))) {
-            fprintf(stderr, "%s.%s = %s: %s\n", name, kv[i], kv[i + 1], loom_error_message());
-            return st;
-        }
-    }
     loom_schedule_setup setup = {
         LOOM_HEADER_INIT(loom_schedule_setup),
         .base_lr = base_lr,
         .total_steps = total_steps,
         .warmup_steps = warmup_steps,
     };
-    f->host = loom_host_create(name);
     st = f->vt->create(f->host, loom_host_api_table(), f->config, &setup, &f->sched);
     if (st)
         fprintf(stderr, "create %s (lr %g, T %lld, W %lld): %s\n", name, base_lr,
@@ -52,9 +33,7 @@ void sched_close(sched_fixture *f)
 {
     if (f->vt && f->sched)
         f->vt->destroy(f->sched);
-    loom_config_free(f->config);
-    if (f->host)
-        loom_host_destroy(f->host);
+    harness_release(f->config, f->host);
     memset(f, 0, sizeof *f);
 }
 

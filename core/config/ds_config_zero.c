@@ -1,0 +1,146 @@
+/* ds_config_zero.c - zero_optimization: stages 0, 1, 2 onto the ddp, zero1 and zero2 sharding
+ * plugins, with their bucket and overlap settings and CPU offload of the optimizer. */
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "ds_config_internal.h"
+#include "error.h"
+
+static const char *const zero_keys[] = {"stage",
+                                        "allgather_partitions",
+                                        "allgather_bucket_size",
+                                        "reduce_scatter",
+                                        "reduce_bucket_size",
+                                        "overlap_comm",
+                                        "contiguous_gradients",
+                                        "cpu_offload",
+                                        "load_from_fp32_weights",
+                                        "elastic_checkpoint",
+                                        "offload_optimizer"};
+static const char *const offload_keys[] = {"device", "pin_memory"};
+
+/* The section's own keys, with DeepSpeed's defaults for the absent ones. `off` is cpu_offload as
+ * written, for the check against offload_optimizer. */
+static loom_status read_zero_keys(ds_ctx *c, const cJSON *z, ds_value *off, ds_value *oo)
+{
+    loom_ds_config *cfg = c->cfg;
+    const char *p = "zero_optimization.";
+    ds_value stage, agp, agb, rs, rb, oc, cg, lf, ec;
+    loom_status st;
+    if ((st = loom__ds_get(c, z, p, "stage", K_INT, 0, &stage)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "allgather_partitions", K_BOOL, 0, &agp)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "allgather_bucket_size", K_INT, 0, &agb)) != LOOM_OK ||
+        (st = loom__ds_need_min_int(c, p, "allgather_bucket_size", &agb, 1)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "reduce_scatter", K_BOOL, 0, &rs)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "reduce_bucket_size", K_INT, 0, &rb)) != LOOM_OK ||
+        (st = loom__ds_need_min_int(c, p, "reduce_bucket_size", &rb, 1)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "overlap_comm", K_BOOL, 0, &oc)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "contiguous_gradients", K_BOOL, 0, &cg)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "cpu_offload", K_BOOL, 0, off)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "load_from_fp32_weights", K_BOOL, 0, &lf)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "elastic_checkpoint", K_BOOL, 0, &ec)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "offload_optimizer", K_OBJ, 0, oo)) != LOOM_OK)
+        return st;
+    if (stage.present && stage.i == 3)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization.stage 3: ZeRO-3 is not supported (use stage 0, 1 or 2)", c->file);
+    if (stage.present && (stage.i < 0 || stage.i > 2))
+        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.stage: expected 0, 1 or 2, got %lld", c->file,
+                          (long long)stage.i);
+    cfg->zero.stage = stage.present ? (int)stage.i : 0;
+    cfg->zero.allgather_partitions = agp.present ? agp.b : 1;
+    cfg->zero.allgather_bucket_size = agb.present ? agb.i : 500000000;
+    cfg->zero.reduce_scatter = rs.present ? rs.b : 1;
+    cfg->zero.reduce_bucket_size = rb.present ? rb.i : 500000000;
+    cfg->zero.overlap_comm = oc.present ? oc.b : 0;
+    cfg->zero.contiguous_gradients = cg.present ? cg.b : 0;
+    cfg->zero.cpu_offload = off->present ? off->b : 0;
+    cfg->zero.load_from_fp32_weights = lf.present ? lf.b : 1;
+    cfg->zero.elastic_checkpoint = ec.present ? ec.b : 1;
+    return LOOM_OK;
+}
+
+/* offload_optimizer {device, pin_memory}: the newer spelling of cpu_offload; both must agree. */
+static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const ds_value *off)
+{
+    loom_ds_config *cfg = c->cfg;
+    const char *op = "zero_optimization.offload_optimizer.";
+    ds_value dev, pin;
+    loom_status st;
+    if ((st = loom__ds_check_keys(c, oo->json, op, offload_keys, COUNT(offload_keys))) != LOOM_OK ||
+        (st = loom__ds_get(c, oo->json, op, "device", K_STR, 0, &dev)) != LOOM_OK ||
+        (st = loom__ds_get(c, oo->json, op, "pin_memory", K_BOOL, 0, &pin)) != LOOM_OK)
+        return st;
+    int cpu = 0;
+    if (dev.present) {
+        if (strcmp(dev.s, "cpu") == 0)
+            cpu = 1;
+        else if (strcmp(dev.s, "none") != 0)
+            return loom_error(
+                strcmp(dev.s, "nvme") == 0 ? LOOM_E_UNSUPPORTED : LOOM_E_INVALID,
+                "%s: zero_optimization.offload_optimizer.device \"%s\": supported devices are \"cpu\" and \"none\"",
+                c->file, dev.s);
+    }
+    if (off->present && off->b != cpu)
+        return loom_error(LOOM_E_INVALID,
+                          "%s: zero_optimization.cpu_offload %s disagrees with offload_optimizer.device \"%s\"",
+                          c->file, off->b ? "true" : "false", dev.present ? dev.s : "none");
+    cfg->zero.offload_optimizer_present = 1;
+    cfg->zero.offload_pin_memory = pin.present ? pin.b : 0;
+    cfg->zero.cpu_offload = cpu;
+    return LOOM_OK;
+}
+
+/* What DeepSpeed asserts about the stage and the other keys. */
+static loom_status check_zero_stage(const ds_ctx *c)
+{
+    const loom_ds_config *cfg = c->cfg;
+    int s = cfg->zero.stage;
+    if (s == 1 && !cfg->zero.reduce_scatter)
+        return loom_error(LOOM_E_INVALID,
+                          "%s: zero_optimization.reduce_scatter false with stage 1: ZeRO-1 requires reduce_scatter "
+                          "true (DeepSpeed asserts it)",
+                          c->file);
+    if (cfg->zero.cpu_offload && s != 2)
+        return loom_error(
+            LOOM_E_INVALID,
+            "%s: zero_optimization: CPU offload (cpu_offload / offload_optimizer) requires stage 2, got stage %d",
+            c->file, s);
+    return LOOM_OK;
+}
+
+/* Stage 0 is ddp; stages 1 and 2 are zero1 / zero2 with the section's settings. */
+static loom_status map_zero_to_sharding(loom_ds_config *cfg)
+{
+    int s = cfg->zero.stage;
+    loom_ds_plugin_choice *ch = &cfg->sharding;
+    ch->plugin = s == 0 ? "ddp" : s == 1 ? "zero1" : "zero2";
+    if (s == 0) return LOOM_OK;
+    loom_status st;
+    if ((st = loom__ds_add_bool(ch, "allgather_partitions", cfg->zero.allgather_partitions)) != LOOM_OK ||
+        (st = loom__ds_add_int(ch, "allgather_bucket_size", cfg->zero.allgather_bucket_size)) != LOOM_OK ||
+        (st = loom__ds_add_bool(ch, "reduce_scatter", cfg->zero.reduce_scatter)) != LOOM_OK ||
+        (st = loom__ds_add_int(ch, "reduce_bucket_size", cfg->zero.reduce_bucket_size)) != LOOM_OK ||
+        (st = loom__ds_add_bool(ch, "overlap_comm", cfg->zero.overlap_comm)) != LOOM_OK ||
+        (st = loom__ds_add_bool(ch, "contiguous_gradients", cfg->zero.contiguous_gradients || cfg->zero.cpu_offload)) !=
+            LOOM_OK ||
+        (st = loom__ds_add_bool(ch, "cpu_offload", cfg->zero.cpu_offload)) != LOOM_OK ||
+        (st = loom__ds_add_bool(ch, "load_from_fp32_weights", cfg->zero.load_from_fp32_weights)) != LOOM_OK ||
+        (st = loom__ds_add_bool(ch, "elastic_checkpoint", cfg->zero.elastic_checkpoint)) != LOOM_OK)
+        return st;
+    return LOOM_OK;
+}
+
+loom_status loom__ds_parse_zero(ds_ctx *c, const cJSON *root)
+{
+    ds_value sec, off, oo;
+    loom_status st = loom__ds_get(c, root, "", "zero_optimization", K_OBJ, 0, &sec);
+    if (st != LOOM_OK) return st;
+    const cJSON *z = sec.json;
+    c->cfg->zero.present = sec.present;
+    if (z && (st = loom__ds_check_keys(c, z, "zero_optimization.", zero_keys, COUNT(zero_keys))) != LOOM_OK) return st;
+    if ((st = read_zero_keys(c, z, &off, &oo)) != LOOM_OK) return st;
+    if (oo.present && (st = read_offload_optimizer(c, &oo, &off)) != LOOM_OK) return st;
+    if ((st = check_zero_stage(c)) != LOOM_OK) return st;
+    return map_zero_to_sharding(c->cfg);
+}

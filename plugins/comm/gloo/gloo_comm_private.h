@@ -1,0 +1,189 @@
+/*
+ * gloo_comm_private.h - what the files of the gloo plugin share: the instance, its job queue,
+ * and the steps each file provides. The plugin is split by job:
+ *   gloo_comm.cpp         the vtable: argument checks, one job per collective, the descriptor;
+ *   gloo_jobs.cpp         the job queue: one worker thread per instance, waits with deadlines,
+ *                         failures turned into statuses and messages;
+ *   gloo_collectives.cpp  the collectives on Gloo's primitives, in canonical rank order;
+ *   gloo_connect.cpp      creation: the host's store as Gloo's, the local interface that
+ *                         reaches the master, the full mesh;
+ *   gloo_reduce.cpp       the local reductions (gloo_reduce.h).
+ * Internal to the plugin (C++; the .so exports loom_plugin_query only).
+ */
+#ifndef LOOM_GLOO_COMM_PRIVATE_H
+#define LOOM_GLOO_COMM_PRIVATE_H
+
+#include <signal.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <gloo/context.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/device.h>
+
+#include <loom/comm.h>
+
+namespace loom_gloo
+{
+
+using Clock = std::chrono::steady_clock;
+
+constexpr double kDefaultTimeoutSeconds = 1800.0; /* when neither the setup nor the config sets one */
+constexpr double kWaitGraceSeconds = 5.0;         /* wait() allows this beyond Gloo's own timeouts */
+constexpr size_t kSmallBytes = 256 * 1024;        /* world * bytes up to this: allgather + reduce  */
+constexpr size_t kScratchRound = 1 << 20;         /* scratch grows in whole MiB                    */
+/* all_reduce works through pieces of this size, so its scratch stays below it. Measured here
+ * with 2 ranks (2-core VM, loopback, noisy): pieces of 8 / 32 MiB cost ~1.45x / ~1.1x the time
+ * of whole-buffer operations at 64-256 MB (each piece loses Gloo's own pipelining). */
+constexpr size_t kPieceBytes = 256u << 20;
+/* reduce gathers every rank's piece at the root: its scratch holds world pieces. */
+constexpr size_t kReducePieceBytes = 8u << 20;
+
+/* A store call failed; the host's store already recorded the message (naming key and address). */
+struct StoreFailure {
+    loom_status status;
+};
+
+/* One queued collective. Fields below `run` are guarded by the instance's mutex. */
+struct Job {
+    std::string what;                     /* "all_reduce(sum, 1000 x f32)", for messages        */
+    int phases = 1;                       /* Gloo operations it runs, each bounded by timeout    */
+    std::function<void(loom_comm *)> run; /* on the worker thread                                */
+    bool started = false;
+    bool done = false;
+    Clock::time_point deadline{}; /* once started: when wait() gives up                  */
+    loom_status status = LOOM_OK;
+    std::string message;
+};
+
+/* Writing to a socket whose peer died raises SIGPIPE, whose default action kills the process:
+ * Gloo does not ask for MSG_NOSIGNAL. Instead of changing the process's disposition, the threads
+ * that write (the worker and Gloo's event loop, which inherit the mask of the thread that
+ * creates them) run with SIGPIPE blocked, and write() reports EPIPE. The creating thread drains
+ * any SIGPIPE of its own before unblocking it again. */
+class SigpipeBlocked
+{
+  public:
+    SigpipeBlocked()
+    {
+        sigemptyset(&set_);
+        sigaddset(&set_, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &set_, &old_);
+    }
+    ~SigpipeBlocked()
+    {
+        if (sigismember(&old_, SIGPIPE)) return;
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set_, nullptr, &zero) == SIGPIPE) {
+        }
+        pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    SigpipeBlocked(const SigpipeBlocked &) = delete;
+    SigpipeBlocked &operator=(const SigpipeBlocked &) = delete;
+
+  private:
+    sigset_t set_;
+    sigset_t old_;
+};
+
+} // namespace loom_gloo
+
+struct loom_comm_request {
+    std::shared_ptr<loom_gloo::Job> job;
+};
+
+struct loom_comm {
+    loom_host *host = nullptr;
+    const loom_host_api *api = nullptr;
+    int rank = 0;
+    int world = 1;
+    double timeout_seconds = loom_gloo::kDefaultTimeoutSeconds;
+    std::string hostname;
+
+    std::unique_ptr<gloo::rendezvous::Store> base_store;
+    std::unique_ptr<gloo::rendezvous::PrefixStore> store;
+    std::shared_ptr<gloo::transport::Device> device;
+    std::shared_ptr<gloo::Context> context;
+
+    std::mutex mutex; /* guards everything below but the worker's scratch                          */
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<loom_gloo::Job>> queue;
+    std::shared_ptr<loom_gloo::Job> running;
+    bool stopping = false;
+    loom_status broken_status = LOOM_OK; /* the first failure; every later operation reports it  */
+    std::string broken;
+    std::thread worker;
+
+    void *scratch = nullptr; /* the worker's; grows, never shrinks                                   */
+    size_t scratch_bytes = 0;
+};
+
+namespace loom_gloo
+{
+
+/* ---- gloo_jobs.cpp ---- */
+
+/* "all_reduce(sum, 1000 x f32)": the operation, for messages. */
+std::string describe(const char *name, uint32_t op, size_t count, uint32_t dtype);
+/* Turn the exception being handled into a status and a message ("" when the message is
+ * already recorded: a store failure). Call only inside a catch block. */
+loom_status classify(const loom_comm *self, const std::string &what, std::string &message);
+/* The worker thread of an instance. */
+void worker_main(loom_comm *self);
+/* Block until job is done, or until it (or the one the worker is stuck in) overran its time. */
+loom_status wait_job(loom_comm *self, const std::shared_ptr<Job> &job);
+/* Queue a job and hand out a request, or run it and wait when request is NULL. */
+loom_status submit(loom_comm *self, std::shared_ptr<Job> job, loom_comm_request **request);
+std::shared_ptr<Job> make_job(std::string what, int phases, std::function<void(loom_comm *)> run);
+/* Close every connection of the context (call without self->mutex held). */
+void close_transport(loom_comm *self);
+
+/* Run body; any exception becomes a status with its message recorded through api->fail. */
+template <typename Body> loom_status guarded(loom_comm *self, const char *what, Body &&body)
+{
+    try {
+        return body();
+    } catch (...) {
+        std::string message;
+        const loom_status status = classify(self, what, message);
+        if (message.empty() || !self) return status;
+        try {
+            return self->api->fail(self->host, status, "%s", message.c_str());
+        } catch (...) {
+            return status;
+        }
+    }
+}
+
+/* ---- gloo_collectives.cpp: the operations, on the thread that runs the job ---- */
+
+/* Gloo operations a job runs (each bounded by the timeout), for its deadline. */
+int all_reduce_phases(int world, size_t count, uint32_t dtype);
+int reduce_phases(int world, size_t count, uint32_t dtype);
+void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op);
+void run_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op, int32_t root);
+void run_reduce_scatter(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype, uint32_t op);
+void run_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype);
+void run_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root);
+void run_all_to_all(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype);
+void run_barrier(loom_comm *self);
+
+/* ---- gloo_connect.cpp ---- */
+
+/* Validate the setup and config, rendezvous and connect the full mesh, start the worker. */
+loom_status create_instance(loom_host *host, const loom_host_api *api, const loom_config *config,
+                            const loom_comm_setup *setup, loom_comm **out);
+
+} // namespace loom_gloo
+
+#endif
