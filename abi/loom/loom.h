@@ -54,7 +54,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 3 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 4 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -72,7 +72,9 @@ extern "C" {
  *      table); the host serves "loom.kernels.cuda/1" when a CUDA backend is bound;
  *      kernels.h attention_flash_forward / attention_flash_backward / classifier (long
  *      sequences: no [T, T] probabilities, no [N, V] logits); model.h train_step (forward and
- *      backward in one call, the seed known up front). */
+ *      backward in one call, the seed known up front).
+ * 1.4: model.h loom_grad_sink acquire_rows / release_rows (a gradient in two parts: the dense
+ *      part reduced during backward, sparse late rows reduced by the host at the end). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

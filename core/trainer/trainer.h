@@ -207,6 +207,11 @@ struct loom_trainer {
     const struct loom_plugin *backend_plugin; /* a backend named with --plugin, or NULL      */
     uint32_t device;                /* LOOM_DEVICE_* of parameters, gradients, states, batches */
     int32_t device_index;
+
+    /* Two-part gradients (grad_rows.h): the late rows of this step (owned), and whether this
+     * step's gradients stay local (1-bit Adam; choose_reduction in trainer_loop.c). */
+    struct loom_grad_rows *grad_rows;
+    int32_t gradients_local;
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).
