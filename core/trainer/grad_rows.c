@@ -24,21 +24,21 @@
 #include "trainer_internal.h"
 
 struct loom_grad_rows {
-    int64_t begin, row_size;   /* the range's layout (row_size 0: never used)           */
-    int64_t n, cap;            /* rows accumulated this step (sorted) and room for them  */
+    int64_t begin, row_size; /* the range's layout (row_size 0: never used)           */
+    int64_t n, cap;          /* rows accumulated this step (sorted) and room for them  */
     int64_t *rows;
-    unsigned char *values;     /* n x row_size elements of param_dtype                   */
-    int64_t part_n, part_cap;  /* the part lent to the model                             */
+    unsigned char *values;    /* n x row_size elements of param_dtype                   */
+    int64_t part_n, part_cap; /* the part lent to the model                             */
     int64_t *part_rows;
     unsigned char *part_values;
     int held;
-    int64_t spare_cap;         /* merge / union scratch, swapped with rows/values        */
+    int64_t spare_cap; /* merge / union scratch, swapped with rows/values        */
     int64_t *spare_rows;
     unsigned char *spare_values;
-    float *mask, *wide;        /* the union mask; one row widened to f32                 */
+    float *mask, *wide; /* the union mask; one row widened to f32                 */
     int64_t mask_len;
-    int report;                /* LOOM_GRAD_ROWS=report: time the tail, log it at the end */
-    double tail_seconds;       /* reduce and add, over the steps                         */
+    int report;          /* LOOM_GRAD_ROWS=report: time the tail, log it at the end */
+    double tail_seconds; /* reduce and add, over the steps                         */
     int64_t steps, rows_reduced;
 };
 
@@ -47,7 +47,8 @@ void loom_grad_rows_free(loom_grad_rows *g)
     if (!g) return;
     if (g->report && g->steps > 0)
         loom_log(LOOM_LOG_INFO, "grad rows: %lld steps, %.0f rows reduced and added in %.2f ms/step after backward",
-                 (long long)g->steps, (double)g->rows_reduced / (double)g->steps, 1e3 * g->tail_seconds / (double)g->steps);
+                 (long long)g->steps, (double)g->rows_reduced / (double)g->steps,
+                 1e3 * g->tail_seconds / (double)g->steps);
     free(g->rows);
     free(g->values);
     free(g->part_rows);
@@ -81,8 +82,8 @@ static loom_status reserve(int64_t **rows, unsigned char **values, int64_t *cap,
     return LOOM_OK;
 }
 
-loom_status loom_grad_rows_acquire(void *context, int64_t begin, int64_t row_size, int64_t n_rows,
-                                   const int64_t *rows, void **memory)
+loom_status loom_grad_rows_acquire(void *context, int64_t begin, int64_t row_size, int64_t n_rows, const int64_t *rows,
+                                   void **memory)
 {
     loom_trainer *t = context;
     *memory = NULL;
@@ -123,7 +124,8 @@ static void add_row(const loom_trainer *t, float *wide, void *dst, const void *s
     if (t->param_dtype == LOOM_DTYPE_F32) {
         float *d = dst;
         const float *s = src;
-        for (int64_t i = 0; i < n; i++) d[i] += s[i];
+        for (int64_t i = 0; i < n; i++)
+            d[i] += s[i];
         return;
     }
     lk_convert(wide, LOOM_DTYPE_F32, src, t->param_dtype, n);
@@ -190,11 +192,13 @@ static loom_status reduce_rows(loom_trainer *t, loom_grad_rows *g)
         g->mask_len = len;
     }
     memset(g->mask, 0, (size_t)len * sizeof *g->mask);
-    for (int64_t i = 0; i < g->n; i++) g->mask[g->rows[i]] = 1.0f;
+    for (int64_t i = 0; i < g->n; i++)
+        g->mask[g->rows[i]] = 1.0f;
     loom_status st = cv->all_reduce(t->comm.instance, g->mask, (size_t)len, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
     if (st != LOOM_OK) return st;
     int64_t u = 0;
-    for (int64_t r = 0; r < len; r++) u += g->mask[r] > 0;
+    for (int64_t r = 0; r < len; r++)
+        u += g->mask[r] > 0;
     const size_t row_bytes = (size_t)g->row_size * t->param_size;
     if ((st = reserve(&g->spare_rows, &g->spare_values, &g->spare_cap, u, row_bytes)) != LOOM_OK) return st;
     int64_t k = 0, a = 0;

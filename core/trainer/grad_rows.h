@@ -13,8 +13,8 @@
 typedef struct loom_grad_rows loom_grad_rows;
 
 /* The sink members (context = the trainer). */
-loom_status loom_grad_rows_acquire(void *context, int64_t begin, int64_t row_size, int64_t n_rows,
-                                   const int64_t *rows, void **memory);
+loom_status loom_grad_rows_acquire(void *context, int64_t begin, int64_t row_size, int64_t n_rows, const int64_t *rows,
+                                   void **memory);
 loom_status loom_grad_rows_release(void *context, int64_t begin);
 
 /* After sharding.finish_grads: reduce this step's rows over the ranks (reduce != 0; every rank

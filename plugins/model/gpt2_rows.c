@@ -33,7 +33,8 @@ void gpt2_rows_free(loom_model *self)
 static int64_t distinct_rows(loom_model *self, const int32_t *tokens, int64_t N)
 {
     int64_t *rows = self->emb_rows;
-    for (int64_t i = 0; i < N; i++) rows[i] = tokens[i];
+    for (int64_t i = 0; i < N; i++)
+        rows[i] = tokens[i];
     qsort(rows, (size_t)N, sizeof *rows, compare_i64);
     int64_t n = 0;
     for (int64_t i = 0; i < N; i++)

@@ -961,18 +961,17 @@ static void test_checkpointing(uint32_t param_dtype, uint32_t compute_dtype)
     free(params), free(stored), free(tokens), free(labels);
 }
 
-
 /* ---- a two-part sink (ABI 1.4 acquire_rows) ---------------------------------------------- */
 
 /* The recorder plus a rows part: the rows are added into the flat gradients at release_rows,
  * as the host adds its reduced rows after the dense part (16-bit: in f32, one rounding). */
 typedef struct rows_ctx {
-    sink_ctx base;                  /* first: the dense members cast to it */
+    sink_ctx base; /* first: the dense members cast to it */
     uint32_t dtype;
     int64_t begin, row_size, n_rows, rows[256];
     unsigned char values[256 * 64 * 4];
     int parts, held, bad;
-    int64_t released_before_rows;   /* dense releases when the rows part was acquired */
+    int64_t released_before_rows; /* dense releases when the rows part was acquired */
 } rows_ctx;
 
 static loom_status rows_acquire(void *context, int64_t begin, int64_t row_size, int64_t n_rows, const int64_t *rows,
@@ -980,7 +979,8 @@ static loom_status rows_acquire(void *context, int64_t begin, int64_t row_size, 
 {
     rows_ctx *r = context;
     if (r->held || n_rows > 256 || row_size > 64) return r->bad++, LOOM_E_INVALID;
-    for (int64_t i = 1; i < n_rows; i++) r->bad += rows[i] <= rows[i - 1];
+    for (int64_t i = 1; i < n_rows; i++)
+        r->bad += rows[i] <= rows[i - 1];
     r->begin = begin, r->row_size = row_size, r->n_rows = n_rows;
     memcpy(r->rows, rows, (size_t)n_rows * sizeof *rows);
     memset(r->values, 0, sizeof r->values);
@@ -1003,7 +1003,8 @@ static loom_status rows_release(void *context, int64_t begin)
         unsigned char *dst = r->base.grads + (size_t)(begin + r->rows[i] * r->row_size) * es;
         k->convert(wide, LOOM_DTYPE_F32, r->values + (size_t)(i * r->row_size) * es, r->dtype, r->row_size);
         if (r->dtype == LOOM_DTYPE_F32)
-            for (int64_t j = 0; j < r->row_size; j++) ((float *)dst)[j] += wide[j];
+            for (int64_t j = 0; j < r->row_size; j++)
+                ((float *)dst)[j] += wide[j];
         else
             k->accumulate_f32(dst, r->dtype, wide, r->row_size);
     }
@@ -1040,9 +1041,11 @@ static void test_two_part(uint32_t param_dtype, uint32_t compute_dtype, const ch
     bind.compute_dtype = compute_dtype;
     CHECK(vt->bind(m, &bind) == LOOM_OK);
     int repeated[64] = {0};
-    for (int64_t i = 0; i < B * T; i++) repeated[tokens[i]]++;
+    for (int64_t i = 0; i < B * T; i++)
+        repeated[tokens[i]]++;
     int64_t distinct = 0;
-    for (int64_t v = 0; v < n.V; v++) distinct += repeated[v] > 0;
+    for (int64_t v = 0; v < n.V; v++)
+        distinct += repeated[v] > 0;
     for (int via_step = 0; via_step < 2; via_step++) {
         unsigned char *one = calloc((size_t)n.n_params, es), *two = calloc((size_t)n.n_params, es);
         sink_ctx sc;
@@ -1069,7 +1072,8 @@ static void test_two_part(uint32_t param_dtype, uint32_t compute_dtype, const ch
         }
         CHECK(sc.violations == 0 && rc.base.violations == 0 && rc.bad == 0 && rc.held == 0 && rc.base.n_open == 0);
         CHECK(rc.parts == 2 && rc.begin == 0 && rc.row_size == n.C && rc.n_rows == distinct);
-        for (int64_t i = 0; i < rc.n_rows; i++) CHECK(repeated[rc.rows[i]] > 0);
+        for (int64_t i = 0; i < rc.n_rows; i++)
+            CHECK(repeated[rc.rows[i]] > 0);
         /* Per micro-batch: wte, ln_f, the blocks, then wpe just before the rows. */
         const int per = (int)n.L + 3;
         CHECK(rc.base.n_released == 2 * per);
@@ -1084,7 +1088,8 @@ static void test_two_part(uint32_t param_dtype, uint32_t compute_dtype, const ch
         lk_cpu_kernel_table()->convert(b, LOOM_DTYPE_F32, two, param_dtype, n.n_params);
         /* Round-off of sums that may cancel: against the table's largest gradient. */
         double scale = 0;
-        for (int64_t i = 0; i < VC; i++) scale = fmax(scale, fabs(a[i]));
+        for (int64_t i = 0; i < VC; i++)
+            scale = fmax(scale, fabs(a[i]));
         for (int64_t i = 0; i < n.n_params; i++) {
             if (memcmp(one + (size_t)i * es, two + (size_t)i * es, es) == 0) continue;
             /* 16-bit: a looked-up row is rounded into its own memory before it is added. */
@@ -1092,8 +1097,9 @@ static void test_two_part(uint32_t param_dtype, uint32_t compute_dtype, const ch
             differ += !shared_row;
             far += !(fabs((double)a[i] - b[i]) <= (param_dtype == LOOM_DTYPE_F32 ? 1e-6 : 1e-2) * scale);
         }
-        if (differ || far) fprintf(stderr, "%s (via %s): %d elements differ outside repeated rows, %d far\n", what,
-                                   via_step ? "train_step" : "backward", differ, far);
+        if (differ || far)
+            fprintf(stderr, "%s (via %s): %d elements differ outside repeated rows, %d far\n", what,
+                    via_step ? "train_step" : "backward", differ, far);
         CHECK(differ == 0 && far == 0);
         free(a), free(b), free(one), free(two);
     }
