@@ -117,7 +117,7 @@ int main(int argc, char **argv)
                       "--save_strategy", "no", "--disable_tqdm", "--learning_rate", "1e-4",
                       "--lr_scheduler_type", "constant", "--max_grad_norm", "0", "--dataloader_drop_last"};
     int args_c = (int)(sizeof args_v / sizeof *args_v);
-    char *with_report[sizeof args_v / sizeof *args_v + 6];
+    char *with_report[sizeof args_v / sizeof *args_v + 8];
     memcpy(with_report, args_v, sizeof args_v);
     if (overlap_report) {
         with_report[args_c++] = "--ddp.report_overlap";
@@ -128,6 +128,11 @@ int main(int argc, char **argv)
     if (getenv("LOOM_BENCH_PLUGIN")) {
         with_report[args_c++] = "--plugin";
         with_report[args_c++] = getenv("LOOM_BENCH_PLUGIN");
+    }
+    /* bench/ddp_step sets the DDP bucket size the same way. */
+    if (getenv("LOOM_BENCH_BUCKET_MB")) {
+        with_report[args_c++] = "--ddp_bucket_cap_mb";
+        with_report[args_c++] = getenv("LOOM_BENCH_BUCKET_MB");
     }
     loom_args args;
     loom_args_init(&args);

@@ -81,7 +81,9 @@ extern "C" {
  *      attention_flash_backward_dropout (GPT-2's attention dropout, masks drawn again);
  *      model.h generation_ids / encode / decode_rows / reorder_cache and loom_generation_ids
  *      (encoder-decoder generation: the encoder once, the decoder stepped over a key/value
- *      cache of B x num_beams rows, beam reordering). */
+ *      cache of B x num_beams rows, beam reordering); loom_grad_sink acquire_rows / release_rows (a gradient in two
+ *      parts: the dense part reduced during backward, sparse late rows reduced by the host at
+ *      the end). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

@@ -114,6 +114,33 @@ typedef struct loom_grad_sink {
      * matching release. */
     loom_status (*acquire)(void *context, int64_t begin, int64_t end, void **memory);
     loom_status (*release)(void *context, int64_t begin, int64_t end);
+
+    /* ---- ABI 1.4: a gradient in two parts (docs/architecture.md#two-part-gradients) ----
+     * A tensor whose gradient has a dense contribution early in backward and a sparse one at
+     * the very end (a tied token embedding: the LM head first, the looked-up rows last) can
+     * release its dense part at once, so the sharding plugin reduces it while backward goes on,
+     * and hand the late rows over through these two members. The host reduces the rows part
+     * itself (summed over micro-batches, then over ranks in canonical rank order, in
+     * param_dtype) and adds it to the owned gradients after sharding.finish_grads():
+     *     gradient = reduced(dense part) + reduced(rows part),
+     * the same bits whatever the sharding plugin. Sharding plugins need nothing for this.
+     * Both members are set or both NULL. A 1.3 host builds a 40-byte sink: read them through
+     * LOOM_HAS(sink, loom_grad_sink, acquire_rows) && sink->release_rows. NULL (one-process
+     * runs, older hosts): the model accumulates every contribution inside acquire/release. */
+
+    /* Optional. Memory for a sparse contribution to rows of a range this micro-batch already
+     * released: row i of `rows` (n_rows ids, strictly increasing, each >= 0) is the flat range
+     * [begin + rows[i] row_size, + row_size), which must lie inside the parameter space.
+     * *memory receives n_rows x row_size elements of param_dtype, zeroed, row i at i x
+     * row_size, owned by the host and valid until release_rows; the model ACCUMULATES (+=)
+     * into it. One rows part at a time per micro-batch, and the same (begin, row_size) on
+     * every micro-batch and rank of a run. `rows` is borrowed for the call. One thread per
+     * instance (the training thread). */
+    loom_status (*acquire_rows)(void *context, int64_t begin, int64_t row_size, int64_t n_rows, const int64_t *rows,
+                                void **memory);
+    /* Optional. The rows acquired at `begin` are final for this micro-batch; the memory goes
+     * back to the host. */
+    loom_status (*release_rows)(void *context, int64_t begin);
 } loom_grad_sink;
 
 /* What forward reports. Written by the plugin into the host's struct. Every member Required,
@@ -281,7 +308,8 @@ typedef struct loom_model_vtable {
 LOOM_STATIC_ASSERT(sizeof(loom_param_info) == 96, "loom_param_info layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_batch, attention_mask) == 240, "loom_batch layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 40, "loom_grad_sink layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_grad_sink, acquire_rows) == 40, "loom_grad_sink layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 56, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_model_vtable, train_step) == 136, "model vtable layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 176, "model vtable layout changed");

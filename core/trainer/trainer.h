@@ -233,6 +233,10 @@ struct loom_trainer {
      * whether a load was tried. */
     void *text_tokenizer;
     int text_tokenizer_tried;
+    /* Two-part gradients (grad_rows.h): the late rows of this step (owned), and whether this
+     * step's gradients stay local (1-bit Adam; choose_reduction in trainer_loop.c). */
+    struct loom_grad_rows *grad_rows;
+    int32_t gradients_local;
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).

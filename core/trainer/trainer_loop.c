@@ -14,6 +14,7 @@
 
 #include "checkpoint_dir.h"
 #include "error.h"
+#include "grad_rows.h"
 #include "host.h"
 #include "trainer_internal.h"
 
@@ -145,8 +146,11 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     void *owned_grads[64];
     float *master_params[64], *master_grads[64];
     if (t->n_owned > 64) return loom_error(LOOM_E_UNSUPPORTED, "more than 64 owned ranges");
-    for (size_t r = 0; r < t->n_owned; r++) {
+    for (size_t r = 0; r < t->n_owned; r++)
         if ((st = sv->owned_grads(t->sharding.instance, r, &owned_grads[r])) != LOOM_OK) return st;
+    /* The late rows of a two-part gradient, reduced and added the same way for every strategy. */
+    if ((st = loom_grad_rows_finish(t, !t->gradients_local, owned_grads)) != LOOM_OK) return st;
+    for (size_t r = 0; r < t->n_owned; r++) {
         if ((st = pv->master(t->precision.instance, r, owned_grads[r], &master_params[r], &master_grads[r])) != LOOM_OK)
             return st;
     }
@@ -236,6 +240,7 @@ static loom_status choose_reduction(loom_trainer *t)
     const loom_sharding_vtable *sv = t->sharding.vtable;
     if (!LOOM_HAS(ov, loom_optimizer_vtable, local_gradients)) return LOOM_OK;
     int32_t local = ov->local_gradients(t->optimizer.instance, t->scheduler_step + 1) != 0;
+    t->gradients_local = local;
     if (!LOOM_HAS(sv, loom_sharding_vtable, set_reduction))
         return local ? loom_error(LOOM_E_UNSUPPORTED, "sharding '%s' cannot keep gradients local for optimizer '%s'",
                                   t->sharding.plugin->desc->name, t->optimizer.plugin->desc->name)

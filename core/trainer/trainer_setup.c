@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "grad_rows.h"
 #include "fileutil.h"
 #include "host.h"
 #include "json_util.h"
@@ -754,6 +755,7 @@ void loom_trainer_destroy(loom_trainer *t)
         loom_store_close(t->store_client);
     }
     loom_store_server_stop(t->store_server);
+    loom_grad_rows_free(t->grad_rows);
     if (t->core_host) {
         api->free_memory(t->core_host, t->params);
         api->free_memory(t->core_host, t->optimizer_state);

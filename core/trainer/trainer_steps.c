@@ -7,6 +7,7 @@
 
 #include "device.h"
 #include "error.h"
+#include "grad_rows.h"
 #include "trainer_internal.h"
 
 static loom_status make_loader(loom_trainer *t, const loom_dataset *ds, const char *flag, int64_t batch_size,
@@ -65,6 +66,10 @@ void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink)
     sink->context = t;
     sink->acquire = sink_acquire;
     sink->release = sink_release;
+    if (loom_grad_rows_offered(t)) { /* ABI 1.4: a gradient in two parts */
+        sink->acquire_rows = loom_grad_rows_acquire;
+        sink->release_rows = loom_grad_rows_release;
+    }
 }
 
 /* Outputs of one batch, for a custom loss (lazily sized from the model's output shape). */

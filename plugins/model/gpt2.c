@@ -89,6 +89,7 @@ static void gpt2_destroy(loom_model *self)
     const loom_host_api *api = self->api;
     gpt2_decode_free(self);
     gpt2_mixed_free(self);
+    gpt2_rows_free(self);
     api->free_memory(self->host, self->activations);
     api->free_memory(self->host, self->head_memory);
     api->free_memory(self->host, self->layers);
@@ -642,7 +643,23 @@ static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t
  * (with wpe's, adjacent) is acquired before the head and released last. */
 static int64_t emb_end(const loom_model *self) { return (self->V + self->P) * self->C; }
 
-/* Everything after d(loss)/d(ln_f output) = dln, with the embeddings' range acquired (demb). */
+/* A two-part sink (ABI 1.4; gpt2_rows.c): wte alone is acquired before the head and released
+ * as soon as the head's part is in, and the embedding rows go to acquire_rows at the end. */
+static int two_part(const loom_grad_sink *sink)
+{
+    return LOOM_HAS(sink, loom_grad_sink, acquire_rows) && sink->release_rows;
+}
+static int64_t head_end(const loom_model *self, const loom_grad_sink *sink)
+{
+    return two_part(sink) ? self->V * self->C : emb_end(self);
+}
+static loom_status head_done(const loom_model *self, const loom_grad_sink *sink)
+{
+    return two_part(sink) ? sink->release(sink->context, 0, self->V * self->C) : LOOM_OK;
+}
+
+/* Everything after d(loss)/d(ln_f output) = dln, with the embeddings' range acquired (demb);
+ * through a two-part sink wte's head part is already released and demb is not used. */
 static loom_status backward_trunk(loom_model *self, const loom_batch *batch, void *demb, const loom_grad_sink *sink)
 {
     const loom_kernels_api *k = self->k;
@@ -721,6 +738,7 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
         if ((st = sink->release(sink->context, begin, end))) return st;
     }
     dropout_apply(dres, N * C, drop_p(self, self->embd_pdrop), site_seed(self, -1, GPT2_SITE_EMBD));
+    if (two_part(sink)) return gpt2_embed_backward_rows(self, sink, dres, tokens, B, T);
     gpt2_embed_backward(self, dwte, dwpe, dres, tokens, B, T);
     return sink->release(sink->context, 0, emb_end(self));
 }
@@ -731,9 +749,10 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
                                         const loom_grad_sink *sink)
 {
     void *demb = NULL;
-    loom_status st = acquire(self, sink, 0, emb_end(self), &demb);
+    loom_status st = acquire(self, sink, 0, head_end(self, sink), &demb);
     if (st) return st;
     gpt2_head_backward(self, self->dln, demb, dlogits, self->lnf, self->fwd_B * self->fwd_T);
+    if ((st = head_done(self, sink))) return st;
     return backward_trunk(self, batch, demb, sink);
 }
 
@@ -756,9 +775,10 @@ static loom_status backward_fused(loom_model *self, const loom_batch *batch, flo
 {
     const int64_t N = self->fwd_B * self->fwd_T;
     void *demb = NULL;
-    loom_status st = acquire(self, sink, 0, emb_end(self), &demb);
+    loom_status st = acquire(self, sink, 0, head_end(self, sink), &demb);
     if (st) return st;
     head_gradients(self, self->lnf, batch->labels.data, seed, N, demb);
+    if ((st = head_done(self, sink))) return st;
     return backward_trunk(self, batch, demb, sink);
 }
 
@@ -890,8 +910,9 @@ static loom_status gpt2_train_step(loom_model *self, const loom_batch *batch, fl
     const int64_t N = B * T;
     const void *lnf = forward_trunk(self, batch->inputs.data, B, T);
     void *demb = NULL;
-    if ((st = acquire(self, sink, 0, emb_end(self), &demb))) return st;
+    if ((st = acquire(self, sink, 0, head_end(self, sink), &demb))) return st;
     head_gradients(self, lnf, labels, seed, N, demb);
+    if ((st = head_done(self, sink))) return st;
     sum_losses(self, labels, N, result);
     self->fwd_B = B;
     self->fwd_T = T;

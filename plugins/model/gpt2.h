@@ -5,6 +5,7 @@
  *   gpt2_params.c  configuration, the parameter list (HF names), init_params
  *   gpt2_decode.c  decode_begin / decode_step: generation with a key/value cache
  *   gpt2_mixed.c   products, embeddings and gradient accumulation in the bound dtypes
+ *   gpt2_rows.c    wte's embedding gradient as the sink's late rows part (ABI 1.4)
  *
  * Sizes follow llm.c: V vocab, P positions, C channels, L layers, NH heads, F = n_inner
  * (4C by default), B batch rows, T sequence length, N = B * T rows of activations.
@@ -150,6 +151,9 @@ struct loom_model {
     int64_t cls_chunk;           /* its rows                                                  */
     void *wte_cd;                /* wte in compute_dtype when that is not param_dtype         */
     float *dwte32;               /* [V, C] f32 head gradient of wte, 16-bit parameters        */
+    int64_t *emb_rows;           /* gpt2_rows.c: a batch's distinct tokens, sorted, and each  */
+    int32_t *emb_slot;           /* position's index among them (allocated at first use)      */
+    int64_t emb_rows_cap;
     float *losses;               /* [N]                                                       */
     float *dres;                 /* [N, C] gradient of the residual stream                    */
     float *dln;                  /* [N, C] gradient of a layernorm output                     */
@@ -232,6 +236,12 @@ void gpt2_head_backward(loom_model *self, float *dlnf, void *dwte, const void *d
 void gpt2_embed_forward(loom_model *self, float *out, const int32_t *tokens, int64_t position0, int64_t B, int64_t T);
 void gpt2_embed_backward(loom_model *self, void *dwte, void *dwpe, const float *dout, const int32_t *tokens, int64_t B,
                          int64_t T);
+/* The same through a two-part sink (LOOM_HAS(sink, loom_grad_sink, acquire_rows)): wpe through
+ * acquire/release, wte's rows the batch touched through acquire_rows/release_rows (wte's dense
+ * head part was released before). */
+loom_status gpt2_embed_backward_rows(loom_model *self, const loom_grad_sink *sink, const float *dout,
+                                     const int32_t *tokens, int64_t B, int64_t T);
+void gpt2_rows_free(loom_model *self);
 /* Gradients of `count` elements: f32 memory to accumulate them in (the sink's own memory in
  * f32 runs, a scratch otherwise), then added into the sink's memory by gpt2_grad_end.
  * gpt2_grad_fresh says whether that memory starts unwritten (a scratch: products may write it

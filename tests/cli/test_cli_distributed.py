@@ -283,6 +283,56 @@ class Zero2Test(LoomTestCase):
             self.assertLess(max(abs(x - y) for x, y in zip(ddp_params[name][2], z2_params[name][2])), 2e-5, name)
 
 
+class TwoPartGradientTest(LoomTestCase):
+    """The tied embedding's gradient in two parts (docs/architecture.md#two-part-gradients): in a
+    multi-rank run the head's part is reduced during backward and the looked-up rows by the host
+    after it. Every strategy still ends with the same bits (zero2 with one micro-batch), the
+    result differs from the one-range path by round-off only, and a one-process run is untouched."""
+    data_kind = "blobs"
+
+    def train(self, name, world, plugin, accumulation, rows):
+        tokens = os.path.join(self.tmp, "two.bin")
+        if not os.path.exists(tokens):
+            write_tokens(tokens, 30000, 512, 19)
+        out = self.out(name)
+        args = self.train_args(out, "--plugin", plugin, "--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head",
+                               "2", "--gpt2.n_embd", "64", "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64",
+                               "--block_size", "32", "--train_file", tokens, "--per_device_train_batch_size",
+                               str(8 // world), "--max_steps", "12", "--gradient_accumulation_steps",
+                               str(accumulation), "--max_grad_norm", "0.5", "--weight_decay", "0.1",
+                               "--learning_rate", "3e-3", "--logging_steps", "1", "--ddp_timeout", "30")
+        env = {"LOOM_GRAD_ROWS": rows}
+        if world == 1:
+            _, stdout, _ = loom(*args, env=env)
+        else:
+            _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(), *args, env=env)
+        with open(os.path.join(out, "model.safetensors"), "rb") as f:
+            return f.read(), read_safetensors(os.path.join(out, "model.safetensors")), stdout
+
+    def test_two_part_gradient(self):
+        ddp, ddp_params, stdout = self.train("ddp", 2, "ddp", 1, "report")
+        self.assertRegex(stdout, r"\[rank 0\].*grad rows: 12 steps, \d+ rows reduced")   # the path ran
+        for plugin in ("zero1", "zero2", "sharded_ddp"):
+            other, _, stdout = self.train(plugin, 2, plugin, 1, "report")
+            self.assertIn("grad rows:", stdout)
+            self.assertEqual(other, ddp, f"{plugin} != ddp through the two-part gradient")
+        accumulated = {p: self.train(f"{p}-ga", 2, p, 3, "report")[0] for p in ("ddp", "zero1", "sharded_ddp")}
+        self.assertEqual(accumulated["zero1"], accumulated["ddp"])
+        self.assertEqual(accumulated["sharded_ddp"], accumulated["ddp"])
+        # One range (the old path): the same training to round-off, not the same bits.
+        whole, whole_params, stdout = self.train("ddp-off", 2, "ddp", 1, "off")
+        self.assertNotIn("grad rows:", stdout)
+        self.assertNotEqual(whole, ddp)
+        for name in ddp_params:
+            worst = max(abs(x - y) for x, y in zip(ddp_params[name][2], whole_params[name][2]))
+            self.assertLess(worst, 2e-5, name)
+        # One process: nothing to reduce, the rows part is not offered, the bits are the old ones.
+        one, _, stdout = self.train("one", 1, "ddp", 2, "report")
+        one_off, _, _ = self.train("one-off", 1, "ddp", 2, "off")
+        self.assertNotIn("grad rows:", stdout)
+        self.assertEqual(one, one_off)
+
+
 class LambTest(LoomTestCase):
     """LAMB's trust ratio needs whole-tensor norms: under ZeRO a tensor is split over ranks and
     the host sums the pieces' statistics across them, so every strategy trains the same model."""

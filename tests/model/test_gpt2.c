@@ -6,7 +6,8 @@
  *       through the real grad-sink protocol, with an ignored label and gradients accumulated
  *       onto non-zero memory; backward_outputs against backward;
  *   (d) the sink's order: wte/wpe acquired first, ln_f released, then block 1, block 0, and
- *       wte/wpe last;
+ *       wte/wpe last; through a two-part sink (ABI 1.4) wte released first, its lookup rows
+ *       handed over at the end, and the same gradients;
  *   (e) decode_step one token at a time and in chunks against the full forward's logits;
  *   (f) init statistics (scaled residual projections), biases 0, LayerNorm weights 1;
  *   (g) errors: bad token, bad label, too long a sequence, bad configurations, binding. */
@@ -1052,6 +1053,152 @@ static void test_dropout(int recompute)
     free(params), free(grads);
 }
 
+/* ---- a two-part sink (ABI 1.4 acquire_rows) ---------------------------------------------- */
+
+/* The recorder plus a rows part: the rows are added into the flat gradients at release_rows,
+ * as the host adds its reduced rows after the dense part (16-bit: in f32, one rounding). */
+typedef struct rows_ctx {
+    sink_ctx base; /* first: the dense members cast to it */
+    uint32_t dtype;
+    int64_t begin, row_size, n_rows, rows[256];
+    unsigned char values[256 * 64 * 4];
+    int parts, held, bad;
+    int64_t released_before_rows; /* dense releases when the rows part was acquired */
+} rows_ctx;
+
+static loom_status rows_acquire(void *context, int64_t begin, int64_t row_size, int64_t n_rows, const int64_t *rows,
+                                void **memory)
+{
+    rows_ctx *r = context;
+    if (r->held || n_rows > 256 || row_size > 64) return r->bad++, LOOM_E_INVALID;
+    for (int64_t i = 1; i < n_rows; i++)
+        r->bad += rows[i] <= rows[i - 1];
+    r->begin = begin, r->row_size = row_size, r->n_rows = n_rows;
+    memcpy(r->rows, rows, (size_t)n_rows * sizeof *rows);
+    memset(r->values, 0, sizeof r->values);
+    r->held = 1;
+    r->parts++;
+    r->released_before_rows = r->base.n_released;
+    *memory = r->values;
+    return LOOM_OK;
+}
+
+static loom_status rows_release(void *context, int64_t begin)
+{
+    rows_ctx *r = context;
+    if (!r->held || begin != r->begin) return r->bad++, LOOM_E_INVALID;
+    r->held = 0;
+    const loom_kernels_api *k = lk_cpu_kernel_table();
+    const size_t es = loom_dtype_size(r->dtype);
+    float wide[64];
+    for (int64_t i = 0; i < r->n_rows; i++) {
+        unsigned char *dst = r->base.grads + (size_t)(begin + r->rows[i] * r->row_size) * es;
+        k->convert(wide, LOOM_DTYPE_F32, r->values + (size_t)(i * r->row_size) * es, r->dtype, r->row_size);
+        if (r->dtype == LOOM_DTYPE_F32)
+            for (int64_t j = 0; j < r->row_size; j++)
+                ((float *)dst)[j] += wide[j];
+        else
+            k->accumulate_f32(dst, r->dtype, wide, r->row_size);
+    }
+    return LOOM_OK;
+}
+
+/* Through a two-part sink wte is acquired alone and released right after the head (before ln_f),
+ * wpe at the end, and the rows part holds exactly the batch's distinct tokens. The gradients
+ * equal the one-part sink's: bit for bit everywhere but the wte rows of repeated tokens, whose
+ * lookups are summed before being added (round-off there; with 16-bit parameters every
+ * looked-up row, rounded once more). Through forward + backward and
+ * train_step, twice in a row (accumulating onto the first micro-batch). */
+static void test_two_part(uint32_t param_dtype, uint32_t compute_dtype, const char *what)
+{
+    const gcfg g = {"41", "16", "12", "2", "3"};
+    const int64_t B = 2, T = 9;
+    loom_config cfg = make_cfg(g);
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    const net n = describe(m, 3);
+    const int64_t VC = n.V * n.C, emb_end = n.offset[2], lnf_begin = n.offset[n.n_tensors - 2];
+    float *params = malloc(sizeof(float) * (size_t)n.n_params);
+    interesting_params(m, &n, params);
+    const size_t es = loom_dtype_size(param_dtype);
+    void *stored = malloc(es * (size_t)n.n_params);
+    lk_cpu_kernel_table()->convert(stored, param_dtype, params, LOOM_DTYPE_F32, n.n_params);
+    int32_t tokens[18], labels[18];
+    make_tokens(tokens, labels, B, T, n.V);
+    tokens[4] = tokens[1], tokens[9] = tokens[1], tokens[12] = tokens[7]; /* repeated tokens */
+    loom_batch batch = make_batch(tokens, labels, B, T);
+    loom_model_binding bind = make_binding(stored, B, T);
+    bind.param_dtype = param_dtype;
+    bind.compute_dtype = compute_dtype;
+    CHECK(vt->bind(m, &bind) == LOOM_OK);
+    int repeated[64] = {0};
+    for (int64_t i = 0; i < B * T; i++)
+        repeated[tokens[i]]++;
+    int64_t distinct = 0;
+    for (int64_t v = 0; v < n.V; v++)
+        distinct += repeated[v] > 0;
+    for (int via_step = 0; via_step < 2; via_step++) {
+        unsigned char *one = calloc((size_t)n.n_params, es), *two = calloc((size_t)n.n_params, es);
+        sink_ctx sc;
+        loom_grad_sink sink;
+        sink_init_bytes(&sc, one, es, n.n_params, &sink);
+        rows_ctx rc;
+        loom_grad_sink split;
+        sink_init_bytes(&rc.base, two, es, n.n_params, &split);
+        rc.dtype = param_dtype, rc.parts = rc.held = rc.bad = 0;
+        split.context = &rc;
+        split.acquire_rows = rows_acquire;
+        split.release_rows = rows_release;
+        for (int micro = 0; micro < 2; micro++) {
+            for (int which = 0; which < 2; which++) {
+                const loom_grad_sink *s = which ? &split : &sink;
+                loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+                if (via_step) {
+                    CHECK(vt->train_step(m, &batch, 0.3f, s, &r) == LOOM_OK);
+                } else {
+                    CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
+                    CHECK(vt->backward(m, &batch, 0.3f, s) == LOOM_OK);
+                }
+            }
+        }
+        CHECK(sc.violations == 0 && rc.base.violations == 0 && rc.bad == 0 && rc.held == 0 && rc.base.n_open == 0);
+        CHECK(rc.parts == 2 && rc.begin == 0 && rc.row_size == n.C && rc.n_rows == distinct);
+        for (int64_t i = 0; i < rc.n_rows; i++)
+            CHECK(repeated[rc.rows[i]] > 0);
+        /* Per micro-batch: wte, ln_f, the blocks, then wpe just before the rows. */
+        const int per = (int)n.L + 3;
+        CHECK(rc.base.n_released == 2 * per);
+        CHECK(rc.released_before_rows == 2 * per - 1);
+        CHECK(rc.base.acquired[0].begin == 0 && rc.base.acquired[0].end == VC);
+        CHECK(rc.base.released[0].begin == 0 && rc.base.released[0].end == VC);
+        CHECK(rc.base.released[1].begin == lnf_begin && rc.base.released[1].end == n.n_params);
+        CHECK(rc.base.released[per - 1].begin == VC && rc.base.released[per - 1].end == emb_end);
+        int differ = 0, far = 0;
+        float *a = malloc(sizeof(float) * (size_t)n.n_params), *b = malloc(sizeof(float) * (size_t)n.n_params);
+        lk_cpu_kernel_table()->convert(a, LOOM_DTYPE_F32, one, param_dtype, n.n_params);
+        lk_cpu_kernel_table()->convert(b, LOOM_DTYPE_F32, two, param_dtype, n.n_params);
+        /* Round-off of sums that may cancel: against the table's largest gradient. */
+        double scale = 0;
+        for (int64_t i = 0; i < VC; i++)
+            scale = fmax(scale, fabs(a[i]));
+        for (int64_t i = 0; i < n.n_params; i++) {
+            if (memcmp(one + (size_t)i * es, two + (size_t)i * es, es) == 0) continue;
+            /* 16-bit: a looked-up row is rounded into its own memory before it is added. */
+            const int shared_row = i < VC && repeated[i / n.C] > (param_dtype == LOOM_DTYPE_F32 ? 1 : 0);
+            differ += !shared_row;
+            far += !(fabs((double)a[i] - b[i]) <= (param_dtype == LOOM_DTYPE_F32 ? 1e-6 : 1e-2) * scale);
+        }
+        if (differ || far)
+            fprintf(stderr, "%s (via %s): %d elements differ outside repeated rows, %d far\n", what,
+                    via_step ? "train_step" : "backward", differ, far);
+        CHECK(differ == 0 && far == 0);
+        free(a), free(b), free(one), free(two);
+    }
+    vt->destroy(m);
+    free(params), free(stored);
+}
+
 int main(void)
 {
     void *so = NULL;
@@ -1094,6 +1241,11 @@ int main(void)
     unsetenv("LOOM_GPT2_CLASSIFIER");
     test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_BF16, "f32 weights, bf16 products, label smoothing (fused)");
     smoothing = 0.0;
+    test_two_part(LOOM_DTYPE_F32, LOOM_DTYPE_F32, "f32");
+    test_two_part(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, "bf16");
+    setenv("LOOM_GPT2_CLASSIFIER", "unfused", 1);
+    test_two_part(LOOM_DTYPE_F32, LOOM_DTYPE_F32, "f32, unfused classifier");
+    unsetenv("LOOM_GPT2_CLASSIFIER");
     test_checkpointing(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16);
     test_init();
     test_errors();
