@@ -65,7 +65,9 @@ void loom_grad_rows_free(loom_grad_rows *g)
 int loom_grad_rows_offered(const loom_trainer *t)
 {
     const char *env = getenv("LOOM_GRAD_ROWS");
-    return t->world_size > 1 && !(env && strcmp(env, "off") == 0);
+    /* The rows part lives in host memory (the model writes it with its kernels): a device run
+     * keeps the one-part gradient until the rows have a device buffer. */
+    return t->world_size > 1 && t->device == LOOM_DEVICE_CPU && !(env && strcmp(env, "off") == 0);
 }
 
 /* Room for n rows in (*rows, *values), keeping what is there. */

@@ -229,10 +229,12 @@ struct loom_trainer {
     uint32_t device;                /* LOOM_DEVICE_* of parameters, gradients, states, batches */
     int32_t device_index;
 
-    /* The default decode_tokens' tokenizer, loaded on first use (owned; loom_bpe *), and
-     * whether a load was tried. */
+    /* The default decode_tokens' tokenizer, loaded on first use (owned: a loom_bpe, loom_spm
+     * or loom_chars as text_tokenizer_kind says, trainer_generate.c), and whether a load was
+     * tried. */
     void *text_tokenizer;
     int text_tokenizer_tried;
+    int text_tokenizer_kind;
     /* Two-part gradients (grad_rows.h): the late rows of this step (owned), and whether this
      * step's gradients stay local (1-bit Adam; choose_reduction in trainer_loop.c). */
     struct loom_grad_rows *grad_rows;

@@ -8,35 +8,82 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "fileutil.h"
 #include "plugin_config.h"
 #include "tokenizer_bpe.h"
+#include "tokenizer_chars.h"
+#include "tokenizer_spm.h"
 #include "trainer_internal.h"
 
-/* The run's GPT-2 BPE, when --tokenizer_name or --model_name_or_path holds one; else the ids
- * as numbers. The hook for other tokenizers is trainer.h's decode_tokens. */
+enum { TEXT_NONE, TEXT_BPE, TEXT_SPM, TEXT_CHARS };
+
+static int readable(const char *dir, const char *name, char *path, size_t size)
+{
+    return loom_path_join(path, size, dir, name) == LOOM_OK && access(path, R_OK) == 0;
+}
+
+/* The tokenizer --tokenizer_name (else the model folder) holds, tried in HF's order of files:
+ * GPT-2's vocab.json + merges.txt, T5's spiece.model, loom tokenize's char_vocab.json; or a
+ * .model / char-vocabulary file named directly. None: the ids are written as numbers. */
+static loom_status load_text_tokenizer(loom_trainer *t)
+{
+    const char *src =
+        t->args.tokenizer_name && *t->args.tokenizer_name ? t->args.tokenizer_name : t->args.model_name_or_path;
+    if (!src || !*src) return LOOM_OK;
+    char path[4096];
+    loom_status st = LOOM_OK;
+    size_t len = strlen(src);
+    struct stat info;
+    int is_file = stat(src, &info) == 0 && S_ISREG(info.st_mode);
+    if (is_file && len > 6 && strcmp(src + len - 6, ".model") == 0) {
+        st = loom_spm_load(src, (loom_spm **)&t->text_tokenizer);
+        t->text_tokenizer_kind = TEXT_SPM;
+    } else if (is_file) {
+        st = loom_chars_load(src, (loom_chars **)&t->text_tokenizer);
+        t->text_tokenizer_kind = TEXT_CHARS;
+    } else if (readable(src, "vocab.json", path, sizeof path)) {
+        st = loom_bpe_load_dir(src, (loom_bpe **)&t->text_tokenizer);
+        t->text_tokenizer_kind = TEXT_BPE;
+    } else if (readable(src, "spiece.model", path, sizeof path)) {
+        st = loom_spm_load(path, (loom_spm **)&t->text_tokenizer);
+        t->text_tokenizer_kind = TEXT_SPM;
+    } else if (readable(src, "char_vocab.json", path, sizeof path)) {
+        st = loom_chars_load(path, (loom_chars **)&t->text_tokenizer);
+        t->text_tokenizer_kind = TEXT_CHARS;
+    }
+    if (st != LOOM_OK) t->text_tokenizer_kind = TEXT_NONE;
+    return st;
+}
+
+void loom_trainer_text_tokenizer_free(loom_trainer *t)
+{
+    switch (t->text_tokenizer_kind) {
+    case TEXT_BPE: loom_bpe_free(t->text_tokenizer); break;
+    case TEXT_SPM: loom_spm_free(t->text_tokenizer); break;
+    case TEXT_CHARS: loom_chars_free(t->text_tokenizer); break;
+    default: break;
+    }
+    t->text_tokenizer = NULL;
+    t->text_tokenizer_kind = TEXT_NONE;
+}
+
 loom_status loom_default_decode_tokens(loom_trainer *t, const int32_t *ids, size_t n, char **text)
 {
     if (!t->text_tokenizer_tried) {
         t->text_tokenizer_tried = 1;
-        const char *dir =
-            t->args.tokenizer_name && *t->args.tokenizer_name ? t->args.tokenizer_name : t->args.model_name_or_path;
-        char vocab[4096];
-        if (dir && *dir && loom_path_join(vocab, sizeof vocab, dir, "vocab.json") == LOOM_OK &&
-            access(vocab, R_OK) == 0) {
-            loom_bpe *bpe = NULL;
-            loom_status st = loom_bpe_load_dir(dir, &bpe);
-            if (st != LOOM_OK) return st;
-            t->text_tokenizer = bpe;
-        }
-        loom_error_clear();
+        loom_status st = load_text_tokenizer(t);
+        if (st != LOOM_OK) return st;
     }
-    if (t->text_tokenizer) {
-        size_t len = 0;
-        return loom_bpe_decode(t->text_tokenizer, ids, n, text, &len);
+    size_t len = 0;
+    switch (t->text_tokenizer_kind) {
+    case TEXT_BPE: return loom_bpe_decode(t->text_tokenizer, ids, n, text, &len);
+    case TEXT_SPM: return loom_spm_decode(t->text_tokenizer, ids, n, text, &len);
+    case TEXT_CHARS: return loom_chars_decode(t->text_tokenizer, LOOM_SIDE_TARGET, ids, n, text, &len);
+    default: break;
     }
     char *s = malloc(n * 12 + 1), *w = s;
     if (!s) return loom_error(LOOM_E_NOMEM, "out of memory for generated text");

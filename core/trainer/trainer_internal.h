@@ -23,6 +23,8 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
 loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
 /* trainer_generate.c: the default decode_tokens hook (trainer.h). */
 loom_status loom_default_decode_tokens(loom_trainer *t, const int32_t *ids, size_t n, char **text);
+/* Frees the tokenizer loom_default_decode_tokens loaded (trainer_generate.c). */
+void loom_trainer_text_tokenizer_free(loom_trainer *t);
 
 /* The grad sink the model writes into, wired to the sharding plugin. */
 void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);

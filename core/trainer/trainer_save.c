@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "checkpoint_dir.h"
 #include "error.h"
@@ -92,31 +94,48 @@ static cJSON *model_config_json(const loom_trainer *t)
     return json;
 }
 
-/* HF saves the tokenizer beside the model: vocab.json + merges.txt from --tokenizer_name (which
- * must have them) or from the model folder the run started from (if it has them). */
+static loom_status copy_one(const char *from, const char *dir, const char *name)
+{
+    char to[4096];
+    loom_status st = loom_path_join(to, sizeof to, dir, name);
+    char *data = NULL;
+    size_t len = 0;
+    if (st == LOOM_OK) st = loom_read_file(from, &data, &len);
+    if (st == LOOM_OK) st = loom_write_file_atomic(to, data, len);
+    free(data);
+    return st;
+}
+
+/* HF saves the tokenizer beside the model: GPT-2's vocab.json + merges.txt, T5's spiece.model,
+ * or loom tokenize's char_vocab.json, from --tokenizer_name (a folder that must hold one of
+ * them, or a .model / character-vocabulary file) or from the model folder the run started
+ * from (whatever it has). docs/seq2seq.md#tokenizers. */
 static loom_status copy_tokenizer_files(const loom_trainer *t, const char *dir)
 {
     const char *source = t->args.tokenizer_name && *t->args.tokenizer_name ? t->args.tokenizer_name : NULL;
     int required = source != NULL;
     if (!source) source = t->args.model_name_or_path && *t->args.model_name_or_path ? t->args.model_name_or_path : NULL;
     if (!source || strcmp(source, dir) == 0) return LOOM_OK;
-    static const char *const names[] = {"vocab.json", "merges.txt"};
-    for (size_t i = 0; i < 2; i++) {
-        char from[4096], to[4096];
-        loom_status st = loom_path_join(from, sizeof from, source, names[i]);
-        if (st == LOOM_OK) st = loom_path_join(to, sizeof to, dir, names[i]);
-        if (st != LOOM_OK) return st;
-        char *data = NULL;
-        size_t len = 0;
-        st = loom_read_file(from, &data, &len);
-        if (st == LOOM_E_NOT_FOUND && !required) {
-            loom_error_clear();
-            continue;
-        }
-        if (st == LOOM_OK) st = loom_write_file_atomic(to, data, len);
-        free(data);
-        if (st != LOOM_OK) return st;
+    struct stat info;
+    if (stat(source, &info) == 0 && S_ISREG(info.st_mode)) {
+        size_t n = strlen(source);
+        return copy_one(source, dir, n > 6 && strcmp(source + n - 6, ".model") == 0 ? "spiece.model" : "char_vocab.json");
     }
+    static const char *const names[] = {"vocab.json", "merges.txt", "spiece.model", "char_vocab.json"};
+    int copied = 0;
+    for (size_t i = 0; i < 4; i++) {
+        char from[4096];
+        loom_status st = loom_path_join(from, sizeof from, source, names[i]);
+        if (st != LOOM_OK) return st;
+        if (access(from, R_OK) != 0) continue;
+        if ((st = copy_one(from, dir, names[i])) != LOOM_OK) return st;
+        copied++;
+    }
+    if (required && !copied)
+        return loom_error(LOOM_E_NOT_FOUND,
+                          "--tokenizer_name %s: no tokenizer there (vocab.json + merges.txt, spiece.model or "
+                          "char_vocab.json)",
+                          source);
     return LOOM_OK;
 }
 

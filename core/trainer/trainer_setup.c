@@ -765,7 +765,7 @@ void loom_trainer_destroy(loom_trainer *t)
     if (t->train_dataset) t->train_dataset->destroy(t->train_dataset);
     if (t->eval_dataset) t->eval_dataset->destroy(t->eval_dataset);
     if (t->test_dataset) t->test_dataset->destroy(t->test_dataset);
-    loom_bpe_free(t->text_tokenizer);
+    loom_trainer_text_tokenizer_free(t);
     free(t->tensors);
     free(t->tensor_offsets);
     free(t->spans);
