@@ -5,10 +5,9 @@
  *   bench_adamw_bandwidth [--n 33554432] [--layout flat|gpt2|small] [--threads 1,2] [--reps 10]
  *                         [--parts triad,streams7,adamw,bf16]
  *
- * For each thread count (default 1 and all cores), on buffers far larger than the caches: and on buffers far larger than the caches:
- *   triad   STREAM's a[i] = b[i] + s*c[i] on doubles (as many as parameters, at most 2^25),
- *           counted as STREAM counts it (24 bytes per element: two reads and one write; the
- *           write-allocate read of a[] is not counted);
+ * For each thread count (default 1 and all cores), on buffers far larger than the caches: and on buffers far larger
+ * than the caches: triad   STREAM's a[i] = b[i] + s*c[i] on doubles (as many as parameters, at most 2^25), counted as
+ * STREAM counts it (24 bytes per element: two reads and one write; the write-allocate read of a[] is not counted);
  *   streams7  AdamW's memory traffic without its arithmetic (p += g, m += g, v += g in place),
  *           28 bytes per element like AdamW;
  *   adamw   one step of the real adamw plugin (loaded by the core loader, as the trainer
@@ -297,7 +296,8 @@ static void bf16_run(kernel *k, int64_t rep)
 static void bf16_setup(kernel *k, const layout *l, int threads)
 {
     const int64_t n = l->total;
-    *k = (kernel){.what = "bf16_master", .bytes = 40.0 * (double)n, .run = bf16_run, .threads = threads, .n = n, .l = l};
+    *k =
+        (kernel){.what = "bf16_master", .bytes = 40.0 * (double)n, .run = bf16_run, .threads = threads, .n = n, .l = l};
     uint16_t *model = k->buf[0] = big_alloc((size_t)n * 2), *grad = k->buf[1] = big_alloc((size_t)n * 2);
     k->buf[2] = big_alloc((size_t)n * 4);
     k->buf[3] = big_alloc((size_t)n * 4);

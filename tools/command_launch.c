@@ -958,7 +958,8 @@ static void handle_signals(job *j)
             j->shutting_down = 1;
             j->exit_code = 128 + sig;
             char name[32];
-            if (j->alive) fprintf(stderr, "loom launch: got %s; stopping the ranks\n", signal_name(sig, name, sizeof name));
+            if (j->alive)
+                fprintf(stderr, "loom launch: got %s; stopping the ranks\n", signal_name(sig, name, sizeof name));
             if (from_process) signal_all(j->children, j->n, sig);
             j->kill_deadline = now_seconds() + j->timeout;
         } else if (j->alive) {

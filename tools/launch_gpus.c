@@ -74,7 +74,8 @@ static int apply_spec(const char *flag, const char *spec, char ids[][48], int n,
         size_t len = strcspn(p, "@");
         size_t host_len = strcspn(p, ":@");
         if (!is_this_host(p, host_len)) {
-            snprintf(err, err_size, "%s %s: unknown host '%.*s' (this node is localhost; loom launch starts the ranks of one node)",
+            snprintf(err, err_size,
+                     "%s %s: unknown host '%.*s' (this node is localhost; loom launch starts the ranks of one node)",
                      flag, spec, (int)host_len, p);
             return 0;
         }

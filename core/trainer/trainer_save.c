@@ -119,7 +119,8 @@ static loom_status copy_tokenizer_files(const loom_trainer *t, const char *dir)
     struct stat info;
     if (stat(source, &info) == 0 && S_ISREG(info.st_mode)) {
         size_t n = strlen(source);
-        return copy_one(source, dir, n > 6 && strcmp(source + n - 6, ".model") == 0 ? "spiece.model" : "char_vocab.json");
+        return copy_one(source, dir,
+                        n > 6 && strcmp(source + n - 6, ".model") == 0 ? "spiece.model" : "char_vocab.json");
     }
     static const char *const names[] = {"vocab.json", "merges.txt", "spiece.model", "char_vocab.json"};
     int copied = 0;

@@ -276,7 +276,8 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                                 for (int64_t c = 0; c < bc; c++) {
                                     const float e = c < n ? lk_expf(p[c] - lr) : 0.0f;
                                     const float z =
-                                        c < n ? drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale) : 0.0f;
+                                        c < n ? drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale)
+                                              : 0.0f;
                                     p[c] = e * z;
                                     ds[c] = e * (ds[c] * z - dr) * scale;
                                 }

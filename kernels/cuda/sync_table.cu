@@ -48,7 +48,8 @@ static constexpr loom_kernels_api lk_cuda_make_sync_table()
     t.classifier = lk_sync<lk_classifier_cuda>::call;
     t.softmax_cross_entropy_smoothed_forward = lk_sync<lk_softmax_cross_entropy_smoothed_forward_cuda>::call;
     t.softmax_cross_entropy_smoothed_backward = lk_sync<lk_softmax_cross_entropy_smoothed_backward_cuda>::call;
-    t.softmax_cross_entropy_smoothed_backward_cast = lk_sync<lk_softmax_cross_entropy_smoothed_backward_cast_cuda>::call;
+    t.softmax_cross_entropy_smoothed_backward_cast =
+        lk_sync<lk_softmax_cross_entropy_smoothed_backward_cast_cuda>::call;
     return t;
 }
 

@@ -48,7 +48,8 @@ enum { GPT2_SITE_EMBD, GPT2_SITE_ATTN, GPT2_SITE_ATTN_RESID, GPT2_SITE_MLP_RESID
 
 static uint64_t site_seed(const loom_model *self, int64_t layer, int site)
 {
-    uint64_t z = self->fwd_seed ^ (uint64_t)(layer + 2) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(site + 1) * 0xd1b54a32d192ed03ull;
+    uint64_t z =
+        self->fwd_seed ^ (uint64_t)(layer + 2) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(site + 1) * 0xd1b54a32d192ed03ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
@@ -259,10 +260,10 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
                          "table lacks",
                          (double)self->attn_pdrop);
     self->flash = LOOM_HAS(k, loom_kernels_api, attention_flash_backward) && k->attention_flash_forward && want_flash;
-    self->fused = LOOM_HAS(k, loom_kernels_api, classifier) && k->classifier &&
-                  (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
-                  (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0) &&
-                  (self->smoothing == 0.0f || (LOOM_HAS(k, loom_kernels_api, classifier_smoothed) && k->classifier_smoothed));
+    self->fused =
+        LOOM_HAS(k, loom_kernels_api, classifier) && k->classifier && (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
+        (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0) &&
+        (self->smoothing == 0.0f || (LOOM_HAS(k, loom_kernels_api, classifier_smoothed) && k->classifier_smoothed));
     self->param_dtype = pd;
     self->compute_dtype = cd;
     const gpt2_layout y = layout(self, mixed, B, T);

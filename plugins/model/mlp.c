@@ -283,8 +283,9 @@ static loom_status mlp_bind(loom_model *self, const loom_model_binding *binding)
         !k->gelu_backward || !k->softmax_cross_entropy_forward)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "the host lends no complete %s kernel table",
                          LOOM_KERNELS_CPU_SERVICE);
-    if (self->smoothing > 0.0f && !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_smoothed_backward) &&
-                                    k->softmax_cross_entropy_smoothed_forward && k->softmax_cross_entropy_smoothed_backward))
+    if (self->smoothing > 0.0f &&
+        !(LOOM_HAS(k, loom_kernels_api, softmax_cross_entropy_smoothed_backward) &&
+          k->softmax_cross_entropy_smoothed_forward && k->softmax_cross_entropy_smoothed_backward))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "label_smoothing_factor needs the kernel table's smoothed cross-entropy (ABI 1.4)");
     if (k->device != binding->device)

@@ -83,7 +83,10 @@ static int f_issue(void *comm, const nccl_call *call, void *stream)
     return NCCL_OPS_SUCCESS;
 }
 
-static const char *f_error_string(int result) { return result == NCCL_OPS_REMOTE_ERROR ? "remote process exited or there was a network error" : "fake NCCL error"; }
+static const char *f_error_string(int result)
+{
+    return result == NCCL_OPS_REMOTE_ERROR ? "remote process exited or there was a network error" : "fake NCCL error";
+}
 static const char *f_last_error(void *comm)
 {
     (void)comm;

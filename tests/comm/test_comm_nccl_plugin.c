@@ -102,7 +102,8 @@ int main(void)
     loom_store_client *client = NULL;
     if (world > 1) {
         const char *addr = getenv("MASTER_ADDR") ? getenv("MASTER_ADDR") : "127.0.0.1";
-        if (loom_store_rendezvous(rank, world, addr, env_int("MASTER_PORT", 29500), 60.0, &server, &client) != LOOM_OK) {
+        if (loom_store_rendezvous(rank, world, addr, env_int("MASTER_PORT", 29500), 60.0, &server, &client) !=
+            LOOM_OK) {
             fprintf(stderr, "rank %d: rendezvous: %s\n", rank, loom_error_message());
             return 1;
         }

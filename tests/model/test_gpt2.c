@@ -480,8 +480,9 @@ static void test_forward_backward(gcfg g, int64_t B, int64_t T, int64_t max_T)
                 for (int64_t v = 0; v < V; v++) max = row[v] > max ? row[v] : max;
                 for (int64_t v = 0; v < V; v++) sum += exp(row[v] - max);
                 for (int64_t v = 0; v < V; v++)
-                    dout[(b * SS + t) * V + v] = (float)(seed * (exp(row[v] - max) / sum -
-                                                                 (1.0 - smoothing) * (v == label) - smoothing / (double)V));
+                    dout[(b * SS + t) * V + v] =
+                        (float)(seed *
+                                (exp(row[v] - max) / sum - (1.0 - smoothing) * (v == label) - smoothing / (double)V));
             }
         }
         memcpy(grads_out, grads0, sizeof(float) * (size_t)n.n_params);

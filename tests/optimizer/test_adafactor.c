@@ -158,12 +158,15 @@ static int compare(const char *const *kv, const ref_opts *o, const double *lrs, 
                                 param[k][i], want);
                     bad++;
                 }
-                if (o->beta1 >= 0) bad += !(fabs(state[k][0][i] - ref[k].exp_avg[i]) <= 1e-9 + 1e-5 * fabs(ref[k].exp_avg[i]));
+                if (o->beta1 >= 0)
+                    bad += !(fabs(state[k][0][i] - ref[k].exp_avg[i]) <= 1e-9 + 1e-5 * fabs(ref[k].exp_avg[i]));
             }
             if (shapes[k][0] >= 2) {
                 const int64_t C = shapes[k][shapes[k][0]], R = shapes[k][shapes[k][0] - 1];
-                for (int64_t i = 0; i < n / C; i++) bad += !(fabs(state[k][1][i] - ref[k].row[i]) <= 1e-12 + 1e-5 * ref[k].row[i]);
-                for (int64_t i = 0; i < n / R; i++) bad += !(fabs(state[k][2][i] - ref[k].col[i]) <= 1e-12 + 1e-5 * ref[k].col[i]);
+                for (int64_t i = 0; i < n / C; i++)
+                    bad += !(fabs(state[k][1][i] - ref[k].row[i]) <= 1e-12 + 1e-5 * ref[k].row[i]);
+                for (int64_t i = 0; i < n / R; i++)
+                    bad += !(fabs(state[k][2][i] - ref[k].col[i]) <= 1e-12 + 1e-5 * ref[k].col[i]);
             } else {
                 for (int64_t i = 0; i < n; i++)
                     bad += !(fabs(state[k][1][i] - ref[k].exp_avg_sq[i]) <= 1e-12 + 1e-5 * ref[k].exp_avg_sq[i]);

@@ -435,7 +435,8 @@ static void nccl_destroy(loom_comm *self)
         int clean = self->pending == 0 && self->state == NCCL_READY;
         if (clean) {
             int r = self->ops->comm_finalize(self->comm);
-            if (r == NCCL_OPS_IN_PROGRESS) r = poll_state(self, now_seconds() + (self->timeout < 30 ? self->timeout : 30));
+            if (r == NCCL_OPS_IN_PROGRESS)
+                r = poll_state(self, now_seconds() + (self->timeout < 30 ? self->timeout : 30));
             clean = r == NCCL_OPS_SUCCESS;
         }
         if (clean) {

@@ -82,7 +82,10 @@ static int real_comm_abort(void *comm) { return (int)nccl.CommAbort((ncclComm_t)
 static int real_comm_finalize(void *comm) { return (int)nccl.CommFinalize((ncclComm_t)comm); }
 static int real_comm_destroy(void *comm) { return (int)nccl.CommDestroy((ncclComm_t)comm); }
 static const char *real_error_string(int result) { return nccl.GetErrorString((ncclResult_t)result); }
-static const char *real_last_error(void *comm) { return nccl.GetLastError ? nccl.GetLastError((ncclComm_t)comm) : NULL; }
+static const char *real_last_error(void *comm)
+{
+    return nccl.GetLastError ? nccl.GetLastError((ncclComm_t)comm) : NULL;
+}
 
 static int real_issue(void *comm_, const nccl_call *c, void *stream_)
 {
