@@ -20,7 +20,8 @@
 #      through loom launch --num_gpus 2 where there are two);
 #   7. GPT-2 124M with zero2, with and without cpu_offload: the same losses, the device memory
 #      of each against 2 psi + 2 psi / N, tokens/s of each (tests/gpu/offload_check.py);
-#   8. the CUDA kernel benchmark (bench_cuda_kernels).
+#   8. the CUDA kernel benchmark (bench_cuda_kernels), then GPT-2 124M bf16 T = 1024 tokens/s,
+#      MFU and device memory against PyTorch eager and torch.compile (bench/gpt2_gpu.py).
 # With no GPU it exits 77 (skipped) right after the build, which is how the CPU-side steps are
 # checked on a machine without one.
 #
@@ -179,4 +180,9 @@ python3 "$root/tests/gpu/offload_check.py" "$build" || die "zero2 with cpu_offlo
 
 step "bench_cuda_kernels"
 "$build/bench/bench_cuda_kernels" "${LOOM_BENCH_SECONDS:-0.3}" | tee "$build/bench_cuda_kernels.txt" || die "the benchmark failed"
+
+step "GPT-2 124M, T = 1024, bf16: loom vs PyTorch eager and torch.compile (bench/gpt2_gpu.py)"
+rc=0; timeout "${LOOM_GPU_BENCH_SECONDS:-240}" python3 "$root/bench/gpt2_gpu.py" "$build" --B "${LOOM_GPU_BENCH_B:-8}" \
+  | tee "$build/bench_gpt2_gpu.txt" || rc=$?
+[ "$rc" = 0 ] || echo "bench/gpt2_gpu.py ended with $rc (77: no torch/transformers; 124: out of time): not a test failure"
 step "tests/gpu/run.sh: OK"
