@@ -21,7 +21,7 @@ if [ "${LOOM_SKIP_SANITIZERS:-0}" != 1 ]; then
   cmake -S "$root" -B "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOOM_TSAN=ON -DLOOM_CUDA=OFF \
     -DLOOM_FATAL_WARNINGS=ON >/dev/null
   cmake --build "$root/build-tsan" -j"$(nproc)" --target loom loom_command gloo fake_rank test_store \
-    test_store_rendezvous test_store_admission test_comm_gloo test_ranks
+    test_store_rendezvous test_store_admission test_comm_gloo test_comm_nccl test_ranks
   (cd "$root/build-tsan" && TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$root/tests/tsan.supp" \
     ctest --output-on-failure -j1 -L tsan)
 fi
