@@ -52,9 +52,11 @@ struct loom_comm {
     loom_status failure;   /* the first error, returned again by every later operation */
     char message[512];
     int pending;       /* requests handed out and not yet waited for */
+    struct loom_comm_request *outstanding; /* those requests, freed by destroy if never waited for */
 };
 
 struct loom_comm_request {
+    struct loom_comm_request *prev, *next; /* in loom_comm.outstanding while handed out */
     void *done;         /* recorded on the communication stream after the collective */
     double deadline;
     char what[96];      /* "all_reduce(sum, 1000 x f32)" */
@@ -313,6 +315,9 @@ static loom_status run(loom_comm *self, const nccl_call *call, const char *what,
     req->deadline = now_seconds() + self->timeout;
     if (request) {
         self->pending++;
+        req->next = self->outstanding;
+        if (req->next) req->next->prev = req;
+        self->outstanding = req;
         *request = req;
         return LOOM_OK;
     }
@@ -325,6 +330,11 @@ static loom_status nccl_wait(loom_comm *self, loom_comm_request *req)
 {
     if (!req) return LOOM_OK; /* a collective that moved nothing */
     self->pending--;
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        self->outstanding = req->next;
+    if (req->next) req->next->prev = req->prev;
     /* After a failure the communicator is gone: the event may never be reached. */
     loom_status st = self->state == NCCL_FAILED ? check_usable(self) : wait_done(self, req);
     free_request(self, req);
@@ -444,6 +454,12 @@ static void nccl_destroy(loom_comm *self)
             self->comm = NULL;
         } else
             abort_comm(self);
+    }
+    /* Requests never waited for: the communicator is gone (aborted), their events with it. */
+    while (self->outstanding) {
+        struct loom_comm_request *req = self->outstanding;
+        self->outstanding = req->next;
+        free_request(self, req);
     }
     if (self->scratch) (void)self->ops->device_free(self->scratch);
     if (self->ready) (void)self->ops->event_destroy(self->ready);
