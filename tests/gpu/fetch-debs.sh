@@ -12,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${1:-$root/tests/gpu/debs}"
-top=(cmake pkgconf libcjson-dev libltdl-dev libopenblas-dev libopenblas-openmp-dev libpcre2-dev libssl-dev libdnnl-dev libgloo-dev)
+top=(cmake pkgconf libcjson-dev libltdl-dev libopenblas-dev libopenblas-openmp-dev libpcre2-dev libssl-dev libdnnl-dev libgloo-dev libsentencepiece-dev)
 # Base packages a machine running PyTorch has; unpacking other versions of them would shadow its own.
 base='^(libc6|libc-dev-bin|libc6-dev|linux-libc-dev|libgcc-s1|libgcc-.*-dev|libstdc\+\+6|libstdc\+\+-.*-dev|gcc|gcc-.*|cpp|cpp-.*|g\+\+.*|binutils.*|libbinutils|libctf.*|libgprofng.*|libsframe.*|libjansson4|perl|perl-.*|libperl.*|debconf|debconf-2.0|dpkg|tar|coreutils|libcrypt1|libcrypt-dev|zlib1g|libzstd1|liblzma5|libbz2-1.0|libselinux1|libpcre2-8-0-udeb|libgomp1|libquadmath0|libgfortran5|libatomic1|libasan.*|liblsan.*|libtsan.*|libubsan.*|libhwasan.*|libitm1|libcc1-0|libisl23|libmpc3|libmpfr6|libgmp10|rpcsvc-proto|libnsl.*|libtirpc.*|libc-bin|libnss.*|libkrb5.*|libk5crypto3|libgssapi.*|libcom-err2|libkeyutils1|openssl|ca-certificates|libdb5.3|libgdbm.*|libncursesw6|libtinfo6|libreadline8|readline-common|libexpat1|libuuid1|libsystemd0|libudev1|libcap2|libacl1|libattr1|libaudit.*|libpam.*|libsemanage.*|libsepol2|libsqlite3-0|libffi8|mount|util-linux|sensible-utils|base-files|bash|dash)$'
 # apt-cache lists every alternative of a dependency: keep OpenBLAS's OpenMP build (the one
