@@ -2,7 +2,7 @@
 # Installs the Debian packages loom builds and tests with (as root, or through sudo).
 # Skips apt entirely when everything is already there.
 set -euo pipefail
-packages=(build-essential cmake pkg-config libcjson-dev libltdl-dev libopenblas-dev libopenblas-openmp-dev libpcre2-dev libssl-dev libgloo-dev libdnnl-dev libcairo2-dev libsentencepiece-dev sentencepiece libxml2-utils groff-base iproute2 python3 python3-numpy python3-nltk clang clang-format)
+packages=(build-essential cmake pkg-config libcjson-dev libltdl-dev libopenblas-dev libopenblas-openmp-dev libpcre2-dev libssl-dev libgloo-dev libdnnl-dev libcairo2-dev libsentencepiece-dev sentencepiece libxml2-utils groff-base iproute2 python3 python3-numpy python3-nltk python3-torch clang clang-format)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
