@@ -26,6 +26,14 @@ static int readable(const char *dir, const char *name, char *path, size_t size)
     return loom_path_join(path, size, dir, name) == LOOM_OK && access(path, R_OK) == 0;
 }
 
+const char *loom_tokenizer_file_role(const char *path)
+{
+    struct stat info;
+    if (!path || stat(path, &info) != 0 || !S_ISREG(info.st_mode)) return NULL;
+    size_t n = strlen(path);
+    return n > 6 && strcmp(path + n - 6, ".model") == 0 ? "spiece.model" : "char_vocab.json";
+}
+
 /* The tokenizer --tokenizer_name (else the model folder) holds, tried in HF's order of files:
  * GPT-2's vocab.json + merges.txt, T5's spiece.model, loom tokenize's char_vocab.json; or a
  * .model / char-vocabulary file named directly. None: the ids are written as numbers. */
@@ -36,13 +44,11 @@ static loom_status load_text_tokenizer(loom_trainer *t)
     if (!src || !*src) return LOOM_OK;
     char path[4096];
     loom_status st = LOOM_OK;
-    size_t len = strlen(src);
-    struct stat info;
-    int is_file = stat(src, &info) == 0 && S_ISREG(info.st_mode);
-    if (is_file && len > 6 && strcmp(src + len - 6, ".model") == 0) {
+    const char *role = loom_tokenizer_file_role(src);
+    if (role && strcmp(role, "spiece.model") == 0) {
         st = loom_spm_load(src, (loom_spm **)&t->text_tokenizer);
         t->text_tokenizer_kind = TEXT_SPM;
-    } else if (is_file) {
+    } else if (role) {
         st = loom_chars_load(src, (loom_chars **)&t->text_tokenizer);
         t->text_tokenizer_kind = TEXT_CHARS;
     } else if (readable(src, "vocab.json", path, sizeof path)) {

@@ -23,6 +23,10 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
 loom_status loom_default_predict(loom_trainer *t, loom_predictions *predictions, loom_metrics *metrics);
 /* trainer_generate.c: the default decode_tokens hook (trainer.h). */
 loom_status loom_default_decode_tokens(loom_trainer *t, const int32_t *ids, size_t n, char **text);
+/* A tokenizer named by a file rather than a folder (--tokenizer_name): the file name it stands
+ * for in a model folder ("spiece.model" for a SentencePiece .model, else "char_vocab.json"),
+ * or NULL when path is not a regular file (trainer_generate.c). */
+const char *loom_tokenizer_file_role(const char *path);
 /* Frees the tokenizer loom_default_decode_tokens loaded (trainer_generate.c). */
 void loom_trainer_text_tokenizer_free(loom_trainer *t);
 

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint_dir.h"
@@ -116,12 +115,8 @@ static loom_status copy_tokenizer_files(const loom_trainer *t, const char *dir)
     int required = source != NULL;
     if (!source) source = t->args.model_name_or_path && *t->args.model_name_or_path ? t->args.model_name_or_path : NULL;
     if (!source || strcmp(source, dir) == 0) return LOOM_OK;
-    struct stat info;
-    if (stat(source, &info) == 0 && S_ISREG(info.st_mode)) {
-        size_t n = strlen(source);
-        return copy_one(source, dir,
-                        n > 6 && strcmp(source + n - 6, ".model") == 0 ? "spiece.model" : "char_vocab.json");
-    }
+    const char *role = loom_tokenizer_file_role(source);
+    if (role) return copy_one(source, dir, role);
     static const char *const names[] = {"vocab.json", "merges.txt", "spiece.model", "char_vocab.json"};
     int copied = 0;
     for (size_t i = 0; i < 4; i++) {

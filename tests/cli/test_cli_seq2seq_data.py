@@ -277,7 +277,18 @@ class G2PExample(unittest.TestCase):
                  os.path.join(dest, "data", "validation.jsonl"), "--do_train", "--do_eval", "--output_dir", out,
                  "--vocab_size", str(len(tokens)), *TINY, "--max_steps", "4", "--logging_steps", "1",
                  "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--sortish_sampler",
-                 "--disable_tqdm", "true")
+                 "--tokenizer_name", vocab, "--disable_tqdm", "true")
+            # The vocabulary travels with the model, and generated ids come back as its symbols.
+            with open(os.path.join(out, "char_vocab.json")) as f:
+                self.assertEqual(json.load(f)["tokens"], tokens)
+            pred = os.path.join(tmp, "pred")
+            loom("predict", "--model_name_or_path", out, "--test_file", os.path.join(dest, "data", "test.jsonl"),
+                 "--output_dir", pred, "--predict_with_generate", "--generation_max_length", "6", "--disable_tqdm",
+                 "true")
+            with open(os.path.join(pred, "generated_predictions.txt")) as f:
+                lines = f.read().split("\n")
+            symbols = [w for line in lines for w in line.split()]
+            self.assertTrue(symbols and all(w in tokens[3:] for w in symbols), symbols[:20])
             with open(os.path.join(out, "trainer_state.json")) as f:
                 losses = [e["loss"] for e in json.load(f)["log_history"] if "loss" in e]
             self.assertEqual(len(losses), 4)
