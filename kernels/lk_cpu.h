@@ -176,4 +176,10 @@ void lk_gemm_mixed_fp32(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, 
  * "onednn:<implementation>". For tests and benchmarks; not synchronised. */
 const char *lk_gemm_mixed_last_path(void);
 
+/* optim_step.c (ABI 1.5): the optimizer step's element-wise work; the loops are shared with the
+ * plugins (step_loops/lk_step_loops.h). */
+void lk_adam_update(const struct loom_span *spans, size_t n_spans, const struct loom_adam_args *args);
+void lk_scale_check(float *x, int64_t n, float scale, int32_t *found_inf);
+void lk_sum_squares(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
+
 #endif

@@ -133,6 +133,12 @@ void lk_classifier_cuda(float *losses, float *dinp, float *dweight, void *scratc
                         uint32_t dtype, const int32_t *labels, float scale, int64_t N, int64_t C, int64_t V,
                         int64_t chunk);
 
+/* optim_step.cu: the ABI 1.5 step kernels. adam_update is enqueued like the others; scale_check
+ * and sum_squares return their results in host memory, so they wait. */
+void lk_adam_update_cuda(const struct loom_span *spans, size_t n_spans, const struct loom_adam_args *args);
+void lk_scale_check_cuda(float *x, int64_t n, float scale, int32_t *found_inf);
+void lk_sum_squares_cuda(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
+
 #ifdef __cplusplus
 }
 #endif

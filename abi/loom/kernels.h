@@ -37,9 +37,12 @@ static inline int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
     return (float)(z >> 40) * 0x1p-24f >= p; /* 24 uniform bits in [0, 1) */
 }
 
+struct loom_span;      /* optimizer.h: one piece of a parameter tensor (adam_update, ABI 1.5) */
+struct loom_adam_args; /* below: adam_update's coefficients (ABI 1.5)                        */
+
 /* Built by the host (or a backend plugin): static storage, never freed; pointers passed to a
- * kernel are the caller's, borrowed for the call. Members are since 1.0 unless an "ABI 1.1" /
- * "ABI 1.3" comment above them says otherwise (loom.h's version log lists them). A 1.0 member
+ * kernel are the caller's, borrowed for the call. Members are since 1.0 unless an "ABI 1.x"
+ * comment above them says otherwise (loom.h's version log lists them). A 1.0 member
  * is Required (never NULL); a later one is Optional to the reader: read it through LOOM_HAS
  * (NULL or beyond struct_size: this table lacks it). All MT-safe as said above. */
 typedef struct loom_kernels_api {
@@ -253,7 +256,68 @@ typedef struct loom_kernels_api {
     void (*attention_flash_backward_dropout)(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
                                              const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
                                              int64_t NH, float dropout, uint64_t dropout_seed);
+
+    /* ---- ABI 1.5: the optimizer step's element-wise work, so the step runs where the
+     * parameters are (docs/architecture.md#device-step). Optional: check with
+     * LOOM_HAS(k, loom_kernels_api, <member>); NULL (an older host, or a device table that
+     * lacks one) means the caller runs its own loop, which computes the same values. The CPU
+     * members ARE those loops (kernels/step_loops/lk_step_loops.h), so on the CPU both give
+     * the same bits. Unlike the members above, the small host-side arguments of these three
+     * (the span array, args, bounds, sums, found_inf) are in HOST memory; only the arrays they
+     * point into (parameters, gradients, states, x) are on the table's device. sum_squares and
+     * scale_check return results in host memory, so a device implementation waits for its work
+     * before it returns; adam_update does not wait. MT-safe as said above; each is a single
+     * call for the whole step, parallelised (or launched) internally. Since 1.5. ---- */
+
+    /* One Adam-family update of every span, in place: for each span s (the array's stride is
+     * spans[0].struct_size, a newer host's spans may be longer) and each element i < numel,
+     * with g = grad[i] * args->grad_scale, p = param, m = state[0], v = state[1] (all f32):
+     *     ADAMW: p = p * (float)(1 - lr wd) - step_size (m' / (sqrt(v') / bias2_sqrt + eps))
+     *     ADAM:  g += (float)wd * p; then p -= step_size (m' / (sqrt(v') / bias2_sqrt + eps))
+     *     HF:    q = p - step_size (m' / (sqrt(v') + eps)); p = q + (float)(-lr wd) * q
+     * where m' = beta1 m + one_minus_beta1 g, v' = beta2 v + one_minus_beta2 g g (both stored),
+     * wd = s->weight_decay and lr = args->lr (rule: args->rule, LOOM_ADAM_RULE_*). Every
+     * product is one f32 rounding, no fused multiply-add, so a device that contracts nothing
+     * equals the CPU bit for bit. Spans with numel 0 are skipped; the caller has checked the
+     * rest (param, grad, state[0], state[1] not NULL, weight_decay finite). An unknown rule
+     * does nothing. Elements of different spans must not overlap. */
+    void (*adam_update)(const struct loom_span *spans, size_t n_spans, const struct loom_adam_args *args);
+    /* x[i] *= scale in place over n elements, and *found_inf = 1 when any result is inf or NaN
+     * (*found_inf is left as it was otherwise, so one flag accumulates over several calls; it
+     * is set from the exponent bits, so -ffinite-math-only cannot drop the test). Unscaling a
+     * loss-scaled gradient (scale = 1 / loss scale) and clipping in place are both this call.
+     * found_inf may be NULL: scale only. */
+    void (*scale_check)(float *x, int64_t n, float scale, int32_t *found_inf);
+    /* Sums of squares of n_segments segments of x: sums[i] = sum over j in
+     * [bounds[2i], bounds[2i+1]) of (double)x[j] * (double)x[j], accumulated in double, each
+     * segment in a fixed order that does not depend on the thread count or on the other
+     * segments (the CPU: one thread per segment, its `omp simd` reduction; a device: a fixed
+     * two-pass tree), so a device agrees with the CPU to double round-off and with itself bit
+     * for bit. A non-finite x makes its segment's sum non-finite. sums is written, not
+     * accumulated. The trainer's global gradient norm (docs/architecture.md#canonical-order). */
+    void (*sum_squares)(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
 } loom_kernels_api;
+
+/* loom_adam_args.rule: which member of the Adam family adam_update computes (ABI 1.5). */
+#define LOOM_ADAM_RULE_ADAMW 0u /* torch.optim.AdamW: decoupled decay before the update            */
+#define LOOM_ADAM_RULE_ADAM 1u  /* torch.optim.Adam: weight decay as L2, through the moments        */
+#define LOOM_ADAM_RULE_HF 2u    /* transformers.AdamW (v4.2): eps outside the correction, decay after */
+
+/* The per-step coefficients of adam_update (ABI 1.5), computed once per step by the optimizer
+ * and rounded to f32 by it, so every device multiplies by the same floats. Built by the
+ * caller in host memory; borrowed for the call. */
+typedef struct loom_adam_args {
+    LOOM_STRUCT_HEADER;
+    uint32_t rule;            /* LOOM_ADAM_RULE_*                                             */
+    float grad_scale;         /* multiplies every gradient element first (clipping; 1 = none) */
+    float beta1, one_minus_beta1; /* the step's beta1 and (float)(1 - beta1), rounded apart  */
+    float beta2, one_minus_beta2;
+    float eps;
+    float step_size;          /* ADAMW/ADAM: lr / (1 - b1^t); HF: lr, bias-corrected or not   */
+    float bias2_sqrt;         /* ADAMW/ADAM: sqrt(1 - b2^t); unused by HF                     */
+    uint32_t reserved1;       /* 0                                                            */
+    double lr;                /* for the per-span decay factors of ADAMW and HF (see above)   */
+} loom_adam_args;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, sgemm) == 24, "loom_kernels_api layout changed");
@@ -261,7 +325,11 @@ LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, rmsnorm_forward) == 208, "loom_ker
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, attention_flash_forward) == 240, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, softmax_cross_entropy_smoothed_forward) == 264,
                    "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 312, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, adam_update) == 312, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 336, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_adam_args, step_size) == 44, "loom_adam_args layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_adam_args, lr) == 56, "loom_adam_args layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_adam_args) == 64, "loom_adam_args layout changed");
 #endif
 
 #ifdef __cplusplus

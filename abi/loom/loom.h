@@ -54,7 +54,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 4 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 5 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -83,7 +83,10 @@ extern "C" {
  *      (encoder-decoder generation: the encoder once, the decoder stepped over a key/value
  *      cache of B x num_beams rows, beam reordering); loom_grad_sink acquire_rows / release_rows (a gradient in two
  *      parts: the dense part reduced during backward, sparse late rows reduced by the host at
- *      the end). */
+ *      the end).
+ * 1.5: kernels.h adam_update / scale_check / sum_squares and loom_adam_args (the optimizer
+ *      step's element-wise work on the device that holds it); optimizer.h
+ *      loom_optimizer_step.kernels (the table of the device the spans live on). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */

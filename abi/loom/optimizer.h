@@ -17,6 +17,7 @@
 #define LOOM_OPTIMIZER_H
 
 #include "comm.h"
+#include "kernels.h"
 #include "loom.h"
 
 #ifdef __cplusplus
@@ -70,6 +71,17 @@ typedef struct loom_optimizer_step {
     const loom_comm_vtable *comm_vtable;
     int32_t rank;
     int32_t world_size;
+
+    /* ---- ABI 1.5 (check with LOOM_HAS_FIELD) ---- */
+
+    /* Optional (NULL, or absent in an older host: step with your own loops on the CPU). The
+     * kernel table of the device that holds every span's param, grad and state memory this
+     * step (the CPU table in a CPU run and under ZeRO-Offload, whose partitions are host
+     * memory): an update rule that finds its member there (adam_update) runs it instead of
+     * its own loop, so the step runs where the memory is (docs/architecture.md#device-step).
+     * A member that is NULL in it: your own loop, which the host's memory promise
+     * (docs/gpu.md#what-runs-where) still allows. Lent by the host for this call; static. */
+    const loom_kernels_api *kernels;
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
@@ -138,7 +150,8 @@ LOOM_STATIC_ASSERT(offsetof(loom_span, shape) == 56, "loom_span layout changed")
 LOOM_STATIC_ASSERT(offsetof(loom_span, param) == 120, "loom_span layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_span) == 184, "loom_span layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_optimizer_step, comm) == 64, "loom_optimizer_step layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 88, "loom_optimizer_step layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_optimizer_step, kernels) == 88, "loom_optimizer_step layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_optimizer_step) == 96, "loom_optimizer_step layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_optimizer_vtable, create) == 32, "optimizer vtable layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_optimizer_vtable) == 88, "optimizer vtable layout changed");
 #endif

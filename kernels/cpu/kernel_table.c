@@ -43,6 +43,9 @@ static const loom_kernels_api lk_cpu_table = {
     .classifier_smoothed = lk_classifier_smoothed,
     .attention_flash_forward_dropout = lk_attention_flash_forward_dropout,
     .attention_flash_backward_dropout = lk_attention_flash_backward_dropout,
+    .adam_update = lk_adam_update,
+    .scale_check = lk_scale_check,
+    .sum_squares = lk_sum_squares,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

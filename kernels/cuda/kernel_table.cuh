@@ -47,6 +47,10 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.softmax_cross_entropy_smoothed_forward = lk_softmax_cross_entropy_smoothed_forward_cuda;
     t.softmax_cross_entropy_smoothed_backward = lk_softmax_cross_entropy_smoothed_backward_cuda;
     t.softmax_cross_entropy_smoothed_backward_cast = lk_softmax_cross_entropy_smoothed_backward_cast_cuda;
+    /* ABI 1.5: the optimizer step (docs/architecture.md#device-step). */
+    t.adam_update = lk_adam_update_cuda;
+    t.scale_check = lk_scale_check_cuda;
+    t.sum_squares = lk_sum_squares_cuda;
     return t;
 }
 

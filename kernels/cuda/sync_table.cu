@@ -50,6 +50,8 @@ static constexpr loom_kernels_api lk_cuda_make_sync_table()
     t.softmax_cross_entropy_smoothed_backward = lk_sync<lk_softmax_cross_entropy_smoothed_backward_cuda>::call;
     t.softmax_cross_entropy_smoothed_backward_cast =
         lk_sync<lk_softmax_cross_entropy_smoothed_backward_cast_cuda>::call;
+    /* scale_check and sum_squares wait already (their results are host memory). */
+    t.adam_update = lk_sync<lk_adam_update_cuda>::call;
     return t;
 }
 

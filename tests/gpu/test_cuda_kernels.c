@@ -17,6 +17,8 @@
  */
 #include <math.h>
 
+#include <loom/optimizer.h>
+
 #include "gpu_test.h"
 
 #define TOL_F32 1e-4
@@ -678,6 +680,117 @@ static void test_add_accumulate(void)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* The optimizer step (ABI 1.5)                                                              */
+
+/* Spans over one flat p/g/m/v (host or device pointers), laid out as the trainer does. */
+#define STEP_SPANS 5
+static const int64_t step_numel[STEP_SPANS] = {0, 1, 17, 1000, 300007};
+static const double step_decay[STEP_SPANS] = {0.1, 0.0, 0.1, 0.01, 0.1};
+
+static void step_spans(loom_span *spans, float *p, float *g, float *m, float *v)
+{
+    int64_t off = 0;
+    for (int i = 0; i < STEP_SPANS; i++) {
+        spans[i] = (loom_span){LOOM_HEADER_INIT(loom_span), .name = "t", .tensor_numel = step_numel[i],
+                               .numel = step_numel[i], .param = p + off, .grad = g + off,
+                               .state = {m + off, v + off}, .weight_decay = step_decay[i]};
+        off += step_numel[i];
+    }
+}
+
+static loom_adam_args step_args_for(uint32_t rule, int64_t t)
+{
+    const double b1 = 0.9, b2 = 0.999, lr = 1e-2;
+    loom_adam_args a = {LOOM_HEADER_INIT(loom_adam_args), .rule = rule, .grad_scale = 0.75f, .beta1 = (float)b1,
+                        .one_minus_beta1 = (float)(1.0 - b1), .beta2 = (float)b2,
+                        .one_minus_beta2 = (float)(1.0 - b2), .eps = 1e-8f, .bias2_sqrt = 1.0f, .lr = lr};
+    a.step_size = (float)(lr / (1.0 - pow(b1, (double)t)));
+    if (rule != LOOM_ADAM_RULE_HF) a.bias2_sqrt = (float)sqrt(1.0 - pow(b2, (double)t));
+    return a;
+}
+
+/* The update is written without contraction on both sides: the GPU must equal the CPU bit for
+ * bit, after three steps, in p, m and v. */
+static void case_adam_update(uint32_t rule, const char *rule_name)
+{
+    int64_t n = 0;
+    for (int i = 0; i < STEP_SPANS; i++) n += step_numel[i];
+    float *p = gt_rand(n, -1.0f, 1.0f), *g = gt_rand(n, -0.05f, 0.05f);
+    float *m = gt_host((size_t)n * sizeof *m), *v = gt_host((size_t)n * sizeof *v);
+    memset(m, 0, (size_t)n * sizeof *m);
+    memset(v, 0, (size_t)n * sizeof *v);
+    float *d_p = gt_device_f(p, n), *d_g = gt_device_f(g, n), *d_m = gt_device_f(m, n), *d_v = gt_device_f(v, n);
+    loom_span cpu[STEP_SPANS], gpu[STEP_SPANS];
+    step_spans(cpu, p, g, m, v);
+    step_spans(gpu, d_p, d_g, d_m, d_v);
+    for (int64_t t = 1; t <= 3; t++) {
+        loom_adam_args a = step_args_for(rule, t);
+        lk_adam_update(cpu, STEP_SPANS, &a);
+        lk_adam_update_cuda(gpu, STEP_SPANS, &a);
+    }
+    float *gp = gt_fetch(d_p, n), *gm = gt_fetch(d_m, n), *gv = gt_fetch(d_v, n);
+    char name[64];
+    cmp_t c = {0};
+    cmp_add(&c, gp, p, n);
+    cmp_add(&c, gm, m, n);
+    cmp_add(&c, gv, v, n);
+    snprintf(name, sizeof name, "adam_update %s 3 steps n=%lld", rule_name, (long long)n);
+    cmp_report(&c, name, TOL_F32);
+    int same = !memcmp(gp, p, (size_t)n * sizeof *p) && !memcmp(gm, m, (size_t)n * sizeof *m) &&
+               !memcmp(gv, v, (size_t)n * sizeof *v);
+    snprintf(name, sizeof name, "adam_update %s bit for bit", rule_name);
+    check(same, name, "p, m, v equal the CPU's bits");
+    cudaFree(d_p), cudaFree(d_g), cudaFree(d_m), cudaFree(d_v);
+    free(p), free(g), free(m), free(v), free(gp), free(gm), free(gv);
+}
+
+static void test_optim_step(void)
+{
+    case_adam_update(LOOM_ADAM_RULE_ADAMW, "adamw");
+    case_adam_update(LOOM_ADAM_RULE_ADAM, "adam");
+    case_adam_update(LOOM_ADAM_RULE_HF, "adamw_hf");
+
+    /* scale_check: the products bit for bit, the flag only when a result is inf or NaN. */
+    const int64_t n = 300007;
+    float *x = gt_rand(n, -4.0f, 4.0f), *d_x = gt_device_f(x, n);
+    int32_t cpu_found = 0, gpu_found = 0;
+    lk_scale_check(x, n, 0.125f, &cpu_found);
+    lk_scale_check_cuda(d_x, n, 0.125f, &gpu_found);
+    float *gx = gt_fetch(d_x, n);
+    check(!memcmp(gx, x, (size_t)n * sizeof *x) && cpu_found == 0 && gpu_found == 0, "scale_check finite",
+          "products equal the CPU's bits, no flag");
+    free(gx);
+    x[n - 1] = 3e38f; /* finite, but not after scaling */
+    gt_cuda(cudaMemcpy(d_x + n - 1, x + n - 1, sizeof *x, cudaMemcpyHostToDevice), "cudaMemcpy");
+    lk_scale_check(x, n, 4.0f, &cpu_found);
+    lk_scale_check_cuda(d_x, n, 4.0f, &gpu_found);
+    check(cpu_found == 1 && gpu_found == 1 && lk_cuda_last_error() == NULL, "scale_check overflow", "both flag it");
+    cudaFree(d_x);
+    free(x);
+
+    /* sum_squares: segments of 16384 cut short, a gap and an empty one; the GPU's fixed tree
+     * agrees with the CPU to double round-off and with itself bit for bit. */
+    const int64_t total = 5 * 16384 + 123;
+    float *y = gt_rand(total, -2.0f, 2.0f), *d_y = gt_device_f(y, total);
+    const int64_t bounds[] = {0, 100, 100, 16384, 16384, 16384, 16400, 32768, 32768, 49152, 49152, total};
+    double want[6], got[6], again[6];
+    lk_sum_squares(want, y, bounds, 6);
+    lk_sum_squares_cuda(got, d_y, bounds, 6);
+    lk_sum_squares_cuda(again, d_y, bounds, 6);
+    double rel = 0;
+    for (int w = 0; w < 6; w++) {
+        double d = fabs(got[w] - want[w]) / (want[w] > 0 ? want[w] : 1.0);
+        if (d > rel) rel = d;
+    }
+    char detail[96];
+    snprintf(detail, sizeof detail, "max rel %.2e (tol 1e-12), empty segment %g", rel, got[2]);
+    check(rel <= 1e-12 && got[2] == 0.0 && lk_cuda_last_error() == NULL, "sum_squares vs CPU", detail);
+    check(!memcmp(got, again, sizeof got), "sum_squares deterministic", "two runs, same bits");
+    cudaFree(d_y);
+    free(y);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* The table and error reporting                                                            */
 
 /* Needs no GPU: runs before the skip. */
@@ -716,8 +829,14 @@ static void test_table(void)
          k->softmax_cross_entropy_smoothed_backward == lk_softmax_cross_entropy_smoothed_backward_cuda &&
          k->softmax_cross_entropy_smoothed_backward_cast == lk_softmax_cross_entropy_smoothed_backward_cast_cuda &&
          !k->classifier_smoothed && !k->attention_flash_forward_dropout;
+    /* ABI 1.5: the optimizer step; the synchronous table waits in adam_update too. */
+    const loom_kernels_api *sync = lk_cuda_synchronous_kernel_table();
+    ok = ok && k && k->adam_update == lk_adam_update_cuda && k->scale_check == lk_scale_check_cuda &&
+         k->sum_squares == lk_sum_squares_cuda && sync->adam_update && sync->adam_update != lk_adam_update_cuda &&
+         sync->scale_check == lk_scale_check_cuda && sync->sum_squares == lk_sum_squares_cuda;
     check(ok, "kernel_table",
-          "device CUDA, every ABI 1.0 and 1.1 slot set, flash attention and classifier of 1.3, 1.4 smoothing");
+          "device CUDA, every ABI 1.0 and 1.1 slot set, flash attention and classifier of 1.3, 1.4 smoothing, "
+          "1.5 step");
     check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
 }
 
@@ -758,6 +877,7 @@ int main(void)
     test_attention();
     test_flash_classifier();
     test_add_accumulate();
+    test_optim_step();
     test_errors();
 
     printf("%d passed, %d failed\n", passed, failed);
