@@ -39,6 +39,7 @@
 
 #include "error.h"
 #include "host.h"
+#include "lk_cpu.h"
 #include "plugin_config.h"
 #include "plugin_loader.h"
 
@@ -243,8 +244,10 @@ static loom_span *make_spans(const layout *l, float *p, float *g, float *m, floa
 
 static loom_optimizer_step step_args(int64_t t)
 {
+    /* The host's CPU kernel table, as the trainer lends it (ABI 1.5): adamw runs its
+     * adam_update, the loop the plugin would run itself without one. */
     return (loom_optimizer_step){LOOM_HEADER_INIT(loom_optimizer_step), .step = t, .lr = 1e-3,
-                                 .grad_scale = 1.0, .momentum = NAN};
+                                 .grad_scale = 1.0, .momentum = NAN, .kernels = lk_cpu_kernel_table()};
 }
 
 static void open_adamw(kernel *k)
@@ -397,7 +400,7 @@ int main(int argc, char **argv)
     if (!strcmp(layout_name, "gpt2")) layout_gpt2(&l);
     else if (!strcmp(layout_name, "flat")) layout_add(&l, n, 0.1);
     else if (!strcmp(layout_name, "small")) {
-        /* Many spans below the per-span threading threshold (OPTIM_PARALLEL_MIN = 2^15), as
+        /* Many spans below the per-span threading threshold (LK_STEP_PARALLEL_MIN = 2^15), as
          * a model of many small tensors or a rank's sharded pieces gives. */
         if (n > (int64_t)8192 * MAX_SPANS) n = (int64_t)8192 * MAX_SPANS;
         for (int64_t left = n; left > 0; left -= 8192)

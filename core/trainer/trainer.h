@@ -204,6 +204,8 @@ struct loom_trainer {
     } *norm_work;
     size_t n_norm_work;
     double *norm_work_sums;         /* one per work item (owned)                             */
+    int64_t *norm_bounds;           /* 2 per work item: [begin, end) inside its owned range,
+                                       the segments of kernels.h sum_squares (owned)          */
     int64_t norm_partials_len;
 
     loom_host *core_host;           /* the core's own allocations are counted through it     */

@@ -12,7 +12,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include <loom/kernels.h>
+
 #include "checkpoint_dir.h"
+#include "device.h"
 #include "error.h"
 #include "grad_rows.h"
 #include "host.h"
@@ -90,10 +93,20 @@ const loom_trainer_hooks *loom_trainer_default_hooks(void) { return &default_hoo
 
 /* ---- one optimizer step ------------------------------------------------------------------ */
 
+/* The kernel table of the memory the step reads and writes (docs/architecture.md#device-step):
+ * the device's when the fp32 values the optimizer steps are device memory (no master copy in
+ * host memory, no ZeRO-Offload partition), else the CPU's. */
+static const loom_kernels_api *step_kernels(const loom_trainer *t)
+{
+    if (t->device != LOOM_DEVICE_CPU && !t->has_master && !t->offload_params) return loom_device_kernels();
+    return loom_host_api_table()->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
+}
+
 /* The global L2 norm in one canonical order. The flat buffer is cut into pieces: fixed blocks of
  * LOOM_NORM_BLOCK elements further cut at tensor boundaries (trainer_prepare.c). Each piece's sum
  * of squares is computed in one pass by the one rank responsible for it (in parallel over
- * pieces), the per-piece sums are combined across ranks by an all-reduce in which every other
+ * pieces, by the step table's sum_squares: the CPU's or the device's), the per-piece sums are
+ * combined across ranks by an all-reduce in which every other
  * rank contributes an exact zero, and the pieces are added in order. The result is therefore the
  * same bits whatever the thread count, the world size or the sharding strategy, as long as the
  * strategy cuts the buffer only at piece boundaries (ddp, sharded_ddp's whole tensors and zero1's
@@ -105,13 +118,14 @@ static loom_status global_squared_norm(loom_trainer *t, float *const *grads, int
     const struct loom_norm_work *work = t->norm_work;
     double *work_sums = t->norm_work_sums;
     int64_t n_work = (int64_t)t->n_norm_work;
-#pragma omp parallel for schedule(dynamic, 8) if (n_work > 4)
-    for (int64_t w = 0; w < n_work; w++) {
-        const float *x = grads[work[w].owned_index] + (work[w].begin - t->owned[work[w].owned_index].begin);
-        double partial = 0.0;
-#pragma omp simd reduction(+ : partial)
-        for (int64_t i = 0; i < work[w].end - work[w].begin; i++) partial += (double)x[i] * (double)x[i];
-        work_sums[w] = partial;
+    /* A device table without the member: the CPU's, over memory it may address (gpu.md). */
+    const loom_kernels_api *k = step_kernels(t);
+    if (!LOOM_HAS(k, loom_kernels_api, sum_squares))
+        k = loom_host_api_table()->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
+    /* Work items are in flat order, so each owned range's items are one run: one call each. */
+    for (int64_t w0 = 0, w1; w0 < n_work; w0 = w1) {
+        for (w1 = w0 + 1; w1 < n_work && work[w1].owned_index == work[w0].owned_index;) w1++;
+        k->sum_squares(work_sums + w0, grads[work[w0].owned_index], t->norm_bounds + 2 * w0, w1 - w0);
     }
     for (int64_t w = 0; w < n_work; w++) partials[work[w].piece] += work_sums[w];
     if (overflow && t->n_norm_pieces > 0) partials[0] = INFINITY;
@@ -204,6 +218,7 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     step.comm_vtable = t->comm.vtable;
     step.rank = t->rank;
     step.world_size = t->world_size;
+    step.kernels = step_kernels(t);
     if (t->tensor_stats) {
         /* Whole-tensor statistics (LAMB): each element counted by one rank, summed in rank order. */
         size_t n_stats = t->n_tensors * ov->tensor_stats;

@@ -107,6 +107,14 @@ static loom_status build_norm_pieces(loom_trainer *t)
         }
     }
     t->n_norm_work = n;
+    /* The same work as segments of each owned range's gradient, for the kernel that sums them. */
+    t->norm_bounds = malloc(2 * (n ? n : 1) * sizeof *t->norm_bounds);
+    if (!t->norm_bounds) return loom_error(LOOM_E_NOMEM, "out of memory");
+    for (size_t w = 0; w < n; w++) {
+        int64_t base = t->owned[t->norm_work[w].owned_index].begin;
+        t->norm_bounds[2 * w] = t->norm_work[w].begin - base;
+        t->norm_bounds[2 * w + 1] = t->norm_work[w].end - base;
+    }
     return LOOM_OK;
 }
 

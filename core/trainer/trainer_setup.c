@@ -782,6 +782,7 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->norm_piece_sums);
     free(t->norm_work);
     free(t->norm_work_sums);
+    free(t->norm_bounds);
     cJSON_Delete(t->log_history);
     free(t->best_model_checkpoint);
     free(t->resume_dir);

@@ -158,14 +158,14 @@ static loom_status adafactor_step(loom_optimizer *self, const loom_span *spans, 
     loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
     if (st || (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAFACTOR_SLOTS))) return st;
     for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
+        const loom_span *s = lk_span_at(spans, i);
         if (s->offset != 0 || s->numel != s->tensor_numel)
             return self->api->fail(self->host, LOOM_E_UNSUPPORTED,
                                    "adafactor needs whole tensors: '%s' came as elements [%lld, %lld) of %lld", s->name,
                                    (long long)s->offset, (long long)(s->offset + s->numel),
                                    (long long)s->tensor_numel);
     }
-    for (size_t i = 0; i < n_spans && !st; i++) st = adafactor_tensor(self, optim_span_at(spans, i), step);
+    for (size_t i = 0; i < n_spans && !st; i++) st = adafactor_tensor(self, lk_span_at(spans, i), step);
     return st;
 }
 

@@ -11,43 +11,22 @@
  *
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
+ * The loop: kernels.h adam_update, LOOM_ADAM_RULE_ADAM (kernels/step_loops/lk_step_loops.h).
  */
 #include <loom/plugin.h>
 
 #include "adam_common.h"
 
-typedef struct adam_coef {
-    adam_moments base;
-    float step_size, bias2_sqrt;
-} adam_coef;
-
-static void adam_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
-{
-    const adam_coef c = *(const adam_coef *)coef;
-    const float weight_decay = (float)s->weight_decay;
-    float *restrict p = s->param + begin, *restrict m = s->state[0] + begin, *restrict v = s->state[1] + begin;
-    const float *restrict g = s->grad + begin;
-    const int64_t n = end - begin;
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.base.grad_scale + weight_decay * p[i];
-        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
-        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] -= c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.base.eps));
-    }
-}
-
 static loom_status adam_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                              const loom_optimizer_step *step)
 {
-    adam_coef c;
-    loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
+    loom_adam_args a;
+    double b1, t;
+    loom_status st = adam_begin_step(self, spans, n_spans, step, LOOM_ADAM_RULE_ADAM, &a, &b1, &t);
     if (st) return st;
-    c.step_size = (float)(step->lr / (1.0 - pow(c.base.b1, c.base.t)));
-    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, c.base.t));
-    optim_for_spans(spans, n_spans, self->threads, adam_piece, &c);
+    a.step_size = (float)(step->lr / (1.0 - pow(b1, t)));
+    a.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t));
+    adam_update(self, spans, n_spans, step, &a);
     return LOOM_OK;
 }
 

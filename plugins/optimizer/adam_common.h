@@ -1,7 +1,8 @@
 /*
  * adam_common.h - configuration, creation and hyper-parameters shared by the Adam family
- * (adam, adamw, adamw_hf). Each plugin file keeps its own update rule; only the bookkeeping
- * around it lives here.
+ * (adam, adamw, adamw_hf). Each plugin file computes its own coefficients; the three update
+ * loops are the kernel table's adam_update (ABI 1.5), whose CPU loops the plugins also run
+ * themselves on a host that lends none (kernels/step_loops/lk_step_loops.h).
  *
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * The plugin's own "weight_decay" key is only the value the host reads back (get_hparam) to
@@ -108,33 +109,45 @@ static inline loom_status adam_step_beta1(const loom_optimizer *self,
 }
 
 /* What every member's step computes the same way: the checks of the step and its spans, and
- * the moments' coefficients (each member adds its own step size and decay). */
-typedef struct adam_moments {
-    int threads;
-    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
-    double b1, t; /* beta1 of this step (see adam_step_beta1) and the step count, for the step size */
-} adam_moments;
-
+ * the moments' coefficients, into the ABI 1.5 kernel arguments (each member adds its rule, step
+ * size and bias correction). *b1 and *t: beta1 of this step (see adam_step_beta1) and the step
+ * count, for the step size. */
 static inline loom_status adam_begin_step(const loom_optimizer *self, const loom_span *spans, size_t n_spans,
-                                          const loom_optimizer_step *step, adam_moments *c)
+                                          const loom_optimizer_step *step, uint32_t rule, loom_adam_args *a,
+                                          double *b1, double *t)
 {
     loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
-    double b1 = 0.0;
-    if (st || (st = adam_step_beta1(self, step, &b1)) ||
+    if (st || (st = adam_step_beta1(self, step, b1)) ||
         (st = optim_check_spans(self->host, self->api, spans, n_spans, ADAM_STATE_SLOTS)))
         return st;
-    *c = (adam_moments){
-        .threads = self->threads,
+    *a = (loom_adam_args){
+        LOOM_HEADER_INIT(loom_adam_args),
+        .rule = rule,
         .grad_scale = (float)step->grad_scale,
-        .beta1 = (float)b1,
-        .one_minus_beta1 = (float)(1.0 - b1),
+        .beta1 = (float)*b1,
+        .one_minus_beta1 = (float)(1.0 - *b1),
         .beta2 = (float)self->beta2,
         .one_minus_beta2 = (float)(1.0 - self->beta2),
         .eps = (float)self->eps,
-        .b1 = b1,
-        .t = (double)step->step,
+        .bias2_sqrt = 1.0f,
+        .lr = step->lr,
     };
+    *t = (double)step->step;
     return LOOM_OK;
+}
+
+/* The update itself: the host's kernel for the device the spans live on when it lends one
+ * (loom_optimizer_step.kernels, ABI 1.5: a CUDA step runs on the GPU), else the same loops
+ * here (kernels/step_loops/lk_step_loops.h): equal bits on the CPU either way.
+ * docs/architecture.md#device-step. */
+static inline void adam_update(const loom_optimizer *self, const loom_span *spans, size_t n_spans,
+                               const loom_optimizer_step *step, const loom_adam_args *a)
+{
+    const loom_kernels_api *k = LOOM_HAS_FIELD(step, loom_optimizer_step, kernels) ? step->kernels : NULL;
+    if (k && LOOM_HAS(k, loom_kernels_api, adam_update))
+        k->adam_update(spans, n_spans, a);
+    else
+        lk_adam_spans(spans, n_spans, a, self->threads);
 }
 
 /* The vtable of a member: its create, step and get_hparam around the shared state and destroy. */

@@ -11,45 +11,22 @@
  *
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
+ * The loop: kernels.h adam_update, LOOM_ADAM_RULE_ADAMW (kernels/step_loops/lk_step_loops.h).
  */
 #include <loom/plugin.h>
 
 #include "adam_common.h"
 
-typedef struct adamw_coef {
-    adam_moments base;
-    double lr; /* for the per-span decay 1 - lr*wd, rounded to float as before */
-    float step_size, bias2_sqrt;
-} adamw_coef;
-
-static void adamw_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
-{
-    const adamw_coef c = *(const adamw_coef *)coef;
-    const float decay = (float)(1.0 - c.lr * s->weight_decay);
-    float *restrict p = s->param + begin, *restrict m = s->state[0] + begin, *restrict v = s->state[1] + begin;
-    const float *restrict g = s->grad + begin;
-    const int64_t n = end - begin;
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.base.grad_scale;
-        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
-        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * decay - c.step_size * (mi / (sqrtf(vi) / c.bias2_sqrt + c.base.eps));
-    }
-}
-
 static loom_status adamw_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                               const loom_optimizer_step *step)
 {
-    adamw_coef c;
-    loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
+    loom_adam_args a;
+    double b1, t;
+    loom_status st = adam_begin_step(self, spans, n_spans, step, LOOM_ADAM_RULE_ADAMW, &a, &b1, &t);
     if (st) return st;
-    c.lr = step->lr;
-    c.step_size = (float)(step->lr / (1.0 - pow(c.base.b1, c.base.t)));
-    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, c.base.t));
-    optim_for_spans(spans, n_spans, self->threads, adamw_piece, &c);
+    a.step_size = (float)(step->lr / (1.0 - pow(b1, t)));
+    a.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t));
+    adam_update(self, spans, n_spans, step, &a);
     return LOOM_OK;
 }
 

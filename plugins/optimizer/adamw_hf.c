@@ -13,48 +13,23 @@
  *
  * Weight decay: the host resolves weight decay per span; the plugin reads span->weight_decay.
  * State slots: 0 = exp_avg (m), 1 = exp_avg_sq (v), zeroed by the host.
+ * The loop: kernels.h adam_update, LOOM_ADAM_RULE_HF (kernels/step_loops/lk_step_loops.h).
  */
 #include <loom/plugin.h>
 
 #include "adam_common.h"
 
-typedef struct adamw_hf_coef {
-    adam_moments base;
-    double lr; /* for the per-span decay rate -lr*wd, rounded to float as before */
-    float step_size;
-} adamw_hf_coef;
-
-static void adamw_hf_piece(const loom_span *s, int64_t begin, int64_t end, const void *coef)
-{
-    const adamw_hf_coef c = *(const adamw_hf_coef *)coef;
-    const float decay_rate = (float)(-c.lr * s->weight_decay);
-    float *restrict p = s->param + begin, *restrict m = s->state[0] + begin, *restrict v = s->state[1] + begin;
-    const float *restrict g = s->grad + begin;
-    const int64_t n = end - begin;
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.base.grad_scale;
-        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
-        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float pi = p[i] - c.step_size * (mi / (sqrtf(vi) + c.base.eps));
-        /* HF writes p.add_(p, alpha=-lr*wd): p + (-lr*wd)*p, kept in that form. */
-        p[i] = pi + decay_rate * pi;
-    }
-}
-
 static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                                  const loom_optimizer_step *step)
 {
-    adamw_hf_coef c;
-    loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
+    loom_adam_args a;
+    double b1, t;
+    loom_status st = adam_begin_step(self, spans, n_spans, step, LOOM_ADAM_RULE_HF, &a, &b1, &t);
     if (st) return st;
     double step_size = step->lr;
-    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->beta2, c.base.t)) / (1.0 - pow(c.base.b1, c.base.t));
-    c.lr = step->lr;
-    c.step_size = (float)step_size;
-    optim_for_spans(spans, n_spans, self->threads, adamw_hf_piece, &c);
+    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->beta2, t)) / (1.0 - pow(b1, t));
+    a.step_size = (float)step_size;
+    adam_update(self, spans, n_spans, step, &a);
     return LOOM_OK;
 }
 

@@ -127,11 +127,11 @@ static loom_status lamb_partial_stats(loom_optimizer *self_, const loom_span *sp
     lamb *self = (lamb *)self_;
     const lamb_coef c = coefficients(self, step);
     for (size_t k = 0; k < n_spans; k++) {
-        const loom_span *s = optim_span_at(spans, k);
+        const loom_span *s = lk_span_at(spans, k);
         const float *p = s->param, *g = s->grad, *m = s->state[0], *v = s->state[1];
         float wd = (float)s->weight_decay;
         double pp = 0, uu = 0;
-#pragma omp parallel for simd reduction(+ : pp, uu) if (parallel : s->numel > OPTIM_PARALLEL_MIN)                    \
+#pragma omp parallel for simd reduction(+ : pp, uu) if (parallel : s->numel > LK_STEP_PARALLEL_MIN)                    \
     num_threads(self->threads)
         for (int64_t i = 0; i < s->numel; i++) {
             float mn, vn;
@@ -158,7 +158,7 @@ static loom_status lamb_step(loom_optimizer *self_, const loom_span *spans, size
     double t = (double)step->step, b1 = optim_momentum(step, self->beta1);
     double step_size = self->bias_correction ? step->lr * sqrt(1 - pow(self->beta2, t)) / (1 - pow(b1, t)) : step->lr;
     for (size_t k = 0; k < n_spans; k++) {
-        const loom_span *s = optim_span_at(spans, k);
+        const loom_span *s = lk_span_at(spans, k);
         if (s->tensor_index >= step->n_tensors)
             return self->api->fail(self->host, LOOM_E_INVALID, "span of '%s': tensor index %u out of range", s->name,
                                    s->tensor_index);
@@ -172,7 +172,7 @@ static loom_status lamb_step(loom_optimizer *self_, const loom_span *spans, size
         float scale = (float)(step_size * coeff), wd = (float)s->weight_decay;
         float *p = s->param, *m = s->state[0], *v = s->state[1];
         const float *g = s->grad;
-#pragma omp parallel for simd if (parallel : s->numel > OPTIM_PARALLEL_MIN) num_threads(self->threads)
+#pragma omp parallel for simd if (parallel : s->numel > LK_STEP_PARALLEL_MIN) num_threads(self->threads)
         for (int64_t i = 0; i < s->numel; i++) {
             float mn, vn;
             float u = direction(c, p[i], g[i], m[i], v[i], wd, &mn, &vn);

@@ -182,7 +182,7 @@ typedef struct onebit_coef {
 static void warmup_span(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
                         const onebit_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i] * c.grad_scale;
         float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
@@ -195,14 +195,14 @@ static void warmup_span(float *restrict p, const float *restrict g, float *restr
 
 static void momentum_span(const float *restrict g, float *restrict m, int64_t n, const onebit_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
     for (int64_t i = 0; i < n; i++) m[i] = c.beta1 * m[i] + c.one_minus_beta1 * (g[i] * c.grad_scale);
 }
 
 static void frozen_update_span(float *restrict p, const float *restrict m, const float *restrict v, int64_t n,
                                const onebit_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
     for (int64_t i = 0; i < n; i++) p[i] -= c.lr * (m[i] / (sqrtf(v[i]) + c.eps) + c.weight_decay * p[i]);
 }
 
@@ -322,7 +322,7 @@ static loom_status compressed_allreduce(onebit *self, float *m, float *we, const
 
     /* Every rank rebuilds the same m from the servers' signs and scales. */
     const unsigned char *bits = self->bits_b;
-#pragma omp parallel for if (n > OPTIM_PARALLEL_MIN) num_threads(self->threads)
+#pragma omp parallel for if (n > LK_STEP_PARALLEL_MIN) num_threads(self->threads)
     for (int64_t i = 0; i < n; i++) {
         float sc = server_scales[i / chunk];
         m[i] = bit_at(bits, i) ? sc : -sc;
@@ -336,9 +336,9 @@ static loom_status check_contiguous(const onebit *self, const loom_span *spans, 
 {
     int64_t n = 0;
     for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
+        const loom_span *s = lk_span_at(spans, i);
         if (i + 1 < n_spans) {
-            const loom_span *next = optim_span_at(spans, i + 1);
+            const loom_span *next = lk_span_at(spans, i + 1);
             for (int k = 0; k < ONEBIT_SLOTS; k++)
                 if (s->state[k] + s->numel != next->state[k])
                     return self->api->fail(self->host, LOOM_E_INVALID,
@@ -373,7 +373,7 @@ static loom_status onebit_step(loom_optimizer *self_, const loom_span *spans, si
     };
     if (!onebit_local_gradients(self_, step->step)) {
         for (size_t i = 0; i < n_spans; i++) {
-            const loom_span *s = optim_span_at(spans, i);
+            const loom_span *s = lk_span_at(spans, i);
             c.weight_decay = (float)s->weight_decay;
             warmup_span(s->param, s->grad, s->state[0], s->state[1], s->numel, c);
         }
@@ -396,15 +396,15 @@ static loom_status onebit_step(loom_optimizer *self_, const loom_span *spans, si
     /* The local gradient carries 1 / (global count): times W it is DeepSpeed's local mean. */
     c.grad_scale = (float)(step->grad_scale * (double)step->world_size);
     for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
+        const loom_span *s = lk_span_at(spans, i);
         momentum_span(s->grad, s->state[0], s->numel, c);
     }
     /* A rank with nothing to update still takes part in the collectives. */
-    const loom_span *first = n_spans > 0 ? optim_span_at(spans, 0) : NULL;
+    const loom_span *first = n_spans > 0 ? lk_span_at(spans, 0) : NULL;
     if ((st = compressed_allreduce(self, first ? first->state[0] : NULL, first ? first->state[2] : NULL, step)))
         return st;
     for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
+        const loom_span *s = lk_span_at(spans, i);
         c.weight_decay = (float)s->weight_decay;
         frozen_update_span(s->param, s->state[0], s->state[1], s->numel, c);
     }

@@ -1,6 +1,7 @@
 /*
  * optim_common.h - what every optimizer plugin of this folder does the same way: read typed
- * config values (through loom/plugin.h), validate a step, walk the host's span array.
+ * config values (through loom/plugin.h), validate a step, walk the host's span array
+ * (lk_for_spans, kernels/step_loops/lk_step_loops.h).
  *
  * Header-only (static functions) because each optimizer is its own MODULE and plugins never
  * link anything of the core; every .so gets its own copy.
@@ -15,9 +16,9 @@
 #include <omp.h>
 #include <stdint.h>
 
-/* Above this many elements (a span's, or a whole step's for optim_for_spans) the loop is spread
- * over OpenMP threads; below it the fork/join costs more than the update. */
-#define OPTIM_PARALLEL_MIN ((int64_t)1 << 15)
+/* lk_span_at, lk_for_spans, LK_STEP_PARALLEL_MIN and the Adam family's loops: shared with the
+ * CPU kernel table, which runs the same loops (kernels/step_loops). */
+#include "lk_step_loops.h"
 
 /* Checks shared by every update rule. The bias corrections divide by 1 - beta^t, so t must
  * start at 1; a non-finite lr or clip coefficient would silently turn every weight into NaN. */
@@ -38,13 +39,6 @@ static inline loom_status optim_check_step(loom_host *host, const loom_host_api 
     if (n_spans > 0 && (!spans || spans->struct_size < sizeof(loom_span)))
         return api->fail(host, LOOM_E_ABI, "span array missing or spans too small");
     return LOOM_OK;
-}
-
-/* Spans come as an array built by the host; a newer host may append members, so the stride is
- * the host's struct_size, not our sizeof. */
-static inline const loom_span *optim_span_at(const loom_span *spans, size_t i)
-{
-    return (const loom_span *)((const char *)spans + i * (size_t)spans->struct_size);
 }
 
 /* Every state slot the rule uses must be there, or the loop would write through NULL. */
@@ -74,7 +68,7 @@ static inline loom_status optim_check_spans(loom_host *host, const loom_host_api
 {
     loom_status st = LOOM_OK;
     for (size_t i = 0; i < n_spans && !st; i++)
-        st = optim_check_span(host, api, optim_span_at(spans, i), slots);
+        st = optim_check_span(host, api, lk_span_at(spans, i), slots);
     return st;
 }
 
@@ -83,44 +77,6 @@ static inline int optim_threads(loom_host *host, const loom_host_api *api)
 {
     int32_t n = api->num_threads ? api->num_threads(host) : 1;
     return n > 0 ? (int)n : 1;
-}
-
-/* Elements [begin, end) of span s, with the rule's per-step coefficients. */
-typedef void (*optim_piece_fn)(const loom_span *s, int64_t begin, int64_t end, const void *coef);
-
-/* Where thread t of nt starts in `total` elements: equal shares, cut on multiples of 16 floats
- * (a 64-byte line for aligned arrays) so that neighbours rarely write the same cache line. */
-static inline int64_t optim_share_start(int64_t total, int t, int nt)
-{
-    return t >= nt ? total : (total / 16) * t / nt * 16;
-}
-
-/* Runs fn over every element of every span in ONE parallel region: the spans' elements, end
- * to end, are cut into `threads` equal contiguous shares, so a thread may finish one span and
- * start the next, and a step of many small spans still uses every thread for one fork/join
- * (one region per span paid a fork/join for each, and ran every span below
- * OPTIM_PARALLEL_MIN on one thread). Each element is updated once, by the same arithmetic
- * wherever the cuts fall, so the results do not depend on the thread count.
- * docs/benchmarks.md#adamw-bandwidth. */
-static inline void optim_for_spans(const loom_span *spans, size_t n_spans, int threads,
-                                   optim_piece_fn fn, const void *coef)
-{
-    int64_t total = 0;
-    for (size_t i = 0; i < n_spans; i++)
-        total += optim_span_at(spans, i)->numel;
-#pragma omp parallel num_threads(threads) if (threads > 1 && total > OPTIM_PARALLEL_MIN)
-    {
-        const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t lo = optim_share_start(total, t, nt), hi = optim_share_start(total, t + 1, nt);
-        int64_t off = 0;
-        for (size_t i = 0; i < n_spans && off < hi; i++) {
-            const loom_span *s = optim_span_at(spans, i);
-            const int64_t b = lo > off ? lo - off : 0, e = hi - off < s->numel ? hi - off : s->numel;
-            if (b < e)
-                fn(s, b, e, coef);
-            off += s->numel;
-        }
-    }
 }
 
 /* The scheduler's momentum (NaN = none) overrides the configured one for this step only. */

@@ -46,7 +46,7 @@ typedef struct sgd_coef {
 static void sgd_plain_span(float *restrict p, const float *restrict g, int64_t n,
                            const sgd_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
     for (int64_t i = 0; i < n; i++) {
         float d = g[i] * c.grad_scale + c.weight_decay * p[i];
         p[i] -= c.lr * d;
@@ -56,7 +56,7 @@ static void sgd_plain_span(float *restrict p, const float *restrict g, int64_t n
 static void sgd_momentum_span(float *restrict p, const float *restrict g, float *restrict buf,
                               int64_t n, const sgd_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > OPTIM_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
     for (int64_t i = 0; i < n; i++) {
         float d = g[i] * c.grad_scale + c.weight_decay * p[i];
         float b = c.keep_buf * buf[i] + c.take_grad * d;
@@ -91,7 +91,7 @@ static loom_status sgd_step(loom_optimizer *self, const loom_span *spans, size_t
         .via_buf = self->nesterov ? (float)mu : 1.0f,
     };
     for (size_t i = 0; i < n_spans; i++) {
-        const loom_span *s = optim_span_at(spans, i);
+        const loom_span *s = lk_span_at(spans, i);
         c.weight_decay = (float)s->weight_decay;
         if (mu == 0)
             sgd_plain_span(s->param, s->grad, s->numel, c);

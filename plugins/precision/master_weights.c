@@ -3,10 +3,7 @@
 
 #include <string.h>
 
-/* Above this many elements the unscale loop is spread over OpenMP threads; below it the
- * fork/join costs more than one core's pass (the loop runs at memory speed). */
-#define MW_PARALLEL_MIN ((int64_t)1 << 16)
-
+#include "lk_step_loops.h"
 
 static int64_t range_len(const master_weights *mw, size_t i)
 {
@@ -66,10 +63,13 @@ static loom_status check_binding(master_weights *mw, const loom_precision_bindin
 }
 
 
-static loom_status find_convert(master_weights *mw)
+/* The host's CPU table: convert() for the master copies (required then) and, since ABI 1.5,
+ * scale_check for the unscale (optional). The master weights are host memory, so the CPU
+ * table is the one whose device holds them. */
+static loom_status find_kernels(master_weights *mw)
 {
     const loom_kernels_api *k = mw->api->service ? mw->api->service(mw->host, LOOM_KERNELS_CPU_SERVICE, 0) : NULL;
-    if (!k || !LOOM_HAS(k, loom_kernels_api, convert))
+    if (mw->layout != MW_IN_PLACE && (!k || !LOOM_HAS(k, loom_kernels_api, convert)))
         return mw->api->fail(
             mw->host, LOOM_E_UNSUPPORTED,
             "%s needs the host's f32<->%s conversion kernel (loom_kernels_api.convert, ABI 1.1) for its "
@@ -86,7 +86,7 @@ loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
     if (mw->layout == MW_IN_PLACE && mw->param_dtype != LOOM_DTYPE_F32)
         return mw->api->fail(mw->host, LOOM_E_INTERNAL, "%s: no master copy of %s parameters", mw->who,
                              loom_dtype_name(mw->param_dtype));
-    if (mw->layout != MW_IN_PLACE && (st = find_convert(mw))) return st;
+    if ((st = find_kernels(mw))) return st;
     mw_release(mw);
     mw->params = b->params;
     mw->owned = b->owned;
@@ -154,20 +154,16 @@ loom_status mw_master(master_weights *mw, size_t i, void *owned_grad, float **pa
     return LOOM_OK;
 }
 
-/* g *= inv and report any inf/NaN in the result, in one pass. The test reads the exponent
- * bits, so it vectorises and still holds under -ffinite-math-only. */
-static int scale_and_check(float *restrict g, int64_t n, float inv, int threads)
+/* g *= inv, and 1 when a result is inf or NaN: the table's scale_check (ABI 1.5) when the host
+ * lends it, else the same loop here (kernels/step_loops/lk_step_loops.h). */
+static int scale_and_check(const master_weights *mw, float *g, int64_t n, float inv)
 {
-    uint32_t bad = 0;
-#pragma omp parallel for simd reduction(| : bad) if (parallel : n > MW_PARALLEL_MIN) num_threads(threads)
-    for (int64_t i = 0; i < n; i++) {
-        float v = g[i] * inv;
-        g[i] = v;
-        uint32_t u;
-        memcpy(&u, &v, sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    if (mw->k && LOOM_HAS(mw->k, loom_kernels_api, scale_check)) {
+        int32_t found = 0;
+        mw->k->scale_check(g, n, inv, &found);
+        return found != 0;
     }
-    return bad != 0;
+    return lk_scale_check_loop(g, n, inv, mw->threads);
 }
 
 loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, double scale, int32_t *overflow)
@@ -198,7 +194,7 @@ loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, d
         }
         /* At scale 1 the widening keeps every inf and NaN, and the host's global norm turns
          * them into an overflow: a pass of its own would only repeat that. */
-        if (inv != 1.0f) bad |= scale_and_check(g, len, inv, mw->threads);
+        if (inv != 1.0f) bad |= scale_and_check(mw, g, len, inv);
     }
     *overflow = bad;
     return LOOM_OK;

@@ -34,7 +34,7 @@ typedef struct master_weights {
     int layout;           /* MW_*                                                   */
     uint32_t param_dtype; /* LOOM_DTYPE_F32, _F16 or _BF16                          */
     int threads;
-    const loom_kernels_api *k; /* convert(); NULL for MW_IN_PLACE                        */
+    const loom_kernels_api *k; /* the host's CPU table: convert(), scale_check (ABI 1.5)   */
     void *params;              /* the model's flat parameters (lent for the run)         */
     const loom_range *owned;   /* lent for the run                                       */
     size_t n_owned;

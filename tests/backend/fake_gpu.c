@@ -9,7 +9,8 @@
  * LOOM_FAKE_GPU_REPORT (a file destroy() writes "key value" lines to: allocations, bytes,
  * peak, h2d, d2h, d2d copies, stream_copies (copies issued on a stream other than the compute
  * stream), stream_waits (stream_wait_event calls), pinned_allocations, pinned_peak (bytes of
- * alloc_pinned memory held at once), host_pointers, last_bad; a "%d" in it becomes the device index, so the ranks
+ * alloc_pinned memory held at once), host_pointers, last_bad, adam_updates, scale_checks,
+ * sum_squares (calls of the ABI 1.5 step kernels: the step ran on the "device"); a "%d" in it becomes the device index, so the ranks
  * of a launched run write a report each), LOOM_FAKE_GPU_MEMORY_MIB (the memory device_info()
  * reports; default 8 GiB; it limits nothing, it is what the trainer checks).
  */
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include <loom/backend.h>
+#include <loom/optimizer.h>
 #include <loom/plugin.h>
 
 #define MAX_BLOCKS 4096
@@ -37,6 +39,7 @@ static struct {
     size_t n_blocks;
     long long allocations, bytes, peak, copies[4], host_pointers;
     long long pinned_allocations, pinned_bytes, pinned_peak, stream_copies, stream_waits;
+    long long adam_updates, scale_checks, sum_squares;
     char last_bad[128];
 } fake;
 
@@ -82,6 +85,8 @@ static void fake_destroy(loom_backend *self)
         fprintf(f, "stream_copies %lld\nstream_waits %lld\n", fake.stream_copies, fake.stream_waits);
         fprintf(f, "pinned_allocations %lld\npinned_peak %lld\n", fake.pinned_allocations, fake.pinned_peak);
         fprintf(f, "host_pointers %lld\nlast_bad %s\n", fake.host_pointers, fake.last_bad[0] ? fake.last_bad : "-");
+        fprintf(f, "adam_updates %lld\nscale_checks %lld\nsum_squares %lld\n", fake.adam_updates, fake.scale_checks,
+                fake.sum_squares);
         fclose(f);
     }
     free(self);
@@ -386,6 +391,30 @@ static void k_ce_backward_cast(void *dlogits, uint32_t dtype, const float *probs
     fake.cpu->softmax_cross_entropy_backward_cast(dlogits, dtype, probs, labels, scale, B, C);
 }
 
+/* ABI 1.5, the step: every span's param, grad and moments must be device memory. The span
+ * array, args, bounds, sums and the flag are host memory by contract. */
+static void k_adam_update(const struct loom_span *spans, size_t n, const struct loom_adam_args *args)
+{
+    for (size_t i = 0; i < n; i++) {
+        const loom_span *s = (const loom_span *)((const char *)spans + i * spans->struct_size);
+        if (s->numel > 0) C3(s->param, s->grad, s->state[0]), C1(s->state[1]);
+    }
+    fake.adam_updates++;
+    fake.cpu->adam_update(spans, n, args);
+}
+static void k_scale_check(float *x, int64_t n, float scale, int32_t *found_inf)
+{
+    if (n > 0) C1(x);
+    fake.scale_checks++;
+    fake.cpu->scale_check(x, n, scale, found_inf);
+}
+static void k_sum_squares(double *sums, const float *x, const int64_t *bounds, int64_t n)
+{
+    if (n > 0) C1(x);
+    fake.sum_squares++;
+    fake.cpu->sum_squares(sums, x, bounds, n);
+}
+
 static const loom_kernels_api checked = {
     LOOM_HEADER_INIT(loom_kernels_api),
     .device = LOOM_DEVICE_CUDA,
@@ -412,6 +441,9 @@ static const loom_kernels_api checked = {
     .accumulate_f32 = k_accumulate_f32,
     .gemm_mixed = k_gemm_mixed,
     .softmax_cross_entropy_backward_cast = k_ce_backward_cast,
+    .adam_update = k_adam_update,
+    .scale_check = k_scale_check,
+    .sum_squares = k_sum_squares,
 };
 
 static const loom_kernels_api *checked_table(void) { return &checked; }

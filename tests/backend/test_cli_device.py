@@ -72,12 +72,19 @@ class DeviceTest(unittest.TestCase):
         self.check_placement(stdout, report, 6, 2)
         self.assertEqual(len(losses(cpu)), 6)
         self.assertEqual(losses(stdout), losses(cpu))
+        # The step ran on the device's table (ABI 1.5): one AdamW update and one norm pass per
+        # step, over device memory only (host_pointers 0 above), with the CPU's bits.
+        self.assertEqual(report["adam_updates"], "6")
+        self.assertEqual(report["sum_squares"], "6")
 
     def test_bf16_on_the_device_matches_the_cpu(self):
         _, cpu, _ = self.train("cpu_bf16", "--bf16")
         stdout, report = self.device_run("fake_bf16", "--bf16")
         self.check_placement(stdout, report, 6, 2)
         self.assertEqual(losses(stdout), losses(cpu))
+        # The f32 master weights are host memory: the step stays on the CPU's table.
+        self.assertEqual(report["adam_updates"], "0")
+        self.assertEqual(report["sum_squares"], "0")
 
     def offload_pair(self, world, *extra):
         """zero2 on the fake GPU without and with cpu_offload: stdout, each rank's report."""

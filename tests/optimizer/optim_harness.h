@@ -60,8 +60,10 @@ int optim_compare(const optim_fixture *f, const optim_compare_args *a);
 
 /* Three steps of `name` (config pairs kv as optim_open) over 41 spans of mixed sizes, empty
  * ones (with NULL arrays) among them, about 2^17 elements in all, run with 1, 2, 3 and 7
- * threads. Returns 1 when every thread count leaves param and state with the very bits of the
- * one-thread run (and the parameters moved), 0 otherwise with the first difference printed. */
+ * threads, then with the host's CPU kernel table in the step (ABI 1.5 step.kernels) and with
+ * that table cut to its ABI 1.4 size. Returns 1 when every run leaves param and state with the
+ * very bits of the one-thread run (and the parameters moved), 0 otherwise with the first
+ * difference printed. */
 int optim_threads_agree(const char *name, const char *const *kv);
 
 /* The gradient fed at element i of step t by optim_compare (also usable for hand checks). */
