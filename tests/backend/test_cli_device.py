@@ -4,7 +4,9 @@ buffer the model's kernels touch on the device, allocate nothing there after the
 report, and stage each batch with copies. The refusals (named backend that cannot run,
 --no_cuda beside it, the real cuda backend without a driver) are one line each."""
 import ctypes.util
+import json
 import os
+import random
 import re
 import shutil
 import sys
@@ -18,6 +20,19 @@ FIXTURES = os.environ.get("LOOM_FIXTURE_DIR", os.path.join(BUILD, "tests", "back
 FAKE = os.path.join(FIXTURES, "fake_gpu.so")
 NANO = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.n_embd", "64",
         "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
+# A tiny T5 (picked from the pair file) with dropout and label smoothing: every kernel it uses,
+# the dropout masks drawn inside mha included.
+T5_TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
+           "--num_layers", "2", "--dropout_rate", "0.1", "--label_smoothing_factor", "0.1"]
+
+
+def write_pairs(path, n, seed):
+    """Reverse 1-6 tokens: padded batches, sources and targets of different lengths."""
+    r = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            s = [r.randint(3, 12) for _ in range(r.randint(1, 6))]
+            f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
 
 
 def losses(stdout):
@@ -77,6 +92,30 @@ class DeviceTest(unittest.TestCase):
         _, cpu, _ = self.train("cpu_bf16", "--bf16")
         stdout, report = self.device_run("fake_bf16", "--bf16")
         self.check_placement(stdout, report, 6, 2)
+        self.assertEqual(losses(stdout), losses(cpu))
+
+    def test_t5_on_the_device_matches_the_cpu(self):
+        pairs = os.path.join(self.tmp, "pairs.jsonl")
+        write_pairs(pairs, 64, 5)
+
+        def t5(name, *extra, env=None):
+            return loom("train", "--do_train", "--output_dir", os.path.join(self.tmp, name), "--overwrite_output_dir",
+                        "--disable_tqdm", "--train_file", pairs, "--per_device_train_batch_size", "8",
+                        "--gradient_accumulation_steps", "2", "--max_steps", "4", "--logging_steps", "1",
+                        "--learning_rate", "3e-3", "--seed", "3", "--save_strategy", "no", *T5_TINY, *extra,
+                        env=env)[1]
+
+        cpu = t5("t5_cpu")
+        report = os.path.join(self.tmp, "t5_fake.report")
+        stdout = t5("t5_fake", "--plugin", FAKE, env={"LOOM_FAKE_GPU_REPORT": report})
+        report = read_report(report)
+        self.assertIn("loom: device     cuda:0 (Fake GPU 0", stdout)
+        # The padded batches, their masks and every activation were on the device.
+        self.assertEqual(report["host_pointers"], "0", report["last_bad"])
+        # Three copies (inputs, attention mask, labels) per micro-batch, none the other way.
+        self.assertEqual(int(report["h2d"]), 3 * 4 * 2)
+        self.assertEqual(report["d2h"], "0")
+        self.assertEqual(len(losses(cpu)), 4)
         self.assertEqual(losses(stdout), losses(cpu))
 
     def offload_pair(self, world, *extra):
