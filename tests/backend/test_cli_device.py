@@ -98,12 +98,18 @@ class DeviceTest(unittest.TestCase):
         pairs = os.path.join(self.tmp, "pairs.jsonl")
         write_pairs(pairs, 64, 5)
 
-        def t5(name, *extra, env=None):
-            return loom("train", "--do_train", "--output_dir", os.path.join(self.tmp, name), "--overwrite_output_dir",
-                        "--disable_tqdm", "--train_file", pairs, "--per_device_train_batch_size", "8",
-                        "--gradient_accumulation_steps", "2", "--max_steps", "4", "--logging_steps", "1",
-                        "--learning_rate", "3e-3", "--seed", "3", "--save_strategy", "no", *T5_TINY, *extra,
-                        env=env)[1]
+        def t5(name, *extra, env=None, check=True):
+            code, stdout, stderr = loom("train", "--do_train", "--do_eval", "--output_dir",
+                                        os.path.join(self.tmp, name), "--overwrite_output_dir", "--disable_tqdm",
+                                        "--train_file", pairs, "--validation_file", pairs,
+                                        "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2",
+                                        "--max_steps", "4", "--logging_steps", "1", "--learning_rate", "3e-3",
+                                        "--seed", "3", "--save_strategy", "no", *T5_TINY, *extra, env=env,
+                                        check=check)
+            return stdout if check else (code, stderr)
+
+        def eval_loss(stdout):
+            return re.findall(r"'eval_loss': ([0-9.e+-]+)", stdout)
 
         cpu = t5("t5_cpu")
         report = os.path.join(self.tmp, "t5_fake.report")
@@ -112,11 +118,19 @@ class DeviceTest(unittest.TestCase):
         self.assertIn("loom: device     cuda:0 (Fake GPU 0", stdout)
         # The padded batches, their masks and every activation were on the device.
         self.assertEqual(report["host_pointers"], "0", report["last_bad"])
-        # Three copies (inputs, attention mask, labels) per micro-batch, none the other way.
-        self.assertEqual(int(report["h2d"]), 3 * 4 * 2)
+        # Three copies (inputs, attention mask, labels) per batch (8 training micro-batches and
+        # the 8 evaluation batches), none the other way.
+        self.assertEqual(int(report["h2d"]), 3 * (4 * 2 + 8))
         self.assertEqual(report["d2h"], "0")
         self.assertEqual(len(losses(cpu)), 4)
         self.assertEqual(losses(stdout), losses(cpu))
+        self.assertEqual(len(eval_loss(cpu)), 1)
+        self.assertEqual(eval_loss(stdout), eval_loss(cpu))
+        # Generation stays on the CPU: refused in one line, not a crash.
+        code, err = t5("t5_generate", "--plugin", FAKE, "--predict_with_generate", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("generation with t5 runs on the CPU only for now", err)
+        self.assertEqual(len([l for l in err.splitlines() if "error" in l]), 1, err)
 
     def offload_pair(self, world, *extra):
         """zero2 on the fake GPU without and with cpu_offload: stdout, each rank's report."""
