@@ -125,8 +125,8 @@ static void mha_step(const mha_bench *m)
     if (m->gpu) {
         lk_mha_forward_cuda(m->out, m->att, m->q, m->k, m->v, m->bias, m->mask, m->B, m->NH, m->T, m->T, m->HS, m->T,
                             scale, 0, p, seed);
-        lk_mha_backward_cuda(m->dq, m->dk, m->dv, m->dbias, m->dout, m->q, m->k, m->v, m->att, m->B, m->NH, m->T,
-                             m->T, m->HS, m->T, scale, p, seed);
+        lk_mha_backward_cuda(m->dq, m->dk, m->dv, m->dbias, m->dout, m->q, m->k, m->v, m->att, m->B, m->NH, m->T, m->T,
+                             m->HS, m->T, scale, p, seed);
     } else {
         lk_mha_forward(m->out, m->att, m->q, m->k, m->v, m->bias, m->mask, m->B, m->NH, m->T, m->T, m->HS, m->T, scale,
                        0, p, seed);

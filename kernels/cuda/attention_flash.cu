@@ -177,8 +177,9 @@ static int lk_flash_shape_of(lk_flash_shape *s, uint32_t dtype, int64_t B, int64
                        (long long)NH, (long long)B, LK_FLASH_MAX_HS, LK_CUDA_MAX_GRID_Y);
         return 0;
     }
-    *s = lk_flash_shape{B,       T,       C, NH, C / NH, 1.0f / sqrtf((float)(C / NH)),
-                        dropout, dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f, seed};
+    *s = lk_flash_shape{
+        B,   T, C, NH, C / NH, 1.0f / sqrtf((float)(C / NH)), dropout, dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f,
+        seed};
     return 1;
 }
 

@@ -32,10 +32,9 @@ static __global__ void lk_classifier_dlogits_kernel(float *rows, const int32_t *
     }
 }
 
-extern "C" void lk_classifier_smoothed_cuda(float *losses, float *dinp, float *dweight, void *scratch,
-                                            const void *inp, const void *weight, uint32_t dtype, const int32_t *labels,
-                                            float scale, float smoothing, int64_t N, int64_t C, int64_t V,
-                                            int64_t chunk)
+extern "C" void lk_classifier_smoothed_cuda(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
+                                            const void *weight, uint32_t dtype, const int32_t *labels, float scale,
+                                            float smoothing, int64_t N, int64_t C, int64_t V, int64_t chunk)
 {
     static const char fn[] = "lk_classifier_smoothed_cuda";
     if (!(dtype == LOOM_DTYPE_F32 || dtype == LOOM_DTYPE_BF16 || dtype == LOOM_DTYPE_F16) || N <= 0 || chunk <= 0)

@@ -48,8 +48,7 @@ static __device__ __forceinline__ int64_t lk_mha_row(const lk_mha_shape &s, int6
 }
 
 static __global__ void lk_mha_forward_kernel(float *out, float *att, const float *q, const float *k, const float *v,
-                                             const float *bias, const int32_t *key_mask, int32_t causal,
-                                             lk_mha_shape s)
+                                             const float *bias, const int32_t *key_mask, int32_t causal, lk_mha_shape s)
 {
     extern __shared__ float lk_mha_shared[];
     const int lane = (int)(threadIdx.x & 31u), warp = (int)(threadIdx.x >> 5);
@@ -254,17 +253,17 @@ static __global__ void lk_mha_backward_dbias_kernel(float *dbias, const float *w
 }
 
 /* The checks both directions share; 0 when the call has nothing to do or is refused (recorded). */
-static int lk_mha_shape_of(lk_mha_shape *s, int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS,
-                           int64_t kv_rows, float scale, float dropout, uint64_t seed, const char *fn)
+static int lk_mha_shape_of(lk_mha_shape *s, int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS, int64_t kv_rows,
+                           float scale, float dropout, uint64_t seed, const char *fn)
 {
     if (B <= 0 || NH <= 0 || Tq <= 0 || HS <= 0 || Tk < 0) return 0;
     if (HS > LK_MHA_MAX_HS || kv_rows < Tk) {
-        lk_cuda_record(fn, "HS=%lld kv_rows=%lld Tk=%lld: heads of at most %d dimensions, kv_rows >= Tk",
-                       (long long)HS, (long long)kv_rows, (long long)Tk, LK_MHA_MAX_HS);
+        lk_cuda_record(fn, "HS=%lld kv_rows=%lld Tk=%lld: heads of at most %d dimensions, kv_rows >= Tk", (long long)HS,
+                       (long long)kv_rows, (long long)Tk, LK_MHA_MAX_HS);
         return 0;
     }
-    *s = lk_mha_shape{B, NH, Tq, Tk, HS, kv_rows, NH * HS, scale, dropout,
-                      dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f, seed};
+    *s = lk_mha_shape{
+        B, NH, Tq, Tk, HS, kv_rows, NH * HS, scale, dropout, dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f, seed};
     return 1;
 }
 
@@ -276,8 +275,8 @@ static unsigned int lk_mha_grid(int64_t rows)
 
 extern "C" void lk_mha_forward_cuda(float *out, float *att, const float *q, const float *k, const float *v,
                                     const float *bias, const int32_t *key_mask, int64_t B, int64_t NH, int64_t Tq,
-                                    int64_t Tk, int64_t HS, int64_t kv_rows, float scale, int32_t causal,
-                                    float dropout, uint64_t dropout_seed)
+                                    int64_t Tk, int64_t HS, int64_t kv_rows, float scale, int32_t causal, float dropout,
+                                    uint64_t dropout_seed)
 {
     static const char fn[] = "lk_mha_forward_cuda";
     lk_mha_shape s;
@@ -302,8 +301,7 @@ extern "C" void lk_mha_backward_cuda(float *dq, float *dk, float *dv, float *dbi
         ws = (float *)lk_cuda_workspace((size_t)(B * NH * Tq * Tk) * sizeof(float), fn);
         if (!ws) return;
         const size_t shared = (size_t)LK_MHA_WARPS * (size_t)HS * sizeof(float);
-        lk_mha_backward_dq_kernel<<<lk_mha_grid(B * NH * Tq), 32 * LK_MHA_WARPS, shared>>>(dq, ws, dout, k, v, att,
-                                                                                           s);
+        lk_mha_backward_dq_kernel<<<lk_mha_grid(B * NH * Tq), 32 * LK_MHA_WARPS, shared>>>(dq, ws, dout, k, v, att, s);
         if (!lk_cuda_launched(fn)) return;
     }
     if (dk || dv) {

@@ -92,8 +92,7 @@ extern "C" void lk_rmsnorm_backward_cuda(float *dinp, float *dweight, const floa
     static const char fn[] = "lk_rmsnorm_backward_cuda";
     if (N <= 0 || C <= 0) return;
     if (dinp) {
-        lk_rmsnorm_backward_dinp_kernel<<<lk_rms_row_grid(N), 32 * LK_RMS_WARPS>>>(dinp, dout, inp, weight, rstd, N,
-                                                                                    C);
+        lk_rmsnorm_backward_dinp_kernel<<<lk_rms_row_grid(N), 32 * LK_RMS_WARPS>>>(dinp, dout, inp, weight, rstd, N, C);
         if (!lk_cuda_launched(fn)) return;
     }
     if (dweight) {

@@ -601,8 +601,7 @@ static void case_flash(int64_t B, int64_t T, int64_t C, int64_t NH, uint32_t dty
 }
 
 /* smoothing > 0: classifier_smoothed (ABI 1.4) on both devices. */
-static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dtype, double tol,
-                            float smoothing)
+static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dtype, double tol, float smoothing)
 {
     float *inp = gt_rand(N * C, -1.0f, 1.0f), *weight = gt_rand(V * C, -0.5f, 0.5f);
     float *dinp = gt_rand(N * C, -1.0f, 1.0f), *dweight = gt_rand(V * C, -1.0f, 1.0f);
@@ -633,8 +632,8 @@ static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint
     cmp_add(&c, g_dinp, dinp, N * C);
     cmp_add(&c, g_dweight, dweight, V * C);
     char name[96];
-    snprintf(name, sizeof name, "classifier dtype=%u N=%lld C=%lld V=%lld chunk=%lld smoothing %g", dtype,
-             (long long)N, (long long)C, (long long)V, (long long)chunk, smoothing);
+    snprintf(name, sizeof name, "classifier dtype=%u N=%lld C=%lld V=%lld chunk=%lld smoothing %g", dtype, (long long)N,
+             (long long)C, (long long)V, (long long)chunk, smoothing);
     cmp_report(&c, name, tol);
     check(lk_cuda_last_error() == NULL, "classifier: no error recorded", lk_cuda_last_error());
 
