@@ -47,6 +47,41 @@ static __device__ __forceinline__ int64_t lk_mha_row(const lk_mha_shape &s, int6
     return (b * rows + t) * s.C + h * s.HS;
 }
 
+/* acc (this lane's dimensions d = lane + 32 m) += sum over the group's n rows of w_kk * row_kk,
+ * rows[kk * stride] the group's rows and w_kk lane kk's weight, broadcast: the warp-wide
+ * product of a group of 32 weights and their rows, in row order. A zero weight skips its row
+ * (the same for every lane: no divergence). */
+static __device__ __forceinline__ void lk_mha_gather(float acc[LK_MHA_DIMS], float w, const float *rows, int64_t stride,
+                                                     int n, int lane, int64_t HS)
+{
+    for (int kk = 0; kk < n; kk++) {
+        const float wk = __shfl_sync(0xffffffffu, w, kk);
+        if (wk == 0.0f) continue;
+        const float *row = rows + kk * stride;
+        for (int m = 0; m < LK_MHA_DIMS; m++) {
+            const int64_t d = lane + 32 * m;
+            if (d < HS) acc[m] += wk * row[d];
+        }
+    }
+}
+
+/* A row's accumulators (this lane's dimensions) from row (zeros when row is NULL), and back. */
+static __device__ __forceinline__ void lk_mha_load(float acc[LK_MHA_DIMS], const float *row, int lane, int64_t HS)
+{
+    for (int m = 0; m < LK_MHA_DIMS; m++) {
+        const int64_t d = lane + 32 * m;
+        acc[m] = row && d < HS ? row[d] : 0.0f;
+    }
+}
+
+static __device__ __forceinline__ void lk_mha_store(float *row, const float acc[LK_MHA_DIMS], int lane, int64_t HS)
+{
+    for (int m = 0; m < LK_MHA_DIMS; m++) {
+        const int64_t d = lane + 32 * m;
+        if (d < HS) row[d] = acc[m];
+    }
+}
+
 static __global__ void lk_mha_forward_kernel(float *out, float *att, const float *q, const float *k, const float *v,
                                              const float *bias, const int32_t *key_mask, int32_t causal, lk_mha_shape s)
 {
@@ -95,8 +130,7 @@ static __global__ void lk_mha_forward_kernel(float *out, float *att, const float
         }
         const float inv = 1.0f / lk_warp_reduce(sum, lk_sum_op());
         float acc[LK_MHA_DIMS];
-        for (int m = 0; m < LK_MHA_DIMS; m++)
-            acc[m] = 0.0f;
+        lk_mha_load(acc, NULL, lane, s.HS);
         const uint64_t row = (uint64_t)(r * s.Tk);
         for (int64_t j0 = 0; j0 < s.Tk; j0 += 32) {
             const int64_t j = j0 + lane;
@@ -107,20 +141,9 @@ static __global__ void lk_mha_forward_kernel(float *out, float *att, const float
                 w = p != 0.0f ? p * lk_mha_keep(s, row + (uint64_t)j) : 0.0f;
             }
             const int keys = (int)(s.Tk - j0 < 32 ? s.Tk - j0 : 32);
-            for (int kk = 0; kk < keys; kk++) {
-                const float wk = __shfl_sync(0xffffffffu, w, kk);
-                if (wk == 0.0f) continue; /* the same for every lane: no divergence */
-                const float *vj = v + lk_mha_row(s, b, s.kv_rows, j0 + kk, h);
-                for (int m = 0; m < LK_MHA_DIMS; m++) {
-                    const int64_t d = lane + 32 * m;
-                    if (d < s.HS) acc[m] += wk * vj[d];
-                }
-            }
+            lk_mha_gather(acc, w, v + lk_mha_row(s, b, s.kv_rows, j0, h), s.C, keys, lane, s.HS);
         }
-        for (int m = 0; m < LK_MHA_DIMS; m++) {
-            const int64_t d = lane + 32 * m;
-            if (d < s.HS) o[d] = acc[m];
-        }
+        lk_mha_store(o, acc, lane, s.HS);
     }
 }
 
@@ -164,10 +187,7 @@ static __global__ void lk_mha_backward_dq_kernel(float *dq, float *ws, const flo
         }
         float *dqi = dq + lk_mha_row(s, b, s.Tq, i, h);
         float acc[LK_MHA_DIMS];
-        for (int m = 0; m < LK_MHA_DIMS; m++) {
-            const int64_t d = lane + 32 * m;
-            acc[m] = d < s.HS ? dqi[d] : 0.0f;
-        }
+        lk_mha_load(acc, dqi, lane, s.HS);
         for (int64_t j0 = 0; j0 < s.Tk; j0 += 32) {
             const int64_t j = j0 + lane;
             float w = 0.0f;
@@ -177,20 +197,9 @@ static __global__ void lk_mha_backward_dq_kernel(float *dq, float *ws, const flo
                 w = s.scale * dsj;
             }
             const int keys = (int)(s.Tk - j0 < 32 ? s.Tk - j0 : 32);
-            for (int kk = 0; kk < keys; kk++) {
-                const float wk = __shfl_sync(0xffffffffu, w, kk);
-                if (wk == 0.0f) continue;
-                const float *kj = k + lk_mha_row(s, b, s.kv_rows, j0 + kk, h);
-                for (int m = 0; m < LK_MHA_DIMS; m++) {
-                    const int64_t d = lane + 32 * m;
-                    if (d < s.HS) acc[m] += wk * kj[d];
-                }
-            }
+            lk_mha_gather(acc, w, k + lk_mha_row(s, b, s.kv_rows, j0, h), s.C, keys, lane, s.HS);
         }
-        for (int m = 0; m < LK_MHA_DIMS; m++) {
-            const int64_t d = lane + 32 * m;
-            if (d < s.HS) dqi[d] = acc[m];
-        }
+        lk_mha_store(dqi, acc, lane, s.HS);
     }
 }
 
@@ -206,11 +215,8 @@ static __global__ void lk_mha_backward_dkdv_kernel(float *dk, float *dv, const f
         float *dkj = dk ? dk + lk_mha_row(s, b, s.kv_rows, j, h) : NULL;
         float *dvj = dv ? dv + lk_mha_row(s, b, s.kv_rows, j, h) : NULL;
         float acc_k[LK_MHA_DIMS], acc_v[LK_MHA_DIMS];
-        for (int m = 0; m < LK_MHA_DIMS; m++) {
-            const int64_t d = lane + 32 * m;
-            acc_k[m] = dkj && d < s.HS ? dkj[d] : 0.0f;
-            acc_v[m] = dvj && d < s.HS ? dvj[d] : 0.0f;
-        }
+        lk_mha_load(acc_k, dkj, lane, s.HS);
+        lk_mha_load(acc_v, dvj, lane, s.HS);
         for (int64_t i0 = 0; i0 < s.Tq; i0 += 32) {
             const int64_t i = i0 + lane;
             float wk_lane = 0.0f, wv_lane = 0.0f;
@@ -220,23 +226,12 @@ static __global__ void lk_mha_backward_dkdv_kernel(float *dk, float *dv, const f
                 if (dvj && att[e] != 0.0f) wv_lane = att[e] * lk_mha_keep(s, (uint64_t)e);
             }
             const int n = (int)(s.Tq - i0 < 32 ? s.Tq - i0 : 32);
-            for (int ii = 0; ii < n; ii++) {
-                const float wk = __shfl_sync(0xffffffffu, wk_lane, ii), wv = __shfl_sync(0xffffffffu, wv_lane, ii);
-                const int64_t row = lk_mha_row(s, b, s.Tq, i0 + ii, h);
-                for (int m = 0; m < LK_MHA_DIMS; m++) {
-                    const int64_t d = lane + 32 * m;
-                    if (d >= s.HS) continue;
-                    if (wk != 0.0f) acc_k[m] += wk * q[row + d];
-                    if (wv != 0.0f) acc_v[m] += wv * dout[row + d];
-                }
-            }
+            const int64_t first = lk_mha_row(s, b, s.Tq, i0, h);
+            lk_mha_gather(acc_k, wk_lane, q + first, s.C, n, lane, s.HS);
+            lk_mha_gather(acc_v, wv_lane, dout + first, s.C, n, lane, s.HS);
         }
-        for (int m = 0; m < LK_MHA_DIMS; m++) {
-            const int64_t d = lane + 32 * m;
-            if (d >= s.HS) continue;
-            if (dkj) dkj[d] = acc_k[m];
-            if (dvj) dvj[d] = acc_v[m];
-        }
+        if (dkj) lk_mha_store(dkj, acc_k, lane, s.HS);
+        if (dvj) lk_mha_store(dvj, acc_v, lane, s.HS);
     }
 }
 

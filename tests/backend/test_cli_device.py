@@ -4,9 +4,7 @@ buffer the model's kernels touch on the device, allocate nothing there after the
 report, and stage each batch with copies. The refusals (named backend that cannot run,
 --no_cuda beside it, the real cuda backend without a driver) are one line each."""
 import ctypes.util
-import json
 import os
-import random
 import re
 import shutil
 import sys
@@ -15,6 +13,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cli"))
 from loomtest import BUILD, LOOM, free_port, loom, write_tokens  # noqa: E402
+from test_cli_seq2seq import write_pairs  # noqa: E402
 
 FIXTURES = os.environ.get("LOOM_FIXTURE_DIR", os.path.join(BUILD, "tests", "backend_fixtures"))
 FAKE = os.path.join(FIXTURES, "fake_gpu.so")
@@ -24,15 +23,6 @@ NANO = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.
 # the dropout masks drawn inside mha included.
 T5_TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
            "--num_layers", "2", "--dropout_rate", "0.1", "--label_smoothing_factor", "0.1"]
-
-
-def write_pairs(path, n, seed):
-    """Reverse 1-6 tokens: padded batches, sources and targets of different lengths."""
-    r = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(n):
-            s = [r.randint(3, 12) for _ in range(r.randint(1, 6))]
-            f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
 
 
 def losses(stdout):
