@@ -11,7 +11,9 @@
  * dinp (dout W, "NN") and dweight (dout^T inp, "TN"), the way lk_linear_* call sgemm.
  * 2 M N K flops per product. GPU time is measured with CUDA events around many back-to-back
  * calls (steady state, no host sync per call); CPU time with a monotonic clock, the CPU using
- * every core OpenBLAS is given. Exits 77 when there is no GPU.
+ * every core OpenBLAS is given. Then T5's attention (mha_forward + mha_backward with bias, padding
+ * mask, dropout; T5-small's 8 heads of 64) in milliseconds per forward and backward, GPU
+ * against CPU, at 8 x 128 and 2 x 512 tokens. Exits 77 when there is no GPU.
  *
  *   bench_cuda_kernels [min_seconds_per_measurement (default 0.3)]
  */
@@ -107,6 +109,107 @@ static double bench_gpu(const product_t *p, int64_t M, int64_t N, int64_t K, dou
     return 2.0 * (double)M * (double)N * (double)K * iters / (ms * 1e-3) * 1e-9;
 }
 
+/* ---- T5's attention: one forward and backward, timed as a whole ---- */
+
+typedef struct {
+    int64_t B, NH, T, HS;
+    float *q, *k, *v, *bias, *out, *att, *dout, *dq, *dk, *dv, *dbias;
+    int32_t *mask;
+    int gpu;
+} mha_bench;
+
+static void mha_step(const mha_bench *m)
+{
+    const float p = 0.1f, scale = 1.0f;
+    const uint64_t seed = 7;
+    if (m->gpu) {
+        lk_mha_forward_cuda(m->out, m->att, m->q, m->k, m->v, m->bias, m->mask, m->B, m->NH, m->T, m->T, m->HS, m->T,
+                            scale, 0, p, seed);
+        lk_mha_backward_cuda(m->dq, m->dk, m->dv, m->dbias, m->dout, m->q, m->k, m->v, m->att, m->B, m->NH, m->T, m->T,
+                             m->HS, m->T, scale, p, seed);
+    } else {
+        lk_mha_forward(m->out, m->att, m->q, m->k, m->v, m->bias, m->mask, m->B, m->NH, m->T, m->T, m->HS, m->T, scale,
+                       0, p, seed);
+        lk_mha_backward(m->dq, m->dk, m->dv, m->dbias, m->dout, m->q, m->k, m->v, m->att, m->B, m->NH, m->T, m->T,
+                        m->HS, m->T, scale, p, seed);
+    }
+}
+
+/* Buffers of the shape on the host (gpu 0) or the device (gpu 1), from the same values. */
+static mha_bench mha_buffers(int64_t B, int64_t NH, int64_t T, int64_t HS, int gpu)
+{
+    const int64_t nx = B * T * NH * HS, natt = B * NH * T * T, nb = NH * T * T;
+    mha_bench m = {B, NH, T, HS, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, gpu};
+    float **xs[] = {&m.q, &m.k, &m.v, &m.out, &m.dout, &m.dq, &m.dk, &m.dv};
+    gt_rng_state = 11;
+    for (size_t i = 0; i < sizeof xs / sizeof *xs; i++) {
+        float *h = gt_rand(nx, -1.0f, 1.0f);
+        *xs[i] = gpu ? gt_device_f(h, nx) : gt_copy(h, nx);
+        free(h);
+    }
+    float *hb = gt_rand(nb, -1.0f, 1.0f);
+    m.bias = gpu ? gt_device_f(hb, nb) : gt_copy(hb, nb);
+    m.dbias = gpu ? gt_device_f(hb, nb) : gt_copy(hb, nb);
+    m.att = gpu ? gt_device_f(NULL, natt) : gt_host((size_t)natt * sizeof(float));
+    int32_t *hm = gt_host((size_t)(B * T) * sizeof *hm);
+    for (int64_t i = 0; i < B * T; i++)
+        hm[i] = i % T < T - T / 8; /* the last eighth of each row is padding */
+    m.mask = gpu ? gt_device(hm, (size_t)(B * T) * sizeof *hm) : hm;
+    free(hb);
+    if (gpu) free(hm);
+    return m;
+}
+
+static void mha_free(mha_bench *m)
+{
+    void *ps[] = {m->q, m->k, m->v, m->out, m->dout, m->dq, m->dk, m->dv, m->bias, m->dbias, m->att, m->mask};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
+        if (m->gpu)
+            cudaFree(ps[i]);
+        else
+            free(ps[i]);
+    }
+}
+
+/* Milliseconds per forward + backward, over at least min_s (GPU: CUDA events, no host sync). */
+static double mha_ms(int64_t B, int64_t NH, int64_t T, int64_t HS, int gpu, double min_s)
+{
+    mha_bench m = mha_buffers(B, NH, T, HS, gpu);
+    mha_step(&m); /* warm up: the workspace, the thread pool */
+    int iters = 0;
+    double ms = 0.0;
+    if (gpu) {
+        cudaEvent_t start, stop;
+        gt_cuda(cudaEventCreate(&start), "cudaEventCreate");
+        gt_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+        for (iters = 2;; iters *= 2) {
+            float t = 0.0f;
+            gt_cuda(cudaEventRecord(start, 0), "cudaEventRecord");
+            for (int i = 0; i < iters; i++)
+                mha_step(&m);
+            gt_cuda(cudaEventRecord(stop, 0), "cudaEventRecord");
+            gt_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+            gt_cuda(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
+            ms = t;
+            if (ms * 1e-3 >= min_s || iters >= (1 << 16)) break;
+        }
+        cudaEventDestroy(start), cudaEventDestroy(stop);
+        const char *err = lk_cuda_last_error();
+        if (err) {
+            fprintf(stderr, "bench: %s\n", err);
+            exit(1);
+        }
+    } else {
+        const double t0 = now_s();
+        do {
+            mha_step(&m);
+            iters++;
+        } while ((ms = (now_s() - t0) * 1e3) < min_s * 1e3);
+    }
+    mha_free(&m);
+    return ms / iters;
+}
+
 int main(int argc, char **argv)
 {
     const double min_s = argc > 1 ? atof(argv[1]) : 0.3;
@@ -144,6 +247,16 @@ int main(int argc, char **argv)
                    gpu, gpu / cpu);
             fflush(stdout);
         }
+    }
+
+    static const int64_t mha_shapes[][2] = {{8, 128}, {2, 512}}; /* batch, tokens */
+    printf("\nT5 attention, fp32 (mha_forward + mha_backward: bias, padding mask, dropout 0.1; 8 heads of 64)\n");
+    printf("%-8s %-8s %12s %12s %9s\n", "batch", "tokens", "CPU ms", "GPU ms", "CPU/GPU");
+    for (size_t i = 0; i < sizeof mha_shapes / sizeof *mha_shapes; i++) {
+        const int64_t B = mha_shapes[i][0], T = mha_shapes[i][1];
+        const double cpu = mha_ms(B, 8, T, 64, 0, min_s), gpu = mha_ms(B, 8, T, 64, 1, min_s);
+        printf("%-8lld %-8lld %12.3f %12.3f %8.1fx\n", (long long)B, (long long)T, cpu, gpu, cpu / gpu);
+        fflush(stdout);
     }
     return 0;
 }

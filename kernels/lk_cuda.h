@@ -133,6 +133,34 @@ void lk_classifier_cuda(float *losses, float *dinp, float *dweight, void *scratc
                         uint32_t dtype, const int32_t *labels, float scale, int64_t N, int64_t C, int64_t V,
                         int64_t chunk);
 
+/* The ABI 1.4 members: the tiled attention with dropout on its probabilities (the mask is
+ * loom_dropout_keep's, drawn exactly as on the CPU) and the classifier with label smoothing. */
+void lk_attention_flash_forward_dropout_cuda(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B,
+                                             int64_t T, int64_t C, int64_t NH, float dropout, uint64_t dropout_seed);
+void lk_attention_flash_backward_dropout_cuda(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
+                                              const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
+                                              int64_t NH, float dropout, uint64_t dropout_seed);
+void lk_classifier_smoothed_cuda(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
+                                 const void *weight, uint32_t dtype, const int32_t *labels, float scale,
+                                 float smoothing, int64_t N, int64_t C, int64_t V, int64_t chunk);
+
+/* rmsnorm.cu, mha.cu: T5's kernels (ABI 1.3). rstd may be NULL in the forward; out may alias
+ * inp. mha takes heads of up to 256 dimensions (larger ones are recorded as an error), key_mask
+ * is a device array; its dropout mask is loom_dropout_keep's, drawn exactly as on the CPU. Both
+ * backwards are deterministic (no atomics): dweight and dbias sum rows and batch entries in a
+ * fixed order (dbias in the CPU's), and the mha backward uses a per-thread device scratch of
+ * B * NH * Tq * Tk floats that the library allocates (and keeps) itself. */
+void lk_rmsnorm_forward_cuda(float *out, float *rstd, const float *inp, const float *weight, int64_t N, int64_t C,
+                             float eps);
+void lk_rmsnorm_backward_cuda(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                              const float *rstd, int64_t N, int64_t C);
+void lk_mha_forward_cuda(float *out, float *att, const float *q, const float *k, const float *v, const float *bias,
+                         const int32_t *key_mask, int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS,
+                         int64_t kv_rows, float scale, int32_t causal, float dropout, uint64_t dropout_seed);
+void lk_mha_backward_cuda(float *dq, float *dk, float *dv, float *dbias, const float *dout, const float *q,
+                          const float *k, const float *v, const float *att, int64_t B, int64_t NH, int64_t Tq,
+                          int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float dropout, uint64_t dropout_seed);
+
 /* optim_step.cu: the ABI 1.5 step kernels. adam_update is enqueued like the others; scale_check
  * and sum_squares return their results in host memory, so they wait. */
 void lk_adam_update_cuda(const struct loom_span *spans, size_t n_spans, const struct loom_adam_args *args);

@@ -23,11 +23,21 @@ extern "C" {
 #define LOOM_KERNELS_CPU_SERVICE "loom.kernels.cpu/1"
 #define LOOM_KERNELS_CUDA_SERVICE "loom.kernels.cuda/1"
 
+/* What makes a header-only helper callable from CUDA device code as well (nvcc defines
+ * __CUDACC__); empty for C and C++ compilers. */
+#if defined(__CUDACC__)
+#define LOOM_HOST_DEVICE __host__ __device__
+#else
+#define LOOM_HOST_DEVICE
+#endif
+
 /* Dropout's keep decision for element `index` of a tensor under `seed` with drop probability
  * p (header-only, ABI 1.3): a counter-based hash, so a forward and its backward, every device
  * and every thread count draw the same mask without storing it. Kept elements are scaled by
- * 1 / (1 - p) by the caller. p <= 0 keeps everything. */
-static inline int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
+ * 1 / (1 - p) by the caller. p <= 0 keeps everything. The CUDA kernels call this very
+ * function (LOOM_HOST_DEVICE): integer arithmetic and one exact float product, so a CPU and a
+ * GPU run draw the same masks. */
+static inline LOOM_HOST_DEVICE int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
 {
     if (p <= 0.0f) return 1;
     uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ull;

@@ -213,7 +213,10 @@ loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *d
         buf->device_inputs = loom_device_alloc((size_t)(capacity * example) * elem, device, loom_device_index());
         buf->device_labels = loom_device_alloc((size_t)(capacity * ds->labels_per_example) * sizeof *buf->labels,
                                                device, loom_device_index());
-        if (!buf->device_inputs || !buf->device_labels) {
+        if (ds->collate)
+            buf->device_mask = loom_device_alloc((size_t)(capacity * example) * sizeof *buf->attention_mask, device,
+                                                 loom_device_index());
+        if (!buf->device_inputs || !buf->device_labels || (ds->collate && !buf->device_mask)) {
             loom_batch_buffer_free(buf);
             return loom_error(LOOM_E_NOMEM, "out of device memory for a batch of %lld", (long long)capacity);
         }
@@ -240,7 +243,7 @@ loom_status loom_batch_buffer_init(loom_batch_buffer *buf, const loom_dataset *d
     b->labels.shape[1] = ds->labels_per_example;
     if (ds->collate) {
         b->attention_mask = b->inputs;
-        b->attention_mask.data = buf->attention_mask;
+        b->attention_mask.data = buf->device_mask ? (void *)buf->device_mask : buf->attention_mask;
         b->attention_mask.dtype = LOOM_DTYPE_I32;
     }
     return LOOM_OK;
@@ -253,11 +256,13 @@ void loom_batch_buffer_free(loom_batch_buffer *buf)
     free(buf->attention_mask);
     loom_device_free(buf->device_inputs);
     loom_device_free(buf->device_labels);
+    loom_device_free(buf->device_mask);
     buf->inputs = NULL;
     buf->labels = NULL;
     buf->attention_mask = NULL;
     buf->device_inputs = NULL;
     buf->device_labels = NULL;
+    buf->device_mask = NULL;
 }
 
 loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_batch_buffer *buf)
@@ -270,9 +275,22 @@ loom_status loom_dataloader_load(const loom_dataloader *dl, int64_t index, loom_
     if (n > buf->capacity)
         return loom_error(LOOM_E_INTERNAL, "batch of %lld rows > buffer of %lld", (long long)n,
                           (long long)buf->capacity);
-    if (dl->dataset->collate) return dl->dataset->collate(dl->dataset, dl->order + begin, n, buf);
+    loom_status st;
+    if (dl->dataset->collate) {
+        /* Padded to this batch's longest rows on the host, then staged like the fixed-size data. */
+        if ((st = dl->dataset->collate(dl->dataset, dl->order + begin, n, buf)) != LOOM_OK || !buf->device_inputs)
+            return st;
+        const loom_batch *b = &buf->batch;
+        const size_t in_bytes = (size_t)(n * b->inputs.shape[1]) * sizeof(int32_t);
+        const size_t label_bytes = (size_t)(n * b->labels.shape[1]) * sizeof *buf->labels;
+        if ((st = loom_device_copy(buf->device_inputs, buf->inputs, in_bytes, LOOM_COPY_HOST_TO_DEVICE)) != LOOM_OK ||
+            (st = loom_device_copy(buf->device_mask, buf->attention_mask, in_bytes, LOOM_COPY_HOST_TO_DEVICE)) !=
+                LOOM_OK)
+            return st;
+        return loom_device_copy(buf->device_labels, buf->labels, label_bytes, LOOM_COPY_HOST_TO_DEVICE);
+    }
     int64_t targets = 0;
-    loom_status st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
+    st = dl->dataset->fill(dl->dataset, dl->order + begin, n, buf->inputs, buf->labels, &targets);
     if (st != LOOM_OK) return st;
     if (buf->device_inputs) {
         /* Filled on the host, then staged (the copy waits: the batch is read next). */

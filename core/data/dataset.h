@@ -86,6 +86,7 @@ LOOM_API loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoc
 /* Buffers for one batch, sized for the loader's batch size (owned). */
 typedef struct loom_batch_buffer {
     void *device_inputs, *device_labels; /* on a device run: where the batch is staged (owned) */
+    int32_t *device_mask;                /* ... and the attention mask of variable-length data  */
     loom_batch batch;     /* views into the buffers below */
     void *inputs;
     int32_t *labels;

@@ -16,6 +16,12 @@
  * it as not yet tuned). The backward's dk and dv are sums over query rows that several warps
  * add to with atomicAdd: their round-off depends on the order the warps run in, unlike the
  * CPU kernel's, which is deterministic.
+ *
+ * Dropout (ABI 1.4, _dropout members): probability e = ((b NH + h) T + t) T + j is kept, scaled
+ * by 1 / (1 - p), when loom_dropout_keep(seed, e, p) (the function the CPU kernel calls, so both
+ * devices draw the same mask); the running sum and lse stay the undropped softmax's. The
+ * backward draws the mask again: dv += P Z dout, dS = P (Z dP - D), FlashAttention's backward
+ * with dropout. Without dropout nothing is multiplied: the 1.3 arithmetic, bit for bit.
  */
 #include "common.cuh"
 
@@ -25,8 +31,16 @@
 
 typedef struct lk_flash_shape {
     int64_t B, T, C, NH, hs;
-    float scale;
+    float scale, dropout, keep_scale;
+    uint64_t seed;
 } lk_flash_shape;
+
+/* Dropout's multiplier of probability (row t, key j) of head bh: 0 or 1 / (1 - p). Called only
+ * with s.dropout > 0. */
+static __device__ __forceinline__ float lk_flash_keep(const lk_flash_shape &s, int64_t bh, int64_t t, int64_t j)
+{
+    return loom_dropout_keep(s.seed, (uint64_t)((bh * s.T + t) * s.T + j), s.dropout) ? s.keep_scale : 0.0f;
+}
 
 /* Element d of row t's part `part` (0 = q, 1 = k, 2 = v) of head h in batch b. */
 static __device__ __forceinline__ float lk_qkv(const void *qkv, uint32_t dtype, const lk_flash_shape &s, int64_t b,
@@ -65,9 +79,10 @@ static __global__ void lk_flash_forward_kernel(float *out, float *lse, const voi
         const int64_t j = j0 + lane;
         const float score = j <= t ? lk_score(q_row, qkv, dtype, s, b, j, h) : -INFINITY;
         const float m_new = fmaxf(m, lk_warp_reduce(score, lk_max_op()));
-        const float p = j <= t ? expf(score - m_new) : 0.0f;
+        float p = j <= t ? expf(score - m_new) : 0.0f;
         const float rescale = expf(m - m_new); /* 0 on the first group (m = -inf) */
         l = l * rescale + lk_warp_reduce(p, lk_sum_op());
+        if (s.dropout > 0.0f && j <= t) p *= lk_flash_keep(s, bh, t, j); /* after the sum: l stays undropped */
         for (int i = 0; i < LK_FLASH_DIMS; i++)
             acc[i] *= rescale;
         const int keys = (int)(t - j0 + 1 < 32 ? t - j0 + 1 : 32);
@@ -122,7 +137,13 @@ static __global__ void lk_flash_backward_kernel(float *dqkv, const float *dout, 
             float dp = 0.0f;
             for (int64_t d = 0; d < s.hs; d++)
                 dp += do_row[d] * lk_qkv(qkv, dtype, s, b, j, 2, h, d);
-            ds = p * (dp - D);
+            if (s.dropout > 0.0f) { /* p becomes the dropped weight of v; ds uses the undropped one */
+                const float z = lk_flash_keep(s, bh, t, j);
+                ds = p * (dp * z - D);
+                p *= z;
+            } else {
+                ds = p * (dp - D);
+            }
         }
         const int keys = (int)(t - j0 + 1 < 32 ? t - j0 + 1 : 32);
         for (int k = 0; k < keys; k++) {
@@ -147,7 +168,7 @@ static __global__ void lk_flash_backward_kernel(float *dqkv, const float *dout, 
 
 /* The shape checks both directions share; 0 (with the error recorded) when the call does nothing. */
 static int lk_flash_shape_of(lk_flash_shape *s, uint32_t dtype, int64_t B, int64_t T, int64_t C, int64_t NH,
-                             const char *fn)
+                             float dropout, uint64_t seed, const char *fn)
 {
     if (B <= 0 || T <= 0 || C <= 0 || NH <= 0) return 0;
     if (dtype != LOOM_DTYPE_F32 && dtype != LOOM_DTYPE_BF16 && dtype != LOOM_DTYPE_F16) return 0;
@@ -156,18 +177,40 @@ static int lk_flash_shape_of(lk_flash_shape *s, uint32_t dtype, int64_t B, int64
                        (long long)NH, (long long)B, LK_FLASH_MAX_HS, LK_CUDA_MAX_GRID_Y);
         return 0;
     }
-    *s = lk_flash_shape{B, T, C, NH, C / NH, 1.0f / sqrtf((float)(C / NH))};
+    *s = lk_flash_shape{
+        B,   T, C, NH, C / NH, 1.0f / sqrtf((float)(C / NH)), dropout, dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f,
+        seed};
     return 1;
+}
+
+extern "C" void lk_attention_flash_forward_dropout_cuda(float *out, float *lse, const void *qkv, uint32_t qkv_dtype,
+                                                        int64_t B, int64_t T, int64_t C, int64_t NH, float dropout,
+                                                        uint64_t dropout_seed)
+{
+    static const char fn[] = "lk_attention_flash_forward_dropout_cuda";
+    lk_flash_shape s;
+    if (!lk_flash_shape_of(&s, qkv_dtype, B, T, C, NH, dropout, dropout_seed, fn)) return;
+    const dim3 grid((unsigned int)((T + LK_FLASH_WARPS - 1) / LK_FLASH_WARPS), (unsigned int)(B * NH));
+    lk_flash_forward_kernel<<<grid, 32 * LK_FLASH_WARPS>>>(out, lse, qkv, qkv_dtype, s);
+    lk_cuda_launched(fn);
 }
 
 extern "C" void lk_attention_flash_forward_cuda(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B,
                                                 int64_t T, int64_t C, int64_t NH)
 {
-    static const char fn[] = "lk_attention_flash_forward_cuda";
+    lk_attention_flash_forward_dropout_cuda(out, lse, qkv, qkv_dtype, B, T, C, NH, 0.0f, 0);
+}
+
+extern "C" void lk_attention_flash_backward_dropout_cuda(float *dqkv, const float *dout, const void *qkv,
+                                                         uint32_t qkv_dtype, const float *out, const float *lse,
+                                                         int64_t B, int64_t T, int64_t C, int64_t NH, float dropout,
+                                                         uint64_t dropout_seed)
+{
+    static const char fn[] = "lk_attention_flash_backward_dropout_cuda";
     lk_flash_shape s;
-    if (!lk_flash_shape_of(&s, qkv_dtype, B, T, C, NH, fn)) return;
+    if (!dqkv || !lk_flash_shape_of(&s, qkv_dtype, B, T, C, NH, dropout, dropout_seed, fn)) return;
     const dim3 grid((unsigned int)((T + LK_FLASH_WARPS - 1) / LK_FLASH_WARPS), (unsigned int)(B * NH));
-    lk_flash_forward_kernel<<<grid, 32 * LK_FLASH_WARPS>>>(out, lse, qkv, qkv_dtype, s);
+    lk_flash_backward_kernel<<<grid, 32 * LK_FLASH_WARPS>>>(dqkv, dout, qkv, qkv_dtype, out, lse, s);
     lk_cuda_launched(fn);
 }
 
@@ -175,10 +218,5 @@ extern "C" void lk_attention_flash_backward_cuda(float *dqkv, const float *dout,
                                                  const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
                                                  int64_t NH)
 {
-    static const char fn[] = "lk_attention_flash_backward_cuda";
-    lk_flash_shape s;
-    if (!lk_flash_shape_of(&s, qkv_dtype, B, T, C, NH, fn)) return;
-    const dim3 grid((unsigned int)((T + LK_FLASH_WARPS - 1) / LK_FLASH_WARPS), (unsigned int)(B * NH));
-    lk_flash_backward_kernel<<<grid, 32 * LK_FLASH_WARPS>>>(dqkv, dout, qkv, qkv_dtype, out, lse, s);
-    lk_cuda_launched(fn);
+    lk_attention_flash_backward_dropout_cuda(dqkv, dout, qkv, qkv_dtype, out, lse, B, T, C, NH, 0.0f, 0);
 }

@@ -42,11 +42,17 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.softmax_cross_entropy_backward_cast = lk_softmax_cross_entropy_backward_cast_cuda;
     t.attention_flash_forward = lk_attention_flash_forward_cuda;
     t.attention_flash_backward = lk_attention_flash_backward_cuda;
+    t.rmsnorm_forward = lk_rmsnorm_forward_cuda;
+    t.rmsnorm_backward = lk_rmsnorm_backward_cuda;
+    t.mha_forward = lk_mha_forward_cuda;
+    t.mha_backward = lk_mha_backward_cuda;
     t.classifier = lk_classifier_cuda;
-    /* ABI 1.4 label smoothing; classifier_smoothed not yet on CUDA (docs/gpu.md). */
     t.softmax_cross_entropy_smoothed_forward = lk_softmax_cross_entropy_smoothed_forward_cuda;
     t.softmax_cross_entropy_smoothed_backward = lk_softmax_cross_entropy_smoothed_backward_cuda;
     t.softmax_cross_entropy_smoothed_backward_cast = lk_softmax_cross_entropy_smoothed_backward_cast_cuda;
+    t.classifier_smoothed = lk_classifier_smoothed_cuda;
+    t.attention_flash_forward_dropout = lk_attention_flash_forward_dropout_cuda;
+    t.attention_flash_backward_dropout = lk_attention_flash_backward_dropout_cuda;
     /* ABI 1.5: the optimizer step (docs/architecture.md#device-step). */
     t.adam_update = lk_adam_update_cuda;
     t.scale_check = lk_scale_check_cuda;

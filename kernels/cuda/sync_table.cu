@@ -50,6 +50,13 @@ static constexpr loom_kernels_api lk_cuda_make_sync_table()
     t.softmax_cross_entropy_smoothed_backward = lk_sync<lk_softmax_cross_entropy_smoothed_backward_cuda>::call;
     t.softmax_cross_entropy_smoothed_backward_cast =
         lk_sync<lk_softmax_cross_entropy_smoothed_backward_cast_cuda>::call;
+    t.rmsnorm_forward = lk_sync<lk_rmsnorm_forward_cuda>::call;
+    t.rmsnorm_backward = lk_sync<lk_rmsnorm_backward_cuda>::call;
+    t.mha_forward = lk_sync<lk_mha_forward_cuda>::call;
+    t.mha_backward = lk_sync<lk_mha_backward_cuda>::call;
+    t.classifier_smoothed = lk_sync<lk_classifier_smoothed_cuda>::call;
+    t.attention_flash_forward_dropout = lk_sync<lk_attention_flash_forward_dropout_cuda>::call;
+    t.attention_flash_backward_dropout = lk_sync<lk_attention_flash_backward_dropout_cuda>::call;
     /* scale_check and sum_squares wait already (their results are host memory). */
     t.adam_update = lk_sync<lk_adam_update_cuda>::call;
     return t;

@@ -141,8 +141,10 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
     if (binding->param_dtype != LOOM_DTYPE_F32 || binding->compute_dtype != LOOM_DTYPE_F32)
         return api->fail(self->host, LOOM_E_UNSUPPORTED, "parameters in %s, compute in %s: t5 runs in f32 only for now",
                          loom_dtype_name(binding->param_dtype), loom_dtype_name(binding->compute_dtype));
-    if (binding->device != LOOM_DEVICE_CPU)
-        return api->fail(self->host, LOOM_E_UNSUPPORTED, "device %u: t5 runs on the CPU only for now", binding->device);
+    /* Any device whose kernel table the host lends with T5's members (checked below). The
+     * host-side work here (embeddings, position bias, dropout of the residual stream, the loss
+     * sum) reads and writes the activations directly: ABI 1.3 promises that a bound device's
+     * memory is CPU-addressable between kernel calls (abi/loom/backend.h, docs/gpu.md). */
     if (!binding->params) return api->fail(self->host, LOOM_E_INVALID, "bind: params is NULL");
     if (binding->max_batch_size < 1)
         return api->fail(self->host, LOOM_E_INVALID, "bind: max_batch_size is %lld",
@@ -162,6 +164,9 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
                                   k->softmax_cross_entropy_smoothed_forward)))
         return api->fail(self->host, LOOM_E_UNSUPPORTED,
                          "the host's kernel table lacks T5's kernels (rmsnorm, mha: ABI 1.3; label smoothing: 1.4)");
+    if (k->device != binding->device)
+        return api->fail(self->host, LOOM_E_INVALID, "kernels for device %u, parameters on device %u", k->device,
+                         binding->device);
     const int64_t B = binding->max_batch_size, N = B * T, D = self->D, E = self->E, F = self->F, V = self->V;
     const double estimate =
         (double)N * ((double)V + (double)(self->enc.L + self->dec.L) *
@@ -178,7 +183,7 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
     self->activations = NULL;
     self->k = NULL;
     self->fwd_B = 0;
-    float *p = api->alloc(self->host, (size_t)total * sizeof(float), 64, LOOM_DEVICE_CPU, 0);
+    float *p = api->alloc(self->host, (size_t)total * sizeof(float), 64, binding->device, binding->device_index);
     if (!p)
         return api->fail(self->host, LOOM_E_NOMEM,
                          "out of memory for activations (%lld bytes: batch %lld x %lld tokens)", (long long)(total * 4),
@@ -243,9 +248,10 @@ static loom_status check_ids(loom_model *self, const int32_t *ids, int64_t n, in
     return LOOM_OK;
 }
 
-static int view_ok(const loom_tensor_view *v, int64_t B)
+/* Ids, labels and the mask on the model's device: the kernels read labels and the mask. */
+static int view_ok(const loom_model *self, const loom_tensor_view *v, int64_t B)
 {
-    return v->data && v->dtype == LOOM_DTYPE_I32 && v->ndim == 2 && v->shape[0] == B && v->device == LOOM_DEVICE_CPU;
+    return v->data && v->dtype == LOOM_DTYPE_I32 && v->ndim == 2 && v->shape[0] == B && v->device == self->k->device;
 }
 
 /* Check the batch and read its shapes: inputs [B, S] (mask alike), labels and/or decoder inputs
@@ -257,21 +263,21 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
     loom_status st = loom_model_check_batch(self->host, api, self->k != NULL, batch, self->max_batch);
     if (st != LOOM_OK) return st;
     const int64_t B = batch->batch_size;
-    if (!view_ok(&batch->inputs, B))
-        return api->fail(self->host, LOOM_E_INVALID, "inputs must be i32 token ids [%lld, source length] on the CPU",
-                         (long long)B);
+    if (!view_ok(self, &batch->inputs, B))
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "inputs must be i32 token ids [%lld, source length] on the model's device", (long long)B);
     const int64_t S = batch->inputs.shape[1];
     const int has13 = LOOM_HAS_FIELD(batch, loom_batch, reserved1);
     const loom_tensor_view *dv = has13 && batch->decoder_input_ids.data ? &batch->decoder_input_ids : NULL;
     const loom_tensor_view *lv = batch->labels.data ? &batch->labels : NULL;
     if (!dv && !lv)
         return api->fail(self->host, LOOM_E_INVALID, "an encoder-decoder batch needs labels or decoder_input_ids");
-    if (lv && !view_ok(lv, B))
-        return api->fail(self->host, LOOM_E_INVALID, "labels must be i32 [%lld, target length] on the CPU",
+    if (lv && !view_ok(self, lv, B))
+        return api->fail(self->host, LOOM_E_INVALID, "labels must be i32 [%lld, target length] on the model's device",
                          (long long)B);
-    if (dv && !view_ok(dv, B))
-        return api->fail(self->host, LOOM_E_INVALID, "decoder_input_ids must be i32 [%lld, target length] on the CPU",
-                         (long long)B);
+    if (dv && !view_ok(self, dv, B))
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "decoder_input_ids must be i32 [%lld, target length] on the model's device", (long long)B);
     const int64_t T = dv ? dv->shape[1] : lv->shape[1];
     if (lv && lv->shape[1] != T)
         return api->fail(self->host, LOOM_E_INVALID, "labels have %lld positions, decoder_input_ids %lld",
@@ -284,7 +290,7 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
     const int32_t *mask = NULL;
     if (has13 && batch->attention_mask.data) {
         const loom_tensor_view *m = &batch->attention_mask;
-        if (!view_ok(m, B) || m->shape[1] != S)
+        if (!view_ok(self, m, B) || m->shape[1] != S)
             return api->fail(self->host, LOOM_E_INVALID, "attention_mask must be i32 [%lld, %lld] like the inputs",
                              (long long)B, (long long)S);
         mask = m->data;

@@ -52,6 +52,11 @@ loom_status t5_encode(loom_model *self, const loom_batch *sources, int64_t num_b
 {
     const loom_host_api *api = self->api;
     if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "encode before bind");
+    /* decode_rows writes logits into the caller's host buffer, which device kernels cannot. */
+    if (self->k->device != LOOM_DEVICE_CPU)
+        return api->fail(self->host, LOOM_E_UNSUPPORTED,
+                         "generation with t5 runs on the CPU only for now (docs/gpu.md#what-runs-where): evaluate "
+                         "with --no_cuda for --predict_with_generate");
     if (!sources || !LOOM_HAS_FIELD(sources, loom_batch, n_targets))
         return api->fail(self->host, LOOM_E_ABI, "encode: sources missing or too small");
     const loom_tensor_view *in = &sources->inputs;

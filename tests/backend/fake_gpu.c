@@ -391,6 +391,39 @@ static void k_ce_backward_cast(void *dlogits, uint32_t dtype, const float *probs
     fake.cpu->softmax_cross_entropy_backward_cast(dlogits, dtype, probs, labels, scale, B, C);
 }
 
+/* T5's members (ABI 1.3, 1.4's smoothed loss), so a t5 run is placement-checked too. */
+static void k_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int64_t N, int64_t C,
+                              float eps)
+{
+    C3(out, rstd, inp), C1(w);
+    fake.cpu->rmsnorm_forward(out, rstd, inp, w, N, C, eps);
+}
+static void k_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                               const float *rstd, int64_t N, int64_t C)
+{
+    C3(dinp, dw, dout), C3(inp, w, rstd);
+    fake.cpu->rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+}
+static void k_mha_forward(float *out, float *att, const float *q, const float *k, const float *v, const float *bias,
+                          const int32_t *mask, int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS,
+                          int64_t kv_rows, float scale, int32_t causal, float p, uint64_t seed)
+{
+    C3(out, att, q), C3(k, v, bias), C1(mask);
+    fake.cpu->mha_forward(out, att, q, k, v, bias, mask, B, NH, Tq, Tk, HS, kv_rows, scale, causal, p, seed);
+}
+static void k_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float *dout, const float *q,
+                           const float *k, const float *v, const float *att, int64_t B, int64_t NH, int64_t Tq,
+                           int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float p, uint64_t seed)
+{
+    C3(dq, dk, dv), C3(dbias, dout, q), C3(k, v, att);
+    fake.cpu->mha_backward(dq, dk, dv, dbias, dout, q, k, v, att, B, NH, Tq, Tk, HS, kv_rows, scale, p, seed);
+}
+static void k_ce_smoothed_forward(float *probs, float *losses, const float *logits, const int32_t *labels,
+                                  float smoothing, int64_t B, int64_t C)
+{
+    C3(probs, losses, logits), C1(labels);
+    fake.cpu->softmax_cross_entropy_smoothed_forward(probs, losses, logits, labels, smoothing, B, C);
+}
 /* ABI 1.5, the step: every span's param, grad and moments must be device memory. The span
  * array, args, bounds, sums and the flag are host memory by contract. */
 static void k_adam_update(const struct loom_span *spans, size_t n, const struct loom_adam_args *args)
@@ -441,6 +474,11 @@ static const loom_kernels_api checked = {
     .accumulate_f32 = k_accumulate_f32,
     .gemm_mixed = k_gemm_mixed,
     .softmax_cross_entropy_backward_cast = k_ce_backward_cast,
+    .rmsnorm_forward = k_rmsnorm_forward,
+    .rmsnorm_backward = k_rmsnorm_backward,
+    .mha_forward = k_mha_forward,
+    .mha_backward = k_mha_backward,
+    .softmax_cross_entropy_smoothed_forward = k_ce_smoothed_forward,
     .adam_update = k_adam_update,
     .scale_check = k_scale_check,
     .sum_squares = k_sum_squares,

@@ -10,7 +10,8 @@
 # with -DLOOM_CUDA=ON against that prefix, build, then, when a GPU is visible:
 #   1. ctest -L gpu: every CUDA kernel against its CPU twin (tests/gpu/test_cuda_kernels);
 #   2. test_backend: the cuda backend probes, binds and allocates on the real device;
-#   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2);
+#   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2),
+#      and a tiny T5 with dropout and label smoothing likewise (fp32 within 1e-4);
 #   4. transformers itself: a loom folder in GPT2LMHeadModel, an HF folder in loom (hf_roundtrip.py);
 #   5. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
 #   6. NCCL (when the nccl plugin was built): the plugin's collectives on one rank, then
@@ -109,6 +110,9 @@ grep -q "Skipped" "$build/ctest-gpu.log" && die "the GPU test was skipped althou
 
 step "gpt2-nano, 20 steps, GPU vs CPU"
 python3 "$root/tests/gpu/compare_losses.py" "$build" || die "GPU and CPU loss trajectories differ"
+
+step "t5-tiny (padded pairs, dropout, label smoothing), 20 steps, GPU vs CPU"
+python3 "$root/tests/gpu/compare_losses.py" "$build" --t5 || die "GPU and CPU loss trajectories of t5 differ"
 
 step "transformers: a loom folder in GPT2LMHeadModel, an HF folder in loom"
 rc=0; python3 "$root/tests/gpu/hf_roundtrip.py" "$build" || rc=$?

@@ -554,8 +554,11 @@ static void *stored_as(const float *values, int64_t n, uint32_t dtype, void **de
     return h;
 }
 
-static void case_flash(int64_t B, int64_t T, int64_t C, int64_t NH, uint32_t dtype, double tol)
+/* dropout > 0: the ABI 1.4 _dropout members on both devices, the same seed (the masks must be
+ * the same draws for the results to agree). */
+static void case_flash(int64_t B, int64_t T, int64_t C, int64_t NH, uint32_t dtype, double tol, float dropout)
 {
+    const uint64_t seed = 0x5eedf1a5u;
     const int64_t nqkv = B * T * 3 * C, nout = B * T * C, nlse = B * NH * T;
     float *qkv = gt_rand(nqkv, -1.0f, 1.0f), *dout = gt_rand(nout, -1.0f, 1.0f), *dqkv = gt_rand(nqkv, -1.0f, 1.0f);
     float *out = gt_host((size_t)nout * sizeof *out), *lse = gt_host((size_t)nlse * sizeof *lse);
@@ -565,26 +568,33 @@ static void case_flash(int64_t B, int64_t T, int64_t C, int64_t NH, uint32_t dty
     float *d_dqkv = gt_device_f(dqkv, nqkv);
     char name[112];
 
-    lk_attention_flash_forward(out, lse, h_qkv, dtype, B, T, C, NH);
-    lk_attention_flash_forward_cuda(d_out, d_lse, d_qkv, dtype, B, T, C, NH);
+    lk_attention_flash_forward_dropout(out, lse, h_qkv, dtype, B, T, C, NH, dropout, seed);
+    if (dropout > 0.0f)
+        lk_attention_flash_forward_dropout_cuda(d_out, d_lse, d_qkv, dtype, B, T, C, NH, dropout, seed);
+    else
+        lk_attention_flash_forward_cuda(d_out, d_lse, d_qkv, dtype, B, T, C, NH);
     float *g_out = gt_fetch(d_out, nout), *g_lse = gt_fetch(d_lse, nlse);
     cmp_t c = {0};
     cmp_add(&c, g_out, out, nout);
     cmp_add(&c, g_lse, lse, nlse);
-    snprintf(name, sizeof name, "attention_flash_forward dtype=%u B=%lld T=%lld C=%lld NH=%lld", dtype, (long long)B,
-             (long long)T, (long long)C, (long long)NH);
+    snprintf(name, sizeof name, "attention_flash_forward dtype=%u B=%lld T=%lld C=%lld NH=%lld dropout %g", dtype,
+             (long long)B, (long long)T, (long long)C, (long long)NH, dropout);
     cmp_report(&c, name, tol);
 
     /* Both backwards start from the CPU forward's out and lse, so only the backward differs. */
     gt_cuda(cudaMemcpy(d_out, out, (size_t)nout * sizeof *out, cudaMemcpyHostToDevice), "cudaMemcpy");
     gt_cuda(cudaMemcpy(d_lse, lse, (size_t)nlse * sizeof *lse, cudaMemcpyHostToDevice), "cudaMemcpy");
-    lk_attention_flash_backward(dqkv, dout, h_qkv, dtype, out, lse, B, T, C, NH);
-    lk_attention_flash_backward_cuda(d_dqkv, d_dout, d_qkv, dtype, d_out, d_lse, B, T, C, NH);
+    lk_attention_flash_backward_dropout(dqkv, dout, h_qkv, dtype, out, lse, B, T, C, NH, dropout, seed);
+    if (dropout > 0.0f)
+        lk_attention_flash_backward_dropout_cuda(d_dqkv, d_dout, d_qkv, dtype, d_out, d_lse, B, T, C, NH, dropout,
+                                                 seed);
+    else
+        lk_attention_flash_backward_cuda(d_dqkv, d_dout, d_qkv, dtype, d_out, d_lse, B, T, C, NH);
     float *g_dqkv = gt_fetch(d_dqkv, nqkv);
     cmp_t cb = {0};
     cmp_add(&cb, g_dqkv, dqkv, nqkv);
-    snprintf(name, sizeof name, "attention_flash_backward dtype=%u B=%lld T=%lld C=%lld NH=%lld", dtype, (long long)B,
-             (long long)T, (long long)C, (long long)NH);
+    snprintf(name, sizeof name, "attention_flash_backward dtype=%u B=%lld T=%lld C=%lld NH=%lld dropout %g", dtype,
+             (long long)B, (long long)T, (long long)C, (long long)NH, dropout);
     cmp_report(&cb, name, tol);
     check(lk_cuda_last_error() == NULL, "attention_flash: no error recorded", lk_cuda_last_error());
 
@@ -592,7 +602,8 @@ static void case_flash(int64_t B, int64_t T, int64_t C, int64_t NH, uint32_t dty
     free(qkv), free(dout), free(dqkv), free(out), free(lse), free(h_qkv), free(g_out), free(g_lse), free(g_dqkv);
 }
 
-static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dtype, double tol)
+/* smoothing > 0: classifier_smoothed (ABI 1.4) on both devices. */
+static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dtype, double tol, float smoothing)
 {
     float *inp = gt_rand(N * C, -1.0f, 1.0f), *weight = gt_rand(V * C, -0.5f, 0.5f);
     float *dinp = gt_rand(N * C, -1.0f, 1.0f), *dweight = gt_rand(V * C, -1.0f, 1.0f);
@@ -609,16 +620,22 @@ static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint
     int32_t *d_labels = gt_device(labels, (size_t)N * sizeof *labels);
     const float scale = 1.0f / (float)N;
 
-    lk_classifier(losses, dinp, dweight, scratch, h_inp, h_weight, dtype, labels, scale, N, C, V, chunk);
-    lk_classifier_cuda(d_losses, d_dinp, d_dweight, d_scratch, d_inp, d_weight, dtype, d_labels, scale, N, C, V, chunk);
+    lk_classifier_smoothed(losses, dinp, dweight, scratch, h_inp, h_weight, dtype, labels, scale, smoothing, N, C, V,
+                           chunk);
+    if (smoothing > 0.0f)
+        lk_classifier_smoothed_cuda(d_losses, d_dinp, d_dweight, d_scratch, d_inp, d_weight, dtype, d_labels, scale,
+                                    smoothing, N, C, V, chunk);
+    else
+        lk_classifier_cuda(d_losses, d_dinp, d_dweight, d_scratch, d_inp, d_weight, dtype, d_labels, scale, N, C, V,
+                           chunk);
     float *g_losses = gt_fetch(d_losses, N), *g_dinp = gt_fetch(d_dinp, N * C), *g_dweight = gt_fetch(d_dweight, V * C);
     cmp_t c = {0};
     cmp_add(&c, g_losses, losses, N);
     cmp_add(&c, g_dinp, dinp, N * C);
     cmp_add(&c, g_dweight, dweight, V * C);
     char name[96];
-    snprintf(name, sizeof name, "classifier dtype=%u N=%lld C=%lld V=%lld chunk=%lld", dtype, (long long)N,
-             (long long)C, (long long)V, (long long)chunk);
+    snprintf(name, sizeof name, "classifier dtype=%u N=%lld C=%lld V=%lld chunk=%lld smoothing %g", dtype, (long long)N,
+             (long long)C, (long long)V, (long long)chunk, smoothing);
     cmp_report(&c, name, tol);
     check(lk_cuda_last_error() == NULL, "classifier: no error recorded", lk_cuda_last_error());
 
@@ -630,12 +647,197 @@ static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint
 
 static void test_flash_classifier(void)
 {
-    case_flash(2, 37, 48, 4, LOOM_DTYPE_F32, TOL_F32);        /* hs = 12, T not a multiple of 32 */
-    case_flash(1, 300, 768, 12, LOOM_DTYPE_F32, TOL_LARGE_K); /* GPT-2 heads (hs = 64) */
-    case_flash(1, 130, 256, 2, LOOM_DTYPE_BF16, TOL_LARGE_K); /* hs = 128, 16-bit inputs widened alike */
-    case_flash(1, 64, 128, 2, LOOM_DTYPE_F16, TOL_LARGE_K);
-    case_classifier(37, 48, 1000, 16, LOOM_DTYPE_F32, TOL_LARGE_K); /* chunks of 16, 16, 5 */
-    case_classifier(64, 96, 5003, 64, LOOM_DTYPE_BF16, TOL_LARGE_K);
+    case_flash(2, 37, 48, 4, LOOM_DTYPE_F32, TOL_F32, 0.0f);        /* hs = 12, T not a multiple of 32 */
+    case_flash(1, 300, 768, 12, LOOM_DTYPE_F32, TOL_LARGE_K, 0.0f); /* GPT-2 heads (hs = 64) */
+    case_flash(1, 130, 256, 2, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.0f); /* hs = 128, 16-bit inputs widened alike */
+    case_flash(1, 64, 128, 2, LOOM_DTYPE_F16, TOL_LARGE_K, 0.0f);
+    case_flash(2, 37, 48, 4, LOOM_DTYPE_F32, TOL_F32, 0.1f); /* attention dropout (ABI 1.4): the same masks */
+    case_flash(1, 130, 256, 2, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.3f);
+    case_classifier(37, 48, 1000, 16, LOOM_DTYPE_F32, TOL_LARGE_K, 0.0f); /* chunks of 16, 16, 5 */
+    case_classifier(64, 96, 5003, 64, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.0f);
+    case_classifier(37, 48, 1000, 16, LOOM_DTYPE_F32, TOL_LARGE_K, 0.1f); /* label smoothing (ABI 1.4) */
+    case_classifier(64, 96, 5003, 64, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.2f);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* T5: rmsnorm and mha (ABI 1.3)                                                            */
+
+/* in_place: out aliases inp on both devices, and rstd is NULL (as at inference) - the
+ * backward then runs on the CPU's rstd, which it uses anyway. which: bit 0 dinp, bit 1 dweight. */
+static void case_rmsnorm(int64_t N, int64_t C, int in_place, int which)
+{
+    float *x = gt_rand(N * C, -2.0f, 2.0f), *w = gt_rand(C, 0.5f, 1.5f);
+    float *out = gt_host((size_t)(N * C) * sizeof *out), *rstd = gt_host((size_t)N * sizeof *rstd);
+    float *dout = gt_rand(N * C, -1.0f, 1.0f), *dinp = gt_rand(N * C, -1.0f, 1.0f), *dw = gt_rand(C, -1.0f, 1.0f);
+    float *d_x = gt_device_f(x, N * C), *d_w = gt_device_f(w, C), *d_out = gt_device_f(NULL, N * C);
+    float *d_rstd = gt_device_f(NULL, N), *d_dout = gt_device_f(dout, N * C), *d_dinp = gt_device_f(dinp, N * C);
+    float *d_dw = gt_device_f(dw, C);
+    const float eps = 1e-6f;
+    char name[96];
+
+    lk_rmsnorm_forward(out, rstd, x, w, N, C, eps); /* the CPU's rstd is needed below either way */
+    cmp_t c = {0};
+    if (in_place) {
+        gt_cuda(cudaMemcpy(d_out, d_x, (size_t)(N * C) * sizeof *x, cudaMemcpyDeviceToDevice), "cudaMemcpy");
+        lk_rmsnorm_forward_cuda(d_out, NULL, d_out, d_w, N, C, eps);
+        float *g_out = gt_fetch(d_out, N * C);
+        cmp_add(&c, g_out, out, N * C);
+        free(g_out);
+    } else {
+        lk_rmsnorm_forward_cuda(d_out, d_rstd, d_x, d_w, N, C, eps);
+        float *g_out = gt_fetch(d_out, N * C), *g_rstd = gt_fetch(d_rstd, N);
+        cmp_add(&c, g_out, out, N * C);
+        cmp_add(&c, g_rstd, rstd, N);
+        free(g_out), free(g_rstd);
+    }
+    snprintf(name, sizeof name, "rmsnorm_forward N=%lld C=%lld%s", (long long)N, (long long)C,
+             in_place ? " in place, no rstd" : "");
+    cmp_report(&c, name, TOL_F32);
+
+    gt_cuda(cudaMemcpy(d_rstd, rstd, (size_t)N * sizeof *rstd, cudaMemcpyHostToDevice), "cudaMemcpy");
+    lk_rmsnorm_backward(which & 1 ? dinp : NULL, which & 2 ? dw : NULL, dout, x, w, rstd, N, C);
+    lk_rmsnorm_backward_cuda(which & 1 ? d_dinp : NULL, which & 2 ? d_dw : NULL, d_dout, d_x, d_w, d_rstd, N, C);
+    float *g_dinp = gt_fetch(d_dinp, N * C), *g_dw = gt_fetch(d_dw, C);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_dinp, dinp, N * C); /* a skipped gradient must come back untouched */
+    cmp_add(&cb, g_dw, dw, C);
+    snprintf(name, sizeof name, "rmsnorm_backward N=%lld C=%lld %s%s", (long long)N, (long long)C,
+             which & 1 ? "dinp " : "", which & 2 ? "dweight" : "");
+    cmp_report(&cb, name, N > 1000 ? TOL_LARGE_K : TOL_F32);
+
+    cudaFree(d_x), cudaFree(d_w), cudaFree(d_out), cudaFree(d_rstd), cudaFree(d_dout), cudaFree(d_dinp), cudaFree(d_dw);
+    free(x), free(w), free(out), free(rstd), free(dout), free(dinp), free(dw), free(g_dinp), free(g_dw);
+}
+
+typedef struct {
+    int64_t B, NH, Tq, Tk, HS, kv_rows;
+    int bias, mask, causal;
+    float dropout;
+} mha_case;
+
+/* mha_forward (out and att) and mha_backward (dq, dk, dv, dbias accumulated onto random values;
+ * k, v, dk and dv have kv_rows rows, of which the ones past Tk must come back untouched) on
+ * the same inputs and dropout seed. The mask leaves out random keys and, with B > 1, every key
+ * of batch entry 1 (a query with nothing to attend to: zero probabilities, zero output). The
+ * backward runs on the CPU's att on both sides; it is also run twice on the GPU, which must
+ * give the same bits (no atomics). */
+static void case_mha(mha_case m, double tol)
+{
+    const int64_t E = m.NH * m.HS, nq = m.B * m.Tq * E, nkv = m.B * m.kv_rows * E;
+    const int64_t natt = m.B * m.NH * m.Tq * m.Tk, nbias = m.NH * m.Tq * m.Tk;
+    const float scale = 0.5f;
+    const uint64_t seed = 0xdecafbadu;
+    float *q = gt_rand(nq, -1.0f, 1.0f), *k = gt_rand(nkv, -1.0f, 1.0f), *v = gt_rand(nkv, -1.0f, 1.0f);
+    float *bias = m.bias ? gt_rand(nbias, -2.0f, 2.0f) : NULL;
+    int32_t *mask = NULL;
+    if (m.mask) {
+        mask = gt_host((size_t)(m.B * m.Tk) * sizeof *mask);
+        for (int64_t i = 0; i < m.B * m.Tk; i++)
+            mask[i] = gt_rng_next() % 4 != 0;
+        if (m.B > 1)
+            for (int64_t j = 0; j < m.Tk; j++)
+                mask[m.Tk + j] = 0;
+    }
+    float *out = gt_host((size_t)nq * sizeof *out), *att = gt_host((size_t)natt * sizeof *att);
+    float *dout = gt_rand(nq, -1.0f, 1.0f), *dq = gt_rand(nq, -1.0f, 1.0f), *dk = gt_rand(nkv, -1.0f, 1.0f);
+    float *dv = gt_rand(nkv, -1.0f, 1.0f), *dbias = gt_rand(nbias, -1.0f, 1.0f);
+    float *d_q = gt_device_f(q, nq), *d_k = gt_device_f(k, nkv), *d_v = gt_device_f(v, nkv);
+    float *d_bias = bias ? gt_device_f(bias, nbias) : NULL;
+    int32_t *d_mask = mask ? gt_device(mask, (size_t)(m.B * m.Tk) * sizeof *mask) : NULL;
+    float *garbage = gt_rand(nq > natt ? nq : natt, 5.0f, 6.0f); /* outputs must be overwritten entirely */
+    float *d_out = gt_device_f(garbage, nq), *d_att = gt_device_f(garbage, natt);
+    float *d_dout = gt_device_f(dout, nq), *d_dq = gt_device_f(dq, nq), *d_dk = gt_device_f(dk, nkv);
+    float *d_dv = gt_device_f(dv, nkv), *d_dbias = gt_device_f(dbias, nbias);
+    char name[160], shape[112];
+    snprintf(shape, sizeof shape, "B=%lld NH=%lld Tq=%lld Tk=%lld HS=%lld kv=%lld%s%s%s dropout %g", (long long)m.B,
+             (long long)m.NH, (long long)m.Tq, (long long)m.Tk, (long long)m.HS, (long long)m.kv_rows,
+             m.bias ? " bias" : "", m.mask ? " mask" : "", m.causal ? " causal" : "", m.dropout);
+
+    lk_mha_forward(out, att, q, k, v, bias, mask, m.B, m.NH, m.Tq, m.Tk, m.HS, m.kv_rows, scale, m.causal, m.dropout,
+                   seed);
+    lk_mha_forward_cuda(d_out, d_att, d_q, d_k, d_v, d_bias, d_mask, m.B, m.NH, m.Tq, m.Tk, m.HS, m.kv_rows, scale,
+                        m.causal, m.dropout, seed);
+    float *g_out = gt_fetch(d_out, nq), *g_att = gt_fetch(d_att, natt);
+    cmp_t c = {0};
+    cmp_add(&c, g_out, out, nq);
+    cmp_add(&c, g_att, att, natt);
+    snprintf(name, sizeof name, "mha_forward %s", shape);
+    cmp_report(&c, name, tol);
+
+    /* Twice on the GPU from the same starting gradients: the second run must equal the first. */
+    float *g_first[4] = {0};
+    float *const devs[4] = {d_dq, d_dk, d_dv, d_dbias};
+    float *const inits[4] = {gt_copy(dq, nq), gt_copy(dk, nkv), gt_copy(dv, nkv), gt_copy(dbias, nbias)};
+    const int64_t sizes[4] = {nq, nkv, nkv, nbias};
+    gt_cuda(cudaMemcpy(d_att, att, (size_t)natt * sizeof *att, cudaMemcpyHostToDevice), "cudaMemcpy");
+    int same = 1;
+    for (int run = 0; run < 2; run++) {
+        for (int t = 0; t < 4; t++)
+            gt_cuda(cudaMemcpy(devs[t], inits[t], (size_t)sizes[t] * sizeof(float), cudaMemcpyHostToDevice),
+                    "cudaMemcpy");
+        lk_mha_backward_cuda(d_dq, d_dk, d_dv, d_dbias, d_dout, d_q, d_k, d_v, d_att, m.B, m.NH, m.Tq, m.Tk, m.HS,
+                             m.kv_rows, scale, m.dropout, seed);
+        for (int t = 0; t < 4; t++) {
+            float *g = gt_fetch(devs[t], sizes[t]);
+            if (run == 0)
+                g_first[t] = g;
+            else {
+                same = same && memcmp(g, g_first[t], (size_t)sizes[t] * sizeof(float)) == 0;
+                free(g);
+            }
+        }
+    }
+    lk_mha_backward(dq, dk, dv, dbias, dout, q, k, v, att, m.B, m.NH, m.Tq, m.Tk, m.HS, m.kv_rows, scale, m.dropout,
+                    seed);
+    cmp_t cb = {0};
+    cmp_add(&cb, g_first[0], dq, nq);
+    cmp_add(&cb, g_first[1], dk, nkv);
+    cmp_add(&cb, g_first[2], dv, nkv);
+    cmp_add(&cb, g_first[3], dbias, nbias);
+    snprintf(name, sizeof name, "mha_backward dq dk dv dbias %s", shape);
+    cmp_report(&cb, name, tol);
+    check(same, "mha_backward: two runs give the same bits", NULL);
+
+    /* Only some gradients: the NULL ones are skipped, the others still right. */
+    for (int t = 0; t < 4; t++)
+        gt_cuda(cudaMemcpy(devs[t], inits[t], (size_t)sizes[t] * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+    lk_mha_backward_cuda(NULL, d_dk, NULL, d_dbias, d_dout, d_q, d_k, d_v, d_att, m.B, m.NH, m.Tq, m.Tk, m.HS,
+                         m.kv_rows, scale, m.dropout, seed);
+    float *g_dk = gt_fetch(d_dk, nkv), *g_dbias = gt_fetch(d_dbias, nbias), *g_dq = gt_fetch(d_dq, nq);
+    float *g_dv = gt_fetch(d_dv, nkv);
+    cmp_t cp = {0};
+    cmp_add(&cp, g_dk, dk, nkv);
+    cmp_add(&cp, g_dbias, dbias, nbias);
+    cmp_add(&cp, g_dq, inits[0], nq); /* untouched */
+    cmp_add(&cp, g_dv, inits[2], nkv);
+    snprintf(name, sizeof name, "mha_backward dk dbias only %s", shape);
+    cmp_report(&cp, name, tol);
+
+    for (int t = 0; t < 4; t++)
+        free(g_first[t]), free(inits[t]);
+    cudaFree(d_q), cudaFree(d_k), cudaFree(d_v), cudaFree(d_bias), cudaFree(d_mask), cudaFree(d_out), cudaFree(d_att);
+    cudaFree(d_dout), cudaFree(d_dq), cudaFree(d_dk), cudaFree(d_dv), cudaFree(d_dbias);
+    free(q), free(k), free(v), free(bias), free(mask), free(out), free(att), free(dout), free(dq), free(dk), free(dv);
+    free(dbias), free(garbage), free(g_out), free(g_att), free(g_dk), free(g_dbias), free(g_dq), free(g_dv);
+}
+
+static void test_t5(void)
+{
+    case_rmsnorm(77, 512, 0, 3);
+    case_rmsnorm(77, 512, 1, 1);
+    case_rmsnorm(5, 13, 0, 2);
+    case_rmsnorm(4096, 768, 0, 3); /* dweight over many rows */
+    /* The encoder's self-attention: bias, padding mask, dropout. */
+    case_mha((mha_case){3, 4, 37, 37, 16, 37, 1, 1, 0, 0.1f}, TOL_F32);
+    /* The decoder's: bias, causal, dropout, no mask. */
+    case_mha((mha_case){2, 4, 45, 45, 16, 45, 1, 0, 1, 0.1f}, TOL_F32);
+    /* Everything at once, and a KV cache with room to grow (kv_rows > Tk, Tq < Tk). */
+    case_mha((mha_case){2, 3, 9, 40, 24, 50, 1, 1, 1, 0.25f}, TOL_F32);
+    /* Cross-attention: no bias, the encoder's mask, Tq != Tk. */
+    case_mha((mha_case){2, 2, 33, 70, 40, 70, 0, 1, 0, 0.0f}, TOL_F32);
+    /* T5-small's heads (HS = 64, 8 heads) over 128 tokens, and HS past one register sweep. */
+    case_mha((mha_case){2, 8, 128, 128, 64, 128, 1, 1, 1, 0.1f}, TOL_LARGE_K);
+    case_mha((mha_case){1, 2, 17, 19, 200, 19, 1, 0, 0, 0.0f}, TOL_LARGE_K);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -810,33 +1012,32 @@ static void test_table(void)
              k->conv1d_forward == lk_conv1d_forward_cuda && k->conv1d_backward == lk_conv1d_backward_cuda &&
              k->attention_forward == lk_attention_forward_cuda && k->attention_backward == lk_attention_backward_cuda &&
              k->add == lk_add_cuda && k->accumulate == lk_accumulate_cuda;
-    /* Every ABI 1.0 and 1.1 slot is set, and flash attention and the classifier of 1.3. T5's
-     * rmsnorm and mha are not provided on CUDA yet: NULL, and a model that needs them refuses
-     * to bind, naming them. */
-    for (size_t off = offsetof(loom_kernels_api, sgemm); k && off < offsetof(loom_kernels_api, convert);
+    /* Every slot is set, in both tables (the synchronous one wraps each member): nothing a
+     * model binds to is NULL on CUDA. */
+    const loom_kernels_api *sync = lk_cuda_synchronous_kernel_table();
+    for (size_t off = offsetof(loom_kernels_api, sgemm); k && sync && off < sizeof(loom_kernels_api);
          off += sizeof(void *)) {
-        void *slot;
+        void *slot, *sync_slot;
         memcpy(&slot, (const char *)k + off, sizeof slot);
-        ok = ok && slot != NULL;
+        memcpy(&sync_slot, (const char *)sync + off, sizeof sync_slot);
+        ok = ok && slot != NULL && sync_slot != NULL;
     }
-    ok = ok && k && k->convert && k->accumulate_f32 && k->gemm_mixed && k->softmax_cross_entropy_backward_cast &&
+    ok = ok && k && sync && sync->struct_size == sizeof(loom_kernels_api) &&
          k->attention_flash_forward == lk_attention_flash_forward_cuda &&
          k->attention_flash_backward == lk_attention_flash_backward_cuda && k->classifier == lk_classifier_cuda &&
-         !k->rmsnorm_forward && !k->mha_forward;
-    /* ABI 1.4: the smoothed cross-entropy is there; the smoothed classifier and the flash
-     * attention's dropout variants are not yet (docs/gpu.md). */
+         k->rmsnorm_forward == lk_rmsnorm_forward_cuda && k->rmsnorm_backward == lk_rmsnorm_backward_cuda &&
+         k->mha_forward == lk_mha_forward_cuda && k->mha_backward == lk_mha_backward_cuda;
     ok = ok && k && k->softmax_cross_entropy_smoothed_forward == lk_softmax_cross_entropy_smoothed_forward_cuda &&
          k->softmax_cross_entropy_smoothed_backward == lk_softmax_cross_entropy_smoothed_backward_cuda &&
          k->softmax_cross_entropy_smoothed_backward_cast == lk_softmax_cross_entropy_smoothed_backward_cast_cuda &&
-         !k->classifier_smoothed && !k->attention_flash_forward_dropout;
+         k->classifier_smoothed == lk_classifier_smoothed_cuda &&
+         k->attention_flash_forward_dropout == lk_attention_flash_forward_dropout_cuda &&
+         k->attention_flash_backward_dropout == lk_attention_flash_backward_dropout_cuda;
     /* ABI 1.5: the optimizer step; the synchronous table waits in adam_update too. */
-    const loom_kernels_api *sync = lk_cuda_synchronous_kernel_table();
     ok = ok && k && k->adam_update == lk_adam_update_cuda && k->scale_check == lk_scale_check_cuda &&
-         k->sum_squares == lk_sum_squares_cuda && sync->adam_update && sync->adam_update != lk_adam_update_cuda &&
+         k->sum_squares == lk_sum_squares_cuda && sync && sync->adam_update && sync->adam_update != lk_adam_update_cuda &&
          sync->scale_check == lk_scale_check_cuda && sync->sum_squares == lk_sum_squares_cuda;
-    check(ok, "kernel_table",
-          "device CUDA, every ABI 1.0 and 1.1 slot set, flash attention and classifier of 1.3, 1.4 smoothing, "
-          "1.5 step");
+    check(ok, "kernel_table", "device CUDA, every member of ABI 1.0-1.5 set in both CUDA tables");
     check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
 }
 
@@ -876,6 +1077,7 @@ int main(void)
     test_layernorm();
     test_attention();
     test_flash_classifier();
+    test_t5();
     test_add_accumulate();
     test_optim_step();
     test_errors();
