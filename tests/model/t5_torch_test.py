@@ -106,11 +106,13 @@ def ffn(W, h, pre, gated):
     return torch.relu(h @ W[pre + ".wi.weight"].T) @ W[pre + ".wo.weight"].T
 
 
-def loss_of(W, src, smask, labels, gated):
+def loss_of(W, src, smask, labels, gated, pos=None):
+    """pos: an optional [>=max(S, T), D] absolute position table added to both sides' inputs, not T5
+    (examples/g2p/torch_curve.py uses it to show what T5's relative-only positions cost)."""
     B, S, T = src.shape[0], src.shape[1], labels.shape[1]
     neg = torch.finfo(DT).min
     emask = (1 - smask[:, None, None, :].to(DT)) * neg
-    x = W["shared.weight"][src]
+    x = W["shared.weight"][src] + (pos[:S] if pos is not None else 0)
     eb = bias(W["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"], S, S, True)
     for i in range(L):
         pre = f"encoder.block.{i}.layer"
@@ -119,6 +121,7 @@ def loss_of(W, src, smask, labels, gated):
         x = x + ffn(W, rms(x, W[pre + ".1.layer_norm.weight"]), pre + ".1.DenseReluDense", gated)
     enc = rms(x, W["encoder.final_layer_norm.weight"])
     y = W["shared.weight"][torch.cat([torch.zeros(B, 1, dtype=torch.long), labels[:, :-1].clamp(min=0)], 1)]
+    y = y + (pos[:T] if pos is not None else 0)
     causal = torch.triu(torch.full((T, T), neg, dtype=DT), 1)[None, None]
     db = bias(W["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"], T, T, False)
     for i in range(L):
