@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "fileutil.h"
+#include "generation_config.h"
 #include "plugin_config.h"
 #include "tokenizer_bpe.h"
 #include "tokenizer_chars.h"
@@ -104,7 +105,8 @@ loom_status loom_generation_pass_init(loom_trainer *t, loom_generation_pass *g, 
 {
     memset(g, 0, sizeof *g);
     loom_beam_config_from_args(&t->args, &g->config);
-    loom_status st = loom_trainer_generation_ids(t, &g->ids);
+    loom_status st = loom_beam_config_from_model(t->args.model_name_or_path, &t->args, &g->config);
+    if (st == LOOM_OK) st = loom_trainer_generation_ids(t, &g->ids);
     if (st != LOOM_OK) return st;
     if (g->config.num_beams < 1)
         return loom_error(LOOM_E_INVALID, "--generation_num_beams / --num_beams must be >= 1 (got %lld)",

@@ -145,6 +145,36 @@ class Generate(unittest.TestCase):
         _, lines = self.predict(os.path.join(self.tmp, "short"), "--max_length", "3", "--num_beams", "2")
         self.assertTrue(all(len(l) <= 2 for l in lines))
 
+    def test_the_model_folders_generation_defaults(self):
+        """Unset generation arguments come from generation_config.json (else config.json), as HF's
+        generate() takes them; the run's arguments still win."""
+        folder = os.path.join(self.tmp, "with-defaults")
+        shutil.copytree(self.model_dir, folder)
+        with open(os.path.join(folder, "generation_config.json"), "w") as f:
+            json.dump({"num_beams": 3, "max_length": 4, "early_stopping": True, "decoder_start_token_id": 0}, f)
+        explicit, e_lines = self.predict(os.path.join(self.tmp, "explicit"), "--generation_num_beams", "3",
+                                         "--generation_max_length", "4", "--early_stopping", "true")
+        saved = self.model_dir
+        try:
+            self.model_dir = folder
+            implied, i_lines = self.predict(os.path.join(self.tmp, "implied"))
+            wins, w_lines = self.predict(os.path.join(self.tmp, "wins"), "--generation_max_length", "8")
+        finally:
+            self.model_dir = saved
+        self.assertEqual(i_lines, e_lines)
+        self.assertEqual(implied["test_bleu"], explicit["test_bleu"])
+        self.assertTrue(all(len(l) <= 3 for l in i_lines))
+        self.assertTrue(any(len(l) > 3 for l in w_lines))
+        # a wrong type is refused in one line naming the file
+        with open(os.path.join(folder, "generation_config.json"), "w") as f:
+            json.dump({"num_beams": "four"}, f)
+        code, _, stderr = loom("predict", "--model_name_or_path", folder, "--test_file", self.dev_file,
+                               "--output_dir", os.path.join(self.tmp, "badcfg"), "--predict_with_generate",
+                               check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("generation_config.json: num_beams must be an integer >= 1", stderr)
+        self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
+
     def test_refusals(self):
         out = os.path.join(self.tmp, "bad")
         code, _, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file,
