@@ -124,7 +124,8 @@ extern "C" void lk_sum_squares_cuda(double *sums, const float *x, const int64_t 
 {
     static const char fn[] = "lk_sum_squares_cuda";
     if (n_segments <= 0) return;
-    const size_t bound_bytes = 2 * (size_t)n_segments * sizeof(int64_t), sum_bytes = (size_t)n_segments * sizeof(double);
+    const size_t bound_bytes = 2 * (size_t)n_segments * sizeof(int64_t);
+    const size_t sum_bytes = (size_t)n_segments * sizeof(double);
     char *work = (char *)lk_cuda_workspace(bound_bytes + sum_bytes, fn);
     if (!work) return;
     int64_t *dbounds = (int64_t *)work;

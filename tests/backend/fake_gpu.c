@@ -11,8 +11,9 @@
  * stream), stream_waits (stream_wait_event calls), pinned_allocations, pinned_peak (bytes of
  * alloc_pinned memory held at once), host_pointers, last_bad, adam_updates, scale_checks,
  * sum_squares (calls of the ABI 1.5 step kernels: the step ran on the "device"); a "%d" in it
- * becomes the device index, so the ranks of a launched run write a report each), LOOM_FAKE_GPU_MEMORY_MIB (the memory device_info()
- * reports; default 8 GiB; it limits nothing, it is what the trainer checks).
+ * becomes the device index, so the ranks of a launched run write a report each),
+ * LOOM_FAKE_GPU_MEMORY_MIB (the memory device_info() reports; default 8 GiB; it limits nothing,
+ * it is what the trainer checks).
  */
 #include <stdio.h>
 #include <stdlib.h>

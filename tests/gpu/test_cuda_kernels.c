@@ -1036,7 +1036,8 @@ static void test_table(void)
     /* ABI 1.5: the optimizer step; the synchronous table waits in adam_update too. */
     ok = ok && k && k->adam_update == lk_adam_update_cuda && k->scale_check == lk_scale_check_cuda &&
          k->sum_squares == lk_sum_squares_cuda && sync && sync->adam_update &&
-         sync->adam_update != lk_adam_update_cuda && sync->scale_check == lk_scale_check_cuda && sync->sum_squares == lk_sum_squares_cuda;
+         sync->adam_update != lk_adam_update_cuda && sync->scale_check == lk_scale_check_cuda &&
+         sync->sum_squares == lk_sum_squares_cuda;
     check(ok, "kernel_table", "device CUDA, every member of ABI 1.0-1.5 set in both CUDA tables");
     check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
 }
