@@ -38,8 +38,8 @@ static inline int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
 }
 
 /* Built by the host (or a backend plugin): static storage, never freed; pointers passed to a
- * kernel are the caller's, borrowed for the call. Members are since 1.0 unless an "ABI 1.1" /
- * "ABI 1.3" comment above them says otherwise (loom.h's version log lists them). A 1.0 member
+ * kernel are the caller's, borrowed for the call. Members are since 1.0 unless an "ABI 1.x"
+ * heading above them says otherwise (loom.h's version log lists them). A 1.0 member
  * is Required (never NULL); a later one is Optional to the reader: read it through LOOM_HAS
  * (NULL or beyond struct_size: this table lacks it). All MT-safe as said above. */
 typedef struct loom_kernels_api {
@@ -209,8 +209,6 @@ typedef struct loom_kernels_api {
                        const void *weight, uint32_t dtype, const int32_t *labels, float scale, int64_t N,
                        int64_t C, int64_t V, int64_t chunk);
 
-    /* ABI 1.4+: append below. */
-
     /* ---- ABI 1.4: label smoothing (HF's LabelSmoother, docs/semantics/trainer.md#label-smoothing).
      * Check with LOOM_HAS(k, loom_kernels_api, <member>) before use: a 1.3 host lends none of
      * these, and a device table may leave a member NULL until it implements it. With
@@ -253,6 +251,8 @@ typedef struct loom_kernels_api {
     void (*attention_flash_backward_dropout)(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
                                              const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
                                              int64_t NH, float dropout, uint64_t dropout_seed);
+
+    /* ABI 1.5+: append below. */
 } loom_kernels_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -44,6 +44,8 @@ typedef struct loom_span {
     double weight_decay;            /* this span's group value (0 for LOOM_SPAN_NO_DECAY)   */
     uint32_t group;                 /* parameter group index (0 = decay, 1 = no decay)      */
     uint32_t tensor_index;          /* the tensor's index in the model's parameter list     */
+
+    /* Never appended to: step() receives an array of spans (the stride is fixed). */
 } loom_span;
 
 /* What one optimizer step needs besides the spans. Built by the host; borrowed per call. */
@@ -70,6 +72,8 @@ typedef struct loom_optimizer_step {
     const loom_comm_vtable *comm_vtable;
     int32_t rank;
     int32_t world_size;
+
+    /* ABI 1.5+: append below. */
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
@@ -130,7 +134,7 @@ typedef struct loom_optimizer_vtable {
      * member. Must not change any state. One thread per instance. */
     int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
 
-    /* ABI 1.4+: append below. */
+    /* ABI 1.5+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
