@@ -46,7 +46,7 @@ static loom_status adam_step(loom_optimizer *self, const loom_span *spans, size_
     loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
     if (st) return st;
     c.step_size = (float)(step->lr / (1.0 - pow(c.base.b1, c.base.t)));
-    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, c.base.t));
+    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->hp.beta2, c.base.t));
     optim_for_spans(spans, n_spans, self->threads, adam_piece, &c);
     return LOOM_OK;
 }

@@ -48,7 +48,7 @@ static loom_status adamw_step(loom_optimizer *self, const loom_span *spans, size
     if (st) return st;
     c.lr = step->lr;
     c.step_size = (float)(step->lr / (1.0 - pow(c.base.b1, c.base.t)));
-    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, c.base.t));
+    c.bias2_sqrt = (float)sqrt(1.0 - pow(self->hp.beta2, c.base.t));
     optim_for_spans(spans, n_spans, self->threads, adamw_piece, &c);
     return LOOM_OK;
 }

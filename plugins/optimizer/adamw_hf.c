@@ -51,7 +51,7 @@ static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, s
     loom_status st = adam_begin_step(self, spans, n_spans, step, &c.base);
     if (st) return st;
     double step_size = step->lr;
-    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->beta2, c.base.t)) / (1.0 - pow(c.base.b1, c.base.t));
+    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->hp.beta2, c.base.t)) / (1.0 - pow(c.base.b1, c.base.t));
     c.lr = step->lr;
     c.step_size = (float)step_size;
     optim_for_spans(spans, n_spans, self->threads, adamw_hf_piece, &c);
