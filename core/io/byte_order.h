@@ -28,7 +28,8 @@ static inline uint64_t loom_get_le64(const unsigned char *p)
 
 static inline void loom_put_le32(unsigned char *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static inline void loom_put_le64(unsigned char *p, uint64_t v)

@@ -18,23 +18,23 @@
  * instance (struct loom_model of the including file) with host and api set, then
  * configure(self, config); on failure destroy(self) and its status. A macro because the
  * instance's type and size are the plugin's own. */
-#define MODEL_DEFINE_CREATE(fn, configure, destroy)                                                             \
-    static loom_status fn(loom_host *host, const loom_host_api *api, const loom_config *config, loom_model **out) \
-    {                                                                                                            \
-        if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");                                 \
-        *out = NULL;                                                                                             \
-        loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);                                \
-        if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");                                        \
-        memset(self, 0, sizeof *self);                                                                           \
-        self->host = host;                                                                                       \
-        self->api = api;                                                                                         \
-        const loom_status st = configure(self, config);                                                          \
-        if (st != LOOM_OK) {                                                                                     \
-            destroy(self);                                                                                       \
-            return st;                                                                                           \
-        }                                                                                                        \
-        *out = self;                                                                                             \
-        return LOOM_OK;                                                                                          \
+#define MODEL_DEFINE_CREATE(fn, configure, destroy)                                                                    \
+    static loom_status fn(loom_host *host, const loom_host_api *api, const loom_config *config, loom_model **out)      \
+    {                                                                                                                  \
+        if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");                                       \
+        *out = NULL;                                                                                                   \
+        loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);                                      \
+        if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");                                              \
+        memset(self, 0, sizeof *self);                                                                                 \
+        self->host = host;                                                                                             \
+        self->api = api;                                                                                               \
+        const loom_status st = configure(self, config);                                                                \
+        if (st != LOOM_OK) {                                                                                           \
+            destroy(self);                                                                                             \
+            return st;                                                                                                 \
+        }                                                                                                              \
+        *out = self;                                                                                                   \
+        return LOOM_OK;                                                                                                \
     }
 
 /* Every ids[i] (n ids, rows of T) must be in [0, V), or MODEL_IGNORE_INDEX where ignore_ok.
