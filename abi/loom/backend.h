@@ -58,9 +58,10 @@ typedef struct loom_event loom_event;     /* a point in a stream another stream 
 /* loom_backend_vtable.flags */
 #define LOOM_BACKEND_HOST_ACCESSIBLE 0x1u /* alloc() memory is CPU-addressable after synchronize() */
 
-/* What the start-up log and `loom doctor` print about the bound device. Strings are NUL-
- * terminated and truncated to fit. Versions use CUDA's encoding (1000 * major + 10 * minor:
- * 13000 = 13.0); 0 = not applicable. */
+/* What the start-up log and `loom doctor` print about the bound device. Written by the plugin
+ * in device_info() into the caller's struct (owned by the caller); every member Required and
+ * since 1.3 (the kind is new in 1.3). Strings are NUL-terminated and truncated to fit.
+ * Versions use CUDA's encoding (1000 * major + 10 * minor: 13000 = 13.0); 0 = not applicable. */
 typedef struct loom_device_info {
     LOOM_STRUCT_HEADER;
     char name[128];             /* "NVIDIA H100 80GB HBM3"                                   */
@@ -72,6 +73,8 @@ typedef struct loom_device_info {
     int32_t runtime_version;    /* the runtime the plugin was built with                      */
     int32_t multiprocessors;
     int32_t device_index;       /* as create() was given it                                   */
+
+    /* ABI 1.5+: append below. */
 } loom_device_info;
 
 /* Filled by the plugin (static storage, never freed). Every member since 1.3 (the kind is new
@@ -135,7 +138,7 @@ typedef struct loom_backend_vtable {
      * static or living as long as the instance. Its kernels run on the compute stream. */
     const loom_kernels_api *(*kernels)(loom_backend *self);
 
-    /* ABI 1.4+: append below. */
+    /* ABI 1.5+: append below. */
 } loom_backend_vtable;
 
 /* ABI 1.4: the bound backend, for plugins that move their own bytes between host and device
@@ -146,10 +149,14 @@ typedef struct loom_backend_vtable {
  * that drives the training step); streams, events and memory it creates it destroys. */
 #define LOOM_BACKEND_SERVICE "loom.backend/1"
 
+/* Built by the host, owned by it for the run, read-only to plugins. Both members Required
+ * (never NULL) and since 1.4. */
 typedef struct loom_backend_service {
     LOOM_STRUCT_HEADER;
     const loom_backend_vtable *vtable; /* the bound backend's                               */
     loom_backend *instance;            /* the bound device                                   */
+
+    /* ABI 1.5+: append below. */
 } loom_backend_service;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

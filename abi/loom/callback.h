@@ -54,6 +54,8 @@ typedef struct loom_trainer_state {
     double loss_scale;
     const char *output_dir;       /* never NULL                                              */
     double elapsed_seconds;       /* since train begin                                       */
+
+    /* ABI 1.5+: append below. */
 } loom_trainer_state;
 
 /* HF's TrainerControl: a callback sets flags; the host acts on them and resets them as HF
@@ -68,6 +70,8 @@ typedef struct loom_trainer_control {
     int32_t should_evaluate;
     int32_t should_log;
     int32_t reserved1;
+
+    /* ABI 1.5+: append below. */
 } loom_trainer_control;
 
 /* A named number: a log or metrics entry. Plain data (no header), since 1.0; key never NULL,
@@ -75,6 +79,8 @@ typedef struct loom_trainer_control {
 typedef struct loom_metric {
     const char *key;
     double value;
+
+    /* Never appended to: no header, and events pass arrays of it. */
 } loom_metric;
 
 /* Event-specific data. Owned by the host; borrowed per event. Never NULL when passed to
@@ -84,6 +90,8 @@ typedef struct loom_event_payload {
     const loom_metric *metrics;   /* LOG, EVALUATE, PREDICT, PREDICTION_STEP; else NULL     */
     size_t n_metrics;
     const char *text;             /* SAVE: checkpoint folder; NULL otherwise                 */
+
+    /* ABI 1.5+: append below. */
 } loom_event_payload;
 
 typedef struct loom_callback loom_callback; /* plugin-private instance */
@@ -126,7 +134,7 @@ typedef struct loom_callback_vtable {
      * resume. Training thread only. */
     loom_status (*load_state)(loom_callback *self, const char *json);
 
-    /* ABI 1.4+: append below. */
+    /* ABI 1.5+: append below. */
 } loom_callback_vtable;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -145,7 +153,8 @@ typedef struct loom_callback_vtable {
 
 /* Sizes and positions of the data loaders (HF: len(train_dataloader), the epoch and the step
  * in it). The caller initialises the header (LOOM_HEADER_INIT): the host writes only members
- * that lie inside the caller's struct_size. -1: not known (yet). */
+ * that lie inside the caller's struct_size. -1: not known (yet). Every member Required (the
+ * host writes each one) and since 1.2; the struct is the caller's. */
 typedef struct loom_trainer_data {
     LOOM_STRUCT_HEADER;
     int64_t train_examples;      /* examples in the training set; -1 without one             */
@@ -157,6 +166,8 @@ typedef struct loom_trainer_data {
     int64_t batch;               /* batches of that epoch this rank has consumed so far      */
     int64_t updates_per_epoch;   /* optimizer steps per epoch; -1 before training starts     */
     int64_t gradient_accumulation_steps;
+
+    /* ABI 1.5+: append below. */
 } loom_trainer_data;
 
 typedef struct loom_trainer_api {
@@ -240,7 +251,7 @@ typedef struct loom_trainer_api {
      * nowhere or to something that is not a number or a boolean. MT-safe. */
     loom_status (*json_number)(loom_host *host, const char *json, const char *path, double *out);
 
-    /* ABI 1.4+: append below. */
+    /* ABI 1.5+: append below. */
 } loom_trainer_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -37,6 +37,8 @@ typedef struct loom_comm_setup {
     int32_t master_port;      /* rendezvous TCP port                                       */
     uint32_t device;          /* LOOM_DEVICE_* of the buffers                              */
     double timeout_seconds;   /* for rendezvous and every collective (--ddp_timeout)       */
+
+    /* ABI 1.5+: append below. */
 } loom_comm_setup;
 
 /* The rendezvous store: a key-value store every rank of the run reaches, served by rank 0 at
@@ -63,7 +65,8 @@ typedef struct loom_store_api {
     /* Whether every key of keys[0..n) exists, waiting up to timeout_seconds for them (LOOM_OK:
      * all do). */
     loom_status (*wait)(loom_host *host, const char *const *keys, size_t n, double timeout_seconds);
-    /* ABI 1.4+: append below. */
+
+    /* ABI 1.5+: append below. */
 } loom_store_api;
 
 typedef struct loom_comm loom_comm;                 /* plugin-private instance */
@@ -121,7 +124,7 @@ typedef struct loom_comm_vtable {
      * on failure; `request` is never NULL. One thread per instance. */
     loom_status (*wait)(loom_comm *self, loom_comm_request *request);
 
-    /* ABI 1.4+: append below. */
+    /* ABI 1.5+: append below. */
 } loom_comm_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

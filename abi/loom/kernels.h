@@ -52,7 +52,7 @@ struct loom_adam_args; /* below: adam_update's coefficients (ABI 1.5)           
 
 /* Built by the host (or a backend plugin): static storage, never freed; pointers passed to a
  * kernel are the caller's, borrowed for the call. Members are since 1.0 unless an "ABI 1.x"
- * comment above them says otherwise (loom.h's version log lists them). A 1.0 member
+ * heading above them says otherwise (loom.h's version log lists them). A 1.0 member
  * is Required (never NULL); a later one is Optional to the reader: read it through LOOM_HAS
  * (NULL or beyond struct_size: this table lacks it). All MT-safe as said above. */
 typedef struct loom_kernels_api {
@@ -222,8 +222,6 @@ typedef struct loom_kernels_api {
                        const void *weight, uint32_t dtype, const int32_t *labels, float scale, int64_t N,
                        int64_t C, int64_t V, int64_t chunk);
 
-    /* ABI 1.4+: append below. */
-
     /* ---- ABI 1.4: label smoothing (HF's LabelSmoother, docs/semantics/trainer.md#label-smoothing).
      * Check with LOOM_HAS(k, loom_kernels_api, <member>) before use: a 1.3 host lends none of
      * these, and a device table may leave a member NULL until it implements it. With
@@ -306,6 +304,8 @@ typedef struct loom_kernels_api {
      * for bit. A non-finite x makes its segment's sum non-finite. sums is written, not
      * accumulated. The trainer's global gradient norm (docs/architecture.md#canonical-order). */
     void (*sum_squares)(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
+
+    /* ABI 1.6+: append below. */
 } loom_kernels_api;
 
 /* loom_adam_args.rule: which member of the Adam family adam_update computes (ABI 1.5). */

@@ -30,6 +30,9 @@
  * and the version that added it. Where a comment is silent, these rules apply:
  *   - Version: a member is in ABI 1.0 unless it sits under a "ABI 1.x" comment (or says so);
  *     the frozen 1.0 copy in tests/abi/v1.0 is the reference, checked member by member.
+ *   - Where to append: a struct that may grow ends with "ABI 1.N+: append below.", N the next
+ *     minor; one that never grows (embedded in another struct, passed as an array, or without
+ *     a header) says so in that place instead.
  *   - Vtable members (function pointers a plugin fills): Required; a 1.1+ member is Optional
  *     and read through LOOM_HAS (NULL or beyond struct_size: the host does without it, as the
  *     member's comment says). destroy() accepts NULL. Threading: create() on the init thread,
@@ -200,6 +203,8 @@ typedef struct loom_tensor_view {
     int32_t device_index;    /* which GPU for CUDA; 0 for CPU                               */
     uint32_t ndim;           /* number of valid entries in shape, 0..LOOM_MAX_DIMS          */
     int64_t shape[LOOM_MAX_DIMS];
+
+    /* Never appended to: loom_batch embeds views, so this size is part of its layout. */
 } loom_tensor_view;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -235,6 +240,8 @@ typedef struct loom_param_spec {
     uint32_t reserved0;
     const char *default_value; /* as text ("0.9", "true", "linear"); NULL: no default        */
     const char *doc;           /* one line                                                   */
+
+    /* Never appended to: descriptors point at arrays of it (the stride is fixed). */
 } loom_param_spec;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -309,7 +316,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.4+: append below; never reorder or remove. */
+    /* ABI 1.5+: append below. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -327,6 +334,8 @@ typedef struct loom_plugin_desc {
     const char *summary;            /* one line for `loom plugins`                           */
     const void *vtable;             /* -> static const loom_<kind>_vtable of this kind       */
     const loom_param_spec *params;  /* accepted configuration keys, {NULL}-terminated; NULL = none */
+
+    /* ABI 1.5+: append below. */
 } loom_plugin_desc;
 
 /* The one symbol a plugin exports. Returns descriptor number `index` (0, 1, ...) or NULL

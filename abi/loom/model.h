@@ -37,6 +37,8 @@ typedef struct loom_param_info {
     uint32_t ndim;                /* 1 <= ndim <= LOOM_MAX_DIMS                             */
     uint32_t flags;               /* LOOM_PARAM_* (0: none)                                 */
     int64_t shape[LOOM_MAX_DIMS]; /* the first ndim entries; the rest ignored               */
+
+    /* ABI 1.5+: append below. */
 } loom_param_info;
 
 /* What the model reads from a batch. Built by the host; the struct and the memory its views
@@ -78,6 +80,8 @@ typedef struct loom_batch {
      * evaluation, prediction, generation (dropout off, as HF's model.eval()). */
     uint32_t training;
     uint32_t reserved1; /* Since 1.3. 0; the model ignores it.                     */
+
+    /* ABI 1.5+: append below. */
 } loom_batch;
 
 /* How the host binds a model to memory and sizes before the first step. Built by the host;
@@ -97,6 +101,8 @@ typedef struct loom_model_binding {
                                     host's, lent for the model's lifetime, MT-safe         */
     int64_t max_sequence_length; /* sequence models: the longest T a batch will have
                                     (inputs [B, T]); 0 = the data is not sequences         */
+
+    /* ABI 1.5+: append below. */
 } loom_model_binding;
 
 /* Where backward puts gradients. Built by the host; borrowed during backward().
@@ -128,19 +134,22 @@ typedef struct loom_grad_sink {
      * LOOM_HAS(sink, loom_grad_sink, acquire_rows) && sink->release_rows. NULL (one-process
      * runs, older hosts): the model accumulates every contribution inside acquire/release. */
 
-    /* Optional. Memory for a sparse contribution to rows of a range this micro-batch already
-     * released: row i of `rows` (n_rows ids, strictly increasing, each >= 0) is the flat range
-     * [begin + rows[i] row_size, + row_size), which must lie inside the parameter space.
-     * *memory receives n_rows x row_size elements of param_dtype, zeroed, row i at i x
-     * row_size, owned by the host and valid until release_rows; the model ACCUMULATES (+=)
-     * into it. One rows part at a time per micro-batch, and the same (begin, row_size) on
-     * every micro-batch and rank of a run. `rows` is borrowed for the call. One thread per
-     * instance (the training thread). */
+    /* Optional, since 1.4 (NULL: see above). Memory for a sparse contribution to rows of a
+     * range this micro-batch already released: row i of `rows` (n_rows ids, strictly
+     * increasing, each >= 0) is the flat range [begin + rows[i] row_size, + row_size), which
+     * must lie inside the parameter space. *memory receives n_rows x row_size elements of
+     * param_dtype, zeroed, row i at i x row_size, owned by the host and valid until
+     * release_rows; the model ACCUMULATES (+=) into it. One rows part at a time per
+     * micro-batch, and the same (begin, row_size) on every micro-batch and rank of a run.
+     * `rows` is borrowed for the call. One thread per instance (the training thread). */
     loom_status (*acquire_rows)(void *context, int64_t begin, int64_t row_size, int64_t n_rows, const int64_t *rows,
                                 void **memory);
-    /* Optional. The rows acquired at `begin` are final for this micro-batch; the memory goes
-     * back to the host. */
+    /* Optional, since 1.4 (NULL with acquire_rows). The rows acquired at `begin` are final
+     * for this micro-batch; the memory goes back to the host. One thread per instance (the
+     * training thread). */
     loom_status (*release_rows)(void *context, int64_t begin);
+
+    /* ABI 1.5+: append below. */
 } loom_grad_sink;
 
 /* What forward reports. Written by the plugin into the host's struct. Every member Required,
@@ -151,17 +160,21 @@ typedef struct loom_forward_result {
     int64_t n_targets;           /* targets counted in loss_sum                            */
     int64_t n_correct;           /* targets whose argmax prediction equals the label; -1 if
                                     the model has no notion of accuracy                    */
+
+    /* ABI 1.5+: append below. */
 } loom_forward_result;
 
 /* The token ids generation needs from an encoder-decoder model (HF's config keys of the same
- * names). Written by the plugin through generation_ids; out->struct_size set by the host.
- * Since ABI 1.4. */
+ * names). Written by the plugin through generation_ids into the host's struct (owned by the
+ * host; out->struct_size set by it). Every member Required and since ABI 1.4. */
 typedef struct loom_generation_ids {
     LOOM_STRUCT_HEADER;
     int32_t decoder_start_token_id; /* the decoder's first input token                     */
     int32_t eos_token_id;           /* ends a hypothesis; -1: the model has none           */
     int32_t pad_token_id;           /* fills a finished row                                */
     int32_t reserved1;              /* 0                                                   */
+
+    /* ABI 1.5+: append below. */
 } loom_generation_ids;
 
 typedef struct loom_model loom_model; /* plugin-private instance */
@@ -265,8 +278,6 @@ typedef struct loom_model_vtable {
     loom_status (*train_step)(loom_model *self, const loom_batch *batch, float seed,
                               const loom_grad_sink *sink, loom_forward_result *result);
 
-    /* ABI 1.4+: append below. */
-
     /* ---- ABI 1.4: encoder-decoder generation with a key/value cache
      * (docs/seq2seq.md#generation). A model fills all four of these or none; a host checks
      * LOOM_HAS(v, loom_model_vtable, reorder_cache) and the other three before use (a 1.3
@@ -302,6 +313,8 @@ typedef struct loom_model_vtable {
      * belong to the same source as r (rows[r] / num_beams == r / num_beams): the cross-
      * attention keys and values are per source and never move. Since 1.4. */
     loom_status (*reorder_cache)(loom_model *self, const int32_t *rows);
+
+    /* ABI 1.5+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -45,6 +45,8 @@ typedef struct loom_span {
     double weight_decay;            /* this span's group value (0 for LOOM_SPAN_NO_DECAY)   */
     uint32_t group;                 /* parameter group index (0 = decay, 1 = no decay)      */
     uint32_t tensor_index;          /* the tensor's index in the model's parameter list     */
+
+    /* Never appended to: step() receives an array of spans (the stride is fixed). */
 } loom_span;
 
 /* What one optimizer step needs besides the spans. Built by the host; borrowed per call. */
@@ -82,6 +84,8 @@ typedef struct loom_optimizer_step {
      * A member that is NULL in it: your own loop, which the host's memory promise
      * (docs/gpu.md#what-runs-where) still allows. Lent by the host for this call; static. */
     const loom_kernels_api *kernels;
+
+    /* ABI 1.6+: append below. */
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
@@ -142,7 +146,7 @@ typedef struct loom_optimizer_vtable {
      * member. Must not change any state. One thread per instance. */
     int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
 
-    /* ABI 1.4+: append below. */
+    /* ABI 1.5+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -34,6 +34,8 @@ extern "C" {
 typedef struct loom_range {
     int64_t begin;
     int64_t end;
+
+    /* Never appended to: no header, and arrays of it cross the boundary. */
 } loom_range;
 
 /* What the host tells the plugin at creation. Built by the host; the struct is borrowed
@@ -63,6 +65,8 @@ typedef struct loom_sharding_setup {
      * the tail), so a plugin whose partitions are contiguous can all-gather them in place.
      * 0 or absent: total_numel. */
     int64_t params_capacity;
+
+    /* ABI 1.5+: append below. */
 } loom_sharding_setup;
 
 /* The memory the plugin holds, for the budget printed before step 1. Written by the plugin
@@ -72,10 +76,15 @@ typedef struct loom_sharding_memory {
     LOOM_STRUCT_HEADER;
     uint64_t gradient_bytes;   /* gradient storage of this rank (full or owned partition)     */
     uint64_t bucket_bytes;     /* communication buckets                                       */
-    /* ABI 1.4 (check with LOOM_HAS_FIELD before writing). Host memory the plugin holds beside
-     * the above for ZeRO-Offload: its host copies of the owned parameters and gradients
-     * (host_params, owned_grads). The two members above are on setup->device. 0 otherwise. */
+    /* ---- ABI 1.4 ---- */
+
+    /* Optional, since 1.4 (a 1.3 host's struct ends above: check LOOM_HAS_FIELD before
+     * writing; 0: none). Host memory the plugin holds beside the above for ZeRO-Offload: its
+     * host copies of the owned parameters and gradients (host_params, owned_grads). The two
+     * members above are on setup->device. */
     uint64_t host_bytes;
+
+    /* ABI 1.5+: append below. */
 } loom_sharding_memory;
 
 typedef struct loom_sharding loom_sharding; /* plugin-private instance */
@@ -144,9 +153,9 @@ typedef struct loom_sharding_vtable {
      * One thread per instance. */
     loom_status (*set_reduction)(loom_sharding *self, int32_t enabled);
 
-    /* ABI 1.4+: append below. */
+    /* ---- ABI 1.4 ---- */
 
-    /* ABI 1.4. Optional (NULL, or *memory left NULL: no offload; the host steps the owned
+    /* Optional, since 1.4 (NULL, or *memory left NULL: no offload; the host steps the owned
      * ranges of setup->params where they are). ZeRO-Offload (docs/semantics/deepspeed.md#offload):
      * host memory, lent until destroy, holding this rank's copy of its owned ranges one after
      * another (param_dtype, the sum of their lengths), filled from setup->params at create().
@@ -156,6 +165,8 @@ typedef struct loom_sharding_vtable {
      * owned ranges of setup->params before making them whole. Called once, after create(), on
      * the init thread. */
     loom_status (*host_params)(loom_sharding *self, void **memory);
+
+    /* ABI 1.5+: append below. */
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

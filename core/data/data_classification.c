@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byte_order.h"
 #include "error.h"
 
 /* The generator's arithmetic must round identically everywhere. GCC in ISO mode (-std=c11,
@@ -22,35 +23,6 @@
 #endif
 
 /* ---- byte order ------------------------------------------------------------------------ */
-
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char first;
-    memcpy(&first, &one, 1);
-    return first == 1;
-}
-
-static uint32_t get_le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static void put_le32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_le64(unsigned char *p, uint64_t v)
-{
-    put_le32(p, (uint32_t)v);
-    put_le32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* float32 and int32 arrays are stored little-endian; on a big-endian host swap in place. */
 static void swap32_array(void *data, size_t n)
@@ -68,7 +40,7 @@ static void swap32_array(void *data, size_t n)
 static int write32_array(FILE *f, const void *data, size_t n)
 {
     if (n == 0) return 0; /* data may be NULL for an empty set */
-    if (host_is_little_endian()) return fwrite(data, 4, n, f) == n ? 0 : -1;
+    if (loom_host_is_little_endian()) return fwrite(data, 4, n, f) == n ? 0 : -1;
     unsigned char buf[4096 * 4];
     const unsigned char *src = data;
     while (n > 0) {
@@ -136,9 +108,9 @@ static loom_status load_file(const char *path, FILE *f, loom_classification_data
         return loom_error(LOOM_E_FORMAT, "%s: truncated: expected at least %u bytes, file has %llu",
                           path, LOOM_CLASSIFICATION_HEADER_BYTES, (unsigned long long)size);
 
-    const uint32_t version = get_le32(hdr + 8), reserved = get_le32(hdr + 20);
-    const uint32_t n_features = get_le32(hdr + 12), n_classes = get_le32(hdr + 16);
-    const uint64_t n_samples = get_le64(hdr + 24);
+    const uint32_t version = loom_get_le32(hdr + 8), reserved = loom_get_le32(hdr + 20);
+    const uint32_t n_features = loom_get_le32(hdr + 12), n_classes = loom_get_le32(hdr + 16);
+    const uint64_t n_samples = loom_get_le64(hdr + 24);
     if (version != LOOM_CLASSIFICATION_VERSION)
         return loom_error(LOOM_E_FORMAT, "%s: unsupported version %u (this loom reads version %u)",
                           path, version, LOOM_CLASSIFICATION_VERSION);
@@ -168,7 +140,7 @@ static loom_status load_file(const char *path, FILE *f, loom_classification_data
     if (fread(out->features, 4, nf, f) != nf || fread(out->labels, 4, n, f) != n)
         return loom_error(LOOM_E_IO, "%s: read error: %s", path,
                           ferror(f) ? strerror(errno) : "file shrank while reading");
-    if (!host_is_little_endian()) {
+    if (!loom_host_is_little_endian()) {
         swap32_array(out->features, nf);
         swap32_array(out->labels, n);
     }
@@ -260,11 +232,11 @@ loom_status loom_classification_save(const char *path, const loom_classification
     }
     unsigned char hdr[LOOM_CLASSIFICATION_HEADER_BYTES];
     memcpy(hdr, LOOM_CLASSIFICATION_MAGIC, 8);
-    put_le32(hdr + 8, LOOM_CLASSIFICATION_VERSION);
-    put_le32(hdr + 12, data->n_features);
-    put_le32(hdr + 16, data->n_classes);
-    put_le32(hdr + 20, 0);
-    put_le64(hdr + 24, data->n_samples);
+    loom_put_le32(hdr + 8, LOOM_CLASSIFICATION_VERSION);
+    loom_put_le32(hdr + 12, data->n_features);
+    loom_put_le32(hdr + 16, data->n_classes);
+    loom_put_le32(hdr + 20, 0);
+    loom_put_le64(hdr + 24, data->n_samples);
     const size_t nf = (size_t)(data->n_samples * data->n_features), n = (size_t)data->n_samples;
     errno = 0;
     int bad = fwrite(hdr, 1, sizeof hdr, f) != sizeof hdr;

@@ -13,26 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byte_order.h"
 #include "error.h"
 #include "fileutil.h"
-
-static int host_is_little_endian(void)
-{
-    const uint16_t one = 1;
-    unsigned char first;
-    memcpy(&first, &one, 1);
-    return first == 1;
-}
-
-static int32_t get_le32(const unsigned char *p)
-{
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-}
-
-static void put_le32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
@@ -43,11 +26,11 @@ loom_status loom_tokens_write(const char *path, const uint16_t *tokens, uint64_t
                           (unsigned long long)n, INT32_MAX);
     if (n && !tokens) return loom_error(LOOM_E_INVALID, "%s: tokens is NULL", path);
     unsigned char header[LOOM_TOKENS_HEADER_BYTES] = {0};
-    put_le32(header, LOOM_TOKENS_MAGIC);
-    put_le32(header + 4, LOOM_TOKENS_VERSION);
-    put_le32(header + 8, (uint32_t)n);
+    loom_put_le32(header, LOOM_TOKENS_MAGIC);
+    loom_put_le32(header + 4, LOOM_TOKENS_VERSION);
+    loom_put_le32(header + 8, (uint32_t)n);
     loom_file_part parts[2] = {{header, sizeof header}, {tokens, (size_t)n * 2}};
-    if (host_is_little_endian()) return loom_write_file_atomicv(path, parts, n ? 2 : 1);
+    if (loom_host_is_little_endian()) return loom_write_file_atomicv(path, parts, n ? 2 : 1);
     unsigned char *swapped = malloc(n ? (size_t)n * 2 : 1);
     if (!swapped) return loom_error(LOOM_E_NOMEM, "%s: out of memory for %llu tokens", path, (unsigned long long)n);
     for (uint64_t i = 0; i < n; i++)
@@ -98,7 +81,7 @@ static loom_status token_fill(const loom_dataset *self, const int64_t *indices, 
     const token_context *c = self->context;
     const int64_t bs = c->block_size;
     int32_t *in = inputs;
-    const int little = host_is_little_endian();
+    const int little = loom_host_is_little_endian();
     for (int64_t k = 0; k < n; k++) {
         const int64_t idx = indices[k];
         if (idx < 0 || idx >= self->n_examples)
@@ -161,7 +144,7 @@ static loom_status open_shard(const char *path, shard *s)
         st = loom_error(LOOM_E_IO, "%s: read error: %s", path, strerror(errno));
         goto done;
     }
-    if (have < 4 || get_le32(hdr) != LOOM_TOKENS_MAGIC) {
+    if (have < 4 || loom_get_le32(hdr) != LOOM_TOKENS_MAGIC) {
         st = size == 0 ? loom_error(LOOM_E_FORMAT, "%s: empty file, not an llm.c token shard", path)
                        : loom_error(LOOM_E_FORMAT, "%s: not an llm.c token shard (bad magic)", path);
         goto done;
@@ -171,7 +154,7 @@ static loom_status open_shard(const char *path, shard *s)
                         (unsigned long long)size, LOOM_TOKENS_HEADER_BYTES);
         goto done;
     }
-    const int32_t version = get_le32(hdr + 4), count = get_le32(hdr + 8);
+    const int32_t version = (int32_t)loom_get_le32(hdr + 4), count = (int32_t)loom_get_le32(hdr + 8);
     if (version != LOOM_TOKENS_VERSION) {
         st = loom_error(LOOM_E_FORMAT, "%s: unsupported llm.c shard version %d (loom reads version %d: uint16 tokens)",
                         path, version, LOOM_TOKENS_VERSION);

@@ -25,6 +25,7 @@
 #include <loom/plugin.h>
 
 #include "gpt2.h"
+#include "model_common.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -98,24 +99,7 @@ static void gpt2_destroy(loom_model *self)
     api->free_memory(self->host, self);
 }
 
-static loom_status gpt2_create(loom_host *host, const loom_host_api *api, const loom_config *config,
-                               loom_model **out)
-{
-    if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");
-    *out = NULL;
-    loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
-    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
-    const loom_status st = gpt2_configure(self, config);
-    if (st != LOOM_OK) {
-        gpt2_destroy(self);
-        return st;
-    }
-    *out = self;
-    return LOOM_OK;
-}
+MODEL_DEFINE_CREATE(gpt2_create, gpt2_configure, gpt2_destroy)
 
 /* ---- binding ------------------------------------------------------------------------- */
 
@@ -368,12 +352,7 @@ static void *gpt2_step_scratch(loom_model *self, size_t *bytes)
 
 static loom_status gpt2_output_shape(const loom_model *self, int64_t *out_shape, uint32_t *ndim)
 {
-    if (!out_shape || !ndim)
-        return self->api->fail(self->host, LOOM_E_INVALID, "output_shape: NULL argument");
-    out_shape[0] = self->max_T > 0 ? self->max_T : self->P;
-    out_shape[1] = self->V;
-    *ndim = 2;
-    return LOOM_OK;
+    return model_token_output_shape(self->host, self->api, self->max_T, self->P, self->V, out_shape, ndim);
 }
 
 /* ---- forward ------------------------------------------------------------------------- */
@@ -384,9 +363,8 @@ static loom_status gpt2_output_shape(const loom_model *self, int64_t *out_shape,
 static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_t *B_out, int64_t *T_out)
 {
     const loom_host_api *api = self->api;
-    if (!self->k) return api->fail(self->host, LOOM_E_INVALID, "forward/backward before bind");
-    if (!batch || !LOOM_HAS_FIELD(batch, loom_batch, n_targets))
-        return api->fail(self->host, LOOM_E_ABI, "batch missing or too small");
+    loom_status st = loom_model_check_batch(self->host, api, self->k != NULL, batch, self->max_batch);
+    if (st != LOOM_OK) return st;
     const loom_tensor_view *x = &batch->inputs;
     if (x->dtype != LOOM_DTYPE_I32 || x->ndim != 2 || !x->data || x->device != self->k->device)
         return api->fail(self->host, LOOM_E_INVALID,
@@ -394,9 +372,6 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
                          "device %u)",
                          x->dtype, x->ndim, x->device);
     const int64_t B = batch->batch_size, T = x->shape[1];
-    if (B < 1 || B > self->max_batch)
-        return api->fail(self->host, LOOM_E_INVALID, "batch of %lld rows: must be in [1, %lld] (bound size)",
-                         (long long)B, (long long)self->max_batch);
     if (x->shape[0] != B)
         return api->fail(self->host, LOOM_E_INVALID, "inputs have %lld rows, the batch says %lld",
                          (long long)x->shape[0], (long long)B);
@@ -414,20 +389,9 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
         return api->fail(self->host, LOOM_E_INVALID,
                          "labels must be i32 [%lld, %lld] on the device of the inputs (got dtype %u, ndim %u)",
                          (long long)B, (long long)T, y->dtype, y->ndim);
-    /* The kernels cannot report a bad id: it would read outside wte or give a NaN loss. */
-    const int32_t *tokens = x->data, *labels = y->data;
-    const int64_t V = self->V;
-    for (int64_t i = 0; i < B * T; i++) {
-        if (tokens[i] < 0 || tokens[i] >= V)
-            return api->fail(self->host, LOOM_E_INVALID,
-                             "token id %d at row %lld, position %lld is outside the vocabulary [0, %lld)",
-                             tokens[i], (long long)(i / T), (long long)(i % T), (long long)V);
-        if (labels && labels[i] != GPT2_IGNORE_INDEX && (labels[i] < 0 || labels[i] >= V))
-            return api->fail(self->host, LOOM_E_INVALID,
-                             "label %d at row %lld, position %lld is outside the vocabulary [0, %lld) "
-                             "(and not -100, the ignore index)",
-                             labels[i], (long long)(i / T), (long long)(i % T), (long long)V);
-    }
+    if ((st = model_check_ids(self->host, api, x->data, B * T, T, self->V, "token id", 0)) ||
+        (y->data && (st = model_check_ids(self->host, api, y->data, B * T, T, self->V, "label", 1))))
+        return st;
     *B_out = B;
     *T_out = T;
     return LOOM_OK;

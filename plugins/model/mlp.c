@@ -16,6 +16,8 @@
 #include <loom/model.h>
 #include <loom/plugin.h>
 
+#include "model_common.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -106,52 +108,38 @@ static void mlp_destroy(loom_model *self)
     api->free_memory(self->host, self);
 }
 
-static loom_status mlp_create(loom_host *host, const loom_host_api *api, const loom_config *config,
-                              loom_model **out)
+/* Sizes, activation and layers from the config section (create(): MODEL_DEFINE_CREATE below). */
+static loom_status mlp_configure(loom_model *self, const loom_config *config)
 {
-    if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");
-    *out = NULL;
-    loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
-    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
-
+    loom_host *host = self->host;
+    const loom_host_api *api = self->api;
     loom_status st;
     if ((st = loom_cfg_opt_i64(host, api, config, "input_size", &self->input_size)) ||
         (st = loom_cfg_opt_i64(host, api, config, "num_classes", &self->num_classes)))
-        goto fail;
-    if (self->input_size <= 0) {
-        st = api->fail(host, LOOM_E_INVALID,
-                       "input_size is %lld: set it, or train on a data file (its header gives it)",
-                       (long long)self->input_size);
-        goto fail;
-    }
-    if (self->num_classes <= 0) {
-        st = api->fail(host, LOOM_E_INVALID,
-                       "num_classes is %lld: set it, or train on a data file (its header gives it)",
-                       (long long)self->num_classes);
-        goto fail;
-    }
+        return st;
+    if (self->input_size <= 0)
+        return api->fail(host, LOOM_E_INVALID,
+                         "input_size is %lld: set it, or train on a data file (its header gives it)",
+                         (long long)self->input_size);
+    if (self->num_classes <= 0)
+        return api->fail(host, LOOM_E_INVALID,
+                         "num_classes is %lld: set it, or train on a data file (its header gives it)",
+                         (long long)self->num_classes);
 
     /* hidden_sizes is a string; a lone integer (hidden_sizes: 128 in JSON) is one layer. */
     const char *hidden = "64,64";
     char one[32];
     if (api->cfg_str(config, "hidden_sizes", &hidden) == LOOM_CFG_WRONG_TYPE) {
         int64_t w = 0;
-        if (api->cfg_i64(config, "hidden_sizes", &w) != LOOM_CFG_PRESENT) {
-            st = api->fail(host, LOOM_E_INVALID, "hidden_sizes must be a string such as \"64,64\"");
-            goto fail;
-        }
+        if (api->cfg_i64(config, "hidden_sizes", &w) != LOOM_CFG_PRESENT)
+            return api->fail(host, LOOM_E_INVALID, "hidden_sizes must be a string such as \"64,64\"");
         snprintf(one, sizeof one, "%lld", (long long)w);
         hidden = one;
     }
     double smoothing = 0.0;
-    if ((st = loom_cfg_opt_f64(host, api, config, "label_smoothing_factor", &smoothing))) goto fail;
-    if (!(smoothing >= 0.0 && smoothing < 1.0)) {
-        st = api->fail(host, LOOM_E_INVALID, "label_smoothing_factor is %g: must be in [0, 1)", smoothing);
-        goto fail;
-    }
+    if ((st = loom_cfg_opt_f64(host, api, config, "label_smoothing_factor", &smoothing))) return st;
+    if (!(smoothing >= 0.0 && smoothing < 1.0))
+        return api->fail(host, LOOM_E_INVALID, "label_smoothing_factor is %g: must be in [0, 1)", smoothing);
     self->smoothing = (float)smoothing;
     const char *activation = "relu";
     if (api->cfg_str(config, "activation", &activation) == LOOM_CFG_WRONG_TYPE)
@@ -159,28 +147,17 @@ static loom_status mlp_create(loom_host *host, const loom_host_api *api, const l
     if (strcmp(activation, "gelu") == 0) {
         self->gelu = 1;
     } else if (strcmp(activation, "relu") != 0) {
-        st = api->fail(host, LOOM_E_INVALID, "activation \"%s\": expected \"relu\" or \"gelu\"",
-                       activation);
-        goto fail;
+        return api->fail(host, LOOM_E_INVALID, "activation \"%s\": expected \"relu\" or \"gelu\"", activation);
     }
 
     const int64_t n_hidden = parse_widths(self, hidden, NULL);
-    if (n_hidden < 0) {
-        st = LOOM_E_INVALID;
-        goto fail;
-    }
+    if (n_hidden < 0) return LOOM_E_INVALID;
     self->n_layers = n_hidden + 1;
     self->layers = api->alloc(host, (size_t)self->n_layers * sizeof *self->layers, 0, LOOM_DEVICE_CPU, 0);
-    if (!self->layers) {
-        st = api->fail(host, LOOM_E_NOMEM, "out of memory");
-        goto fail;
-    }
+    if (!self->layers) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     memset(self->layers, 0, (size_t)self->n_layers * sizeof *self->layers);
     int64_t *widths = api->alloc(host, (size_t)(n_hidden + 1) * sizeof *widths, 0, LOOM_DEVICE_CPU, 0);
-    if (!widths) {
-        st = api->fail(host, LOOM_E_NOMEM, "out of memory");
-        goto fail;
-    }
+    if (!widths) return api->fail(host, LOOM_E_NOMEM, "out of memory");
     parse_widths(self, hidden, widths);
     int64_t in = self->input_size, offset = 0;
     for (int64_t l = 0; l < self->n_layers; l++) {
@@ -199,19 +176,16 @@ static loom_status mlp_create(loom_host *host, const loom_host_api *api, const l
         if (__builtin_mul_overflow(L->out, L->in + 1, &size) ||
             __builtin_add_overflow(offset, size, &offset)) {
             api->free_memory(host, widths);
-            st = api->fail(host, LOOM_E_INVALID, "hidden_sizes \"%s\": too many parameters", hidden);
-            goto fail;
+            return api->fail(host, LOOM_E_INVALID, "hidden_sizes \"%s\": too many parameters", hidden);
         }
         in = L->out;
     }
     api->free_memory(host, widths);
     self->n_params = offset;
-    *out = self;
     return LOOM_OK;
-fail:
-    mlp_destroy(self);
-    return st;
 }
+
+MODEL_DEFINE_CREATE(mlp_create, mlp_configure, mlp_destroy)
 
 /* ---- parameters ---------------------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
  * holds the whole gradient range during backward (the shared embedding collects gradients
  * from the LM head first and from both embeddings last).
  */
+#include "model_common.h"
 #include "t5.h"
 
 #include <loom/plugin.h>
@@ -51,23 +52,7 @@ static void t5_destroy(loom_model *self)
     api->free_memory(self->host, self);
 }
 
-static loom_status t5_create(loom_host *host, const loom_host_api *api, const loom_config *config, loom_model **out)
-{
-    if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");
-    *out = NULL;
-    loom_model *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
-    if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    memset(self, 0, sizeof *self);
-    self->host = host;
-    self->api = api;
-    const loom_status st = t5_configure(self, config);
-    if (st != LOOM_OK) {
-        t5_destroy(self);
-        return st;
-    }
-    *out = self;
-    return LOOM_OK;
-}
+MODEL_DEFINE_CREATE(t5_create, t5_configure, t5_destroy)
 
 /* ---- binding ------------------------------------------------------------------------- */
 
@@ -225,11 +210,7 @@ static void *t5_step_scratch(loom_model *self, size_t *bytes)
 
 static loom_status t5_output_shape(const loom_model *self, int64_t *out_shape, uint32_t *ndim)
 {
-    if (!out_shape || !ndim) return self->api->fail(self->host, LOOM_E_INVALID, "output_shape: NULL argument");
-    out_shape[0] = self->max_T > 0 ? self->max_T : self->n_positions;
-    out_shape[1] = self->V;
-    *ndim = 2;
-    return LOOM_OK;
+    return model_token_output_shape(self->host, self->api, self->max_T, self->n_positions, self->V, out_shape, ndim);
 }
 
 /* ---- checks -------------------------------------------------------------------------- */
@@ -237,15 +218,7 @@ static loom_status t5_output_shape(const loom_model *self, int64_t *out_shape, u
 static loom_status check_ids(loom_model *self, const int32_t *ids, int64_t n, int64_t T, const char *what,
                              int ignore_ok)
 {
-    for (int64_t i = 0; i < n; i++) {
-        if (ignore_ok && ids[i] == T5_IGNORE_INDEX) continue;
-        if (ids[i] < 0 || ids[i] >= self->V)
-            return self->api->fail(self->host, LOOM_E_INVALID,
-                                   "%s %d at row %lld, position %lld is outside the vocabulary [0, %lld)%s", what,
-                                   ids[i], (long long)(i / T), (long long)(i % T), (long long)self->V,
-                                   ignore_ok ? " (and not -100, the ignore index)" : "");
-    }
-    return LOOM_OK;
+    return model_check_ids(self->host, self->api, ids, n, T, self->V, what, ignore_ok);
 }
 
 /* Ids, labels and the mask on the model's device: the kernels read labels and the mask. */

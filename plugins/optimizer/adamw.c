@@ -25,7 +25,7 @@ static loom_status adamw_step(loom_optimizer *self, const loom_span *spans, size
     loom_status st = adam_begin_step(self, spans, n_spans, step, LOOM_ADAM_RULE_ADAMW, &a, &b1, &t);
     if (st) return st;
     a.step_size = (float)(step->lr / (1.0 - pow(b1, t)));
-    a.bias2_sqrt = (float)sqrt(1.0 - pow(self->beta2, t));
+    a.bias2_sqrt = (float)sqrt(1.0 - pow(self->hp.beta2, t));
     adam_update(self, spans, n_spans, step, &a);
     return LOOM_OK;
 }

@@ -27,7 +27,7 @@ static loom_status adamw_hf_step(loom_optimizer *self, const loom_span *spans, s
     loom_status st = adam_begin_step(self, spans, n_spans, step, LOOM_ADAM_RULE_HF, &a, &b1, &t);
     if (st) return st;
     double step_size = step->lr;
-    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->beta2, t)) / (1.0 - pow(b1, t));
+    if (self->correct_bias) step_size *= sqrt(1.0 - pow(self->hp.beta2, t)) / (1.0 - pow(b1, t));
     a.step_size = (float)step_size;
     adam_update(self, spans, n_spans, step, &a);
     return LOOM_OK;

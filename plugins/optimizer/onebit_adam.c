@@ -50,7 +50,7 @@
 #include <loom/optimizer.h>
 #include <loom/plugin.h>
 
-#include "optim_common.h"
+#include "adam_common.h"
 
 #define ONEBIT_SLOTS 3
 
@@ -78,7 +78,7 @@ static const loom_param_spec onebit_params[] = {
 typedef struct onebit {
     loom_host *host;
     const loom_host_api *api;
-    double beta1, beta2, eps, weight_decay;
+    adam_hparams hp;
     int64_t freeze_step;
     int threads;
     /* Compression buffers, sized at the first compressed step for n elements over world ranks. */
@@ -126,24 +126,13 @@ static loom_status onebit_create(loom_host *host, const loom_host_api *api, cons
     int32_t cuda_aware = 0;
     const char *backend = NULL;
     loom_status st;
-    if ((st = loom_cfg_need_f64(host, api, config, "beta1", &o.beta1)) ||
-        (st = loom_cfg_need_f64(host, api, config, "beta2", &o.beta2)) ||
-        (st = loom_cfg_need_f64(host, api, config, "eps", &o.eps)) ||
-        (st = loom_cfg_need_f64(host, api, config, "weight_decay", &o.weight_decay)) ||
+    if ((st = adam_read_hparams(host, api, config, &o.hp)) ||
         (st = loom_cfg_need_bool(host, api, config, "cuda_aware", &cuda_aware)))
         return st;
     if (api->cfg_i64(config, "freeze_step", &o.freeze_step) != LOOM_CFG_PRESENT)
         return api->fail(host, LOOM_E_INVALID, "config key 'freeze_step': not an integer");
     if (api->cfg_str(config, "comm_backend_name", &backend) != LOOM_CFG_PRESENT)
         return api->fail(host, LOOM_E_INVALID, "config key 'comm_backend_name': not a string");
-    if (!(o.beta1 >= 0 && o.beta1 < 1))
-        return api->fail(host, LOOM_E_INVALID, "beta1 = %g: must be in [0, 1)", o.beta1);
-    if (!(o.beta2 >= 0 && o.beta2 < 1))
-        return api->fail(host, LOOM_E_INVALID, "beta2 = %g: must be in [0, 1)", o.beta2);
-    if (!(o.eps >= 0 && isfinite(o.eps)))
-        return api->fail(host, LOOM_E_INVALID, "eps = %g: must be finite and >= 0", o.eps);
-    if (!(o.weight_decay >= 0 && isfinite(o.weight_decay)))
-        return api->fail(host, LOOM_E_INVALID, "weight_decay = %g: must be finite and >= 0", o.weight_decay);
     if (o.freeze_step < 0)
         return api->fail(host, LOOM_E_INVALID, "freeze_step = %lld: must be >= 0", (long long)o.freeze_step);
     /* Said once, so a DeepSpeed config that names them does not look silently obeyed. */
@@ -162,48 +151,46 @@ static loom_status onebit_get_hparam(loom_optimizer *self_, const char *name, do
 {
     const onebit *self = (const onebit *)self_;
     if (!self || !name || !out) return LOOM_E_INVALID;
-    if (!strcmp(name, "beta1")) *out = self->beta1;
-    else if (!strcmp(name, "beta2")) *out = self->beta2;
-    else if (!strcmp(name, "eps")) *out = self->eps;
-    else if (!strcmp(name, "weight_decay")) *out = self->weight_decay;
-    else if (!strcmp(name, "freeze_step")) *out = (double)self->freeze_step;
-    else return LOOM_E_NOT_FOUND;
+    if (strcmp(name, "freeze_step")) return adam_hparam(&self->hp, name, out);
+    *out = (double)self->freeze_step;
     return LOOM_OK;
 }
 
 /* ---- the update -------------------------------------------------------------------------- */
 
 typedef struct onebit_coef {
-    int threads;
-    float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, lr, weight_decay;
+    adam_moments base;
+    float lr, weight_decay;
 } onebit_coef;
 
 /* Warm-up: Adam without bias correction. */
 static void warmup_span(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
                         const onebit_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.base.threads)
     for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * c.grad_scale;
-        float mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
-        float vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        float gi = g[i] * c.base.grad_scale;
+        float mi = c.base.beta1 * m[i] + c.base.one_minus_beta1 * gi;
+        float vi = c.base.beta2 * v[i] + c.base.one_minus_beta2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] -= c.lr * (mi / (sqrtf(vi) + c.eps) + c.weight_decay * p[i]);
+        p[i] -= c.lr * (mi / (sqrtf(vi) + c.base.eps) + c.weight_decay * p[i]);
     }
 }
 
 static void momentum_span(const float *restrict g, float *restrict m, int64_t n, const onebit_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
-    for (int64_t i = 0; i < n; i++) m[i] = c.beta1 * m[i] + c.one_minus_beta1 * (g[i] * c.grad_scale);
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.base.threads)
+    for (int64_t i = 0; i < n; i++)
+        m[i] = c.base.beta1 * m[i] + c.base.one_minus_beta1 * (g[i] * c.base.grad_scale);
 }
 
 static void frozen_update_span(float *restrict p, const float *restrict m, const float *restrict v, int64_t n,
                                const onebit_coef c)
 {
-#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.threads)
-    for (int64_t i = 0; i < n; i++) p[i] -= c.lr * (m[i] / (sqrtf(v[i]) + c.eps) + c.weight_decay * p[i]);
+#pragma omp parallel for simd if (parallel : n > LK_STEP_PARALLEL_MIN) num_threads(c.base.threads)
+    for (int64_t i = 0; i < n; i++)
+        p[i] -= c.lr * (m[i] / (sqrtf(v[i]) + c.base.eps) + c.weight_decay * p[i]);
 }
 
 /* ---- 1-bit compression ------------------------------------------------------------------- */
@@ -356,21 +343,11 @@ static loom_status onebit_step(loom_optimizer *self_, const loom_span *spans, si
                                const loom_optimizer_step *step)
 {
     onebit *self = (onebit *)self_;
-    loom_status st = optim_check_step(self->host, self->api, spans, n_spans, step);
-    if (st || (st = optim_check_spans(self->host, self->api, spans, n_spans, ONEBIT_SLOTS))) return st;
-    double b1 = optim_momentum(step, self->beta1);
-    if (!(b1 >= 0 && b1 < 1))
-        return self->api->fail(self->host, LOOM_E_INVALID, "scheduler momentum %g: beta1 must be in [0, 1)", b1);
-    onebit_coef c = {
-        .threads = self->threads,
-        .grad_scale = (float)step->grad_scale,
-        .beta1 = (float)b1,
-        .one_minus_beta1 = (float)(1.0 - b1),
-        .beta2 = (float)self->beta2,
-        .one_minus_beta2 = (float)(1.0 - self->beta2),
-        .eps = (float)self->eps,
-        .lr = (float)step->lr,
-    };
+    onebit_coef c;
+    loom_status st = adam_moments_begin(self->host, self->api, &self->hp, self->threads, spans, n_spans, step,
+                                        ONEBIT_SLOTS, &c.base);
+    if (st) return st;
+    c.lr = (float)step->lr;
     if (!onebit_local_gradients(self_, step->step)) {
         for (size_t i = 0; i < n_spans; i++) {
             const loom_span *s = lk_span_at(spans, i);
@@ -394,7 +371,7 @@ static loom_status onebit_step(loom_optimizer *self_, const loom_span *spans, si
                        step->world_size);
     self->announced = 1;
     /* The local gradient carries 1 / (global count): times W it is DeepSpeed's local mean. */
-    c.grad_scale = (float)(step->grad_scale * (double)step->world_size);
+    c.base.grad_scale = (float)(step->grad_scale * (double)step->world_size);
     for (size_t i = 0; i < n_spans; i++) {
         const loom_span *s = lk_span_at(spans, i);
         momentum_span(s->grad, s->state[0], s->numel, c);

@@ -24,6 +24,8 @@
 #include <loom/plugin.h>
 #include <loom/scheduler.h>
 
+#include "sched_value.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -137,11 +139,8 @@ static inline loom_status ds_value(const loom_scheduler *self, int64_t t, loom_s
 {
     if (!self || !out)
         return LOOM_E_INVALID;
-    if (t < 0)
-        return self->api->fail(self->host, LOOM_E_INVALID, "scheduler step %lld: must be >= 0",
-                               (long long)t);
-    if (!LOOM_HAS_FIELD(out, loom_schedule_value, momentum))
-        return self->api->fail(self->host, LOOM_E_ABI, "schedule value struct too small");
+    loom_status st = sched_check_value(self->host, self->api, t, out);
+    if (st != LOOM_OK) return st;
     double lr = 0, mom = NAN;
     self->eval(self, t, &lr, &mom);
     out->lr = lr;

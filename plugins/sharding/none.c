@@ -59,13 +59,6 @@ static loom_status none_owned_ranges(const loom_sharding *self_, int32_t rank, c
     return LOOM_OK;
 }
 
-static loom_status none_memory(const loom_sharding *self_, loom_sharding_memory *out)
-{
-    out->gradient_bytes = replicated_gradient_bytes(self_);
-    out->bucket_bytes = 0;
-    return LOOM_OK;
-}
-
 static loom_status none_begin_micro_batch(loom_sharding *self, int32_t micro, int32_t last)
 {
     (void)self, (void)micro, (void)last;
@@ -101,7 +94,7 @@ static const loom_sharding_vtable none_vtable = {
     .create = none_create,
     .destroy = none_destroy,
     .owned_ranges = none_owned_ranges,
-    .memory = none_memory,
+    .memory = replicated_memory,
     .begin_micro_batch = none_begin_micro_batch,
     .grad_acquire = replicated_grad_acquire,
     .grad_release = none_grad_release,

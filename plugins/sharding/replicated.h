@@ -55,6 +55,14 @@ static inline uint64_t replicated_gradient_bytes(const loom_sharding *self)
     return (uint64_t)r->total * r->element_size;
 }
 
+/* loom_sharding_vtable.memory of a plugin without buckets (none, sharded_ddp). */
+static inline loom_status replicated_memory(const loom_sharding *self, loom_sharding_memory *out)
+{
+    out->gradient_bytes = replicated_gradient_bytes(self);
+    out->bucket_bytes = 0;
+    return LOOM_OK;
+}
+
 /* loom_sharding_vtable.grad_acquire: the range of the flat buffer, in place. */
 static inline loom_status replicated_grad_acquire(loom_sharding *self, int64_t begin, int64_t end, void **memory)
 {

@@ -124,13 +124,6 @@ static loom_status sharded_owned_ranges(const loom_sharding *self_, int32_t rank
     return LOOM_OK;
 }
 
-static loom_status sharded_memory(const loom_sharding *self_, loom_sharding_memory *out)
-{
-    out->gradient_bytes = replicated_gradient_bytes(self_);
-    out->bucket_bytes = 0;
-    return LOOM_OK;
-}
-
 static loom_status sharded_begin_micro_batch(loom_sharding *self_, int32_t micro, int32_t last)
 {
     sharded_sharding *self = (sharded_sharding *)self_;
@@ -214,7 +207,7 @@ static const loom_sharding_vtable sharded_vtable = {
     .create = sharded_create,
     .destroy = sharded_destroy,
     .owned_ranges = sharded_owned_ranges,
-    .memory = sharded_memory,
+    .memory = replicated_memory,
     .begin_micro_batch = sharded_begin_micro_batch,
     .grad_acquire = replicated_grad_acquire,
     .grad_release = sharded_grad_release,

@@ -3,9 +3,11 @@
 offsetof check (tests/abi/CMakeLists.txt).
 
   abi_members.py HEADER_DIR OUT.inc     writes one line per member: LOOM_MEMBER(struct, member)
-  abi_members.py --compare OLD NEW...   OLD and NEW are outputs of abi_layout_dump: checks that
-                                        every member of OLD is in each NEW at the same offset and
-                                        size, and that the NEW tables are identical (C and C++)
+  abi_members.py --compare [--release V] OLD NEW...
+                                        OLD and NEW are outputs of abi_offsets: checks that every
+                                        member of OLD (the ABI V release, 1.0 by default) is in
+                                        each NEW at the same offset and size, and that the NEW
+                                        tables are identical (C and C++)
 
 The headers are read as text: a struct is `typedef struct NAME { ... } NAME;`, a member a
 declaration ending in ';' at the struct's top level (function pointers, arrays, several
@@ -88,12 +90,14 @@ def read_dump(path):
     rows = {}
     with open(path) as f:
         for line in f:
+            if line.startswith("#"):
+                continue
             struct, member, offset, size = line.split()
             rows[(struct, member)] = (int(offset), int(size))
     return rows
 
 
-def compare(old_path, new_paths):
+def compare(old_path, new_paths, release="1.0"):
     old = read_dump(old_path)
     news = [read_dump(p) for p in new_paths]
     bad = 0
@@ -104,23 +108,25 @@ def compare(old_path, new_paths):
             bad += 1
     structs = {s for s, _ in old}
     if len(structs) < 30:
-        print(f"only {len(structs)} structs found in ABI 1.0: the member extraction is broken")
+        print(f"only {len(structs)} structs found in ABI {release}: the member extraction is broken")
         bad += 1
     for key, (offset, size) in sorted(old.items()):
         got = news[0].get(key)
         if got is None:
-            print(f"{key[0]}.{key[1]}: in ABI 1.0 but gone today")
+            print(f"{key[0]}.{key[1]}: in ABI {release} but gone today")
             bad += 1
         elif got != (offset, size):
-            print(f"{key[0]}.{key[1]}: ABI 1.0 offset {offset} size {size}, today offset {got[0]} size {got[1]}")
+            print(f"{key[0]}.{key[1]}: ABI {release} offset {offset} size {size}, today offset {got[0]} size {got[1]}")
             bad += 1
-    print(f"abi offsets: {len(old)} members of ABI 1.0 checked against {len(news[0])} of today's headers, "
+    print(f"abi offsets: {len(old)} members of ABI {release} checked against {len(news[0])} of today's headers, "
           f"{len(new_paths)} compilations, {bad} problems")
     return 1 if bad else 0
 
 
 def main(argv):
     if argv[1:2] == ["--compare"]:
+        if argv[2:3] == ["--release"]:
+            return compare(argv[4], argv[5:], argv[3])
         return compare(argv[2], argv[3:])
     table = extract(argv[1])
     structs = sorted({s for s, _ in table})
