@@ -4,8 +4,8 @@ their partitions at tensor boundaries for it (plugins/sharding/zero_whole.h). Ad
 tensor and the gradients are the same bits (canonical rank-order sums), so zero1 and zero2 train
 the very model ddp trains, byte for byte, with the same factored second moments in their
 checkpoint shards (each a whole tensor, on exactly one rank). A rank that owns no tensor (more
-ranks than the partition needs) trains, checkpoints and resumes like the others; a zero2
-checkpoint resumes exactly, under zero2 or another strategy."""
+ranks than the partition needs; fp32 or bf16) trains, checkpoints and resumes like the others;
+a zero2 checkpoint resumes exactly, under zero2 or another strategy."""
 import json
 import os
 import random
@@ -151,6 +151,22 @@ class ZeroAdafactorTest(LoomTestCase):
         _, resumed, _ = self.train("mlp-zero2", 4, "zero2", "--adafactor", model=(), batch=32,
                                    resume=os.path.join(part, "checkpoint-5"))
         self.assertEqual(resumed, results["ddp"])
+
+    def test_ranks_that_own_nothing_in_bf16(self):
+        # A gpt2 whose embedding (4096 elements) outweighs the rest (~1000) together: on 4 ranks
+        # rank 0 owns the embedding, rank 1 the rest, ranks 2 and 3 nothing; in bf16 the master
+        # weights are partitioned the same way.
+        tiny = ("--model", "gpt2", "--gpt2.n_layer", "1", "--gpt2.n_head", "2", "--gpt2.n_embd", "8",
+                "--gpt2.vocab_size", "512", "--gpt2.n_positions", "16", "--block_size", "8", "--bf16")
+        models = {p: self.train(f"bf16-{p}", 4, p, "--adafactor", model=tiny)[1] for p in ("ddp", "zero1", "zero2")}
+        self.assertEqual(models["zero1"], models["ddp"])
+        self.assertEqual(models["zero2"], models["ddp"])
+        checkpoint = os.path.join(self.out("bf16-zero2"), "checkpoint-10")
+        held = [len(read_safetensors(os.path.join(checkpoint, f"optimizer.rank-{r}-of-4.safetensors")))
+                for r in range(4)]
+        self.assertEqual(held[0], 4)                  # wte's three states and its fp32 master
+        self.assertGreater(held[1], 4)
+        self.assertEqual(held[2:], [0, 0])
 
 
 if __name__ == "__main__":
