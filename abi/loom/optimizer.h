@@ -89,8 +89,8 @@ typedef struct loom_optimizer_step {
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
-/* Spans are whole tensors (a factored second moment needs the whole matrix): the host refuses
- * shardings that split tensors. */
+/* Spans are whole tensors (a factored second moment needs the whole matrix): a sharding plugin
+ * that would split tensors cuts at tensor boundaries instead (zero1/zero2) or refuses. */
 #define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u
 #define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor statistics (lamb): see
                                                  tensor_stats / partial_stats below        */

@@ -5,7 +5,8 @@
  * Everything is expressed on the flat parameter index space [0, total_numel) of the model's
  * parameter list (model.h). A sharding plugin:
  *   1. partitions that space: each rank owns a list of ranges (zero1/zero2: an even split of
- *      the flat buffer, tensors may straddle ranks; sharded_ddp: whole tensors assigned
+ *      the flat buffer, tensors may straddle ranks, or runs of whole tensors when the
+ *      optimizer sets LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS; sharded_ddp: whole tensors assigned
  *      greedily by size; ddp/none: every rank owns everything). The host allocates fp32
  *      master params (precision) and optimizer state exactly for the owned ranges.
  *   2. serves gradient memory during backward (grad_acquire / grad_release, wired to the

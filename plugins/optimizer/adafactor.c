@@ -21,8 +21,9 @@
  * torch computes in float32; here the reductions (rms, means) run in double.
  *
  * rms(p), rms(u) and the row/column means need the whole tensor: the plugin sets
- * LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS, so zero1/zero2 (which cut tensors at partition
- * boundaries) refuse it and none/ddp/sharded_ddp hand it whole tensors.
+ * LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS, and every sharding strategy hands it whole tensors
+ * (none/ddp own everything, sharded_ddp partitions by tensor, zero1/zero2 then cut their
+ * partitions at tensor boundaries only: plugins/sharding/zero_whole.h).
  *
  * State slots (zeroed by the host, saved in checkpoints): 0 = exp_avg (used with beta1 only),
  * 1 = exp_avg_sq (1-D tensors) or, for factored tensors, exp_avg_sq_row in its first numel / C

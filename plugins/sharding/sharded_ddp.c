@@ -4,7 +4,7 @@
  * greedy partition); the owner alone keeps its optimizer states and steps it. A tensor's
  * gradient is reduced to its owner as soon as backward releases it on the last micro-batch, and
  * after the update every owner broadcasts its tensors to the others. Optimizers that need whole
- * tensors (Adafactor) work here, unlike ZeRO's flat partition.
+ * tensors (Adafactor) work here, as under zero1/zero2 (which cut at tensor boundaries for them).
  *
  * Gradients are kept whole on every rank in this version (FairScale frees the ones a rank does
  * not own after the reduce; loom's gradient memory here is DDP's).

@@ -9,9 +9,12 @@
  * every rank's parameters, in pieces of allgather_bucket_size elements.
  *
  * Partition r is [r P, min((r+1) P, total)) with P = ceil(total / N) rounded up to a multiple of
- * 16384 elements (the host's canonical norm block); the last partitions may be shorter or empty. The gradient buffer is
- * padded to N P so the reduce-scatter sees equal blocks. Sums are the communicator's canonical rank-order sums; no
- * division by N (the loss seed carries 1 / targets of the global batch).
+ * 16384 elements (the host's canonical norm block); the last partitions may be shorter or empty.
+ * For an optimizer that needs whole tensors (Adafactor) the partitions are runs of whole tensors
+ * instead (zero_whole.h), of uneven lengths, P the longest. The gradient buffer is the flat buffer
+ * padded to N P; each owner's partition is reduced to it over the partition's own length. Sums
+ * are the communicator's canonical rank-order sums; no division by N (the loss seed carries
+ * 1 / targets of the global batch).
  */
 #include <string.h>
 
@@ -109,11 +112,14 @@ static loom_status zero1_grad_release(loom_sharding *self, int64_t begin, int64_
 static loom_status zero1_finish_grads(loom_sharding *self_)
 {
     zero1_sharding *self = (zero1_sharding *)self_;
-    /* Rank-order sums either way: the same bits as a reduce-scatter or ddp's all-reduce. */
+    /* Rank-order sums either way: the same bits as a reduce-scatter or ddp's all-reduce. Every
+     * rank knows every partition, so all skip the same empty ones. */
     for (int32_t r = 0; r < self->z.world; r++) {
-        unsigned char *block = self->grads + (size_t)r * (size_t)self->z.partition * self->z.element_size;
-        loom_status st =
-            self->z.cv->reduce(self->z.comm, block, (size_t)self->z.partition, self->z.dtype, LOOM_REDUCE_SUM, r, NULL);
+        const loom_range *part = &self->z.ranges[r];
+        if (part->end <= part->begin) continue;
+        unsigned char *block = self->grads + (size_t)part->begin * self->z.element_size;
+        loom_status st = self->z.cv->reduce(self->z.comm, block, (size_t)(part->end - part->begin), self->z.dtype,
+                                            LOOM_REDUCE_SUM, r, NULL);
         if (st != LOOM_OK) return st;
     }
     return LOOM_OK;
@@ -124,7 +130,7 @@ static loom_status zero1_owned_grads(loom_sharding *self_, size_t range_index, v
     zero1_sharding *self = (zero1_sharding *)self_;
     loom_status st = zero_check_range_index(&self->z, range_index);
     if (st != LOOM_OK) return st;
-    *memory = self->grads + (size_t)self->z.rank * (size_t)self->z.partition * self->z.element_size;
+    *memory = self->grads + (size_t)self->z.ranges[self->z.rank].begin * self->z.element_size;
     return LOOM_OK;
 }
 
@@ -161,7 +167,8 @@ static const loom_plugin_desc zero1_desc = {
     .kind = LOOM_KIND_SHARDING,
     .name = "zero1",
     .version = "1.0.0",
-    .summary = "ZeRO stage 1: optimizer states and master weights partitioned evenly over ranks",
+    .summary = "ZeRO stage 1: optimizer states and master weights partitioned over ranks (evenly, or by whole "
+               "tensors for optimizers that need them)",
     .vtable = &zero1_vtable,
     .params = zero1_params,
 };

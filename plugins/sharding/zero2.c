@@ -5,7 +5,8 @@
  * gradients land in a scratch arena sized before step 1 from the model's max_grad_elements;
  * as soon as backward releases a range, each owner's piece of it is reduced to that owner (as
  * DeepSpeed stage 2 does, on every micro-batch) and the arena space is reused. After the update
- * the partitions are all-gathered back, as in zero1.
+ * the partitions are all-gathered back, as in zero1. An optimizer that needs whole tensors
+ * (Adafactor) gets zero1's whole-tensor partitions (zero_whole.h); nothing below assumes even ones.
  *
  * Sums are the communicator's rank-order sums, so with one micro-batch per step zero2's gradients
  * are the same bits as ddp's. Under accumulation DeepSpeed's order (sum over ranks per

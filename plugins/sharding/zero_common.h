@@ -1,8 +1,9 @@
 /*
  * zero_common.h - what ZeRO stages 1 and 2 share (each plugin is its own .so, so this is
- * header-only): the keys they read alike, the block-aligned even partition of the flat buffer,
- * the instance's life cycle, and the all-gather that puts every rank's updated partition back
- * into every rank's parameters.
+ * header-only): the keys they read alike, the partition of the flat buffer (block-aligned and
+ * even, or at tensor boundaries for optimizers that need whole tensors: zero_whole.h), the
+ * instance's life cycle, and the all-gather that puts every rank's updated partition back into
+ * every rank's parameters.
  */
 #ifndef LOOM_PLUGINS_ZERO_COMMON_H
 #define LOOM_PLUGINS_ZERO_COMMON_H
@@ -15,6 +16,7 @@
 #include <loom/sharding.h>
 
 #include "sharding_common.h"
+#include "zero_whole.h"
 
 /* Partitions cut the buffer at multiples of the host's gradient-norm block (16384 elements), so
  * every canonical norm piece has one owner and the norm is the same bits as DDP's. */
@@ -37,9 +39,11 @@ typedef struct zero_options {
     int64_t allgather_bucket_size; /* elements, whatever the dtype (DeepSpeed's meaning) */
     int32_t allgather_partitions, reduce_scatter, overlap_comm, cpu_offload;
     size_t element_size;           /* bytes per parameter / gradient element            */
+    int32_t whole_tensors;         /* the optimizer needs whole tensors: cut at tensor
+                                      boundaries (zero_whole.h) instead of evenly          */
 } zero_options;
 
-/* The checks every stage shares (dtype, communicator, whole-tensor optimizers, bucket sizes),
+/* The checks every stage shares (dtype, communicator, bucket sizes),
  * then the options. `stage` names the plugin in messages. */
 static inline loom_status zero_read_options(loom_host *host, const loom_host_api *api, const loom_config *config,
                                             const loom_sharding_setup *setup, const char *stage, zero_options *o)
@@ -48,10 +52,8 @@ static inline loom_status zero_read_options(loom_host *host, const loom_host_api
     loom_status st = sharding_element_size(host, api, setup->param_dtype, &element);
     if (st != LOOM_OK) return st;
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "%s needs a communicator", stage);
-    if (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS)
-        return api->fail(host, LOOM_E_UNSUPPORTED,
-                         "this optimizer needs whole tensors; %s splits tensors across ranks (use sharded_ddp)", stage);
-    *o = (zero_options){500000000, 1, 1, 0, 0, element};
+    *o = (zero_options){500000000, 1, 1, 0, 0, element,
+                        (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS) != 0};
     api->cfg_i64(config, "allgather_bucket_size", &o->allgather_bucket_size);
     api->cfg_bool(config, "allgather_partitions", &o->allgather_partitions);
     api->cfg_bool(config, "reduce_scatter", &o->reduce_scatter);
@@ -76,39 +78,41 @@ static inline int64_t zero_partition(int64_t total, int32_t world, loom_range *r
     return P;
 }
 
-/* Whether the partitions can be all-gathered in place, straight into params: one piece covers a
- * partition (allgather_bucket_size >= P, DeepSpeed's default 5e8 usually does) and the host's
- * params buffer has room for world P elements. Then no gather buffers exist at all. */
-static inline int zero_gather_in_place(const loom_sharding_setup *setup, int64_t P, int64_t bucket)
+/* Whether the partitions can be all-gathered in place, straight into params: they are the even
+ * cut (partition r starts at r P; whole-tensor partitions do not), one piece covers a partition
+ * (allgather_bucket_size >= P, DeepSpeed's default 5e8 usually does) and the host's params
+ * buffer has room for world P elements. Then no gather buffers exist at all. */
+static inline int zero_gather_in_place(const loom_sharding_setup *setup, int64_t P, int64_t bucket, int whole)
 {
-    return LOOM_HAS_FIELD(setup, loom_sharding_setup, params_capacity) &&
+    return !whole && LOOM_HAS_FIELD(setup, loom_sharding_setup, params_capacity) &&
            setup->params_capacity >= (int64_t)setup->world_size * P && bucket >= P;
 }
 
-/* All-gather the partitions of params (total elements of `element` bytes, partitions of P) in
- * pieces of at most c elements per rank through send (c elements) and recv (world c) scratch,
- * or, with send NULL (zero_gather_in_place), in one all-gather inside params. Pure data
- * movement: the bits each owner wrote are the bits every rank gets. */
-static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *cv, void *params_, int64_t total,
-                                       int64_t P, int32_t rank, int32_t world, int64_t c, size_t element,
-                                       uint32_t dtype, void *send_, void *recv_)
+/* All-gather the partitions ranges[0..world) of params (elements of `element` bytes, none
+ * longer than P) in pieces of at most c elements per rank through send (c elements) and recv
+ * (world c) scratch, or, with send NULL (zero_gather_in_place: partition r starts at r P), in
+ * one all-gather inside params. Pure data movement: the bits each owner wrote are the bits
+ * every rank gets. */
+static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *cv, void *params_,
+                                       const loom_range *ranges, int64_t P, int32_t rank, int32_t world, int64_t c,
+                                       size_t element, uint32_t dtype, void *send_, void *recv_)
 {
     uint8_t *params = params_, *send = send_;
     const uint8_t *recv = recv_;
     if (!send) return cv->all_gather(comm, params + (size_t)rank * (size_t)P * element, params, (size_t)P, dtype, NULL);
     for (int64_t at = 0; at < P; at += c) {
         int64_t n = P - at < c ? P - at : c;
-        int64_t mine = (int64_t)rank * P + at;
-        int64_t have = total - mine < n ? total - mine : n;
+        int64_t mine = ranges[rank].begin + at;
+        int64_t have = ranges[rank].end - mine < n ? ranges[rank].end - mine : n;
         if (have < 0) have = 0;
-        /* The padding past the end of the buffer travels as zeros; receivers drop it. */
+        /* A partition shorter than P pads its last pieces with zeros; receivers drop them. */
         if (have > 0) memcpy(send, params + (size_t)mine * element, (size_t)have * element);
         if (have < n) memset(send + (size_t)have * element, 0, (size_t)(n - have) * element);
         loom_status st = cv->all_gather(comm, send, recv_, (size_t)n, dtype, NULL);
         if (st != LOOM_OK) return st;
         for (int32_t r = 0; r < world; r++) {
-            int64_t theirs = (int64_t)r * P + at;
-            int64_t keep = total - theirs < n ? total - theirs : n;
+            int64_t theirs = ranges[r].begin + at;
+            int64_t keep = ranges[r].end - theirs < n ? ranges[r].end - theirs : n;
             if (keep > 0)
                 memcpy(params + (size_t)theirs * element, recv + (size_t)r * (size_t)n * element,
                        (size_t)keep * element);
@@ -117,16 +121,17 @@ static inline loom_status zero_publish(loom_comm *comm, const loom_comm_vtable *
     return LOOM_OK;
 }
 
-/* What zero1 and zero2 share: the run's layout, the even partition and the all-gather of the
- * updated partitions (in place, or through send/recv pieces of gather_elements). */
+/* What zero1 and zero2 share: the run's layout, the partition and the all-gather of the updated
+ * partitions (in place, or through send/recv pieces of gather_elements). */
 typedef struct zero_base {
     loom_host *host;
     const loom_host_api *api;
     loom_comm *comm;
     const loom_comm_vtable *cv;
     int32_t rank, world;
-    int64_t total, partition;     /* elements; P = partition                                   */
+    int64_t total, partition;     /* elements; P = partition, the longest of the ranges        */
     loom_range *ranges;           /* ranges[r] = partition of rank r                           */
+    int32_t whole_tensors;        /* ranges cut at tensor boundaries (zero_whole.h)            */
     size_t element_size;          /* bytes per element of dtype                                */
     uint32_t dtype;               /* param_dtype: of params, gradients and every collective    */
     unsigned char *params;        /* the trainer's flat parameters (lent for the run)          */
@@ -141,13 +146,15 @@ static inline loom_status zero_base_init(zero_base *b, loom_host *host, const lo
 {
     *b = (zero_base){.host = host, .api = api, .comm = setup->comm, .cv = setup->comm_vtable, .rank = setup->rank,
                      .world = setup->world_size, .total = setup->total_numel, .element_size = o->element_size,
-                     .dtype = setup->param_dtype, .params = setup->params};
+                     .dtype = setup->param_dtype, .params = setup->params, .whole_tensors = o->whole_tensors};
     b->ranges = api->alloc(host, (size_t)b->world * sizeof *b->ranges, 0, LOOM_DEVICE_CPU, 0);
     if (!b->ranges) return api->fail(host, LOOM_E_NOMEM, "out of memory");
-    b->partition = zero_partition(b->total, b->world, b->ranges);
+    b->partition = b->whole_tensors
+                       ? zero_whole_partition(setup->tensor_offsets, setup->n_tensors, b->world, b->ranges)
+                       : zero_partition(b->total, b->world, b->ranges);
     /* In place (no gather buffers) when the host's params have room for every partition. */
     const int64_t bucket = o->allgather_bucket_size;
-    if (zero_gather_in_place(setup, b->partition, bucket)) return LOOM_OK;
+    if (zero_gather_in_place(setup, b->partition, bucket, b->whole_tensors)) return LOOM_OK;
     b->gather_elements = bucket < b->partition ? bucket : b->partition;
     if (b->gather_elements < 1) b->gather_elements = 1;
     b->gather_send = api->alloc(host, (size_t)b->gather_elements * b->element_size, 0, setup->device, 0);
@@ -202,7 +209,7 @@ static inline uint64_t zero_base_gather_bytes(const zero_base *b)
 
 static inline loom_status zero_base_publish(zero_base *b)
 {
-    return zero_publish(b->comm, b->cv, b->params, b->total, b->partition, b->rank, b->world, b->gather_elements,
+    return zero_publish(b->comm, b->cv, b->params, b->ranges, b->partition, b->rank, b->world, b->gather_elements,
                         b->element_size, b->dtype, b->gather_send, b->gather_recv);
 }
 

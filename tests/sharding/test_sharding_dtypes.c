@@ -20,6 +20,9 @@
  *     without offload, a piece the last micro-batch did not release still reaches the copy,
  *     publish_params() takes the owned values from the host copy, and host_bytes counts both
  *     copies;
+ *   - zero1 and zero2 for an optimizer that needs whole tensors (LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS):
+ *     the partitions are runs of whole tensors of uneven lengths (worked out by hand below), and
+ *     the reductions, the all-gather (never in place) and offload give the same bits as above;
  *   - an unsupported dtype is refused with a message naming it.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
@@ -32,6 +35,7 @@
 #include <unistd.h>
 
 #include <loom/comm.h>
+#include <loom/optimizer.h>
 #include <loom/sharding.h>
 
 #include "error.h"
@@ -52,6 +56,10 @@ static const int64_t offsets[N_TENSORS + 1] = {0, 1000, 17000, 17001, 30000, TOT
 #define LARGEST_TENSOR 16000
 #define GATHER_BUCKET 5000 /* elements: several all-gather pieces, the last one padded */
 #define ZERO_ALIGN 16384
+/* The whole-tensor partitions (tensor sizes 1000, 16000, 1, 12999, 10000), the longest as short
+ * as contiguous runs allow: 2 ranks [0, 17001) [17001, 40000); 3 ranks [0, 17000) [17000, 30000)
+ * [30000, 40000). */
+static const int64_t whole_cuts[4][4] = {{0}, {0}, {0, 17001, TOTAL}, {0, 17000, 30000, TOTAL}};
 
 /* ---------------------------------------------------------------------------------------- */
 /* Values, encodings and the expected sums (independent of the plugins' own conversions)     */
@@ -152,19 +160,25 @@ typedef struct variant {
     const char *keys[3], *values[3];
     int reduces_each_micro; /* zero2: the accumulation is summed over ranks per micro-batch */
     int in_place;           /* params has room for world P: the all-gather runs inside it  */
+    int whole;              /* the optimizer needs whole tensors                            */
 } variant;
 
 static const variant variants[] = {
-    {"ddp", {NULL}, {NULL}, 0, 0},
-    {"zero1", {"allgather_bucket_size"}, {"5000"}, 0, 0},
-    {"zero2", {"allgather_bucket_size"}, {"5000"}, 1, 0},
-    {"zero2", {"allgather_bucket_size", "overlap_comm"}, {"5000", "true"}, 1, 0},
-    {"zero2", {"allgather_bucket_size", "reduce_scatter"}, {"5000", "false"}, 1, 0},
-    {"sharded_ddp", {NULL}, {NULL}, 0, 0},
-    {"zero1", {NULL}, {NULL}, 0, 1},
-    {"zero2", {"overlap_comm"}, {"true"}, 1, 1},
-    {"zero2", {"allgather_bucket_size", "cpu_offload"}, {"5000", "true"}, 1, 0},
-    {"zero2", {"overlap_comm", "cpu_offload"}, {"true", "true"}, 1, 1},
+    {"ddp", {NULL}, {NULL}, 0, 0, 0},
+    {"zero1", {"allgather_bucket_size"}, {"5000"}, 0, 0, 0},
+    {"zero2", {"allgather_bucket_size"}, {"5000"}, 1, 0, 0},
+    {"zero2", {"allgather_bucket_size", "overlap_comm"}, {"5000", "true"}, 1, 0, 0},
+    {"zero2", {"allgather_bucket_size", "reduce_scatter"}, {"5000", "false"}, 1, 0, 0},
+    {"sharded_ddp", {NULL}, {NULL}, 0, 0, 0},
+    {"zero1", {NULL}, {NULL}, 0, 1, 0},
+    {"zero2", {"overlap_comm"}, {"true"}, 1, 1, 0},
+    {"zero2", {"allgather_bucket_size", "cpu_offload"}, {"5000", "true"}, 1, 0, 0},
+    {"zero2", {"overlap_comm", "cpu_offload"}, {"true", "true"}, 1, 1, 0},
+    {"zero1", {"allgather_bucket_size"}, {"5000"}, 0, 0, 1},
+    {"zero1", {NULL}, {NULL}, 0, 1, 1}, /* room in params, but uneven partitions gather apart */
+    {"zero2", {"allgather_bucket_size", "overlap_comm"}, {"5000", "true"}, 1, 0, 1},
+    {"zero2", {"reduce_scatter"}, {"false"}, 1, 1, 1},
+    {"zero2", {"allgather_bucket_size", "cpu_offload"}, {"5000", "true"}, 1, 0, 1},
 };
 /* Room for world x P elements at any world size here (P <= 32768 for 2 ranks). */
 #define CAPACITY 65536
@@ -208,7 +222,7 @@ static loom_status create_instance(rank_ctx *c, const variant *v, uint32_t dtype
         .comm = c->comm,
         .comm_vtable = c->cv,
         .gradient_accumulation_steps = 2,
-        .optimizer_flags = 0,
+        .optimizer_flags = v->whole ? LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS : 0,
         .max_grad_elements = LARGEST_TENSOR,
         .params_capacity = v->in_place ? CAPACITY : 0,
     };
@@ -330,8 +344,19 @@ static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t d
 {
     const char *plugin = v->plugin;
     const uint64_t es = loom_dtype_size(dtype), world = (uint64_t)c->world;
-    const uint64_t even = (TOTAL + world - 1) / world, P = (even + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN;
-    const uint64_t gather = v->in_place ? 0 : GATHER_BUCKET < P ? GATHER_BUCKET : P; /* in place: no buffers */
+    const uint64_t even = (TOTAL + world - 1) / world;
+    uint64_t P = (even + ZERO_ALIGN - 1) / ZERO_ALIGN * ZERO_ALIGN, begin = (uint64_t)c->rank * P;
+    uint64_t mine = begin < TOTAL ? (TOTAL - begin < P ? TOTAL - begin : P) : 0;
+    if (v->whole) {
+        const int64_t *cut = whole_cuts[c->world];
+        P = 0;
+        for (int r = 0; r < c->world; r++)
+            if ((uint64_t)(cut[r + 1] - cut[r]) > P) P = (uint64_t)(cut[r + 1] - cut[r]);
+        mine = (uint64_t)(cut[c->rank + 1] - cut[c->rank]);
+    }
+    const int bucket = v->keys[0] && strcmp(v->keys[0], "allgather_bucket_size") == 0;
+    /* in place (even partitions only): no buffers */
+    const uint64_t gather = v->in_place && !v->whole ? 0 : bucket && GATHER_BUCKET < P ? GATHER_BUCKET : P;
     loom_sharding_memory m = {LOOM_HEADER_INIT(loom_sharding_memory)};
     OK(in->sv->memory(in->sharding, &m));
     if (strcmp(plugin, "ddp") == 0) {
@@ -348,7 +373,6 @@ static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t d
         RCHECK(m.bucket_bytes == (LARGEST_TENSOR + gather * (world + 1)) * es);
     }
     /* cpu_offload: the host copies of this rank's parameters and gradients. */
-    const uint64_t begin = (uint64_t)c->rank * P, mine = begin < TOTAL ? (TOTAL - begin < P ? TOTAL - begin : P) : 0;
     RCHECK(m.host_bytes == (host_params(in) ? 2 * mine * es : 0));
 }
 
@@ -373,6 +397,9 @@ static void run_variant(rank_ctx *c, const variant *v, uint32_t dtype, uint8_t *
     const loom_range *ranges = NULL;
     size_t n_ranges = 0;
     OK(in.sv->owned_ranges(in.sharding, c->rank, &ranges, &n_ranges));
+    if (v->whole) /* this rank's run of whole tensors */
+        RCHECK(n_ranges == 1 && ranges[0].begin == whole_cuts[c->world][c->rank] &&
+               ranges[0].end == whole_cuts[c->world][c->rank + 1]);
     uint8_t *host = host_params(&in);
     if (host && n_ranges) /* the host copy starts as the owned range of params */
         RCHECK(memcmp(host, params + (size_t)ranges[0].begin * es,
@@ -463,7 +490,7 @@ static void check_refusals(rank_ctx *c)
     const char *plugins[] = {"none", "ddp", "zero1", "zero2", "sharded_ddp"};
     uint8_t params[8];
     for (size_t p = 0; p < sizeof plugins / sizeof plugins[0]; p++) {
-        const variant v = {plugins[p], {NULL}, {NULL}, 0, 0};
+        const variant v = {plugins[p], {NULL}, {NULL}, 0, 0, 0};
         instance in;
         rank_ctx one = *c;
         if (strcmp(plugins[p], "none") == 0) one.world = 1, one.rank = 0; /* none refuses worlds > 1 first */
