@@ -20,31 +20,6 @@ import t5_torch_test as t5  # noqa: E402  (re-executes under /usr/bin/python3 wh
 import torch  # noqa: E402
 
 
-def init(V, D, KV, H, F, L, NB):
-    W = {}
-
-    def normal(name, *shape, std):
-        W[name] = torch.randn(*shape) * std
-
-    normal("shared.weight", V, D, std=1.0)
-    for side in ("encoder", "decoder"):
-        for i in range(L):
-            pre = f"{side}.block.{i}.layer"
-            for layer, name in [(0, "SelfAttention")] + ([(1, "EncDecAttention")] if side == "decoder" else []):
-                normal(f"{pre}.{layer}.{name}.q.weight", H * KV, D, std=(D * KV) ** -0.5)
-                normal(f"{pre}.{layer}.{name}.k.weight", H * KV, D, std=D ** -0.5)
-                normal(f"{pre}.{layer}.{name}.v.weight", H * KV, D, std=D ** -0.5)
-                normal(f"{pre}.{layer}.{name}.o.weight", D, H * KV, std=(H * KV) ** -0.5)
-                W[f"{pre}.{layer}.layer_norm.weight"] = torch.ones(D)
-            ff = 2 if side == "decoder" else 1
-            normal(f"{pre}.{ff}.DenseReluDense.wi.weight", F, D, std=D ** -0.5)
-            normal(f"{pre}.{ff}.DenseReluDense.wo.weight", D, F, std=F ** -0.5)
-            W[f"{pre}.{ff}.layer_norm.weight"] = torch.ones(D)
-        normal(f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", NB, H, std=D ** -0.5)
-        W[f"{side}.final_layer_norm.weight"] = torch.ones(D)
-    return W
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", help="the folder prepare.py wrote (train.jsonl, char_vocab.json)")
@@ -55,15 +30,12 @@ def main():
     ap.add_argument("--abs_positions", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)  # 2 threads on a shared 2-core machine spin in OpenMP barriers
-    torch.manual_seed(1)
     V = len(json.load(open(os.path.join(a.data, "char_vocab.json")))["tokens"])
     t5.V, t5.D, t5.KV, t5.H, t5.F, t5.L, t5.NB, t5.MD = V, 256, a.d_kv, a.heads, 1024, 3, 32, 128
     t5.DT = torch.float32
-    W = init(V, 256, a.d_kv, a.heads, 1024, 3, 32)
-    pos = torch.randn(128, 256) if a.abs_positions else None
+    W = t5.init_weights(False, hf_init=True, seed=1)
+    pos = torch.randn(128, 256).requires_grad_() if a.abs_positions else None
     params = list(W.values()) + ([pos] if pos is not None else [])
-    for w in params:
-        w.requires_grad_()
     decay = [w for k, w in W.items() if "layer_norm" not in k] + ([pos] if pos is not None else [])
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": [w for k, w in W.items() if "layer_norm" in k], "weight_decay": 0.0}], lr=a.lr)

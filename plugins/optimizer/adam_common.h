@@ -157,7 +157,7 @@ static inline loom_status adam_begin_step(const loom_optimizer *self, const loom
                                           const loom_optimizer_step *step, uint32_t rule, loom_adam_args *a,
                                           double *b1, double *t)
 {
-    adam_moments c;
+    adam_moments c = {0};
     loom_status st = adam_moments_begin(self->host, self->api, &self->hp, self->threads, spans, n_spans, step,
                                         ADAM_STATE_SLOTS, &c);
     if (st) return st;

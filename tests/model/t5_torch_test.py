@@ -31,15 +31,18 @@ V, D, KV, H, F, L, NB, MD = 40, 32, 8, 4, 64, 2, 32, 128
 DT = torch.float64
 
 
-def init_weights(gated):
-    torch.manual_seed(0)
+def init_weights(gated, hf_init=False, seed=0):
+    """hf_init: HF's T5 initialisation (norms at 1, the position bias at d_model^-0.5), in f32 for
+    training (examples/g2p/torch_curve.py); otherwise the test's, with norms and the bias away
+    from their usual values so that their gradients show."""
+    torch.manual_seed(seed)
     w = {}
 
     def p(name, *shape, std):
         w[name] = torch.randn(*shape, dtype=DT) * std
 
     def norm(name):
-        w[name] = 1 + 0.1 * torch.randn(D, dtype=DT)
+        w[name] = torch.ones(D, dtype=DT) if hf_init else 1 + 0.1 * torch.randn(D, dtype=DT)
 
     p("shared.weight", V, D, std=1.0)
     if gated:
@@ -61,8 +64,11 @@ def init_weights(gated):
                 p(f"{pre}.{ff}.DenseReluDense.wi.weight", F, D, std=D ** -0.5)
             p(f"{pre}.{ff}.DenseReluDense.wo.weight", D, F, std=F ** -0.5)
             norm(f"{pre}.{ff}.layer_norm.weight")
-        p(f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", NB, H, std=1.0)
+        p(f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", NB, H,
+          std=D ** -0.5 if hf_init else 1.0)
         norm(f"{side}.final_layer_norm.weight")
+    if hf_init:
+        return {k: v.float().requires_grad_() for k, v in w.items()}
     # loom reads f32: round once, so both sides start from the same values
     return {k: v.float().double().requires_grad_() for k, v in w.items()}
 
