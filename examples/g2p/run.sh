@@ -14,14 +14,14 @@ size="$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["to
 # T5 v1.0 shapes, scaled down: 3 + 3 layers, d_model 256, 8 heads of 32, ReLU FFN of 1024, no
 # dropout (3 epochs do not overfit). T5 has no absolute positions: letter order reaches the model
 # only through block 0's relative-position bias, and learning to use it is the slow first phase
-# of this job (loss flat near 1.8 for hundreds of steps); 8 heads leave it sooner than 4
-# (docs/benchmarks.md#g2p).
+# of this job (loss flat near 1.8 for hundreds of steps); 8 heads leave it sooner than 4, and
+# shuffled batches sooner than --sortish_sampler's (docs/benchmarks.md#g2p).
 "$loom" train --train_file "$dest/data/train.jsonl" --validation_file "$dest/data/validation.jsonl" \
   --tokenizer_name "$vocab" --output_dir "$dest/model" --overwrite_output_dir \
   --vocab_size "$size" --d_model 256 --d_kv 32 --num_heads 8 --d_ff 1024 --dropout_rate 0 --num_layers 3 \
   --per_device_train_batch_size 64 --learning_rate 1e-3 --warmup_steps 300 --weight_decay 0.01 \
   --max_steps "${G2P_STEPS:-6000}" --logging_steps 200 --evaluation_strategy steps --eval_steps 2000 \
-  --save_steps 2000 --save_total_limit 1 --sortish_sampler --seed 1
+  --save_steps 2000 --save_total_limit 1 --seed 1
 "$loom" predict --model_name_or_path "$dest/model" --test_file "$dest/data/test.jsonl" \
   --output_dir "$dest/predict" --predict_with_generate --generation_num_beams 5 --generation_max_length 24 \
   --per_device_eval_batch_size 64
