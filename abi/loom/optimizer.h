@@ -146,7 +146,7 @@ typedef struct loom_optimizer_vtable {
      * member. Must not change any state. One thread per instance. */
     int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
 
-    /* ABI 1.5+: append below. */
+    /* ABI 1.6+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
