@@ -213,8 +213,10 @@ int main(int argc, char **argv)
         std::fprintf(stderr, "bad arguments\n");
         return 2;
     }
-    std::printf("gloo plugin all-reduce (alltoall + ordered sum + allgather) vs gloo::allreduce RING, fp32 sum, %d "
-                "ranks on 127.0.0.1, median of %d\n",
+    const char *shm = std::getenv("LOOM_GLOO_SHM");
+    std::printf("gloo plugin all-reduce (%s) vs gloo::allreduce RING, fp32 sum, %d ranks on 127.0.0.1, median of %d\n",
+                shm && std::strcmp(shm, "off") == 0 ? "TCP: alltoall + ordered sum + allgather"
+                                                    : "shared memory: copy in + ordered sum + copy out",
                 o.world, o.reps);
     std::fflush(stdout);
     const int port = free_port();

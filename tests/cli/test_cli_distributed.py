@@ -290,7 +290,7 @@ class TwoPartGradientTest(LoomTestCase):
     result differs from the one-range path by round-off only, and a one-process run is untouched."""
     data_kind = "blobs"
 
-    def train(self, name, world, plugin, accumulation, rows):
+    def train(self, name, world, plugin, accumulation, rows, *extra):
         tokens = os.path.join(self.tmp, "two.bin")
         if not os.path.exists(tokens):
             write_tokens(tokens, 30000, 512, 19)
@@ -300,7 +300,7 @@ class TwoPartGradientTest(LoomTestCase):
                                "--block_size", "32", "--train_file", tokens, "--per_device_train_batch_size",
                                str(8 // world), "--max_steps", "12", "--gradient_accumulation_steps",
                                str(accumulation), "--max_grad_norm", "0.5", "--weight_decay", "0.1",
-                               "--learning_rate", "3e-3", "--logging_steps", "1", "--ddp_timeout", "30")
+                               "--learning_rate", "3e-3", "--logging_steps", "1", "--ddp_timeout", "30", *extra)
         env = {"LOOM_GRAD_ROWS": rows}
         if world == 1:
             _, stdout, _ = loom(*args, env=env)
@@ -331,6 +331,20 @@ class TwoPartGradientTest(LoomTestCase):
         one_off, _, _ = self.train("one-off", 1, "ddp", 2, "off")
         self.assertNotIn("grad rows:", stdout)
         self.assertEqual(one, one_off)
+
+
+    def test_shared_memory_gives_the_tcp_bits(self):
+        # gloo between ranks of one machine goes through shared memory unless told not to; the
+        # sums are the same rank-order sums, so every strategy keeps TCP's bits.
+        tcp, _, stdout = self.train("ddp-tcp", 2, "ddp", 1, "report", "--gloo.shm", "false")
+        self.assertNotIn("through shared memory", stdout)
+        for plugin in ("ddp", "zero2", "sharded_ddp"):
+            shm, _, stdout = self.train(f"{plugin}-shm", 2, plugin, 1, "report")
+            self.assertRegex(stdout, r"\[rank 1\].*all_reduce through shared memory")  # the path ran
+            self.assertEqual(shm, tcp, f"{plugin} through shared memory != ddp over TCP")
+        with self.assertRaises(AssertionError) as refused:
+            self.train("bad-shm", 2, "ddp", 1, "report", "--gloo.shm", "sometimes")
+        self.assertIn("shm", str(refused.exception))
 
 
 class LambTest(LoomTestCase):

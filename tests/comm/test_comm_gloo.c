@@ -15,6 +15,10 @@
  * rank 2 dies in the middle of a 64 MB all_reduce (an error within the timeout, no SIGPIPE
  * death); rank 2 reaches the store but never creates its communicator (the others' create
  * fails with LOOM_E_TIMEOUT after the 2 s timeout).
+ * Same-machine ranks reduce through shared memory (gloo_shm.cpp) unless LOOM_GLOO_SHM=off: the
+ * collective checks run both ways (each rank checks from /proc/self/maps that it mapped the
+ * segment, or did not), so both paths give the canonical bits; the failures run both ways too,
+ * and through shared memory ranks that issue different counts fail at once.
  * In-process: a one-rank communicator without a store, and the error without a store.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
@@ -447,6 +451,25 @@ static void leave(joined *j)
     loom_host_destroy(j->host);
 }
 
+/* Whether this process maps the gloo plugin's shared-memory segment. */
+static int maps_shm_segment(void)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps) return -1;
+    char line[512];
+    int found = 0;
+    while (fgets(line, sizeof line, maps))
+        if (strstr(line, "/dev/shm/loom-gloo-")) found = 1;
+    fclose(maps);
+    return found;
+}
+
+static int shm_expected(void)
+{
+    const char *env = getenv("LOOM_GLOO_SHM");
+    return !(env && strcmp(env, "off") == 0);
+}
+
 static int rank_main(int rank, int world, int port)
 {
     alarm(30);
@@ -457,6 +480,7 @@ static int rank_main(int rank, int world, int port)
         fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
         return 1;
     }
+    RCHECK(maps_shm_segment() == shm_expected());
     const size_t w = (size_t)world;
     const size_t counts[] = {1, w - 1, 7, 1000, w * 40000, w * 40000 + 1, w * 40000 + w - 1};
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++)
@@ -576,6 +600,32 @@ static int midway_rank_main(int rank, int world, int port)
     return test_failures ? 1 : 0;
 }
 
+/* 2 ranks through shared memory issue all_reduces of different counts: both must fail at once
+ * with a message that says so, not sum mismatched buffers or wait for the timeout. */
+static int mismatch_rank_main(int rank, int world, int port)
+{
+    alarm(30);
+    joined j;
+    loom_comm *comm = NULL;
+    loom_status st = join(rank, world, port, 5.0, &j, &comm);
+    if (st != LOOM_OK) {
+        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
+        return 1;
+    }
+    RCHECK(maps_shm_segment() == 1);
+    float buf[1001] = {0};
+    const double t0 = test_now_seconds();
+    st = vt->all_reduce(comm, buf, rank == 0 ? 1000 : 1001, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    fprintf(stderr, "[rank %d] mismatched all_reduce: status %d after %.2f s: %s\n", rank, st, test_now_seconds() - t0,
+            loom_error_message());
+    RCHECK(st == LOOM_E_COMM);
+    RCHECK(test_now_seconds() - t0 < 2.0);
+    RCHECK(strstr(loom_error_message(), "different collectives or counts") != NULL);
+    vt->destroy(comm);
+    leave(&j);
+    return test_failures ? 1 : 0;
+}
+
 /* 3 ranks reach the store but rank 2 never creates its communicator: 0 and 1 must fail the
  * rendezvous with LOOM_E_TIMEOUT after the 2 s timeout, not wait forever. */
 static int absent_rank_main(int rank, int world, int port)
@@ -646,7 +696,7 @@ static void check_single_process(void)
 
 int main(void)
 {
-    alarm(60);                /* the whole test; each rank has its own 30 s */
+    alarm(150);               /* the whole test; each rank has its own 30 s */
     signal(SIGPIPE, SIG_DFL); /* the plugin must survive dead peers without the process ignoring SIGPIPE */
     if (loom_loader_init(NULL, 0) != LOOM_OK || loom_plugin_load("gloo", LOOM_KIND_COMM, &plugin) != LOOM_OK) {
         fprintf(stderr, "cannot load the gloo plugin: %s\n", loom_error_message());
@@ -662,6 +712,14 @@ int main(void)
     CHECK(test_run_ranks("rank 2 dies", 3, failure_rank_main));
     CHECK(test_run_ranks("rank 2 dies mid-transfer", 3, midway_rank_main));
     CHECK(test_run_ranks("rank 2 never creates", 3, absent_rank_main));
+    CHECK(test_run_ranks("different counts through shared memory", 2, mismatch_rank_main));
+    /* the same over TCP (the ranks inherit the environment) */
+    setenv("LOOM_GLOO_SHM", "off", 1);
+    CHECK(test_run_ranks("collectives over TCP", 2, rank_main));
+    CHECK(test_run_ranks("collectives over TCP", 3, rank_main));
+    CHECK(test_run_ranks("rank 2 dies, TCP", 3, failure_rank_main));
+    CHECK(test_run_ranks("rank 2 dies mid-transfer, TCP", 3, midway_rank_main));
+    unsetenv("LOOM_GLOO_SHM");
     check_single_process();
     return test_finish("test_comm_gloo");
 }

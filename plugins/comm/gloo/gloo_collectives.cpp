@@ -110,15 +110,17 @@ static size_t piece_elements(int world, uint32_t dtype)
 }
 
 /* Gloo operations an all_reduce of count elements runs (each bounded by the timeout). */
-int all_reduce_phases(int world, size_t count, uint32_t dtype)
+int all_reduce_phases(const loom_comm *self, size_t count, uint32_t dtype)
 {
-    const size_t piece = piece_elements(world, dtype);
+    if (self->shm) return shm_phases(self, count, dtype);
+    const size_t piece = piece_elements(self->world, dtype);
     return (int)std::min<size_t>(2 * ((count + piece - 1) / piece), 1 << 20);
 }
 
 void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op)
 {
     if (self->world == 1) return;
+    if (self->shm) return shm_all_reduce(self, data, count, dtype, op);
     const size_t es = loom_dtype_size(dtype), piece = piece_elements(self->world, dtype);
     for (size_t start = 0; start < count; start += piece)
         all_reduce_piece(self, data + start * es, std::min(piece, count - start), dtype, op);
@@ -138,6 +140,7 @@ void run_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, ui
 {
     const int world = self->world;
     if (world == 1) return;
+    if (self->shm) return shm_reduce(self, data, count, dtype, op, root);
     const size_t es = loom_dtype_size(dtype), piece = reduce_piece_elements(world, dtype);
     for (size_t start = 0; start < count; start += piece) {
         const size_t n = std::min(piece, count - start), bytes = n * es;
@@ -155,9 +158,10 @@ void run_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, ui
     }
 }
 
-int reduce_phases(int world, size_t count, uint32_t dtype)
+int reduce_phases(const loom_comm *self, size_t count, uint32_t dtype)
 {
-    const size_t piece = reduce_piece_elements(world, dtype);
+    if (self->shm) return shm_phases(self, count, dtype);
+    const size_t piece = reduce_piece_elements(self->world, dtype);
     return (int)std::min<size_t>((count + piece - 1) / piece, 1 << 20);
 }
 
@@ -177,8 +181,11 @@ void run_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t 
 {
     const int world = self->world;
     const size_t bytes = count * loom_dtype_size(dtype);
+    const bool in_place = send == recv + self->rank * bytes;
+    if (self->shm && (in_place || !overlaps(send, bytes, recv, bytes * world)))
+        return shm_all_gather(self, send, recv, count, dtype);
     gloo::AllgatherOptions gather(self->context);
-    if (send == recv + self->rank * bytes) {
+    if (in_place) {
         /* in place */
     } else if (overlaps(send, bytes, recv, bytes * world)) {
         uint8_t *copy = scratch(self, bytes);
@@ -191,8 +198,14 @@ void run_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t 
     gloo::allgather(gather);
 }
 
+int single_phases(const loom_comm *self, size_t count, uint32_t dtype)
+{
+    return self->shm ? shm_phases(self, count, dtype) : 1;
+}
+
 void run_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root)
 {
+    if (self->world > 1 && self->shm) return shm_broadcast(self, data, count, dtype, root);
     gloo::BroadcastOptions cast(self->context);
     cast.setOutput(data, count * loom_dtype_size(dtype));
     cast.setRoot(root);

@@ -1,5 +1,6 @@
 /*
- * gloo_comm.cpp - the communicator of a multi-process CPU run: Gloo over TCP.
+ * gloo_comm.cpp - the communicator of a multi-process CPU run: Gloo over TCP, and shared memory
+ * between ranks of one machine for the collectives loom's strategies use (gloo_shm.cpp).
  *
  * Rendezvous goes through the host's key-value store (LOOM_STORE_SERVICE), adapted to Gloo's
  * Store interface and prefixed per instance; every rank then opens a TCP connection to every
@@ -113,6 +114,7 @@ void gloo_destroy(loom_comm *self)
         }
         self->cv.notify_all();
         if (self->worker.joinable()) self->worker.join(); /* a running operation ends within its timeout */
+        shm_detach(self);
         self->context.reset();
         self->device.reset();
         self->store.reset();
@@ -136,7 +138,7 @@ loom_status gloo_all_reduce(loom_comm *self, void *buffer, size_t count, uint32_
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
         return submit(self,
-                      make_job(describe("all_reduce", op, count, dtype), all_reduce_phases(self->world, count, dtype),
+                      make_job(describe("all_reduce", op, count, dtype), all_reduce_phases(self, count, dtype),
                                [=](loom_comm *c) { run_all_reduce(c, data, count, dtype, op); }),
                       request);
     });
@@ -170,7 +172,7 @@ loom_status gloo_all_gather(loom_comm *self, const void *send, void *recv, size_
         const uint8_t *from = static_cast<const uint8_t *>(send);
         uint8_t *to = static_cast<uint8_t *>(recv);
         return submit(self,
-                      make_job(describe("all_gather", 0, count, dtype), 1,
+                      make_job(describe("all_gather", 0, count, dtype), single_phases(self, count, dtype),
                                [=](loom_comm *c) { run_all_gather(c, from, to, count, dtype); }),
                       request);
     });
@@ -187,7 +189,7 @@ loom_status gloo_broadcast(loom_comm *self, void *buffer, size_t count, uint32_t
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
         return submit(self,
-                      make_job(describe("broadcast", 0, count, dtype), 1,
+                      make_job(describe("broadcast", 0, count, dtype), single_phases(self, count, dtype),
                                [=](loom_comm *c) { run_broadcast(c, data, count, dtype, root); }),
                       request);
     });
@@ -204,7 +206,7 @@ loom_status gloo_reduce(loom_comm *self, void *buffer, size_t count, uint32_t dt
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
         return submit(self,
-                      make_job(describe("reduce", op, count, dtype), reduce_phases(self->world, count, dtype),
+                      make_job(describe("reduce", op, count, dtype), reduce_phases(self, count, dtype),
                                [=](loom_comm *c) { run_reduce(c, data, count, dtype, op, root); }),
                       request);
     });
@@ -270,6 +272,11 @@ const loom_param_spec gloo_params[] = {
      .reserved0 = 0,
      .default_value = "0",
      .doc = "timeout of the rendezvous and of every collective, seconds; 0 = --ddp_timeout"},
+    {.key = "shm",
+     .type = LOOM_PARAM_BOOL,
+     .reserved0 = 0,
+     .default_value = "true",
+     .doc = "all_reduce through shared memory when every rank is on this machine (false: over TCP)"},
     {.key = nullptr, .type = 0, .reserved0 = 0, .default_value = nullptr, .doc = nullptr},
 };
 
@@ -279,7 +286,8 @@ const loom_plugin_desc gloo_desc = {
     .reserved1 = 0,
     .name = "gloo",
     .version = "1.0.0",
-    .summary = "collectives between processes over TCP (Gloo); sums in canonical rank order",
+    .summary = "collectives between processes over TCP (Gloo), shared memory on one machine; sums in canonical rank "
+               "order",
     .vtable = &gloo_vtable,
     .params = gloo_params,
 };

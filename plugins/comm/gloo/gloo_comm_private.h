@@ -7,6 +7,7 @@
  *   gloo_collectives.cpp  the collectives on Gloo's primitives, in canonical rank order;
  *   gloo_connect.cpp      creation: the host's store as Gloo's, the local interface that
  *                         reaches the master, the full mesh;
+ *   gloo_shm.cpp          all_reduce between the ranks of one machine through shared memory;
  *   gloo_reduce.cpp       the local reductions (gloo_reduce.h).
  * Internal to the plugin (C++; the .so exports loom_plugin_query only).
  */
@@ -16,6 +17,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -53,6 +55,14 @@ constexpr size_t kReducePieceBytes = 8u << 20;
 struct StoreFailure {
     loom_status status;
 };
+
+/* A shared-memory collective gave up (gloo_shm.cpp): the status and why, for classify(). */
+struct ShmFailure {
+    loom_status status;
+    std::string message;
+};
+
+struct ShmSegment; /* gloo_shm.cpp */
 
 /* One queued collective. Fields below `run` are guarded by the instance's mutex. */
 struct Job {
@@ -126,6 +136,9 @@ struct loom_comm {
 
     void *scratch = nullptr; /* the worker's; grows, never shrinks                                   */
     size_t scratch_bytes = 0;
+
+    loom_gloo::ShmSegment *shm = nullptr; /* set when every rank is on this machine (gloo_shm.cpp) */
+    std::atomic<bool> shm_abort{false};   /* close_transport: a shared-memory wait must stop       */
 };
 
 namespace loom_gloo
@@ -168,8 +181,10 @@ template <typename Body> loom_status guarded(loom_comm *self, const char *what, 
 /* ---- gloo_collectives.cpp: the operations, on the thread that runs the job ---- */
 
 /* Gloo operations a job runs (each bounded by the timeout), for its deadline. */
-int all_reduce_phases(int world, size_t count, uint32_t dtype);
-int reduce_phases(int world, size_t count, uint32_t dtype);
+int all_reduce_phases(const loom_comm *self, size_t count, uint32_t dtype);
+int reduce_phases(const loom_comm *self, size_t count, uint32_t dtype);
+/* Phases of a collective that is one Gloo operation over TCP. */
+int single_phases(const loom_comm *self, size_t count, uint32_t dtype);
 void run_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op);
 void run_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op, int32_t root);
 void run_reduce_scatter(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype, uint32_t op);
@@ -177,6 +192,23 @@ void run_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t 
 void run_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root);
 void run_all_to_all(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype);
 void run_barrier(loom_comm *self);
+
+/* ---- gloo_shm.cpp ---- */
+
+/* Collective, at creation: map one segment with every peer when all ranks are on this machine
+ * and want it (`wanted`, LOOM_GLOO_SHM); otherwise leave self->shm NULL (TCP). */
+void shm_attach(loom_comm *self, bool wanted);
+void shm_detach(loom_comm *self);
+/* Bytes of each rank's slot in the segment of a world of this size. */
+size_t shm_piece_bytes(int world);
+/* Barriers a collective of count elements waits at (each bounded by the timeout). */
+int shm_phases(const loom_comm *self, size_t count, uint32_t dtype);
+/* The collectives that go through the segment when self->shm is set: the same results and
+ * bits as the TCP path; they throw ShmFailure. */
+void shm_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op);
+void shm_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op, int32_t root);
+void shm_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype);
+void shm_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root);
 
 /* ---- gloo_connect.cpp ---- */
 

@@ -149,6 +149,7 @@ loom_status create_instance(loom_host *host, const loom_host_api *api, const loo
 
     double timeout = setup->timeout_seconds;
     std::string hostname;
+    int32_t shm = 1;
     if (config) {
         double configured = 0.0;
         int got = api->cfg_f64(config, "timeout_seconds", &configured);
@@ -159,6 +160,9 @@ loom_status create_instance(loom_host *host, const loom_host_api *api, const loo
         got = api->cfg_str(config, "hostname", &name);
         if (got == LOOM_CFG_WRONG_TYPE) return api->fail(host, LOOM_E_INVALID, "gloo.hostname must be a string");
         if (got == LOOM_CFG_PRESENT && name) hostname = name;
+        got = api->cfg_bool(config, "shm", &shm);
+        if (got == LOOM_CFG_WRONG_TYPE) return api->fail(host, LOOM_E_INVALID, "gloo.shm must be true or false");
+        if (got != LOOM_CFG_PRESENT) shm = 1;
     }
     if (!(timeout > 0.0)) timeout = kDefaultTimeoutSeconds;
 
@@ -213,7 +217,9 @@ loom_status create_instance(loom_host *host, const loom_host_api *api, const loo
         context->setTimeout(std::chrono::milliseconds((int64_t)(timeout * 1000.0)));
         context->connectFullMesh(*self->store, self->device);
         self->context = std::move(context);
+        shm_attach(self.get(), shm != 0);
     } catch (...) {
+        shm_detach(self.get());
         std::string message;
         const loom_status status = classify(self.get(), what, message);
         return message.empty() ? status : api->fail(host, status, "%s", message.c_str());
@@ -221,8 +227,8 @@ loom_status create_instance(loom_host *host, const loom_host_api *api, const loo
     self->worker = std::thread(worker_main, self.get());
 
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
-    api->log(host, LOOM_LOG_DEBUG, "rank %d of %d connected to %d peers through %s in %.0f ms (timeout %g s)", rank,
-             world, world - 1, hostname.c_str(), ms, timeout);
+    api->log(host, LOOM_LOG_DEBUG, "rank %d of %d connected to %d peers through %s in %.0f ms (timeout %g s)%s", rank,
+             world, world - 1, hostname.c_str(), ms, timeout, self->shm ? "; all_reduce through shared memory" : "");
     *out = self.release();
     return LOOM_OK;
 }

@@ -37,6 +37,11 @@ loom_status classify(const loom_comm *self, const std::string &what, std::string
     } catch (const StoreFailure &e) {
         message.clear();
         return e.status;
+    } catch (const ShmFailure &e) {
+        std::snprintf(text, sizeof text, "%s failed on rank %d of %d: %s", what.c_str(), rank, world,
+                      e.message.c_str());
+        message = text;
+        return e.status;
     } catch (const std::bad_alloc &) {
         std::snprintf(text, sizeof text, "%s: out of memory", what.c_str());
         message = text;
@@ -87,6 +92,7 @@ static Clock::duration seconds(double s)
  * operation still running fails at once. Call without self->mutex held. */
 void close_transport(loom_comm *self)
 {
+    self->shm_abort.store(true, std::memory_order_release);
     std::shared_ptr<gloo::Context> context = self->context;
     if (!context) return;
     try {
