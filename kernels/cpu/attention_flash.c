@@ -26,6 +26,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
+#include "attention_tile_mm.h"
 #include "lk_cpu.h"
 
 #include <math.h>
@@ -48,58 +49,6 @@ static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int dtype_ok(uint32_t dtype)
 {
     return dtype == LOOM_DTYPE_F32 || dtype == LOOM_DTYPE_BF16 || dtype == LOOM_DTYPE_F16;
-}
-
-/* C[M, N] = alpha * A B (+ C when accumulate), B row-major [K, N] (row stride ldb), A's
- * element (m, k) at A[m * sam + k * sak] (so A or its transpose). Four rows of C by
- * LK_MM_NB columns at a time stay in registers while k runs; ragged edges take the same loop
- * with run-time bounds. Every element's sum runs over k in order: deterministic. */
-#define LK_MM_NB 32
-static void tile_mm(float *C, int64_t ldc, const float *A, int64_t sam, int64_t sak, const float *Bm, int64_t ldb,
-                    int64_t M, int64_t N, int64_t K, float alpha, int accumulate)
-{
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int64_t mb = min_i64(4, M - m0);
-        const float *a0 = A + m0 * sam, *a1 = a0 + (mb > 1 ? sam : 0), *a2 = a0 + (mb > 2 ? 2 * sam : 0),
-                    *a3 = a0 + (mb > 3 ? 3 * sam : 0);
-        for (int64_t n0 = 0; n0 < N; n0 += LK_MM_NB) {
-            float acc[4][LK_MM_NB];
-            memset(acc, 0, sizeof acc);
-            if (N - n0 >= LK_MM_NB) {
-                for (int64_t k = 0; k < K; k++) {
-                    const float *b = Bm + k * ldb + n0;
-                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
-#pragma omp simd
-                    for (int64_t n = 0; n < LK_MM_NB; n++) {
-                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
-                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
-                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
-                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
-                    }
-                }
-            } else {
-                const int64_t nb = N - n0;
-                for (int64_t k = 0; k < K; k++) {
-                    const float *b = Bm + k * ldb + n0;
-                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
-                    for (int64_t n = 0; n < nb; n++) {
-                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
-                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
-                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
-                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
-                    }
-                }
-            }
-            const int64_t nb = min_i64(LK_MM_NB, N - n0);
-            for (int64_t j = 0; j < mb; j++) {
-                float *c = C + (m0 + j) * ldc + n0;
-                if (accumulate)
-                    for (int64_t n = 0; n < nb; n++) c[n] = fmaf(alpha, acc[j][n], c[n]);
-                else
-                    for (int64_t n = 0; n < nb; n++) c[n] = alpha * acc[j][n];
-            }
-        }
-    }
 }
 
 /* dst[i, t] = src[t, i] for a [T, hs] panel: the transposed k or v that S = Q K^T and
@@ -166,7 +115,7 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
                     for (int64_t r = 0; r < br; r++) m[r] = -INFINITY, l[r] = 0.0f;
                     for (int64_t j0 = 0; j0 < keys; j0 += LK_FLASH_BC) {
                         const int64_t bc = min_i64(LK_FLASH_BC, keys - j0);
-                        tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
+                        lk_tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
                         for (int64_t r = 0; r < br; r++) {
                             float *row = S + r * LK_FLASH_BC, *o = acc + r * hs;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1); /* causal: keys <= t */
@@ -199,7 +148,7 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
                             }
                             m[r] = mx;
                         }
-                        tile_mm(acc, hs, S, LK_FLASH_BC, 1, v + j0 * hs, hs, br, hs, bc, 1.0f, 1);
+                        lk_tile_mm(acc, hs, S, LK_FLASH_BC, 1, v + j0 * hs, hs, br, hs, bc, 1.0f, 1);
                     }
                     for (int64_t r = 0; r < br; r++) {
                         const int64_t t = i0 + r;
@@ -266,8 +215,8 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                     /* Query tiles with a row t >= j0: the one holding j0 and those after. */
                     for (int64_t i0 = j0 / LK_FLASH_BR * LK_FLASH_BR; i0 < T; i0 += LK_FLASH_BR) {
                         const int64_t br = min_i64(LK_FLASH_BR, T - i0);
-                        tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
-                        tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, T, br, bc, hs, 1.0f, 0);
+                        lk_tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
+                        lk_tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, T, br, bc, hs, 1.0f, 0);
                         for (int64_t r = 0; r < br; r++) {
                             float *p = P + r * LK_FLASH_BC, *ds = dS + r * LK_FLASH_BC;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1);
@@ -290,9 +239,9 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                                 ds[c] = e * (ds[c] - dr) * scale;
                             }
                         }
-                        tile_mm(dv, hs, P, 1, LK_FLASH_BC, dO + i0 * hs, hs, bc, hs, br, 1.0f, 1);
-                        tile_mm(dq + i0 * hs, hs, dS, LK_FLASH_BC, 1, k + j0 * hs, hs, br, hs, bc, 1.0f, 1);
-                        tile_mm(dk, hs, dS, 1, LK_FLASH_BC, q + i0 * hs, hs, bc, hs, br, 1.0f, 1);
+                        lk_tile_mm(dv, hs, P, 1, LK_FLASH_BC, dO + i0 * hs, hs, bc, hs, br, 1.0f, 1);
+                        lk_tile_mm(dq + i0 * hs, hs, dS, LK_FLASH_BC, 1, k + j0 * hs, hs, br, hs, bc, 1.0f, 1);
+                        lk_tile_mm(dk, hs, dS, 1, LK_FLASH_BC, q + i0 * hs, hs, bc, hs, br, 1.0f, 1);
                     }
                     for (int64_t c = 0; c < bc; c++) {
                         float *gk = dqkv + (b * T + j0 + c) * C3 + C + h * hs, *gv = gk + C;
