@@ -67,7 +67,8 @@ static void transpose(float *dst, const float *src, int64_t t0, int64_t t1, int6
     for (int64_t tb = t0; tb < t1; tb += 16) {
         const int64_t te = min_i64(tb + 16, t1);
         for (int64_t i = 0; i < hs; i++)
-            for (int64_t t = tb; t < te; t++) dst[i * T + t] = src[t * hs + i];
+            for (int64_t t = tb; t < te; t++)
+                dst[i * T + t] = src[t * hs + i];
     }
 }
 
