@@ -1,6 +1,6 @@
 /*
  * attention_tile_mm.c - lk_tile_mm (attention_tile_mm.h): the tile products of the tiled
- * attention, [64..128] x 64 x [64..128] at GPT-2's sizes. These are too small for a BLAS call
+ * attention, 64 x 64 x 64 at GPT-2's sizes. These are too small for a BLAS call
  * to pay for its argument checks and packing, and OpenBLAS must not be entered from inside the
  * attention's OpenMP region (its own thread pool then contends with ours). The AVX-512 kernel
  * keeps a 4 x 64 block of C in sixteen zmm registers while k runs, reading B a row of 64 at a
@@ -32,14 +32,28 @@ static void tile_mm_portable(float *C, int64_t ldc, const float *A, int64_t sam,
             const int64_t nb = min_i64(LK_MM_NB, N - n0);
             float acc[4][LK_MM_NB];
             memset(acc, 0, sizeof acc);
-            for (int64_t k = 0; k < K; k++) {
-                const float *b = Bm + k * ldb + n0;
-                const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
-                for (int64_t n = 0; n < nb; n++) {
-                    acc[0][n] = fmaf(x0, b[n], acc[0][n]);
-                    acc[1][n] = fmaf(x1, b[n], acc[1][n]);
-                    acc[2][n] = fmaf(x2, b[n], acc[2][n]);
-                    acc[3][n] = fmaf(x3, b[n], acc[3][n]);
+            if (nb == LK_MM_NB) { /* a constant trip count the compiler vectorises fully */
+                for (int64_t k = 0; k < K; k++) {
+                    const float *b = Bm + k * ldb + n0;
+                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
+#pragma omp simd
+                    for (int64_t n = 0; n < LK_MM_NB; n++) {
+                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
+                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
+                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
+                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
+                    }
+                }
+            } else {
+                for (int64_t k = 0; k < K; k++) {
+                    const float *b = Bm + k * ldb + n0;
+                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
+                    for (int64_t n = 0; n < nb; n++) {
+                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
+                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
+                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
+                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
+                    }
                 }
             }
             for (int64_t j = 0; j < mb; j++) {
