@@ -6,17 +6,19 @@
  * saves only the row's log-sum-exp lse = m + log l. The backward recomputes each tile's
  * probabilities from lse: P = exp(S - lse), exact up to round-off.
  *
- * Memory is O(T) per head: one thread packs its head's q, k, v (and in the backward dout and
+ * Memory is O(T) per head: a thread packs its head's q, k, v (and in the backward dout and
  * the dq accumulator) into contiguous [T, hs] f32 panels, widening bf16/f16 inputs there, plus
- * k and v transposed, and works on [BR, BC] score tiles. The tile products are register-blocked
- * loops written here (tile_mm), not BLAS calls: OpenBLAS entered from inside an OpenMP region
- * contends for its own thread pool (tens of times slower on a loaded machine), and at these
- * sizes its call and packing overhead would be a large share anyway.
+ * k and v transposed, and works on [BR, BC] score tiles. The tile products are lk_tile_mm
+ * (attention_tile_mm.c: an AVX-512 register-blocked kernel), not BLAS calls: OpenBLAS entered
+ * from inside an OpenMP region contends for its own thread pool (tens of times slower on a
+ * loaded machine), and at these sizes its call and packing overhead would be a large share.
  *
- * Determinism: work is split over (b, h) pairs, each computed by one thread in a fixed tile
- * order, so results do not depend on the thread count. The backward walks key tiles in the
- * outer loop (dk, dv of a tile finish in a small accumulator) and query tiles inside (dq
- * accumulates in the head's panel), so nothing is shared between threads.
+ * Determinism: every output element is computed by one thread in a fixed order, so results do
+ * not depend on the thread count. The forward splits the work over (b, h, query tile), each
+ * tile's rows finishing on one thread. The backward splits over (b, h) pairs: it walks key
+ * tiles in the outer loop (dk, dv of a tile finish in a small accumulator) and query tiles
+ * inside (dq accumulates in the head's panel), so nothing is shared between threads; splitting
+ * it finer would need dq summed across threads, or S and dP computed twice.
  *
  * Backward, per tile (s = 1/sqrt(hs), D_t = dout_t . out_t, which equals sum_t2 P dP):
  *   S = s Q K^T, P = exp(S - lse), dV += P^T dO, dP = dO V^T, dS = P (dP - D),
@@ -26,6 +28,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
+#include "attention_tile_mm.h"
 #include "lk_cpu.h"
 
 #include <math.h>
@@ -33,87 +36,51 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Query rows (BR) and key columns (BC) of a tile. 128 x 128 x hs products are large enough
- * that a BLAS call's fixed cost is a few percent, and a tile (64 KiB) stays in L2. The tests
- * build this file with small odd tiles so T is not a multiple of them. */
+/* Query rows (BR) and key columns (BC) of a tile. At hs = 64 a 64 x 64 tile's operands (q, k
+ * and v tiles and the scores, 16 KiB each) stay in L1/L2, and the diagonal tiles, half of
+ * whose products the causal mask throws away, are a smaller share than with 128 x 128 (at
+ * T = 128, 3 tiles of 4 instead of 1 of 1). The tests build this file with small odd tiles so
+ * T is not a multiple of them. */
 #ifndef LK_FLASH_BR
-#define LK_FLASH_BR 128
+#define LK_FLASH_BR 64
 #endif
 #ifndef LK_FLASH_BC
-#define LK_FLASH_BC 128
+#define LK_FLASH_BC 64
 #endif
 
-static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t min_i64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
 
 static int dtype_ok(uint32_t dtype)
 {
     return dtype == LOOM_DTYPE_F32 || dtype == LOOM_DTYPE_BF16 || dtype == LOOM_DTYPE_F16;
 }
 
-/* C[M, N] = alpha * A B (+ C when accumulate), B row-major [K, N] (row stride ldb), A's
- * element (m, k) at A[m * sam + k * sak] (so A or its transpose). Four rows of C by
- * LK_MM_NB columns at a time stay in registers while k runs; ragged edges take the same loop
- * with run-time bounds. Every element's sum runs over k in order: deterministic. */
-#define LK_MM_NB 32
-static void tile_mm(float *C, int64_t ldc, const float *A, int64_t sam, int64_t sak, const float *Bm, int64_t ldb,
-                    int64_t M, int64_t N, int64_t K, float alpha, int accumulate)
+/* dst[i, t] = src[t, i] for rows t0 <= t < t1 of a [T, hs] panel: the transposed k or v that
+ * S = Q K^T and dP = dO V^T read row by row. Sixteen rows at a time, so each store run fills a
+ * cache line of dst: one element per row of dst (rows T floats apart) took a quarter of the
+ * whole attention's time at T = 1024. */
+static void transpose(float *dst, const float *src, int64_t t0, int64_t t1, int64_t T, int64_t hs)
 {
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int64_t mb = min_i64(4, M - m0);
-        const float *a0 = A + m0 * sam, *a1 = a0 + (mb > 1 ? sam : 0), *a2 = a0 + (mb > 2 ? 2 * sam : 0),
-                    *a3 = a0 + (mb > 3 ? 3 * sam : 0);
-        for (int64_t n0 = 0; n0 < N; n0 += LK_MM_NB) {
-            float acc[4][LK_MM_NB];
-            memset(acc, 0, sizeof acc);
-            if (N - n0 >= LK_MM_NB) {
-                for (int64_t k = 0; k < K; k++) {
-                    const float *b = Bm + k * ldb + n0;
-                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
-#pragma omp simd
-                    for (int64_t n = 0; n < LK_MM_NB; n++) {
-                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
-                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
-                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
-                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
-                    }
-                }
-            } else {
-                const int64_t nb = N - n0;
-                for (int64_t k = 0; k < K; k++) {
-                    const float *b = Bm + k * ldb + n0;
-                    const float x0 = a0[k * sak], x1 = a1[k * sak], x2 = a2[k * sak], x3 = a3[k * sak];
-                    for (int64_t n = 0; n < nb; n++) {
-                        acc[0][n] = fmaf(x0, b[n], acc[0][n]);
-                        acc[1][n] = fmaf(x1, b[n], acc[1][n]);
-                        acc[2][n] = fmaf(x2, b[n], acc[2][n]);
-                        acc[3][n] = fmaf(x3, b[n], acc[3][n]);
-                    }
-                }
-            }
-            const int64_t nb = min_i64(LK_MM_NB, N - n0);
-            for (int64_t j = 0; j < mb; j++) {
-                float *c = C + (m0 + j) * ldc + n0;
-                if (accumulate)
-                    for (int64_t n = 0; n < nb; n++) c[n] = fmaf(alpha, acc[j][n], c[n]);
-                else
-                    for (int64_t n = 0; n < nb; n++) c[n] = alpha * acc[j][n];
-            }
-        }
+    for (int64_t tb = t0; tb < t1; tb += 16) {
+        const int64_t te = min_i64(tb + 16, t1);
+        for (int64_t i = 0; i < hs; i++)
+            for (int64_t t = tb; t < te; t++)
+                dst[i * T + t] = src[t * hs + i];
     }
-}
-
-/* dst[i, t] = src[t, i] for a [T, hs] panel: the transposed k or v that S = Q K^T and
- * dP = dO V^T read row by row. */
-static void transpose(float *dst, const float *src, int64_t T, int64_t hs)
-{
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < hs; i++) dst[i * T + t] = src[t * hs + i];
 }
 
 /* dst[t, :] = the hs elements at src + (b T + t) ld + off, as f32. */
 static void pack(float *dst, const void *src, uint32_t dtype, int64_t T, int64_t ld, int64_t off, int64_t hs)
 {
     const size_t es = loom_dtype_size(dtype);
+    if (dtype == LOOM_DTYPE_F32) { /* no conversion: skip lk_convert's per-call dispatch */
+        for (int64_t t = 0; t < T; t++)
+            memcpy(dst + t * hs, (const float *)src + t * ld + off, (size_t)hs * sizeof *dst);
+        return;
+    }
     for (int64_t t = 0; t < T; t++)
         lk_convert(dst + t * hs, LOOM_DTYPE_F32, (const char *)src + (size_t)(t * ld + off) * es, dtype, hs);
 }
@@ -147,70 +114,85 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t es = loom_dtype_size(dtype);
+    const int64_t nq = (T + LK_FLASH_BR - 1) / LK_FLASH_BR;
 #pragma omp parallel if (B * T * T * C >= 2 * LK_OMP_MIN_WORK)
     {
         float *q = workspace((size_t)(4 * T * hs + LK_FLASH_BR * LK_FLASH_BC + LK_FLASH_BR * hs + 2 * LK_FLASH_BR));
         float *k = q + T * hs, *v = k + T * hs, *kt = v + T * hs, *S = kt + T * hs,
               *acc = S + LK_FLASH_BR * LK_FLASH_BC;
         float *m = acc + LK_FLASH_BR * hs, *l = m + LK_FLASH_BR;
-#pragma omp for collapse(2) schedule(dynamic)
-        for (int64_t b = 0; b < B; b++) {
-            for (int64_t h = 0; h < NH; h++) {
-                const char *base = (const char *)qkv + (size_t)(b * T * C3) * es;
-                pack(q, base, dtype, T, C3, h * hs, hs);
-                pack(k, base, dtype, T, C3, C + h * hs, hs);
-                pack(v, base, dtype, T, C3, 2 * C + h * hs, hs);
-                transpose(kt, k, T, hs);
-                for (int64_t i0 = 0; i0 < T; i0 += LK_FLASH_BR) {
-                    const int64_t br = min_i64(LK_FLASH_BR, T - i0), keys = i0 + br;
-                    for (int64_t r = 0; r < br; r++) m[r] = -INFINITY, l[r] = 0.0f;
-                    for (int64_t j0 = 0; j0 < keys; j0 += LK_FLASH_BC) {
-                        const int64_t bc = min_i64(LK_FLASH_BC, keys - j0);
-                        tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
-                        for (int64_t r = 0; r < br; r++) {
-                            float *row = S + r * LK_FLASH_BC, *o = acc + r * hs;
-                            const int64_t n = min_i64(bc, i0 + r - j0 + 1); /* causal: keys <= t */
-                            if (n <= 0) { /* no key of this tile is visible to row r */
-                                for (int64_t c = 0; c < bc; c++) row[c] = 0.0f;
-                                continue;
-                            }
-                            float mx = m[r];
+        int64_t packed_bh = -1, packed = 0; /* k, v, kt hold rows [0, packed) of head packed_bh */
+        /* One item per (b, h, query tile), a head's last tiles (the most keys) first, so both
+         * threads stay busy to the end whatever B and NH are. A thread keeps its head's k, v
+         * panels while its next item is of the same head (the usual case: the items it takes
+         * are consecutive or nearly), and extends them when a tile needs more keys. */
+#pragma omp for schedule(dynamic)
+        for (int64_t w = 0; w < B * NH * nq; w++) {
+            const int64_t bh = w / nq, b = bh / NH, h = bh % NH, i0 = (nq - 1 - w % nq) * LK_FLASH_BR;
+            const int64_t br = min_i64(LK_FLASH_BR, T - i0), keys = i0 + br;
+            const char *base = (const char *)qkv + (size_t)(b * T * C3) * es;
+            if (bh != packed_bh) packed_bh = bh, packed = 0;
+            if (keys > packed) {
+                const char *rows = base + (size_t)(packed * C3) * es;
+                pack(k + packed * hs, rows, dtype, keys - packed, C3, C + h * hs, hs);
+                pack(v + packed * hs, rows, dtype, keys - packed, C3, 2 * C + h * hs, hs);
+                transpose(kt, k, packed, keys, T, hs);
+                packed = keys;
+            }
+            pack(q + i0 * hs, base + (size_t)(i0 * C3) * es, dtype, br, C3, h * hs, hs);
+            for (int64_t r = 0; r < br; r++)
+                m[r] = -INFINITY, l[r] = 0.0f;
+            for (int64_t j0 = 0; j0 < keys; j0 += LK_FLASH_BC) {
+                const int64_t bc = min_i64(LK_FLASH_BC, keys - j0);
+                lk_tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
+                for (int64_t r = 0; r < br; r++) {
+                    float *row = S + r * LK_FLASH_BC, *o = acc + r * hs;
+                    const int64_t n = min_i64(bc, i0 + r - j0 + 1); /* causal: keys <= t */
+                    if (n <= 0) {                                   /* no key of this tile is visible to row r */
+                        for (int64_t c = 0; c < bc; c++)
+                            row[c] = 0.0f;
+                        continue;
+                    }
+                    float mx = m[r];
 #pragma omp simd reduction(max : mx)
-                            for (int64_t c = 0; c < n; c++) mx = row[c] > mx ? row[c] : mx;
-                            float sum = 0.0f;
+                    for (int64_t c = 0; c < n; c++)
+                        mx = row[c] > mx ? row[c] : mx;
+                    float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                            for (int64_t c = 0; c < n; c++) {
-                                const float e = lk_expf(row[c] - mx);
-                                row[c] = e;
-                                sum += e;
-                            }
-                            for (int64_t c = n; c < bc; c++) row[c] = 0.0f;
-                            if (dropout > 0.0f) /* after the sum: l is the undropped softmax's */
-                                for (int64_t c = 0; c < n; c++)
-                                    row[c] *= drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale);
-                            if (j0 == 0) { /* the first tile starts the accumulator */
-                                for (int64_t i = 0; i < hs; i++) o[i] = 0.0f;
-                                l[r] = sum;
-                            } else {
-                                const float alpha = lk_expf(m[r] - mx); /* 1 when the max stayed */
-#pragma omp simd
-                                for (int64_t i = 0; i < hs; i++) o[i] *= alpha;
-                                l[r] = fmaf(l[r], alpha, sum);
-                            }
-                            m[r] = mx;
-                        }
-                        tile_mm(acc, hs, S, LK_FLASH_BC, 1, v + j0 * hs, hs, br, hs, bc, 1.0f, 1);
+                    for (int64_t c = 0; c < n; c++) {
+                        const float e = lk_expf(row[c] - mx);
+                        row[c] = e;
+                        sum += e;
                     }
-                    for (int64_t r = 0; r < br; r++) {
-                        const int64_t t = i0 + r;
-                        const float inv = 1.0f / l[r];
-                        float *dst = out + (b * T + t) * C + h * hs;
-                        const float *o = acc + r * hs;
+                    for (int64_t c = n; c < bc; c++)
+                        row[c] = 0.0f;
+                    if (dropout > 0.0f) /* after the sum: l is the undropped softmax's */
+                        for (int64_t c = 0; c < n; c++)
+                            row[c] *= drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale);
+                    if (j0 == 0) { /* the first tile starts the accumulator */
+                        for (int64_t i = 0; i < hs; i++)
+                            o[i] = 0.0f;
+                        l[r] = sum;
+                    } else {
+                        const float alpha = lk_expf(m[r] - mx); /* 1 when the max stayed */
 #pragma omp simd
-                        for (int64_t i = 0; i < hs; i++) dst[i] = o[i] * inv;
-                        lse[(b * NH + h) * T + t] = m[r] + logf(l[r]);
+                        for (int64_t i = 0; i < hs; i++)
+                            o[i] *= alpha;
+                        l[r] = fmaf(l[r], alpha, sum);
                     }
+                    m[r] = mx;
                 }
+                lk_tile_mm(acc, hs, S, LK_FLASH_BC, 1, v + j0 * hs, hs, br, hs, bc, 1.0f, 1);
+            }
+            for (int64_t r = 0; r < br; r++) {
+                const int64_t t = i0 + r;
+                const float inv = 1.0f / l[r];
+                float *dst = out + (b * T + t) * C + h * hs;
+                const float *o = acc + r * hs;
+#pragma omp simd
+                for (int64_t i = 0; i < hs; i++)
+                    dst[i] = o[i] * inv;
+                lse[(b * NH + h) * T + t] = m[r] + logf(l[r]);
             }
         }
         free(q);
@@ -249,25 +231,28 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                 pack(k, base, dtype, T, C3, C + h * hs, hs);
                 pack(v, base, dtype, T, C3, 2 * C + h * hs, hs);
                 pack(dO, dout + b * T * C, LOOM_DTYPE_F32, T, C, h * hs, hs);
-                transpose(kt, k, T, hs);
-                transpose(vt, v, T, hs);
+                transpose(kt, k, 0, T, T, hs);
+                transpose(vt, v, 0, T, T, hs);
                 const float *L = lse + (b * NH + h) * T;
                 for (int64_t t = 0; t < T; t++) {
                     const float *o = out + (b * T + t) * C + h * hs, *g = dO + t * hs;
                     float d = 0.0f;
 #pragma omp simd reduction(+ : d)
-                    for (int64_t i = 0; i < hs; i++) d = fmaf(g[i], o[i], d);
+                    for (int64_t i = 0; i < hs; i++)
+                        d = fmaf(g[i], o[i], d);
                     D[t] = d;
                 }
-                for (int64_t i = 0; i < T * hs; i++) dq[i] = 0.0f;
+                for (int64_t i = 0; i < T * hs; i++)
+                    dq[i] = 0.0f;
                 for (int64_t j0 = 0; j0 < T; j0 += LK_FLASH_BC) {
                     const int64_t bc = min_i64(LK_FLASH_BC, T - j0);
-                    for (int64_t i = 0; i < bc * hs; i++) dk[i] = dv[i] = 0.0f;
+                    for (int64_t i = 0; i < bc * hs; i++)
+                        dk[i] = dv[i] = 0.0f;
                     /* Query tiles with a row t >= j0: the one holding j0 and those after. */
                     for (int64_t i0 = j0 / LK_FLASH_BR * LK_FLASH_BR; i0 < T; i0 += LK_FLASH_BR) {
                         const int64_t br = min_i64(LK_FLASH_BR, T - i0);
-                        tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
-                        tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, T, br, bc, hs, 1.0f, 0);
+                        lk_tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
+                        lk_tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, T, br, bc, hs, 1.0f, 0);
                         for (int64_t r = 0; r < br; r++) {
                             float *p = P + r * LK_FLASH_BC, *ds = dS + r * LK_FLASH_BC;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1);
@@ -290,22 +275,24 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                                 ds[c] = e * (ds[c] - dr) * scale;
                             }
                         }
-                        tile_mm(dv, hs, P, 1, LK_FLASH_BC, dO + i0 * hs, hs, bc, hs, br, 1.0f, 1);
-                        tile_mm(dq + i0 * hs, hs, dS, LK_FLASH_BC, 1, k + j0 * hs, hs, br, hs, bc, 1.0f, 1);
-                        tile_mm(dk, hs, dS, 1, LK_FLASH_BC, q + i0 * hs, hs, bc, hs, br, 1.0f, 1);
+                        lk_tile_mm(dv, hs, P, 1, LK_FLASH_BC, dO + i0 * hs, hs, bc, hs, br, 1.0f, 1);
+                        lk_tile_mm(dq + i0 * hs, hs, dS, LK_FLASH_BC, 1, k + j0 * hs, hs, br, hs, bc, 1.0f, 1);
+                        lk_tile_mm(dk, hs, dS, 1, LK_FLASH_BC, q + i0 * hs, hs, bc, hs, br, 1.0f, 1);
                     }
                     for (int64_t c = 0; c < bc; c++) {
                         float *gk = dqkv + (b * T + j0 + c) * C3 + C + h * hs, *gv = gk + C;
                         const float *sk = dk + c * hs, *sv = dv + c * hs;
 #pragma omp simd
-                        for (int64_t i = 0; i < hs; i++) gk[i] += sk[i], gv[i] += sv[i];
+                        for (int64_t i = 0; i < hs; i++)
+                            gk[i] += sk[i], gv[i] += sv[i];
                     }
                 }
                 for (int64_t t = 0; t < T; t++) {
                     float *gq = dqkv + (b * T + t) * C3 + h * hs;
                     const float *sq = dq + t * hs;
 #pragma omp simd
-                    for (int64_t i = 0; i < hs; i++) gq[i] += sq[i];
+                    for (int64_t i = 0; i < hs; i++)
+                        gq[i] += sq[i];
                 }
             }
         }

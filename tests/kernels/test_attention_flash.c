@@ -4,7 +4,8 @@
  * scores in double), and the backward, for several T and head sizes including T that is not a
  * multiple of the tile; bf16 and f16 inputs against the reference on the same values widened;
  * accumulation into dqkv; and one thread against several, bit for bit. Also built with 5 x 7
- * tiles (test_attention_flash_tiles) so that every shape crosses several tile boundaries. */
+ * tiles (test_attention_flash_tiles) so that every shape crosses several tile boundaries, and
+ * so again with the tile products on their portable loops (test_attention_flash_portable). */
 #include "kernel_test.h"
 #include "lk_cpu.h"
 
