@@ -74,6 +74,15 @@ loom_status loom_beam_config_from_model(const char *dir, const loom_args *a, loo
             st = loom_error(LOOM_E_FORMAT, "%s: early_stopping must be true or false (\"never\" is not supported)",
                             path);
     }
+    /* --length_penalty is a plain number whose default is HF's 1.0: where it came from tells an
+     * unset one from an explicit 1.0, which wins over the folder's. */
+    v = cJSON_GetObjectItemCaseSensitive(json, "length_penalty");
+    if (st == LOOM_OK && a->origin[LOOM__ARG_length_penalty] == LOOM_ARG_FROM_DEFAULT && v && !cJSON_IsNull(v)) {
+        if (cJSON_IsNumber(v) && isfinite(v->valuedouble))
+            c->length_penalty = v->valuedouble;
+        else
+            st = loom_error(LOOM_E_FORMAT, "%s: length_penalty must be a finite number", path);
+    }
     cJSON_Delete(json);
     return st;
 }

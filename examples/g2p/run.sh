@@ -15,7 +15,7 @@ size="$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["to
 # dropout (3 epochs do not overfit). T5 has no absolute positions: letter order reaches the model
 # only through block 0's relative-position bias, and learning to use it is the slow first phase
 # of this job (loss flat near 1.8 for hundreds of steps); 8 heads leave it sooner than 4, and
-# shuffled batches sooner than --sortish_sampler's (docs/benchmarks.md#g2p).
+# shuffled batches much sooner than --sortish_sampler's (docs/benchmarks.md#g2p-sortish).
 "$loom" train --train_file "$dest/data/train.jsonl" --validation_file "$dest/data/validation.jsonl" \
   --tokenizer_name "$vocab" --output_dir "$dest/model" --overwrite_output_dir \
   --vocab_size "$size" --d_model 256 --d_kv 32 --num_heads 8 --d_ff 1024 --dropout_rate 0 --num_layers 3 \

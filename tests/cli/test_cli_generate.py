@@ -2,7 +2,7 @@
 to reverse sequences generates them with greedy and beam search; generated_predictions.txt has
 one line per example, in order, and the reported exact match and token error rate are what the
 file and the references give when recomputed here; v4.2's --max_length / --num_beams spellings;
-the one-line refusals."""
+the model folder's generation defaults (length_penalty included); the one-line refusals."""
 import json
 import os
 import random
@@ -173,6 +173,37 @@ class Generate(unittest.TestCase):
                                check=False)
         self.assertNotEqual(code, 0)
         self.assertIn("generation_config.json: num_beams must be an integer >= 1", stderr)
+        self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
+
+    def test_the_model_folders_length_penalty(self):
+        """An unset --length_penalty takes the folder's length_penalty (HF's generate() falls back
+        to it, else to 1.0); an explicit --length_penalty 1.0 still wins over it."""
+        folder = os.path.join(self.tmp, "with-penalty")
+        shutil.copytree(self.model_dir, folder)
+        beams = ("--generation_num_beams", "4", "--generation_max_length", "8")
+        # -10 divides a finished hypothesis' log-probability by len ** -10: the shortest win
+        _, plain = self.predict(os.path.join(self.tmp, "lp-plain"), *beams)
+        _, short = self.predict(os.path.join(self.tmp, "lp-short"), *beams, "--length_penalty", "-10")
+        self.assertNotEqual(short, plain)
+        with open(os.path.join(folder, "generation_config.json"), "w") as f:
+            json.dump({"length_penalty": -10.0, "decoder_start_token_id": 0}, f)
+        saved = self.model_dir
+        try:
+            self.model_dir = folder
+            _, implied = self.predict(os.path.join(self.tmp, "lp-implied"), *beams)
+            _, explicit = self.predict(os.path.join(self.tmp, "lp-explicit"), *beams, "--length_penalty", "1.0")
+        finally:
+            self.model_dir = saved
+        self.assertEqual(implied, short)
+        self.assertEqual(explicit, plain)
+        # a wrong type is refused in one line naming the file
+        with open(os.path.join(folder, "generation_config.json"), "w") as f:
+            json.dump({"length_penalty": "short"}, f)
+        code, _, stderr = loom("predict", "--model_name_or_path", folder, "--test_file", self.dev_file,
+                               "--output_dir", os.path.join(self.tmp, "lp-bad"), "--predict_with_generate",
+                               "--generation_num_beams", "2", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("generation_config.json: length_penalty must be a finite number", stderr)
         self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
 
     def test_refusals(self):

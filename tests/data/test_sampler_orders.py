@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 PRINT_ORDER = os.environ.get("LOOM_PRINT_ORDER", os.path.join(os.path.dirname(__file__), "..", "..", "build",
-                                                              "tests", "sampler", "print_order"))
+                                                              "tests", "data", "print_order"))
 
 
 # ---- HF's algorithms (the RNG is Python's) ---------------------------------------------------
