@@ -79,15 +79,17 @@ static inline void dots_t(float *s, const float *a, const float *t, int64_t ldt,
     }
 }
 
-/* o[d] += alpha * sum_j w[j] x[j * ldx + d] for d < HS, j < n in order (zero weights skipped). */
-static inline void mix(float *o, float alpha, const float *w, const float *x, int64_t ldx, int64_t n, int64_t HS)
+/* o[d] += alpha * sum_j w[j * ldw] x[j * ldx + d] for d < HS, j < n in order (zero weights
+ * skipped). */
+static inline void mix(float *o, float alpha, const float *w, int64_t ldw, const float *x, int64_t ldx, int64_t n,
+                       int64_t HS)
 {
     for (int64_t d0 = 0; d0 < HS; d0 += LK_MHA_BLOCK) {
         const int64_t width = HS - d0 < LK_MHA_BLOCK ? HS - d0 : LK_MHA_BLOCK;
         float acc[LK_MHA_BLOCK] = {0};
         if (width == LK_MHA_BLOCK) {
             for (int64_t j = 0; j < n; j++) {
-                const float wj = w[j];
+                const float wj = w[j * ldw];
                 if (wj == 0.0f) continue;
                 const float *xj = x + j * ldx + d0;
 #pragma omp simd
@@ -96,7 +98,7 @@ static inline void mix(float *o, float alpha, const float *w, const float *x, in
             }
         } else {
             for (int64_t j = 0; j < n; j++) {
-                const float wj = w[j];
+                const float wj = w[j * ldw];
                 if (wj == 0.0f) continue;
                 const float *xj = x + j * ldx + d0;
 #pragma omp simd
@@ -167,7 +169,7 @@ static inline void pair_forward(float *out, float *att, const float *q, const fl
                 w[j] = a[j] != 0.0f ? a[j] * keep_factor(seed, row + (uint64_t)j, dropout) : 0.0f;
             wts = w;
         }
-        mix(o, 1.0f, wts, vb, C, n, HS);
+        mix(o, 1.0f, wts, 1, vb, C, n, HS);
     }
 }
 
@@ -197,19 +199,20 @@ void lk_mha_forward(float *out, float *att, const float *q, const float *k, cons
 }
 
 /* Backward of pair (b, h), adding its ds into db (dbias's head h; NULL: none). Scratch: vt,
- * HS * Tk floats; ds, Tq * Tk; dst and awt, Tk * Tq each (ds and the dropped probabilities
- * transposed, so that dk_j and dv_j are sums over queries with contiguous weights). */
+ * HS * Tk floats; ds, Tq * Tk (kept whole: dk_j and dv_j are sums down its columns); awt,
+ * Tq * Tk, the probabilities after dropout (unused without dropout). */
 static inline void pair_backward(float *dq, float *dk, float *dv, float *db, const float *dout, const float *q,
                                  const float *k, const float *v, const float *att, int64_t b, int64_t h, int64_t NH,
                                  int64_t Tq, int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float p,
-                                 uint64_t seed, float *vt, float *ds, float *dst, float *awt)
+                                 uint64_t seed, float *vt, float *ds, float *awt)
 {
     const int64_t C = NH * HS;
     const float *kb = k + b * kv_rows * C + h * HS, *vb = v + b * kv_rows * C + h * HS;
     const float *qb = q + b * Tq * C + h * HS, *gb = dout + b * Tq * C + h * HS;
+    const float *ab = att + (b * NH + h) * Tq * Tk;
     transpose_head(vt, vb, Tk, HS, C);
     for (int64_t i = 0; i < Tq; i++) {
-        const float *a = att + ((b * NH + h) * Tq + i) * Tk;
+        const float *a = ab + i * Tk;
         const float *g = gb + i * C;
         const uint64_t row = (uint64_t)(((b * NH + h) * Tq + i) * Tk);
         float *dsi = ds + i * Tk;
@@ -217,25 +220,15 @@ static inline void pair_backward(float *dq, float *dk, float *dv, float *db, con
         int64_t n = Tk;
         while (n > 0 && a[n - 1] == 0.0f)
             n--;
-        for (int64_t j = n; j < Tk; j++)
-            awt[j * Tq + i] = 0.0f;
-        if (n == 0) {
-            for (int64_t j = 0; j < Tk; j++)
-                dsi[j] = 0.0f;
-            continue;
-        }
-        dots_t(dsi, g, vt, Tk, n, HS); /* datt before dropout */
+        if (n > 0) dots_t(dsi, g, vt, Tk, n, HS); /* datt before dropout */
         for (int64_t j = n; j < Tk; j++)
             dsi[j] = 0.0f;
         if (p > 0.0f) {
-            for (int64_t j = 0; j < n; j++) {
+            for (int64_t j = 0; j < Tk; j++) {
                 const float f = a[j] != 0.0f ? keep_factor(seed, row + (uint64_t)j, p) : 0.0f;
                 dsi[j] *= f;
-                awt[j * Tq + i] = a[j] * f;
+                awt[i * Tk + j] = a[j] * f;
             }
-        } else {
-            for (int64_t j = 0; j < n; j++)
-                awt[j * Tq + i] = a[j];
         }
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -250,18 +243,15 @@ static inline void pair_backward(float *dq, float *dk, float *dv, float *db, con
             for (int64_t j = 0; j < n; j++)
                 dbi[j] += dsi[j];
         }
-        if (dq) mix(dq + (b * Tq + i) * C + h * HS, scale, dsi, kb, C, n, HS);
+        if (dq) mix(dq + (b * Tq + i) * C + h * HS, scale, dsi, 1, kb, C, n, HS);
     }
-    if (dk) {
-        for (int64_t i = 0; i < Tq; i++)
-            for (int64_t j = 0; j < Tk; j++)
-                dst[j * Tq + i] = ds[i * Tk + j];
+    if (dk)
         for (int64_t j = 0; j < Tk; j++)
-            mix(dk + (b * kv_rows + j) * C + h * HS, scale, dst + j * Tq, qb, C, Tq, HS);
-    }
+            mix(dk + (b * kv_rows + j) * C + h * HS, scale, ds + j, Tk, qb, C, Tq, HS);
+    const float *aw = p > 0.0f ? awt : ab;
     if (dv)
         for (int64_t j = 0; j < Tk; j++)
-            mix(dv + (b * kv_rows + j) * C + h * HS, 1.0f, awt + j * Tq, gb, C, Tq, HS);
+            mix(dv + (b * kv_rows + j) * C + h * HS, 1.0f, aw + j, Tk, gb, C, Tq, HS);
 }
 
 static void pair_backward_any(float *dq, float *dk, float *dv, float *db, const float *dout, const float *q,
@@ -269,13 +259,11 @@ static void pair_backward_any(float *dq, float *dk, float *dv, float *db, const 
                               int64_t Tq, int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float p, uint64_t seed,
                               float *scratch)
 {
-    float *vt = scratch, *ds = vt + HS * Tk, *dst = ds + Tq * Tk, *awt = dst + Tq * Tk;
+    float *vt = scratch, *ds = vt + HS * Tk, *awt = ds + Tq * Tk;
     if (HS == 64)
-        pair_backward(dq, dk, dv, db, dout, q, k, v, att, b, h, NH, Tq, Tk, 64, kv_rows, scale, p, seed, vt, ds, dst,
-                      awt);
+        pair_backward(dq, dk, dv, db, dout, q, k, v, att, b, h, NH, Tq, Tk, 64, kv_rows, scale, p, seed, vt, ds, awt);
     else
-        pair_backward(dq, dk, dv, db, dout, q, k, v, att, b, h, NH, Tq, Tk, HS, kv_rows, scale, p, seed, vt, ds, dst,
-                      awt);
+        pair_backward(dq, dk, dv, db, dout, q, k, v, att, b, h, NH, Tq, Tk, HS, kv_rows, scale, p, seed, vt, ds, awt);
 }
 
 void lk_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float *dout, const float *q, const float *k,
@@ -284,7 +272,7 @@ void lk_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float 
 {
 #pragma omp parallel if (B * NH * Tq * Tk * HS >= LK_OMP_MIN_WORK)
     {
-        float *scratch = malloc((size_t)(HS * Tk + 3 * Tq * Tk + 1) * sizeof *scratch);
+        float *scratch = malloc((size_t)(HS * Tk + 2 * Tq * Tk + 1) * sizeof *scratch);
         if (dbias) { /* whole heads per thread: dbias[h] sums the batch in order */
 #pragma omp for schedule(static)
             for (int64_t h = 0; h < NH; h++)
