@@ -439,6 +439,15 @@ static void lin_back(const loom_model *self, float *G, float *dinp, size_t w, co
     self->k->linear_backward(dinp, G + self->tensors[w].offset, NULL, dout, inp, t5_p(self, w), N, IC, OC);
 }
 
+/* lin_back that WRITES dinp (= dout @ weight, a product with beta 0) instead of adding to it:
+ * saves zeroing dinp first and reading it back. */
+static void lin_back_set(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp,
+                         int64_t N, int64_t IC, int64_t OC)
+{
+    self->k->sgemm(0, 0, N, IC, OC, 1.0f, dout, OC, t5_p(self, w), IC, 0.0f, dinp, IC);
+    lin_back(self, G, NULL, w, dout, inp, N, IC, OC);
+}
+
 /* dy: d(block output) in, d(block input) out; denc collects the cross-attention's gradient
  * of the encoder output, dbias the relative bias's. */
 static void block_backward(loom_model *self, float *G, int decoder, int64_t l, int64_t B, int64_t T, const float *enc,
@@ -457,10 +466,8 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
     /* feed-forward */
     memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
     t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_FF_OUT));
-    zero(dA, N * F);
-    lin_back(self, G, dA, w->wo, tmp, a->act, N, F, D);
+    lin_back_set(self, G, dA, w->wo, tmp, a->act, N, F, D);
     t5_dropout(dA, N * F, p, site(self, sd, l, SITE_FF_HIDDEN));
-    zero(dln, N * D);
     if (self->gated) {
         k->gelu_forward(dB, a->h0, N * F); /* gelu(h0), then d h1 */
         for (int64_t i = 0; i < N * F; i++) {
@@ -470,27 +477,25 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
         }
         zero(tmp, N * F);
         k->gelu_backward(tmp, a->h0, dA, N * F);
-        lin_back(self, G, dln, w->wi0, tmp, a->ln_ff, N, D, F);
+        lin_back_set(self, G, dln, w->wi0, tmp, a->ln_ff, N, D, F);
         lin_back(self, G, dln, w->wi1, dB, a->ln_ff, N, D, F);
     } else {
         zero(dB, N * F);
         k->relu_backward(dB, a->h0, dA, N * F);
-        lin_back(self, G, dln, w->wi0, dB, a->ln_ff, N, D, F);
+        lin_back_set(self, G, dln, w->wi0, dB, a->ln_ff, N, D, F);
     }
     k->rmsnorm_backward(dy, G + self->tensors[w->ln_ff].offset, dln, res, t5_p(self, w->ln_ff), a->rstd_ff, N, D);
 
     if (decoder) { /* cross-attention */
         memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
         t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_CA_OUT));
-        zero(self->dctx, N * E);
-        lin_back(self, G, self->dctx, w->co, tmp, a->cctx, N, E, D);
+        lin_back_set(self, G, self->dctx, w->co, tmp, a->cctx, N, E, D);
         zero(self->dq, N * E);
         zero(self->dk, B * S * E);
         zero(self->dv, B * S * E);
         k->mha_backward(self->dq, self->dk, self->dv, NULL, self->dctx, a->cq, a->ck, a->cv, a->catt, B, H, T, S, KV, S,
                         1.0f, p, site(self, sd, l, SITE_CA_PROBS));
-        zero(dln, N * D);
-        lin_back(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
+        lin_back_set(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
         lin_back(self, G, self->denc, w->ck, self->dk, enc, B * S, D, E);
         lin_back(self, G, self->denc, w->cv, self->dv, enc, B * S, D, E);
         k->rmsnorm_backward(dy, G + self->tensors[w->ln_ca].offset, dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N,
@@ -500,15 +505,13 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
     /* self-attention */
     memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
     t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_SA_OUT));
-    zero(self->dctx, N * E);
-    lin_back(self, G, self->dctx, w->o, tmp, a->ctx, N, E, D);
+    lin_back_set(self, G, self->dctx, w->o, tmp, a->ctx, N, E, D);
     zero(self->dq, N * E);
     zero(self->dk, N * E);
     zero(self->dv, N * E);
     k->mha_backward(self->dq, self->dk, self->dv, self->dbias, self->dctx, a->q, a->k, a->v, a->att, B, H, T, T, KV, T,
                     1.0f, p, site(self, sd, l, SITE_SA_PROBS));
-    zero(dln, N * D);
-    lin_back(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
+    lin_back_set(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->k, self->dk, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->v, self->dv, a->ln_sa, N, D, E);
     k->rmsnorm_backward(dy, G + self->tensors[w->ln_sa].offset, dln, a->in, t5_p(self, w->ln_sa), a->rstd_sa, N, D);
@@ -543,8 +546,7 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
     if (st) return st;
     if (!memory) return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory");
     float *G = memory;
-    zero(self->dln, Nd * D);
-    lin_back(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
+    lin_back_set(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
     if (self->tied) {
         const float s = 1.0f / sqrtf((float)D);
         for (int64_t i = 0; i < Nd * D; i++) self->dln[i] *= s;
@@ -582,6 +584,8 @@ static loom_status t5_backward(loom_model *self, const loom_batch *batch, float 
     const int64_t N = self->fwd_B * self->fwd_T, V = self->V;
     /* dlogits = seed (probs - (1 - eps) onehot - eps / V), in place (eps: label smoothing) */
     const float uniform = self->smoothing / (float)V, target = seed * (1.0f - self->smoothing);
+    /* [N, V] is the largest buffer of the step: split its rows over the threads */
+#pragma omp parallel for schedule(static) if (N * V >= 65536)
     for (int64_t i = 0; i < N; i++) {
         float *row = self->logits + i * V;
         if (labels[i] == T5_IGNORE_INDEX) {
