@@ -295,6 +295,20 @@ static void linear(const loom_model *self, float *out, const float *inp, size_t 
     self->k->linear_forward(out, inp, t5_p(self, w), NULL, N, IC, OC);
 }
 
+/* dst = res + dropout(inp @ weight^T): without dropout the product adds straight onto the
+ * copied residual (beta 1, the same sums as adding tmp after), saving the pass over tmp. */
+static void residual_linear(loom_model *self, float *dst, const float *res, const float *inp, size_t w, int64_t N,
+                            int64_t IC, int64_t OC, float p, uint64_t seed)
+{
+    memcpy(dst, res, (size_t)(N * OC) * sizeof(float));
+    if (p > 0.0f) {
+        linear(self, self->tmp, inp, w, N, IC, OC);
+        t5_add_dropout(dst, self->tmp, N * OC, p, seed);
+    } else {
+        self->k->sgemm(0, 1, N, OC, IC, 1.0f, inp, IC, t5_p(self, w), IC, 1.0f, dst, OC);
+    }
+}
+
 /* One block of `side` over a [B, T] side; enc/enc_mask/S: the encoder output for the decoder's
  * cross-attention. Writes the next block's input. */
 static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, int64_t T, const int32_t *mask,
@@ -314,9 +328,7 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
     linear(self, a->v, a->ln_sa, w->v, N, D, E);
     k->mha_forward(a->ctx, a->att, a->q, a->k, a->v, side->bias, decoder ? NULL : mask, B, H, T, T, self->KV, T, 1.0f,
                    decoder, p, site(self, sd, l, SITE_SA_PROBS));
-    linear(self, self->tmp, a->ctx, w->o, N, E, D);
-    memcpy(a->mid, a->in, (size_t)(N * D) * sizeof(float));
-    t5_add_dropout(a->mid, self->tmp, N * D, p, site(self, sd, l, SITE_SA_OUT));
+    residual_linear(self, a->mid, a->in, a->ctx, w->o, N, E, D, p, site(self, sd, l, SITE_SA_OUT));
     const float *res = a->mid;
     if (decoder) {
         k->rmsnorm_forward(a->ln_ca, a->rstd_ca, a->mid, t5_p(self, w->ln_ca), N, D, eps);
@@ -325,9 +337,7 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
         linear(self, a->cv, enc, w->cv, B * S, D, E);
         k->mha_forward(a->cctx, a->catt, a->cq, a->ck, a->cv, NULL, enc_mask, B, H, T, S, self->KV, S, 1.0f, 0, p,
                        site(self, sd, l, SITE_CA_PROBS));
-        linear(self, self->tmp, a->cctx, w->co, N, E, D);
-        memcpy(a->mid2, a->mid, (size_t)(N * D) * sizeof(float));
-        t5_add_dropout(a->mid2, self->tmp, N * D, p, site(self, sd, l, SITE_CA_OUT));
+        residual_linear(self, a->mid2, a->mid, a->cctx, w->co, N, E, D, p, site(self, sd, l, SITE_CA_OUT));
         res = a->mid2;
     }
     k->rmsnorm_forward(a->ln_ff, a->rstd_ff, res, t5_p(self, w->ln_ff), N, D, eps);
@@ -340,10 +350,7 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
         k->relu_forward(a->act, a->h0, N * F);
     }
     t5_dropout(a->act, N * F, p, site(self, sd, l, SITE_FF_HIDDEN));
-    linear(self, self->tmp, a->act, w->wo, N, F, D);
-    float *next = side->acts[l + 1].in;
-    memcpy(next, res, (size_t)(N * D) * sizeof(float));
-    t5_add_dropout(next, self->tmp, N * D, p, site(self, sd, l, SITE_FF_OUT));
+    residual_linear(self, side->acts[l + 1].in, res, a->act, w->wo, N, F, D, p, site(self, sd, l, SITE_FF_OUT));
 }
 
 /* Embeddings, blocks and the final norm of one side; side->out gets its output. */
