@@ -295,6 +295,20 @@ static void linear(const loom_model *self, float *out, const float *inp, size_t 
     self->k->linear_forward(out, inp, t5_p(self, w), NULL, N, IC, OC);
 }
 
+/* dst = res + dropout(inp @ weight^T): without dropout the product adds straight onto the
+ * copied residual (beta 1, the same sums as adding tmp after), saving the pass over tmp. */
+static void residual_linear(loom_model *self, float *dst, const float *res, const float *inp, size_t w, int64_t N,
+                            int64_t IC, int64_t OC, float p, uint64_t seed)
+{
+    memcpy(dst, res, (size_t)(N * OC) * sizeof(float));
+    if (p > 0.0f) {
+        linear(self, self->tmp, inp, w, N, IC, OC);
+        t5_add_dropout(dst, self->tmp, N * OC, p, seed);
+    } else {
+        self->k->sgemm(0, 1, N, OC, IC, 1.0f, inp, IC, t5_p(self, w), IC, 1.0f, dst, OC);
+    }
+}
+
 /* One block of `side` over a [B, T] side; enc/enc_mask/S: the encoder output for the decoder's
  * cross-attention. Writes the next block's input. */
 static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, int64_t T, const int32_t *mask,
@@ -314,9 +328,7 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
     linear(self, a->v, a->ln_sa, w->v, N, D, E);
     k->mha_forward(a->ctx, a->att, a->q, a->k, a->v, side->bias, decoder ? NULL : mask, B, H, T, T, self->KV, T, 1.0f,
                    decoder, p, site(self, sd, l, SITE_SA_PROBS));
-    linear(self, self->tmp, a->ctx, w->o, N, E, D);
-    memcpy(a->mid, a->in, (size_t)(N * D) * sizeof(float));
-    t5_add_dropout(a->mid, self->tmp, N * D, p, site(self, sd, l, SITE_SA_OUT));
+    residual_linear(self, a->mid, a->in, a->ctx, w->o, N, E, D, p, site(self, sd, l, SITE_SA_OUT));
     const float *res = a->mid;
     if (decoder) {
         k->rmsnorm_forward(a->ln_ca, a->rstd_ca, a->mid, t5_p(self, w->ln_ca), N, D, eps);
@@ -325,9 +337,7 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
         linear(self, a->cv, enc, w->cv, B * S, D, E);
         k->mha_forward(a->cctx, a->catt, a->cq, a->ck, a->cv, NULL, enc_mask, B, H, T, S, self->KV, S, 1.0f, 0, p,
                        site(self, sd, l, SITE_CA_PROBS));
-        linear(self, self->tmp, a->cctx, w->co, N, E, D);
-        memcpy(a->mid2, a->mid, (size_t)(N * D) * sizeof(float));
-        t5_add_dropout(a->mid2, self->tmp, N * D, p, site(self, sd, l, SITE_CA_OUT));
+        residual_linear(self, a->mid2, a->mid, a->cctx, w->co, N, E, D, p, site(self, sd, l, SITE_CA_OUT));
         res = a->mid2;
     }
     k->rmsnorm_forward(a->ln_ff, a->rstd_ff, res, t5_p(self, w->ln_ff), N, D, eps);
@@ -340,10 +350,7 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
         k->relu_forward(a->act, a->h0, N * F);
     }
     t5_dropout(a->act, N * F, p, site(self, sd, l, SITE_FF_HIDDEN));
-    linear(self, self->tmp, a->act, w->wo, N, F, D);
-    float *next = side->acts[l + 1].in;
-    memcpy(next, res, (size_t)(N * D) * sizeof(float));
-    t5_add_dropout(next, self->tmp, N * D, p, site(self, sd, l, SITE_FF_OUT));
+    residual_linear(self, side->acts[l + 1].in, res, a->act, w->wo, N, F, D, p, site(self, sd, l, SITE_FF_OUT));
 }
 
 /* Embeddings, blocks and the final norm of one side; side->out gets its output. */
@@ -439,6 +446,15 @@ static void lin_back(const loom_model *self, float *G, float *dinp, size_t w, co
     self->k->linear_backward(dinp, G + self->tensors[w].offset, NULL, dout, inp, t5_p(self, w), N, IC, OC);
 }
 
+/* lin_back that WRITES dinp (= dout @ weight, a product with beta 0) instead of adding to it:
+ * saves zeroing dinp first and reading it back. */
+static void lin_back_set(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp,
+                         int64_t N, int64_t IC, int64_t OC)
+{
+    self->k->sgemm(0, 0, N, IC, OC, 1.0f, dout, OC, t5_p(self, w), IC, 0.0f, dinp, IC);
+    lin_back(self, G, NULL, w, dout, inp, N, IC, OC);
+}
+
 /* dy: d(block output) in, d(block input) out; denc collects the cross-attention's gradient
  * of the encoder output, dbias the relative bias's. */
 static void block_backward(loom_model *self, float *G, int decoder, int64_t l, int64_t B, int64_t T, const float *enc,
@@ -457,10 +473,8 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
     /* feed-forward */
     memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
     t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_FF_OUT));
-    zero(dA, N * F);
-    lin_back(self, G, dA, w->wo, tmp, a->act, N, F, D);
+    lin_back_set(self, G, dA, w->wo, tmp, a->act, N, F, D);
     t5_dropout(dA, N * F, p, site(self, sd, l, SITE_FF_HIDDEN));
-    zero(dln, N * D);
     if (self->gated) {
         k->gelu_forward(dB, a->h0, N * F); /* gelu(h0), then d h1 */
         for (int64_t i = 0; i < N * F; i++) {
@@ -470,27 +484,25 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
         }
         zero(tmp, N * F);
         k->gelu_backward(tmp, a->h0, dA, N * F);
-        lin_back(self, G, dln, w->wi0, tmp, a->ln_ff, N, D, F);
+        lin_back_set(self, G, dln, w->wi0, tmp, a->ln_ff, N, D, F);
         lin_back(self, G, dln, w->wi1, dB, a->ln_ff, N, D, F);
     } else {
         zero(dB, N * F);
         k->relu_backward(dB, a->h0, dA, N * F);
-        lin_back(self, G, dln, w->wi0, dB, a->ln_ff, N, D, F);
+        lin_back_set(self, G, dln, w->wi0, dB, a->ln_ff, N, D, F);
     }
     k->rmsnorm_backward(dy, G + self->tensors[w->ln_ff].offset, dln, res, t5_p(self, w->ln_ff), a->rstd_ff, N, D);
 
     if (decoder) { /* cross-attention */
         memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
         t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_CA_OUT));
-        zero(self->dctx, N * E);
-        lin_back(self, G, self->dctx, w->co, tmp, a->cctx, N, E, D);
+        lin_back_set(self, G, self->dctx, w->co, tmp, a->cctx, N, E, D);
         zero(self->dq, N * E);
         zero(self->dk, B * S * E);
         zero(self->dv, B * S * E);
         k->mha_backward(self->dq, self->dk, self->dv, NULL, self->dctx, a->cq, a->ck, a->cv, a->catt, B, H, T, S, KV, S,
                         1.0f, p, site(self, sd, l, SITE_CA_PROBS));
-        zero(dln, N * D);
-        lin_back(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
+        lin_back_set(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
         lin_back(self, G, self->denc, w->ck, self->dk, enc, B * S, D, E);
         lin_back(self, G, self->denc, w->cv, self->dv, enc, B * S, D, E);
         k->rmsnorm_backward(dy, G + self->tensors[w->ln_ca].offset, dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N,
@@ -500,15 +512,13 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
     /* self-attention */
     memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
     t5_dropout(tmp, N * D, p, site(self, sd, l, SITE_SA_OUT));
-    zero(self->dctx, N * E);
-    lin_back(self, G, self->dctx, w->o, tmp, a->ctx, N, E, D);
+    lin_back_set(self, G, self->dctx, w->o, tmp, a->ctx, N, E, D);
     zero(self->dq, N * E);
     zero(self->dk, N * E);
     zero(self->dv, N * E);
     k->mha_backward(self->dq, self->dk, self->dv, self->dbias, self->dctx, a->q, a->k, a->v, a->att, B, H, T, T, KV, T,
                     1.0f, p, site(self, sd, l, SITE_SA_PROBS));
-    zero(dln, N * D);
-    lin_back(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
+    lin_back_set(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->k, self->dk, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->v, self->dv, a->ln_sa, N, D, E);
     k->rmsnorm_backward(dy, G + self->tensors[w->ln_sa].offset, dln, a->in, t5_p(self, w->ln_sa), a->rstd_sa, N, D);
@@ -543,8 +553,7 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
     if (st) return st;
     if (!memory) return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory");
     float *G = memory;
-    zero(self->dln, Nd * D);
-    lin_back(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
+    lin_back_set(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
     if (self->tied) {
         const float s = 1.0f / sqrtf((float)D);
         for (int64_t i = 0; i < Nd * D; i++) self->dln[i] *= s;
@@ -582,6 +591,8 @@ static loom_status t5_backward(loom_model *self, const loom_batch *batch, float 
     const int64_t N = self->fwd_B * self->fwd_T, V = self->V;
     /* dlogits = seed (probs - (1 - eps) onehot - eps / V), in place (eps: label smoothing) */
     const float uniform = self->smoothing / (float)V, target = seed * (1.0f - self->smoothing);
+    /* [N, V] is the largest buffer of the step: split its rows over the threads */
+#pragma omp parallel for schedule(static) if (N * V >= 65536)
     for (int64_t i = 0; i < N; i++) {
         float *row = self->logits + i * V;
         if (labels[i] == T5_IGNORE_INDEX) {
