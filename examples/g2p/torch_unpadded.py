@@ -6,7 +6,6 @@ different lengths and of one length; a padded batch of mixed lengths for contras
 loss series and their largest relative difference (docs/benchmarks.md#g2p-sortish).
   /usr/bin/python3 examples/g2p/torch_unpadded.py build/bin/loom
 """
-import json
 import os
 import random
 import re
@@ -22,13 +21,7 @@ import torch  # noqa: E402
 
 def losses(loom, tmp, name, pairs):
     data = os.path.join(tmp, name + ".jsonl")
-    with open(data, "w") as f:
-        for s, t in pairs:
-            f.write(json.dumps({"input_ids": s, "labels": t}) + "\n")
-    S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs)
-    src = torch.tensor([s + [0] * (S - len(s)) for s, _ in pairs])
-    smask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s, _ in pairs])
-    labels = torch.tensor([t + [-100] * (T - len(t)) for _, t in pairs])
+    src, smask, labels = t5.write_pairs(pairs, data)
     W = t5.init_weights(False)
     folder = os.path.join(tmp, name)
     t5.save_folder(W, folder, False)

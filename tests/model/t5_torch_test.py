@@ -162,6 +162,19 @@ def save_folder(W, folder, gated):
         json.dump(config, f)
 
 
+def write_pairs(pairs, path):
+    """Write (source, target) id lists as loom's pre-tokenised JSON lines and return them as one
+    batch the way loom pads it: sources with 0 and a mask, labels with -100."""
+    with open(path, "w") as f:
+        for s, t in pairs:
+            f.write(json.dumps({"input_ids": s, "labels": t}) + "\n")
+    S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs)
+    src = torch.tensor([s + [0] * (S - len(s)) for s, _ in pairs])
+    smask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s, _ in pairs])
+    labels = torch.tensor([t + [-100] * (T - len(t)) for _, t in pairs])
+    return src, smask, labels
+
+
 def main():
     loom = sys.argv[1]
     tmp = tempfile.mkdtemp(prefix="loomt5torch-")
@@ -171,13 +184,7 @@ def main():
         pairs = [([random.randrange(3, V) for _ in range(random.randint(3, 9))] + [1],
                   [random.randrange(3, V) for _ in range(random.randint(2, 7))] + [1]) for _ in range(8)]
         data = os.path.join(tmp, "train.jsonl")
-        with open(data, "w") as f:
-            for s, t in pairs:
-                f.write(json.dumps({"input_ids": s, "labels": t}) + "\n")
-        S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs)
-        src = torch.tensor([s + [0] * (S - len(s)) for s, _ in pairs])
-        smask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s, _ in pairs])
-        labels = torch.tensor([t + [-100] * (T - len(t)) for _, t in pairs])
+        src, smask, labels = write_pairs(pairs, data)
         for gated, name in ((False, "v1.0"), (True, "v1.1")):
             W = init_weights(gated)
             folder = os.path.join(tmp, name)
