@@ -18,12 +18,16 @@
  * Same-machine ranks reduce through shared memory (gloo_shm.cpp) unless LOOM_GLOO_SHM=off: the
  * collective checks run both ways (each rank checks from /proc/self/maps that it mapped the
  * segment, or did not), so both paths give the canonical bits; the failures run both ways too,
- * and through shared memory ranks that issue different counts fail at once.
+ * and through shared memory ranks that issue different counts fail at once. As root, a /dev/shm
+ * too small for the segment (a private mount) must leave the ranks on TCP, every check passing.
  * In-process: a one-rank communicator without a store, and the error without a store.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -467,7 +471,7 @@ static int maps_shm_segment(void)
 static int shm_expected(void)
 {
     const char *env = getenv("LOOM_GLOO_SHM");
-    return !(env && strcmp(env, "off") == 0);
+    return !(env && strcmp(env, "off") == 0) && !getenv("TEST_SMALL_DEV_SHM");
 }
 
 static int rank_main(int rank, int world, int port)
@@ -694,6 +698,27 @@ static void check_single_process(void)
     loom_host_destroy(host);
 }
 
+/* As root: the collectives with a /dev/shm of 1 MiB (a private mount namespace), too small for
+ * the segment. The ranks must agree on TCP and pass every check, not die of SIGBUS. Returns 1 on
+ * success, 0 on failure, -1 when it cannot be set up (not root, no namespaces). */
+static int run_with_small_dev_shm(void)
+{
+    fflush(NULL);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
+            _exit(77);
+        setenv("TEST_SMALL_DEV_SHM", "1", 1);
+        const int ok = test_run_ranks("collectives, /dev/shm too small", 2, rank_main);
+        fflush(NULL);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 0;
+    return WEXITSTATUS(status) == 77 ? -1 : WEXITSTATUS(status) == 0;
+}
+
 int main(void)
 {
     alarm(150);               /* the whole test; each rank has its own 30 s */
@@ -720,6 +745,11 @@ int main(void)
     CHECK(test_run_ranks("rank 2 dies, TCP", 3, failure_rank_main));
     CHECK(test_run_ranks("rank 2 dies mid-transfer, TCP", 3, midway_rank_main));
     unsetenv("LOOM_GLOO_SHM");
+    const int small = run_with_small_dev_shm();
+    if (small < 0)
+        fprintf(stderr, "collectives with a small /dev/shm: not run (needs root and mount namespaces)\n");
+    else
+        CHECK(small == 1);
     check_single_process();
     return test_finish("test_comm_gloo");
 }

@@ -251,7 +251,9 @@ void shm_attach(loom_comm *self, bool wanted)
         std::random_device entropy;
         std::snprintf(name.text, sizeof name.text, "/loom-gloo-%d-%08x%08x", (int)getpid(), entropy(), entropy());
         fd = shm_open(name.text, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-        name.created = fd >= 0 && ftruncate(fd, (off_t)bytes) == 0;
+        /* Reserved, not just sized: a /dev/shm too small for it (a container's 64 MB) fails here
+         * and the ranks stay on TCP, instead of a SIGBUS at the first touch of a missing page. */
+        name.created = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
     }
     gloo::BroadcastOptions cast(self->context);
     cast.setOutput(&name, 1);
