@@ -235,6 +235,11 @@ class LaunchTest(unittest.TestCase):
     def test_ctrl_c_at_a_terminal_reaches_each_rank_once(self):
         # The terminal signals the whole foreground process group, ranks included; the launcher
         # must not forward a second SIGINT. The ranks here survive SIGINT and exit 0 on their own.
+        if "TSAN_OPTIONS" in os.environ:
+            # Under ThreadSanitizer the fake ranks' handlers run when TSan's runtime next gets
+            # control, not when the signal arrives: one run in many lost a rank's line. The test
+            # runs uninstrumented in the plain ctest step.
+            self.skipTest("signal handlers are deferred under ThreadSanitizer")
         try:
             import pty
             pid, fd = pty.fork()
