@@ -446,6 +446,16 @@ static loom_status join(int rank, int world, int port, double timeout, joined *j
     return vt->create(j->host, loom_host_api_table(), j->config, &setup, comm);
 }
 
+/* Every rank main's start: a hard 30 s alarm, then join() creating the communicator; on failure
+ * a line on stderr and 0. */
+static int join_or_say(int rank, int world, int port, double timeout, joined *j, loom_comm **comm)
+{
+    alarm(30);
+    if (join(rank, world, port, timeout, j, comm) == LOOM_OK) return 1;
+    fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
+    return 0;
+}
+
 static void leave(joined *j)
 {
     loom_host_set_store(NULL);
@@ -476,14 +486,9 @@ static int shm_expected(void)
 
 static int rank_main(int rank, int world, int port)
 {
-    alarm(30);
     joined j;
     rank_ctx c = {.rank = rank, .world = world, .comm = NULL};
-    loom_status st = join(rank, world, port, 10.0, &j, &c.comm);
-    if (st != LOOM_OK) {
-        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
-        return 1;
-    }
+    if (!join_or_say(rank, world, port, 10.0, &j, &c.comm)) return 1;
     RCHECK(maps_shm_segment() == shm_expected());
     const size_t w = (size_t)world;
     const size_t counts[] = {1, w - 1, 7, 1000, w * 40000, w * 40000 + 1, w * 40000 + w - 1};
@@ -515,14 +520,9 @@ static int rank_main(int rank, int world, int port)
 /* 3 ranks; rank 2 leaves without a word; 0 and 1 must fail fast, not hang. */
 static int failure_rank_main(int rank, int world, int port)
 {
-    alarm(30);
     joined j;
     loom_comm *comm = NULL;
-    loom_status st = join(rank, world, port, 3.0, &j, &comm);
-    if (st != LOOM_OK) {
-        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
-        return 1;
-    }
+    if (!join_or_say(rank, world, port, 3.0, &j, &comm)) return 1;
     float buf[1000];
     for (int i = 0; i < 1000; i++)
         buf[i] = (float)i;
@@ -535,7 +535,7 @@ static int failure_rank_main(int rank, int world, int port)
     for (int i = 0; i < 100000; i++)
         big[i] = 1.0f;
     const double t0 = test_now_seconds();
-    st = vt->all_reduce(comm, big, 100000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    loom_status st = vt->all_reduce(comm, big, 100000, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
     const double elapsed = test_now_seconds() - t0;
     fprintf(stderr, "[rank %d] all_reduce with a dead peer: status %d after %.2f s: %s\n", rank, st, elapsed,
             loom_error_message());
@@ -573,14 +573,9 @@ static void *die_soon(void *arg)
  * once, but a pending send only at its timeout. */
 static int midway_rank_main(int rank, int world, int port)
 {
-    alarm(30);
     joined j;
     loom_comm *comm = NULL;
-    loom_status st = join(rank, world, port, 2.0, &j, &comm);
-    if (st != LOOM_OK) {
-        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
-        return 1;
-    }
+    if (!join_or_say(rank, world, port, 2.0, &j, &comm)) return 1;
     const size_t n = 16u << 20;
     float *big = test_xmalloc(n * sizeof *big);
     for (size_t i = 0; i < n; i++)
@@ -591,7 +586,7 @@ static int midway_rank_main(int rank, int world, int port)
         pthread_create(&killer, NULL, die_soon, (void *)(intptr_t)30000);
     }
     const double t0 = test_now_seconds();
-    st = vt->all_reduce(comm, big, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    loom_status st = vt->all_reduce(comm, big, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
     const double elapsed = test_now_seconds() - t0;
     if (rank == 2) _exit(0); /* finished before the killer thread: nothing was tested on this run */
     fprintf(stderr, "[rank %d] 64 MB all_reduce, peer died midway: status %d after %.2f s: %s\n", rank, st, elapsed,
@@ -608,18 +603,13 @@ static int midway_rank_main(int rank, int world, int port)
  * with a message that says so, not sum mismatched buffers or wait for the timeout. */
 static int mismatch_rank_main(int rank, int world, int port)
 {
-    alarm(30);
     joined j;
     loom_comm *comm = NULL;
-    loom_status st = join(rank, world, port, 5.0, &j, &comm);
-    if (st != LOOM_OK) {
-        fprintf(stderr, "[rank %d] join: %s\n", rank, loom_error_message());
-        return 1;
-    }
+    if (!join_or_say(rank, world, port, 5.0, &j, &comm)) return 1;
     RCHECK(maps_shm_segment() == 1);
     float buf[1001] = {0};
     const double t0 = test_now_seconds();
-    st = vt->all_reduce(comm, buf, rank == 0 ? 1000 : 1001, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    loom_status st = vt->all_reduce(comm, buf, rank == 0 ? 1000 : 1001, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
     fprintf(stderr, "[rank %d] mismatched all_reduce: status %d after %.2f s: %s\n", rank, st, test_now_seconds() - t0,
             loom_error_message());
     RCHECK(st == LOOM_E_COMM);

@@ -205,7 +205,7 @@ int single_phases(const loom_comm *self, size_t count, uint32_t dtype)
 
 void run_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root)
 {
-    if (self->world > 1 && self->shm) return shm_broadcast(self, data, count, dtype, root);
+    if (self->shm) return shm_broadcast(self, data, count, dtype, root);
     gloo::BroadcastOptions cast(self->context);
     cast.setOutput(data, count * loom_dtype_size(dtype));
     cast.setRoot(root);

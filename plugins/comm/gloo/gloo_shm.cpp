@@ -73,8 +73,7 @@ constexpr int kPollMs = 20;                  /* between checks of the peers whil
 struct ShmHeader {
     alignas(64) std::atomic<uint32_t> arrived;
     alignas(64) std::atomic<uint32_t> generation;
-    alignas(64) std::atomic<int32_t> failed_rank; /* -1: none; else the first rank that gave up */
-    int32_t pid[kMaxShmWorld];
+    alignas(64) std::atomic<int32_t> failed_rank;  /* -1: none; else the first rank that gave up */
     std::atomic<uint64_t> signature[kMaxShmWorld]; /* what each rank's current collective is */
 };
 static_assert(sizeof(ShmHeader) <= kHeaderBytes, "shared-memory header too large");
@@ -126,6 +125,7 @@ struct ShmSegment {
     size_t bytes = 0;
     size_t piece = 0;        /* bytes per slot */
     std::vector<int> pidfds; /* per rank; -1 for this rank */
+    std::vector<int> pids;   /* per rank, for messages */
     ShmHeader *header() const
     {
         return reinterpret_cast<ShmHeader *>(base);
@@ -164,8 +164,7 @@ std::string reason_to_stop(loom_comm *self)
         if (s->pidfds[r] < 0) continue;
         struct pollfd p = {s->pidfds[r], POLLIN, 0};
         if (poll(&p, 1, 0) > 0) {
-            std::snprintf(text, sizeof text, "peer rank may have died (rank %d, pid %d, exited)", r,
-                          (int)s->header()->pid[r]);
+            std::snprintf(text, sizeof text, "peer rank may have died (rank %d, pid %d, exited)", r, s->pids[r]);
             return text;
         }
     }
@@ -273,6 +272,8 @@ void shm_attach(loom_comm *self, bool wanted)
     ok = ok && s->base;
     s->piece = piece;
     s->pidfds.assign(world, -1);
+    for (const Hello &h : all)
+        s->pids.push_back(h.pid);
     for (int r = 0; ok && r < world; r++) {
         if (r == rank) continue;
         s->pidfds[r] = (int)syscall(SYS_pidfd_open, (pid_t)all[r].pid, 0);
@@ -288,14 +289,9 @@ void shm_attach(loom_comm *self, bool wanted)
         shm_detach(self);
         return;
     }
-    ShmHeader *h = s->header();
-    if (rank == 0) {
-        h->arrived.store(0);
-        h->generation.store(0);
-        h->failed_rank.store(-1);
-    }
-    h->pid[rank] = mine.pid;
-    /* Nobody uses the header before everyone has initialised it. */
+    /* The segment starts zeroed (arrived and generation 0); only "no rank failed" needs writing,
+     * and nobody uses the header before rank 0 has. */
+    if (rank == 0) s->header()->failed_rank.store(-1);
     gloo::AllgatherOptions ready(self->context);
     ready.setInput(&ok, 1);
     ready.setOutput(oks.data(), oks.size());
@@ -320,7 +316,8 @@ namespace
 /* The frame of every collective here: the call's signature is checked once, then for each
  * piece of at most `piece` elements: fill(start, n) writes this rank's slot; barrier;
  * middle(start, n) reads the slots (and may write the result area); barrier; drain(start, n)
- * copies out. The second barrier is skipped when nothing reads the slots afterwards. */
+ * copies the result area out. The second barrier is needed even with nothing to drain: the
+ * next piece's fill overwrites slots a slower peer may still be reading. */
 template <typename Fill, typename Middle, typename Drain>
 void in_pieces(loom_comm *self, uint64_t signature, size_t count, size_t piece, Fill fill, Middle middle, Drain drain)
 {
