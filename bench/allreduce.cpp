@@ -3,7 +3,7 @@
  * all-reduce (gloo::allreduce with the RING algorithm, what PyTorch's gloo backend runs) on
  * the very same gloo context, between forked processes on 127.0.0.1.
  *
- *   build-dir/bench/bench_allreduce [--world 2] [--reps 5] [--warmup 2] [--sizes 1,16,64,256]
+ *   build-dir/bench/bench_allreduce [--world 2] [--reps 5] [--warmup 2] [--sizes 1,16,64,256] [--shared]
  *
  * The plugin's sources are compiled into this program (the .so exports loom_plugin_query only),
  * so it can reach the context behind the plugin instance. fp32 SUM; per size: warm-up calls,
@@ -11,6 +11,8 @@
  * is the maximum over ranks; medians. busbw = bytes / time * 2 (world - 1) / world (the
  * nccl-tests convention), so it compares with PyTorch's gloo all-reduce (docs/benchmarks.md#allreduce). With 2 ranks
  * both results must be bitwise equal (a sum of two is the same in any order); that is checked.
+ * --shared: the plugin's buffer is its own alloc_shared memory (ABI 1.6), reduced in place, as
+ * ddp's gradients are between the ranks of one machine (docs/architecture.md#shared-buffers).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -74,6 +76,7 @@ struct Options {
     int reps = 5;
     int warmup = 2;
     std::vector<double> sizes_mb = {1, 16, 64, 256};
+    bool shared = false;
 };
 
 void ring_all_reduce(const std::shared_ptr<gloo::Context> &context, float *buf, size_t n)
@@ -131,27 +134,32 @@ int rank_main(int rank, const Options &o, int port)
     for (double mb : o.sizes_mb) {
         const size_t n = (size_t)(mb * 1024 * 1024 / 4);
         const size_t bytes = n * 4;
-        std::vector<float> a(n), b(n);
+        std::vector<float> own(n), b(n);
+        float *a = own.data();
+        void *shared = nullptr;
+        if (o.shared) {
+            DIE_IF(vt->alloc_shared(comm, bytes, &shared) != LOOM_OK || !shared, "alloc_shared");
+            a = static_cast<float *>(shared);
+        }
         for (size_t i = 0; i < n; i++)
             a[i] = b[i] = (float)((i * 2654435761u + (size_t)rank * 97) % 1000) * 0.001f;
 
         /* correctness with 2 ranks: the same sum either way */
-        DIE_IF(vt->all_reduce(comm, a.data(), n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "all_reduce");
+        DIE_IF(vt->all_reduce(comm, a, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "all_reduce");
         ring_all_reduce(context, b.data(), n);
-        if (world == 2 && std::memcmp(a.data(), b.data(), bytes) != 0) {
+        if (world == 2 && std::memcmp(a, b.data(), bytes) != 0) {
             std::fprintf(stderr, "[rank %d] %g MB: plugin and ring results differ\n", rank, mb);
             return 1;
         }
         for (int w = 0; w < o.warmup; w++) {
-            DIE_IF(vt->all_reduce(comm, a.data(), n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "warm-up");
+            DIE_IF(vt->all_reduce(comm, a, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "warm-up");
             ring_all_reduce(context, b.data(), n);
         }
         std::vector<double> times(2 * (size_t)o.reps);
         for (int r = 0; r < o.reps; r++) {
             DIE_IF(vt->barrier(comm) != LOOM_OK, "barrier");
             double t0 = seconds_now();
-            DIE_IF(vt->all_reduce(comm, a.data(), n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK,
-                   "all_reduce");
+            DIE_IF(vt->all_reduce(comm, a, n, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, nullptr) != LOOM_OK, "all_reduce");
             times[2 * r] = seconds_now() - t0;
             DIE_IF(vt->barrier(comm) != LOOM_OK, "barrier");
             t0 = seconds_now();
@@ -169,6 +177,7 @@ int rank_main(int rank, const Options &o, int port)
                         factor * bytes / tr / 1e9, tp / tr);
             std::fflush(stdout);
         }
+        DIE_IF(vt->free_shared(comm, shared) != LOOM_OK, "free_shared");
     }
     DIE_IF(vt->barrier(comm) != LOOM_OK, "barrier");
     context.reset();
@@ -195,6 +204,8 @@ int main(int argc, char **argv)
             o.reps = std::atoi(value), i++;
         } else if (arg == "--warmup" && value) {
             o.warmup = std::atoi(value), i++;
+        } else if (arg == "--shared") {
+            o.shared = true;
         } else if (arg == "--sizes" && value) {
             o.sizes_mb.clear();
             for (const char *p = value; *p;) {
@@ -205,7 +216,8 @@ int main(int argc, char **argv)
             }
             i++;
         } else {
-            std::fprintf(stderr, "usage: %s [--world N] [--reps R] [--warmup W] [--sizes MB,MB,...]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--world N] [--reps R] [--warmup W] [--sizes MB,MB,...] [--shared]\n",
+                         argv[0]);
             return 2;
         }
     }
@@ -216,6 +228,7 @@ int main(int argc, char **argv)
     const char *shm = std::getenv("LOOM_GLOO_SHM");
     std::printf("gloo plugin all-reduce (%s) vs gloo::allreduce RING, fp32 sum, %d ranks on 127.0.0.1, median of %d\n",
                 shm && std::strcmp(shm, "off") == 0 ? "TCP: alltoall + ordered sum + allgather"
+                : o.shared                          ? "shared buffer: ordered sum in place"
                                                     : "shared memory: copy in + ordered sum + copy out",
                 o.world, o.reps);
     std::fflush(stdout);

@@ -117,7 +117,7 @@ int main(int argc, char **argv)
                       "--save_strategy", "no", "--disable_tqdm", "--learning_rate", "1e-4",
                       "--lr_scheduler_type", "constant", "--max_grad_norm", "0", "--dataloader_drop_last"};
     int args_c = (int)(sizeof args_v / sizeof *args_v);
-    char *with_report[sizeof args_v / sizeof *args_v + 8];
+    char *with_report[sizeof args_v / sizeof *args_v + 10];
     memcpy(with_report, args_v, sizeof args_v);
     if (overlap_report) {
         with_report[args_c++] = "--ddp.report_overlap";
@@ -133,6 +133,11 @@ int main(int argc, char **argv)
     if (getenv("LOOM_BENCH_BUCKET_MB")) {
         with_report[args_c++] = "--ddp_bucket_cap_mb";
         with_report[args_c++] = getenv("LOOM_BENCH_BUCKET_MB");
+    }
+    /* ... and ddp's gradients in the communicator's shared memory or not (0: not). */
+    if (getenv("LOOM_BENCH_SHARED_GRADIENTS")) {
+        with_report[args_c++] = "--ddp.shared_gradients";
+        with_report[args_c++] = strcmp(getenv("LOOM_BENCH_SHARED_GRADIENTS"), "0") == 0 ? "false" : "true";
     }
     loom_args args;
     loom_args_init(&args);

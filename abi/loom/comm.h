@@ -38,7 +38,7 @@ typedef struct loom_comm_setup {
     uint32_t device;          /* LOOM_DEVICE_* of the buffers                              */
     double timeout_seconds;   /* for rendezvous and every collective (--ddp_timeout)       */
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_comm_setup;
 
 /* The rendezvous store: a key-value store every rank of the run reaches, served by rank 0 at
@@ -66,7 +66,7 @@ typedef struct loom_store_api {
      * all do). */
     loom_status (*wait)(loom_host *host, const char *const *keys, size_t n, double timeout_seconds);
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_store_api;
 
 typedef struct loom_comm loom_comm;                 /* plugin-private instance */
@@ -124,14 +124,35 @@ typedef struct loom_comm_vtable {
      * on failure; `request` is never NULL. One thread per instance. */
     loom_status (*wait)(loom_comm *self, loom_comm_request *request);
 
-    /* ABI 1.6+: append below. */
+    /* ---- ABI 1.6: memory the peers reach in place (docs/architecture.md#shared-buffers).
+     * A 1.5 plugin's vtable is 104 bytes: read these through LOOM_HAS(vt, loom_comm_vtable,
+     * alloc_shared) && vt->free_shared. Both are set or both NULL. ---- */
+
+    /* Optional, since 1.6 (NULL, or *memory left NULL: nothing to lend, and the caller uses
+     * memory of its own as before). Collective and blocking: every rank calls it with the same
+     * `bytes`, in the same order relative to the other collectives, and every rank gets memory
+     * or every rank gets NULL. *memory receives `bytes` of zeroed host memory, 64-byte aligned,
+     * that this rank's peers can read and write directly (shared memory between the ranks of
+     * one machine). An all_reduce whose buffer lies inside it, at the same offset on every rank,
+     * then reduces in place: each rank sums its block from every rank's copy and writes the sum
+     * into every copy, with no copy through the transport. Any other use works as with the
+     * caller's own memory. Peers write into it only inside such an all_reduce. Owned by the
+     * plugin; valid until free_shared or destroy. One thread per instance. */
+    loom_status (*alloc_shared)(loom_comm *self, size_t bytes, void **memory);
+    /* Optional, since 1.6 (NULL with alloc_shared). Give back memory of alloc_shared (NULL: a
+     * no-op); not collective, and no collective on it may be pending. Memory that alloc_shared
+     * did not hand out is LOOM_E_INVALID. One thread per instance. */
+    loom_status (*free_shared)(loom_comm *self, void *memory);
+
+    /* ABI 1.7+: append below. */
 } loom_comm_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_comm_setup) == 56, "loom_comm_setup layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_store_api) == 48, "loom_store_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_comm_vtable, create) == 24, "comm vtable layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_comm_vtable) == 104, "comm vtable layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_comm_vtable, alloc_shared) == 104, "comm vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_comm_vtable) == 120, "comm vtable layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -57,7 +57,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 5 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 6 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -89,7 +89,10 @@ extern "C" {
  *      the end).
  * 1.5: kernels.h adam_update / scale_check / sum_squares and loom_adam_args (the optimizer
  *      step's element-wise work on the device that holds it); optimizer.h
- *      loom_optimizer_step.kernels (the table of the device the spans live on). */
+ *      loom_optimizer_step.kernels (the table of the device the spans live on).
+ * 1.6: comm.h alloc_shared / free_shared (memory the peers reach in place, so an all_reduce
+ *      on it needs no copy through the transport: ddp's gradients between the ranks of one
+ *      machine). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -316,7 +319,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -335,7 +338,7 @@ typedef struct loom_plugin_desc {
     const void *vtable;             /* -> static const loom_<kind>_vtable of this kind       */
     const loom_param_spec *params;  /* accepted configuration keys, {NULL}-terminated; NULL = none */
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_plugin_desc;
 
 /* The one symbol a plugin exports. Returns descriptor number `index` (0, 1, ...) or NULL

@@ -28,7 +28,7 @@ typedef struct loom_precision_info {
     uint32_t master_dtype;   /* optimizer's copy: LOOM_DTYPE_F32 always in ABI 1            */
     uint32_t has_master;     /* 1: the plugin allocates separate master weights; 0: none    */
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_precision_info;
 
 /* Built by the host and passed to bind(); the struct is borrowed for that call, the memory
@@ -52,7 +52,7 @@ typedef struct loom_precision_binding {
     float *grad_workspace;
     size_t grad_workspace_floats; /* Optional, since 1.1. Elements of grad_workspace; 0 with NULL. */
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_precision_binding;
 
 /* Loss-scaler state, for logs and checkpoints: written by the plugin in get_state() (owned
@@ -66,7 +66,7 @@ typedef struct loom_precision_state {
     int64_t growth_tracker;   /* clean steps since the last change (GradScaler style)       */
     int64_t hysteresis_left;  /* DeepSpeed's cur_hysteresis                                 */
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_precision_state;
 
 typedef struct loom_precision loom_precision; /* plugin-private instance */
@@ -130,7 +130,7 @@ typedef struct loom_precision_vtable {
      * call), before the first step. One thread per instance. Since 1.0. */
     loom_status (*set_state)(loom_precision *self, const loom_precision_state *state);
 
-    /* ABI 1.6+: append below. */
+    /* ABI 1.7+: append below. */
 } loom_precision_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -41,15 +41,19 @@ typedef struct ddp_sharding {
     loom_comm_request *requests[DDP_MAX_PENDING];
     size_t n_reduced;
     /* Overlap accounting (report_overlap): per step, the window from the first bucket's
-     * all-reduce to the last one's completion, and the part of it finish_grads waited. */
+     * all-reduce to the last one's completion, and the part of it finish_grads waited: this
+     * rank's own wait, and the least wait of any rank (the rank that finished backward last
+     * waits only for communication; the others also wait for it). */
     int32_t report_overlap;
-    double first_launch, window_seconds, exposed_seconds;
+    double first_launch, window_seconds, exposed_seconds, own_exposed_seconds;
     int64_t steps;
 } ddp_sharding;
 
 static const loom_param_spec ddp_params[] = {
     {"bucket_cap_mb", LOOM_PARAM_FLOAT, 0, "25", "gradient bucket size in MB (--ddp_bucket_cap_mb)"},
     {"report_overlap", LOOM_PARAM_BOOL, 0, "false", "log at the end how much of the all-reduce time backward hid"},
+    {"shared_gradients", LOOM_PARAM_BOOL, 0, "true",
+     "gradients in memory the communicator shares between the ranks of one machine, all-reduced in place"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -67,10 +71,13 @@ static void ddp_destroy(loom_sharding *self_)
     if (self->report_overlap && self->steps > 0 && self->window_seconds > 0)
         self->base.api->log(
             self->base.host, LOOM_LOG_INFO,
-            "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward",
+            "%lld steps, all-reduce window %.1f ms/step, exposed wait %.1f ms/step: %.0f%% hidden behind backward "
+            "(the exposed wait is the least of any rank's each step; this rank waited %.1f ms/step, its share of "
+            "the ranks' skew included)",
             (long long)self->steps, 1e3 * self->window_seconds / (double)self->steps,
             1e3 * self->exposed_seconds / (double)self->steps,
-            100.0 * (1.0 - self->exposed_seconds / self->window_seconds));
+            100.0 * (1.0 - self->exposed_seconds / self->window_seconds),
+            1e3 * self->own_exposed_seconds / (double)self->steps);
     for (size_t i = 0; i < self->n_reduced; i++)
         if (self->requests[i]) self->cv->wait(self->comm, self->requests[i]);
     replicated_free(&self->base);
@@ -87,8 +94,9 @@ static loom_status ddp_create(loom_host *host, const loom_host_api *api, const l
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "ddp needs a communicator");
     double cap_mb = 25;
     api->cfg_f64(config, "bucket_cap_mb", &cap_mb);
-    int32_t report = 0;
+    int32_t report = 0, shared = 1;
     api->cfg_bool(config, "report_overlap", &report);
+    if ((st = loom_cfg_opt_bool(host, api, config, "shared_gradients", &shared)) != LOOM_OK) return st;
     if (!(cap_mb > 0)) return api->fail(host, LOOM_E_INVALID, "bucket_cap_mb must be > 0, got %g", cap_mb);
     ddp_sharding *self = api->alloc(host, sizeof *self, 0, LOOM_DEVICE_CPU, 0);
     if (!self) return api->fail(host, LOOM_E_NOMEM, "out of memory");
@@ -102,10 +110,12 @@ static loom_status ddp_create(loom_host *host, const loom_host_api *api, const l
     self->report_overlap = report;
     self->bucket_elements = (int64_t)(cap_mb * 1024.0 * 1024.0 / (double)element);
     if (self->bucket_elements < 1) self->bucket_elements = 1;
-    if ((st = replicated_init(&self->base, host, api, setup, element)) != LOOM_OK) {
+    if ((st = replicated_init_shared(&self->base, host, api, setup, element, shared)) != LOOM_OK) {
         ddp_destroy((loom_sharding *)self);
         return st;
     }
+    if (self->base.shared_comm && setup->rank == 0)
+        api->log(host, LOOM_LOG_INFO, "gradients in memory shared by the ranks of this machine: all-reduced in place");
     *out = (loom_sharding *)self;
     return LOOM_OK;
 }
@@ -126,9 +136,14 @@ static loom_status ddp_memory(const loom_sharding *self_, loom_sharding_memory *
     const ddp_sharding *self = (const ddp_sharding *)self_;
     out->gradient_bytes = replicated_gradient_bytes(self_);
     /* Buckets are reduced in place in the gradient buffer, but an all-reduce needs room to
-     * receive the other ranks' pieces of one: the communicator holds up to a bucket. */
+     * receive the other ranks' pieces of one: the communicator holds up to a bucket. With
+     * shared gradients it holds none, and this rank instead touches its block of every peer's
+     * copy: (world - 1) / world of the gradients, resident here too (the pages are shared,
+     * not doubled, on the machine). */
     const int64_t bucket = self->bucket_elements < self->base.total ? self->bucket_elements : self->base.total;
     out->bucket_bytes = self->world > 1 ? (uint64_t)bucket * self->base.element_size : 0;
+    if (self->base.shared_comm)
+        out->bucket_bytes = out->gradient_bytes / (uint64_t)self->world * (uint64_t)(self->world - 1);
     return LOOM_OK;
 }
 
@@ -220,10 +235,13 @@ static loom_status ddp_finish_grads(loom_sharding *self_)
         self->requests[i] = NULL;
         if (st == LOOM_OK) st = w;
     }
-    if (self->report_overlap && any_overlap) {
-        double end = now_seconds();
+    if (self->report_overlap && any_overlap && st == LOOM_OK) {
+        double end = now_seconds(), waited = end - finish_start, least = waited;
+        /* One more (tiny) collective per step, only when reporting: every rank reports alike. */
+        st = self->cv->all_reduce(self->comm, &least, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MIN, NULL);
         self->window_seconds += end - self->first_launch;
-        self->exposed_seconds += end - finish_start;
+        self->exposed_seconds += least;
+        self->own_exposed_seconds += waited;
         self->steps++;
     }
     self->n_reduced = 0;

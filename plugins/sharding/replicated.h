@@ -22,6 +22,9 @@ typedef struct replicated_sharding {
     size_t element_size;  /* bytes per element of dtype                                     */
     uint32_t dtype;       /* param_dtype: of parameters, gradients and every collective     */
     unsigned char *grads; /* total elements on setup->device, zeroed; owned                 */
+    /* Set when grads is the communicator's alloc_shared memory (ABI 1.6), given back there. */
+    loom_comm *shared_comm;
+    const loom_comm_vtable *shared_vtable;
 } replicated_sharding;
 
 /* Fill the base of an instance (allocated and zeroed by the caller) and allocate its zeroed
@@ -42,9 +45,39 @@ static inline loom_status replicated_init(replicated_sharding *r, loom_host *hos
     return LOOM_OK;
 }
 
+/* replicated_init, but with the gradients in memory the communicator shares between the ranks
+ * of one machine when it lends some (comm.h alloc_shared, ABI 1.6): an all_reduce of them then
+ * runs in place, with no copy through the transport (docs/architecture.md#shared-buffers).
+ * Collective: every rank of the run calls it. `wanted` 0, a communicator without the members
+ * or one that lends nothing: the plugin's own memory, as replicated_init. */
+static inline loom_status replicated_init_shared(replicated_sharding *r, loom_host *host, const loom_host_api *api,
+                                                 const loom_sharding_setup *setup, size_t element_size, int wanted)
+{
+    const loom_comm_vtable *cv = setup->comm_vtable;
+    if (!wanted || setup->world_size < 2 || setup->device != LOOM_DEVICE_CPU || setup->total_numel < 1 ||
+        !(LOOM_HAS(cv, loom_comm_vtable, alloc_shared) && cv->free_shared))
+        return replicated_init(r, host, api, setup, element_size);
+    void *memory = NULL;
+    loom_status st = cv->alloc_shared(setup->comm, (size_t)setup->total_numel * element_size, &memory);
+    if (st != LOOM_OK) return st;
+    if (!memory) return replicated_init(r, host, api, setup, element_size);
+    r->host = host;
+    r->api = api;
+    r->total = setup->total_numel;
+    r->element_size = element_size;
+    r->dtype = setup->param_dtype;
+    r->grads = memory; /* zeroed by the communicator */
+    r->shared_comm = setup->comm;
+    r->shared_vtable = cv;
+    return LOOM_OK;
+}
+
 static inline void replicated_free(replicated_sharding *r)
 {
-    r->api->free_memory(r->host, r->grads);
+    if (r->shared_comm && r->grads)
+        r->shared_vtable->free_shared(r->shared_comm, r->grads);
+    else
+        r->api->free_memory(r->host, r->grads);
     r->grads = NULL;
 }
 

@@ -338,10 +338,19 @@ class TwoPartGradientTest(LoomTestCase):
         # sums are the same rank-order sums, so every strategy keeps TCP's bits.
         tcp, _, stdout = self.train("ddp-tcp", 2, "ddp", 1, "report", "--gloo.shm", "false")
         self.assertNotIn("through shared memory", stdout)
+        self.assertNotIn("all-reduced in place", stdout)
         for plugin in ("ddp", "zero2", "sharded_ddp"):
             shm, _, stdout = self.train(f"{plugin}-shm", 2, plugin, 1, "report")
             self.assertRegex(stdout, r"\[rank 1\].*all_reduce through shared memory")  # the path ran
             self.assertEqual(shm, tcp, f"{plugin} through shared memory != ddp over TCP")
+            # ddp's gradients live in the shared memory and are summed in place (ABI 1.6)
+            self.assertEqual("all-reduced in place" in stdout, plugin == "ddp", plugin)
+        # ddp through the segment's slots instead, and with gradient accumulation both ways
+        slots, _, stdout = self.train("ddp-slots", 2, "ddp", 1, "report", "--ddp.shared_gradients", "false")
+        self.assertNotIn("all-reduced in place", stdout)
+        self.assertEqual(slots, tcp, "ddp through the slots != ddp over TCP")
+        in_place = self.train("ddp-ga-shared", 2, "ddp", 3, "report")[0]
+        self.assertEqual(in_place, self.train("ddp-ga-tcp", 2, "ddp", 3, "report", "--gloo.shm", "false")[0])
         with self.assertRaises(AssertionError) as refused:
             self.train("bad-shm", 2, "ddp", 1, "report", "--gloo.shm", "sometimes")
         self.assertIn("shm", str(refused.exception))

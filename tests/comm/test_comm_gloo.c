@@ -18,8 +18,11 @@
  * Same-machine ranks reduce through shared memory (gloo_shm.cpp) unless LOOM_GLOO_SHM=off: the
  * collective checks run both ways (each rank checks from /proc/self/maps that it mapped the
  * segment, or did not), so both paths give the canonical bits; the failures run both ways too,
- * and through shared memory ranks that issue different counts fail at once. As root, a /dev/shm
- * too small for the segment (a private mount) must leave the ranks on TCP, every check passing.
+ * and through shared memory ranks that issue different counts fail at once. alloc_shared (ABI
+ * 1.6) lends memory only through shared memory, and an all_reduce of a range of it (in place)
+ * gives the bits of private memory and touches nothing else; ranks reducing it at different
+ * offsets fail at once. As root, a /dev/shm too small for the segment (a private mount) must
+ * leave the ranks on TCP, every check passing (and alloc_shared lending nothing).
  * In-process: a one-rank communicator without a store, and the error without a store.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
@@ -368,6 +371,64 @@ static int f32_matches_sum(const float *buf, size_t count, int world, size_t shi
     return 1;
 }
 
+/* Whether this process maps the gloo plugin's shared-memory segment. */
+static int maps_shm_segment(void);
+static int shm_expected(void);
+
+/* alloc_shared (ABI 1.6): memory every rank maps when the ranks share the segment, NULL
+ * otherwise. An all_reduce of a range of it runs in place and must give the bits the same
+ * all_reduce gives on private memory, touch nothing outside the range, and leave every dtype's
+ * sums in rank order. */
+static void check_shared(rank_ctx *c)
+{
+    RCHECK(LOOM_HAS(vt, loom_comm_vtable, alloc_shared) && vt->free_shared);
+    /* more than one slot piece (8 MiB) of f32, at an offset, an odd count */
+    const size_t w = (size_t)c->world, count = w * 700000 + 7, at = 1001, total = at + count + 13;
+    void *memory = (void *)&count;
+    OK(vt->alloc_shared(c->comm, total * sizeof(float), &memory));
+    RCHECK((memory != NULL) == shm_expected());
+    OK(vt->free_shared(c->comm, NULL));
+    if (!memory) return;
+    RCHECK(((uintptr_t)memory & 63) == 0);
+    float *buf = memory, *own = test_xmalloc(count * sizeof *own);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < total; i++)
+        nonzero += buf[i] != 0.0f;
+    RCHECK(nonzero == 0); /* zeroed */
+    for (size_t i = 0; i < total; i++)
+        buf[i] = 1000.0f + (float)c->rank; /* outside the range: must stay this rank's own */
+    for (size_t i = 0; i < count; i++)
+        buf[at + i] = own[i] = f32_value(c->rank, i);
+    loom_comm_request *req = NULL;
+    OK(vt->all_reduce(c->comm, buf + at, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, &req));
+    OK(vt->wait(c->comm, req));
+    OK(vt->all_reduce(c->comm, own, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL));
+    RCHECK(memcmp(buf + at, own, count * sizeof *own) == 0);
+    size_t touched = 0;
+    for (size_t i = 0; i < at; i++)
+        touched += buf[i] != 1000.0f + (float)c->rank;
+    for (size_t i = at + count; i < total; i++)
+        touched += buf[i] != 1000.0f + (float)c->rank;
+    RCHECK(touched == 0);
+    /* bf16 sums in f32, rounded once; max keeps the first of equal values */
+    uint16_t *b16 = memory, *own16 = (uint16_t *)own;
+    const size_t n16 = w * 5000 + 3;
+    for (size_t i = 0; i < n16; i++)
+        b16[i + 1] = own16[i] = bf16_bits(small_float_value(c->rank, i, 256.0f));
+    OK(vt->all_reduce(c->comm, b16 + 1, n16, LOOM_DTYPE_BF16, LOOM_REDUCE_SUM, NULL));
+    OK(vt->all_reduce(c->comm, own16, n16, LOOM_DTYPE_BF16, LOOM_REDUCE_SUM, NULL));
+    RCHECK(memcmp(b16 + 1, own16, n16 * sizeof *own16) == 0);
+    for (size_t i = 0; i < n16; i++)
+        b16[i + 1] = own16[i] = bf16_bits((float)((i + (size_t)c->rank) % 5));
+    OK(vt->all_reduce(c->comm, b16 + 1, n16, LOOM_DTYPE_BF16, LOOM_REDUCE_MAX, NULL));
+    OK(vt->all_reduce(c->comm, own16, n16, LOOM_DTYPE_BF16, LOOM_REDUCE_MAX, NULL));
+    RCHECK(memcmp(b16 + 1, own16, n16 * sizeof *own16) == 0);
+    OK(vt->free_shared(c->comm, memory));
+    RCHECK(vt->free_shared(c->comm, own) == LOOM_E_INVALID);
+    RCHECK(strstr(loom_error_message(), "not memory of alloc_shared") != NULL);
+    free(own);
+}
+
 static void check_async(rank_ctx *c)
 {
     const size_t counts[4] = {200003, 17, (size_t)c->world * 50000, 3001};
@@ -510,6 +571,7 @@ static int rank_main(int rank, int world, int port)
     check_all_to_all(&c, 4);
     check_all_to_all(&c, 30001);
     check_async(&c);
+    check_shared(&c);
     check_argument_errors(&c);
     OK(vt->barrier(c.comm));
     vt->destroy(c.comm);
@@ -616,6 +678,31 @@ static int mismatch_rank_main(int rank, int world, int port)
     RCHECK(test_now_seconds() - t0 < 2.0);
     RCHECK(strstr(loom_error_message(), "different collectives or counts") != NULL);
     vt->destroy(comm);
+    leave(&j);
+    return test_failures ? 1 : 0;
+}
+
+/* 2 ranks all_reduce one shared buffer at different offsets: both must fail at once, as for
+ * different counts, not sum each other's unrelated ranges. */
+static int shared_mismatch_rank_main(int rank, int world, int port)
+{
+    joined j;
+    loom_comm *comm = NULL;
+    if (!join_or_say(rank, world, port, 5.0, &j, &comm)) return 1;
+    void *memory = NULL;
+    OK(vt->alloc_shared(comm, 4096, &memory));
+    RCHECK(memory != NULL);
+    if (memory) {
+        const double t0 = test_now_seconds();
+        loom_status st =
+            vt->all_reduce(comm, (float *)memory + (rank == 0 ? 0 : 16), 100, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+        fprintf(stderr, "[rank %d] shared all_reduce at different offsets: status %d after %.2f s: %s\n", rank, st,
+                test_now_seconds() - t0, loom_error_message());
+        RCHECK(st == LOOM_E_COMM);
+        RCHECK(test_now_seconds() - t0 < 2.0);
+        RCHECK(strstr(loom_error_message(), "different collectives or counts") != NULL);
+    }
+    vt->destroy(comm); /* unmaps the buffer too */
     leave(&j);
     return test_failures ? 1 : 0;
 }
@@ -728,6 +815,7 @@ int main(void)
     CHECK(test_run_ranks("rank 2 dies mid-transfer", 3, midway_rank_main));
     CHECK(test_run_ranks("rank 2 never creates", 3, absent_rank_main));
     CHECK(test_run_ranks("different counts through shared memory", 2, mismatch_rank_main));
+    CHECK(test_run_ranks("one shared buffer at different offsets", 2, shared_mismatch_rank_main));
     /* the same over TCP (the ranks inherit the environment) */
     setenv("LOOM_GLOO_SHM", "off", 1);
     CHECK(test_run_ranks("collectives over TCP", 2, rank_main));

@@ -1,6 +1,7 @@
 /*
  * gloo_comm.cpp - the communicator of a multi-process CPU run: Gloo over TCP, and shared memory
- * between ranks of one machine for the collectives loom's strategies use (gloo_shm.cpp).
+ * between ranks of one machine for the collectives loom's strategies use (gloo_shm.cpp), with
+ * buffers every rank maps summed in place (alloc_shared, gloo_shared.cpp).
  *
  * Rendezvous goes through the host's key-value store (LOOM_STORE_SERVICE), adapted to Gloo's
  * Store interface and prefixed per instance; every rank then opens a TCP connection to every
@@ -114,6 +115,7 @@ void gloo_destroy(loom_comm *self)
         }
         self->cv.notify_all();
         if (self->worker.joinable()) self->worker.join(); /* a running operation ends within its timeout */
+        shared_free_all(self);
         shm_detach(self);
         self->context.reset();
         self->device.reset();
@@ -137,6 +139,14 @@ loom_status gloo_all_reduce(loom_comm *self, void *buffer, size_t count, uint32_
         if (status == LOOM_OK) status = check_pointers(self, "all_reduce", count, buffer, buffer);
         if (status != LOOM_OK || count == 0) return status;
         uint8_t *data = static_cast<uint8_t *>(buffer);
+        if (const SharedBuffer *in = shared_find(self, data, count * loom_dtype_size(dtype))) {
+            const SharedBuffer b = *in; /* free_shared may not run before the job ends (comm.h) */
+            const size_t offset = (size_t)(data - (b.base + (size_t)self->rank * b.stride));
+            return submit(self,
+                          make_job(describe("all_reduce", op, count, dtype), 2,
+                                   [=](loom_comm *c) { shared_all_reduce(c, b, offset, count, dtype, op); }),
+                          request);
+        }
         return submit(self,
                       make_job(describe("all_reduce", op, count, dtype), all_reduce_phases(self, count, dtype),
                                [=](loom_comm *c) { run_all_reduce(c, data, count, dtype, op); }),
@@ -236,6 +246,34 @@ loom_status gloo_barrier(loom_comm *self)
     });
 }
 
+loom_status gloo_alloc_shared(loom_comm *self, size_t bytes, void **memory)
+{
+    return guarded(self, "alloc_shared", [&]() -> loom_status {
+        if (!memory) return self->api->fail(self->host, LOOM_E_INVALID, "alloc_shared: memory is NULL");
+        *memory = nullptr;
+        if (!self->shm || bytes == 0) return LOOM_OK; /* every rank knows this alike: nothing to agree on */
+        /* A job, so that it waits behind the pending collectives and has the context alone; the
+         * result is shared with it in case a timed-out wait returns before the job ends. */
+        auto got = std::make_shared<void *>(nullptr);
+        const loom_status status = submit(self,
+                                          make_job("alloc_shared(" + std::to_string(bytes) + " bytes)", 3,
+                                                   [got, bytes](loom_comm *c) { *got = shared_alloc(c, bytes); }),
+                                          nullptr);
+        if (status == LOOM_OK) *memory = *got;
+        return status;
+    });
+}
+
+loom_status gloo_free_shared(loom_comm *self, void *memory)
+{
+    if (!memory) return LOOM_OK;
+    return guarded(self, "free_shared", [&]() -> loom_status {
+        if (!shared_free(self, memory))
+            return self->api->fail(self->host, LOOM_E_INVALID, "free_shared: %p is not memory of alloc_shared", memory);
+        return LOOM_OK;
+    });
+}
+
 loom_status gloo_wait(loom_comm *self, loom_comm_request *request)
 {
     if (!request) return LOOM_OK; /* an operation with nothing to move hands out no request */
@@ -259,6 +297,8 @@ const loom_comm_vtable gloo_vtable = {
     .all_to_all = gloo_all_to_all,
     .barrier = gloo_barrier,
     .wait = gloo_wait,
+    .alloc_shared = gloo_alloc_shared,
+    .free_shared = gloo_free_shared,
 };
 
 const loom_param_spec gloo_params[] = {

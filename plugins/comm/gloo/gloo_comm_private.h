@@ -8,6 +8,7 @@
  *   gloo_connect.cpp      creation: the host's store as Gloo's, the local interface that
  *                         reaches the master, the full mesh;
  *   gloo_shm.cpp          all_reduce between the ranks of one machine through shared memory;
+ *   gloo_shared.cpp       alloc_shared: buffers every rank of one machine maps, reduced in place;
  *   gloo_reduce.cpp       the local reductions (gloo_reduce.h).
  * Internal to the plugin (C++; the .so exports loom_plugin_query only).
  */
@@ -27,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gloo/context.h>
 #include <gloo/rendezvous/prefix_store.h>
@@ -63,6 +65,14 @@ struct ShmFailure {
 };
 
 struct ShmSegment; /* gloo_shm.cpp */
+
+/* One alloc_shared buffer (gloo_shared.cpp): every rank's copy in one segment that every rank
+ * maps, rank r's at base + r * stride. */
+struct SharedBuffer {
+    uint8_t *base = nullptr;
+    size_t stride = 0; /* bytes between two ranks' copies: `bytes` rounded up to pages */
+    size_t bytes = 0;  /* what the caller asked for                                    */
+};
 
 /* One queued collective. Fields below `run` are guarded by the instance's mutex. */
 struct Job {
@@ -139,6 +149,7 @@ struct loom_comm {
 
     loom_gloo::ShmSegment *shm = nullptr; /* set when every rank is on this machine (gloo_shm.cpp) */
     std::atomic<bool> shm_abort{false};   /* close_transport: a shared-memory wait must stop       */
+    std::vector<loom_gloo::SharedBuffer> shared; /* alloc_shared's; the caller's thread only            */
 };
 
 namespace loom_gloo
@@ -209,6 +220,35 @@ void shm_all_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype
 void shm_reduce(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, uint32_t op, int32_t root);
 void shm_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t count, uint32_t dtype);
 void shm_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype, int32_t root);
+/* Collective: a segment of `bytes` that every rank maps (populated when asked), unlinked at
+ * once; nullptr on every rank when any rank could not map it or asked for another size. */
+uint8_t *shm_map_together(loom_comm *self, size_t bytes, bool populate);
+/* Wait until every rank has arrived; throws ShmFailure on a peer's death, failure or timeout. */
+void shm_barrier(loom_comm *self);
+/* Set this rank's call signature, wait for every rank, and check theirs are the same. */
+void shm_agree(loom_comm *self, uint64_t signature);
+/* After a barrier: every rank's signature equals this one, or ShmFailure. */
+void shm_check_signatures(loom_comm *self, uint64_t signature);
+/* What a call is, for the check: its kind, sizes, dtype, op and one more number. */
+uint64_t shm_signature(int kind, size_t count, uint32_t dtype, uint32_t op, int64_t extra);
+/* This rank's share [offset, offset + mine) of n elements. */
+void shm_block(const loom_comm *self, size_t n, size_t &offset, size_t &mine);
+
+/* ---- gloo_shared.cpp ---- */
+
+/* Collective: a buffer of `bytes` whose copies every rank maps, this rank's copy returned;
+ * nullptr on every rank when the ranks are not on one machine or the memory cannot be had. */
+void *shared_alloc(loom_comm *self, size_t bytes);
+/* Unmap the buffer whose copy on this rank starts at memory; false if there is none. */
+bool shared_free(loom_comm *self, void *memory);
+/* Unmap them all (destroy). */
+void shared_free_all(loom_comm *self);
+/* The buffer holding [data, data + bytes) of this rank's copy, or nullptr. */
+const SharedBuffer *shared_find(const loom_comm *self, const void *data, size_t bytes);
+/* all_reduce of count elements at `offset` bytes into every rank's copy of b, in place: the
+ * same bits as the other paths (sums in rank order). Throws ShmFailure. */
+void shared_all_reduce(loom_comm *self, const SharedBuffer &b, size_t offset, size_t count, uint32_t dtype,
+                       uint32_t op);
 
 /* ---- gloo_connect.cpp ---- */
 

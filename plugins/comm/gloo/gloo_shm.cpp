@@ -32,6 +32,9 @@
  * failed-rank word (set by a rank that gave up, so its peers stop too) and the instance's abort
  * flag (set by close_transport when a caller gives up). The segment is unlinked as soon as
  * every rank has mapped it, so a killed run leaves nothing in /dev/shm.
+ *
+ * Buffers the caller keeps in memory every rank maps (alloc_shared, gloo_shared.cpp) skip the
+ * slots: they are summed in place between the same barriers.
  */
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -87,6 +90,7 @@ struct Hello {
 
 struct Name {
     char text[96];
+    uint64_t bytes;  /* the size rank 0 reserved */
     int32_t created; /* 1: rank 0 created and sized the segment */
 };
 
@@ -171,7 +175,9 @@ std::string reason_to_stop(loom_comm *self)
     return "";
 }
 
-void barrier(loom_comm *self)
+} // namespace
+
+void shm_barrier(loom_comm *self)
 {
     ShmHeader *h = self->shm->header();
     const uint32_t generation = h->generation.load(std::memory_order_acquire);
@@ -201,6 +207,9 @@ void barrier(loom_comm *self)
     }
 }
 
+namespace
+{
+
 void unmap(ShmSegment *s)
 {
     if (!s) return;
@@ -216,6 +225,51 @@ size_t shm_piece_bytes(int world)
 {
     size_t piece = kSegmentBudget / (size_t)(world + 1) / 4096 * 4096;
     return std::min<size_t>(std::max<size_t>(piece, 1u << 20), 8u << 20);
+}
+
+/* Collective: rank 0 creates and reserves the segment, broadcasts its name and size, every rank
+ * opens and maps it, they agree, and rank 0 unlinks it. */
+uint8_t *shm_map_together(loom_comm *self, size_t bytes, bool populate)
+{
+    const int rank = self->rank;
+    Name name;
+    std::memset(&name, 0, sizeof name);
+    int fd = -1;
+    if (rank == 0) {
+        std::random_device entropy;
+        std::snprintf(name.text, sizeof name.text, "/loom-gloo-%d-%08x%08x", (int)getpid(), entropy(), entropy());
+        name.bytes = (uint64_t)bytes;
+        fd = shm_open(name.text, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+        /* Reserved, not just sized: a /dev/shm too small for it (a container's 64 MB) fails here
+         * and the ranks do without, instead of a SIGBUS at the first touch of a missing page. */
+        name.created = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
+    }
+    gloo::BroadcastOptions cast(self->context);
+    cast.setOutput(&name, 1);
+    cast.setRoot(0);
+    gloo::broadcast(cast);
+
+    uint8_t *base = nullptr;
+    /* a rank that asked for another size maps nothing, and then nobody does */
+    int32_t ok = name.created && name.bytes == (uint64_t)bytes;
+    if (ok && rank != 0) fd = shm_open(name.text, O_RDWR | O_CLOEXEC, 0600);
+    if (ok && fd >= 0) {
+        void *at = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+        if (at != MAP_FAILED) base = static_cast<uint8_t *>(at);
+    }
+    if (fd >= 0) close(fd);
+    ok = ok && base;
+    std::vector<int32_t> oks(self->world);
+    gloo::AllgatherOptions agree(self->context);
+    agree.setInput(&ok, 1);
+    agree.setOutput(oks.data(), oks.size());
+    gloo::allgather(agree);
+    if (rank == 0 && name.created) shm_unlink(name.text); /* every rank has opened it or given up */
+    if (std::count(oks.begin(), oks.end(), 1) != self->world) {
+        if (base) munmap(base, bytes);
+        return nullptr;
+    }
+    return base;
 }
 
 /* Collective: every rank calls it once, right after the full mesh is connected. */
@@ -243,33 +297,12 @@ void shm_attach(loom_comm *self, bool wanted)
     if (!together) return;
 
     const size_t piece = shm_piece_bytes(world), bytes = kHeaderBytes + (size_t)(world + 1) * piece;
-    Name name;
-    std::memset(&name, 0, sizeof name);
-    int fd = -1;
-    if (rank == 0) {
-        std::random_device entropy;
-        std::snprintf(name.text, sizeof name.text, "/loom-gloo-%d-%08x%08x", (int)getpid(), entropy(), entropy());
-        fd = shm_open(name.text, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-        /* Reserved, not just sized: a /dev/shm too small for it (a container's 64 MB) fails here
-         * and the ranks stay on TCP, instead of a SIGBUS at the first touch of a missing page. */
-        name.created = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
-    }
-    gloo::BroadcastOptions cast(self->context);
-    cast.setOutput(&name, 1);
-    cast.setRoot(0);
-    gloo::broadcast(cast);
-
     auto *s = new ShmSegment;
     self->shm = s; /* create_instance detaches it if anything below throws */
-    int32_t ok = name.created;
-    if (ok && rank != 0) fd = shm_open(name.text, O_RDWR | O_CLOEXEC, 0600);
-    if (ok && fd >= 0) {
-        /* populated now: the pages count in the resident memory the budget starts from */
-        void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-        if (base != MAP_FAILED) s->base = static_cast<uint8_t *>(base), s->bytes = bytes;
-    }
-    if (fd >= 0) close(fd);
-    ok = ok && s->base;
+    /* populated now: the pages count in the resident memory the budget starts from */
+    s->base = shm_map_together(self, bytes, true);
+    s->bytes = s->base ? bytes : 0;
+    int32_t ok = s->base != nullptr;
     s->piece = piece;
     s->pidfds.assign(world, -1);
     for (const Hello &h : all)
@@ -284,7 +317,6 @@ void shm_attach(loom_comm *self, bool wanted)
     agree.setInput(&ok, 1);
     agree.setOutput(oks.data(), oks.size());
     gloo::allgather(agree);
-    if (rank == 0 && name.created) shm_unlink(name.text); /* every rank has opened it or given up */
     if (std::count(oks.begin(), oks.end(), 1) != world) {
         shm_detach(self);
         return;
@@ -296,6 +328,38 @@ void shm_attach(loom_comm *self, bool wanted)
     ready.setInput(&ok, 1);
     ready.setOutput(oks.data(), oks.size());
     gloo::allgather(ready);
+}
+
+void shm_check_signatures(loom_comm *self, uint64_t signature)
+{
+    ShmHeader *h = self->shm->header();
+    for (int r = 0; r < self->world; r++)
+        if (h->signature[r].load(std::memory_order_relaxed) != signature)
+            give_up(self, LOOM_E_COMM,
+                    "the ranks issued different collectives or counts (rank " + std::to_string(r) +
+                        " is in another one)");
+}
+
+void shm_agree(loom_comm *self, uint64_t signature)
+{
+    self->shm->header()->signature[self->rank].store(signature, std::memory_order_relaxed);
+    shm_barrier(self);
+    shm_check_signatures(self, signature);
+}
+
+uint64_t shm_signature(int kind, size_t count, uint32_t dtype, uint32_t op, int64_t extra)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)count;
+    for (uint64_t v : {(uint64_t)kind, (uint64_t)dtype, (uint64_t)op, (uint64_t)extra})
+        x = (x ^ v) * 0x100000001b3ull;
+    return x;
+}
+
+void shm_block(const loom_comm *self, size_t n, size_t &offset, size_t &mine)
+{
+    const size_t block = n / (size_t)self->world, extra = n % (size_t)self->world, rank = (size_t)self->rank;
+    mine = block + (rank < extra);
+    offset = rank * block + std::min(rank, extra);
 }
 
 void shm_detach(loom_comm *self)
@@ -321,38 +385,16 @@ namespace
 template <typename Fill, typename Middle, typename Drain>
 void in_pieces(loom_comm *self, uint64_t signature, size_t count, size_t piece, Fill fill, Middle middle, Drain drain)
 {
-    ShmHeader *h = self->shm->header();
-    h->signature[self->rank].store(signature, std::memory_order_relaxed);
+    self->shm->header()->signature[self->rank].store(signature, std::memory_order_relaxed);
     for (size_t start = 0; start < count; start += piece) {
         const size_t n = std::min(piece, count - start);
         fill(start, n);
-        barrier(self);
-        if (start == 0)
-            for (int r = 0; r < self->world; r++)
-                if (h->signature[r].load(std::memory_order_relaxed) != signature)
-                    give_up(self, LOOM_E_COMM,
-                            "the ranks issued different collectives or counts (rank " + std::to_string(r) +
-                                " is in another one)");
+        shm_barrier(self);
+        if (start == 0) shm_check_signatures(self, signature);
         middle(start, n);
-        barrier(self);
+        shm_barrier(self);
         drain(start, n);
     }
-}
-
-uint64_t signature_of(int kind, size_t count, uint32_t dtype, uint32_t op, int32_t root)
-{
-    uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)count;
-    for (uint64_t v : {(uint64_t)kind, (uint64_t)dtype, (uint64_t)op, (uint64_t)(uint32_t)root})
-        x = (x ^ v) * 0x100000001b3ull;
-    return x;
-}
-
-/* This rank's share [offset, offset + mine) of a piece of n elements. */
-void my_block(const loom_comm *self, size_t n, size_t &offset, size_t &mine)
-{
-    const size_t block = n / (size_t)self->world, extra = n % (size_t)self->world, rank = (size_t)self->rank;
-    mine = block + (rank < extra);
-    offset = rank * block + std::min(rank, extra);
 }
 
 /* all_reduce, or reduce when root >= 0 (only the root copies the result out). Every rank sums
@@ -363,11 +405,11 @@ void reduce_through(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype
     const size_t es = loom_dtype_size(dtype), piece = s->piece / es;
     uint8_t *result = s->slot(self->world);
     in_pieces(
-        self, signature_of(root < 0 ? 1 : 2, count, dtype, op, root), count, piece,
+        self, shm_signature(root < 0 ? 1 : 2, count, dtype, op, root), count, piece,
         [&](size_t start, size_t n) { std::memcpy(s->slot(self->rank), data + start * es, n * es); },
         [&](size_t, size_t n) {
             size_t offset, mine;
-            my_block(self, n, offset, mine);
+            shm_block(self, n, offset, mine);
             reduce_rows(result + offset * es, s->slot(0) + offset * es, mine, piece, self->world, dtype, op);
         },
         [&](size_t start, size_t n) {
@@ -392,7 +434,7 @@ void shm_all_gather(loom_comm *self, const uint8_t *send, uint8_t *recv, size_t 
     ShmSegment *s = self->shm;
     const size_t es = loom_dtype_size(dtype), piece = s->piece / es;
     in_pieces(
-        self, signature_of(3, count, dtype, 0, 0), count, piece,
+        self, shm_signature(3, count, dtype, 0, 0), count, piece,
         [&](size_t start, size_t n) { std::memcpy(s->slot(self->rank), send + start * es, n * es); },
         [&](size_t start, size_t n) {
             for (int r = 0; r < self->world; r++)
@@ -406,7 +448,7 @@ void shm_broadcast(loom_comm *self, uint8_t *data, size_t count, uint32_t dtype,
     ShmSegment *s = self->shm;
     const size_t es = loom_dtype_size(dtype), piece = s->piece / es;
     in_pieces(
-        self, signature_of(4, count, dtype, 0, root), count, piece,
+        self, shm_signature(4, count, dtype, 0, root), count, piece,
         [&](size_t start, size_t n) {
             if (self->rank == root) std::memcpy(s->slot(root), data + start * es, n * es);
         },
