@@ -57,12 +57,12 @@ static inline loom_status replicated_init_shared(replicated_sharding *r, loom_ho
     if (!wanted || setup->world_size < 2 || setup->device != LOOM_DEVICE_CPU || setup->total_numel < 1 ||
         !(LOOM_HAS(cv, loom_comm_vtable, alloc_shared) && cv->free_shared))
         return replicated_init(r, host, api, setup, element_size);
+    r->host = host; /* first: a failure below destroys the instance through replicated_free */
+    r->api = api;
     void *memory = NULL;
     loom_status st = cv->alloc_shared(setup->comm, (size_t)setup->total_numel * element_size, &memory);
     if (st != LOOM_OK) return st;
     if (!memory) return replicated_init(r, host, api, setup, element_size);
-    r->host = host;
-    r->api = api;
     r->total = setup->total_numel;
     r->element_size = element_size;
     r->dtype = setup->param_dtype;
