@@ -228,47 +228,70 @@ size_t shm_piece_bytes(int world)
 }
 
 /* Collective: rank 0 creates and reserves the segment, broadcasts its name and size, every rank
- * opens and maps it, they agree, and rank 0 unlinks it. */
+ * opens and maps it, they agree, and rank 0 unlinks it. A failure of a peer throws out of the
+ * broadcast or the allgather; the guards then unmap and unlink what this rank holds. */
 uint8_t *shm_map_together(loom_comm *self, size_t bytes, bool populate)
 {
     const int rank = self->rank;
     Name name;
     std::memset(&name, 0, sizeof name);
-    int fd = -1;
+    struct Unlink { /* rank 0's file: unlinked when it leaves, when every rank has opened it or given up */
+        const char *path = nullptr;
+        ~Unlink()
+        {
+            if (path) shm_unlink(path);
+        }
+    } unlink_on_exit;
+    struct Mapping {
+        uint8_t *base = nullptr;
+        size_t bytes = 0;
+        ~Mapping()
+        {
+            if (base) munmap(base, bytes);
+        }
+    } mapping;
+    mapping.bytes = bytes;
+    const auto map_and_close = [&](int fd) {
+        void *at = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
+        if (at != MAP_FAILED) mapping.base = static_cast<uint8_t *>(at);
+        close(fd);
+    };
     if (rank == 0) {
         std::random_device entropy;
         std::snprintf(name.text, sizeof name.text, "/loom-gloo-%d-%08x%08x", (int)getpid(), entropy(), entropy());
         name.bytes = (uint64_t)bytes;
-        fd = shm_open(name.text, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-        /* Reserved, not just sized: a /dev/shm too small for it (a container's 64 MB) fails here
-         * and the ranks do without, instead of a SIGBUS at the first touch of a missing page. */
-        name.created = fd >= 0 && posix_fallocate(fd, 0, (off_t)bytes) == 0;
+        const int fd = shm_open(name.text, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            unlink_on_exit.path = name.text;
+            /* Reserved, not just sized: a /dev/shm too small for it (a container's 64 MB) fails
+             * here and the ranks do without, instead of a SIGBUS at the first touch of a page. */
+            name.created = posix_fallocate(fd, 0, (off_t)bytes) == 0;
+            if (name.created)
+                map_and_close(fd);
+            else
+                close(fd);
+        }
     }
     gloo::BroadcastOptions cast(self->context);
     cast.setOutput(&name, 1);
     cast.setRoot(0);
     gloo::broadcast(cast);
 
-    uint8_t *base = nullptr;
     /* a rank that asked for another size maps nothing, and then nobody does */
     int32_t ok = name.created && name.bytes == (uint64_t)bytes;
-    if (ok && rank != 0) fd = shm_open(name.text, O_RDWR | O_CLOEXEC, 0600);
-    if (ok && fd >= 0) {
-        void *at = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
-        if (at != MAP_FAILED) base = static_cast<uint8_t *>(at);
+    if (ok && rank != 0) {
+        const int fd = shm_open(name.text, O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) map_and_close(fd);
     }
-    if (fd >= 0) close(fd);
-    ok = ok && base;
+    ok = ok && mapping.base;
     std::vector<int32_t> oks(self->world);
     gloo::AllgatherOptions agree(self->context);
     agree.setInput(&ok, 1);
     agree.setOutput(oks.data(), oks.size());
     gloo::allgather(agree);
-    if (rank == 0 && name.created) shm_unlink(name.text); /* every rank has opened it or given up */
-    if (std::count(oks.begin(), oks.end(), 1) != self->world) {
-        if (base) munmap(base, bytes);
-        return nullptr;
-    }
+    if (std::count(oks.begin(), oks.end(), 1) != self->world) return nullptr; /* the guard unmaps */
+    uint8_t *base = mapping.base;
+    mapping.base = nullptr;
     return base;
 }
 
