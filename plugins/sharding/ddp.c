@@ -13,6 +13,11 @@
  *
  * set_reduction(0) (ABI 1.1) turns the reduction off for a step: the gradients then stay this
  * rank's own, for an optimizer that exchanges compressed state instead (1-bit Adam).
+ *
+ * Between the ranks of one machine the gradient buffer itself is the communicator's shared
+ * memory when it lends some (comm.h alloc_shared, ABI 1.6), so each bucket's all-reduce sums the
+ * ranks' copies in place instead of copying them through the transport
+ * (docs/architecture.md#shared-buffers); shared_gradients=false keeps it private.
  */
 #include <stdlib.h>
 #include <string.h>
