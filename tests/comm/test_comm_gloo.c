@@ -661,8 +661,20 @@ static int midway_rank_main(int rank, int world, int port)
     return test_failures ? 1 : 0;
 }
 
-/* 2 ranks through shared memory issue all_reduces of different counts: both must fail at once
- * with a message that says so, not sum mismatched buffers or wait for the timeout. */
+/* An f32 all_reduce the ranks issue differently: it must fail at once with a message that says
+ * so, not sum mismatched buffers or wait for the (5 s) timeout. */
+static void check_mismatch_fails(int rank, loom_comm *comm, float *buf, size_t count, const char *what)
+{
+    const double t0 = test_now_seconds();
+    loom_status st = vt->all_reduce(comm, buf, count, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
+    fprintf(stderr, "[rank %d] %s: status %d after %.2f s: %s\n", rank, what, st, test_now_seconds() - t0,
+            loom_error_message());
+    RCHECK(st == LOOM_E_COMM);
+    RCHECK(test_now_seconds() - t0 < 2.0);
+    RCHECK(strstr(loom_error_message(), "different collectives or counts") != NULL);
+}
+
+/* 2 ranks through shared memory issue all_reduces of different counts. */
 static int mismatch_rank_main(int rank, int world, int port)
 {
     joined j;
@@ -670,20 +682,14 @@ static int mismatch_rank_main(int rank, int world, int port)
     if (!join_or_say(rank, world, port, 5.0, &j, &comm)) return 1;
     RCHECK(maps_shm_segment() == 1);
     float buf[1001] = {0};
-    const double t0 = test_now_seconds();
-    loom_status st = vt->all_reduce(comm, buf, rank == 0 ? 1000 : 1001, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
-    fprintf(stderr, "[rank %d] mismatched all_reduce: status %d after %.2f s: %s\n", rank, st, test_now_seconds() - t0,
-            loom_error_message());
-    RCHECK(st == LOOM_E_COMM);
-    RCHECK(test_now_seconds() - t0 < 2.0);
-    RCHECK(strstr(loom_error_message(), "different collectives or counts") != NULL);
+    check_mismatch_fails(rank, comm, buf, rank == 0 ? 1000 : 1001, "mismatched all_reduce");
     vt->destroy(comm);
     leave(&j);
     return test_failures ? 1 : 0;
 }
 
-/* 2 ranks all_reduce one shared buffer at different offsets: both must fail at once, as for
- * different counts, not sum each other's unrelated ranges. */
+/* 2 ranks all_reduce one shared buffer at different offsets: as for different counts, they
+ * must not sum each other's unrelated ranges. */
 static int shared_mismatch_rank_main(int rank, int world, int port)
 {
     joined j;
@@ -692,16 +698,9 @@ static int shared_mismatch_rank_main(int rank, int world, int port)
     void *memory = NULL;
     OK(vt->alloc_shared(comm, 4096, &memory));
     RCHECK(memory != NULL);
-    if (memory) {
-        const double t0 = test_now_seconds();
-        loom_status st =
-            vt->all_reduce(comm, (float *)memory + (rank == 0 ? 0 : 16), 100, LOOM_DTYPE_F32, LOOM_REDUCE_SUM, NULL);
-        fprintf(stderr, "[rank %d] shared all_reduce at different offsets: status %d after %.2f s: %s\n", rank, st,
-                test_now_seconds() - t0, loom_error_message());
-        RCHECK(st == LOOM_E_COMM);
-        RCHECK(test_now_seconds() - t0 < 2.0);
-        RCHECK(strstr(loom_error_message(), "different collectives or counts") != NULL);
-    }
+    if (memory)
+        check_mismatch_fails(rank, comm, (float *)memory + (rank == 0 ? 0 : 16), 100,
+                             "shared all_reduce at different offsets");
     vt->destroy(comm); /* unmaps the buffer too */
     leave(&j);
     return test_failures ? 1 : 0;

@@ -236,8 +236,9 @@ void shm_block(const loom_comm *self, size_t n, size_t &offset, size_t &mine);
 
 /* ---- gloo_shared.cpp ---- */
 
-/* Collective: a buffer of `bytes` whose copies every rank maps, this rank's copy returned;
- * nullptr on every rank when the ranks are not on one machine or the memory cannot be had. */
+/* Collective, only when self->shm is set and bytes > 0 (gloo_alloc_shared checks): a buffer
+ * of `bytes` whose copies every rank maps, this rank's copy returned; nullptr on every rank
+ * when the memory cannot be had. */
 void *shared_alloc(loom_comm *self, size_t bytes);
 /* Unmap the buffer whose copy on this rank starts at memory; false if there is none. */
 bool shared_free(loom_comm *self, void *memory);

@@ -44,7 +44,6 @@ constexpr int kInPlaceKind = 5;                 /* for the signature: not the sl
 
 void *shared_alloc(loom_comm *self, size_t bytes)
 {
-    if (!self->shm || self->world < 2 || bytes == 0) return nullptr;
     const size_t stride = (bytes + kPage - 1) / kPage * kPage;
     if (stride < bytes || stride > SIZE_MAX / (size_t)self->world) return nullptr;
     uint8_t *base = shm_map_together(self, stride * (size_t)self->world, false);
