@@ -134,7 +134,11 @@ static int64_t classifier_floats(int mixed, int64_t R, int64_t V) { return R * V
 typedef struct gpt2_layout {
     int64_t layer_sets;          /* blocks whose activations are kept: L, or 1 recomputing   */
     int64_t att;                 /* floats of a block's att                                  */
-    int64_t atty_f32;            /* floats of a block's own f32 attention output (or 0)      */
+    int64_t qkv;                 /* floats of a block's qkv: 16-bit under the tiled attention
+                                    in a mixed run                                           */
+    int64_t shared;              /* mixed runs: the 16-bit fch_gelu that every block shares
+                                    (recomputed in backward), and backward's f32 half-rows of
+                                    GELU's gradient; 0 in f32 runs                           */
     int64_t region;              /* dA, dB and the head's scratch                            */
     int64_t logits;              /* [N, V] when the classifier is not fused                  */
     int64_t wte_cd;              /* compute_dtype wte (fused, compute dtype != param dtype)  */
@@ -149,10 +153,13 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
     gpt2_layout y = {0};
     y.layer_sets = self->recompute ? 1 : self->L;
     y.att = self->flash ? B * self->NH * T : B * self->NH * T * T;
-    y.atty_f32 = self->flash && mixed ? N * C : 0;
+    y.qkv = self->flash ? input_floats(mixed, 3 * N * C) : 3 * N * C;
+    y.shared = mixed ? max_i64(input_floats(mixed, N * F), (N + 1) / 2 * F) : 0;
+    /* residual2, ln1, atty, ln2, the layernorms' statistics, qkv, att, fch (and fch_gelu in
+     * f32 runs) */
     const int64_t per_layer = round_up(N * C) + 3 * round_up(input_floats(mixed, N * C)) + 4 * round_up(N) +
-                              round_up(3 * N * C) + round_up(y.att) + round_up(y.atty_f32) + round_up(N * F) +
-                              round_up(input_floats(mixed, N * F));
+                              round_up(y.qkv) + round_up(y.att) + round_up(input_floats(mixed, N * F)) +
+                              (mixed ? 0 : round_up(N * F));
     const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
     y.R = min_i64(N, max_i64(GPT2_MIN_CE_CHUNK, ab / V));
     if (self->fused) {
@@ -166,7 +173,7 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
     y.total = round_up(N * C) + y.layer_sets * per_layer + self->L * round_up(N * C) /* encoded, blocks, residual3 */
               + round_up(input_floats(mixed, N * C)) + 2 * round_up(N) + round_up(N) /* lnf, ...   */
               + 2 * round_up(N * C)                                                  /* dres, dln  */
-              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd) + round_up(y.dwte32);
+              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd) + round_up(y.dwte32) + round_up(y.shared);
     return y;
 }
 
@@ -250,8 +257,12 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         (self->smoothing == 0.0f || (LOOM_HAS(k, loom_kernels_api, classifier_smoothed) && k->classifier_smoothed));
     self->param_dtype = pd;
     self->compute_dtype = cd;
+    self->mixed = mixed;
     const gpt2_layout y = layout(self, mixed, B, T);
-    const int64_t total = y.total, R = y.R;
+    const int64_t R = y.R, N = B * T;
+    /* The mixed-precision scratch after the activations: free for the step too. */
+    const int64_t mixed_floats = round_up((int64_t)(gpt2_mixed_scratch_bytes(self, N) / sizeof(float)));
+    const int64_t total = y.total + mixed_floats;
 
     /* A second bind replaces the first; until it succeeds the model is unbound. */
     api->free_memory(self->host, self->activations);
@@ -273,28 +284,28 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->activations = p;
     self->activation_bytes = (size_t)total * sizeof(float);
 
-    const int64_t C = self->C, F = self->F, V = self->V, N = B * T;
+    const int64_t C = self->C, F = self->F, V = self->V;
 #define TAKE(n) (p += round_up(n), p - round_up(n))
     self->encoded = TAKE(N * C);
     for (int64_t l = 0; l < self->L; l++) {
         gpt2_layer_acts *a = &self->layers[l];
         a->residual3 = TAKE(N * C); /* every block's output: the next one's input */
     }
+    float *shared = y.shared ? TAKE(y.shared) : NULL;
     for (int64_t l = 0; l < y.layer_sets; l++) {
         gpt2_layer_acts *a = &self->layers[l];
         a->ln1 = TAKE(input_floats(mixed, N * C));
         a->ln1_mean = TAKE(N);
         a->ln1_rstd = TAKE(N);
-        a->qkv = TAKE(3 * N * C);
+        a->qkv = TAKE(y.qkv);
         a->atty = TAKE(input_floats(mixed, N * C));
         a->att = TAKE(y.att);
-        a->atty_f32 = y.atty_f32 ? TAKE(y.atty_f32) : a->atty;
         a->residual2 = TAKE(N * C);
         a->ln2 = TAKE(input_floats(mixed, N * C));
         a->ln2_mean = TAKE(N);
         a->ln2_rstd = TAKE(N);
-        a->fch = TAKE(N * F);
-        a->fch_gelu = TAKE(input_floats(mixed, N * F));
+        a->fch = TAKE(input_floats(mixed, N * F));
+        a->fch_gelu = shared ? shared : TAKE(N * F);
     }
     for (int64_t l = y.layer_sets; l < self->L; l++) { /* recomputing: one set for all blocks */
         float *residual3 = self->layers[l].residual3;
@@ -315,6 +326,7 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->logits = y.logits ? TAKE(y.logits) : NULL;
     self->wte_cd = y.wte_cd ? TAKE(y.wte_cd) : NULL;
     self->dwte32 = y.dwte32 ? TAKE(y.dwte32) : NULL;
+    float *mixed_scratch = mixed_floats ? TAKE(mixed_floats) : NULL;
 #undef TAKE
     /* Unfused: logits_ext starts inside `region` (R * V <= its size); fused: set when a call
      * needs the logits (head_buffer). */
@@ -324,12 +336,9 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
 
     self->params = binding->params;
-    self->param_dtype = pd;
-    self->compute_dtype = cd;
-    self->mixed = mixed;
     self->param_size = loom_dtype_size(pd);
     self->k = k;
-    loom_status st = gpt2_mixed_bind(self, N);
+    loom_status st = gpt2_mixed_bind(self, N, mixed_scratch);
     if (st != LOOM_OK) {
         self->k = NULL;
         return st;
@@ -411,31 +420,62 @@ static loom_status check_outputs(loom_model *self, const loom_tensor_view *v, co
     return LOOM_OK;
 }
 
+/* The dtype of the kept qkv: the tiled attention reads 16 bits, the stored one f32. */
+static uint32_t qkv_dtype(const loom_model *self)
+{
+    return self->mixed && self->flash ? self->compute_dtype : LOOM_DTYPE_F32;
+}
+
+/* A mixed run's GELU, from the kept 16-bit fch: dB = fch widened to f32, dA = its GELU, and
+ * the shared fch_gelu = dA's 16-bit cast (the c_proj product's input). Forward and backward
+ * call it on the same bits, so backward's fch_gelu is forward's. */
+static void mixed_gelu(loom_model *self, const gpt2_layer_acts *a, int64_t N)
+{
+    const int64_t n = N * self->F;
+    self->k->convert(self->dB, LOOM_DTYPE_F32, a->fch, self->compute_dtype, n);
+    self->k->gelu_forward(self->dA, self->dB, n);
+    gpt2_keep(self, a->fch_gelu, self->dA, n);
+}
+
+/* Block l's layernorm `which` (GPT2_LN1_W or GPT2_LN2_W) of x into its kept output (a mixed
+ * run: through f32 `scratch`, keeping the 16-bit cast) and statistics; returns the output. */
+static const void *block_layernorm(loom_model *self, int64_t l, int which, const float *x, float *scratch, int64_t N)
+{
+    gpt2_layer_acts *a = &self->layers[l];
+    const int first = which == GPT2_LN1_W;
+    float *kept = first ? a->ln1 : a->ln2, *out = self->mixed ? scratch : kept;
+    self->k->layernorm_forward(out, first ? a->ln1_mean : a->ln2_mean, first ? a->ln1_rstd : a->ln2_rstd, x,
+                               gpt2_lp(self, l, which), gpt2_lp(self, l, which + 1), N, self->C, self->eps);
+    return gpt2_keep(self, kept, out, N * self->C);
+}
+
 /* Block l's forward from `residual` (its input) into its activations and residual3. A product's
  * input (ln1, atty, ln2, fch_gelu) is kept in the dtype the product reads: a mixed run makes it
- * in f32 in dA (free outside a block's backward) and keeps the 16-bit cast only. Deterministic:
- * gradient checkpointing runs it again in backward and gets the same bits. */
+ * in f32 in dA or dB (free outside a block's backward) and keeps the 16-bit cast only, and so
+ * for qkv (tiled attention) and fch (gpt2.h). Deterministic: gradient checkpointing runs it
+ * again in backward and gets the same bits. */
 static void block_forward(loom_model *self, int64_t l, const float *residual, int64_t B, int64_t T)
 {
     const loom_kernels_api *k = self->k;
     const int64_t C = self->C, F = self->F, NH = self->NH, N = B * T;
-    const float eps = self->eps;
     gpt2_layer_acts *a = &self->layers[l];
     float *scratch = self->dA;
 #define OUT(kept) (self->mixed ? scratch : (kept))
-    k->layernorm_forward(OUT(a->ln1), a->ln1_mean, a->ln1_rstd, residual, gpt2_lp(self, l, GPT2_LN1_W),
-                         gpt2_lp(self, l, GPT2_LN1_B), N, C, eps);
-    const void *ln1 = gpt2_keep(self, a->ln1, OUT(a->ln1), N * C);
-    gpt2_mm_forward(self, a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W), gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
+    const void *ln1 = block_layernorm(self, l, GPT2_LN1_W, residual, scratch, N);
+    const int qkv16 = qkv_dtype(self) != LOOM_DTYPE_F32;
+    gpt2_mm_forward(self, qkv16 ? scratch : a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W),
+                    gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
+    if (qkv16) gpt2_keep(self, a->qkv, scratch, 3 * N * C);
     const void *atty;
     const float pa = drop_p(self, self->attn_pdrop);
-    if (self->flash) { /* its backward reads the f32 output: atty_f32 (atty itself in f32 runs) */
+    if (self->flash) {
+        float *out = self->mixed ? self->dB : a->atty;
         if (pa > 0.0f)
-            k->attention_flash_forward_dropout(a->atty_f32, a->att, a->qkv, LOOM_DTYPE_F32, B, T, C, NH, pa,
+            k->attention_flash_forward_dropout(out, a->att, a->qkv, qkv_dtype(self), B, T, C, NH, pa,
                                                site_seed(self, l, GPT2_SITE_ATTN));
         else
-            k->attention_flash_forward(a->atty_f32, a->att, a->qkv, LOOM_DTYPE_F32, B, T, C, NH);
-        atty = gpt2_keep(self, a->atty, a->atty_f32, N * C);
+            k->attention_flash_forward(out, a->att, a->qkv, qkv_dtype(self), B, T, C, NH);
+        atty = gpt2_keep(self, a->atty, out, N * C);
     } else {
         k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
         atty = gpt2_keep(self, a->atty, OUT(a->atty), N * C);
@@ -444,13 +484,16 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
                     gpt2_layer_tensor(l, GPT2_ATTPROJ_B), N, C, C);
     dropout_apply(a->residual2, N * C, drop_p(self, self->resid_pdrop), site_seed(self, l, GPT2_SITE_ATTN_RESID));
     k->add(a->residual2, a->residual2, residual, N * C);
-    k->layernorm_forward(OUT(a->ln2), a->ln2_mean, a->ln2_rstd, a->residual2, gpt2_lp(self, l, GPT2_LN2_W),
-                         gpt2_lp(self, l, GPT2_LN2_B), N, C, eps);
-    const void *ln2 = gpt2_keep(self, a->ln2, OUT(a->ln2), N * C);
-    gpt2_mm_forward(self, a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W), gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
-    k->gelu_forward(OUT(a->fch_gelu), a->fch, N * F);
-    const void *fch_gelu = gpt2_keep(self, a->fch_gelu, OUT(a->fch_gelu), N * F);
-    gpt2_mm_forward(self, a->residual3, fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
+    const void *ln2 = block_layernorm(self, l, GPT2_LN2_W, a->residual2, scratch, N);
+    gpt2_mm_forward(self, self->mixed ? self->dB : a->fch, ln2, gpt2_layer_tensor(l, GPT2_FC_W),
+                    gpt2_layer_tensor(l, GPT2_FC_B), N, C, F);
+    if (self->mixed) {
+        gpt2_keep(self, a->fch, self->dB, N * F);
+        mixed_gelu(self, a, N);
+    } else {
+        k->gelu_forward(a->fch_gelu, a->fch, N * F);
+    }
+    gpt2_mm_forward(self, a->residual3, a->fch_gelu, gpt2_layer_tensor(l, GPT2_FCPROJ_W),
                     gpt2_layer_tensor(l, GPT2_FCPROJ_B), N, F, C);
     dropout_apply(a->residual3, N * C, drop_p(self, self->resid_pdrop), site_seed(self, l, GPT2_SITE_MLP_RESID));
     k->add(a->residual3, a->residual3, a->residual2, N * C);
@@ -668,13 +711,26 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
 #define P(which) gpt2_lp(self, l, which)
 #define W(which) gpt2_layer_tensor(l, which)
         /* MLP. dres is d(residual3) here, which is also d(c_proj output). */
+        if (self->mixed) mixed_gelu(self, a, N); /* fch_gelu again; dB = fch in f32 */
         /* dln is free until the MLP's first product writes it: the masked dres, with dropout. */
         gpt2_mm_backward(self, dA, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B),
                          branch_grad(self, dres, dln, N * C, l, GPT2_SITE_MLP_RESID), a->fch_gelu, W(GPT2_FCPROJ_W), N,
                          F, C); /* dA = d fch_gelu */
-        memset(dB, 0, (size_t)(N * F) * sizeof *dB);
-        k->gelu_backward(dB, a->fch, dA, N * F);                                     /* d fch     */
-        gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */
+        float *dfch = dB;
+        if (self->mixed) { /* GELU's gradient into dA itself, through fch_gelu's buffer half by half */
+            float *half = a->fch_gelu;
+            for (int64_t r0 = 0, rows = (N + 1) / 2; r0 < N; r0 += rows) {
+                const int64_t n = min_i64(rows, N - r0) * F;
+                memset(half, 0, (size_t)n * sizeof *half);
+                k->gelu_backward(half, dB + r0 * F, dA + r0 * F, n);
+                memcpy(dA + r0 * F, half, (size_t)n * sizeof *half);
+            }
+            dfch = dA;
+        } else {
+            memset(dB, 0, (size_t)(N * F) * sizeof *dB);
+            k->gelu_backward(dB, a->fch, dA, N * F);
+        }
+        gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dfch, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */
         k->layernorm_backward(dres, DP(GPT2_LN2_W), DP(GPT2_LN2_B), dln, a->residual2, P(GPT2_LN2_W), a->ln2_mean,
                               a->ln2_rstd, N, C);
         /* Attention. dres is now d(residual2), also d(attn.c_proj output). */
@@ -683,11 +739,18 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
                          C, C); /* dB = d atty */
         memset(dA, 0, (size_t)(N * 3 * C) * sizeof *dA);
         const float pa = drop_p(self, self->attn_pdrop);
-        if (self->flash && pa > 0.0f)                                                /* d qkv     */
-            k->attention_flash_backward_dropout(dA, dB, a->qkv, LOOM_DTYPE_F32, a->atty_f32, a->att, B, T, C, NH, pa,
+        /* The tiled backward reads the output in f32: a mixed run's kept 16 bits widened into
+         * dln, free until the qkv product below writes it. */
+        const float *out = a->atty;
+        if (self->flash && self->mixed) {
+            k->convert(dln, LOOM_DTYPE_F32, a->atty, self->compute_dtype, N * C);
+            out = dln;
+        }
+        if (self->flash && pa > 0.0f) /* d qkv */
+            k->attention_flash_backward_dropout(dA, dB, a->qkv, qkv_dtype(self), out, a->att, B, T, C, NH, pa,
                                                 site_seed(self, l, GPT2_SITE_ATTN));
         else if (self->flash)
-            k->attention_flash_backward(dA, dB, a->qkv, LOOM_DTYPE_F32, a->atty_f32, a->att, B, T, C, NH);
+            k->attention_flash_backward(dA, dB, a->qkv, qkv_dtype(self), out, a->att, B, T, C, NH);
         else
             k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);
         gpt2_mm_backward(self, dln, DP(GPT2_QKV_W), DP(GPT2_QKV_B), dA, a->ln1, W(GPT2_QKV_W), N, C,

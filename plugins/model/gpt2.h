@@ -47,22 +47,26 @@ enum {
  * the backward never reads: the projections are written straight into the residuals). */
 typedef struct gpt2_layer_acts {
     /* ln1, atty, ln2, fch_gelu (and the model's lnf) are products' inputs: f32, or only their
-     * 16-bit compute_dtype cast in a mixed-precision run (half the floats; gpt2_keep).       */
+     * 16-bit compute_dtype cast in a mixed-precision run (half the floats; gpt2_keep). A mixed
+     * run keeps what autocast keeps: the products' outputs qkv (under the tiled attention,
+     * which reads 16 bits) and fch, and the attention output, only in compute_dtype, GELU
+     * reads the rounded fch, and fch_gelu is one buffer that every block shares, its GELU
+     * recomputed in backward (docs/benchmarks.md#gpt2-long has the memory this saves).       */
     float *ln1, *ln1_mean, *ln1_rstd; /* [N, C], [N], [N]                                     */
     float *qkv;                       /* [N, 3C]                                              */
     float *atty;                      /* [N, C] attention output before c_proj                */
     float *att;                       /* [B, NH, T, T] softmax probabilities (stored attention)
                                          or [B, NH, T] row log-sum-exp (flash attention)      */
-    float *atty_f32;                  /* [N, C] f32 attention output the flash backward reads:
-                                         atty itself unless atty holds a 16-bit cast          */
     float *residual2;                 /* [N, C] residual + attn.c_proj(atty)                  */
     float *ln2, *ln2_mean, *ln2_rstd; /* [N, C], [N], [N]                                     */
     float *fch, *fch_gelu;            /* [N, F] mlp.c_fc output, and its GELU                 */
     float *residual3;                 /* [N, C] residual2 + mlp.c_proj(fch_gelu): block out   */
 } gpt2_layer_acts;
 
-/* What the 16-bit precisions need besides the activations (gpt2_mixed.c); one allocation.
- * Activations, layernorm, softmax, attention and the loss stay f32; matrix products take their
+/* What the 16-bit precisions need besides the activations (gpt2_mixed.c): its scratch (the
+ * casts, the f32 copies, the gradient scratch) lies in the activations' allocation, `memory`
+ * holds what outlives a step. Layernorm, softmax, attention and the loss compute in f32 (what
+ * is kept in 16 bits: gpt2_layer_acts); matrix products take their
  * inputs in compute_dtype and accumulate in f32; gradients are computed in f32 and added into
  * the param_dtype gradient memory once per block (one rounding per micro-batch). */
 typedef struct gpt2_mixed_state {
@@ -211,7 +215,11 @@ static inline const float *gpt2_lp(const loom_model *self, int64_t l, int which)
 /* gpt2_mixed.c: products and embeddings in whichever dtypes bind() chose. With f32 params and
  * compute they call exactly the f32 kernels; otherwise see gpt2_mixed_state. */
 int gpt2_is_matrix(const loom_model *self, size_t i);
-loom_status gpt2_mixed_bind(loom_model *self, int64_t rows);
+/* Bytes of the 16-bit products' scratch for a batch of `rows` rows (0 in f32 runs): bind
+ * carves it out of the activations (it holds nothing between a backward and the next forward,
+ * like them) and hands it to gpt2_mixed_bind, which allocates only what outlives a step. */
+size_t gpt2_mixed_scratch_bytes(const loom_model *self, int64_t rows);
+loom_status gpt2_mixed_bind(loom_model *self, int64_t rows, void *scratch);
 void gpt2_mixed_free(loom_model *self);
 void gpt2_mixed_stage(loom_model *self);
 /* A product's input (`inp`, `lnf` below) is in the run's input dtype: f32 in f32 runs,

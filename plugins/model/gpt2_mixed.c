@@ -5,8 +5,9 @@
  * In f32 runs every function here is the f32 kernel call gpt2.c made before 16-bit existed,
  * so f32 results do not depend on this file. Otherwise (param_dtype and/or compute_dtype f16
  * or bf16):
- *   - activations, layernorm, attention, GELU, softmax and the loss stay f32 (apex's "norms
- *     and losses in f32", what torch autocast does on the CPU too);
+ *   - layernorm, attention, GELU, softmax and the loss compute in f32 (apex's "norms and
+ *     losses in f32", what torch autocast does on the CPU too); the activations kept for
+ *     backward are those autocast keeps, 16-bit where its are (gpt2.h, gpt2_layer_acts);
  *   - a product's inputs are cast to compute_dtype right before it (activations from f32,
  *     weights only when they are stored in another dtype: apex O1) and it accumulates in f32
  *     through the kernel table's gemm_mixed (oneDNN bf16 where the CPU has it);
@@ -36,12 +37,14 @@ void gpt2_mixed_free(loom_model *self)
     memset(&self->mixed_state, 0, sizeof self->mixed_state);
 }
 
-/* Sizes the scratch for a batch of `rows` rows (N) and for decoding chunks. */
-loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
+/* The scratch's layout for a batch of `rows` rows (N) and for decoding chunks: byte offsets
+ * of each part from its start; returns its size. Sets m's sizes. */
+typedef struct mixed_layout {
+    size_t small, a, b, w, grad;
+} mixed_layout;
+
+static size_t scratch_layout(const loom_model *self, int64_t rows, gpt2_mixed_state *m, mixed_layout *y)
 {
-    gpt2_mixed_free(self);
-    if (!self->mixed) return LOOM_OK;
-    gpt2_mixed_state *m = &self->mixed_state;
     const int64_t C = self->C, width = max_i64(self->F, 3 * C);
     const size_t cs = loom_dtype_size(self->compute_dtype);
     int64_t small = 0;
@@ -50,42 +53,60 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows)
     const int convert_weights = self->param_dtype != self->compute_dtype;
     m->rows = rows;
     m->width = width;
-    const int64_t decode_rows = GPT2_DECODE_CHUNK;
     /* f32 gradients of a block, of a chunk of the head's vocabulary rows, of wpe, of ln_f;
      * the head's chunks as large as that buffer allows (fewer, larger products). */
     m->grad_floats = max_i64(max_i64(self->layer_size, width * C), max_i64(self->P * C, 2 * C));
     m->head_chunk = convert_weights ? width : m->grad_floats / C; /* cast_w holds width x C */
     size_t at = 0;
 #define ALIGN64(n) (((n) + 63) & ~(size_t)63)
-    const size_t small_at = at;
+    y->small = at;
     at += ALIGN64((size_t)small * sizeof(float));
-    const size_t index_at = at;
-    at += ALIGN64(self->n_tensors * sizeof(int64_t));
-    const size_t a_at = at;
-    at += ALIGN64((size_t)(decode_rows * width) * cs);
-    const size_t b_at = at;
+    y->a = at;
+    at += ALIGN64((size_t)(GPT2_DECODE_CHUNK * width) * cs);
+    y->b = at;
     at += ALIGN64((size_t)(rows * width) * cs);
-    const size_t w_at = at;
+    y->w = at;
     if (convert_weights) at += ALIGN64((size_t)(width * C) * cs);
-    const size_t grad_at = at;
+    y->grad = at;
     at += ALIGN64((size_t)m->grad_floats * sizeof(float));
-    const size_t ones_at = at;
-    at += ALIGN64((size_t)rows * sizeof(float));
 #undef ALIGN64
-    /* On the model's device: the kernels read and write these buffers. */
-    char *memory = self->api->alloc(self->host, at, 64, self->k->device, 0);
+    return at;
+}
+
+size_t gpt2_mixed_scratch_bytes(const loom_model *self, int64_t rows)
+{
+    if (!self->mixed) return 0;
+    gpt2_mixed_state m;
+    mixed_layout y;
+    return scratch_layout(self, rows, &m, &y);
+}
+
+loom_status gpt2_mixed_bind(loom_model *self, int64_t rows, void *scratch)
+{
+    gpt2_mixed_free(self);
+    if (!self->mixed) return LOOM_OK;
+    gpt2_mixed_state *m = &self->mixed_state;
+    mixed_layout y;
+    scratch_layout(self, rows, m, &y);
+    /* What must outlive a step (the index and the ones) apart from the scratch, which holds
+     * nothing between a backward and the next forward; on the model's device (the kernels
+     * read the ones). */
+    const size_t index_bytes = (self->n_tensors * sizeof(int64_t) + 63) & ~(size_t)63;
+    const size_t bytes = index_bytes + (size_t)rows * sizeof(float);
+    char *memory = self->api->alloc(self->host, bytes, 64, self->k->device, 0);
     if (!memory)
         return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)",
-                               at);
+                               bytes);
     m->memory = memory;
-    m->bytes = at;
-    m->small = (float *)(memory + small_at);
-    m->small_at = (int64_t *)(memory + index_at);
-    m->cast_a = memory + a_at;
-    m->cast_b = memory + b_at;
-    m->cast_w = convert_weights ? memory + w_at : NULL;
-    m->grad = (float *)(memory + grad_at);
-    m->ones = (float *)(memory + ones_at);
+    m->bytes = bytes;
+    m->small_at = (int64_t *)memory;
+    m->ones = (float *)(memory + index_bytes);
+    char *base = scratch;
+    m->small = (float *)(base + y.small);
+    m->cast_a = base + y.a;
+    m->cast_b = base + y.b;
+    m->cast_w = self->param_dtype != self->compute_dtype ? base + y.w : NULL;
+    m->grad = (float *)(base + y.grad);
     for (int64_t r = 0; r < rows; r++) m->ones[r] = 1.0f;
     int64_t next = 0;
     for (size_t i = 0; i < self->n_tensors; i++) {

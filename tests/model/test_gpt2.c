@@ -1227,6 +1227,12 @@ int main(void)
     test_mixed(LOOM_DTYPE_F16, LOOM_DTYPE_F16, "f16 (amp)");
     test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_F16, "f32 weights, f16 products (apex O1)");
     test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_BF16, "f32 weights, bf16 products (autocast; fused classifier)");
+    /* The tiled attention reads the kept 16-bit qkv and widens the 16-bit output in backward. */
+    setenv("LOOM_GPT2_ATTENTION", "flash", 1);
+    test_mixed(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, "bf16, tiled attention");
+    test_mixed(LOOM_DTYPE_F16, LOOM_DTYPE_F16, "f16 (amp), tiled attention");
+    test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_BF16, "f32 weights, bf16 products, tiled attention");
+    unsetenv("LOOM_GPT2_ATTENTION");
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_F32);
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
     test_dropout(0);
