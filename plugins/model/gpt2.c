@@ -717,13 +717,15 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
                          branch_grad(self, dres, dln, N * C, l, GPT2_SITE_MLP_RESID), a->fch_gelu, W(GPT2_FCPROJ_W), N,
                          F, C); /* dA = d fch_gelu */
         float *dfch = dB;
-        if (self->mixed) { /* GELU's gradient into dA itself, through fch_gelu's buffer half by half */
+        if (self->mixed) {
+            /* dB holds fch and dA d fch_gelu: d fch goes into dA, half the rows at a time
+             * through the shared fch_gelu buffer (free now), with no third [N, F] f32 buffer. */
             float *half = a->fch_gelu;
             for (int64_t r0 = 0, rows = (N + 1) / 2; r0 < N; r0 += rows) {
                 const int64_t n = min_i64(rows, N - r0) * F;
                 memset(half, 0, (size_t)n * sizeof *half);
                 k->gelu_backward(half, dB + r0 * F, dA + r0 * F, n);
-                memcpy(dA + r0 * F, half, (size_t)n * sizeof *half);
+                k->convert(dA + r0 * F, LOOM_DTYPE_F32, half, LOOM_DTYPE_F32, n); /* a copy, on the device */
             }
             dfch = dA;
         } else {
