@@ -54,6 +54,16 @@ static inline float lk_expf(float x)
     return x < -87.3f ? 0.0f : y * scale;
 }
 
+/* bf16 is the top half of an f32: widening is a shift (NaNs pass unchanged). Inline so short
+ * rows (the tiled attention's packing) need no call per row. */
+static inline float lk_bf16_to_f32(uint16_t h)
+{
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 /* The table for api->service(host, LOOM_KERNELS_CPU_SERVICE, 0). Static; valid forever. */
 const loom_kernels_api *lk_cpu_kernel_table(void);
 

@@ -81,14 +81,11 @@ static void pack(float *dst, const void *src, uint32_t dtype, int64_t T, int64_t
             memcpy(dst + t * hs, (const float *)src + t * ld + off, (size_t)hs * sizeof *dst);
         return;
     }
-    if (dtype == LOOM_DTYPE_BF16) { /* widening is a shift: inline, the rows are short */
+    if (dtype == LOOM_DTYPE_BF16) { /* the rows are short: inline, no lk_convert dispatch each */
         for (int64_t t = 0; t < T; t++) {
             const uint16_t *s = (const uint16_t *)src + t * ld + off;
-            float *d = dst + t * hs;
-            for (int64_t i = 0; i < hs; i++) {
-                const uint32_t bits = (uint32_t)s[i] << 16;
-                memcpy(d + i, &bits, sizeof bits);
-            }
+            for (int64_t i = 0; i < hs; i++)
+                dst[t * hs + i] = lk_bf16_to_f32(s[i]);
         }
         return;
     }

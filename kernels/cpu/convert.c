@@ -99,9 +99,6 @@ static inline uint16_t f32_to_bf16_1(float f)
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* bf16 is the top half of an f32: widening is a shift (NaNs pass unchanged). */
-static inline float bf16_to_f32_1(uint16_t h) { return bits_f32((uint32_t)h << 16); }
-
 static void f32_to_f16_scalar(uint16_t *dst, const float *src, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) dst[i] = f32_to_f16_1(src[i]);
@@ -119,7 +116,8 @@ static void f32_to_bf16_scalar(uint16_t *dst, const float *src, int64_t n)
 
 static void bf16_to_f32_scalar(float *dst, const uint16_t *src, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32_1(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = lk_bf16_to_f32(src[i]);
 }
 
 /* ---- vector paths; each leaves its last n % width elements to the scalar code ---- */

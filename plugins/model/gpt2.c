@@ -137,8 +137,8 @@ typedef struct gpt2_layout {
     int64_t qkv;                 /* floats of a block's qkv: 16-bit under the tiled attention
                                     in a mixed run                                           */
     int64_t shared;              /* mixed runs: the 16-bit fch_gelu that every block shares
-                                    (recomputed in backward), and backward's f32 half-rows of
-                                    GELU's gradient; 0 in f32 runs                           */
+                                    (recomputed in backward), and the f32 half-rows of fch
+                                    that GELU's backward reads; 0 in f32 runs                */
     int64_t region;              /* dA, dB and the head's scratch                            */
     int64_t logits;              /* [N, V] when the classifier is not fused                  */
     int64_t wte_cd;              /* compute_dtype wte (fused, compute dtype != param dtype)  */
@@ -711,28 +711,25 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
 #define P(which) gpt2_lp(self, l, which)
 #define W(which) gpt2_layer_tensor(l, which)
         /* MLP. dres is d(residual3) here, which is also d(c_proj output). */
-        if (self->mixed) mixed_gelu(self, a, N); /* fch_gelu again; dB = fch in f32 */
+        if (self->mixed) mixed_gelu(self, a, N); /* fch_gelu again, as forward made it */
         /* dln is free until the MLP's first product writes it: the masked dres, with dropout. */
         gpt2_mm_backward(self, dA, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B),
                          branch_grad(self, dres, dln, N * C, l, GPT2_SITE_MLP_RESID), a->fch_gelu, W(GPT2_FCPROJ_W), N,
                          F, C); /* dA = d fch_gelu */
-        float *dfch = dB;
-        if (self->mixed) {
-            /* dB holds fch and dA d fch_gelu: d fch goes into dA, half the rows at a time
-             * through the shared fch_gelu buffer (free now), with no third [N, F] f32 buffer. */
+        memset(dB, 0, (size_t)(N * F) * sizeof *dB);
+        if (self->mixed) { /* GELU reads f32: fch widened half the rows at a time into the
+                              shared buffer (free now), not a third [N, F] f32 buffer */
             float *half = a->fch_gelu;
+            const size_t cs = loom_dtype_size(self->compute_dtype);
             for (int64_t r0 = 0, rows = (N + 1) / 2; r0 < N; r0 += rows) {
                 const int64_t n = min_i64(rows, N - r0) * F;
-                memset(half, 0, (size_t)n * sizeof *half);
-                k->gelu_backward(half, dB + r0 * F, dA + r0 * F, n);
-                k->convert(dA + r0 * F, LOOM_DTYPE_F32, half, LOOM_DTYPE_F32, n); /* a copy, on the device */
+                k->convert(half, LOOM_DTYPE_F32, (const char *)a->fch + (size_t)(r0 * F) * cs, self->compute_dtype, n);
+                k->gelu_backward(dB + r0 * F, half, dA + r0 * F, n);
             }
-            dfch = dA;
         } else {
-            memset(dB, 0, (size_t)(N * F) * sizeof *dB);
             k->gelu_backward(dB, a->fch, dA, N * F);
         }
-        gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dfch, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */
+        gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */
         k->layernorm_backward(dres, DP(GPT2_LN2_W), DP(GPT2_LN2_B), dln, a->residual2, P(GPT2_LN2_W), a->ln2_mean,
                               a->ln2_rstd, N, C);
         /* Attention. dres is now d(residual2), also d(attn.c_proj output). */
