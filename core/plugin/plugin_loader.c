@@ -490,22 +490,44 @@ loom_status loom_plugin_load(const char *spec, uint32_t kind, const loom_plugin 
     return s;
 }
 
+/* Close a file that only a listing opened: nothing loaded from it, so nothing of it can run.
+ * A listing must not leave a backend's libraries mapped in a run that never uses them (the
+ * cuda plugin brings the CUDA runtime and cuBLAS: 60 MiB resident in a CPU run). */
+static void close_listed(lt_dlhandle handle)
+{
+    for (size_t i = 0; i < loader.n_plugins; i++)
+        if (loader.plugins[i]->handle == handle) return;
+    for (size_t i = 0; i < loader.n_files; i++) {
+        if (loader.files[i].handle != handle) continue;
+        free(loader.files[i].real_path);
+        free(loader.files[i].path);
+        memmove(&loader.files[i], &loader.files[i + 1], (loader.n_files - i - 1) * sizeof *loader.files);
+        loader.n_files--;
+        lt_dlclose(handle);
+        return;
+    }
+}
+
 static void visit_file(loom_plugin_visit_fn fn, void *context, const char *path, const char *name, int shadowed)
 {
     char who[2048];
     loaded_file *f = NULL;
     const loom_plugin_desc *descs[MAX_DESCRIPTORS];
     size_t n = 0;
+    size_t open_before = loader.n_files;
     subject(who, sizeof who, name, path);
     loom_status s = open_file(who, path, &f);
+    /* Opened here (not already loaded): closed again below. fn may open more files. */
+    lt_dlhandle opened = !s && loader.n_files > open_before ? f->handle : NULL;
     if (!s)
         s = read_descs(who, f, descs, &n);
     if (s) {
         fn(context, path, NULL, shadowed, loom_error_message());
-        return;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            fn(context, path, descs[i], shadowed, NULL);
     }
-    for (size_t i = 0; i < n; i++)
-        fn(context, path, descs[i], shadowed, NULL);
+    if (opened) close_listed(opened);
 }
 
 static int so_file(const struct dirent *e)

@@ -48,7 +48,8 @@ LOOM_API loom_status loom_plugin_load(const char *spec, uint32_t kind, const loo
 
 /* Call fn for every plugin descriptor found in the search folders (every *.so, in search
  * order, then by file name; a name found again later is reported with shadowed = 1). Files
- * that fail to load are reported through fn with desc == NULL and error set. */
+ * that fail to load are reported through fn with desc == NULL and error set. desc is valid
+ * during the call only: a file that no plugin was loaded from is closed after its visit. */
 typedef void (*loom_plugin_visit_fn)(void *context, const char *path, const loom_plugin_desc *desc,
                                      int shadowed, const char *error);
 LOOM_API void loom_plugin_foreach(loom_plugin_visit_fn fn, void *context);

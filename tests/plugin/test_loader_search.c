@@ -127,6 +127,23 @@ static int find(const listing *l, const char *path, const char *name)
     return -1;
 }
 
+/* Whether a file with this path is mapped into the process (/proc/self/maps). */
+static int mapped(const char *path)
+{
+    char *real = realpath(path, NULL);
+    FILE *f = fopen("/proc/self/maps", "r");
+    int found = 0;
+    char line[4096];
+    while (real && f && !found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        size_t n = strlen(line), m = strlen(real);
+        found = n >= m && strcmp(line + n - m, real) == 0;
+    }
+    if (f) fclose(f);
+    free(real);
+    return found;
+}
+
 static void test_foreach(const char *d)
 {
     char copy[512];
@@ -170,6 +187,20 @@ static void test_foreach(const char *d)
     }
     CHECK(fixtures == 10); /* 9 files, two_plugins.so twice */
     CHECK(l.n == fixtures + 1);
+
+    /* The listing leaves nothing mapped that no run loaded (the cuda plugin would keep the CUDA
+     * runtime and cuBLAS resident), and a file it closed loads again by name. */
+    CHECK(!mapped(FIXTURE("two_plugins.so")) && !mapped(FIXTURE("wrong_kind.so")));
+    CHECK(mapped(FIXTURE("good_optimizer.so"))); /* test_spec_forms loaded it: it stays */
+    const loom_plugin *p = NULL;
+    CHECK(loom_plugin_load(FIXTURE("two_plugins.so"), LOOM_KIND_OPTIMIZER, &p) == LOOM_OK && p &&
+          strcmp(p->desc->name, "two_plugins") == 0);
+    CHECK(mapped(FIXTURE("two_plugins.so")));
+    /* A file a plugin was loaded from stays open through a listing. */
+    static listing again;
+    again.extra_dir = d;
+    loom_plugin_foreach(collect, &again);
+    CHECK(again.n == l.n && mapped(FIXTURE("two_plugins.so")) && strcmp(p->desc->name, "two_plugins") == 0);
 }
 
 static void test_kind_names(void)
