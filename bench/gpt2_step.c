@@ -59,7 +59,7 @@ int main(int argc, char **argv)
 {
     const char *config_name = "gpt2-mini";
     const char *precision = "fp32";
-    int B = 8, T = 64, threads = 2, warmup = 3, steps = 10, overlap_report = 0;
+    int B = 8, T = 64, threads = 2, warmup = 3, steps = 10, overlap_report = 0, checkpointing = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--config")) config_name = argv[i + 1];
         else if (!strcmp(argv[i], "--B")) B = atoi(argv[i + 1]);
@@ -69,6 +69,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--ddp_overlap_report")) overlap_report = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--precision")) precision = argv[i + 1];
+        else if (!strcmp(argv[i], "--gradient_checkpointing"))
+            checkpointing = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_gpt2_step: unknown argument %s\n", argv[i]);
             return 2;
@@ -117,13 +119,14 @@ int main(int argc, char **argv)
                       "--save_strategy", "no", "--disable_tqdm", "--learning_rate", "1e-4",
                       "--lr_scheduler_type", "constant", "--max_grad_norm", "0", "--dataloader_drop_last"};
     int args_c = (int)(sizeof args_v / sizeof *args_v);
-    char *with_report[sizeof args_v / sizeof *args_v + 10];
+    char *with_report[sizeof args_v / sizeof *args_v + 12];
     memcpy(with_report, args_v, sizeof args_v);
     if (overlap_report) {
         with_report[args_c++] = "--ddp.report_overlap";
         with_report[args_c++] = "true";
     }
     if (strcmp(precision, "fp32") != 0) with_report[args_c++] = strcmp(precision, "bf16") == 0 ? "--bf16" : "--fp16";
+    if (checkpointing) with_report[args_c++] = "--gradient_checkpointing";
     /* bench/sharding_step picks the strategy through the environment (loom launch passes it). */
     if (getenv("LOOM_BENCH_PLUGIN")) {
         with_report[args_c++] = "--plugin";

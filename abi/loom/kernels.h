@@ -305,7 +305,7 @@ typedef struct loom_kernels_api {
      * accumulated. The trainer's global gradient norm (docs/architecture.md#canonical-order). */
     void (*sum_squares)(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
 
-    /* ABI 1.7+: append below. */
+    /* ABI 1.8+: append below. */
 } loom_kernels_api;
 
 /* loom_adam_args.rule: which member of the Adam family adam_update computes (ABI 1.5). */

@@ -85,7 +85,7 @@ typedef struct loom_optimizer_step {
      * (docs/gpu.md#what-runs-where) still allows. Lent by the host for this call; static. */
     const loom_kernels_api *kernels;
 
-    /* ABI 1.7+: append below. */
+    /* ABI 1.8+: append below. */
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
@@ -94,6 +94,14 @@ typedef struct loom_optimizer_step {
 #define LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS 1u
 #define LOOM_OPTIMIZER_NEEDS_TENSOR_NORMS 2u  /* per-tensor statistics (lamb): see
                                                  tensor_stats / partial_stats below        */
+/* Since 1.7. The update of an element reads only that element's param, grad and state slots
+ * and the step's values (adam, adamw, adamw_hf, sgd): step() may then be called several times
+ * in one optimizer step, each time with pieces of the owned spans (offset and numel narrowed,
+ * param, grad and state advanced to the piece), in flat order, every owned element exactly
+ * once per step, with the same loom_optimizer_step. The host uses it to convert the gradients
+ * to f32 a piece at a time instead of all at once (docs/architecture.md#piecewise-step).
+ * Not with NEEDS_TENSOR_NORMS, tensor_stats or local_gradients (the host ignores it then). */
+#define LOOM_OPTIMIZER_ELEMENTWISE 4u
 
 typedef struct loom_optimizer loom_optimizer; /* plugin-private instance */
 
@@ -111,7 +119,8 @@ typedef struct loom_optimizer_vtable {
     /* Required. Free the instance; NULL is a no-op. Init thread only. */
     void (*destroy)(loom_optimizer *self);
     /* Required. Update every span in place: param and state. `spans` are the owned spans of
-     * this rank, in flat-buffer order, the same list at every step. One thread per instance. */
+     * this rank, in flat-buffer order, the same list at every step (for an optimizer with
+     * LOOM_OPTIMIZER_ELEMENTWISE, pieces of it: see there). One thread per instance. */
     loom_status (*step)(loom_optimizer *self, const loom_span *spans, size_t n_spans,
                         const loom_optimizer_step *step);
     /* Optional (NULL: the hyper-parameters are not logged). Write the value of a named
@@ -146,7 +155,7 @@ typedef struct loom_optimizer_vtable {
      * member. Must not change any state. One thread per instance. */
     int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
 
-    /* ABI 1.7+: append below. */
+    /* ABI 1.8+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -28,7 +28,7 @@ typedef struct loom_precision_info {
     uint32_t master_dtype;   /* optimizer's copy: LOOM_DTYPE_F32 always in ABI 1            */
     uint32_t has_master;     /* 1: the plugin allocates separate master weights; 0: none    */
 
-    /* ABI 1.7+: append below. */
+    /* ABI 1.8+: append below. */
 } loom_precision_info;
 
 /* Built by the host and passed to bind(); the struct is borrowed for that call, the memory
@@ -52,7 +52,18 @@ typedef struct loom_precision_binding {
     float *grad_workspace;
     size_t grad_workspace_floats; /* Optional, since 1.1. Elements of grad_workspace; 0 with NULL. */
 
-    /* ABI 1.7+: append below. */
+    /* ---- ABI 1.7 (read with LOOM_HAS_FIELD) ---- */
+
+    /* Optional (0, or absent in an older host: the whole-range step). 1: the host steps the
+     * optimizer one piece of the owned ranges at a time (unscale_piece, the optimizer's step
+     * on that piece, cast_piece) and never calls unscale() nor reads the f32 gradients
+     * master() names, so the plugin keeps none (master() then writes NULL to *master_grads)
+     * and grad_workspace is NULL. The host sets it only for a vtable with both unscale_piece
+     * and cast_piece (docs/architecture.md#piecewise-step). Since 1.7. */
+    uint32_t piecewise;
+    uint32_t reserved1; /* 0 */
+
+    /* ABI 1.8+: append below. */
 } loom_precision_binding;
 
 /* Loss-scaler state, for logs and checkpoints: written by the plugin in get_state() (owned
@@ -66,7 +77,7 @@ typedef struct loom_precision_state {
     int64_t growth_tracker;   /* clean steps since the last change (GradScaler style)       */
     int64_t hysteresis_left;  /* DeepSpeed's cur_hysteresis                                 */
 
-    /* ABI 1.7+: append below. */
+    /* ABI 1.8+: append below. */
 } loom_precision_state;
 
 typedef struct loom_precision loom_precision; /* plugin-private instance */
@@ -130,14 +141,34 @@ typedef struct loom_precision_vtable {
      * call), before the first step. One thread per instance. Since 1.0. */
     loom_status (*set_state)(loom_precision *self, const loom_precision_state *state);
 
-    /* ABI 1.7+: append below. */
+    /* ---- ABI 1.7: the piecewise step (loom_precision_binding.piecewise) ---- */
+
+    /* Optional (NULL: the host steps whole ranges through unscale and cast_to_model); set
+     * together with cast_piece. Elements [begin, begin + count) of owned range range_index,
+     * begin counted from the range's first element: owned_grad (sharding's owned_grads() of
+     * that range, param_dtype, the whole range; borrowed) times 1/scale, converted to f32,
+     * into out[0 .. count) (the host's, borrowed for the call): the same values unscale()
+     * writes into the master gradients. *overflow = 1 when one of them is inf or NaN, else 0
+     * (like unscale(), a plugin may leave the check to the host's norm at scale 1). The host
+     * may ask for the same piece more than once in a step (once for the norm, once for the
+     * update) and must not ask past the range (LOOM_E_INVALID). Whatever unscale() does to
+     * the master parameters first (apex O3 re-reads them from the model) it does here to the
+     * piece's. Only with a piecewise binding. One thread per instance. Since 1.7. */
+    loom_status (*unscale_piece)(loom_precision *self, size_t range_index, const void *owned_grad, int64_t begin,
+                                 int64_t count, float *out, int32_t *overflow);
+    /* Optional, set together with unscale_piece. cast_to_model() for elements
+     * [begin, begin + count) of owned range range_index only. LOOM_E_INVALID past the range.
+     * One thread per instance. Since 1.7. */
+    loom_status (*cast_piece)(loom_precision *self, size_t range_index, int64_t begin, int64_t count);
+
+    /* ABI 1.8+: append below. */
 } loom_precision_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_precision_info) == 32, "loom_precision_info layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_precision_binding) == 64, "loom_precision_binding layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_precision_binding) == 72, "loom_precision_binding layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_precision_state) == 56, "loom_precision_state layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_precision_vtable) == 112, "precision vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_precision_vtable) == 128, "precision vtable layout changed");
 #endif
 
 #ifdef __cplusplus

@@ -207,6 +207,14 @@ struct loom_trainer {
     int64_t *norm_bounds;           /* 2 per work item: [begin, end) inside its owned range,
                                        the segments of kernels.h sum_squares (owned)          */
     int64_t norm_partials_len;
+    /* The piecewise step (step_pieces.c, docs/architecture.md#piecewise-step): on or off, its
+     * f32 buffer of LOOM_STEP_PIECE elements, the spans narrowed to a piece and the norm
+     * segments of a piece (owned). */
+    int step_pieces;
+    int piece_buffer_lent; /* piece_buffer is the model's step scratch, not ours    */
+    float *piece_buffer;
+    loom_span *piece_spans;
+    int64_t *piece_bounds;
 
     loom_host *core_host;           /* the core's own allocations are counted through it     */
 

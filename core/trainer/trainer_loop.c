@@ -19,6 +19,7 @@
 #include "error.h"
 #include "grad_rows.h"
 #include "host.h"
+#include "step_pieces.h"
 #include "trainer_internal.h"
 
 double loom_now_seconds(void)
@@ -111,12 +112,9 @@ static const loom_kernels_api *step_kernels(const loom_trainer *t)
  * same bits whatever the thread count, the world size or the sharding strategy, as long as the
  * strategy cuts the buffer only at piece boundaries (ddp, sharded_ddp's whole tensors and zero1's
  * block-aligned partitions all do). A non-finite value anywhere makes the result non-finite. */
-static loom_status global_squared_norm(loom_trainer *t, float *const *grads, int overflow, double *out)
+static void work_squares(loom_trainer *t, float *const *grads)
 {
-    double *partials = t->norm_piece_sums;
-    memset(partials, 0, (size_t)t->n_norm_pieces * sizeof *partials);
     const struct loom_norm_work *work = t->norm_work;
-    double *work_sums = t->norm_work_sums;
     int64_t n_work = (int64_t)t->n_norm_work;
     /* A device table without the member: the CPU's, over memory it may address (gpu.md). */
     const loom_kernels_api *k = step_kernels(t);
@@ -125,8 +123,19 @@ static loom_status global_squared_norm(loom_trainer *t, float *const *grads, int
     /* Work items are in flat order, so each owned range's items are one run: one call each. */
     for (int64_t w0 = 0, w1; w0 < n_work; w0 = w1) {
         for (w1 = w0 + 1; w1 < n_work && work[w1].owned_index == work[w0].owned_index;) w1++;
-        k->sum_squares(work_sums + w0, grads[work[w0].owned_index], t->norm_bounds + 2 * w0, w1 - w0);
+        k->sum_squares(t->norm_work_sums + w0, grads[work[w0].owned_index], t->norm_bounds + 2 * w0, w1 - w0);
     }
+}
+
+/* The work items' sums (t->norm_work_sums: work_squares, or the piecewise step's norm pass)
+ * combined into the global squared norm. */
+static loom_status global_squared_norm(loom_trainer *t, int overflow, double *out)
+{
+    double *partials = t->norm_piece_sums;
+    memset(partials, 0, (size_t)t->n_norm_pieces * sizeof *partials);
+    const struct loom_norm_work *work = t->norm_work;
+    const double *work_sums = t->norm_work_sums;
+    int64_t n_work = (int64_t)t->n_norm_work;
     for (int64_t w = 0; w < n_work; w++) partials[work[w].piece] += work_sums[w];
     if (overflow && t->n_norm_pieces > 0) partials[0] = INFINITY;
     loom_status st = LOOM_OK;
@@ -169,12 +178,18 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
             return st;
     }
     int32_t overflow = 0;
-    if ((st = pv->unscale(t->precision.instance, owned_grads, t->n_owned, &overflow)) != LOOM_OK) return st;
+    if (t->step_pieces) {
+        /* The f32 gradients a piece at a time, never all at once (step_pieces.c). */
+        if ((st = loom_step_pieces_norm(t, owned_grads, &overflow)) != LOOM_OK) return st;
+    } else {
+        if ((st = pv->unscale(t->precision.instance, owned_grads, t->n_owned, &overflow)) != LOOM_OK) return st;
+        work_squares(t, master_grads);
+    }
     /* One collective decides both the norm and the overflow: a rank that saw inf/NaN (its
      * precision plugin said so, or its squares are not finite) contributes inf, and a sum is
      * finite only if every term is. */
     double squared = 0;
-    if ((st = global_squared_norm(t, master_grads, overflow, &squared)) != LOOM_OK) return st;
+    if ((st = global_squared_norm(t, overflow, &squared)) != LOOM_OK) return st;
     overflow = !isfinite(squared);
     double attempted = pv->loss_scale(t->precision.instance);
     if ((st = pv->update_scale(t->precision.instance, overflow)) != LOOM_OK) return st;
@@ -206,7 +221,7 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
         size_t r = t->span_range[s];
         int64_t at = t->span_flat_begin[s] - t->owned[r].begin;
         t->spans[s].param = master_params[r] + at;
-        t->spans[s].grad = master_grads[r] + at;
+        t->spans[s].grad = master_grads[r] ? master_grads[r] + at : NULL; /* NULL: piecewise */
     }
     loom_optimizer_step step = {LOOM_HEADER_INIT(loom_optimizer_step)};
     step.step = t->scheduler_step + 1;
@@ -239,8 +254,12 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
         step.tensor_stats = t->tensor_stats;
         step.n_tensors = t->n_tensors;
     }
-    if ((st = ov->step(t->optimizer.instance, t->spans, t->n_spans, &step)) != LOOM_OK) return st;
-    if ((st = pv->cast_to_model(t->precision.instance)) != LOOM_OK) return st;
+    if (t->step_pieces) {
+        if ((st = loom_step_pieces_update(t, owned_grads, master_params, &step)) != LOOM_OK) return st;
+    } else {
+        if ((st = ov->step(t->optimizer.instance, t->spans, t->n_spans, &step)) != LOOM_OK) return st;
+        if ((st = pv->cast_to_model(t->precision.instance)) != LOOM_OK) return st;
+    }
     if ((st = sv->publish_params(t->sharding.instance)) != LOOM_OK) return st;
     t->scheduler_step++;
     return LOOM_OK;

@@ -20,6 +20,7 @@
 #include "device.h"
 #include "plugin_config.h"
 #include "safetensors.h"
+#include "step_pieces.h"
 #include "trainer_internal.h"
 
 /* ---- prepare: memory, once ---------------------------------------------------------------- */
@@ -357,15 +358,25 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     /* The precision plugin's f32 gradients exist only during the step, when the model's
      * activations hold nothing: lend it those (the model says how much it has). Not under
      * offload: the step runs on the host, and the activations are device memory. */
+    /* Or it needs none: the step widens one piece of them at a time (step_pieces.c), in that
+     * same memory when there is enough. */
+    pbinding.piecewise = !generating_only && loom_step_pieces_wanted(t);
+    float *scratch = NULL;
+    size_t scratch_floats = 0;
     if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only && !t->offload_params) {
         size_t bytes = 0;
-        void *scratch = mv->step_scratch(model, &bytes);
-        if (scratch && ((uintptr_t)scratch % sizeof(float)) == 0) {
-            pbinding.grad_workspace = scratch;
-            pbinding.grad_workspace_floats = bytes / sizeof(float);
+        void *memory = mv->step_scratch(model, &bytes);
+        if (memory && ((uintptr_t)memory % sizeof(float)) == 0) {
+            scratch = memory;
+            scratch_floats = bytes / sizeof(float);
         }
     }
+    if (!pbinding.piecewise) {
+        pbinding.grad_workspace = scratch;
+        pbinding.grad_workspace_floats = scratch ? scratch_floats : 0;
+    }
     if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
+    if (pbinding.piecewise && (st = loom_step_pieces_prepare(t, scratch, scratch_floats)) != LOOM_OK) return st;
     t->bound = 1;
     return LOOM_OK;
 }

@@ -24,6 +24,7 @@
 #include "store.h"
 #include "tokenizer_bpe.h"
 #include "trainer.h"
+#include "step_pieces.h"
 #include "trainer_internal.h"
 
 /* ---- which plugin for which kind --------------------------------------------------------- */
@@ -782,6 +783,7 @@ void loom_trainer_destroy(loom_trainer *t)
     free(t->norm_piece_sums);
     free(t->norm_work);
     free(t->norm_work_sums);
+    loom_step_pieces_free(t);
     free(t->norm_bounds);
     cJSON_Delete(t->log_history);
     free(t->best_model_checkpoint);

@@ -11,6 +11,7 @@
 
 #include "device.h"
 #include "host.h"
+#include "step_pieces.h"
 #include "trainer_internal.h"
 
 typedef struct budget {
@@ -38,6 +39,7 @@ static loom_status measure(loom_trainer *t, budget *b)
     b->master = t->has_master ? owned_numel * sizeof(float) : 0;
     if (b->master > master_all) b->master = master_all;
     b->workspace = master_all - b->master;
+    if (t->step_pieces && !t->piece_buffer_lent) b->workspace += LOOM_STEP_PIECE * sizeof(float); /* its buffer */
     b->gradients = sharding.gradient_bytes;
     b->optimizer = t->optimizer_state_bytes;
     b->buckets = sharding.bucket_bytes;

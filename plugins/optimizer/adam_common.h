@@ -196,8 +196,8 @@ static inline void adam_update(const loom_optimizer *self, const loom_span *span
 #define ADAM_VTABLE(create_fn, step_fn, get_hparam_fn)                                                                 \
     {                                                                                                                  \
         LOOM_HEADER_INIT(loom_optimizer_vtable),                                                                       \
-            .state_slots = ADAM_STATE_SLOTS, .flags = 0, .state_names = adam_state_names, .create = create_fn,         \
-            .destroy = adam_destroy, .step = step_fn, .get_hparam = get_hparam_fn,                                     \
+            .state_slots = ADAM_STATE_SLOTS, .flags = LOOM_OPTIMIZER_ELEMENTWISE, .state_names = adam_state_names,     \
+            .create = create_fn, .destroy = adam_destroy, .step = step_fn, .get_hparam = get_hparam_fn,                \
     }
 
 #endif

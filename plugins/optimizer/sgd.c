@@ -159,7 +159,7 @@ static loom_status sgd_get_hparam(loom_optimizer *self, const char *name, double
 static const loom_optimizer_vtable sgd_vtable = {
     LOOM_HEADER_INIT(loom_optimizer_vtable),
     .state_slots = 1,
-    .flags = 0,
+    .flags = LOOM_OPTIMIZER_ELEMENTWISE,
     .state_names = sgd_state_names,
     .create = sgd_create,
     .destroy = sgd_destroy,

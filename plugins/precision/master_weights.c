@@ -42,6 +42,7 @@ void mw_release(master_weights *mw)
     mw->n_owned = 0;
     mw->bytes = 0;
     mw->lent_grads = 0;
+    mw->piecewise = 0;
 }
 
 static loom_status check_binding(master_weights *mw, const loom_precision_binding *b)
@@ -91,6 +92,7 @@ loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
     mw->params = b->params;
     mw->owned = b->owned;
     mw->n_owned = b->n_owned;
+    mw->piecewise = LOOM_HAS_FIELD(b, loom_precision_binding, piecewise) && b->piecewise;
     if (mw->layout == MW_IN_PLACE || b->n_owned == 0) return LOOM_OK;
 
     const loom_host_api *api = mw->api;
@@ -108,12 +110,14 @@ loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
     if (LOOM_HAS_FIELD(b, loom_precision_binding, grad_workspace_floats) && b->grad_workspace &&
         b->grad_workspace_floats >= (size_t)owned_total)
         workspace = b->grad_workspace;
-    mw->lent_grads = workspace != NULL;
+    mw->lent_grads = workspace != NULL && !mw->piecewise;
     for (size_t i = 0; i < n; i++) {
         int64_t len = range_len(mw, i);
         size_t bytes = (size_t)(len > 0 ? len : 1) * sizeof(float); /* alloc(0) is not promised to work */
         mw->master_params[i] = api->alloc(mw->host, bytes, 0, LOOM_DEVICE_CPU, 0);
-        if (workspace) {
+        if (mw->piecewise) {
+            /* no f32 gradients: the host's buffer holds one piece at a time */
+        } else if (workspace) {
             mw->master_grads[i] = workspace;
             workspace += len;
         } else {
@@ -121,7 +125,7 @@ loom_status mw_bind(master_weights *mw, const loom_precision_binding *b)
             if (mw->master_grads[i]) memset(mw->master_grads[i], 0, bytes);
             mw->bytes += (uint64_t)len * sizeof(float);
         }
-        if (!mw->master_params[i] || !mw->master_grads[i]) goto nomem;
+        if (!mw->master_params[i] || (!mw->piecewise && !mw->master_grads[i])) goto nomem;
         if (len > 0) mw->k->convert(mw->master_params[i], LOOM_DTYPE_F32, model_at(mw, i), mw->param_dtype, len);
         mw->bytes += (uint64_t)len * sizeof(float);
     }
@@ -173,6 +177,11 @@ loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, d
     if (n != mw->n_owned)
         return mw->api->fail(mw->host, LOOM_E_INVALID, "unscale: %zu gradient ranges for %zu owned ranges", n,
                              mw->n_owned);
+    if (mw->piecewise && mw->layout != MW_IN_PLACE)
+        return mw->api->fail(mw->host, LOOM_E_INVALID,
+                             "unscale: %s was bound for the piecewise step and keeps no f32 gradients "
+                             "(unscale_piece)",
+                             mw->who);
     /* torch's unscale_: multiply by the fp32 reciprocal (exact for the power-of-two scales
      * the dynamic rules produce). */
     float inv = (float)(1.0 / scale);
@@ -207,5 +216,54 @@ loom_status mw_cast_to_model(master_weights *mw)
         int64_t len = range_len(mw, i);
         if (len > 0) mw->k->convert(model_at(mw, i), mw->param_dtype, mw->master_params[i], LOOM_DTYPE_F32, len);
     }
+    return LOOM_OK;
+}
+
+/* A piece [begin, begin + count) of owned range i, checked against the range. */
+static loom_status check_piece(const master_weights *mw, const char *what, size_t i, int64_t begin, int64_t count)
+{
+    if (i >= mw->n_owned)
+        return mw->api->fail(mw->host, LOOM_E_INVALID, "%s: no owned range %zu (%zu bound)", what, i, mw->n_owned);
+    if (begin < 0 || count < 0 || begin > range_len(mw, i) - count)
+        return mw->api->fail(mw->host, LOOM_E_INVALID, "%s: elements [%lld, %lld) are outside owned range %zu (%lld)",
+                             what, (long long)begin, (long long)begin + (long long)count, i,
+                             (long long)range_len(mw, i));
+    return LOOM_OK;
+}
+
+loom_status mw_unscale_piece(master_weights *mw, size_t i, const void *owned_grad, int64_t begin, int64_t count,
+                             double scale, float *out, int32_t *overflow)
+{
+    if (!overflow || !out || (count > 0 && !owned_grad))
+        return mw->api->fail(mw->host, LOOM_E_INVALID, "unscale_piece: %s is NULL",
+                             !overflow ? "overflow"
+                             : !out    ? "out"
+                                       : "owned_grad");
+    *overflow = 0;
+    loom_status st = check_piece(mw, "unscale_piece", i, begin, count);
+    if (st || count == 0) return st;
+    /* The same arithmetic as mw_unscale, on the piece: the same bits. */
+    float inv = (float)(1.0 / scale);
+    size_t size = loom_dtype_size(mw->param_dtype);
+    const char *g = (const char *)owned_grad + (size_t)begin * size;
+    if (mw->layout == MW_IN_PLACE) {
+        memcpy(out, g, (size_t)count * sizeof(float));
+    } else {
+        if (mw->layout == MW_ROUNDED)
+            mw->k->convert(mw->master_params[i] + begin, LOOM_DTYPE_F32, (char *)model_at(mw, i) + (size_t)begin * size,
+                           mw->param_dtype, count);
+        mw->k->convert(out, LOOM_DTYPE_F32, g, mw->param_dtype, count);
+    }
+    if (inv != 1.0f) *overflow = scale_and_check(mw, out, count, inv);
+    return LOOM_OK;
+}
+
+loom_status mw_cast_piece(master_weights *mw, size_t i, int64_t begin, int64_t count)
+{
+    loom_status st = check_piece(mw, "cast_piece", i, begin, count);
+    if (st || mw->layout == MW_IN_PLACE || count == 0) return st;
+    size_t size = loom_dtype_size(mw->param_dtype);
+    mw->k->convert((char *)model_at(mw, i) + (size_t)begin * size, mw->param_dtype, mw->master_params[i] + begin,
+                   LOOM_DTYPE_F32, count);
     return LOOM_OK;
 }

@@ -16,6 +16,9 @@
  * per owned element), since both exist only because of this plugin; MW_IN_PLACE holds none.
  * When the host lends a gradient workspace (loom_precision_binding.grad_workspace, the model's
  * activations, dead during the step) the gradients live there and only the parameters count.
+ * With a piecewise binding (ABI 1.7) there are no f32 gradients at all: the host asks for one
+ * piece of them at a time into its own small buffer (mw_unscale_piece) and casts that piece
+ * back after the optimizer stepped it (mw_cast_piece).
  */
 #ifndef LOOM_PLUGINS_MASTER_WEIGHTS_H
 #define LOOM_PLUGINS_MASTER_WEIGHTS_H
@@ -41,6 +44,7 @@ typedef struct master_weights {
     float **master_params; /* per range; NULL for MW_IN_PLACE                        */
     float **master_grads;  /* allocated, or pieces of the binding's grad_workspace   */
     int lent_grads;        /* master_grads are the host's workspace (not freed here)  */
+    int piecewise;         /* no master_grads: the host steps piece by piece          */
     uint64_t bytes;
 } master_weights;
 
@@ -69,5 +73,14 @@ loom_status mw_unscale(master_weights *mw, void *const *owned_grads, size_t n, d
 /* Master parameters -> the model's params at the owned ranges (param_dtype, round to
  * nearest even). No-op for MW_IN_PLACE. */
 loom_status mw_cast_to_model(master_weights *mw);
+
+/* mw_unscale for elements [begin, begin + count) of owned range i only, into `out` (count
+ * f32) instead of the master gradients; MW_ROUNDED first re-reads those master parameters.
+ * LOOM_E_INVALID past the range. */
+loom_status mw_unscale_piece(master_weights *mw, size_t i, const void *owned_grad, int64_t begin, int64_t count,
+                             double scale, float *out, int32_t *overflow);
+
+/* mw_cast_to_model for elements [begin, begin + count) of owned range i only. */
+loom_status mw_cast_piece(master_weights *mw, size_t i, int64_t begin, int64_t count);
 
 #endif

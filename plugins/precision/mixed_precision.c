@@ -85,6 +85,17 @@ loom_status mp_cast_to_model(loom_precision *self)
     return mw_cast_to_model(&self->mw);
 }
 
+loom_status mp_unscale_piece(loom_precision *self, size_t range_index, const void *owned_grad, int64_t begin,
+                             int64_t count, float *out, int32_t *overflow)
+{
+    return mw_unscale_piece(&self->mw, range_index, owned_grad, begin, count, ls_scale(&self->scaler), out, overflow);
+}
+
+loom_status mp_cast_piece(loom_precision *self, size_t range_index, int64_t begin, int64_t count)
+{
+    return mw_cast_piece(&self->mw, range_index, begin, count);
+}
+
 loom_status mp_get_state(const loom_precision *self, loom_precision_state *out)
 {
     if (!out || !LOOM_HAS_FIELD(out, loom_precision_state, hysteresis_left))

@@ -44,6 +44,9 @@ double mp_loss_scale(const loom_precision *self);
 loom_status mp_unscale(loom_precision *self, void *const *owned_grads, size_t n, int32_t *overflow);
 loom_status mp_update_scale(loom_precision *self, int32_t overflow);
 loom_status mp_cast_to_model(loom_precision *self);
+loom_status mp_unscale_piece(loom_precision *self, size_t range_index, const void *owned_grad, int64_t begin,
+                             int64_t count, float *out, int32_t *overflow);
+loom_status mp_cast_piece(loom_precision *self, size_t range_index, int64_t begin, int64_t count);
 loom_status mp_get_state(const loom_precision *self, loom_precision_state *out);
 loom_status mp_set_state(loom_precision *self, const loom_precision_state *state);
 
@@ -54,7 +57,7 @@ loom_status mp_set_state(loom_precision *self, const loom_precision_state *state
             .create = (create_fn), .destroy = mp_destroy, .describe = mp_describe, .bind = mp_bind,                    \
             .master_bytes = mp_master_bytes, .master = mp_master, .loss_scale = mp_loss_scale, .unscale = mp_unscale,  \
             .update_scale = mp_update_scale, .cast_to_model = mp_cast_to_model, .get_state = mp_get_state,             \
-            .set_state = mp_set_state,                                                                                 \
+            .set_state = mp_set_state, .unscale_piece = mp_unscale_piece, .cast_piece = mp_cast_piece,                 \
     }
 
 #endif

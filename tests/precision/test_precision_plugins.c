@@ -373,6 +373,109 @@ static void numeric_round_trip(const char *what, const char *name, const char *c
     if (test_failures > failures_before) fprintf(stderr, "  (in %s)\n", what);
 }
 
+/* ---- the piecewise step (ABI 1.7) ----------------------------------------------------------- */
+
+/* A piecewise binding keeps no f32 gradients; unscale_piece over any cut of a range gives the
+ * bits unscale writes into the master gradients, with the overflow of that piece only, and
+ * cast_piece over the same cut leaves the model as cast_to_model does. Pieces past a range are
+ * refused. O3 re-reads the piece's master parameters first, as its unscale does. */
+static void piecewise_matches_whole(const char *what, const char *name, const char *const *kv, const loom_host_api *api,
+                                    const expect *e)
+{
+    uint64_t before = loom_host_allocated_bytes();
+    int failures_before = test_failures;
+    fixture whole, piece;
+    if (open_plugin(&whole, name, kv, api, 0) || open_plugin(&piece, name, kv, api, 0)) {
+        CHECK(!"create failed");
+        close_plugin(&whole);
+        close_plugin(&piece);
+        return;
+    }
+    CHECK(LOOM_HAS(piece.vt, loom_precision_vtable, unscale_piece) &&
+          LOOM_HAS(piece.vt, loom_precision_vtable, cast_piece));
+    uint32_t dt = e->param_dtype;
+    storage model_w, model_p, grad_mem[2];
+    for (int64_t i = 0; i < N; i++)
+        store(&model_w, dt, i, param_value(i));
+    model_p = model_w;
+    void *grads[2] = {&grad_mem[0], &grad_mem[1]};
+    int64_t len[2] = {ranges[0].end - ranges[0].begin, ranges[1].end - ranges[1].begin};
+    loom_precision_binding b = {LOOM_HEADER_INIT(loom_precision_binding)};
+    b.params = &model_w;
+    b.owned = ranges;
+    b.n_owned = 2;
+    b.device = LOOM_DEVICE_CPU;
+    CHECK(whole.vt->bind(whole.p, &b) == LOOM_OK);
+    b.params = &model_p;
+    b.piecewise = 1;
+    CHECK(piece.vt->bind(piece.p, &b) == LOOM_OK);
+    /* Only the parameters: no f32 gradients to count. */
+    CHECK(piece.vt->master_bytes(piece.p) == (e->copy ? (uint64_t)(len[0] + len[1]) * 4 : 0));
+    float *mp_w[2], *mg_w[2], *mp_p[2], *mg_p[2];
+    for (int r = 0; r < 2; r++) {
+        CHECK(whole.vt->master(whole.p, (size_t)r, grads[r], &mp_w[r], &mg_w[r]) == LOOM_OK);
+        CHECK(piece.vt->master(piece.p, (size_t)r, grads[r], &mp_p[r], &mg_p[r]) == LOOM_OK);
+        if (e->copy) CHECK(mg_p[r] == NULL);
+    }
+    int32_t overflow = -1;
+    if (e->copy) CHECK(piece.vt->unscale(piece.p, grads, 2, &overflow) == LOOM_E_INVALID);
+
+    const int64_t cut = 7; /* pieces [0, 7) and [7, len) of each range */
+    for (int poison = 0; poison <= 2; poison++) {
+        fill_grads(grads, dt, e->scale, poison);
+        if (e->rounded) /* O3 re-reads the piece from the model: garbage here must not survive */
+            for (int r = 0; r < 2; r++)
+                for (int64_t j = 0; j < len[r]; j++)
+                    mp_p[r][j] = 12345.0f;
+        /* The pieces first: apex O0/O1's unscale scales the owned gradients in place. */
+        float outs[2][N];
+        int bad_flag = 0, stale = 0;
+        for (int r = 0; r < 2; r++) {
+            int64_t bounds[3] = {0, cut, len[r]};
+            for (int k = 0; k < 2; k++) {
+                int32_t flag = -1;
+                int64_t at = bounds[k], count = bounds[k + 1] - bounds[k];
+                CHECK(piece.vt->unscale_piece(piece.p, (size_t)r, grads[r], at, count, outs[r] + at, &flag) == LOOM_OK);
+                /* the poison sits in range 1, element 5: the first piece */
+                int32_t expected = poison && e->scale != 1.0 && r == 1 && k == 0;
+                bad_flag += flag != expected;
+                if (e->rounded)
+                    for (int64_t j = at; j < at + count; j++)
+                        stale += mp_p[r][j] != load(&model_p, dt, ranges[r].begin + j);
+            }
+        }
+        CHECK(whole.vt->unscale(whole.p, grads, 2, &overflow) == LOOM_OK);
+        int bad_bits = 0;
+        for (int r = 0; r < 2; r++) {
+            const float *want = e->copy ? mg_w[r] : (const float *)grads[r];
+            for (int64_t j = 0; j < len[r]; j++)
+                bad_bits += f32_bits(outs[r][j]) != f32_bits(want[j]);
+        }
+        CHECK(bad_bits == 0 && bad_flag == 0 && stale == 0);
+    }
+    float out[N];
+    int32_t flag;
+    CHECK(piece.vt->unscale_piece(piece.p, 0, grads[0], len[0] - 3, 4, out, &flag) == LOOM_E_INVALID);
+    CHECK(piece.vt->unscale_piece(piece.p, 2, grads[0], 0, 1, out, &flag) == LOOM_E_INVALID);
+    CHECK(piece.vt->cast_piece(piece.p, 1, -1, 2) == LOOM_E_INVALID);
+    CHECK(piece.vt->cast_piece(piece.p, 1, 0, len[1] + 1) == LOOM_E_INVALID);
+
+    /* The same new master values on both sides, cast whole and cast in pieces. */
+    for (int r = 0; r < 2 && e->copy; r++)
+        for (int64_t j = 0; j < len[r]; j++)
+            mp_w[r][j] = mp_p[r][j] = param_value(j) * 1.000123f + 3e-6f * (float)j;
+    CHECK(whole.vt->cast_to_model(whole.p) == LOOM_OK);
+    for (int r = 0; r < 2; r++) {
+        CHECK(piece.vt->cast_piece(piece.p, (size_t)r, cut, len[r] - cut) == LOOM_OK);
+        CHECK(piece.vt->cast_piece(piece.p, (size_t)r, 0, cut) == LOOM_OK);
+    }
+    CHECK(memcmp(&model_w, &model_p, sizeof model_w) == 0);
+    close_plugin(&whole);
+    close_plugin(&piece);
+    CHECK(loom_host_allocated_bytes() == before);
+    if (test_failures > failures_before) fprintf(stderr, "  (in %s)\n", what);
+}
+
 typedef struct plugin_case {
     const char *what, *name;
     const char *const *kv;
@@ -406,6 +509,7 @@ static void test_numerics(const loom_host_api *api, const char *tables)
         char what[96];
         snprintf(what, sizeof what, "%s, %s", cases[c].what, tables);
         numeric_round_trip(what, cases[c].name, cases[c].kv, api, &cases[c].e);
+        piecewise_matches_whole(what, cases[c].name, cases[c].kv, api, &cases[c].e);
     }
 }
 
