@@ -421,7 +421,7 @@ static loom_status check_outputs(loom_model *self, const loom_tensor_view *v, co
 }
 
 /* The dtype of the kept qkv: the tiled attention reads 16 bits, the stored one f32. */
-static uint32_t qkv_dtype(const loom_model *self)
+uint32_t gpt2_qkv_dtype(const loom_model *self)
 {
     return self->mixed && self->flash ? self->compute_dtype : LOOM_DTYPE_F32;
 }
@@ -462,7 +462,7 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
     float *scratch = self->dA;
 #define OUT(kept) (self->mixed ? scratch : (kept))
     const void *ln1 = block_layernorm(self, l, GPT2_LN1_W, residual, scratch, N);
-    const int qkv16 = qkv_dtype(self) != LOOM_DTYPE_F32;
+    const int qkv16 = gpt2_qkv_dtype(self) != LOOM_DTYPE_F32;
     gpt2_mm_forward(self, qkv16 ? scratch : a->qkv, ln1, gpt2_layer_tensor(l, GPT2_QKV_W),
                     gpt2_layer_tensor(l, GPT2_QKV_B), N, C, 3 * C);
     if (qkv16) gpt2_keep(self, a->qkv, scratch, 3 * N * C);
@@ -471,10 +471,10 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
     if (self->flash) {
         float *out = self->mixed ? self->dB : a->atty;
         if (pa > 0.0f)
-            k->attention_flash_forward_dropout(out, a->att, a->qkv, qkv_dtype(self), B, T, C, NH, pa,
+            k->attention_flash_forward_dropout(out, a->att, a->qkv, gpt2_qkv_dtype(self), B, T, C, NH, pa,
                                                site_seed(self, l, GPT2_SITE_ATTN));
         else
-            k->attention_flash_forward(out, a->att, a->qkv, qkv_dtype(self), B, T, C, NH);
+            k->attention_flash_forward(out, a->att, a->qkv, gpt2_qkv_dtype(self), B, T, C, NH);
         atty = gpt2_keep(self, a->atty, out, N * C);
     } else {
         k->attention_forward(OUT(a->atty), a->att, a->qkv, B, T, C, NH);
@@ -746,10 +746,10 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
             out = dln;
         }
         if (self->flash && pa > 0.0f) /* d qkv */
-            k->attention_flash_backward_dropout(dA, dB, a->qkv, qkv_dtype(self), out, a->att, B, T, C, NH, pa,
+            k->attention_flash_backward_dropout(dA, dB, a->qkv, gpt2_qkv_dtype(self), out, a->att, B, T, C, NH, pa,
                                                 site_seed(self, l, GPT2_SITE_ATTN));
         else if (self->flash)
-            k->attention_flash_backward(dA, dB, a->qkv, qkv_dtype(self), out, a->att, B, T, C, NH);
+            k->attention_flash_backward(dA, dB, a->qkv, gpt2_qkv_dtype(self), out, a->att, B, T, C, NH);
         else
             k->attention_backward(dA, dB, a->qkv, a->att, B, T, C, NH);
         gpt2_mm_backward(self, dln, DP(GPT2_QKV_W), DP(GPT2_QKV_B), dA, a->ln1, W(GPT2_QKV_W), N, C,

@@ -227,6 +227,9 @@ void gpt2_mixed_stage(loom_model *self);
  * itself in f32 runs); gpt2_cast casts into the scratch (decoding: at most rows x width). */
 const void *gpt2_keep(loom_model *self, void *kept, const float *x, int64_t n);
 const void *gpt2_cast(loom_model *self, const float *x, int64_t n);
+/* The dtype a bound model keeps qkv in (gpt2.c): its compute dtype when a mixed run takes the
+ * tiled attention, else f32. Decoding rounds to it too, so its logits are forward's. */
+uint32_t gpt2_qkv_dtype(const loom_model *self);
 /* out[N, OC] = inp[N, IC] @ W + bias (Conv1D layout W [IC, OC]); w, b are tensor indices. */
 void gpt2_mm_forward(loom_model *self, float *out, const void *inp, size_t w, size_t b, int64_t N, int64_t IC,
                      int64_t OC);

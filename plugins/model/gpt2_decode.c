@@ -74,6 +74,15 @@ loom_status gpt2_decode_begin(loom_model *self, int64_t max_positions)
     return LOOM_OK;
 }
 
+/* x rounded to `dtype` in place (through the cast scratch), as forward keeps a product's
+ * output in 16 bits before reading it (gpt2.c block_forward: qkv under the tiled attention,
+ * c_fc's output in every mixed run); f32 leaves it alone. */
+static void round_as_kept(loom_model *self, float *x, int64_t n, uint32_t dtype)
+{
+    if (dtype == LOOM_DTYPE_F32 || !self->mixed) return;
+    self->k->convert(x, LOOM_DTYPE_F32, gpt2_cast(self, x, n), self->compute_dtype, n);
+}
+
 /* Run q tokens at positions pos .. pos + q - 1 through every block; the residual stream of
  * the chunk is left in d->x. */
 static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_t pos)
@@ -90,6 +99,7 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
                              q, C, eps);
         gpt2_mm_forward(self, d->qkv, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_QKV_W),
                         gpt2_layer_tensor(l, GPT2_QKV_B), q, C, 3 * C);
+        round_as_kept(self, d->qkv, q * 3 * C, gpt2_qkv_dtype(self));
         for (int64_t i = 0; i < q; i++) /* k and v are adjacent in a qkv row: one copy */
             memcpy(kv + (pos + i) * 2 * C, d->qkv + i * 3 * C + C, (size_t)(2 * C) * sizeof(float));
         for (int64_t h = 0; h < NH; h++) {
@@ -110,6 +120,7 @@ static void run_chunk(loom_model *self, const int32_t *tokens, int64_t q, int64_
                              q, C, eps);
         gpt2_mm_forward(self, d->fch, gpt2_cast(self, d->ln, q * C), gpt2_layer_tensor(l, GPT2_FC_W),
                         gpt2_layer_tensor(l, GPT2_FC_B), q, C, F);
+        round_as_kept(self, d->fch, q * F, self->compute_dtype);
         k->gelu_forward(d->fch_gelu, d->fch, q * F);
         gpt2_mm_forward(self, d->ln, gpt2_cast(self, d->fch_gelu, q * F), gpt2_layer_tensor(l, GPT2_FCPROJ_W),
                         gpt2_layer_tensor(l, GPT2_FCPROJ_B), q, F, C);
