@@ -54,6 +54,66 @@ static inline float lk_expf(float x)
     return x < -87.3f ? 0.0f : y * scale;
 }
 
+/* One row's step of an online softmax (the tiled attentions, attention_flash.c and
+ * attention_amx.c): with the row's running max m, row[0..n) becomes exp(row - mx) for
+ * mx = max(m, row[0..n)); returns their sum and sets *mx. */
+static inline float lk_online_softmax_row(float *row, int64_t n, float m, float *mx)
+{
+    float x = m;
+#pragma omp simd reduction(max : x)
+    for (int64_t c = 0; c < n; c++)
+        x = row[c] > x ? row[c] : x;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < n; c++) {
+        const float e = lk_expf(row[c] - x);
+        row[c] = e;
+        sum += e;
+    }
+    *mx = x;
+    return sum;
+}
+
+/* Then the row's output accumulator o[0..hs) and sum *l under the new max mx: the first tile
+ * starts them, a later one rescales them by exp(*m - mx) (1 when the max stayed). */
+static inline void lk_online_softmax_rescale(float *o, int64_t hs, float *l, float *m, float mx, float sum, int first)
+{
+    if (first) {
+        memset(o, 0, (size_t)hs * sizeof *o);
+        *l = sum;
+    } else {
+        const float alpha = lk_expf(*m - mx);
+#pragma omp simd
+        for (int64_t i = 0; i < hs; i++)
+            o[i] *= alpha;
+        *l = fmaf(*l, alpha, sum);
+    }
+    *m = mx;
+}
+
+/* The end of a row: dst[0..hs) = o / l, and the row's log-sum-exp m + log l into *lse. */
+static inline void lk_online_softmax_finish(float *dst, const float *o, int64_t hs, float l, float m, float *lse)
+{
+    const float inv = 1.0f / l;
+#pragma omp simd
+    for (int64_t i = 0; i < hs; i++)
+        dst[i] = o[i] * inv;
+    *lse = m + logf(l);
+}
+
+/* dst[t * ld + i] += src[t * hs + i] for t < T, i < hs: a head's [T, hs] panel (the tiled
+ * attentions' dq) added into its columns of a wider [T, ld] gradient. */
+static inline void lk_add_panel(float *dst, int64_t ld, const float *src, int64_t T, int64_t hs)
+{
+    for (int64_t t = 0; t < T; t++) {
+        float *d = dst + t * ld;
+        const float *x = src + t * hs;
+#pragma omp simd
+        for (int64_t i = 0; i < hs; i++)
+            d[i] += x[i];
+    }
+}
+
 /* bf16 is the top half of an f32: widening is a shift (NaNs pass unchanged). Inline so short
  * rows (the tiled attention's packing) need no call per row. */
 static inline float lk_bf16_to_f32(uint16_t h)
@@ -62,6 +122,20 @@ static inline float lk_bf16_to_f32(uint16_t h)
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
+}
+
+/* vcvtneps2bf16: round to nearest even by adding 0x7fff plus the lowest kept bit. The
+ * instruction treats f32 subnormals as zero (keeping the sign) and quiets a NaN by setting
+ * bit 6 of its top half. Finite values near FLT_MAX round to inf through the carry. Inline for
+ * short rows (convert.c's scalar path, the attention's AMX operands). */
+static inline uint16_t lk_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    const uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    if (a < 0x00800000u) return (uint16_t)((u >> 16) & 0x8000u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 /* The table for api->service(host, LOOM_KERNELS_CPU_SERVICE, 0). Static; valid forever. */
@@ -142,6 +216,14 @@ void lk_mha_forward(float *out, float *att, const float *q, const float *k, cons
 void lk_mha_backward(float *dq, float *dk, float *dv, float *dbias, const float *dout, const float *q,
                      const float *k, const float *v, const float *att, int64_t B, int64_t NH, int64_t Tq,
                      int64_t Tk, int64_t HS, int64_t kv_rows, float scale, float dropout, uint64_t dropout_seed);
+
+/* attention_amx.c: attention_flash's bf16 path on AMX tiles. Each returns 0 (and does
+ * nothing) when it cannot run here: no AMX, the OS refused the tile state, a head size not a
+ * multiple of 32, or LOOM_ATTENTION_AMX=0; the caller then runs the f32 tiles. */
+int lk_attention_amx_ready(void);
+int lk_attention_amx_forward(float *out, float *lse, const uint16_t *qkv, int64_t B, int64_t T, int64_t C, int64_t NH);
+int lk_attention_amx_backward(float *dqkv, const float *dout, const uint16_t *qkv, const float *out, const float *lse,
+                              int64_t B, int64_t T, int64_t C, int64_t NH);
 
 /* attention_flash.c: the attention without [T, T] (kernels.h states the contract). */
 void lk_attention_flash_forward(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B, int64_t T,

@@ -202,11 +202,15 @@ typedef struct loom_kernels_api {
      * workspace itself). qkv [B,T,3C] is stored as qkv_dtype (F32, BF16 or F16; computed in
      * f32); out [B,T,C] f32 is written; lse [B,NH,T] f32 receives each query row's
      * log-sum-exp of its scaled scores, all the backward needs besides qkv and out. An unknown
-     * qkv_dtype does nothing. */
+     * qkv_dtype does nothing. BF16 qkv asks for bf16 products: a table may then also round the
+     * probabilities (and in the backward dout and dS) to bf16 as the products read them, with
+     * f32 accumulation and f32 softmax statistics, as a bf16 attention does (the CPU table on
+     * AMX tiles: kernels/cpu/attention_amx.c; ~1e-3 relative in out and dqkv). */
     void (*attention_flash_forward)(float *out, float *lse, const void *qkv, uint32_t qkv_dtype, int64_t B,
                                     int64_t T, int64_t C, int64_t NH);
     /* dqkv[B,T,3C] (f32) += the gradient from dout[B,T,C], recomputing the probabilities from
-     * the forward's qkv, out and lse. Equal to attention_backward up to f32 round-off. */
+     * the forward's qkv, out and lse. Equal to attention_backward up to f32 round-off (BF16
+     * qkv: up to the bf16 rounding of the forward's note). */
     void (*attention_flash_backward)(float *dqkv, const float *dout, const void *qkv, uint32_t qkv_dtype,
                                      const float *out, const float *lse, int64_t B, int64_t T, int64_t C,
                                      int64_t NH);

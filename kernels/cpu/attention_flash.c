@@ -119,6 +119,8 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
 {
     const float keep_scale = dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f;
     if (!dtype_ok(dtype) || B <= 0 || T <= 0) return;
+    /* bf16 q, k, v on AMX tiles where the CPU has them (attention_amx.c). */
+    if (dtype == LOOM_DTYPE_BF16 && dropout == 0.0f && lk_attention_amx_forward(out, lse, qkv, B, T, C, NH)) return;
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t es = loom_dtype_size(dtype);
@@ -161,47 +163,20 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
                             row[c] = 0.0f;
                         continue;
                     }
-                    float mx = m[r];
-#pragma omp simd reduction(max : mx)
-                    for (int64_t c = 0; c < n; c++)
-                        mx = row[c] > mx ? row[c] : mx;
-                    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                    for (int64_t c = 0; c < n; c++) {
-                        const float e = lk_expf(row[c] - mx);
-                        row[c] = e;
-                        sum += e;
-                    }
+                    float mx;
+                    const float sum = lk_online_softmax_row(row, n, m[r], &mx);
                     for (int64_t c = n; c < bc; c++)
                         row[c] = 0.0f;
                     if (dropout > 0.0f) /* after the sum: l is the undropped softmax's */
                         for (int64_t c = 0; c < n; c++)
                             row[c] *= drop_factor(seed, b, h, NH, T, i0 + r, j0 + c, dropout, keep_scale);
-                    if (j0 == 0) { /* the first tile starts the accumulator */
-                        for (int64_t i = 0; i < hs; i++)
-                            o[i] = 0.0f;
-                        l[r] = sum;
-                    } else {
-                        const float alpha = lk_expf(m[r] - mx); /* 1 when the max stayed */
-#pragma omp simd
-                        for (int64_t i = 0; i < hs; i++)
-                            o[i] *= alpha;
-                        l[r] = fmaf(l[r], alpha, sum);
-                    }
-                    m[r] = mx;
+                    lk_online_softmax_rescale(o, hs, &l[r], &m[r], mx, sum, j0 == 0);
                 }
                 lk_tile_mm(acc, hs, S, LK_FLASH_BC, 1, v + j0 * hs, hs, br, hs, bc, 1.0f, 1);
             }
-            for (int64_t r = 0; r < br; r++) {
-                const int64_t t = i0 + r;
-                const float inv = 1.0f / l[r];
-                float *dst = out + (b * T + t) * C + h * hs;
-                const float *o = acc + r * hs;
-#pragma omp simd
-                for (int64_t i = 0; i < hs; i++)
-                    dst[i] = o[i] * inv;
-                lse[(b * NH + h) * T + t] = m[r] + logf(l[r]);
-            }
+            for (int64_t r = 0; r < br; r++)
+                lk_online_softmax_finish(out + (b * T + i0 + r) * C + h * hs, acc + r * hs, hs, l[r], m[r],
+                                         &lse[(b * NH + h) * T + i0 + r]);
         }
         free(q);
     }
@@ -221,6 +196,9 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
 {
     const float keep_scale = dropout > 0.0f ? 1.0f / (1.0f - dropout) : 1.0f;
     if (!dqkv || !dtype_ok(dtype) || B <= 0 || T <= 0) return;
+    if (dtype == LOOM_DTYPE_BF16 && dropout == 0.0f &&
+        lk_attention_amx_backward(dqkv, dout, qkv, out, lse, B, T, C, NH))
+        return;
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t es = loom_dtype_size(dtype);
@@ -295,13 +273,7 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                             gk[i] += sk[i], gv[i] += sv[i];
                     }
                 }
-                for (int64_t t = 0; t < T; t++) {
-                    float *gq = dqkv + (b * T + t) * C3 + h * hs;
-                    const float *sq = dq + t * hs;
-#pragma omp simd
-                    for (int64_t i = 0; i < hs; i++)
-                        gq[i] += sq[i];
-                }
+                lk_add_panel(dqkv + b * T * C3 + h * hs, C3, dq, T, hs);
             }
         }
         free(q);

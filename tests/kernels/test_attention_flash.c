@@ -77,8 +77,27 @@ static void compare(int64_t B, int64_t T, int64_t C, int64_t NH, float amp, uint
     int64_t bad_lse = 0;
     for (int64_t i = 0; i < nlse; i++)
         if (!(fabs(lse[i] - rl[i]) <= tol * (1.0 + fabs(rl[i])))) bad_lse++;
-    const int64_t bad_out = far_off(out, rout, nout, tol, 1e-4);
-    const int64_t bad_d = far_off(d, rd, nqkv, 10 * tol, 1e-3);
+    /* On AMX (bf16 q, k, v where the CPU has the tiles) the products read P, dO and dS rounded
+     * to bf16, as PyTorch's bf16 attention does: each is off by up to 2^-9 of itself. Measured
+     * over the shapes below: relative L2 error 1.2e-3 in out and 2.1e-3 in dqkv at amp 1, 4.3e-3
+     * in dqkv at amp 4 (peaked softmax); worst element 1.3e-3 and 4.8e-3 at amp 1. The bounds:
+     * relative L2 under 3e-3 (out) and 8e-3 (dqkv), every element within a loose band that only
+     * an O(1) fault (a wrong tile, a missed mask) leaves. lse stays the f32 path's, exact. */
+    const int amx = dtype == LOOM_DTYPE_BF16 && lk_attention_amx_ready();
+    const double out_atol = amx ? 3e-3 * amp : tol, out_rtol = amx ? 2e-2 : 1e-4;
+    const double d_atol = amx ? 1e-2 * amp * amp : 10 * tol, d_rtol = amx ? 2e-2 : 1e-3;
+    const int64_t bad_out = far_off(out, rout, nout, out_atol, out_rtol);
+    const int64_t bad_d = far_off(d, rd, nqkv, d_atol, d_rtol);
+    if (amx) {
+        double eo = 0, no = 0, ed = 0, nd = 0, wo = 0, wd = 0;
+        for (int64_t i = 0; i < nout; i++)
+            eo += pow(out[i] - rout[i], 2), no += pow(rout[i], 2), wo = fmax(wo, fabs(out[i] - rout[i]));
+        for (int64_t i = 0; i < nqkv; i++)
+            ed += pow(d[i] - rd[i], 2), nd += pow(rd[i] - 0.25, 2), wd = fmax(wd, fabs(d[i] - rd[i]));
+        printf("AMX, T=%lld C=%lld NH=%lld: out worst %.2g, relative L2 %.2g; dqkv worst %.2g, relative L2 %.2g\n",
+               (long long)T, (long long)C, (long long)NH, wo, sqrt(eo / no), wd, sqrt(ed / nd));
+        CHECK(sqrt(eo / no) < 3e-3 && sqrt(ed / nd) < 8e-3);
+    }
     if (bad_out || bad_lse || bad_d)
         fprintf(stderr, "B=%lld T=%lld C=%lld NH=%lld amp=%g dtype=%u: %lld out, %lld lse, %lld dqkv off\n",
                 (long long)B, (long long)T, (long long)C, (long long)NH, amp, dtype, (long long)bad_out,
@@ -121,6 +140,14 @@ int main(void)
     compare(2, 300, 128, 2, 1.0f, LOOM_DTYPE_F32);
     compare(1, 97, 32, 2, 4.0f, LOOM_DTYPE_F32); /* large scores: the running max moves */
     compare(1, 150, 64, 2, 1.0f, LOOM_DTYPE_BF16);
+    /* The AMX path's shapes: T past and short of its 64-row tiles, several batches, head sizes
+     * 32 and 64 (a head size that is no multiple of 32 keeps the f32 tiles). */
+    printf("AMX attention: %s\n", lk_attention_amx_ready() ? "on (bf16 cases run on the tiles)" : "not available here");
+    compare(2, 64, 128, 2, 1.0f, LOOM_DTYPE_BF16);
+    compare(1, 200, 64, 2, 1.0f, LOOM_DTYPE_BF16);
+    compare(2, 37, 96, 3, 1.0f, LOOM_DTYPE_BF16);
+    compare(1, 97, 64, 2, 4.0f, LOOM_DTYPE_BF16);
+    compare(1, 30, 48, 2, 1.0f, LOOM_DTYPE_BF16); /* head size 24: the f32 tiles */
     compare(1, 70, 32, 2, 1.0f, LOOM_DTYPE_F16);
     threads();
     return test_finish("test_attention_flash");

@@ -898,9 +898,8 @@ static void report_gpt2_124m_memory(void)
  * within 1% (relative L2; bf16 measures 0.55% at worst, a stale scratch ~1.3%) and pointing the
  * same way; a second micro-batch adds onto the 16-bit gradients. A vocabulary of 3000 makes
  * the head's vocabulary chunks, and 60 rows the chunked 16-bit dlogits, run more than once. */
-static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char *what)
+static void test_mixed_cfg(gcfg g, uint32_t param_dtype, uint32_t compute_dtype, const char *what)
 {
-    const gcfg g = {"3000", "16", "16", "1", "2"};
     const int64_t B = 4, T = 15;
     loom_config cfg = make_cfg(g);
     loom_model *m32 = NULL, *m16 = NULL;
@@ -971,6 +970,11 @@ static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char 
     vt->destroy(m32);
     vt->destroy(m16);
     free(params), free(params16), free(tokens), free(labels), free(g32), free(g16), free(raw), free(twice);
+}
+
+static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char *what)
+{
+    test_mixed_cfg((gcfg){"3000", "16", "16", "1", "2"}, param_dtype, compute_dtype, what);
 }
 
 /* ---- gradient checkpointing ------------------------------------------------------------- */
@@ -1295,6 +1299,9 @@ int main(void)
     test_mixed(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, "bf16, tiled attention");
     test_mixed(LOOM_DTYPE_F16, LOOM_DTYPE_F16, "f16 (amp), tiled attention");
     test_mixed(LOOM_DTYPE_F32, LOOM_DTYPE_BF16, "f32 weights, bf16 products, tiled attention");
+    /* Head size 32: the tiled attention on AMX tiles where the CPU has them (attention_amx.c). */
+    test_mixed_cfg((gcfg){"3000", "16", "64", "1", "2"}, LOOM_DTYPE_BF16, LOOM_DTYPE_BF16,
+                   "bf16, tiled attention, head size 32");
     unsetenv("LOOM_GPT2_ATTENTION");
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_F32);
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
