@@ -75,7 +75,7 @@ typedef struct gpt2_mixed_state {
     float *small;                /* f32 copies of every tensor that is not a matrix (wpe,
                                     biases, layernorms), refreshed before each use           */
     int64_t *small_at;           /* [n_tensors] offset in `small`, -1 for matrices            */
-    int64_t rows;                /* rows of a batch (N): what cast_b and ones hold            */
+    int64_t rows;                /* rows of a batch (N): what cast_b holds                    */
     int64_t width;               /* columns of the casts: max(F, 3C)                           */
     void *cast_a;                /* [GPT2_DECODE_CHUNK, width] compute_dtype: a decoding
                                     chunk's product input (gpt2_cast)                         */
@@ -84,8 +84,7 @@ typedef struct gpt2_mixed_state {
                                     param_dtype differs: apex O1)                             */
     float *grad;                 /* [grad_floats] f32 gradients of one block / head chunk     */
     int64_t grad_floats;
-    int64_t head_chunk;          /* vocabulary rows per LM-head product                       */
-    float *ones;                 /* [rows] of 1: bias gradients as a product                  */
+    int64_t head_chunk; /* vocabulary rows per LM-head product                       */
 } gpt2_mixed_state;
 
 /* The key/value cache and scratch of generation (gpt2_decode.c); one allocation. */

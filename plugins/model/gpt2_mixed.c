@@ -88,26 +88,22 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows, void *scratch)
     gpt2_mixed_state *m = &self->mixed_state;
     mixed_layout y;
     scratch_layout(self, rows, m, &y);
-    /* What must outlive a step (the index and the ones) apart from the scratch, which holds
-     * nothing between a backward and the next forward; on the model's device (the kernels
-     * read the ones). */
-    const size_t index_bytes = (self->n_tensors * sizeof(int64_t) + 63) & ~(size_t)63;
-    const size_t bytes = index_bytes + (size_t)rows * sizeof(float);
-    char *memory = self->api->alloc(self->host, bytes, 64, self->k->device, 0);
+    /* What must outlive a step (the index) apart from the scratch, which holds nothing between
+     * a backward and the next forward. */
+    const size_t bytes = (self->n_tensors * sizeof(int64_t) + 63) & ~(size_t)63;
+    char *memory = self->api->alloc(self->host, bytes, 64, LOOM_DEVICE_CPU, 0);
     if (!memory)
         return self->api->fail(self->host, LOOM_E_NOMEM, "out of memory for the mixed-precision scratch (%zu bytes)",
                                bytes);
     m->memory = memory;
     m->bytes = bytes;
     m->small_at = (int64_t *)memory;
-    m->ones = (float *)(memory + index_bytes);
     char *base = scratch;
     m->small = (float *)(base + y.small);
     m->cast_a = base + y.a;
     m->cast_b = base + y.b;
     m->cast_w = self->param_dtype != self->compute_dtype ? base + y.w : NULL;
     m->grad = (float *)(base + y.grad);
-    for (int64_t r = 0; r < rows; r++) m->ones[r] = 1.0f;
     int64_t next = 0;
     for (size_t i = 0; i < self->n_tensors; i++) {
         if (gpt2_is_matrix(self, i)) {
@@ -191,7 +187,9 @@ void gpt2_mm_backward(loom_model *self, float *dinp, float *dW, float *db, const
     if (dinp) k->gemm_mixed(0, 1, N, IC, OC, 1.0f, dY, cd, OC, W, cd, OC, 0.0f, dinp, IC);
     /* A fresh scratch is written, not added to: no zeroing pass over the weight gradient. */
     k->gemm_mixed(1, 0, IC, OC, N, 1.0f, inp, cd, IC, dY, cd, OC, gpt2_grad_fresh(self) ? 0.0f : 1.0f, dW, OC);
-    k->sgemm(0, 0, 1, OC, N, 1.0f, m->ones, N, dout, OC, 1.0f, db, OC); /* db += 1^T dout */
+    /* db += the column sums of dout, by the f32 path's loop: a product 1^T dout would make
+     * BLAS pack all of dout first. */
+    k->conv1d_backward(NULL, NULL, db, dout, NULL, NULL, N, IC, OC);
 }
 
 /* The head's products over the whole vocabulary at once only where they run on 16-bit
