@@ -4,7 +4,11 @@
  * bench/torch_attention.py. Prints one JSON line.
  *
  *   bench_attention --T 1024 [--B 1 --C 768 --NH 12 --threads 2 --reps 3 --kernel flash|stored]
+ *                   [--dtype fp32|bf16]
  *
+ * --dtype bf16 (flash only): qkv stored as bf16, what a bf16 GPT-2 hands the kernel; on a CPU
+ * with AMX that runs the tiles of kernels/cpu/attention_amx.c (LOOM_ATTENTION_AMX=0: the f32
+ * tiles on the widened values). The side is then "loom-flash-bf16".
  * time: the median of `reps` forward + backward passes after one warm-up. kept_bytes: what the
  * forward keeps for the backward besides its input and output (flash: the rows' log-sum-exp,
  * [B, NH, T]; stored: the probabilities, [B, NH, T, T]). peak_rss_mb: this process's
@@ -52,7 +56,7 @@ int main(int argc, char **argv)
 {
     int64_t B = 1, T = 1024, C = 768, NH = 12;
     int threads = 2, reps = 3;
-    const char *kernel = "flash";
+    const char *kernel = "flash", *dtype_name = "fp32";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--B"))
             B = atoll(argv[i + 1]);
@@ -68,12 +72,19 @@ int main(int argc, char **argv)
             reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kernel"))
             kernel = argv[i + 1];
+        else if (!strcmp(argv[i], "--dtype"))
+            dtype_name = argv[i + 1];
         else {
             fprintf(stderr, "bench_attention: unknown flag %s\n", argv[i]);
             return 2;
         }
     }
     const int flash = !strcmp(kernel, "flash");
+    const int bf16 = !strcmp(dtype_name, "bf16");
+    if ((!bf16 && strcmp(dtype_name, "fp32")) || (bf16 && !flash)) {
+        fprintf(stderr, "bench_attention: --dtype is fp32, or bf16 with --kernel flash, not %s\n", dtype_name);
+        return 2;
+    }
     if (!flash && strcmp(kernel, "stored")) {
         fprintf(stderr, "bench_attention: --kernel is flash or stored, not %s\n", kernel);
         return 2;
@@ -85,6 +96,14 @@ int main(int argc, char **argv)
     omp_set_num_threads(threads);
     const int64_t kept = flash ? B * NH * T : B * NH * T * T;
     float *qkv = filled(B * T * 3 * C, 1), *dout = filled(B * T * C, 2);
+    uint16_t *qkv16 = bf16 ? malloc((size_t)(B * T * 3 * C) * sizeof *qkv16) : NULL;
+    if (bf16 && !qkv16) {
+        fprintf(stderr, "bench_attention: out of memory\n");
+        return 1;
+    }
+    if (bf16) lk_convert(qkv16, LOOM_DTYPE_BF16, qkv, LOOM_DTYPE_F32, B * T * 3 * C);
+    const void *stored = bf16 ? (const void *)qkv16 : (const void *)qkv;
+    const uint32_t dtype = bf16 ? LOOM_DTYPE_BF16 : LOOM_DTYPE_F32;
     float *out = calloc((size_t)(B * T * C), sizeof(float)), *dqkv = calloc((size_t)(B * T * 3 * C), sizeof(float));
     float *keep = calloc((size_t)kept, sizeof(float));
     if (!out || !dqkv || !keep) {
@@ -96,13 +115,13 @@ int main(int argc, char **argv)
     for (int r = -1; r < reps; r++) {
         const double t0 = now();
         if (flash)
-            lk_attention_flash_forward(out, keep, qkv, LOOM_DTYPE_F32, B, T, C, NH);
+            lk_attention_flash_forward(out, keep, stored, dtype, B, T, C, NH);
         else
             lk_attention_forward(out, keep, qkv, B, T, C, NH);
         const double t1 = now();
         memset(dqkv, 0, (size_t)(B * T * 3 * C) * sizeof *dqkv);
         if (flash)
-            lk_attention_flash_backward(dqkv, dout, qkv, LOOM_DTYPE_F32, out, keep, B, T, C, NH);
+            lk_attention_flash_backward(dqkv, dout, stored, dtype, out, keep, B, T, C, NH);
         else
             lk_attention_backward(dqkv, dout, qkv, keep, B, T, C, NH);
         const double t2 = now();
@@ -118,12 +137,12 @@ int main(int argc, char **argv)
     qsort(total, (size_t)n, sizeof *total, compare);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"side\": \"loom-%s\", \"B\": %lld, \"T\": %lld, \"C\": %lld, \"NH\": %lld, \"threads\": %d, "
+    printf("{\"side\": \"loom-%s%s\", \"B\": %lld, \"T\": %lld, \"C\": %lld, \"NH\": %lld, \"threads\": %d, "
            "\"fwd_ms\": %.2f, \"bwd_ms\": %.2f, \"ms_median\": %.2f, \"ms_min\": %.2f, \"ms_max\": %.2f, "
            "\"kept_bytes\": %lld, \"peak_rss_mb\": %.1f, \"check\": %g}\n",
-           kernel, (long long)B, (long long)T, (long long)C, (long long)NH, threads, 1e3 * fwd[reps / 2],
-           1e3 * bwd[reps / 2], 1e3 * total[n / 2], 1e3 * total[0], 1e3 * total[n - 1],
+           kernel, bf16 ? "-bf16" : "", (long long)B, (long long)T, (long long)C, (long long)NH, threads,
+           1e3 * fwd[reps / 2], 1e3 * bwd[reps / 2], 1e3 * total[n / 2], 1e3 * total[0], 1e3 * total[n - 1],
            (long long)(kept * (int64_t)sizeof(float)), (double)ru.ru_maxrss / 1024.0, check);
-    free(qkv), free(dout), free(out), free(dqkv), free(keep), free(fwd), free(bwd);
+    free(qkv), free(qkv16), free(dout), free(out), free(dqkv), free(keep), free(fwd), free(bwd);
     return isfinite(check) ? 0 : 1;
 }

@@ -2,12 +2,15 @@
 One process per measurement (its peak RSS is the measurement's own). Prints one JSON line.
 
   torch_attention.py --T 1024 --kind sdpa|eager [--B 1 --C 768 --NH 12 --threads 2 --reps 3]
+                     [--dtype fp32|bf16]
 
 sdpa: F.scaled_dot_product_attention(is_causal=True) where this PyTorch has it (2.0+); 1.13, the
 version Debian ships, has only the private F._scaled_dot_product_attention, which is used then
 (on the CPU both 1.13 paths build the [T, T] weights). eager: q k^T / sqrt(d), a causal mask,
 softmax, @ v, as GPT-2's HF implementation writes it. kept_bytes: the tensors autograd saved for
 backward (distinct storages, inputs q, k, v left out), counted with saved_tensors_hooks.
+--dtype bf16: qkv and dout in bf16, as a bf16 GPT-2 under autocast hands its attention (its
+products run on oneDNN); the side is then "torch-<kind>-bf16".
 """
 import argparse
 import json
@@ -25,6 +28,7 @@ p.add_argument("--NH", type=int, default=12)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--reps", type=int, default=3)
 p.add_argument("--kind", choices=["sdpa", "eager"], default="sdpa")
+p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
 a = p.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(a.threads)
 import torch  # noqa: E402
@@ -33,8 +37,9 @@ import torch.nn.functional as F  # noqa: E402
 torch.set_num_threads(a.threads)
 hd = a.C // a.NH
 g = torch.Generator().manual_seed(1)
-qkv = (torch.rand(a.B, a.T, 3 * a.C, generator=g) - 0.5).requires_grad_(True)
-dout = torch.rand(a.B, a.T, a.C, generator=g) - 0.5
+dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+qkv = (torch.rand(a.B, a.T, 3 * a.C, generator=g) - 0.5).to(dt).requires_grad_(True)
+dout = (torch.rand(a.B, a.T, a.C, generator=g) - 0.5).to(dt)
 mask = torch.tril(torch.ones(a.T, a.T, dtype=torch.bool))
 
 
@@ -82,7 +87,7 @@ for r in range(a.reps + 1):
     q_storage = qkv.untyped_storage() if hasattr(qkv, "untyped_storage") else qkv.storage()
     kept.pop(q_storage.data_ptr(), None)
 total = sorted(f + b for f, b in zip(fwd, bwd))
-print(json.dumps(dict(side=f"torch-{a.kind}", B=a.B, T=a.T, C=a.C, NH=a.NH, threads=a.threads,
+print(json.dumps(dict(side=f"torch-{a.kind}" + ("-bf16" if a.dtype == "bf16" else ""), B=a.B, T=a.T, C=a.C, NH=a.NH, threads=a.threads,
                       fwd_ms=1e3 * statistics.median(fwd), bwd_ms=1e3 * statistics.median(bwd),
                       ms_median=1e3 * statistics.median(total), ms_min=1e3 * total[0], ms_max=1e3 * total[-1],
                       kept_bytes=sum(kept.values()),
