@@ -15,7 +15,22 @@
 #include <loom/kernels.h>
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Scratch a kernel cannot do without: a void kernel cannot report running out of memory, and
+ * skipping its work would train on garbage, so failing ends the process with a message naming
+ * `who`. 64-byte aligned; release with free(). */
+static inline void *lk_workspace(const char *who, size_t bytes)
+{
+    void *w = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!w) {
+        fprintf(stderr, "loom: %s: out of memory for %zu bytes of workspace\n", who, bytes);
+        abort();
+    }
+    return w;
+}
 
 /* Below this many elements of work a loop stays on the calling thread: an OpenMP fork/join
  * costs a few microseconds, about what 32k simple float operations take. */
@@ -122,20 +137,6 @@ static inline float lk_bf16_to_f32(uint16_t h)
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
-}
-
-/* vcvtneps2bf16: round to nearest even by adding 0x7fff plus the lowest kept bit. The
- * instruction treats f32 subnormals as zero (keeping the sign) and quiets a NaN by setting
- * bit 6 of its top half. Finite values near FLT_MAX round to inf through the carry. Inline for
- * short rows (convert.c's scalar path, the attention's AMX operands). */
-static inline uint16_t lk_f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    const uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    if (a < 0x00800000u) return (uint16_t)((u >> 16) & 0x8000u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 /* The table for api->service(host, LOOM_KERNELS_CPU_SERVICE, 0). Static; valid forever. */

@@ -373,7 +373,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     }
     if (!pbinding.piecewise) {
         pbinding.grad_workspace = scratch;
-        pbinding.grad_workspace_floats = scratch ? scratch_floats : 0;
+        pbinding.grad_workspace_floats = scratch_floats;
     }
     if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
     if (pbinding.piecewise && (st = loom_step_pieces_prepare(t, scratch, scratch_floats)) != LOOM_OK) return st;

@@ -53,7 +53,7 @@ static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 static void amx_probe(void)
 {
     const char *env = getenv("LOOM_ATTENTION_AMX");
-    amx_state = !(env && strcmp(env, "0") == 0) && lk_cpu_has_amx_bf16() && lk_cpu_has_avx512_bf16() &&
+    amx_state = !(env && strcmp(env, "0") == 0) && lk_cpu_has_amx_bf16() &&
                 syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
@@ -142,19 +142,11 @@ static void pack_rows(uint16_t *rows, const uint16_t *src, int64_t T, int64_t Tp
     memset(rows + T * hs, 0, (size_t)((Tp - T) * hs) * sizeof *rows);
 }
 
-/* dst[0..n) = src rounded to bf16: VCVTNEPS2BF16 (every CPU with AMX has AVX512_BF16; its bits
- * are lk_f32_to_bf16's), n a multiple of 16. */
-__attribute__((target("avx512f,avx512bf16"))) static void to_bf16(uint16_t *dst, const float *src, int64_t n)
-{
-    for (int64_t i = 0; i < n; i += 16)
-        _mm256_storeu_si256((__m256i *)(void *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-}
-
 /* The same from f32, rounded to bf16 (hs a multiple of 32). */
 static void pack_rows_f32(uint16_t *rows, const float *src, int64_t T, int64_t Tp, int64_t ld, int64_t off, int64_t hs)
 {
     for (int64_t t = 0; t < T; t++)
-        to_bf16(rows + t * hs, src + t * ld + off, hs);
+        lk_convert(rows + t * hs, LOOM_DTYPE_BF16, src + t * ld + off, LOOM_DTYPE_F32, hs);
     memset(rows + T * hs, 0, (size_t)((Tp - T) * hs) * sizeof *rows);
 }
 
@@ -195,12 +187,7 @@ static void pack_pairs(uint32_t *dst, const uint16_t *rows, int64_t Tp, int64_t 
 
 static void *workspace(size_t bytes)
 {
-    void *w = aligned_alloc(64, round_up((int64_t)bytes, 64));
-    if (!w) {
-        fprintf(stderr, "loom: AMX attention: out of memory for %zu bytes of workspace\n", bytes);
-        abort();
-    }
-    return w;
+    return lk_workspace("AMX attention", bytes);
 }
 
 int lk_attention_amx_forward(float *out, float *lse, const uint16_t *qkv, int64_t B, int64_t T, int64_t C, int64_t NH)
@@ -241,10 +228,9 @@ int lk_attention_amx_forward(float *out, float *lse, const uint16_t *qkv, int64_
                 amx_mm(S, AMX_TILE, q, hs, kt + j0, Tp, AMX_TILE, AMX_TILE, hs, 0);
                 for (int64_t r = 0; r < AMX_TILE; r++) {
                     float *row = S + r * AMX_TILE, *o = acc + r * hs;
-                    uint16_t *pr = P + r * AMX_TILE;
                     const int64_t n = r < br ? min_i64(bc, i0 + r - j0 + 1) : 0; /* causal: keys <= t */
                     if (n <= 0) { /* no key of this tile is visible to row r (or a padded row) */
-                        memset(pr, 0, AMX_TILE * sizeof *pr);
+                        memset(row, 0, AMX_TILE * sizeof *row);
                         if (j0 == 0) memset(o, 0, (size_t)hs * sizeof *o);
                         continue;
                     }
@@ -254,9 +240,9 @@ int lk_attention_amx_forward(float *out, float *lse, const uint16_t *qkv, int64_
                     const float sum = lk_online_softmax_row(row, n, m[r], &mx);
                     for (int64_t c = n; c < AMX_TILE; c++)
                         row[c] = 0.0f;
-                    to_bf16(pr, row, AMX_TILE);
                     lk_online_softmax_rescale(o, hs, &l[r], &m[r], mx, sum, j0 == 0);
                 }
+                lk_convert(P, LOOM_DTYPE_BF16, S, LOOM_DTYPE_F32, AMX_TILE * AMX_TILE); /* the tile's P */
                 amx_mm(acc, hs, P, AMX_TILE, vp + (j0 / 2) * hs, hs, AMX_TILE, hs, AMX_TILE, 1);
             }
             for (int64_t r = 0; r < br; r++)
@@ -333,7 +319,8 @@ int lk_attention_amx_backward(float *dqkv, const float *dout, const uint16_t *qk
                                 ds[c] = e * (ds[c] - dr) * scale;
                             }
                         }
-                        to_bf16(Pb, Pf, 2 * X * X); /* P and dS: adjacent in both buffers */
+                        /* P and dS: adjacent in both buffers */
+                        lk_convert(Pb, LOOM_DTYPE_BF16, Pf, LOOM_DTYPE_F32, 2 * X * X);
                         pack_pairs(Pp, Pb, X, X);
                         pack_pairs(dSp, dSb, X, X);
                         amx_mm(dvT, X, dOT + i0, Tp, Pp, X, hs, X, X, 1);

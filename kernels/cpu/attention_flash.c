@@ -93,16 +93,10 @@ static void pack(float *dst, const void *src, uint32_t dtype, int64_t T, int64_t
         lk_convert(dst + t * hs, LOOM_DTYPE_F32, (const char *)src + (size_t)(t * ld + off) * es, dtype, hs);
 }
 
-/* One thread's panels; a void kernel cannot report running out of memory, and skipping a head
- * would train on garbage. */
+/* One thread's panels (lk_workspace: a failure ends the run). */
 static float *workspace(size_t floats)
 {
-    float *w = malloc(floats * sizeof *w);
-    if (!w) {
-        fprintf(stderr, "loom: flash attention: out of memory for %zu floats of workspace\n", floats);
-        abort();
-    }
-    return w;
+    return lk_workspace("flash attention", floats * sizeof(float));
 }
 
 /* Attention dropout (ABI 1.4): probability e of [B, NH, T, T] is kept, scaled by 1 / (1 - p),

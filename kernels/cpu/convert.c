@@ -88,10 +88,15 @@ static inline float f16_to_f32_1(uint16_t h)
     return bits_f32(sign | f32_bits((float)m * 0x1p-24f));
 }
 
-/* vcvtneps2bf16's bits: lk_f32_to_bf16 (lk_cpu.h, shared with the attention's AMX path). */
+/* vcvtneps2bf16: round to nearest even by adding 0x7fff plus the lowest kept bit. The
+ * instruction treats f32 subnormals as zero (keeping the sign) and quiets a NaN by setting
+ * bit 6 of its top half. Finite values near FLT_MAX round to inf through the carry. */
 static inline uint16_t f32_to_bf16_1(float f)
 {
-    return lk_f32_to_bf16(f);
+    const uint32_t u = f32_bits(f), a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    if (a < 0x00800000u) return (uint16_t)((u >> 16) & 0x8000u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 static void f32_to_f16_scalar(uint16_t *dst, const float *src, int64_t n)

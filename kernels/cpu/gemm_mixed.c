@@ -53,13 +53,7 @@ static float *scratch_reserve(size_t n)
         const size_t cap = n > lk_gemm_scratch_cap + lk_gemm_scratch_cap / 2
                                ? n : lk_gemm_scratch_cap + lk_gemm_scratch_cap / 2;
         free(lk_gemm_scratch);
-        lk_gemm_scratch = malloc(cap * sizeof *lk_gemm_scratch);
-        if (!lk_gemm_scratch) {
-            /* A void kernel cannot report it, and skipping the product would train on
-             * garbage. */
-            fprintf(stderr, "loom: lk_gemm_mixed: out of memory for %zu floats of scratch\n", cap);
-            abort();
-        }
+        lk_gemm_scratch = lk_workspace("lk_gemm_mixed", cap * sizeof *lk_gemm_scratch);
         lk_gemm_scratch_cap = cap;
     }
     return lk_gemm_scratch;

@@ -171,14 +171,15 @@ static void render(char *out, size_t cap, int width, const char *label, int64_t 
      * letters ("Eval"), then the times dropped (a fast evaluation's rate has six digits: cutting
      * the line instead would cut the rate), and the whole cut as a last resort. */
     snprintf(out, cap, "%s%s", prefix, tail);
-    if ((int)strlen(out) > width && label && strlen(label) > 4)
-        snprintf(out, cap, "%.4s%s%s", label, prefix + strlen(label), tail);
+    if ((int)strlen(out) > width && label && strlen(label) > 4) {
+        char cut[64];
+        snprintf(cut, sizeof cut, "%.4s%s", label, prefix + strlen(label));
+        snprintf(prefix, sizeof prefix, "%s", cut);
+        snprintf(out, cap, "%s%s", prefix, tail);
+    }
     if ((int)strlen(out) > width) {
         snprintf(tail, sizeof tail, " %s %s", counts, rate);
-        if (label && strlen(label) > 4)
-            snprintf(out, cap, "%.4s%s%s", label, prefix + strlen(label), tail);
-        else
-            snprintf(out, cap, "%s%s", prefix, tail);
+        snprintf(out, cap, "%s%s", prefix, tail);
     }
     if (width >= 0 && (size_t)width < cap && (int)strlen(out) > width) out[width] = 0;
 }
