@@ -244,6 +244,10 @@ void lk_classifier(float *losses, float *dinp, float *dweight, void *scratch, co
 void lk_classifier_smoothed(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
                             const void *weight, uint32_t dtype, const int32_t *labels, float scale, float smoothing,
                             int64_t N, int64_t C, int64_t V, int64_t chunk);
+/* classifier_columns.c (ABI 1.8): the same by slabs of vocabulary columns (kernels.h). */
+void lk_classifier_columns(float *losses, float *lse, float *dinp, void *dweight, uint32_t dweight_dtype, void *scratch,
+                           size_t scratch_bytes, const void *inp, const void *weight, uint32_t dtype,
+                           const int32_t *labels, float scale, float smoothing, int64_t N, int64_t C, int64_t V);
 
 /* elementwise.c */
 void lk_add(float *out, const float *a, const float *b, int64_t n);

@@ -167,6 +167,13 @@ void lk_adam_update_cuda(const struct loom_span *spans, size_t n_spans, const st
 void lk_scale_check_cuda(float *x, int64_t n, float scale, int32_t *found_inf);
 void lk_sum_squares_cuda(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
 
+/* classifier_columns.cu: the ABI 1.8 classifier by vocabulary columns (classifier_columns.c's
+ * contract and scratch layout), on gemm_mixed_cuda and row kernels in order on the stream. */
+void lk_classifier_columns_cuda(float *losses, float *lse, float *dinp, void *dweight, uint32_t dweight_dtype,
+                                void *scratch, size_t scratch_bytes, const void *inp, const void *weight,
+                                uint32_t dtype, const int32_t *labels, float scale, float smoothing, int64_t N,
+                                int64_t C, int64_t V);
+
 #ifdef __cplusplus
 }
 #endif

@@ -309,8 +309,44 @@ typedef struct loom_kernels_api {
      * accumulated. The trainer's global gradient norm (docs/architecture.md#canonical-order). */
     void (*sum_squares)(double *sums, const float *x, const int64_t *bounds, int64_t n_segments);
 
-    /* ABI 1.8+: append below. */
+    /* ---- ABI 1.8: the fused classifier by vocabulary columns. Optional: check with
+     * LOOM_HAS(k, loom_kernels_api, classifier_columns); a 1.7 host, or a device table that
+     * lacks it, lends NULL (use classifier / classifier_smoothed then). Since 1.8. ---- */
+
+    /* The classifier of classifier_smoothed (smoothing 0: unsmoothed) taking all N rows
+     * against a slab of vocabulary columns at a time, so each slab's rows of dweight are final
+     * in one product: a 16-bit dweight is rounded into once per element, with no f32 [V, C]
+     * accumulator. Two calls:
+     *   forward (dinp and dweight NULL): losses[N] as classifier_smoothed writes them, and
+     *     lse[N], each row's log-sum-exp of its logits (the softmax's statistics across slabs);
+     *   backward (dinp or dweight not NULL): reads lse from the forward with the same inp,
+     *     weight, dtype, labels, N, C, V and scratch_bytes (the backward recomputes the logits
+     *     in the same slabs), and with dlogits = scale (softmax - (1 - smoothing) onehot -
+     *     smoothing / V) (in dtype, rounded once; rows that are not targets: 0) adds
+     *     dinp[N,C] += dlogits weight (f32) and dweight[V,C] += dlogits^T inp, dweight stored as
+     *     dweight_dtype (F32, BF16 or F16: a 16-bit element is widened, added to and rounded
+     *     once). losses is not touched and may be NULL.
+     * inp[N,C] and weight[V,C] are stored as dtype (F32, BF16 or F16). scratch (caller's, any
+     * content) holds scratch_bytes; at least loom_classifier_columns_bytes(N, C, 1, dtype),
+     * more makes the slabs wider (a few thousand columns keep the products efficient). Too
+     * little scratch, a NULL lse or an unknown dtype does nothing. Calls gemm_mixed: not
+     * reentrant with it. */
+    void (*classifier_columns)(float *losses, float *lse, float *dinp, void *dweight, uint32_t dweight_dtype,
+                               void *scratch, size_t scratch_bytes, const void *inp, const void *weight, uint32_t dtype,
+                               const int32_t *labels, float scale, float smoothing, int64_t N, int64_t C, int64_t V);
+
+    /* ABI 1.9+: append below. */
 } loom_kernels_api;
+
+/* The scratch bytes classifier_columns needs for slabs of `columns` columns (ABI 1.8,
+ * header-only): the rows' statistics (24 bytes a row, rounded up to 64), then per column N f32
+ * logits, N 16-bit dlogits when dtype is 16-bit, and C f32 of dweight. */
+static inline size_t loom_classifier_columns_bytes(int64_t N, int64_t C, int64_t columns, uint32_t dtype)
+{
+    const size_t stats = ((size_t)N * 24u + 63u) / 64u * 64u;
+    const size_t per_column = (size_t)N * (dtype == LOOM_DTYPE_F32 ? 4u : 6u) + (size_t)C * 4u;
+    return stats + (size_t)columns * per_column;
+}
 
 /* loom_adam_args.rule: which member of the Adam family adam_update computes (ABI 1.5). */
 #define LOOM_ADAM_RULE_ADAMW 0u /* torch.optim.AdamW: decoupled decay before the update            */
@@ -340,7 +376,8 @@ LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, attention_flash_forward) == 240, "
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, softmax_cross_entropy_smoothed_forward) == 264,
                    "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, adam_update) == 312, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 336, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, classifier_columns) == 336, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 344, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_adam_args, step_size) == 44, "loom_adam_args layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_adam_args, lr) == 56, "loom_adam_args layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_adam_args) == 64, "loom_adam_args layout changed");

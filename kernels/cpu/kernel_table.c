@@ -46,6 +46,7 @@ static const loom_kernels_api lk_cpu_table = {
     .adam_update = lk_adam_update,
     .scale_check = lk_scale_check,
     .sum_squares = lk_sum_squares,
+    .classifier_columns = lk_classifier_columns,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

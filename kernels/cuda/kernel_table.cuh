@@ -57,6 +57,7 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.adam_update = lk_adam_update_cuda;
     t.scale_check = lk_scale_check_cuda;
     t.sum_squares = lk_sum_squares_cuda;
+    t.classifier_columns = lk_classifier_columns_cuda;
     return t;
 }
 

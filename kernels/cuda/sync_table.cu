@@ -59,6 +59,7 @@ static constexpr loom_kernels_api lk_cuda_make_sync_table()
     t.attention_flash_backward_dropout = lk_sync<lk_attention_flash_backward_dropout_cuda>::call;
     /* scale_check and sum_squares wait already (their results are host memory). */
     t.adam_update = lk_sync<lk_adam_update_cuda>::call;
+    t.classifier_columns = lk_sync<lk_classifier_columns_cuda>::call;
     return t;
 }
 

@@ -17,7 +17,9 @@
  * kernel table has the ABI 1.3 kernels: the attention keeps each row's log-sum-exp instead of
  * the [B, NH, T, T] probabilities (from T = GPT2_FLASH_MIN_T), and the fused classifier works
  * through the logits in chunks of GPT2_CLASSIFIER_ROWS rows inside the backward scratch instead
- * of holding [N, V] (f32 parameters). Otherwise the logits [N, V] are kept with the softmax
+ * of holding [N, V] (16-bit parameters: in slabs of vocabulary columns where the table has
+ * classifier_columns, ABI 1.8, so wte's head gradient needs no f32 [V, C] copy;
+ * docs/architecture.md#classifier-columns). Otherwise the logits [N, V] are kept with the softmax
  * done in place, the dlogits reusing them (logits_ext in gpt2.h). With gradient checkpointing
  * the blocks share one set of activations (each block's output is kept) and backward recomputes
  * them. Nothing is allocated per step; the logits only once, by the calls that return them.
@@ -142,7 +144,9 @@ typedef struct gpt2_layout {
     int64_t region;              /* dA, dB and the head's scratch                            */
     int64_t logits;              /* [N, V] when the classifier is not fused                  */
     int64_t wte_cd;              /* compute_dtype wte (fused, compute dtype != param dtype)  */
-    int64_t dwte32;              /* f32 head gradient of wte (fused, 16-bit parameters)      */
+    int64_t dwte32;              /* f32 head gradient of wte (fused by rows, 16-bit
+                                    parameters)                                              */
+    int64_t lse;                 /* the rows' log-sum-exp (fused by columns)                 */
     int64_t R;                   /* ce_chunk                                                 */
     int64_t total;
 } gpt2_layout;
@@ -165,7 +169,8 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
     if (self->fused) {
         y.region = max_i64(ab, classifier_floats(mixed, min_i64(N, GPT2_CLASSIFIER_ROWS), V));
         y.wte_cd = mixed && self->param_dtype != self->compute_dtype ? (V * C + 1) / 2 : 0;
-        y.dwte32 = self->param_dtype != LOOM_DTYPE_F32 ? V * C : 0;
+        y.dwte32 = self->param_dtype != LOOM_DTYPE_F32 && !self->cls_columns ? V * C : 0;
+        y.lse = self->cls_columns ? N : 0;
     } else {
         y.region = max_i64(ab, y.R * V);
         y.logits = N * V;
@@ -173,7 +178,8 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
     y.total = round_up(N * C) + y.layer_sets * per_layer + self->L * round_up(N * C) /* encoded, blocks, residual3 */
               + round_up(input_floats(mixed, N * C)) + 2 * round_up(N) + round_up(N) /* lnf, ...   */
               + 2 * round_up(N * C)                                                  /* dres, dln  */
-              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd) + round_up(y.dwte32) + round_up(y.shared);
+              + round_up(y.region) + round_up(y.logits) + round_up(y.wte_cd) + round_up(y.dwte32) + round_up(y.shared) +
+              round_up(y.lse);
     return y;
 }
 
@@ -255,6 +261,11 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         LOOM_HAS(k, loom_kernels_api, classifier) && k->classifier && (cd == LOOM_DTYPE_F32 || cd == LOOM_DTYPE_BF16) &&
         (pd == LOOM_DTYPE_F32 || pd == cd) && !(env_cls && strcmp(env_cls, "unfused") == 0) &&
         (self->smoothing == 0.0f || (LOOM_HAS(k, loom_kernels_api, classifier_smoothed) && k->classifier_smoothed));
+    /* 16-bit parameters: the classifier by vocabulary columns where the table has it (ABI
+     * 1.8), whose head gradient is final slab by slab, so no f32 [V, C] accumulator (dwte32)
+     * is kept through backward; LOOM_GPT2_CLASSIFIER=rows keeps the row chunks. */
+    self->cls_columns = self->fused && pd != LOOM_DTYPE_F32 && LOOM_HAS(k, loom_kernels_api, classifier_columns) &&
+                        !(env_cls && strcmp(env_cls, "rows") == 0);
     self->param_dtype = pd;
     self->compute_dtype = cd;
     self->mixed = mixed;
@@ -323,9 +334,11 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
     self->dB = region + round_up(N * max_i64(F, 3 * C));
     self->cls_scratch = region;
     self->cls_chunk = min_i64(N, GPT2_CLASSIFIER_ROWS);
+    self->cls_scratch_bytes = (size_t)y.region * sizeof(float);
     self->logits = y.logits ? TAKE(y.logits) : NULL;
     self->wte_cd = y.wte_cd ? TAKE(y.wte_cd) : NULL;
     self->dwte32 = y.dwte32 ? TAKE(y.dwte32) : NULL;
+    self->cls_lse = y.lse ? TAKE(y.lse) : NULL;
     float *mixed_scratch = mixed_floats ? TAKE(mixed_floats) : NULL;
 #undef TAKE
     /* Unfused: logits_ext starts inside `region` (R * V <= its size); fused: set when a call
@@ -530,11 +543,15 @@ static uint32_t head_dtype(const loom_model *self) { return self->mixed ? self->
 
 /* The loss kernels, with label smoothing when the run asks for it (the smoothed members are
  * ABI 1.4; bind checked them; without smoothing the 1.0-1.3 members, as before). */
-static void run_classifier(const loom_model *self, float *dinp, float *dweight, const void *lnf, const int32_t *labels,
+static void run_classifier(const loom_model *self, float *dinp, void *dweight, const void *lnf, const int32_t *labels,
                            float scale, int64_t N)
 {
     const loom_kernels_api *k = self->k;
-    if (self->smoothing > 0.0f)
+    if (self->cls_columns) /* dweight: the param_dtype gradient */
+        k->classifier_columns(self->losses, self->cls_lse, dinp, dweight, self->param_dtype, self->cls_scratch,
+                              self->cls_scratch_bytes, lnf, head_weight(self), head_dtype(self), labels, scale,
+                              self->smoothing, N, self->C, self->V);
+    else if (self->smoothing > 0.0f)
         k->classifier_smoothed(self->losses, dinp, dweight, self->cls_scratch, lnf, head_weight(self), head_dtype(self),
                                labels, scale, self->smoothing, N, self->C, self->V, self->cls_chunk);
     else
@@ -785,11 +802,19 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
 
 /* The fused classifier with gradients: losses, dln = dlogits wte (written) and wte's head
  * gradient added into dwte (the sink's param_dtype memory; through dwte32 and one rounding when
- * that is 16-bit). */
-static void head_gradients(loom_model *self, const void *lnf, const int32_t *labels, float seed, int64_t N, void *dwte)
+ * that is 16-bit, or rounded into slab by slab by the classifier by columns). has_lse: a
+ * forward of this batch left the rows' log-sum-exp the columns' backward reads; train_step runs
+ * that forward here. */
+static void head_gradients(loom_model *self, const void *lnf, const int32_t *labels, float seed, int64_t N, void *dwte,
+                           int has_lse)
 {
     const int64_t C = self->C, V = self->V;
     memset(self->dln, 0, (size_t)(N * C) * sizeof(float));
+    if (self->cls_columns) {
+        if (!has_lse) run_classifier(self, NULL, NULL, lnf, labels, 0.0f, N);
+        run_classifier(self, self->dln, dwte, lnf, labels, seed, N);
+        return;
+    }
     float *g = self->dwte32 ? self->dwte32 : dwte;
     if (self->dwte32) memset(g, 0, (size_t)(V * C) * sizeof(float));
     run_classifier(self, self->dln, g, lnf, labels, seed, N);
@@ -804,7 +829,7 @@ static loom_status backward_fused(loom_model *self, const loom_batch *batch, flo
     void *demb = NULL;
     loom_status st = acquire(self, sink, 0, head_end(self, sink), &demb);
     if (st) return st;
-    head_gradients(self, self->lnf, batch->labels.data, seed, N, demb);
+    head_gradients(self, self->lnf, batch->labels.data, seed, N, demb, 1);
     if ((st = head_done(self, sink))) return st;
     return backward_trunk(self, batch, demb, sink);
 }
@@ -938,7 +963,7 @@ static loom_status gpt2_train_step(loom_model *self, const loom_batch *batch, fl
     const void *lnf = forward_trunk(self, batch->inputs.data, B, T);
     void *demb = NULL;
     if ((st = acquire(self, sink, 0, head_end(self, sink), &demb))) return st;
-    head_gradients(self, lnf, labels, seed, N, demb);
+    head_gradients(self, lnf, labels, seed, N, demb, 0);
     if ((st = head_done(self, sink))) return st;
     sum_losses(self, labels, N, result);
     self->fwd_B = B;

@@ -152,6 +152,9 @@ struct loom_model {
                                     (layers[l] share them), recomputed in backward            */
     void *cls_scratch;           /* the classifier's chunk (inside dA/dB's region)            */
     int64_t cls_chunk;           /* its rows                                                  */
+    size_t cls_scratch_bytes;    /* the region's size, for the classifier by columns          */
+    int32_t cls_columns;         /* classifier_columns (ABI 1.8): 16-bit parameters, no dwte32 */
+    float *cls_lse;              /* [N] its rows' log-sum-exp, from forward to backward       */
     void *wte_cd;                /* wte in compute_dtype when that is not param_dtype         */
     float *dwte32;               /* [V, C] f32 head gradient of wte, 16-bit parameters        */
     int64_t *emb_rows;           /* gpt2_rows.c: a batch's distinct tokens, sorted, and each  */

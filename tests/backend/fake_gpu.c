@@ -425,6 +425,32 @@ static void k_ce_smoothed_forward(float *probs, float *losses, const float *logi
     C3(probs, losses, logits), C1(labels);
     fake.cpu->softmax_cross_entropy_smoothed_forward(probs, losses, logits, labels, smoothing, B, C);
 }
+/* The fused classifiers (ABI 1.3, 1.4 and the 1.8 one by columns): every array and the
+ * scratch on the device (the gradient outputs may be NULL). */
+static void k_classifier(float *losses, float *dinp, float *dweight, void *scratch, const void *inp, const void *weight,
+                         uint32_t dtype, const int32_t *labels, float scale, int64_t N, int64_t C, int64_t V,
+                         int64_t chunk)
+{
+    C3(losses, dinp, dweight), C3(scratch, inp, weight), C1(labels);
+    fake.cpu->classifier(losses, dinp, dweight, scratch, inp, weight, dtype, labels, scale, N, C, V, chunk);
+}
+static void k_classifier_smoothed(float *losses, float *dinp, float *dweight, void *scratch, const void *inp,
+                                  const void *weight, uint32_t dtype, const int32_t *labels, float scale,
+                                  float smoothing, int64_t N, int64_t C, int64_t V, int64_t chunk)
+{
+    C3(losses, dinp, dweight), C3(scratch, inp, weight), C1(labels);
+    fake.cpu->classifier_smoothed(losses, dinp, dweight, scratch, inp, weight, dtype, labels, scale, smoothing, N, C, V,
+                                  chunk);
+}
+static void k_classifier_columns(float *losses, float *lse, float *dinp, void *dweight, uint32_t dweight_dtype,
+                                 void *scratch, size_t scratch_bytes, const void *inp, const void *weight,
+                                 uint32_t dtype, const int32_t *labels, float scale, float smoothing, int64_t N,
+                                 int64_t C, int64_t V)
+{
+    C3(losses, lse, dinp), C3(dweight, scratch, inp), C2(weight, labels);
+    fake.cpu->classifier_columns(losses, lse, dinp, dweight, dweight_dtype, scratch, scratch_bytes, inp, weight, dtype,
+                                 labels, scale, smoothing, N, C, V);
+}
 /* ABI 1.5, the step: every span's param, grad and moments must be device memory. The span
  * array, args, bounds, sums and the flag are host memory by contract. */
 static void k_adam_update(const struct loom_span *spans, size_t n, const struct loom_adam_args *args)
@@ -479,10 +505,13 @@ static const loom_kernels_api checked = {
     .rmsnorm_backward = k_rmsnorm_backward,
     .mha_forward = k_mha_forward,
     .mha_backward = k_mha_backward,
+    .classifier = k_classifier,
     .softmax_cross_entropy_smoothed_forward = k_ce_smoothed_forward,
+    .classifier_smoothed = k_classifier_smoothed,
     .adam_update = k_adam_update,
     .scale_check = k_scale_check,
     .sum_squares = k_sum_squares,
+    .classifier_columns = k_classifier_columns,
 };
 
 static const loom_kernels_api *checked_table(void) { return &checked; }

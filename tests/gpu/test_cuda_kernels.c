@@ -645,6 +645,53 @@ static void case_classifier(int64_t N, int64_t C, int64_t V, int64_t chunk, uint
     free(scratch), free(g_losses), free(g_dinp), free(g_dweight);
 }
 
+/* classifier_columns (ABI 1.8): the forward (losses, lse) and then the backward (dinp, an f32
+ * dweight) on both devices, with the same scratch size so both cut the same slabs. */
+static void case_classifier_columns(int64_t N, int64_t C, int64_t V, int64_t columns, uint32_t dtype, double tol,
+                                    float smoothing)
+{
+    float *inp = gt_rand(N * C, -1.0f, 1.0f), *weight = gt_rand(V * C, -0.5f, 0.5f);
+    float *dinp = gt_rand(N * C, -1.0f, 1.0f), *dweight = gt_rand(V * C, -1.0f, 1.0f);
+    float *losses = gt_host((size_t)N * sizeof *losses), *lse = gt_host((size_t)N * sizeof *lse);
+    int32_t *labels = gt_host((size_t)N * sizeof *labels);
+    for (int64_t i = 0; i < N; i++)
+        labels[i] = i % 7 == 3 ? -100 : (int32_t)((i * 7919) % V);
+    void *d_inp = NULL, *d_weight = NULL;
+    void *h_inp = stored_as(inp, N * C, dtype, &d_inp), *h_weight = stored_as(weight, V * C, dtype, &d_weight);
+    const size_t bytes = loom_classifier_columns_bytes(N, C, columns, dtype);
+    void *scratch = gt_host(bytes), *d_scratch = gt_device(NULL, bytes);
+    float *d_losses = gt_device_f(NULL, N), *d_lse = gt_device_f(NULL, N), *d_dinp = gt_device_f(dinp, N * C),
+          *d_dweight = gt_device_f(dweight, V * C);
+    int32_t *d_labels = gt_device(labels, (size_t)N * sizeof *labels);
+    const float scale = 1.0f / (float)N;
+
+    lk_classifier_columns(losses, lse, NULL, NULL, LOOM_DTYPE_F32, scratch, bytes, h_inp, h_weight, dtype, labels,
+                          scale, smoothing, N, C, V);
+    lk_classifier_columns(NULL, lse, dinp, dweight, LOOM_DTYPE_F32, scratch, bytes, h_inp, h_weight, dtype, labels,
+                          scale, smoothing, N, C, V);
+    lk_classifier_columns_cuda(d_losses, d_lse, NULL, NULL, LOOM_DTYPE_F32, d_scratch, bytes, d_inp, d_weight, dtype,
+                               d_labels, scale, smoothing, N, C, V);
+    lk_classifier_columns_cuda(NULL, d_lse, d_dinp, d_dweight, LOOM_DTYPE_F32, d_scratch, bytes, d_inp, d_weight, dtype,
+                               d_labels, scale, smoothing, N, C, V);
+    float *g_losses = gt_fetch(d_losses, N), *g_lse = gt_fetch(d_lse, N), *g_dinp = gt_fetch(d_dinp, N * C),
+          *g_dweight = gt_fetch(d_dweight, V * C);
+    cmp_t c = {0};
+    cmp_add(&c, g_losses, losses, N);
+    cmp_add(&c, g_lse, lse, N);
+    cmp_add(&c, g_dinp, dinp, N * C);
+    cmp_add(&c, g_dweight, dweight, V * C);
+    char name[112];
+    snprintf(name, sizeof name, "classifier_columns dtype=%u N=%lld C=%lld V=%lld columns=%lld smoothing %g", dtype,
+             (long long)N, (long long)C, (long long)V, (long long)columns, smoothing);
+    cmp_report(&c, name, tol);
+    check(lk_cuda_last_error() == NULL, "classifier_columns: no error recorded", lk_cuda_last_error());
+
+    cudaFree(d_inp), cudaFree(d_weight), cudaFree(d_scratch), cudaFree(d_losses), cudaFree(d_lse), cudaFree(d_dinp);
+    cudaFree(d_dweight), cudaFree(d_labels);
+    free(inp), free(weight), free(dinp), free(dweight), free(losses), free(lse), free(labels), free(h_inp);
+    free(h_weight), free(scratch), free(g_losses), free(g_lse), free(g_dinp), free(g_dweight);
+}
+
 static void test_flash_classifier(void)
 {
     case_flash(2, 37, 48, 4, LOOM_DTYPE_F32, TOL_F32, 0.0f);        /* hs = 12, T not a multiple of 32 */
@@ -657,6 +704,8 @@ static void test_flash_classifier(void)
     case_classifier(64, 96, 5003, 64, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.0f);
     case_classifier(37, 48, 1000, 16, LOOM_DTYPE_F32, TOL_LARGE_K, 0.1f); /* label smoothing (ABI 1.4) */
     case_classifier(64, 96, 5003, 64, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.2f);
+    case_classifier_columns(37, 48, 1000, 100, LOOM_DTYPE_F32, TOL_LARGE_K, 0.0f); /* slabs of 96 and a tail */
+    case_classifier_columns(64, 96, 5003, 700, LOOM_DTYPE_BF16, TOL_LARGE_K, 0.2f);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1038,7 +1087,10 @@ static void test_table(void)
          k->sum_squares == lk_sum_squares_cuda && sync && sync->adam_update &&
          sync->adam_update != lk_adam_update_cuda && sync->scale_check == lk_scale_check_cuda &&
          sync->sum_squares == lk_sum_squares_cuda;
-    check(ok, "kernel_table", "device CUDA, every member of ABI 1.0-1.5 set in both CUDA tables");
+    /* ABI 1.8: the classifier by columns. */
+    ok = ok && k && k->classifier_columns == lk_classifier_columns_cuda && sync && sync->classifier_columns &&
+         sync->classifier_columns != lk_classifier_columns_cuda;
+    check(ok, "kernel_table", "device CUDA, every member of ABI 1.0-1.8 set in both CUDA tables");
     check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
 }
 

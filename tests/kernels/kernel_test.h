@@ -66,6 +66,18 @@ static inline int test_mismatches(const float *got, const double *want, int64_t 
     return bad;
 }
 
+/* The same against a float reference (another kernel's result). */
+static inline int64_t test_far_off(const float *got, const float *want, int64_t n, double atol, double rtol)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - (double)want[i]) <= atol + rtol * fabs((double)want[i]))) {
+            if (bad < 3) fprintf(stderr, "  [%lld] %.9g vs %.9g\n", (long long)i, got[i], want[i]);
+            bad++;
+        }
+    return bad;
+}
+
 /* Objective sum(out * w) in double, so the finite difference sees the float outputs'
  * changes and not the rounding of a float sum. */
 static inline double test_dot(const float *out, const float *w, int64_t n)

@@ -11,17 +11,6 @@
 
 #include <omp.h>
 
-static int64_t far_off(const float *a, const float *b, int64_t n, double atol, double rtol)
-{
-    int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs((double)a[i] - (double)b[i]) <= atol + rtol * fabs((double)b[i]))) {
-            if (bad < 3) fprintf(stderr, "  [%lld] %.9g vs %.9g\n", (long long)i, a[i], b[i]);
-            bad++;
-        }
-    return bad;
-}
-
 /* lse[b, h, t] in double from the scores themselves. */
 static void ref_lse(double *lse, const float *qkv, int64_t B, int64_t T, int64_t C, int64_t NH)
 {
@@ -86,8 +75,8 @@ static void compare(int64_t B, int64_t T, int64_t C, int64_t NH, float amp, uint
     const int amx = dtype == LOOM_DTYPE_BF16 && lk_attention_amx_ready();
     const double out_atol = amx ? 3e-3 * amp : tol, out_rtol = amx ? 2e-2 : 1e-4;
     const double d_atol = amx ? 1e-2 * amp * amp : 10 * tol, d_rtol = amx ? 2e-2 : 1e-3;
-    const int64_t bad_out = far_off(out, rout, nout, out_atol, out_rtol);
-    const int64_t bad_d = far_off(d, rd, nqkv, d_atol, d_rtol);
+    const int64_t bad_out = test_far_off(out, rout, nout, out_atol, out_rtol);
+    const int64_t bad_d = test_far_off(d, rd, nqkv, d_atol, d_rtol);
     if (amx) {
         double eo = 0, no = 0, ed = 0, nd = 0, wo = 0, wd = 0;
         for (int64_t i = 0; i < nout; i++)

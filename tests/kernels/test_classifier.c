@@ -8,17 +8,6 @@
 #include "kernel_test.h"
 #include "lk_cpu.h"
 
-static int64_t far_off(const float *a, const float *b, int64_t n, double atol, double rtol)
-{
-    int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs((double)a[i] - (double)b[i]) <= atol + rtol * fabs((double)b[i]))) {
-            if (bad < 3) fprintf(stderr, "  [%lld] %.9g vs %.9g\n", (long long)i, a[i], b[i]);
-            bad++;
-        }
-    return bad;
-}
-
 static void compare(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dtype, int backward)
 {
     float *x = test_alloc(N * C), *w = test_alloc(V * C);
@@ -53,12 +42,12 @@ static void compare(int64_t N, int64_t C, int64_t V, int64_t chunk, uint32_t dty
     lk_classifier(loss, backward ? dx : NULL, backward ? dw : NULL, scratch, xs, ws, dtype, labels, scale, N, C, V,
                   chunk);
 
-    int64_t bad = far_off(loss, rloss, N, 1e-5, 1e-5);
+    int64_t bad = test_far_off(loss, rloss, N, 1e-5, 1e-5);
     for (int64_t n = 0; n < N; n++)
         if (labels[n] == -100) CHECK(loss[n] == 0.0f);
     if (backward) {
-        bad += far_off(dx, rdx, N * C, 1e-5, 1e-4);
-        bad += far_off(dw, rdw, V * C, 1e-5, 1e-4);
+        bad += test_far_off(dx, rdx, N * C, 1e-5, 1e-4);
+        bad += test_far_off(dw, rdw, V * C, 1e-5, 1e-4);
         /* Some gradient did arrive: the reference moved away from the starting values. */
         CHECK(rdw[0] != -0.25f && dx[C] != 0.5f);
     } else {
