@@ -26,10 +26,11 @@ static inline lk_cc_layout lk_cc_cut(void *scratch, size_t scratch_bytes, int64_
                                      uint32_t dtype)
 {
     lk_cc_layout y = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
-    const size_t head = loom_classifier_columns_bytes(N, C, 0, dtype);
-    const size_t per = loom_classifier_columns_bytes(N, C, 1, dtype) - head;
-    if (scratch_bytes < head + per) return y;
-    int64_t w = (int64_t)((scratch_bytes - head) / per);
+    const size_t head = loom_classifier_columns_bytes(N, C, 0, dtype),
+                 one = loom_classifier_columns_bytes(N, C, 1, dtype);
+    const size_t per = loom_classifier_columns_bytes(N, C, 2, dtype) - one, fixed = one - per; /* head + 64 */
+    if (scratch_bytes < one) return y;
+    int64_t w = (int64_t)((scratch_bytes - fixed) / per);
     w = w >= V ? V : w >= 16 ? w / 16 * 16 : w;
     char *base = (char *)scratch;
     y.columns = w;
@@ -39,7 +40,8 @@ static inline lk_cc_layout lk_cc_cut(void *scratch, size_t scratch_bytes, int64_
     y.x_label = y.max + N;
     y.logits = (float *)(base + head);
     y.dl16 = dtype == LOOM_DTYPE_F32 ? NULL : (void *)(y.logits + N * w);
-    y.dw_slab = (float *)((char *)y.logits + (size_t)(N * w) * (sizeof(float) + (y.dl16 ? 2u : 0u)));
+    const uintptr_t end = (uintptr_t)((char *)y.logits + (size_t)(N * w) * (sizeof(float) + (y.dl16 ? 2u : 0u)));
+    y.dw_slab = (float *)((end + 63u) & ~(uintptr_t)63u); /* the 64 bytes of slack */
     return y;
 }
 

@@ -340,12 +340,14 @@ typedef struct loom_kernels_api {
 
 /* The scratch bytes classifier_columns needs for slabs of `columns` columns (ABI 1.8,
  * header-only): the rows' statistics (24 bytes a row, rounded up to 64), then per column N f32
- * logits, N 16-bit dlogits when dtype is 16-bit, and C f32 of dweight. */
+ * logits, N 16-bit dlogits when dtype is 16-bit, and C f32 of dweight, plus 64 bytes that let
+ * the dweight slab start aligned. columns <= 0: the statistics alone. */
 static inline size_t loom_classifier_columns_bytes(int64_t N, int64_t C, int64_t columns, uint32_t dtype)
 {
     const size_t stats = ((size_t)N * 24u + 63u) / 64u * 64u;
+    if (columns <= 0) return stats;
     const size_t per_column = (size_t)N * (dtype == LOOM_DTYPE_F32 ? 4u : 6u) + (size_t)C * 4u;
-    return stats + (size_t)columns * per_column;
+    return stats + 64u + (size_t)columns * per_column;
 }
 
 /* loom_adam_args.rule: which member of the Adam family adam_update computes (ABI 1.5). */
