@@ -131,6 +131,10 @@ static int64_t input_floats(int mixed, int64_t n) { return mixed ? (n + 1) / 2 :
 /* Floats of the fused classifier's scratch for chunks of R rows (kernels.h: classifier). */
 static int64_t classifier_floats(int mixed, int64_t R, int64_t V) { return R * V + (mixed ? (R * V + 1) / 2 : 0); }
 
+/* Fewest vocabulary columns per slab of the classifier by columns: the region it shares with
+ * dA/dB usually holds thousands (N x max(F, 3C) floats twice); below, it grows to this many. */
+#define GPT2_CLASSIFIER_COLUMNS 512
+
 /* The sizes of everything bind() carves; TAKE in bind follows the same order. self->flash,
  * fused and recompute are set. */
 typedef struct gpt2_layout {
@@ -166,11 +170,14 @@ static gpt2_layout layout(const loom_model *self, int mixed, int64_t B, int64_t 
                               (mixed ? 0 : round_up(N * F));
     const int64_t ab = round_up(N * max_i64(F, 3 * C)) + round_up(N * max_i64(F, C));
     y.R = min_i64(N, max_i64(GPT2_MIN_CE_CHUNK, ab / V));
-    if (self->fused) {
+    if (self->fused && self->cls_columns) { /* slabs as wide as the backward's region allows */
+        const size_t bytes = loom_classifier_columns_bytes(N, C, GPT2_CLASSIFIER_COLUMNS, self->compute_dtype);
+        y.region = max_i64(ab, (int64_t)((bytes + sizeof(float) - 1) / sizeof(float)));
+        y.lse = N;
+    } else if (self->fused) {
         y.region = max_i64(ab, classifier_floats(mixed, min_i64(N, GPT2_CLASSIFIER_ROWS), V));
         y.wte_cd = mixed && self->param_dtype != self->compute_dtype ? (V * C + 1) / 2 : 0;
-        y.dwte32 = self->param_dtype != LOOM_DTYPE_F32 && !self->cls_columns ? V * C : 0;
-        y.lse = self->cls_columns ? N : 0;
+        y.dwte32 = self->param_dtype != LOOM_DTYPE_F32 ? V * C : 0;
     } else {
         y.region = max_i64(ab, y.R * V);
         y.logits = N * V;
