@@ -39,15 +39,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def write_token_file(path, tokens):
+    """Token ids in llm.c's .bin layout: a 256-int header, then uint16 ids."""
+    header = [20240520, 1, len(tokens)] + [0] * 253
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *header) + struct.pack(f"<{len(tokens)}H", *tokens))
+
+
+def lcg(state):
+    """The tests' own pseudo-random generator (Knuth's MMIX constants): the next state."""
+    return (state * 6364136223846793005 + 1442695040888963407) % 2**64
+
+
 def write_tokens(path, n, vocab, seed):
     """n pseudo-random token ids below vocab, in llm.c's .bin layout (a generator of its own)."""
     state, tokens = seed, []
     for _ in range(n):
-        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        state = lcg(state)
         tokens.append((state >> 33) % vocab)
-    header = [20240520, 1, n] + [0] * 253
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *header) + struct.pack(f"<{n}H", *tokens))
+    write_token_file(path, tokens)
 
 
 def read_safetensors(path):
