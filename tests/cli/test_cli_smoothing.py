@@ -13,7 +13,7 @@ import os
 import struct
 import unittest
 
-from loomtest import LoomTestCase, loom, read_safetensors, write_tokens
+from loomtest import LoomTestCase, loom, read_safetensors, write_token_file, write_tokens
 
 V, C, NH, L, P, BLOCK = 48, 8, 2, 1, 16, 8
 
@@ -139,9 +139,7 @@ class SmoothingTest(LoomTestCase):
         # A learnable sequence (a period of 5 tokens), unlike the pseudo-random training file.
         periodic = os.path.join(self.tmp, "periodic.bin")
         n = 400
-        with open(periodic, "wb") as f:
-            f.write(struct.pack("<256i", *([20240520, 1, n] + [0] * 253)) +
-                    struct.pack(f"<{n}H", *[(7 * (i % 5) + 3) % V for i in range(n)]))
+        write_token_file(periodic, [(7 * (i % 5) + 3) % V for i in range(n)])
         out = self.out("adafactor")
         args = [a if a != self.train else periodic for a in self.gpt2_args(out)]
         _, stdout, _ = loom(*args, "--max_steps", "12", "--adafactor", "--lr_scheduler_type", "constant",
