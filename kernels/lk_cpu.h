@@ -160,6 +160,9 @@ void lk_relu_backward(float *dinp, const float *inp, const float *dout, int64_t 
 /* gelu.c */
 void lk_gelu_forward(float *out, const float *inp, int64_t n);
 void lk_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n);
+/* ABI 1.9: GELU on 16-bit activations, one pass (kernels.h). */
+void lk_gelu_forward_cast(void *out, uint32_t out_dtype, const void *inp, uint32_t inp_dtype, int64_t n);
+void lk_gelu_backward_cast(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout, int64_t n);
 
 /* cross_entropy.c. Labels are in [0, C) or -100 (ignored: loss 0, no gradient). A label
  * outside both is a caller bug the kernel cannot report: it gets a NaN loss (so the run's
@@ -256,6 +259,9 @@ void lk_accumulate(float *dst, const float *src, int64_t n);
 /* convert.c. Bit-exact with F16C / AVX512_BF16 whichever path the CPU takes. A dtype other
  * than LOOM_DTYPE_F32, _F16 or _BF16 makes either call do nothing (callers validate). */
 void lk_convert(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
+/* lk_convert on the calling thread alone, for kernels that convert block by block inside
+ * their own parallel loops (gelu.c's 16-bit GELU): the same bits. */
+void lk_convert_serial(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n);
 void lk_softmax_cross_entropy_backward_cast(void *dlogits, uint32_t dtype, const float *probs, const int32_t *labels,
                                             float scale, int64_t B, int64_t C);
 void lk_accumulate_f32(void *dst, uint32_t dst_dtype, const float *src, int64_t n);

@@ -64,6 +64,9 @@ void lk_relu_backward_cuda(float *dinp, const float *inp, const float *dout, int
 /* gelu.cu */
 void lk_gelu_forward_cuda(float *out, const float *inp, int64_t n);
 void lk_gelu_backward_cuda(float *dinp, const float *inp, const float *dout, int64_t n);
+/* ABI 1.9: GELU on stored dtypes in one pass (kernels.h gelu_forward_cast / _backward_cast). */
+void lk_gelu_forward_cast_cuda(void *out, uint32_t out_dtype, const void *inp, uint32_t inp_dtype, int64_t n);
+void lk_gelu_backward_cast_cuda(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout, int64_t n);
 
 /* cross_entropy.cu. labels is a device array. Labels in [0, C) or -100 (ignored: loss 0, no
  * gradient); any other label gets a NaN loss and no gradient, as on the CPU. probs may alias

@@ -335,7 +335,25 @@ typedef struct loom_kernels_api {
                                void *scratch, size_t scratch_bytes, const void *inp, const void *weight, uint32_t dtype,
                                const int32_t *labels, float scale, float smoothing, int64_t N, int64_t C, int64_t V);
 
-    /* ABI 1.9+: append below. */
+    /* ---- ABI 1.9: GELU on 16-bit activations. Optional: check with
+     * LOOM_HAS(k, loom_kernels_api, gelu_backward_cast); a 1.8 host, or a device table that
+     * lacks them, lends NULL (convert, gelu_forward / gelu_backward and convert again then).
+     * Since 1.9. ----
+     * A mixed-precision model keeps GELU's input in 16 bits and feeds GELU's output to a
+     * 16-bit product: in one pass over blocks that stay in cache, instead of three passes over
+     * the whole tensor through f32 buffers (docs/architecture.md#gelu-cast). inp_dtype and
+     * out_dtype are each F32, F16 or BF16; an unknown one does nothing. */
+
+    /* out[i] = out_dtype(gelu(f32(inp[i]))), rounded once (nearest even, as convert): equal bit
+     * for bit to convert to f32, gelu_forward, convert to out_dtype. out and inp must not
+     * overlap unless they are the same pointer with equal element sizes. */
+    void (*gelu_forward_cast)(void *out, uint32_t out_dtype, const void *inp, uint32_t inp_dtype, int64_t n);
+    /* dinp[i] = gelu'(f32(inp[i])) * dout[i], WRITTEN (not accumulated, unlike gelu_backward):
+     * equal bit for bit to zeroing dinp, converting inp to f32 and gelu_backward, so the caller
+     * skips both the zeroing pass and an f32 copy of inp. dinp may be dout; no other overlap. */
+    void (*gelu_backward_cast)(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout, int64_t n);
+
+    /* ABI 1.10+: append below. */
 } loom_kernels_api;
 
 /* The scratch bytes classifier_columns needs for slabs of `columns` columns (ABI 1.8,
@@ -379,7 +397,8 @@ LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, softmax_cross_entropy_smoothed_for
                    "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, adam_update) == 312, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, classifier_columns) == 336, "loom_kernels_api layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 344, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(offsetof(loom_kernels_api, gelu_forward_cast) == 344, "loom_kernels_api layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_kernels_api) == 360, "loom_kernels_api layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_adam_args, step_size) == 44, "loom_adam_args layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_adam_args, lr) == 56, "loom_adam_args layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_adam_args) == 64, "loom_adam_args layout changed");

@@ -285,6 +285,12 @@ static void accumulate_span(void *dst, uint32_t dst_dtype, const float *src, int
     }
 }
 
+void lk_convert_serial(void *dst, uint32_t dst_dtype, const void *src, uint32_t src_dtype, int64_t n)
+{
+    if (n <= 0 || !dtype_size(dst_dtype) || !dtype_size(src_dtype)) return;
+    convert_span(dst, dst_dtype, src, src_dtype, n, lk_convert_isa());
+}
+
 /* Unknown dtypes make both functions do nothing: they are void, so they cannot report it,
  * and the callers (the precision plugins) validate dtypes when they set up. Every element is
  * converted independently, so the chunking never changes a result. */

@@ -53,32 +53,94 @@ static inline float gelu_tanh_parts(float x, float *one_minus_t2)
     return u >= 0.0f ? a : ae; /* NaN: ae, which is NaN too */
 }
 
+/* gelu(x). For x < -GELU_XCLAMP, 1 + t is exactly 0: the clamp only turns -inf * 0 into -0
+ * like every other large negative x. */
+static inline float gelu_value(float x)
+{
+    float sech2;
+    const float one_plus_t = gelu_tanh_parts(x, &sech2);
+    const float xf = x < -GELU_XCLAMP ? -GELU_XCLAMP : x;
+    return 0.5f * xf * one_plus_t;
+}
+
+/* gelu'(x). For |x| > GELU_XCLAMP, sech2 is exactly 0; the clamp keeps x (1 + 3c x^2) finite
+ * there, so the second term is 0 and not inf * 0. */
+static inline float gelu_slope(float x)
+{
+    float sech2;
+    const float one_plus_t = gelu_tanh_parts(x, &sech2);
+    float xd = x < -GELU_XCLAMP ? -GELU_XCLAMP : x;
+    xd = xd > GELU_XCLAMP ? GELU_XCLAMP : xd;
+    return 0.5f * one_plus_t + 0.5f * xd * sech2 * GELU_K * (1.0f + 3.0f * GELU_C * xd * xd);
+}
+
 void lk_gelu_forward(float *out, const float *inp, int64_t n)
 {
 #pragma omp parallel for if (n >= LK_OMP_MIN_WORK)
-    for (int64_t i = 0; i < n; i++) {
-        const float x = inp[i];
-        float sech2;
-        const float one_plus_t = gelu_tanh_parts(x, &sech2);
-        /* For x < -GELU_XCLAMP, one_plus_t is exactly 0: the clamp only turns -inf * 0 into
-         * -0 like every other large negative x. */
-        const float xf = x < -GELU_XCLAMP ? -GELU_XCLAMP : x;
-        out[i] = 0.5f * xf * one_plus_t;
-    }
+    for (int64_t i = 0; i < n; i++)
+        out[i] = gelu_value(inp[i]);
 }
 
 void lk_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n)
 {
 #pragma omp parallel for if (n >= LK_OMP_MIN_WORK)
-    for (int64_t i = 0; i < n; i++) {
-        const float x = inp[i];
-        float sech2;
-        const float one_plus_t = gelu_tanh_parts(x, &sech2);
-        /* For |x| > GELU_XCLAMP, sech2 is exactly 0; the clamp keeps x (1 + 3c x^2) finite
-         * there, so the second term is 0 and not inf * 0. */
-        float xd = x < -GELU_XCLAMP ? -GELU_XCLAMP : x;
-        xd = xd > GELU_XCLAMP ? GELU_XCLAMP : xd;
-        const float local = 0.5f * one_plus_t + 0.5f * xd * sech2 * GELU_K * (1.0f + 3.0f * GELU_C * xd * xd);
-        dinp[i] += local * dout[i];
+    for (int64_t i = 0; i < n; i++)
+        dinp[i] += gelu_slope(inp[i]) * dout[i];
+}
+
+/* Elements per block of the 16-bit GELU: widened into an f32 buffer on the stack, computed
+ * there and narrowed, so each element crosses memory once each way instead of through three
+ * whole-tensor f32 passes (docs/architecture.md#gelu-cast). 2 KiB stays in L1. */
+#define GELU_BLOCK 512
+
+static int64_t gelu_blocks(int64_t n)
+{
+    return (n + GELU_BLOCK - 1) / GELU_BLOCK;
+}
+
+/* The block of inp (stored as dtype) from element i on, widened into buf; returns its length. */
+static int64_t widen_block(float *buf, const void *inp, uint32_t dtype, int64_t i, int64_t n)
+{
+    const int64_t m = n - i < GELU_BLOCK ? n - i : GELU_BLOCK;
+    lk_convert_serial(buf, LOOM_DTYPE_F32, (const char *)inp + (size_t)i * loom_dtype_size(dtype), dtype, m);
+    return m;
+}
+
+void lk_gelu_forward_cast(void *out, uint32_t out_dtype, const void *inp, uint32_t inp_dtype, int64_t n)
+{
+    if (n <= 0 || !loom_dtype_is_param(out_dtype) || !loom_dtype_is_param(inp_dtype)) return;
+    if (out_dtype == LOOM_DTYPE_F32 && inp_dtype == LOOM_DTYPE_F32) {
+        lk_gelu_forward(out, inp, n);
+        return;
+    }
+    const size_t os = loom_dtype_size(out_dtype);
+#pragma omp parallel for if (n >= LK_OMP_MIN_WORK)
+    for (int64_t b = 0; b < gelu_blocks(n); b++) {
+        float buf[GELU_BLOCK];
+        const int64_t i = b * GELU_BLOCK, m = widen_block(buf, inp, inp_dtype, i, n);
+        for (int64_t j = 0; j < m; j++)
+            buf[j] = gelu_value(buf[j]);
+        lk_convert_serial((char *)out + (size_t)i * os, out_dtype, buf, LOOM_DTYPE_F32, m);
+    }
+}
+
+/* Written as 0 + slope * dout: the bits of zeroing dinp and accumulating into it (a -0
+ * product gives +0 either way). */
+void lk_gelu_backward_cast(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout, int64_t n)
+{
+    if (n <= 0 || !dinp || !loom_dtype_is_param(inp_dtype)) return;
+    if (inp_dtype == LOOM_DTYPE_F32) {
+        const float *x = inp;
+#pragma omp parallel for if (n >= LK_OMP_MIN_WORK)
+        for (int64_t i = 0; i < n; i++)
+            dinp[i] = 0.0f + gelu_slope(x[i]) * dout[i];
+        return;
+    }
+#pragma omp parallel for if (n >= LK_OMP_MIN_WORK)
+    for (int64_t b = 0; b < gelu_blocks(n); b++) {
+        float buf[GELU_BLOCK];
+        const int64_t i = b * GELU_BLOCK, m = widen_block(buf, inp, inp_dtype, i, n);
+        for (int64_t j = 0; j < m; j++)
+            dinp[i + j] = 0.0f + gelu_slope(buf[j]) * dout[i + j];
     }
 }

@@ -47,6 +47,8 @@ static const loom_kernels_api lk_cpu_table = {
     .scale_check = lk_scale_check,
     .sum_squares = lk_sum_squares,
     .classifier_columns = lk_classifier_columns,
+    .gelu_forward_cast = lk_gelu_forward_cast,
+    .gelu_backward_cast = lk_gelu_backward_cast,
 };
 
 const loom_kernels_api *lk_cpu_kernel_table(void) { return &lk_cpu_table; }

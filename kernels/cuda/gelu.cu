@@ -15,32 +15,54 @@
  * guard also avoids 0 * inf = NaN once x*x overflows. Same threshold as the CPU. */
 #define GELU_SATURATED 10.0f
 
+static __device__ __forceinline__ float lk_gelu_value(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+}
+
+static __device__ __forceinline__ float lk_gelu_slope(float x)
+{
+    if (x > GELU_SATURATED) return 1.0f;
+    if (x < -GELU_SATURATED) return 0.0f;
+    const float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
+    const float sech2 = 1.0f - t * t; /* not 1/cosh^2: coshf overflows */
+    return 0.5f * (1.0f + t) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+}
+
 static __global__ void lk_gelu_forward_kernel(float *out, const float *inp, int64_t n)
 {
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
-    }
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = lk_gelu_value(inp[i]);
 }
 
 static __global__ void lk_gelu_backward_kernel(float *dinp, const float *inp, const float *dout, int64_t n)
 {
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float x = inp[i];
-        float local;
-        if (x > GELU_SATURATED) {
-            local = 1.0f;
-        } else if (x < -GELU_SATURATED) {
-            local = 0.0f;
-        } else {
-            const float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
-            const float sech2 = 1.0f - t * t; /* not 1/cosh^2: coshf overflows */
-            local = 0.5f * (1.0f + t) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-        }
-        dinp[i] += local * dout[i];
-    }
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dinp[i] += lk_gelu_slope(inp[i]) * dout[i];
+}
+
+/* ABI 1.9: the same on stored dtypes, each element loaded widened and stored rounded once. */
+static __global__ void lk_gelu_forward_cast_kernel(void *out, uint32_t od, const void *inp, uint32_t id, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        lk_store(out, od, i, lk_gelu_value(lk_load(inp, id, i)));
+}
+
+/* Written as 0 + slope * dout: the bits of zeroing and accumulating, as on the CPU. */
+static __global__ void lk_gelu_backward_cast_kernel(float *dinp, const void *inp, uint32_t id, const float *dout,
+                                                    int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dinp[i] = 0.0f + lk_gelu_slope(lk_load(inp, id, i)) * dout[i];
+}
+
+static bool lk_gelu_dtype(uint32_t d)
+{
+    return d == LOOM_DTYPE_F32 || d == LOOM_DTYPE_F16 || d == LOOM_DTYPE_BF16;
 }
 
 extern "C" void lk_gelu_forward_cuda(float *out, const float *inp, int64_t n)
@@ -55,4 +77,19 @@ extern "C" void lk_gelu_backward_cuda(float *dinp, const float *inp, const float
     if (n <= 0 || !dinp) return;
     lk_gelu_backward_kernel<<<lk_cuda_grid(n, LK_CUDA_BLOCK), LK_CUDA_BLOCK>>>(dinp, inp, dout, n);
     lk_cuda_launched("lk_gelu_backward_cuda");
+}
+
+extern "C" void lk_gelu_forward_cast_cuda(void *out, uint32_t out_dtype, const void *inp, uint32_t inp_dtype, int64_t n)
+{
+    if (n <= 0 || !lk_gelu_dtype(out_dtype) || !lk_gelu_dtype(inp_dtype)) return;
+    lk_gelu_forward_cast_kernel<<<lk_cuda_grid(n, LK_CUDA_BLOCK), LK_CUDA_BLOCK>>>(out, out_dtype, inp, inp_dtype, n);
+    lk_cuda_launched("lk_gelu_forward_cast_cuda");
+}
+
+extern "C" void lk_gelu_backward_cast_cuda(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout,
+                                           int64_t n)
+{
+    if (n <= 0 || !dinp || !lk_gelu_dtype(inp_dtype)) return;
+    lk_gelu_backward_cast_kernel<<<lk_cuda_grid(n, LK_CUDA_BLOCK), LK_CUDA_BLOCK>>>(dinp, inp, inp_dtype, dout, n);
+    lk_cuda_launched("lk_gelu_backward_cast_cuda");
 }

@@ -58,6 +58,8 @@ static inline constexpr loom_kernels_api lk_cuda_make_table()
     t.scale_check = lk_scale_check_cuda;
     t.sum_squares = lk_sum_squares_cuda;
     t.classifier_columns = lk_classifier_columns_cuda;
+    t.gelu_forward_cast = lk_gelu_forward_cast_cuda;
+    t.gelu_backward_cast = lk_gelu_backward_cast_cuda;
     return t;
 }
 

@@ -60,6 +60,8 @@ static constexpr loom_kernels_api lk_cuda_make_sync_table()
     /* scale_check and sum_squares wait already (their results are host memory). */
     t.adam_update = lk_sync<lk_adam_update_cuda>::call;
     t.classifier_columns = lk_sync<lk_classifier_columns_cuda>::call;
+    t.gelu_forward_cast = lk_sync<lk_gelu_forward_cast_cuda>::call;
+    t.gelu_backward_cast = lk_sync<lk_gelu_backward_cast_cuda>::call;
     return t;
 }
 

@@ -273,6 +273,11 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
      * is kept through backward; LOOM_GPT2_CLASSIFIER=rows keeps the row chunks. */
     self->cls_columns = self->fused && pd != LOOM_DTYPE_F32 && LOOM_HAS(k, loom_kernels_api, classifier_columns) &&
                         !(env_cls && strcmp(env_cls, "rows") == 0);
+    /* GELU on fch as kept, one pass (ABI 1.9); LOOM_GPT2_GELU=unfused takes the f32 passes, for
+     * comparisons and benchmarks (the same bits). */
+    const char *env_gelu = getenv("LOOM_GPT2_GELU");
+    self->gelu_cast = LOOM_HAS(k, loom_kernels_api, gelu_backward_cast) && k->gelu_forward_cast &&
+                      !(env_gelu && strcmp(env_gelu, "unfused") == 0);
     self->param_dtype = pd;
     self->compute_dtype = cd;
     self->mixed = mixed;
@@ -446,12 +451,17 @@ uint32_t gpt2_qkv_dtype(const loom_model *self)
     return self->mixed && self->flash ? self->compute_dtype : LOOM_DTYPE_F32;
 }
 
-/* A mixed run's GELU, from the kept 16-bit fch: dB = fch widened to f32, dA = its GELU, and
- * the shared fch_gelu = dA's 16-bit cast (the c_proj product's input). Forward and backward
- * call it on the same bits, so backward's fch_gelu is forward's. */
+/* A mixed run's GELU, from the kept 16-bit fch into the shared 16-bit fch_gelu (the c_proj
+ * product's input): in one pass where the table has gelu_forward_cast (ABI 1.9), else through
+ * dB (fch widened) and dA (its GELU), which it clobbers. Forward and backward call it on the
+ * same bits, so backward's fch_gelu is forward's. */
 static void mixed_gelu(loom_model *self, const gpt2_layer_acts *a, int64_t N)
 {
     const int64_t n = N * self->F;
+    if (self->gelu_cast) {
+        self->k->gelu_forward_cast(a->fch_gelu, self->compute_dtype, a->fch, self->compute_dtype, n);
+        return;
+    }
     self->k->convert(self->dB, LOOM_DTYPE_F32, a->fch, self->compute_dtype, n);
     self->k->gelu_forward(self->dA, self->dB, n);
     gpt2_keep(self, a->fch_gelu, self->dA, n);
@@ -740,9 +750,11 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
         gpt2_mm_backward(self, dA, DP(GPT2_FCPROJ_W), DP(GPT2_FCPROJ_B),
                          branch_grad(self, dres, dln, N * C, l, GPT2_SITE_MLP_RESID), a->fch_gelu, W(GPT2_FCPROJ_W), N,
                          F, C); /* dA = d fch_gelu */
-        memset(dB, 0, (size_t)(N * F) * sizeof *dB);
-        if (self->mixed) { /* GELU reads f32: fch widened half the rows at a time into the
-                              shared buffer (free now), not a third [N, F] f32 buffer */
+        if (self->gelu_cast) {  /* dB written from fch as kept: no zeroing, no f32 copy */
+            k->gelu_backward_cast(dB, a->fch, self->mixed ? self->compute_dtype : LOOM_DTYPE_F32, dA, N * F);
+        } else if (self->mixed) { /* GELU reads f32: fch widened half the rows at a time into
+                                     the shared buffer (free now), not a third [N, F] f32 buffer */
+            memset(dB, 0, (size_t)(N * F) * sizeof *dB);
             float *half = a->fch_gelu;
             const size_t cs = loom_dtype_size(self->compute_dtype);
             for (int64_t r0 = 0, rows = (N + 1) / 2; r0 < N; r0 += rows) {
@@ -751,6 +763,7 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
                 k->gelu_backward(dB + r0 * F, half, dA + r0 * F, n);
             }
         } else {
+            memset(dB, 0, (size_t)(N * F) * sizeof *dB);
             k->gelu_backward(dB, a->fch, dA, N * F);
         }
         gpt2_mm_backward(self, dln, DP(GPT2_FC_W), DP(GPT2_FC_B), dB, a->ln2, W(GPT2_FC_W), N, C, F); /* d ln2 */

@@ -155,6 +155,8 @@ struct loom_model {
     size_t cls_scratch_bytes;    /* the region's size, for the classifier by columns          */
     int32_t cls_columns;         /* classifier_columns (ABI 1.8): 16-bit parameters, no dwte32 */
     float *cls_lse;              /* [N] its rows' log-sum-exp, from forward to backward       */
+    int32_t gelu_cast;           /* gelu_forward_cast / gelu_backward_cast (ABI 1.9): GELU on
+                                    the kept fch as stored, in one pass                       */
     void *wte_cd;                /* wte in compute_dtype when that is not param_dtype         */
     float *dwte32;               /* [V, C] f32 head gradient of wte, 16-bit parameters        */
     int64_t *emb_rows;           /* gpt2_rows.c: a batch's distinct tokens, sorted, and each  */

@@ -247,8 +247,52 @@ static void case_unary(const char *op, unary_fwd cpu_fwd, unary_fwd gpu_fwd, una
     free(x), free(dout), free(dinp), free(out);
 }
 
+/* ABI 1.9: GELU on a stored dtype (in and out both `dtype`), the CPU's one-pass kernels as the
+ * reference. Outputs are compared widened to f32; a 16-bit output may differ by one rounding
+ * step where the two tanh differ in the last f32 bit, hence the 16-bit tolerance. dinp starts
+ * as NaN on both sides: the backward writes it, and any read of it shows as NaN. */
+static void case_gelu_cast(uint32_t dtype, int64_t n, double tol)
+{
+    const size_t es = loom_dtype_size(dtype);
+    float *x = gt_rand(n, -12.0f, 12.0f), *dout = gt_rand(n, -1.0f, 1.0f);
+    float *dinp = gt_host((size_t)n * sizeof *dinp), *want = gt_host((size_t)n * sizeof *want);
+    void *in = gt_host((size_t)n * es), *out = gt_host((size_t)n * es);
+    lk_convert(in, dtype, x, LOOM_DTYPE_F32, n);
+    for (int64_t i = 0; i < n; i++)
+        dinp[i] = NAN;
+    void *d_in = gt_device(in, (size_t)n * es), *d_out = gt_device(NULL, (size_t)n * es);
+    float *d_dout = gt_device_f(dout, n), *d_dinp = gt_device_f(dinp, n), *d_wide = gt_device_f(NULL, n);
+
+    char name[96];
+    lk_gelu_forward_cast(out, dtype, in, dtype, n);
+    lk_convert(want, LOOM_DTYPE_F32, out, dtype, n);
+    lk_gelu_forward_cast_cuda(d_out, dtype, d_in, dtype, n);
+    lk_convert_cuda(d_wide, LOOM_DTYPE_F32, d_out, dtype, n);
+    float *g = gt_fetch(d_wide, n);
+    cmp_t c = {0};
+    cmp_add(&c, g, want, n);
+    snprintf(name, sizeof name, "gelu_forward_cast %s n=%lld", loom_dtype_name(dtype), (long long)n);
+    cmp_report(&c, name, tol);
+    free(g);
+
+    lk_gelu_backward_cast(dinp, in, dtype, dout, n);
+    lk_gelu_backward_cast_cuda(d_dinp, d_in, dtype, d_dout, n);
+    g = gt_fetch(d_dinp, n);
+    cmp_t cb = {0};
+    cmp_add(&cb, g, dinp, n);
+    snprintf(name, sizeof name, "gelu_backward_cast %s n=%lld", loom_dtype_name(dtype), (long long)n);
+    cmp_report(&cb, name, TOL_F32);
+    free(g);
+
+    cudaFree(d_in), cudaFree(d_out), cudaFree(d_dout), cudaFree(d_dinp), cudaFree(d_wide);
+    free(x), free(dout), free(dinp), free(want), free(in), free(out);
+}
+
 static void test_elementwise(void)
 {
+    case_gelu_cast(LOOM_DTYPE_F32, 100003, TOL_F32);
+    case_gelu_cast(LOOM_DTYPE_BF16, 100003, 1e-2);
+    case_gelu_cast(LOOM_DTYPE_F16, 4000000, 1e-3);
     case_unary("relu", lk_relu_forward, lk_relu_forward_cuda, lk_relu_backward, lk_relu_backward_cuda, 100003, -3.0f,
                3.0f);
     case_unary("relu", lk_relu_forward, lk_relu_forward_cuda, lk_relu_backward, lk_relu_backward_cuda, 7, -3.0f, 3.0f);
@@ -1054,6 +1098,7 @@ static void test_table(void)
              k->linear_forward == lk_linear_forward_cuda && k->linear_backward == lk_linear_backward_cuda &&
              k->relu_forward == lk_relu_forward_cuda && k->relu_backward == lk_relu_backward_cuda &&
              k->gelu_forward == lk_gelu_forward_cuda && k->gelu_backward == lk_gelu_backward_cuda &&
+             k->gelu_forward_cast == lk_gelu_forward_cast_cuda && k->gelu_backward_cast == lk_gelu_backward_cast_cuda &&
              k->softmax_cross_entropy_forward == lk_softmax_cross_entropy_forward_cuda &&
              k->softmax_cross_entropy_backward == lk_softmax_cross_entropy_backward_cuda &&
              k->encoder_forward == lk_encoder_forward_cuda && k->encoder_backward == lk_encoder_backward_cuda &&
@@ -1090,7 +1135,7 @@ static void test_table(void)
     /* ABI 1.8: the classifier by columns. */
     ok = ok && k && k->classifier_columns == lk_classifier_columns_cuda && sync && sync->classifier_columns &&
          sync->classifier_columns != lk_classifier_columns_cuda;
-    check(ok, "kernel_table", "device CUDA, every member of ABI 1.0-1.8 set in both CUDA tables");
+    check(ok, "kernel_table", "device CUDA, every member of ABI 1.0-1.9 set in both CUDA tables");
     check(lk_cuda_last_error() == NULL, "no error recorded at start", NULL);
 }
 

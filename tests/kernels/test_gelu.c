@@ -2,6 +2,8 @@
  * saturated tails where a naive backward turns into NaN. */
 #include <float.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernel_test.h"
 #include "lk_cpu.h"
@@ -165,6 +167,68 @@ static void test_large(int64_t n)
     free(x), free(dout), free(d), free(y);
 }
 
+/* ABI 1.9's one-pass GELU on stored dtypes against what it replaces, bit for bit: convert to
+ * f32, gelu_forward, convert to out_dtype; zeroing, convert, gelu_backward. Every dtype pair,
+ * lengths around the 512-element blocks and past the threading threshold, infinities, NaN and
+ * -0 among the inputs, dinp aliasing dout, and unknown dtypes doing nothing. */
+static void test_cast(int64_t n)
+{
+    static const uint32_t dtypes[3] = {LOOM_DTYPE_F32, LOOM_DTYPE_BF16, LOOM_DTYPE_F16};
+    float *x = test_alloc(n), *wide = test_alloc(n), *y = test_alloc(n), *dout = test_alloc(n);
+    float *want = test_alloc(n), *got = test_alloc(n);
+    unsigned char *in = malloc((size_t)n * 4), *out = malloc((size_t)n * 4), *ref = malloc((size_t)n * 4);
+    test_fill(x, n, -14.0f, 14.0f);
+    test_fill(dout, n, -1.0f, 1.0f);
+    const float special[6] = {INFINITY, -INFINITY, NAN, -0.0f, 70000.0f, -1e-30f};
+    for (int64_t i = 0; i < n; i += 37)
+        x[i] = special[(i / 37) % 6];
+    for (int64_t i = 5; i < n; i += 41)
+        dout[i] = i % 2 ? -0.0f : 0.0f;
+    int bad_fwd = 0, bad_bwd = 0;
+    for (int a = 0; a < 3; a++) {
+        const uint32_t it = dtypes[a];
+        const size_t is = loom_dtype_size(it);
+        lk_convert(in, it, x, LOOM_DTYPE_F32, n);
+        lk_convert(wide, LOOM_DTYPE_F32, in, it, n);
+        lk_gelu_forward(y, wide, n);
+        for (int b = 0; b < 3; b++) {
+            const uint32_t ot = dtypes[b];
+            const size_t os = loom_dtype_size(ot);
+            lk_convert(ref, ot, y, LOOM_DTYPE_F32, n);
+            memset(out, 0xA5, (size_t)n * os);
+            lk_gelu_forward_cast(out, ot, in, it, n);
+            bad_fwd += memcmp(out, ref, (size_t)n * os) != 0;
+        }
+        /* In place, equal element sizes. */
+        memcpy(out, in, (size_t)n * is);
+        lk_gelu_forward_cast(out, it, out, it, n);
+        lk_convert(ref, it, y, LOOM_DTYPE_F32, n);
+        bad_fwd += memcmp(out, ref, (size_t)n * is) != 0;
+
+        memset(want, 0, (size_t)n * sizeof *want);
+        lk_gelu_backward(want, wide, dout, n);
+        for (int64_t i = 0; i < n; i++)
+            got[i] = NAN; /* written, never read */
+        lk_gelu_backward_cast(got, in, it, dout, n);
+        bad_bwd += memcmp(got, want, (size_t)n * sizeof *got) != 0;
+        memcpy(got, dout, (size_t)n * sizeof *got); /* dinp == dout */
+        lk_gelu_backward_cast(got, in, it, got, n);
+        bad_bwd += memcmp(got, want, (size_t)n * sizeof *got) != 0;
+    }
+    if (bad_fwd || bad_bwd)
+        fprintf(stderr, "gelu cast, n = %lld: %d forward, %d backward differ\n", (long long)n, bad_fwd, bad_bwd);
+    CHECK(bad_fwd == 0 && bad_bwd == 0);
+    /* An unknown dtype leaves the output as it was. */
+    memset(out, 0x5A, 4);
+    memcpy(ref, out, 4);
+    lk_gelu_forward_cast(out, 77, in, LOOM_DTYPE_BF16, 1);
+    lk_gelu_forward_cast(out, LOOM_DTYPE_BF16, in, 77, 1);
+    got[0] = 3.0f;
+    lk_gelu_backward_cast(got, in, 77, dout, 1);
+    CHECK(memcmp(out, ref, 4) == 0 && got[0] == 3.0f);
+    free(x), free(wide), free(y), free(dout), free(want), free(got), free(in), free(out), free(ref);
+}
+
 int main(void)
 {
     test_forward(19);
@@ -175,5 +239,9 @@ int main(void)
     test_nonfinite();
     test_large(70001);
     test_large(3 * 1048576 + 7);
+    test_cast(1);
+    test_cast(511);
+    test_cast(1025);
+    test_cast(70001);
     return test_finish("test_gelu");
 }

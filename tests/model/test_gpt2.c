@@ -972,6 +972,79 @@ static void test_mixed_cfg(gcfg g, uint32_t param_dtype, uint32_t compute_dtype,
     free(params), free(params16), free(tokens), free(labels), free(g32), free(g16), free(raw), free(twice);
 }
 
+/* ABI 1.9's one-pass GELU (gelu_forward_cast, gelu_backward_cast) changes no bit: the same
+ * model bound to a 1.8 table (struct_size ending before them, as an older host lends it) and to
+ * a 1.9 table whose two members count their calls gives the same loss and gradients, byte for
+ * byte, over two micro-batches (the second adds onto the first). */
+static int gelu_cast_calls;
+static void counting_gelu_forward_cast(void *out, uint32_t od, const void *inp, uint32_t id, int64_t n)
+{
+    gelu_cast_calls++;
+    lk_gelu_forward_cast(out, od, inp, id, n);
+}
+static void counting_gelu_backward_cast(float *dinp, const void *inp, uint32_t id, const float *dout, int64_t n)
+{
+    gelu_cast_calls++;
+    lk_gelu_backward_cast(dinp, inp, id, dout, n);
+}
+
+static void test_gelu_cast(uint32_t param_dtype, uint32_t compute_dtype, int recompute, const char *what)
+{
+    const int64_t B = 3, T = 11;
+    loom_config cfg = make_cfg((gcfg){"300", "16", "32", "2", "2"});
+    if (recompute) cfg.entries[cfg.n++] = (test_cfg_entry){"gradient_checkpointing", LOOM_PARAM_BOOL, "true"};
+    loom_kernels_api old_table = *lk_cpu_kernel_table(), new_table = old_table;
+    old_table.abi_minor = 8;
+    old_table.struct_size = (uint32_t)offsetof(loom_kernels_api, gelu_forward_cast);
+    new_table.gelu_forward_cast = counting_gelu_forward_cast;
+    new_table.gelu_backward_cast = counting_gelu_backward_cast;
+    loom_model *m[2] = {NULL, NULL};
+    CHECK(vt->create(&host, &api, &cfg, &m[0]) == LOOM_OK && vt->create(&host, &api, &cfg, &m[1]) == LOOM_OK);
+    if (!m[0] || !m[1]) return;
+    const net n = describe(m[0], 2);
+    const size_t es = param_dtype == LOOM_DTYPE_F32 ? 4 : 2;
+    float *params = malloc(sizeof(float) * (size_t)n.n_params);
+    unsigned char *stored = malloc(es * (size_t)n.n_params), *grads[2];
+    interesting_params(m[0], &n, params);
+    lk_convert(stored, param_dtype, params, LOOM_DTYPE_F32, n.n_params);
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(B * T)), *labels = malloc(sizeof(int32_t) * (size_t)(B * T));
+    make_tokens(tokens, labels, B, T, n.V);
+    loom_batch batch = make_batch(tokens, labels, B, T);
+    double loss[2] = {0, 0};
+    gelu_cast_calls = 0;
+    for (int i = 0; i < 2; i++) {
+        loom_model_binding b = make_binding((float *)stored, B, T);
+        b.param_dtype = param_dtype;
+        b.compute_dtype = compute_dtype;
+        b.kernels = i ? &new_table : &old_table;
+        CHECK(vt->bind(m[i], &b) == LOOM_OK);
+        grads[i] = calloc((size_t)n.n_params, es);
+        sink_ctx sc;
+        loom_grad_sink sink;
+        sink_init_bytes(&sc, grads[i], es, n.n_params, &sink);
+        for (int rep = 0; rep < 2; rep++) {
+            loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+            CHECK(vt->forward(m[i], &batch, &r, NULL) == LOOM_OK);
+            CHECK(vt->backward(m[i], &batch, 1.0f / (float)batch.n_targets, &sink) == LOOM_OK);
+            loss[i] += r.loss_sum;
+        }
+        if (i == 0) CHECK(gelu_cast_calls == 0);
+    }
+    /* Per block and micro-batch: the backward's derivative; in mixed runs the forward's GELU
+     * and the backward's again; with checkpointing, the block's recomputed forward too. */
+    const int per_block = param_dtype == LOOM_DTYPE_F32 && compute_dtype == LOOM_DTYPE_F32 ? 1 : 3;
+    const int calls = 2 * ((int)n.L * per_block + (recompute ? (int)n.L - 1 : 0));
+    const int differ =
+        memcmp(&loss[0], &loss[1], sizeof loss[0]) != 0 || memcmp(grads[0], grads[1], es * (size_t)n.n_params) != 0;
+    if (differ || gelu_cast_calls != calls)
+        fprintf(stderr, "%s: the one-pass GELU differs from the 1.8 table's (%d calls)\n", what, gelu_cast_calls);
+    CHECK(!differ);
+    CHECK(gelu_cast_calls == calls);
+    vt->destroy(m[0]);
+    vt->destroy(m[1]);
+    free(params), free(stored), free(tokens), free(labels), free(grads[0]), free(grads[1]);
+}
+
 static void test_mixed(uint32_t param_dtype, uint32_t compute_dtype, const char *what)
 {
     test_mixed_cfg((gcfg){"3000", "16", "16", "1", "2"}, param_dtype, compute_dtype, what);
@@ -1302,6 +1375,14 @@ int main(void)
     /* Head size 32: the tiled attention on AMX tiles where the CPU has them (attention_amx.c). */
     test_mixed_cfg((gcfg){"3000", "16", "64", "1", "2"}, LOOM_DTYPE_BF16, LOOM_DTYPE_BF16,
                    "bf16, tiled attention, head size 32");
+    unsetenv("LOOM_GPT2_ATTENTION");
+    test_gelu_cast(LOOM_DTYPE_F32, LOOM_DTYPE_F32, 0, "gelu cast, f32");
+    test_gelu_cast(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, 0, "gelu cast, bf16");
+    test_gelu_cast(LOOM_DTYPE_F16, LOOM_DTYPE_F16, 0, "gelu cast, f16 (amp)");
+    test_gelu_cast(LOOM_DTYPE_F32, LOOM_DTYPE_BF16, 0, "gelu cast, f32 weights, bf16 products");
+    test_gelu_cast(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, 1, "gelu cast, bf16, gradient checkpointing");
+    setenv("LOOM_GPT2_ATTENTION", "flash", 1);
+    test_gelu_cast(LOOM_DTYPE_BF16, LOOM_DTYPE_BF16, 0, "gelu cast, bf16, tiled attention");
     unsetenv("LOOM_GPT2_ATTENTION");
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_F32);
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
