@@ -43,6 +43,8 @@
 #include "plugin_config.h"
 #include "plugin_loader.h"
 
+#include "bench_clock.h"
+
 #define MAX_SPANS 4096
 
 typedef struct layout {
@@ -74,19 +76,6 @@ static void layout_gpt2(layout *l)
     }
     layout_add(l, C, 0.0);
     layout_add(l, C, 0.0);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static void *big_alloc(size_t bytes)
@@ -282,13 +271,13 @@ static void bf16_run(kernel *k, int64_t rep)
     loom_optimizer_step st = step_args(rep + 1);
     void *grads[1] = {k->buf[1]};
     int32_t overflow = 0;
-    double t0 = now();
+    double t0 = bench_now();
     if (k->pvt->unscale(k->prec, grads, 1, &overflow) || overflow) die("bf16 unscale");
-    double t1 = now();
+    double t1 = bench_now();
     if (k->ovt->step(k->opt, k->spans, k->l->n_spans, &st)) die("adamw step on the master");
-    double t2 = now();
+    double t2 = bench_now();
     if (k->pvt->cast_to_model(k->prec)) die("bf16 cast_to_model");
-    double t3 = now();
+    double t3 = bench_now();
     if (rep > 0) {
         k->t_in[rep - 1] = t1 - t0;
         k->t_step[rep - 1] = t2 - t1;
@@ -345,7 +334,7 @@ static void kernel_free(kernel *k)
 
 static double median(double *x, int n)
 {
-    qsort(x, (size_t)n, sizeof *x, compare_double);
+    qsort(x, (size_t)n, sizeof *x, bench_compare_doubles);
     return x[n / 2];
 }
 
@@ -434,9 +423,9 @@ int main(int argc, char **argv)
         /* Rep 0 of each is not timed: it pays for the first touch of the plugins' buffers. */
         for (int r = 0; r <= reps; r++)
             for (int j = 0; j < nk; j++) {
-                double t0 = now();
+                double t0 = bench_now();
                 ks[j].run(&ks[j], r);
-                if (r > 0) ks[j].t[r - 1] = now() - t0;
+                if (r > 0) ks[j].t[r - 1] = bench_now() - t0;
             }
         const kernel *tri = nk && ks[0].run == triad_run ? &ks[0] : NULL;
         for (int j = 0; j < nk; j++) {

@@ -25,18 +25,7 @@
 
 #include "lk_cpu.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_clock.h"
 
 static float *filled(int64_t n, unsigned seed)
 {
@@ -113,18 +102,18 @@ int main(int argc, char **argv)
     double *fwd = malloc((size_t)reps * sizeof *fwd), *bwd = malloc((size_t)reps * sizeof *bwd);
     double check = 0;
     for (int r = -1; r < reps; r++) {
-        const double t0 = now();
+        const double t0 = bench_now();
         if (flash)
             lk_attention_flash_forward(out, keep, stored, dtype, B, T, C, NH);
         else
             lk_attention_forward(out, keep, qkv, B, T, C, NH);
-        const double t1 = now();
+        const double t1 = bench_now();
         memset(dqkv, 0, (size_t)(B * T * 3 * C) * sizeof *dqkv);
         if (flash)
             lk_attention_flash_backward(dqkv, dout, stored, dtype, out, keep, B, T, C, NH);
         else
             lk_attention_backward(dqkv, dout, qkv, keep, B, T, C, NH);
-        const double t2 = now();
+        const double t2 = bench_now();
         if (r >= 0) fwd[r] = t1 - t0, bwd[r] = t2 - t1;
         check = dqkv[(B * T * 3 * C) / 2];
     }
@@ -132,9 +121,9 @@ int main(int argc, char **argv)
     const int n = reps < 64 ? reps : 64;
     for (int r = 0; r < n; r++)
         total[r] = fwd[r] + bwd[r];
-    qsort(fwd, (size_t)reps, sizeof *fwd, compare);
-    qsort(bwd, (size_t)reps, sizeof *bwd, compare);
-    qsort(total, (size_t)n, sizeof *total, compare);
+    qsort(fwd, (size_t)reps, sizeof *fwd, bench_compare_doubles);
+    qsort(bwd, (size_t)reps, sizeof *bwd, bench_compare_doubles);
+    qsort(total, (size_t)n, sizeof *total, bench_compare_doubles);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"side\": \"loom-%s%s\", \"B\": %lld, \"T\": %lld, \"C\": %lld, \"NH\": %lld, \"threads\": %d, "

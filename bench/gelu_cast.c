@@ -26,22 +26,11 @@
 
 #include "lk_cpu.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_clock.h"
 
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, bench_compare_doubles);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -98,7 +87,7 @@ int main(int argc, char **argv)
     double *t_old = malloc(sizeof(double) * (size_t)reps), *t_new = malloc(sizeof(double) * (size_t)reps);
     int differ = 0;
     for (int r = -1; r < reps; r++) { /* rep -1 warms up */
-        double s = now();
+        double s = bench_now();
         for (int twice = 0; twice < 2; twice++) {
             if (dtype == LOOM_DTYPE_F32) {
                 lk_gelu_forward(act, fch, n);
@@ -118,11 +107,11 @@ int main(int argc, char **argv)
                 lk_gelu_backward(dB + r0 * width, half, dA + r0 * width, m);
             }
         }
-        const double mid = now();
+        const double mid = bench_now();
         for (int twice = 0; twice < 2; twice++)
             lk_gelu_forward_cast(fch_gelu2, dtype, fch, dtype, n);
         lk_gelu_backward_cast(dB2, fch, dtype, dA, n);
-        const double end = now();
+        const double end = bench_now();
         if (r >= 0) {
             t_old[r] = 1e3 * (mid - s);
             t_new[r] = 1e3 * (end - mid);

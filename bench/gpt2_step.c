@@ -21,6 +21,8 @@
 #include "error.h"
 #include "trainer.h"
 
+#include "bench_clock.h"
+
 typedef struct bench_config {
     const char *name;
     int layers, heads, embd, vocab, positions;
@@ -36,23 +38,10 @@ static double *step_starts;
 static int64_t n_starts, max_starts;
 static loom_status (*default_training_step)(loom_trainer *, const loom_batch *, float, double *);
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static loom_status timed_training_step(loom_trainer *t, const loom_batch *batch, float seed, double *loss_sum)
 {
-    if (n_starts < max_starts) step_starts[n_starts++] = now();
+    if (n_starts < max_starts) step_starts[n_starts++] = bench_now();
     return default_training_step(t, batch, seed, loss_sum);
-}
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv)
@@ -155,7 +144,7 @@ int main(int argc, char **argv)
         t->hooks.training_step = timed_training_step;
         st = loom_trainer_train(t);
     }
-    double end = now();
+    double end = bench_now();
     if (st != LOOM_OK) {
         fprintf(stderr, "bench_gpt2_step: error: %s\n", loom_error_message());
         return 1;
@@ -164,7 +153,7 @@ int main(int argc, char **argv)
     int64_t measured = n_starts - 1 - warmup;
     double *times = malloc((size_t)(measured > 0 ? measured : 1) * sizeof *times);
     for (int64_t i = 0; i < measured; i++) times[i] = step_starts[warmup + i + 1] - step_starts[warmup + i];
-    qsort(times, (size_t)measured, sizeof *times, compare_double);
+    qsort(times, (size_t)measured, sizeof *times, bench_compare_doubles);
     double median = measured % 2 ? times[measured / 2] : 0.5 * (times[measured / 2 - 1] + times[measured / 2]);
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);

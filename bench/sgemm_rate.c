@@ -9,22 +9,17 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_clock.h"
 
 /* Median of 5 timed calls after one warm-up, in seconds. */
 static double time_gemm(int ta, int tb, int m, int n, int k, float *a, float *b, float *c)
 {
     double t[5];
     for (int r = 0; r < 6; r++) {
-        double s = now();
+        double s = bench_now();
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
                     ta ? m : k, b, tb ? k : n, 0.0f, c, n);
-        if (r) t[r - 1] = now() - s;
+        if (r) t[r - 1] = bench_now() - s;
     }
     for (int i = 0; i < 5; i++)
         for (int j = i + 1; j < 5; j++)

@@ -23,12 +23,7 @@
 #include "error.h"
 #include "trainer.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_clock.h"
 
 static double cpu_now(void)
 {
@@ -120,12 +115,12 @@ int main(int argc, char **argv)
         double best = 1e30, best_cpu = 1e30;
         int64_t longest = 0;
         for (int r = 0; r < reps; r++) {
-            const double t0 = now(), c0 = cpu_now();
+            const double t0 = bench_now(), c0 = cpu_now();
             if ((st = loom_trainer_generate_batch(t, &batch, &c, out, lengths)) != LOOM_OK) {
                 fprintf(stderr, "bench_t5_generate: %s\n", loom_error_message());
                 return 1;
             }
-            const double dt = now() - t0, dc = cpu_now() - c0;
+            const double dt = bench_now() - t0, dc = cpu_now() - c0;
             if (dt < best) best = dt;
             if (dc < best_cpu) best_cpu = dc;
             longest = 0;
