@@ -60,11 +60,6 @@ static __global__ void lk_gelu_backward_cast_kernel(float *dinp, const void *inp
         dinp[i] = 0.0f + lk_gelu_slope(lk_load(inp, id, i)) * dout[i];
 }
 
-static bool lk_gelu_dtype(uint32_t d)
-{
-    return d == LOOM_DTYPE_F32 || d == LOOM_DTYPE_F16 || d == LOOM_DTYPE_BF16;
-}
-
 extern "C" void lk_gelu_forward_cuda(float *out, const float *inp, int64_t n)
 {
     if (n <= 0) return;
@@ -81,7 +76,7 @@ extern "C" void lk_gelu_backward_cuda(float *dinp, const float *inp, const float
 
 extern "C" void lk_gelu_forward_cast_cuda(void *out, uint32_t out_dtype, const void *inp, uint32_t inp_dtype, int64_t n)
 {
-    if (n <= 0 || !lk_gelu_dtype(out_dtype) || !lk_gelu_dtype(inp_dtype)) return;
+    if (n <= 0 || !loom_dtype_is_param(out_dtype) || !loom_dtype_is_param(inp_dtype)) return;
     lk_gelu_forward_cast_kernel<<<lk_cuda_grid(n, LK_CUDA_BLOCK), LK_CUDA_BLOCK>>>(out, out_dtype, inp, inp_dtype, n);
     lk_cuda_launched("lk_gelu_forward_cast_cuda");
 }
@@ -89,7 +84,7 @@ extern "C" void lk_gelu_forward_cast_cuda(void *out, uint32_t out_dtype, const v
 extern "C" void lk_gelu_backward_cast_cuda(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout,
                                            int64_t n)
 {
-    if (n <= 0 || !dinp || !lk_gelu_dtype(inp_dtype)) return;
+    if (n <= 0 || !dinp || !loom_dtype_is_param(inp_dtype)) return;
     lk_gelu_backward_cast_kernel<<<lk_cuda_grid(n, LK_CUDA_BLOCK), LK_CUDA_BLOCK>>>(dinp, inp, inp_dtype, dout, n);
     lk_cuda_launched("lk_gelu_backward_cast_cuda");
 }
