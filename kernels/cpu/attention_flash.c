@@ -9,7 +9,7 @@
  * Memory is O(T) per head: a thread packs its head's q, k, v (and in the backward dout and
  * the dq accumulator) into contiguous [T, hs] f32 panels, widening bf16/f16 inputs there, plus
  * k and v transposed, and works on [BR, BC] score tiles. The tile products are lk_tile_mm
- * (attention_tile_mm.c: an AVX-512 register-blocked kernel), not BLAS calls: OpenBLAS entered
+ * (attention_tile_mm.c: AVX-512 or AVX2 register-blocked kernels), not BLAS calls: OpenBLAS entered
  * from inside an OpenMP region contends for its own thread pool (tens of times slower on a
  * loaded machine), and at these sizes its call and packing overhead would be a large share.
  *
@@ -59,17 +59,27 @@ static int dtype_ok(uint32_t dtype)
 }
 
 /* dst[i, t] = src[t, i] for rows t0 <= t < t1 of a [T, hs] panel: the transposed k or v that
- * S = Q K^T and dP = dO V^T read row by row. Sixteen rows at a time, so each store run fills a
- * cache line of dst: one element per row of dst (rows T floats apart) took a quarter of the
- * whole attention's time at T = 1024. */
-static void transpose(float *dst, const float *src, int64_t t0, int64_t t1, int64_t T, int64_t hs)
+ * S = Q K^T and dP = dO V^T read row by row, rows ld floats apart (transposed_ld). Sixteen
+ * rows at a time, so each store run fills a cache line of dst: one element per row of dst
+ * (rows T floats apart) took a quarter of the whole attention's time at T = 1024. */
+static void transpose(float *dst, int64_t ld, const float *src, int64_t t0, int64_t t1, int64_t hs)
 {
     for (int64_t tb = t0; tb < t1; tb += 16) {
         const int64_t te = min_i64(tb + 16, t1);
         for (int64_t i = 0; i < hs; i++)
             for (int64_t t = tb; t < te; t++)
-                dst[i * T + t] = src[t * hs + i];
+                dst[i * ld + t] = src[t * hs + i];
     }
+}
+
+/* The row stride of a transposed panel: T rounded up to 16 floats, plus 16. A tile product
+ * reads a 16-column strip of it down all hs rows; with rows exactly 4 KiB apart (T = 1024)
+ * every row of the strip falls in the same L1 set, 8 ways hold 8 of 64 rows, and the AVX2
+ * kernel ran at 68 GFLOP/s a thread instead of 90. One cache line more a row spreads the
+ * strip over 64 sets. */
+static int64_t transposed_ld(int64_t T)
+{
+    return (T + 15) / 16 * 16 + 16;
 }
 
 /* dst[t, :] = the hs elements at src + (b T + t) ld + off, as f32. */
@@ -118,11 +128,12 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t es = loom_dtype_size(dtype);
-    const int64_t nq = (T + LK_FLASH_BR - 1) / LK_FLASH_BR;
+    const int64_t nq = (T + LK_FLASH_BR - 1) / LK_FLASH_BR, ldt = transposed_ld(T);
 #pragma omp parallel if (B * T * T * C >= 2 * LK_OMP_MIN_WORK)
     {
-        float *q = workspace((size_t)(4 * T * hs + LK_FLASH_BR * LK_FLASH_BC + LK_FLASH_BR * hs + 2 * LK_FLASH_BR));
-        float *k = q + T * hs, *v = k + T * hs, *kt = v + T * hs, *S = kt + T * hs,
+        float *q =
+            workspace((size_t)(3 * T * hs + ldt * hs + LK_FLASH_BR * LK_FLASH_BC + LK_FLASH_BR * hs + 2 * LK_FLASH_BR));
+        float *k = q + T * hs, *v = k + T * hs, *kt = v + T * hs, *S = kt + ldt * hs,
               *acc = S + LK_FLASH_BR * LK_FLASH_BC;
         float *m = acc + LK_FLASH_BR * hs, *l = m + LK_FLASH_BR;
         int64_t packed_bh = -1, packed = 0; /* k, v, kt hold rows [0, packed) of head packed_bh */
@@ -140,7 +151,7 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
                 const char *rows = base + (size_t)(packed * C3) * es;
                 pack(k + packed * hs, rows, dtype, keys - packed, C3, C + h * hs, hs);
                 pack(v + packed * hs, rows, dtype, keys - packed, C3, 2 * C + h * hs, hs);
-                transpose(kt, k, packed, keys, T, hs);
+                transpose(kt, ldt, k, packed, keys, hs);
                 packed = keys;
             }
             pack(q + i0 * hs, base + (size_t)(i0 * C3) * es, dtype, br, C3, h * hs, hs);
@@ -148,7 +159,7 @@ void lk_attention_flash_forward_dropout(float *out, float *lse, const void *qkv,
                 m[r] = -INFINITY, l[r] = 0.0f;
             for (int64_t j0 = 0; j0 < keys; j0 += LK_FLASH_BC) {
                 const int64_t bc = min_i64(LK_FLASH_BC, keys - j0);
-                lk_tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
+                lk_tile_mm(S, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, ldt, br, bc, hs, scale, 0);
                 for (int64_t r = 0; r < br; r++) {
                     float *row = S + r * LK_FLASH_BC, *o = acc + r * hs;
                     const int64_t n = min_i64(bc, i0 + r - j0 + 1); /* causal: keys <= t */
@@ -196,11 +207,13 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
     const int64_t hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t es = loom_dtype_size(dtype);
+    const int64_t ldt = transposed_ld(T);
 #pragma omp parallel if (B * T * T * C >= LK_OMP_MIN_WORK)
     {
-        float *q = workspace((size_t)(7 * T * hs + T + 2 * LK_FLASH_BR * LK_FLASH_BC + 2 * LK_FLASH_BC * hs));
+        float *q =
+            workspace((size_t)(5 * T * hs + 2 * ldt * hs + T + 2 * LK_FLASH_BR * LK_FLASH_BC + 2 * LK_FLASH_BC * hs));
         float *k = q + T * hs, *v = k + T * hs, *dO = v + T * hs, *dq = dO + T * hs, *kt = dq + T * hs;
-        float *vt = kt + T * hs, *D = vt + T * hs;
+        float *vt = kt + ldt * hs, *D = vt + ldt * hs;
         float *P = D + T, *dS = P + LK_FLASH_BR * LK_FLASH_BC, *dk = dS + LK_FLASH_BR * LK_FLASH_BC;
         float *dv = dk + LK_FLASH_BC * hs;
 #pragma omp for collapse(2) schedule(dynamic)
@@ -211,8 +224,8 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                 pack(k, base, dtype, T, C3, C + h * hs, hs);
                 pack(v, base, dtype, T, C3, 2 * C + h * hs, hs);
                 pack(dO, dout + b * T * C, LOOM_DTYPE_F32, T, C, h * hs, hs);
-                transpose(kt, k, 0, T, T, hs);
-                transpose(vt, v, 0, T, T, hs);
+                transpose(kt, ldt, k, 0, T, hs);
+                transpose(vt, ldt, v, 0, T, hs);
                 const float *L = lse + (b * NH + h) * T;
                 for (int64_t t = 0; t < T; t++) {
                     const float *o = out + (b * T + t) * C + h * hs, *g = dO + t * hs;
@@ -231,8 +244,8 @@ void lk_attention_flash_backward_dropout(float *dqkv, const float *dout, const v
                     /* Query tiles with a row t >= j0: the one holding j0 and those after. */
                     for (int64_t i0 = j0 / LK_FLASH_BR * LK_FLASH_BR; i0 < T; i0 += LK_FLASH_BR) {
                         const int64_t br = min_i64(LK_FLASH_BR, T - i0);
-                        lk_tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, T, br, bc, hs, scale, 0);
-                        lk_tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, T, br, bc, hs, 1.0f, 0);
+                        lk_tile_mm(P, LK_FLASH_BC, q + i0 * hs, hs, 1, kt + j0, ldt, br, bc, hs, scale, 0);
+                        lk_tile_mm(dS, LK_FLASH_BC, dO + i0 * hs, hs, 1, vt + j0, ldt, br, bc, hs, 1.0f, 0);
                         for (int64_t r = 0; r < br; r++) {
                             float *p = P + r * LK_FLASH_BC, *ds = dS + r * LK_FLASH_BC;
                             const int64_t n = min_i64(bc, i0 + r - j0 + 1);
