@@ -135,6 +135,29 @@ static loom_status save_resolved(const loom_trainer *t, int verbose)
     return st;
 }
 
+/* What --generate cannot do, said before the tokenizer is looked for: a classifier's folder
+ * has no vocab.json, and "cannot open" would hide that the model itself cannot generate. */
+static loom_status check_generation(const loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    const loom_model_vtable *mv = t->model.vtable;
+    if (!LOOM_HAS(mv, loom_model_vtable, decode_begin) || !LOOM_HAS(mv, loom_model_vtable, decode_step))
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--generate: %s holds a model of type '%s', which cannot generate text (no decoder, no "
+                          "tokenizer); use a language model such as gpt2",
+                          a->model_name_or_path && *a->model_name_or_path ? a->model_name_or_path : "the model",
+                          t->model.plugin->desc->name);
+    /* --generate decodes greedily or by sampling: a beam count would be silently ignored. */
+    const int64_t beams = a->generation_num_beams != LOOM_ARG_NONE_INT ? a->generation_num_beams : a->num_beams;
+    if (beams != LOOM_ARG_NONE_INT && beams != 1)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--%s %lld: --generate has no beam search (greedy, or --do_sample); beams are for "
+                          "--predict_with_generate",
+                          a->generation_num_beams != LOOM_ARG_NONE_INT ? "generation_num_beams" : "num_beams",
+                          (long long)beams);
+    return LOOM_OK;
+}
+
 /* `loom predict --generate --prompt TEXT`: encode, decode step by step, print the text. */
 static loom_status run_generation(loom_trainer *t)
 {
@@ -142,8 +165,10 @@ static loom_status run_generation(loom_trainer *t)
     const char *dir = a->tokenizer_name && *a->tokenizer_name ? a->tokenizer_name : a->model_name_or_path;
     if (!dir || !*dir) return loom_error(LOOM_E_INVALID, "--generate needs --model_name_or_path (or --tokenizer_name)");
     if (!a->prompt || !*a->prompt) return loom_error(LOOM_E_INVALID, "--generate needs --prompt TEXT");
+    loom_status st = check_generation(t);
+    if (st != LOOM_OK) return st;
     char vocab[4096], merges[4096];
-    loom_status st = loom_path_join(vocab, sizeof vocab, dir, "vocab.json");
+    st = loom_path_join(vocab, sizeof vocab, dir, "vocab.json");
     if (st == LOOM_OK) st = loom_path_join(merges, sizeof merges, dir, "merges.txt");
     loom_bpe *bpe = NULL;
     if (st == LOOM_OK) st = loom_bpe_load(vocab, merges, &bpe);
@@ -221,6 +246,10 @@ int loom_command_train(const char *mode, int argc, char **argv)
     }
     if (!args.output_dir || !*args.output_dir) {
         loom_args_free(&args);
+        /* evaluate / predict would have made one inside the model's folder: what is missing is the model. */
+        if (!training)
+            return loom_command_fail(
+                loom_error(LOOM_E_INVALID, "loom %s needs --model_name_or_path (the trained model's folder)", mode));
         return loom_command_fail(loom_error(LOOM_E_INVALID, "--output_dir is required"));
     }
     /* A restart by `loom launch --max_restarts` (docs/checkpoints.md#restarts) goes on from the

@@ -50,6 +50,22 @@ int loom_command_fail(loom_status status)
     }
 }
 
+/* `loom version` takes no arguments: a stray one is most likely a mistyped command line, and
+ * accepting it silently would hide that. */
+static int command_version(int argc, char **argv)
+{
+    if (argc == 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+        printf("usage: loom version\n\nPrints the version of loom and of the plugin ABI it loads.\n");
+        return 0;
+    }
+    if (argc > 0) {
+        fprintf(stderr, "loom: error: version: unexpected argument '%s' (usage: loom version)\n", argv[0]);
+        return 2;
+    }
+    printf("loom %s (plugin ABI %d.%d)\n", LOOM_VERSION_STRING, LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -68,10 +84,7 @@ int main(int argc, char **argv)
     if (!strcmp(command, "consolidate")) return loom_command_consolidate(argc - 2, argv + 2);
     if (!strcmp(command, "plot")) return loom_command_plot(argc - 2, argv + 2);
     if (!strcmp(command, "doctor")) return loom_command_doctor(argc - 2, argv + 2);
-    if (!strcmp(command, "version") || !strcmp(command, "--version")) {
-        printf("loom %s (plugin ABI %d.%d)\n", LOOM_VERSION_STRING, LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
-        return 0;
-    }
+    if (!strcmp(command, "version") || !strcmp(command, "--version")) return command_version(argc - 2, argv + 2);
     if (!strcmp(command, "help") || !strcmp(command, "--help") || !strcmp(command, "-h")) {
         usage(stdout);
         return 0;

@@ -19,7 +19,7 @@
 typedef struct adopt_ctx {
     loom_args *args;
     loom__arg_origin *origin;
-    const char *file;                     /* args->deepspeed */
+    const char *file;                    /* loom__ds_label(args->deepspeed) */
     const char *key_of[LOOM__ARG_COUNT]; /* the file key a value was adopted from */
 } adopt_ctx;
 
@@ -206,20 +206,35 @@ static loom_status adopt_precision(adopt_ctx *c, const cJSON *root)
                       loom__arg_table[flag].name, loom__where(c->origin->source[flag], where, sizeof where));
 }
 
+int loom__ds_is_inline(const char *value)
+{
+    while (*value == ' ' || *value == '\t' || *value == '\n' || *value == '\r')
+        value++;
+    return *value == '{';
+}
+
+const char *loom__ds_label(const char *value)
+{
+    return loom__ds_is_inline(value) ? "--deepspeed (inline dict)" : value;
+}
+
+loom_status loom__ds_read_json(const char *value, cJSON **root)
+{
+    if (loom__ds_is_inline(value)) return loom__json_parse_strict(loom__ds_label(value), value, strlen(value), root);
+    return loom__json_read_file("--deepspeed", value, LOOM_READ_FILE_MAX, root);
+}
+
 loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (loom_read_file(args->deepspeed, &text, &len) != LOOM_OK) {
+    cJSON *root = NULL;
+    if (loom__ds_read_json(args->deepspeed, &root) != LOOM_OK) {
         loom_error_clear(); /* reported by loom_ds_config_load, with the file's context */
         return LOOM_OK;
     }
-    cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
     adopt_ctx *c = calloc(1, sizeof *c);
     loom_status st = c ? LOOM_OK : loom_error(LOOM_E_NOMEM, "out of memory");
     if (st == LOOM_OK && cJSON_IsObject(root)) {
-        *c = (adopt_ctx){.args = args, .origin = origin, .file = args->deepspeed};
+        *c = (adopt_ctx){.args = args, .origin = origin, .file = loom__ds_label(args->deepspeed)};
         if ((st = adopt_batch(c, root)) == LOOM_OK && (st = adopt_optimizer(c, root)) == LOOM_OK &&
             (st = adopt_scheduler(c, root)) == LOOM_OK)
             st = adopt_precision(c, root);

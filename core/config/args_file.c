@@ -17,12 +17,31 @@
  * can cost. FIFOs and devices are refused by loom_read_file_max. */
 #define CONFIG_MAX_BYTES (16u << 20)
 
-static loom_status read_text(const char *path, char **out)
+loom_status loom__json_parse_strict(const char *where, const char *text, size_t len, cJSON **root)
 {
+    *root = NULL;
+    /* cJSON stops at a NUL as at the end of the text: whatever follows would be dropped unseen. */
+    const char *nul = memchr(text, '\0', len);
+    if (nul)
+        return loom_error(LOOM_E_FORMAT, "%s: a NUL byte at byte offset %zu (JSON is text; is this the right file?)",
+                          where, (size_t)(nul - text));
+    /* Require the end of the text after the value: trailing garbage or a second object is
+     * refused, as Python's json.load does ("Extra data"). */
+    const char *end = NULL;
+    *root = cJSON_ParseWithOpts(text, &end, 1);
+    return *root ? LOOM_OK : loom__json_malformed(where, text, end);
+}
+
+loom_status loom__json_read_file(const char *flag, const char *path, size_t max_bytes, cJSON **root)
+{
+    *root = NULL;
+    char *text = NULL;
     size_t len = 0;
-    loom_status st = loom_read_file_max(path, CONFIG_MAX_BYTES, out, &len);
-    if (st != LOOM_OK) return loom_error_context(st == LOOM_E_NOT_FOUND ? LOOM_E_IO : st, "--config");
-    return LOOM_OK;
+    loom_status st = loom_read_file_max(path, max_bytes, &text, &len);
+    if (st != LOOM_OK) return loom_error_context(st == LOOM_E_NOT_FOUND ? LOOM_E_IO : st, "%s", flag);
+    st = loom__json_parse_strict(path, text, len, root);
+    free(text);
+    return st;
 }
 
 static loom_status wrong_type(const loom__arg_desc *d, const char *path, const char *expected, const cJSON *v)
@@ -133,17 +152,9 @@ static loom_status add_unknown(loom_args *args, const char *key, const cJSON *v,
 
 loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_origin *origin)
 {
-    char *text = NULL;
-    loom_status st = read_text(path, &text);
+    cJSON *root = NULL;
+    loom_status st = loom__json_read_file("--config", path, CONFIG_MAX_BYTES, &root);
     if (st != LOOM_OK) return st;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-    if (!root) {
-        st = loom__json_malformed(path, text, end);
-        free(text);
-        return st;
-    }
-    free(text);
     char dup[512];
     if (!cJSON_IsObject(root)) {
         st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of arguments, got %s", path,

@@ -92,8 +92,30 @@ int loom__arg_is_secret(const loom__arg_desc *d);
 /* Python's repr() of a float (shortest round-trip, "3.0", "5e-05", "1e+16") into buf. */
 void loom__format_double(double v, char *buf, size_t size);
 
+struct cJSON;
+
+/* Parse `len` bytes of `text` (NUL-terminated after them) as exactly one JSON value: a NUL
+ * byte inside, trailing text or a second value is LOOM_E_FORMAT naming `where` and the byte
+ * offset or line:column. The caller deletes *root (args_file.c). */
+loom_status loom__json_parse_strict(const char *where, const char *text, size_t len, struct cJSON **root);
+
+/* Read the regular file `path` (at most max_bytes) and parse it with loom__json_parse_strict;
+ * a file that cannot be read is LOOM_E_IO with `flag` ("--config") in front. The one reader
+ * of --config and --deepspeed files, so both refuse the same input the same way. */
+loom_status loom__json_read_file(const char *flag, const char *path, size_t max_bytes, struct cJSON **root);
+
 /* Read the --config file at `path` into args (args_file.c). */
 loom_status loom__args_load_file(loom_args *args, const char *path, loom__arg_origin *origin);
+
+/* 1 when a --deepspeed value is a JSON object itself, not a path: HF's TrainingArguments takes
+ * a dict for deepspeed (a --config's "deepspeed": {...}, or text starting with '{'). */
+int loom__ds_is_inline(const char *value);
+
+/* What messages call a --deepspeed value: the path, or "--deepspeed (inline dict)". */
+const char *loom__ds_label(const char *value);
+
+/* The --deepspeed config as JSON, from the file or the inline dict (args_deepspeed.c). */
+loom_status loom__ds_read_json(const char *value, struct cJSON **root);
 
 /* --deepspeed FILE: the file's values for the arguments it maps replace their defaults;
  * a given argument that disagrees is an error (args_deepspeed.c). A file that cannot be read

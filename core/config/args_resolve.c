@@ -342,8 +342,15 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->gradient_accumulation_steps >= 1 && a->gradient_accumulation_steps <= COUNT_MAX,
             gradient_accumulation_steps, "must be >= 1 and <= " COUNT_MAX_TEXT);
     REQUIRE(a->block_size >= 0 && a->block_size <= COUNT_MAX, block_size, "must be >= 0 and <= " COUNT_MAX_TEXT);
-    REQUIRE(a->max_new_tokens >= 0 && a->max_new_tokens <= COUNT_MAX, max_new_tokens,
-            "must be >= 0 and <= " COUNT_MAX_TEXT);
+    /* HF's GenerationConfig.validate: at least one new token and one beam. Checked here, not
+     * at the first generated batch, so a run whose generation does not read them refuses them
+     * rather than ignoring them. --generation_num_beams and the lengths are checked where beam
+     * search reads them (trainer_generate.c); --temperature and --top_p where sampling does
+     * (generate.c), as HF only warns about them when decoding greedily. */
+    REQUIRE(a->max_new_tokens >= 1 && a->max_new_tokens <= COUNT_MAX, max_new_tokens,
+            "must be >= 1 and <= " COUNT_MAX_TEXT);
+    REQUIRE(a->num_beams == LOOM_ARG_NONE_INT || (a->num_beams >= 1 && a->num_beams <= COUNT_MAX), num_beams,
+            "must be >= 1 (1 = greedy) and <= " COUNT_MAX_TEXT);
     REQUIRE(a->top_k >= 0, top_k, "must be >= 0 (0 = all tokens)");
     REQUIRE(a->ddp_bucket_cap_mb == LOOM_ARG_NONE_INT || (a->ddp_bucket_cap_mb >= 1 && a->ddp_bucket_cap_mb <= 65536),
             ddp_bucket_cap_mb, "must be in [1, 65536] (MB)");
@@ -351,7 +358,8 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->weight_decay >= 0, weight_decay, "must be >= 0");
     REQUIRE(a->adam_beta1 >= 0 && a->adam_beta1 < 1, adam_beta1, "must be in [0, 1)");
     REQUIRE(a->adam_beta2 >= 0 && a->adam_beta2 < 1, adam_beta2, "must be in [0, 1)");
-    REQUIRE(a->adam_epsilon >= 0, adam_epsilon, "must be >= 0");
+    /* PyTorch takes 0, and then writes 0 / 0 = NaN into every weight whose gradient is still 0. */
+    REQUIRE(a->adam_epsilon > 0, adam_epsilon, "must be > 0 (with 0, a weight whose gradient is 0 becomes NaN)");
     REQUIRE(a->num_train_epochs >= 0 && a->num_train_epochs <= 1e6, num_train_epochs, "must be >= 0 and <= 1e6");
     REQUIRE(a->warmup_ratio >= 0 && a->warmup_ratio <= 1, warmup_ratio, "must be in [0, 1]");
     REQUIRE(a->warmup_steps >= 0, warmup_steps, "must be >= 0");

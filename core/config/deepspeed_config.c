@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args_internal.h"
 #include "ds_config_internal.h"
 #include "error.h"
-#include "fileutil.h"
 #include "json_util.h"
 
 static void choice_free(loom_ds_plugin_choice *c)
@@ -66,18 +66,10 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
     memset(out, 0, sizeof *out);
     if (!path || !*path) return loom_error(LOOM_E_INVALID, "--deepspeed: no config file given");
     if (world_size < 1) return loom_error(LOOM_E_INVALID, "%s: world size %d must be >= 1", path, world_size);
-    char *text = NULL;
-    size_t len = 0;
-    loom_status st = loom_read_file(path, &text, &len);
-    if (st != LOOM_OK) return loom_error_context(st, "--deepspeed");
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        st = loom__json_malformed(path, text, end);
-        free(text);
-        return st;
-    }
-    free(text);
+    cJSON *root = NULL;
+    loom_status st = loom__ds_read_json(path, &root);
+    if (st != LOOM_OK) return st;
+    path = loom__ds_label(path); /* for messages; an inline dict's text would make them unreadable */
     ds_ctx c = {path, args, out};
     if (!cJSON_IsObject(root)) {
         st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object (a DeepSpeed config), got %s", path,

@@ -120,6 +120,33 @@ static int has_glob_magic(const char *s)
     return strpbrk(s, "*?[") != NULL;
 }
 
+/* `path` with each glob(3) special character backslash-escaped, so it matches only itself;
+ * malloc'd, NULL when out of memory. */
+static char *glob_escape(const char *path)
+{
+    char *out = malloc(2 * strlen(path) + 1), *o = out;
+    if (!out) return NULL;
+    for (const char *p = path; *p; p++) {
+        if (strchr("*?[\\", *p)) *o++ = '\\';
+        *o++ = *p;
+    }
+    *o = '\0';
+    return out;
+}
+
+int loom_data_glob(const char *pattern, int flags, glob_t *g)
+{
+    struct stat sb;
+    /* A file that exists under this very name ("c[1].bin") is meant as is: taken as a pattern
+     * it would match other files, or none. */
+    if (!has_glob_magic(pattern) || stat(pattern, &sb) != 0) return glob(pattern, flags, NULL, g);
+    char *escaped = glob_escape(pattern);
+    if (!escaped) return GLOB_NOSPACE;
+    int rc = glob(escaped, flags, NULL, g);
+    free(escaped);
+    return rc;
+}
+
 /* Map and validate one shard. */
 static loom_status open_shard(const char *path, shard *s)
 {
@@ -212,7 +239,7 @@ loom_status loom_token_dataset_open(const char *pattern, int64_t block_size, loo
                           (long long)block_size);
     glob_t g;
     memset(&g, 0, sizeof g);
-    const int grc = glob(pattern, GLOB_ERR, NULL, &g);
+    const int grc = loom_data_glob(pattern, GLOB_ERR, &g);
     if (grc != 0) {
         globfree(&g);
         if (grc == GLOB_NOMATCH)

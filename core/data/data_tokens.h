@@ -25,6 +25,8 @@
 
 #include <loom/loom.h>
 
+#include <glob.h>
+
 #include "dataset.h"
 
 #define LOOM_TOKENS_MAGIC 20240520
@@ -35,6 +37,11 @@
 /* Write tokens[0..n) as one shard at `path`, atomically (a temporary file renamed into
  * place). n must fit the header's int32. Errors: LOOM_E_INVALID (n too large), LOOM_E_IO. */
 loom_status loom_tokens_write(const char *path, const uint16_t *tokens, uint64_t n);
+
+/* glob(3) for a data file argument (no error callback): a path that exists is that one file,
+ * even when its name holds glob characters; anything else is a pattern. Free g with globfree
+ * whatever it returns. */
+int loom_data_glob(const char *pattern, int flags, glob_t *g);
 
 /* Open the shards matching `pattern` (one path, or a glob(3) pattern; matches are taken in
  * sorted order) as a dataset of block_size-token examples (see above): input_dtype I32,

@@ -52,7 +52,7 @@ loom_status loom_dataset_sniff(const char *path, int *format)
     const char *first = path;
     glob_t matches = {0};
     if (strpbrk(path, "*?[")) {
-        if (glob(path, 0, NULL, &matches) != 0 || matches.gl_pathc == 0) {
+        if (loom_data_glob(path, 0, &matches) != 0 || matches.gl_pathc == 0) {
             globfree(&matches);
             return loom_error(LOOM_E_NOT_FOUND, "%s: no file matches", path);
         }

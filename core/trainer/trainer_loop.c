@@ -384,6 +384,23 @@ static int64_t batch_tokens(const loom_batch *batch)
     return batch->batch_size;
 }
 
+/* ceil(x) as an int64, INT64_MAX where it does not fit (converting such a double is undefined). */
+static int64_t saturating_ceil(double x)
+{
+    const double c = ceil(x);
+    return c >= 0x1p63 ? INT64_MAX : (int64_t)c;
+}
+
+/* Why an epoch has no batch: an empty file (whatever drop_last says), or fewer examples than
+ * one batch with --dataloader_drop_last. */
+static loom_status no_train_batch(const loom_args *a, const loom_dataloader *dl)
+{
+    if (dl->dataset->n_examples == 0)
+        return loom_error(LOOM_E_INVALID, "--train_file %s: the file holds no examples", a->train_file);
+    return loom_error(LOOM_E_INVALID, "--train_file %s: %lld examples make no batch of %lld (dataloader_drop_last)",
+                      a->train_file, (long long)dl->dataset->n_examples, (long long)dl->batch_size);
+}
+
 loom_status loom_trainer_train(loom_trainer *t)
 {
     /* The checkpoint to resume from decides the seed (so the data loader's order) and the
@@ -403,9 +420,9 @@ loom_status loom_trainer_train(loom_trainer *t)
     if ((st = t->hooks.get_train_dataloader(t, &dl)) != LOOM_OK) return st;
     int64_t batches_per_epoch = loom_dataloader_len(&dl);
     if (batches_per_epoch < 1) {
+        st = no_train_batch(a, &dl);
         loom_dataloader_free(&dl);
-        return loom_error(LOOM_E_INVALID, "--train_file %s: %lld examples make no batch of %lld (dataloader_drop_last)",
-                          a->train_file, (long long)dl.dataset->n_examples, (long long)dl.batch_size);
+        return st;
     }
     int64_t ga = a->gradient_accumulation_steps;
     /* An epoch's last optimizer step takes the leftover micro-batches (current HF): every
@@ -416,10 +433,12 @@ loom_status loom_trainer_train(loom_trainer *t)
     int64_t max_steps, num_epochs;
     if (a->max_steps > 0) {
         max_steps = a->max_steps;
-        num_epochs = (max_steps + updates_per_epoch - 1) / updates_per_epoch;
+        /* Not (max_steps + updates_per_epoch - 1) / ...: that overflows near INT64_MAX (a script
+         * passing sys.maxsize), and the run trained nothing over a negative epoch count. */
+        num_epochs = max_steps / updates_per_epoch + (max_steps % updates_per_epoch != 0);
     } else {
-        max_steps = (int64_t)ceil(a->num_train_epochs * (double)updates_per_epoch);
-        num_epochs = (int64_t)ceil(a->num_train_epochs);
+        max_steps = saturating_ceil(a->num_train_epochs * (double)updates_per_epoch);
+        num_epochs = saturating_ceil(a->num_train_epochs);
     }
     t->state.max_steps = max_steps;
     t->state.num_train_epochs = (double)num_epochs;

@@ -195,6 +195,51 @@ static loom_status check_evaluation(const loom_trainer *t)
     return LOOM_OK;
 }
 
+/* What a data file holds, as the error messages name it. */
+static const char *data_kind(const loom_dataset *ds)
+{
+    return ds->n_classes > 0 ? "classification (LOOMCLS1)" : ds->collate ? "seq2seq (JSON lines)" : "token";
+}
+
+/* One data file against the training data and the model, before step 1. Without this, a
+ * validation or test file of another kind or size stops the run at the first evaluation,
+ * maybe hours in, with a message from the model that names no file. */
+static loom_status check_one_data_file(const loom_trainer *t, const char *flag, const char *path,
+                                       const loom_dataset *ds)
+{
+    const loom_dataset *train = t->train_dataset;
+    const char *model = t->model.plugin->desc->name;
+    if (train && ds != train && strcmp(data_kind(ds), data_kind(train)) != 0)
+        return loom_error(LOOM_E_INVALID, "--%s %s holds %s data, but --train_file %s holds %s data", flag, path,
+                          data_kind(ds), t->args.train_file, data_kind(train));
+    int64_t input_size = 0, num_classes = 0;
+    if (loom_config_i64(t->model.config, "input_size", &input_size) != LOOM_CFG_PRESENT) input_size = 0;
+    if (loom_config_i64(t->model.config, "num_classes", &num_classes) != LOOM_CFG_PRESENT) num_classes = 0;
+    if (input_size > 0 && ds->n_classes <= 0)
+        return loom_error(LOOM_E_INVALID,
+                          "--%s %s holds %s data, but the model '%s' takes classification data "
+                          "(%lld features per example)",
+                          flag, path, data_kind(ds), model, (long long)input_size);
+    if (input_size > 0 && ds->n_features != input_size)
+        return loom_error(LOOM_E_INVALID, "--%s %s: %lld features per example, but the model '%s' takes %lld", flag,
+                          path, (long long)ds->n_features, model, (long long)input_size);
+    if (num_classes > 0 && ds->n_classes > num_classes)
+        return loom_error(LOOM_E_INVALID, "--%s %s: labels of %lld classes, but the model '%s' has %lld", flag, path,
+                          (long long)ds->n_classes, model, (long long)num_classes);
+    return LOOM_OK;
+}
+
+static loom_status check_data_fits_model(const loom_trainer *t)
+{
+    const loom_args *a = &t->args;
+    loom_status st = LOOM_OK;
+    if (t->train_dataset) st = check_one_data_file(t, "train_file", a->train_file, t->train_dataset);
+    if (st == LOOM_OK && t->eval_dataset)
+        st = check_one_data_file(t, "validation_file", a->validation_file, t->eval_dataset);
+    if (st == LOOM_OK && t->test_dataset) st = check_one_data_file(t, "test_file", a->test_file, t->test_dataset);
+    return st;
+}
+
 /* --deepspeed ds_config.json: read and merge it with the arguments (conflicts are errors), and
  * refuse what this build cannot do yet rather than run something else. */
 static loom_status load_deepspeed(loom_trainer *t)
@@ -391,33 +436,79 @@ static loom_status choose_default_callbacks(const loom_trainer *t, chosen_plugin
     return LOOM_OK;
 }
 
-/* --plugin overrides the default of its kind (callbacks add). */
+/* What chose a kind's plugin before --plugin, when the user asked for something (NULL: only
+ * defaults did). A --plugin that names another plugin of that kind contradicts it. */
+static const char *explicit_choice(const loom_trainer *t, const chosen_plugins *c, uint32_t kind)
+{
+    const loom_args *a = &t->args;
+    const loom_ds_config *ds = t->ds;
+    switch (kind) {
+    case LOOM_KIND_MODEL:
+        return a->model && *a->model ? "--model" : NULL;
+    case LOOM_KIND_OPTIMIZER:
+        if (ds && ds->optimizer_choice.plugin) return "the DeepSpeed config's optimizer";
+        return a->optim && strcmp(a->optim, "adamw_torch") != 0 ? "--optim" : NULL;
+    case LOOM_KIND_SCHEDULER:
+        if (ds && ds->scheduler_choice.plugin) return "the DeepSpeed config's scheduler";
+        return a->lr_scheduler_type && strcmp(a->lr_scheduler_type, "linear") != 0 ? "--lr_scheduler_type" : NULL;
+    case LOOM_KIND_PRECISION:
+        if (strcmp(c->precision_mapped.plugin, "fp32") == 0) return NULL;
+        return ds ? "the DeepSpeed config's precision section" : "--fp16/--bf16";
+    case LOOM_KIND_SHARDING:
+        if (a->sharded_ddp) return "--sharded_ddp";
+        return ds && strcmp(ds->sharding.plugin, "ddp") != 0 ? "the DeepSpeed config's zero_optimization" : NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* The slot a --plugin of this kind fills (NULL: callbacks and backends, handled apart). */
+static const loom_plugin **kind_slot(chosen_plugins *c, uint32_t kind)
+{
+    switch (kind) {
+    case LOOM_KIND_MODEL:
+        return &c->model;
+    case LOOM_KIND_OPTIMIZER:
+        return &c->optimizer;
+    case LOOM_KIND_SCHEDULER:
+        return &c->scheduler;
+    case LOOM_KIND_PRECISION:
+        return &c->precision;
+    case LOOM_KIND_SHARDING:
+        return &c->sharding;
+    case LOOM_KIND_COMM:
+        return &c->comm;
+    default:
+        return NULL;
+    }
+}
+
+/* --plugin overrides the default of its kind (callbacks add), but not a choice the user made
+ * some other way, nor another --plugin of the same kind: a run silently doing something other
+ * than one of its flags says is worse than an error. */
 static loom_status apply_plugin_flags(loom_trainer *t, chosen_plugins *c)
 {
     const loom_args *a = &t->args;
+    const char *given[16] = {0}; /* the --plugin that filled each kind's slot */
     for (size_t i = 0; i < a->plugin.count; i++) {
         const loom_plugin *p = NULL;
         loom_status st = load_plugin(a->plugin.items[i], 0, &p);
         if (st != LOOM_OK) return st;
-        switch (p->desc->kind) {
-        case LOOM_KIND_MODEL:
-            c->model = p;
-            break;
-        case LOOM_KIND_OPTIMIZER:
-            c->optimizer = p;
-            break;
-        case LOOM_KIND_SCHEDULER:
-            c->scheduler = p;
-            break;
-        case LOOM_KIND_PRECISION:
-            c->precision = p;
-            break;
-        case LOOM_KIND_SHARDING:
-            c->sharding = p;
-            break;
-        case LOOM_KIND_COMM:
-            c->comm = p;
-            break;
+        const uint32_t kind = p->desc->kind;
+        const loom_plugin **slot = kind < 16 ? kind_slot(c, kind) : NULL;
+        if (slot) {
+            if (given[kind])
+                return loom_error(LOOM_E_INVALID, "--plugin %s and --plugin %s are both %s plugins: give one",
+                                  given[kind], a->plugin.items[i], loom_kind_name(kind));
+            given[kind] = a->plugin.items[i];
+            const char *by = explicit_choice(t, c, kind);
+            if (by && *slot && strcmp((*slot)->desc->name, p->desc->name) != 0)
+                return loom_error(LOOM_E_INVALID, "--plugin %s: %s already chose the %s plugin '%s': give one of them",
+                                  a->plugin.items[i], by, loom_kind_name(kind), (*slot)->desc->name);
+            *slot = p;
+            continue;
+        }
+        switch (kind) {
         case LOOM_KIND_BACKEND: t->backend_plugin = p; break;
         case LOOM_KIND_CALLBACK:
             if (c->n_callbacks == LOOM_MAX_CALLBACKS)
@@ -620,6 +711,7 @@ static loom_status create_early_instances(loom_trainer *t, const chosen_plugins 
     if (st != LOOM_OK) return st;
     if ((st = open_token_datasets(t)) != LOOM_OK) return st;
     if ((st = check_evaluation(t)) != LOOM_OK) return st;
+    if ((st = check_data_fits_model(t)) != LOOM_OK) return st;
     if ((st = loom_trainer_create_instance(&t->precision, c->precision, NULL)) != LOOM_OK) return st;
     for (size_t i = 0; i < c->n_callbacks; i++)
         if ((st = loom_trainer_create_callback(t, &t->callbacks[i], c->callbacks[i])) != LOOM_OK) return st;

@@ -153,9 +153,10 @@ static loom_status open_file(tensorboard *self)
     snprintf(folder, sizeof folder, "%s", self->path);
     char *slash = strrchr(folder, '/');
     if (slash) *slash = '\0';
-    if (make_dirs(folder) != 0) return self->api->fail(self->host, LOOM_E_IO, "%s: cannot create", folder);
+    if (make_dirs(folder) != 0)
+        return self->api->fail(self->host, LOOM_E_IO, "%s: cannot create: %s", folder, strerror(errno));
     self->file = fopen(self->path, "wb");
-    if (!self->file) return self->api->fail(self->host, LOOM_E_IO, "%s: cannot write", self->path);
+    if (!self->file) return self->api->fail(self->host, LOOM_E_IO, "%s: cannot write: %s", self->path, strerror(errno));
     pb event = {.n = 0};
     double now = wall_time();
     put_varint(&event, 1 << 3 | 1);

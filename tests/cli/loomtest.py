@@ -86,6 +86,18 @@ def read_safetensors(path):
     return out
 
 
+def gpt2_byte_chars():
+    """GPT-2's byte alphabet (its bytes_to_unicode): byte -> the character its BPE vocab uses."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
 class LoomTestCase(unittest.TestCase):
     data_kind = "spirals"
 
@@ -110,6 +122,21 @@ class LoomTestCase(unittest.TestCase):
     def train_args(self, out, *extra):
         return ["train", "--output_dir", out, "--overwrite_output_dir", "--train_file",
                 os.path.join(self.data, "train.bin"), "--disable_tqdm", *extra]
+
+    def assert_error(self, args, *expected, status=2, env=None):
+        """A refusal as the project promises it: exit `status` (None: any failure) and one
+        stderr line, "loom: error: ...", holding each of `expected`; returns that line."""
+        code, stdout, stderr = loom(*args, check=False, env=env)
+        if status is None:
+            self.assertNotEqual(code, 0, f"{args}: exit 0\nstdout:{stdout}\nstderr:{stderr}")
+        else:
+            self.assertEqual(code, status, f"{args}: exit {code}\nstdout:{stdout}\nstderr:{stderr}")
+        lines = [l for l in stderr.splitlines() if l.strip() and not l.startswith("loom: warning:")]
+        self.assertEqual(len(lines), 1, f"{args}: want one error line, got:\n{stderr}")
+        self.assertTrue(lines[0].startswith("loom: error: "), lines[0])
+        for text in expected:
+            self.assertIn(text, lines[0])
+        return lines[0]
 
     def state(self, out):
         with open(os.path.join(out, "trainer_state.json")) as f:

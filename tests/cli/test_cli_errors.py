@@ -1,25 +1,13 @@
 """Bad input: one line saying what and where, exit status 2, never a crash."""
 import os
 import re
+import subprocess
 
-from loomtest import BUILD, LoomTestCase, loom
+from loomtest import BUILD, LoomTestCase, loom, write_tokens
 
 
 class ErrorTest(LoomTestCase):
     data_kind = "blobs"
-
-    def assert_error(self, args, *expected, status=2, env=None):
-        code, stdout, stderr = loom(*args, check=False, env=env)
-        if status is None:  # any failure
-            self.assertNotEqual(code, 0, f"{args}: exit 0\nstdout:{stdout}\nstderr:{stderr}")
-        else:
-            self.assertEqual(code, status, f"{args}: exit {code}\nstdout:{stdout}\nstderr:{stderr}")
-        lines = [l for l in stderr.splitlines() if l.strip() and not l.startswith("loom: warning:")]
-        self.assertEqual(len(lines), 1, f"{args}: want one error line, got:\n{stderr}")
-        self.assertTrue(lines[0].startswith("loom: error: "), lines[0])
-        for text in expected:
-            self.assertIn(text, lines[0])
-        return lines[0]
 
     def args(self, *extra):
         return self.train_args(self.out("bad"), *extra)
@@ -37,6 +25,7 @@ class ErrorTest(LoomTestCase):
         self.assert_error(self.args("--gradient_accumulation_steps", "0"), "gradient_accumulation_steps")
         self.assert_error(self.args("--mlp.hidden_sizes", "8,x"), "hidden_sizes")
         self.assert_error(self.args("stray"), "stray")
+        self.assert_error(self.args("--adam_epsilon", "0"), "adam_epsilon", "must be > 0")
 
     def test_feature_of_a_later_issue_is_refused_only_when_set(self):
         self.assert_error(self.args("--past_index", "1"), "--past_index", "not supported yet")
@@ -46,6 +35,59 @@ class ErrorTest(LoomTestCase):
         self.assert_error(self.args("--deepspeed", "nosuch.json"), "--deepspeed", "nosuch.json")
         code, _, _ = loom(*self.args("--past_index", "-1", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0)
+
+    def test_a_plugin_that_contradicts_a_flag_is_refused(self):
+        # --plugin replaces a default, not what another flag asked for, nor another --plugin.
+        zero1 = os.path.join(os.environ["LOOM_SOURCE_DIR"], "examples", "deepspeed", "ds_zero1.json")
+        self.assert_error(self.args("--optim", "sgd", "--plugin", "adamw"), "--plugin adamw", "--optim", "'sgd'")
+        self.assert_error(self.args("--bf16", "--plugin", "amp"), "--plugin amp", "--fp16/--bf16", "'bf16'")
+        self.assert_error(self.args("--deepspeed", zero1, "--plugin", "zero2"), "--plugin zero2",
+                          "zero_optimization", "'zero1'")
+        self.assert_error(self.args("--sharded_ddp", "--plugin", "zero1"), "--plugin zero1", "--sharded_ddp")
+        self.assert_error(self.args("--plugin", "zero1", "--plugin", "zero2"), "zero1", "zero2", "give one")
+        for agreeing in (["--sharded_ddp", "--plugin", "sharded_ddp"], ["--optim", "sgd", "--plugin", "sgd"],
+                         ["--plugin", "zero2"]):
+            code, _, err = loom(*self.args("--max_steps", "1", *agreeing), check=False)
+            self.assertEqual(code, 0, f"{agreeing}: {err}")
+
+    def test_max_steps_near_the_int64_limit_trains(self):
+        # (max_steps + steps_per_epoch - 1) overflowed: 0 steps over a negative epoch count, exit 0.
+        p = subprocess.Popen([os.path.join(os.environ["LOOM_BIN"], "loom"),
+                              *self.args("--max_steps", str(2**63 - 1), "--logging_steps", "1")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        try:
+            for line in p.stdout:
+                seen.append(line)
+                if "'loss'" in line or len(seen) > 200:
+                    break
+        finally:
+            p.kill()
+            p.wait()
+        text = "".join(seen)
+        self.assertIn("'loss'", text)
+        epochs = re.search(r"steps\s+9223372036854775807 over (-?\d+) epoch", text.replace(",", ""))
+        self.assertTrue(epochs and int(epochs.group(1)) > 0, text)
+
+    def test_data_files_that_do_not_fit_the_model_are_refused_before_step_1(self):
+        other = os.path.join(self.tmp, "seven")
+        loom("make-data", "--kind", "blobs", "--n_samples", "100", "--n_features", "7", "--n_classes", "4",
+             "--output_dir", other)
+        wide = os.path.join(other, "validation.bin")
+        tokens = os.path.join(self.tmp, "tokens.bin")
+        write_tokens(tokens, 2000, 50, 3)
+        evaluating = ("--evaluation_strategy", "steps", "--eval_steps", "1", "--max_steps", "2")
+        line = self.assert_error(self.args("--validation_file", wide, *evaluating), "--validation_file", wide,
+                                 "7 features per example", "'mlp' takes 6")
+        self.assert_error(self.args("--validation_file", tokens, *evaluating), tokens, "token data",
+                          "classification (LOOMCLS1)")
+        self.assertNotIn("loss", line)
+        run_dir = self.out("fits")
+        loom(*self.train_args(run_dir, "--max_steps", "1"))
+        self.assert_error(["evaluate", "--model_name_or_path", run_dir, "--validation_file", tokens], tokens,
+                          "token data", "the model 'mlp' takes classification data")
+        self.assert_error(["predict", "--model_name_or_path", run_dir, "--test_file", wide], wide,
+                          "7 features per example")
 
     def test_malformed_and_duplicate_json(self):
         bad = os.path.join(self.tmp, "bad.json")

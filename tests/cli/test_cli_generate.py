@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import unittest
 
-from loomtest import LOOM, free_port, loom, run
+from loomtest import LOOM, free_port, gpt2_byte_chars, loom, run
 
 TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
         "--num_layers", "2", "--dropout_rate", "0.0"]
@@ -96,15 +96,7 @@ class Generate(unittest.TestCase):
     def test_text_through_the_tokenizer(self):
         """With --tokenizer_name, generated_predictions.txt holds the BPE's text of the ids."""
         # GPT-2's byte alphabet (bytes_to_unicode), ids chosen so that 3..12 are 'a'..'j'.
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
-            list(range(ord("\xae"), ord("\xff") + 1))
-        cs, n = bs[:], 0
-        for b in range(256):
-            if b not in bs:
-                bs.append(b)
-                cs.append(256 + n)
-                n += 1
-        byte_char = dict(zip(bs, map(chr, cs)))
+        byte_char = gpt2_byte_chars()
         order = [ord(c) for c in "xyzabcdefghij"] + [b for b in range(256) if chr(b) not in "xyzabcdefghij"]
         vocab = {byte_char[b]: i for i, b in enumerate(order)}
         tok = os.path.join(self.tmp, "tok")

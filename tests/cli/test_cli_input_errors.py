@@ -1,0 +1,110 @@
+"""Bad input found by an audit of the command line: each gets one line saying what and where."""
+import json
+import os
+import shutil
+import struct
+import unittest
+
+from loomtest import LoomTestCase, loom
+
+
+class InputErrorTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def args(self, *extra):
+        return self.train_args(self.out("bad"), "--max_steps", "2", *extra)
+
+    def write(self, name, data):
+        path = self.out(name)
+        with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        return path
+
+    def trained(self):
+        """A tiny trained MLP classifier run (made once)."""
+        run = self.out("run1")
+        if not os.path.exists(os.path.join(run, "config.json")):
+            loom(*self.train_args(run, "--max_steps", "2"))
+        return run
+
+    # 1: --config and --deepspeed files are read by one strict reader.
+
+    def test_deepspeed_file_with_trailing_text_is_refused(self):
+        for name, text in (("trail.json", '{"train_batch_size": 8} garbage'), ("two.json", '{"train_batch_size": 8}{}')):
+            with self.subTest(text=text):
+                path = self.write(name, text)
+                self.assert_error(self.args("--deepspeed", path), path + ":1:", "malformed JSON")
+                self.assert_error(self.args("--config", path), path + ":1:", "malformed JSON")
+
+    def test_nul_byte_in_a_json_file_is_refused(self):
+        path = self.write("nul.json", b'{"max_steps": 2}\x00{"learning_rate": "x"}')
+        for flag in ("--config", "--deepspeed"):
+            with self.subTest(flag=flag):
+                self.assert_error(self.args(flag, path), path, "NUL byte", "offset 16")
+
+    def test_deepspeed_as_an_inline_dict_in_config(self):
+        # HF's TrainingArguments.deepspeed takes a dict as well as a path.
+        config = self.write("inline.json", json.dumps({"deepspeed": {"zero_optimization": {"stage": 1},
+                                                                     "gradient_clipping": 0.5}}))
+        out = self.out("inline")
+        _, stdout, _ = loom(*self.train_args(out, "--max_steps", "2", "--config", config))
+        self.assertIn("max_grad_norm", stdout)
+        self.assertRegex(stdout, r"--max_grad_norm\s+0\.5\s")
+        bad = self.write("inline_bad.json", json.dumps({"deepspeed": {"zero_optimization": {"stage": 7}}}))
+        self.assert_error(self.args("--config", bad), "--deepspeed (inline dict)", "stage")
+
+    # 2: a file name holding glob characters.
+
+    def test_data_file_named_with_glob_characters(self):
+        path = self.out("c[1].bin")
+        shutil.copy(os.path.join(self.data, "train.bin"), path)
+        loom("train", "--output_dir", self.out("globbed"), "--overwrite_output_dir", "--train_file", path,
+             "--disable_tqdm", "--max_steps", "2")
+
+    # 3: an empty training file.
+
+    def test_empty_train_file_says_so(self):
+        path = self.write("empty.bin", struct.pack("<8sIIIIQ", b"LOOMCLS1", 1, 6, 4, 0, 0))
+        line = self.assert_error(["train", "--output_dir", self.out("empty"), "--overwrite_output_dir", "--train_file",
+                                  path, "--disable_tqdm", "--max_steps", "2"], path, "holds no examples")
+        self.assertNotIn("drop_last", line)
+
+    # 4: generation flags out of range.
+
+    def test_generation_counts_out_of_range(self):
+        base = ["predict", "--generate", "--model_name_or_path", self.out("nomodel"), "--prompt", "hi"]
+        for value in ("0", "-2"):
+            self.assert_error([*base, "--num_beams", value], "--num_beams " + value, "must be >= 1")
+        self.assert_error([*base, "--max_new_tokens", "0"], "--max_new_tokens 0", "must be >= 1")
+
+    # 5: `loom version` takes no arguments.
+
+    def test_version_refuses_arguments(self):
+        self.assert_error(["version", "--foo"], "version", "--foo")
+        code, stdout, _ = loom("version")
+        self.assertEqual(code, 0)
+        self.assertTrue(stdout.startswith("loom "))
+
+    # 6: tensorboard's folder is a file.
+
+    def test_tensorboard_logging_dir_is_a_file(self):
+        afile = self.write("afile", "not a folder\n")
+        self.assert_error(self.args("--report_to", "tensorboard", "--logging_dir", afile, "--logging_steps", "1"),
+                          afile + "/events", "cannot write: Not a directory")
+
+    # 7: evaluate / predict name what is missing.
+
+    def test_evaluate_without_a_model_asks_for_it(self):
+        line = self.assert_error(["evaluate", "--validation_file", os.path.join(self.data, "validation.bin")],
+                                 "--model_name_or_path")
+        self.assertNotIn("--output_dir", line)
+
+    def test_generate_with_a_classifier_names_the_model_type(self):
+        run = self.trained()
+        line = self.assert_error(["predict", "--generate", "--model_name_or_path", run, "--prompt", "hi"], run, "'mlp'",
+                                 "cannot generate text")
+        self.assertNotIn("vocab.json", line)
+
+
+if __name__ == "__main__":
+    unittest.main()
