@@ -18,6 +18,7 @@
 #include "generate.h"
 #include "tokenizer_bpe.h"
 #include "host.h"
+#include "interrupt_notice.h"
 #include "plugin_config.h"
 #include "trainer.h"
 #include "trainer_generate.h"
@@ -308,6 +309,7 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (training && (st = save_resolved(t, verbose)) != LOOM_OK) goto fail;
 
     if (t->args.do_train) {
+        if (t->state.is_world_process_zero) loom_interrupt_notice_install(t->args.output_dir);
         if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;
         if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "train", &t->train_metrics)) != LOOM_OK) goto fail_running;

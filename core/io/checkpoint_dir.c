@@ -141,11 +141,19 @@ loom_status loom_checkpoint_verify(const char *dir)
     loom_status st = loom_path_join(path, sizeof path, dir, LOOM_CHECKPOINT_MANIFEST);
     if (st != LOOM_OK) return st;
     struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return loom_error(LOOM_E_NOT_FOUND, "%s: no such checkpoint folder", dir);
+    if (stat(dir, &sb) != 0) return loom_error(LOOM_E_NOT_FOUND, "%s: no such checkpoint folder", dir);
+    if (!S_ISDIR(sb.st_mode)) return loom_error(LOOM_E_NOT_FOUND, "%s: a file, not a checkpoint folder", dir);
     char *text = NULL;
     size_t len = 0;
     if ((st = loom_read_file(path, &text, &len)) != LOOM_OK) {
+        loom_error_clear();
+        /* A run's output folder given for one of its checkpoints: the usual slip, named as such. */
+        char newest[4096];
+        if (loom_checkpoint_latest_sealed(dir, newest, sizeof newest) == LOOM_OK)
+            return loom_error(LOOM_E_NOT_FOUND,
+                              "%s: a run's output folder, not a checkpoint: give one of its "
+                              "checkpoint-N folders (the newest is %s)",
+                              dir, newest);
         loom_error_clear();
         return loom_error(LOOM_E_NOT_FOUND, "%s: incomplete checkpoint (no %s: the save did not finish)", dir,
                           LOOM_CHECKPOINT_MANIFEST);
@@ -256,16 +264,20 @@ loom_status loom_checkpoint_remove_leftovers(const char *output_dir, int *remove
     return st;
 }
 
-/* A manifest present: sealed, though not yet checked byte for byte. */
-static loom_status sealed(const char *dir)
+int loom_checkpoint_is_sealed(const char *dir)
 {
     char path[4096];
     struct stat sb;
-    loom_status st = loom_path_join(path, sizeof path, dir, LOOM_CHECKPOINT_MANIFEST);
-    if (st == LOOM_OK && stat(path, &sb) != 0)
-        st = loom_error(LOOM_E_NOT_FOUND, "%s: incomplete checkpoint (no %s: the save did not finish)", dir,
-                        LOOM_CHECKPOINT_MANIFEST);
-    return st;
+    return loom_path_join(path, sizeof path, dir, LOOM_CHECKPOINT_MANIFEST) == LOOM_OK && stat(path, &sb) == 0;
+}
+
+/* A manifest present: sealed, though not yet checked byte for byte. */
+static loom_status sealed(const char *dir)
+{
+    if (loom_checkpoint_is_sealed(dir)) return LOOM_OK;
+    loom_error_clear();
+    return loom_error(LOOM_E_NOT_FOUND, "%s: incomplete checkpoint (no %s: the save did not finish)", dir,
+                      LOOM_CHECKPOINT_MANIFEST);
 }
 
 static loom_status latest(const char *output_dir, char *out, size_t size, loom_status (*check)(const char *), int warn)

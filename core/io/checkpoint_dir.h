@@ -32,6 +32,9 @@ loom_status loom_checkpoint_remove_leftovers(const char *output_dir, int *remove
 /* The newest checkpoint-N of output_dir that passes loom_checkpoint_verify, into out; newer ones
  * that fail are named in a warning and skipped. LOOM_E_NOT_FOUND when there is none. */
 loom_status loom_checkpoint_latest(const char *output_dir, char *out, size_t size);
+/* Whether dir holds a manifest (a folder loom saved completely), without reading the files. */
+int loom_checkpoint_is_sealed(const char *dir);
+
 /* The same without reading the files: the newest checkpoint-N that has its manifest. For a
  * quick look (is there a run to continue?); the resume itself checks with the one above. */
 loom_status loom_checkpoint_latest_sealed(const char *output_dir, char *out, size_t size);

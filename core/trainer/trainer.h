@@ -228,6 +228,7 @@ struct loom_trainer {
     /* log_history as a cJSON array (owned; cJSON *). */
     void *log_history;
     char *best_model_checkpoint;
+    int foreign_checkpoint_warned; /* save_total_limit met a checkpoint-N loom did not write */
 
     loom_loss_tracker losses;
     char *resume_dir;               /* the checkpoint train() resumes from, or NULL (owned)  */

@@ -21,6 +21,7 @@
 #include "checkpoint_dir.h"
 #include "error.h"
 #include "fileutil.h"
+#include "host.h"
 #include "plugin_config.h"
 #include "safetensors.h"
 #include "trainer_internal.h"
@@ -331,25 +332,44 @@ static loom_status write_small_states(loom_trainer *t, const char *dir)
 
 /* HF's _rotate_checkpoints: keep the save_total_limit newest, but never the best checkpoint
  * (moved next to the newest in the deletion order) nor the newest one (with a limit of 1 and a
- * best that is not the newest, two are kept). */
-static loom_status rotate_checkpoints(loom_trainer *t)
+ * best that is not the newest, two are kept). Two departures keep the right folders:
+ * - a checkpoint numbered past the one just saved is another run's (this one overwrote an
+ *   older, longer run, or resumed from an earlier checkpoint): it goes first. Ordered by number
+ *   alone, as HF orders them, it would outlive this run's own checkpoints, and a later resume
+ *   would pick it up;
+ * - a checkpoint-N folder without loom's manifest is not loom's to delete (every save loom
+ *   finishes is sealed, docs/checkpoints.md): it is left alone and named once. */
+static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
 {
     if (t->args.save_total_limit == LOOM_ARG_NONE_INT || t->args.save_total_limit <= 0) return LOOM_OK;
     int64_t *steps = NULL;
-    size_t n = 0;
-    loom_status st = loom_list_checkpoints(t->args.output_dir, &steps, &n);
+    size_t listed = 0, n = 0;
+    loom_status st = loom_list_checkpoints(t->args.output_dir, &steps, &listed);
     if (st != LOOM_OK) return st;
-    char (*paths)[4096] = calloc(n ? n : 1, sizeof *paths);
+    char(*paths)[4096] = calloc(listed ? listed : 1, sizeof *paths);
     if (!paths) {
         free(steps);
         return loom_error(LOOM_E_NOMEM, "out of memory");
     }
-    size_t best = n;
-    for (size_t i = 0; i < n && st == LOOM_OK; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "checkpoint-%lld", (long long)steps[i]);
-        st = loom_path_join(paths[i], sizeof paths[i], t->args.output_dir, name);
-        if (t->best_model_checkpoint && strcmp(paths[i], t->best_model_checkpoint) == 0) best = i;
+    size_t best = listed;
+    for (int later = 1; later >= 0 && st == LOOM_OK; later--) {
+        for (size_t i = 0; i < listed && st == LOOM_OK; i++) {
+            if ((steps[i] > saved) != later) continue;
+            char name[64];
+            snprintf(name, sizeof name, "checkpoint-%lld", (long long)steps[i]);
+            if ((st = loom_path_join(paths[n], sizeof paths[n], t->args.output_dir, name)) != LOOM_OK) break;
+            if (!loom_checkpoint_is_sealed(paths[n])) {
+                if (!t->foreign_checkpoint_warned)
+                    loom_log(LOOM_LOG_WARNING,
+                             "--save_total_limit: leaving %s alone: it has no %s, so loom did not "
+                             "save it",
+                             paths[n], LOOM_CHECKPOINT_MANIFEST);
+                t->foreign_checkpoint_warned = 1;
+                continue;
+            }
+            if (t->best_model_checkpoint && strcmp(paths[n], t->best_model_checkpoint) == 0) best = n;
+            n++;
+        }
     }
     free(steps);
     int64_t keep = t->args.save_total_limit;
@@ -454,7 +474,7 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
     /* The manifest is the seal: written last, it makes the folder complete. */
     if ((st = loom_checkpoint_write_manifest(tmp_dir)) != LOOM_OK) goto failed;
     if ((st = loom_checkpoint_install(tmp_dir, final_dir)) != LOOM_OK) goto failed;
-    return rotate_checkpoints(t);
+    return rotate_checkpoints(t, t->state.global_step);
 failed:
     /* No litter: a half folder is never left to be mistaken for, or fill the disk beside, the
      * complete ones. */

@@ -4,8 +4,10 @@ refused by name; a save killed half-way loses nothing; `loom consolidate` joins 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from loomtest import LOOM, LoomTestCase, free_port, read_safetensors, run, write_tokens  # noqa: E402
@@ -140,6 +142,14 @@ class ResumeTest(LoomTestCase):
                 self.assertIn(name, stderr)
                 self.assertIn(word, stderr)
                 self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
+        # The run's folder, or a file, where a checkpoint belongs: named for what it is.
+        for given, words in ((full, ["a run's output folder, not a checkpoint", f"checkpoint-{STEPS}"]),
+                             (os.path.join(full, "config.json"), ["a file, not a checkpoint folder"])):
+            code, _, stderr = self.train(self.out("damage-which"), 1, "--overwrite_output_dir",
+                                         "--resume_from_checkpoint", given, check=False)
+            self.assertNotEqual(code, 0)
+            for word in words:
+                self.assertIn(word, stderr)
 
     def test_true_skips_incomplete_checkpoints(self):
         full = self.out("skip-full")
@@ -155,6 +165,57 @@ class ResumeTest(LoomTestCase):
                                      check=False)
         self.assertEqual(code, 2)
         self.assertIn("no valid checkpoint found in output directory", stderr)
+
+    def test_save_total_limit_keeps_this_runs_checkpoints(self):
+        # A run over an older, longer one (--overwrite_output_dir): the old checkpoint-4 goes
+        # first, not this run's own; a checkpoint-N loom did not save is left alone, named once.
+        out = self.out("limit-over")
+        mlp = self.train_args(out, "--per_device_train_batch_size", "8", "--logging_steps", "1")
+        run(LOOM, *mlp, "--max_steps", "4", "--save_steps", "2")
+        foreign = os.path.join(out, "checkpoint-3")
+        os.makedirs(foreign)
+        with open(os.path.join(foreign, "notes.txt"), "w") as f:
+            f.write("mine")
+        _, stdout, stderr = run(LOOM, *mlp, "--max_steps", "2", "--save_steps", "1", "--save_total_limit", "1")
+        self.assertEqual(sorted(n for n in os.listdir(out) if n.startswith("checkpoint-")),
+                         ["checkpoint-2", "checkpoint-3"])
+        with open(os.path.join(out, "checkpoint-2", "trainer_state.json")) as f:
+            self.assertEqual(json.load(f)["max_steps"], 2)   # this run's, not the old run's
+        self.assertTrue(os.path.isfile(os.path.join(foreign, "notes.txt")))
+        self.assertEqual((stdout + stderr).count(f"leaving {foreign} alone"), 1, stdout + stderr)
+        # Resuming from an earlier checkpoint: the later ones of the abandoned run go first.
+        again = self.out("limit-resume")
+        run(LOOM, *self.train_args(again, "--per_device_train_batch_size", "8"), "--max_steps", "6",
+            "--save_steps", "2")
+        run(LOOM, *self.train_args(again, "--per_device_train_batch_size", "8"), "--max_steps", "4",
+            "--save_steps", "1", "--save_total_limit", "2", "--resume_from_checkpoint",
+            os.path.join(again, "checkpoint-2"))
+        self.assertEqual(sorted(n for n in os.listdir(again) if n.startswith("checkpoint-")),
+                         ["checkpoint-3", "checkpoint-4"])
+
+    def test_ctrl_c_says_where_the_checkpoints_are(self):
+        out = self.out("interrupted")
+        args = self.train_args(out, "--per_device_train_batch_size", "8", "--max_steps", "1000000", "--save_steps",
+                               "2", "--logging_steps", "1")
+        p = subprocess.Popen([LOOM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in p.stdout:   # the first logged step: training has begun
+                if "'loss'" in line:
+                    break
+            while not os.path.isdir(os.path.join(out, "checkpoint-2")):
+                self.assertIsNone(p.poll())
+                time.sleep(0.01)
+            p.send_signal(signal.SIGINT)
+            _, stderr = p.communicate(timeout=60)
+        finally:
+            p.kill()
+        self.assertEqual(p.returncode, -signal.SIGINT)   # still ended by the signal, as before
+        self.assertEqual(stderr.strip().splitlines(),
+                         [f"loom: interrupted by SIGINT: the checkpoints saved so far are in {out} "
+                          "(--resume_from_checkpoint true goes on from the newest)"])
+        _, stdout, _ = run(LOOM, *self.train_args(out, "--per_device_train_batch_size", "8", "--max_steps", "2"),
+                           "--resume_from_checkpoint", "true")
+        self.assertIn(f"resuming from {out}/checkpoint-", stdout)
 
     def test_a_save_killed_half_way_loses_nothing(self):
         full = self.out("kill-full")
