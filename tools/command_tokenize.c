@@ -4,6 +4,8 @@
  * being the LAST fraction of the tokens. Also prints the ids of a string (--text) or decodes
  * ids (--decode), for debugging and tests.
  */
+#include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "data_tokens.h"
 #include "error.h"
 #include "fileutil.h"
+#include "stale_outputs.h"
 #include "tokenizer_bpe.h"
 
 static void usage(FILE *out)
@@ -25,7 +28,8 @@ static void usage(FILE *out)
                  "Encodes with GPT-2's byte-level BPE (DIR holds vocab.json + merges.txt, or\n"
                  "encoder.json + vocab.bpe; scripts/fetch-data.sh fetches them) and writes llm.c\n"
                  "token shards OUT/train.bin and OUT/validation.bin (the last\n"
-                 "--validation_fraction of the tokens). --append_eot adds <|endoftext|> after the\n"
+                 "--validation_fraction of the tokens; without any, a validation.bin an earlier\n"
+                 "run left in OUT is removed). --append_eot adds <|endoftext|> after the\n"
                  "text. --print writes the ids on one line; --decode writes the text.\n"
                  "--vocab_dir defaults to $LOOM_DATA_DIR/gpt2.\n"
                  "\n");
@@ -37,6 +41,16 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The last fraction of the tokens, in [0, 1) (NaN fails both comparisons). */
+static int parse_fraction(const char *text, double *out)
+{
+    char *end = NULL;
+    const double v = *text && !isspace((unsigned char)*text) ? strtod(text, &end) : NAN;
+    if (!end || *end || !(v >= 0 && v < 1)) return 0;
+    *out = v;
+    return 1;
 }
 
 static loom_status write_split(const char *dir, const char *name, const uint16_t *tokens, uint64_t n)
@@ -120,23 +134,24 @@ int loom_command_tokenize(int argc, char **argv)
             print = 1;
             continue;
         }
-        int ok = value != NULL;
-        if (ok && !strcmp(flag, "--input")) input = value;
-        else if (ok && !strcmp(flag, "--vocab_dir")) vocab_dir = value;
-        else if (ok && !strcmp(flag, "--output_dir")) output = value;
-        else if (ok && !strcmp(flag, "--text")) text = value;
-        else if (ok && !strcmp(flag, "--decode")) decode = value;
-        else if (ok && !strcmp(flag, "--validation_fraction")) {
-            char *end = NULL;
-            validation_fraction = strtod(value, &end);
-            ok = *value && !*end && validation_fraction >= 0 && validation_fraction < 1;
-        } else ok = 0;
-        if (!ok) {
-            fprintf(stderr, "loom: error: tokenize: bad argument '%s'%s%s\n", flag, value ? " " : "",
-                    value ? value : "");
-            usage(stderr);
-            return 2;
-        }
+        const char **slot = !strcmp(flag, "--input")        ? &input
+                            : !strcmp(flag, "--vocab_dir")  ? &vocab_dir
+                            : !strcmp(flag, "--output_dir") ? &output
+                            : !strcmp(flag, "--text")       ? &text
+                            : !strcmp(flag, "--decode")     ? &decode
+                                                            : NULL;
+        const int fraction = !strcmp(flag, "--validation_fraction");
+        if (!slot && !fraction)
+            return loom_command_fail(
+                loom_error(LOOM_E_INVALID, "tokenize: unknown argument '%s' (see loom tokenize --help)", flag));
+        if (!value)
+            return loom_command_fail(
+                loom_error(LOOM_E_INVALID, "tokenize: %s needs a value (see loom tokenize --help)", flag));
+        if (slot)
+            *slot = value;
+        else if (!parse_fraction(value, &validation_fraction))
+            return loom_command_fail(
+                loom_error(LOOM_E_INVALID, "tokenize: --validation_fraction %s: must be a number in [0, 1)", value));
         i++;
     }
     char default_vocab[4096];
@@ -225,10 +240,15 @@ int loom_command_tokenize(int argc, char **argv)
     const uint64_t n_val = (uint64_t)(validation_fraction * (double)total);
     const uint64_t n_train = total - n_val;
     st = loom_mkdir_p(output);
+    /* Without a validation split, one an earlier text left would be evaluated beside this
+     * train.bin: it goes first, so an interrupted run leaves no mix of two texts either. */
+    char why[128];
+    snprintf(why, sizeof why, "no validation split: --validation_fraction %g of %zu tokens", validation_fraction,
+             total);
+    if (st == LOOM_OK && !n_val) st = loom_remove_stale_output("tokenize", output, "validation.bin", why);
     if (st == LOOM_OK) st = write_split(output, "train.bin", tokens, n_train);
     if (st == LOOM_OK && n_val) st = write_split(output, "validation.bin", tokens + n_train, n_val);
-    if (st == LOOM_OK && !n_val) printf("no validation split (--validation_fraction %g of %zu tokens)\n",
-                                        validation_fraction, total);
+    if (st == LOOM_OK && !n_val) printf("%s\n", why);
     free(tokens);
     if (st != LOOM_OK) rc = loom_command_fail(st);
 out:

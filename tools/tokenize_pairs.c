@@ -13,6 +13,8 @@
  * Every error names the file and line.
  */
 #include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,29 +74,77 @@ void loom_tokenize_pairs_usage(FILE *out)
                  "them to `loom train --train_file` as they are. See docs/seq2seq.md.\n");
 }
 
-static int bad_argument(const char *flag, const char *value)
-{
-    fprintf(stderr, "loom: error: tokenize: bad argument '%s'%s%s\n", flag, value ? " " : "", value ? value : "");
-    loom_tokenize_pairs_usage(stderr);
-    return 2;
-}
+static const char g_unknown[] = "unknown";
 
-static int parse_split(const char *value, int *split)
+static const char *parse_split(const char *value, int *split)
 {
     if (!strcmp(value, "char"))
         *split = LOOM_SPLIT_CHAR;
     else if (!strcmp(value, "space"))
         *split = LOOM_SPLIT_SPACE;
     else
-        return 0;
-    return 1;
+        return "must be char or space";
+    return NULL;
 }
 
-static int parse_length(const char *value, long *out)
+static const char *parse_length(const char *value, long *out)
 {
     char *end = NULL;
-    *out = strtol(value, &end, 10);
-    return *value && !*end && *out >= 1 && *out <= INT32_MAX / 2;
+    errno = 0;
+    const long v = isdigit((unsigned char)*value) ? strtol(value, &end, 10) : 0;
+    if (!end || *end || errno || v < 1 || v > INT32_MAX / 2) return "must be a whole number from 1 to 1073741823";
+    *out = v;
+    return NULL;
+}
+
+/* Set one flag's value; NULL, or what is wrong with the value (g_unknown: no such flag). */
+static const char *set_option(options *o, const char *flag, const char *value)
+{
+    for (int s = 0; s < N_SPLITS; s++)
+        if (!strncmp(flag, "--", 2) && !strcmp(flag + 2, g_flag[s])) {
+            o->files[s] = value;
+            return *value ? NULL : "must name a file";
+        }
+    if (!strcmp(flag, "--output_dir"))
+        o->output_dir = value;
+    else if (!strcmp(flag, "--tokenizer_name") || !strcmp(flag, "--model_name_or_path"))
+        o->tokenizer = value;
+    else if (!strcmp(flag, "--vocab_file"))
+        o->vocab_file = value, o->char_vocab = 1;
+    else if (!strcmp(flag, "--source_lang"))
+        o->source_lang = value;
+    else if (!strcmp(flag, "--target_lang"))
+        o->target_lang = value;
+    else if (!strcmp(flag, "--source_prefix"))
+        o->prefix = value;
+    else if (!strcmp(flag, "--max_source_length"))
+        return parse_length(value, &o->max_length[0]);
+    else if (!strcmp(flag, "--max_target_length"))
+        return parse_length(value, &o->max_length[1]);
+    else if (!strcmp(flag, "--val_max_target_length"))
+        return parse_length(value, &o->val_max_target_length);
+    else if (!strcmp(flag, "--source_split"))
+        return o->split_given[0] = 1, parse_split(value, &o->split[0]);
+    else if (!strcmp(flag, "--target_split"))
+        return o->split_given[1] = 1, parse_split(value, &o->split[1]);
+    else if (!strcmp(flag, "--truncation")) {
+        o->truncation = !strcmp(value, "true");
+        return o->truncation || !strcmp(value, "false") ? NULL : "must be true or false";
+    } else
+        return g_unknown;
+    return NULL;
+}
+
+/* One line naming the flag and what is wrong; the usage is --help's. */
+static int bad_argument(const char *flag, const char *value, const char *why)
+{
+    if (why == g_unknown)
+        fprintf(stderr, "loom: error: tokenize: unknown argument '%s' (see loom tokenize --help)\n", flag);
+    else if (!value)
+        fprintf(stderr, "loom: error: tokenize: %s needs a value (see loom tokenize --help)\n", flag);
+    else
+        fprintf(stderr, "loom: error: tokenize: %s %s: %s\n", flag, value, why);
+    return 2;
 }
 
 static int parse_options(int argc, char **argv, options *o)
@@ -110,39 +160,9 @@ static int parse_options(int argc, char **argv, options *o)
             o->char_vocab = 1;
             continue;
         }
-        int ok = value != NULL, matched = 0;
-        for (int s = 0; s < N_SPLITS; s++)
-            if (!strncmp(flag, "--", 2) && !strcmp(flag + 2, g_flag[s])) o->files[s] = value, matched = 1;
-        if (matched)
-            ok = ok && *value;
-        else if (ok && !strcmp(flag, "--output_dir"))
-            o->output_dir = value;
-        else if (ok && (!strcmp(flag, "--tokenizer_name") || !strcmp(flag, "--model_name_or_path")))
-            o->tokenizer = value;
-        else if (ok && !strcmp(flag, "--vocab_file"))
-            o->vocab_file = value, o->char_vocab = 1;
-        else if (ok && !strcmp(flag, "--source_lang"))
-            o->source_lang = value;
-        else if (ok && !strcmp(flag, "--target_lang"))
-            o->target_lang = value;
-        else if (ok && !strcmp(flag, "--source_prefix"))
-            o->prefix = value;
-        else if (ok && !strcmp(flag, "--max_source_length"))
-            ok = parse_length(value, &o->max_length[0]);
-        else if (ok && !strcmp(flag, "--max_target_length"))
-            ok = parse_length(value, &o->max_length[1]);
-        else if (ok && !strcmp(flag, "--val_max_target_length"))
-            ok = parse_length(value, &o->val_max_target_length);
-        else if (ok && !strcmp(flag, "--source_split"))
-            ok = parse_split(value, &o->split[0]), o->split_given[0] = 1;
-        else if (ok && !strcmp(flag, "--target_split"))
-            ok = parse_split(value, &o->split[1]), o->split_given[1] = 1;
-        else if (ok && !strcmp(flag, "--truncation")) {
-            ok = !strcmp(value, "true") || !strcmp(value, "false");
-            o->truncation = !strcmp(value, "true");
-        } else
-            ok = 0;
-        if (!ok) return bad_argument(flag, value);
+        /* "" for a missing value still tells a known flag from an unknown one. */
+        const char *why = set_option(o, flag, value ? value : "");
+        if (why || !value) return bad_argument(flag, value, why);
         i++;
     }
     if (o->val_max_target_length < 0) o->val_max_target_length = o->max_length[1];
