@@ -327,6 +327,10 @@ static loom_status require(int ok, const loom_args *args, const loom__arg_origin
     return st;
 }
 
+/* The longest --output_dir: 4096-byte path buffers, less room for the longest name loom puts
+ * below it (a checkpoint's optimizer shard, a TensorBoard event file with the host's name). */
+#define LOOM_OUTPUT_DIR_MAX 3840
+
 static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
 {
     int steps_eval = strcmp(a->evaluation_strategy, "steps") == 0;
@@ -354,6 +358,12 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->top_k >= 0, top_k, "must be >= 0 (0 = all tokens)");
     REQUIRE(a->ddp_bucket_cap_mb == LOOM_ARG_NONE_INT || (a->ddp_bucket_cap_mb >= 1 && a->ddp_bucket_cap_mb <= 65536),
             ddp_bucket_cap_mb, "must be in [1, 65536] (MB)");
+    /* Everything loom writes lies a checkpoint folder and a file name below output_dir, in
+     * buffers of 4096 bytes: a longer path would fail at the first save, maybe hours in. */
+    if (a->output_dir && strlen(a->output_dir) > LOOM_OUTPUT_DIR_MAX)
+        return loom_error(LOOM_E_INVALID,
+                          "--output_dir: %zu bytes long; the files loom writes below it need it to be at most %d",
+                          strlen(a->output_dir), LOOM_OUTPUT_DIR_MAX);
     REQUIRE(a->learning_rate >= 0, learning_rate, "must be >= 0");
     REQUIRE(a->weight_decay >= 0, weight_decay, "must be >= 0");
     REQUIRE(a->adam_beta1 >= 0 && a->adam_beta1 < 1, adam_beta1, "must be in [0, 1)");

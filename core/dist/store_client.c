@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "host.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -797,7 +798,22 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
     }
     if (count == world && (st = loom_store_set(client, ALL_KEY, "1", 1)) != LOOM_OK) goto fail;
     const char *all = ALL_KEY;
-    st = loom_store_wait(client, &all, 1, fmax(deadline - store_now(), 0.0));
+    /* A rank that is not coming (a second node not started, a WORLD_SIZE too large) would
+     * otherwise be waited for in silence for the whole --ddp_timeout (30 minutes by default):
+     * after a quarter of it, or 15 s, rank 0 says what it is waiting for, once. */
+    const double patience = fmin(15.0, timeout / 4);
+    st = loom_store_wait(client, &all, 1, fmin(patience, fmax(deadline - store_now(), 0.0)));
+    if (st == LOOM_E_TIMEOUT && deadline - store_now() > 0) {
+        loom_error_clear();
+        int64_t joined = 0;
+        if (rank == 0 && loom_store_add(client, JOINED_KEY, 0, &joined) == LOOM_OK)
+            loom_log(LOOM_LOG_WARNING,
+                     "waiting for ranks: %lld of %d have joined the rendezvous at %s (giving up after "
+                     "%g s in all: --ddp_timeout)",
+                     (long long)joined, world, client->where, timeout);
+        loom_error_clear();
+        st = loom_store_wait(client, &all, 1, fmax(deadline - store_now(), 0.0));
+    }
     if (st == LOOM_E_TIMEOUT) {
         int64_t joined = 0, gave_up = 0;
         if ((st = loom_store_add(client, JOINED_KEY, 0, &joined)) != LOOM_OK) goto fail;

@@ -401,6 +401,16 @@ loom_status loom_rename_dir_atomic(const char *tmp_dir, const char *final_dir)
 
 /* --------------------------------------------------------------------------------------- */
 
+/* s for a message, its middle left out when long: a path of thousands of bytes would fill the
+ * error buffer and cut off the end of the line, which says what went wrong. */
+static const char *elided(const char *s, char *out, size_t size)
+{
+    const size_t n = strlen(s), keep = 60;
+    if (n <= 2 * keep + 3 || size < 2 * keep + 4) return s;
+    snprintf(out, size, "%.*s...%s", (int)keep, s, s + n - keep);
+    return out;
+}
+
 loom_status loom_path_join(char *buf, size_t size, const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
@@ -408,8 +418,9 @@ loom_status loom_path_join(char *buf, size_t size, const char *a, const char *b)
     if (la + sep + lb + 1 > size || la + sep + lb + 1 < la) {
         if (size > 0)
             buf[0] = '\0';
+        char ea[128], eb[128];
         return loom_error(LOOM_E_INVALID, "path too long: '%s' joined with '%s' needs %zu bytes, the buffer holds %zu",
-                          a, b, la + sep + lb + 1, size);
+                          elided(a, ea, sizeof ea), elided(b, eb, sizeof eb), la + sep + lb + 1, size);
     }
     memmove(buf, a, la); /* memmove: a caller may join onto its own buffer */
     if (sep)

@@ -98,6 +98,19 @@ class DistributedTest(LoomTestCase):
         self.assertLess(time.time() - start, 45)
         self.assertIn("loom: error:", err)
 
+    def test_a_rank_that_does_not_come_is_waited_for_aloud(self):
+        # Rank 0 alone of 2: after a quarter of --ddp_timeout it says what it waits for, once,
+        # then gives up at the timeout.
+        port = free_port()
+        env = dict(os.environ, RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        p = subprocess.run([LOOM, *self.train_args(self.out("waiting"), "--ddp_timeout", "4")], env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(p.returncode, 0)
+        waiting = [l for l in p.stderr.splitlines() if "waiting for ranks" in l]
+        self.assertEqual(waiting, [f"loom: warning: waiting for ranks: 1 of 2 have joined the rendezvous at "
+                                   f"127.0.0.1:{port} (giving up after 4 s in all: --ddp_timeout)"], p.stderr)
+        self.assertIn("only 1 of 2 ranks joined", p.stderr)
+
     def test_wrong_master_port_fails_with_the_address(self):
         start = time.time()
         env = dict(os.environ, RANK="1", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))

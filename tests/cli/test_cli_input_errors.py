@@ -105,6 +105,12 @@ class InputErrorTest(LoomTestCase):
                                  "cannot generate text")
         self.assertNotIn("vocab.json", line)
 
+    def test_an_output_dir_too_long_for_its_files_is_refused_at_once(self):
+        deep = "/".join(["d" * 200] * 19 + ["e" * 100])   # 3919 bytes: the folder fits, its files would not
+        line = self.assert_error(self.train_args(os.path.join(self.tmp, deep), "--max_steps", "2", "--save_steps", "1"),
+                                 "--output_dir: ", "bytes long", "at most 3840")
+        self.assertLess(len(line), 200)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "d" * 200)))
 
 if __name__ == "__main__":
     unittest.main()

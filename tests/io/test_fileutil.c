@@ -254,6 +254,16 @@ static void test_path_join(void)
     CHECK(loom_path_join(small, sizeof small, "abcdefg/", "hijklmno") == LOOM_E_INVALID);
     CHECK(loom_path_join(small, sizeof small, "abcdefg/", "hijklmn") == LOOM_OK &&
           strcmp(small, "abcdefg/hijklmn") == 0);
+
+    /* A path of thousands of bytes is cut in the middle in the message, so the line still
+     * ends with what went wrong rather than being cut off by the error buffer. */
+    static char longer[5000];
+    memset(longer, 'd', sizeof longer - 1);
+    memcpy(longer + sizeof longer - 5, "tail", 4);
+    CHECK(loom_path_join(buf, sizeof buf, longer, "model.safetensors") == LOOM_E_INVALID);
+    const char *m = loom_error_message();
+    CHECK(strlen(m) < 400 && strstr(m, "dddtail' joined with 'model.safetensors'") != NULL);
+    CHECK(strstr(m, "...") != NULL && strstr(m, "the buffer holds 64") != NULL);
 }
 
 static void test_list_checkpoints(void)
