@@ -328,6 +328,22 @@ loom_status loom_remove_tree(const char *path)
 
 /* --------------------------------------------------------------------------------------- */
 
+/* ENOTDIR for path: the path itself is a file, or one of the folders on the way to it is
+ * ("--output_dir afile/sub"): name the one that is. */
+static loom_status not_a_folder(const char *path)
+{
+    char prefix[4096];
+    snprintf(prefix, sizeof prefix, "%s", path);
+    for (char *slash = strchr(prefix + 1, '/'); slash; slash = strchr(slash + 1, '/')) {
+        struct stat sb;
+        *slash = '\0';
+        const int file = stat(prefix, &sb) == 0 && !S_ISDIR(sb.st_mode);
+        if (file) return loom_error(LOOM_E_IO, "%s: '%s' on the way is a file, not a folder", path, prefix);
+        *slash = '/';
+    }
+    return loom_error(LOOM_E_IO, "%s: exists and is not a folder", path);
+}
+
 loom_status loom_dir_is_empty(const char *path, int *empty)
 {
     *empty = 0;
@@ -337,8 +353,7 @@ loom_status loom_dir_is_empty(const char *path, int *empty)
             *empty = 1;
             return LOOM_OK;
         }
-        if (errno == ENOTDIR)
-            return loom_error(LOOM_E_IO, "%s: exists and is not a folder", path);
+        if (errno == ENOTDIR) return not_a_folder(path);
         return loom_error(LOOM_E_IO, "%s: cannot open folder: %s", path, strerror(errno));
     }
     int found = 0;

@@ -188,9 +188,14 @@ loom_status loom_loader_init(const char *const *plugin_dirs, size_t n_plugin_dir
         s = add_dir(p, len);
         p = colon ? colon + 1 : NULL;
     }
-    for (size_t i = 0; !s && i < n_plugin_dirs; i++)
-        if (plugin_dirs[i])
+    for (size_t i = 0; !s && i < n_plugin_dirs; i++) {
+        /* A folder the user named that is not there is a typo to report, not a folder to skip:
+         * the plugin it holds would then be "not found" with no hint why. */
+        if (plugin_dirs[i] && !is_dir(plugin_dirs[i]))
+            s = loom_error(LOOM_E_NOT_FOUND, "--plugin_dir %s: no such folder", plugin_dirs[i]);
+        else if (plugin_dirs[i])
             s = add_dir(plugin_dirs[i], strlen(plugin_dirs[i]));
+    }
     if (s) {
         free_dirs();
         return s;
@@ -396,6 +401,11 @@ static loom_status resolve(const char *spec, const char *base, char **out)
                           spec, file);
     char searched[1536];
     loom_loader_search_path(searched, sizeof searched);
+    /* "--plugin fake.so" with ./fake.so there: a name is looked up in the plugin folders only. */
+    struct stat here;
+    if (strchr(spec, '/') == NULL && stat(spec, &here) == 0 && S_ISREG(here.st_mode))
+        return loom_error(LOOM_E_NOT_FOUND, "plugin '%s': no %s in %s (for the file in this folder, give a path: ./%s)",
+                          spec, file, searched, spec);
     return loom_error(LOOM_E_NOT_FOUND, "plugin '%s': no %s in %s", spec, file, searched);
 }
 

@@ -3,9 +3,10 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import unittest
 
-from loomtest import LoomTestCase, loom
+from loomtest import LOOM, LoomTestCase, loom
 
 
 class InputErrorTest(LoomTestCase):
@@ -111,6 +112,19 @@ class InputErrorTest(LoomTestCase):
                                  "--output_dir: ", "bytes long", "at most 3840")
         self.assertLess(len(line), 200)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "d" * 200)))
+
+    def test_plugin_folders_and_files_named_wrongly(self):
+        missing = os.path.join(self.tmp, "no-such-plugins")
+        self.assert_error(self.args("--plugin_dir", missing), f"--plugin_dir {missing}: no such folder")
+        # "--plugin fake.so" with ./fake.so there: names are looked up in the plugin folders.
+        here = os.path.join(self.tmp, "here")
+        os.makedirs(here, exist_ok=True)
+        with open(os.path.join(here, "fake.so"), "w") as f:
+            f.write("x")
+        p = subprocess.run([LOOM, *self.args("--plugin", "fake.so")], cwd=here, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("give a path: ./fake.so", p.stderr)
 
 if __name__ == "__main__":
     unittest.main()

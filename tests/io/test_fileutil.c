@@ -207,6 +207,10 @@ static void test_dir_is_empty(void)
     touch(at("e-file"), "x");
     CHECK(loom_dir_is_empty(at("e-file"), &empty) == LOOM_E_IO);
     CHECK(error_names(at("e-file")));
+    CHECK(strstr(loom_error_message(), "exists and is not a folder") != NULL);
+    /* A file on the way to it ("--output_dir afile/sub") is named, not the path itself. */
+    CHECK(loom_dir_is_empty(at("e-file/sub"), &empty) == LOOM_E_IO);
+    CHECK(strstr(loom_error_message(), "on the way is a file") != NULL && error_names(at("e-file")));
 }
 
 static void test_rename_dir(void)
