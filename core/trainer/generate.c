@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "host.h"
 #include "plugin_config.h"
 
 size_t loom_sample_scratch_bytes(int64_t vocab) { return (size_t)vocab * (sizeof(float) + sizeof(int32_t)); }
@@ -103,7 +104,16 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
         return loom_error(LOOM_E_INVALID, "the prompt has %zu tokens; the model's context is %lld", n_prompt,
                           (long long)context);
     int64_t total = (int64_t)n_prompt + config->max_new_tokens;
-    if (total > context) total = context;
+    if (total > context) {
+        /* HF warns too ("will exceed the model's predefined maximum length"): fewer tokens than
+         * asked for should not look like an early end of text. */
+        loom_log(LOOM_LOG_WARNING,
+                 "--max_new_tokens %lld: the prompt's %zu tokens leave room for %lld in the model's "
+                 "context of %lld; generating %lld",
+                 (long long)config->max_new_tokens, n_prompt, (long long)(context - (int64_t)n_prompt),
+                 (long long)context, (long long)(context - (int64_t)n_prompt));
+        total = context;
+    }
     float *logits = malloc((size_t)vocab * sizeof *logits);
     void *scratch = malloc(loom_sample_scratch_bytes(vocab));
     int32_t *out = malloc((size_t)(config->max_new_tokens > 0 ? config->max_new_tokens : 1) * sizeof *out);

@@ -98,6 +98,16 @@ def gpt2_byte_chars():
     return dict(zip(bs, map(chr, cs)))
 
 
+def write_byte_vocab(folder):
+    """A GPT-2 byte-level BPE without merges: one token per byte (vocab.json + merges.txt)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump({c: i for i, c in enumerate(gpt2_byte_chars().values())}, f)
+    with open(os.path.join(folder, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n")
+    return folder
+
+
 class LoomTestCase(unittest.TestCase):
     data_kind = "spirals"
 

@@ -6,7 +6,7 @@ import struct
 import subprocess
 import unittest
 
-from loomtest import LOOM, LoomTestCase, loom
+from loomtest import LOOM, LoomTestCase, loom, write_byte_vocab, write_tokens
 
 
 class InputErrorTest(LoomTestCase):
@@ -77,6 +77,22 @@ class InputErrorTest(LoomTestCase):
         for value in ("0", "-2"):
             self.assert_error([*base, "--num_beams", value], "--num_beams " + value, "must be >= 1")
         self.assert_error([*base, "--max_new_tokens", "0"], "--max_new_tokens 0", "must be >= 1")
+
+    def test_generation_past_the_context_says_so(self):
+        tokens = os.path.join(self.tmp, "gen-tokens.bin")
+        write_tokens(tokens, 3000, 256, 5)
+        run_dir = self.out("gen-run")
+        loom("train", "--output_dir", run_dir, "--overwrite_output_dir", "--train_file", tokens, "--disable_tqdm",
+             "--model", "gpt2", "--gpt2.n_layer", "1", "--gpt2.n_head", "2", "--gpt2.n_embd", "32",
+             "--gpt2.vocab_size", "256", "--gpt2.n_positions", "16", "--max_steps", "1")
+        vocab = write_byte_vocab(self.out("gen-bytes"))
+        # Bytes: an untrained model's text need not be UTF-8.
+        p = subprocess.run([LOOM, "predict", "--generate", "--model_name_or_path", run_dir, "--tokenizer_name", vocab,
+                            "--prompt", "abcd", "--max_new_tokens", "100"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"--max_new_tokens 100: the prompt's 4 tokens leave room for 12 in the model's context of 16",
+                      p.stderr)
+        self.assertTrue(p.stdout.startswith(b"abcd"))   # the text still comes
 
     # 5: `loom version` takes no arguments.
 

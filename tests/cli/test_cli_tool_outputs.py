@@ -5,7 +5,7 @@ import os
 import shutil
 import unittest
 
-from loomtest import LoomTestCase, gpt2_byte_chars, loom, write_tokens
+from loomtest import LoomTestCase, loom, write_byte_vocab, write_tokens
 
 GPT2 = ["--model", "gpt2", "--gpt2.n_layer", "1", "--gpt2.n_head", "2", "--gpt2.n_embd", "32", "--gpt2.vocab_size",
         "256", "--gpt2.n_positions", "32", "--block_size", "16"]
@@ -20,16 +20,6 @@ def tree_digests(folder):
             with open(path, "rb") as f:
                 out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
     return out
-
-
-def byte_vocab(folder):
-    """A GPT-2 byte-level BPE without merges: one token per byte (vocab.json + merges.txt)."""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "vocab.json"), "w") as f:
-        json.dump({c: i for i, c in enumerate(gpt2_byte_chars().values())}, f)
-    with open(os.path.join(folder, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n")
-    return folder
 
 
 class ToolOutputsTest(LoomTestCase):
@@ -177,7 +167,7 @@ class ToolOutputsTest(LoomTestCase):
     # ---- tokenize -------------------------------------------------------------------------------
 
     def test_tokenize_removes_the_validation_split_of_an_earlier_text(self):
-        vocab = byte_vocab(self.out("bytes"))
+        vocab = write_byte_vocab(self.out("bytes"))
         text, tiny, out = self.out("long.txt"), self.out("tiny.txt"), self.out("tok")
         shutil.rmtree(out, ignore_errors=True)
         with open(text, "w") as f:
@@ -195,7 +185,7 @@ class ToolOutputsTest(LoomTestCase):
         self.assertIn("no validation split", stdout)
 
     def test_tokenize_numbers_out_of_range(self):
-        vocab = byte_vocab(self.out("bytes"))
+        vocab = write_byte_vocab(self.out("bytes"))
         text = self.out("t.txt")
         with open(text, "w") as f:
             f.write("abc")
