@@ -262,7 +262,8 @@ static loom_status load_deepspeed(loom_trainer *t)
  *     --fp16_opt_level with --fp16_backend apex;
  *   a run that does not train with --fp16_full_eval / --bf16_full_eval -> amp / bf16, so
  *     evaluate and predict run on 16-bit weights;
- *   otherwise fp32. --plugin <precision>.so replaces the choice (its keys from --key flags). */
+ *   otherwise fp32. --plugin <precision>.so replaces fp32 (its keys from --key flags); another
+ *   choice it may only repeat (apply_plugin_flags). */
 typedef struct precision_choice {
     const char *plugin;
     loom_config_default entries[16];
