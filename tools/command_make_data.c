@@ -33,15 +33,19 @@ static loom_status parse_count(const char *flag, const char *text, uint64_t min,
     return LOOM_OK;
 }
 
-/* A fraction of the samples, in [0, 1) (NaN fails both comparisons). */
-static loom_status parse_fraction(const char *flag, const char *text, double *out)
+int loom_parse_fraction(const char *text, double *out)
 {
     char *end = NULL;
     const double v = *text && !isspace((unsigned char)*text) ? strtod(text, &end) : NAN;
-    if (!end || *end || !(v >= 0 && v < 1))
-        return loom_error(LOOM_E_INVALID, "make-data: %s %s: must be a number in [0, 1)", flag, text);
+    if (!end || *end || !(v >= 0 && v < 1)) return 0;
     *out = v;
-    return LOOM_OK;
+    return 1;
+}
+
+static loom_status parse_fraction(const char *flag, const char *text, double *out)
+{
+    if (loom_parse_fraction(text, out)) return LOOM_OK;
+    return loom_error(LOOM_E_INVALID, "make-data: %s %s: must be a number in [0, 1)", flag, text);
 }
 
 static loom_status write_split(const loom_classification_data *all, uint64_t begin, uint64_t end, const char *dir,

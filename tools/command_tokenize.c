@@ -4,8 +4,6 @@
  * being the LAST fraction of the tokens. Also prints the ids of a string (--text) or decodes
  * ids (--decode), for debugging and tests.
  */
-#include <ctype.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,16 +39,6 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* The last fraction of the tokens, in [0, 1) (NaN fails both comparisons). */
-static int parse_fraction(const char *text, double *out)
-{
-    char *end = NULL;
-    const double v = *text && !isspace((unsigned char)*text) ? strtod(text, &end) : NAN;
-    if (!end || *end || !(v >= 0 && v < 1)) return 0;
-    *out = v;
-    return 1;
 }
 
 static loom_status write_split(const char *dir, const char *name, const uint16_t *tokens, uint64_t n)
@@ -149,7 +137,7 @@ int loom_command_tokenize(int argc, char **argv)
                 loom_error(LOOM_E_INVALID, "tokenize: %s needs a value (see loom tokenize --help)", flag));
         if (slot)
             *slot = value;
-        else if (!parse_fraction(value, &validation_fraction))
+        else if (!loom_parse_fraction(value, &validation_fraction))
             return loom_command_fail(
                 loom_error(LOOM_E_INVALID, "tokenize: --validation_fraction %s: must be a number in [0, 1)", value));
         i++;

@@ -141,13 +141,10 @@ static loom_status save_resolved(const loom_trainer *t, int verbose)
 static loom_status check_generation(const loom_trainer *t)
 {
     const loom_args *a = &t->args;
-    const loom_model_vtable *mv = t->model.vtable;
-    if (!LOOM_HAS(mv, loom_model_vtable, decode_begin) || !LOOM_HAS(mv, loom_model_vtable, decode_step))
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "--generate: %s holds a model of type '%s', which cannot generate text (no decoder, no "
-                          "tokenizer); use a language model such as gpt2",
-                          a->model_name_or_path && *a->model_name_or_path ? a->model_name_or_path : "the model",
-                          t->model.plugin->desc->name);
+    if (loom_trainer_can_generate(t) != LOOM_OK)
+        return loom_error_context(LOOM_E_UNSUPPORTED, "--generate: %s",
+                                  a->model_name_or_path && *a->model_name_or_path ? a->model_name_or_path
+                                                                                  : "the model");
     /* --generate decodes greedily or by sampling: a beam count would be silently ignored. */
     const int64_t beams = a->generation_num_beams != LOOM_ARG_NONE_INT ? a->generation_num_beams : a->num_beams;
     if (beams != LOOM_ARG_NONE_INT && beams != 1)

@@ -32,6 +32,10 @@ int loom_help_width(void);
 void loom_help_wrap(FILE *out, const char *text, int column, int indent, int width);
 void loom_help_train(const char *mode);
 
+/* A split's fraction: all of `text` a number in [0, 1) (NaN fails both comparisons); 1 and
+ * *out set, else 0 (command_make_data.c; make-data and tokenize). */
+int loom_parse_fraction(const char *text, double *out);
+
 /* Print "loom: error: <message>" and return the exit status for `status`. */
 int loom_command_fail(loom_status status);
 

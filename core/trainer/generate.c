@@ -81,6 +81,14 @@ loom_status loom_sample_next(const float *logits, int64_t vocab, const loom_gene
     return LOOM_OK;
 }
 
+loom_status loom_trainer_can_generate(const loom_trainer *t)
+{
+    const loom_model_vtable *mv = t->model.vtable;
+    if (LOOM_HAS(mv, loom_model_vtable, decode_begin) && LOOM_HAS(mv, loom_model_vtable, decode_step)) return LOOM_OK;
+    return loom_error(LOOM_E_UNSUPPORTED, "a model of type '%s' cannot generate text (no decode_step)",
+                      t->model.plugin->desc->name);
+}
+
 loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t n_prompt,
                                   const loom_generation_config *config, int32_t **generated, size_t *n_generated)
 {
@@ -88,10 +96,8 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
     *n_generated = 0;
     loom_status st = loom_trainer_prepare(t);
     if (st != LOOM_OK) return st;
+    if ((st = loom_trainer_can_generate(t)) != LOOM_OK) return st;
     const loom_model_vtable *mv = t->model.vtable;
-    if (!LOOM_HAS(mv, loom_model_vtable, decode_begin) || !LOOM_HAS(mv, loom_model_vtable, decode_step))
-        return loom_error(LOOM_E_UNSUPPORTED, "model '%s' cannot generate (no decode_step)",
-                          t->model.plugin->desc->name);
     if (n_prompt < 1) return loom_error(LOOM_E_INVALID, "generation needs a prompt of at least one token");
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;

@@ -27,6 +27,10 @@ size_t loom_sample_scratch_bytes(int64_t vocab);
 loom_status loom_sample_next(const float *logits, int64_t vocab, const loom_generation_config *config,
                              uint64_t *rng_state, void *scratch, int32_t *token);
 
+/* LOOM_OK when the run's model can decode token by token (decode_begin and decode_step),
+ * else LOOM_E_UNSUPPORTED naming its type. */
+loom_status loom_trainer_can_generate(const loom_trainer *t);
+
 /* Continue `prompt` (n_prompt >= 1 tokens) with up to max_new_tokens tokens (fewer at the end
  * of the model's context or after eos). *generated (malloc'ed, caller frees) receives only the
  * new tokens. */
