@@ -25,6 +25,12 @@ loom_status loom__json_parse_strict(const char *where, const char *text, size_t 
     if (nul)
         return loom_error(LOOM_E_FORMAT, "%s: a NUL byte at byte offset %zu (JSON is text; is this the right file?)",
                           where, (size_t)(nul - text));
+    /* cJSON takes any byte in a string; json.load (and every other reader of the files loom
+     * writes from these values) refuses what is not UTF-8. */
+    size_t bad = loom__utf8_invalid_at(text, len);
+    if (bad < len)
+        return loom_error(LOOM_E_FORMAT, "%s: byte 0x%02x at byte offset %zu is not UTF-8 (JSON text is UTF-8)", where,
+                          (unsigned char)text[bad], bad);
     /* Require the end of the text after the value: trailing garbage or a second object is
      * refused, as Python's json.load does ("Extra data"). */
     const char *end = NULL;

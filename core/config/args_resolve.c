@@ -321,7 +321,10 @@ static loom_status require(int ok, const loom_args *args, const loom__arg_origin
     const loom__arg_desc *d = &loom__arg_table[index];
     char where[512];
     char *value = loom__arg_format(args, d);
-    loom_status st = loom_error(LOOM_E_INVALID, "--%s %s%s: %s", d->name, value ? value : "?",
+    loom_status st = loom_error(LOOM_E_INVALID, "--%s %s%s: %s", d->name,
+                                !value   ? "?"
+                                : *value ? value
+                                         : "''",
                                 loom__where(origin->source[index], where, sizeof where), rule);
     free(value);
     return st;
@@ -395,14 +398,54 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
             "must be > 0 and <= 2592000 (30 days, in seconds)");
     REQUIRE(a->num_threads >= 0 && a->num_threads <= 4096, num_threads, "must be >= 0 and <= 4096 (0 = automatic)");
     REQUIRE(a->local_rank >= -1, local_rank, "must be >= -1");
+    /* An empty value is not "no": HF looks for a checkpoint at "" and fails. It is most often a
+     * script's unset variable, and starting afresh would hide that. */
+    REQUIRE(!a->resume_from_checkpoint || a->resume_from_checkpoint[0] || !o->source[LOOM__ARG_resume_from_checkpoint],
+            resume_from_checkpoint, "is empty: give a checkpoint folder, true (the newest in --output_dir) or false");
 #undef REQUIRE
     return LOOM_OK;
+}
+
+/* Every text value goes into training_args.json (and paths into trainer_state.json): one byte
+ * that is not UTF-8 makes those files unreadable to json.load, so it is refused here, before
+ * anything is written, rather than found by the first tool that reads them. */
+static loom_status not_utf8(const char *flag, const char *text, const char *source)
+{
+    size_t len = strlen(text), bad = loom__utf8_invalid_at(text, len);
+    if (bad == len) return LOOM_OK;
+    char where[512];
+    return loom_error(LOOM_E_INVALID,
+                      "--%s%s: byte 0x%02x at offset %zu is not UTF-8 (loom writes its arguments into "
+                      "training_args.json, and JSON text is UTF-8): rename it",
+                      flag, loom__where(source, where, sizeof where), (unsigned char)text[bad], bad);
+}
+
+static loom_status check_utf8(const loom_args *args, const loom__arg_origin *origin)
+{
+    loom_status st = LOOM_OK;
+    for (size_t i = 0; i < LOOM__ARG_COUNT && st == LOOM_OK; i++) {
+        const loom__arg_desc *d = &loom__arg_table[i];
+        const void *field = loom__arg_cfield(args, d);
+        if (d->kind == LOOM__K_STRING && *(char *const *)field) {
+            st = not_utf8(d->name, *(char *const *)field, origin->source[i]);
+        } else if (d->kind == LOOM__K_LIST) {
+            const loom_string_list *l = field;
+            for (size_t k = 0; k < l->count && st == LOOM_OK; k++)
+                st = not_utf8(d->name, l->items[k], origin->source[i]);
+        }
+    }
+    for (size_t k = 0; k < args->unknown_keys.count && st == LOOM_OK; k++) {
+        const char *key = args->unknown_keys.items[k];
+        if ((st = not_utf8(key, key, NULL)) == LOOM_OK) st = not_utf8(key, args->unknown_values.items[k], NULL);
+    }
+    return st;
 }
 
 loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
 {
     loom_status st;
     if ((st = check_status(args, origin)) != LOOM_OK) return st;
+    if ((st = check_utf8(args, origin)) != LOOM_OK) return st;
     if ((st = normalise_kwargs(args, origin)) != LOOM_OK) return st;
     if ((st = apply_aliases(args, origin)) != LOOM_OK) return st;
     if ((st = check_enums(args, origin)) != LOOM_OK) return st;

@@ -71,7 +71,9 @@ int loom__parse_int(const char *text, int64_t *out)
 
 int loom__parse_float(const char *text, double *out)
 {
-    if (!*text || isspace((unsigned char)*text)) return -1;
+    /* strtod reads hex floats ("0x1p-3"); Python's float(), which parses HF's flags, does not,
+     * and neither do loom's integer flags. */
+    if (!*text || isspace((unsigned char)*text) || strpbrk(text, "xX")) return -1;
     char *end;
     errno = 0;
     double v = strtod(text, &end);

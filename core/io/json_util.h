@@ -29,6 +29,11 @@ void loom__json_write_string(FILE *out, const char *s);
  * "0.90000000000000002". Used for values handed on as text (plugin config, messages). */
 void loom__format_shortest(char *buf, size_t size, double v);
 
+/* Offset of the first byte of text[0, len) that breaks UTF-8 (overlong forms, surrogates and
+ * code points past U+10FFFF count as breaking it), or len when there is none. JSON text is
+ * UTF-8: Python's json.load refuses a file with such a byte. */
+size_t loom__utf8_invalid_at(const char *text, size_t len);
+
 /* 0 when no object in `value` (recursively) has a key twice; else -1 with the dotted path of
  * the first duplicate in buf (cJSON keeps duplicates, json.load keeps the last silently). */
 int loom__json_find_duplicate(const struct cJSON *value, char *buf, size_t size);

@@ -85,6 +85,9 @@ static loom_status read_trainer_state(const char *dir, loom_resume_state *s)
     /* Older files have no token count: it restarts from 0 then. */
     if (st == LOOM_OK && cJSON_GetObjectItemCaseSensitive(json, "num_input_tokens_seen"))
         st = integer(json, file, "num_input_tokens_seen", &s->num_input_tokens_seen);
+    const cJSON *batch = cJSON_GetObjectItemCaseSensitive(json, "train_batch_size");
+    if (cJSON_IsNumber(batch) && batch->valuedouble >= 1 && batch->valuedouble <= 1e15)
+        s->train_batch_size = (int64_t)batch->valuedouble;
     if (st == LOOM_OK) {
         const cJSON *best = cJSON_GetObjectItemCaseSensitive(json, "best_metric");
         s->best_metric = cJSON_IsNumber(best) ? best->valuedouble : NAN;
@@ -143,6 +146,21 @@ static loom_status read_losses(const char *dir, loom_resume_state *s)
     return st;
 }
 
+/* A count in `name` of `dir`, or 0 when the file or the key is missing or not a count: these
+ * are only compared (an older checkpoint lacks them), never restored. */
+static int64_t optional_count(const char *dir, const char *name, const char *key)
+{
+    cJSON *json = NULL;
+    if (read_json(dir, name, &json) != LOOM_OK) {
+        loom_error_clear();
+        return 0;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, key);
+    int64_t n = cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 1e15 ? (int64_t)v->valuedouble : 0;
+    cJSON_Delete(json);
+    return n;
+}
+
 loom_status loom_resume_state_read(const char *dir, loom_resume_state *out)
 {
     memset(out, 0, sizeof *out);
@@ -150,6 +168,10 @@ loom_status loom_resume_state_read(const char *dir, loom_resume_state *out)
     if (st == LOOM_OK) st = read_scheduler(dir, out);
     if (st == LOOM_OK) st = read_scaler(dir, out);
     if (st == LOOM_OK) st = read_losses(dir, out);
+    if (st == LOOM_OK) {
+        out->gradient_accumulation_steps = optional_count(dir, "training_args.json", "gradient_accumulation_steps");
+        out->world_size = optional_count(dir, "rng_state.json", "world_size");
+    }
     return st;
 }
 

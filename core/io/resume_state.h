@@ -1,9 +1,9 @@
 /*
  * resume_state.h - the small JSON state files of a checkpoint (docs/checkpoints.md), read into
  * plain values before anything of the trainer changes: trainer_state.json, scheduler.json,
- * scaler.json, rng_state.json and loss_tracker.json. Every number that becomes a count or a
- * step is checked to be an integer in range, so a damaged file is an error naming the file and
- * the key, never an undefined conversion.
+ * scaler.json, rng_state.json and loss_tracker.json, and the batch shape.
+ * Every number that becomes a count or a step is checked to be an integer in range, so a damaged
+ * file is an error naming the file and the key, never an undefined conversion.
  */
 #ifndef LOOM_CORE_RESUME_STATE_H
 #define LOOM_CORE_RESUME_STATE_H
@@ -24,6 +24,9 @@ typedef struct loom_resume_state {
     char *best_model_checkpoint;     /* NULL when absent; owned                            */
     cJSON *log_history;              /* an array; owned                                    */
     cJSON *stateful_callbacks;       /* the object, or NULL when absent; owned             */
+    /* The batch shape of the run that wrote it, each 0 when the checkpoint does not say:
+     * trainer_state.json's train_batch_size (per device), training_args.json, rng_state.json. */
+    int64_t train_batch_size, gradient_accumulation_steps, world_size;
     /* scheduler.json */
     int64_t scheduler_step;
     char *scheduler;                 /* the plugin that wrote it, or NULL; owned           */

@@ -2,6 +2,7 @@
 
 #include "error.h"
 #include "fileutil.h"
+#include "json_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -58,48 +59,10 @@ static uint32_t dtype_from_name(const char *name)
     return LOOM_DTYPE_INVALID;
 }
 
-/* Offset of the first byte that breaks UTF-8 (overlong forms, surrogates and code points
- * past U+10FFFF included), or len if there is none. */
-static size_t utf8_invalid_at(const unsigned char *s, size_t len)
+static int is_utf8(const char *s)
 {
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t follow;
-        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the first continuation byte */
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            follow = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            follow = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            follow = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            if (c == 0xF4)
-                hi = 0x8F;
-        } else {
-            return i;
-        }
-        if (len - i <= follow)
-            return i;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k <= follow; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-                return i;
-        i += follow + 1;
-    }
-    return len;
+    return loom__utf8_invalid_at(s, strlen(s)) == strlen(s);
 }
-
-static int is_utf8(const char *s) { return utf8_invalid_at((const unsigned char *)s, strlen(s)) == strlen(s); }
 
 /* "[2, 3]" into buf (always NUL-terminated; long shapes are cut, which is fine in a message). */
 static const char *format_shape(char *buf, size_t size, const int64_t *shape, uint32_t ndim)
@@ -472,7 +435,7 @@ static loom_status parse_header(loom_safetensors *st, const char *header, size_t
     const char *path = st->path;
     if (header_len == 0)
         return loom_error(LOOM_E_FORMAT, "%s: header length is 0", path);
-    size_t bad = utf8_invalid_at((const unsigned char *)header, header_len);
+    size_t bad = loom__utf8_invalid_at(header, header_len);
     if (bad != header_len)
         return loom_error(LOOM_E_FORMAT, "%s: header is not valid UTF-8 at byte %zu", path, 8 + bad);
     if (memchr(header, '\0', header_len))

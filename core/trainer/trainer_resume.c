@@ -151,6 +151,27 @@ static loom_status restore_optimizer(loom_trainer *t, const char *dir)
     return st;
 }
 
+/* The data position of a resumed epoch is counted in optimizer steps (as HF counts it), so it
+ * lands where the checkpoint stopped only if a step takes as many examples as it did then: per
+ * device x accumulation x ranks (the factors may trade, docs/checkpoints.md). HF warns about a
+ * changed per-device batch alone. What an older checkpoint does not say counts as unchanged. */
+static void warn_if_batch_changed(const loom_trainer *t, const char *dir, const loom_resume_state *rs)
+{
+    if (!t->state.is_world_process_zero || t->args.ignore_data_skip) return;
+    int64_t batch = t->args.per_device_train_batch_size, ga = t->args.gradient_accumulation_steps;
+    int64_t old_batch = rs->train_batch_size > 0 ? rs->train_batch_size : batch;
+    int64_t old_ga = rs->gradient_accumulation_steps > 0 ? rs->gradient_accumulation_steps : ga;
+    int64_t old_world = rs->world_size > 0 ? rs->world_size : t->world_size;
+    int64_t before = old_batch * old_ga * old_world, now = batch * ga * t->world_size;
+    if (before == now) return;
+    loom_log(LOOM_LOG_WARNING,
+             "%s was written at %lld examples a step (per_device_train_batch_size %lld x gradient_accumulation_steps "
+             "%lld x %lld rank(s)), this run takes %lld (%lld x %lld x %d): the data position is counted in steps, so "
+             "examples of this epoch are skipped or seen twice (--ignore_data_skip starts the epoch over instead)",
+             dir, (long long)before, (long long)old_batch, (long long)old_ga, (long long)old_world, (long long)now,
+             (long long)batch, (long long)ga, t->world_size);
+}
+
 loom_status loom_trainer_restore(loom_trainer *t)
 {
     if (!t->resume_dir) return LOOM_OK;
@@ -159,8 +180,9 @@ loom_status loom_trainer_restore(loom_trainer *t)
     loom_status st = loom_resume_state_read(dir, &rs);
     if (st == LOOM_OK) st = restore_trainer_state(t, &rs);
     if (st == LOOM_OK) st = restore_small_states(t, dir, &rs);
-    loom_resume_state_free(&rs);
     if (st == LOOM_OK) st = restore_optimizer(t, dir);
+    if (st == LOOM_OK) warn_if_batch_changed(t, dir, &rs);
+    loom_resume_state_free(&rs);
     if (st != LOOM_OK) return st;
     if (t->state.is_world_process_zero)
         loom_log(LOOM_LOG_INFO, "resuming from %s: step %lld, epoch %.4g%s", dir, (long long)t->state.global_step,

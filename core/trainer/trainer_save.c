@@ -301,6 +301,9 @@ static loom_status write_small_states(loom_trainer *t, const char *dir)
     cJSON_AddNumberToObject(rng, "seed", (double)t->args.seed);
     cJSON_AddNumberToObject(rng, "epoch", t->state.epoch);
     cJSON_AddNumberToObject(rng, "global_step", (double)t->state.global_step);
+    /* Not random state: with the batch sizes it gives the examples a step took, so a resume can
+     * tell whether its data position still lands where this one stopped. */
+    cJSON_AddNumberToObject(rng, "world_size", (double)t->world_size);
     st = write_json(dir, "rng_state.json", rng);
     cJSON_Delete(rng);
     if (st != LOOM_OK) return st;

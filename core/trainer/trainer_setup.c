@@ -346,6 +346,15 @@ static loom_status join_run(loom_trainer *t)
     t->world_size = t->ranks.world_size;
     t->local_rank = t->ranks.local_rank;
     t->local_world_size = t->ranks.local_world_size;
+    /* --local_rank is a launcher's word to the process it starts, which also finds RANK and
+     * WORLD_SIZE in its environment. Alone it would be ignored in silence, where HF fails to
+     * join a process group. */
+    const char *env_local_rank = getenv("LOCAL_RANK");
+    if (a->local_rank != -1 && !strcmp(t->ranks.source, "single process") && !(env_local_rank && *env_local_rank))
+        return loom_error(LOOM_E_INVALID,
+                          "--local_rank %lld: this is a single process (no RANK and WORLD_SIZE in the environment): "
+                          "start the ranks with loom launch --nproc_per_node N, or leave --local_rank out",
+                          (long long)a->local_rank);
     if (a->num_threads > 0) omp_set_num_threads((int)a->num_threads);
     if (t->world_size > 1) {
         /* Rank 0 serves the rendezvous store; every rank joins before any plugin needs it. */

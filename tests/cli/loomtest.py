@@ -15,15 +15,20 @@ SOURCE = os.environ.get("LOOM_SOURCE_DIR", os.path.join(os.path.dirname(__file__
 
 
 def run(*args, check=True, env=None, timeout=240):
-    """Run a program; return (returncode, stdout, stderr)."""
+    """Run a program; return (returncode, stdout, stderr). An argument may be bytes (a name
+    that is not UTF-8); a variable of `env` set to None is removed."""
     full_env = dict(os.environ)
     full_env.pop("LOOM_PLUGIN_PATH", None)
     # As --verbose: the tests read the full resolved configuration and the byte-exact budgets
     # from the output (test_cli_startup turns it off to see what a person sees).
     full_env.setdefault("LOOM_VERBOSE", "1")
-    if env:
-        full_env.update(env)
-    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    for name, value in (env or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
+    argv = [a if isinstance(a, bytes) else str(a) for a in args]
+    p = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"{args} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p.returncode, p.stdout, p.stderr

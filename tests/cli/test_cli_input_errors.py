@@ -54,6 +54,29 @@ class InputErrorTest(LoomTestCase):
         bad = self.write("inline_bad.json", json.dumps({"deepspeed": {"zero_optimization": {"stage": 7}}}))
         self.assert_error(self.args("--config", bad), "--deepspeed (inline dict)", "stage")
 
+    def test_text_that_is_not_utf8_is_refused(self):
+        # Every argument goes into training_args.json; json.load refuses a byte that is not UTF-8.
+        out = os.fsencode(self.out("caf")) + b"\xe9"
+        self.assert_error(self.train_args(out, "--max_steps", "2"), "--output_dir on the command line",
+                          "byte 0xe9 at offset", "is not UTF-8")
+        self.assertFalse(os.path.exists(out))
+        self.assert_error(self.args("--run_name", b"a\xffb"), "--run_name", "byte 0xff at offset 1")
+        config = self.write("latin1.json", b'{"run_name": "caf\xe9"}')
+        self.assert_error(self.args("--config", config), config, "byte 0xe9 at byte offset 17", "not UTF-8")
+
+    def test_empty_resume_from_checkpoint_is_not_a_fresh_start(self):
+        # A script's unset variable: HF looks for a checkpoint at "" and fails; so does loom.
+        self.assert_error(self.args("--resume_from_checkpoint", ""), "--resume_from_checkpoint ''", "is empty")
+
+    def test_local_rank_without_a_launcher(self):
+        self.assert_error(self.args("--local_rank", "1"), "--local_rank 1", "single process", "loom launch",
+                          env={"RANK": None, "WORLD_SIZE": None, "LOCAL_RANK": None})
+
+    def test_hex_floats_are_refused_as_hex_integers_are(self):
+        # Python's float() and int(), which parse HF's flags, take neither.
+        self.assert_error(self.args("--learning_rate", "0x1p-3"), "--learning_rate", "0x1p-3")
+        self.assert_error(self.args("--max_steps", "0x10"), "--max_steps", "0x10")
+
     # 2: a file name holding glob characters.
 
     def test_data_file_named_with_glob_characters(self):

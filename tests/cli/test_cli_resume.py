@@ -86,8 +86,10 @@ class ResumeTest(LoomTestCase):
         reference = read_safetensors(os.path.join(full, "model.safetensors"))
         for world in (1, 4):
             out = self.resumed_copy(full, f"z2-on-{world}")
-            _, stdout, _ = self.train(out, world, "--plugin", "zero2", "--bf16")
+            _, stdout, stderr = self.train(out, world, "--plugin", "zero2", "--bf16")
             self.assertIn(f"optimizer states written by 2 rank(s), re-cut for {world}", stdout)
+            # 8 examples a step on any world size: the data position stands, and nothing warns.
+            self.assertNotIn("examples a step", stdout + stderr)
             params = read_safetensors(os.path.join(out, "model.safetensors"))
             for name, (_, _, values) in reference.items():
                 worst = max(abs(x - y) for x, y in zip(values, params[name][2]))
@@ -251,6 +253,22 @@ class ResumeTest(LoomTestCase):
         resumed = self.losses(out)
         self.assertEqual(resumed[:HALF], self.losses(full)[:HALF])
         self.assertNotEqual(resumed[HALF:], self.losses(full)[HALF:])
+
+    def test_a_changed_batch_is_named(self):
+        """HF warns when per_device_train_batch_size changes at a resume; the data position moves
+        with accumulation and the rank count as much, so loom compares their product."""
+        full = self.out("batch-full")
+        self.train(full, 1, "--overwrite_output_dir")
+        out = self.resumed_copy(full, "batch-half")
+        _, stdout, stderr = self.train(out, 1, batch=4)
+        self.assertIn(f"{out}/checkpoint-{HALF} was written at 16 examples a step (per_device_train_batch_size 8 x "
+                      "gradient_accumulation_steps 2 x 1 rank(s)), this run takes 8 (4 x 2 x 1)", stderr)
+        self.assertEqual(len([l for l in stderr.splitlines() if "examples a step" in l]), 1, stderr)
+        # The same product from other factors is the same position: no warning.
+        out = self.resumed_copy(full, "batch-traded")
+        _, stdout, stderr = self.train(out, 1, "--gradient_accumulation_steps", "4", batch=4)
+        self.assertIn(f"resuming from {out}/checkpoint-{HALF}", stdout)
+        self.assertNotIn("examples a step", stdout + stderr)
 
     def test_consolidate_joins_the_master_weights(self):
         full = self.out("cons-full")
