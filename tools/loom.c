@@ -1,6 +1,7 @@
 /*
  * loom.c - the `loom` command: dispatch to a sub-command.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,6 +73,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* Past `ulimit -f` a write should fail (EFBIG) and be named like a full disk, not kill the
+     * process in silence halfway through a save; Python, so HF, ignores it the same way. */
+    signal(SIGXFSZ, SIG_IGN);
     const char *command = argv[1];
     if (!strcmp(command, "train") || !strcmp(command, "evaluate") || !strcmp(command, "eval") ||
         !strcmp(command, "predict"))

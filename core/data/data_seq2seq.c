@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "fileutil.h"
+#include "json_util.h"
 
 typedef struct seq2seq_context {
     int32_t *tokens;   /* every example's source then target, back to back */
@@ -141,13 +142,25 @@ loom_status loom_seq2seq_dataset_open(const char *path, loom_dataset **out)
             p = end + 1;
             continue;
         }
-        cJSON *obj = cJSON_ParseWithLength(q, (size_t)(end - q));
-        if (!cJSON_IsObject(obj)) {
+        /* As json.loads reads a line: all of it one value (cJSON would stop at a NUL or after
+         * the value, and keep the first of a key given twice where Python keeps the last). */
+        const char *after = NULL;
+        cJSON *obj =
+            memchr(q, '\0', (size_t)(end - q)) ? NULL : cJSON_ParseWithLengthOpts(q, (size_t)(end - q), &after, 0);
+        while (obj && after && after < end && (*after == ' ' || *after == '\t' || *after == '\r'))
+            after++;
+        char dup[256];
+        if (!cJSON_IsObject(obj) || after != end) {
             cJSON_Delete(obj);
             st = loom_error(
                 LOOM_E_FORMAT,
                 "%s:%lld: not a JSON object (a pair file is JSON lines of {\"input_ids\": [...], \"labels\": [...]})",
                 path, (long long)line);
+            break;
+        }
+        if (loom__json_find_duplicate(obj, dup, sizeof dup) != 0) {
+            cJSON_Delete(obj);
+            st = loom_error(LOOM_E_FORMAT, "%s:%lld: key \"%s\" given twice", path, (long long)line, dup);
             break;
         }
         if (c->n == cap_ex) {

@@ -46,9 +46,12 @@ static int parse_int(const char *text, int32_t *out)
 
 static loom_status read_int(const char *name, int32_t *out)
 {
-    if (!parse_int(getenv(name), out))
-        return loom_error(LOOM_E_INVALID, "%s='%s' is not an integer", name, getenv(name));
-    return LOOM_OK;
+    const char *text = getenv(name);
+    if (parse_int(text, out)) return LOOM_OK;
+    const char *digits = text && *text == '-' ? text + 1 : text;
+    if (digits && *digits && strspn(digits, "0123456789") == strlen(digits))
+        return loom_error(LOOM_E_INVALID, "%s='%s' is out of range", name, text);
+    return loom_error(LOOM_E_INVALID, "%s='%s' is not an integer", name, text);
 }
 
 /* SLURM_TASKS_PER_NODE ("2(x3),1": three nodes with 2 tasks, then one with 1): the entry for

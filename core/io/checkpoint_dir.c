@@ -26,9 +26,11 @@
 #define MANIFEST_FORMAT "loom-checkpoint/1"
 
 /* SHA-256 of a regular file as 64 hex digits, and its size. */
-static loom_status hash_file(const char *path, char hex[65], uint64_t *size)
+/* follow: 0 when listing a folder being sealed (only its own regular files go in), 1 when
+ * checking one, whose files a user may have linked in place (cp -rs). */
+static loom_status hash_file(const char *path, int follow, char hex[65], uint64_t *size)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (fd < 0)
         return loom_error(errno == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -116,7 +118,7 @@ loom_status loom_checkpoint_write_manifest(const char *dir)
         char path[4096], hex[65];
         uint64_t size = 0;
         if ((st = loom_path_join(path, sizeof path, dir, names[i])) != LOOM_OK) break;
-        if ((st = hash_file(path, hex, &size)) != LOOM_OK) break;
+        if ((st = hash_file(path, 0, hex, &size)) != LOOM_OK) break;
         cJSON *entry = cJSON_CreateObject();
         cJSON_AddStringToObject(entry, "name", names[i]);
         cJSON_AddNumberToObject(entry, "bytes", (double)size);
@@ -135,7 +137,9 @@ loom_status loom_checkpoint_write_manifest(const char *dir)
     return st;
 }
 
-loom_status loom_checkpoint_verify(const char *dir)
+/* missing_ok: a file the manifest lists may be gone (a model folder whose optimizer states were
+ * deleted to ship it); what is there must still match. */
+static loom_status verify(const char *dir, int missing_ok)
 {
     char path[4096];
     loom_status st = loom_path_join(path, sizeof path, dir, LOOM_CHECKPOINT_MANIFEST);
@@ -145,8 +149,9 @@ loom_status loom_checkpoint_verify(const char *dir)
     if (!S_ISDIR(sb.st_mode)) return loom_error(LOOM_E_NOT_FOUND, "%s: a file, not a checkpoint folder", dir);
     char *text = NULL;
     size_t len = 0;
-    if ((st = loom_read_file(path, &text, &len)) != LOOM_OK) {
-        loom_error_clear();
+    if (lstat(path, &sb) == 0 && (st = loom_read_file(path, &text, &len)) != LOOM_OK)
+        return st; /* there but unreadable (a folder, no permission): that, not "incomplete" */
+    if (!text) {
         /* A run's output folder given for one of its checkpoints: the usual slip, named as such. */
         char newest[4096];
         if (loom_checkpoint_latest_sealed(dir, newest, sizeof newest) == LOOM_OK)
@@ -166,6 +171,7 @@ loom_status loom_checkpoint_verify(const char *dir)
         cJSON_Delete(json);
         return loom_error(LOOM_E_FORMAT, "%s: not a loom checkpoint manifest (%s)", path, MANIFEST_FORMAT);
     }
+    const char *hint = missing_ok ? " (to use the folder as it is now, delete its " LOOM_CHECKPOINT_MANIFEST ")" : "";
     const cJSON *entry;
     cJSON_ArrayForEach(entry, files)
     {
@@ -181,23 +187,36 @@ loom_status loom_checkpoint_verify(const char *dir)
         uint64_t size = 0;
         if ((st = loom_path_join(file, sizeof file, dir, name->valuestring)) != LOOM_OK) break;
         if (stat(file, &sb) != 0) {
+            if (missing_ok && errno == ENOENT) continue;
             st = loom_error(LOOM_E_FORMAT, "%s: missing from the checkpoint (listed in %s)", file,
                             LOOM_CHECKPOINT_MANIFEST);
             break;
         }
         if ((double)sb.st_size != bytes->valuedouble) {
-            st = loom_error(LOOM_E_FORMAT, "%s: %lld bytes, the manifest says %.0f: truncated or altered", file,
-                            (long long)sb.st_size, bytes->valuedouble);
+            st = loom_error(LOOM_E_FORMAT, "%s: %lld bytes, the manifest says %.0f: truncated or altered%s", file,
+                            (long long)sb.st_size, bytes->valuedouble, hint);
             break;
         }
-        if ((st = hash_file(file, hex, &size)) != LOOM_OK) break;
+        if ((st = hash_file(file, 1, hex, &size)) != LOOM_OK) break;
         if (strcmp(hex, sha->valuestring) != 0) {
-            st = loom_error(LOOM_E_FORMAT, "%s: checksum differs from the manifest's: the file was altered", file);
+            st = loom_error(LOOM_E_FORMAT, "%s: checksum differs from the manifest's: the file was altered%s", file,
+                            hint);
             break;
         }
     }
     cJSON_Delete(json);
     return st;
+}
+
+loom_status loom_checkpoint_verify(const char *dir)
+{
+    return verify(dir, 0);
+}
+
+loom_status loom_checkpoint_verify_model(const char *dir)
+{
+    if (!loom_checkpoint_is_sealed(dir)) return LOOM_OK;
+    return verify(dir, 1);
 }
 
 loom_status loom_checkpoint_install(const char *tmp_dir, const char *final_dir)

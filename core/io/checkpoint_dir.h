@@ -21,6 +21,12 @@ loom_status loom_checkpoint_write_manifest(const char *dir);
  * LOOM_E_NOT_FOUND without a manifest, LOOM_E_FORMAT naming the first file that differs. */
 loom_status loom_checkpoint_verify(const char *dir);
 
+/* A model folder given as --model_name_or_path: when it holds a manifest (a loom checkpoint or
+ * run), every file it lists that is still there must match, so a damaged model is refused
+ * instead of evaluated; files deleted since are no error. LOOM_OK for a folder without one
+ * (a Hugging Face model). The error names the manifest as the way to accept an edit. */
+loom_status loom_checkpoint_verify_model(const char *dir);
+
 /* Move tmp_dir to final_dir. An existing final_dir is exchanged with tmp_dir in one rename and
  * removed only afterwards, so at every instant one complete folder carries the name. */
 loom_status loom_checkpoint_install(const char *tmp_dir, const char *final_dir);

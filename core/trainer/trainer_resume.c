@@ -143,7 +143,12 @@ static loom_status restore_optimizer(loom_trainer *t, const char *dir)
         master += t->span_flat_begin[s] - t->owned[r].begin;
         st = loom_shard_set_read(shards, span->name, "fp32_master", span->offset, span->numel, master);
     }
-    if (st == LOOM_OK && t->state.is_world_process_zero && loom_shard_set_world(shards) != t->world_size)
+    /* Whole states read whole (ddp after ddp on any world size) are not re-cut: nothing to say. */
+    int64_t owned = 0;
+    for (size_t r = 0; r < t->n_owned; r++)
+        owned += t->owned[r].end - t->owned[r].begin;
+    int whole = loom_shard_set_world(shards) == 1 && owned == t->total_numel;
+    if (st == LOOM_OK && t->state.is_world_process_zero && loom_shard_set_world(shards) != t->world_size && !whole)
         loom_log(LOOM_LOG_INFO, "optimizer states written by %d rank(s), re-cut for %d", loom_shard_set_world(shards),
                  t->world_size);
     loom_shard_set_close(shards);

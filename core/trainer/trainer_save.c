@@ -209,13 +209,16 @@ static loom_status write_training_args(loom_trainer *t, const char *dir)
     char path[4096];
     loom_status st = loom_path_join(path, sizeof path, dir, "training_args.json");
     if (st != LOOM_OK) return st;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write", tmp);
+    /* Built in memory and written as every other file is (a full disk names the file, leaves
+     * no .tmp behind, and the bytes are on disk before the checkpoint's manifest lists them). */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return loom_error(LOOM_E_NOMEM, "out of memory writing %s", path);
     st = loom_args_write_json(&t->args, f);
-    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_IO, "%s: write failed", tmp);
-    if (st == LOOM_OK && rename(tmp, path) != 0) st = loom_error(LOOM_E_IO, "%s: cannot rename into place", path);
+    if (fclose(f) != 0 && st == LOOM_OK) st = loom_error(LOOM_E_NOMEM, "out of memory writing %s", path);
+    if (st == LOOM_OK) st = loom_write_file_atomic(path, text, len);
+    free(text);
     return st;
 }
 

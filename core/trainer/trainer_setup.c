@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpoint_dir.h"
 #include "error.h"
 #include "grad_rows.h"
 #include "fileutil.h"
@@ -382,8 +383,13 @@ static loom_status read_inputs(loom_trainer *t, loom_saved_model_config *saved)
     if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) return st;
     if ((st = open_datasets(t, LOOM_DATA_SEQ2SEQ, 0)) != LOOM_OK) return st;
     if ((st = check_evaluation(t)) != LOOM_OK) return st;
-    if (a->model_name_or_path && *a->model_name_or_path)
+    if (a->model_name_or_path && *a->model_name_or_path) {
+        /* A checkpoint's manifest is checked here too, not only at a resume: a flipped byte in
+         * its weights would otherwise be evaluated or trained on without a word. */
+        if ((st = loom_checkpoint_verify_model(a->model_name_or_path)) != LOOM_OK)
+            return loom_error_context(st, "--model_name_or_path");
         return loom_saved_model_config_read(a->model_name_or_path, saved);
+    }
     return LOOM_OK;
 }
 

@@ -165,5 +165,66 @@ class InputErrorTest(LoomTestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("give a path: ./fake.so", p.stderr)
 
+    def test_a_checkpoint_given_as_the_model_is_checked_against_its_manifest(self):
+        run = self.out("sealed")
+        loom(*self.train_args(run, "--max_steps", "2", "--save_steps", "2"))
+        ck = os.path.join(run, "checkpoint-2")
+        model = os.path.join(ck, "model.safetensors")
+        with open(model, "rb") as f:
+            original = f.read()
+        flipped = bytearray(original)
+        flipped[-5] ^= 16  # inside the last tensor's data: the file still parses
+        with open(model, "wb") as f:
+            f.write(flipped)
+        evaluate = ["evaluate", "--model_name_or_path", ck, "--validation_file",
+                    os.path.join(self.data, "validation.bin"), "--output_dir", self.out("sealed-ev")]
+        for args in (evaluate, self.train_args(self.out("sealed-tr"), "--max_steps", "1", "--model_name_or_path", ck)):
+            self.assert_error(args, "--model_name_or_path", model, "checksum differs",
+                              "delete its loom_manifest.json")
+        # Optimizer states deleted to ship the model are no damage; the model is used as saved.
+        with open(model, "wb") as f:
+            f.write(original)
+        os.remove(os.path.join(ck, "optimizer.safetensors"))
+        loom(*evaluate)
+        # The way out for an intended edit: without the manifest it is a plain model folder.
+        with open(model, "wb") as f:
+            f.write(flipped)
+        os.remove(os.path.join(ck, "loom_manifest.json"))
+        loom(*evaluate)
+
+    def test_nan_weights_show_in_the_loss(self):
+        # ReLU passes NaN as PyTorch's does; it used to make it 0, and the loss looked normal.
+        run = self.out("nan")
+        loom(*self.train_args(run, "--max_steps", "2"))
+        path = os.path.join(run, "model.safetensors")
+        with open(path, "rb") as f:
+            blob = bytearray(f.read())
+        (n,) = struct.unpack("<Q", blob[:8])
+        header = json.loads(blob[8:8 + n])
+        begin, end = header["layers.0.bias"]["data_offsets"]
+        blob[8 + n + begin:8 + n + begin + 4] = struct.pack("<f", float("nan"))
+        with open(path, "wb") as f:
+            f.write(blob)
+        ev = self.out("nan-ev")
+        _, stdout, _ = loom("evaluate", "--model_name_or_path", run, "--validation_file",
+                            os.path.join(self.data, "validation.bin"), "--output_dir", ev)
+        self.assertIn("{'eval_loss': nan,", stdout)
+        with open(os.path.join(ev, "eval_results.json")) as f:
+            loss = json.load(f)["eval_loss"]
+        self.assertIsNone(loss)  # JSON has no NaN; Python's json.dumps would write NaN, cJSON writes null
+
+
+    def test_a_file_size_limit_is_an_error_not_a_signal(self):
+        # ulimit -f: SIGXFSZ used to end the process halfway through a save without a word.
+        import resource
+        out = self.out("fsize")
+        limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 1024, 30 * 1024))
+        p = subprocess.run([LOOM, *self.train_args(out, "--max_steps", "2", "--save_steps", "2")],
+                           capture_output=True, text=True, preexec_fn=limit, timeout=120)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr.strip(), r"^loom: error: .*: write failed: File too large$")
+        self.assertFalse(os.path.exists(os.path.join(out, "checkpoint-2")))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -125,6 +125,8 @@ class ResumeTest(LoomTestCase):
             "missing": ("scheduler.json", lambda p: os.remove(p), "missing"),
             "truncated": ("model.safetensors", lambda p: os.truncate(p, os.path.getsize(p) - 10), "truncated"),
             "altered": ("optimizer.safetensors", None, "altered"),
+            # There but unreadable: named as such, not as an unfinished save.
+            "manifest a folder": ("loom_manifest.json", lambda p: (os.remove(p), os.mkdir(p)), "is a folder"),
         }
         for case, (name, damage, word) in cases.items():
             with self.subTest(case=case):

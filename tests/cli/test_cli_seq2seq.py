@@ -121,7 +121,11 @@ class Seq2Seq(unittest.TestCase):
         cases = [('{"input_ids": [3, 1]}\n', ":1: no \"labels\""),
                  ('{"input_ids": [3, 1], "labels": [4, 1]}\n{"input_ids": [], "labels": [4]}\n', ":2: \"input_ids\" must be a non-empty"),
                  ('{"input_ids": [3, 1], "labels": [4, 1.5]}\n', ":1: \"labels\"[1] is not a token id"),
-                 ('{"input_ids": [3, 1], "labels": [4, 1]}\n[1, 2]\n', ":2: not a JSON object")]
+                 ('{"input_ids": [3, 1], "labels": [4, 1]}\n[1, 2]\n', ":2: not a JSON object"),
+                 # All of the line is one value, as for json.loads; a key given twice (json.loads keeps
+                 # the last, cJSON the first) is refused.
+                 ('{"input_ids": [3, 1], "labels": [4, 1]} {"x": 1}\n', ":1: not a JSON object"),
+                 ('{"input_ids": [3, 1], "labels": [4, 1], "labels": [5, 1]}\n', ':1: key "labels" given twice')]
         for i, (text, message) in enumerate(cases):
             path = os.path.join(self.tmp, "bad%d.jsonl" % i)
             with open(path, "w") as f:

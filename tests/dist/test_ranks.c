@@ -126,7 +126,7 @@ int main(void)
     env_is("RANK", " 1", "WORLD_SIZE", "4", NULL);
     CHECK(fails_with("RANK=' 1' is not an integer", NULL));
     env_is("RANK", "0", "WORLD_SIZE", "99999999999", NULL);
-    CHECK(fails_with("WORLD_SIZE='99999999999' is not an integer", NULL));
+    CHECK(fails_with("WORLD_SIZE='99999999999' is out of range", NULL));
     env_is("RANK", "4", "WORLD_SIZE", "4", NULL);
     CHECK(fails_with("RANK=4 is out of range", "WORLD_SIZE=4"));
     env_is("RANK", "-1", "WORLD_SIZE", "4", NULL);

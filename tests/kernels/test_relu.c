@@ -1,4 +1,6 @@
 /* test_relu.c - lk_relu_* against the definition and finite differences. */
+#include <math.h>
+
 #include "kernel_test.h"
 #include "lk_cpu.h"
 
@@ -8,10 +10,13 @@ static void test_forward(int64_t n)
     test_fill(x, n, -2.0f, 2.0f);
     x[0] = 0.0f;
     x[n - 1] = -0.0f;
+    x[n / 2] = NAN;
     lk_relu_forward(y, x, n);
     int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += y[i] != (x[i] > 0.0f ? x[i] : 0.0f);
+    for (int64_t i = 0; i < n; i++)
+        if (i != n / 2) bad += y[i] != (x[i] > 0.0f ? x[i] : 0.0f);
     CHECK(bad == 0);
+    CHECK(isnan(y[n / 2])); /* PyTorch: relu(nan) = nan, so a NaN weight shows in the loss */
     free(x), free(y);
 }
 
@@ -32,10 +37,12 @@ static void test_backward(void)
     test_fill(xs, n, -1.0f, 1.0f);
     test_fill(dout, n, -1.0f, 1.0f);
     xs[5] = 0.0f;
+    xs[7] = NAN;
     for (int64_t i = 0; i < n; i++) d[i] = 1.0f;
     lk_relu_backward(d, xs, dout, n);
     int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += d[i] != 1.0f + (xs[i] > 0.0f ? dout[i] : 0.0f);
+    for (int64_t i = 0; i < n; i++)
+        bad += d[i] != 1.0f + (xs[i] > 0.0f || i == 7 ? dout[i] : 0.0f);
     CHECK(bad == 0);
     CHECK(d[5] == 1.0f);
     free(xs), free(dout), free(d);
