@@ -76,6 +76,11 @@ static loom_status read_trainer_state(const char *dir, loom_resume_state *s)
     if (st != LOOM_OK) return st;
     const char *file = "trainer_state.json";
     if (st == LOOM_OK) st = integer(json, file, "global_step", &s->global_step);
+    /* Re-sealed by hand, a negative step went on into the data position ("example 9465... outside
+     * the dataset"). */
+    if (st == LOOM_OK && s->global_step < 0)
+        st = loom_error(LOOM_E_FORMAT, "%s/%s: \"global_step\" is negative (%lld)", dir, file,
+                        (long long)s->global_step);
     if (st == LOOM_OK) st = number(json, file, "epoch", &s->epoch);
     if (st == LOOM_OK) st = number(json, file, "total_flos", &s->total_flos);
     if (st == LOOM_OK) {

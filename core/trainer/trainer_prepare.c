@@ -27,6 +27,15 @@
 
 /* Read model.safetensors of `dir` into `params` (f32, flat): f32, f16 and bf16 files alike
  * (a 16-bit run saves its 16-bit weights). */
+/* "[768, 2304]" for messages. */
+static void shape_text(char *buf, size_t size, const int64_t *shape, uint32_t ndim)
+{
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (uint32_t d = 0; d < ndim && n < size; d++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (n < size) snprintf(buf + n, size - n, "]");
+}
+
 static loom_status load_saved_params(loom_trainer *t, const char *dir, float *params)
 {
     char path[4096];
@@ -51,9 +60,12 @@ static loom_status load_saved_params(loom_trainer *t, const char *dir, float *pa
         int same = floating && tensor.ndim == info->ndim;
         for (uint32_t d = 0; same && d < info->ndim; d++) same = tensor.shape[d] == info->shape[d];
         if (!same) {
-            st = loom_error(LOOM_E_FORMAT,
-                            "%s: tensor '%s' has another dtype or shape than the model's (f32, f16 or bf16)", path,
-                            info->name);
+            char theirs[160], ours[160];
+            shape_text(theirs, sizeof theirs, tensor.shape, tensor.ndim);
+            shape_text(ours, sizeof ours, info->shape, info->ndim);
+            const char *dtype = loom_st_dtype_name(tensor.dtype);
+            st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' is %s %s; the model's is %s (in F32, F16 or BF16)", path,
+                            tensor.name, dtype ? dtype : "?", theirs, ours);
             break;
         }
         int64_t numel = t->tensor_offsets[i + 1] - t->tensor_offsets[i];

@@ -226,5 +226,13 @@ class InputErrorTest(LoomTestCase):
         self.assertFalse(os.path.exists(os.path.join(out, "checkpoint-2")))
 
 
+    def test_a_tensor_of_another_shape_names_both_shapes(self):
+        run = self.trained()
+        self.assert_error(["evaluate", "--model_name_or_path", run, "--validation_file",
+                           os.path.join(self.data, "validation.bin"), "--output_dir", self.out("shape-ev"),
+                           "--mlp.hidden_sizes", "32,64"],
+                          "model.safetensors: tensor 'layers.0.weight' is F32 [64, ", "; the model's is [32, ")
+
+
 if __name__ == "__main__":
     unittest.main()
