@@ -336,16 +336,11 @@ int loom_command_train(const char *mode, int argc, char **argv)
             st = loom_trainer_write_predictions(t, &predictions, path);
         int predictions_written = predictions.n_rows > 0;
         /* HF's run_translation / run_summarization: generated_predictions.txt, one line per
-         * example. With several ranks each writes its own shard, -rank<N> in the name. */
+         * example; predict gathered every rank's lines. */
         char gen_path[4096];
         int generated_written = 0;
-        if (st == LOOM_OK && t->args.predict_with_generate) {
-            char name[64];
-            if (t->world_size > 1)
-                snprintf(name, sizeof name, "generated_predictions-rank%d.txt", (int)t->rank);
-            else
-                snprintf(name, sizeof name, "generated_predictions.txt");
-            st = loom_path_join(gen_path, sizeof gen_path, t->args.output_dir, name);
+        if (st == LOOM_OK && t->args.predict_with_generate && t->state.is_world_process_zero) {
+            st = loom_path_join(gen_path, sizeof gen_path, t->args.output_dir, "generated_predictions.txt");
             if (st == LOOM_OK) st = loom_write_generated_predictions(&predictions, gen_path);
             generated_written = st == LOOM_OK;
         }

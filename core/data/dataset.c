@@ -144,12 +144,12 @@ void loom_dataloader_free(loom_dataloader *dl)
     dl->order = NULL;
 }
 
-/* Examples this rank sees per epoch: every rank the same count (DistributedSampler pads by
- * wrapping around), so no rank waits at an epoch's end for another. */
+/* Examples this rank sees per epoch (dl->unpadded: positions rank + k * world below n only). */
 static int64_t examples_per_rank(const loom_dataloader *dl)
 {
     int64_t n = dl->dataset->n_examples;
     int64_t world = dl->world_size > 0 ? dl->world_size : 1;
+    if (dl->unpadded) return n > dl->rank ? (n - dl->rank + world - 1) / world : 0;
     return (n + world - 1) / world;
 }
 

@@ -59,7 +59,7 @@ typedef struct loom_dataloader {
     int32_t shuffle;
     int32_t drop_last;
     uint64_t seed;
-    /* Ranks: this rank reads a disjoint shard (every rank the same number of batches). */
+    /* Ranks: this rank reads a disjoint shard, positions rank, rank + world, ... of the order. */
     int32_t rank;
     int32_t world_size;
     /* Current epoch's order (owned). */
@@ -69,6 +69,12 @@ typedef struct loom_dataloader {
     /* The shuffled order (shuffle != 0): LOOM_SAMPLER_RANDOM (0, a permutation), or one that
      * batches similar lengths together (core/data/sampler_length.h). */
     int32_t sampler;
+    /* 0 (training): every rank reads the same number of examples, the last ones wrapping
+     * around to the start as DistributedSampler pads, so no rank waits for another at an
+     * epoch's end. 1 (evaluation and prediction, where HF truncates to the dataset's length):
+     * no padding, every example read once; ranks differ by one example at most, so by one
+     * batch at most, and a rank may read none. */
+    int32_t unpadded;
 } loom_dataloader;
 
 #define LOOM_SAMPLER_RANDOM 0          /* RandomSampler / DistributedSampler                 */

@@ -48,14 +48,15 @@ LOOM_API loom_status loom_metrics_set(loom_metrics *m, const char *key, double v
 /* 1 and *value when present. */
 LOOM_API int loom_metrics_get(const loom_metrics *m, const char *key, double *value);
 
-/* Predictions of one evaluation / prediction run, kept for compute_metrics and for writing. */
+/* Predictions of one evaluation / prediction run, kept for compute_metrics and for writing:
+ * one row per example of the data, in its order, gathered from every rank onto every rank. */
 typedef struct loom_predictions {
     float *outputs;      /* n_rows * row_size model outputs (logits) */
     int32_t *labels;     /* n_rows labels                            */
     int64_t n_rows;
     int64_t row_size;
     /* --predict_with_generate (docs/seq2seq.md#generation): the generated ids of every
-     * example of this rank in order, [n_generated, generated_stride] padded after
+     * example in order, [n_generated, generated_stride] padded after
      * generated_lengths[i] (eos included), and their text (decode_tokens, special tokens
      * left out). NULL / 0 otherwise. */
     int32_t *generated;

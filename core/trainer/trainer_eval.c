@@ -36,7 +36,8 @@ typedef struct pass_totals {
 
 /* One pass over a loader: sums, and the predictions when keep != NULL. With
  * --predict_with_generate, also generation from every batch (its text metrics into gen_metrics,
- * its sequences into `generated` when not NULL). */
+ * its sequences into `generated` when not NULL). Every rank ends with the sums and the kept
+ * predictions of the whole set, each example counted once whatever the number of ranks. */
 static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *prefix, loom_predictions *keep,
                             pass_totals *totals, loom_predictions *generated, loom_metrics *gen_metrics)
 {
@@ -48,6 +49,10 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
     loom_batch_buffer buf;
     loom_status st = loom_batch_buffer_init(&buf, dl->dataset, dl->batch_size);
     if (st != LOOM_OK) return st;
+    /* Whatever loader a hook made: padding would count examples twice. Ranks may then run
+     * one batch fewer than others, which is safe because nothing in a forward pass, in
+     * generation or at PREDICTION_STEP communicates (the sharding plugins keep whole weights). */
+    dl->unpadded = 1;
     if ((st = loom_dataloader_set_epoch(dl, 0)) != LOOM_OK) goto done;
     if (t->args.predict_with_generate && (st = loom_generation_pass_init(t, &gen, dl->batch_size)) != LOOM_OK)
         goto done;
@@ -117,7 +122,9 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
     totals->correct = (int64_t)sums[2];
     totals->examples = (int64_t)sums[3];
     if (sums[4] > 0) totals->correct = -1;
-    if (t->args.predict_with_generate) st = loom_generation_pass_finish(t, &gen, prefix, gen_metrics);
+    if (t->args.predict_with_generate && (st = loom_generation_pass_finish(t, &gen, prefix, gen_metrics)) != LOOM_OK)
+        goto done;
+    st = loom_trainer_gather_predictions(t, keep, t->args.predict_with_generate ? generated : NULL);
 done:
     loom_generation_pass_free(&gen);
     loom_batch_buffer_free(&buf);

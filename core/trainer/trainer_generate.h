@@ -2,7 +2,8 @@
  * trainer_generate.h - --predict_with_generate inside an evaluation or prediction pass
  * (docs/seq2seq.md#generation): each batch's sources are generated from (beam search over the
  * model's ABI 1.4 members), the sequences and the labels decoded to text, and the text
- * metrics (metrics_text.h) summed; at the end every rank's sums are added up.
+ * metrics (metrics_text.h) summed; at the end every rank's sums are added up (each example is
+ * on one rank only: the pass's loader is unpadded).
  */
 #ifndef LOOM_CORE_TRAINER_GENERATE_H
 #define LOOM_CORE_TRAINER_GENERATE_H

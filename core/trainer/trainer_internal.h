@@ -30,6 +30,13 @@ const char *loom_tokenizer_file_role(const char *path);
 /* Frees the tokenizer loom_default_decode_tokens loaded (trainer_generate.c). */
 void loom_trainer_text_tokenizer_free(loom_trainer *t);
 
+/* After an evaluation or prediction pass over an unpadded loader (core/data/dataset.h): every
+ * rank's rows, in the loader's order, replace this rank's own on every rank - the outputs and
+ * labels of `outputs`, the generated ids, lengths and texts of `generated` (either NULL: none
+ * kept). Collective: every rank passes the same NULLs. One rank: nothing to do
+ * (trainer_gather.c). */
+loom_status loom_trainer_gather_predictions(loom_trainer *t, loom_predictions *outputs, loom_predictions *generated);
+
 /* The grad sink the model writes into, wired to the sharding plugin. */
 void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 

@@ -33,15 +33,21 @@ loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *
     return st;
 }
 
+/* Evaluation reads every example once, without DistributedSampler's padding: HF truncates the
+ * gathered predictions to the dataset's length, so the metrics do not depend on the ranks. */
 loom_status loom_default_get_eval_dataloader(loom_trainer *t, loom_dataloader *out)
 {
-    return make_loader(t, t->eval_dataset, "validation_file", t->args.per_device_eval_batch_size, 0,
-                       t->args.dataloader_drop_last, out);
+    loom_status st = make_loader(t, t->eval_dataset, "validation_file", t->args.per_device_eval_batch_size, 0,
+                                 t->args.dataloader_drop_last, out);
+    out->unpadded = 1;
+    return st;
 }
 
 loom_status loom_default_get_test_dataloader(loom_trainer *t, loom_dataloader *out)
 {
-    return make_loader(t, t->test_dataset, "test_file", t->args.per_device_eval_batch_size, 0, 0, out);
+    loom_status st = make_loader(t, t->test_dataset, "test_file", t->args.per_device_eval_batch_size, 0, 0, out);
+    out->unpadded = 1;
+    return st;
 }
 
 /* ---- gradients: the model's sink is the sharding plugin ---------------------------------- */

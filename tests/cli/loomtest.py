@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests: run the built `loom`, make data, read outputs."""
 import json
 import os
+import random
 import shutil
 import socket
 import struct
@@ -63,6 +64,20 @@ def write_tokens(path, n, vocab, seed):
         state = lcg(state)
         tokens.append((state >> 33) % vocab)
     write_token_file(path, tokens)
+
+
+def write_pairs(path, n, seed, longest=5):
+    """n seq2seq pairs as JSON lines: a source of 1..longest tokens in 3..12 and its reversal as
+    the target, each ending in eos (1); sources and targets differ in length from row to row.
+    Returns the targets without eos."""
+    r = random.Random(seed)
+    rows = []
+    with open(path, "w") as f:
+        for _ in range(n):
+            s = [r.randint(3, 12) for _ in range(r.randint(1, longest))]
+            rows.append(s[::-1])
+            f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
+    return rows
 
 
 def read_safetensors(path):

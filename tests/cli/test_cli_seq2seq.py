@@ -3,24 +3,14 @@ loss that falls, evaluation without dropout that a warm start reproduces, a resu
 exactly where an uninterrupted run with dropout does, and bad pair files named by line."""
 import json
 import os
-import random
 import shutil
 import tempfile
 import unittest
 
-from loomtest import LOOM, free_port, loom, run
+from loomtest import LOOM, free_port, loom, run, write_pairs
 
 TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
         "--num_layers", "2", "--dropout_rate", "0.1"]
-
-
-def write_pairs(path, n, seed):
-    """Reverse a sequence of 1-6 tokens: sources and targets of different lengths per row."""
-    r = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(n):
-            s = [r.randint(3, 12) for _ in range(r.randint(1, 6))]
-            f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
 
 
 def history(out):
@@ -34,8 +24,8 @@ class Seq2Seq(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="loomtest-s2s-")
         cls.train_file = os.path.join(cls.tmp, "train.jsonl")
         cls.dev_file = os.path.join(cls.tmp, "dev.jsonl")
-        write_pairs(cls.train_file, 320, 1)
-        write_pairs(cls.dev_file, 40, 2)
+        write_pairs(cls.train_file, 320, 1, longest=6)
+        write_pairs(cls.dev_file, 40, 2, longest=6)
 
     @classmethod
     def tearDownClass(cls):
