@@ -154,6 +154,24 @@ loom_status loom_write_file_atomic(const char *path, const void *data, size_t le
     return loom_write_file_atomicv(path, &part, 1);
 }
 
+loom_status loom_write_text_atomic(const char *path, void (*print)(FILE *f, const void *context), const void *context)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return loom_error(LOOM_E_NOMEM, "%s: out of memory", path);
+    print(f, context);
+    int failed = ferror(f);
+    /* fclose settles text and len. */
+    if (fclose(f) != 0 || failed) {
+        free(text);
+        return loom_error(LOOM_E_NOMEM, "%s: out of memory", path);
+    }
+    loom_status st = loom_write_file_atomic(path, text, len);
+    free(text);
+    return st;
+}
+
 /* --------------------------------------------------------------------------------------- */
 
 static const char *file_kind(mode_t mode)

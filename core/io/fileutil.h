@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Create `path` and any missing parents (mode 0777 less the umask). An existing directory is
  * fine; an existing non-directory on the way is LOOM_E_IO. */
@@ -31,6 +32,10 @@ loom_status loom_write_file_atomicv(const char *path, const loom_file_part *part
 
 /* loom_write_file_atomicv with one part. */
 loom_status loom_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* loom_write_file_atomic of the text `print` writes to f (a stream into memory, so a full disk
+ * shows up at the write, named with its reason, and leaves the old file). */
+loom_status loom_write_text_atomic(const char *path, void (*print)(FILE *f, const void *context), const void *context);
 
 /* The most loom_read_file reads: configuration, tokenizer and JSON files are far smaller. */
 #define LOOM_READ_FILE_MAX (256u << 20)

@@ -277,7 +277,8 @@ LOOM_API loom_status loom_trainer_save_model(loom_trainer *t, const char *dir);
 /* End of training, as HF's trainer.save_model() + save_state(): the model, the arguments and
  * trainer_state.json into output_dir (world process zero only). */
 LOOM_API loom_status loom_trainer_save_final(loom_trainer *t);
-/* Write output_dir/predictions.txt ("index\tprediction" lines, argmax of each row). */
+/* Write output_dir/predictions.txt ("index\tprediction" lines, argmax of each row), through a
+ * temporary file renamed over it. */
 LOOM_API loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path);
 
 /* ---- callbacks: HF's add_callback / pop_callback / remove_callback ------------------------

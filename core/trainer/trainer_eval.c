@@ -220,11 +220,9 @@ loom_status loom_trainer_predict(loom_trainer *t, loom_predictions *predictions,
     return t->hooks.predict(t, predictions, metrics);
 }
 
-loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path)
+static void print_predictions(FILE *f, const void *context)
 {
-    (void)t;
-    FILE *f = fopen(path, "w");
-    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write predictions", path);
+    const loom_predictions *p = context;
     fprintf(f, "index\tprediction\n");
     for (int64_t i = 0; i < p->n_rows; i++) {
         const float *row = p->outputs + i * p->row_size;
@@ -233,6 +231,10 @@ loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictio
             if (row[c] > row[best]) best = c;
         fprintf(f, "%lld\t%lld\n", (long long)i, (long long)best);
     }
-    if (fclose(f) != 0) return loom_error(LOOM_E_IO, "%s: write failed", path);
-    return LOOM_OK;
+}
+
+loom_status loom_trainer_write_predictions(loom_trainer *t, const loom_predictions *p, const char *path)
+{
+    (void)t;
+    return loom_write_text_atomic(path, print_predictions, p);
 }

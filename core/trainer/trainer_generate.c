@@ -214,16 +214,18 @@ void loom_generation_pass_free(loom_generation_pass *g)
     memset(g, 0, sizeof *g);
 }
 
-loom_status loom_write_generated_predictions(const loom_predictions *p, const char *path)
+static void print_generated(FILE *f, const void *context)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return loom_error(LOOM_E_IO, "%s: cannot write generated predictions", path);
+    const loom_predictions *p = context;
     for (int64_t i = 0; i < p->n_generated; i++) {
         /* One line per example: a newline inside a text would break the count. */
         for (const char *c = p->generated_texts[i]; *c; c++)
             fputc(*c == '\n' ? ' ' : *c, f);
         fputc('\n', f);
     }
-    if (fclose(f) != 0) return loom_error(LOOM_E_IO, "%s: write failed", path);
-    return LOOM_OK;
+}
+
+loom_status loom_write_generated_predictions(const loom_predictions *p, const char *path)
+{
+    return loom_write_text_atomic(path, print_generated, p);
 }

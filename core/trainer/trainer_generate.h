@@ -33,7 +33,7 @@ loom_status loom_generation_pass_finish(loom_trainer *t, loom_generation_pass *g
 void loom_generation_pass_free(loom_generation_pass *g);
 
 /* generated_predictions.txt: one generated text per line, in the order of the data (HF's
- * run_translation / run_summarization write the same file). */
+ * run_translation / run_summarization write the same file), through a temporary file. */
 loom_status loom_write_generated_predictions(const loom_predictions *p, const char *path);
 
 #endif

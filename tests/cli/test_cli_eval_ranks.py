@@ -1,7 +1,9 @@
 """Evaluation and prediction do not depend on the number of ranks: each example is scored once
 (no DistributedSampler padding), and predictions.txt / generated_predictions.txt hold one row
 per example in the order of the data, written by rank 0 and byte for byte the one-rank file,
-also when the ranks get different numbers of batches or none."""
+also when the ranks get different numbers of batches or none. A full disk leaves the old
+predictions file and says why."""
+import errno
 import json
 import os
 import unittest
@@ -102,6 +104,27 @@ class EvalRanks(LoomTestCase):
         for world in WORLDS[1:]:
             self.assertEqual(files[world], files[1], f"{world} ranks")
             self.assert_same_metrics(metrics[1], metrics[world], world)
+
+    def test_a_full_disk_keeps_the_old_predictions(self):
+        """The file grows past the size limit (as on a full disk): the old file stays whole and
+        the one-line error names the file and the system's reason."""
+        out = self.out("full")
+        os.makedirs(out)
+        path = os.path.join(out, "predictions.txt")
+        with open(path, "w") as f:
+            f.write("old\n")
+        # 200 rows are more than the 512 bytes ulimit -f 1 allows; XFSZ ignored turns the
+        # signal into EFBIG from write().
+        code, _, stderr = run("sh", "-c", 'ulimit -f 1; trap "" XFSZ; exec "$@"', "sh", LOOM, "predict",
+                              "--model_name_or_path", self.mlp, "--test_file", os.path.join(self.data, "test.bin"),
+                              "--output_dir", out, "--disable_tqdm", "true", check=False)
+        self.assertNotEqual(code, 0)
+        lines = [l for l in stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, stderr)
+        self.assertIn("predictions.txt", lines[0])
+        self.assertIn(os.strerror(errno.EFBIG), lines[0])
+        self.assertEqual(self.read(path), b"old\n")
+        self.assertEqual(sorted(os.listdir(out)), ["predictions.txt"])
 
 
 if __name__ == "__main__":

@@ -124,6 +124,34 @@ static void test_write_read(void)
     CHECK(error_names(at("a")));
 }
 
+static void print_lines(FILE *f, const void *context)
+{
+    for (int i = 0; i < *(const int *)context; i++)
+        fprintf(f, "line %d\n", i);
+}
+
+/* Text printed to a stream lands whole, replacing the old file, through the .tmp file; a
+ * folder that cannot take it leaves nothing and names the path. */
+static void test_write_text(void)
+{
+    char *data = NULL;
+    size_t len = 0;
+    const int three = 3, none = 0;
+    CHECK(loom_write_file_atomic(at("a/text"), "old content that is longer", 26) == LOOM_OK);
+    CHECK(loom_write_text_atomic(at("a/text"), print_lines, &three) == LOOM_OK);
+    CHECK(!exists(at("a/text.tmp")));
+    CHECK(loom_read_file(at("a/text"), &data, &len) == LOOM_OK);
+    CHECK(len == 21 && data && strcmp(data, "line 0\nline 1\nline 2\n") == 0);
+    free(data);
+    CHECK(loom_write_text_atomic(at("a/text"), print_lines, &none) == LOOM_OK);
+    CHECK(loom_read_file(at("a/text"), &data, &len) == LOOM_OK);
+    CHECK(len == 0);
+    free(data);
+    CHECK(loom_write_text_atomic(at("no/such/dir/text"), print_lines, &three) == LOOM_E_IO);
+    CHECK(error_names(at("no/such/dir/text")));
+    CHECK(!exists(at("no/such/dir/text")));
+}
+
 /* Bounded reads: a file over the limit, a FIFO with no writer and a device are refused at
  * once with a message naming them; a file of exactly the limit is read whole. */
 static void test_bounded_read(void)
@@ -308,6 +336,7 @@ int main(void)
     }
     test_mkdir_p();
     test_write_read();
+    test_write_text();
     test_bounded_read();
     test_remove_tree();
     test_dir_is_empty();
