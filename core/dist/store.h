@@ -133,14 +133,15 @@ loom_status loom_store_wait(loom_store_client *client, const char *const *keys, 
  * rank (0 too) connects to addr:port with the secret in $LOOM_STORE_SECRET (at least 16
  * characters, the same on every rank). Without a secret only a loopback address (127.x,
  * ::1, "localhost") is allowed: anything else is LOOM_E_INVALID saying how to set one. Then
- * all wait for each other: each ADDs 1 to "loom/rank/<rank>" (a second
- * claim of a rank number is LOOM_E_INVALID) and to "loom/joined" (more than world ranks:
- * LOOM_E_INVALID); the last to arrive sets "loom/joined/all", which the others WAIT for in
- * the server. Within timeout_seconds in all, else LOOM_E_TIMEOUT "only K of W ranks joined
- * the rendezvous at ADDR:PORT within N s" (rank 0 keeps serving up to 2 s more so the
- * others can read K). On success *server_out is rank 0's server (NULL
- * on other ranks; stop it last, after every rank is done with the store) and *client_out
- * this rank's client. On failure nothing is left behind. */
+ * all wait for each other: rank 0 sets "loom/world" to its world, which every other rank
+ * reads first (another WORLD_SIZE is LOOM_E_INVALID naming both, and the rank writes that
+ * refusal into "loom/joined/all", so the ranks waiting there fail with it at once too); each
+ * ADDs 1 to "loom/rank/<rank>" (a second claim of a rank number is LOOM_E_INVALID) and to
+ * "loom/joined" (more than world ranks: LOOM_E_INVALID); the last to arrive sets
+ * "loom/joined/all", which the others wait for in the server. Within timeout_seconds in all, else LOOM_E_TIMEOUT "only
+ * K of W ranks joined the rendezvous at ADDR:PORT within N s" (rank 0 keeps serving up to 2 s more so the others can
+ * read K). On success *server_out is rank 0's server (NULL on other ranks; stop it last, after every rank is done with
+ * the store) and *client_out this rank's client. On failure nothing is left behind. */
 loom_status loom_store_rendezvous(int rank, int world, const char *addr, int port, double timeout_seconds,
                                   loom_store_server **server_out, loom_store_client **client_out);
 

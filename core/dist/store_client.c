@@ -727,6 +727,43 @@ static bool loopback_literal(const char *addr)
 #define JOINED_KEY "loom/joined"
 #define ALL_KEY "loom/joined/all"
 #define GAVE_UP_KEY "loom/joined/gave_up"
+#define WORLD_KEY "loom/world"
+
+/* The world is rank 0's WORLD_SIZE. A rank told another would count towards the wrong
+ * number, so rank 0 waits for ranks that never come and the comm plugin fails far from the
+ * cause: it is refused at once, and its refusal goes into ALL_KEY ('!' and the message,
+ * where "1" means all joined), so the ranks waiting for it stop at once too. */
+static loom_status check_world(loom_store_client *client, int rank, int world, double deadline)
+{
+    char text[32];
+    if (rank == 0) {
+        snprintf(text, sizeof text, "%d", world);
+        return loom_store_set(client, WORLD_KEY, text, strlen(text));
+    }
+    size_t size = 0;
+    loom_status st = loom_store_get(client, WORLD_KEY, text, sizeof text - 1, &size, fmax(deadline - store_now(), 0.0));
+    if (st) return st;
+    text[size < sizeof text - 1 ? size : sizeof text - 1] = '\0';
+    if (atoi(text) == world) return LOOM_OK;
+    char refusal[512];
+    snprintf(refusal, sizeof refusal,
+             "!rendezvous at %s: rank %d has WORLD_SIZE=%d but rank 0 has WORLD_SIZE=%s (give every rank the same)",
+             client->where, rank, world, text);
+    loom_store_set(client, ALL_KEY, refusal, strlen(refusal));
+    return loom_error(LOOM_E_INVALID, "%s", refusal + 1);
+}
+
+/* Wait in the server for ALL_KEY: LOOM_OK once every rank joined, LOOM_E_INVALID with the
+ * message of a rank refused by check_world. */
+static loom_status wait_for_all(loom_store_client *client, double timeout_seconds)
+{
+    char value[512];
+    size_t size = 0;
+    loom_status st = loom_store_get(client, ALL_KEY, value, sizeof value - 1, &size, timeout_seconds);
+    if (st || size == 0 || value[0] != '!') return st;
+    value[size < sizeof value - 1 ? size : sizeof value - 1] = '\0';
+    return loom_error(LOOM_E_INVALID, "%s", value + 1);
+}
 
 loom_status loom_store_rendezvous(int rank, int world, const char *addr, int port, double timeout_seconds,
                                   loom_store_server **server_out, loom_store_client **client_out)
@@ -780,6 +817,7 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
         return st;
     }
 
+    if ((st = check_world(client, rank, world, deadline)) != LOOM_OK) goto fail;
     char key[64];
     int64_t mine = 0, count = 0;
     snprintf(key, sizeof key, "loom/rank/%d", rank);
@@ -797,12 +835,11 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
         goto fail;
     }
     if (count == world && (st = loom_store_set(client, ALL_KEY, "1", 1)) != LOOM_OK) goto fail;
-    const char *all = ALL_KEY;
     /* A rank that is not coming (a second node not started, a WORLD_SIZE too large) would
      * otherwise be waited for in silence for the whole --ddp_timeout (30 minutes by default):
      * after a quarter of it, or 15 s, rank 0 says what it is waiting for, once. */
     const double patience = fmin(15.0, timeout / 4);
-    st = loom_store_wait(client, &all, 1, fmin(patience, fmax(deadline - store_now(), 0.0)));
+    st = wait_for_all(client, fmin(patience, fmax(deadline - store_now(), 0.0)));
     if (st == LOOM_E_TIMEOUT && deadline - store_now() > 0) {
         loom_error_clear();
         int64_t joined = 0;
@@ -812,7 +849,7 @@ loom_status loom_store_rendezvous(int rank, int world, const char *addr, int por
                      "%g s in all: --ddp_timeout)",
                      (long long)joined, world, client->where, timeout);
         loom_error_clear();
-        st = loom_store_wait(client, &all, 1, fmax(deadline - store_now(), 0.0));
+        st = wait_for_all(client, fmax(deadline - store_now(), 0.0));
     }
     if (st == LOOM_E_TIMEOUT) {
         int64_t joined = 0, gave_up = 0;

@@ -1,7 +1,8 @@
 /* test_store_rendezvous.c - loom_store_rendezvous with real processes (fork): 4 ranks that
  * all join (rank 0 last, so the others wait for its server) and then exchange keys; a run
  * where one rank never comes (the others fail with "2 of 3 ranks joined" within the
- * timeout); a rank number claimed twice; rank 0 on a port in use. */
+ * timeout); a rank number claimed twice; ranks told different WORLD_SIZEs (refused at once,
+ * naming both); rank 0 on a port in use. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -169,6 +170,45 @@ static void test_rank_twice(void)
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* Rank 1 told one rank more (or less) than rank 0: both fail at once, naming both values, long
+ * before the timeout. */
+static int world_differs(int rank, int world, int port, int rank1_world)
+{
+    loom_store_server *server = NULL;
+    loom_store_client *client = NULL;
+    double t0 = test_now_seconds();
+    loom_status st =
+        loom_store_rendezvous(rank, rank == 1 ? rank1_world : world, "127.0.0.1", port, 10.0, &server, &client);
+    const char *m = loom_error_message();
+    char want[96];
+    snprintf(want, sizeof want, "rank 1 has WORLD_SIZE=%d but rank 0 has WORLD_SIZE=%d", rank1_world, world);
+    int ok = st == LOOM_E_INVALID && strstr(m, want) && !server && !client && test_now_seconds() - t0 < 5.0;
+    if (!ok) fprintf(stderr, "rank %d: status %d: %s\n", rank, st, m);
+    return ok ? 0 : 1;
+}
+
+static int world_larger(int rank, int world, int port)
+{
+    return world_differs(rank, world, port, world + 1);
+}
+static int world_smaller(int rank, int world, int port)
+{
+    return world_differs(rank, world, port, world - 1);
+}
+
+static void test_world_differs(void)
+{
+    int ranks[2] = {0, 1};
+    double delays[2] = {0, 0.05};
+    CHECK(run_ranks(ranks, delays, 2, 2, test_free_port(), world_larger, 10.0) == 0);
+    CHECK(run_ranks(ranks, delays, 2, 3, test_free_port(), world_smaller, 10.0) == 0);
+    /* Rank 0 last: rank 1 waits for it to say the world, then is refused. */
+    double late0[2] = {0.3, 0};
+    CHECK(run_ranks(ranks, late0, 2, 2, test_free_port(), world_larger, 10.0) == 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 static void test_in_process(void)
 {
     /* World of one: rank 0 serves and joins itself. */
@@ -210,10 +250,8 @@ int main(void)
         const char *name;
         void (*fn)(void);
     } tests[] = {
-        {"all_join", test_all_join},
-        {"one_missing", test_one_missing},
-        {"rank_twice", test_rank_twice},
-        {"in_process", test_in_process},
+        {"all_join", test_all_join},           {"one_missing", test_one_missing}, {"rank_twice", test_rank_twice},
+        {"world_differs", test_world_differs}, {"in_process", test_in_process},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = test_failures;
