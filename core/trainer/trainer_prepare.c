@@ -240,6 +240,22 @@ static loom_status bind_offload(loom_trainer *t)
     return LOOM_OK;
 }
 
+/* Every rank starts from rank 0's parameters, as torch's DDP broadcasts them when it wraps the
+ * model and DeepSpeed when it builds its engine: a rank whose initialisation or saved weights
+ * differ (another file behind the same path on another node) would otherwise train a model of
+ * its own on the summed gradients. Done before the sharding plugin takes its partition and the
+ * precision plugin widens its f32 master weights, so those are rank 0's too; on a resume as on a
+ * fresh start, since each rank read the checkpoint on its own. When the ranks agree already,
+ * the bits do not change. */
+static loom_status broadcast_params(loom_trainer *t)
+{
+    if (t->world_size < 2) return LOOM_OK;
+    const loom_comm_vtable *cv = t->comm.vtable;
+    loom_status st = cv->broadcast(t->comm.instance, t->params, (size_t)t->total_numel, t->param_dtype, 0, NULL);
+    if (st != LOOM_OK) return loom_error_context(st, "broadcasting rank 0's parameters");
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_prepare(loom_trainer *t)
 {
     if (t->bound) return LOOM_OK;
@@ -311,7 +327,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
         if (st == LOOM_OK) kernels->convert(t->params, t->param_dtype, initial, LOOM_DTYPE_F32, t->total_numel);
         free(initial);
     }
-    if (st != LOOM_OK) return st;
+    if (st != LOOM_OK || (st = broadcast_params(t)) != LOOM_OK) return st;
 
     /* Sharding: its plugin and config were chosen by create(). */
     loom_sharding_setup setup = {LOOM_HEADER_INIT(loom_sharding_setup)};
