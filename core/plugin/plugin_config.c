@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "error.h"
+#include "json_util.h"
 
 typedef struct config_entry {
     const loom_param_spec *spec;
@@ -265,6 +266,27 @@ const char *loom_config_key(const loom_config *cfg, size_t index)
         if (seen++ == index) return e->spec->key;
     }
     return NULL;
+}
+
+int loom_config_value_text(const loom_config *cfg, const char *key, char *buf, size_t size)
+{
+    const config_entry *e = find_entry(cfg, key);
+    if (!e || !e->has_value) return 0;
+    switch (e->spec->type) {
+    case LOOM_PARAM_BOOL:
+        snprintf(buf, size, "%s", e->value.b ? "true" : "false");
+        break;
+    case LOOM_PARAM_INT:
+        snprintf(buf, size, "%lld", (long long)e->value.i);
+        break;
+    case LOOM_PARAM_FLOAT:
+        loom__format_shortest(buf, size, e->value.f);
+        break;
+    default:
+        snprintf(buf, size, "%s", e->text ? e->text : "");
+        break;
+    }
+    return 1;
 }
 
 const char *loom__optimizer_plugin_for(const char *optim)

@@ -51,6 +51,9 @@ int loom_config_i64(const loom_config *cfg, const char *key, int64_t *out);
 int loom_config_bool(const loom_config *cfg, const char *key, int32_t *out);
 int loom_config_str(const loom_config *cfg, const char *key, const char **out);
 const char *loom_config_key(const loom_config *cfg, size_t index);
+/* The resolved value of key as text into buf: booleans "true"/"false", numbers in their
+ * shortest form (so "1e-2" and "0.01" read alike), strings as given. 0 when absent. */
+int loom_config_value_text(const loom_config *cfg, const char *key, char *buf, size_t size);
 
 /* The optimizer plugin for HF's --optim name (or a DeepSpeed optimizer already mapped):
  * adamw_torch and adamw -> "adamw", NULL -> "adamw"; other names are plugin names already. */

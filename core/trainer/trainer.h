@@ -143,6 +143,7 @@ struct loom_trainer {
     struct loom_ds_config *ds;         /* --deepspeed's merged configuration (owned) or NULL   */
     struct loom_store_server *store_server; /* rank 0 of a multi-process run (owned)          */
     struct loom_store_client *store_client; /* every rank of a multi-process run (owned)      */
+    int agreement_published;                /* this rank's part of loom_trainer_agree is in the store */
     loom_trainer_control control;
     int32_t rank, world_size, local_rank, local_world_size;
 

@@ -97,6 +97,14 @@ double loom_now_seconds(void);
  * with --plugin and LOCAL_RANK; sets t->device and t->device_index. */
 loom_status loom_trainer_open_device(loom_trainer *t);
 
+/* A multi-process run, before the first collective (trainer_agree.c): every rank compares
+ * its plugins, arguments, data and parameter shapes with rank 0's through the rendezvous
+ * store, takes rank 0's seeds, and fails with the first difference in one line; LOOM_OK at
+ * once in one process or once done. agree_abandon: a rank failing before then tells the
+ * others, so that they stop at once (the current message is kept). */
+loom_status loom_trainer_agree(loom_trainer *t);
+void loom_trainer_agree_abandon(loom_trainer *t);
+
 /* The comm plugin of the run once its device is known (trainer_comm.c, docs/gpu.md#nccl):
  * --ddp_backend, else nccl for several ranks on a GPU, gloo for several on the CPU, local for
  * one. Refuses nccl on a CPU run in one line. */

@@ -731,6 +731,9 @@ static loom_status create_early_instances(loom_trainer *t, const chosen_plugins 
     if ((st = loom_trainer_create_instance(&t->precision, c->precision, NULL)) != LOOM_OK) return st;
     for (size_t i = 0; i < c->n_callbacks; i++)
         if ((st = loom_trainer_create_callback(t, &t->callbacks[i], c->callbacks[i])) != LOOM_OK) return st;
+    /* Before the comm plugin joins its group: ranks that run different things would hang or
+     * fail there, far from the cause, and a rank that failed so far would be waited for. */
+    if ((st = loom_trainer_agree(t)) != LOOM_OK) return st;
     loom_comm_setup setup = {LOOM_HEADER_INIT(loom_comm_setup)};
     setup.rank = t->rank;
     setup.world_size = t->world_size;
@@ -808,6 +811,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     free(used);
     loom_saved_model_config_free(&saved);
     if (st != LOOM_OK) {
+        loom_trainer_agree_abandon(t);
         loom_trainer_destroy(t);
         return st;
     }
