@@ -98,17 +98,31 @@ static loom_status token_fill(const loom_dataset *self, const int64_t *indices, 
         const int64_t start = (idx - s->first_example) * bs;
         const unsigned char *t = s->tokens + 2 * start;
         int32_t *x = in + k * bs, *y = labels + k * bs;
+        int32_t top = 0;
         if (little) {
             const uint16_t *u = (const uint16_t *)(const void *)t; /* 1024-byte offset: aligned */
             for (int64_t i = 0; i < bs; i++) {
                 x[i] = u[i];
                 y[i] = u[i + 1];
+                top = x[i] > top ? x[i] : top;
             }
         } else {
             for (int64_t i = 0; i < bs; i++) {
                 x[i] = t[2 * i] | t[2 * i + 1] << 8;
                 y[i] = t[2 * i + 2] | t[2 * i + 3] << 8;
+                top = x[i] > top ? x[i] : top;
             }
+        }
+        top = y[bs - 1] > top ? y[bs - 1] : top;
+        if (self->vocab_limit > 0 && top >= self->vocab_limit) {
+            int64_t i = 0;
+            while (i < bs && x[i] < self->vocab_limit)
+                i++;
+            const int32_t id = i < bs ? x[i] : y[bs - 1];
+            return loom_error(LOOM_E_FORMAT,
+                              "%s: token id %d at token %lld is outside the model's vocabulary [0, %lld) "
+                              "(tokenized for another model?)",
+                              s->path, (int)id, (long long)(start + i), (long long)self->vocab_limit);
         }
     }
     if (n_targets) *n_targets = n * bs;

@@ -38,6 +38,10 @@ struct loom_dataset {
      * which sizes the buffers. */
     loom_status (*collate)(const loom_dataset *self, const int64_t *indices, int64_t n,
                            struct loom_batch_buffer *buf);
+    /* Token data: ids must be below this, the model's vocab_size (0: unchecked). Set by the
+     * trainer once the model is known, so that an id out of range is named with its file and
+     * position when its batch is read, not by the model with a row of the batch. */
+    int64_t vocab_limit;
 };
 
 /* Data file formats. */

@@ -205,8 +205,7 @@ static const char *data_kind(const loom_dataset *ds)
 /* One data file against the training data and the model, before step 1. Without this, a
  * validation or test file of another kind or size stops the run at the first evaluation,
  * maybe hours in, with a message from the model that names no file. */
-static loom_status check_one_data_file(const loom_trainer *t, const char *flag, const char *path,
-                                       const loom_dataset *ds)
+static loom_status check_one_data_file(const loom_trainer *t, const char *flag, const char *path, loom_dataset *ds)
 {
     const loom_dataset *train = t->train_dataset;
     const char *model = t->model.plugin->desc->name;
@@ -227,6 +226,9 @@ static loom_status check_one_data_file(const loom_trainer *t, const char *flag, 
     if (num_classes > 0 && ds->n_classes > num_classes)
         return loom_error(LOOM_E_INVALID, "--%s %s: labels of %lld classes, but the model '%s' has %lld", flag, path,
                           (long long)ds->n_classes, model, (long long)num_classes);
+    int64_t vocab = 0;
+    if (loom_config_i64(t->model.config, "vocab_size", &vocab) == LOOM_CFG_PRESENT && vocab > 0)
+        ds->vocab_limit = vocab;
     return LOOM_OK;
 }
 

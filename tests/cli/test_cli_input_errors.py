@@ -6,7 +6,7 @@ import struct
 import subprocess
 import unittest
 
-from loomtest import LOOM, LoomTestCase, loom, write_byte_vocab, write_tokens
+from loomtest import LOOM, LoomTestCase, loom, write_byte_vocab, write_token_file, write_tokens
 
 
 class InputErrorTest(LoomTestCase):
@@ -232,6 +232,20 @@ class InputErrorTest(LoomTestCase):
                            os.path.join(self.data, "validation.bin"), "--output_dir", self.out("shape-ev"),
                            "--mlp.hidden_sizes", "32,64"],
                           "model.safetensors: tensor 'layers.0.weight' is F32 [64, ", "; the model's is [32, ")
+
+
+    def test_a_token_id_past_the_vocabulary_names_file_and_position(self):
+        # The model named a row of the batch only ("token id 600 at row 0, position 28").
+        tokens = [i % 500 for i in range(4000)]
+        tokens[1500] = 600
+        path = self.out("oov.bin")
+        write_token_file(path, tokens)
+        gpt2 = ["--model", "gpt2", "--gpt2.n_layer", "1", "--gpt2.n_head", "2", "--gpt2.n_embd", "32",
+                "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
+        self.assert_error(["train", "--output_dir", self.out("oov-run"), "--train_file", path, "--disable_tqdm",
+                           "--max_steps", "200", "--per_device_train_batch_size", "8", "--save_strategy", "no",
+                           *gpt2],
+                          path + ": token id 600 at token 1500 is outside the model's vocabulary [0, 512)")
 
 
 if __name__ == "__main__":
