@@ -393,6 +393,28 @@ static int64_t saturating_ceil(double x)
 
 /* Why an epoch has no batch: an empty file (whatever drop_last says), or fewer examples than
  * one batch with --dataloader_drop_last. */
+/* Every rank restores on its own, from its own reading of the folder: one that failed would
+ * leave the others waiting in the first collective until --ddp_timeout, and ranks given
+ * different checkpoints (an output folder each, --resume_from_checkpoint true) would train on
+ * from different steps. One all-reduce settles both. `mine` is this rank's restore status. */
+static loom_status ranks_resume_together(loom_trainer *t, loom_status mine)
+{
+    if (t->world_size < 2) return mine;
+    double v[3] = {mine != LOOM_OK, (double)t->state.global_step, -(double)t->state.global_step};
+    if (mine != LOOM_OK) v[1] = -1, v[2] = -1e300; /* out of the step comparison */
+    const loom_comm_vtable *cv = t->comm.vtable;
+    loom_status st = cv->all_reduce(t->comm.instance, v, 3, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+    if (mine != LOOM_OK) return mine; /* its own message, kept */
+    if (st != LOOM_OK) return st;
+    if (v[0] > 0) return loom_error(LOOM_E_INVALID, "another rank could not resume (its message says why)");
+    if (v[1] != -v[2])
+        return loom_error(LOOM_E_INVALID,
+                          "the ranks resume from different steps (%.0f to %.0f): give every rank the same "
+                          "--resume_from_checkpoint",
+                          -v[2], v[1]);
+    return LOOM_OK;
+}
+
 static loom_status no_train_batch(const loom_args *a, const loom_dataloader *dl)
 {
     if (dl->dataset->n_examples == 0)
@@ -453,7 +475,7 @@ loom_status loom_trainer_train(loom_trainer *t)
         return loom_error(LOOM_E_NOMEM, "out of memory");
     }
     for (int64_t m = 0; m < ga && st == LOOM_OK; m++) st = loom_batch_buffer_init(&micro[m], dl.dataset, dl.batch_size);
-    if (st == LOOM_OK) st = loom_trainer_restore(t);
+    if (st == LOOM_OK) st = ranks_resume_together(t, loom_trainer_restore(t));
     /* Where the data stands: the sampler's order is a function of (seed, epoch), so a resumed
      * run jumps there instead of replaying the loader. */
     int64_t first_epoch = t->state.global_step / updates_per_epoch;

@@ -46,6 +46,24 @@ class RanksAgreeTest(LoomTestCase):
             errors = [l for l in stderr.splitlines() if l.startswith("loom: error:")]
             self.assertEqual(errors, ["loom: error: " + line], f"rank {rank}:\n{stderr}")
 
+    def test_ranks_that_resume_apart_stop_together(self):
+        # An output folder each and --resume_from_checkpoint true: each rank finds its own newest.
+        for rank, steps in ((0, "4"), (1, "2")):
+            loom(*self.train_args(self.out(f"apart{rank}"), "--max_steps", steps, "--save_steps", "2",
+                                  "--per_device_train_batch_size", "16"))
+        resume = ["--resume_from_checkpoint", "true"]
+        self.assert_refused(self.ranks("apart", (resume, resume)), "the ranks resume from different steps (2 to 4): "
+                            "give every rank the same --resume_from_checkpoint")
+        # One that cannot restore says why; the other stops at once instead of waiting for it in
+        # the first collective. Here rank 1's checkpoint holds another optimizer's states.
+        loom(*self.train_args(self.out("apart1"), "--max_steps", "4", "--save_steps", "2", "--optim", "sgd",
+                              "--per_device_train_batch_size", "16"))
+        (code0, err0), (code1, err1) = self.ranks("apart", (resume, resume))
+        self.assertNotEqual(code0, 0, err0)
+        self.assertNotEqual(code1, 0, err1)
+        self.assertIn("loom: error: another rank could not resume (its message says why)", err0)
+        self.assertIn("holds the states of optimizer 'sgd'", err1)
+
     def test_another_learning_rate_stops_both_ranks(self):
         results = self.ranks("lr", (["--learning_rate", "1e-3"], ["--learning_rate", "1e-2"]))
         self.assert_refused(results, "rank 1 differs from rank 0: --learning_rate 0.01 (rank 0: 0.001)")
