@@ -368,7 +368,9 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     binding.kernels = loom_device_kernels();
     const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
     for (size_t i = 0; i < 3; i++) {
-        if (sequences[i] && sequences[i]->labels_per_example > 1 &&
+        /* Sequence data: tokens (labels_per_example is the block) or pairs, whose targets may
+         * all be one token long (empty references) while the sources are not; not features. */
+        if (sequences[i] && (sequences[i]->labels_per_example > 1 || sequences[i]->collate) &&
             sequences[i]->input_shape[0] > binding.max_sequence_length)
             binding.max_sequence_length = sequences[i]->input_shape[0];
         /* Pair data: sources and targets each up to the bound length (docs/seq2seq.md#batches). */

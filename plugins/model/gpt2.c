@@ -399,6 +399,14 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch, int64_
     const loom_host_api *api = self->api;
     loom_status st = loom_model_check_batch(self->host, api, self->k != NULL, batch, self->max_batch);
     if (st != LOOM_OK) return st;
+    /* Padded pair data (JSON lines of input_ids and labels): this model neither masks padding
+     * nor shifts labels (the token loader does), so HF's run_clm rows, labels equal to
+     * input_ids, would score each token against itself with a normal-looking loss. */
+    if (LOOM_HAS_FIELD(batch, loom_batch, attention_mask) && batch->attention_mask.data)
+        return api->fail(self->host, LOOM_E_INVALID,
+                         "pair data (JSON lines of input_ids and labels) is for encoder-decoder models: GPT-2 trains "
+                         "on token shards, whose blocks the loader shifts into labels (loom tokenize --input TEXT "
+                         "writes them)");
     const loom_tensor_view *x = &batch->inputs;
     if (x->dtype != LOOM_DTYPE_I32 || x->ndim != 2 || !x->data || x->device != self->k->device)
         return api->fail(self->host, LOOM_E_INVALID,

@@ -234,6 +234,19 @@ class InputErrorTest(LoomTestCase):
                           "model.safetensors: tensor 'layers.0.weight' is F32 [64, ", "; the model's is [32, ")
 
 
+    def test_pair_data_for_gpt2_is_refused(self):
+        # HF's run_clm rows (labels equal to input_ids): GPT-2 here does not shift, so each token
+        # was scored against itself, with a loss that looked normal.
+        path = self.out("clm.jsonl")
+        with open(path, "w") as f:
+            for _ in range(8):
+                ids = [5, 6, 7, 8, 9, 10, 11, 12]
+                f.write(json.dumps({"input_ids": ids, "labels": ids}) + "\n")
+        gpt2 = ["--model", "gpt2", "--gpt2.n_layer", "1", "--gpt2.n_head", "2", "--gpt2.n_embd", "32",
+                "--gpt2.vocab_size", "64", "--gpt2.n_positions", "32"]
+        self.assert_error(["train", "--output_dir", self.out("clm-run"), "--train_file", path, "--disable_tqdm",
+                           "--max_steps", "2", *gpt2], "gpt2: pair data", "loom tokenize --input")
+
     def test_a_token_id_past_the_vocabulary_names_file_and_position(self):
         # The model named a row of the batch only ("token id 600 at row 0, position 28").
         tokens = [i % 500 for i in range(4000)]

@@ -107,6 +107,19 @@ class Seq2Seq(unittest.TestCase):
             self.assertEqual([e["loss"] for e in history(full) if "loss" in e],
                              [e["loss"] for e in history(part) if "loss" in e], flag)
 
+    def test_targets_of_one_token(self):
+        # Empty references (a test set to translate): every target is the eos alone. The model
+        # was bound at the longest target, 1, and refused sources of 3 tokens.
+        path = os.path.join(self.tmp, "eos_only.jsonl")
+        with open(path, "w") as f:
+            for i in range(8):
+                f.write(json.dumps({"input_ids": [3 + i % 5, 4, 1], "labels": [1]}) + "\n")
+        out = os.path.join(self.tmp, "eos_only")
+        loom("train", "--train_file", path, "--do_train", "--output_dir", out, "--overwrite_output_dir",
+             "--disable_tqdm", "true", "--max_steps", "2", "--per_device_train_batch_size", "4", *TINY)
+        loom("predict", "--model_name_or_path", out, "--test_file", path, "--predict_with_generate",
+             "--output_dir", os.path.join(self.tmp, "eos_only_predict"), "--disable_tqdm", "true")
+
     def test_bad_pair_files(self):
         cases = [('{"input_ids": [3, 1]}\n', ":1: no \"labels\""),
                  ('{"input_ids": [3, 1], "labels": [4, 1]}\n{"input_ids": [], "labels": [4]}\n', ":2: \"input_ids\" must be a non-empty"),
