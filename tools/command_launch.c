@@ -708,13 +708,21 @@ static int spawn(child *c, const char *path, char **argv, char **envp)
         return 0;
     }
     pid_t launcher = getpid();
+    /* Signals stay blocked until the child has put back the default actions: a SIGTERM that
+     * reached it before (signal_all stopping a run that is still starting ranks) ran the
+     * launcher's handler in the child and wrote into the launcher's pipe, which took it for a
+     * second signal from the user and sent SIGKILL at once. */
+    sigset_t all, before;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &before);
     pid_t pid = fork();
+    if (pid != 0) sigprocmask(SIG_SETMASK, &before, NULL);
     if (pid < 0) {
         close(out[0]), close(out[1]), close(err[0]), close(err[1]);
         return 0;
     }
     if (pid == 0) {
-        restore_signals();
+        restore_signals(); /* the actions, then an empty mask: a pending signal acts as by default */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != launcher) _exit(127);
         if (dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) _exit(127);

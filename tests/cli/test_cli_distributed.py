@@ -77,6 +77,16 @@ class DistributedTest(LoomTestCase):
         self.assertIn("rank 1", stderr)
         self.assertLess(time.time() - start, 60)
 
+    def test_ranks_stopped_while_starting_are_stopped_gently(self):
+        # A rank fails before the last of 32 ranks is started: a SIGTERM that met a rank between
+        # fork and exec ran the launcher's handler there, which took it for the user's second
+        # signal and sent SIGKILL ("second signal"), in most runs of five.
+        for _ in range(5):
+            code, _, stderr = run(LOOM, "launch", "--nproc_per_node", "32", "false", check=False)
+            self.assertEqual(code, 1, stderr)
+            self.assertRegex(stderr, r"rank \d+ exited with status 1")
+            self.assertNotIn("second signal", stderr)
+
     def test_a_dead_rank_makes_the_others_fail_within_the_timeout(self):
         # Without the launcher: the survivors must notice by themselves.
         port = free_port()
