@@ -441,6 +441,38 @@ static loom_status check_utf8(const loom_args *args, const loom__arg_origin *ori
     return st;
 }
 
+/* Generation flags a run would ignore, or two spellings of one setting that disagree: refused,
+ * so a run never decodes otherwise than asked. The sampling flags belong to predict --generate
+ * (text from --prompt); --predict_with_generate decodes by beam search. HF's run_translation
+ * takes --num_beams / --max_length over Seq2SeqTrainingArguments' generation_*; loom takes
+ * generation_* first (its docs), so both given and different is the one case to refuse. */
+static loom_status check_generation(const loom_args *a, const loom__arg_origin *o)
+{
+    static const int sampling[] = {LOOM__ARG_max_new_tokens, LOOM__ARG_do_sample, LOOM__ARG_temperature,
+                                   LOOM__ARG_top_k, LOOM__ARG_top_p};
+    for (size_t i = 0; i < sizeof sampling / sizeof *sampling && !a->generate; i++) {
+        const loom__arg_desc *d = &loom__arg_table[sampling[i]];
+        char where[512];
+        if (o->source[sampling[i]] && !loom__arg_is_default(a, d))
+            return loom_error(LOOM_E_INVALID,
+                              "--%s%s applies to loom predict --generate (text from --prompt), which this run does "
+                              "not do%s",
+                              d->name, loom__where(o->source[sampling[i]], where, sizeof where),
+                              a->predict_with_generate
+                                  ? ": --predict_with_generate decodes by beam search (--generation_num_beams, "
+                                    "--generation_max_length)"
+                                  : "");
+    }
+    const int64_t none = LOOM_ARG_NONE_INT;
+    if (a->num_beams != none && a->generation_num_beams != none && a->num_beams != a->generation_num_beams)
+        return loom_error(LOOM_E_INVALID, "--num_beams %lld and --generation_num_beams %lld disagree: give one",
+                          (long long)a->num_beams, (long long)a->generation_num_beams);
+    if (a->max_length != none && a->generation_max_length != none && a->max_length != a->generation_max_length)
+        return loom_error(LOOM_E_INVALID, "--max_length %lld and --generation_max_length %lld disagree: give one",
+                          (long long)a->max_length, (long long)a->generation_max_length);
+    return LOOM_OK;
+}
+
 loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
 {
     loom_status st;
@@ -451,5 +483,6 @@ loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
     if ((st = check_enums(args, origin)) != LOOM_OK) return st;
     if ((st = local_rank_from_env(args)) != LOOM_OK) return st;
     if ((st = derive(args)) != LOOM_OK) return st;
-    return check_ranges(args, origin);
+    if ((st = check_ranges(args, origin)) != LOOM_OK) return st;
+    return check_generation(args, origin);
 }

@@ -101,27 +101,34 @@ loom_status loom_default_decode_tokens(loom_trainer *t, const int32_t *ids, size
     return LOOM_OK;
 }
 
-loom_status loom_generation_pass_init(loom_trainer *t, loom_generation_pass *g, int64_t rows)
+loom_status loom_generation_settings(loom_trainer *t, loom_beam_config *config, loom_generation_ids *ids)
 {
-    memset(g, 0, sizeof *g);
-    loom_beam_config_from_args(&t->args, &g->config);
-    loom_status st = loom_beam_config_from_model(t->args.model_name_or_path, &t->args, &g->config);
-    if (st == LOOM_OK) st = loom_trainer_generation_ids(t, &g->ids);
+    loom_beam_config_from_args(&t->args, config);
+    loom_status st = loom_beam_config_from_model(t->args.model_name_or_path, &t->args, config);
+    if (st == LOOM_OK) st = loom_trainer_generation_ids(t, ids);
     if (st != LOOM_OK) return st;
-    if (g->config.num_beams < 1)
+    if (config->num_beams < 1)
         return loom_error(LOOM_E_INVALID, "--generation_num_beams / --num_beams must be >= 1 (got %lld)",
-                          (long long)g->config.num_beams);
-    if (g->config.max_length < 2)
+                          (long long)config->num_beams);
+    if (config->max_length < 2)
         return loom_error(LOOM_E_INVALID,
                           "--generation_max_length / --max_length must be >= 2 (got %lld): it counts the decoder "
                           "start token",
-                          (long long)g->config.max_length);
+                          (long long)config->max_length);
     int64_t context = 0;
     if (loom_config_i64(t->model.config, "n_positions", &context) == LOOM_CFG_PRESENT &&
-        g->config.max_length - 1 > context)
+        config->max_length - 1 > context)
         return loom_error(LOOM_E_INVALID,
                           "--generation_max_length %lld is longer than the model's n_positions + 1 = %lld",
-                          (long long)g->config.max_length, (long long)(context + 1));
+                          (long long)config->max_length, (long long)(context + 1));
+    return LOOM_OK;
+}
+
+loom_status loom_generation_pass_init(loom_trainer *t, loom_generation_pass *g, int64_t rows)
+{
+    memset(g, 0, sizeof *g);
+    loom_status st = loom_generation_settings(t, &g->config, &g->ids);
+    if (st != LOOM_OK) return st;
     g->rows = rows;
     g->out = malloc((size_t)(rows * (g->config.max_length - 1)) * sizeof *g->out);
     g->lengths = malloc((size_t)rows * sizeof *g->lengths);

@@ -23,6 +23,10 @@ typedef struct loom_generation_pass {
 
 /* Check the model can generate and size the buffers for batches of `rows` examples. */
 loom_status loom_generation_pass_init(loom_trainer *t, loom_generation_pass *g, int64_t rows);
+/* The beam search's settings (arguments, then the model folder's generation config) and the
+ * model's special ids, checked against the model: what pass_init starts with, and what a
+ * training run checks before its first step, not at its first evaluation. */
+loom_status loom_generation_settings(loom_trainer *t, loom_beam_config *config, loom_generation_ids *ids);
 /* Generate for one batch of the loader; add its scores; append the sequences and texts to
  * keep (when not NULL). */
 loom_status loom_generation_pass_batch(loom_trainer *t, loom_generation_pass *g, const loom_batch *batch,

@@ -20,6 +20,7 @@
 #include "grad_rows.h"
 #include "host.h"
 #include "step_pieces.h"
+#include "trainer_generate.h"
 #include "trainer_internal.h"
 
 double loom_now_seconds(void)
@@ -436,6 +437,12 @@ loom_status loom_trainer_train(loom_trainer *t)
                      "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save", removed);
     }
     if (st == LOOM_OK) st = loom_trainer_prepare(t);
+    /* --predict_with_generate's settings fail here, not at the first evaluation, hours in. */
+    if (st == LOOM_OK && t->args.predict_with_generate && t->eval_dataset) {
+        loom_beam_config config;
+        loom_generation_ids ids = {LOOM_HEADER_INIT(loom_generation_ids)};
+        st = loom_generation_settings(t, &config, &ids);
+    }
     if (st != LOOM_OK) return st;
     const loom_args *a = &t->args;
     loom_dataloader dl;

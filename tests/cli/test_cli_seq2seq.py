@@ -107,6 +107,29 @@ class Seq2Seq(unittest.TestCase):
             self.assertEqual([e["loss"] for e in history(full) if "loss" in e],
                              [e["loss"] for e in history(part) if "loss" in e], flag)
 
+    def test_generation_settings_are_checked_before_training(self):
+        def refused(args, *words):
+            code, _, stderr = loom(*args, check=False)
+            self.assertEqual(code, 2, stderr)
+            for word in words:
+                self.assertIn(word, stderr)
+            return stderr
+        out = os.path.join(self.tmp, "gen_settings")
+        # Found at the first evaluation, after checkpoints had been written.
+        refused(["train", "--train_file", self.train_file, "--validation_file", self.dev_file, "--do_train",
+                 "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm", "true", "--max_steps", "20",
+                 "--evaluation_strategy", "steps", "--eval_steps", "10", "--save_steps", "5",
+                 "--predict_with_generate", "--generation_max_length", "1", *TINY],
+                "--generation_max_length / --max_length must be >= 2")
+        self.assertFalse(os.path.exists(os.path.join(out, "checkpoint-5")))
+        # Two spellings that disagree; sampling flags that beam search would ignore.
+        predict = ["predict", "--model_name_or_path", os.path.join(self.tmp, "run"), "--test_file", self.dev_file,
+                   "--output_dir", out, "--predict_with_generate"]
+        refused(predict + ["--num_beams", "4", "--generation_num_beams", "1"],
+                "--num_beams 4 and --generation_num_beams 1 disagree")
+        refused(predict + ["--do_sample", "true"], "--do_sample", "decodes by beam search")
+        refused(predict + ["--max_new_tokens", "3"], "--max_new_tokens", "applies to loom predict --generate")
+
     def test_targets_of_one_token(self):
         # Empty references (a test set to translate): every target is the eos alone. The model
         # was bound at the longest target, 1, and refused sources of 3 tokens.
