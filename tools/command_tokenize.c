@@ -176,6 +176,12 @@ int loom_command_tokenize(int argc, char **argv)
 
     char *data = NULL;
     size_t len = 0;
+    static const char *const written[] = {"train.bin", "validation.bin"};
+    if (output) st = loom_refuse_input_as_output("tokenize", "input", input, output, written, 2);
+    if (st != LOOM_OK) {
+        rc = loom_command_fail(st);
+        goto out;
+    }
     st = loom_read_file(input, &data, &len);
     if (st != LOOM_OK) {
         rc = loom_command_fail(st);

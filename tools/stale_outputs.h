@@ -2,7 +2,8 @@
  * stale_outputs.h - the files a tool (make-data, tokenize, consolidate) owns in its output
  * folder but leaves out of one run. One an earlier run left there belongs to another data set or
  * model; kept, it would be read beside the new files (an 8-feature train.bin with a 4-feature
- * validation.bin), so the run removes it and says so.
+ * validation.bin), so the run removes it and says so. And an input of the run is never one of
+ * them: written over (atomically, after it was read) or removed, it would be gone.
  */
 #ifndef LOOM_TOOLS_STALE_OUTPUTS_H
 #define LOOM_TOOLS_STALE_OUTPUTS_H
@@ -29,6 +30,27 @@ static inline loom_status loom_remove_stale_output(const char *command, const ch
         return loom_error(LOOM_E_IO, "%s: cannot remove %s, left by an earlier run: %s", command, path,
                           strerror(errno));
     fprintf(stderr, "loom: warning: %s: removed %s, left by an earlier run (%s)\n", command, path, why);
+    return LOOM_OK;
+}
+
+/* Whether a and b name one file (links and other spellings seen through). */
+static inline int loom_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* LOOM_E_INVALID when the input `path` (given as --flag) is dir/names[i] for some i: a file the
+ * command would write or remove. */
+static inline loom_status loom_refuse_input_as_output(const char *command, const char *flag, const char *path,
+                                                      const char *dir, const char *const *names, size_t n)
+{
+    char out[4096];
+    for (size_t i = 0; i < n; i++)
+        if (loom_path_join(out, sizeof out, dir, names[i]) == LOOM_OK && loom_same_file(path, out))
+            return loom_error(LOOM_E_INVALID, "%s: --%s %s is the file %s writes as %s: choose another --output_dir",
+                              command, flag, path, command, out);
+    loom_error_clear();
     return LOOM_OK;
 }
 

@@ -18,9 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "stale_outputs.h"
 #include "error.h"
 #include "fileutil.h"
 #include "json_util.h"
@@ -238,6 +240,27 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
+/* What json.loads refuses and cJSON takes, found on the raw line: a byte that is not UTF-8 (it
+ * would become a token, and char_vocab.json unreadable), a NUL byte, and an escaped NUL, which
+ * cJSON decodes into a C string that ends there (the rest of the text silently dropped). */
+static loom_status check_line(const char *path, int64_t line, const char *q, size_t len)
+{
+    const char *nul = memchr(q, '\0', len);
+    size_t bad = loom__utf8_invalid_at(q, nul ? (size_t)(nul - q) : len);
+    if (bad < (nul ? (size_t)(nul - q) : len))
+        return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: a byte that is not UTF-8 (JSON text is UTF-8)", path,
+                          (long long)line, bad + 1);
+    if (nul) return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: a NUL byte", path, (long long)line, (size_t)(nul - q) + 1);
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (q[i] != '\\') continue;
+        if (strncasecmp(q + i + 1, "u0000", 5) == 0)
+            return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: \\u0000 (a NUL character) in a text", path, (long long)line,
+                              i + 1);
+        i++; /* the escaped character: "\\\\u0000" is a backslash, then text */
+    }
+    return LOOM_OK;
+}
+
 static loom_status read_pairs(const options *o, pair_file *f)
 {
     char *text = NULL;
@@ -256,15 +279,22 @@ static loom_status read_pairs(const options *o, pair_file *f)
             p = end + 1;
             continue;
         }
-        cJSON *obj = cJSON_ParseWithLength(q, (size_t)(end - q));
+        if ((st = check_line(f->path, line, p, (size_t)(end - p))) != LOOM_OK) break;
+        const char *after = NULL;
+        cJSON *obj = cJSON_ParseWithLengthOpts(q, (size_t)(end - q), &after, 0);
         if (!obj) {
             st = loom__json_malformed(f->path, text, cJSON_GetErrorPtr());
             break;
         }
+        while (after && after < end && (*after == ' ' || *after == '\t' || *after == '\r'))
+            after++;
         const char *source = NULL, *target = NULL;
-        if (!cJSON_IsObject(obj))
+        char dup[256];
+        if (!cJSON_IsObject(obj) || after != end)
             st = loom_error(LOOM_E_FORMAT, "%s:%lld: not a JSON object (a pair is {\"source\": ..., \"target\": ...})",
                             f->path, (long long)line);
+        else if (loom__json_find_duplicate(obj, dup, sizeof dup) != 0)
+            st = loom_error(LOOM_E_FORMAT, "%s:%lld: key \"%s\" given twice", f->path, (long long)line, dup);
         if (st == LOOM_OK) st = read_pair(o, f->path, line, obj, &source, &target);
         if (st == LOOM_OK && f->n == f->cap) {
             int64_t cap = f->cap ? 2 * f->cap : 1024;
@@ -463,12 +493,6 @@ static loom_status tokenize_file(const options *o, const tokenizer *t, const pai
     return st;
 }
 
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 int loom_tokenize_pairs(int argc, char **argv)
 {
     options o;
@@ -476,7 +500,7 @@ int loom_tokenize_pairs(int argc, char **argv)
     if (rc >= 0) return rc;
     pair_file files[N_SPLITS] = {{0}};
     tokenizer t = {0};
-    char vocab_path[4096], out_path[4096];
+    char vocab_path[4096];
     loom_status st = loom_mkdir_p(o.output_dir);
     /* The model first: a missing one is reported before any data is read. */
     if (st == LOOM_OK && o.tokenizer) {
@@ -497,10 +521,10 @@ int loom_tokenize_pairs(int argc, char **argv)
     for (int s = 0; st == LOOM_OK && s < N_SPLITS; s++) {
         files[s].path = o.files[s];
         if (!o.files[s]) continue;
-        if ((st = loom_path_join(out_path, sizeof out_path, o.output_dir, g_out[s])) == LOOM_OK &&
-            same_file(o.files[s], out_path))
-            st = loom_error(LOOM_E_INVALID, "--%s %s is the file tokenize would write: choose another --output_dir",
-                            g_flag[s], o.files[s]);
+        /* Any split's output, not only its own: --validation_file OUT/train.jsonl is as gone. */
+        static const char *const written[] = {"train.jsonl", "validation.jsonl", "test.jsonl", "char_vocab.json"};
+        st = loom_refuse_input_as_output("tokenize", g_flag[s], o.files[s], o.output_dir, written,
+                                         sizeof written / sizeof *written);
         if (st == LOOM_OK) st = read_pairs(&o, &files[s]);
     }
     if (st == LOOM_OK && !o.tokenizer) {

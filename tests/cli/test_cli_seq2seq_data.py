@@ -138,6 +138,11 @@ class TokenizePairs(unittest.TestCase):
             (['{"translation": {"en": "ab", "ro": "c"}}'], [], ':1: a "translation" pair needs --source_lang'),
             ([good, good, '{"source": "ab", "target": }'], [], ':3:28: malformed JSON'),
             ([good, '["ab", "c"]'], [], ":2: not a JSON object"),
+            # What json.loads refuses and cJSON took: text after the object, a key given twice, an
+            # escaped NUL (cJSON's C string ended there: "a\u0000b" became "a").
+            ([good + ' {"x": 1}'], [], ":1: not a JSON object"),
+            (['{"source": "ab", "target": "c", "target": "d"}'], [], ':1: key "target" given twice'),
+            (['{"source": "a\\u0000b", "target": "c"}'], [], ":1:14: \\u0000 (a NUL character) in a text"),
             ([good, '{"source": "ab", "target": 3}'], [], ':2: "target" in the pair ("source" and "target") is a number'),
             (['{"input_ids": [3, 1], "labels": [4, 1]}'], [], ":1: already tokenized"),
             (['{"source": "a<unk>", "target": "<unk> c"}'], ["--target_split", "space"],
@@ -148,6 +153,13 @@ class TokenizePairs(unittest.TestCase):
             message = self.fails("--train_file", path, "--output_dir", self.path("bad_out%d" % i), "--char_vocab",
                                  *extra)
             self.assertIn(path + expected, message)
+        # Bytes that are not UTF-8 became tokens, and char_vocab.json unreadable to json.load.
+        for name, raw, expected in (("latin1.jsonl", b'{"source": "a\xe9b", "target": "c"}\n', ":1:14: a byte that is not UTF-8"),
+                                    ("nul.jsonl", b'{"source": "ab", "target": "c"}\x00\n', ":1:32: a NUL byte")):
+            with open(self.path(name), "wb") as f:
+                f.write(raw)
+            self.assertIn(self.path(name) + expected,
+                          self.fails("--train_file", self.path(name), "--output_dir", self.path("bad_bytes"), "--char_vocab"))
         message = self.fails("--train_file", self.path("nosuch.jsonl"), "--output_dir", self.path("x"), "--char_vocab")
         self.assertIn("nosuch.jsonl", message)
         self.assertIn("give --tokenizer_name", self.fails("--train_file", self.path("bad0.jsonl"), "--output_dir",

@@ -208,5 +208,29 @@ class ToolOutputsTest(LoomTestCase):
         self.assertFalse(os.path.exists(self.out("tok-bad")))
 
 
+    def test_tokenize_never_writes_over_its_input(self):
+        # The text was read, then train.bin renamed over it: the input was gone, exit 0.
+        vocab = write_byte_vocab(self.out("bytes"))
+        same = self.out("same")
+        os.makedirs(same, exist_ok=True)
+        text = os.path.join(same, "train.bin")
+        with open(text, "w") as f:
+            f.write("a text that was named train.bin by mistake")
+        self.assert_error(["tokenize", "--input", text, "--vocab_dir", vocab, "--output_dir", same],
+                          f"tokenize: --input {text} is the file tokenize writes as {text}")
+        with open(text) as f:
+            self.assertEqual(f.read(), "a text that was named train.bin by mistake")
+        # Pairs: another split's output is as gone as its own.
+        good = json.dumps({"source": "ab", "target": "c"}) + "\n"
+        train, other = os.path.join(same, "a.jsonl"), os.path.join(same, "train.jsonl")
+        for path in (train, other):
+            with open(path, "w") as f:
+                f.write(good)
+        self.assert_error(["tokenize", "--train_file", train, "--validation_file", other, "--output_dir", same,
+                           "--char_vocab"], f"tokenize: --validation_file {other} is the file tokenize writes as")
+        with open(other) as f:
+            self.assertEqual(f.read(), good)
+
+
 if __name__ == "__main__":
     unittest.main()
