@@ -663,6 +663,36 @@ static void encoder_free(encoder *e)
     free(e->pending);
 }
 
+/* Pre-tokenise and encode s[0, len): GPT-2's encoding of ordinary text. */
+static loom_status encode_text(encoder *e, pcre2_match_data *md, const unsigned char *s, size_t len)
+{
+    const loom_bpe *b = e->b;
+    loom_status st = LOOM_OK;
+    size_t off = 0;
+    while (off < len && st == LOOM_OK) {
+        const int rc = pcre2_match(b->re, (PCRE2_SPTR)s, len, off, 0, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) { /* only invalid UTF-8 is left */
+            st = encode_piece(e, s + off, len - off);
+            break;
+        }
+        if (rc < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            st = loom_error(LOOM_E_INTERNAL, "tokenizer: pre-tokenising at byte %zu: %s", off, (const char *)msg);
+            break;
+        }
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t start = ov[0], end = ov[1];
+        if (start > off) st = encode_piece(e, s + off, start - off); /* invalid bytes before the match */
+        if (end <= start) end = start + 1;                           /* no empty match in this pattern; never loop */
+        if (st == LOOM_OK) st = encode_piece(e, s + start, end - start);
+        off = end;
+    }
+    return st;
+}
+
+#define EOT_TEXT "<|endoftext|>"
+
 loom_status loom_bpe_encode(const loom_bpe *b, const char *text, size_t len, int32_t **ids, size_t *n)
 {
     *ids = NULL;
@@ -675,26 +705,18 @@ loom_status loom_bpe_encode(const loom_bpe *b, const char *text, size_t len, int
         st = loom_error(LOOM_E_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
         goto done;
     }
+    /* The special token in the text is its id, as HF's GPT2Tokenizer splits it out before
+     * pre-tokenising (OpenAI's encoder.py would spell it out as seven pieces of text). */
     const unsigned char *s = (const unsigned char *)text;
+    const size_t eot_len = sizeof EOT_TEXT - 1;
     size_t off = 0;
-    while (off < len && st == LOOM_OK) {
-        const int rc = pcre2_match(b->re, (PCRE2_SPTR)s, len, off, 0, md, NULL);
-        if (rc == PCRE2_ERROR_NOMATCH) { /* only invalid UTF-8 is left */
-            st = encode_piece(&e, s + off, len - off);
-            break;
-        }
-        if (rc < 0) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(rc, msg, sizeof msg);
-            st = loom_error(LOOM_E_INTERNAL, "tokenizer: pre-tokenising at byte %zu: %s", off, (const char *)msg);
-            break;
-        }
-        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        size_t start = ov[0], end = ov[1];
-        if (start > off) st = encode_piece(&e, s + off, start - off); /* invalid bytes before the match */
-        if (end <= start) end = start + 1;                              /* no empty match in this pattern; never loop */
-        if (st == LOOM_OK) st = encode_piece(&e, s + start, end - start);
-        off = end;
+    while (st == LOOM_OK && off < len) {
+        const unsigned char *at = b->eot >= 0 ? memmem(s + off, len - off, EOT_TEXT, eot_len) : NULL;
+        const size_t stop = at ? (size_t)(at - s) : len;
+        st = encode_text(&e, md, s + off, stop - off);
+        if (st == LOOM_OK && at && !emit(&e, &b->eot, 1))
+            st = loom_error(LOOM_E_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
+        off = at ? stop + eot_len : len;
     }
 done:
     pcre2_match_data_free(md);

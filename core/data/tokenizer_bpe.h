@@ -14,8 +14,9 @@
  *      lowest merge rank and merge every occurrence of it, left to right, until no adjacent pair
  *      has a rank;
  *   3. emit the vocabulary id of each remaining symbol.
- * No special-token handling: "<|endoftext|>" in the text is encoded as ordinary text, as
- * GPT-2's encode() does; append loom_bpe_eot() yourself between documents.
+ * One special token: "<|endoftext|>" in the text is its id (loom_bpe_eot()), as HF's
+ * GPT2Tokenizer splits it out before step 1 (OpenAI's encoder.py spells it as text); the text on
+ * either side is encoded on its own, spaces included.
  *
  * Invalid UTF-8 (GPT-2's Python encoder cannot even receive it): the text is matched with
  * PCRE2_MATCH_INVALID_UTF, so a match never includes an invalid sequence; the bytes between

@@ -183,8 +183,12 @@ int main(void)
     check_encode(bpe, S("\n\n"), IDS('\n', '\n'));
     /* Contractions split: "don't" -> "don", "'t". */
     check_encode(bpe, S("don't"), IDS('d', 'o', 'n', '\'', 't'));
-    /* "<|endoftext|>" in text is text, not the special token. */
-    check_encode(bpe, S("<|endoftext|>"), IDS('<', '|', 'e', 'n', 'd', 'o', 'f', 't', 'e', 'x', 't', '|', '>'));
+    /* "<|endoftext|>" in the text is the special token (HF's GPT2Tokenizer), the text on each
+     * side encoded on its own; a part of it is text. */
+    const int eot = 256 + (int)N_MERGES;
+    check_encode(bpe, S("<|endoftext|>"), IDS(eot));
+    check_encode(bpe, S("ab<|endoftext|><|endoftext|> b"), IDS(M(2), eot, eot, M(7)));
+    check_encode(bpe, S("<|endoftext|"), IDS('<', '|', 'e', 'n', 'd', 'o', 'f', 't', 'e', 'x', 't', '|'));
     /* Every byte round-trips, invalid UTF-8 and NUL included. */
     check_encode(bpe,
                  S("ab\xff"

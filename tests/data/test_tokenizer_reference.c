@@ -55,7 +55,9 @@ static const char *const TRICKY[] = {
     "$$$ %%% ^^^ &&& *** ((( ))) [[[ ]]] {{{ }}}",
     "email@example.com https://example.com/a/b?c=1&d=2#e",
     "def f(x):\n    return x ** 2  # square\n",
-    "<|endoftext|>",
+    /* Not "<|endoftext|>": the reference spells it as text, loom gives its id as HF's
+     * GPT2Tokenizer does (test_tokenizer_bpe.c, test_tokenizer_roundtrip.c). */
+    "<|endoftext",
     "Mr. Starbuck—he cried—“Moby Dick!” ’Tis so…",
     "   \t \n\t   x  ",
     "\n",

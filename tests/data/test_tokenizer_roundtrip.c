@@ -81,7 +81,9 @@ int main(void)
     check_ids(bpe, "Hello, world!", (const int32_t[]){15496, 11, 995, 0}, 4);
     check_ids(bpe, " the", (const int32_t[]){262}, 1);
     check_ids(bpe, "\n", (const int32_t[]){198}, 1);
-    check_ids(bpe, "<|endoftext|>", (const int32_t[]){27, 91, 437, 1659, 5239, 91, 29}, 7);
+    /* The special token as HF's GPT2Tokenizer reads it (OpenAI's encoder.py: 27 91 437 1659 5239 91 29). */
+    check_ids(bpe, "<|endoftext|>", (const int32_t[]){50256}, 1);
+    check_ids(bpe, "Call <|endoftext|> me", (const int32_t[]){14134, 220, 50256, 502}, 4);
     {
         char *t = NULL;
         size_t l = 0;
