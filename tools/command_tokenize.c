@@ -13,6 +13,7 @@
 #include "data_tokens.h"
 #include "error.h"
 #include "fileutil.h"
+#include "json_util.h"
 #include "stale_outputs.h"
 #include "tokenizer_bpe.h"
 
@@ -50,6 +51,25 @@ static loom_status write_split(const char *dir, const char *name, const uint16_t
     return st;
 }
 
+void loom_print_text(FILE *out, const char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t ok = loom__utf8_invalid_at(s + i, len - i);
+        fwrite(s + i, 1, ok, out);
+        if ((i += ok) >= len) break;
+        const unsigned char lead = (unsigned char)s[i];
+        size_t follow = lead >= 0xC2 && lead <= 0xDF   ? 1
+                        : lead >= 0xE0 && lead <= 0xEF ? 2
+                        : lead >= 0xF0 && lead <= 0xF4 ? 3
+                                                       : 0;
+        i++; /* the lead, and the continuation bytes of its unfinished character */
+        while (follow-- > 0 && i < len && ((unsigned char)s[i] & 0xC0) == 0x80)
+            i++;
+        fputs("\xEF\xBF\xBD", out);
+    }
+}
+
 /* --decode "15496 995": ids separated by spaces or commas. */
 static int decode_ids(const loom_bpe *bpe, const char *text)
 {
@@ -80,7 +100,7 @@ static int decode_ids(const loom_bpe *bpe, const char *text)
     loom_status st = loom_bpe_decode(bpe, ids, n, &out, &len);
     free(ids);
     if (st != LOOM_OK) return loom_command_fail(st);
-    fwrite(out, 1, len, stdout);
+    loom_print_text(stdout, out, len);
     fputc('\n', stdout);
     free(out);
     return 0;

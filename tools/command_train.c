@@ -188,7 +188,9 @@ static loom_status run_generation(loom_trainer *t)
     size_t len = 0;
     if (st == LOOM_OK) st = loom_bpe_decode(bpe, generated, n_generated, &text, &len);
     if (st == LOOM_OK && t->state.is_world_process_zero) {
-        printf("%s%.*s\n", a->prompt, (int)len, text);
+        fputs(a->prompt, stdout);
+        loom_print_text(stdout, text, len);
+        fputc('\n', stdout);
         fflush(stdout);
     }
     free(text);

@@ -36,6 +36,11 @@ void loom_help_train(const char *mode);
  * *out set, else 0 (command_make_data.c; make-data and tokenize). */
 int loom_parse_fraction(const char *text, double *out);
 
+/* Decoded text to `out` as HF's decode(errors="replace") gives it: each sequence that is not
+ * UTF-8 (a generation may stop inside a character's tokens) as one U+FFFD, not a raw byte the
+ * terminal shows as it likes; a NUL is written, not taken for the end (command_tokenize.c). */
+void loom_print_text(FILE *out, const char *s, size_t len);
+
 /* Print "loom: error: <message>" and return the exit status for `status`. */
 int loom_command_fail(loom_status status);
 

@@ -3,9 +3,10 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import unittest
 
-from loomtest import LoomTestCase, loom, write_byte_vocab, write_tokens
+from loomtest import LOOM, LoomTestCase, gpt2_byte_chars, loom, write_byte_vocab, write_tokens
 
 GPT2 = ["--model", "gpt2", "--gpt2.n_layer", "1", "--gpt2.n_head", "2", "--gpt2.n_embd", "32", "--gpt2.vocab_size",
         "256", "--gpt2.n_positions", "32", "--block_size", "16"]
@@ -230,6 +231,17 @@ class ToolOutputsTest(LoomTestCase):
                            "--char_vocab"], f"tokenize: --validation_file {other} is the file tokenize writes as")
         with open(other) as f:
             self.assertEqual(f.read(), good)
+
+
+    def test_decoded_text_that_is_not_utf8_is_replaced(self):
+        # HF's decode(errors="replace"): a character cut short by the last token is one U+FFFD.
+        vocab = write_byte_vocab(self.out("bytes"))
+        ids = {b: i for i, b in enumerate(gpt2_byte_chars())}
+        text = b"caf\xc3\xa9 \xe2\x82"  # "cafe", then the first two of the euro sign's three bytes
+        p = subprocess.run([LOOM, "tokenize", "--vocab_dir", vocab, "--decode", " ".join(str(ids[b]) for b in text)],
+                           capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, "caf\u00e9 \ufffd\n".encode())
 
 
 if __name__ == "__main__":
