@@ -153,6 +153,18 @@ static loom_status check_generation(const loom_trainer *t)
                           "--predict_with_generate",
                           a->generation_num_beams != LOOM_ARG_NONE_INT ? "generation_num_beams" : "num_beams",
                           (long long)beams);
+    /* HF's max_length counts the prompt; here the new tokens are counted: one setting, one name. */
+    const int64_t length = a->generation_max_length != LOOM_ARG_NONE_INT ? a->generation_max_length : a->max_length;
+    if (length != LOOM_ARG_NONE_INT)
+        return loom_error(
+            LOOM_E_UNSUPPORTED, "--%s %lld: --generate stops after --max_new_tokens new tokens: give that",
+            a->generation_max_length != LOOM_ARG_NONE_INT ? "generation_max_length" : "max_length", (long long)length);
+    if (a->test_file && *a->test_file)
+        return loom_error(LOOM_E_INVALID,
+                          "--test_file %s: predict --generate reads --prompt, not a test file: drop one", a->test_file);
+    /* HF warns the same way: these shape sampling only. */
+    if (!a->do_sample && (a->temperature != 1.0 || a->top_p != 1.0))
+        loom_log(LOOM_LOG_WARNING, "--temperature and --top_p apply with --do_sample; this run decodes greedily");
     return LOOM_OK;
 }
 
@@ -162,7 +174,8 @@ static loom_status run_generation(loom_trainer *t)
     const loom_args *a = &t->args;
     const char *dir = a->tokenizer_name && *a->tokenizer_name ? a->tokenizer_name : a->model_name_or_path;
     if (!dir || !*dir) return loom_error(LOOM_E_INVALID, "--generate needs --model_name_or_path (or --tokenizer_name)");
-    if (!a->prompt || !*a->prompt) return loom_error(LOOM_E_INVALID, "--generate needs --prompt TEXT");
+    if (!a->prompt) return loom_error(LOOM_E_INVALID, "--generate needs --prompt TEXT");
+    if (!*a->prompt) return loom_error(LOOM_E_INVALID, "--prompt is empty: generation starts from at least one token");
     loom_status st = check_generation(t);
     if (st != LOOM_OK) return st;
     char vocab[4096], merges[4096];
@@ -231,6 +244,16 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (training) args.do_train = 1;
     if (!strcmp(mode, "evaluate")) args.do_eval = 1;
     if (!strcmp(mode, "predict")) args.do_predict = 1;
+    /* --generate and --prompt are loom predict's text generation; elsewhere they would be
+     * ignored, and without each other one would be. */
+    const char *misplaced =
+        args.generate && strcmp(mode, "predict") != 0   ? "--generate belongs to loom predict (text from --prompt)"
+        : !args.generate && args.prompt && *args.prompt ? "--prompt is read by loom predict --generate: add --generate"
+                                                        : NULL;
+    if (misplaced) {
+        loom_args_free(&args);
+        return loom_command_fail(loom_error(LOOM_E_INVALID, "%s", misplaced));
+    }
     if (!strcmp(mode, "evaluate") && (!args.validation_file || !*args.validation_file)) {
         loom_args_free(&args);
         return loom_command_fail(loom_error(LOOM_E_INVALID, "loom evaluate needs --validation_file"));

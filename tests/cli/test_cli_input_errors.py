@@ -116,6 +116,21 @@ class InputErrorTest(LoomTestCase):
         self.assertIn(b"--max_new_tokens 100: the prompt's 4 tokens leave room for 12 in the model's context of 16",
                       p.stderr)
         self.assertTrue(p.stdout.startswith(b"abcd"))   # the text still comes
+        # Text that is not UTF-8 comes as U+FFFD (HF's decode(errors="replace")), never as raw bytes.
+        p.stdout.decode("utf-8")
+        # What predict --generate would ignore, and --generate or --prompt where they are not read.
+        gen = ["predict", "--generate", "--model_name_or_path", run_dir, "--tokenizer_name", vocab, "--prompt", "ab"]
+        self.assert_error([*gen, "--max_length", "12"], "--max_length 12", "--max_new_tokens")
+        self.assert_error([*gen, "--test_file", tokens], "--test_file", "reads --prompt")
+        self.assert_error([*gen[:-1], ""], "--prompt is empty")
+        self.assert_error(["evaluate", "--model_name_or_path", run_dir, "--validation_file", tokens, "--generate"],
+                          "--generate belongs to loom predict")
+        self.assert_error(["predict", "--model_name_or_path", run_dir, "--test_file", tokens, "--prompt", "ab"],
+                          "--prompt is read by loom predict --generate")
+        p = subprocess.run([LOOM, *gen, "--temperature", "0.5", "--max_new_tokens", "2"], capture_output=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"--temperature and --top_p apply with --do_sample", p.stderr)
 
     # 5: `loom version` takes no arguments.
 
