@@ -151,8 +151,10 @@ static void print_row(const arg_row *r, int width)
     const char *status = r->status == LOOM_ARG_NOT_YET ? " Not supported yet."
                          : r->status == LOOM_ARG_NO_EFFECT ? " No effect here"
                                                            : "";
-    snprintf(text, sizeof text, "%s (default: %s).%s%s%s%s", r->doc, def, status,
-             r->status == LOOM_ARG_NO_EFFECT && *r->note ? ": " : "",
+    /* A doc that says its default itself ("default: seed") is not given the table's too. */
+    const int says_default = strstr(r->doc, "default:") != NULL;
+    snprintf(text, sizeof text, "%s%s%s%s.%s%s%s%s", r->doc, says_default ? "" : " (default: ", says_default ? "" : def,
+             says_default ? "" : ")", status, r->status == LOOM_ARG_NO_EFFECT && *r->note ? ": " : "",
              r->status == LOOM_ARG_NO_EFFECT ? r->note : "", r->status == LOOM_ARG_NO_EFFECT ? "." : "");
     if (n >= COLUMN - 1) {
         printf("\n");

@@ -279,6 +279,13 @@ static int parse_options(int argc, char **argv, launch_options *o, int *first)
             fprintf(stderr, "loom: error: launch: --standalone is one node; --nnodes %ld contradicts it\n", o->nnodes);
             return 2;
         }
+        if (o->master_port != 29500 && o->master_port != 0) {
+            /* torchrun's --standalone ignores the rendezvous endpoint it is given; a port the
+             * user chose and that is not used would be a surprise, so it is named instead. */
+            fprintf(stderr, "loom: error: launch: --standalone picks a free port; --master_port %ld contradicts it\n",
+                    o->master_port);
+            return 2;
+        }
         o->master_addr = "127.0.0.1";
         o->master_port = 0;
     }
@@ -643,7 +650,8 @@ static int resolve_auto(launch_options *o)
                     strerror(errno));
             return 0;
         }
-        fprintf(stderr, "loom launch: --master_port 0: using port %ld\n", o->master_port);
+        fprintf(stderr, "loom launch: %s: using port %ld\n", o->standalone ? "--standalone" : "--master_port 0",
+                o->master_port);
     }
     return 1;
 }

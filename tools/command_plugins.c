@@ -56,7 +56,10 @@ int loom_command_plugins(int argc, char **argv)
         if (!strcmp(argv[i], "--help") && i + 1 < argc) help = argv[++i];
         else if (!strcmp(argv[i], "--plugin_dir") && i + 1 < argc && n_dirs < 64) dirs[n_dirs++] = argv[++i];
         else {
-            fprintf(stderr, "usage: loom plugins [--plugin_dir DIR]... [--help NAME]\n");
+            fprintf(stderr, "loom: error: plugins: %s '%s' (usage: loom plugins [--plugin_dir DIR]... [--help NAME])\n",
+                    !strcmp(argv[i], "--help") || !strcmp(argv[i], "--plugin_dir") ? "no value after"
+                                                                                   : "unexpected argument",
+                    argv[i]);
             return 2;
         }
     }

@@ -78,6 +78,30 @@ static void names_free(names *n)
     free(n->items);
 }
 
+/* The data arguments of HF's run_clm / run_translation / run_summarization (not
+ * TrainingArguments), which a user brings along: where loom does the same thing. */
+static const char *hf_script_hint(const char *key)
+{
+    static const struct {
+        const char *name, *hint;
+    } hints[] = {
+        {"validation_split_percentage",
+         "loom tokenize --validation_fraction splits a text (a fraction, not a percentage)"},
+        {"pad_to_max_length", "loom pads each batch to its longest row (docs/seq2seq.md#batches): nothing to set"},
+        {"ignore_pad_token_for_loss", "padded labels are -100 in loom, never scored: nothing to set"},
+        {"dataset_name", "loom reads local files: --train_file, --validation_file (loom tokenize writes them)"},
+        {"dataset_config_name", "loom reads local files: --train_file, --validation_file (loom tokenize writes them)"},
+        {"max_source_length", "loom tokenize --max_source_length cuts the sources when it writes the pair files"},
+        {"max_target_length", "loom tokenize --max_target_length cuts the targets when it writes the pair files"},
+        {"source_prefix", "loom tokenize --source_prefix puts it before every source when it writes the pair files"},
+        {"preprocessing_num_workers", "loom tokenize is one process: nothing to set"},
+        {"overwrite_cache", "loom keeps no dataset cache: nothing to set"},
+    };
+    for (size_t i = 0; i < sizeof hints / sizeof *hints; i++)
+        if (!strcmp(key, hints[i].name)) return hints[i].hint;
+    return NULL;
+}
+
 /* Whether every key is dotted with a prefix that loads as a plugin by that name. Those pass
  * here anyway; seeing it without the scan below spares opening every plugin on the path, the
  * CUDA backend among them, whose cuBLAS alone touches some 200 MB while it is relocated. */
@@ -128,7 +152,11 @@ loom_status loom_command_check_unknown(const loom_args *args)
         }
         const char *source = i < args->unknown_sources.count ? args->unknown_sources.items[i] : "the command line";
         const char *closest = loom_closest_name(key, (const char *const *)k.keys.items, k.keys.count);
-        if (closest)
+        const char *hint = hf_script_hint(key);
+        if (hint)
+            st = loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s): an argument of HF's example scripts; %s",
+                            key, source, hint);
+        else if (closest)
             st =
                 loom_error(LOOM_E_INVALID, "unknown argument --%s (from %s); did you mean --%s?", key, source, closest);
         else

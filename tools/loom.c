@@ -90,6 +90,16 @@ int main(int argc, char **argv)
     if (!strcmp(command, "doctor")) return loom_command_doctor(argc - 2, argv + 2);
     if (!strcmp(command, "version") || !strcmp(command, "--version")) return command_version(argc - 2, argv + 2);
     if (!strcmp(command, "help") || !strcmp(command, "--help") || !strcmp(command, "-h")) {
+        /* `loom help train`: what `loom train --help` says, as git help COMMAND does. */
+        const char *of = argc > 2 ? loom_closest_name(argv[2], commands, sizeof commands / sizeof *commands) : NULL;
+        if (of && !strcmp(of, argv[2]) && strcmp(of, "help") != 0) {
+            char flag[] = "--help", *args[] = {argv[0], argv[2], flag, NULL};
+            return main(3, args);
+        }
+        if (argc > 2 && strcmp(argv[2], "help") != 0) {
+            fprintf(stderr, "loom: error: help: no command '%s' (see `loom help`)\n", argv[2]);
+            return 2;
+        }
         usage(stdout);
         return 0;
     }

@@ -49,7 +49,7 @@ static loom_status mkdir_one(const char *full, const char *prefix)
 loom_status loom_mkdir_p(const char *path)
 {
     if (!path || !*path)
-        return loom_error(LOOM_E_INVALID, "mkdir: empty path");
+        return loom_error(LOOM_E_INVALID, "--output_dir is empty (an unset variable in a script?): name a folder");
     char *buf = strdup(path);
     if (!buf)
         return loom_error(LOOM_E_NOMEM, "%s: out of memory", path);

@@ -132,6 +132,24 @@ class InputErrorTest(LoomTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(b"--temperature and --top_p apply with --do_sample", p.stderr)
 
+    def test_small_things_of_the_command_line(self):
+        # `loom help train` is train's help, as `git help COMMAND`; an unknown one is named.
+        _, stdout, _ = loom("help", "train")
+        self.assertTrue(stdout.startswith("usage: loom train"), stdout[:200])
+        self.assert_error(["help", "trian"], "help: no command 'trian'")
+        # A default given by the argument's own text is not given twice.
+        _, stdout, _ = loom("train", "--help")
+        self.assertIn("seed of the data order (default: seed).", stdout)
+        self.assertNotRegex(stdout.replace("\n", " "), r"default:[^)]*\)\s*\(default:")
+        # Arguments that are not loom's say so in one line.
+        self.assert_error(["plugins", "bogus"], "plugins: unexpected argument 'bogus'")
+        self.assert_error(self.args("--validation_split_percentage", "5"), "HF's example scripts",
+                          "loom tokenize --validation_fraction")
+        self.assert_error(self.args("--pad_to_max_length"), "HF's example scripts", "nothing to set")
+        self.assert_error(["launch", "--standalone", "--master_port", "1234", "true"],
+                          "--standalone picks a free port; --master_port 1234 contradicts it")
+        self.assert_error(["make-data", "--output_dir", ""], "--output_dir is empty")
+
     # 5: `loom version` takes no arguments.
 
     def test_version_refuses_arguments(self):
