@@ -79,8 +79,12 @@ int loom_command_plot(int argc, char **argv)
     plot_set set;
     char err[512] = "", path[4096];
     int rc = plot_load(&set, runs, (size_t)n_runs, err, sizeof err) ? 2 : 0;
+    struct stat sb;
     if (!rc && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
         snprintf(err, sizeof err, "%s: cannot create the folder: %s", out_dir, strerror(errno));
+        rc = 2;
+    } else if (!rc && (stat(out_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        snprintf(err, sizeof err, "--output_dir %s: not a folder", out_dir); /* one line, not a PNG writer's */
         rc = 2;
     }
     if (!rc && set.n_charts == 0) {
@@ -101,7 +105,7 @@ int loom_command_plot(int argc, char **argv)
         printf("wrote %s\n", path);
     }
     snprintf(path, sizeof path, "%s/curves.html", out_dir);
-    if (!rc && plot_write_html(&set, path, err, sizeof err)) rc = 1;
+    if (!rc && plot_write_html(&set, path, err, sizeof err)) rc = 2;
     if (!rc) printf("wrote %s\n", path);
     if (rc) fprintf(stderr, "loom: error: plot: %s\n", err);
     plot_free(&set);

@@ -25,7 +25,7 @@ static void usage(FILE *out)
                  "  plugins    list the plugins found, or describe one (--help NAME)\n"
                  "  make-data  write a synthetic classification data set (blobs, spirals)\n"
                  "  convert    turn an llm.c GPT-2 checkpoint into an HF model folder\n"
-                 "  tokenize   encode a text file with GPT-2's BPE into llm.c token shards\n"
+                 "  tokenize   a text into GPT-2 token shards, or text pairs into JSON lines of ids\n"
                  "  launch     start N ranks of a command, torchrun-style\n"
                  "  consolidate  join a checkpoint's shards into one f32 model (zero_to_fp32)\n"
                  "  plot       draw training curves of runs (PNG + an HTML page)\n"

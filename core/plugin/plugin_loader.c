@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 /* A plugin that ignores `index` would return descriptors forever. */
@@ -192,7 +193,8 @@ loom_status loom_loader_init(const char *const *plugin_dirs, size_t n_plugin_dir
         /* A folder the user named that is not there is a typo to report, not a folder to skip:
          * the plugin it holds would then be "not found" with no hint why. */
         if (plugin_dirs[i] && !is_dir(plugin_dirs[i]))
-            s = loom_error(LOOM_E_NOT_FOUND, "--plugin_dir %s: no such folder", plugin_dirs[i]);
+            s = loom_error(LOOM_E_NOT_FOUND, "--plugin_dir %s: %s", plugin_dirs[i],
+                           access(plugin_dirs[i], F_OK) == 0 ? "not a folder" : "no such folder");
         else if (plugin_dirs[i])
             s = add_dir(plugin_dirs[i], strlen(plugin_dirs[i]));
     }

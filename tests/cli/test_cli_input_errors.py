@@ -149,6 +149,17 @@ class InputErrorTest(LoomTestCase):
         self.assert_error(["launch", "--standalone", "--master_port", "1234", "true"],
                           "--standalone picks a free port; --master_port 1234 contradicts it")
         self.assert_error(["make-data", "--output_dir", ""], "--output_dir is empty")
+        self.assert_error(["plugins", "--plugin_dir", os.path.join(self.data, "train.bin")], "not a folder")
+        # plot: a file as the output folder is one line (it was a PNG writer's warning, then an
+        # error, exit 1); a damaged line of the log is named, not skipped in silence.
+        run = self.out("logged")
+        loom(*self.train_args(run, "--max_steps", "4", "--logging_steps", "1"))
+        self.assert_error(["plot", run, "--output_dir", os.path.join(self.data, "train.bin")],
+                          "plot: --output_dir", "not a folder")
+        with open(os.path.join(run, "log_history.jsonl"), "a") as f:
+            f.write("garbage\n")
+        _, _, stderr = loom("plot", run, "--output_dir", self.out("plots"))
+        self.assertIn("log_history.jsonl: 1 line(s) that are not a JSON object left out", stderr)
 
     # 5: `loom version` takes no arguments.
 

@@ -110,13 +110,22 @@ static int load_run(plot_set *set, int run, const char *dir, char *err, size_t e
     char *text = read_all(path);
     if (text) {
         int rc = 0;
+        long skipped = 0, first = 0, number = 0;
         for (char *line = text, *next; line && *line && !rc; line = next) {
             next = strchr(line, '\n');
             if (next) *next++ = 0;
+            number++;
             cJSON *entry = cJSON_Parse(line);
             if (cJSON_IsObject(entry)) rc = add_entry(set, run, entry, err, errlen);
+            /* A last line without its newline is a run writing it now; another is damage. */
+            else if (next && *line && !skipped++)
+                first = number;
             cJSON_Delete(entry);
         }
+        if (skipped)
+            fprintf(stderr,
+                    "loom: warning: plot: %s: %ld line(s) that are not a JSON object left out (line %ld first)\n", path,
+                    skipped, first);
         free(text);
         return rc;
     }
