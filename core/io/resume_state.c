@@ -4,6 +4,7 @@
 #include "resume_state.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,14 @@ static loom_status read_trainer_state(const char *dir, loom_resume_state *s)
         const cJSON *best = cJSON_GetObjectItemCaseSensitive(json, "best_metric");
         s->best_metric = cJSON_IsNumber(best) ? best->valuedouble : NAN;
         s->best_model_checkpoint = string_member(json, "best_model_checkpoint");
+        const cJSON *step = cJSON_GetObjectItemCaseSensitive(json, "best_global_step");
+        const char *base = s->best_model_checkpoint ? strrchr(s->best_model_checkpoint, '/') : NULL;
+        base = base ? base + 1 : s->best_model_checkpoint;
+        long long n = 0;
+        if (cJSON_IsNumber(step) && step->valuedouble >= 1 && step->valuedouble <= 9e15)
+            s->best_global_step = (int64_t)step->valuedouble;
+        else if (base && sscanf(base, "checkpoint-%lld", &n) == 1 && n > 0)
+            s->best_global_step = n;
         s->stateful_callbacks = cJSON_DetachItemFromObjectCaseSensitive(json, "stateful_callbacks");
     }
     cJSON_Delete(json);

@@ -22,6 +22,7 @@ typedef struct loom_resume_state {
     int64_t num_input_tokens_seen;   /* 0 when the file predates it                        */
     double best_metric;              /* NAN when absent                                    */
     char *best_model_checkpoint;     /* NULL when absent; owned                            */
+    int64_t best_global_step;        /* 0 when absent (an older file: from the folder's name) */
     cJSON *log_history;              /* an array; owned                                    */
     cJSON *stateful_callbacks;       /* the object, or NULL when absent; owned             */
     /* The batch shape of the run that wrote it, each 0 when the checkpoint does not say:

@@ -230,6 +230,7 @@ struct loom_trainer {
     /* log_history as a cJSON array (owned; cJSON *). */
     void *log_history;
     char *best_model_checkpoint;
+    int64_t best_global_step;      /* the step of the best evaluation, 0 for none (HF's name) */
     int foreign_checkpoint_warned; /* save_total_limit met a checkpoint-N loom did not write */
 
     loom_loss_tracker losses;

@@ -2,17 +2,20 @@
  * trainer_best.c - the best model, as HF's Trainer keeps it (docs/checkpoints.md, "Best model"):
  * after each evaluation the metric named by metric_for_best_model ("eval_" prefixed when it is
  * not) is compared with state.best_metric (greater or less by greater_is_better; the first
- * evaluation always wins), and a better one records best_metric and the checkpoint folder of
- * this step as best_model_checkpoint, whether or not this step saves (which is why
- * load_best_model_at_end requires the save and evaluation strategies to match). Rotation never
- * deletes that folder (trainer_save.c), and load_best_model_at_end reloads its weights after
- * the last step.
+ * evaluation always wins), and a better one records best_metric and its step (best_global_step,
+ * when the run saves at all). A save then names the best step's folder best_model_checkpoint if
+ * that folder exists: the one being saved, or an earlier one still there. An evaluation on a
+ * step that does not save (eval_steps 500, save_steps 1000) so never names a folder that was
+ * not written. Rotation never deletes best_model_checkpoint (trainer_save.c), and
+ * load_best_model_at_end reloads its weights after the last step.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "checkpoint_dir.h"
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
@@ -39,16 +42,25 @@ loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics
     double best = t->state.best_metric;
     if (isnan(best)) best = greater ? -INFINITY : INFINITY;
     if (!(greater ? value > best : value < best)) return LOOM_OK;
+    t->state.best_metric = value;
+    if (strcmp(t->args.save_strategy, "no") != 0) t->best_global_step = t->state.global_step;
+    return LOOM_OK;
+}
+
+loom_status loom_trainer_best_at_save(loom_trainer *t)
+{
+    if (t->best_global_step <= 0) return LOOM_OK;
     char folder[64], path[4096];
-    snprintf(folder, sizeof folder, "checkpoint-%lld", (long long)t->state.global_step);
+    snprintf(folder, sizeof folder, "checkpoint-%lld", (long long)t->best_global_step);
     loom_status st = loom_path_join(path, sizeof path, t->args.output_dir, folder);
     if (st != LOOM_OK) return st;
+    if (t->best_global_step != t->state.global_step && !loom_checkpoint_is_sealed(path)) return LOOM_OK;
+    if (t->best_model_checkpoint && !strcmp(t->best_model_checkpoint, path)) return LOOM_OK;
     char *copy = strdup(path);
     if (!copy) return loom_error(LOOM_E_NOMEM, "out of memory");
     free(t->best_model_checkpoint);
     t->best_model_checkpoint = copy;
     t->state.best_model_checkpoint = copy;
-    t->state.best_metric = value;
     return LOOM_OK;
 }
 
@@ -59,6 +71,13 @@ loom_status loom_trainer_load_best(loom_trainer *t)
     loom_status st = loom_path_join(path, sizeof path, t->best_model_checkpoint, "model.safetensors");
     if (st != LOOM_OK) return st;
     loom_safetensors *file = NULL;
+    if (access(path, F_OK) != 0) {
+        /* HF warns and keeps the last weights ("Could not locate the best model"): the folder
+         * was removed by hand, or the output folder is not shared between nodes. */
+        if (t->state.is_world_process_zero)
+            loom_log(LOOM_LOG_WARNING, "load_best_model_at_end: %s is gone: keeping the last step's weights", path);
+        return LOOM_OK;
+    }
     if ((st = loom_safetensors_open(path, &file)) != LOOM_OK)
         return loom_error_context(st, "load_best_model_at_end");
     /* The checkpoint holds the parameters in this run's own dtype: a byte copy restores them. */
@@ -74,8 +93,17 @@ loom_status loom_trainer_load_best(loom_trainer *t)
         memcpy((char *)t->params + (size_t)t->tensor_offsets[i] * t->param_size, tensor.data, bytes);
     }
     loom_safetensors_close(file);
-    if (st == LOOM_OK && t->state.is_world_process_zero)
+    char best[64];
+    snprintf(best, sizeof best, "checkpoint-%lld", (long long)t->best_global_step);
+    const char *base = strrchr(t->best_model_checkpoint, '/');
+    base = base ? base + 1 : t->best_model_checkpoint;
+    if (st == LOOM_OK && t->state.is_world_process_zero && !strcmp(base, best))
         loom_log(LOOM_LOG_INFO, "loading best model from %s (score: %g)", t->best_model_checkpoint,
                  t->state.best_metric);
+    else if (st == LOOM_OK && t->state.is_world_process_zero)
+        loom_log(LOOM_LOG_INFO,
+                 "loading best model from %s, the best that was saved (the best evaluation, %g at step %lld, "
+                 "fell on a step without a save)",
+                 t->best_model_checkpoint, t->state.best_metric, (long long)t->best_global_step);
     return st;
 }

@@ -60,6 +60,9 @@ void loom_trainer_test_exit(const loom_trainer *t);
  * training, load_best_model_at_end. */
 loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics);
 loom_status loom_trainer_load_best(loom_trainer *t);
+/* At a save, before the checkpoint's trainer_state.json is written: best_model_checkpoint
+ * becomes the best step's folder when it exists (this save's own, or an earlier one). */
+loom_status loom_trainer_best_at_save(loom_trainer *t);
 
 /* Callbacks (trainer_callbacks.c). create_callback creates slot's instance from `plugin`
  * (slot->config set, ownership taken) with the trainer service lent to it; callback_config

@@ -76,6 +76,7 @@ static loom_status restore_trainer_state(loom_trainer *t, loom_resume_state *rs)
     t->best_model_checkpoint = rs->best_model_checkpoint;
     rs->best_model_checkpoint = NULL;
     t->state.best_model_checkpoint = t->best_model_checkpoint;
+    t->best_global_step = rs->best_global_step;
     cJSON_Delete(t->log_history);
     t->log_history = rs->log_history;
     rs->log_history = NULL;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint_dir.h"
@@ -177,6 +178,10 @@ loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
     const loom_trainer_state *s = &t->state;
     /* Keys in sorted order, as HF's json.dumps(sort_keys=True). */
     cJSON *json = cJSON_CreateObject();
+    if (t->best_global_step > 0)
+        cJSON_AddNumberToObject(json, "best_global_step", (double)t->best_global_step);
+    else
+        cJSON_AddNullToObject(json, "best_global_step");
     add_number_or_null(json, "best_metric", s->best_metric);
     if (t->best_model_checkpoint) cJSON_AddStringToObject(json, "best_model_checkpoint", t->best_model_checkpoint);
     else cJSON_AddNullToObject(json, "best_model_checkpoint");
@@ -345,6 +350,16 @@ static loom_status write_small_states(loom_trainer *t, const char *dir)
  *   would pick it up;
  * - a checkpoint-N folder without loom's manifest is not loom's to delete (every save loom
  *   finishes is sealed, docs/checkpoints.md): it is left alone and named once. */
+/* The same folder however it is spelled: a resume may give the output folder relative where
+ * the checkpoint's trainer_state.json has it absolute, and a string compare would then delete
+ * the best checkpoint. */
+static int same_folder(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return strcmp(a, b) == 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
 {
     if (t->args.save_total_limit == LOOM_ARG_NONE_INT || t->args.save_total_limit <= 0) return LOOM_OK;
@@ -373,7 +388,7 @@ static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
                 t->foreign_checkpoint_warned = 1;
                 continue;
             }
-            if (t->best_model_checkpoint && strcmp(paths[n], t->best_model_checkpoint) == 0) best = n;
+            if (t->best_model_checkpoint && same_folder(paths[n], t->best_model_checkpoint)) best = n;
             n++;
         }
     }
@@ -384,7 +399,7 @@ static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
         memcpy(moved, paths[best], sizeof moved);
         for (size_t i = best; i + 2 < n; i++) memcpy(paths[i], paths[i + 1], sizeof paths[i]);
         if (best + 2 < n) memcpy(paths[n - 2], moved, sizeof moved);
-        if (keep == 1 && strcmp(paths[n - 1], t->best_model_checkpoint) != 0) keep = 2;
+        if (keep == 1 && !same_folder(paths[n - 1], t->best_model_checkpoint)) keep = 2;
     }
     for (size_t i = 0; st == LOOM_OK && (int64_t)n > keep && i < n - (size_t)keep; i++) st = loom_remove_tree(paths[i]);
     free(paths);
@@ -463,6 +478,7 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
     int sharded = 0;
     if ((st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
+    if ((st = loom_trainer_best_at_save(t)) != LOOM_OK) return st;
     int zero = t->state.is_world_process_zero;
     if (zero) st = write_rank0_files(t, tmp_dir, sharded);
     if (sharded) {

@@ -23,7 +23,7 @@ class OutputsTest(LoomTestCase):
             text = f.read()
         state = json.loads(text)
         self.assertEqual(list(state), sorted(state))
-        for key in ("best_metric", "best_model_checkpoint", "epoch", "global_step", "is_world_process_zero",
+        for key in ("best_global_step", "best_metric", "best_model_checkpoint", "epoch", "global_step", "is_world_process_zero",
                     "log_history", "logging_steps", "max_steps", "num_train_epochs", "save_steps", "total_flos",
                     "train_batch_size"):
             self.assertIn(key, state)
@@ -36,7 +36,7 @@ class OutputsTest(LoomTestCase):
             self.assertEqual(set(e) >= {"loss", "learning_rate", "epoch", "step", "grad_norm"}, True)
         self.assertEqual([e["step"] for e in history if "eval_loss" in e], [15, 30])
         self.assertIn("train_runtime", history[-1])
-        self.assertTrue(text.startswith('{\n  "best_metric"'))
+        self.assertTrue(text.startswith('{\n  "best_global_step"'))
 
     def test_checkpoints_rotate_and_are_complete(self):
         names = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint"))
