@@ -199,6 +199,10 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
         /* Skipped: parameters, optimizer states and the schedule stay where they were (the
          * scheduler counts steps taken, as DeepSpeed's skipped lr_scheduler.step). */
         t->state.skipped_steps++;
+        /* The norm of this step's gradients is not finite, and is logged so (HF logs what
+         * clip_grad_norm_ returns after unscaling: inf or NaN): the last step's, or 0 before
+         * any, would read as a real gradient. */
+        t->last_grad_norm = squared;
         if (t->state.is_world_process_zero)
             loom_log(LOOM_LOG_WARNING,
                      "step %lld: overflow (inf/NaN gradients), step skipped. Attempted loss scale: %g, "

@@ -144,7 +144,9 @@ static void add_side(loom_model *self, t5_side *side, const char *prefix, int de
         add_tensor(self, &b->v, 0, E, D, "%s.block.%lld.layer.0.SelfAttention.v.weight", prefix, (long long)l);
         add_tensor(self, &b->o, 0, D, E, "%s.block.%lld.layer.0.SelfAttention.o.weight", prefix, (long long)l);
         if (l == 0)
-            add_tensor(self, &b->rel, LOOM_PARAM_EMBEDDING, self->NB, self->H,
+            /* "bias" in its name: HF's decay rule (v4.2's no_decay list and its successor) leaves
+             * it out of weight decay. */
+            add_tensor(self, &b->rel, LOOM_PARAM_EMBEDDING | LOOM_PARAM_NO_DECAY, self->NB, self->H,
                        "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", prefix);
         add_tensor(self, &b->ln_sa, LOOM_PARAM_NO_DECAY, D, 0, "%s.block.%lld.layer.0.layer_norm.weight", prefix,
                    (long long)l);

@@ -74,6 +74,9 @@ class PrecisionTest(LoomTestCase):
                 self.assertTrue(all("loss_scale" in e and "skipped_steps" in e for e in logs), logs)
                 self.assertEqual([e["skipped_steps"] for e in logs], [0, 0, 1, 1, 1])
                 self.assertIn("step 3: overflow", stdout + stderr)
+                # The skipped step's norm is not finite (null in JSON), not step 2's repeated.
+                self.assertIsNone(logs[2]["grad_norm"])
+                self.assertTrue(all(e["grad_norm"] > 0 for i, e in enumerate(logs) if i != 2), logs)
 
     def test_zero2_equals_ddp_bit_for_bit_in_16_bit(self):
         for precision in ("--fp16", "--bf16"):

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import unittest
 
-from loomtest import LOOM, free_port, loom, run, write_pairs
+from loomtest import LOOM, free_port, loom, read_safetensors, run, write_pairs
 
 TINY = ["--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64",
         "--num_layers", "2", "--dropout_rate", "0.1"]
@@ -129,6 +129,20 @@ class Seq2Seq(unittest.TestCase):
                 "--num_beams 4 and --generation_num_beams 1 disagree")
         refused(predict + ["--do_sample", "true"], "--do_sample", "decodes by beam search")
         refused(predict + ["--max_new_tokens", "3"], "--max_new_tokens", "applies to loom predict --generate")
+
+    def test_weight_decay_leaves_the_relative_attention_bias_alone(self):
+        # HF decays no parameter with "bias" in its name: relative_attention_bias.weight included.
+        runs = {}
+        for decay in ("0", "0.5"):
+            out = os.path.join(self.tmp, "decay" + decay)
+            loom("train", "--train_file", self.train_file, "--do_train", "--output_dir", out, "--overwrite_output_dir",
+                 "--disable_tqdm", "true", "--max_steps", "1", "--optim", "sgd", "--learning_rate", "0.1",
+                 "--weight_decay", decay, "--seed", "5", *TINY)
+            runs[decay] = read_safetensors(os.path.join(out, "model.safetensors"))
+        for name in runs["0"]:
+            decayed = runs["0"][name][2] != runs["0.5"][name][2]
+            expected = not (name.endswith("relative_attention_bias.weight") or "layer_norm" in name)
+            self.assertEqual(decayed, expected, name)
 
     def test_targets_of_one_token(self):
         # Empty references (a test set to translate): every target is the eos alone. The model
