@@ -5,6 +5,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "error.h"
 #include "deepspeed_config.h"
 #include "fileutil.h"
+#include "json_util.h"
 #include "generate.h"
 #include "tokenizer_bpe.h"
 #include "host.h"
@@ -51,6 +53,50 @@ static void print_metrics(const char *title, const loom_metrics *m)
     fflush(stdout);
 }
 
+static int by_key(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* A flat object of numbers as HF's save_metrics writes it: json.dump(indent=4, sort_keys=True),
+ * floats as Python prints them (2.0, not 2), counts (*_samples) as integers, a value that is
+ * not finite as null (JSON has no NaN; Python would write NaN). NULL when out of memory. */
+static char *metrics_text(const cJSON *object)
+{
+    size_t n = (size_t)cJSON_GetArraySize(object), i = 0;
+    const cJSON **items = malloc((n ? n : 1) * sizeof *items), *item;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = items ? open_memstream(&text, &len) : NULL;
+    if (!f) {
+        free(items);
+        return NULL;
+    }
+    cJSON_ArrayForEach(item, object) items[i++] = item;
+    qsort(items, n, sizeof *items, by_key);
+    fputs("{", f);
+    for (i = 0; i < n; i++) {
+        char number[64];
+        const double v = items[i]->valuedouble;
+        const size_t key_len = strlen(items[i]->string);
+        const int count = key_len >= 8 && !strcmp(items[i]->string + key_len - 8, "_samples");
+        if (!isfinite(v))
+            snprintf(number, sizeof number, "null");
+        else if (count && v == floor(v) && fabs(v) < 1e15)
+            snprintf(number, sizeof number, "%lld", (long long)v);
+        else {
+            loom__format_shortest(number, sizeof number - 2, v);
+            if (!strpbrk(number, ".e")) strcat(number, ".0");
+        }
+        fputs(i ? ",\n    " : "\n    ", f);
+        loom__json_write_string(f, items[i]->string);
+        fprintf(f, ": %s", number);
+    }
+    fputs(n ? "\n}" : "}", f);
+    free(items);
+    return fclose(f) == 0 ? text : (free(text), NULL);
+}
+
 /* HF's trainer.save_metrics(split): <split>_results.json, merged into all_results.json. */
 static loom_status save_metrics(const loom_trainer *t, const char *split, const loom_metrics *m)
 {
@@ -61,9 +107,9 @@ static loom_status save_metrics(const loom_trainer *t, const char *split, const 
     if (st != LOOM_OK) return st;
     cJSON *json = cJSON_CreateObject();
     for (size_t i = 0; i < m->count; i++) cJSON_AddNumberToObject(json, m->keys[i], m->values[i]);
-    char *text = cJSON_Print(json);
+    char *text = metrics_text(json);
     st = text ? loom_write_file_atomic(path, text, strlen(text)) : loom_error(LOOM_E_NOMEM, "out of memory");
-    cJSON_free(text);
+    free(text);
     cJSON_Delete(json);
     if (st != LOOM_OK) return st;
     /* all_results.json: what is there already plus these. */
@@ -81,9 +127,9 @@ static loom_status save_metrics(const loom_trainer *t, const char *split, const 
         cJSON_DeleteItemFromObjectCaseSensitive(all, m->keys[i]);
         cJSON_AddNumberToObject(all, m->keys[i], m->values[i]);
     }
-    text = cJSON_Print(all);
+    text = metrics_text(all);
     st = text ? loom_write_file_atomic(all_path, text, strlen(text)) : loom_error(LOOM_E_NOMEM, "out of memory");
-    cJSON_free(text);
+    free(text);
     cJSON_Delete(all);
     if (st == LOOM_OK) printf("loom: wrote %s and %s\n", path, all_path);
     return st;

@@ -159,12 +159,14 @@ static loom_status totals_to_metrics(loom_trainer *t, const pass_totals *totals,
         loom_status st = t->hooks.compute_metrics(t, predictions, prefix, metrics);
         if (st != LOOM_OK) return st;
     }
+    /* HF's speed_metrics, rounded as it rounds them. */
+    const double seconds = totals->seconds;
     snprintf(key, sizeof key, "%s_runtime", prefix);
-    loom_metrics_set(metrics, key, totals->seconds);
+    loom_metrics_set(metrics, key, loom_round_to(seconds, 4));
     snprintf(key, sizeof key, "%s_samples_per_second", prefix);
-    loom_metrics_set(metrics, key, totals->seconds > 0 ? (double)totals->examples / totals->seconds : 0.0);
+    loom_metrics_set(metrics, key, seconds > 0 ? loom_round_to((double)totals->examples / seconds, 3) : 0.0);
     snprintf(key, sizeof key, "%s_steps_per_second", prefix);
-    loom_metrics_set(metrics, key, totals->seconds > 0 ? (double)totals->batches / totals->seconds : 0.0);
+    loom_metrics_set(metrics, key, seconds > 0 ? loom_round_to((double)totals->batches / seconds, 3) : 0.0);
     return LOOM_OK;
 }
 

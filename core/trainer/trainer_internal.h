@@ -37,6 +37,9 @@ void loom_trainer_text_tokenizer_free(loom_trainer *t);
  * (trainer_gather.c). */
 loom_status loom_trainer_gather_predictions(loom_trainer *t, loom_predictions *outputs, loom_predictions *generated);
 
+/* x rounded to `digits` decimals, as Python's round() in HF's speed_metrics (metrics.c). */
+double loom_round_to(double x, int digits);
+
 /* The grad sink the model writes into, wired to the sharding plugin. */
 void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 

@@ -362,12 +362,6 @@ static void default_flow_epoch_end(loom_trainer *t)
 
 /* ---- train ------------------------------------------------------------------------------- */
 
-static double round_to(double x, int digits)
-{
-    double scale = pow(10.0, digits);
-    return round(x * scale) / scale;
-}
-
 /* Tokens of a batch for HF's flops estimate: token-id inputs count each id, other inputs one per
  * example (an MLP's true cost is 6 x parameters per example). */
 /* The dropout seed of micro-batch m of the step being taken: a function of (seed, step,
@@ -583,13 +577,13 @@ loom_status loom_trainer_train(loom_trainer *t)
     loom_metrics *final = &t->train_metrics;
     int64_t steps_run = t->state.global_step - first_step;
     loom_metrics_clear(final);
-    loom_metrics_set(final, "train_runtime", round_to(runtime, 4));
+    loom_metrics_set(final, "train_runtime", loom_round_to(runtime, 4));
     loom_metrics_set(final, "train_samples_per_second",
-                     runtime > 0 ? round_to((double)examples_seen * t->world_size / runtime, 3) : 0);
-    loom_metrics_set(final, "train_steps_per_second", runtime > 0 ? round_to((double)steps_run / runtime, 3) : 0);
+                     runtime > 0 ? loom_round_to((double)examples_seen * t->world_size / runtime, 3) : 0);
+    loom_metrics_set(final, "train_steps_per_second", runtime > 0 ? loom_round_to((double)steps_run / runtime, 3) : 0);
     if (a->include_tokens_per_second)
         loom_metrics_set(final, "train_tokens_per_second",
-                         runtime > 0 ? round_to((double)tokens_seen / runtime, 3) : 0);
+                         runtime > 0 ? loom_round_to((double)tokens_seen / runtime, 3) : 0);
     loom_metrics_set(final, "total_flos", t->state.total_flos);
     loom_metrics_set(final, "train_loss", t->losses.steps > 0 ? t->losses.total / (double)t->losses.steps : 0.0);
     loom_metrics_set(final, "epoch", t->state.epoch);

@@ -109,7 +109,15 @@ class OutputsTest(LoomTestCase):
         written = os.path.join(self.run_dir, "evaluate", "eval_results.json")
         self.assertIn(f"loom: wrote {written}", stdout)
         with open(written) as f:
-            self.assertAlmostEqual(json.load(f)["eval_loss"], got, delta=0.5e-4 + 1e-12)
+            text = f.read()
+        results = json.loads(text)
+        self.assertAlmostEqual(results["eval_loss"], got, delta=0.5e-4 + 1e-12)
+        # As HF's save_metrics writes it: json.dump(indent=4, sort_keys=True), speed metrics rounded
+        # as speed_metrics rounds them, floats as Python prints them.
+        self.assertEqual(text, json.dumps(results, indent=4, sort_keys=True))
+        self.assertEqual(results["eval_runtime"], round(results["eval_runtime"], 4))
+        self.assertEqual(results["eval_samples_per_second"], round(results["eval_samples_per_second"], 3))
+        self.assertIsInstance(results["eval_accuracy"], float)
         # --output_dir naming the run itself is the way to update its results.
         _, stdout, _ = loom("evaluate", "--model_name_or_path", self.run_dir, "--output_dir", self.run_dir,
                             "--validation_file", os.path.join(self.data, "validation.bin"), "--disable_tqdm")
