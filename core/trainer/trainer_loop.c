@@ -308,6 +308,8 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
         loom_metrics_set(&logs, "grad_norm", t->last_grad_norm);
         /* HF logs get_last_lr() after scheduler.step(): the rate of the NEXT step. */
         loom_metrics_set(&logs, "learning_rate", current_lr(t));
+        if (t->args.include_num_input_tokens_seen)
+            loom_metrics_set(&logs, "num_input_tokens_seen", (double)t->state.num_input_tokens_seen);
         if (t->mixed_precision || t->state.skipped_steps > 0 || t->state.loss_scale != 1.0) {
             loom_metrics_set(&logs, "loss_scale", t->state.loss_scale);
             loom_metrics_set(&logs, "skipped_steps", (double)t->state.skipped_steps);
@@ -551,7 +553,7 @@ loom_status loom_trainer_train(loom_trainer *t)
             t->state.epoch = (double)epoch + (double)(u + 1) / (double)updates_per_epoch;
             t->state.loss_scale = pv->loss_scale(t->precision.instance);
             t->state.elapsed_seconds = loom_now_seconds() - start;
-            t->state.num_input_tokens_seen += (int64_t)count;
+            if (t->args.include_num_input_tokens_seen) t->state.num_input_tokens_seen += step_tokens;
             default_flow_step_end(t);
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
             if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;

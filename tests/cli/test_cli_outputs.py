@@ -38,6 +38,18 @@ class OutputsTest(LoomTestCase):
         self.assertIn("train_runtime", history[-1])
         self.assertTrue(text.startswith('{\n  "best_global_step"'))
 
+    def test_input_tokens_are_counted_when_asked(self):
+        # HF: 0 unless --include_num_input_tokens_seen, which also logs it (a classifier's example
+        # is one input; token data counts every id).
+        self.assertEqual(self.state(self.run_dir)["num_input_tokens_seen"], 0)
+        out = os.path.join(self.tmp, "tokens-seen")
+        loom("train", "--output_dir", out, "--train_file", os.path.join(self.data, "train.bin"), "--max_steps", "3",
+             "--logging_steps", "1", "--per_device_train_batch_size", "4", "--include_num_input_tokens_seen",
+             "--disable_tqdm")
+        state = self.state(out)
+        self.assertEqual(state["num_input_tokens_seen"], 12)
+        self.assertEqual([e["num_input_tokens_seen"] for e in state["log_history"] if "loss" in e], [4, 8, 12])
+
     def test_checkpoints_rotate_and_are_complete(self):
         names = sorted(n for n in os.listdir(self.run_dir) if n.startswith("checkpoint"))
         self.assertEqual(names, ["checkpoint-20", "checkpoint-30"])
