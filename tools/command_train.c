@@ -39,8 +39,15 @@ static void format_metric(const char *key, double v, char *buf, size_t size)
     }
 }
 
+/* HF's log_metrics and its "Saving ..." lines are logger.info: --log_level warning hides them. */
+static int info_shown(void)
+{
+    return loom_host_log_level() >= LOOM_LOG_INFO;
+}
+
 static void print_metrics(const char *title, const loom_metrics *m)
 {
+    if (!info_shown()) return;
     char values[LOOM_METRICS_MAX][64];
     int key_width = 0, value_width = 0;
     for (size_t i = 0; i < m->count; i++) {
@@ -131,7 +138,7 @@ static loom_status save_metrics(const loom_trainer *t, const char *split, const 
     st = text ? loom_write_file_atomic(all_path, text, strlen(text)) : loom_error(LOOM_E_NOMEM, "out of memory");
     free(text);
     cJSON_Delete(all);
-    if (st == LOOM_OK) printf("loom: wrote %s and %s\n", path, all_path);
+    if (st == LOOM_OK && info_shown()) printf("loom: wrote %s and %s\n", path, all_path);
     return st;
 }
 
@@ -381,7 +388,7 @@ int loom_command_train(const char *mode, int argc, char **argv)
         if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;
         if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "train", &t->train_metrics)) != LOOM_OK) goto fail_running;
-        if (t->state.is_world_process_zero)
+        if (t->state.is_world_process_zero && info_shown())
             printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json, "
                    "train_results.json)\n",
                    t->args.output_dir);
@@ -420,8 +427,8 @@ int loom_command_train(const char *mode, int argc, char **argv)
         if ((st = save_metrics(t, "test", &metrics)) != LOOM_OK) goto fail_running;
         if (t->state.is_world_process_zero) {
             print_metrics("test", &metrics);
-            if (predictions_written) printf("loom: wrote %s\n", path);
-            if (generated_written) printf("loom: wrote %s\n", gen_path);
+            if (predictions_written && info_shown()) printf("loom: wrote %s\n", path);
+            if (generated_written && info_shown()) printf("loom: wrote %s\n", gen_path);
         }
     }
     loom_trainer_destroy(t);

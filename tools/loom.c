@@ -25,7 +25,7 @@ static void usage(FILE *out)
                  "  plugins    list the plugins found, or describe one (--help NAME)\n"
                  "  make-data  write a synthetic classification data set (blobs, spirals)\n"
                  "  convert    turn an llm.c GPT-2 checkpoint into an HF model folder\n"
-                 "  tokenize   a text into GPT-2 token shards, or text pairs into JSON lines of ids\n"
+                 "  tokenize   text to GPT-2 token shards, or text pairs to JSON lines of ids\n"
                  "  launch     start N ranks of a command, torchrun-style\n"
                  "  consolidate  join a checkpoint's shards into one f32 model (zero_to_fp32)\n"
                  "  plot       draw training curves of runs (PNG + an HTML page)\n"
@@ -96,7 +96,7 @@ int main(int argc, char **argv)
             char flag[] = "--help", *args[] = {argv[0], argv[2], flag, NULL};
             return main(3, args);
         }
-        if (argc > 2 && strcmp(argv[2], "help") != 0) {
+        if (argc > 2 && strcmp(argv[2], "help") != 0 && strcmp(argv[2], "--help") != 0 && strcmp(argv[2], "-h") != 0) {
             fprintf(stderr, "loom: error: help: no command '%s' (see `loom help`)\n", argv[2]);
             return 2;
         }

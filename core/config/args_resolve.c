@@ -211,7 +211,13 @@ static loom_status check_enums(const loom_args *args, const loom__arg_origin *or
     static const char *const best[] = {"best"};
     static const char *const fp16_backends[] = {"auto", "amp", "apex"};
     static const char *const opt_levels[] = {"O0", "O1", "O2", "O3"};
+    static const char *const log_levels[] = {"passive", "debug", "info", "warning", "error", "critical"};
     loom_status st;
+    if ((st = check_enum(ROW(log_level), args->log_level, SOURCE(log_level), log_levels, COUNT(log_levels), NULL, 0)) !=
+            LOOM_OK ||
+        (st = check_enum(ROW(log_level_replica), args->log_level_replica, SOURCE(log_level_replica), log_levels,
+                         COUNT(log_levels), NULL, 0)) != LOOM_OK)
+        return st;
     if ((st = check_enum(ROW(fp16_backend), args->fp16_backend, SOURCE(fp16_backend), fp16_backends,
                          COUNT(fp16_backends), NULL, 0)) != LOOM_OK ||
         (st = check_enum(ROW(fp16_opt_level), args->fp16_opt_level, SOURCE(fp16_opt_level), opt_levels,

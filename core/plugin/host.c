@@ -42,6 +42,10 @@ void loom_host_set_seed(uint64_t seed) { run_seed = seed; }
 void loom_host_set_threads(int32_t threads) { run_threads = threads; }
 void loom_host_set_rank(int32_t rank) { run_rank = rank; }
 void loom_host_set_log_level(uint32_t level) { run_log_level = level; }
+uint32_t loom_host_log_level(void)
+{
+    return run_log_level;
+}
 void loom_host_set_store(loom_store_client *store) { atomic_store(&run_store, store); }
 uint64_t loom_host_allocated_bytes(void) { return atomic_load(&allocated_bytes); }
 uint64_t loom_host_peak_allocated_bytes(void) { return atomic_load(&peak_bytes); }

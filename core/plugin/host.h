@@ -27,6 +27,7 @@ void loom_host_set_seed(uint64_t seed);                /* random_normal's run se
 void loom_host_set_threads(int32_t threads);           /* num_threads() (default: all cores)    */
 void loom_host_set_rank(int32_t rank);                 /* log prefix in distributed runs; -1 off */
 void loom_host_set_log_level(uint32_t level);          /* LOOM_LOG_*; default LOOM_LOG_INFO     */
+uint32_t loom_host_log_level(void);
 /* The run's rendezvous store client (store.h; NULL: none, the default). While set,
  * api->service(host, LOOM_STORE_SERVICE, 0) returns a loom_store_api that uses it. The
  * caller keeps ownership: set NULL before closing it. */

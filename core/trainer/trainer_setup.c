@@ -339,6 +339,17 @@ typedef struct chosen_plugins {
     precision_choice precision_mapped;
 } chosen_plugins;
 
+/* HF's --log_level / --log_level_replica over loom's own messages; passive keeps what the
+ * command chose (info, or debug with --verbose). */
+static uint32_t log_level_named(const char *name, uint32_t passive)
+{
+    if (!name || !strcmp(name, "passive")) return passive;
+    if (!strcmp(name, "debug")) return LOOM_LOG_DEBUG;
+    if (!strcmp(name, "info")) return LOOM_LOG_INFO;
+    if (!strcmp(name, "warning")) return LOOM_LOG_WARNING;
+    return LOOM_LOG_ERROR; /* error, critical */
+}
+
 /* Who we are: torchrun / loom launch, mpirun or srun variables, or one process. */
 static loom_status join_run(loom_trainer *t)
 {
@@ -349,6 +360,10 @@ static loom_status join_run(loom_trainer *t)
     t->world_size = t->ranks.world_size;
     t->local_rank = t->ranks.local_rank;
     t->local_world_size = t->ranks.local_world_size;
+    /* --verbose (LOOM_VERBOSE) asks for every message of every rank: it wins over both. */
+    if (loom_host_log_level() < LOOM_LOG_DEBUG)
+        loom_host_set_log_level(
+            log_level_named(t->rank == 0 ? a->log_level : a->log_level_replica, loom_host_log_level()));
     /* --local_rank is a launcher's word to the process it starts, which also finds RANK and
      * WORLD_SIZE in its environment. Alone it would be ignored in silence, where HF fails to
      * join a process group. */

@@ -114,7 +114,8 @@ loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *d
         (unsigned long long)b.total, (double)b.total / 1048576.0, (unsigned long long)b.device_states,
         (unsigned long long)b.host_states, (unsigned long long)b.device_total, (unsigned long long)b.host_total);
     if ((st = loom_memory_check(&t->memory_room, b.total, t->rank, "the memory budget")) != LOOM_OK) return st;
-    if (!t->state.is_world_process_zero) return LOOM_OK;
+    /* HF's "***** Running training *****" block is logger.info: --log_level warning hides it. */
+    if (!t->state.is_world_process_zero || loom_host_log_level() < LOOM_LOG_INFO) return LOOM_OK;
 
     const loom_args *a = &t->args;
     char n1[48], n2[48], w1[48], w2[48], w3[48], s[8][24];

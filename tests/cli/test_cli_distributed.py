@@ -77,6 +77,17 @@ class DistributedTest(LoomTestCase):
         self.assertIn("rank 1", stderr)
         self.assertLess(time.time() - start, 60)
 
+    def test_replicas_log_warnings_only_unless_asked(self):
+        # HF's log_level_replica defaults to warning: the other ranks' info lines (a peak memory
+        # line each, the comm plugin's connection) are left out; --log_level_replica info shows them.
+        common = ["launch", "--nproc_per_node", "2", *self.train_args(self.out("replica"), "--max_steps", "2"),
+                  "--ddp_timeout", "30"]
+        _, stdout, stderr = run(LOOM, *common, env={"LOOM_VERBOSE": "0"})
+        self.assertIn("[rank 0] loom: peak resident memory, rank 0", stdout)
+        self.assertNotIn("[rank 1]", stdout + stderr)
+        _, stdout, _ = run(LOOM, *common, "--log_level_replica", "info", env={"LOOM_VERBOSE": "0"})
+        self.assertIn("[rank 1] loom: peak resident memory, rank 1", stdout)
+
     def test_ranks_stopped_while_starting_are_stopped_gently(self):
         # A rank fails before the last of 32 ranks is started: a SIGTERM that met a rank between
         # fork and exec ran the launcher's handler there, which took it for the user's second

@@ -161,6 +161,18 @@ class InputErrorTest(LoomTestCase):
         _, _, stderr = loom("plot", run, "--output_dir", self.out("plots"))
         self.assertIn("log_history.jsonl: 1 line(s) that are not a JSON object left out", stderr)
 
+    def test_log_level(self):
+        # HF's --log_level: loom's own messages (the startup block, "wrote ...", the metrics block:
+        # HF's logger.info lines) go at warning; the log dicts and errors stay.
+        quiet = {"LOOM_VERBOSE": "0"}  # --verbose shows everything, whatever the level
+        _, stdout, _ = loom(*self.args("--log_level", "warning", "--logging_steps", "1"), env=quiet)
+        self.assertNotIn("loom: model", stdout)
+        self.assertNotIn("loom: wrote", stdout)
+        self.assertIn("{'loss': ", stdout)
+        _, stdout, _ = loom(*self.args("--logging_steps", "1"), env=quiet)
+        self.assertIn("loom: model", stdout)
+        self.assert_error(self.args("--log_level", "loud"), "--log_level 'loud'", "is not one of: passive, debug")
+
     # 5: `loom version` takes no arguments.
 
     def test_version_refuses_arguments(self):
