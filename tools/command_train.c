@@ -388,6 +388,8 @@ int loom_command_train(const char *mode, int argc, char **argv)
         if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;
         if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "train", &t->train_metrics)) != LOOM_OK) goto fail_running;
+        /* HF's run_* scripts: trainer.log_metrics("train", metrics) after save_metrics. */
+        if (t->state.is_world_process_zero) print_metrics("train", &t->train_metrics);
         if (t->state.is_world_process_zero && info_shown())
             printf("loom: saved the model to %s (model.safetensors, config.json, trainer_state.json, "
                    "train_results.json)\n",

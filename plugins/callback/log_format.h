@@ -7,15 +7,21 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <loom/callback.h>
 
+/* total_flos is left out, as HF's printer and progress callbacks pop it before printing (it is
+ * in the log history and train_results.json). */
 static inline void loom_format_logs(FILE *out, const loom_event_payload *payload)
 {
     fputc('{', out);
+    int first = 1;
     for (size_t i = 0; payload && i < payload->n_metrics; i++) {
         double v = payload->metrics[i].value;
-        if (i) fputs(", ", out);
+        if (!strcmp(payload->metrics[i].key, "total_flos")) continue;
+        if (!first) fputs(", ", out);
+        first = 0;
         if (isfinite(v) && v == floor(v) && fabs(v) < 1e15)
             fprintf(out, "'%s': %.0f", payload->metrics[i].key, v);
         else

@@ -171,6 +171,10 @@ class InputErrorTest(LoomTestCase):
         self.assertIn("{'loss': ", stdout)
         _, stdout, _ = loom(*self.args("--logging_steps", "1"), env=quiet)
         self.assertIn("loom: model", stdout)
+        # As HF's scripts: the train metrics block; the printed dicts leave total_flos out.
+        self.assertIn("***** train metrics *****", stdout)
+        self.assertRegex(stdout, r"\n  total_flos +=  *\d+GF\n")
+        self.assertNotIn("'total_flos'", stdout)
         self.assert_error(self.args("--log_level", "loud"), "--log_level 'loud'", "is not one of: passive, debug")
 
     # 5: `loom version` takes no arguments.
