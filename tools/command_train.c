@@ -371,7 +371,8 @@ int loom_command_train(const char *mode, int argc, char **argv)
             return loom_command_fail(st);
         }
     }
-    if ((st = loom_mkdir_p(args.output_dir)) != LOOM_OK) {
+    /* predict --generate prints its text and writes no file: it leaves no empty folder. */
+    if (!args.generate && (st = loom_mkdir_p(args.output_dir)) != LOOM_OK) {
         loom_args_free(&args);
         return loom_command_fail(st);
     }

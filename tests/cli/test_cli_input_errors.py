@@ -116,6 +116,7 @@ class InputErrorTest(LoomTestCase):
         self.assertIn(b"--max_new_tokens 100: the prompt's 4 tokens leave room for 12 in the model's context of 16",
                       p.stderr)
         self.assertTrue(p.stdout.startswith(b"abcd"))   # the text still comes
+        self.assertFalse(os.path.exists(os.path.join(run_dir, "predict")))  # no empty folder left
         # Text that is not UTF-8 comes as U+FFFD (HF's decode(errors="replace")), never as raw bytes.
         p.stdout.decode("utf-8")
         # What predict --generate would ignore, and --generate or --prompt where they are not read.
