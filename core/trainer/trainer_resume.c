@@ -80,7 +80,9 @@ static loom_status restore_trainer_state(loom_trainer *t, loom_resume_state *rs)
     cJSON_Delete(t->log_history);
     t->log_history = rs->log_history;
     rs->log_history = NULL;
-    /* Callbacks that keep state (early stopping's patience counter), HF's layout. */
+    /* Callbacks that keep state (early stopping's patience counter), HF's layout; as HF, only
+     * when asked (restore_callback_states_from_checkpoint), else they start afresh. */
+    if (!t->args.restore_callback_states_from_checkpoint) return LOOM_OK;
     return loom_trainer_callbacks_restore(t, rs->stateful_callbacks);
 }
 

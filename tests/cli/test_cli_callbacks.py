@@ -200,11 +200,20 @@ class EarlyStoppingTest(LoomTestCase):
         os.makedirs(half)
         shutil.copytree(os.path.join(out, f"checkpoint-{before}"), os.path.join(half, f"checkpoint-{before}"))
         _, resumed, _, _ = self.run_early("es-half", 3, 0.0, 0.5, "--resume_from_checkpoint",
-                                          os.path.join(half, f"checkpoint-{before}"))
+                                          os.path.join(half, f"checkpoint-{before}"),
+                                          "--restore_callback_states_from_checkpoint")
         self.assertEqual(resumed["global_step"], expected)   # a fresh counter would run 3 more evaluations
         with open(os.path.join(out, "model.safetensors"), "rb") as f, \
                 open(os.path.join(half, "model.safetensors"), "rb") as g:
             self.assertEqual(f.read(), g.read())
+        # HF's default: the callbacks start afresh, so the counter runs its patience again.
+        fresh = self.out("es-fresh")
+        shutil.rmtree(fresh, ignore_errors=True)
+        os.makedirs(fresh)
+        shutil.copytree(os.path.join(out, f"checkpoint-{before}"), os.path.join(fresh, f"checkpoint-{before}"))
+        _, restarted, _, _ = self.run_early("es-fresh", 3, 0.0, 0.5, "--resume_from_checkpoint",
+                                            os.path.join(fresh, f"checkpoint-{before}"))
+        self.assertGreater(restarted["global_step"], expected)
 
     def test_requires_evaluation(self):
         code, _, stderr = loom(*self.train_args(self.out("noeval"), "--plugin", "early_stopping",
