@@ -650,19 +650,23 @@ static int midway_rank_main(int rank, int world, int port)
         pthread_create(&killer, NULL, die_soon, (void *)(intptr_t)30000);
     }
     loom_status st = LOOM_OK;
-    double elapsed = 0.0;
+    double elapsed = 0.0, longest = 0.0;
     int calls = 0;
     while (st == LOOM_OK && calls < 1000) {
         const double t0 = test_now_seconds();
         st = vt->all_reduce(comm, big, n, LOOM_DTYPE_F32, LOOM_REDUCE_MAX, NULL);
         elapsed = test_now_seconds() - t0;
+        if (st == LOOM_OK && elapsed > longest) longest = elapsed;
         calls++;
     }
     if (rank == 2) _exit(0); /* the killer thread never ran: nothing was tested on this run */
     fprintf(stderr, "[rank %d] 64 MB all_reduce %d, peer died midway: status %d after %.2f s: %s\n", rank, calls, st,
             elapsed, st ? loom_error_message() : "");
     RCHECK(st == LOOM_E_COMM || st == LOOM_E_TIMEOUT);
-    RCHECK(elapsed < 2.0 + 1.5);
+    /* The death is seen within the timeout after the transfer under way would have ended: a
+     * 64 MB transfer takes a second or more under ThreadSanitizer (3.6 s seen against a flat
+     * 3.5 s bound), so the bound counts the longest call that succeeded. A hang is minutes. */
+    RCHECK(elapsed < 2.0 + 1.5 + longest);
     vt->destroy(comm);
     free(big);
     leave(&j);
