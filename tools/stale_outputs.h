@@ -33,13 +33,6 @@ static inline loom_status loom_remove_stale_output(const char *command, const ch
     return LOOM_OK;
 }
 
-/* Whether a and b name one file (links and other spellings seen through). */
-static inline int loom_same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 /* LOOM_E_INVALID when the input `path` (given as --flag) is dir/names[i] for some i: a file the
  * command would write or remove. */
 static inline loom_status loom_refuse_input_as_output(const char *command, const char *flag, const char *path,

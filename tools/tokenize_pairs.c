@@ -240,27 +240,6 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
-/* What json.loads refuses and cJSON takes, found on the raw line: a byte that is not UTF-8 (it
- * would become a token, and char_vocab.json unreadable), a NUL byte, and an escaped NUL, which
- * cJSON decodes into a C string that ends there (the rest of the text silently dropped). */
-static loom_status check_line(const char *path, int64_t line, const char *q, size_t len)
-{
-    const char *nul = memchr(q, '\0', len);
-    size_t bad = loom__utf8_invalid_at(q, nul ? (size_t)(nul - q) : len);
-    if (bad < (nul ? (size_t)(nul - q) : len))
-        return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: a byte that is not UTF-8 (JSON text is UTF-8)", path,
-                          (long long)line, bad + 1);
-    if (nul) return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: a NUL byte", path, (long long)line, (size_t)(nul - q) + 1);
-    for (size_t i = 0; i + 6 <= len; i++) {
-        if (q[i] != '\\') continue;
-        if (strncasecmp(q + i + 1, "u0000", 5) == 0)
-            return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: \\u0000 (a NUL character) in a text", path, (long long)line,
-                              i + 1);
-        i++; /* the escaped character: "\\\\u0000" is a backslash, then text */
-    }
-    return LOOM_OK;
-}
-
 static loom_status read_pairs(const options *o, pair_file *f)
 {
     char *text = NULL;
@@ -279,23 +258,11 @@ static loom_status read_pairs(const options *o, pair_file *f)
             p = end + 1;
             continue;
         }
-        if ((st = check_line(f->path, line, p, (size_t)(end - p))) != LOOM_OK) break;
-        const char *after = NULL;
-        cJSON *obj = cJSON_ParseWithLengthOpts(q, (size_t)(end - q), &after, 0);
-        if (!obj) {
-            st = loom__json_malformed(f->path, text, cJSON_GetErrorPtr());
-            break;
-        }
-        while (after && after < end && (*after == ' ' || *after == '\t' || *after == '\r'))
-            after++;
+        cJSON *obj = NULL;
+        st = loom__json_object_line(f->path, text, line, p, end, "a pair is {\"source\": ..., \"target\": ...}", &obj);
+        if (st != LOOM_OK) break;
         const char *source = NULL, *target = NULL;
-        char dup[256];
-        if (!cJSON_IsObject(obj) || after != end)
-            st = loom_error(LOOM_E_FORMAT, "%s:%lld: not a JSON object (a pair is {\"source\": ..., \"target\": ...})",
-                            f->path, (long long)line);
-        else if (loom__json_find_duplicate(obj, dup, sizeof dup) != 0)
-            st = loom_error(LOOM_E_FORMAT, "%s:%lld: key \"%s\" given twice", f->path, (long long)line, dup);
-        if (st == LOOM_OK) st = read_pair(o, f->path, line, obj, &source, &target);
+        st = read_pair(o, f->path, line, obj, &source, &target);
         if (st == LOOM_OK && f->n == f->cap) {
             int64_t cap = f->cap ? 2 * f->cap : 1024;
             pair_text *grown = realloc(f->pairs, (size_t)cap * sizeof *grown);

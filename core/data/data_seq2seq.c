@@ -142,27 +142,10 @@ loom_status loom_seq2seq_dataset_open(const char *path, loom_dataset **out)
             p = end + 1;
             continue;
         }
-        /* As json.loads reads a line: all of it one value (cJSON would stop at a NUL or after
-         * the value, and keep the first of a key given twice where Python keeps the last). */
-        const char *after = NULL;
-        cJSON *obj =
-            memchr(q, '\0', (size_t)(end - q)) ? NULL : cJSON_ParseWithLengthOpts(q, (size_t)(end - q), &after, 0);
-        while (obj && after && after < end && (*after == ' ' || *after == '\t' || *after == '\r'))
-            after++;
-        char dup[256];
-        if (!cJSON_IsObject(obj) || after != end) {
-            cJSON_Delete(obj);
-            st = loom_error(
-                LOOM_E_FORMAT,
-                "%s:%lld: not a JSON object (a pair file is JSON lines of {\"input_ids\": [...], \"labels\": [...]})",
-                path, (long long)line);
-            break;
-        }
-        if (loom__json_find_duplicate(obj, dup, sizeof dup) != 0) {
-            cJSON_Delete(obj);
-            st = loom_error(LOOM_E_FORMAT, "%s:%lld: key \"%s\" given twice", path, (long long)line, dup);
-            break;
-        }
+        cJSON *obj = NULL;
+        st = loom__json_object_line(path, text, line, p, end,
+                                    "a pair file is JSON lines of {\"input_ids\": [...], \"labels\": [...]}", &obj);
+        if (st != LOOM_OK) break;
         if (c->n == cap_ex) {
             cap_ex = cap_ex ? 2 * cap_ex : 1024;
             int64_t *o = realloc(c->offsets, (size_t)cap_ex * sizeof *o);

@@ -548,3 +548,9 @@ loom_status loom_list_checkpoints(const char *output_dir, int64_t **steps, size_
     *n = count;
     return LOOM_OK;
 }
+
+int loom_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}

@@ -63,6 +63,10 @@ loom_status loom_remove_tree(const char *path);
  * not a folder is LOOM_E_IO. */
 loom_status loom_dir_is_empty(const char *path, int *empty);
 
+/* 1 when a and b both exist and name one file or folder, however spelt (relative or absolute,
+ * through links); 0 otherwise. */
+int loom_same_file(const char *a, const char *b);
+
 /* fsync the folder tmp_dir (so the entries written into it are durable), rename it to
  * final_dir, and fsync final_dir's parent. If final_dir exists - even empty, which plain
  * rename() would silently replace - fail with LOOM_E_IO and leave both untouched. */

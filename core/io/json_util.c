@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "error.h"
 
@@ -130,4 +131,41 @@ size_t loom__utf8_invalid_at(const char *text, size_t len)
         i += follow + 1;
     }
     return len;
+}
+
+loom_status loom__json_object_line(const char *path, const char *file_text, int64_t line, const char *start,
+                                   const char *end, const char *shape, cJSON **out)
+{
+    *out = NULL;
+    const size_t len = (size_t)(end - start);
+    const char *nul = memchr(start, '\0', len);
+    const size_t text_len = nul ? (size_t)(nul - start) : len, bad = loom__utf8_invalid_at(start, text_len);
+    if (bad < text_len)
+        return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: a byte that is not UTF-8 (JSON text is UTF-8)", path,
+                          (long long)line, bad + 1);
+    if (nul) return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: a NUL byte", path, (long long)line, text_len + 1);
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (start[i] != '\\') continue;
+        if (strncasecmp(start + i + 1, "u0000", 5) == 0)
+            return loom_error(LOOM_E_FORMAT, "%s:%lld:%zu: \\u0000 (a NUL character) in a text", path, (long long)line,
+                              i + 1);
+        i++; /* the escaped character: "\\\\u0000" is a backslash, then text */
+    }
+    const char *after = NULL;
+    cJSON *value = cJSON_ParseWithLengthOpts(start, len, &after, 0);
+    if (!value) return loom__json_malformed(path, file_text, cJSON_GetErrorPtr());
+    while (after && after < end && (*after == ' ' || *after == '\t' || *after == '\r'))
+        after++;
+    char dup[256];
+    loom_status st = LOOM_OK;
+    if (!cJSON_IsObject(value) || after != end)
+        st = loom_error(LOOM_E_FORMAT, "%s:%lld: not a JSON object (%s)", path, (long long)line, shape);
+    else if (loom__json_find_duplicate(value, dup, sizeof dup) != 0)
+        st = loom_error(LOOM_E_FORMAT, "%s:%lld: key \"%s\" given twice", path, (long long)line, dup);
+    if (st != LOOM_OK) {
+        cJSON_Delete(value);
+        return st;
+    }
+    *out = value;
+    return LOOM_OK;
 }

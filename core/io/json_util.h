@@ -29,6 +29,16 @@ void loom__json_write_string(FILE *out, const char *s);
  * "0.90000000000000002". Used for values handed on as text (plugin config, messages). */
 void loom__format_shortest(char *buf, size_t size, double v);
 
+/* One line [start, end) of a JSON-lines file (line `line` of `file_text`, read from `path`)
+ * read as json.loads reads it, where cJSON alone is laxer: the line must be one JSON object and
+ * nothing after it; a byte that is not UTF-8, a NUL byte, an escaped NUL (cJSON ends the C string
+ * there, silently dropping the rest of the text) and a key given twice (json.loads keeps the
+ * last, cJSON the first) are refused. Errors are LOOM_E_FORMAT "PATH:LINE[:COLUMN]: what";
+ * `shape` completes "not a JSON object (SHAPE)". On success *out is the object (the caller's
+ * to cJSON_Delete). */
+loom_status loom__json_object_line(const char *path, const char *file_text, int64_t line, const char *start,
+                                   const char *end, const char *shape, struct cJSON **out);
+
 /* Offset of the first byte of text[0, len) that breaks UTF-8 (overlong forms, surrogates and
  * code points past U+10FFFF count as breaking it), or len when there is none. JSON text is
  * UTF-8: Python's json.load refuses a file with such a byte. */

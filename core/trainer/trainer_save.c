@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint_dir.h"
@@ -350,16 +349,6 @@ static loom_status write_small_states(loom_trainer *t, const char *dir)
  *   would pick it up;
  * - a checkpoint-N folder without loom's manifest is not loom's to delete (every save loom
  *   finishes is sealed, docs/checkpoints.md): it is left alone and named once. */
-/* The same folder however it is spelled: a resume may give the output folder relative where
- * the checkpoint's trainer_state.json has it absolute, and a string compare would then delete
- * the best checkpoint. */
-static int same_folder(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return strcmp(a, b) == 0;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
 {
     if (t->args.save_total_limit == LOOM_ARG_NONE_INT || t->args.save_total_limit <= 0) return LOOM_OK;
@@ -388,7 +377,9 @@ static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
                 t->foreign_checkpoint_warned = 1;
                 continue;
             }
-            if (t->best_model_checkpoint && same_folder(paths[n], t->best_model_checkpoint)) best = n;
+            /* The folder, not the string: a resume may spell the output folder otherwise than the
+             * checkpoint's trainer_state.json does, and the best would be deleted. */
+            if (t->best_model_checkpoint && loom_same_file(paths[n], t->best_model_checkpoint)) best = n;
             n++;
         }
     }
@@ -399,7 +390,7 @@ static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
         memcpy(moved, paths[best], sizeof moved);
         for (size_t i = best; i + 2 < n; i++) memcpy(paths[i], paths[i + 1], sizeof paths[i]);
         if (best + 2 < n) memcpy(paths[n - 2], moved, sizeof moved);
-        if (keep == 1 && !same_folder(paths[n - 1], t->best_model_checkpoint)) keep = 2;
+        if (keep == 1 && !loom_same_file(paths[n - 1], t->best_model_checkpoint)) keep = 2;
     }
     for (size_t i = 0; st == LOOM_OK && (int64_t)n > keep && i < n - (size_t)keep; i++) st = loom_remove_tree(paths[i]);
     free(paths);
