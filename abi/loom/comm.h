@@ -2,7 +2,9 @@
  * comm.h - collectives between ranks (LOOM_KIND_COMM): local (one process), gloo.
  *
  * A comm plugin moves bytes and decides nothing. Buffers are on the device the plugin was
- * created for. Every collective can run blocking (request == NULL) or asynchronously (it
+ * created for; the host's own blocking collectives (a few sums and flags, gathered predictions)
+ * pass host memory whatever the device, so a plugin for a device stages host buffers (nccl
+ * does, docs/gpu.md#nccl). Every collective can run blocking (request == NULL) or asynchronously (it
  * writes a request to wait on). Every wait honours the setup's timeout: a peer that is gone
  * or stuck becomes LOOM_E_TIMEOUT or LOOM_E_COMM with a message naming the peer, never a
  * hang. Collectives on one instance MUST be issued in the same order on every rank.

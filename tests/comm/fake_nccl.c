@@ -23,6 +23,43 @@ static void trace(const char *fmt, const char *a, const char *b)
     if (len + 32 < sizeof fake.trace) snprintf(fake.trace + len, sizeof fake.trace - len, fmt, a, b);
 }
 
+void fake_mark_host(const void *begin, size_t bytes)
+{
+    if (fake.n_host == FAKE_HOST_RANGES) abort();
+    fake.host[fake.n_host].begin = begin;
+    fake.host[fake.n_host++].bytes = bytes;
+}
+
+static int f_is_host_memory(const void *ptr)
+{
+    for (int i = 0; i < fake.n_host; i++)
+        if ((const char *)ptr >= (const char *)fake.host[i].begin &&
+            (const char *)ptr < (const char *)fake.host[i].begin + fake.host[i].bytes)
+            return 1;
+    return 0;
+}
+
+static int f_copy(void *dst, const void *src, size_t bytes)
+{
+    fake.copies++;
+    int from_host = f_is_host_memory(src), to_host = f_is_host_memory(dst);
+    trace("C(%s%s) ", from_host ? "H2" : "D2", to_host ? "H" : "D");
+    memmove(dst, src, bytes);
+    return 0;
+}
+
+static void move_data(const nccl_call *call)
+{
+    if (call->kind == NCCL_KIND_ALL_REDUCE && call->dtype == NCCL_OPS_FLOAT64 && call->op == NCCL_OPS_SUM)
+        for (size_t i = 0; i < call->count; i++)
+            ((double *)call->recv)[i] = ((const double *)call->send)[i] + 1.0;
+    if (call->kind == NCCL_KIND_ALL_GATHER && call->dtype == NCCL_OPS_UINT8)
+        for (int r = 0; r < fake.init_nranks; r++)
+            for (size_t i = 0; i < call->count; i++)
+                ((unsigned char *)call->recv)[(size_t)r * call->count + i] =
+                    (unsigned char)(((const unsigned char *)call->send)[i] + r);
+}
+
 static int f_get_unique_id(unsigned char id[NCCL_OPS_ID_BYTES])
 {
     fake.unique_ids++;
@@ -73,6 +110,8 @@ static int f_comm_destroy(void *comm)
 static int f_issue(void *comm, const nccl_call *call, void *stream)
 {
     if (comm != &comm_token || fake.n_calls == FAKE_MAX_CALLS) return NCCL_OPS_INVALID_ARGUMENT;
+    if (f_is_host_memory(call->send) || f_is_host_memory(call->recv)) return NCCL_OPS_INVALID_ARGUMENT;
+    if (fake.move_data) move_data(call);
     fake.call_streams[fake.n_calls] = stream;
     fake.calls[fake.n_calls++] = *call;
     trace("I(%s%s) ", stream == fake.comm_stream ? "S" : "?", "");
@@ -173,6 +212,8 @@ static const nccl_ops fake_ops = {
     .device_alloc = f_device_alloc,
     .device_free = f_device_free,
     .cuda_error_string = f_cuda_error_string,
+    .is_host_memory = f_is_host_memory,
+    .copy = f_copy,
 };
 
 const nccl_ops *nccl_ops_load(char *why, size_t size)

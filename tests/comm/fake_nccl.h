@@ -19,6 +19,7 @@ typedef enum fake_mode {
 } fake_mode;
 
 #define FAKE_MAX_CALLS 64
+#define FAKE_HOST_RANGES 4
 #define FAKE_TRACE 2048
 
 typedef struct fake_state {
@@ -38,10 +39,23 @@ typedef struct fake_state {
     char trace[FAKE_TRACE];
     void *comm_stream, *ready_event;
     int pending_polls; /* FAKE_ENQUEUE_PENDING: polls left before the enqueue settles */
+    /* Pageable host memory (fake_mark_host); every other address is device memory. A
+     * collective given host memory fails with ncclInvalidArgument, as NCCL does when it checks
+     * its pointers (NCCL_CHECK_POINTERS=1; unchecked, its kernels fault). */
+    struct {
+        const void *begin;
+        size_t bytes;
+    } host[FAKE_HOST_RANGES];
+    int n_host;
+    int copies; /* copy() calls, traced "C(H2D)" / "C(D2H)" / "C(D2D)" */
+    /* Move data as if every other rank held 1 (f64 sums: recv = send + 1) or its rank's block
+     * (u8 gathers: block r = send + r); off, the fake moves nothing. */
+    int move_data;
 } fake_state;
 
 extern fake_state fake;
 
 void fake_reset(fake_mode mode);
+void fake_mark_host(const void *begin, size_t bytes);
 
 #endif

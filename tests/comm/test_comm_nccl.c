@@ -11,6 +11,8 @@
  *   - argument errors (dtype, op, root, NULL, overflow, in-place all_to_all, CPU buffers,
  *     no store with 2 ranks, NCCL missing) are one-line LOOM_E_INVALID/UNSUPPORTED and leave
  *     the communicator usable;
+ *   - host memory is staged through a device buffer (NCCL sees only device addresses) and the
+ *     result copied back, blocking even when asked asynchronously;
  *   - a frozen peer: the blocking and the asynchronous all_reduce end in LOOM_E_TIMEOUT naming
  *     the operation and --ddp_timeout, the communicator is aborted once, and the next call
  *     fails at once without reaching NCCL; a dead peer (ncclRemoteError) is LOOM_E_COMM; an
@@ -274,6 +276,53 @@ static void check_arguments(loom_host *host)
     CHECK(c == NULL && has("NCCL is not installed") && one_line());
 }
 
+/* Host memory (the trainer's own sums and gathers) travels through a device buffer: copied
+ * in, reduced, copied back; NCCL never sees the host address. Device memory goes straight. */
+static void check_host_memory(loom_host *host)
+{
+    fake_reset(FAKE_COMPLETE);
+    fake.move_data = 1;
+    loom_comm *c = open_one(host, 5.0);
+    CHECK(c != NULL);
+    if (!c) return;
+    int allocs = fake.allocs;
+    double sums[3] = {1.0, 2.5, -4.0};
+    fake_mark_host(sums, sizeof sums);
+    fake.trace[0] = 0;
+    OK(vt->all_reduce(c, sums, 3, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL));
+    CHECK(sums[0] == 2.0 && sums[1] == 3.5 && sums[2] == -3.0); /* the device's result came back */
+    CHECK(fake.n_calls == 1 && fake.calls[0].send != sums && fake.calls[0].send == fake.calls[0].recv);
+    CHECK(call_is(0, NCCL_KIND_ALL_REDUCE, 3, NCCL_OPS_FLOAT64, NCCL_OPS_SUM, -1));
+    CHECK(strstr(fake.trace, "C(H2D) R(ready,C) W(S,ready) I(S) R(e,S) C(D2H)") != NULL);
+    CHECK(fake.allocs == allocs + 1);
+
+    /* Asked asynchronously: done on return, no request to wait for. A smaller call reuses the
+     * buffer. */
+    loom_comm_request *req = (loom_comm_request *)1;
+    OK(vt->all_reduce(c, sums, 1, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, &req));
+    CHECK(req == NULL && sums[0] == 3.0 && sums[1] == 3.5);
+    CHECK(fake.allocs == allocs + 1 && fake.copies == 4);
+
+    /* Separate send and receive buffers, the receive one world_size blocks long, larger than
+     * the buffer so far. */
+    unsigned char mine[40], all[40] = {0};
+    for (int i = 0; i < 40; i++)
+        mine[i] = (unsigned char)(7 * i);
+    fake_mark_host(mine, sizeof mine);
+    fake_mark_host(all, sizeof all);
+    OK(vt->all_gather(c, mine, all, 40, LOOM_DTYPE_U8, NULL));
+    CHECK(memcmp(all, mine, 40) == 0 && fake.calls[2].send != mine && fake.calls[2].recv != all);
+    CHECK(fake.calls[2].send != fake.calls[2].recv && fake.allocs == allocs + 2 && fake.frees == 1);
+
+    /* Device memory (anything not marked host here) reaches NCCL as it is, without copies. */
+    double on_device[2] = {5.0, 6.0};
+    int copies = fake.copies;
+    OK(vt->all_reduce(c, on_device, 2, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL));
+    CHECK(fake.calls[3].send == on_device && fake.copies == copies && on_device[0] == 6.0);
+    vt->destroy(c);
+    CHECK(fake.allocs == fake.frees && fake.events_created == fake.events_destroyed);
+}
+
 static void check_failures(loom_host *host)
 {
     float buf[1000] = {0};
@@ -359,6 +408,7 @@ int main(void)
     test_rank = 0;
     loom_host *host = loom_host_create("nccl");
     check_arguments(host);
+    check_host_memory(host);
     check_failures(host);
     loom_host_destroy(host);
     return test_finish("test_comm_nccl");

@@ -20,6 +20,12 @@
  * with LOOM_E_TIMEOUT naming it. After any failure the ranks are out of step: the instance
  * refuses every further operation with its first error, as the gloo communicator does.
  *
+ * Host memory: NCCL's kernels read and write device memory only (a pageable host pointer is an
+ * illegal address to them), but the trainer reduces a few values of its own in host memory
+ * through every comm plugin (the gradient norm's pieces, evaluation sums, agreement flags, the
+ * gathered predictions). Such a collective goes through a device buffer of the instance:
+ * copied in, run blocking, copied back.
+ *
  * Order: NCCL reduces in the order of its ring or tree, not in rank order, so the vtable
  * leaves LOOM_COMM_ORDERED_SUM out (docs/gpu.md#nccl says what that means for parity).
  */
@@ -46,6 +52,8 @@ struct loom_comm {
     void *stream;      /* the communication stream */
     void *ready;       /* recorded on the compute stream before each collective */
     void *scratch;     /* 4 device bytes: barrier's all_reduce */
+    void *staging;     /* device memory for host buffers (stage_host), grown on demand */
+    size_t staging_bytes;
     int rank, world;
     double timeout;    /* seconds, for init and every wait */
     nccl_state state;
@@ -326,6 +334,58 @@ static loom_status run(loom_comm *self, const nccl_call *call, const char *what,
     return st;
 }
 
+/* The bytes a collective reads from send and writes to recv (count is per rank, as NCCL's). */
+static void call_bytes(const loom_comm *self, const nccl_call *call, size_t elem, size_t *send, size_t *recv)
+{
+    size_t one = call->count * elem, all = one * (size_t)self->world; /* check_call ruled out overflow */
+    *send = call->kind == NCCL_KIND_REDUCE_SCATTER || call->kind == NCCL_KIND_ALL_TO_ALL ? all : one;
+    *recv = call->kind == NCCL_KIND_ALL_GATHER || call->kind == NCCL_KIND_ALL_TO_ALL ? all : one;
+}
+
+/* A collective on host memory, through the staging buffer; done when it returns, so an
+ * asynchronous caller gets no request (as from a collective of nothing). */
+static loom_status stage_host(loom_comm *self, const nccl_call *call, size_t elem, const char *what,
+                              loom_comm_request **request)
+{
+    if (request) *request = NULL;
+    size_t send_bytes, recv_bytes;
+    call_bytes(self, call, elem, &send_bytes, &recv_bytes);
+    int in_place = call->send == call->recv;
+    size_t need = in_place ? send_bytes : send_bytes + recv_bytes;
+    int e;
+    if (need > self->staging_bytes) {
+        if (self->staging) (void)self->ops->device_free(self->staging);
+        self->staging = NULL;
+        self->staging_bytes = 0;
+        if ((e = self->ops->device_alloc(&self->staging, need)) != 0) {
+            self->staging = NULL;
+            return fail(self, LOOM_E_NOMEM, "%s: cannot allocate %zu device bytes to stage host memory: %s", what, need,
+                        cuda_text(self, e));
+        }
+        self->staging_bytes = need;
+    }
+    nccl_call staged = *call;
+    staged.send = self->staging;
+    staged.recv = in_place ? self->staging : (char *)self->staging + send_bytes;
+    if ((e = self->ops->copy(self->staging, call->send, send_bytes)) != 0)
+        return fail_sticky(self, LOOM_E_DEVICE, "%s: cannot copy host memory to the device: %s", what,
+                           cuda_text(self, e));
+    loom_status st = run(self, &staged, what, NULL);
+    if (st != LOOM_OK) return st;
+    if ((e = self->ops->copy(call->recv, staged.recv, recv_bytes)) != 0)
+        return fail_sticky(self, LOOM_E_DEVICE, "%s: cannot copy the result back to host memory: %s", what,
+                           cuda_text(self, e));
+    return LOOM_OK;
+}
+
+static loom_status submit(loom_comm *self, const nccl_call *call, uint32_t dtype, const char *what,
+                          loom_comm_request **request)
+{
+    if (self->ops->is_host_memory(call->send) || self->ops->is_host_memory(call->recv))
+        return stage_host(self, call, loom_dtype_size(dtype), what, request);
+    return run(self, call, what, request);
+}
+
 static loom_status nccl_wait(loom_comm *self, loom_comm_request *req)
 {
     if (!req) return LOOM_OK; /* a collective that moved nothing */
@@ -359,7 +419,7 @@ static loom_status nccl_all_reduce(loom_comm *self, void *buffer, size_t count, 
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "all_reduce(%s, %zu x %s)", op_name(op), count, loom_dtype_name(dtype));
-    return run(self, &call, what, request);
+    return submit(self, &call, dtype, what, request);
 }
 
 static loom_status nccl_reduce_scatter(loom_comm *self, const void *send, void *recv, size_t count, uint32_t dtype,
@@ -371,7 +431,7 @@ static loom_status nccl_reduce_scatter(loom_comm *self, const void *send, void *
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "reduce_scatter(%s, %zu x %s per rank)", op_name(op), count, loom_dtype_name(dtype));
-    return run(self, &call, what, request);
+    return submit(self, &call, dtype, what, request);
 }
 
 static loom_status nccl_all_gather(loom_comm *self, const void *send, void *recv, size_t count, uint32_t dtype,
@@ -383,7 +443,7 @@ static loom_status nccl_all_gather(loom_comm *self, const void *send, void *recv
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "all_gather(%zu x %s per rank)", count, loom_dtype_name(dtype));
-    return run(self, &call, what, request);
+    return submit(self, &call, dtype, what, request);
 }
 
 static loom_status nccl_broadcast(loom_comm *self, void *buffer, size_t count, uint32_t dtype, int32_t root,
@@ -395,7 +455,7 @@ static loom_status nccl_broadcast(loom_comm *self, void *buffer, size_t count, u
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "broadcast(%zu x %s from rank %d)", count, loom_dtype_name(dtype), root);
-    return run(self, &call, what, request);
+    return submit(self, &call, dtype, what, request);
 }
 
 static loom_status nccl_reduce(loom_comm *self, void *buffer, size_t count, uint32_t dtype, uint32_t op, int32_t root,
@@ -407,7 +467,7 @@ static loom_status nccl_reduce(loom_comm *self, void *buffer, size_t count, uint
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "reduce(%s, %zu x %s to rank %d)", op_name(op), count, loom_dtype_name(dtype), root);
-    return run(self, &call, what, request);
+    return submit(self, &call, dtype, what, request);
 }
 
 static loom_status nccl_all_to_all(loom_comm *self, const void *send, void *recv, size_t count, uint32_t dtype,
@@ -421,7 +481,7 @@ static loom_status nccl_all_to_all(loom_comm *self, const void *send, void *recv
     NOTHING_TO_DO(count, request);
     char what[96];
     snprintf(what, sizeof what, "all_to_all(%zu x %s per rank)", count, loom_dtype_name(dtype));
-    return run(self, &call, what, request);
+    return submit(self, &call, dtype, what, request);
 }
 
 /* Every rank has reached this point: a one-element all_reduce, waited for, as torch's barrier. */
@@ -462,6 +522,7 @@ static void nccl_destroy(loom_comm *self)
         free_request(self, req);
     }
     if (self->scratch) (void)self->ops->device_free(self->scratch);
+    if (self->staging) (void)self->ops->device_free(self->staging);
     if (self->ready) (void)self->ops->event_destroy(self->ready);
     if (self->stream) (void)self->ops->stream_destroy(self->stream);
     self->api->free_memory(self->host, self);

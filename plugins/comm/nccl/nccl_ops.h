@@ -90,6 +90,12 @@ typedef struct nccl_ops {
     int (*device_alloc)(void **ptr, size_t bytes);
     int (*device_free)(void *ptr);
     const char *(*cuda_error_string)(int error);
+    /* 1 when no device can address ptr (pageable host memory: cudaMemoryTypeUnregistered, or a
+     * pointer CUDA does not know), 0 for device, managed and pinned host memory. */
+    int (*is_host_memory)(const void *ptr);
+    /* A copy between any two addresses (cudaMemcpyDefault), ordered after the compute stream's
+     * work and finished when it returns. */
+    int (*copy)(void *dst, const void *src, size_t bytes);
 } nccl_ops;
 
 /* The table of this build: nccl_real.c's (libnccl + the CUDA runtime), or a test's fake.

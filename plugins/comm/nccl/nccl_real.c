@@ -162,6 +162,23 @@ static int real_device_alloc(void **ptr, size_t bytes)
 }
 static int real_device_free(void *ptr) { return (int)cudaFree(ptr); }
 static const char *real_cuda_error_string(int error) { return cudaGetErrorString((cudaError_t)error); }
+static int real_is_host_memory(const void *ptr)
+{
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 1;
+    }
+    return a.type == cudaMemoryTypeUnregistered || a.devicePointer == NULL;
+}
+/* On the legacy default stream, so after the compute stream's work; pageable memory makes it
+ * synchronous, and the device-to-host direction returns only when the bytes are there. */
+static int real_copy(void *dst, const void *src, size_t bytes)
+{
+    cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
+    return (int)e;
+}
 
 static const nccl_ops real_ops = {
     .get_unique_id = real_get_unique_id,
@@ -183,6 +200,8 @@ static const nccl_ops real_ops = {
     .device_alloc = real_device_alloc,
     .device_free = real_device_free,
     .cuda_error_string = real_cuda_error_string,
+    .is_host_memory = real_is_host_memory,
+    .copy = real_copy,
 };
 
 #define NCCL_MIN_VERSION 21400 /* non-blocking communicators (ncclConfig_t.blocking) */
