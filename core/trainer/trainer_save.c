@@ -172,6 +172,49 @@ static void add_number_or_null(cJSON *json, const char *key, double v)
     else cJSON_AddNullToObject(json, key);
 }
 
+static int by_key(const void *a, const void *b)
+{
+    return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
+}
+
+/* HF's stateful_callbacks: the callbacks' states and, since transformers 4.41, its own
+ * TrainerControl as it stood when the state was written (at a checkpoint: should_save set,
+ * the step's log and evaluation done; at the last step should_training_stop). Resuming does not
+ * read it back: HF's callback handler clears each flag before it is consulted (on_train_begin,
+ * on_epoch_begin, on_step_begin), so a restored control changes nothing there either. Keys
+ * sorted, as HF's json.dumps(sort_keys=True). NULL when out of memory. */
+static cJSON *control_and_callbacks_state(const loom_trainer *t)
+{
+    cJSON *all = loom_trainer_callbacks_state(t);
+    if (!all && !(all = cJSON_CreateObject())) return NULL;
+    cJSON *control = cJSON_CreateObject(), *flags = cJSON_CreateObject();
+    const loom_trainer_control *c = &t->control;
+    cJSON_AddBoolToObject(flags, "should_epoch_stop", c->should_epoch_stop);
+    cJSON_AddBoolToObject(flags, "should_evaluate", c->should_evaluate);
+    cJSON_AddBoolToObject(flags, "should_log", c->should_log);
+    cJSON_AddBoolToObject(flags, "should_save", c->should_save);
+    cJSON_AddBoolToObject(flags, "should_training_stop", c->should_training_stop);
+    cJSON_AddItemToObject(control, "args", flags);
+    cJSON_AddItemToObject(control, "attributes", cJSON_CreateObject());
+    cJSON_AddItemToObject(all, "TrainerControl", control);
+    int n = cJSON_GetArraySize(all), i = 0;
+    cJSON **items = malloc((size_t)n * sizeof *items), *item;
+    if (!items) {
+        cJSON_Delete(all);
+        return NULL;
+    }
+    cJSON_ArrayForEach(item, all) items[i++] = item;
+    qsort(items, (size_t)n, sizeof *items, by_key);
+    cJSON *sorted = cJSON_CreateObject();
+    for (i = 0; i < n; i++) {
+        cJSON_DetachItemViaPointer(all, items[i]);
+        cJSON_AddItemToObject(sorted, items[i]->string, items[i]);
+    }
+    free(items);
+    cJSON_Delete(all);
+    return sorted;
+}
+
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
 {
     const loom_trainer_state *s = &t->state;
@@ -197,7 +240,7 @@ loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
     cJSON_AddNumberToObject(json, "num_train_epochs", s->num_train_epochs);
     cJSON_AddNumberToObject(json, "save_steps", (double)s->save_steps);
     cJSON_AddNumberToObject(json, "skipped_steps", (double)s->skipped_steps);
-    cJSON *stateful = loom_trainer_callbacks_state(t);
+    cJSON *stateful = control_and_callbacks_state(t);
     if (stateful) cJSON_AddItemToObject(json, "stateful_callbacks", stateful);
     cJSON_AddNumberToObject(json, "total_flos", s->total_flos);
     cJSON_AddNumberToObject(json, "train_batch_size", (double)s->train_batch_size);

@@ -145,7 +145,12 @@ class TrainerServiceTest(LoomTestCase):
         self.assertEqual([s for e, s in events if e == 10], [3, 6])         # save
         # Its short vtable has no state; the 1.2 callback beside it has.
         with open(os.path.join(out, "checkpoint-6", "trainer_state.json")) as f:
-            self.assertEqual(list(json.load(f)["stateful_callbacks"]), ["EarlyStoppingCallback"])
+            kept = json.load(f)["stateful_callbacks"]
+        self.assertEqual(list(kept), ["EarlyStoppingCallback", "TrainerControl"])
+        # HF's TrainerControl as it stood at the save of the last step.
+        self.assertEqual(kept["TrainerControl"], {"args": {
+            "should_epoch_stop": False, "should_evaluate": False, "should_log": False, "should_save": True,
+            "should_training_stop": True}, "attributes": {}})
 
 
 class EarlyStoppingTest(LoomTestCase):

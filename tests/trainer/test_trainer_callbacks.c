@@ -248,7 +248,33 @@ static void test_state_and_restore(void)
     size_t len = 0;
     CHECK(loom_read_file(path, &text, &len) == LOOM_OK);
     cJSON *file = text ? cJSON_Parse(text) : NULL;
-    CHECK(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(file, "stateful_callbacks"), state, 1));
+    /* Beside the callback, HF's TrainerControl, keys sorted (EarlyStoppingCallback first). */
+    const cJSON *kept = cJSON_GetObjectItemCaseSensitive(file, "stateful_callbacks");
+    CHECK(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(kept, "EarlyStoppingCallback"), es, 1));
+    CHECK(cJSON_GetArraySize(kept) == 2 && kept && kept->child &&
+          !strcmp(kept->child->string, "EarlyStoppingCallback"));
+    const cJSON *control = cJSON_GetObjectItemCaseSensitive(kept, "TrainerControl");
+    const char *flags[] = {"should_epoch_stop", "should_evaluate", "should_log", "should_save", "should_training_stop"};
+    const cJSON *flag = cJSON_GetObjectItemCaseSensitive(control, "args")
+                            ? cJSON_GetObjectItemCaseSensitive(control, "args")->child
+                            : NULL;
+    for (int i = 0; i < 5; i++, flag = flag ? flag->next : NULL)
+        CHECK(flag && !strcmp(flag->string, flags[i]) && cJSON_IsFalse(flag));
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(control, "attributes")) == 0);
+    t->control.should_save = 1;
+    CHECK(loom_trainer_write_state(t, dir) == LOOM_OK);
+    free(text);
+    text = NULL;
+    CHECK(loom_read_file(path, &text, &len) == LOOM_OK);
+    cJSON *saving = text ? cJSON_Parse(text) : NULL;
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(saving, "stateful_callbacks"),
+                                             "TrainerControl"),
+            "args"),
+        "should_save")));
+    cJSON_Delete(saving);
+    t->control.should_save = 0;
     free(text);
 
     /* Round trip into a fresh trainer: the same state, and the same next decision. */
