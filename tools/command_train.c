@@ -342,19 +342,12 @@ int loom_command_train(const char *mode, int argc, char **argv)
              * checkpoint that passes, with a warning for each that does not). */
             if (loom_checkpoint_latest_sealed(args.output_dir, last, sizeof last) == LOOM_OK) {
                 const char *given = args.resume_from_checkpoint;
-                const char *rank = getenv("RANK");
-                if (restarted) {
-                    if (!rank || !strcmp(rank, "0"))
-                        printf("loom: restart %s: resuming training at %s\n", restart, last);
+                /* The trainer says where it resumed (the newest checkpoint that passes its
+                 * checks, which may be an older one than `last`), and why. */
+                if (restarted || !given || !*given || !strcasecmp(given, "false")) {
                     free(args.resume_from_checkpoint);
                     if (!(args.resume_from_checkpoint = strdup("true"))) st = loom_error(LOOM_E_NOMEM, "out of memory");
-                } else if (!given || !*given || !strcasecmp(given, "false")) {
-                    if (!rank || !strcmp(rank, "0"))
-                        printf("loom: checkpoint detected, resuming training at %s. To avoid this, change --output_dir "
-                               "or add --overwrite_output_dir to train from scratch.\n",
-                               last);
-                    free(args.resume_from_checkpoint);
-                    if (!(args.resume_from_checkpoint = strdup("true"))) st = loom_error(LOOM_E_NOMEM, "out of memory");
+                    args.origin[LOOM__ARG_resume_from_checkpoint] = LOOM_ARG_FROM_OUTPUT_DIR;
                 }
             } else if (restarted) {
                 loom_error_clear(); /* the first attempt had the folder to itself */

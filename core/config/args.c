@@ -204,6 +204,8 @@ const char *loom_args_origin_text(const loom_args *args, size_t row)
     case LOOM_ARG_FROM_COMMAND_LINE: return "command line";
     case LOOM_ARG_FROM_CONFIG_FILE: return args->config ? args->config : "--config";
     case LOOM_ARG_FROM_DEEPSPEED_FILE: return args->deepspeed ? args->deepspeed : "--deepspeed";
+    case LOOM_ARG_FROM_OUTPUT_DIR:
+        return "a checkpoint in --output_dir";
     default: return "default";
     }
 }

@@ -50,7 +50,10 @@ typedef enum loom_arg_origin {
     LOOM_ARG_FROM_DEFAULT = 0,
     LOOM_ARG_FROM_COMMAND_LINE,
     LOOM_ARG_FROM_CONFIG_FILE,
-    LOOM_ARG_FROM_DEEPSPEED_FILE
+    LOOM_ARG_FROM_DEEPSPEED_FILE,
+    /* --resume_from_checkpoint only: `loom train` found a checkpoint in --output_dir (HF's
+     * example scripts' get_last_checkpoint) or restarts a job (loom launch --max_restarts). */
+    LOOM_ARG_FROM_OUTPUT_DIR
 } loom_arg_origin;
 
 /* What becomes of a non-default value (third-to-last column of training_args.def). */

@@ -180,6 +180,25 @@ static void warn_if_batch_changed(const loom_trainer *t, const char *dir, const 
              (long long)batch, (long long)ga, t->world_size);
 }
 
+/* One line: where, from which step, and why when the user did not name the checkpoint (HF's
+ * example scripts say "Checkpoint detected, resuming training at ..."). */
+static void say_resumed(const loom_trainer *t, const char *dir)
+{
+    char where[64];
+    snprintf(where, sizeof where, "step %lld, epoch %.4g", (long long)t->state.global_step, t->state.epoch);
+    const char *skip = t->args.ignore_data_skip ? " (--ignore_data_skip: the epoch starts over)" : "";
+    const char *restart = getenv("LOOM_RESTART_COUNT");
+    if (t->args.origin[LOOM__ARG_resume_from_checkpoint] != LOOM_ARG_FROM_OUTPUT_DIR)
+        loom_log(LOOM_LOG_INFO, "resuming from %s: %s%s", dir, where, skip);
+    else if (restart && *restart && strcmp(restart, "0") != 0)
+        loom_log(LOOM_LOG_INFO, "restart %s: resuming training at %s: %s%s", restart, dir, where, skip);
+    else
+        loom_log(LOOM_LOG_INFO,
+                 "checkpoint detected, resuming training at %s: %s%s. To avoid this, change --output_dir or add "
+                 "--overwrite_output_dir to train from scratch.",
+                 dir, where, skip);
+}
+
 loom_status loom_trainer_restore(loom_trainer *t)
 {
     if (!t->resume_dir) return LOOM_OK;
@@ -192,8 +211,6 @@ loom_status loom_trainer_restore(loom_trainer *t)
     if (st == LOOM_OK) warn_if_batch_changed(t, dir, &rs);
     loom_resume_state_free(&rs);
     if (st != LOOM_OK) return st;
-    if (t->state.is_world_process_zero)
-        loom_log(LOOM_LOG_INFO, "resuming from %s: step %lld, epoch %.4g%s", dir, (long long)t->state.global_step,
-                 t->state.epoch, t->args.ignore_data_skip ? " (--ignore_data_skip: the epoch starts over)" : "");
+    if (t->state.is_world_process_zero) say_resumed(t, dir);
     return LOOM_OK;
 }

@@ -135,7 +135,7 @@ class OffloadTest(LoomTestCase):
                 shutil.copytree(os.path.join(full, "checkpoint-3"), os.path.join(half, "checkpoint-3"))
                 _, _, stdout, _ = self.train(os.path.basename(half), 2, "--bf16", "--plugin", "zero2", *again,
                                              "--max_steps", "6", "--save_steps", "3", overwrite=False)
-                self.assertIn("resuming from", stdout)
+                self.assertIn("checkpoint detected, resuming training at", stdout)
                 self.assertEqual(read_bytes(os.path.join(half, "model.safetensors")),
                                  read_bytes(os.path.join(full, "model.safetensors")))
                 self.assertEqual(self.losses(half), self.losses(full))

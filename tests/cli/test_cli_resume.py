@@ -63,7 +63,7 @@ class ResumeTest(LoomTestCase):
                     half = self.resumed_copy(full, f"half-{tag}")
                     # No --overwrite_output_dir: HF's scripts resume from the checkpoint they find.
                     _, stdout, _ = self.train(half, 2, "--plugin", strategy, *precision)
-                    self.assertIn(f"resuming from {half}/checkpoint-{HALF}: step {HALF}", stdout)
+                    self.assertIn(f"resuming training at {half}/checkpoint-{HALF}: step {HALF}", stdout)
                     self.assertEqual(self.model_bytes(half), self.model_bytes(full), tag)
                     self.assertEqual(self.losses(half), self.losses(full), tag)
                     self.assertEqual(len(self.losses(full)), STEPS)
@@ -163,6 +163,21 @@ class ResumeTest(LoomTestCase):
                                           "--max_steps", str(STEPS + 2))
         self.assertIn(f"skipping checkpoint-{STEPS}: ", stdout + stderr)
         self.assertIn(f"resuming from {full}/checkpoint-{HALF}", stdout)
+        # Found by itself in the run folder (no --resume_from_checkpoint), the newest sealed
+        # checkpoint damaged: one line names the checkpoint it really resumes and why.
+        found = self.out("skip-found")
+        shutil.rmtree(found, ignore_errors=True)
+        shutil.copytree(full, found)
+        with open(os.path.join(found, f"checkpoint-{STEPS}", "loom_manifest.json"), "w") as f:
+            f.write("{")
+        _, stdout, stderr = self.train(found, 1, "--max_steps", str(STEPS + 2))
+        self.assertIn(f"skipping checkpoint-{STEPS}: ", stdout + stderr)
+        with open(os.path.join(found, f"checkpoint-{HALF}", "trainer_state.json")) as f:
+            epoch = json.load(f)["epoch"]
+        said = [line for line in stdout.splitlines() if line.startswith("loom:") and "resum" in line]
+        self.assertEqual(said, [f"loom: checkpoint detected, resuming training at {found}/checkpoint-{HALF}: step "
+                                f"{HALF}, epoch {epoch:.4g}. To avoid "
+                                "this, change --output_dir or add --overwrite_output_dir to train from scratch."])
         empty = self.out("skip-empty")
         os.makedirs(empty, exist_ok=True)
         code, _, stderr = self.train(empty, 1, "--overwrite_output_dir", "--resume_from_checkpoint", "true",
@@ -232,7 +247,7 @@ class ResumeTest(LoomTestCase):
         self.assertFalse(os.path.exists(os.path.join(out, f"checkpoint-{STEPS}")))
         _, stdout, _ = self.train(out, 1)   # the run dir has a checkpoint: it resumes
         self.assertIn("removed 1 unfinished checkpoint folder", stdout)
-        self.assertIn(f"resuming from {out}/checkpoint-{HALF}", stdout)
+        self.assertIn(f"checkpoint detected, resuming training at {out}/checkpoint-{HALF}: step {HALF}", stdout)
         self.assertFalse(os.path.exists(os.path.join(out, f"checkpoint-{STEPS}.tmp")))
         self.assertEqual(self.model_bytes(out), self.model_bytes(full))
         # Saving a step whose folder exists replaces it whole (the old one kept until then).
@@ -269,7 +284,7 @@ class ResumeTest(LoomTestCase):
         # The same product from other factors is the same position: no warning.
         out = self.resumed_copy(full, "batch-traded")
         _, stdout, stderr = self.train(out, 1, "--gradient_accumulation_steps", "4", batch=4)
-        self.assertIn(f"resuming from {out}/checkpoint-{HALF}", stdout)
+        self.assertIn(f"resuming training at {out}/checkpoint-{HALF}", stdout)
         self.assertNotIn("examples a step", stdout + stderr)
 
     def test_consolidate_joins_the_master_weights(self):

@@ -176,7 +176,7 @@ class SmoothingTest(LoomTestCase):
         shutil.copytree(os.path.join(full, "checkpoint-3"), os.path.join(half, "checkpoint-3"))
         args_resume = [a for a in self.gpt2_args(half, *args) if a != "--overwrite_output_dir"]
         _, stdout, _ = loom(*args_resume)
-        self.assertIn("resuming from", stdout)
+        self.assertIn("checkpoint detected, resuming training at", stdout)
         losses = lambda out: [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
         self.assertEqual(len(losses(full)), 6)
         self.assertEqual(losses(half), losses(full)[3:] if len(losses(half)) == 3 else losses(full))

@@ -83,7 +83,7 @@ class ToolOutputsTest(LoomTestCase):
         os.makedirs(run)
         shutil.copytree(ckb, os.path.join(run, "checkpoint-2"))
         _, stdout, _ = loom(*self.train_gpt2(run))
-        self.assertIn(f"resuming from {run}/checkpoint-2: step 2", stdout)
+        self.assertIn(f"resuming training at {run}/checkpoint-2: step 2", stdout)
 
     def test_consolidate_asks_before_writing_into_a_folder_with_files(self):
         victim = self.copy(self.run_dir, "victim")
