@@ -102,8 +102,35 @@ static const char *hf_script_hint(const char *key)
     return NULL;
 }
 
-/* Whether every key is dotted with a prefix that loads as a plugin by that name. Those pass
- * here anyway; seeing it without the scan below spares opening every plugin on the path, the
+static int declares(const loom_plugin *p, const char *key)
+{
+    for (const loom_param_spec *s = p->desc->params; s && s->key; s++)
+        if (!strcmp(s->key, key)) return 1;
+    return 0;
+}
+
+/* Whether a plain key is declared by a plugin the run names outright (--model, a --plugin) or,
+ * without --model, by one of the models loom ships, one of which the data or the checkpoint's
+ * config.json will choose. */
+static int named_plugin_declares(const loom_args *args, const char *key)
+{
+    static const char *const shipped_models[] = {"gpt2", "mlp", "t5"};
+    const loom_plugin *p = NULL;
+    if (args->model && *args->model) {
+        if (loom_plugin_load(args->model, 0, &p) == LOOM_OK && declares(p, key)) return 1;
+    } else {
+        for (size_t i = 0; i < sizeof shipped_models / sizeof *shipped_models; i++)
+            if (loom_plugin_load(shipped_models[i], LOOM_KIND_MODEL, &p) == LOOM_OK && declares(p, key)) return 1;
+    }
+    for (size_t i = 0; i < args->plugin.count; i++)
+        if (loom_plugin_load(args->plugin.items[i], 0, &p) == LOOM_OK && declares(p, key)) return 1;
+    loom_error_clear(); /* a plugin that does not load is reported when the run loads it */
+    return 0;
+}
+
+/* Whether every key passes without looking further: dotted with a prefix that loads as a
+ * plugin by that name, or plain and declared by the model or a --plugin (a model's
+ * `--n_layer`). Seeing it without the scan below spares opening every plugin on the path, the
  * CUDA backend among them, whose cuBLAS alone touches some 200 MB while it is relocated. */
 static int all_name_their_plugin(const loom_args *args)
 {
@@ -111,7 +138,11 @@ static int all_name_their_plugin(const loom_args *args)
         const char *key = args->unknown_keys.items[i], *dot = strchr(key, '.');
         char prefix[256];
         const loom_plugin *p = NULL;
-        if (!dot || (size_t)(dot - key) >= sizeof prefix) return 0;
+        if (!dot) {
+            if (!named_plugin_declares(args, key)) return 0;
+            continue;
+        }
+        if ((size_t)(dot - key) >= sizeof prefix) return 0;
         snprintf(prefix, sizeof prefix, "%.*s", (int)(dot - key), key);
         if (loom_plugin_load(prefix, 0, &p) != LOOM_OK) {
             loom_error_clear();
