@@ -35,6 +35,10 @@ class ErrorTest(LoomTestCase):
         self.assert_error(self.args("--deepspeed", "nosuch.json"), "--deepspeed", "nosuch.json")
         code, _, _ = loom(*self.args("--past_index", "-1", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0)
+        # Memory advice with nothing to do here: a warning, and the run goes on.
+        code, _, stderr = loom(*self.args("--eval_accumulation_steps", "4", "--max_steps", "1"), check=False)
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("--eval_accumulation_steps has no effect here", stderr)
 
     def test_a_plugin_that_contradicts_a_flag_is_refused(self):
         # --plugin replaces a default, not what another flag asked for, nor another --plugin.
