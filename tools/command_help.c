@@ -122,6 +122,7 @@ static const char *metavar(const char *kind)
     if (!strcmp(kind, "OPT_BOOL")) return " BOOL";
     if (!strcmp(kind, "INT") || !strcmp(kind, "OPT_INT")) return " INT";
     if (!strcmp(kind, "FLOAT")) return " FLOAT";
+    if (!strcmp(kind, "STEPS") || !strcmp(kind, "OPT_STEPS")) return " STEPS";
     if (!strcmp(kind, "LIST")) return " STR...";
     return " STR";
 }

@@ -20,15 +20,21 @@
 #include "error.h" /* LOOM_API */
 
 #include <loom/loom.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 
 /* Sentinel of an optional integer that is None. */
 #define LOOM_ARG_NONE_INT INT64_MIN
+/* Sentinel of an optional step count that is None (test it with isnan). */
+#define LOOM_ARG_NONE_STEPS NAN
 
 /* Argument kinds (first column of training_args.def). Field types:
  *   BOOL -> int32_t 0/1; OPT_BOOL -> int32_t -1 (None)/0/1; INT -> int64_t;
  *   OPT_INT -> int64_t, LOOM_ARG_NONE_INT for None; FLOAT -> double;
+ *   STEPS -> double: a number of optimizer steps, or below 1 a ratio of the run's total steps
+ *   (HF's float logging_steps, eval_steps, save_steps; loom_args_steps resolves it);
+ *   OPT_STEPS -> the same, LOOM_ARG_NONE_STEPS for None;
  *   STRING -> char * (owned, NULL for None); LIST -> loom_string_list. */
 typedef struct loom_string_list {
     char **items; /* owned */
@@ -69,6 +75,8 @@ typedef struct loom_args {
 #define LOOM_ARG_INT int64_t
 #define LOOM_ARG_OPT_INT int64_t
 #define LOOM_ARG_FLOAT double
+#define LOOM_ARG_STEPS double
+#define LOOM_ARG_OPT_STEPS double
 #define LOOM_ARG_STRING char *
 #define LOOM_ARG_LIST loom_string_list
 #define LOOM_ARG(kind, name, default_text, status, note, doc) LOOM_ARG_##kind name;
@@ -101,6 +109,11 @@ LOOM_API void loom_args_free(loom_args *args);
  * On error returns a status and sets loom_error() to one line naming the argument and where
  * it came from. */
 LOOM_API loom_status loom_args_parse(loom_args *args, int argc, char **argv);
+
+/* A STEPS argument in optimizer steps, for a run of max_steps of them: a ratio in (0, 1) is HF's
+ * ceil(max_steps x ratio) (TrainerState.compute_steps, at the start of training), any other
+ * value the count it is (docs/semantics/trainer.md#strategies). */
+LOOM_API int64_t loom_args_steps(double steps, int64_t max_steps);
 
 /* Write the resolved arguments as a JSON object (keys sorted, indent 2, HF's
  * to_json_string style) to `out`. Unknown keys are included under "plugin_flags". */

@@ -84,7 +84,7 @@ static loom_status set_list(loom_string_list *list, const loom__arg_desc *d, con
 static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const cJSON *v, const char *path)
 {
     void *field = loom__arg_field(args, d);
-    int optional = d->kind == LOOM__K_OPT_BOOL || d->kind == LOOM__K_OPT_INT;
+    int optional = d->kind == LOOM__K_OPT_BOOL || d->kind == LOOM__K_OPT_INT || d->kind == LOOM__K_OPT_STEPS;
     switch (d->kind) {
     case LOOM__K_BOOL:
     case LOOM__K_OPT_BOOL:
@@ -111,6 +111,17 @@ static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const
     }
     case LOOM__K_FLOAT:
         if (!cJSON_IsNumber(v)) return wrong_type(d, path, "a number", v);
+        if (!isfinite(v->valuedouble))
+            return loom_error(LOOM_E_INVALID, "%s in %s: expected a finite number", d->name, path);
+        *(double *)field = v->valuedouble;
+        return LOOM_OK;
+    case LOOM__K_STEPS:
+    case LOOM__K_OPT_STEPS:
+        if (optional && cJSON_IsNull(v)) {
+            *(double *)field = LOOM_ARG_NONE_STEPS;
+            return LOOM_OK;
+        }
+        if (!cJSON_IsNumber(v)) return wrong_type(d, path, optional ? "a number or null" : "a number", v);
         if (!isfinite(v->valuedouble))
             return loom_error(LOOM_E_INVALID, "%s in %s: expected a finite number", d->name, path);
         *(double *)field = v->valuedouble;

@@ -18,6 +18,8 @@ typedef enum loom__arg_kind {
     LOOM__K_INT,
     LOOM__K_OPT_INT,
     LOOM__K_FLOAT,
+    LOOM__K_STEPS,
+    LOOM__K_OPT_STEPS,
     LOOM__K_STRING,
     LOOM__K_LIST
 } loom__arg_kind;
@@ -91,6 +93,10 @@ int loom__arg_is_secret(const loom__arg_desc *d);
 
 /* Python's repr() of a float (shortest round-trip, "3.0", "5e-05", "1e+16") into buf. */
 void loom__format_double(double v, char *buf, size_t size);
+
+/* A STEPS value as text: a whole number as an integer ("500", as HF keeps the int it makes of
+ * one), a ratio as Python's repr ("0.25"), None as "none". JSON takes the same text but null. */
+void loom__format_steps(double v, char *buf, size_t size);
 
 struct cJSON;
 

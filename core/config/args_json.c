@@ -3,6 +3,7 @@
  * floats as Python's repr, None as null, tokens redacted. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,6 +92,11 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
     case LOOM__K_FLOAT:
         loom__format_double(*(const double *)field, buf, sizeof buf);
         fputs(buf, out);
+        return LOOM_OK;
+    case LOOM__K_STEPS:
+    case LOOM__K_OPT_STEPS:
+        loom__format_steps(*(const double *)field, buf, sizeof buf);
+        fputs(isnan(*(const double *)field) ? "null" : buf, out);
         return LOOM_OK;
     case LOOM__K_STRING: {
         const char *s = *(char *const *)field;

@@ -2,6 +2,7 @@
  * refuse what loom cannot do yet, warn about what it ignores, apply aliases and derived
  * defaults, and check values, each error naming the argument, the value and its source. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,7 +300,7 @@ static loom_status derive(loom_args *args)
     if ((st = expand_home(&args->output_dir)) != LOOM_OK || (st = expand_home(&args->logging_dir)) != LOOM_OK)
         return st;
     if (args->do_eval < 0 && strcmp(args->evaluation_strategy, "no") != 0) args->do_eval = 1;
-    if (args->eval_steps == LOOM_ARG_NONE_INT) args->eval_steps = args->logging_steps;
+    if (isnan(args->eval_steps)) args->eval_steps = args->logging_steps;
     /* HF's __post_init__: the best model is judged by the loss unless told otherwise, and a
      * metric whose name ends in "loss" is better when lower. */
     if (args->load_best_model_at_end && (!args->metric_for_best_model || !*args->metric_for_best_model) &&
@@ -334,6 +335,52 @@ static loom_status require(int ok, const loom_args *args, const loom__arg_origin
                                 loom__where(origin->source[index], where, sizeof where), rule);
     free(value);
     return st;
+}
+
+/* logging_steps, eval_steps or save_steps (row `index`, value v) as HF's __post_init__ checks
+ * them, and only when its strategy (named `strategy`, set to `value`) is "steps": else nothing
+ * reads it. Above 0, and a whole number from 1 up, as a value below 1 is a ratio of the run's
+ * total steps (resolved when training starts: loom_args_steps). */
+static loom_status check_steps(const loom_args *a, const loom__arg_origin *o, int index, double v, const char *strategy,
+                               const char *value)
+{
+    if (strcmp(value, "steps") != 0) return LOOM_OK;
+    char rule[128];
+    if (!(v > 0)) {
+        snprintf(rule, sizeof rule, "must be > 0 when %s is steps", strategy);
+        return require(0, a, o, index, rule);
+    }
+    if (v > 1 && v != floor(v))
+        return require(0, a, o, index,
+                       "must be an integer if bigger than 1 (below 1 it is a ratio of the run's steps)");
+    return require(v < 0x1p63, a, o, index, "must be below 2^63");
+}
+
+/* HF: with load_best_model_at_end, every save must come with an evaluation, so save_steps must
+ * be a multiple of eval_steps. Two ratios are compared as ratios (to six decimals, as HF's
+ * LARGE_MULTIPLIER does); a ratio and a count cannot be, as the ratio's steps are known only
+ * once training starts. */
+static loom_status check_best_steps(const loom_args *a, const loom__arg_origin *o)
+{
+    double save = a->save_steps, eval = a->eval_steps;
+    if (fmod(save, eval) == 0) return LOOM_OK;
+    int index = LOOM__ARG_load_best_model_at_end;
+    if (save >= 1 && eval >= 1)
+        return require(0, a, o, index, "requires --save_steps to be a round multiple of --eval_steps");
+    char rule[512], save_text[64], eval_text[64];
+    loom__format_steps(save, save_text, sizeof save_text);
+    loom__format_steps(eval, eval_text, sizeof eval_text);
+    if (save >= 1 || eval >= 1)
+        snprintf(rule, sizeof rule,
+                 "requires --save_steps to be a multiple of --eval_steps, which cannot be promised for a ratio "
+                 "and a count of steps (--save_steps %s, --eval_steps %s): give both as ratios or both as counts",
+                 save_text, eval_text);
+    else if (fmod(save * 1e6, eval * 1e6) != 0)
+        snprintf(rule, sizeof rule, "requires --save_steps %s to be a multiple of --eval_steps %s", save_text,
+                 eval_text);
+    else
+        return LOOM_OK;
+    return require(0, a, o, index, rule);
 }
 
 /* The longest --output_dir: 4096-byte path buffers, less room for the longest name loom puts
@@ -382,24 +429,30 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->num_train_epochs >= 0 && a->num_train_epochs <= 1e6, num_train_epochs, "must be >= 0 and <= 1e6");
     REQUIRE(a->warmup_ratio >= 0 && a->warmup_ratio <= 1, warmup_ratio, "must be in [0, 1]");
     REQUIRE(a->warmup_steps >= 0, warmup_steps, "must be >= 0");
-    REQUIRE(a->logging_steps > 0 || strcmp(a->logging_strategy, "steps") != 0, logging_steps,
-            "must be > 0 when logging_strategy is steps");
-    if (steps_eval && a->eval_steps <= 0 && !o->source[LOOM__ARG_eval_steps])
+    if ((st = check_steps(a, o, LOOM__ARG_logging_steps, a->logging_steps, "logging_strategy", a->logging_strategy)) !=
+        LOOM_OK)
+        return st;
+    if (steps_eval && a->eval_steps <= 0 && !o->source[LOOM__ARG_eval_steps]) {
+        char text[64];
+        loom__format_steps(a->logging_steps, text, sizeof text);
         return loom_error(LOOM_E_INVALID,
                           "evaluation_strategy steps needs eval_steps > 0 (it defaults to "
-                          "logging_steps, %lld here): give --eval_steps",
-                          (long long)a->logging_steps);
-    REQUIRE(a->eval_steps > 0 || !steps_eval, eval_steps, "must be > 0 when evaluation_strategy is steps");
-    REQUIRE(a->save_steps > 0 || strcmp(a->save_strategy, "steps") != 0, save_steps,
-            "must be > 0 when save_strategy is steps");
+                          "logging_steps, %s here): give --eval_steps",
+                          text);
+    }
+    if ((st = check_steps(a, o, LOOM__ARG_eval_steps, a->eval_steps, "evaluation_strategy", a->evaluation_strategy)) !=
+        LOOM_OK)
+        return st;
+    if ((st = check_steps(a, o, LOOM__ARG_save_steps, a->save_steps, "save_strategy", a->save_strategy)) != LOOM_OK)
+        return st;
     REQUIRE(a->save_total_limit == LOOM_ARG_NONE_INT || a->save_total_limit >= 0, save_total_limit, "must be >= 0");
     /* HF's rules for load_best_model_at_end: the best checkpoint must exist when it is chosen. */
     REQUIRE(!a->load_best_model_at_end || strcmp(a->evaluation_strategy, a->save_strategy) == 0, load_best_model_at_end,
             "requires the save and evaluation strategies to match (--save_strategy and --evaluation_strategy)");
     REQUIRE(!a->load_best_model_at_end || strcmp(a->evaluation_strategy, "no") != 0, load_best_model_at_end,
             "requires an evaluation strategy (steps or epoch)");
-    REQUIRE(!a->load_best_model_at_end || strcmp(a->save_strategy, "steps") != 0 || a->save_steps % a->eval_steps == 0,
-            load_best_model_at_end, "requires --save_steps to be a round multiple of --eval_steps");
+    if (a->load_best_model_at_end && strcmp(a->save_strategy, "steps") == 0 && (st = check_best_steps(a, o)) != LOOM_OK)
+        return st;
     REQUIRE(a->ddp_timeout > 0 && a->ddp_timeout <= 30 * 24 * 3600, ddp_timeout,
             "must be > 0 and <= 2592000 (30 days, in seconds)");
     REQUIRE(a->num_threads >= 0 && a->num_threads <= 4096, num_threads, "must be >= 0 and <= 4096 (0 = automatic)");

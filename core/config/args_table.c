@@ -141,6 +141,22 @@ loom_status loom__arg_set_text(loom_args *args, const loom__arg_desc *d, const c
         expected = "a finite number";
         break;
     }
+    case LOOM__K_STEPS:
+    case LOOM__K_OPT_STEPS: {
+        double v;
+        if (d->kind == LOOM__K_OPT_STEPS && is_none(text)) {
+            *(double *)field = LOOM_ARG_NONE_STEPS;
+            return LOOM_OK;
+        }
+        /* Any finite number here; args_resolve.c decides which are steps and which ratios. */
+        if (loom__parse_float(text, &v) == 0) {
+            *(double *)field = v;
+            return LOOM_OK;
+        }
+        expected = d->kind == LOOM__K_OPT_STEPS ? "a number of steps, a ratio in (0, 1) or none"
+                                                : "a number of steps or a ratio in (0, 1)";
+        break;
+    }
     case LOOM__K_STRING:
         return loom__arg_set_string(field, text);
     case LOOM__K_LIST: {
@@ -240,6 +256,12 @@ int loom__arg_is_default(const loom_args *args, const loom__arg_desc *d)
         loom__parse_float(text, &v);
         return *(const double *)field == v;
     }
+    case LOOM__K_STEPS:
+    case LOOM__K_OPT_STEPS: {
+        double v = LOOM_ARG_NONE_STEPS, x = *(const double *)field;
+        if (d->kind == LOOM__K_STEPS || !is_none(text)) loom__parse_float(text, &v);
+        return isnan(v) ? isnan(x) : x == v;
+    }
     case LOOM__K_STRING: {
         const char *s = *(char *const *)field;
         return *text ? s && strcmp(s, text) == 0 : s == NULL;
@@ -306,6 +328,10 @@ char *loom__arg_format(const loom_args *args, const loom__arg_desc *d)
     }
     case LOOM__K_FLOAT:
         loom__format_double(*(const double *)field, buf, sizeof buf);
+        return strdup(buf);
+    case LOOM__K_STEPS:
+    case LOOM__K_OPT_STEPS:
+        loom__format_steps(*(const double *)field, buf, sizeof buf);
         return strdup(buf);
     case LOOM__K_STRING: {
         const char *s = *(char *const *)field;
@@ -377,6 +403,24 @@ void loom__format_double(double v, char *buf, size_t size)
     }
     *o = '\0';
     snprintf(buf, size, "%s", out);
+}
+
+void loom__format_steps(double v, char *buf, size_t size)
+{
+    if (isnan(v))
+        snprintf(buf, size, "none");
+    else if (v == floor(v) && fabs(v) < 0x1p63)
+        snprintf(buf, size, "%lld", (long long)v);
+    else
+        loom__format_double(v, buf, size);
+}
+
+int64_t loom_args_steps(double steps, int64_t max_steps)
+{
+    if (!(steps > 0 && steps < 1)) return isfinite(steps) && fabs(steps) < 0x1p63 ? (int64_t)steps : 0;
+    /* HF's math.ceil(max_steps * ratio). */
+    double n = ceil((double)max_steps * steps);
+    return n >= 0x1p63 ? INT64_MAX : (int64_t)n;
 }
 
 void loom_format_rounded(double v, int digits, char *buf, size_t size)

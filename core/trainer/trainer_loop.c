@@ -342,15 +342,16 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
 static void default_flow_step_end(loom_trainer *t)
 {
     const loom_args *a = &t->args;
-    int64_t step = t->state.global_step;
+    const loom_trainer_state *s = &t->state; /* its intervals: ratios resolved (resolve_step_intervals) */
+    int64_t step = s->global_step;
     if (step == 1 && a->logging_first_step) t->control.should_log = 1;
-    if (strcmp(a->logging_strategy, "steps") == 0 && a->logging_steps > 0 && step % a->logging_steps == 0)
+    if (strcmp(a->logging_strategy, "steps") == 0 && s->logging_steps > 0 && step % s->logging_steps == 0)
         t->control.should_log = 1;
-    if (strcmp(a->evaluation_strategy, "steps") == 0 && t->state.eval_steps > 0 && step % t->state.eval_steps == 0)
+    if (strcmp(a->evaluation_strategy, "steps") == 0 && s->eval_steps > 0 && step % s->eval_steps == 0)
         t->control.should_evaluate = 1;
-    if (strcmp(a->save_strategy, "steps") == 0 && a->save_steps > 0 && step % a->save_steps == 0)
+    if (strcmp(a->save_strategy, "steps") == 0 && s->save_steps > 0 && step % s->save_steps == 0)
         t->control.should_save = 1;
-    if (step >= t->state.max_steps) t->control.should_training_stop = 1;
+    if (step >= s->max_steps) t->control.should_training_stop = 1;
 }
 
 /* HF's DefaultFlowCallback.on_epoch_end. */
@@ -390,6 +391,17 @@ static int64_t saturating_ceil(double x)
 {
     const double c = ceil(x);
     return c >= 0x1p63 ? INT64_MAX : (int64_t)c;
+}
+
+/* HF's TrainerState.compute_steps: a logging, evaluation or save interval given as a ratio of
+ * the run becomes a step count once the run's length is known, before the first step. A resumed
+ * run computes it again, the same way, from its own arguments. */
+static void resolve_step_intervals(loom_trainer *t, int64_t max_steps)
+{
+    const loom_args *a = &t->args;
+    t->state.logging_steps = loom_args_steps(a->logging_steps, max_steps);
+    t->state.eval_steps = loom_args_steps(isnan(a->eval_steps) ? a->logging_steps : a->eval_steps, max_steps);
+    t->state.save_steps = loom_args_steps(a->save_steps, max_steps);
 }
 
 /* Why an epoch has no batch: an empty file (whatever drop_last says), or fewer examples than
@@ -471,6 +483,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     }
     t->state.max_steps = max_steps;
     t->state.num_train_epochs = (double)num_epochs;
+    resolve_step_intervals(t, max_steps);
     if ((st = t->hooks.create_optimizer_and_scheduler(t, max_steps)) != LOOM_OK) {
         loom_dataloader_free(&dl);
         return st;

@@ -793,9 +793,10 @@ static void init_trainer_state(loom_trainer *t)
     t->state.is_local_process_zero = t->local_rank == 0;
     t->state.best_metric = 0.0 / 0.0;
     t->state.output_dir = t->args.output_dir;
-    t->state.logging_steps = t->args.logging_steps;
-    t->state.eval_steps = t->args.eval_steps == LOOM_ARG_NONE_INT ? t->args.logging_steps : t->args.eval_steps;
-    t->state.save_steps = t->args.save_steps;
+    /* A ratio stays 0 until train() knows the run's length (resolve_step_intervals). */
+    t->state.logging_steps = loom_args_steps(t->args.logging_steps, 0);
+    t->state.eval_steps = loom_args_steps(isnan(t->args.eval_steps) ? t->args.logging_steps : t->args.eval_steps, 0);
+    t->state.save_steps = loom_args_steps(t->args.save_steps, 0);
     t->state.train_batch_size = t->args.per_device_train_batch_size;
     t->state.loss_scale = 1.0;
     t->control = (loom_trainer_control){LOOM_HEADER_INIT(loom_trainer_control)};

@@ -1,6 +1,7 @@
 /* test_args.c - the run-argument parser: HF's defaults and forms, the JSON file, derived
  * defaults, validation messages, JSON output and name suggestions. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@ static void test_defaults(void)
     CHECK(a.gradient_accumulation_steps == 1);
     CHECK(a.logging_steps == 500 && a.save_steps == 500);
     CHECK(a.seed == 42 && a.local_rank == -1 && a.ddp_timeout == 1800);
-    CHECK(a.eval_steps == LOOM_ARG_NONE_INT && a.save_total_limit == LOOM_ARG_NONE_INT);
+    CHECK(isnan(a.eval_steps) && a.save_total_limit == LOOM_ARG_NONE_INT);
     CHECK(a.do_eval == -1 && a.do_train == 0 && a.disable_tqdm == -1);
     CHECK(a.remove_unused_columns == 1 && a.dataloader_pin_memory == 1 && a.fp16 == 0);
     CHECK(strcmp(a.evaluation_strategy, "no") == 0 && strcmp(a.save_strategy, "steps") == 0);
@@ -436,6 +437,83 @@ static void test_write_json(void)
     loom_args_free(&a);
 }
 
+/* The JSON text of one argument as training_args.json writes it ("\"logging_steps\": 500"). */
+static int json_has(const loom_args *a, const char *entry)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    int ok = f && loom_args_write_json(a, f) == LOOM_OK;
+    if (f) fclose(f);
+    ok = ok && text && CONTAINS(text, entry);
+    free(text);
+    return ok;
+}
+
+/* HF's logging_steps, eval_steps and save_steps are floats: below 1 a ratio of the run's total
+ * steps, from 1 up a whole number of steps (docs/semantics/trainer.md#strategies). */
+static void test_step_ratios(void)
+{
+    loom_args a;
+    CHECK(PARSE(&a, "--logging_steps", "0.25", "--save_steps", "0.5", "--evaluation_strategy", "steps") == LOOM_OK);
+    CHECK(a.logging_steps == 0.25 && a.save_steps == 0.5 && a.eval_steps == 0.25);
+    CHECK(json_has(&a, "\n  \"logging_steps\": 0.25,\n") && json_has(&a, "\n  \"save_steps\": 0.5,\n"));
+    CHECK(json_has(&a, "\n  \"eval_steps\": 0.25,\n"));
+    loom_args_free(&a);
+    /* Whole numbers stay integers in training_args.json, "500.0" as much as "500". */
+    CHECK(PARSE(&a, "--save_steps", "20.0", "--eval_steps", "1") == LOOM_OK);
+    CHECK(json_has(&a, "\n  \"logging_steps\": 500,\n") && json_has(&a, "\n  \"save_steps\": 20,\n"));
+    CHECK(json_has(&a, "\n  \"eval_steps\": 1,\n"));
+    loom_args_free(&a);
+    const char *path = test_temp_file("{\"logging_steps\": 0.1, \"eval_steps\": null, \"save_steps\": 30}");
+    CHECK(PARSE(&a, "--config", path) == LOOM_OK);
+    CHECK(a.logging_steps == 0.1 && a.eval_steps == 0.1 && a.save_steps == 30);
+    loom_args_free(&a);
+    unlink(path);
+
+    /* The run's length resolves a ratio: HF's math.ceil(max_steps * ratio). */
+    CHECK(loom_args_steps(0.25, 20) == 5 && loom_args_steps(0.1, 7) == 1 && loom_args_steps(0.3, 7) == 3);
+    CHECK(loom_args_steps(0.5, 0) == 0 && loom_args_steps(500, 20) == 500 && loom_args_steps(1, 20) == 1);
+
+    CHECK(PARSE(&a, "--logging_steps", "1.5") == LOOM_E_INVALID);
+    CHECK(
+        CONTAINS(loom_error_message(), "--logging_steps 1.5 on the command line: must be an integer if bigger than 1"));
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--save_steps", "-0.1") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "--save_steps -0.1") && CONTAINS(loom_error_message(), "must be > 0"));
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--evaluation_strategy", "steps", "--eval_steps", "2.5") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "--eval_steps 2.5"));
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--logging_steps", "1e30") == LOOM_E_INVALID);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--logging_steps", "ten") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "--logging_steps: expected a number of steps or a ratio in (0, 1)"));
+    loom_args_free(&a);
+    /* As HF: only the "steps" strategy reads (and checks) its interval. */
+    CHECK(PARSE(&a, "--save_strategy", "no", "--save_steps", "2.5") == LOOM_OK);
+    loom_args_free(&a);
+
+    /* load_best_model_at_end: ratios against ratios, counts against counts, never mixed. */
+    static const char *const best[] = {"--load_best_model_at_end", "--evaluation_strategy", "steps"};
+    CHECK(PARSE(&a, best[0], best[1], best[2], "--eval_steps", "0.25", "--save_steps", "0.5") == LOOM_OK);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, best[0], best[1], best[2], "--eval_steps", "0.1", "--save_steps", "0.3") == LOOM_OK);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, best[0], best[1], best[2], "--eval_steps", "0.2", "--save_steps", "0.5") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "--save_steps 0.5 to be a multiple of --eval_steps 0.2"));
+    loom_args_free(&a);
+    /* HF compares the numbers first: 10 % 0.25 == 0 passes, 10 % 0.3 is a ratio mixed with a count. */
+    CHECK(PARSE(&a, best[0], best[1], best[2], "--eval_steps", "0.25", "--save_steps", "10") == LOOM_OK);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, best[0], best[1], best[2], "--eval_steps", "0.3", "--save_steps", "10") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "a ratio and a count of steps"));
+    loom_args_free(&a);
+    CHECK(PARSE(&a, best[0], best[1], best[2], "--eval_steps", "4", "--save_steps", "6") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "round multiple of --eval_steps"));
+    loom_args_free(&a);
+}
+
 static void test_print_nondefault(void)
 {
     loom_args a;
@@ -481,6 +559,7 @@ int main(void)
     test_status_columns();
     test_derived();
     test_write_json();
+    test_step_ratios();
     test_print_nondefault();
     test_closest_name();
     return test_finish("test_args");
