@@ -128,6 +128,9 @@ typedef struct loom_loss_tracker {
     int64_t steps_since_log;
     double total;                   /* sum of all step losses, for train_loss                */
     int64_t steps;
+    /* HF's tr_loss on this rank: its share of since_log (the ranks' shares average to it), the
+     * sum whose mean logging_nan_inf_filter puts in place of a nan or inf loss. */
+    double rank_since_log;
 } loom_loss_tracker;
 
 struct loom_trainer {

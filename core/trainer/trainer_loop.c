@@ -297,6 +297,43 @@ static double current_lr(loom_trainer *t)
 
 /* ---- logging, evaluation and saving at step boundaries ------------------------------------ */
 
+/* What one micro-batch's loss (summed over its targets, `count` targets in the step over all
+ * ranks) adds to the step's logged loss sum. HF's logging_nan_inf_filter
+ * (Trainer._inner_training_loop), on this rank before the ranks are averaged: a nan or inf loss
+ * adds instead the mean of what this rank added since the last log, tr_loss / (1 + global_step -
+ * last logged step), so one bad batch does not make the logged loss (and train_loss) nan. Only
+ * what is logged changes: the micro-batch's gradients are already in. */
+static double logged_loss_sum(loom_trainer *t, double loss_sum, double count)
+{
+    loom_loss_tracker *losses = &t->losses;
+    /* HF's units: this rank's share of the step's mean loss (the shares average to it). */
+    double share = count > 0 ? (double)t->world_size / count : 0.0;
+    if (!t->args.logging_nan_inf_filter || isfinite(loss_sum)) {
+        losses->rank_since_log += loss_sum * share;
+        return loss_sum;
+    }
+    double mean = losses->rank_since_log / (double)(1 + losses->steps_since_log);
+    losses->rank_since_log += mean;
+    return share > 0 ? mean / share : 0.0;
+}
+
+/* Tests only: LOOM_TEST_NAN_LOSS_AT_STEP="S0,S1,..." logs the losses of the micro-batches of
+ * steps S_i (counted from 1, every rank) as NaN, or as +inf for an entry written "S:inf". The
+ * step itself trains as usual: only the loss the log is made of changes (logged_loss_sum). */
+static double test_loss_override(const loom_trainer *t, double loss_sum)
+{
+    const char *p = getenv("LOOM_TEST_NAN_LOSS_AT_STEP");
+    while (p && *p) {
+        char *end = NULL;
+        long long step = strtoll(p, &end, 10);
+        int inf = strncmp(end, ":inf", 4) == 0;
+        if (step == t->state.global_step + 1) return inf ? INFINITY : NAN;
+        p = strchr(end, ',');
+        if (p) p++;
+    }
+    return loss_sum;
+}
+
 static loom_status maybe_log_save_evaluate(loom_trainer *t)
 {
     loom_loss_tracker *losses = &t->losses;
@@ -316,6 +353,7 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
         }
         loom_metrics_set(&logs, "epoch", t->state.epoch);
         losses->since_log = 0;
+        losses->rank_since_log = 0;
         losses->steps_since_log = 0;
         if ((st = t->hooks.log(t, &logs)) != LOOM_OK) return st;
     }
@@ -540,7 +578,7 @@ loom_status loom_trainer_train(loom_trainer *t)
                 micro[m].batch.training = 1;
                 micro[m].batch.dropout_seed = dropout_seed(t, m);
                 if ((st = t->hooks.training_step(t, &micro[m].batch, seed, &loss_sum)) != LOOM_OK) break;
-                step_loss += loss_sum;
+                step_loss += logged_loss_sum(t, test_loss_override(t, loss_sum), count);
                 examples_seen += micro[m].batch.batch_size;
                 step_tokens += batch_tokens(&micro[m].batch);
                 t->data_batch = first + m + 1;

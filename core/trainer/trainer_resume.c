@@ -115,8 +115,11 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir, const 
 
     /* The running loss sums (absent in a checkpoint of an older loom: they restart at 0, as HF's). */
     memset(&t->losses, 0, sizeof t->losses);
+    /* Each rank's own share of since_log is not saved: the mean of the shares stands in for it
+     * (exact with one rank). */
     if (rs->has_losses)
-        t->losses = (loom_loss_tracker){rs->loss_since_log, rs->steps_since_log, rs->loss_total, rs->steps_total};
+        t->losses = (loom_loss_tracker){rs->loss_since_log, rs->steps_since_log, rs->loss_total, rs->steps_total,
+                                        rs->loss_since_log};
     return LOOM_OK;
 }
 

@@ -1,10 +1,11 @@
-"""When a run logs, evaluates and saves: --logging_steps, --eval_steps and --save_steps as ratios
-of the run's total steps (HF's floats below 1; docs/semantics/trainer.md#strategies)."""
+"""When a run logs, evaluates and saves, and what its logged loss is made of: --logging_steps,
+--eval_steps and --save_steps as ratios of the run's total steps (HF's floats below 1), and HF's
+--logging_nan_inf_filter (docs/semantics/trainer.md#strategies, #logging)."""
 import json
 import math
 import os
 
-from loomtest import LoomTestCase, loom
+from loomtest import LOOM, LoomTestCase, free_port, loom, run
 from test_cli_best import hf_replay
 
 
@@ -95,3 +96,79 @@ class StepRatiosTest(LoomTestCase):
                                     "--load_best_model_at_end"),
                           "--load_best_model_at_end", "a ratio and a count of steps")
         self.assertFalse(os.path.exists(never))
+
+
+class NanInfFilterTest(LoomTestCase):
+    """A loss made NaN or inf for the log only (LOOM_TEST_NAN_LOSS_AT_STEP), so the run itself is
+    the reference run's and its per-step losses give the numbers HF's formula logs."""
+
+    def run_losses(self, name, *extra, bad=None, world=1):
+        out = self.out(name)
+        env = {"LOOM_TEST_NAN_LOSS_AT_STEP": bad} if bad else None
+        args = self.train_args(out, "--max_steps", "8", "--learning_rate", "3e-3", "--save_strategy", "no", *extra)
+        if world == 1:
+            loom(*args, env=env)
+        else:
+            run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(), *args, "--ddp_timeout", "30",
+                env=env)
+        return out, self.state(out)
+
+    @staticmethod
+    def hf_logged(per_step, bad, logging_steps, micro_batches):
+        """Trainer._inner_training_loop on one rank: tr_loss += tr_loss_step, or with the filter,
+        for a nan/inf micro-batch tr_loss += tr_loss / (1 + global_step - last logged step)."""
+        logged, tr, last = [], 0.0, 0
+        for step, loss in enumerate(per_step):  # step = global_step before this step
+            if step + 1 in bad:
+                for _ in range(micro_batches):
+                    tr += tr / (1 + step - last)
+            else:
+                tr += loss
+            if (step + 1) % logging_steps == 0:
+                logged.append(tr / (step + 1 - last))
+                tr, last = 0.0, step + 1
+        return logged
+
+    def check_filtered(self, *extra, micro_batches=1, world=1):
+        name = f"{micro_batches}x{world}"
+        _, ref = self.run_losses(f"ref{name}", "--logging_steps", "1", *extra, world=world)
+        per_step = losses(ref)
+        self.assertEqual(len(per_step), 8)
+        out, state = self.run_losses(f"filtered{name}", "--logging_steps", "4", *extra, bad="3,7:inf", world=world)
+        want = self.hf_logged(per_step, {3, 7}, 4, micro_batches)
+        got = losses(state)
+        self.assertEqual(len(got), 2)
+        for g, w in zip(got, want):
+            self.assertAlmostEqual(g, w, delta=1e-12)
+        # Not the plain mean of the finite losses: the filter's own formula.
+        self.assertGreater(abs(got[0] - (per_step[0] + per_step[1] + per_step[3]) / 3), 1e-4)
+        # train_loss is made of the same sums (HF's _total_loss_scalar / steps).
+        self.assertAlmostEqual(state["log_history"][-1]["train_loss"], sum(want) / 2, delta=1e-12)
+        # Only what is logged changed: the model is the reference run's, bit for bit.
+        with open(os.path.join(out, "model.safetensors"), "rb") as f, \
+                open(os.path.join(self.out(f"ref{name}"), "model.safetensors"), "rb") as g:
+            self.assertEqual(f.read(), g.read())
+
+    def test_a_nan_or_inf_loss_logs_the_mean_so_far(self):
+        self.check_filtered()
+
+    def test_each_micro_batch_is_filtered(self):
+        # Both micro-batches of a bad step add tr_loss / (1 + steps since the log): (4/3)^2 at step 3.
+        self.check_filtered("--gradient_accumulation_steps", "2", "--per_device_train_batch_size", "4",
+                            micro_batches=2)
+
+    def test_every_rank_filters_its_own_share(self):
+        # Each rank puts the mean of its own sum in place of its bad micro-batch, before the ranks
+        # are averaged; bad on every rank, that averages to the formula over the logged losses.
+        self.check_filtered("--per_device_train_batch_size", "4", world=2)
+
+    def test_without_the_filter_the_log_is_nan(self):
+        _, ref = self.run_losses("ref-off", "--logging_steps", "1")
+        out, state = self.run_losses("off", "--logging_steps", "4", "--logging_nan_inf_filter", "false", bad="3")
+        logs = [e for e in state["log_history"] if "loss" in e]
+        # JSON has no NaN: loom writes null, in trainer_state.json and the final metrics.
+        self.assertIsNone(logs[0]["loss"])
+        self.assertAlmostEqual(logs[1]["loss"], sum(losses(ref)[4:8]) / 4, delta=1e-12)
+        self.assertIsNone(state["log_history"][-1]["train_loss"])
+        with open(os.path.join(out, "training_args.json")) as f:
+            self.assertIs(json.load(f)["logging_nan_inf_filter"], False)
