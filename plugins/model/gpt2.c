@@ -538,6 +538,33 @@ static void block_forward(loom_model *self, int64_t l, const float *residual, in
 #undef OUT
 }
 
+/* NEFTune (HF's neftune_post_forward_hook on get_input_embeddings(), which is wte): a training
+ * forward's embeddings are (wte[token] + noise) + wpe[t], in HF's order, the noise uniform in
+ * +-alpha / sqrt(T C) for this batch's T and drawn from the batch's seed (model_common.h). It
+ * does not depend on the weights, so backward is unchanged: it reads the noisy activations the
+ * forward kept (gradient checkpointing recomputes from `encoded`, noise included). A loop on
+ * the host like embd_pdrop's dropout: a bound device's memory is CPU-addressable. */
+static void embed_neftune(loom_model *self, float *out, const int32_t *tokens, int64_t B, int64_t T)
+{
+    const int64_t C = self->C;
+    const float mag = model_neftune_magnitude(self->neftune_alpha, T, C);
+    const uint64_t seed = model_neftune_seed(self->fwd_seed, 0);
+    const float *wpe = gpt2_f32(self, GPT2_WPE);
+    for (int64_t n = 0; n < B * T; n++) {
+        float *row = out + n * C;
+        const float *pos = wpe + (n % T) * C;
+        const float *tok = row;
+        if (self->param_dtype == LOOM_DTYPE_F32)
+            tok = gpt2_f32(self, GPT2_WTE) + (int64_t)tokens[n] * C;
+        else
+            self->k->convert(row, LOOM_DTYPE_F32,
+                             (const char *)gpt2_raw(self, GPT2_WTE) + (size_t)(tokens[n] * C) * self->param_size,
+                             self->param_dtype, C);
+        for (int64_t c = 0; c < C; c++)
+            row[c] = (tok[c] + model_neftune_noise(seed, (uint64_t)(n * C + c), mag)) + pos[c];
+    }
+}
+
 /* Embeddings, the blocks and ln_f: returns ln_f's output as the head reads it. */
 static const void *forward_trunk(loom_model *self, const int32_t *tokens, int64_t B, int64_t T)
 {
@@ -545,7 +572,10 @@ static const void *forward_trunk(loom_model *self, const int32_t *tokens, int64_
     gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
     if (self->wte_cd) /* the fused classifier's weight in compute_dtype, once per step */
         self->k->convert(self->wte_cd, self->compute_dtype, gpt2_raw(self, GPT2_WTE), self->param_dtype, self->V * C);
-    gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
+    if (self->fwd_training && self->neftune_alpha > 0.0)
+        embed_neftune(self, self->encoded, tokens, B, T);
+    else
+        gpt2_embed_forward(self, self->encoded, tokens, 0, B, T);
     dropout_apply(self->encoded, N * C, drop_p(self, self->embd_pdrop), site_seed(self, -1, GPT2_SITE_EMBD));
     const float *residual = self->encoded;
     for (int64_t l = 0; l < self->L; l++) {

@@ -115,6 +115,8 @@ struct loom_model {
     double initializer_range;
     float smoothing;             /* label_smoothing_factor (HF's LabelSmoother epsilon)       */
     float resid_pdrop, embd_pdrop, attn_pdrop; /* dropout, training forwards only              */
+    /* NEFTune's alpha: noise on wte's output in training forwards (gpt2.c embed_neftune). */
+    double neftune_alpha;
 
     /* Parameter list: wte, wpe, L blocks of GPT2_LAYER_TENSORS, ln_f.weight, ln_f.bias. */
     gpt2_tensor *tensors;

@@ -25,6 +25,7 @@
  * tensor's initial values do not depend on the sizes of the tensors before it. */
 #define GPT2_STREAM_BASE 0x67707400u
 
+/* clang-format off */
 const loom_param_spec gpt2_param_specs[] = {
     {.key = "vocab_size", .type = LOOM_PARAM_INT, .default_value = "50257",
      .doc = "tokens in the vocabulary (V)"},
@@ -71,8 +72,12 @@ const loom_param_spec gpt2_param_specs[] = {
     {.key = "label_smoothing_factor", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
      .doc = "HF's label smoothing epsilon for the loss (training and evaluation); "
             "--label_smoothing_factor sets it"},
+    {.key = "neftune_noise_alpha", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+     .doc = "NEFTune: training forwards add uniform noise of +-alpha / sqrt(T n_embd) to wte's output "
+            "(0: none); --neftune_noise_alpha sets it"},
     {.key = NULL},
 };
+/* clang-format on */
 
 /* ---- configuration ------------------------------------------------------------------- */
 
@@ -162,6 +167,11 @@ loom_status gpt2_configure(loom_model *self, const loom_config *config)
     if (!(smoothing >= 0.0 && smoothing < 1.0))
         return api->fail(host, LOOM_E_INVALID, "label_smoothing_factor is %g: must be in [0, 1)", smoothing);
     self->smoothing = (float)smoothing;
+    double neftune = 0.0;
+    if ((st = loom_cfg_opt_f64(host, api, config, "neftune_noise_alpha", &neftune))) return st;
+    if (!(neftune >= 0.0) || !isfinite(neftune))
+        return api->fail(host, LOOM_E_INVALID, "neftune_noise_alpha is %g: must be >= 0", neftune);
+    self->neftune_alpha = neftune;
     self->resid_pdrop = (float)dropout[0], self->embd_pdrop = (float)dropout[1], self->attn_pdrop = (float)dropout[2];
 
     /* Sizes: the parameter count (and every product of two sizes) must stay far from

@@ -8,8 +8,10 @@
 #ifndef LOOM_PLUGINS_MODEL_COMMON_H
 #define LOOM_PLUGINS_MODEL_COMMON_H
 
+#include <math.h>
 #include <string.h>
 
+#include <loom/kernels.h>
 #include <loom/model.h>
 
 #define MODEL_IGNORE_INDEX (-100) /* HF's ignore index: a label that is not a target */
@@ -64,6 +66,47 @@ static inline loom_status model_token_output_shape(loom_host *host, const loom_h
     out_shape[1] = V;
     *ndim = 2;
     return LOOM_OK;
+}
+
+/* ---- NEFTune (HF's neftune_noise_alpha) ------------------------------------------------ */
+
+/* A draw in [0, 1) for element `index` under `seed`: loom_dropout_keep's counter-based hash
+ * and its 24 bits (loom_dropout_keep(seed, i, p) is exactly model_uniform(seed, i) >= p), so
+ * the noise comes from the generator the dropout masks come from, on every device and thread
+ * count, and a forward can be drawn again from its seed alone. */
+static inline float model_uniform(uint64_t seed, uint64_t index)
+{
+    uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * 0x1p-24f;
+}
+
+/* The seed of the noise of the input embedding's `call`-th use in a micro-batch (a decoder-only
+ * model: 0; an encoder-decoder: 0 the encoder's, 1 the decoder's), from the batch's
+ * dropout_seed: a function of (seed, step, micro-batch, rank) like the masks, so a resumed run
+ * draws the same noise. Its own stream: no dropout site's. */
+static inline uint64_t model_neftune_seed(uint64_t dropout_seed, uint64_t call)
+{
+    uint64_t z = dropout_seed ^ 0x6e656674756e65ull /* "neftune" */ ^ (call + 1) * 0xa0761d6478bd642full;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* HF's neftune_post_forward_hook scale for an embedding output [B, T, C]: alpha / sqrt(T C),
+ * T the length of this batch (padded), not of the longest the model could take. */
+static inline float model_neftune_magnitude(double alpha, int64_t T, int64_t C)
+{
+    return (float)(alpha / sqrt((double)T * (double)C));
+}
+
+/* Element `index`'s noise, uniform in [-mag, mag): 2u - 1 is exact for u's 24 bits, and the
+ * one rounded product keeps |noise| <= mag. */
+static inline float model_neftune_noise(uint64_t seed, uint64_t index, float mag)
+{
+    return mag * (2.0f * model_uniform(seed, index) - 1.0f);
 }
 
 #endif

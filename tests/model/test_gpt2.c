@@ -18,6 +18,7 @@
 #include "test_host.h"
 #include "open_plugin.h"
 #include "test_util.h"
+#include "../../plugins/model/model_common.h" /* NEFTune's draws, to rebuild the noise */
 
 #ifndef GPT2_PLUGIN_PATH
 #error "GPT2_PLUGIN_PATH must name the built gpt2.so"
@@ -157,6 +158,10 @@ static void ref_conv1d(double *out, const double *in, const float *w, const floa
     }
 }
 
+/* NEFTune's noise [B, T, C] that reference_forward adds to wte's output before wpe, as HF's
+ * hook on get_input_embeddings() does; NULL: none. */
+static const float *ref_noise;
+
 /* Logits [B, T, V] (may be NULL) and the summed CE loss over labels != -100. */
 static double reference_forward(const net *n, const float *params, const int32_t *tokens, const int32_t *labels,
                                 int64_t B, int64_t T, double *logits_out)
@@ -169,7 +174,9 @@ static double reference_forward(const net *n, const float *params, const int32_t
     const float *wte = params + n->offset[0], *wpe = params + n->offset[1];
     for (int64_t b = 0; b < B; b++) {
         for (int64_t t = 0; t < T; t++)
-            for (int64_t c = 0; c < C; c++) x[t * C + c] = (double)wte[tokens[b * T + t] * C + c] + wpe[t * C + c];
+            for (int64_t c = 0; c < C; c++)
+                x[t * C + c] = (double)wte[tokens[b * T + t] * C + c] +
+                               (ref_noise ? (double)ref_noise[(b * T + t) * C + c] : 0.0) + wpe[t * C + c];
         for (int64_t l = 0; l < n->L; l++) {
             const float *p[12];
             for (int j = 0; j < 12; j++) p[j] = params + n->offset[2 + l * 12 + j];
@@ -1193,6 +1200,240 @@ static void test_dropout(int recompute)
     free(params), free(grads);
 }
 
+/* ---- NEFTune (neftune_noise_alpha) ------------------------------------------------------- */
+
+/* The noise generator is dropout's: model_uniform(seed, i) >= p exactly when loom_dropout_keep
+ * keeps element i, for every p (the same counter-based hash, not a second RNG). */
+static void test_neftune_generator(void)
+{
+    int disagree = 0;
+    for (uint64_t seed = 1; seed < 5; seed++)
+        for (uint64_t i = 0; i < 5000; i++) {
+            const float p = (float)((i * 37 + seed * 11) % 101) / 100.0f;
+            disagree += (model_uniform(seed * 0x1234567ull, i) >= p) != loom_dropout_keep(seed * 0x1234567ull, i, p);
+        }
+    CHECK(disagree == 0);
+}
+
+/* The noise the model must add for a batch [B, T] of C channels under dropout_seed `seed`. */
+static void neftune_noise(float *noise, double alpha, uint64_t seed, int64_t B, int64_t T, int64_t C)
+{
+    const float mag = model_neftune_magnitude(alpha, T, C);
+    for (int64_t i = 0; i < B * T * C; i++)
+        noise[i] = model_neftune_noise(model_neftune_seed(seed, 0), (uint64_t)i, mag);
+}
+
+/* Max |a - b| over n logits. */
+static double max_diff(const float *a, const double *b, int64_t n)
+{
+    double d = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        d = fmax(d, fabs((double)a[i] - b[i]));
+    return d;
+}
+
+/* A model with neftune_noise_alpha 5 against the same model without:
+ *   - evaluation (training 0) is bit for bit the plain model's, logits and loss;
+ *   - a training forward's logits are the double reference's with the noise rebuilt here added
+ *     to wte's output (so the noisy minus the clean embedding output is that noise), and far
+ *     from the clean reference's; the noise lies in [-a, a], a = alpha / sqrt(T C) with T this
+ *     batch's length (two lengths, both shorter than the bound one), fills the range, and has
+ *     a uniform's mean and variance (a^2 / 3);
+ *   - the same seed draws the same noise (logits bit for bit), another seed other noise;
+ *   - every tensor's gradient matches central differences of the noisy loss (the seed fixed),
+ *     with gradient checkpointing too (block 0 recomputed from the kept noisy embeddings);
+ *   - train_step (the fused classifier in one call) has the noisy forward's loss. */
+static void test_neftune(int recompute)
+{
+    const double alpha = 5.0;
+    loom_config cfg = make_cfg(TINY), plain = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"neftune_noise_alpha", LOOM_PARAM_FLOAT, "5"};
+    if (recompute) {
+        cfg.entries[cfg.n++] = (test_cfg_entry){"gradient_checkpointing", LOOM_PARAM_BOOL, "true"};
+        plain.entries[plain.n++] = (test_cfg_entry){"gradient_checkpointing", LOOM_PARAM_BOOL, "true"};
+    }
+    loom_model *m = NULL, *m0 = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK && vt->create(&host, &api, &plain, &m0) == LOOM_OK);
+    if (!m || !m0) return;
+    const net n = describe(m, 3);
+    const int64_t B = 3, maxT = 16, C = n.C, V = n.V;
+    float *params = malloc(sizeof(float) * (size_t)n.n_params), *grads = calloc((size_t)n.n_params, sizeof(float));
+    interesting_params(m, &n, params);
+    loom_model_binding bind = make_binding(params, B, maxT);
+    CHECK(vt->bind(m, &bind) == LOOM_OK && vt->bind(m0, &bind) == LOOM_OK);
+    int32_t tokens[3 * 16], labels[3 * 16];
+    float logits[3 * 16 * 37], logits0[3 * 16 * 37], again[3 * 16 * 37], noise[3 * 16 * 12], other[3 * 16 * 12];
+    double ref[3 * 16 * 37];
+
+    const int64_t lengths[2] = {13, 5};
+    for (int li = 0; li < 2; li++) {
+        const int64_t T = lengths[li], N = B * T;
+        make_tokens(tokens, labels, B, T, V);
+        loom_batch batch = make_batch(tokens, labels, B, T);
+        loom_tensor_view out = view(logits, LOOM_DTYPE_F32, 3, B, T, V),
+                         out0 = view(logits0, LOOM_DTYPE_F32, 3, B, T, V);
+        loom_tensor_view out_again = view(again, LOOM_DTYPE_F32, 3, B, T, V);
+        loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)}, r0 = r, r1 = r;
+
+        /* Evaluation: no noise, bit for bit (a training forward before it changes nothing). */
+        batch.training = 1;
+        batch.dropout_seed = 77;
+        CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
+        batch.training = 0;
+        CHECK(vt->forward(m, &batch, &r, &out) == LOOM_OK);
+        CHECK(vt->forward(m0, &batch, &r0, &out0) == LOOM_OK);
+        CHECK(r.loss_sum == r0.loss_sum && memcmp(logits, logits0, sizeof(float) * (size_t)(N * V)) == 0);
+
+        /* Training: the plain model's logits are its evaluation's (no dropout), the noisy
+         * model's the reference's with the noise added to wte's output. */
+        batch.training = 1;
+        batch.dropout_seed = 1234;
+        CHECK(vt->forward(m, &batch, &r, &out) == LOOM_OK);
+        CHECK(vt->forward(m0, &batch, &r0, &out0) == LOOM_OK);
+        neftune_noise(noise, alpha, 1234, B, T, C);
+        const float mag = model_neftune_magnitude(alpha, T, C);
+        CHECK(mag == (float)(5.0 / sqrt((double)(T * C))));
+        double sum = 0.0, sq = 0.0, lo = 0.0, hi = 0.0;
+        int outside = 0;
+        for (int64_t i = 0; i < N * C; i++) {
+            outside += !(noise[i] >= -mag && noise[i] <= mag);
+            sum += noise[i];
+            sq += (double)noise[i] * noise[i];
+            lo = fmin(lo, noise[i]);
+            hi = fmax(hi, noise[i]);
+        }
+        const double count = (double)(N * C), mean = sum / count, var = sq / count - mean * mean;
+        CHECK(outside == 0);
+        CHECK(lo < -0.9 * mag && hi > 0.9 * mag); /* not all zero: the whole range */
+        /* Uniform on [-a, a]: mean 0 (sd a / sqrt(3 count)), variance a^2 / 3 (relative sd
+         * about 0.9 / sqrt(count): 4% at 468 draws, 7% at 180); five sd either way. */
+        CHECK(fabs(mean) < 5.0 * mag / sqrt(3.0 * count));
+        CHECK(fabs(var / (mag * mag / 3.0) - 1.0) < 5.0 * 0.9 / sqrt(count));
+        ref_noise = noise;
+        const double ref_loss = reference_forward(&n, params, tokens, labels, B, T, ref);
+        ref_noise = NULL;
+        CHECK(max_diff(logits, ref, N * V) < 1e-4);
+        CHECK_CLOSE(r.loss_sum, ref_loss, 1e-4, 1e-5);
+        const double clean_loss = reference_forward(&n, params, tokens, labels, B, T, ref);
+        CHECK(max_diff(logits0, ref, N * V) < 1e-4);
+        CHECK(max_diff(logits, ref, N * V) > 1e-2); /* the noise is visible in the logits */
+        CHECK(fabs(r.loss_sum - clean_loss) > 1e-3);
+
+        /* The same seed: the same noise; another micro-batch's seed: other noise. */
+        CHECK(vt->forward(m, &batch, &r1, &out_again) == LOOM_OK);
+        CHECK(r1.loss_sum == r.loss_sum && memcmp(logits, again, sizeof(float) * (size_t)(N * V)) == 0);
+        batch.dropout_seed = 1235;
+        CHECK(vt->forward(m, &batch, &r1, &out_again) == LOOM_OK);
+        CHECK(r1.loss_sum != r.loss_sum && memcmp(logits, again, sizeof(float) * (size_t)(N * V)) != 0);
+        neftune_noise(other, alpha, 1235, B, T, C);
+        int same = 0;
+        for (int64_t i = 0; i < N * C; i++)
+            same += other[i] == noise[i];
+        CHECK(same < N * C / 100 + 1);
+        ref_noise = other;
+        reference_forward(&n, params, tokens, labels, B, T, ref);
+        ref_noise = NULL;
+        CHECK(max_diff(again, ref, N * V) < 1e-4);
+        batch.dropout_seed = 1234;
+
+        /* train_step: the same noisy loss in one call. */
+        memset(grads, 0, sizeof(float) * (size_t)n.n_params);
+        sink_ctx sc;
+        loom_grad_sink sink;
+        sink_init(&sc, grads, n.n_params, &sink);
+        CHECK(vt->train_step(m, &batch, 0.5f, &sink, &r1) == LOOM_OK);
+        CHECK_CLOSE(r1.loss_sum, r.loss_sum, 1e-5, 1e-6);
+    }
+
+    /* Gradients with the noise on, against central differences of the noisy loss. */
+    const int64_t T = 7;
+    make_tokens(tokens, labels, B, T, V);
+    loom_batch batch = make_batch(tokens, labels, B, T);
+    batch.training = 1;
+    batch.dropout_seed = 4321;
+    memset(grads, 0, sizeof(float) * (size_t)n.n_params);
+    const float seed = 0.5f;
+    sink_ctx sc;
+    loom_grad_sink sink;
+    sink_init(&sc, grads, n.n_params, &sink);
+    loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
+    CHECK(vt->backward(m, &batch, seed, &sink) == LOOM_OK);
+    CHECK(sc.violations == 0 && sc.n_open == 0);
+    int bad = 0, checked = 0;
+    for (size_t ti = 0; ti < n.n_tensors; ti++) {
+        const int64_t step = n.size[ti] > 40 ? n.size[ti] / 40 : 1;
+        for (int64_t j = 0; j < n.size[ti]; j += step) {
+            const int64_t i = n.offset[ti] + j;
+            const float p0 = params[i], eps = 1e-2f;
+            loom_forward_result a = {LOOM_HEADER_INIT(loom_forward_result)}, b = a;
+            params[i] = p0 + eps;
+            CHECK(vt->forward(m, &batch, &a, NULL) == LOOM_OK);
+            params[i] = p0 - eps;
+            CHECK(vt->forward(m, &batch, &b, NULL) == LOOM_OK);
+            params[i] = p0;
+            const double numeric = (double)seed * (a.loss_sum - b.loss_sum) / (2.0 * (double)eps);
+            checked++;
+            if (!(fabs(grads[i] - numeric) <= 2e-3 + 2e-2 * fabs(numeric))) {
+                if (bad++ < 10)
+                    fprintf(stderr, "neftune: grad of %zu[%lld]: analytic %.6g, numeric %.6g\n", ti, (long long)j,
+                            grads[i], numeric);
+            }
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(checked > 300);
+    vt->destroy(m);
+    vt->destroy(m0);
+    free(params), free(grads);
+}
+
+/* 16-bit parameters: wte's rows widened, then the noise and wpe added in f32, as the f32 model
+ * does; its noisy logits stay within bf16's error of the f32 reference with the same noise and
+ * away from the clean one. */
+static void test_neftune_bf16(void)
+{
+    loom_config cfg = make_cfg(TINY);
+    cfg.entries[cfg.n++] = (test_cfg_entry){"neftune_noise_alpha", LOOM_PARAM_FLOAT, "5"};
+    loom_model *m = NULL;
+    CHECK(vt->create(&host, &api, &cfg, &m) == LOOM_OK);
+    if (!m) return;
+    const net n = describe(m, 3);
+    const int64_t B = 2, T = 9, C = n.C, V = n.V, N = B * T;
+    const loom_kernels_api *k = api.service(&host, LOOM_KERNELS_CPU_SERVICE, 0);
+    float *params = malloc(sizeof(float) * (size_t)n.n_params);
+    uint16_t *params16 = malloc(sizeof(uint16_t) * (size_t)n.n_params);
+    interesting_params(m, &n, params);
+    k->convert(params16, LOOM_DTYPE_BF16, params, LOOM_DTYPE_F32, n.n_params);
+    k->convert(params, LOOM_DTYPE_F32, params16, LOOM_DTYPE_BF16, n.n_params);
+    loom_model_binding b16 = make_binding((float *)params16, B, T);
+    b16.param_dtype = b16.compute_dtype = LOOM_DTYPE_BF16;
+    CHECK(vt->bind(m, &b16) == LOOM_OK);
+    int32_t tokens[2 * 9], labels[2 * 9];
+    float logits[2 * 9 * 37], noise[2 * 9 * 12];
+    double ref[2 * 9 * 37], clean[2 * 9 * 37];
+    make_tokens(tokens, labels, B, T, V);
+    loom_batch batch = make_batch(tokens, labels, B, T);
+    batch.training = 1;
+    batch.dropout_seed = 99;
+    loom_tensor_view out = view(logits, LOOM_DTYPE_F32, 3, B, T, V);
+    loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, &batch, &r, &out) == LOOM_OK);
+    neftune_noise(noise, 5.0, 99, B, T, C);
+    ref_noise = noise;
+    reference_forward(&n, params, tokens, labels, B, T, ref);
+    ref_noise = NULL;
+    reference_forward(&n, params, tokens, labels, B, T, clean);
+    double scale = 0.0;
+    for (int64_t i = 0; i < N * V; i++)
+        scale = fmax(scale, fabs(ref[i]));
+    const double err = max_diff(logits, ref, N * V), off = max_diff(logits, clean, N * V);
+    CHECK(err < 0.05 * scale);
+    CHECK(off > 4.0 * err);
+    vt->destroy(m);
+    free(params), free(params16);
+}
+
 /* ---- a two-part sink (ABI 1.4 acquire_rows) ---------------------------------------------- */
 
 /* The recorder plus a rows part: the rows are added into the flat gradients at release_rows,
@@ -1388,6 +1629,10 @@ int main(void)
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
     test_dropout(0);
     test_dropout(1);
+    test_neftune_generator();
+    test_neftune(0);
+    test_neftune(1);
+    test_neftune_bf16();
     /* Label smoothing: the loss against the reference and finite differences of every tensor,
      * through the fused classifier and the unfused softmax cross-entropy, and mixed precision's
      * cast backward. */
