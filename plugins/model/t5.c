@@ -361,6 +361,17 @@ static void side_forward(loom_model *self, int decoder, const int32_t *ids, int6
     const int64_t N = B * T, D = self->D;
     const float p = drop_p(self);
     t5_embed_forward(side->acts[0].in, ids, t5_p(self, self->shared), N, D);
+    /* NEFTune: HF hooks get_input_embeddings(), `shared`, which both stacks call, so each side's
+     * embeddings get noise of alpha / sqrt(its length x D), before the embedding dropout, as
+     * the hook's output enters T5Stack. The noise does not depend on the weights: backward
+     * reads the noisy acts[0].in the forward kept. */
+    if (self->fwd_training && self->neftune_alpha > 0.0) {
+        const float mag = model_neftune_magnitude(self->neftune_alpha, T, D);
+        const uint64_t seed = model_neftune_seed(self->fwd_seed, (uint64_t)decoder);
+        float *x = side->acts[0].in;
+        for (int64_t i = 0; i < N * D; i++)
+            x[i] += model_neftune_noise(seed, (uint64_t)i, mag);
+    }
     t5_dropout(side->acts[0].in, N * D, p, site(self, decoder, -1, SITE_EMBED));
     if (side->L > 0)
         t5_bias_forward(side->bias, t5_p(self, side->blocks[0].rel), self->H, T, T, !decoder, self->NB, self->MD);

@@ -74,6 +74,8 @@ struct loom_model {
     int64_t V, D, KV, F, H, E, NB, MD, n_positions;
     double eps, dropout, init_factor;
     float smoothing;            /* label_smoothing_factor (HF's LabelSmoother epsilon)     */
+    double neftune_alpha;       /* NEFTune's alpha: noise on `shared`'s output, both sides,
+                                   training forwards only                                  */
     int gated, tied;
     int32_t start_id, pad_id, eos_id;
     const char *proj;           /* "relu" or "gated-gelu" (static) */

@@ -95,8 +95,15 @@ const loom_param_spec t5_param_specs[] = {
      .doc = "old HF configs' cache flag (informational)"},
     {.key = "gradient_checkpointing", .type = LOOM_PARAM_BOOL, .default_value = NULL, .doc = "informational (ignored)"},
     {.key = "classifier_dropout", .type = LOOM_PARAM_FLOAT, .default_value = NULL, .doc = "informational (ignored)"},
-    {.key = "label_smoothing_factor", .type = LOOM_PARAM_FLOAT, .default_value = "0.0",
+    {.key = "label_smoothing_factor",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.0",
      .doc = "HF's label smoothing epsilon for the loss; --label_smoothing_factor sets it"},
+    {.key = "neftune_noise_alpha",
+     .type = LOOM_PARAM_FLOAT,
+     .default_value = "0.0",
+     .doc = "NEFTune: training forwards add uniform noise of +-alpha / sqrt(length d_model) to the shared "
+            "embedding's output, the encoder's and the decoder's (0: none); --neftune_noise_alpha sets it"},
     {.key = "transformers_version", .type = LOOM_PARAM_STRING, .default_value = NULL, .doc = "informational"},
     {.key = "torch_dtype", .type = LOOM_PARAM_STRING, .default_value = NULL, .doc = "informational"},
     {.key = NULL},
@@ -215,6 +222,11 @@ loom_status t5_configure(loom_model *self, const loom_config *cfg)
         !(smoothing >= 0 && smoothing < 1))
         return api->fail(self->host, LOOM_E_INVALID, "label_smoothing_factor must be a number in [0, 1)");
     self->smoothing = (float)smoothing;
+    double neftune = 0.0;
+    if (api->cfg_f64(cfg, "neftune_noise_alpha", &neftune) == LOOM_CFG_WRONG_TYPE || !(neftune >= 0) ||
+        !isfinite(neftune))
+        return api->fail(self->host, LOOM_E_INVALID, "neftune_noise_alpha must be a number >= 0");
+    self->neftune_alpha = neftune;
     const char *proj = "relu";
     if (api->cfg_str(cfg, "feed_forward_proj", &proj) == LOOM_CFG_WRONG_TYPE) proj = "?";
     if (strcmp(proj, "relu") == 0) {

@@ -2,7 +2,8 @@
 """t5_reference_test.py - the t5 plugin's forward against an independent numpy implementation
 of HF's T5ForConditionalGeneration (float64), for T5 v1.0 (ReLU, tied embeddings rescaled by
 d_model^-0.5) and v1.1 (gated-GELU, untied lm_head), on a padded batch with an attention mask
-and -100 labels. test_t5 --dump writes the tiny model's weights, batch, logits and loss sum."""
+and -100 labels; and a NEFTune training forward with the noise of both stacks' embeddings.
+test_t5 --dump writes the tiny model's weights, batch, logits and loss sum (and the noise)."""
 import json
 import math
 import os
@@ -79,7 +80,9 @@ def ff(x, W, prefix, gated):
     return h @ W[prefix + ".wo.weight"].T
 
 
-def reference(d, gated):
+def reference(d, gated, encoder_noise=None, decoder_noise=None):
+    """encoder_noise, decoder_noise: NEFTune's, added to the shared embedding's output of each
+    stack (HF's hook on get_input_embeddings(), which both stacks call), before its dropout."""
     W = {k: np.array(v["data"], dtype=np.float64).reshape(v["shape"]) for k, v in d["tensors"].items()}
     B, S, T = d["B"], d["S"], d["T"]
     ids = np.array(d["inputs"]).reshape(B, S)
@@ -89,6 +92,8 @@ def reference(d, gated):
     dec_ids[dec_ids == -100] = 0
     # encoder
     x = W["shared.weight"][ids]
+    if encoder_noise is not None:
+        x = x + encoder_noise
     bias = position_bias(W["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"], S, S, True)
     enc_mask = np.broadcast_to(mask[:, None, :], (B, S, S))
     for l in range(L):
@@ -98,6 +103,8 @@ def reference(d, gated):
     enc = rms(x, W["encoder.final_layer_norm.weight"])
     # decoder
     y = W["shared.weight"][dec_ids]
+    if decoder_noise is not None:
+        y = y + decoder_noise
     bias = position_bias(W["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"], T, T, False)
     causal = np.broadcast_to(np.tril(np.ones((T, T)))[None], (B, T, T))
     cross_mask = np.broadcast_to(mask[:, None, :], (B, T, S))
@@ -128,9 +135,45 @@ def attention_kv(n, enc, W, prefix, mask):
     return attention(n, enc, W, prefix, None, mask)
 
 
+def neftune(d):
+    """A noisy training forward (neftune_noise_alpha 5) against numpy with the noise the dump
+    says the model drew, added on both sides: the plugin must match it, and must not match
+    numpy with either side's noise left out (each is visible). Each side's noise lies in
+    [-a, a] for a = alpha / sqrt(that side's length x d_model), and reaches near both ends."""
+    B, S, T = d["B"], d["S"], d["T"]
+    D = len(d["encoder_noise"]) // (B * S)
+    enc = np.array(d["encoder_noise"]).reshape(B, S, D)
+    dec = np.array(d["decoder_noise"]).reshape(B, T, D)
+    failures = 0
+    for name, noise, length in (("encoder", enc, S), ("decoder", dec, T)):
+        a = np.float32(d["alpha"] / math.sqrt(length * D))
+        print("neftune: %s noise in [%.4f, %.4f], bound %.4f" % (name, noise.min(), noise.max(), a))
+        if np.abs(noise).max() > a or noise.max() < 0.8 * a or noise.min() > -0.8 * a:
+            print("FAIL: the %s noise is not uniform in [-a, a] for its own length" % name)
+            failures += 1
+    got = np.array(d["logits"])
+    for label, e, y, want_match in (("both", enc, dec, True), ("no encoder noise", None, dec, False),
+                                    ("no decoder noise", enc, None, False), ("none", None, None, False)):
+        logits, loss, _ = reference(d, False, e, y)
+        err = np.abs(got.reshape(logits.shape) - logits).max()
+        bound = 1e-5 * max(1.0, np.abs(logits).max())
+        print("neftune, numpy with %s: max |logit difference| %.2e, loss sum %.6f vs %.6f" % (label, err,
+                                                                                            d["loss_sum"], loss))
+        if (err <= bound) != want_match or (want_match and abs(d["loss_sum"] - loss) > 1e-5 * max(1.0, abs(loss))):
+            print("FAIL: neftune's noisy forward %s numpy with %s" % ("differs from" if want_match else "matches",
+                                                                     label))
+            failures += 1
+    return failures
+
+
 def main():
     binary = sys.argv[1]
     failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "dump.json")
+        subprocess.run([binary, "--dump", path, "relu", "neftune"], check=True)
+        with open(path) as f:
+            failures += neftune(json.load(f))
     for config in ("relu", "gated"):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "dump.json")

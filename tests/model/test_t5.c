@@ -9,8 +9,11 @@
  *   (e) generation (ABI 1.4): the encoder once and the decoder stepped over its key/value
  *       cache give the logits of the full forward on the same decoder inputs (1e-5), with
  *       beams whose cache rows are reordered between steps; the reorder's refusals.
- * With --dump FILE CONFIG (relu|gated) it writes the tiny model's parameters, batch, logits and
- * loss as JSON for t5_reference_test.py, which checks them against numpy. */
+ *   (f) NEFTune (neftune_noise_alpha): evaluation untouched, the noise a function of the seed,
+ *       scaled by each side's length, gradients (b) with it on.
+ * With --dump FILE CONFIG (relu|gated) [neftune] it writes the tiny model's parameters, batch,
+ * logits and loss (with neftune: of a noisy training forward, and the noise) as JSON for
+ * t5_reference_test.py, which checks them against numpy. */
 #include <loom/model.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +24,7 @@
 #include "test_host.h"
 #include "open_plugin.h"
 #include "test_util.h"
+#include "../../plugins/model/model_common.h" /* NEFTune's draws, to rebuild the noise */
 
 static const loom_plugin_desc *desc;
 static const loom_model_vtable *vt;
@@ -30,8 +34,9 @@ enum { B = 3, S = 5, T = 4, V = 11 };
 static const int32_t inputs[B * S] = {3, 4, 5, 6, 1, 7, 2, 1, 0, 0, 9, 8, 10, 1, 0};
 static const int32_t mask[B * S] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0};
 static const int32_t labels[B * T] = {5, 6, 7, 1, 2, 1, -100, -100, 8, 9, 1, -100};
-/* label_smoothing_factor of the models make() builds. */
+/* label_smoothing_factor and neftune_noise_alpha of the models make() builds. */
 static const char *smoothing = "0.0";
+static const char *neftune = "0.0";
 
 static loom_model *make(int gated, const char *dropout)
 {
@@ -53,6 +58,7 @@ static loom_model *make(int gated, const char *dropout)
         {"tie_word_embeddings", LOOM_PARAM_BOOL, gated ? "false" : "true"},
         {"decoder_start_token_id", LOOM_PARAM_INT, "0"},
         {"label_smoothing_factor", LOOM_PARAM_FLOAT, smoothing},
+        {"neftune_noise_alpha", LOOM_PARAM_FLOAT, neftune},
     };
     for (size_t i = 0; i < sizeof e / sizeof *e; i++) cfg.entries[cfg.n++] = e[i];
     loom_model *m = NULL;
@@ -211,8 +217,8 @@ static void test_gradients(int gated, const char *dropout)
             }
         }
     }
-    fprintf(stderr, "%s, dropout %s: %d gradients checked, %d at a kink skipped\n", gated ? "gated-gelu" : "relu",
-            dropout, checked, skipped);
+    fprintf(stderr, "%s, dropout %s, neftune %s: %d gradients checked, %d at a kink skipped\n",
+            gated ? "gated-gelu" : "relu", dropout, neftune, checked, skipped);
     CHECK(bad == 0 && checked > 100 && skipped < checked / 3);
     /* dropout on: another seed changes the loss; in evaluation (training 0) it is off */
     if (strcmp(dropout, "0.0") != 0) {
@@ -325,11 +331,95 @@ static void test_errors(void)
     free(params);
 }
 
-static void dump(const char *path, int gated)
+/* NEFTune: the noise `shared`'s output gets on one side, [B, len, D] under dropout_seed `seed`
+ * (call 0 the encoder, 1 the decoder), as the model draws it. */
+enum { NEFTUNE_SEED = 2024, D = 8 };
+static void neftune_noise(float *noise, double alpha, uint64_t seed, uint64_t call, int64_t len)
 {
+    const float mag = model_neftune_magnitude(alpha, len, D);
+    for (int64_t i = 0; i < B * len * D; i++)
+        noise[i] = model_neftune_noise(model_neftune_seed(seed, call), (uint64_t)i, mag);
+}
+
+/* n draws in [-a, a], not all zero, with a uniform's mean and variance (a^2 / 3) within five
+ * standard deviations of their estimates. */
+static void check_uniform(const float *x, int64_t n, float a)
+{
+    double sum = 0.0, sq = 0.0, lo = 0.0, hi = 0.0;
+    int outside = 0;
+    for (int64_t i = 0; i < n; i++) {
+        outside += !(x[i] >= -a && x[i] <= a);
+        sum += x[i], sq += (double)x[i] * x[i];
+        lo = fmin(lo, x[i]), hi = fmax(hi, x[i]);
+    }
+    const double mean = sum / (double)n, var = sq / (double)n - mean * mean;
+    CHECK(outside == 0);
+    CHECK(lo < -0.8 * a && hi > 0.8 * a);
+    CHECK(fabs(mean) < 5.0 * a / sqrt(3.0 * (double)n));
+    CHECK(fabs(var / (a * a / 3.0) - 1.0) < 5.0 * 0.9 / sqrt((double)n));
+}
+
+/* neftune_noise_alpha 5 against the same weights without: evaluation bit for bit the plain
+ * model's (logits and loss); a training forward another loss, the same for the same seed and
+ * another for another seed; the encoder's noise scaled by its length (S), the decoder's by its
+ * own (T); gradients: test_gradients with the noise on. Where the noise goes (the encoder's and
+ * the decoder's embeddings, before dropout) t5_reference_test.py checks against numpy. */
+static void test_neftune(void)
+{
+    loom_model *m0 = make(1, "0.0");
+    neftune = "5";
+    loom_model *m = make(1, "0.0");
+    neftune = "0.0";
+    float *params0 = bind_model(m0, B, 6), *params = bind_model(m, B, 6);
+    CHECK(memcmp(params0, params, (size_t)n_params(m) * sizeof *params) == 0);
+    loom_batch batch = make_batch(inputs, mask, labels, B, S, T);
+    float logits[B * T * V], logits0[B * T * V];
+    loom_tensor_view out = {LOOM_HEADER_INIT(loom_tensor_view)};
+    out.dtype = LOOM_DTYPE_F32, out.ndim = 3;
+    out.shape[0] = B, out.shape[1] = T, out.shape[2] = V;
+    loom_tensor_view out0 = out;
+    out.data = logits, out0.data = logits0;
+    loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)}, r0 = r;
+    batch.training = 1;
+    batch.dropout_seed = NEFTUNE_SEED;
+    const double noisy = loss_of(m, &batch), clean = loss_of(m0, &batch);
+    CHECK(isfinite(noisy) && fabs(noisy - clean) > 1e-3);
+    CHECK(loss_of(m, &batch) == noisy);
+    batch.dropout_seed = NEFTUNE_SEED + 1;
+    const double other = loss_of(m, &batch);
+    CHECK(other != noisy && fabs(other - clean) > 1e-3);
+    batch.training = 0;
+    CHECK(vt->forward(m, &batch, &r, &out) == LOOM_OK && vt->forward(m0, &batch, &r0, &out0) == LOOM_OK);
+    CHECK(r.loss_sum == r0.loss_sum && memcmp(logits, logits0, sizeof logits) == 0);
+    CHECK(r0.loss_sum == clean); /* the plain model's training forward: no dropout, no noise */
+
+    float enc[B * S * D], dec[B * T * D], enc2[B * S * D];
+    neftune_noise(enc, 5.0, NEFTUNE_SEED, 0, S);
+    neftune_noise(dec, 5.0, NEFTUNE_SEED, 1, T);
+    neftune_noise(enc2, 5.0, NEFTUNE_SEED + 1, 0, S);
+    check_uniform(enc, B * S * D, (float)(5.0 / sqrt(S * D)));
+    check_uniform(dec, B * T * D, (float)(5.0 / sqrt(T * D)));
+    int same = 0;
+    for (int i = 0; i < B * S * D; i++)
+        same += enc[i] == enc2[i];
+    CHECK(same <= 2);
+    vt->destroy(m);
+    vt->destroy(m0);
+    free(params);
+    free(params0);
+}
+
+/* --dump FILE CONFIG [neftune]: with neftune, the model of neftune_noise_alpha 5 in a training
+ * forward (dropout 0, dropout_seed NEFTUNE_SEED), and the noise both sides must have had. */
+static void dump(const char *path, int gated, int with_neftune)
+{
+    if (with_neftune) neftune = "5";
     loom_model *m = make(gated, "0.0");
+    neftune = "0.0";
     float *params = bind_model(m, B, 6);
     loom_batch batch = make_batch(inputs, mask, labels, B, S, T);
+    batch.training = with_neftune;
+    batch.dropout_seed = NEFTUNE_SEED;
     float *logits = calloc(B * T * V, sizeof *logits);
     loom_tensor_view out = {LOOM_HEADER_INIT(loom_tensor_view)};
     out.data = logits;
@@ -366,7 +456,20 @@ static void dump(const char *path, int gated)
     for (int i = 0; i < B * T; i++) fprintf(f, "%s%d", i ? "," : "", labels[i]);
     fprintf(f, "],\n\"logits\": [");
     for (int i = 0; i < B * T * V; i++) fprintf(f, "%s%.9g", i ? "," : "", logits[i]);
-    fprintf(f, "]}\n");
+    fprintf(f, "]");
+    if (with_neftune) {
+        float enc[B * S * D], dec[B * T * D];
+        neftune_noise(enc, 5.0, NEFTUNE_SEED, 0, S);
+        neftune_noise(dec, 5.0, NEFTUNE_SEED, 1, T);
+        fprintf(f, ",\n\"alpha\": 5, \"encoder_noise\": [");
+        for (int i = 0; i < B * S * D; i++)
+            fprintf(f, "%s%.9g", i ? "," : "", enc[i]);
+        fprintf(f, "],\n\"decoder_noise\": [");
+        for (int i = 0; i < B * T * D; i++)
+            fprintf(f, "%s%.9g", i ? "," : "", dec[i]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "}\n");
     fclose(f);
     vt->destroy(m);
     free(params);
@@ -456,8 +559,8 @@ int main(int argc, char **argv)
     if (desc) CHECK(strcmp(desc->name, "t5") == 0);
     if (!desc) return test_finish("test_t5");
     vt = desc->vtable;
-    if (argc == 4 && strcmp(argv[1], "--dump") == 0) {
-        dump(argv[2], strcmp(argv[3], "gated") == 0);
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "--dump") == 0) {
+        dump(argv[2], strcmp(argv[3], "gated") == 0, argc == 5 && strcmp(argv[4], "neftune") == 0);
         return test_finish("test_t5 --dump");
     }
     test_names();
@@ -470,6 +573,11 @@ int main(int argc, char **argv)
     smoothing = "0.2"; /* the smoothed gradient, dlogits = p - 0.8 onehot - 0.2 / V */
     test_gradients(1, "0.0");
     smoothing = "0.0";
+    neftune = "5"; /* the noise on both sides' embeddings, fixed by the seed */
+    test_gradients(1, "0.0");
+    test_gradients(0, "0.3");
+    neftune = "0.0";
+    test_neftune();
     test_smoothing();
     test_training();
     test_errors();
