@@ -64,9 +64,10 @@ static cJSON *model_config_json(const loom_trainer *t)
     if (loom_config_str(t->model.config, "architectures", &architecture) == LOOM_CFG_PRESENT && *architecture)
         cJSON_AddItemToObject(json, "architectures", cJSON_CreateStringArray(&architecture, 1));
     for (const loom_param_spec *s = desc->params; s && s->key; s++) {
-        /* gradient_checkpointing is how a run trains, not what the model is. */
+        /* gradient_checkpointing (and label smoothing, NEFTune) is how a run trains, not what
+         * the model is. */
         if (!strcmp(s->key, "architectures") || !strcmp(s->key, "gradient_checkpointing") ||
-            !strcmp(s->key, "label_smoothing_factor"))
+            !strcmp(s->key, "label_smoothing_factor") || !strcmp(s->key, "neftune_noise_alpha"))
             continue;
         double f;
         int64_t i;

@@ -562,6 +562,7 @@ typedef struct mapped_sections {
     size_t n_model;
     char text[7][64];
     char smoothing[64];
+    char neftune[64];
     loom_config_default optimizer[5];
     loom_config_default scheduler[32];
     size_t n_scheduler;
@@ -616,6 +617,19 @@ static loom_status map_model_section(const loom_trainer *t, const loom_saved_mod
                               model->desc->name);
         loom__format_shortest(m->smoothing, sizeof m->smoothing, t->args.label_smoothing_factor);
         m->model[m->n_model++] = (loom_config_default){"label_smoothing_factor", m->smoothing};
+    }
+    /* --neftune_noise_alpha: HF's hook on the model's input embedding, so the model adds the
+     * noise (training forwards only); a model without one must not run as if it had. */
+    if (t->args.neftune_noise_alpha != 0.0 && m->n_model < 256) {
+        int declared = 0;
+        for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
+            declared |= strcmp(s->key, "neftune_noise_alpha") == 0;
+        if (!declared)
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "--neftune_noise_alpha: model '%s' has no input embedding to add NEFTune's noise to",
+                              model->desc->name);
+        loom__format_shortest(m->neftune, sizeof m->neftune, t->args.neftune_noise_alpha);
+        m->model[m->n_model++] = (loom_config_default){"neftune_noise_alpha", m->neftune};
     }
     return LOOM_OK;
 }

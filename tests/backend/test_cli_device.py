@@ -91,6 +91,20 @@ class DeviceTest(unittest.TestCase):
         self.assertEqual(report["adam_updates"], "0")
         self.assertEqual(report["sum_squares"], "0")
 
+    def test_neftune_on_the_device_matches_the_cpu(self):
+        # NEFTune's noise is added by the model on the host over the device's (CPU-addressable)
+        # activations, as embd_pdrop's dropout is: the same bits as the CPU run, f32 and bf16
+        # parameters (wte's rows widened by the device's convert).
+        for extra in ((), ("--bf16",)):
+            tag = "".join(extra).strip("-")
+            _, plain, _ = self.train("cpu_plain" + tag, *extra)
+            _, cpu, _ = self.train("cpu_neftune" + tag, "--neftune_noise_alpha", "5", *extra)
+            stdout, report = self.device_run("fake_neftune" + tag, "--neftune_noise_alpha", "5", *extra)
+            self.check_placement(stdout, report, 6, 2)
+            self.assertEqual(len(losses(cpu)), 6)
+            self.assertEqual(losses(stdout), losses(cpu))
+            self.assertNotEqual(losses(cpu)[0], losses(plain)[0])
+
     def test_t5_on_the_device_matches_the_cpu(self):
         pairs = os.path.join(self.tmp, "pairs.jsonl")
         write_pairs(pairs, 64, 5)
