@@ -31,20 +31,27 @@ extern "C" {
 #define LOOM_HOST_DEVICE
 #endif
 
-/* Dropout's keep decision for element `index` of a tensor under `seed` with drop probability
- * p (header-only, ABI 1.3): a counter-based hash, so a forward and its backward, every device
- * and every thread count draw the same mask without storing it. Kept elements are scaled by
- * 1 / (1 - p) by the caller. p <= 0 keeps everything. The CUDA kernels call this very
- * function (LOOM_HOST_DEVICE): integer arithmetic and one exact float product, so a CPU and a
- * GPU run draw the same masks. */
-static inline LOOM_HOST_DEVICE int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
+/* A uniform draw in [0, 1) for element `index` of a tensor under `seed` (header-only, the hash
+ * of loom_dropout_keep since ABI 1.3, named on its own since 1.9 for NEFTune's noise): a
+ * counter-based hash, so any element can be drawn again from (seed, index) alone, on every
+ * device and thread count. Integer arithmetic and one exact float product: 24 uniform bits. */
+static inline LOOM_HOST_DEVICE float loom_uniform(uint64_t seed, uint64_t index)
 {
-    if (p <= 0.0f) return 1;
     uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
-    return (float)(z >> 40) * 0x1p-24f >= p; /* 24 uniform bits in [0, 1) */
+    return (float)(z >> 40) * 0x1p-24f;
+}
+
+/* Dropout's keep decision for element `index` of a tensor under `seed` with drop probability
+ * p (header-only, ABI 1.3), so a forward and its backward draw the same mask without storing
+ * it. Kept elements are scaled by 1 / (1 - p) by the caller. p <= 0 keeps everything. The CUDA
+ * kernels call this very function (LOOM_HOST_DEVICE), so a CPU and a GPU run draw the same
+ * masks. */
+static inline LOOM_HOST_DEVICE int loom_dropout_keep(uint64_t seed, uint64_t index, float p)
+{
+    return p <= 0.0f || loom_uniform(seed, index) >= p;
 }
 
 struct loom_span;      /* optimizer.h: one piece of a parameter tensor (adam_update, ABI 1.5) */

@@ -70,19 +70,6 @@ static inline loom_status model_token_output_shape(loom_host *host, const loom_h
 
 /* ---- NEFTune (HF's neftune_noise_alpha) ------------------------------------------------ */
 
-/* A draw in [0, 1) for element `index` under `seed`: loom_dropout_keep's counter-based hash
- * and its 24 bits (loom_dropout_keep(seed, i, p) is exactly model_uniform(seed, i) >= p), so
- * the noise comes from the generator the dropout masks come from, on every device and thread
- * count, and a forward can be drawn again from its seed alone. */
-static inline float model_uniform(uint64_t seed, uint64_t index)
-{
-    uint64_t z = seed + (index + 1) * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)(z >> 40) * 0x1p-24f;
-}
-
 /* The seed of the noise of the input embedding's `call`-th use in a micro-batch (a decoder-only
  * model: 0; an encoder-decoder: 0 the encoder's, 1 the decoder's), from the batch's
  * dropout_seed: a function of (seed, step, micro-batch, rank) like the masks, so a resumed run
@@ -106,7 +93,7 @@ static inline float model_neftune_magnitude(double alpha, int64_t T, int64_t C)
  * one rounded product keeps |noise| <= mag. */
 static inline float model_neftune_noise(uint64_t seed, uint64_t index, float mag)
 {
-    return mag * (2.0f * model_uniform(seed, index) - 1.0f);
+    return mag * (2.0f * loom_uniform(seed, index) - 1.0f);
 }
 
 #endif

@@ -1202,19 +1202,6 @@ static void test_dropout(int recompute)
 
 /* ---- NEFTune (neftune_noise_alpha) ------------------------------------------------------- */
 
-/* The noise generator is dropout's: model_uniform(seed, i) >= p exactly when loom_dropout_keep
- * keeps element i, for every p (the same counter-based hash, not a second RNG). */
-static void test_neftune_generator(void)
-{
-    int disagree = 0;
-    for (uint64_t seed = 1; seed < 5; seed++)
-        for (uint64_t i = 0; i < 5000; i++) {
-            const float p = (float)((i * 37 + seed * 11) % 101) / 100.0f;
-            disagree += (model_uniform(seed * 0x1234567ull, i) >= p) != loom_dropout_keep(seed * 0x1234567ull, i, p);
-        }
-    CHECK(disagree == 0);
-}
-
 /* The noise the model must add for a batch [B, T] of C channels under dropout_seed `seed`. */
 static void neftune_noise(float *noise, double alpha, uint64_t seed, int64_t B, int64_t T, int64_t C)
 {
@@ -1629,7 +1616,6 @@ int main(void)
     test_checkpointing(LOOM_DTYPE_F32, LOOM_DTYPE_BF16);
     test_dropout(0);
     test_dropout(1);
-    test_neftune_generator();
     test_neftune(0);
     test_neftune(1);
     test_neftune_bf16();
