@@ -6,6 +6,8 @@
  *   output_dir/checkpoint-N/                         model, optimizer.safetensors,
  *                                                    scheduler.json, rng_state.json,
  *                                                    trainer_state.json, training_args.json
+ *                                                    (--save_only_model: the model and the
+ *                                                    last two only)
  * A checkpoint is written into checkpoint-N.tmp, sealed with a manifest of every file's size and
  * checksum (checkpoint_dir.c), and renamed when complete, so a crash never leaves a half
  * checkpoint that looks whole; save_total_limit deletes the oldest afterwards.
@@ -493,13 +495,15 @@ loom_status loom_trainer_checkpoint_dir(const loom_trainer *t, char *out, size_t
     return loom_path_join(out, size, t->args.output_dir, name);
 }
 
-/* Everything rank 0 writes into the folder (all but the optimizer shards of other ranks). */
-static loom_status write_rank0_files(loom_trainer *t, const char *dir, int sharded)
+/* Everything rank 0 writes into the folder (all but the optimizer shards of other ranks). A
+ * model-only checkpoint leaves out what only a resume reads, as HF's _save_checkpoint skips
+ * _save_optimizer_and_scheduler and _save_rng_state (docs/checkpoints.md#model-only). */
+static loom_status write_rank0_files(loom_trainer *t, const char *dir, int sharded, int model_only)
 {
     loom_remove_tree(dir);
     loom_status st = loom_trainer_save_model(t, dir);
-    if (st == LOOM_OK && !sharded) st = write_optimizer_state(t, dir, "optimizer.safetensors");
-    if (st == LOOM_OK) st = write_small_states(t, dir);
+    if (st == LOOM_OK && !sharded && !model_only) st = write_optimizer_state(t, dir, "optimizer.safetensors");
+    if (st == LOOM_OK && !model_only) st = write_small_states(t, dir);
     if (st == LOOM_OK) st = write_training_args(t, dir);
     if (st == LOOM_OK) st = loom_trainer_write_state(t, dir);
     return st;
@@ -511,11 +515,15 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
     loom_status st = loom_trainer_checkpoint_dir(t, final_dir, sizeof final_dir);
     if (st != LOOM_OK) return st;
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
+    /* Model-only, no rank has a shard to add: rank 0 writes alone, as with whole states, and the
+     * ranks skip the collectives that only serve the shards (every rank holds the same
+     * --save_only_model: the ranks compare their arguments when they start). */
+    const int model_only = t->args.save_only_model != 0;
     int sharded = 0;
-    if ((st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
+    if (!model_only && (st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
     if ((st = loom_trainer_best_at_save(t)) != LOOM_OK) return st;
     int zero = t->state.is_world_process_zero;
-    if (zero) st = write_rank0_files(t, tmp_dir, sharded);
+    if (zero) st = write_rank0_files(t, tmp_dir, sharded, model_only);
     if (sharded) {
         /* Rank 0 made the folder; each rank adds its shard; rank 0 seals it when all are in. A
          * failure anywhere is agreed on, so no rank waits for a rename that will not come. */
