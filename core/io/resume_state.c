@@ -61,6 +61,18 @@ static char *string_member(const cJSON *json, const char *key)
     return cJSON_IsString(item) ? strdup(item->valuestring) : NULL;
 }
 
+bool loom_resume_is_model_only(const char *dir)
+{
+    cJSON *json = NULL;
+    if (read_json(dir, "training_args.json", &json) != LOOM_OK) {
+        loom_error_clear();
+        return false;
+    }
+    bool model_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "save_only_model"));
+    cJSON_Delete(json);
+    return model_only;
+}
+
 loom_status loom_resume_read_seed(const char *dir, int64_t *seed)
 {
     cJSON *rng = NULL;

@@ -43,6 +43,11 @@ typedef struct loom_resume_state {
     int64_t steps_since_log, steps_total;
 } loom_resume_state;
 
+/* Whether DIR was saved with --save_only_model (its training_args.json says so): it holds the
+ * model and trainer_state.json, and nothing else a resume restores. False when the file cannot
+ * be read (the reads of the state files then name what is wrong). */
+bool loom_resume_is_model_only(const char *dir);
+
 /* The seed of DIR/rng_state.json (an integer in int64 range). */
 loom_status loom_resume_read_seed(const char *dir, int64_t *seed);
 

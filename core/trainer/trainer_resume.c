@@ -37,6 +37,36 @@
 
 static int is_false(const char *s) { return !s || !*s || !strcasecmp(s, "false") || !strcasecmp(s, "none"); }
 
+/* A checkpoint saved with --save_only_model has the weights and the step, and none of what a
+ * resume restores besides. HF resumes it anyway, with a fresh optimizer and its schedule back at
+ * step 0 (or fails, under DeepSpeed, to find the engine's states); loom refuses it in one line,
+ * worded for how the folder was chosen (docs/checkpoints.md#model-only). */
+static loom_status refuse_model_only(const loom_trainer *t, const char *dir)
+{
+    const char *why = "was saved with --save_only_model: it holds no optimizer, scheduler or RNG state to resume from";
+    const char *restart = getenv("LOOM_RESTART_COUNT");
+    if (t->args.origin[LOOM__ARG_resume_from_checkpoint] == LOOM_ARG_FROM_OUTPUT_DIR) {
+        if (restart && *restart && strcmp(restart, "0") != 0)
+            return loom_error(LOOM_E_INVALID,
+                              "restart %s: the newest checkpoint, %s, %s (loom launch --max_restarts needs "
+                              "checkpoints saved without --save_only_model)",
+                              restart, dir, why);
+        return loom_error(LOOM_E_INVALID,
+                          "checkpoint detected at %s, but it %s; to start a new run from its weights, use "
+                          "--model_name_or_path %s, or add --overwrite_output_dir to train from scratch",
+                          dir, why, dir);
+    }
+    if (!strcasecmp(t->args.resume_from_checkpoint, "true"))
+        return loom_error(LOOM_E_INVALID,
+                          "--resume_from_checkpoint true: the newest checkpoint, %s, %s; to start a new run from "
+                          "its weights, use --model_name_or_path %s",
+                          dir, why, dir);
+    return loom_error(LOOM_E_INVALID,
+                      "--resume_from_checkpoint: %s %s; to start a new run from its weights, use "
+                      "--model_name_or_path %s",
+                      dir, why, dir);
+}
+
 loom_status loom_trainer_find_resume(loom_trainer *t)
 {
     const char *arg = t->args.resume_from_checkpoint;
@@ -51,6 +81,7 @@ loom_status loom_trainer_find_resume(loom_trainer *t)
         strcpy(dir, arg);
         if ((st = loom_checkpoint_verify(dir)) != LOOM_OK) return loom_error_context(st, "--resume_from_checkpoint");
     }
+    if (loom_resume_is_model_only(dir)) return refuse_model_only(t, dir);
     int64_t seed = 0;
     if ((st = loom_resume_read_seed(dir, &seed)) != LOOM_OK) return st;
     if (seed != t->args.seed) {
