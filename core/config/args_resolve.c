@@ -299,7 +299,9 @@ static loom_status derive(loom_args *args)
     loom_status st;
     if ((st = expand_home(&args->output_dir)) != LOOM_OK || (st = expand_home(&args->logging_dir)) != LOOM_OK)
         return st;
-    if (args->do_eval < 0 && strcmp(args->evaluation_strategy, "no") != 0) args->do_eval = 1;
+    /* An evaluation strategy or --eval_on_start means evaluation data (HF's scripts pass the
+     * eval_dataset with do_eval; its Trainer evaluates whatever it is given). */
+    if (args->do_eval < 0 && (strcmp(args->evaluation_strategy, "no") != 0 || args->eval_on_start)) args->do_eval = 1;
     if (isnan(args->eval_steps)) args->eval_steps = args->logging_steps;
     /* HF's __post_init__: the best model is judged by the loss unless told otherwise, and a
      * metric whose name ends in "loss" is better when lower. */
@@ -429,6 +431,7 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->num_train_epochs >= 0 && a->num_train_epochs <= 1e6, num_train_epochs, "must be >= 0 and <= 1e6");
     REQUIRE(a->warmup_ratio >= 0 && a->warmup_ratio <= 1, warmup_ratio, "must be in [0, 1]");
     REQUIRE(a->warmup_steps >= 0, warmup_steps, "must be >= 0");
+    REQUIRE(a->eval_delay >= 0, eval_delay, "must be >= 0 (steps or epochs before the first evaluation)");
     if ((st = check_steps(a, o, LOOM__ARG_logging_steps, a->logging_steps, "logging_strategy", a->logging_strategy)) !=
         LOOM_OK)
         return st;

@@ -385,7 +385,8 @@ static void default_flow_step_end(loom_trainer *t)
     if (step == 1 && a->logging_first_step) t->control.should_log = 1;
     if (strcmp(a->logging_strategy, "steps") == 0 && s->logging_steps > 0 && step % s->logging_steps == 0)
         t->control.should_log = 1;
-    if (strcmp(a->evaluation_strategy, "steps") == 0 && s->eval_steps > 0 && step % s->eval_steps == 0)
+    if (strcmp(a->evaluation_strategy, "steps") == 0 && s->eval_steps > 0 && step % s->eval_steps == 0 &&
+        a->eval_delay <= (double)step)
         t->control.should_evaluate = 1;
     if (strcmp(a->save_strategy, "steps") == 0 && s->save_steps > 0 && step % s->save_steps == 0)
         t->control.should_save = 1;
@@ -397,7 +398,7 @@ static void default_flow_epoch_end(loom_trainer *t)
 {
     const loom_args *a = &t->args;
     if (strcmp(a->logging_strategy, "epoch") == 0) t->control.should_log = 1;
-    if (strcmp(a->evaluation_strategy, "epoch") == 0) t->control.should_evaluate = 1;
+    if (strcmp(a->evaluation_strategy, "epoch") == 0 && a->eval_delay <= t->state.epoch) t->control.should_evaluate = 1;
     if (strcmp(a->save_strategy, "epoch") == 0) t->control.should_save = 1;
 }
 
@@ -546,6 +547,13 @@ loom_status loom_trainer_train(loom_trainer *t)
     t->control.should_training_stop = 0;
     if (st == LOOM_OK) st = loom_trainer_print_startup(t, &dl, num_epochs, max_steps, updates_per_epoch);
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
+    /* HF's eval_on_start: one evaluation after on_train_begin, at the step the run starts from
+     * (0, or a resumed run's). It is logged and reaches the callbacks (early stopping counts it);
+     * no best model is judged on it, as HF judges only in its step-end evaluations. */
+    if (st == LOOM_OK && t->args.eval_on_start && t->eval_dataset) {
+        loom_metrics start_metrics;
+        st = t->hooks.evaluate(t, "eval", &start_metrics);
+    }
 
     for (int64_t epoch = first_epoch; st == LOOM_OK && epoch < num_epochs && !t->control.should_training_stop;
          epoch++) {

@@ -176,6 +176,8 @@ static loom_status check_evaluation(const loom_trainer *t)
     int by_strategy =
         strcmp(a->evaluation_strategy, "no") != 0 && a->origin[LOOM__ARG_do_eval] == LOOM_ARG_FROM_DEFAULT;
     if (!a->validation_file || !*a->validation_file) {
+        if (a->eval_on_start && !by_strategy && a->origin[LOOM__ARG_do_eval] == LOOM_ARG_FROM_DEFAULT)
+            return loom_error(LOOM_E_INVALID, "--eval_on_start needs validation data: give --validation_file");
         if (by_strategy)
             return loom_error(LOOM_E_INVALID,
                               "--evaluation_strategy %s needs validation data: give --validation_file (or "

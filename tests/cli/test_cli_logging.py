@@ -172,3 +172,70 @@ class NanInfFilterTest(LoomTestCase):
         self.assertIsNone(state["log_history"][-1]["train_loss"])
         with open(os.path.join(out, "training_args.json")) as f:
             self.assertIs(json.load(f)["logging_nan_inf_filter"], False)
+
+
+class EvalScheduleTest(LoomTestCase):
+    """HF's --eval_delay (DefaultFlowCallback: no evaluation before that step, or that epoch) and
+    --eval_on_start (one evaluation after on_train_begin)."""
+
+    def args(self, out, *extra):
+        return self.train_args(out, "--learning_rate", "3e-3", "--seed", "7", "--save_strategy", "no",
+                               "--validation_file", os.path.join(self.data, "validation.bin"), *extra)
+
+    def evals(self, out):
+        return [(e["step"], e["epoch"], e["eval_loss"]) for e in self.state(out)["log_history"] if "eval_loss" in e]
+
+    def test_delay_in_steps(self):
+        out = self.out("delay-steps")
+        loom(*self.args(out, "--max_steps", "20", "--evaluation_strategy", "steps", "--eval_steps", "4",
+                        "--eval_delay", "10"))
+        # eval_delay <= global_step: 12, 16 and 20 of the multiples of 4.
+        self.assertEqual([s for s, _, _ in self.evals(out)], [12, 16, 20])
+        # A delay that is a multiple itself counts (<=).
+        loom(*self.args(out, "--max_steps", "20", "--evaluation_strategy", "steps", "--eval_steps", "4",
+                        "--eval_delay", "8"))
+        self.assertEqual([s for s, _, _ in self.evals(out)], [8, 12, 16, 20])
+
+    def test_delay_in_epochs(self):
+        # 300 steps an epoch (2400 examples, batches of 8): the epoch ends are 1.0, 2.0, 3.0.
+        out = self.out("delay-epochs")
+        loom(*self.args(out, "--num_train_epochs", "3", "--evaluation_strategy", "epoch", "--eval_delay", "1.5"))
+        self.assertEqual([(s, e) for s, e, _ in self.evals(out)], [(600, 2.0), (900, 3.0)])
+
+    def test_eval_on_start(self):
+        out = self.out("on-start")
+        loom(*self.args(out, "--max_steps", "4", "--evaluation_strategy", "steps", "--eval_steps", "2",
+                        "--eval_on_start"))
+        evals = self.evals(out)
+        self.assertEqual([(s, e) for s, e, _ in evals], [(0, 0), (2, 0.0066666666666666671), (4, 0.013333333333333334)])
+        # The evaluation before the first step is of the initial model: with a learning rate of 0
+        # the model never moves, and the step-1 evaluation gives the same loss.
+        frozen = self.out("on-start-frozen")
+        loom(*self.args(frozen, "--max_steps", "1", "--evaluation_strategy", "steps", "--eval_steps", "1",
+                        "--eval_on_start", "--learning_rate", "0"))
+        (s0, _, first), (s1, _, second) = self.evals(frozen)
+        self.assertEqual((s0, s1), (0, 1))
+        self.assertEqual(first, second)
+        self.assertEqual(first, evals[0][2])           # the same initial model (seed 7) in both runs
+        self.assertNotEqual(evals[0][2], evals[1][2])  # and training moved it
+        # With no evaluation strategy at all it still evaluates once, at the start; no best model
+        # is judged on it.
+        alone = self.out("on-start-alone")
+        loom(*self.args(alone, "--max_steps", "2", "--eval_on_start"))
+        self.assertEqual([s for s, _, _ in self.evals(alone)], [0])
+        self.assertIsNone(self.state(alone)["best_metric"])
+
+    def test_eval_on_start_of_a_resumed_run(self):
+        full = self.out("on-start-full")
+        loom(*self.args(full, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3"))
+        half = self.out("on-start-half")
+        loom(*self.args(half, "--max_steps", "6", "--eval_on_start", "--resume_from_checkpoint",
+                        os.path.join(full, "checkpoint-3")))
+        # At the step it resumes from, before its first step.
+        self.assertEqual([s for s, _, _ in self.evals(half)], [3])
+
+    def test_refusals(self):
+        self.assert_error(self.train_args(self.out("x"), "--max_steps", "2", "--eval_on_start"), "--eval_on_start",
+                          "--validation_file")
+        self.assert_error(self.args(self.out("x"), "--max_steps", "2", "--evaluation_strategy", "steps",
+                                    "--eval_delay", "-1"), "--eval_delay", "must be >= 0")
