@@ -39,6 +39,10 @@ class ErrorTest(LoomTestCase):
         code, _, stderr = loom(*self.args("--eval_accumulation_steps", "4", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0, stderr)
         self.assertIn("--eval_accumulation_steps has no effect here", stderr)
+        code, _, stderr = loom(*self.args("--gradient_checkpointing_kwargs", '{"use_reentrant": false}',
+                                          "--max_steps", "1"), check=False)
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("--gradient_checkpointing_kwargs has no effect here", stderr)
 
     def test_a_plugin_that_contradicts_a_flag_is_refused(self):
         # --plugin replaces a default, not what another flag asked for, nor another --plugin.
