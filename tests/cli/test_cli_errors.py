@@ -43,6 +43,9 @@ class ErrorTest(LoomTestCase):
                                           "--max_steps", "1"), check=False)
         self.assertEqual(code, 0, stderr)
         self.assertIn("--gradient_checkpointing_kwargs has no effect here", stderr)
+        code, _, stderr = loom(*self.args("--optim_args", "beta3=0.99", "--max_steps", "1"), check=False)
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("--optim_args has no effect here", stderr)
 
     def test_a_plugin_that_contradicts_a_flag_is_refused(self):
         # --plugin replaces a default, not what another flag asked for, nor another --plugin.
