@@ -1125,6 +1125,43 @@ static void test_checkpointing(uint32_t param_dtype, uint32_t compute_dtype)
  * mask) against central differences of the model's own loss with the same seed; evaluation
  * (training 0) equal bit for bit to the model without dropout; the same seed the same loss,
  * another seed another; gradient checkpointing (forward again in backward) the same gradients. */
+/* backward's gradients (seed x d loss_sum) of a sample of every tensor against central
+ * differences of forward's loss_sum, the model's parameters bound to `params`. */
+static void check_fd_gradients(loom_model *m, const loom_batch *batch, const net *n, float *params, float *grads,
+                               float seed, const char *what)
+{
+    sink_ctx sc;
+    loom_grad_sink sink;
+    sink_init(&sc, grads, n->n_params, &sink);
+    loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
+    CHECK(vt->forward(m, batch, &r, NULL) == LOOM_OK);
+    CHECK(vt->backward(m, batch, seed, &sink) == LOOM_OK);
+    CHECK(sc.violations == 0 && sc.n_open == 0);
+    int bad = 0, checked = 0;
+    for (size_t ti = 0; ti < n->n_tensors; ti++) {
+        const int64_t step = n->size[ti] > 40 ? n->size[ti] / 40 : 1;
+        for (int64_t j = 0; j < n->size[ti]; j += step) {
+            const int64_t i = n->offset[ti] + j;
+            const float p0 = params[i], eps = 1e-2f;
+            loom_forward_result a = {LOOM_HEADER_INIT(loom_forward_result)}, b = a;
+            params[i] = p0 + eps;
+            CHECK(vt->forward(m, batch, &a, NULL) == LOOM_OK);
+            params[i] = p0 - eps;
+            CHECK(vt->forward(m, batch, &b, NULL) == LOOM_OK);
+            params[i] = p0;
+            const double numeric = (double)seed * (a.loss_sum - b.loss_sum) / (2.0 * (double)eps);
+            checked++;
+            if (!(fabs(grads[i] - numeric) <= 2e-3 + 2e-2 * fabs(numeric))) {
+                if (bad++ < 10)
+                    fprintf(stderr, "%s: grad of %zu[%lld]: analytic %.6g, numeric %.6g\n", what, ti, (long long)j,
+                            grads[i], numeric);
+            }
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(checked > 300);
+}
+
 static void test_dropout(int recompute)
 {
     loom_config cfg = make_cfg(TINY), plain = make_cfg(TINY);
@@ -1166,35 +1203,7 @@ static void test_dropout(int recompute)
     batch.dropout_seed = 1234;
 
     const float seed = 0.5f;
-    sink_ctx sc;
-    loom_grad_sink sink;
-    sink_init(&sc, grads, n.n_params, &sink);
-    CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
-    CHECK(vt->backward(m, &batch, seed, &sink) == LOOM_OK);
-    CHECK(sc.violations == 0 && sc.n_open == 0);
-    int bad = 0, checked = 0;
-    for (size_t ti = 0; ti < n.n_tensors; ti++) {
-        const int64_t step = n.size[ti] > 40 ? n.size[ti] / 40 : 1;
-        for (int64_t j = 0; j < n.size[ti]; j += step) {
-            const int64_t i = n.offset[ti] + j;
-            const float p0 = params[i], eps = 1e-2f;
-            loom_forward_result a = {LOOM_HEADER_INIT(loom_forward_result)}, b = a;
-            params[i] = p0 + eps;
-            CHECK(vt->forward(m, &batch, &a, NULL) == LOOM_OK);
-            params[i] = p0 - eps;
-            CHECK(vt->forward(m, &batch, &b, NULL) == LOOM_OK);
-            params[i] = p0;
-            const double numeric = (double)seed * (a.loss_sum - b.loss_sum) / (2.0 * (double)eps);
-            checked++;
-            if (!(fabs(grads[i] - numeric) <= 2e-3 + 2e-2 * fabs(numeric))) {
-                if (bad++ < 10)
-                    fprintf(stderr, "dropout: grad of %zu[%lld]: analytic %.6g, numeric %.6g\n", ti, (long long)j,
-                            grads[i], numeric);
-            }
-        }
-    }
-    CHECK(bad == 0);
-    CHECK(checked > 300);
+    check_fd_gradients(m, &batch, &n, params, grads, seed, "dropout");
     vt->destroy(m);
     vt->destroy(m0);
     free(params), free(grads);
@@ -1340,36 +1349,7 @@ static void test_neftune(int recompute)
     batch.dropout_seed = 4321;
     memset(grads, 0, sizeof(float) * (size_t)n.n_params);
     const float seed = 0.5f;
-    sink_ctx sc;
-    loom_grad_sink sink;
-    sink_init(&sc, grads, n.n_params, &sink);
-    loom_forward_result r = {LOOM_HEADER_INIT(loom_forward_result)};
-    CHECK(vt->forward(m, &batch, &r, NULL) == LOOM_OK);
-    CHECK(vt->backward(m, &batch, seed, &sink) == LOOM_OK);
-    CHECK(sc.violations == 0 && sc.n_open == 0);
-    int bad = 0, checked = 0;
-    for (size_t ti = 0; ti < n.n_tensors; ti++) {
-        const int64_t step = n.size[ti] > 40 ? n.size[ti] / 40 : 1;
-        for (int64_t j = 0; j < n.size[ti]; j += step) {
-            const int64_t i = n.offset[ti] + j;
-            const float p0 = params[i], eps = 1e-2f;
-            loom_forward_result a = {LOOM_HEADER_INIT(loom_forward_result)}, b = a;
-            params[i] = p0 + eps;
-            CHECK(vt->forward(m, &batch, &a, NULL) == LOOM_OK);
-            params[i] = p0 - eps;
-            CHECK(vt->forward(m, &batch, &b, NULL) == LOOM_OK);
-            params[i] = p0;
-            const double numeric = (double)seed * (a.loss_sum - b.loss_sum) / (2.0 * (double)eps);
-            checked++;
-            if (!(fabs(grads[i] - numeric) <= 2e-3 + 2e-2 * fabs(numeric))) {
-                if (bad++ < 10)
-                    fprintf(stderr, "neftune: grad of %zu[%lld]: analytic %.6g, numeric %.6g\n", ti, (long long)j,
-                            grads[i], numeric);
-            }
-        }
-    }
-    CHECK(bad == 0);
-    CHECK(checked > 300);
+    check_fd_gradients(m, &batch, &n, params, grads, seed, "neftune");
     vt->destroy(m);
     vt->destroy(m0);
     free(params), free(grads);
