@@ -27,6 +27,13 @@ loom_status loom_trainer_open_device(loom_trainer *t)
     t->device = loom_device_current();
     t->device_index = loom_device_index();
     if (t->device == LOOM_DEVICE_CPU) return LOOM_OK;
+    /* HF's full_determinism: every kernel of a CPU run adds in a fixed order, so a CPU run
+     * always repeats bit for bit. The CUDA tiled attention's backward adds with atomics
+     * (kernels/cuda/attention_flash.cu), so a GPU run cannot promise it yet. */
+    if (a->full_determinism)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--full_determinism on a GPU: the tiled attention's backward adds with atomics there, in "
+                          "whatever order the warps run; a CPU run is deterministic (add --no_cuda)");
     const loom_backend_vtable *vt = loom_device_backend(NULL);
     if (!(vt->flags & LOOM_BACKEND_HOST_ACCESSIBLE))
         return loom_error(LOOM_E_UNSUPPORTED,

@@ -142,6 +142,10 @@ class DeviceTest(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn("generation with t5 runs on the CPU only for now", err)
         self.assertEqual(len([l for l in err.splitlines() if "error" in l]), 1, err)
+        code, _, err = self.train("determinism", "--plugin", FAKE, "--full_determinism", check=False)
+        self.assertEqual(code, 2, err)
+        self.assertIn("--full_determinism on a GPU", err)
+        self.assertEqual(len([l for l in err.splitlines() if "error" in l]), 1, err)
 
     def offload_pair(self, world, *extra):
         """zero2 on the fake GPU without and with cpu_offload: stdout, each rank's report."""
@@ -222,6 +226,15 @@ class DeviceTest(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn("--plugin fake_gpu cannot run here: fake_gpu: no GPU visible (LOOM_FAKE_GPU_COUNT=0)", err)
         self.assertEqual(len([l for l in err.splitlines() if "error" in l]), 1, err)
+
+    def test_full_determinism_on_the_cpu(self):
+        # What a CPU run always is: the same model, bit for bit, from two runs.
+        models = []
+        for name in ("det-a", "det-b"):
+            self.train(name, "--full_determinism", "--save_strategy", "steps", "--save_steps", "6")
+            with open(os.path.join(self.tmp, name, "model.safetensors"), "rb") as f:
+                models.append(f.read())
+        self.assertEqual(models[0], models[1])
 
     def test_a_model_larger_than_the_device_is_refused_before_allocating(self):
         # nano: 2*64*64*12 + 512*64 + 64*64 + ... parameters; f32 parameters + gradients alone
