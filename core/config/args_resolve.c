@@ -508,6 +508,23 @@ static loom_status check_utf8(const loom_args *args, const loom__arg_origin *ori
  * (text from --prompt); --predict_with_generate decodes by beam search. HF's run_translation
  * takes --num_beams / --max_length over Seq2SeqTrainingArguments' generation_*; loom takes
  * generation_* first (its docs), so both given and different is the one case to refuse. */
+/* HF's label_names names the model inputs that are labels. Every dataset loom reads (token
+ * shards, pair files, classification files) has one, HF's default name "labels"; scripts that
+ * spell it out pass that. Another name would be a column loom cannot find. */
+static loom_status check_label_names(const loom_args *a, const loom__arg_origin *o)
+{
+    for (size_t i = 0; i < a->label_names.count; i++)
+        if (strcmp(a->label_names.items[i], "labels") != 0) {
+            char rule[320];
+            snprintf(rule, sizeof rule,
+                     "'%.200s' is not an input of loom's data, whose one label input is 'labels' (the only name "
+                     "taken)",
+                     a->label_names.items[i]);
+            return require(0, a, o, LOOM__ARG_label_names, rule);
+        }
+    return LOOM_OK;
+}
+
 static loom_status check_generation(const loom_args *a, const loom__arg_origin *o)
 {
     static const int sampling[] = {LOOM__ARG_max_new_tokens, LOOM__ARG_do_sample, LOOM__ARG_temperature,
@@ -546,5 +563,6 @@ loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
     if ((st = local_rank_from_env(args)) != LOOM_OK) return st;
     if ((st = derive(args)) != LOOM_OK) return st;
     if ((st = check_ranges(args, origin)) != LOOM_OK) return st;
+    if ((st = check_label_names(args, origin)) != LOOM_OK) return st;
     return check_generation(args, origin);
 }

@@ -46,6 +46,11 @@ class ErrorTest(LoomTestCase):
         code, _, stderr = loom(*self.args("--optim_args", "beta3=0.99", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0, stderr)
         self.assertIn("--optim_args has no effect here", stderr)
+        # HF scripts that spell the label input out name "labels", the one loom's data has.
+        code, _, stderr = loom(*self.args("--label_names", "labels", "--max_steps", "1"), check=False)
+        self.assertEqual(code, 0, stderr)
+        self.assert_error(self.args("--label_names", "start_positions", "end_positions"), "--label_names",
+                          "'start_positions' is not an input of loom's data")
 
     def test_a_plugin_that_contradicts_a_flag_is_refused(self):
         # --plugin replaces a default, not what another flag asked for, nor another --plugin.
