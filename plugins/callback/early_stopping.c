@@ -17,6 +17,10 @@
  * a resumed run stops where the uninterrupted one would have. On resume the configuration of
  * the new run wins over the checkpoint's "args" (a user resuming with another patience means
  * it); a checkpoint without best_metric (written by HF) takes state.best_metric at train begin.
+ *
+ * --eval_on_start's evaluation (before the run's first step) is counted but never kept as the
+ * best: HF's trainer judges best_metric only at step-end evaluations, so the untrained model's
+ * loss is not one a later evaluation has to beat.
  */
 #include <math.h>
 #include <stdio.h>
@@ -37,6 +41,7 @@ typedef struct early_stopping {
     int32_t warn_no_best_model;
     int64_t counter;           /* evaluations in a row without improvement                  */
     double best;               /* NaN: none yet                                             */
+    int32_t before_first_step; /* from train begin to the first step's end: eval_on_start's time */
     char state[512];           /* save_state's text                                         */
 } early_stopping;
 
@@ -150,7 +155,7 @@ static void check_metric(early_stopping *self, const loom_trainer_state *state, 
     double value = found->value;
     if (isnan(self->best) || improves(self, value, self->best, self->threshold)) self->counter = 0;
     else self->counter++;
-    if (isnan(self->best) || improves(self, value, self->best, 0.0)) self->best = value;
+    if (!self->before_first_step && (isnan(self->best) || improves(self, value, self->best, 0.0))) self->best = value;
     if (self->counter >= self->patience && !control->should_training_stop) {
         control->should_training_stop = 1;
         if (state->is_world_process_zero)
@@ -166,6 +171,7 @@ static loom_status early_stopping_on_event(loom_callback *self_, uint32_t event,
 {
     early_stopping *self = (early_stopping *)self_;
     if (event == LOOM_EVENT_TRAIN_BEGIN) {
+        self->before_first_step = 1;
         /* A resume from a checkpoint that kept no best value of ours. */
         if (isnan(self->best) && isfinite(state->best_metric)) self->best = state->best_metric;
         if (self->warn_no_best_model && state->is_world_process_zero)
@@ -174,6 +180,8 @@ static loom_status early_stopping_on_event(loom_callback *self_, uint32_t event,
                 "used without --load_best_model_at_end: once training is finished, the best model will not be "
                 "loaded automatically");
         self->warn_no_best_model = 0;
+    } else if (event == LOOM_EVENT_STEP_END || event == LOOM_EVENT_TRAIN_END) {
+        self->before_first_step = 0;
     } else if (event == LOOM_EVENT_EVALUATE) {
         check_metric(self, state, control, payload);
     }

@@ -39,12 +39,13 @@ def raw_tensors(path):
     return out
 
 
-def hf_stop_step(evals, patience, threshold):
-    """HF's EarlyStoppingCallback over (step, eval_loss) pairs: the step it stops at, or None."""
+def hf_stop_step(evals, patience, threshold, on_start=False):
+    """HF's EarlyStoppingCallback over (step, eval_loss) pairs: the step it stops at, or None.
+    on_start: the first pair is --eval_on_start's, which HF's trainer never judges for best_metric."""
     best, counter = None, 0
-    for step, value in evals:
+    for i, (step, value) in enumerate(evals):
         counter = 0 if best is None or (value < best and best - value > threshold) else counter + 1
-        if best is None or value < best:
+        if (best is None or value < best) and not (on_start and i == 0):
             best = value  # HF's state.best_metric: any strict improvement
         if counter >= patience:
             return step, counter
@@ -219,6 +220,16 @@ class EarlyStoppingTest(LoomTestCase):
         _, restarted, _, _ = self.run_early("es-fresh", 3, 0.0, 0.5, "--resume_from_checkpoint",
                                             os.path.join(fresh, f"checkpoint-{before}"))
         self.assertGreater(restarted["global_step"], expected)
+
+    def test_the_eval_on_start_loss_is_not_the_best_to_beat(self):
+        # HF's on_evaluate reads state.best_metric, which the trainer sets at step-end evaluations
+        # only: the untrained model's loss (low next to a learning rate far too large) counts for
+        # the patience but is not the best. Keeping it as the best stopped this run at step 2.
+        _, state, evals, _ = self.run_early("es-start", 2, 0.0, 0.5, "--eval_on_start")
+        self.assertEqual(evals[0][0], 0)
+        expected, _ = hf_stop_step(evals, 2, 0.0, on_start=True)
+        self.assertEqual(hf_stop_step(evals[:3], 2, 0.0)[0], 2)  # the start's loss as the best would stop here
+        self.assertEqual(state["global_step"], expected if expected is not None else 60)
 
     def test_requires_evaluation(self):
         code, _, stderr = loom(*self.train_args(self.out("noeval"), "--plugin", "early_stopping",
