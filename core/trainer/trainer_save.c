@@ -180,12 +180,40 @@ static int by_key(const void *a, const void *b)
     return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
 }
 
+/* HF's json.dumps(sort_keys=True) sorts every object of the document, not only the top one:
+ * the callbacks' own "attributes" and each log_history entry too. Byte order of UTF-8 keys is
+ * Python's code point order. LOOM_E_NOMEM leaves `node` whole, partly sorted. */
+static loom_status sort_keys(cJSON *node)
+{
+    int n = 0;
+    cJSON *item;
+    cJSON_ArrayForEach(item, node)
+    {
+        loom_status st = sort_keys(item);
+        if (st != LOOM_OK) return st;
+        n++;
+    }
+    if (!cJSON_IsObject(node) || n < 2) return LOOM_OK;
+    cJSON **items = malloc((size_t)n * sizeof *items);
+    if (!items) return loom_error(LOOM_E_NOMEM, "out of memory");
+    int i = 0;
+    cJSON_ArrayForEach(item, node) items[i++] = item;
+    qsort(items, (size_t)n, sizeof *items, by_key);
+    for (i = 0; i < n; i++) {
+        /* Detached and appended again in order: cJSON's own list links stay its business. */
+        cJSON_DetachItemViaPointer(node, items[i]);
+        cJSON_AddItemToArray(node, items[i]);
+    }
+    free(items);
+    return LOOM_OK;
+}
+
 /* HF's stateful_callbacks: the callbacks' states and, since transformers 4.41, its own
  * TrainerControl as it stood when the state was written (at a checkpoint: should_save set,
  * the step's log and evaluation done; at the last step should_training_stop). Resuming does not
  * read it back: HF's callback handler clears each flag before it is consulted (on_train_begin,
- * on_epoch_begin, on_step_begin), so a restored control changes nothing there either. Keys
- * sorted, as HF's json.dumps(sort_keys=True). NULL when out of memory. */
+ * on_epoch_begin, on_step_begin), so a restored control changes nothing there either. NULL when
+ * out of memory. */
 static cJSON *control_and_callbacks_state(const loom_trainer *t)
 {
     cJSON *all = loom_trainer_callbacks_state(t);
@@ -200,28 +228,13 @@ static cJSON *control_and_callbacks_state(const loom_trainer *t)
     cJSON_AddItemToObject(control, "args", flags);
     cJSON_AddItemToObject(control, "attributes", cJSON_CreateObject());
     cJSON_AddItemToObject(all, "TrainerControl", control);
-    int n = cJSON_GetArraySize(all), i = 0;
-    cJSON **items = malloc((size_t)n * sizeof *items), *item;
-    if (!items) {
-        cJSON_Delete(all);
-        return NULL;
-    }
-    cJSON_ArrayForEach(item, all) items[i++] = item;
-    qsort(items, (size_t)n, sizeof *items, by_key);
-    cJSON *sorted = cJSON_CreateObject();
-    for (i = 0; i < n; i++) {
-        cJSON_DetachItemViaPointer(all, items[i]);
-        cJSON_AddItemToObject(sorted, items[i]->string, items[i]);
-    }
-    free(items);
-    cJSON_Delete(all);
-    return sorted;
+    return all;
 }
 
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
 {
     const loom_trainer_state *s = &t->state;
-    /* Keys in sorted order, as HF's json.dumps(sort_keys=True). */
+    /* Keys sorted at every level before writing (sort_keys), as HF's json.dumps(sort_keys=True). */
     cJSON *json = cJSON_CreateObject();
     if (t->best_global_step > 0)
         cJSON_AddNumberToObject(json, "best_global_step", (double)t->best_global_step);
@@ -236,7 +249,9 @@ loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
     cJSON_AddBoolToObject(json, "is_hyper_param_search", 0);
     cJSON_AddBoolToObject(json, "is_local_process_zero", s->is_local_process_zero);
     cJSON_AddBoolToObject(json, "is_world_process_zero", s->is_world_process_zero);
-    cJSON_AddItemReferenceToObject(json, "log_history", t->log_history);
+    /* A copy: its entries' keys are sorted below, and the trainer's own stay in logging order. */
+    cJSON *history = cJSON_Duplicate(t->log_history, 1);
+    if (history) cJSON_AddItemToObject(json, "log_history", history);
     cJSON_AddNumberToObject(json, "logging_steps", (double)s->logging_steps);
     cJSON_AddNumberToObject(json, "max_steps", (double)s->max_steps);
     cJSON_AddNumberToObject(json, "num_input_tokens_seen", (double)s->num_input_tokens_seen);
@@ -249,7 +264,8 @@ loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
     cJSON_AddNumberToObject(json, "train_batch_size", (double)s->train_batch_size);
     cJSON_AddNullToObject(json, "trial_name");
     cJSON_AddNullToObject(json, "trial_params");
-    loom_status st = write_json(dir, "trainer_state.json", json);
+    loom_status st = history ? sort_keys(json) : loom_error(LOOM_E_NOMEM, "out of memory writing trainer_state.json");
+    if (st == LOOM_OK) st = write_json(dir, "trainer_state.json", json);
     cJSON_Delete(json);
     return st;
 }

@@ -231,6 +231,29 @@ class EarlyStoppingTest(LoomTestCase):
         self.assertEqual(hf_stop_step(evals[:3], 2, 0.0)[0], 2)  # the start's loss as the best would stop here
         self.assertEqual(state["global_step"], expected if expected is not None else 60)
 
+    def test_trainer_state_keys_sorted_at_every_level(self):
+        # HF writes trainer_state.json with json.dumps(sort_keys=True), which sorts nested
+        # objects too: the callbacks' attributes and every log_history entry.
+        out = self.out("es-sorted")
+        loom(*self.train_args(out, "--plugin", "early_stopping", "--metric_for_best_model", "loss",
+                              "--validation_file", os.path.join(self.data, "validation.bin"), "--evaluation_strategy",
+                              "steps", "--eval_steps", "1", "--save_steps", "3", "--logging_steps", "1",
+                              "--max_steps", "3"))
+        unsorted = []
+
+        def pairs(items):
+            keys = [k for k, _ in items]
+            if keys != sorted(keys):
+                unsorted.append(keys)
+            return dict(items)
+
+        for path in (os.path.join(out, "trainer_state.json"), os.path.join(out, "checkpoint-3", "trainer_state.json")):
+            with open(path) as f:
+                state = json.load(f, object_pairs_hook=pairs)
+            self.assertIn("best_metric", state["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"])
+            self.assertTrue(any("eval_loss" in e for e in state["log_history"]))
+        self.assertEqual(unsorted, [])
+
     def test_requires_evaluation(self):
         code, _, stderr = loom(*self.train_args(self.out("noeval"), "--plugin", "early_stopping",
                                                 "--metric_for_best_model", "loss", "--max_steps", "2"), check=False)
