@@ -256,6 +256,9 @@ struct loom_trainer {
      * step's gradients stay local (1-bit Adam; choose_reduction in trainer_loop.c). */
     struct loom_grad_rows *grad_rows;
     int32_t gradients_local;
+    /* Training has begun (HF's state.epoch is no longer None): evaluations log an "epoch", the
+     * one before the first step (--eval_on_start) included. */
+    int32_t training_begun;
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).

@@ -188,7 +188,8 @@ loom_status loom_default_evaluate(loom_trainer *t, const char *metric_key_prefix
     loom_predictions_free(&predictions);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
-    if (t->state.global_step > 0 || t->state.epoch > 0) loom_metrics_set(metrics, "epoch", t->state.epoch);
+    if (t->training_begun || t->state.global_step > 0 || t->state.epoch > 0)
+        loom_metrics_set(metrics, "epoch", t->state.epoch);
     if ((st = t->hooks.log(t, metrics)) != LOOM_OK) return st;
     return loom_trainer_fire(t, LOOM_EVENT_EVALUATE, metrics, NULL);
 }

@@ -441,6 +441,17 @@ static void resolve_step_intervals(loom_trainer *t, int64_t max_steps)
     t->state.logging_steps = loom_args_steps(a->logging_steps, max_steps);
     t->state.eval_steps = loom_args_steps(isnan(a->eval_steps) ? a->logging_steps : a->eval_steps, max_steps);
     t->state.save_steps = loom_args_steps(a->save_steps, max_steps);
+    /* Two ratios that pass HF's check (a multiple to six decimals) can still round to steps that
+     * never meet: 0.5 and 0.25 of 10 steps save at 5 and 10 and evaluate at 3, 6 and 9. HF then
+     * never loads a best model, silently; loom says so once the steps are known. */
+    const loom_trainer_state *s = &t->state;
+    if (a->load_best_model_at_end && !strcmp(a->save_strategy, "steps") && !strcmp(a->evaluation_strategy, "steps") &&
+        s->eval_steps > 0 && s->save_steps % s->eval_steps != 0 && s->is_world_process_zero)
+        loom_log(LOOM_LOG_WARNING,
+                 "--load_best_model_at_end: over %lld steps, --save_steps %g saves every %lld steps and --eval_steps "
+                 "%g evaluates every %lld, so some checkpoints have no evaluation and may never be judged best",
+                 (long long)max_steps, a->save_steps, (long long)s->save_steps,
+                 isnan(a->eval_steps) ? a->logging_steps : a->eval_steps, (long long)s->eval_steps);
 }
 
 /* Why an epoch has no batch: an empty file (whatever drop_last says), or fewer examples than
@@ -546,6 +557,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     double start = loom_now_seconds();
     t->control.should_training_stop = 0;
     if (st == LOOM_OK) st = loom_trainer_print_startup(t, &dl, num_epochs, max_steps, updates_per_epoch);
+    t->training_begun = 1;
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
     /* HF's eval_on_start: one evaluation after on_train_begin, at the step the run starts from
      * (0, or a resumed run's). It is logged and reaches the callbacks (early stopping counts it);

@@ -82,6 +82,19 @@ class StepRatiosTest(LoomTestCase):
         self.assertEqual(state["best_metric"], best)
         self.assertEqual(state["best_model_checkpoint"], os.path.join(out, f"checkpoint-{best_step}"))
 
+    def test_ratios_whose_steps_never_meet_are_named(self):
+        # 0.5 and 0.25 pass HF's check, but over 10 steps they save at 5, 10 and evaluate at 3, 6,
+        # 9: no checkpoint is ever judged, and HF would say nothing. Over 20 steps they meet.
+        args = ["--validation_file", os.path.join(self.data, "validation.bin"), "--evaluation_strategy", "steps",
+                "--eval_steps", "0.25", "--save_steps", "0.5", "--load_best_model_at_end"]
+        out = self.out("never-meet")
+        _, _, stderr = loom(*self.args(out, "--max_steps", "10", *args))
+        self.assertIn("--load_best_model_at_end: over 10 steps, --save_steps 0.5 saves every 5 steps and "
+                      "--eval_steps 0.25 evaluates every 3", stderr)
+        self.assertIsNone(self.state(out)["best_model_checkpoint"])
+        _, _, stderr = loom(*self.args(out, "--max_steps", "20", *args))
+        self.assertNotIn("may never be judged best", stderr)
+
     def test_bad_intervals_are_refused_naming_the_flag(self):
         never = self.out("never")
         self.assert_error(self.args(never, "--logging_steps", "1.5"), "--logging_steps 1.5",
@@ -204,9 +217,12 @@ class EvalScheduleTest(LoomTestCase):
 
     def test_eval_on_start(self):
         out = self.out("on-start")
-        loom(*self.args(out, "--max_steps", "4", "--evaluation_strategy", "steps", "--eval_steps", "2",
-                        "--eval_on_start"))
+        _, stdout, _ = loom(*self.args(out, "--max_steps", "4", "--evaluation_strategy", "steps", "--eval_steps",
+                                       "2", "--eval_on_start"))
         evals = self.evals(out)
+        # Printed as HF logs it: training has begun, so the entry has its epoch, 0.
+        first = next(line for line in stdout.splitlines() if line.startswith("{'eval_loss'"))
+        self.assertTrue(first.endswith("'epoch': 0}"), first)
         self.assertEqual([(s, e) for s, e, _ in evals], [(0, 0), (2, 0.0066666666666666671), (4, 0.013333333333333334)])
         # The evaluation before the first step is of the initial model: with a learning rate of 0
         # the model never moves, and the step-1 evaluation gives the same loss.

@@ -350,7 +350,9 @@ static loom_status stage_host(loom_comm *self, const nccl_call *call, size_t ele
     if (request) *request = NULL;
     size_t send_bytes, recv_bytes;
     call_bytes(self, call, elem, &send_bytes, &recv_bytes);
-    int in_place = call->send == call->recv;
+    /* One buffer only when the collective reads and writes the same bytes: an all_gather or a
+     * reduce_scatter handed one address for both still needs room for both sizes. */
+    int in_place = call->send == call->recv && send_bytes == recv_bytes;
     size_t need = in_place ? send_bytes : send_bytes + recv_bytes;
     int e;
     if (need > self->staging_bytes) {

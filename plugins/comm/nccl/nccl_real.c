@@ -171,8 +171,8 @@ static int real_is_host_memory(const void *ptr)
     }
     return a.type == cudaMemoryTypeUnregistered || a.devicePointer == NULL;
 }
-/* On the legacy default stream, so after the compute stream's work; pageable memory makes it
- * synchronous, and the device-to-host direction returns only when the bytes are there. */
+/* On the legacy default stream, where the backend computes (stream NULL above), so after the
+ * kernels that wrote the bytes; the stream is synchronized, so the copy is done on return. */
 static int real_copy(void *dst, const void *src, size_t bytes)
 {
     cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault);
