@@ -164,7 +164,11 @@ struct loom_trainer {
     size_t n_tensors;
     loom_param_info *tensors;
     int64_t *tensor_offsets;        /* n_tensors + 1                                         */
-    int64_t max_batch_size;
+    int64_t max_batch_size;         /* what the model's activations are bound for: the larger
+                                       of train_batch_size and the evaluation batch          */
+    int64_t train_batch_size;       /* the per-device train batch of this run (HF's
+                                       _train_batch_size): --per_device_train_batch_size, or
+                                       later what --auto_find_batch_size chose              */
     int bound;                      /* model/params/plugins bound                            */
 
     /* Owned ranges and optimizer spans built on them (owned). */

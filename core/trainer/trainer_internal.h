@@ -87,6 +87,27 @@ loom_status loom_trainer_callbacks_restore(loom_trainer *t, const struct cJSON *
 /* The "loom.trainer/1" table lent to callbacks (trainer_service.c). */
 const struct loom_trainer_api *loom_trainer_service_table(void);
 
+/* The memory budget of a bound trainer (trainer_startup.c), from the sizes its buffers were
+ * allocated with; optimizer_bytes is the optimizer states' (t->optimizer_state_bytes once
+ * they exist, loom_trainer_optimizer_state_bytes before). */
+typedef struct loom_budget {
+    uint64_t parameters, gradients, master, optimizer, model_states, workspace, buckets, activations, baseline, total;
+    /* Where they are: the device's (parameters, gradients, buckets, activations, and the
+     * optimizer states unless offloaded) and the host's (the rest). On the CPU both are host
+     * memory; the split still says what a device would hold. */
+    uint64_t device_states, host_states, device_total, host_total;
+} loom_budget;
+loom_status loom_trainer_budget(loom_trainer *t, uint64_t optimizer_bytes, loom_budget *b);
+
+/* What the optimizer's states will take for this rank's owned ranges (trainer_prepare.c),
+ * known once the sharding plugin has cut them, before they are allocated. */
+uint64_t loom_trainer_optimizer_state_bytes(const loom_trainer *t);
+
+/* Bind the model, the precision plugin and the piecewise step for a per-device train batch of
+ * train_batch (the activations for the larger of it and the evaluation batch); again replaces
+ * what the last call bound (trainer_prepare.c). */
+loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch);
+
 /* Before step 1: the start-up block on rank 0 and, at debug level, each rank's memory budget
  * in bytes; sets t->budget_bytes (trainer_startup.c). */
 loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *dl, int64_t num_epochs,

@@ -256,6 +256,75 @@ static loom_status broadcast_params(loom_trainer *t)
     return LOOM_OK;
 }
 
+loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch)
+{
+    const loom_model_vtable *mv = t->model.vtable;
+    const loom_precision_vtable *pv = t->precision.vtable;
+    loom_model *model = t->model.instance;
+    loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
+    loom_status st = pv->describe(t->precision.instance, &pinfo);
+    if (st != LOOM_OK) return st;
+    t->max_batch_size =
+        train_batch > t->args.per_device_eval_batch_size ? train_batch : t->args.per_device_eval_batch_size;
+    int generating_only = t->args.generate && !t->args.do_train && !t->eval_dataset;
+    if (generating_only) t->max_batch_size = 1; /* decoding has its own cache: no batch activations */
+    loom_model_binding binding = {LOOM_HEADER_INIT(loom_model_binding)};
+    binding.params = t->params;
+    binding.param_dtype = pinfo.param_dtype;
+    binding.compute_dtype = pinfo.compute_dtype;
+    binding.device = t->device;
+    binding.device_index = t->device_index;
+    binding.max_batch_size = t->max_batch_size;
+    binding.kernels = loom_device_kernels();
+    const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
+    for (size_t i = 0; i < 3; i++) {
+        /* Sequence data: tokens (labels_per_example is the block) or pairs, whose targets may
+         * all be one token long (empty references) while the sources are not; not features. */
+        if (sequences[i] && (sequences[i]->labels_per_example > 1 || sequences[i]->collate) &&
+            sequences[i]->input_shape[0] > binding.max_sequence_length)
+            binding.max_sequence_length = sequences[i]->input_shape[0];
+        /* Pair data: sources and targets each up to the bound length (docs/seq2seq.md#batches). */
+        if (sequences[i] && sequences[i]->collate && sequences[i]->labels_per_example > binding.max_sequence_length)
+            binding.max_sequence_length = sequences[i]->labels_per_example;
+    }
+    if (generating_only) binding.max_sequence_length = 1;
+    /* A second bind replaces the first: the piecewise step's buffer may be the activations. */
+    if (t->step_pieces) {
+        loom_step_pieces_free(t);
+        t->step_pieces = 0;
+    }
+    if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
+
+    loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
+    pbinding.params = t->offload_params ? t->offload_params : t->params;
+    pbinding.owned = t->offload_params ? t->offload_owned : t->owned;
+    pbinding.n_owned = t->n_owned;
+    pbinding.device = t->offload_params ? LOOM_DEVICE_CPU : t->device;
+    /* The precision plugin's f32 gradients exist only during the step, when the model's
+     * activations hold nothing: lend it those (the model says how much it has). Not under
+     * offload: the step runs on the host, and the activations are device memory. */
+    /* Or it needs none: the step widens one piece of them at a time (step_pieces.c), in that
+     * same memory when there is enough. */
+    pbinding.piecewise = !generating_only && loom_step_pieces_wanted(t);
+    float *scratch = NULL;
+    size_t scratch_floats = 0;
+    if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only && !t->offload_params) {
+        size_t bytes = 0;
+        void *memory = mv->step_scratch(model, &bytes);
+        if (memory && ((uintptr_t)memory % sizeof(float)) == 0) {
+            scratch = memory;
+            scratch_floats = bytes / sizeof(float);
+        }
+    }
+    if (!pbinding.piecewise) {
+        pbinding.grad_workspace = scratch;
+        pbinding.grad_workspace_floats = scratch_floats;
+    }
+    if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
+    if (pbinding.piecewise) st = loom_step_pieces_prepare(t, scratch, scratch_floats);
+    return st;
+}
+
 loom_status loom_trainer_prepare(loom_trainer *t)
 {
     if (t->bound) return LOOM_OK;
@@ -353,60 +422,7 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
     if ((st = bind_offload(t)) != LOOM_OK) return st;
 
-    t->max_batch_size = t->args.per_device_train_batch_size > t->args.per_device_eval_batch_size
-                            ? t->args.per_device_train_batch_size
-                            : t->args.per_device_eval_batch_size;
-    int generating_only = t->args.generate && !t->args.do_train && !t->eval_dataset;
-    if (generating_only) t->max_batch_size = 1; /* decoding has its own cache: no batch activations */
-    loom_model_binding binding = {LOOM_HEADER_INIT(loom_model_binding)};
-    binding.params = t->params;
-    binding.param_dtype = pinfo.param_dtype;
-    binding.compute_dtype = pinfo.compute_dtype;
-    binding.device = t->device;
-    binding.device_index = t->device_index;
-    binding.max_batch_size = t->max_batch_size;
-    binding.kernels = loom_device_kernels();
-    const loom_dataset *sequences[] = {t->train_dataset, t->eval_dataset, t->test_dataset};
-    for (size_t i = 0; i < 3; i++) {
-        /* Sequence data: tokens (labels_per_example is the block) or pairs, whose targets may
-         * all be one token long (empty references) while the sources are not; not features. */
-        if (sequences[i] && (sequences[i]->labels_per_example > 1 || sequences[i]->collate) &&
-            sequences[i]->input_shape[0] > binding.max_sequence_length)
-            binding.max_sequence_length = sequences[i]->input_shape[0];
-        /* Pair data: sources and targets each up to the bound length (docs/seq2seq.md#batches). */
-        if (sequences[i] && sequences[i]->collate && sequences[i]->labels_per_example > binding.max_sequence_length)
-            binding.max_sequence_length = sequences[i]->labels_per_example;
-    }
-    if (generating_only) binding.max_sequence_length = 1;
-    if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
-
-    loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
-    pbinding.params = t->offload_params ? t->offload_params : t->params;
-    pbinding.owned = t->offload_params ? t->offload_owned : t->owned;
-    pbinding.n_owned = t->n_owned;
-    pbinding.device = t->offload_params ? LOOM_DEVICE_CPU : t->device;
-    /* The precision plugin's f32 gradients exist only during the step, when the model's
-     * activations hold nothing: lend it those (the model says how much it has). Not under
-     * offload: the step runs on the host, and the activations are device memory. */
-    /* Or it needs none: the step widens one piece of them at a time (step_pieces.c), in that
-     * same memory when there is enough. */
-    pbinding.piecewise = !generating_only && loom_step_pieces_wanted(t);
-    float *scratch = NULL;
-    size_t scratch_floats = 0;
-    if (LOOM_HAS(mv, loom_model_vtable, step_scratch) && !generating_only && !t->offload_params) {
-        size_t bytes = 0;
-        void *memory = mv->step_scratch(model, &bytes);
-        if (memory && ((uintptr_t)memory % sizeof(float)) == 0) {
-            scratch = memory;
-            scratch_floats = bytes / sizeof(float);
-        }
-    }
-    if (!pbinding.piecewise) {
-        pbinding.grad_workspace = scratch;
-        pbinding.grad_workspace_floats = scratch_floats;
-    }
-    if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
-    if (pbinding.piecewise && (st = loom_step_pieces_prepare(t, scratch, scratch_floats)) != LOOM_OK) return st;
+    if ((st = loom_trainer_bind_batch(t, t->train_batch_size)) != LOOM_OK) return st;
     t->bound = 1;
     return LOOM_OK;
 }
@@ -414,6 +430,15 @@ loom_status loom_trainer_prepare(loom_trainer *t)
 /* ---- optimizer, scheduler and spans ------------------------------------------------------ */
 
 static loom_status build_stat_spans(loom_trainer *t);
+
+uint64_t loom_trainer_optimizer_state_bytes(const loom_trainer *t)
+{
+    uint64_t owned_numel = 0;
+    for (size_t r = 0; r < t->n_owned; r++)
+        owned_numel += (uint64_t)(t->owned[r].end - t->owned[r].begin);
+    const loom_optimizer_vtable *ov = t->optimizer.vtable;
+    return (uint64_t)ov->state_slots * owned_numel * sizeof(float);
+}
 
 static loom_status build_spans(loom_trainer *t)
 {
@@ -435,7 +460,7 @@ static loom_status build_spans(loom_trainer *t)
         return loom_error(LOOM_E_ABI, "optimizer '%s' asks for %u state slots (max %d)",
                           t->optimizer.plugin->desc->name, slots, LOOM_MAX_STATE_SLOTS);
     const loom_host_api *api = loom_host_api_table();
-    t->optimizer_state_bytes = (uint64_t)slots * (uint64_t)owned_numel * sizeof(float);
+    t->optimizer_state_bytes = loom_trainer_optimizer_state_bytes(t);
     if (slots) {
         /* Under offload the step runs on the host: its states live there. */
         uint32_t where = t->offload_params ? LOOM_DEVICE_CPU : t->device;

@@ -200,7 +200,7 @@ static loom_status restore_optimizer(loom_trainer *t, const char *dir)
 static void warn_if_batch_changed(const loom_trainer *t, const char *dir, const loom_resume_state *rs)
 {
     if (!t->state.is_world_process_zero || t->args.ignore_data_skip) return;
-    int64_t batch = t->args.per_device_train_batch_size, ga = t->args.gradient_accumulation_steps;
+    int64_t batch = t->train_batch_size, ga = t->args.gradient_accumulation_steps;
     int64_t old_batch = rs->train_batch_size > 0 ? rs->train_batch_size : batch;
     int64_t old_ga = rs->gradient_accumulation_steps > 0 ? rs->gradient_accumulation_steps : ga;
     int64_t old_world = rs->world_size > 0 ? rs->world_size : t->world_size;

@@ -813,7 +813,8 @@ static void init_trainer_state(loom_trainer *t)
     t->state.logging_steps = loom_args_steps(t->args.logging_steps, 0);
     t->state.eval_steps = loom_args_steps(isnan(t->args.eval_steps) ? t->args.logging_steps : t->args.eval_steps, 0);
     t->state.save_steps = loom_args_steps(t->args.save_steps, 0);
-    t->state.train_batch_size = t->args.per_device_train_batch_size;
+    t->train_batch_size = t->args.per_device_train_batch_size;
+    t->state.train_batch_size = t->train_batch_size;
     t->state.loss_scale = 1.0;
     t->control = (loom_trainer_control){LOOM_HEADER_INIT(loom_trainer_control)};
 }

@@ -14,15 +14,7 @@
 #include "step_pieces.h"
 #include "trainer_internal.h"
 
-typedef struct budget {
-    uint64_t parameters, gradients, master, optimizer, model_states, workspace, buckets, activations, baseline, total;
-    /* Where they are: the device's (parameters, gradients, buckets, activations, and the
-     * optimizer states unless offloaded) and the host's (the rest). On the CPU both are host
-     * memory; the split still says what a device would hold. */
-    uint64_t device_states, host_states, device_total, host_total;
-} budget;
-
-static loom_status measure(loom_trainer *t, budget *b)
+loom_status loom_trainer_budget(loom_trainer *t, uint64_t optimizer_bytes, loom_budget *b)
 {
     const loom_sharding_vtable *sv = t->sharding.vtable;
     const loom_precision_vtable *pv = t->precision.vtable;
@@ -41,7 +33,7 @@ static loom_status measure(loom_trainer *t, budget *b)
     b->workspace = master_all - b->master;
     if (t->step_pieces && !t->piece_buffer_lent) b->workspace += LOOM_STEP_PIECE * sizeof(float); /* its buffer */
     b->gradients = sharding.gradient_bytes;
-    b->optimizer = t->optimizer_state_bytes;
+    b->optimizer = optimizer_bytes;
     b->buckets = sharding.bucket_bytes;
     b->activations = LOOM_HAS(mv, loom_model_vtable, activation_bytes) ? mv->activation_bytes(t->model.instance) : 0;
     b->baseline = t->baseline_bytes;
@@ -96,8 +88,8 @@ static const char *plural(int64_t n, const char *word, char *buf, size_t size)
 loom_status loom_trainer_print_startup(loom_trainer *t, const loom_dataloader *dl, int64_t num_epochs,
                                        int64_t max_steps, int64_t updates_per_epoch)
 {
-    budget b;
-    loom_status st = measure(t, &b);
+    loom_budget b;
+    loom_status st = loom_trainer_budget(t, t->optimizer_state_bytes, &b);
     if (st != LOOM_OK) return st;
     t->budget_bytes = b.total;
     loom_log(
