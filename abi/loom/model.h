@@ -209,8 +209,10 @@ typedef struct loom_model_vtable {
     loom_status (*init_params)(loom_model *self, float *params);
 
     /* Required, never NULL. Bind to the flat parameters and allocate activations for
-     * max_batch_size (the plugin's until destroy). Called once before the first forward.
-     * One thread per instance. Since 1.0. */
+     * max_batch_size (the plugin's until destroy). Called before the first forward; the host
+     * may call it again before then with other sizes (--auto_find_batch_size binds each size
+     * it tries, to read activation_bytes), and a later binding replaces the earlier one, whose
+     * activations the plugin frees. One thread per instance. Since 1.0. */
     loom_status (*bind)(loom_model *self, const loom_model_binding *binding);
     /* Optional (NULL: 0). Bytes of activations bind() allocated, for the memory budget.
      * MT-safe. Since 1.0. */

@@ -100,8 +100,9 @@ typedef struct loom_precision_vtable {
     loom_status (*describe)(const loom_precision *self, loom_precision_info *out);
     /* Required, never NULL. Allocate fp32 master weights for the owned ranges, initialised
      * from params (which hold the model's initial values, converted to param_dtype by the
-     * host). The masters are the plugin's until destroy. Called once. One thread per
-     * instance. Since 1.0. */
+     * host). The masters are the plugin's until destroy. Called before the first step; the
+     * host binds again after it binds the model again (--auto_find_batch_size), and a later
+     * binding replaces the earlier one. One thread per instance. Since 1.0. */
     loom_status (*bind)(loom_precision *self, const loom_precision_binding *binding);
     /* Required, never NULL. Bytes the plugin allocated for master weights and their f32
      * gradients (0 for fp32; the gradients not counted when they live in the binding's

@@ -73,6 +73,29 @@ bool loom_resume_is_model_only(const char *dir)
     return model_only;
 }
 
+loom_status loom_resume_read_found_batch(const char *dir, int64_t *batch)
+{
+    *batch = 0;
+    cJSON *json = NULL;
+    if (read_json(dir, "training_args.json", &json) != LOOM_OK) {
+        loom_error_clear();
+        return LOOM_OK;
+    }
+    bool searched = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "auto_find_batch_size"));
+    cJSON_Delete(json);
+    if (!searched) return LOOM_OK;
+    loom_status st = read_json(dir, "trainer_state.json", &json);
+    if (st != LOOM_OK) return st;
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, "train_batch_size");
+    if (cJSON_IsNumber(item) && item->valuedouble >= 1 && item->valuedouble <= 1e15 &&
+        item->valuedouble == (double)(int64_t)item->valuedouble)
+        *batch = (int64_t)item->valuedouble;
+    else if (item && !cJSON_IsNull(item))
+        st = loom_error(LOOM_E_FORMAT, "%s/trainer_state.json: \"train_batch_size\" is not a count >= 1", dir);
+    cJSON_Delete(json);
+    return st;
+}
+
 loom_status loom_resume_read_seed(const char *dir, int64_t *seed)
 {
     cJSON *rng = NULL;

@@ -48,6 +48,12 @@ typedef struct loom_resume_state {
  * be read (the reads of the state files then name what is wrong). */
 bool loom_resume_is_model_only(const char *dir);
 
+/* The per-device train batch --auto_find_batch_size found for the run that wrote DIR: its
+ * trainer_state.json's train_batch_size when its training_args.json has auto_find_batch_size
+ * true (current HF records train_batch_size only then), else 0. LOOM_E_FORMAT for a recorded
+ * value that is not a count. */
+loom_status loom_resume_read_found_batch(const char *dir, int64_t *batch);
+
 /* The seed of DIR/rng_state.json (an integer in int64 range). */
 loom_status loom_resume_read_seed(const char *dir, int64_t *seed);
 

@@ -168,7 +168,7 @@ struct loom_trainer {
                                        of train_batch_size and the evaluation batch          */
     int64_t train_batch_size;       /* the per-device train batch of this run (HF's
                                        _train_batch_size): --per_device_train_batch_size, or
-                                       later what --auto_find_batch_size chose              */
+                                       what --auto_find_batch_size chose (trainer_autobatch.c) */
     int bound;                      /* model/params/plugins bound                            */
 
     /* Owned ranges and optimizer spans built on them (owned). */
@@ -197,6 +197,9 @@ struct loom_trainer {
     uint64_t budget_bytes;          /* the memory budget printed before step 1               */
     uint64_t baseline_bytes;        /* resident before prepare(): code, libraries, data       */
     loom_memory_room memory_room;   /* what the process may hold, measured before prepare()   */
+    uint64_t device_room;           /* the device's free memory before prepare() allocated
+                                       there; UINT64_MAX on the CPU or when the backend does
+                                       not say                                               */
     double last_lr;
     double last_grad_norm;
     struct loom_norm_range {        /* the owned elements no lower rank also owns: counted in

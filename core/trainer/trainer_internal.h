@@ -100,13 +100,27 @@ typedef struct loom_budget {
 loom_status loom_trainer_budget(loom_trainer *t, uint64_t optimizer_bytes, loom_budget *b);
 
 /* What the optimizer's states will take for this rank's owned ranges (trainer_prepare.c),
- * known once the sharding plugin has cut them, before they are allocated. */
+ * known once the sharding plugin has cut them: the search of --auto_find_batch_size budgets
+ * them before they are allocated. */
 uint64_t loom_trainer_optimizer_state_bytes(const loom_trainer *t);
 
+/* prepare() for train(): with --auto_find_batch_size, the model's activations are bound for the
+ * batch the search finds (trainer_prepare.c). */
+loom_status loom_trainer_prepare_train(loom_trainer *t);
 /* Bind the model, the precision plugin and the piecewise step for a per-device train batch of
  * train_batch (the activations for the larger of it and the evaluation batch); again replaces
  * what the last call bound (trainer_prepare.c). */
 loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch);
+
+/* --auto_find_batch_size (trainer_autobatch.c). autobatch_resume: a run resumed from a
+ * checkpoint of a run with --auto_find_batch_size takes the size it found (its
+ * trainer_state.json's train_batch_size), as HF does, with the flag or without. find: with the
+ * parameters laid out and the sharding plugin created, bind the largest per-device train batch
+ * of HF's sequence (from t->train_batch_size down, x 0.9) whose budget fits this process's
+ * room (and the device's), the same on every rank; sets t->train_batch_size and
+ * t->state.train_batch_size. LOOM_E_NOMEM with the numbers when even 1 does not fit. */
+loom_status loom_trainer_autobatch_resume(loom_trainer *t);
+loom_status loom_trainer_autobatch_find(loom_trainer *t);
 
 /* Before step 1: the start-up block on rank 0 and, at debug level, each rank's memory budget
  * in bytes; sets t->budget_bytes (trainer_startup.c). */

@@ -498,7 +498,8 @@ loom_status loom_trainer_train(loom_trainer *t)
             loom_log(LOOM_LOG_INFO,
                      "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save", removed);
     }
-    if (st == LOOM_OK) st = loom_trainer_prepare(t);
+    if (st == LOOM_OK) st = loom_trainer_autobatch_resume(t);
+    if (st == LOOM_OK) st = loom_trainer_prepare_train(t);
     /* --predict_with_generate's settings fail here, not at the first evaluation, hours in. */
     if (st == LOOM_OK && t->args.predict_with_generate && t->eval_dataset) {
         loom_beam_config config;

@@ -188,8 +188,9 @@ static uint64_t resident_bytes(void)
 /* Before the parameters are allocated: what every strategy needs at least (the parameters,
  * an f32 copy while initialising a 16-bit run, this rank's share of gradients and master
  * weights, the process so far) against the room; the whole budget is checked before step 1. */
-static loom_status check_memory_floor(const loom_trainer *t)
+static loom_status check_memory_floor(loom_trainer *t)
 {
+    t->device_room = UINT64_MAX;
     double numel = (double)t->total_numel, world = (double)t->world_size;
     double params = (double)t->params_capacity * (double)t->param_size;
     double init_copy = t->param_dtype != LOOM_DTYPE_F32 ? numel * 4.0 : 0;
@@ -209,6 +210,9 @@ static loom_status check_memory_floor(const loom_trainer *t)
     const loom_backend_vtable *vt = loom_device_backend(&instance);
     loom_device_info info = {.struct_size = sizeof info, .abi_major = LOOM_ABI_MAJOR, .abi_minor = LOOM_ABI_MINOR};
     if (!vt || vt->device_info(instance, &info) != LOOM_OK) return LOOM_OK; /* nothing to compare with */
+    /* Kept for the search of --auto_find_batch_size: measured once the run's own buffers are
+     * there, the free memory would say little, as managed memory is not resident until used. */
+    t->device_room = info.free_bytes;
     double on_device = params + grads + master;
     if (on_device <= (double)info.free_bytes) return LOOM_OK;
     char where[256];
@@ -325,7 +329,7 @@ loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch)
     return st;
 }
 
-loom_status loom_trainer_prepare(loom_trainer *t)
+static loom_status prepare(loom_trainer *t, int training)
 {
     if (t->bound) return LOOM_OK;
     /* What the process holds before the run's own buffers: the memory budget starts from it. */
@@ -422,9 +426,23 @@ loom_status loom_trainer_prepare(loom_trainer *t)
     if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
     if ((st = bind_offload(t)) != LOOM_OK) return st;
 
-    if ((st = loom_trainer_bind_batch(t, t->train_batch_size)) != LOOM_OK) return st;
+    /* The batch is bound last: --auto_find_batch_size binds sizes until one fits, and what
+     * comes before does not depend on it. */
+    st = training && t->args.auto_find_batch_size ? loom_trainer_autobatch_find(t)
+                                                  : loom_trainer_bind_batch(t, t->train_batch_size);
+    if (st != LOOM_OK) return st;
     t->bound = 1;
     return LOOM_OK;
+}
+
+loom_status loom_trainer_prepare(loom_trainer *t)
+{
+    return prepare(t, 0);
+}
+
+loom_status loom_trainer_prepare_train(loom_trainer *t)
+{
+    return prepare(t, 1);
 }
 
 /* ---- optimizer, scheduler and spans ------------------------------------------------------ */

@@ -335,9 +335,9 @@ static void test_status_columns(void)
     loom_args_free(&a);
     CHECK(PARSE(&a, "--label_smoothing_factor", "0.1") == LOOM_OK && a.label_smoothing_factor == 0.1);
     loom_args_free(&a);
-    const char *path = test_temp_file("{\"auto_find_batch_size\": true}");
+    const char *path = test_temp_file("{\"full_determinism\": true}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_UNSUPPORTED);
-    CHECK(CONTAINS(loom_error_message(), "--auto_find_batch_size") && CONTAINS(loom_error_message(), path));
+    CHECK(CONTAINS(loom_error_message(), "--full_determinism") && CONTAINS(loom_error_message(), path));
     loom_args_free(&a);
     unlink(path);
     /* NO_EFFECT: accepted with a warning. */
