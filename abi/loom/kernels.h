@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* A uniform draw in [0, 1) for element `index` of a tensor under `seed` (header-only, the hash
- * of loom_dropout_keep since ABI 1.3, named on its own since 1.9 for NEFTune's noise): a
+ * of loom_dropout_keep since ABI 1.3, named on its own since 1.10 for NEFTune's noise): a
  * counter-based hash, so any element can be drawn again from (seed, index) alone, on every
  * device and thread count. Integer arithmetic and one exact float product: 24 uniform bits. */
 static inline LOOM_HOST_DEVICE float loom_uniform(uint64_t seed, uint64_t index)
@@ -360,7 +360,7 @@ typedef struct loom_kernels_api {
      * skips both the zeroing pass and an f32 copy of inp. dinp may be dout; no other overlap. */
     void (*gelu_backward_cast)(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout, int64_t n);
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_kernels_api;
 
 /* The scratch bytes classifier_columns needs for slabs of `columns` columns (ABI 1.8,

@@ -57,7 +57,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 9 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 10 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -100,7 +100,11 @@ extern "C" {
  *      fused classifier by slabs of vocabulary columns: a 16-bit head gradient without an f32
  *      [V, C] accumulator).
  * 1.9: kernels.h gelu_forward_cast / gelu_backward_cast (GELU reading and writing 16-bit
- *      activations in one pass, the backward written, not accumulated). */
+ *      activations in one pass, the backward written, not accumulated).
+ * 1.10: model.h and precision.h bind() may be called again before the first step, a later
+ *      binding replacing the earlier (--auto_find_batch_size binds each batch size it tries);
+ *      the host does so only with plugins built for 1.10 or later. kernels.h the header-only
+ *      loom_uniform (dropout's draw, NEFTune's noise). No member added. */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -327,7 +331,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -346,7 +350,7 @@ typedef struct loom_plugin_desc {
     const void *vtable;             /* -> static const loom_<kind>_vtable of this kind       */
     const loom_param_spec *params;  /* accepted configuration keys, {NULL}-terminated; NULL = none */
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_plugin_desc;
 
 /* The one symbol a plugin exports. Returns descriptor number `index` (0, 1, ...) or NULL

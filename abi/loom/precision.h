@@ -28,7 +28,7 @@ typedef struct loom_precision_info {
     uint32_t master_dtype;   /* optimizer's copy: LOOM_DTYPE_F32 always in ABI 1            */
     uint32_t has_master;     /* 1: the plugin allocates separate master weights; 0: none    */
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_precision_info;
 
 /* Built by the host and passed to bind(); the struct is borrowed for that call, the memory
@@ -63,7 +63,7 @@ typedef struct loom_precision_binding {
     uint32_t piecewise;
     uint32_t reserved1; /* 0 */
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_precision_binding;
 
 /* Loss-scaler state, for logs and checkpoints: written by the plugin in get_state() (owned
@@ -77,7 +77,7 @@ typedef struct loom_precision_state {
     int64_t growth_tracker;   /* clean steps since the last change (GradScaler style)       */
     int64_t hysteresis_left;  /* DeepSpeed's cur_hysteresis                                 */
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_precision_state;
 
 typedef struct loom_precision loom_precision; /* plugin-private instance */
@@ -102,7 +102,8 @@ typedef struct loom_precision_vtable {
      * from params (which hold the model's initial values, converted to param_dtype by the
      * host). The masters are the plugin's until destroy. Called before the first step; the
      * host binds again after it binds the model again (--auto_find_batch_size), and a later
-     * binding replaces the earlier one. One thread per instance. Since 1.0. */
+     * binding replaces the earlier one (since 1.10; a plugin built for an older minor is bound
+     * once). One thread per instance. Since 1.0. */
     loom_status (*bind)(loom_precision *self, const loom_precision_binding *binding);
     /* Required, never NULL. Bytes the plugin allocated for master weights and their f32
      * gradients (0 for fp32; the gradients not counted when they live in the binding's
@@ -162,7 +163,7 @@ typedef struct loom_precision_vtable {
      * One thread per instance. Since 1.7. */
     loom_status (*cast_piece)(loom_precision *self, size_t range_index, int64_t begin, int64_t count);
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_precision_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

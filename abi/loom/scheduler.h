@@ -25,7 +25,7 @@ typedef struct loom_schedule_setup {
     int64_t total_steps;   /* optimizer steps of the whole run (max_steps or derived)        */
     int64_t warmup_steps;  /* resolved: --warmup_steps if > 0, else ceil(ratio * total)      */
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_schedule_setup;
 
 /* The values for one step. Written by the plugin into the host's struct. Both members
@@ -35,7 +35,7 @@ typedef struct loom_schedule_value {
     double lr;             /* learning rate for the step                                     */
     double momentum;       /* momentum / beta1 for the step; NaN when the schedule has none  */
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_schedule_value;
 
 typedef struct loom_scheduler loom_scheduler; /* plugin-private instance */
@@ -54,7 +54,7 @@ typedef struct loom_scheduler_vtable {
      * plugin writes lr and momentum only. Pure: the same t gives the same values. MT-safe. */
     loom_status (*value)(const loom_scheduler *self, int64_t t, loom_schedule_value *out);
 
-    /* ABI 1.10+: append below. */
+    /* ABI 1.11+: append below. */
 } loom_scheduler_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

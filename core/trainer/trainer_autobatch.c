@@ -109,8 +109,31 @@ static loom_status agree(loom_trainer *t, int64_t mine, int64_t *lowest, int64_t
     return LOOM_OK;
 }
 
+/* Binding again is a contract of ABI 1.10 (model.h, precision.h bind): a plugin built for an
+ * older minor may assume one binding and leak or break on a second. */
+static loom_status check_rebindable(const loom_trainer *t)
+{
+    const struct {
+        const char *kind;
+        const loom_plugin_instance *slot;
+        uint32_t minor;
+    } bound[] = {{"model", &t->model, t->model.vtable ? ((const loom_model_vtable *)t->model.vtable)->abi_minor : 0},
+                 {"precision", &t->precision,
+                  t->precision.vtable ? ((const loom_precision_vtable *)t->precision.vtable)->abi_minor : 0}};
+    for (size_t i = 0; i < sizeof bound / sizeof *bound; i++)
+        if (bound[i].minor < 10)
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "--auto_find_batch_size binds the %s plugin '%s' once for each batch size it tries, "
+                              "and that plugin was built for ABI 1.%u, which promises a single binding: rebuild it "
+                              "against ABI 1.10 or later, or give --per_device_train_batch_size without the flag",
+                              bound[i].kind, bound[i].slot->plugin->desc->name, bound[i].minor);
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_autobatch_find(loom_trainer *t)
 {
+    loom_status checked = check_rebindable(t);
+    if (checked != LOOM_OK) return checked;
     const int64_t requested = t->train_batch_size;
     int64_t candidate = requested, mine = 0, lowest = 0, highest = 0, own = 0;
     verdict first = {0}, current = {0}, v;

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 
-from loomtest import LOOM, LoomTestCase, free_port, loom, write_tokens
+from loomtest import BUILD, LOOM, LoomTestCase, free_port, loom, write_tokens
 
 # One hidden layer of 100000: 1.6 MB of activations an example, so neighbouring sizes of the
 # sequence are megabytes apart, far more than the process's own size varies from run to run.
@@ -92,6 +92,17 @@ class AutoBatchTest(LoomTestCase):
         # Without the flag the same room refuses the run, as before.
         self.assert_error(self.args("refused", 64, "--max_steps", "1"), "rank 0: the memory budget needs",
                           f"LOOM_MEMORY_LIMIT={room}", status=None, env={"LOOM_MEMORY_LIMIT": room})
+
+    def test_a_plugin_built_for_abi_1_9_is_bound_once(self):
+        # The search binds the model once per size, which ABI 1.10 allows; the same mlp stamped
+        # 1.9 is refused in one line with the flag, and trains as loom's own mlp without it.
+        old = os.path.join(BUILD, "tests", "trainer-fixtures", "mlp_abi19.so")
+        self.assert_error(self.args("abi19-auto", 8, "--model", old, "--max_steps", "2", "--auto_find_batch_size"),
+                          "--auto_find_batch_size binds the model plugin 'mlp'", "built for ABI 1.9",
+                          "--per_device_train_batch_size", status=None)
+        loom(*self.args("abi19", 8, "--model", old, "--max_steps", "2"))
+        loom(*self.args("abi110", 8, "--model", "mlp", "--max_steps", "2"))
+        self.assertEqual(self.model_bytes("abi19"), self.model_bytes("abi110"))
 
     def test_a_room_that_no_size_fits_is_refused(self):
         # Above what the parameters need (the first check), below the budget of a batch of 1,
