@@ -61,29 +61,30 @@ static char *string_member(const cJSON *json, const char *key)
     return cJSON_IsString(item) ? strdup(item->valuestring) : NULL;
 }
 
-bool loom_resume_is_model_only(const char *dir)
+/* Whether the run that wrote DIR had the boolean argument `key` on (its training_args.json);
+ * false when the file cannot be read, whose own reads then name what is wrong. */
+static bool written_with(const char *dir, const char *key)
 {
     cJSON *json = NULL;
     if (read_json(dir, "training_args.json", &json) != LOOM_OK) {
         loom_error_clear();
         return false;
     }
-    bool model_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "save_only_model"));
+    bool on = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, key));
     cJSON_Delete(json);
-    return model_only;
+    return on;
+}
+
+bool loom_resume_is_model_only(const char *dir)
+{
+    return written_with(dir, "save_only_model");
 }
 
 loom_status loom_resume_read_found_batch(const char *dir, int64_t *batch)
 {
     *batch = 0;
+    if (!written_with(dir, "auto_find_batch_size")) return LOOM_OK;
     cJSON *json = NULL;
-    if (read_json(dir, "training_args.json", &json) != LOOM_OK) {
-        loom_error_clear();
-        return LOOM_OK;
-    }
-    bool searched = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "auto_find_batch_size"));
-    cJSON_Delete(json);
-    if (!searched) return LOOM_OK;
     loom_status st = read_json(dir, "trainer_state.json", &json);
     if (st != LOOM_OK) return st;
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, "train_batch_size");
