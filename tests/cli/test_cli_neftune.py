@@ -13,9 +13,9 @@ import os
 import shutil
 import unittest
 
-from loomtest import LoomTestCase, loom, write_pairs, write_tokens
+from loomtest import LoomTestCase, loom, write_pairs
+from test_cli_smoothing import BLOCK, TinyGpt2
 
-V, C, NH, L, P, BLOCK = 48, 8, 2, 1, 16, 8
 T5 = ["--vocab_size", "16", "--d_model", "16", "--d_kv", "4", "--num_heads", "4", "--d_ff", "32", "--num_layers",
       "1", "--dropout_rate", "0.0"]
 
@@ -29,28 +29,9 @@ def read(path):
         return f.read()
 
 
-class NEFTuneTest(LoomTestCase):
+class NEFTuneTest(TinyGpt2, LoomTestCase):
     data_kind = "spirals"  # the mlp's refusal needs classification data
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.train = os.path.join(cls.tmp, "train.bin")
-        cls.valid = os.path.join(cls.tmp, "valid.bin")
-        write_tokens(cls.train, 400, V, 11)
-        write_tokens(cls.valid, 3 * BLOCK + 1, V, 12)
-
-    def gpt2_args(self, out, *extra):
-        return ["train", "--output_dir", out, "--overwrite_output_dir", "--model", "gpt2", "--gpt2.n_layer", str(L),
-                "--gpt2.n_head", str(NH), "--gpt2.n_embd", str(C), "--gpt2.vocab_size", str(V),
-                "--gpt2.n_positions", str(P), "--block_size", str(BLOCK), "--train_file", self.train,
-                "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
-                "--per_device_eval_batch_size", "3", "--learning_rate", "1e-2", "--lr_scheduler_type", "constant",
-                "--logging_steps", "1", "--disable_tqdm", *extra]
-
-    def eval_loss(self, out):
-        with open(os.path.join(out, "eval_results.json")) as f:
-            return json.load(f)["eval_loss"]
+    run_args = ("--gradient_accumulation_steps", "2", "--lr_scheduler_type", "constant")
 
     def test_noise_in_training_only_repeatable_and_resumable(self):
         common = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--do_eval",

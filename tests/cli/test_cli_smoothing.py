@@ -90,8 +90,12 @@ def smoothed_loss(logits_rows, labels, eps):
     return (1 - eps) * nll / n + eps * smooth / (n * len(logits_rows[0]))
 
 
-class SmoothingTest(LoomTestCase):
-    data_kind = None
+class TinyGpt2:
+    """A one-layer gpt2 over V token ids for a LoomTestCase: 400 training tokens and three
+    evaluation blocks written once per class, and its `loom train` arguments (the class's own
+    `run_args` after the common ones)."""
+
+    run_args = ()
 
     @classmethod
     def setUpClass(cls):
@@ -106,11 +110,16 @@ class SmoothingTest(LoomTestCase):
                 "--gpt2.n_head", str(NH), "--gpt2.n_embd", str(C), "--gpt2.vocab_size", str(V),
                 "--gpt2.n_positions", str(P), "--block_size", str(BLOCK), "--train_file", self.train,
                 "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "3", "--learning_rate", "1e-2",
-                "--logging_steps", "1", "--disable_tqdm", "--save_strategy", "no", *extra]
+                "--logging_steps", "1", "--disable_tqdm", *self.run_args, *extra]
 
     def eval_loss(self, out):
         with open(os.path.join(out, "eval_results.json")) as f:
             return json.load(f)["eval_loss"]
+
+
+class SmoothingTest(TinyGpt2, LoomTestCase):
+    data_kind = None
+    run_args = ("--save_strategy", "no")
 
     def python_loss(self, out, eps):
         weights = read_safetensors(os.path.join(out, "model.safetensors"))
