@@ -19,5 +19,8 @@ int loom_launch_started(void);
  * and ours). */
 #define LOOM_RESTART_COUNT_ENV "LOOM_RESTART_COUNT"
 #define LOOM_TORCHELASTIC_RESTART_COUNT_ENV "TORCHELASTIC_RESTART_COUNT"
+/* How many restarts the job may make (--max_restarts; torchrun's name and ours). */
+#define LOOM_MAX_RESTARTS_ENV "LOOM_MAX_RESTARTS"
+#define LOOM_TORCHELASTIC_MAX_RESTARTS_ENV "TORCHELASTIC_MAX_RESTARTS"
 
 #endif

@@ -96,6 +96,14 @@ int loom_command_launch(int argc, char **argv)
     /* argv is ours to rearrange (main's), with room for its NULL terminator. */
     int rc = take_max_restarts(&argc, argv, &max_restarts);
     if (rc >= 0) return rc;
+    /* The ranks learn whether a failure will be retried from their checkpoints, as torchrun
+     * tells its workers: a run that writes none it can resume from refuses to start. */
+    char text[32];
+    snprintf(text, sizeof text, "%ld", max_restarts);
+    if (setenv(LOOM_MAX_RESTARTS_ENV, text, 1) != 0 || setenv(LOOM_TORCHELASTIC_MAX_RESTARTS_ENV, text, 1) != 0) {
+        fprintf(stderr, "loom: error: launch: cannot set %s: %s\n", LOOM_MAX_RESTARTS_ENV, strerror(errno));
+        return 1;
+    }
     for (long attempt = 0;; attempt++) {
         if (!set_restart_count(attempt)) return 1;
         rc = loom_launch_attempt(argc, argv);

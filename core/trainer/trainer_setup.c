@@ -392,6 +392,23 @@ static loom_status join_run(loom_trainer *t)
 /* What the run reads before choosing plugins: the ds_config, the plugin folders, the data whose
  * shapes size the model (classification data first: the model's sizes come from it), and a
  * saved model's config.json. */
+/* A job that restarts failed ranks (loom launch --max_restarts, torchrun --max-restarts) goes
+ * on from the newest checkpoint, and a model-only one cannot be resumed: every restart would
+ * be refused in turn, after the failure it was meant to survive. Said before the run instead. */
+static loom_status check_restartable(const loom_args *a)
+{
+    const char *env = getenv("LOOM_MAX_RESTARTS");
+    if (!env || !*env) env = getenv("TORCHELASTIC_MAX_RESTARTS");
+    long long restarts = env && *env ? strtoll(env, NULL, 10) : 0;
+    if (a->do_train && a->save_only_model && restarts > 0)
+        return loom_error(LOOM_E_INVALID,
+                          "--save_only_model in a job that restarts failed ranks (%lld restarts allowed): a restart "
+                          "resumes from the newest checkpoint, and model-only checkpoints cannot be resumed; drop "
+                          "--save_only_model or --max_restarts",
+                          restarts);
+    return LOOM_OK;
+}
+
 static loom_status read_inputs(loom_trainer *t, loom_saved_model_config *saved)
 {
     const loom_args *a = &t->args;
@@ -402,6 +419,7 @@ static loom_status read_inputs(loom_trainer *t, loom_saved_model_config *saved)
     if ((st = open_datasets(t, LOOM_DATA_CLASSIFICATION, 0)) != LOOM_OK) return st;
     if ((st = open_datasets(t, LOOM_DATA_SEQ2SEQ, 0)) != LOOM_OK) return st;
     if ((st = check_evaluation(t)) != LOOM_OK) return st;
+    if ((st = check_restartable(a)) != LOOM_OK) return st;
     if (a->model_name_or_path && *a->model_name_or_path) {
         /* A checkpoint's manifest is checked here too, not only at a resume: a flipped byte in
          * its weights would otherwise be evaluated or trained on without a word. */

@@ -21,10 +21,10 @@ class RestartTest(LoomTestCase):
         cls.tokens = os.path.join(cls.tmp, "tokens.bin")
         write_tokens(cls.tokens, 30000, 512, 23)
 
-    def launch(self, out, *launch_opts, env=None, check=True):
+    def launch(self, out, *launch_opts, env=None, check=True, extra=()):
         args = ["train", "--output_dir", out, "--train_file", self.tokens, "--disable_tqdm", *GPT2,
                 "--per_device_train_batch_size", "4", "--max_steps", str(STEPS), "--learning_rate", "3e-3",
-                "--logging_steps", "1", "--save_steps", "2", "--ddp_timeout", "30", "--overwrite_output_dir"]
+                "--logging_steps", "1", "--save_steps", "2", "--ddp_timeout", "30", "--overwrite_output_dir", *extra]
         return run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(), "--timeout", "5",
                    *launch_opts, *args, env=env, check=check)
 
@@ -34,6 +34,18 @@ class RestartTest(LoomTestCase):
 
     def losses(self, out):
         return [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
+
+    def test_model_only_checkpoints_are_refused_in_a_job_that_restarts(self):
+        # A restart resumes from the newest checkpoint, which --save_only_model makes one that
+        # cannot be resumed: refused before the run, not restart after restart.
+        out = self.out("model-only")
+        code, _, stderr = self.launch(out, "--max_restarts", "1", check=False, extra=("--save_only_model",))
+        self.assertNotEqual(code, 0)
+        self.assertIn("--save_only_model in a job that restarts failed ranks (1 restarts allowed)", stderr)
+        self.assertFalse(any(n.startswith("checkpoint-") for n in os.listdir(out)) if os.path.isdir(out) else False)
+        # Without restarts the same run trains.
+        self.launch(out, extra=("--save_only_model",))
+        self.assertEqual(len(self.losses(out)), STEPS)
 
     def test_three_deaths_same_model(self):
         full = self.out("full")
