@@ -16,6 +16,7 @@
 #include "args.h"
 #include "commands.h"
 #include "error.h"
+#include "plugin_config.h"
 #include "plugin_loader.h"
 
 typedef struct names {
@@ -102,13 +103,6 @@ static const char *hf_script_hint(const char *key)
     return NULL;
 }
 
-static int declares(const loom_plugin *p, const char *key)
-{
-    for (const loom_param_spec *s = p->desc->params; s && s->key; s++)
-        if (!strcmp(s->key, key)) return 1;
-    return 0;
-}
-
 /* Whether a plain key is declared by a plugin the run names outright (--model, a --plugin) or,
  * without --model, by one of the models loom ships, one of which the data or the checkpoint's
  * config.json will choose. */
@@ -117,13 +111,15 @@ static int named_plugin_declares(const loom_args *args, const char *key)
     static const char *const shipped_models[] = {"gpt2", "mlp", "t5"};
     const loom_plugin *p = NULL;
     if (args->model && *args->model) {
-        if (loom_plugin_load(args->model, 0, &p) == LOOM_OK && declares(p, key)) return 1;
+        if (loom_plugin_load(args->model, 0, &p) == LOOM_OK && loom_config_declares(p->desc, key)) return 1;
     } else {
         for (size_t i = 0; i < sizeof shipped_models / sizeof *shipped_models; i++)
-            if (loom_plugin_load(shipped_models[i], LOOM_KIND_MODEL, &p) == LOOM_OK && declares(p, key)) return 1;
+            if (loom_plugin_load(shipped_models[i], LOOM_KIND_MODEL, &p) == LOOM_OK &&
+                loom_config_declares(p->desc, key))
+                return 1;
     }
     for (size_t i = 0; i < args->plugin.count; i++)
-        if (loom_plugin_load(args->plugin.items[i], 0, &p) == LOOM_OK && declares(p, key)) return 1;
+        if (loom_plugin_load(args->plugin.items[i], 0, &p) == LOOM_OK && loom_config_declares(p->desc, key)) return 1;
     loom_error_clear(); /* a plugin that does not load is reported when the run loads it */
     return 0;
 }

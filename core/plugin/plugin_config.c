@@ -126,6 +126,13 @@ static int compare_keys(const void *a, const void *b, void *ctx)
     return strcmp(cfg->entries[*(const size_t *)a].spec->key, cfg->entries[*(const size_t *)b].spec->key);
 }
 
+int loom_config_declares(const loom_plugin_desc *desc, const char *key)
+{
+    for (const loom_param_spec *s = desc ? desc->params : NULL; s && s->key; s++)
+        if (strcmp(s->key, key) == 0) return 1;
+    return 0;
+}
+
 loom_config *loom_config_from_spec(const loom_plugin_desc *desc)
 {
     loom_config *cfg = calloc(1, sizeof *cfg);

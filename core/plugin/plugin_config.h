@@ -33,6 +33,9 @@ typedef struct loom_config_default {
 loom_config *loom_config_build(const loom_plugin_desc *desc, const loom_config_default *mapped,
                                size_t n_mapped, const loom_args *args, unsigned char *used);
 
+/* Whether the plugin declares `key` among its parameters. */
+int loom_config_declares(const loom_plugin_desc *desc, const char *key);
+
 /* An empty section that answers spec defaults only (for tests and tools). */
 loom_config *loom_config_from_spec(const loom_plugin_desc *desc);
 

@@ -319,10 +319,11 @@ static double logged_loss_sum(loom_trainer *t, double loss_sum, double count)
 
 /* Tests only: LOOM_TEST_NAN_LOSS_AT_STEP="S0,S1,..." logs the losses of the micro-batches of
  * steps S_i (counted from 1, every rank) as NaN, or as +inf for an entry written "S:inf". The
- * step itself trains as usual: only the loss the log is made of changes (logged_loss_sum). */
-static double test_loss_override(const loom_trainer *t, double loss_sum)
+ * step itself trains as usual: only the loss the log is made of changes (logged_loss_sum).
+ * `spec` is the variable, read once per run (NULL: unset). */
+static double test_loss_override(const char *spec, const loom_trainer *t, double loss_sum)
 {
-    const char *p = getenv("LOOM_TEST_NAN_LOSS_AT_STEP");
+    const char *p = spec;
     while (p && *p) {
         char *end = NULL;
         long long step = strtoll(p, &end, 10);
@@ -555,6 +556,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     const loom_sharding_vtable *sv = t->sharding.vtable;
     const loom_precision_vtable *pv = t->precision.vtable;
     int64_t examples_seen = 0, tokens_seen = 0, first_step = t->state.global_step;
+    const char *nan_loss_steps = getenv("LOOM_TEST_NAN_LOSS_AT_STEP");
     double start = loom_now_seconds();
     t->control.should_training_stop = 0;
     if (st == LOOM_OK) st = loom_trainer_print_startup(t, &dl, num_epochs, max_steps, updates_per_epoch);
@@ -599,7 +601,7 @@ loom_status loom_trainer_train(loom_trainer *t)
                 micro[m].batch.training = 1;
                 micro[m].batch.dropout_seed = dropout_seed(t, m);
                 if ((st = t->hooks.training_step(t, &micro[m].batch, seed, &loss_sum)) != LOOM_OK) break;
-                step_loss += logged_loss_sum(t, test_loss_override(t, loss_sum), count);
+                step_loss += logged_loss_sum(t, test_loss_override(nan_loss_steps, t, loss_sum), count);
                 examples_seen += micro[m].batch.batch_size;
                 step_tokens += batch_tokens(&micro[m].batch);
                 t->data_batch = first + m + 1;

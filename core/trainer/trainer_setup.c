@@ -615,41 +615,26 @@ static loom_status map_model_section(const loom_trainer *t, const loom_saved_mod
     }
     for (size_t i = 0; i < saved->n && m->n_model < 256; i++)
         m->model[m->n_model++] = saved->entries[i];
-    /* --gradient_checkpointing reaches a model that declares the key (gpt2 recomputes its
-     * blocks in backward); HF's models without support refuse it too. */
-    if (t->args.gradient_checkpointing && m->n_model < 256) {
-        int declared = 0;
-        for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
-            declared |= strcmp(s->key, "gradient_checkpointing") == 0;
-        if (!declared)
-            return loom_error(LOOM_E_UNSUPPORTED,
-                              "--gradient_checkpointing: model '%s' cannot recompute its activations",
-                              model->desc->name);
-        m->model[m->n_model++] = (loom_config_default){"gradient_checkpointing", "true"};
-    }
-    /* --label_smoothing_factor: HF's LabelSmoother, inside the model's loss (its kernels). */
-    if (t->args.label_smoothing_factor != 0.0 && m->n_model < 256) {
-        int declared = 0;
-        for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
-            declared |= strcmp(s->key, "label_smoothing_factor") == 0;
-        if (!declared)
-            return loom_error(LOOM_E_UNSUPPORTED, "--label_smoothing_factor: model '%s' has no smoothed loss",
-                              model->desc->name);
-        loom__format_shortest(m->smoothing, sizeof m->smoothing, t->args.label_smoothing_factor);
-        m->model[m->n_model++] = (loom_config_default){"label_smoothing_factor", m->smoothing};
-    }
-    /* --neftune_noise_alpha: HF's hook on the model's input embedding, so the model adds the
-     * noise (training forwards only); a model without one must not run as if it had. */
-    if (t->args.neftune_noise_alpha != 0.0 && m->n_model < 256) {
-        int declared = 0;
-        for (const loom_param_spec *s = model->desc->params; s && s->key; s++)
-            declared |= strcmp(s->key, "neftune_noise_alpha") == 0;
-        if (!declared)
-            return loom_error(LOOM_E_UNSUPPORTED,
-                              "--neftune_noise_alpha: model '%s' has no input embedding to add NEFTune's noise to",
-                              model->desc->name);
-        loom__format_shortest(m->neftune, sizeof m->neftune, t->args.neftune_noise_alpha);
-        m->model[m->n_model++] = (loom_config_default){"neftune_noise_alpha", m->neftune};
+    /* How the run trains, reaching the model as keys it must declare (HF's models without
+     * the feature refuse it too): gpt2 recomputes its blocks in backward; HF's LabelSmoother
+     * is inside the model's loss; NEFTune is HF's hook on the model's input embedding. */
+    loom__format_shortest(m->smoothing, sizeof m->smoothing, t->args.label_smoothing_factor);
+    loom__format_shortest(m->neftune, sizeof m->neftune, t->args.neftune_noise_alpha);
+    const struct {
+        int on;
+        const char *key, *value, *lacks;
+    } training[] = {
+        {t->args.gradient_checkpointing, "gradient_checkpointing", "true", "cannot recompute its activations"},
+        {t->args.label_smoothing_factor != 0.0, "label_smoothing_factor", m->smoothing, "has no smoothed loss"},
+        {t->args.neftune_noise_alpha != 0.0, "neftune_noise_alpha", m->neftune,
+         "has no input embedding to add NEFTune's noise to"},
+    };
+    for (size_t i = 0; i < sizeof training / sizeof *training; i++) {
+        if (!training[i].on || m->n_model >= 256) continue;
+        if (!loom_config_declares(model->desc, training[i].key))
+            return loom_error(LOOM_E_UNSUPPORTED, "--%s: model '%s' %s", training[i].key, model->desc->name,
+                              training[i].lacks);
+        m->model[m->n_model++] = (loom_config_default){training[i].key, training[i].value};
     }
     return LOOM_OK;
 }

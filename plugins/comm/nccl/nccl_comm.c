@@ -383,7 +383,8 @@ static loom_status stage_host(loom_comm *self, const nccl_call *call, size_t ele
 static loom_status submit(loom_comm *self, const nccl_call *call, uint32_t dtype, const char *what,
                           loom_comm_request **request)
 {
-    if (self->ops->is_host_memory(call->send) || self->ops->is_host_memory(call->recv))
+    /* Every bucket of every step asks: one CUDA query for an in-place collective. */
+    if (self->ops->is_host_memory(call->send) || (call->recv != call->send && self->ops->is_host_memory(call->recv)))
         return stage_host(self, call, loom_dtype_size(dtype), what, request);
     return run(self, call, what, request);
 }
