@@ -60,33 +60,24 @@ static void print_metrics(const char *title, const loom_metrics *m)
     fflush(stdout);
 }
 
-static int by_key(const void *a, const void *b)
-{
-    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
-}
-
 /* A flat object of numbers as HF's save_metrics writes it: json.dump(indent=4, sort_keys=True),
  * floats as Python prints them (2.0, not 2), counts (*_samples) as integers, a value that is
- * not finite as null (JSON has no NaN; Python would write NaN). NULL when out of memory. */
-static char *metrics_text(const cJSON *object)
+ * not finite as null (JSON has no NaN; Python would write NaN). Sorts `object`'s keys. NULL when
+ * out of memory. */
+static char *metrics_text(cJSON *object)
 {
-    size_t n = (size_t)cJSON_GetArraySize(object), i = 0;
-    const cJSON **items = malloc((n ? n : 1) * sizeof *items), *item;
     char *text = NULL;
-    size_t len = 0;
-    FILE *f = items ? open_memstream(&text, &len) : NULL;
-    if (!f) {
-        free(items);
-        return NULL;
-    }
-    cJSON_ArrayForEach(item, object) items[i++] = item;
-    qsort(items, n, sizeof *items, by_key);
+    size_t len = 0, i = 0;
+    FILE *f = loom__json_sort_keys(object) == LOOM_OK ? open_memstream(&text, &len) : NULL;
+    if (!f) return NULL;
+    const cJSON *item;
     fputs("{", f);
-    for (i = 0; i < n; i++) {
+    cJSON_ArrayForEach(item, object)
+    {
         char number[64];
-        const double v = items[i]->valuedouble;
-        const size_t key_len = strlen(items[i]->string);
-        const int count = key_len >= 8 && !strcmp(items[i]->string + key_len - 8, "_samples");
+        const double v = item->valuedouble;
+        const size_t key_len = strlen(item->string);
+        const int count = key_len >= 8 && !strcmp(item->string + key_len - 8, "_samples");
         if (!isfinite(v))
             snprintf(number, sizeof number, "null");
         else if (count && v == floor(v) && fabs(v) < 1e15)
@@ -95,12 +86,11 @@ static char *metrics_text(const cJSON *object)
             loom__format_shortest(number, sizeof number - 2, v);
             if (!strpbrk(number, ".e")) strcat(number, ".0");
         }
-        fputs(i ? ",\n    " : "\n    ", f);
-        loom__json_write_string(f, items[i]->string);
+        fputs(i++ ? ",\n    " : "\n    ", f);
+        loom__json_write_string(f, item->string);
         fprintf(f, ": %s", number);
     }
-    fputs(n ? "\n}" : "}", f);
-    free(items);
+    fputs(i ? "\n}" : "}", f);
     return fclose(f) == 0 ? text : (free(text), NULL);
 }
 

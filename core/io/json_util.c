@@ -169,3 +169,33 @@ loom_status loom__json_object_line(const char *path, const char *file_text, int6
     *out = value;
     return LOOM_OK;
 }
+
+static int by_key(const void *a, const void *b)
+{
+    return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
+}
+
+loom_status loom__json_sort_keys(cJSON *node)
+{
+    int n = 0;
+    cJSON *item;
+    cJSON_ArrayForEach(item, node)
+    {
+        loom_status st = loom__json_sort_keys(item);
+        if (st != LOOM_OK) return st;
+        n++;
+    }
+    if (!cJSON_IsObject(node) || n < 2) return LOOM_OK;
+    cJSON **items = malloc((size_t)n * sizeof *items);
+    if (!items) return loom_error(LOOM_E_NOMEM, "out of memory");
+    int i = 0;
+    cJSON_ArrayForEach(item, node) items[i++] = item;
+    qsort(items, (size_t)n, sizeof *items, by_key);
+    for (i = 0; i < n; i++) {
+        /* Detached and appended again in order: cJSON's own list links stay its business. */
+        cJSON_DetachItemViaPointer(node, items[i]);
+        cJSON_AddItemToArray(node, items[i]);
+    }
+    free(items);
+    return LOOM_OK;
+}

@@ -29,6 +29,11 @@ void loom__json_write_string(FILE *out, const char *s);
  * "0.90000000000000002". Used for values handed on as text (plugin config, messages). */
 void loom__format_shortest(char *buf, size_t size, double v);
 
+/* Sorts the keys of every object in `node`, nested ones too, as Python's json.dumps(sort_keys=True)
+ * (byte order of UTF-8 keys is Python's code point order). LOOM_E_NOMEM leaves `node` whole,
+ * partly sorted. */
+loom_status loom__json_sort_keys(struct cJSON *node);
+
 /* One line [start, end) of a JSON-lines file (line `line` of `file_text`, read from `path`)
  * read as json.loads reads it, where cJSON alone is laxer: the line must be one JSON object and
  * nothing after it; a byte that is not UTF-8, a NUL byte, an escaped NUL (cJSON ends the C string

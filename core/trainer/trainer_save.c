@@ -24,6 +24,7 @@
 #include "error.h"
 #include "fileutil.h"
 #include "host.h"
+#include "json_util.h"
 #include "plugin_config.h"
 #include "safetensors.h"
 #include "trainer_internal.h"
@@ -175,39 +176,6 @@ static void add_number_or_null(cJSON *json, const char *key, double v)
     else cJSON_AddNullToObject(json, key);
 }
 
-static int by_key(const void *a, const void *b)
-{
-    return strcmp((*(cJSON *const *)a)->string, (*(cJSON *const *)b)->string);
-}
-
-/* HF's json.dumps(sort_keys=True) sorts every object of the document, not only the top one:
- * the callbacks' own "attributes" and each log_history entry too. Byte order of UTF-8 keys is
- * Python's code point order. LOOM_E_NOMEM leaves `node` whole, partly sorted. */
-static loom_status sort_keys(cJSON *node)
-{
-    int n = 0;
-    cJSON *item;
-    cJSON_ArrayForEach(item, node)
-    {
-        loom_status st = sort_keys(item);
-        if (st != LOOM_OK) return st;
-        n++;
-    }
-    if (!cJSON_IsObject(node) || n < 2) return LOOM_OK;
-    cJSON **items = malloc((size_t)n * sizeof *items);
-    if (!items) return loom_error(LOOM_E_NOMEM, "out of memory");
-    int i = 0;
-    cJSON_ArrayForEach(item, node) items[i++] = item;
-    qsort(items, (size_t)n, sizeof *items, by_key);
-    for (i = 0; i < n; i++) {
-        /* Detached and appended again in order: cJSON's own list links stay its business. */
-        cJSON_DetachItemViaPointer(node, items[i]);
-        cJSON_AddItemToArray(node, items[i]);
-    }
-    free(items);
-    return LOOM_OK;
-}
-
 /* HF's stateful_callbacks: the callbacks' states and, since transformers 4.41, its own
  * TrainerControl as it stood when the state was written (at a checkpoint: should_save set,
  * the step's log and evaluation done; at the last step should_training_stop). Resuming does not
@@ -234,7 +202,7 @@ static cJSON *control_and_callbacks_state(const loom_trainer *t)
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
 {
     const loom_trainer_state *s = &t->state;
-    /* Keys sorted at every level before writing (sort_keys), as HF's json.dumps(sort_keys=True). */
+    /* Keys sorted at every level before writing, as HF's json.dumps(sort_keys=True). */
     cJSON *json = cJSON_CreateObject();
     if (t->best_global_step > 0)
         cJSON_AddNumberToObject(json, "best_global_step", (double)t->best_global_step);
@@ -264,7 +232,8 @@ loom_status loom_trainer_write_state(loom_trainer *t, const char *dir)
     cJSON_AddNumberToObject(json, "train_batch_size", (double)s->train_batch_size);
     cJSON_AddNullToObject(json, "trial_name");
     cJSON_AddNullToObject(json, "trial_params");
-    loom_status st = history ? sort_keys(json) : loom_error(LOOM_E_NOMEM, "out of memory writing trainer_state.json");
+    loom_status st =
+        history ? loom__json_sort_keys(json) : loom_error(LOOM_E_NOMEM, "out of memory writing trainer_state.json");
     if (st == LOOM_OK) st = write_json(dir, "trainer_state.json", json);
     cJSON_Delete(json);
     return st;
