@@ -183,6 +183,7 @@ static int f_device_alloc(void **ptr, size_t bytes)
 static int f_device_free(void *ptr)
 {
     fake.frees += ptr != NULL;
+    if (ptr) trace("F%s%s ", "", "");
     free(ptr);
     return 0;
 }

@@ -19,7 +19,7 @@ typedef enum fake_mode {
 } fake_mode;
 
 #define FAKE_MAX_CALLS 64
-#define FAKE_HOST_RANGES 4
+#define FAKE_HOST_RANGES 8
 #define FAKE_TRACE 2048
 
 typedef struct fake_state {

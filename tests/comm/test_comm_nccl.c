@@ -319,6 +319,24 @@ static void check_host_memory(loom_host *host)
     int copies = fake.copies;
     OK(vt->all_reduce(c, on_device, 2, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL));
     CHECK(fake.calls[3].send == on_device && fake.copies == copies && on_device[0] == 6.0);
+
+    /* Outgrowing the buffer while an asynchronous collective is in flight frees nothing
+     * (cudaFree would wait for the device, and so for a collective stuck on a dead peer); the
+     * old buffer goes once nothing is pending. */
+    loom_comm_request *in_flight = NULL;
+    OK(vt->all_reduce(c, on_device, 2, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, &in_flight));
+    CHECK(in_flight != NULL);
+    int frees = fake.frees;
+    double more[12] = {0};
+    fake_mark_host(more, sizeof more);
+    fake.trace[0] = 0;
+    OK(vt->all_reduce(c, more, 12, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL));
+    CHECK(more[11] == 1.0 && fake.allocs == allocs + 3 && fake.frees == frees && strchr(fake.trace, 'F') == NULL);
+    OK(vt->wait(c, in_flight));
+    double most[16] = {0};
+    fake_mark_host(most, sizeof most);
+    OK(vt->all_reduce(c, most, 16, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL));
+    CHECK(most[15] == 1.0 && fake.allocs == allocs + 4 && fake.frees == frees + 2);
     vt->destroy(c);
     CHECK(fake.allocs == fake.frees && fake.events_created == fake.events_destroyed);
 }

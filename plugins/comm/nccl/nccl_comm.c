@@ -54,6 +54,10 @@ struct loom_comm {
     void *scratch;     /* 4 device bytes: barrier's all_reduce */
     void *staging;     /* device memory for host buffers (stage_host), grown on demand */
     size_t staging_bytes;
+    /* Staging buffers outgrown while asynchronous collectives were in flight: cudaFree waits
+     * for the whole device, so freeing one then would hang on a collective stuck on a dead
+     * peer instead of letting its wait time out. Freed once nothing is pending, or at destroy. */
+    struct retired_buffer *retired;
     int rank, world;
     double timeout;    /* seconds, for init and every wait */
     nccl_state state;
@@ -61,6 +65,11 @@ struct loom_comm {
     char message[512];
     int pending;       /* requests handed out and not yet waited for */
     struct loom_comm_request *outstanding; /* those requests, freed by destroy if never waited for */
+};
+
+struct retired_buffer {
+    struct retired_buffer *next;
+    void *ptr;
 };
 
 struct loom_comm_request {
@@ -342,6 +351,28 @@ static void call_bytes(const loom_comm *self, const nccl_call *call, size_t elem
     *recv = call->kind == NCCL_KIND_ALL_GATHER || call->kind == NCCL_KIND_ALL_TO_ALL ? all : one;
 }
 
+/* Keeps an outgrown staging buffer until nothing is in flight; 0 when there is no memory to
+ * remember it (the caller then frees it at once, as before). */
+static int retire(loom_comm *self, void *ptr)
+{
+    struct retired_buffer *r = self->api->alloc(self->host, sizeof *r, 0, LOOM_DEVICE_CPU, 0);
+    if (!r) return 0;
+    r->ptr = ptr;
+    r->next = self->retired;
+    self->retired = r;
+    return 1;
+}
+
+static void free_retired(loom_comm *self)
+{
+    while (self->retired) {
+        struct retired_buffer *r = self->retired;
+        self->retired = r->next;
+        (void)self->ops->device_free(r->ptr);
+        self->api->free_memory(self->host, r);
+    }
+}
+
 /* A collective on host memory, through the staging buffer; done when it returns, so an
  * asynchronous caller gets no request (as from a collective of nothing). */
 static loom_status stage_host(loom_comm *self, const nccl_call *call, size_t elem, const char *what,
@@ -356,7 +387,9 @@ static loom_status stage_host(loom_comm *self, const nccl_call *call, size_t ele
     size_t need = in_place ? send_bytes : send_bytes + recv_bytes;
     int e;
     if (need > self->staging_bytes) {
-        if (self->staging) (void)self->ops->device_free(self->staging);
+        if (self->pending == 0) free_retired(self);
+        if (self->staging && (self->pending == 0 || !retire(self, self->staging)))
+            (void)self->ops->device_free(self->staging);
         self->staging = NULL;
         self->staging_bytes = 0;
         if ((e = self->ops->device_alloc(&self->staging, need)) != 0) {
@@ -526,6 +559,7 @@ static void nccl_destroy(loom_comm *self)
     }
     if (self->scratch) (void)self->ops->device_free(self->scratch);
     if (self->staging) (void)self->ops->device_free(self->staging);
+    free_retired(self);
     if (self->ready) (void)self->ops->event_destroy(self->ready);
     if (self->stream) (void)self->ops->stream_destroy(self->stream);
     self->api->free_memory(self->host, self);
