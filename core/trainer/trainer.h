@@ -82,7 +82,9 @@ typedef struct loom_trainer_hooks {
      * model with backward_outputs. */
     loom_status (*compute_loss)(loom_trainer *t, const loom_batch *batch, const loom_tensor_view *outputs,
                                 double *loss_sum, float *doutputs);
-    /* Forward + backward of one micro-batch with the given seed (loss_scale / global count);
+    /* Forward + backward of one micro-batch with the given seed (loss_scale / the step's divisor:
+     * the global target count, or world size x this rank's with --average_tokens_across_devices
+     * false; docs/semantics/trainer.md#gradient-accumulation);
      * returns the batch's loss sum. */
     loom_status (*training_step)(loom_trainer *t, const loom_batch *batch, float seed, double *loss_sum);
     /* Forward only: loss, targets, correct, and outputs when `outputs` is not NULL. */

@@ -157,6 +157,36 @@ static loom_status comm_sum(loom_trainer *t, double *value)
     return cv->all_reduce(t->comm.instance, value, 1, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
 }
 
+/* The one divisor of the step's loss, known before backward from this rank's `targets` (those of
+ * its micro-batches of the step) (docs/architecture.md#loss-normalisation). With HF's default
+ * --average_tokens_across_devices true: the targets of the whole accumulated batch over all
+ * ranks. With false, HF divides by the rank's own targets and DDP then averages the ranks'
+ * gradients; loom's reductions are sums, so the world size joins the divisor here
+ * (docs/semantics/trainer.md#gradient-accumulation). */
+static loom_status loss_divisor(loom_trainer *t, double targets, double *divisor)
+{
+    *divisor = targets;
+    if (t->args.average_tokens_across_devices) return comm_sum(t, divisor);
+    *divisor *= (double)t->world_size;
+    return LOOM_OK;
+}
+
+/* The step's logged loss from this rank's sum of its targets' losses: HF averages the ranks'
+ * tr_loss, each the rank's loss sum over its divisor times the world size that HF's
+ * compute_loss multiplies in under average_tokens_across_devices. That is the sum over every
+ * target over the global count, or, without it, the mean over the ranks of each rank's own
+ * per-target mean. The first keeps its one division after the sum. */
+static loom_status step_mean_loss(loom_trainer *t, double step_loss, double divisor, double *mean)
+{
+    if (t->args.average_tokens_across_devices) {
+        loom_status st = comm_sum(t, &step_loss);
+        *mean = divisor > 0 ? step_loss / divisor : 0.0;
+        return st;
+    }
+    *mean = divisor > 0 ? step_loss / divisor : 0.0;
+    return comm_sum(t, mean);
+}
+
 /* After backward: overflow, norm, clip, update, cast, publish. *taken = 0 on a skipped step. */
 static loom_status optimizer_step(loom_trainer *t, int *taken)
 {
@@ -297,17 +327,17 @@ static double current_lr(loom_trainer *t)
 
 /* ---- logging, evaluation and saving at step boundaries ------------------------------------ */
 
-/* What one micro-batch's loss (summed over its targets, `count` targets in the step over all
- * ranks) adds to the step's logged loss sum. HF's logging_nan_inf_filter
+/* What one micro-batch's loss (summed over its targets; `divisor` is the step's, loss_divisor)
+ * adds to the step's logged loss sum. HF's logging_nan_inf_filter
  * (Trainer._inner_training_loop), on this rank before the ranks are averaged: a nan or inf loss
  * adds instead the mean of what this rank added since the last log, tr_loss / (1 + global_step -
  * last logged step), so one bad batch does not make the logged loss (and train_loss) nan. Only
  * what is logged changes: the micro-batch's gradients are already in. */
-static double logged_loss_sum(loom_trainer *t, double loss_sum, double count)
+static double logged_loss_sum(loom_trainer *t, double loss_sum, double divisor)
 {
     loom_loss_tracker *losses = &t->losses;
     /* HF's units: this rank's share of the step's mean loss (the shares average to it). */
-    double share = count > 0 ? (double)t->world_size / count : 0.0;
+    double share = divisor > 0 ? (double)t->world_size / divisor : 0.0;
     if (!t->args.logging_nan_inf_filter || isfinite(loss_sum)) {
         losses->rank_since_log += loss_sum * share;
         return loss_sum;
@@ -581,17 +611,17 @@ loom_status loom_trainer_train(loom_trainer *t)
              u < updates_per_epoch && t->state.global_step < max_steps; u++) {
             int64_t first = u * ga;
             int64_t n_micro = batches_per_epoch - first < ga ? batches_per_epoch - first : ga;
-            /* The whole accumulated batch's target count, over all ranks, is known before
-             * backward: it is the one normaliser of the loss. */
-            double count = 0;
+            /* This rank's targets of the step, then the step's one divisor of the loss, known
+             * before backward. */
+            double divisor = 0;
             for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
                 st = loom_dataloader_load(&dl, first + m, &micro[m]);
-                count += (double)micro[m].batch.n_targets;
+                divisor += (double)micro[m].batch.n_targets;
             }
-            if (st != LOOM_OK || (st = comm_sum(t, &count)) != LOOM_OK) break;
+            if (st != LOOM_OK || (st = loss_divisor(t, divisor, &divisor)) != LOOM_OK) break;
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_BEGIN, NULL, NULL)) != LOOM_OK) break;
             double scale = pv->loss_scale(t->precision.instance);
-            float seed = count > 0 ? (float)(scale / count) : 0.0f;
+            float seed = divisor > 0 ? (float)(scale / divisor) : 0.0f;
             double step_loss = 0;
             int64_t step_tokens = 0;
             if ((st = choose_reduction(t)) != LOOM_OK) break;
@@ -601,7 +631,7 @@ loom_status loom_trainer_train(loom_trainer *t)
                 micro[m].batch.training = 1;
                 micro[m].batch.dropout_seed = dropout_seed(t, m);
                 if ((st = t->hooks.training_step(t, &micro[m].batch, seed, &loss_sum)) != LOOM_OK) break;
-                step_loss += logged_loss_sum(t, test_loss_override(nan_loss_steps, t, loss_sum), count);
+                step_loss += logged_loss_sum(t, test_loss_override(nan_loss_steps, t, loss_sum), divisor);
                 examples_seen += micro[m].batch.batch_size;
                 step_tokens += batch_tokens(&micro[m].batch);
                 t->data_batch = first + m + 1;
@@ -611,8 +641,8 @@ loom_status loom_trainer_train(loom_trainer *t)
             int taken = 0;
             if ((st = optimizer_step(t, &taken)) != LOOM_OK) break;
             if ((st = sv->zero_grads(t->sharding.instance)) != LOOM_OK) break;
-            if ((st = comm_sum(t, &step_loss)) != LOOM_OK) break;
-            double mean_loss = count > 0 ? step_loss / count : 0.0;
+            double mean_loss = 0;
+            if ((st = step_mean_loss(t, step_loss, divisor, &mean_loss)) != LOOM_OK) break;
             t->losses.since_log += mean_loss;
             t->losses.steps_since_log++;
             t->losses.total += mean_loss;

@@ -370,7 +370,8 @@ static loom_status onebit_step(loom_optimizer *self_, const loom_span *spans, si
                        (long long)step->step, (long long)self->freeze_step, (long long)n, (long long)self->padded,
                        step->world_size);
     self->announced = 1;
-    /* The local gradient carries 1 / (global count): times W it is DeepSpeed's local mean. */
+    /* The local gradient carries 1 / (the host's divisor: the global count, or W x this rank's
+     * without average_tokens_across_devices): times W it is DeepSpeed's local mean. */
     c.base.grad_scale = (float)(step->grad_scale * (double)step->world_size);
     for (size_t i = 0; i < n_spans; i++) {
         const loom_span *s = lk_span_at(spans, i);
