@@ -114,11 +114,6 @@ static const cJSON *item(const cJSON *obj, const char *key)
     return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 }
 
-static int fp16_apex(const loom_args *a)
-{
-    return a->fp16 && a->fp16_backend && strcmp(a->fp16_backend, "apex") == 0;
-}
-
 static loom_status adopt_batch(adopt_ctx *c, const cJSON *root)
 {
     loom_status st;
@@ -179,7 +174,7 @@ static loom_status adopt_precision(adopt_ctx *c, const cJSON *root)
     loom_status st;
     const cJSON *fp16 = item(item(root, "fp16"), "enabled");
     if (cJSON_IsBool(fp16) &&
-        (st = adopt_bool(c, "fp16.enabled", fp16, LOOM__ARG_fp16, a->fp16 && !fp16_apex(a))) != LOOM_OK)
+        (st = adopt_bool(c, "fp16.enabled", fp16, LOOM__ARG_fp16, a->fp16 && !loom__args_fp16_apex(a))) != LOOM_OK)
         return st;
     const cJSON *amp = item(root, "amp"), *amp_on = item(amp, "enabled");
     if (cJSON_IsBool(amp_on)) {
@@ -188,8 +183,8 @@ static loom_status adopt_precision(adopt_ctx *c, const cJSON *root)
             if ((st = loom__arg_set_string(&a->fp16_backend, "apex")) != LOOM_OK) return st;
             adopted(c, LOOM__ARG_fp16_backend, "amp.enabled");
         }
-        if ((st = adopt_bool(c, "amp.enabled", amp_on, LOOM__ARG_fp16, fp16_apex(a))) != LOOM_OK) return st;
-        if (on && !fp16_apex(a)) return disagree(c, "amp.enabled", "true", LOOM__ARG_fp16_backend);
+        if ((st = adopt_bool(c, "amp.enabled", amp_on, LOOM__ARG_fp16, loom__args_fp16_apex(a))) != LOOM_OK) return st;
+        if (on && !loom__args_fp16_apex(a)) return disagree(c, "amp.enabled", "true", LOOM__ARG_fp16_backend);
     }
     if ((st = adopt_string(c, "amp.opt_level", item(amp, "opt_level"), LOOM__ARG_fp16_opt_level)) != LOOM_OK) return st;
     const cJSON *bf16 = item(item(root, "bf16"), "enabled");

@@ -81,6 +81,14 @@ static loom_status set_list(loom_string_list *list, const loom__arg_desc *d, con
     return LOOM_OK;
 }
 
+/* HF's Optional floats whose None loom's table spells as the number that means the same
+ * (neftune_noise_alpha 0.0: off; v5's warmup_ratio 0.0: no ratio): HF's own training_args.json
+ * writes null for them. */
+static int float_none_is_default(const loom__arg_desc *d)
+{
+    return strcmp(d->name, "neftune_noise_alpha") == 0 || strcmp(d->name, "warmup_ratio") == 0;
+}
+
 static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const cJSON *v, const char *path)
 {
     void *field = loom__arg_field(args, d);
@@ -110,6 +118,7 @@ static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const
         return LOOM_OK;
     }
     case LOOM__K_FLOAT:
+        if (cJSON_IsNull(v) && float_none_is_default(d)) return loom__arg_set_default(args, d);
         if (!cJSON_IsNumber(v)) return wrong_type(d, path, "a number", v);
         if (!isfinite(v->valuedouble))
             return loom_error(LOOM_E_INVALID, "%s in %s: expected a finite number", d->name, path);

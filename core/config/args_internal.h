@@ -128,6 +128,19 @@ loom_status loom__ds_read_json(const char *value, struct cJSON **root);
  * or parsed is left for loom_ds_config_load to report. */
 loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin);
 
+/* HF's later arguments' checks and aliases, called by loom__args_resolve (args_later.c). */
+loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin);
+
+/* --fp16 with the apex backend (--half_precision_backend apex, or its deprecated name
+ * --fp16_backend apex, which is all DeepSpeed's adoption has set before resolving). */
+int loom__args_fp16_apex(const loom_args *a);
+
+/* HF's AcceleratorConfig().to_dict(): what training_args.json holds when --accelerator_config is
+ * not given (HF writes the dict whenever accelerate is installed, as the Trainer needs it). */
+#define LOOM__ACCELERATOR_CONFIG_DEFAULT                                                                               \
+    "{\"split_batches\":false,\"dispatch_batches\":null,\"even_batches\":true,\"use_seedable_sampler\":true,"          \
+    "\"non_blocking\":false,\"gradient_accumulation_kwargs\":null}"
+
 /* HF's __post_init__: derived defaults, aliases, checks (args_resolve.c). */
 loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin);
 

@@ -100,6 +100,7 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
         return LOOM_OK;
     case LOOM__K_STRING: {
         const char *s = *(char *const *)field;
+        if (!s && d == &loom__arg_table[LOOM__ARG_accelerator_config]) s = LOOM__ACCELERATOR_CONFIG_DEFAULT;
         if (!s) {
             fputs("null", out);
             return LOOM_OK;

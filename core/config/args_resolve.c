@@ -210,7 +210,6 @@ static loom_status apply_aliases(loom_args *args, loom__arg_origin *origin)
 static loom_status check_enums(const loom_args *args, const loom__arg_origin *origin)
 {
     static const char *const best[] = {"best"};
-    static const char *const fp16_backends[] = {"auto", "amp", "apex"};
     static const char *const opt_levels[] = {"O0", "O1", "O2", "O3"};
     static const char *const log_levels[] = {"passive", "debug", "info", "warning", "error", "critical"};
     loom_status st;
@@ -219,9 +218,7 @@ static loom_status check_enums(const loom_args *args, const loom__arg_origin *or
         (st = check_enum(ROW(log_level_replica), args->log_level_replica, SOURCE(log_level_replica), log_levels,
                          COUNT(log_levels), NULL, 0)) != LOOM_OK)
         return st;
-    if ((st = check_enum(ROW(fp16_backend), args->fp16_backend, SOURCE(fp16_backend), fp16_backends,
-                         COUNT(fp16_backends), NULL, 0)) != LOOM_OK ||
-        (st = check_enum(ROW(fp16_opt_level), args->fp16_opt_level, SOURCE(fp16_opt_level), opt_levels,
+    if ((st = check_enum(ROW(fp16_opt_level), args->fp16_opt_level, SOURCE(fp16_opt_level), opt_levels,
                          COUNT(opt_levels), NULL, 0)) != LOOM_OK)
         return st;
     if (args->sortish_sampler && args->group_by_length) {
@@ -558,6 +555,7 @@ loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
     if ((st = check_status(args, origin)) != LOOM_OK) return st;
     if ((st = check_utf8(args, origin)) != LOOM_OK) return st;
     if ((st = normalise_kwargs(args, origin)) != LOOM_OK) return st;
+    if ((st = loom__args_resolve_later(args, origin)) != LOOM_OK) return st;
     if ((st = apply_aliases(args, origin)) != LOOM_OK) return st;
     if ((st = check_enums(args, origin)) != LOOM_OK) return st;
     if ((st = local_rank_from_env(args)) != LOOM_OK) return st;

@@ -264,7 +264,9 @@ int loom__arg_is_default(const loom_args *args, const loom__arg_desc *d)
     }
     case LOOM__K_STRING: {
         const char *s = *(char *const *)field;
-        return *text ? s && strcmp(s, text) == 0 : s == NULL;
+        /* HF's None and, for fields whose dataclass default is "" (debug, mp_parameters, v4's
+         * fsdp), "" are both the default. */
+        return *text ? s && strcmp(s, text) == 0 : s == NULL || *s == '\0';
     }
     case LOOM__K_LIST: {
         /* Non-empty list defaults do not occur in the table; compare the joined text. */
@@ -281,8 +283,9 @@ int loom__arg_is_default(const loom_args *args, const loom__arg_desc *d)
 
 int loom__arg_is_dict(const loom__arg_desc *d)
 {
-    static const char *const dicts[] = {"lr_scheduler_kwargs", "fsdp_config", "gradient_checkpointing_kwargs",
-                                        "deepspeed"};
+    static const char *const dicts[] = {"lr_scheduler_kwargs", "fsdp_config",        "gradient_checkpointing_kwargs",
+                                        "deepspeed",           "accelerator_config", "liger_kernel_config",
+                                        "parallelism_config",  "generation_config"};
     if (d->kind != LOOM__K_STRING) return 0;
     for (size_t i = 0; i < sizeof dicts / sizeof *dicts; i++)
         if (strcmp(d->name, dicts[i]) == 0) return 1;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args_internal.h"
 #include "ds_config_internal.h"
 #include "error.h"
 
@@ -22,11 +23,6 @@ static const char *const amp_keys[] = {"enabled",
                                        "min_loss_scale",
                                        "max_loss_scale"};
 
-static int args_fp16_apex(const loom_args *a)
-{
-    return a->fp16 && a->fp16_backend && strcmp(a->fp16_backend, "apex") == 0;
-}
-
 /* fp16: DeepSpeed's dynamic loss scaler; the keys written are remembered (explicit_mask) so the
  * merged JSON and the amp plugin tell them from defaults. Absent: HF injects --fp16. */
 static loom_status parse_fp16(ds_ctx *c, const ds_value *f)
@@ -35,7 +31,7 @@ static loom_status parse_fp16(ds_ctx *c, const ds_value *f)
     const loom_args *a = c->args;
     loom_status st;
     cfg->fp16.present = f->present;
-    cfg->fp16.enabled = a->fp16 && !args_fp16_apex(a); /* absent: HF injects --fp16 */
+    cfg->fp16.enabled = a->fp16 && !loom__args_fp16_apex(a); /* absent: HF injects --fp16 */
     cfg->fp16.loss_scale = 0;
     cfg->fp16.initial_scale_power = 32;
     cfg->fp16.loss_scale_window = 1000;
@@ -63,7 +59,7 @@ static loom_status parse_fp16(ds_ctx *c, const ds_value *f)
             return loom_error(LOOM_E_INVALID,
                               "%s: fp16.initial_scale_power %lld: 2^power does not fit a float (max 127)", c->file,
                               (long long)isp.i);
-        cfg->fp16.enabled = en.present ? (en.is_auto ? a->fp16 && !args_fp16_apex(a) : en.b) : 0;
+        cfg->fp16.enabled = en.present ? (en.is_auto ? a->fp16 && !loom__args_fp16_apex(a) : en.b) : 0;
         if (ls.present) cfg->fp16.loss_scale = ls.d;
         if (isp.present)
             cfg->fp16.initial_scale_power = (int)isp.i, cfg->fp16.explicit_mask |= LOOM_DS_FP16_INITIAL_SCALE_POWER;
@@ -83,7 +79,7 @@ static loom_status parse_amp(ds_ctx *c, const ds_value *am)
     const loom_args *a = c->args;
     loom_status st;
     cfg->amp.present = am->present;
-    cfg->amp.enabled = args_fp16_apex(a);
+    cfg->amp.enabled = loom__args_fp16_apex(a);
     if (!(cfg->amp.opt_level = loom__ds_dup_text(a->fp16_opt_level && *a->fp16_opt_level ? a->fp16_opt_level : "O1")))
         return loom_error(LOOM_E_NOMEM, "out of memory");
     if (am->present) {
@@ -94,7 +90,7 @@ static loom_status parse_amp(ds_ctx *c, const ds_value *am)
             (st = loom__ds_get(c, j, p, "enabled", K_BOOL, 1, &en)) != LOOM_OK ||
             (st = loom__ds_get(c, j, p, "opt_level", K_STR, 0, &ol)) != LOOM_OK)
             return st;
-        cfg->amp.enabled = en.present ? (en.is_auto ? args_fp16_apex(a) : en.b) : 0;
+        cfg->amp.enabled = en.present ? (en.is_auto ? loom__args_fp16_apex(a) : en.b) : 0;
         if (ol.present && strcmp(ol.s, "auto") != 0) {
             if (strlen(ol.s) != 2 || ol.s[0] != 'O' || ol.s[1] < '0' || ol.s[1] > '3')
                 return loom_error(LOOM_E_INVALID, "%s: amp.opt_level \"%s\": expected O0, O1, O2, O3 or \"auto\"",

@@ -26,6 +26,20 @@ loom_status loom_trainer_open_device(loom_trainer *t)
     if (st != LOOM_OK) return st;
     t->device = loom_device_current();
     t->device_index = loom_device_index();
+    /* HF's tf32: none and false leave FP32 products as they are, which is what loom computes
+     * on either device (the CUDA backend keeps cuBLAS's default math, kernels/cuda/common.cu).
+     * true is HF's error where there is no Ampere GPU, and not done yet where there is
+     * (docs/semantics/trainer.md#every-hf-argument). */
+    if (a->tf32 == 1 && t->device == LOOM_DEVICE_CPU)
+        return loom_error(LOOM_E_INVALID,
+                          "--tf32 true (%s): --tf32 requires Ampere or a newer GPU arch, cuda>=11 and torch>=1.7, "
+                          "and this run is on the CPU; leave it unset or false",
+                          loom_args_origin_text(a, LOOM__ARG_tf32));
+    if (a->tf32 == 1)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--tf32 true (%s) is not supported yet: the CUDA backend computes FP32 products in full "
+                          "FP32 (TF32 tensor-core math: later)",
+                          loom_args_origin_text(a, LOOM__ARG_tf32));
     if (t->device == LOOM_DEVICE_CPU) return LOOM_OK;
     /* HF's full_determinism: every kernel of a CPU run adds in a fixed order, so a CPU run
      * always repeats bit for bit. The CUDA tiled attention's backward adds with atomics

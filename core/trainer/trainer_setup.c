@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "args_internal.h"
 #include "checkpoint_dir.h"
 #include "error.h"
 #include "grad_rows.h"
@@ -264,7 +265,7 @@ static loom_status load_deepspeed(loom_trainer *t)
  *     (hysteresis honoured whether or not the dynamic keys are written: no v0.3.10 trap);
  *   its amp section -> apex at amp.opt_level; its bf16 section -> bf16;
  *   else --bf16 -> bf16; --fp16 -> amp with torch's GradScaler (HF's native AMP), or apex at
- *     --fp16_opt_level with --fp16_backend apex;
+ *     --fp16_opt_level with --half_precision_backend apex (or its deprecated name --fp16_backend);
  *   a run that does not train with --fp16_full_eval / --bf16_full_eval -> amp / bf16, so
  *     evaluate and predict run on 16-bit weights;
  *   otherwise fp32. --plugin <precision>.so replaces fp32 (its keys from --key flags); another
@@ -322,7 +323,7 @@ static void choose_precision(const loom_trainer *t, precision_choice *c)
     if (ds) return; /* the file decided (its sections default to the arguments) */
     if (a->bf16 || (!a->do_train && a->bf16_full_eval)) {
         c->plugin = "bf16";
-    } else if (a->fp16 && a->fp16_backend && strcmp(a->fp16_backend, "apex") == 0) {
+    } else if (loom__args_fp16_apex(a)) {
         c->plugin = "apex";
         choice_add(c, "opt_level", a->fp16_opt_level);
     } else if (a->fp16 || (!a->do_train && a->fp16_full_eval)) {
