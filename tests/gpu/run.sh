@@ -12,7 +12,8 @@
 #   2. test_backend: the cuda backend probes, binds and allocates on the real device;
 #   3. gpt2-nano, 20 steps, GPU vs CPU loss trajectories (fp32 within 1e-4, bf16 within 2e-2),
 #      and a tiny T5 with dropout and label smoothing likewise (fp32 within 1e-4);
-#   4. transformers itself: a loom folder in GPT2LMHeadModel, an HF folder in loom (hf_roundtrip.py);
+#   4. --tf32 true refused on the GPU (docs/semantics/trainer.md#every-hf-argument); transformers
+#      itself: a loom folder in GPT2LMHeadModel, an HF folder in loom (hf_roundtrip.py);
 #   5. compute-sanitizer --tool memcheck on a short GPU training run (0 errors);
 #   6. NCCL (when the nccl plugin was built): the plugin's collectives on one rank, then
 #      2 processes on one GPU through loom launch - recent NCCL refuses two ranks on one GPU
@@ -113,6 +114,16 @@ python3 "$root/tests/gpu/compare_losses.py" "$build" || die "GPU and CPU loss tr
 
 step "t5-tiny (padded pairs, dropout, label smoothing), 20 steps, GPU vs CPU"
 python3 "$root/tests/gpu/compare_losses.py" "$build" --t5 || die "GPU and CPU loss trajectories of t5 differ"
+
+step "--tf32 true on the GPU: refused in one line as not supported yet (a CPU run gives HF's error instead)"
+tf32_tmp="$(mktemp -d)"
+"$build/bin/loom" make-data --kind blobs --n_samples 64 --n_features 4 --n_classes 2 --seed 1 \
+  --output_dir "$tf32_tmp/data" >/dev/null
+if "$build/bin/loom" train --output_dir "$tf32_tmp/out" --train_file "$tf32_tmp/data/train.bin" --max_steps 1 \
+     --disable_tqdm --tf32 true 2>"$tf32_tmp/err" >/dev/null; then die "--tf32 true trained on the GPU"; fi
+grep -q "^loom: error: --tf32 true (command line) is not supported yet" "$tf32_tmp/err" \
+  || die "--tf32 true on the GPU: $(cat "$tf32_tmp/err")"
+rm -rf "$tf32_tmp"
 
 step "transformers: a loom folder in GPT2LMHeadModel, an HF folder in loom"
 rc=0; python3 "$root/tests/gpu/hf_roundtrip.py" "$build" || rc=$?
