@@ -32,8 +32,8 @@ loom_status loom_trainer_open_device(loom_trainer *t)
      * (docs/semantics/trainer.md#every-hf-argument). */
     if (a->tf32 == 1 && t->device == LOOM_DEVICE_CPU)
         return loom_error(LOOM_E_INVALID,
-                          "--tf32 true (%s): --tf32 requires Ampere or a newer GPU arch, cuda>=11 and torch>=1.7, "
-                          "and this run is on the CPU; leave it unset or false",
+                          "--tf32 true (%s): TF32 needs an Ampere or newer NVIDIA GPU, and this run is on the CPU; "
+                          "leave it unset or false",
                           loom_args_origin_text(a, LOOM__ARG_tf32));
     if (a->tf32 == 1)
         return loom_error(LOOM_E_UNSUPPORTED,

@@ -195,7 +195,7 @@ class HfArgumentsTest(LoomTestCase):
         base = self.train_args(self.out("never"), "--max_steps", "2")
         accel = lambda text: base + ["--accelerator_config", text]
         cases = [
-            (["--tf32", "true"], "--tf32 requires Ampere or a newer GPU arch, cuda>=11 and torch>=1.7"),
+            (["--tf32", "true"], "TF32 needs an Ampere or newer NVIDIA GPU, and this run is on the CPU"),
             (["--dataloader_prefetch_factor", "2"], "--dataloader_prefetch_factor", "--dataloader_num_workers > 0"),
             (["--dataloader_persistent_workers"], "--dataloader_persistent_workers", "--dataloader_num_workers > 0"),
             (["--torch_empty_cache_steps", "0"], "--torch_empty_cache_steps 0", "bigger than 0"),
