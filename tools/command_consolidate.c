@@ -135,7 +135,14 @@ static loom_status consolidate(const char *checkpoint, const char *output_dir, s
     loom_safetensors *model = NULL;
     if ((st = loom_safetensors_open(path, &model)) != LOOM_OK) return st;
     loom_shard_set *shards = NULL;
-    if (loom_shard_set_open(checkpoint, &shards) != LOOM_OK) loom_error_clear(); /* no states: the model is all */
+    /* No states at all: the model is all there is. A set with a rank's file missing (a node's
+     * own --save_on_each_node folder) is an error: its model is the run's own dtype, and joining
+     * the master weights needs every shard. */
+    loom_status states = loom_shard_set_open(checkpoint, &shards);
+    if (states == LOOM_E_NOT_FOUND)
+        loom_error_clear();
+    else if (states != LOOM_OK)
+        st = states;
     *from_master = shards && loom_shard_set_has_state(shards, "fp32_master");
     loom_host *host = loom_host_create("loom");
     const loom_kernels_api *k = host ? loom_host_api_table()->service(host, LOOM_KERNELS_CPU_SERVICE, 0) : NULL;

@@ -117,7 +117,7 @@ static loom_status open_one(loom_shard_set *s, const char *dir, const char *name
     return st;
 }
 
-loom_status loom_shard_set_open(const char *dir, loom_shard_set **out)
+static loom_status open_set(const char *dir, int partial, loom_shard_set **out)
 {
     *out = NULL;
     loom_shard_set *s = calloc(1, sizeof *s);
@@ -153,10 +153,15 @@ loom_status loom_shard_set_open(const char *dir, loom_shard_set **out)
             st =
                 loom_error(LOOM_E_NOT_FOUND,
                            "%s: no optimizer states (optimizer.safetensors or optimizer.rank-R-of-W.safetensors)", dir);
-        for (int r = 0; st == LOOM_OK && r < s->n_files; r++)
+        /* A checkpoint each node saved on its own disk holds its node's shards only: joining all
+         * of them needs every node's files in one folder. */
+        for (int r = 0; st == LOOM_OK && !partial && r < s->n_files; r++)
             if (!s->files[r])
-                st =
-                    loom_error(LOOM_E_FORMAT, "%s: optimizer.rank-%d-of-%d.safetensors is missing", dir, r, s->n_files);
+                st = loom_error(LOOM_E_FORMAT,
+                                "%s: optimizer.rank-%d-of-%d.safetensors is missing (a --save_on_each_node "
+                                "checkpoint on nodes without a shared filesystem holds only its node's shards: copy "
+                                "every node's optimizer.rank-*-of-%d.safetensors into one folder first)",
+                                dir, r, s->n_files, s->n_files);
     }
     if (st == LOOM_OK) st = check_overlaps(s, dir);
     if (st != LOOM_OK) {
@@ -165,6 +170,24 @@ loom_status loom_shard_set_open(const char *dir, loom_shard_set **out)
     }
     *out = s;
     return LOOM_OK;
+}
+
+loom_status loom_shard_set_open(const char *dir, loom_shard_set **out)
+{
+    return open_set(dir, 0, out);
+}
+
+loom_status loom_shard_set_open_partial(const char *dir, loom_shard_set **out)
+{
+    return open_set(dir, 1, out);
+}
+
+int loom_shard_set_missing(const loom_shard_set *s, int *first)
+{
+    int n = 0;
+    for (int r = s->n_files; r-- > 0;)
+        if (!s->files[r]) n++, *first = r;
+    return n;
 }
 
 void loom_shard_set_close(loom_shard_set *s)
@@ -182,7 +205,9 @@ void loom_shard_set_close(loom_shard_set *s)
 
 const char *loom_shard_set_optimizer(const loom_shard_set *s)
 {
-    const char *name = s->n_files > 0 ? loom_safetensors_metadata(s->files[0], "optimizer") : NULL;
+    const char *name = NULL;
+    for (int i = 0; i < s->n_files && !name; i++) /* a partial set may lack rank 0's file */
+        if (s->files[i]) name = loom_safetensors_metadata(s->files[i], "optimizer");
     return name ? name : "";
 }
 

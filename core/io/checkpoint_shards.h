@@ -21,6 +21,13 @@ typedef struct loom_shard_set loom_shard_set;
  * it has none; LOOM_E_FORMAT when the rank files do not form one complete set (naming the one
  * missing) or an entry name is not "<tensor>.<state>[@offset]". */
 loom_status loom_shard_set_open(const char *dir, loom_shard_set **out);
+/* The same for a folder that may hold only some ranks' files: a --save_on_each_node checkpoint
+ * on disks of their own, whose manifest lists the shards of that node's ranks
+ * (docs/checkpoints.md#save-on-each-node). Absent rank files are no error here; a read of
+ * elements that only they hold is, and loom_shard_set_missing says why. */
+loom_status loom_shard_set_open_partial(const char *dir, loom_shard_set **out);
+/* How many rank files of the set are absent (0 for a complete one); *first: the lowest such rank. */
+int loom_shard_set_missing(const loom_shard_set *s, int *first);
 void loom_shard_set_close(loom_shard_set *s);
 
 /* The optimizer plugin that wrote the states (file metadata "optimizer"), or "" if unrecorded. */

@@ -67,6 +67,8 @@ static void test_shards(void)
     if (!s) return;
     CHECK(strcmp(loom_shard_set_optimizer(s), "adamw") == 0);
     CHECK(loom_shard_set_world(s) == 2);
+    int none = -1;
+    CHECK(loom_shard_set_missing(s, &none) == 0 && none == -1);
     CHECK(!loom_shard_set_has_state(s, "fp32_master"));
     /* Re-cut as 1, 3 and 4 ranks would: every range reads back the element indices. */
     const int64_t cuts[][2] = {{0, 10}, {0, 3}, {3, 4}, {7, 3}, {2, 3}, {5, 5}};
@@ -95,6 +97,19 @@ static void test_shards(void)
     s = NULL;
     CHECK(loom_shard_set_open(dir, &s) == LOOM_E_FORMAT && !s);
     CHECK(strstr(loom_error_message(), "optimizer.rank-0-of-2.safetensors is missing") != NULL);
+    /* One node's --save_on_each_node folder (rank 1's shard only): opened, rank 1's own elements
+     * read back, rank 0's are not found, and the set says which file it lacks. */
+    CHECK(loom_shard_set_open_partial(dir, &s) == LOOM_OK && s);
+    if (s) {
+        int first = -1;
+        CHECK(loom_shard_set_missing(s, &first) == 1 && first == 0);
+        CHECK(strcmp(loom_shard_set_optimizer(s), "adamw") == 0 && loom_shard_set_world(s) == 2);
+        CHECK(loom_shard_set_read(s, "h.0.w", "exp_avg", 4, 6, out) == LOOM_OK && out[0] == 4.0f && out[5] == 9.0f);
+        CHECK(loom_shard_set_read(s, "h.0.w", "exp_avg", 0, 10, out) == LOOM_E_FORMAT);
+        CHECK(strstr(loom_error_message(), "6 of 10 found") != NULL);
+        loom_shard_set_close(s);
+        s = NULL;
+    }
     /* A name that is not <tensor>.<state>[@offset]. */
     loom_st_tensor bad[] = {vec("nodot", a, 4, 0)};
     CHECK(loom_safetensors_write(p, bad, 1, meta, 1) == LOOM_OK);
