@@ -43,6 +43,13 @@ double loom_round_to(double x, int digits);
 /* The grad sink the model writes into, wired to the sharding plugin. */
 void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 
+/* Per-node disks (trainer_nodes.c): whether this process writes the run's files (HF's
+ * should_save: local rank 0 with --save_on_each_node, else rank 0), and, before the first step
+ * of a --save_on_each_node run on several nodes, the check that no two nodes share output_dir
+ * (collective). */
+int loom_trainer_saves_here(const loom_trainer *t);
+loom_status loom_trainer_check_node_disks(loom_trainer *t);
+
 /* Checkpoints and the state file (trainer_save.c). */
 loom_status loom_trainer_save_checkpoint(loom_trainer *t);
 /* output_dir/checkpoint-<global_step>: the folder a save of this step writes. */

@@ -521,8 +521,9 @@ loom_status loom_trainer_train(loom_trainer *t)
 {
     /* The checkpoint to resume from decides the seed (so the data loader's order) and the
      * weights prepare() loads. */
-    loom_status st = loom_trainer_find_resume(t);
-    if (st == LOOM_OK && t->state.is_world_process_zero) {
+    loom_status st = loom_trainer_check_node_disks(t);
+    if (st == LOOM_OK) st = loom_trainer_find_resume(t);
+    if (st == LOOM_OK && loom_trainer_saves_here(t)) {
         int removed = 0;
         st = loom_checkpoint_remove_leftovers(t->args.output_dir, &removed);
         if (st == LOOM_OK && removed > 0)

@@ -154,11 +154,27 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir, const 
     return LOOM_OK;
 }
 
-/* Every span of this rank's optimizer state (and master weights) from the checkpoint's shards. */
+/* A --save_on_each_node checkpoint on disks of their own holds its node's shards only. At the
+ * world size and strategy that wrote it each rank reads its own shard, which is there; another
+ * cut needs pieces from other nodes' disks (docs/checkpoints.md#save-on-each-node). */
+static loom_status refuse_other_nodes_shards(const loom_trainer *t, const char *dir, const loom_shard_set *shards)
+{
+    int first = 0, missing = loom_shard_set_missing(shards, &first), world = loom_shard_set_world(shards);
+    return loom_error(LOOM_E_INVALID,
+                      "%s holds the optimizer shards of %d of its %d ranks (--save_on_each_node on disks of their "
+                      "own: optimizer.rank-%d-of-%d.safetensors is on another node), and rank %d needs states from "
+                      "the others: resume with the world size and sharding that saved it (each rank then reads its own "
+                      "shard), or copy every node's optimizer.rank-*-of-%d.safetensors into the folder on each node",
+                      dir, world - missing, world, first, world, t->rank, world);
+}
+
+/* Every span of this rank's optimizer state (and master weights) from the checkpoint's shards.
+ * The folder has passed its manifest: a rank file it lacks was never in it (a node-local
+ * --save_on_each_node save), and only matters if this rank needs its elements. */
 static loom_status restore_optimizer(loom_trainer *t, const char *dir)
 {
     loom_shard_set *shards = NULL;
-    loom_status st = loom_shard_set_open(dir, &shards);
+    loom_status st = loom_shard_set_open_partial(dir, &shards);
     if (st != LOOM_OK) return st;
     const loom_optimizer_vtable *ov = t->optimizer.vtable;
     const char *mine = t->optimizer.plugin->desc->name, *theirs = loom_shard_set_optimizer(shards);
@@ -188,6 +204,13 @@ static loom_status restore_optimizer(loom_trainer *t, const char *dir)
     if (st == LOOM_OK && t->state.is_world_process_zero && loom_shard_set_world(shards) != t->world_size && !whole)
         loom_log(LOOM_LOG_INFO, "optimizer states written by %d rank(s), re-cut for %d", loom_shard_set_world(shards),
                  t->world_size);
+    int first = 0;
+    if (st == LOOM_E_FORMAT && loom_shard_set_missing(shards, &first) > 0) {
+        loom_error_clear();
+        st = refuse_other_nodes_shards(t, dir, shards);
+        loom_shard_set_close(shards);
+        return st;
+    }
     loom_shard_set_close(shards);
     if (st != LOOM_OK) return loom_error_context(st, "%s", dir);
     return st;

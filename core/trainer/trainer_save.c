@@ -11,6 +11,9 @@
  * A checkpoint is written into checkpoint-N.tmp, sealed with a manifest of every file's size and
  * checksum (checkpoint_dir.c), and renamed when complete, so a crash never leaves a half
  * checkpoint that looks whole; save_total_limit deletes the oldest afterwards.
+ * Rank 0 writes, seals and rotates; with --save_on_each_node each node's local rank 0 does, on
+ * its own disk, and a partitioning strategy's shards go to their rank's node
+ * (docs/checkpoints.md#save-on-each-node).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -443,6 +446,7 @@ static loom_status states_are_sharded(loom_trainer *t, int *sharded)
  * written (its files in the .tmp folder, no manifest yet), the moment a crash costs the most. */
 static void maybe_die_for_a_test(const loom_trainer *t)
 {
+    if (!t->state.is_world_process_zero) return;
     const char *at = getenv("LOOM_TEST_KILL_DURING_SAVE");
     if (at && *at && strtoll(at, NULL, 10) == t->state.global_step) raise(SIGKILL);
 }
@@ -480,10 +484,11 @@ loom_status loom_trainer_checkpoint_dir(const loom_trainer *t, char *out, size_t
     return loom_path_join(out, size, t->args.output_dir, name);
 }
 
-/* Everything rank 0 writes into the folder (all but the optimizer shards of other ranks). A
- * model-only checkpoint leaves out what only a resume reads, as HF's _save_checkpoint skips
- * _save_optimizer_and_scheduler and _save_rng_state (docs/checkpoints.md#model-only). */
-static loom_status write_rank0_files(loom_trainer *t, const char *dir, int sharded, int model_only)
+/* Everything the writer (rank 0, or each node's local rank 0) puts into the folder: all but the
+ * optimizer shards of the other ranks. A model-only checkpoint leaves out what only a resume
+ * reads, as HF's _save_checkpoint skips _save_optimizer_and_scheduler and _save_rng_state
+ * (docs/checkpoints.md#model-only). */
+static loom_status write_main_files(loom_trainer *t, const char *dir, int sharded, int model_only)
 {
     loom_remove_tree(dir);
     loom_status st = loom_trainer_save_model(t, dir);
@@ -500,25 +505,29 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
     loom_status st = loom_trainer_checkpoint_dir(t, final_dir, sizeof final_dir);
     if (st != LOOM_OK) return st;
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
-    /* Model-only, no rank has a shard to add: rank 0 writes alone, as with whole states, and the
-     * ranks skip the collectives that only serve the shards (every rank holds the same
+    /* Model-only, no rank has a shard to add: the writers write alone, as with whole states, and
+     * the ranks skip the collectives that only serve the shards (every rank holds the same
      * --save_only_model: the ranks compare their arguments when they start). */
     const int model_only = t->args.save_only_model != 0;
     int sharded = 0;
     if (!model_only && (st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
     if ((st = loom_trainer_best_at_save(t)) != LOOM_OK) return st;
-    int zero = t->state.is_world_process_zero;
-    if (zero) st = write_rank0_files(t, tmp_dir, sharded, model_only);
+    int writer = loom_trainer_saves_here(t);
+    if (writer) st = write_main_files(t, tmp_dir, sharded, model_only);
     if (sharded) {
-        /* Rank 0 made the folder; each rank adds its shard; rank 0 seals it when all are in. A
-         * failure anywhere is agreed on, so no rank waits for a rename that will not come. */
-        if ((st = agree(t, st, "rank 0 could not write", tmp_dir)) != LOOM_OK) goto failed;
+        /* The writer made the folder; each rank adds its shard; the writer seals it when all are
+         * in. A failure anywhere is agreed on, so no rank waits for a rename that will not come.
+         * With --save_on_each_node every node has a writer (its local rank 0), the folder is its
+         * disk's, and its manifest lists that node's shards: the files that are there. */
+        const char *who =
+            t->args.save_on_each_node ? "a node's local rank 0 could not write" : "rank 0 could not write";
+        if ((st = agree(t, st, who, tmp_dir)) != LOOM_OK) goto failed;
         char shard[96];
         snprintf(shard, sizeof shard, "optimizer.rank-%d-of-%d.safetensors", t->rank, t->world_size);
         st = write_optimizer_state(t, tmp_dir, shard);
         if ((st = agree(t, st, "a rank could not write its shard into", tmp_dir)) != LOOM_OK) goto failed;
     }
-    if (!zero) return st;
+    if (!writer) return st;
     if (st != LOOM_OK) goto failed;
     maybe_die_for_a_test(t);
     /* The manifest is the seal: written last, it makes the folder complete. */
@@ -528,13 +537,13 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
 failed:
     /* No litter: a half folder is never left to be mistaken for, or fill the disk beside, the
      * complete ones. */
-    if (zero) loom_remove_tree(tmp_dir);
+    if (writer) loom_remove_tree(tmp_dir);
     return st;
 }
 
 loom_status loom_trainer_save_final(loom_trainer *t)
 {
-    if (!t->state.is_world_process_zero) return LOOM_OK;
+    if (!loom_trainer_saves_here(t)) return LOOM_OK;
     loom_status st = loom_trainer_save_model(t, t->args.output_dir);
     if (st == LOOM_OK) st = write_training_args(t, t->args.output_dir);
     if (st == LOOM_OK) st = loom_trainer_write_state(t, t->args.output_dir);

@@ -363,10 +363,13 @@ static loom_status join_run(loom_trainer *t)
     t->world_size = t->ranks.world_size;
     t->local_rank = t->ranks.local_rank;
     t->local_world_size = t->ranks.local_world_size;
-    /* --verbose (LOOM_VERBOSE) asks for every message of every rank: it wins over both. */
+    /* HF's should_log: with log_on_each_node (its default) each node's local rank 0 takes
+     * log_level, not rank 0 alone. --verbose (LOOM_VERBOSE) asks for every message of every rank:
+     * it wins over both. */
+    const int should_log = a->log_on_each_node ? t->local_rank == 0 : t->rank == 0;
     if (loom_host_log_level() < LOOM_LOG_DEBUG)
         loom_host_set_log_level(
-            log_level_named(t->rank == 0 ? a->log_level : a->log_level_replica, loom_host_log_level()));
+            log_level_named(should_log ? a->log_level : a->log_level_replica, loom_host_log_level()));
     /* --local_rank is a launcher's word to the process it starts, which also finds RANK and
      * WORLD_SIZE in its environment. Alone it would be ignored in silence, where HF fails to
      * join a process group. */

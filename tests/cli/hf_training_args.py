@@ -162,9 +162,6 @@ HF_DEFAULTS = {
     "generation_config": None,
 }
 
-# Fields owned by work not merged yet (the distributed helper's): left out of the checks until then.
-ELSEWHERE = {"log_on_each_node"}
-
 # Where loom writes another value than HF's default into training_args.json, and why
 # (docs/semantics/trainer.md#training-arguments).
 LOOM_WRITES_OTHERWISE = {

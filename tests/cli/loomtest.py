@@ -171,3 +171,19 @@ class LoomTestCase(unittest.TestCase):
     def state(self, out):
         with open(os.path.join(out, "trainer_state.json")) as f:
             return json.load(f)
+
+
+# A two-layer GPT-2 small enough for seconds-long multi-process runs on token data.
+GPT2_NANO = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.n_embd", "64",
+             "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
+
+
+class TokensTestCase(LoomTestCase):
+    """A LoomTestCase with cls.tokens: 30000 tokens of a 512-token vocabulary, for GPT2_NANO."""
+    data_kind = "blobs"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tokens = os.path.join(cls.tmp, "tokens.bin")
+        write_tokens(cls.tokens, 30000, 512, 23)

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from hf_training_args import ACCELERATOR_CONFIG, ELSEWHERE, HF_DEFAULTS, LOOM_WRITES_OTHERWISE, cli_text
+from hf_training_args import ACCELERATOR_CONFIG, HF_DEFAULTS, LOOM_WRITES_OTHERWISE, cli_text
 from loomtest import BUILD, LoomTestCase, loom, write_pairs, write_tokens
 from test_cli_smoothing import TinyGpt2
 
@@ -144,7 +144,7 @@ class HfArgumentsTest(LoomTestCase):
         return self.train_args(out, "--max_steps", "4", "--logging_steps", "1", "--save_strategy", "no", *extra)
 
     def test_every_hf_field_is_taken_at_its_default(self):
-        fields = {k: v for k, v in HF_DEFAULTS.items() if k not in ELSEWHERE}
+        fields = dict(HF_DEFAULTS)
         # From a --config file, as HF's JSON: every field, nulls included.
         config = os.path.join(self.tmp, "hf_defaults.json")
         with open(config, "w") as f:

@@ -31,7 +31,7 @@ class ErrorTest(LoomTestCase):
         self.assert_error(self.args("--past_index", "1"), "--past_index", "not supported yet")
         self.assert_error(self.args("--fp16", "--bf16"), "--fp16 and --bf16")
         self.assert_error(self.args("--fp16", "--fp16_opt_level", "O4"), "fp16_opt_level", "O4")
-        self.assert_error(self.args("--save_on_each_node"), "--save_on_each_node", "not supported yet")
+        self.assert_error(self.args("--model_parallel"), "--model_parallel", "not supported yet")
         self.assert_error(self.args("--deepspeed", "nosuch.json"), "--deepspeed", "nosuch.json")
         code, _, _ = loom(*self.args("--past_index", "-1", "--max_steps", "1"), check=False)
         self.assertEqual(code, 0)

@@ -5,24 +5,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loomtest import LOOM, LoomTestCase, free_port, run, write_tokens  # noqa: E402
+from loomtest import GPT2_NANO, LOOM, TokensTestCase, free_port, run  # noqa: E402
 
 STEPS = 12
-GPT2 = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.n_embd", "64",
-        "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
 
 
-class RestartTest(LoomTestCase):
-    data_kind = "blobs"
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tokens = os.path.join(cls.tmp, "tokens.bin")
-        write_tokens(cls.tokens, 30000, 512, 23)
+class RestartTest(TokensTestCase):
 
     def launch(self, out, *launch_opts, env=None, check=True, extra=()):
-        args = ["train", "--output_dir", out, "--train_file", self.tokens, "--disable_tqdm", *GPT2,
+        args = ["train", "--output_dir", out, "--train_file", self.tokens, "--disable_tqdm", *GPT2_NANO,
                 "--per_device_train_batch_size", "4", "--max_steps", str(STEPS), "--learning_rate", "3e-3",
                 "--logging_steps", "1", "--save_steps", "2", "--ddp_timeout", "30", "--overwrite_output_dir", *extra]
         return run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(), "--timeout", "5",

@@ -342,9 +342,9 @@ static void test_status_columns(void)
     loom_args_free(&a);
     CHECK(PARSE(&a, "--label_smoothing_factor", "0.1") == LOOM_OK && a.label_smoothing_factor == 0.1);
     loom_args_free(&a);
-    const char *path = test_temp_file("{\"save_on_each_node\": true}");
+    const char *path = test_temp_file("{\"model_parallel\": true}");
     CHECK(PARSE(&a, "--config", path) == LOOM_E_UNSUPPORTED);
-    CHECK(CONTAINS(loom_error_message(), "--save_on_each_node") && CONTAINS(loom_error_message(), path));
+    CHECK(CONTAINS(loom_error_message(), "--model_parallel") && CONTAINS(loom_error_message(), path));
     loom_args_free(&a);
     unlink(path);
     /* NO_EFFECT: accepted with a warning. */
