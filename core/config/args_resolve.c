@@ -11,6 +11,7 @@
 
 #include "args_internal.h"
 #include "json_util.h"
+#include "optim_names.h"
 #include "error.h"
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
@@ -22,50 +23,6 @@ static const char *const schedulers[] = {"linear",     "cosine",   "cosine_with_
                                          "polynomial", "constant", "constant_with_warmup"};
 static const char *const schedulers_later[] = {"inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
                                                "cosine_warmup_with_min_lr", "warmup_stable_decay"};
-/* "adam" is loom's plain Adam plugin; "adamw" is our short name of adamw_torch. */
-static const char *const optimizers[] = {"adamw_torch", "adamw_hf", "adam", "sgd", "adamw", "adafactor"};
-/* HF's other OptimizerNames: accepted as names, refused as "not supported yet". */
-static const char *const optimizers_later[] = {"adamw_torch_fused",
-                                               "adamw_torch_xla",
-                                               "adamw_torch_npu_fused",
-                                               "adamw_apex_fused",
-                                               "adamw_anyprecision",
-                                               "adamw_torch_4bit",
-                                               "adamw_torch_8bit",
-                                               "adamw_bnb_8bit",
-                                               "adamw_8bit",
-                                               "adagrad",
-                                               "lion_8bit",
-                                               "lion_32bit",
-                                               "paged_adamw_32bit",
-                                               "paged_adamw_8bit",
-                                               "paged_lion_32bit",
-                                               "paged_lion_8bit",
-                                               "rmsprop",
-                                               "rmsprop_bnb",
-                                               "rmsprop_bnb_8bit",
-                                               "rmsprop_bnb_32bit",
-                                               "galore_adamw",
-                                               "galore_adamw_8bit",
-                                               "galore_adafactor",
-                                               "galore_adamw_layerwise",
-                                               "galore_adamw_8bit_layerwise",
-                                               "galore_adafactor_layerwise",
-                                               "lomo",
-                                               "adalomo",
-                                               "grokadamw",
-                                               "schedule_free_adamw",
-                                               "schedule_free_sgd",
-                                               "schedule_free_radam",
-                                               "ademamix",
-                                               "ademamix_8bit",
-                                               "paged_ademamix_32bit",
-                                               "paged_ademamix_8bit",
-                                               "apollo_adamw",
-                                               "apollo_adamw_layerwise",
-                                               "stable_adamw",
-                                               "lion",
-                                               "lamb"};
 /* HF integrations with no loom equivalent: ignored with a warning rather than refused, so a
  * script written for HF runs unchanged. */
 static const char *const integrations_absent[] = {"azure_ml", "comet_ml",   "mlflow",  "wandb", "neptune", "clearml",
@@ -240,8 +197,8 @@ static loom_status check_enums(const loom_args *args, const loom__arg_origin *or
         (st = check_enum(ROW(lr_scheduler_type), args->lr_scheduler_type, SOURCE(lr_scheduler_type), schedulers,
                          COUNT(schedulers), schedulers_later, COUNT(schedulers_later))) != LOOM_OK)
         return st;
-    return check_enum(ROW(optim), args->optim, SOURCE(optim), optimizers, COUNT(optimizers), optimizers_later,
-                      COUNT(optimizers_later));
+    char where[512];
+    return loom__optim_check(args->optim, loom__where(SOURCE(optim), where, sizeof where));
 }
 
 /* HF: a LOCAL_RANK set by the launcher (torchrun) wins over --local_rank. */

@@ -9,6 +9,7 @@
 #include "ds_config_internal.h"
 #include "error.h"
 #include "json_util.h"
+#include "optim_names.h"
 
 /* A number or bool as text -> JSON; anything else is a string. */
 static cJSON *entry_json(const char *text)
@@ -111,11 +112,13 @@ static cJSON *build_json(const loom_ds_config *cfg)
     cJSON *op = o ? (cJSON_AddStringToObject(o, "type", type), cJSON_AddObjectToObject(o, "params")) : NULL;
     if (op) {
         cJSON_AddNumberToObject(op, "lr", cfg->optimizer.lr);
-        if (strcmp(plugin, "sgd") != 0) {
+        /* The betas and eps only where HF's Trainer passes them (not SGD's, Adagrad's...). */
+        size_t hf_keys = cfg->optimizer.type ? 5 : loom__optim_trainer_keys(plugin);
+        if (hf_keys >= 4) {
             double b[2] = {cfg->optimizer.beta1, cfg->optimizer.beta2};
             cJSON_AddItemToObject(op, "betas", cJSON_CreateDoubleArray(b, 2));
-            cJSON_AddNumberToObject(op, "eps", cfg->optimizer.eps);
         }
+        if (hf_keys >= 5) cJSON_AddNumberToObject(op, "eps", cfg->optimizer.eps);
         cJSON_AddNumberToObject(op, "weight_decay", cfg->optimizer.weight_decay);
         if (!strcmp(plugin, "adam") || !strcmp(plugin, "adamw")) {
             if (cfg->optimizer.torch_adam) cJSON_AddTrueToObject(op, "torch_adam");

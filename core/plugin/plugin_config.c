@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "json_util.h"
+#include "optim_names.h"
 
 typedef struct config_entry {
     const loom_param_spec *spec;
@@ -298,6 +299,7 @@ int loom_config_value_text(const loom_config *cfg, const char *key, char *buf, s
 
 const char *loom__optimizer_plugin_for(const char *optim)
 {
-    if (!optim || strcmp(optim, "adamw_torch") == 0 || strcmp(optim, "adamw") == 0) return "adamw";
-    return optim;
+    if (!optim) return "adamw";
+    const char *plugin = loom__optim_plugin(optim);
+    return plugin ? plugin : optim;
 }

@@ -59,7 +59,8 @@ const char *loom_config_key(const loom_config *cfg, size_t index);
 int loom_config_value_text(const loom_config *cfg, const char *key, char *buf, size_t size);
 
 /* The optimizer plugin for HF's --optim name (or a DeepSpeed optimizer already mapped):
- * adamw_torch and adamw -> "adamw", NULL -> "adamw"; other names are plugin names already. */
+ * core/config/optim_names.c's ("adamw_torch_fused" -> "adamw"), NULL -> "adamw"; other names
+ * are plugin names already. */
 const char *loom__optimizer_plugin_for(const char *optim);
 
 #endif

@@ -19,6 +19,7 @@
 #include "host.h"
 #include "json_util.h"
 #include "model_config.h"
+#include "optim_names.h"
 #include "plugin_config.h"
 #include "ranks.h"
 #include "deepspeed_config.h"
@@ -651,8 +652,8 @@ static void map_optimizer_and_sharding(const loom_args *a, mapped_sections *m)
     loom__format_shortest(m->text[4], sizeof m->text[4], a->adam_beta2);
     loom__format_shortest(m->text[5], sizeof m->text[5], a->adam_epsilon);
     loom__format_shortest(m->text[6], sizeof m->text[6], a->weight_decay);
-    /* lr and weight_decay first: Adafactor takes only those two (see build_configs). */
-    static const char *const keys[5] = {"lr", "weight_decay", "beta1", "beta2", "eps"};
+    /* In the order loom__optim_trainer_keys counts (see build_configs). */
+    static const char *const keys[5] = LOOM_OPTIM_TRAINER_KEYS;
     static const int text_of[5] = {2, 6, 3, 4, 5};
     for (size_t i = 0; i < 5; i++)
         m->optimizer[i] = (loom_config_default){keys[i], m->text[text_of[i]]};
@@ -699,8 +700,9 @@ static loom_status build_configs(loom_trainer *t, const chosen_plugins *c, const
 {
     const loom_args *a = &t->args;
     const loom_config_default *opt_entries = m->optimizer, *sched_entries = m->scheduler, *shard_entries = m->sharding;
-    /* HF's Trainer gives Adafactor lr and the groups' weight decay, not Adam's betas and eps. */
-    size_t n_opt = strcmp(c->optimizer->desc->name, "adafactor") ? 5 : 2, n_sched = m->n_scheduler;
+    /* Only what HF's Trainer gives that optimizer: Adafactor, SGD, Adagrad and RMSprop get lr
+     * and the groups' weight decay, not Adam's betas and eps; Lion gets the betas too. */
+    size_t n_opt = loom__optim_trainer_keys(c->optimizer->desc->name), n_sched = m->n_scheduler;
     size_t n_shard = m->n_sharding;
     if (t->ds && t->ds->optimizer.present)
         opt_entries = t->ds->optimizer_choice.entries, n_opt = t->ds->optimizer_choice.n_entries;

@@ -276,6 +276,14 @@ static void test_validation(void)
     CHECK(PARSE(&a, "--lr_scheduler_type", "cosine") == LOOM_OK);
     loom_args_free(&a);
     CHECK(PARSE(&a, "--optim", "lion_8bit") == LOOM_E_UNSUPPORTED);
+    CHECK(CONTAINS(loom_error_message(), "--optim lion_8bit") && CONTAINS(loom_error_message(), "8 bits") &&
+          CONTAINS(loom_error_message(), "lion_32bit"));
+    loom_args_free(&a);
+    /* HF's default with torch >= 2.8: accepted and kept under HF's name (docs/semantics/optimizers.md#optim-names). */
+    CHECK(PARSE(&a, "--optim", "adamw_torch_fused") == LOOM_OK && strcmp(a.optim, "adamw_torch_fused") == 0);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--optim", "galore_adamw") == LOOM_E_UNSUPPORTED);
+    CHECK(CONTAINS(loom_error_message(), "GaLore") && !CONTAINS(loom_error_message(), "not supported yet"));
     loom_args_free(&a);
     CHECK(PARSE(&a, "--optim", "adamw_fast") == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "adamw_torch, adamw_hf, adam, sgd"));
