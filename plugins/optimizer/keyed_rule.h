@@ -39,9 +39,10 @@ static inline loom_status keyed_create(loom_host *host, const loom_host_api *api
 {
     if (!out) return api->fail(host, LOOM_E_INVALID, "create: out is NULL");
     *out = NULL;
+    if (n > KEYED_MAX_KEYS) return api->fail(host, LOOM_E_INTERNAL, "%zu keys: at most %d", n, KEYED_MAX_KEYS);
     loom_optimizer o = {
         .host = host, .api = api, .keys = keys, .n_keys = n, .flag_key = flag_key, .threads = optim_threads(host, api)};
-    for (size_t i = 0; i < n && i < KEYED_MAX_KEYS; i++) {
+    for (size_t i = 0; i < n; i++) {
         const optim_key *k = &keys[i];
         loom_status st = loom_cfg_need_f64(host, api, config, k->key, &o.hp[i]);
         if (st) return st;
