@@ -122,16 +122,16 @@ class OptimShardingTest(LoomTestCase):
     ddp's states; a checkpoint resumes to the uninterrupted run's bytes."""
     data_kind = "blobs"
 
-    def launch(self, name, optim, plugin, world=2, resume=None):
+    def launch(self, name, optim, plugin, world=2, resume=None, extra=()):
         tokens = os.path.join(self.tmp, "tokens.bin")
         if not os.path.exists(tokens):
             write_tokens(tokens, 30000, 512, 29)
         out = self.out(name)
-        lr, extra = RULES[optim]
+        lr, keys = RULES[optim]
         args = self.train_args(out, *GPT2_NANO, "--train_file", tokens, "--optim", optim, "--learning_rate", lr,
                                "--per_device_train_batch_size", str(8 // world), "--max_steps", "10",
                                "--max_grad_norm", "0.5", "--weight_decay", "0.1", "--logging_steps", "1",
-                               "--save_steps", "5", "--ddp_timeout", "30", *extra)
+                               "--save_steps", "5", "--ddp_timeout", "30", *keys, *extra)
         if plugin != "none":
             args += ["--plugin", plugin]
         if resume:
@@ -161,6 +161,16 @@ class OptimShardingTest(LoomTestCase):
                            re.findall(r"\[rank (\d+)\] loom: memory budget.*optimizer states (\d+) B", stdout)}
                 self.assertTrue(budgets and all(n > 0 for n in budgets.values()), budgets)   # really split
                 self.assertEqual(whole_states(checkpoint), want, f"{optim}: {zero} states != ddp's")
+
+    def test_bf16_zero2_equals_ddp(self):
+        # In bf16 the host converts the gradients to f32 a piece at a time and steps each piece
+        # (the rules are element-wise), over f32 master weights that zero2 partitions too.
+        for optim in ("rmsprop", "lion_32bit"):
+            ddp, _ = self.launch(f"bf16-{optim}-ddp", optim, "ddp", extra=("--bf16",))
+            zero2, _ = self.launch(f"bf16-{optim}-zero2", optim, "zero2", extra=("--bf16",))
+            self.assertEqual(model_bytes(zero2), model_bytes(ddp), f"{optim} in bf16: zero2 != ddp")
+            self.assertEqual(whole_states(os.path.join(zero2, "checkpoint-10")),
+                             whole_states(os.path.join(ddp, "checkpoint-10")))
 
     def test_resume_is_exact(self):
         for optim, plugin, world in (("adagrad", "none", 1), ("rmsprop", "none", 1), ("lion_32bit", "none", 1),
