@@ -245,6 +245,20 @@ loom_status loom_checkpoint_install(const char *tmp_dir, const char *final_dir)
     return loom_remove_tree(tmp_dir);
 }
 
+loom_status loom_checkpoint_remove(const char *dir)
+{
+    char doomed[4200];
+    snprintf(doomed, sizeof doomed, "%s.tmp", dir);
+    /* A .tmp of that step is an older interrupted save's leftover: nothing of value. */
+    loom_status st = loom_remove_tree(doomed);
+    if (st != LOOM_OK) return st;
+    if (rename(dir, doomed) != 0)
+        return errno == ENOENT
+                   ? LOOM_OK
+                   : loom_error(LOOM_E_IO, "%s: cannot move it aside to delete it: %s", dir, strerror(errno));
+    return loom_remove_tree(doomed);
+}
+
 /* "checkpoint-<digits>.tmp" or "checkpoint-<digits>.old". */
 static int is_leftover(const char *name)
 {

@@ -31,6 +31,11 @@ loom_status loom_checkpoint_verify_model(const char *dir);
  * removed only afterwards, so at every instant one complete folder carries the name. */
 loom_status loom_checkpoint_install(const char *tmp_dir, const char *final_dir);
 
+/* Delete the checkpoint `dir` (--save_total_limit's rotation). Its name goes first, in one
+ * rename to "<dir>.tmp", then its files: a process stopped in between leaves a .tmp folder,
+ * which the next run removes, never a checkpoint-N folder holding part of its files. */
+loom_status loom_checkpoint_remove(const char *dir);
+
 /* Remove the "checkpoint-N.tmp" folders interrupted saves left in output_dir; *removed counts them
  * (may be NULL). A missing output_dir has none. */
 loom_status loom_checkpoint_remove_leftovers(const char *output_dir, int *removed);

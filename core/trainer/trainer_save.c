@@ -426,7 +426,8 @@ static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
         if (best + 2 < n) memcpy(paths[n - 2], moved, sizeof moved);
         if (keep == 1 && !loom_same_file(paths[n - 1], t->best_model_checkpoint)) keep = 2;
     }
-    for (size_t i = 0; st == LOOM_OK && (int64_t)n > keep && i < n - (size_t)keep; i++) st = loom_remove_tree(paths[i]);
+    for (size_t i = 0; st == LOOM_OK && (int64_t)n > keep && i < n - (size_t)keep; i++)
+        st = loom_checkpoint_remove(paths[i]);
     free(paths);
     return st;
 }
