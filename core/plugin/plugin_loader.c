@@ -9,15 +9,7 @@
 #include "plugin_loader.h"
 
 #include "error.h"
-
-#include <loom/backend.h>
-#include <loom/callback.h>
-#include <loom/comm.h>
-#include <loom/model.h>
-#include <loom/optimizer.h>
-#include <loom/precision.h>
-#include <loom/scheduler.h>
-#include <loom/sharding.h>
+#include "vtable_rules.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -71,24 +63,6 @@ const char *loom_kind_name(uint32_t kind)
     case LOOM_KIND_MODEL: return "model";
     case LOOM_KIND_BACKEND: return "backend";
     default: return "unknown";
-    }
-}
-
-/* The ABI 1.0 size of each kind's vtable. The host calls required members without checking
- * struct_size, so a shorter vtable must be refused here rather than read past its end. A kind
- * this host does not know only needs a header (docs/architecture.md#unknown-is-not-an-error). */
-static size_t vtable_min_size(uint32_t kind)
-{
-    switch (kind) {
-    case LOOM_KIND_OPTIMIZER: return END_OF(loom_optimizer_vtable, get_hparam);
-    case LOOM_KIND_SCHEDULER: return END_OF(loom_scheduler_vtable, value);
-    case LOOM_KIND_SHARDING: return END_OF(loom_sharding_vtable, publish_params);
-    case LOOM_KIND_PRECISION: return END_OF(loom_precision_vtable, set_state);
-    case LOOM_KIND_CALLBACK: return END_OF(loom_callback_vtable, on_event);
-    case LOOM_KIND_COMM: return END_OF(loom_comm_vtable, wait);
-    case LOOM_KIND_MODEL: return END_OF(loom_model_vtable, output_shape);
-    case LOOM_KIND_BACKEND: return END_OF(loom_backend_vtable, kernels);
-    default: return sizeof(struct_header);
     }
 }
 
@@ -332,10 +306,14 @@ static loom_status check_desc(const char *who, uint32_t index, const loom_plugin
         return loom_error(LOOM_E_ABI, "%s: the %s vtable of '%s' was built for loom ABI %u.%u; this loom is ABI %d.%d",
                           who, loom_kind_name(d->kind), d->name, vt->abi_major, vt->abi_minor,
                           LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
-    size_t min = vtable_min_size(d->kind);
+    size_t min = loom_vtable_min_size(d->kind);
     if (vt->struct_size < min)
         return loom_error(LOOM_E_ABI, "%s: the %s vtable of '%s' is %u bytes, smaller than the %zu of loom ABI 1.0",
                           who, loom_kind_name(d->kind), d->name, vt->struct_size, min);
+    const char *missing = loom_vtable_missing_member(d->kind, vt);
+    if (missing)
+        return loom_error(LOOM_E_ABI, "%s: the %s vtable of '%s' leaves its required member '%s' NULL", who,
+                          loom_kind_name(d->kind), d->name, missing);
     return LOOM_OK;
 }
 

@@ -80,6 +80,11 @@ int main(void)
         const char *parts[] = {FIXTURE("short_vtable.so"), "vtable", "smaller than", NULL};
         expect_failure("short_vtable", LOOM_KIND_OPTIMIZER, LOOM_E_ABI, parts);
     }
+    {
+        const char *parts[] = {FIXTURE("null_member.so"), "optimizer vtable of 'null_member'",
+                               "required member 'step' NULL", NULL};
+        expect_failure("null_member", LOOM_KIND_OPTIMIZER, LOOM_E_ABI, parts);
+    }
 
     /* dlopen's reason, not libltdl's "file not found"; the path appears once. */
     {
