@@ -76,6 +76,9 @@ static void *host_alloc(loom_host *host, size_t bytes, size_t align, uint32_t de
     if (device != LOOM_DEVICE_CPU) return align <= 256 ? loom_device_alloc(bytes, device, device_index) : NULL;
     if (align == 0) align = 64;
     if (align < 16 || (align & (align - 1)) != 0) return NULL;
+    /* The block carries `align` more bytes than asked: a request within `align` of SIZE_MAX
+     * would wrap to a few bytes and be handed out as the whole size. */
+    if (bytes > SIZE_MAX - align) return NULL;
     void *base = NULL;
     if (posix_memalign(&base, align, bytes + align) != 0) return NULL;
     unsigned char *user = (unsigned char *)base + align;
@@ -133,6 +136,7 @@ void loom_log(uint32_t level, const char *fmt, ...)
 
 static void host_log(loom_host *host, uint32_t level, const char *fmt, ...)
 {
+    if (!fmt) return; /* nothing to say; vsnprintf would read address 0 */
     va_list ap;
     va_start(ap, fmt);
     vlog_line(host ? host->plugin_name : "plugin", level, fmt, ap);
@@ -141,6 +145,10 @@ static void host_log(loom_host *host, uint32_t level, const char *fmt, ...)
 
 static loom_status host_fail(loom_host *host, loom_status code, const char *fmt, ...)
 {
+    const char *who = host ? host->plugin_name : "plugin";
+    /* A failure must still be one line that names the plugin (docs/plugins.md#rules), even
+     * from a plugin that forgot the message. */
+    if (!fmt) return loom_error(code, "%s: failed (%s) without a message", who, loom_status_string(code));
     char message[1536];
     va_list ap;
     va_start(ap, fmt);
@@ -148,7 +156,7 @@ static loom_status host_fail(loom_host *host, loom_status code, const char *fmt,
     va_end(ap);
     for (char *c = message; *c; c++)
         if (*c == '\n') *c = ' ';
-    return loom_error(code, "%s: %s", host ? host->plugin_name : "plugin", message);
+    return loom_error(code, "%s: %s", who, message);
 }
 
 /* The "loom.store/1" service: the run's store client (loom_host_set_store). Errors come

@@ -237,7 +237,7 @@ int loom_config_f64(const loom_config *cfg, const char *key, double *out)
 {
     int status;
     const config_entry *e = typed_entry(cfg, key, LOOM_PARAM_FLOAT, &status);
-    if (e) *out = e->spec->type == LOOM_PARAM_INT ? (double)e->value.i : e->value.f;
+    if (e && out) *out = e->spec->type == LOOM_PARAM_INT ? (double)e->value.i : e->value.f;
     return status;
 }
 
@@ -245,7 +245,7 @@ int loom_config_i64(const loom_config *cfg, const char *key, int64_t *out)
 {
     int status;
     const config_entry *e = typed_entry(cfg, key, LOOM_PARAM_INT, &status);
-    if (e) *out = e->value.i;
+    if (e && out) *out = e->value.i;
     return status;
 }
 
@@ -253,7 +253,7 @@ int loom_config_bool(const loom_config *cfg, const char *key, int32_t *out)
 {
     int status;
     const config_entry *e = typed_entry(cfg, key, LOOM_PARAM_BOOL, &status);
-    if (e) *out = e->value.b;
+    if (e && out) *out = e->value.b;
     return status;
 }
 
@@ -261,7 +261,7 @@ int loom_config_str(const loom_config *cfg, const char *key, const char **out)
 {
     int status;
     const config_entry *e = typed_entry(cfg, key, LOOM_PARAM_STRING, &status);
-    if (e) *out = e->text;
+    if (e && out) *out = e->text;
     return status;
 }
 
