@@ -77,8 +77,9 @@ loom_status loom_step_pieces_norm(loom_trainer *t, void *const *owned_grads, int
             w1++;
         const int64_t lo = work[w0].begin, hi = work[w1 - 1].end, base = t->owned[r].begin;
         int32_t bad = 0;
-        loom_status st =
-            pv->unscale_piece(t->precision.instance, r, owned_grads[r], lo - base, hi - lo, t->piece_buffer, &bad);
+        loom_status st = LOOM_PLUGIN_CALL(
+            t->precision, "unscale_piece",
+            pv->unscale_piece(t->precision.instance, r, owned_grads[r], lo - base, hi - lo, t->piece_buffer, &bad));
         if (st != LOOM_OK) return st;
         *overflow |= bad != 0;
         for (size_t w = w0; w < w1; w++) {
@@ -107,8 +108,9 @@ loom_status loom_step_pieces_update(loom_trainer *t, void *const *owned_grads, f
             int64_t hi = piece_end(lo);
             if (hi > t->owned[r].end) hi = t->owned[r].end;
             int32_t ignored = 0; /* the norm pass decided the overflow */
-            loom_status st = pv->unscale_piece(t->precision.instance, r, owned_grads[r], lo - base, hi - lo,
-                                               t->piece_buffer, &ignored);
+            loom_status st = LOOM_PLUGIN_CALL(t->precision, "unscale_piece",
+                                              pv->unscale_piece(t->precision.instance, r, owned_grads[r], lo - base,
+                                                                hi - lo, t->piece_buffer, &ignored));
             if (st != LOOM_OK) return st;
             /* The spans of range r over [lo, hi), narrowed to it. */
             size_t n = 0;
@@ -129,8 +131,12 @@ loom_status loom_step_pieces_update(loom_trainer *t, void *const *owned_grads, f
                 for (uint32_t k = 0; k < slots && k < LOOM_MAX_STATE_SLOTS; k++)
                     piece->state[k] = whole->state[k] + skip;
             }
-            if (n > 0 && (st = ov->step(t->optimizer.instance, t->piece_spans, n, step)) != LOOM_OK) return st;
-            if ((st = pv->cast_piece(t->precision.instance, r, lo - base, hi - lo)) != LOOM_OK) return st;
+            if (n > 0 && (st = LOOM_PLUGIN_CALL(t->optimizer, "step",
+                                                ov->step(t->optimizer.instance, t->piece_spans, n, step))) != LOOM_OK)
+                return st;
+            if ((st = LOOM_PLUGIN_CALL(t->precision, "cast_piece",
+                                       pv->cast_piece(t->precision.instance, r, lo - base, hi - lo))) != LOOM_OK)
+                return st;
             lo = hi;
         }
     }

@@ -10,6 +10,14 @@
  * setup struct (comm, sharding, scheduler) or NULL (trainer_setup.c). */
 loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_plugin *plugin, const void *setup);
 
+/* The status of a call into the plugin of `slot`; a failure the plugin left without a message
+ * (docs/plugins.md#rules asks for api->fail) gets one naming the kind, the plugin and the
+ * member: "optimizer 'x': step failed (internal error) without a message" (plugin_status.c).
+ * LOOM_PLUGIN_CALL clears the message before the call, so that an older one is not taken for
+ * the plugin's. */
+loom_status loom_trainer_plugin_status(const loom_plugin_instance *slot, const char *member, loom_status st);
+#define LOOM_PLUGIN_CALL(slot, member, call) loom_trainer_plugin_status(&(slot), member, (loom_error_clear(), (call)))
+
 /* Default hooks (trainer_setup.c, trainer_eval.c, trainer_loop.c). */
 loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps);
 loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *out);

@@ -194,18 +194,22 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     const loom_precision_vtable *pv = t->precision.vtable;
     const loom_optimizer_vtable *ov = t->optimizer.vtable;
     const loom_scheduler_vtable *schv = t->scheduler.vtable;
-    loom_status st = sv->finish_grads(t->sharding.instance);
+    loom_status st = LOOM_PLUGIN_CALL(t->sharding, "finish_grads", sv->finish_grads(t->sharding.instance));
     if (st != LOOM_OK) return st;
 
     void *owned_grads[64];
     float *master_params[64], *master_grads[64];
     if (t->n_owned > 64) return loom_error(LOOM_E_UNSUPPORTED, "more than 64 owned ranges");
     for (size_t r = 0; r < t->n_owned; r++)
-        if ((st = sv->owned_grads(t->sharding.instance, r, &owned_grads[r])) != LOOM_OK) return st;
+        if ((st = LOOM_PLUGIN_CALL(t->sharding, "owned_grads",
+                                   sv->owned_grads(t->sharding.instance, r, &owned_grads[r]))) != LOOM_OK)
+            return st;
     /* The late rows of a two-part gradient, reduced and added the same way for every strategy. */
     if ((st = loom_grad_rows_finish(t, !t->gradients_local, owned_grads)) != LOOM_OK) return st;
     for (size_t r = 0; r < t->n_owned; r++) {
-        if ((st = pv->master(t->precision.instance, r, owned_grads[r], &master_params[r], &master_grads[r])) != LOOM_OK)
+        if ((st = LOOM_PLUGIN_CALL(
+                 t->precision, "master",
+                 pv->master(t->precision.instance, r, owned_grads[r], &master_params[r], &master_grads[r]))) != LOOM_OK)
             return st;
     }
     int32_t overflow = 0;
@@ -213,7 +217,9 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
         /* The f32 gradients a piece at a time, never all at once (step_pieces.c). */
         if ((st = loom_step_pieces_norm(t, owned_grads, &overflow)) != LOOM_OK) return st;
     } else {
-        if ((st = pv->unscale(t->precision.instance, owned_grads, t->n_owned, &overflow)) != LOOM_OK) return st;
+        if ((st = LOOM_PLUGIN_CALL(t->precision, "unscale",
+                                   pv->unscale(t->precision.instance, owned_grads, t->n_owned, &overflow))) != LOOM_OK)
+            return st;
         work_squares(t, master_grads);
     }
     /* One collective decides both the norm and the overflow: a rank that saw inf/NaN (its
@@ -223,7 +229,9 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     if ((st = global_squared_norm(t, overflow, &squared)) != LOOM_OK) return st;
     overflow = !isfinite(squared);
     double attempted = pv->loss_scale(t->precision.instance);
-    if ((st = pv->update_scale(t->precision.instance, overflow)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->precision, "update_scale", pv->update_scale(t->precision.instance, overflow))) !=
+        LOOM_OK)
+        return st;
     *taken = !overflow;
     if (overflow) {
         /* Skipped: parameters, optimizer states and the schedule stay where they were (the
@@ -251,7 +259,15 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     }
 
     loom_schedule_value value = {LOOM_HEADER_INIT(loom_schedule_value)};
-    if ((st = schv->value(t->scheduler.instance, t->scheduler_step, &value)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->scheduler, "value", schv->value(t->scheduler.instance, t->scheduler_step, &value))) !=
+        LOOM_OK)
+        return st;
+    /* The host checks what a third-party scheduler returns rather than leave it to each
+     * optimizer (the shipped ones refuse it, naming themselves, not the scheduler; another may
+     * step with it and spread NaN through the model). */
+    if (!isfinite(value.lr) || value.lr < 0)
+        return loom_error(LOOM_E_INVALID, "scheduler '%s': learning rate %g at step %lld is not a finite value >= 0",
+                          t->scheduler.plugin->desc->name, value.lr, (long long)t->scheduler_step + 1);
     for (size_t s = 0; s < t->n_spans; s++) {
         size_t r = t->span_range[s];
         int64_t at = t->span_flat_begin[s] - t->owned[r].begin;
@@ -279,8 +295,9 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
             t->stat_spans[s].param = t->spans[whole].param + skip;
             t->stat_spans[s].grad = t->spans[whole].grad + skip;
         }
-        if ((st = ov->partial_stats(t->optimizer.instance, t->stat_spans, t->n_stat_spans, &step, t->tensor_stats)) !=
-            LOOM_OK)
+        if ((st = LOOM_PLUGIN_CALL(t->optimizer, "partial_stats",
+                                   ov->partial_stats(t->optimizer.instance, t->stat_spans, t->n_stat_spans, &step,
+                                                     t->tensor_stats))) != LOOM_OK)
             return st;
         const loom_comm_vtable *comm = t->comm.vtable;
         if (t->world_size > 1 && (st = comm->all_reduce(t->comm.instance, t->tensor_stats, n_stats, LOOM_DTYPE_F64,
@@ -292,10 +309,14 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     if (t->step_pieces) {
         if ((st = loom_step_pieces_update(t, owned_grads, master_params, &step)) != LOOM_OK) return st;
     } else {
-        if ((st = ov->step(t->optimizer.instance, t->spans, t->n_spans, &step)) != LOOM_OK) return st;
-        if ((st = pv->cast_to_model(t->precision.instance)) != LOOM_OK) return st;
+        if ((st = LOOM_PLUGIN_CALL(t->optimizer, "step",
+                                   ov->step(t->optimizer.instance, t->spans, t->n_spans, &step))) != LOOM_OK)
+            return st;
+        if ((st = LOOM_PLUGIN_CALL(t->precision, "cast_to_model", pv->cast_to_model(t->precision.instance))) != LOOM_OK)
+            return st;
     }
-    if ((st = sv->publish_params(t->sharding.instance)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->sharding, "publish_params", sv->publish_params(t->sharding.instance))) != LOOM_OK)
+        return st;
     t->scheduler_step++;
     return LOOM_OK;
 }
@@ -314,7 +335,7 @@ static loom_status choose_reduction(loom_trainer *t)
         return local ? loom_error(LOOM_E_UNSUPPORTED, "sharding '%s' cannot keep gradients local for optimizer '%s'",
                                   t->sharding.plugin->desc->name, t->optimizer.plugin->desc->name)
                      : LOOM_OK;
-    return sv->set_reduction(t->sharding.instance, !local);
+    return LOOM_PLUGIN_CALL(t->sharding, "set_reduction", sv->set_reduction(t->sharding.instance, !local));
 }
 
 static double current_lr(loom_trainer *t)
@@ -627,7 +648,10 @@ loom_status loom_trainer_train(loom_trainer *t)
             int64_t step_tokens = 0;
             if ((st = choose_reduction(t)) != LOOM_OK) break;
             for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
-                if ((st = sv->begin_micro_batch(t->sharding.instance, (int32_t)m, m == n_micro - 1)) != LOOM_OK) break;
+                if ((st = LOOM_PLUGIN_CALL(
+                         t->sharding, "begin_micro_batch",
+                         sv->begin_micro_batch(t->sharding.instance, (int32_t)m, m == n_micro - 1))) != LOOM_OK)
+                    break;
                 double loss_sum = 0;
                 micro[m].batch.training = 1;
                 micro[m].batch.dropout_seed = dropout_seed(t, m);
@@ -641,7 +665,8 @@ loom_status loom_trainer_train(loom_trainer *t)
             if (st != LOOM_OK) break;
             int taken = 0;
             if ((st = optimizer_step(t, &taken)) != LOOM_OK) break;
-            if ((st = sv->zero_grads(t->sharding.instance)) != LOOM_OK) break;
+            if ((st = LOOM_PLUGIN_CALL(t->sharding, "zero_grads", sv->zero_grads(t->sharding.instance))) != LOOM_OK)
+                break;
             double mean_loss = 0;
             if ((st = step_mean_loss(t, step_loss, divisor, &mean_loss)) != LOOM_OK) break;
             t->losses.since_log += mean_loss;

@@ -56,14 +56,14 @@ static loom_status sink_acquire(void *context, int64_t begin, int64_t end, void 
 {
     loom_trainer *t = context;
     const loom_sharding_vtable *sv = t->sharding.vtable;
-    return sv->grad_acquire(t->sharding.instance, begin, end, memory);
+    return LOOM_PLUGIN_CALL(t->sharding, "grad_acquire", sv->grad_acquire(t->sharding.instance, begin, end, memory));
 }
 
 static loom_status sink_release(void *context, int64_t begin, int64_t end)
 {
     loom_trainer *t = context;
     const loom_sharding_vtable *sv = t->sharding.vtable;
-    return sv->grad_release(t->sharding.instance, begin, end);
+    return LOOM_PLUGIN_CALL(t->sharding, "grad_release", sv->grad_release(t->sharding.instance, begin, end));
 }
 
 void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink)
@@ -127,13 +127,15 @@ loom_status loom_default_training_step(loom_trainer *t, const loom_batch *batch,
     loom_status st;
     if (!t->hooks.compute_loss) {
         if (LOOM_HAS(mv, loom_model_vtable, train_step)) { /* the same as the two calls, fused */
-            st = mv->train_step(model, batch, seed, &sink, &result);
+            st = LOOM_PLUGIN_CALL(t->model, "train_step", mv->train_step(model, batch, seed, &sink, &result));
             *loss_sum = result.loss_sum;
             return st;
         }
-        if ((st = mv->forward(model, batch, &result, NULL)) != LOOM_OK) return st;
+        if ((st = LOOM_PLUGIN_CALL(t->model, "forward", mv->forward(model, batch, &result, NULL))) != LOOM_OK)
+            return st;
         *loss_sum = result.loss_sum;
-        if ((st = mv->backward(model, batch, seed, &sink)) != LOOM_OK) return st;
+        if ((st = LOOM_PLUGIN_CALL(t->model, "backward", mv->backward(model, batch, seed, &sink))) != LOOM_OK)
+            return st;
         /* The step reads the gradients on the host; a kernel's error surfaces here. */
         return loom_device_synchronize();
     }
@@ -144,14 +146,15 @@ loom_status loom_default_training_step(loom_trainer *t, const loom_batch *batch,
                           t->model.plugin->desc->name);
     loom_tensor_view outputs;
     if ((st = output_view(t, batch, &outputs)) != LOOM_OK) return st;
-    if ((st = mv->forward(model, batch, &result, &outputs)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->model, "forward", mv->forward(model, batch, &result, &outputs))) != LOOM_OK)
+        return st;
     int64_t n = batch->batch_size * scratch.row_size;
     memset(scratch.doutputs, 0, (size_t)n * sizeof(float));
     if ((st = t->hooks.compute_loss(t, batch, &outputs, loss_sum, scratch.doutputs)) != LOOM_OK) return st;
     for (int64_t i = 0; i < n; i++) scratch.doutputs[i] *= seed;
     loom_tensor_view doutputs = outputs;
     doutputs.data = scratch.doutputs;
-    return mv->backward_outputs(model, batch, &doutputs, &sink);
+    return LOOM_PLUGIN_CALL(t->model, "backward_outputs", mv->backward_outputs(model, batch, &doutputs, &sink));
 }
 
 loom_status loom_default_prediction_step(loom_trainer *t, const loom_batch *batch, loom_forward_result *result,
@@ -164,7 +167,8 @@ loom_status loom_default_prediction_step(loom_trainer *t, const loom_batch *batc
         if ((st = output_view(t, batch, &own)) != LOOM_OK) return st;
         outputs = &own;
     }
-    if ((st = mv->forward(t->model.instance, batch, result, outputs)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->model, "forward", mv->forward(t->model.instance, batch, result, outputs))) != LOOM_OK)
+        return st;
     if ((st = loom_device_synchronize()) != LOOM_OK) return st;
     if (t->hooks.compute_loss) {
         double loss_sum = 0;

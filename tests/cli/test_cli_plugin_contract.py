@@ -1,0 +1,47 @@
+"""Third-party plugins that break the contract of docs/plugins.md#rules (tests/plugin/fixtures):
+each is refused or reported in one line that names the plugin and what it did, with a non-zero
+exit, never a crash or a hang."""
+import os
+import unittest
+
+from loomtest import BUILD, LoomTestCase
+
+FIXTURES = os.path.join(BUILD, "tests", "fixtures")
+
+
+class PluginContractTest(LoomTestCase):
+    data_kind = "blobs"
+
+    def args(self, *extra):
+        return self.train_args(self.out("contract"), "--max_steps", "4", *extra)
+
+    def fixture(self, name):
+        return os.path.join(FIXTURES, name + ".so")
+
+    def test_required_member_left_null(self):
+        # Before: loaded, then a jump to address 0 at the first optimizer step (SIGSEGV).
+        self.assert_error(self.args("--plugin", self.fixture("null_member")), "null_member.so",
+                          "optimizer vtable of 'null_member'", "required member 'step' NULL")
+
+    def test_failures_without_a_message(self):
+        opt = ("--plugin", self.fixture("misbehave_opt"))
+        self.assert_error(self.args(*opt, "--misbehave_opt.mode", "silent_create"), "misbehave_opt: create failed")
+        # api->fail with a NULL format: before, vsnprintf read address 0.
+        self.assert_error(self.args(*opt, "--misbehave_opt.mode", "null_fail"), "misbehave_opt",
+                          "without a message")
+        # Before: "loom: error: internal error", naming neither the plugin nor the member.
+        self.assert_error(self.args(*opt, "--misbehave_opt.mode", "silent_step"),
+                          "optimizer 'misbehave_opt': step failed (internal error)", status=1)
+        self.assert_error(self.args("--plugin", self.fixture("misbehave_cb")), "callback 'misbehave_cb' failed")
+
+    def test_scheduler_rates_that_no_optimizer_can_use(self):
+        # With an optimizer that takes what it is given, nothing checked the rate before: the run
+        # stepped with -1 (ascending the loss) or NaN, and ended with exit 0.
+        for lr in ("-1", "nan", "inf"):
+            self.assert_error(self.args("--plugin", self.fixture("misbehave_opt"), "--plugin",
+                                        self.fixture("misbehave_sched"), "--misbehave_sched.lr", lr),
+                              "scheduler 'misbehave_sched'", "learning rate", "at step 1", "not a finite value >= 0")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
