@@ -37,10 +37,18 @@ static void on_signal(int sig)
 
 void loom_interrupt_notice_install(const char *output_dir)
 {
-    int n = snprintf(tail, sizeof tail,
-                     ": the checkpoints saved so far are in %s (--resume_from_checkpoint true goes on from the "
-                     "newest)\n",
-                     output_dir);
+    /* The line changes while the handler may already be in place: no signal reads it half
+     * written. */
+    sigset_t handled, before;
+    sigemptyset(&handled);
+    for (size_t k = 0; k < sizeof HANDLED / sizeof HANDLED[0]; k++)
+        sigaddset(&handled, HANDLED[k]);
+    sigprocmask(SIG_BLOCK, &handled, &before);
+    int n = output_dir ? snprintf(tail, sizeof tail,
+                                  ": the checkpoints saved so far are in %s (--resume_from_checkpoint true goes on "
+                                  "from the newest)\n",
+                                  output_dir)
+                       : snprintf(tail, sizeof tail, "\n");
     tail_len = n < 0 ? 0 : (size_t)n < sizeof tail ? (size_t)n : sizeof tail - 1;
     on_a_terminal = isatty(STDERR_FILENO);
     for (size_t k = 0; k < sizeof HANDLED / sizeof HANDLED[0]; k++) {
@@ -54,4 +62,5 @@ void loom_interrupt_notice_install(const char *output_dir)
         sa.sa_flags = SA_RESETHAND;
         sigaction(HANDLED[k], &sa, NULL);
     }
+    sigprocmask(SIG_SETMASK, &before, NULL);
 }

@@ -8,6 +8,8 @@
 #include "commands.h"
 #include "args.h"
 #include "error.h"
+#include "interrupt_notice.h"
+#include "ranks.h"
 
 static const char *const commands[] = {"train",   "evaluate", "predict", "plugins", "make-data",
                                        "convert", "tokenize", "launch",  "plot",    "consolidate",
@@ -77,6 +79,15 @@ int main(int argc, char **argv)
      * process in silence halfway through a save; Python, so HF, ignores it the same way. */
     signal(SIGXFSZ, SIG_IGN);
     const char *command = argv[1];
+    /* Ctrl-C or a kill at any moment of a command (reading data, the memory check, an
+     * evaluation, tokenize, consolidate) ends in one line, on a line of its own after a progress
+     * bar; before, the process vanished in silence until training had begun. Not in launch,
+     * which forwards the signal to its ranks, nor on a rank other than 0: its launcher and rank
+     * 0 speak for it. */
+    loom_ranks ranks;
+    if (strcmp(command, "launch") != 0 && loom_ranks_detect(&ranks) == LOOM_OK && ranks.rank == 0)
+        loom_interrupt_notice_install(NULL);
+    loom_error_clear();
     if (!strcmp(command, "train") || !strcmp(command, "evaluate") || !strcmp(command, "eval") ||
         !strcmp(command, "predict"))
         return loom_command_train(!strcmp(command, "eval") ? "evaluate" : command, argc - 2, argv + 2);

@@ -2,9 +2,12 @@
 next run goes on from, bit for bit, with nothing half-deleted or half-written that looks like a
 checkpoint (docs/checkpoints.md#saving)."""
 import os
+import signal
+import subprocess
+import time
 import unittest
 
-from loomtest import BUILD, LoomTestCase, loom
+from loomtest import BUILD, LOOM, LoomTestCase, free_port, loom
 
 SHIM = os.path.join(BUILD, "tests", "preload", "kill_on_unlink.so")
 
@@ -40,6 +43,24 @@ class InterruptTest(LoomTestCase):
         full = self.out("rotating-full")
         self.run_to(full, 6)
         self.assertEqual(self.model(out), self.model(full))
+
+    def test_stopped_before_training_begins(self):
+        # Rank 0 of a world of two whose rank 1 never comes waits at the rendezvous, before any
+        # training: a Ctrl-C there used to end the process without a word.
+        env = dict(os.environ, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        args = ["train", "--output_dir", self.out("waiting"), "--train_file", os.path.join(self.data, "train.bin"),
+                "--disable_tqdm", "--max_steps", "2"]
+        p = subprocess.Popen([LOOM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            time.sleep(1.5)
+            self.assertIsNone(p.poll())
+            p.send_signal(signal.SIGINT)
+            _, stderr = p.communicate(timeout=60)
+        finally:
+            p.kill()
+        self.assertEqual(p.returncode, -signal.SIGINT)   # still ended by the signal
+        self.assertEqual(stderr.strip().splitlines(), ["loom: interrupted by SIGINT"])
 
 
 if __name__ == "__main__":
