@@ -151,6 +151,24 @@ static loom_status global_squared_norm(loom_trainer *t, int overflow, double *ou
     return st;
 }
 
+/* Gradients that are not finite because the parameters are not: the update before wrote NaN or
+ * inf into them (an optimizer plugin's fault, or a rate far too large), or the run started from
+ * such weights. The precision plugin's word on this step's gradients ("lower --learning_rate")
+ * would point at the wrong step, so the parameters get the gradients' own canonical pass, on
+ * such steps only. Every rank is here (the overflow is global), so the all-reduce pairs up. */
+static loom_status check_params(loom_trainer *t, float *const *master_params)
+{
+    work_squares(t, master_params);
+    double squared = 0;
+    loom_status st = global_squared_norm(t, 0, &squared);
+    if (st != LOOM_OK || isfinite(squared)) return st;
+    return loom_error(LOOM_E_OVERFLOW,
+                      "optimizer step %lld: the parameters are not finite (NaN or inf) before it: written by the "
+                      "previous update of optimizer '%s' (learning rate %g), or present in the weights the run "
+                      "started from",
+                      (long long)t->scheduler_step + 1, t->optimizer.plugin->desc->name, t->last_lr);
+}
+
 static loom_status comm_sum(loom_trainer *t, double *value)
 {
     const loom_comm_vtable *cv = t->comm.vtable;
@@ -228,6 +246,7 @@ static loom_status optimizer_step(loom_trainer *t, int *taken)
     double squared = 0;
     if ((st = global_squared_norm(t, overflow, &squared)) != LOOM_OK) return st;
     overflow = !isfinite(squared);
+    if (overflow && (st = check_params(t, master_params)) != LOOM_OK) return st;
     double attempted = pv->loss_scale(t->precision.instance);
     if ((st = LOOM_PLUGIN_CALL(t->precision, "update_scale", pv->update_scale(t->precision.instance, overflow))) !=
         LOOM_OK)

@@ -42,6 +42,13 @@ class PluginContractTest(LoomTestCase):
                                         self.fixture("misbehave_sched"), "--misbehave_sched.lr", lr),
                               "scheduler 'misbehave_sched'", "learning rate", "at step 1", "not a finite value >= 0")
 
+    def test_optimizer_that_writes_nan(self):
+        # Before: "fp32: non-finite gradient at optimizer step 2 ... (lower --learning_rate or set
+        # --max_grad_norm)", which blamed the gradients of the step after the fault.
+        self.assert_error(self.args("--plugin", self.fixture("misbehave_opt"), "--misbehave_opt.mode", "nan_step"),
+                          "optimizer step 2: the parameters are not finite", "optimizer 'misbehave_opt'",
+                          status=None)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
