@@ -313,7 +313,7 @@ loom_status loom_trainer_generate_batch(loom_trainer *t, const loom_batch *sourc
     c.pad_token_id = ids.pad_token_id;
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;
-    if ((st = mv->output_shape(t->model.instance, shape, &ndim)) != LOOM_OK) return st;
+    if ((st = loom_trainer_output_shape(t, shape, &ndim, NULL)) != LOOM_OK) return st;
     if ((st = check_config(&c, sources->batch_size, shape[ndim - 1])) != LOOM_OK) return st;
     if ((st = mv->encode(t->model.instance, sources, c.num_beams, c.max_length - 1)) != LOOM_OK) return st;
     model_decoder md = {mv, t->model.instance};

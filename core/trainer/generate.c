@@ -11,6 +11,7 @@
 #include "error.h"
 #include "host.h"
 #include "plugin_config.h"
+#include "trainer_internal.h"
 
 size_t loom_sample_scratch_bytes(int64_t vocab) { return (size_t)vocab * (sizeof(float) + sizeof(int32_t)); }
 
@@ -101,7 +102,7 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
     if (n_prompt < 1) return loom_error(LOOM_E_INVALID, "generation needs a prompt of at least one token");
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;
-    if ((st = mv->output_shape(t->model.instance, shape, &ndim)) != LOOM_OK) return st;
+    if ((st = loom_trainer_output_shape(t, shape, &ndim, NULL)) != LOOM_OK) return st;
     int64_t vocab = shape[ndim - 1];
     int64_t context = 0;
     if (loom_config_i64(t->model.config, "n_positions", &context) != LOOM_CFG_PRESENT)

@@ -58,12 +58,9 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
         goto done;
     int64_t n_batches = loom_dataloader_len(dl);
     int64_t row_size = 0;
-    const loom_model_vtable *mv = t->model.vtable;
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;
-    if ((st = mv->output_shape(t->model.instance, shape, &ndim)) != LOOM_OK) goto done;
-    row_size = 1;
-    for (uint32_t d = 0; d < ndim; d++) row_size *= shape[d];
+    if ((st = loom_trainer_output_shape(t, shape, &ndim, &row_size)) != LOOM_OK) goto done;
     if (keep) {
         int64_t rows = n_batches * dl->batch_size;
         keep->outputs = malloc((size_t)(rows * row_size) * sizeof(float) + 1);

@@ -18,6 +18,11 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
 loom_status loom_trainer_plugin_status(const loom_plugin_instance *slot, const char *member, loom_status st);
 #define LOOM_PLUGIN_CALL(slot, member, call) loom_trainer_plugin_status(&(slot), member, (loom_error_clear(), (call)))
 
+/* The model's output_shape, refused in one line naming the model unless 1 <= ndim <=
+ * LOOM_MAX_DIMS and every extent is at least 1; *row (may be NULL): the product of the extents,
+ * the floats of one row of outputs (model_output.c). */
+loom_status loom_trainer_output_shape(loom_trainer *t, int64_t shape[LOOM_MAX_DIMS], uint32_t *ndim, int64_t *row);
+
 /* Default hooks (trainer_setup.c, trainer_eval.c, trainer_loop.c). */
 loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps);
 loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *out);

@@ -90,13 +90,11 @@ static _Thread_local output_buffers scratch;
 
 static loom_status output_view(loom_trainer *t, const loom_batch *batch, loom_tensor_view *view)
 {
-    const loom_model_vtable *mv = t->model.vtable;
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;
-    loom_status st = mv->output_shape(t->model.instance, shape, &ndim);
+    int64_t row = 0;
+    loom_status st = loom_trainer_output_shape(t, shape, &ndim, &row);
     if (st != LOOM_OK) return st;
-    int64_t row = 1;
-    for (uint32_t d = 0; d < ndim; d++) row *= shape[d];
     if (scratch.row_size != row || scratch.rows < batch->batch_size) {
         free(scratch.outputs);
         free(scratch.doutputs);

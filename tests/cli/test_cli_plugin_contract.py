@@ -7,6 +7,7 @@ import unittest
 from loomtest import BUILD, LoomTestCase
 
 FIXTURES = os.path.join(BUILD, "tests", "fixtures")
+BAD_SHAPE = os.path.join(BUILD, "tests", "trainer-fixtures", "mlp_bad_shape.so")
 
 
 class PluginContractTest(LoomTestCase):
@@ -48,6 +49,15 @@ class PluginContractTest(LoomTestCase):
         self.assert_error(self.args("--plugin", self.fixture("misbehave_opt"), "--misbehave_opt.mode", "nan_step"),
                           "optimizer step 2: the parameters are not finite", "optimizer 'misbehave_opt'",
                           status=None)
+
+    def test_model_output_shape_out_of_range(self):
+        # Before: the evaluation read shape[ndim - 1] or past the host's LOOM_MAX_DIMS array and
+        # sized its buffers from it, then wrote eval_results.json as if nothing had happened.
+        args = self.args("--plugin", BAD_SHAPE, "--validation_file", os.path.join(self.data, "validation.bin"),
+                         "--do_eval")
+        for ndim in ("0", "9"):
+            self.assert_error(args, f"model 'mlp_bad_shape': output_shape reported {ndim} dimensions (1 to 8)",
+                              env={"LOOM_TEST_OUTPUT_NDIM": ndim})
 
 
 if __name__ == "__main__":
