@@ -20,8 +20,13 @@ loom_status loom_trainer_plugin_status(const loom_plugin_instance *slot, const c
 
 /* The model's output_shape, refused in one line naming the model unless 1 <= ndim <=
  * LOOM_MAX_DIMS and every extent is at least 1; *row (may be NULL): the product of the extents,
- * the floats of one row of outputs (model_output.c). */
+ * the floats of one row of outputs (model_shapes.c). */
 loom_status loom_trainer_output_shape(loom_trainer *t, int64_t shape[LOOM_MAX_DIMS], uint32_t *ndim, int64_t *row);
+/* Parameter i as param_info described it: a name, 1 to LOOM_MAX_DIMS dimensions, each extent at
+ * least 1 (model.h); refused in one line naming the model and the parameter (model_shapes.c). */
+loom_status loom_trainer_check_param_info(const loom_trainer *t, size_t i, const loom_param_info *info);
+/* No two of t->tensors share a name: a checkpoint keys them by it. */
+loom_status loom_trainer_check_param_names(const loom_trainer *t);
 
 /* Default hooks (trainer_setup.c, trainer_eval.c, trainer_loop.c). */
 loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps);

@@ -347,12 +347,18 @@ static loom_status prepare(loom_trainer *t, int training)
     for (size_t i = 0; i < t->n_tensors; i++) {
         loom_param_info *info = &t->tensors[i];
         *info = (loom_param_info){LOOM_HEADER_INIT(loom_param_info)};
-        loom_status st = mv->param_info(model, i, info);
+        loom_status st = LOOM_PLUGIN_CALL(t->model, "param_info", mv->param_info(model, i, info));
+        if (st == LOOM_OK) st = loom_trainer_check_param_info(t, i, info);
         if (st != LOOM_OK) return st;
         int64_t numel = 1;
         for (uint32_t d = 0; d < info->ndim; d++) numel *= info->shape[d];
+        if (numel > INT64_MAX / 4 - t->tensor_offsets[i])
+            return loom_error(LOOM_E_INVALID, "model '%s': parameter '%s' takes the total past 2^61 elements",
+                              t->model.plugin->desc->name, info->name);
         t->tensor_offsets[i + 1] = t->tensor_offsets[i] + numel;
     }
+    loom_status named = loom_trainer_check_param_names(t);
+    if (named != LOOM_OK) return named;
     t->total_numel = t->tensor_offsets[t->n_tensors];
     int64_t embedding_numel = 0;
     for (size_t i = 0; i < t->n_tensors; i++)

@@ -59,6 +59,16 @@ class PluginContractTest(LoomTestCase):
             self.assert_error(args, f"model 'mlp_bad_shape': output_shape reported {ndim} dimensions (1 to 8)",
                               env={"LOOM_TEST_OUTPUT_NDIM": ndim})
 
+    def test_model_param_info_out_of_contract(self):
+        # Before: 9 dimensions or a negative extent corrupted the heap before the first step
+        # (malloc's abort); a name used twice, or none, was found by the first save only.
+        args = self.args("--plugin", BAD_SHAPE, "--save_steps", "1")
+        for how, said in (("dup_name", "two parameters are called 'layers.0.weight'"),
+                          ("no_name", "param_info(1) gave no name"),
+                          ("ndim", "parameter 'layers.0.bias' has 9 dimensions (1 to 8)"),
+                          ("extent", "parameter 'layers.0.bias' has extent -3 in dimension 0")):
+            self.assert_error(args, f"model 'mlp_bad_shape': {said}", env={"LOOM_TEST_PARAM_INFO": how})
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
