@@ -28,6 +28,10 @@ loom_status loom_trainer_check_param_info(const loom_trainer *t, size_t i, const
 /* No two of t->tensors share a name: a checkpoint keys them by it. */
 loom_status loom_trainer_check_param_names(const loom_trainer *t);
 
+/* Every rank's owned_ranges inside the parameters, ascending and disjoint, and together all of
+ * them; refused in one line naming the sharding plugin (owned_ranges.c). */
+loom_status loom_trainer_check_owned(loom_trainer *t);
+
 /* Default hooks (trainer_setup.c, trainer_eval.c, trainer_loop.c). */
 loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t num_training_steps);
 loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *out);

@@ -428,6 +428,7 @@ static loom_status prepare(loom_trainer *t, int training)
     st = loom_trainer_create_instance(&t->sharding, t->sharding.plugin, &setup);
     if (st != LOOM_OK) return st;
     const loom_sharding_vtable *sv = t->sharding.vtable;
+    if ((st = loom_trainer_check_owned(t)) != LOOM_OK) return st;
     if ((st = sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned)) != LOOM_OK) return st;
     if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
     if ((st = bind_offload(t)) != LOOM_OK) return st;

@@ -8,6 +8,7 @@ from loomtest import BUILD, LoomTestCase
 
 FIXTURES = os.path.join(BUILD, "tests", "fixtures")
 BAD_SHAPE = os.path.join(BUILD, "tests", "trainer-fixtures", "mlp_bad_shape.so")
+BAD_RANGES = os.path.join(BUILD, "tests", "trainer-fixtures", "none_bad_ranges.so")
 
 
 class PluginContractTest(LoomTestCase):
@@ -68,6 +69,16 @@ class PluginContractTest(LoomTestCase):
                           ("ndim", "parameter 'layers.0.bias' has 9 dimensions (1 to 8)"),
                           ("extent", "parameter 'layers.0.bias' has extent -3 in dimension 0")):
             self.assert_error(args, f"model 'mlp_bad_shape': {said}", env={"LOOM_TEST_PARAM_INFO": how})
+
+    def test_sharding_owned_ranges_out_of_contract(self):
+        # Before: a gap trained every parameter but the last and ended with exit 0; a range past
+        # the parameters stepped memory the run does not own, in silence; a range whose begin
+        # is past its end crashed (SIGSEGV).
+        args = self.args("--plugin", BAD_RANGES)
+        for how, said in (("gap", "no rank owns parameters ["),
+                          ("past", "owned_ranges(0) gave range 0 = [0, "),
+                          ("inverted", "owned_ranges(0) gave range 0 = [")):
+            self.assert_error(args, f"sharding 'none_bad_ranges': {said}", env={"LOOM_TEST_OWNED": how})
 
 
 if __name__ == "__main__":
