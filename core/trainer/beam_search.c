@@ -315,7 +315,9 @@ loom_status loom_trainer_generate_batch(loom_trainer *t, const loom_batch *sourc
     uint32_t ndim = 0;
     if ((st = loom_trainer_output_shape(t, shape, &ndim, NULL)) != LOOM_OK) return st;
     if ((st = check_config(&c, sources->batch_size, shape[ndim - 1])) != LOOM_OK) return st;
-    if ((st = mv->encode(t->model.instance, sources, c.num_beams, c.max_length - 1)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->model, "encode",
+                               mv->encode(t->model.instance, sources, c.num_beams, c.max_length - 1))) != LOOM_OK)
+        return st;
     model_decoder md = {mv, t->model.instance};
     const loom_decoder_fns fns = {&md, model_step, model_reorder};
     return loom_beam_search(&c, sources->batch_size, shape[ndim - 1], &fns, out, lengths, NULL);

@@ -130,14 +130,16 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
     }
     uint64_t rng = config->seed * 0x2545f4914f6cdd1dull + 1;
     size_t n = 0;
-    st = mv->decode_begin(t->model.instance, total);
-    if (st == LOOM_OK) st = mv->decode_step(t->model.instance, prompt, (int64_t)n_prompt, logits);
+    st = LOOM_PLUGIN_CALL(t->model, "decode_begin", mv->decode_begin(t->model.instance, total));
+    if (st == LOOM_OK)
+        st = LOOM_PLUGIN_CALL(t->model, "decode_step",
+                              mv->decode_step(t->model.instance, prompt, (int64_t)n_prompt, logits));
     for (int64_t position = (int64_t)n_prompt; st == LOOM_OK && position < total; position++) {
         int32_t next = 0;
         if ((st = loom_sample_next(logits, vocab, config, &rng, scratch, &next)) != LOOM_OK) break;
         out[n++] = next;
         if (next == config->eos_token_id || position + 1 == total) break;
-        st = mv->decode_step(t->model.instance, &next, 1, logits);
+        st = LOOM_PLUGIN_CALL(t->model, "decode_step", mv->decode_step(t->model.instance, &next, 1, logits));
     }
     free(logits);
     free(scratch);

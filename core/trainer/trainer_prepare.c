@@ -231,7 +231,8 @@ static loom_status bind_offload(loom_trainer *t)
 {
     const loom_sharding_vtable *sv = t->sharding.vtable;
     if (!LOOM_HAS(sv, loom_sharding_vtable, host_params)) return LOOM_OK;
-    loom_status st = sv->host_params(t->sharding.instance, &t->offload_params);
+    loom_status st =
+        LOOM_PLUGIN_CALL(t->sharding, "host_params", sv->host_params(t->sharding.instance, &t->offload_params));
     if (st != LOOM_OK || !t->offload_params) return st;
     t->offload_owned = calloc(t->n_owned ? t->n_owned : 1, sizeof *t->offload_owned);
     if (!t->offload_owned) return loom_error(LOOM_E_NOMEM, "out of memory");
@@ -266,7 +267,7 @@ loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch)
     const loom_precision_vtable *pv = t->precision.vtable;
     loom_model *model = t->model.instance;
     loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
-    loom_status st = pv->describe(t->precision.instance, &pinfo);
+    loom_status st = LOOM_PLUGIN_CALL(t->precision, "describe", pv->describe(t->precision.instance, &pinfo));
     if (st != LOOM_OK) return st;
     t->max_batch_size =
         train_batch > t->args.per_device_eval_batch_size ? train_batch : t->args.per_device_eval_batch_size;
@@ -297,7 +298,7 @@ loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch)
         loom_step_pieces_free(t);
         t->step_pieces = 0;
     }
-    if ((st = mv->bind(model, &binding)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->model, "bind", mv->bind(model, &binding))) != LOOM_OK) return st;
 
     loom_precision_binding pbinding = {LOOM_HEADER_INIT(loom_precision_binding)};
     pbinding.params = t->offload_params ? t->offload_params : t->params;
@@ -324,7 +325,7 @@ loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch)
         pbinding.grad_workspace = scratch;
         pbinding.grad_workspace_floats = scratch_floats;
     }
-    if ((st = pv->bind(t->precision.instance, &pbinding)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->precision, "bind", pv->bind(t->precision.instance, &pbinding))) != LOOM_OK) return st;
     if (pbinding.piecewise) st = loom_step_pieces_prepare(t, scratch, scratch_floats);
     return st;
 }
@@ -368,7 +369,7 @@ static loom_status prepare(loom_trainer *t, int training)
 
     const loom_precision_vtable *pv = t->precision.vtable;
     loom_precision_info pinfo = {LOOM_HEADER_INIT(loom_precision_info)};
-    loom_status st = pv->describe(t->precision.instance, &pinfo);
+    loom_status st = LOOM_PLUGIN_CALL(t->precision, "describe", pv->describe(t->precision.instance, &pinfo));
     if (st != LOOM_OK) return st;
     const loom_kernels_api *kernels = api->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
     if (!loom_dtype_is_param(pinfo.param_dtype))
@@ -401,7 +402,7 @@ static loom_status prepare(loom_trainer *t, int training)
     else if (t->args.model_name_or_path && *t->args.model_name_or_path)
         st = load_saved_params(t, t->args.model_name_or_path, initial);
     else
-        st = mv->init_params(model, initial);
+        st = LOOM_PLUGIN_CALL(t->model, "init_params", mv->init_params(model, initial));
     if (initial != t->params) {
         if (st == LOOM_OK) kernels->convert(t->params, t->param_dtype, initial, LOOM_DTYPE_F32, t->total_numel);
         free(initial);
@@ -429,7 +430,9 @@ static loom_status prepare(loom_trainer *t, int training)
     if (st != LOOM_OK) return st;
     const loom_sharding_vtable *sv = t->sharding.vtable;
     if ((st = loom_trainer_check_owned(t)) != LOOM_OK) return st;
-    if ((st = sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->sharding, "owned_ranges",
+                               sv->owned_ranges(t->sharding.instance, t->rank, &t->owned, &t->n_owned))) != LOOM_OK)
+        return st;
     if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
     if ((st = bind_offload(t)) != LOOM_OK) return st;
 

@@ -133,14 +133,15 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir, const 
                           dir, rs->precision ? rs->precision : "?", mine);
     loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
     const loom_precision_vtable *pv = t->precision.vtable;
-    loom_status st = pv->get_state(t->precision.instance, &ps);
+    loom_status st = LOOM_PLUGIN_CALL(t->precision, "get_state", pv->get_state(t->precision.instance, &ps));
     if (st != LOOM_OK) return st;
     ps.loss_scale = rs->loss_scale;
     ps.iteration = rs->iteration;
     ps.last_overflow = rs->last_overflow;
     ps.growth_tracker = rs->growth_tracker;
     ps.hysteresis_left = rs->hysteresis_left;
-    if ((st = pv->set_state(t->precision.instance, &ps)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->precision, "set_state", pv->set_state(t->precision.instance, &ps))) != LOOM_OK)
+        return st;
     t->state.skipped_steps = rs->skipped_steps;
     t->state.loss_scale = pv->loss_scale(t->precision.instance);
 

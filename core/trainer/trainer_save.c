@@ -268,8 +268,11 @@ loom_status loom_trainer_master_weights(loom_trainer *t, size_t r, float **out)
     const loom_precision_vtable *pv = t->precision.vtable;
     void *owned_grad = NULL;
     float *master = NULL, *master_grad = NULL;
-    loom_status st = sv->owned_grads(t->sharding.instance, r, &owned_grad);
-    if (st == LOOM_OK) st = pv->master(t->precision.instance, r, owned_grad, &master, &master_grad);
+    loom_status st =
+        LOOM_PLUGIN_CALL(t->sharding, "owned_grads", sv->owned_grads(t->sharding.instance, r, &owned_grad));
+    if (st == LOOM_OK)
+        st = LOOM_PLUGIN_CALL(t->precision, "master",
+                              pv->master(t->precision.instance, r, owned_grad, &master, &master_grad));
     *out = master;
     return st;
 }
@@ -350,7 +353,8 @@ static loom_status write_small_states(loom_trainer *t, const char *dir)
     if (st != LOOM_OK) return st;
     const loom_precision_vtable *pv = t->precision.vtable;
     loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
-    if ((st = pv->get_state(t->precision.instance, &ps)) != LOOM_OK) return st;
+    if ((st = LOOM_PLUGIN_CALL(t->precision, "get_state", pv->get_state(t->precision.instance, &ps))) != LOOM_OK)
+        return st;
     cJSON *scaler = cJSON_CreateObject();
     cJSON_AddStringToObject(scaler, "precision", t->precision.plugin->desc->name);
     cJSON_AddNumberToObject(scaler, "loss_scale", ps.loss_scale);

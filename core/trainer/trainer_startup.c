@@ -20,7 +20,7 @@ loom_status loom_trainer_budget(loom_trainer *t, uint64_t optimizer_bytes, loom_
     const loom_precision_vtable *pv = t->precision.vtable;
     const loom_model_vtable *mv = t->model.vtable;
     loom_sharding_memory sharding = {LOOM_HEADER_INIT(loom_sharding_memory)};
-    loom_status st = sv->memory(t->sharding.instance, &sharding);
+    loom_status st = LOOM_PLUGIN_CALL(t->sharding, "memory", sv->memory(t->sharding.instance, &sharding));
     if (st != LOOM_OK) return st;
     b->parameters = (uint64_t)t->total_numel * t->param_size;
     /* The ZeRO paper's K counts the f32 master weights with the optimizer states (K = 12 for

@@ -35,6 +35,10 @@ class PluginContractTest(LoomTestCase):
         self.assert_error(self.args(*opt, "--misbehave_opt.mode", "silent_step"),
                           "optimizer 'misbehave_opt': step failed (internal error)", status=1)
         self.assert_error(self.args("--plugin", self.fixture("misbehave_cb")), "callback 'misbehave_cb' failed")
+        # Before: "loom: error: out of memory", with no word of which plugin.
+        self.assert_error(self.args("--plugin", BAD_SHAPE),
+                          "model 'mlp_bad_shape': bind failed (out of memory) without a message",
+                          env={"LOOM_TEST_BIND": "silent"}, status=1)
 
     def test_scheduler_rates_that_no_optimizer_can_use(self):
         # With an optimizer that takes what it is given, nothing checked the rate before: the run
