@@ -299,6 +299,13 @@ static loom_status check_desc(const char *who, uint32_t index, const loom_plugin
                           who, index, d->struct_size, (size_t)DESC_MIN_SIZE);
     if (!d->name)
         return loom_error(LOOM_E_FORMAT, "%s: descriptor %u has no name", who, index);
+    /* The name prefixes the plugin's keys on the command line (--NAME.KEY) and is looked up as
+     * NAME.so: a '.', a '/', a space or a capital would make it unreachable (loom.h: lowercase). */
+    if (!*d->name || d->name[strspn(d->name, "abcdefghijklmnopqrstuvwxyz0123456789_-")])
+        return loom_error(LOOM_E_FORMAT,
+                          "%s: descriptor %u is named '%s': a plugin's name is lowercase letters, "
+                          "digits, '_' and '-'",
+                          who, index, d->name);
     if (!d->vtable)
         return loom_error(LOOM_E_FORMAT, "%s: descriptor '%s' has no vtable", who, d->name);
     const struct_header *vt = d->vtable;

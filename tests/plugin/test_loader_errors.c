@@ -85,6 +85,10 @@ int main(void)
                                "required member 'step' NULL", NULL};
         expect_failure("null_member", LOOM_KIND_OPTIMIZER, LOOM_E_ABI, parts);
     }
+    {
+        const char *parts[] = {FIXTURE("bad_name.so"), "named 'Lion.v2'", "lowercase", NULL};
+        expect_failure("bad_name", LOOM_KIND_OPTIMIZER, LOOM_E_FORMAT, parts);
+    }
 
     /* dlopen's reason, not libltdl's "file not found"; the path appears once. */
     {
