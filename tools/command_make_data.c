@@ -140,6 +140,10 @@ int loom_command_make_data(int argc, char **argv)
      * data sets either. */
     if (st == LOOM_OK && !n_val) st = remove_stale(output, "validation", validation_fraction, n_samples);
     if (st == LOOM_OK && !n_test) st = remove_stale(output, "test", test_fraction, n_samples);
+    /* The splits it writes again go before train.bin is replaced, for the same reason. */
+    if (st == LOOM_OK && n_val)
+        st = loom_clear_rewritten_outputs("make-data", output, &(const char *){"validation.bin"}, 1);
+    if (st == LOOM_OK && n_test) st = loom_clear_rewritten_outputs("make-data", output, &(const char *){"test.bin"}, 1);
     if (st == LOOM_OK) st = write_split(&data, 0, n_train, output, "train.bin");
     if (st == LOOM_OK && n_val) st = write_split(&data, n_train, n_train + n_val, output, "validation.bin");
     if (st == LOOM_OK && n_test) st = write_split(&data, n_train + n_val, n_samples, output, "test.bin");

@@ -260,6 +260,7 @@ int loom_command_tokenize(int argc, char **argv)
     snprintf(why, sizeof why, "no validation split: --validation_fraction %g of %zu tokens", validation_fraction,
              total);
     if (st == LOOM_OK && !n_val) st = loom_remove_stale_output("tokenize", output, "validation.bin", why);
+    if (st == LOOM_OK && n_val) st = loom_clear_rewritten_outputs("tokenize", output, written + 1, 1);
     if (st == LOOM_OK) st = write_split(output, "train.bin", tokens, n_train);
     if (st == LOOM_OK && n_val) st = write_split(output, "validation.bin", tokens + n_train, n_val);
     if (st == LOOM_OK && !n_val) printf("%s\n", why);

@@ -33,6 +33,27 @@ static inline loom_status loom_remove_stale_output(const char *command, const ch
     return LOOM_OK;
 }
 
+/* Remove, without a word, the files of dir/names that this run is about to write again. Each
+ * file is replaced atomically, but a run stopped between two of them (Ctrl-C after train.bin)
+ * would leave the new train.bin beside the old validation.bin of another text, read together by
+ * the next `loom train` as one data set; with the old ones gone first it leaves only new files,
+ * and a missing one is named when it is opened. */
+static inline loom_status loom_clear_rewritten_outputs(const char *command, const char *dir, const char *const *names,
+                                                       size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[4096];
+        struct stat sb;
+        loom_status st = loom_path_join(path, sizeof path, dir, names[i]);
+        if (st != LOOM_OK) return st;
+        if (lstat(path, &sb) != 0 || !(S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode))) continue;
+        if (unlink(path) != 0 && errno != ENOENT)
+            return loom_error(LOOM_E_IO, "%s: cannot remove %s before writing it again: %s", command, path,
+                              strerror(errno));
+    }
+    return LOOM_OK;
+}
+
 /* LOOM_E_INVALID when the input `path` (given as --flag) is dir/names[i] for some i: a file the
  * command would write or remove. */
 static inline loom_status loom_refuse_input_as_output(const char *command, const char *flag, const char *path,

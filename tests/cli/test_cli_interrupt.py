@@ -7,9 +7,16 @@ import subprocess
 import time
 import unittest
 
-from loomtest import BUILD, LOOM, LoomTestCase, free_port, loom
+from loomtest import BUILD, LOOM, SOURCE, LoomTestCase, free_port, loom
 
 SHIM = os.path.join(BUILD, "tests", "preload", "kill_on_unlink.so")
+
+
+def killing(variable, pattern):
+    """The environment of a run the shim kills right after it unlinks or renames onto a path
+    that matches `pattern` (tests/cli/kill_on_unlink.c)."""
+    return {"LD_PRELOAD": SHIM, variable: pattern,
+            "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
 
 
 class InterruptTest(LoomTestCase):
@@ -30,8 +37,7 @@ class InterruptTest(LoomTestCase):
         # folder with part of a checkpoint that no later rotation would touch (no manifest: "not
         # loom's"), warned about by every later run.
         out = self.out("rotating")
-        env = {"LD_PRELOAD": SHIM, "LOOM_TEST_KILL_ON_UNLINK": "*/checkpoint-1*/loom_manifest.json",
-               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+        env = killing("LOOM_TEST_KILL_ON_UNLINK", "*/checkpoint-1*/loom_manifest.json")
         code, _, _ = self.run_to(out, 6, env=env, check=False)
         self.assertEqual(code, -9)
         self.assertFalse(os.path.exists(os.path.join(out, "checkpoint-1")))
@@ -43,6 +49,38 @@ class InterruptTest(LoomTestCase):
         full = self.out("rotating-full")
         self.run_to(full, 6)
         self.assertEqual(self.model(out), self.model(full))
+
+    def test_make_data_stopped_between_its_files_leaves_no_mix(self):
+        # A tool replaces each of its files atomically, but one stopped after the new train.bin
+        # used to leave the previous data set's validation.bin (and test.bin) beside it, which the
+        # next `loom train --validation_file` read as this data set's.
+        env = killing("LOOM_TEST_KILL_ON_RENAME", "*/train.bin")
+        out = self.out("made")
+        blobs = ("make-data", "--kind", "blobs", "--n_samples", "200", "--n_classes", "3", "--output_dir", out)
+        loom(*blobs, "--n_features", "4")
+        self.assertTrue(os.path.exists(os.path.join(out, "validation.bin")))
+        code, _, _ = loom(*blobs, "--n_features", "6", env=env, check=False)
+        self.assertEqual(code, -9)
+        self.assertTrue(os.path.exists(os.path.join(out, "train.bin")))
+        for split in ("validation.bin", "test.bin"):
+            self.assertFalse(os.path.exists(os.path.join(out, split)), split)
+
+    def test_tokenize_stopped_between_its_two_files_leaves_no_mix(self):
+        gpt2 = os.path.join(SOURCE, "runs", "deps", "gpt2")
+        if not os.path.exists(os.path.join(gpt2, "vocab.json")):
+            self.skipTest(f"no GPT-2 vocabulary at {gpt2} (scripts/fetch-data.sh)")
+        env = killing("LOOM_TEST_KILL_ON_RENAME", "*/train.bin")
+        text = os.path.join(self.tmp, "text.txt")
+        with open(text, "w") as f:
+            f.write("Call me Ishmael. Some years ago, never mind how long precisely. " * 40)
+        tok = self.out("tokens")
+        tokenize = ("tokenize", "--input", text, "--vocab_dir", gpt2, "--output_dir", tok)
+        loom(*tokenize)
+        self.assertTrue(os.path.exists(os.path.join(tok, "validation.bin")))
+        code, _, _ = loom(*tokenize, env=env, check=False)
+        self.assertEqual(code, -9)
+        self.assertTrue(os.path.exists(os.path.join(tok, "train.bin")))
+        self.assertFalse(os.path.exists(os.path.join(tok, "validation.bin")))
 
     def test_stopped_before_training_begins(self):
         # Rank 0 of a world of two whose rank 1 never comes waits at the rendezvous, before any
