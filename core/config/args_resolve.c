@@ -19,10 +19,19 @@
 #define SOURCE(name) (origin->source[LOOM__ARG_##name])
 
 static const char *const strategies[] = {"no", "steps", "epoch"};
-static const char *const schedulers[] = {"linear",     "cosine",   "cosine_with_restarts",
-                                         "polynomial", "constant", "constant_with_warmup"};
-static const char *const schedulers_later[] = {"inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
-                                               "cosine_warmup_with_min_lr", "warmup_stable_decay"};
+static const char *const schedulers[] = {"linear",
+                                         "cosine",
+                                         "cosine_with_restarts",
+                                         "polynomial",
+                                         "constant",
+                                         "constant_with_warmup",
+                                         "inverse_sqrt",
+                                         "cosine_with_min_lr",
+                                         "cosine_warmup_with_min_lr",
+                                         "warmup_stable_decay"};
+/* Steps with the eval metric, not with t: the scheduler ABI has no way to feed it one yet
+ * (docs/semantics/schedulers.md#reduce-lr-on-plateau). */
+static const char *const schedulers_later[] = {"reduce_lr_on_plateau"};
 /* HF integrations with no loom equivalent: ignored with a warning rather than refused, so a
  * script written for HF runs unchanged. */
 static const char *const integrations_absent[] = {"azure_ml", "comet_ml",   "mlflow",  "wandb", "neptune", "clearml",

@@ -17,24 +17,14 @@ static double cosine_factor(const loom_scheduler *self, int64_t t)
     double f;
     if (sched_warmup(self, t, &f))
         return f;
-    double p = (double)(t - self->warmup) / sched_decay_steps(self);
-    return fmax(0.0, 0.5 * (1.0 + cos(M_PI * self->num_cycles * 2.0 * p)));
-}
-
-static loom_status cosine_configure(loom_scheduler *self, const loom_config *config)
-{
-    loom_status st = loom_cfg_need_f64(self->host, self->api, config, "num_cycles", &self->num_cycles);
-    if (!st && !isfinite(self->num_cycles))
-        st = self->api->fail(self->host, LOOM_E_INVALID, "num_cycles = %g: must be finite",
-                             self->num_cycles);
-    return st;
+    return sched_cosine(self->num_cycles, (double)(t - self->warmup) / sched_decay_steps(self), 0.0);
 }
 
 static loom_status cosine_create(loom_host *host, const loom_host_api *api,
                                  const loom_config *config, const loom_schedule_setup *setup,
                                  loom_scheduler **out)
 {
-    return sched_create(host, api, config, setup, cosine_factor, cosine_configure, out);
+    return sched_create(host, api, config, setup, cosine_factor, sched_read_num_cycles, out);
 }
 
 static const loom_scheduler_vtable cosine_vtable = {

@@ -269,12 +269,18 @@ static void test_validation(void)
     CHECK(PARSE(&a, "--evaluation_strategy", "sometimes") == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "sometimes") && CONTAINS(loom_error_message(), "no, steps, epoch"));
     loom_args_free(&a);
-    CHECK(PARSE(&a, "--lr_scheduler_type", "inverse_sqrt") == LOOM_E_UNSUPPORTED);
+    CHECK(PARSE(&a, "--lr_scheduler_type", "reduce_lr_on_plateau") == LOOM_E_UNSUPPORTED);
     CHECK(CONTAINS(loom_error_message(), "not supported yet") &&
           CONTAINS(loom_error_message(), "cosine_with_restarts"));
     loom_args_free(&a);
     CHECK(PARSE(&a, "--lr_scheduler_type", "cosine") == LOOM_OK);
     loom_args_free(&a);
+    static const char *const later_schedules[] = {"inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                                                  "warmup_stable_decay"};
+    for (size_t i = 0; i < sizeof later_schedules / sizeof *later_schedules; i++) {
+        CHECK(PARSE(&a, "--lr_scheduler_type", later_schedules[i]) == LOOM_OK);
+        loom_args_free(&a);
+    }
     CHECK(PARSE(&a, "--optim", "lion_8bit") == LOOM_E_UNSUPPORTED);
     CHECK(CONTAINS(loom_error_message(), "--optim lion_8bit") && CONTAINS(loom_error_message(), "8 bits") &&
           CONTAINS(loom_error_message(), "lion_32bit"));

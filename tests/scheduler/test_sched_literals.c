@@ -81,5 +81,48 @@ int main(void)
      * schedules: f(5) = 1, then lr_end. */
     static const literal poly_tw[] = {{4, 0.8e-3}, {5, 1e-3}, {6, 1e-7}};
     check_literals("polynomial", NULL, 5, 5, poly_tw, N(poly_tw));
+    /* inverse_sqrt, W = 4 (timescale 4): t=2 -> 2/4; from t=4 on sqrt(4 / t): t=16 -> 0.5,
+     * t=100 -> 0.2. W = 0 (timescale 10000): t=0 -> 1, t=30000 -> 1/sqrt(4) = 0.5. */
+    static const literal isqrt[] = {{2, 0.5e-3}, {4, 1e-3}, {16, 0.5e-3}, {100, 0.2e-3}};
+    check_literals("inverse_sqrt", NULL, 100, 4, isqrt, N(isqrt));
+    static const literal isqrt0[] = {{0, 1e-3}, {30000, 0.5e-3}};
+    check_literals("inverse_sqrt", NULL, 100, 0, isqrt0, N(isqrt0));
+
+    /* cosine_with_min_lr, W = 10, T = 110, min_lr_rate 0.1: t=5 -> 0.5 (warmup);
+     * t=60: p = 0.5, 0.5 * 0.9 + 0.1 = 0.55; t=110: p = 1 -> 0.1. min_lr 2e-4 is the rate 0.2:
+     * t=60 -> 0.5 * 0.8 + 0.2 = 0.6. */
+    static const char *const rate01[] = {"min_lr_rate", "0.1", NULL};
+    static const literal cmin[] = {{5, 0.5e-3}, {10, 1e-3}, {60, 0.55e-3}, {110, 0.1e-3}};
+    check_literals("cosine_with_min_lr", rate01, 110, 10, cmin, N(cmin));
+    static const char *const lr2e4[] = {"min_lr", "2e-4", NULL};
+    static const literal cmin_lr[] = {{60, 0.6e-3}, {110, 0.2e-3}};
+    check_literals("cosine_with_min_lr", lr2e4, 110, 10, cmin_lr, N(cmin_lr));
+
+    /* cosine_warmup_with_min_lr, W = 4, T = 104, min_lr_rate 0: (t + 1)/4 in the warmup, so
+     * t=0 -> 0.25, t=3 -> 1; then p = (t - 3)/100: t=53 -> 0.5, t=103 -> 0 (one step before T).
+     * warmup_lr_rate 0.1: 0.1 + 0.9 t/3: t=0 -> 0.1, t=1 -> 0.4, t=3 -> 1. */
+    static const char *const rate0[] = {"min_lr_rate", "0", NULL};
+    static const literal cwmin[] = {{0, 0.25e-3}, {3, 1e-3}, {53, 0.5e-3}, {103, 0}};
+    check_literals("cosine_warmup_with_min_lr", rate0, 104, 4, cwmin, N(cwmin));
+    static const char *const wrate[] = {"min_lr_rate", "0", "warmup_lr_rate", "0.1", NULL};
+    static const literal cwmin_w[] = {{0, 0.1e-3}, {1, 0.4e-3}, {3, 1e-3}};
+    check_literals("cosine_warmup_with_min_lr", wrate, 104, 4, cwmin_w, N(cwmin_w));
+
+    /* warmup_stable_decay, W = 10, T = 100, 20 decay steps, so 70 stable: t=5 -> 0.5; t=50 -> 1;
+     * cosine decay from t=80: t=80 -> 1, t=90 -> 0.5; t=100 -> min_lr_ratio 0. */
+    static const char *const d20[] = {"num_decay_steps", "20", NULL};
+    static const literal wsd[] = {{5, 0.5e-3}, {50, 1e-3}, {79, 1e-3}, {80, 1e-3}, {90, 0.5e-3}, {100, 0}};
+    check_literals("warmup_stable_decay", d20, 100, 10, wsd, N(wsd));
+    /* min_lr_ratio 0.1, cosine warmup: t=5 -> 0.5 * 0.9 + 0.1 = 0.55; 1-sqrt decay: t=85,
+     * p = 0.25 -> (1 - 0.5) * 0.9 + 0.1 = 0.55; 0.1 from t=100 on. */
+    static const char *const shaped[] = {"num_decay_steps", "20",           "warmup_type", "cosine", "decay_type",
+                                         "1-sqrt",          "min_lr_ratio", "0.1",         NULL};
+    static const literal wsd_shaped[] = {{0, 0.1e-3}, {5, 0.55e-3}, {85, 0.55e-3}, {100, 0.1e-3}, {200, 0.1e-3}};
+    check_literals("warmup_stable_decay", shaped, 100, 10, wsd_shaped, N(wsd_shaped));
+    /* num_stable_steps 10 wins over T: the decay runs from t=20 to 40; linear: t=30 -> 0.5. */
+    static const char *const stable10[] = {"num_decay_steps", "20", "num_stable_steps", "10", "decay_type",
+                                           "linear",          NULL};
+    static const literal wsd_stable[] = {{19, 1e-3}, {20, 1e-3}, {30, 0.5e-3}, {40, 0}, {100, 0}};
+    check_literals("warmup_stable_decay", stable10, 100, 10, wsd_stable, N(wsd_stable));
     return test_finish("test_sched_literals");
 }

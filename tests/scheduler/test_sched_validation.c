@@ -1,6 +1,7 @@
 /*
  * test_sched_validation.c - what the HF schedule plugins refuse: a bad setup, bad or unknown
- * config keys, HF's polynomial rule lr_end < base lr, negative steps.
+ * config keys, HF's polynomial rule lr_end < base lr, negative steps, and the ValueErrors of the
+ * later schedules (min_lr vs min_lr_rate, warmup_stable_decay's num_decay_steps and curve names).
  */
 #include "error.h"
 #include "host.h"
@@ -67,6 +68,59 @@ int main(void)
     CHECK(sched_open(&f, "linear", NULL, 1e-3, 100, 0) == LOOM_OK);
     CHECK(loom_config_set(f.config, "num_cycles", "1") != LOOM_OK); /* linear has no keys */
     sched_close(&f);
+
+    /* The schedules HF added later, each with the keys it cannot do without. */
+    static const char *const min_lr_kv[] = {"min_lr", "1e-5", NULL}, *const decay_kv[] = {"num_decay_steps", "5", NULL};
+    static const struct {
+        const char *name;
+        const char *const *kv;
+    } newer[] = {{"inverse_sqrt", NULL},
+                 {"cosine_with_min_lr", min_lr_kv},
+                 {"cosine_warmup_with_min_lr", min_lr_kv},
+                 {"warmup_stable_decay", decay_kv}};
+    for (size_t i = 0; i < sizeof newer / sizeof newer[0]; i++) {
+        check_refused(newer[i].name, newer[i].kv, 1e-3, -1, 0, LOOM_E_INVALID, "total_steps");
+        check_refused(newer[i].name, newer[i].kv, 1e-3, 100, -1, LOOM_E_INVALID, "warmup_steps");
+        check_refused(newer[i].name, newer[i].kv, NAN, 100, 0, LOOM_E_INVALID, "learning rate");
+        sched_fixture g;
+        CHECK(sched_open(&g, newer[i].name, newer[i].kv, 1e-3, 100, 10) == LOOM_OK);
+        CHECK(g.sched && strcmp(g.plugin->desc->name, newer[i].name) == 0);
+        CHECK(loom_config_set(g.config, "num_cycle", "1") != LOOM_OK);
+        loom_schedule_value v = {LOOM_HEADER_INIT(loom_schedule_value)};
+        CHECK(g.sched && g.vt->value(g.sched, -1, &v) == LOOM_E_INVALID);
+        sched_close(&g);
+    }
+    /* HF's get_scheduler passes inverse_sqrt no kwargs: timescale is not a key. */
+    CHECK(sched_open(&f, "inverse_sqrt", NULL, 1e-3, 100, 0) == LOOM_OK);
+    CHECK(loom_config_set(f.config, "timescale", "100") != LOOM_OK);
+    sched_close(&f);
+
+    /* HF's ValueErrors of get_cosine_with_min_lr_schedule_with_warmup(_lr_rate). */
+    static const char *const both[] = {"min_lr", "1e-5", "min_lr_rate", "0.1", NULL};
+    static const char *const rate_kv[] = {"min_lr_rate", "0.1", NULL};
+    static const char *const bad_warmup_rate[] = {"min_lr_rate", "0.1", "warmup_lr_rate", "inf", NULL};
+    const char *min_lr_scheds[] = {"cosine_with_min_lr", "cosine_warmup_with_min_lr"};
+    for (size_t i = 0; i < 2; i++) {
+        check_refused(min_lr_scheds[i], both, 1e-3, 100, 0, LOOM_E_INVALID, "only one of min_lr or min_lr_rate");
+        check_refused(min_lr_scheds[i], NULL, 1e-3, 100, 0, LOOM_E_INVALID,
+                      "one of min_lr or min_lr_rate should be set");
+        check_refused(min_lr_scheds[i], min_lr_kv, 0.0, 100, 0, LOOM_E_INVALID, "min_lr");
+        CHECK(sched_open(&f, min_lr_scheds[i], rate_kv, 0.0, 100, 0) == LOOM_OK); /* a rate needs no division */
+        CHECK(loom_config_set(f.config, "min_lr_ratio", "0.1") != LOOM_OK);       /* warmup_stable_decay's key */
+        sched_close(&f);
+    }
+    check_refused("cosine_warmup_with_min_lr", bad_warmup_rate, 1e-3, 100, 0, LOOM_E_INVALID, "warmup_lr_rate");
+
+    /* get_wsd_schedule: num_decay_steps has no default; the curves are one of three names. */
+    static const char *const up_exp[] = {"num_decay_steps", "5", "warmup_type", "exp", NULL};
+    static const char *const down_step[] = {"num_decay_steps", "5", "decay_type", "step", NULL};
+    static const char *const neg_decay[] = {"num_decay_steps", "-5", NULL};
+    static const char *const neg_stable[] = {"num_decay_steps", "5", "num_stable_steps", "-1", NULL};
+    check_refused("warmup_stable_decay", NULL, 1e-3, 100, 0, LOOM_E_INVALID, "num_decay_steps");
+    check_refused("warmup_stable_decay", up_exp, 1e-3, 100, 0, LOOM_E_INVALID, "unknown warmup type: exp");
+    check_refused("warmup_stable_decay", down_step, 1e-3, 100, 0, LOOM_E_INVALID, "unknown decay type: step");
+    check_refused("warmup_stable_decay", neg_decay, 1e-3, 100, 0, LOOM_E_INVALID, "num_decay_steps");
+    check_refused("warmup_stable_decay", neg_stable, 1e-3, 100, 0, LOOM_E_INVALID, "num_stable_steps");
 
     /* A scheduler is not an optimizer: the loader checks the kind. */
     const loom_plugin *p = NULL;

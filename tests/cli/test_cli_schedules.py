@@ -1,0 +1,116 @@
+"""The schedules HF added after v4.3, end to end: the learning_rate `loom train` logs at every
+step is transformers' LambdaLR lambda (optimization.py, rewritten below), and HF's kwargs errors
+are one-line refusals. docs/semantics/schedulers.md#hf-schedules"""
+import json
+import math
+
+from loomtest import LoomTestCase, loom
+
+
+def inverse_sqrt(t, W, T, kw):
+    if t < W:
+        return t / max(1, W)
+    timescale = W or 10_000
+    return 1.0 / math.sqrt((t + timescale - W) / timescale)
+
+
+def min_lr_rate(kw, lr):
+    return kw["min_lr"] / lr if "min_lr" in kw else kw["min_lr_rate"]
+
+
+def cosine_with_min_lr(t, W, T, kw, lr):
+    if t < W:
+        return t / max(1, W)
+    progress = (t - W) / max(1, T - W)
+    factor = 0.5 * (1.0 + math.cos(math.pi * kw.get("num_cycles", 0.5) * 2.0 * progress))
+    rate = min_lr_rate(kw, lr)
+    return max(0, factor * (1 - rate) + rate)
+
+
+def cosine_warmup_with_min_lr(t, W, T, kw, lr):
+    t, W, T = float(t), float(W), float(T)
+    if t < W:
+        if kw.get("warmup_lr_rate") is None:
+            return (t + 1.0) / max(1.0, W)
+        w = kw["warmup_lr_rate"]
+        return w + (1.0 - w) * t / max(1, W - 1)
+    progress = (t - W + 1.0) / max(1.0, T - W)
+    factor = 0.5 * (1.0 + math.cos(math.pi * kw.get("num_cycles", 0.5) * 2.0 * progress))
+    rate = min_lr_rate(kw, lr)
+    return max(0, factor * (1 - rate) + rate)
+
+
+def warmup_stable_decay(t, W, T, kw):
+    D = kw["num_decay_steps"]
+    S = kw.get("num_stable_steps", T - W - D)
+    m = kw.get("min_lr_ratio", 0)
+    up, down = kw.get("warmup_type", "linear"), kw.get("decay_type", "cosine")
+    if t < W:
+        p = t / max(1, W)
+        f = {"linear": p, "cosine": 0.5 * (1.0 - math.cos(math.pi * p)), "1-sqrt": 1.0 - math.sqrt(1.0 - p)}[up]
+        return max(0.0, f * (1.0 - m) + m)
+    if t < W + S:
+        return 1.0
+    if t < W + S + D:
+        p = (t - W - S) / max(1, D)
+        f = {"linear": 1.0 - p, "cosine": 0.5 * (1.0 + math.cos(math.pi * kw.get("num_cycles", 0.5) * 2.0 * p)),
+             "1-sqrt": 1.0 - math.sqrt(p)}[down]
+        return max(0.0, f * (1.0 - m) + m)
+    return m
+
+
+class SchedulesTest(LoomTestCase):
+    def check_logged(self, name, reference, kwargs, warmup=4, total=16, lr=0.02):
+        out = self.out(f"{name}-{len(kwargs)}-{warmup}")
+        extra = ["--lr_scheduler_kwargs", json.dumps(kwargs)] if kwargs else []
+        _, _, stderr = loom(*self.train_args(out, "--learning_rate", str(lr), "--warmup_steps", str(warmup),
+                                             "--max_steps", str(total), "--logging_steps", "1",
+                                             "--lr_scheduler_type", name, *extra))
+        logs = [e for e in self.state(out)["log_history"] if "learning_rate" in e]
+        self.assertEqual([e["step"] for e in logs], list(range(1, total + 1)))
+        for e in logs:
+            # HF logs get_last_lr() after scheduler.step(): the lambda at t = step.
+            want = lr * reference(e["step"], warmup, total, kwargs)
+            self.assertAlmostEqual(e["learning_rate"], want, places=12, msg=f"{name} {kwargs} step {e['step']}")
+        return stderr
+
+    def test_inverse_sqrt(self):
+        self.check_logged("inverse_sqrt", inverse_sqrt, {})
+        self.check_logged("inverse_sqrt", inverse_sqrt, {}, warmup=0)
+
+    def test_cosine_with_min_lr(self):
+        for kwargs in ({"min_lr": 0.004}, {"min_lr_rate": 0.3, "num_cycles": 1.0}):
+            self.check_logged("cosine_with_min_lr", lambda t, W, T, kw: cosine_with_min_lr(t, W, T, kw, 0.02), kwargs)
+
+    def test_cosine_warmup_with_min_lr(self):
+        for kwargs in ({"min_lr": 0.002}, {"min_lr_rate": 0.1, "warmup_lr_rate": 0.2}):
+            self.check_logged("cosine_warmup_with_min_lr",
+                              lambda t, W, T, kw: cosine_warmup_with_min_lr(t, W, T, kw, 0.02), kwargs)
+
+    def test_warmup_stable_decay(self):
+        self.check_logged("warmup_stable_decay", warmup_stable_decay, {"num_decay_steps": 6})
+        self.check_logged("warmup_stable_decay", warmup_stable_decay,
+                          {"num_decay_steps": 5, "warmup_type": "1-sqrt", "decay_type": "linear", "min_lr_ratio": 0.1})
+        stderr = self.check_logged("warmup_stable_decay", warmup_stable_decay,
+                                   {"num_decay_steps": 4, "num_stable_steps": 3, "warmup_type": "cosine",
+                                    "decay_type": "1-sqrt", "min_lr_ratio": 0.05})
+        self.assertIn("num_stable_steps is used", stderr)  # HF's warning: S wins over max_steps
+
+    def refused(self, name, kwargs, *expected):
+        args = self.train_args(self.out("refused"), "--max_steps", "3", "--lr_scheduler_type", name)
+        if kwargs is not None:
+            args += ["--lr_scheduler_kwargs", json.dumps(kwargs)]
+        self.assert_error(args, *expected)
+
+    def test_kwargs_errors_hf_raises(self):
+        for name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr"):
+            self.refused(name, None, name, "one of min_lr or min_lr_rate should be set")
+            self.refused(name, {"min_lr": 1e-5, "min_lr_rate": 0.1}, name, "only one of min_lr or min_lr_rate")
+        self.refused("warmup_stable_decay", None, "warmup_stable_decay", "num_decay_steps", "required")
+        self.refused("warmup_stable_decay", {"num_decay_steps": 2, "warmup_type": "exp"}, "unknown warmup type: exp")
+        self.refused("warmup_stable_decay", {"num_decay_steps": 2, "decay_type": "sqrt"}, "unknown decay type: sqrt")
+        # HF's get_scheduler gives inverse_sqrt no kwargs, so timescale cannot be set.
+        self.refused("inverse_sqrt", {"timescale": 100}, "inverse_sqrt", "timescale")
+
+    def test_reduce_lr_on_plateau_still_refused(self):
+        self.refused("reduce_lr_on_plateau", None, "reduce_lr_on_plateau", "not supported yet")
