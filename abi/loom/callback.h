@@ -55,7 +55,7 @@ typedef struct loom_trainer_state {
     const char *output_dir;       /* never NULL                                              */
     double elapsed_seconds;       /* since train begin                                       */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_trainer_state;
 
 /* HF's TrainerControl: a callback sets flags; the host acts on them and resets them as HF
@@ -71,7 +71,7 @@ typedef struct loom_trainer_control {
     int32_t should_log;
     int32_t reserved1;
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_trainer_control;
 
 /* A named number: a log or metrics entry. Plain data (no header), since 1.0; key never NULL,
@@ -91,7 +91,7 @@ typedef struct loom_event_payload {
     size_t n_metrics;
     const char *text;             /* SAVE: checkpoint folder; NULL otherwise                 */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_event_payload;
 
 typedef struct loom_callback loom_callback; /* plugin-private instance */
@@ -134,7 +134,7 @@ typedef struct loom_callback_vtable {
      * resume. Training thread only. */
     loom_status (*load_state)(loom_callback *self, const char *json);
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_callback_vtable;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -167,7 +167,7 @@ typedef struct loom_trainer_data {
     int64_t updates_per_epoch;   /* optimizer steps per epoch; -1 before training starts     */
     int64_t gradient_accumulation_steps;
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_trainer_data;
 
 typedef struct loom_trainer_api {
@@ -251,7 +251,7 @@ typedef struct loom_trainer_api {
      * nowhere or to something that is not a number or a boolean. MT-safe. */
     loom_status (*json_number)(loom_host *host, const char *json, const char *path, double *out);
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_trainer_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -57,7 +57,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 10 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 11 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -104,7 +104,10 @@ extern "C" {
  * 1.10: model.h and precision.h bind() may be called again before the first step, a later
  *      binding replacing the earlier (--auto_find_batch_size binds each batch size it tries);
  *      the host does so only with plugins built for 1.10 or later. kernels.h the header-only
- *      loom_uniform (dropout's draw, NEFTune's noise). No member added. */
+ *      loom_uniform (dropout's draw, NEFTune's noise). No member added.
+ * 1.11: scheduler.h loom_scheduler_vtable observe / save_state / load_state (a schedule that
+ *      follows the evaluation metric, HF's reduce_lr_on_plateau, and keeps state across a
+ *      resume). */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -331,7 +334,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -350,7 +353,7 @@ typedef struct loom_plugin_desc {
     const void *vtable;             /* -> static const loom_<kind>_vtable of this kind       */
     const loom_param_spec *params;  /* accepted configuration keys, {NULL}-terminated; NULL = none */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_plugin_desc;
 
 /* The one symbol a plugin exports. Returns descriptor number `index` (0, 1, ...) or NULL

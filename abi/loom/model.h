@@ -38,7 +38,7 @@ typedef struct loom_param_info {
     uint32_t flags;               /* LOOM_PARAM_* (0: none)                                 */
     int64_t shape[LOOM_MAX_DIMS]; /* the first ndim entries; the rest ignored               */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_param_info;
 
 /* What the model reads from a batch. Built by the host; the struct and the memory its views
@@ -81,7 +81,7 @@ typedef struct loom_batch {
     uint32_t training;
     uint32_t reserved1; /* Since 1.3. 0; the model ignores it.                     */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_batch;
 
 /* How the host binds a model to memory and sizes before the first step. Built by the host;
@@ -102,7 +102,7 @@ typedef struct loom_model_binding {
     int64_t max_sequence_length; /* sequence models: the longest T a batch will have
                                     (inputs [B, T]); 0 = the data is not sequences         */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_model_binding;
 
 /* Where backward puts gradients. Built by the host; borrowed during backward().
@@ -149,7 +149,7 @@ typedef struct loom_grad_sink {
      * training thread). */
     loom_status (*release_rows)(void *context, int64_t begin);
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_grad_sink;
 
 /* What forward reports. Written by the plugin into the host's struct. Every member Required,
@@ -161,7 +161,7 @@ typedef struct loom_forward_result {
     int64_t n_correct;           /* targets whose argmax prediction equals the label; -1 if
                                     the model has no notion of accuracy                    */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_forward_result;
 
 /* The token ids generation needs from an encoder-decoder model (HF's config keys of the same
@@ -174,7 +174,7 @@ typedef struct loom_generation_ids {
     int32_t pad_token_id;           /* fills a finished row                                */
     int32_t reserved1;              /* 0                                                   */
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_generation_ids;
 
 typedef struct loom_model loom_model; /* plugin-private instance */
@@ -317,7 +317,7 @@ typedef struct loom_model_vtable {
      * attention keys and values are per source and never move. Since 1.4. */
     loom_status (*reorder_cache)(loom_model *self, const int32_t *rows);
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

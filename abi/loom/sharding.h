@@ -67,7 +67,7 @@ typedef struct loom_sharding_setup {
      * 0 or absent: total_numel. */
     int64_t params_capacity;
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_sharding_setup;
 
 /* The memory the plugin holds, for the budget printed before step 1. Written by the plugin
@@ -85,7 +85,7 @@ typedef struct loom_sharding_memory {
      * members above are on setup->device. */
     uint64_t host_bytes;
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_sharding_memory;
 
 typedef struct loom_sharding loom_sharding; /* plugin-private instance */
@@ -167,7 +167,7 @@ typedef struct loom_sharding_vtable {
      * the init thread. */
     loom_status (*host_params)(loom_sharding *self, void **memory);
 
-    /* ABI 1.11+: append below. */
+    /* ABI 1.12+: append below. */
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -28,10 +28,8 @@ static const char *const schedulers[] = {"linear",
                                          "inverse_sqrt",
                                          "cosine_with_min_lr",
                                          "cosine_warmup_with_min_lr",
-                                         "warmup_stable_decay"};
-/* Steps with the eval metric, not with t: the scheduler ABI has no way to feed it one yet
- * (docs/semantics/schedulers.md#reduce-lr-on-plateau). */
-static const char *const schedulers_later[] = {"reduce_lr_on_plateau"};
+                                         "warmup_stable_decay",
+                                         "reduce_lr_on_plateau"};
 /* HF integrations with no loom equivalent: ignored with a warning rather than refused, so a
  * script written for HF runs unchanged. */
 static const char *const integrations_absent[] = {"azure_ml", "comet_ml",   "mlflow",  "wandb", "neptune", "clearml",
@@ -204,8 +202,16 @@ static loom_status check_enums(const loom_args *args, const loom__arg_origin *or
         (st = check_enum(ROW(save_strategy), args->save_strategy, SOURCE(save_strategy), strategies, COUNT(strategies),
                          best, COUNT(best))) != LOOM_OK ||
         (st = check_enum(ROW(lr_scheduler_type), args->lr_scheduler_type, SOURCE(lr_scheduler_type), schedulers,
-                         COUNT(schedulers), schedulers_later, COUNT(schedulers_later))) != LOOM_OK)
+                         COUNT(schedulers), NULL, 0)) != LOOM_OK)
         return st;
+    /* HF's __post_init__: the schedule steps with the evaluation, so there must be one. */
+    if (strcmp(args->lr_scheduler_type, "reduce_lr_on_plateau") == 0 && strcmp(args->evaluation_strategy, "no") == 0) {
+        char where[512];
+        return loom_error(LOOM_E_INVALID,
+                          "--lr_scheduler_type reduce_lr_on_plateau%s requires an eval strategy (--eval_strategy steps "
+                          "or epoch)",
+                          loom__where(SOURCE(lr_scheduler_type), where, sizeof where));
+    }
     char where[512];
     return loom__optim_check(args->optim, loom__where(SOURCE(optim), where, sizeof where));
 }
@@ -266,9 +272,10 @@ static loom_status derive(loom_args *args)
      * eval_dataset with do_eval; its Trainer evaluates whatever it is given). */
     if (args->do_eval < 0 && (strcmp(args->evaluation_strategy, "no") != 0 || args->eval_on_start)) args->do_eval = 1;
     if (isnan(args->eval_steps)) args->eval_steps = args->logging_steps;
-    /* HF's __post_init__: the best model is judged by the loss unless told otherwise, and a
-     * metric whose name ends in "loss" is better when lower. */
-    if (args->load_best_model_at_end && (!args->metric_for_best_model || !*args->metric_for_best_model) &&
+    /* HF's __post_init__: the best model, and reduce_lr_on_plateau, judge by the loss unless told
+     * otherwise, and a metric whose name ends in "loss" is better when lower. */
+    int plateau = args->lr_scheduler_type && strcmp(args->lr_scheduler_type, "reduce_lr_on_plateau") == 0;
+    if ((args->load_best_model_at_end || plateau) && (!args->metric_for_best_model || !*args->metric_for_best_model) &&
         (st = loom__arg_set_string(&args->metric_for_best_model, "loss")) != LOOM_OK)
         return st;
     if (args->greater_is_better < 0 && args->metric_for_best_model && *args->metric_for_best_model) {

@@ -158,6 +158,7 @@ static loom_status read_scheduler(const char *dir, loom_resume_state *s)
         const cJSON *lr = cJSON_GetObjectItemCaseSensitive(json, "last_lr");
         s->has_last_lr = cJSON_IsNumber(lr);
         if (s->has_last_lr) s->last_lr = lr->valuedouble;
+        s->scheduler_state = cJSON_DetachItemFromObjectCaseSensitive(json, "state");
     }
     cJSON_Delete(json);
     return st;
@@ -232,5 +233,6 @@ void loom_resume_state_free(loom_resume_state *s)
     free(s->precision);
     cJSON_Delete(s->log_history);
     cJSON_Delete(s->stateful_callbacks);
+    cJSON_Delete(s->scheduler_state);
     memset(s, 0, sizeof *s);
 }

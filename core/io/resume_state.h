@@ -33,6 +33,7 @@ typedef struct loom_resume_state {
     char *scheduler;                 /* the plugin that wrote it, or NULL; owned           */
     double last_lr;
     bool has_last_lr;
+    cJSON *scheduler_state; /* its "state" object (observing schedulers), or NULL; owned */
     /* scaler.json */
     char *precision;                 /* the plugin that wrote it, or NULL; owned           */
     double loss_scale;

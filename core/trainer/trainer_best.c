@@ -7,7 +7,8 @@
  * that folder exists: the one being saved, or an earlier one still there. An evaluation on a
  * step that does not save (eval_steps 500, save_steps 1000) so never names a folder that was
  * not written. Rotation never deletes best_model_checkpoint (trainer_save.c), and
- * load_best_model_at_end reloads its weights after the last step.
+ * load_best_model_at_end reloads its weights after the last step. The same metric also goes to
+ * a scheduler that observes one (reduce_lr_on_plateau), first, as in HF's Trainer._evaluate.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,22 +23,41 @@
 #include "safetensors.h"
 #include "trainer_internal.h"
 
+/* The evaluation's value of metric_for_best_model (`name`), "eval_" prefixed as HF's Trainer does. */
+static loom_status eval_metric(const char *name, const loom_metrics *metrics, double *value)
+{
+    char key[80];
+    snprintf(key, sizeof key, "%s%s", strncmp(name, "eval_", 5) == 0 ? "" : "eval_", name);
+    if (loom_metrics_get(metrics, key, value)) return LOOM_OK;
+    char available[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < metrics->count && used + 2 < sizeof available; i++)
+        used += (size_t)snprintf(available + used, sizeof available - used, "%s%s", i ? ", " : "", metrics->keys[i]);
+    return loom_error(LOOM_E_INVALID, "--metric_for_best_model %s: the evaluation has no '%s' (it has: %s)", name, key,
+                      available);
+}
+
+/* HF's Trainer._evaluate: ReduceLROnPlateau.step(metrics[metric_for_best_model]) after each
+ * evaluation in training. docs/semantics/schedulers.md#reduce-lr-on-plateau */
+loom_status loom_trainer_observe_metric(loom_trainer *t, const loom_metrics *metrics)
+{
+    const loom_scheduler_vtable *schv = t->scheduler.vtable;
+    if (!LOOM_HAS(schv, loom_scheduler_vtable, observe)) return LOOM_OK;
+    const char *name =
+        t->args.metric_for_best_model && *t->args.metric_for_best_model ? t->args.metric_for_best_model : "loss";
+    double value;
+    loom_status st = eval_metric(name, metrics, &value);
+    if (st != LOOM_OK) return st;
+    return schv->observe(t->scheduler.instance, value);
+}
+
 loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics)
 {
     const char *name = t->args.metric_for_best_model;
     if (!name || !*name) return LOOM_OK;
-    char key[80];
-    snprintf(key, sizeof key, "%s%s", strncmp(name, "eval_", 5) == 0 ? "" : "eval_", name);
     double value;
-    if (!loom_metrics_get(metrics, key, &value)) {
-        char available[512] = "";
-        size_t used = 0;
-        for (size_t i = 0; i < metrics->count && used + 2 < sizeof available; i++)
-            used +=
-                (size_t)snprintf(available + used, sizeof available - used, "%s%s", i ? ", " : "", metrics->keys[i]);
-        return loom_error(LOOM_E_INVALID, "--metric_for_best_model %s: the evaluation has no '%s' (it has: %s)", name,
-                          key, available);
-    }
+    loom_status st = eval_metric(name, metrics, &value);
+    if (st != LOOM_OK) return st;
     int greater = t->args.greater_is_better == 1;
     double best = t->state.best_metric;
     if (isnan(best)) best = greater ? -INFINITY : INFINITY;

@@ -91,6 +91,8 @@ void loom_trainer_test_exit(const loom_trainer *t);
 /* Best model (trainer_best.c): after an evaluation, HF's _determine_best_metric; at the end of
  * training, load_best_model_at_end. */
 loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics);
+/* After an evaluation in training, before track_best: the metric to a scheduler that observes. */
+loom_status loom_trainer_observe_metric(loom_trainer *t, const loom_metrics *metrics);
 loom_status loom_trainer_load_best(loom_trainer *t);
 /* At a save, before the checkpoint's trainer_state.json is written: best_model_checkpoint
  * becomes the best step's folder when it exists (this save's own, or an earlier one). */

@@ -434,6 +434,7 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
         if (t->eval_dataset) {
             loom_metrics metrics;
             if ((st = t->hooks.evaluate(t, "eval", &metrics)) != LOOM_OK) return st;
+            if ((st = loom_trainer_observe_metric(t, &metrics)) != LOOM_OK) return st;
             if ((st = loom_trainer_track_best(t, &metrics)) != LOOM_OK) return st;
         }
     }

@@ -6,7 +6,8 @@
  *   model.safetensors          the parameters (loaded by prepare(), in the run's dtype)
  *   optimizer*.safetensors     every optimizer state slot and the f32 master weights, gathered
  *                              from the shards of whatever world size wrote them
- *   scheduler.json             the scheduler's step (a schedule is a pure function of it)
+ *   scheduler.json             the scheduler's step (a schedule is a pure function of it), and
+ *                              the "state" of one that observes the eval metric (ABI 1.11)
  *   scaler.json                the loss scaler and the skipped-step count
  *   rng_state.json             the seed: every random choice of a run (the data order of each
  *                              epoch) derives from (seed, epoch), so the seed is the whole state
@@ -117,6 +118,21 @@ static loom_status restore_trainer_state(loom_trainer *t, loom_resume_state *rs)
     return loom_trainer_callbacks_restore(t, rs->stateful_callbacks);
 }
 
+/* An observing scheduler (reduce_lr_on_plateau) gets back what it had accumulated. */
+static loom_status restore_scheduler_state(loom_trainer *t, const char *dir, const loom_resume_state *rs)
+{
+    const loom_scheduler_vtable *schv = t->scheduler.vtable;
+    if (!LOOM_HAS(schv, loom_scheduler_vtable, load_state)) return LOOM_OK;
+    if (!cJSON_IsObject(rs->scheduler_state))
+        return loom_error(LOOM_E_FORMAT, "%s/scheduler.json has no \"state\" for scheduler '%s' to resume from", dir,
+                          t->scheduler.plugin->desc->name);
+    char *text = cJSON_PrintUnformatted(rs->scheduler_state);
+    if (!text) return loom_error(LOOM_E_NOMEM, "out of memory");
+    loom_status st = schv->load_state(t->scheduler.instance, text);
+    free(text);
+    return st;
+}
+
 static loom_status restore_small_states(loom_trainer *t, const char *dir, const loom_resume_state *rs)
 {
     t->scheduler_step = rs->scheduler_step;
@@ -125,6 +141,8 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir, const 
         loom_log(LOOM_LOG_WARNING, "%s was written with scheduler '%s'; going on with '%s' from its step %lld", dir,
                  rs->scheduler, mine, (long long)t->scheduler_step);
     if (rs->has_last_lr) t->last_lr = rs->last_lr;
+    loom_status st = restore_scheduler_state(t, dir, rs);
+    if (st != LOOM_OK) return st;
 
     /* The loss scaler: only the precision that wrote it can take it back. */
     mine = t->precision.plugin->desc->name;
@@ -133,7 +151,7 @@ static loom_status restore_small_states(loom_trainer *t, const char *dir, const 
                           dir, rs->precision ? rs->precision : "?", mine);
     loom_precision_state ps = {LOOM_HEADER_INIT(loom_precision_state)};
     const loom_precision_vtable *pv = t->precision.vtable;
-    loom_status st = LOOM_PLUGIN_CALL(t->precision, "get_state", pv->get_state(t->precision.instance, &ps));
+    st = LOOM_PLUGIN_CALL(t->precision, "get_state", pv->get_state(t->precision.instance, &ps));
     if (st != LOOM_OK) return st;
     ps.loss_scale = rs->loss_scale;
     ps.iteration = rs->iteration;

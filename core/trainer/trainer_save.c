@@ -331,13 +331,32 @@ static loom_status write_optimizer_state(loom_trainer *t, const char *dir, const
     return st;
 }
 
+/* What an observing scheduler accumulated (reduce_lr_on_plateau), under "state". */
+static loom_status add_scheduler_state(loom_trainer *t, cJSON *scheduler)
+{
+    const loom_scheduler_vtable *schv = t->scheduler.vtable;
+    if (!LOOM_HAS(schv, loom_scheduler_vtable, save_state)) return LOOM_OK;
+    const char *text = NULL;
+    loom_status st = schv->save_state(t->scheduler.instance, &text);
+    if (st != LOOM_OK) return st;
+    cJSON *state = text ? cJSON_Parse(text) : NULL;
+    if (!cJSON_IsObject(state)) {
+        cJSON_Delete(state);
+        return loom_error(LOOM_E_FORMAT, "scheduler '%s': save_state gave no JSON object",
+                          t->scheduler.plugin->desc->name);
+    }
+    cJSON_AddItemToObject(scheduler, "state", state);
+    return LOOM_OK;
+}
+
 static loom_status write_small_states(loom_trainer *t, const char *dir)
 {
     cJSON *scheduler = cJSON_CreateObject();
     cJSON_AddStringToObject(scheduler, "scheduler", t->scheduler.plugin->desc->name);
     cJSON_AddNumberToObject(scheduler, "step", (double)t->scheduler_step);
     cJSON_AddNumberToObject(scheduler, "last_lr", t->last_lr);
-    loom_status st = write_json(dir, "scheduler.json", scheduler);
+    loom_status st = add_scheduler_state(t, scheduler);
+    if (st == LOOM_OK) st = write_json(dir, "scheduler.json", scheduler);
     cJSON_Delete(scheduler);
     if (st != LOOM_OK) return st;
     /* Every random choice of a run derives from (seed, epoch, step): that is the whole state. */

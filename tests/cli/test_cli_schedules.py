@@ -3,6 +3,8 @@ step is transformers' LambdaLR lambda (optimization.py, rewritten below), and HF
 are one-line refusals. docs/semantics/schedulers.md#hf-schedules"""
 import json
 import math
+import os
+import shutil
 
 from loomtest import LoomTestCase, loom
 
@@ -112,5 +114,85 @@ class SchedulesTest(LoomTestCase):
         # HF's get_scheduler gives inverse_sqrt no kwargs, so timescale cannot be set.
         self.refused("inverse_sqrt", {"timescale": 100}, "inverse_sqrt", "timescale")
 
-    def test_reduce_lr_on_plateau_still_refused(self):
-        self.refused("reduce_lr_on_plateau", None, "reduce_lr_on_plateau", "not supported yet")
+
+def plateau_rates(kw, lr, metrics):
+    """torch 1.13's ReduceLROnPlateau.step(metric) rewritten: the rate after each metric."""
+    mode, factor, patience = kw.get("mode", "min"), kw.get("factor", 0.1), kw.get("patience", 10)
+    threshold, threshold_mode = kw.get("threshold", 1e-4), kw.get("threshold_mode", "rel")
+    cooldown, min_lr, eps = kw.get("cooldown", 0), kw.get("min_lr", 0), kw.get("eps", 1e-8)
+    best, bad, cooling, rates = (math.inf if mode == "min" else -math.inf), 0, 0, []
+    for a in metrics:
+        if mode == "min":
+            better = a < best * (1.0 - threshold) if threshold_mode == "rel" else a < best - threshold
+        else:
+            better = a > best * (threshold + 1.0) if threshold_mode == "rel" else a > best + threshold
+        best, bad = (a, 0) if better else (best, bad + 1)
+        if cooling > 0:
+            cooling, bad = cooling - 1, 0
+        if bad > patience:
+            new_lr = max(lr * factor, min_lr)
+            if lr - new_lr > eps:
+                lr = new_lr
+            cooling, bad = cooldown, 0
+        rates.append(lr)
+    return rates
+
+
+class PlateauTest(LoomTestCase):
+    KWARGS = {"patience": 0, "threshold": 0.15, "factor": 0.5, "cooldown": 1}
+
+    def train(self, out, *extra, check=True):
+        return loom(*self.train_args(out, "--validation_file", os.path.join(self.data, "validation.bin"),
+                                     "--num_train_epochs", "8", "--per_device_train_batch_size", "256",
+                                     "--learning_rate", "0.02", "--warmup_steps", "3", "--logging_steps", "1",
+                                     "--eval_strategy", "epoch", "--save_strategy", "epoch",
+                                     "--lr_scheduler_type", "reduce_lr_on_plateau",
+                                     "--lr_scheduler_kwargs", json.dumps(self.KWARGS), *extra), check=check)
+
+    def test_rate_follows_eval_loss_and_survives_resume(self):
+        full = self.out("plateau-full")
+        self.train(full)
+        history = self.state(full)["log_history"]
+        evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
+        logged = [(e["step"], e["learning_rate"]) for e in history if "learning_rate" in e]
+        self.assertEqual(len(evals), 8)
+        # HF logs a step's rate before that step's evaluation steps the scheduler; no warmup.
+        rates = plateau_rates(self.KWARGS, 0.02, [loss for _, loss in evals])
+        for step, lr in logged:
+            seen = sum(1 for s, _ in evals if s < step)
+            self.assertEqual(lr, rates[seen - 1] if seen else 0.02, f"step {step}")
+        self.assertLess(logged[-1][1], 0.02)  # the run must reduce, or this proves little
+        self.assertGreater(len({lr for _, lr in logged}), 2)
+
+        # A run resumed from the fourth epoch's checkpoint continues bit for bit.
+        step = evals[3][0]
+        resumed = self.out("plateau-resumed")
+        shutil.rmtree(resumed, ignore_errors=True)
+        os.makedirs(resumed)
+        shutil.copytree(os.path.join(full, f"checkpoint-{step}"), os.path.join(resumed, f"checkpoint-{step}"))
+        with open(os.path.join(resumed, f"checkpoint-{step}", "scheduler.json")) as f:
+            self.assertIn("state", json.load(f))
+        self.train(resumed, "--resume_from_checkpoint", "true")
+        after = self.state(resumed)["log_history"]
+        self.assertEqual([e.get("learning_rate") for e in after], [e.get("learning_rate") for e in history])
+        self.assertEqual([e.get("eval_loss") for e in after], [e.get("eval_loss") for e in history])
+        with open(os.path.join(full, "model.safetensors"), "rb") as a, \
+                open(os.path.join(resumed, "model.safetensors"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_refusals(self):
+        base = self.train_args(self.out("plateau-refused"), "--max_steps", "3", "--lr_scheduler_type",
+                               "reduce_lr_on_plateau")
+        self.assert_error(base, "reduce_lr_on_plateau", "requires an eval strategy")
+        evaluating = base + ["--validation_file", os.path.join(self.data, "validation.bin"), "--eval_strategy", "steps",
+                            "--eval_steps", "1"]
+        self.assert_error(evaluating + ["--lr_scheduler_kwargs", '{"mode": "up"}'], "mode up is unknown")
+        self.assert_error(evaluating + ["--lr_scheduler_kwargs", '{"threshold_mode": "x"}'], "threshold mode x")
+        self.assert_error(evaluating + ["--lr_scheduler_kwargs", '{"factor": 1.0}'], "factor", "< 1.0")
+        self.assert_error(evaluating + ["--metric_for_best_model", "accuracy_typo"], "accuracy_typo", "eval_")
+
+        # A checkpoint of another schedule has no plateau state to go on from.
+        linear = self.out("plateau-from-linear")
+        loom(*self.train_args(linear, "--max_steps", "2", "--save_steps", "1"))
+        self.assert_error(evaluating + ["--output_dir", linear, "--resume_from_checkpoint", "true"],
+                          "scheduler.json", "no \"state\"", "reduce_lr_on_plateau")

@@ -269,9 +269,15 @@ static void test_validation(void)
     CHECK(PARSE(&a, "--evaluation_strategy", "sometimes") == LOOM_E_INVALID);
     CHECK(CONTAINS(loom_error_message(), "sometimes") && CONTAINS(loom_error_message(), "no, steps, epoch"));
     loom_args_free(&a);
-    CHECK(PARSE(&a, "--lr_scheduler_type", "reduce_lr_on_plateau") == LOOM_E_UNSUPPORTED);
-    CHECK(CONTAINS(loom_error_message(), "not supported yet") &&
-          CONTAINS(loom_error_message(), "cosine_with_restarts"));
+    /* HF's __post_init__: the plateau schedule steps with the evaluation, and judges by the loss. */
+    CHECK(PARSE(&a, "--lr_scheduler_type", "reduce_lr_on_plateau") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "requires an eval strategy"));
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--lr_scheduler_type", "reduce_lr_on_plateau", "--eval_strategy", "epoch") == LOOM_OK);
+    CHECK(a.metric_for_best_model && strcmp(a.metric_for_best_model, "loss") == 0 && a.greater_is_better == 0);
+    loom_args_free(&a);
+    CHECK(PARSE(&a, "--lr_scheduler_type", "cosine_with_hard_restarts") == LOOM_E_INVALID);
+    CHECK(CONTAINS(loom_error_message(), "cosine_with_restarts"));
     loom_args_free(&a);
     CHECK(PARSE(&a, "--lr_scheduler_type", "cosine") == LOOM_OK);
     loom_args_free(&a);

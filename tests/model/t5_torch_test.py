@@ -19,13 +19,10 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import torch
-except ImportError:  # Debian's python3-torch lives with /usr/bin/python3
-    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    print("t5_torch_test.py: SKIPPED: python3-torch is not installed")
-    sys.exit(77)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from torch_or_skip import torch_or_skip  # noqa: E402
+
+torch = torch_or_skip("t5_torch_test.py")
 
 V, D, KV, H, F, L, NB, MD = 40, 32, 8, 4, 64, 2, 32, 128
 DT = torch.float64

@@ -122,6 +122,29 @@ int main(void)
     check_refused("warmup_stable_decay", neg_decay, 1e-3, 100, 0, LOOM_E_INVALID, "num_decay_steps");
     check_refused("warmup_stable_decay", neg_stable, 1e-3, 100, 0, LOOM_E_INVALID, "num_stable_steps");
 
+    /* reduce_lr_on_plateau: torch's ValueErrors, and a saved state it cannot use. */
+    static const char *const factor1[] = {"factor", "1.0", NULL}, *const mode_up[] = {"mode", "up", NULL};
+    static const char *const rel_x[] = {"threshold_mode", "x", NULL};
+    check_refused("reduce_lr_on_plateau", factor1, 1e-3, 100, 0, LOOM_E_INVALID, "factor");
+    check_refused("reduce_lr_on_plateau", mode_up, 1e-3, 100, 0, LOOM_E_INVALID, "mode up is unknown");
+    check_refused("reduce_lr_on_plateau", rel_x, 1e-3, 100, 0, LOOM_E_INVALID, "threshold mode x is unknown");
+    check_refused("reduce_lr_on_plateau", NULL, NAN, 100, 0, LOOM_E_INVALID, "learning rate");
+    CHECK(sched_open(&f, "reduce_lr_on_plateau", NULL, 1e-3, 100, 10) == LOOM_OK);
+    if (f.sched) {
+        loom_schedule_value v = {LOOM_HEADER_INIT(loom_schedule_value)};
+        CHECK(f.vt->value(f.sched, -1, &v) == LOOM_E_INVALID);
+        CHECK(sched_lr(&f, 0, NULL) == 1e-3); /* no warmup: HF gives this schedule none */
+        CHECK(f.vt->load_state(f.sched, "{\"lr\": \"0x1p-10\"}") == LOOM_E_FORMAT);
+        CHECK(strstr(loom_error_message(), "best") != NULL);
+        CHECK(f.vt->load_state(f.sched, "{\"lr\": \"nan\", \"best\": \"inf\", \"num_bad_epochs\": 0, "
+                                        "\"cooldown_counter\": 0, \"last_epoch\": 0}") == LOOM_E_FORMAT);
+    }
+    sched_close(&f);
+    /* The pure schedules observe nothing and keep no state (ABI 1.11 members left NULL). */
+    CHECK(sched_open(&f, "cosine", NULL, 1e-3, 100, 0) == LOOM_OK);
+    CHECK(!LOOM_HAS(f.vt, loom_scheduler_vtable, observe) && !LOOM_HAS(f.vt, loom_scheduler_vtable, save_state));
+    sched_close(&f);
+
     /* A scheduler is not an optimizer: the loader checks the kind. */
     const loom_plugin *p = NULL;
     CHECK(loom_plugin_load("linear", LOOM_KIND_OPTIMIZER, &p) != LOOM_OK);
