@@ -40,7 +40,8 @@ def manifest_problems(folder):
     return problems
 
 
-class NodesTest(TokensTestCase):
+class NodesTestCase(TokensTestCase):
+    """The two-node harness (no tests of its own: test_cli_nodes_best.py uses it too)."""
 
     def setUp(self):
         if os.geteuid() != 0 or not shutil.which("unshare"):
@@ -107,6 +108,8 @@ class NodesTest(TokensTestCase):
 
     def losses(self, disk):
         return [e["loss"] for e in self.state(disk)["log_history"] if "loss" in e]
+
+class NodesTest(NodesTestCase):
 
     def test_each_node_writes_complete_checkpoints_on_its_own_disk(self):
         results = self.nodes("each", "--save_on_each_node", "--save_steps", "4", "--save_total_limit", "2")
