@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "args_internal.h"
 #include "error.h"
@@ -61,6 +62,12 @@ static int add(cJSON *list, const char *key, const char *value)
     return 1;
 }
 
+/* A resume the command chose itself, because this rank's output folder holds a checkpoint
+ * (tools/command_train.c), is marked so: on disks of their own only the node that saved has one
+ * (docs/checkpoints.md#files-on-one-node), and the other rank's line should say that, not that
+ * it was given another flag. The mark is not a difference of its own. */
+#define FOUND_IN_OUTPUT_DIR " (a checkpoint found in output_dir)"
+
 static int describe_arguments(const loom_trainer *t, cJSON *list)
 {
     int ok = 1;
@@ -69,10 +76,56 @@ static int describe_arguments(const loom_trainer *t, cJSON *list)
         if (per_rank_argument(d->name)) continue;
         char key[96], *value = loom__arg_format(&t->args, d);
         snprintf(key, sizeof key, "--%s", d->name);
+        if (value && i == LOOM__ARG_resume_from_checkpoint && t->args.origin[i] == LOOM_ARG_FROM_OUTPUT_DIR) {
+            char *marked = malloc(strlen(value) + sizeof FOUND_IN_OUTPUT_DIR);
+            if (marked) sprintf(marked, "%s%s", value, FOUND_IN_OUTPUT_DIR);
+            free(value);
+            value = marked;
+        }
         ok = value && add(list, key, value);
         free(value);
     }
     return ok;
+}
+
+/* Whether a described --resume_from_checkpoint carries the mark; *length: the value's without it. */
+static int found_in_output_dir(const char *value, size_t *length)
+{
+    size_t n = strlen(value), m = strlen(FOUND_IN_OUTPUT_DIR);
+    int marked = n >= m && !strcmp(value + n - m, FOUND_IN_OUTPUT_DIR);
+    *length = marked ? n - m : n;
+    return marked;
+}
+
+/* An unmarked value that resumes from nothing (an empty text is shown as ""). */
+static int no_resume(const char *value)
+{
+    return !strcasecmp(value, "none") || !strcasecmp(value, "false") || !strcmp(value, "\"\"");
+}
+
+/* Two --resume_from_checkpoint values, marks aside: 1 when the same; else the line for them. */
+static int same_resume(const loom_trainer *t, const char *v, const char *v0, char *line, size_t size)
+{
+    size_t n, n0;
+    int mine = found_in_output_dir(v, &n), theirs = found_in_output_dir(v0, &n0);
+    if (n == n0 && !strncmp(v, v0, n)) return 1;
+    const char *why = "on disks of their own only the node that saved has the checkpoints: save with "
+                      "--save_on_each_node, copy the checkpoint folder to every node, or start over with "
+                      "--overwrite_output_dir";
+    if (theirs && !mine && no_resume(v))
+        snprintf(line, size,
+                 "rank %d has no checkpoint in its output_dir %s to resume from, and rank 0 resumes from "
+                 "the one in its own (%s)",
+                 t->rank, t->args.output_dir, why);
+    else if (mine && !theirs && no_resume(v0))
+        snprintf(line, size,
+                 "rank %d resumes from a checkpoint in its output_dir %s, and rank 0 has none in its own "
+                 "(%s)",
+                 t->rank, t->args.output_dir, why);
+    else
+        snprintf(line, size, "rank %d differs from rank 0: --resume_from_checkpoint %.*s (rank 0: %.*s)", t->rank,
+                 (int)n, v, (int)n0, v0);
+    return 0;
 }
 
 static int describe_parameters(const loom_trainer *t, cJSON *list)
@@ -185,7 +238,9 @@ static loom_status compare(loom_trainer *t, const char *rank0_text, const char *
         const char *k = pair_text(mine, i, 0), *v = shown(pair_text(mine, i, 1));
         int same_key = k && k0 && !strcmp(k, k0);
         if (same_key && !strcmp(v, v0)) continue;
-        if (same_key && (!strcmp(k, "--seed") || !strcmp(k, "--data_seed")))
+        if (same_key && !strcmp(k, "--resume_from_checkpoint")) {
+            if (same_resume(t, v, v0, line, sizeof line)) continue;
+        } else if (same_key && (!strcmp(k, "--seed") || !strcmp(k, "--data_seed")))
             st = adopt_seed(t, k, v, v0);
         else if (same_key)
             snprintf(line, sizeof line, "rank %d differs from rank 0: %s %s (rank 0: %s)", t->rank, k, v, v0);

@@ -7,14 +7,18 @@
  * that folder exists: the one being saved, or an earlier one still there. An evaluation on a
  * step that does not save (eval_steps 500, save_steps 1000) so never names a folder that was
  * not written. Rotation never deletes best_model_checkpoint (trainer_save.c), and
- * load_best_model_at_end reloads its weights after the last step. The same metric also goes to
- * a scheduler that observes one (reduce_lr_on_plateau), first, as in HF's Trainer._evaluate.
+ * load_best_model_at_end reloads its weights after the last step: one rank reads them and every
+ * rank takes them, whichever disks have the folder (docs/checkpoints.md#files-on-one-node). The
+ * same metric also goes to a scheduler that observes one (reduce_lr_on_plateau), first, as in
+ * HF's Trainer._evaluate.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <loom/kernels.h>
 
 #include "checkpoint_dir.h"
 #include "error.h"
@@ -84,23 +88,13 @@ loom_status loom_trainer_best_at_save(loom_trainer *t)
     return LOOM_OK;
 }
 
-loom_status loom_trainer_load_best(loom_trainer *t)
+/* The best checkpoint's weights into t->params: the checkpoint holds the parameters in this run's
+ * own dtype, so a byte copy restores them. */
+static loom_status read_best(loom_trainer *t, const char *path)
 {
-    if (!t->args.load_best_model_at_end || !t->best_model_checkpoint) return LOOM_OK;
-    char path[4096];
-    loom_status st = loom_path_join(path, sizeof path, t->best_model_checkpoint, "model.safetensors");
-    if (st != LOOM_OK) return st;
     loom_safetensors *file = NULL;
-    if (access(path, F_OK) != 0) {
-        /* HF warns and keeps the last weights ("Could not locate the best model"): the folder
-         * was removed by hand, or the output folder is not shared between nodes. */
-        if (t->state.is_world_process_zero)
-            loom_log(LOOM_LOG_WARNING, "load_best_model_at_end: %s is gone: keeping the last step's weights", path);
-        return LOOM_OK;
-    }
-    if ((st = loom_safetensors_open(path, &file)) != LOOM_OK)
-        return loom_error_context(st, "load_best_model_at_end");
-    /* The checkpoint holds the parameters in this run's own dtype: a byte copy restores them. */
+    loom_status st = loom_safetensors_open(path, &file);
+    if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end");
     for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
         loom_st_tensor tensor;
         if ((st = loom_safetensors_find(file, t->tensors[i].name, &tensor)) != LOOM_OK) break;
@@ -113,17 +107,95 @@ loom_status loom_trainer_load_best(loom_trainer *t)
         memcpy((char *)t->params + (size_t)t->tensor_offsets[i] * t->param_size, tensor.data, bytes);
     }
     loom_safetensors_close(file);
+    return st;
+}
+
+/* The rank that reads the best checkpoint: the first whose disk has its model.safetensors, -1
+ * when none has. On one shared disk that is rank 0; on disks of their own without
+ * --save_on_each_node only node 0 has the checkpoints (docs/checkpoints.md#files-on-one-node).
+ * Collective. */
+static loom_status best_reader(loom_trainer *t, int has, int *reader)
+{
+    double first = has ? (double)(t->world_size - t->rank) : 0;
+    if (t->world_size > 1) {
+        const loom_comm_vtable *cv = t->comm.vtable;
+        loom_status st = cv->all_reduce(t->comm.instance, &first, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+        if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end: finding the best checkpoint");
+    }
+    *reader = first > 0 ? t->world_size - (int)first : -1;
+    return LOOM_OK;
+}
+
+/* The weights just loaded into t->params, into the copies the optimizer steps: ZeRO-Offload's
+ * host partition and the precision plugin's f32 master weights of this rank's owned ranges,
+ * widened from the parameters as prepare() widens them at the start (trainer_prepare.c). The
+ * checkpoint's own f32 masters are in optimizer shards that a model-only checkpoint lacks and
+ * that, on disks of their own, each node holds a part of. */
+static loom_status copies_follow(loom_trainer *t)
+{
+    const loom_kernels_api *k = loom_host_api_table()->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
+    for (size_t r = 0; r < t->n_owned; r++) {
+        const int64_t begin = t->owned[r].begin, n = t->owned[r].end - begin;
+        const char *from = (const char *)t->params + (size_t)begin * t->param_size;
+        if (t->offload_params)
+            memcpy((char *)t->offload_params + (size_t)t->offload_owned[r].begin * t->param_size, from,
+                   (size_t)n * t->param_size);
+        float *master = NULL;
+        loom_status st = loom_trainer_master_weights(t, r, &master);
+        if (st != LOOM_OK) return st;
+        if (master) k->convert(master, LOOM_DTYPE_F32, from, t->param_dtype, n);
+    }
+    return LOOM_OK;
+}
+
+static void say_loaded(const loom_trainer *t)
+{
     char best[64];
     snprintf(best, sizeof best, "checkpoint-%lld", (long long)t->best_global_step);
     const char *base = strrchr(t->best_model_checkpoint, '/');
     base = base ? base + 1 : t->best_model_checkpoint;
-    if (st == LOOM_OK && t->state.is_world_process_zero && !strcmp(base, best))
+    if (!strcmp(base, best))
         loom_log(LOOM_LOG_INFO, "loading best model from %s (score: %g)", t->best_model_checkpoint,
                  t->state.best_metric);
-    else if (st == LOOM_OK && t->state.is_world_process_zero)
+    else
         loom_log(LOOM_LOG_INFO,
                  "loading best model from %s, the best that was saved (the best evaluation, %g at step %lld, "
                  "fell on a step without a save)",
                  t->best_model_checkpoint, t->state.best_metric, (long long)t->best_global_step);
-    return st;
+}
+
+/* One rank reads the best checkpoint and every rank takes its weights, as every rank takes rank
+ * 0's at the start: a rank whose disk lacks the folder (node 1's, when only node 0 saves) would
+ * otherwise keep the last step's weights, and the final evaluation, which sums every rank's
+ * share, would mix two models. A rank that cannot read the file stops every rank. */
+loom_status loom_trainer_load_best(loom_trainer *t)
+{
+    if (!t->args.load_best_model_at_end) return LOOM_OK;
+    char path[4096] = "";
+    int has = 0;
+    if (t->best_model_checkpoint) {
+        loom_status st = loom_path_join(path, sizeof path, t->best_model_checkpoint, "model.safetensors");
+        if (st != LOOM_OK) return st;
+        has = access(path, F_OK) == 0;
+    }
+    int reader = -1;
+    loom_status st = best_reader(t, has, &reader);
+    if (st != LOOM_OK) return st;
+    if (reader < 0) {
+        /* HF warns and keeps the last weights ("Could not locate the best model"): the folder
+         * was removed by hand on every disk. The ranks hold the same last weights. */
+        if (t->state.is_world_process_zero && t->best_model_checkpoint)
+            loom_log(LOOM_LOG_WARNING, "load_best_model_at_end: %s is gone: keeping the last step's weights", path);
+        return LOOM_OK;
+    }
+    if (t->rank == reader) st = read_best(t, path);
+    if ((st = loom_trainer_fail_together(t, st)) != LOOM_OK) return st;
+    if (t->world_size > 1) {
+        const loom_comm_vtable *cv = t->comm.vtable;
+        st = cv->broadcast(t->comm.instance, t->params, (size_t)t->total_numel, t->param_dtype, reader, NULL);
+        if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end: broadcasting rank %d's", reader);
+    }
+    if ((st = copies_follow(t)) != LOOM_OK) return st;
+    if (t->rank == reader) say_loaded(t);
+    return LOOM_OK;
 }

@@ -101,10 +101,44 @@ loom_status loom_default_decode_tokens(loom_trainer *t, const int32_t *ids, size
     return LOOM_OK;
 }
 
+/* Each rank decodes its own rows, with the tokenizer on its own disk: a rank whose disk lacks the
+ * files would write ids where the others write words, and score them so into the summed metrics
+ * (docs/checkpoints.md#files-on-one-node). So the default hook loads it up front and the ranks
+ * compare what they loaded with rank 0's. Collective. */
+static loom_status ranks_decode_alike(loom_trainer *t)
+{
+    if (t->hooks.decode_tokens != loom_default_decode_tokens) return LOOM_OK;
+    loom_status st = LOOM_OK;
+    if (!t->text_tokenizer_tried) {
+        t->text_tokenizer_tried = 1;
+        st = load_text_tokenizer(t);
+    }
+    if (t->world_size < 2 || (st = loom_trainer_fail_together(t, st)) != LOOM_OK) return st;
+    double theirs = t->text_tokenizer_kind;
+    const loom_comm_vtable *cv = t->comm.vtable;
+    if ((st = cv->broadcast(t->comm.instance, &theirs, 1, LOOM_DTYPE_F64, 0, NULL)) != LOOM_OK) return st;
+    static const char *const kinds[] = {"none", "vocab.json + merges.txt", "spiece.model", "char_vocab.json"};
+    const char *src =
+        t->args.tokenizer_name && *t->args.tokenizer_name ? t->args.tokenizer_name : t->args.model_name_or_path;
+    const int mine = t->text_tokenizer_kind, rank0 = (int)theirs;
+    if (mine != rank0 && mine == TEXT_NONE)
+        st = loom_error(LOOM_E_NOT_FOUND,
+                        "no tokenizer in %s (vocab.json + merges.txt, spiece.model or char_vocab.json), where rank 0 "
+                        "decodes with %s: every node needs the tokenizer files to decode its share of the texts",
+                        src ? src : "the model folder", kinds[rank0]);
+    else if (mine != rank0)
+        st = loom_error(LOOM_E_INVALID,
+                        "the tokenizer in %s is %s, where rank 0 decodes with %s: every node needs the same "
+                        "tokenizer files",
+                        src ? src : "the model folder", kinds[mine], kinds[rank0]);
+    return loom_trainer_fail_together(t, st);
+}
+
 loom_status loom_generation_settings(loom_trainer *t, loom_beam_config *config, loom_generation_ids *ids)
 {
     loom_beam_config_from_args(&t->args, config);
-    loom_status st = loom_beam_config_from_model(t->args.model_name_or_path, &t->args, config);
+    loom_status st = ranks_decode_alike(t);
+    if (st == LOOM_OK) st = loom_beam_config_from_model(t->args.model_name_or_path, &t->args, config);
     if (st == LOOM_OK) st = loom_trainer_generation_ids(t, ids);
     if (st != LOOM_OK) return st;
     if (config->num_beams < 1)

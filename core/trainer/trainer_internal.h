@@ -72,6 +72,12 @@ void loom_trainer_grad_sink(loom_trainer *t, loom_grad_sink *sink);
 int loom_trainer_saves_here(const loom_trainer *t);
 loom_status loom_trainer_check_node_disks(loom_trainer *t);
 
+/* After a step each rank takes alone, from its own disk (trainer_together.c): when any rank's
+ * `mine` failed, every rank returns the first failing rank's status with its message, prefixed
+ * "rank R: " (not where R is 0 and this rank failed too), so all stop with one line. LOOM_OK
+ * when none failed; `mine` with one rank. Collective. */
+loom_status loom_trainer_fail_together(loom_trainer *t, loom_status mine);
+
 /* Checkpoints and the state file (trainer_save.c). */
 loom_status loom_trainer_save_checkpoint(loom_trainer *t);
 /* output_dir/checkpoint-<global_step>: the folder a save of this step writes. */

@@ -563,7 +563,9 @@ loom_status loom_trainer_train(loom_trainer *t)
     /* The checkpoint to resume from decides the seed (so the data loader's order) and the
      * weights prepare() loads. */
     loom_status st = loom_trainer_check_node_disks(t);
-    if (st == LOOM_OK) st = loom_trainer_find_resume(t);
+    /* Each rank finds the checkpoint on its own disk: one that lacks it stops every rank with its
+     * line, before the others wait for it in the first collective. */
+    if (st == LOOM_OK) st = loom_trainer_fail_together(t, loom_trainer_find_resume(t));
     if (st == LOOM_OK && loom_trainer_saves_here(t)) {
         int removed = 0;
         st = loom_checkpoint_remove_leftovers(t->args.output_dir, &removed);

@@ -407,7 +407,8 @@ static loom_status prepare(loom_trainer *t, int training)
         if (st == LOOM_OK) kernels->convert(t->params, t->param_dtype, initial, LOOM_DTYPE_F32, t->total_numel);
         free(initial);
     }
-    if (st != LOOM_OK || (st = broadcast_params(t)) != LOOM_OK) return st;
+    /* A rank whose disk lacks the folder stops the others, which would wait in the broadcast. */
+    if ((st = loom_trainer_fail_together(t, st)) != LOOM_OK || (st = broadcast_params(t)) != LOOM_OK) return st;
 
     /* Sharding: its plugin and config were chosen by create(). */
     loom_sharding_setup setup = {LOOM_HEADER_INIT(loom_sharding_setup)};

@@ -501,6 +501,21 @@ static loom_status agree(loom_trainer *t, loom_status st, const char *what, cons
     return LOOM_OK;
 }
 
+/* This rank's optimizer shard, into the folder its writer made: without --save_on_each_node rank 0's,
+ * which a rank on a node with a disk of its own does not see (docs/checkpoints.md#files-on-one-node). */
+static loom_status write_shard(loom_trainer *t, const char *tmp_dir, int writer)
+{
+    if (!writer && access(tmp_dir, F_OK) != 0)
+        return loom_error(LOOM_E_NOT_FOUND,
+                          "%s, the folder rank 0 made for this checkpoint, is not on this rank's disk: with a disk "
+                          "of its own each node needs --save_on_each_node to save its ranks' optimizer shards (or "
+                          "--save_only_model, which saves none)",
+                          tmp_dir);
+    char shard[96];
+    snprintf(shard, sizeof shard, "optimizer.rank-%d-of-%d.safetensors", t->rank, t->world_size);
+    return write_optimizer_state(t, tmp_dir, shard);
+}
+
 loom_status loom_trainer_checkpoint_dir(const loom_trainer *t, char *out, size_t size)
 {
     char name[64];
@@ -546,10 +561,8 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
         const char *who =
             t->args.save_on_each_node ? "a node's local rank 0 could not write" : "rank 0 could not write";
         if ((st = agree(t, st, who, tmp_dir)) != LOOM_OK) goto failed;
-        char shard[96];
-        snprintf(shard, sizeof shard, "optimizer.rank-%d-of-%d.safetensors", t->rank, t->world_size);
-        st = write_optimizer_state(t, tmp_dir, shard);
-        if ((st = agree(t, st, "a rank could not write its shard into", tmp_dir)) != LOOM_OK) goto failed;
+        st = write_shard(t, tmp_dir, writer);
+        if ((st = loom_trainer_fail_together(t, st)) != LOOM_OK) goto failed;
     }
     if (!writer) return st;
     if (st != LOOM_OK) goto failed;

@@ -1,0 +1,172 @@
+"""Files that only one node has (docs/checkpoints.md#files-on-one-node): two nodes with disks of their
+own and no --save_on_each_node, so that only node 0 has the checkpoints. Every rank must end with
+the best checkpoint's weights, and a resume that a node cannot make stops both nodes with one line."""
+import json
+import os
+import shutil
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from loomtest import write_byte_vocab, write_pairs, write_tokens  # noqa: E402
+from test_cli_nodes import STEPS, NodesTestCase  # noqa: E402
+
+# Loss taken as a score to maximise: training lowers it, so the best evaluation is an early one
+# and never the last, whatever the exact numbers.
+BEST = ("--evaluation_strategy", "steps", "--eval_steps", "4", "--save_steps", "4", "--load_best_model_at_end",
+        "--metric_for_best_model", "loss", "--greater_is_better", "true", "--do_eval")
+
+
+class FilesOnOneNodeTest(NodesTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.validation = os.path.join(cls.tmp, "validation.bin")
+        write_tokens(cls.validation, 6000, 512, 71)
+
+    def results(self, disk):
+        with open(os.path.join(disk, "eval_results.json")) as f:
+            return json.load(f)
+
+    def check_best_everywhere(self, name, *extra, exact=True, best=max):
+        args = ("--validation_file", self.validation, *BEST, *extra)
+        apart = self.nodes(name, *args)
+        self.assert_ran(apart)
+        # The reference: the same job with one folder both nodes see (a shared filesystem).
+        shared = self.nodes(f"{name}-shared", *args, private=False)
+        self.assert_ran(shared)
+        disk, one_folder = apart[0][3], shared[0][3]
+        state = self.state(disk)
+        evals = [(e["step"], e["eval_loss"]) for e in state["log_history"] if "eval_loss" in e and "step" in e]
+        best_step, best_loss = best(evals, key=lambda e: e[1])
+        self.assertNotEqual(best_step, state["global_step"])
+        self.assertEqual(state["best_model_checkpoint"], os.path.join(self.out(name), f"checkpoint-{best_step}"))
+        # Node 0 saves the best checkpoint's weights, byte for byte.
+        self.assertEqual(self.read(disk, "model.safetensors"),
+                         self.read(disk, f"checkpoint-{best_step}", "model.safetensors"))
+        # The final evaluation sums both ranks' shares of the validation set: it is the best
+        # evaluation's loss again only if node 1 holds the best weights too, and it is the
+        # shared-folder run's to the bit.
+        final = self.results(disk)
+        if exact:
+            self.assertEqual(final["eval_loss"], best_loss)
+        else:
+            self.assertAlmostEqual(final["eval_loss"], best_loss, delta=1e-12 * best_loss)
+        self.assertEqual(final, self.results(one_folder) | {"eval_runtime": final["eval_runtime"],
+                         "eval_samples_per_second": final["eval_samples_per_second"],
+                         "eval_steps_per_second": final["eval_steps_per_second"]})
+        self.assertEqual(self.read(disk, "model.safetensors"), self.read(one_folder, "model.safetensors"))
+        self.assertEqual(os.listdir(apart[1][3]), [])
+        return apart
+
+    def test_the_best_model_reaches_the_node_without_checkpoints(self):
+        apart = self.check_best_everywhere("best")
+        self.assertIn("loading best model from", apart[0][1])
+
+    def test_sharded_and_mixed_precision_take_the_best_model_too(self):
+        # A model-only save writes no shard, so zero2 runs on disks of their own without the flag.
+        # zero2 + bf16 on two ranks evaluates the same weights a last bit apart after training (on
+        # one shared disk too, before this test existed): the shared-disk run is the exact reference.
+        self.check_best_everywhere("best-zero2", "--plugin", "zero2", "--bf16", "--save_only_model", exact=False)
+
+    def test_early_stopping_ends_with_the_best_model_on_every_node(self):
+        # HF's EarlyStoppingCallback stops once an evaluation is no better than the best, and the
+        # run then loads the best, as at the end of a full run. Loss taken as a loss here: it
+        # rises over the first steps, so the first evaluation is the best and the second stops.
+        apart = self.check_best_everywhere("best-early", "--plugin", "early_stopping",
+                                           "--early_stopping.early_stopping_patience", "1", "--eval_steps", "2",
+                                           "--save_steps", "2", "--greater_is_better", "false", best=min)
+        self.assertLess(self.state(apart[0][3])["global_step"], STEPS)
+
+    def test_optimizer_shards_need_a_folder_on_each_node(self):
+        # zero1 writes each rank's shard into the folder rank 0 made, which node 1 does not see:
+        # both nodes stop at the first save, with node 1's line, and leave no half checkpoint.
+        results = self.nodes("shards", "--save_steps", "6", "--plugin", "zero1")
+        for node, (code, stdout, stderr, disk) in enumerate(results):
+            self.assertNotEqual(code, 0, f"node {node}")
+            errors = [e for e in stderr.splitlines() if "loom: error:" in e]
+            self.assertEqual(len(errors), 1, f"node {node}:\n{stderr}")
+            self.assertRegex(errors[0], r"loom: error: rank 1: \S*shards/checkpoint-6\.tmp, the folder rank 0 made "
+                             r"for this checkpoint, is not on this rank's disk: with a disk of its own each node needs "
+                             r"--save_on_each_node")
+            self.assertEqual([n for n in os.listdir(disk) if n.startswith("checkpoint-")], [], f"node {node}")
+
+    def test_a_resume_that_node_1_cannot_make_stops_both_nodes(self):
+        first = self.nodes("resume-first", "--save_steps", "6")
+        self.assert_ran(first)
+        # Node 0's disk as it was at checkpoint-6; node 1's as it is (empty).
+        seeds = [self.disks_at(first[:1], 6, "resume")[0], first[1][3]]
+        checkpoint = os.path.join(self.out("resume-again"), "checkpoint-6")
+        cases = (("implicit", (), r"rank 1 has no checkpoint in its output_dir \S*resume-again to resume from, and rank "
+                  r"0 resumes from the one in its own \(on disks of their own only the node that saved has the "
+                  r"checkpoints: save with --save_on_each_node"),
+                 ("true", ("--resume_from_checkpoint", "true"), r"rank 1: --resume_from_checkpoint true: no valid "
+                  r"checkpoint found in output directory \(\S*resume-again\)"),
+                 ("path", ("--resume_from_checkpoint", checkpoint), r"rank 1: --resume_from_checkpoint: "
+                  r"\S*resume-again/checkpoint-6: no such checkpoint folder"))
+        for how, extra, line in cases:
+            begun = time.monotonic()
+            results = self.nodes("resume-again", "--save_steps", "6", *extra, seed=seeds)
+            # At once, on both nodes, the one line naming node 1's rank and what it lacks: never a
+            # run whose ranks start from different steps, nor one waiting for --ddp_timeout (30 s).
+            self.assertLess(time.monotonic() - begun, 25, how)
+            for node, (code, stdout, stderr, _) in enumerate(results):
+                self.assertNotEqual(code, 0, f"{how} node {node}")
+                self.assertNotIn("'loss'", stdout, how)
+                errors = [e for e in stderr.splitlines() if "loom: error:" in e]
+                self.assertEqual(len(errors), 1, f"{how} node {node}:\n{stderr}")
+                self.assertRegex(errors[0], r"loom: error: " + line, f"{how} node {node}")
+
+class TokenizerOnOneNodeTest(NodesTestCase):
+    """--predict_with_generate decodes each rank's rows on that rank, with the tokenizer its disk has."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pairs, cls.dev = os.path.join(cls.tmp, "pairs.jsonl"), os.path.join(cls.tmp, "dev.jsonl")
+        write_pairs(cls.pairs, 64, 1)
+        write_pairs(cls.dev, 7, 2)
+        cls.vocab = write_byte_vocab(os.path.join(cls.tmp, "vocab"))
+
+    def train_args(self, out, *extra):
+        return ["train", "--output_dir", out, "--overwrite_output_dir", "--train_file", self.pairs, "--validation_file",
+                self.dev, "--disable_tqdm", "--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads",
+                "4", "--d_ff", "64", "--num_layers", "2", "--per_device_train_batch_size", "8", "--max_steps", "2",
+                "--evaluation_strategy", "steps", "--eval_steps", "2", "--save_strategy", "no",
+                "--predict_with_generate", "--generation_max_length", "6", "--tokenizer_name",
+                os.path.join(out, "tokenizer"), "--ddp_timeout", "30", *extra]
+
+    def disk_with_tokenizer(self, name):
+        disk = self.out(name)
+        shutil.copytree(self.vocab, os.path.join(disk, "tokenizer"))
+        return disk
+
+    def test_a_node_without_the_tokenizer_stops_both(self):
+        empty = self.out("tok-empty")
+        os.makedirs(empty)
+        results = self.nodes("tok", seed=[self.disk_with_tokenizer("tok-seed0"), empty])
+        for node, (code, stdout, stderr, _) in enumerate(results):
+            self.assertNotEqual(code, 0, f"node {node}")
+            self.assertNotIn("'loss'", stdout)
+            errors = [e for e in stderr.splitlines() if "loom: error:" in e]
+            self.assertEqual(len(errors), 1, f"node {node}:\n{stderr}")
+            self.assertRegex(errors[0], r"loom: error: rank 1: no tokenizer in \S*tok/tokenizer \(vocab\.json \+ "
+                             r"merges\.txt, spiece\.model or char_vocab\.json\), where rank 0 decodes with "
+                             r"vocab\.json \+ merges\.txt")
+        # With the files on both disks the same job runs, and scores as on one shared folder.
+        both = self.nodes("tok", seed=[self.disk_with_tokenizer("tok-seed1"), self.disk_with_tokenizer("tok-seed2")])
+        self.assert_ran(both)
+        shared = self.out("tok-shared")
+        shutil.copytree(self.vocab, os.path.join(shared, "tokenizer"))
+        one = self.nodes("tok-shared", private=False)
+        self.assert_ran(one)
+        evals = [[e for e in self.state(r[0][3])["log_history"] if "eval_rouge1" in e] for r in (both, one)]
+        self.assertEqual(len(evals[0]), 1)
+        for key in ("eval_rouge1", "eval_bleu", "eval_gen_len"):
+            self.assertEqual(evals[0][0][key], evals[1][0][key], key)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
