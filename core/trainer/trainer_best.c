@@ -193,7 +193,8 @@ loom_status loom_trainer_load_best(loom_trainer *t)
     if (t->world_size > 1) {
         const loom_comm_vtable *cv = t->comm.vtable;
         st = cv->broadcast(t->comm.instance, t->params, (size_t)t->total_numel, t->param_dtype, reader, NULL);
-        if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end: broadcasting rank %d's", reader);
+        if (st != LOOM_OK)
+            return loom_error_context(st, "load_best_model_at_end: broadcasting rank %d's best weights", reader);
     }
     if ((st = copies_follow(t)) != LOOM_OK) return st;
     if (t->rank == reader) say_loaded(t);
