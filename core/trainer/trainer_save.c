@@ -491,16 +491,6 @@ void loom_trainer_test_exit(const loom_trainer *t)
     }
 }
 
-static loom_status agree(loom_trainer *t, loom_status st, const char *what, const char *dir)
-{
-    const loom_comm_vtable *cv = t->comm.vtable;
-    double failed = st != LOOM_OK;
-    loom_status agreed = cv->all_reduce(t->comm.instance, &failed, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
-    if (agreed != LOOM_OK) return agreed;
-    if (failed > 0) return st != LOOM_OK ? st : loom_error(LOOM_E_IO, "%s %s", what, dir);
-    return LOOM_OK;
-}
-
 /* This rank's optimizer shard, into the folder its writer made: without --save_on_each_node rank 0's,
  * which a rank on a node with a disk of its own does not see (docs/checkpoints.md#files-on-one-node). */
 static loom_status write_shard(loom_trainer *t, const char *tmp_dir, int writer)
@@ -538,7 +528,7 @@ static loom_status write_main_files(loom_trainer *t, const char *dir, int sharde
     return st;
 }
 
-loom_status loom_trainer_save_checkpoint(loom_trainer *t)
+static loom_status save_checkpoint(loom_trainer *t)
 {
     char final_dir[4096], tmp_dir[4200];
     loom_status st = loom_trainer_checkpoint_dir(t, final_dir, sizeof final_dir);
@@ -555,12 +545,11 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
     if (writer) st = write_main_files(t, tmp_dir, sharded, model_only);
     if (sharded) {
         /* The writer made the folder; each rank adds its shard; the writer seals it when all are
-         * in. A failure anywhere is agreed on, so no rank waits for a rename that will not come.
+         * in. A failure anywhere stops every rank with the failing rank's line, so no rank waits
+         * for a rename that will not come.
          * With --save_on_each_node every node has a writer (its local rank 0), the folder is its
          * disk's, and its manifest lists that node's shards: the files that are there. */
-        const char *who =
-            t->args.save_on_each_node ? "a node's local rank 0 could not write" : "rank 0 could not write";
-        if ((st = agree(t, st, who, tmp_dir)) != LOOM_OK) goto failed;
+        if ((st = loom_trainer_fail_together(t, st)) != LOOM_OK) goto failed;
         st = write_shard(t, tmp_dir, writer);
         if ((st = loom_trainer_fail_together(t, st)) != LOOM_OK) goto failed;
     }
@@ -575,6 +564,16 @@ failed:
     /* No litter: a half folder is never left to be mistaken for, or fill the disk beside, the
      * complete ones. */
     if (writer) loom_remove_tree(tmp_dir);
+    return st;
+}
+
+loom_status loom_trainer_save_checkpoint(loom_trainer *t)
+{
+    loom_status st = save_checkpoint(t);
+    /* With --save_on_each_node every node has a writer, each on its own disk: one that fails there
+     * (its disk full, the --tokenizer_name folder missing from it) stops the others at this save
+     * with its line, not at their next collective (docs/checkpoints.md#files-on-one-node). */
+    if (t->args.save_on_each_node) st = loom_trainer_fail_together(t, st);
     return st;
 }
 

@@ -91,6 +91,16 @@ class NodesTestCase(TokensTestCase):
         for node, (code, stdout, stderr, _) in enumerate(results):
             self.assertEqual(code, 0, f"node {node}\nstdout:\n{stdout}\nstderr:\n{stderr}")
 
+    def assert_stopped(self, results, line, before_a_step=False, what=""):
+        """Every node exits non-zero with one error line, which matches the regex `line`."""
+        for node, (code, stdout, stderr, _) in enumerate(results):
+            self.assertNotEqual(code, 0, f"{what} node {node}")
+            if before_a_step:
+                self.assertNotIn("'loss'", stdout, f"{what} node {node}")
+            errors = [e for e in stderr.splitlines() if "loom: error:" in e]
+            self.assertEqual(len(errors), 1, f"{what} node {node}:\n{stderr}")
+            self.assertRegex(errors[0], "loom: error: " + line, f"{what} node {node}")
+
     def disks_at(self, results, step, name):
         """Each node's disk as it was when checkpoint-<step> was the newest: that folder alone."""
         seeds = []

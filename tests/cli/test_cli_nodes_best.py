@@ -1,6 +1,7 @@
 """Files that only one node has (docs/checkpoints.md#files-on-one-node): two nodes with disks of their
-own and no --save_on_each_node, so that only node 0 has the checkpoints. Every rank must end with
-the best checkpoint's weights, and a resume that a node cannot make stops both nodes with one line."""
+own, mostly without --save_on_each_node, so that only node 0 has the checkpoints. Every rank must
+end with the best checkpoint's weights; a resume, a save or a tokenizer that one node cannot make
+or find stops both nodes at once with one line naming that node's rank."""
 import json
 import os
 import shutil
@@ -84,14 +85,25 @@ class FilesOnOneNodeTest(NodesTestCase):
         # zero1 writes each rank's shard into the folder rank 0 made, which node 1 does not see:
         # both nodes stop at the first save, with node 1's line, and leave no half checkpoint.
         results = self.nodes("shards", "--save_steps", "6", "--plugin", "zero1")
-        for node, (code, stdout, stderr, disk) in enumerate(results):
-            self.assertNotEqual(code, 0, f"node {node}")
-            errors = [e for e in stderr.splitlines() if "loom: error:" in e]
-            self.assertEqual(len(errors), 1, f"node {node}:\n{stderr}")
-            self.assertRegex(errors[0], r"loom: error: rank 1: \S*shards/checkpoint-6\.tmp, the folder rank 0 made "
-                             r"for this checkpoint, is not on this rank's disk: with a disk of its own each node needs "
-                             r"--save_on_each_node")
+        self.assert_stopped(results, r"rank 1: \S*shards/checkpoint-6\.tmp, the folder rank 0 made for this "
+                            r"checkpoint, is not on this rank's disk: with a disk of its own each node needs "
+                            r"--save_on_each_node")
+        for node, (_, _, _, disk) in enumerate(results):
             self.assertEqual([n for n in os.listdir(disk) if n.startswith("checkpoint-")], [], f"node {node}")
+
+    def test_a_writer_without_the_tokenizer_stops_both_at_the_save(self):
+        # --save_on_each_node: each node's writer copies --tokenizer_name from its own disk into
+        # the checkpoint; node 1's disk lacks it, and both nodes stop at the first save.
+        seed = self.out("tokenizer-seed")
+        write_byte_vocab(os.path.join(seed, "tokenizer"))
+        empty = self.out("tokenizer-empty")
+        os.makedirs(empty)
+        tokenizer = os.path.join(self.out("tokenizer"), "tokenizer")
+        results = self.nodes("tokenizer", "--save_on_each_node", "--save_steps", "6", "--overwrite_output_dir",
+                             "--tokenizer_name", tokenizer, seed=[seed, empty])
+        self.assert_stopped(results, r"rank 1: --tokenizer_name \S*tokenizer/tokenizer: no tokenizer there")
+        # Node 0's own save was whole before the ranks compared; node 1 leaves no half folder.
+        self.assertEqual(os.listdir(results[1][3]), [])
 
     def test_a_resume_that_node_1_cannot_make_stops_both_nodes(self):
         first = self.nodes("resume-first", "--save_steps", "6")
@@ -99,9 +111,9 @@ class FilesOnOneNodeTest(NodesTestCase):
         # Node 0's disk as it was at checkpoint-6; node 1's as it is (empty).
         seeds = [self.disks_at(first[:1], 6, "resume")[0], first[1][3]]
         checkpoint = os.path.join(self.out("resume-again"), "checkpoint-6")
-        cases = (("implicit", (), r"rank 1 has no checkpoint in its output_dir \S*resume-again to resume from, and rank "
-                  r"0 resumes from the one in its own \(on disks of their own only the node that saved has the "
-                  r"checkpoints: save with --save_on_each_node"),
+        cases = (("implicit", (), r"rank 1 has no checkpoint in its output_dir \S*resume-again to resume from, "
+                  r"and rank 0 resumes from the one in its own \(on disks of their own only the node that saved "
+                  r"has the checkpoints: save with --save_on_each_node"),
                  ("true", ("--resume_from_checkpoint", "true"), r"rank 1: --resume_from_checkpoint true: no valid "
                   r"checkpoint found in output directory \(\S*resume-again\)"),
                  ("path", ("--resume_from_checkpoint", checkpoint), r"rank 1: --resume_from_checkpoint: "
@@ -112,12 +124,8 @@ class FilesOnOneNodeTest(NodesTestCase):
             # At once, on both nodes, the one line naming node 1's rank and what it lacks: never a
             # run whose ranks start from different steps, nor one waiting for --ddp_timeout (30 s).
             self.assertLess(time.monotonic() - begun, 25, how)
-            for node, (code, stdout, stderr, _) in enumerate(results):
-                self.assertNotEqual(code, 0, f"{how} node {node}")
-                self.assertNotIn("'loss'", stdout, how)
-                errors = [e for e in stderr.splitlines() if "loom: error:" in e]
-                self.assertEqual(len(errors), 1, f"{how} node {node}:\n{stderr}")
-                self.assertRegex(errors[0], r"loom: error: " + line, f"{how} node {node}")
+            self.assert_stopped(results, line, before_a_step=True, what=how)
+
 
 class TokenizerOnOneNodeTest(NodesTestCase):
     """--predict_with_generate decodes each rank's rows on that rank, with the tokenizer its disk has."""
@@ -147,14 +155,9 @@ class TokenizerOnOneNodeTest(NodesTestCase):
         empty = self.out("tok-empty")
         os.makedirs(empty)
         results = self.nodes("tok", seed=[self.disk_with_tokenizer("tok-seed0"), empty])
-        for node, (code, stdout, stderr, _) in enumerate(results):
-            self.assertNotEqual(code, 0, f"node {node}")
-            self.assertNotIn("'loss'", stdout)
-            errors = [e for e in stderr.splitlines() if "loom: error:" in e]
-            self.assertEqual(len(errors), 1, f"node {node}:\n{stderr}")
-            self.assertRegex(errors[0], r"loom: error: rank 1: no tokenizer in \S*tok/tokenizer \(vocab\.json \+ "
-                             r"merges\.txt, spiece\.model or char_vocab\.json\), where rank 0 decodes with "
-                             r"vocab\.json \+ merges\.txt")
+        self.assert_stopped(results, r"rank 1: no tokenizer in \S*tok/tokenizer \(vocab\.json \+ merges\.txt, "
+                            r"spiece\.model or char_vocab\.json\), where rank 0 decodes with vocab\.json \+ "
+                            r"merges\.txt", before_a_step=True)
         # With the files on both disks the same job runs, and scores as on one shared folder.
         both = self.nodes("tok", seed=[self.disk_with_tokenizer("tok-seed1"), self.disk_with_tokenizer("tok-seed2")])
         self.assert_ran(both)
