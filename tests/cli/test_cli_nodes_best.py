@@ -10,7 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from loomtest import write_byte_vocab, write_pairs, write_tokens  # noqa: E402
+from loomtest import LOOM, run, write_byte_vocab, write_pairs, write_tokens  # noqa: E402
 from test_cli_nodes import STEPS, NodesTestCase  # noqa: E402
 
 # Loss taken as a score to maximise: training lowers it, so the best evaluation is an early one
@@ -127,8 +127,13 @@ class FilesOnOneNodeTest(NodesTestCase):
             self.assert_stopped(results, line, before_a_step=True, what=how)
 
 
-class TokenizerOnOneNodeTest(NodesTestCase):
-    """--predict_with_generate decodes each rank's rows on that rank, with the tokenizer its disk has."""
+T5_TINY = ("--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads", "4", "--d_ff", "64", "--num_layers",
+           "2")
+
+
+class GenerationOnOneNodeTest(NodesTestCase):
+    """--predict_with_generate decodes each rank's rows on that rank, with the tokenizer and the
+    generation settings its disk has."""
 
     @classmethod
     def setUpClass(cls):
@@ -139,12 +144,11 @@ class TokenizerOnOneNodeTest(NodesTestCase):
         cls.vocab = write_byte_vocab(os.path.join(cls.tmp, "vocab"))
 
     def train_args(self, out, *extra):
+        model = () if "--model_name_or_path" in extra else T5_TINY
         return ["train", "--output_dir", out, "--overwrite_output_dir", "--train_file", self.pairs, "--validation_file",
-                self.dev, "--disable_tqdm", "--vocab_size", "16", "--d_model", "32", "--d_kv", "8", "--num_heads",
-                "4", "--d_ff", "64", "--num_layers", "2", "--per_device_train_batch_size", "8", "--max_steps", "2",
+                self.dev, "--disable_tqdm", *model, "--per_device_train_batch_size", "8", "--max_steps", "2",
                 "--evaluation_strategy", "steps", "--eval_steps", "2", "--save_strategy", "no",
-                "--predict_with_generate", "--generation_max_length", "6", "--tokenizer_name",
-                os.path.join(out, "tokenizer"), "--ddp_timeout", "30", *extra]
+                "--predict_with_generate", "--ddp_timeout", "30", *extra]
 
     def disk_with_tokenizer(self, name):
         disk = self.out(name)
@@ -154,21 +158,41 @@ class TokenizerOnOneNodeTest(NodesTestCase):
     def test_a_node_without_the_tokenizer_stops_both(self):
         empty = self.out("tok-empty")
         os.makedirs(empty)
-        results = self.nodes("tok", seed=[self.disk_with_tokenizer("tok-seed0"), empty])
+        tokenizer = ("--generation_max_length", "6", "--tokenizer_name", os.path.join(self.out("tok"), "tokenizer"))
+        results = self.nodes("tok", *tokenizer, seed=[self.disk_with_tokenizer("tok-seed0"), empty])
         self.assert_stopped(results, r"rank 1: no tokenizer in \S*tok/tokenizer \(vocab\.json \+ merges\.txt, "
                             r"spiece\.model or char_vocab\.json\), where rank 0 decodes with vocab\.json \+ "
                             r"merges\.txt", before_a_step=True)
         # With the files on both disks the same job runs, and scores as on one shared folder.
-        both = self.nodes("tok", seed=[self.disk_with_tokenizer("tok-seed1"), self.disk_with_tokenizer("tok-seed2")])
+        both = self.nodes("tok", *tokenizer, seed=[self.disk_with_tokenizer("tok-seed1"),
+                                                   self.disk_with_tokenizer("tok-seed2")])
         self.assert_ran(both)
         shared = self.out("tok-shared")
         shutil.copytree(self.vocab, os.path.join(shared, "tokenizer"))
-        one = self.nodes("tok-shared", private=False)
+        one = self.nodes("tok-shared", "--generation_max_length", "6", "--tokenizer_name",
+                         os.path.join(shared, "tokenizer"), private=False)
         self.assert_ran(one)
         evals = [[e for e in self.state(r[0][3])["log_history"] if "eval_rouge1" in e] for r in (both, one)]
         self.assertEqual(len(evals[0]), 1)
         for key in ("eval_rouge1", "eval_bleu", "eval_gen_len"):
             self.assertEqual(evals[0][0][key], evals[1][0][key], key)
+
+    def test_a_node_without_the_generation_config_stops_both(self):
+        # The same model folder on both disks, but only node 0's copy has generation_config.json
+        # (num_beams 2): node 1 would search greedily for its share of the examples.
+        model = self.out("gen-model")
+        run(LOOM, "train", "--train_file", self.pairs, "--output_dir", model, "--disable_tqdm",
+            "--per_device_train_batch_size", "8", "--max_steps", "2", "--save_strategy", "no", *T5_TINY)
+        seeds = []
+        for node in range(2):
+            seeds.append(self.out(f"gen-seed{node}"))
+            shutil.copytree(model, os.path.join(seeds[-1], "model"))
+        with open(os.path.join(seeds[0], "model", "generation_config.json"), "w") as f:
+            json.dump({"num_beams": 2, "max_length": 6}, f)
+        results = self.nodes("gen", "--model_name_or_path", os.path.join(self.out("gen"), "model"), seed=seeds)
+        self.assert_stopped(results, r"rank 1: generation setting num_beams is 1 here and 2 on rank 0 \(from the model "
+                            r"folder \S*gen/model: generation_config\.json, else config\.json\): every node needs the "
+                            r"same copy of it", before_a_step=True)
 
 
 if __name__ == "__main__":
