@@ -100,8 +100,7 @@ static loom_status check_overlaps(loom_shard_set *s, const char *dir)
     return LOOM_OK;
 }
 
-/* optimizer.rank-R-of-W.safetensors -> R, W; 0 when the name is not one. */
-static int rank_file(const char *name, int *rank, int *world)
+int loom_shard_file_rank(const char *name, int *rank, int *world)
 {
     int consumed = 0;
     if (sscanf(name, "optimizer.rank-%d-of-%d.safetensors%n", rank, world, &consumed) != 2) return 0;
@@ -137,7 +136,7 @@ static loom_status open_set(const char *dir, int partial, loom_shard_set **out)
         int world = 0;
         while (st == LOOM_OK && (e = readdir(d)) != NULL) {
             int r, w;
-            if (!rank_file(e->d_name, &r, &w)) continue;
+            if (!loom_shard_file_rank(e->d_name, &r, &w)) continue;
             if (world == 0) {
                 world = w;
                 s->files = calloc((size_t)w, sizeof *s->files);

@@ -42,4 +42,7 @@ int loom_shard_set_has_state(const loom_shard_set *s, const char *state);
 loom_status loom_shard_set_read(const loom_shard_set *s, const char *tensor, const char *state, int64_t offset,
                                 int64_t numel, float *dst);
 
+/* optimizer.rank-R-of-W.safetensors -> R, W; 0 when the name is not one. */
+int loom_shard_file_rank(const char *name, int *rank, int *world);
+
 #endif

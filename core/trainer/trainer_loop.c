@@ -622,6 +622,9 @@ loom_status loom_trainer_train(loom_trainer *t)
     }
     for (int64_t m = 0; m < ga && st == LOOM_OK; m++) st = loom_batch_buffer_init(&micro[m], dl.dataset, dl.batch_size);
     if (st == LOOM_OK) st = ranks_resume_together(t, loom_trainer_restore(t));
+    /* Ranks at the same step may still hold different checkpoints (docs/checkpoints.md#files-on-one-node):
+     * compared after the steps, whose line says more where those differ too. */
+    if (st == LOOM_OK) st = loom_trainer_same_checkpoint(t);
     /* Where the data stands: the sampler's order is a function of (seed, epoch), so a resumed
      * run jumps there instead of replaying the loader. */
     int64_t first_epoch = t->state.global_step / updates_per_epoch;
