@@ -6,7 +6,7 @@ import math
 import os
 import shutil
 
-from loomtest import LoomTestCase, loom
+from loomtest import LOOM, LoomTestCase, free_port, loom, read_safetensors, run
 
 
 def inverse_sqrt(t, W, T, kw):
@@ -140,14 +140,42 @@ def plateau_rates(kw, lr, metrics):
 
 class PlateauTest(LoomTestCase):
     KWARGS = {"patience": 0, "threshold": 0.15, "factor": 0.5, "cooldown": 1}
+    # Every evaluation after the first misses KWARGS' threshold, so its rates follow the cooldown
+    # alone; at 2% some evaluations improve enough and some do not (by 0.2% of the loss or more,
+    # far above the ranks' rounding), so the rates depend on the losses each rank observes.
+    DEPENDS_ON_LOSS = {"patience": 0, "threshold": 0.02, "factor": 0.5}
 
-    def train(self, out, *extra, check=True):
-        return loom(*self.train_args(out, "--validation_file", os.path.join(self.data, "validation.bin"),
-                                     "--num_train_epochs", "8", "--per_device_train_batch_size", "256",
-                                     "--learning_rate", "0.02", "--warmup_steps", "3", "--logging_steps", "1",
-                                     "--eval_strategy", "epoch", "--save_strategy", "epoch",
-                                     "--lr_scheduler_type", "reduce_lr_on_plateau",
-                                     "--lr_scheduler_kwargs", json.dumps(self.KWARGS), *extra), check=check)
+    def train(self, out, *extra, check=True, world=1, kwargs=None):
+        """world ranks of 256 / world examples each: the same global batch as one rank."""
+        args = self.train_args(out, "--validation_file", os.path.join(self.data, "validation.bin"),
+                               "--num_train_epochs", "8", "--per_device_train_batch_size", str(256 // world),
+                               "--learning_rate", "0.02", "--warmup_steps", "3", "--logging_steps", "1",
+                               "--eval_strategy", "epoch", "--save_strategy", "epoch",
+                               "--lr_scheduler_type", "reduce_lr_on_plateau",
+                               "--lr_scheduler_kwargs", json.dumps(kwargs or self.KWARGS), "--ddp_timeout", "30",
+                               *extra)
+        if world == 1:
+            return loom(*args, check=check)
+        return run(LOOM, "launch", "--nproc_per_node", world, "--master_port", free_port(), *args, check=check)
+
+    def resume_from_fourth_epoch(self, full, name, *extra, world=1, kwargs=None):
+        """A copy of full's fourth epoch's checkpoint alone in a new folder, resumed there."""
+        evals = [e["step"] for e in self.state(full)["log_history"] if "eval_loss" in e]
+        resumed = self.out(name)
+        shutil.rmtree(resumed, ignore_errors=True)
+        os.makedirs(resumed)
+        shutil.copytree(os.path.join(full, f"checkpoint-{evals[3]}"), os.path.join(resumed, f"checkpoint-{evals[3]}"))
+        self.train(resumed, "--resume_from_checkpoint", "true", *extra, world=world, kwargs=kwargs)
+        return resumed
+
+    def assert_same_bits(self, a, b, what):
+        history_a, history_b = self.state(a)["log_history"], self.state(b)["log_history"]
+        self.assertEqual([e.get("learning_rate") for e in history_a], [e.get("learning_rate") for e in history_b],
+                         what)
+        self.assertEqual([e.get("eval_loss") for e in history_a], [e.get("eval_loss") for e in history_b], what)
+        with open(os.path.join(a, "model.safetensors"), "rb") as fa, \
+                open(os.path.join(b, "model.safetensors"), "rb") as fb:
+            self.assertEqual(fa.read(), fb.read(), what)
 
     def test_rate_follows_eval_loss_and_survives_resume(self):
         full = self.out("plateau-full")
@@ -165,20 +193,41 @@ class PlateauTest(LoomTestCase):
         self.assertGreater(len({lr for _, lr in logged}), 2)
 
         # A run resumed from the fourth epoch's checkpoint continues bit for bit.
-        step = evals[3][0]
-        resumed = self.out("plateau-resumed")
-        shutil.rmtree(resumed, ignore_errors=True)
-        os.makedirs(resumed)
-        shutil.copytree(os.path.join(full, f"checkpoint-{step}"), os.path.join(resumed, f"checkpoint-{step}"))
-        with open(os.path.join(resumed, f"checkpoint-{step}", "scheduler.json")) as f:
+        with open(os.path.join(full, f"checkpoint-{evals[3][0]}", "scheduler.json")) as f:
             self.assertIn("state", json.load(f))
-        self.train(resumed, "--resume_from_checkpoint", "true")
-        after = self.state(resumed)["log_history"]
-        self.assertEqual([e.get("learning_rate") for e in after], [e.get("learning_rate") for e in history])
-        self.assertEqual([e.get("eval_loss") for e in after], [e.get("eval_loss") for e in history])
-        with open(os.path.join(full, "model.safetensors"), "rb") as a, \
-                open(os.path.join(resumed, "model.safetensors"), "rb") as b:
-            self.assertEqual(a.read(), b.read())
+        self.assert_same_bits(full, self.resume_from_fourth_epoch(full, "plateau-resumed"), "resumed")
+
+    def test_two_ranks_equal_one_rank_and_resume(self):
+        """Every rank steps its own scheduler with the evaluation's loss, which sums both ranks'
+        shares: the rates, the evaluations and the model are one rank's with the same global batch
+        (within test_cli_distributed.py's tolerance), under ddp and zero1, and a 2-rank resume from
+        the fourth epoch ends where the uninterrupted 2-rank run did, bit for bit."""
+        kwargs = self.DEPENDS_ON_LOSS
+        one = self.out("plateau-one")
+        self.train(one, kwargs=kwargs)
+        history = self.state(one)["log_history"]
+        rates = [e["learning_rate"] for e in history if "learning_rate" in e]
+        evals = [e["eval_loss"] for e in history if "eval_loss" in e]
+        # The rate must drop, and not at every evaluation, or this proves little.
+        self.assertLess(rates[-1], 0.02)
+        self.assertNotEqual(plateau_rates(kwargs, 0.02, evals), plateau_rates(kwargs, 0.02, [1.0] * len(evals)))
+        for plugin in ("ddp", "zero1"):
+            two = self.out(f"plateau-two-{plugin}")
+            self.train(two, "--plugin", plugin, world=2, kwargs=kwargs)
+            other = self.state(two)["log_history"]
+            self.assertEqual([sorted(e) for e in other], [sorted(e) for e in history], plugin)
+            for a, b in zip(history, other):
+                for key in ("learning_rate", "eval_loss", "loss"):
+                    if key in a:
+                        self.assertAlmostEqual(b[key], a[key], delta=2e-5 * max(1.0, abs(a[key])),
+                                               msg=f"{plugin} step {a['step']} {key}")
+            theirs, mine = (read_safetensors(os.path.join(d, "model.safetensors")) for d in (one, two))
+            for name in theirs:
+                worst = max(abs(x - y) for x, y in zip(theirs[name][2], mine[name][2]))
+                self.assertLess(worst, 2e-5, f"{plugin} {name}")
+            resumed = self.resume_from_fourth_epoch(two, f"plateau-two-{plugin}-resumed", "--plugin", plugin, world=2,
+                                                    kwargs=kwargs)
+            self.assert_same_bits(two, resumed, f"{plugin} resumed")
 
     def test_refusals(self):
         base = self.train_args(self.out("plateau-refused"), "--max_steps", "3", "--lr_scheduler_type",
