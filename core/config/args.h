@@ -115,6 +115,11 @@ LOOM_API loom_status loom_args_parse(loom_args *args, int argc, char **argv);
  * value the count it is (docs/semantics/trainer.md#strategies). */
 LOOM_API int64_t loom_args_steps(double steps, int64_t max_steps);
 
+/* The run's warmup in optimizer steps, for a run of total_steps of them: v5's float warmup_steps
+ * (>= 1 its int(), in (0, 1) a ratio, rounded up), else v4's ceil(total x warmup_ratio)
+ * (docs/semantics/schedulers.md#warmup). */
+LOOM_API int64_t loom_args_warmup_steps(const loom_args *args, int64_t total_steps);
+
 /* Write the resolved arguments as a JSON object (keys sorted, indent 2, HF's
  * to_json_string style) to `out`. Unknown keys are included under "plugin_flags". */
 LOOM_API loom_status loom_args_write_json(const loom_args *args, FILE *out);

@@ -74,6 +74,18 @@ static loom_status adopt_number(adopt_ctx *c, const char *key, const cJSON *j, i
         return disagree(c, key, text, row);
     }
     if (v != floor(v) || fabs(v) > 9.0e18) return LOOM_OK;
+    if (d->kind == LOOM__K_STEPS) {
+        double *steps = field;
+        if (!given(c, row)) {
+            *steps = v;
+            adopted(c, row, key);
+            return LOOM_OK;
+        }
+        /* A ratio is compared once the run's length is known (loom_ds_config_resolve_steps). */
+        if (*steps == v || (*steps > 0 && *steps < 1)) return LOOM_OK;
+        snprintf(text, sizeof text, "%lld", (long long)v);
+        return disagree(c, key, text, row);
+    }
     if (!given(c, row)) {
         *(int64_t *)field = (int64_t)v;
         adopted(c, row, key);

@@ -400,7 +400,9 @@ static loom_status check_ranges(const loom_args *a, const loom__arg_origin *o)
     REQUIRE(a->adam_epsilon > 0, adam_epsilon, "must be > 0 (with 0, a weight whose gradient is 0 becomes NaN)");
     REQUIRE(a->num_train_epochs >= 0 && a->num_train_epochs <= 1e6, num_train_epochs, "must be >= 0 and <= 1e6");
     REQUIRE(a->warmup_ratio >= 0 && a->warmup_ratio <= 1, warmup_ratio, "must be in [0, 1]");
-    REQUIRE(a->warmup_steps >= 0, warmup_steps, "must be >= 0");
+    /* v5 takes any float from 0 up: int() of it from 1, a ratio of the run's steps below 1. */
+    REQUIRE(a->warmup_steps >= 0 && a->warmup_steps < 0x1p63, warmup_steps,
+            "must be >= 0 (steps, or a ratio of the run's steps in (0, 1)) and below 2^63");
     REQUIRE(a->eval_delay >= 0, eval_delay, "must be >= 0 (steps or epochs before the first evaluation)");
     if ((st = check_steps(a, o, LOOM__ARG_logging_steps, a->logging_steps, "logging_strategy", a->logging_strategy)) !=
         LOOM_OK)

@@ -426,6 +426,14 @@ int64_t loom_args_steps(double steps, int64_t max_steps)
     return n >= 0x1p63 ? INT64_MAX : (int64_t)n;
 }
 
+int64_t loom_args_warmup_steps(const loom_args *args, int64_t total_steps)
+{
+    /* HF v5's get_warmup_steps: int(warmup_steps) from 1 up, else ceil(total x warmup_steps);
+     * v4's deprecated warmup_ratio still decides when warmup_steps is 0. */
+    if (args->warmup_steps > 0) return loom_args_steps(args->warmup_steps, total_steps);
+    return (int64_t)ceil(args->warmup_ratio * (double)total_steps);
+}
+
 void loom_format_rounded(double v, int digits, char *buf, size_t size)
 {
     char fixed[400];

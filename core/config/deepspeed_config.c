@@ -118,14 +118,17 @@ loom_status loom_ds_config_resolve_steps(loom_ds_config *cfg, int64_t total_step
                           "scheduler.params.total_num_steps=%lld in %s but the run has %lld optimizer steps (use "
                           "\"auto\" or make them agree)",
                           (long long)cfg->scheduler.total_num_steps_explicit, cfg->path, (long long)total_steps);
-    int64_t warmup = cfg->scheduler.warmup_steps > 0 ? cfg->scheduler.warmup_steps
-                                                     : (int64_t)ceil(cfg->scheduler.warmup_ratio * (double)total_steps);
+    /* The same rule as the trainer's (loom_args_warmup_steps): v5's warmup_steps, then v4's ratio. */
+    int by_steps = cfg->scheduler.warmup_steps > 0;
+    int64_t warmup = by_steps ? loom_args_steps(cfg->scheduler.warmup_steps, total_steps)
+                              : (int64_t)ceil(cfg->scheduler.warmup_ratio * (double)total_steps);
     if (cfg->scheduler.warmup_num_steps_explicit >= 0 && cfg->scheduler.warmup_num_steps_explicit != warmup)
         return loom_error(LOOM_E_INVALID,
-                          "scheduler.params.warmup_num_steps=%lld in %s but --warmup_ratio %g gives %lld steps (use "
+                          "scheduler.params.warmup_num_steps=%lld in %s but %s %g gives %lld steps (use "
                           "\"auto\" or make them agree)",
-                          (long long)cfg->scheduler.warmup_num_steps_explicit, cfg->path, cfg->scheduler.warmup_ratio,
-                          (long long)warmup);
+                          (long long)cfg->scheduler.warmup_num_steps_explicit, cfg->path,
+                          by_steps ? "--warmup_steps" : "--warmup_ratio",
+                          by_steps ? cfg->scheduler.warmup_steps : cfg->scheduler.warmup_ratio, (long long)warmup);
     loom_status st = LOOM_OK;
     if (cfg->scheduler.total_steps_pending &&
         (st = resolve_pending(ch, "total_num_steps", total_steps, &cfg->scheduler.total_steps_pending)) != LOOM_OK)

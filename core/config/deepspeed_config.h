@@ -193,7 +193,7 @@ typedef struct loom_ds_config {
         int64_t total_num_steps_explicit;  /* a number given in the file, else -1 */
         int64_t warmup_num_steps_explicit; /* likewise (checked again when T is known) */
         double warmup_ratio;               /* --warmup_ratio, for the pending warmup */
-        int64_t warmup_steps;              /* --warmup_steps */
+        double warmup_steps;               /* --warmup_steps (v5: below 1 a ratio) */
     } scheduler;
     loom_ds_plugin_choice scheduler_choice; /* plugin NULL: keep loom's HF scheduler */
 

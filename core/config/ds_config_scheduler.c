@@ -38,8 +38,9 @@ static const sched_param range_test_params[] = {{"lr_range_test_min_lr", K_NUM},
 /* The warmup length the command line asks for, or -1 while it waits for T. */
 static int64_t args_warmup_steps(const loom_args *a)
 {
-    if (a->warmup_steps > 0 || a->warmup_ratio <= 0) return a->warmup_steps;
-    return -1;
+    if (a->warmup_steps >= 1) return loom_args_steps(a->warmup_steps, 0);
+    if (a->warmup_steps > 0 || a->warmup_ratio > 0) return -1; /* a ratio: v5's warmup_steps or v4's */
+    return 0;
 }
 
 static loom_status map_scheduler_from_args(ds_ctx *c)

@@ -586,8 +586,7 @@ loom_status loom_default_create_optimizer_and_scheduler(loom_trainer *t, int64_t
     loom_schedule_setup setup = {LOOM_HEADER_INIT(loom_schedule_setup)};
     setup.base_lr = t->args.learning_rate;
     setup.total_steps = num_training_steps;
-    setup.warmup_steps = t->args.warmup_steps > 0 ? t->args.warmup_steps
-                                                  : (int64_t)ceil(t->args.warmup_ratio * (double)num_training_steps);
+    setup.warmup_steps = loom_args_warmup_steps(&t->args, num_training_steps);
     st = loom_trainer_create_instance(&t->scheduler, t->scheduler.plugin, &setup);
     if (st != LOOM_OK) return st;
     return build_spans(t);

@@ -1,0 +1,78 @@
+"""What a transformers v5 user writes, end to end through `loom train`: a float --warmup_steps
+(docs/semantics/schedulers.md#warmup). The references are HF v5's rules written out again below."""
+import json
+import math
+import os
+
+from loomtest import LoomTestCase, loom
+
+
+def linear(t, W, T):
+    """transformers' get_linear_schedule_with_warmup lambda."""
+    if t < W:
+        return t / max(1, W)
+    return max(0.0, (T - t) / max(1, T - W))
+
+
+def hf_v5_warmup(warmup_steps, T):
+    """TrainingArguments.get_warmup_steps in v5."""
+    return int(warmup_steps) if warmup_steps >= 1 else math.ceil(T * warmup_steps)
+
+
+class WarmupStepsTest(LoomTestCase):
+    def logged_lrs(self, name, *extra, total=10, lr=0.02):
+        out = self.out(name)
+        loom(*self.train_args(out, "--learning_rate", str(lr), "--max_steps", str(total), "--logging_steps", "1",
+                              "--save_strategy", "no", *extra))
+        logs = [e for e in self.state(out)["log_history"] if "learning_rate" in e]
+        self.assertEqual([e["step"] for e in logs], list(range(1, total + 1)))
+        with open(os.path.join(out, "training_args.json")) as f:
+            return [e["learning_rate"] for e in logs], json.load(f)
+
+    def check(self, text, total=10, lr=0.02):
+        lrs, args = self.logged_lrs(f"warmup-{text}", "--warmup_steps", text, total=total, lr=lr)
+        W = hf_v5_warmup(float(text), total)
+        for t, got in enumerate(lrs, 1):
+            self.assertAlmostEqual(got, lr * linear(t, W, total), places=12, msg=f"--warmup_steps {text} step {t}")
+        return args
+
+    def test_a_float_below_one_is_a_ratio_of_the_run(self):
+        # 10 x 0.25 = 2.5: HF's ceil makes it 3 warmup steps.
+        args = self.check("0.25")
+        self.assertEqual(args["warmup_steps"], 0.25)
+        self.assertEqual(args["warmup_ratio"], 0.0)
+        self.check("0.3", total=16)
+
+    def test_a_float_from_one_up_is_its_int(self):
+        self.check("2.7")
+        args = self.check("3")
+        self.assertEqual(args["warmup_steps"], 3)
+
+    def test_the_ratio_agrees_with_v4_warmup_ratio(self):
+        a, _ = self.logged_lrs("ratio-v5", "--warmup_steps", "0.35")
+        b, _ = self.logged_lrs("ratio-v4", "--warmup_ratio", "0.35")
+        self.assertEqual(a, b)
+
+    def test_negative_is_refused(self):
+        self.assert_error(self.train_args(self.out("neg"), "--warmup_steps", "-0.5"), "--warmup_steps", "-0.5",
+                          ">= 0")
+
+    def test_a_ratio_under_deepspeed_becomes_warmup_num_steps(self):
+        def config(name, warmup):
+            path = self.out(name)
+            with open(path, "w") as f:
+                json.dump({"train_micro_batch_size_per_gpu": "auto",
+                           "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": "auto", "warmup_min_lr": 0,
+                                                                        "warmup_num_steps": warmup,
+                                                                        "warmup_type": "linear"}}}, f)
+            return path
+        lr = 0.02
+        lrs, _ = self.logged_lrs("ds-ratio", "--deepspeed", config("auto.json", "auto"), "--warmup_steps", "0.25",
+                                 lr=lr)
+        # DeepSpeed's WarmupLR, linear: min(1, t / W) of warmup_max_lr, W = ceil(10 x 0.25) = 3.
+        self.assertEqual(len(lrs), 10)
+        for t, got in enumerate(lrs, 1):
+            self.assertAlmostEqual(got, lr * min(1.0, t / 3), places=12, msg=f"step {t}")
+        self.assert_error(self.train_args(self.out("ds-3"), "--deepspeed", config("four.json", 4), "--warmup_steps",
+                                          "0.25", "--max_steps", "10"),
+                          "warmup_num_steps=4", "--warmup_steps 0.25 gives 3 steps", status=None)
