@@ -89,6 +89,26 @@ static int float_none_is_default(const loom__arg_desc *d)
     return strcmp(d->name, "neftune_noise_alpha") == 0 || strcmp(d->name, "warmup_ratio") == 0;
 }
 
+/* HF's training_args.json writes debug as the list of its options (args_json.c): joined with
+ * spaces it is the text HF's command line takes. */
+static loom_status set_words(void *field, const loom__arg_desc *d, const cJSON *v, const char *path)
+{
+    size_t len = 1;
+    for (const cJSON *c = v->child; c; c = c->next) {
+        if (!cJSON_IsString(c)) return wrong_type(d, path, "a string or a list of strings", v);
+        len += strlen(c->valuestring) + 1;
+    }
+    char *text = calloc(1, len);
+    if (!text) return loom_error(LOOM_E_NOMEM, "out of memory");
+    for (const cJSON *c = v->child; c; c = c->next) {
+        if (*text) strcat(text, " ");
+        strcat(text, c->valuestring);
+    }
+    loom_status st = loom__arg_set_string(field, *text ? text : NULL);
+    free(text);
+    return st;
+}
+
 static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const cJSON *v, const char *path)
 {
     void *field = loom__arg_field(args, d);
@@ -137,7 +157,10 @@ static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const
         return LOOM_OK;
     case LOOM__K_STRING: {
         if (cJSON_IsNull(v)) return loom__arg_set_string(field, NULL);
-        if (cJSON_IsString(v)) return loom__arg_set_string(field, v->valuestring);
+        /* "" where HF's dataclass default is "" (mp_parameters) is that default: None to loom. */
+        if (cJSON_IsString(v))
+            return loom__arg_set_string(field, *v->valuestring || *d->default_text ? v->valuestring : NULL);
+        if (cJSON_IsArray(v) && d == &loom__arg_table[LOOM__ARG_debug]) return set_words(field, d, v, path);
         if (!cJSON_IsObject(v) || !loom__arg_is_dict(d))
             return wrong_type(d, path, loom__arg_is_dict(d) ? "a string or an object" : "a string", v);
         char *compact = cJSON_PrintUnformatted(v);

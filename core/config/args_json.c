@@ -69,6 +69,42 @@ static loom_status write_cjson(FILE *out, const cJSON *v, int depth)
     return LOOM_OK;
 }
 
+static void write_list(FILE *out, const loom_string_list *l)
+{
+    if (l->count == 0) {
+        fputs("[]", out);
+        return;
+    }
+    fputc('[', out);
+    for (size_t i = 0; i < l->count; i++) {
+        if (i) fputc(',', out);
+        newline_indent(out, 2);
+        loom__json_write_string(out, l->items[i]);
+    }
+    newline_indent(out, 1);
+    fputc(']', out);
+}
+
+/* A string argument that HF turns into a list of its words (Python's str.split()). */
+static loom_status write_words(FILE *out, const char *s)
+{
+    loom_string_list words = {0};
+    loom_status st = LOOM_OK;
+    for (const char *p = s ? s : ""; st == LOOM_OK && *p;) {
+        size_t n = strcspn(p, " \t\n\r\f\v");
+        if (n) {
+            char *word = strndup(p, n);
+            st = word ? loom__list_append(&words, word) : loom_error(LOOM_E_NOMEM, "out of memory");
+            free(word);
+        }
+        p += n;
+        p += strspn(p, " \t\n\r\f\v");
+    }
+    if (st == LOOM_OK) write_list(out, &words);
+    loom__list_clear(&words);
+    return st;
+}
+
 static loom_status write_value(FILE *out, const loom_args *args, const loom__arg_desc *d)
 {
     const void *field = loom__arg_cfield(args, d);
@@ -101,6 +137,10 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
     case LOOM__K_STRING: {
         const char *s = *(char *const *)field;
         if (!s && d == &loom__arg_table[LOOM__ARG_accelerator_config]) s = LOOM__ACCELERATOR_CONFIG_DEFAULT;
+        /* HF's __post_init__ splits debug into a list of DebugOption (v4 and v5 alike), and keeps
+         * mp_parameters' dataclass default "" (docs/semantics/trainer.md#every-hf-argument). */
+        if (d == &loom__arg_table[LOOM__ARG_debug]) return write_words(out, s);
+        if (!s && d == &loom__arg_table[LOOM__ARG_mp_parameters]) s = "";
         if (!s) {
             fputs("null", out);
             return LOOM_OK;
@@ -122,22 +162,9 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
         cJSON_Delete(dict);
         return st;
     }
-    case LOOM__K_LIST: {
-        const loom_string_list *l = field;
-        if (l->count == 0) {
-            fputs("[]", out);
-            return LOOM_OK;
-        }
-        fputc('[', out);
-        for (size_t i = 0; i < l->count; i++) {
-            if (i) fputc(',', out);
-            newline_indent(out, 2);
-            loom__json_write_string(out, l->items[i]);
-        }
-        newline_indent(out, 1);
-        fputc(']', out);
+    case LOOM__K_LIST:
+        write_list(out, field);
         return LOOM_OK;
-    }
     }
     return LOOM_OK;
 }

@@ -1,5 +1,7 @@
 """What a transformers v5 user writes, end to end through `loom train`: a float --warmup_steps
-(docs/semantics/schedulers.md#warmup). The references are HF v5's rules written out again below."""
+(docs/semantics/schedulers.md#warmup); training_args.json's debug and mp_parameters as HF writes
+them (docs/semantics/trainer.md#every-hf-argument). The references are HF v5's rules written out
+again below."""
 import json
 import math
 import os
@@ -76,3 +78,22 @@ class WarmupStepsTest(LoomTestCase):
         self.assert_error(self.train_args(self.out("ds-3"), "--deepspeed", config("four.json", 4), "--warmup_steps",
                                           "0.25", "--max_steps", "10"),
                           "warmup_num_steps=4", "--warmup_steps 0.25 gives 3 steps", status=None)
+
+
+class TrainingArgsJsonTest(LoomTestCase):
+    def test_debug_and_mp_parameters_are_written_as_hf_writes_them(self):
+        out = self.out("plain")
+        loom(*self.train_args(out, "--max_steps", "1", "--save_strategy", "no"))
+        with open(os.path.join(out, "training_args.json")) as f:
+            written = json.load(f)
+        # HF's __post_init__: debug "" -> [DebugOption(s) for s in "".split()] == []; mp_parameters
+        # keeps its dataclass default "".
+        self.assertEqual(written["debug"], [])
+        self.assertEqual(written["mp_parameters"], "")
+        # The file goes back in through --config and comes out the same.
+        again = self.out("again")
+        loom(*self.train_args(again, "--config", os.path.join(out, "training_args.json"), "--max_steps", "1",
+                              "--save_strategy", "no"))
+        with open(os.path.join(again, "training_args.json")) as f:
+            rewritten = json.load(f)
+        self.assertEqual((rewritten["debug"], rewritten["mp_parameters"]), ([], ""))
