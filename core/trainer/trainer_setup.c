@@ -662,14 +662,34 @@ static void map_optimizer_and_sharding(const loom_args *a, mapped_sections *m)
     m->n_sharding = a->ddp_bucket_cap_mb != LOOM_ARG_NONE_INT ? 1 : 0;
 }
 
+/* The kwargs whose parameter defaults to None in HF's schedule function (transformers
+ * optimization.py: get_cosine_with_min_lr_schedule_with_warmup, ..._with_warmup_lr_rate,
+ * get_wsd_schedule), so that a JSON null there is that default: the key left unset. Nowhere else
+ * is None a value HF's function takes (docs/semantics/schedulers.md#hf-schedules). */
+static int kwarg_defaults_to_none(const char *scheduler, const char *key)
+{
+    static const char *const none_defaults[][2] = {
+        {"cosine_with_min_lr", "min_lr"},
+        {"cosine_with_min_lr", "min_lr_rate"},
+        {"cosine_warmup_with_min_lr", "min_lr"},
+        {"cosine_warmup_with_min_lr", "min_lr_rate"},
+        {"cosine_warmup_with_min_lr", "warmup_lr_rate"},
+        {"warmup_stable_decay", "num_stable_steps"},
+    };
+    for (size_t i = 0; i < sizeof none_defaults / sizeof none_defaults[0]; i++)
+        if (!strcmp(none_defaults[i][0], scheduler) && !strcmp(none_defaults[i][1], key)) return 1;
+    return 0;
+}
+
 /* --lr_scheduler_kwargs '{"num_cycles": 2}' maps onto the scheduler's keys. */
-static loom_status map_scheduler_kwargs(const loom_args *a, mapped_sections *m)
+static loom_status map_scheduler_kwargs(const loom_args *a, const char *scheduler, mapped_sections *m)
 {
     if (!a->lr_scheduler_kwargs || !*a->lr_scheduler_kwargs) return LOOM_OK;
     m->kwargs = cJSON_Parse(a->lr_scheduler_kwargs);
     if (!cJSON_IsObject(m->kwargs))
         return loom_error(LOOM_E_INVALID, "--lr_scheduler_kwargs: not a JSON object: %s", a->lr_scheduler_kwargs);
     for (cJSON *item = m->kwargs->child; item && m->n_scheduler < 32; item = item->next) {
+        if (cJSON_IsNull(item) && kwarg_defaults_to_none(scheduler, item->string)) continue;
         m->kwarg_texts[m->n_scheduler] =
             cJSON_IsString(item) ? strdup(item->valuestring) : cJSON_PrintUnformatted(item);
         m->scheduler[m->n_scheduler] = (loom_config_default){item->string, m->kwarg_texts[m->n_scheduler]};
@@ -745,7 +765,7 @@ static loom_status configure_plugins(loom_trainer *t, const loom_saved_model_con
     loom_status st = map_model_section(t, saved, c->model, m);
     if (st == LOOM_OK) {
         map_optimizer_and_sharding(&t->args, m);
-        st = map_scheduler_kwargs(&t->args, m);
+        st = map_scheduler_kwargs(&t->args, c->scheduler->desc->name, m);
     }
     if (st == LOOM_OK) st = build_configs(t, c, m, used);
     if (st == LOOM_OK) st = check_scheduler_kwargs(c->scheduler, m);

@@ -1,12 +1,15 @@
 """What a transformers v5 user writes, end to end through `loom train`: a float --warmup_steps
 (docs/semantics/schedulers.md#warmup); training_args.json's debug and mp_parameters as HF writes
-them (docs/semantics/trainer.md#every-hf-argument). The references are HF v5's rules written out
+them (docs/semantics/trainer.md#every-hf-argument); a null in --lr_scheduler_kwargs where HF's
+schedule function defaults the parameter to None (docs/semantics/schedulers.md#hf-schedules).
+The references are HF v5's rules written out
 again below."""
 import json
 import math
 import os
 
 from loomtest import LoomTestCase, loom
+from test_cli_schedules import cosine_warmup_with_min_lr, cosine_with_min_lr, warmup_stable_decay
 
 
 def linear(t, W, T):
@@ -97,3 +100,30 @@ class TrainingArgsJsonTest(LoomTestCase):
         with open(os.path.join(again, "training_args.json")) as f:
             rewritten = json.load(f)
         self.assertEqual((rewritten["debug"], rewritten["mp_parameters"]), ([], ""))
+
+
+class SchedulerKwargsNullTest(LoomTestCase):
+    def check(self, name, kwargs, reference, W=4, T=16, lr=0.02):
+        """The logged rates of a run given `kwargs` (with nulls) against HF's lambda without them."""
+        out = self.out(f"{name}-{len(kwargs)}")
+        loom(*self.train_args(out, "--learning_rate", str(lr), "--warmup_steps", str(W), "--max_steps", str(T),
+                              "--logging_steps", "1", "--save_strategy", "no", "--lr_scheduler_type", name,
+                              "--lr_scheduler_kwargs", json.dumps(kwargs)))
+        logs = [e for e in self.state(out)["log_history"] if "learning_rate" in e]
+        self.assertEqual(len(logs), T)
+        given = {k: v for k, v in kwargs.items() if v is not None}  # HF: None is the parameter's default
+        for e in logs:
+            self.assertAlmostEqual(e["learning_rate"], lr * reference(e["step"], W, T, given, lr), places=12,
+                                   msg=f"{name} {kwargs} step {e['step']}")
+
+    def test_null_is_the_none_default(self):
+        self.check("cosine_with_min_lr", {"min_lr": None, "min_lr_rate": 0.3}, cosine_with_min_lr)
+        self.check("cosine_warmup_with_min_lr", {"min_lr": 0.002, "min_lr_rate": None, "warmup_lr_rate": None},
+                   cosine_warmup_with_min_lr)
+        self.check("warmup_stable_decay", {"num_decay_steps": 6, "num_stable_steps": None},
+                   lambda t, W, T, kw, lr: warmup_stable_decay(t, W, T, kw))
+
+    def test_null_where_hf_has_no_none_default_is_refused(self):
+        for name, key in (("cosine", "num_cycles"), ("warmup_stable_decay", "num_decay_steps")):
+            self.assert_error(self.train_args(self.out("never"), "--max_steps", "2", "--lr_scheduler_type", name,
+                                              "--lr_scheduler_kwargs", json.dumps({key: None})), key)
