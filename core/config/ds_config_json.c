@@ -112,13 +112,15 @@ static cJSON *build_json(const loom_ds_config *cfg)
     cJSON *op = o ? (cJSON_AddStringToObject(o, "type", type), cJSON_AddObjectToObject(o, "params")) : NULL;
     if (op) {
         cJSON_AddNumberToObject(op, "lr", cfg->optimizer.lr);
-        /* The betas and eps only where HF's Trainer passes them (not SGD's, Adagrad's...). */
+        /* The betas and eps only where HF's Trainer passes them (not SGD's, Adagrad's...), or
+         * the file's type takes them (DeepSpeed's Adagrad no betas, its Lion no eps). */
         size_t hf_keys = cfg->optimizer.type ? 5 : loom__optim_trainer_keys(plugin);
-        if (hf_keys >= 4) {
+        int typed = cfg->optimizer.type != NULL;
+        if (typed ? strcmp(plugin, "adagrad") != 0 : hf_keys >= 4) {
             double b[2] = {cfg->optimizer.beta1, cfg->optimizer.beta2};
             cJSON_AddItemToObject(op, "betas", cJSON_CreateDoubleArray(b, 2));
         }
-        if (hf_keys >= 5) cJSON_AddNumberToObject(op, "eps", cfg->optimizer.eps);
+        if (typed ? strcmp(plugin, "lion") != 0 : hf_keys >= 5) cJSON_AddNumberToObject(op, "eps", cfg->optimizer.eps);
         cJSON_AddNumberToObject(op, "weight_decay", cfg->optimizer.weight_decay);
         if (!strcmp(plugin, "adam") || !strcmp(plugin, "adamw")) {
             if (cfg->optimizer.torch_adam) cJSON_AddTrueToObject(op, "torch_adam");

@@ -1,5 +1,5 @@
-/* ds_config_optimizer.c - the optimizer section: Adam, AdamW, Lamb and OneBitAdam onto loom's
- * optimizer plugins, their hyper-parameters merged with the command line; without the section,
+/* ds_config_optimizer.c - the optimizer section: Adam, AdamW, Lamb, OneBitAdam, Adagrad and Lion
+ * onto loom's optimizer plugins, their hyper-parameters merged with the command line; without the section,
  * the command line's optimizer (as HF injects it). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ static loom_status add_common_optimizer_entries(loom_ds_config *cfg)
     return LOOM_OK;
 }
 
-typedef enum { ADAM, ADAMW, LAMB, ONEBIT } optimizer_type;
+typedef enum { ADAM, ADAMW, LAMB, ONEBIT, ADAGRAD, LION } optimizer_type;
 
 /* optimizer.type, case-insensitive as DeepSpeed reads it. */
 static loom_status optimizer_type_of(const ds_ctx *c, const char *type, optimizer_type *out)
@@ -37,9 +37,14 @@ static loom_status optimizer_type_of(const ds_ctx *c, const char *type, optimize
         *out = LAMB;
     else if (strcasecmp(type, "onebitadam") == 0)
         *out = ONEBIT;
+    else if (strcasecmp(type, "adagrad") == 0)
+        *out = ADAGRAD;
+    else if (strcasecmp(type, "lion") == 0)
+        *out = LION;
     else
         return loom_error(LOOM_E_UNSUPPORTED,
-                          "%s: optimizer.type \"%s\" is not supported (supported: Adam, AdamW, Lamb, OneBitAdam)",
+                          "%s: optimizer.type \"%s\" is not supported (supported: Adam, AdamW, Lamb, OneBitAdam, "
+                          "Adagrad, Lion)",
                           c->file, type);
     return LOOM_OK;
 }
@@ -52,6 +57,10 @@ static loom_status check_params_keys(const ds_ctx *c, const cJSON *pj, optimizer
                                             "min_coeff", "bias_correction"};
     static const char *const onebit_keys[] = {
         "lr", "betas", "eps", "weight_decay", "freeze_step", "cuda_aware", "comm_backend_name"};
+    /* DeepSpeedCPUAdagrad's and FusedLion's / DeepSpeedCPULion's parameters, which both of each
+     * pair take (docs/semantics/deepspeed.md). */
+    static const char *const adagrad_keys[] = {"lr", "eps", "weight_decay"};
+    static const char *const lion_keys[] = {"lr", "betas", "weight_decay"};
     const char *pp = "optimizer.params.";
     if (cJSON_GetObjectItemCaseSensitive(pj, "max_grad_norm"))
         return loom_error(
@@ -60,6 +69,8 @@ static loom_status check_params_keys(const ds_ctx *c, const cJSON *pj, optimizer
             c->file);
     if (t == ADAM || t == ADAMW) return loom__ds_check_keys(c, pj, pp, adam_keys, COUNT(adam_keys));
     if (t == LAMB) return loom__ds_check_keys(c, pj, pp, lamb_keys, COUNT(lamb_keys));
+    if (t == ADAGRAD) return loom__ds_check_keys(c, pj, pp, adagrad_keys, COUNT(adagrad_keys));
+    if (t == LION) return loom__ds_check_keys(c, pj, pp, lion_keys, COUNT(lion_keys));
     return loom__ds_check_keys(c, pj, pp, onebit_keys, COUNT(onebit_keys));
 }
 
@@ -213,7 +224,8 @@ loom_status loom__ds_parse_optimizer(ds_ctx *c, const cJSON *root)
     ds_value type, params;
     if ((st = loom__ds_get_typed_section(c, sec.json, "optimizer.", &type, &params)) != LOOM_OK) return st;
     if (!type.present)
-        return loom_error(LOOM_E_INVALID, "%s: optimizer.type is missing (Adam, AdamW, Lamb or OneBitAdam)", c->file);
+        return loom_error(LOOM_E_INVALID,
+                          "%s: optimizer.type is missing (Adam, AdamW, Lamb, OneBitAdam, Adagrad or Lion)", c->file);
     cfg->optimizer.present = 1;
     if (!(cfg->optimizer.type = loom__ds_dup_text(type.s))) return loom_error(LOOM_E_NOMEM, "out of memory");
     optimizer_type t = ADAM;
@@ -221,16 +233,25 @@ loom_status loom__ds_parse_optimizer(ds_ctx *c, const cJSON *root)
     const cJSON *pj = params.json;
     const char *pp = "optimizer.params.";
     if (pj && (st = check_params_keys(c, pj, t)) != LOOM_OK) return st;
-    /* Absent keys take DeepSpeed's defaults (lr 1e-3), as DeepSpeed does with the section. */
-    if ((st = loom__ds_merge_double(c, pj, pp, "lr", "learning_rate", a->learning_rate, 1e-3, &cfg->optimizer.lr)) !=
-            LOOM_OK ||
-        (st = loom__ds_merge_double(c, pj, pp, "eps", "adam_epsilon", a->adam_epsilon, 1e-8, &cfg->optimizer.eps)) !=
-            LOOM_OK ||
+    /* Absent keys take the defaults of the optimizer DeepSpeed builds (lr 1e-3, eps 1e-8; torch's
+     * and DeepSpeedCPUAdagrad's lr 1e-2, eps 1e-10), as DeepSpeed does with the section. */
+    double lr_absent = t == ADAGRAD ? 1e-2 : 1e-3, eps_absent = t == ADAGRAD ? 1e-10 : 1e-8;
+    if ((st = loom__ds_merge_double(c, pj, pp, "lr", "learning_rate", a->learning_rate, lr_absent,
+                                    &cfg->optimizer.lr)) != LOOM_OK ||
+        (st = loom__ds_merge_double(c, pj, pp, "eps", "adam_epsilon", a->adam_epsilon, eps_absent,
+                                    &cfg->optimizer.eps)) != LOOM_OK ||
         (st = loom__ds_merge_double(c, pj, pp, "weight_decay", "weight_decay", a->weight_decay, 0.0,
                                     &cfg->optimizer.weight_decay)) != LOOM_OK)
         return st;
     if ((st = merge_betas(c, pj)) != LOOM_OK) return st;
     if (t == ADAM || t == ADAMW) return map_adam(c, pj, t);
     if (t == LAMB) return map_lamb(c, pj);
+    if (t == ADAGRAD || t == LION) {
+        /* The same mathematics as loom's plugins of HF's --optim adagrad and lion_32bit
+         * (docs/semantics/optimizers.md); a key the plugin lacks (Lion's eps, Adagrad's betas) is
+         * not passed. */
+        cfg->optimizer_choice.plugin = t == ADAGRAD ? "adagrad" : "lion";
+        return add_common_optimizer_entries(cfg);
+    }
     return map_onebit_adam(c, pj);
 }

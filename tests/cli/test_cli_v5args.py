@@ -1,7 +1,8 @@
 """What a transformers v5 user writes, end to end through `loom train`: a float --warmup_steps
 (docs/semantics/schedulers.md#warmup); training_args.json's debug and mp_parameters as HF writes
 them (docs/semantics/trainer.md#every-hf-argument); a null in --lr_scheduler_kwargs where HF's
-schedule function defaults the parameter to None (docs/semantics/schedulers.md#hf-schedules).
+schedule function defaults the parameter to None (docs/semantics/schedulers.md#hf-schedules);
+a ds_config's Adagrad and Lion optimizers (docs/semantics/deepspeed.md).
 The references are HF v5's rules written out
 again below."""
 import json
@@ -127,3 +128,47 @@ class SchedulerKwargsNullTest(LoomTestCase):
         for name, key in (("cosine", "num_cycles"), ("warmup_stable_decay", "num_decay_steps")):
             self.assert_error(self.train_args(self.out("never"), "--max_steps", "2", "--lr_scheduler_type", name,
                                               "--lr_scheduler_kwargs", json.dumps({key: None})), key)
+
+
+class DeepSpeedAdagradLionTest(LoomTestCase):
+    def run_bytes(self, name, *extra):
+        out = self.out(name)
+        loom(*self.train_args(out, "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no",
+                              "--lr_scheduler_type", "constant", *extra))
+        with open(os.path.join(out, "model.safetensors"), "rb") as f:
+            weights = f.read()
+        losses = [e["loss"] for e in self.state(out)["log_history"] if "loss" in e]
+        self.assertEqual(len(losses), 6)
+        return weights, losses
+
+    def ds(self, name, optimizer):
+        path = self.out(name + ".json")
+        with open(path, "w") as f:
+            json.dump({"train_micro_batch_size_per_gpu": "auto", "optimizer": optimizer}, f)
+        return path
+
+    def test_adagrad_is_the_optim_adagrad_run(self):
+        # DeepSpeed builds torch.optim.Adagrad / DeepSpeedCPUAdagrad(lr, eps, weight_decay).
+        ds = self.ds("adagrad", {"type": "Adagrad", "params": {"lr": 0.05, "eps": 1e-6, "weight_decay": 0.01}})
+        self.assertEqual(self.run_bytes("ds-adagrad", "--deepspeed", ds),
+                         self.run_bytes("optim-adagrad", "--optim", "adagrad", "--learning_rate", "0.05",
+                                        "--weight_decay", "0.01", "--adagrad.eps", "1e-6"))
+        # Without eps, DeepSpeed's Adagrad keeps its own 1e-10 (torch's and DeepSpeedCPUAdagrad's).
+        ds = self.ds("adagrad-noeps", {"type": "adagrad", "params": {"lr": 0.05}})
+        self.assertEqual(self.run_bytes("ds-adagrad-noeps", "--deepspeed", ds),
+                         self.run_bytes("optim-adagrad-noeps", "--optim", "adagrad", "--learning_rate", "0.05",
+                                        "--adagrad.eps", "1e-10"))
+
+    def test_lion_is_the_optim_lion_run(self):
+        # FusedLion / DeepSpeedCPULion(lr, betas, weight_decay).
+        ds = self.ds("lion", {"type": "Lion", "params": {"lr": 0.003, "betas": [0.8, 0.95], "weight_decay": 0.1}})
+        self.assertEqual(self.run_bytes("ds-lion", "--deepspeed", ds),
+                         self.run_bytes("optim-lion", "--optim", "lion_32bit", "--learning_rate", "0.003",
+                                        "--adam_beta1", "0.8", "--adam_beta2", "0.95", "--weight_decay", "0.1"))
+
+    def test_a_key_the_type_lacks_is_refused(self):
+        for optimizer, key in (({"type": "Lion", "params": {"eps": 1e-8}}, "eps"),
+                               ({"type": "Adagrad", "params": {"betas": [0.9, 0.99]}}, "betas"),
+                               ({"type": "RAdam", "params": {}}, "RAdam")):
+            self.assert_error(self.train_args(self.out("never"), "--max_steps", "2", "--deepspeed",
+                                              self.ds("bad", optimizer)), key, status=None)
