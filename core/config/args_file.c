@@ -161,6 +161,8 @@ static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const
         if (cJSON_IsString(v))
             return loom__arg_set_string(field, *v->valuestring || *d->default_text ? v->valuestring : NULL);
         if (cJSON_IsArray(v) && d == &loom__arg_table[LOOM__ARG_debug]) return set_words(field, d, v, path);
+        if (cJSON_IsBool(v) && d == &loom__arg_table[LOOM__ARG_include_num_input_tokens_seen])
+            return loom__arg_set_string(field, cJSON_IsTrue(v) ? "all" : "no"); /* v4's file */
         if (!cJSON_IsObject(v) || !loom__arg_is_dict(d))
             return wrong_type(d, path, loom__arg_is_dict(d) ? "a string or an object" : "a string", v);
         char *compact = cJSON_PrintUnformatted(v);

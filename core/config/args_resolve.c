@@ -171,12 +171,26 @@ static loom_status apply_aliases(loom_args *args, loom__arg_origin *origin)
     return LOOM_OK;
 }
 
+/* v5's __post_init__: a bool include_num_input_tokens_seen is "all" or "no" (true/false... as
+ * text, the way loom reads a bool). */
+static loom_status tokens_seen_mode(loom_args *args)
+{
+    int32_t on;
+    const char *text = args->include_num_input_tokens_seen;
+    if (!text || loom__parse_bool(text, &on) != 0) return LOOM_OK;
+    return loom__arg_set_string(&args->include_num_input_tokens_seen, on ? "all" : "no");
+}
+
 static loom_status check_enums(const loom_args *args, const loom__arg_origin *origin)
 {
     static const char *const best[] = {"best"};
     static const char *const opt_levels[] = {"O0", "O1", "O2", "O3"};
     static const char *const log_levels[] = {"passive", "debug", "info", "warning", "error", "critical"};
+    static const char *const token_modes[] = {"all", "non_padding", "no"};
     loom_status st;
+    if ((st = check_enum(ROW(include_num_input_tokens_seen), args->include_num_input_tokens_seen,
+                         SOURCE(include_num_input_tokens_seen), token_modes, COUNT(token_modes), NULL, 0)) != LOOM_OK)
+        return st;
     if ((st = check_enum(ROW(log_level), args->log_level, SOURCE(log_level), log_levels, COUNT(log_levels), NULL, 0)) !=
             LOOM_OK ||
         (st = check_enum(ROW(log_level_replica), args->log_level_replica, SOURCE(log_level_replica), log_levels,
@@ -532,6 +546,7 @@ loom_status loom__args_resolve(loom_args *args, loom__arg_origin *origin)
     if ((st = normalise_kwargs(args, origin)) != LOOM_OK) return st;
     if ((st = loom__args_resolve_later(args, origin)) != LOOM_OK) return st;
     if ((st = apply_aliases(args, origin)) != LOOM_OK) return st;
+    if ((st = tokens_seen_mode(args)) != LOOM_OK) return st;
     if ((st = check_enums(args, origin)) != LOOM_OK) return st;
     if ((st = local_rank_from_env(args)) != LOOM_OK) return st;
     if ((st = derive(args)) != LOOM_OK) return st;

@@ -169,6 +169,11 @@ static loom_status check_params(loom_trainer *t, float *const *master_params)
                       (long long)t->scheduler_step + 1, t->optimizer.plugin->desc->name, t->last_lr);
 }
 
+static int counts_tokens(const loom_trainer *t)
+{
+    return strcmp(t->args.include_num_input_tokens_seen, "no") != 0;
+}
+
 static loom_status comm_sum(loom_trainer *t, double *value)
 {
     const loom_comm_vtable *cv = t->comm.vtable;
@@ -416,8 +421,7 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
         loom_metrics_set(&logs, "grad_norm", t->last_grad_norm);
         /* HF logs get_last_lr() after scheduler.step(): the rate of the NEXT step. */
         loom_metrics_set(&logs, "learning_rate", current_lr(t));
-        if (t->args.include_num_input_tokens_seen)
-            loom_metrics_set(&logs, "num_input_tokens_seen", (double)t->state.num_input_tokens_seen);
+        if (counts_tokens(t)) loom_metrics_set(&logs, "num_input_tokens_seen", (double)t->state.num_input_tokens_seen);
         if (t->mixed_precision || t->state.skipped_steps > 0 || t->state.loss_scale != 1.0) {
             loom_metrics_set(&logs, "loss_scale", t->state.loss_scale);
             loom_metrics_set(&logs, "skipped_steps", (double)t->state.skipped_steps);
@@ -495,6 +499,22 @@ static int64_t batch_tokens(const loom_batch *batch)
     if (batch->inputs.dtype == LOOM_DTYPE_I32 && batch->inputs.ndim == 2)
         return batch->batch_size * batch->inputs.shape[1];
     return batch->batch_size;
+}
+
+/* The tokens --include_num_input_tokens_seen counts in one micro-batch (HF v5's
+ * _track_num_input_tokens): "all" every input position; "non_padding" the attention mask's ones,
+ * or, without a mask (fixed-length data, nothing padded), every position as HF falls back to. The
+ * host's copy of the mask is read, so a device run counts the same. */
+static int64_t seen_tokens(const loom_trainer *t, const loom_batch_buffer *buf)
+{
+    const loom_batch *b = &buf->batch;
+    if (strcmp(t->args.include_num_input_tokens_seen, "non_padding") != 0 || !buf->attention_mask ||
+        b->inputs.ndim != 2)
+        return batch_tokens(b);
+    int64_t n = 0, cells = b->batch_size * b->inputs.shape[1];
+    for (int64_t i = 0; i < cells; i++)
+        n += buf->attention_mask[i] != 0;
+    return n;
 }
 
 /* ceil(x) as an int64, INT64_MAX where it does not fit (converting such a double is undefined). */
@@ -670,7 +690,7 @@ loom_status loom_trainer_train(loom_trainer *t)
             double scale = pv->loss_scale(t->precision.instance);
             float seed = divisor > 0 ? (float)(scale / divisor) : 0.0f;
             double step_loss = 0;
-            int64_t step_tokens = 0;
+            int64_t step_tokens = 0, step_seen = 0;
             if ((st = choose_reduction(t)) != LOOM_OK) break;
             for (int64_t m = 0; m < n_micro && st == LOOM_OK; m++) {
                 if ((st = LOOM_PLUGIN_CALL(
@@ -684,6 +704,7 @@ loom_status loom_trainer_train(loom_trainer *t)
                 step_loss += logged_loss_sum(t, test_loss_override(nan_loss_steps, t, loss_sum), divisor);
                 examples_seen += micro[m].batch.batch_size;
                 step_tokens += batch_tokens(&micro[m].batch);
+                step_seen += seen_tokens(t, &micro[m]);
                 t->data_batch = first + m + 1;
                 if (m < n_micro - 1) st = loom_trainer_fire(t, LOOM_EVENT_SUBSTEP_END, NULL, NULL);
             }
@@ -708,7 +729,12 @@ loom_status loom_trainer_train(loom_trainer *t)
             t->state.epoch = (double)epoch + (double)(u + 1) / (double)updates_per_epoch;
             t->state.loss_scale = pv->loss_scale(t->precision.instance);
             t->state.elapsed_seconds = loom_now_seconds() - start;
-            if (t->args.include_num_input_tokens_seen) t->state.num_input_tokens_seen += step_tokens;
+            if (counts_tokens(t)) {
+                /* Summed over the ranks, as HF gathers them: padding differs from rank to rank. */
+                double seen = (double)step_seen;
+                if (t->world_size > 1 && (st = comm_sum(t, &seen)) != LOOM_OK) break;
+                t->state.num_input_tokens_seen += (int64_t)seen;
+            }
             default_flow_step_end(t);
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
             if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;

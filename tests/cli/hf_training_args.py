@@ -49,7 +49,7 @@ HF_DEFAULTS = {
     "logging_first_step": False,
     "log_on_each_node": True,
     "logging_nan_inf_filter": True,
-    "include_num_input_tokens_seen": False,  # v4.57; v5: "no"
+    "include_num_input_tokens_seen": "no",  # v4.57: False (loom reads it as "no" too)
     "log_level": "passive",
     "log_level_replica": "warning",
     "disable_tqdm": None,

@@ -2,14 +2,15 @@
 (docs/semantics/schedulers.md#warmup); training_args.json's debug and mp_parameters as HF writes
 them (docs/semantics/trainer.md#every-hf-argument); a null in --lr_scheduler_kwargs where HF's
 schedule function defaults the parameter to None (docs/semantics/schedulers.md#hf-schedules);
-a ds_config's Adagrad and Lion optimizers (docs/semantics/deepspeed.md).
+a ds_config's Adagrad and Lion optimizers (docs/semantics/deepspeed.md); v5's string forms of
+--include_num_input_tokens_seen (docs/semantics/trainer.md#every-hf-argument).
 The references are HF v5's rules written out
 again below."""
 import json
 import math
 import os
 
-from loomtest import LoomTestCase, loom
+from loomtest import LoomTestCase, loom, write_pairs
 from test_cli_schedules import cosine_warmup_with_min_lr, cosine_with_min_lr, warmup_stable_decay
 
 
@@ -172,3 +173,48 @@ class DeepSpeedAdagradLionTest(LoomTestCase):
                                ({"type": "RAdam", "params": {}}, "RAdam")):
             self.assert_error(self.train_args(self.out("never"), "--max_steps", "2", "--deepspeed",
                                               self.ds("bad", optimizer)), key, status=None)
+
+
+class TokensSeenTest(LoomTestCase):
+    TINY = ["--vocab_size", "16", "--d_model", "16", "--d_kv", "4", "--num_heads", "2", "--d_ff", "32",
+            "--num_layers", "1"]
+
+    def counted(self, name, *mode):
+        pairs = self.out("pairs.jsonl")
+        if not os.path.exists(pairs):
+            self.sources = [len(r) + 1 for r in write_pairs(pairs, 40, 7, longest=6)]  # + eos
+        out = self.out(name)
+        loom("train", "--train_file", pairs, "--output_dir", out, "--overwrite_output_dir", "--disable_tqdm",
+             "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--logging_steps", "1",
+             "--save_strategy", "no", *self.TINY, *mode)
+        state = self.state(out)
+        with open(os.path.join(out, "training_args.json")) as f:
+            written = json.load(f)["include_num_input_tokens_seen"]
+        logged = [e.get("num_input_tokens_seen") for e in state["log_history"] if "loss" in e]
+        return state["num_input_tokens_seen"], logged, written
+
+    def test_the_modes(self):
+        # One whole epoch: every source is seen once, whatever the order, so "non_padding" (the
+        # attention mask's ones) is the sum of the source lengths.
+        total, logged, written = self.counted("non-padding", "--include_num_input_tokens_seen", "non_padding")
+        self.assertEqual(total, sum(self.sources))
+        self.assertEqual((len(logged), logged[-1], written), (5, total, "non_padding"))
+        # "all" counts the padded batches' every position: more, here.
+        everything, logged, written = self.counted("all", "--include_num_input_tokens_seen", "all")
+        self.assertGreater(everything, total)
+        self.assertEqual((logged[-1], written), (everything, "all"))
+        # v4's bool: true (or the flag alone) is "all", false "no" (HF v5's __post_init__).
+        self.assertEqual(self.counted("flag", "--include_num_input_tokens_seen")[::2], (everything, "all"))
+        self.assertEqual(self.counted("true", "--include_num_input_tokens_seen", "true")[::2], (everything, "all"))
+        config = self.out("v4.json")  # a v4 training_args.json holds the bool
+        with open(config, "w") as f:
+            json.dump({"include_num_input_tokens_seen": True}, f)
+        self.assertEqual(self.counted("v4-file", "--config", config)[::2], (everything, "all"))
+        for name, mode in (("false", ["--include_num_input_tokens_seen", "false"]),
+                           ("no", ["--include_num_input_tokens_seen", "no"]), ("default", [])):
+            total, logged, written = self.counted(name, *mode)
+            self.assertEqual((total, set(logged), written), (0, {None}, "no"), name)
+
+    def test_an_unknown_mode_is_refused(self):
+        self.assert_error(self.train_args(self.out("never"), "--include_num_input_tokens_seen", "some"),
+                          "--include_num_input_tokens_seen", "'some'", "all, non_padding, no")
