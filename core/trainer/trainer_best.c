@@ -110,22 +110,6 @@ static loom_status read_best(loom_trainer *t, const char *path)
     return st;
 }
 
-/* The rank that reads the best checkpoint: the first whose disk has its model.safetensors, -1
- * when none has. On one shared disk that is rank 0; on disks of their own without
- * --save_on_each_node only node 0 has the checkpoints (docs/checkpoints.md#files-on-one-node).
- * Collective. */
-static loom_status best_reader(loom_trainer *t, int has, int *reader)
-{
-    double first = has ? (double)(t->world_size - t->rank) : 0;
-    if (t->world_size > 1) {
-        const loom_comm_vtable *cv = t->comm.vtable;
-        loom_status st = cv->all_reduce(t->comm.instance, &first, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
-        if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end: finding the best checkpoint");
-    }
-    *reader = first > 0 ? t->world_size - (int)first : -1;
-    return LOOM_OK;
-}
-
 /* The weights just loaded into t->params, into the copies the optimizer steps: ZeRO-Offload's
  * host partition and the precision plugin's f32 master weights of this rank's owned ranges,
  * widened from the parameters as prepare() widens them at the start (trainer_prepare.c). The
@@ -178,9 +162,11 @@ loom_status loom_trainer_load_best(loom_trainer *t)
         if (st != LOOM_OK) return st;
         has = access(path, F_OK) == 0;
     }
+    /* The first rank whose disk has the checkpoint reads it: on one shared disk rank 0, on disks
+     * of their own without --save_on_each_node node 0 (docs/checkpoints.md#files-on-one-node). */
     int reader = -1;
-    loom_status st = best_reader(t, has, &reader);
-    if (st != LOOM_OK) return st;
+    loom_status st = loom_trainer_first_rank(t, has, &reader);
+    if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end: finding the best checkpoint");
     if (reader < 0) {
         /* HF warns and keeps the last weights ("Could not locate the best model"): the folder
          * was removed by hand on every disk. The ranks hold the same last weights. */

@@ -77,6 +77,8 @@ loom_status loom_trainer_check_node_disks(loom_trainer *t);
  * "rank R: " (not where R is 0 and this rank failed too), so all stop with one line. LOOM_OK
  * when none failed; `mine` with one rank. Collective. */
 loom_status loom_trainer_fail_together(loom_trainer *t, loom_status mine);
+/* The lowest rank whose `yes` is true, -1 when none (trainer_together.c). Collective. */
+loom_status loom_trainer_first_rank(loom_trainer *t, int yes, int *rank);
 /* After the ranks restored from the checkpoint, each from its own disk
  * (trainer_same_checkpoint.c): every rank's is the same checkpoint as rank 0's, in what every
  * node's copy holds alike; else every rank stops with the first differing rank's line.

@@ -20,6 +20,19 @@
 
 #define LINE 2048
 
+loom_status loom_trainer_first_rank(loom_trainer *t, int yes, int *rank)
+{
+    /* The largest world - rank among the ranks that say yes (0: none). */
+    double first = yes ? (double)(t->world_size - t->rank) : 0;
+    loom_status st = LOOM_OK;
+    if (t->world_size > 1) {
+        const loom_comm_vtable *cv = t->comm.vtable;
+        st = cv->all_reduce(t->comm.instance, &first, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+    }
+    *rank = st == LOOM_OK && first > 0 ? t->world_size - (int)first : -1;
+    return st;
+}
+
 loom_status loom_trainer_fail_together(loom_trainer *t, loom_status mine)
 {
     if (t->world_size < 2) return mine;
@@ -27,13 +40,11 @@ loom_status loom_trainer_fail_together(loom_trainer *t, loom_status mine)
     char saved[LINE] = "";
     if (mine != LOOM_OK) snprintf(saved, sizeof saved, "%s", loom_error_message());
     const loom_comm_vtable *cv = t->comm.vtable;
-    /* The first failing rank, as the largest world - rank (0: none failed). */
-    double first = mine != LOOM_OK ? (double)(t->world_size - t->rank) : 0;
-    loom_status st = cv->all_reduce(t->comm.instance, &first, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
-    if (st == LOOM_OK && first == 0) return LOOM_OK;
+    int root = -1;
+    loom_status st = loom_trainer_first_rank(t, mine != LOOM_OK, &root);
+    if (st == LOOM_OK && root < 0) return LOOM_OK;
     /* The status, then the line. */
     unsigned char message[sizeof(int32_t) + LINE] = {0};
-    const int root = st == LOOM_OK ? t->world_size - (int)first : -1;
     if (root == t->rank) {
         const int32_t code = (int32_t)mine;
         memcpy(message, &code, sizeof code);
