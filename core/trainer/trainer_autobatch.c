@@ -101,8 +101,7 @@ static loom_status agree(loom_trainer *t, int64_t mine, int64_t *lowest, int64_t
     *lowest = *highest = mine;
     if (t->world_size < 2) return LOOM_OK;
     double v[2] = {(double)mine, -(double)mine};
-    const loom_comm_vtable *cv = t->comm.vtable;
-    loom_status st = cv->all_reduce(t->comm.instance, v, 2, LOOM_DTYPE_F64, LOOM_REDUCE_MIN, NULL);
+    loom_status st = loom_trainer_reduce_f64(t, v, 2, LOOM_REDUCE_MIN);
     if (st != LOOM_OK) return loom_error_context(st, "agreeing on the batch size of --auto_find_batch_size");
     *lowest = (int64_t)v[0];
     *highest = (int64_t)-v[1];

@@ -27,3 +27,9 @@ uint32_t loom_trainer_comm_device(const loom_trainer *t, const loom_plugin *comm
 {
     return strcmp(comm->desc->name, "nccl") == 0 ? t->device : LOOM_DEVICE_CPU;
 }
+
+loom_status loom_trainer_reduce_f64(loom_trainer *t, double *values, size_t n, uint32_t op)
+{
+    const loom_comm_vtable *cv = t->comm.vtable;
+    return cv->all_reduce(t->comm.instance, values, n, LOOM_DTYPE_F64, op, NULL);
+}

@@ -77,6 +77,9 @@ loom_status loom_trainer_check_node_disks(loom_trainer *t);
  * "rank R: " (not where R is 0 and this rank failed too), so all stop with one line. LOOM_OK
  * when none failed; `mine` with one rank. Collective. */
 loom_status loom_trainer_fail_together(loom_trainer *t, loom_status mine);
+/* The trainer's own host values over the ranks: an all_reduce of n doubles in place through the
+ * run's comm plugin (trainer_comm.c). Collective. */
+loom_status loom_trainer_reduce_f64(loom_trainer *t, double *values, size_t n, uint32_t op);
 /* The lowest rank whose `yes` is true, -1 when none (trainer_together.c). Collective. */
 loom_status loom_trainer_first_rank(loom_trainer *t, int yes, int *rank);
 /* After the ranks restored from the checkpoint, each from its own disk

@@ -176,8 +176,7 @@ static int counts_tokens(const loom_trainer *t)
 
 static loom_status comm_sum(loom_trainer *t, double *value)
 {
-    const loom_comm_vtable *cv = t->comm.vtable;
-    return cv->all_reduce(t->comm.instance, value, 1, LOOM_DTYPE_F64, LOOM_REDUCE_SUM, NULL);
+    return loom_trainer_reduce_f64(t, value, 1, LOOM_REDUCE_SUM);
 }
 
 /* The one divisor of the step's loss, known before backward from this rank's `targets` (those of

@@ -25,17 +25,6 @@ int loom_trainer_saves_here(const loom_trainer *t)
     return t->args.save_on_each_node ? t->local_rank == 0 : t->rank == 0;
 }
 
-static loom_status all_reduce(loom_trainer *t, double *value, uint32_t op)
-{
-    const loom_comm_vtable *cv = t->comm.vtable;
-    return cv->all_reduce(t->comm.instance, value, 1, LOOM_DTYPE_F64, op, NULL);
-}
-
-static loom_status all_max(loom_trainer *t, double *value)
-{
-    return all_reduce(t, value, LOOM_REDUCE_MAX);
-}
-
 static loom_status probe_path(const loom_trainer *t, double nonce, int rank, char *out, size_t size)
 {
     char name[96];
@@ -53,12 +42,12 @@ loom_status loom_trainer_check_node_disks(loom_trainer *t)
     /* Counted, not taken from LOCAL_WORLD_SIZE, which a launcher may leave out (then it defaults
      * to the world size, core/dist/ranks.h, while LOCAL_RANK still makes a writer per node). */
     double writers = writer;
-    loom_status st = all_reduce(t, &writers, LOOM_REDUCE_SUM);
+    loom_status st = loom_trainer_reduce_f64(t, &writers, 1, LOOM_REDUCE_SUM);
     if (st != LOOM_OK || writers <= 1) return st;
     /* Exact in a double: 52 bits. */
     const uint64_t mixed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid();
     double nonce = t->rank == 0 ? (double)(mixed & ((1ull << 52) - 1)) : 0;
-    st = all_max(t, &nonce);
+    st = loom_trainer_reduce_f64(t, &nonce, 1, LOOM_REDUCE_MAX);
     if (st != LOOM_OK) return st;
     char mine[4096];
     double failed = 0;
@@ -71,7 +60,7 @@ loom_status loom_trainer_check_node_disks(loom_trainer *t)
         if (fd >= 0) close(fd);
         failed = st != LOOM_OK;
     }
-    loom_status agreed = all_max(t, &failed);
+    loom_status agreed = loom_trainer_reduce_f64(t, &failed, 1, LOOM_REDUCE_MAX);
     if (agreed == LOOM_OK && failed > 0 && st == LOOM_OK)
         agreed = loom_error(LOOM_E_IO, "--save_on_each_node: another node cannot write in %s", t->args.output_dir);
     if (st != LOOM_OK || agreed != LOOM_OK) {
@@ -86,7 +75,7 @@ loom_status loom_trainer_check_node_disks(loom_trainer *t)
             seen = 1 + (double)t->rank * t->world_size + r;
     }
     /* Every writer has looked before this returns, so its probe can go. */
-    st = all_max(t, &seen);
+    st = loom_trainer_reduce_f64(t, &seen, 1, LOOM_REDUCE_MAX);
     if (writer) unlink(mine);
     if (st != LOOM_OK) return st;
     if (seen > 0) {

@@ -157,7 +157,7 @@ static loom_status share_rank0(loom_trainer *t, const char *mine, char **rank0)
 {
     const loom_comm_vtable *cv = t->comm.vtable;
     double size = t->rank == 0 ? (double)strlen(mine) + 1 : 0;
-    loom_status st = cv->all_reduce(t->comm.instance, &size, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+    loom_status st = loom_trainer_reduce_f64(t, &size, 1, LOOM_REDUCE_MAX);
     if (st != LOOM_OK) return st;
     char *buffer = calloc((size_t)size, 1);
     if (!buffer) return loom_error(LOOM_E_NOMEM, "out of memory");

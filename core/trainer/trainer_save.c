@@ -460,8 +460,7 @@ static loom_status rotate_checkpoints(loom_trainer *t, int64_t saved)
 static loom_status states_are_sharded(loom_trainer *t, int *sharded)
 {
     double mine = !(t->n_owned == 1 && t->owned[0].begin == 0 && t->owned[0].end == t->total_numel);
-    const loom_comm_vtable *cv = t->comm.vtable;
-    loom_status st = cv->all_reduce(t->comm.instance, &mine, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
+    loom_status st = loom_trainer_reduce_f64(t, &mine, 1, LOOM_REDUCE_MAX);
     *sharded = t->world_size > 1 && mine > 0;
     return st;
 }

@@ -25,10 +25,7 @@ loom_status loom_trainer_first_rank(loom_trainer *t, int yes, int *rank)
     /* The largest world - rank among the ranks that say yes (0: none). */
     double first = yes ? (double)(t->world_size - t->rank) : 0;
     loom_status st = LOOM_OK;
-    if (t->world_size > 1) {
-        const loom_comm_vtable *cv = t->comm.vtable;
-        st = cv->all_reduce(t->comm.instance, &first, 1, LOOM_DTYPE_F64, LOOM_REDUCE_MAX, NULL);
-    }
+    if (t->world_size > 1) st = loom_trainer_reduce_f64(t, &first, 1, LOOM_REDUCE_MAX);
     *rank = st == LOOM_OK && first > 0 ? t->world_size - (int)first : -1;
     return st;
 }
