@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,21 @@ static void format_metric(const char *key, double v, char *buf, size_t size)
 static int info_shown(void)
 {
     return loom_host_log_level() >= LOOM_LOG_INFO;
+}
+
+/* --enable_jit_checkpoint stopped training at SIGTERM: the run is not finished, so no final
+ * model, evaluation or prediction, and the exit status of a process SIGTERM ended (128 + 15),
+ * which a scheduler that restarts failed jobs restarts (core/trainer/trainer_jit.c). */
+static int jit_stopped(loom_trainer *t)
+{
+    if (t->state.is_world_process_zero)
+        fprintf(stderr,
+                "loom: stopped by SIGTERM (--enable_jit_checkpoint): --resume_from_checkpoint true goes on from "
+                "%s/checkpoint-%lld\n",
+                t->args.output_dir, (long long)t->state.global_step);
+    loom_trainer_destroy(t);
+    loom_loader_shutdown();
+    return 128 + SIGTERM;
 }
 
 static void print_metrics(const char *title, const loom_metrics *m)
@@ -370,6 +386,7 @@ int loom_command_train(const char *mode, int argc, char **argv)
     if (t->args.do_train) {
         if (t->state.is_world_process_zero) loom_interrupt_notice_install(t->args.output_dir);
         if ((st = loom_trainer_train(t)) != LOOM_OK) goto fail_running;
+        if (t->jit_stopped) return jit_stopped(t);
         if ((st = loom_trainer_save_final(t)) != LOOM_OK) goto fail_running;
         if ((st = save_metrics(t, "train", &t->train_metrics)) != LOOM_OK) goto fail_running;
         /* HF's run_* scripts: trainer.log_metrics("train", metrics) after save_metrics. */

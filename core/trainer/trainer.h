@@ -268,6 +268,10 @@ struct loom_trainer {
     /* Training has begun (HF's state.epoch is no longer None): evaluations log an "epoch", the
      * one before the first step (--eval_on_start) included. */
     int32_t training_begun;
+    /* The step of the newest checkpoint this process wrote or resumed from (-1: none), and
+     * whether a SIGTERM stopped train() after saving one (--enable_jit_checkpoint). */
+    int64_t checkpoint_step;
+    int32_t jit_stopped;
 };
 
 /* Create a trainer from parsed arguments (moved into the trainer: do not free args after).

@@ -409,6 +409,15 @@ static double test_loss_override(const char *spec, const loom_trainer *t, double
     return loss_sum;
 }
 
+static loom_status save_checkpoint_now(loom_trainer *t)
+{
+    char folder[4096];
+    loom_status st = loom_trainer_checkpoint_dir(t, folder, sizeof folder);
+    if (st == LOOM_OK) st = loom_trainer_save_checkpoint(t);
+    if (st == LOOM_OK) t->checkpoint_step = t->state.global_step;
+    return st == LOOM_OK ? loom_trainer_fire(t, LOOM_EVENT_SAVE, NULL, folder) : st;
+}
+
 static loom_status maybe_log_save_evaluate(loom_trainer *t)
 {
     loom_loss_tracker *losses = &t->losses;
@@ -442,12 +451,22 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
         }
     }
     if (t->control.should_save) {
-        char folder[4096];
-        if ((st = loom_trainer_checkpoint_dir(t, folder, sizeof folder)) != LOOM_OK) return st;
-        if ((st = loom_trainer_save_checkpoint(t)) != LOOM_OK) return st;
-        if ((st = loom_trainer_fire(t, LOOM_EVENT_SAVE, NULL, folder)) != LOOM_OK) return st;
+        if ((st = save_checkpoint_now(t)) != LOOM_OK) return st;
         t->control.should_save = 0;
     }
+    return LOOM_OK;
+}
+
+/* --enable_jit_checkpoint: at a step boundary where some rank has seen SIGTERM, checkpoint-N of
+ * the last finished step (unless the run just saved or resumed from it) and stop (trainer_jit.c). */
+static loom_status jit_stop_if_due(loom_trainer *t)
+{
+    int due = 0;
+    loom_status st = loom_trainer_jit_due(t, &due);
+    if (st != LOOM_OK || !due) return st;
+    if (t->checkpoint_step != t->state.global_step && (st = save_checkpoint_now(t)) != LOOM_OK) return st;
+    t->jit_stopped = 1;
+    t->control.should_training_stop = 1;
     return LOOM_OK;
 }
 
@@ -644,6 +663,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     /* Ranks at the same step may still hold different checkpoints (docs/checkpoints.md#files-on-one-node):
      * compared after the steps, whose line says more where those differ too. */
     if (st == LOOM_OK) st = loom_trainer_same_checkpoint(t);
+    if (st == LOOM_OK && t->resume_dir) t->checkpoint_step = t->state.global_step;
     /* Where the data stands: the sampler's order is a function of (seed, epoch), so a resumed
      * run jumps there instead of replaying the loader. */
     int64_t first_epoch = t->state.global_step / updates_per_epoch;
@@ -657,6 +677,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     t->control.should_training_stop = 0;
     if (st == LOOM_OK) st = loom_trainer_print_startup(t, &dl, num_epochs, max_steps, updates_per_epoch);
     t->training_begun = 1;
+    loom_trainer_jit_arm(t);
     if (st == LOOM_OK) st = loom_trainer_fire(t, LOOM_EVENT_TRAIN_BEGIN, NULL, NULL);
     /* HF's eval_on_start: one evaluation after on_train_begin, at the step the run starts from
      * (0, or a resumed run's). It is logged and reaches the callbacks (early stopping counts it);
@@ -675,6 +696,9 @@ loom_status loom_trainer_train(loom_trainer *t)
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_BEGIN, NULL, NULL)) != LOOM_OK) break;
         for (int64_t u = epoch == first_epoch ? skip_updates : 0;
              u < updates_per_epoch && t->state.global_step < max_steps; u++) {
+            /* Before the step, after the last one's evaluation and save: a SIGTERM during either
+             * is seen here, not a whole step later. */
+            if ((st = jit_stop_if_due(t)) != LOOM_OK || t->jit_stopped) break;
             int64_t first = u * ga;
             int64_t n_micro = batches_per_epoch - first < ga ? batches_per_epoch - first : ga;
             /* This rank's targets of the step, then the step's one divisor of the loss, known
@@ -738,18 +762,26 @@ loom_status loom_trainer_train(loom_trainer *t)
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
             if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;
             loom_trainer_test_exit(t);
+            loom_trainer_jit_test_signal(t);
             if (t->control.should_epoch_stop || t->control.should_training_stop) break;
         }
-        if (st != LOOM_OK) break;
+        if (st != LOOM_OK || t->jit_stopped) break;
         default_flow_epoch_end(t);
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_END, NULL, NULL)) != LOOM_OK) break;
         if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;
     }
 
+    /* A SIGTERM during the last step or its evaluation: the final step's checkpoint, then the
+     * same stop, rather than a final model the signal's sender did not wait for. */
+    if (st == LOOM_OK && !t->jit_stopped) st = jit_stop_if_due(t);
+    loom_trainer_jit_disarm();
     for (int64_t m = 0; m < ga; m++) loom_batch_buffer_free(&micro[m]);
     free(micro);
     loom_dataloader_free(&dl);
     if (st != LOOM_OK) return st;
+    /* Stopped by SIGTERM: the callbacks close what they keep open; the best model is not loaded
+     * and no final metrics are logged, as the run goes on after a resume. */
+    if (t->jit_stopped) return loom_trainer_fire(t, LOOM_EVENT_TRAIN_END, NULL, NULL);
 
     if ((st = loom_trainer_load_best(t)) != LOOM_OK) return st;
     double runtime = loom_now_seconds() - start;

@@ -856,6 +856,7 @@ loom_status loom_trainer_create(loom_args *args, loom_trainer **out)
     t->args = *args;
     memset(args, 0, sizeof *args);
     t->hooks = *loom_trainer_default_hooks();
+    t->checkpoint_step = -1;
     t->core_host = loom_host_create("loom");
     t->log_history = cJSON_CreateArray();
     loom_status st = LOOM_OK;
