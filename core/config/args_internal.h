@@ -131,6 +131,9 @@ loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin
 /* HF's later arguments' checks and aliases, called by loom__args_resolve (args_later.c). */
 loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin);
 
+/* --fsdp and --fsdp_config: their checks, HF's, and what maps onto loom's (args_fsdp.c). */
+loom_status loom__args_resolve_fsdp(loom_args *args, loom__arg_origin *origin);
+
 /* --fp16 with the apex backend (--half_precision_backend apex, or its deprecated name
  * --fp16_backend apex, which is all DeepSpeed's adoption has set before resolving). */
 int loom__args_fp16_apex(const loom_args *a);

@@ -274,5 +274,6 @@ loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin)
     if ((st = check_deprecated_split(args, origin)) != LOOM_OK) return st;
     if ((st = check_accelerator_config(args, origin)) != LOOM_OK) return st;
     if ((st = resolve_sampling(args, origin)) != LOOM_OK) return st;
+    if ((st = loom__args_resolve_fsdp(args, origin)) != LOOM_OK) return st;
     return check_parallel(args, origin);
 }

@@ -41,6 +41,13 @@ loom_status loom_trainer_open_device(loom_trainer *t)
                           "FP32 (TF32 tensor-core math: later)",
                           loom_args_origin_text(a, LOOM__ARG_tf32));
     if (t->device == LOOM_DEVICE_CPU) return LOOM_OK;
+    /* FSDP's offload keeps parameters and gradients in host memory between uses: on the CPU
+     * they are there anyway (args_fsdp.c), on a GPU that is not done yet. */
+    if (a->fsdp && strstr(a->fsdp, "offload"))
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--fsdp offload (%s) on a GPU is not supported yet (parameters and gradients stay in GPU "
+                          "memory); DeepSpeed's zero_optimization.offload_optimizer is",
+                          loom_args_origin_text(a, LOOM__ARG_fsdp));
     /* HF's full_determinism: every kernel of a CPU run adds in a fixed order, so a CPU run
      * always repeats bit for bit. The CUDA tiled attention's backward adds with atomics
      * (kernels/cuda/attention_flash.cu), so a GPU run cannot promise it yet. */

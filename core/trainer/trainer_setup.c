@@ -465,6 +465,7 @@ static loom_status choose_default_plugins(loom_trainer *t, const loom_saved_mode
     if ((st = load_plugin(c->precision_mapped.plugin, LOOM_KIND_PRECISION, &c->precision)) != LOOM_OK) goto done;
     const char *sharding_name = t->world_size > 1 ? "ddp" : "none";
     if (a->sharded_ddp) sharding_name = "sharded_ddp"; /* HF v4.2's --sharded_ddp */
+    if (loom__fsdp_sharding(a)) sharding_name = loom__fsdp_sharding(a);
     if (t->ds && strcmp(t->ds->sharding.plugin, "ddp") != 0) sharding_name = t->ds->sharding.plugin;
     if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &c->sharding)) != LOOM_OK) goto done;
 done:
@@ -514,6 +515,7 @@ static const char *explicit_choice(const loom_trainer *t, const chosen_plugins *
         return ds ? "the DeepSpeed config's precision section" : "--fp16/--bf16";
     case LOOM_KIND_SHARDING:
         if (a->sharded_ddp) return "--sharded_ddp";
+        if (loom__fsdp_sharding(a)) return "--fsdp";
         return ds && strcmp(ds->sharding.plugin, "ddp") != 0 ? "the DeepSpeed config's zero_optimization" : NULL;
     default:
         return NULL;
@@ -629,7 +631,8 @@ static loom_status map_model_section(const loom_trainer *t, const loom_saved_mod
         int on;
         const char *key, *value, *lacks;
     } training[] = {
-        {t->args.gradient_checkpointing, "gradient_checkpointing", "true", "cannot recompute its activations"},
+        {t->args.gradient_checkpointing == 1 || loom__fsdp_activation_checkpointing(&t->args), "gradient_checkpointing",
+         "true", "cannot recompute its activations"},
         {t->args.label_smoothing_factor != 0.0, "label_smoothing_factor", m->smoothing, "has no smoothed loss"},
         {t->args.neftune_noise_alpha != 0.0, "neftune_noise_alpha", m->neftune,
          "has no input embedding to add NEFTune's noise to"},

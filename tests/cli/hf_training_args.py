@@ -170,7 +170,7 @@ LOOM_WRITES_OTHERWISE = {
     "neftune_noise_alpha",  # 0.0, which is off as None is
     "label_names", "report_to",  # lists: [] for None
     "accelerator_config",  # HF writes AcceleratorConfig's dict (checked on its own)
-    "debug",  # HF writes the parsed option list
+    "debug", "fsdp",  # HF writes the parsed option lists
 }
 
 # HF's AcceleratorConfig().to_dict() without use_configured_state, as HF's training_args.json has it.

@@ -208,9 +208,6 @@ class HfArgumentsTest(LoomTestCase):
             (["--train_sampling_strategy", "sequential"], "sequential", "not supported yet"),
             (["--train_sampling_strategy", "shuffled"], "'shuffled'", "not one of"),
             (["--ddp_backend", "mpi"], "--ddp_backend mpi", "not supported yet"),
-            (["--fsdp_min_num_params", "100"], "--fsdp_min_num_params", "not supported yet"),
-            (["--fsdp_transformer_layer_cls_to_wrap", "Block"], "--fsdp_transformer_layer_cls_to_wrap",
-             "not supported yet"),
             (["--parallelism_config", "{}"], "--parallelism_config", "not supported yet"),
             (["--generation_config", "gen"], "--generation_config", "not supported yet"),
         ]

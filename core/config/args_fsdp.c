@@ -1,0 +1,230 @@
+/* args_fsdp.c - HF's --fsdp and --fsdp_config (PyTorch FSDP through accelerate) on loom's
+ * sharding plugins (docs/semantics/fairscale.md#fsdp).
+ *
+ * FSDP's strategies that keep whole parameters on every rank during the step are loom's
+ * existing ones, update for update: no_shard is DDP (gradients all-reduced, everything
+ * replicated) and shard_grad_op is ZeRO-2 (gradients reduce-scattered, optimizer states
+ * sharded, parameters gathered after the step); hybrid_shard_zero2 is ZeRO-2 within each node
+ * and DDP across nodes, the same update, which loom shards over every rank. full_shard and
+ * hybrid_shard shard the parameters themselves (ZeRO-3): not supported yet. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args_internal.h"
+#include "error.h"
+#include "json_util.h"
+
+#define COUNT(a) (sizeof(a) / sizeof *(a))
+#define SOURCE(name) (origin->source[LOOM__ARG_##name])
+
+static const char *const options[] = {"full_shard",         "shard_grad_op", "no_shard", "hybrid_shard",
+                                      "hybrid_shard_zero2", "offload",       "auto_wrap"};
+
+/* Does the space-separated option list `list` hold `word`? */
+static int has(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, " ");
+        if (len == n && strncmp(p, word, n) == 0) return 1;
+        p += len;
+    }
+    return 0;
+}
+
+const char *loom__fsdp_sharding(const loom_args *a)
+{
+    if (!a->fsdp || !*a->fsdp) return NULL;
+    return has(a->fsdp, "no_shard") ? "ddp" : "zero2";
+}
+
+static loom_status check_options(loom_args *a, const char *where)
+{
+    /* HF's --fsdp true (a bool in a JSON config) is full_shard; false none. */
+    if (!strcmp(a->fsdp, "true") || !strcmp(a->fsdp, "false"))
+        return loom__arg_set_string(&a->fsdp, !strcmp(a->fsdp, "true") ? "full_shard" : NULL);
+    int n = 0, strategies = 0;
+    for (const char *p = a->fsdp; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, " ");
+        if (!len) break;
+        int known = 0;
+        for (size_t k = 0; k < COUNT(options); k++)
+            if (strlen(options[k]) == len && !strncmp(p, options[k], len)) known = 1, strategies += k < 5;
+        if (!known)
+            return loom_error(LOOM_E_INVALID,
+                              "--fsdp%s: '%.*s' is not one of: full_shard, shard_grad_op, no_shard, hybrid_shard, "
+                              "hybrid_shard_zero2, offload, auto_wrap",
+                              where, (int)len, p);
+        n++;
+        p += len;
+    }
+    if (n == 0) return loom__arg_set_string(&a->fsdp, NULL);
+    /* HF's two checks, in its words. */
+    if (n == 1 && has(a->fsdp, "offload"))
+        return loom_error(LOOM_E_INVALID,
+                          "--fsdp offload%s can't work on its own: it needs --fsdp full_shard or --fsdp shard_grad_op "
+                          "with it, for example --fsdp \"shard_grad_op offload\"",
+                          where);
+    if (has(a->fsdp, "full_shard") && has(a->fsdp, "shard_grad_op"))
+        return loom_error(LOOM_E_INVALID, "--fsdp full_shard is not compatible with --fsdp shard_grad_op%s", where);
+    if (strategies > 1)
+        return loom_error(LOOM_E_INVALID, "--fsdp '%s'%s names more than one sharding strategy", a->fsdp, where);
+    /* accelerate's default strategy, when the options name none (--fsdp auto_wrap), is FULL_SHARD. */
+    if (has(a->fsdp, "full_shard") || has(a->fsdp, "hybrid_shard") || strategies == 0)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--fsdp '%s'%s: %s shards the parameters themselves (ZeRO-3), which is not supported yet "
+                          "(supported: shard_grad_op = ZeRO-2, hybrid_shard_zero2, no_shard = DDP)",
+                          a->fsdp, where,
+                          has(a->fsdp, "hybrid_shard") ? "hybrid_shard"
+                          : strategies == 0            ? "accelerate's default strategy, full_shard,"
+                                                       : "full_shard");
+    if (has(a->fsdp, "offload"))
+        fprintf(stderr, "loom: warning: --fsdp offload has no effect on the CPU (parameters, gradients and optimizer "
+                        "states are in host memory already; on a GPU it is refused)\n");
+    if (has(a->fsdp, "auto_wrap"))
+        fprintf(stderr, "loom: warning: --fsdp auto_wrap has no effect here (loom shards flat ranges of the "
+                        "parameters, not modules)\n");
+    return LOOM_OK;
+}
+
+/* fsdp_config keys that tune how PyTorch wraps, prefetches and loads modules: nothing of the
+ * update, and nothing loom has a module for. */
+static const char *const no_effect[] = {"min_num_params",
+                                        "transformer_layer_cls_to_wrap",
+                                        "backward_prefetch",
+                                        "forward_prefetch",
+                                        "limit_all_gathers",
+                                        "use_orig_params",
+                                        "sync_module_states",
+                                        "cpu_ram_efficient_loading",
+                                        "state_dict_type",
+                                        "auto_wrap_policy",
+                                        "version",
+                                        "activation_cpu_offload"};
+
+static int is_true(const cJSON *v)
+{
+    return cJSON_IsTrue(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, "true"));
+}
+
+static loom_status check_key(const loom_args *a, const cJSON *item, const char *name, const char *where)
+{
+    if (!strncmp(name, "xla", 3)) {
+        if (!strcmp(name, "xla_fsdp_settings") || is_true(item))
+            return loom_error(LOOM_E_UNSUPPORTED, "--fsdp_config%s: %s: XLA (TPU) FSDP is not supported", where, name);
+        return LOOM_OK;
+    }
+    if (!strcmp(name, "activation_checkpointing")) {
+        if (is_true(item) && a->gradient_checkpointing == 1)
+            return loom_error(LOOM_E_INVALID,
+                              "--fsdp_config%s: activation_checkpointing and --gradient_checkpointing can't both be "
+                              "true (HF's rule: keep one)",
+                              where);
+        return LOOM_OK;
+    }
+    if (!strcmp(name, "reshard_after_forward")) {
+        /* FSDP2's spelling of the strategy: true is full_shard's resharding, false shard_grad_op's. */
+        if (is_true(item) && a->fsdp && !has(a->fsdp, "no_shard"))
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "--fsdp_config%s: reshard_after_forward true shards the parameters between forward and "
+                              "backward (ZeRO-3), which is not supported yet (false is shard_grad_op)",
+                              where);
+        return LOOM_OK;
+    }
+    if (!strcmp(name, "offload_params") || !strcmp(name, "cpu_offload")) {
+        if (is_true(item))
+            fprintf(stderr,
+                    "loom: warning: --fsdp_config %s has no effect here (everything is in host memory already "
+                    "on the CPU)\n",
+                    name);
+        return LOOM_OK;
+    }
+    for (size_t k = 0; k < COUNT(no_effect); k++)
+        if (!strcmp(name, no_effect[k])) return LOOM_OK;
+    fprintf(stderr, "loom: warning: --fsdp_config key '%s'%s has no effect here\n", name, where);
+    return LOOM_OK;
+}
+
+/* *wrap_rules: 1 when the config sets min_num_params, 2 transformer_layer_cls_to_wrap, 3 both. */
+static loom_status check_config(loom_args *a, loom__arg_origin *origin, int *wrap_rules)
+{
+    const char *text = a->fsdp_config;
+    if (text && !*text) return loom__arg_set_string(&a->fsdp_config, NULL);
+    if (!text) return LOOM_OK;
+    char buf[512], dup[512];
+    const char *where = loom__where(SOURCE(fsdp_config), buf, sizeof buf);
+    if (!a->fsdp)
+        fprintf(stderr, "loom: warning: --fsdp_config%s is useful only when --fsdp is given (HF's warning)\n", where);
+    cJSON *root = NULL;
+    loom_status st = text[0] == '{' ? loom__json_parse_strict("--fsdp_config", text, strlen(text), &root)
+                                    : loom__json_read_file("--fsdp_config", text, 1 << 20, &root);
+    if (st != LOOM_OK) return st;
+    if (!cJSON_IsObject(root))
+        st = loom_error(LOOM_E_INVALID, "--fsdp_config%s: expected a JSON object such as '{\"min_num_params\": 0}'",
+                        where);
+    else if (loom__json_find_duplicate(root, dup, sizeof dup) < 0)
+        st = loom_error(LOOM_E_INVALID, "--fsdp_config%s: duplicate key '%s'", where, dup);
+    int min_params = 0, layer_cls = 0;
+    for (const cJSON *item = root ? root->child : NULL; item && st == LOOM_OK; item = item->next) {
+        /* HF drops an "fsdp_" prefix from every key (accelerate's config files write them so). */
+        const char *name = strncmp(item->string, "fsdp_", 5) ? item->string : item->string + 5;
+        min_params |= !strcmp(name, "min_num_params") && cJSON_IsNumber(item) && item->valuedouble > 0;
+        layer_cls |= !strcmp(name, "transformer_layer_cls_to_wrap") && !cJSON_IsNull(item);
+        st = check_key(a, item, name, where);
+    }
+    *wrap_rules = min_params + 2 * layer_cls;
+    /* HF keeps the dict it read, prefixes dropped: training_args.json writes that, and the
+     * trainer reads activation_checkpointing from it (loom__fsdp_activation_checkpointing). */
+    for (cJSON *item = root ? root->child : NULL; item && st == LOOM_OK; item = item->next)
+        if (!strncmp(item->string, "fsdp_", 5)) memmove(item->string, item->string + 5, strlen(item->string + 5) + 1);
+    char *compact = st == LOOM_OK ? cJSON_PrintUnformatted(root) : NULL;
+    if (st == LOOM_OK)
+        st = compact ? loom__arg_set_string(&a->fsdp_config, compact) : loom_error(LOOM_E_NOMEM, "out of memory");
+    cJSON_free(compact);
+    cJSON_Delete(root);
+    return st;
+}
+
+int loom__fsdp_activation_checkpointing(const loom_args *a)
+{
+    if (!a->fsdp || !a->fsdp_config || a->fsdp_config[0] != '{') return 0;
+    cJSON *root = cJSON_Parse(a->fsdp_config);
+    int on = is_true(cJSON_GetObjectItemCaseSensitive(root, "activation_checkpointing"));
+    cJSON_Delete(root);
+    return on;
+}
+
+loom_status loom__args_resolve_fsdp(loom_args *a, loom__arg_origin *origin)
+{
+    char buf[512];
+    loom_status st;
+    if (a->fsdp && (st = check_options(a, loom__where(SOURCE(fsdp), buf, sizeof buf))) != LOOM_OK) return st;
+    int wrap_rules = 0;
+    if ((st = check_config(a, origin, &wrap_rules)) != LOOM_OK) return st;
+    if (!a->fsdp) return LOOM_OK;
+    const char *where = loom__where(SOURCE(fsdp), buf, sizeof buf);
+    /* The deprecated flags add to the config's keys (HF). */
+    if (a->fsdp_min_num_params > 0) wrap_rules |= 1;
+    if (a->fsdp_transformer_layer_cls_to_wrap && *a->fsdp_transformer_layer_cls_to_wrap) wrap_rules |= 2;
+    if (wrap_rules == 3)
+        return loom_error(LOOM_E_INVALID,
+                          "--fsdp%s: min_num_params and transformer_layer_cls_to_wrap (in --fsdp_config "
+                          "or as flags) are mutually exclusive (HF's rule)",
+                          where);
+    if (a->deepspeed && *a->deepspeed)
+        return loom_error(
+            LOOM_E_INVALID,
+            "--fsdp%s together with --deepspeed is not possible: deactivate one of those flags (HF's rule)", where);
+    if (a->sharded_ddp == 1)
+        return loom_error(LOOM_E_INVALID,
+                          "--fsdp%s together with --sharded_ddp is not possible: deactivate one of those flags (HF's "
+                          "rule)",
+                          where);
+    return LOOM_OK;
+}
