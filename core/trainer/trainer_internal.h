@@ -86,7 +86,7 @@ loom_status loom_trainer_reduce_f64(loom_trainer *t, double *values, size_t n, u
 void loom_trainer_jit_arm(loom_trainer *t);
 void loom_trainer_jit_disarm(void);
 loom_status loom_trainer_jit_due(loom_trainer *t, int *due);
-void loom_trainer_jit_test_signal(const loom_trainer *t);
+void loom_trainer_jit_test_signal(const loom_trainer *t, int after_evaluation);
 /* The lowest rank whose `yes` is true, -1 when none (trainer_together.c). Collective. */
 loom_status loom_trainer_first_rank(loom_trainer *t, int yes, int *rank);
 /* After the ranks restored from the checkpoint, each from its own disk

@@ -69,14 +69,17 @@ loom_status loom_trainer_jit_due(loom_trainer *t, int *due)
     return LOOM_OK;
 }
 
-/* LOOM_TEST_SIGTERM_AT_STEP=R:N (tests/cli/test_cli_jit.py): rank R sends itself SIGTERM when
- * step N has ended, so a test signals one rank at a known step through the real handler (raise:
- * to this thread, so the flag is set when it returns). */
-void loom_trainer_jit_test_signal(const loom_trainer *t)
+/* LOOM_TEST_SIGTERM_AT_STEP=R:N or R:N+ (tests/cli/test_cli_jit.py): rank R sends itself SIGTERM
+ * at the end of step N, before its evaluation and save (R:N), or after them (R:N+), so a test
+ * signals one rank at a known point through the real handler (raise: to this thread, so the
+ * flag is set when it returns). */
+void loom_trainer_jit_test_signal(const loom_trainer *t, int after_evaluation)
 {
     const char *spec = getenv("LOOM_TEST_SIGTERM_AT_STEP");
     if (!spec || !*spec) return;
     char *p = NULL;
     long long rank = strtoll(spec, &p, 10);
-    if (rank == t->rank && *p == ':' && strtoll(p + 1, NULL, 10) == t->state.global_step) raise(SIGTERM);
+    if (rank != t->rank || *p != ':') return;
+    long long step = strtoll(p + 1, &p, 10);
+    if (step == t->state.global_step && (*p == '+') == (after_evaluation != 0)) raise(SIGTERM);
 }

@@ -457,14 +457,22 @@ static loom_status maybe_log_save_evaluate(loom_trainer *t)
     return LOOM_OK;
 }
 
-/* --enable_jit_checkpoint: at a step boundary where some rank has seen SIGTERM, checkpoint-N of
- * the last finished step (unless the run just saved or resumed from it) and stop (trainer_jit.c). */
-static loom_status jit_stop_if_due(loom_trainer *t)
+/* --enable_jit_checkpoint (trainer_jit.c), where some rank has seen SIGTERM. At a step's end
+ * (before its evaluation, as HF saves in on_step_end): the step is logged, not evaluated, and
+ * its checkpoint saved by maybe_log_save_evaluate. Between steps (a signal during an evaluation
+ * or a save) and after the last: checkpoint-N of the last finished step, unless the run just
+ * saved or resumed from it. Either way training stops. */
+static loom_status jit_stop_if_due(loom_trainer *t, int at_step_end)
 {
     int due = 0;
     loom_status st = loom_trainer_jit_due(t, &due);
     if (st != LOOM_OK || !due) return st;
-    if (t->checkpoint_step != t->state.global_step && (st = save_checkpoint_now(t)) != LOOM_OK) return st;
+    if (at_step_end) {
+        t->control.should_evaluate = 0;
+        t->control.should_save = 1;
+    } else if (t->checkpoint_step != t->state.global_step && (st = save_checkpoint_now(t)) != LOOM_OK) {
+        return st;
+    }
     t->jit_stopped = 1;
     t->control.should_training_stop = 1;
     return LOOM_OK;
@@ -696,9 +704,9 @@ loom_status loom_trainer_train(loom_trainer *t)
         if ((st = loom_trainer_fire(t, LOOM_EVENT_EPOCH_BEGIN, NULL, NULL)) != LOOM_OK) break;
         for (int64_t u = epoch == first_epoch ? skip_updates : 0;
              u < updates_per_epoch && t->state.global_step < max_steps; u++) {
-            /* Before the step, after the last one's evaluation and save: a SIGTERM during either
-             * is seen here, not a whole step later. */
-            if ((st = jit_stop_if_due(t)) != LOOM_OK || t->jit_stopped) break;
+            /* Before the step too, after the last one's evaluation and save: a SIGTERM during
+             * either is seen here, not a whole step later. */
+            if ((st = jit_stop_if_due(t, 0)) != LOOM_OK || t->jit_stopped) break;
             int64_t first = u * ga;
             int64_t n_micro = batches_per_epoch - first < ga ? batches_per_epoch - first : ga;
             /* This rank's targets of the step, then the step's one divisor of the loss, known
@@ -760,9 +768,11 @@ loom_status loom_trainer_train(loom_trainer *t)
             }
             default_flow_step_end(t);
             if ((st = loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL)) != LOOM_OK) break;
+            loom_trainer_jit_test_signal(t, 0);
+            if ((st = jit_stop_if_due(t, 1)) != LOOM_OK) break;
             if ((st = maybe_log_save_evaluate(t)) != LOOM_OK) break;
             loom_trainer_test_exit(t);
-            loom_trainer_jit_test_signal(t);
+            loom_trainer_jit_test_signal(t, 1);
             if (t->control.should_epoch_stop || t->control.should_training_stop) break;
         }
         if (st != LOOM_OK || t->jit_stopped) break;
@@ -773,7 +783,7 @@ loom_status loom_trainer_train(loom_trainer *t)
 
     /* A SIGTERM during the last step or its evaluation: the final step's checkpoint, then the
      * same stop, rather than a final model the signal's sender did not wait for. */
-    if (st == LOOM_OK && !t->jit_stopped) st = jit_stop_if_due(t);
+    if (st == LOOM_OK && !t->jit_stopped) st = jit_stop_if_due(t, 0);
     loom_trainer_jit_disarm();
     for (int64_t m = 0; m < ga; m++) loom_batch_buffer_free(&micro[m]);
     free(micro);

@@ -68,6 +68,31 @@ class JitCheckpointTest(TokensTestCase):
         self.assertEqual(stdout.count("{'loss'"), 7)
         self.resume_matches(stopped, full)
 
+    def test_the_step_end_saves_before_evaluating_and_between_steps_after(self):
+        evaluating = ("--validation_file", self.tokens, "--eval_strategy", "steps", "--eval_steps", "7",
+                      "--save_strategy", "no")
+        full = self.out("full-eval")
+        self.train(full, *evaluating)
+        # During step 7: logged, saved, not evaluated (HF saves in on_step_end, before evaluating).
+        during = self.out("during-step")
+        code, stdout, stderr = self.signalled(during, "0:7", *evaluating)
+        self.assertEqual(code, SIGTERM_EXIT, stderr)
+        self.assertEqual(self.checkpoints(during), [7])
+        history = self.state(os.path.join(during, "checkpoint-7"))["log_history"]
+        self.assertEqual([e["step"] for e in history if "loss" in e], list(range(1, 8)))
+        self.assertFalse(any("eval_loss" in e for e in history))
+        self.assertNotIn("eval_loss", stdout)
+        # Signalled after step 7's evaluation: saved before step 8, with the evaluation in it.
+        after = self.out("after-eval")
+        code, stdout, stderr = self.signalled(after, "0:7+", *evaluating)
+        self.assertEqual(code, SIGTERM_EXIT, stderr)
+        self.assertEqual(self.checkpoints(after), [7])
+        history = self.state(os.path.join(after, "checkpoint-7"))["log_history"]
+        self.assertEqual([e["step"] for e in history if "eval_loss" in e], [7])
+        for stopped in (during, after):
+            self.train(stopped, "--resume_from_checkpoint", "true", *evaluating)
+            self.assertEqual(self.model_bytes(stopped), self.model_bytes(full))
+
     def test_a_step_just_saved_is_not_saved_again(self):
         stopped = self.out("on-a-save-step")
         code, _, stderr = self.signalled(stopped, "0:5", "--save_total_limit", "1")
