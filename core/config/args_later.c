@@ -225,7 +225,7 @@ static loom_status check_deprecated_split(const loom_args *a, const loom__arg_or
     return LOOM_OK;
 }
 
-/* v5 folds group_by_length into train_sampling_strategy. */
+/* v5 folds group_by_length into train_sampling_strategy, next to random and sequential. */
 static loom_status resolve_sampling(loom_args *a, loom__arg_origin *origin)
 {
     char buf[512];
@@ -237,11 +237,13 @@ static loom_status resolve_sampling(loom_args *a, loom__arg_origin *origin)
         if (!SOURCE(group_by_length)) SOURCE(group_by_length) = SOURCE(train_sampling_strategy);
         return LOOM_OK;
     }
-    if (is(s, "sequential"))
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "--train_sampling_strategy sequential%s is not supported yet (supported: random, "
-                          "group_by_length)",
-                          where);
+    /* Each of these orders replaces the sequential one: taking one silently would train on
+     * another order than the command line says. */
+    if (is(s, "sequential") && (a->group_by_length || a->sortish_sampler))
+        return loom_error(LOOM_E_INVALID,
+                          "--train_sampling_strategy sequential%s and --%s are both set: pick one order", where,
+                          a->group_by_length ? "group_by_length" : "sortish_sampler");
+    if (is(s, "sequential")) return LOOM_OK;
     return loom_error(LOOM_E_INVALID,
                       "--train_sampling_strategy '%s'%s is not one of: random, sequential, "
                       "group_by_length",

@@ -16,6 +16,7 @@
 #include "error.h"
 #include "fileutil.h"
 #include "sampler_length.h"
+#include "sampler_sequential.h"
 
 /* ---- classification files ---------------------------------------------------------------- */
 
@@ -150,6 +151,7 @@ static int64_t examples_per_rank(const loom_dataloader *dl)
     int64_t n = dl->dataset->n_examples;
     int64_t world = dl->world_size > 0 ? dl->world_size : 1;
     if (dl->unpadded) return n > dl->rank ? (n - dl->rank + world - 1) / world : 0;
+    if (dl->sampler == LOOM_SAMPLER_SEQUENTIAL) return loom_sequential_per_rank(dl);
     return (n + world - 1) / world;
 }
 
@@ -159,22 +161,12 @@ int64_t loom_dataloader_len(const loom_dataloader *dl)
     return dl->drop_last ? n / dl->batch_size : (n + dl->batch_size - 1) / dl->batch_size;
 }
 
-loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch)
+/* The random order: this rank's positions rank, rank + world, ... of the (seed, epoch)
+ * permutation (of 0..n-1 when not shuffling), wrapping around as DistributedSampler pads. */
+static loom_status permuted_order(loom_dataloader *dl, int64_t epoch, int64_t per_rank)
 {
     int64_t n = dl->dataset->n_examples;
-    int64_t per_rank = examples_per_rank(dl);
     int64_t world = dl->world_size > 0 ? dl->world_size : 1;
-    if (!dl->order) {
-        dl->order = malloc((size_t)(per_rank > 0 ? per_rank : 1) * sizeof *dl->order);
-        if (!dl->order) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
-    }
-    if (dl->shuffle && dl->sampler != LOOM_SAMPLER_RANDOM) {
-        loom_status st = loom_length_order(dl, epoch, dl->order, per_rank);
-        if (st != LOOM_OK) return st;
-        dl->order_len = per_rank;
-        dl->epoch = epoch;
-        return LOOM_OK;
-    }
     int64_t *perm = malloc((size_t)(n > 0 ? n : 1) * sizeof *perm);
     if (!perm) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
     for (int64_t i = 0; i < n; i++) perm[i] = i;
@@ -187,6 +179,24 @@ loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch)
         dl->order[i] = n > 0 ? perm[global % n] : 0;
     }
     free(perm);
+    return LOOM_OK;
+}
+
+loom_status loom_dataloader_set_epoch(loom_dataloader *dl, int64_t epoch)
+{
+    int64_t per_rank = examples_per_rank(dl);
+    if (!dl->order) {
+        dl->order = malloc((size_t)(per_rank > 0 ? per_rank : 1) * sizeof *dl->order);
+        if (!dl->order) return loom_error(LOOM_E_NOMEM, "out of memory for the data order");
+    }
+    loom_status st = LOOM_OK;
+    if (!dl->unpadded && dl->sampler == LOOM_SAMPLER_SEQUENTIAL)
+        loom_sequential_order(dl, dl->order);
+    else if (dl->shuffle && dl->sampler != LOOM_SAMPLER_RANDOM)
+        st = loom_length_order(dl, epoch, dl->order, per_rank);
+    else
+        st = permuted_order(dl, epoch, per_rank);
+    if (st != LOOM_OK) return st;
     dl->order_len = per_rank;
     dl->epoch = epoch;
     return LOOM_OK;

@@ -71,7 +71,9 @@ typedef struct loom_dataloader {
     int64_t order_len;
     int64_t epoch;
     /* The shuffled order (shuffle != 0): LOOM_SAMPLER_RANDOM (0, a permutation), or one that
-     * batches similar lengths together (core/data/sampler_length.h). */
+     * batches similar lengths together (core/data/sampler_length.h). LOOM_SAMPLER_SEQUENTIAL
+     * (with shuffle 0) is the training order of the file, the ranks taking whole batches in
+     * turn (core/data/sampler_sequential.h). */
     int32_t sampler;
     /* 0 (training): every rank reads the same number of examples, the last ones wrapping
      * around to the start as DistributedSampler pads, so no rank waits for another at an
@@ -84,6 +86,7 @@ typedef struct loom_dataloader {
 #define LOOM_SAMPLER_RANDOM 0          /* RandomSampler / DistributedSampler                 */
 #define LOOM_SAMPLER_SORTISH 1         /* --sortish_sampler: SortishSampler                   */
 #define LOOM_SAMPLER_GROUP_BY_LENGTH 2 /* --group_by_length: LengthGroupedSampler             */
+#define LOOM_SAMPLER_SEQUENTIAL 3      /* --train_sampling_strategy sequential: SequentialSampler */
 
 LOOM_API loom_status loom_dataloader_init(loom_dataloader *dl, const loom_dataset *ds, int64_t batch_size, int shuffle,
                                           int drop_last, uint64_t seed);

@@ -25,9 +25,11 @@ static loom_status make_loader(loom_trainer *t, const loom_dataset *ds, const ch
 
 loom_status loom_default_get_train_dataloader(loom_trainer *t, loom_dataloader *out)
 {
-    loom_status st =
-        make_loader(t, t->train_dataset, "train_file", t->train_batch_size, 1, t->args.dataloader_drop_last, out);
-    out->sampler = t->args.sortish_sampler   ? LOOM_SAMPLER_SORTISH
+    const int sequential = t->args.train_sampling_strategy && !strcmp(t->args.train_sampling_strategy, "sequential");
+    loom_status st = make_loader(t, t->train_dataset, "train_file", t->train_batch_size, !sequential,
+                                 t->args.dataloader_drop_last, out);
+    out->sampler = sequential                ? LOOM_SAMPLER_SEQUENTIAL
+                   : t->args.sortish_sampler ? LOOM_SAMPLER_SORTISH
                    : t->args.group_by_length ? LOOM_SAMPLER_GROUP_BY_LENGTH
                                              : LOOM_SAMPLER_RANDOM;
     return st;

@@ -205,7 +205,7 @@ class HfArgumentsTest(LoomTestCase):
             (["--split_batches", "true"], "--split_batches true", "not supported yet", "data split"),
             (["--dispatch_batches", "true"], "--dispatch_batches true", "not supported yet"),
             (["--tp_size", "2"], "--tp_size 2", "not supported yet"),
-            (["--train_sampling_strategy", "sequential"], "sequential", "not supported yet"),
+            (["--train_sampling_strategy", "sequential", "--group_by_length"], "sequential", "pick one order"),
             (["--train_sampling_strategy", "shuffled"], "'shuffled'", "not one of"),
             (["--ddp_backend", "mpi"], "--ddp_backend mpi", "not supported yet"),
             (["--parallelism_config", "{}"], "--parallelism_config", "not supported yet"),

@@ -3,7 +3,11 @@ held to HF's algorithms: trainer_pt_utils.get_length_grouped_indices with
 DistributedLengthGroupedSampler, and the seq2seq examples' sortish_sampler_indices with
 DistributedSortishSampler, written again below. loom draws its random numbers differently from
 numpy/torch, so the orders are compared by structure: a checker that HF's own orders pass and a
-plain shuffle fails must pass loom's orders too, for one rank and for several."""
+plain shuffle fails must pass loom's orders too, for one rank and for several.
+
+--train_sampling_strategy sequential (core/data/sampler_sequential.c) draws nothing, so it is
+compared exactly: with HF's SequentialSampler in a BatchSampler, sharded over several ranks by
+accelerate's BatchSamplerShard (split_batches false, even_batches true), written again below."""
 import json
 import os
 import random
@@ -58,6 +62,45 @@ def hf_distributed_sortish(lengths, batch_size, world, rank, rng):
     indices += indices[:per_rank * world - n]
     available = indices[rank::world]
     return [available[i] for i in hf_sortish_indices([lengths[i] for i in available], batch_size, rng)]
+
+
+def hf_sequential_shard(n, batch_size, drop_last, world, rank):
+    """The batches rank `rank` reads: BatchSampler(SequentialSampler) alone on one process; on
+    several, accelerate's BatchSamplerShard._iter_with_no_split with even_batches."""
+    batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    if world == 1:
+        return batches
+    mine, pending, first = [], None, []
+    for i, batch in enumerate(batches):
+        if not drop_last and i < world:
+            first += batch
+        if i % world == rank:
+            pending = batch
+        # a round is handed out once its last batch is there and full
+        if i % world == world - 1 and len(batch) == batch_size:
+            mine.append(pending)
+            pending = None
+    if drop_last or not first:
+        return mine
+    if pending is not None and len(pending) == batch_size:
+        mine.append(pending)
+    while len(first) < world * batch_size:
+        first += first
+    i, last = len(batches) - 1, batches[-1]
+    if len(last) == batch_size:
+        i, last = i + 1, []
+    used = 0
+    # the short last batch and the rest of its round, filled from the first examples again
+    while i % world != 0 or last:
+        take = batch_size - len(last)
+        batch = last + first[used:used + take]
+        if i % world == rank:
+            mine.append(batch)
+        used += take
+        i, last = i + 1, []
+    return mine
 
 
 # ---- the structure both must have -------------------------------------------------------------
@@ -131,9 +174,9 @@ class SamplerOrders(unittest.TestCase):
                     f.write(json.dumps({"input_ids": [3] * length, "labels": [4, 1]}) + "\n")
             cls.files[n] = (path, lengths)
 
-    def order(self, n, sampler, batch, seed=42, world=1, rank=0, epoch=0):
+    def order(self, n, sampler, batch, seed=42, world=1, rank=0, epoch=0, drop_last=0):
         out = subprocess.run([PRINT_ORDER, self.files[n][0], sampler, str(batch), str(seed), str(world), str(rank),
-                              str(epoch)], capture_output=True, text=True, check=True).stdout
+                              str(epoch), str(drop_last)], capture_output=True, text=True, check=True).stdout
         return [int(v) for v in out.split()]
 
     def global_order(self, n, sampler, batch, world, **kw):
@@ -192,6 +235,31 @@ class SamplerOrders(unittest.TestCase):
             for rank in range(world):
                 share = [(k * world + rank) % 1003 for k in range(per_rank)]
                 check_sortish(self, self.order(1003, "sortish", 4, world=world, rank=rank), share, lengths, 4)
+
+    def test_the_reference_shards_as_accelerates_docstring_says(self):
+        # BatchSamplerShard's own examples: [[0..3], [4..7]] on two processes
+        self.assertEqual(hf_sequential_shard(8, 4, False, 2, 0), [[0, 1, 2, 3]])
+        self.assertEqual(hf_sequential_shard(8, 4, False, 2, 1), [[4, 5, 6, 7]])
+        # 10 examples in batches of 4 on 2 ranks: the short [8, 9] is filled from the start
+        self.assertEqual(hf_sequential_shard(10, 4, False, 2, 0), [[0, 1, 2, 3], [8, 9, 0, 1]])
+        self.assertEqual(hf_sequential_shard(10, 4, False, 2, 1), [[4, 5, 6, 7], [2, 3, 4, 5]])
+        self.assertEqual(hf_sequential_shard(10, 4, True, 2, 1), [[4, 5, 6, 7]])
+        self.assertEqual(hf_sequential_shard(10, 4, False, 1, 0), [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]])
+
+    def test_sequential_is_hfs_order_on_every_rank(self):
+        for n in (7, 100, 1003):
+            for bs in (1, 3, 8, 16):
+                for world in (1, 2, 3, 4):
+                    for drop_last in (0, 1):
+                        for rank in range(world):
+                            want = sum(hf_sequential_shard(n, bs, drop_last, world, rank), [])
+                            got = self.order(n, "sequential", bs, world=world, rank=rank, drop_last=drop_last)
+                            self.assertEqual(got, want, (n, bs, world, rank, drop_last))
+
+    def test_sequential_ignores_seed_and_epoch(self):
+        for world, rank in ((1, 0), (3, 2)):
+            a = self.order(100, "sequential", 4, seed=3, epoch=0, world=world, rank=rank)
+            self.assertEqual(a, self.order(100, "sequential", 4, seed=4, epoch=5, world=world, rank=rank))
 
     def test_orders_are_functions_of_seed_and_epoch(self):
         for sampler in ("sortish", "group_by_length", "random"):
