@@ -1,8 +1,9 @@
 /* args_later.c - HF's later arguments whose checks are more than the table's status column
  * (docs/semantics/trainer.md#every-hf-argument): the half-precision backend and its deprecated
  * name, the data loader's worker options, accelerate's configuration and the two deprecated
- * flags it replaced, v5's sampling strategy, tensor parallelism, and HF's other collective
- * backends. Each refusal names the argument and where it was given, in one line. */
+ * flags it replaced, v5's sampling strategy, tensor parallelism, HF's other collective
+ * backends, and Seq2SeqTrainingArguments' generation_config. Each refusal names the argument
+ * and where it was given, in one line. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "args_internal.h"
 #include "error.h"
+#include "generation_config.h"
 #include "json_util.h"
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
@@ -277,5 +279,7 @@ loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin)
     if ((st = check_accelerator_config(args, origin)) != LOOM_OK) return st;
     if ((st = resolve_sampling(args, origin)) != LOOM_OK) return st;
     if ((st = loom__args_resolve_fsdp(args, origin)) != LOOM_OK) return st;
-    return check_parallel(args, origin);
+    if ((st = check_parallel(args, origin)) != LOOM_OK) return st;
+    /* HF's Seq2SeqTrainer loads and validates it when it is made, whatever the run does next. */
+    return loom_generation_config_check(args->generation_config);
 }

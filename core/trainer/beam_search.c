@@ -327,8 +327,8 @@ void loom_beam_config_from_args(const loom_args *a, loom_beam_config *c)
 {
     memset(c, 0, sizeof *c);
     /* Seq2SeqTrainingArguments' generation_* win; v4.2's evaluate(max_length, num_beams)
-     * spellings next; then HF's defaults, 20 and 1 (a saved model's own come on top of these:
-     * loom_beam_config_from_model). */
+     * spellings next; then HF's defaults, 20 and 1 (--generation_config's or a saved model's own
+     * come on top of these: loom_beam_config_from_model). */
     const int64_t none = LOOM_ARG_NONE_INT;
     c->num_beams = a->generation_num_beams != none ? a->generation_num_beams : a->num_beams != none ? a->num_beams : 1;
     c->max_length = a->generation_max_length != none ? a->generation_max_length

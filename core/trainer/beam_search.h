@@ -55,7 +55,7 @@ loom_status loom_trainer_generate_batch(loom_trainer *t, const loom_batch *sourc
 /* The beam configuration of the run's arguments for evaluate/predict: --generation_num_beams
  * (or --num_beams), --generation_max_length (or --max_length), --length_penalty,
  * --early_stopping; HF's defaults otherwise (1 beam, max_length 20; generation_config.h adds
- * the model folder's). */
+ * --generation_config's or the model folder's). */
 void loom_beam_config_from_args(const loom_args *args, loom_beam_config *config);
 
 #endif

@@ -1,7 +1,9 @@
 /*
- * generation_config.c - the generation defaults a saved model carries: what HF's generate()
- * takes from the folder's generation_config.json (transformers >= 4.26) or, in older folders,
- * from config.json, whenever the run's arguments leave them unset (docs/seq2seq.md#generation).
+ * generation_config.c - the generation defaults a run decodes with where its arguments leave
+ * them unset (docs/seq2seq.md#generation): what HF's generate() takes from the model's
+ * generation config. That is --generation_config when given (HF's Seq2SeqTrainer puts it in
+ * place of the model's), else the model folder's generation_config.json (transformers >= 4.26),
+ * else, in older folders, its config.json.
  */
 #include "generation_config.h"
 
@@ -9,13 +11,18 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
+#include "args_internal.h"
 #include "error.h"
 #include "fileutil.h"
 #include "json_util.h"
 
+#define FLAG "--generation_config"
+
 /* DIR/generation_config.json, else DIR/config.json; *json NULL when neither exists. */
-static loom_status read_json(const char *dir, char *path, size_t size, cJSON **json)
+static loom_status read_model_folder(const char *dir, char *path, size_t size, cJSON **json)
 {
     static const char *const names[] = {"generation_config.json", "config.json"};
     *json = NULL;
@@ -42,6 +49,35 @@ static loom_status read_json(const char *dir, char *path, size_t size, cJSON **j
     return LOOM_OK;
 }
 
+/* --generation_config as HF's load_generation_config takes it: a folder (its
+ * generation_config.json, which must be there) or a JSON file; or, as loom's other dict-valued
+ * arguments, the JSON object itself (a --config file's dict arrives so). `name` is what the
+ * messages call it. */
+static loom_status read_given(const char *arg, char *name, size_t size, cJSON **json)
+{
+    *json = NULL;
+    loom_status st;
+    if (arg[0] == '{') {
+        snprintf(name, size, "%s", FLAG);
+        st = loom__json_parse_strict(FLAG, arg, strlen(arg), json);
+    } else {
+        struct stat sb;
+        if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode))
+            st = loom_path_join(name, size, arg, "generation_config.json");
+        else
+            st = loom_path_join(name, size, "", arg);
+        if (st == LOOM_OK) st = loom__json_read_file(FLAG, name, 1 << 20, json);
+    }
+    if (st == LOOM_OK && !cJSON_IsObject(*json))
+        st = loom_error(LOOM_E_FORMAT, "%s: expected a JSON object of generation settings, got %s", name,
+                        loom__json_type_name(*json));
+    if (st != LOOM_OK) {
+        cJSON_Delete(*json);
+        *json = NULL;
+    }
+    return st;
+}
+
 /* An integer key >= min, or absent (null counts as absent, as HF writes unset values). */
 static loom_status int_key(const cJSON *json, const char *path, const char *key, int64_t min, int64_t *out)
 {
@@ -54,20 +90,17 @@ static loom_status int_key(const cJSON *json, const char *path, const char *key,
     return LOOM_OK;
 }
 
-loom_status loom_beam_config_from_model(const char *dir, const loom_args *a, loom_beam_config *c)
+/* The keys of `json` over *c where `a` leaves them unset (a NULL: every key, to check them). */
+static loom_status apply(const cJSON *json, const char *path, const loom_args *a, loom_beam_config *c)
 {
-    if (!dir || !*dir) return LOOM_OK;
-    char path[4096];
-    cJSON *json = NULL;
-    loom_status st = read_json(dir, path, sizeof path, &json);
-    if (st != LOOM_OK || !json) return st;
     const int64_t none = LOOM_ARG_NONE_INT;
-    if (a->generation_max_length == none && a->max_length == none)
+    loom_status st = LOOM_OK;
+    if (!a || (a->generation_max_length == none && a->max_length == none))
         st = int_key(json, path, "max_length", 2, &c->max_length);
-    if (st == LOOM_OK && a->generation_num_beams == none && a->num_beams == none)
+    if (st == LOOM_OK && (!a || (a->generation_num_beams == none && a->num_beams == none)))
         st = int_key(json, path, "num_beams", 1, &c->num_beams);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(json, "early_stopping");
-    if (st == LOOM_OK && a->early_stopping < 0 && v && !cJSON_IsNull(v)) {
+    if (st == LOOM_OK && (!a || a->early_stopping < 0) && v && !cJSON_IsNull(v)) {
         if (cJSON_IsBool(v))
             c->early_stopping = cJSON_IsTrue(v);
         else
@@ -77,12 +110,40 @@ loom_status loom_beam_config_from_model(const char *dir, const loom_args *a, loo
     /* --length_penalty is a plain number whose default is HF's 1.0: where it came from tells an
      * unset one from an explicit 1.0, which wins over the folder's. */
     v = cJSON_GetObjectItemCaseSensitive(json, "length_penalty");
-    if (st == LOOM_OK && a->origin[LOOM__ARG_length_penalty] == LOOM_ARG_FROM_DEFAULT && v && !cJSON_IsNull(v)) {
+    if (st == LOOM_OK && (!a || a->origin[LOOM__ARG_length_penalty] == LOOM_ARG_FROM_DEFAULT) && v &&
+        !cJSON_IsNull(v)) {
         if (cJSON_IsNumber(v) && isfinite(v->valuedouble))
             c->length_penalty = v->valuedouble;
         else
             st = loom_error(LOOM_E_FORMAT, "%s: length_penalty must be a finite number", path);
     }
+    return st;
+}
+
+loom_status loom_generation_config_check(const char *arg)
+{
+    if (!arg || !*arg) return LOOM_OK;
+    char name[4096];
+    cJSON *json = NULL;
+    loom_status st = read_given(arg, name, sizeof name, &json);
+    loom_beam_config scratch = {0};
+    if (st == LOOM_OK) st = apply(json, name, NULL, &scratch);
+    cJSON_Delete(json);
+    return st;
+}
+
+loom_status loom_beam_config_from_model(const loom_args *a, loom_beam_config *c)
+{
+    const char *given = a->generation_config, *dir = a->model_name_or_path;
+    char path[4096];
+    cJSON *json = NULL;
+    loom_status st = LOOM_OK;
+    if (given && *given)
+        st = read_given(given, path, sizeof path, &json);
+    else if (dir && *dir)
+        st = read_model_folder(dir, path, sizeof path, &json);
+    if (st != LOOM_OK || !json) return st;
+    st = apply(json, path, a, c);
     cJSON_Delete(json);
     return st;
 }

@@ -1,5 +1,5 @@
 /*
- * generation_config.h - a saved model's generation defaults (docs/seq2seq.md#generation).
+ * generation_config.h - the generation defaults a run decodes with (docs/seq2seq.md#generation).
  */
 #ifndef LOOM_CORE_GENERATION_CONFIG_H
 #define LOOM_CORE_GENERATION_CONFIG_H
@@ -8,10 +8,16 @@
 
 /* Where the arguments leave them unset (--generation_max_length and --max_length,
  * --generation_num_beams and --num_beams, --early_stopping, --length_penalty: its origin is
- * the default), take max_length, num_beams, early_stopping and length_penalty from
- * DIR/generation_config.json, else DIR/config.json, over what
- * loom_beam_config_from_args put in *c. NULL or empty dir, or neither file: nothing changes.
- * LOOM_E_FORMAT naming the file for malformed JSON or a value of the wrong type. */
-loom_status loom_beam_config_from_model(const char *dir, const loom_args *args, loom_beam_config *c);
+ * the default), take max_length, num_beams, early_stopping and length_penalty over what
+ * loom_beam_config_from_args put in *c from --generation_config when given (a JSON object, a
+ * JSON file, or a folder's generation_config.json), else from the model folder's
+ * generation_config.json, else its config.json. No source: nothing changes. LOOM_E_FORMAT
+ * naming the file for malformed JSON or a value of the wrong type. */
+loom_status loom_beam_config_from_model(const loom_args *a, loom_beam_config *c);
+
+/* --generation_config (NULL or "": none) read and every key of it checked, as HF's
+ * Seq2SeqTrainer loads and validates it when it is made: a run stops at its start, whatever it
+ * does, rather than at its first generation. */
+loom_status loom_generation_config_check(const char *arg);
 
 #endif

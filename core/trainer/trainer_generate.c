@@ -134,9 +134,10 @@ static loom_status ranks_decode_alike(loom_trainer *t)
     return loom_trainer_fail_together(t, st);
 }
 
-/* The model folder's generation defaults (generation_config.json, else config.json) come from
- * each rank's own disk too: a node whose copy lacks the file or holds another would search
- * otherwise than the rest, and its share of the texts would be another decoding's. Collective. */
+/* The generation defaults come from each rank's own disk too (--generation_config, else the
+ * model folder's generation_config.json, else config.json): a node whose copy lacks the file or
+ * holds another would search otherwise than the rest, and its share of the texts would be
+ * another decoding's. Collective. */
 static loom_status ranks_search_alike(loom_trainer *t, const loom_beam_config *c)
 {
     if (t->world_size < 2) return LOOM_OK;
@@ -147,13 +148,19 @@ static loom_status ranks_search_alike(loom_trainer *t, const loom_beam_config *c
     loom_status st = cv->broadcast(t->comm.instance, theirs, sizeof mine / sizeof *mine, LOOM_DTYPE_F64, 0, NULL);
     if (st != LOOM_OK) return st;
     static const char *const names[] = {"num_beams", "max_length", "length_penalty", "early_stopping"};
+    const char *given = t->args.generation_config && *t->args.generation_config ? t->args.generation_config : NULL;
+    char source[4200];
+    if (given)
+        snprintf(source, sizeof source, "--generation_config %s", given);
+    else
+        snprintf(source, sizeof source, "the model folder %s: generation_config.json, else config.json",
+                 t->args.model_name_or_path ? t->args.model_name_or_path : "(none)");
     for (size_t i = 0; i < sizeof mine / sizeof *mine && st == LOOM_OK; i++)
         if (mine[i] != theirs[i])
             st = loom_error(LOOM_E_INVALID,
-                            "generation setting %s is %g here and %g on rank 0 (from the model folder %s: "
-                            "generation_config.json, else config.json): every node needs the same copy of it",
-                            names[i], mine[i], theirs[i],
-                            t->args.model_name_or_path ? t->args.model_name_or_path : "(none)");
+                            "generation setting %s is %g here and %g on rank 0 (from %s): every node needs the same "
+                            "copy of it",
+                            names[i], mine[i], theirs[i], source);
     return loom_trainer_fail_together(t, st);
 }
 
@@ -161,8 +168,7 @@ loom_status loom_generation_settings(loom_trainer *t, loom_beam_config *config, 
 {
     loom_beam_config_from_args(&t->args, config);
     loom_status st = ranks_decode_alike(t);
-    if (st == LOOM_OK)
-        st = loom_trainer_fail_together(t, loom_beam_config_from_model(t->args.model_name_or_path, &t->args, config));
+    if (st == LOOM_OK) st = loom_trainer_fail_together(t, loom_beam_config_from_model(&t->args, config));
     if (st == LOOM_OK) st = ranks_search_alike(t, config);
     if (st == LOOM_OK) st = loom_trainer_generation_ids(t, ids);
     if (st != LOOM_OK) return st;

@@ -209,7 +209,7 @@ class HfArgumentsTest(LoomTestCase):
             (["--train_sampling_strategy", "shuffled"], "'shuffled'", "not one of"),
             (["--ddp_backend", "mpi"], "--ddp_backend mpi", "not supported yet"),
             (["--parallelism_config", "{}"], "--parallelism_config", "not supported yet"),
-            (["--generation_config", "gen"], "--generation_config", "not supported yet"),
+            (["--generation_config", "gen"], "--generation_config", "gen: cannot open"),
         ]
         for extra, *expected in cases:
             with self.subTest(extra=extra):
@@ -259,6 +259,14 @@ class HfArgumentsTest(LoomTestCase):
         loom(*self.run_args(self.out("accel_dict"), "--config", self.write_config(accelerator_config=want)))
         self.assertEqual(training_args(self.out("accel_dict"))["accelerator_config"], want)
         self.assertEqual(losses(out), losses(self.out("accel_file")))
+
+    def test_generation_config_is_written_as_given(self):
+        """HF's to_dict keeps a path as its text, and a --config dict as a dict."""
+        path = self.write_config(num_beams=2)
+        loom(*self.run_args(self.out("gen_path"), "--generation_config", path))
+        self.assertEqual(training_args(self.out("gen_path"))["generation_config"], path)
+        loom(*self.run_args(self.out("gen_dict"), "--config", self.write_config(generation_config={"num_beams": 2})))
+        self.assertEqual(training_args(self.out("gen_dict"))["generation_config"], {"num_beams": 2})
 
     def test_train_sampling_strategy_group_by_length_is_group_by_length(self):
         """On pair files of different lengths: the v5 spelling gives --group_by_length's order."""

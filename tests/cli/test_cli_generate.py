@@ -2,7 +2,8 @@
 to reverse sequences generates them with greedy and beam search; generated_predictions.txt has
 one line per example, in order, and the reported exact match and token error rate are what the
 file and the references give when recomputed here; v4.2's --max_length / --num_beams spellings;
-the model folder's generation defaults (length_penalty included); the one-line refusals."""
+the model folder's generation defaults (length_penalty included), and --generation_config's in
+their place; the one-line refusals."""
 import json
 import os
 import shutil
@@ -197,6 +198,87 @@ class Generate(unittest.TestCase):
                                check=False)
         self.assertNotEqual(code, 0)
         self.assertIn("must be >= 2", stderr)
+
+    def gen_config(self, name, settings):
+        path = os.path.join(self.tmp, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(settings, f)
+        return path
+
+    def test_generation_config_in_place_of_the_model_folders(self):
+        """--generation_config (a folder, a file, inline JSON, a --config dict) decodes as the same
+        settings in the model folder's generation_config.json do; --generation_max_length and
+        --generation_num_beams still win over it; and it replaces the folder's, key by key."""
+        settings = {"num_beams": 3, "max_length": 4, "early_stopping": True}
+        folder = os.path.join(self.tmp, "gc-model")
+        shutil.copytree(self.model_dir, folder)
+        self.gen_config("gc-model/generation_config.json", settings)
+        _, default = self.predict(os.path.join(self.tmp, "gc-default"))
+        saved = self.model_dir
+        try:
+            self.model_dir = folder
+            _, by_model = self.predict(os.path.join(self.tmp, "gc-by-model"))
+            _, by_model_long = self.predict(os.path.join(self.tmp, "gc-by-model-long"), "--generation_max_length", "8")
+            _, by_model_greedy = self.predict(os.path.join(self.tmp, "gc-by-model-greedy"), "--generation_num_beams",
+                                              "1")
+            # the given one replaces the folder's: what it leaves out is HF's default, not the folder's
+            _, replaced = self.predict(os.path.join(self.tmp, "gc-replaced"), "--generation_config",
+                                       self.gen_config("gc-empty.json", {}))
+        finally:
+            self.model_dir = saved
+        self.assertNotEqual(by_model, default)
+        self.assertTrue(all(len(l) <= 3 for l in by_model))
+        self.assertNotEqual(by_model_long, by_model)
+        self.assertNotEqual(by_model_greedy, by_model_long)
+        self.assertEqual(replaced, default)
+        file = self.gen_config("gc-any-name.json", settings)
+        config = self.gen_config("gc-args.json", {"generation_config": settings})
+        for name, extra in (("folder", ["--generation_config", os.path.dirname(self.gen_config(
+                                "gc-folder/generation_config.json", settings))]),
+                            ("file", ["--generation_config", file]),
+                            ("inline", ["--generation_config", json.dumps(settings)]),
+                            ("config", ["--config", config])):
+            with self.subTest(given=name):
+                _, given = self.predict(os.path.join(self.tmp, "gc-" + name), *extra)
+                self.assertEqual(given, by_model)
+                _, long = self.predict(os.path.join(self.tmp, "gc-long-" + name), *extra, "--generation_max_length",
+                                       "8")
+                self.assertEqual(long, by_model_long)
+                _, greedy = self.predict(os.path.join(self.tmp, "gc-greedy-" + name), *extra,
+                                         "--generation_num_beams", "1")
+                self.assertEqual(greedy, by_model_greedy)
+
+    def test_generation_config_refusals(self):
+        """A missing file, a folder without generation_config.json, malformed JSON or a value of
+        the wrong type: one line naming the file (and the key), before anything runs."""
+        empty = os.path.join(self.tmp, "gc-no-file")
+        os.makedirs(empty, exist_ok=True)
+        for value, *expected in (
+                (os.path.join(self.tmp, "gc-absent.json"), "--generation_config", "gc-absent.json"),
+                (empty, "--generation_config", "gc-no-file/generation_config.json"),
+                ('{"num_beams": 2', "--generation_config", "malformed JSON"),
+                ('{"num_beams": "two"}', "--generation_config: num_beams must be an integer >= 1"),
+                (self.gen_config("gc-list.json", [1]), "gc-list.json: expected a JSON object"),
+                (self.gen_config("gc-type.json", {"max_length": 1.5}), "gc-type.json: max_length must be an integer"),
+                (self.gen_config("gc-stop.json", {"early_stopping": "never"}), "gc-stop.json: early_stopping")):
+            with self.subTest(value=value):
+                code, stdout, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file",
+                                            self.dev_file, "--output_dir", os.path.join(self.tmp, "gc-refused"),
+                                            "--predict_with_generate", "--generation_config", value, check=False)
+                self.assertEqual(code, 2, stderr)
+                lines = stderr.strip().splitlines()
+                self.assertEqual(len(lines), 1, stderr)
+                for text in expected:
+                    self.assertIn(text, lines[0])
+        with open(os.path.join(self.tmp, "gc-bad.json"), "w") as f:
+            f.write('{"max_length": 4,}')
+        code, _, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file,
+                               "--output_dir", os.path.join(self.tmp, "gc-refused"), "--predict_with_generate",
+                               "--generation_config", os.path.join(self.tmp, "gc-bad.json"), check=False)
+        self.assertEqual(code, 2, stderr)
+        self.assertIn("gc-bad.json:1:", stderr)
+        self.assertIn("malformed JSON", stderr)
 
 
 if __name__ == "__main__":
