@@ -289,6 +289,18 @@ static loom_status open_file(const char *who, const char *path, loaded_file **ou
     return LOOM_OK;
 }
 
+/* A key declared twice is a plugin bug the configuration would hide: one --NAME.KEY sets one of
+ * the two entries, the listing shows both, and which the plugin reads is an accident. */
+static loom_status check_params(const char *who, const loom_plugin_desc *d)
+{
+    for (const loom_param_spec *s = d->params; s && s->key; s++)
+        for (const loom_param_spec *earlier = d->params; earlier != s; earlier++)
+            if (strcmp(earlier->key, s->key) == 0)
+                return loom_error(LOOM_E_FORMAT, "%s: plugin '%s' declares the parameter '%s' twice (--%s.%s)", who,
+                                  d->name, s->key, d->name, s->key);
+    return LOOM_OK;
+}
+
 static loom_status check_desc(const char *who, uint32_t index, const loom_plugin_desc *d)
 {
     if (d->abi_major != LOOM_ABI_MAJOR)
@@ -308,6 +320,8 @@ static loom_status check_desc(const char *who, uint32_t index, const loom_plugin
                           who, index, d->name);
     if (!d->vtable)
         return loom_error(LOOM_E_FORMAT, "%s: descriptor '%s' has no vtable", who, d->name);
+    loom_status s = check_params(who, d);
+    if (s) return s;
     const struct_header *vt = d->vtable;
     if (vt->abi_major != LOOM_ABI_MAJOR)
         return loom_error(LOOM_E_ABI, "%s: the %s vtable of '%s' was built for loom ABI %u.%u; this loom is ABI %d.%d",

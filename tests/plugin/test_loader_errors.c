@@ -89,6 +89,12 @@ int main(void)
         const char *parts[] = {FIXTURE("bad_name.so"), "named 'Lion.v2'", "lowercase", NULL};
         expect_failure("bad_name", LOOM_KIND_OPTIMIZER, LOOM_E_FORMAT, parts);
     }
+    {
+        /* Before: loaded, and --duplicate_key.momentum set one of the two entries. */
+        const char *parts[] = {FIXTURE("duplicate_key.so"), "plugin 'duplicate_key'", "parameter 'momentum' twice",
+                               NULL};
+        expect_failure("duplicate_key", LOOM_KIND_OPTIMIZER, LOOM_E_FORMAT, parts);
+    }
 
     /* dlopen's reason, not libltdl's "file not found"; the path appears once. */
     {
