@@ -60,8 +60,9 @@ typedef struct loom_trainer_state {
 
 /* HF's TrainerControl: a callback sets flags; the host acts on them and resets them as HF
  * does (should_log/evaluate/save at each step, should_epoch_stop at each epoch;
- * should_training_stop is sticky). Values 0/1. Owned by the host, lent writable per event.
- * Every member since 1.0; reserved1 is 0. */
+ * should_training_stop is sticky). Each flag is 0 or 1: a callback that leaves another value
+ * in one stops training with an error naming it and the flag. Owned by the host, lent writable
+ * per event. Every member since 1.0; reserved1 is 0. */
 typedef struct loom_trainer_control {
     LOOM_STRUCT_HEADER;
     int32_t should_training_stop;

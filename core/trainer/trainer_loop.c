@@ -32,6 +32,31 @@ double loom_now_seconds(void)
 
 /* ---- callbacks --------------------------------------------------------------------------- */
 
+/* TrainerControl's flags are booleans (callback.h: 0 or 1). Any other value is a callback
+ * writing something else there (a count, uninitialised memory), which would count as true and
+ * stop, save or evaluate the run with no word of which callback asked; checked after each
+ * callback so that the line names the one that wrote it. */
+static loom_status check_control(const loom_trainer *t, const loom_plugin_instance *slot, uint32_t event)
+{
+    const loom_trainer_control *c = &t->control;
+    const struct {
+        const char *name;
+        int32_t value;
+    } flags[] = {{"should_training_stop", c->should_training_stop},
+                 {"should_epoch_stop", c->should_epoch_stop},
+                 {"should_save", c->should_save},
+                 {"should_evaluate", c->should_evaluate},
+                 {"should_log", c->should_log}};
+    for (size_t k = 0; k < sizeof flags / sizeof *flags; k++)
+        if (flags[k].value != 0 && flags[k].value != 1)
+            return loom_error(LOOM_E_INVALID,
+                              "callback '%s' set control->%s to %d (event %u, step %lld); a control "
+                              "flag is 0 or 1",
+                              loom_trainer_callback_name(slot), flags[k].name, (int)flags[k].value, (unsigned)event,
+                              (long long)t->state.global_step);
+    return LOOM_OK;
+}
+
 loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metrics *metrics, const char *text)
 {
     loom_metric items[LOOM_METRICS_MAX];
@@ -51,6 +76,7 @@ loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metric
                            loom_status_string(st));
             return st;
         }
+        if ((st = check_control(t, &t->callbacks[i], event)) != LOOM_OK) return st;
     }
     /* HF's CallbackHandler resets these after the matching events. */
     switch (event) {

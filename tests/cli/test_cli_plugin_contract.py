@@ -40,6 +40,13 @@ class PluginContractTest(LoomTestCase):
                           "model 'mlp_bad_shape': bind failed (out of memory) without a message",
                           env={"LOOM_TEST_BIND": "silent"}, status=1)
 
+    def test_callback_control_flag_neither_0_nor_1(self):
+        # Before: should_training_stop = 7 counted as true, and the run stopped at step 2 of 4 with
+        # exit 0 and no word of which callback had asked.
+        self.assert_error(self.args("--plugin", self.fixture("misbehave_cb"), "--misbehave_cb.mode", "control"),
+                          "callback 'misbehave_cb' set control->should_training_stop to 7", "step 2",
+                          "0 or 1", status=None)
+
     def test_scheduler_rates_that_no_optimizer_can_use(self):
         # With an optimizer that takes what it is given, nothing checked the rate before: the run
         # stepped with -1 (ascending the loss) or NaN, and ended with exit 0.
