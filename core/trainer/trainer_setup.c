@@ -543,24 +543,50 @@ static const loom_plugin **kind_slot(chosen_plugins *c, uint32_t kind)
     }
 }
 
+/* Callbacks add up, but two of one name (the same file given twice, two files that declare one
+ * name, or a callback the run has anyway) would both take one set of --NAME.KEY flags.
+ * given[k]: the --plugin that loaded callback k, NULL for the run's defaults. */
+static loom_status refuse_same_callback(const chosen_plugins *c, const char *const *given, const char *spec,
+                                        const loom_plugin *p)
+{
+    for (size_t k = 0; k < c->n_callbacks; k++) {
+        const loom_plugin *other = c->callbacks[k];
+        if (strcmp(other->desc->name, p->desc->name) != 0) continue;
+        char first[1024];
+        if (given[k])
+            snprintf(first, sizeof first, "--plugin %s (%s)", given[k], other->path);
+        else
+            snprintf(first, sizeof first, "the run's default %s", other->path);
+        return loom_error(LOOM_E_INVALID,
+                          "callback '%s' given twice, by %s and by --plugin %s (%s): both would take the --%s.KEY "
+                          "flags; give it once",
+                          p->desc->name, first, spec, p->path, p->desc->name);
+    }
+    return LOOM_OK;
+}
+
 /* --plugin overrides the default of its kind (callbacks add), but not a choice the user made
  * some other way, nor another --plugin of the same kind: a run silently doing something other
  * than one of its flags says is worse than an error. */
 static loom_status apply_plugin_flags(loom_trainer *t, chosen_plugins *c)
 {
     const loom_args *a = &t->args;
-    const char *given[16] = {0}; /* the --plugin that filled each kind's slot */
+    const char *given[16] = {0};                          /* the --plugin that chose each kind */
+    const char *callback_given[LOOM_MAX_CALLBACKS] = {0}; /* ... that loaded each callback     */
     for (size_t i = 0; i < a->plugin.count; i++) {
         const loom_plugin *p = NULL;
         loom_status st = load_plugin(a->plugin.items[i], 0, &p);
         if (st != LOOM_OK) return st;
         const uint32_t kind = p->desc->kind;
-        const loom_plugin **slot = kind < 16 ? kind_slot(c, kind) : NULL;
-        if (slot) {
+        /* One plugin per kind, callbacks aside; a backend too (the last one used to win silently). */
+        if (kind < 16 && kind != LOOM_KIND_CALLBACK) {
             if (given[kind])
                 return loom_error(LOOM_E_INVALID, "--plugin %s and --plugin %s are both %s plugins: give one",
                                   given[kind], a->plugin.items[i], loom_kind_name(kind));
             given[kind] = a->plugin.items[i];
+        }
+        const loom_plugin **slot = kind < 16 ? kind_slot(c, kind) : NULL;
+        if (slot) {
             const char *by = explicit_choice(t, c, kind);
             if (by && *slot && strcmp((*slot)->desc->name, p->desc->name) != 0)
                 return loom_error(LOOM_E_INVALID, "--plugin %s: %s already chose the %s plugin '%s': give one of them",
@@ -573,6 +599,8 @@ static loom_status apply_plugin_flags(loom_trainer *t, chosen_plugins *c)
         case LOOM_KIND_CALLBACK:
             if (c->n_callbacks == LOOM_MAX_CALLBACKS)
                 return loom_error(LOOM_E_INVALID, "more than %d callbacks", LOOM_MAX_CALLBACKS);
+            if ((st = refuse_same_callback(c, callback_given, a->plugin.items[i], p)) != LOOM_OK) return st;
+            callback_given[c->n_callbacks] = a->plugin.items[i];
             c->callbacks[c->n_callbacks++] = p;
             break;
         default:

@@ -47,6 +47,25 @@ class PluginContractTest(LoomTestCase):
                           "callback 'misbehave_cb' set control->should_training_stop to 7", "step 2",
                           "0 or 1", status=None)
 
+    def test_one_callback_name_given_twice(self):
+        # Before: both instances ran (each misbehave_cb event twice) and one --misbehave_cb.mode
+        # configured both.
+        cb, twin = self.fixture("misbehave_cb"), self.fixture("misbehave_cb_twin")
+        self.assert_error(self.args("--plugin", cb, "--plugin", cb), "callback 'misbehave_cb' given twice",
+                          f"--plugin {cb} ({cb}) and by --plugin {cb} ({cb})")
+        self.assert_error(self.args("--plugin", cb, "--plugin", twin), "callback 'misbehave_cb' given twice",
+                          f"--plugin {cb} ({cb}) and by --plugin {twin} ({twin})")
+        # A callback the run has anyway (--disable_tqdm: printer).
+        line = self.assert_error(self.args("--plugin", "printer"), "callback 'printer' given twice",
+                                 "the run's default")
+        self.assertEqual(line.count("printer.so"), 2, line)
+
+    def test_one_backend_given_twice(self):
+        # Before: the second --plugin of a backend silently replaced the first, where two of any
+        # other kind are refused.
+        self.assert_error(self.args("--plugin", "cuda", "--plugin", "cuda"),
+                          "--plugin cuda and --plugin cuda are both backend plugins: give one")
+
     def test_scheduler_rates_that_no_optimizer_can_use(self):
         # With an optimizer that takes what it is given, nothing checked the rate before: the run
         # stepped with -1 (ascending the loss) or NaN, and ended with exit 0.
