@@ -1,10 +1,12 @@
 #include "error.h"
+#include "error_serial.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 static _Thread_local char error_message[2048];
+static _Thread_local unsigned long error_serial;
 
 loom_status loom_error(loom_status code, const char *fmt, ...)
 {
@@ -12,6 +14,7 @@ loom_status loom_error(loom_status code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(error_message, sizeof error_message, fmt, ap);
     va_end(ap);
+    error_serial++;
     return code;
 }
 
@@ -33,10 +36,16 @@ loom_status loom_error_context(loom_status code, const char *fmt, ...)
     if (o > room) o = room;
     memcpy(error_message + p + 2, old, o);
     error_message[p + 2 + o] = '\0';
+    error_serial++;
     return code;
 }
 
 const char *loom_error_message(void) { return error_message; }
+
+unsigned long loom_error_serial(void)
+{
+    return error_serial;
+}
 
 void loom_error_clear(void) { error_message[0] = '\0'; }
 

@@ -18,6 +18,12 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
 loom_status loom_trainer_plugin_status(const loom_plugin_instance *slot, const char *member, loom_status st);
 #define LOOM_PLUGIN_CALL(slot, member, call) loom_trainer_plugin_status(&(slot), member, (loom_error_clear(), (call)))
 
+/* Put a host table in front of the comm instance of `slot` (just created): slot->vtable and
+ * slot->instance become the table and its instance, which forward each member to the plugin and
+ * name the plugin and the member in a failure it left without a message, as LOOM_PLUGIN_CALL
+ * does; destroy frees both (comm_calls.c). */
+loom_status loom_trainer_name_comm_calls(loom_plugin_instance *slot);
+
 /* The model's output_shape, refused in one line naming the model unless 1 <= ndim <=
  * LOOM_MAX_DIMS and every extent is at least 1; *row (may be NULL): the product of the extents,
  * the floats of one row of outputs (model_shapes.c). */

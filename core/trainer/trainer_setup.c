@@ -124,7 +124,7 @@ loom_status loom_trainer_create_instance(loom_plugin_instance *slot, const loom_
         return st;
     }
     slot->instance = instance;
-    return LOOM_OK;
+    return plugin->desc->kind == LOOM_KIND_COMM ? loom_trainer_name_comm_calls(slot) : LOOM_OK;
 }
 
 /* Open a data file of `format` (others are left for later); block_size for token data. */

@@ -66,6 +66,15 @@ class PluginContractTest(LoomTestCase):
         self.assert_error(self.args("--plugin", "cuda", "--plugin", "cuda"),
                           "--plugin cuda and --plugin cuda are both backend plugins: give one")
 
+    def test_comm_failure_without_a_message(self):
+        # Before: "loom: error: communication error", naming no plugin and no member. Every caller,
+        # the trainer and the sharding plugins alike, holds the host's table in front of the plugin.
+        comm = ("--plugin", self.fixture("misbehave_comm"))
+        for sharding, member in (("ddp", "all_reduce"), ("zero1", "reduce"), ("zero2", "all_gather")):
+            self.assert_error(self.args(*comm, "--plugin", sharding, "--misbehave_comm.fail", member),
+                              f"comm 'misbehave_comm': {member} failed (communication error) without a message",
+                              status=None)
+
     def test_scheduler_rates_that_no_optimizer_can_use(self):
         # With an optimizer that takes what it is given, nothing checked the rate before: the run
         # stepped with -1 (ascending the loss) or NaN, and ended with exit 0.
