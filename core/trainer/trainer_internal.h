@@ -103,6 +103,10 @@ loom_status loom_trainer_same_checkpoint(loom_trainer *t);
 
 /* Checkpoints and the state file (trainer_save.c). */
 loom_status loom_trainer_save_checkpoint(loom_trainer *t);
+/* On the rank that writes output_dir, before training: remove what interrupted saves left there,
+ * the checkpoint-N.tmp folders and the "<file>.tmp" of each file the final save writes (only
+ * those names: never a user's file). */
+loom_status loom_trainer_remove_leftovers(loom_trainer *t);
 /* output_dir/checkpoint-<global_step>: the folder a save of this step writes. */
 loom_status loom_trainer_checkpoint_dir(const loom_trainer *t, char *out, size_t size);
 loom_status loom_trainer_write_state(loom_trainer *t, const char *dir);

@@ -638,13 +638,7 @@ loom_status loom_trainer_train(loom_trainer *t)
     /* Each rank finds the checkpoint on its own disk: one that lacks it stops every rank with its
      * line, before the others wait for it in the first collective. */
     if (st == LOOM_OK) st = loom_trainer_fail_together(t, loom_trainer_find_resume(t));
-    if (st == LOOM_OK && loom_trainer_saves_here(t)) {
-        int removed = 0;
-        st = loom_checkpoint_remove_leftovers(t->args.output_dir, &removed);
-        if (st == LOOM_OK && removed > 0)
-            loom_log(LOOM_LOG_INFO,
-                     "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save", removed);
-    }
+    if (st == LOOM_OK) st = loom_trainer_remove_leftovers(t);
     if (st == LOOM_OK) st = loom_trainer_autobatch_resume(t);
     if (st == LOOM_OK) st = loom_trainer_prepare_train(t);
     /* --predict_with_generate's settings fail here, not at the first evaluation, hours in. */

@@ -16,11 +16,13 @@
  * (docs/checkpoints.md#save-on-each-node).
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checkpoint_dir.h"
@@ -101,6 +103,9 @@ static cJSON *model_config_json(const loom_trainer *t)
     return json;
 }
 
+/* The tokenizer files a model folder may hold; a saved model gets those its source has. */
+static const char *const tokenizer_names[] = {"vocab.json", "merges.txt", "spiece.model", "char_vocab.json"};
+
 static loom_status copy_one(const char *from, const char *dir, const char *name)
 {
     char to[4096];
@@ -125,14 +130,13 @@ static loom_status copy_tokenizer_files(const loom_trainer *t, const char *dir)
     if (!source || strcmp(source, dir) == 0) return LOOM_OK;
     const char *role = loom_tokenizer_file_role(source);
     if (role) return copy_one(source, dir, role);
-    static const char *const names[] = {"vocab.json", "merges.txt", "spiece.model", "char_vocab.json"};
     int copied = 0;
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof tokenizer_names / sizeof *tokenizer_names; i++) {
         char from[4096];
-        loom_status st = loom_path_join(from, sizeof from, source, names[i]);
+        loom_status st = loom_path_join(from, sizeof from, source, tokenizer_names[i]);
         if (st != LOOM_OK) return st;
         if (access(from, R_OK) != 0) continue;
-        if ((st = copy_one(from, dir, names[i])) != LOOM_OK) return st;
+        if ((st = copy_one(from, dir, tokenizer_names[i])) != LOOM_OK) return st;
         copied++;
     }
     if (required && !copied)
@@ -574,6 +578,55 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
      * with its line, not at their next collective (docs/checkpoints.md#files-on-one-node). */
     if (t->args.save_on_each_node) st = loom_trainer_fail_together(t, st);
     return st;
+}
+
+/* What loom_trainer_save_final writes into output_dir besides the tokenizer files. Each goes
+ * through "<name>.tmp" (loom_write_file_atomic), which a save killed before its rename leaves. */
+static const char *const final_names[] = {"model.safetensors", "config.json", "training_args.json",
+                                          "trainer_state.json"};
+
+/* The "<name>.tmp" of each file of the final save, where it is a regular file: only names loom
+ * writes, so a user's own *.tmp stays. */
+static loom_status remove_final_temporaries(const char *output_dir, int *removed)
+{
+    const char *const *lists[] = {final_names, tokenizer_names};
+    const size_t lengths[] = {sizeof final_names / sizeof *final_names,
+                              sizeof tokenizer_names / sizeof *tokenizer_names};
+    for (size_t l = 0; l < 2; l++) {
+        for (size_t i = 0; i < lengths[l]; i++) {
+            char name[64], path[4096];
+            snprintf(name, sizeof name, "%s.tmp", lists[l][i]);
+            loom_status st = loom_path_join(path, sizeof path, output_dir, name);
+            if (st != LOOM_OK) return st;
+            struct stat info;
+            if (lstat(path, &info) != 0 || !S_ISREG(info.st_mode)) continue;
+            if (unlink(path) != 0)
+                return loom_error(LOOM_E_IO, "%s: cannot remove this leftover of an interrupted save: %s", path,
+                                  strerror(errno));
+            (*removed)++;
+        }
+    }
+    return LOOM_OK;
+}
+
+loom_status loom_trainer_remove_leftovers(loom_trainer *t)
+{
+    /* At the start of training, not of the save: a checkpoint-N.tmp folder or a model-sized
+     * model.safetensors.tmp would otherwise hold its disk space through the whole run (and the
+     * final save, hours later, replaces its own temporaries anyway). Only the writer rank: it is
+     * the one that writes output_dir, on its node's disk. */
+    if (!loom_trainer_saves_here(t)) return LOOM_OK;
+    int folders = 0, files = 0;
+    loom_status st = loom_checkpoint_remove_leftovers(t->args.output_dir, &folders);
+    if (st == LOOM_OK) st = remove_final_temporaries(t->args.output_dir, &files);
+    if (st != LOOM_OK) return st;
+    if (folders > 0)
+        loom_log(LOOM_LOG_INFO, "removed %d unfinished checkpoint folder(s) (checkpoint-N.tmp) of an interrupted save",
+                 folders);
+    if (files > 0)
+        loom_log(LOOM_LOG_INFO,
+                 "removed %d temporary file(s) (model.safetensors.tmp, ...) of an interrupted final save", files);
+    return LOOM_OK;
 }
 
 loom_status loom_trainer_save_final(loom_trainer *t)

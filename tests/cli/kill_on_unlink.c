@@ -2,13 +2,17 @@
  * LOOM_TEST_KILL_ON_UNLINK=PATTERN (fnmatch, '*' crossing '/'), the first unlink(2) of a path
  * that matches does its work and then kills the process with SIGKILL: a Ctrl-C that lands in the
  * middle of deleting a folder, at a chosen file, every time. LOOM_TEST_KILL_ON_RENAME does the
- * same after a rename(2) whose new name matches: a kill between two files a tool writes. */
+ * same after a rename(2) whose new name matches: a kill between two files a tool writes.
+ * LOOM_TEST_KILL_ON_CREATE after an open(2) with O_CREAT of a matching path: a kill in the middle
+ * of writing a file, leaving its temporary behind. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -35,4 +39,20 @@ int rename(const char *from, const char *to)
     int rc = real_rename(from, to);
     kill_if("LOOM_TEST_KILL_ON_RENAME", to);
     return rc;
+}
+
+int open(const char *path, int flags, ...)
+{
+    static int (*real_open)(const char *, int, ...);
+    if (!real_open) real_open = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
+    mode_t mode = 0;
+    if (flags & O_CREAT) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    int fd = real_open(path, flags, mode);
+    if (flags & O_CREAT) kill_if("LOOM_TEST_KILL_ON_CREATE", path);
+    return fd;
 }

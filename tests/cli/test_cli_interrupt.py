@@ -50,6 +50,31 @@ class InterruptTest(LoomTestCase):
         self.run_to(full, 6)
         self.assertEqual(self.model(out), self.model(full))
 
+    def test_final_save_stopped_mid_file_leaves_no_temporary_behind(self):
+        # A run killed while its final save writes model.safetensors leaves model.safetensors.tmp
+        # (model-sized) in output_dir. Before, it stayed there through the whole next run, until
+        # that run's own final save replaced it; now the next run removes it as training starts,
+        # as it does checkpoint-N.tmp folders. Only loom's own names: a user's *.tmp stays.
+        out = self.out("stale")
+        code, _, _ = self.run_to(out, 2, env=killing("LOOM_TEST_KILL_ON_CREATE", "*/stale/model.safetensors.tmp"),
+                                 check=False)
+        self.assertEqual(code, -9)
+        self.assertTrue(os.path.exists(os.path.join(out, "model.safetensors.tmp")))
+        for name in ("trainer_state.json.tmp", "vocab.json.tmp", "notes.tmp", "model.safetensors.tmp.mine"):
+            with open(os.path.join(out, name), "w") as f:
+                f.write("{")
+        # The next run, stopped in its first checkpoint (training has begun, its own final save
+        # is far off).
+        code, _, _ = self.run_to(out, 4, "--overwrite_output_dir", check=False,
+                                 env=killing("LOOM_TEST_KILL_ON_RENAME", "*/stale/checkpoint-1.tmp/model.safetensors"))
+        self.assertEqual(code, -9)
+        names = set(os.listdir(out))
+        self.assertNotIn("model.safetensors", names)
+        for name in ("model.safetensors.tmp", "trainer_state.json.tmp", "vocab.json.tmp"):
+            self.assertNotIn(name, names)
+        for name in ("notes.tmp", "model.safetensors.tmp.mine"):
+            self.assertIn(name, names)
+
     def test_make_data_stopped_between_its_files_leaves_no_mix(self):
         # A tool replaces each of its files atomically, but one stopped after the new train.bin
         # used to leave the previous data set's validation.bin (and test.bin) beside it, which the
