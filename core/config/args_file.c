@@ -160,11 +160,14 @@ static loom_status set_from_json(loom_args *args, const loom__arg_desc *d, const
         /* "" where HF's dataclass default is "" (mp_parameters) is that default: None to loom. */
         if (cJSON_IsString(v))
             return loom__arg_set_string(field, *v->valuestring || *d->default_text ? v->valuestring : NULL);
-        /* debug and fsdp: HF's __post_init__ makes lists of their options. */
-        if (cJSON_IsArray(v) && (d == &loom__arg_table[LOOM__ARG_debug] || d == &loom__arg_table[LOOM__ARG_fsdp]))
-            return set_words(field, d, v, path);
+        /* debug, fsdp and sharded_ddp: HF's __post_init__ makes lists of their options. */
+        const int words = d == &loom__arg_table[LOOM__ARG_debug] || d == &loom__arg_table[LOOM__ARG_fsdp] ||
+                          d == &loom__arg_table[LOOM__ARG_sharded_ddp];
+        if (cJSON_IsArray(v) && words) return set_words(field, d, v, path);
         if (cJSON_IsBool(v) && d == &loom__arg_table[LOOM__ARG_fsdp]) /* HF: True is full_shard */
             return loom__arg_set_string(field, cJSON_IsTrue(v) ? "full_shard" : NULL);
+        if (cJSON_IsBool(v) && d == &loom__arg_table[LOOM__ARG_sharded_ddp]) /* v4.2's bool; True is simple */
+            return loom__arg_set_string(field, cJSON_IsTrue(v) ? "simple" : NULL);
         if (cJSON_IsBool(v) && d == &loom__arg_table[LOOM__ARG_include_num_input_tokens_seen])
             return loom__arg_set_string(field, cJSON_IsTrue(v) ? "all" : "no"); /* v4's file */
         if (!cJSON_IsObject(v) || !loom__arg_is_dict(d))

@@ -1,12 +1,14 @@
-/* args_fsdp.c - HF's --fsdp and --fsdp_config (PyTorch FSDP through accelerate) on loom's
- * sharding plugins (docs/semantics/fairscale.md#fsdp).
+/* args_fsdp.c - HF's --fsdp and --fsdp_config (PyTorch FSDP through accelerate), and v4.4-v4.34's
+ * --sharded_ddp modes (FairScale), on loom's sharding plugins (docs/semantics/fairscale.md#fsdp).
  *
  * FSDP's strategies that keep whole parameters on every rank during the step are loom's
  * existing ones, update for update: no_shard is DDP (gradients all-reduced, everything
  * replicated) and shard_grad_op is ZeRO-2 (gradients reduce-scattered, optimizer states
  * sharded, parameters gathered after the step); hybrid_shard_zero2 is ZeRO-2 within each node
  * and DDP across nodes, the same update, which loom shards over every rank. full_shard and
- * hybrid_shard shard the parameters themselves (ZeRO-3): not supported yet. */
+ * hybrid_shard shard the parameters themselves (ZeRO-3): not supported yet. FairScale's modes
+ * are the same pair: simple (OSS + ShardedDDP) is the sharded_ddp plugin, zero_dp_2 (its FSDP
+ * without resharding after forward) ZeRO-2, zero_dp_3 ZeRO-3. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +21,9 @@
 #define COUNT(a) (sizeof(a) / sizeof *(a))
 #define SOURCE(name) (origin->source[LOOM__ARG_##name])
 
-static const char *const options[] = {"full_shard",         "shard_grad_op", "no_shard", "hybrid_shard",
-                                      "hybrid_shard_zero2", "offload",       "auto_wrap"};
+static const char *const fsdp_options[] = {"full_shard",         "shard_grad_op", "no_shard", "hybrid_shard",
+                                           "hybrid_shard_zero2", "offload",       "auto_wrap"};
+static const char *const fairscale_options[] = {"simple", "zero_dp_2", "zero_dp_3", "offload", "auto_wrap"};
 
 /* Does the space-separated option list `list` hold `word`? */
 static int has(const char *list, const char *word)
@@ -38,8 +41,50 @@ static int has(const char *list, const char *word)
 
 const char *loom__fsdp_sharding(const loom_args *a)
 {
-    if (!a->fsdp || !*a->fsdp) return NULL;
-    return has(a->fsdp, "no_shard") ? "ddp" : "zero2";
+    if (a->fsdp && *a->fsdp) return has(a->fsdp, "no_shard") ? "ddp" : "zero2";
+    if (a->sharded_ddp && has(a->sharded_ddp, "simple")) return "sharded_ddp";
+    if (a->sharded_ddp && has(a->sharded_ddp, "zero_dp_2")) return "zero2";
+    return NULL; /* HF: --sharded_ddp auto_wrap alone shards nothing */
+}
+
+/* `flag`'s words, each one of `known` (its first n_strategies name strategies): how many there
+ * are, and how many strategies. */
+static loom_status check_words(const char *flag, const char *text, const char *const *known, size_t n_known,
+                               size_t n_strategies, const char *where, int *words, int *strategies)
+{
+    *words = *strategies = 0;
+    for (const char *p = text; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn(p, " ");
+        if (!len) break;
+        int found = 0;
+        for (size_t k = 0; k < n_known; k++)
+            if (strlen(known[k]) == len && !strncmp(p, known[k], len)) found = 1, *strategies += k < n_strategies;
+        if (!found) {
+            char list[256] = "";
+            for (size_t k = 0; k < n_known; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", known[k]);
+            return loom_error(LOOM_E_INVALID, "%s%s: '%.*s' is not one of: %s", flag, where, (int)len, p, list);
+        }
+        ++*words;
+        p += len;
+    }
+    return LOOM_OK;
+}
+
+static void warn_no_effect(const char *flag, const char *options)
+{
+    if (has(options, "offload"))
+        fprintf(stderr,
+                "loom: warning: %s offload has no effect on the CPU (parameters, gradients and optimizer "
+                "states are in host memory already; on a GPU it is refused)\n",
+                flag);
+    if (has(options, "auto_wrap"))
+        fprintf(stderr,
+                "loom: warning: %s auto_wrap has no effect here (loom shards flat ranges of the parameters, "
+                "not modules)\n",
+                flag);
 }
 
 static loom_status check_options(loom_args *a, const char *where)
@@ -48,22 +93,8 @@ static loom_status check_options(loom_args *a, const char *where)
     if (!strcmp(a->fsdp, "true") || !strcmp(a->fsdp, "false"))
         return loom__arg_set_string(&a->fsdp, !strcmp(a->fsdp, "true") ? "full_shard" : NULL);
     int n = 0, strategies = 0;
-    for (const char *p = a->fsdp; *p;) {
-        while (*p == ' ')
-            p++;
-        size_t len = strcspn(p, " ");
-        if (!len) break;
-        int known = 0;
-        for (size_t k = 0; k < COUNT(options); k++)
-            if (strlen(options[k]) == len && !strncmp(p, options[k], len)) known = 1, strategies += k < 5;
-        if (!known)
-            return loom_error(LOOM_E_INVALID,
-                              "--fsdp%s: '%.*s' is not one of: full_shard, shard_grad_op, no_shard, hybrid_shard, "
-                              "hybrid_shard_zero2, offload, auto_wrap",
-                              where, (int)len, p);
-        n++;
-        p += len;
-    }
+    loom_status st = check_words("--fsdp", a->fsdp, fsdp_options, COUNT(fsdp_options), 5, where, &n, &strategies);
+    if (st != LOOM_OK) return st;
     if (n == 0) return loom__arg_set_string(&a->fsdp, NULL);
     /* HF's two checks, in its words. */
     if (n == 1 && has(a->fsdp, "offload"))
@@ -84,12 +115,42 @@ static loom_status check_options(loom_args *a, const char *where)
                           has(a->fsdp, "hybrid_shard") ? "hybrid_shard"
                           : strategies == 0            ? "accelerate's default strategy, full_shard,"
                                                        : "full_shard");
-    if (has(a->fsdp, "offload"))
-        fprintf(stderr, "loom: warning: --fsdp offload has no effect on the CPU (parameters, gradients and optimizer "
-                        "states are in host memory already; on a GPU it is refused)\n");
-    if (has(a->fsdp, "auto_wrap"))
-        fprintf(stderr, "loom: warning: --fsdp auto_wrap has no effect here (loom shards flat ranges of the "
-                        "parameters, not modules)\n");
+    warn_no_effect("--fsdp", a->fsdp);
+    return LOOM_OK;
+}
+
+/* HF v4.4-v4.34's --sharded_ddp: FairScale's modes (v4.2-v4.3's bool is "simple"). */
+static loom_status check_fairscale(loom_args *a, const char *where)
+{
+    int32_t on;
+    if (loom__parse_bool(a->sharded_ddp, &on) == 0) return loom__arg_set_string(&a->sharded_ddp, on ? "simple" : NULL);
+    int n = 0, strategies = 0;
+    loom_status st = check_words("--sharded_ddp", a->sharded_ddp, fairscale_options, COUNT(fairscale_options), 3, where,
+                                 &n, &strategies);
+    if (st != LOOM_OK) return st;
+    if (n == 0) return loom__arg_set_string(&a->sharded_ddp, NULL);
+    /* HF's three checks, in its words. */
+    if (n == 1 && has(a->sharded_ddp, "offload"))
+        return loom_error(LOOM_E_INVALID,
+                          "--sharded_ddp offload%s can't work on its own: it needs --sharded_ddp zero_dp_2 or "
+                          "--sharded_ddp zero_dp_3 with it, for example --sharded_ddp \"zero_dp_2 offload\"",
+                          where);
+    if (n > 1 && has(a->sharded_ddp, "simple"))
+        return loom_error(LOOM_E_INVALID, "--sharded_ddp simple%s is not compatible with any other option", where);
+    if (has(a->sharded_ddp, "zero_dp_2") && has(a->sharded_ddp, "zero_dp_3"))
+        return loom_error(LOOM_E_INVALID, "--sharded_ddp zero_dp_2 is not compatible with --sharded_ddp zero_dp_3%s",
+                          where);
+    if (has(a->sharded_ddp, "zero_dp_3"))
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--sharded_ddp zero_dp_3%s shards the parameters themselves (ZeRO-3), which is not supported "
+                          "yet (supported: simple, zero_dp_2 = ZeRO-2)",
+                          where);
+    warn_no_effect("--sharded_ddp", a->sharded_ddp);
+    if (strategies == 0)
+        fprintf(stderr,
+                "loom: warning: --sharded_ddp '%s'%s names no mode (simple, zero_dp_2): the run is not sharded, "
+                "as in HF\n",
+                a->sharded_ddp, where);
     return LOOM_OK;
 }
 
@@ -204,6 +265,13 @@ loom_status loom__args_resolve_fsdp(loom_args *a, loom__arg_origin *origin)
 {
     char buf[512];
     loom_status st;
+    if (a->sharded_ddp && (st = check_fairscale(a, loom__where(SOURCE(sharded_ddp), buf, sizeof buf))) != LOOM_OK)
+        return st;
+    if (a->sharded_ddp && a->deepspeed && *a->deepspeed)
+        return loom_error(LOOM_E_INVALID,
+                          "--sharded_ddp%s together with --deepspeed is not possible: deactivate one of those flags "
+                          "(HF's rule)",
+                          loom__where(SOURCE(sharded_ddp), buf, sizeof buf));
     if (a->fsdp && (st = check_options(a, loom__where(SOURCE(fsdp), buf, sizeof buf))) != LOOM_OK) return st;
     int wrap_rules = 0;
     if ((st = check_config(a, origin, &wrap_rules)) != LOOM_OK) return st;
@@ -221,7 +289,7 @@ loom_status loom__args_resolve_fsdp(loom_args *a, loom__arg_origin *origin)
         return loom_error(
             LOOM_E_INVALID,
             "--fsdp%s together with --deepspeed is not possible: deactivate one of those flags (HF's rule)", where);
-    if (a->sharded_ddp == 1)
+    if (a->sharded_ddp)
         return loom_error(LOOM_E_INVALID,
                           "--fsdp%s together with --sharded_ddp is not possible: deactivate one of those flags (HF's "
                           "rule)",

@@ -138,9 +138,11 @@ static loom_status write_value(FILE *out, const loom_args *args, const loom__arg
         const char *s = *(char *const *)field;
         if (!s && d == &loom__arg_table[LOOM__ARG_accelerator_config]) s = LOOM__ACCELERATOR_CONFIG_DEFAULT;
         /* HF's __post_init__ splits debug into a list of DebugOption (v4 and v5 alike), fsdp into
-         * FSDPOptions, and keeps
+         * FSDPOptions and v4.4-v4.34's sharded_ddp into ShardedDDPOptions, and keeps
          * mp_parameters' dataclass default "" (docs/semantics/trainer.md#every-hf-argument). */
-        if (d == &loom__arg_table[LOOM__ARG_debug] || d == &loom__arg_table[LOOM__ARG_fsdp]) return write_words(out, s);
+        if (d == &loom__arg_table[LOOM__ARG_debug] || d == &loom__arg_table[LOOM__ARG_fsdp] ||
+            d == &loom__arg_table[LOOM__ARG_sharded_ddp])
+            return write_words(out, s);
         if (!s && d == &loom__arg_table[LOOM__ARG_mp_parameters]) s = "";
         if (!s) {
             fputs("null", out);

@@ -464,8 +464,7 @@ static loom_status choose_default_plugins(loom_trainer *t, const loom_saved_mode
     choose_precision(t, &c->precision_mapped);
     if ((st = load_plugin(c->precision_mapped.plugin, LOOM_KIND_PRECISION, &c->precision)) != LOOM_OK) goto done;
     const char *sharding_name = t->world_size > 1 ? "ddp" : "none";
-    if (a->sharded_ddp) sharding_name = "sharded_ddp"; /* HF v4.2's --sharded_ddp */
-    if (loom__fsdp_sharding(a)) sharding_name = loom__fsdp_sharding(a);
+    if (loom__fsdp_sharding(a)) sharding_name = loom__fsdp_sharding(a); /* --fsdp, --sharded_ddp */
     if (t->ds && strcmp(t->ds->sharding.plugin, "ddp") != 0) sharding_name = t->ds->sharding.plugin;
     if ((st = load_plugin(sharding_name, LOOM_KIND_SHARDING, &c->sharding)) != LOOM_OK) goto done;
 done:
@@ -514,8 +513,7 @@ static const char *explicit_choice(const loom_trainer *t, const chosen_plugins *
         if (strcmp(c->precision_mapped.plugin, "fp32") == 0) return NULL;
         return ds ? "the DeepSpeed config's precision section" : "--fp16/--bf16";
     case LOOM_KIND_SHARDING:
-        if (a->sharded_ddp) return "--sharded_ddp";
-        if (loom__fsdp_sharding(a)) return "--fsdp";
+        if (loom__fsdp_sharding(a)) return a->fsdp ? "--fsdp" : "--sharded_ddp";
         return ds && strcmp(ds->sharding.plugin, "ddp") != 0 ? "the DeepSpeed config's zero_optimization" : NULL;
     default:
         return NULL;

@@ -171,6 +171,7 @@ LOOM_WRITES_OTHERWISE = {
     "label_names", "report_to",  # lists: [] for None
     "accelerator_config",  # HF writes AcceleratorConfig's dict (checked on its own)
     "debug", "fsdp",  # HF writes the parsed option lists
+    "sharded_ddp",  # v4.2's bool: loom writes v4.4-v4.34's option list
 }
 
 # HF's AcceleratorConfig().to_dict() without use_configured_state, as HF's training_args.json has it.

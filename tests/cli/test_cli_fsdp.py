@@ -1,5 +1,6 @@
-"""HF's --fsdp / --fsdp_config on loom's sharding plugins: shard_grad_op trains the model
---plugin zero2 trains and no_shard the model DDP trains, bit for bit on 2 ranks; FSDP's
+"""HF's --fsdp / --fsdp_config, and v4.4-v4.34's --sharded_ddp modes, on loom's sharding plugins:
+shard_grad_op and zero_dp_2 train the model --plugin zero2 trains, no_shard the model DDP trains
+and simple the sharded_ddp plugin's, bit for bit on 2 ranks; FSDP's
 activation_checkpointing is --gradient_checkpointing; training_args.json writes fsdp as HF's
 list and takes it back; the strategies that shard parameters (ZeRO-3) and HF's bad
 combinations are one-line errors."""
@@ -43,6 +44,30 @@ class FsdpTest(TokensTestCase):
         # --plugin naming another strategy contradicts --fsdp.
         self.assert_error(self.train_args(self.out("contradiction"), "--fsdp", "shard_grad_op", "--plugin", "zero1"),
                           "--fsdp")
+
+    def test_fairscale_modes_of_sharded_ddp(self):
+        # HF v4.4-v4.34: simple is v4.2's bool (OSS + ShardedDDP), zero_dp_2 FairScale's FSDP
+        # without resharding, which is ZeRO-2.
+        plugin = self.launch(self.out("plugin-sharded"), "--plugin", "sharded_ddp")
+        for form in (["--sharded_ddp"], ["--sharded_ddp", "simple"], ["--sharded_ddp", "true"]):
+            with self.subTest(form=form):
+                simple = self.launch(self.out("simple"), *form)
+                self.assertIn("strategy sharded_ddp", simple[2])
+                self.assertEqual(simple[0], plugin[0])
+        zero2 = self.launch(self.out("plugin-zero2"), "--plugin", "zero2")
+        out = self.out("zero-dp-2")
+        zero_dp_2 = self.launch(out, "--sharded_ddp", "zero_dp_2 offload auto_wrap")
+        self.assertIn("strategy zero2", zero_dp_2[2])
+        self.assertIn("--sharded_ddp offload has no effect on the CPU", zero_dp_2[3])
+        self.assertEqual(zero_dp_2[0], zero2[0])
+        self.assertEqual(zero_dp_2[1], zero2[1])
+        with open(os.path.join(out, "training_args.json")) as f:
+            self.assertEqual(json.load(f)["sharded_ddp"], ["zero_dp_2", "offload", "auto_wrap"])
+        # v4.2's training_args.json holds a bool.
+        config = os.path.join(self.tmp, "v42.json")
+        with open(config, "w") as f:
+            json.dump({"sharded_ddp": True}, f)
+        self.assertIn("strategy sharded_ddp", self.launch(self.out("v42"), "--config", config)[2])
 
     def test_config_file_lists_and_activation_checkpointing(self):
         # An accelerate-style fsdp_config (fsdp_ prefixes) in an HF --config with fsdp as a list.
@@ -97,6 +122,14 @@ class FsdpTest(TokensTestCase):
                 (["--fsdp", "shard_grad_op", "--deepspeed", '{"train_batch_size": "auto"}'], "--deepspeed",
                  "not possible"),
                 (["--fsdp", "shard_grad_op", "--sharded_ddp"], "--sharded_ddp", "not possible"),
+                (["--sharded_ddp", "zero_dp_3"], "--sharded_ddp zero_dp_3", "ZeRO-3", "not supported yet"),
+                (["--sharded_ddp", "offload"], "--sharded_ddp offload", "can't work on its own"),
+                (["--sharded_ddp", "simple zero_dp_2"], "simple", "not compatible with any other option"),
+                (["--sharded_ddp", "zero_dp_2 zero_dp_3"], "not compatible with --sharded_ddp zero_dp_3"),
+                (["--sharded_ddp", "zero_dp"], "'zero_dp' is not one of"),
+                (["--sharded_ddp", "zero_dp_2", "--deepspeed", '{"train_batch_size": "auto"}'], "--sharded_ddp",
+                 "--deepspeed", "not possible"),
+                (["--sharded_ddp", "--plugin", "zero1"], "--plugin zero1", "--sharded_ddp"),
                 (["--fsdp", "shard_grad_op", "--fsdp_config", '{"xla": true}'], "XLA", "not supported"),
                 (["--fsdp", "shard_grad_op", "--fsdp_config", '{"reshard_after_forward": true}'],
                  "reshard_after_forward true", "ZeRO-3"),
