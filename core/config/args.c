@@ -133,10 +133,10 @@ static loom_status parse_one(loom_args *args, loom__arg_origin *origin, const ch
     }
     default: {
         const char *v = inline_value ? inline_value : take_value(argc, argv, i);
-        /* v5's include_num_input_tokens_seen and v4.4's sharded_ddp are strings that still take
-         * an older release's bool: alone, true. */
+        /* v5's include_num_input_tokens_seen, v4.4's sharded_ddp and debug are strings that still
+         * take an older release's bool: alone, true. */
         if (!v && (d == &loom__arg_table[LOOM__ARG_include_num_input_tokens_seen] ||
-                   d == &loom__arg_table[LOOM__ARG_sharded_ddp]))
+                   d == &loom__arg_table[LOOM__ARG_sharded_ddp] || d == &loom__arg_table[LOOM__ARG_debug]))
             v = "true";
         if (!v) return loom_error(LOOM_E_INVALID, "--%s needs a value", d->name);
         return loom__arg_set_text(args, d, v, LOOM__SRC_CLI);

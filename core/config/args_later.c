@@ -2,8 +2,8 @@
  * (docs/semantics/trainer.md#every-hf-argument): the half-precision backend and its deprecated
  * name, the data loader's worker options, accelerate's configuration and the two deprecated
  * flags it replaced, v5's sampling strategy, tensor parallelism, HF's other collective
- * backends, and Seq2SeqTrainingArguments' generation_config. Each refusal names the argument
- * and where it was given, in one line. */
+ * backends, the debug options, and Seq2SeqTrainingArguments' generation_config. Each refusal
+ * names the argument and where it was given, in one line. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,6 +270,36 @@ static loom_status check_parallel(const loom_args *a, const loom__arg_origin *or
     return LOOM_OK;
 }
 
+/* HF's DebugOption list (v4.2: a bool, true for TPU metrics). */
+static loom_status check_debug(loom_args *a, const loom__arg_origin *origin)
+{
+    if (!a->debug) return LOOM_OK;
+    char buf[512];
+    const char *where = loom__where(SOURCE(debug), buf, sizeof buf);
+    int32_t on;
+    if (loom__parse_bool(a->debug, &on) == 0) {
+        loom_status st = loom__arg_set_string(&a->debug, on ? "tpu_metrics_debug" : NULL);
+        if (st != LOOM_OK || !on) return st;
+    }
+    for (const char *p = a->debug; *p;) {
+        size_t n = strcspn(p, " ");
+        if (n == 17 && !strncmp(p, "tpu_metrics_debug", n)) {
+            fprintf(stderr, "loom: warning: --debug tpu_metrics_debug%s has no effect here (TPU metrics)\n", where);
+        } else if (n == 18 && !strncmp(p, "underflow_overflow", n)) {
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "--debug underflow_overflow%s is not supported yet (HF hooks every module's forward to "
+                              "find the first inf/nan; loom's models have no such hooks)",
+                              where);
+        } else if (n > 0) {
+            return loom_error(LOOM_E_INVALID, "--debug%s: '%.*s' is not one of: underflow_overflow, tpu_metrics_debug",
+                              where, (int)n, p);
+        }
+        p += n;
+        p += strspn(p, " ");
+    }
+    return LOOM_OK;
+}
+
 loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin)
 {
     loom_status st;
@@ -279,6 +309,7 @@ loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin)
     if ((st = check_accelerator_config(args, origin)) != LOOM_OK) return st;
     if ((st = resolve_sampling(args, origin)) != LOOM_OK) return st;
     if ((st = loom__args_resolve_fsdp(args, origin)) != LOOM_OK) return st;
+    if ((st = check_debug(args, origin)) != LOOM_OK) return st;
     if ((st = check_parallel(args, origin)) != LOOM_OK) return st;
     /* HF's Seq2SeqTrainer loads and validates it when it is made, whatever the run does next. */
     return loom_generation_config_check(args->generation_config);

@@ -209,6 +209,8 @@ class HfArgumentsTest(LoomTestCase):
             (["--train_sampling_strategy", "shuffled"], "'shuffled'", "not one of"),
             (["--ddp_backend", "mpi"], "--ddp_backend mpi", "not supported yet"),
             (["--parallelism_config", "{}"], "--parallelism_config", "not supported yet"),
+            (["--debug", "underflow_overflow"], "--debug underflow_overflow", "not supported yet"),
+            (["--debug", "tpu_metrics_debug overflow"], "--debug", "'overflow' is not one of"),
             (["--generation_config", "gen"], "--generation_config", "gen: cannot open"),
         ]
         for extra, *expected in cases:

@@ -103,6 +103,20 @@ class TrainingArgsJsonTest(LoomTestCase):
             rewritten = json.load(f)
         self.assertEqual((rewritten["debug"], rewritten["mp_parameters"]), ([], ""))
 
+    def test_debug_tpu_metrics_has_no_effect_and_v42s_bool_is_it(self):
+        plain = self.out("no-debug")
+        loom(*self.train_args(plain, "--max_steps", "3", "--save_strategy", "no"))
+        for form in (["--debug"], ["--debug", "true"], ["--debug", "tpu_metrics_debug"]):
+            with self.subTest(form=form):
+                out = self.out("tpu-debug")
+                _, _, stderr = loom(*self.train_args(out, "--max_steps", "3", "--save_strategy", "no", *form))
+                self.assertEqual(stderr.count("--debug tpu_metrics_debug on the command line has no effect"), 1)
+                with open(os.path.join(out, "training_args.json")) as f:
+                    self.assertEqual(json.load(f)["debug"], ["tpu_metrics_debug"])
+                with open(os.path.join(out, "model.safetensors"), "rb") as a, \
+                        open(os.path.join(plain, "model.safetensors"), "rb") as b:
+                    self.assertEqual(a.read(), b.read())
+
 
 class SchedulerKwargsNullTest(LoomTestCase):
     def check(self, name, kwargs, reference, W=4, T=16, lr=0.02):
