@@ -69,6 +69,9 @@ loom_status loom_trainer_fire(loom_trainer *t, uint32_t event, const loom_metric
     payload.text = text;
     for (size_t i = 0; i < t->n_callbacks; i++) {
         const loom_callback_vtable *cv = t->callbacks[i].vtable;
+        /* Cleared first, as LOOM_PLUGIN_CALL does: a callback failing without a message must not
+         * be blamed for an older one an earlier, handled failure left. */
+        loom_error_clear();
         loom_status st = cv->on_event(t->callbacks[i].instance, event, &t->state, &t->control, &payload);
         if (st != LOOM_OK) {
             if (!*loom_error_message())

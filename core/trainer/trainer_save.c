@@ -580,10 +580,12 @@ loom_status loom_trainer_save_checkpoint(loom_trainer *t)
     return st;
 }
 
-/* What loom_trainer_save_final writes into output_dir besides the tokenizer files. Each goes
- * through "<name>.tmp" (loom_write_file_atomic), which a save killed before its rename leaves. */
-static const char *const final_names[] = {"model.safetensors", "config.json", "training_args.json",
-                                          "trainer_state.json"};
+/* What loom_trainer_save_final writes into output_dir besides the tokenizer files, and the
+ * metrics files `loom train` writes after it (HF's save_metrics). Each goes through
+ * "<name>.tmp" (loom_write_file_atomic), which a save killed before its rename leaves. */
+static const char *const final_names[] = {"model.safetensors",  "config.json",        "training_args.json",
+                                          "trainer_state.json", "train_results.json", "eval_results.json",
+                                          "all_results.json"};
 
 /* The "<name>.tmp" of each file of the final save, where it is a regular file: only names loom
  * writes, so a user's own *.tmp stays. */

@@ -60,7 +60,8 @@ class InterruptTest(LoomTestCase):
                                  check=False)
         self.assertEqual(code, -9)
         self.assertTrue(os.path.exists(os.path.join(out, "model.safetensors.tmp")))
-        for name in ("trainer_state.json.tmp", "vocab.json.tmp", "notes.tmp", "model.safetensors.tmp.mine"):
+        for name in ("trainer_state.json.tmp", "vocab.json.tmp", "all_results.json.tmp", "notes.tmp",
+                     "model.safetensors.tmp.mine"):
             with open(os.path.join(out, name), "w") as f:
                 f.write("{")
         # The next run, stopped in its first checkpoint (training has begun, its own final save
@@ -70,7 +71,7 @@ class InterruptTest(LoomTestCase):
         self.assertEqual(code, -9)
         names = set(os.listdir(out))
         self.assertNotIn("model.safetensors", names)
-        for name in ("model.safetensors.tmp", "trainer_state.json.tmp", "vocab.json.tmp"):
+        for name in ("model.safetensors.tmp", "trainer_state.json.tmp", "vocab.json.tmp", "all_results.json.tmp"):
             self.assertNotIn(name, names)
         for name in ("notes.tmp", "model.safetensors.tmp.mine"):
             self.assertIn(name, names)

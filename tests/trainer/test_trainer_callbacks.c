@@ -73,6 +73,19 @@ static const loom_callback_vtable counter_vtable = {
     .on_event = count_event,
 };
 
+/* Fails without saying why. */
+static loom_status silent_failure(loom_callback *self, uint32_t event, const loom_trainer_state *state,
+                                  loom_trainer_control *control, const loom_event_payload *payload)
+{
+    (void)self, (void)event, (void)state, (void)control, (void)payload;
+    return LOOM_E_INVALID;
+}
+
+static const loom_callback_vtable silent_vtable = {
+    LOOM_HEADER_INIT(loom_callback_vtable),
+    .on_event = silent_failure,
+};
+
 static void test_add_pop_remove(void)
 {
     const char *metric[] = {"--metric_for_best_model", "loss"};
@@ -119,6 +132,14 @@ static void test_add_pop_remove(void)
     CHECK(loom_trainer_remove_callback(t, "counter", NULL) == LOOM_OK);
     CHECK(loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL) == LOOM_OK);
     CHECK(mine.events == 1);
+
+    /* A callback that fails without a message is named, not blamed for an older message that
+     * some earlier, handled failure left in the thread's buffer. */
+    CHECK(loom_trainer_add_callback_instance(t, "silent", &silent_vtable, (loom_callback *)&mine) == LOOM_OK);
+    loom_error(LOOM_E_IO, "an older message nobody reported");
+    CHECK(loom_trainer_fire(t, LOOM_EVENT_STEP_END, NULL, NULL) == LOOM_E_INVALID);
+    CHECK(strstr(loom_error_message(), "callback 'silent' failed") != NULL);
+    CHECK(strstr(loom_error_message(), "older") == NULL);
     loom_trainer_destroy(t);
 }
 
