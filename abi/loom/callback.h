@@ -5,7 +5,8 @@
  * HF's TrainerCallback in C. One entry point receives every event with its id, so a callback
  * built against ABI 1.0 keeps working when later minors add events: it MUST ignore ids it does
  * not know. The host runs callbacks in the order they were given, on the training thread,
- * on every rank (state->is_world_process_zero says whether this one logs).
+ * on every rank: state->is_world_process_zero says whether this is the world's main process,
+ * state->is_local_process_zero whether it is its node's (HF's PrinterCallback prints there).
  */
 #ifndef LOOM_CALLBACK_H
 #define LOOM_CALLBACK_H

@@ -1,6 +1,9 @@
 /*
- * printer.c - HF's PrinterCallback: prints every log entry and evaluation result on the
- * world's process zero, one line each. The default when --disable_tqdm is set.
+ * printer.c - HF's PrinterCallback: prints every log entry and evaluation result, one line each,
+ * on each node's local process zero (HF's `if state.is_local_process_zero: print(logs)`), so every
+ * node's console shows the run's progress. HF's log_on_each_node does not enter into it: that flag
+ * sets the log levels (TrainingArguments.should_log), and the printer prints whatever the level.
+ * The default when --disable_tqdm is set.
  */
 #include <stdio.h>
 
@@ -36,7 +39,7 @@ static loom_status printer_on_event(loom_callback *self, uint32_t event, const l
                                     loom_trainer_control *control, const loom_event_payload *payload)
 {
     (void)self, (void)control;
-    if (!state->is_world_process_zero) return LOOM_OK;
+    if (!state->is_local_process_zero) return LOOM_OK;
     if (event == LOOM_EVENT_LOG) loom_format_logs(stdout, payload);
     return LOOM_OK;
 }

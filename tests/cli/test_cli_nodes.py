@@ -242,6 +242,28 @@ class NodesTest(NodesTestCase):
                 self.assertIn(line, results[1][1], flag)
             else:
                 self.assertNotIn("[rank 1] loom:", results[1][1], flag)
+            # HF's PrinterCallback prints the log dicts where state.is_local_process_zero, which
+            # log_on_each_node does not change: each node's console shows the same dicts.
+            # The loss dicts are the same numbers (the loss is every rank's mean); the last dict's
+            # train_runtime is each node's own clock, as in HF.
+            dicts = [self.loss_dicts(r[1], node) for node, r in enumerate(results)]
+            self.assertEqual(len(dicts[0]), STEPS, flag)
+            self.assertEqual(dicts[1], dicts[0], flag)
+            self.assertIn("[rank 1] {'train_runtime': ", results[1][1], flag)
+
+    def test_only_the_local_main_process_prints_the_log_dicts(self):
+        # Two ranks on one node: local rank 1 prints none (HF's is_local_process_zero).
+        out = self.out("local-ranks")
+        code, stdout, stderr = run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(),
+                                   *self.train_args(out, "--save_strategy", "no"), check=False)
+        self.assertEqual(code, 0, stderr)
+        self.assertEqual(len(self.loss_dicts(stdout, 0)), STEPS)
+        self.assertEqual(self.loss_dicts(stdout, 1), [])
+        self.assertNotIn("[rank 1] {", stdout)
+
+    def loss_dicts(self, stdout, rank):
+        prefix = f"[rank {rank}] {{'loss': "
+        return [line[len(prefix):] for line in stdout.splitlines() if line.startswith(prefix)]
 
 
 if __name__ == "__main__":
