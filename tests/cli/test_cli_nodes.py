@@ -229,6 +229,38 @@ class NodesTest(NodesTestCase):
             self.assertNotEqual(p.returncode, 0, f"rank {rank}")
             self.assertIn("is one folder shared by several nodes", stderr)
 
+    def test_data_of_one_length_and_other_bytes_is_refused(self):
+        # Each node's train.bin on its own disk, of one length: the example counts agree, the
+        # bytes do not (one token changed). Every rank stops before a step, naming the file.
+        data = os.path.join(self.out("data"), "data", "train.bin")
+        seeds = []
+        for node in range(2):
+            seeds.append(self.out(f"data-seed{node}"))
+            os.makedirs(os.path.join(seeds[-1], "data"))
+            shutil.copyfile(self.tokens, os.path.join(seeds[-1], "data", "train.bin"))
+        with open(os.path.join(seeds[1], "data", "train.bin"), "r+b") as f:
+            f.seek(-2, os.SEEK_END)
+            token = f.read(2)
+            f.seek(-2, os.SEEK_END)
+            f.write(bytes([token[0] ^ 1, token[1]]))
+        self.tokens = data
+        try:
+            results = self.nodes("data", "--overwrite_output_dir", seed=seeds)
+        finally:
+            del self.tokens
+        size = os.path.getsize(os.path.join(seeds[0], "data", "train.bin"))
+        self.assert_stopped(results, rf"rank 1 differs from rank 0: --train_file {data} holds other bytes than "
+                            rf"rank 0's: checksum [0-9a-f]{{16}} \(XXH64 of {size} bytes in 1 file\) \(rank 0: "
+                            rf"[0-9a-f]{{16}} \(XXH64 of {size} bytes in 1 file\)\): every node needs the same copy "
+                            rf"of the file$", before_a_step=True)
+        # The same bytes on both disks train as before.
+        shutil.copyfile(os.path.join(seeds[0], "data", "train.bin"), os.path.join(seeds[1], "data", "train.bin"))
+        self.tokens = data
+        try:
+            self.assert_ran(self.nodes("data", "--overwrite_output_dir", seed=seeds))
+        finally:
+            del self.tokens
+
     def test_log_on_each_node_decides_node_1s_level(self):
         # HF's should_log: with log_on_each_node (its default) node 1's local rank 0 logs at
         # log_level (info here: passive), without it at log_level_replica (warning).
