@@ -18,8 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <loom/kernels.h>
-
 #include "checkpoint_dir.h"
 #include "error.h"
 #include "fileutil.h"
@@ -110,28 +108,6 @@ static loom_status read_best(loom_trainer *t, const char *path)
     return st;
 }
 
-/* The weights just loaded into t->params, into the copies the optimizer steps: ZeRO-Offload's
- * host partition and the precision plugin's f32 master weights of this rank's owned ranges,
- * widened from the parameters as prepare() widens them at the start (trainer_prepare.c). The
- * checkpoint's own f32 masters are in optimizer shards that a model-only checkpoint lacks and
- * that, on disks of their own, each node holds a part of. */
-static loom_status copies_follow(loom_trainer *t)
-{
-    const loom_kernels_api *k = loom_host_api_table()->service(t->core_host, LOOM_KERNELS_CPU_SERVICE, 0);
-    for (size_t r = 0; r < t->n_owned; r++) {
-        const int64_t begin = t->owned[r].begin, n = t->owned[r].end - begin;
-        const char *from = (const char *)t->params + (size_t)begin * t->param_size;
-        if (t->offload_params)
-            memcpy((char *)t->offload_params + (size_t)t->offload_owned[r].begin * t->param_size, from,
-                   (size_t)n * t->param_size);
-        float *master = NULL;
-        loom_status st = loom_trainer_master_weights(t, r, &master);
-        if (st != LOOM_OK) return st;
-        if (master) k->convert(master, LOOM_DTYPE_F32, from, t->param_dtype, n);
-    }
-    return LOOM_OK;
-}
-
 static void say_loaded(const loom_trainer *t)
 {
     char best[64];
@@ -149,9 +125,10 @@ static void say_loaded(const loom_trainer *t)
 }
 
 /* One rank reads the best checkpoint and every rank takes its weights, as every rank takes rank
- * 0's at the start: a rank whose disk lacks the folder (node 1's, when only node 0 saves) would
- * otherwise keep the last step's weights, and the final evaluation, which sums every rank's
- * share, would mix two models. A rank that cannot read the file stops every rank. */
+ * 0's at the start, then its part of the checkpoint's f32 masters (trainer_best_copies.c): a
+ * rank whose disk lacks the folder (node 1's, when only node 0 saves) would otherwise keep the
+ * last step's weights, and the final evaluation, which sums every rank's share, would mix two
+ * models. A rank that cannot read the file stops every rank. */
 loom_status loom_trainer_load_best(loom_trainer *t)
 {
     if (!t->args.load_best_model_at_end) return LOOM_OK;
@@ -182,7 +159,7 @@ loom_status loom_trainer_load_best(loom_trainer *t)
         if (st != LOOM_OK)
             return loom_error_context(st, "load_best_model_at_end: broadcasting rank %d's best weights", reader);
     }
-    if ((st = copies_follow(t)) != LOOM_OK) return st;
+    if ((st = loom_trainer_best_copies(t, t->best_model_checkpoint, reader)) != LOOM_OK) return st;
     if (t->rank == reader) say_loaded(t);
-    return LOOM_OK;
+    return loom_trainer_test_write_states(t);
 }

@@ -118,8 +118,13 @@ loom_status loom_trainer_master_weights(loom_trainer *t, size_t r, float **out);
  * every other state once the optimizer and scheduler exist. */
 loom_status loom_trainer_find_resume(loom_trainer *t);
 loom_status loom_trainer_restore(loom_trainer *t);
+/* This rank's f32 master weights (every span of its owned ranges) from a checkpoint's shards. */
+struct loom_shard_set;
+loom_status loom_trainer_read_masters(loom_trainer *t, const struct loom_shard_set *shards);
 /* Tests only: die at a step (LOOM_TEST_EXIT_AT_STEP, trainer_save.c). */
 void loom_trainer_test_exit(const loom_trainer *t);
+/* Tests only: the states after load_best_model_at_end (LOOM_TEST_STATES_AFTER_BEST, trainer_save.c). */
+loom_status loom_trainer_test_write_states(loom_trainer *t);
 
 /* Best model (trainer_best.c): after an evaluation, HF's _determine_best_metric; at the end of
  * training, load_best_model_at_end. */
@@ -127,6 +132,9 @@ loom_status loom_trainer_track_best(loom_trainer *t, const loom_metrics *metrics
 /* After an evaluation in training, before track_best: the metric to a scheduler that observes. */
 loom_status loom_trainer_observe_metric(loom_trainer *t, const loom_metrics *metrics);
 loom_status loom_trainer_load_best(loom_trainer *t);
+/* After the best parameters reached every rank from `reader`: the f32 master weights and the
+ * offload partition that the optimizer steps (trainer_best_copies.c). Collective. */
+loom_status loom_trainer_best_copies(loom_trainer *t, const char *dir, int reader);
 /* At a save, before the checkpoint's trainer_state.json is written: best_model_checkpoint
  * becomes the best step's folder when it exists (this save's own, or an earlier one). */
 loom_status loom_trainer_best_at_save(loom_trainer *t);

@@ -187,6 +187,20 @@ static loom_status refuse_other_nodes_shards(const loom_trainer *t, const char *
                       dir, world - missing, world, first, world, t->rank, world);
 }
 
+loom_status loom_trainer_read_masters(loom_trainer *t, const loom_shard_set *shards)
+{
+    loom_status st = LOOM_OK;
+    for (size_t s = 0; s < t->n_spans && st == LOOM_OK && t->has_master; s++) {
+        const loom_span *span = &t->spans[s];
+        float *master = NULL;
+        size_t r = t->span_range[s];
+        if ((st = loom_trainer_master_weights(t, r, &master)) != LOOM_OK || !master) continue;
+        master += t->span_flat_begin[s] - t->owned[r].begin;
+        st = loom_shard_set_read(shards, span->name, "fp32_master", span->offset, span->numel, master);
+    }
+    return st;
+}
+
 /* Every span of this rank's optimizer state (and master weights) from the checkpoint's shards.
  * The folder has passed its manifest: a rank file it lacks was never in it (a node-local
  * --save_on_each_node save), and only matters if this rank needs its elements. */
@@ -207,14 +221,8 @@ static loom_status restore_optimizer(loom_trainer *t, const char *dir)
             const char *state = ov->state_names ? ov->state_names[slot] : "state";
             st = loom_shard_set_read(shards, span->name, state, span->offset, span->numel, span->state[slot]);
         }
-        if (st != LOOM_OK || !t->has_master) continue;
-        float *master = NULL;
-        size_t r = t->span_range[s];
-        if ((st = loom_trainer_master_weights(t, r, &master)) != LOOM_OK) break;
-        if (!master) continue;
-        master += t->span_flat_begin[s] - t->owned[r].begin;
-        st = loom_shard_set_read(shards, span->name, "fp32_master", span->offset, span->numel, master);
     }
+    if (st == LOOM_OK) st = loom_trainer_read_masters(t, shards);
     /* Whole states read whole (ddp after ddp on any world size) are not re-cut: nothing to say. */
     int64_t owned = 0;
     for (size_t r = 0; r < t->n_owned; r++)

@@ -494,6 +494,20 @@ void loom_trainer_test_exit(const loom_trainer *t)
     }
 }
 
+/* Tests only: LOOM_TEST_STATES_AFTER_BEST=DIR has every rank write its optimizer states and
+ * f32 master weights, as a save writes its shard, to DIR/optimizer.rank-R-of-W.safetensors
+ * after load_best_model_at_end: what a step after the last would start from, which no command
+ * writes (tests/cli/test_cli_nodes_best.py compares them with the best checkpoint's). */
+loom_status loom_trainer_test_write_states(loom_trainer *t)
+{
+    const char *dir = getenv("LOOM_TEST_STATES_AFTER_BEST");
+    if (!dir || !*dir) return LOOM_OK;
+    char shard[96];
+    snprintf(shard, sizeof shard, "optimizer.rank-%d-of-%d.safetensors", t->rank, t->world_size);
+    loom_status st = loom_mkdir_p(dir);
+    return st == LOOM_OK ? write_optimizer_state(t, dir, shard) : st;
+}
+
 /* This rank's optimizer shard, into the folder its writer made: without --save_on_each_node rank 0's,
  * which a rank on a node with a disk of its own does not see (docs/checkpoints.md#files-on-one-node). */
 static loom_status write_shard(loom_trainer *t, const char *tmp_dir, int writer)

@@ -59,13 +59,13 @@ class NodesTestCase(TokensTestCase):
                 "2", "--max_grad_norm", "0.5", "--weight_decay", "0.1", "--learning_rate", "3e-3",
                 "--logging_steps", "1", "--ddp_timeout", "30", *extra]
 
-    def nodes(self, name, *args, private=True, seed=None, verbose="1"):
+    def nodes(self, name, *args, private=True, seed=None, verbose="1", env=None):
         """Two nodes of one rank each; returns [(returncode, stdout, stderr, disk copy)] by node.
         private=False: both nodes write the same folder (a shared filesystem)."""
         out = self.out(name)
         os.makedirs(out, exist_ok=True)
         port = free_port()
-        env = dict(os.environ, LOOM_STORE_SECRET=SECRET, OMP_NUM_THREADS="1", LOOM_VERBOSE=verbose)
+        env = dict(os.environ, LOOM_STORE_SECRET=SECRET, OMP_NUM_THREADS="1", LOOM_VERBOSE=verbose, **(env or {}))
         env.pop("LOOM_PLUGIN_PATH", None)
         procs, disks = [], []
         for node in range(2):

@@ -5,6 +5,7 @@ or find stops both nodes at once with one line naming that node's rank."""
 import json
 import os
 import shutil
+import struct
 import sys
 import time
 import unittest
@@ -33,10 +34,12 @@ class FilesOnOneNodeTest(NodesTestCase):
 
     def check_best_everywhere(self, name, *extra, exact=True, best=max):
         args = ("--validation_file", self.validation, *BEST, *extra)
-        apart = self.nodes(name, *args)
+        # Each rank writes what the optimizer would step from next (trainer_save.c, tests only).
+        apart = self.nodes(name, *args, env={"LOOM_TEST_STATES_AFTER_BEST": self.out(f"{name}-states")})
         self.assert_ran(apart)
         # The reference: the same job with one folder both nodes see (a shared filesystem).
-        shared = self.nodes(f"{name}-shared", *args, private=False)
+        shared = self.nodes(f"{name}-shared", *args, private=False,
+                            env={"LOOM_TEST_STATES_AFTER_BEST": self.out(f"{name}-shared-states")})
         self.assert_ran(shared)
         disk, one_folder = apart[0][3], shared[0][3]
         state = self.state(disk)
@@ -60,7 +63,53 @@ class FilesOnOneNodeTest(NodesTestCase):
                          "eval_steps_per_second": final["eval_steps_per_second"]})
         self.assertEqual(self.read(disk, "model.safetensors"), self.read(one_folder, "model.safetensors"))
         self.assertEqual(os.listdir(apart[1][3]), [])
+        # And every rank's f32 master weights and optimizer states are the shared-folder run's.
+        for rank in range(2):
+            shard = f"optimizer.rank-{rank}-of-2.safetensors"
+            self.assertEqual(self.read(self.out(f"{name}-states"), shard),
+                             self.read(self.out(f"{name}-shared-states"), shard), f"rank {rank}")
         return apart
+
+    def masters(self, *path):
+        """The "<tensor>.fp32_master[@offset]" entries of a safetensors file, as bytes."""
+        data = self.read(*path)
+        size = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + size])
+        return {k: data[8 + size + v["data_offsets"][0]:8 + size + v["data_offsets"][1]]
+                for k, v in header.items() if ".fp32_master" in k}
+
+    def assert_same_masters(self, held, saved, what):
+        # By name, so that a failure lists the tensors (a diff of the bytes takes minutes).
+        self.assertEqual(sorted(held), sorted(saved), what)
+        self.assertEqual([k for k in sorted(saved) if held[k] != saved[k]], [], what)
+
+    def test_mixed_precision_ends_with_the_best_checkpoints_master_weights(self):
+        # Under --bf16 a full checkpoint holds the f32 master weights, here in node 0's
+        # optimizer.safetensors only. After load_best_model_at_end every rank holds them, bit for
+        # bit (HF under DeepSpeed restores them from the best checkpoint's optimizer files), not
+        # the bf16 parameters widened, and so does each rank of the shared-folder run.
+        apart = self.check_best_everywhere("best-bf16", "--bf16")
+        best = self.state(apart[0][3])["best_model_checkpoint"].replace(self.out("best-bf16"), apart[0][3])
+        saved = self.masters(best, "optimizer.safetensors")
+        self.assertTrue(saved)
+        for rank in range(2):
+            self.assert_same_masters(self.masters(self.out("best-bf16-states"), f"optimizer.rank-{rank}-of-2.safetensors"),
+                                     saved, f"rank {rank}")
+
+    def test_each_rank_takes_its_own_shard_of_the_master_weights(self):
+        # zero1 + bf16 with --save_on_each_node: each node's best checkpoint holds its own rank's
+        # shard of the masters, which that rank takes from its own disk.
+        states = self.out("best-zero1-states")
+        results = self.nodes("best-zero1", "--validation_file", self.validation, *BEST, "--bf16", "--plugin", "zero1",
+                             "--save_on_each_node", env={"LOOM_TEST_STATES_AFTER_BEST": states})
+        self.assert_ran(results)
+        for rank, (_, _, _, disk) in enumerate(results):
+            best = self.state(disk)["best_model_checkpoint"].replace(self.out("best-zero1"), disk)
+            self.assertNotEqual(best, os.path.join(disk, f"checkpoint-{STEPS}"))
+            shard = f"optimizer.rank-{rank}-of-2.safetensors"
+            saved = self.masters(best, shard)
+            self.assertTrue(saved)
+            self.assert_same_masters(self.masters(states, shard), saved, f"rank {rank}")
 
     def test_the_best_model_reaches_the_node_without_checkpoints(self):
         apart = self.check_best_everywhere("best")

@@ -2,10 +2,12 @@
  * test_trainer_best.c - what load_best_model_at_end leaves behind the parameters
  * (core/trainer/trainer_best.c, docs/checkpoints.md#files-on-one-node): after train() the
  * parameters are the best checkpoint's model.safetensors byte for byte, and the copies the
- * optimizer steps follow them, so that a step after it would start from the best weights: the
- * f32 master weights of a mixed-precision run equal the parameters widened (checked here against
- * a conversion written out again), and ZeRO-Offload's host partition holds their bytes. No
- * command-line run shows these copies (nothing steps after the last step), so the test reads them.
+ * optimizer steps follow them, so that a step after it would start from the best step: the f32
+ * master weights of a mixed-precision run are the checkpoint's own fp32_master entries, bit for
+ * bit (HF under DeepSpeed restores them from the optimizer files), or, from a model-only
+ * checkpoint, which holds none, the parameters widened (checked here against a conversion written
+ * out again); ZeRO-Offload's host partition holds the parameters' bytes. No command-line run
+ * shows these copies (nothing steps after the last step), so the test reads them.
  */
 #include <math.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpoint_shards.h"
 #include "data_tokens.h"
 #include "error.h"
 #include "fileutil.h"
@@ -71,7 +74,7 @@ static float widen(uint32_t dtype, const unsigned char *p)
 
 /* Train with the best evaluation at the first step (random tokens: the held-out loss rises as the
  * model learns the training ids), then compare what train() left with the best checkpoint. */
-static void check_best(const char *name, const char *const *extra, size_t n_extra)
+static void check_best(const char *name, const char *const *extra, size_t n_extra, int model_only)
 {
     char out[300];
     snprintf(out, sizeof out, "%s/%s", tmp, name);
@@ -99,8 +102,6 @@ static void check_best(const char *name, const char *const *extra, size_t n_extr
                           "loss",
                           "--greater_is_better",
                           "false",
-                          "--save_only_model",
-                          "true",
                           "--model",
                           "gpt2",
                           "--gpt2.n_layer",
@@ -123,6 +124,10 @@ static void check_best(const char *name, const char *const *extra, size_t n_extr
         argv[i] = (char *)base[i];
     for (size_t i = 0; i < n_extra; i++)
         argv[n_base + i] = (char *)extra[i];
+    if (model_only) {
+        argv[n_base + n_extra++] = "--save_only_model";
+        argv[n_base + n_extra++] = "true";
+    }
     loom_args args;
     loom_args_init(&args);
     loom_trainer *t = NULL;
@@ -153,6 +158,9 @@ static void check_best(const char *name, const char *const *extra, size_t n_extr
         CHECK(tensor.nbytes == bytes && memcmp(tensor.data, (const char *)t->params + at, bytes) == 0);
     }
     loom_safetensors_close(file);
+    snprintf(best, sizeof best, "%s/checkpoint-%lld", out, (long long)t->best_global_step);
+    loom_shard_set *shards = NULL;
+    CHECK(model_only || loom_shard_set_open(best, &shards) == LOOM_OK);
     int masters = 0;
     for (size_t r = 0; r < t->n_owned; r++) {
         const int64_t begin = t->owned[r].begin, n = t->owned[r].end - begin;
@@ -165,26 +173,42 @@ static void check_best(const char *name, const char *const *extra, size_t n_extr
         if (!master) continue;
         masters = 1;
         int64_t differ = 0;
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n && model_only; i++)
             differ +=
                 memcmp(&master[i], &(float){widen(t->param_dtype, p + (size_t)i * t->param_size)}, sizeof(float)) != 0;
+        for (size_t s = 0; s < t->n_spans && !model_only; s++) {
+            if (t->span_range[s] != r) continue;
+            const loom_span *span = &t->spans[s];
+            float *saved = malloc((size_t)span->numel * sizeof *saved);
+            CHECK(saved &&
+                  loom_shard_set_read(shards, span->name, "fp32_master", span->offset, span->numel, saved) == LOOM_OK);
+            for (int64_t i = 0; saved && i < span->numel; i++)
+                differ += memcmp(&saved[i], &master[t->span_flat_begin[s] - begin + i], sizeof *saved) != 0;
+            free(saved);
+        }
         if (differ) fprintf(stderr, "%s: %lld master weights of range %zu differ\n", name, (long long)differ, r);
         CHECK(differ == 0);
     }
     CHECK(masters == (t->has_master != 0));
+    if (shards) loom_shard_set_close(shards);
     loom_trainer_destroy(t);
 }
 
 int main(void)
 {
     make_data();
-    check_best("fp32", NULL, 0);
+    /* Model-only checkpoints: the masters are the parameters widened. */
+    check_best("fp32", NULL, 0, 1);
     const char *bf16[] = {"--bf16", "true"};
-    check_best("bf16", bf16, 2);
+    check_best("bf16", bf16, 2, 1);
     const char *fp16[] = {"--fp16", "true"};
-    check_best("fp16", fp16, 2);
+    check_best("fp16", fp16, 2, 1);
     const char *offload[] = {"--bf16", "true", "--plugin", "zero2", "--zero2.cpu_offload", "true"};
-    check_best("offload", offload, 6);
+    check_best("offload", offload, 6, 1);
+    /* Full checkpoints: the masters are the checkpoint's own, which the parameters round. */
+    check_best("bf16-full", bf16, 2, 0);
+    check_best("fp16-full", fp16, 2, 0);
+    check_best("offload-full", offload, 6, 0);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
