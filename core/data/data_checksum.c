@@ -6,13 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "byte_order.h"
 #include "data_checksum.h"
 #include "data_tokens.h"
 #include "error.h"
 #include "file_hash.h"
 
-loom_status loom_data_checksum(const char *pattern, uint64_t *hash, uint64_t *bytes, size_t *files)
+loom_status loom_data_checksum(const char *pattern, char hex[65], uint64_t *bytes, size_t *files)
 {
     glob_t g;
     memset(&g, 0, sizeof g);
@@ -22,18 +21,24 @@ loom_status loom_data_checksum(const char *pattern, uint64_t *hash, uint64_t *by
         globfree(&g);
         return loom_error(grc == GLOB_NOSPACE ? LOOM_E_NOMEM : LOOM_E_IO, "%s: cannot expand the pattern", pattern);
     }
-    unsigned char *each = calloc(g.gl_pathc ? g.gl_pathc : 1, 8);
+    char *each = calloc(g.gl_pathc ? g.gl_pathc : 1, 64);
     loom_status st = each ? LOOM_OK : loom_error(LOOM_E_NOMEM, "out of memory");
     *bytes = 0;
     for (size_t i = 0; i < g.gl_pathc && st == LOOM_OK; i++) {
-        uint64_t h = 0, n = 0;
-        if ((st = loom_file_xxh64(g.gl_pathv[i], &h, &n)) != LOOM_OK) break;
-        loom_put_le64(each + 8 * i, h);
+        char one[65];
+        uint64_t n = 0;
+        if ((st = loom_file_sha256(g.gl_pathv[i], 1, one, &n)) != LOOM_OK) break;
+        memcpy(each + 64 * i, one, 64);
         *bytes += n;
     }
     if (st == LOOM_OK) {
-        /* One file: its own XXH64, which xxhsum shows. */
-        *hash = g.gl_pathc == 1 ? loom_get_le64(each) : loom_xxh64(each, 8 * g.gl_pathc);
+        /* One file: its own SHA-256, which sha256sum shows. */
+        if (g.gl_pathc == 1) {
+            memcpy(hex, each, 64);
+            hex[64] = '\0';
+        } else {
+            st = loom_sha256_hex(each, 64 * g.gl_pathc, hex);
+        }
         *files = g.gl_pathc;
     }
     free(each);

@@ -11,9 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The XXH64 of the file `pattern` names (core/io/file_hash.h), or, for a pattern that matches
- * several token shards (core/data/data_tokens.h), the XXH64 of their XXH64s in the order the
- * dataset reads them; *bytes: all their bytes, *files: how many. */
-loom_status loom_data_checksum(const char *pattern, uint64_t *hash, uint64_t *bytes, size_t *files);
+/* The SHA-256 (64 hex digits, core/io/file_hash.h) of the file `pattern` names, or, for a
+ * pattern that matches several token shards (core/data/data_tokens.h), the SHA-256 of their
+ * SHA-256s' hex digits in the order the dataset reads them; *bytes: all their bytes, *files: how
+ * many. */
+loom_status loom_data_checksum(const char *pattern, char hex[65], uint64_t *bytes, size_t *files);
 
 #endif

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,52 +19,11 @@
 
 #include "checkpoint_dir.h"
 #include "error.h"
+#include "file_hash.h"
 #include "fileutil.h"
 #include "host.h"
 
 #define MANIFEST_FORMAT "loom-checkpoint/1"
-
-/* SHA-256 of a regular file as 64 hex digits, and its size. */
-/* follow: 0 when listing a folder being sealed (only its own regular files go in), 1 when
- * checking one, whose files a user may have linked in place (cp -rs). */
-static loom_status hash_file(const char *path, int follow, char hex[65], uint64_t *size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
-    if (fd < 0)
-        return loom_error(errno == ENOENT ? LOOM_E_NOT_FOUND : LOOM_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return loom_error(LOOM_E_FORMAT, "%s: not a regular file", path);
-    }
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    const size_t chunk = (size_t)1 << 20;
-    unsigned char *buf = malloc(chunk);
-    loom_status st = LOOM_OK;
-    if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-        st = loom_error(LOOM_E_NOMEM, "%s: cannot start a checksum", path);
-    uint64_t total = 0;
-    while (st == LOOM_OK) {
-        ssize_t n = read(fd, buf, chunk);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) st = loom_error(LOOM_E_IO, "%s: read failed: %s", path, strerror(errno));
-        if (n <= 0) break;
-        total += (uint64_t)n;
-        if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1) st = loom_error(LOOM_E_INTERNAL, "%s: checksum failed", path);
-    }
-    unsigned char digest[32];
-    unsigned int len = 0;
-    if (st == LOOM_OK && (EVP_DigestFinal_ex(ctx, digest, &len) != 1 || len != 32))
-        st = loom_error(LOOM_E_INTERNAL, "%s: checksum failed", path);
-    if (st == LOOM_OK) {
-        for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-        *size = total;
-    }
-    free(buf);
-    EVP_MD_CTX_free(ctx);
-    close(fd);
-    return st;
-}
 
 static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -118,7 +76,7 @@ loom_status loom_checkpoint_write_manifest(const char *dir)
         char path[4096], hex[65];
         uint64_t size = 0;
         if ((st = loom_path_join(path, sizeof path, dir, names[i])) != LOOM_OK) break;
-        if ((st = hash_file(path, 0, hex, &size)) != LOOM_OK) break;
+        if ((st = loom_file_sha256(path, 0, hex, &size)) != LOOM_OK) break;
         cJSON *entry = cJSON_CreateObject();
         cJSON_AddStringToObject(entry, "name", names[i]);
         cJSON_AddNumberToObject(entry, "bytes", (double)size);
@@ -197,7 +155,7 @@ static loom_status verify(const char *dir, int missing_ok)
                             (long long)sb.st_size, bytes->valuedouble, hint);
             break;
         }
-        if ((st = hash_file(file, 1, hex, &size)) != LOOM_OK) break;
+        if ((st = loom_file_sha256(file, 1, hex, &size)) != LOOM_OK) break;
         if (strcmp(hex, sha->valuestring) != 0) {
             st = loom_error(LOOM_E_FORMAT, "%s: checksum differs from the manifest's: the file was altered%s", file,
                             hint);

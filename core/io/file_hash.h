@@ -1,9 +1,8 @@
 /*
- * file_hash.h - a fast checksum of a file's bytes, for ranks to tell whether their copies of a
- * data file are the same (core/trainer/trainer_agree.c). XXH64 (Yann Collet's xxHash, 64-bit,
- * seed 0): non-cryptographic, several GB/s, and the value `xxhsum -H1 FILE` prints, so a person
- * can check a node's copy by hand. Not a defence against a file altered on purpose (the
- * checkpoints' manifests use SHA-256 for that).
+ * file_hash.h - the SHA-256 of a file's bytes, through OpenSSL (already loom's for the
+ * checkpoints' manifests): what `sha256sum FILE` prints, so a person can check a copy by hand.
+ * The manifests use it to find a damaged checkpoint file, the ranks to tell whether their
+ * copies of a data file are the same (core/trainer/trainer_agree.c).
  */
 #ifndef LOOM_CORE_FILE_HASH_H
 #define LOOM_CORE_FILE_HASH_H
@@ -13,10 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* XXH64 of data[0..len) with seed 0. */
-uint64_t loom_xxh64(const void *data, size_t len);
+/* SHA-256 of data[0..len) as 64 lowercase hex digits. */
+loom_status loom_sha256_hex(const void *data, size_t len, char hex[65]);
 
-/* XXH64 of the whole file at `path` (mapped, read once) and its size. */
-loom_status loom_file_xxh64(const char *path, uint64_t *hash, uint64_t *bytes);
+/* SHA-256 of the regular file at `path` as 64 hex digits, and its size. follow: 0 refuses a
+ * symbolic link (a folder being sealed holds only its own files), 1 follows it (a checkpoint a
+ * user linked in place with cp -rs). */
+loom_status loom_file_sha256(const char *path, int follow, char hex[65], uint64_t *size);
 
 #endif

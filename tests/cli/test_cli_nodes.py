@@ -249,9 +249,14 @@ class NodesTest(NodesTestCase):
         finally:
             del self.tokens
         size = os.path.getsize(os.path.join(seeds[0], "data", "train.bin"))
+        # Each node's checksum is what sha256sum prints for its copy.
+        sums = []
+        for seed in seeds:
+            with open(os.path.join(seed, "data", "train.bin"), "rb") as f:
+                sums.append(hashlib.sha256(f.read()).hexdigest())
         self.assert_stopped(results, rf"rank 1 differs from rank 0: --train_file {data} holds other bytes than "
-                            rf"rank 0's: checksum [0-9a-f]{{16}} \(XXH64 of {size} bytes in 1 file\) \(rank 0: "
-                            rf"[0-9a-f]{{16}} \(XXH64 of {size} bytes in 1 file\)\): every node needs the same copy "
+                            rf"rank 0's: checksum {sums[1]} \(SHA-256 of {size} bytes in 1 file\) \(rank 0: "
+                            rf"{sums[0]} \(SHA-256 of {size} bytes in 1 file\)\): every node needs the same copy "
                             rf"of the file$", before_a_step=True)
         # The same bytes on both disks train as before.
         shutil.copyfile(os.path.join(seeds[0], "data", "train.bin"), os.path.join(seeds[1], "data", "train.bin"))
