@@ -200,6 +200,7 @@ static loom_status adopt_precision(adopt_ctx *c, const cJSON *root)
     }
     if ((st = adopt_string(c, "amp.opt_level", item(amp, "opt_level"), LOOM__ARG_fp16_opt_level)) != LOOM_OK) return st;
     const cJSON *bf16 = item(item(root, "bf16"), "enabled");
+    if (!item(root, "bf16")) bf16 = item(item(root, "bfloat16"), "enabled"); /* bf16's old name */
     if ((st = adopt_bool(c, "bf16.enabled", bf16, LOOM__ARG_bf16, a->bf16)) != LOOM_OK) return st;
     if (!a->fp16 || !a->bf16 || (!c->key_of[LOOM__ARG_fp16] && !c->key_of[LOOM__ARG_bf16])) return LOOM_OK;
     /* Two precisions, at least one of them from the file: say which keys and flags. */
@@ -211,6 +212,18 @@ static loom_status adopt_precision(adopt_ctx *c, const cJSON *root)
     int flag = from_file == LOOM__ARG_bf16 ? LOOM__ARG_fp16 : LOOM__ARG_bf16;
     return loom_error(LOOM_E_INVALID, "%s=true in %s but --%s%s: choose one precision", c->key_of[from_file], c->file,
                       loom__arg_table[flag].name, loom__where(c->origin->source[flag], where, sizeof where));
+}
+
+/* Today's DeepSpeed keys that are run arguments: dataloader_drop_last, and
+ * checkpoint.use_node_local_storage (HF writes it from --save_on_each_node). */
+static loom_status adopt_data(adopt_ctx *c, const cJSON *root)
+{
+    loom_args *a = c->args;
+    loom_status st = adopt_bool(c, "dataloader_drop_last", item(root, "dataloader_drop_last"),
+                                LOOM__ARG_dataloader_drop_last, a->dataloader_drop_last);
+    if (st != LOOM_OK) return st;
+    return adopt_bool(c, "checkpoint.use_node_local_storage", item(item(root, "checkpoint"), "use_node_local_storage"),
+                      LOOM__ARG_save_on_each_node, a->save_on_each_node);
 }
 
 int loom__ds_is_inline(const char *value)
@@ -243,8 +256,8 @@ loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin
     if (st == LOOM_OK && cJSON_IsObject(root)) {
         *c = (adopt_ctx){.args = args, .origin = origin, .file = loom__ds_label(args->deepspeed)};
         if ((st = adopt_batch(c, root)) == LOOM_OK && (st = adopt_optimizer(c, root)) == LOOM_OK &&
-            (st = adopt_scheduler(c, root)) == LOOM_OK)
-            st = adopt_precision(c, root);
+            (st = adopt_scheduler(c, root)) == LOOM_OK && (st = adopt_precision(c, root)) == LOOM_OK)
+            st = adopt_data(c, root);
     }
     free(c);
     cJSON_Delete(root);

@@ -29,21 +29,19 @@ static loom_config_default *find_entry(loom_ds_plugin_choice *c, const char *key
 
 /* ---- load / free / resolve ---------------------------------------------------------------- */
 
-static const char *const top_keys[] = {"train_batch_size",
-                                       "train_micro_batch_size_per_gpu",
-                                       "gradient_accumulation_steps",
-                                       "gradient_clipping",
-                                       "steps_per_print",
-                                       "wall_clock_breakdown",
-                                       "zero_allow_untested_optimizer",
-                                       "prescale_gradients",
-                                       "gradient_predivide_factor",
-                                       "zero_optimization",
-                                       "optimizer",
-                                       "scheduler",
-                                       "fp16",
-                                       "amp",
-                                       "bf16"};
+static const char *const top_keys[] = {
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+    "steps_per_print", "wall_clock_breakdown", "zero_allow_untested_optimizer", "prescale_gradients",
+    "gradient_predivide_factor", "zero_optimization", "optimizer", "scheduler", "fp16", "amp", "bf16", "bfloat16",
+    /* ds_config_data.c */
+    "dataloader_drop_last", "checkpoint", "communication_data_type", "data_types", "seq_parallel_comm_data_type",
+    /* ds_config_extras.c */
+    "activation_checkpointing", "aio", "autotuning", "comet", "comms_logger", "compression_training", "csv_monitor",
+    "curriculum_learning", "data_efficiency", "disable_allgather", "dump_state", "eigenvalue", "elasticity",
+    "flops_profiler", "graph_harvesting", "hybrid_engine", "memory_breakdown", "nebula", "pipeline",
+    "progressive_layer_drop", "sparse_attention", "sparse_gradients", "tensor_parallel", "tensorboard", "timers",
+    "torch_autocast", "use_data_before_expert_parallelism", "wandb", "weight_quantization",
+    "zero_force_ds_cpu_optimizer"};
 
 void loom_ds_config_free(loom_ds_config *cfg)
 {
@@ -58,6 +56,8 @@ void loom_ds_config_free(loom_ds_config *cfg)
     free(cfg->amp.opt_level);
     for (size_t i = 0; i < cfg->amp.n_passthrough; i++)
         free(cfg->amp.passthrough_values[i]);
+    for (size_t i = 0; i < cfg->n_notes; i++)
+        free(cfg->notes[i]);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -84,7 +84,8 @@ loom_status loom_ds_config_load(const char *path, const loom_args *args, int wor
     if ((st = loom__ds_check_keys(&c, root, "", top_keys, COUNT(top_keys))) != LOOM_OK ||
         (st = loom__ds_parse_batch(&c, root)) != LOOM_OK || (st = loom__ds_parse_zero(&c, root)) != LOOM_OK ||
         (st = loom__ds_parse_optimizer(&c, root)) != LOOM_OK || (st = loom__ds_parse_scheduler(&c, root)) != LOOM_OK ||
-        (st = loom__ds_parse_precision(&c, root)) != LOOM_OK)
+        (st = loom__ds_parse_precision(&c, root)) != LOOM_OK || (st = loom__ds_parse_data(&c, root)) != LOOM_OK ||
+        (st = loom__ds_parse_extras(&c, root)) != LOOM_OK)
         goto done;
 done:
     cJSON_Delete(root);

@@ -1,6 +1,7 @@
 /*
  * deepspeed_config.h - `--deepspeed ds_config.json`: read and validate a DeepSpeed
- * configuration (DeepSpeed v0.3.10's keys plus the ones HF users bring from later versions)
+ * configuration (DeepSpeed v0.3.10's keys plus every key of today's DeepSpeed, each of them
+ * mapped, accepted with no effect, or refused: docs/semantics/deepspeed.md#todays-keys)
  * and merge it with the run arguments the way HF's Trainer integration does, giving the
  * trainer typed values and, per plugin kind, a plugin name and its mapped configuration
  * entries (loom_config_default pairs, step 2 of plugin_config.h).
@@ -105,7 +106,17 @@
  *     keep_batchnorm_fp32, master_weights, loss_scale, cast_model_outputs, num_losses,
  *     verbosity, min_loss_scale, max_loss_scale. fp16 and amp both enabled is an error; amp
  *     with ZeRO stage >= 1 is an error (DeepSpeed asserts both).
- *   bf16: enabled (false/"auto"). bf16 with fp16 or amp enabled is an error.
+ *   bf16 (or its old name bfloat16): enabled (false/"auto"). bf16 with fp16 or amp enabled is an
+ *     error.
+ *   Today's keys (docs/semantics/deepspeed.md#todays-keys): dataloader_drop_last and
+ *     checkpoint.use_node_local_storage are --dataloader_drop_last and --save_on_each_node
+ *     under the rules above; communication_data_type and data_types.grad_accum_dtype must name
+ *     grad_dtype (or be null); fp16.auto_cast, bf16.immediate_grad_update, the stage 1/2 tuning
+ *     and the ZeRO-3 keys of zero_optimization, and the monitor/profiler/logging/I-O sections
+ *     are accepted with no effect, a note (notes[]) where the value asks for something; what
+ *     would change the training (NVMe or partial offload, fp16 master weights, elasticity,
+ *     hybrid_engine, progressive_layer_drop, curriculum_learning, data_efficiency,
+ *     torch_autocast, pipeline/tensor parallelism, compression) is refused in one line.
  * An empty file {} is valid: everything comes from the command line.
  */
 #ifndef LOOM_CORE_DEEPSPEED_CONFIG_H
@@ -119,6 +130,7 @@
 #include "plugin_config.h"
 
 #define LOOM_DS_MAX_ENTRIES 24
+#define LOOM_DS_MAX_NOTES 16
 
 /* One plugin kind's choice: the plugin name (a static string; NULL = keep loom's choice from
  * the run arguments) and mapped configuration entries. entries[i].key is static text,
@@ -223,6 +235,18 @@ typedef struct loom_ds_config {
         int present;
         int enabled;
     } bf16;
+
+    /* Keys of today's DeepSpeed (ds_config_data.c, ds_config_extras.c) */
+    int dataloader_drop_last;   /* = --dataloader_drop_last once loaded */
+    int use_node_local_storage; /* checkpoint.use_node_local_storage = --save_on_each_node */
+    const char *grad_dtype;     /* "fp32" | "fp16" | "bf16": what loom reduces and accumulates
+                                   gradients in, which communication_data_type and
+                                   data_types.grad_accum_dtype must name */
+    /* One line each for keys accepted with no effect whose value asks for something
+     * ("flops_profiler.enabled true has no effect here (...)"); the trainer prints them once,
+     * on rank 0, as warnings. Owned text. */
+    char *notes[LOOM_DS_MAX_NOTES];
+    size_t n_notes;
 } loom_ds_config;
 
 /* Read `path`, validate it and merge it with `args` for a run of `world_size` (>= 1) ranks.

@@ -60,6 +60,12 @@ static loom_status parse_switches(ds_ctx *c, const cJSON *root)
         return st;
     cfg->steps_per_print = spp.present ? spp.i : 10;
     cfg->wall_clock_breakdown = wcb.present ? wcb.b : 0;
+    if (cfg->wall_clock_breakdown &&
+        (st = loom__ds_note(c,
+                            "%s: wall_clock_breakdown true has no effect here (DeepSpeed's timers of its own "
+                            "forward, backward and step)",
+                            c->file)) != LOOM_OK)
+        return st;
     cfg->zero_allow_untested_optimizer = untested.present ? untested.b : 0;
     if (prescale.present && prescale.b)
         return loom_error(

@@ -8,7 +8,13 @@
  *   ds_config_zero.c       zero_optimization -> ddp / zero1 / zero2;
  *   ds_config_optimizer.c  optimizer -> adam / adamw / lamb / onebit_adam;
  *   ds_config_scheduler.c  scheduler -> warmup_lr / warmup_decay_lr / one_cycle / lr_range_test;
- *   ds_config_precision.c  fp16 / amp / bf16;
+ *   ds_config_precision.c  fp16 / amp / bf16 (and bf16's old name bfloat16);
+ *   ds_config_data.c       the keys that map onto run arguments or must name what loom does:
+ *                          dataloader_drop_last, checkpoint, communication_data_type,
+ *                          data_types, seq_parallel_comm_data_type;
+ *   ds_config_extras.c     today's other sections and switches: accepted with no effect (a
+ *                          note when they ask for something) or refused when they would
+ *                          change the training;
  *   ds_config_json.c       the merged configuration written back as JSON.
  * The rules themselves are documented in deepspeed_config.h.
  */
@@ -69,18 +75,43 @@ loom_status loom__ds_mismatch_double(const ds_ctx *c, const char *key, double ds
 loom_status loom__ds_merge_double(const ds_ctx *c, const cJSON *obj, const char *prefix, const char *key,
                                   const char *flag, double hf, double absent_value, double *out);
 
+/* A key loom type-checks but does not act on (a section's tuning knobs, monitors...). */
+#define DS_AUTO 1u /* "auto" is allowed */
+#define DS_NULL 2u /* null is allowed (DeepSpeed's Optional) */
+#define DS_ANY 4u  /* any JSON value: a sub-section DeepSpeed hands on unparsed */
+typedef struct ds_key {
+    const char *key;
+    ds_kind k;
+    unsigned flags;
+} ds_key;
+
+/* The types of the keys of `keys` present in obj (other keys are not looked at). */
+loom_status loom__ds_check_types(const ds_ctx *c, const cJSON *obj, const char *prefix, const ds_key *keys, size_t n);
+/* Unknown and duplicate keys against `keys`, then their types. */
+loom_status loom__ds_check_table(const ds_ctx *c, const cJSON *obj, const char *prefix, const ds_key *keys, size_t n);
+/* obj[key] is true (a missing or non-boolean key is not). */
+int loom__ds_is_true(const cJSON *obj, const char *key);
+/* A one-line warning for the trainer to print once (a repeated text is kept once). */
+loom_status loom__ds_note(ds_ctx *c, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* A {"type": ..., "params": {...}} section (optimizer, scheduler): no other key, type a string,
  * params an object; either may be absent. */
 loom_status loom__ds_get_typed_section(const ds_ctx *c, const cJSON *section, const char *prefix, ds_value *type,
                                        ds_value *params);
 
 /* ---- the sections, in the order loom_ds_config_load runs them (precision reads zero's stage
- * and the optimizer's choice) ---- */
+ * and the optimizer's choice, data the precision) ---- */
 
 loom_status loom__ds_parse_batch(ds_ctx *c, const cJSON *root);
 loom_status loom__ds_parse_zero(ds_ctx *c, const cJSON *root);
 loom_status loom__ds_parse_optimizer(ds_ctx *c, const cJSON *root);
 loom_status loom__ds_parse_scheduler(ds_ctx *c, const cJSON *root);
 loom_status loom__ds_parse_precision(ds_ctx *c, const cJSON *root);
+loom_status loom__ds_parse_data(ds_ctx *c, const cJSON *root);
+loom_status loom__ds_parse_extras(ds_ctx *c, const cJSON *root);
 
 #endif /* LOOM_DS_CONFIG_INTERNAL_H */

@@ -1,6 +1,7 @@
 /* ds_config_precision.c - the fp16, amp and bf16 sections (which precision plugin runs is
  * decided from them in the trainer), and the combinations DeepSpeed refuses. */
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,8 +9,17 @@
 #include "ds_config_internal.h"
 #include "error.h"
 
-static const char *const fp16_keys[] = {"enabled",    "loss_scale",     "initial_scale_power",   "loss_scale_window",
-                                        "hysteresis", "min_loss_scale", "consecutive_hysteresis"};
+/* auto_cast casts a model's floating-point inputs to fp16, which loom's amp does anyway (it
+ * computes in fp16 whatever the inputs' type), so it is accepted either way. */
+static const char *const fp16_keys[] = {"enabled",
+                                        "loss_scale",
+                                        "initial_scale_power",
+                                        "loss_scale_window",
+                                        "hysteresis",
+                                        "min_loss_scale",
+                                        "consecutive_hysteresis",
+                                        "auto_cast",
+                                        "fp16_master_weights_and_grads"};
 static const char *const amp_keys[] = {"enabled",
                                        "opt_level",
                                        "cast_model_type",
@@ -40,7 +50,7 @@ static loom_status parse_fp16(ds_ctx *c, const ds_value *f)
     if (f->present) {
         const char *p = "fp16.";
         const cJSON *j = f->json;
-        ds_value en, ls, isp, lsw, hy, mls, ch;
+        ds_value en, ls, isp, lsw, hy, mls, ch, ac, mw;
         if ((st = loom__ds_check_keys(c, j, p, fp16_keys, COUNT(fp16_keys))) != LOOM_OK ||
             (st = loom__ds_get(c, j, p, "enabled", K_BOOL, 1, &en)) != LOOM_OK ||
             (st = loom__ds_get(c, j, p, "loss_scale", K_NUM, 0, &ls)) != LOOM_OK ||
@@ -53,13 +63,20 @@ static loom_status parse_fp16(ds_ctx *c, const ds_value *f)
             (st = loom__ds_need_min_int(c, p, "hysteresis", &hy, 1)) != LOOM_OK ||
             (st = loom__ds_get(c, j, p, "min_loss_scale", K_NUM, 0, &mls)) != LOOM_OK ||
             (st = loom__ds_need_nonneg(c, p, "min_loss_scale", &mls)) != LOOM_OK ||
-            (st = loom__ds_get(c, j, p, "consecutive_hysteresis", K_BOOL, 0, &ch)) != LOOM_OK)
+            (st = loom__ds_get(c, j, p, "consecutive_hysteresis", K_BOOL, 0, &ch)) != LOOM_OK ||
+            (st = loom__ds_get(c, j, p, "auto_cast", K_BOOL, 0, &ac)) != LOOM_OK ||
+            (st = loom__ds_get(c, j, p, "fp16_master_weights_and_grads", K_BOOL, 0, &mw)) != LOOM_OK)
             return st;
         if (isp.present && isp.i > 127)
             return loom_error(LOOM_E_INVALID,
                               "%s: fp16.initial_scale_power %lld: 2^power does not fit a float (max 127)", c->file,
                               (long long)isp.i);
         cfg->fp16.enabled = en.present ? (en.is_auto ? a->fp16 && !loom__args_fp16_apex(a) : en.b) : 0;
+        if (cfg->fp16.enabled && mw.present && mw.b)
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "%s: fp16.fp16_master_weights_and_grads true is not supported (loom updates fp32 master "
+                              "weights from fp32 gradients)",
+                              c->file);
         if (ls.present) cfg->fp16.loss_scale = ls.d;
         if (isp.present)
             cfg->fp16.initial_scale_power = (int)isp.i, cfg->fp16.explicit_mask |= LOOM_DS_FP16_INITIAL_SCALE_POWER;
@@ -116,8 +133,10 @@ static loom_status parse_amp(ds_ctx *c, const ds_value *am)
     return LOOM_OK;
 }
 
-/* bf16: on or off ("auto": --bf16). */
-static loom_status parse_bf16(ds_ctx *c, const ds_value *bf)
+/* bf16 (or its old name bfloat16): on or off ("auto": --bf16). immediate_grad_update says when
+ * DeepSpeed's bf16 optimizer adds each micro-batch's gradients into its fp32 ones (in the
+ * backward hooks or after backward): the same sums, so it is accepted either way. */
+static loom_status parse_bf16(ds_ctx *c, const ds_value *bf, const char *name)
 {
     loom_ds_config *cfg = c->cfg;
     const loom_args *a = c->args;
@@ -125,10 +144,12 @@ static loom_status parse_bf16(ds_ctx *c, const ds_value *bf)
     cfg->bf16.present = bf->present;
     cfg->bf16.enabled = a->bf16;
     if (bf->present) {
-        static const char *const bf16_keys[] = {"enabled"};
+        static const ds_key bf16_keys[] = {{"enabled", K_BOOL, DS_AUTO}, {"immediate_grad_update", K_BOOL, 0}};
+        char p[16];
+        snprintf(p, sizeof p, "%s.", name);
         ds_value en;
-        if ((st = loom__ds_check_keys(c, bf->json, "bf16.", bf16_keys, 1)) != LOOM_OK ||
-            (st = loom__ds_get(c, bf->json, "bf16.", "enabled", K_BOOL, 1, &en)) != LOOM_OK)
+        if ((st = loom__ds_check_table(c, bf->json, p, bf16_keys, COUNT(bf16_keys))) != LOOM_OK ||
+            (st = loom__ds_get(c, bf->json, p, "enabled", K_BOOL, 1, &en)) != LOOM_OK)
             return st;
         cfg->bf16.enabled = en.present ? (en.is_auto ? a->bf16 : en.b) : 0;
     }
@@ -161,13 +182,17 @@ static loom_status check_precision_combinations(const ds_ctx *c)
 loom_status loom__ds_parse_precision(ds_ctx *c, const cJSON *root)
 {
     loom_status st;
-    ds_value f, am, bf;
+    ds_value f, am, bf, old;
     if ((st = loom__ds_get(c, root, "", "fp16", K_OBJ, 0, &f)) != LOOM_OK ||
         (st = loom__ds_get(c, root, "", "amp", K_OBJ, 0, &am)) != LOOM_OK ||
-        (st = loom__ds_get(c, root, "", "bf16", K_OBJ, 0, &bf)) != LOOM_OK)
+        (st = loom__ds_get(c, root, "", "bf16", K_OBJ, 0, &bf)) != LOOM_OK ||
+        (st = loom__ds_get(c, root, "", "bfloat16", K_OBJ, 0, &old)) != LOOM_OK)
         return st;
+    if (bf.present && old.present)
+        return loom_error(LOOM_E_INVALID, "%s: bf16 and bfloat16 are one section (bfloat16 is its old name): give one",
+                          c->file);
     if ((st = parse_fp16(c, &f)) != LOOM_OK || (st = parse_amp(c, &am)) != LOOM_OK ||
-        (st = parse_bf16(c, &bf)) != LOOM_OK)
+        (st = parse_bf16(c, old.present ? &old : &bf, old.present ? "bfloat16" : "bf16")) != LOOM_OK)
         return st;
     return check_precision_combinations(c);
 }

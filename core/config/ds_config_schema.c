@@ -3,6 +3,7 @@
  * command line, and the plugin entries a section maps onto. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,49 @@ loom_status loom__ds_merge_double(const ds_ctx *c, const cJSON *obj, const char 
         }
         *out = v.d;
     }
+    return LOOM_OK;
+}
+
+loom_status loom__ds_check_types(const ds_ctx *c, const cJSON *obj, const char *prefix, const ds_key *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, keys[i].key);
+        if (!j || (keys[i].flags & DS_ANY) || ((keys[i].flags & DS_NULL) && cJSON_IsNull(j))) continue;
+        ds_value v;
+        loom_status st = loom__ds_get(c, obj, prefix, keys[i].key, keys[i].k, (keys[i].flags & DS_AUTO) != 0, &v);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
+loom_status loom__ds_check_table(const ds_ctx *c, const cJSON *obj, const char *prefix, const ds_key *keys, size_t n)
+{
+    const char *names[64];
+    if (n > COUNT(names)) return loom_error(LOOM_E_INTERNAL, "too many keys in a DeepSpeed section");
+    for (size_t i = 0; i < n; i++)
+        names[i] = keys[i].key;
+    loom_status st = loom__ds_check_keys(c, obj, prefix, names, n);
+    return st != LOOM_OK ? st : loom__ds_check_types(c, obj, prefix, keys, n);
+}
+
+int loom__ds_is_true(const cJSON *obj, const char *key)
+{
+    return cJSON_IsObject(obj) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, key));
+}
+
+loom_status loom__ds_note(ds_ctx *c, const char *fmt, ...)
+{
+    loom_ds_config *cfg = c->cfg;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    for (size_t i = 0; i < cfg->n_notes; i++)
+        if (!strcmp(cfg->notes[i], text)) return LOOM_OK;
+    if (cfg->n_notes == LOOM_DS_MAX_NOTES) return LOOM_OK; /* a file that asks for that much hears the first ones */
+    if (!(cfg->notes[cfg->n_notes] = loom__ds_dup_text(text))) return loom_error(LOOM_E_NOMEM, "out of memory");
+    cfg->n_notes++;
     return LOOM_OK;
 }
 

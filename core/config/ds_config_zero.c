@@ -1,5 +1,7 @@
 /* ds_config_zero.c - zero_optimization: stages 0, 1, 2 onto the ddp, zero1 and zero2 sharding
- * plugins, with their bucket and overlap settings and CPU offload of the optimizer. */
+ * plugins, with their bucket and overlap settings and CPU offload of the optimizer; today's
+ * other keys (DeepSpeedZeroConfig, which forbids unknown ones too) are type-checked and, as
+ * DeepSpeed does below stage 3, not acted on. */
 #include <cjson/cJSON.h>
 #include <string.h>
 
@@ -17,7 +19,97 @@ static const char *const zero_keys[] = {"stage",
                                         "load_from_fp32_weights",
                                         "elastic_checkpoint",
                                         "offload_optimizer"};
-static const char *const offload_keys[] = {"device", "pin_memory"};
+
+/* Keys loom accepts and does not act on: how DeepSpeed's stage 1/2 optimizer schedules its
+ * copies and buckets (round_robin_gradients reorders each rank's partition, the sums stay the
+ * same), and ZeRO-3's parameter partitioning, which DeepSpeed ignores below stage 3 (the
+ * stage3_ names are aliases of the plain ones). HF fills "auto" only under ZeRO-3. */
+static const ds_key ignored_keys[] = {{"sub_group_size", K_INT, 0},
+                                      {"round_robin_gradients", K_BOOL, 0},
+                                      {"use_multi_rank_bucket_allreduce", K_BOOL, 0},
+                                      {"ignore_unused_parameters", K_BOOL, 0},
+                                      {"legacy_stage1", K_BOOL, 0},
+                                      {"log_trace_cache_warnings", K_BOOL, 0},
+                                      {"offload_param", K_OBJ, 0},
+                                      {"cpu_offload_param", K_BOOL, DS_NULL},
+                                      {"cpu_offload_use_pin_memory", K_BOOL, DS_NULL},
+                                      {"prefetch_bucket_size", K_INT, DS_AUTO},
+                                      {"stage3_prefetch_bucket_size", K_INT, DS_AUTO},
+                                      {"param_persistence_threshold", K_INT, DS_AUTO},
+                                      {"stage3_param_persistence_threshold", K_INT, DS_AUTO},
+                                      {"model_persistence_threshold", K_INT, 0},
+                                      {"stage3_model_persistence_threshold", K_INT, 0},
+                                      {"max_live_parameters", K_INT, 0},
+                                      {"stage3_max_live_parameters", K_INT, 0},
+                                      {"max_reuse_distance", K_INT, 0},
+                                      {"stage3_max_reuse_distance", K_INT, 0},
+                                      {"gather_16bit_weights_on_model_save", K_BOOL, 0},
+                                      {"stage3_gather_16bit_weights_on_model_save", K_BOOL, 0},
+                                      {"stage3_gather_fp16_weights_on_model_save", K_BOOL, 0},
+                                      {"module_granularity_threshold", K_INT, 0},
+                                      {"stage3_module_granularity_threshold", K_INT, 0},
+                                      {"use_all_reduce_for_fetch_params", K_BOOL, 0},
+                                      {"stage3_use_all_reduce_for_fetch_params", K_BOOL, 0},
+                                      {"zero_hpz_partition_size", K_INT, 0},
+                                      {"zero_quantized_weights", K_BOOL, 0},
+                                      {"zero_quantized_nontrainable_weights", K_BOOL, 0},
+                                      {"zero_quantized_gradients", K_BOOL, 0},
+                                      {"zeropp_loco_param", K_OBJ, DS_ANY},
+                                      {"mics_shard_size", K_INT, 0},
+                                      {"mics_hierarchical_params_gather", K_BOOL, 0},
+                                      {"memory_efficient_linear", K_BOOL, 0},
+                                      {"pipeline_loading_checkpoint", K_BOOL, 0},
+                                      {"override_module_apply", K_BOOL, 0}};
+
+/* offload_optimizer: device and pin_memory act; the NVMe knobs only matter for device "nvme",
+ * which is refused; fast_init is how the swapper starts. */
+static const char *const offload_keys[] = {"device",        "pin_memory",     "nvme_path", "buffer_count",
+                                           "pipeline_read", "pipeline_write", "fast_init", "ratio"};
+static const ds_key offload_types[] = {{"nvme_path", K_STR, DS_NULL}, {"buffer_count", K_INT, 0},
+                                       {"pipeline_read", K_BOOL, 0},  {"pipeline_write", K_BOOL, 0},
+                                       {"fast_init", K_BOOL, 0},      {"ratio", K_NUM, 0}};
+/* offload_param (ZeRO-3's parameter offload). */
+static const ds_key offload_param_keys[] = {{"device", K_STR, 0},       {"nvme_path", K_STR, DS_NULL},
+                                            {"buffer_count", K_INT, 0}, {"buffer_size", K_INT, 0},
+                                            {"max_in_cpu", K_INT, 0},   {"pin_memory", K_BOOL, 0}};
+
+/* The same key under both of its names (DeepSpeed's pydantic model takes either). */
+static loom_status check_aliases(const ds_ctx *c, const cJSON *z)
+{
+    for (size_t i = 0; i < COUNT(ignored_keys); i++) {
+        const char *name = ignored_keys[i].key;
+        if (strncmp(name, "stage3_", 7) != 0 || !cJSON_GetObjectItemCaseSensitive(z, name) ||
+            !cJSON_GetObjectItemCaseSensitive(z, name + 7))
+            continue;
+        return loom_error(LOOM_E_INVALID,
+                          "%s: zero_optimization.%s and zero_optimization.%s are one key (the first is the second's "
+                          "alias): give one",
+                          c->file, name, name + 7);
+    }
+    return LOOM_OK;
+}
+
+/* offload_param: DeepSpeed offloads parameters only under ZeRO-3, and ignores it below. */
+static loom_status read_offload_param(ds_ctx *c, const cJSON *z)
+{
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(z, "offload_param");
+    if (!op) return LOOM_OK;
+    const char *p = "zero_optimization.offload_param.";
+    ds_value dev;
+    loom_status st;
+    if ((st = loom__ds_check_table(c, op, p, offload_param_keys, COUNT(offload_param_keys))) != LOOM_OK ||
+        (st = loom__ds_get(c, op, p, "device", K_STR, 0, &dev)) != LOOM_OK)
+        return st;
+    if (!dev.present || !strcmp(dev.s, "none")) return LOOM_OK;
+    if (strcmp(dev.s, "cpu") != 0 && strcmp(dev.s, "nvme") != 0)
+        return loom_error(LOOM_E_INVALID,
+                          "%s: zero_optimization.offload_param.device \"%s\": expected \"none\", \"cpu\" or \"nvme\"",
+                          c->file, dev.s);
+    return loom__ds_note(c,
+                         "%s: zero_optimization.offload_param.device \"%s\" has no effect with stage %d (DeepSpeed "
+                         "offloads parameters only under ZeRO-3, which loom does not run)",
+                         c->file, dev.s, c->cfg->zero.stage);
+}
 
 /* The section's own keys, with DeepSpeed's defaults for the absent ones. `off` is cpu_offload as
  * written, for the check against offload_optimizer. */
@@ -67,20 +159,37 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     const char *op = "zero_optimization.offload_optimizer.";
     ds_value dev, pin;
     loom_status st;
+    ds_value ratio;
     if ((st = loom__ds_check_keys(c, oo->json, op, offload_keys, COUNT(offload_keys))) != LOOM_OK ||
+        (st = loom__ds_check_types(c, oo->json, op, offload_types, COUNT(offload_types))) != LOOM_OK ||
         (st = loom__ds_get(c, oo->json, op, "device", K_STR, 0, &dev)) != LOOM_OK ||
-        (st = loom__ds_get(c, oo->json, op, "pin_memory", K_BOOL, 0, &pin)) != LOOM_OK)
+        (st = loom__ds_get(c, oo->json, op, "pin_memory", K_BOOL, 0, &pin)) != LOOM_OK ||
+        (st = loom__ds_get(c, oo->json, op, "ratio", K_NUM, 0, &ratio)) != LOOM_OK)
         return st;
     int cpu = 0;
     if (dev.present) {
         if (strcmp(dev.s, "cpu") == 0)
             cpu = 1;
+        else if (strcmp(dev.s, "nvme") == 0)
+            return loom_error(
+                LOOM_E_UNSUPPORTED,
+                "%s: zero_optimization.offload_optimizer.device \"nvme\" (ZeRO-Infinity's NVMe offload) is "
+                "not supported: supported devices are \"cpu\" and \"none\"",
+                c->file);
         else if (strcmp(dev.s, "none") != 0)
             return loom_error(
-                strcmp(dev.s, "nvme") == 0 ? LOOM_E_UNSUPPORTED : LOOM_E_INVALID,
+                LOOM_E_INVALID,
                 "%s: zero_optimization.offload_optimizer.device \"%s\": supported devices are \"cpu\" and \"none\"",
                 c->file, dev.s);
     }
+    if (ratio.present && (ratio.d < 0 || ratio.d > 1))
+        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.offload_optimizer.ratio %g: expected 0 to 1", c->file,
+                          ratio.d);
+    if (ratio.present && ratio.d < 1)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization.offload_optimizer.ratio %g: partial offload needs ZeRO-3 (DeepSpeed "
+                          "asserts it), which loom does not run",
+                          c->file, ratio.d);
     if (off->present && off->b != cpu)
         return loom_error(LOOM_E_INVALID,
                           "%s: zero_optimization.cpu_offload %s disagrees with offload_optimizer.device \"%s\"",
@@ -138,8 +247,16 @@ loom_status loom__ds_parse_zero(ds_ctx *c, const cJSON *root)
     if (st != LOOM_OK) return st;
     const cJSON *z = sec.json;
     c->cfg->zero.present = sec.present;
-    if (z && (st = loom__ds_check_keys(c, z, "zero_optimization.", zero_keys, COUNT(zero_keys))) != LOOM_OK) return st;
+    /* The keys loom acts on and the ones it only type-checks. */
+    const char *names[COUNT(zero_keys) + COUNT(ignored_keys)];
+    for (size_t i = 0; i < COUNT(names); i++)
+        names[i] = i < COUNT(zero_keys) ? zero_keys[i] : ignored_keys[i - COUNT(zero_keys)].key;
+    if (z && ((st = loom__ds_check_keys(c, z, "zero_optimization.", names, COUNT(names))) != LOOM_OK ||
+              (st = loom__ds_check_types(c, z, "zero_optimization.", ignored_keys, COUNT(ignored_keys))) != LOOM_OK ||
+              (st = check_aliases(c, z)) != LOOM_OK))
+        return st;
     if ((st = read_zero_keys(c, z, &off, &oo)) != LOOM_OK) return st;
+    if (z && (st = read_offload_param(c, z)) != LOOM_OK) return st;
     if (oo.present && (st = read_offload_optimizer(c, &oo, &off)) != LOOM_OK) return st;
     if ((st = check_zero_stage(c)) != LOOM_OK) return st;
     return map_zero_to_sharding(c->cfg);

@@ -258,6 +258,9 @@ static loom_status load_deepspeed(loom_trainer *t)
     if (st != LOOM_OK) return st;
     const loom_ds_config *ds = t->ds;
     a->max_grad_norm = ds->gradient_clipping;
+    /* Keys accepted with no effect that asked for something: said once, by the first rank. */
+    for (size_t i = 0; t->rank == 0 && i < ds->n_notes; i++)
+        fprintf(stderr, "loom: warning: %s\n", ds->notes[i]);
     return LOOM_OK;
 }
 

@@ -13,6 +13,7 @@
 #include "test_util.h"
 
 #define CONTAINS(haystack, needle) (strstr((haystack), (needle)) != NULL)
+#define COUNT_OF(a) (sizeof(a) / sizeof *(a))
 
 /* A temporary file holding `text`; the path is overwritten by the next call. */
 /* Default run arguments (HF's), optionally adjusted by parsing argv. */
@@ -500,6 +501,213 @@ static void test_precision(void)
     loom_args_free(&a);
 }
 
+/* Today's DeepSpeed: a full ZeRO-2 config (HF's ds_config_zero2.json and the sections a config
+ * written for DeepSpeed 0.16 carries) loads to the same plugins and entries as the minimal one,
+ * and with its sections at their disabled values says nothing. */
+static void test_todays_zero2(void)
+{
+    loom_args a;
+    args_from(&a, (const char *[]){"--per_device_train_batch_size", "4", "--warmup_steps", "10", NULL});
+    loom_ds_config full, minimal;
+    loom_error_clear();
+    loom_status st = loom_ds_config_load(example("ds_zero2_today.json"), &a, 2, &full);
+    if (st != LOOM_OK) fprintf(stderr, "ds_zero2_today.json: %s\n", loom_error_message());
+    CHECK(st == LOOM_OK);
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\"}}, "
+                    "\"scheduler\": {\"type\": \"WarmupLR\", \"params\": {\"warmup_max_lr\": \"auto\", "
+                    "\"warmup_num_steps\": \"auto\"}}}",
+                    &a, 2, &minimal) == LOOM_OK);
+    if (st == LOOM_OK) {
+        CHECK(full.n_notes == 0);
+        CHECK(strcmp(full.sharding.plugin, "zero2") == 0 && full.zero.cpu_offload);
+        CHECK(ENTRY_IS(&full.sharding, "reduce_bucket_size", "200000000"));
+        CHECK(strcmp(full.optimizer_choice.plugin, minimal.optimizer_choice.plugin) == 0);
+        for (size_t i = 0; i < minimal.optimizer_choice.n_entries; i++)
+            CHECK(ENTRY_IS(&full.optimizer_choice, minimal.optimizer_choice.entries[i].key,
+                           minimal.optimizer_choice.entries[i].value));
+        CHECK(strcmp(full.scheduler_choice.plugin, "warmup_lr") == 0);
+        CHECK(ENTRY_IS(&full.scheduler_choice, "warmup_max_lr", "5e-05") &&
+              ENTRY_IS(&full.scheduler_choice, "warmup_num_steps", "10"));
+        CHECK(!full.fp16.enabled && !full.bf16.enabled && strcmp(full.grad_dtype, "fp32") == 0);
+        CHECK(!full.dataloader_drop_last && !full.use_node_local_storage);
+        loom_ds_config_free(&full);
+    }
+    loom_ds_config_free(&minimal);
+    /* DeepSpeed's number rules: 2e8 is an integer where it takes one, "auto" where HF fills it. */
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 1, \"sub_group_size\": 1e9, \"prefetch_bucket_size\": "
+                    "\"auto\", \"zero_hpz_partition_size\": 1, \"zeropp_loco_param\": {\"err_beta\": 0.8}}}",
+                    &a, 2, &full) == LOOM_OK);
+    CHECK(full.n_notes == 0);
+    loom_ds_config_free(&full);
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"sub_group_size\": 2.5}}", &a, 1,
+                "zero_optimization.sub_group_size: expected an integer"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"round_robin_gradients\": \"auto\"}}", &a, 1,
+                "zero_optimization.round_robin_gradients", "\"auto\" is not allowed"));
+    CHECK(FAILS("{\"flops_profiler\": {\"enabled\": 1}}", &a, 1, "flops_profiler.enabled: expected true or false"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"stage3_max_live_parameters\": 1e9, "
+                "\"max_live_parameters\": 1e9}}",
+                &a, 1, "stage3_max_live_parameters and zero_optimization.max_live_parameters are one key"));
+    loom_args_free(&a);
+}
+
+/* The keys that map onto run arguments or must name what loom does. */
+static void test_todays_mapped_keys(void)
+{
+    loom_args a, drop;
+    args_from(&a, NULL);
+    args_from(&drop, (const char *[]){"--dataloader_drop_last", "--save_on_each_node", NULL});
+    loom_ds_config cfg;
+    /* dataloader_drop_last and checkpoint.use_node_local_storage: the flags' values, which a
+     * number in the file must agree with ("auto" takes them). */
+    CHECK(load_text("{\"dataloader_drop_last\": true, \"checkpoint\": {\"use_node_local_storage\": true}}", &drop, 1,
+                    &cfg) == LOOM_OK);
+    CHECK(cfg.dataloader_drop_last && cfg.use_node_local_storage);
+    loom_ds_config_free(&cfg);
+    CHECK(load_text("{\"dataloader_drop_last\": \"auto\"}", &drop, 1, &cfg) == LOOM_OK);
+    CHECK(cfg.dataloader_drop_last && cfg.use_node_local_storage);
+    loom_ds_config_free(&cfg);
+    CHECK(FAILS("{\"dataloader_drop_last\": true}", &a, 1, "dataloader_drop_last=true in",
+                "but --dataloader_drop_last false", "use \"auto\" or make them agree"));
+    CHECK(FAILS("{\"dataloader_drop_last\": false}", &drop, 1, "dataloader_drop_last=false in",
+                "but --dataloader_drop_last true"));
+    CHECK(FAILS("{\"checkpoint\": {\"use_node_local_storage\": false}}", &drop, 1,
+                "checkpoint.use_node_local_storage=false in", "but --save_on_each_node true"));
+    CHECK(FAILS("{\"checkpoint\": {\"tag_validation\": \"Strict\"}}", &a, 1, "checkpoint.tag_validation \"Strict\"",
+                "Ignore, Warn or Fail"));
+    /* communication_data_type and data_types.grad_accum_dtype: loom reduces and accumulates in
+     * the parameters' dtype, which is DeepSpeed's default; naming it is accepted (any case). */
+    CHECK(load_text("{\"communication_data_type\": \"fp32\", \"data_types\": {\"grad_accum_dtype\": \"FP32\"}}", &a, 1,
+                    &cfg) == LOOM_OK);
+    CHECK(strcmp(cfg.grad_dtype, "fp32") == 0);
+    loom_ds_config_free(&cfg);
+    CHECK(load_text("{\"fp16\": {\"enabled\": true}, \"communication_data_type\": \"fp16\", \"data_types\": "
+                    "{\"grad_accum_dtype\": \"fp16\"}}",
+                    &a, 1, &cfg) == LOOM_OK);
+    CHECK(strcmp(cfg.grad_dtype, "fp16") == 0);
+    loom_ds_config_free(&cfg);
+    CHECK(load_text("{\"bfloat16\": {\"enabled\": true}, \"communication_data_type\": \"bf16\", "
+                    "\"communication_data_type\": null}",
+                    &a, 1, &cfg) != LOOM_OK); /* duplicate */
+    CHECK(load_text("{\"bfloat16\": {\"enabled\": true}, \"communication_data_type\": \"bf16\"}", &a, 1, &cfg) ==
+          LOOM_OK);
+    CHECK(cfg.bf16.enabled && strcmp(cfg.grad_dtype, "bf16") == 0);
+    loom_ds_config_free(&cfg);
+    CHECK(FAILS("{\"fp16\": {\"enabled\": true}, \"communication_data_type\": \"fp32\"}", &a, 1,
+                "communication_data_type \"fp32\" is not supported",
+                "loom reduces gradients in the parameters' "
+                "dtype, fp16 in this run"));
+    CHECK(FAILS("{\"bf16\": {\"enabled\": true}, \"data_types\": {\"grad_accum_dtype\": \"fp32\"}}", &a, 1,
+                "data_types.grad_accum_dtype \"fp32\" is not supported", "accumulates", "bf16 in this run"));
+    CHECK(FAILS("{\"communication_data_type\": \"int8\"}", &a, 1, "communication_data_type \"int8\"",
+                "expected \"fp32\", \"fp16\" or \"bf16\""));
+    CHECK(FAILS("{\"seq_parallel_comm_data_type\": \"fp8\"}", &a, 1, "seq_parallel_comm_data_type \"fp8\""));
+    CHECK(FAILS("{\"bf16\": {\"enabled\": true}, \"bfloat16\": {\"enabled\": true}}", &a, 1,
+                "bf16 and bfloat16 are one section"));
+    loom_args_free(&drop);
+    loom_args_free(&a);
+}
+
+/* Accepted with no effect: one note when the value asks for something, none at the defaults. */
+static void test_todays_no_effect_keys(void)
+{
+    loom_args a;
+    args_from(&a, NULL);
+    loom_ds_config cfg;
+    CHECK(load_text("{\"flops_profiler\": {\"enabled\": true, \"profile_step\": 1}, \"wandb\": {\"enabled\": true, "
+                    "\"project\": \"p\"}, \"activation_checkpointing\": {\"partition_activations\": true, "
+                    "\"cpu_checkpointing\": true}, \"zero_optimization\": {\"stage\": 2, \"offload_param\": "
+                    "{\"device\": \"cpu\"}}, \"wall_clock_breakdown\": true, \"memory_breakdown\": true, "
+                    "\"checkpoint\": {\"load_universal\": true}, \"sparse_attention\": {\"mode\": \"fixed\"}, "
+                    "\"tensorboard\": {\"enabled\": false}, \"sparse_gradients\": true}",
+                    &a, 1, &cfg) == LOOM_OK);
+    const char *expected[] = {"wall_clock_breakdown true has no effect here",
+                              "zero_optimization.offload_param.device \"cpu\" has no effect with stage 2",
+                              "checkpoint.load_universal true has no effect here",
+                              "flops_profiler.enabled true has no effect here",
+                              "wandb.enabled true has no effect here",
+                              "memory_breakdown true has no effect here",
+                              "activation_checkpointing.partition_activations true has no effect here",
+                              "activation_checkpointing.cpu_checkpointing true has no effect here",
+                              "sparse_attention has no effect here"};
+    CHECK(cfg.n_notes == COUNT_OF(expected));
+    for (size_t i = 0; i < COUNT_OF(expected) && i < cfg.n_notes; i++) {
+        if (!CONTAINS(cfg.notes[i], expected[i])) fprintf(stderr, "note %zu: %s\n", i, cfg.notes[i]);
+        CHECK(CONTAINS(cfg.notes[i], expected[i]) && !strchr(cfg.notes[i], '\n'));
+    }
+    loom_ds_config_free(&cfg);
+    /* Every section at its disabled value: silent. */
+    CHECK(
+        load_text("{\"flops_profiler\": {\"enabled\": false}, \"comet\": {\"enabled\": false, \"online\": null}, "
+                  "\"comms_logger\": {\"enabled\": false, \"prof_ops\": [\"all_reduce\"]}, \"eigenvalue\": "
+                  "{\"enabled\": false}, \"nebula\": {\"enabled\": false}, \"autotuning\": {\"enabled\": false, "
+                  "\"metric\": \"throughput\"}, \"hybrid_engine\": {\"enabled\": false}, \"elasticity\": {\"enabled\": "
+                  "false}, \"progressive_layer_drop\": {\"enabled\": false}, \"curriculum_learning\": {\"enabled\": "
+                  "false}, \"data_efficiency\": {\"enabled\": false}, \"torch_autocast\": {\"enabled\": false}, "
+                  "\"timers\": {\"throughput\": {\"enabled\": true, \"synchronized\": true}}, \"aio\": "
+                  "{\"thread_count\": 1}, \"tensor_parallel\": {\"autotp_size\": 1}, \"weight_quantization\": {}, "
+                  "\"dump_state\": false, \"disable_allgather\": false, \"graph_harvesting\": true, "
+                  "\"use_data_before_expert_parallelism\": false, \"zero_force_ds_cpu_optimizer\": false, "
+                  "\"fp16\": {\"enabled\": false, \"auto_cast\": true, \"fp16_master_weights_and_grads\": true}}",
+                  &a, 1, &cfg) == LOOM_OK);
+    if (cfg.n_notes) fprintf(stderr, "unexpected note: %s\n", cfg.notes[0]);
+    CHECK(cfg.n_notes == 0);
+    loom_ds_config_free(&cfg);
+    loom_args_free(&a);
+}
+
+/* Refused in one line: what would change the training and loom cannot do. */
+static void test_todays_refusals(void)
+{
+    loom_args a;
+    args_from(&a, NULL);
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": "
+                "\"/nvme\"}}}",
+                &a, 1, "offload_optimizer.device \"nvme\"", "not supported"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.3}}}",
+                &a, 1, "offload_optimizer.ratio 0.3", "partial offload needs ZeRO-3"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"offload_param\": {\"device\": \"disk\"}}}", &a, 1,
+                "offload_param.device \"disk\""));
+    CHECK(FAILS("{\"hybrid_engine\": {\"enabled\": true}}", &a, 1, "hybrid_engine.enabled true is not supported"));
+    CHECK(FAILS("{\"elasticity\": {\"enabled\": true, \"max_train_batch_size\": 64}}", &a, 1,
+                "elasticity.enabled true is not supported", "batch size"));
+    CHECK(FAILS("{\"progressive_layer_drop\": {\"enabled\": true, \"theta\": 0.5}}", &a, 1,
+                "progressive_layer_drop.enabled true is not supported"));
+    CHECK(FAILS("{\"curriculum_learning\": {\"enabled\": true, \"curriculum_type\": \"seqlen\"}}", &a, 1,
+                "curriculum_learning.enabled true is not supported"));
+    CHECK(FAILS("{\"data_efficiency\": {\"enabled\": true}}", &a, 1, "data_efficiency.enabled true is not supported"));
+    CHECK(FAILS("{\"torch_autocast\": {\"enabled\": true, \"dtype\": \"bfloat16\"}}", &a, 1,
+                "torch_autocast.enabled true is not supported"));
+    CHECK(FAILS("{\"pipeline\": {\"stages\": 2}}", &a, 1, "pipeline.stages > 1 is not supported"));
+    CHECK(FAILS("{\"compression_training\": {\"weight_quantization\": {\"shared_parameters\": {\"enabled\": true}}}}",
+                &a, 1, "compression_training with a technique enabled is not supported"));
+    CHECK(FAILS("{\"tensor_parallel\": {\"autotp_size\": 2}}", &a, 1, "tensor_parallel.autotp_size > 1"));
+    CHECK(FAILS("{\"fp16\": {\"enabled\": true, \"fp16_master_weights_and_grads\": true}}", &a, 1,
+                "fp16.fp16_master_weights_and_grads true is not supported"));
+    loom_args_free(&a);
+}
+
+/* Real typos of the new keys still get their error and the closest key. */
+static void test_todays_typos(void)
+{
+    loom_args a;
+    args_from(&a, NULL);
+    CHECK(FAILS("{\"activation_checkpoint\": {}}", &a, 1, "unknown key 'activation_checkpoint'",
+                "did you mean 'activation_checkpointing'?"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"round_robin_gradient\": true}}", &a, 1,
+                "did you mean 'zero_optimization.round_robin_gradients'?"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"stage3_prefetch_bucket_sise\": 5e7}}", &a, 1,
+                "did you mean 'zero_optimization.stage3_prefetch_bucket_size'?"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"cpu\", \"nvme_pth\": "
+                "null}}}",
+                &a, 1, "did you mean 'zero_optimization.offload_optimizer.nvme_path'?"));
+    CHECK(FAILS("{\"flops_profiler\": {\"enable\": true}}", &a, 1, "did you mean 'flops_profiler.enabled'?"));
+    CHECK(FAILS("{\"bf16\": {\"immediate_grad_updates\": true}}", &a, 1, "did you mean 'bf16.immediate_grad_update'?"));
+    CHECK(FAILS("{\"data_types\": {\"grad_acum_dtype\": \"fp32\"}}", &a, 1,
+                "did you mean 'data_types.grad_accum_dtype'?"));
+    CHECK(FAILS("{\"dataloader_droplast\": true}", &a, 1, "did you mean 'dataloader_drop_last'?"));
+    loom_args_free(&a);
+}
+
 int main(void)
 {
     test_examples();
@@ -510,5 +718,10 @@ int main(void)
     test_optimizer();
     test_scheduler();
     test_precision();
+    test_todays_zero2();
+    test_todays_mapped_keys();
+    test_todays_no_effect_keys();
+    test_todays_refusals();
+    test_todays_typos();
     return test_finish("test_deepspeed_config");
 }
