@@ -55,7 +55,8 @@
  *     gradient_predivide_factor (1.0): accepted, any other value is "not supported";
  *     zero_optimization, optimizer, scheduler, fp16, amp, bf16 (objects, below).
  *   zero_optimization: stage (0|1|2; 3 is "ZeRO-3 is not supported"), allgather_partitions
- *     (true), allgather_bucket_size (5e8), reduce_scatter (true), reduce_bucket_size (5e8),
+ *     (true), allgather_bucket_size (5e8), reduce_scatter (true), reduce_bucket_size (5e8;
+ *     "auto", which HF fills with hidden_size^2, keeps 5e8: loom takes it as a bound only),
  *     overlap_comm (false), contiguous_gradients (false), cpu_offload (false),
  *     load_from_fp32_weights (true), elastic_checkpoint (true), offload_optimizer
  *     {device: "cpu"|"none", pin_memory (false)} (the newer spelling of cpu_offload; both

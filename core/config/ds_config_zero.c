@@ -124,7 +124,7 @@ static loom_status read_zero_keys(ds_ctx *c, const cJSON *z, ds_value *off, ds_v
         (st = loom__ds_get(c, z, p, "allgather_bucket_size", K_INT, 0, &agb)) != LOOM_OK ||
         (st = loom__ds_need_min_int(c, p, "allgather_bucket_size", &agb, 1)) != LOOM_OK ||
         (st = loom__ds_get(c, z, p, "reduce_scatter", K_BOOL, 0, &rs)) != LOOM_OK ||
-        (st = loom__ds_get(c, z, p, "reduce_bucket_size", K_INT, 0, &rb)) != LOOM_OK ||
+        (st = loom__ds_get(c, z, p, "reduce_bucket_size", K_INT, 1, &rb)) != LOOM_OK ||
         (st = loom__ds_need_min_int(c, p, "reduce_bucket_size", &rb, 1)) != LOOM_OK ||
         (st = loom__ds_get(c, z, p, "overlap_comm", K_BOOL, 0, &oc)) != LOOM_OK ||
         (st = loom__ds_get(c, z, p, "contiguous_gradients", K_BOOL, 0, &cg)) != LOOM_OK ||
@@ -143,7 +143,9 @@ static loom_status read_zero_keys(ds_ctx *c, const cJSON *z, ds_value *off, ds_v
     cfg->zero.allgather_partitions = agp.present ? agp.b : 1;
     cfg->zero.allgather_bucket_size = agb.present ? agb.i : 500000000;
     cfg->zero.reduce_scatter = rs.present ? rs.b : 1;
-    cfg->zero.reduce_bucket_size = rb.present ? rb.i : 500000000;
+    /* HF fills "auto" with hidden_size^2; loom's ZeRO reduces the ranges backward releases and
+     * takes the size as a bound only, so "auto" keeps DeepSpeed's default. */
+    cfg->zero.reduce_bucket_size = rb.present && !rb.is_auto ? rb.i : 500000000;
     cfg->zero.overlap_comm = oc.present ? oc.b : 0;
     cfg->zero.contiguous_gradients = cg.present ? cg.b : 0;
     cfg->zero.cpu_offload = off->present ? off->b : 0;

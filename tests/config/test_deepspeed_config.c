@@ -539,6 +539,11 @@ static void test_todays_zero2(void)
                     &a, 2, &full) == LOOM_OK);
     CHECK(full.n_notes == 0);
     loom_ds_config_free(&full);
+    /* reduce_bucket_size "auto" (HF: hidden_size^2) is a bound loom does not need: the default. */
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": \"auto\"}}", &a, 2, &full) ==
+          LOOM_OK);
+    CHECK(ENTRY_IS(&full.sharding, "reduce_bucket_size", "500000000"));
+    loom_ds_config_free(&full);
     CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"sub_group_size\": 2.5}}", &a, 1,
                 "zero_optimization.sub_group_size: expected an integer"));
     CHECK(FAILS("{\"zero_optimization\": {\"stage\": 2, \"round_robin_gradients\": \"auto\"}}", &a, 1,
