@@ -269,7 +269,9 @@ struct loom_trainer {
      * one before the first step (--eval_on_start) included. */
     int32_t training_begun;
     /* The step of the newest checkpoint this process wrote or resumed from (-1: none), and
-     * whether a SIGTERM stopped train() after saving one (--enable_jit_checkpoint). */
+     * whether a SIGTERM stopped train() after saving one (--enable_jit_checkpoint): the caller
+     * should then end the process (loom train exits 143); the SIGTERM handler stays installed
+     * until loom_trainer_destroy. */
     int64_t checkpoint_step;
     int32_t jit_stopped;
 };

@@ -87,8 +87,9 @@ loom_status loom_trainer_fail_together(loom_trainer *t, loom_status mine);
  * run's comm plugin (trainer_comm.c). Collective. */
 loom_status loom_trainer_reduce_f64(loom_trainer *t, double *values, size_t n, uint32_t op);
 /* --enable_jit_checkpoint (trainer_jit.c): SIGTERM sets a flag while train() runs (arm ..
- * disarm puts the previous action back); due is whether any rank has seen it. due is
- * collective when the flag is on and there are several ranks. */
+ * disarm puts the previous action back; after a stop at SIGTERM, loom_trainer_destroy does);
+ * due is whether any rank has seen it. due is collective when the flag is on and there are
+ * several ranks. */
 void loom_trainer_jit_arm(loom_trainer *t);
 void loom_trainer_jit_disarm(void);
 loom_status loom_trainer_jit_due(loom_trainer *t, int *due);

@@ -507,6 +507,14 @@ static loom_status jit_stop_if_due(loom_trainer *t, int at_step_end)
     return LOOM_OK;
 }
 
+/* After a JIT checkpoint every rank waits for the writer to have sealed it: the other ranks
+ * leave the save as soon as their shards are in, and one that exits first makes the launcher
+ * stop the rest, SIGKILL after its grace, which must not catch the writer hashing the files. */
+static loom_status jit_leave_together(loom_trainer *t)
+{
+    return t->world_size > 1 ? loom_trainer_fail_together(t, LOOM_OK) : LOOM_OK;
+}
+
 /* HF's DefaultFlowCallback.on_step_end. */
 static void default_flow_step_end(loom_trainer *t)
 {
@@ -807,7 +815,11 @@ loom_status loom_trainer_train(loom_trainer *t)
     /* A SIGTERM during the last step or its evaluation: the final step's checkpoint, then the
      * same stop, rather than a final model the signal's sender did not wait for. */
     if (st == LOOM_OK && !t->jit_stopped) st = jit_stop_if_due(t, 0);
-    loom_trainer_jit_disarm();
+    if (st == LOOM_OK && t->jit_stopped) st = jit_leave_together(t);
+    /* Stopped by SIGTERM, the process is on its way out: the handler stays until
+     * loom_trainer_destroy, so a second SIGTERM (a launcher stopping the ranks once one has
+     * exited) does not kill it before it has said where to resume from. */
+    if (!t->jit_stopped) loom_trainer_jit_disarm();
     for (int64_t m = 0; m < ga; m++) loom_batch_buffer_free(&micro[m]);
     free(micro);
     loom_dataloader_free(&dl);

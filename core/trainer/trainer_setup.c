@@ -941,6 +941,7 @@ static void destroy_instance(loom_plugin_instance *slot)
 void loom_trainer_destroy(loom_trainer *t)
 {
     if (!t) return;
+    if (t->jit_stopped) loom_trainer_jit_disarm(); /* kept past train() after a SIGTERM (trainer_jit.c) */
     const loom_host_api *api = loom_host_api_table();
     /* Users of the communicator and the parameters go first. */
     for (size_t i = 0; i < LOOM_MAX_CALLBACKS; i++) destroy_instance(&t->callbacks[i]);
