@@ -12,6 +12,9 @@
  *   eos follows it when it is shorter than max_length.
  *
  * Greedy (num_beams 1) is argmax, pad after an example's eos, until every example has ended.
+ *
+ * The logits processors (logits_processors.h) run where HF's do: in beam search on each beam's
+ * log_softmax before its running score is added, in greedy search on the raw logits.
  */
 #include "beam_search.h"
 
@@ -20,6 +23,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "logits_processors.h"
 #include "trainer_internal.h"
 
 typedef struct hypothesis {
@@ -98,16 +102,39 @@ static loom_status check_config(const loom_beam_config *c, int64_t batch, int64_
         return loom_error(LOOM_E_INVALID, "--num_beams %lld is larger than the vocabulary (%lld)",
                           (long long)c->num_beams, (long long)vocab);
     if (!isfinite(c->length_penalty)) return loom_error(LOOM_E_INVALID, "--length_penalty must be a finite number");
+    if (c->min_length < 0 || c->no_repeat_ngram_size < 0)
+        return loom_error(LOOM_E_INVALID, "generation: min_length %lld and no_repeat_ngram_size %lld must be >= 0",
+                          (long long)c->min_length, (long long)c->no_repeat_ngram_size);
     return LOOM_OK;
 }
 
-static loom_status greedy(const loom_beam_config *c, int64_t B, int64_t V, const loom_decoder_fns *d, int32_t *out,
-                          int64_t *lengths, double *scores, float *logits, double *lp, int32_t *tokens)
+/* The argmax of the processed logits (the first of equals, as torch.argmax); seq: the row's
+ * decoder input, step + 1 tokens. */
+static int64_t greedy_pick(const loom_beam_config *c, const float *row, int64_t V, const int32_t *seq, int64_t step,
+                           double *work)
 {
-    const int64_t G = c->max_length - 1;
+    int64_t best = 0;
+    if (!loom_logits_processors_on(c)) {
+        for (int64_t v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        return best;
+    }
+    for (int64_t v = 0; v < V; v++)
+        work[v] = row[v];
+    loom_logits_process(c, seq, step + 1, work, V);
+    for (int64_t v = 1; v < V; v++)
+        if (work[v] > work[best]) best = v;
+    return best;
+}
+
+/* seqs [B, max_length]: each row's decoder input, for the processors. */
+static loom_status greedy(const loom_beam_config *c, int64_t B, int64_t V, const loom_decoder_fns *d, int32_t *out,
+                          int64_t *lengths, double *scores, float *logits, double *lp, int32_t *tokens, int32_t *seqs)
+{
+    const int64_t G = c->max_length - 1, M = c->max_length;
     int64_t unfinished = B;
     for (int64_t b = 0; b < B; b++)
-        tokens[b] = c->decoder_start_token_id, lengths[b] = -1;
+        seqs[b * M] = tokens[b] = c->decoder_start_token_id, lengths[b] = -1;
     for (int64_t i = 0; i < B * G; i++)
         out[i] = c->pad_token_id;
     if (scores) memset(scores, 0, (size_t)B * sizeof *scores);
@@ -120,14 +147,12 @@ static loom_status greedy(const loom_beam_config *c, int64_t B, int64_t V, const
                 continue;
             }
             const float *row = logits + b * V;
-            int64_t best = 0;
-            for (int64_t v = 1; v < V; v++)
-                if (row[v] > row[best]) best = v;
-            if (scores) {
+            const int64_t best = greedy_pick(c, row, V, seqs + b * M, step, lp);
+            if (scores) { /* the model's log-probability: processors only ban */
                 log_softmax(row, V, lp);
                 scores[b] += lp[best];
             }
-            out[b * G + step] = tokens[b] = (int32_t)best;
+            out[b * G + step] = seqs[b * M + step + 1] = tokens[b] = (int32_t)best;
             if (best == c->eos_token_id) lengths[b] = step + 1, unfinished--;
         }
     }
@@ -154,13 +179,15 @@ loom_status loom_beam_search(const loom_beam_config *c, int64_t B, int64_t V, co
         free(logits), free(lp), free(tokens);
         return loom_error(LOOM_E_NOMEM, "out of memory for generation (%lld rows x %lld)", (long long)R, (long long)V);
     }
-    if (K == 1) {
-        st = greedy(c, B, V, d, out, lengths, scores, logits, lp, tokens);
-        free(logits), free(lp), free(tokens);
-        return st;
-    }
     /* Running beams: seqs [R, M] and their scores; the next step's in the second halves. */
     int32_t *seqs = malloc((size_t)(2 * R * M) * sizeof *seqs), *next_seqs = seqs ? seqs + R * M : NULL;
+    if (K == 1) {
+        st = seqs ? greedy(c, B, V, d, out, lengths, scores, logits, lp, tokens, seqs)
+                  : loom_error(LOOM_E_NOMEM, "out of memory for generation (%lld rows x %lld)", (long long)R,
+                               (long long)M);
+        free(seqs), free(logits), free(lp), free(tokens);
+        return st;
+    }
     double *beam_scores = malloc((size_t)(2 * R) * sizeof *beam_scores);
     int32_t *rows = malloc((size_t)R * sizeof *rows);
     candidate *cand = malloc((size_t)(2 * K) * sizeof *cand);
@@ -183,6 +210,7 @@ loom_status loom_beam_search(const loom_beam_config *c, int64_t B, int64_t V, co
         seqs[r * M] = tokens[r] = c->decoder_start_token_id;
         beam_scores[r] = r % K == 0 ? 0.0 : -1e9; /* only the first beam is live at the start */
     }
+    const int processors = loom_logits_processors_on(c);
     int64_t cur_len = 1;
     while (cur_len < M) {
         if ((st = d->step(d->context, tokens, logits)) != LOOM_OK) goto done;
@@ -201,6 +229,7 @@ loom_status loom_beam_search(const loom_beam_config *c, int64_t B, int64_t V, co
             int64_t n = 0;
             for (int64_t k = 0; k < K; k++) {
                 log_softmax(logits + (b * K + k) * V, V, lp);
+                if (processors) loom_logits_process(c, seqs + (b * K + k) * M, cur_len, lp, V);
                 const double base = beam_scores[b * K + k];
                 for (int64_t v = 0; v < V; v++) {
                     const double s = lp[v] + base;

@@ -21,6 +21,11 @@ typedef struct loom_beam_config {
                               len counting the start token and not the eos                  */
     int early_stopping;    /* 1: an example is done once it has num_beams hypotheses; 0: once
                               no running beam can beat the worst of them (HF's is_done)     */
+    int64_t min_length;    /* HF's min_length: eos is banned while the sequence, the start
+                              token included, is shorter (0 or 1: off; min_new_tokens N
+                              arrives as N + 1, as HF's generate() sets it)                 */
+    int64_t no_repeat_ngram_size; /* > 0: a token that would complete an n-gram already in
+                              the row's sequence (start token included) is banned           */
     int32_t decoder_start_token_id;
     int32_t eos_token_id; /* -1: none                                                      */
     int32_t pad_token_id; /* fills the rows of finished examples                           */

@@ -4,7 +4,11 @@ against HF transformers v4.2's generate() for an encoder-decoder, reimplemented 
 BeamSearchScorer / BeamHypotheses / greedy_search (no torch): random Markov tables of logits
 (the next token's logits depend on the example, the step and the previous token), every
 combination of num_beams, length_penalty and early_stopping; the chosen sequences must be the
-same and their scores agree to 1e-9.
+same and their scores agree to 1e-9. Then HF's MinLengthLogitsProcessor and
+NoRepeatNGramLogitsProcessor (min_length, no_repeat_ngram_size; min_new_tokens and
+max_new_tokens arrive as min_length and max_length, generation_config.c), reimplemented here from
+transformers' logits_process.py: each setting must change some example's answer, so the
+comparison can fail.
 """
 import math
 import os
@@ -63,13 +67,28 @@ class BeamHypotheses:  # transformers v4.2 generation_beam_search.py
             return self.worst_score >= cur_score
 
 
+def process(seq, scores, eos, min_length, ngram):
+    """HF's processors over one row; seq is the decoder input so far (start token first)."""
+    scores = list(scores)
+    cur_len = len(seq)
+    if cur_len < min_length:  # MinLengthLogitsProcessor
+        scores[eos] = -math.inf
+    if ngram > 0 and cur_len + 1 >= ngram:  # NoRepeatNGramLogitsProcessor
+        generated = {}
+        for ng in zip(*[seq[i:] for i in range(ngram)]):
+            generated.setdefault(tuple(ng[:-1]), []).append(ng[-1])
+        for tok in generated.get(tuple(seq[cur_len + 1 - ngram:cur_len]), []):
+            scores[tok] = -math.inf
+    return scores
+
+
 def topk(scores, k):
     """torch.topk(largest=True, sorted=True); ties: the lower index first."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
     return [scores[i] for i in order], order
 
 
-def beam_search(logits_of, B, V, K, max_length, lp, es, start, eos, pad):
+def beam_search(logits_of, B, V, K, max_length, lp, es, start, eos, pad, min_length=0, ngram=0):
     hyps = [BeamHypotheses(K, max_length, lp, es) for _ in range(B)]
     done = [False] * B
     input_ids = [[start] for _ in range(B * K)]
@@ -80,6 +99,7 @@ def beam_search(logits_of, B, V, K, max_length, lp, es, start, eos, pad):
         scores = []
         for r in range(B * K):
             lsm = log_softmax(logits_of(r // K, step, input_ids[r][-1]))
+            lsm = process(input_ids[r], lsm, eos, min_length, ngram)  # HF: after log_softmax
             scores.append([x + beam_scores[r] for x in lsm])
         step += 1
         next_scores_all, next_tokens_all, next_indices_all = [], [], []
@@ -134,13 +154,14 @@ def beam_search(logits_of, B, V, K, max_length, lp, es, start, eos, pad):
     return results
 
 
-def greedy(logits_of, B, V, max_length, start, eos, pad):
+def greedy(logits_of, B, V, max_length, start, eos, pad, min_length=0, ngram=0):
     out = []
     for b in range(B):
         seq, prev, total = [], start, 0.0
         for step in range(max_length - 1):
             row = logits_of(b, step, prev)
-            tok = max(range(V), key=lambda v: (row[v], -v))
+            processed = process([start] + seq, row, eos, min_length, ngram)  # HF: on the raw logits
+            tok = max(range(V), key=lambda v: (processed[v], -v))
             total += log_softmax(row)[tok]
             seq.append(tok)
             prev = tok
@@ -148,6 +169,42 @@ def greedy(logits_of, B, V, max_length, start, eos, pad):
                 break
         out.append((total, seq))
     return out
+
+
+def run_case(tool, tmp, rng, K, lp, es, min_length=0, ngram=0, eos_bias=0.7, eos_from=2, V=7):
+    """One random table through loom and the reference: (loom's, HF's) per example; the
+    reference without the processors third, to tell whether they changed anything."""
+    B, ml = 3, rng.choice((5, 6, 8))
+    start, eos, pad = 0, 1, 0
+    table = {}
+    lines = [f"{B} {V} {K} {ml} {lp!r} {es} {start} {eos} {pad} {min_length} {ngram}"]
+    for b in range(B):
+        for s in range(ml - 1):
+            for prev in range(V):
+                row = [f32(rng.gauss(0, 1.5)) for _ in range(V)]
+                row[eos] = f32(row[eos] + (s - eos_from) * eos_bias)  # ends become likelier
+                table[(b, s, prev)] = row
+                lines.append(" ".join(repr(x) for x in row))
+    path = os.path.join(tmp, "table.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    got = subprocess.run([tool, "--table", path], check=True, capture_output=True, text=True)
+    got = [l.split() for l in got.stdout.strip().split("\n")]
+    got = [(float(g[0]), [int(x) for x in g[1:]]) for g in got]
+    logits_of = lambda b, s, prev: table[(b, s, prev)]
+    if K == 1:
+        search = lambda mn, ng: greedy(logits_of, B, V, ml, start, eos, pad, mn, ng)
+    else:
+        search = lambda mn, ng: beam_search(logits_of, B, V, K, ml, lp, es, start, eos, pad, mn, ng)
+    return got, search(min_length, ngram), search(0, 0), ml
+
+
+def agree(got, want, label):
+    for b, ((score, seq), (w_score, w_seq)) in enumerate(zip(got, want)):
+        if seq != w_seq or abs(score - w_score) > 1e-9 * max(1, abs(score)):
+            print(f"FAIL {label} example {b}: loom {score} {seq}, HF {w_score} {w_seq}")
+            return False
+    return True
 
 
 def main():
@@ -159,35 +216,39 @@ def main():
             for lp in (0.5, 1.0, 2.0):
                 for es in (0, 1):
                     for trial in range(3):
-                        B, V, ml = 3, 7, rng.choice((5, 6, 8))
-                        start, eos, pad = 0, 1, 0
-                        table = {}
-                        lines = [f"{B} {V} {K} {ml} {lp!r} {es} {start} {eos} {pad}"]
-                        for b in range(B):
-                            for s in range(ml - 1):
-                                for prev in range(V):
-                                    row = [f32(rng.gauss(0, 1.5)) for _ in range(V)]
-                                    row[eos] = f32(row[eos] + (s - 2) * 0.7)  # ends become likelier
-                                    table[(b, s, prev)] = row
-                                    lines.append(" ".join(repr(x) for x in row))
-                        path = os.path.join(tmp, "table.txt")
-                        with open(path, "w") as f:
-                            f.write("\n".join(lines) + "\n")
-                        got = subprocess.run([tool, "--table", path], check=True, capture_output=True, text=True)
-                        got = [l.split() for l in got.stdout.strip().split("\n")]
-                        logits_of = lambda b, s, prev: table[(b, s, prev)]
-                        if K == 1:
-                            want = greedy(logits_of, B, V, ml, start, eos, pad)
-                        else:
-                            want = beam_search(logits_of, B, V, K, ml, lp, es, start, eos, pad)
-                        for b in range(B):
-                            score, seq = float(got[b][0]), [int(x) for x in got[b][1:]]
-                            if seq != want[b][1] or abs(score - want[b][0]) > 1e-9 * max(1, abs(score)):
-                                print(f"FAIL K={K} lp={lp} es={es} ml={ml} example {b}: loom {score} {seq}, "
-                                      f"HF {want[b][0]} {want[b][1]}")
-                                return 1
+                        got, want, _, ml = run_case(tool, tmp, rng, K, lp, es)
+                        if not agree(got, want, f"K={K} lp={lp} es={es} ml={ml}"):
+                            return 1
                         cases += 1
-    print(f"beam_search_reference: {cases} tables x 3 examples agree with HF v4.2's beam search")
+        # The processors on greedy and beams, each of which must have changed some answer: for
+        # min_length eos is made likely early, so there are ends to ban; for the n-grams it is
+        # made unlikely and the vocabulary small, so there are repeats to ban.
+        changed = {}
+        for min_length, ngram in ((3, 0), (5, 0), (0, 1), (0, 2), (0, 3), (4, 2)):
+            for K in (1, 2, 4):
+                for es in (0, 1):
+                    for trial in range(3):
+                        shape = dict(eos_bias=0.3, eos_from=6, V=4) if ngram else dict(eos_bias=1.5, eos_from=0)
+                        got, want, plain, ml = run_case(tool, tmp, rng, K, 1.0, es, min_length, ngram, **shape)
+                        if not agree(got, want, f"K={K} es={es} ml={ml} min_length={min_length} ngram={ngram}"):
+                            return 1
+                        for (_, seq), (_, w) in zip(want, plain):
+                            if ngram:
+                                grams = [tuple(([0] + seq)[i:i + ngram]) for i in range(len(seq) + 1 - ngram)]
+                                if len(grams) != len(set(grams)):
+                                    print(f"FAIL no_repeat_ngram_size {ngram}: {seq} repeats an n-gram")
+                                    return 1
+                            if min_length and 1 in seq and seq.index(1) + 2 < min_length:
+                                print(f"FAIL min_length {min_length}: {seq} ends early")
+                                return 1
+                            changed[(min_length, ngram, K > 1)] = changed.get((min_length, ngram, K > 1), 0) + (seq != w)
+                        cases += 1
+        unchanged = [k for k, n in changed.items() if n == 0]
+        if unchanged:
+            print(f"FAIL: these (min_length, no_repeat_ngram_size, beams) never changed an answer: {unchanged}")
+            return 1
+    print(f"beam_search_reference: {cases} tables x 3 examples agree with HF v4.2's beam search and HF's "
+          f"min_length / no_repeat_ngram_size processors")
     return 0
 
 

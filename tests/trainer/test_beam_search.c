@@ -3,7 +3,9 @@
  *       where length_penalty changes beam search's answer (docs/seq2seq.md#generation);
  *   (b) the reorder callback: every row continues the history of the row it is given, always a
  *       beam of its own example;
- *   (c) errors: num_beams larger than the vocabulary, max_length below 2.
+ *   (c) errors: num_beams larger than the vocabulary, max_length below 2;
+ *   (d) HF's logits processors on the toy: min_length and no_repeat_ngram_size each change the
+ *       answer of (a).
  * With --table FILE it runs beam search over a Markov table of logits and prints the results,
  * for beam_search_reference_test.py (HF v4.2's beam search reimplemented in Python). */
 #include <math.h>
@@ -70,7 +72,8 @@ static loom_status toy_reorder(void *context, const int32_t *rows)
     return LOOM_OK;
 }
 
-static void run_toy(int64_t beams, double length_penalty, int64_t max_length, const int32_t *want, int64_t want_len)
+static void run_toy_with(int64_t beams, double length_penalty, int64_t max_length, int64_t min_length,
+                         int64_t no_repeat_ngram_size, const int32_t *want, int64_t want_len)
 {
     toy t;
     memset(&t, 0, sizeof t);
@@ -80,6 +83,8 @@ static void run_toy(int64_t beams, double length_penalty, int64_t max_length, co
                           .max_length = max_length,
                           .length_penalty = length_penalty,
                           .early_stopping = 0,
+                          .min_length = min_length,
+                          .no_repeat_ngram_size = no_repeat_ngram_size,
                           .decoder_start_token_id = PAD,
                           .eos_token_id = EOS,
                           .pad_token_id = PAD};
@@ -92,11 +97,17 @@ static void run_toy(int64_t beams, double length_penalty, int64_t max_length, co
     int same = len == want_len;
     for (int64_t i = 0; same && i < len; i++)
         same = out[i] == want[i];
-    printf("beams %lld, length_penalty %g: %lld tokens:", (long long)beams, length_penalty, (long long)len);
+    printf("beams %lld, length_penalty %g, min_length %lld, no_repeat_ngram_size %lld: %lld tokens:", (long long)beams,
+           length_penalty, (long long)min_length, (long long)no_repeat_ngram_size, (long long)len);
     for (int64_t i = 0; i < len; i++)
         printf(" %d", out[i]);
     printf(" (score %.4f)\n", score);
     CHECK(same);
+}
+
+static void run_toy(int64_t beams, double length_penalty, int64_t max_length, const int32_t *want, int64_t want_len)
+{
+    run_toy_with(beams, length_penalty, max_length, 0, 0, want, want_len);
 }
 
 static void test_toy(void)
@@ -115,6 +126,28 @@ static void test_toy(void)
     run_toy(2, 1.0, 3, short_b, 2);
 }
 
+static void test_processors(void)
+{
+    /* Greedy with min_length 4: eos (0.97) is banned at cur_len 3 (start, A, A), so the argmax is
+     * the first of the 0.01s, PAD; then eos. Without it: A A eos (test_toy). */
+    const int32_t longer[] = {A, A, PAD, EOS};
+    run_toy_with(1, 1.0, 6, 4, 0, longer, 4);
+    /* Two beams with min_length 3: [B] cannot end at cur_len 2, nor can [A]; [A A] and [A B] lead
+     * with 0.21 each, end at step 3 with log(0.2037) / 3 = -0.530 and log(0.2016) / 3 = -0.534,
+     * and [A A] wins. Without it: B eos. */
+    const int32_t aa[] = {A, A, EOS};
+    run_toy_with(2, 1.0, 6, 3, 0, aa, 3);
+    /* min_length 2 bans nothing here (no example ends before cur_len 2): B eos as without it. */
+    const int32_t short_b[] = {BB, EOS};
+    run_toy_with(2, 1.0, 6, 2, 0, short_b, 2);
+    /* Greedy with no_repeat_ngram_size 1: after A, A is banned (so is the start token, PAD), so B
+     * (0.35), then eos. Without it: A A eos. */
+    const int32_t ab[] = {A, BB, EOS};
+    run_toy_with(1, 1.0, 6, 0, 1, ab, 3);
+    /* no_repeat_ngram_size 2 bans nothing before a bigram repeats: as without it. */
+    run_toy_with(1, 1.0, 6, 0, 2, aa, 3);
+}
+
 static void test_errors(void)
 {
     toy t;
@@ -128,7 +161,8 @@ static void test_errors(void)
     CHECK(loom_beam_search(&c, 1, V, &fns, out, len, NULL) == LOOM_E_INVALID);
 }
 
-/* --table FILE: "B V K max_length length_penalty early_stopping start eos pad", then
+/* --table FILE: "B V K max_length length_penalty early_stopping start eos pad min_length
+ * no_repeat_ngram_size", then
  * logits[b][step][prev][v] for step < max_length - 1, prev < V (prev of step 0: the start). */
 typedef struct table {
     int64_t B, V, K, step;
@@ -152,10 +186,10 @@ static int run_table(const char *path)
     FILE *f = fopen(path, "r");
     if (!f) return perror(path), 1;
     table t = {0};
-    long long ml = 0, es = 0, start = 0, eos = 0, pad = 0;
+    long long ml = 0, es = 0, start = 0, eos = 0, pad = 0, min_length = 0, ngram = 0;
     double lp = 0;
-    if (fscanf(f, "%lld %lld %lld %lld %lf %lld %lld %lld %lld", (long long *)&t.B, (long long *)&t.V,
-               (long long *)&t.K, &ml, &lp, &es, &start, &eos, &pad) != 9 ||
+    if (fscanf(f, "%lld %lld %lld %lld %lf %lld %lld %lld %lld %lld %lld", (long long *)&t.B, (long long *)&t.V,
+               (long long *)&t.K, &ml, &lp, &es, &start, &eos, &pad, &min_length, &ngram) != 11 ||
         ml > MAXLEN)
         return fprintf(stderr, "%s: bad header\n", path), 1;
     const int64_t n = t.B * MAXLEN * t.V * t.V;
@@ -170,6 +204,8 @@ static int run_table(const char *path)
                           .max_length = ml,
                           .length_penalty = lp,
                           .early_stopping = (int)es,
+                          .min_length = min_length,
+                          .no_repeat_ngram_size = ngram,
                           .decoder_start_token_id = (int32_t)start,
                           .eos_token_id = (int32_t)eos,
                           .pad_token_id = (int32_t)pad};
@@ -193,6 +229,7 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--table") == 0) return run_table(argv[2]);
     test_toy();
+    test_processors();
     test_errors();
     return test_finish("test_beam_search");
 }
