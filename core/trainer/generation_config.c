@@ -17,12 +17,15 @@
 #include "args_internal.h"
 #include "error.h"
 #include "fileutil.h"
+#include "generation_keys.h"
+#include "host.h"
 #include "json_util.h"
 
 #define FLAG "--generation_config"
 
-/* DIR/generation_config.json, else DIR/config.json; *json NULL when neither exists. */
-static loom_status read_model_folder(const char *dir, char *path, size_t size, cJSON **json)
+/* DIR/generation_config.json, else DIR/config.json (*model_config 1); *json NULL when neither
+ * exists. */
+static loom_status read_model_folder(const char *dir, char *path, size_t size, cJSON **json, int *model_config)
 {
     static const char *const names[] = {"generation_config.json", "config.json"};
     *json = NULL;
@@ -36,6 +39,7 @@ static loom_status read_model_folder(const char *dir, char *path, size_t size, c
             continue;
         }
         if (st != LOOM_OK) return st;
+        *model_config = i == 1;
         const char *end = NULL;
         *json = cJSON_ParseWithLengthOpts(text, len, &end, 0);
         if (!*json || !cJSON_IsObject(*json)) {
@@ -90,12 +94,40 @@ static loom_status int_key(const cJSON *json, const char *path, const char *key,
     return LOOM_OK;
 }
 
-/* The keys of `json` over *c where `a` leaves them unset (a NULL: every key, to check them). */
-static loom_status apply(const cJSON *json, const char *path, const loom_args *a, loom_beam_config *c)
+/* HF's generate() makes max_new_tokens and min_new_tokens lengths that count the decoder start
+ * token (_prepare_generated_length): max_new_tokens wins over every max_length, the one
+ * Seq2SeqTrainer passes from --generation_max_length included (HF warns so, and so does
+ * loom); min_new_tokens replaces min_length. */
+static loom_status new_tokens(const cJSON *json, const char *path, const loom_args *a, loom_beam_config *c)
+{
+    int64_t n = -1;
+    loom_status st = int_key(json, path, "max_new_tokens", 1, &n);
+    if (st == LOOM_OK && n > 0) {
+        const int64_t none = LOOM_ARG_NONE_INT;
+        const int64_t given = !a ? none : a->generation_max_length != none ? a->generation_max_length : a->max_length;
+        if (given != none && given != n + 1)
+            loom_log(LOOM_LOG_WARNING,
+                     "%s: max_new_tokens %lld wins over --generation_max_length %lld, as in HF's generate(): at "
+                     "most %lld tokens are generated",
+                     path, (long long)n, (long long)given, (long long)n);
+        c->max_length = n + 1;
+    }
+    n = -1;
+    if (st == LOOM_OK) st = int_key(json, path, "min_length", 0, &c->min_length);
+    if (st == LOOM_OK) st = int_key(json, path, "min_new_tokens", 0, &n);
+    if (st == LOOM_OK && n >= 0) c->min_length = n + 1;
+    if (st == LOOM_OK) st = int_key(json, path, "no_repeat_ngram_size", 0, &c->no_repeat_ngram_size);
+    return st;
+}
+
+/* The keys of `json` over *c where `a` leaves them unset (a NULL: every key, to check them);
+ * every other key judged (generation_keys.h). */
+static loom_status apply(const cJSON *json, const char *path, const loom_args *a, loom_beam_config *c, int model_config,
+                         const loom_generation_ids *model_ids)
 {
     const int64_t none = LOOM_ARG_NONE_INT;
-    loom_status st = LOOM_OK;
-    if (!a || (a->generation_max_length == none && a->max_length == none))
+    loom_status st = loom_generation_keys_check(json, path, model_config, model_ids);
+    if (st == LOOM_OK && (!a || (a->generation_max_length == none && a->max_length == none)))
         st = int_key(json, path, "max_length", 2, &c->max_length);
     if (st == LOOM_OK && (!a || (a->generation_num_beams == none && a->num_beams == none)))
         st = int_key(json, path, "num_beams", 1, &c->num_beams);
@@ -117,7 +149,7 @@ static loom_status apply(const cJSON *json, const char *path, const loom_args *a
         else
             st = loom_error(LOOM_E_FORMAT, "%s: length_penalty must be a finite number", path);
     }
-    return st;
+    return st == LOOM_OK ? new_tokens(json, path, a, c) : st;
 }
 
 loom_status loom_generation_config_check(const char *arg)
@@ -127,23 +159,24 @@ loom_status loom_generation_config_check(const char *arg)
     cJSON *json = NULL;
     loom_status st = read_given(arg, name, sizeof name, &json);
     loom_beam_config scratch = {0};
-    if (st == LOOM_OK) st = apply(json, name, NULL, &scratch);
+    if (st == LOOM_OK) st = apply(json, name, NULL, &scratch, 0, NULL);
     cJSON_Delete(json);
     return st;
 }
 
-loom_status loom_beam_config_from_model(const loom_args *a, loom_beam_config *c)
+loom_status loom_beam_config_from_model(const loom_args *a, const loom_generation_ids *model_ids, loom_beam_config *c)
 {
     const char *given = a->generation_config, *dir = a->model_name_or_path;
     char path[4096];
     cJSON *json = NULL;
     loom_status st = LOOM_OK;
+    int model_config = 0;
     if (given && *given)
         st = read_given(given, path, sizeof path, &json);
     else if (dir && *dir)
-        st = read_model_folder(dir, path, sizeof path, &json);
+        st = read_model_folder(dir, path, sizeof path, &json, &model_config);
     if (st != LOOM_OK || !json) return st;
-    st = apply(json, path, a, c);
+    st = apply(json, path, a, c, model_config, model_ids);
     cJSON_Delete(json);
     return st;
 }

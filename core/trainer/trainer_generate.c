@@ -141,13 +141,15 @@ static loom_status ranks_decode_alike(loom_trainer *t)
 static loom_status ranks_search_alike(loom_trainer *t, const loom_beam_config *c)
 {
     if (t->world_size < 2) return LOOM_OK;
-    const double mine[] = {(double)c->num_beams, (double)c->max_length, c->length_penalty, (double)c->early_stopping};
+    const double mine[] = {(double)c->num_beams,      (double)c->max_length, c->length_penalty,
+                           (double)c->early_stopping, (double)c->min_length, (double)c->no_repeat_ngram_size};
     double theirs[sizeof mine / sizeof *mine];
     memcpy(theirs, mine, sizeof mine);
     const loom_comm_vtable *cv = t->comm.vtable;
     loom_status st = cv->broadcast(t->comm.instance, theirs, sizeof mine / sizeof *mine, LOOM_DTYPE_F64, 0, NULL);
     if (st != LOOM_OK) return st;
-    static const char *const names[] = {"num_beams", "max_length", "length_penalty", "early_stopping"};
+    static const char *const names[] = {"num_beams",      "max_length", "length_penalty",
+                                        "early_stopping", "min_length", "no_repeat_ngram_size"};
     const char *given = t->args.generation_config && *t->args.generation_config ? t->args.generation_config : NULL;
     char source[4200];
     if (given)
@@ -167,10 +169,11 @@ static loom_status ranks_search_alike(loom_trainer *t, const loom_beam_config *c
 loom_status loom_generation_settings(loom_trainer *t, loom_beam_config *config, loom_generation_ids *ids)
 {
     loom_beam_config_from_args(&t->args, config);
-    loom_status st = ranks_decode_alike(t);
-    if (st == LOOM_OK) st = loom_trainer_fail_together(t, loom_beam_config_from_model(&t->args, config));
+    /* The model's ids first: the file's must be the same. */
+    loom_status st = loom_trainer_generation_ids(t, ids);
+    if (st == LOOM_OK) st = ranks_decode_alike(t);
+    if (st == LOOM_OK) st = loom_trainer_fail_together(t, loom_beam_config_from_model(&t->args, ids, config));
     if (st == LOOM_OK) st = ranks_search_alike(t, config);
-    if (st == LOOM_OK) st = loom_trainer_generation_ids(t, ids);
     if (st != LOOM_OK) return st;
     if (config->num_beams < 1)
         return loom_error(LOOM_E_INVALID, "--generation_num_beams / --num_beams must be >= 1 (got %lld)",

@@ -3,7 +3,9 @@ to reverse sequences generates them with greedy and beam search; generated_predi
 one line per example, in order, and the reported exact match and token error rate are what the
 file and the references give when recomputed here; v4.2's --max_length / --num_beams spellings;
 the model folder's generation defaults (length_penalty included), and --generation_config's in
-their place; the one-line refusals."""
+their place; HF's max_new_tokens, min_length / min_new_tokens and no_repeat_ngram_size from a
+generation config, the keys refused as not supported yet, and the unknown ones warned about;
+the one-line refusals."""
 import json
 import os
 import shutil
@@ -249,6 +251,16 @@ class Generate(unittest.TestCase):
                                          "--generation_num_beams", "1")
                 self.assertEqual(greedy, by_model_greedy)
 
+    def refused_line(self, generation_config):
+        """The one line a run with --generation_config refused when the arguments are read says."""
+        code, _, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file,
+                               "--output_dir", os.path.join(self.tmp, "gc-refused"), "--predict_with_generate",
+                               "--generation_config", generation_config, check=False)
+        self.assertEqual(code, 2, stderr)
+        lines = stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, stderr)
+        return lines[0]
+
     def test_generation_config_refusals(self):
         """A missing file, a folder without generation_config.json, malformed JSON or a value of
         the wrong type: one line naming the file (and the key), before anything runs."""
@@ -263,14 +275,9 @@ class Generate(unittest.TestCase):
                 (self.gen_config("gc-type.json", {"max_length": 1.5}), "gc-type.json: max_length must be an integer"),
                 (self.gen_config("gc-stop.json", {"early_stopping": "never"}), "gc-stop.json: early_stopping")):
             with self.subTest(value=value):
-                code, stdout, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file",
-                                            self.dev_file, "--output_dir", os.path.join(self.tmp, "gc-refused"),
-                                            "--predict_with_generate", "--generation_config", value, check=False)
-                self.assertEqual(code, 2, stderr)
-                lines = stderr.strip().splitlines()
-                self.assertEqual(len(lines), 1, stderr)
+                line = self.refused_line(value)
                 for text in expected:
-                    self.assertIn(text, lines[0])
+                    self.assertIn(text, line)
         with open(os.path.join(self.tmp, "gc-bad.json"), "w") as f:
             f.write('{"max_length": 4,}')
         code, _, stderr = loom("predict", "--model_name_or_path", self.model_dir, "--test_file", self.dev_file,
@@ -279,6 +286,128 @@ class Generate(unittest.TestCase):
         self.assertEqual(code, 2, stderr)
         self.assertIn("gc-bad.json:1:", stderr)
         self.assertIn("malformed JSON", stderr)
+
+    def predict_with(self, name, settings, *extra, data=None):
+        """predict with `settings` as the model folder's generation_config.json; (lines, stderr),
+        and the metrics in self.metrics."""
+        folder = os.path.join(self.tmp, name + "-model")
+        if not os.path.isdir(folder):
+            shutil.copytree(self.model_dir, folder)
+        self.gen_config(name + "-model/generation_config.json", settings)
+        out = os.path.join(self.tmp, name)
+        _, _, stderr = loom("predict", "--model_name_or_path", folder, "--test_file", data or self.dev_file,
+                            "--output_dir", out, "--disable_tqdm", "true", "--predict_with_generate",
+                            "--per_device_eval_batch_size", "8", *extra)
+        with open(os.path.join(out, "test_results.json")) as f:
+            self.metrics = json.load(f)
+        with open(os.path.join(out, "generated_predictions.txt")) as f:
+            return [[int(x) for x in l.split()] for l in f.read().split("\n")[:-1]], stderr
+
+    def test_generation_config_lengths(self):
+        """max_new_tokens N generates at most N tokens, over max_length and over
+        --generation_max_length too (HF's generate() lets it win, and warns); min_new_tokens N
+        holds eos back until N tokens are out, as min_length N + 1 does, and replaces min_length
+        (HF's _prepare_generated_length). The lines leave out the special tokens, so the lengths
+        are the reported gen_len (model tokens, eos included): 4 tokens and an eos at least."""
+        beams = ("--generation_num_beams", "2")
+        plain, _ = self.predict_with("len-plain", {"max_length": 8}, *beams)
+        self.assertTrue(any(len(l) > 2 for l in plain))
+        capped, _ = self.predict_with("len-new", {"max_new_tokens": 2, "max_length": 8}, *beams)
+        self.assertTrue(all(len(l) <= 2 for l in capped))
+        self.assertNotEqual(capped, plain)
+        by_length, _ = self.predict_with("len-max", {"max_length": 3}, *beams)
+        self.assertEqual(capped, by_length)
+        over_arg, stderr = self.predict_with("len-arg", {"max_new_tokens": 2}, *beams, "--generation_max_length", "8")
+        self.assertEqual(over_arg, capped)
+        self.assertIn("max_new_tokens 2 wins over --generation_max_length 8", stderr)
+        self.predict_with("min-plain", {"max_length": 8}, *beams)
+        self.assertLess(self.metrics["test_gen_len"], 5)
+        longer, _ = self.predict_with("min-new", {"min_new_tokens": 4, "max_length": 8}, *beams)
+        self.assertGreaterEqual(self.metrics["test_gen_len"], 5)
+        self.assertNotEqual(longer, plain)
+        by_min_length, _ = self.predict_with("min-len", {"min_length": 5, "max_length": 8}, *beams)
+        self.assertEqual(by_min_length, longer)
+        replaced, _ = self.predict_with("min-both", {"min_new_tokens": 4, "min_length": 7, "max_length": 8}, *beams)
+        self.assertEqual(replaced, longer)
+        at_least_six, _ = self.predict_with("min-7", {"min_length": 7, "max_length": 8}, *beams)
+        self.assertNotEqual(at_least_six, longer)
+        self.predict_with("min-greedy-plain", {"max_length": 8})
+        self.assertLess(self.metrics["test_gen_len"], 5)
+        self.predict_with("min-greedy", {"min_new_tokens": 4, "max_length": 8})
+        self.assertGreaterEqual(self.metrics["test_gen_len"], 5)
+
+    def test_no_repeat_ngram_size(self):
+        """no_repeat_ngram_size n: no generated line repeats an n-gram, where the same model
+        without it repeats one (the targets reverse sources made of repeats)."""
+        data = os.path.join(self.tmp, "repeats.jsonl")
+        with open(data, "w") as f:
+            for s in ([4, 5, 4, 5], [7, 3, 7, 3, 9], [6, 6, 8], [9, 10, 9], [3, 11, 12, 11, 3]):
+                f.write(json.dumps({"input_ids": s + [1], "labels": s[::-1] + [1]}) + "\n")
+
+        def repeats(line, n):
+            grams = [tuple(line[i:i + n]) for i in range(len(line) + 1 - n)]
+            return len(grams) != len(set(grams))
+
+        for n in (1, 2):
+            for beams in ("1", "3"):
+                with self.subTest(n=n, beams=beams):
+                    args = ("--generation_num_beams", beams)
+                    plain, _ = self.predict_with(f"ngram-plain-{beams}", {"max_length": 8}, *args, data=data)
+                    self.assertTrue(any(repeats(l, n) for l in plain), plain)
+                    banned, _ = self.predict_with(f"ngram-{n}-{beams}", {"max_length": 8, "no_repeat_ngram_size": n},
+                                                  *args, data=data)
+                    self.assertFalse(any(repeats(l, n) for l in banned), banned)
+
+    def test_generation_config_keys(self):
+        """A key that would change the output is refused, not supported yet, in one line naming
+        the file and the key: --generation_config's when the arguments are read, the model
+        folder's when generation is set up. Keys that change nothing are taken; an unknown key
+        is a warning naming it."""
+        for settings, key in (({"do_sample": True}, "do_sample"), ({"num_return_sequences": 2}, "num_return_sequences"),
+                              ({"repetition_penalty": 1.2}, "repetition_penalty"),
+                              ({"encoder_repetition_penalty": 1.1}, "encoder_repetition_penalty"),
+                              ({"bad_words_ids": [[3]]}, "bad_words_ids"), ({"force_words_ids": [[3]]}, "force_words_ids"),
+                              ({"forced_bos_token_id": 3}, "forced_bos_token_id"),
+                              ({"forced_eos_token_id": 1}, "forced_eos_token_id"),
+                              ({"num_beam_groups": 2}, "num_beam_groups"), ({"diversity_penalty": 0.5}, "diversity_penalty"),
+                              ({"exponential_decay_length_penalty": [2, 1.1]}, "exponential_decay_length_penalty"),
+                              ({"suppress_tokens": [3]}, "suppress_tokens"),
+                              ({"begin_suppress_tokens": [3]}, "begin_suppress_tokens"),
+                              ({"sequence_bias": {"3": -1.0}}, "sequence_bias"),
+                              ({"renormalize_logits": True}, "renormalize_logits"),
+                              ({"constraints": [1]}, "constraints"), ({"penalty_alpha": 0.6}, "penalty_alpha"),
+                              ({"guidance_scale": 1.5}, "guidance_scale"), ({"low_memory": True}, "low_memory"),
+                              ({"watermarking_config": {"greenlist_ratio": 0.25}}, "watermarking_config"),
+                              ({"encoder_no_repeat_ngram_size": 2}, "encoder_no_repeat_ngram_size")):
+            with self.subTest(key=key):
+                line = self.refused_line(self.gen_config(f"keys/{key}.json", settings))
+                self.assertIn(f"{key}.json: {key} is not supported yet", line)
+        # the model folder's, where generation is set up; and an eos other than the model's
+        for settings, text in (({"repetition_penalty": 1.2}, "generation_config.json: repetition_penalty is not "
+                                                             "supported yet"),
+                               ({"eos_token_id": 2}, "generation_config.json: eos_token_id 2 is not the model's (1)"),
+                               ({"eos_token_id": [1, 2]}, "generation_config.json: eos_token_id with several ids")):
+            with self.subTest(settings=settings):
+                folder = os.path.join(self.tmp, "keys-model")
+                if not os.path.isdir(folder):
+                    shutil.copytree(self.model_dir, folder)
+                self.gen_config("keys-model/generation_config.json", settings)
+                code, _, stderr = loom("predict", "--model_name_or_path", folder, "--test_file", self.dev_file,
+                                       "--output_dir", os.path.join(self.tmp, "keys-refused"),
+                                       "--predict_with_generate", check=False)
+                self.assertNotEqual(code, 0)
+                self.assertIn(text, stderr)
+        # taken: no effect on the output (the default one's), or an unknown key warned about
+        _, default = self.predict(os.path.join(self.tmp, "keys-default"))
+        accepted = {"transformers_version": "4.46.0", "_from_model_config": True, "do_sample": False, "top_k": 50,
+                    "temperature": 1.0, "num_return_sequences": 1, "repetition_penalty": 1.0, "bad_words_ids": None,
+                    "suppress_tokens": [], "eos_token_id": [1], "pad_token_id": 0, "decoder_start_token_id": 0,
+                    "bos_token_id": 0, "output_scores": True, "return_dict_in_generate": True, "use_cache": True,
+                    "future_knob": 3}
+        taken, stderr = self.predict_with("keys-accepted", accepted)
+        self.assertEqual(taken, default)
+        self.assertIn("unknown generation setting 'future_knob' is ignored", stderr)
+        self.assertEqual(stderr.count("future_knob"), 1, stderr)
 
 
 if __name__ == "__main__":
