@@ -187,7 +187,9 @@ loom_status loom_generation_settings(loom_trainer *t, loom_beam_config *config, 
     if (loom_config_i64(t->model.config, "n_positions", &context) == LOOM_CFG_PRESENT &&
         config->max_length - 1 > context)
         return loom_error(LOOM_E_INVALID,
-                          "--generation_max_length %lld is longer than the model's n_positions + 1 = %lld",
+                          "the generation length %lld (--generation_max_length / --max_length, or the generation "
+                          "config's max_length, or its max_new_tokens + 1) is longer than the model's n_positions + 1 "
+                          "= %lld",
                           (long long)config->max_length, (long long)(context + 1));
     return LOOM_OK;
 }

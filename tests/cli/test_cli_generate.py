@@ -317,6 +317,15 @@ class Generate(unittest.TestCase):
         self.assertNotEqual(capped, plain)
         by_length, _ = self.predict_with("len-max", {"max_length": 3}, *beams)
         self.assertEqual(capped, by_length)
+        # A length the model cannot hold is refused naming every place it may have come from.
+        folder = os.path.join(self.tmp, "len-huge-model")
+        shutil.copytree(self.model_dir, folder)
+        self.gen_config("len-huge-model/generation_config.json", {"max_new_tokens": 100000})
+        code, _, stderr = loom("predict", "--model_name_or_path", folder, "--test_file", self.dev_file, "--output_dir",
+                               os.path.join(self.tmp, "len-huge"), "--predict_with_generate", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("the generation length 100001 (--generation_max_length / --max_length, or the generation "
+                      "config's max_length, or its max_new_tokens + 1) is longer than the model's n_positions", stderr)
         over_arg, stderr = self.predict_with("len-arg", {"max_new_tokens": 2}, *beams, "--generation_max_length", "8")
         self.assertEqual(over_arg, capped)
         self.assertIn("max_new_tokens 2 wins over --generation_max_length 8", stderr)
