@@ -25,62 +25,22 @@ static const char *const fsdp_options[] = {"full_shard",         "shard_grad_op"
                                            "hybrid_shard_zero2", "offload",       "auto_wrap"};
 static const char *const fairscale_options[] = {"simple", "zero_dp_2", "zero_dp_3", "offload", "auto_wrap"};
 
-/* Does the space-separated option list `list` hold `word`? */
-static int has(const char *list, const char *word)
-{
-    size_t n = strlen(word);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ')
-            p++;
-        size_t len = strcspn(p, " ");
-        if (len == n && strncmp(p, word, n) == 0) return 1;
-        p += len;
-    }
-    return 0;
-}
-
 const char *loom__fsdp_sharding(const loom_args *a)
 {
-    if (a->fsdp && *a->fsdp) return has(a->fsdp, "no_shard") ? "ddp" : "zero2";
-    if (a->sharded_ddp && has(a->sharded_ddp, "simple")) return "sharded_ddp";
-    if (a->sharded_ddp && has(a->sharded_ddp, "zero_dp_2")) return "zero2";
+    if (a->fsdp && *a->fsdp) return loom__words_has(a->fsdp, "no_shard") ? "ddp" : "zero2";
+    if (a->sharded_ddp && loom__words_has(a->sharded_ddp, "simple")) return "sharded_ddp";
+    if (a->sharded_ddp && loom__words_has(a->sharded_ddp, "zero_dp_2")) return "zero2";
     return NULL; /* HF: --sharded_ddp auto_wrap alone shards nothing */
-}
-
-/* `flag`'s words, each one of `known` (its first n_strategies name strategies): how many there
- * are, and how many strategies. */
-static loom_status check_words(const char *flag, const char *text, const char *const *known, size_t n_known,
-                               size_t n_strategies, const char *where, int *words, int *strategies)
-{
-    *words = *strategies = 0;
-    for (const char *p = text; *p;) {
-        while (*p == ' ')
-            p++;
-        size_t len = strcspn(p, " ");
-        if (!len) break;
-        int found = 0;
-        for (size_t k = 0; k < n_known; k++)
-            if (strlen(known[k]) == len && !strncmp(p, known[k], len)) found = 1, *strategies += k < n_strategies;
-        if (!found) {
-            char list[256] = "";
-            for (size_t k = 0; k < n_known; k++)
-                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", known[k]);
-            return loom_error(LOOM_E_INVALID, "%s%s: '%.*s' is not one of: %s", flag, where, (int)len, p, list);
-        }
-        ++*words;
-        p += len;
-    }
-    return LOOM_OK;
 }
 
 static void warn_no_effect(const char *flag, const char *options)
 {
-    if (has(options, "offload"))
+    if (loom__words_has(options, "offload"))
         fprintf(stderr,
                 "loom: warning: %s offload has no effect on the CPU (parameters, gradients and optimizer "
                 "states are in host memory already; on a GPU it is refused)\n",
                 flag);
-    if (has(options, "auto_wrap"))
+    if (loom__words_has(options, "auto_wrap"))
         fprintf(stderr,
                 "loom: warning: %s auto_wrap has no effect here (loom shards flat ranges of the parameters, "
                 "not modules)\n",
@@ -93,28 +53,28 @@ static loom_status check_options(loom_args *a, const char *where)
     if (!strcmp(a->fsdp, "true") || !strcmp(a->fsdp, "false"))
         return loom__arg_set_string(&a->fsdp, !strcmp(a->fsdp, "true") ? "full_shard" : NULL);
     int n = 0, strategies = 0;
-    loom_status st = check_words("--fsdp", a->fsdp, fsdp_options, COUNT(fsdp_options), 5, where, &n, &strategies);
+    loom_status st = loom__words_check("--fsdp", a->fsdp, fsdp_options, COUNT(fsdp_options), 5, where, &n, &strategies);
     if (st != LOOM_OK) return st;
     if (n == 0) return loom__arg_set_string(&a->fsdp, NULL);
     /* HF's two checks, in its words. */
-    if (n == 1 && has(a->fsdp, "offload"))
+    if (n == 1 && loom__words_has(a->fsdp, "offload"))
         return loom_error(LOOM_E_INVALID,
                           "--fsdp offload%s can't work on its own: it needs --fsdp full_shard or --fsdp shard_grad_op "
                           "with it, for example --fsdp \"shard_grad_op offload\"",
                           where);
-    if (has(a->fsdp, "full_shard") && has(a->fsdp, "shard_grad_op"))
+    if (loom__words_has(a->fsdp, "full_shard") && loom__words_has(a->fsdp, "shard_grad_op"))
         return loom_error(LOOM_E_INVALID, "--fsdp full_shard is not compatible with --fsdp shard_grad_op%s", where);
     if (strategies > 1)
         return loom_error(LOOM_E_INVALID, "--fsdp '%s'%s names more than one sharding strategy", a->fsdp, where);
     /* accelerate's default strategy, when the options name none (--fsdp auto_wrap), is FULL_SHARD. */
-    if (has(a->fsdp, "full_shard") || has(a->fsdp, "hybrid_shard") || strategies == 0)
+    if (loom__words_has(a->fsdp, "full_shard") || loom__words_has(a->fsdp, "hybrid_shard") || strategies == 0)
         return loom_error(LOOM_E_UNSUPPORTED,
                           "--fsdp '%s'%s: %s shards the parameters themselves (ZeRO-3), which is not supported yet "
                           "(supported: shard_grad_op = ZeRO-2, hybrid_shard_zero2, no_shard = DDP)",
                           a->fsdp, where,
-                          has(a->fsdp, "hybrid_shard") ? "hybrid_shard"
-                          : strategies == 0            ? "accelerate's default strategy, full_shard,"
-                                                       : "full_shard");
+                          loom__words_has(a->fsdp, "hybrid_shard") ? "hybrid_shard"
+                          : strategies == 0                        ? "accelerate's default strategy, full_shard,"
+                                                                   : "full_shard");
     warn_no_effect("--fsdp", a->fsdp);
     return LOOM_OK;
 }
@@ -125,22 +85,22 @@ static loom_status check_fairscale(loom_args *a, const char *where)
     int32_t on;
     if (loom__parse_bool(a->sharded_ddp, &on) == 0) return loom__arg_set_string(&a->sharded_ddp, on ? "simple" : NULL);
     int n = 0, strategies = 0;
-    loom_status st = check_words("--sharded_ddp", a->sharded_ddp, fairscale_options, COUNT(fairscale_options), 3, where,
-                                 &n, &strategies);
+    loom_status st = loom__words_check("--sharded_ddp", a->sharded_ddp, fairscale_options, COUNT(fairscale_options), 3,
+                                       where, &n, &strategies);
     if (st != LOOM_OK) return st;
     if (n == 0) return loom__arg_set_string(&a->sharded_ddp, NULL);
     /* HF's three checks, in its words. */
-    if (n == 1 && has(a->sharded_ddp, "offload"))
+    if (n == 1 && loom__words_has(a->sharded_ddp, "offload"))
         return loom_error(LOOM_E_INVALID,
                           "--sharded_ddp offload%s can't work on its own: it needs --sharded_ddp zero_dp_2 or "
                           "--sharded_ddp zero_dp_3 with it, for example --sharded_ddp \"zero_dp_2 offload\"",
                           where);
-    if (n > 1 && has(a->sharded_ddp, "simple"))
+    if (n > 1 && loom__words_has(a->sharded_ddp, "simple"))
         return loom_error(LOOM_E_INVALID, "--sharded_ddp simple%s is not compatible with any other option", where);
-    if (has(a->sharded_ddp, "zero_dp_2") && has(a->sharded_ddp, "zero_dp_3"))
+    if (loom__words_has(a->sharded_ddp, "zero_dp_2") && loom__words_has(a->sharded_ddp, "zero_dp_3"))
         return loom_error(LOOM_E_INVALID, "--sharded_ddp zero_dp_2 is not compatible with --sharded_ddp zero_dp_3%s",
                           where);
-    if (has(a->sharded_ddp, "zero_dp_3"))
+    if (loom__words_has(a->sharded_ddp, "zero_dp_3"))
         return loom_error(LOOM_E_UNSUPPORTED,
                           "--sharded_ddp zero_dp_3%s shards the parameters themselves (ZeRO-3), which is not supported "
                           "yet (supported: simple, zero_dp_2 = ZeRO-2)",
@@ -191,7 +151,7 @@ static loom_status check_key(const loom_args *a, const cJSON *item, const char *
     }
     if (!strcmp(name, "reshard_after_forward")) {
         /* FSDP2's spelling of the strategy: true is full_shard's resharding, false shard_grad_op's. */
-        if (is_true(item) && a->fsdp && !has(a->fsdp, "no_shard"))
+        if (is_true(item) && a->fsdp && !loom__words_has(a->fsdp, "no_shard"))
             return loom_error(LOOM_E_UNSUPPORTED,
                               "--fsdp_config%s: reshard_after_forward true shards the parameters between forward and "
                               "backward (ZeRO-3), which is not supported yet (false is shard_grad_op)",

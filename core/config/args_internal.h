@@ -131,6 +131,13 @@ loom_status loom__args_adopt_deepspeed(loom_args *args, loom__arg_origin *origin
 /* HF's later arguments' checks and aliases, called by loom__args_resolve (args_later.c). */
 loom_status loom__args_resolve_later(loom_args *args, loom__arg_origin *origin);
 
+/* An option list of space-separated words (args_words.c): whether it holds `word`; and a check
+ * that each word is one of `known` ("FLAG WHERE: 'x' is not one of: ..."), giving how many
+ * words there are and how many of them are among the first n_strategies of `known`. */
+int loom__words_has(const char *list, const char *word);
+loom_status loom__words_check(const char *flag, const char *text, const char *const *known, size_t n_known,
+                              size_t n_strategies, const char *where, int *words, int *strategies);
+
 /* --fsdp and --fsdp_config: their checks, HF's, and what maps onto loom's (args_fsdp.c). */
 loom_status loom__args_resolve_fsdp(loom_args *args, loom__arg_origin *origin);
 

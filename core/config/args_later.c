@@ -281,22 +281,17 @@ static loom_status check_debug(loom_args *a, const loom__arg_origin *origin)
         loom_status st = loom__arg_set_string(&a->debug, on ? "tpu_metrics_debug" : NULL);
         if (st != LOOM_OK || !on) return st;
     }
-    for (const char *p = a->debug; *p;) {
-        size_t n = strcspn(p, " ");
-        if (n == 17 && !strncmp(p, "tpu_metrics_debug", n)) {
-            fprintf(stderr, "loom: warning: --debug tpu_metrics_debug%s has no effect here (TPU metrics)\n", where);
-        } else if (n == 18 && !strncmp(p, "underflow_overflow", n)) {
-            return loom_error(LOOM_E_UNSUPPORTED,
-                              "--debug underflow_overflow%s is not supported yet (HF hooks every module's forward to "
-                              "find the first inf/nan; loom's models have no such hooks)",
-                              where);
-        } else if (n > 0) {
-            return loom_error(LOOM_E_INVALID, "--debug%s: '%.*s' is not one of: underflow_overflow, tpu_metrics_debug",
-                              where, (int)n, p);
-        }
-        p += n;
-        p += strspn(p, " ");
-    }
+    static const char *const options[] = {"underflow_overflow", "tpu_metrics_debug"};
+    int words = 0, unused = 0;
+    loom_status st = loom__words_check("--debug", a->debug, options, 2, 0, where, &words, &unused);
+    if (st != LOOM_OK) return st;
+    if (loom__words_has(a->debug, "underflow_overflow"))
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "--debug underflow_overflow%s is not supported yet (HF hooks every module's forward to "
+                          "find the first inf/nan; loom's models have no such hooks)",
+                          where);
+    if (loom__words_has(a->debug, "tpu_metrics_debug"))
+        fprintf(stderr, "loom: warning: --debug tpu_metrics_debug%s has no effect here (TPU metrics)\n", where);
     return LOOM_OK;
 }
 
