@@ -74,7 +74,7 @@ typedef struct loom_device_info {
     int32_t multiprocessors;
     int32_t device_index;       /* as create() was given it                                   */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_device_info;
 
 /* Filled by the plugin (static storage, never freed). Every member since 1.3 (the kind is new
@@ -138,7 +138,7 @@ typedef struct loom_backend_vtable {
      * static or living as long as the instance. Its kernels run on the compute stream. */
     const loom_kernels_api *(*kernels)(loom_backend *self);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_backend_vtable;
 
 /* ABI 1.4: the bound backend, for plugins that move their own bytes between host and device
@@ -156,7 +156,7 @@ typedef struct loom_backend_service {
     const loom_backend_vtable *vtable; /* the bound backend's                               */
     loom_backend *instance;            /* the bound device                                   */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_backend_service;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

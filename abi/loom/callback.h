@@ -56,7 +56,7 @@ typedef struct loom_trainer_state {
     const char *output_dir;       /* never NULL                                              */
     double elapsed_seconds;       /* since train begin                                       */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_trainer_state;
 
 /* HF's TrainerControl: a callback sets flags; the host acts on them and resets them as HF
@@ -73,7 +73,7 @@ typedef struct loom_trainer_control {
     int32_t should_log;
     int32_t reserved1;
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_trainer_control;
 
 /* A named number: a log or metrics entry. Plain data (no header), since 1.0; key never NULL,
@@ -93,7 +93,7 @@ typedef struct loom_event_payload {
     size_t n_metrics;
     const char *text;             /* SAVE: checkpoint folder; NULL otherwise                 */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_event_payload;
 
 typedef struct loom_callback loom_callback; /* plugin-private instance */
@@ -136,7 +136,7 @@ typedef struct loom_callback_vtable {
      * resume. Training thread only. */
     loom_status (*load_state)(loom_callback *self, const char *json);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_callback_vtable;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -169,7 +169,7 @@ typedef struct loom_trainer_data {
     int64_t updates_per_epoch;   /* optimizer steps per epoch; -1 before training starts     */
     int64_t gradient_accumulation_steps;
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_trainer_data;
 
 typedef struct loom_trainer_api {
@@ -183,7 +183,10 @@ typedef struct loom_trainer_api {
     /* Tensor `index` (0 .. num_tensors-1, the model's order): *name (may be NULL; valid for the
      * run) and a view of its current values in the parameters' dtype, on view->device. The host
      * writes the whole view, header included. view->data is read-only and valid until the
-     * event returns (each optimizer step rewrites it). LOOM_E_NOT_FOUND past the end. */
+     * event returns (each optimizer step rewrites it). LOOM_E_NOT_FOUND past the end.
+     * Since 1.12, LOOM_E_UNSUPPORTED while the sharding plugin keeps the parameters
+     * partitioned (ZeRO-3: a rank holds only its own ranges between uses, as DeepSpeed's
+     * partitioned parameters are empty outside a gather). */
     loom_status (*tensor)(loom_host *host, int64_t index, const char **name, loom_tensor_view *view);
     /* The same by name ("fc1.weight"); LOOM_E_NOT_FOUND for a name the model lacks. */
     loom_status (*find_tensor)(loom_host *host, const char *name, loom_tensor_view *view);
@@ -253,7 +256,7 @@ typedef struct loom_trainer_api {
      * nowhere or to something that is not a number or a boolean. MT-safe. */
     loom_status (*json_number)(loom_host *host, const char *json, const char *path, double *out);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_trainer_api;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -40,7 +40,7 @@ typedef struct loom_comm_setup {
     uint32_t device;          /* LOOM_DEVICE_* of the buffers                              */
     double timeout_seconds;   /* for rendezvous and every collective (--ddp_timeout)       */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_comm_setup;
 
 /* The rendezvous store: a key-value store every rank of the run reaches, served by rank 0 at
@@ -68,7 +68,7 @@ typedef struct loom_store_api {
      * all do). */
     loom_status (*wait)(loom_host *host, const char *const *keys, size_t n, double timeout_seconds);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_store_api;
 
 typedef struct loom_comm loom_comm;                 /* plugin-private instance */
@@ -146,7 +146,7 @@ typedef struct loom_comm_vtable {
      * did not hand out is LOOM_E_INVALID. One thread per instance. */
     loom_status (*free_shared)(loom_comm *self, void *memory);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_comm_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -360,7 +360,7 @@ typedef struct loom_kernels_api {
      * skips both the zeroing pass and an f32 copy of inp. dinp may be dout; no other overlap. */
     void (*gelu_backward_cast)(float *dinp, const void *inp, uint32_t inp_dtype, const float *dout, int64_t n);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_kernels_api;
 
 /* The scratch bytes classifier_columns needs for slabs of `columns` columns (ABI 1.8,

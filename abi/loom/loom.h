@@ -57,7 +57,7 @@ extern "C" {
 /* Versions                                                                                 */
 
 #define LOOM_ABI_MAJOR 1 /* incompatible change: a host rejects a plugin of another major  */
-#define LOOM_ABI_MINOR 11 /* compatible change: members appended; older plugins keep loading */
+#define LOOM_ABI_MINOR 12 /* compatible change: members appended; older plugins keep loading */
 /* 1.1: kernels.h convert / accumulate_f32 / gemm_mixed / softmax_cross_entropy_backward_cast;
  *      model.h step_scratch; precision.h loom_precision_binding.grad_workspace;
  *      optimizer.h loom_optimizer_step.comm..world_size and local_gradients (1-bit Adam);
@@ -107,7 +107,11 @@ extern "C" {
  *      loom_uniform (dropout's draw, NEFTune's noise). No member added.
  * 1.11: scheduler.h loom_scheduler_vtable observe / save_state / load_state (a schedule that
  *      follows the evaluation metric, HF's reduce_lr_on_plateau, and keeps state across a
- *      resume). */
+ *      resume).
+ * 1.12: ZeRO-3: sharding.h param_acquire / param_release and loom_sharding_memory.param_bytes;
+ *      model.h loom_param_source, loom_model_binding.param_source, loom_model_vtable.flags
+ *      and LOOM_MODEL_PARAM_SOURCE; callback.h the trainer's tensor() answers
+ *      LOOM_E_UNSUPPORTED while the parameters are partitioned. */
 
 /* The first members of every versioned struct. struct_size MUST be set to sizeof(the struct)
  * as the builder of the struct saw it; the reader never touches bytes past it. */
@@ -334,7 +338,7 @@ typedef struct loom_host_api {
     /* Number of worker threads the run may use for compute (OpenMP / BLAS). MT-safe. */
     int32_t (*num_threads)(loom_host *host);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_host_api;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -353,7 +357,7 @@ typedef struct loom_plugin_desc {
     const void *vtable;             /* -> static const loom_<kind>_vtable of this kind       */
     const loom_param_spec *params;  /* accepted configuration keys, {NULL}-terminated; NULL = none */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_plugin_desc;
 
 /* The one symbol a plugin exports. Returns descriptor number `index` (0, 1, ...) or NULL

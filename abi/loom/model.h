@@ -28,6 +28,12 @@ extern "C" {
                                     floating_point_ops estimate, 6 x non-embedding parameters
                                     x tokens. Since ABI 1.2; a host of 1.0/1.1 ignores it. */
 
+/* loom_model_vtable.flags (ABI 1.12) */
+#define LOOM_MODEL_PARAM_SOURCE                                                                                        \
+    1u /* reads its parameters through loom_model_binding.param_source                                                 \
+          when the host binds one: it can train under a sharding                                                       \
+          plugin that partitions the parameters (ZeRO-3)          */
+
 /* One parameter tensor, as the model declares it in param_info(). Written by the plugin into
  * the host's struct. Every member Required, since 1.0. */
 typedef struct loom_param_info {
@@ -38,7 +44,7 @@ typedef struct loom_param_info {
     uint32_t flags;               /* LOOM_PARAM_* (0: none)                                 */
     int64_t shape[LOOM_MAX_DIMS]; /* the first ndim entries; the rest ignored               */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_param_info;
 
 /* What the model reads from a batch. Built by the host; the struct and the memory its views
@@ -81,8 +87,34 @@ typedef struct loom_batch {
     uint32_t training;
     uint32_t reserved1; /* Since 1.3. 0; the model ignores it.                     */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_batch;
+
+/* Where a model gets parameters that are not whole between uses (ABI 1.12; ZeRO-3,
+ * docs/architecture.md#zero-3). Built by the host and lent for the model's lifetime through
+ * loom_model_binding.param_source. With a source bound, binding->params keeps its layout (tensor
+ * i at its flat offset), but what it holds outside the ranges acquired and not yet released is
+ * unspecified (it may read as zeros): in forward(), backward(), backward_outputs() and
+ * train_step() the model calls acquire for a range of whole tensors before it reads any of them,
+ * reads them at their usual place in params, and calls release for the same range when it is done
+ * with them. Ranges held at the same time must not overlap, and each call above releases all it
+ * acquired before it returns, also on failure where it can. acquire and release may communicate:
+ * every rank makes the same calls in the same order, which holds because the host runs these
+ * calls in lockstep on every rank (in evaluation it makes the parameters whole for the pass, and
+ * the calls return at once). Around init_params(), decode_begin()/decode_step() and
+ * encode()/decode_rows()/reorder_cache() the host makes the parameters whole itself, and the
+ * model calls no source there. Every member Required and never NULL, since 1.12; called on the
+ * thread that runs the model, one call at a time. */
+typedef struct loom_param_source {
+    LOOM_STRUCT_HEADER;
+    void *context; /* the host's; passed back unchanged as the first argument               */
+    /* Make [begin, end) current in params until the matching release. */
+    loom_status (*acquire)(void *context, int64_t begin, int64_t end);
+    /* The model no longer reads [begin, end) (exactly a range it acquired). */
+    loom_status (*release)(void *context, int64_t begin, int64_t end);
+
+    /* ABI 1.13+: append below. */
+} loom_param_source;
 
 /* How the host binds a model to memory and sizes before the first step. Built by the host;
  * the struct is borrowed for bind(), the memory named "lent" stays the host's. Every member
@@ -102,7 +134,14 @@ typedef struct loom_model_binding {
     int64_t max_sequence_length; /* sequence models: the longest T a batch will have
                                     (inputs [B, T]); 0 = the data is not sequences         */
 
-    /* ABI 1.12+: append below. */
+    /* ---- ABI 1.12 ---- */
+
+    /* Optional, since 1.12 (NULL or absent: params hold every parameter for the model's
+     * lifetime, as before). The host's, lent for the model's lifetime; bound only to a model
+     * whose vtable sets LOOM_MODEL_PARAM_SOURCE. See loom_param_source. */
+    const loom_param_source *param_source;
+
+    /* ABI 1.13+: append below. */
 } loom_model_binding;
 
 /* Where backward puts gradients. Built by the host; borrowed during backward().
@@ -149,7 +188,7 @@ typedef struct loom_grad_sink {
      * training thread). */
     loom_status (*release_rows)(void *context, int64_t begin);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_grad_sink;
 
 /* What forward reports. Written by the plugin into the host's struct. Every member Required,
@@ -161,7 +200,7 @@ typedef struct loom_forward_result {
     int64_t n_correct;           /* targets whose argmax prediction equals the label; -1 if
                                     the model has no notion of accuracy                    */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_forward_result;
 
 /* The token ids generation needs from an encoder-decoder model (HF's config keys of the same
@@ -174,7 +213,7 @@ typedef struct loom_generation_ids {
     int32_t pad_token_id;           /* fills a finished row                                */
     int32_t reserved1;              /* 0                                                   */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_generation_ids;
 
 typedef struct loom_model loom_model; /* plugin-private instance */
@@ -317,18 +356,24 @@ typedef struct loom_model_vtable {
      * attention keys and values are per source and never move. Since 1.4. */
     loom_status (*reorder_cache)(loom_model *self, const int32_t *rows);
 
-    /* ABI 1.12+: append below. */
+    /* ---- ABI 1.12 ---- */
+
+    /* Optional, since 1.12 (0 or absent: none). LOOM_MODEL_* capabilities. */
+    uint64_t flags;
+
+    /* ABI 1.13+: append below. */
 } loom_model_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_param_info) == 96, "loom_param_info layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_batch, attention_mask) == 240, "loom_batch layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 64, "loom_model_binding layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_binding) == 72, "loom_model_binding layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_param_source) == 40, "loom_param_source layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_grad_sink, acquire_rows) == 40, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_grad_sink) == 56, "loom_grad_sink layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_forward_result) == 40, "loom_forward_result layout changed");
 LOOM_STATIC_ASSERT(offsetof(loom_model_vtable, train_step) == 136, "model vtable layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 176, "model vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_model_vtable) == 184, "model vtable layout changed");
 LOOM_STATIC_ASSERT(sizeof(loom_generation_ids) == 32, "loom_generation_ids layout changed");
 #endif
 

@@ -85,7 +85,7 @@ typedef struct loom_optimizer_step {
      * (docs/gpu.md#what-runs-where) still allows. Lent by the host for this call; static. */
     const loom_kernels_api *kernels;
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_optimizer_step;
 
 /* loom_optimizer_vtable.flags */
@@ -155,7 +155,7 @@ typedef struct loom_optimizer_vtable {
      * member. Must not change any state. One thread per instance. */
     int32_t (*local_gradients)(const loom_optimizer *self, int64_t step);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_optimizer_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

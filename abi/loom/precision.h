@@ -28,7 +28,7 @@ typedef struct loom_precision_info {
     uint32_t master_dtype;   /* optimizer's copy: LOOM_DTYPE_F32 always in ABI 1            */
     uint32_t has_master;     /* 1: the plugin allocates separate master weights; 0: none    */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_precision_info;
 
 /* Built by the host and passed to bind(); the struct is borrowed for that call, the memory
@@ -63,7 +63,7 @@ typedef struct loom_precision_binding {
     uint32_t piecewise;
     uint32_t reserved1; /* 0 */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_precision_binding;
 
 /* Loss-scaler state, for logs and checkpoints: written by the plugin in get_state() (owned
@@ -77,7 +77,7 @@ typedef struct loom_precision_state {
     int64_t growth_tracker;   /* clean steps since the last change (GradScaler style)       */
     int64_t hysteresis_left;  /* DeepSpeed's cur_hysteresis                                 */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_precision_state;
 
 typedef struct loom_precision loom_precision; /* plugin-private instance */
@@ -163,7 +163,7 @@ typedef struct loom_precision_vtable {
      * One thread per instance. Since 1.7. */
     loom_status (*cast_piece)(loom_precision *self, size_t range_index, int64_t begin, int64_t count);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_precision_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

@@ -29,7 +29,7 @@ typedef struct loom_schedule_setup {
     int64_t total_steps;   /* optimizer steps of the whole run (max_steps or derived)        */
     int64_t warmup_steps;  /* resolved: --warmup_steps if > 0, else ceil(ratio * total)      */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_schedule_setup;
 
 /* The values for one step. Written by the plugin into the host's struct. Both members
@@ -39,7 +39,7 @@ typedef struct loom_schedule_value {
     double lr;             /* learning rate for the step                                     */
     double momentum;       /* momentum / beta1 for the step; NaN when the schedule has none  */
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_schedule_value;
 
 typedef struct loom_scheduler loom_scheduler; /* plugin-private instance */
@@ -78,7 +78,7 @@ typedef struct loom_scheduler_vtable {
      * Training thread only. */
     loom_status (*load_state)(loom_scheduler *self, const char *json);
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_scheduler_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu

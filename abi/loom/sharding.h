@@ -1,6 +1,6 @@
 /*
  * sharding.h - who owns which parameters, gradients and optimizer states, and which
- * collectives move them (LOOM_KIND_SHARDING): none, ddp, sharded_ddp, zero1, zero2.
+ * collectives move them (LOOM_KIND_SHARDING): none, ddp, sharded_ddp, zero1, zero2, zero3.
  *
  * Everything is expressed on the flat parameter index space [0, total_numel) of the model's
  * parameter list (model.h). A sharding plugin:
@@ -16,7 +16,10 @@
  *   3. finish_grads(): waits for every collective; the owned gradients are then complete in
  *      the memory owned_grads() points to;
  *   4. publish_params(): after the update, makes every rank's model-dtype copy whole again
- *      (zero1/zero2: all-gather; sharded_ddp: broadcast from owners; ddp: nothing).
+ *      (zero1/zero2: all-gather; sharded_ddp: broadcast from owners; ddp: nothing);
+ *   5. since 1.12, optionally (zero3): keeps only the owned ranges of the parameters between
+ *      uses and makes a range whole when the model acquires it (param_acquire / param_release,
+ *      wired to the model's loom_param_source).
  * Reductions are SUMs in canonical rank order (comm.h); the loss seed already carries the
  * 1/global-count factor, so no plugin divides by the world size.
  */
@@ -67,7 +70,7 @@ typedef struct loom_sharding_setup {
      * 0 or absent: total_numel. */
     int64_t params_capacity;
 
-    /* ABI 1.12+: append below. */
+    /* ABI 1.13+: append below. */
 } loom_sharding_setup;
 
 /* The memory the plugin holds, for the budget printed before step 1. Written by the plugin
@@ -85,7 +88,14 @@ typedef struct loom_sharding_memory {
      * members above are on setup->device. */
     uint64_t host_bytes;
 
-    /* ABI 1.12+: append below. */
+    /* ---- ABI 1.12 ---- */
+
+    /* Optional, since 1.12 (check LOOM_HAS_FIELD before writing; 0: the whole parameter
+     * buffer). Bytes of setup->params this rank keeps at most, for a plugin with param_acquire:
+     * its owned ranges plus what the model holds acquired at once. */
+    uint64_t param_bytes;
+
+    /* ABI 1.13+: append below. */
 } loom_sharding_memory;
 
 typedef struct loom_sharding loom_sharding; /* plugin-private instance */
@@ -167,13 +177,30 @@ typedef struct loom_sharding_vtable {
      * the init thread. */
     loom_status (*host_params)(loom_sharding *self, void **memory);
 
-    /* ABI 1.12+: append below. */
+    /* ---- ABI 1.12: parameters partitioned between uses (ZeRO-3, docs/architecture.md#zero-3) */
+
+    /* Optional, since 1.12 (NULL or absent: params are whole on every rank between steps, as
+     * every plugin before ZeRO-3 keeps them). Set, the plugin owns what setup->params holds
+     * outside its owned ranges from create() on, and may discard it (it then reads as zeros);
+     * the host keeps the owned ranges current, as with every plugin. param_acquire makes
+     * [begin, end) (a range of whole tensors) hold the current parameters on this rank until
+     * the matching param_release, which lets the plugin discard the part of it that this rank
+     * does not own. Collective: every rank makes the same calls in the same order. The host
+     * binds these to the model's loom_param_source, calls them itself around what reads the
+     * whole buffer (evaluation, saving, generation: param_acquire(0, total_numel)), never with
+     * overlapping ranges held at once, and calls publish_params after each update as before.
+     * One thread per instance. */
+    loom_status (*param_acquire)(loom_sharding *self, int64_t begin, int64_t end);
+    /* Optional (NULL with param_acquire), since 1.12. */
+    loom_status (*param_release)(loom_sharding *self, int64_t begin, int64_t end);
+
+    /* ABI 1.13+: append below. */
 } loom_sharding_vtable;
 
 #if UINTPTR_MAX == 0xffffffffffffffffu
 LOOM_STATIC_ASSERT(sizeof(loom_sharding_setup) == 104, "loom_sharding_setup layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 40, "loom_sharding_memory layout changed");
-LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 120, "sharding vtable layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_memory) == 48, "loom_sharding_memory layout changed");
+LOOM_STATIC_ASSERT(sizeof(loom_sharding_vtable) == 136, "sharding vtable layout changed");
 #endif
 
 #ifdef __cplusplus

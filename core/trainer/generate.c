@@ -130,7 +130,9 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
     }
     uint64_t rng = config->seed * 0x2545f4914f6cdd1dull + 1;
     size_t n = 0;
-    st = LOOM_PLUGIN_CALL(t->model, "decode_begin", mv->decode_begin(t->model.instance, total));
+    /* Decoding reads every block at every token: under ZeRO-3 the whole model, once. */
+    st = loom_trainer_params_whole(t);
+    if (st == LOOM_OK) st = LOOM_PLUGIN_CALL(t->model, "decode_begin", mv->decode_begin(t->model.instance, total));
     if (st == LOOM_OK)
         st = LOOM_PLUGIN_CALL(t->model, "decode_step",
                               mv->decode_step(t->model.instance, prompt, (int64_t)n_prompt, logits));
@@ -143,6 +145,8 @@ loom_status loom_trainer_generate(loom_trainer *t, const int32_t *prompt, size_t
     }
     free(logits);
     free(scratch);
+    loom_status released = loom_trainer_params_done(t);
+    if (st == LOOM_OK) st = released;
     if (st != LOOM_OK) {
         free(out);
         return st;

@@ -172,6 +172,13 @@ struct loom_trainer {
                                        _train_batch_size): --per_device_train_batch_size, or
                                        what --auto_find_batch_size chose (trainer_autobatch.c) */
     int bound;                      /* model/params/plugins bound                            */
+    /* ZeRO-3 (param_source.c): the sharding plugin keeps only the owned ranges of params
+     * between uses. The model reads the rest through param_source; whole_depth counts the
+     * host's own spans that gathered the whole buffer (nested), during which the source's
+     * calls return at once. */
+    int params_partitioned;
+    int whole_depth;
+    loom_param_source param_source;
 
     /* Owned ranges and optimizer spans built on them (owned). */
     const loom_range *owned;

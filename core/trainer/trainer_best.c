@@ -129,9 +129,8 @@ static void say_loaded(const loom_trainer *t)
  * rank whose disk lacks the folder (node 1's, when only node 0 saves) would otherwise keep the
  * last step's weights, and the final evaluation, which sums every rank's share, would mix two
  * models. A rank that cannot read the file stops every rank. */
-loom_status loom_trainer_load_best(loom_trainer *t)
+static loom_status load_best(loom_trainer *t)
 {
-    if (!t->args.load_best_model_at_end) return LOOM_OK;
     char path[4096] = "";
     int has = 0;
     if (t->best_model_checkpoint) {
@@ -162,4 +161,15 @@ loom_status loom_trainer_load_best(loom_trainer *t)
     if ((st = loom_trainer_best_copies(t, t->best_model_checkpoint, reader)) != LOOM_OK) return st;
     if (t->rank == reader) say_loaded(t);
     return loom_trainer_test_write_states(t);
+}
+
+loom_status loom_trainer_load_best(loom_trainer *t)
+{
+    if (!t->args.load_best_model_at_end) return LOOM_OK;
+    /* Under ZeRO-3 the reader writes, and the broadcast moves, the whole buffer: gathered on
+     * every rank for the span, each keeping its own ranges after (param_source.c). */
+    loom_status st = loom_trainer_params_whole(t);
+    if (st == LOOM_OK) st = load_best(t);
+    loom_status released = loom_trainer_params_done(t);
+    return st == LOOM_OK ? released : st;
 }

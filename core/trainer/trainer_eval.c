@@ -51,8 +51,10 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
     if (st != LOOM_OK) return st;
     /* Whatever loader a hook made: padding would count examples twice. Ranks may then run
      * one batch fewer than others, which is safe because nothing in a forward pass, in
-     * generation or at PREDICTION_STEP communicates (the sharding plugins keep whole weights). */
+     * generation or at PREDICTION_STEP communicates: under ZeRO-3 the whole model is gathered
+     * once for the pass (param_source.c), and the model's gathers return at once. */
     dl->unpadded = 1;
+    if ((st = loom_trainer_params_whole(t)) != LOOM_OK) goto done;
     if ((st = loom_dataloader_set_epoch(dl, 0)) != LOOM_OK) goto done;
     if (t->args.predict_with_generate && (st = loom_generation_pass_init(t, &gen, dl->batch_size)) != LOOM_OK)
         goto done;
@@ -125,6 +127,10 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
 done:
     loom_generation_pass_free(&gen);
     loom_batch_buffer_free(&buf);
+    {
+        loom_status released = loom_trainer_params_done(t);
+        if (st == LOOM_OK) st = released;
+    }
     return st;
 }
 

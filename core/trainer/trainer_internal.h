@@ -185,6 +185,16 @@ loom_status loom_trainer_prepare_train(loom_trainer *t);
  * what the last call bound (trainer_prepare.c). */
 loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch);
 
+/* ZeRO-3 (param_source.c, docs/architecture.md#zero-3). param_source_setup: after the sharding
+ * plugin is created, whether it partitions the parameters (param_acquire), and if so that the
+ * model can read them through a source (LOOM_MODEL_PARAM_SOURCE) and the device is the CPU;
+ * fills t->param_source. params_whole / params_done bracket what reads or writes the whole
+ * buffer (evaluation, saving, loading the best model, generation): collective, nested, and a
+ * no-op when the parameters are not partitioned. */
+loom_status loom_trainer_param_source_setup(loom_trainer *t);
+loom_status loom_trainer_params_whole(loom_trainer *t);
+loom_status loom_trainer_params_done(loom_trainer *t);
+
 /* --auto_find_batch_size (trainer_autobatch.c). autobatch_resume: a run resumed from a
  * checkpoint of a run with --auto_find_batch_size takes the size it found (its
  * trainer_state.json's train_batch_size), as HF does, with the flag or without. find: with the

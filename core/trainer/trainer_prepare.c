@@ -293,6 +293,7 @@ loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch)
             binding.max_sequence_length = sequences[i]->labels_per_example;
     }
     if (generating_only) binding.max_sequence_length = 1;
+    if (t->params_partitioned) binding.param_source = &t->param_source;
     /* A second bind replaces the first: the piecewise step's buffer may be the activations. */
     if (t->step_pieces) {
         loom_step_pieces_free(t);
@@ -436,6 +437,7 @@ static loom_status prepare(loom_trainer *t, int training)
         return st;
     if ((st = compute_norm_ranges(t)) != LOOM_OK) return st;
     if ((st = bind_offload(t)) != LOOM_OK) return st;
+    if ((st = loom_trainer_param_source_setup(t)) != LOOM_OK) return st;
 
     /* The batch is bound last: --auto_find_batch_size binds sizes until one fits, and what
      * comes before does not depend on it. */

@@ -586,7 +586,11 @@ failed:
 
 loom_status loom_trainer_save_checkpoint(loom_trainer *t)
 {
-    loom_status st = save_checkpoint(t);
+    /* Under ZeRO-3 every rank gathers the whole model for the writer (param_source.c). */
+    loom_status st = loom_trainer_params_whole(t);
+    if (st == LOOM_OK) st = save_checkpoint(t);
+    loom_status released = loom_trainer_params_done(t);
+    if (st == LOOM_OK) st = released;
     /* With --save_on_each_node every node has a writer, each on its own disk: one that fails there
      * (its disk full, the --tokenizer_name folder missing from it) stops the others at this save
      * with its line, not at their next collective (docs/checkpoints.md#files-on-one-node). */
@@ -645,11 +649,20 @@ loom_status loom_trainer_remove_leftovers(loom_trainer *t)
     return LOOM_OK;
 }
 
-loom_status loom_trainer_save_final(loom_trainer *t)
+static loom_status save_final(loom_trainer *t)
 {
     if (!loom_trainer_saves_here(t)) return LOOM_OK;
     loom_status st = loom_trainer_save_model(t, t->args.output_dir);
     if (st == LOOM_OK) st = write_training_args(t, t->args.output_dir);
     if (st == LOOM_OK) st = loom_trainer_write_state(t, t->args.output_dir);
     return st;
+}
+
+loom_status loom_trainer_save_final(loom_trainer *t)
+{
+    /* Every rank calls it: under ZeRO-3 they gather the whole model for the writer. */
+    loom_status st = loom_trainer_params_whole(t);
+    if (st == LOOM_OK) st = save_final(t);
+    loom_status released = loom_trainer_params_done(t);
+    return st == LOOM_OK ? released : st;
 }

@@ -46,6 +46,12 @@ static loom_status svc_tensor(loom_host *host, int64_t index, const char **name,
                           (long long)svc_num_tensors(host));
     const loom_param_info *info = &t->tensors[index];
     if (name) *name = info->name;
+    /* A gather here would be collective, and callbacks are not called in lockstep. */
+    if (t->params_partitioned && t->whole_depth == 0)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "tensor '%s': the parameters are partitioned between uses (ZeRO-3); this rank holds only "
+                          "its own range of them",
+                          info->name);
     *view = (loom_tensor_view){LOOM_HEADER_INIT(loom_tensor_view)};
     view->data = (char *)t->params + (size_t)t->tensor_offsets[index] * t->param_size;
     view->dtype = t->param_dtype;

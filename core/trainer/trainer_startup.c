@@ -23,6 +23,10 @@ loom_status loom_trainer_budget(loom_trainer *t, uint64_t optimizer_bytes, loom_
     loom_status st = LOOM_PLUGIN_CALL(t->sharding, "memory", sv->memory(t->sharding.instance, &sharding));
     if (st != LOOM_OK) return st;
     b->parameters = (uint64_t)t->total_numel * t->param_size;
+    /* ZeRO-3: the owned ranges and the model's working set stay; the rest is given back. */
+    if (LOOM_HAS_FIELD(&sharding, loom_sharding_memory, param_bytes) && sharding.param_bytes > 0 &&
+        sharding.param_bytes < b->parameters)
+        b->parameters = sharding.param_bytes;
     /* The ZeRO paper's K counts the f32 master weights with the optimizer states (K = 12 for
      * mixed-precision Adam); the f32 gradients the step reads are a workspace beside them. */
     uint64_t owned_numel = 0;

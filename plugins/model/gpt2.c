@@ -361,6 +361,7 @@ static loom_status gpt2_bind(loom_model *self, const loom_model_binding *binding
         return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
 
     self->params = binding->params;
+    self->source = LOOM_HAS(binding, loom_model_binding, param_source) ? binding->param_source : NULL;
     self->param_size = loom_dtype_size(pd);
     self->k = k;
     loom_status st = gpt2_mixed_bind(self, N, mixed_scratch);
@@ -565,11 +566,58 @@ static void embed_neftune(loom_model *self, float *out, const int32_t *tokens, i
     }
 }
 
-/* Embeddings, the blocks and ln_f: returns ln_f's output as the head reads it. */
-static const void *forward_trunk(loom_model *self, const int32_t *tokens, int64_t B, int64_t T)
+/* ---- parameters under ZeRO-3 (loom_param_source, ABI 1.12) ------------------------------
+ * The embeddings (wte and wpe, adjacent) are acquired when a forward starts and kept until its
+ * backward ends (the tied head reads wte in both); each block and ln_f only while it runs, in
+ * forward and again in backward (recomputing a checkpointed block included). Without a source
+ * the parameters are always whole and these calls do nothing. */
+
+static int64_t emb_end(const loom_model *self)
+{
+    return (self->V + self->P) * self->C;
+}
+
+/* [begin, end) current in params, and in a mixed run its f32 copies staged from it. */
+static loom_status params_use(loom_model *self, int64_t begin, int64_t end)
+{
+    if (!self->source) return LOOM_OK;
+    loom_status st = self->source->acquire(self->source->context, begin, end);
+    if (st == LOOM_OK) gpt2_mixed_stage_range(self, begin, end);
+    return st;
+}
+static loom_status params_done(loom_model *self, int64_t begin, int64_t end)
+{
+    return self->source ? self->source->release(self->source->context, begin, end) : LOOM_OK;
+}
+static loom_status block_use(loom_model *self, int64_t l)
+{
+    const int64_t begin = gpt2_layer_offset(self, l);
+    return params_use(self, begin, begin + self->layer_size);
+}
+static loom_status block_done(loom_model *self, int64_t l)
+{
+    const int64_t begin = gpt2_layer_offset(self, l);
+    return params_done(self, begin, begin + self->layer_size);
+}
+/* `st` unless it is LOOM_OK, else how releasing the embeddings went: a failed call still gives
+ * back what it holds. */
+static loom_status emb_done(loom_model *self, loom_status st)
+{
+    loom_status released = params_done(self, 0, emb_end(self));
+    return st ? st : released;
+}
+
+/* Embeddings, the blocks and ln_f into *lnf_out, ln_f's output as the head reads it. With a
+ * param source the embeddings stay acquired when this returns LOOM_OK (emb_done gives them back). */
+static loom_status forward_trunk(loom_model *self, const int32_t *tokens, int64_t B, int64_t T, const void **lnf_out)
 {
     const int64_t C = self->C, N = B * T;
-    gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
+    loom_status st;
+    if (self->source) {
+        if ((st = params_use(self, 0, emb_end(self)))) return st;
+    } else {
+        gpt2_mixed_stage(self); /* the optimizer changed the parameters since the last forward */
+    }
     if (self->wte_cd) /* the fused classifier's weight in compute_dtype, once per step */
         self->k->convert(self->wte_cd, self->compute_dtype, gpt2_raw(self, GPT2_WTE), self->param_dtype, self->V * C);
     if (self->fwd_training && self->neftune_alpha > 0.0)
@@ -579,13 +627,19 @@ static const void *forward_trunk(loom_model *self, const int32_t *tokens, int64_
     dropout_apply(self->encoded, N * C, drop_p(self, self->embd_pdrop), site_seed(self, -1, GPT2_SITE_EMBD));
     const float *residual = self->encoded;
     for (int64_t l = 0; l < self->L; l++) {
+        if ((st = block_use(self, l))) return emb_done(self, st);
         block_forward(self, l, residual, B, T);
+        if ((st = block_done(self, l))) return emb_done(self, st);
         residual = self->layers[l].residual3;
     }
+    const int64_t lnf_begin = gpt2_lnf_offset(self);
+    if ((st = params_use(self, lnf_begin, lnf_begin + 2 * C))) return emb_done(self, st);
     const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
     float *out = self->mixed ? self->dA : self->lnf;
     self->k->layernorm_forward(out, self->lnf_mean, self->lnf_rstd, residual, lnf_w, lnf_w + C, N, C, self->eps);
-    return gpt2_keep(self, self->lnf, out, N * C);
+    *lnf_out = gpt2_keep(self, self->lnf, out, N * C);
+    if ((st = params_done(self, lnf_begin, lnf_begin + 2 * C))) return emb_done(self, st);
+    return LOOM_OK;
 }
 
 /* The fused classifier's operands: wte and the ln_f output in the dtype the head computes in. */
@@ -670,7 +724,8 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
     const loom_kernels_api *k = self->k;
     const int64_t V = self->V, N = B * T;
     const int32_t *tokens = batch->inputs.data, *labels = batch->labels.data;
-    const void *lnf = forward_trunk(self, tokens, B, T);
+    const void *lnf = NULL;
+    if ((st = forward_trunk(self, tokens, B, T, &lnf))) return st;
 
     if (self->fused && !outputs) {
         /* The loss alone, chunk by chunk; backward runs the classifier again with the seed
@@ -702,7 +757,7 @@ static loom_status gpt2_forward(loom_model *self, const loom_batch *batch, loom_
     sum_losses(self, labels, N, result);
     self->fwd_B = B;
     self->fwd_T = T;
-    return LOOM_OK;
+    return emb_done(self, LOOM_OK); /* a backward acquires them again */
 }
 
 /* ---- backward ------------------------------------------------------------------------ */
@@ -720,8 +775,7 @@ static loom_status acquire(loom_model *self, const loom_grad_sink *sink, int64_t
 }
 
 /* wte gets gradients from the LM head first and from the encoder at the very end: its range
- * (with wpe's, adjacent) is acquired before the head and released last. */
-static int64_t emb_end(const loom_model *self) { return (self->V + self->P) * self->C; }
+ * (with wpe's, adjacent: emb_end) is acquired before the head and released last. */
 
 /* A two-part sink (ABI 1.4; gpt2_rows.c): wte alone is acquired before the head and released
  * as soon as the head's part is in, and the embedding rows go to acquire_rows at the end. */
@@ -752,6 +806,7 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
 
     const int64_t lnf_begin = gpt2_lnf_offset(self);
     void *lnf_memory = NULL;
+    if ((st = params_use(self, lnf_begin, lnf_begin + 2 * C))) return st;
     if ((st = acquire(self, sink, lnf_begin, lnf_begin + 2 * C, &lnf_memory))) return st;
     memset(dres, 0, (size_t)(N * C) * sizeof *dres);
     const float *lnf_w = gpt2_f32(self, gpt2_lnf_tensor(self));
@@ -761,10 +816,12 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
                           self->lnf_mean, self->lnf_rstd, N, C);
     gpt2_grad_end(self, lnf_memory, 2 * C);
     if ((st = sink->release(sink->context, lnf_begin, lnf_begin + 2 * C))) return st;
+    if ((st = params_done(self, lnf_begin, lnf_begin + 2 * C))) return st;
 
     for (int64_t l = self->L - 1; l >= 0; l--) {
         const gpt2_layer_acts *a = &self->layers[l];
         const float *residual = l > 0 ? self->layers[l - 1].residual3 : self->encoded;
+        if ((st = block_use(self, l))) return st;
         /* Gradient checkpointing: the blocks share one set of activations, which the forward
          * left holding the last block's; the others are recomputed from their saved input. */
         if (self->recompute && l < self->L - 1) block_forward(self, l, residual, B, T);
@@ -838,6 +895,7 @@ static loom_status backward_trunk(loom_model *self, const loom_batch *batch, voi
         /* This block's gradients are final: hand them over before the next block's, so the
          * sink's communication overlaps the rest of backward. */
         if ((st = sink->release(sink->context, begin, end))) return st;
+        if ((st = block_done(self, l))) return st;
     }
     dropout_apply(dres, N * C, drop_p(self, self->embd_pdrop), site_seed(self, -1, GPT2_SITE_EMBD));
     if (two_part(sink)) return gpt2_embed_backward_rows(self, sink, dres, tokens, B, T);
@@ -851,11 +909,12 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
                                         const loom_grad_sink *sink)
 {
     void *demb = NULL;
-    loom_status st = acquire(self, sink, 0, head_end(self, sink), &demb);
+    loom_status st = params_use(self, 0, emb_end(self));
     if (st) return st;
+    if ((st = acquire(self, sink, 0, head_end(self, sink), &demb))) return emb_done(self, st);
     gpt2_head_backward(self, self->dln, demb, dlogits, self->lnf, self->fwd_B * self->fwd_T);
-    if ((st = head_done(self, sink))) return st;
-    return backward_trunk(self, batch, demb, sink);
+    if ((st = head_done(self, sink))) return emb_done(self, st);
+    return emb_done(self, backward_trunk(self, batch, demb, sink));
 }
 
 /* The fused classifier with gradients: losses, dln = dlogits wte (written) and wte's head
@@ -885,11 +944,12 @@ static loom_status backward_fused(loom_model *self, const loom_batch *batch, flo
 {
     const int64_t N = self->fwd_B * self->fwd_T;
     void *demb = NULL;
-    loom_status st = acquire(self, sink, 0, head_end(self, sink), &demb);
+    loom_status st = params_use(self, 0, emb_end(self));
     if (st) return st;
+    if ((st = acquire(self, sink, 0, head_end(self, sink), &demb))) return emb_done(self, st);
     head_gradients(self, self->lnf, batch->labels.data, seed, N, demb, 1);
-    if ((st = head_done(self, sink))) return st;
-    return backward_trunk(self, batch, demb, sink);
+    if ((st = head_done(self, sink))) return emb_done(self, st);
+    return emb_done(self, backward_trunk(self, batch, demb, sink));
 }
 
 static loom_status check_sink(loom_model *self, const loom_grad_sink *sink)
@@ -1018,15 +1078,16 @@ static loom_status gpt2_train_step(loom_model *self, const loom_batch *batch, fl
     self->fwd_fused = 0;
     set_dropout(self, batch);
     const int64_t N = B * T;
-    const void *lnf = forward_trunk(self, batch->inputs.data, B, T);
+    const void *lnf = NULL;
+    if ((st = forward_trunk(self, batch->inputs.data, B, T, &lnf))) return st;
     void *demb = NULL;
-    if ((st = acquire(self, sink, 0, head_end(self, sink), &demb))) return st;
+    if ((st = acquire(self, sink, 0, head_end(self, sink), &demb))) return emb_done(self, st);
     head_gradients(self, lnf, labels, seed, N, demb, 0);
-    if ((st = head_done(self, sink))) return st;
+    if ((st = head_done(self, sink))) return emb_done(self, st);
     sum_losses(self, labels, N, result);
     self->fwd_B = B;
     self->fwd_T = T;
-    st = backward_trunk(self, batch, demb, sink);
+    st = emb_done(self, backward_trunk(self, batch, demb, sink));
     self->fwd_B = 0;
     return st;
 }
@@ -1053,6 +1114,7 @@ static const loom_model_vtable gpt2_vtable = {
     .backward = gpt2_backward,
     .output_shape = gpt2_output_shape,
     .max_grad_elements = gpt2_max_grad_elements,
+    .flags = LOOM_MODEL_PARAM_SOURCE,
     .backward_outputs = gpt2_backward_outputs,
     .decode_begin = gpt2_decode_begin,
     .decode_step = gpt2_decode_step,

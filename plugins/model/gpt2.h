@@ -127,6 +127,8 @@ struct loom_model {
     /* Set by bind(). */
     const loom_kernels_api *k;
     const void *params;          /* flat, param_dtype                                         */
+    const loom_param_source *source; /* ZeRO-3 (ABI 1.12): params hold a range only while it is
+                                    acquired (gpt2.c params_use); NULL: always whole           */
     uint32_t param_dtype, compute_dtype;
     int32_t mixed;               /* either dtype is not f32: the paths of gpt2_mixed.c        */
     size_t param_size;           /* bytes per parameter element                               */
@@ -228,6 +230,8 @@ size_t gpt2_mixed_scratch_bytes(const loom_model *self, int64_t rows);
 loom_status gpt2_mixed_bind(loom_model *self, int64_t rows, void *scratch);
 void gpt2_mixed_free(loom_model *self);
 void gpt2_mixed_stage(loom_model *self);
+/* The same for the tensors inside [begin, end) only (a range acquired from a param source). */
+void gpt2_mixed_stage_range(loom_model *self, int64_t begin, int64_t end);
 /* A product's input (`inp`, `lnf` below) is in the run's input dtype: f32 in f32 runs,
  * compute_dtype in mixed runs. gpt2_keep makes it from f32 x into `kept` (n elements; returns x
  * itself in f32 runs); gpt2_cast casts into the scratch (decoding: at most rows x width). */

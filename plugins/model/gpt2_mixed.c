@@ -116,14 +116,20 @@ loom_status gpt2_mixed_bind(loom_model *self, int64_t rows, void *scratch)
     return LOOM_OK;
 }
 
-void gpt2_mixed_stage(loom_model *self)
+void gpt2_mixed_stage_range(loom_model *self, int64_t begin, int64_t end)
 {
     if (self->param_dtype == LOOM_DTYPE_F32) return; /* gpt2_f32 reads the parameters */
     const gpt2_mixed_state *m = &self->mixed_state;
     for (size_t i = 0; i < self->n_tensors; i++)
-        if (m->small_at[i] >= 0)
+        if (m->small_at[i] >= 0 && self->tensors[i].offset >= begin &&
+            self->tensors[i].offset + self->tensors[i].size <= end)
             self->k->convert(m->small + m->small_at[i], LOOM_DTYPE_F32, gpt2_raw(self, i), self->param_dtype,
                              self->tensors[i].size);
+}
+
+void gpt2_mixed_stage(loom_model *self)
+{
+    gpt2_mixed_stage_range(self, 0, self->n_params);
 }
 
 /* n elements of tensor memory (param_dtype) as compute_dtype: the memory itself, or a copy. */

@@ -53,6 +53,7 @@ struct loom_model {
     /* Set by bind(). */
     const loom_kernels_api *k;
     const float *params;
+    const loom_param_source *source; /* ZeRO-3 (ABI 1.12): a layer is whole only while acquired */
     int64_t max_batch;
     void *activations;       /* one allocation carved into the buffers below                 */
     size_t activation_bytes;
@@ -305,6 +306,7 @@ static loom_status mlp_bind(loom_model *self, const loom_model_binding *binding)
     self->da = p;
     self->k = k;
     self->params = binding->params;
+    self->source = LOOM_HAS(binding, loom_model_binding, param_source) ? binding->param_source : NULL;
     self->max_batch = B;
     self->forward_rows = 0;
     return LOOM_OK;
@@ -342,6 +344,19 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch)
     return LOOM_OK;
 }
 
+/* Layer l's weight and bias current in params (a no-op without a param source): acquired for
+ * its product in forward and again in backward, released right after each. */
+static loom_status layer_use(loom_model *self, const mlp_layer *L)
+{
+    if (!self->source) return LOOM_OK;
+    return self->source->acquire(self->source->context, L->offset, L->offset + L->out * L->in + L->out);
+}
+static loom_status layer_done(loom_model *self, const mlp_layer *L)
+{
+    if (!self->source) return LOOM_OK;
+    return self->source->release(self->source->context, L->offset, L->offset + L->out * L->in + L->out);
+}
+
 static loom_status mlp_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
                                loom_tensor_view *outputs)
 {
@@ -374,7 +389,9 @@ static loom_status mlp_forward(loom_model *self, const loom_batch *batch, loom_f
     for (int64_t l = 0; l < self->n_layers; l++) {
         const mlp_layer *L = &self->layers[l];
         const float *w = self->params + L->offset;
+        if ((st = layer_use(self, L))) return st;
         k->linear_forward(L->z, inp, w, w + L->out * L->in, B, L->in, L->out);
+        if ((st = layer_done(self, L))) return st;
         if (L->a) {
             if (self->gelu)
                 k->gelu_forward(L->a, L->z, B * L->out);
@@ -436,8 +453,10 @@ static loom_status backward_layers(loom_model *self, const loom_batch *batch, co
             dinp = self->da;
             memset(dinp, 0, (size_t)(B * L->in) * sizeof(float));
         }
+        if ((st = layer_use(self, L))) return st;
         k->linear_backward(dinp, dw, dw + wsize, self->dz, inp, self->params + L->offset, B, L->in,
                            L->out);
+        if ((st = layer_done(self, L))) return st;
         /* This layer's gradients are final: hand them over before computing the next layer's,
          * so the sink's communication overlaps the rest of backward. */
         if ((st = sink->release(sink->context, begin, end))) return st;
@@ -533,6 +552,7 @@ static const loom_model_vtable mlp_vtable = {
     .output_shape = mlp_output_shape,
     .backward_outputs = mlp_backward_outputs,
     .max_grad_elements = mlp_max_grad_elements,
+    .flags = LOOM_MODEL_PARAM_SOURCE,
 };
 
 static const loom_param_spec mlp_params[] = {

@@ -1,5 +1,5 @@
 /*
- * zero_common.h - what ZeRO stages 1 and 2 share (each plugin is its own .so, so this is
+ * zero_common.h - what ZeRO stages 1, 2 and 3 share (each plugin is its own .so, so this is
  * header-only): the keys they read alike, the partition of the flat buffer (block-aligned and
  * even, or at tensor boundaries for optimizers that need whole tensors: zero_whole.h), the
  * instance's life cycle, and the all-gather that puts every rank's updated partition back into
@@ -33,6 +33,19 @@
          "resume from the fp32 master weights (the only copy in fp32 runs)"},                                   \
         {"elastic_checkpoint", LOOM_PARAM_BOOL, 0, "true", "checkpoints are per-rank shards of one flat layout"}
 
+/* The keys of the stages that partition gradients (zero2, zero3). */
+#define ZERO_GRADIENT_PARAMS                                                                                           \
+    {"reduce_scatter", LOOM_PARAM_BOOL, 0, "true",                                                                     \
+     "reduce each piece to its owner (false: all-reduce it, as DeepSpeed)"},                                           \
+        {"reduce_bucket_size", LOOM_PARAM_INT, 0, "500000000",                                                         \
+         "the pieces reduced are the ranges backward releases (a layer), so this is accepted as a bound only"},        \
+        {"overlap_comm", LOOM_PARAM_BOOL, 0, "false",                                                                  \
+         "reduce asynchronously while backward goes on (the arena space is reused once the reduction is done)"},       \
+    {                                                                                                                  \
+        "contiguous_gradients", LOOM_PARAM_BOOL, 0, "false",                                                           \
+            "the owned gradients are one contiguous buffer either way"                                                 \
+    }
+
 /* DeepSpeed's zero_optimization keys as both stages read them; each stage refuses the values
  * that would mean something it does not do. */
 typedef struct zero_options {
@@ -41,6 +54,8 @@ typedef struct zero_options {
     size_t element_size;           /* bytes per parameter / gradient element            */
     int32_t whole_tensors;         /* the optimizer needs whole tensors: cut at tensor
                                       boundaries (zero_whole.h) instead of evenly          */
+    int32_t publishes;             /* the stage all-gathers the partitions after the update
+                                      (zero1, zero2; zero3 gathers on use): gather pieces  */
 } zero_options;
 
 /* The checks every stage shares (dtype, communicator, bucket sizes),
@@ -52,8 +67,8 @@ static inline loom_status zero_read_options(loom_host *host, const loom_host_api
     loom_status st = sharding_element_size(host, api, setup->param_dtype, &element);
     if (st != LOOM_OK) return st;
     if (!setup->comm || !setup->comm_vtable) return api->fail(host, LOOM_E_INVALID, "%s needs a communicator", stage);
-    *o = (zero_options){500000000, 1, 1, 0, 0, element,
-                        (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS) != 0};
+    *o = (zero_options){
+        500000000, 1, 1, 0, 0, element, (setup->optimizer_flags & LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS) != 0, 1};
     api->cfg_i64(config, "allgather_bucket_size", &o->allgather_bucket_size);
     api->cfg_bool(config, "allgather_partitions", &o->allgather_partitions);
     api->cfg_bool(config, "reduce_scatter", &o->reduce_scatter);
@@ -154,7 +169,7 @@ static inline loom_status zero_base_init(zero_base *b, loom_host *host, const lo
                        : zero_partition(b->total, b->world, b->ranges);
     /* In place (no gather buffers) when the host's params have room for every partition. */
     const int64_t bucket = o->allgather_bucket_size;
-    if (zero_gather_in_place(setup, b->partition, bucket, b->whole_tensors)) return LOOM_OK;
+    if (!o->publishes || zero_gather_in_place(setup, b->partition, bucket, b->whole_tensors)) return LOOM_OK;
     b->gather_elements = bucket < b->partition ? bucket : b->partition;
     if (b->gather_elements < 1) b->gather_elements = 1;
     b->gather_send = api->alloc(host, (size_t)b->gather_elements * b->element_size, 0, setup->device, 0);

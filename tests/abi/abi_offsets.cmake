@@ -1,6 +1,6 @@
 # Runs the four abi_offsets programs (1.0 C, 1.0 C++, today C, today C++) and compares their
 # tables with abi_members.py --compare: 1.0's C++ table must equal its C table, and every 1.0
-# member (and, with LAYOUT_V14 ... _V18, every member of the 1.4 ... 1.8 release) must sit at the
+# member (and, with LAYOUT_V14 ... _V111, every member of the 1.4 ... 1.11 release) must sit at the
 # same offset with the same size in both of today's tables.
 set(dumps)
 set(i 0)
@@ -19,7 +19,7 @@ list(GET dumps 2 now_c)
 list(GET dumps 3 now_cpp)
 execute_process(COMMAND ${PYTHON} ${SCRIPT} --compare ${v10_c} ${v10_cpp} RESULT_VARIABLE rc1)
 execute_process(COMMAND ${PYTHON} ${SCRIPT} --compare ${v10_c} ${now_c} ${now_cpp} RESULT_VARIABLE rc2)
-# Members added by 1.1-1.8 are pinned by the tables of the 1.4, 1.5, 1.6, 1.7 and 1.8 releases
+# Members added by 1.1-1.11 are pinned by the tables of the 1.4, 1.5, 1.6, 1.7, 1.8 and 1.11 releases
 # (64-bit targets only).
 set(rc3 0)
 if(LAYOUT_V14)
@@ -46,7 +46,12 @@ if(LAYOUT_V18)
   execute_process(COMMAND ${PYTHON} ${SCRIPT} --compare --release 1.8 ${LAYOUT_V18} ${now_c} ${now_cpp}
     RESULT_VARIABLE rc7)
 endif()
+set(rc8 0)
+if(LAYOUT_V111)
+  execute_process(COMMAND ${PYTHON} ${SCRIPT} --compare --release 1.11 ${LAYOUT_V111} ${now_c} ${now_cpp}
+    RESULT_VARIABLE rc8)
+endif()
 if(NOT rc1 EQUAL 0 OR NOT rc2 EQUAL 0 OR NOT rc3 EQUAL 0 OR NOT rc4 EQUAL 0 OR NOT rc5 EQUAL 0 OR NOT rc6 EQUAL 0
-   OR NOT rc7 EQUAL 0)
+   OR NOT rc7 EQUAL 0 OR NOT rc8 EQUAL 0)
   message(FATAL_ERROR "ABI layout changed (see above)")
 endif()
