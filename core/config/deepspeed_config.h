@@ -54,18 +54,23 @@
  *     - kept, every loom optimizer works with ZeRO); prescale_gradients (false) and
  *     gradient_predivide_factor (1.0): accepted, any other value is "not supported";
  *     zero_optimization, optimizer, scheduler, fp16, amp, bf16 (objects, below).
- *   zero_optimization: stage (0|1|2; 3 is "ZeRO-3 is not supported"), allgather_partitions
+ *   zero_optimization: stage (0|1|2|3), allgather_partitions
  *     (true), allgather_bucket_size (5e8), reduce_scatter (true), reduce_bucket_size (5e8;
  *     "auto", which HF fills with hidden_size^2, keeps 5e8: loom takes it as a bound only),
  *     overlap_comm (false), contiguous_gradients (false), cpu_offload (false),
  *     load_from_fp32_weights (true), elastic_checkpoint (true), offload_optimizer
  *     {device: "cpu"|"none", pin_memory (false)} (the newer spelling of cpu_offload; both
  *     given and disagreeing is an error). Stage 1 needs reduce_scatter true (DeepSpeed
- *     asserts it); cpu_offload needs stage 2 (ZeRO-Offload is stage 2 only in v0.3.10).
+ *     asserts it); cpu_offload needs stage 2 (ZeRO-Offload is stage 2 only in v0.3.10; loom's
+ *     ZeRO-3 has no offload, so stage 3 refuses it, offload_param's devices cpu/nvme,
+ *     cpu_offload_param and ZeRO++'s zero_quantized_* true, and --auto_find_batch_size, HF's rule).
  *     Sharding plugin: stage 0 -> "ddp" (no entries: ddp keeps its own keys), 1 -> "zero1",
- *     2 -> "zero2", with one entry per key above under DeepSpeed's name, resolved to its value
- *     or default (contiguous_gradients is written as true with cpu_offload, as stage2.py
- *     forces it). Absent section: stage 0.
+ *     2 -> "zero2", 3 -> "zero3", with one entry per key above under DeepSpeed's name, resolved
+ *     to its value or default (contiguous_gradients is written as true with cpu_offload, as
+ *     stage2.py forces it); stage 3 adds prefetch_bucket_size, param_persistence_threshold,
+ *     model_persistence_threshold, max_live_parameters, max_reuse_distance and
+ *     gather_16bit_weights_on_model_save under those plain names where the file gives them
+ *     (either name; "auto" is left out). Absent section: stage 0.
  *   optimizer: {type, params}; type is case-insensitive (DeepSpeed lower-cases it):
  *     Adam -> "adamw" when params.adam_w_mode is true (DeepSpeed's default), else "adam";
  *     AdamW -> "adamw" (adam_w_mode false is an error); Lamb -> "lamb"; OneBitAdam ->
@@ -181,7 +186,7 @@ typedef struct loom_ds_config {
         int offload_optimizer_present;
         int offload_pin_memory;
     } zero;
-    loom_ds_plugin_choice sharding; /* "ddp" | "zero1" | "zero2" */
+    loom_ds_plugin_choice sharding; /* "ddp" | "zero1" | "zero2" | "zero3" */
 
     struct {
         int present;     /* the section was in the file; else from --optim */

@@ -91,6 +91,16 @@ static cJSON *build_json(const loom_ds_config *cfg)
         cJSON_AddBoolToObject(z, "cpu_offload", cfg->zero.cpu_offload);
         cJSON_AddBoolToObject(z, "load_from_fp32_weights", cfg->zero.load_from_fp32_weights);
         cJSON_AddBoolToObject(z, "elastic_checkpoint", cfg->zero.elastic_checkpoint);
+        /* Stage 3's tuning keys as zero3 got them: the entries not written above, each an
+         * integer, true or false. */
+        for (size_t i = 0; cfg->zero.stage == 3 && i < cfg->sharding.n_entries; i++) {
+            const loom_config_default *e = &cfg->sharding.entries[i];
+            if (cJSON_HasObjectItem(z, e->key)) continue;
+            if (!strcmp(e->value, "true") || !strcmp(e->value, "false"))
+                cJSON_AddBoolToObject(z, e->key, !strcmp(e->value, "true"));
+            else
+                cJSON_AddNumberToObject(z, e->key, strtod(e->value, NULL));
+        }
         if (cfg->zero.offload_optimizer_present) {
             cJSON *o = cJSON_AddObjectToObject(z, "offload_optimizer");
             if (o) {

@@ -1,8 +1,9 @@
-/* ds_config_zero.c - zero_optimization: stages 0, 1, 2 onto the ddp, zero1 and zero2 sharding
- * plugins, with their bucket and overlap settings and CPU offload of the optimizer; today's
- * other keys (DeepSpeedZeroConfig, which forbids unknown ones too) are type-checked and, as
- * DeepSpeed does below stage 3, not acted on. */
+/* ds_config_zero.c - zero_optimization: stages 0, 1, 2, 3 onto the ddp, zero1, zero2 and zero3
+ * sharding plugins, with their bucket and overlap settings and CPU offload of the optimizer
+ * (stage 2 only); today's other keys (DeepSpeedZeroConfig, which forbids unknown ones too) are
+ * type-checked and not acted on, except the ZeRO-3 tuning keys zero3 takes under stage 3. */
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ds_config_internal.h"
@@ -22,8 +23,9 @@ static const char *const zero_keys[] = {"stage",
 
 /* Keys loom accepts and does not act on: how DeepSpeed's stage 1/2 optimizer schedules its
  * copies and buckets (round_robin_gradients reorders each rank's partition, the sums stay the
- * same), and ZeRO-3's parameter partitioning, which DeepSpeed ignores below stage 3 (the
- * stage3_ names are aliases of the plain ones). HF fills "auto" only under ZeRO-3. */
+ * same), and ZeRO-3's tuning of when parameters are fetched and kept, which DeepSpeed ignores
+ * below stage 3 and which changes no result under it (the stage3_ names are aliases of the
+ * plain ones; stage3_keys lists the ones zero3 takes). HF fills "auto" only under ZeRO-3. */
 static const ds_key ignored_keys[] = {{"sub_group_size", K_INT, 0},
                                       {"round_robin_gradients", K_BOOL, 0},
                                       {"use_multi_rank_bucket_allreduce", K_BOOL, 0},
@@ -73,6 +75,18 @@ static const ds_key offload_param_keys[] = {{"device", K_STR, 0},       {"nvme_p
                                             {"buffer_count", K_INT, 0}, {"buffer_size", K_INT, 0},
                                             {"max_in_cpu", K_INT, 0},   {"pin_memory", K_BOOL, 0}};
 
+/* The ZeRO-3 keys zero3 takes, under their plain names (it accepts them with no effect on the
+ * update); stage3_gather_fp16_weights_on_model_save is DeepSpeed's older name of the last. */
+static const ds_key stage3_keys[] = {
+    {"prefetch_bucket_size", K_INT, DS_AUTO},  {"param_persistence_threshold", K_INT, DS_AUTO},
+    {"model_persistence_threshold", K_INT, 0}, {"max_live_parameters", K_INT, 0},
+    {"max_reuse_distance", K_INT, 0},          {"gather_16bit_weights_on_model_save", K_BOOL, 0}};
+
+/* ZeRO++'s quantized communication: under stage 3 DeepSpeed all-gathers int8 weights and
+ * reduce-scatters int4 gradients, which changes the update; below stage 3 it reads neither. */
+static const char *const stage3_lossy[] = {"zero_quantized_weights", "zero_quantized_nontrainable_weights",
+                                           "zero_quantized_gradients"};
+
 /* The same key under both of its names (DeepSpeed's pydantic model takes either). */
 static loom_status check_aliases(const ds_ctx *c, const cJSON *z)
 {
@@ -89,9 +103,16 @@ static loom_status check_aliases(const ds_ctx *c, const cJSON *z)
     return LOOM_OK;
 }
 
-/* offload_param: DeepSpeed offloads parameters only under ZeRO-3, and ignores it below. */
+/* offload_param: DeepSpeed offloads parameters only under ZeRO-3, and ignores it below; loom's
+ * zero3 keeps its partitions in host memory on the CPU already and does not offload. */
 static loom_status read_offload_param(ds_ctx *c, const cJSON *z)
 {
+    int stage = c->cfg->zero.stage;
+    if (stage == 3 && loom__ds_is_true(z, "cpu_offload_param"))
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization.cpu_offload_param true with stage 3: ZeRO-3 with parameter offload "
+                          "is not supported",
+                          c->file);
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(z, "offload_param");
     if (!op) return LOOM_OK;
     const char *p = "zero_optimization.offload_param.";
@@ -105,10 +126,15 @@ static loom_status read_offload_param(ds_ctx *c, const cJSON *z)
         return loom_error(LOOM_E_INVALID,
                           "%s: zero_optimization.offload_param.device \"%s\": expected \"none\", \"cpu\" or \"nvme\"",
                           c->file, dev.s);
+    if (stage == 3)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization.offload_param.device \"%s\" with stage 3: ZeRO-3 with parameter "
+                          "offload is not supported",
+                          c->file, dev.s);
     return loom__ds_note(c,
                          "%s: zero_optimization.offload_param.device \"%s\" has no effect with stage %d (DeepSpeed "
-                         "offloads parameters only under ZeRO-3, which loom does not run)",
-                         c->file, dev.s, c->cfg->zero.stage);
+                         "offloads parameters only under ZeRO-3)",
+                         c->file, dev.s, stage);
 }
 
 /* The section's own keys, with DeepSpeed's defaults for the absent ones. `off` is cpu_offload as
@@ -133,11 +159,8 @@ static loom_status read_zero_keys(ds_ctx *c, const cJSON *z, ds_value *off, ds_v
         (st = loom__ds_get(c, z, p, "elastic_checkpoint", K_BOOL, 0, &ec)) != LOOM_OK ||
         (st = loom__ds_get(c, z, p, "offload_optimizer", K_OBJ, 0, oo)) != LOOM_OK)
         return st;
-    if (stage.present && stage.i == 3)
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "%s: zero_optimization.stage 3: ZeRO-3 is not supported (use stage 0, 1 or 2)", c->file);
-    if (stage.present && (stage.i < 0 || stage.i > 2))
-        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.stage: expected 0, 1 or 2, got %lld", c->file,
+    if (stage.present && (stage.i < 0 || stage.i > 3))
+        return loom_error(LOOM_E_INVALID, "%s: zero_optimization.stage: expected 0, 1, 2 or 3, got %lld", c->file,
                           (long long)stage.i);
     cfg->zero.stage = stage.present ? (int)stage.i : 0;
     cfg->zero.allgather_partitions = agp.present ? agp.b : 1;
@@ -172,6 +195,11 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     if (dev.present) {
         if (strcmp(dev.s, "cpu") == 0)
             cpu = 1;
+        else if (strcmp(dev.s, "nvme") == 0 && cfg->zero.stage == 3)
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "%s: zero_optimization.offload_optimizer.device \"nvme\" with stage 3: ZeRO-3 with "
+                              "optimizer offload is not supported",
+                              c->file);
         else if (strcmp(dev.s, "nvme") == 0)
             return loom_error(
                 LOOM_E_UNSUPPORTED,
@@ -187,10 +215,11 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     if (ratio.present && (ratio.d < 0 || ratio.d > 1))
         return loom_error(LOOM_E_INVALID, "%s: zero_optimization.offload_optimizer.ratio %g: expected 0 to 1", c->file,
                           ratio.d);
-    if (ratio.present && ratio.d < 1)
+    /* Under stage 3 the ratio only matters with device "cpu", which check_zero_stage refuses. */
+    if (ratio.present && ratio.d < 1 && cfg->zero.stage != 3)
         return loom_error(LOOM_E_UNSUPPORTED,
                           "%s: zero_optimization.offload_optimizer.ratio %g: partial offload needs ZeRO-3 (DeepSpeed "
-                          "asserts it), which loom does not run",
+                          "asserts it), where loom does not offload",
                           c->file, ratio.d);
     if (off->present && off->b != cpu)
         return loom_error(LOOM_E_INVALID,
@@ -202,11 +231,28 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     return LOOM_OK;
 }
 
-/* What DeepSpeed asserts about the stage and the other keys. */
-static loom_status check_zero_stage(const ds_ctx *c)
+/* What DeepSpeed asserts about the stage and the other keys, and what loom's zero3 lacks. */
+static loom_status check_zero_stage(const ds_ctx *c, const cJSON *z)
 {
     const loom_ds_config *cfg = c->cfg;
     int s = cfg->zero.stage;
+    if (s == 3 && cfg->zero.cpu_offload)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization: CPU offload (cpu_offload / offload_optimizer.device \"cpu\") with "
+                          "stage 3: ZeRO-3 with optimizer offload is not supported",
+                          c->file);
+    for (size_t i = 0; s == 3 && i < COUNT(stage3_lossy); i++)
+        if (loom__ds_is_true(z, stage3_lossy[i]))
+            return loom_error(LOOM_E_UNSUPPORTED,
+                              "%s: zero_optimization.%s true with stage 3 is not supported (ZeRO++'s quantized "
+                              "communication changes the update)",
+                              c->file, stage3_lossy[i]);
+    /* HF's Trainer raises this before DeepSpeed starts. */
+    if (s == 3 && c->args && c->args->auto_find_batch_size == 1)
+        return loom_error(LOOM_E_UNSUPPORTED,
+                          "%s: zero_optimization.stage 3 with --auto_find_batch_size: the batch size search is not "
+                          "supported with ZeRO-3 (HF's rule; use stage 0, 1 or 2)",
+                          c->file);
     if (s == 1 && !cfg->zero.reduce_scatter)
         return loom_error(LOOM_E_INVALID,
                           "%s: zero_optimization.reduce_scatter false with stage 1: ZeRO-1 requires reduce_scatter "
@@ -220,12 +266,39 @@ static loom_status check_zero_stage(const ds_ctx *c)
     return LOOM_OK;
 }
 
-/* Stage 0 is ddp; stages 1 and 2 are zero1 / zero2 with the section's settings. */
-static loom_status map_zero_to_sharding(loom_ds_config *cfg)
+/* Stage 3's keys present in the file, under their plain names; "auto" (HF computes it from the
+ * model's hidden_size, which this layer does not know) is left out: zero3 has its defaults. */
+static loom_status map_stage3_keys(const ds_ctx *c, const cJSON *z, loom_ds_plugin_choice *ch)
 {
+    const char *p = "zero_optimization.";
+    loom_status st;
+    for (size_t i = 0; i < COUNT(stage3_keys); i++) {
+        const ds_key *k = &stage3_keys[i];
+        char alias[64];
+        snprintf(alias, sizeof alias, "stage3_%s", k->key);
+        const char *name = cJSON_GetObjectItemCaseSensitive(z, k->key) ? k->key : alias;
+        if (k->k == K_BOOL && !cJSON_GetObjectItemCaseSensitive(z, name))
+            name = "stage3_gather_fp16_weights_on_model_save"; /* the one bool's older name */
+        ds_value v;
+        if ((st = loom__ds_get(c, z, p, name, k->k, (k->flags & DS_AUTO) != 0, &v)) != LOOM_OK) return st;
+        if (!v.present || v.is_auto) continue;
+        if (k->k == K_BOOL) {
+            st = loom__ds_add_bool(ch, k->key, v.b);
+        } else if ((st = loom__ds_need_min_int(c, p, name, &v, 0)) == LOOM_OK) {
+            st = loom__ds_add_int(ch, k->key, v.i);
+        }
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
+}
+
+/* Stage 0 is ddp; stages 1, 2 and 3 are zero1 / zero2 / zero3 with the section's settings. */
+static loom_status map_zero_to_sharding(const ds_ctx *c, const cJSON *z)
+{
+    loom_ds_config *cfg = c->cfg;
     int s = cfg->zero.stage;
     loom_ds_plugin_choice *ch = &cfg->sharding;
-    ch->plugin = s == 0 ? "ddp" : s == 1 ? "zero1" : "zero2";
+    ch->plugin = s == 0 ? "ddp" : s == 1 ? "zero1" : s == 2 ? "zero2" : "zero3";
     if (s == 0) return LOOM_OK;
     loom_status st;
     if ((st = loom__ds_add_bool(ch, "allgather_partitions", cfg->zero.allgather_partitions)) != LOOM_OK ||
@@ -239,7 +312,7 @@ static loom_status map_zero_to_sharding(loom_ds_config *cfg)
         (st = loom__ds_add_bool(ch, "load_from_fp32_weights", cfg->zero.load_from_fp32_weights)) != LOOM_OK ||
         (st = loom__ds_add_bool(ch, "elastic_checkpoint", cfg->zero.elastic_checkpoint)) != LOOM_OK)
         return st;
-    return LOOM_OK;
+    return s == 3 && z ? map_stage3_keys(c, z, ch) : LOOM_OK;
 }
 
 loom_status loom__ds_parse_zero(ds_ctx *c, const cJSON *root)
@@ -260,6 +333,6 @@ loom_status loom__ds_parse_zero(ds_ctx *c, const cJSON *root)
     if ((st = read_zero_keys(c, z, &off, &oo)) != LOOM_OK) return st;
     if (z && (st = read_offload_param(c, z)) != LOOM_OK) return st;
     if (oo.present && (st = read_offload_optimizer(c, &oo, &off)) != LOOM_OK) return st;
-    if ((st = check_zero_stage(c)) != LOOM_OK) return st;
-    return map_zero_to_sharding(c->cfg);
+    if ((st = check_zero_stage(c, z)) != LOOM_OK) return st;
+    return map_zero_to_sharding(c, z);
 }

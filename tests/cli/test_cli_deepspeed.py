@@ -106,7 +106,13 @@ class DeepSpeedTest(LoomTestCase):
             self.assertIn(text, lines[0])
 
     def test_refusals_are_one_line(self):
-        self.assert_refused({"zero_optimization": {"stage": 3}}, "ZeRO-3")
+        # Stage 3 is zero3, which has no offload; HF refuses its batch size search under ZeRO-3.
+        self.assert_refused({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}},
+                            "refused.json", "ZeRO-3 with optimizer offload is not supported")
+        self.assert_refused({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}},
+                            "zero_optimization.offload_param.device", "ZeRO-3 with parameter offload")
+        self.assert_refused({"zero_optimization": {"stage": 3}}, "--auto_find_batch_size", "ZeRO-3",
+                            extra=("--auto_find_batch_size",))
         self.assert_refused({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "bf16.enabled", "fp16")
         self.assert_refused({"train_micro_batch_size_per_gpu": 16}, "16", "8")
         self.assert_refused({"zero_optimization": {"stage": 1, "reduce_bucket_sise": 5}}, "reduce_bucket_size")

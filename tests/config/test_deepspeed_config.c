@@ -97,9 +97,9 @@ static void test_examples(void)
     loom_args a;
     args_from(&a, (const char *[]){"--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
                                    "--learning_rate", "3e-5", "--warmup_steps", "10", "--max_grad_norm", "0.5", NULL});
-    const char *names[] = {"ds_zero1.json", "ds_zero2.json", "ds_zero2_offload.json", "ds_fp16.json"};
-    const char *sharding[] = {"zero1", "zero2", "zero2", "ddp"};
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"ds_zero1.json", "ds_zero2.json", "ds_zero2_offload.json", "ds_fp16.json", "ds_zero3.json"};
+    const char *sharding[] = {"zero1", "zero2", "zero2", "ddp", "zero3"};
+    for (int i = 0; i < 5; i++) {
         loom_ds_config cfg;
         loom_error_clear();
         loom_status st = loom_ds_config_load(example(names[i]), &a, 2, &cfg);
@@ -129,6 +129,16 @@ static void test_examples(void)
             CHECK(ENTRY_IS(&cfg.sharding, "load_from_fp32_weights", "true"));
             CHECK(strcmp(cfg.scheduler_choice.plugin, "warmup_lr") == 0);
             CHECK(cfg.steps_per_print == 2000);
+        }
+        if (i == 4) {
+            /* HF's ZeRO-3 config: its "auto" sizes are left to zero3's defaults. */
+            CHECK(ENTRY_IS(&cfg.sharding, "max_live_parameters", "1000000000"));
+            CHECK(ENTRY_IS(&cfg.sharding, "max_reuse_distance", "1000000000"));
+            CHECK(ENTRY_IS(&cfg.sharding, "gather_16bit_weights_on_model_save", "true"));
+            CHECK(!entry(&cfg.sharding, "prefetch_bucket_size") &&
+                  !entry(&cfg.sharding, "param_persistence_threshold"));
+            CHECK(!entry(&cfg.sharding, "stage3_max_live_parameters"));
+            CHECK(ENTRY_IS(&cfg.sharding, "cpu_offload", "false") && cfg.sharding.n_entries == 12);
         }
         if (i == 2) {
             CHECK(cfg.zero.cpu_offload && cfg.zero.offload_pin_memory);
@@ -288,8 +298,8 @@ static void test_zero(void)
 {
     loom_args a;
     args_from(&a, NULL);
-    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3}}", &a, 1, "ZeRO-3 is not supported"));
-    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 4}}", &a, 1, "expected 0, 1 or 2"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 4}}", &a, 1, "expected 0, 1, 2 or 3, got 4"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": -1}}", &a, 1, "expected 0, 1, 2 or 3, got -1"));
     CHECK(FAILS("{\"zero_optimization\": {\"stage\": 1, \"reduce_scatter\": false}}", &a, 1, "reduce_scatter",
                 "stage 1"));
     CHECK(FAILS("{\"zero_optimization\": {\"stage\": 1, \"cpu_offload\": true}}", &a, 1, "requires stage 2"));
@@ -317,6 +327,94 @@ static void test_zero(void)
     CHECK(load_text("{\"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"none\"}}}", &a, 2,
                     &cfg) == LOOM_OK);
     CHECK(!cfg.zero.cpu_offload && cfg.zero.offload_optimizer_present);
+    loom_ds_config_free(&cfg);
+    loom_args_free(&a);
+}
+
+/* Stage 3 is the zero3 plugin: stage 1/2's keys, plus the ZeRO-3 tuning keys under their plain
+ * names; what loom's zero3 does not do (offload, quantized communication) is refused. */
+static void test_zero3(void)
+{
+    loom_args a;
+    args_from(&a, NULL);
+    loom_ds_config cfg;
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 3}}", &a, 2, &cfg) == LOOM_OK);
+    CHECK(strcmp(cfg.sharding.plugin, "zero3") == 0 && cfg.zero.stage == 3);
+    CHECK(ENTRY_IS(&cfg.sharding, "reduce_bucket_size", "500000000") &&
+          ENTRY_IS(&cfg.sharding, "allgather_bucket_size", "500000000"));
+    CHECK(ENTRY_IS(&cfg.sharding, "reduce_scatter", "true") &&
+          ENTRY_IS(&cfg.sharding, "contiguous_gradients", "false"));
+    CHECK(ENTRY_IS(&cfg.sharding, "cpu_offload", "false") && ENTRY_IS(&cfg.sharding, "load_from_fp32_weights", "true"));
+    CHECK(cfg.sharding.n_entries == 9); /* no stage-3 key given: zero3's defaults */
+    CHECK(cfg.n_notes == 0);
+    loom_ds_config_free(&cfg);
+    /* Either name of a key, passed under the plain one; "auto" is left to zero3. */
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 3, \"overlap_comm\": true, \"reduce_bucket_size\": 2e8, "
+                    "\"stage3_prefetch_bucket_size\": 5e7, \"param_persistence_threshold\": \"auto\", "
+                    "\"stage3_model_persistence_threshold\": 0, \"max_live_parameters\": 1e9, "
+                    "\"stage3_max_reuse_distance\": 1000, \"stage3_gather_fp16_weights_on_model_save\": false, "
+                    "\"sub_group_size\": 1e9, \"zero_hpz_partition_size\": 1, \"mics_shard_size\": -1, "
+                    "\"offload_param\": {\"device\": \"none\"}, \"offload_optimizer\": {\"device\": \"none\", "
+                    "\"ratio\": 0.5}}}",
+                    &a, 2, &cfg) == LOOM_OK);
+    CHECK(strcmp(cfg.sharding.plugin, "zero3") == 0);
+    CHECK(ENTRY_IS(&cfg.sharding, "overlap_comm", "true") &&
+          ENTRY_IS(&cfg.sharding, "reduce_bucket_size", "200000000"));
+    CHECK(ENTRY_IS(&cfg.sharding, "prefetch_bucket_size", "50000000"));
+    CHECK(!entry(&cfg.sharding, "param_persistence_threshold"));
+    CHECK(ENTRY_IS(&cfg.sharding, "model_persistence_threshold", "0"));
+    CHECK(ENTRY_IS(&cfg.sharding, "max_live_parameters", "1000000000"));
+    CHECK(ENTRY_IS(&cfg.sharding, "max_reuse_distance", "1000"));
+    CHECK(ENTRY_IS(&cfg.sharding, "gather_16bit_weights_on_model_save", "false"));
+    CHECK(!entry(&cfg.sharding, "stage3_prefetch_bucket_size") && !entry(&cfg.sharding, "sub_group_size"));
+    CHECK(cfg.sharding.n_entries == 14);
+    CHECK(cfg.n_notes == 0);
+    /* The merged JSON shows the stage and what zero3 got. */
+    char *json = merged_json(&cfg);
+    CHECK(json && CONTAINS(json, "\"stage\": 3") && CONTAINS(json, "\"prefetch_bucket_size\": 50000000") &&
+          CONTAINS(json, "\"gather_16bit_weights_on_model_save\": false"));
+    free(json);
+    loom_ds_config_free(&cfg);
+    /* The newer name wins over DeepSpeed's older fp16 one. */
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 3, \"gather_16bit_weights_on_model_save\": true, "
+                    "\"stage3_gather_fp16_weights_on_model_save\": false}}",
+                    &a, 2, &cfg) == LOOM_OK);
+    CHECK(ENTRY_IS(&cfg.sharding, "gather_16bit_weights_on_model_save", "true"));
+    loom_ds_config_free(&cfg);
+    /* Below stage 3 the keys are DeepSpeed's no-ops and zero2 never sees them. */
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 2, \"stage3_max_live_parameters\": 1e9, "
+                    "\"zero_quantized_weights\": true}}",
+                    &a, 2, &cfg) == LOOM_OK);
+    CHECK(strcmp(cfg.sharding.plugin, "zero2") == 0 && !entry(&cfg.sharding, "max_live_parameters"));
+    loom_ds_config_free(&cfg);
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"cpu_offload\": true}}", &a, 1, "zero_optimization",
+                "with stage 3", "ZeRO-3 with optimizer offload is not supported"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.3}}}",
+                &a, 1, "offload_optimizer.device \"cpu\")", "ZeRO-3 with optimizer offload is not supported"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"nvme\"}}}", &a, 1,
+                "zero_optimization.offload_optimizer.device \"nvme\" with stage 3",
+                "ZeRO-3 with optimizer offload is not supported"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}}}", &a, 1,
+                "zero_optimization.offload_param.device \"cpu\" with stage 3",
+                "ZeRO-3 with parameter offload is not supported"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": "
+                "\"/nvme\"}}}",
+                &a, 1, "offload_param.device \"nvme\" with stage 3", "parameter offload"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"cpu_offload_param\": true}}", &a, 1,
+                "zero_optimization.cpu_offload_param true with stage 3", "parameter offload"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"zero_quantized_gradients\": true}}", &a, 1,
+                "zero_optimization.zero_quantized_gradients true with stage 3 is not supported"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"stage3_max_live_parameters\": -1}}", &a, 1,
+                "zero_optimization.stage3_max_live_parameters: must be >= 0"));
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3, \"prefetch_bucket_size\": 1, "
+                "\"stage3_prefetch_bucket_size\": 1}}",
+                &a, 1, "are one key"));
+    loom_args_free(&a);
+    /* HF's Trainer refuses its batch size search under ZeRO-3. */
+    args_from(&a, (const char *[]){"--auto_find_batch_size", NULL});
+    CHECK(FAILS("{\"zero_optimization\": {\"stage\": 3}}", &a, 1,
+                "zero_optimization.stage 3 with --auto_find_batch_size"));
+    CHECK(load_text("{\"zero_optimization\": {\"stage\": 2}}", &a, 1, &cfg) == LOOM_OK);
     loom_ds_config_free(&cfg);
     loom_args_free(&a);
 }
@@ -720,6 +818,7 @@ int main(void)
     test_batch_rules();
     test_schema_errors();
     test_zero();
+    test_zero3();
     test_optimizer();
     test_scheduler();
     test_precision();
