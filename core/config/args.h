@@ -143,8 +143,9 @@ LOOM_API void loom_format_rounded(double v, int digits, char *buf, size_t size);
  * within a sensible distance (<= max(2, strlen/3)). */
 LOOM_API const char *loom_closest_name(const char *word, const char *const *candidates, size_t n);
 
-/* The sharding plugin resolved --fsdp or --sharded_ddp options map onto ("zero2", "ddp" or
- * "sharded_ddp"), NULL when neither asks for one (args_fsdp.c). Inside libloom only. */
+/* The sharding plugin resolved --fsdp or --sharded_ddp options (and --fsdp_config's
+ * reshard_after_forward) map onto ("zero3", "zero2", "ddp" or "sharded_ddp"), NULL when neither
+ * asks for one (args_fsdp.c). Inside libloom only. */
 const char *loom__fsdp_sharding(const loom_args *args);
 /* --fsdp_config's activation_checkpointing: FSDP's recompute of each block in backward, which
  * is loom's --gradient_checkpointing (args_fsdp.c). Inside libloom only. */

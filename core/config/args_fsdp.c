@@ -1,14 +1,15 @@
 /* args_fsdp.c - HF's --fsdp and --fsdp_config (PyTorch FSDP through accelerate), and v4.4-v4.34's
  * --sharded_ddp modes (FairScale), on loom's sharding plugins (docs/semantics/fairscale.md#fsdp).
  *
- * FSDP's strategies that keep whole parameters on every rank during the step are loom's
- * existing ones, update for update: no_shard is DDP (gradients all-reduced, everything
- * replicated) and shard_grad_op is ZeRO-2 (gradients reduce-scattered, optimizer states
- * sharded, parameters gathered after the step); hybrid_shard_zero2 is ZeRO-2 within each node
- * and DDP across nodes, the same update, which loom shards over every rank. full_shard and
- * hybrid_shard shard the parameters themselves (ZeRO-3): not supported yet. FairScale's modes
- * are the same pair: simple (OSS + ShardedDDP) is the sharded_ddp plugin, zero_dp_2 (its FSDP
- * without resharding after forward) ZeRO-2, zero_dp_3 ZeRO-3. */
+ * FSDP's strategies differ in what they shard between uses, not in the update, so each is one of
+ * loom's strategies: no_shard is DDP (gradients all-reduced, everything replicated),
+ * shard_grad_op is ZeRO-2 (gradients reduce-scattered, optimizer states sharded, parameters
+ * whole during the step), full_shard is ZeRO-3 (the parameters sharded too, gathered around
+ * each use); hybrid_shard_zero2 and hybrid_shard are ZeRO-2 and ZeRO-3 within each node and DDP
+ * across nodes, the same updates, which loom shards over every rank. FairScale's modes are the
+ * same: simple (OSS + ShardedDDP) is the sharded_ddp plugin, zero_dp_2 (its FSDP without
+ * resharding after forward) ZeRO-2, zero_dp_3 ZeRO-3. loom's ZeRO-3 does not offload, so
+ * offload with a strategy that shards the parameters is refused. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +26,35 @@ static const char *const fsdp_options[] = {"full_shard",         "shard_grad_op"
                                            "hybrid_shard_zero2", "offload",       "auto_wrap"};
 static const char *const fairscale_options[] = {"simple", "zero_dp_2", "zero_dp_3", "offload", "auto_wrap"};
 
+static int is_true(const cJSON *v)
+{
+    return cJSON_IsTrue(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, "true"));
+}
+
+/* --fsdp_config's key (prefixes dropped), true or "true"; 0 before the config is read. */
+static int config_is_true(const loom_args *a, const char *key)
+{
+    if (!a->fsdp_config || a->fsdp_config[0] != '{') return 0;
+    cJSON *root = cJSON_Parse(a->fsdp_config);
+    int on = is_true(cJSON_GetObjectItemCaseSensitive(root, key));
+    cJSON_Delete(root);
+    return on;
+}
+
 const char *loom__fsdp_sharding(const loom_args *a)
 {
-    if (a->fsdp && *a->fsdp) return loom__words_has(a->fsdp, "no_shard") ? "ddp" : "zero2";
+    if (a->fsdp && *a->fsdp) {
+        if (loom__words_has(a->fsdp, "no_shard")) return "ddp";
+        /* FSDP2 spells full_shard as reshard_after_forward true: the parameters are sharded
+         * again after forward, which is ZeRO-3 whatever --fsdp names. */
+        if ((loom__words_has(a->fsdp, "shard_grad_op") || loom__words_has(a->fsdp, "hybrid_shard_zero2")) &&
+            !config_is_true(a, "reshard_after_forward"))
+            return "zero2";
+        return "zero3"; /* full_shard, hybrid_shard, or none named: accelerate's default, full_shard */
+    }
     if (a->sharded_ddp && loom__words_has(a->sharded_ddp, "simple")) return "sharded_ddp";
     if (a->sharded_ddp && loom__words_has(a->sharded_ddp, "zero_dp_2")) return "zero2";
+    if (a->sharded_ddp && loom__words_has(a->sharded_ddp, "zero_dp_3")) return "zero3";
     return NULL; /* HF: --sharded_ddp auto_wrap alone shards nothing */
 }
 
@@ -67,15 +92,15 @@ static loom_status check_options(loom_args *a, const char *where)
     if (strategies > 1)
         return loom_error(LOOM_E_INVALID, "--fsdp '%s'%s names more than one sharding strategy", a->fsdp, where);
     /* accelerate's default strategy, when the options name none (--fsdp auto_wrap), is FULL_SHARD. */
-    if (loom__words_has(a->fsdp, "full_shard") || loom__words_has(a->fsdp, "hybrid_shard") || strategies == 0)
+    if (loom__words_has(a->fsdp, "offload") &&
+        (loom__words_has(a->fsdp, "full_shard") || loom__words_has(a->fsdp, "hybrid_shard") || strategies == 0))
         return loom_error(LOOM_E_UNSUPPORTED,
-                          "--fsdp '%s'%s: %s shards the parameters themselves (ZeRO-3), which is not supported yet "
-                          "(supported: shard_grad_op = ZeRO-2, hybrid_shard_zero2, no_shard = DDP)",
+                          "--fsdp '%s'%s: offload with %s (ZeRO-3) is not supported yet (loom's zero3 does not "
+                          "offload; drop offload)",
                           a->fsdp, where,
                           loom__words_has(a->fsdp, "hybrid_shard") ? "hybrid_shard"
-                          : strategies == 0                        ? "accelerate's default strategy, full_shard,"
+                          : strategies == 0                        ? "accelerate's default strategy, full_shard"
                                                                    : "full_shard");
-    warn_no_effect("--fsdp", a->fsdp);
     return LOOM_OK;
 }
 
@@ -100,16 +125,16 @@ static loom_status check_fairscale(loom_args *a, const char *where)
     if (loom__words_has(a->sharded_ddp, "zero_dp_2") && loom__words_has(a->sharded_ddp, "zero_dp_3"))
         return loom_error(LOOM_E_INVALID, "--sharded_ddp zero_dp_2 is not compatible with --sharded_ddp zero_dp_3%s",
                           where);
-    if (loom__words_has(a->sharded_ddp, "zero_dp_3"))
+    if (loom__words_has(a->sharded_ddp, "zero_dp_3") && loom__words_has(a->sharded_ddp, "offload"))
         return loom_error(LOOM_E_UNSUPPORTED,
-                          "--sharded_ddp zero_dp_3%s shards the parameters themselves (ZeRO-3), which is not supported "
-                          "yet (supported: simple, zero_dp_2 = ZeRO-2)",
-                          where);
+                          "--sharded_ddp '%s'%s: offload with zero_dp_3 (ZeRO-3) is not supported yet (loom's zero3 "
+                          "does not offload; drop offload)",
+                          a->sharded_ddp, where);
     warn_no_effect("--sharded_ddp", a->sharded_ddp);
     if (strategies == 0)
         fprintf(stderr,
-                "loom: warning: --sharded_ddp '%s'%s names no mode (simple, zero_dp_2): the run is not sharded, "
-                "as in HF\n",
+                "loom: warning: --sharded_ddp '%s'%s names no mode (simple, zero_dp_2, zero_dp_3): the run is not "
+                "sharded, as in HF\n",
                 a->sharded_ddp, where);
     return LOOM_OK;
 }
@@ -129,11 +154,6 @@ static const char *const no_effect[] = {"min_num_params",
                                         "version",
                                         "activation_cpu_offload"};
 
-static int is_true(const cJSON *v)
-{
-    return cJSON_IsTrue(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, "true"));
-}
-
 static loom_status check_key(const loom_args *a, const cJSON *item, const char *name, const char *where)
 {
     if (!strncmp(name, "xla", 3)) {
@@ -149,31 +169,19 @@ static loom_status check_key(const loom_args *a, const cJSON *item, const char *
                               where);
         return LOOM_OK;
     }
-    if (!strcmp(name, "reshard_after_forward")) {
-        /* FSDP2's spelling of the strategy: true is full_shard's resharding, false shard_grad_op's. */
-        if (is_true(item) && a->fsdp && !loom__words_has(a->fsdp, "no_shard"))
-            return loom_error(LOOM_E_UNSUPPORTED,
-                              "--fsdp_config%s: reshard_after_forward true shards the parameters between forward and "
-                              "backward (ZeRO-3), which is not supported yet (false is shard_grad_op)",
-                              where);
+    /* FSDP2's spelling of the strategy, read by loom__fsdp_sharding; offload is checked against
+     * the strategy once the whole config is read. */
+    if (!strcmp(name, "reshard_after_forward") || !strcmp(name, "offload_params") || !strcmp(name, "cpu_offload"))
         return LOOM_OK;
-    }
-    if (!strcmp(name, "offload_params") || !strcmp(name, "cpu_offload")) {
-        if (is_true(item))
-            fprintf(stderr,
-                    "loom: warning: --fsdp_config %s has no effect here (everything is in host memory already "
-                    "on the CPU)\n",
-                    name);
-        return LOOM_OK;
-    }
     for (size_t k = 0; k < COUNT(no_effect); k++)
         if (!strcmp(name, no_effect[k])) return LOOM_OK;
     fprintf(stderr, "loom: warning: --fsdp_config key '%s'%s has no effect here\n", name, where);
     return LOOM_OK;
 }
 
-/* *wrap_rules: 1 when the config sets min_num_params, 2 transformer_layer_cls_to_wrap, 3 both. */
-static loom_status check_config(loom_args *a, loom__arg_origin *origin, int *wrap_rules)
+/* *wrap_rules: 1 when the config sets min_num_params, 2 transformer_layer_cls_to_wrap, 3 both;
+ * *offload: the offload key (offload_params, or its older name cpu_offload) set true, else NULL. */
+static loom_status check_config(loom_args *a, loom__arg_origin *origin, int *wrap_rules, const char **offload)
 {
     const char *text = a->fsdp_config;
     if (text && !*text) return loom__arg_set_string(&a->fsdp_config, NULL);
@@ -197,6 +205,8 @@ static loom_status check_config(loom_args *a, loom__arg_origin *origin, int *wra
         const char *name = strncmp(item->string, "fsdp_", 5) ? item->string : item->string + 5;
         min_params |= !strcmp(name, "min_num_params") && cJSON_IsNumber(item) && item->valuedouble > 0;
         layer_cls |= !strcmp(name, "transformer_layer_cls_to_wrap") && !cJSON_IsNull(item);
+        if ((!strcmp(name, "offload_params") || !strcmp(name, "cpu_offload")) && is_true(item))
+            *offload = !strcmp(name, "cpu_offload") ? "cpu_offload" : "offload_params";
         st = check_key(a, item, name, where);
     }
     *wrap_rules = min_params + 2 * layer_cls;
@@ -214,11 +224,31 @@ static loom_status check_config(loom_args *a, loom__arg_origin *origin, int *wra
 
 int loom__fsdp_activation_checkpointing(const loom_args *a)
 {
-    if (!a->fsdp || !a->fsdp_config || a->fsdp_config[0] != '{') return 0;
-    cJSON *root = cJSON_Parse(a->fsdp_config);
-    int on = is_true(cJSON_GetObjectItemCaseSensitive(root, "activation_checkpointing"));
-    cJSON_Delete(root);
-    return on;
+    return a->fsdp && config_is_true(a, "activation_checkpointing");
+}
+
+/* Offload against the strategy the options and the config chose together: loom's zero3 has
+ * none, and under the other strategies everything is in host memory already on the CPU. */
+static loom_status check_offload(const loom_args *a, const char *offload_key, const char *where)
+{
+    int zero3 = a->fsdp && !strcmp(loom__fsdp_sharding(a), "zero3");
+    if (zero3 && (offload_key || loom__words_has(a->fsdp, "offload"))) {
+        char key[64] = "";
+        if (offload_key) snprintf(key, sizeof key, ", --fsdp_config %s true", offload_key);
+        return loom_error(
+            LOOM_E_UNSUPPORTED,
+            "--fsdp '%s'%s%s%s: offload with full sharding (ZeRO-3) is not supported yet (loom's zero3 "
+            "does not offload)",
+            a->fsdp, where,
+            config_is_true(a, "reshard_after_forward") ? ", --fsdp_config reshard_after_forward true" : "", key);
+    }
+    if (a->fsdp) warn_no_effect("--fsdp", a->fsdp);
+    if (offload_key)
+        fprintf(stderr,
+                "loom: warning: --fsdp_config %s has no effect here (everything is in host memory already on the "
+                "CPU)\n",
+                offload_key);
+    return LOOM_OK;
 }
 
 loom_status loom__args_resolve_fsdp(loom_args *a, loom__arg_origin *origin)
@@ -234,9 +264,10 @@ loom_status loom__args_resolve_fsdp(loom_args *a, loom__arg_origin *origin)
                           loom__where(SOURCE(sharded_ddp), buf, sizeof buf));
     if (a->fsdp && (st = check_options(a, loom__where(SOURCE(fsdp), buf, sizeof buf))) != LOOM_OK) return st;
     int wrap_rules = 0;
-    if ((st = check_config(a, origin, &wrap_rules)) != LOOM_OK) return st;
-    if (!a->fsdp) return LOOM_OK;
+    const char *offload = NULL;
+    if ((st = check_config(a, origin, &wrap_rules, &offload)) != LOOM_OK) return st;
     const char *where = loom__where(SOURCE(fsdp), buf, sizeof buf);
+    if ((st = check_offload(a, offload, where)) != LOOM_OK || !a->fsdp) return st;
     /* The deprecated flags add to the config's keys (HF). */
     if (a->fsdp_min_num_params > 0) wrap_rules |= 1;
     if (a->fsdp_transformer_layer_cls_to_wrap && *a->fsdp_transformer_layer_cls_to_wrap) wrap_rules |= 2;

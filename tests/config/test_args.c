@@ -354,8 +354,6 @@ static void test_status_columns(void)
     /* HF's dataclass default "" of debug, mp_parameters and v4's fsdp is their default here too. */
     CHECK(PARSE(&a, "--debug", "", "--mp_parameters", "", "--fsdp", "") == LOOM_OK);
     loom_args_free(&a);
-    CHECK(PARSE(&a, "--fsdp", "full_shard") == LOOM_E_UNSUPPORTED);
-    loom_args_free(&a);
     /* HF's older flag selects the optimizer, as --optim adafactor does. */
     CHECK(PARSE(&a, "--adafactor") == LOOM_OK);
     CHECK(a.optim && strcmp(a.optim, "adafactor") == 0);
@@ -371,6 +369,79 @@ static void test_status_columns(void)
     CHECK(PARSE(&a, "--dataloader_num_workers", "4", "--push_to_hub", "--report_to", "wandb") == LOOM_OK);
     CHECK(a.dataloader_num_workers == 4);
     loom_args_free(&a);
+}
+
+/* FSDP's strategies and FairScale's modes on loom's sharding plugins; offload is refused where
+ * the parameters are sharded (zero3 does not offload), before any plugin loads. */
+static void test_fsdp_sharding(void)
+{
+    static const struct {
+        const char *flag, *value, *config, *plugin;
+    } cases[] = {
+        {"--fsdp", "full_shard", NULL, "zero3"},
+        {"--fsdp", "full_shard auto_wrap", NULL, "zero3"},
+        {"--fsdp", "hybrid_shard", NULL, "zero3"},
+        {"--fsdp", "auto_wrap", NULL, "zero3"}, /* accelerate's default strategy, full_shard */
+        {"--fsdp", "shard_grad_op", NULL, "zero2"},
+        {"--fsdp", "shard_grad_op offload", NULL, "zero2"},
+        {"--fsdp", "hybrid_shard_zero2", NULL, "zero2"},
+        {"--fsdp", "no_shard", NULL, "ddp"},
+        /* FSDP2's reshard_after_forward true is full_shard's resharding. */
+        {"--fsdp", "shard_grad_op", "{\"reshard_after_forward\": true}", "zero3"},
+        {"--fsdp", "hybrid_shard_zero2", "{\"fsdp_reshard_after_forward\": \"true\"}", "zero3"},
+        {"--fsdp", "shard_grad_op", "{\"reshard_after_forward\": false}", "zero2"},
+        {"--fsdp", "no_shard", "{\"reshard_after_forward\": true}", "ddp"},
+        {"--fsdp", "full_shard",
+         "{\"forward_prefetch\": true, \"limit_all_gathers\": true, \"use_orig_params\": "
+         "true, \"sync_module_states\": true, \"backward_prefetch\": \"backward_pre\"}",
+         "zero3"},
+        {"--sharded_ddp", "zero_dp_3", NULL, "zero3"},
+        {"--sharded_ddp", "zero_dp_3 auto_wrap", NULL, "zero3"},
+        {"--sharded_ddp", "zero_dp_2", NULL, "zero2"},
+        {"--sharded_ddp", "simple", NULL, "sharded_ddp"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        loom_args a;
+        loom_status st = cases[i].config ? PARSE(&a, cases[i].flag, cases[i].value, "--fsdp_config", cases[i].config)
+                                         : PARSE(&a, cases[i].flag, cases[i].value);
+        const char *got = st == LOOM_OK ? loom__fsdp_sharding(&a) : NULL;
+        if (!got || strcmp(got, cases[i].plugin) != 0)
+            fprintf(stderr, "%s '%s' %s: got %s (%s)\n", cases[i].flag, cases[i].value,
+                    cases[i].config ? cases[i].config : "", got ? got : "an error", loom_error_message());
+        CHECK(got && strcmp(got, cases[i].plugin) == 0);
+        loom_args_free(&a);
+    }
+    static const struct {
+        const char *flag, *value, *config, *needles[3];
+    } refused[] = {
+        {"--fsdp", "full_shard offload", NULL, {"--fsdp 'full_shard offload'", "offload with full_shard (ZeRO-3)"}},
+        {"--fsdp", "hybrid_shard offload", NULL, {"offload with hybrid_shard (ZeRO-3)", "not supported yet"}},
+        {"--fsdp", "offload auto_wrap", NULL, {"offload with accelerate's default strategy, full_shard"}},
+        {"--fsdp",
+         "full_shard",
+         "{\"offload_params\": true}",
+         {"--fsdp 'full_shard'", "--fsdp_config offload_params true", "offload with full sharding (ZeRO-3)"}},
+        {"--fsdp",
+         "shard_grad_op offload",
+         "{\"reshard_after_forward\": true}",
+         {"--fsdp_config reshard_after_forward true", "not supported yet"}},
+        {"--sharded_ddp", "zero_dp_3 offload", NULL, {"--sharded_ddp 'zero_dp_3 offload'", "offload with zero_dp_3"}},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        loom_args a;
+        loom_status st = refused[i].config
+                             ? PARSE(&a, refused[i].flag, refused[i].value, "--fsdp_config", refused[i].config)
+                             : PARSE(&a, refused[i].flag, refused[i].value);
+        CHECK(st == LOOM_E_UNSUPPORTED);
+        const char *msg = loom_error_message();
+        for (size_t k = 0; k < 3 && refused[i].needles[k]; k++) {
+            if (!CONTAINS(msg, refused[i].needles[k]))
+                fprintf(stderr, "missing '%s' in: %s\n", refused[i].needles[k], msg);
+            CHECK(CONTAINS(msg, refused[i].needles[k]));
+        }
+        CHECK(!strchr(msg, '\n'));
+        loom_args_free(&a);
+    }
 }
 
 static void test_derived(void)
@@ -585,6 +656,7 @@ int main(void)
     test_json_errors();
     test_unknown_flags();
     test_validation();
+    test_fsdp_sharding();
     test_status_columns();
     test_derived();
     test_write_json();
