@@ -123,6 +123,31 @@ class Zero3Test(LoomTestCase):
             self.assertLess(budgets["zero3"][r], model_bytes * 0.7)
             self.assertLess(peaks["zero3"][r], peaks["zero2"][r] - model_bytes / 4, f"rank {r}: {peaks}")
 
+    def test_hf_routes(self):
+        """The ways an HF user asks for ZeRO-3 run zero3 and train what their ZeRO-2 twins
+        train: DeepSpeed's stage 3 (the shipped example config), FSDP's full_shard and
+        FairScale's zero_dp_3."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "examples", "deepspeed", "ds_zero3.json")) as f:
+            config = json.load(f)
+        stage2 = dict(config, zero_optimization={k: v for k, v in config["zero_optimization"].items()
+                                                 if not k.startswith("stage3_") and k != "offload_param"})
+        stage2["zero_optimization"]["stage"] = 2
+        stage2_path = os.path.join(self.tmp, "ds_stage2.json")
+        with open(stage2_path, "w") as f:
+            json.dump(stage2, f)
+        routes = {"ds": (["--deepspeed", os.path.join(root, "examples", "deepspeed", "ds_zero3.json")],
+                         ["--deepspeed", stage2_path]),
+                  "fsdp": (["--fsdp", "full_shard"], ["--fsdp", "shard_grad_op"]),
+                  "fairscale": (["--sharded_ddp", "zero_dp_3"], ["--sharded_ddp", "zero_dp_2"])}
+        for name, (three, two) in routes.items():
+            _, z3, z3_losses, text = self.train(f"route3-{name}", 2, None, *three)
+            _, z2, z2_losses, text2 = self.train(f"route2-{name}", 2, None, *two)
+            self.assertIn("[sharding] zero3 ", text, name)
+            self.assertIn("[sharding] zero2 ", text2, name)
+            self.assertEqual(z3, z2, name)
+            self.assertEqual(z3_losses, z2_losses, name)
+
     def test_refusals(self):
         """t5 reads its parameters whole: refused in one line, naming both plugins."""
         pairs = os.path.join(self.tmp, "pairs.jsonl")
