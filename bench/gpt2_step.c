@@ -12,8 +12,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,21 +76,26 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    /* Random tokens, enough for every step to get a fresh batch. */
-    char dir[] = "/tmp/loom-bench-XXXXXX"; /* one per rank under loom launch */
-    if (!mkdtemp(dir)) return 1;
-    char shard[256], out[256];
-    snprintf(shard, sizeof shard, "%s/random.bin", dir);
-    snprintf(out, sizeof out, "%s/out", dir);
+    /* Random tokens, enough for every step to get a fresh batch. The ranks of a run must name the
+     * same file (they check that they train on the same data), so its name is a function of its
+     * bytes: each rank writes its own copy and renames it into place, and whichever rename comes
+     * last leaves the same bytes. */
     uint64_t n_tokens = (uint64_t)(warmup + steps + 1) * (uint64_t)B * (uint64_t)T + 1;
+    char dir[96], shard[256], tmp[300], out[256];
+    snprintf(dir, sizeof dir, "/tmp/loom-bench-%u", (unsigned)getuid());
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return 1;
+    snprintf(shard, sizeof shard, "%s/random-%d-%llu.bin", dir, cfg->vocab, (unsigned long long)n_tokens);
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", shard, (int)getpid());
+    snprintf(out, sizeof out, "%s/out-%s", dir, getenv("MASTER_PORT") ? getenv("MASTER_PORT") : "1");
     uint16_t *tokens = malloc(n_tokens * sizeof *tokens);
     uint64_t state = 1234;
     for (uint64_t i = 0; i < n_tokens; i++) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         tokens[i] = (uint16_t)((state >> 33) % (uint64_t)cfg->vocab);
     }
-    loom_status st = loom_tokens_write(shard, tokens, n_tokens);
+    loom_status st = loom_tokens_write(tmp, tokens, n_tokens);
     free(tokens);
+    if (st == LOOM_OK && rename(tmp, shard) != 0) return 1;
 
     char text[12][32];
     snprintf(text[0], 32, "%d", cfg->layers);
@@ -120,6 +127,11 @@ int main(int argc, char **argv)
     if (getenv("LOOM_BENCH_PLUGIN")) {
         with_report[args_c++] = "--plugin";
         with_report[args_c++] = getenv("LOOM_BENCH_PLUGIN");
+    }
+    /* bench/sharding_step reads each rank's memory budget, printed at debug level. */
+    if (getenv("LOOM_BENCH_LOG_LEVEL")) {
+        with_report[args_c++] = "--log_level";
+        with_report[args_c++] = getenv("LOOM_BENCH_LOG_LEVEL");
     }
     /* bench/ddp_step sets the DDP bucket size the same way. */
     if (getenv("LOOM_BENCH_BUCKET_MB")) {
@@ -171,8 +183,10 @@ int main(int argc, char **argv)
     loom_trainer_destroy(t);
     free(times);
     free(step_starts);
+    /* The token file stays for the next run of the same shapes (a rank of this run may still
+     * read it); the output folder goes. */
     char cleanup[600];
-    snprintf(cleanup, sizeof cleanup, "rm -rf '%s'", dir);
-    if (system(cleanup) != 0) fprintf(stderr, "bench_gpt2_step: could not remove %s\n", dir);
+    snprintf(cleanup, sizeof cleanup, "rm -rf '%s'", out);
+    if (system(cleanup) != 0) fprintf(stderr, "bench_gpt2_step: could not remove %s\n", out);
     return 0;
 }
