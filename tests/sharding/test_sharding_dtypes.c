@@ -1,6 +1,6 @@
 /*
- * test_sharding_dtypes.c - the sharding plugins (ddp, zero1, zero2, sharded_ddp) with f32, f16
- * and bf16 parameters and gradients, between real rank processes over the gloo communicator.
+ * test_sharding_dtypes.c - the sharding plugins (ddp, zero1, zero2, zero3, sharded_ddp) with f32,
+ * f16 and bf16 parameters and gradients, between real rank processes over the gloo communicator.
  *
  * The parent forks 2 and then 3 ranks on 127.0.0.1. Each rank plays the model: for every
  * plugin and dtype it acquires the gradients of each tensor, last to first as backward does,
@@ -23,6 +23,12 @@
  *   - zero1 and zero2 for an optimizer that needs whole tensors (LOOM_OPTIMIZER_NEEDS_WHOLE_TENSORS):
  *     the partitions are runs of whole tensors of uneven lengths (worked out by hand below), and
  *     the reductions, the all-gather (never in place) and offload give the same bits as above;
+ *   - zero3 (gradients as zero2's, the same bits): publish_params leaves every rank's params as
+ *     they are; a range acquired tensor by tensor (param_acquire) then holds the owners' bits
+ *     on every rank, and after param_release the pages of the ranges a rank does not own read
+ *     as zeros while its own range keeps its values; an overlapping acquire and the release of
+ *     a range never acquired are refused; the memory report's param_bytes is the partition plus
+ *     the largest gradient range, and cpu_offload is refused;
  *   - an unsupported dtype is refused with a message naming it.
  * Every process has a hard alarm(), so a hang fails the test instead of blocking ctest.
  */
@@ -179,6 +185,9 @@ static const variant variants[] = {
     {"zero2", {"allgather_bucket_size", "overlap_comm"}, {"5000", "true"}, 1, 0, 1},
     {"zero2", {"reduce_scatter"}, {"false"}, 1, 1, 1},
     {"zero2", {"allgather_bucket_size", "cpu_offload"}, {"5000", "true"}, 1, 0, 1},
+    {"zero3", {NULL}, {NULL}, 1, 0, 0},
+    {"zero3", {"overlap_comm"}, {"true"}, 1, 1, 0},
+    {"zero3", {"reduce_scatter"}, {"false"}, 1, 0, 1},
 };
 /* Room for world x P elements at any world size here (P <= 32768 for 2 ranks). */
 #define CAPACITY 65536
@@ -335,6 +344,46 @@ static void check_publish(rank_ctx *c, instance *in, uint32_t dtype, uint8_t *pa
     uint8_t *want = test_xmalloc((size_t)TOTAL * es);
     for (int64_t i = 0; i < TOTAL; i++)
         store_value(want, i, param_value(dtype, i), dtype);
+    if (LOOM_HAS(in->sv, loom_sharding_vtable, param_acquire)) {
+        /* zero3: nothing is gathered after the update; each use gathers its range. */
+        const int64_t own_begin = n_ranges ? ranges[0].begin : 0, own_end = n_ranges ? ranges[0].end : 0;
+        for (int t = 0; t < N_TENSORS; t++) {
+            OK(in->sv->param_acquire(in->sharding, offsets[t], offsets[t + 1]));
+            RCHECK(memcmp(params + (size_t)offsets[t] * es, want + (size_t)offsets[t] * es,
+                          (size_t)(offsets[t + 1] - offsets[t]) * es) == 0);
+            if (t == 1) { /* held: an overlapping acquire is a caller's bug */
+                RCHECK(in->sv->param_acquire(in->sharding, offsets[1] + 1, offsets[2] + 1) == LOOM_E_INVALID);
+                RCHECK(strstr(loom_error_message(), "overlaps") != NULL);
+            }
+            OK(in->sv->param_release(in->sharding, offsets[t], offsets[t + 1]));
+        }
+        RCHECK(in->sv->param_release(in->sharding, offsets[0], offsets[1]) == LOOM_E_INVALID);
+        OK(in->sv->param_acquire(in->sharding, 0, TOTAL));
+        RCHECK(memcmp(params, want, (size_t)TOTAL * es) == 0);
+        OK(in->sv->param_release(in->sharding, 0, TOTAL));
+        /* Released: this rank's own range stays, the others' whole pages are given back. */
+        RCHECK(memcmp(params + (size_t)own_begin * es, want + (size_t)own_begin * es,
+                      (size_t)(own_end - own_begin) * es) == 0);
+        const long page = sysconf(_SC_PAGESIZE);
+        int64_t zeros = 0, stale = 0;
+        for (int64_t i = 0; i < TOTAL; i++) {
+            if (i >= own_begin && i < own_end) continue;
+            const uintptr_t element = (uintptr_t)(params + (size_t)i * es);
+            const uintptr_t first = element / (uintptr_t)page * (uintptr_t)page;
+            const uintptr_t start = (uintptr_t)(params + (size_t)(i < own_begin ? 0 : own_end) * es);
+            const uintptr_t stop = (uintptr_t)(params + (size_t)(i < own_begin ? own_begin : TOTAL) * es);
+            if (first < start || first + (uintptr_t)page > stop) continue; /* a page shared with a kept range */
+            uint8_t zero[4] = {0};
+            if (memcmp(params + (size_t)i * es, zero, es) == 0)
+                zeros++;
+            else
+                stale++;
+        }
+        RCHECK(stale == 0);
+        RCHECK(zeros > 0);
+        free(want);
+        return;
+    }
     RCHECK(memcmp(params, want, (size_t)TOTAL * es) == 0);
     free(want);
 }
@@ -373,9 +422,14 @@ static void check_memory(rank_ctx *c, instance *in, const variant *v, uint32_t d
     } else if (strcmp(plugin, "zero1") == 0) {
         RCHECK(m.gradient_bytes == P * world * es);
         RCHECK(m.bucket_bytes == gather * (world + 1) * es); /* owned gradients: its block of the buffer */
+    } else if (strcmp(plugin, "zero3") == 0) {               /* no gather buffers: it gathers on use */
+        RCHECK(m.gradient_bytes == P * es);
+        RCHECK(m.bucket_bytes == LARGEST_TENSOR * es);
+        RCHECK(m.param_bytes == (P + LARGEST_TENSOR < TOTAL ? P + LARGEST_TENSOR : TOTAL) * es);
     } else {
         RCHECK(m.gradient_bytes == P * es);
         RCHECK(m.bucket_bytes == (LARGEST_TENSOR + gather * (world + 1)) * es);
+        RCHECK(m.param_bytes == 0);
     }
     /* cpu_offload: the host copies of this rank's parameters and gradients. */
     RCHECK(m.host_bytes == (host_params(in) ? 2 * mine * es : 0));
@@ -492,7 +546,7 @@ static void check_values_discriminate(int world)
 
 static void check_refusals(rank_ctx *c)
 {
-    const char *plugins[] = {"none", "ddp", "zero1", "zero2", "sharded_ddp"};
+    const char *plugins[] = {"none", "ddp", "zero1", "zero2", "zero3", "sharded_ddp"};
     uint8_t params[8];
     for (size_t p = 0; p < sizeof plugins / sizeof plugins[0]; p++) {
         const variant v = {plugins[p], {NULL}, {NULL}, 0, 0, 0};
@@ -506,6 +560,14 @@ static void check_refusals(rank_ctx *c)
         RCHECK(strstr(loom_error_message(), plugins[p]) != NULL);
         destroy_instance(&in);
     }
+    /* zero3 has no offload. */
+    const variant offload = {"zero3", {"cpu_offload"}, {"true"}, 1, 0, 0};
+    instance in;
+    uint8_t *room = test_xmalloc((size_t)CAPACITY * 4);
+    RCHECK(create_instance(c, &offload, LOOM_DTYPE_F32, room, &in) == LOOM_E_UNSUPPORTED);
+    RCHECK(strstr(loom_error_message(), "cpu_offload") != NULL);
+    destroy_instance(&in);
+    free(room);
 }
 
 /* ---------------------------------------------------------------------------------------- */
