@@ -10,25 +10,14 @@ import unittest
 
 import shutil
 
-from loomtest import LOOM, LoomTestCase, free_port, loom, read_safetensors, run, write_pairs, write_tokens
+from loomtest import GPT2_NANO, LOOM, TokensTestCase, free_port, loom, read_safetensors, run, write_pairs, write_tokens
 
-NANO = ["--model", "gpt2", "--gpt2.n_layer", "2", "--gpt2.n_head", "2", "--gpt2.n_embd", "64",
-        "--gpt2.vocab_size", "512", "--gpt2.n_positions", "64", "--block_size", "32"]
-
-
-class Zero3Test(LoomTestCase):
-    data_kind = "blobs"
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tokens = os.path.join(cls.tmp, "z3.bin")
-        write_tokens(cls.tokens, 30000, 512, 23)
+class Zero3Test(TokensTestCase):
 
     def train(self, name, world, plugin, *extra, steps=12, accumulation=1, env=None):
         out = self.out(name)
         choose = ["--plugin", plugin] if plugin else []
-        args = self.train_args(out, *choose, *NANO, "--train_file", self.tokens, "--per_device_train_batch_size",
+        args = self.train_args(out, *choose, *GPT2_NANO, "--train_file", self.tokens, "--per_device_train_batch_size",
                                str(8 // world), "--max_steps", str(steps), "--gradient_accumulation_steps",
                                str(accumulation), "--max_grad_norm", "0.5", "--weight_decay", "0.1",
                                "--learning_rate", "3e-3", "--logging_steps", "1", "--ddp_timeout", "30", *extra)
@@ -88,7 +77,7 @@ class Zero3Test(LoomTestCase):
         out2 = self.out("resumed")
         shutil.rmtree(out2, ignore_errors=True)
         shutil.copytree(ckpt, os.path.join(out2, "checkpoint-8"))
-        args = self.train_args(out2, "--plugin", "zero3", *NANO, "--train_file", self.tokens,
+        args = self.train_args(out2, "--plugin", "zero3", *GPT2_NANO, "--train_file", self.tokens,
                                "--per_device_train_batch_size", "4", "--max_steps", "12", "--max_grad_norm", "0.5",
                                "--weight_decay", "0.1", "--learning_rate", "3e-3", "--logging_steps", "1",
                                "--ddp_timeout", "30", *common, "--resume_from_checkpoint",
