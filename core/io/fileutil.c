@@ -113,7 +113,22 @@ static loom_status write_all(int fd, const char *path, const void *data, size_t 
     return LOOM_OK;
 }
 
+static loom_status write_parts(const char *path, const loom_file_part *parts, size_t n, loom_part_stage stage,
+                               void *context);
+
 loom_status loom_write_file_atomicv(const char *path, const loom_file_part *parts, size_t n)
+{
+    return write_parts(path, parts, n, NULL, NULL);
+}
+
+loom_status loom_write_file_atomicv_staged(const char *path, const loom_file_part *parts, size_t n,
+                                           loom_part_stage stage, void *context)
+{
+    return write_parts(path, parts, n, stage, context);
+}
+
+static loom_status write_parts(const char *path, const loom_file_part *parts, size_t n, loom_part_stage stage,
+                               void *context)
 {
     if (!path || !*path)
         return loom_error(LOOM_E_INVALID, "write: empty path");
@@ -131,8 +146,11 @@ loom_status loom_write_file_atomicv(const char *path, const loom_file_part *part
         free(tmp);
         return st;
     }
-    for (size_t i = 0; i < n && st == LOOM_OK; i++)
+    for (size_t i = 0; i < n && st == LOOM_OK; i++) {
+        if (stage && (st = stage(context, i, 0)) != LOOM_OK) break;
         st = write_all(fd, tmp, parts[i].data, parts[i].len);
+        if (stage && st == LOOM_OK) st = stage(context, i, 1);
+    }
     if (st == LOOM_OK && fsync(fd) != 0)
         st = loom_error(LOOM_E_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     /* close() reports delayed write errors on NFS; a file we cannot vouch for is not renamed. */

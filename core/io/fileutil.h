@@ -30,6 +30,14 @@ typedef struct loom_file_part {
  * new one, never a prefix. On failure the .tmp file is removed. */
 loom_status loom_write_file_atomicv(const char *path, const loom_file_part *parts, size_t n);
 
+/* Called around the write of part i of a staged write: done = 0 before (the part's memory may
+ * be made ready then), 1 after. A failure stops the write (the .tmp file goes). */
+typedef loom_status (*loom_part_stage)(void *context, size_t part, int done);
+/* loom_write_file_atomicv with stage (not NULL) around each part's write: a file larger than
+ * what is ready in memory at once (ZeRO-3's gathered parameters, tensor by tensor). */
+loom_status loom_write_file_atomicv_staged(const char *path, const loom_file_part *parts, size_t n,
+                                           loom_part_stage stage, void *context);
+
 /* loom_write_file_atomicv with one part. */
 loom_status loom_write_file_atomic(const char *path, const void *data, size_t len);
 

@@ -232,8 +232,36 @@ nomem:
     return NULL;
 }
 
+/* Part 0 is the header and part i + 1 tensor i: the caller's stage sees tensor indices. */
+typedef struct tensor_stage {
+    loom_part_stage stage;
+    void *context;
+} tensor_stage;
+
+static loom_status stage_tensor(void *context, size_t part, int done)
+{
+    const tensor_stage *s = context;
+    return part == 0 ? LOOM_OK : s->stage(s->context, part - 1, done);
+}
+
+static loom_status write_tensors(const char *path, const loom_st_tensor *tensors, size_t n, const char *const *metadata,
+                                 size_t n_metadata_pairs, loom_part_stage stage, void *context);
+
 loom_status loom_safetensors_write(const char *path, const loom_st_tensor *tensors, size_t n,
                                    const char *const *metadata, size_t n_metadata_pairs)
+{
+    return write_tensors(path, tensors, n, metadata, n_metadata_pairs, NULL, NULL);
+}
+
+loom_status loom_safetensors_write_staged(const char *path, const loom_st_tensor *tensors, size_t n,
+                                          const char *const *metadata, size_t n_metadata_pairs, loom_part_stage stage,
+                                          void *context)
+{
+    return write_tensors(path, tensors, n, metadata, n_metadata_pairs, stage, context);
+}
+
+static loom_status write_tensors(const char *path, const loom_st_tensor *tensors, size_t n, const char *const *metadata,
+                                 size_t n_metadata_pairs, loom_part_stage stage, void *context)
 {
     if (!path || !*path)
         return loom_error(LOOM_E_INVALID, "safetensors: empty path");
@@ -266,10 +294,13 @@ loom_status loom_safetensors_write(const char *path, const loom_st_tensor *tenso
         memset(header + 8 + json_len, ' ', header_len - json_len);
         size_t np = 0;
         parts[np++] = (loom_file_part){header, 8 + header_len};
+        /* Staged, every tensor is a part (an empty one writes nothing), so part i + 1 is tensor i. */
         for (size_t i = 0; i < n; i++)
-            if (tensors[i].nbytes > 0)
+            if (tensors[i].nbytes > 0 || stage)
                 parts[np++] = (loom_file_part){tensors[i].data, (size_t)tensors[i].nbytes};
-        st = loom_write_file_atomicv(path, parts, np);
+        tensor_stage s = {stage, context};
+        st = stage ? loom_write_file_atomicv_staged(path, parts, np, stage_tensor, &s)
+                   : loom_write_file_atomicv(path, parts, np);
     }
     free(parts);
     free(header);

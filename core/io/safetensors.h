@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fileutil.h" /* loom_part_stage */
+
 typedef struct loom_st_tensor {
     const char *name;
     uint32_t dtype;   /* LOOM_DTYPE_*                                                       */
@@ -45,6 +47,12 @@ const char *loom_st_dtype_name(uint32_t dtype);
  * names or metadata that are not UTF-8), LOOM_E_IO if the file cannot be written. */
 loom_status loom_safetensors_write(const char *path, const loom_st_tensor *tensors, size_t n,
                                    const char *const *metadata, size_t n_metadata_pairs);
+/* The same with stage(context, i, 0) before tensor i's bytes are written and stage(context, i, 1)
+ * after (tensors of 0 bytes included, in order): its data need only be ready from the first call
+ * on (loom_part_stage, fileutil.h). */
+loom_status loom_safetensors_write_staged(const char *path, const loom_st_tensor *tensors, size_t n,
+                                          const char *const *metadata, size_t n_metadata_pairs, loom_part_stage stage,
+                                          void *context);
 
 /* An opened file: mapped read-only; tensor data points into the mapping. */
 typedef struct loom_safetensors loom_safetensors;

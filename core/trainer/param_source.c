@@ -4,10 +4,11 @@
  * and the spans in which the host itself needs the whole buffer.
  *
  * The model's calls are collective (the plugin broadcasts each owner's piece), which holds in
- * training because every rank runs the same forward and backward. Evaluation and generation are
- * not in lockstep (ranks may run one batch fewer, hypotheses end at different lengths), so the
- * host gathers the whole buffer once around them and the model's calls return at once there,
- * as they do around saving and loading the best model, which read or write every tensor.
+ * training because every rank runs the same forward and backward, and in evaluation, where a
+ * rank with fewer batches runs forwards that count for nothing (trainer_eval.c). Generation is
+ * not in lockstep (hypotheses end at different lengths), so the host gathers the whole buffer
+ * once around it and the model's calls return at once there. Saving and loading the best model
+ * read or write every tensor: they go tensor by tensor, every rank taking part in each gather.
  */
 #include "error.h"
 #include "trainer_internal.h"
@@ -70,4 +71,26 @@ loom_status loom_trainer_params_done(loom_trainer *t)
     if (--t->whole_depth > 0) return LOOM_OK;
     const loom_sharding_vtable *sv = t->sharding.vtable;
     return LOOM_PLUGIN_CALL(t->sharding, "param_release", sv->param_release(t->sharding.instance, 0, t->total_numel));
+}
+
+int loom_trainer_params_streamed(const loom_trainer *t)
+{
+    return t->params_partitioned && t->whole_depth == 0;
+}
+
+loom_status loom_trainer_params_tensor(loom_trainer *t, size_t i, int done)
+{
+    const int64_t begin = t->tensor_offsets[i], end = t->tensor_offsets[i + 1];
+    if (begin == end) return LOOM_OK;
+    return done ? source_release(t, begin, end) : source_acquire(t, begin, end);
+}
+
+loom_status loom_trainer_params_walk(loom_trainer *t, size_t from)
+{
+    for (size_t i = from; i < t->n_tensors; i++) {
+        loom_status st = loom_trainer_params_tensor(t, i, 0);
+        if (st == LOOM_OK) st = loom_trainer_params_tensor(t, i, 1);
+        if (st != LOOM_OK) return st;
+    }
+    return LOOM_OK;
 }

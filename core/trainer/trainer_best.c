@@ -86,26 +86,59 @@ loom_status loom_trainer_best_at_save(loom_trainer *t)
     return LOOM_OK;
 }
 
-/* The best checkpoint's weights into t->params: the checkpoint holds the parameters in this run's
- * own dtype, so a byte copy restores them. */
-static loom_status read_best(loom_trainer *t, const char *path)
+/* The best checkpoint opened, every tensor of this run in it with this run's dtype and size (the
+ * checkpoint holds the parameters in the run's own dtype, so a byte copy restores them). */
+static loom_status open_best(loom_trainer *t, const char *path, loom_safetensors **file)
 {
-    loom_safetensors *file = NULL;
-    loom_status st = loom_safetensors_open(path, &file);
+    loom_status st = loom_safetensors_open(path, file);
     if (st != LOOM_OK) return loom_error_context(st, "load_best_model_at_end");
     for (size_t i = 0; i < t->n_tensors && st == LOOM_OK; i++) {
         loom_st_tensor tensor;
-        if ((st = loom_safetensors_find(file, t->tensors[i].name, &tensor)) != LOOM_OK) break;
+        if ((st = loom_safetensors_find(*file, t->tensors[i].name, &tensor)) != LOOM_OK) break;
         uint64_t bytes = (uint64_t)(t->tensor_offsets[i + 1] - t->tensor_offsets[i]) * t->param_size;
-        if (tensor.dtype != t->param_dtype || tensor.nbytes != bytes) {
+        if (tensor.dtype != t->param_dtype || tensor.nbytes != bytes)
             st = loom_error(LOOM_E_FORMAT, "%s: tensor '%s' differs in dtype or size from this run's", path,
                             t->tensors[i].name);
-            break;
-        }
-        memcpy((char *)t->params + (size_t)t->tensor_offsets[i] * t->param_size, tensor.data, bytes);
     }
-    loom_safetensors_close(file);
+    if (st != LOOM_OK) {
+        loom_safetensors_close(*file);
+        *file = NULL;
+    }
     return st;
+}
+
+/* Tensor i from the opened checkpoint into its place in t->params. */
+static void copy_best(loom_trainer *t, loom_safetensors *file, size_t i)
+{
+    loom_st_tensor tensor;
+    if (loom_safetensors_find(file, t->tensors[i].name, &tensor) != LOOM_OK) return; /* open_best found it */
+    memcpy((char *)t->params + (size_t)t->tensor_offsets[i] * t->param_size, tensor.data, (size_t)tensor.nbytes);
+}
+
+/* The reader's file onto every rank: the whole buffer in one broadcast, or under ZeRO-3 a
+ * tensor at a time, each gathered, overwritten by the reader, broadcast and given back, so that
+ * no rank holds more than one tensor beyond its partition. */
+static loom_status spread_best(loom_trainer *t, loom_safetensors *file, int reader)
+{
+    const loom_comm_vtable *cv = t->comm.vtable;
+    if (!loom_trainer_params_streamed(t)) {
+        for (size_t i = 0; file && i < t->n_tensors; i++)
+            copy_best(t, file, i);
+        if (t->world_size < 2) return LOOM_OK;
+        return cv->broadcast(t->comm.instance, t->params, (size_t)t->total_numel, t->param_dtype, reader, NULL);
+    }
+    for (size_t i = 0; i < t->n_tensors; i++) {
+        const int64_t begin = t->tensor_offsets[i], n = t->tensor_offsets[i + 1] - begin;
+        loom_status st = loom_trainer_params_tensor(t, i, 0);
+        if (st != LOOM_OK) return st;
+        if (file) copy_best(t, file, i);
+        if (n > 0)
+            st = cv->broadcast(t->comm.instance, (char *)t->params + (size_t)begin * t->param_size, (size_t)n,
+                               t->param_dtype, reader, NULL);
+        loom_status released = loom_trainer_params_tensor(t, i, 1);
+        if ((st = st != LOOM_OK ? st : released) != LOOM_OK) return st;
+    }
+    return LOOM_OK;
 }
 
 static void say_loaded(const loom_trainer *t)
@@ -129,8 +162,9 @@ static void say_loaded(const loom_trainer *t)
  * rank whose disk lacks the folder (node 1's, when only node 0 saves) would otherwise keep the
  * last step's weights, and the final evaluation, which sums every rank's share, would mix two
  * models. A rank that cannot read the file stops every rank. */
-static loom_status load_best(loom_trainer *t)
+loom_status loom_trainer_load_best(loom_trainer *t)
 {
+    if (!t->args.load_best_model_at_end) return LOOM_OK;
     char path[4096] = "";
     int has = 0;
     if (t->best_model_checkpoint) {
@@ -150,26 +184,14 @@ static loom_status load_best(loom_trainer *t)
             loom_log(LOOM_LOG_WARNING, "load_best_model_at_end: %s is gone: keeping the last step's weights", path);
         return LOOM_OK;
     }
-    if (t->rank == reader) st = read_best(t, path);
+    loom_safetensors *file = NULL;
+    if (t->rank == reader) st = open_best(t, path, &file);
     if ((st = loom_trainer_fail_together(t, st)) != LOOM_OK) return st;
-    if (t->world_size > 1) {
-        const loom_comm_vtable *cv = t->comm.vtable;
-        st = cv->broadcast(t->comm.instance, t->params, (size_t)t->total_numel, t->param_dtype, reader, NULL);
-        if (st != LOOM_OK)
-            return loom_error_context(st, "load_best_model_at_end: broadcasting rank %d's best weights", reader);
-    }
+    st = spread_best(t, file, reader);
+    loom_safetensors_close(file);
+    if (st != LOOM_OK)
+        return loom_error_context(st, "load_best_model_at_end: broadcasting rank %d's best weights", reader);
     if ((st = loom_trainer_best_copies(t, t->best_model_checkpoint, reader)) != LOOM_OK) return st;
     if (t->rank == reader) say_loaded(t);
     return loom_trainer_test_write_states(t);
-}
-
-loom_status loom_trainer_load_best(loom_trainer *t)
-{
-    if (!t->args.load_best_model_at_end) return LOOM_OK;
-    /* Under ZeRO-3 the reader writes, and the broadcast moves, the whole buffer: gathered on
-     * every rank for the span, each keeping its own ranges after (param_source.c). */
-    loom_status st = loom_trainer_params_whole(t);
-    if (st == LOOM_OK) st = load_best(t);
-    loom_status released = loom_trainer_params_done(t);
-    return st == LOOM_OK ? released : st;
 }

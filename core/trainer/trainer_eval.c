@@ -34,6 +34,30 @@ typedef struct pass_totals {
     double seconds;
 } pass_totals;
 
+/* Under ZeRO-3 the model gathers each block from its owners as it runs (param_source.c), so
+ * every rank must run as many forwards as the others: *lockstep is the most batches any rank
+ * has, which a rank with fewer makes up with forwards of its last batch that count for nothing.
+ * Generation is not in lockstep (hypotheses end at different lengths), and a rank without a
+ * batch has none to repeat: then the whole model is gathered once for the pass instead (the
+ * model's gathers return at once; *whole set), and the pass ends with loom_trainer_params_done. */
+static loom_status lockstep_batches(loom_trainer *t, int64_t n_batches, int64_t *lockstep, int *whole)
+{
+    *lockstep = n_batches;
+    *whole = 0;
+    if (!loom_trainer_params_streamed(t)) return LOOM_OK;
+    int64_t most = n_batches, least = n_batches;
+    const loom_comm_vtable *cv = t->comm.vtable;
+    loom_status st = cv->all_reduce(t->comm.instance, &most, 1, LOOM_DTYPE_I64, LOOM_REDUCE_MAX, NULL);
+    if (st == LOOM_OK) st = cv->all_reduce(t->comm.instance, &least, 1, LOOM_DTYPE_I64, LOOM_REDUCE_MIN, NULL);
+    if (st != LOOM_OK) return st;
+    if (t->args.predict_with_generate || (least == 0 && most > 0)) {
+        *whole = 1;
+        return loom_trainer_params_whole(t);
+    }
+    *lockstep = most;
+    return LOOM_OK;
+}
+
 /* One pass over a loader: sums, and the predictions when keep != NULL. With
  * --predict_with_generate, also generation from every batch (its text metrics into gen_metrics,
  * its sequences into `generated` when not NULL). Every rank ends with the sums and the kept
@@ -41,6 +65,7 @@ typedef struct pass_totals {
 static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *prefix, loom_predictions *keep,
                             pass_totals *totals, loom_predictions *generated, loom_metrics *gen_metrics)
 {
+    int whole = 0; /* this pass gathered the whole model (lockstep_batches) */
     loom_generation_pass gen;
     memset(&gen, 0, sizeof gen);
     memset(totals, 0, sizeof *totals);
@@ -51,14 +76,14 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
     if (st != LOOM_OK) return st;
     /* Whatever loader a hook made: padding would count examples twice. Ranks may then run
      * one batch fewer than others, which is safe because nothing in a forward pass, in
-     * generation or at PREDICTION_STEP communicates: under ZeRO-3 the whole model is gathered
-     * once for the pass (param_source.c), and the model's gathers return at once. */
+     * generation or at PREDICTION_STEP communicates, except the model's gathers under ZeRO-3
+     * (lockstep_batches). */
     dl->unpadded = 1;
-    if ((st = loom_trainer_params_whole(t)) != LOOM_OK) goto done;
     if ((st = loom_dataloader_set_epoch(dl, 0)) != LOOM_OK) goto done;
     if (t->args.predict_with_generate && (st = loom_generation_pass_init(t, &gen, dl->batch_size)) != LOOM_OK)
         goto done;
-    int64_t n_batches = loom_dataloader_len(dl);
+    int64_t n_batches = loom_dataloader_len(dl), lockstep = n_batches;
+    if ((st = lockstep_batches(t, n_batches, &lockstep, &whole)) != LOOM_OK) goto done;
     int64_t row_size = 0;
     int64_t shape[LOOM_MAX_DIMS];
     uint32_t ndim = 0;
@@ -110,6 +135,11 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
         totals->batches++;
         if ((st = loom_trainer_fire(t, LOOM_EVENT_PREDICTION_STEP, &length, NULL)) != LOOM_OK) goto done;
     }
+    /* The forwards this rank owes the others' gathers: its last batch again, counted nowhere. */
+    for (int64_t b = n_batches; b < lockstep; b++) {
+        loom_forward_result ignored = {LOOM_HEADER_INIT(loom_forward_result)};
+        if ((st = t->hooks.prediction_step(t, &buf.batch, &ignored, NULL)) != LOOM_OK) goto done;
+    }
     totals->seconds = loom_now_seconds() - start;
     /* Every rank scored its shard: the metrics are over the whole set. */
     double sums[5] = {totals->loss_sum, (double)totals->targets, (double)totals->correct, (double)totals->examples,
@@ -127,7 +157,7 @@ static loom_status run_pass(loom_trainer *t, loom_dataloader *dl, const char *pr
 done:
     loom_generation_pass_free(&gen);
     loom_batch_buffer_free(&buf);
-    {
+    if (whole) {
         loom_status released = loom_trainer_params_done(t);
         if (st == LOOM_OK) st = released;
     }

@@ -194,6 +194,18 @@ loom_status loom_trainer_bind_batch(loom_trainer *t, int64_t train_batch);
 loom_status loom_trainer_param_source_setup(loom_trainer *t);
 loom_status loom_trainer_params_whole(loom_trainer *t);
 loom_status loom_trainer_params_done(loom_trainer *t);
+/* Saving and loading the best model under ZeRO-3 move one tensor at a time, so no rank holds
+ * the whole model: params_streamed says whether to (partitioned, outside a whole span);
+ * params_tensor gathers tensor i on every rank (done 0) and gives it back (done 1);
+ * params_walk does both for every tensor from `from` on, which is what the ranks that do not
+ * write do while the writer writes, and what a writer does for the tensors a failed write did
+ * not reach, so that no rank waits for a gather that never comes. Collective. */
+int loom_trainer_params_streamed(const loom_trainer *t);
+loom_status loom_trainer_params_tensor(loom_trainer *t, size_t i, int done);
+loom_status loom_trainer_params_walk(loom_trainer *t, size_t from);
+/* What a rank that does not write a save does while the writer writes model.safetensors: under
+ * ZeRO-3 the walk of params_walk, else nothing (trainer_save.c). */
+loom_status loom_trainer_follow_model_save(loom_trainer *t);
 
 /* --auto_find_batch_size (trainer_autobatch.c). autobatch_resume: a run resumed from a
  * checkpoint of a run with --auto_find_batch_size takes the size it found (its

@@ -147,12 +147,66 @@ static loom_status copy_tokenizer_files(const loom_trainer *t, const char *dir)
     return LOOM_OK;
 }
 
+/* Under ZeRO-3 model.safetensors is written tensor by tensor, each gathered just before its bytes
+ * are written; `held` is the tensor gathered and not given back (-1: none), `next` the first one
+ * the write has not reached. */
+typedef struct model_stage {
+    loom_trainer *t;
+    size_t next;
+    int64_t held;
+    int broken; /* a gather failed: the ranks stop at it together */
+} model_stage;
+
+static loom_status stage_tensor(void *context, size_t i, int done)
+{
+    model_stage *s = context;
+    loom_status st = loom_trainer_params_tensor(s->t, i, done);
+    if (!done) s->next = i + 1;
+    if (st != LOOM_OK)
+        s->broken = 1;
+    else
+        s->held = done ? -1 : (int64_t)i;
+    return st;
+}
+
+/* What the write left of the walk every rank makes: the tensor it held, and those it never got to. */
+static loom_status finish_walk(model_stage *s)
+{
+    if (s->broken) return LOOM_OK;
+    loom_status st = s->held >= 0 ? loom_trainer_params_tensor(s->t, (size_t)s->held, 1) : LOOM_OK;
+    return st == LOOM_OK ? loom_trainer_params_walk(s->t, s->next) : st;
+}
+
+static loom_status write_model_file(loom_trainer *t, const char *dir);
+
 loom_status loom_trainer_save_model(loom_trainer *t, const char *dir)
 {
-    loom_status st = loom_mkdir_p(dir);
+    loom_status st = write_model_file(t, dir);
     if (st != LOOM_OK) return st;
-    loom_st_tensor *tensors = calloc(t->n_tensors ? t->n_tensors : 1, sizeof *tensors);
-    if (!tensors) return loom_error(LOOM_E_NOMEM, "out of memory");
+    cJSON *config = model_config_json(t);
+    st = write_json(dir, "config.json", config);
+    cJSON_Delete(config);
+    if (st == LOOM_OK) st = copy_tokenizer_files(t, dir);
+    return st;
+}
+
+loom_status loom_trainer_follow_model_save(loom_trainer *t)
+{
+    return loom_trainer_params_streamed(t) ? loom_trainer_params_walk(t, 0) : LOOM_OK;
+}
+
+static loom_status write_model_file(loom_trainer *t, const char *dir)
+{
+    model_stage stage = {t, 0, -1, 0};
+    const int streamed = loom_trainer_params_streamed(t);
+    loom_status st = loom_mkdir_p(dir);
+    loom_st_tensor *tensors = st == LOOM_OK ? calloc(t->n_tensors ? t->n_tensors : 1, sizeof *tensors) : NULL;
+    if (st == LOOM_OK && !tensors) st = loom_error(LOOM_E_NOMEM, "out of memory");
+    if (st != LOOM_OK) {
+        /* The other ranks walk the tensors with this one whatever happens here. */
+        if (streamed) finish_walk(&stage);
+        return st;
+    }
     /* In the parameters' own dtype, as DeepSpeed saves a half-precision module (the f32 master
      * weights of a mixed-precision run go with the optimizer states). */
     const char *params = t->params;
@@ -167,13 +221,14 @@ loom_status loom_trainer_save_model(loom_trainer *t, const char *dir)
     char path[4096];
     const char *metadata[] = {"format", "pt"};
     st = loom_path_join(path, sizeof path, dir, "model.safetensors");
-    if (st == LOOM_OK) st = loom_safetensors_write(path, tensors, t->n_tensors, metadata, 1);
+    if (st == LOOM_OK)
+        st = streamed ? loom_safetensors_write_staged(path, tensors, t->n_tensors, metadata, 1, stage_tensor, &stage)
+                      : loom_safetensors_write(path, tensors, t->n_tensors, metadata, 1);
     free(tensors);
-    if (st != LOOM_OK) return st;
-    cJSON *config = model_config_json(t);
-    st = write_json(dir, "config.json", config);
-    cJSON_Delete(config);
-    if (st == LOOM_OK) st = copy_tokenizer_files(t, dir);
+    if (streamed) {
+        loom_status walked = finish_walk(&stage);
+        if (st == LOOM_OK) st = walked;
+    }
     return st;
 }
 
@@ -559,7 +614,7 @@ static loom_status save_checkpoint(loom_trainer *t)
     if (!model_only && (st = states_are_sharded(t, &sharded)) != LOOM_OK) return st;
     if ((st = loom_trainer_best_at_save(t)) != LOOM_OK) return st;
     int writer = loom_trainer_saves_here(t);
-    if (writer) st = write_main_files(t, tmp_dir, sharded, model_only);
+    st = writer ? write_main_files(t, tmp_dir, sharded, model_only) : loom_trainer_follow_model_save(t);
     if (sharded) {
         /* The writer made the folder; each rank adds its shard; the writer seals it when all are
          * in. A failure anywhere stops every rank with the failing rank's line, so no rank waits
@@ -586,11 +641,7 @@ failed:
 
 loom_status loom_trainer_save_checkpoint(loom_trainer *t)
 {
-    /* Under ZeRO-3 every rank gathers the whole model for the writer (param_source.c). */
-    loom_status st = loom_trainer_params_whole(t);
-    if (st == LOOM_OK) st = save_checkpoint(t);
-    loom_status released = loom_trainer_params_done(t);
-    if (st == LOOM_OK) st = released;
+    loom_status st = save_checkpoint(t);
     /* With --save_on_each_node every node has a writer, each on its own disk: one that fails there
      * (its disk full, the --tokenizer_name folder missing from it) stops the others at this save
      * with its line, not at their next collective (docs/checkpoints.md#files-on-one-node). */
@@ -649,20 +700,12 @@ loom_status loom_trainer_remove_leftovers(loom_trainer *t)
     return LOOM_OK;
 }
 
-static loom_status save_final(loom_trainer *t)
+loom_status loom_trainer_save_final(loom_trainer *t)
 {
-    if (!loom_trainer_saves_here(t)) return LOOM_OK;
+    /* Every rank calls it: under ZeRO-3 the others gather each tensor with the writer. */
+    if (!loom_trainer_saves_here(t)) return loom_trainer_follow_model_save(t);
     loom_status st = loom_trainer_save_model(t, t->args.output_dir);
     if (st == LOOM_OK) st = write_training_args(t, t->args.output_dir);
     if (st == LOOM_OK) st = loom_trainer_write_state(t, t->args.output_dir);
     return st;
-}
-
-loom_status loom_trainer_save_final(loom_trainer *t)
-{
-    /* Every rank calls it: under ZeRO-3 they gather the whole model for the writer. */
-    loom_status st = loom_trainer_params_whole(t);
-    if (st == LOOM_OK) st = save_final(t);
-    loom_status released = loom_trainer_params_done(t);
-    return st == LOOM_OK ? released : st;
 }

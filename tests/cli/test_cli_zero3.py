@@ -53,13 +53,23 @@ class Zero3Test(TokensTestCase):
             self.assertEqual(z3_losses, z2_losses)
 
     def test_evaluation_checkpoints_resume_and_best(self):
-        """Evaluation gathers the whole model (ranks may run different batch counts there);
-        a checkpoint of zero3 resumes into the same bits as the run that went on; the best
-        model loads back on every rank."""
+        """Evaluation gathers block by block in lockstep: 93 examples in batches of 23 are 3
+        batches on one rank and 2 on the other, which runs one more forward that counts for
+        nothing; a rank without any batch makes the pass gather the whole model instead. Both
+        give ddp's eval losses. A checkpoint of zero3 resumes into the same bits as the run that
+        went on; the best model loads back on every rank."""
         eval_file = os.path.join(self.tmp, "z3eval.bin")
         write_tokens(eval_file, 3000, 512, 29)
         common = ["--validation_file", eval_file, "--eval_strategy", "steps", "--eval_steps", "4",
-                  "--save_strategy", "steps", "--save_steps", "4", "--per_device_eval_batch_size", "3"]
+                  "--save_strategy", "steps", "--save_steps", "4", "--per_device_eval_batch_size", "23"]
+        tiny = os.path.join(self.tmp, "z3tiny.bin")
+        write_tokens(tiny, 40, 512, 31)
+        one = ["--validation_file", tiny, "--eval_strategy", "steps", "--eval_steps", "4"]
+        out1, _, _, _ = self.train("one3", 2, "zero3", *one, steps=8)
+        out1d, _, _, _ = self.train("oned", 2, "ddp", *one, steps=8)
+        evals = [[e["eval_loss"] for e in self.state(o)["log_history"] if "eval_loss" in e] for o in (out1, out1d)]
+        self.assertEqual(len(evals[0]), 2)
+        self.assertEqual(evals[0], evals[1])
         out, full, losses, _ = self.train("full", 2, "zero3", *common, steps=12)
         _, ddp, ddp_losses, _ = self.train("fullddp", 2, "ddp", *common, steps=12)
         self.assertEqual(full, ddp)
@@ -96,10 +106,15 @@ class Zero3Test(TokensTestCase):
     def test_ranks_hold_their_partition_only(self):
         """Between uses a rank keeps only its own range of the parameters (the plugin gives the
         other pages back): with 12 blocks of 384 wide (21.5 M parameters, 86 MB in f32) on 2
-        ranks, each rank's peak RSS is below zero2's by at least a quarter of the model (half
-        of it less one block's working set is what it saves), and the printed budget says so."""
+        ranks, each rank's peak RSS over two steps, an evaluation and a checkpoint is below
+        zero2's by at least a quarter of the model (half of it less one block's working set is
+        what it saves), and the printed budget says so."""
+        eval_file = os.path.join(self.tmp, "memeval.bin")
+        write_tokens(eval_file, 3000, 512, 37)
+        # An evaluation and a checkpoint too: neither may gather the whole model on any rank.
         big = ["--gpt2.n_layer", "12", "--gpt2.n_embd", "384", "--gpt2.n_head", "6", "--log_level", "debug",
-               "--log_level_replica", "debug"]
+               "--log_level_replica", "debug", "--validation_file", eval_file, "--eval_strategy", "steps",
+               "--eval_steps", "2", "--save_steps", "2"]
         model_bytes = 4 * (12 * (12 * 384 * 384 + 13 * 384) + 576 * 384 + 2 * 384)
         peaks, budgets = {}, {}
         for plugin in ("zero2", "zero3"):

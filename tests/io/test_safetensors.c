@@ -180,6 +180,67 @@ static void test_round_trip(void)
 }
 
 /* Every residue of the JSON length mod 8 must come out padded to an aligned data start. */
+/* A staged write (ZeRO-3's save): each tensor's bytes are made in its stage call before they are
+ * written, the calls come in order (empty tensors too), and the file equals the plain write of
+ * the finished bytes; a failing stage stops the write and leaves no file. */
+typedef struct stage_log {
+    loom_st_tensor *tensors;
+    size_t calls, fail_at;
+    int in_order;
+    unsigned char scratch[16][64];
+} stage_log;
+
+static loom_status stage_fill(void *context, size_t i, int done)
+{
+    stage_log *log = context;
+    if (log->calls != 2 * i + (size_t)done) log->in_order = 0;
+    log->calls++;
+    if (log->calls == log->fail_at) return loom_error(LOOM_E_IO, "stage %zu refused", i);
+    unsigned char *bytes = log->scratch[i];
+    const size_t n = (size_t)log->tensors[i].nbytes;
+    if (!done) /* ready now, garbage after: only what is there at the write counts */
+        for (size_t k = 0; k < n && k < sizeof log->scratch[i]; k++)
+            bytes[k] = (unsigned char)(7 * i + k);
+    else
+        memset(bytes, 0xee, n < sizeof log->scratch[i] ? n : sizeof log->scratch[i]);
+    return LOOM_OK;
+}
+
+static void test_staged(void)
+{
+    loom_st_tensor in[16], staged[16];
+    size_t n = sample_tensors(in);
+    stage_log log = {staged, 0, 0, 1, {{0}}};
+    for (size_t i = 0; i < n; i++) {
+        staged[i] = in[i];
+        CHECK(in[i].nbytes <= sizeof log.scratch[i]);
+        staged[i].data = log.scratch[i];
+        memset(log.scratch[i], 0xee, sizeof log.scratch[i]);
+    }
+    CHECK(loom_safetensors_write_staged(at("staged.safetensors"), staged, n, NULL, 0, stage_fill, &log) == LOOM_OK);
+    CHECK(log.calls == 2 * n && log.in_order);
+    unsigned char ready[16][64];
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < (size_t)in[i].nbytes; k++)
+            ready[i][k] = (unsigned char)(7 * i + k);
+        staged[i].data = ready[i];
+    }
+    CHECK(loom_safetensors_write(at("plain.safetensors"), staged, n, NULL, 0) == LOOM_OK);
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    CHECK(loom_read_file(at("staged.safetensors"), &a, &la) == LOOM_OK);
+    CHECK(loom_read_file(at("plain.safetensors"), &b, &lb) == LOOM_OK);
+    CHECK(a && b && la == lb && memcmp(a, b, la) == 0);
+    free(a), free(b);
+    for (size_t i = 0; i < n; i++)
+        staged[i].data = log.scratch[i];
+    log = (stage_log){staged, 0, 5, 1, {{0}}};
+    CHECK(loom_safetensors_write_staged(at("failed.safetensors"), staged, n, NULL, 0, stage_fill, &log) == LOOM_E_IO);
+    CHECK(strstr(loom_error_message(), "refused") != NULL);
+    CHECK(log.calls == 5);
+    CHECK(!exists(at("failed.safetensors")) && !exists(at("failed.safetensors.tmp")));
+}
+
 static void test_alignment(void)
 {
     static const uint8_t byte = 7;
@@ -548,6 +609,7 @@ int main(int argc, char **argv)
         }
     } else if (argc == 1) {
         test_round_trip();
+        test_staged();
         test_alignment();
         test_write_errors();
         test_malformed();
