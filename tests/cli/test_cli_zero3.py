@@ -52,6 +52,23 @@ class Zero3Test(TokensTestCase):
             self.assertEqual(z3, z2, f"zero3 != zero2: {name}")
             self.assertEqual(z3_losses, z2_losses)
 
+    def test_mlp(self):
+        """The mlp acquires a layer at a time: 2 ranks of zero3 train ddp's bits and evaluate
+        to ddp's losses."""
+        models, evals = {}, {}
+        for plugin in ("ddp", "zero3"):
+            out = self.out(f"mlp-{plugin}")
+            run(LOOM, "launch", "--nproc_per_node", 2, "--master_port", free_port(),
+                *self.train_args(out, "--plugin", plugin, "--max_steps", "20", "--per_device_train_batch_size", "8",
+                                 "--ddp_timeout", "30", "--eval_strategy", "steps", "--eval_steps", "10",
+                                 "--validation_file", os.path.join(self.data, "train.bin")))
+            with open(os.path.join(out, "model.safetensors"), "rb") as f:
+                models[plugin] = f.read()
+            evals[plugin] = [e["eval_loss"] for e in self.state(out)["log_history"] if "eval_loss" in e]
+        self.assertEqual(models["zero3"], models["ddp"])
+        self.assertEqual(len(evals["zero3"]), 2)
+        self.assertEqual(evals["zero3"], evals["ddp"])
+
     def test_evaluation_checkpoints_resume_and_best(self):
         """Evaluation gathers block by block in lockstep: 93 examples in batches of 23 are 3
         batches on one rank and 2 on the other, which runs one more forward that counts for
