@@ -36,7 +36,8 @@ class Zero3Test(TokensTestCase):
 
     def test_zero3_trains_zero2s_bits(self):
         """One micro-batch: zero2's and ddp's bits; with accumulation, zero2's (the same
-        reduction order, micro-batch by micro-batch); fp32 and bf16, with gradient checkpointing,
+        reduction order, micro-batch by micro-batch); fp32, bf16 and fp16 (with NEFTune and label
+        smoothing, which read the gathered embeddings), with gradient checkpointing,
         overlap_comm and 2 or 3 ranks (a partition boundary inside a block)."""
         for world in (2, 3):
             _, ddp, ddp_losses, _ = self.train(f"d{world}", world, "ddp")
@@ -45,7 +46,8 @@ class Zero3Test(TokensTestCase):
             self.assertEqual(z3, ddp, f"zero3 != ddp at {world} ranks")
             self.assertEqual(z3_losses, ddp_losses)
         cases = {"plain": ([], []), "bf16": (["--bf16"], []), "checkpointing": (["--gradient_checkpointing"], []),
-                 "overlap": ([], ["--zero3.overlap_comm", "true"])}
+                 "overlap": ([], ["--zero3.overlap_comm", "true"]),
+                 "fp16": (["--fp16", "--neftune_noise_alpha", "5", "--label_smoothing_factor", "0.1"], [])}
         for name, (both, only3) in cases.items():
             _, z2, z2_losses, _ = self.train(f"z2a-{name}", 2, "zero2", *both, accumulation=3)
             _, z3, z3_losses, _ = self.train(f"z3a-{name}", 2, "zero3", *both, *only3, accumulation=3)
