@@ -113,7 +113,7 @@ static void usage(FILE *out)
                  "  --rdzv_endpoint H:P  --master_addr H --master_port P (P defaults to 29400)\n"
                  "  --standalone         one node on 127.0.0.1 with a free port\n"
                  "  --timeout SECONDS    grace between SIGTERM and SIGKILL when stopping ranks\n"
-                 "                       (default 10)\n"
+                 "                       (default 30, as torchrun)\n"
                  "  --max_restarts K     when a rank fails, stop the others and start the job\n"
                  "                       again, up to K times (default 0); `loom train` then\n"
                  "                       resumes from the newest complete checkpoint\n"
@@ -1025,7 +1025,7 @@ int loom_launch_attempt(int argc, char **argv)
 {
     launch_signalled = launch_started = 0;
     launch_options o = {
-        .nproc = 1, .nnodes = 1, .node_rank = 0, .master_port = 29500, .master_addr = "127.0.0.1", .timeout = 10.0};
+        .nproc = 1, .nnodes = 1, .node_rank = 0, .master_port = 29500, .master_addr = "127.0.0.1", .timeout = 30.0};
     char path[PATH_MAX];
     int first = 0, subcommand = 0;
     int rc = prepare_options(argc, argv, &o, &first, path, sizeof path, &subcommand);

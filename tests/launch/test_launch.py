@@ -313,6 +313,8 @@ class LaunchTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0)
         self.assertIn("--nproc_per_node", p.stdout)
         self.assertIn("LOOM_STORE_SECRET", p.stdout)
+        # torchrun's grace before SIGKILL (its agent's PContext.close waits 30 s).
+        self.assertIn("(default 30, as torchrun)", p.stdout)
 
 
 
