@@ -538,6 +538,11 @@ static int64_t mlp_max_grad_elements(const loom_model *self)
     return most;
 }
 
+/* A fixture built from this file for an older ABI sets its own (tests/trainer/fixtures). */
+#ifndef MLP_VTABLE_FLAGS
+#define MLP_VTABLE_FLAGS LOOM_MODEL_PARAM_SOURCE
+#endif
+
 static const loom_model_vtable mlp_vtable = {
     LOOM_HEADER_INIT(loom_model_vtable),
     .create = mlp_create,
@@ -552,7 +557,7 @@ static const loom_model_vtable mlp_vtable = {
     .output_shape = mlp_output_shape,
     .backward_outputs = mlp_backward_outputs,
     .max_grad_elements = mlp_max_grad_elements,
-    .flags = LOOM_MODEL_PARAM_SOURCE,
+    .flags = MLP_VTABLE_FLAGS,
 };
 
 static const loom_param_spec mlp_params[] = {

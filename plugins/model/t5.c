@@ -194,6 +194,7 @@ static loom_status t5_bind(loom_model *self, const loom_model_binding *binding)
     if (p != (float *)self->activations + total)
         return api->fail(self->host, LOOM_E_INTERNAL, "activation layout does not add up");
     self->params = binding->params;
+    self->source = LOOM_HAS(binding, loom_model_binding, param_source) ? binding->param_source : NULL;
     self->k = k;
     self->max_batch = B;
     self->max_T = T;
@@ -354,8 +355,37 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
 }
 
 /* Embeddings, blocks and the final norm of one side; side->out gets its output. */
-static void side_forward(loom_model *self, int decoder, const int32_t *ids, int64_t B, int64_t T, const int32_t *mask,
-                         const float *enc, const int32_t *enc_mask, int64_t S)
+/* ---- parameters under ZeRO-3 (loom_param_source, ABI 1.12) ------------------------------
+ * `shared` (the embedding, and the LM head when tied) is acquired for a forward and kept through
+ * it (both stacks look tokens up in it, the tied head reads it last); backward reads it for the
+ * head only. Each block, final norm and an untied lm_head is acquired only while it runs.
+ * A block's range runs from its first tensor to the next block's (block 0 holds the stack's
+ * relative position bias, read once before the blocks). Without a source these do nothing. */
+static loom_status tensor_use(loom_model *self, size_t i, int done)
+{
+    if (!self->source) return LOOM_OK;
+    const int64_t begin = self->tensors[i].offset, end = begin + self->tensors[i].size;
+    return done ? self->source->release(self->source->context, begin, end)
+                : self->source->acquire(self->source->context, begin, end);
+}
+static loom_status block_use(loom_model *self, const t5_side *side, int64_t l, int done)
+{
+    if (!self->source) return LOOM_OK;
+    const int64_t begin = self->tensors[side->blocks[l].q].offset;
+    const int64_t end =
+        l + 1 < side->L ? self->tensors[side->blocks[l + 1].q].offset : self->tensors[side->final_norm].offset;
+    return done ? self->source->release(self->source->context, begin, end)
+                : self->source->acquire(self->source->context, begin, end);
+}
+/* `st` unless it is LOOM_OK, else how giving `shared` back went. */
+static loom_status shared_done(loom_model *self, loom_status st)
+{
+    loom_status released = tensor_use(self, self->shared, 1);
+    return st ? st : released;
+}
+
+static loom_status side_forward(loom_model *self, int decoder, const int32_t *ids, int64_t B, int64_t T,
+                                const int32_t *mask, const float *enc, const int32_t *enc_mask, int64_t S)
 {
     t5_side *side = decoder ? &self->dec : &self->enc;
     const int64_t N = B * T, D = self->D;
@@ -373,25 +403,36 @@ static void side_forward(loom_model *self, int decoder, const int32_t *ids, int6
             x[i] += model_neftune_noise(seed, (uint64_t)i, mag);
     }
     t5_dropout(side->acts[0].in, N * D, p, site(self, decoder, -1, SITE_EMBED));
-    if (side->L > 0)
-        t5_bias_forward(side->bias, t5_p(self, side->blocks[0].rel), self->H, T, T, !decoder, self->NB, self->MD);
-    for (int64_t l = 0; l < side->L; l++) block_forward(self, decoder, l, B, T, mask, enc, enc_mask, S);
+    loom_status st;
+    for (int64_t l = 0; l < side->L; l++) {
+        if ((st = block_use(self, side, l, 0))) return st;
+        if (l == 0)
+            t5_bias_forward(side->bias, t5_p(self, side->blocks[0].rel), self->H, T, T, !decoder, self->NB, self->MD);
+        block_forward(self, decoder, l, B, T, mask, enc, enc_mask, S);
+        if ((st = block_use(self, side, l, 1))) return st;
+    }
+    if ((st = tensor_use(self, side->final_norm, 0))) return st;
     self->k->rmsnorm_forward(side->final_ln, side->final_rstd, side->acts[side->L].in, t5_p(self, side->final_norm), N,
                              D, (float)self->eps);
+    if ((st = tensor_use(self, side->final_norm, 1))) return st;
     memcpy(side->out, side->final_ln, (size_t)(N * D) * sizeof(float));
     t5_dropout(side->out, N * D, p, site(self, decoder, -1, SITE_FINAL));
     if (decoder && self->tied) { /* Mesh TensorFlow's rescale before the tied LM head */
         const float s = 1.0f / sqrtf((float)D);
         for (int64_t i = 0; i < N * D; i++) side->out[i] *= s;
     }
+    return LOOM_OK;
 }
 
-void t5_encoder_forward(loom_model *self, const int32_t *ids, const int32_t *mask, int64_t B, int64_t S)
+/* Generation's encoder: the host makes the parameters whole around generation, so the source's
+ * calls inside return at once. */
+loom_status t5_encoder_forward(loom_model *self, const int32_t *ids, const int32_t *mask, int64_t B, int64_t S)
 {
     self->fwd_B = 0;
     self->fwd_training = 0;
     self->fwd_seed = 0;
-    side_forward(self, 0, ids, B, S, mask, NULL, NULL, 0);
+    loom_status st = tensor_use(self, self->shared, 0);
+    return st ? st : shared_done(self, side_forward(self, 0, ids, B, S, mask, NULL, NULL, 0));
 }
 
 static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
@@ -410,9 +451,13 @@ static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_fo
     self->fwd_B = 0;
     self->fwd_training = LOOM_HAS_FIELD(batch, loom_batch, reserved1) && batch->training == 1;
     self->fwd_seed = self->fwd_training ? batch->dropout_seed : 0;
-    side_forward(self, 0, batch->inputs.data, B, S, mask, NULL, NULL, 0);
-    side_forward(self, 1, self->dec_ids, B, T, NULL, self->enc.out, mask, S);
+    if ((st = tensor_use(self, self->shared, 0))) return st;
+    if ((st = side_forward(self, 0, batch->inputs.data, B, S, mask, NULL, NULL, 0)) ||
+        (st = side_forward(self, 1, self->dec_ids, B, T, NULL, self->enc.out, mask, S)))
+        return shared_done(self, st);
+    if (!self->tied && (st = tensor_use(self, self->lm_head, 0))) return shared_done(self, st);
     linear(self, self->logits, self->dec.out, self->lm_head, Nd, self->D, V);
+    if ((st = shared_done(self, self->tied ? LOOM_OK : tensor_use(self, self->lm_head, 1)))) return st;
     if (outputs) {
         const int64_t stride = outputs->shape[1];
         float *out = outputs->data;
@@ -536,23 +581,31 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
 }
 
 /* d(side->out) in dln -> parameters of the side; returns with dy = d(embeddings). */
-static void side_backward(loom_model *self, float *G, int decoder, const int32_t *ids, int64_t B, int64_t T,
-                          const float *enc, int64_t S)
+static loom_status side_backward(loom_model *self, float *G, int decoder, const int32_t *ids, int64_t B, int64_t T,
+                                 const float *enc, int64_t S)
 {
     t5_side *side = decoder ? &self->dec : &self->enc;
     const int64_t N = B * T, D = self->D, H = self->H;
     const float p = drop_p(self);
     t5_dropout(self->dln, N * D, p, site(self, decoder, -1, SITE_FINAL));
     zero(self->dy, N * D);
+    loom_status st = tensor_use(self, side->final_norm, 0);
+    if (st) return st;
     self->k->rmsnorm_backward(self->dy, G + self->tensors[side->final_norm].offset, self->dln, side->acts[side->L].in,
                               t5_p(self, side->final_norm), side->final_rstd, N, D);
+    if ((st = tensor_use(self, side->final_norm, 1))) return st;
     zero(self->dbias, H * T * T);
-    for (int64_t l = side->L - 1; l >= 0; l--) block_backward(self, G, decoder, l, B, T, enc, S);
+    for (int64_t l = side->L - 1; l >= 0; l--) {
+        if ((st = block_use(self, side, l, 0))) return st;
+        block_backward(self, G, decoder, l, B, T, enc, S);
+        if ((st = block_use(self, side, l, 1))) return st;
+    }
     if (side->L > 0)
         t5_bias_backward(G + self->tensors[side->blocks[0].rel].offset, self->dbias, H, T, T, !decoder, self->NB,
                          self->MD);
     t5_dropout(self->dy, N * D, p, site(self, decoder, -1, SITE_EMBED));
     t5_embed_backward(G + self->tensors[self->shared].offset, self->dy, ids, N, D);
+    return LOOM_OK;
 }
 
 /* Everything after d(loss)/d(logits), which is in self->logits [B*T, V]. */
@@ -564,15 +617,19 @@ static loom_status backward_from_logits(loom_model *self, const loom_batch *batc
     if (st) return st;
     if (!memory) return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory");
     float *G = memory;
+    /* The head is the last read of `shared` (tied) in backward: the embeddings' backward only
+     * writes their gradient. */
+    if ((st = tensor_use(self, self->lm_head, 0))) return st;
     lin_back_set(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
+    if ((st = tensor_use(self, self->lm_head, 1))) return st;
     if (self->tied) {
         const float s = 1.0f / sqrtf((float)D);
         for (int64_t i = 0; i < Nd * D; i++) self->dln[i] *= s;
     }
     zero(self->denc, B * S * D);
-    side_backward(self, G, 1, self->dec_ids, B, T, self->enc.out, S);
+    if ((st = side_backward(self, G, 1, self->dec_ids, B, T, self->enc.out, S))) return st;
     memcpy(self->dln, self->denc, (size_t)(B * S * D) * sizeof(float));
-    side_backward(self, G, 0, batch->inputs.data, B, S, NULL, 0);
+    if ((st = side_backward(self, G, 0, batch->inputs.data, B, S, NULL, 0))) return st;
     self->fwd_B = 0;
     return sink->release(sink->context, 0, self->total);
 }
@@ -652,6 +709,7 @@ static const loom_model_vtable t5_vtable = {
     .output_shape = t5_output_shape,
     .backward_outputs = t5_backward_outputs,
     .max_grad_elements = t5_max_grad_elements,
+    .flags = LOOM_MODEL_PARAM_SOURCE,
     .step_scratch = t5_step_scratch,
     .generation_ids = t5_generation_ids,
     .encode = t5_encode,

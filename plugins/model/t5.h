@@ -88,6 +88,8 @@ struct loom_model {
 
     /* binding */
     float *params;
+    const loom_param_source *source; /* ZeRO-3 (ABI 1.12): a range is whole only while acquired
+                                        (t5.c params_use); NULL: always whole                 */
     const loom_kernels_api *k;
     int64_t max_batch, max_T;
     void *activations;
@@ -133,7 +135,7 @@ void t5_embed_forward(float *out, const int32_t *ids, const float *table, int64_
 void t5_embed_backward(float *dtable, const float *dout, const int32_t *ids, int64_t N, int64_t D);
 
 /* t5.c: the encoder over [B, S] into self->enc.out (dropout off; forward state cleared). */
-void t5_encoder_forward(loom_model *self, const int32_t *ids, const int32_t *mask, int64_t B, int64_t S);
+loom_status t5_encoder_forward(loom_model *self, const int32_t *ids, const int32_t *mask, int64_t B, int64_t S);
 
 /* t5_decode.c (ABI 1.4 members) */
 void t5_decode_free(loom_model *self);

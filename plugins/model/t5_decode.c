@@ -129,7 +129,8 @@ loom_status t5_encode(loom_model *self, const loom_batch *sources, int64_t num_b
     for (int64_t i = 0; i < B * S; i++)
         d->mask[i] = mask ? (mask[i] != 0) : 1;
 
-    t5_encoder_forward(self, ids, d->mask, B, S);
+    loom_status st = t5_encoder_forward(self, ids, d->mask, B, S);
+    if (st) return st;
     for (int64_t l = 0; l < L; l++) {
         const t5_block *w = &self->dec.blocks[l];
         linear(self, d->cross_k + l * B * S * E, self->enc.out, w->ck, B * S, D, E);

@@ -10,7 +10,7 @@ import unittest
 
 import shutil
 
-from loomtest import GPT2_NANO, LOOM, TokensTestCase, free_port, loom, read_safetensors, run, write_pairs, write_tokens
+from loomtest import BUILD, GPT2_NANO, LOOM, TokensTestCase, free_port, loom, read_safetensors, run, write_pairs, write_tokens
 
 class Zero3Test(TokensTestCase):
 
@@ -171,14 +171,39 @@ class Zero3Test(TokensTestCase):
             self.assertEqual(z3, z2, name)
             self.assertEqual(z3_losses, z2_losses, name)
 
-    def test_refusals(self):
-        """t5 reads its parameters whole: refused in one line, naming both plugins."""
+    def test_t5(self):
+        """t5 acquires `shared` for a forward, each block and final norm while it runs: 2 ranks
+        of zero3 train zero2's bits on pairs and log the same evaluation (11 examples in batches
+        of 3, with predict_with_generate, which gathers the whole model for generation)."""
         pairs = os.path.join(self.tmp, "pairs.jsonl")
-        write_pairs(pairs, 64, 3)
-        line = self.assert_error(["train", "--output_dir", self.out("t5"), "--overwrite_output_dir", "--plugin",
-                                  "zero3", "--train_file", pairs, "--max_steps", "1", "--disable_tqdm", "true"],
-                                 "zero3", status=None)
-        self.assertIn("'t5'", line)
+        write_pairs(pairs, 96, 3)
+        dev = os.path.join(self.tmp, "pairs-dev.jsonl")
+        write_pairs(dev, 11, 4)
+        common = ["--train_file", pairs, "--validation_file", dev, "--max_steps", "4", "--logging_steps", "1",
+                  "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "3", "--eval_strategy",
+                  "steps", "--eval_steps", "4", "--predict_with_generate", "--generation_max_length", "6",
+                  "--ddp_timeout", "30", "--disable_tqdm", "true", "--overwrite_output_dir"]
+        got = {}
+        for plugin in ("zero2", "zero3"):
+            out = self.out(f"t5-{plugin}")
+            _, stdout, _ = run(LOOM, "launch", "--nproc_per_node", 2, "--master_port", free_port(), "train",
+                               "--output_dir", out, "--plugin", plugin, *common)
+            self.assertIn(f"[sharding] {plugin} ", stdout)
+            with open(os.path.join(out, "model.safetensors"), "rb") as f:
+                got[plugin] = (f.read(), [{k: v for k, v in e.items() if not k.endswith(("_runtime", "_per_second"))}
+                                          for e in self.state(out)["log_history"]])
+        self.assertEqual(got["zero3"], got["zero2"])
+        self.assertTrue(any("eval_loss" in e for e in got["zero3"][1]))
+
+    def test_refusals(self):
+        """A model plugin built before ABI 1.12 reads its parameters whole: refused in one line,
+        naming both plugins."""
+        old = os.path.join(BUILD, "tests", "trainer-fixtures", "mlp_abi19.so")
+        line = self.assert_error(["train", "--output_dir", self.out("old"), "--overwrite_output_dir", "--plugin",
+                                  "zero3", "--model", old, "--train_file", os.path.join(self.data, "train.bin"),
+                                  "--max_steps", "1", "--disable_tqdm", "true"], "zero3", status=None)
+        self.assertIn("'mlp'", line)
+        self.assertIn("ABI 1.12", line)
 
 
 if __name__ == "__main__":
