@@ -26,15 +26,18 @@
 static volatile sig_atomic_t sigterm_seen;
 static struct sigaction before;
 static int armed;
+static int on_a_terminal; /* stderr, when armed: a progress bar may be mid-line there */
 
 static void on_sigterm(int sig)
 {
     (void)sig;
     if (sigterm_seen) return; /* a launcher passing on a second SIGTERM: one checkpoint */
     sigterm_seen = 1;
+    /* On a terminal a progress bar may be mid-line: start on a line of our own. Elsewhere (a
+     * launcher's pipe, a log file) an empty line would only be noise. */
     static const char line[] = "\nloom: SIGTERM: saving a checkpoint when this step ends, then stopping "
                                "(--enable_jit_checkpoint)\n";
-    ssize_t ignored = write(STDERR_FILENO, line, sizeof line - 1);
+    ssize_t ignored = write(STDERR_FILENO, line + !on_a_terminal, sizeof line - 1 - !on_a_terminal);
     (void)ignored;
 }
 
@@ -46,6 +49,7 @@ void loom_trainer_jit_arm(loom_trainer *t)
     sa.sa_handler = on_sigterm;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART; /* a collective in a read() goes on instead of failing with EINTR */
+    on_a_terminal = isatty(STDERR_FILENO);
     if (sigaction(SIGTERM, &sa, &before) == 0) armed = 1;
 }
 

@@ -157,6 +157,9 @@ class JitCheckpointTest(TokensTestCase):
         self.assertEqual(len(steps), 1, os.listdir(out))
         self.assertIn(f"goes on from {out}/checkpoint-{steps[0]}", stderr)
         self.assertFalse(os.path.exists(os.path.join(out, "model.safetensors")))
+        # Not on a terminal: the notice starts its own line without an empty one before it.
+        self.assertNotIn("[rank 0] \n", stderr)
+        self.assertNotIn("[rank 1] \n", stderr)
 
 
 if __name__ == "__main__":
