@@ -8,8 +8,9 @@
  * each use); hybrid_shard_zero2 and hybrid_shard are ZeRO-2 and ZeRO-3 within each node and DDP
  * across nodes, the same updates, which loom shards over every rank. FairScale's modes are the
  * same: simple (OSS + ShardedDDP) is the sharded_ddp plugin, zero_dp_2 (its FSDP without
- * resharding after forward) ZeRO-2, zero_dp_3 ZeRO-3. loom's ZeRO-3 does not offload, so
- * offload with a strategy that shards the parameters is refused. */
+ * resharding after forward) ZeRO-2, zero_dp_3 ZeRO-3. Offload has no effect with any of them on
+ * the CPU, where parameters, gradients and optimizer states are host memory already (zero3
+ * runs on the CPU only). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,16 +92,6 @@ static loom_status check_options(loom_args *a, const char *where)
         return loom_error(LOOM_E_INVALID, "--fsdp full_shard is not compatible with --fsdp shard_grad_op%s", where);
     if (strategies > 1)
         return loom_error(LOOM_E_INVALID, "--fsdp '%s'%s names more than one sharding strategy", a->fsdp, where);
-    /* accelerate's default strategy, when the options name none (--fsdp auto_wrap), is FULL_SHARD. */
-    if (loom__words_has(a->fsdp, "offload") &&
-        (loom__words_has(a->fsdp, "full_shard") || loom__words_has(a->fsdp, "hybrid_shard") || strategies == 0))
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "--fsdp '%s'%s: offload with %s (ZeRO-3) is not supported yet (loom's zero3 does not "
-                          "offload; drop offload)",
-                          a->fsdp, where,
-                          loom__words_has(a->fsdp, "hybrid_shard") ? "hybrid_shard"
-                          : strategies == 0                        ? "accelerate's default strategy, full_shard"
-                                                                   : "full_shard");
     return LOOM_OK;
 }
 
@@ -125,11 +116,6 @@ static loom_status check_fairscale(loom_args *a, const char *where)
     if (loom__words_has(a->sharded_ddp, "zero_dp_2") && loom__words_has(a->sharded_ddp, "zero_dp_3"))
         return loom_error(LOOM_E_INVALID, "--sharded_ddp zero_dp_2 is not compatible with --sharded_ddp zero_dp_3%s",
                           where);
-    if (loom__words_has(a->sharded_ddp, "zero_dp_3") && loom__words_has(a->sharded_ddp, "offload"))
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "--sharded_ddp '%s'%s: offload with zero_dp_3 (ZeRO-3) is not supported yet (loom's zero3 "
-                          "does not offload; drop offload)",
-                          a->sharded_ddp, where);
     warn_no_effect("--sharded_ddp", a->sharded_ddp);
     if (strategies == 0)
         fprintf(stderr,
@@ -227,21 +213,9 @@ int loom__fsdp_activation_checkpointing(const loom_args *a)
     return a->fsdp && config_is_true(a, "activation_checkpointing");
 }
 
-/* Offload against the strategy the options and the config chose together: loom's zero3 has
- * none, and under the other strategies everything is in host memory already on the CPU. */
-static loom_status check_offload(const loom_args *a, const char *offload_key, const char *where)
+/* Offload, from the options or the config: everything is in host memory already on the CPU. */
+static loom_status check_offload(const loom_args *a, const char *offload_key)
 {
-    int zero3 = a->fsdp && !strcmp(loom__fsdp_sharding(a), "zero3");
-    if (zero3 && (offload_key || loom__words_has(a->fsdp, "offload"))) {
-        char key[64] = "";
-        if (offload_key) snprintf(key, sizeof key, ", --fsdp_config %s true", offload_key);
-        return loom_error(
-            LOOM_E_UNSUPPORTED,
-            "--fsdp '%s'%s%s%s: offload with full sharding (ZeRO-3) is not supported yet (loom's zero3 "
-            "does not offload)",
-            a->fsdp, where,
-            config_is_true(a, "reshard_after_forward") ? ", --fsdp_config reshard_after_forward true" : "", key);
-    }
     if (a->fsdp) warn_no_effect("--fsdp", a->fsdp);
     if (offload_key)
         fprintf(stderr,
@@ -267,7 +241,7 @@ loom_status loom__args_resolve_fsdp(loom_args *a, loom__arg_origin *origin)
     const char *offload = NULL;
     if ((st = check_config(a, origin, &wrap_rules, &offload)) != LOOM_OK) return st;
     const char *where = loom__where(SOURCE(fsdp), buf, sizeof buf);
-    if ((st = check_offload(a, offload, where)) != LOOM_OK || !a->fsdp) return st;
+    if ((st = check_offload(a, offload)) != LOOM_OK || !a->fsdp) return st;
     /* The deprecated flags add to the config's keys (HF). */
     if (a->fsdp_min_num_params > 0) wrap_rules |= 1;
     if (a->fsdp_transformer_layer_cls_to_wrap && *a->fsdp_transformer_layer_cls_to_wrap) wrap_rules |= 2;

@@ -103,21 +103,23 @@ static loom_status check_aliases(const ds_ctx *c, const cJSON *z)
     return LOOM_OK;
 }
 
-/* offload_param: DeepSpeed offloads parameters only under ZeRO-3, and ignores it below; loom's
- * zero3 keeps its partitions in host memory on the CPU already and does not offload. */
+/* offload_param: DeepSpeed offloads parameters only under ZeRO-3, and ignores it below. loom's
+ * zero3 runs on the CPU, where its partitions are host memory already: "cpu" has no effect
+ * there either, and NVMe (ZeRO-Infinity) is not supported. */
 static loom_status read_offload_param(ds_ctx *c, const cJSON *z)
 {
     int stage = c->cfg->zero.stage;
-    if (stage == 3 && loom__ds_is_true(z, "cpu_offload_param"))
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "%s: zero_optimization.cpu_offload_param true with stage 3: ZeRO-3 with parameter offload "
-                          "is not supported",
-                          c->file);
+    loom_status st;
+    if (stage == 3 && loom__ds_is_true(z, "cpu_offload_param") &&
+        (st = loom__ds_note(c,
+                            "%s: zero_optimization.cpu_offload_param true has no effect: loom's ZeRO-3 runs on the "
+                            "CPU, where the parameters are host memory already",
+                            c->file)) != LOOM_OK)
+        return st;
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(z, "offload_param");
     if (!op) return LOOM_OK;
     const char *p = "zero_optimization.offload_param.";
     ds_value dev;
-    loom_status st;
     if ((st = loom__ds_check_table(c, op, p, offload_param_keys, COUNT(offload_param_keys))) != LOOM_OK ||
         (st = loom__ds_get(c, op, p, "device", K_STR, 0, &dev)) != LOOM_OK)
         return st;
@@ -126,11 +128,16 @@ static loom_status read_offload_param(ds_ctx *c, const cJSON *z)
         return loom_error(LOOM_E_INVALID,
                           "%s: zero_optimization.offload_param.device \"%s\": expected \"none\", \"cpu\" or \"nvme\"",
                           c->file, dev.s);
-    if (stage == 3)
+    if (stage == 3 && !strcmp(dev.s, "nvme"))
         return loom_error(LOOM_E_UNSUPPORTED,
-                          "%s: zero_optimization.offload_param.device \"%s\" with stage 3: ZeRO-3 with parameter "
-                          "offload is not supported",
-                          c->file, dev.s);
+                          "%s: zero_optimization.offload_param.device \"nvme\" with stage 3: ZeRO-Infinity's NVMe "
+                          "offload is not supported (\"cpu\" and \"none\" are)",
+                          c->file);
+    if (stage == 3)
+        return loom__ds_note(c,
+                             "%s: zero_optimization.offload_param.device \"cpu\" has no effect: loom's ZeRO-3 runs on "
+                             "the CPU, where the parameters are host memory already",
+                             c->file);
     return loom__ds_note(c,
                          "%s: zero_optimization.offload_param.device \"%s\" has no effect with stage %d (DeepSpeed "
                          "offloads parameters only under ZeRO-3)",
@@ -195,11 +202,6 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     if (dev.present) {
         if (strcmp(dev.s, "cpu") == 0)
             cpu = 1;
-        else if (strcmp(dev.s, "nvme") == 0 && cfg->zero.stage == 3)
-            return loom_error(LOOM_E_UNSUPPORTED,
-                              "%s: zero_optimization.offload_optimizer.device \"nvme\" with stage 3: ZeRO-3 with "
-                              "optimizer offload is not supported",
-                              c->file);
         else if (strcmp(dev.s, "nvme") == 0)
             return loom_error(
                 LOOM_E_UNSUPPORTED,
@@ -215,7 +217,7 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     if (ratio.present && (ratio.d < 0 || ratio.d > 1))
         return loom_error(LOOM_E_INVALID, "%s: zero_optimization.offload_optimizer.ratio %g: expected 0 to 1", c->file,
                           ratio.d);
-    /* Under stage 3 the ratio only matters with device "cpu", which check_zero_stage refuses. */
+    /* Under stage 3 the ratio only matters with device "cpu", which has no effect there. */
     if (ratio.present && ratio.d < 1 && cfg->zero.stage != 3)
         return loom_error(LOOM_E_UNSUPPORTED,
                           "%s: zero_optimization.offload_optimizer.ratio %g: partial offload needs ZeRO-3 (DeepSpeed "
@@ -236,11 +238,6 @@ static loom_status check_zero_stage(const ds_ctx *c, const cJSON *z)
 {
     const loom_ds_config *cfg = c->cfg;
     int s = cfg->zero.stage;
-    if (s == 3 && cfg->zero.cpu_offload)
-        return loom_error(LOOM_E_UNSUPPORTED,
-                          "%s: zero_optimization: CPU offload (cpu_offload / offload_optimizer.device \"cpu\") with "
-                          "stage 3: ZeRO-3 with optimizer offload is not supported",
-                          c->file);
     for (size_t i = 0; s == 3 && i < COUNT(stage3_lossy); i++)
         if (loom__ds_is_true(z, stage3_lossy[i]))
             return loom_error(LOOM_E_UNSUPPORTED,
@@ -333,6 +330,17 @@ loom_status loom__ds_parse_zero(ds_ctx *c, const cJSON *root)
     if ((st = read_zero_keys(c, z, &off, &oo)) != LOOM_OK) return st;
     if (z && (st = read_offload_param(c, z)) != LOOM_OK) return st;
     if (oo.present && (st = read_offload_optimizer(c, &oo, &off)) != LOOM_OK) return st;
+    /* HF's ZeRO-3 configs offload to the CPU; loom's zero3 is on the CPU already. */
+    if (c->cfg->zero.stage == 3 && c->cfg->zero.cpu_offload) {
+        c->cfg->zero.cpu_offload = 0;
+        if ((st = loom__ds_note(
+                 c,
+                 "%s: zero_optimization CPU offload of the optimizer (offload_optimizer.device \"cpu\" "
+                 "/ cpu_offload) has no effect: loom's ZeRO-3 runs on the CPU, where the optimizer states "
+                 "are host memory already",
+                 c->file)) != LOOM_OK)
+            return st;
+    }
     if ((st = check_zero_stage(c, z)) != LOOM_OK) return st;
     return map_zero_to_sharding(c, z);
 }

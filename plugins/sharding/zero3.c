@@ -13,7 +13,8 @@
  * After the update the owned ranges are current where they lie and nothing is gathered: the next
  * forward gathers what it reads.
  *
- * CPU only in this version (the discarding relies on anonymous host pages); no offload. The
+ * CPU only in this version (the discarding relies on anonymous host pages), where offloading to
+ * the CPU means nothing: the configuration layers pass cpu_offload false, and true is refused. The
  * ZeRO-3 tuning keys (prefetch, persistence, live parameters) are accepted: this plugin gathers
  * exactly what the model asks for, when it asks (docs/architecture.md#zero-3).
  */
@@ -45,7 +46,8 @@ typedef struct zero3_sharding {
 static const loom_param_spec zero3_params[] = {
     ZERO_SHARED_PARAMS,
     ZERO_GRADIENT_PARAMS,
-    {"cpu_offload", LOOM_PARAM_BOOL, 0, "false", "ZeRO-Offload: not supported with stage 3 (true is refused)"},
+    {"cpu_offload", LOOM_PARAM_BOOL, 0, "false",
+     "ZeRO-Offload: zero3 runs on the CPU, where it means nothing (true is refused: --plugin zero3 asked for it)"},
     {"prefetch_bucket_size", LOOM_PARAM_INT, 0, "50000000",
      "elements fetched ahead of use (DeepSpeed); accepted: ranges are gathered when the model acquires them"},
     {"param_persistence_threshold", LOOM_PARAM_INT, 0, "100000",

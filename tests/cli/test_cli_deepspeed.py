@@ -105,12 +105,32 @@ class DeepSpeedTest(LoomTestCase):
         for text in expected:
             self.assertIn(text, lines[0])
 
+    def test_stage3_cpu_offload_has_no_effect(self):
+        # HF's documented ZeRO-3 config offloads optimizer and parameters to the CPU, where loom's
+        # zero3 runs: each noted once on rank 0, and the same model as without offload.
+        stage3 = {"zero_optimization": {"stage": 3}}
+        offloaded = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu", "pin_memory": True},
+                                           "offload_param": {"device": "cpu", "pin_memory": True}}}
+        models = []
+        for name, config in (("plain3", stage3), ("offloaded3", offloaded)):
+            out = self.out(name)
+            _, stdout, stderr = run(LOOM, "launch", "--nproc_per_node", "2", "--master_port", free_port(),
+                                    *self.train_args(out, "--deepspeed", self.write(name + ".json", config),
+                                                     "--per_device_train_batch_size", "4", "--max_steps", "3",
+                                                     "--ddp_timeout", "30"))
+            self.assertIn("[sharding] zero3 ", stdout)
+            with open(os.path.join(out, "model.safetensors"), "rb") as f:
+                models.append(f.read())
+        self.assertIn("offload_param.device \"cpu\" has no effect", stderr)
+        self.assertIn("CPU offload of the optimizer", stderr)
+        self.assertEqual(models[0], models[1])
+
     def test_refusals_are_one_line(self):
-        # Stage 3 is zero3, which has no offload; HF refuses its batch size search under ZeRO-3.
-        self.assert_refused({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}},
-                            "refused.json", "ZeRO-3 with optimizer offload is not supported")
-        self.assert_refused({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}},
-                            "zero_optimization.offload_param.device", "ZeRO-3 with parameter offload")
+        # Stage 3 is zero3: NVMe offload is refused, and HF refuses its batch size search.
+        self.assert_refused({"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme"}}},
+                            "refused.json", "NVMe offload) is not supported")
+        self.assert_refused({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}},
+                            "zero_optimization.offload_param.device \"nvme\"", "not supported")
         self.assert_refused({"zero_optimization": {"stage": 3}}, "--auto_find_batch_size", "ZeRO-3",
                             extra=("--auto_find_batch_size",))
         self.assert_refused({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "bf16.enabled", "fp16")

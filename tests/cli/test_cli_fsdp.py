@@ -2,9 +2,9 @@
 shard_grad_op and zero_dp_2 train the model --plugin zero2 trains, no_shard the model DDP trains
 and simple the sharded_ddp plugin's, bit for bit on 2 ranks; FSDP's
 activation_checkpointing is --gradient_checkpointing; training_args.json writes fsdp as HF's
-list and takes it back; offload with the strategies that shard parameters (ZeRO-3, loom's
-zero3, which does not offload) and HF's bad combinations are one-line errors. (The runs of
-full_shard, hybrid_shard and zero_dp_3 themselves are zero3's tests.)"""
+list and takes it back; offload has no effect on the CPU with any strategy (zero3 included: it
+runs on the CPU only), and HF's bad combinations are one-line errors. (The runs of full_shard,
+hybrid_shard and zero_dp_3 without offload are zero3's tests.)"""
 import json
 import os
 import sys
@@ -113,12 +113,6 @@ class FsdpTest(TokensTestCase):
         with open(bad_json, "w") as f:
             f.write('{"min_num_params": 1,')
         for extra, *expected in [
-                (["--fsdp", "full_shard offload auto_wrap"], "--fsdp 'full_shard offload auto_wrap'",
-                 "offload with full_shard (ZeRO-3)", "not supported yet"),
-                (["--fsdp", "hybrid_shard offload"], "offload with hybrid_shard (ZeRO-3)", "not supported yet"),
-                (["--fsdp", "offload auto_wrap"], "offload with accelerate's default strategy, full_shard"),
-                (["--fsdp", "full_shard", "--fsdp_config", '{"fsdp_offload_params": true}'],
-                 "--fsdp_config offload_params true", "offload with full sharding (ZeRO-3)"),
                 (["--fsdp", "offload"], "--fsdp offload", "can't work on its own"),
                 (["--fsdp", "full_shard shard_grad_op"], "not compatible with --fsdp shard_grad_op"),
                 (["--fsdp", "no_shard shard_grad_op"], "more than one sharding strategy"),
@@ -126,8 +120,6 @@ class FsdpTest(TokensTestCase):
                 (["--fsdp", "shard_grad_op", "--deepspeed", '{"train_batch_size": "auto"}'], "--deepspeed",
                  "not possible"),
                 (["--fsdp", "shard_grad_op", "--sharded_ddp"], "--sharded_ddp", "not possible"),
-                (["--sharded_ddp", "zero_dp_3 offload"], "--sharded_ddp 'zero_dp_3 offload'",
-                 "offload with zero_dp_3 (ZeRO-3)", "not supported yet"),
                 (["--sharded_ddp", "offload"], "--sharded_ddp offload", "can't work on its own"),
                 (["--sharded_ddp", "simple zero_dp_2"], "simple", "not compatible with any other option"),
                 (["--sharded_ddp", "zero_dp_2 zero_dp_3"], "not compatible with --sharded_ddp zero_dp_3"),
@@ -136,8 +128,6 @@ class FsdpTest(TokensTestCase):
                  "--deepspeed", "not possible"),
                 (["--sharded_ddp", "--plugin", "zero1"], "--plugin zero1", "--sharded_ddp"),
                 (["--fsdp", "shard_grad_op", "--fsdp_config", '{"xla": true}'], "XLA", "not supported"),
-                (["--fsdp", "shard_grad_op offload", "--fsdp_config", '{"reshard_after_forward": true}'],
-                 "--fsdp 'shard_grad_op offload'", "reshard_after_forward true", "offload with full sharding"),
                 (["--fsdp", "shard_grad_op", "--fsdp_config", '{"activation_checkpointing": true}',
                   "--gradient_checkpointing"], "activation_checkpointing and --gradient_checkpointing"),
                 (["--fsdp", "shard_grad_op", "--fsdp_config", '{"min_num_params": 10}',
@@ -148,11 +138,23 @@ class FsdpTest(TokensTestCase):
         ]:
             with self.subTest(extra=extra):
                 self.assert_error(base + extra, *expected)
-        # A JSON config's fsdp: true is HF's full_shard.
+
+    def test_offload_with_full_sharding_has_no_effect(self):
+        # zero3 runs on the CPU, where everything is host memory already: the same model as
+        # without offload, with the warning zero2's offload gets. A JSON config's fsdp: true is
+        # HF's full_shard.
+        plain = self.launch(self.out("full"), "--fsdp", "full_shard")
         config = os.path.join(self.tmp, "true.json")
         with open(config, "w") as f:
             json.dump({"fsdp": True, "fsdp_config": {"offload_params": True}}, f)
-        self.assert_error(base + ["--config", config], "--fsdp 'full_shard'", "offload_params true", "ZeRO-3")
+        for extra, warning in ((["--fsdp", "full_shard offload"], "--fsdp offload has no effect on the CPU"),
+                               (["--config", config], "--fsdp_config offload_params has no effect here"),
+                               (["--sharded_ddp", "zero_dp_3 offload"], "--sharded_ddp offload has no effect")):
+            with self.subTest(extra=extra):
+                run_ = self.launch(self.out("offloaded"), *extra)
+                self.assertIn("strategy zero3", run_[2])
+                self.assertIn(warning, run_[3])
+                self.assertEqual(run_[0], plain[0])
 
 
 if __name__ == "__main__":
