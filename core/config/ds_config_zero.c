@@ -221,7 +221,7 @@ static loom_status read_offload_optimizer(ds_ctx *c, const ds_value *oo, const d
     if (ratio.present && ratio.d < 1 && cfg->zero.stage != 3)
         return loom_error(LOOM_E_UNSUPPORTED,
                           "%s: zero_optimization.offload_optimizer.ratio %g: partial offload needs ZeRO-3 (DeepSpeed "
-                          "asserts it), where loom does not offload",
+                          "asserts it)",
                           c->file, ratio.d);
     if (off->present && off->b != cpu)
         return loom_error(LOOM_E_INVALID,
