@@ -368,12 +368,12 @@ static loom_status tensor_use(loom_model *self, size_t i, int done)
     return done ? self->source->release(self->source->context, begin, end)
                 : self->source->acquire(self->source->context, begin, end);
 }
+static void block_range(const loom_model *self, const t5_side *side, int64_t l, int64_t *begin, int64_t *end);
 static loom_status block_use(loom_model *self, const t5_side *side, int64_t l, int done)
 {
     if (!self->source) return LOOM_OK;
-    const int64_t begin = self->tensors[side->blocks[l].q].offset;
-    const int64_t end =
-        l + 1 < side->L ? self->tensors[side->blocks[l + 1].q].offset : self->tensors[side->final_norm].offset;
+    int64_t begin = 0, end = 0;
+    block_range(self, side, l, &begin, &end);
     return done ? self->source->release(self->source->context, begin, end)
                 : self->source->acquire(self->source->context, begin, end);
 }
@@ -496,16 +496,48 @@ static loom_status t5_forward(loom_model *self, const loom_batch *batch, loom_fo
 
 static void zero(float *p, int64_t n) { memset(p, 0, (size_t)n * sizeof *p); }
 
-static void lin_back(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp,
-                     int64_t N, int64_t IC, int64_t OC)
+/* The gradients of one range the sink lent: tensor i's (inside it) at mem + (offset - begin). */
+typedef struct grad_range {
+    float *mem;
+    int64_t begin, end;
+} grad_range;
+
+static float *gd(const loom_model *self, const grad_range *g, size_t i)
 {
-    self->k->linear_backward(dinp, G + self->tensors[w].offset, NULL, dout, inp, t5_p(self, w), N, IC, OC);
+    return g->mem + (self->tensors[i].offset - g->begin);
+}
+
+/* [begin, end)'s gradient memory from the sink into *g. */
+static loom_status grad_take(loom_model *self, const loom_grad_sink *sink, int64_t begin, int64_t end, grad_range *g)
+{
+    void *memory = NULL;
+    loom_status st = sink->acquire(sink->context, begin, end, &memory);
+    if (st) return st;
+    if (!memory)
+        return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory for [%lld, %lld)",
+                               (long long)begin, (long long)end);
+    *g = (grad_range){memory, begin, end};
+    return LOOM_OK;
+}
+static loom_status grad_give(const loom_grad_sink *sink, const grad_range *g)
+{
+    return sink->release(sink->context, g->begin, g->end);
+}
+static loom_status tensor_grad(loom_model *self, const loom_grad_sink *sink, size_t i, grad_range *g)
+{
+    return grad_take(self, sink, self->tensors[i].offset, self->tensors[i].offset + self->tensors[i].size, g);
+}
+
+static void lin_back(const loom_model *self, const grad_range *G, float *dinp, size_t w, const float *dout,
+                     const float *inp, int64_t N, int64_t IC, int64_t OC)
+{
+    self->k->linear_backward(dinp, gd(self, G, w), NULL, dout, inp, t5_p(self, w), N, IC, OC);
 }
 
 /* lin_back that WRITES dinp (= dout @ weight, a product with beta 0) instead of adding to it:
  * saves zeroing dinp first and reading it back. */
-static void lin_back_set(const loom_model *self, float *G, float *dinp, size_t w, const float *dout, const float *inp,
-                         int64_t N, int64_t IC, int64_t OC)
+static void lin_back_set(const loom_model *self, const grad_range *G, float *dinp, size_t w, const float *dout,
+                         const float *inp, int64_t N, int64_t IC, int64_t OC)
 {
     self->k->sgemm(0, 0, N, IC, OC, 1.0f, dout, OC, t5_p(self, w), IC, 0.0f, dinp, IC);
     lin_back(self, G, NULL, w, dout, inp, N, IC, OC);
@@ -513,8 +545,8 @@ static void lin_back_set(const loom_model *self, float *G, float *dinp, size_t w
 
 /* dy: d(block output) in, d(block input) out; denc collects the cross-attention's gradient
  * of the encoder output, dbias the relative bias's. */
-static void block_backward(loom_model *self, float *G, int decoder, int64_t l, int64_t B, int64_t T, const float *enc,
-                           int64_t S)
+static void block_backward(loom_model *self, const grad_range *G, int decoder, int64_t l, int64_t B, int64_t T,
+                           const float *enc, int64_t S)
 {
     const loom_kernels_api *k = self->k;
     t5_side *side = decoder ? &self->dec : &self->enc;
@@ -547,7 +579,7 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
         k->relu_backward(dB, a->h0, dA, N * F);
         lin_back_set(self, G, dln, w->wi0, dB, a->ln_ff, N, D, F);
     }
-    k->rmsnorm_backward(dy, G + self->tensors[w->ln_ff].offset, dln, res, t5_p(self, w->ln_ff), a->rstd_ff, N, D);
+    k->rmsnorm_backward(dy, gd(self, G, w->ln_ff), dln, res, t5_p(self, w->ln_ff), a->rstd_ff, N, D);
 
     if (decoder) { /* cross-attention */
         memcpy(tmp, dy, (size_t)(N * D) * sizeof *tmp);
@@ -561,8 +593,7 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
         lin_back_set(self, G, dln, w->cq, self->dq, a->ln_ca, N, D, E);
         lin_back(self, G, self->denc, w->ck, self->dk, enc, B * S, D, E);
         lin_back(self, G, self->denc, w->cv, self->dv, enc, B * S, D, E);
-        k->rmsnorm_backward(dy, G + self->tensors[w->ln_ca].offset, dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N,
-                            D);
+        k->rmsnorm_backward(dy, gd(self, G, w->ln_ca), dln, a->mid, t5_p(self, w->ln_ca), a->rstd_ca, N, D);
     }
 
     /* self-attention */
@@ -577,61 +608,75 @@ static void block_backward(loom_model *self, float *G, int decoder, int64_t l, i
     lin_back_set(self, G, dln, w->q, self->dq, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->k, self->dk, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->v, self->dv, a->ln_sa, N, D, E);
-    k->rmsnorm_backward(dy, G + self->tensors[w->ln_sa].offset, dln, a->in, t5_p(self, w->ln_sa), a->rstd_sa, N, D);
+    k->rmsnorm_backward(dy, gd(self, G, w->ln_sa), dln, a->in, t5_p(self, w->ln_sa), a->rstd_sa, N, D);
 }
 
-/* d(side->out) in dln -> parameters of the side; returns with dy = d(embeddings). */
-static loom_status side_backward(loom_model *self, float *G, int decoder, const int32_t *ids, int64_t B, int64_t T,
-                                 const float *enc, int64_t S)
+/* The flat range of block l of a side: from its first tensor to the next block's (or the final
+ * norm); block 0 holds the stack's relative position bias. */
+static void block_range(const loom_model *self, const t5_side *side, int64_t l, int64_t *begin, int64_t *end)
+{
+    *begin = self->tensors[side->blocks[l].q].offset;
+    *end = l + 1 < side->L ? self->tensors[side->blocks[l + 1].q].offset : self->tensors[side->final_norm].offset;
+}
+
+/* d(side->out) in dln -> parameters of the side; returns with dy = d(embeddings), added into
+ * `shared`'s gradient (gs, held by the caller). Each block's gradients are taken from the sink
+ * and given back as soon as they are final, last block first, so a sharding plugin reduces them
+ * while backward goes on; block 0's wait for the relative bias's, summed over every block. */
+static loom_status side_backward(loom_model *self, const loom_grad_sink *sink, const grad_range *gs, int decoder,
+                                 const int32_t *ids, int64_t B, int64_t T, const float *enc, int64_t S)
 {
     t5_side *side = decoder ? &self->dec : &self->enc;
     const int64_t N = B * T, D = self->D, H = self->H;
     const float p = drop_p(self);
     t5_dropout(self->dln, N * D, p, site(self, decoder, -1, SITE_FINAL));
     zero(self->dy, N * D);
+    grad_range g = {NULL, 0, 0};
     loom_status st = tensor_use(self, side->final_norm, 0);
-    if (st) return st;
-    self->k->rmsnorm_backward(self->dy, G + self->tensors[side->final_norm].offset, self->dln, side->acts[side->L].in,
+    if (st || (st = tensor_grad(self, sink, side->final_norm, &g))) return st;
+    self->k->rmsnorm_backward(self->dy, gd(self, &g, side->final_norm), self->dln, side->acts[side->L].in,
                               t5_p(self, side->final_norm), side->final_rstd, N, D);
-    if ((st = tensor_use(self, side->final_norm, 1))) return st;
+    if ((st = grad_give(sink, &g)) || (st = tensor_use(self, side->final_norm, 1))) return st;
     zero(self->dbias, H * T * T);
     for (int64_t l = side->L - 1; l >= 0; l--) {
-        if ((st = block_use(self, side, l, 0))) return st;
-        block_backward(self, G, decoder, l, B, T, enc, S);
-        if ((st = block_use(self, side, l, 1))) return st;
+        int64_t begin = 0, end = 0;
+        block_range(self, side, l, &begin, &end);
+        if ((st = block_use(self, side, l, 0)) || (st = grad_take(self, sink, begin, end, &g))) return st;
+        block_backward(self, &g, decoder, l, B, T, enc, S);
+        if (l == 0)
+            t5_bias_backward(gd(self, &g, side->blocks[0].rel), self->dbias, H, T, T, !decoder, self->NB, self->MD);
+        if ((st = grad_give(sink, &g)) || (st = block_use(self, side, l, 1))) return st;
     }
-    if (side->L > 0)
-        t5_bias_backward(G + self->tensors[side->blocks[0].rel].offset, self->dbias, H, T, T, !decoder, self->NB,
-                         self->MD);
     t5_dropout(self->dy, N * D, p, site(self, decoder, -1, SITE_EMBED));
-    t5_embed_backward(G + self->tensors[self->shared].offset, self->dy, ids, N, D);
+    t5_embed_backward(gd(self, gs, self->shared), self->dy, ids, N, D);
     return LOOM_OK;
 }
 
-/* Everything after d(loss)/d(logits), which is in self->logits [B*T, V]. */
+/* Everything after d(loss)/d(logits), which is in self->logits [B*T, V]. `shared`'s gradient is
+ * held from the head (tied) to the encoder's embedding lookup, the last to add to it. */
 static loom_status backward_from_logits(loom_model *self, const loom_batch *batch, const loom_grad_sink *sink)
 {
     const int64_t B = self->fwd_B, S = self->fwd_S, T = self->fwd_T, Nd = B * T, D = self->D;
-    void *memory = NULL;
-    loom_status st = sink->acquire(sink->context, 0, self->total, &memory);
+    grad_range gs = {NULL, 0, 0}, gl = {NULL, 0, 0};
+    loom_status st = tensor_grad(self, sink, self->shared, &gs);
     if (st) return st;
-    if (!memory) return self->api->fail(self->host, LOOM_E_INTERNAL, "grad sink gave no memory");
-    float *G = memory;
     /* The head is the last read of `shared` (tied) in backward: the embeddings' backward only
      * writes their gradient. */
     if ((st = tensor_use(self, self->lm_head, 0))) return st;
-    lin_back_set(self, G, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
+    if (!self->tied && (st = tensor_grad(self, sink, self->lm_head, &gl))) return st;
+    lin_back_set(self, self->tied ? &gs : &gl, self->dln, self->lm_head, self->logits, self->dec.out, Nd, D, self->V);
+    if (!self->tied && (st = grad_give(sink, &gl))) return st;
     if ((st = tensor_use(self, self->lm_head, 1))) return st;
     if (self->tied) {
         const float s = 1.0f / sqrtf((float)D);
         for (int64_t i = 0; i < Nd * D; i++) self->dln[i] *= s;
     }
     zero(self->denc, B * S * D);
-    if ((st = side_backward(self, G, 1, self->dec_ids, B, T, self->enc.out, S))) return st;
+    if ((st = side_backward(self, sink, &gs, 1, self->dec_ids, B, T, self->enc.out, S))) return st;
     memcpy(self->dln, self->denc, (size_t)(B * S * D) * sizeof(float));
-    if ((st = side_backward(self, G, 0, batch->inputs.data, B, S, NULL, 0))) return st;
+    if ((st = side_backward(self, sink, &gs, 0, batch->inputs.data, B, S, NULL, 0))) return st;
     self->fwd_B = 0;
-    return sink->release(sink->context, 0, self->total);
+    return grad_give(sink, &gs);
 }
 
 static loom_status check_backward(loom_model *self, const loom_batch *batch, const loom_grad_sink *sink)
@@ -691,7 +736,23 @@ static loom_status t5_backward_outputs(loom_model *self, const loom_batch *batch
     return backward_from_logits(self, batch, sink);
 }
 
-static int64_t t5_max_grad_elements(const loom_model *self) { return self->total; }
+/* backward holds `shared`'s gradient throughout, and beside it an untied lm_head's, a final
+ * norm's or one block's. */
+static int64_t t5_max_grad_elements(const loom_model *self)
+{
+    int64_t held = self->tied ? 0 : self->tensors[self->lm_head].size;
+    const t5_side *sides[] = {&self->enc, &self->dec};
+    for (int k = 0; k < 2; k++) {
+        const t5_side *side = sides[k];
+        if (self->tensors[side->final_norm].size > held) held = self->tensors[side->final_norm].size;
+        for (int64_t l = 0; l < side->L; l++) {
+            int64_t begin = 0, end = 0;
+            block_range(self, side, l, &begin, &end);
+            if (end - begin > held) held = end - begin;
+        }
+    }
+    return self->tensors[self->shared].size + held;
+}
 
 /* ---- descriptor ---------------------------------------------------------------------- */
 

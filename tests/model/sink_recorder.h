@@ -22,6 +22,7 @@ typedef struct sink_ctx {
     range released[64];  /* in release order */
     int n_released;
     int violations;      /* overlap, bad range, release without acquire */
+    int64_t most_open;   /* the most elements held acquired at once */
 } sink_ctx;
 
 static loom_status sink_acquire(void *context, int64_t begin, int64_t end, void **memory)
@@ -36,6 +37,10 @@ static loom_status sink_acquire(void *context, int64_t begin, int64_t end, void 
     }
     s->open[s->n_open++] = (range){begin, end};
     s->acquired[s->n_acquired++] = (range){begin, end};
+    int64_t held = 0;
+    for (int i = 0; i < s->n_open; i++)
+        held += s->open[i].end - s->open[i].begin;
+    if (held > s->most_open) s->most_open = held;
     *memory = s->grads + (size_t)begin * s->element;
     return LOOM_OK;
 }

@@ -178,6 +178,20 @@ static void test_gradients(int gated, const char *dropout)
     sink_init(&sc, grads, n, &sink);
     CHECK(vt->backward(m, &batch, 1.0f, &sink) == LOOM_OK);
     CHECK(sc.violations == 0 && sc.n_open == 0);
+    /* The gradients are handed over a range at a time (`shared` first and last, a block or a
+     * final norm in between), every element exactly once, each range given back before the next
+     * is taken, so never more held at once than max_grad_elements says, which is less than the
+     * model. */
+    CHECK(sc.n_acquired > 2 && sc.acquired[0].begin == 0 && sc.released[sc.n_released - 1].begin == 0);
+    {
+        int64_t covered = 0;
+        for (int i = 0; i < sc.n_acquired; i++)
+            covered += sc.acquired[i].end - sc.acquired[i].begin;
+        CHECK(covered == n);
+        CHECK(sc.most_open <= vt->max_grad_elements(m) && vt->max_grad_elements(m) < n);
+        const int64_t shared = sc.acquired[0].end - sc.acquired[0].begin;
+        CHECK(sc.most_open < shared + (n - shared) / 2);
+    }
     int bad = 0, checked = 0, skipped = 0;
     for (size_t i = 0; i < vt->param_count(m); i++) {
         loom_param_info info = {LOOM_HEADER_INIT(loom_param_info)};
