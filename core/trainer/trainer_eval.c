@@ -45,11 +45,12 @@ static loom_status lockstep_batches(loom_trainer *t, int64_t n_batches, int64_t 
     *lockstep = n_batches;
     *whole = 0;
     if (!loom_trainer_params_streamed(t)) return LOOM_OK;
-    int64_t most = n_batches, least = n_batches;
+    /* The most and the fewest batches in one maximum: of n and of -n. */
+    int64_t counts[2] = {n_batches, -n_batches};
     const loom_comm_vtable *cv = t->comm.vtable;
-    loom_status st = cv->all_reduce(t->comm.instance, &most, 1, LOOM_DTYPE_I64, LOOM_REDUCE_MAX, NULL);
-    if (st == LOOM_OK) st = cv->all_reduce(t->comm.instance, &least, 1, LOOM_DTYPE_I64, LOOM_REDUCE_MIN, NULL);
+    loom_status st = cv->all_reduce(t->comm.instance, counts, 2, LOOM_DTYPE_I64, LOOM_REDUCE_MAX, NULL);
     if (st != LOOM_OK) return st;
+    const int64_t most = counts[0], least = -counts[1];
     if (t->args.predict_with_generate || (least == 0 && most > 0)) {
         *whole = 1;
         return loom_trainer_params_whole(t);

@@ -581,13 +581,13 @@ static int64_t emb_end(const loom_model *self)
 static loom_status params_use(loom_model *self, int64_t begin, int64_t end)
 {
     if (!self->source) return LOOM_OK;
-    loom_status st = self->source->acquire(self->source->context, begin, end);
+    loom_status st = model_param_range(self->source, begin, end, 0);
     if (st == LOOM_OK) gpt2_mixed_stage_range(self, begin, end);
     return st;
 }
 static loom_status params_done(loom_model *self, int64_t begin, int64_t end)
 {
-    return self->source ? self->source->release(self->source->context, begin, end) : LOOM_OK;
+    return model_param_range(self->source, begin, end, 1);
 }
 static loom_status block_use(loom_model *self, int64_t l)
 {

@@ -346,15 +346,9 @@ static loom_status check_batch(loom_model *self, const loom_batch *batch)
 
 /* Layer l's weight and bias current in params (a no-op without a param source): acquired for
  * its product in forward and again in backward, released right after each. */
-static loom_status layer_use(loom_model *self, const mlp_layer *L)
+static loom_status layer_use(loom_model *self, const mlp_layer *L, int done)
 {
-    if (!self->source) return LOOM_OK;
-    return self->source->acquire(self->source->context, L->offset, L->offset + L->out * L->in + L->out);
-}
-static loom_status layer_done(loom_model *self, const mlp_layer *L)
-{
-    if (!self->source) return LOOM_OK;
-    return self->source->release(self->source->context, L->offset, L->offset + L->out * L->in + L->out);
+    return model_param_range(self->source, L->offset, L->offset + L->out * L->in + L->out, done);
 }
 
 static loom_status mlp_forward(loom_model *self, const loom_batch *batch, loom_forward_result *result,
@@ -389,9 +383,9 @@ static loom_status mlp_forward(loom_model *self, const loom_batch *batch, loom_f
     for (int64_t l = 0; l < self->n_layers; l++) {
         const mlp_layer *L = &self->layers[l];
         const float *w = self->params + L->offset;
-        if ((st = layer_use(self, L))) return st;
+        if ((st = layer_use(self, L, 0))) return st;
         k->linear_forward(L->z, inp, w, w + L->out * L->in, B, L->in, L->out);
-        if ((st = layer_done(self, L))) return st;
+        if ((st = layer_use(self, L, 1))) return st;
         if (L->a) {
             if (self->gelu)
                 k->gelu_forward(L->a, L->z, B * L->out);
@@ -453,10 +447,10 @@ static loom_status backward_layers(loom_model *self, const loom_batch *batch, co
             dinp = self->da;
             memset(dinp, 0, (size_t)(B * L->in) * sizeof(float));
         }
-        if ((st = layer_use(self, L))) return st;
+        if ((st = layer_use(self, L, 0))) return st;
         k->linear_backward(dinp, dw, dw + wsize, self->dz, inp, self->params + L->offset, B, L->in,
                            L->out);
-        if ((st = layer_done(self, L))) return st;
+        if ((st = layer_use(self, L, 1))) return st;
         /* This layer's gradients are final: hand them over before computing the next layer's,
          * so the sink's communication overlaps the rest of backward. */
         if ((st = sink->release(sink->context, begin, end))) return st;

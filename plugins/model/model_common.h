@@ -1,9 +1,9 @@
 /*
  * model_common.h - what the in-tree model plugins (mlp, gpt2, t5) write the same way: the
- * create() preamble, the token-id check with its messages, and the shape of a token model's
- * outputs. Header-only; each plugin keeps its own instance struct, which must start with
- *     loom_host *host; const loom_host_api *api;
- * and its own checks of what differs (dtypes, shapes, decoder inputs).
+ * create() preamble, the token-id check with its messages, the shape of a token model's
+ * outputs, and a range of parameters from a ZeRO-3 source. Header-only; each plugin keeps its own instance struct,
+ * which must start with loom_host *host; const loom_host_api *api; and its own checks of what differs (dtypes, shapes,
+ * decoder inputs).
  */
 #ifndef LOOM_PLUGINS_MODEL_COMMON_H
 #define LOOM_PLUGINS_MODEL_COMMON_H
@@ -94,6 +94,14 @@ static inline float model_neftune_magnitude(double alpha, int64_t T, int64_t C)
 static inline float model_neftune_noise(uint64_t seed, uint64_t index, float mag)
 {
     return mag * (2.0f * loom_uniform(seed, index) - 1.0f);
+}
+
+/* [begin, end) of the parameters from a loom_param_source (ABI 1.12, ZeRO-3): acquired (done 0)
+ * or given back (done 1); nothing without a source, where the parameters are always whole. */
+static inline loom_status model_param_range(const loom_param_source *source, int64_t begin, int64_t end, int done)
+{
+    if (!source) return LOOM_OK;
+    return done ? source->release(source->context, begin, end) : source->acquire(source->context, begin, end);
 }
 
 #endif

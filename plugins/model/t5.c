@@ -363,19 +363,21 @@ static void block_forward(loom_model *self, int decoder, int64_t l, int64_t B, i
  * relative position bias, read once before the blocks). Without a source these do nothing. */
 static loom_status tensor_use(loom_model *self, size_t i, int done)
 {
-    if (!self->source) return LOOM_OK;
-    const int64_t begin = self->tensors[i].offset, end = begin + self->tensors[i].size;
-    return done ? self->source->release(self->source->context, begin, end)
-                : self->source->acquire(self->source->context, begin, end);
+    const int64_t begin = self->tensors[i].offset;
+    return model_param_range(self->source, begin, begin + self->tensors[i].size, done);
 }
-static void block_range(const loom_model *self, const t5_side *side, int64_t l, int64_t *begin, int64_t *end);
+/* The flat range of block l of a side: from its first tensor to the next block's (or the final
+ * norm); block 0 holds the stack's relative position bias. */
+static void block_range(const loom_model *self, const t5_side *side, int64_t l, int64_t *begin, int64_t *end)
+{
+    *begin = self->tensors[side->blocks[l].q].offset;
+    *end = l + 1 < side->L ? self->tensors[side->blocks[l + 1].q].offset : self->tensors[side->final_norm].offset;
+}
 static loom_status block_use(loom_model *self, const t5_side *side, int64_t l, int done)
 {
-    if (!self->source) return LOOM_OK;
     int64_t begin = 0, end = 0;
     block_range(self, side, l, &begin, &end);
-    return done ? self->source->release(self->source->context, begin, end)
-                : self->source->acquire(self->source->context, begin, end);
+    return model_param_range(self->source, begin, end, done);
 }
 /* `st` unless it is LOOM_OK, else how giving `shared` back went. */
 static loom_status shared_done(loom_model *self, loom_status st)
@@ -609,14 +611,6 @@ static void block_backward(loom_model *self, const grad_range *G, int decoder, i
     lin_back(self, G, dln, w->k, self->dk, a->ln_sa, N, D, E);
     lin_back(self, G, dln, w->v, self->dv, a->ln_sa, N, D, E);
     k->rmsnorm_backward(dy, gd(self, G, w->ln_sa), dln, a->in, t5_p(self, w->ln_sa), a->rstd_sa, N, D);
-}
-
-/* The flat range of block l of a side: from its first tensor to the next block's (or the final
- * norm); block 0 holds the stack's relative position bias. */
-static void block_range(const loom_model *self, const t5_side *side, int64_t l, int64_t *begin, int64_t *end)
-{
-    *begin = self->tensors[side->blocks[l].q].offset;
-    *end = l + 1 < side->L ? self->tensors[side->blocks[l + 1].q].offset : self->tensors[side->final_norm].offset;
 }
 
 /* d(side->out) in dln -> parameters of the side; returns with dy = d(embeddings), added into
